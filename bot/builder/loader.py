@@ -1,0 +1,33 @@
+"""Reading flow files from disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import FlowInvalid, FlowLoadError
+from .compiled import CompiledFlow
+from .validate import compile_document
+
+
+def read_document(path: str | Path) -> Any:
+    """The JSON document in ``path``; ``FlowLoadError`` saying where the JSON breaks."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlowLoadError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FlowLoadError(f"{p}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+
+
+def load_flow(path: str | Path, *, version: int = 1) -> CompiledFlow:
+    """Read and compile a flow file; raises ``FlowLoadError`` or ``FlowInvalid``."""
+    doc = read_document(path)
+    try:
+        return compile_document(doc, version=version)
+    except FlowInvalid:
+        raise

@@ -1,0 +1,439 @@
+"""Validation and compilation of flow documents.
+
+``check_document`` finds *every* problem at once (schema, references, limits, templates,
+regexes, loops that never wait) with its JSON pointer; ``compile_document`` turns a valid
+document into a ``CompiledFlow`` or raises ``FlowInvalid`` with the whole list.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import zlib
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import regex
+from jinja2 import TemplateSyntaxError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ..errors import FlowInvalid, Problem
+from . import compiled as c
+from . import models as m
+from .graph import Edge, all_edges, loops_without_wait, reachable
+from .normalize import normalize
+from .templates import Expression, Template, compile_value
+from .working_hours import WorkingHours, WorkingHoursError
+
+#: Largest document accepted (the stored JSON). Kommo's own limit is 64 KB; we allow more.
+MAX_DOCUMENT_BYTES = 512 * 1024
+
+_STEP = TypeAdapter(m.Step)
+
+
+class _Envelope(m.Model):
+    """The document with its steps left unparsed, so each step is checked on its own."""
+
+    format: m.Literal["salesbot.flow/1"]  # type: ignore[name-defined]
+    id: m.BotId
+    name: m.Annotated[str, m.StringConstraints(min_length=1, max_length=200)] | None = None  # type: ignore[name-defined]
+    start: m.StepId
+    settings: m.Settings = m.Settings()
+    variables: dict[m.VarName, Any] = {}
+    steps: dict[str, Any]
+
+
+def _vocabulary() -> list[str]:
+    names: set[str] = set()
+    for obj in vars(m).values():
+        if isinstance(obj, type) and issubclass(obj, BaseModel):
+            for name, f in obj.model_fields.items():
+                names.add(f.alias or name)
+    return sorted(names)
+
+
+_KEYS = _vocabulary()
+_STEP_TYPES = [t for t in m.Step.__args__[0].__args__]  # type: ignore[attr-defined]
+_STEP_TYPE_NAMES = sorted(t.model_fields["type"].annotation.__args__[0] for t in _STEP_TYPES)
+_ACTION_NAMES = sorted(
+    t.model_fields["do"].annotation.__args__[0] for t in m.Action.__args__[0].__args__  # type: ignore[attr-defined]
+)
+
+
+def pointer(parts: Iterable[str | int]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _real_path(raw: Any, loc: tuple[Any, ...]) -> list[str | int]:
+    """Map a pydantic error location onto the document, dropping union tags pydantic adds."""
+    path: list[str | int] = []
+    node = raw
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif last and isinstance(node, dict) and part not in (node.get("type"), node.get("do")):
+            path.append(part)  # a missing key: point at where it belongs
+        # otherwise: a union tag ("message", "leaf", "function-after[…]"): skip it
+    return path
+
+
+def _message(err: Mapping[str, Any], raw: Any, path: list[str | int]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    bad = err.get("input")
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return f'unknown key "{path[-1]}"{_suggest(str(path[-1]), _KEYS)}'
+    if kind == "union_tag_invalid":
+        tag = ctx.get("tag")
+        disc = str(ctx.get("discriminator", "")).strip("'")
+        names = _ACTION_NAMES if disc == "do" else _STEP_TYPE_NAMES
+        what = "action" if disc == "do" else "step type"
+        return f'unknown {what} "{tag}"{_suggest(str(tag), names)}; one of: {", ".join(names)}'
+    if kind == "union_tag_not_found":
+        disc = str(ctx.get("discriminator", "")).strip("'")
+        return f'"{disc}" is required'
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", ""))
+        options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
+        return f"{json.dumps(bad, ensure_ascii=False)} is not one of: {', '.join(options)}" + (
+            _suggest(bad, options) if isinstance(bad, str) else ""
+        )
+    if kind == "too_long":
+        field = path[-1] if path else "value"
+        limit = ctx.get("max_length")
+        actual = ctx.get("actual_length")
+        if isinstance(bad, (list, tuple)):
+            return f"at most {limit} {field}, got {actual}"
+        return f"at most {limit} characters, got {actual}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if kind == "string_pattern_mismatch":
+        field = path[-1] if path else ""
+        if field == "id":
+            return f"{json.dumps(bad)} is not a bot id: lower-case letters, digits, _ and -, up to 64"
+        return f"{json.dumps(bad, ensure_ascii=False)} is not a valid {field or 'value'} (pattern {ctx.get('pattern')})"
+    if kind == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    return str(err["msg"])
+
+
+def _schema_problems(exc: ValidationError, raw: Any, prefix: list[str | int]) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        path = _real_path(raw, tuple(err["loc"]))
+        out.append(Problem(pointer(prefix + path), _message(err, raw, path)))
+    return out
+
+
+_REF_KEYS = {"next", "other_answer", "failed", "else", "pass", "fail", "step", "on_timeout"}
+_OPAQUE_KEYS = {"params", "body", "headers", "data", "variables", "value"}
+
+
+def _raw_refs(raw: Any, at: list[str | int]) -> Iterable[tuple[list[str | int], str]]:
+    """Best-effort step references of a step that failed the schema, so they are checked too."""
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            if k in _REF_KEYS and isinstance(v, str):
+                yield at + [k], v
+            elif k == "options" and isinstance(v, list):
+                yield from ((at + [k, i], x) for i, x in enumerate(v) if isinstance(x, str))
+            elif k not in _OPAQUE_KEYS:
+                yield from _raw_refs(v, at + [k])
+    elif isinstance(raw, list):
+        for i, v in enumerate(raw):
+            yield from _raw_refs(v, at + [i])
+
+
+def _step_key_problems(steps: Mapping[str, Any]) -> list[Problem]:
+    bad = TypeAdapter(m.StepId)
+    out = []
+    for key in steps:
+        try:
+            bad.validate_python(key)
+        except ValidationError:
+            out.append(Problem(pointer(["steps", key]), f'"{key}" is not a step id: letters, digits, _ and -, up to 64'))
+    return out
+
+
+class _Compiler:
+    """Compiles parsed steps, collecting template and regex problems with their pointers."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def template(self, source: str, at: list[str | int]) -> Template:
+        try:
+            return Template(source)
+        except TemplateSyntaxError as exc:
+            self.problems.append(Problem(pointer(at), f"template does not compile: {exc.message} (line {exc.lineno})"))
+            return Template("")
+
+    def optional(self, source: str | None, at: list[str | int]) -> Template | None:
+        return None if source is None else self.template(source, at)
+
+    def value(self, value: Any, at: list[str | int]) -> Any:
+        if isinstance(value, str):
+            return self.template(value, at)
+        if isinstance(value, list):
+            return [self.value(v, at + [i]) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self.value(v, at + [k]) for k, v in value.items()}
+        return value
+
+    def regex(self, pattern: str, at: list[str | int]) -> regex.Pattern[str] | None:
+        try:
+            return regex.compile(pattern, regex.IGNORECASE | regex.V0)
+        except regex.error as exc:
+            self.problems.append(Problem(pointer(at), f"regular expression does not compile: {exc}"))
+            return None
+        except Exception as exc:  # noqa: BLE001 - regex raises odd errors on some inputs
+            self.problems.append(Problem(pointer(at), f"regular expression does not compile: {exc}"))
+            return None
+
+    def predicate(self, p: Any, at: list[str | int]) -> c.CPredicate:
+        if isinstance(p, m.AllPredicate):
+            return c.CAll(tuple(self.predicate(x, at + ["all", i]) for i, x in enumerate(p.all)))
+        if isinstance(p, m.AnyPredicate):
+            return c.CAny(tuple(self.predicate(x, at + ["any", i]) for i, x in enumerate(p.any)))
+        if isinstance(p, m.NotPredicate):
+            return c.CNot(self.predicate(p.not_, at + ["not"]))
+        if isinstance(p, m.ExprPredicate):
+            try:
+                return c.CExpr(Expression(p.expr))
+            except TemplateSyntaxError as exc:
+                self.problems.append(Problem(pointer(at + ["expr"]), f"expression does not compile: {exc.message}"))
+                return c.CExpr(Expression("false"))
+        value = self.value(p.value, at + ["value"])
+        pattern = None
+        if p.op == "matches":
+            if isinstance(p.value, str) and "{{" not in p.value and "{%" not in p.value:
+                pattern = self.regex(p.value, at + ["value"])
+            elif not isinstance(p.value, str):
+                self.problems.append(Problem(pointer(at + ["value"]), '"matches" takes a regular expression'))
+        return c.CLeaf(tuple(p.field.split(".")), p.op, value, pattern)
+
+    def step(self, sid: str, s: Any) -> c.CStep:
+        at: list[str | int] = ["steps", sid]
+        t = s.type
+        if isinstance(s, m.MessageStep):
+            buttons = []
+            for i, b in enumerate(s.buttons):
+                title = self.template(b.title, at + ["buttons", i, "title"])
+                syn = frozenset(normalize(x) for x in b.synonyms)
+                keys = syn | ({normalize(b.title)} if title.is_constant else frozenset())
+                buttons.append(c.CButton(title, keys, syn, _payload(sid, i), b.next,
+                                         self.optional(b.url, at + ["buttons", i, "url"])))
+            return c.CMessage(
+                sid, t, self.optional(s.text, at + ["text"]), s.template,
+                self.value(s.params, at + ["params"]),
+                tuple(c.CAttachment(a.kind, self.template(a.url, at + ["attachments", i, "url"]),
+                                    self.optional(a.name, at + ["attachments", i, "name"]))
+                      for i, a in enumerate(s.attachments)),
+                tuple(buttons), s.other_answer,
+                (s.no_answer.after, s.no_answer.next) if s.no_answer else None,  # type: ignore[arg-type]
+                s.failed, s.recipients, s.channel_mode,
+                tuple(s.channels) if s.channels is not None else None, s.next,
+                any(b.next is not None for b in s.buttons),
+            )
+        if isinstance(s, m.ListStep):
+            rows = []
+            sections = []
+            n = 0
+            for si, sec in enumerate(s.sections):
+                srows = []
+                for ri, r in enumerate(sec.rows):
+                    n += 1
+                    row = c.CListRow(r.id or _payload(sid, n - 1), r.title, r.description, r.next, n)
+                    srows.append(row)
+                    rows.append(row)
+                sections.append((sec.title, tuple(srows)))
+            ids = [r.id for r in rows]
+            for i, rid in enumerate(ids):
+                if ids.index(rid) != i:
+                    self.problems.append(Problem(pointer(at + ["sections"]), f'row id "{rid}" is used twice'))
+            return c.CList(
+                sid, t, self.optional(s.header, at + ["header"]), self.template(s.text, at + ["text"]),
+                self.optional(s.footer, at + ["footer"]), s.button, tuple(sections), tuple(rows),
+                s.other_answer, (s.no_answer.after, s.no_answer.next) if s.no_answer else None,  # type: ignore[arg-type]
+                s.failed, s.recipients, s.channel_mode,
+                tuple(s.channels) if s.channels is not None else None,
+            )
+        if isinstance(s, m.ConditionStep):
+            return c.CCondition(sid, t, tuple(
+                (self.predicate(b.if_, at + ["branches", i, "if"]), b.next) for i, b in enumerate(s.branches)
+            ), s.else_)
+        if isinstance(s, m.ValidationStep):
+            rules = tuple(
+                c.CRule(r.check, r.kind, self.value(r.value, at + ["rules", i, "value"]), r.min, r.max,
+                        self.regex(r.pattern, at + ["rules", i, "pattern"]) if r.pattern else None)
+                for i, r in enumerate(s.rules)
+            )
+            return c.CValidation(sid, t, self.template(s.value, at + ["value"]), s.logic, rules,
+                                 s.save_as, s.pass_, s.fail)
+        if isinstance(s, m.PauseStep):
+            return c.CPause(sid, t, tuple(
+                c.CPauseEvent(e.on, e.after, e.next if e.next is not None else s.next)  # type: ignore[arg-type]
+                for e in s.until
+            ))
+        if isinstance(s, m.ActionStep):
+            actions = []
+            for i, a in enumerate(s.actions):
+                params = a.model_dump(by_alias=True, exclude={"do"})
+                actions.append(c.CAction(a.do, MappingProxyType(self.value(params, at + ["actions", i]))))
+            return c.CActionStep(sid, t, tuple(actions), s.next, s.failed)
+        if isinstance(s, m.InternalMessageStep):
+            return c.CInternalMessage(sid, t, self.template(s.text, at + ["text"]), tuple(s.to), s.next)
+        if isinstance(s, m.SubscribeStep):
+            return c.CSubscribe(sid, t, s.tag, self.template(s.title, at + ["title"]), s.next, s.failed)
+        if isinstance(s, m.CommentStep):
+            return c.CComment(sid, t, self.template(s.text, at + ["text"]), s.next, s.failed)
+        if isinstance(s, m.GotoStep):
+            return c.CGoto(sid, t, s.step)
+        if isinstance(s, m.StartBotStep):
+            return c.CStartBot(sid, t, s.bot, s.next)
+        if isinstance(s, m.RoundRobinStep):
+            rotation = f"{sid}:{zlib.crc32(json.dumps(s.options).encode()):08x}"
+            return c.CRoundRobin(sid, t, tuple(s.options), rotation)
+        if isinstance(s, m.WidgetStep):
+            return c.CWidget(sid, t, s.widget, self.value(s.params, at + ["params"]),
+                             s.wait.timeout if s.wait else None,  # type: ignore[arg-type]
+                             s.wait.on_timeout if s.wait else None, s.next, s.failed)
+        if isinstance(s, m.CustomStep):
+            return c.CCustom(sid, t, s.handler, self.value(s.params, at + ["params"]), s.next, s.failed)
+        if isinstance(s, m.StopStep):
+            return c.CStop(sid, t, s.close_chat)
+        raise AssertionError(f"no compiler for {t}")  # pragma: no cover - the schema forbids it
+
+
+def _payload(step_id: str, index: int) -> str:
+    """A button's click payload: short (Telegram allows 64 bytes) and tied to its step."""
+    return f"{zlib.crc32(step_id.encode()):08x}.{index}"
+
+
+def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
+    """Every problem of a document (errors and warnings), and the compiled flow if it has no errors."""
+    problems: list[Problem] = []
+    if not isinstance(doc, dict):
+        return [Problem("", "a flow is a JSON object")], None
+    size = len(json.dumps(doc, ensure_ascii=False).encode())
+    if size > MAX_DOCUMENT_BYTES:
+        problems.append(Problem("", f"the document is {size} bytes; at most {MAX_DOCUMENT_BYTES} are allowed"))
+    try:
+        env = _Envelope.model_validate(doc)
+    except ValidationError as exc:
+        problems.extend(_schema_problems(exc, doc, []))
+        env = None
+    raw_steps = doc.get("steps") if isinstance(doc.get("steps"), dict) else {}
+    steps: dict[str, Any] = {}
+    for sid, raw in raw_steps.items():
+        try:
+            steps[sid] = _STEP.validate_python(raw)
+        except ValidationError as exc:
+            problems.extend(_schema_problems(exc, raw, ["steps", sid]))
+    problems.extend(_step_key_problems(raw_steps))
+
+    names = list(raw_steps)
+    for sid, raw in raw_steps.items():
+        if sid not in steps:
+            for at, target in _raw_refs(raw, ["steps", sid]):
+                if target not in raw_steps:
+                    problems.append(Problem(pointer(at), f'unknown step "{target}"{_suggest(target, names)}'))
+    edges = all_edges(steps)
+    for e in edges:
+        if e.target not in raw_steps:
+            problems.append(Problem(e.pointer, f'unknown step "{e.target}"{_suggest(e.target, names)}'))
+    start = doc.get("start")
+    if isinstance(start, str) and raw_steps and start not in raw_steps:
+        problems.append(Problem("/start", f'unknown step "{start}"{_suggest(start, names)}'))
+
+    tz = ZoneInfo("UTC")
+    hours = WorkingHours.parse(None, tz)
+    if env is not None:
+        try:
+            tz = ZoneInfo(env.settings.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(Problem("/settings/timezone", f'unknown timezone "{env.settings.timezone}" (use an IANA name such as "Europe/Istanbul")'))
+        try:
+            hours = WorkingHours.parse(env.settings.working_hours, tz)
+        except WorkingHoursError as exc:
+            problems.append(Problem("/settings/working_hours", str(exc)))
+        if env.settings.working_hours is not None and hours.always is False and not any(hours.week):
+            problems.append(Problem("/settings/working_hours", "no open hours on any day"))
+
+    for cycle in loops_without_wait([e for e in edges if e.target in raw_steps]):
+        route = " → ".join([cycle[0].source] + [e.target for e in cycle])
+        problems.append(Problem(cycle[-1].pointer, f"loop {route} can run without ever waiting for the customer"))
+
+    compiler = _Compiler()
+    compiled_steps = {sid: compiler.step(sid, s) for sid, s in steps.items()}
+    problems.extend(compiler.problems)
+
+    # Warnings: steps that cannot be reached; waiting steps without a fallback.
+    if isinstance(start, str) and start in raw_steps:
+        seen = reachable(start, [e for e in edges if e.target in raw_steps])
+        for sid in raw_steps:
+            if sid not in seen:
+                problems.append(Problem(pointer(["steps", sid]), "step cannot be reached from the start", "warning"))
+    for sid, s in steps.items():
+        waits = isinstance(s, m.ListStep) or (isinstance(s, m.MessageStep) and any(b.next for b in s.buttons))
+        if waits and s.other_answer is None and s.no_answer is None:  # type: ignore[union-attr]
+            problems.append(Problem(pointer(["steps", sid]), "waits for a reply but has neither other_answer nor no_answer: an unexpected reply leaves the customer without an answer", "warning"))
+
+    if any(p.severity == "error" for p in problems) or env is None:
+        return _sorted(problems), None
+    flow = c.CompiledFlow(
+        id=env.id, version=0, name=env.name or env.id, start=env.start, tz=tz, hours=hours,
+        leave_unanswered=env.settings.leave_unanswered, step_budget=env.settings.step_budget,
+        variables=MappingProxyType(dict(env.variables)), steps=MappingProxyType(compiled_steps),
+        digest=hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16],
+        source=MappingProxyType(doc),
+        warnings=tuple(str(p) for p in problems if p.severity == "warning"),
+        called_bots=frozenset(s.bot for s in steps.values() if isinstance(s, m.StartBotStep)),
+    )
+    return _sorted(problems), flow
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for p in sorted(problems, key=lambda p: (p.severity != "error", p.pointer)):
+        key = (p.pointer, p.message, p.severity)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def compile_document(doc: Any, *, version: int = 0) -> c.CompiledFlow:
+    """The compiled flow, or ``FlowInvalid`` listing every problem."""
+    problems, flow = check_document(doc)
+    if flow is None:
+        raise FlowInvalid(problems)
+    if version:
+        from dataclasses import replace
+
+        flow = replace(flow, version=version)
+    return flow
+
+
+def parse_flow_model(doc: Any) -> m.Flow:
+    """The pydantic model of a document already known to be valid (for graphs and tooling)."""
+    return m.Flow.model_validate(doc)
+
+
+__all__ = ["check_document", "compile_document", "parse_flow_model", "pointer", "Edge"]

@@ -1,0 +1,132 @@
+"""The ``salesbot`` command line: flows validate / graph, chat, test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from .builder.loader import load_flow, read_document
+from .builder.validate import check_document, parse_flow_model
+from .builder.graph import to_mermaid
+from .errors import FlowInvalid, FlowLoadError
+
+
+def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    failed = False
+    report: list[dict[str, Any]] = []
+    for name in args.files:
+        try:
+            doc = read_document(name)
+        except FlowLoadError as exc:
+            failed = True
+            report.append({"file": name, "pointer": "", "message": str(exc).split(": ", 1)[-1], "severity": "error"})
+            continue
+        problems, _ = check_document(doc)
+        failed |= any(p.severity == "error" for p in problems)
+        report += [{"file": name, **p.as_dict()} for p in problems]
+    if args.json:
+        out.write(json.dumps({"valid": not failed, "problems": report}, ensure_ascii=False, indent=2) + "\n")
+    else:
+        for r in report:
+            tag = "" if r["severity"] == "error" else "warning: "
+            out.write(f"{r['file']}: {r['pointer'] or '/'}: {tag}{r['message']}\n")
+        if not failed:
+            out.write(f"{len(args.files)} flow(s) valid\n")
+    return 1 if failed else 0
+
+
+def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        doc = read_document(args.file)
+        problems, flow = check_document(doc)
+    except FlowLoadError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    if flow is None:
+        for p in problems:
+            if p.severity == "error":
+                sys.stderr.write(f"{args.file}: {p}\n")
+        return 1
+    out.write(to_mermaid(parse_flow_model(doc), highlight=args.highlight))
+    return 0
+
+
+def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
+    from .runtime.convtest import discover, run_test_file
+
+    files = discover(args.paths)
+    if not files:
+        out.write("no *.test.yaml files found\n")
+        return 1
+    results = [run_test_file(f) for f in files]
+    for r in results:
+        if not r.passed or args.verbose:
+            out.write(r.report() + "\n")
+    failed = sum(not r.passed for r in results)
+    out.write(f"{len(results) - failed} passed, {failed} failed\n")
+    return 1 if failed else 0
+
+
+def _cmd_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
+    from .runtime.chat import ChatSession
+
+    try:
+        flow = load_flow(args.file)
+        bots = [load_flow(b) for b in args.bot or []]
+    except (FlowLoadError, FlowInvalid) as exc:
+        sys.stderr.write(f"{exc}\n")
+        for p in getattr(exc, "problems", []):
+            sys.stderr.write(f"  {p}\n")
+        return 1
+    now = datetime.fromisoformat(args.now) if args.now else datetime.now(timezone.utc).replace(microsecond=0)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    session = ChatSession(flow, bots=bots, channel=args.channel, now=now, out=out)
+    return asyncio.run(session.repl(inp))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="salesbot", description="Run Salesbot-style chatbot flows.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    flows = sub.add_parser("flows", help="validate and draw flow files")
+    fsub = flows.add_subparsers(dest="flows_command", required=True)
+    v = fsub.add_parser("validate", help="check flow files; one line per problem")
+    v.add_argument("files", nargs="+")
+    v.add_argument("--json", action="store_true", help="print the problems as JSON")
+    g = fsub.add_parser("graph", help="print the flow as a Mermaid flowchart")
+    g.add_argument("file")
+    g.add_argument("--highlight", help="a step id to highlight")
+
+    t = sub.add_parser("test", help="run conversation tests (*.test.yaml)")
+    t.add_argument("paths", nargs="+")
+    t.add_argument("-v", "--verbose", action="store_true", help="also list the tests that pass")
+
+    c = sub.add_parser("chat", help="talk to a flow in the terminal, on a virtual clock")
+    c.add_argument("file")
+    c.add_argument("--channel", default="livechat")
+    c.add_argument("--bot", action="append", help="another flow that start_bot may call (repeatable)")
+    c.add_argument("--now", help="virtual clock start, ISO 8601 (default: now)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, inp: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    if args.command == "flows":
+        return _cmd_validate(args, out) if args.flows_command == "validate" else _cmd_graph(args, out)
+    if args.command == "test":
+        return _cmd_test(args, out)
+    if args.command == "chat":
+        return _cmd_chat(args, out, inp or sys.stdin)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The error tree of salesbot.
+
+Every error the project raises on purpose derives from ``SalesbotError``::
+
+    SalesbotError
+    ├── FlowError                  (bot.builder)
+    │   ├── FlowInvalid            a document failed validation; carries every Problem
+    │   └── FlowLoadError          a file could not be read or is not JSON
+    ├── RuntimeFault               (bot.runtime)
+    │   ├── UnknownBot             start_bot / API named a bot that is not loaded
+    │   └── StepBudgetExceeded     one event ran more steps than the flow's step_budget
+    ├── ConversationTestError      (bot.runtime.testing) a *.test.yaml file is malformed
+    └── CrmError                   (crm_bridge)
+        ├── CrmRejected            permanent: the CRM refused the command
+        └── CrmTemporary           retry later
+            ├── CrmUnavailable
+            └── CrmRateLimited     carries retry_after (seconds)
+
+Errors carry structured fields so callers never parse messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SalesbotError(Exception):
+    """Root of every error raised by salesbot on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding of flow validation: where (JSON pointer) and what to fix."""
+
+    pointer: str
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        return f"{self.pointer or '/'}: {self.message}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"pointer": self.pointer, "message": self.message, "severity": self.severity}
+
+
+class FlowError(SalesbotError):
+    """Something is wrong with a flow document."""
+
+
+class FlowInvalid(FlowError):
+    """A flow document failed validation; ``problems`` lists every error and warning."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        errors = [p for p in problems if p.severity == "error"]
+        super().__init__(f"{len(errors)} problem(s): " + "; ".join(str(p) for p in errors[:5]))
+
+
+class FlowLoadError(FlowError):
+    """A flow file could not be read or parsed as JSON."""
+
+
+class RuntimeFault(SalesbotError):
+    """The interpreter could not go on with a run."""
+
+
+class UnknownBot(RuntimeFault):
+    def __init__(self, bot_id: str) -> None:
+        self.bot_id = bot_id
+        super().__init__(f"unknown bot {bot_id!r}")
+
+
+class StepBudgetExceeded(RuntimeFault):
+    def __init__(self, budget: int, step: str) -> None:
+        self.budget = budget
+        self.step = step
+        super().__init__(f"step budget of {budget} exhausted at step {step!r}")
+
+
+class ConversationTestError(SalesbotError):
+    """A conversation test file is malformed (not a failing test: a broken one)."""
+
+
+class CrmError(SalesbotError):
+    """A CRM backend could not carry out a command."""
+
+
+class CrmRejected(CrmError):
+    """Permanent: the CRM refused the command (bad field, unknown stage, …)."""
+
+
+class CrmTemporary(CrmError):
+    """Temporary: the command may succeed later."""
+
+
+class CrmUnavailable(CrmTemporary):
+    """The CRM could not be reached or answered with a server error."""
+
+
+class CrmRateLimited(CrmTemporary):
+    def __init__(self, message: str = "rate limited", *, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -1,0 +1,104 @@
+"""Events: what can happen to a conversation. Plain frozen values, built by the shell."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    kind: str  # image, video, audio, voice, document, sticker, location, …
+    url: str | None = None
+    name: str | None = None
+    mime: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A customer's message. ``payload`` is set for a button or list click."""
+
+    text: str = ""
+    payload: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    message_id: str | None = None
+    kind: str = "text"  # text, button, list, media, comment, referral
+    start_param: str | None = None  # deep link / referral parameter
+    greeting: str | None = None  # the bot that greets a conversation with no active run
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    timer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFailed:
+    """The channel could not deliver a message we sent (``ref`` from ``SendMessage``)."""
+
+    ref: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WidgetCallback:
+    token: str
+    body: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class VideoEvent:
+    kind: str  # video_opened | video_closed
+
+
+@dataclass(frozen=True, slots=True)
+class CrmEvent:
+    """A CRM or business event (``lead.stage_changed`` …); recorded for automations."""
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    step: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopBot:
+    reason: str = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class StartBot:
+    bot: str
+    step: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """The shell's answer to a ``Request`` effect.
+
+    ``ok`` with ``value``; or not ok with ``error`` and ``permanent`` (the step's ``failed``
+    branch) — a temporary failure the shell queued for retry is reported as ok.
+    ``snapshot`` replaces the CRM snapshot the following steps see.
+    """
+
+    request_id: str
+    ok: bool = True
+    value: Any = None
+    error: str | None = None
+    permanent: bool = True
+    snapshot: dict[str, Any] | None = None
+
+
+Event = (
+    InboundMessage | TimerFired | DeliveryFailed | WidgetCallback | VideoEvent | CrmEvent
+    | Takeover | Release | StopBot | StartBot | RequestResult
+)

@@ -1,0 +1,152 @@
+"""Conversation state: what the store keeps per conversation, in msgpack-friendly shapes.
+
+``ConversationState.to_dict``/``from_dict`` are the only (de)serialisation; the interpreter
+works on a ``clone`` so the state it was given is never changed (the core stays pure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+RUN_STATUSES = ("running", "waiting", "finished", "stopped", "failed")
+
+
+@dataclass(slots=True)
+class Frame:
+    """A bot that called another with ``start_bot`` and waits for it to return."""
+
+    bot: str
+    version: int
+    next: str
+    vars: dict[str, Any]
+    json: Any = None
+    last_validation_result: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bot": self.bot, "version": self.version, "next": self.next, "vars": self.vars,
+                "json": self.json, "lvr": self.last_validation_result}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Frame":
+        return cls(d["bot"], d["version"], d["next"], d["vars"], d.get("json"), d.get("lvr"))
+
+
+@dataclass(slots=True)
+class Wait:
+    """What a waiting run waits for.
+
+    ``kind``: ``reply`` (buttons/list), ``pause``, ``widget`` (callback) or ``request``
+    (an answer from the shell to a ``Request`` effect, always given in the same event).
+    """
+
+    kind: str
+    step: str
+    timers: dict[str, str] = field(default_factory=dict)  # timer id -> what it means
+    on: tuple[str, ...] = ()  # pause: the events it waits for
+    token: str | None = None  # widget: the one-time return token
+    request: str | None = None  # request: its id
+    until: float | None = None  # epoch of the earliest timer, for the dashboard
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "step": self.step, "timers": self.timers, "on": list(self.on),
+                "token": self.token, "request": self.request, "until": self.until}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Wait":
+        return cls(d["kind"], d["step"], dict(d.get("timers") or {}), tuple(d.get("on") or ()),
+                   d.get("token"), d.get("request"), d.get("until"))
+
+
+@dataclass(slots=True)
+class Run:
+    id: str
+    bot: str
+    version: int
+    step: str | None
+    status: str = "running"
+    vars: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    last_validation_result: Any = None
+    wait: Wait | None = None
+    action_index: int = 0
+    callers: list[Frame] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("running", "waiting")
+
+    def clone(self) -> "Run":
+        return Run(
+            self.id, self.bot, self.version, self.step, self.status, dict(self.vars), self.json,
+            self.last_validation_result,
+            None if self.wait is None else Wait.from_dict(self.wait.to_dict()),
+            self.action_index, [Frame.from_dict(f.to_dict()) for f in self.callers], self.error,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "bot": self.bot, "version": self.version, "step": self.step,
+            "status": self.status, "vars": self.vars, "json": self.json,
+            "lvr": self.last_validation_result,
+            "wait": None if self.wait is None else self.wait.to_dict(),
+            "ai": self.action_index, "callers": [f.to_dict() for f in self.callers],
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Run":
+        return cls(
+            d["id"], d["bot"], d["version"], d.get("step"), d.get("status", "running"),
+            dict(d.get("vars") or {}), d.get("json"), d.get("lvr"),
+            Wait.from_dict(d["wait"]) if d.get("wait") else None, d.get("ai", 0),
+            [Frame.from_dict(f) for f in d.get("callers") or ()], d.get("error"),
+        )
+
+
+@dataclass(slots=True)
+class ConversationState:
+    """Everything the runtime remembers about one conversation."""
+
+    id: str
+    channel: str = "livechat"
+    account: str = "default"
+    origin: str | None = None  # how the conversation began: "message", "comment", "referral", …
+    owner: str = "bot"  # "bot" or "human"
+    owner_user: str | None = None
+    chat_status: str = "unanswered"  # unanswered | answered | closed
+    run: Run | None = None
+    last_message: dict[str, Any] | None = None
+    seq: int = 0  # counter for run, timer and message ids
+    turn_steps: int = 0  # steps run for the current outside event (the step budget)
+
+    def next_id(self, prefix: str) -> str:
+        self.seq += 1
+        return f"{prefix}{self.seq}"
+
+    def clone(self) -> "ConversationState":
+        return ConversationState(
+            self.id, self.channel, self.account, self.origin, self.owner, self.owner_user,
+            self.chat_status, None if self.run is None else self.run.clone(),
+            self.last_message, self.seq, self.turn_steps,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": 1, "id": self.id, "channel": self.channel, "account": self.account,
+            "origin": self.origin, "owner": self.owner, "owner_user": self.owner_user,
+            "chat_status": self.chat_status,
+            "run": None if self.run is None else self.run.to_dict(),
+            "last_message": self.last_message, "seq": self.seq,
+            "turn_steps": self.turn_steps,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ConversationState":
+        return cls(
+            d["id"], d.get("channel", "livechat"), d.get("account", "default"), d.get("origin"),
+            d.get("owner", "bot"), d.get("owner_user"), d.get("chat_status", "unanswered"),
+            Run.from_dict(d["run"]) if d.get("run") else None, d.get("last_message"), d.get("seq", 0),
+            d.get("turn_steps", 0),
+        )
