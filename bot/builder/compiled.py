@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import regex
 
+from ..messages import OutButton
 from .templates import Expression, Template
 from .working_hours import WorkingHours
 
@@ -66,6 +67,7 @@ class CMessage(CStep):
     channels: tuple[str, ...] | None
     next: str | None
     waits: bool
+    static_buttons: tuple[OutButton, ...] | None  # rendered once when no title or url is a template
 
 
 @dataclass(frozen=True, slots=True)

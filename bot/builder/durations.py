@@ -29,7 +29,7 @@ def parse_duration(value: object) -> int:
     if not isinstance(value, str):
         raise DurationError("a duration is a string like \"15m\" or a number of seconds")
     text = value.strip().lower().replace(" ", "")
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # not "²", which isdigit() but int() refuses
         return int(text)
     if not _WHOLE.match(text):
         raise DurationError(f'"{value}" is not a duration (examples: "90s", "15m", "1h30m", "3d")')

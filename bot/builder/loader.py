@@ -18,10 +18,14 @@ def read_document(path: str | Path) -> Any:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise FlowLoadError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise FlowLoadError(f"{p}: not UTF-8 text: byte {exc.start} cannot be decoded") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise FlowLoadError(f"{p}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
+        raise FlowLoadError(f"{p}: not valid JSON: {exc}") from exc
 
 
 def load_flow(path: str | Path, *, version: int = 1) -> CompiledFlow:

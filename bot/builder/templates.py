@@ -21,6 +21,8 @@ from typing import Any
 from jinja2 import ChainableUndefined, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .expressions import MISSING, ExpressionError, Getter, compile_fast, safe_multiply, safe_power
+
 
 class TemplateFailed(Exception):
     """A template raised while rendering (sandbox violation, bad arithmetic, …)."""
@@ -30,8 +32,20 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with ``*`` and ``**`` guarded against building huge values."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        try:
+            return safe_multiply(left, right) if operator == "*" else safe_power(left, right)
+        except ExpressionError as exc:
+            raise TemplateFailed(str(exc)) from exc
+
+
 def make_environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         undefined=ChainableUndefined, autoescape=False, finalize=_finalize, keep_trailing_newline=True
     )
     env.filters["default"] = env.filters["d"] = _default
@@ -48,83 +62,67 @@ def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
 _ENV = make_environment()  # immutable and stateless after creation; shared by all flows
 _MARKERS = ("{{", "{%", "{#")
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
-_PATH = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*$")
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
-_MISSING = object()
-
-
-def _lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    obj: Any = context.get(path[0], _MISSING)
-    for name in path[1:]:
-        if obj is _MISSING or obj is None:
-            return _MISSING
-        if isinstance(obj, dict):
-            obj = obj.get(name, _MISSING)
-        else:
-            obj = _ENV.getattr(obj, name)
-            if isinstance(obj, Undefined):
-                return _MISSING
-    return obj
+_MISSING = MISSING
 
 
 def _text(value: Any) -> str:
+    if type(value) is str:
+        return value
     if value is _MISSING or value is None:
         return ""
-    return value if isinstance(value, str) else str(value)
+    return str(value)
 
 
 class Template:
     """A compiled template. ``render`` gives text; ``value`` gives the typed value."""
 
-    __slots__ = ("source", "_const", "_parts", "_jinja", "_expr", "_path")
+    __slots__ = ("source", "constant", "_parts", "_jinja", "_expr", "_fast")
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._const: str | None = None
-        self._parts: tuple[str | tuple[str, ...], ...] | None = None
+        self.constant: str | None = None
+        self._parts: tuple[str | Getter, ...] | None = None
         self._jinja: Any = None
         self._expr: Callable[..., Any] | None = None
-        self._path: tuple[str, ...] | None = None
+        self._fast: Getter | None = None
         if not any(m in source for m in _MARKERS):
-            self._const = source
+            self.constant = source
             return
+        self._jinja = _ENV.from_string(source)  # also the syntax check, for every shape
         single = _SINGLE.match(source)
         if single:
             expr = single.group("expr")
-            path = _PATH.match(expr)
-            if path:
-                self._path = tuple(path.group(1).split("."))
-            else:
+            self._fast = compile_fast(_ENV, expr)
+            if self._fast is None:
                 self._expr = _ENV.compile_expression(expr, undefined_to_none=False)
         if "{%" not in source and "{#" not in source:
-            parts: list[str | tuple[str, ...]] = []
+            parts: list[str | Getter] = []
             pos = 0
-            simple = True
             for m in _PLACEHOLDER.finditer(source):
-                path = _PATH.match(m.group(1))
-                if not path:
-                    simple = False
-                    break
+                getter = compile_fast(_ENV, m.group(1))
+                if getter is None:
+                    return
                 parts.append(source[pos : m.start()])
-                parts.append(tuple(path.group(1).split(".")))
+                parts.append(getter)
                 pos = m.end()
-            if simple and "{{" not in source[pos:]:
+            if "{{" not in source[pos:] and "}}" not in source[pos:]:
                 parts.append(source[pos:])
                 self._parts = tuple(p for p in parts if p != "")
-                return
-        self._jinja = _ENV.from_string(source)
 
     @property
     def is_constant(self) -> bool:
-        return self._const is not None
+        return self.constant is not None
 
     def render(self, context: Mapping[str, Any]) -> str:
-        if self._const is not None:
-            return self._const
+        if self.constant is not None:
+            return self.constant
         try:
             if self._parts is not None:
-                return "".join(p if isinstance(p, str) else _text(_lookup(context, p)) for p in self._parts)
+                return "".join([p if type(p) is str else _text(p(context)) for p in self._parts])
             return str(self._jinja.render(context))
+        except ExpressionError as exc:
+            raise TemplateFailed(f"{self.source!r}: {exc}") from exc
         except TemplateError as exc:
             raise TemplateFailed(f"{self.source!r}: {exc}") from exc
         except Exception as exc:  # arithmetic on bad data and the like: the operator's bug
@@ -132,8 +130,13 @@ class Template:
 
     def value(self, context: Mapping[str, Any]) -> Any:
         """The typed value of a single-expression template; the text of any other."""
-        if self._path is not None:
-            v = _lookup(context, self._path)
+        if self._fast is not None:
+            try:
+                v = self._fast(context)
+            except ExpressionError as exc:
+                raise TemplateFailed(f"{self.source!r}: {exc}") from exc
+            except Exception as exc:
+                raise TemplateFailed(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
             return "" if v is _MISSING else v
         if self._expr is not None:
             try:
@@ -150,14 +153,18 @@ class Template:
 class Expression:
     """A bare Jinja2 expression (``lead.price > 1000``), for ``expr`` predicates."""
 
-    __slots__ = ("source", "_fn")
+    __slots__ = ("source", "_fn", "_fast")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self._fn = _ENV.compile_expression(source, undefined_to_none=False)
+        self._fast = compile_fast(_ENV, source)
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         try:
+            if self._fast is not None:
+                v = self._fast(context)
+                return None if v is _MISSING else v
             v = self._fn(**context)
         except Exception as exc:
             raise TemplateFailed(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc

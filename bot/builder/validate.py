@@ -21,6 +21,7 @@ from jinja2 import TemplateSyntaxError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..errors import FlowInvalid, Problem
+from ..messages import OutButton
 from . import compiled as c
 from . import models as m
 from .graph import Edge, all_edges, loops_without_wait, reachable
@@ -72,21 +73,36 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
-def _real_path(raw: Any, loc: tuple[Any, ...]) -> list[str | int]:
+def _at_union(path: list[str | int], step: bool) -> bool:
+    """Whether the object at ``path`` (inside a step when ``step``) is a member of a union."""
+    if not path:
+        return step  # a step: tagged by its type
+    if path[-1] in ("if", "not"):
+        return True  # a predicate
+    return len(path) >= 2 and isinstance(path[-1], int) and path[-2] in ("actions", "all", "any")
+
+
+def _real_path(raw: Any, loc: tuple[Any, ...], *, step: bool = False) -> list[str | int]:
     """Map a pydantic error location onto the document, dropping union tags pydantic adds."""
     path: list[str | int] = []
     node = raw
+    tagged: set[int] = set()  # objects whose union tag was already passed
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, dict) and part in node:
+        if (isinstance(node, dict) and id(node) not in tagged and _at_union(path, step)
+                and part in (node.get("type"), node.get("do"), m._predicate_kind(node))):
+            # The tag of a step, action or predicate, which pydantic puts before its fields
+            # (a widget step's tag "widget" is also one of its keys: it is not that key).
+            tagged.add(id(node))
+        elif isinstance(node, dict) and part in node:
             path.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             path.append(part)
             node = node[part]
-        elif last and isinstance(node, dict) and part not in (node.get("type"), node.get("do")):
+        elif last and isinstance(node, dict):
             path.append(part)  # a missing key: point at where it belongs
-        # otherwise: a union tag ("message", "leaf", "function-after[…]"): skip it
+        # otherwise: a union tag ("str", "function-after[…]"): skip it
     return path
 
 
@@ -135,7 +151,7 @@ def _message(err: Mapping[str, Any], raw: Any, path: list[str | int]) -> str:
 def _schema_problems(exc: ValidationError, raw: Any, prefix: list[str | int]) -> list[Problem]:
     out = []
     for err in exc.errors():
-        path = _real_path(raw, tuple(err["loc"]))
+        path = _real_path(raw, tuple(err["loc"]), step=bool(prefix))
         out.append(Problem(pointer(prefix + path), _message(err, raw, path)))
     return out
 
@@ -168,6 +184,13 @@ def _step_key_problems(steps: Mapping[str, Any]) -> list[Problem]:
         except ValidationError:
             out.append(Problem(pointer(["steps", key]), f'"{key}" is not a step id: letters, digits, _ and -, up to 64'))
     return out
+
+
+#: Action parameters that are choices or settings, never templates.
+_PLAIN_ACTION_KEYS = frozenset({
+    "entity", "status", "save_as", "method", "form", "to", "sender", "unsubscribe_link", "copy",
+    "entities", "timeout", "due", "task_type", "from", "fields",
+})
 
 
 class _Compiler:
@@ -249,6 +272,7 @@ class _Compiler:
                 s.failed, s.recipients, s.channel_mode,
                 tuple(s.channels) if s.channels is not None else None, s.next,
                 any(b.next is not None for b in s.buttons),
+                _static_buttons(buttons),
             )
         if isinstance(s, m.ListStep):
             rows = []
@@ -294,7 +318,12 @@ class _Compiler:
             actions = []
             for i, a in enumerate(s.actions):
                 params = a.model_dump(by_alias=True, exclude={"do"})
-                actions.append(c.CAction(a.do, MappingProxyType(self.value(params, at + ["actions", i]))))
+                compiled_params = {
+                    k: v if k in _PLAIN_ACTION_KEYS or (a.do == "set_variable" and k == "name")
+                    else self.value(v, at + ["actions", i, k])
+                    for k, v in params.items()
+                }
+                actions.append(c.CAction(a.do, MappingProxyType(compiled_params)))
             return c.CActionStep(sid, t, tuple(actions), s.next, s.failed)
         if isinstance(s, m.InternalMessageStep):
             return c.CInternalMessage(sid, t, self.template(s.text, at + ["text"]), tuple(s.to), s.next)
@@ -318,6 +347,21 @@ class _Compiler:
         if isinstance(s, m.StopStep):
             return c.CStop(sid, t, s.close_chat)
         raise AssertionError(f"no compiler for {t}")  # pragma: no cover - the schema forbids it
+
+
+def _static_buttons(buttons: list[c.CButton]) -> tuple[OutButton, ...] | None:
+    """The buttons as sent, when nothing in them is a template (most flows)."""
+    if not all(b.title.constant is not None and (b.url is None or b.url.constant is not None) for b in buttons):
+        return None
+    out = []
+    number = 0
+    for b in buttons:
+        if b.next is not None:
+            number += 1
+            out.append(OutButton(b.title.source, b.payload, None, number))
+        else:
+            out.append(OutButton(b.title.source, None, b.url.source if b.url else None))
+    return tuple(out)
 
 
 def _payload(step_id: str, index: int) -> str:
@@ -363,16 +407,17 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
 
     tz = ZoneInfo("UTC")
     hours = WorkingHours.parse(None, tz)
-    if env is not None:
+    settings = env.settings if env is not None else _settings(doc)
+    if settings is not None:
         try:
-            tz = ZoneInfo(env.settings.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.append(Problem("/settings/timezone", f'unknown timezone "{env.settings.timezone}" (use an IANA name such as "Europe/Istanbul")'))
+            tz = ZoneInfo(settings.timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
+            problems.append(Problem("/settings/timezone", f'unknown timezone "{settings.timezone}" (use an IANA name such as "Europe/Istanbul")'))
         try:
-            hours = WorkingHours.parse(env.settings.working_hours, tz)
+            hours = WorkingHours.parse(settings.working_hours, tz)
         except WorkingHoursError as exc:
             problems.append(Problem("/settings/working_hours", str(exc)))
-        if env.settings.working_hours is not None and hours.always is False and not any(hours.week):
+        if settings.working_hours is not None and hours.always is False and not any(hours.week):
             problems.append(Problem("/settings/working_hours", "no open hours on any day"))
 
     for cycle in loops_without_wait([e for e in edges if e.target in raw_steps]):
@@ -406,6 +451,14 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
         called_bots=frozenset(s.bot for s in steps.values() if isinstance(s, m.StartBotStep)),
     )
     return _sorted(problems), flow
+
+
+def _settings(doc: dict[str, Any]) -> m.Settings | None:
+    """The settings of a document whose envelope failed (a bad id, say), so they are checked too."""
+    try:
+        return m.Settings.model_validate(doc.get("settings", {}))
+    except ValidationError:
+        return None  # already reported with the envelope
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

@@ -35,7 +35,7 @@ def _parse_days(spec: str) -> list[int]:
 
 def _parse_clock(text: str, spec: str) -> int:
     hh, sep, mm = text.partition(":")
-    if not sep or not hh.isdigit() or not mm.isdigit() or len(mm) != 2:
+    if not sep or not (hh + mm).isascii() or not hh.isdigit() or not mm.isdigit() or len(mm) != 2:
         raise WorkingHoursError(f'"{spec}" is not a time range like "09:00-18:00"')
     h, m = int(hh), int(mm)
     if h == 24 and m == 0:

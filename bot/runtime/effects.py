@@ -1,43 +1,20 @@
-"""Effects: what the interpreter asks the shell to do. Plain frozen values."""
+"""Effects: what the interpreter asks the shell to do. Plain values (not frozen: they are
+built on the hot path, and frozen dataclasses cost a setattr call per field)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..messages import OutAttachment, OutButton, OutList, OutRow
 
-@dataclass(frozen=True, slots=True)
-class OutButton:
-    title: str
-    payload: str | None = None  # None for URL buttons
-    url: str | None = None
-    number: int | None = None  # the number a customer may type instead (reply buttons)
-
-
-@dataclass(frozen=True, slots=True)
-class OutRow:
-    id: str
-    title: str
-    description: str | None
-    number: int
+__all__ = [
+    "CancelTimer", "ChatStatus", "Effect", "InternalMessage", "OutAttachment", "OutButton", "OutList",
+    "OutRow", "Request", "SendMessage", "SetTimer", "Trace",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class OutList:
-    button: str
-    header: str | None
-    footer: str | None
-    sections: tuple[tuple[str, tuple[OutRow, ...]], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class OutAttachment:
-    kind: str
-    url: str
-    name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendMessage:
     """A message to the customer. ``ref`` comes back in ``DeliveryFailed``."""
 
@@ -57,30 +34,30 @@ class SendMessage:
     marks_answered: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SetTimer:
     timer_id: str
     at: float  # epoch seconds
     purpose: str  # no_answer | pause | working_hours | widget_timeout
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelTimer:
     timer_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InternalMessage:
     text: str
     to: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChatStatus:
     status: str  # answered | closed | unanswered
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     """Work the shell must do and answer with ``RequestResult`` before any other event.
 
@@ -93,7 +70,7 @@ class Request:
     payload: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Trace:
     """A structured log line and dashboard event (``run.started``, ``step.error`` …)."""
 

@@ -104,15 +104,20 @@ class _Turn:
     def render(self, template: Template | None) -> str:
         if template is None:
             return ""
+        constant = template.constant
+        if constant is not None:
+            return constant
         try:
-            return template.render(self.context())
+            return template.render(self._ctx or self.context())
         except TemplateFailed as exc:
             self.trace("template.error", "warning", error=str(exc))
             return ""
 
     def value(self, compiled_value: Any) -> Any:
         try:
-            return evaluate_value(compiled_value, self.context())
+            if type(compiled_value) is Template:
+                return compiled_value.value(self._ctx or self.context())
+            return evaluate_value(compiled_value, self._ctx or self.context())
         except TemplateFailed as exc:
             self.trace("template.error", "warning", error=str(exc))
             return ""
@@ -314,8 +319,9 @@ class _Turn:
         """Run steps from ``target`` until the run waits or ends."""
         while True:
             if target is _WAIT:
-                if self.run.status != "failed":
-                    self.run.status = "waiting"
+                run = self.state.run
+                if run is not None and run.status != "failed":
+                    run.status = "waiting"
                 return
             if target is None:
                 target = self.finish_run()
@@ -325,7 +331,8 @@ class _Turn:
             flow = self.flow
             assert flow is not None
             step = flow.steps.get(target)
-            run = self.run
+            run = self.state.run
+            assert run is not None
             if step is None:
                 self.fail_run(f"step {target!r} does not exist in {flow.id} v{flow.version}")
                 return
@@ -426,20 +433,23 @@ class _Turn:
 
     # ------------------------------------------------------------------ steps
     def step_message(self, s: c.CMessage) -> Any:
-        number = 0
-        buttons = []
-        for b in s.buttons:
-            if b.next is not None:
-                number += 1
-                buttons.append(fx.OutButton(self.render(b.title), b.payload, None, number))
-            else:
-                buttons.append(fx.OutButton(self.render(b.title), None, self.render(b.url)))
+        buttons = s.static_buttons
+        if buttons is None:
+            number = 0
+            rendered = []
+            for b in s.buttons:
+                if b.next is not None:
+                    number += 1
+                    rendered.append(fx.OutButton(self.render(b.title), b.payload, None, number))
+                else:
+                    rendered.append(fx.OutButton(self.render(b.title), None, self.render(b.url)))
+            buttons = tuple(rendered)
         flow = self.flow
         assert flow is not None
         self.send(fx.SendMessage(
-            self.message_ref(s), s.id, "message", self.render(s.text), tuple(buttons), None,
+            self.message_ref(s), s.id, "message", self.render(s.text), buttons, None,
             tuple(fx.OutAttachment(a.kind, self.render(a.url), self.render(a.name) or None)
-                  for a in s.attachments),
+                  for a in s.attachments) if s.attachments else (),
             s.template, self.value(s.params) if s.params is not None else None,
             s.recipients, s.channel_mode, s.channels, marks_answered=not flow.leave_unanswered,
         ))
@@ -469,7 +479,7 @@ class _Turn:
         return self.wait_reply(s)
 
     def step_condition(self, s: c.CCondition) -> Any:
-        ctx = self.context()
+        ctx = self._ctx or self.context()
         for predicate, target in s.branches:
             try:
                 if holds(predicate, ctx):
@@ -518,15 +528,16 @@ class _Turn:
         return [x.at for x in self.effects if isinstance(x, fx.SetTimer) and x.timer_id in ids]
 
     def step_action(self, s: c.CActionStep) -> Any:
-        run = self.run
+        run = self.state.run
+        assert run is not None
         while run.action_index < len(s.actions):
             action = s.actions[run.action_index]
             if action.do == "set_variable":
-                run.vars[str(self.value(action.params["name"]))] = self.value(action.params["value"])
+                run.vars[action.params["name"]] = self.value(action.params["value"])
                 run.action_index += 1
                 continue
             if action.do == "set_chat_status":
-                self.set_chat_status(str(self.value(action.params["status"])))
+                self.set_chat_status(str(action.params["status"]))
                 run.action_index += 1
                 continue
             payload = self.action_payload(action)
@@ -567,7 +578,7 @@ class _Turn:
             if s.failed is not None:
                 return s.failed
         elif action.do == "send_webhook":
-            save_as = str(self.value(action.params.get("save_as")) or "json")
+            save_as = str(action.params.get("save_as") or "json")
             if save_as == "json":
                 run.json = e.value
             else:

@@ -48,6 +48,12 @@ class Wait:
     request: str | None = None  # request: its id
     until: float | None = None  # epoch of the earliest timer, for the dashboard
 
+    def clone(self) -> "Wait":
+        w = object.__new__(Wait)
+        w.kind, w.step, w.timers, w.on = self.kind, self.step, dict(self.timers), self.on
+        w.token, w.request, w.until = self.token, self.request, self.until
+        return w
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "step": self.step, "timers": self.timers, "on": list(self.on),
                 "token": self.token, "request": self.request, "until": self.until}
@@ -78,12 +84,14 @@ class Run:
         return self.status in ("running", "waiting")
 
     def clone(self) -> "Run":
-        return Run(
-            self.id, self.bot, self.version, self.step, self.status, dict(self.vars), self.json,
-            self.last_validation_result,
-            None if self.wait is None else Wait.from_dict(self.wait.to_dict()),
-            self.action_index, [Frame.from_dict(f.to_dict()) for f in self.callers], self.error,
-        )
+        # Field by field: this runs once per event, and the dataclass __init__ costs twice as much.
+        r = object.__new__(Run)
+        r.id, r.bot, r.version, r.step, r.status = self.id, self.bot, self.version, self.step, self.status
+        r.vars, r.json, r.last_validation_result = dict(self.vars), self.json, self.last_validation_result
+        r.wait = None if self.wait is None else self.wait.clone()
+        r.action_index, r.error = self.action_index, self.error
+        r.callers = [Frame.from_dict(f.to_dict()) for f in self.callers] if self.callers else []
+        return r
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,11 +134,12 @@ class ConversationState:
         return f"{prefix}{self.seq}"
 
     def clone(self) -> "ConversationState":
-        return ConversationState(
-            self.id, self.channel, self.account, self.origin, self.owner, self.owner_user,
-            self.chat_status, None if self.run is None else self.run.clone(),
-            self.last_message, self.seq, self.turn_steps,
-        )
+        c = object.__new__(ConversationState)
+        c.id, c.channel, c.account, c.origin = self.id, self.channel, self.account, self.origin
+        c.owner, c.owner_user, c.chat_status = self.owner, self.owner_user, self.chat_status
+        c.run = None if self.run is None else self.run.clone()
+        c.last_message, c.seq, c.turn_steps = self.last_message, self.seq, self.turn_steps
+        return c
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,233 @@
+"""A fast path for common Jinja2 expressions: compiled once into Python closures.
+
+Jinja2 builds a fresh context (a ChainMap) for every call of a compiled expression, which
+costs more than the interpreter step around it. Expressions made only of names, attribute
+and item lookups, constants, arithmetic, comparisons and ``and``/``or``/``not`` are turned
+into closures here, with the same results as Jinja for our plain-data context (missing
+values are ``MISSING``; arithmetic or ordering on them raises, as Jinja's Undefined does).
+Anything else (filters, calls, tests, …) returns None and stays with Jinja.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jinja2 import Undefined, nodes
+from jinja2.parser import Parser
+from jinja2.sandbox import SandboxedEnvironment
+
+Getter = Callable[[Mapping[str, Any]], Any]
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+#: Largest string or list that ``*`` may build in a template.
+MAX_PRODUCT = 100_000
+
+
+class ExpressionError(Exception):
+    """An expression failed at run time (arithmetic on a missing value, …)."""
+
+
+def safe_multiply(a: Any, b: Any) -> Any:
+    for seq, n in ((a, b), (b, a)):
+        if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_PRODUCT:
+            raise ExpressionError(f"the result would be longer than {MAX_PRODUCT}")
+    return a * b
+
+
+def safe_power(a: Any, b: Any) -> Any:
+    if isinstance(b, (int, float)) and abs(b) > 1000:
+        raise ExpressionError("exponent too large")
+    return a**b
+
+
+_ARITH: dict[type, Callable[[Any, Any], Any]] = {
+    nodes.Add: operator.add, nodes.Sub: operator.sub, nodes.Mul: safe_multiply,
+    nodes.Div: operator.truediv, nodes.FloorDiv: operator.floordiv, nodes.Mod: operator.mod,
+}
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gteq": operator.ge,
+    "lt": operator.lt, "lteq": operator.le,
+    "in": lambda a, b: a in b, "notin": lambda a, b: a not in b,
+}
+
+
+def compile_fast(env: SandboxedEnvironment, source: str) -> Getter | None:
+    """A closure computing the expression, or None when it needs full Jinja."""
+    try:
+        parser = Parser(env, source, state="variable")
+        node = parser.parse_expression()
+        if not parser.stream.eos:
+            return None
+    except Exception:  # noqa: BLE001 - Jinja reports syntax errors itself, later
+        return None
+    return _compile(env, node)
+
+
+def _dotted(node: nodes.Node) -> list[str] | None:
+    """``contact.name`` -> ["contact", "name"]; None for anything but a plain dotted name."""
+    attrs: list[str] = []
+    while isinstance(node, nodes.Getattr):
+        attrs.append(node.attr)
+        node = node.node
+    if not isinstance(node, nodes.Name):
+        return None
+    attrs.append(node.name)
+    return attrs[::-1]
+
+
+def _path_getter(env: SandboxedEnvironment, path: list[str]) -> Getter:
+    """A lookup of a dotted name, specialised for the plain dicts of our context."""
+    root, attrs = path[0], tuple(path[1:])
+
+    def slow(obj: Any, rest: tuple[str, ...]) -> Any:
+        for attr in rest:
+            if obj is MISSING or obj is None:
+                return MISSING
+            if type(obj) is dict:
+                obj = obj.get(attr, MISSING)
+            else:
+                obj = env.getattr(obj, attr)
+                if isinstance(obj, Undefined):
+                    return MISSING
+        return obj
+
+    if len(attrs) == 1:
+        (attr,) = attrs
+
+        def get1(ctx: Mapping[str, Any]) -> Any:
+            obj = ctx.get(root, MISSING)
+            if type(obj) is dict:
+                return obj.get(attr, MISSING)
+            return slow(obj, attrs)
+
+        return get1
+
+    def get(ctx: Mapping[str, Any]) -> Any:
+        return slow(ctx.get(root, MISSING), attrs)
+
+    return get
+
+
+def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
+    if isinstance(node, nodes.Const):
+        value = node.value
+        return lambda ctx: value
+    if isinstance(node, nodes.Name):
+        name = node.name
+        return lambda ctx: ctx.get(name, MISSING)
+    if isinstance(node, nodes.Getattr):
+        path = _dotted(node)
+        if path is not None:
+            return _path_getter(env, path)
+        inner = _compile(env, node.node)
+        if inner is None:
+            return None
+        attr = node.attr
+
+        def getattr_(ctx: Mapping[str, Any]) -> Any:
+            obj = inner(ctx)
+            if obj is MISSING or obj is None:
+                return MISSING
+            if isinstance(obj, dict):
+                return obj.get(attr, MISSING)
+            value = env.getattr(obj, attr)
+            return MISSING if isinstance(value, Undefined) else value
+
+        return getattr_
+    if isinstance(node, nodes.Getitem):
+        inner = _compile(env, node.node)
+        key = _compile(env, node.arg)
+        if inner is None or key is None:
+            return None
+
+        def getitem(ctx: Mapping[str, Any]) -> Any:
+            obj, k = inner(ctx), key(ctx)
+            if isinstance(obj, dict):
+                return obj.get(k, MISSING)
+            if isinstance(obj, (list, tuple, str)) and isinstance(k, int) and -len(obj) <= k < len(obj):
+                return obj[k]
+            return MISSING
+
+        return getitem
+    if isinstance(node, (nodes.List, nodes.Tuple)):
+        items = [_compile(env, x) for x in node.items]
+        if any(i is None for i in items):
+            return None
+        return lambda ctx: [i(ctx) for i in items]  # type: ignore[misc]
+    if type(node) in _ARITH:
+        fn = _ARITH[type(node)]
+        left, right = _compile(env, node.left), _compile(env, node.right)  # type: ignore[attr-defined]
+        if left is None or right is None:
+            return None
+
+        def arith(ctx: Mapping[str, Any]) -> Any:
+            a, b = left(ctx), right(ctx)
+            if a is MISSING or b is MISSING:
+                raise ExpressionError("arithmetic on a missing value")
+            return fn(a, b)
+
+        return arith
+    if isinstance(node, nodes.Neg):
+        inner = _compile(env, node.node)
+        if inner is None:
+            return None
+
+        def neg(ctx: Mapping[str, Any]) -> Any:
+            v = inner(ctx)
+            if v is MISSING:
+                raise ExpressionError("arithmetic on a missing value")
+            return -v
+
+        return neg
+    if isinstance(node, nodes.Not):
+        inner = _compile(env, node.node)
+        return None if inner is None else (lambda ctx: not inner(ctx))
+    if isinstance(node, nodes.And):
+        left, right = _compile(env, node.left), _compile(env, node.right)
+        if left is None or right is None:
+            return None
+        return lambda ctx: left(ctx) and right(ctx)
+    if isinstance(node, nodes.Or):
+        left, right = _compile(env, node.left), _compile(env, node.right)
+        if left is None or right is None:
+            return None
+        return lambda ctx: left(ctx) or right(ctx)
+    if isinstance(node, nodes.Compare):
+        first = _compile(env, node.expr)
+        ops = [(_COMPARE.get(o.op), _compile(env, o.expr), o.op) for o in node.ops]
+        if first is None or any(f is None or g is None for f, g, _ in ops):
+            return None
+
+        def compare(ctx: Mapping[str, Any]) -> Any:
+            a = first(ctx)
+            for fn, getter, name in ops:
+                b = getter(ctx)  # type: ignore[misc]
+                if a is MISSING or b is MISSING:
+                    if name in ("eq", "ne"):
+                        result = (a is b) if name == "eq" else (a is not b)
+                    elif name in ("in", "notin"):
+                        result = name == "notin"  # nothing is in a missing value; a missing value is in nothing
+                    else:
+                        raise ExpressionError(f"comparison '{name}' with a missing value")
+                else:
+                    result = fn(a, b)  # type: ignore[misc]
+                if not result:
+                    return False
+                a = b
+            return True
+
+        return compare
+    return None
