@@ -27,6 +27,10 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
             failed = True
             report.append({"file": name, "pointer": "", "message": str(exc).split(": ", 1)[-1], "severity": "error"})
             continue
+        if isinstance(doc, dict) and "$schema" in doc and "format" not in doc:
+            report.append({"file": name, "pointer": "", "message": "skipped: a JSON Schema, not a flow",
+                           "severity": "note"})
+            continue
         problems, _ = check_document(doc)
         failed |= any(p.severity == "error" for p in problems)
         report += [{"file": name, **p.as_dict()} for p in problems]
@@ -34,10 +38,11 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
         out.write(json.dumps({"valid": not failed, "problems": report}, ensure_ascii=False, indent=2) + "\n")
     else:
         for r in report:
-            tag = "" if r["severity"] == "error" else "warning: "
+            tag = {"error": "", "warning": "warning: "}.get(r["severity"], "")
             out.write(f"{r['file']}: {r['pointer'] or '/'}: {tag}{r['message']}\n")
         if not failed:
-            out.write(f"{len(args.files)} flow(s) valid\n")
+            flows = sum(1 for r in report if r["severity"] == "note")
+            out.write(f"{len(args.files) - flows} flow(s) valid\n")
     return 1 if failed else 0
 
 
@@ -91,6 +96,13 @@ def _cmd_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
     return asyncio.run(session.repl(inp))
 
 
+def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from .server.run import serve
+
+    return serve(config_path=args.config, host=args.host, port=args.port, data_dir=args.data_dir,
+                 role=args.role, out=out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="salesbot", description="Run Salesbot-style chatbot flows.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--channel", default="livechat")
     c.add_argument("--bot", action="append", help="another flow that start_bot may call (repeatable)")
     c.add_argument("--now", help="virtual clock start, ISO 8601 (default: now)")
+
+    s = sub.add_parser("serve", help="run the server (embedded Redis unless a Redis URL is configured)")
+    s.add_argument("--config", help="TOML file (default ./salesbot.toml when present)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--data-dir")
+    s.add_argument("--role", choices=["all", "web", "worker"], default="all")
+
+    w = sub.add_parser("worker", help="timers, outbound delivery and CRM outbox only")
+    w.add_argument("--config")
+    w.add_argument("--data-dir")
     return parser
 
 
@@ -125,6 +148,12 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, inp: T
         return _cmd_test(args, out)
     if args.command == "chat":
         return _cmd_chat(args, out, inp or sys.stdin)
+    if args.command == "serve":
+        return _cmd_serve(args, out)
+    if args.command == "worker":
+        from .server.run import serve
+
+        return serve(config_path=args.config, host=None, port=None, data_dir=args.data_dir, role="worker", out=out)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,6 +1,7 @@
 """CRM bridge: one interface (``CrmBackend``) and its backends.
 
-Backends: ``MemoryCrm`` (embedded, in-process; used by ``salesbot test`` and ``salesbot chat``).
+Backends: ``MemoryCrm`` (in-process; ``salesbot test`` and ``salesbot chat``) and ``RedisCrm``
+(the embedded CRM of the server, stored in the same Redis).
 """
 
 from .interface import (
@@ -12,8 +13,9 @@ from .interface import (
     CrmRef,
 )
 from .memory import MemoryCrm
+from .redis_crm import RedisCrm
 
 __all__ = [
     "CRM_COMMANDS", "OUTWARD_ACTIONS", "ChannelIdentity", "CommandResult", "CrmBackend",
-    "CrmRef", "MemoryCrm",
+    "CrmRef", "MemoryCrm", "RedisCrm",
 ]

@@ -182,14 +182,17 @@ def loops_without_wait(edges: list[Edge]) -> list[list[Edge]]:
 
 
 def _mermaid_id(step_id: str) -> str:
-    return "s_" + "".join(c if c.isalnum() else "_" for c in step_id)
+    """A Mermaid node id, one per step id ("a-b" and "a_b" must not become the same node)."""
+    return "s_" + "".join(
+        "__" if c == "_" else c if c.isascii() and c.isalnum() else f"_{ord(c):x}_" for c in step_id
+    )
 
 
 def _mermaid_text(text: str, limit: int = 40) -> str:
     text = " ".join(text.split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    return text.replace('"', "#quot;")
+    return text.replace('"', "#quot;").replace("|", "#124;")  # "|" would end an edge label
 
 
 def to_mermaid(flow: m.Flow, *, highlight: str | None = None) -> str:

@@ -44,7 +44,7 @@ class _Envelope(m.Model):
     start: m.StepId
     settings: m.Settings = m.Settings()
     variables: dict[m.VarName, Any] = {}
-    steps: dict[str, Any]
+    steps: m.Annotated[dict[str, Any], m.Field(min_length=1)]  # type: ignore[name-defined]
 
 
 def _vocabulary() -> list[str]:
@@ -113,7 +113,9 @@ def _message(err: Mapping[str, Any], raw: Any, path: list[str | int]) -> str:
     if kind == "missing":
         return "required"
     if kind == "extra_forbidden":
-        return f'unknown key "{path[-1]}"{_suggest(str(path[-1]), _KEYS)}'
+        key = str(path[-1]) if path else ""
+        # A key known elsewhere ("title" on a stop step) is misplaced, not misspelt: no hint.
+        return f'unknown key "{key}"' + ("" if key in _KEYS else _suggest(key, _KEYS))
     if kind == "union_tag_invalid":
         tag = ctx.get("tag")
         disc = str(ctx.get("discriminator", "")).strip("'")

@@ -225,7 +225,8 @@ async def _run_script(sim: Simulator, script: list[Any], lines: list[int]) -> in
                 except LookupError as exc:
                     raise _Failure(f"{where(i)}: {exc}") from None
             elif isinstance(value, dict) and ("text" in value or "payload" in value):
-                await sim.say(str(value.get("text", "")), payload=value.get("payload"))
+                await sim.say(str(value.get("text", "")), payload=value.get("payload"),
+                              kind=str(value.get("kind") or ("button" if value.get("payload") else "text")))
             else:
                 raise ConversationTestError(f"{where(i)}: user takes text or {{click: TITLE}}")
         elif key == "bot":

@@ -82,6 +82,14 @@ class StartBot:
 
 
 @dataclass(frozen=True, slots=True)
+class HumanMessage:
+    """A person's message to the customer (support dashboard or API); the bot does not see it."""
+
+    text: str
+    user: str = "support"
+
+
+@dataclass(frozen=True, slots=True)
 class RequestResult:
     """The shell's answer to a ``Request`` effect.
 
@@ -100,5 +108,5 @@ class RequestResult:
 
 Event = (
     InboundMessage | TimerFired | DeliveryFailed | WidgetCallback | VideoEvent | CrmEvent
-    | Takeover | Release | StopBot | StartBot | RequestResult
+    | Takeover | Release | StopBot | StartBot | RequestResult | HumanMessage
 )

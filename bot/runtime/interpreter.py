@@ -23,7 +23,7 @@ from . import events as ev
 from .checks import check, region_for_timezone
 from .flows import FlowSource
 from .predicates import holds
-from .state import ConversationState, Frame, Run, Wait
+from .state import ConversationState, Frame, Run, Wait, plain
 
 _WAIT = object()  # a step handler's answer: the run now waits
 MAX_CALL_DEPTH = 10
@@ -65,6 +65,7 @@ class _Turn:
         self.epoch = now.timestamp()
         self.snapshot = snapshot
         self.effects: list[fx.Effect] = []
+        self.new_turn = False
         self.flow: c.CompiledFlow | None = None
         self._ctx: dict[str, Any] | None = None
         run = state.run
@@ -134,8 +135,9 @@ class _Turn:
         handler = _EVENT_HANDLERS.get(type(event))
         if handler is None:  # pragma: no cover - the Event union is closed
             raise TypeError(f"unknown event {event!r}")
-        if not isinstance(event, ev.RequestResult):
-            self.state.turn_steps = 0  # the step budget counts per outside event
+        # The step budget counts per outside event. The count restarts when the event runs its
+        # first step, so an event that runs nothing (a stale timer) leaves the state as it was.
+        self.new_turn = not isinstance(event, ev.RequestResult)
         handler(self, event)
 
     def on_message(self, e: ev.InboundMessage) -> None:
@@ -232,6 +234,10 @@ class _Turn:
     def on_crm_event(self, e: ev.CrmEvent) -> None:
         self.trace("crm.event", type=e.type)
 
+    def on_human(self, e: ev.HumanMessage) -> None:
+        """A person answered: the chat counts as answered; the bot's run is not touched."""
+        self.set_chat_status("answered")
+
     def on_takeover(self, e: ev.Takeover) -> None:
         self.state.owner = "human"
         self.state.owner_user = e.user
@@ -244,6 +250,9 @@ class _Turn:
         if e.step is None:
             return
         run = st.run
+        if run is not None and self.flow is None:
+            # A run that has ended: releasing at a step takes it up again, in its bot and version.
+            self.flow = self.flows.get(run.bot, run.version)
         if run is None or self.flow is None:
             self.trace("release.no_run", "warning", to_step=e.step)
             return
@@ -251,7 +260,7 @@ class _Turn:
             self.trace("release.unknown_step", "warning", to_step=e.step)
             return
         if not run.active:
-            run.status = "running"
+            run.status, run.error = "running", None
         self.resume(e.step)
 
     def on_stop(self, e: ev.StopBot) -> None:
@@ -280,9 +289,12 @@ class _Turn:
         if e.snapshot is not None:
             self.snapshot = e.snapshot
             self.invalidate()
+        if self.flow is None:
+            self.fail_run(f"bot {run.bot} v{run.version} is no longer loaded")
+            return
         run.wait = None
         run.status = "running"
-        step = self.flow.steps[wait.step] if self.flow else None
+        step = self.flow.steps[wait.step]
         target = _RESULT_HANDLERS[type(step)](self, step, e)  # type: ignore[arg-type]
         self.after_step(target)
 
@@ -336,6 +348,8 @@ class _Turn:
             if step is None:
                 self.fail_run(f"step {target!r} does not exist in {flow.id} v{flow.version}")
                 return
+            if self.new_turn:
+                self.state.turn_steps, self.new_turn = 0, False
             if self.state.turn_steps >= flow.step_budget:
                 self.fail_run(f"step budget of {flow.step_budget} exhausted at step {target!r}")
                 return
@@ -427,7 +441,8 @@ class _Turn:
         for b in replies:
             if text in b.keys or (not b.title.is_constant and text == normalize(self.render(b.title))):
                 return b.next
-        if text.isdigit() and 1 <= int(text) <= len(replies):
+        # isdecimal, not isdigit: "፩" is a digit that int() refuses.
+        if text.isdecimal() and 1 <= int(text) <= len(replies):
             return replies[int(text) - 1].next
         return None
 
@@ -494,11 +509,11 @@ class _Turn:
         flow = self.flow
         assert flow is not None
         region = region_for_timezone(str(flow.tz.key))
-        results = [check(rule, text, ctx, region) for rule in s.rules]
+        results = [self.check_rule(rule, text, ctx, region) for rule in s.rules]
         passed = all(ok for ok, _ in results) if s.logic == "all" else any(ok for ok, _ in results)
         run = self.run
         if passed:
-            matched = next((m for ok, m in results if ok and m is not None), text)
+            matched = plain(next((m for ok, m in results if ok and m is not None), text))
             run.last_validation_result = matched
             if s.save_as:
                 run.vars[s.save_as] = matched
@@ -506,6 +521,15 @@ class _Turn:
             run.last_validation_result = None
         self.invalidate()
         return s.pass_ if passed else s.fail
+
+    def check_rule(self, rule: c.CRule, text: str, ctx: dict[str, Any],
+                   region: str | None) -> tuple[bool, Any]:
+        """One rule; a rule whose value template fails counts as failed (and is logged)."""
+        try:
+            return check(rule, text, ctx, region)
+        except TemplateFailed as exc:
+            self.trace("template.error", "warning", error=str(exc))
+            return False, None
 
     def step_pause(self, s: c.CPause) -> Any:
         flow = self.flow
@@ -533,7 +557,7 @@ class _Turn:
         while run.action_index < len(s.actions):
             action = s.actions[run.action_index]
             if action.do == "set_variable":
-                run.vars[action.params["name"]] = self.value(action.params["value"])
+                run.vars[action.params["name"]] = plain(self.value(action.params["value"]))
                 run.action_index += 1
                 continue
             if action.do == "set_chat_status":
@@ -705,6 +729,7 @@ _EVENT_HANDLERS: dict[type, Callable[[_Turn, Any], None]] = {
     ev.StopBot: _Turn.on_stop,
     ev.StartBot: _Turn.on_start,
     ev.RequestResult: _Turn.on_result,
+    ev.HumanMessage: _Turn.on_human,
 }
 
 

@@ -264,6 +264,7 @@ class Simulator:
                     "waiting_for": run.wait.kind if run.wait else None} if run else {"status": None},
             "chat": {"status": self.state.chat_status, "channel": self.channel, "owner": self.state.owner},
             "tasks": self.crm.lead_tasks(self.ref),
+            "leads": [{k: v for k, v in lead.items()} for lead in self.crm.leads.values()],
             "notes": self.crm.lead_notes(self.ref),
             "internal": list(self.internal),
             "outbox": list(self.outbox),

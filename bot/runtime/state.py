@@ -6,10 +6,39 @@ works on a ``clone`` so the state it was given is never changed (the core stays 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from typing import Any
 
+from jinja2 import Undefined
+
+from ..builder.expressions import MISSING
+
 RUN_STATUSES = ("running", "waiting", "finished", "stopped", "failed")
+_INT64 = (-(2**63), 2**64 - 1)
+
+
+def plain(value: Any) -> Any:
+    """A copy of ``value`` in the shapes the store keeps (what msgpack packs and unpacks as is).
+
+    Templates yield typed values (``{{ now }}`` a datetime, ``{{ vars }}`` the live dict); before
+    one is kept in the state it becomes plain data: dates and times ISO text, tuples and sets
+    lists, integers too big for msgpack their digits, anything else its text.
+    """
+    if value is None or isinstance(value, (bool, float, str)):
+        return value
+    if isinstance(value, int):
+        return value if _INT64[0] <= value <= _INT64[1] else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset, range)):
+        return [plain(v) for v in value]
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if value is MISSING or isinstance(value, Undefined):
+        return ""
+    return str(value)
 
 
 @dataclass(slots=True)
@@ -90,7 +119,9 @@ class Run:
         r.vars, r.json, r.last_validation_result = dict(self.vars), self.json, self.last_validation_result
         r.wait = None if self.wait is None else self.wait.clone()
         r.action_index, r.error = self.action_index, self.error
-        r.callers = [Frame.from_dict(f.to_dict()) for f in self.callers] if self.callers else []
+        # Each frame gets its own vars: returning from a call writes the callee's vars into them.
+        r.callers = [Frame(f.bot, f.version, f.next, dict(f.vars), f.json, f.last_validation_result)
+                     for f in self.callers] if self.callers else []
         return r
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +159,7 @@ class ConversationState:
     last_message: dict[str, Any] | None = None
     seq: int = 0  # counter for run, timer and message ids
     turn_steps: int = 0  # steps run for the current outside event (the step budget)
+    crm: dict[str, str] | None = None  # the CRM records of this conversation (contact_id, lead_id)
 
     def next_id(self, prefix: str) -> str:
         self.seq += 1
@@ -139,6 +171,7 @@ class ConversationState:
         c.owner, c.owner_user, c.chat_status = self.owner, self.owner_user, self.chat_status
         c.run = None if self.run is None else self.run.clone()
         c.last_message, c.seq, c.turn_steps = self.last_message, self.seq, self.turn_steps
+        c.crm = self.crm
         return c
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,7 +181,7 @@ class ConversationState:
             "chat_status": self.chat_status,
             "run": None if self.run is None else self.run.to_dict(),
             "last_message": self.last_message, "seq": self.seq,
-            "turn_steps": self.turn_steps,
+            "turn_steps": self.turn_steps, "crm": self.crm,
         }
 
     @classmethod
@@ -157,5 +190,5 @@ class ConversationState:
             d["id"], d.get("channel", "livechat"), d.get("account", "default"), d.get("origin"),
             d.get("owner", "bot"), d.get("owner_user"), d.get("chat_status", "unanswered"),
             Run.from_dict(d["run"]) if d.get("run") else None, d.get("last_message"), d.get("seq", 0),
-            d.get("turn_steps", 0),
+            d.get("turn_steps", 0), d.get("crm"),
         )

@@ -1,0 +1,225 @@
+"""The live chat channel: a widget page, a WebSocket with resume, and a long-poll fallback.
+
+A browser session (an id the widget keeps in localStorage) is one conversation:
+``livechat:<account>:<session>``. Customer messages carry a ``client_msg_id`` that dedupes
+retries. Bot messages reach the widget through the conversation's transcript, whose entries
+have increasing numbers ``n``: a client that reconnects sends the last ``n`` it saw and gets
+everything after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from importlib import resources
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..runtime import codec
+from ..runtime import events as ev
+from ..runtime.keys import conversation_id
+from ..server.http import error, json_body
+from ..server.keys import SERVICES
+
+log = logging.getLogger("salesbot.channels.livechat")
+routes = web.RouteTableDef()
+
+CHANNEL = "livechat"
+_SESSION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Transcript roles a customer sees (never internal notes or system lines).
+VISIBLE_ROLES = frozenset({"user", "bot", "human"})
+MAX_TEXT = 4096
+MAX_WAIT = 60
+
+
+def _static(name: str) -> str:
+    return resources.files("bot.channels").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def _account(request: web.Request) -> str | None:
+    account = request.match_info["account"]
+    if not _ACCOUNT.match(account):
+        return None
+    services = request.app[SERVICES]
+    if account == "demo" or (services.config.account(account) and services.config.account(account).channel == CHANNEL):  # type: ignore[union-attr]
+        return account
+    return None
+
+
+def public_entry(n: int, entry: dict[str, Any]) -> dict[str, Any] | None:
+    """What the widget may see of a transcript entry (None: not for the customer)."""
+    if entry.get("role") not in VISIBLE_ROLES:
+        return None
+    out = {"n": n, "role": entry["role"], "text": entry.get("text", ""), "at": entry.get("at")}
+    for key in ("buttons", "list", "attachments", "client_msg_id", "kind"):
+        if entry.get(key) is not None:
+            out[key] = entry[key]
+    return out
+
+
+async def read_after(request: web.Request, cid: str, after: int) -> tuple[list[dict[str, Any]], int]:
+    rows = await request.app[SERVICES].store.read_log(cid, after, 500)
+    out = []
+    last = after
+    for n, blob in rows:
+        last = n
+        entry = public_entry(n, codec.unpack(blob))
+        if entry is not None:
+            out.append(entry)
+    return out, last
+
+
+async def accept_message(request: web.Request, account: str, body: Any) -> tuple[int, dict[str, Any]]:
+    """Validate and deliver one customer message; returns (HTTP status, JSON body)."""
+    if not isinstance(body, dict):
+        return 400, {"error": {"code": "bad_request", "message": "the body is a JSON object"}}
+    session = body.get("session")
+    text = body.get("text")
+    payload = body.get("payload")
+    client_msg_id = body.get("client_msg_id")
+    if not isinstance(session, str) or not _SESSION.match(session):
+        return 400, {"error": {"code": "bad_session", "message": "session: 8-64 letters, digits, _ or -"}}
+    if text is None and payload is None:
+        return 400, {"error": {"code": "bad_request", "message": "text or payload is required"}}
+    if text is not None and (not isinstance(text, str) or len(text) > MAX_TEXT):
+        return 400, {"error": {"code": "bad_text", "message": f"text is a string of at most {MAX_TEXT} characters"}}
+    if payload is not None and (not isinstance(payload, str) or len(payload) > 256):
+        return 400, {"error": {"code": "bad_payload", "message": "payload is a string of at most 256 characters"}}
+    if client_msg_id is not None and (not isinstance(client_msg_id, str) or len(client_msg_id) > 128):
+        return 400, {"error": {"code": "bad_client_msg_id", "message": "client_msg_id is a string of at most 128 characters"}}
+    services = request.app[SERVICES]
+    cid = conversation_id(CHANNEL, account, session)
+    name = body.get("name") if isinstance(body.get("name"), str) else None
+    meta = {"channel": CHANNEL, "account": account, "external_id": session}
+    if name:
+        meta["name"] = name[:100]
+    event = ev.InboundMessage(text=text or "", payload=payload, message_id=client_msg_id,
+                              kind="button" if payload else "text", greeting=services.greeting_bot(account))
+    result = await services.conversations.deliver(
+        cid, event, dedupe_id=f"lc:{client_msg_id}" if client_msg_id else None, meta=meta,
+        entry_extra={"client_msg_id": client_msg_id} if client_msg_id else None)
+    return 202, {"accepted": True, "duplicate": result.duplicate, "conversation": cid}
+
+
+@routes.get("/chat/{account}")
+async def page(request: web.Request) -> web.Response:
+    account = _account(request)
+    if account is None:
+        return error(404, "not_found", "no live chat account with this name")
+    html = _static("livechat.html").replace("{{ACCOUNT}}", json.dumps(account))
+    return web.Response(text=html, content_type="text/html",
+                        headers={"Content-Security-Policy": "default-src 'self'; img-src * data:; style-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:"})
+
+
+@routes.get("/chat/static/{name}")
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    types = {".js": "application/javascript", ".css": "text/css"}
+    ext = name[name.rfind("."):] if "." in name else ""
+    if ext not in types or not re.match(r"^[a-z0-9_-]+\.[a-z]+$", name):
+        return error(404, "not_found", "no such file")
+    try:
+        return web.Response(text=_static(name), content_type=types[ext])
+    except FileNotFoundError:
+        return error(404, "not_found", "no such file")
+
+
+@routes.post("/chat/{account}/messages")
+async def post_message(request: web.Request) -> web.Response:
+    account = _account(request)
+    if account is None:
+        return error(404, "not_found", "no live chat account with this name")
+    body = await json_body(request)
+    status, out = await accept_message(request, account, body)
+    if status >= 400:
+        log.info("livechat.rejected", extra={"reason": out["error"]["code"]})
+    return web.json_response(out, status=status)
+
+
+@routes.get("/chat/{account}/messages")
+async def long_poll(request: web.Request) -> web.Response:
+    account = _account(request)
+    if account is None:
+        return error(404, "not_found", "no live chat account with this name")
+    session = request.query.get("session", "")
+    if not _SESSION.match(session):
+        return error(400, "bad_session", "session: 8-64 letters, digits, _ or -")
+    try:
+        after = int(request.query.get("after", "0"))
+        wait = min(float(request.query.get("wait", "0")), MAX_WAIT)
+    except ValueError:
+        return error(400, "bad_request", "after and wait are numbers")
+    cid = conversation_id(CHANNEL, account, session)
+    hub = request.app[SERVICES].hub
+    async with hub.watch(cid) as changes:
+        messages, last = await read_after(request, cid, after)
+        if not messages and wait > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changes.get(), timeout=wait)
+                messages, last = await read_after(request, cid, after)
+    return web.json_response({"messages": messages, "last": last})
+
+
+@routes.get("/chat/{account}/ws")
+async def websocket(request: web.Request) -> web.StreamResponse:
+    account = _account(request)
+    if account is None:
+        return error(404, "not_found", "no live chat account with this name")
+    session = request.query.get("session", "")
+    if not _SESSION.match(session):
+        return error(400, "bad_session", "session: 8-64 letters, digits, _ or -")
+    try:
+        after = int(request.query.get("after", "0"))
+    except ValueError:
+        return error(400, "bad_request", "after is a number")
+    ws = web.WebSocketResponse(heartbeat=25)
+    await ws.prepare(request)
+    cid = conversation_id(CHANNEL, account, session)
+    hub = request.app[SERVICES].hub
+    state = {"last": after}
+
+    async def push_new() -> None:
+        messages, last = await read_after(request, cid, state["last"])
+        state["last"] = max(state["last"], last)
+        for m in messages:
+            await ws.send_json({"type": "message", **m})
+
+    async with hub.watch(cid) as changes:
+        async def pump() -> None:
+            while True:
+                await changes.get()
+                while not changes.empty():
+                    changes.get_nowait()
+                await push_new()
+
+        await push_new()
+        pumper = asyncio.create_task(pump())
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    await ws.send_json({"type": "error", "code": "bad_json"})
+                    continue
+                if not isinstance(data, dict):
+                    continue
+                if data.get("type") == "message":
+                    await ws.send_json({"type": "typing", "on": True})
+                    status, out = await accept_message(request, account, {**data, "session": session})
+                    await ws.send_json({"type": "ack", "client_msg_id": data.get("client_msg_id"),
+                                        "status": status, **({"error": out["error"]} if status >= 400 else {})})
+                    await ws.send_json({"type": "typing", "on": False})
+                elif data.get("type") == "ping":
+                    await ws.send_json({"type": "pong"})
+        finally:
+            pumper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pumper
+    return ws

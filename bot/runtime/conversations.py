@@ -1,0 +1,221 @@
+"""The conversation loop: events in, the interpreter run under the conversation's lock, effects out.
+
+``ConversationService.deliver`` is what channels, timers and the API call. The store's push
+either makes this process the conversation's processor (it then runs every waiting event in
+order and saves) or leaves the event to the process that already is. See ``store.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from crm_bridge import ChannelIdentity, CrmBackend, CrmRef
+
+from ..errors import CrmError
+from . import codec
+from . import effects as fx
+from . import events as ev
+from .driver import Driver
+from .flows import FlowSource
+from .metrics import Metrics
+from .state import ConversationState
+from .store import Batch, ConversationStore, SaveRequest
+from .transcript import inbound_entry, internal_entry, outbound_entry, system_entry
+
+log = logging.getLogger("salesbot.runtime")
+
+
+class FlowLoader(FlowSource, Protocol):
+    """A flow source that can load what a conversation is about to need."""
+
+    async def ensure_for(self, state: ConversationState | None, greeting: str | None = None) -> None: ...
+
+
+class OutboundRouter(Protocol):
+    """Tells the loop how a channel delivers: through the transcript (live chat) or an outbox."""
+
+    def delivers_via_transcript(self, channel: str) -> bool: ...
+
+
+@dataclass(slots=True)
+class DeliverResult:
+    duplicate: bool = False
+    processed_here: bool = False
+
+
+Clock = Callable[[], float]
+
+
+class ConversationService:
+    def __init__(
+        self,
+        *,
+        store: ConversationStore,
+        flows: FlowLoader,
+        driver: Driver,
+        crm: CrmBackend,
+        router: OutboundRouter,
+        metrics: Metrics,
+        clock: Clock = time.time,
+    ) -> None:
+        self.store = store
+        self.flows = flows
+        self.driver = driver
+        self.crm = crm
+        self.router = router
+        self.metrics = metrics
+        self.clock = clock
+
+    async def deliver(self, cid: str, event: ev.Event, *, dedupe_id: str | None = None,
+                      meta: Mapping[str, str] | None = None,
+                      entry_extra: Mapping[str, Any] | None = None) -> DeliverResult:
+        """Queue an event for a conversation; process it here if no other process is."""
+        payload = codec.encode_event(event)
+        if entry_extra:
+            payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
+        result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}))
+        if result.duplicate:
+            self.metrics.duplicates.inc()
+            log.info("event.duplicate", extra={"cid": cid, "dedupe_id": dedupe_id})
+            return DeliverResult(duplicate=True)
+        if result.batch is None:
+            return DeliverResult()
+        await self.process(result.batch)
+        return DeliverResult(processed_here=True)
+
+    async def take_over_pending(self, cid: str) -> bool:
+        """Process a conversation whose events wait with no processor (recovery)."""
+        batch = await self.store.acquire(cid)
+        if not batch:
+            return False
+        assert isinstance(batch, Batch)
+        await self.process(batch)
+        return True
+
+    async def process(self, batch: Batch | None) -> None:
+        while batch is not None:
+            status = await self._process_batch(batch)
+            if status != 1:
+                return
+            batch = await self.store.load(batch.cid, batch.token)
+
+    async def _process_batch(self, batch: Batch) -> int:
+        cid = batch.cid
+        meta = batch.meta
+        state = codec.decode_state(batch.state) if batch.state else ConversationState(
+            id=cid, channel=meta.get("channel", "livechat"), account=meta.get("account", "default"))
+        new_meta: dict[str, str] = {}
+        ref = await self._crm_ref(meta, new_meta)
+        if ref is not None:
+            state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
+        snapshot: Mapping[str, Any] = {}
+        if ref is not None:
+            try:
+                snapshot = await self.crm.snapshot(ref)
+            except CrmError as exc:
+                log.warning("crm.snapshot_failed", extra={"cid": cid, "error": str(exc)})
+        req = SaveRequest(state=None, processed=len(batch.events))
+        bot_before = state.run.bot if state.run else None
+        for raw in batch.events:
+            event, extra = self._decode(raw)
+            now = self.clock()
+            if isinstance(event, ev.InboundMessage):
+                self.metrics.messages_in.labels(state.channel).inc()
+                req.log.append(codec.pack(inbound_entry(event, now, client_msg_id=extra.get("client_msg_id"))))
+                req.activity = now
+                new_meta["last_text"] = event.text[:200]
+                new_meta["last_at"] = f"{now:.3f}"
+            elif isinstance(event, ev.TimerFired) and extra.get("due"):
+                self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
+            if isinstance(event, ev.HumanMessage):
+                msg = fx.SendMessage(ref=f"h:{state.next_id('m')}", step="", text=event.text)
+                entry = outbound_entry(msg, now, bot=None, role="human")
+                entry["user"] = event.user
+                req.log.append(codec.pack(entry))
+                if not self.router.delivers_via_transcript(state.channel):
+                    req.out.append(codec.pack({"ref": msg.ref, "message": entry, "attempts": 0, "human": True}))
+                    req.outbox_account = state.account
+                self.metrics.messages_out.labels(state.channel).inc()
+            if isinstance(event, ev.Takeover):
+                req.log.append(codec.pack(system_entry(f"{event.user} took over the conversation", now, event="takeover")))
+            elif isinstance(event, ev.Release):
+                req.log.append(codec.pack(system_entry("the bot is back", now, event="release")))
+            try:
+                await self.flows.ensure_for(state, getattr(event, "greeting", None) or getattr(event, "bot", None))
+                result = await self.driver.turn(state, event, datetime.fromtimestamp(now, timezone.utc), snapshot)
+            except Exception:  # a bug must not wedge the conversation: log it, skip the event
+                self.metrics.step_errors.inc()
+                log.exception("turn.crashed", extra={"cid": cid, "event": type(event).__name__})
+                req.log.append(codec.pack(system_entry("internal error while handling an event", now, event="error")))
+                continue
+            state, snapshot = result.state, result.snapshot
+            self._collect(state, result.effects, req, now)
+        req.state = codec.encode_state(state)
+        run = state.run
+        new_meta.update({
+            "owner": state.owner, "owner_user": state.owner_user or "", "chat_status": state.chat_status,
+            "bot": run.bot if run else "", "version": str(run.version) if run else "",
+            "step": (run.step or "") if run else "", "run_status": run.status if run else "",
+            "status": "human" if state.owner != "bot" else ("bot" if run is not None and run.active else "idle"),
+        })
+        if req.activity is None and (bot_before != (run.bot if run else None) or req.log):
+            req.activity = self.clock()
+        if req.activity is not None:
+            new_meta["activity"] = f"{req.activity:.3f}"
+        req.meta = new_meta
+        result_ = await self.store.save(cid, batch.token, req)
+        if result_.status == -1:
+            log.error("store.lock_lost", extra={"cid": cid})
+        return result_.status
+
+    def _decode(self, raw: bytes) -> tuple[ev.Event, dict[str, Any]]:
+        data = codec.unpack(raw)
+        if isinstance(data, dict) and "event" in data and "t" not in data:
+            return codec.decode_event(data["event"]), dict(data.get("extra") or {})
+        return codec.decode_event(raw), {}
+
+    async def _crm_ref(self, meta: Mapping[str, str], new_meta: dict[str, str]) -> CrmRef | None:
+        if meta.get("lead_id") and meta.get("contact_id"):
+            return CrmRef(meta["contact_id"], meta["lead_id"], meta.get("company_id") or None)
+        if not meta.get("external_id"):
+            return None
+        identity = ChannelIdentity(meta.get("channel", ""), meta.get("account", ""), meta["external_id"],
+                                   meta.get("name") or None, meta.get("phone") or None, meta.get("email") or None)
+        try:
+            ref = await self.crm.identify(identity)
+        except CrmError as exc:
+            log.warning("crm.identify_failed", extra={"error": str(exc)})
+            return None
+        new_meta.update({"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""})
+        return ref
+
+    def _collect(self, state: ConversationState, effects: list[fx.Effect], req: SaveRequest, now: float) -> None:
+        bot = state.run.bot if state.run else None
+        inline = self.router.delivers_via_transcript(state.channel)
+        for e in effects:
+            if isinstance(e, fx.SendMessage):
+                if e.channels is not None and state.channel not in e.channels:
+                    continue
+                self.metrics.messages_out.labels(state.channel).inc()
+                entry = outbound_entry(e, now, bot=bot)
+                req.log.append(codec.pack(entry))
+                if not inline:
+                    req.out.append(codec.pack({"ref": e.ref, "message": entry, "attempts": 0}))
+                    req.outbox_account = state.account
+            elif isinstance(e, fx.SetTimer):
+                req.timers_set.append((e.timer_id, e.at))
+            elif isinstance(e, fx.CancelTimer):
+                req.timers_cancel.append(e.timer_id)
+            elif isinstance(e, fx.InternalMessage):
+                req.log.append(codec.pack(internal_entry(e, now)))
+            elif isinstance(e, fx.Trace):
+                level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}.get(e.level, logging.ERROR)
+                log.log(level, e.event, extra={"cid": state.id, **{f"d_{k}": v for k, v in e.data.items()}})
+                if e.level == "error":
+                    self.metrics.step_errors.inc()
+                    req.log.append(codec.pack(system_entry(f"{e.event}: {e.data.get('error', '')}", now, event=e.event)))

@@ -1,0 +1,84 @@
+"""Redis key names. Every key of one conversation shares the hash tag ``{<conversation id>}``
+so multi-key scripts stay in one Redis Cluster slot; cross-conversation keys (timer shards,
+recovery shards, outbound queues, indexes) are written in the same pipeline, never in a script.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from urllib.parse import quote
+
+PREFIX = "sb"
+
+
+def conversation_id(channel: str, account: str, external_id: str) -> str:
+    """A stable, readable id: ``livechat:demo:3f2a…``; braces are escaped (they delimit hash tags)."""
+    return ":".join(quote(part, safe="@._-+=") for part in (channel, account, str(external_id)))
+
+
+def shard_of(cid: str, shards: int) -> int:
+    return zlib.crc32(cid.encode()) % shards
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    cid: str
+
+    def _k(self, name: str) -> str:
+        return f"{PREFIX}:c:{{{self.cid}}}:{name}"
+
+    @property
+    def state(self) -> str:
+        return self._k("state")
+
+    @property
+    def inbox(self) -> str:
+        return self._k("inbox")
+
+    @property
+    def lock(self) -> str:
+        return self._k("lock")
+
+    @property
+    def seen(self) -> str:
+        return self._k("seen")
+
+    @property
+    def log(self) -> str:
+        return self._k("log")
+
+    @property
+    def counter(self) -> str:
+        return self._k("n")
+
+    @property
+    def meta(self) -> str:
+        return self._k("meta")
+
+    @property
+    def out(self) -> str:
+        return self._k("out")
+
+
+def timer_shard_key(shard: int) -> str:
+    return f"{PREFIX}:timers:{shard}"
+
+
+def timer_claimed_key(shard: int) -> str:
+    return f"{PREFIX}:timers:{shard}:claimed"
+
+
+def pending_key(shard: int) -> str:
+    return f"{PREFIX}:pending:{shard}"
+
+
+def outbox_queue_key(account: str) -> str:
+    return f"{PREFIX}:outq:{{{account}}}"
+
+
+def activity_index_key() -> str:
+    return f"{PREFIX}:idx:activity"
+
+
+EVENTS_CHANNEL = f"{PREFIX}:events"

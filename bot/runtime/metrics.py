@@ -1,0 +1,21 @@
+"""Prometheus metrics, in a registry owned by the app (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages_in = Counter("salesbot_messages_in", "Customer messages received", ["channel"], registry=r)
+        self.messages_out = Counter("salesbot_messages_out", "Messages sent to customers", ["channel"], registry=r)
+        self.step_errors = Counter("salesbot_step_errors", "Runs that failed or events that crashed", registry=r)
+        self.duplicates = Counter("salesbot_duplicates", "Redelivered platform messages ignored", registry=r)
+        self.timers_fired = Counter("salesbot_timers_fired", "Timers delivered to conversations", registry=r)
+        self.timer_lateness = Histogram(
+            "salesbot_timer_lateness_seconds", "How late timers fire",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=r)
+        self.queue_depth = Gauge("salesbot_queue_depth", "Items waiting", ["queue"], registry=r)
+        self.outbox_failures = Counter("salesbot_outbox_failures", "Failed delivery attempts", ["channel", "kind"], registry=r)

@@ -1,0 +1,117 @@
+"""How the server answers the interpreter's requests: CRM commands, round robin, widgets, custom.
+
+The CRM reference of the conversation comes from the conversation's metadata; a CRM command's
+result carries a fresh snapshot so the following steps see what the command changed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
+
+from ..errors import CrmRejected, CrmTemporary
+from . import effects as fx
+from . import events as ev
+from .state import ConversationState
+
+log = logging.getLogger("salesbot.runtime.requests")
+
+CustomHandler = Callable[[dict[str, Any], Mapping[str, Any]], Any | Awaitable[Any]]
+WidgetCaller = Callable[[str, dict[str, Any], str | None], Awaitable[Any]]
+
+
+def crm_ref_of(state: ConversationState) -> CrmRef | None:
+    """The CRM records the conversation loop attached to the state."""
+    if not state.crm or not state.crm.get("lead_id"):
+        return None
+    return CrmRef(state.crm["contact_id"], state.crm["lead_id"], state.crm.get("company_id") or None)
+
+
+class ServerRequests:
+    def __init__(
+        self,
+        *,
+        redis: Any,
+        crm: CrmBackend,
+        custom_handlers: Mapping[str, CustomHandler] | None = None,
+        widgets: Mapping[str, WidgetCaller] | None = None,
+        public_url: str = "http://127.0.0.1:8080",
+        outward: Callable[[dict[str, Any], ConversationState], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.crm = crm
+        self.custom = dict(custom_handlers or {})
+        self.widgets = dict(widgets or {})
+        self.public_url = public_url.rstrip("/")
+        self.outward = outward
+
+    async def __call__(self, request: fx.Request, state: ConversationState,
+                       snapshot: Mapping[str, Any]) -> ev.RequestResult:
+        try:
+            handler = getattr(self, f"_{request.kind}")
+        except AttributeError:
+            return ev.RequestResult(request.id, ok=False, error=f"unknown request kind {request.kind!r}")
+        result: ev.RequestResult = await handler(request, state, snapshot)
+        return result
+
+    async def _action(self, request: fx.Request, state: ConversationState, snapshot: Mapping[str, Any]) -> ev.RequestResult:
+        command = dict(request.payload)
+        do = command["do"]
+        if do in CRM_COMMANDS:
+            ref = crm_ref_of(state)
+            if ref is None:
+                return ev.RequestResult(request.id, ok=False, error="this conversation has no CRM lead")
+            try:
+                result = await self.crm.execute(ref, command)
+            except CrmRejected as exc:
+                return ev.RequestResult(request.id, ok=False, error=str(exc), permanent=True)
+            except CrmTemporary as exc:
+                log.warning("crm.temporary_failure", extra={"do": do, "error": str(exc)})
+                return ev.RequestResult(request.id, ok=False, error=str(exc), permanent=False)
+            return ev.RequestResult(request.id, value=result.value, snapshot=result.extra.get("snapshot"))
+        if self.outward is None:
+            return ev.RequestResult(request.id, ok=False, error=f"{do} is not configured on this server")
+        try:
+            value = await self.outward(command, state)
+        except CrmRejected as exc:
+            return ev.RequestResult(request.id, ok=False, error=str(exc))
+        return ev.RequestResult(request.id, value=value)
+
+    async def _round_robin(self, request: fx.Request, state: ConversationState, snapshot: Mapping[str, Any]) -> ev.RequestResult:
+        p = request.payload
+        n = int(await self.redis.incr(f"sb:rr:{{{p['bot']}}}:{p['rotation']}"))
+        return ev.RequestResult(request.id, value=(n - 1) % int(p["options"]))
+
+    async def _widget(self, request: fx.Request, state: ConversationState, snapshot: Mapping[str, Any]) -> ev.RequestResult:
+        p = request.payload
+        name = str(p["widget"])
+        caller = self.widgets.get(name)
+        if caller is None:
+            return ev.RequestResult(request.id, ok=False, error=f"no widget named {name!r}")
+        token = secrets.token_urlsafe(24) if p.get("wait") else None
+        if token:
+            await self.redis.set(f"sb:widget:{token}", state.id, ex=400 * 86400)
+        return_url = f"{self.public_url}/api/continue/{token}" if token else None
+        try:
+            body = await caller(name, dict(p.get("params") or {}), return_url)
+        except Exception as exc:  # the widget's failure is the step's failed branch
+            return ev.RequestResult(request.id, ok=False, error=f"{type(exc).__name__}: {exc}")
+        return ev.RequestResult(request.id, value={"token": token, "json": body})
+
+    async def _custom(self, request: fx.Request, state: ConversationState, snapshot: Mapping[str, Any]) -> ev.RequestResult:
+        name = str(request.payload["handler"])
+        handler = self.custom.get(name)
+        if handler is None:
+            return ev.RequestResult(request.id, ok=False, error=f"no custom handler named {name!r}")
+        try:
+            value = handler(dict(request.payload.get("params") or {}), snapshot)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            return ev.RequestResult(request.id, ok=False, error=f"{type(exc).__name__}: {exc}")
+        return ev.RequestResult(request.id, value=value)

@@ -1,0 +1,291 @@
+"""The conversation store on Redis: per-conversation queue, lock, state, transcript.
+
+How ordering and exactly-once handling work (one conversation, any number of processes):
+
+1. ``push`` (one round trip) runs a script that drops a platform message id already seen,
+   appends the event to the conversation's inbox, and tries to take the conversation's lock.
+   The caller that gets the lock also receives the state, the first events of the inbox and the
+   metadata in the same reply, and becomes the conversation's only processor.
+2. The processor runs the events in inbox order and ``save``s (one round trip): a script that
+   checks it still holds the lock, writes the state, removes the processed events, appends the
+   transcript, queues outbound messages, and releases the lock only if the inbox is empty —
+   otherwise it keeps the lock and ``load``s the next batch. An event pushed while another
+   process works is therefore picked up by that process, never lost, never run twice.
+3. A process that dies holding the lock loses it after ``lock_ttl``; every push also records the
+   conversation in a recovery set, from which workers take over conversations whose inbox is
+   not empty and whose lock is free.
+
+The state is written only under the lock (taken *before* state is read), so no update is lost.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from . import keys as k
+
+_PUSH = """
+local seen_ttl = tonumber(ARGV[6])
+if ARGV[2] ~= '' then
+  local now = tonumber(ARGV[3])
+  if redis.call('ZSCORE', KEYS[3], ARGV[2]) then return {-1} end
+  redis.call('ZADD', KEYS[3], now, ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - seen_ttl * 1000)
+  redis.call('EXPIRE', KEYS[3], seen_ttl)
+end
+local nmeta = tonumber(ARGV[8])
+if nmeta > 0 then
+  local kv = {}
+  for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
+  redis.call('HSET', KEYS[5], unpack(kv))
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
+  local batch = tonumber(ARGV[7])
+  return {1, redis.call('GET', KEYS[4]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[5])}
+end
+return {0}
+"""
+
+_LOAD = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local batch = tonumber(ARGV[2])
+return {1, redis.call('GET', KEYS[3]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[4])}
+"""
+
+_ACQUIRE = """
+if redis.call('LLEN', KEYS[1]) == 0 then return {0} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-2} end
+local batch = tonumber(ARGV[3])
+return {1, redis.call('GET', KEYS[3]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[4])}
+"""
+
+_SAVE = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end
+local ttl = tonumber(ARGV[5])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl) end
+local n = tonumber(ARGV[3])
+if n > 0 then redis.call('LTRIM', KEYS[2], n, -1) end
+local i = 7
+local nlog = tonumber(ARGV[i]); i = i + 1
+local first, last = 0, 0
+for j = 1, nlog do
+  local seq = redis.call('INCR', KEYS[5])
+  if j == 1 then first = seq end
+  last = seq
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'd', ARGV[i]); i = i + 1
+end
+if nlog > 0 then redis.call('EXPIRE', KEYS[4], ttl); redis.call('EXPIRE', KEYS[5], ttl) end
+local nout = tonumber(ARGV[i]); i = i + 1
+for j = 1, nout do redis.call('RPUSH', KEYS[7], ARGV[i]); i = i + 1 end
+if nout > 0 then redis.call('EXPIRE', KEYS[7], ttl) end
+local nmeta = tonumber(ARGV[i]); i = i + 1
+if nmeta > 0 then
+  local kv = {}
+  for j = 1, nmeta * 2 do kv[j] = ARGV[i]; i = i + 1 end
+  redis.call('HSET', KEYS[6], unpack(kv))
+end
+redis.call('EXPIRE', KEYS[6], ttl)
+if nlog > 0 then redis.call('PUBLISH', ARGV[i], ARGV[i + 1] .. ' ' .. last) end
+if redis.call('LLEN', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[3])
+  return {0, first, last}
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return {1, first, last}
+"""
+
+_APPEND = """
+local ttl = tonumber(ARGV[1])
+local last = 0
+for j = 3, #ARGV - 1 do
+  last = redis.call('INCR', KEYS[2])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], last .. '-0', 'd', ARGV[j])
+end
+redis.call('EXPIRE', KEYS[1], ttl); redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('PUBLISH', 'sb:events', ARGV[#ARGV] .. ' ' .. last)
+return last
+"""
+
+_FORGET_IF = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) return 1 end
+return 0
+"""
+
+SEEN_TTL = 7 * 86400
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a processor holds: the lock token, the state blob, events and metadata."""
+
+    cid: str
+    token: str
+    state: bytes | None
+    events: list[bytes]
+    meta: dict[str, str]
+
+
+@dataclass(slots=True)
+class PushResult:
+    duplicate: bool = False
+    batch: Batch | None = None  # set when this caller took the lock and must process
+
+
+@dataclass(slots=True)
+class SaveRequest:
+    state: bytes | None
+    processed: int
+    log: list[bytes] = field(default_factory=list)
+    out: list[bytes] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+    timers_set: list[tuple[str, float]] = field(default_factory=list)
+    timers_cancel: list[str] = field(default_factory=list)
+    outbox_account: str | None = None
+    activity: float | None = None
+
+
+@dataclass(slots=True)
+class SaveResult:
+    status: int  # -1 lost the lock, 0 released, 1 more events wait (lock kept)
+    first: int = 0
+    last: int = 0
+
+
+def _meta(flat: Sequence[Any]) -> dict[str, str]:
+    it = iter(flat)
+    return {_s(a): _s(b) for a, b in zip(it, it)}
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class ConversationStore:
+    """Redis operations on conversations (see the module docstring for the protocol)."""
+
+    def __init__(self, redis: Redis, *, lock_ttl: float = 30.0, ttl_days: int = 90,
+                 transcript_max: int = 1000, shards: int = 16, batch: int = 32) -> None:
+        self.redis = redis
+        self.lock_ttl_ms = int(lock_ttl * 1000)
+        self.ttl = ttl_days * 86400
+        self.transcript_max = transcript_max
+        self.shards = shards
+        self.batch = batch
+        self._push = redis.register_script(_PUSH)
+        self._load = redis.register_script(_LOAD)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._save = redis.register_script(_SAVE)
+        self._append = redis.register_script(_APPEND)
+        self._forget_if = redis.register_script(_FORGET_IF)
+
+    @staticmethod
+    def _batch(cid: str, token: str, reply: Sequence[Any]) -> Batch:
+        return Batch(cid, token, reply[1] or None, list(reply[2]), _meta(reply[3]))
+
+    async def push(self, cid: str, event: bytes, *, dedupe_id: str | None = None,
+                   meta: dict[str, str] | None = None) -> PushResult:
+        key = k.ConversationKey(cid)
+        token = secrets.token_hex(8)
+        now_ms = int(time.time() * 1000)
+        meta_args: list[str] = []
+        for name, value in (meta or {}).items():
+            meta_args += [name, value]
+        args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
+                len(meta_args) // 2, *meta_args]
+        pipe = self.redis.pipeline(transaction=False)
+        await self._push(keys=[key.inbox, key.lock, key.seen, key.state, key.meta], args=args, client=pipe)
+        pipe.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: (now_ms + self.lock_ttl_ms) / 1000})
+        reply, _ = await pipe.execute()
+        if reply[0] == -1:
+            return PushResult(duplicate=True)
+        if reply[0] == 1:
+            return PushResult(batch=self._batch(cid, token, reply))
+        return PushResult()
+
+    async def load(self, cid: str, token: str) -> Batch | None:
+        """The next events for a processor that still holds the lock (None if it lost it)."""
+        key = k.ConversationKey(cid)
+        reply = await self._load(keys=[key.inbox, key.lock, key.state, key.meta],
+                                 args=[token, self.batch, self.lock_ttl_ms])
+        return self._batch(cid, token, reply) if reply[0] == 1 else None
+
+    async def acquire(self, cid: str) -> Batch | None | bool:
+        """Take over a conversation with waiting events: a Batch, False if locked, None if idle."""
+        key = k.ConversationKey(cid)
+        token = secrets.token_hex(8)
+        reply = await self._acquire(keys=[key.inbox, key.lock, key.state, key.meta],
+                                    args=[token, self.lock_ttl_ms, self.batch])
+        if reply[0] == 1:
+            return self._batch(cid, token, reply)
+        return False if reply[0] == -2 else None
+
+    async def extend(self, cid: str, token: str) -> bool:
+        key = k.ConversationKey(cid)
+        reply = await self._load(keys=[key.inbox, key.lock, key.state, key.meta], args=[token, 0, self.lock_ttl_ms])
+        return bool(reply[0] == 1)
+
+    async def save(self, cid: str, token: str, req: SaveRequest) -> SaveResult:
+        key = k.ConversationKey(cid)
+        args: list[Any] = [token, req.state or b"", req.processed, self.lock_ttl_ms, self.ttl,
+                           self.transcript_max, len(req.log), *req.log, len(req.out), *req.out]
+        meta_args: list[str] = []
+        for name, value in req.meta.items():
+            meta_args += [name, value]
+        args += [len(meta_args) // 2, *meta_args, k.EVENTS_CHANNEL, cid]
+        pipe = self.redis.pipeline(transaction=False)
+        await self._save(keys=[key.state, key.inbox, key.lock, key.log, key.counter, key.meta, key.out],
+                   args=args, client=pipe)
+        by_shard: dict[int, dict[str, float]] = {}
+        for timer_id, at in req.timers_set:
+            by_shard.setdefault(k.shard_of(cid, self.shards), {})[timer_id] = at
+        for shard, members in by_shard.items():
+            pipe.zadd(k.timer_shard_key(shard), members)
+        if req.timers_cancel:
+            pipe.zrem(k.timer_shard_key(k.shard_of(cid, self.shards)), *req.timers_cancel)
+        if req.out and req.outbox_account:
+            pipe.zadd(k.outbox_queue_key(req.outbox_account), {cid: time.time()}, nx=True)
+        if req.activity is not None:
+            pipe.zadd(k.activity_index_key(), {cid: req.activity})
+        replies = await pipe.execute()
+        status, first, last = replies[0]
+        return SaveResult(int(status), int(first), int(last))
+
+    async def append_log(self, cid: str, entries: list[bytes]) -> int:
+        """Append transcript entries outside a processing turn (delivery receipts and the like)."""
+        key = k.ConversationKey(cid)
+        return int(await self._append(keys=[key.log, key.counter],
+                                      args=[self.ttl, self.transcript_max, *entries, cid]))
+
+    async def read_log(self, cid: str, after: int = 0, limit: int = 200) -> list[tuple[int, bytes]]:
+        key = k.ConversationKey(cid)
+        rows = await self.redis.xrange(key.log, min=f"{after + 1}-0", max="+", count=limit)
+        return [(int(_s(entry_id).split("-")[0]), fields[b"d"]) for entry_id, fields in rows]
+
+    async def tail_log(self, cid: str, limit: int = 200) -> list[tuple[int, bytes]]:
+        key = k.ConversationKey(cid)
+        rows = await self.redis.xrevrange(key.log, max="+", min="-", count=limit)
+        return [(int(_s(entry_id).split("-")[0]), fields[b"d"]) for entry_id, fields in reversed(rows)]
+
+    async def meta(self, cid: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(k.ConversationKey(cid).meta)
+        return {_s(a): _s(b) for a, b in raw.items()}
+
+    async def state(self, cid: str) -> bytes | None:
+        data = await self.redis.get(k.ConversationKey(cid).state)
+        return data if data else None
+
+    async def pending_due(self, shard: int, now: float, limit: int = 100) -> list[tuple[str, float]]:
+        rows = await self.redis.zrangebyscore(k.pending_key(shard), "-inf", now, start=0, num=limit, withscores=True)
+        return [(_s(cid), float(score)) for cid, score in rows]
+
+    async def forget_pending(self, cid: str, score: float) -> None:
+        await self._forget_if(keys=[k.pending_key(k.shard_of(cid, self.shards))], args=[cid, score])

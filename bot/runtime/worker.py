@@ -1,0 +1,87 @@
+"""Background work of a process with the worker role: timers, recovery, outbound delivery.
+
+Each loop is bounded per iteration, tolerant of Redis hiccups (it logs and tries again), and
+stops between iterations when asked, so a graceful shutdown finishes in-flight work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from . import events as ev
+from .timers import DueTimer
+
+if TYPE_CHECKING:
+    from ..server.services import Services
+
+log = logging.getLogger("salesbot.worker")
+CONCURRENCY = 32
+
+
+class Worker:
+    def __init__(self, services: "Services") -> None:
+        self.s = services
+        self.poll = services.config.timer_poll_interval
+        self._stopping = False
+        self._sem = asyncio.Semaphore(CONCURRENCY)
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(self._loop(stop, self.fire_timers, self.poll, "timers"),
+                             self._loop(stop, self.recover, max(1.0, self.poll * 4), "recovery"))
+
+    async def _loop(self, stop: asyncio.Event, body: "object", interval: float, name: str) -> None:
+        while not stop.is_set() and not self._stopping:
+            try:
+                await body()  # type: ignore[operator]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(f"worker.{name}_failed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _deliver_timer(self, timer: DueTimer) -> None:
+        async with self._sem:
+            extra = {"due": timer.due} if timer.due is not None else None
+            result = await self.s.conversations.deliver(
+                timer.cid, ev.TimerFired(timer.timer_id), dedupe_id=f"timer:{timer.timer_id}",
+                entry_extra=extra)
+            if not result.duplicate:
+                self.s.metrics.timers_fired.inc()
+
+    async def fire_timers(self) -> int:
+        """Claim and deliver every due timer; returns how many were claimed."""
+        due = await self.s.timers.claim(time.time())
+        if not due:
+            return 0
+        results = await asyncio.gather(*(self._deliver_timer(t) for t in due), return_exceptions=True)
+        delivered = [t for t, r in zip(due, results) if not isinstance(r, BaseException)]
+        for t, r in zip(due, results):
+            if isinstance(r, BaseException):
+                log.error("timer.delivery_failed", extra={"timer": t.timer_id, "error": repr(r)})
+        await self.s.timers.ack(delivered)  # the failed ones come back when their claim expires
+        return len(due)
+
+    async def recover(self) -> int:
+        """Process conversations whose events wait with no live processor (a crashed process)."""
+        store = self.s.store
+        now = time.time()
+        taken = 0
+        for shard in range(store.shards):
+            for cid, score in await store.pending_due(shard, now):
+                batch = await store.acquire(cid)
+                if batch is None:
+                    await store.forget_pending(cid, score)
+                elif batch is not False:
+                    log.warning("conversation.recovered", extra={"cid": cid})
+                    await self.s.conversations.process(batch)  # type: ignore[arg-type]
+                    taken += 1
+        return taken

@@ -1,0 +1,308 @@
+"""The JSON API: health, metrics, bots, conversations, events, widget continuations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..errors import FlowInvalid
+from ..runtime import codec
+from ..runtime import events as ev
+from ..runtime.bots import BotNotFound, problems_as_details
+from ..runtime.keys import activity_index_key
+from .http import HttpError, error, json_body, require
+from .keys import SERVICES
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await asyncio.wait_for(request.app[SERVICES].redis.ping(), timeout=2)
+    except Exception:  # noqa: BLE001 - any failure of the store is "not ok"
+        return web.json_response({"status": "unavailable"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    services.metrics.queue_depth.labels("timers").set(await services.timers.pending())
+    body = generate_latest(services.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# ---------------------------------------------------------------------- bots
+@routes.put("/api/bots/{id}")
+async def put_bot(request: web.Request) -> web.Response:
+    require(request, "operator")
+    doc = await json_body(request)
+    bot_id = request.match_info["id"]
+    if isinstance(doc, dict) and doc.get("id") != bot_id:
+        return error(422, "invalid_flow", "the flow's id must match the URL",
+                     [{"pointer": "/id", "message": f'must be "{bot_id}" (the id in the URL)'}])
+    bots = request.app[SERVICES].bots
+    try:
+        info, new = await bots.put(doc)
+    except FlowInvalid as exc:
+        return error(422, "invalid_flow", f"{len(problems_as_details(exc.problems))} problem(s) in the flow",
+                     problems_as_details(exc.problems))
+    if not new:
+        await bots.activate(info.bot, info.version)
+    return web.json_response({"id": info.bot, "version": info.version, "warnings": list(info.warnings)},
+                             status=201 if new else 200)
+
+
+@routes.get("/api/bots")
+async def list_bots(request: web.Request) -> web.Response:
+    require(request, "operator", "support")
+    bots = request.app[SERVICES].bots
+    out = []
+    for bot in await bots.ids():
+        versions = await bots.versions(bot)
+        active = await bots.active_version(bot)
+        current = next((v for v in versions if v.version == active), None)
+        out.append({"id": bot, "name": current.name if current else bot, "active_version": active,
+                    "versions": len(versions)})
+    return web.json_response({"bots": out})
+
+
+@routes.get("/api/bots/{id}")
+async def get_bot(request: web.Request) -> web.Response:
+    require(request, "operator", "support")
+    try:
+        version, doc = await request.app[SERVICES].bots.document(request.match_info["id"])
+    except BotNotFound as exc:
+        return error(404, "not_found", str(exc))
+    return web.json_response({"id": request.match_info["id"], "version": version, "flow": doc})
+
+
+@routes.get("/api/bots/{id}/versions")
+async def bot_versions(request: web.Request) -> web.Response:
+    require(request, "operator", "support")
+    bots = request.app[SERVICES].bots
+    bot = request.match_info["id"]
+    versions = await bots.versions(bot)
+    if not versions:
+        return error(404, "not_found", f"no bot {bot!r}")
+    active = await bots.active_version(bot)
+    return web.json_response({"id": bot, "active_version": active,
+                              "versions": [{**v.as_dict(), "active": v.version == active} for v in versions]})
+
+
+@routes.get("/api/bots/{id}/versions/{n}")
+async def bot_version(request: web.Request) -> web.Response:
+    require(request, "operator", "support")
+    bot = request.match_info["id"]
+    try:
+        n = int(request.match_info["n"])
+        version, doc = await request.app[SERVICES].bots.document(bot, n)
+    except ValueError:
+        return error(400, "bad_version", "the version is a whole number")
+    except BotNotFound as exc:
+        return error(404, "not_found", str(exc))
+    return web.json_response({"id": bot, "version": version, "flow": doc})
+
+
+@routes.post("/api/bots/{id}/activate")
+async def activate_bot(request: web.Request) -> web.Response:
+    require(request, "operator")
+    body = await json_body(request)
+    version = body.get("version") if isinstance(body, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        return error(400, "bad_request", 'the body is {"version": n}')
+    try:
+        info = await request.app[SERVICES].bots.activate(request.match_info["id"], version)
+    except BotNotFound as exc:
+        return error(404, "not_found", str(exc))
+    return web.json_response({"id": info.bot, "version": info.version, "active": True})
+
+
+# ---------------------------------------------------------------------- conversations
+def _public_meta(cid: str, meta: dict[str, str]) -> dict[str, Any]:
+    def num(key: str) -> float | None:
+        try:
+            return float(meta[key]) if meta.get(key) else None
+        except ValueError:
+            return None
+
+    return {
+        "id": cid, "channel": meta.get("channel"), "account": meta.get("account"),
+        "contact": {"name": meta.get("name") or None, "external_id": meta.get("external_id"),
+                    "contact_id": meta.get("contact_id") or None},
+        "lead_id": meta.get("lead_id") or None,
+        "status": meta.get("status") or "idle", "owner": meta.get("owner") or "bot",
+        "owner_user": meta.get("owner_user") or None,
+        "bot": meta.get("bot") or None, "step": meta.get("step") or None,
+        "run_status": meta.get("run_status") or None, "chat_status": meta.get("chat_status") or None,
+        "last_message": meta.get("last_text"), "last_activity": num("activity"),
+    }
+
+
+@routes.get("/api/conversations")
+async def list_conversations(request: web.Request) -> web.Response:
+    require(request, "support")
+    services = request.app[SERVICES]
+    q = request.query
+    try:
+        limit = max(1, min(int(q.get("limit", "50")), 500))
+        before = float(q["before"]) if q.get("before") else None
+    except ValueError:
+        return error(400, "bad_request", "limit is a number; before is a timestamp")
+    redis = services.redis
+    out: list[dict[str, Any]] = []
+    max_score: Any = f"({before}" if before is not None else "+inf"
+    while len(out) < limit:
+        rows = await redis.zrevrangebyscore(activity_index_key(), max_score, "-inf", start=0, num=200, withscores=True)
+        if not rows:
+            break
+        pipe = redis.pipeline(transaction=False)
+        for cid, _ in rows:
+            pipe.hgetall(f"sb:c:{{{cid.decode()}}}:meta")
+        metas = await pipe.execute()
+        for (cid_b, score), raw in zip(rows, metas):
+            meta = {a.decode(): b.decode() for a, b in raw.items()}
+            item = _public_meta(cid_b.decode(), meta)
+            if q.get("status") and item["status"] != q["status"]:
+                continue
+            if q.get("channel") and item["channel"] != q["channel"]:
+                continue
+            if q.get("bot") and item["bot"] != q["bot"]:
+                continue
+            out.append(item)
+            if len(out) >= limit:
+                break
+        max_score = f"({rows[-1][1]}"
+        if len(rows) < 200:
+            break
+    next_before = out[-1]["last_activity"] if len(out) == limit else None
+    return web.json_response({"conversations": out, "next_before": next_before})
+
+
+def _visible(entry: dict[str, Any]) -> dict[str, Any]:
+    return entry
+
+
+@routes.get("/api/conversations/{cid}")
+async def get_conversation(request: web.Request) -> web.Response:
+    require(request, "support")
+    services = request.app[SERVICES]
+    cid = request.match_info["cid"]
+    meta = await services.store.meta(cid)
+    if not meta:
+        return error(404, "not_found", f"no conversation {cid!r}")
+    raw = await services.store.state(cid)
+    state = codec.decode_state(raw) if raw else None
+    run = state.run if state else None
+    wait = run.wait if run else None
+    transcript = [{"n": n, **codec.unpack(blob)} for n, blob in await services.store.tail_log(cid, 500)]
+    body = _public_meta(cid, meta)
+    body["run"] = None if run is None else {
+        "bot": run.bot, "version": run.version, "step": run.step, "status": run.status,
+        "variables": run.vars, "error": run.error,
+        "waiting_for": None if wait is None else {"kind": wait.kind, "step": wait.step,
+                                                  "events": list(wait.on), "until": wait.until},
+    }
+    if state and state.crm:
+        from crm_bridge import CrmRef
+
+        ref = CrmRef(state.crm["contact_id"], state.crm["lead_id"], state.crm.get("company_id") or None)
+        snapshot = await services.crm.snapshot(ref)
+        body["lead"] = snapshot.get("lead")
+        body["contact"] = {**body["contact"], **(snapshot.get("contact") or {})}
+        body["tasks"] = await services.crm.lead_tasks(ref)
+        body["notes"] = await services.crm.lead_notes(ref)
+    body["transcript"] = transcript
+    return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
+
+
+async def _conversation_event(request: web.Request, event: ev.Event) -> web.Response:
+    services = request.app[SERVICES]
+    cid = request.match_info["cid"]
+    if not await services.store.meta(cid):
+        return error(404, "not_found", f"no conversation {cid!r}")
+    await services.conversations.deliver(cid, event)
+    return web.json_response({"ok": True}, status=202)
+
+
+@routes.post("/api/conversations/{cid}/takeover")
+async def takeover(request: web.Request) -> web.Response:
+    principal = require(request, "support")
+    return await _conversation_event(request, ev.Takeover(principal.name))
+
+
+@routes.post("/api/conversations/{cid}/release")
+async def release(request: web.Request) -> web.Response:
+    require(request, "support")
+    body = await json_body(request) if request.can_read_body else {}
+    step = body.get("step") if isinstance(body, dict) else None
+    return await _conversation_event(request, ev.Release(step))
+
+
+@routes.post("/api/conversations/{cid}/messages")
+async def human_message(request: web.Request) -> web.Response:
+    principal = require(request, "support")
+    body = await json_body(request)
+    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        return error(400, "bad_request", 'the body is {"text": "…"}')
+    return await _conversation_event(request, ev.HumanMessage(text, principal.name))
+
+
+@routes.post("/api/conversations/{cid}/stop")
+async def stop_bot(request: web.Request) -> web.Response:
+    require(request, "support")
+    return await _conversation_event(request, ev.StopBot("stopped by a person"))
+
+
+@routes.post("/api/conversations/{cid}/start")
+async def start_bot(request: web.Request) -> web.Response:
+    require(request, "support")
+    body = await json_body(request)
+    bot = body.get("bot") if isinstance(body, dict) else None
+    if not isinstance(bot, str):
+        return error(400, "bad_request", 'the body is {"bot": "<bot id>"}')
+    if await request.app[SERVICES].bots.ensure(bot) is None:
+        return error(404, "not_found", f"no bot {bot!r}")
+    return await _conversation_event(request, ev.StartBot(bot, body.get("step")))
+
+
+@routes.post("/api/events")
+async def business_event(request: web.Request) -> web.Response:
+    require(request, "operator", "support")
+    body = await json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        return error(400, "bad_request", 'the body is {"type": "…", "conversation": cid, …}')
+    cid = body.get("conversation")
+    services = request.app[SERVICES]
+    if not cid and body.get("lead") is not None:
+        found = await services.redis.hget("sb:lead_conversations", str(body["lead"]))
+        cid = found.decode() if found else None
+    if not cid:
+        return error(404, "not_found", "no conversation for this event (give conversation or a known lead)")
+    data = {k: v for k, v in body.items() if k not in ("type", "conversation")}
+    await services.conversations.deliver(str(cid), ev.CrmEvent(body["type"], data))
+    return web.json_response({"ok": True, "conversation": cid}, status=202)
+
+
+@routes.post("/api/continue/{token}")
+async def continue_widget(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    token = request.match_info["token"]
+    found = await services.redis.getdel(f"sb:widget:{token}")
+    if not found:
+        return error(404, "not_found", "unknown or used continuation token")
+    try:
+        body = await request.json() if request.can_read_body else None
+    except ValueError:
+        await services.redis.set(f"sb:widget:{token}", found, ex=86400)  # let the caller retry
+        raise HttpError(400, "bad_json", "the body is not valid JSON") from None
+    await services.conversations.deliver(found.decode(), ev.WidgetCallback(token, body),
+                                         dedupe_id=f"widget:{token}")
+    return web.json_response({"ok": True, "at": time.time()})

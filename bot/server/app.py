@@ -1,0 +1,55 @@
+"""The aiohttp application: services opened and closed in one cleanup context, background
+work (the worker loops, the bots listener) tracked and stopped on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from ..channels import livechat
+from ..config import Config
+from ..runtime.worker import Worker
+from . import api
+from .http import errors_middleware
+from .keys import SERVICES
+from .services import Services, open_services
+
+log = logging.getLogger("salesbot.server")
+
+
+def create_app(config: Config, *, role: str = "all", services: Services | None = None) -> web.Application:
+    """The app for ``role`` ``all`` or ``web`` (``worker`` runs no HTTP routes but health)."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=2 * 1024 * 1024)
+    app.add_routes(api.routes)
+    if role in ("all", "web"):
+        app.add_routes(livechat.routes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            svc = services or await stack.enter_async_context(open_services(config))
+            app[SERVICES] = svc
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(svc.bots.listen(stop), name="bots-listener")]
+            worker = None
+            if role in ("all", "worker"):
+                worker = Worker(svc)
+                tasks.append(asyncio.create_task(worker.run(stop), name="worker"))
+            try:
+                yield
+            finally:
+                stop.set()
+                if worker is not None:
+                    worker.stop()
+                done, pending = await asyncio.wait(tasks, timeout=config.shutdown_grace)
+                for t in pending:
+                    t.cancel()
+                for t in pending:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await t
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,36 @@
+"""Bearer tokens with roles: ``admin`` (everything), ``operator`` (bots), ``support`` (conversations)."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+ROLES = ("admin", "operator", "support")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    role: str
+    name: str
+
+
+class Auth:
+    def __init__(self, *, admin_token: str, tokens: list[tuple[str, str, str]] = ()) -> None:  # type: ignore[assignment]
+        self._tokens: list[tuple[bytes, Principal]] = [(admin_token.encode(), Principal("admin", "admin"))]
+        for token, role, name in tokens:
+            self._tokens.append((token.encode(), Principal(role, name or role)))
+        self.admin_token = admin_token
+
+    def identify(self, header: str | None) -> Principal | None:
+        if not header or not header.startswith("Bearer "):
+            return None
+        given = header[7:].strip().encode()
+        found = None
+        for token, principal in self._tokens:  # compare with every token: constant time per token
+            if hmac.compare_digest(token, given):
+                found = principal
+        return found
+
+    @staticmethod
+    def allows(principal: Principal, *roles: str) -> bool:
+        return principal.role == "admin" or principal.role in roles

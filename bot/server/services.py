@@ -1,0 +1,125 @@
+"""The shared services of a salesbot process, built once from the config and closed once."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from crm_bridge import RedisCrm
+
+from ..builder.loader import read_document
+from ..config import Config
+from ..errors import FlowInvalid, FlowLoadError
+from ..runtime.bots import BotRegistry
+from ..runtime.conversations import ConversationService
+from ..runtime.driver import Driver
+from ..runtime.embedded_redis import EmbeddedRedis
+from ..runtime.livehub import LiveHub
+from ..runtime.metrics import Metrics
+from ..runtime.requests import ServerRequests
+from ..runtime.store import ConversationStore
+from ..runtime.timers import TimerWheel
+from .auth import Auth
+
+log = logging.getLogger("salesbot.server")
+
+#: Channels whose messages reach the customer through the transcript itself.
+TRANSCRIPT_CHANNELS = frozenset({"livechat"})
+
+
+class _Router:
+    def delivers_via_transcript(self, channel: str) -> bool:
+        return channel in TRANSCRIPT_CHANNELS
+
+
+@dataclass
+class Services:
+    config: Config
+    redis: Redis
+    store: ConversationStore
+    timers: TimerWheel
+    bots: BotRegistry
+    crm: RedisCrm
+    metrics: Metrics
+    conversations: ConversationService
+    hub: LiveHub
+    auth: Auth
+    embedded: EmbeddedRedis | None = None
+    loaded_flows: list[str] = field(default_factory=list)
+
+    def greeting_bot(self, account: str) -> str | None:
+        acc = self.config.account(account)
+        if acc is not None:
+            return acc.greeting_bot
+        return "demo" if account == "demo" else None
+
+
+async def load_flow_dir(bots: BotRegistry, directory: Path) -> list[str]:
+    """Upload every ``*.json`` flow of a folder (unchanged ones add no version)."""
+    loaded = []
+    for path in sorted(directory.glob("*.json")):
+        if path.name == "schema.json":
+            continue
+        try:
+            info, _new = await bots.put(read_document(path))
+            loaded.append(f"{info.bot} v{info.version}")
+        except (FlowInvalid, FlowLoadError) as exc:
+            log.error("bot.load_failed", extra={"file": str(path), "error": str(exc)})
+    return loaded
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: Config, *, start_hub: bool = True, load_flows: bool = True) -> AsyncIterator[Services]:
+    embedded = None
+    url = config.redis_url
+    if not url:
+        embedded = EmbeddedRedis(config.data_dir, persist=True)
+        url = await embedded.astart()
+    redis = Redis.from_url(url, decode_responses=False, health_check_interval=30)
+    try:
+        await redis.ping()
+        metrics = Metrics()
+        store = ConversationStore(redis, lock_ttl=config.lock_ttl, ttl_days=config.conversation_ttl_days,
+                                  transcript_max=config.transcript_max, shards=config.timer_shards)
+        timers = TimerWheel(redis, shards=config.timer_shards)
+        bots = BotRegistry(redis)
+        crm = RedisCrm(redis)
+        public = config.public_url or f"http://{config.host}:{config.port}"
+        requests = ServerRequests(redis=redis, crm=crm, public_url=public)
+        driver = Driver(bots, requests)
+        conversations = ConversationService(store=store, flows=bots, driver=driver, crm=crm,
+                                            router=_Router(), metrics=metrics)
+        hub = LiveHub(redis)
+        admin = config.admin_token.get_secret_value() if config.admin_token else None
+        if admin is None:
+            admin = await _embedded_admin_token(redis, config)
+        auth = Auth(admin_token=admin, tokens=[(t.token.get_secret_value(), t.role, t.name) for t in config.tokens])
+        services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth, embedded)
+        if load_flows and config.flows_dir.is_dir():
+            services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
+        await bots.refresh()
+        if start_hub:
+            await hub.start()
+        try:
+            yield services
+        finally:
+            if start_hub:
+                await hub.stop()
+    finally:
+        await redis.aclose()
+        if embedded is not None:
+            await embedded.astop()
+
+
+async def _embedded_admin_token(redis: Redis, config: Config) -> str:
+    """With no admin token configured: one generated once and kept in the store (printed at start)."""
+    token = secrets.token_urlsafe(24)
+    await redis.set("sb:admin_token", token, nx=True)
+    stored = await redis.get("sb:admin_token")
+    return stored.decode() if isinstance(stored, bytes) else str(stored)

@@ -1,0 +1,124 @@
+"""The embedded CRM stored in Redis (the server's default backend).
+
+Records are msgpack documents: contacts, leads, companies, each lead's tasks and notes. A
+command loads the records it may touch into a ``MemoryCrm`` workspace, runs the very same
+command code as ``salesbot test`` does, and writes back what changed, in two round trips.
+Commands of one conversation arrive one at a time (the conversation lock), so a lead is not
+written concurrently by its own conversation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from redis.asyncio import Redis
+
+from .interface import ChannelIdentity, CommandResult, CrmRef
+from .memory import MemoryCrm
+
+_P = "sb:crm"
+
+
+def _pack(v: Any) -> bytes:
+    return msgpack.packb(v, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack(b: bytes | None) -> Any:
+    return None if b is None else msgpack.unpackb(b, raw=False)
+
+
+class RedisCrm:
+    name = "embedded"
+
+    def __init__(self, redis: Redis, *, pipelines: dict[str, list[str]] | None = None) -> None:
+        self.redis = redis
+        self.pipelines = pipelines
+
+    async def _ids(self, n: int) -> list[str]:
+        last = int(await self.redis.incrby(f"{_P}:ids", n))
+        return [str(i) for i in range(last - n + 1, last + 1)]
+
+    def _workspace(self, ids: list[str]) -> MemoryCrm:
+        ws = MemoryCrm(pipelines=self.pipelines)
+        pool = iter(ids)
+        ws._id = lambda: next(pool)  # type: ignore[method-assign]
+        return ws
+
+    async def identify(self, identity: ChannelIdentity) -> CrmRef:
+        key = f"{identity.channel}:{identity.account}:{identity.external_id}"
+        found = await self.redis.hget(f"{_P}:identity", key)
+        if found:
+            contact_id, lead_id = found.decode().split(":")
+            return CrmRef(contact_id, lead_id)
+        ws = self._workspace(await self._ids(2))
+        contact_id = ws.create_contact(name=identity.name, phone=identity.phone, email=identity.email)
+        lead_id = ws.create_lead(contact_id=contact_id, name=identity.name and f"{identity.name}")
+        if not await self.redis.hsetnx(f"{_P}:identity", key, f"{contact_id}:{lead_id}"):
+            return await self.identify(identity)  # another process created it first
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(f"{_P}:contact:{contact_id}", _pack(ws.contacts[contact_id]))
+        pipe.set(f"{_P}:lead:{lead_id}", _pack(ws.leads[lead_id]))
+        pipe.zadd(f"{_P}:idx:leads", {lead_id: float(lead_id)})
+        await pipe.execute()
+        return CrmRef(contact_id, lead_id)
+
+    async def _load(self, ref: CrmRef, ws: MemoryCrm) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(f"{_P}:contact:{ref.contact_id}")
+        pipe.get(f"{_P}:lead:{ref.lead_id}")
+        pipe.get(f"{_P}:tasks:{ref.lead_id}")
+        pipe.get(f"{_P}:notes:{ref.lead_id}")
+        contact, lead, tasks, notes = await pipe.execute()
+        if contact:
+            ws.contacts[ref.contact_id] = _unpack(contact)
+        if lead:
+            ws.leads[ref.lead_id] = _unpack(lead)
+            company_id = ws.leads[ref.lead_id].get("company")
+            if company_id:
+                company = await self.redis.get(f"{_P}:company:{company_id}")
+                if company:
+                    ws.companies[company_id] = _unpack(company)
+        ws.tasks = _unpack(tasks) or []
+        ws.notes = _unpack(notes) or []
+        if ref.lead_id not in ws.leads:  # a lead deleted behind our back: recreate it empty
+            ws.leads[ref.lead_id] = {"id": ref.lead_id, "name": f"Lead #{ref.lead_id}", "price": 0,
+                                     "pipeline": next(iter(ws.pipelines)), "stage": next(iter(ws.pipelines.values()))[0],
+                                     "responsible": None, "fields": {}, "tags": [], "contacts": [ref.contact_id],
+                                     "company": None, "subscribers": []}
+        if ref.contact_id not in ws.contacts:
+            ws.contacts[ref.contact_id] = {"id": ref.contact_id, "name": "", "first_name": None, "phone": None,
+                                           "email": None, "fields": {}, "tags": [], "responsible": None}
+
+    async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
+        ws = self._workspace([])
+        await self._load(ref, ws)
+        return ws.snapshot_now(ref)
+
+    async def execute(self, ref: CrmRef, command: dict[str, Any]) -> CommandResult:
+        ws = self._workspace(await self._ids(2))
+        await self._load(ref, ws)
+        result = ws.execute_now(ref, command)
+        pipe = self.redis.pipeline(transaction=False)
+        for cid, contact in ws.contacts.items():
+            pipe.set(f"{_P}:contact:{cid}", _pack(contact))
+        for lid, lead in ws.leads.items():
+            pipe.set(f"{_P}:lead:{lid}", _pack(lead))
+            pipe.zadd(f"{_P}:idx:leads", {lid: float(lid)})
+        for cid, company in ws.companies.items():
+            pipe.set(f"{_P}:company:{cid}", _pack(company))
+        by_lead: dict[str, list[dict[str, Any]]] = {}
+        for task in ws.tasks:
+            by_lead.setdefault(task["lead_id"], []).append(task)
+        for lid, tasks in by_lead.items():
+            pipe.set(f"{_P}:tasks:{lid}", _pack(tasks))
+        if ws.notes:
+            pipe.set(f"{_P}:notes:{ref.lead_id}", _pack(ws.notes))
+        await pipe.execute()
+        return CommandResult(result.value, {"snapshot": ws.snapshot_now(ref)})
+
+    async def lead_tasks(self, ref: CrmRef) -> list[dict[str, Any]]:
+        return _unpack(await self.redis.get(f"{_P}:tasks:{ref.lead_id}")) or []
+
+    async def lead_notes(self, ref: CrmRef) -> list[dict[str, Any]]:
+        return _unpack(await self.redis.get(f"{_P}:notes:{ref.lead_id}")) or []

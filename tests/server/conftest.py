@@ -1,0 +1,39 @@
+"""A running app (all roles) on loopback, against the test Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from bot.config import load_config
+from bot.server.app import create_app
+
+FLOWS = Path(__file__).resolve().parents[2] / "flows"
+ADMIN = "test-admin-token"
+
+
+def make_config(redis_url: str, flows_dir: Path = FLOWS, **extra: object) -> object:
+    return load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(flows_dir),
+                                          "admin_token": ADMIN, "timer_poll_interval": 0.05, **extra})
+
+
+@pytest.fixture
+async def server(redis: Redis, redis_url: str) -> AsyncIterator[TestServer]:
+    app = create_app(make_config(redis_url))  # type: ignore[arg-type]
+    srv = TestServer(app)
+    await srv.start_server()
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+@pytest.fixture
+async def http(server: TestServer) -> AsyncIterator[ClientSession]:
+    async with ClientSession(base_url=str(server.make_url(""))) as session:
+        yield session
