@@ -394,11 +394,14 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
     problems.extend(_step_key_problems(raw_steps))
 
     names = list(raw_steps)
+    raw_edges: list[Edge] = []  # references of steps that failed the schema: they still reach steps
     for sid, raw in raw_steps.items():
         if sid not in steps:
             for at, target in _raw_refs(raw, ["steps", sid]):
                 if target not in raw_steps:
                     problems.append(Problem(pointer(at), f'unknown step "{target}"{_suggest(target, names)}'))
+                else:
+                    raw_edges.append(Edge(sid, target, pointer(at), "", "wait"))
     edges = all_edges(steps)
     for e in edges:
         if e.target not in raw_steps:
@@ -432,7 +435,7 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
 
     # Warnings: steps that cannot be reached; waiting steps without a fallback.
     if isinstance(start, str) and start in raw_steps:
-        seen = reachable(start, [e for e in edges if e.target in raw_steps])
+        seen = reachable(start, [e for e in edges if e.target in raw_steps] + raw_edges)
         for sid in raw_steps:
             if sid not in seen:
                 problems.append(Problem(pointer(["steps", sid]), "step cannot be reached from the start", "warning"))

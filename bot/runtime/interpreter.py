@@ -120,6 +120,12 @@ class _Turn:
                 return compiled_value.value(self._ctx or self.context())
             return evaluate_value(compiled_value, self._ctx or self.context())
         except TemplateFailed as exc:
+            # In an object or list of templates only the template that failed becomes "" (an
+            # action's parameters stay an object the rest of the payload can be built from).
+            if isinstance(compiled_value, list):
+                return [self.value(v) for v in compiled_value]
+            if isinstance(compiled_value, dict):
+                return {k: self.value(v) for k, v in compiled_value.items()}
             self.trace("template.error", "warning", error=str(exc))
             return ""
 

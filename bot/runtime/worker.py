@@ -33,7 +33,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(self._loop(stop, self.fire_timers, self.poll, "timers"),
-                             self._loop(stop, self.recover, max(1.0, self.poll * 4), "recovery"))
+                             self._loop(stop, self.recover, max(1.0, self.poll * 4), "recovery"),
+                             self._loop(stop, self.s.outbox.run_once, min(self.poll, 0.1), "outbox"))
 
     async def _loop(self, stop: asyncio.Event, body: "object", interval: float, name: str) -> None:
         while not stop.is_set() and not self._stopping:

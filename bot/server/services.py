@@ -22,6 +22,8 @@ from ..runtime.driver import Driver
 from ..runtime.embedded_redis import EmbeddedRedis
 from ..runtime.livehub import LiveHub
 from ..runtime.metrics import Metrics
+from ..runtime.outbox import AccountLimits, ChannelSender, Outbox
+from ..runtime import events as ev
 from ..runtime.requests import ServerRequests
 from ..runtime.store import ConversationStore
 from ..runtime.timers import TimerWheel
@@ -50,6 +52,8 @@ class Services:
     conversations: ConversationService
     hub: LiveHub
     auth: Auth
+    outbox: Outbox
+    senders: dict[str, ChannelSender]
     embedded: EmbeddedRedis | None = None
     loaded_flows: list[str] = field(default_factory=list)
 
@@ -100,7 +104,20 @@ async def open_services(config: Config, *, start_hub: bool = True, load_flows: b
         if admin is None:
             admin = await _embedded_admin_token(redis, config)
         auth = Auth(admin_token=admin, tokens=[(t.token.get_secret_value(), t.role, t.name) for t in config.tokens])
-        services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth, embedded)
+        senders: dict[str, ChannelSender] = {}
+
+        async def delivery_failed(cid: str, ref: str, reason: str) -> None:
+            await conversations.deliver(cid, ev.DeliveryFailed(ref, reason))
+
+        accounts = {
+            name: (acc.channel, AccountLimits(**{k: v for k, v in acc.settings.items()
+                                                 if k in ("rate", "chat_interval", "burst")}))
+            for name, acc in config.accounts.items() if acc.channel not in TRANSCRIPT_CHANNELS
+        }
+        outbox = Outbox(redis, senders=senders, accounts=accounts, on_failed=delivery_failed,
+                        max_attempts=config.outbox_max_attempts)
+        services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
+                            outbox, senders, embedded)
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         await bots.refresh()

@@ -294,7 +294,10 @@ def test_broken_copy_reports_exactly_one_problem_each() -> None:
         "again": {"type": "goto", "step": "retry"},
         "retry": {"type": "goto", "step": "again"},
     })
-    assert errors(doc) == [
+    problems, compiled = check_document(doc)
+    assert compiled is None
+    # No warnings: the steps "menu" leads to are reachable although "menu" itself is broken.
+    assert [(p.pointer, p.message) for p in problems] == [
         ("/steps/catalog/rules/0/pattern",
          "regular expression does not compile: unterminated character set at position 4"),
         ("/steps/menu/buttons", "at most 13 buttons, got 14"),
@@ -325,7 +328,7 @@ WAITING_LOOPS = {
             {"if": {"field": "message.text", "op": "eq", "value": "stop"}, "next": "done"}], "else": "ask"},
         "done": STOP,
     },
-    "pause with working_hours and a timer": {
+    "pause with a timer": {
         "ask": {"type": "pause", "until": [{"on": "timer", "after": "1d", "next": "again"}]},
         "again": {"type": "goto", "step": "ask"},
     },
@@ -348,9 +351,33 @@ def test_a_loop_through_a_waiting_step_is_accepted(steps: dict[str, Any]) -> Non
     assert compiled is not None
 
 
+def test_steps_referenced_only_by_a_broken_step_are_not_called_unreachable() -> None:
+    """Regression: the references of a step that failed the schema were ignored for reachability."""
+    doc = flow({
+        "hello": {"type": "message", "text": "Hi", "buttons": [{"title": "A", "next": "a"}],
+                  "other_answer": "b", "colour": "red"},
+        "a": STOP, "b": STOP, "lost": STOP,
+    })
+    problems, _ = check_document(doc)
+    assert [(p.severity, p.pointer, p.message) for p in problems] == [
+        ("error", "/steps/hello/colour", 'unknown key "colour"'),
+        ("warning", "/steps/lost", UNREACHABLE),
+    ]
+
+
 def test_a_loop_through_a_plain_message_next_is_not_waiting() -> None:
     doc = flow({"a": message("one", next="b"), "b": message("two", next="a")})
     assert errors(doc) == [("/steps/b/next", "loop a → b → a can run without ever waiting for the customer")]
+
+
+def test_a_pause_racing_working_hours_against_a_message_does_not_wait_while_open() -> None:
+    doc = flow({
+        "send": message("Hi", next="wait"),
+        "wait": {"type": "pause", "until": [{"on": "message", "next": "send"}, {"on": "working_hours", "next": "send"}]},
+    })
+    assert errors(doc) == [
+        ("/steps/wait/until/1/next", "loop send → wait → send can run without ever waiting for the customer")
+    ]
 
 
 def test_a_step_that_goes_to_itself_is_a_loop() -> None:

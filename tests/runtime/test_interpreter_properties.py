@@ -119,7 +119,7 @@ def actions(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def flow_docs(draw: st.DrawFn) -> dict[str, Any]:
-    n = draw(st.integers(2, 9))
+    n = draw(st.integers(3, 10))
     ids = [f"s{i}" for i in range(n)]
 
     def any_step() -> str:
@@ -258,7 +258,7 @@ EVENT_KINDS = ["say", "say", "say", "click", "click", "timer", "timer", "stale_t
 @st.composite
 def event_specs(draw: st.DrawFn) -> list[tuple[Any, ...]]:
     specs: list[tuple[Any, ...]] = []
-    for _ in range(draw(st.integers(0, 14))):
+    for _ in range(draw(st.integers(3, 20))):
         kind = draw(st.sampled_from(EVENT_KINDS))
         if kind == "say":
             specs.append((kind, draw(st.one_of(st.sampled_from(USER_TEXTS), st.text(max_size=12)))))

@@ -1,0 +1,194 @@
+"""The outbox: outbound messages leave through a durable queue per channel account.
+
+Messages of a conversation wait in its ``out`` list (written atomically with the state by the
+store's save script), in order. Each account has a queue of conversations with something to
+send, scored by when they may send next. A delivery round claims due conversations (with a
+lease, so a crashed worker's claims come back), sends each conversation's head message,
+and then either pops it (success), reschedules it with backoff (temporary failure, honouring
+the platform's ``retry_after``), or gives up on it and tells the conversation
+(``DeliveryFailed`` → the step's ``failed`` branch).
+
+Per-chat pacing (``chat_interval``) and a per-account rate (``rate``) keep to platform limits;
+accounts are independent, so a slow or failing platform delays only its own messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+from ..errors import SalesbotError
+from . import codec
+from . import keys as k
+
+log = logging.getLogger("salesbot.outbox")
+
+
+class DeliveryError(SalesbotError):
+    """A message could not be delivered."""
+
+
+class DeliveryTemporary(DeliveryError):
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeliveryRejected(DeliveryError):
+    """Permanent: blocked bot, closed window, invalid recipient, …"""
+
+
+class ChannelSender(Protocol):
+    async def send(self, account: str, chat: Mapping[str, str], message: Mapping[str, Any]) -> str | None:
+        """Deliver one transcript entry to the chat; return the platform's message id."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccountLimits:
+    rate: float = 30.0  # messages per second for the whole account
+    chat_interval: float = 1.0  # seconds between two messages to the same chat
+    burst: int = 30
+
+
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, cid in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], cid) end
+return due
+"""
+
+_POP_HEAD = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if head == ARGV[1] then redis.call('LPOP', KEYS[1]) end
+return redis.call('LLEN', KEYS[1])
+"""
+
+_REPLACE_HEAD = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if head == ARGV[1] then redis.call('LSET', KEYS[1], 0, ARGV[2]) return 1 end
+return 0
+"""
+
+
+class _Bucket:
+    """A token bucket: ``take`` returns how long to wait for a token (0 if one is free)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def take(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+FailureHook = Callable[[str, str, str], Awaitable[None]]  # (cid, ref, reason)
+SentHook = Callable[[str, Mapping[str, Any], str | None], Awaitable[None]]
+
+
+class Outbox:
+    def __init__(self, redis: Redis, *, senders: Mapping[str, ChannelSender],
+                 accounts: Mapping[str, tuple[str, AccountLimits]], on_failed: FailureHook,
+                 on_sent: SentHook | None = None, max_attempts: int = 8, lease: float = 30.0,
+                 concurrency: int = 16) -> None:
+        self.redis = redis
+        self.senders = senders
+        self.accounts = accounts  # account -> (channel, limits)
+        self.on_failed = on_failed
+        self.on_sent = on_sent
+        self.max_attempts = max_attempts
+        self.lease = lease
+        self._claim = redis.register_script(_CLAIM)
+        self._pop = redis.register_script(_POP_HEAD)
+        self._replace = redis.register_script(_REPLACE_HEAD)
+        self._buckets = {a: _Bucket(lim.rate, lim.burst) for a, (_, lim) in accounts.items()}
+        self._sem = asyncio.Semaphore(concurrency)
+
+    @staticmethod
+    def backoff(attempts: int) -> float:
+        return float(min(300, 2 ** max(0, attempts - 1)))
+
+    async def depth(self, account: str) -> int:
+        return int(await self.redis.zcard(k.outbox_queue_key(account)))
+
+    async def run_once(self) -> int:
+        """One delivery round over every account; returns how many messages were attempted."""
+        rounds = await asyncio.gather(*(self._account_round(a) for a in self.accounts if
+                                        self.accounts[a][0] in self.senders))
+        return sum(rounds)
+
+    async def _account_round(self, account: str) -> int:
+        now = time.time()
+        queue = k.outbox_queue_key(account)
+        cids = await self._claim(keys=[queue], args=[now, 100, now + self.lease])
+        if not cids:
+            return 0
+        results = await asyncio.gather(*(self._drain_chat(account, c.decode() if isinstance(c, bytes) else c)
+                                         for c in cids))
+        return sum(results)
+
+    async def _drain_chat(self, account: str, cid: str) -> int:
+        """Send this chat's head message (one per round: per-chat pacing)."""
+        channel, limits = self.accounts[account]
+        sender = self.senders[channel]
+        key = k.ConversationKey(cid)
+        queue = k.outbox_queue_key(account)
+        async with self._sem:
+            head = await self.redis.lindex(key.out, 0)
+            if head is None:
+                await self._reschedule(queue, key, cid, None)
+                return 0
+            item = codec.unpack(head)
+            wait = self._buckets[account].take()
+            if wait > 0:  # the account is at its rate: try this chat again shortly
+                await self.redis.zadd(queue, {cid: time.time() + wait})
+                return 0
+            meta = {a.decode(): b.decode() for a, b in (await self.redis.hgetall(key.meta)).items()}
+            try:
+                platform_id = await sender.send(account, meta, item["message"])
+            except DeliveryTemporary as exc:
+                item["attempts"] = int(item.get("attempts", 0)) + 1
+                if item["attempts"] >= self.max_attempts:
+                    return await self._give_up(queue, key, cid, head, item, f"gave up after {item['attempts']} attempts: {exc}")
+                delay = max(exc.retry_after or 0.0, self.backoff(item["attempts"]))
+                await self._replace(keys=[key.out], args=[head, codec.pack(item)])
+                await self.redis.zadd(queue, {cid: time.time() + delay})
+                log.warning("outbox.retry", extra={"cid": cid, "attempts": item["attempts"], "delay": delay, "error": str(exc)})
+                return 1
+            except DeliveryRejected as exc:
+                return await self._give_up(queue, key, cid, head, item, str(exc))
+            remaining = await self._pop(keys=[key.out], args=[head])
+            if self.on_sent is not None:
+                await self.on_sent(cid, item, platform_id)
+            await self._reschedule(queue, key, cid, time.time() + limits.chat_interval if remaining else None)
+            return 1
+
+    async def _give_up(self, queue: str, key: k.ConversationKey, cid: str, head: bytes,
+                       item: dict[str, Any], reason: str) -> int:
+        remaining = await self._pop(keys=[key.out], args=[head])
+        log.warning("outbox.failed", extra={"cid": cid, "ref": item.get("ref"), "reason": reason})
+        if not item.get("human"):
+            await self.on_failed(cid, str(item.get("ref") or ""), reason)
+        await self._reschedule(queue, key, cid, time.time() if remaining else None)
+        return 1
+
+    async def _reschedule(self, queue: str, key: k.ConversationKey, cid: str, at: float | None) -> None:
+        if at is not None:
+            await self.redis.zadd(queue, {cid: at})
+            return
+        await self.redis.zrem(queue, cid)
+        # A message saved between our pop and the ZREM must not be stranded: look again.
+        if await self.redis.llen(key.out):
+            await self.redis.zadd(queue, {cid: time.time()})

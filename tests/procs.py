@@ -1,0 +1,75 @@
+"""Start real ``salesbot`` processes for tests and stop them cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str], port: int | None, log: Path) -> None:
+        self.port = port
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.popen = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env,
+                                      stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_healthy(self, attempts: int = 300) -> None:
+        for _ in range(attempts):
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"salesbot exited with {self.popen.returncode}:\n{self.output()}")
+            if self.port is None:
+                if b"salesbot is running" in self.log_path.read_bytes():
+                    return
+            else:
+                try:
+                    with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                        if r.status == 200:
+                            return
+                except OSError:
+                    pass
+            time.sleep(0.05)  # polling a readiness probe, bounded
+        raise RuntimeError(f"salesbot did not become ready:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        return int(self.popen.returncode)
+
+
+@contextmanager
+def salesbot(args: list[str], *, tmp: Path, env: dict[str, str], name: str, port: int | None = None) -> Iterator[Proc]:
+    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    proc = Proc(args + (["--port", str(port)] if port else []), full_env, port, tmp / f"{name}.log")
+    try:
+        proc.wait_healthy()
+        yield proc
+    finally:
+        proc.stop()

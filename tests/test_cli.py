@@ -1,0 +1,170 @@
+"""`salesbot flows validate` and `salesbot flows graph`."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.builder.graph import to_mermaid
+from bot.builder.validate import parse_flow_model
+from bot.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+VALID: dict[str, Any] = {
+    "format": "salesbot.flow/1", "id": "welcome", "start": "hello",
+    "steps": {
+        "hello": {"type": "message", "text": "Hi {{ contact.name }}!", "next": "menu"},
+        "menu": {"type": "message", "text": "Pick", "other_answer": "menu",
+                 "buttons": [{"title": "Catalog", "next": "bye"}, {"title": "Site", "url": "https://x.example"}]},
+        "bye": {"type": "stop"},
+    },
+}
+WITH_WARNING: dict[str, Any] = {**VALID, "steps": {**VALID["steps"], "lost": {"type": "stop"}}}
+BROKEN_COPY: dict[str, Any] = {
+    "format": "salesbot.flow/1", "id": "welcome-copy", "start": "menu",
+    "steps": {
+        "menu": {"type": "message", "text": "Pick", "other_answer": "menu",
+                 "buttons": [{"title": f"Option {i}", "next": "catalog"} for i in range(13)]
+                 + [{"title": "More", "next": "catlog"}]},
+        "catalog": {"type": "validation", "rules": [{"check": "regex", "pattern": "[0-9"}],
+                    "pass": "again", "fail": "menu"},
+        "again": {"type": "goto", "step": "retry"},
+        "retry": {"type": "goto", "step": "again"},
+    },
+}
+BROKEN_LINES = [
+    "/steps/catalog/rules/0/pattern: regular expression does not compile: unterminated character set at position 4",
+    "/steps/menu/buttons: at most 13 buttons, got 14",
+    '/steps/menu/buttons/13/next: unknown step "catlog" (did you mean "catalog"?)',
+    "/steps/retry/step: loop again → retry → again can run without ever waiting for the customer",
+]
+
+
+def write(tmp_path: Path, name: str, doc: Any) -> str:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def run(*argv: str) -> tuple[int, list[str]]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue().splitlines()
+
+
+def test_validate_valid_flow(tmp_path: Path) -> None:
+    f = write(tmp_path, "valid.json", VALID)
+    assert run("flows", "validate", f) == (0, ["1 flow(s) valid"])
+
+
+def test_validate_prints_warnings_and_exits_0(tmp_path: Path) -> None:
+    f = write(tmp_path, "warn.json", WITH_WARNING)
+    assert run("flows", "validate", f) == (0, [
+        f"{f}: /steps/lost: warning: step cannot be reached from the start",
+        "1 flow(s) valid",
+    ])
+
+
+def test_validate_broken_copy_one_line_per_problem_and_exit_1(tmp_path: Path) -> None:
+    f = write(tmp_path, "broken.json", BROKEN_COPY)
+    assert run("flows", "validate", f) == (1, [f"{f}: {line}" for line in BROKEN_LINES])
+
+
+def test_validate_several_files(tmp_path: Path) -> None:
+    good = write(tmp_path, "good.json", VALID)
+    bad = write(tmp_path, "bad.json", {**VALID, "start": "helo"})
+    assert run("flows", "validate", good, bad) == (1, [f'{bad}: /start: unknown step "helo" (did you mean "hello"?)'])
+    other = write(tmp_path, "other.json", VALID)
+    assert run("flows", "validate", good, other) == (0, ["2 flow(s) valid"])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"format": ', "not valid JSON: Expecting value at line 1 column 12"),
+    ("", "not valid JSON: Expecting value at line 1 column 1"),
+    ("[1, 2]", "a flow is a JSON object"),
+    ('{"x": ' + "1" * 5000 + "}",
+     "not valid JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; "
+     "use sys.set_int_max_str_digits() to increase the limit"),
+])
+def test_validate_unreadable_documents(tmp_path: Path, content: str, message: str) -> None:
+    f = write(tmp_path, "x.json", content)
+    assert run("flows", "validate", f) == (1, [f"{f}: /: {message}"])
+
+
+def test_validate_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    """Regression: a UnicodeDecodeError used to escape with a traceback."""
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"name": "Müller"}'.encode("latin-1"))
+    assert run("flows", "validate", str(path)) == (1, [f"{path}: /: not UTF-8 text: byte 11 cannot be decoded"])
+
+
+def test_validate_a_missing_file(tmp_path: Path) -> None:
+    f = str(tmp_path / "nope.json")
+    assert run("flows", "validate", f) == (1, [f"{f}: /: cannot read: No such file or directory"])
+
+
+def test_validate_json_output(tmp_path: Path) -> None:
+    bad = write(tmp_path, "broken.json", BROKEN_COPY)
+    warn = write(tmp_path, "warn.json", WITH_WARNING)
+    code, lines = run("flows", "validate", "--json", warn, bad)
+    assert code == 1
+    report = json.loads("\n".join(lines))
+    assert report["valid"] is False
+    assert report["problems"][0] == {"file": warn, "pointer": "/steps/lost",
+                                     "message": "step cannot be reached from the start", "severity": "warning"}
+    assert [f"{p['pointer']}: {p['message']}" for p in report["problems"][1:]] == BROKEN_LINES
+    assert {p["file"] for p in report["problems"][1:]} == {bad}
+    assert {p["severity"] for p in report["problems"][1:]} == {"error"}
+    code, lines = run("flows", "validate", "--json", warn)
+    assert code == 0 and json.loads("\n".join(lines))["valid"] is True
+
+
+def test_graph_prints_mermaid(tmp_path: Path) -> None:
+    f = write(tmp_path, "valid.json", VALID)
+    out = io.StringIO()
+    assert main(["flows", "graph", f], out=out) == 0
+    assert out.getvalue() == to_mermaid(parse_flow_model(VALID))
+    assert out.getvalue().splitlines()[:2] == ["flowchart TD", '    START(["start"]) --> s_hello']
+    out = io.StringIO()
+    assert main(["flows", "graph", f, "--highlight", "menu"], out=out) == 0
+    assert out.getvalue().splitlines()[-1] == "    class s_menu current"
+
+
+def test_graph_of_an_invalid_flow_prints_its_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = write(tmp_path, "broken.json", BROKEN_COPY)
+    out = io.StringIO()
+    assert main(["flows", "graph", f], out=out) == 1
+    assert out.getvalue() == ""
+    assert capsys.readouterr().err.splitlines() == [f"{f}: {line}" for line in BROKEN_LINES]
+
+
+def test_graph_of_a_file_that_is_not_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = write(tmp_path, "x.json", "{")
+    assert main(["flows", "graph", f], out=io.StringIO()) == 1
+    assert capsys.readouterr().err == f"{f}: not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2\n"
+
+
+def test_validate_needs_a_file() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["flows", "validate"], out=io.StringIO())
+    assert info.value.code == 2
+
+
+def test_command_line_through_a_real_process(tmp_path: Path) -> None:
+    bad = write(tmp_path, "broken.json", BROKEN_COPY)
+    good = write(tmp_path, "warn.json", WITH_WARNING)
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "flows", "validate", bad],
+                          capture_output=True, text=True, encoding="utf-8", timeout=120, cwd=ROOT)
+    assert (done.returncode, done.stdout.splitlines(), done.stderr) == (
+        1, [f"{bad}: {line}" for line in BROKEN_LINES], "")
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "flows", "validate", good],
+                          capture_output=True, text=True, encoding="utf-8", timeout=120, cwd=ROOT)
+    assert (done.returncode, done.stdout.splitlines()) == (
+        0, [f"{good}: /steps/lost: warning: step cannot be reached from the start", "1 flow(s) valid"])
