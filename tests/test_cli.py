@@ -85,6 +85,16 @@ def test_validate_several_files(tmp_path: Path) -> None:
     assert run("flows", "validate", good, other) == (0, ["2 flow(s) valid"])
 
 
+def test_validate_skips_the_flow_schema(tmp_path: Path) -> None:
+    """README: `salesbot flows validate flows/*.json` recognises schema.json and skips it."""
+    schema = str(ROOT / "flows" / "schema.json")
+    good = write(tmp_path, "good.json", VALID)
+    assert run("flows", "validate", schema, good) == (0, [
+        f"{schema}: /: skipped: a JSON Schema, not a flow",
+        "1 flow(s) valid",
+    ])
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ('{"format": ', "not valid JSON: Expecting value at line 1 column 12"),
     ("", "not valid JSON: Expecting value at line 1 column 1"),

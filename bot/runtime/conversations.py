@@ -166,7 +166,7 @@ class ConversationService:
         if req.activity is None and (bot_before != (run.bot if run else None) or req.log):
             req.activity = self.clock()
         if req.activity is not None:
-            new_meta["activity"] = f"{req.activity:.3f}"
+            new_meta["activity"] = repr(req.activity)
         req.meta = new_meta
         result_ = await self.store.save(cid, batch.token, req)
         if result_.status == -1:

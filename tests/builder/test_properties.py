@@ -79,10 +79,9 @@ def assert_well_formed(doc: Any) -> None:
         assert p.pointer == "" or p.pointer.startswith("/"), p
         assert isinstance(p.message, str) and p.message
     has_errors = any(p.severity == "error" for p in problems)
-    assert (compiled is None) == has_errors or (compiled is None and not isinstance(doc, dict)), (
-        [str(p) for p in problems], compiled)
+    # Never a compiled flow together with an error, never no flow without one.
+    assert (compiled is None) == has_errors, ([str(p) for p in problems], compiled)
     if compiled is not None:
-        assert not has_errors
         assert set(compiled.steps) == set(doc["steps"])
 
 
@@ -358,10 +357,10 @@ def test_random_valid_flows_compile(doc: dict[str, Any]) -> None:
 
 @SETTINGS
 @given(valid_flows(), st.data())
-def test_a_goto_back_to_the_start_from_a_non_waiting_step_is_reported(doc: dict[str, Any], data: st.DataObject) -> None:
-    """Closing a cycle of steps that never wait turns a valid flow into an invalid one."""
+def test_a_goto_to_itself_turns_a_valid_flow_invalid(doc: dict[str, Any], data: st.DataObject) -> None:
+    """A cycle of steps that never wait (here a goto to itself) is always reported, once."""
     steps = doc["steps"]
-    chain = [sid for sid, s in steps.items() if s["type"] in ("goto",)]
+    chain = [sid for sid, s in steps.items() if s["type"] == "goto"]
     if not chain:
         steps["zz-loop"] = {"type": "goto", "step": "zz-loop"}
         expected = "/steps/zz-loop/step"

@@ -140,8 +140,9 @@ def flow_docs(draw: st.DrawFn) -> dict[str, Any]:
 
     steps: dict[str, Any] = {}
     for i, sid in enumerate(ids):
-        kinds = ["message", "buttons", "list", "condition", "validation", "pause", "action", "internal_message",
-                 "subscribe", "comment", "start_bot", "widget", "custom", "stop"]
+        kinds = ["message", "buttons", "buttons", "list", "condition", "validation", "validation", "pause", "pause",
+                 "action", "action", "action", "internal_message", "subscribe", "comment", "start_bot", "start_bot",
+                 "widget", "custom", "stop"]
         if i < n - 1:
             kinds += ["goto", "round_robin"]
         kind = draw(st.sampled_from(kinds))

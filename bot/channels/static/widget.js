@@ -22,11 +22,24 @@
   var last = 0;            // the highest transcript number shown
   var pending = {};        // client_msg_id -> element of a message not yet echoed
   var unacked = {};        // client_msg_id -> body sent over the WebSocket and not yet acknowledged
-  var ws = null, wsFailures = 0, polling = false;
+  var ws = null, wsFailures = 0, polling = false, held = false, retryTimer = null, typingTimer = null;
 
   function setStatus(s) { statusDot.className = "sb-dot " + s; statusDot.title = s; root.setAttribute("data-status", s); }
   function scroll() { list.scrollTop = list.scrollHeight; }
   function el(tag, cls, text) { var e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
+
+  // The dots show while a reply is awaited; a bot that stays silent must not leave them on forever.
+  function setTyping(on) {
+    typing.hidden = !on;
+    clearTimeout(typingTimer);
+    if (on) typingTimer = setTimeout(function () { typing.hidden = true; }, 15000);
+  }
+
+  function markFailed(id, message) {
+    var p = pending[id]; if (!p) return;
+    delete pending[id];
+    p.classList.remove("pending"); p.classList.add("failed"); p.title = message || "not sent";
+  }
 
   function disableChoices() {
     var old = list.querySelectorAll(".sb-buttons button, .sb-list button");
@@ -82,13 +95,16 @@
   }
 
   function show(m) {
-    if (m.n <= last) return;
+    if (typeof m.n !== "number" || m.n <= last) return;
     last = m.n;
+    // Buttons answer the latest question only: any later message (the customer's too, as when the
+    // history is replayed after a reload) makes the older ones stale.
+    disableChoices();
+    if (m.role !== "user") setTyping(false);
     if (m.role === "user" && m.client_msg_id && pending[m.client_msg_id]) {
       var p = pending[m.client_msg_id]; delete pending[m.client_msg_id];
       p.classList.remove("pending"); p.setAttribute("data-n", m.n); return;
     }
-    if (m.role !== "user") { disableChoices(); typing.hidden = true; }
     var li = el("li", "sb-msg " + m.role);
     li.setAttribute("data-n", m.n);
     if (m.role === "human") li.appendChild(el("span", "sb-who", "Support"));
@@ -105,7 +121,7 @@
     var li = el("li", "sb-msg user pending", text); li.setAttribute("data-client-msg-id", id);
     list.appendChild(li); pending[id] = li; scroll();
     disableChoices();
-    typing.hidden = false;
+    setTyping(true);
     var body = { type: "message", text: text, client_msg_id: id };
     if (payload) body.payload = payload;
     if (ws && ws.readyState === 1) { unacked[id] = body; ws.send(JSON.stringify(body)); return; }
@@ -120,34 +136,60 @@
 
   function post(body, attempt) {
     fetch(base + "/messages", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
-      .then(function (r) { if (r.status >= 500) throw new Error("server " + r.status); })
+      .then(function (r) {
+        if (r.status >= 500) throw new Error("server " + r.status);
+        if (r.status >= 400) markFailed(body.client_msg_id, "rejected (" + r.status + ")");
+      })
       .catch(function () { setTimeout(function () { post(body, attempt + 1); }, Math.min(8000, 500 * Math.pow(2, attempt))); });
   }
 
   function connect() {
+    clearTimeout(retryTimer); retryTimer = null;
+    if (ws || held || polling) return;
     var proto = location.protocol === "https:" ? "wss:" : "ws:";
-    ws = new WebSocket(proto + "//" + location.host + base + "/ws?session=" + session + "&after=" + last);
-    ws.onopen = function () { wsFailures = 0; setStatus("online"); };
-    ws.onmessage = function (e) {
-      var d = JSON.parse(e.data);
+    // A socket's events only count while it is the current one (a forced reconnect leaves the old
+    // one closing in the background: its late onclose must not drop the new socket).
+    var sock = new WebSocket(proto + "//" + location.host + base + "/ws?session=" + session + "&after=" + last);
+    ws = sock;
+    setStatus("connecting");
+    sock.onopen = function () { if (ws !== sock) return; wsFailures = 0; setStatus("online"); };
+    sock.onmessage = function (e) {
+      if (ws !== sock) return;
+      var d; try { d = JSON.parse(e.data); } catch (err) { return; }
       if (d.type === "message") show(d);
-      else if (d.type === "ack") delete unacked[d.client_msg_id];
-      else if (d.type === "typing") typing.hidden = !d.on && typing.hidden;
+      else if (d.type === "ack") {
+        delete unacked[d.client_msg_id];
+        if (d.status >= 400) markFailed(d.client_msg_id, (d.error && d.error.message) || "rejected");
+      }
+      else if (d.type === "typing" && d.on) setTyping(true);
     };
-    ws.onclose = function () {
+    sock.onclose = function () {
+      if (ws !== sock) return;
       ws = null; setStatus("offline"); wsFailures++;
       // Resend what was not acknowledged through the other path: the server dedupes by client_msg_id.
       Object.keys(unacked).forEach(function (id) { post(toPost(unacked[id]), 0); delete unacked[id]; });
+      if (held) return;
       if (wsFailures >= 3 && !polling) { poll(); return; }
-      setTimeout(connect, Math.min(10000, 300 * Math.pow(2, wsFailures)));
+      retryTimer = setTimeout(connect, Math.min(10000, 300 * Math.pow(2, wsFailures)));
     };
+  }
+
+  // Close the current socket as a network drop would (its unacknowledged messages go by POST).
+  function drop() {
+    var sock = ws; if (!sock) return;
+    sock.onclose();
+    try { sock.close(); } catch (err) { /* already closed */ }
   }
 
   function poll() {
     polling = true; setStatus("online");
     fetch(base + "/messages?session=" + session + "&after=" + last + "&wait=25")
       .then(function (r) { return r.json(); })
-      .then(function (d) { (d.messages || []).forEach(show); setTimeout(poll, 50); })
+      .then(function (d) {
+        (d.messages || []).forEach(show);
+        if (typeof d.last === "number" && d.last > last) last = d.last;  // skip entries not shown to customers
+        setTimeout(poll, 50);
+      })
       .catch(function () { setStatus("offline"); setTimeout(poll, 2000); });
   }
 
@@ -159,6 +201,14 @@
     send(text, null);
   });
 
-  window.salesbotChat = { session: session, last: function () { return last; } };
+  window.salesbotChat = {
+    session: session,
+    last: function () { return last; },
+    transport: function () { return polling ? "poll" : "websocket"; },
+    // Test and support hooks: drop the socket and resume at once, or stay offline until connect().
+    reconnect: function () { held = false; drop(); wsFailures = 0; connect(); },
+    disconnect: function () { held = true; drop(); setStatus("offline"); },
+    connect: function () { held = false; wsFailures = 0; connect(); }
+  };
   if ("WebSocket" in window && !/[?&]transport=poll/.test(location.search)) connect(); else poll();
 })();

@@ -1,0 +1,168 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at ``/api/openapi.json``.
+
+Kept true by ``tests/server/test_openapi.py``: every route the app serves is documented and
+every documented route exists, and real responses validate against the schemas here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+
+routes = web.RouteTableDef()
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _op(summary: str, responses: dict[str, Any], *, auth: list[str] | None = None,
+        body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if auth is not None:
+        op["security"] = [{"bearer": []}]
+        op["x-roles"] = auth
+        op["responses"] = {**responses, "401": _json(_ERROR, "No or unknown token"),
+                           "403": _json(_ERROR, "The token's role may not do this")}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _p(name: str, where: str = "path", schema: dict[str, Any] | None = None, required: bool | None = None) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path" if required is None else required,
+            "schema": schema or {"type": "string"}}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            "details": {"type": "array", "items": {}}}}}},
+    "Problem": {"type": "object", "required": ["pointer", "message"],
+                "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}}},
+    "Health": {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "unavailable"]}}},
+    "BotStored": {"type": "object", "required": ["id", "version", "warnings"], "properties": {
+        "id": {"type": "string"}, "version": {"type": "integer", "minimum": 1},
+        "warnings": {"type": "array", "items": {"type": "string"}}}},
+    "BotList": {"type": "object", "required": ["bots"], "properties": {"bots": {"type": "array", "items": {
+        "type": "object", "required": ["id", "name", "active_version", "versions"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "active_version": {"type": ["integer", "null"]},
+            "versions": {"type": "integer"}}}}}},
+    "BotFlow": {"type": "object", "required": ["id", "version", "flow"], "properties": {
+        "id": {"type": "string"}, "version": {"type": "integer"},
+        "flow": {"type": "object", "description": "the flow document (see flows/schema.json)"}}},
+    "Version": {"type": "object", "required": ["id", "version", "created_at", "digest", "warnings", "name"],
+                "properties": {"id": {"type": "string"}, "version": {"type": "integer"},
+                               "created_at": {"type": "number"}, "digest": {"type": "string"},
+                               "warnings": {"type": "array", "items": {"type": "string"}},
+                               "name": {"type": "string"}, "active": {"type": "boolean"}}},
+    "Versions": {"type": "object", "required": ["id", "active_version", "versions"], "properties": {
+        "id": {"type": "string"}, "active_version": {"type": ["integer", "null"]},
+        "versions": {"type": "array", "items": _ref("Version")}}},
+    "Activated": {"type": "object", "required": ["id", "version", "active"], "properties": {
+        "id": {"type": "string"}, "version": {"type": "integer"}, "active": {"const": True}}},
+    "ConversationSummary": {"type": "object", "required": ["id", "channel", "account", "status", "owner"], "properties": {
+        "id": {"type": "string"}, "channel": {"type": ["string", "null"]}, "account": {"type": ["string", "null"]},
+        "contact": {"type": "object"}, "lead_id": {"type": ["string", "null"]},
+        "status": {"enum": ["bot", "human", "idle"]}, "owner": {"type": "string"},
+        "owner_user": {"type": ["string", "null"]}, "bot": {"type": ["string", "null"]},
+        "step": {"type": ["string", "null"]}, "run_status": {"type": ["string", "null"]},
+        "chat_status": {"type": ["string", "null"]}, "last_message": {"type": ["string", "null"]},
+        "last_activity": {"type": ["number", "null"]}}},
+    "ConversationList": {"type": "object", "required": ["conversations", "next_before"], "properties": {
+        "conversations": {"type": "array", "items": _ref("ConversationSummary")},
+        "next_before": {"type": ["number", "null"], "description": "pass as ?before= for the next page"}}},
+    "TranscriptEntry": {"type": "object", "required": ["n", "role", "at"], "properties": {
+        "n": {"type": "integer"}, "role": {"enum": ["user", "bot", "human", "internal", "system"]},
+        "text": {"type": "string"}, "at": {"type": "number"}, "buttons": {"type": "array"},
+        "list": {"type": "object"}, "attachments": {"type": "array"}}},
+    "Conversation": {"allOf": [_ref("ConversationSummary"), {"type": "object", "required": ["run", "transcript"], "properties": {
+        "run": {"type": ["object", "null"], "properties": {
+            "bot": {"type": "string"}, "version": {"type": "integer"}, "step": {"type": ["string", "null"]},
+            "status": {"enum": ["running", "waiting", "finished", "stopped", "failed"]},
+            "variables": {"type": "object"}, "error": {"type": ["string", "null"]},
+            "waiting_for": {"type": ["object", "null"]}}},
+        "lead": {"type": ["object", "null"]}, "tasks": {"type": "array"}, "notes": {"type": "array"},
+        "transcript": {"type": "array", "items": _ref("TranscriptEntry")}}}]},
+    "Accepted": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
+    "ChatMessageIn": {"type": "object", "required": ["session"], "properties": {
+        "session": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"}, "text": {"type": "string", "maxLength": 4096},
+        "payload": {"type": "string"}, "client_msg_id": {"type": "string"}, "name": {"type": "string"}}},
+    "ChatAccepted": {"type": "object", "required": ["accepted", "duplicate", "conversation"], "properties": {
+        "accepted": {"const": True}, "duplicate": {"type": "boolean"}, "conversation": {"type": "string"}}},
+    "ChatMessages": {"type": "object", "required": ["messages", "last"], "properties": {
+        "messages": {"type": "array", "items": _ref("TranscriptEntry")}, "last": {"type": "integer"}}},
+}
+
+_BOT_ID = _p("id")
+_CID = _p("cid")
+_ACCOUNT = _p("account")
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {"get": _op("Liveness and store check", {"200": _json(_ref("Health")), "503": _json(_ref("Health"), "The store does not answer")})},
+    "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
+    "/api/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
+    "/api/bots": {"get": _op("List bots", {"200": _json(_ref("BotList"))}, auth=["operator", "support"])},
+    "/api/bots/{id}": {
+        "put": _op("Upload a flow: a new immutable version that becomes active",
+                   {"201": _json(_ref("BotStored"), "Stored as a new version"),
+                    "200": _json(_ref("BotStored"), "Identical to the newest version, which is (re)activated"),
+                    "400": _json(_ERROR, "Not JSON"),
+                    "422": _json(_ERROR, "Invalid flow: every problem in details as {pointer, message}")},
+                   auth=["operator"], body={"type": "object"}, params=[_BOT_ID]),
+        "get": _op("The active flow", {"200": _json(_ref("BotFlow")), "404": _json(_ERROR)}, auth=["operator", "support"], params=[_BOT_ID]),
+    },
+    "/api/bots/{id}/versions": {"get": _op("Version history", {"200": _json(_ref("Versions")), "404": _json(_ERROR)}, auth=["operator", "support"], params=[_BOT_ID])},
+    "/api/bots/{id}/versions/{n}": {"get": _op("One version", {"200": _json(_ref("BotFlow")), "404": _json(_ERROR)}, auth=["operator", "support"], params=[_BOT_ID, _p("n", schema={"type": "integer"})])},
+    "/api/bots/{id}/activate": {"post": _op("Roll back or forward", {"200": _json(_ref("Activated")), "404": _json(_ERROR)}, auth=["operator"],
+                                            body={"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}}, params=[_BOT_ID])},
+    "/api/conversations": {"get": _op("Conversations, newest activity first", {"200": _json(_ref("ConversationList"))}, auth=["support"], params=[
+        _p("status", "query", {"enum": ["bot", "human", "idle"]}), _p("channel", "query"), _p("bot", "query"),
+        _p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}), _p("before", "query", {"type": "number"})])},
+    "/api/conversations/{cid}": {"get": _op("One conversation: run, lead, transcript", {"200": _json(_ref("Conversation")), "404": _json(_ERROR)}, auth=["support"], params=[_CID])},
+    "/api/conversations/{cid}/takeover": {"post": _op("A person takes the conversation", {"202": _json(_ref("Accepted")), "404": _json(_ERROR)}, auth=["support"], params=[_CID])},
+    "/api/conversations/{cid}/release": {"post": _op("Hand back to the bot (optionally at a step)", {"202": _json(_ref("Accepted")), "404": _json(_ERROR)}, auth=["support"], params=[_CID])},
+    "/api/conversations/{cid}/messages": {"post": _op("A person's message to the customer", {"202": _json(_ref("Accepted")), "400": _json(_ERROR), "404": _json(_ERROR)}, auth=["support"],
+                                                      body={"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}, params=[_CID])},
+    "/api/conversations/{cid}/stop": {"post": _op("Stop the running bot", {"202": _json(_ref("Accepted")), "404": _json(_ERROR)}, auth=["support"], params=[_CID])},
+    "/api/conversations/{cid}/start": {"post": _op("Start a bot", {"202": _json(_ref("Accepted")), "404": _json(_ERROR)}, auth=["support"],
+                                                   body={"type": "object", "required": ["bot"], "properties": {"bot": {"type": "string"}, "step": {"type": "string"}}}, params=[_CID])},
+    "/api/events": {"post": _op("A CRM or business event", {"202": _json({"type": "object"}), "404": _json(_ERROR)}, auth=["operator", "support"],
+                                body={"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}, "conversation": {"type": "string"}, "lead": {}}})},
+    "/api/continue/{token}": {"post": _op("The one-time return URL of a waiting widget step", {"200": _json({"type": "object"}), "404": _json(_ERROR)}, body={}, params=[_p("token")])},
+    "/chat/{account}": {"get": _op("The live chat page", {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}, "404": _json(_ERROR)}, params=[_ACCOUNT])},
+    "/chat/static/{name}": {"get": _op("The widget's script and style", {"200": {"description": "asset"}, "404": _json(_ERROR)}, params=[_p("name")])},
+    "/chat/{account}/ws": {"get": _op("The widget's WebSocket (?session=S&after=N)", {"101": {"description": "Switching protocols"}}, params=[_ACCOUNT, _p("session", "query", required=True), _p("after", "query", {"type": "integer"})])},
+    "/chat/{account}/messages": {
+        "post": _op("A customer's message", {"202": _json(_ref("ChatAccepted")), "400": _json(_ERROR), "404": _json(_ERROR)}, body=_ref("ChatMessageIn"), params=[_ACCOUNT]),
+        "get": _op("Long poll: transcript entries after N", {"200": _json(_ref("ChatMessages")), "400": _json(_ERROR)}, params=[
+            _ACCOUNT, _p("session", "query", required=True), _p("after", "query", {"type": "integer"}), _p("wait", "query", {"type": "number", "maximum": 60})]),
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "salesbot", "version": __version__,
+                 "description": "Bots, conversations, live chat and support APIs of a salesbot server."},
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+@routes.get("/api/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())
