@@ -62,6 +62,50 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_push(args: argparse.Namespace, out: TextIO) -> int:
+    """Upload flows to a running server (PUT /api/bots/{id}); print the version or every problem."""
+    import urllib.error
+    import urllib.request
+
+    failed = False
+    for name in args.files:
+        try:
+            doc = read_document(name)
+        except FlowLoadError as exc:
+            out.write(f"{exc}\n")
+            failed = True
+            continue
+        bot = doc.get("id") if isinstance(doc, dict) else None
+        if not isinstance(bot, str):
+            out.write(f"{name}: /id: required\n")
+            failed = True
+            continue
+        req = urllib.request.Request(
+            f"{args.server.rstrip('/')}/api/bots/{bot}", data=json.dumps(doc).encode(), method="PUT",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {args.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                body = json.loads(resp.read())
+            out.write(f"{name}: {bot} version {body['version']}" + (" (unchanged)" if resp.status == 200 else "") + "\n")
+            for w in body.get("warnings", []):
+                out.write(f"{name}: warning: {w}\n")
+        except urllib.error.HTTPError as exc:
+            failed = True
+            try:
+                err = json.loads(exc.read())["error"]
+            except (ValueError, KeyError):
+                err = {"message": f"HTTP {exc.code}"}
+            details = err.get("details") or []
+            if not details:
+                out.write(f"{name}: {err.get('message')}\n")
+            for d in details:
+                out.write(f"{name}: {d.get('pointer') or '/'}: {d.get('message')}\n")
+        except OSError as exc:
+            out.write(f"{name}: cannot reach {args.server}: {exc}\n")
+            failed = True
+    return 1 if failed else 0
+
+
 def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
     from .runtime.convtest import discover, run_test_file
 
@@ -112,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = fsub.add_parser("validate", help="check flow files; one line per problem")
     v.add_argument("files", nargs="+")
     v.add_argument("--json", action="store_true", help="print the problems as JSON")
+    p = fsub.add_parser("push", help="upload flows to a running server")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--server", required=True, help="e.g. http://127.0.0.1:8080")
+    p.add_argument("--token", required=True, help="an admin or operator token")
     g = fsub.add_parser("graph", help="print the flow as a Mermaid flowchart")
     g.add_argument("file")
     g.add_argument("--highlight", help="a step id to highlight")
@@ -143,6 +191,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, inp: T
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     if args.command == "flows":
+        if args.flows_command == "push":
+            return _cmd_push(args, out)
         return _cmd_validate(args, out) if args.flows_command == "validate" else _cmd_graph(args, out)
     if args.command == "test":
         return _cmd_test(args, out)

@@ -134,3 +134,23 @@ async def test_metrics_and_health(http: ClientSession) -> None:
     assert "salesbot_timer_lateness_seconds_bucket" in text
     assert 'salesbot_queue_depth{queue="timers"} 1.0' in text  # the demo flow's no-answer timer
     assert (await (await http.get("/healthz")).json()) == {"status": "ok"}
+
+
+async def test_flows_push_from_the_command_line(http: ClientSession, tmp_path: Any) -> None:
+    import asyncio
+    import io
+    import json as _json
+
+    from bot.cli import main
+
+    good = tmp_path / "pinned.json"
+    good.write_text(_json.dumps(FLOW))
+    bad = tmp_path / "bad.json"
+    bad.write_text(_json.dumps({**FLOW, "id": "bad", "start": "nowhere"}))
+    base = str(http._base_url).rstrip("/")
+    out = io.StringIO()
+    code = await asyncio.to_thread(main, ["flows", "push", str(good), str(bad), "--server", base, "--token", ADMIN], out=out)
+    assert code == 1
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"{good}: pinned version 1"
+    assert lines[1] == f'{bad}: /start: unknown step "nowhere"'
