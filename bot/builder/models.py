@@ -28,9 +28,14 @@ MAX_BUTTONS = 13
 MAX_LIST_ROWS = 10
 
 
+def _ignored(key: object) -> bool:
+    """``x-*`` builder metadata, and ``$schema`` (editors use it to find flows/schema.json)."""
+    return isinstance(key, str) and (key.startswith("x-") or key == "$schema")
+
+
 def _drop_builder_metadata(data: Any) -> Any:
-    if isinstance(data, dict) and any(isinstance(k, str) and k.startswith("x-") for k in data):
-        return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+    if isinstance(data, dict) and any(_ignored(k) for k in data):
+        return {k: v for k, v in data.items() if not _ignored(k)}
     return data
 
 

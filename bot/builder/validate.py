@@ -138,6 +138,9 @@ def _message(err: Mapping[str, Any], raw: Any, path: list[str | int]) -> str:
         if isinstance(bad, (list, tuple)):
             return f"at most {limit} {field}, got {actual}"
         return f"at most {limit} characters, got {actual}"
+    if kind == "string_too_long":
+        actual = len(bad) if isinstance(bad, str) else "more"
+        return f"at most {ctx.get('max_length')} characters, got {actual}"
     if kind == "too_short":
         return f"needs at least {ctx.get('min_length')} item(s)"
     if kind == "string_pattern_mismatch":

@@ -137,15 +137,15 @@ CASES = [
     Case("list row title over 24", {
         "row_title": lst([{"title": "A", "rows": [{"title": "x" * 25, "next": "row_title"}]}],
                          target="row_title"),
-    }, [("/steps/row_title/sections/0/rows/0/title", "String should have at most 24 characters")]),
+    }, [("/steps/row_title/sections/0/rows/0/title", "at most 24 characters, got 25")]),
     Case("list row description over 72", {
         "row_desc": lst([{"title": "A", "rows": [
             {"title": "Tea", "description": "d" * 73, "next": "row_desc"}]}], target="row_desc"),
-    }, [("/steps/row_desc/sections/0/rows/0/description", "String should have at most 72 characters")]),
+    }, [("/steps/row_desc/sections/0/rows/0/description", "at most 72 characters, got 73")]),
     Case("list button over 20", {
         "list_button": lst([{"title": "A", "rows": rows(1, "list_button")}], button="b" * 21,
                            target="list_button"),
-    }, [("/steps/list_button/button", "String should have at most 20 characters")]),
+    }, [("/steps/list_button/button", "at most 20 characters, got 21")]),
     Case("round robin with 1 option", {
         "rr_one": {"type": "round_robin", "options": ["rr_one_end"]}, "rr_one_end": STOP,
     }, [("/steps/rr_one/options", "needs at least 2 item(s)")]),

@@ -1,0 +1,137 @@
+"""The channel adapter interface: one small Protocol per messaging platform.
+
+An adapter has two halves:
+
+* **inbound** — ``verify`` the platform's signature over the raw request, then ``parse`` it into
+  normalised ``Inbound`` items (customer messages, delivery statuses);
+* **outbound** — ``send`` one transcript entry, already shaped by ``render`` to what the
+  channel can show (``Capabilities``), through the platform's API.
+
+Adapters compose the vendor SDK (python-telegram-bot's ``Bot``, the ``twilio`` client) rather
+than inherit from it, take their HTTP session and base URL from outside, and map the platform's
+errors to ``DeliveryTemporary`` (retry, with ``retry_after``) or ``DeliveryRejected``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import SalesbotError
+from ..runtime.outbox import DeliveryRejected, DeliveryTemporary
+
+__all__ = [
+    "Capabilities", "ChannelAdapter", "ChannelError", "DeliveryRejected", "DeliveryTemporary",
+    "Inbound", "InboundAttachment", "MalformedWebhook", "RawRequest", "WebhookRejected",
+]
+
+
+class ChannelError(SalesbotError):
+    """Something went wrong in a channel adapter."""
+
+
+class WebhookRejected(ChannelError):
+    """The request is not from the platform (bad or missing signature): 401 or 403."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class MalformedWebhook(ChannelError):
+    """The request is signed but cannot be read: 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a channel can show; the renderer degrades to numbered text beyond it."""
+
+    max_buttons: int  # reply buttons in one message (0: none; numbered text instead)
+    button_title_max: int
+    payload_max_bytes: int = 256
+    lists: bool = False  # a native list message (WhatsApp)
+    max_list_rows: int = 0
+    list_title_max: int = 24
+    list_description_max: int = 72
+    list_button_max: int = 20
+    url_buttons: bool = False
+    quick_replies: bool = False  # buttons vanish after a reply (Instagram, Messenger)
+    text_max: int = 4096
+    attachments: frozenset[str] = frozenset({"image", "video", "audio", "voice", "document"})
+    templates: bool = False
+    mixed_buttons: bool = True  # reply and URL buttons in one message
+
+
+@dataclass(frozen=True, slots=True)
+class InboundAttachment:
+    kind: str
+    url: str | None = None
+    name: str | None = None
+    mime: str | None = None
+    platform_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One normalised item of a webhook.
+
+    ``kind``: ``message`` (text/button/list/media from the customer), ``comment`` (a public
+    comment that may start a conversation), or ``status`` (delivered/read/failed of a message
+    we sent, identified by ``platform_message_id``).
+    """
+
+    kind: str
+    chat_id: str  # the conversation's key on the platform (chat id, wa_id, phone, IGSID)
+    dedupe_id: str | None = None  # the platform's message id (update_id, wamid, MessageSid, mid)
+    sender_id: str | None = None
+    profile_name: str | None = None
+    phone: str | None = None
+    text: str = ""
+    payload: str | None = None
+    attachments: tuple[InboundAttachment, ...] = ()
+    start_param: str | None = None  # deep link / referral parameter
+    status: str | None = None  # delivered | read | failed | sent
+    platform_message_id: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    reply: dict[str, Any] = field(default_factory=dict)  # platform data needed to answer (callback id, comment id)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRequest:
+    """A webhook request as the platform sent it: verification needs the exact bytes and URL."""
+
+    method: str
+    url: str  # the public URL the platform called (Twilio signs it)
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ChannelAdapter(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    def handshake(self, request: RawRequest) -> tuple[int, str] | None:
+        """Answer a platform's GET verification (Meta's hub.challenge); None if not supported."""
+        ...
+
+    def verify(self, request: RawRequest) -> None:
+        """Raise ``WebhookRejected`` unless the request carries the platform's valid signature."""
+        ...
+
+    def parse(self, request: RawRequest) -> list[Inbound]:
+        """The normalised items of a verified request; ``MalformedWebhook`` if it cannot be read."""
+        ...
+
+    async def send(self, account: str, chat: Mapping[str, str], message: Mapping[str, Any]) -> str | None:
+        """Deliver one transcript entry; return the platform message id of the last part sent."""
+        ...
+
+    async def acknowledge(self, item: Inbound) -> None:
+        """Anything the platform needs after an inbound item (Telegram's answerCallbackQuery)."""
+        ...
+
+    async def close(self) -> None: ...
