@@ -104,7 +104,7 @@ class Outbox:
                  on_sent: SentHook | None = None, max_attempts: int = 8, lease: float = 30.0,
                  concurrency: int = 16) -> None:
         self.redis = redis
-        self.senders = senders
+        self.senders = senders  # account -> its adapter
         self.accounts = accounts  # account -> (channel, limits)
         self.on_failed = on_failed
         self.on_sent = on_sent
@@ -125,8 +125,7 @@ class Outbox:
 
     async def run_once(self) -> int:
         """One delivery round over every account; returns how many messages were attempted."""
-        rounds = await asyncio.gather(*(self._account_round(a) for a in self.accounts if
-                                        self.accounts[a][0] in self.senders))
+        rounds = await asyncio.gather(*(self._account_round(a) for a in self.accounts if a in self.senders))
         return sum(rounds)
 
     async def _account_round(self, account: str) -> int:
@@ -141,8 +140,8 @@ class Outbox:
 
     async def _drain_chat(self, account: str, cid: str) -> int:
         """Send this chat's head message (one per round: per-chat pacing)."""
-        channel, limits = self.accounts[account]
-        sender = self.senders[channel]
+        _channel, limits = self.accounts[account]
+        sender = self.senders[account]
         key = k.ConversationKey(cid)
         queue = k.outbox_queue_key(account)
         async with self._sem:

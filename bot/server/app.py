@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..channels import livechat
+from ..channels import livechat, webhooks
 from ..config import Config
 from ..runtime.worker import Worker
 from . import api, openapi
@@ -28,6 +28,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(openapi.routes)
     if role in ("all", "web"):
         app.add_routes(livechat.routes)
+        app.add_routes(webhooks.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:

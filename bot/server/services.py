@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from redis.asyncio import Redis
 
 from crm_bridge import RedisCrm
@@ -23,6 +24,8 @@ from ..runtime.embedded_redis import EmbeddedRedis
 from ..runtime.livehub import LiveHub
 from ..runtime.metrics import Metrics
 from ..runtime.outbox import AccountLimits, ChannelSender, Outbox
+from ..channels.base import ChannelAdapter
+from ..channels.registry import ChannelRegistry
 from ..runtime import events as ev
 from ..runtime.requests import ServerRequests
 from ..runtime.store import ConversationStore
@@ -53,9 +56,11 @@ class Services:
     hub: LiveHub
     auth: Auth
     outbox: Outbox
-    senders: dict[str, ChannelSender]
+    senders: dict[str, ChannelSender]  # account -> adapter (the outbox sends through it)
     embedded: EmbeddedRedis | None = None
     loaded_flows: list[str] = field(default_factory=list)
+    adapters: dict[str, ChannelAdapter] = field(default_factory=dict)
+    http: aiohttp.ClientSession | None = None
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -79,7 +84,16 @@ async def load_flow_dir(bots: BotRegistry, directory: Path) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def open_services(config: Config, *, start_hub: bool = True, load_flows: bool = True) -> AsyncIterator[Services]:
+async def open_services(config: Config, *, start_hub: bool = True, load_flows: bool = True,
+                        registry: ChannelRegistry | None = None) -> AsyncIterator[Services]:
+    async with contextlib.AsyncExitStack() as stack:
+        async with _open(config, stack, start_hub=start_hub, load_flows=load_flows, registry=registry) as services:
+            yield services
+
+
+@contextlib.asynccontextmanager
+async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: bool, load_flows: bool,
+                registry: ChannelRegistry | None) -> AsyncIterator[Services]:
     embedded = None
     url = config.redis_url
     if not url:
@@ -105,9 +119,28 @@ async def open_services(config: Config, *, start_hub: bool = True, load_flows: b
             admin = await _embedded_admin_token(redis, config)
         auth = Auth(admin_token=admin, tokens=[(t.token.get_secret_value(), t.role, t.name) for t in config.tokens])
         senders: dict[str, ChannelSender] = {}
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        stack.push_async_callback(http.close)
+        adapters: dict[str, ChannelAdapter] = {}
+        registry = registry or ChannelRegistry()
+        for name, acc in config.accounts.items():
+            if acc.channel in TRANSCRIPT_CHANNELS:
+                continue
+            adapter = registry.create(acc.channel, account=name, config=acc, http=http, public_url=public)
+            stack.push_async_callback(adapter.close)
+            adapters[name] = adapter
+            senders[name] = adapter
 
         async def delivery_failed(cid: str, ref: str, reason: str) -> None:
             await conversations.deliver(cid, ev.DeliveryFailed(ref, reason))
+
+        async def sent(cid: str, item: dict, platform_id: str | None) -> None:  # type: ignore[type-arg]
+            if platform_id:
+                from ..channels.webhooks import PLATFORM_ID_TTL, platform_id_key
+
+                account = (await store.meta(cid)).get("account", "")
+                await redis.set(platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
+                                ex=PLATFORM_ID_TTL)
 
         accounts = {
             name: (acc.channel, AccountLimits(**{k: v for k, v in acc.settings.items()
@@ -115,9 +148,9 @@ async def open_services(config: Config, *, start_hub: bool = True, load_flows: b
             for name, acc in config.accounts.items() if acc.channel not in TRANSCRIPT_CHANNELS
         }
         outbox = Outbox(redis, senders=senders, accounts=accounts, on_failed=delivery_failed,
-                        max_attempts=config.outbox_max_attempts)
+                        on_sent=sent, max_attempts=config.outbox_max_attempts)
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
-                            outbox, senders, embedded)
+                            outbox, senders, embedded, adapters=adapters, http=http)
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         await bots.refresh()

@@ -52,8 +52,10 @@ def click_choice(page: Page, title: str) -> None:
 
 
 def settled(page: Page) -> None:
-    """Every message the customer sent has been echoed by the server (none left pending)."""
+    """Every message the customer sent has been echoed by the server (none left pending), and
+    the typing dots went away with the bot's reply."""
     expect(page.locator("#sb-messages > li.pending")).to_have_count(0)
+    expect(page.locator("#sb-typing")).to_be_hidden()
 
 
 def shown(page: Page) -> list[dict[str, Any]]:

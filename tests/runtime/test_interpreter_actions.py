@@ -90,6 +90,21 @@ def test_each_action_is_a_request_with_its_rendered_payload(action: dict[str, An
     assert chat.status == "finished"
 
 
+def test_an_action_parameter_whose_template_fails_becomes_empty() -> None:
+    # Regression: one failing template turned all the parameters into "" and advance() raised.
+    chat = run_actions([
+        {"do": "add_note", "text": "{{ vars.x + 1 }}"},
+        {"do": "send_webhook", "url": "https://hook.test", "body": {"a": "{{ vars.x + 1 }}", "b": ["{{ lead.id }}"]}},
+    ])
+    assert [r.payload for r in chat.requests] == [
+        {"do": "add_note", "text": "", "entity": "lead", "timezone": IST},
+        {"do": "send_webhook", "url": "https://hook.test", "method": "POST", "headers": {},
+         "body": {"a": "", "b": [5]}, "save_as": "json", "timeout": 10, "timezone": IST},
+    ]
+    assert trace_events(chat.last).count("template.error") == 2
+    assert chat.status == "finished"
+
+
 def test_set_variable_and_set_chat_status_are_local() -> None:
     chat = run_actions([
         {"do": "set_variable", "name": "attempts", "value": "{{ vars.attempts + 1 }}"},

@@ -53,7 +53,7 @@ async def _drain(svc: Services, rounds: int = 20) -> None:
 async def test_messages_leave_in_order_through_the_outbox(redis: Redis, redis_url: str) -> None:
     async with open_services(_config(redis_url), start_hub=False) as svc:
         sender = FakeSender()
-        svc.senders["fake"] = sender
+        svc.senders["acme"] = sender
         await _start(svc, "c1")
         await _start(svc, "c2")
         await _drain(svc)
@@ -66,7 +66,7 @@ async def test_a_temporary_failure_is_retried_with_backoff_and_nothing_is_lost(r
     async with open_services(_config(redis_url), start_hub=False) as svc:
         sender = FakeSender()
         sender.fail["second"] = [DeliveryTemporary("429", retry_after=0), DeliveryTemporary("503")]
-        svc.senders["fake"] = sender
+        svc.senders["acme"] = sender
         svc.outbox.backoff = lambda attempts: 0.0  # type: ignore[method-assign]
         cid = await _start(svc, "c1")
         await _drain(svc)
@@ -79,7 +79,7 @@ async def test_a_rejected_message_takes_the_steps_failed_branch(redis: Redis, re
     async with open_services(_config(redis_url), start_hub=False) as svc:
         sender = FakeSender()
         sender.fail["second"] = [DeliveryRejected("user blocked the bot")]
-        svc.senders["fake"] = sender
+        svc.senders["acme"] = sender
         cid = await _start(svc, "c1")
         await _drain(svc)
         state = codec.decode_state(await svc.store.state(cid))  # type: ignore[arg-type]
@@ -92,7 +92,7 @@ async def test_giving_up_after_max_attempts(redis: Redis, redis_url: str) -> Non
     async with open_services(_config(redis_url), start_hub=False) as svc:
         sender = FakeSender()
         sender.fail["second"] = [DeliveryTemporary("down")] * 20
-        svc.senders["fake"] = sender
+        svc.senders["acme"] = sender
         svc.outbox.backoff = lambda attempts: 0.0  # type: ignore[method-assign]
         svc.outbox.max_attempts = 3
         cid = await _start(svc, "c1")
