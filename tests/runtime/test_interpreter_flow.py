@@ -416,6 +416,19 @@ def test_a_run_stays_on_its_version_and_new_runs_take_the_active_one() -> None:
     assert again.run is not None and again.run.version == 2
 
 
+def test_flow_library_versions() -> None:
+    lib = FlowLibrary()
+    v1 = make_flow({"a": say("1")}, version=1)
+    v2 = make_flow({"a": say("2")}, version=2)
+    lib.add(v1)
+    lib.add(v2, activate=False)
+    assert lib.get("bot") is v1 and lib.get("bot", 2) is v2 and lib.get("bot", 3) is None
+    lib.activate("bot", 2)
+    assert lib.get("bot") is v2 and lib.bots() == ["bot"] and lib.get("other") is None
+    with pytest.raises(KeyError):
+        lib.activate("bot", 3)
+
+
 # ---------------------------------------------------------------- takeover, release, stop, start
 TAKEOVER = {
     "ask": {"type": "message", "text": "Yes or no?", "buttons": [{"title": "yes", "next": "yes"}],
@@ -476,6 +489,22 @@ def test_release_at_a_step_revives_a_finished_run() -> None:
     chat.feed(ev.Takeover("user:7"))
     assert texts(chat.feed(ev.Release("ask"))) == ["Yes or no?"]
     assert chat.status == "waiting" and chat.run.id == "r1"
+
+
+def test_release_at_a_step_revives_a_failed_run_and_clears_its_error() -> None:
+    chat = Chat(make_flow({**TAKEOVER, "boom": {"type": "start_bot", "bot": "ghost"}}))
+    chat.start()
+    chat.feed(ev.Release("boom"))
+    assert chat.status == "failed" and chat.run.error
+    chat.feed(ev.Release("menu"))
+    assert chat.status == "finished" and chat.run.error is None and texts(chat.last) == ["menu"]
+
+
+def test_release_without_a_run() -> None:
+    chat = Chat(make_flow(TAKEOVER))
+    chat.feed(ev.Takeover("user:7"))
+    out = chat.feed(ev.Release("ask"))
+    assert without_traces(out) == [] and "release.no_run" in trace_events(out) and chat.state.owner == "bot"
 
 
 def test_video_events_are_ignored_while_a_person_has_the_conversation() -> None:

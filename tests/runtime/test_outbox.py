@@ -8,6 +8,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bot.channels.base import Capabilities
+from bot.channels.registry import ChannelRegistry
 from bot.config import load_config
 from bot.runtime import codec
 from bot.runtime import events as ev
@@ -18,9 +20,29 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 class FakeSender:
-    def __init__(self) -> None:
+    """A minimal channel adapter whose sends are scripted."""
+
+    name = "fake"
+    capabilities = Capabilities(max_buttons=3, button_title_max=20)
+
+    def __init__(self, **_: Any) -> None:
         self.sent: list[tuple[str, str]] = []
         self.fail: dict[str, list[Exception]] = {}  # text -> errors to raise, in order
+
+    def handshake(self, request: Any) -> None:
+        return None
+
+    def verify(self, request: Any) -> None:
+        return None
+
+    def parse(self, request: Any) -> list[Any]:
+        return []
+
+    async def acknowledge(self, item: Any) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     async def send(self, account: str, chat: Mapping[str, str], message: Mapping[str, Any]) -> str | None:
         errors = self.fail.get(message["text"])
@@ -28,6 +50,11 @@ class FakeSender:
             raise errors.pop(0)
         self.sent.append((chat["external_id"], message["text"]))
         return f"p{len(self.sent)}"
+
+
+def _services(redis_url: str):  # type: ignore[no-untyped-def]
+    return open_services(_config(redis_url), start_hub=False,
+                         registry=ChannelRegistry(extra={"fake": FakeSender}, use_entry_points=False))
 
 
 def _config(redis_url: str, **settings: Any):  # type: ignore[no-untyped-def]
@@ -51,9 +78,8 @@ async def _drain(svc: Services, rounds: int = 20) -> None:
 
 
 async def test_messages_leave_in_order_through_the_outbox(redis: Redis, redis_url: str) -> None:
-    async with open_services(_config(redis_url), start_hub=False) as svc:
-        sender = FakeSender()
-        svc.senders["acme"] = sender
+    async with _services(redis_url) as svc:
+        sender = svc.senders["acme"]
         await _start(svc, "c1")
         await _start(svc, "c2")
         await _drain(svc)
@@ -63,10 +89,9 @@ async def test_messages_leave_in_order_through_the_outbox(redis: Redis, redis_ur
 
 
 async def test_a_temporary_failure_is_retried_with_backoff_and_nothing_is_lost(redis: Redis, redis_url: str) -> None:
-    async with open_services(_config(redis_url), start_hub=False) as svc:
-        sender = FakeSender()
+    async with _services(redis_url) as svc:
+        sender = svc.senders["acme"]
         sender.fail["second"] = [DeliveryTemporary("429", retry_after=0), DeliveryTemporary("503")]
-        svc.senders["acme"] = sender
         svc.outbox.backoff = lambda attempts: 0.0  # type: ignore[method-assign]
         cid = await _start(svc, "c1")
         await _drain(svc)
@@ -76,10 +101,9 @@ async def test_a_temporary_failure_is_retried_with_backoff_and_nothing_is_lost(r
 
 
 async def test_a_rejected_message_takes_the_steps_failed_branch(redis: Redis, redis_url: str) -> None:
-    async with open_services(_config(redis_url), start_hub=False) as svc:
-        sender = FakeSender()
+    async with _services(redis_url) as svc:
+        sender = svc.senders["acme"]
         sender.fail["second"] = [DeliveryRejected("user blocked the bot")]
-        svc.senders["acme"] = sender
         cid = await _start(svc, "c1")
         await _drain(svc)
         state = codec.decode_state(await svc.store.state(cid))  # type: ignore[arg-type]
@@ -89,10 +113,9 @@ async def test_a_rejected_message_takes_the_steps_failed_branch(redis: Redis, re
 
 
 async def test_giving_up_after_max_attempts(redis: Redis, redis_url: str) -> None:
-    async with open_services(_config(redis_url), start_hub=False) as svc:
-        sender = FakeSender()
+    async with _services(redis_url) as svc:
+        sender = svc.senders["acme"]
         sender.fail["second"] = [DeliveryTemporary("down")] * 20
-        svc.senders["acme"] = sender
         svc.outbox.backoff = lambda attempts: 0.0  # type: ignore[method-assign]
         svc.outbox.max_attempts = 3
         cid = await _start(svc, "c1")
