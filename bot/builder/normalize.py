@@ -12,6 +12,7 @@ _FOLD = str.maketrans({"ı": "i", "ø": "o", "đ": "d", "ł": "l", "ß": "ss", "
 @lru_cache(maxsize=4096)
 def normalize(text: str) -> str:
     """``" Katalóg "`` -> ``"katalog"``: trimmed, casefolded, accents dropped, spaces folded."""
-    folded = unicodedata.normalize("NFKD", text.casefold().translate(_FOLD))
+    # Compatibility forms first ("㎩" -> "Pa"), then case, then again for what casefold made.
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold().translate(_FOLD))
     stripped = "".join(c for c in folded if not unicodedata.combining(c))
     return " ".join(stripped.split())

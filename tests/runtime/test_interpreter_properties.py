@@ -9,6 +9,7 @@ widget callbacks, start_bot). Every generated document must pass validation.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
 from typing import Any
@@ -21,10 +22,11 @@ from bot.builder.compiled import CList, CMessage
 from bot.runtime import effects as fx
 from bot.runtime import events as ev
 from bot.runtime.interpreter import advance
+from bot.builder.validate import compile_document
+from bot.runtime.simulator import Simulator
 from bot.runtime.state import ConversationState
 
 from .helpers import NOW, library, make_doc, make_flow
-from bot.builder.validate import compile_document
 
 TITLES = ["Catalog", "Katalóg", "Person", "Yes", "No", "1", "Menu"]
 TEXTS = ["Hi {{ contact.name }}", "{{ vars.x }}", "{{ vars.x + 1 }}", "n={{ vars.n | default(0) }}", "{{ now }}",
@@ -425,3 +427,42 @@ def test_random_flows_and_events_never_raise_and_states_round_trip(doc: dict[str
     harness.feed(ev.InboundMessage("hello", greeting="bot"))
     for spec in specs:
         harness.play(spec)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=flow_docs(), specs=event_specs(), strict=st.booleans())
+def test_random_conversations_on_the_simulator_never_raise(doc: dict[str, Any], specs: list[tuple[Any, ...]],
+                                                           strict: bool) -> None:
+    """The same flows through the real ``Driver`` and the embedded CRM (strict pipelines reject)."""
+    flow = compile_document(doc, version=1)
+
+    async def conversation() -> None:
+        sim = Simulator(flow, bots=[SUB], now=NOW, contact={"name": "Ann"},
+                        pipelines={"Sales": ["New", "Won"]} if strict else None,
+                        widgets={"http_request": {"n": 1}}, custom_handlers={"acme.score": lambda p, s: {"n": 2}})
+        await sim.say("hello")
+        for spec in specs:
+            kind, arg = spec[0], spec[1]
+            if kind == "say":
+                await sim.say(arg)
+            elif kind == "click":
+                try:
+                    title = next(t for line in reversed(sim.transcript) if line.role == "bot"
+                                 for t, p in zip(line.buttons, line.payloads) if p is not None)
+                except StopIteration:
+                    continue
+                await sim.click(title)
+            elif kind in ("timer", "stale_timer"):
+                await sim.wait(arg * 3600)
+            elif kind in ("video", "release", "start", "takeover", "stop", "delivery", "widget", "crm"):
+                name, data = {
+                    "video": (arg, {}), "release": ("release", {"step": arg}),
+                    "start": ("start_bot", {"bot": arg, "step": spec[2]}), "takeover": ("takeover", {"user": "u"}),
+                    "stop": ("stop", {}), "delivery": ("delivery_failed", {}),
+                    "widget": ("widget_callback", {"body": {"n": 3}}), "crm": ("lead.stage_changed", {"stage": "Won"}),
+                }[kind]
+                await sim.event(name, data)
+            check_round_trip(sim.state)
+            sim.context()
+
+    asyncio.run(conversation())
