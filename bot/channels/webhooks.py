@@ -82,18 +82,21 @@ async def receive(request: web.Request) -> web.Response:
     except MalformedWebhook as exc:
         log.warning("webhook.malformed", extra={"channel": adapter.name, "account": account, "reason": str(exc)})
         return error(400, "malformed", str(exc))
-    services = request.app[SERVICES]
-    for item in items:
-        if item.kind == "status":
-            await _status(request, account, adapter.name, item)
-        else:
-            await _message(request, account, adapter.name, item)
-        await adapter.acknowledge(item)
+    await dispatch(request.app[SERVICES], account, adapter, items)
     return web.json_response({"ok": True, "items": len(items)})
 
 
-async def _message(request: web.Request, account: str, channel: str, item: Inbound) -> None:
-    services = request.app[SERVICES]
+async def dispatch(services: Any, account: str, adapter: Any, items: list[Inbound]) -> None:
+    """Hand verified, parsed items to their conversations (webhooks and pollers alike)."""
+    for item in items:
+        if item.kind == "status":
+            await _status(services, account, adapter.name, item)
+        else:
+            await _message(services, account, adapter.name, item)
+        await adapter.acknowledge(item)
+
+
+async def _message(services: Any, account: str, channel: str, item: Inbound) -> None:
     cid = conversation_id(channel, account, item.chat_id)
     meta = {"channel": channel, "account": account, "external_id": item.chat_id}
     if item.profile_name:
@@ -112,8 +115,7 @@ async def _message(request: web.Request, account: str, channel: str, item: Inbou
     await services.conversations.deliver(cid, event, dedupe_id=dedupe, meta=meta)
 
 
-async def _status(request: web.Request, account: str, channel: str, item: Inbound) -> None:
-    services = request.app[SERVICES]
+async def _status(services: Any, account: str, channel: str, item: Inbound) -> None:
     if not item.platform_message_id:
         return
     found = await services.redis.get(platform_id_key(account, item.platform_message_id))
@@ -126,6 +128,9 @@ async def _status(request: web.Request, account: str, channel: str, item: Inboun
             cid, ev.DeliveryFailed(ref, item.error or "failed"),
             dedupe_id=f"status:{channel}:{item.platform_message_id}:failed")
     else:
+        if item.dedupe_id and not await services.redis.set(
+                f"sb:status_seen:{{{account}}}:{channel}:{item.dedupe_id}", 1, nx=True, ex=PLATFORM_ID_TTL):
+            return  # a redelivered status: recorded once
         entry = {"role": "system", "event": "delivery", "status": item.status, "ref": ref,
                  "text": f"message {item.status}", "at": __import__("time").time()}
         await services.store.append_log(cid, [codec.pack(entry)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from . import events as ev
@@ -34,7 +35,19 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(self._loop(stop, self.fire_timers, self.poll, "timers"),
                              self._loop(stop, self.recover, max(1.0, self.poll * 4), "recovery"),
-                             self._loop(stop, self.s.outbox.run_once, min(self.poll, 0.1), "outbox"))
+                             self._loop(stop, self.s.outbox.run_once, min(self.poll, 0.1), "outbox"),
+                             *self.receivers(stop))
+
+    def receivers(self, stop: asyncio.Event) -> list[Awaitable[None]]:
+        """Long-polling receivers (an adapter's ``poller(services).run(stop)``) of the accounts
+        with ``settings.mode = "polling"`` (e.g. Telegram's getUpdates instead of a webhook)."""
+        out: list[Awaitable[None]] = []
+        for name, adapter in getattr(self.s, "adapters", {}).items():
+            acc = self.s.config.account(name)
+            make = getattr(adapter, "poller", None)
+            if make is not None and acc is not None and acc.settings.get("mode") == "polling":
+                out.append(make(self.s).run(stop))
+        return out
 
     async def _loop(self, stop: asyncio.Event, body: "object", interval: float, name: str) -> None:
         while not stop.is_set() and not self._stopping:

@@ -142,9 +142,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                 await redis.set(platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
                                 ex=PLATFORM_ID_TTL)
 
-        accounts = {
-            name: (acc.channel, AccountLimits(**{k: v for k, v in acc.settings.items()
-                                                 if k in ("rate", "chat_interval", "burst")}))
+        accounts = {  # an adapter's ``default_limits`` (the platform's), then the account's settings
+            name: (acc.channel, AccountLimits(**{
+                **getattr(adapters.get(name), "default_limits", {}),
+                **{k: v for k, v in acc.settings.items() if k in ("rate", "chat_interval", "burst")}}))
             for name, acc in config.accounts.items() if acc.channel not in TRANSCRIPT_CHANNELS
         }
         outbox = Outbox(redis, senders=senders, accounts=accounts, on_failed=delivery_failed,

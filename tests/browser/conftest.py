@@ -110,16 +110,22 @@ def _wait_healthy(popen: subprocess.Popen[bytes], url: str, log_path: Path, atte
     raise RuntimeError("salesbot serve did not become healthy:\n" + log_path.read_text(errors="replace"))
 
 
-@pytest.fixture(scope="session")
-def salesbot_server(chromium_executable: str, redis_url: str, artifacts: Path,
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def _flush(redis_url: str) -> None:
     import redis as sync_redis
 
     client = sync_redis.Redis.from_url(redis_url)
     try:
-        client.flushdb()  # bots, conversations and timers of earlier tests must not leak in
+        client.flushdb()
     finally:
         client.close()
+
+
+# Module scope: the server (a worker role among them) must be gone before other test modules use
+# the same Redis, or it would fire their timers.
+@pytest.fixture(scope="module")
+def salesbot_server(chromium_executable: str, redis_url: str, artifacts: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    _flush(redis_url)  # bots, conversations and timers of earlier tests must not leak in
     tmp = tmp_path_factory.mktemp("salesbot-browser")
     flows = tmp / "flows"
     demo_flow_with_short_timer(flows)
@@ -152,9 +158,12 @@ def salesbot_server(chromium_executable: str, redis_url: str, artifacts: Path,
                 popen.kill()
                 popen.wait()
         log.close()
+        _flush(redis_url)  # nor ours into later tests
 
 
-@pytest.fixture(scope="session")
+# Module scope too: while Playwright's sync API is started, its event loop counts as the running
+# loop of the main thread, which breaks the asyncio tests of later modules.
+@pytest.fixture(scope="module")
 def browser(chromium_executable: str) -> Iterator[Any]:
     from playwright.sync_api import expect, sync_playwright
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
-
-from playwright.sync_api import Page, expect
+from typing import TYPE_CHECKING, Any
 
 from .conftest import Server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the conftest skips the tier, or fails it under SALESBOT_REQUIRE_ALL_TIERS=1
+    expect = None  # type: ignore[assignment]
 
 GREETING = "Welcome to Lale Home"
 CHOICES = ["See our products", "Opening hours", "Talk to a person"]

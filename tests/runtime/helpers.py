@@ -24,11 +24,19 @@ from bot.runtime.state import ConversationState
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
-def make_doc(steps: Mapping[str, Any], *, id: str = "bot", start: str | None = None,
-             variables: Mapping[str, Any] | None = None, **settings: Any) -> dict[str, Any]:
+def make_doc(
+    steps: Mapping[str, Any],
+    *,
+    id: str = "bot",
+    start: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
     """A flow document; ``start`` defaults to the first step."""
     doc: dict[str, Any] = {
-        "format": "salesbot.flow/1", "id": id, "start": start or next(iter(steps)),
+        "format": "salesbot.flow/1",
+        "id": id,
+        "start": start or next(iter(steps)),
         "steps": dict(steps),
     }
     if settings:
@@ -38,11 +46,18 @@ def make_doc(steps: Mapping[str, Any], *, id: str = "bot", start: str | None = N
     return doc
 
 
-def make_flow(steps: Mapping[str, Any], *, id: str = "bot", start: str | None = None,
-              version: int = 1, variables: Mapping[str, Any] | None = None,
-              **settings: Any) -> CompiledFlow:
-    return compile_document(make_doc(steps, id=id, start=start, variables=variables, **settings),
-                            version=version)
+def make_flow(
+    steps: Mapping[str, Any],
+    *,
+    id: str = "bot",
+    start: str | None = None,
+    version: int = 1,
+    variables: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> CompiledFlow:
+    return compile_document(
+        make_doc(steps, id=id, start=start, variables=variables, **settings), version=version
+    )
 
 
 def library(*flows: CompiledFlow) -> FlowLibrary:
@@ -83,9 +98,15 @@ class Chat:
     order), and keeps the new state. ``timers`` mirrors what a timer wheel would hold.
     """
 
-    def __init__(self, *flows: CompiledFlow, now: datetime = NOW, greeting: str | None = None,
-                 snapshot: Mapping[str, Any] | None = None, answer: Answer = ok_answer,
-                 conversation: str = "c1") -> None:
+    def __init__(
+        self,
+        *flows: CompiledFlow,
+        now: datetime = NOW,
+        greeting: str | None = None,
+        snapshot: Mapping[str, Any] | None = None,
+        answer: Answer = ok_answer,
+        conversation: str = "c1",
+    ) -> None:
         self.lib = library(*flows)
         self.greeting = greeting or (flows[-1].id if flows else None)
         self.state = ConversationState(conversation)

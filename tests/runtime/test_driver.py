@@ -21,32 +21,54 @@ class Recorder:
         self.value = value
         self.snapshot = snapshot
 
-    async def __call__(self, request: fx.Request, state: ConversationState,
-                       snapshot: Mapping[str, Any]) -> ev.RequestResult:
+    async def __call__(
+        self, request: fx.Request, state: ConversationState, snapshot: Mapping[str, Any]
+    ) -> ev.RequestResult:
         self.calls.append((request, state, snapshot))
         return ev.RequestResult(request.id, value=self.value, snapshot=self.snapshot)
 
 
-FLOW = make_flow({
-    "act": {"type": "action", "actions": [{"do": "add_note", "text": "one"}, {"do": "change_stage", "stage": "Won"}],
-            "next": "hook"},
-    "hook": {"type": "action", "actions": [{"do": "send_webhook", "url": "https://hook.test"}], "next": "say"},
-    "say": {"type": "message", "text": "{{ json.n }} {{ lead.stage }}"},
-})
+FLOW = make_flow(
+    {
+        "act": {
+            "type": "action",
+            "actions": [{"do": "add_note", "text": "one"}, {"do": "change_stage", "stage": "Won"}],
+            "next": "hook",
+        },
+        "hook": {
+            "type": "action",
+            "actions": [{"do": "send_webhook", "url": "https://hook.test"}],
+            "next": "say",
+        },
+        "say": {"type": "message", "text": "{{ json.n }} {{ lead.stage }}"},
+    }
+)
 
 
 async def test_a_turn_answers_every_request_and_leaves_them_out_of_the_effects() -> None:
     handler = Recorder(value={"n": 5}, snapshot={"lead": {"stage": "Won"}})
-    result = await Driver(library(FLOW), handler).turn(ConversationState("c1"), ev.InboundMessage("x", greeting="bot"),
-                                                        NOW, {"lead": {"stage": "Incoming"}})
-    assert [r.payload["do"] for r, _, _ in handler.calls] == ["add_note", "change_stage", "send_webhook"]
+    result = await Driver(library(FLOW), handler).turn(
+        ConversationState("c1"),
+        ev.InboundMessage("x", greeting="bot"),
+        NOW,
+        {"lead": {"stage": "Incoming"}},
+    )
+    assert [r.payload["do"] for r, _, _ in handler.calls] == [
+        "add_note",
+        "change_stage",
+        "send_webhook",
+    ]
     assert of_type(result.effects, fx.Request) == []
     assert texts(result.effects) == ["5 Won"]
     assert result.state.run is not None and result.state.run.status == "finished"
     assert result.snapshot == {"lead": {"stage": "Won"}}
     # The handler sees the state suspended on its request, and the snapshot of the turn so far.
     request, state, snapshot = handler.calls[0]
-    assert state.run is not None and state.run.wait is not None and state.run.wait.request == request.id
+    assert (
+        state.run is not None
+        and state.run.wait is not None
+        and state.run.wait.request == request.id
+    )
     assert snapshot == {"lead": {"stage": "Incoming"}}
     assert handler.calls[1][2] == {"lead": {"stage": "Won"}}
 
@@ -54,18 +76,28 @@ async def test_a_turn_answers_every_request_and_leaves_them_out_of_the_effects()
 async def test_a_turn_without_requests_is_one_advance() -> None:
     handler = Recorder()
     flow = make_flow({"hi": {"type": "message", "text": "hi"}})
-    result = await Driver(library(flow), handler).turn(ConversationState("c1"), ev.InboundMessage("x", greeting="bot"),
-                                                       NOW, {})
+    result = await Driver(library(flow), handler).turn(
+        ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW, {}
+    )
     assert handler.calls == [] and texts(result.effects) == ["hi"]
     assert result.snapshot == {}
 
 
 async def test_a_turn_is_cut_after_too_many_requests() -> None:
-    flow = make_flow({"act": {"type": "action",
-                              "actions": [{"do": "add_note", "text": str(i)} for i in range(MAX_REQUESTS_PER_TURN + 2)]}})
+    flow = make_flow(
+        {
+            "act": {
+                "type": "action",
+                "actions": [
+                    {"do": "add_note", "text": str(i)} for i in range(MAX_REQUESTS_PER_TURN + 2)
+                ],
+            }
+        }
+    )
     handler = Recorder()
-    result = await Driver(library(flow), handler).turn(ConversationState("c1"), ev.InboundMessage("x", greeting="bot"),
-                                                       NOW, {})
+    result = await Driver(library(flow), handler).turn(
+        ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW, {}
+    )
     assert len(handler.calls) == MAX_REQUESTS_PER_TURN
     assert result.effects[-1] == fx.Trace("turn.too_many_requests", "error", {})
     assert result.state.run is not None and result.state.run.wait is not None

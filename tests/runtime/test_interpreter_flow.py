@@ -29,53 +29,118 @@ def say(text: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- condition
 CONDITION = {
-    "check": {"type": "condition", "branches": [
-        {"if": {"field": "message.text", "op": "contains", "value": "price"}, "next": "prices"},
-        {"if": {"all": [{"field": "lead.tags", "op": "has", "value": "vip"}, {"expr": "lead.price > 1000"}]},
-         "next": "vip"},
-        {"if": {"any": [{"field": "contact.phone", "op": "empty"}, {"not": {"field": "vars.n", "op": "gt", "value": 1}}]},
-         "next": "ask_phone"},
-    ], "else": "menu"},
-    "prices": say("prices"), "vip": say("vip"), "ask_phone": say("phone?"), "menu": say("menu"),
+    "check": {
+        "type": "condition",
+        "branches": [
+            {"if": {"field": "message.text", "op": "contains", "value": "price"}, "next": "prices"},
+            {
+                "if": {
+                    "all": [
+                        {"field": "lead.tags", "op": "has", "value": "vip"},
+                        {"expr": "lead.price > 1000"},
+                    ]
+                },
+                "next": "vip",
+            },
+            {
+                "if": {
+                    "any": [
+                        {"field": "contact.phone", "op": "empty"},
+                        {"not": {"field": "vars.n", "op": "gt", "value": 1}},
+                    ]
+                },
+                "next": "ask_phone",
+            },
+        ],
+        "else": "menu",
+    },
+    "prices": say("prices"),
+    "vip": say("vip"),
+    "ask_phone": say("phone?"),
+    "menu": say("menu"),
 }
 
 
-@pytest.mark.parametrize(("text", "snapshot", "variables", "answer"), [
-    ("What's the PRICE?", {}, {}, "prices"),
-    ("hi", {"lead": {"tags": ["VIP"], "price": 1500}, "contact": {"phone": "1"}}, {}, "vip"),
-    ("hi", {"lead": {"tags": ["vip"], "price": 900}, "contact": {"phone": "1"}}, {"n": 5}, "menu"),
-    ("hi", {"lead": {"tags": ["vip"], "price": 900}, "contact": {"phone": ""}}, {"n": 5}, "phone?"),
-    ("hi", {"contact": {"phone": "1"}}, {"n": 1}, "phone?"),
-])
-def test_condition_first_branch_that_holds_wins(text: str, snapshot: dict, variables: dict, answer: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "snapshot", "variables", "answer"),
+    [
+        ("What's the PRICE?", {}, {}, "prices"),
+        ("hi", {"lead": {"tags": ["VIP"], "price": 1500}, "contact": {"phone": "1"}}, {}, "vip"),
+        (
+            "hi",
+            {"lead": {"tags": ["vip"], "price": 900}, "contact": {"phone": "1"}},
+            {"n": 5},
+            "menu",
+        ),
+        (
+            "hi",
+            {"lead": {"tags": ["vip"], "price": 900}, "contact": {"phone": ""}},
+            {"n": 5},
+            "phone?",
+        ),
+        ("hi", {"contact": {"phone": "1"}}, {"n": 1}, "phone?"),
+    ],
+)
+def test_condition_first_branch_that_holds_wins(
+    text: str, snapshot: dict, variables: dict, answer: str
+) -> None:
     flow = make_flow(CONDITION, variables=variables or None)
-    out = advance(library(flow), ConversationState("c1"), ev.InboundMessage(text, greeting="bot"), NOW, snapshot)
+    out = advance(
+        library(flow),
+        ConversationState("c1"),
+        ev.InboundMessage(text, greeting="bot"),
+        NOW,
+        snapshot,
+    )
     assert texts(out.effects) == [answer]
 
 
 def test_condition_without_else_ends_the_run_and_a_failing_expr_is_logged_and_skipped() -> None:
-    flow = make_flow({"check": {"type": "condition", "branches": [
-        {"if": {"expr": "vars.missing + 1 > 0"}, "next": "yes"},
-    ]}, "yes": say("yes")})
-    out = advance(library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW)
+    flow = make_flow(
+        {
+            "check": {
+                "type": "condition",
+                "branches": [
+                    {"if": {"expr": "vars.missing + 1 > 0"}, "next": "yes"},
+                ],
+            },
+            "yes": say("yes"),
+        }
+    )
+    out = advance(
+        library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW
+    )
     assert texts(out.effects) == []
     assert "condition.error" in trace_events(out.effects)
     assert out.state.run is not None and out.state.run.status == "finished"
 
 
 # ---------------------------------------------------------------- validation
-def validation_flow(rules: list[dict], logic: str = "all", timezone_: str = "Europe/Istanbul",
-                    value: str | None = None) -> object:
-    step = {"type": "validation", "rules": rules, "logic": logic, "save_as": "found",
-            "pass": "ok", "fail": "bad"}
+def validation_flow(
+    rules: list[dict],
+    logic: str = "all",
+    timezone_: str = "Europe/Istanbul",
+    value: str | None = None,
+) -> object:
+    step = {
+        "type": "validation",
+        "rules": rules,
+        "logic": logic,
+        "save_as": "found",
+        "pass": "ok",
+        "fail": "bad",
+    }
     if value is not None:
         step["value"] = value
-    return make_flow({
-        "ask": {"type": "pause", "next": "check"},
-        "check": step,
-        "ok": say("ok {{ last_validation_result }} / {{ vars.found }}"),
-        "bad": say("bad [{{ last_validation_result }}]"),
-    }, timezone=timezone_)
+    return make_flow(
+        {
+            "ask": {"type": "pause", "next": "check"},
+            "check": step,
+            "ok": say("ok {{ last_validation_result }} / {{ vars.found }}"),
+            "bad": say("bad [{{ last_validation_result }}]"),
+        },
+        timezone=timezone_,
+    )
 
 
 def validate(flow: object, text: str) -> Chat:
@@ -86,7 +151,9 @@ def validate(flow: object, text: str) -> Chat:
 
 
 def test_validation_finds_a_local_phone_number_in_the_flow_timezone_and_saves_it() -> None:
-    chat = validate(validation_flow([{"check": "contains", "kind": "phone"}]), "my number is 0555 111 22 33")
+    chat = validate(
+        validation_flow([{"check": "contains", "kind": "phone"}]), "my number is 0555 111 22 33"
+    )
     assert texts(chat.last) == ["ok +905551112233 / +905551112233"]
     assert chat.run.last_validation_result == "+905551112233"
     assert chat.vars["found"] == "+905551112233"
@@ -99,19 +166,26 @@ def test_validation_fail_clears_the_last_result_and_saves_nothing() -> None:
     assert "found" not in chat.vars
 
 
-@pytest.mark.parametrize(("logic", "text", "answer"), [
-    ("all", "mail a@example.com or call +44 7911 123456", "ok a@example.com / a@example.com"),
-    ("all", "mail a@example.com", "bad []"),
-    ("any", "call +44 7911 123456", "ok +447911123456 / +447911123456"),
-    ("any", "nothing", "bad []"),
-])
+@pytest.mark.parametrize(
+    ("logic", "text", "answer"),
+    [
+        ("all", "mail a@example.com or call +44 7911 123456", "ok a@example.com / a@example.com"),
+        ("all", "mail a@example.com", "bad []"),
+        ("any", "call +44 7911 123456", "ok +447911123456 / +447911123456"),
+        ("any", "nothing", "bad []"),
+    ],
+)
 def test_validation_logic_all_and_any(logic: str, text: str, answer: str) -> None:
-    flow = validation_flow([{"check": "contains", "kind": "email"}, {"check": "contains", "kind": "phone"}], logic)
+    flow = validation_flow(
+        [{"check": "contains", "kind": "email"}, {"check": "contains", "kind": "phone"}], logic
+    )
     assert texts(validate(flow, text).last) == [answer]
 
 
 def test_validation_value_defaults_to_the_last_message_but_can_be_any_template() -> None:
-    flow = validation_flow([{"check": "equals", "value": "{{ vars.code }}"}], value="{{ message.text | upper }}")
+    flow = validation_flow(
+        [{"check": "equals", "value": "{{ vars.code }}"}], value="{{ message.text | upper }}"
+    )
     chat = Chat(flow)  # type: ignore[arg-type]
     chat.start()
     chat.run.vars["code"] = "ABC"  # as if set before
@@ -119,7 +193,9 @@ def test_validation_value_defaults_to_the_last_message_but_can_be_any_template()
     assert texts(chat.last) == ["ok ABC / ABC"]
 
 
-def test_validation_catastrophic_regex_times_out_and_counts_as_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validation_catastrophic_regex_times_out_and_counts_as_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(predicates, "REGEX_TIMEOUT", 0.01)
     text = "a" * 36 + "!"
     evil = regex.compile(r"(a|aa)+$")
@@ -141,7 +217,9 @@ def test_validation_rule_whose_template_fails_counts_as_fail() -> None:
 
 def test_validation_result_too_big_for_msgpack_is_kept_as_digits() -> None:
     # Regression: a customer's 23-digit "number" became an int msgpack cannot pack.
-    chat = validate(validation_flow([{"check": "contains", "kind": "number"}]), "99999999999999999999999")
+    chat = validate(
+        validation_flow([{"check": "contains", "kind": "number"}]), "99999999999999999999999"
+    )
     found = chat.vars["found"]
     assert isinstance(found, str) and as_number(found) == pytest.approx(1e23)
     msgpack.packb(chat.state.to_dict())
@@ -149,13 +227,19 @@ def test_validation_result_too_big_for_msgpack_is_kept_as_digits() -> None:
 
 # ---------------------------------------------------------------- pause
 PAUSE = {
-    "wait": {"type": "pause", "until": [
-        {"on": "message", "next": "got"},
-        {"on": "timer", "after": "1d", "next": "nudge"},
-        {"on": "working_hours", "next": "open"},
-        {"on": "video_opened", "next": "watched"},
-    ]},
-    "got": say("got"), "nudge": say("nudge"), "open": say("open"), "watched": say("watched"),
+    "wait": {
+        "type": "pause",
+        "until": [
+            {"on": "message", "next": "got"},
+            {"on": "timer", "after": "1d", "next": "nudge"},
+            {"on": "working_hours", "next": "open"},
+            {"on": "video_opened", "next": "watched"},
+        ],
+    },
+    "got": say("got"),
+    "nudge": say("nudge"),
+    "open": say("open"),
+    "watched": say("watched"),
 }
 FRIDAY_EVENING = datetime(2024, 5, 3, 20, 0, tzinfo=IST)
 MONDAY_OPENING = datetime(2024, 5, 6, 9, 0, tzinfo=IST).timestamp()
@@ -167,28 +251,43 @@ def pause_flow() -> object:
 
 def test_pause_outside_working_hours_sets_one_timer_per_timed_event() -> None:
     assert MONDAY_OPENING == 1714975200.0
-    out = advance(library(pause_flow()), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"),
-                  FRIDAY_EVENING)
+    out = advance(
+        library(pause_flow()),
+        ConversationState("c1"),
+        ev.InboundMessage("x", greeting="bot"),
+        FRIDAY_EVENING,
+    )
     now = FRIDAY_EVENING.timestamp()
     assert without_traces(out.effects) == [
         fx.SetTimer("c1:t2", now + 86400, "pause"),
         fx.SetTimer("c1:t3", MONDAY_OPENING, "pause"),
     ]
     assert out.state.run is not None
-    assert out.state.run.wait == Wait("pause", "wait", {"c1:t2": "pause:1", "c1:t3": "pause:2"},
-                                      ("message", "timer", "working_hours", "video_opened"), until=now + 86400)
+    assert out.state.run.wait == Wait(
+        "pause",
+        "wait",
+        {"c1:t2": "pause:1", "c1:t3": "pause:2"},
+        ("message", "timer", "working_hours", "video_opened"),
+        until=now + 86400,
+    )
 
 
-@pytest.mark.parametrize(("event", "answer", "cancelled"), [
-    (ev.InboundMessage("hi"), "got", ["c1:t2", "c1:t3"]),
-    (ev.TimerFired("c1:t2"), "nudge", ["c1:t3"]),
-    (ev.TimerFired("c1:t3"), "open", ["c1:t2"]),
-    (ev.VideoEvent("video_opened"), "watched", ["c1:t2", "c1:t3"]),
-])
-def test_pause_the_first_event_wins_and_the_others_are_cancelled(event: ev.Event, answer: str,
-                                                               cancelled: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("event", "answer", "cancelled"),
+    [
+        (ev.InboundMessage("hi"), "got", ["c1:t2", "c1:t3"]),
+        (ev.TimerFired("c1:t2"), "nudge", ["c1:t3"]),
+        (ev.TimerFired("c1:t3"), "open", ["c1:t2"]),
+        (ev.VideoEvent("video_opened"), "watched", ["c1:t2", "c1:t3"]),
+    ],
+)
+def test_pause_the_first_event_wins_and_the_others_are_cancelled(
+    event: ev.Event, answer: str, cancelled: list[str]
+) -> None:
     lib = library(pause_flow())
-    state = advance(lib, ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), FRIDAY_EVENING).state
+    state = advance(
+        lib, ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), FRIDAY_EVENING
+    ).state
     out = advance(lib, state, event, FRIDAY_EVENING + timedelta(hours=1))
     assert of_type(out.effects, fx.CancelTimer) == [fx.CancelTimer(t) for t in cancelled]
     assert texts(out.effects) == [answer]
@@ -198,14 +297,25 @@ def test_pause_the_first_event_wins_and_the_others_are_cancelled(event: ev.Event
 
 def test_pause_working_hours_fires_at_once_when_open() -> None:
     monday_10 = datetime(2024, 5, 6, 10, 0, tzinfo=IST)
-    out = advance(library(pause_flow()), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), monday_10)
-    assert without_traces(out.effects) == [fx.SendMessage("r1:open:m2", "open", "message", "open"),
-                                           fx.ChatStatus("answered")]
+    out = advance(
+        library(pause_flow()),
+        ConversationState("c1"),
+        ev.InboundMessage("x", greeting="bot"),
+        monday_10,
+    )
+    assert without_traces(out.effects) == [
+        fx.SendMessage("r1:open:m2", "open", "message", "open"),
+        fx.ChatStatus("answered"),
+    ]
 
 
 def test_pause_video_closed_and_unrelated_video_events() -> None:
-    flow = make_flow({"wait": {"type": "pause", "until": [{"on": "video_closed", "next": "closed"}]},
-                      "closed": say("closed")})
+    flow = make_flow(
+        {
+            "wait": {"type": "pause", "until": [{"on": "video_closed", "next": "closed"}]},
+            "closed": say("closed"),
+        }
+    )
     chat = Chat(flow)
     chat.start()
     before = chat.state
@@ -222,11 +332,20 @@ def test_pause_defaults_to_the_next_message() -> None:
 
 
 def test_a_timer_for_a_step_that_is_no_longer_current_does_nothing() -> None:
-    flow = make_flow({
-        "p1": {"type": "pause", "until": [{"on": "message", "next": "p2"}, {"on": "timer", "after": "1h", "next": "x"}]},
-        "p2": {"type": "pause", "until": [{"on": "timer", "after": "2h", "next": "y"}]},
-        "x": say("x"), "y": say("y"),
-    })
+    flow = make_flow(
+        {
+            "p1": {
+                "type": "pause",
+                "until": [
+                    {"on": "message", "next": "p2"},
+                    {"on": "timer", "after": "1h", "next": "x"},
+                ],
+            },
+            "p2": {"type": "pause", "until": [{"on": "timer", "after": "2h", "next": "y"}]},
+            "x": say("x"),
+            "y": say("y"),
+        }
+    )
     chat = Chat(flow)
     chat.start()
     old_timer = next(iter(chat.state.run.wait.timers))
@@ -234,14 +353,25 @@ def test_a_timer_for_a_step_that_is_no_longer_current_does_nothing() -> None:
     assert chat.step == "p2"
     before = chat.state
     out = chat.feed(ev.TimerFired(old_timer))
-    assert out == [fx.Trace("timer.stale", "debug", {"timer": old_timer, "bot": "bot", "step": "p2"})]
+    assert out == [
+        fx.Trace("timer.stale", "debug", {"timer": old_timer, "bot": "bot", "step": "p2"})
+    ]
     assert chat.state == before
 
 
 def test_a_timer_of_an_old_run_does_nothing() -> None:
-    flow = make_flow({"p": {"type": "pause", "until": [{"on": "message", "next": "s"},
-                                                       {"on": "timer", "after": "1h", "next": "s"}]},
-                      "s": {"type": "stop"}})
+    flow = make_flow(
+        {
+            "p": {
+                "type": "pause",
+                "until": [
+                    {"on": "message", "next": "s"},
+                    {"on": "timer", "after": "1h", "next": "s"},
+                ],
+            },
+            "s": {"type": "stop"},
+        }
+    )
     chat = Chat(flow)
     chat.start()
     old_timer = next(iter(chat.state.run.wait.timers))
@@ -255,9 +385,16 @@ def test_a_timer_of_an_old_run_does_nothing() -> None:
 
 # ---------------------------------------------------------------- step budget
 def test_step_budget_stops_a_start_bot_loop_with_an_error() -> None:
-    flow = make_flow({"hi": {"type": "message", "text": "hi", "next": "again"},
-                      "again": {"type": "start_bot", "bot": "bot"}}, step_budget=5)
-    out = advance(library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW)
+    flow = make_flow(
+        {
+            "hi": {"type": "message", "text": "hi", "next": "again"},
+            "again": {"type": "start_bot", "bot": "bot"},
+        },
+        step_budget=5,
+    )
+    out = advance(
+        library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW
+    )
     assert texts(out.effects) == ["hi", "hi", "hi"]
     run = out.state.run
     assert run is not None and run.status == "failed"
@@ -268,8 +405,14 @@ def test_step_budget_stops_a_start_bot_loop_with_an_error() -> None:
 
 
 def test_step_budget_counts_per_outside_event_across_requests() -> None:
-    chain = {f"a{i}": {"type": "action", "actions": [{"do": "add_note", "text": f"n{i}"}], "next": f"a{i + 1}"}
-             for i in range(1, 4)}
+    chain = {
+        f"a{i}": {
+            "type": "action",
+            "actions": [{"do": "add_note", "text": f"n{i}"}],
+            "next": f"a{i + 1}",
+        }
+        for i in range(1, 4)
+    }
     chain["a4"] = {"type": "pause", "next": "a1"}
     chat = Chat(make_flow(chain, step_budget=4))
     chat.start()
@@ -282,20 +425,34 @@ def test_step_budget_counts_per_outside_event_across_requests() -> None:
 
 
 # ---------------------------------------------------------------- start_bot
-QUALIFY = make_flow({
-    "q_ask": {"type": "pause", "next": "q_score"},
-    "q_score": {"type": "action", "actions": [{"do": "set_variable", "name": "score", "value": "{{ vars.base + 5 }}"}],
-                "next": "q_end"},
-    "q_end": {"type": "stop"},
-}, id="qualify", variables={"base": 10})
+QUALIFY = make_flow(
+    {
+        "q_ask": {"type": "pause", "next": "q_score"},
+        "q_score": {
+            "type": "action",
+            "actions": [{"do": "set_variable", "name": "score", "value": "{{ vars.base + 5 }}"}],
+            "next": "q_end",
+        },
+        "q_end": {"type": "stop"},
+    },
+    id="qualify",
+    variables={"base": 10},
+)
 
 
 def test_start_bot_with_next_is_a_call_that_returns_with_the_callee_vars() -> None:
-    main = make_flow({
-        "set": {"type": "action", "actions": [{"do": "set_variable", "name": "mine", "value": "kept"}], "next": "call"},
-        "call": {"type": "start_bot", "bot": "qualify", "next": "after"},
-        "after": say("score {{ vars.qualify.score }}, mine {{ vars.mine }}"),
-    }, id="main")
+    main = make_flow(
+        {
+            "set": {
+                "type": "action",
+                "actions": [{"do": "set_variable", "name": "mine", "value": "kept"}],
+                "next": "call",
+            },
+            "call": {"type": "start_bot", "bot": "qualify", "next": "after"},
+            "after": say("score {{ vars.qualify.score }}, mine {{ vars.mine }}"),
+        },
+        id="main",
+    )
     chat = Chat(QUALIFY, main, greeting="main")
     chat.start()
     run = chat.run
@@ -310,9 +467,14 @@ def test_start_bot_with_next_is_a_call_that_returns_with_the_callee_vars() -> No
 
 def test_returning_from_a_call_does_not_change_the_state_it_was_given() -> None:
     # Regression: the clone shared the caller frame's vars, and returning wrote into them.
-    main = make_flow({"call": {"type": "start_bot", "bot": "qualify", "next": "after"}, "after": say("back")}, id="main")
+    main = make_flow(
+        {"call": {"type": "start_bot", "bot": "qualify", "next": "after"}, "after": say("back")},
+        id="main",
+    )
     lib = library(QUALIFY, main)
-    state = advance(lib, ConversationState("c1"), ev.InboundMessage("x", greeting="main"), NOW).state
+    state = advance(
+        lib, ConversationState("c1"), ev.InboundMessage("x", greeting="main"), NOW
+    ).state
     snapshot = msgpack.packb(state.to_dict())
     out = advance(lib, state, ev.InboundMessage("answer"), NOW)
     assert texts(out.effects) == ["back"]
@@ -320,8 +482,14 @@ def test_returning_from_a_call_does_not_change_the_state_it_was_given() -> None:
 
 
 def test_start_bot_without_next_replaces_the_bot() -> None:
-    main = make_flow({"hi": {"type": "message", "text": "hi", "next": "go"},
-                      "go": {"type": "start_bot", "bot": "qualify"}}, id="main", variables={"mine": 1})
+    main = make_flow(
+        {
+            "hi": {"type": "message", "text": "hi", "next": "go"},
+            "go": {"type": "start_bot", "bot": "qualify"},
+        },
+        id="main",
+        variables={"mine": 1},
+    )
     chat = Chat(QUALIFY, main, greeting="main")
     chat.start()
     assert (chat.run.bot, chat.run.callers, chat.vars) == ("qualify", [], {"base": 10})
@@ -330,16 +498,24 @@ def test_start_bot_without_next_replaces_the_bot() -> None:
 
 
 def test_start_bot_of_an_unknown_bot_fails_the_run() -> None:
-    flow = make_flow({"go": {"type": "start_bot", "bot": "nobody", "next": "after"}, "after": say("after")})
-    out = advance(library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW)
+    flow = make_flow(
+        {"go": {"type": "start_bot", "bot": "nobody", "next": "after"}, "after": say("after")}
+    )
+    out = advance(
+        library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW
+    )
     assert texts(out.effects) == []
     assert out.state.run is not None and out.state.run.status == "failed"
     assert out.state.run.error == "start_bot: unknown bot 'nobody'"
 
 
 def test_start_bot_recursion_stops_at_the_call_depth() -> None:
-    flow = make_flow({"go": {"type": "start_bot", "bot": "bot", "next": "after"}, "after": say("after")})
-    out = advance(library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW)
+    flow = make_flow(
+        {"go": {"type": "start_bot", "bot": "bot", "next": "after"}, "after": say("after")}
+    )
+    out = advance(
+        library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW
+    )
     run = out.state.run
     assert run is not None and run.status == "failed" and run.callers == []
     assert run.error == f"start_bot: more than {MAX_CALL_DEPTH} nested bot calls"
@@ -376,12 +552,18 @@ def test_round_robin_requests_the_rotation_and_takes_the_option_in_turn() -> Non
         seen += texts(chat.last)
     assert seen == ["a", "b", "c", "a"]
     rotation = flow.steps["rr"].rotation
-    assert chat.requests[0] == fx.Request("q2", "round_robin", {"bot": "bot", "rotation": rotation, "options": 3})
+    assert chat.requests[0] == fx.Request(
+        "q2", "round_robin", {"bot": "bot", "rotation": rotation, "options": 3}
+    )
     assert counters == {("bot", rotation): 4}
 
 
 def test_round_robin_rotation_restarts_when_the_options_change() -> None:
-    v1, same, other = rr_flow(["a", "b", "c"]), rr_flow(["a", "b", "c"], 2), rr_flow(["a", "b", "d"], 3)
+    v1, same, other = (
+        rr_flow(["a", "b", "c"]),
+        rr_flow(["a", "b", "c"], 2),
+        rr_flow(["a", "b", "d"], 3),
+    )
     assert v1.steps["rr"].rotation == same.steps["rr"].rotation
     assert v1.steps["rr"].rotation != other.steps["rr"].rotation
     counters, answer = counting_rotation()
@@ -393,14 +575,18 @@ def test_round_robin_rotation_restarts_when_the_options_change() -> None:
 
 
 def test_round_robin_failure_takes_the_first_option() -> None:
-    chat = Chat(rr_flow(["a", "b"]), answer=lambda r: ev.RequestResult(r.id, ok=False, error="redis down"))
+    chat = Chat(
+        rr_flow(["a", "b"]), answer=lambda r: ev.RequestResult(r.id, ok=False, error="redis down")
+    )
     assert texts(chat.start()) == ["a"]
 
 
 # ---------------------------------------------------------------- versions
 def test_a_run_stays_on_its_version_and_new_runs_take_the_active_one() -> None:
     def version(n: int) -> object:
-        return make_flow({"ask": {"type": "pause", "next": "reply"}, "reply": say(f"v{n}")}, version=n)
+        return make_flow(
+            {"ask": {"type": "pause", "next": "reply"}, "reply": say(f"v{n}")}, version=n
+        )
 
     lib = FlowLibrary()
     lib.add(version(1))  # type: ignore[arg-type]
@@ -431,9 +617,16 @@ def test_flow_library_versions() -> None:
 
 # ---------------------------------------------------------------- takeover, release, stop, start
 TAKEOVER = {
-    "ask": {"type": "message", "text": "Yes or no?", "buttons": [{"title": "yes", "next": "yes"}],
-            "other_answer": "ask", "no_answer": {"after": "1h", "next": "nudge"}},
-    "yes": say("great"), "nudge": say("nudge"), "menu": say("menu"),
+    "ask": {
+        "type": "message",
+        "text": "Yes or no?",
+        "buttons": [{"title": "yes", "next": "yes"}],
+        "other_answer": "ask",
+        "no_answer": {"after": "1h", "next": "nudge"},
+    },
+    "yes": say("great"),
+    "nudge": say("nudge"),
+    "menu": say("menu"),
 }
 
 
@@ -467,8 +660,10 @@ def test_release_at_a_chosen_step_cancels_the_wait() -> None:
     timer = next(iter(chat.state.run.wait.timers))
     chat.feed(ev.Takeover("user:7"))
     out = chat.feed(ev.Release("menu"))
-    assert without_traces(out) == [fx.CancelTimer(timer),
-                                   fx.SendMessage("r1:menu:m4", "menu", "message", "menu")]
+    assert without_traces(out) == [
+        fx.CancelTimer(timer),
+        fx.SendMessage("r1:menu:m4", "menu", "message", "menu"),
+    ]
     assert chat.status == "finished" and chat.state.owner == "bot"
 
 
@@ -504,11 +699,19 @@ def test_release_without_a_run() -> None:
     chat = Chat(make_flow(TAKEOVER))
     chat.feed(ev.Takeover("user:7"))
     out = chat.feed(ev.Release("ask"))
-    assert without_traces(out) == [] and "release.no_run" in trace_events(out) and chat.state.owner == "bot"
+    assert (
+        without_traces(out) == []
+        and "release.no_run" in trace_events(out)
+        and chat.state.owner == "bot"
+    )
 
 
 def test_video_events_are_ignored_while_a_person_has_the_conversation() -> None:
-    chat = Chat(make_flow({"w": {"type": "pause", "until": [{"on": "video_opened", "next": "v"}]}, "v": say("v")}))
+    chat = Chat(
+        make_flow(
+            {"w": {"type": "pause", "until": [{"on": "video_opened", "next": "v"}]}, "v": say("v")}
+        )
+    )
     chat.start()
     chat.feed(ev.Takeover("user:7"))
     assert texts(chat.feed(ev.VideoEvent("video_opened"))) == []
@@ -528,7 +731,9 @@ def test_stop_ends_the_run_and_cancels_its_timers() -> None:
 
 
 def test_start_replaces_the_running_bot_at_a_step_with_variables() -> None:
-    other = make_flow({"a": say("a"), "b": say("b {{ vars.x }} {{ vars.y }}")}, id="other", variables={"y": "Y"})
+    other = make_flow(
+        {"a": say("a"), "b": say("b {{ vars.x }} {{ vars.y }}")}, id="other", variables={"y": "Y"}
+    )
     chat = Chat(other, make_flow(TAKEOVER), greeting="bot")
     chat.start()
     timer = next(iter(chat.state.run.wait.timers))
@@ -542,8 +747,12 @@ def test_start_replaces_the_running_bot_at_a_step_with_variables() -> None:
 
 def test_a_result_for_a_flow_no_longer_loaded_fails_the_run() -> None:
     # Regression: a RequestResult raised KeyError when the run's version had gone.
-    flow = make_flow({"a": {"type": "action", "actions": [{"do": "add_note", "text": "x"}], "next": "s"},
-                      "s": {"type": "stop"}})
+    flow = make_flow(
+        {
+            "a": {"type": "action", "actions": [{"do": "add_note", "text": "x"}], "next": "s"},
+            "s": {"type": "stop"},
+        }
+    )
     lib = library(flow)
     out = advance(lib, ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW)
     assert out.request is not None
@@ -565,25 +774,48 @@ def test_crm_events_are_only_recorded() -> None:
     chat.start()
     before = chat.state
     assert chat.feed(ev.CrmEvent("lead.stage_changed", {"stage": "Won"})) == [
-        fx.Trace("crm.event", "info", {"type": "lead.stage_changed", "bot": "bot", "step": "ask"})]
+        fx.Trace("crm.event", "info", {"type": "lead.stage_changed", "bot": "bot", "step": "ask"})
+    ]
     assert chat.state == before
 
 
 def test_the_state_given_to_advance_is_never_changed() -> None:
     flow = make_flow(TAKEOVER)
     lib = library(flow)
-    state = ConversationState("c1", run=Run("r9", "bot", 1, "ask", "waiting", {"a": [1]},
-                                            wait=Wait("reply", "ask", {"c1:t1": "no_answer"})))
+    state = ConversationState(
+        "c1",
+        run=Run(
+            "r9",
+            "bot",
+            1,
+            "ask",
+            "waiting",
+            {"a": [1]},
+            wait=Wait("reply", "ask", {"c1:t1": "no_answer"}),
+        ),
+    )
     packed = msgpack.packb(state.to_dict())
-    for event in (ev.InboundMessage("yes"), ev.TimerFired("c1:t1"), ev.StopBot(), ev.Takeover("u"),
-                  ev.Release("menu"), ev.StartBot("bot")):
+    for event in (
+        ev.InboundMessage("yes"),
+        ev.TimerFired("c1:t1"),
+        ev.StopBot(),
+        ev.Takeover("u"),
+        ev.Release("menu"),
+        ev.StartBot("bot"),
+    ):
         advance(lib, state, event, NOW)
         assert msgpack.packb(state.to_dict()) == packed
 
 
 def test_now_in_templates_is_in_the_flow_timezone() -> None:
-    flow = make_flow({"hi": say("{{ now.hour }}:{{ now.minute }} {{ bot.id }} v{{ bot.version }}")},
-                     timezone="Europe/Istanbul")
-    out = advance(library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"),
-                  datetime(2024, 5, 1, 12, 5, tzinfo=timezone.utc))
+    flow = make_flow(
+        {"hi": say("{{ now.hour }}:{{ now.minute }} {{ bot.id }} v{{ bot.version }}")},
+        timezone="Europe/Istanbul",
+    )
+    out = advance(
+        library(flow),
+        ConversationState("c1"),
+        ev.InboundMessage("x", greeting="bot"),
+        datetime(2024, 5, 1, 12, 5, tzinfo=timezone.utc),
+    )
     assert texts(out.effects) == ["15:5 bot v1"]

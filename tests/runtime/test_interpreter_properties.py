@@ -19,36 +19,103 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.builder.compiled import CList, CMessage
+from bot.builder.validate import compile_document
 from bot.runtime import effects as fx
 from bot.runtime import events as ev
 from bot.runtime.interpreter import advance
-from bot.builder.validate import compile_document
 from bot.runtime.simulator import Simulator
 from bot.runtime.state import ConversationState
 
 from .helpers import NOW, library, make_doc, make_flow
 
 TITLES = ["Catalog", "Katalóg", "Person", "Yes", "No", "1", "Menu"]
-TEXTS = ["Hi {{ contact.name }}", "{{ vars.x }}", "{{ vars.x + 1 }}", "n={{ vars.n | default(0) }}", "{{ now }}",
-         "{{ json.n }}", "{{ lead.tags }}", "{{ last_validation_result }}", "plain", "{{ message.text }}"]
-VALUES: list[Any] = ["{{ vars.x + 1 }}", "{{ now }}", "{{ vars }}", "{{ message.text }}", "{{ lead.tags }}", 5,
-                     "{{ 2 ** 70 }}", "{{ (1, 2) }}", "{{ [vars.missing] }}", "{{ json }}", "text", None, [1, "a"]]
-FIELDS = ["message.text", "vars.x", "vars.n", "lead.tags", "lead.price", "contact.name", "json.n",
-          "last_validation_result", "chat.status"]
-OPS = ["eq", "ne", "contains", "not_contains", "starts_with", "matches", "in", "not_in", "gt", "gte", "lt", "lte",
-       "between", "empty", "not_empty", "has"]
+TEXTS = [
+    "Hi {{ contact.name }}",
+    "{{ vars.x }}",
+    "{{ vars.x + 1 }}",
+    "n={{ vars.n | default(0) }}",
+    "{{ now }}",
+    "{{ json.n }}",
+    "{{ lead.tags }}",
+    "{{ last_validation_result }}",
+    "plain",
+    "{{ message.text }}",
+]
+VALUES: list[Any] = [
+    "{{ vars.x + 1 }}",
+    "{{ now }}",
+    "{{ vars }}",
+    "{{ message.text }}",
+    "{{ lead.tags }}",
+    5,
+    "{{ 2 ** 70 }}",
+    "{{ (1, 2) }}",
+    "{{ [vars.missing] }}",
+    "{{ json }}",
+    "text",
+    None,
+    [1, "a"],
+]
+FIELDS = [
+    "message.text",
+    "vars.x",
+    "vars.n",
+    "lead.tags",
+    "lead.price",
+    "contact.name",
+    "json.n",
+    "last_validation_result",
+    "chat.status",
+]
+OPS = [
+    "eq",
+    "ne",
+    "contains",
+    "not_contains",
+    "starts_with",
+    "matches",
+    "in",
+    "not_in",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "between",
+    "empty",
+    "not_empty",
+    "has",
+]
 PATTERNS = [r"\d+", "^ye", "{{ vars.x }}", "(a|aa)+$", "cat(alog)?"]
 OPERANDS: list[Any] = [1, "10", "a", "{{ vars.x }}", True, "yes"]
-EXPRS = ["vars.x > 1", "lead.price > 1000", "'vip' in lead.tags", "message.text|length > 3", "vars.n + 1 > 2"]
-USER_TEXTS = TITLES + ["2", "3", "", "catalog ", "KATALOG", "my number is 0555 111 22 33", "a@example.com",
-                       "99999999999999999999999", "፩", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", "what's the price"]
+EXPRS = [
+    "vars.x > 1",
+    "lead.price > 1000",
+    "'vip' in lead.tags",
+    "message.text|length > 3",
+    "vars.n + 1 > 2",
+]
+USER_TEXTS = TITLES + [
+    "2",
+    "3",
+    "",
+    "catalog ",
+    "KATALOG",
+    "my number is 0555 111 22 33",
+    "a@example.com",
+    "99999999999999999999999",
+    "፩",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!",
+    "what's the price",
+]
 DURATIONS: list[Any] = ["1m", "1h", 30, "1d"]
 
 
 # ---------------------------------------------------------------- flow documents
 @st.composite
 def predicates(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["leaf", "leaf", "expr"] + (["all", "any", "not"] if depth < 2 else [])))
+    kind = draw(
+        st.sampled_from(["leaf", "leaf", "expr"] + (["all", "any", "not"] if depth < 2 else []))
+    )
     if kind == "expr":
         return {"expr": draw(st.sampled_from(EXPRS))}
     if kind in ("all", "any"):
@@ -60,8 +127,11 @@ def predicates(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
     if op == "between":
         leaf["value"] = draw(st.lists(st.sampled_from(OPERANDS), min_size=2, max_size=2))
     elif op in ("in", "not_in"):
-        leaf["value"] = draw(st.one_of(st.lists(st.sampled_from(OPERANDS), min_size=1, max_size=3),
-                                       st.just("a, yes")))
+        leaf["value"] = draw(
+            st.one_of(
+                st.lists(st.sampled_from(OPERANDS), min_size=1, max_size=3), st.just("a, yes")
+            )
+        )
     elif op == "matches":
         leaf["value"] = draw(st.sampled_from(PATTERNS))
     elif op not in ("empty", "not_empty"):
@@ -71,7 +141,9 @@ def predicates(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
 
 @st.composite
 def rules(draw: st.DrawFn) -> dict[str, Any]:
-    check = draw(st.sampled_from(["equals", "not_equals", "contains", "not_contains", "length", "regex"]))
+    check = draw(
+        st.sampled_from(["equals", "not_equals", "contains", "not_contains", "length", "regex"])
+    )
     r: dict[str, Any] = {"check": check}
     if check in ("contains", "not_contains"):
         kind = draw(st.sampled_from(["number", "letters", "phone", "email", "range", "text"]))
@@ -91,16 +163,43 @@ def rules(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def actions(draw: st.DrawFn) -> dict[str, Any]:
-    do = draw(st.sampled_from([
-        "add_note", "add_task", "complete_tasks", "set_chat_status", "change_stage", "change_responsible",
-        "create_lead", "subscribers", "tags", "send_email", "send_webhook", "set_field", "set_variable",
-        "create_form", "meta_conversion"]))
+    do = draw(
+        st.sampled_from(
+            [
+                "add_note",
+                "add_task",
+                "complete_tasks",
+                "set_chat_status",
+                "change_stage",
+                "change_responsible",
+                "create_lead",
+                "subscribers",
+                "tags",
+                "send_email",
+                "send_webhook",
+                "set_field",
+                "set_variable",
+                "create_form",
+                "meta_conversion",
+            ]
+        )
+    )
     text = draw(st.sampled_from(TEXTS))
     return {
         "add_note": {"do": do, "text": text},
-        "add_task": {"do": do, "text": text, "due": draw(st.sampled_from(
-            ["now", "end_of_day", "in_1_day", "in_3_days", "end_of_week", "2h", 90]))},
-        "complete_tasks": {"do": do, "due": draw(st.sampled_from(["all", "overdue", "today", "tomorrow"]))},
+        "add_task": {
+            "do": do,
+            "text": text,
+            "due": draw(
+                st.sampled_from(
+                    ["now", "end_of_day", "in_1_day", "in_3_days", "end_of_week", "2h", 90]
+                )
+            ),
+        },
+        "complete_tasks": {
+            "do": do,
+            "due": draw(st.sampled_from(["all", "overdue", "today", "tomorrow"])),
+        },
         "set_chat_status": {"do": do, "status": draw(st.sampled_from(["closed", "answered"]))},
         "change_stage": {"do": do, "stage": draw(st.sampled_from(["Won", "{{ vars.x }}"]))},
         "change_responsible": {"do": do, "user": 7},
@@ -108,12 +207,25 @@ def actions(draw: st.DrawFn) -> dict[str, Any]:
         "subscribers": {"do": do, "add": [1]},
         "tags": {"do": do, "add": [text]},
         "send_email": {"do": do, "template": "welcome"},
-        "send_webhook": {"do": do, "url": "https://hook.test/{{ lead.id }}",
-                         "save_as": draw(st.sampled_from(["json", "hook"]))},
-        "set_field": draw(st.sampled_from([{"do": do, "field": "f", "value": text}, {"do": do, "field": "f", "from": "message"},
-                                           {"do": do, "field": "f", "from": "manual"}])),
-        "set_variable": {"do": do, "name": draw(st.sampled_from(["x", "n", "sub"])),
-                         "value": draw(st.sampled_from(VALUES))},
+        "send_webhook": {
+            "do": do,
+            "url": "https://hook.test/{{ lead.id }}",
+            "save_as": draw(st.sampled_from(["json", "hook"])),
+        },
+        "set_field": draw(
+            st.sampled_from(
+                [
+                    {"do": do, "field": "f", "value": text},
+                    {"do": do, "field": "f", "from": "message"},
+                    {"do": do, "field": "f", "from": "manual"},
+                ]
+            )
+        ),
+        "set_variable": {
+            "do": do,
+            "name": draw(st.sampled_from(["x", "n", "sub"])),
+            "value": draw(st.sampled_from(VALUES)),
+        },
         "create_form": {"do": do, "fields": ["email"]},
         "meta_conversion": {"do": do, "event": "Lead", "value": text},
     }[do]
@@ -128,7 +240,7 @@ def flow_docs(draw: st.DrawFn) -> dict[str, Any]:
         return draw(st.sampled_from(ids))
 
     def forward(i: int, optional: bool = True) -> str | None:
-        later = ids[i + 1:]
+        later = ids[i + 1 :]
         if not later:
             return None
         return draw(st.sampled_from(later + ([None] if optional else [])))
@@ -142,11 +254,29 @@ def flow_docs(draw: st.DrawFn) -> dict[str, Any]:
 
     steps: dict[str, Any] = {}
     for i, sid in enumerate(ids):
-        kinds = ["message", "buttons", "buttons", "list", "condition", "validation", "validation", "pause", "pause",
-                 "action", "action", "action", "internal_message", "subscribe", "comment", "start_bot", "start_bot",
-                 "widget", "custom", "stop"]
+        kinds = [
+            "message",
+            "buttons",
+            "buttons",
+            "list",
+            "validation",
+            "validation",
+            "pause",
+            "pause",
+            "action",
+            "action",
+            "action",
+            "internal_message",
+            "subscribe",
+            "comment",
+            "start_bot",
+            "start_bot",
+            "widget",
+            "custom",
+            "stop",
+        ]
         if i < n - 1:
-            kinds += ["goto", "round_robin"]
+            kinds += ["goto", "round_robin", "condition", "condition"]  # they need a step after them
         kind = draw(st.sampled_from(kinds))
         s: dict[str, Any]
         if kind == "message":
@@ -157,9 +287,20 @@ def flow_docs(draw: st.DrawFn) -> dict[str, Any]:
             put(s, "failed", maybe_any())
         elif kind == "buttons":
             titles = draw(st.lists(st.sampled_from(TITLES), min_size=1, max_size=3, unique=True))
-            s = {"type": "message", "text": draw(st.sampled_from(TEXTS)),
-                 "buttons": [{"title": t, "synonyms": draw(st.lists(st.sampled_from(["human", "2", "k"]), max_size=1)),
-                              "next": any_step()} for t in titles]}
+            s = {
+                "type": "message",
+                "text": draw(st.sampled_from(TEXTS)),
+                "buttons": [
+                    {
+                        "title": t,
+                        "synonyms": draw(
+                            st.lists(st.sampled_from(["human", "2", "k"]), max_size=1)
+                        ),
+                        "next": any_step(),
+                    }
+                    for t in titles
+                ],
+            }
             if draw(st.booleans()):
                 s["buttons"].append({"title": "Site", "url": "https://x.test"})
             put(s, "other_answer", maybe_any())
@@ -167,32 +308,50 @@ def flow_docs(draw: st.DrawFn) -> dict[str, Any]:
                 s["no_answer"] = {"after": draw(st.sampled_from(DURATIONS)), "next": any_step()}
             put(s, "failed", maybe_any())
         elif kind == "list":
-            rows = [{"title": t, "next": any_step()}
-                    for t in draw(st.lists(st.sampled_from(TITLES), min_size=1, max_size=4, unique=True))]
+            rows = [
+                {"title": t, "next": any_step()}
+                for t in draw(
+                    st.lists(st.sampled_from(TITLES), min_size=1, max_size=4, unique=True)
+                )
+            ]
             if draw(st.booleans()):
                 rows[0]["id"] = "row-a"
-            s = {"type": "list", "text": "Pick", "button": "Open", "sections": [{"title": "All", "rows": rows}]}
+            s = {
+                "type": "list",
+                "text": "Pick",
+                "button": "Open",
+                "sections": [{"title": "All", "rows": rows}],
+            }
             put(s, "other_answer", maybe_any())
             if draw(st.booleans()):
                 s["no_answer"] = {"after": draw(st.sampled_from(DURATIONS)), "next": any_step()}
         elif kind == "condition":
-            branches = [{"if": draw(predicates()), "next": forward(i, optional=False)}
-                        for _ in range(draw(st.integers(1, 3)))] if i < n - 1 else []
-            if not branches:
-                branches = [{"if": draw(predicates()), "next": sid}]  # a self-loop would be invalid
-                s = {"type": "stop"}
-            else:
-                s = {"type": "condition", "branches": branches}
-                put(s, "else", forward(i))
+            branches = [
+                {"if": draw(predicates()), "next": forward(i, optional=False)}
+                for _ in range(draw(st.integers(1, 3)))
+            ]
+            s = {"type": "condition", "branches": branches}
+            put(s, "else", forward(i))
         elif kind == "validation":
-            s = {"type": "validation", "rules": draw(st.lists(rules(), min_size=1, max_size=3)),
-                 "logic": draw(st.sampled_from(["all", "any"]))}
+            s = {
+                "type": "validation",
+                "rules": draw(st.lists(rules(), min_size=1, max_size=3)),
+                "logic": draw(st.sampled_from(["all", "any"])),
+            }
             put(s, "save_as", draw(st.sampled_from(["x", "found", None])))
             put(s, "pass", forward(i))
             put(s, "fail", forward(i))
         elif kind == "pause":
-            ons = draw(st.lists(st.sampled_from(["message", "timer", "working_hours", "video_opened", "video_closed"]),
-                                min_size=1, max_size=4, unique=True))
+            ons = draw(
+                st.lists(
+                    st.sampled_from(
+                        ["message", "timer", "working_hours", "video_opened", "video_closed"]
+                    ),
+                    min_size=1,
+                    max_size=4,
+                    unique=True,
+                )
+            )
             until = []
             for on in ons:
                 e: dict[str, Any] = {"on": on}
@@ -217,7 +376,10 @@ def flow_docs(draw: st.DrawFn) -> dict[str, Any]:
         elif kind == "goto":
             s = {"type": "goto", "step": forward(i, optional=False)}
         elif kind == "round_robin":
-            s = {"type": "round_robin", "options": [forward(i, optional=False) for _ in range(draw(st.integers(2, 3)))]}
+            s = {
+                "type": "round_robin",
+                "options": [forward(i, optional=False) for _ in range(draw(st.integers(2, 3)))],
+            }
         elif kind == "start_bot":
             s = {"type": "start_bot", "bot": draw(st.sampled_from(["sub", "bot", "ghost"]))}
             put(s, "next", maybe_any())
@@ -237,25 +399,55 @@ def flow_docs(draw: st.DrawFn) -> dict[str, Any]:
         else:
             s = {"type": "stop", "close_chat": draw(st.booleans())}
         steps[sid] = s
-    settings_: dict[str, Any] = {"timezone": draw(st.sampled_from(["UTC", "Europe/Istanbul"])),
-                                 "step_budget": draw(st.sampled_from([3, 20, 100])),
-                                 "leave_unanswered": draw(st.booleans())}
+    settings_: dict[str, Any] = {
+        "timezone": draw(st.sampled_from(["UTC", "Europe/Istanbul"])),
+        "step_budget": draw(st.sampled_from([3, 20, 100])),
+        "leave_unanswered": draw(st.booleans()),
+    }
     if draw(st.booleans()):
         settings_["working_hours"] = {"mon-fri": "09:00-18:00"}
     return make_doc(steps, **settings_)
 
 
-SUB = make_flow({
-    "ask": {"type": "pause", "until": [{"on": "message", "next": "save"}, {"on": "timer", "after": "1h"}]},
-    "save": {"type": "action", "actions": [{"do": "set_variable", "name": "answer", "value": "{{ message.text }}"}],
-             "next": "end"},
-    "end": {"type": "stop"},
-}, id="sub", variables={"from_sub": True})
+SUB = make_flow(
+    {
+        "ask": {
+            "type": "pause",
+            "until": [{"on": "message", "next": "save"}, {"on": "timer", "after": "1h"}],
+        },
+        "save": {
+            "type": "action",
+            "actions": [{"do": "set_variable", "name": "answer", "value": "{{ message.text }}"}],
+            "next": "end",
+        },
+        "end": {"type": "stop"},
+    },
+    id="sub",
+    variables={"from_sub": True},
+)
 
 
 # ---------------------------------------------------------------- events
-EVENT_KINDS = ["say", "say", "say", "click", "click", "timer", "timer", "stale_timer", "video", "takeover",
-               "release", "stop", "start", "delivery", "widget", "stale_result", "crm", "human"]
+EVENT_KINDS = [
+    "say",
+    "say",
+    "say",
+    "click",
+    "click",
+    "timer",
+    "timer",
+    "stale_timer",
+    "video",
+    "takeover",
+    "release",
+    "stop",
+    "start",
+    "delivery",
+    "widget",
+    "stale_result",
+    "crm",
+    "human",
+]
 
 
 @st.composite
@@ -270,7 +462,13 @@ def event_specs(draw: st.DrawFn) -> list[tuple[Any, ...]]:
         elif kind == "release":
             specs.append((kind, draw(st.sampled_from([None, "s0", "s1", "s4", "nope"]))))
         elif kind == "start":
-            specs.append((kind, draw(st.sampled_from(["bot", "sub", "ghost"])), draw(st.sampled_from([None, "s1", "ask"]))))
+            specs.append(
+                (
+                    kind,
+                    draw(st.sampled_from(["bot", "sub", "ghost"])),
+                    draw(st.sampled_from([None, "s1", "ask"])),
+                )
+            )
         elif kind == "widget":
             specs.append((kind, draw(st.booleans())))
         else:
@@ -285,13 +483,22 @@ class Harness:
         self.rnd = rnd
         self.state = ConversationState("c1")
         self.now = NOW
-        self.snapshot: dict[str, Any] = {"contact": {"id": 1, "name": "Ann"},
-                                         "lead": {"id": 2, "price": 1500, "tags": ["vip"]}}
+        self.snapshot: dict[str, Any] = {
+            "contact": {"id": 1, "name": "Ann"},
+            "lead": {"id": 2, "price": 1500, "tags": ["vip"]},
+        }
         self.timers: dict[str, float] = {}
         self.refs: list[str] = []
-        self.payloads = sorted({b.payload for s in flow.steps.values() if isinstance(s, CMessage) for b in s.buttons
-                                if b.next is not None}
-                               | {r.id for s in flow.steps.values() if isinstance(s, CList) for r in s.rows})
+        self.payloads = sorted(
+            {
+                b.payload
+                for s in flow.steps.values()
+                if isinstance(s, CMessage)
+                for b in s.buttons
+                if b.next is not None
+            }
+            | {r.id for s in flow.steps.values() if isinstance(s, CList) for r in s.rows}
+        )
         self.rotation = 0
         self.widgets = 0
 
@@ -299,17 +506,24 @@ class Harness:
         fate = self.rnd.random()
         if request.kind == "round_robin":
             self.rotation += 1
-            return ev.RequestResult(request.id, value=(self.rotation - 1) % request.payload["options"])
+            return ev.RequestResult(
+                request.id, value=(self.rotation - 1) % request.payload["options"]
+            )
         if fate < 0.15:
             return ev.RequestResult(request.id, ok=False, error="rejected", permanent=True)
         if fate < 0.2:
             return ev.RequestResult(request.id, ok=False, error="later", permanent=False)
         if request.kind == "widget":
             self.widgets += 1
-            return ev.RequestResult(request.id, value={"token": f"tok{self.widgets}", "json": {"n": self.widgets}})
+            return ev.RequestResult(
+                request.id, value={"token": f"tok{self.widgets}", "json": {"n": self.widgets}}
+            )
         snapshot = {"lead": {"id": 2, "stage": "Won", "tags": []}} if fate > 0.9 else None
-        return ev.RequestResult(request.id, value=self.rnd.choice([{"n": 1}, {"url": "https://f.test"}, None, [1, 2]]),
-                                snapshot=snapshot)
+        return ev.RequestResult(
+            request.id,
+            value=self.rnd.choice([{"n": 1}, {"url": "https://f.test"}, None, [1, 2]]),
+            snapshot=snapshot,
+        )
 
     def step(self, event: ev.Event) -> list[fx.Effect]:
         given = self.state
@@ -324,7 +538,9 @@ class Harness:
         effects = self.step(event)
         for _ in range(1000):
             pending = effects[-1] if effects and isinstance(effects[-1], fx.Request) else None
-            assert all(not isinstance(e, fx.Request) for e in effects[:-1]), "a Request that is not last"
+            assert all(not isinstance(e, fx.Request) for e in effects[:-1]), (
+                "a Request that is not last"
+            )
             if pending is None:
                 break
             self.account(effects[:-1])
@@ -337,8 +553,17 @@ class Harness:
 
     def account(self, effects: list[fx.Effect]) -> None:
         for e in effects:
-            assert isinstance(e, (fx.SendMessage, fx.SetTimer, fx.CancelTimer, fx.InternalMessage, fx.ChatStatus,
-                                  fx.Trace)), e
+            assert isinstance(
+                e,
+                (
+                    fx.SendMessage,
+                    fx.SetTimer,
+                    fx.CancelTimer,
+                    fx.InternalMessage,
+                    fx.ChatStatus,
+                    fx.Trace,
+                ),
+            ), e
             if isinstance(e, fx.SetTimer):
                 assert e.timer_id not in self.timers
                 assert e.at >= self.now.timestamp()
@@ -420,8 +645,9 @@ def check_round_trip(state: ConversationState) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=flow_docs(), specs=event_specs(), rnd=st.randoms(use_true_random=False))
-def test_random_flows_and_events_never_raise_and_states_round_trip(doc: dict[str, Any], specs: list[tuple[Any, ...]],
-                                                                 rnd: random.Random) -> None:
+def test_random_flows_and_events_never_raise_and_states_round_trip(
+    doc: dict[str, Any], specs: list[tuple[Any, ...]], rnd: random.Random
+) -> None:
     flow = compile_document(doc, version=1)  # the generator only makes valid flows
     harness = Harness(flow, rnd)
     harness.feed(ev.InboundMessage("hello", greeting="bot"))
@@ -429,17 +655,24 @@ def test_random_flows_and_events_never_raise_and_states_round_trip(doc: dict[str
         harness.play(spec)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=flow_docs(), specs=event_specs(), strict=st.booleans())
-def test_random_conversations_on_the_simulator_never_raise(doc: dict[str, Any], specs: list[tuple[Any, ...]],
-                                                           strict: bool) -> None:
+def test_random_conversations_on_the_simulator_never_raise(
+    doc: dict[str, Any], specs: list[tuple[Any, ...]], strict: bool
+) -> None:
     """The same flows through the real ``Driver`` and the embedded CRM (strict pipelines reject)."""
     flow = compile_document(doc, version=1)
 
     async def conversation() -> None:
-        sim = Simulator(flow, bots=[SUB], now=NOW, contact={"name": "Ann"},
-                        pipelines={"Sales": ["New", "Won"]} if strict else None,
-                        widgets={"http_request": {"n": 1}}, custom_handlers={"acme.score": lambda p, s: {"n": 2}})
+        sim = Simulator(
+            flow,
+            bots=[SUB],
+            now=NOW,
+            contact={"name": "Ann"},
+            pipelines={"Sales": ["New", "Won"]} if strict else None,
+            widgets={"http_request": {"n": 1}},
+            custom_handlers={"acme.score": lambda p, s: {"n": 2}},
+        )
         await sim.say("hello")
         for spec in specs:
             kind, arg = spec[0], spec[1]
@@ -447,19 +680,37 @@ def test_random_conversations_on_the_simulator_never_raise(doc: dict[str, Any], 
                 await sim.say(arg)
             elif kind == "click":
                 try:
-                    title = next(t for line in reversed(sim.transcript) if line.role == "bot"
-                                 for t, p in zip(line.buttons, line.payloads) if p is not None)
+                    title = next(
+                        t
+                        for line in reversed(sim.transcript)
+                        if line.role == "bot"
+                        for t, p in zip(line.buttons, line.payloads)
+                        if p is not None
+                    )
                 except StopIteration:
                     continue
                 await sim.click(title)
             elif kind in ("timer", "stale_timer"):
                 await sim.wait(arg * 3600)
-            elif kind in ("video", "release", "start", "takeover", "stop", "delivery", "widget", "crm"):
+            elif kind in (
+                "video",
+                "release",
+                "start",
+                "takeover",
+                "stop",
+                "delivery",
+                "widget",
+                "crm",
+            ):
                 name, data = {
-                    "video": (arg, {}), "release": ("release", {"step": arg}),
-                    "start": ("start_bot", {"bot": arg, "step": spec[2]}), "takeover": ("takeover", {"user": "u"}),
-                    "stop": ("stop", {}), "delivery": ("delivery_failed", {}),
-                    "widget": ("widget_callback", {"body": {"n": 3}}), "crm": ("lead.stage_changed", {"stage": "Won"}),
+                    "video": (arg, {}),
+                    "release": ("release", {"step": arg}),
+                    "start": ("start_bot", {"bot": arg, "step": spec[-1]}),
+                    "takeover": ("takeover", {"user": "u"}),
+                    "stop": ("stop", {}),
+                    "delivery": ("delivery_failed", {}),
+                    "widget": ("widget_callback", {"body": {"n": 3}}),
+                    "crm": ("lead.stage_changed", {"stage": "Won"}),
                 }[kind]
                 await sim.event(name, data)
             check_round_trip(sim.state)

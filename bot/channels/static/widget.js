@@ -184,8 +184,9 @@
   function poll() {
     polling = true; setStatus("online");
     fetch(base + "/messages?session=" + session + "&after=" + last + "&wait=25")
-      .then(function (r) { return r.json(); })
+      .then(function (r) { if (!r.ok) throw new Error("server " + r.status); return r.json(); })
       .then(function (d) {
+        setStatus("online");
         (d.messages || []).forEach(show);
         if (typeof d.last === "number" && d.last > last) last = d.last;  // skip entries not shown to customers
         setTimeout(poll, 50);

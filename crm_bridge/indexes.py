@@ -1,0 +1,181 @@
+"""Indexes of the embedded CRM, kept in Redis next to the records, so that listing, filtering
+and searching never scan every record.
+
+Every write of a contact or a lead (by a flow's command, the HTTP API or a form) passes the
+record as it was and as it is to ``CrmIndexes.update``, which queues the differences on the
+caller's pipeline. All index keys share the hash tag ``{crm}`` so that the multi-key commands
+below stay in one slot of a Redis Cluster.
+
+======================================  =========================================================
+key                                     holds
+======================================  =========================================================
+``sb:{crm}:recent:<kind>``              zset id -> time of the last write (newest first listing)
+``sb:{crm}:by:contact:status:<v>``      set of contact ids (also ``temperature``, ``tag``)
+``sb:{crm}:by:lead:stage:<p>/<s>``      set of lead ids (also ``tag``, ``responsible``)
+``sb:{crm}:by:contact:stage:<p>/<s>``   zset contact id -> how many of its leads are there
+``sb:{crm}:tags:<kind>``                zset tag -> how many records carry it
+``sb:{crm}:search:<kind>``              lexicographic zset of ``term NUL id`` (prefix search)
+``sb:crm:leads_of:<contact id>``        set of the contact's lead ids
+======================================  =========================================================
+
+Filtering intersects the recency zset with the value sets server-side (``ZINTERSTORE``, whose
+cost is bounded by the smallest set). Search takes the longest word of the query, reads the
+terms starting with it (``ZRANGEBYLEX``, at most ``SEARCH_CANDIDATES``) and checks the other
+words on the few records found. Terms are case- and accent-folded words of names, the e-mail
+(whole, local part, domain) and the phone's digits (international and national).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+import phonenumbers
+
+from .card import CARD_DEFAULTS
+
+T = "sb:{crm}"
+SEARCH_CANDIDATES = 500
+
+
+def recent_key(kind: str) -> str:
+    return f"{T}:recent:{kind}"
+
+
+def by_key(kind: str, field: str, value: Any) -> str:
+    return f"{T}:by:{kind}:{field}:{value}"
+
+
+def stage_value(pipeline: Any, stage: Any) -> str:
+    return f"{pipeline}/{stage}"
+
+
+def tags_key(kind: str) -> str:
+    return f"{T}:tags:{kind}"
+
+
+def search_key(kind: str) -> str:
+    return f"{T}:search:{kind}"
+
+
+def leads_of_key(contact_id: str) -> str:
+    return f"sb:crm:leads_of:{contact_id}"
+
+
+def fold(text: str) -> str:
+    """Lower case without accents (``Ayşe Yılmaz`` -> ``ayse yilmaz``)."""
+    text = text.replace("ı", "i").replace("İ", "I").casefold()
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def _digits(text: str) -> str:
+    return "".join(c for c in text if c.isdigit())
+
+
+def phone_terms(phone: Any) -> set[str]:
+    if not phone:
+        return set()
+    digits = _digits(str(phone))
+    terms = {digits} if digits else set()
+    if str(phone).strip().startswith("+"):  # also the national number: "5551112233" finds +90 555…
+        try:
+            parsed = phonenumbers.parse(str(phone), None)
+            terms.add(str(parsed.national_number))
+            terms.add(f"{parsed.country_code}{parsed.national_number}")
+        except phonenumbers.NumberParseException:
+            pass
+    return {t for t in terms if len(t) >= 3}
+
+
+def search_terms(kind: str, record: dict[str, Any] | None) -> set[str]:
+    if not record:
+        return set()
+    terms: set[str] = set()
+    name = fold(str(record.get("name") or ""))
+    terms.update(w for w in name.replace(",", " ").split() if w)
+    if kind == "contact":
+        email = fold(str(record.get("email") or "")).strip()
+        if email:
+            terms.add(email)
+            local, _, domain = email.partition("@")
+            terms.update(t for t in (local, domain) if t)
+        terms |= phone_terms(record.get("phone"))
+    return {t[:100] for t in terms}
+
+
+def query_words(query: str) -> list[str]:
+    """The words of a search query, as terms are folded; a phone number is one word of digits."""
+    text = query.strip()
+    if text and sum(c.isdigit() for c in text) >= 3 and all(c.isdigit() or c in "+-() ." for c in text):
+        return [_digits(text)]
+    return [w for w in fold(text).replace(",", " ").split() if w]
+
+
+def matches(words: list[str], terms: set[str]) -> bool:
+    return all(any(t.startswith(w) for t in terms) for w in words)
+
+
+def _memberships(kind: str, record: dict[str, Any] | None) -> set[str]:
+    """The set-index keys a record belongs to."""
+    if not record:
+        return set()
+    keys = {by_key(kind, "tag", t) for t in record.get("tags") or []}
+    if kind == "contact":
+        keys.add(by_key(kind, "status", record.get("status") or CARD_DEFAULTS["status"]))
+        if record.get("temperature"):
+            keys.add(by_key(kind, "temperature", record["temperature"]))
+    else:
+        keys.add(by_key(kind, "stage", stage_value(record.get("pipeline"), record.get("stage"))))
+        if record.get("responsible") not in (None, ""):
+            keys.add(by_key(kind, "responsible", record["responsible"]))
+    return keys
+
+
+def _contact_stages(lead: dict[str, Any] | None) -> set[tuple[str, str]]:
+    if not lead:
+        return set()
+    stage = by_key("contact", "stage", stage_value(lead.get("pipeline"), lead.get("stage")))
+    return {(str(c), stage) for c in lead.get("contacts") or []}
+
+
+class CrmIndexes:
+    """Queues index changes for one record write on a pipeline (no round trip of its own)."""
+
+    @staticmethod
+    def update(pipe: Any, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any] | None,
+               now: float) -> None:
+        old_keys, new_keys = _memberships(kind, old), _memberships(kind, new)
+        for key in old_keys - new_keys:
+            pipe.srem(key, rid)
+        for key in new_keys - old_keys:
+            pipe.sadd(key, rid)
+        old_tags = set((old or {}).get("tags") or [])
+        new_tags = set((new or {}).get("tags") or [])
+        for tag in old_tags - new_tags:
+            pipe.zincrby(tags_key(kind), -1, tag)
+        for tag in new_tags - old_tags:
+            pipe.zincrby(tags_key(kind), 1, tag)
+        if old_tags - new_tags:
+            pipe.zremrangebyscore(tags_key(kind), "-inf", 0)
+        old_terms, new_terms = search_terms(kind, old), search_terms(kind, new)
+        if old_terms - new_terms:
+            pipe.zrem(search_key(kind), *[f"{t}\x00{rid}" for t in old_terms - new_terms])
+        if new_terms - old_terms:
+            pipe.zadd(search_key(kind), {f"{t}\x00{rid}": 0 for t in new_terms - old_terms})
+        if kind == "lead":
+            old_pairs, new_pairs = _contact_stages(old), _contact_stages(new)
+            for contact, key in old_pairs - new_pairs:
+                pipe.zincrby(key, -1, contact)
+                pipe.zremrangebyscore(key, "-inf", 0)
+            for contact, key in new_pairs - old_pairs:
+                pipe.zincrby(key, 1, contact)
+            old_contacts = {str(c) for c in (old or {}).get("contacts") or []}
+            new_contacts = {str(c) for c in (new or {}).get("contacts") or []}
+            for contact in old_contacts - new_contacts:
+                pipe.srem(leads_of_key(contact), rid)
+            for contact in new_contacts - old_contacts:
+                pipe.sadd(leads_of_key(contact), rid)
+        if new is None:
+            pipe.zrem(recent_key(kind), rid)
+        elif old != new:
+            pipe.zadd(recent_key(kind), {rid: now})
