@@ -333,7 +333,7 @@ async def post(session: Any, url: str, body: bytes) -> bool:
         async with session.post(url, data=body, headers=HEADERS) as resp:
             await resp.read()
             return resp.status == 202
-    except (asyncio.TimeoutError, OSError, Exception):  # noqa: BLE001 - any failure is an error
+    except Exception:  # noqa: BLE001 - a timeout, a reset, anything: the request failed
         return False
 
 
@@ -387,7 +387,7 @@ async def open_loop_step(session: Any, url: str, traffic: Traffic, rate: float, 
             await asyncio.wait(pending, timeout=5)
     cpu = meter.stop()
     step.ok = len(latencies)
-    step.errors = counts["errors"] + (step.scheduled - step.ok - counts["errors"])
+    step.errors = step.scheduled - step.ok  # failed, timed out, or cancelled after a cut
     step.late = counts["late"]
     elapsed = max(1e-9, (counts["last_done"] or loop.time()) - t0)
     step.achieved = step.ok / elapsed
@@ -512,7 +512,7 @@ async def redis_commands_per_message(session: Any, url: str, traffic: Traffic, r
     background = idle_rate * (t1 - t0)
     per = {k: round(v / max(1, ok), 2) for k, v in sorted(delta.items(), key=lambda kv: -kv[1]) if v}
     return {"messages": ok, "errors": errors, "commands_per_msg": max(0.0, raw - background) / max(1, ok),
-            "raw_per_msg": raw / max(1, ok), "idle_commands_per_s": idle_rate, "by_command_per_msg": per}
+            "raw_per_msg": raw / max(1, ok), "idle_commands_per_s": idle_rate, "by_command_per_msg_raw": per}
 
 
 _IN_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("bench_in_request", default=False)
@@ -694,7 +694,8 @@ async def run_servers(procs: Processes, redis_url: str, redis_pid: int | None, t
             connector = aiohttp.TCPConnector(limit=args.connections, limit_per_host=args.connections)
             srv.session = await stack.enter_async_context(
                 aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)))
-            srv.traffic = Traffic(args.sessions, seed=1 if srv.kind == "salesbot" else 2, tag=f"{srv.kind}-{os.getpid()}")
+            srv.traffic = Traffic(args.sessions, seed=1 if srv.kind == "salesbot" else 2,
+                                  tag=f"{srv.kind}-{os.getpid()}")
         for srv in servers:
             await wait_ready(srv.session, srv.base, srv.proc, srv.log)
             errors = await prime(srv.session, srv.url, srv.traffic)

@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.errors import CrmRejected
 
+from .card import CARD_FIELDS, card_value
 from .interface import CRM_COMMANDS, ChannelIdentity, CommandResult, CrmRef
 
 DEFAULT_PIPELINE = "Sales"
@@ -134,7 +135,9 @@ class MemoryCrm:
         record = self._entity(ref, entity)
         name, value = str(cmd["field"]), cmd.get("value")
         standard = {"lead": _LEAD_STANDARD, "company": _COMPANY_STANDARD}.get(entity, _CONTACT_STANDARD)
-        if name in standard:
+        if entity not in ("lead", "company") and name in CARD_FIELDS:  # the customer card (card.py)
+            record[name] = card_value(name, value)
+        elif name in standard:
             if name == "price":
                 try:
                     value = float(value) if value not in (None, "") else 0

@@ -5,17 +5,25 @@ command loads the records it may touch into a ``MemoryCrm`` workspace, runs the 
 command code as ``salesbot test`` does, and writes back what changed, in two round trips.
 Commands of one conversation arrive one at a time (the conversation lock), so a lead is not
 written concurrently by its own conversation.
+
+Every write also updates the indexes (``indexes.py``) the HTTP API lists and searches with, and
+notes go to the note store (``notes.py``), which orders them by priority.
 """
 
 from __future__ import annotations
 
+import copy
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 from redis.asyncio import Redis
 
+from .indexes import CrmIndexes
 from .interface import ChannelIdentity, CommandResult, CrmRef
 from .memory import MemoryCrm
+from .notes import NoteStore
 
 _P = "sb:crm"
 
@@ -31,9 +39,12 @@ def _unpack(b: bytes | None) -> Any:
 class RedisCrm:
     name = "embedded"
 
-    def __init__(self, redis: Redis, *, pipelines: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, redis: Redis, *, pipelines: dict[str, list[str]] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
         self.pipelines = pipelines
+        self.clock = clock
+        self.notes = NoteStore(redis)
 
     async def _ids(self, n: int) -> list[str]:
         last = int(await self.redis.incrby(f"{_P}:ids", n))
@@ -60,6 +71,9 @@ class RedisCrm:
         pipe.set(f"{_P}:contact:{contact_id}", _pack(ws.contacts[contact_id]))
         pipe.set(f"{_P}:lead:{lead_id}", _pack(ws.leads[lead_id]))
         pipe.zadd(f"{_P}:idx:leads", {lead_id: float(lead_id)})
+        now = self.clock()
+        CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
+        CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
         await pipe.execute()
         return CrmRef(contact_id, lead_id)
 
@@ -68,8 +82,7 @@ class RedisCrm:
         pipe.get(f"{_P}:contact:{ref.contact_id}")
         pipe.get(f"{_P}:lead:{ref.lead_id}")
         pipe.get(f"{_P}:tasks:{ref.lead_id}")
-        pipe.get(f"{_P}:notes:{ref.lead_id}")
-        contact, lead, tasks, notes = await pipe.execute()
+        contact, lead, tasks = await pipe.execute()
         if contact:
             ws.contacts[ref.contact_id] = _unpack(contact)
         if lead:
@@ -80,7 +93,7 @@ class RedisCrm:
                 if company:
                     ws.companies[company_id] = _unpack(company)
         ws.tasks = _unpack(tasks) or []
-        ws.notes = _unpack(notes) or []
+        ws.notes = []  # commands only add notes: the new ones go to the note store
         if ref.lead_id not in ws.leads:  # a lead deleted behind our back: recreate it empty
             ws.leads[ref.lead_id] = {"id": ref.lead_id, "name": f"Lead #{ref.lead_id}", "price": 0,
                                      "pipeline": next(iter(ws.pipelines)), "stage": next(iter(ws.pipelines.values()))[0],
@@ -98,13 +111,17 @@ class RedisCrm:
     async def execute(self, ref: CrmRef, command: dict[str, Any]) -> CommandResult:
         ws = self._workspace(await self._ids(2))
         await self._load(ref, ws)
+        before_contacts, before_leads = copy.deepcopy(ws.contacts), copy.deepcopy(ws.leads)
         result = ws.execute_now(ref, command)
+        now = self.clock()
         pipe = self.redis.pipeline(transaction=False)
         for cid, contact in ws.contacts.items():
             pipe.set(f"{_P}:contact:{cid}", _pack(contact))
+            CrmIndexes.update(pipe, "contact", cid, before_contacts.get(cid), contact, now)
         for lid, lead in ws.leads.items():
             pipe.set(f"{_P}:lead:{lid}", _pack(lead))
             pipe.zadd(f"{_P}:idx:leads", {lid: float(lid)})
+            CrmIndexes.update(pipe, "lead", lid, before_leads.get(lid), lead, now)
         for cid, company in ws.companies.items():
             pipe.set(f"{_P}:company:{cid}", _pack(company))
         by_lead: dict[str, list[dict[str, Any]]] = {}
@@ -112,8 +129,9 @@ class RedisCrm:
             by_lead.setdefault(task["lead_id"], []).append(task)
         for lid, tasks in by_lead.items():
             pipe.set(f"{_P}:tasks:{lid}", _pack(tasks))
-        if ws.notes:
-            pipe.set(f"{_P}:notes:{ref.lead_id}", _pack(ws.notes))
+        for note in ws.notes:
+            NoteStore.queue_put(pipe, {**note, "priority": "none", "created_at": now, "updated_at": now,
+                                       "author": None})
         await pipe.execute()
         return CommandResult(result.value, {"snapshot": ws.snapshot_now(ref)})
 
@@ -121,4 +139,5 @@ class RedisCrm:
         return _unpack(await self.redis.get(f"{_P}:tasks:{ref.lead_id}")) or []
 
     async def lead_notes(self, ref: CrmRef) -> list[dict[str, Any]]:
-        return _unpack(await self.redis.get(f"{_P}:notes:{ref.lead_id}")) or []
+        """Notes of the lead and of its contact, oldest first."""
+        return await self.notes.every([("lead", ref.lead_id), ("contact", ref.contact_id)])

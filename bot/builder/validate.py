@@ -444,6 +444,8 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
                 problems.append(Problem(pointer(["steps", sid]), "step cannot be reached from the start", "warning"))
     for sid, s in steps.items():
         waits = isinstance(s, m.ListStep) or (isinstance(s, m.MessageStep) and any(b.next for b in s.buttons))
+        if isinstance(s, m.MessageStep) and waits and s.next is not None:
+            problems.append(Problem(pointer(["steps", sid, "next"]), "ignored: a message with reply buttons goes on through its buttons, other_answer or no_answer", "warning"))
         if waits and s.other_answer is None and s.no_answer is None:  # type: ignore[union-attr]
             problems.append(Problem(pointer(["steps", sid]), "waits for a reply but has neither other_answer nor no_answer: an unexpected reply leaves the customer without an answer", "warning"))
 

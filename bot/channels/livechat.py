@@ -14,10 +14,11 @@ import contextlib
 import json
 import logging
 import re
+import weakref
 from importlib import resources
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..runtime import codec
 from ..runtime import events as ev
@@ -27,6 +28,21 @@ from ..server.keys import SERVICES
 
 log = logging.getLogger("salesbot.channels.livechat")
 routes = web.RouteTableDef()
+#: Open widget sockets, closed with 1001 ("going away") when the server shuts down.
+SOCKETS: web.AppKey["weakref.WeakSet[web.WebSocketResponse]"] = web.AppKey("livechat_sockets")
+
+
+def setup(app: web.Application) -> None:
+    """Routes plus shutdown handling: close the sockets and wake the long polls at once."""
+    app[SOCKETS] = weakref.WeakSet()
+    app.add_routes(routes)
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[SERVICES].hub.wake_all()
+        for ws in list(app[SOCKETS]):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    app.on_shutdown.append(on_shutdown)
 
 CHANNEL = "livechat"
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -63,15 +79,19 @@ def public_entry(n: int, entry: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def read_after(request: web.Request, cid: str, after: int) -> tuple[list[dict[str, Any]], int]:
-    rows = await request.app[SERVICES].store.read_log(cid, after, 500)
+    """Every customer-visible entry after ``after`` (read in pages until the log is exhausted)."""
+    store = request.app[SERVICES].store
     out = []
     last = after
-    for n, blob in rows:
-        last = n
-        entry = public_entry(n, codec.unpack(blob))
-        if entry is not None:
-            out.append(entry)
-    return out, last
+    while True:
+        rows = await store.read_log(cid, last, 500)
+        for n, blob in rows:
+            last = n
+            entry = public_entry(n, codec.unpack(blob))
+            if entry is not None:
+                out.append(entry)
+        if len(rows) < 500:
+            return out, last
 
 
 async def accept_message(request: web.Request, account: str, body: Any) -> tuple[int, dict[str, Any]]:
@@ -179,6 +199,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return error(400, "bad_request", "after is a number")
     ws = web.WebSocketResponse(heartbeat=25)
     await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
     cid = conversation_id(CHANNEL, account, session)
     hub = request.app[SERVICES].hub
     state = {"last": after}
@@ -215,7 +236,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     status, out = await accept_message(request, account, {**data, "session": session})
                     await ws.send_json({"type": "ack", "client_msg_id": data.get("client_msg_id"),
                                         "status": status, **({"error": out["error"]} if status >= 400 else {})})
-                    await ws.send_json({"type": "typing", "on": False})
                 elif data.get("type") == "ping":
                     await ws.send_json({"type": "pong"})
         finally:

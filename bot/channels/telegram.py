@@ -188,6 +188,31 @@ class _Window:
             await asyncio.sleep(self.calls[0] + self.period - now + 0.001)
 
 
+class _ChatPacer:
+    """Per chat, a bucket of ``burst`` messages refilled at ``rate`` a second: Telegram's "about
+    one message a second, short bursts allowed". ``acquire`` waits for a token. The outbox
+    already spaces a chat's backlog; this also covers the parts of one entry and a reply that
+    follows the previous message at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(max(1, burst))
+        self.chats: dict[str, tuple[float, float]] = {}
+
+    async def acquire(self, chat: str) -> None:
+        while True:
+            now = time.monotonic()
+            tokens, at = self.chats.get(chat, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens >= 1:
+                self.chats[chat] = (tokens - 1, now)
+                if len(self.chats) > 10_000:  # forget chats whose bucket is full again
+                    full = now - self.burst / self.rate
+                    self.chats = {c: v for c, v in self.chats.items() if v[1] > full}
+                return
+            self.chats[chat] = (tokens, now)
+            await asyncio.sleep((1 - tokens) / self.rate + 0.001)
+
+
 # --------------------------------------------------------------------------- inbound
 def _name(user: Mapping[str, Any] | None) -> str | None:
     if not user:
@@ -423,6 +448,8 @@ class TelegramAdapter:
         self.public_url = public_url
         # a little over a second: the platform counts arrivals, which jitter behind our clock
         self._window = _Window(int(config.settings.get("api_rate", 30)), period=1.05)
+        interval = float(config.settings.get("chat_interval", DEFAULT_LIMITS["chat_interval"])) or 0.001
+        self._pacer = _ChatPacer(1 / (interval * 1.05), int(config.settings.get("chat_burst", 3)))
         self._blocked_until = 0.0  # monotonic: Telegram's retry_after holds every call of the bot
         self._progress: dict[tuple[str, str], tuple[int, str | None]] = {}
 
@@ -464,6 +491,8 @@ class TelegramAdapter:
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         """One Bot API call through PTB, paced and with errors mapped to delivery errors."""
         self._hold()
+        if "chat_id" in params and method != "answerCallbackQuery":
+            await self._pacer.acquire(str(params["chat_id"]))
         await self._window.acquire()
         self._hold()
         try:

@@ -54,5 +54,14 @@ class Driver:
             outcome = advance(self.flows, outcome.state, result, now, snapshot)
             effects.extend(outcome.effects)
         else:
-            effects.append(fx.Trace("turn.too_many_requests", "error", {}))
+            # A flow that keeps asking (a runaway loop through actions): stop the run rather
+            # than leave it waiting on a request nobody will answer.
+            effects.pop()
+            state = outcome.state.clone()
+            if state.run is not None:
+                state.run.status, state.run.wait = "failed", None
+                state.run.error = f"more than {MAX_REQUESTS_PER_TURN} requests in one event"
+            effects.append(fx.Trace("turn.too_many_requests", "error",
+                                    {"error": f"more than {MAX_REQUESTS_PER_TURN} requests in one event"}))
+            return TurnResult(state, effects, snapshot)
         return TurnResult(outcome.state, effects, snapshot)

@@ -188,9 +188,12 @@ class _Turn:
             self.trace("timer.stale", "debug", timer=e.timer_id)
             return
         if self.state.owner != "bot":
-            # The person who took over decides; the bot stays where it was, silent.
-            wait.timers.pop(e.timer_id, None)
-            self.trace("timer.suppressed", timer=e.timer_id)
+            # The person who took over decides; the bot stays where it was, silent. The timer is
+            # held: handing back without a step lets it fall due again.
+            purpose = wait.timers.pop(e.timer_id, None)
+            if purpose is not None:
+                wait.held = (*wait.held, purpose)
+            self.trace("timer.held", timer=e.timer_id)
             return
         purpose = wait.timers[e.timer_id]
         step = self.flow.steps.get(wait.step) if self.flow else None
@@ -211,6 +214,8 @@ class _Turn:
         step = self.flow.steps.get(step_id) if self.flow else None
         failed = getattr(step, "failed", None)
         self.trace("delivery.failed", "warning", ref=e.ref, reason=e.reason)
+        if self.state.owner != "bot":
+            return  # a person has the conversation and sees the failure; the bot does nothing
         if failed:
             self.resume(failed)
         else:
@@ -223,6 +228,13 @@ class _Turn:
             self.trace("widget.stale", "debug")
             return
         step = self.flow.steps.get(wait.step) if self.flow else None
+        if self.state.owner != "bot":
+            # Keep the answer; the run goes on with it when the conversation is handed back.
+            for timer_id in wait.timers:
+                self.effects.append(fx.CancelTimer(timer_id))
+            wait.timers, wait.token, wait.widget_json, wait.kind = {}, None, e.body, "widget_done"
+            self.trace("widget.held")
+            return
         run.json = e.body
         self.invalidate()
         if isinstance(step, c.CWidget):
@@ -254,6 +266,7 @@ class _Turn:
         st.owner, st.owner_user = "bot", None
         self.trace("conversation.release", to_step=e.step)
         if e.step is None:
+            self.continue_held()
             return
         run = st.run
         if run is not None and self.flow is None:
@@ -268,6 +281,41 @@ class _Turn:
         if not run.active:
             run.status, run.error = "running", None
         self.resume(e.step)
+
+    def continue_held(self) -> None:
+        """After a hand-back: what fell due during the takeover happens now."""
+        run = self.state.run
+        wait = run.wait if run is not None and run.active else None
+        if wait is None or self.flow is None:
+            return
+        step = self.flow.steps.get(wait.step)
+        if wait.kind == "widget_done" and isinstance(step, c.CWidget):
+            run.json = wait.widget_json
+            self.invalidate()
+            self.resume(step.next)
+            return
+        if not wait.held:
+            return
+        # A timer that fell due while a person talked starts again from now: the customer has
+        # just been answered, so "no answer for 2h" counts from the hand-back.
+        flow = self.flow
+        wait.until = None
+        for purpose in wait.held:
+            seconds: float | None = None
+            if purpose == "no_answer" and isinstance(step, (c.CMessage, c.CList)) and step.no_answer:
+                seconds = step.no_answer[0]
+            elif purpose.startswith("pause:") and isinstance(step, c.CPause):
+                event = step.until[int(purpose.split(":")[1])]
+                if event.on == "working_hours":
+                    seconds = max(0.0, flow.hours.next_opening(self.now).timestamp() - self.epoch)
+                else:
+                    seconds = event.after or 0
+            elif purpose == "widget_timeout" and isinstance(step, c.CWidget) and step.wait_timeout:
+                seconds = step.wait_timeout
+            if seconds is not None:
+                at = self.set_timer(wait.timers, seconds, purpose)
+                wait.until = at if wait.until is None else min(wait.until, at)
+        wait.held = ()
 
     def on_stop(self, e: ev.StopBot) -> None:
         run = self.state.run

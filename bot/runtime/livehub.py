@@ -58,6 +58,12 @@ class LiveHub:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
+    def wake_all(self) -> None:
+        """Wake every waiter (shutdown): long polls answer with what they have."""
+        for queues in list(self._waiters.values()):
+            for q in list(queues):
+                q.put_nowait(-1)
+
     def notify(self, cid: str, last: int) -> None:
         for q in list(self._waiters.get(cid, ())):
             q.put_nowait(last)

@@ -76,21 +76,26 @@ class Wait:
     token: str | None = None  # widget: the one-time return token
     request: str | None = None  # request: its id
     until: float | None = None  # epoch of the earliest timer, for the dashboard
+    held: tuple[str, ...] = ()  # timers (their purposes) that fell due while a person had the chat
+    widget_json: Any = None  # a widget's answer that arrived while a person had the chat
 
     def clone(self) -> "Wait":
         w = object.__new__(Wait)
         w.kind, w.step, w.timers, w.on = self.kind, self.step, dict(self.timers), self.on
         w.token, w.request, w.until = self.token, self.request, self.until
+        w.held, w.widget_json = self.held, self.widget_json
         return w
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "step": self.step, "timers": self.timers, "on": list(self.on),
-                "token": self.token, "request": self.request, "until": self.until}
+                "token": self.token, "request": self.request, "until": self.until,
+                "held": list(self.held), "widget_json": self.widget_json}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Wait":
         return cls(d["kind"], d["step"], dict(d.get("timers") or {}), tuple(d.get("on") or ()),
-                   d.get("token"), d.get("request"), d.get("until"))
+                   d.get("token"), d.get("request"), d.get("until"), tuple(d.get("held") or ()),
+                   d.get("widget_json"))
 
 
 @dataclass(slots=True)

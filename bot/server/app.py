@@ -27,7 +27,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(api.routes)
     app.add_routes(openapi.routes)
     if role in ("all", "web"):
-        app.add_routes(livechat.routes)
+        livechat.setup(app)
         app.add_routes(webhooks.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

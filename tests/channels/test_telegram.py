@@ -199,6 +199,7 @@ async def test_a_full_conversation_with_buttons_a_list_a_pause_and_media(
         assert [u["text"] for u in users] == ["/start promo42", "Catalog", "2", "my living room"]
         assert users[1]["payload"] and users[1]["kind"] == "button"
         assert users[3]["attachments"] == [{"kind": "image", "url": "tg-file:AgAC-large", "name": None}]
+        assert fake.rate_limited == 0, [(c[0], c[2], round(c[3] - fake.calls[0][3], 3)) for c in fake.calls]
         assert fake.rate_limited == 0 and fake.retry_violations == 0
 
 
@@ -299,10 +300,10 @@ async def test_long_polling_delivers_through_the_same_path(
     fake.bots[TOKEN].webhook_url = "https://old.example.com/hook"  # the poller removes it first
     async with running(redis_url, tmp_path, fake, settings={"mode": "polling", "poll_timeout": 10},
                        webhook=False) as h:
+        await fake.wait_for(lambda f: not f.bots[TOKEN].webhook_url)  # deleteWebhook was called
         update = text_update(h.update_id(), chat, "/start polled")
-        await h.post(update)  # fake: queued for getUpdates once the webhook is gone
+        await h.post(update)  # queued for getUpdates
         [hello] = await h.wait_sent(chat, 1)
-        assert fake.bots[TOKEN].webhook_url == ""
         assert hello.text == "Hi! You came from polled."
         await h.post(update)  # the same update again: handled once
         await h.clicks(chat, hello, "Catalog")

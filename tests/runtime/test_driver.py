@@ -99,6 +99,8 @@ async def test_a_turn_is_cut_after_too_many_requests() -> None:
         ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW, {}
     )
     assert len(handler.calls) == MAX_REQUESTS_PER_TURN
-    assert result.effects[-1] == fx.Trace("turn.too_many_requests", "error", {})
-    assert result.state.run is not None and result.state.run.wait is not None
-    assert result.state.run.wait.kind == "request"  # it was cut, not finished
+    error = f"more than {MAX_REQUESTS_PER_TURN} requests in one event"
+    assert result.effects[-1] == fx.Trace("turn.too_many_requests", "error", {"error": error})
+    assert not any(isinstance(e, fx.Request) for e in result.effects)
+    run = result.state.run
+    assert run is not None and (run.status, run.wait, run.error) == ("failed", None, error)

@@ -639,7 +639,7 @@ def test_while_a_person_has_the_conversation_the_bot_neither_answers_nor_fires_t
     assert without_traces(chat.say("yes")) == [fx.ChatStatus("unanswered")]
     assert chat.step == "ask" and chat.status == "waiting"
     out = chat.fire(timer)
-    assert without_traces(out) == [] and trace_events(out) == ["timer.suppressed"]
+    assert without_traces(out) == [] and trace_events(out) == ["timer.held"]
     assert chat.state.run.wait.timers == {}
     chat.feed(ev.Release())
     assert chat.state.owner == "bot" and chat.step == "ask"

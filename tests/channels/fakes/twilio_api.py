@@ -12,8 +12,8 @@ REST (https://www.twilio.com/docs/messaging/api/message-resource#create-a-messag
   21623 too many media, 21654 ContentVariables without ContentSid, 21655 unknown ContentSid,
   21910 a WhatsApp From with a non-WhatsApp To, 21610 unsubscribed recipient (``unsubscribed``),
   63016 a free-form WhatsApp message outside the 24-hour window (with ``enforce_window``:
-  synchronously, or as a ``failed`` status callback like the real service when
-  ``window_failure="callback"``), and 429/20429 with ``Retry-After`` when a sender number
+  synchronously, or — like the real service — accepted and later reported by a ``failed``
+  status callback (``deliver_callbacks``) when ``window_failure="callback"``), and 429/20429 with ``Retry-After`` when a sender number
   exceeds its rate (a bucket of ``burst`` refilled at ``rate`` per second).
 * Content API (``add_content``): a ``twilio/quick-reply`` or ``twilio/list-picker`` content
   is stored with its actions; a message sent with its ``ContentSid`` shows those buttons and the
@@ -159,8 +159,7 @@ class FakeTwilio:
         self.webhooks: list[WebhookPost] = []
         self._routes: list[tuple[str, str]] = []  # (public prefix, local prefix)
         self._buckets: dict[str, tuple[float, float]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._changed = asyncio.Condition()
+        self.doomed: list[tuple[SentMessage, str]] = []  # accepted messages that will fail (code)
         self._http: aiohttp.ClientSession | None = None
         self._message_ids = itertools.count(1)
         app = web.Application()
@@ -174,8 +173,6 @@ class FakeTwilio:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in list(self._tasks):
-            await task
         if self._http is not None:
             await self._http.close()
         await self.server.close()
@@ -203,26 +200,6 @@ class FakeTwilio:
     def customer_wrote(self, number: str) -> None:
         """The customer's last message: opens the WhatsApp 24-hour window."""
         self.open_windows[number] = time.time()
-
-    # ------------------------------------------------------------------ waiting
-    async def wait_sent(self, count: int, timeout: float = 10.0, *,
-                        tick: Callable[[], Any] | None = None) -> list[SentMessage]:
-        """Wait until ``count`` messages were accepted, calling ``tick`` (a delivery round) meanwhile."""
-        deadline = time.monotonic() + timeout
-        while len(self.sent) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} messages, got {len(self.sent)}: "
-                                     f"{[m.text for m in self.sent]}")
-            if tick is not None:
-                result = tick()
-                if asyncio.iscoroutine(result):
-                    await result
-            async with self._changed:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), timeout=0.05)
-                except asyncio.TimeoutError:
-                    pass
-        return self.sent[:count]
 
     # ------------------------------------------------------------------ REST
     def _error(self, status: int, code: int, message: str | None = None,
@@ -277,12 +254,8 @@ class FakeTwilio:
         if outside and self.window_failure == "sync":
             return self._error(400, 63016)
         self.sent.append(message)
-        async with self._changed:
-            self._changed.notify_all()
-        if outside:  # accepted, then failed later (the real service's behaviour)
-            task = asyncio.create_task(self.post_status(message, "failed", error_code="63016"))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if outside:  # accepted now, failed later: see ``deliver_callbacks``
+            self.doomed.append((message, "63016"))
         now = format_datetime(datetime.now(timezone.utc), usegmt=True)
         uri = f"/2010-04-01/Accounts/{account}/Messages/{message.sid}.json"
         return web.json_response({
@@ -391,6 +364,11 @@ class FakeTwilio:
             params += [("ChannelToAddress", to[len(WHATSAPP):]), ("ChannelPrefix", "whatsapp"),
                        ("ChannelInstallSid", _sid("XE"))]
         return params
+
+    async def deliver_callbacks(self) -> list[WebhookPost]:
+        """Twilio works through its queue: the doomed messages' ``failed`` status callbacks."""
+        doomed, self.doomed = self.doomed, []
+        return [await self.post_status(m, "failed", error_code=code) for m, code in doomed]
 
     async def post_status(self, message: SentMessage, status: str, *,
                           error_code: str | None = None) -> WebhookPost:
@@ -508,9 +486,12 @@ SHOP_FLOW: dict[str, Any] = {
                   "attachments": [{"kind": "document", "url": "https://cdn.example.com/receipt.pdf",
                                    "name": "receipt.pdf"}]},
         "tea": {"type": "message", "text": "Tea is on its way."},
-        "person": {"type": "message", "text": "A person will write to you soon.", "failed": "undelivered"},
+        "person": {"type": "message", "text": "A person will write to you soon.", "failed": "undelivered",
+                   "next": "wait_person"},
+        "wait_person": {"type": "pause", "next": "hours"},
         "hours": {"type": "message", "text": "We are open 9 to 18."},
-        "undelivered": {"type": "action", "actions": [{"do": "tags", "entity": "lead", "add": ["undelivered"]}]},
+        "undelivered": {"type": "action", "actions": [{"do": "set_variable", "name": "undelivered",
+                                                        "value": "yes"}]},
     },
 }
 

@@ -1,0 +1,87 @@
+"""How the HTTP backends (Kommo, generic webhook) turn an HTTP answer into a typed CRM error.
+
+One mapping for both, documented in docs/crm.md ("Reliability"):
+
+* 429 → ``CrmRateLimited`` with ``retry_after`` from the ``Retry-After`` header, else the body's
+  ``retry_after``, else 1 s;
+* 401, 402, 403 → ``CrmUnavailable``: the credentials, the plan or an IP block (Kommo answers
+  403 to every request of an address that kept exceeding its rate) are fixed by an operator or
+  by time, never by changing the command — so the command waits in the outbox instead of being
+  dropped, and the error is logged loudly;
+* 408, 5xx, a timeout or a refused connection → ``CrmUnavailable``;
+* any other 4xx (400 and 422 validation errors, 404, 409) → ``CrmRejected`` carrying the CRM's
+  own message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from bot.errors import CrmError, CrmRateLimited, CrmRejected, CrmUnavailable
+
+log = logging.getLogger("salesbot.crm")
+
+#: Statuses that mean "try again later", never "this command is wrong".
+AUTH_STATUSES = frozenset({401, 402, 403})
+DEFAULT_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 3600.0
+
+
+def parse_body(text: str) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def retry_after_of(headers: Mapping[str, str], body: Any) -> float:
+    """Seconds to wait: ``Retry-After`` (seconds), else the body's ``retry_after``, else 1 s."""
+    candidates: list[Any] = [headers.get("Retry-After"), headers.get("retry-after")]
+    if isinstance(body, Mapping):
+        candidates.append(body.get("retry_after"))
+    for raw in candidates:
+        if raw in (None, ""):
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            continue
+        if value >= 0:
+            return min(value, MAX_RETRY_AFTER)
+    return DEFAULT_RETRY_AFTER
+
+
+def message_of(body: Any, text: str) -> str:
+    """The CRM's own explanation: Kommo's validation errors, ``detail``/``title``, or ``error``."""
+    if isinstance(body, Mapping):
+        parts: list[str] = []
+        for group in body.get("validation-errors") or []:
+            for err in (group or {}).get("errors") or []:
+                path, detail = err.get("path"), err.get("detail") or err.get("code")
+                parts.append(f"{path}: {detail}" if path else str(detail))
+        if parts:
+            return "; ".join(parts)
+        for key in ("detail", "error", "message", "title"):
+            value = body.get(key)
+            if isinstance(value, Mapping):
+                value = value.get("message") or value.get("detail")
+            if value:
+                return str(value)
+    return text.strip()[:300] or "no details"
+
+
+def error_for(crm: str, status: int, headers: Mapping[str, str], text: str, what: str) -> CrmError:
+    """The typed error of a non-2xx answer of ``crm`` to ``what`` (``"PATCH /api/v4/leads"``)."""
+    body = parse_body(text)
+    message = f"{crm}: {what}: {status} {message_of(body, text)}"
+    if status == 429:
+        return CrmRateLimited(message, retry_after=retry_after_of(headers, body))
+    if status in AUTH_STATUSES:
+        log.error("crm.auth_failed", extra={"crm": crm, "status": status, "what": what})
+        return CrmUnavailable(message)
+    if status == 408 or status >= 500:
+        return CrmUnavailable(message)
+    return CrmRejected(message)

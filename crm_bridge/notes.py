@@ -1,0 +1,90 @@
+"""Notes of the embedded CRM, with a priority, per lead or contact.
+
+Each record's notes are a hash (note id -> msgpack note) and a zset whose score orders them by
+priority, then newest (``card.note_score``): listing a page is one ``ZREVRANGE`` plus one
+``HMGET``, whatever the number of notes. Notes written by a flow's ``add_note`` have priority
+``none``; people set a priority through the HTTP API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from redis.asyncio import Redis
+
+from bot.errors import CrmRejected
+
+from .card import note_priority, note_score
+
+NOTE_MAX = 20_000  # characters of one note
+
+
+def _pack(v: Any) -> bytes:
+    return msgpack.packb(v, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _order_key(entity: str, eid: str) -> str:
+    return f"sb:crm:pnotes:{entity}:{eid}"
+
+
+def _body_key(entity: str, eid: str) -> str:
+    return f"sb:crm:pnote:{entity}:{eid}"
+
+
+def make_note(nid: str, entity: str, eid: str, text: Any, priority: Any, created_at: float,
+              author: str | None = None) -> dict[str, Any]:
+    body = str(text or "").strip()
+    if not body:
+        raise CrmRejected("a note needs text")
+    if len(body) > NOTE_MAX:
+        raise CrmRejected(f"a note is at most {NOTE_MAX} characters")
+    return {"id": nid, "entity": entity, "entity_id": eid, "text": body,
+            "priority": note_priority(priority), "created_at": created_at, "updated_at": created_at,
+            "author": author}
+
+
+class NoteStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    @staticmethod
+    def queue_put(pipe: Any, note: dict[str, Any]) -> None:
+        entity, eid, nid = note["entity"], str(note["entity_id"]), str(note["id"])
+        pipe.hset(_body_key(entity, eid), nid, _pack(note))
+        pipe.zadd(_order_key(entity, eid), {nid: note_score(note["priority"], note["created_at"])})
+
+    async def put(self, note: dict[str, Any]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        self.queue_put(pipe, note)
+        await pipe.execute()
+
+    async def page(self, entity: str, eid: str, *, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+        """Notes by priority (high, medium, none), then newest first; and how many there are."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrevrange(_order_key(entity, eid), offset, offset + limit - 1)
+        pipe.zcard(_order_key(entity, eid))
+        ids, total = await pipe.execute()
+        if not ids:
+            return [], int(total)
+        bodies = await self.redis.hmget(_body_key(entity, eid), ids)
+        return [msgpack.unpackb(b, raw=False) for b in bodies if b], int(total)
+
+    async def every(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """All notes of several records, oldest first (the order they were written)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entity, eid in pairs:
+            pipe.hvals(_body_key(entity, eid))
+        notes = [msgpack.unpackb(b, raw=False) for values in await pipe.execute() for b in values]
+        return sorted(notes, key=lambda n: (n["created_at"], int(n["id"]) if str(n["id"]).isdigit() else 0))
+
+    async def get(self, entity: str, eid: str, nid: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(_body_key(entity, eid), nid)
+        return None if raw is None else msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]
+
+    async def delete(self, entity: str, eid: str, nid: str) -> bool:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hdel(_body_key(entity, eid), nid)
+        pipe.zrem(_order_key(entity, eid), nid)
+        deleted, _ = await pipe.execute()
+        return bool(deleted)
