@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from .errors import SalesbotError
 
@@ -41,6 +41,105 @@ class TokenConfig(_Frozen):
     name: str = ""
 
 
+class CrmUserConfig(_Frozen):
+    """A person of the embedded CRM: responsible for leads, the sender of e-mails."""
+
+    id: str
+    name: str = ""
+    email: str | None = None
+    teams: list[str] = []
+
+
+class CrmTeamConfig(_Frozen):
+    id: str
+    name: str = ""
+
+
+class EmbeddedCrmConfig(_Frozen):
+    """``[embedded_crm]``: pipelines (name -> ordered stages; none: one default pipeline), users, teams."""
+
+    pipelines: dict[str, list[str]] = {}
+    users: list[CrmUserConfig] = []
+    teams: list[CrmTeamConfig] = []
+
+
+class SmtpConfig(_Frozen):
+    """``[smtp]``: where ``send_email`` sends. Without ``host`` the action is not configured."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    host: str | None = None
+    port: int = 587
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = Field("salesbot@localhost", alias="from")
+    starttls: bool = True  # upgrade with STARTTLS (required when true); false: plain or use_tls
+    use_tls: bool = False  # implicit TLS (port 465)
+    timeout: float = 30.0
+
+
+class EmailTemplateConfig(_Frozen):
+    subject: str
+    text: str | None = None
+    html: str | None = None
+
+
+class ActionsConfig(_Frozen):
+    """``[actions]``: outward actions of flows (send_webhook, send_email, create_form)."""
+
+    allow_private_webhooks: bool = False
+    webhook_allowlist: list[str] = []  # hosts or networks (CIDR) reachable even when private
+    webhook_max_timeout: float = 25.0  # caps a step's timeout (the conversation waits for it)
+    webhook_max_response: int = 262_144  # bytes of a response kept as the saved value
+    email_templates_dir: Path | None = None  # <name>.txt and/or <name>.html, first line "Subject: …"
+    email_templates: dict[str, EmailTemplateConfig] = {}
+    secret: SecretStr | None = None  # signs unsubscribe links; absent: generated once, kept in the store
+    form_ttl_days: int = 30
+
+
+class MetaConversionsConfig(_Frozen):
+    """``[meta_conversions]``: the pixel (dataset) and token of Meta's Conversions API."""
+
+    pixel_id: str | None = None
+    access_token: SecretStr | None = None
+    graph_base: str = "https://graph.facebook.com/v21.0"
+    action_source: str = "chat"
+    default_currency: str = "USD"
+    test_event_code: str | None = None
+
+
+class CrmConfig(_Frozen):
+    """``[crm]``: which CRM the flows' actions drive (see docs/crm.md).
+
+    ``embedded`` (default): the CRM in the server's Redis (pipelines in ``[embedded_crm]``).
+    ``kommo``: ``base_url`` ``https://<subdomain>.kommo.com`` and a long-lived ``token``;
+    ``secret`` is the integration's client secret (verifies widget_request JWTs) and
+    ``webhook_secret`` the ``?secret=`` of ``/webhooks/kommo/<account>``.
+    ``webhook``: every operation POSTed to ``base_url``, signed with ``secret``.
+    """
+
+    backend: Literal["embedded", "kommo", "webhook"] = "embedded"
+    base_url: str | None = None
+    token: SecretStr | None = None
+    secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    account: str | None = None  # kommo: the {account} of /webhooks/kommo/{account} (default: the subdomain)
+    identity_field: str = "Salesbot ID"  # kommo: contact field holding channel identities ("" = phone/e-mail only)
+    rate_limit: int = Field(7, ge=1)  # kommo: requests per second for this process
+    timeout: float = Field(10.0, gt=0)
+    retry_base: float = Field(1.0, gt=0)  # outbox backoff: base * 2**(attempt-1) seconds …
+    retry_max: float = Field(300.0, gt=0)  # … capped here, never below the CRM's retry_after
+    max_attempts: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "CrmConfig":
+        if self.backend == "kommo" and not (self.base_url and self.token):
+            raise ValueError("the kommo backend needs base_url and token")
+        if self.backend == "webhook" and not (self.base_url and self.secret):
+            raise ValueError("the webhook backend needs base_url and secret")
+        return self
+
+
 class Config(_Frozen):
     """Everything the server and worker need, resolved."""
 
@@ -61,6 +160,11 @@ class Config(_Frozen):
     outbox_max_attempts: int = 8
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    embedded_crm: EmbeddedCrmConfig = EmbeddedCrmConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    actions: ActionsConfig = ActionsConfig()
+    meta_conversions: MetaConversionsConfig = MetaConversionsConfig()
+    crm: CrmConfig = CrmConfig()
 
     def account(self, name: str) -> AccountConfig | None:
         return self.accounts.get(name)
@@ -79,6 +183,9 @@ _ENV_KEYS = {
     "SALESBOT_LOCK_TTL": "lock_ttl",
     "SALESBOT_LOG_LEVEL": "log_level",
 }
+#: CRM secrets may come from the environment instead of the file (``[crm]`` keys).
+_CRM_ENV_KEYS = {"SALESBOT_CRM_TOKEN": "token", "SALESBOT_CRM_SECRET": "secret",
+                 "SALESBOT_CRM_WEBHOOK_SECRET": "webhook_secret"}
 
 
 def load_config(
@@ -104,6 +211,9 @@ def load_config(
     for var, key in _ENV_KEYS.items():
         if env.get(var):
             data[key] = env[var]
+    for var, key in _CRM_ENV_KEYS.items():
+        if env.get(var):
+            data["crm"] = {**(data.get("crm") or {}), key: env[var]}
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value

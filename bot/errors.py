@@ -10,11 +10,13 @@ Every error the project raises on purpose derives from ``SalesbotError``::
     │   ├── UnknownBot             start_bot / API named a bot that is not loaded
     │   └── StepBudgetExceeded     one event ran more steps than the flow's step_budget
     ├── ConversationTestError      (bot.runtime.testing) a *.test.yaml file is malformed
-    └── CrmError                   (crm_bridge)
-        ├── CrmRejected            permanent: the CRM refused the command
-        └── CrmTemporary           retry later
-            ├── CrmUnavailable
-            └── CrmRateLimited     carries retry_after (seconds)
+    ├── CrmError                   (crm_bridge)
+    │   ├── CrmRejected            permanent: the CRM refused the command
+    │   └── CrmTemporary           retry later
+    │       ├── CrmUnavailable
+    │       └── CrmRateLimited     carries retry_after (seconds)
+    └── ActionFailed               (bot.runtime.actions) an outward action failed: the step's `failed`
+        └── ActionRefused          the target is not allowed (private address, not configured, …)
 
 Errors carry structured fields so callers never parse messages.
 """
@@ -101,3 +103,14 @@ class CrmRateLimited(CrmTemporary):
     def __init__(self, message: str = "rate limited", *, retry_after: float = 1.0) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class ActionFailed(SalesbotError):
+    """An outward action (send_webhook, send_email, create_form, meta_conversion) failed.
+
+    Outward actions are not retried by the runtime: the flow takes the step's ``failed`` branch.
+    """
+
+
+class ActionRefused(ActionFailed):
+    """The action may not run: a private webhook address, nobody to e-mail, not configured."""

@@ -95,13 +95,15 @@ class MemoryCrm:
     async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
         return self.snapshot_now(ref)
 
-    def snapshot_now(self, ref: CrmRef) -> dict[str, Any]:
+    def snapshot_now(self, ref: CrmRef, *, copy_records: bool = True) -> dict[str, Any]:
+        """The snapshot; ``copy_records=False`` when the records are a throw-away workspace."""
         lead = self.leads.get(ref.lead_id, {})
         company_id = lead.get("company") or ref.company_id
+        dup = copy.deepcopy if copy_records else (lambda v: v)
         return {
-            "contact": copy.deepcopy(self.contacts.get(ref.contact_id, {})),
-            "lead": {k: copy.deepcopy(v) for k, v in lead.items() if k not in ("contacts", "company")},
-            "company": copy.deepcopy(self.companies.get(company_id, {})) if company_id else {},
+            "contact": dup(self.contacts.get(ref.contact_id, {})),
+            "lead": {k: dup(v) for k, v in lead.items() if k not in ("contacts", "company")},
+            "company": dup(self.companies.get(company_id, {})) if company_id else {},
         }
 
     async def execute(self, ref: CrmRef, command: dict[str, Any]) -> CommandResult:

@@ -106,7 +106,7 @@ class RedisCrm:
     async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
         ws = self._workspace([])
         await self._load(ref, ws)
-        return ws.snapshot_now(ref)
+        return ws.snapshot_now(ref, copy_records=False)
 
     async def execute(self, ref: CrmRef, command: dict[str, Any]) -> CommandResult:
         ws = self._workspace(await self._ids(2))

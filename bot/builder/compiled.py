@@ -249,3 +249,4 @@ class CompiledFlow:
     source: Mapping[str, Any] = field(repr=False, default_factory=lambda: MappingProxyType({}))
     warnings: tuple[str, ...] = ()
     called_bots: frozenset[str] = frozenset()
+    uses_crm: bool = True  # whether any template or condition reads contact, lead or company

@@ -203,10 +203,14 @@ class _Compiler:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.names: set[str] = set()  # every context name the flow reads (to skip CRM reads)
 
     def template(self, source: str, at: list[str | int]) -> Template:
         try:
-            return Template(source)
+            compiled = Template(source)
+            if compiled.constant is None:
+                self.names |= referenced_names(source)
+            return compiled
         except TemplateSyntaxError as exc:
             self.problems.append(Problem(pointer(at), f"template does not compile: {exc.message} (line {exc.lineno})"))
             return Template("")
@@ -242,10 +246,13 @@ class _Compiler:
             return c.CNot(self.predicate(p.not_, at + ["not"]))
         if isinstance(p, m.ExprPredicate):
             try:
-                return c.CExpr(Expression(p.expr))
+                compiled = c.CExpr(Expression(p.expr))
+                self.names |= referenced_names("{{ " + p.expr + " }}")
+                return compiled
             except TemplateSyntaxError as exc:
                 self.problems.append(Problem(pointer(at + ["expr"]), f"expression does not compile: {exc.message}"))
                 return c.CExpr(Expression("false"))
+        self.names.add(p.field.split(".")[0])
         value = self.value(p.value, at + ["value"])
         pattern = None
         if p.op == "matches":
@@ -369,6 +376,22 @@ def _static_buttons(buttons: list[c.CButton]) -> tuple[OutButton, ...] | None:
     return tuple(out)
 
 
+#: Template names whose values come from the CRM snapshot.
+CRM_NAMES = frozenset({"contact", "lead", "company"})
+
+
+def referenced_names(source: str) -> set[str]:
+    """The top-level context names a template reads (``{{ lead.price }}`` -> {"lead"})."""
+    from jinja2 import meta
+
+    from .templates import _ENV
+
+    try:
+        return set(meta.find_undeclared_variables(_ENV.parse(source)))
+    except TemplateSyntaxError:
+        return set()
+
+
 def _payload(step_id: str, index: int) -> str:
     """A button's click payload: short (Telegram allows 64 bytes) and tied to its step."""
     return f"{zlib.crc32(step_id.encode()):08x}.{index}"
@@ -459,6 +482,9 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
         source=MappingProxyType(doc),
         warnings=tuple(str(p) for p in problems if p.severity == "warning"),
         called_bots=frozenset(s.bot for s in steps.values() if isinstance(s, m.StartBotStep)),
+        uses_crm=bool(compiler.names & CRM_NAMES) or any(
+            isinstance(s, m.ActionStep) and any(getattr(a, "from_", None) == "manual" for a in s.actions)
+            for s in steps.values()),
     )
     return _sorted(problems), flow
 

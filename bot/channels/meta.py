@@ -203,7 +203,7 @@ class GraphClient:
                          str(err.get("message") or ""), retry, err.get("fbtrace_id"))
 
 
-class _SentParts:
+class SentParts:
     """Which parts of a multi-part message already left, so a retry does not repeat them.
 
     Kept in memory (bounded): after a restart a retried message may repeat its first parts,
@@ -226,7 +226,7 @@ class _SentParts:
         self._done.pop(key, None)
 
 
-async def send_parts(sent: _SentParts, key: str, bodies: list[Any], post: Any) -> str | None:
+async def send_parts(sent: SentParts, key: str, bodies: list[Any], post: Any) -> str | None:
     """Post ``bodies`` in order (``post(body) -> platform id``), skipping the ones a previous
     attempt of the same message already sent; returns the id of the last part."""
     done, last_id = sent.get(key) if key else (0, None)
@@ -308,7 +308,7 @@ class MetaMessagingAdapter:
         self.graph = GraphClient(http, base_url=config.api_base_url,
                                  version=str(settings.get("api_version") or GRAPH_VERSION),
                                  token=creds.get("access_token", ""))
-        self._parts = _SentParts()
+        self._parts = SentParts()
         self._private_replied: OrderedDict[str, float] = OrderedDict()
 
     # -------------------------------------------------------------- inbound

@@ -122,7 +122,7 @@ def render(entry: dict[str, Any], caps: Capabilities) -> list[Rendered]:
             if list_in.get("footer"):
                 suffix += f"\n\n{list_in['footer']}"
     elif replies:
-        fits = len(replies) <= caps.max_buttons and (caps.mixed_buttons or not links)
+        fits = len(replies) <= caps.max_buttons  # links that cannot join them become text below
         if fits:
             buttons = tuple(Button(_cut(b["title"], caps.button_title_max), b["payload"]) for b in replies)
         elif caps.lists and len(replies) <= caps.max_list_rows:
@@ -130,7 +130,7 @@ def render(entry: dict[str, Any], caps: Capabilities) -> list[Rendered]:
                                                    for b in replies)),))
         else:
             suffix = "\n\n" + _numbered([b["title"] for b in replies])
-    if links and not (caps.url_buttons and (caps.mixed_buttons or not buttons)):
+    if links and not (caps.url_buttons and (caps.mixed_buttons or not (buttons or menu))):
         suffix += "\n" + "\n".join(f"{link.title}: {link.url}" for link in links)
         links = []
     full = (text + suffix).strip() if suffix else text

@@ -593,12 +593,12 @@ class TelegramPoller:
         """One ``getUpdates`` call and the delivery of what it returned; returns the update count."""
         redis = self.services.redis
         raw = await redis.get(self.offset_key)
-        params: dict[str, Any] = {"timeout": int(timeout), "allowed_updates": ["message", "callback_query"]}
-        if raw:
-            params["offset"] = int(raw)
-        updates = await self.adapter.bot.do_api_request("getUpdates", api_kwargs=params, read_timeout=timeout + 10)
+        fetched = await self.adapter.bot.get_updates(
+            offset=int(raw) if raw else None, timeout=int(timeout), allowed_updates=["message", "callback_query"],
+            read_timeout=timeout + 10)
         self.polls += 1
-        for update in updates or ():
+        updates = [u.to_dict() for u in fetched]  # back to Bot API JSON: one parser for both paths
+        for update in updates:
             try:
                 items = parse_update(update)
             except MalformedWebhook as exc:
@@ -607,7 +607,7 @@ class TelegramPoller:
             await self.deliver(items)
             if isinstance(update, dict) and isinstance(update.get("update_id"), int):
                 await redis.set(self.offset_key, update["update_id"] + 1)
-        return len(updates or ())
+        return len(updates)
 
     async def run(self, stop: asyncio.Event) -> None:
         account = self.adapter.account
@@ -625,7 +625,7 @@ class TelegramPoller:
                     pause = self.lease / 3
                     continue
                 if not webhook_removed:  # getUpdates does not work while a webhook is set
-                    await self.adapter.bot.do_api_request("deleteWebhook", api_kwargs={"drop_pending_updates": False})
+                    await self.adapter.bot.delete_webhook(drop_pending_updates=False)
                     webhook_removed = True
                 poll = asyncio.ensure_future(self.poll_once(self.timeout))
                 stopper = asyncio.ensure_future(stop.wait())

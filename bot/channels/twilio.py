@@ -203,6 +203,9 @@ def _content_variables(params: Any) -> str | None:
 class TwilioAdapter:
     """One Twilio sender (a WhatsApp sender or an SMS number / messaging service)."""
 
+    #: The answer to a webhook: empty TwiML (replies go out through the REST API, later).
+    webhook_reply = ("text/xml", '<?xml version="1.0" encoding="UTF-8"?><Response/>')
+
     def __init__(self, *, name: str, whatsapp: bool, account: str, config: AccountConfig,
                  http: aiohttp.ClientSession, public_url: str) -> None:
         self.name = name

@@ -83,6 +83,9 @@ async def receive(request: web.Request) -> web.Response:
         log.warning("webhook.malformed", extra={"channel": adapter.name, "account": account, "reason": str(exc)})
         return error(400, "malformed", str(exc))
     await dispatch(request.app[SERVICES], account, adapter, items)
+    reply = getattr(adapter, "webhook_reply", None)  # (content type, body): Twilio expects TwiML
+    if reply is not None:
+        return web.Response(text=reply[1], content_type=reply[0])
     return web.json_response({"ok": True, "items": len(items)})
 
 

@@ -30,7 +30,7 @@ import aiohttp
 from ..config import AccountConfig
 from .base import (Capabilities, DeliveryRejected, DeliveryTemporary, Inbound, InboundAttachment,
                    MalformedWebhook, RawRequest)
-from .meta import (GRAPH_VERSION, WINDOW, GraphClient, GraphError, _SentParts, answer_handshake,
+from .meta import (GRAPH_VERSION, WINDOW, GraphClient, GraphError, SentParts, answer_handshake,
                    credentials, load_body, message_key, number, send_parts, verify_signature)
 from .render import Rendered, render, split_text
 
@@ -82,7 +82,7 @@ class WhatsAppAdapter:
         self.throughput_retry_after = float(settings.get("throughput_retry_after", 1.0))
         self.pair_retry_after = float(settings.get("pair_retry_after", 6.0))
         self.choose_text = str(settings.get("choose_text") or "Please choose:")
-        self._parts = _SentParts()
+        self._parts = SentParts()
 
     # -------------------------------------------------------------- inbound
     def handshake(self, request: RawRequest) -> tuple[int, str] | None:

@@ -114,7 +114,7 @@ class ConversationService:
         if ref is not None:
             state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
         snapshot: Mapping[str, Any] = {}
-        if ref is not None:
+        if ref is not None and await self._needs_snapshot(state, batch.events):
             try:
                 snapshot = await self.crm.snapshot(ref)
             except CrmError as exc:
@@ -172,6 +172,32 @@ class ConversationService:
         if result_.status == -1:
             log.error("store.lock_lost", extra={"cid": cid})
         return result_.status
+
+    async def _needs_snapshot(self, state: ConversationState, events: list[bytes]) -> bool:
+        """Whether any flow these events may run reads the CRM (one read per batch, or none)."""
+        bots: set[tuple[str, int | None]] = set()
+        run = state.run
+        if run is not None:
+            bots.add((run.bot, run.version))
+            bots.update((f.bot, f.version) for f in run.callers)
+        for raw in events:
+            event, _ = self._decode(raw)
+            for name in (getattr(event, "greeting", None), getattr(event, "bot", None)):
+                if name:
+                    bots.add((name, None))
+        seen: set[str] = set()
+        todo = list(bots)
+        while todo:
+            bot, version = todo.pop()
+            if bot in seen and version is None:
+                continue
+            seen.add(bot)
+            await self.flows.ensure_for(None, bot) if version is None else None
+            flow = self.flows.get(bot, version)
+            if flow is None or flow.uses_crm:
+                return True  # unknown: read to be safe
+            todo.extend((callee, None) for callee in flow.called_bots if callee not in seen)
+        return False
 
     def _decode(self, raw: bytes) -> tuple[ev.Event, dict[str, Any]]:
         data = codec.unpack(raw)

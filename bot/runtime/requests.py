@@ -14,7 +14,7 @@ from typing import Any
 
 from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
 
-from ..errors import CrmRejected, CrmTemporary
+from ..errors import ActionFailed, CrmRejected, CrmTemporary
 from . import effects as fx
 from . import events as ev
 from .state import ConversationState
@@ -78,7 +78,8 @@ class ServerRequests:
             return ev.RequestResult(request.id, ok=False, error=f"{do} is not configured on this server")
         try:
             value = await self.outward(command, state)
-        except CrmRejected as exc:
+        except (CrmRejected, ActionFailed) as exc:  # outward actions are not retried: `failed` branch
+            log.warning("action.failed", extra={"do": do, "error": str(exc)})
             return ev.RequestResult(request.id, ok=False, error=str(exc))
         return ev.RequestResult(request.id, value=value)
 

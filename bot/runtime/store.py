@@ -29,6 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import keys as k
+from .scripts import Lua, run_pipeline
 
 _PUSH = """
 local seen_ttl = tonumber(ARGV[6])
@@ -151,6 +152,7 @@ class SaveRequest:
     timers_cancel: list[str] = field(default_factory=list)
     outbox_account: str | None = None
     activity: float | None = None
+    extra_commands: list[Any] = field(default_factory=list)  # more idempotent writes for the same pipeline
 
 
 @dataclass(slots=True)
@@ -180,10 +182,10 @@ class ConversationStore:
         self.transcript_max = transcript_max
         self.shards = shards
         self.batch = batch
-        self._push = redis.register_script(_PUSH)
+        self._push = Lua(redis, _PUSH)
         self._load = redis.register_script(_LOAD)
         self._acquire = redis.register_script(_ACQUIRE)
-        self._save = redis.register_script(_SAVE)
+        self._save = Lua(redis, _SAVE)
         self._append = redis.register_script(_APPEND)
         self._forget_if = redis.register_script(_FORGET_IF)
 
@@ -201,10 +203,11 @@ class ConversationStore:
             meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
                 len(meta_args) // 2, *meta_args]
-        pipe = self.redis.pipeline(transaction=False)
-        await self._push(keys=[key.inbox, key.lock, key.seen, key.state, key.meta], args=args, client=pipe)
-        pipe.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: (now_ms + self.lock_ttl_ms) / 1000})
-        reply, _ = await pipe.execute()
+        def build(pipe: Any) -> None:
+            self._push.queue(pipe, [key.inbox, key.lock, key.seen, key.state, key.meta], args)
+            pipe.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: (now_ms + self.lock_ttl_ms) / 1000})
+
+        reply, _ = await run_pipeline(self.redis, build, [self._push])
         if reply[0] == -1:
             return PushResult(duplicate=True)
         if reply[0] == 1:
@@ -241,21 +244,23 @@ class ConversationStore:
         for name, value in req.meta.items():
             meta_args += [name, value]
         args += [len(meta_args) // 2, *meta_args, k.EVENTS_CHANNEL, cid]
-        pipe = self.redis.pipeline(transaction=False)
-        await self._save(keys=[key.state, key.inbox, key.lock, key.log, key.counter, key.meta, key.out],
-                   args=args, client=pipe)
-        by_shard: dict[int, dict[str, float]] = {}
-        for timer_id, at in req.timers_set:
-            by_shard.setdefault(k.shard_of(cid, self.shards), {})[timer_id] = at
-        for shard, members in by_shard.items():
-            pipe.zadd(k.timer_shard_key(shard), members)
-        if req.timers_cancel:
-            pipe.zrem(k.timer_shard_key(k.shard_of(cid, self.shards)), *req.timers_cancel)
-        if req.out and req.outbox_account:
-            pipe.zadd(k.outbox_queue_key(req.outbox_account), {cid: time.time()}, nx=True)
-        if req.activity is not None:
-            pipe.zadd(k.activity_index_key(), {cid: req.activity})
-        replies = await pipe.execute()
+        def build(pipe: Any) -> None:
+            self._save.queue(pipe, [key.state, key.inbox, key.lock, key.log, key.counter, key.meta, key.out], args)
+            by_shard: dict[int, dict[str, float]] = {}
+            for timer_id, at in req.timers_set:
+                by_shard.setdefault(k.shard_of(cid, self.shards), {})[timer_id] = at
+            for shard, members in by_shard.items():
+                pipe.zadd(k.timer_shard_key(shard), members)
+            if req.timers_cancel:
+                pipe.zrem(k.timer_shard_key(k.shard_of(cid, self.shards)), *req.timers_cancel)
+            if req.out and req.outbox_account:
+                pipe.zadd(k.outbox_queue_key(req.outbox_account), {cid: time.time()}, nx=True)
+            if req.activity is not None:
+                pipe.zadd(k.activity_index_key(), {cid: req.activity})
+            for extra in req.extra_commands:
+                extra(pipe)
+
+        replies = await run_pipeline(self.redis, build, [self._save])
         status, first, last = replies[0]
         return SaveResult(int(status), int(first), int(last))
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
 from . import keys as k
+from .scripts import Lua, run_pipeline
 
 _CLAIM = """
 local now = tonumber(ARGV[1])
@@ -50,16 +52,17 @@ class TimerWheel:
         self.redis = redis
         self.shards = shards
         self.lease = lease
-        self._claim = redis.register_script(_CLAIM)
+        self._claim = Lua(redis, _CLAIM)
 
     async def claim(self, now: float, batch: int = 100) -> list[DueTimer]:
         """Every due timer of every shard (up to ``batch`` each), in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in range(self.shards):
-            await self._claim(keys=[k.timer_shard_key(shard), k.timer_claimed_key(shard)],
-                        args=[now, batch, now + self.lease], client=pipe)
+        def build(pipe: Any) -> None:
+            for shard in range(self.shards):
+                self._claim.queue(pipe, [k.timer_shard_key(shard), k.timer_claimed_key(shard)],
+                                  [now, batch, now + self.lease])
+
         out: list[DueTimer] = []
-        for reply in await pipe.execute():
+        for reply in await run_pipeline(self.redis, build, [self._claim]):
             for j in range(0, len(reply), 2):
                 tid = reply[j].decode() if isinstance(reply[j], bytes) else str(reply[j])
                 due = float(reply[j + 1])

@@ -13,7 +13,7 @@ from aiohttp import web
 from ..channels import livechat, webhooks
 from ..config import Config
 from ..runtime.worker import Worker
-from . import api, openapi
+from . import api, crm_api, openapi, pages
 from .http import errors_middleware
 from .keys import SERVICES
 from .services import Services, open_services
@@ -25,10 +25,12 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     """The app for ``role`` ``all`` or ``web`` (``worker`` runs no HTTP routes but health)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=2 * 1024 * 1024)
     app.add_routes(api.routes)
+    app.add_routes(crm_api.routes)
     app.add_routes(openapi.routes)
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(webhooks.routes)
+        app.add_routes(pages.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:

@@ -87,7 +87,8 @@ SCHEMAS: dict[str, Any] = {
     "TranscriptEntry": {"type": "object", "required": ["n", "role", "at"], "properties": {
         "n": {"type": "integer"}, "role": {"enum": ["user", "bot", "human", "internal", "system"]},
         "text": {"type": "string"}, "at": {"type": "number"}, "buttons": {"type": "array"},
-        "list": {"type": "object"}, "attachments": {"type": "array"}}},
+        "list": {"type": "object"}, "attachments": {"type": "array"},
+        "to": {"type": "array", "items": {"type": "string"}, "description": "internal messages: who it is for (user:<id>, team:<id>)"}}},
     "Conversation": {"allOf": [_ref("ConversationSummary"), {"type": "object", "required": ["run", "transcript"], "properties": {
         "run": {"type": ["object", "null"], "properties": {
             "bot": {"type": "string"}, "version": {"type": "integer"}, "step": {"type": ["string", "null"]},
@@ -163,6 +164,122 @@ PATHS: dict[str, dict[str, Any]] = {
             _ACCOUNT, _p("session", "query", required=True), _p("after", "query", {"type": "integer"}), _p("wait", "query", {"type": "number", "maximum": 60})]),
     },
 }
+
+
+# ---------------------------------------------------------------------- the embedded CRM (/api/crm)
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+SCHEMAS.update({
+    "CrmContact": {"type": "object", "required": ["id", "name", "phone", "email", "fields", "tags", "status",
+                                                  "temperature", "discount", "currency", "language", "unsubscribed"],
+                   "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "first_name": _NULLABLE_TEXT,
+        "phone": _NULLABLE_TEXT, "email": _NULLABLE_TEXT, "responsible": _NULLABLE_TEXT,
+        "fields": {"type": "object"}, "tags": {"type": "array", "items": {"type": "string"}},
+        "status": {"enum": ["current", "potential"]},
+        "temperature": {"enum": ["hot", "warm", "cold", "not_interested", None]},
+        "discount": {"type": "number", "minimum": 0, "maximum": 100},
+        "currency": {"type": ["string", "null"], "pattern": "^[A-Z]{3}$"}, "language": _NULLABLE_TEXT,
+        "unsubscribed": {"type": "boolean"}, "updated_at": {"type": ["number", "null"]},
+        "leads": {"type": "array", "items": {"type": "object"}},
+        "notes": {"type": "array", "items": _ref("CrmNote")}, "notes_total": {"type": "integer"}}},
+    "CrmContactEdit": {"type": "object", "additionalProperties": False, "properties": {
+        "name": {"type": "string"}, "first_name": _NULLABLE_TEXT, "phone": _NULLABLE_TEXT, "email": _NULLABLE_TEXT,
+        "responsible": _NULLABLE_TEXT, "fields": {"type": "object", "description": "custom fields; null removes one"},
+        "tags": {"type": "array", "items": {"type": "string"}, "description": "replaces the tags"},
+        "tags_add": {"type": "array", "items": {"type": "string"}}, "tags_remove": {"type": "array", "items": {"type": "string"}},
+        "status": {"enum": ["current", "potential"]}, "temperature": {"enum": ["hot", "warm", "cold", "not_interested", None]},
+        "discount": {"type": "number", "minimum": 0, "maximum": 100}, "currency": _NULLABLE_TEXT,
+        "language": _NULLABLE_TEXT, "unsubscribed": {"type": "boolean"}}},
+    "CrmLead": {"type": "object", "required": ["id", "name", "price", "pipeline", "stage", "fields", "tags"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "price": {"type": "number"},
+        "pipeline": {"type": "string"}, "stage": {"type": "string"}, "responsible": _NULLABLE_TEXT,
+        "fields": {"type": "object"}, "tags": {"type": "array", "items": {"type": "string"}},
+        "contacts": {"type": "array", "description": "ids (lists) or contact objects (one lead)"},
+        "company": {"type": ["string", "object", "null"]}, "subscribers": {"type": "array"},
+        "tasks": {"type": "array", "items": {"type": "object"}}, "updated_at": {"type": ["number", "null"]},
+        "notes": {"type": "array", "items": _ref("CrmNote")}, "notes_total": {"type": "integer"}}},
+    "CrmLeadEdit": {"type": "object", "additionalProperties": False, "properties": {
+        "name": {"type": "string"}, "price": {"type": "number", "minimum": 0}, "pipeline": {"type": "string"},
+        "stage": {"type": "string"}, "responsible": _NULLABLE_TEXT, "fields": {"type": "object"},
+        "tags": {"type": "array", "items": {"type": "string"}}, "tags_add": {"type": "array", "items": {"type": "string"}},
+        "tags_remove": {"type": "array", "items": {"type": "string"}},
+        "contacts": {"type": "array", "items": {"type": "string"}, "description": "contact ids, the main contact first"},
+        "contact_id": {"type": "string", "description": "POST only: the lead's contact"}}},
+    "CrmNote": {"type": "object", "required": ["id", "entity", "entity_id", "text", "priority", "created_at"], "properties": {
+        "id": {"type": "string"}, "entity": {"enum": ["lead", "contact"]}, "entity_id": {"type": "string"},
+        "text": {"type": "string"}, "priority": {"enum": ["high", "medium", "none"]},
+        "created_at": {"type": "number"}, "updated_at": {"type": "number"}, "author": _NULLABLE_TEXT}},
+    "CrmNoteIn": {"type": "object", "additionalProperties": False, "properties": {
+        "text": {"type": "string"}, "priority": {"enum": ["high", "medium", "none"]}}},
+    "CrmNotes": {"type": "object", "required": ["notes", "total", "next_offset"], "properties": {
+        "notes": {"type": "array", "items": _ref("CrmNote"), "description": "by priority (high, medium, none), then newest"},
+        "total": {"type": "integer"}, "next_offset": {"type": ["integer", "null"]}}},
+    "CrmContacts": {"type": "object", "required": ["contacts", "total", "next_offset"], "properties": {
+        "contacts": {"type": "array", "items": _ref("CrmContact")}, "total": {"type": "integer"},
+        "next_offset": {"type": ["integer", "null"]}}},
+    "CrmLeads": {"type": "object", "required": ["leads", "total", "next_offset"], "properties": {
+        "leads": {"type": "array", "items": _ref("CrmLead")}, "total": {"type": "integer"},
+        "next_offset": {"type": ["integer", "null"]}}},
+})
+
+_CRM_ROLES = ["support"]
+_PAGE = [_p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
+         _p("offset", "query", {"type": "integer", "minimum": 0})]
+_SEARCH = _p("q", "query", {"type": "string", "description": "name, e-mail or phone (prefix of any word)"})
+_STAGE = [_p("stage", "query"), _p("pipeline", "query", {"type": "string", "description": "with stage; default the first pipeline"})]
+_TAG = _p("tag", "query", {"type": "string", "description": "repeat for several (all must match)"})
+_HTML = {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+_RID = _p("id")
+_NOTE = _p("note")
+
+
+def _crm_record_paths(plural: str, item: str, edit: str, listing: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    one = f"/api/crm/{plural}/{{id}}"
+    return {
+        f"/api/crm/{plural}": {
+            "get": _op(f"List {plural}, newest first; search and filter", {"200": _json(_ref(listing)), "400": _json(_ERROR)},
+                       auth=_CRM_ROLES, params=[_SEARCH, *filters, *_PAGE]),
+            "post": _op(f"Create a {item.lower()}", {"201": _json(_ref(item)), "422": _json(_ERROR)}, auth=_CRM_ROLES, body=_ref(edit)),
+        },
+        one: {
+            "get": _op(f"One {item.lower()} with its notes", {"200": _json(_ref(item)), "404": _json(_ERROR)}, auth=_CRM_ROLES, params=[_RID]),
+            "patch": _op(f"Edit a {item.lower()}", {"200": _json(_ref(item)), "404": _json(_ERROR), "422": _json(_ERROR)},
+                         auth=_CRM_ROLES, body=_ref(edit), params=[_RID]),
+        },
+        f"{one}/notes": {
+            "get": _op("Notes by priority, then newest", {"200": _json(_ref("CrmNotes")), "404": _json(_ERROR)}, auth=_CRM_ROLES, params=[_RID, *_PAGE]),
+            "post": _op("Add a note", {"201": _json(_ref("CrmNote")), "404": _json(_ERROR), "422": _json(_ERROR)},
+                        auth=_CRM_ROLES, body=_ref("CrmNoteIn"), params=[_RID]),
+        },
+        f"{one}/notes/{{note}}": {
+            "patch": _op("Edit a note's text or priority", {"200": _json(_ref("CrmNote")), "404": _json(_ERROR), "422": _json(_ERROR)},
+                         auth=_CRM_ROLES, body=_ref("CrmNoteIn"), params=[_RID, _NOTE]),
+            "delete": _op("Delete a note", {"200": _json(_ref("Accepted")), "404": _json(_ERROR)}, auth=_CRM_ROLES, params=[_RID, _NOTE]),
+        },
+    }
+
+
+PATHS.update({
+    "/api/crm/pipelines": {"get": _op("Pipelines and their stages", {"200": _json({"type": "object", "required": ["pipelines"], "properties": {
+        "pipelines": {"type": "array", "items": {"type": "object", "required": ["name", "stages"]}}}})}, auth=_CRM_ROLES)},
+    "/api/crm/users": {"get": _op("Users and teams (from the configuration)", {"200": _json({"type": "object", "required": ["users", "teams"]})}, auth=_CRM_ROLES)},
+    "/api/crm/tags": {"get": _op("Tags in use with their counts", {"200": _json({"type": "object", "required": ["entity", "tags"]}), "400": _json(_ERROR)},
+                                 auth=_CRM_ROLES, params=[_p("entity", "query", {"enum": ["contact", "lead"]})])},
+    **_crm_record_paths("contacts", "CrmContact", "CrmContactEdit", "CrmContacts", [
+        _p("status", "query", {"enum": ["current", "potential"]}),
+        _p("temperature", "query", {"enum": ["hot", "warm", "cold", "not_interested"]}), _TAG, *_STAGE]),
+    **_crm_record_paths("leads", "CrmLead", "CrmLeadEdit", "CrmLeads", [_TAG, *_STAGE, _p("responsible", "query")]),
+    "/forms/{token}": {
+        "get": _op("A hosted form (create_form): the fields to fill in", {"200": _HTML, "404": _HTML, "410": _HTML}, params=[_p("token")]),
+        "post": _op("Submit a hosted form (form-encoded); updates or creates the lead, once",
+                    {"200": _HTML, "404": _HTML, "410": _HTML, "422": _HTML, "503": _HTML},
+                    body={"description": "application/x-www-form-urlencoded: one value per field"}, params=[_p("token")]),
+    },
+    "/unsubscribe/{token}": {
+        "get": _op("An e-mail's unsubscribe link: the contact gets no more send_email", {"200": _HTML, "404": _HTML}, params=[_p("token")]),
+        "post": _op("One-click unsubscribe (RFC 8058 List-Unsubscribe-Post)", {"200": _HTML, "404": _HTML}, params=[_p("token")]),
+    },
+})
 
 
 def document() -> dict[str, Any]:

@@ -13,6 +13,7 @@ import aiohttp
 from redis.asyncio import Redis
 
 from crm_bridge import RedisCrm
+from crm_bridge.directory import CrmDirectory
 
 from ..builder.loader import read_document
 from ..config import Config
@@ -27,6 +28,7 @@ from ..runtime.outbox import AccountLimits, ChannelSender, Outbox
 from ..channels.base import ChannelAdapter
 from ..channels.registry import ChannelRegistry
 from ..runtime import events as ev
+from ..runtime.actions import OutwardActions, signing_secret
 from ..runtime.requests import ServerRequests
 from ..runtime.store import ConversationStore
 from ..runtime.timers import TimerWheel
@@ -61,6 +63,8 @@ class Services:
     loaded_flows: list[str] = field(default_factory=list)
     adapters: dict[str, ChannelAdapter] = field(default_factory=dict)
     http: aiohttp.ClientSession | None = None
+    directory: CrmDirectory | None = None  # the embedded CRM's people-facing side (/api/crm)
+    outward: OutwardActions | None = None  # send_webhook, send_email, create_form, meta_conversion
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -107,9 +111,15 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                   transcript_max=config.transcript_max, shards=config.timer_shards)
         timers = TimerWheel(redis, shards=config.timer_shards)
         bots = BotRegistry(redis)
-        crm = RedisCrm(redis)
+        crm = RedisCrm(redis, pipelines=dict(config.embedded_crm.pipelines) or None)
         public = config.public_url or f"http://{config.host}:{config.port}"
-        requests = ServerRequests(redis=redis, crm=crm, public_url=public)
+        directory = CrmDirectory(crm, users=[u.model_dump() for u in config.embedded_crm.users],
+                                 teams=[t.model_dump() for t in config.embedded_crm.teams]) \
+            if isinstance(crm, RedisCrm) else None
+        outward = OutwardActions(config=config, redis=redis, crm=crm, directory=directory, public_url=public,
+                                 secret=await signing_secret(redis, config))
+        stack.push_async_callback(outward.close)
+        requests = ServerRequests(redis=redis, crm=crm, public_url=public, outward=outward)
         driver = Driver(bots, requests)
         conversations = ConversationService(store=store, flows=bots, driver=driver, crm=crm,
                                             router=_Router(), metrics=metrics)
@@ -151,7 +161,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         outbox = Outbox(redis, senders=senders, accounts=accounts, on_failed=delivery_failed,
                         on_sent=sent, max_attempts=config.outbox_max_attempts)
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
-                            outbox, senders, embedded, adapters=adapters, http=http)
+                            outbox, senders, embedded, adapters=adapters, http=http,
+                            directory=directory, outward=outward)
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         await bots.refresh()

@@ -21,7 +21,7 @@ from bot.config import AccountConfig
 from bot.runtime import keys as k
 from bot.runtime.keys import conversation_id
 
-from .fakes.graph import (APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, GraphError, GraphFake, Harness, dumps,
+from .fakes.graph import (APP_SECRET, VERIFY_TOKEN, GraphError, GraphFake, Harness, dumps,
                           running_app, sign, wa_button_reply, wa_image, wa_list_reply, wa_message, wa_status,
                           wa_template_button, wa_text, wa_webhook, whatsapp_account, write_flows)
 
@@ -435,3 +435,17 @@ async def test_templates_media_and_long_text(fake: GraphFake) -> None:
         assert (bodies[0]["text"]["body"] + " " + bodies[1]["interactive"]["body"]["text"]).split() == long.split()
         # A comment step has nothing to do on WhatsApp.
         assert await adapter.send("wa", chat, {"role": "bot", "kind": "comment", "text": "Thanks!", "ref": "c1"}) is None
+
+
+async def test_a_retried_message_does_not_repeat_the_parts_already_sent(fake: GraphFake) -> None:
+    fake.customer_wrote(CUSTOMER)
+    chat = {"external_id": CUSTOMER, "last_inbound_at": f"{time.time():.3f}"}
+    entry = {"role": "bot", "text": "a" * 3000 + "\n\n" + "b" * 3000, "ref": "r:long", "at": 1.0}
+    async with aiohttp.ClientSession() as http:
+        adapter = _adapter(fake.base_url, http)
+        fake.scripted.extend([None, GraphError(130429, "(#130429) Rate limit hit")])
+        with pytest.raises(DeliveryTemporary):
+            await adapter.send("wa", chat, entry)
+        last = await adapter.send("wa", chat, entry)  # the outbox's retry
+    assert [c.body["text"]["body"][0] for c in fake.sent] == ["a", "b"]
+    assert last == fake.sent[-1].answer["messages"][0]["id"]

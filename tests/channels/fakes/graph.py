@@ -127,7 +127,7 @@ class GraphFake:
         self.calls: list[Call] = []
         self.windows: dict[str, float] = {}  # customer id -> their last message (opens the window)
         self.comments: dict[str, Comment] = {}
-        self.scripted: deque[GraphError] = deque()  # errors to answer the next sends with
+        self.scripted: deque[GraphError | None] = deque()  # errors to answer the next sends with
         self.pending_statuses: list[dict[str, Any]] = []  # WhatsApp statuses Meta would post later
         self.errors: Counter[int] = Counter()
         self._recent: deque[float] = deque()
@@ -253,8 +253,11 @@ class GraphFake:
         return await self._handle(request, lambda r, b: self._comment_reply(r.match_info["node"], r.query))
 
     def _scripted(self) -> None:
+        """Answer with the next scripted error (a ``None`` in the queue lets one send through)."""
         if self.scripted:
-            raise self.scripted.popleft()
+            error = self.scripted.popleft()
+            if error is not None:
+                raise error
 
     # ------------------------------------------------------------------ WhatsApp
     def _wa_send(self, node: str, body: Any) -> dict[str, Any]:

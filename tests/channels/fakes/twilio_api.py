@@ -31,14 +31,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
 import json
 import re
 import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -108,6 +107,7 @@ class Failure:
     code: int
     message: str
     retry_after: float | None = None
+    after: int = 0  # calls to let through before this failure
 
 
 @dataclass
@@ -161,7 +161,6 @@ class FakeTwilio:
         self._buckets: dict[str, tuple[float, float]] = {}
         self.doomed: list[tuple[SentMessage, str]] = []  # accepted messages that will fail (code)
         self._http: aiohttp.ClientSession | None = None
-        self._message_ids = itertools.count(1)
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", self._create)
         self.server = TestServer(app, host="127.0.0.1")
@@ -194,8 +193,9 @@ class FakeTwilio:
         return content
 
     def fail_next(self, status: int, code: int, message: str | None = None, *,
-                  retry_after: float | None = None) -> None:
-        self.failures.append(Failure(status, code, message or ERROR_MESSAGES.get(code, "error"), retry_after))
+                  retry_after: float | None = None, after: int = 0) -> None:
+        """Fail a coming call (the next one, or the one after ``after`` successful calls)."""
+        self.failures.append(Failure(status, code, message or ERROR_MESSAGES.get(code, "error"), retry_after, after))
 
     def customer_wrote(self, number: str) -> None:
         """The customer's last message: opens the WhatsApp 24-hour window."""
@@ -237,11 +237,16 @@ class FakeTwilio:
         form = await request.post()
         to, sender = str(form.get("To") or ""), str(form.get("From") or "")
         service = str(form.get("MessagingServiceSid") or "")
+        content_sid = str(form.get("ContentSid") or "") or None
+        number = to[len(WHATSAPP):] if to.startswith(WHATSAPP) else to
+        outside = (self.enforce_window and to.startswith(WHATSAPP) and content_sid is None
+                   and time.time() - self.open_windows.get(number, 0) > 24 * 3600)
         response = self._check(form, to, sender, service)
+        if response is None and outside and self.window_failure == "sync":
+            response = self._error(400, 63016)
         self.calls.append(Call(sender or service, to, response.status if response else 201, time.monotonic()))
         if response is not None:
             return response
-        content_sid = str(form.get("ContentSid") or "") or None
         variables = json.loads(str(form["ContentVariables"])) if form.get("ContentVariables") else None
         message = SentMessage(
             sid=_sid("SM" if not form.getall("MediaUrl", []) else "MM"), account_sid=account, to=to,
@@ -249,10 +254,6 @@ class FakeTwilio:
             media_urls=[str(u) for u in form.getall("MediaUrl", [])], content_sid=content_sid,
             content_variables=variables, status_callback=str(form.get("StatusCallback") or "") or None,
             content=self.contents.get(content_sid) if content_sid else None, at=time.monotonic())
-        outside = (self.enforce_window and to.startswith(WHATSAPP) and content_sid is None
-                   and time.time() - self.open_windows.get(message.number, 0) > 24 * 3600)
-        if outside and self.window_failure == "sync":
-            return self._error(400, 63016)
         self.sent.append(message)
         if outside:  # accepted now, failed later: see ``deliver_callbacks``
             self.doomed.append((message, "63016"))
@@ -269,7 +270,9 @@ class FakeTwilio:
         }, status=201)
 
     def _check(self, form: Any, to: str, sender: str, service: str) -> web.Response | None:
-        if self.failures:
+        if self.failures and self.failures[0].after > 0:
+            self.failures[0].after -= 1
+        elif self.failures:
             f = self.failures.popleft()
             headers = {"Retry-After": str(int(f.retry_after))} if f.retry_after is not None else None
             return self._error(f.status, f.code, f.message, headers)
@@ -471,7 +474,7 @@ async def running_app(redis_url: str, fake: FakeTwilio, accounts: dict[str, Any]
 SHOP_FLOW: dict[str, Any] = {
     "format": "salesbot.flow/1", "id": "shop", "name": "Shop", "start": "hello",
     "steps": {
-        "hello": {"type": "message", "text": "Hi {{ contact.name | default('there') }}! What would you like?",
+        "hello": {"type": "message", "text": "Hi {{ contact.name | default('there', true) }}! What would you like?",
                   "attachments": [{"kind": "image", "url": "https://cdn.example.com/welcome.jpg",
                                    "name": "welcome.jpg"}],
                   "buttons": [{"title": "Drinks", "next": "drinks"}, {"title": "Talk to a person", "next": "person"},

@@ -1,0 +1,54 @@
+"""Lua scripts queued in pipelines without redis-py's per-call ``SCRIPT EXISTS`` round trip.
+
+redis-py checks ``SCRIPT EXISTS`` before every pipeline that holds a registered script; on the
+hot path that doubles the round trips. Here scripts are loaded once, queued as plain
+``EVALSHA``, and a pipeline that meets ``NOSCRIPT`` (a restarted or flushed Redis) loads them
+and runs again — every command we pipeline beside a script is idempotent (ZADD, ZREM).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError, ResponseError
+
+
+class Lua:
+    def __init__(self, redis: Redis, source: str) -> None:
+        self.redis = redis
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._direct = redis.register_script(source)
+
+    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._direct(keys=list(keys), args=list(args))
+
+    async def load(self) -> None:
+        await self.redis.script_load(self.source)
+
+
+async def run_pipeline(redis: Redis, build: Callable[[Pipeline], None], scripts: Sequence[Lua]) -> list[Any]:
+    """Build and execute a pipeline; on NOSCRIPT load ``scripts`` and run it once more."""
+    for attempt in (1, 2):
+        pipe = redis.pipeline(transaction=False)
+        build(pipe)
+        try:
+            return list(await pipe.execute())
+        except (NoScriptError, ResponseError) as exc:
+            missing = isinstance(exc, NoScriptError) or "NOSCRIPT" in str(exc) or "No matching script" in str(exc)
+            if attempt == 2 or not missing:
+                raise
+            for script in scripts:
+                await script.load()
+    raise AssertionError("unreachable")
+
+
+Builder = Callable[[Pipeline], None]
+Loader = Callable[[], Awaitable[None]]

@@ -1,0 +1,230 @@
+"""``/api/crm/*``: the embedded CRM for people (roles ``support`` and ``admin``).
+
+Contacts and leads are listed newest first, searched (``q``: name, e-mail, phone) and filtered
+(contacts: ``status``, ``temperature``, ``tag``, ``stage``; leads: ``stage``, ``tag``,
+``responsible``), and edited with ``PATCH`` (customer card fields included). Notes carry a
+priority and are listed by priority, then newest. See ``crm_bridge/directory.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from crm_bridge.directory import CrmDirectory
+
+from ..errors import CrmRejected
+from .http import HttpError, error, json_body, require
+from .keys import SERVICES
+
+routes = web.RouteTableDef()
+KINDS = {"contacts": "contact", "leads": "lead"}
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
+
+
+def _directory(request: web.Request) -> CrmDirectory:
+    directory = request.app[SERVICES].directory
+    if directory is None:
+        raise HttpError(409, "embedded_crm_disabled", "this server does not use the embedded CRM")
+    return directory
+
+
+def _int(request: web.Request, name: str, default: int) -> int:
+    try:
+        return int(request.query.get(name, default))
+    except ValueError:
+        raise HttpError(400, "bad_request", f"{name} is a whole number") from None
+
+
+def _rejected(exc: CrmRejected) -> web.Response:
+    return error(422, "invalid", str(exc))
+
+
+@routes.get("/api/crm/pipelines")
+async def pipelines(request: web.Request) -> web.Response:
+    require(request, "support")
+    return _json({"pipelines": _directory(request).pipelines()})
+
+
+@routes.get("/api/crm/users")
+async def users(request: web.Request) -> web.Response:
+    require(request, "support")
+    directory = _directory(request)
+    return _json({"users": directory.users(), "teams": directory.teams()})
+
+
+@routes.get("/api/crm/tags")
+async def tags(request: web.Request) -> web.Response:
+    require(request, "support")
+    kind = request.query.get("entity", "contact")
+    if kind not in ("contact", "lead"):
+        return error(400, "bad_request", "entity is contact or lead")
+    return _json({"entity": kind, "tags": await _directory(request).tags(kind)})
+
+
+async def _list(request: web.Request, plural: str) -> web.Response:
+    require(request, "support")
+    q = request.query
+    limit, offset = _int(request, "limit", 50), _int(request, "offset", 0)
+    filters = {k: v for k, v in q.items() if k not in ("q", "limit", "offset", "tag")}
+    filters["tag"] = q.getall("tag", [])
+    try:
+        items, total = await _directory(request).search(KINDS[plural], q=q.get("q"), filters=filters,
+                                                        limit=limit, offset=offset)
+    except CrmRejected as exc:
+        return error(400, "bad_request", str(exc))
+    end = max(0, offset) + len(items)
+    return _json({plural: items, "total": total, "next_offset": end if end < total else None})
+
+
+@routes.get("/api/crm/contacts")
+async def list_contacts(request: web.Request) -> web.Response:
+    return await _list(request, "contacts")
+
+
+@routes.get("/api/crm/leads")
+async def list_leads(request: web.Request) -> web.Response:
+    return await _list(request, "leads")
+
+
+@routes.post("/api/crm/contacts")
+async def create_contact(request: web.Request) -> web.Response:
+    require(request, "support")
+    body = await json_body(request)
+    try:
+        return _json(await _directory(request).create_contact(body), 201)
+    except CrmRejected as exc:
+        return _rejected(exc)
+
+
+@routes.post("/api/crm/leads")
+async def create_lead(request: web.Request) -> web.Response:
+    require(request, "support")
+    body = await json_body(request)
+    directory = _directory(request)
+    if not isinstance(body, dict):
+        return _rejected(CrmRejected("the body is an object of lead fields"))
+    contact_id = body.pop("contact_id", None)
+    if contact_id is not None and await directory.get("contact", str(contact_id)) is None:
+        return error(422, "invalid", f"no contact {contact_id!r}")
+    try:
+        return _json(await directory.create_lead(body, contact_id=None if contact_id is None else str(contact_id)), 201)
+    except CrmRejected as exc:
+        return _rejected(exc)
+
+
+@routes.get("/api/crm/contacts/{id}")
+async def get_contact(request: web.Request) -> web.Response:
+    require(request, "support")
+    directory = _directory(request)
+    cid = request.match_info["id"]
+    item = await directory.contact(cid)
+    if item is None:
+        return error(404, "not_found", f"no contact {cid!r}")
+    item["notes"], item["notes_total"] = await directory.notes("contact", cid)
+    return _json(item)
+
+
+@routes.get("/api/crm/leads/{id}")
+async def get_lead(request: web.Request) -> web.Response:
+    require(request, "support")
+    directory = _directory(request)
+    lid = request.match_info["id"]
+    item = await directory.lead(lid)
+    if item is None:
+        return error(404, "not_found", f"no lead {lid!r}")
+    item["notes"], item["notes_total"] = await directory.notes("lead", lid)
+    return _json(item)
+
+
+async def _patch(request: web.Request, kind: str) -> web.Response:
+    require(request, "support")
+    body = await json_body(request)
+    rid = request.match_info["id"]
+    directory = _directory(request)
+    try:
+        item = await (directory.update_contact(rid, body) if kind == "contact" else directory.update_lead(rid, body))
+    except CrmRejected as exc:
+        return _rejected(exc)
+    if item is None:
+        return error(404, "not_found", f"no {kind} {rid!r}")
+    return _json(item)
+
+
+@routes.patch("/api/crm/contacts/{id}")
+async def patch_contact(request: web.Request) -> web.Response:
+    return await _patch(request, "contact")
+
+
+@routes.patch("/api/crm/leads/{id}")
+async def patch_lead(request: web.Request) -> web.Response:
+    return await _patch(request, "lead")
+
+
+async def _notes(request: web.Request, kind: str) -> web.Response:
+    require(request, "support")
+    directory = _directory(request)
+    rid = request.match_info["id"]
+    if await directory.get(kind, rid) is None:
+        return error(404, "not_found", f"no {kind} {rid!r}")
+    offset, limit = _int(request, "offset", 0), _int(request, "limit", 50)
+    notes, total = await directory.notes(kind, rid, offset=offset, limit=limit)
+    end = max(0, offset) + len(notes)
+    return _json({"notes": notes, "total": total, "next_offset": end if end < total else None})
+
+
+async def _add_note(request: web.Request, kind: str) -> web.Response:
+    principal = require(request, "support")
+    body = await json_body(request)
+    if not isinstance(body, dict) or set(body) - {"text", "priority"}:
+        return _rejected(CrmRejected('the body is {"text": "…", "priority": "high" | "medium" | "none"}'))
+    rid = request.match_info["id"]
+    try:
+        note = await _directory(request).add_note(kind, rid, body.get("text"), body.get("priority"), principal.name)
+    except CrmRejected as exc:
+        return _rejected(exc)
+    if note is None:
+        return error(404, "not_found", f"no {kind} {rid!r}")
+    return _json(note, 201)
+
+
+async def _edit_note(request: web.Request, kind: str) -> web.Response:
+    require(request, "support")
+    rid, nid = request.match_info["id"], request.match_info["note"]
+    directory = _directory(request)
+    if request.method == "DELETE":
+        if not await directory.delete_note(kind, rid, nid):
+            return error(404, "not_found", f"no note {nid!r} on {kind} {rid!r}")
+        return _json({"ok": True})
+    try:
+        note = await directory.update_note(kind, rid, nid, await json_body(request))
+    except CrmRejected as exc:
+        return _rejected(exc)
+    if note is None:
+        return error(404, "not_found", f"no note {nid!r} on {kind} {rid!r}")
+    return _json(note)
+
+
+def _note_routes() -> None:
+    for plural, kind in KINDS.items():
+        async def listing(request: web.Request, kind: str = kind) -> web.Response:
+            return await _notes(request, kind)
+
+        async def adding(request: web.Request, kind: str = kind) -> web.Response:
+            return await _add_note(request, kind)
+
+        async def editing(request: web.Request, kind: str = kind) -> web.Response:
+            return await _edit_note(request, kind)
+
+        routes.get(f"/api/crm/{plural}/{{id}}/notes")(listing)
+        routes.post(f"/api/crm/{plural}/{{id}}/notes")(adding)
+        routes.patch(f"/api/crm/{plural}/{{id}}/notes/{{note}}")(editing)
+        routes.delete(f"/api/crm/{plural}/{{id}}/notes/{{note}}")(editing)
+
+
+_note_routes()

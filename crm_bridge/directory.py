@@ -1,0 +1,440 @@
+"""The embedded CRM as people see it: list, search, filter and edit contacts and leads, notes
+with priority, pipelines, users and teams. The HTTP API (``bot/server/crm_api.py``), hosted
+forms and unsubscribe links use it; flows go through ``RedisCrm`` and the same records.
+
+Writes are read-modify-write of one msgpack record plus its index changes, in one pipeline.
+Like the flows' own commands they are not transactions: two people saving the same record in
+the same millisecond keep the last save (the embedded CRM is for small teams; a shop that needs
+more runs Kommo).
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgpack
+from email_validator import EmailNotValidError, validate_email
+
+from bot.errors import CrmRejected
+
+from .card import CARD_FIELDS, card_of, card_value
+from .indexes import (
+    SEARCH_CANDIDATES, T, CrmIndexes, by_key, leads_of_key, matches, query_words, recent_key,
+    search_key, search_terms, stage_value, tags_key,
+)
+from .memory import DEFAULT_PIPELINE, DEFAULT_STAGES, MemoryCrm
+from .notes import make_note
+from .redis_crm import RedisCrm
+
+MAX_PAGE = 200
+CONTACT_KEYS = frozenset({"name", "first_name", "phone", "email", "responsible", "fields", "tags",
+                          "tags_add", "tags_remove"}) | CARD_FIELDS
+LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fields", "tags",
+                       "tags_add", "tags_remove", "contacts"})
+
+
+def _pack(v: Any) -> bytes:
+    return msgpack.packb(v, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def record_key(kind: str, rid: str) -> str:
+    return f"sb:crm:{kind}:{rid}"
+
+
+def _text(name: str, value: Any, *, max_len: int = 255, required: bool = False) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise CrmRejected(f"{name} is required")
+        return None
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise CrmRejected(f"{name} is text")
+    text = str(value).strip()
+    if len(text) > max_len:
+        raise CrmRejected(f"{name} is at most {max_len} characters")
+    return text
+
+
+def clean_email(value: Any) -> str | None:
+    text = _text("email", value)
+    if text is None:
+        return None
+    try:
+        return validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise CrmRejected(f"email: {exc}") from None
+
+
+def clean_phone(value: Any) -> str | None:
+    text = _text("phone", value, max_len=40)
+    if text is None:
+        return None
+    digits = sum(c.isdigit() for c in text)
+    if not 5 <= digits <= 15 or any(not (c.isdigit() or c in "+-() .") for c in text):
+        raise CrmRejected(f"phone {text!r} is not a phone number (5 to 15 digits, optionally +, spaces, - and ())")
+    return text
+
+
+def _tags(value: Any, name: str = "tags") -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(t, (str, int)) and str(t).strip() for t in value):
+        raise CrmRejected(f"{name} is a list of non-empty texts")
+    out: list[str] = []
+    for t in value:
+        tag = str(t).strip()[:100]
+        if tag not in out:
+            out.append(tag)
+    return out
+
+
+class CrmDirectory:
+    def __init__(self, crm: RedisCrm, *, users: Iterable[Mapping[str, Any]] = (),
+                 teams: Iterable[Mapping[str, Any]] = ()) -> None:
+        self.crm = crm
+        self.redis = crm.redis
+        self._users = [dict(u) for u in users]
+        self._teams = [dict(t) for t in teams]
+
+    # ------------------------------------------------------------------ configuration
+    def pipelines(self) -> list[dict[str, Any]]:
+        configured = self.crm.pipelines or {DEFAULT_PIPELINE: list(DEFAULT_STAGES)}
+        return [{"name": name, "stages": list(stages)} for name, stages in configured.items()]
+
+    def users(self) -> list[dict[str, Any]]:
+        return [{"id": str(u["id"]), "name": u.get("name") or str(u["id"]), "email": u.get("email"),
+                 "teams": list(u.get("teams") or [])} for u in self._users]
+
+    def teams(self) -> list[dict[str, Any]]:
+        named = {str(t["id"]): t.get("name") or str(t["id"]) for t in self._teams}
+        for u in self._users:
+            for team in u.get("teams") or []:
+                named.setdefault(str(team), str(team))
+        return [{"id": tid, "name": name, "members": [str(u["id"]) for u in self._users
+                                                      if tid in (u.get("teams") or [])]}
+                for tid, name in named.items()]
+
+    def user(self, uid: Any) -> dict[str, Any] | None:
+        return next((u for u in self.users() if u["id"] == str(uid)), None)
+
+    def _responsible(self, value: Any) -> str | None:
+        if value in (None, ""):
+            return None
+        uid = str(value)
+        if self._users and self.user(uid) is None:
+            raise CrmRejected(f"responsible: unknown user {uid!r} (known: {', '.join(u['id'] for u in self.users())})")
+        return uid
+
+    # ------------------------------------------------------------------ records
+    async def get(self, kind: str, rid: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(record_key(kind, rid))
+        return None if raw is None else msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]
+
+    async def get_many(self, kind: str, ids: list[str]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in ids:
+            pipe.get(record_key(kind, rid))
+        return [msgpack.unpackb(raw, raw=False) for raw in await pipe.execute() if raw]
+
+    async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(record_key(kind, rid), _pack(new))
+        CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
+        if kind == "lead":
+            pipe.zadd("sb:crm:idx:leads", {rid: float(rid)})
+        await pipe.execute()
+
+    async def _updated_at(self, kind: str, ids: list[str]) -> list[float | None]:
+        if not ids:
+            return []
+        return [float(s) if s is not None else None for s in await self.redis.zmscore(recent_key(kind), ids)]
+
+    async def _present(self, kind: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        times = await self._updated_at(kind, [r["id"] for r in records])
+        out = []
+        for record, at in zip(records, times):
+            item = {**record, "updated_at": at}
+            if kind == "contact":
+                item.update(card_of(record))
+            out.append(item)
+        return out
+
+    # ------------------------------------------------------------------ listing
+    async def search(self, kind: str, *, q: str | None = None, filters: Mapping[str, Any] | None = None,
+                     limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """Records newest first; ``q`` searches names, e-mails and phones; ``filters``:
+        contacts ``status``, ``temperature``, ``tag`` (list), ``stage`` (+ ``pipeline``);
+        leads ``stage`` (+ ``pipeline``), ``tag`` (list), ``responsible``."""
+        limit = max(1, min(int(limit), MAX_PAGE))
+        offset = max(0, int(offset))
+        keys = self._filter_keys(kind, filters or {})
+        if q and q.strip():
+            ids = await self._search_ids(kind, q, keys)
+            page = ids[offset:offset + limit]
+            return await self._present(kind, await self.get_many(kind, page)), len(ids)
+        if not keys:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrevrange(recent_key(kind), offset, offset + limit - 1)
+            pipe.zcard(recent_key(kind))
+            raw, total = await pipe.execute()
+        else:
+            tmp = f"{T}:tmp:{uuid.uuid4().hex}"
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zinterstore(tmp, {recent_key(kind): 1, **{k: 0 for k in keys}})
+            pipe.zrevrange(tmp, offset, offset + limit - 1)
+            pipe.delete(tmp)
+            total, raw, _ = await pipe.execute()
+        ids = [i.decode() for i in raw]
+        return await self._present(kind, await self.get_many(kind, ids)), int(total)
+
+    def _filter_keys(self, kind: str, filters: Mapping[str, Any]) -> list[str]:
+        keys = []
+        allowed = {"contact": ("status", "temperature", "tag", "stage", "pipeline"),
+                   "lead": ("stage", "tag", "responsible", "pipeline")}[kind]
+        unknown = [k for k, v in filters.items() if v not in (None, "", []) and k not in allowed]
+        if unknown:
+            raise CrmRejected(f"unknown filter {unknown[0]!r} (filters: {', '.join(allowed)})")
+        if filters.get("status"):
+            keys.append(by_key(kind, "status", card_value("status", filters["status"])))
+        if filters.get("temperature"):
+            keys.append(by_key(kind, "temperature", card_value("temperature", filters["temperature"])))
+        tags = filters.get("tag") or []
+        for tag in [tags] if isinstance(tags, str) else tags:
+            keys.append(by_key(kind, "tag", tag))
+        if filters.get("responsible"):
+            keys.append(by_key(kind, "responsible", filters["responsible"]))
+        if filters.get("stage"):
+            pipeline = filters.get("pipeline") or self.pipelines()[0]["name"]
+            keys.append(by_key(kind, "stage", stage_value(pipeline, filters["stage"])))
+        elif filters.get("pipeline"):
+            raise CrmRejected("pipeline filters together with stage")
+        return keys
+
+    async def _search_ids(self, kind: str, q: str, keys: list[str]) -> list[str]:
+        words = query_words(q)
+        if not words:
+            return []
+        word = max(words, key=len)
+        lo, hi = b"[" + word.encode(), b"[" + word.encode() + b"\xff"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrangebylex(search_key(kind), lo, hi, start=0, num=SEARCH_CANDIDATES)
+        if kind == "lead":
+            pipe.zrangebylex(search_key("contact"), lo, hi, start=0, num=SEARCH_CANDIDATES)
+        found = await pipe.execute()
+        ids = list(dict.fromkeys(m.rsplit(b"\x00", 1)[1].decode() for m in found[0]))
+        records = [r for r in await self.get_many(kind, ids) if matches(words, search_terms(kind, r))]
+        if kind == "lead" and len(found) > 1:  # leads whose contact matches (by phone, e-mail, name)
+            cids = list(dict.fromkeys(m.rsplit(b"\x00", 1)[1].decode() for m in found[1]))
+            contacts = [c for c in await self.get_many("contact", cids) if matches(words, search_terms("contact", c))]
+            pipe = self.redis.pipeline(transaction=False)
+            for c in contacts[:SEARCH_CANDIDATES]:
+                pipe.smembers(leads_of_key(c["id"]))
+            more = {i.decode() for s in await pipe.execute() for i in s} - {r["id"] for r in records}
+            records += await self.get_many("lead", sorted(more))
+        ids = [r["id"] for r in records]
+        if keys and ids:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys:
+                if ":stage:" in key and kind == "contact":
+                    pipe.zmscore(key, ids)
+                else:
+                    pipe.smismember(key, ids)
+            checks = await pipe.execute()
+            ids = [i for n, i in enumerate(ids) if all(c[n] not in (None, 0, False) for c in checks)]
+        times = await self._updated_at(kind, ids)
+        return [i for _, i in sorted(zip(times, ids), key=lambda p: -(p[0] or 0))]
+
+    async def tags(self, kind: str) -> list[dict[str, Any]]:
+        rows = await self.redis.zrevrange(tags_key(kind), 0, 999, withscores=True)
+        return [{"tag": t.decode(), "count": int(n)} for t, n in rows]
+
+    # ------------------------------------------------------------------ contacts
+    async def contact(self, cid: str) -> dict[str, Any] | None:
+        record = await self.get("contact", cid)
+        if record is None:
+            return None
+        item = (await self._present("contact", [record]))[0]
+        lead_ids = sorted((i.decode() for i in await self.redis.smembers(leads_of_key(cid))), key=int)
+        item["leads"] = [{k: lead[k] for k in ("id", "name", "price", "pipeline", "stage", "tags")}
+                         for lead in await self.get_many("lead", lead_ids)]
+        return item
+
+    async def create_contact(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        self._check_keys("contact", data, CONTACT_KEYS)
+        ws = MemoryCrm()
+        (cid,) = await self.crm._ids(1)
+        ws._id = lambda: cid  # type: ignore[method-assign]
+        ws.create_contact(name=_text("name", data.get("name"), required=True))
+        record = self._edit_contact(ws.contacts[cid], data)
+        await self._save("contact", cid, None, record)
+        return (await self._present("contact", [record]))[0]
+
+    async def update_contact(self, cid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        self._check_keys("contact", patch, CONTACT_KEYS)
+        old = await self.get("contact", cid)
+        if old is None:
+            return None
+        new = self._edit_contact(copy.deepcopy(old), patch)
+        await self._save("contact", cid, old, new)
+        return (await self._present("contact", [new]))[0]
+
+    def _edit_contact(self, record: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+        if "name" in patch:
+            record["name"] = _text("name", patch["name"], required=True)
+            if "first_name" not in patch:
+                record["first_name"] = str(record["name"]).split()[0]
+        if "first_name" in patch:
+            record["first_name"] = _text("first_name", patch["first_name"])
+        if "phone" in patch:
+            record["phone"] = clean_phone(patch["phone"])
+        if "email" in patch:
+            record["email"] = clean_email(patch["email"])
+        if "responsible" in patch:
+            record["responsible"] = self._responsible(patch["responsible"])
+        for name in CARD_FIELDS & set(patch):
+            record[name] = card_value(name, patch[name])
+        self._edit_common(record, patch)
+        return record
+
+    @staticmethod
+    def _check_keys(kind: str, data: Mapping[str, Any], allowed: frozenset[str]) -> None:
+        if not isinstance(data, Mapping):
+            raise CrmRejected(f"the body is an object of {kind} fields")
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise CrmRejected(f"unknown {kind} field {unknown[0]!r} (fields: {', '.join(sorted(allowed))})")
+
+    @staticmethod
+    def _edit_common(record: dict[str, Any], patch: Mapping[str, Any]) -> None:
+        if "fields" in patch:
+            fields = patch["fields"]
+            if not isinstance(fields, Mapping):
+                raise CrmRejected("fields is an object of custom field values (null removes one)")
+            for name, value in fields.items():
+                if not str(name).strip() or len(str(name)) > 128:
+                    raise CrmRejected("a custom field's name is 1 to 128 characters")
+                if value is None:
+                    record["fields"].pop(name, None)
+                elif isinstance(value, (str, int, float, bool)):
+                    record["fields"][name] = value
+                else:
+                    raise CrmRejected(f"custom field {name!r}: a value is text, a number or true/false")
+        if "tags" in patch:
+            record["tags"] = _tags(patch["tags"])
+        if "tags_add" in patch:
+            record["tags"] += [t for t in _tags(patch["tags_add"], "tags_add") if t not in record["tags"]]
+        if "tags_remove" in patch:
+            gone = set(_tags(patch["tags_remove"], "tags_remove"))
+            record["tags"] = [t for t in record["tags"] if t not in gone]
+
+    async def lead_contacts(self, lid: str) -> list[dict[str, Any]]:
+        lead = await self.get("lead", lid)
+        return await self.get_many("contact", [str(c) for c in (lead or {}).get("contacts") or []])
+
+    async def set_unsubscribed(self, cid: str) -> bool:
+        old = await self.get("contact", cid)
+        if old is None:
+            return False
+        if not old.get("unsubscribed"):
+            await self._save("contact", cid, old, {**old, "unsubscribed": True})
+        return True
+
+    # ------------------------------------------------------------------ leads
+    async def lead(self, lid: str) -> dict[str, Any] | None:
+        record = await self.get("lead", lid)
+        if record is None:
+            return None
+        item = (await self._present("lead", [record]))[0]
+        item["contacts"] = await self._present("contact", await self.get_many("contact", [str(c) for c in record.get("contacts") or []]))
+        item["company"] = await self.get("company", record["company"]) if record.get("company") else None
+        raw = await self.redis.get(f"sb:crm:tasks:{lid}")
+        item["tasks"] = msgpack.unpackb(raw, raw=False) if raw else []
+        return item
+
+    async def create_lead(self, data: Mapping[str, Any], *, contact_id: str | None = None) -> dict[str, Any]:
+        self._check_keys("lead", data, LEAD_KEYS - {"contacts"})
+        ws = MemoryCrm(pipelines=self.crm.pipelines)
+        (lid,) = await self.crm._ids(1)
+        ws._id = lambda: lid  # type: ignore[method-assign]
+        ws.create_lead(contact_id=contact_id, pipeline=_text("pipeline", data.get("pipeline")),
+                       stage=_text("stage", data.get("stage")))
+        record = self._edit_lead(ws, ws.leads[lid], {k: v for k, v in data.items() if k not in ("pipeline", "stage")})
+        await self._save("lead", lid, None, record)
+        return (await self._present("lead", [record]))[0]
+
+    async def update_lead(self, lid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        self._check_keys("lead", patch, LEAD_KEYS)
+        old = await self.get("lead", lid)
+        if old is None:
+            return None
+        new = self._edit_lead(MemoryCrm(pipelines=self.crm.pipelines), copy.deepcopy(old), patch)
+        if "contacts" in patch:
+            cids = patch["contacts"]
+            if not isinstance(cids, list):
+                raise CrmRejected("contacts is the list of the lead's contact ids (the first is the main contact)")
+            cids = [str(c) for c in dict.fromkeys(cids)]
+            missing = set(cids) - {c["id"] for c in await self.get_many("contact", cids)}
+            if missing:
+                raise CrmRejected(f"no contact {sorted(missing)[0]!r}")
+            new["contacts"] = cids
+        await self._save("lead", lid, old, new)
+        return (await self._present("lead", [new]))[0]
+
+    def _edit_lead(self, ws: MemoryCrm, record: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+        if "name" in patch:
+            record["name"] = _text("name", patch["name"], required=True)
+        if "price" in patch:
+            price = patch["price"]
+            if price is None or isinstance(price, bool) or not isinstance(price, (int, float, str)):
+                raise CrmRejected("price is a number")
+            try:
+                number = float(price)
+            except ValueError:
+                raise CrmRejected(f"price is a number, not {price!r}") from None
+            if number < 0:
+                raise CrmRejected("price cannot be negative")
+            record["price"] = int(number) if number.is_integer() else number
+        if "stage" in patch or "pipeline" in patch:
+            pipeline = _text("pipeline", patch.get("pipeline")) or record["pipeline"]
+            stage = _text("stage", patch.get("stage"))
+            if stage is None:
+                stages = ws.pipelines.get(pipeline) or []
+                stage = record["stage"] if pipeline == record["pipeline"] else (stages[0] if stages else None)
+            if stage is None:
+                raise CrmRejected(f"stage is required for pipeline {pipeline!r}")
+            ws._check_stage(pipeline, stage)
+            record["pipeline"], record["stage"] = pipeline, stage
+        if "responsible" in patch:
+            record["responsible"] = self._responsible(patch["responsible"])
+        self._edit_common(record, patch)
+        return record
+
+    # ------------------------------------------------------------------ notes
+    async def add_note(self, entity: str, eid: str, text: Any, priority: Any = None,
+                       author: str | None = None) -> dict[str, Any] | None:
+        if await self.get(entity, eid) is None:
+            return None
+        (nid,) = await self.crm._ids(1)
+        note = make_note(nid, entity, eid, text, priority, self.crm.clock(), author)
+        await self.crm.notes.put(note)
+        return note
+
+    async def notes(self, entity: str, eid: str, *, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+        return await self.crm.notes.page(entity, eid, offset=max(0, offset), limit=max(1, min(limit, MAX_PAGE)))
+
+    async def update_note(self, entity: str, eid: str, nid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        if not isinstance(patch, Mapping) or set(patch) - {"text", "priority"}:
+            raise CrmRejected('the body is {"text"?, "priority"?}')
+        note = await self.crm.notes.get(entity, eid, nid)
+        if note is None:
+            return None
+        updated = make_note(nid, entity, eid, patch.get("text", note["text"]),
+                            patch.get("priority", note["priority"]), note["created_at"], note.get("author"))
+        updated["updated_at"] = self.crm.clock()
+        await self.crm.notes.put(updated)
+        return updated
+
+    async def delete_note(self, entity: str, eid: str, nid: str) -> bool:
+        return await self.crm.notes.delete(entity, eid, nid)

@@ -1,0 +1,57 @@
+"""The CRM backend a server uses, built from its configuration (``[crm]``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+
+from .interface import CrmBackend
+from .kommo import KommoCrm
+from .outbox import CrmOutbox, FailedHook
+from .redis_crm import RedisCrm
+from .webhook_backend import WebhookCrm
+
+if TYPE_CHECKING:
+    from bot.config import Config, CrmConfig
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+def build_backend(config: "Config", redis: Redis) -> CrmBackend:
+    """``embedded`` (default): ``RedisCrm`` with ``[embedded_crm]`` pipelines; ``kommo``; ``webhook``."""
+    crm = config.crm
+    if crm.backend == "kommo":
+        assert crm.base_url is not None
+        return KommoCrm(crm.base_url, _secret(crm.token), rate=crm.rate_limit, timeout=crm.timeout,
+                        identity_field=crm.identity_field or None)
+    if crm.backend == "webhook":
+        assert crm.base_url is not None
+        return WebhookCrm(crm.base_url, _secret(crm.secret), timeout=crm.timeout)
+    embedded = getattr(config, "embedded_crm", None)
+    pipelines = dict(getattr(embedded, "pipelines", None) or {}) or None
+    return RedisCrm(redis, pipelines=pipelines)
+
+
+def build_outbox(config: "Config", redis: Redis, crm: CrmBackend, *,
+                 on_failed: FailedHook | None = None) -> CrmOutbox:
+    c = config.crm
+    return CrmOutbox(redis, crm, on_failed=on_failed, max_attempts=c.max_attempts,
+                     base_delay=c.retry_base, max_delay=c.retry_max)
+
+
+def kommo_account(crm: "CrmConfig") -> str | None:
+    """The ``{account}`` of ``/webhooks/kommo/{account}``: ``account``, else the subdomain."""
+    if crm.account:
+        return crm.account
+    host = urlsplit(crm.base_url or "").hostname or ""
+    return host.split(".")[0] if host.count(".") >= 2 else None
+
+
+async def close_backend(crm: Any) -> None:
+    close = getattr(crm, "aclose", None)
+    if close is not None:
+        await close()
