@@ -1,7 +1,9 @@
 """CRM bridge: one interface (``CrmBackend``) and its backends.
 
-Backends: ``MemoryCrm`` (in-process; ``salesbot test`` and ``salesbot chat``) and ``RedisCrm``
-(the embedded CRM of the server, stored in the same Redis).
+Backends: ``MemoryCrm`` (in-process; ``salesbot test`` and ``salesbot chat``), ``RedisCrm``
+(the embedded CRM of the server, stored in the same Redis), ``KommoCrm`` (Kommo's API v4) and
+``WebhookCrm`` (any CRM behind a signed HTTP endpoint). ``CrmOutbox`` queues commands that met a
+temporary failure; ``crm_bridge.contract`` is the test suite every backend passes.
 """
 
 from .interface import (
@@ -14,8 +16,11 @@ from .interface import (
 )
 from .memory import MemoryCrm
 from .redis_crm import RedisCrm
+from .kommo import KommoCrm
+from .outbox import CrmOutbox
+from .webhook_backend import WebhookCrm
 
 __all__ = [
     "CRM_COMMANDS", "OUTWARD_ACTIONS", "ChannelIdentity", "CommandResult", "CrmBackend",
-    "CrmRef", "MemoryCrm", "RedisCrm",
+    "CrmRef", "MemoryCrm", "RedisCrm", "KommoCrm", "WebhookCrm", "CrmOutbox",
 ]

@@ -174,7 +174,9 @@ class CrmContract:
 
     # ------------------------------------------------------------------ tasks
     def _due(self, hours: float) -> str:
-        base = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=2)
+        """A due time ``hours`` after a base two days ahead, fixed for the whole test."""
+        base = self.__dict__.setdefault(
+            "_due_base", datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=2))
         return (base + timedelta(hours=hours)).isoformat()
 
     async def test_add_task_with_a_due_time(self, crm: Any) -> None:

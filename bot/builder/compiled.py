@@ -250,3 +250,4 @@ class CompiledFlow:
     warnings: tuple[str, ...] = ()
     called_bots: frozenset[str] = frozenset()
     uses_crm: bool = True  # whether any template or condition reads contact, lead or company
+    reads_clock: bool = True  # whether any template or condition reads now

@@ -482,6 +482,7 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
         source=MappingProxyType(doc),
         warnings=tuple(str(p) for p in problems if p.severity == "warning"),
         called_bots=frozenset(s.bot for s in steps.values() if isinstance(s, m.StartBotStep)),
+        reads_clock="now" in compiler.names,
         uses_crm=bool(compiler.names & CRM_NAMES) or any(
             isinstance(s, m.ActionStep) and any(getattr(a, "from_", None) == "manual" for a in s.actions)
             for s in steps.values()),

@@ -400,7 +400,6 @@ def plan(message: Mapping[str, Any], caps: Capabilities = CAPABILITIES) -> list[
     for part in parts:
         markup = _keyboard(part, numbers)
         text = _menu_text(part.text, part.menu) if part.menu is not None else part.text
-        text = text[: caps.text_max]
         media: list[Call] = []
         for a in part.attachments:
             ref = _file_ref(str(a.get("url") or ""))
@@ -409,6 +408,7 @@ def plan(message: Mapping[str, Any], caps: Capabilities = CAPABILITIES) -> list[
                 continue
             method = _SEND_METHOD[a["kind"]]
             media.append((method, {_FILE_FIELD[method]: ref}))
+        text = text[: caps.text_max]
         if len(media) == 1 and len(text) <= CAPTION_MAX:
             method, params = media[0]
             if text:
@@ -526,6 +526,8 @@ class TelegramAdapter:
                 result = await self.call(method, {"chat_id": chat_id, **params})
             except DeliveryTemporary:
                 if i:  # parts already sent are not sent again when the outbox retries
+                    if len(self._progress) > 10_000:  # entries the outbox gave up on
+                        self._progress.clear()
                     self._progress[key] = (i, last)
                 raise
             message_id = getattr(result, "message_id", None)

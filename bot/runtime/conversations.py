@@ -28,6 +28,8 @@ from .store import Batch, ConversationStore, SaveRequest
 from .transcript import inbound_entry, internal_entry, outbound_entry, system_entry
 
 log = logging.getLogger("salesbot.runtime")
+#: lead id -> the conversation working on it (written when the conversation's lead is found).
+LEAD_CONVERSATIONS_KEY = "sb:lead_conversations"
 
 
 class FlowLoader(FlowSource, Protocol):
@@ -110,7 +112,7 @@ class ConversationService:
         state = codec.decode_state(batch.state) if batch.state else ConversationState(
             id=cid, channel=meta.get("channel", "livechat"), account=meta.get("account", "default"))
         new_meta: dict[str, str] = {}
-        ref = await self._crm_ref(meta, new_meta)
+        ref = await self._crm_ref(meta, new_meta, cid)
         if ref is not None:
             state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
         snapshot: Mapping[str, Any] = {}
@@ -205,7 +207,7 @@ class ConversationService:
             return codec.decode_event(data["event"]), dict(data.get("extra") or {})
         return codec.decode_event(raw), {}
 
-    async def _crm_ref(self, meta: Mapping[str, str], new_meta: dict[str, str]) -> CrmRef | None:
+    async def _crm_ref(self, meta: Mapping[str, str], new_meta: dict[str, str], cid: str = "") -> CrmRef | None:
         if meta.get("lead_id") and meta.get("contact_id"):
             return CrmRef(meta["contact_id"], meta["lead_id"], meta.get("company_id") or None)
         if not meta.get("external_id"):
@@ -218,6 +220,8 @@ class ConversationService:
             log.warning("crm.identify_failed", extra={"error": str(exc)})
             return None
         new_meta.update({"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""})
+        if cid:  # CRM webhooks and /api/events find the conversation of a lead here
+            await self.store.redis.hset(LEAD_CONVERSATIONS_KEY, ref.lead_id, cid)
         return ref
 
     def _collect(self, state: ConversationState, effects: list[fx.Effect], req: SaveRequest, now: float) -> None:

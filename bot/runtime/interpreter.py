@@ -94,7 +94,8 @@ class _Turn:
                          "origin": st.origin, "status": st.chat_status},
                 "json": run.json if run else None,
                 "last_validation_result": run.last_validation_result if run else None,
-                "now": self.now.astimezone(flow.tz) if flow else self.now,
+                # Converting the clock costs more than most steps: only for flows that read it.
+                "now": self.now.astimezone(flow.tz) if flow and flow.reads_clock else self.now,
                 "bot": {"id": run.bot, "version": run.version} if run else {},
             }
         return self._ctx
@@ -207,9 +208,13 @@ class _Turn:
 
     def on_delivery_failed(self, e: ev.DeliveryFailed) -> None:
         run = self.state.run
-        if run is None or not run.active or not e.ref.startswith(run.id + ":"):
+        finished = run is not None and run.status == "finished"
+        if run is None or not (run.active or finished) or not e.ref.startswith(run.id + ":"):
             self.trace("delivery.failed_stale", "debug", ref=e.ref, reason=e.reason)
             return
+        if finished:
+            # The run ended right after sending (a message then stop): the report comes later.
+            self.flow = self.flows.get(run.bot, run.version)
         step_id = e.ref.split(":")[1]
         step = self.flow.steps.get(step_id) if self.flow else None
         failed = getattr(step, "failed", None)
@@ -217,8 +222,10 @@ class _Turn:
         if self.state.owner != "bot":
             return  # a person has the conversation and sees the failure; the bot does nothing
         if failed:
+            if finished:
+                run.status, run.error = "running", None
             self.resume(failed)
-        else:
+        elif not finished:
             self.fail_run(f"message of step {step_id!r} could not be delivered: {e.reason}")
 
     def on_widget(self, e: ev.WidgetCallback) -> None:
@@ -383,9 +390,11 @@ class _Turn:
 
     def after_step(self, target: Any) -> None:
         """Run steps from ``target`` until the run waits or ends."""
+        state = self.state
+        handlers = _STEP_HANDLERS
         while True:
             if target is _WAIT:
-                run = self.state.run
+                run = state.run
                 if run is not None and run.status != "failed":
                     run.status = "waiting"
                 return
@@ -397,20 +406,20 @@ class _Turn:
             flow = self.flow
             assert flow is not None
             step = flow.steps.get(target)
-            run = self.state.run
+            run = state.run
             assert run is not None
             if step is None:
                 self.fail_run(f"step {target!r} does not exist in {flow.id} v{flow.version}")
                 return
             if self.new_turn:
-                self.state.turn_steps, self.new_turn = 0, False
-            if self.state.turn_steps >= flow.step_budget:
+                state.turn_steps, self.new_turn = 0, False
+            if state.turn_steps >= flow.step_budget:
                 self.fail_run(f"step budget of {flow.step_budget} exhausted at step {target!r}")
                 return
-            self.state.turn_steps += 1
+            state.turn_steps += 1
             run.step = target
             run.action_index = 0
-            target = _STEP_HANDLERS[type(step)](self, step)
+            target = handlers[step.__class__](self, step)
 
     def finish_run(self, status: str = "finished") -> str | None:
         """End the current bot; return to a caller if there is one (its next step)."""
@@ -471,7 +480,9 @@ class _Turn:
             self.set_chat_status("answered")
 
     def message_ref(self, step: c.CStep) -> str:
-        return f"{self.run.id}:{step.id}:{self.state.next_id('m')}"
+        state = self.state
+        state.seq += 1
+        return f"{state.run.id}:{step.id}:m{state.seq}"  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ replies
     def match_reply(self, step: c.CMessage | c.CList, e: ev.InboundMessage) -> str | None:

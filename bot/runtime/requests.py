@@ -42,6 +42,7 @@ class ServerRequests:
         widgets: Mapping[str, WidgetCaller] | None = None,
         public_url: str = "http://127.0.0.1:8080",
         outward: Callable[[dict[str, Any], ConversationState], Awaitable[Any]] | None = None,
+        crm_outbox: Any = None,
     ) -> None:
         self.redis = redis
         self.crm = crm
@@ -49,6 +50,7 @@ class ServerRequests:
         self.widgets = dict(widgets or {})
         self.public_url = public_url.rstrip("/")
         self.outward = outward
+        self.crm_outbox = crm_outbox  # crm_bridge.outbox.CrmOutbox: temporary failures queue, never block
 
     async def __call__(self, request: fx.Request, state: ConversationState,
                        snapshot: Mapping[str, Any]) -> ev.RequestResult:
@@ -67,7 +69,12 @@ class ServerRequests:
             if ref is None:
                 return ev.RequestResult(request.id, ok=False, error="this conversation has no CRM lead")
             try:
-                result = await self.crm.execute(ref, command)
+                if self.crm_outbox is not None:
+                    result = await self.crm_outbox.submit(ref, command, cid=state.id)
+                    if result is None:  # queued behind the lead's waiting commands or for a retry: go on
+                        return ev.RequestResult(request.id, value=None)
+                else:
+                    result = await self.crm.execute(ref, command)
             except CrmRejected as exc:
                 return ev.RequestResult(request.id, ok=False, error=str(exc), permanent=True)
             except CrmTemporary as exc:

@@ -40,6 +40,8 @@ def outbound_entry(m: fx.SendMessage, at: float, *, bot: str | None, role: str =
         entry["attachments"] = [{"kind": a.kind, "url": a.url, "name": a.name} for a in m.attachments]
     if m.template:
         entry["template"] = m.template
+        if m.params is not None:
+            entry["template_params"] = m.params
     return entry
 
 

@@ -36,7 +36,12 @@ class Worker:
         await asyncio.gather(self._loop(stop, self.fire_timers, self.poll, "timers"),
                              self._loop(stop, self.recover, max(1.0, self.poll * 4), "recovery"),
                              self._loop(stop, self.s.outbox.run_once, min(self.poll, 0.1), "outbox"),
-                             *self.receivers(stop))
+                             *self.crm_retries(stop), *self.receivers(stop))
+
+    def crm_retries(self, stop: asyncio.Event) -> list[Awaitable[None]]:
+        """The CRM outbox: commands that met a temporary CRM failure, retried in order per lead."""
+        crm_outbox = getattr(self.s, "crm_outbox", None)
+        return [] if crm_outbox is None else [self._loop(stop, crm_outbox.run_once, min(self.poll, 0.1), "crm_outbox")]
 
     def receivers(self, stop: asyncio.Event) -> list[Awaitable[None]]:
         """Long-polling receivers (an adapter's ``poller(services).run(stop)``) of the accounts

@@ -13,7 +13,7 @@ from aiohttp import web
 from ..channels import livechat, webhooks
 from ..config import Config
 from ..runtime.worker import Worker
-from . import api, crm_api, openapi, pages
+from . import api, crm_api, kommo_webhooks, openapi, pages
 from .http import errors_middleware
 from .keys import SERVICES
 from .services import Services, open_services
@@ -29,6 +29,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(openapi.routes)
     if role in ("all", "web"):
         livechat.setup(app)
+        app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}
         app.add_routes(webhooks.routes)
         app.add_routes(pages.routes)
 

@@ -143,6 +143,17 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/events": {"post": _op("A CRM or business event", {"202": _json({"type": "object"}), "404": _json(_ERROR)}, auth=["operator", "support"],
                                 body={"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}, "conversation": {"type": "string"}, "lead": {}}})},
     "/api/continue/{token}": {"post": _op("The one-time return URL of a waiting widget step", {"200": _json({"type": "object"}), "404": _json(_ERROR)}, body={}, params=[_p("token")])},
+    "/webhooks/kommo/{account}": {
+        "post": _op("Kommo's account webhooks (form-encoded leads[status][0][id]=…): CRM events of the leads' conversations",
+                    {"200": _json({"type": "object", "required": ["ok", "events", "delivered"], "properties": {
+                        "ok": {"const": True}, "events": {"type": "integer"}, "delivered": {"type": "integer"}}}),
+                     "400": _json(_ERROR, "Not a Kommo webhook body"),
+                     "401": _json(_ERROR, "Missing or wrong ?secret= (crm.webhook_secret)"),
+                     "403": _json(_ERROR, "crm.webhook_secret is not configured"),
+                     "404": _json(_ERROR, "This server's CRM is not this Kommo account")},
+                    body={"description": "Kommo's form-encoded webhook payload"},
+                    params=[_p("account"), _p("secret", "query", required=True)]),
+    },
     "/webhooks/{channel}/{account}": {
         "post": _op("Inbound from a messaging platform, verified by the platform's signature",
                     {"200": _json({"type": "object"}), "400": _json(_ERROR, "Signed but unreadable"),

@@ -12,8 +12,10 @@ from pathlib import Path
 import aiohttp
 from redis.asyncio import Redis
 
-from crm_bridge import RedisCrm
+from crm_bridge import CrmBackend, CrmRef, RedisCrm
 from crm_bridge.directory import CrmDirectory
+from crm_bridge.factory import build_backend, build_outbox, close_backend
+from crm_bridge.outbox import CrmOutbox
 
 from ..builder.loader import read_document
 from ..config import Config
@@ -52,7 +54,7 @@ class Services:
     store: ConversationStore
     timers: TimerWheel
     bots: BotRegistry
-    crm: RedisCrm
+    crm: CrmBackend
     metrics: Metrics
     conversations: ConversationService
     hub: LiveHub
@@ -65,6 +67,7 @@ class Services:
     http: aiohttp.ClientSession | None = None
     directory: CrmDirectory | None = None  # the embedded CRM's people-facing side (/api/crm)
     outward: OutwardActions | None = None  # send_webhook, send_email, create_form, meta_conversion
+    crm_outbox: CrmOutbox | None = None  # CRM commands waiting out a temporary failure (worker retries)
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -111,7 +114,15 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                   transcript_max=config.transcript_max, shards=config.timer_shards)
         timers = TimerWheel(redis, shards=config.timer_shards)
         bots = BotRegistry(redis)
-        crm = RedisCrm(redis, pipelines=dict(config.embedded_crm.pipelines) or None)
+        crm = build_backend(config, redis)  # [crm] backend: embedded (default), kommo or webhook
+        stack.push_async_callback(close_backend, crm)
+
+        async def crm_command_failed(cid: str | None, ref: CrmRef, command: dict, reason: str) -> None:  # type: ignore[type-arg]
+            if cid:  # a queued command the CRM refused for good: the conversation hears of it
+                await conversations.deliver(cid, ev.CrmEvent("crm.command_failed", {
+                    "do": command.get("do"), "lead": ref.lead_id, "error": reason}))
+
+        crm_outbox = build_outbox(config, redis, crm, on_failed=crm_command_failed)
         public = config.public_url or f"http://{config.host}:{config.port}"
         directory = CrmDirectory(crm, users=[u.model_dump() for u in config.embedded_crm.users],
                                  teams=[t.model_dump() for t in config.embedded_crm.teams]) \
@@ -119,7 +130,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         outward = OutwardActions(config=config, redis=redis, crm=crm, directory=directory, public_url=public,
                                  secret=await signing_secret(redis, config))
         stack.push_async_callback(outward.close)
-        requests = ServerRequests(redis=redis, crm=crm, public_url=public, outward=outward)
+        requests = ServerRequests(redis=redis, crm=crm, public_url=public, outward=outward, crm_outbox=crm_outbox)
         driver = Driver(bots, requests)
         conversations = ConversationService(store=store, flows=bots, driver=driver, crm=crm,
                                             router=_Router(), metrics=metrics)
@@ -162,7 +173,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                         on_sent=sent, max_attempts=config.outbox_max_attempts)
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,
-                            directory=directory, outward=outward)
+                            directory=directory, outward=outward, crm_outbox=crm_outbox)
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         await bots.refresh()

@@ -55,3 +55,25 @@ def test_a_widget_answer_during_a_takeover_is_kept_for_the_hand_back() -> None:
     out = chat.feed(ev.WidgetCallback("tok", {"score": 7}))
     assert texts(out) == [] and chat.timers == {}  # the timeout is cancelled, nothing sent
     assert texts(chat.feed(ev.Release())) == ["Score 7"]
+
+
+def test_a_failure_reported_after_the_run_ended_still_takes_the_failed_branch() -> None:
+    steps = {
+        "bye": {"type": "message", "text": "Bye!", "failed": "sorry", "next": "end"},
+        "end": {"type": "stop"},
+        "sorry": {"type": "internal_message", "text": "the goodbye did not arrive"},
+    }
+    chat = Chat(make_flow(steps, start="bye"))
+    out = chat.start()
+    assert chat.status == "finished"
+    ref = of_type(out, fx.SendMessage)[0].ref
+    out = chat.feed(ev.DeliveryFailed(ref, "blocked"))
+    assert [m.text for m in of_type(out, fx.InternalMessage)] == ["the goodbye did not arrive"]
+    assert chat.step == "sorry" and chat.status == "finished"
+
+
+def test_a_failure_after_the_run_ended_without_a_failed_branch_changes_nothing() -> None:
+    chat = Chat(make_flow({"bye": {"type": "message", "text": "Bye!"}}, start="bye"))
+    ref = of_type(chat.start(), fx.SendMessage)[0].ref
+    chat.feed(ev.DeliveryFailed(ref, "blocked"))
+    assert chat.status == "finished" and chat.run.error is None
