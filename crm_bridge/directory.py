@@ -22,8 +22,18 @@ from bot.errors import CrmRejected
 
 from .card import CARD_FIELDS, card_of, card_value
 from .indexes import (
-    SEARCH_CANDIDATES, T, CrmIndexes, by_key, leads_of_key, matches, query_words, recent_key,
-    search_key, search_terms, stage_value, tags_key,
+    SEARCH_CANDIDATES,
+    CrmIndexes,
+    T,
+    by_key,
+    leads_of_key,
+    matches,
+    query_words,
+    recent_key,
+    search_key,
+    search_terms,
+    stage_value,
+    tags_key,
 )
 from .memory import DEFAULT_PIPELINE, DEFAULT_STAGES, MemoryCrm
 from .notes import make_note

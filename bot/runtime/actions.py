@@ -14,7 +14,6 @@ late webhook or e-mail can do more harm than none. A flow that wants retries loo
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -36,7 +35,15 @@ from crm_bridge.directory import CrmDirectory
 from ..builder.durations import DurationError, parse_duration
 from ..config import Config
 from ..errors import ActionFailed, ActionRefused, CrmError
-from .email import SUPPRESSED, SmtpSender, TemplateLibrary, UnsubscribeTokens, compose, fold_email, render_template
+from .email import (
+    SUPPRESSED,
+    SmtpSender,
+    TemplateLibrary,
+    UnsubscribeTokens,
+    compose,
+    fold_email,
+    render_template,
+)
 from .forms import Forms
 from .netguard import GuardedResolver, WebhookPolicy, refused_cause
 from .requests import crm_ref_of
@@ -152,7 +159,7 @@ class OutwardActions:
                 raw = await response.content.read(limit + 1)
                 status, content_type = response.status, response.content_type
                 charset = response.charset or "utf-8"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ActionFailed(f"send_webhook: {url} did not answer within {timeout:g}s") from None
         except aiohttp.ClientError as exc:
             if refused_cause(exc):
@@ -278,7 +285,7 @@ class OutwardActions:
             async with self._session().post(url, json=body) as response:
                 answer = await response.json(content_type=None)
                 status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise ActionFailed(f"meta_conversion: {type(exc).__name__}: {exc}") from None
         if status != 200:
             message = (answer or {}).get("error", {}).get("message") if isinstance(answer, dict) else None

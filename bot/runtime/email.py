@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Mapping
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 

@@ -11,9 +11,8 @@ that fires for a step that is no longer current is recognised and does nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..builder import compiled as c
 from ..builder.normalize import normalize
@@ -29,8 +28,9 @@ _WAIT = object()  # a step handler's answer: the run now waits
 MAX_CALL_DEPTH = 10
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """The new state and the effects of one ``advance``."""
+
     state: ConversationState
     effects: list[fx.Effect]
 
@@ -51,11 +51,13 @@ def advance(
     """Apply one event to a conversation. ``state`` is not modified; a new one is returned."""
     turn = _Turn(flows, state.clone(), now, snapshot or {})
     turn.handle(event)
-    return Outcome(turn.state, turn.effects)
+    return Outcome(turn.state, turn.effects)  # a NamedTuple: cheap to build on the hot path
 
 
 class _Turn:
     """The work of one ``advance`` call."""
+
+    __slots__ = ("flows", "state", "now", "epoch", "snapshot", "effects", "new_turn", "flow", "_ctx")
 
     def __init__(self, flows: FlowSource, state: ConversationState, now: datetime,
                  snapshot: Mapping[str, Any]) -> None:

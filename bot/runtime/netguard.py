@@ -18,11 +18,14 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
+
+if TYPE_CHECKING:
+    from aiohttp.abc import ResolveResult
 
 from ..errors import ActionFailed, ActionRefused
 

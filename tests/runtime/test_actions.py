@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import ResolveResult
-from aiohttp.resolver import AbstractResolver
+from aiohttp.abc import AbstractResolver
 from aiosmtpd.controller import Controller
 
 from bot.errors import ActionFailed, ActionRefused
 from bot.runtime.netguard import AddressRefused, GuardedResolver, WebhookPolicy
-from tests.live_app import App, fake_service, free_port, running_app, wait_for
+from tests.live_app import fake_service, free_port, running_app, wait_for
 
 
 # ---------------------------------------------------------------------- the address policy
@@ -60,8 +59,8 @@ class _FixedResolver(AbstractResolver):
     def __init__(self, *addresses: str) -> None:
         self.addresses = addresses
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        return [ResolveResult(hostname=host, host=a, port=port, family=socket.AF_INET, proto=0, flags=0)
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        return [{"hostname": host, "host": a, "port": port, "family": socket.AF_INET, "proto": 0, "flags": 0}
                 for a in self.addresses]
 
     async def close(self) -> None:
