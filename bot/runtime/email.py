@@ -191,6 +191,7 @@ class SmtpSender:
             if c.username:
                 await client.login(c.username, password or "")
             for msg in messages:
+                errors: dict[str, Any]
                 try:
                     errors, _ = await client.send_message(msg)
                 except aiosmtplib.SMTPRecipientsRefused as exc:

@@ -71,8 +71,8 @@ async def _list(request: web.Request, plural: str) -> web.Response:
     require(request, "support")
     q = request.query
     limit, offset = _int(request, "limit", 50), _int(request, "offset", 0)
-    filters = {k: v for k, v in q.items() if k not in ("q", "limit", "offset", "tag")}
-    filters["tag"] = q.getall("tag", [])
+    filters: dict[str, Any] = {k: v for k, v in q.items() if k not in ("q", "limit", "offset", "tag")}
+    filters["tag"] = list(q.getall("tag")) if "tag" in q else []
     try:
         items, total = await _directory(request).search(KINDS[plural], q=q.get("q"), filters=filters,
                                                         limit=limit, offset=offset)

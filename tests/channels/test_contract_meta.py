@@ -70,6 +70,7 @@ class _MetaContract(ChannelContract):
 
 
 class TestWhatsAppContract(_MetaContract):
+    delivery_statuses = frozenset({"delivered", "read", "failed"})
     channel = "whatsapp"
     chat_id = "905321234567"
 
@@ -124,6 +125,7 @@ class TestWhatsAppContract(_MetaContract):
 
 
 class TestInstagramContract(_MetaContract):
+    delivery_statuses = frozenset({"read"})
     channel = "instagram"
     messaging = "instagram"
 
@@ -146,6 +148,7 @@ class TestInstagramContract(_MetaContract):
 
 
 class TestMessengerContract(_MetaContract):
+    delivery_statuses = frozenset({"delivered"})
     channel = "messenger"
     messaging = "messenger"
 

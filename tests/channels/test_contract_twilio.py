@@ -26,6 +26,7 @@ def _options(n: int) -> str:
 
 
 class _TwilioContract(ChannelContract):
+    delivery_statuses = frozenset({"delivered", "read", "failed"})
     chat_id = "+15551234567"
     signature_headers = ("X-Twilio-Signature",)
     whatsapp = True

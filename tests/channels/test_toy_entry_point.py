@@ -79,6 +79,7 @@ class FakeToyPlatform:
 
 
 class TestToyContract(ChannelContract):
+    delivery_statuses = frozenset({"delivered", "read", "failed"})
     channel = "toy"
     signature_headers = ("X-Toy-Signature",)
 
