@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.errors import CrmError, CrmRateLimited, CrmRejected, CrmUnavailable
@@ -85,3 +86,49 @@ def error_for(crm: str, status: int, headers: Mapping[str, str], text: str, what
     if status == 408 or status >= 500:
         return CrmUnavailable(message)
     return CrmRejected(message)
+
+
+class CircuitOpen(CrmUnavailable):
+    """Not tried: the CRM timed out, refused the connection or asked to back off moments ago."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Breaker:
+    """Fail fast while a CRM is known to be unreachable, so no conversation waits for its timeout.
+
+    Opened for ``cooldown`` seconds by a timeout or a refused connection (the failures that
+    cost time), and for the CRM's ``retry_after`` by a 429; closed by the next success. While
+    open, requests raise ``CircuitOpen`` without touching the network; the first request after
+    the cool-down is the probe.
+    """
+
+    def __init__(self, cooldown: float = 5.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cooldown = cooldown
+        self.clock = clock
+        self.open_until = 0.0
+
+    def check(self, crm: str, what: str) -> None:
+        now = self.clock()
+        if now < self.open_until:
+            wait = self.open_until - now
+            raise CircuitOpen(f"{crm}: {what}: not tried, the CRM failed moments ago (next try in {wait:.1f}s)",
+                              retry_after=wait)
+
+    def record(self, exc: BaseException | None) -> None:
+        """After each request: its error (None for a success)."""
+        if isinstance(exc, CrmRateLimited):
+            self.open_until = max(self.open_until, self.clock() + exc.retry_after)
+        elif isinstance(exc, CrmUnavailable) and getattr(exc, "unreachable", False):
+            self.open_until = max(self.open_until, self.clock() + self.cooldown)
+        else:  # the CRM answered: it is reachable
+            self.open_until = 0.0
+
+
+def unreachable(message: str) -> CrmUnavailable:
+    """The error of a timeout or a failed connection (opens the breaker)."""
+    exc = CrmUnavailable(message)
+    exc.unreachable = True  # type: ignore[attr-defined]
+    return exc

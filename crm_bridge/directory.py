@@ -193,9 +193,10 @@ class CrmDirectory:
             tmp = f"{T}:tmp:{uuid.uuid4().hex}"
             pipe = self.redis.pipeline(transaction=False)
             pipe.zinterstore(tmp, {recent_key(kind): 1, **{k: 0 for k in keys}})
+            pipe.expire(tmp, 30)  # deleted below; the TTL covers a client that dies in between
             pipe.zrevrange(tmp, offset, offset + limit - 1)
             pipe.delete(tmp)
-            total, raw, _ = await pipe.execute()
+            total, _, raw, _ = await pipe.execute()
         ids = [i.decode() for i in raw]
         return await self._present(kind, await self.get_many(kind, ids)), int(total)
 

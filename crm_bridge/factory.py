@@ -21,16 +21,21 @@ def _secret(value: Any) -> str:
     return value.get_secret_value() if value is not None else ""
 
 
+def _cooldown(crm: "CrmConfig") -> float:
+    """How long an unreachable CRM is not tried again (the retry schedule's scale, at most 5 s)."""
+    return min(5.0, crm.retry_max, max(crm.retry_base, 0.1) * 5)
+
+
 def build_backend(config: "Config", redis: Redis) -> CrmBackend:
     """``embedded`` (default): ``RedisCrm`` with ``[embedded_crm]`` pipelines; ``kommo``; ``webhook``."""
     crm = config.crm
     if crm.backend == "kommo":
         assert crm.base_url is not None
         return KommoCrm(crm.base_url, _secret(crm.token), rate=crm.rate_limit, timeout=crm.timeout,
-                        identity_field=crm.identity_field or None)
+                        identity_field=crm.identity_field or None, cooldown=_cooldown(crm))
     if crm.backend == "webhook":
         assert crm.base_url is not None
-        return WebhookCrm(crm.base_url, _secret(crm.secret), timeout=crm.timeout)
+        return WebhookCrm(crm.base_url, _secret(crm.secret), timeout=crm.timeout, cooldown=_cooldown(crm))
     embedded = getattr(config, "embedded_crm", None)
     pipelines = dict(getattr(embedded, "pipelines", None) or {}) or None
     return RedisCrm(redis, pipelines=pipelines)

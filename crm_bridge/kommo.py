@@ -32,6 +32,7 @@ import collections
 import logging
 import re
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -42,7 +43,7 @@ import aiohttp
 
 from bot.errors import CrmError, CrmRejected, CrmUnavailable
 
-from ._http import error_for, parse_body
+from ._http import Breaker, error_for, parse_body, unreachable
 from .interface import CRM_COMMANDS, ChannelIdentity, CommandResult, CrmRef
 
 log = logging.getLogger("salesbot.crm.kommo")
@@ -150,7 +151,7 @@ class KommoCrm:
 
     def __init__(self, base_url: str, token: str, *, session: aiohttp.ClientSession | None = None,
                  rate: int = 7, timeout: float = 10.0, identity_field: str | None = "Salesbot ID",
-                 limiter: RateLimiter | None = None) -> None:
+                 limiter: RateLimiter | None = None, cooldown: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._session = session
@@ -158,6 +159,7 @@ class KommoCrm:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.identity_field = identity_field or None
         self.limiter = limiter or RateLimiter(rate)
+        self.breaker = Breaker(cooldown)
         self._fields: dict[str, list[dict[str, Any]]] = {}
         self._pipelines: list[dict[str, Any]] | None = None
         self._users: list[dict[str, Any]] | None = None
@@ -180,9 +182,10 @@ class KommoCrm:
     async def request(self, method: str, path: str, *, params: Iterable[tuple[str, Any]] | None = None,
                       json: Any = None) -> Any:
         """One API call (rate limited); the decoded JSON answer, or None for 204 No Content."""
+        what = f"{method} {path}"
+        self.breaker.check("kommo", what)
         await self.limiter.acquire()
         query = [(k, str(v)) for k, v in (params or [])]
-        what = f"{method} {path}"
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         try:
             async with self._http().request(method, self.base_url + path, params=query, json=json,
@@ -190,12 +193,15 @@ class KommoCrm:
                 status, text = resp.status, await resp.text()
                 answer_headers = dict(resp.headers)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise CrmUnavailable(f"kommo: {what}: {type(exc).__name__}: {exc}") from None
-        if status == 204:
-            return None
+            failure = unreachable(f"kommo: {what}: {type(exc).__name__}: {exc}")
+            self.breaker.record(failure)
+            raise failure from None
         if 200 <= status < 300:
-            return parse_body(text)
-        raise error_for("kommo", status, answer_headers, text, what)
+            self.breaker.record(None)
+            return None if status == 204 else parse_body(text)
+        error = error_for("kommo", status, answer_headers, text, what)
+        self.breaker.record(error)
+        raise error
 
     async def _get(self, path: str, params: Iterable[tuple[str, Any]] | None = None) -> Any:
         return await self.request("GET", path, params=params)
@@ -376,7 +382,7 @@ class KommoCrm:
             return [{"value": stamp if stamp is not None else value}]
         if kind == "multitext":
             return [{"value": str(value), "enum_code": "WORK"}]
-        return [{"value": value if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)}]
+        return [{"value": str(value)}]
 
     @staticmethod
     def decode_values(item: Mapping[str, Any]) -> Any:
@@ -922,9 +928,13 @@ def verify_widget_jwt(token: str, secret: str, *, audience: str | None = None,
     if not token or not secret:
         raise InvalidWidgetToken("no token or no client secret")
     options = {"require": ["exp"], "verify_aud": audience is not None}
+    short_key = getattr(jwt, "InsecureKeyLengthWarning", None)
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS512"], audience=audience, leeway=leeway,
-                            options=options)  # type: ignore[arg-type]
+        with warnings.catch_warnings():
+            if short_key is not None:  # the key is Kommo's client secret: not ours to lengthen
+                warnings.simplefilter("ignore", short_key)
+            claims = jwt.decode(token, secret, algorithms=["HS512"], audience=audience, leeway=leeway,
+                                options=options)  # type: ignore[arg-type]
     except jwt.PyJWTError as exc:
         raise InvalidWidgetToken(f"widget token rejected: {exc}") from None
     return dict(claims)

@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 
 from bot.errors import CrmRateLimited, CrmRejected, CrmTemporary
 
+from ._http import CircuitOpen
 from .interface import CommandResult, CrmBackend, CrmRef
 
 log = logging.getLogger("salesbot.crm.outbox")
@@ -102,7 +103,7 @@ class CrmOutbox:
         return float(min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1)))
 
     def _delay(self, attempts: int, exc: Exception) -> float:
-        floor = exc.retry_after if isinstance(exc, CrmRateLimited) else 0.0
+        floor = exc.retry_after if isinstance(exc, (CrmRateLimited, CircuitOpen)) else 0.0
         return max(floor, self.backoff(attempts))
 
     def _hold(self, delay: float) -> None:
@@ -128,8 +129,9 @@ class CrmOutbox:
         try:
             return await self.crm.execute(ref, command)
         except CrmTemporary as exc:
-            item["attempts"], item["error"] = 1, str(exc)
-            delay = self._delay(1, exc)
+            tried = not isinstance(exc, CircuitOpen)  # the backend failing fast is no attempt
+            item["attempts"], item["error"] = int(tried), str(exc)
+            delay = self._delay(1, exc) if tried else exc.retry_after  # type: ignore[attr-defined]
             self._hold(delay)
             await self._enqueue(member, item, self.clock() + delay)
             log.warning("crm.command_deferred", extra={"lead": ref.lead_id, "do": command.get("do"),
@@ -177,6 +179,10 @@ class CrmOutbox:
                 except CrmRejected as exc:
                     await self._drop(key, head, item, str(exc))
                     continue
+                except CircuitOpen as exc:  # not tried: come back when the backend will try again
+                    self._hold(exc.retry_after)
+                    await self.redis.zadd(DUE_KEY, {member: self.clock() + max(exc.retry_after, 0.05)})
+                    return done - 1
                 except Exception as exc:  # temporary, or a backend bug: keep the command, try later
                     if not isinstance(exc, CrmTemporary):
                         log.exception("crm.outbox_unexpected_error", extra={"lead": ref.lead_id})

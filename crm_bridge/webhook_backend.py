@@ -38,7 +38,7 @@ import aiohttp
 
 from bot.errors import CrmError, CrmRejected, CrmUnavailable
 
-from ._http import error_for, parse_body
+from ._http import Breaker, error_for, parse_body, unreachable
 from .interface import CRM_COMMANDS, ChannelIdentity, CommandResult, CrmRef
 
 SIGNATURE_HEADER = "X-Salesbot-Signature"
@@ -90,7 +90,7 @@ class WebhookCrm:
     name = "webhook"
 
     def __init__(self, url: str, secret: str, *, session: aiohttp.ClientSession | None = None,
-                 timeout: float = 10.0, clock: Callable[[], float] = time.time) -> None:
+                 timeout: float = 10.0, clock: Callable[[], float] = time.time, cooldown: float = 5.0) -> None:
         if not secret:
             raise ValueError("the webhook backend needs a secret to sign with")
         self.url = url
@@ -99,6 +99,7 @@ class WebhookCrm:
         self._own_session = session is None
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.clock = clock
+        self.breaker = Breaker(cooldown)
 
     async def aclose(self) -> None:
         if self._own_session and self._session is not None:
@@ -118,13 +119,19 @@ class WebhookCrm:
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self._secret, raw),
                    TIMESTAMP_HEADER: str(body["ts"]), DELIVERY_HEADER: str(body["id"]),
                    "User-Agent": "salesbot-crm-webhook/1"}
+        self.breaker.check("webhook crm", op)
         try:
             async with self._http().post(self.url, data=raw, headers=headers, timeout=self.timeout) as resp:
                 status, text, answer_headers = resp.status, await resp.text(), dict(resp.headers)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise CrmUnavailable(f"webhook crm: {op}: {type(exc).__name__}: {exc}") from None
+            failure = unreachable(f"webhook crm: {op}: {type(exc).__name__}: {exc}")
+            self.breaker.record(failure)
+            raise failure from None
         if not 200 <= status < 300:
-            raise error_for("webhook crm", status, answer_headers, text, op)
+            error = error_for("webhook crm", status, answer_headers, text, op)
+            self.breaker.record(error)
+            raise error
+        self.breaker.record(None)
         answer = parse_body(text)
         if status != 204 and answer is None and text.strip():
             raise CrmUnavailable(f"webhook crm: {op}: the answer is not JSON")

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from crm_bridge import ChannelIdentity, CrmBackend, CrmRef
 
 from ..errors import CrmError
-from . import codec
+from . import codec, convindex
 from . import effects as fx
 from . import events as ev
 from .driver import Driver
@@ -169,6 +169,7 @@ class ConversationService:
             req.activity = self.clock()
         if req.activity is not None:
             new_meta["activity"] = repr(req.activity)
+        convindex.plan_save(cid, meta, new_meta, activity=req.activity, log=req.log, commands=req.extra_commands)
         req.meta = new_meta
         result_ = await self.store.save(cid, batch.token, req)
         if result_.status == -1:

@@ -14,9 +14,10 @@ from ..errors import FlowInvalid
 from ..runtime import codec
 from ..runtime import events as ev
 from ..runtime.bots import BotNotFound, problems_as_details
-from ..runtime.keys import activity_index_key
+from ..runtime.convindex import STATUSES, ConversationIndex, Filters, claim_key
 from .http import HttpError, error, json_body, require
 from .keys import SERVICES
+from .views import run_view, summary
 
 routes = web.RouteTableDef()
 
@@ -126,23 +127,7 @@ async def activate_bot(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------------- conversations
 def _public_meta(cid: str, meta: dict[str, str]) -> dict[str, Any]:
-    def num(key: str) -> float | None:
-        try:
-            return float(meta[key]) if meta.get(key) else None
-        except ValueError:
-            return None
-
-    return {
-        "id": cid, "channel": meta.get("channel"), "account": meta.get("account"),
-        "contact": {"name": meta.get("name") or None, "external_id": meta.get("external_id"),
-                    "contact_id": meta.get("contact_id") or None},
-        "lead_id": meta.get("lead_id") or None,
-        "status": meta.get("status") or "idle", "owner": meta.get("owner") or "bot",
-        "owner_user": meta.get("owner_user") or None,
-        "bot": meta.get("bot") or None, "step": meta.get("step") or None,
-        "run_status": meta.get("run_status") or None, "chat_status": meta.get("chat_status") or None,
-        "last_message": meta.get("last_text"), "last_activity": num("activity"),
-    }
+    return summary(cid, meta)
 
 
 @routes.get("/api/conversations")
@@ -155,34 +140,17 @@ async def list_conversations(request: web.Request) -> web.Response:
         before = float(q["before"]) if q.get("before") else None
     except ValueError:
         return error(400, "bad_request", "limit is a number; before is a timestamp")
-    redis = services.redis
-    out: list[dict[str, Any]] = []
-    max_score: Any = f"({before}" if before is not None else "+inf"
-    while len(out) < limit:
-        rows = await redis.zrevrangebyscore(activity_index_key(), max_score, "-inf", start=0, num=200, withscores=True)
-        if not rows:
-            break
-        pipe = redis.pipeline(transaction=False)
-        for cid, _ in rows:
-            pipe.hgetall(f"sb:c:{{{cid.decode()}}}:meta")
-        metas = await pipe.execute()
-        for (cid_b, score), raw in zip(rows, metas):
-            meta = {a.decode(): b.decode() for a, b in raw.items()}
-            item = _public_meta(cid_b.decode(), meta)
-            if q.get("status") and item["status"] != q["status"]:
-                continue
-            if q.get("channel") and item["channel"] != q["channel"]:
-                continue
-            if q.get("bot") and item["bot"] != q["bot"]:
-                continue
-            out.append(item)
-            if len(out) >= limit:
-                break
-        max_score = f"({rows[-1][1]}"
-        if len(rows) < 200:
-            break
-    next_before = out[-1]["last_activity"] if len(out) == limit else None
-    return web.json_response({"conversations": out, "next_before": next_before})
+    if q.get("status") and q["status"] not in STATUSES:
+        return error(400, "bad_request", f"status is one of {', '.join(STATUSES)}")
+    # Secondary indexes kept by the save path (bot/runtime/convindex.py): no scan of all conversations.
+    filters = Filters(status=q.get("status") or None, channel=q.get("channel") or None, bot=q.get("bot") or None,
+                      waiting=q.get("waiting", "").lower() in ("1", "true", "yes"))
+    page = await ConversationIndex(services.redis).page(filters, search=q.get("q"), before=before, limit=limit)
+    body: dict[str, Any] = {"conversations": [_public_meta(cid, meta) for cid, _, meta in page.rows],
+                            "next_before": page.next_before}
+    if page.truncated:
+        body["truncated"] = True
+    return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 
 def _visible(entry: dict[str, Any]) -> dict[str, Any]:
@@ -200,15 +168,9 @@ async def get_conversation(request: web.Request) -> web.Response:
     raw = await services.store.state(cid)
     state = codec.decode_state(raw) if raw else None
     run = state.run if state else None
-    wait = run.wait if run else None
     transcript = [{"n": n, **codec.unpack(blob)} for n, blob in await services.store.tail_log(cid, 500)]
     body = _public_meta(cid, meta)
-    body["run"] = None if run is None else {
-        "bot": run.bot, "version": run.version, "step": run.step, "status": run.status,
-        "variables": run.vars, "error": run.error,
-        "waiting_for": None if wait is None else {"kind": wait.kind, "step": wait.step,
-                                                  "events": list(wait.on), "until": wait.until},
-    }
+    body["run"] = run_view(run)
     if state and state.crm:
         from crm_bridge import CrmRef
 
@@ -231,18 +193,58 @@ async def _conversation_event(request: web.Request, event: ev.Event) -> web.Resp
     return web.json_response({"ok": True}, status=202)
 
 
+def _taken(holder: str) -> web.Response:
+    return error(409, "taken", f"{holder} has this conversation", [{"owner": holder}])
+
+
+async def _holder(request: web.Request) -> str | None:
+    found = await request.app[SERVICES].redis.get(claim_key(request.match_info["cid"]))
+    return found.decode() if found is not None else None
+
+
 @routes.post("/api/conversations/{cid}/takeover")
 async def takeover(request: web.Request) -> web.Response:
+    """One person at a time: the claim is a SET NX of the conversation's claim key (its hash tag)."""
     principal = require(request, "support")
-    return await _conversation_event(request, ev.Takeover(principal.name))
+    services = request.app[SERVICES]
+    cid = request.match_info["cid"]
+    meta = await services.store.meta(cid)
+    if not meta:
+        return error(404, "not_found", f"no conversation {cid!r}")
+    key = claim_key(cid)
+    claimed = False
+    for _ in range(3):  # a release between our SET NX and GET: try again
+        if await services.redis.set(key, principal.name, nx=True, ex=services.store.ttl):
+            claimed = True
+            break
+        holder = await _holder(request)
+        if holder == principal.name:  # this person has it already: the same answer again
+            if meta.get("owner") == "human" and meta.get("owner_user") == principal.name:
+                return web.json_response({"ok": True, "owner": principal.name}, status=202)
+            break
+        if holder is not None:
+            return _taken(holder)
+    try:
+        await services.conversations.deliver(cid, ev.Takeover(principal.name))
+    except BaseException:
+        if claimed:
+            await services.redis.delete(key)
+        raise
+    return web.json_response({"ok": True, "owner": principal.name}, status=202)
 
 
 @routes.post("/api/conversations/{cid}/release")
 async def release(request: web.Request) -> web.Response:
-    require(request, "support")
+    principal = require(request, "support")
     body = await json_body(request) if request.can_read_body else {}
     step = body.get("step") if isinstance(body, dict) else None
-    return await _conversation_event(request, ev.Release(step))
+    holder = await _holder(request)
+    if holder is not None and holder != principal.name and principal.role != "admin":
+        return _taken(holder)
+    response = await _conversation_event(request, ev.Release(step))
+    if response.status < 300:
+        await request.app[SERVICES].redis.delete(claim_key(request.match_info["cid"]))
+    return response
 
 
 @routes.post("/api/conversations/{cid}/messages")
@@ -252,6 +254,9 @@ async def human_message(request: web.Request) -> web.Response:
     text = body.get("text") if isinstance(body, dict) else None
     if not isinstance(text, str) or not text.strip():
         return error(400, "bad_request", 'the body is {"text": "…"}')
+    holder = await _holder(request)
+    if holder is not None and holder != principal.name and principal.role != "admin":
+        return _taken(holder)
     return await _conversation_event(request, ev.HumanMessage(text, principal.name))
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from crm_bridge.directory import CrmDirectory
 
 from ..errors import CrmRejected
+from ..runtime.email import SUPPRESSED, fold_email
 from .http import HttpError, error, json_body, require
 from .keys import SERVICES
 
@@ -153,6 +154,10 @@ async def _patch(request: web.Request, kind: str) -> web.Response:
         return _rejected(exc)
     if item is None:
         return error(404, "not_found", f"no {kind} {rid!r}")
+    if kind == "contact" and "unsubscribed" in body and item.get("email"):  # send_email checks both
+        redis = request.app[SERVICES].redis
+        address = fold_email(str(item["email"]))
+        await (redis.sadd(SUPPRESSED, address) if item["unsubscribed"] else redis.srem(SUPPRESSED, address))
     return _json(item)
 
 

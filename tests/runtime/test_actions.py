@@ -269,6 +269,11 @@ async def test_send_email_with_a_working_unsubscribe_link(redis: Any, redis_url:
         assert texts == ["sent"]
         assert len(inbox.messages) == 1
 
+        # a person may subscribe the contact again through the CRM API
+        await app.api("PATCH", f"/api/crm/contacts/{contact_id}", json={"unsubscribed": False})
+        _, texts = await app.say("email-session-1", "ann@example.com")
+        assert texts == ["sent"] and len(inbox.messages) == 2
+
         # one-click unsubscribe (RFC 8058) is a POST to the same link
         other = app.services.outward.tokens.make("999", "bob@example.com")  # type: ignore[union-attr]
         r = await app.http.post(f"/unsubscribe/{other}", data={"List-Unsubscribe": "One-Click"})

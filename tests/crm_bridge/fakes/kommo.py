@@ -186,6 +186,8 @@ class FakeKommo:
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        if self._runner is not None and self._runner.server is not None:
+            await self._runner.server.shutdown(0.1)  # and drop kept-alive connections: nothing gets through
 
     @property
     def url(self) -> str:

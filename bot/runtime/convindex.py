@@ -1,0 +1,372 @@
+"""Secondary indexes of conversations, for the support dashboard's list.
+
+Written in the save pipeline (``ConversationService`` calls :func:`plan_save` before
+``store.save``), read by ``GET /api/conversations``. Redis layout (every key shares the hash tag
+``{conv}``, so the intersections below stay in one Redis Cluster slot):
+
+* ``sb:idx:{conv}:status:<bot|human|idle>``, ``sb:idx:{conv}:channel:<channel>``,
+  ``sb:idx:{conv}:bot:<bot id>``, ``sb:idx:{conv}:waiting`` — sorted sets of conversation ids
+  scored by last activity (the same score as ``sb:idx:activity``, the unfiltered list). A save
+  derives the sets the conversation belonged to from the metadata the previous save wrote
+  (``batch.meta``), removes it from the ones it left and (re)adds it to the current ones with the
+  new activity score. These are pipeline commands beside the save script, never inside it: the
+  indexes are cross-conversation keys, in another slot than the conversation's own.
+* ``sb:idx:{conv}:search`` — a lexicographic sorted set (all scores 0) of
+  ``"<term>\\0<conversation id>"``: the normalised words of the contact's name, its e-mail
+  address (whole, local part, domain) and the digits of its phone number (every suffix of at
+  least 4 digits, so "1112233" finds "+90 555 111 22 33"). A search token is a ``ZRANGEBYLEX``
+  prefix scan (``[tok`` .. ``[tok\\xff``); several tokens intersect. The terms a conversation is
+  indexed under are kept in its metadata (``ix_terms``) so a renamed contact leaves its old terms.
+
+"Waiting for a person": the customer's last message is unanswered (``chat_status`` is
+``unanswered``) and no bot is handling the conversation (status ``human`` or ``idle``).
+
+Entries of conversations whose keys have expired are dropped lazily, when a listing meets them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from . import codec
+from .keys import EVENTS_CHANNEL, PREFIX, activity_index_key
+
+TAG = "{conv}"
+STATUSES = ("bot", "human", "idle")
+#: Metadata fields whose change the dashboard shows (a save changing only these still notifies).
+WATCHED = ("status", "owner", "owner_user", "bot", "step", "run_status", "chat_status")
+#: At most this many index entries are read per search token (the answer says it was cut).
+SEARCH_CAP = 5000
+_TERM_SEP = "\x1f"
+_PHONE_QUERY = re.compile(r"^[+\d\s().\-]+$")
+
+
+def status_key(status: str) -> str:
+    return f"{PREFIX}:idx:{TAG}:status:{status}"
+
+
+def channel_key(channel: str) -> str:
+    return f"{PREFIX}:idx:{TAG}:channel:{channel}"
+
+
+def bot_key(bot: str) -> str:
+    return f"{PREFIX}:idx:{TAG}:bot:{bot}"
+
+
+WAITING_KEY = f"{PREFIX}:idx:{TAG}:waiting"
+SEARCH_KEY = f"{PREFIX}:idx:{TAG}:search"
+
+
+def claim_key(cid: str) -> str:
+    """Who has taken the conversation over (``SET NX`` by the takeover route, deleted on release)."""
+    return f"{PREFIX}:c:{{{cid}}}:claim"
+
+
+# ---------------------------------------------------------------------- what a conversation is in
+def is_waiting(meta: Mapping[str, str]) -> bool:
+    return meta.get("chat_status") == "unanswered" and meta.get("status") in ("human", "idle")
+
+
+def filter_keys(meta: Mapping[str, str]) -> set[str]:
+    """The filter indexes a conversation with this metadata belongs to."""
+    keys: set[str] = set()
+    if meta.get("status"):
+        keys.add(status_key(meta["status"]))
+    if meta.get("channel"):
+        keys.add(channel_key(meta["channel"]))
+    if meta.get("bot"):
+        keys.add(bot_key(meta["bot"]))
+    if is_waiting(meta):
+        keys.add(WAITING_KEY)
+    return keys
+
+
+def normalise(text: str) -> str:
+    """Lower case without accents: "Ayşe YILMAZ" -> "ayse yilmaz" (Turkish dotless i folds to i)."""
+    text = unicodedata.normalize("NFKD", text.replace("ı", "i").casefold())
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[^\w]+", normalise(text)) if w]
+
+
+def _digits(text: str) -> str:
+    return "".join(c for c in text if c.isdigit())
+
+
+def terms(name: str | None, phone: str | None, email: str | None) -> set[str]:
+    """The search terms of a contact."""
+    out: set[str] = set()
+    if name:
+        out.update(w[:64] for w in _words(name))
+    if email:
+        mail = normalise(email.strip())[:128]
+        if mail:
+            out.add(mail)
+            local, _, domain = mail.partition("@")
+            out.update(t for t in (local, domain) if t)
+    digits = _digits(phone or "")
+    if len(digits) >= 4:
+        out.update(digits[i:] for i in range(len(digits) - 3))
+    return out
+
+
+def query_tokens(query: str) -> list[str]:
+    """Prefixes to look up for a search box text (each must match; empty: nothing to search)."""
+    query = query.strip()
+    if not query:
+        return []
+    if "@" in query:
+        return [normalise(query)[:128]]
+    if _PHONE_QUERY.match(query) and len(_digits(query)) >= 3:
+        return [_digits(query).lstrip("0") or "0"]  # "0555 …" (national) finds "90555…" (its suffix)
+    return [w for w in _words(query)][:5]
+
+
+def _score(old: Mapping[str, str], activity: float | None) -> float:
+    if activity is not None:
+        return activity
+    try:
+        return float(old.get("activity") or 0) or time.time()
+    except ValueError:
+        return time.time()
+
+
+def _preview(log: Sequence[bytes]) -> tuple[str, str] | None:
+    for blob in reversed(log):
+        entry = codec.unpack(blob)
+        if isinstance(entry, dict) and entry.get("role") in ("user", "bot", "human") and entry.get("text"):
+            return str(entry["role"]), str(entry["text"])[:200]
+    return None
+
+
+def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity: float | None,
+              log: Sequence[bytes], commands: list[Any]) -> None:
+    """Index updates for a save: fields added to ``new`` (the metadata the save writes) and
+    pipeline commands appended to ``commands`` (the save request's ``extra_commands``)."""
+    merged = {**old, **new}
+    preview = _preview(log)
+    if preview is not None:
+        new["preview_role"], new["preview"] = preview
+    old_keys = filter_keys(old)
+    new_keys = filter_keys(merged)
+    old_terms = {t for t in old.get("ix_terms", "").split(_TERM_SEP) if t}
+    new_terms = terms(merged.get("name"), merged.get("phone"), merged.get("email"))
+    if new_terms != old_terms:
+        new["ix_terms"] = _TERM_SEP.join(sorted(new_terms))
+    score = _score(old, activity)
+    removed = sorted(old_keys - new_keys)
+    added = sorted(new_keys if activity is not None else new_keys - old_keys)
+    gone = sorted(old_terms - new_terms)
+    fresh = sorted(new_terms - old_terms)
+    notify = not log and any(old.get(f, "") != merged.get(f, "") for f in WATCHED)
+    if not (removed or added or gone or fresh or notify):
+        return
+
+    def build(pipe: Any) -> None:
+        for key in removed:
+            pipe.zrem(key, cid)
+        for key in added:
+            pipe.zadd(key, {cid: score})
+        if gone:
+            pipe.zrem(SEARCH_KEY, *(f"{t}\0{cid}" for t in gone))
+        if fresh:
+            pipe.zadd(SEARCH_KEY, {f"{t}\0{cid}": 0 for t in fresh})
+        if notify:  # the save script publishes only with transcript entries; the list must hear of
+            pipe.publish(EVENTS_CHANNEL, f"{cid} 0")  # a stop, a step change or a status change too
+
+    commands.append(build)
+
+
+def seed(pipe: Any, cid: str, meta: Mapping[str, str], *, ttl: int | None = None) -> None:
+    """Write a conversation's metadata and every index entry at once (benchmarks, imports)."""
+    meta = dict(meta)
+    found = terms(meta.get("name"), meta.get("phone"), meta.get("email"))
+    meta["ix_terms"] = _TERM_SEP.join(sorted(found))
+    key = f"{PREFIX}:c:{{{cid}}}:meta"
+    pipe.hset(key, mapping=meta)
+    if ttl:
+        pipe.expire(key, ttl)
+    score = float(meta.get("activity") or time.time())
+    pipe.zadd(activity_index_key(), {cid: score})
+    for k in filter_keys(meta):
+        pipe.zadd(k, {cid: score})
+    if found:
+        pipe.zadd(SEARCH_KEY, {f"{t}\0{cid}": 0 for t in found})
+
+
+# ---------------------------------------------------------------------- reading
+@dataclass(slots=True)
+class Filters:
+    status: str | None = None
+    channel: str | None = None
+    bot: str | None = None
+    waiting: bool = False
+
+    def keys(self) -> list[str]:
+        out = []
+        if self.status:
+            out.append(status_key(self.status))
+        if self.channel:
+            out.append(channel_key(self.channel))
+        if self.bot:
+            out.append(bot_key(self.bot))
+        if self.waiting:
+            out.append(WAITING_KEY)
+        return out
+
+    def match(self, meta: Mapping[str, str]) -> bool:
+        return ((not self.status or (meta.get("status") or "idle") == self.status)
+                and (not self.channel or meta.get("channel") == self.channel)
+                and (not self.bot or meta.get("bot") == self.bot)
+                and (not self.waiting or is_waiting(meta)))
+
+
+@dataclass(slots=True)
+class Page:
+    rows: list[tuple[str, float, dict[str, str]]] = field(default_factory=list)
+    next_before: float | None = None
+    truncated: bool = False  # a search token matched more than SEARCH_CAP index entries
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class ConversationIndex:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def _metas(self, cids: Iterable[str]) -> list[dict[str, str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in cids:
+            pipe.hgetall(f"{PREFIX}:c:{{{cid}}}:meta")
+        return [{_s(a): _s(b) for a, b in raw.items()} for raw in await pipe.execute()]
+
+    async def _forget(self, cids: list[str], keys: Iterable[str]) -> None:
+        """Drop expired conversations from the indexes a listing walked."""
+        if not cids:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key in {activity_index_key(), *keys}:
+            pipe.zrem(key, *cids)
+        await pipe.execute()
+
+    async def page(self, filters: Filters, *, search: str | None = None, before: float | None = None,
+                   limit: int = 50) -> Page:
+        if search and search.strip():
+            return await self._search(filters, query_tokens(search), before, limit)
+        keys = filters.keys()
+        out = Page()
+        tmp = None
+        if len(keys) > 1:
+            tmp = f"{PREFIX}:idx:{TAG}:tmp:{secrets.token_hex(8)}"
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zinterstore(tmp, keys, aggregate="MAX")
+            pipe.expire(tmp, 30)
+            await pipe.execute()
+            source = tmp
+        else:
+            source = keys[0] if keys else activity_index_key()
+        try:
+            max_score: Any = f"({before!r}" if before is not None else "+inf"
+            for _ in range(10):  # a few rounds only when expired entries were met
+                want = limit - len(out.rows)
+                rows = await self.redis.zrevrangebyscore(source, max_score, "-inf", start=0, num=want, withscores=True)
+                if not rows:
+                    break
+                cids = [_s(c) for c, _ in rows]
+                expired = []
+                for cid, (_, score), meta in zip(cids, rows, await self._metas(cids)):
+                    if not meta:
+                        expired.append(cid)
+                    elif filters.match(meta):  # an index a lost lock left behind is not trusted
+                        out.rows.append((cid, float(score), meta))
+                await self._forget(expired, keys)
+                if len(rows) < want or len(out.rows) >= limit:
+                    break
+                max_score = f"({float(rows[-1][1])!r}"
+        finally:
+            if tmp is not None:
+                await self.redis.delete(tmp)
+        if len(out.rows) >= limit:
+            out.next_before = out.rows[-1][1]
+        return out
+
+    async def _search(self, filters: Filters, tokens: list[str], before: float | None, limit: int) -> Page:
+        out = Page()
+        if not tokens:
+            return out
+        pipe = self.redis.pipeline(transaction=False)
+        for token in tokens:
+            t = token.encode()
+            pipe.zrangebylex(SEARCH_KEY, b"[" + t, b"[" + t + b"\xff", start=0, num=SEARCH_CAP)
+        found: dict[str, list[bytes]] = {}  # cid -> its matched entries (to drop if expired)
+        candidates: set[str] | None = None
+        for members in await pipe.execute():
+            out.truncated |= len(members) >= SEARCH_CAP
+            these: set[str] = set()
+            for member in members:
+                _, _, cid_b = member.partition(b"\0")
+                cid = cid_b.decode()
+                these.add(cid)
+                found.setdefault(cid, []).append(member)
+            candidates = these if candidates is None else candidates & these
+        cids = sorted(candidates or ())
+        if not cids:
+            return out
+        keys = filters.keys()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zmscore(activity_index_key(), cids)
+        for key in keys:
+            pipe.zmscore(key, cids)
+        scores, *memberships = await pipe.execute()
+        ranked = []
+        for i, cid in enumerate(cids):
+            score = scores[i]
+            if score is None or any(m[i] is None for m in memberships):
+                continue
+            if before is not None and score >= before:
+                continue
+            ranked.append((float(score), cid))
+        ranked.sort(reverse=True)
+        for start in range(0, len(ranked), limit):
+            chunk = ranked[start:start + limit]
+            expired = []
+            for (score, cid), meta in zip(chunk, await self._metas(c for _, c in chunk)):
+                if not meta:
+                    expired.append(cid)
+                elif filters.match(meta):
+                    out.rows.append((cid, score, meta))
+                    if len(out.rows) >= limit:
+                        break
+            if expired:
+                await self._forget(expired, keys)
+                await self.redis.zrem(SEARCH_KEY, *(m for c in expired for m in found.get(c, ())))
+            if len(out.rows) >= limit:
+                break
+        if len(out.rows) >= limit:
+            out.next_before = out.rows[-1][1]
+        return out
+
+
+def summary_fields(meta: Mapping[str, str]) -> dict[str, Any]:
+    """What the list shows beyond the stored fields: the waiting and unanswered flags, the preview."""
+    return {
+        "unanswered": meta.get("chat_status") == "unanswered",
+        "waiting": is_waiting(meta),
+        "preview": {"role": meta["preview_role"], "text": meta.get("preview", "")} if meta.get("preview_role") else None,
+    }
+
+
+__all__ = ["ConversationIndex", "Filters", "Page", "claim_key", "filter_keys", "is_waiting", "plan_save",
+           "query_tokens", "seed", "summary_fields", "terms", "normalise", "STATUSES"]

@@ -1,0 +1,52 @@
+"""How a conversation is shown by the API and the dashboard's live stream (one shape for both)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..runtime import codec
+from ..runtime.convindex import summary_fields
+from ..runtime.state import Run
+
+
+def summary(cid: str, meta: Mapping[str, str]) -> dict[str, Any]:
+    """A conversation as the list shows it, from its metadata hash."""
+    def num(key: str) -> float | None:
+        try:
+            return float(meta[key]) if meta.get(key) else None
+        except ValueError:
+            return None
+
+    return {
+        "id": cid, "channel": meta.get("channel"), "account": meta.get("account"),
+        "contact": {"name": meta.get("name") or None, "external_id": meta.get("external_id"),
+                    "contact_id": meta.get("contact_id") or None, "phone": meta.get("phone") or None,
+                    "email": meta.get("email") or None},
+        "lead_id": meta.get("lead_id") or None,
+        "status": meta.get("status") or "idle", "owner": meta.get("owner") or "bot",
+        "owner_user": meta.get("owner_user") or None,
+        "bot": meta.get("bot") or None, "step": meta.get("step") or None,
+        "run_status": meta.get("run_status") or None, "chat_status": meta.get("chat_status") or None,
+        "last_message": meta.get("last_text"), "last_activity": num("activity"),
+        **summary_fields(meta),
+    }
+
+
+def run_view(run: Run | None) -> dict[str, Any] | None:
+    """The run: bot, version, step, status, variables, and what it waits for until when."""
+    if run is None:
+        return None
+    wait = run.wait
+    return {
+        "bot": run.bot, "version": run.version, "step": run.step, "status": run.status,
+        "variables": run.vars, "error": run.error,
+        "waiting_for": None if wait is None else {
+            "kind": wait.kind, "step": wait.step, "events": list(wait.on), "until": wait.until,
+            "held": list(wait.held)},
+        "callers": [{"bot": f.bot, "version": f.version, "next": f.next} for f in run.callers],
+    }
+
+
+def run_of(state_blob: bytes | None) -> Run | None:
+    return codec.decode_state(state_blob).run if state_blob else None
