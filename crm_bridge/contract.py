@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -51,7 +51,7 @@ def _epoch(value: Any) -> int | None:
     if isinstance(value, (int, float)):
         return int(value)
     dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return int((dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp())
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp())
 
 
 async def _maybe(value: Any) -> Any:
@@ -175,8 +175,8 @@ class CrmContract:
     # ------------------------------------------------------------------ tasks
     def _due(self, hours: float) -> str:
         """A due time ``hours`` after a base two days ahead, fixed for the whole test."""
-        base = self.__dict__.setdefault(
-            "_due_base", datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=2))
+        base: datetime = self.__dict__.setdefault(
+            "_due_base", datetime.now(UTC).replace(microsecond=0) + timedelta(days=2))
         return (base + timedelta(hours=hours)).isoformat()
 
     async def test_add_task_with_a_due_time(self, crm: Any) -> None:

@@ -21,12 +21,12 @@ def _secret(value: Any) -> str:
     return value.get_secret_value() if value is not None else ""
 
 
-def _cooldown(crm: "CrmConfig") -> float:
+def _cooldown(crm: CrmConfig) -> float:
     """How long an unreachable CRM is not tried again (the retry schedule's scale, at most 5 s)."""
     return min(5.0, crm.retry_max, max(crm.retry_base, 0.1) * 5)
 
 
-def build_backend(config: "Config", redis: Redis) -> CrmBackend:
+def build_backend(config: Config, redis: Redis) -> CrmBackend:
     """``embedded`` (default): ``RedisCrm`` with ``[embedded_crm]`` pipelines; ``kommo``; ``webhook``."""
     crm = config.crm
     if crm.backend == "kommo":
@@ -41,14 +41,14 @@ def build_backend(config: "Config", redis: Redis) -> CrmBackend:
     return RedisCrm(redis, pipelines=pipelines)
 
 
-def build_outbox(config: "Config", redis: Redis, crm: CrmBackend, *,
+def build_outbox(config: Config, redis: Redis, crm: CrmBackend, *,
                  on_failed: FailedHook | None = None) -> CrmOutbox:
     c = config.crm
     return CrmOutbox(redis, crm, on_failed=on_failed, max_attempts=c.max_attempts,
                      base_delay=c.retry_base, max_delay=c.retry_max)
 
 
-def kommo_account(crm: "CrmConfig") -> str | None:
+def kommo_account(crm: CrmConfig) -> str | None:
     """The ``{account}`` of ``/webhooks/kommo/{account}``: ``account``, else the subdomain."""
     if crm.account:
         return crm.account

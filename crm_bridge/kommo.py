@@ -35,7 +35,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -136,8 +136,13 @@ def _epoch(value: Any) -> int | None:
         except ValueError:
             return None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp())
+
+
+def _slug(value: Any) -> str:
+    """``call_back`` for "Call back": how flows written for the embedded CRM name fields."""
+    return re.sub(r"[^0-9a-z]+", "_", _fold(value)).strip("_")
 
 
 def _digits(phone: Any) -> str:
@@ -166,6 +171,7 @@ class KommoCrm:
         self._task_types: list[dict[str, Any]] | None = None
         self._loaded_at: dict[str, float] = {}
         self._cache_lock = asyncio.Lock()
+        self._identity_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ HTTP
     async def aclose(self) -> None:
@@ -192,7 +198,7 @@ class KommoCrm:
                                             headers=headers, timeout=self.timeout) as resp:
                 status, text = resp.status, await resp.text()
                 answer_headers = dict(resp.headers)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             failure = unreachable(f"kommo: {what}: {type(exc).__name__}: {exc}")
             self.breaker.record(failure)
             raise failure from None
@@ -241,8 +247,9 @@ class KommoCrm:
 
     async def fields(self, entity: str, *, refresh: bool = False) -> list[dict[str, Any]]:
         """The custom fields of ``leads``, ``contacts`` or ``companies``."""
-        return await self._cached(f"fields:{entity}", lambda: self._list(f"/api/v4/{entity}/custom_fields", "custom_fields"),
-                                  refresh)  # type: ignore[no-any-return]
+        found: list[dict[str, Any]] = await self._cached(
+            f"fields:{entity}", lambda: self._list(f"/api/v4/{entity}/custom_fields", "custom_fields"), refresh)
+        return found
 
     async def pipelines(self, *, refresh: bool = False) -> list[dict[str, Any]]:
         async def load() -> list[dict[str, Any]]:
@@ -266,11 +273,16 @@ class KommoCrm:
         self._loaded_at.clear()
 
     async def field(self, entity: str, key: Any) -> dict[str, Any]:
-        """A custom field by id, name or code (case-insensitive); reloads once on a miss."""
+        """A custom field by id, name or code (case-insensitive), else by slug (``call_back`` for
+        "Call back"); reloads the list once on a miss."""
         for refresh in (False, True):
-            for f in await self.fields(entity, refresh=refresh):
+            found = await self.fields(entity, refresh=refresh)
+            for f in found:
                 if (_int(key) is not None and f["id"] == _int(key)) or _fold(f.get("name")) == _fold(key) \
                         or (f.get("code") and _fold(f["code"]) == _fold(key)):
+                    return f
+            for f in found:
+                if _slug(key) and _slug(f.get("name")) == _slug(key):
                     return f
         raise CrmRejected(f'kommo: no custom field "{key}" on {entity}')
 
@@ -407,6 +419,8 @@ class KommoCrm:
             by_id[str(item.get("field_id"))] = value
             if item.get("field_code") not in skip and item.get("field_name") != self.identity_field:
                 by_name[str(item.get("field_name"))] = value
+        for name, value in list(by_name.items()):  # "Call back" is also call_back (unless taken)
+            by_name.setdefault(_slug(name) or name, value)
         return by_name, by_id
 
     @staticmethod
@@ -472,22 +486,27 @@ class KommoCrm:
     # ------------------------------------------------------------------ identify
     async def _identity_field_def(self) -> dict[str, Any] | None:
         """The contact field holding channel identities; created (text area) when missing."""
-        if not self.identity_field:
+        name = self.identity_field
+        if not name:
             return None
-        try:
-            return await self.field("contacts", self.identity_field)
-        except CrmRejected:
-            pass
-        try:
-            created = await self.request("POST", "/api/v4/contacts/custom_fields",
-                                         json=[{"name": self.identity_field, "type": "textarea", "sort": 9999}])
-        except CrmRejected as exc:  # no rights to add fields: identify by phone / e-mail only
-            log.warning("kommo.identity_field_unavailable", extra={"error": str(exc)})
-            self.identity_field = None
-            return None
-        self._fields.pop("contacts", None)
-        made = ((created or {}).get("_embedded") or {}).get("custom_fields") or []
-        return dict(made[0]) if made else await self.field("contacts", self.identity_field)
+        for f in await self.fields("contacts"):
+            if _fold(f.get("name")) == _fold(name):
+                return f
+        async with self._identity_lock:  # one creation, even for identifies running at once
+            self._fields.pop("contacts", None)  # another process may have created it meanwhile
+            for f in await self.fields("contacts"):
+                if _fold(f.get("name")) == _fold(name):
+                    return f
+            try:
+                created = await self.request("POST", "/api/v4/contacts/custom_fields",
+                                             json=[{"name": name, "type": "textarea", "sort": 9999}])
+            except CrmRejected as exc:  # no rights to add fields: identify by phone / e-mail only
+                log.warning("kommo.identity_field_unavailable", extra={"error": str(exc)})
+                self.identity_field = None
+                return None
+            self._fields.pop("contacts", None)
+            made = ((created or {}).get("_embedded") or {}).get("custom_fields") or []
+            return dict(made[0]) if made else await self.field("contacts", name)
 
     async def _search_contacts(self, query: str) -> list[dict[str, Any]]:
         data = await self._get("/api/v4/contacts", [("query", query), ("with", "leads"), ("limit", 50)])
@@ -774,7 +793,7 @@ class KommoCrm:
             out.append({
                 "id": str(t["id"]), "lead_id": str(t.get("entity_id")), "text": t.get("text"),
                 "type": await self._task_type_name(int(t.get("task_type_id") or 1)),
-                "due": datetime.fromtimestamp(due, timezone.utc).isoformat() if due else None,
+                "due": datetime.fromtimestamp(due, UTC).isoformat() if due else None,
                 "responsible": self._str_id(t.get("responsible_user_id")),
                 "completed": bool(t.get("is_completed")), "result": (t.get("result") or {}).get("text"),
             })
@@ -852,13 +871,13 @@ def _as_list(value: Any) -> list[Any]:
 def webhook_events(payload: Mapping[str, Any]) -> list[KommoEvent]:
     """The lead events of a parsed webhook, every item of every batch, in order."""
     out: list[KommoEvent] = []
-    leads = payload.get("leads") if isinstance(payload.get("leads"), dict) else {}
+    leads: Mapping[str, Any] = payload["leads"] if isinstance(payload.get("leads"), dict) else {}
     for action, kind in LEAD_EVENTS.items():
         for item in _as_list(leads.get(action)):
             if not isinstance(item, dict):
                 continue
             if action == "note":
-                note = item.get("note") if isinstance(item.get("note"), dict) else item
+                note: dict[str, Any] = item["note"] if isinstance(item.get("note"), dict) else item
                 lead_id = str(note.get("element_id") or "")
                 data = {"text": note.get("text"), "note_type": note.get("note_type"), "note_id": note.get("id")}
                 stamp = note.get("id") or note.get("created_at")
@@ -877,7 +896,7 @@ def webhook_events(payload: Mapping[str, Any]) -> list[KommoEvent]:
             data["lead"] = lead_id
             marker = f"{data.get('status_id', '')}:{data.get('responsible_user_id', '')}:{stamp}"
             out.append(KommoEvent(kind, lead_id, data, f"kommo:{kind}:{lead_id}:{marker}"))
-    tasks = payload.get("task") if isinstance(payload.get("task"), dict) else {}
+    tasks: Mapping[str, Any] = payload["task"] if isinstance(payload.get("task"), dict) else {}
     for action, kind in TASK_EVENTS.items():
         for item in _as_list(tasks.get(action)):
             if not isinstance(item, dict) or str(item.get("element_type")) != "2" or not item.get("element_id"):
@@ -906,7 +925,7 @@ async def name_stages(crm: Any, events: list[KommoEvent], *, timeout: float = 1.
 
     try:  # Kommo wants an answer within 2 s: names are a convenience, ids are always there
         await asyncio.wait_for(name_all(), timeout)
-    except (asyncio.TimeoutError, CrmError) as exc:
+    except (TimeoutError, CrmError) as exc:
         log.warning("kommo.webhook_names_unavailable", extra={"error": str(exc) or type(exc).__name__})
 
 

@@ -8,7 +8,9 @@
   propagates (the step's ``failed`` branch); ``CrmTemporary`` (unreachable, 5xx, 429, auth)
   queues the command for a retry and the run goes on (``None``);
 * after a temporary failure the process holds back for the retry delay: new commands of any
-  lead queue at once instead of each waiting for a CRM that just failed (a circuit breaker).
+  lead queue at once instead of each waiting for a CRM that just failed. (The HTTP backends
+  also fail fast on their own after a timeout or refused connection — ``_http.Breaker`` — and
+  such an untried request, ``CircuitOpen``, costs a command no attempt.)
 
 Queued commands live in Redis — one list per lead (``sb:crmq:{<backend>:<lead>}``) and one
 schedule of leads (``sb:crmq:due``, scored by when each may try again) — so they survive a
@@ -30,7 +32,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from redis.asyncio import Redis
@@ -147,7 +149,7 @@ class CrmOutbox:
     async def pending(self, lead_id: str) -> list[dict[str, Any]]:
         """The commands waiting for a lead, oldest first."""
         raw = await self.redis.lrange(self.queue_key(self.member(lead_id)), 0, -1)
-        return [_unpack(b) for b in raw]
+        return [_unpack(cast(bytes, b)) for b in raw]
 
     async def depth(self) -> int:
         """How many leads have commands waiting."""
@@ -168,9 +170,10 @@ class CrmOutbox:
         done = 0
         async with self._sem:
             for _ in range(self.per_round):
-                head = await self.redis.lindex(key, 0)
-                if head is None:
+                found = await self.redis.lindex(key, 0)
+                if found is None:
                     break
+                head = cast(bytes, found)
                 item = _unpack(head)
                 ref = CrmRef(*item["ref"])
                 done += 1

@@ -25,7 +25,6 @@ mapping as the Kommo backend (``crm_bridge._http``).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -123,7 +122,7 @@ class WebhookCrm:
         try:
             async with self._http().post(self.url, data=raw, headers=headers, timeout=self.timeout) as resp:
                 status, text, answer_headers = resp.status, await resp.text(), dict(resp.headers)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             failure = unreachable(f"webhook crm: {op}: {type(exc).__name__}: {exc}")
             self.breaker.record(failure)
             raise failure from None

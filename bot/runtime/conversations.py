@@ -169,7 +169,8 @@ class ConversationService:
             req.activity = self.clock()
         if req.activity is not None:
             new_meta["activity"] = repr(req.activity)
-        convindex.plan_save(cid, meta, new_meta, activity=req.activity, log=req.log, commands=req.extra_commands)
+        convindex.plan_save(cid, meta, new_meta, activity=req.activity, log=req.log, commands=req.extra_commands,
+                            state_changed=req.state != batch.state)
         req.meta = new_meta
         result_ = await self.store.save(cid, batch.token, req)
         if result_.status == -1:

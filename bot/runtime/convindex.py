@@ -47,6 +47,7 @@ WATCHED = ("status", "owner", "owner_user", "bot", "step", "run_status", "chat_s
 SEARCH_CAP = 5000
 _TERM_SEP = "\x1f"
 _PHONE_QUERY = re.compile(r"^[+\d\s().\-]+$")
+_ADDRESS_PART = re.compile(r"^[^\s@]*[^\W\d][^\s@]*\.[^\s@]+$")
 
 
 def status_key(status: str) -> str:
@@ -125,7 +126,7 @@ def query_tokens(query: str) -> list[str]:
     query = query.strip()
     if not query:
         return []
-    if "@" in query:
+    if "@" in query or _ADDRESS_PART.match(query):  # an e-mail address, or its local part or domain
         return [normalise(query)[:128]]
     if _PHONE_QUERY.match(query) and len(_digits(query)) >= 3:
         return [_digits(query).lstrip("0") or "0"]  # "0555 …" (national) finds "90555…" (its suffix)
@@ -150,9 +151,13 @@ def _preview(log: Sequence[bytes]) -> tuple[str, str] | None:
 
 
 def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity: float | None,
-              log: Sequence[bytes], commands: list[Any]) -> None:
+              log: Sequence[bytes], commands: list[Any], state_changed: bool = True) -> None:
     """Index updates for a save: fields added to ``new`` (the metadata the save writes) and
-    pipeline commands appended to ``commands`` (the save request's ``extra_commands``)."""
+    pipeline commands appended to ``commands`` (the save request's ``extra_commands``).
+
+    The save script publishes on ``sb:events`` only with transcript entries; a save without any
+    that changed the state (a stop, a held timer, a step reached silently) publishes here, so
+    dashboards hear of it too."""
     merged = {**old, **new}
     preview = _preview(log)
     if preview is not None:
@@ -168,7 +173,7 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
     added = sorted(new_keys if activity is not None else new_keys - old_keys)
     gone = sorted(old_terms - new_terms)
     fresh = sorted(new_terms - old_terms)
-    notify = not log and any(old.get(f, "") != merged.get(f, "") for f in WATCHED)
+    notify = not log and (state_changed or any(old.get(f, "") != merged.get(f, "") for f in WATCHED))
     if not (removed or added or gone or fresh or notify):
         return
 
@@ -181,8 +186,8 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
             pipe.zrem(SEARCH_KEY, *(f"{t}\0{cid}" for t in gone))
         if fresh:
             pipe.zadd(SEARCH_KEY, {f"{t}\0{cid}": 0 for t in fresh})
-        if notify:  # the save script publishes only with transcript entries; the list must hear of
-            pipe.publish(EVENTS_CHANNEL, f"{cid} 0")  # a stop, a step change or a status change too
+        if notify:
+            pipe.publish(EVENTS_CHANNEL, f"{cid} 0")
 
     commands.append(build)
 
@@ -261,6 +266,11 @@ class ConversationIndex:
             pipe.zrem(key, *cids)
         await pipe.execute()
 
+    async def _drop_terms(self, cids: list[str], found: Mapping[str, list[bytes]]) -> None:
+        members = [m for c in cids for m in found.get(c, ())]
+        if members:
+            await self.redis.zrem(SEARCH_KEY, *members)
+
     async def page(self, filters: Filters, *, search: str | None = None, before: float | None = None,
                    limit: int = 50) -> Page:
         if search and search.strip():
@@ -331,13 +341,20 @@ class ConversationIndex:
             pipe.zmscore(key, cids)
         scores, *memberships = await pipe.execute()
         ranked = []
+        unscored = []
         for i, cid in enumerate(cids):
             score = scores[i]
-            if score is None or any(m[i] is None for m in memberships):
+            if score is None:
+                unscored.append(cid)
+                continue
+            if any(m[i] is None for m in memberships):
                 continue
             if before is not None and score >= before:
                 continue
             ranked.append((float(score), cid))
+        if unscored:  # out of the activity index: expired conversations, whose terms go too
+            await self._drop_terms([c for c, meta in zip(unscored[:200], await self._metas(unscored[:200])) if not meta],
+                                   found)
         ranked.sort(reverse=True)
         for start in range(0, len(ranked), limit):
             chunk = ranked[start:start + limit]
@@ -351,7 +368,7 @@ class ConversationIndex:
                         break
             if expired:
                 await self._forget(expired, keys)
-                await self.redis.zrem(SEARCH_KEY, *(m for c in expired for m in found.get(c, ())))
+                await self._drop_terms(expired, found)
             if len(out.rows) >= limit:
                 break
         if len(out.rows) >= limit:

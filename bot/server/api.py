@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from typing import Any
 
@@ -197,35 +198,43 @@ def _taken(holder: str) -> web.Response:
     return error(409, "taken", f"{holder} has this conversation", [{"owner": holder}])
 
 
-async def _holder(request: web.Request) -> str | None:
+async def _claim(request: web.Request) -> tuple[str | None, str]:
+    """(who holds the conversation, the claim's id); the key's value is "<name>\x1f<claim id>"."""
     found = await request.app[SERVICES].redis.get(claim_key(request.match_info["cid"]))
-    return found.decode() if found is not None else None
+    if found is None:
+        return None, ""
+    name, _, claim_id = found.decode().partition("\x1f")
+    return name, claim_id
+
+
+async def _holder(request: web.Request) -> str | None:
+    return (await _claim(request))[0]
 
 
 @routes.post("/api/conversations/{cid}/takeover")
 async def takeover(request: web.Request) -> web.Response:
-    """One person at a time: the claim is a SET NX of the conversation's claim key (its hash tag)."""
+    """One person at a time: the claim is a SET NX of the conversation's claim key (its hash tag);
+    the second person gets 409 with the holder's name. The same person again is answered 202 and
+    the event is deduplicated by the claim's id (one "took over" line)."""
     principal = require(request, "support")
     services = request.app[SERVICES]
     cid = request.match_info["cid"]
-    meta = await services.store.meta(cid)
-    if not meta:
+    if not await services.store.meta(cid):
         return error(404, "not_found", f"no conversation {cid!r}")
     key = claim_key(cid)
     claimed = False
+    claim_id = secrets.token_hex(8)
     for _ in range(3):  # a release between our SET NX and GET: try again
-        if await services.redis.set(key, principal.name, nx=True, ex=services.store.ttl):
+        if await services.redis.set(key, f"{principal.name}\x1f{claim_id}", nx=True, ex=services.store.ttl):
             claimed = True
             break
-        holder = await _holder(request)
-        if holder == principal.name:  # this person has it already: the same answer again
-            if meta.get("owner") == "human" and meta.get("owner_user") == principal.name:
-                return web.json_response({"ok": True, "owner": principal.name}, status=202)
+        holder, claim_id = await _claim(request)
+        if holder == principal.name:
             break
         if holder is not None:
             return _taken(holder)
     try:
-        await services.conversations.deliver(cid, ev.Takeover(principal.name))
+        await services.conversations.deliver(cid, ev.Takeover(principal.name), dedupe_id=f"takeover:{claim_id}")
     except BaseException:
         if claimed:
             await services.redis.delete(key)

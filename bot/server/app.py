@@ -13,7 +13,7 @@ from aiohttp import web
 from ..channels import livechat, webhooks
 from ..config import Config
 from ..runtime.worker import Worker
-from . import api, crm_api, kommo_webhooks, openapi, pages
+from . import api, crm_api, dashboard, kommo_webhooks, openapi, pages
 from .http import errors_middleware
 from .keys import SERVICES
 from .services import Services, open_services
@@ -32,6 +32,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}
         app.add_routes(webhooks.routes)
         app.add_routes(pages.routes)
+        dashboard.setup(app)  # /live, /live/session, /api/live, /api/bots/{id}/graph
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:

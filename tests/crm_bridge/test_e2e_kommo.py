@@ -120,7 +120,7 @@ async def test_a_qualification_flow_drives_kommo_and_survives_an_outage(
     fake.up()
     await fake.stop_listening()
     latencies += [await chat.say("note 3", "Noted: note 3"), await chat.say("note 4", "Noted: note 4")]
-    assert max(latencies) < 3.0, latencies  # never waited for Kommo (its timeout is 2 s, retries ≥ 0.2 s)
+    assert max(latencies) < 1.5, latencies  # never waited for Kommo (whose timeout here is 2 s)
     assert _notes_written(fake) == [] and fake.lead_notes(lead_id) == []
     assert any(r.status == 503 and r.path.endswith("/notes") for r in fake.requests)  # tried, and failed
     waiting = [item["command"]["text"] for item in await services.crm_outbox.pending(str(lead_id))]

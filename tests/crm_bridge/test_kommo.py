@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -24,7 +24,12 @@ from crm_bridge import kommo as kommo_module
 from crm_bridge._http import CircuitOpen, retry_after_of
 from crm_bridge.factory import kommo_account
 from crm_bridge.kommo import (
-    InvalidWidgetToken, KommoCrm, RateLimiter, name_stages, parse_webhook_form, verify_widget_jwt,
+    InvalidWidgetToken,
+    KommoCrm,
+    RateLimiter,
+    name_stages,
+    parse_webhook_form,
+    verify_widget_jwt,
     webhook_events,
 )
 from tests.crm_bridge.fakes.kommo import TOKEN, FakeKommo
@@ -185,13 +190,18 @@ async def test_custom_fields_by_id_or_name_in_every_type_resolved_once(fake: Fak
         await crm.execute(ref, {"do": "set_field", "entity": "lead", "field": field, "value": value})
     assert _gets(fake, "/api/v4/leads/custom_fields") == 1
     lead = (await crm.snapshot(ref))["lead"]
-    assert lead["fields"] == {"Source": "Site", "Products": ["Kitchen", "Bath"], "Hot": True,
-                              "Call back": int(datetime.fromisoformat(due).timestamp()), "Score": "42",
-                              "Budget": "1200"}
+    stamp = int(datetime.fromisoformat(due).timestamp())
+    assert lead["fields"] == {"Source": "Site", "Products": ["Kitchen", "Bath"], "Hot": True, "Call back": stamp,
+                              "Score": "42", "Budget": "1200",
+                              # the same, as flows written for the embedded CRM name them
+                              "source": "Site", "products": ["Kitchen", "Bath"], "hot": True, "call_back": stamp,
+                              "score": "42", "budget": "1200"}
     assert lead["cf"]["503"] == "Site" and lead["cf"]["502"] == "42"
     sent = _writes(fake, "PATCH", f"/api/v4/leads/{ref.lead_id}")
     assert sent[0] == {"custom_fields_values": [{"field_id": 503, "values": [{"enum_id": 602}]}]}
     assert sent[2]["custom_fields_values"][0]["values"] == [{"enum_id": 611}, {"enum_id": 612}]
+    await crm.execute(ref, {"do": "set_field", "entity": "lead", "field": "call_back", "value": "2031-01-01"})
+    assert (await crm.snapshot(ref))["lead"]["cf"]["505"] == int(datetime(2031, 1, 1, tzinfo=UTC).timestamp())
     await crm.execute(ref, {"do": "set_field", "entity": "lead", "field": "Budget", "value": ""})
     assert "Budget" not in (await crm.snapshot(ref))["lead"]["fields"]  # an empty value clears the field
 
@@ -321,6 +331,20 @@ async def test_identify_creates_the_identity_field_once_then_finds_by_it(fake: F
         await again.aclose()
     assert len(_writes(fake, "POST", "/api/v4/contacts/custom_fields")) == 1
     assert len(fake.contacts) == 1 and len(fake.leads) == 1
+
+
+async def test_the_identity_field_is_created_once_by_concurrent_identifies_and_processes(fake: FakeKommo) -> None:
+    import asyncio
+    first, second = KommoCrm(fake.url, TOKEN, rate=1000), KommoCrm(fake.url, TOKEN, rate=1000)
+    try:
+        await second.fields("contacts")  # the second process read the fields before the field existed
+        await asyncio.gather(*(first.identify(ChannelIdentity("t", "a", str(i))) for i in range(3)))
+        await second.identify(ChannelIdentity("t", "a", "9"))
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert len(_writes(fake, "POST", "/api/v4/contacts/custom_fields")) == 1
+    assert sum(f["name"] == "Salesbot ID" for f in fake.fields["contacts"]) == 1
 
 
 async def test_identify_finds_a_known_contact_by_phone_and_remembers_the_channel(fake: FakeKommo, crm: KommoCrm) -> None:
@@ -500,6 +524,6 @@ def test_a_short_client_secret_still_verifies() -> None:
 
 
 def test_a_widget_token_without_exp_is_refused() -> None:
-    token = jwt.encode({"account_id": 1, "when": datetime.now(timezone.utc).isoformat()}, SECRET, algorithm="HS512")
+    token = jwt.encode({"account_id": 1, "when": datetime.now(UTC).isoformat()}, SECRET, algorithm="HS512")
     with pytest.raises(InvalidWidgetToken, match="exp"):
         verify_widget_jwt(token, SECRET)

@@ -262,3 +262,23 @@ async def test_server_requests_report_a_deferred_command_as_ok_and_a_rejection_a
     assert (bad.ok, bad.permanent) == (False, True) and "Nowhere" in (bad.error or "")
     ok = await handler(fx.Request("r3", "action", _note("now")), state, {})
     assert ok.ok and _texts(crm, ref) == ["now"]
+
+
+async def test_a_backend_failing_fast_costs_no_attempt(outbox: CrmOutbox, crm: ScriptedCrm, clock: Clock,
+                                                       redis: Redis) -> None:
+    from crm_bridge._http import CircuitOpen
+    ref = await _ref(crm)
+    crm.failures = [CircuitOpen("not tried", retry_after=3.0)]
+    assert await outbox.submit(ref, _note("n"), cid="c1") is None
+    [item] = await outbox.pending(ref.lead_id)
+    assert item["attempts"] == 0
+    assert await redis.zscore(DUE_KEY, outbox.member(ref.lead_id)) == clock.now + 3.0
+    clock.now += 3.0
+    crm.failures = [CircuitOpen("still not tried", retry_after=2.0)]
+    await outbox.run_once()
+    [item] = await outbox.pending(ref.lead_id)
+    assert item["attempts"] == 0  # unchanged: max_attempts counts real tries only
+    assert await redis.zscore(DUE_KEY, outbox.member(ref.lead_id)) == clock.now + 2.0
+    clock.now += 2.0
+    await outbox.run_once()
+    assert _texts(crm, ref) == ["n"]

@@ -164,7 +164,7 @@ class FakeKommo:
         self.port = 0
 
     # ------------------------------------------------------------------ lifecycle
-    async def __aenter__(self) -> "FakeKommo":
+    async def __aenter__(self) -> FakeKommo:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await self.start_listening()

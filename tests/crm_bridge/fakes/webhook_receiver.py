@@ -5,7 +5,8 @@ and the timestamp with ``crm_bridge.webhook_backend.verify_request`` (401 otherw
 the four operations from a ``MemoryCrm`` it keeps, applies each ``execute`` once per command id
 (a retried delivery gets the first answer again), and answers a command the CRM refuses with
 422 ``{"error": …}``. ``fail_next(status)`` and ``down(status)`` inject failures; ``deliveries``
-records each verified operation as ``(op, id, do)``.
+records each verified operation it answered as ``(op, id, do)``, ``received`` every request that
+reached it (headers and decoded body, failed ones included).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class WebhookReceiver:
         self.secret = secret
         self.crm = MemoryCrm(pipelines=pipelines or PIPELINES)
         self.deliveries: list[tuple[str, str, str | None]] = []
+        self.received: list[tuple[dict[str, str], Any]] = []
         self.bad_signatures = 0
         self.applied: dict[str, Any] = {}
         self._failures: deque[int] = deque()
@@ -38,7 +40,7 @@ class WebhookReceiver:
         app.router.add_post("/crm", self._handle)
         self.server = TestServer(app, host="127.0.0.1")
 
-    async def __aenter__(self) -> "WebhookReceiver":
+    async def __aenter__(self) -> WebhookReceiver:
         await self.server.start_server()
         return self
 
@@ -60,6 +62,10 @@ class WebhookReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
+        try:
+            self.received.append((dict(request.headers), json.loads(raw)))
+        except ValueError:
+            self.received.append((dict(request.headers), None))
         try:
             body = verify_request(self.secret, raw, request.headers)
         except InvalidSignature as exc:

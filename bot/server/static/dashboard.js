@@ -1,0 +1,846 @@
+/* Salesbot Live: the support dashboard. Plain JavaScript, no build step, no library.
+ *
+ * Safety rule of this file: text from customers, contacts, bots and flows is only ever put in the
+ * page with textContent / createTextNode / setAttribute (never innerHTML), and links only get
+ * http(s) URLs. The page's Content-Security-Policy allows no inline script either.
+ *
+ * Auth: the token lives in this tab's sessionStorage and goes as "Authorization: Bearer" with
+ * every API call; POST /live/session also sets the HttpOnly cookie EventSource uses for
+ * /api/live (EventSource cannot send headers).
+ */
+(function () {
+  "use strict";
+
+  var TOKEN_KEY = "salesbot.live.token";
+  var PAGE = 50;
+  var S = {
+    token: null, me: null, role: null, bots: [], channels: [],
+    filters: { status: "", channel: "", bot: "", waiting: false, q: "" },
+    rows: {},            // cid -> summary shown in the list
+    nextBefore: null,
+    selected: null,      // cid of the open conversation
+    detail: null,        // its latest summary + run
+    lead: null,
+    lastN: 0,            // highest transcript number shown
+    listES: null, convES: null,
+    graphs: {},          // "bot@version" -> layout
+    graphKey: null,
+    listGen: 0,
+    leadTimer: null,
+  };
+
+  // ------------------------------------------------------------------ helpers
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+
+  function svg(tag, attrs) {
+    var e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (var k in attrs) if (Object.prototype.hasOwnProperty.call(attrs, k)) e.setAttribute(k, String(attrs[k]));
+    return e;
+  }
+
+  function api(method, path, body) {
+    var headers = { "Authorization": "Bearer " + S.token };
+    var init = { method: method, headers: headers, credentials: "same-origin" };
+    if (body !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+    return fetch(path, init).then(function (r) {
+      return r.text().then(function (t) {
+        var data = null;
+        try { data = t ? JSON.parse(t) : null; } catch (e) { data = null; }
+        if (r.status === 401) signedOut("Your session has ended. Sign in again.");
+        return { status: r.status, body: data };
+      });
+    });
+  }
+
+  function errorText(res) {
+    return res && res.body && res.body.error ? res.body.error.message : "Request failed (" + (res ? res.status : "network") + ")";
+  }
+
+  function contactName(s) {
+    var c = s.contact || {};
+    if (c.name) return c.name;
+    if (c.phone) return c.phone;
+    if (c.email) return c.email;
+    var ext = c.external_id || s.id || "";
+    return "Visitor " + ext.slice(-6);
+  }
+
+  function initial(name) {
+    var m = /[\p{L}\p{N}]/u.exec(name || "");
+    return m ? m[0].toUpperCase() : "?";
+  }
+
+  function hue(text) {
+    var h = 0;
+    for (var i = 0; i < text.length; i++) h = (h * 31 + text.charCodeAt(i)) % 360;
+    return h;
+  }
+
+  function paintAvatar(node, name) {
+    node.textContent = initial(name);
+    node.style.backgroundColor = "hsl(" + hue(name || "?") + ", 55%, 46%)";
+  }
+
+  function ago(ts) {
+    if (!ts) return "";
+    var s = Math.max(0, Date.now() / 1000 - ts);
+    if (s < 45) return "now";
+    if (s < 3600) return Math.round(s / 60) + " min";
+    if (s < 86400) return Math.round(s / 3600) + " h";
+    var d = new Date(ts * 1000);
+    return d.toLocaleDateString(undefined, { day: "numeric", month: "short" });
+  }
+
+  function clock(ts) {
+    if (!ts) return "";
+    return new Date(ts * 1000).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  function mine(d) { return d && d.owner === "human" && d.owner_user === S.me; }
+
+  function notice(text, kind) {
+    var n = $("notice");
+    if (!text) { n.hidden = true; n.textContent = ""; return; }
+    n.textContent = text;
+    n.className = "notice " + (kind || "info");
+    n.hidden = false;
+  }
+
+  // ------------------------------------------------------------------ sign in / out
+  function showSignIn(message) {
+    $("app").hidden = true;
+    $("signin").hidden = false;
+    var err = $("signin-error");
+    err.hidden = !message;
+    err.textContent = message || "";
+    $("token").focus();
+  }
+
+  function signedOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    S.token = null;
+    closeStreams();
+    showSignIn(message);
+  }
+
+  function closeStreams() {
+    if (S.listES) { S.listES.close(); S.listES = null; }
+    if (S.convES) { S.convES.close(); S.convES = null; }
+  }
+
+  function signIn(token) {
+    S.token = token;
+    return fetch("/live/session", { method: "POST", credentials: "same-origin", headers: { "Authorization": "Bearer " + token } })
+      .then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
+      .then(function (res) {
+        if (res.status !== 200) {
+          var msg = res.status === 403 ? "This token may not use the support dashboard." : "Unknown token.";
+          S.token = null;
+          sessionStorage.removeItem(TOKEN_KEY);
+          showSignIn(msg);
+          return false;
+        }
+        sessionStorage.setItem(TOKEN_KEY, token);
+        S.me = res.body.user; S.role = res.body.role;
+        S.bots = res.body.bots || []; S.channels = res.body.channels || [];
+        return true;
+      });
+  }
+
+  function start() {
+    $("signin").hidden = true;
+    $("app").hidden = false;
+    $("me-name").textContent = S.me;
+    $("me-role").textContent = S.role;
+    paintAvatar($("me-avatar"), S.me);
+    fillSelect($("channel-filter"), [["", "All channels"]].concat(S.channels.map(function (c) { return [c, c]; })), S.filters.channel);
+    fillSelect($("bot-filter"), [["", "All bots"]].concat(S.bots.map(function (b) { return [b.id, b.name || b.id]; })), S.filters.bot);
+    fillSelect($("start-bot"), S.bots.map(function (b) { return [b.id, b.name && b.name !== b.id ? b.name + " (" + b.id + ")" : b.id]; }),
+      S.bots.length ? S.bots[0].id : "");
+    openListStream();
+    loadList(false);
+  }
+
+  function fillSelect(select, options, value) {
+    select.replaceChildren();
+    options.forEach(function (o) {
+      var opt = el("option", null, o[1]);
+      opt.value = o[0];
+      select.appendChild(opt);
+    });
+    select.value = value;
+  }
+
+  // ------------------------------------------------------------------ the list
+  function listQuery(before) {
+    var f = S.filters, p = new URLSearchParams();
+    p.set("limit", String(PAGE));
+    if (f.status) p.set("status", f.status);
+    if (f.channel) p.set("channel", f.channel);
+    if (f.bot) p.set("bot", f.bot);
+    if (f.waiting) p.set("waiting", "1");
+    if (f.q) p.set("q", f.q);
+    if (before) p.set("before", String(before));
+    return "/api/conversations?" + p.toString();
+  }
+
+  function loadList(more) {
+    var gen = ++S.listGen;
+    if (!more) { S.nextBefore = null; }
+    return api("GET", listQuery(more ? S.nextBefore : null)).then(function (res) {
+      if (gen !== S.listGen || res.status !== 200) return;
+      if (!more) { S.rows = {}; $("conversations").replaceChildren(); }
+      res.body.conversations.forEach(function (s) { upsertRow(s, false); });
+      S.nextBefore = res.body.next_before;
+      $("load-more").hidden = !S.nextBefore;
+      updateListMeta(res.body.truncated);
+    });
+  }
+
+  function updateListMeta(truncated) {
+    var n = Object.keys(S.rows).length;
+    $("list-empty").hidden = n > 0;
+    $("list-count").textContent = n + (S.nextBefore ? "+" : "") + " conversation" + (n === 1 ? "" : "s") +
+      (truncated ? " (search too broad: showing part)" : "");
+  }
+
+  function fold(text) {
+    return (text || "").normalize("NFKD").replace(/[\u0300-\u036f]/g, "").replace(/ı/g, "i").toLowerCase();
+  }
+
+  function matches(s) {
+    var f = S.filters;
+    if (f.status && s.status !== f.status) return false;
+    if (f.channel && s.channel !== f.channel) return false;
+    if (f.bot && s.bot !== f.bot) return false;
+    if (f.waiting && !s.waiting) return false;
+    if (f.q && !matchesQuery(s, f.q)) return false;
+    return true;
+  }
+
+  function matchesQuery(s, q) {
+    var c = s.contact || {};
+    var hay = fold([c.name, c.email].join(" "));
+    var digits = (c.phone || "").replace(/\D/g, "");
+    return fold(q).split(/\s+/).filter(Boolean).every(function (w) {
+      var wd = w.replace(/\D/g, "").replace(/^0+/, "");
+      return hay.indexOf(w) >= 0 || (/^[+\d().-]+$/.test(w) && wd !== "" && digits.indexOf(wd) >= 0);
+    });
+  }
+
+  function ownerLabel(s) {
+    if (s.owner === "human") return s.owner_user === S.me ? "You" : (s.owner_user || "A person");
+    if (s.status === "bot") return "Bot";
+    return "Idle";
+  }
+
+  function ownerKind(s) {
+    if (s.owner === "human") return s.owner_user === S.me ? "me" : "person";
+    return s.status === "bot" ? "bot" : "idle";
+  }
+
+  function buildRow(s) {
+    var li = el("li", "conv");
+    li.tabIndex = 0;
+    li.setAttribute("role", "button");
+    li.dataset.cid = s.id;
+    var av = el("div", "avatar");
+    var main = el("div", "conv-main");
+    var l1 = el("div", "line1");
+    l1.append(el("span", "name"), el("span", "chip channel"), el("span", "time"));
+    var l2 = el("div", "line2");
+    l2.append(el("span", "owner-badge small"), el("span", "botstep"));
+    var l3 = el("div", "line3");
+    l3.append(el("span", "preview"), el("span", "flag"));
+    main.append(l1, l2, l3);
+    li.append(av, main);
+    li.addEventListener("click", function () { select(s.id); });
+    li.addEventListener("keydown", function (e) { if (e.key === "Enter") select(li.dataset.cid); });
+    return li;
+  }
+
+  function fillRow(li, s) {
+    var name = contactName(s);
+    paintAvatar(li.querySelector(".avatar"), name);
+    li.querySelector(".name").textContent = name;
+    li.querySelector(".channel").textContent = s.channel || "";
+    var t = li.querySelector(".time");
+    t.textContent = ago(s.last_activity);
+    t.dataset.ts = s.last_activity || "";
+    var badge = li.querySelector(".owner-badge");
+    badge.textContent = ownerLabel(s);
+    badge.dataset.owner = ownerKind(s);
+    li.querySelector(".botstep").textContent = s.bot ? s.bot + (s.step ? " · " + s.step : "") : "no bot";
+    var p = s.preview, prev = li.querySelector(".preview");
+    var who = p ? (p.role === "user" ? "" : p.role === "bot" ? "Bot: " : "Support: ") : "";
+    prev.textContent = p ? who + p.text : (s.last_message || "");
+    var flag = li.querySelector(".flag");
+    flag.textContent = s.waiting ? "Waiting" : (s.unanswered ? "Unanswered" : "");
+    flag.className = "flag" + (s.waiting ? " waiting" : s.unanswered ? " unanswered" : "");
+    li.dataset.status = s.status;
+    li.dataset.owner = ownerKind(s);
+    li.classList.toggle("active", s.id === S.selected);
+  }
+
+  function upsertRow(s, live) {
+    var list = $("conversations");
+    var li = list.querySelector('li.conv[data-cid="' + CSS.escape(s.id) + '"]');
+    if (!matches(s)) {
+      if (li) { li.remove(); delete S.rows[s.id]; }
+      return;
+    }
+    var last = list.lastElementChild;
+    if (!li && live && S.nextBefore && last && (S.rows[last.dataset.cid] || {}).last_activity > (s.last_activity || 0)) {
+      return; // older than the loaded pages: "Load more" will bring it
+    }
+    if (!li) {
+      li = buildRow(s);
+      if (live) { li.dataset.appeared = String(Date.now()); li.classList.add("fresh"); }
+    }
+    S.rows[s.id] = s;
+    fillRow(li, s);
+    // Newest activity first: before the first other row with older activity, else last.
+    var before = null;
+    var items = list.children;
+    for (var i = 0; i < items.length; i++) {
+      var other = S.rows[items[i].dataset.cid];
+      if (items[i] !== li && other && (other.last_activity || 0) < (s.last_activity || 0)) { before = items[i]; break; }
+    }
+    if (before) { if (li.nextSibling !== before) list.insertBefore(li, before); }
+    else if (li.parentNode !== list || li !== list.lastElementChild) list.appendChild(li);
+    updateListMeta(false);
+  }
+
+  function openListStream() {
+    if (S.listES) S.listES.close();
+    var es = new EventSource("/api/live");
+    S.listES = es;
+    setConn("connecting");
+    es.addEventListener("ready", function () { setConn("live"); });
+    es.addEventListener("conversation", function (e) {
+      var s = JSON.parse(e.data);
+      upsertRow(s, true);
+      if (s.id === S.selected && S.detail) { S.detail = Object.assign({}, S.detail, s); renderHeader(); }
+    });
+    es.addEventListener("resync", function () { loadList(false); });
+    es.onerror = function () {
+      setConn("reconnecting");
+      if (es.readyState === EventSource.CLOSED) reopenAfterSignIn(openListStream, true);
+    };
+  }
+
+  var reopening = false;
+  function reopenAfterSignIn(reopen, reloadList) {
+    if (reopening || !S.token) return;
+    reopening = true;
+    setTimeout(function () {
+      signIn(S.token).then(function (ok) {
+        reopening = false;
+        if (!ok) return;
+        reopen();
+        if (reloadList) loadList(false);
+      }, function () { reopening = false; setTimeout(function () { reopenAfterSignIn(reopen, reloadList); }, 2000); });
+    }, 1000);
+  }
+
+  function setConn(state) {
+    var c = $("conn");
+    c.dataset.state = state;
+    $("conn-text").textContent = state === "live" ? "Live" : state === "connecting" ? "Connecting…" : "Reconnecting…";
+  }
+
+  // ------------------------------------------------------------------ one conversation
+  function select(cid) {
+    if (S.convES) { S.convES.close(); S.convES = null; }
+    S.selected = cid;
+    S.detail = null; S.lead = null; S.lastN = 0;
+    Array.prototype.forEach.call($("conversations").children, function (li) {
+      li.classList.toggle("active", li.dataset.cid === cid);
+    });
+    $("placeholder").hidden = true;
+    $("conversation").hidden = false;
+    $("conversation").dataset.cid = cid;
+    $("transcript").replaceChildren();
+    notice(null);
+    $("reply").value = "";
+    return api("GET", "/api/conversations/" + encodeURIComponent(cid)).then(function (res) {
+      if (S.selected !== cid) return;
+      if (res.status !== 200) { notice(errorText(res), "error"); return; }
+      var body = res.body;
+      S.detail = body;  // who the customer is, for the transcript's labels
+      (body.transcript || []).forEach(addEntry);
+      S.lead = body;
+      setDetail(body);
+      renderLead(body);
+      openConvStream(cid);
+    });
+  }
+
+  function openConvStream(cid) {
+    var es = new EventSource("/api/live?conversation=" + encodeURIComponent(cid) + "&after=" + S.lastN);
+    S.convES = es;
+    es.addEventListener("entry", function (e) {
+      if (S.selected !== cid) return;
+      addEntry(JSON.parse(e.data));
+    });
+    es.addEventListener("conversation", function (e) {
+      if (S.selected !== cid) return;
+      var d = JSON.parse(e.data);
+      var before = S.detail;
+      setDetail(d);
+      var changed = !before || !before.run || !d.run || before.run.step !== d.run.step ||
+        before.run.status !== d.run.status || before.owner !== d.owner;
+      if (changed) scheduleLead(cid);
+    });
+    es.onerror = function () {
+      if (es.readyState === EventSource.CLOSED && S.selected === cid) {
+        reopenAfterSignIn(function () { if (S.selected === cid) openConvStream(cid); }, false);
+      }
+    };
+  }
+
+  function scheduleLead(cid) {
+    clearTimeout(S.leadTimer);
+    S.leadTimer = setTimeout(function () {
+      if (S.selected !== cid) return;
+      api("GET", "/api/conversations/" + encodeURIComponent(cid)).then(function (res) {
+        if (S.selected === cid && res.status === 200) { S.lead = res.body; renderLead(res.body); }
+      });
+    }, 800);
+  }
+
+  function setDetail(d) {
+    S.detail = d;
+    renderHeader();
+    renderRun();
+    loadGraph();
+  }
+
+  function renderHeader() {
+    var d = S.detail;
+    if (!d) return;
+    var name = contactName(d);
+    paintAvatar($("c-avatar"), name);
+    $("c-name").textContent = name;
+    var c = d.contact || {};
+    var bits = [d.channel + (d.account ? " · " + d.account : "")];
+    if (c.phone) bits.push(c.phone);
+    if (c.email) bits.push(c.email);
+    bits.push(d.id);
+    $("c-sub").textContent = bits.join("  ·  ");
+    var badge = $("c-owner");
+    var kind = ownerKind(d);
+    badge.dataset.owner = kind;
+    badge.textContent = kind === "me" ? "You have this conversation" :
+      kind === "person" ? (d.owner_user || "A person") + " has this conversation" :
+      kind === "bot" ? "Bot is handling it" : "No bot running";
+    var me = mine(d), other = d.owner === "human" && !me;
+    var tk = $("btn-takeover");
+    tk.disabled = d.owner === "human";
+    tk.textContent = other ? "Taken by " + (d.owner_user || "someone") : me ? "Taken over" : "Take over";
+    var canRelease = me || (other && S.role === "admin");
+    $("btn-release").disabled = !canRelease;
+    $("release-step").disabled = !canRelease;
+    var active = d.run && (d.run.status === "running" || d.run.status === "waiting");
+    $("btn-stop").disabled = !active;
+    $("btn-start").disabled = !$("start-bot").value;
+    var reply = $("reply");
+    reply.disabled = !me;
+    $("btn-send").disabled = !me;
+    reply.placeholder = me ? "Reply to " + name + "… (Enter sends, Shift+Enter for a new line)" :
+      other ? (d.owner_user || "Someone") + " has this conversation" : "Take over to reply";
+    var row = $("conversations").querySelector('li.conv[data-cid="' + CSS.escape(d.id) + '"]');
+    if (row) { S.rows[d.id] = Object.assign({}, S.rows[d.id] || {}, summaryOf(d)); fillRow(row, S.rows[d.id]); }
+  }
+
+  function summaryOf(d) {
+    var out = {};
+    for (var k in d) if (k !== "run" && k !== "transcript" && k !== "lead" && k !== "tasks" && k !== "notes") out[k] = d[k];
+    return out;
+  }
+
+  // ------------------------------------------------------------------ transcript
+  var ROLE_NAMES = { user: "Customer", bot: "Bot", human: "Support", internal: "Internal note", system: "" };
+
+  function addEntry(entry) {
+    if (typeof entry.n === "number") {
+      if (entry.n <= S.lastN) return;
+      S.lastN = entry.n;
+    }
+    var list = $("transcript");
+    if (entry.role === "system" && entry.event === "delivery" && entry.ref) {
+      var target = list.querySelector('li[data-ref="' + CSS.escape(entry.ref) + '"] .delivery');
+      if (target) {
+        target.textContent = deliveryText(entry.status);
+        target.dataset.status = entry.status || "";
+        return;
+      }
+    }
+    var role = ["user", "bot", "human", "internal", "system"].indexOf(entry.role) >= 0 ? entry.role : "system";
+    var li = el("li", "entry role-" + role);
+    if (typeof entry.n === "number") li.dataset.n = String(entry.n);
+    if (entry.ref) li.dataset.ref = entry.ref;
+    if (role === "system") {
+      li.appendChild(el("span", "sys-text", entry.text || entry.event || ""));
+      li.appendChild(el("time", "at", clock(entry.at)));
+      if (entry.event) li.dataset.event = entry.event;
+    } else {
+      var head = el("div", "meta");
+      var who = role === "human" ? (entry.user || "Support") : role === "bot" ? "Bot" + (entry.bot ? " · " + entry.bot : "") :
+        role === "user" ? (S.detail ? contactName(S.detail) : "Customer") : ROLE_NAMES[role];
+      head.appendChild(el("span", "who", who));
+      if (role === "bot" && entry.step) head.appendChild(el("span", "step", entry.step));
+      if (role === "internal" && entry.to && entry.to.length) head.appendChild(el("span", "step", "→ " + entry.to.join(", ")));
+      head.appendChild(el("time", "at", clock(entry.at)));
+      var bubble = el("div", "bubble");
+      bubble.appendChild(el("div", "text", entry.text || (entry.payload ? "[" + entry.payload + "]" : "")));
+      if (entry.buttons && entry.buttons.length) {
+        var bs = el("div", "buttons");
+        entry.buttons.forEach(function (b) { bs.appendChild(el("span", "btn-chip", b.title)); });
+        bubble.appendChild(bs);
+      }
+      if (entry.list && entry.list.sections) {
+        var ls = el("div", "buttons");
+        entry.list.sections.forEach(function (sec) {
+          (sec.rows || []).forEach(function (r) { ls.appendChild(el("span", "btn-chip", r.title)); });
+        });
+        bubble.appendChild(ls);
+      }
+      (entry.attachments || []).forEach(function (a) {
+        var url = String(a.url || "");
+        var label = (a.kind || "file") + ": " + (a.name || url);
+        if (/^https?:\/\//i.test(url)) {
+          var link = el("a", "attachment", label);
+          link.href = url; link.target = "_blank"; link.rel = "noopener noreferrer";
+          bubble.appendChild(link);
+        } else {
+          bubble.appendChild(el("span", "attachment", label));
+        }
+      });
+      if (entry.template) bubble.appendChild(el("div", "tmpl", "template " + entry.template));
+      if (role === "bot" || role === "human") bubble.appendChild(el("span", "delivery", ""));
+      li.append(head, bubble);
+    }
+    var stick = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+    list.appendChild(li);
+    if (stick) list.scrollTop = list.scrollHeight;
+  }
+
+  function deliveryText(status) {
+    return status === "read" ? "✓✓ read" : status === "delivered" ? "✓✓ delivered" : status === "sent" ? "✓ sent" :
+      status === "failed" ? "✗ failed" : (status || "");
+  }
+
+  // ------------------------------------------------------------------ run
+  function renderRun() {
+    var d = S.detail, run = d && d.run;
+    $("run-bot").textContent = run ? run.bot + " · v" + run.version : "—";
+    $("run-step").textContent = run && run.step ? run.step : "—";
+    var st = el("span", "status-chip " + (run ? run.status : "none"), run ? run.status : "no run");
+    $("run-status").replaceChildren(st);
+    var w = run && run.waiting_for;
+    $("run-wait").textContent = w ? describeWait(w) : "—";
+    var held = $("run-held");
+    if (w && w.held && w.held.length) {
+      held.hidden = false;
+      held.textContent = "Timer held (" + w.held.join(", ") + "): it fell due while a person had the conversation; it starts again on hand-back.";
+    } else {
+      held.hidden = true;
+      held.textContent = "";
+    }
+    var err = $("run-error");
+    err.hidden = !(run && run.error);
+    err.textContent = run && run.error ? run.error : "";
+    var vars = $("run-vars");
+    vars.replaceChildren();
+    var keys = run ? Object.keys(run.variables || {}) : [];
+    $("run-vars-count").textContent = "(" + keys.length + ")";
+    keys.sort().forEach(function (k) {
+      var tr = el("tr");
+      var v = run.variables[k];
+      tr.append(el("th", null, k), el("td", null, typeof v === "string" ? v : JSON.stringify(v)));
+      vars.appendChild(tr);
+    });
+    tick();
+    fillReleaseSteps();
+  }
+
+  function describeWait(w) {
+    var kinds = { reply: "a reply", pause: "a pause", widget: "a widget", request: "an answer", widget_done: "hand-back (widget answered)" };
+    var text = (kinds[w.kind] || w.kind) + " at " + w.step;
+    if (w.events && w.events.length) text += " (" + w.events.join(", ") + ")";
+    return text;
+  }
+
+  function tick() {
+    var d = S.detail, w = d && d.run && d.run.waiting_for, node = $("run-countdown");
+    if (!w || !w.until) {
+      node.textContent = w && w.held && w.held.length ? "held" : "—";
+      node.dataset.state = w && w.held && w.held.length ? "held" : "none";
+      return;
+    }
+    var left = Math.round(w.until - Date.now() / 1000);
+    if (d.owner === "human") {
+      node.textContent = left > 0 ? "in " + fmtDuration(left) + " (held while a person has it)" : "held";
+      node.dataset.state = "held";
+    } else {
+      node.textContent = left > 0 ? "in " + fmtDuration(left) : "due";
+      node.dataset.state = left > 0 ? "counting" : "due";
+    }
+  }
+
+  function fmtDuration(s) {
+    var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    var mm = (h ? String(m).padStart(2, "0") : String(m)) + ":" + String(sec).padStart(2, "0");
+    return h ? h + ":" + mm : mm;
+  }
+
+  // ------------------------------------------------------------------ lead card
+  function renderLead(body) {
+    var box = $("lead-body");
+    box.replaceChildren();
+    var lead = body.lead, c = body.contact || {};
+    var contact = el("div", "lead-contact");
+    contact.appendChild(el("strong", null, c.name || contactName(body)));
+    [c.phone, c.email].forEach(function (v) { if (v) contact.appendChild(el("div", "muted", v)); });
+    box.appendChild(contact);
+    if (!lead) {
+      box.appendChild(el("p", "muted", "No lead linked yet."));
+      return;
+    }
+    var head = el("div", "lead-head");
+    head.appendChild(el("span", "lead-name", lead.name || ("Lead " + (lead.id || ""))));
+    if (lead.price) head.appendChild(el("span", "price", String(lead.price)));
+    box.appendChild(head);
+    var stage = el("div", "stage");
+    stage.appendChild(el("span", "chip", (lead.pipeline || "") + (lead.stage ? " → " + lead.stage : "")));
+    if (lead.responsible) stage.appendChild(el("span", "muted", "· " + lead.responsible));
+    box.appendChild(stage);
+    var tags = (lead.tags || []).concat(c.tags || []);
+    if (tags.length) {
+      var tg = el("div", "tags");
+      tags.forEach(function (t) { tg.appendChild(el("span", "tag", t)); });
+      box.appendChild(tg);
+    }
+    var fields = Object.assign({}, c.fields || {}, lead.fields || {});
+    var names = Object.keys(fields);
+    if (names.length) {
+      var dl = el("dl", "kv small");
+      names.sort().forEach(function (k) {
+        var v = fields[k];
+        dl.append(el("dt", null, k), el("dd", null, typeof v === "string" ? v : JSON.stringify(v)));
+      });
+      box.appendChild(dl);
+    }
+    var tasks = body.tasks || [];
+    box.appendChild(el("h4", null, "Tasks (" + tasks.length + ")"));
+    if (tasks.length) {
+      var tl = el("ul", "tasks");
+      tasks.forEach(function (t) {
+        var li = el("li", t.completed ? "done" : "");
+        li.appendChild(el("span", null, t.text || t.type || "task"));
+        if (t.due) li.appendChild(el("span", "muted", " · due " + (typeof t.due === "number" ? clock(t.due) : t.due)));
+        tl.appendChild(li);
+      });
+      box.appendChild(tl);
+    }
+    var notes = body.notes || [];
+    box.appendChild(el("h4", null, "Notes (" + notes.length + ")"));
+    notes.slice(0, 10).forEach(function (n) { box.appendChild(el("p", "note", n.text || "")); });
+  }
+
+  // ------------------------------------------------------------------ flow graph
+  function loadGraph() {
+    var run = S.detail && S.detail.run;
+    if (!run) { drawGraph(null); return; }
+    var key = run.bot + "@" + run.version;
+    if (S.graphKey === key) { highlight(); return; }
+    S.graphKey = key;
+    if (S.graphs[key]) { drawGraph(S.graphs[key]); return; }
+    api("GET", "/api/bots/" + encodeURIComponent(run.bot) + "/graph?version=" + run.version).then(function (res) {
+      if (res.status !== 200) { drawGraph(null); return; }
+      S.graphs[key] = res.body;
+      if (S.graphKey === key) drawGraph(res.body);
+    });
+  }
+
+  function drawGraph(g) {
+    var box = $("graph");
+    box.replaceChildren();
+    $("graph-title").textContent = g ? g.id + " v" + g.version : "";
+    if (!g) { box.appendChild(el("p", "muted", "No bot run.")); fillReleaseSteps(); return; }
+    var scale = 0.72;
+    var root = svg("svg", { viewBox: "0 0 " + g.width + " " + g.height, width: Math.round(g.width * scale),
+      height: Math.round(g.height * scale), role: "img", "aria-label": "Flow graph of " + g.id });
+    var defs = svg("defs", {});
+    var marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" });
+    marker.appendChild(svg("path", { d: "M0,0 L10,5 L0,10 z", "class": "arrowhead" }));
+    defs.appendChild(marker);
+    root.appendChild(defs);
+    g.edges.forEach(function (e) {
+      var p = svg("path", { d: e.path, "class": "edge " + e.when + (e.back ? " back" : ""), "marker-end": "url(#arrow)" });
+      p.dataset.source = e.source; p.dataset.target = e.target;
+      root.appendChild(p);
+      if (e.label) {
+        var t = svg("text", { x: e.lx, y: e.ly, "class": "edge-label", "text-anchor": "middle" });
+        t.textContent = e.label;
+        root.appendChild(t);
+      }
+    });
+    g.nodes.forEach(function (n) {
+      var grp = svg("g", { "class": "node type-" + n.type + (n.start ? " start" : ""), transform: "translate(" + n.x + "," + n.y + ")" });
+      grp.dataset.step = n.id;
+      grp.appendChild(svg("rect", { width: n.w, height: n.h, rx: 8, ry: 8 }));
+      var title = svg("text", { x: 10, y: 19, "class": "node-id" });
+      title.textContent = n.label;
+      var type = svg("text", { x: n.w - 8, y: 19, "class": "node-type", "text-anchor": "end" });
+      type.textContent = n.type;
+      var txt = svg("text", { x: 10, y: 38, "class": "node-text" });
+      txt.textContent = n.text.length > 26 ? n.text.slice(0, 25) + "…" : n.text;
+      var tip = svg("title", {});
+      tip.textContent = n.id + " (" + n.type + ")" + (n.text ? ": " + n.text : "");
+      grp.append(tip, title, type, txt);
+      grp.addEventListener("click", function () {
+        var sel = $("release-step");
+        if (!sel.disabled) { sel.value = n.id; notice("Hand back will continue at “" + n.id + "”.", "info"); }
+      });
+      root.appendChild(grp);
+    });
+    box.appendChild(root);
+    fillReleaseSteps();
+    highlight();
+  }
+
+  function highlight() {
+    var run = S.detail && S.detail.run;
+    var step = run ? run.step : null;
+    var nodes = $("graph").querySelectorAll("g.node");
+    var current = null;
+    Array.prototype.forEach.call(nodes, function (n) {
+      var on = n.dataset.step === step;
+      n.classList.toggle("current", on);
+      if (on) current = n;
+    });
+    $("graph").dataset.current = step || "";
+    if (current) {
+      var box = $("graph"), bb = current.getBoundingClientRect(), gb = box.getBoundingClientRect();
+      if (bb.top < gb.top || bb.bottom > gb.bottom) box.scrollTop += (bb.top - gb.top) - box.clientHeight / 3;
+    }
+  }
+
+  function fillReleaseSteps() {
+    var sel = $("release-step");
+    var g = S.graphKey ? S.graphs[S.graphKey] : null;
+    var current = sel.value;
+    var opts = [["", "…where it was"]];
+    if (g) g.nodes.forEach(function (n) { opts.push([n.id, "…at " + n.id]); });
+    if (sel.options.length !== opts.length || (g && sel.dataset.graph !== S.graphKey)) {
+      fillSelect(sel, opts, "");
+      sel.dataset.graph = S.graphKey || "";
+      if (current && opts.some(function (o) { return o[0] === current; })) sel.value = current;
+    }
+  }
+
+  // ------------------------------------------------------------------ actions
+  function act(path, body, okText) {
+    var cid = S.selected;
+    if (!cid) return Promise.resolve();
+    return api("POST", "/api/conversations/" + encodeURIComponent(cid) + path, body).then(function (res) {
+      if (res.status >= 200 && res.status < 300) { if (okText) notice(okText, "ok"); return res; }
+      if (res.status === 409) {
+        var owner = res.body && res.body.error && res.body.error.details && res.body.error.details[0] ? res.body.error.details[0].owner : null;
+        notice(owner ? owner + " has this conversation." : errorText(res), "error");
+        if (S.detail && owner) { S.detail = Object.assign({}, S.detail, { owner: "human", owner_user: owner }); renderHeader(); }
+      } else {
+        notice(errorText(res), "error");
+      }
+      return res;
+    });
+  }
+
+  function bind() {
+    $("signin-form").addEventListener("submit", function (e) {
+      e.preventDefault();
+      var token = $("token").value.trim();
+      if (!token) return;
+      signIn(token).then(function (ok) { if (ok) { $("token").value = ""; start(); } });
+    });
+    $("signout").addEventListener("click", function () {
+      fetch("/live/session", { method: "DELETE", credentials: "same-origin" }).finally(function () { signedOut(null); });
+    });
+    $("status-filter").addEventListener("click", function (e) {
+      var b = e.target.closest("button");
+      if (!b) return;
+      Array.prototype.forEach.call(this.children, function (x) { x.classList.toggle("on", x === b); });
+      S.filters.status = b.dataset.status;
+      loadList(false);
+    });
+    $("channel-filter").addEventListener("change", function () { S.filters.channel = this.value; loadList(false); });
+    $("bot-filter").addEventListener("change", function () { S.filters.bot = this.value; loadList(false); });
+    $("waiting-filter").addEventListener("change", function () { S.filters.waiting = this.checked; loadList(false); });
+    var searchTimer = null;
+    $("search").addEventListener("input", function () {
+      var v = this.value;
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(function () { S.filters.q = v.trim(); loadList(false); }, 200);
+    });
+    $("load-more").addEventListener("click", function () { loadList(true); });
+    $("btn-takeover").addEventListener("click", function () {
+      act("/takeover", undefined, "You have the conversation: the bot is silent until you hand it back.").then(function () { $("reply").focus(); });
+    });
+    $("btn-release").addEventListener("click", function () {
+      var step = $("release-step").value;
+      act("/release", step ? { step: step } : {}, step ? "Handed back: the bot continues at “" + step + "”." : "Handed back: the bot continues where it was.")
+        .then(function (res) { if (res && res.status === 202) $("release-step").value = ""; });
+    });
+    $("btn-stop").addEventListener("click", function () { act("/stop", undefined, "The bot was stopped."); });
+    $("start-bot").addEventListener("change", function () { $("btn-start").disabled = !this.value; });
+    $("btn-start").addEventListener("click", function () {
+      var bot = $("start-bot").value;
+      if (bot) act("/start", { bot: bot }, "Started " + bot + ".");
+    });
+    $("composer").addEventListener("submit", function (e) {
+      e.preventDefault();
+      var box = $("reply"), text = box.value;
+      if (!text.trim() || box.disabled) return;
+      $("btn-send").disabled = true;
+      act("/messages", { text: text }).then(function (res) {
+        $("btn-send").disabled = !mine(S.detail);
+        if (res && res.status === 202) { box.value = ""; notice(null); }
+        box.focus();
+      });
+    });
+    $("reply").addEventListener("keydown", function (e) {
+      if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("composer").requestSubmit(); }
+    });
+    setInterval(function () {
+      tick();
+      Array.prototype.forEach.call(document.querySelectorAll(".conv .time"), function (t) {
+        if (t.dataset.ts) t.textContent = ago(Number(t.dataset.ts));
+      });
+    }, 1000);
+  }
+
+  window.salesbotLive = {
+    selected: function () { return S.selected; },
+    lastN: function () { return S.lastN; },
+    me: function () { return S.me; },
+  };
+
+  document.addEventListener("DOMContentLoaded", function () {
+    bind();
+    var token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) {
+      signIn(token).then(function (ok) { if (ok) start(); });
+    } else {
+      showSignIn(null);
+    }
+  });
+})();
