@@ -175,12 +175,17 @@ async def get_conversation(request: web.Request) -> web.Response:
     if state and state.crm:
         from crm_bridge import CrmRef
 
+        from ..errors import CrmError
+
         ref = CrmRef(state.crm["contact_id"], state.crm["lead_id"], state.crm.get("company_id") or None)
-        snapshot = await services.crm.snapshot(ref)
-        body["lead"] = snapshot.get("lead")
-        body["contact"] = {**body["contact"], **(snapshot.get("contact") or {})}
-        body["tasks"] = await services.crm.lead_tasks(ref)
-        body["notes"] = await services.crm.lead_notes(ref)
+        try:
+            snapshot = await services.crm.snapshot(ref)
+            body["lead"] = snapshot.get("lead")
+            body["contact"] = {**body["contact"], **(snapshot.get("contact") or {})}
+            body["tasks"] = await services.crm.lead_tasks(ref)
+            body["notes"] = await services.crm.lead_notes(ref)
+        except CrmError as exc:  # the CRM is down: the conversation is still shown
+            body["crm_error"] = str(exc)
     body["transcript"] = transcript
     return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
 
