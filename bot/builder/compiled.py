@@ -96,6 +96,7 @@ class CLeaf(CPredicate):
     op: str
     value: Any  # compiled value (templates inside)
     pattern: Any = None  # compiled regex for "matches" with a constant value
+    constant: bool = False  # the value holds no template: used as is
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,3 +252,4 @@ class CompiledFlow:
     called_bots: frozenset[str] = frozenset()
     uses_crm: bool = True  # whether any template or condition reads contact, lead or company
     reads_clock: bool = True  # whether any template or condition reads now
+    names: frozenset[str] | None = None  # the context names the flow reads (None: unknown, all)

@@ -26,7 +26,7 @@ from . import compiled as c
 from . import models as m
 from .graph import Edge, all_edges, loops_without_wait, reachable
 from .normalize import normalize
-from .templates import Expression, Template, compile_value
+from .templates import Expression, Template, compile_value, evaluate_value
 from .working_hours import WorkingHours, WorkingHoursError
 
 #: Largest document accepted (the stored JSON). Kommo's own limit is 64 KB; we allow more.
@@ -260,6 +260,8 @@ class _Compiler:
                 pattern = self.regex(p.value, at + ["value"])
             elif not isinstance(p.value, str):
                 self.problems.append(Problem(pointer(at + ["value"]), '"matches" takes a regular expression'))
+        if not _has_template(value):  # plain data: evaluated once, here
+            return c.CLeaf(tuple(p.field.split(".")), p.op, evaluate_value(value, {}), pattern, True)
         return c.CLeaf(tuple(p.field.split(".")), p.op, value, pattern)
 
     def step(self, sid: str, s: Any) -> c.CStep:
@@ -376,6 +378,16 @@ def _static_buttons(buttons: list[c.CButton]) -> tuple[OutButton, ...] | None:
     return tuple(out)
 
 
+def _has_template(value: Any) -> bool:
+    if isinstance(value, Template):
+        return value.constant is None
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    return False
+
+
 #: Template names whose values come from the CRM snapshot.
 CRM_NAMES = frozenset({"contact", "lead", "company"})
 
@@ -483,6 +495,7 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
         warnings=tuple(str(p) for p in problems if p.severity == "warning"),
         called_bots=frozenset(s.bot for s in steps.values() if isinstance(s, m.StartBotStep)),
         reads_clock="now" in compiler.names,
+        names=frozenset(compiler.names),
         uses_crm=bool(compiler.names & CRM_NAMES) or any(
             isinstance(s, m.ActionStep) and any(getattr(a, "from_", None) == "manual" for a in s.actions)
             for s in steps.values()),

@@ -13,10 +13,12 @@ Written in the save pipeline (``ConversationService`` calls :func:`plan_save` be
   indexes are cross-conversation keys, in another slot than the conversation's own.
 * ``sb:idx:{conv}:search`` — a lexicographic sorted set (all scores 0) of
   ``"<term>\\0<conversation id>"``: the normalised words of the contact's name, its e-mail
-  address (whole, local part, domain) and the digits of its phone number (every suffix of at
-  least 4 digits, so "1112233" finds "+90 555 111 22 33"). A search token is a ``ZRANGEBYLEX``
-  prefix scan (``[tok`` .. ``[tok\\xff``); several tokens intersect. The terms a conversation is
-  indexed under are kept in its metadata (``ix_terms``) so a renamed contact leaves its old terms.
+  address (whole, local part, domain) and the digits of its phone number (from the start with
+  or without a 1-3 digit country code, and the last 7 and 4 digits: "0555 111 22 33",
+  "555 111", "1112233" and "2233" find "+90 555 111 22 33"). A search token is a ``ZRANGEBYLEX``
+  prefix scan (``[tok`` .. ``[tok\\xff``); several tokens intersect. What a conversation was
+  indexed from is kept in its metadata (``ix_src``: name, phone, e-mail) so a renamed contact
+  leaves its old terms.
 
 "Waiting for a person": the customer's last message is unanswered (``chat_status`` is
 ``unanswered``) and no bot is handling the conversation (status ``human`` or ``idle``).
@@ -117,7 +119,10 @@ def terms(name: str | None, phone: str | None, email: str | None) -> set[str]:
             out.update(t for t in (local, domain) if t)
     digits = _digits(phone or "")
     if len(digits) >= 4:
-        out.update(digits[i:] for i in range(len(digits) - 3))
+        # From its start, with a 1-3 digit country code or not ("90555…", "555…"), and its last
+        # 7 and 4 digits: what people type. Not every suffix: the index stays ~6 entries a phone.
+        out.update(digits[i:] for i in range(min(4, len(digits) - 3)))
+        out.update((digits[-7:], digits[-4:]))
     return out
 
 
@@ -164,10 +169,12 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
         new["preview_role"], new["preview"] = preview
     old_keys = filter_keys(old)
     new_keys = filter_keys(merged)
-    old_terms = {t for t in old.get("ix_terms", "").split(_TERM_SEP) if t}
-    new_terms = terms(merged.get("name"), merged.get("phone"), merged.get("email"))
-    if new_terms != old_terms:
-        new["ix_terms"] = _TERM_SEP.join(sorted(new_terms))
+    old_src = old.get("ix_src", "")
+    new_src = _TERM_SEP.join((merged.get("name") or "", merged.get("phone") or "", merged.get("email") or ""))
+    old_terms = terms(*old_src.split(_TERM_SEP)) if old_src else set()
+    new_terms = terms(*new_src.split(_TERM_SEP)) if new_src != old_src else old_terms
+    if new_src != old_src:
+        new["ix_src"] = new_src
     score = _score(old, activity)
     removed = sorted(old_keys - new_keys)
     added = sorted(new_keys if activity is not None else new_keys - old_keys)
@@ -196,7 +203,7 @@ def seed(pipe: Any, cid: str, meta: Mapping[str, str], *, ttl: int | None = None
     """Write a conversation's metadata and every index entry at once (benchmarks, imports)."""
     meta = dict(meta)
     found = terms(meta.get("name"), meta.get("phone"), meta.get("email"))
-    meta["ix_terms"] = _TERM_SEP.join(sorted(found))
+    meta["ix_src"] = _TERM_SEP.join((meta.get("name") or "", meta.get("phone") or "", meta.get("email") or ""))
     key = f"{PREFIX}:c:{{{cid}}}:meta"
     pipe.hset(key, mapping=meta)
     if ttl:

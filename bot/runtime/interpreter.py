@@ -25,6 +25,7 @@ from .predicates import holds
 from .state import ConversationState, Frame, Run, Wait, plain
 
 _WAIT = object()  # a step handler's answer: the run now waits
+_ALL_NAMES = frozenset({"chat", "bot"})
 MAX_CALL_DEPTH = 10
 
 
@@ -86,20 +87,25 @@ class _Turn:
             run = st.run
             flow = self.flow
             snap = self.snapshot
-            self._ctx = {
+            names = flow.names if flow is not None and flow.names is not None else _ALL_NAMES
+            ctx = {
                 "contact": snap.get("contact") or {},
                 "lead": snap.get("lead") or {},
                 "company": snap.get("company") or {},
                 "message": st.last_message or {},
                 "vars": run.vars if run else {},
-                "chat": {"channel": st.channel, "account": st.account, "id": st.id,
-                         "origin": st.origin, "status": st.chat_status},
                 "json": run.json if run else None,
                 "last_validation_result": run.last_validation_result if run else None,
                 # Converting the clock costs more than most steps: only for flows that read it.
                 "now": self.now.astimezone(flow.tz) if flow and flow.reads_clock else self.now,
-                "bot": {"id": run.bot, "version": run.version} if run else {},
             }
+            # Small dicts built only for flows that read them (the rest of a turn never sees them).
+            if "chat" in names:
+                ctx["chat"] = {"channel": st.channel, "account": st.account, "id": st.id,
+                               "origin": st.origin, "status": st.chat_status}
+            if "bot" in names:
+                ctx["bot"] = {"id": run.bot, "version": run.version} if run else {}
+            self._ctx = ctx
         return self._ctx
 
     def invalidate(self) -> None:
@@ -473,8 +479,9 @@ class _Turn:
         if self.state.chat_status != status:
             self.state.chat_status = status
             self.effects.append(fx.ChatStatus(status))
-            if self._ctx is not None:
-                self._ctx["chat"] = {**self._ctx["chat"], "status": status}
+            chat = self._ctx.get("chat") if self._ctx is not None else None
+            if chat is not None:
+                chat["status"] = status  # this turn's own dict
 
     def send(self, msg: fx.SendMessage) -> None:
         self.effects.append(msg)
@@ -533,7 +540,7 @@ class _Turn:
             tuple(fx.OutAttachment(a.kind, self.render(a.url), self.render(a.name) or None)
                   for a in s.attachments) if s.attachments else (),
             s.template, self.value(s.params) if s.params is not None else None,
-            s.recipients, s.channel_mode, s.channels, marks_answered=not flow.leave_unanswered,
+            s.recipients, s.channel_mode, s.channels, None, not flow.leave_unanswered,
         ))
         if not s.waits:
             return s.next

@@ -63,6 +63,9 @@ def _equal(a: Any, b: Any) -> bool:
 
 
 def _compare(a: Any, b: Any) -> int | None:
+    ta_, tb_ = type(a), type(b)
+    if (ta_ is int or ta_ is float) and (tb_ is int or tb_ is float):  # the common case, fast
+        return (a > b) - (a < b)
     na, nb = as_number(a), as_number(b)
     if na is not None and nb is not None:
         return (na > nb) - (na < nb)
@@ -124,7 +127,7 @@ def _leaf(p: CLeaf, context: Mapping[str, Any]) -> bool:
         return is_empty(actual)
     if op == "not_empty":
         return not is_empty(actual)
-    expected = evaluate_value(p.value, context)
+    expected = p.value if p.constant else evaluate_value(p.value, context)
     if op == "eq":
         return _equal(actual, expected)
     if op == "ne":

@@ -26,9 +26,10 @@ def plain(value: Any) -> Any:
     one is kept in the state it becomes plain data: dates and times ISO text, tuples and sets
     lists, integers too big for msgpack their digits, anything else its text.
     """
-    if value is None or isinstance(value, (bool, float, str)):
+    t = type(value)
+    if value is None or t is str or t is float or t is bool:
         return value
-    if isinstance(value, int):
+    if t is int or isinstance(value, int):
         return value if _INT64[0] <= value <= _INT64[1] else str(value)
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}

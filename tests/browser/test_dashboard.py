@@ -233,13 +233,14 @@ def test_watch_take_over_reply_and_hand_back(deployment: Deployment, pages: Page
         customer.goto("/chat/demo")
         expect(customer.locator("#sb-chat")).to_have_attribute("data-status", "online")
         customer.locator("#sb-input").fill("Hi, where is my order #1042?")
-        sent_at = customer.evaluate("() => { document.querySelector('#sb-send').click(); return Date.now(); }")
+        sent_at = customer.evaluate("() => { const t = Date.now(); document.querySelector('#sb-send').click(); return t; }")
         session = customer.evaluate("salesbotChat.session")
         cid = f"livechat:demo:{session}"
         new_row = row(support, cid)
         expect(new_row).to_be_visible()
         appeared = int(new_row.get_attribute("data-appeared") or 0)
-        assert 0 < appeared - sent_at < 1000, f"the conversation appeared {appeared - sent_at} ms after the message"
+        assert 0 <= appeared - sent_at < 1000, f"the conversation appeared {appeared - sent_at} ms after the message"
+        print(f"{deployment.name}: the new conversation was on the dashboard {appeared - sent_at} ms after the customer sent")
         expect(new_row.locator(".owner-badge")).to_have_attribute("data-owner", "bot")
         expect(customer.locator("#sb-messages > li.sb-msg.bot").first).to_contain_text(WELCOME)
         greeted = time.monotonic()

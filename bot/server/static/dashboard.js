@@ -323,7 +323,11 @@
     var es = new EventSource("/api/live");
     S.listES = es;
     setConn("connecting");
-    es.addEventListener("ready", function () { setConn("live"); });
+    var opened = 0;
+    es.addEventListener("ready", function () {
+      setConn("live");
+      if (opened++ > 0) loadList(false);  // back after a drop: what changed meanwhile
+    });
     es.addEventListener("conversation", function (e) {
       var s = JSON.parse(e.data);
       upsertRow(s, true);
