@@ -77,12 +77,14 @@ class RedisCrm:
         await pipe.execute()
         return CrmRef(contact_id, lead_id)
 
-    async def _load(self, ref: CrmRef, ws: MemoryCrm) -> None:
+    async def _load(self, ref: CrmRef, ws: MemoryCrm, *, tasks_too: bool = True) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(f"{_P}:contact:{ref.contact_id}")
         pipe.get(f"{_P}:lead:{ref.lead_id}")
-        pipe.get(f"{_P}:tasks:{ref.lead_id}")
-        contact, lead, tasks = await pipe.execute()
+        if tasks_too:  # commands need them; a snapshot does not
+            pipe.get(f"{_P}:tasks:{ref.lead_id}")
+        contact, lead, *rest = await pipe.execute()
+        tasks = rest[0] if rest else None
         if contact:
             ws.contacts[ref.contact_id] = _unpack(contact)
         if lead:
@@ -105,7 +107,7 @@ class RedisCrm:
 
     async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
         ws = self._workspace([])
-        await self._load(ref, ws)
+        await self._load(ref, ws, tasks_too=False)
         return ws.snapshot_now(ref, copy_records=False)
 
     async def execute(self, ref: CrmRef, command: dict[str, Any]) -> CommandResult:
