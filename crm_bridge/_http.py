@@ -15,6 +15,8 @@ One mapping for both, documented in docs/crm.md ("Reliability"):
 
 from __future__ import annotations
 
+import aiohttp
+
 import json
 import logging
 import time
@@ -132,3 +134,21 @@ def unreachable(message: str) -> CrmUnavailable:
     exc = CrmUnavailable(message)
     exc.unreachable = True  # type: ignore[attr-defined]
     return exc
+
+
+class SessionHolder:
+    """An injected aiohttp session, or one of our own made on first use (and closed by us)."""
+
+    _session: aiohttp.ClientSession | None
+    _own_session: bool
+
+    async def aclose(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+            self._own_session = True
+        return self._session

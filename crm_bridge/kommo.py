@@ -43,7 +43,7 @@ import aiohttp
 
 from bot.errors import CrmError, CrmRejected, CrmUnavailable
 
-from ._http import Breaker, error_for, parse_body, unreachable
+from ._http import Breaker, SessionHolder, error_for, parse_body, unreachable
 from .interface import CRM_COMMANDS, ChannelIdentity, CommandResult, CrmRef
 
 log = logging.getLogger("salesbot.crm.kommo")
@@ -149,7 +149,7 @@ def _digits(phone: Any) -> str:
     return re.sub(r"\D", "", str(phone or ""))
 
 
-class KommoCrm:
+class KommoCrm(SessionHolder):
     """A ``CrmBackend`` over Kommo's REST API v4 (one account)."""
 
     name = "kommo"
@@ -174,16 +174,6 @@ class KommoCrm:
         self._identity_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ HTTP
-    async def aclose(self) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-            self._own_session = True
-        return self._session
 
     async def request(self, method: str, path: str, *, params: Iterable[tuple[str, Any]] | None = None,
                       json: Any = None) -> Any:

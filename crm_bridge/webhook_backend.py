@@ -37,7 +37,7 @@ import aiohttp
 
 from bot.errors import CrmError, CrmRejected, CrmUnavailable
 
-from ._http import Breaker, error_for, parse_body, unreachable
+from ._http import Breaker, SessionHolder, error_for, parse_body, unreachable
 from .interface import CRM_COMMANDS, ChannelIdentity, CommandResult, CrmRef
 
 SIGNATURE_HEADER = "X-Salesbot-Signature"
@@ -83,7 +83,7 @@ def _ref(ref: CrmRef) -> dict[str, Any]:
     return {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id}
 
 
-class WebhookCrm:
+class WebhookCrm(SessionHolder):
     """A ``CrmBackend`` that asks a signed HTTP endpoint."""
 
     name = "webhook"
@@ -100,16 +100,6 @@ class WebhookCrm:
         self.clock = clock
         self.breaker = Breaker(cooldown)
 
-    async def aclose(self) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-            self._own_session = True
-        return self._session
 
     async def call(self, op: str, delivery: str | None = None, **fields: Any) -> Any:
         """One signed operation; the decoded JSON answer."""

@@ -161,8 +161,8 @@ async def post_message(request: web.Request) -> web.Response:
     return web.json_response(out, status=status)
 
 
-@routes.get("/chat/{account}/messages")
-async def long_poll(request: web.Request) -> web.Response:
+def _reader(request: web.Request) -> tuple[str, int] | web.Response:
+    """The conversation and ``after`` of a reading request (long poll, WebSocket), or an error."""
     account = _account(request)
     if account is None:
         return error(404, "not_found", "no live chat account with this name")
@@ -171,10 +171,21 @@ async def long_poll(request: web.Request) -> web.Response:
         return error(400, "bad_session", "session: 8-64 letters, digits, _ or -")
     try:
         after = int(request.query.get("after", "0"))
+    except ValueError:
+        return error(400, "bad_request", "after is a whole number")
+    return conversation_id(CHANNEL, account, session), after
+
+
+@routes.get("/chat/{account}/messages")
+async def long_poll(request: web.Request) -> web.Response:
+    found = _reader(request)
+    if isinstance(found, web.Response):
+        return found
+    cid, after = found
+    try:
         wait = min(float(request.query.get("wait", "0")), MAX_WAIT)
     except ValueError:
-        return error(400, "bad_request", "after and wait are numbers")
-    cid = conversation_id(CHANNEL, account, session)
+        return error(400, "bad_request", "wait is a number of seconds")
     hub = request.app[SERVICES].hub
     async with hub.watch(cid) as changes:
         messages, last = await read_after(request, cid, after)
@@ -187,20 +198,15 @@ async def long_poll(request: web.Request) -> web.Response:
 
 @routes.get("/chat/{account}/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
-    account = _account(request)
-    if account is None:
-        return error(404, "not_found", "no live chat account with this name")
-    session = request.query.get("session", "")
-    if not _SESSION.match(session):
-        return error(400, "bad_session", "session: 8-64 letters, digits, _ or -")
-    try:
-        after = int(request.query.get("after", "0"))
-    except ValueError:
-        return error(400, "bad_request", "after is a number")
+    found = _reader(request)
+    if isinstance(found, web.Response):
+        return found
+    cid, after = found
+    account = request.match_info["account"]
+    session = request.query["session"]
     ws = web.WebSocketResponse(heartbeat=25)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    cid = conversation_id(CHANNEL, account, session)
     hub = request.app[SERVICES].hub
     state = {"last": after}
 
