@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer

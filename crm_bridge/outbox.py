@@ -89,6 +89,7 @@ class CrmOutbox:
         self.clock = clock
         self._hold_until = 0.0
         self._sem = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
         self._claim = redis.register_script(_CLAIM)
         self._pop = redis.register_script(_POP_HEAD)
         self._replace = redis.register_script(_REPLACE_HEAD)
@@ -159,7 +160,8 @@ class CrmOutbox:
     async def run_once(self) -> int:
         """One round: every due lead's commands, in order; returns how many were attempted."""
         now = self.clock()
-        members = await self._claim(keys=[DUE_KEY], args=[now, 100, now + self.lease])
+        # Claim only what can be worked at once, so no claim waits past its lease for a slot.
+        members = await self._claim(keys=[DUE_KEY], args=[now, self.concurrency, now + self.lease])
         if not members:
             return 0
         done = await asyncio.gather(*(self._drain(m.decode() if isinstance(m, bytes) else str(m)) for m in members))
@@ -170,6 +172,9 @@ class CrmOutbox:
         done = 0
         async with self._sem:
             for _ in range(self.per_round):
+                # Renew this lead's claim before each command: a slow CRM must not let another
+                # worker take the same lead (and its head command) meanwhile.
+                await self.redis.zadd(DUE_KEY, {member: self.clock() + self.lease}, xx=True)
                 found = await self.redis.lindex(key, 0)
                 if found is None:
                     break

@@ -7,6 +7,8 @@ order and saves) or leaves the event to the process that already is. See ``store
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -16,7 +18,7 @@ from typing import Any, Protocol
 
 from crm_bridge import ChannelIdentity, CrmBackend, CrmRef
 
-from ..errors import CrmError
+from ..errors import CrmError, CrmTemporary, RuntimeFault
 from . import codec, convindex
 from . import effects as fx
 from . import events as ev
@@ -36,6 +38,10 @@ class FlowLoader(FlowSource, Protocol):
     """A flow source that can load what a conversation is about to need."""
 
     async def ensure_for(self, state: ConversationState | None, greeting: str | None = None) -> None: ...
+
+
+class IdentityPending(RuntimeFault):
+    """The CRM could not find or create the conversation's lead yet; the events stay queued."""
 
 
 class OutboundRouter(Protocol):
@@ -87,7 +93,10 @@ class ConversationService:
             return DeliverResult(duplicate=True)
         if result.batch is None:
             return DeliverResult()
-        await self.process(result.batch)
+        try:
+            await self.process(result.batch)
+        except IdentityPending:
+            return DeliverResult()  # queued: processed once the CRM answers again
         return DeliverResult(processed_here=True)
 
     async def take_over_pending(self, cid: str) -> bool:
@@ -101,10 +110,28 @@ class ConversationService:
 
     async def process(self, batch: Batch | None) -> None:
         while batch is not None:
-            status = await self._process_batch(batch)
+            # Slow work (a CRM at 7 requests/s, a webhook) must not outlive the lock: renew it.
+            keeper = asyncio.create_task(self._keep_lock(batch.cid, batch.token))
+            try:
+                status = await self._process_batch(batch)
+            finally:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             if status != 1:
                 return
             batch = await self.store.load(batch.cid, batch.token)
+
+    async def _keep_lock(self, cid: str, token: str) -> None:
+        interval = max(0.05, self.store.lock_ttl_ms / 3000)
+        while True:
+            await asyncio.sleep(interval)  # a renewal period, not synchronisation
+            try:
+                if not await self.store.extend(cid, token):
+                    log.error("store.lock_lost_while_processing", extra={"cid": cid})
+                    return
+            except Exception:  # noqa: BLE001 - a Redis hiccup: the next renewal tries again
+                log.warning("store.lock_renewal_failed", extra={"cid": cid}, exc_info=True)
 
     async def _process_batch(self, batch: Batch) -> int:
         cid = batch.cid
@@ -218,6 +245,11 @@ class ConversationService:
                                    meta.get("name") or None, meta.get("phone") or None, meta.get("email") or None)
         try:
             ref = await self.crm.identify(identity)
+        except CrmTemporary as exc:
+            # Without its lead this turn's CRM commands would be lost: leave the events queued
+            # (the lock expires and recovery tries again) rather than run them now.
+            log.warning("crm.identify_unavailable", extra={"cid": cid, "error": str(exc)})
+            raise IdentityPending(str(exc)) from exc
         except CrmError as exc:
             log.warning("crm.identify_failed", extra={"error": str(exc)})
             return None

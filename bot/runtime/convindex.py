@@ -298,7 +298,9 @@ class ConversationIndex:
             max_score: Any = f"({before!r}" if before is not None else "+inf"
             for _ in range(10):  # a few rounds only when expired entries were met
                 want = limit - len(out.rows)
-                rows = await self.redis.zrevrangebyscore(source, max_score, "-inf", start=0, num=want, withscores=True)
+                found: Any = await self.redis.zrevrangebyscore(source, max_score, "-inf", start=0, num=want,
+                                                              withscores=True)
+                rows: list[tuple[Any, Any]] = list(found)
                 if not rows:
                     break
                 cids = [_s(c) for c, _ in rows]
@@ -392,5 +394,18 @@ def summary_fields(meta: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-__all__ = ["ConversationIndex", "Filters", "Page", "claim_key", "filter_keys", "is_waiting", "plan_save",
-           "query_tokens", "seed", "summary_fields", "terms", "normalise", "STATUSES"]
+__all__ = [
+    "STATUSES",
+    "ConversationIndex",
+    "Filters",
+    "Page",
+    "claim_key",
+    "filter_keys",
+    "is_waiting",
+    "normalise",
+    "plan_save",
+    "query_tokens",
+    "seed",
+    "summary_fields",
+    "terms",
+]

@@ -67,6 +67,10 @@ class FormField:
         return cls(raw, entity, field, label, input_type)
 
 
+class FormAlreadySent(Exception):
+    """Another submission of this one-time form finished first."""
+
+
 class FormError(Exception):
     """The submitted values are not right: ``errors`` maps field names to messages."""
 
@@ -152,7 +156,12 @@ class Forms:
         values = clean_values(fields, raw)
         if not await self.redis.set(f"{form_key(token)}:lock", "1", nx=True, ex=60):
             raise CrmTemporary("this form is being sent already")
+        done = False
         try:
+            # Read again under the lock: a submission that finished meanwhile must not run twice.
+            current = await self.load(token)
+            if current is None or current.get("done"):
+                raise FormAlreadySent()
             ref = CrmRef(record["contact_id"], record["lead_id"], record.get("company_id"))
             if record["form"] == "referral":
                 result = await self._referral(ref, record, fields, values)
@@ -160,9 +169,11 @@ class Forms:
                 result = await self._individual(ref, record, fields, values)
             await self.redis.set(form_key(token), msgpack.packb({**record, "done": True, "result": result},
                                                                 use_bin_type=True), keepttl=True)
+            done = True
             return result
         finally:
-            await self.redis.delete(f"{form_key(token)}:lock")
+            if not done:  # after a success the lock stays (it expires): nothing can submit again
+                await self.redis.delete(f"{form_key(token)}:lock")
 
     async def _individual(self, ref: CrmRef, record: dict[str, Any], fields: list[FormField],
                           values: dict[str, Any]) -> dict[str, Any]:

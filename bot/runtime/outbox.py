@@ -115,6 +115,7 @@ class Outbox:
         self._replace = redis.register_script(_REPLACE_HEAD)
         self._buckets = {a: _Bucket(lim.rate, lim.burst) for a, (_, lim) in accounts.items()}
         self._sem = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
 
     @staticmethod
     def backoff(attempts: int) -> float:
@@ -131,7 +132,8 @@ class Outbox:
     async def _account_round(self, account: str) -> int:
         now = time.time()
         queue = k.outbox_queue_key(account)
-        cids = await self._claim(keys=[queue], args=[now, 100, now + self.lease])
+        # Claim no more than can be sent at once, so no claim outlives its lease while it waits.
+        cids = await self._claim(keys=[queue], args=[now, self.concurrency, now + self.lease])
         if not cids:
             return 0
         results = await asyncio.gather(*(self._drain_chat(account, c.decode() if isinstance(c, bytes) else c)
@@ -157,7 +159,12 @@ class Outbox:
             meta = {a.decode(): b.decode() for a, b in (await self.redis.hgetall(key.meta)).items()}
             try:
                 platform_id = await sender.send(account, meta, item["message"])
-            except DeliveryTemporary as exc:
+            except (DeliveryTemporary, Exception) as exc:  # an unclassified error counts as temporary
+                if isinstance(exc, DeliveryRejected):
+                    return await self._give_up(queue, key, cid, head, item, str(exc))
+                if not isinstance(exc, DeliveryTemporary):
+                    log.exception("outbox.unexpected_error", extra={"cid": cid})
+                    exc = DeliveryTemporary(f"{type(exc).__name__}: {exc}")
                 item["attempts"] = int(item.get("attempts", 0)) + 1
                 if item["attempts"] >= self.max_attempts:
                     return await self._give_up(queue, key, cid, head, item, f"gave up after {item['attempts']} attempts: {exc}")
@@ -166,8 +173,6 @@ class Outbox:
                 await self.redis.zadd(queue, {cid: time.time() + delay})
                 log.warning("outbox.retry", extra={"cid": cid, "attempts": item["attempts"], "delay": delay, "error": str(exc)})
                 return 1
-            except DeliveryRejected as exc:
-                return await self._give_up(queue, key, cid, head, item, str(exc))
             remaining = await self._pop(keys=[key.out], args=[head])
             if self.on_sent is not None:
                 await self.on_sent(cid, item, platform_id)

@@ -101,6 +101,9 @@ class Worker:
                     await store.forget_pending(cid, score)
                 elif batch is not False:
                     log.warning("conversation.recovered", extra={"cid": cid})
-                    await self.s.conversations.process(batch)  # type: ignore[arg-type]
+                    try:
+                        await self.s.conversations.process(batch)  # type: ignore[arg-type]
+                    except Exception:  # one bad conversation must not starve the others
+                        log.exception("conversation.recovery_failed", extra={"cid": cid})
                     taken += 1
         return taken

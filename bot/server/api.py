@@ -208,7 +208,8 @@ async def _claim(request: web.Request) -> tuple[str | None, str]:
     found = await request.app[SERVICES].redis.get(claim_key(request.match_info["cid"]))
     if found is None:
         return None, ""
-    name, _, claim_id = found.decode().partition("\x1f")
+    value = found.decode() if isinstance(found, bytes) else str(found)
+    name, _, claim_id = value.partition("\x1f")
     return name, claim_id
 
 

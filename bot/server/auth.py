@@ -18,6 +18,8 @@ class Auth:
     def __init__(self, *, admin_token: str, tokens: list[tuple[str, str, str]] = ()) -> None:  # type: ignore[assignment]
         self._tokens: list[tuple[bytes, Principal]] = [(admin_token.encode(), Principal("admin", "admin"))]
         for token, role, name in tokens:
+            if len(token) < 8:  # an empty or trivial token would let "Bearer " in
+                raise ValueError(f"the token of {name or role!r} is too short (at least 8 characters)")
             self._tokens.append((token.encode(), Principal(role, name or role)))
         self.admin_token = admin_token
 
@@ -25,6 +27,8 @@ class Auth:
         if not header or not header.startswith("Bearer "):
             return None
         given = header[7:].strip().encode()
+        if not given:
+            return None
         found = None
         for token, principal in self._tokens:  # compare with every token: constant time per token
             if hmac.compare_digest(token, given):

@@ -123,7 +123,7 @@ class LiveFeed:
                     for c in changed:
                         pipe.hgetall(ConversationKey(c).meta)
                     metas = await pipe.execute()
-                except Exception:  # noqa: BLE001 - a store hiccup: the lists resync
+                except Exception:
                     log.warning("dashboard.feed_read_failed", exc_info=True)
                     for q in list(self.subscribers):
                         self._put(q, "resync")
@@ -152,7 +152,8 @@ def setup(app: web.Application) -> None:
 
     async def on_shutdown(app: web.Application) -> None:
         app[CLOSING].set()
-        for q in list(app[STREAMS]):
+        streams: set[asyncio.Queue[Any]] = app[STREAMS]
+        for q in list(streams):
             q.put_nowait(_CLOSE)
         await app[FEED].stop()
 
@@ -328,7 +329,7 @@ async def live(request: web.Request) -> web.StreamResponse:
 async def _wait(q: asyncio.Queue[Any]) -> Any:
     try:
         return await asyncio.wait_for(q.get(), timeout=HEARTBEAT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
 
 

@@ -87,9 +87,10 @@ def layout(flow: m.Flow) -> dict[str, Any]:
     depth = max(layers) if layers else 0
     for sweep in range(4):
         rng = range(1, depth + 1) if sweep % 2 == 0 else range(depth - 1, -1, -1)
+        down = sweep % 2 == 0
         for lv in rng:
-            def bary(s: str) -> float:
-                near = preds[s] if sweep % 2 == 0 else fwd[s]
+            def bary(s: str, down: bool = down) -> float:
+                near = preds[s] if down else fwd[s]
                 return sum(pos[n] for n in near) / len(near) if near else pos[s]
             layers[lv].sort(key=bary)
             for i, s in enumerate(layers[lv]):
@@ -125,7 +126,7 @@ def layout(flow: m.Flow) -> dict[str, Any]:
         merged[key] = {"source": e.source, "target": e.target, "when": e.when, "labels": [e.label] if e.label else []}
     drawn = []
     loop = 0
-    for (s, t), e in merged.items():
+    for (s, t), info in merged.items():
         sx, sy = xy[s]
         tx, ty = xy[t]
         forward = layer[t] > layer[s] and (s, t) not in back
@@ -142,7 +143,7 @@ def layout(flow: m.Flow) -> dict[str, Any]:
             bulge = max(x1, x2) + 18 + 6 * (loop % 4)
             path = f"M{x1:.1f},{y1:.1f} C{bulge:.1f},{y1:.1f} {bulge:.1f},{y2:.1f} {x2 + 2:.1f},{y2:.1f}"
             lx, ly = bulge, (y1 + y2) / 2
-        drawn.append({"source": s, "target": t, "when": e["when"], "back": not forward,
-                      "label": _label(" / ".join(e["labels"]), 28), "path": path,
+        drawn.append({"source": s, "target": t, "when": info["when"], "back": not forward,
+                      "label": _label(" / ".join(info["labels"]), 28), "path": path,
                       "lx": round(lx, 1), "ly": round(ly, 1)})
     return {"start": flow.start, "width": width, "height": height, "nodes": nodes, "edges": drawn}

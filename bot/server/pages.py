@@ -13,7 +13,7 @@ from jinja2 import Environment
 
 from ..errors import CrmRejected, CrmTemporary
 from ..runtime.actions import OutwardActions
-from ..runtime.forms import FormError
+from ..runtime.forms import FormAlreadySent, FormError
 from .keys import SERVICES
 
 log = logging.getLogger("salesbot.server.pages")
@@ -115,6 +115,8 @@ async def submit_form(request: web.Request) -> web.Response:
     values = {f.name: str(posted.get(f.name, ""))[:2000] for f in fields}
     try:
         await forms.submit(token, record, values)
+    except FormAlreadySent:
+        return page("Thank you!", status=410, message="This form has been sent already. Thank you!")
     except FormError as exc:
         return page(_title(record), status=422, fields=fields, values=values, errors=exc.errors,
                     message="Please check the fields marked below.")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import aiohttp
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from crm_bridge import CrmBackend, CrmRef, RedisCrm
 from crm_bridge.directory import CrmDirectory
@@ -106,7 +108,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
     if not url:
         embedded = EmbeddedRedis(config.data_dir, persist=True)
         url = await embedded.astart()
-    redis = Redis.from_url(url, decode_responses=False, health_check_interval=30)
+    # No client-side retries: a retried script (save) whose first run did happen would trim
+    # unprocessed events or queue messages twice. Failures surface and the work is redone safely.
+    redis = Redis.from_url(url, decode_responses=False, health_check_interval=30,
+                           retry=Retry(NoBackoff(), 0))
     try:
         await redis.ping()
         metrics = Metrics()

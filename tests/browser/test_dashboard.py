@@ -80,12 +80,9 @@ class Deployment:
 
 
 def _start(args: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")
-    try:
+    with open(log, "wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    finally:
-        out.close()  # the child has its own descriptor
 
 
 def _stop(popen: subprocess.Popen[bytes]) -> None:
@@ -192,9 +189,12 @@ def pages(browser: Browser) -> Iterator[Pages]:
         p.close()
 
 
-def sign_in(page: Page, token: str, name: str) -> None:
+def sign_in(page: Page, token: str, name: str, snap: Any = None) -> None:
     page.goto("/live")
     expect(page.locator("#signin")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()  # nothing but the form before signing in
+    if snap:
+        snap(page, "00-sign-in")
     page.locator("#token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#app")).to_be_visible()
@@ -222,11 +222,11 @@ def api(deployment: Deployment, method: str, path: str, token: str, body: Any = 
 
 
 def test_watch_take_over_reply_and_hand_back(deployment: Deployment, pages: Pages) -> None:
-    shot = lambda page, label: page.screenshot(path=str(ARTIFACTS / f"{deployment.name}-{label}.png"))  # noqa: E731
+    shot = lambda page, label: page.screenshot(path=str(ARTIFACTS / f"{deployment.name}-{label}.png"))
     support = pages.open(deployment.support_url, 1440, 900)
     customer = pages.open(deployment.customer_url, 420, 760)
     try:
-        sign_in(support, *AYSE)
+        sign_in(support, *AYSE, snap=shot)
         shot(support, "01-signed-in")
 
         # 1. A customer writes: the conversation appears on the dashboard within a second.

@@ -112,3 +112,39 @@ async def test_state_is_msgpack_and_keys_share_one_hash_tag(redis: Redis, redis_
         raw = await redis.get(f"sb:c:{{{cid}}}:state")
         assert codec.unpack(raw)["id"] == cid
         assert json.dumps(codec.unpack(raw))  # plain data only
+
+
+async def test_a_crm_that_cannot_identify_yet_delays_the_first_message_and_loses_nothing(
+        redis: Redis, redis_url: str) -> None:
+    from bot.errors import CrmUnavailable
+    from bot.runtime.worker import Worker
+
+    async with open_services(_config(redis_url, lock_ttl=0.3), start_hub=False) as svc:
+        real = svc.conversations.crm
+        calls = {"n": 0}
+
+        class Flaky:
+            name = "flaky"
+
+            async def identify(self, identity):  # type: ignore[no-untyped-def]
+                calls["n"] += 1
+                if calls["n"] == 1:
+                    raise CrmUnavailable("down")
+                return await real.identify(identity)
+
+            def __getattr__(self, item):  # type: ignore[no-untyped-def]
+                return getattr(real, item)
+
+        svc.conversations.crm = Flaky()  # type: ignore[assignment]
+        cid = "test:acct:identify"
+        meta = {"channel": "test", "account": "acct", "external_id": "who-1"}
+        result = await svc.conversations.deliver(cid, _msg("first", "i1"), dedupe_id="i1", meta=meta)
+        assert result.processed_here is False and await svc.store.state(cid) is None
+        assert await redis.llen(f"sb:c:{{{cid}}}:inbox") == 1  # still queued, not lost
+        worker = Worker(svc)
+        for _ in range(100):  # bounded: the lock expires after 0.3 s, then recovery runs it
+            if await worker.recover():
+                break
+            await asyncio.sleep(0.05)
+        state = await _state(svc, cid)
+        assert state.run.vars["seen"] == ["first"] and state.crm and state.crm["lead_id"]

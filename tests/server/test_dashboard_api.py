@@ -21,7 +21,7 @@ from bot.runtime import events as ev
 from bot.runtime.keys import activity_index_key
 from bot.server.app import create_app
 from bot.server.auth import Principal
-from bot.server.dashboard import COOKIE, read_session, sign_session
+from bot.server.dashboard import COOKIE, _session_key, read_session, sign_session
 from bot.server.keys import SERVICES
 from bot.server.services import Services
 from tests.server.conftest import ADMIN, make_config
@@ -234,7 +234,7 @@ class Sse:
             if text.startswith(":"):
                 continue
             key, _, value = text.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             if key == "event":
                 name = value
             elif key == "data":
@@ -274,7 +274,7 @@ async def test_the_stream_needs_a_support_or_admin_session(http: ClientSession, 
     assert (await http.get("/api/live", headers={"Cookie": f"{COOKIE}=forged.value"})).status == 401
     payload, _, mac = cookie.partition("=")[2].partition(".")
     assert (await http.get("/api/live", headers={"Cookie": f"{COOKIE}={payload}.{mac[:-2]}xx"})).status == 401
-    key = await __import__("bot.server.dashboard", fromlist=["_session_key"])._session_key(server.app)
+    key = await _session_key(server.app)
     expired = sign_session(key, Principal("support", "Ayşe Kaya"), time.time() - 1)
     assert (await http.get("/api/live", headers={"Cookie": f"{COOKIE}={expired}"})).status == 401
     assert read_session(key, sign_session(key, Principal("operator", "Olga"), time.time() + 60)) is None
