@@ -167,8 +167,9 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
     preview = _preview(log)
     if preview is not None:
         new["preview_role"], new["preview"] = preview
-    old_keys = filter_keys(old)
-    new_keys = filter_keys(merged)
+    listed = activity is not None or bool(old.get("activity"))  # in sb:idx:activity (the unfiltered list)
+    old_keys = filter_keys(old) if old.get("status") else set()  # what the previous save indexed
+    new_keys = filter_keys(merged) if listed else set()
     old_src = old.get("ix_src", "")
     new_src = _TERM_SEP.join((merged.get("name") or "", merged.get("phone") or "", merged.get("email") or ""))
     old_terms = terms(*old_src.split(_TERM_SEP)) if old_src else set()
