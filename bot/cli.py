@@ -8,7 +8,6 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, TextIO
 
 from .builder.loader import load_flow, read_document

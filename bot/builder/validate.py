@@ -13,12 +13,12 @@ import json
 import zlib
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import regex
 from jinja2 import TemplateSyntaxError
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
 
 from ..errors import FlowInvalid, Problem
 from ..messages import OutButton
@@ -26,7 +26,7 @@ from . import compiled as c
 from . import models as m
 from .graph import Edge, all_edges, loops_without_wait, reachable
 from .normalize import normalize
-from .templates import Expression, Template, compile_value, evaluate_value
+from .templates import Expression, Template, evaluate_value
 from .working_hours import WorkingHours, WorkingHoursError
 
 #: Largest document accepted (the stored JSON). Kommo's own limit is 64 KB; we allow more.
@@ -38,9 +38,9 @@ _STEP = TypeAdapter(m.Step)
 class _Envelope(m.Model):
     """The document with its steps left unparsed, so each step is checked on its own."""
 
-    format: m.Literal["salesbot.flow/1"]  # type: ignore[name-defined]
+    format: Literal["salesbot.flow/1"]
     id: m.BotId
-    name: m.Annotated[str, m.StringConstraints(min_length=1, max_length=200)] | None = None  # type: ignore[name-defined]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     start: m.StepId
     settings: m.Settings = m.Settings()
     variables: dict[m.VarName, Any] = {}

@@ -7,7 +7,6 @@ world (no network): webhooks and widgets answer from configured fixtures.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta

@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from tests.procs import free_port, salesbot
 
