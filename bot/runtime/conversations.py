@@ -223,7 +223,8 @@ class ConversationService:
             if bot in seen and version is None:
                 continue
             seen.add(bot)
-            await self.flows.ensure_for(None, bot) if version is None else None
+            if version is None:
+                await self.flows.ensure_for(None, bot)
             flow = self.flows.get(bot, version)
             if flow is None or flow.uses_crm:
                 return True  # unknown: read to be safe
