@@ -628,10 +628,22 @@ class _Turn:
     def step_action(self, s: c.CActionStep) -> Any:
         run = self.state.run
         assert run is not None
-        while run.action_index < len(s.actions):
-            action = s.actions[run.action_index]
+        actions = s.actions
+        while run.action_index < len(actions):
+            action = actions[run.action_index]
             if action.do == "set_variable":
-                run.vars[action.params["name"]] = plain(self.value(action.params["value"]))
+                params = action.params
+                value = params["value"]
+                if type(value) is Template:  # the usual case, without the generic walk
+                    ctx = self._ctx or self.context()
+                    try:
+                        value = value.value(ctx)
+                    except TemplateFailed as exc:
+                        self.trace("template.error", "warning", error=str(exc))
+                        value = ""
+                else:
+                    value = self.value(value)
+                run.vars[params["name"]] = plain(value)
                 run.action_index += 1
                 continue
             if action.do == "set_chat_status":
