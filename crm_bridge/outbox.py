@@ -41,6 +41,7 @@ from bot.errors import CrmRateLimited, CrmRejected, CrmTemporary
 
 from ._http import CircuitOpen
 from .interface import CommandResult, CrmBackend, CrmRef
+from bot.runtime.scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
 
 log = logging.getLogger("salesbot.crm.outbox")
 
@@ -49,21 +50,8 @@ DUE_KEY = f"{PREFIX}:due"
 
 FailedHook = Callable[[str | None, CrmRef, dict[str, Any], str], Awaitable[None]]
 
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], m) end
-return due
-"""
 
-_POP_HEAD = """
-if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
-return redis.call('LLEN', KEYS[1])
-"""
 
-_REPLACE_HEAD = """
-if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LSET', KEYS[1], 0, ARGV[2]) return 1 end
-return 0
-"""
 
 
 def _pack(v: Any) -> bytes:
@@ -90,9 +78,9 @@ class CrmOutbox:
         self._hold_until = 0.0
         self._sem = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
-        self._claim = redis.register_script(_CLAIM)
-        self._pop = redis.register_script(_POP_HEAD)
-        self._replace = redis.register_script(_REPLACE_HEAD)
+        self._claim = redis.register_script(CLAIM_DUE)
+        self._pop = redis.register_script(POP_HEAD)
+        self._replace = redis.register_script(REPLACE_HEAD)
 
     # ------------------------------------------------------------------ keys
     def member(self, lead_id: str) -> str:

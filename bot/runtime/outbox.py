@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from ..errors import SalesbotError
 from . import codec
 from . import keys as k
+from .scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
 
 log = logging.getLogger("salesbot.outbox")
 
@@ -57,23 +58,8 @@ class AccountLimits:
     burst: int = 30
 
 
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, cid in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], cid) end
-return due
-"""
 
-_POP_HEAD = """
-local head = redis.call('LINDEX', KEYS[1], 0)
-if head == ARGV[1] then redis.call('LPOP', KEYS[1]) end
-return redis.call('LLEN', KEYS[1])
-"""
 
-_REPLACE_HEAD = """
-local head = redis.call('LINDEX', KEYS[1], 0)
-if head == ARGV[1] then redis.call('LSET', KEYS[1], 0, ARGV[2]) return 1 end
-return 0
-"""
 
 
 class _Bucket:
@@ -110,9 +96,9 @@ class Outbox:
         self.on_sent = on_sent
         self.max_attempts = max_attempts
         self.lease = lease
-        self._claim = redis.register_script(_CLAIM)
-        self._pop = redis.register_script(_POP_HEAD)
-        self._replace = redis.register_script(_REPLACE_HEAD)
+        self._claim = redis.register_script(CLAIM_DUE)
+        self._pop = redis.register_script(POP_HEAD)
+        self._replace = redis.register_script(REPLACE_HEAD)
         self._buckets = {a: _Bucket(lim.rate, lim.burst) for a, (_, lim) in accounts.items()}
         self._sem = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency

@@ -17,6 +17,26 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, ResponseError
 
 
+#: Claim up to ARGV[2] members due by ARGV[1] from a sorted set, leasing them until ARGV[3].
+CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], m) end
+return due
+"""
+
+#: Pop a queue's head only if it is still the item we handled; return what is left.
+POP_HEAD = """
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
+return redis.call('LLEN', KEYS[1])
+"""
+
+#: Replace a queue's head (its attempt count) only if it is still the item we handled.
+REPLACE_HEAD = """
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LSET', KEYS[1], 0, ARGV[2]) return 1 end
+return 0
+"""
+
+
 class Lua:
     def __init__(self, redis: Redis, source: str) -> None:
         self.redis = redis

@@ -119,28 +119,26 @@ async def create_lead(request: web.Request) -> web.Response:
         return _rejected(exc)
 
 
-@routes.get("/api/crm/contacts/{id}")
-async def get_contact(request: web.Request) -> web.Response:
+async def _one(request: web.Request, kind: str) -> web.Response:
+    """One contact or lead with its notes (highest priority first)."""
     require(request, "support")
     directory = _directory(request)
-    cid = request.match_info["id"]
-    item = await directory.contact(cid)
+    rid = request.match_info["id"]
+    item = await (directory.contact(rid) if kind == "contact" else directory.lead(rid))
     if item is None:
-        return error(404, "not_found", f"no contact {cid!r}")
-    item["notes"], item["notes_total"] = await directory.notes("contact", cid)
+        return error(404, "not_found", f"no {kind} {rid!r}")
+    item["notes"], item["notes_total"] = await directory.notes(kind, rid)
     return _json(item)
+
+
+@routes.get("/api/crm/contacts/{id}")
+async def get_contact(request: web.Request) -> web.Response:
+    return await _one(request, "contact")
 
 
 @routes.get("/api/crm/leads/{id}")
 async def get_lead(request: web.Request) -> web.Response:
-    require(request, "support")
-    directory = _directory(request)
-    lid = request.match_info["id"]
-    item = await directory.lead(lid)
-    if item is None:
-        return error(404, "not_found", f"no lead {lid!r}")
-    item["notes"], item["notes_total"] = await directory.notes("lead", lid)
-    return _json(item)
+    return await _one(request, "lead")
 
 
 async def _patch(request: web.Request, kind: str) -> web.Response:
