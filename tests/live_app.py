@@ -3,10 +3,8 @@ fake outside services, for tests of the outward actions and hosted pages."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from bot.server.app import create_app
 from bot.server.keys import SERVICES
 from bot.server.services import Services
 from tests.server.conftest import ADMIN, make_config
+from tests.waiting import wait_for
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
@@ -27,20 +26,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def wait_for(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
-    """Polls ``check`` (sync or async) until it returns something truthy; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)  # the polling interval (bounded by the deadline)
 
 
 @dataclass

@@ -142,16 +142,16 @@ class ConversationService:
         ref = await self._crm_ref(meta, new_meta, cid)
         if ref is not None:
             state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
+        events = [self._decode(raw) for raw in batch.events]  # decoded once for the whole batch
         snapshot: Mapping[str, Any] = {}
-        if ref is not None and await self._needs_snapshot(state, batch.events):
+        if ref is not None and await self._needs_snapshot(state, [e for e, _ in events]):
             try:
                 snapshot = await self.crm.snapshot(ref)
             except CrmError as exc:
                 log.warning("crm.snapshot_failed", extra={"cid": cid, "error": str(exc)})
         req = SaveRequest(state=None, processed=len(batch.events))
         bot_before = state.run.bot if state.run else None
-        for raw in batch.events:
-            event, extra = self._decode(raw)
+        for event, extra in events:
             now = self.clock()
             if isinstance(event, ev.InboundMessage):
                 self.metrics.messages_in.labels(state.channel).inc()
@@ -204,15 +204,14 @@ class ConversationService:
             log.error("store.lock_lost", extra={"cid": cid})
         return result_.status
 
-    async def _needs_snapshot(self, state: ConversationState, events: list[bytes]) -> bool:
+    async def _needs_snapshot(self, state: ConversationState, events: list[ev.Event]) -> bool:
         """Whether any flow these events may run reads the CRM (one read per batch, or none)."""
         bots: set[tuple[str, int | None]] = set()
         run = state.run
         if run is not None:
             bots.add((run.bot, run.version))
             bots.update((f.bot, f.version) for f in run.callers)
-        for raw in events:
-            event, _ = self._decode(raw)
+        for event in events:
             for name in (getattr(event, "greeting", None), getattr(event, "bot", None)):
                 if name:
                     bots.add((name, None))

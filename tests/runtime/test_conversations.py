@@ -12,6 +12,7 @@ from bot.config import load_config
 from bot.runtime import codec
 from bot.runtime import events as ev
 from bot.server.services import Services, open_services
+from tests.waiting import wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -90,12 +91,7 @@ async def test_a_crashed_processor_loses_nothing(redis: Redis, redis_url: str) -
         from bot.runtime.worker import Worker
 
         worker = Worker(svc)
-        taken = 0
-        for _ in range(100):  # bounded: the lock expires after 0.5 s
-            taken = await worker.recover()
-            if taken:
-                break
-            await asyncio.sleep(0.05)
+        taken = await wait_for(worker.recover, 5.0, what="recovery after the lock expires")
         assert taken == 1
         state = await _state(svc, cid)
         assert state.run.vars["seen"] == ["one", "two"]
@@ -142,9 +138,6 @@ async def test_a_crm_that_cannot_identify_yet_delays_the_first_message_and_loses
         assert result.processed_here is False and await svc.store.state(cid) is None
         assert await redis.llen(f"sb:c:{{{cid}}}:inbox") == 1  # still queued, not lost
         worker = Worker(svc)
-        for _ in range(100):  # bounded: the lock expires after 0.3 s, then recovery runs it
-            if await worker.recover():
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(worker.recover, 5.0, what="recovery once the lock expires and the CRM answers")
         state = await _state(svc, cid)
         assert state.run.vars["seen"] == ["first"] and state.crm and state.crm["lead_id"]

@@ -26,7 +26,6 @@ way Meta does: compact JSON with non-ASCII escaped, ``X-Hub-Signature-256`` over
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -41,6 +40,7 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
+from tests.waiting import WorkerDriver
 
 VERSION = "v21.0"
 TOKEN = "EAAG-test-token"
@@ -617,7 +617,7 @@ def messenger_account(base_url: str, greeting_bot: str = "shop", **settings: Any
 
 
 @dataclass
-class Harness:
+class Harness(WorkerDriver):
     """Our app (web role) on loopback with the worker loops driven by the test."""
 
     fake: GraphFake
@@ -631,33 +631,6 @@ class Harness:
 
     async def webhook(self, channel: str, account: str, payload: Any, **kw: Any) -> tuple[int, Any]:
         return await self.fake.post_webhook(self.url(channel, account), payload, **kw)
-
-    async def step(self) -> int:
-        """One round of the worker: due timers, then one outbox round."""
-        fired = await self.worker.fire_timers()
-        return fired + await self.services.outbox.run_once()
-
-    async def until(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-        """Drive the worker until ``predicate()`` (sync or async) is truthy; bounded."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or predicate}")
-            if not await self.step():
-                await asyncio.sleep(0.02)
-
-    async def drain(self, timeout: float = 10.0) -> None:
-        """Run outbox rounds until every account's queue is empty."""
-        async def empty() -> bool:
-            await self.step()
-            depths = [await self.services.outbox.depth(a) for a in self.services.outbox.accounts]
-            return not any(depths)
-        await self.until(empty, timeout, "the outbox to drain")
 
     async def state(self, cid: str) -> Any:
         from bot.runtime import codec

@@ -28,7 +28,6 @@ reverse proxy would. ``inbound`` builds an incoming SMS/WhatsApp message's param
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -36,7 +35,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -48,6 +47,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
+from tests.waiting import WorkerDriver
 
 WHATSAPP = "whatsapp:"
 BODY_MAX = 1600
@@ -386,7 +386,7 @@ PUBLIC_URL = "https://bot.example.com"  # what Twilio is configured to call; rou
 
 
 @dataclass
-class TwilioHarness:
+class TwilioHarness(WorkerDriver):
     """Our app (web role) on loopback behind a "public" URL, the worker loops driven by the test."""
 
     fake: FakeTwilio
@@ -397,37 +397,11 @@ class TwilioHarness:
     def url(self, channel: str, account: str) -> str:
         return f"{PUBLIC_URL}/webhooks/{channel}/{account}"
 
-    async def step(self) -> int:
-        """One round of the worker: due timers, then one outbox round."""
-        fired = await self.worker.fire_timers()
-        return int(fired) + int(await self.services.outbox.run_once())
-
-    async def until(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-        """Drive the worker until ``predicate()`` (sync or async) holds; bounded by ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or predicate}")
-            if not await self.step():
-                await asyncio.sleep(0.02)
-
     async def sent_to(self, number: str, count: int, what: str = "") -> list[SentMessage]:
         def got() -> list[SentMessage] | None:
             sent = [m for m in self.fake.sent if m.number == number]
             return sent if len(sent) >= count else None
         return await self.until(got, what=what or f"{count} messages to {number}")  # type: ignore[no-any-return]
-
-    async def drain(self, timeout: float = 10.0) -> None:
-        """Run worker rounds until every account's outbox is empty."""
-        async def empty() -> bool:
-            await self.step()
-            return not any([await self.services.outbox.depth(a) for a in self.services.outbox.accounts])
-        await self.until(empty, timeout, "the outbox to drain")
 
     async def transcript(self, cid: str) -> list[dict[str, Any]]:
         from bot.runtime import codec

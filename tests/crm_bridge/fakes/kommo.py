@@ -23,7 +23,6 @@ query, body, answer status); ``writes`` the successful writes in order.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import deque
@@ -35,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from crm_bridge.contract import CONTACT_FIELD, LEAD_FIELD, PIPELINES
+from tests.waiting import wait_for
 
 TOKEN = "kommo-test-token"
 SUBDOMAIN = "acme"
@@ -699,13 +699,4 @@ class FakeKommo:
 
 async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "", interval: float = 0.02) -> Any:
     """Poll ``predicate()`` (sync or async) until it is truthy; bounded by ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await asyncio.sleep(interval)
+    return await wait_for(predicate, timeout, interval, what=what)
