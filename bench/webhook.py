@@ -45,8 +45,9 @@ Redis work per message is measured twice:
   Lua script runs, so this is the work Redis does;
 * ``client cmds/msg`` and ``RT/msg``: the same app run inside this process (aiohttp test
   server, one message at a time) with redis-py's ``pack_command`` / ``send_packed_command``
-  wrapped to count commands and round trips made while a request is handled (a pipeline is one
-  round trip). The background loops' round trips are counted apart (``--json``).
+  and the hot-path client's ``send`` (``bot/runtime/resp.py``) wrapped to count commands and
+  round trips made while a request is handled (a pipeline is one round trip). The background
+  loops' round trips are counted apart (``--json``).
 
 Also shown: the CPU per message of the server process and of redis-server at the capacity rate
 (from /proc), and the CPU other processes used meanwhile.
@@ -546,10 +547,22 @@ class RedisCounter:
             counts["req_rts" if _IN_REQUEST.get() else "bg_rts"] += 1
             return await orig_send(conn, command, check_health)
 
+        from bot.runtime.resp import _Protocol
+
+        orig_resp_send = _Protocol.send
+
+        def resp_send(proto: Any, loop: Any, commands: Any) -> Any:
+            in_request = _IN_REQUEST.get()
+            counts["req_cmds" if in_request else "bg_cmds"] += len(commands)
+            counts["req_rts" if in_request else "bg_rts"] += 1
+            return orig_resp_send(proto, loop, commands)
+
         self._saved = [(AbstractConnection, "pack_command", orig_pack),
-                       (AbstractConnection, "send_packed_command", orig_send)]
+                       (AbstractConnection, "send_packed_command", orig_send),
+                       (_Protocol, "send", orig_resp_send)]
         AbstractConnection.pack_command = pack_command  # type: ignore[method-assign]
         AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
+        _Protocol.send = resp_send  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
         for owner, name, fn in self._saved:

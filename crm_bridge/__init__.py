@@ -13,6 +13,7 @@ from .interface import (
     CommandResult,
     CrmBackend,
     CrmRef,
+    PrefetchSnapshot,
 )
 from .memory import MemoryCrm
 from .redis_crm import RedisCrm
@@ -22,5 +23,5 @@ from .webhook_backend import WebhookCrm
 
 __all__ = [
     "CRM_COMMANDS", "OUTWARD_ACTIONS", "ChannelIdentity", "CommandResult", "CrmBackend",
-    "CrmRef", "MemoryCrm", "RedisCrm", "KommoCrm", "WebhookCrm", "CrmOutbox",
+    "CrmRef", "PrefetchSnapshot", "MemoryCrm", "RedisCrm", "KommoCrm", "WebhookCrm", "CrmOutbox",
 ]

@@ -26,8 +26,11 @@ def _cooldown(crm: CrmConfig) -> float:
     return min(5.0, crm.retry_max, max(crm.retry_base, 0.1) * 5)
 
 
-def build_backend(config: Config, redis: Redis) -> CrmBackend:
-    """``embedded`` (default): ``RedisCrm`` with ``[embedded_crm]`` pipelines; ``kommo``; ``webhook``."""
+def build_backend(config: Config, redis: Redis, *, reader: Any = None) -> CrmBackend:
+    """``embedded`` (default): ``RedisCrm`` with ``[embedded_crm]`` pipelines; ``kommo``; ``webhook``.
+
+    ``reader``: a faster client for the embedded CRM's per-turn reads (see ``RedisCrm``).
+    """
     crm = config.crm
     if crm.backend == "kommo":
         assert crm.base_url is not None
@@ -38,7 +41,7 @@ def build_backend(config: Config, redis: Redis) -> CrmBackend:
         return WebhookCrm(crm.base_url, _secret(crm.secret), timeout=crm.timeout, cooldown=_cooldown(crm))
     embedded = getattr(config, "embedded_crm", None)
     pipelines = dict(getattr(embedded, "pipelines", None) or {}) or None
-    return RedisCrm(redis, pipelines=pipelines)
+    return RedisCrm(redis, pipelines=pipelines, reader=reader)
 
 
 def build_outbox(config: Config, redis: Redis, crm: CrmBackend, *,

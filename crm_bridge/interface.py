@@ -70,3 +70,16 @@ class CrmBackend(Protocol):
     async def execute(self, ref: CrmRef, command: dict[str, Any]) -> CommandResult:
         """Carry out one command (``command["do"]`` in ``CRM_COMMANDS``)."""
         ...
+
+
+@runtime_checkable
+class PrefetchSnapshot(Protocol):
+    """A backend whose snapshot is a few reads on the runtime's own Redis.
+
+    The runtime sends ``snapshot_reads`` in the same round trip as the conversation's push and
+    builds the snapshot with ``snapshot_from``: one round trip less per customer message.
+    """
+
+    def snapshot_reads(self, ref: CrmRef) -> list[tuple[Any, ...]]: ...
+
+    async def snapshot_from(self, ref: CrmRef, replies: list[Any]) -> dict[str, Any]: ...

@@ -40,8 +40,11 @@ class RedisCrm:
     name = "embedded"
 
     def __init__(self, redis: Redis, *, pipelines: dict[str, list[str]] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, reader: Any = None) -> None:
         self.redis = redis
+        #: What reads records for a conversation turn: any client with redis-py's ``pipeline()``
+        #: and ``get()`` returning raw bytes (the runtime passes its lean hot-path connection).
+        self.reader = reader if reader is not None else redis
         self.pipelines = pipelines
         self.clock = clock
         self.notes = NoteStore(redis)
@@ -77,13 +80,27 @@ class RedisCrm:
         await pipe.execute()
         return CrmRef(contact_id, lead_id)
 
-    async def _load(self, ref: CrmRef, ws: MemoryCrm, *, tasks_too: bool = True) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(f"{_P}:contact:{ref.contact_id}")
-        pipe.get(f"{_P}:lead:{ref.lead_id}")
+    def snapshot_reads(self, ref: CrmRef, *, tasks_too: bool = False) -> list[tuple[Any, ...]]:
+        """The reads a snapshot needs; the runtime sends them with its own (``snapshot_from``)."""
+        reads: list[tuple[Any, ...]] = [("GET", f"{_P}:contact:{ref.contact_id}"), ("GET", f"{_P}:lead:{ref.lead_id}")]
         if tasks_too:  # commands need them; a snapshot does not
-            pipe.get(f"{_P}:tasks:{ref.lead_id}")
-        contact, lead, *rest = await pipe.execute()
+            reads.append(("GET", f"{_P}:tasks:{ref.lead_id}"))
+        return reads
+
+    async def snapshot_from(self, ref: CrmRef, replies: list[Any]) -> dict[str, Any]:
+        """The snapshot from the replies to ``snapshot_reads`` (plus the company, if any)."""
+        ws = self._workspace([])
+        await self._fill(ref, ws, replies)
+        return ws.snapshot_now(ref, copy_records=False)
+
+    async def _load(self, ref: CrmRef, ws: MemoryCrm, *, tasks_too: bool = True) -> None:
+        pipe = self.reader.pipeline(transaction=False)
+        for command in self.snapshot_reads(ref, tasks_too=tasks_too):
+            pipe.execute_command(*command)
+        await self._fill(ref, ws, await pipe.execute())
+
+    async def _fill(self, ref: CrmRef, ws: MemoryCrm, replies: list[Any]) -> None:
+        contact, lead, *rest = replies
         tasks = rest[0] if rest else None
         if contact:
             ws.contacts[ref.contact_id] = _unpack(contact)
@@ -91,7 +108,7 @@ class RedisCrm:
             ws.leads[ref.lead_id] = _unpack(lead)
             company_id = ws.leads[ref.lead_id].get("company")
             if company_id:
-                company = await self.redis.get(f"{_P}:company:{company_id}")
+                company = await self.reader.get(f"{_P}:company:{company_id}")
                 if company:
                     ws.companies[company_id] = _unpack(company)
         ws.tasks = _unpack(tasks) or []
@@ -106,9 +123,10 @@ class RedisCrm:
                                            "email": None, "fields": {}, "tags": [], "responsible": None}
 
     async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
-        ws = self._workspace([])
-        await self._load(ref, ws, tasks_too=False)
-        return ws.snapshot_now(ref, copy_records=False)
+        pipe = self.reader.pipeline(transaction=False)
+        for command in self.snapshot_reads(ref):
+            pipe.execute_command(*command)
+        return await self.snapshot_from(ref, await pipe.execute())
 
     async def execute(self, ref: CrmRef, command: dict[str, Any]) -> CommandResult:
         ws = self._workspace(await self._ids(2))

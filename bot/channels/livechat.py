@@ -186,10 +186,13 @@ async def long_poll(request: web.Request) -> web.Response:
         wait = min(float(request.query.get("wait", "0")), MAX_WAIT)
     except ValueError:
         return error(400, "bad_request", "wait is a number of seconds")
+    if wait <= 0:  # a plain read: no need to listen for changes
+        messages, last = await read_after(request, cid, after)
+        return web.json_response({"messages": messages, "last": last})
     hub = request.app[SERVICES].hub
     async with hub.watch(cid) as changes:
         messages, last = await read_after(request, cid, after)
-        if not messages and wait > 0:
+        if not messages:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(changes.get(), timeout=wait)
                 messages, last = await read_after(request, cid, after)

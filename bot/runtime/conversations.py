@@ -8,6 +8,7 @@ order and saves) or leaves the event to the process that already is. See ``store
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from crm_bridge import ChannelIdentity, CrmBackend, CrmRef
+from crm_bridge import ChannelIdentity, CrmBackend, CrmRef, PrefetchSnapshot
 
 from ..errors import CrmError, CrmTemporary, RuntimeFault
 from . import codec, convindex
@@ -32,6 +33,8 @@ from .transcript import inbound_entry, internal_entry, outbound_entry, system_en
 log = logging.getLogger("salesbot.runtime")
 #: lead id -> the conversation working on it (written when the conversation's lead is found).
 LEAD_CONVERSATIONS_KEY = "sb:lead_conversations"
+#: Conversations whose CRM lead a process remembers, to prefetch its snapshot with the push.
+SNAPSHOT_REFS_MAX = 10_000
 
 
 class FlowLoader(FlowSource, Protocol):
@@ -78,6 +81,10 @@ class ConversationService:
         self.router = router
         self.metrics = metrics
         self.clock = clock
+        #: A backend whose snapshot reads can travel with the push (one round trip less).
+        self._prefetch = crm if isinstance(crm, PrefetchSnapshot) else None
+        #: cid -> the lead of its last turn that read the CRM: what to prefetch (bounded, LRU).
+        self._snapshot_refs: collections.OrderedDict[str, CrmRef] = collections.OrderedDict()
 
     async def deliver(self, cid: str, event: ev.Event, *, dedupe_id: str | None = None,
                       meta: Mapping[str, str] | None = None,
@@ -86,15 +93,18 @@ class ConversationService:
         payload = codec.encode_event(event)
         if entry_extra:
             payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
-        result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}))
+        ref = self._snapshot_refs.get(cid) if self._prefetch is not None else None
+        reads = self._prefetch.snapshot_reads(ref) if ref is not None and self._prefetch is not None else ()
+        result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}), reads=reads)
         if result.duplicate:
             self.metrics.duplicates.inc()
             log.info("event.duplicate", extra={"cid": cid, "dedupe_id": dedupe_id})
             return DeliverResult(duplicate=True)
         if result.batch is None:
             return DeliverResult()
+        prefetched = (ref, result.prefetched) if ref is not None and result.prefetched is not None else None
         try:
-            await self.process(result.batch)
+            await self.process(result.batch, prefetched)
         except IdentityPending:
             return DeliverResult()  # queued: processed once the CRM answers again
         return DeliverResult(processed_here=True)
@@ -108,32 +118,42 @@ class ConversationService:
         await self.process(batch)
         return True
 
-    async def process(self, batch: Batch | None) -> None:
+    async def process(self, batch: Batch | None,
+                      prefetched: tuple[CrmRef, list[Any]] | None = None) -> None:
+        """Run batches until the inbox is empty; ``prefetched``: CRM reads sent with the push."""
+        loop = asyncio.get_running_loop()
+        interval = max(0.05, self.store.lock_ttl_ms / 3000)
         while batch is not None:
             # Slow work (a CRM at 7 requests/s, a webhook) must not outlive the lock: renew it.
-            keeper = asyncio.create_task(self._keep_lock(batch.cid, batch.token))
+            # Most batches end long before the first renewal: a timer handle, not a task, until then.
+            keeper: dict[str, asyncio.Task[None]] = {}
+            cid, token = batch.cid, batch.token
+            handle = loop.call_later(interval, lambda: keeper.setdefault(
+                "task", loop.create_task(self._keep_lock(cid, token, interval))))
             try:
-                status = await self._process_batch(batch)
+                status = await self._process_batch(batch, prefetched)
+                prefetched = None  # read before the first batch only
             finally:
-                keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
+                handle.cancel()
+                if "task" in keeper:
+                    keeper["task"].cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await keeper["task"]
             if status != 1:
                 return
             batch = await self.store.load(batch.cid, batch.token)
 
-    async def _keep_lock(self, cid: str, token: str) -> None:
-        interval = max(0.05, self.store.lock_ttl_ms / 3000)
+    async def _keep_lock(self, cid: str, token: str, interval: float) -> None:
         while True:
-            await asyncio.sleep(interval)  # a renewal period, not synchronisation
             try:
                 if not await self.store.extend(cid, token):
                     log.error("store.lock_lost_while_processing", extra={"cid": cid})
                     return
             except Exception:  # noqa: BLE001 - a Redis hiccup: the next renewal tries again
                 log.warning("store.lock_renewal_failed", extra={"cid": cid}, exc_info=True)
+            await asyncio.sleep(interval)  # a renewal period, not synchronisation
 
-    async def _process_batch(self, batch: Batch) -> int:
+    async def _process_batch(self, batch: Batch, prefetched: tuple[CrmRef, list[Any]] | None = None) -> int:
         cid = batch.cid
         meta = batch.meta
         state = codec.decode_state(batch.state) if batch.state else ConversationState(
@@ -146,9 +166,11 @@ class ConversationService:
         snapshot: Mapping[str, Any] = {}
         if ref is not None and await self._needs_snapshot(state, [e for e, _ in events]):
             try:
-                snapshot = await self.crm.snapshot(ref)
+                snapshot = await self._snapshot(cid, ref, prefetched)
             except CrmError as exc:
                 log.warning("crm.snapshot_failed", extra={"cid": cid, "error": str(exc)})
+        else:
+            self._snapshot_refs.pop(cid, None)
         req = SaveRequest(state=None, processed=len(batch.events))
         bot_before = state.run.bot if state.run else None
         for event, extra in events:
@@ -203,6 +225,21 @@ class ConversationService:
         if result_.status == -1:
             log.error("store.lock_lost", extra={"cid": cid})
         return result_.status
+
+    async def _snapshot(self, cid: str, ref: CrmRef,
+                        prefetched: tuple[CrmRef, list[Any]] | None) -> Mapping[str, Any]:
+        """The CRM snapshot, from the reads sent with the push when they were of this lead."""
+        prefetch = self._prefetch
+        if prefetch is None:
+            return await self.crm.snapshot(ref)
+        refs = self._snapshot_refs
+        refs[cid] = ref
+        refs.move_to_end(cid)
+        if len(refs) > SNAPSHOT_REFS_MAX:
+            refs.popitem(last=False)
+        if prefetched is not None and prefetched[0] == ref:
+            return await prefetch.snapshot_from(ref, prefetched[1])
+        return await self.crm.snapshot(ref)
 
     async def _needs_snapshot(self, state: ConversationState, events: list[ev.Event]) -> bool:
         """Whether any flow these events may run reads the CRM (one read per batch, or none)."""

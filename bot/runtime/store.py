@@ -29,6 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import keys as k
+from .resp import RespClient
 from .scripts import Lua, run_pipeline
 
 _PUSH = """
@@ -139,6 +140,7 @@ class Batch:
 class PushResult:
     duplicate: bool = False
     batch: Batch | None = None  # set when this caller took the lock and must process
+    prefetched: list[Any] | None = None  # replies to ``push(reads=...)``, with a batch
 
 
 @dataclass(slots=True)
@@ -172,29 +174,44 @@ def _s(v: Any) -> str:
 
 
 class ConversationStore:
-    """Redis operations on conversations (see the module docstring for the protocol)."""
+    """Redis operations on conversations (see the module docstring for the protocol).
+
+    The per-message scripts (push, load, save) go through ``fast``, a lean pipelined connection
+    to the same server (see ``resp.py``); reads for the API and dashboard use redis-py.
+    """
 
     def __init__(self, redis: Redis, *, lock_ttl: float = 30.0, ttl_days: int = 90,
-                 transcript_max: int = 1000, shards: int = 16, batch: int = 32) -> None:
+                 transcript_max: int = 1000, shards: int = 16, batch: int = 32,
+                 fast: RespClient | None = None) -> None:
         self.redis = redis
+        self.fast = fast or RespClient.like(redis)
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.ttl = ttl_days * 86400
         self.transcript_max = transcript_max
         self.shards = shards
         self.batch = batch
         self._push = Lua(redis, _PUSH)
-        self._load = redis.register_script(_LOAD)
-        self._acquire = redis.register_script(_ACQUIRE)
+        self._load = Lua(redis, _LOAD)
+        self._acquire = Lua(redis, _ACQUIRE)
         self._save = Lua(redis, _SAVE)
         self._append = redis.register_script(_APPEND)
         self._forget_if = redis.register_script(_FORGET_IF)
+
+    async def _script(self, script: Lua, keys: list[str], args: list[Any]) -> Any:
+        (reply,) = await run_pipeline(self.fast, lambda pipe: script.queue(pipe, keys, args), [script])
+        return reply
+
+    async def close(self) -> None:
+        await self.fast.aclose()
 
     @staticmethod
     def _batch(cid: str, token: str, reply: Sequence[Any]) -> Batch:
         return Batch(cid, token, reply[1] or None, list(reply[2]), _meta(reply[3]))
 
     async def push(self, cid: str, event: bytes, *, dedupe_id: str | None = None,
-                   meta: dict[str, str] | None = None) -> PushResult:
+                   meta: dict[str, str] | None = None, reads: Sequence[Sequence[Any]] = ()) -> PushResult:
+        """Queue an event (see the module docstring); ``reads`` are more commands sent in the
+        same round trip, whose replies come back in ``PushResult.prefetched`` with a batch."""
         key = k.ConversationKey(cid)
         token = secrets.token_hex(8)
         now_ms = int(time.time() * 1000)
@@ -206,34 +223,36 @@ class ConversationStore:
         def build(pipe: Any) -> None:
             self._push.queue(pipe, [key.inbox, key.lock, key.seen, key.state, key.meta], args)
             pipe.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: (now_ms + self.lock_ttl_ms) / 1000})
+            for command in reads:
+                pipe.execute_command(*command)
 
-        reply, _ = await run_pipeline(self.redis, build, [self._push])
+        reply, _, *prefetched = await run_pipeline(self.fast, build, [self._push])
         if reply[0] == -1:
             return PushResult(duplicate=True)
         if reply[0] == 1:
-            return PushResult(batch=self._batch(cid, token, reply))
+            return PushResult(batch=self._batch(cid, token, reply), prefetched=prefetched if reads else None)
         return PushResult()
 
     async def load(self, cid: str, token: str) -> Batch | None:
         """The next events for a processor that still holds the lock (None if it lost it)."""
         key = k.ConversationKey(cid)
-        reply = await self._load(keys=[key.inbox, key.lock, key.state, key.meta],
-                                 args=[token, self.batch, self.lock_ttl_ms])
+        reply = await self._script(self._load, [key.inbox, key.lock, key.state, key.meta],
+                                   [token, self.batch, self.lock_ttl_ms])
         return self._batch(cid, token, reply) if reply[0] == 1 else None
 
     async def acquire(self, cid: str) -> Batch | None | bool:
         """Take over a conversation with waiting events: a Batch, False if locked, None if idle."""
         key = k.ConversationKey(cid)
         token = secrets.token_hex(8)
-        reply = await self._acquire(keys=[key.inbox, key.lock, key.state, key.meta],
-                                    args=[token, self.lock_ttl_ms, self.batch])
+        reply = await self._script(self._acquire, [key.inbox, key.lock, key.state, key.meta],
+                                   [token, self.lock_ttl_ms, self.batch])
         if reply[0] == 1:
             return self._batch(cid, token, reply)
         return False if reply[0] == -2 else None
 
     async def extend(self, cid: str, token: str) -> bool:
         key = k.ConversationKey(cid)
-        reply = await self._load(keys=[key.inbox, key.lock, key.state, key.meta], args=[token, 0, self.lock_ttl_ms])
+        reply = await self._script(self._load, [key.inbox, key.lock, key.state, key.meta], [token, 0, self.lock_ttl_ms])
         return bool(reply[0] == 1)
 
     async def save(self, cid: str, token: str, req: SaveRequest) -> SaveResult:
@@ -260,7 +279,7 @@ class ConversationStore:
             for extra in req.extra_commands:
                 extra(pipe)
 
-        replies = await run_pipeline(self.redis, build, [self._save])
+        replies = await run_pipeline(self.fast, build, [self._save])
         status, first, last = replies[0]
         return SaveResult(int(status), int(first), int(last))
 

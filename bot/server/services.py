@@ -26,6 +26,7 @@ from ..runtime.bots import BotRegistry
 from ..runtime.conversations import ConversationService
 from ..runtime.driver import Driver
 from ..runtime.embedded_redis import EmbeddedRedis
+from ..runtime.resp import RespClient
 from ..runtime.livehub import LiveHub
 from ..runtime.metrics import Metrics
 from ..runtime.outbox import AccountLimits, ChannelSender, Outbox
@@ -115,11 +116,13 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
     try:
         await redis.ping()
         metrics = Metrics()
-        store = ConversationStore(redis, lock_ttl=config.lock_ttl, ttl_days=config.conversation_ttl_days,
+        fast = RespClient.like(redis)  # the per-message scripts and CRM reads (see resp.py)
+        store = ConversationStore(redis, fast=fast, lock_ttl=config.lock_ttl, ttl_days=config.conversation_ttl_days,
                                   transcript_max=config.transcript_max, shards=config.timer_shards)
+        stack.push_async_callback(store.close)
         timers = TimerWheel(redis, shards=config.timer_shards)
         bots = BotRegistry(redis)
-        crm = build_backend(config, redis)  # [crm] backend: embedded (default), kommo or webhook
+        crm = build_backend(config, redis, reader=fast)  # [crm] backend: embedded (default), kommo or webhook
         stack.push_async_callback(close_backend, crm)
 
         async def crm_command_failed(cid: str | None, ref: CrmRef, command: dict, reason: str) -> None:  # type: ignore[type-arg]

@@ -1,0 +1,260 @@
+"""A lean Redis connection for the conversation hot path (push, load, save, CRM snapshot).
+
+Why not redis-py here: on this path redis-py costs 80-170 µs of CPU per call or pipeline
+(pool checkout, retry and timeout wrappers, a task per read, per-command response callbacks),
+and a customer message makes two or three of them: most of a message's CPU. This client writes
+every call's commands in one ``write`` on one shared socket (concurrent calls pipeline
+naturally) and parses replies with hiredis, the parser redis-py itself uses; a call is one
+future. Replies are raw RESP values (bytes, ints, lists): no response callbacks. Everything
+else keeps using redis-py; ``pipeline()`` records commands through redis-py's own command
+builders, so the two take the same arguments.
+
+Failure model: a connection error or a reply slower than ``socket_timeout`` fails every call in
+flight with redis-py's ``ConnectionError`` / ``TimeoutError`` and drops the socket; the next
+call reconnects. Nothing is retried here (the store's scripts are not safe to repeat blindly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.commands.core import CoreCommands
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Command = Sequence[Any]
+
+
+class _Call:
+    __slots__ = ("future", "left", "replies", "sent")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int, sent: float) -> None:
+        self.future = future
+        self.left = count
+        self.replies: list[Any] = []
+        self.sent = sent
+
+
+class _Protocol(asyncio.Protocol):
+    """One socket: calls are answered in the order they were written (Redis pipelining)."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.reader = hiredis.Reader(replyError=ResponseError)
+        self.calls: collections.deque[_Call] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.timeout = timeout
+        self.closed = False
+        self._watch: asyncio.TimerHandle | None = None
+        self.error: Exception | None = None
+        self._out: list[bytes] = []
+        self._flush_soon = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        calls = self.calls
+        while True:
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError as exc:
+                self._fail(RedisConnectionError(f"Redis protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            if not calls:  # a reply nobody asked for: the stream is out of step
+                self._fail(RedisConnectionError("unexpected reply from Redis"))
+                return
+            call = calls[0]
+            call.replies.append(reply)
+            call.left -= 1
+            if call.left == 0:
+                calls.popleft()
+                if not call.future.done():  # a cancelled caller: its replies are consumed all the same
+                    call.future.set_result(call.replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(self.error or RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+
+    def _fail(self, error: Exception) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.error = error
+        if self._watch is not None:
+            self._watch.cancel()
+        while self.calls:
+            call = self.calls.popleft()
+            if not call.future.done():
+                call.future.set_exception(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def send(self, loop: asyncio.AbstractEventLoop, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+        if self.closed or self.transport is None:
+            raise self.error or RedisConnectionError("not connected to Redis")
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        now = loop.time()
+        self.calls.append(_Call(future, len(commands), now))
+        pack = hiredis.pack_command
+        self._out.extend([pack(tuple(c)) for c in commands])
+        if not self._flush_soon:  # the calls made in this loop iteration leave in one write
+            self._flush_soon = True
+            loop.call_soon(self._flush)
+        if self.timeout is not None and self._watch is None:
+            self._watch = loop.call_at(now + self.timeout, self._check, loop)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        if self.closed or self.transport is None or not self._out:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        self.transport.write(data)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the connection if its oldest call waits longer than the timeout."""
+        self._watch = None
+        if self.closed or not self.calls or self.timeout is None:
+            return
+        oldest = self.calls[0].sent
+        if loop.time() - oldest >= self.timeout:
+            self._fail(RedisTimeoutError(f"no reply from Redis within {self.timeout} s"))
+        else:
+            self._watch = loop.call_at(oldest + self.timeout, self._check, loop)
+
+
+class RespClient(CoreCommands):  # type: ignore[misc]
+    """Pipelined calls on one lazily opened connection, settings taken from a redis-py client.
+
+    redis-py's command methods work on it (``await client.get(key)``) and return raw replies.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 6379, path: str | None = None,
+                 db: int = 0, username: str | None = None, password: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None, socket_timeout: float | None = 10.0,
+                 connect_timeout: float = 10.0) -> None:
+        self.host, self.port, self.path = host, port, path
+        self.db, self.username, self.password = db, username, password
+        self.ssl_context = ssl_context
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        self._proto: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    @classmethod
+    def like(cls, redis: Redis, *, socket_timeout: float | None = 10.0) -> RespClient:
+        """A client for the same server, database and credentials as a redis-py client."""
+        kw = redis.connection_pool.connection_kwargs
+        cls_ = redis.connection_pool.connection_class
+        context = None
+        if issubclass(cls_, SSLConnection):
+            context = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
+            if kw.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if kw.get("ssl_certfile"):
+                context.load_cert_chain(kw["ssl_certfile"], kw.get("ssl_keyfile"))
+        path = kw.get("path") if issubclass(cls_, UnixDomainSocketConnection) else None
+        return cls(host=kw.get("host", "127.0.0.1"), port=int(kw.get("port", 6379)), path=path,
+                   db=int(kw.get("db", 0) or 0), username=kw.get("username"), password=kw.get("password"),
+                   ssl_context=context, socket_timeout=kw.get("socket_timeout") or socket_timeout,
+                   connect_timeout=kw.get("socket_connect_timeout") or 10.0)
+
+    async def _connect(self) -> _Protocol:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._proto is not None and not self._proto.closed:
+                return self._proto
+            loop = asyncio.get_running_loop()
+            proto = _Protocol(self.socket_timeout)
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    if self.path:
+                        await loop.create_unix_connection(lambda: proto, self.path)
+                    else:
+                        await loop.create_connection(lambda: proto, self.host, self.port, ssl=self.ssl_context)
+                    hello: list[Command] = []
+                    if self.password:
+                        hello.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
+                    if self.db:
+                        hello.append(("SELECT", self.db))
+                    if hello:
+                        for reply in await proto.send(loop, hello):
+                            if isinstance(reply, ResponseError):
+                                raise reply
+            except (OSError, TimeoutError) as exc:
+                proto._fail(RedisConnectionError(f"cannot connect to Redis: {exc}"))
+                raise RedisConnectionError(f"cannot connect to Redis at {self.path or f'{self.host}:{self.port}'}: {exc}") from exc
+            except BaseException:
+                proto._fail(RedisConnectionError("connection setup failed"))
+                raise
+            self._proto = proto
+            return proto
+
+    async def send(self, commands: Sequence[Command]) -> list[Any]:
+        """Every reply of ``commands`` (errors are returned as ``ResponseError`` values)."""
+        proto = self._proto
+        if proto is None or proto.closed:
+            proto = await self._connect()
+        return await proto.send(asyncio.get_running_loop(), commands)
+
+    async def execute_command(self, *args: Any, **_options: Any) -> Any:
+        (reply,) = await self.send([args])
+        if isinstance(reply, ResponseError):
+            raise _error(reply)
+        return reply
+
+    def pipeline(self, transaction: bool = False) -> RespPipeline:
+        if transaction:
+            raise ValueError("RespClient pipelines are plain pipelines (use a Lua script for atomicity)")
+        return RespPipeline(self)
+
+    async def aclose(self) -> None:
+        proto, self._proto = self._proto, None
+        if proto is not None and not proto.closed:
+            proto._fail(RedisConnectionError("client closed"))
+
+
+def _error(reply: ResponseError) -> ResponseError:
+    message = str(reply)
+    return NoScriptError(message) if message.startswith("NOSCRIPT") else reply
+
+
+class RespPipeline(CoreCommands):  # type: ignore[misc]
+    """Records commands with redis-py's builders (``pipe.zadd(...)``); ``execute`` sends them at once."""
+
+    def __init__(self, client: RespClient) -> None:
+        self.client = client
+        self.commands: list[tuple[Any, ...]] = []
+
+    def execute_command(self, *args: Any, **_options: Any) -> RespPipeline:
+        self.commands.append(args)
+        return self
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        commands, self.commands = self.commands, []
+        if not commands:
+            return []
+        replies = await self.client.send(commands)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise _error(reply)
+        return replies
