@@ -205,6 +205,9 @@ def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
         if left is None or right is None:
             return None
         return lambda ctx: left(ctx) or right(ctx)
+    if isinstance(node, nodes.Filter) and node.name in ("default", "d") and node.node is not None \
+            and node.dyn_args is None and node.dyn_kwargs is None:
+        return _default_filter(env, node)
     if isinstance(node, nodes.Compare):
         first = _compile(env, node.expr)
         ops = [(_COMPARE.get(o.op), _compile(env, o.expr), o.op) for o in node.ops]
@@ -231,3 +234,27 @@ def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
 
         return compare
     return None
+
+
+def _default_filter(env: SandboxedEnvironment, node: nodes.Filter) -> Getter | None:
+    """``x | default(v[, boolean])``: our ``default`` (None counts as missing), without Jinja."""
+    assert node.node is not None
+    names = ("default_value", "boolean")
+    args = list(node.args)
+    kwargs = {kw.key: kw.value for kw in node.kwargs}
+    if len(args) > 2 or any(k not in names for k in kwargs) or any(names[i] in kwargs for i in range(len(args))):
+        return None
+    parts = dict(zip(names, args)) | kwargs
+    value = _compile(env, node.node)
+    fallback = _compile(env, parts["default_value"]) if "default_value" in parts else (lambda ctx: "")
+    boolean = _compile(env, parts["boolean"]) if "boolean" in parts else (lambda ctx: False)
+    if value is None or fallback is None or boolean is None:
+        return None
+
+    def default(ctx: Mapping[str, Any]) -> Any:
+        v = value(ctx)
+        if v is MISSING or v is None or (not v and boolean(ctx)):
+            return fallback(ctx)
+        return v
+
+    return default

@@ -220,7 +220,7 @@ class ConversationService:
             new_meta["activity"] = repr(req.activity)
         convindex.plan_save(cid, meta, new_meta, activity=req.activity, log=req.log, commands=req.extra_commands,
                             state_changed=req.state != batch.state)
-        req.meta = new_meta
+        req.meta = {name: value for name, value in new_meta.items() if meta.get(name) != value}  # what changed
         result_ = await self.store.save(cid, batch.token, req)
         if result_.status == -1:
             log.error("store.lock_lost", extra={"cid": cid})

@@ -166,7 +166,7 @@ class SaveResult:
 
 def _meta(flat: Sequence[Any]) -> dict[str, str]:
     it = iter(flat)
-    return {_s(a): _s(b) for a, b in zip(it, it)}
+    return {a.decode(): b.decode() for a, b in zip(it, it)}  # HGETALL: a flat list of bytes
 
 
 def _s(v: Any) -> str:
