@@ -44,9 +44,18 @@ def decode_state(data: bytes) -> ConversationState:
     return ConversationState.from_dict(unpack(data))
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def encode_event(event: ev.Event) -> bytes:
-    body = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}  # type: ignore[arg-type]
-    return pack({"t": type(event).__name__, **body})
+    cls = type(event)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(event))  # type: ignore[arg-type]
+    body = {"t": cls.__name__}
+    for name in names:
+        body[name] = getattr(event, name)
+    return pack(body)
 
 
 def decode_event(data: bytes) -> ev.Event:

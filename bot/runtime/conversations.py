@@ -176,7 +176,7 @@ class ConversationService:
         for event, extra in events:
             now = self.clock()
             if isinstance(event, ev.InboundMessage):
-                self.metrics.messages_in.labels(state.channel).inc()
+                self.metrics.message_in(state.channel)
                 req.log.append(codec.pack(inbound_entry(event, now, client_msg_id=extra.get("client_msg_id"))))
                 req.activity = now
                 new_meta["last_text"] = event.text[:200]
@@ -191,7 +191,7 @@ class ConversationService:
                 if not self.router.delivers_via_transcript(state.channel):
                     req.out.append(codec.pack({"ref": msg.ref, "message": entry, "attempts": 0, "human": True}))
                     req.outbox_account = state.account
-                self.metrics.messages_out.labels(state.channel).inc()
+                self.metrics.message_out(state.channel)
             if isinstance(event, ev.Takeover):
                 req.log.append(codec.pack(system_entry(f"{event.user} took over the conversation", now, event="takeover")))
             elif isinstance(event, ev.Release):
@@ -302,7 +302,7 @@ class ConversationService:
             if isinstance(e, fx.SendMessage):
                 if e.channels is not None and state.channel not in e.channels:
                     continue
-                self.metrics.messages_out.labels(state.channel).inc()
+                self.metrics.message_out(state.channel)
                 entry = outbound_entry(e, now, bot=bot)
                 req.log.append(codec.pack(entry))
                 if not inline:

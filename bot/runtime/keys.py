@@ -5,6 +5,7 @@ recovery shards, outbound queues, indexes) are written in the same pipeline, nev
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -12,9 +13,13 @@ from urllib.parse import quote
 PREFIX = "sb"
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9@._\-+=~]*")
+
+
 def conversation_id(channel: str, account: str, external_id: str) -> str:
     """A stable, readable id: ``livechat:demo:3f2a…``; braces are escaped (they delimit hash tags)."""
-    return ":".join(quote(part, safe="@._-+=") for part in (channel, account, str(external_id)))
+    return ":".join(part if _PLAIN.fullmatch(part) else quote(part, safe="@._-+=")
+                    for part in (channel, account, str(external_id)))
 
 
 def shard_of(cid: str, shards: int) -> int:

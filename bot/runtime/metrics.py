@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -18,4 +20,19 @@ class Metrics:
             "salesbot_timer_lateness_seconds", "How late timers fire",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=r)
         self.queue_depth = Gauge("salesbot_queue_depth", "Items waiting", ["queue"], registry=r)
+        self._in: dict[str, Any] = {}
+        self._out: dict[str, Any] = {}
         self.outbox_failures = Counter("salesbot_outbox_failures", "Failed delivery attempts", ["channel", "kind"], registry=r)
+
+    def message_in(self, channel: str) -> None:
+        """Count a customer message (the labelled child is looked up once per channel)."""
+        child = self._in.get(channel)
+        if child is None:
+            child = self._in[channel] = self.messages_in.labels(channel)
+        child.inc()
+
+    def message_out(self, channel: str) -> None:
+        child = self._out.get(channel)
+        if child is None:
+            child = self._out[channel] = self.messages_out.labels(channel)
+        child.inc()

@@ -185,6 +185,8 @@ class ConversationStore:
                  fast: RespClient | None = None) -> None:
         self.redis = redis
         self.fast = fast or RespClient.like(redis)
+        self._token_prefix = secrets.token_hex(6) + "-"
+        self._tokens = 0
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.ttl = ttl_days * 86400
         self.transcript_max = transcript_max
@@ -196,6 +198,11 @@ class ConversationStore:
         self._save = Lua(redis, _SAVE)
         self._append = redis.register_script(_APPEND)
         self._forget_if = redis.register_script(_FORGET_IF)
+
+    def _token(self) -> str:
+        """A lock token no other acquisition uses: a random process prefix and a counter."""
+        self._tokens += 1
+        return f"{self._token_prefix}{self._tokens:x}"
 
     async def _script(self, script: Lua, keys: list[str], args: list[Any]) -> Any:
         (reply,) = await run_pipeline(self.fast, lambda pipe: script.queue(pipe, keys, args), [script])
@@ -213,7 +220,7 @@ class ConversationStore:
         """Queue an event (see the module docstring); ``reads`` are more commands sent in the
         same round trip, whose replies come back in ``PushResult.prefetched`` with a batch."""
         key = k.ConversationKey(cid)
-        token = secrets.token_hex(8)
+        token = self._token()
         now_ms = int(time.time() * 1000)
         meta_args: list[str] = []
         for name, value in (meta or {}).items():
@@ -243,7 +250,7 @@ class ConversationStore:
     async def acquire(self, cid: str) -> Batch | None | bool:
         """Take over a conversation with waiting events: a Batch, False if locked, None if idle."""
         key = k.ConversationKey(cid)
-        token = secrets.token_hex(8)
+        token = self._token()
         reply = await self._script(self._acquire, [key.inbox, key.lock, key.state, key.meta],
                                    [token, self.lock_ttl_ms, self.batch])
         if reply[0] == 1:
