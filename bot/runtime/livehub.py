@@ -81,9 +81,14 @@ class LiveHub:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(EVENTS_CHANNEL)
-                ready.set()
                 async for msg in pubsub.listen():
-                    if msg.get("type") != "message":
+                    kind = msg.get("type")
+                    if kind == "subscribe":  # confirmed by Redis (also after a reconnect)
+                        if ready.is_set():
+                            self.resync()  # what was published meanwhile is lost: re-read
+                        ready.set()
+                        continue
+                    if kind != "message":
                         continue
                     data = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
                     cid, _, last = data.rpartition(" ")
@@ -96,6 +101,14 @@ class LiveHub:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    def resync(self) -> None:
+        """Notifications may have been missed: every waiter re-reads (a stream gets ``("", 0)``)."""
+        for queues in list(self._waiters.values()):
+            for q in list(queues):
+                q.put_nowait(0)
+        for q in list(self._all):
+            q.put_nowait(("", 0))
 
     def wake_all(self) -> None:
         """Wake every waiter (shutdown): long polls answer with what they have."""

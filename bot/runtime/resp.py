@@ -213,7 +213,7 @@ class RespClient(CoreCommands):  # type: ignore[misc]
         return await proto.send(asyncio.get_running_loop(), commands)
 
     async def execute_command(self, *args: Any, **_options: Any) -> Any:
-        (reply,) = await self.send([args])
+        (reply,) = await self.send([_words(args)])
         if isinstance(reply, ResponseError):
             raise _error(reply)
         return reply
@@ -229,6 +229,14 @@ class RespClient(CoreCommands):  # type: ignore[misc]
             proto._fail(RedisConnectionError("client closed"))
 
 
+def _words(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """redis-py names some commands in one string (``"CLIENT ID"``): send them as words."""
+    name = args[0]
+    if isinstance(name, str) and " " in name:
+        return (*name.split(), *args[1:])
+    return args
+
+
 def _error(reply: ResponseError) -> ResponseError:
     message = str(reply)
     return NoScriptError(message) if message.startswith("NOSCRIPT") else reply
@@ -242,7 +250,7 @@ class RespPipeline(CoreCommands):  # type: ignore[misc]
         self.commands: list[tuple[Any, ...]] = []
 
     def execute_command(self, *args: Any, **_options: Any) -> RespPipeline:
-        self.commands.append(args)
+        self.commands.append(_words(args))
         return self
 
     def __len__(self) -> int:

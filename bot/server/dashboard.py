@@ -118,6 +118,12 @@ class LiveFeed:
                     more, _ = changes.get_nowait()
                     if more not in changed:
                         changed.append(more)
+                if "" in changed:  # the hub may have missed changes (a reconnect): reload the lists
+                    for q in list(self.subscribers):
+                        self._put(q, "resync")
+                    changed.remove("")
+                    if not changed:
+                        continue
                 try:
                     pipe = services.redis.pipeline(transaction=False)
                     for c in changed:
