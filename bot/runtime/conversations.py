@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -85,6 +84,10 @@ class ConversationService:
         self._prefetch = crm if isinstance(crm, PrefetchSnapshot) else None
         #: cid -> the lead of its last turn that read the CRM: what to prefetch (bounded, LRU).
         self._snapshot_refs: collections.OrderedDict[str, CrmRef] = collections.OrderedDict()
+        #: (cid, lock token) of the batches in progress -> when their lock was last taken or renewed.
+        self._held: dict[tuple[str, str], float] = {}
+        self._renewal: asyncio.TimerHandle | None = None
+        self._renewing: set[asyncio.Task[None]] = set()
 
     async def deliver(self, cid: str, event: ev.Event, *, dedupe_id: str | None = None,
                       meta: Mapping[str, str] | None = None,
@@ -121,37 +124,47 @@ class ConversationService:
     async def process(self, batch: Batch | None,
                       prefetched: tuple[CrmRef, list[Any]] | None = None) -> None:
         """Run batches until the inbox is empty; ``prefetched``: CRM reads sent with the push."""
-        loop = asyncio.get_running_loop()
-        interval = max(0.05, self.store.lock_ttl_ms / 3000)
+        held = self._held
         while batch is not None:
-            # Slow work (a CRM at 7 requests/s, a webhook) must not outlive the lock: renew it.
-            # Most batches end long before the first renewal: a timer handle, not a task, until then.
-            keeper: dict[str, asyncio.Task[None]] = {}
-            cid, token = batch.cid, batch.token
-            handle = loop.call_later(interval, lambda: keeper.setdefault(
-                "task", loop.create_task(self._keep_lock(cid, token, interval))))
+            # Slow work (a CRM at 7 requests/s, a webhook) must not outlive the lock: batches
+            # still running after a third of the lock's TTL get it renewed (``_renew_due``).
+            key = (batch.cid, batch.token)
+            held[key] = time.monotonic()
+            if self._renewal is None:
+                self._renewal = asyncio.get_running_loop().call_later(self._renew_every, self._renew_due)
             try:
                 status = await self._process_batch(batch, prefetched)
                 prefetched = None  # read before the first batch only
             finally:
-                handle.cancel()
-                if "task" in keeper:
-                    keeper["task"].cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await keeper["task"]
+                del held[key]
             if status != 1:
                 return
             batch = await self.store.load(batch.cid, batch.token)
 
-    async def _keep_lock(self, cid: str, token: str, interval: float) -> None:
-        while True:
-            try:
-                if not await self.store.extend(cid, token):
-                    log.error("store.lock_lost_while_processing", extra={"cid": cid})
-                    return
-            except Exception:  # noqa: BLE001 - a Redis hiccup: the next renewal tries again
-                log.warning("store.lock_renewal_failed", extra={"cid": cid}, exc_info=True)
-            await asyncio.sleep(interval)  # a renewal period, not synchronisation
+    @property
+    def _renew_every(self) -> float:
+        return max(0.05, self.store.lock_ttl_ms / 3000)
+
+    def _renew_due(self) -> None:
+        """One timer for every batch in progress: renew the locks of those running long."""
+        self._renewal = None
+        if not self._held:
+            return
+        now, every = time.monotonic(), self._renew_every
+        for key, since in list(self._held.items()):
+            if now - since >= every * 0.9:
+                self._held[key] = now
+                task = asyncio.create_task(self._renew(*key))
+                self._renewing.add(task)
+                task.add_done_callback(self._renewing.discard)
+        self._renewal = asyncio.get_running_loop().call_later(every, self._renew_due)
+
+    async def _renew(self, cid: str, token: str) -> None:
+        try:
+            if not await self.store.extend(cid, token):
+                log.error("store.lock_lost_while_processing", extra={"cid": cid})
+        except Exception:  # noqa: BLE001 - a Redis hiccup: the next renewal tries again
+            log.warning("store.lock_renewal_failed", extra={"cid": cid}, exc_info=True)
 
     async def _process_batch(self, batch: Batch, prefetched: tuple[CrmRef, list[Any]] | None = None) -> int:
         cid = batch.cid
@@ -177,7 +190,7 @@ class ConversationService:
             now = self.clock()
             if isinstance(event, ev.InboundMessage):
                 self.metrics.message_in(state.channel)
-                req.log.append(codec.pack(inbound_entry(event, now, client_msg_id=extra.get("client_msg_id"))))
+                req.add_log(inbound_entry(event, now, client_msg_id=extra.get("client_msg_id")))
                 req.activity = now
                 new_meta["last_text"] = event.text[:200]
                 new_meta["last_at"] = f"{now:.3f}"
@@ -187,22 +200,22 @@ class ConversationService:
                 msg = fx.SendMessage(ref=f"h:{state.next_id('m')}", step="", text=event.text)
                 entry = outbound_entry(msg, now, bot=None, role="human")
                 entry["user"] = event.user
-                req.log.append(codec.pack(entry))
+                req.add_log(entry)
                 if not self.router.delivers_via_transcript(state.channel):
                     req.out.append(codec.pack({"ref": msg.ref, "message": entry, "attempts": 0, "human": True}))
                     req.outbox_account = state.account
                 self.metrics.message_out(state.channel)
             if isinstance(event, ev.Takeover):
-                req.log.append(codec.pack(system_entry(f"{event.user} took over the conversation", now, event="takeover")))
+                req.add_log(system_entry(f"{event.user} took over the conversation", now, event="takeover"))
             elif isinstance(event, ev.Release):
-                req.log.append(codec.pack(system_entry("the bot is back", now, event="release")))
+                req.add_log(system_entry("the bot is back", now, event="release"))
             try:
                 await self.flows.ensure_for(state, getattr(event, "greeting", None) or getattr(event, "bot", None))
                 result = await self.driver.turn(state, event, datetime.fromtimestamp(now, timezone.utc), snapshot)
             except Exception:  # a bug must not wedge the conversation: log it, skip the event
                 self.metrics.step_errors.inc()
                 log.exception("turn.crashed", extra={"cid": cid, "event": type(event).__name__})
-                req.log.append(codec.pack(system_entry("internal error while handling an event", now, event="error")))
+                req.add_log(system_entry("internal error while handling an event", now, event="error"))
                 continue
             state, snapshot = result.state, result.snapshot
             self._collect(state, result.effects, req, now)
@@ -218,8 +231,8 @@ class ConversationService:
             req.activity = self.clock()
         if req.activity is not None:
             new_meta["activity"] = repr(req.activity)
-        convindex.plan_save(cid, meta, new_meta, activity=req.activity, log=req.log, commands=req.extra_commands,
-                            state_changed=req.state != batch.state)
+        convindex.plan_save(cid, meta, new_meta, activity=req.activity, preview=req.preview, logged=bool(req.log),
+                            commands=req.extra_commands, state_changed=req.state != batch.state)
         req.meta = {name: value for name, value in new_meta.items() if meta.get(name) != value}  # what changed
         result_ = await self.store.save(cid, batch.token, req)
         if result_.status == -1:
@@ -304,7 +317,7 @@ class ConversationService:
                     continue
                 self.metrics.message_out(state.channel)
                 entry = outbound_entry(e, now, bot=bot)
-                req.log.append(codec.pack(entry))
+                req.add_log(entry)
                 if not inline:
                     req.out.append(codec.pack({"ref": e.ref, "message": entry, "attempts": 0}))
                     req.outbox_account = state.account
@@ -313,10 +326,10 @@ class ConversationService:
             elif isinstance(e, fx.CancelTimer):
                 req.timers_cancel.append(e.timer_id)
             elif isinstance(e, fx.InternalMessage):
-                req.log.append(codec.pack(internal_entry(e, now)))
+                req.add_log(internal_entry(e, now))
             elif isinstance(e, fx.Trace):
                 level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}.get(e.level, logging.ERROR)
                 log.log(level, e.event, extra={"cid": state.id, **{f"d_{k}": v for k, v in e.data.items()}})
                 if e.level == "error":
                     self.metrics.step_errors.inc()
-                    req.log.append(codec.pack(system_entry(f"{e.event}: {e.data.get('error', '')}", now, event=e.event)))
+                    req.add_log(system_entry(f"{e.event}: {e.data.get('error', '')}", now, event=e.event))

@@ -32,13 +32,12 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 
-from . import codec
 from .keys import EVENTS_CHANNEL, PREFIX, activity_index_key
 
 TAG = "{conv}"
@@ -147,24 +146,18 @@ def _score(old: Mapping[str, str], activity: float | None) -> float:
         return time.time()
 
 
-def _preview(log: Sequence[bytes]) -> tuple[str, str] | None:
-    for blob in reversed(log):
-        entry = codec.unpack(blob)
-        if isinstance(entry, dict) and entry.get("role") in ("user", "bot", "human") and entry.get("text"):
-            return str(entry["role"]), str(entry["text"])[:200]
-    return None
-
-
 def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity: float | None,
-              log: Sequence[bytes], commands: list[Any], state_changed: bool = True) -> None:
+              preview: tuple[str, str] | None, logged: bool, commands: list[Any],
+              state_changed: bool = True) -> None:
     """Index updates for a save: fields added to ``new`` (the metadata the save writes) and
-    pipeline commands appended to ``commands`` (the save request's ``extra_commands``).
+    raw Redis commands appended to ``commands`` (the save request's ``extra_commands``).
 
-    The save script publishes on ``sb:events`` only with transcript entries; a save without any
+    ``preview``: the role and text of the newest entry a person sees, if the save adds one;
+    ``logged``: whether it adds any entry. The save script publishes on ``sb:events`` only with
+    transcript entries; a save without any
     that changed the state (a stop, a held timer, a step reached silently) publishes here, so
     dashboards hear of it too."""
     merged = {**old, **new}
-    preview = _preview(log)
     if preview is not None:
         new["preview_role"], new["preview"] = preview
     listed = activity is not None or bool(old.get("activity"))  # in sb:idx:activity (the unfiltered list)
@@ -181,23 +174,20 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
     added = sorted(new_keys if activity is not None else new_keys - old_keys)
     gone = sorted(old_terms - new_terms)
     fresh = sorted(new_terms - old_terms)
-    notify = not log and (state_changed or any(old.get(f, "") != merged.get(f, "") for f in WATCHED))
+    notify = not logged and (state_changed or any(old.get(f, "") != merged.get(f, "") for f in WATCHED))
     if not (removed or added or gone or fresh or notify):
         return
 
-    def build(pipe: Any) -> None:
-        for key in removed:
-            pipe.zrem(key, cid)
-        for key in added:
-            pipe.zadd(key, {cid: score})
-        if gone:
-            pipe.zrem(SEARCH_KEY, *(f"{t}\0{cid}" for t in gone))
-        if fresh:
-            pipe.zadd(SEARCH_KEY, {f"{t}\0{cid}": 0 for t in fresh})
-        if notify:
-            pipe.publish(EVENTS_CHANNEL, f"{cid} 0")
-
-    commands.append(build)
+    for key in removed:
+        commands.append(("ZREM", key, cid))
+    for key in added:
+        commands.append(("ZADD", key, score, cid))
+    if gone:
+        commands.append(("ZREM", SEARCH_KEY, *(f"{t}\0{cid}" for t in gone)))
+    if fresh:
+        commands.append(("ZADD", SEARCH_KEY, *(v for t in fresh for v in (0, f"{t}\0{cid}"))))
+    if notify:
+        commands.append(("PUBLISH", EVENTS_CHANNEL, f"{cid} 0"))
 
 
 def seed(pipe: Any, cid: str, meta: Mapping[str, str], *, ttl: int | None = None) -> None:

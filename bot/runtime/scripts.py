@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, ResponseError
 
+from .resp import RespClient
 
 #: Claim up to ARGV[2] members due by ARGV[1] from a sorted set, leasing them until ARGV[3].
 CLAIM_DUE = """
@@ -47,6 +48,10 @@ class Lua:
     def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
         pipe.evalsha(self.sha, len(keys), *keys, *args)
 
+    def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The ``EVALSHA`` command, for ``send_commands``."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._direct(keys=list(keys), args=list(args))
 
@@ -67,6 +72,21 @@ async def run_pipeline(redis: Redis, build: Callable[[Pipeline], None], scripts:
                 raise
             for script in scripts:
                 await script.load()
+    raise AssertionError("unreachable")
+
+
+async def send_commands(client: RespClient, commands: Sequence[Sequence[Any]], scripts: Sequence[Lua]) -> list[Any]:
+    """``run_pipeline`` for raw commands on the hot-path client: replies, or the first error raised
+    (on ``NOSCRIPT``, ``scripts`` are loaded and the commands sent once more)."""
+    for attempt in (1, 2):
+        replies = await client.send(commands)
+        error = next((r for r in replies if isinstance(r, ResponseError)), None)
+        if error is None:
+            return replies
+        if attempt == 2 or not str(error).startswith("NOSCRIPT"):
+            raise NoScriptError(str(error)) if str(error).startswith("NOSCRIPT") else error
+        for script in scripts:
+            await script.load()
     raise AssertionError("unreachable")
 
 

@@ -28,9 +28,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from . import codec
 from . import keys as k
 from .resp import RespClient
-from .scripts import Lua, run_pipeline
+from .scripts import Lua, send_commands
 
 _PUSH = """
 local seen_ttl = tonumber(ARGV[6])
@@ -154,7 +155,14 @@ class SaveRequest:
     timers_cancel: list[str] = field(default_factory=list)
     outbox_account: str | None = None
     activity: float | None = None
-    extra_commands: list[Any] = field(default_factory=list)  # more idempotent writes for the same pipeline
+    extra_commands: list[tuple[Any, ...]] = field(default_factory=list)  # more idempotent writes, same round trip
+    preview: tuple[str, str] | None = None  # role and text of the newest entry a person sees
+
+    def add_log(self, entry: dict[str, Any]) -> None:
+        """Append a transcript entry (packed), remembering the newest visible one for the list."""
+        self.log.append(codec.pack(entry))
+        if entry.get("role") in ("user", "bot", "human") and entry.get("text"):
+            self.preview = (str(entry["role"]), str(entry["text"])[:200])
 
 
 @dataclass(slots=True)
@@ -205,7 +213,7 @@ class ConversationStore:
         return f"{self._token_prefix}{self._tokens:x}"
 
     async def _script(self, script: Lua, keys: list[str], args: list[Any]) -> Any:
-        (reply,) = await run_pipeline(self.fast, lambda pipe: script.queue(pipe, keys, args), [script])
+        (reply,) = await send_commands(self.fast, [script.command(keys, args)], [script])
         return reply
 
     async def close(self) -> None:
@@ -227,13 +235,10 @@ class ConversationStore:
             meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
                 len(meta_args) // 2, *meta_args]
-        def build(pipe: Any) -> None:
-            self._push.queue(pipe, [key.inbox, key.lock, key.seen, key.state, key.meta], args)
-            pipe.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: (now_ms + self.lock_ttl_ms) / 1000})
-            for command in reads:
-                pipe.execute_command(*command)
-
-        reply, _, *prefetched = await run_pipeline(self.fast, build, [self._push])
+        commands = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args),
+                    ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid),
+                    *reads]
+        reply, _, *prefetched = await send_commands(self.fast, commands, [self._push])
         if reply[0] == -1:
             return PushResult(duplicate=True)
         if reply[0] == 1:
@@ -270,23 +275,19 @@ class ConversationStore:
         for name, value in req.meta.items():
             meta_args += [name, value]
         args += [len(meta_args) // 2, *meta_args, k.EVENTS_CHANNEL, cid]
-        def build(pipe: Any) -> None:
-            self._save.queue(pipe, [key.state, key.inbox, key.lock, key.log, key.counter, key.meta, key.out], args)
-            by_shard: dict[int, dict[str, float]] = {}
-            for timer_id, at in req.timers_set:
-                by_shard.setdefault(k.shard_of(cid, self.shards), {})[timer_id] = at
-            for shard, members in by_shard.items():
-                pipe.zadd(k.timer_shard_key(shard), members)
-            if req.timers_cancel:
-                pipe.zrem(k.timer_shard_key(k.shard_of(cid, self.shards)), *req.timers_cancel)
-            if req.out and req.outbox_account:
-                pipe.zadd(k.outbox_queue_key(req.outbox_account), {cid: time.time()}, nx=True)
-            if req.activity is not None:
-                pipe.zadd(k.activity_index_key(), {cid: req.activity})
-            for extra in req.extra_commands:
-                extra(pipe)
-
-        replies = await run_pipeline(self.fast, build, [self._save])
+        commands: list[Any] = [self._save.command(
+            [key.state, key.inbox, key.lock, key.log, key.counter, key.meta, key.out], args)]
+        timers = k.timer_shard_key(k.shard_of(cid, self.shards))
+        if req.timers_set:
+            commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
+        if req.timers_cancel:
+            commands.append(("ZREM", timers, *req.timers_cancel))
+        if req.out and req.outbox_account:
+            commands.append(("ZADD", k.outbox_queue_key(req.outbox_account), "NX", time.time(), cid))
+        if req.activity is not None:
+            commands.append(("ZADD", k.activity_index_key(), req.activity, cid))
+        commands += req.extra_commands
+        replies = await send_commands(self.fast, commands, [self._save])
         status, first, last = replies[0]
         return SaveResult(int(status), int(first), int(last))
 

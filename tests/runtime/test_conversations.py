@@ -141,3 +141,45 @@ async def test_a_crm_that_cannot_identify_yet_delays_the_first_message_and_loses
         await wait_for(worker.recover, 5.0, what="recovery once the lock expires and the CRM answers")
         state = await _state(svc, cid)
         assert state.run.vars["seen"] == ["first"] and state.crm and state.crm["lead_id"]
+
+
+async def test_a_batch_slower_than_the_lock_ttl_keeps_its_lock_and_saves(redis: Redis, redis_url: str) -> None:
+    async with open_services(_config(redis_url, lock_ttl=0.3), start_hub=False) as svc:
+        real = svc.conversations.crm
+        release = asyncio.Event()
+        entered = asyncio.Event()
+
+        class Slow:
+            name = "slow"
+
+            async def identify(self, identity):  # type: ignore[no-untyped-def]
+                entered.set()
+                await release.wait()  # a CRM far slower than the lock's 0.3 s
+                return await real.identify(identity)
+
+            def __getattr__(self, item):  # type: ignore[no-untyped-def]
+                return getattr(real, item)
+
+        svc.conversations.crm = Slow()  # type: ignore[assignment]
+        cid = "test:acct:slow"
+        lock = f"sb:c:{{{cid}}}:lock"
+        meta = {"channel": "test", "account": "acct", "external_id": "slow-1"}
+        task = asyncio.create_task(svc.conversations.deliver(cid, _msg("first", "s1"), dedupe_id="s1", meta=meta))
+        await asyncio.wait_for(entered.wait(), 5)
+        token = await redis.get(lock)
+        renewals = {"seen": 0, "last": 10_000}
+
+        async def renewed() -> bool:  # the PTTL went up again: a renewal, over and over
+            ttl = await redis.pttl(lock)
+            assert ttl > 0 and await redis.get(lock) == token, "the lock expired while the batch ran"
+            if ttl > renewals["last"]:
+                renewals["seen"] += 1
+            renewals["last"] = ttl
+            return renewals["seen"] >= 3
+
+        await wait_for(renewed, 5.0, interval=0.02, what="three renewals of the lock (0.9 s, three TTLs)")
+        release.set()
+        result = await asyncio.wait_for(task, 5)
+        assert result.processed_here
+        assert (await _state(svc, cid)).run.vars["seen"] == ["first"]
+        assert await redis.exists(lock) == 0  # released by the save
