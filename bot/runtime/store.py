@@ -37,8 +37,7 @@ _PUSH = """
 local seen_ttl = tonumber(ARGV[6])
 if ARGV[2] ~= '' then
   local now = tonumber(ARGV[3])
-  if redis.call('ZSCORE', KEYS[3], ARGV[2]) then return {-1} end
-  redis.call('ZADD', KEYS[3], now, ARGV[2])
+  if redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then return {-1} end
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - seen_ttl * 1000)
   redis.call('EXPIRE', KEYS[3], seen_ttl)
 end
@@ -79,11 +78,12 @@ if n > 0 then redis.call('LTRIM', KEYS[2], n, -1) end
 local i = 7
 local nlog = tonumber(ARGV[i]); i = i + 1
 local first, last = 0, 0
-for j = 1, nlog do
-  local seq = redis.call('INCR', KEYS[5])
-  if j == 1 then first = seq end
-  last = seq
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'd', ARGV[i]); i = i + 1
+if nlog > 0 then
+  last = redis.call('INCRBY', KEYS[5], nlog)
+  first = last - nlog + 1
+  for seq = first, last do
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'd', ARGV[i]); i = i + 1
+  end
 end
 if nlog > 0 then redis.call('EXPIRE', KEYS[4], ttl); redis.call('EXPIRE', KEYS[5], ttl) end
 local nout = tonumber(ARGV[i]); i = i + 1

@@ -582,8 +582,11 @@ class Harness:
         assert run.status in ("waiting", "finished", "stopped", "failed"), run.status
         assert (run.status == "waiting") == (run.wait is not None)
         if run.wait is not None:
-            assert run.wait.kind in ("reply", "pause", "widget")
+            # widget_done: a widget answered while a person had the conversation (held, no timers)
+            assert run.wait.kind in ("reply", "pause", "widget", "widget_done")
             assert set(run.wait.timers) == set(self.timers)
+            if run.wait.kind == "widget_done":
+                assert self.state.owner != "bot" and not run.wait.timers
         else:
             assert self.timers == {}
         if run.status == "failed":
