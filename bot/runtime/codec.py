@@ -47,19 +47,35 @@ def decode_state(data: bytes) -> ConversationState:
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
-def encode_event(event: ev.Event) -> bytes:
+def encode_event(event: ev.Event, extra: dict[str, Any] | None = None) -> bytes:
+    """An event as one msgpack map; ``extra`` (what the transcript should also record, such as
+    the widget's ``client_msg_id``) travels beside it under ``"x"``."""
     cls = type(event)
     names = _FIELDS.get(cls)
     if names is None:
         names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(event))  # type: ignore[arg-type]
-    body = {"t": cls.__name__}
+    body: dict[str, Any] = {"t": cls.__name__}
     for name in names:
         body[name] = getattr(event, name)
+    if extra:
+        body["x"] = extra
     return pack(body)
 
 
-def decode_event(data: bytes) -> ev.Event:
+def decode_event_extra(data: bytes) -> tuple[ev.Event, dict[str, Any]]:
+    """The event and its ``extra`` (also from the older envelope ``{"event": bytes, "extra": …}``)."""
     d = unpack(data)
+    if "t" not in d and "event" in d:
+        return decode_event(d["event"]), dict(d.get("extra") or {})
+    extra = d.pop("x", None) or {}
+    return _event_from(d), extra
+
+
+def decode_event(data: bytes) -> ev.Event:
+    return _event_from(unpack(data))
+
+
+def _event_from(d: dict[str, Any]) -> ev.Event:
     cls = _EVENT_TYPES[d.pop("t")]
     if cls is ev.InboundMessage:
         d["attachments"] = tuple(ev.Attachment(**a) for a in d.get("attachments") or ())

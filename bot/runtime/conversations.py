@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from crm_bridge import ChannelIdentity, CrmBackend, CrmRef, PrefetchSnapshot
 
@@ -34,6 +34,20 @@ log = logging.getLogger("salesbot.runtime")
 LEAD_CONVERSATIONS_KEY = "sb:lead_conversations"
 #: Conversations whose CRM lead a process remembers, to prefetch its snapshot with the push.
 SNAPSHOT_REFS_MAX = 10_000
+#: Decoded states a process keeps beside the blob it saved: the next batch of the conversation
+#: reuses the object when Redis returns the same blob (no other process wrote in between).
+STATE_CACHE_MAX = 4_096
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remember(cache: collections.OrderedDict[K, V], key: K, value: V, limit: int) -> None:
+    """Put ``key`` in a bounded LRU mapping (the least recently used entry goes past ``limit``)."""
+    cache[key] = value
+    cache.move_to_end(key)
+    if len(cache) > limit:
+        cache.popitem(last=False)
 
 
 class FlowLoader(FlowSource, Protocol):
@@ -84,6 +98,8 @@ class ConversationService:
         self._prefetch = crm if isinstance(crm, PrefetchSnapshot) else None
         #: cid -> the lead of its last turn that read the CRM: what to prefetch (bounded, LRU).
         self._snapshot_refs: collections.OrderedDict[str, CrmRef] = collections.OrderedDict()
+        #: cid -> (the state blob this process saved, that state decoded); see STATE_CACHE_MAX.
+        self._states: collections.OrderedDict[str, tuple[bytes, ConversationState]] = collections.OrderedDict()
         #: (cid, lock token) of the batches in progress -> when their lock was last taken or renewed.
         self._held: dict[tuple[str, str], float] = {}
         self._renewal: asyncio.TimerHandle | None = None
@@ -93,9 +109,7 @@ class ConversationService:
                       meta: Mapping[str, str] | None = None,
                       entry_extra: Mapping[str, Any] | None = None) -> DeliverResult:
         """Queue an event for a conversation; process it here if no other process is."""
-        payload = codec.encode_event(event)
-        if entry_extra:
-            payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
+        payload = codec.encode_event(event, dict(entry_extra) if entry_extra else None)
         ref = self._snapshot_refs.get(cid) if self._prefetch is not None else None
         reads = self._prefetch.snapshot_reads(ref) if ref is not None and self._prefetch is not None else ()
         result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}), reads=reads)
@@ -169,13 +183,19 @@ class ConversationService:
     async def _process_batch(self, batch: Batch, prefetched: tuple[CrmRef, list[Any]] | None = None) -> int:
         cid = batch.cid
         meta = batch.meta
-        state = codec.decode_state(batch.state) if batch.state else ConversationState(
-            id=cid, channel=meta.get("channel", "livechat"), account=meta.get("account", "default"))
+        cached = self._states.pop(cid, None)  # taken out: back in only once this batch is saved
+        if batch.state and cached is not None and cached[0] == batch.state:
+            state = cached[1].clone()  # the blob this process wrote last: no need to decode it
+        elif batch.state:
+            state = codec.decode_state(batch.state)
+        else:
+            state = ConversationState(id=cid, channel=meta.get("channel", "livechat"),
+                                      account=meta.get("account", "default"))
         new_meta: dict[str, str] = {}
         ref = await self._crm_ref(meta, new_meta, cid)
         if ref is not None:
             state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
-        events = [self._decode(raw) for raw in batch.events]  # decoded once for the whole batch
+        events = [codec.decode_event_extra(raw) for raw in batch.events]  # decoded once for the whole batch
         snapshot: Mapping[str, Any] = {}
         if ref is not None and await self._needs_snapshot(state, [e for e, _ in events]):
             try:
@@ -237,6 +257,8 @@ class ConversationService:
         result_ = await self.store.save(cid, batch.token, req)
         if result_.status == -1:
             log.error("store.lock_lost", extra={"cid": cid})
+        elif req.state:
+            _remember(self._states, cid, (req.state, state), STATE_CACHE_MAX)
         return result_.status
 
     async def _snapshot(self, cid: str, ref: CrmRef,
@@ -245,11 +267,7 @@ class ConversationService:
         prefetch = self._prefetch
         if prefetch is None:
             return await self.crm.snapshot(ref)
-        refs = self._snapshot_refs
-        refs[cid] = ref
-        refs.move_to_end(cid)
-        if len(refs) > SNAPSHOT_REFS_MAX:
-            refs.popitem(last=False)
+        _remember(self._snapshot_refs, cid, ref, SNAPSHOT_REFS_MAX)
         if prefetched is not None and prefetched[0] == ref:
             return await prefetch.snapshot_from(ref, prefetched[1])
         return await self.crm.snapshot(ref)
@@ -279,12 +297,6 @@ class ConversationService:
                 return True  # unknown: read to be safe
             todo.extend((callee, None) for callee in flow.called_bots if callee not in seen)
         return False
-
-    def _decode(self, raw: bytes) -> tuple[ev.Event, dict[str, Any]]:
-        data = codec.unpack(raw)
-        if isinstance(data, dict) and "event" in data and "t" not in data:
-            return codec.decode_event(data["event"]), dict(data.get("extra") or {})
-        return codec.decode_event(raw), {}
 
     async def _crm_ref(self, meta: Mapping[str, str], new_meta: dict[str, str], cid: str = "") -> CrmRef | None:
         if meta.get("lead_id") and meta.get("contact_id"):

@@ -183,3 +183,18 @@ async def test_a_batch_slower_than_the_lock_ttl_keeps_its_lock_and_saves(redis: 
         assert result.processed_here
         assert (await _state(svc, cid)).run.vars["seen"] == ["first"]
         assert await redis.exists(lock) == 0  # released by the save
+
+
+async def test_a_process_never_reuses_its_cached_state_after_another_process_wrote(
+        redis: Redis, redis_url: str) -> None:
+    async with open_services(_config(redis_url), start_hub=False) as a, \
+            open_services(_config(redis_url), start_hub=False, load_flows=False) as b:
+        cid = "test:acct:cache"
+        meta = {"channel": "test", "account": "acct", "external_id": "c-1"}
+        await a.conversations.deliver(cid, _msg("one", "c1"), dedupe_id="c1", meta=meta)
+        assert cid in a.conversations._states  # a kept what it saved
+        await b.conversations.deliver(cid, _msg("two", "c2"), dedupe_id="c2", meta=meta)
+        await a.conversations.deliver(cid, _msg("three", "c3"), dedupe_id="c3", meta=meta)
+        assert (await _state(a, cid)).run.vars["seen"] == ["one", "two", "three"]
+        await a.conversations.deliver(cid, _msg("four", "c4"), dedupe_id="c4", meta=meta)  # from its cache
+        assert (await _state(b, cid)).run.vars["seen"] == ["one", "two", "three", "four"]
