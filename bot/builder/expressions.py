@@ -252,9 +252,7 @@ def _default_filter(env: SandboxedEnvironment, node: nodes.Filter) -> Getter | N
         return None
 
     def default(ctx: Mapping[str, Any]) -> Any:
-        v = value(ctx)
-        if v is MISSING or v is None or (not v and boolean(ctx)):
-            return fallback(ctx)
-        return v
+        v, fb, b = value(ctx), fallback(ctx), boolean(ctx)  # all evaluated, as Jinja does
+        return fb if v is MISSING or v is None or (b and not v) else v
 
     return default

@@ -47,9 +47,7 @@ def decode_state(data: bytes) -> ConversationState:
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
-def encode_event(event: ev.Event, extra: dict[str, Any] | None = None) -> bytes:
-    """An event as one msgpack map; ``extra`` (what the transcript should also record, such as
-    the widget's ``client_msg_id``) travels beside it under ``"x"``."""
+def encode_event(event: ev.Event) -> bytes:
     cls = type(event)
     names = _FIELDS.get(cls)
     if names is None:
@@ -57,18 +55,16 @@ def encode_event(event: ev.Event, extra: dict[str, Any] | None = None) -> bytes:
     body: dict[str, Any] = {"t": cls.__name__}
     for name in names:
         body[name] = getattr(event, name)
-    if extra:
-        body["x"] = extra
     return pack(body)
 
 
 def decode_event_extra(data: bytes) -> tuple[ev.Event, dict[str, Any]]:
-    """The event and its ``extra`` (also from the older envelope ``{"event": bytes, "extra": …}``)."""
+    """An inbox entry: a bare event, or the envelope ``{"event": bytes, "extra": {…}}`` of an
+    event with what its transcript entry should also record (the widget's ``client_msg_id``)."""
     d = unpack(data)
     if "t" not in d and "event" in d:
         return decode_event(d["event"]), dict(d.get("extra") or {})
-    extra = d.pop("x", None) or {}
-    return _event_from(d), extra
+    return _event_from(d), {}
 
 
 def decode_event(data: bytes) -> ev.Event:

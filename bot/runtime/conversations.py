@@ -103,13 +103,17 @@ class ConversationService:
         #: (cid, lock token) of the batches in progress -> when their lock was last taken or renewed.
         self._held: dict[tuple[str, str], float] = {}
         self._renewal: asyncio.TimerHandle | None = None
+        self._renewal_loop: asyncio.AbstractEventLoop | None = None
         self._renewing: set[asyncio.Task[None]] = set()
+        self._renewing_keys: set[tuple[str, str]] = set()
 
     async def deliver(self, cid: str, event: ev.Event, *, dedupe_id: str | None = None,
                       meta: Mapping[str, str] | None = None,
                       entry_extra: Mapping[str, Any] | None = None) -> DeliverResult:
         """Queue an event for a conversation; process it here if no other process is."""
-        payload = codec.encode_event(event, dict(entry_extra) if entry_extra else None)
+        payload = codec.encode_event(event)
+        if entry_extra:  # the envelope every version reads (a new field would stop older processes)
+            payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
         ref = self._snapshot_refs.get(cid) if self._prefetch is not None else None
         reads = self._prefetch.snapshot_reads(ref) if ref is not None and self._prefetch is not None else ()
         result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}), reads=reads)
@@ -140,12 +144,13 @@ class ConversationService:
         """Run batches until the inbox is empty; ``prefetched``: CRM reads sent with the push."""
         held = self._held
         while batch is not None:
-            # Slow work (a CRM at 7 requests/s, a webhook) must not outlive the lock: batches
-            # still running after a third of the lock's TTL get it renewed (``_renew_due``).
+            # Slow work (a CRM at 7 requests/s, a webhook) must not outlive the lock: a batch
+            # still running gets it renewed at most a third of the TTL apart (``_renew_due``).
             key = (batch.cid, batch.token)
             held[key] = time.monotonic()
-            if self._renewal is None:
-                self._renewal = asyncio.get_running_loop().call_later(self._renew_every, self._renew_due)
+            loop = asyncio.get_running_loop()
+            if self._renewal is None or self._renewal_loop is not loop:
+                self._renewal, self._renewal_loop = loop.call_later(self._renew_every / 2, self._renew_due), loop
             try:
                 status = await self._process_batch(batch, prefetched)
                 prefetched = None  # read before the first batch only
@@ -160,25 +165,34 @@ class ConversationService:
         return max(0.05, self.store.lock_ttl_ms / 3000)
 
     def _renew_due(self) -> None:
-        """One timer for every batch in progress: renew the locks of those running long."""
+        """One timer for every batch in progress, ticking every sixth of the lock's TTL: a lock
+        taken or renewed a sixth of the TTL ago or more is renewed (a failed renewal is tried
+        again at the next tick), so renewals are at most a third of the TTL apart."""
         self._renewal = None
         if not self._held:
-            return
+            return  # idle: the next batch starts the timer again
         now, every = time.monotonic(), self._renew_every
         for key, since in list(self._held.items()):
-            if now - since >= every * 0.9:
-                self._held[key] = now
+            if now - since >= every / 2 and key not in self._renewing_keys:
+                self._renewing_keys.add(key)
                 task = asyncio.create_task(self._renew(*key))
                 self._renewing.add(task)
                 task.add_done_callback(self._renewing.discard)
-        self._renewal = asyncio.get_running_loop().call_later(every, self._renew_due)
+        self._renewal = asyncio.get_running_loop().call_later(every / 2, self._renew_due)
 
     async def _renew(self, cid: str, token: str) -> None:
+        key = (cid, token)
         try:
-            if not await self.store.extend(cid, token):
+            started = time.monotonic()
+            if await self.store.extend(cid, token):
+                if key in self._held:  # counted from the renewal; a failed one is retried next tick
+                    self._held[key] = started
+            elif key in self._held:  # (a batch that just saved has released it: no error)
                 log.error("store.lock_lost_while_processing", extra={"cid": cid})
-        except Exception:  # noqa: BLE001 - a Redis hiccup: the next renewal tries again
+        except Exception:  # noqa: BLE001 - a Redis hiccup: the next tick tries again
             log.warning("store.lock_renewal_failed", extra={"cid": cid}, exc_info=True)
+        finally:
+            self._renewing_keys.discard(key)
 
     async def _process_batch(self, batch: Batch, prefetched: tuple[CrmRef, list[Any]] | None = None) -> int:
         cid = batch.cid

@@ -60,7 +60,7 @@ class LiveHub:
         if self._task is None:
             self._ready = asyncio.Event()
             self._task = asyncio.create_task(self._run(self._ready), name="livehub")
-        await asyncio.wait_for(asyncio.shield(self._ready.wait()), timeout=10)
+        await asyncio.wait_for(self._ready.wait(), timeout=10)
 
     def _released(self) -> None:
         if self._waiters or self._all or self._task is None or self._idle is not None:

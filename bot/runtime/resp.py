@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -104,11 +105,12 @@ class _Protocol(asyncio.Protocol):
     def send(self, loop: asyncio.AbstractEventLoop, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
         if self.closed or self.transport is None:
             raise self.error or RedisConnectionError("not connected to Redis")
+        pack = hiredis.pack_command
+        data = [pack(tuple(c)) for c in commands]  # first: a bad argument must not leave a call queued
         future: asyncio.Future[list[Any]] = loop.create_future()
         now = loop.time()
         self.calls.append(_Call(future, len(commands), now))
-        pack = hiredis.pack_command
-        self._out.extend([pack(tuple(c)) for c in commands])
+        self._out.extend(data)
         if not self._flush_soon:  # the calls made in this loop iteration leave in one write
             self._flush_soon = True
             loop.call_soon(self._flush)
@@ -152,7 +154,7 @@ class RespClient(CoreCommands):  # type: ignore[misc]
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
         self._proto: _Protocol | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._attempt: asyncio.Future[_Protocol] | None = None
 
     @classmethod
     def like(cls, redis: Redis, *, socket_timeout: float | None = 10.0) -> RespClient:
@@ -161,12 +163,17 @@ class RespClient(CoreCommands):  # type: ignore[misc]
         cls_ = redis.connection_pool.connection_class
         context = None
         if issubclass(cls_, SSLConnection):
-            context = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
-            if kw.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+            context = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"), capath=kw.get("ssl_ca_path"),
+                                                 cadata=kw.get("ssl_ca_data"))
+            reqs = kw.get("ssl_cert_reqs", "required")
+            if kw.get("ssl_check_hostname") is False or reqs in ("none", "optional", ssl.CERT_NONE, ssl.CERT_OPTIONAL):
                 context.check_hostname = False
+            if reqs in ("none", ssl.CERT_NONE):
                 context.verify_mode = ssl.CERT_NONE
+            elif reqs in ("optional", ssl.CERT_OPTIONAL):
+                context.verify_mode = ssl.CERT_OPTIONAL
             if kw.get("ssl_certfile"):
-                context.load_cert_chain(kw["ssl_certfile"], kw.get("ssl_keyfile"))
+                context.load_cert_chain(kw["ssl_certfile"], kw.get("ssl_keyfile"), kw.get("ssl_password"))
         path = kw.get("path") if issubclass(cls_, UnixDomainSocketConnection) else None
         return cls(host=kw.get("host", "127.0.0.1"), port=int(kw.get("port", 6379)), path=path,
                    db=int(kw.get("db", 0) or 0), username=kw.get("username"), password=kw.get("password"),
@@ -174,39 +181,51 @@ class RespClient(CoreCommands):  # type: ignore[misc]
                    connect_timeout=kw.get("socket_connect_timeout") or 10.0)
 
     async def _connect(self) -> _Protocol:
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._proto is not None and not self._proto.closed:
-                return self._proto
-            loop = asyncio.get_running_loop()
-            proto = _Protocol(self.socket_timeout)
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    if self.path:
-                        await loop.create_unix_connection(lambda: proto, self.path)
-                    else:
-                        await loop.create_connection(lambda: proto, self.host, self.port, ssl=self.ssl_context)
-                    hello: list[Command] = []
-                    if self.password:
-                        hello.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
-                    if self.db:
-                        hello.append(("SELECT", self.db))
-                    if hello:
-                        for reply in await proto.send(loop, hello):
-                            if isinstance(reply, ResponseError):
-                                raise reply
-            except (OSError, TimeoutError) as exc:
-                proto._fail(RedisConnectionError(f"cannot connect to Redis: {exc}"))
-                raise RedisConnectionError(f"cannot connect to Redis at {self.path or f'{self.host}:{self.port}'}: {exc}") from exc
-            except BaseException:
-                proto._fail(RedisConnectionError("connection setup failed"))
-                raise
-            self._proto = proto
-            return proto
+        """Every caller waiting for a connection shares one attempt (and its error, if it fails)."""
+        if self._attempt is None:
+            self._attempt = asyncio.ensure_future(self._open())
+            self._attempt.add_done_callback(self._opened)
+        return await asyncio.shield(self._attempt)
+
+    def _opened(self, attempt: asyncio.Future[_Protocol]) -> None:
+        self._attempt = None
+        if not attempt.cancelled() and attempt.exception() is None:
+            self._proto = attempt.result()
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        proto = _Protocol(self.socket_timeout)
+        where = self.path or f"{self.host}:{self.port}"
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if self.path:
+                    await loop.create_unix_connection(lambda: proto, self.path)
+                else:
+                    await loop.create_connection(lambda: proto, self.host, self.port, ssl=self.ssl_context)
+                    sock = proto.transport.get_extra_info("socket") if proto.transport else None
+                    if sock is not None:  # a half-open idle socket is noticed, as redis-py does
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                hello: list[Command] = []
+                if self.password:
+                    hello.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
+                if self.db:
+                    hello.append(("SELECT", self.db))
+                if hello:
+                    for reply in await proto.send(loop, hello):
+                        if isinstance(reply, ResponseError):
+                            raise reply
+        except (OSError, TimeoutError) as exc:
+            proto._fail(RedisConnectionError(f"cannot connect to Redis: {exc}"))
+            raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
+        except BaseException:
+            proto._fail(RedisConnectionError("connection setup failed"))
+            raise
+        return proto
 
     async def send(self, commands: Sequence[Command]) -> list[Any]:
         """Every reply of ``commands`` (errors are returned as ``ResponseError`` values)."""
+        if not commands:
+            return []
         proto = self._proto
         if proto is None or proto.closed:
             proto = await self._connect()

@@ -3,7 +3,8 @@
 redis-py checks ``SCRIPT EXISTS`` before every pipeline that holds a registered script; on the
 hot path that doubles the round trips. Here scripts are loaded once, queued as plain
 ``EVALSHA``, and a pipeline that meets ``NOSCRIPT`` (a restarted or flushed Redis) loads them
-and runs again — every command we pipeline beside a script is idempotent (ZADD, ZREM).
+and runs again — every command we pipeline beside a script is idempotent (ZADD, ZREM, GET) or
+harmless to repeat (a PUBLISH of "this conversation changed").
 """
 
 from __future__ import annotations
@@ -75,12 +76,14 @@ async def run_pipeline(redis: Redis, build: Callable[[Pipeline], None], scripts:
     raise AssertionError("unreachable")
 
 
-async def send_commands(client: RespClient, commands: Sequence[Sequence[Any]], scripts: Sequence[Lua]) -> list[Any]:
+async def send_commands(client: RespClient, commands: Sequence[Sequence[Any]], scripts: Sequence[Lua],
+                        check: int | None = None) -> list[Any]:
     """``run_pipeline`` for raw commands on the hot-path client: replies, or the first error raised
-    (on ``NOSCRIPT``, ``scripts`` are loaded and the commands sent once more)."""
+    (on ``NOSCRIPT``, ``scripts`` are loaded and the commands sent once more). Only the first
+    ``check`` replies raise (all by default); later ones may be ``ResponseError`` values."""
     for attempt in (1, 2):
         replies = await client.send(commands)
-        error = next((r for r in replies if isinstance(r, ResponseError)), None)
+        error = next((r for r in replies[:check] if isinstance(r, ResponseError)), None)
         if error is None:
             return replies
         if attempt == 2 or not str(error).startswith("NOSCRIPT"):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from . import codec
 from . import keys as k
@@ -50,6 +51,8 @@ end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
   local batch = tonumber(ARGV[7])
+  -- the save writes only the fields that changed: the hash must not expire before it
+  redis.call('EXPIRE', KEYS[5], ARGV[9 + nmeta * 2])
   return {1, redis.call('GET', KEYS[4]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[5])}
 end
 return {0}
@@ -66,7 +69,14 @@ _ACQUIRE = """
 if redis.call('LLEN', KEYS[1]) == 0 then return {0} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-2} end
 local batch = tonumber(ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
 return {1, redis.call('GET', KEYS[3]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[4])}
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 """
 
 _SAVE = """
@@ -203,6 +213,7 @@ class ConversationStore:
         self._push = Lua(redis, _PUSH)
         self._load = Lua(redis, _LOAD)
         self._acquire = Lua(redis, _ACQUIRE)
+        self._extend = Lua(redis, _EXTEND)
         self._save = Lua(redis, _SAVE)
         self._append = redis.register_script(_APPEND)
         self._forget_if = redis.register_script(_FORGET_IF)
@@ -234,15 +245,18 @@ class ConversationStore:
         for name, value in (meta or {}).items():
             meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
-                len(meta_args) // 2, *meta_args]
+                len(meta_args) // 2, *meta_args, self.ttl]
         commands = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args),
                     ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid),
                     *reads]
-        reply, _, *prefetched = await send_commands(self.fast, commands, [self._push])
+        # A failed read only loses the prefetch (the caller reads again); the push itself happened.
+        reply, _, *prefetched = await send_commands(self.fast, commands, [self._push], check=2)
+        if any(isinstance(r, ResponseError) for r in prefetched):
+            prefetched = []
         if reply[0] == -1:
             return PushResult(duplicate=True)
         if reply[0] == 1:
-            return PushResult(batch=self._batch(cid, token, reply), prefetched=prefetched if reads else None)
+            return PushResult(batch=self._batch(cid, token, reply), prefetched=prefetched if reads and prefetched else None)
         return PushResult()
 
     async def load(self, cid: str, token: str) -> Batch | None:
@@ -257,15 +271,14 @@ class ConversationStore:
         key = k.ConversationKey(cid)
         token = self._token()
         reply = await self._script(self._acquire, [key.inbox, key.lock, key.state, key.meta],
-                                   [token, self.lock_ttl_ms, self.batch])
+                                   [token, self.lock_ttl_ms, self.batch, self.ttl])
         if reply[0] == 1:
             return self._batch(cid, token, reply)
         return False if reply[0] == -2 else None
 
     async def extend(self, cid: str, token: str) -> bool:
         key = k.ConversationKey(cid)
-        reply = await self._script(self._load, [key.inbox, key.lock, key.state, key.meta], [token, 0, self.lock_ttl_ms])
-        return bool(reply[0] == 1)
+        return bool(await self._script(self._extend, [key.lock], [token, self.lock_ttl_ms]) == 1)
 
     async def save(self, cid: str, token: str, req: SaveRequest) -> SaveResult:
         key = k.ConversationKey(cid)

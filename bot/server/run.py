@@ -45,6 +45,7 @@ async def _serve(config: "object", role: str, out: TextIO) -> int:
     services = app[SERVICES]
     # Everything loaded so far (code, flows, templates) lives as long as the process: keep it
     # out of the collector's generations, so full collections stay short (tail latency).
+    gc.collect()
     gc.freeze()
     base = f"http://{config.host}:{config.port}"
     store = f"embedded Redis, data in {config.data_dir}/redis" if services.embedded else "Redis at the configured URL"

@@ -62,6 +62,25 @@ def test_default_filter_treats_none_as_missing(source: str, text: str) -> None:
     assert Template(source).render(CTX) == text
 
 
+@pytest.mark.parametrize("source", [
+    "{{ contact.first_name | default('there', true) }}", "{{ contact.name | d('x') }}",
+    "{{ vars.nope | default(vars.attempts + 1) }}", "{{ '' | default(boolean=true, default_value='b') }}",
+    "{{ 0 | default('zero', true) }}", "{{ 0 | default('zero') }}", "{{ lead.tags | default([]) }}",
+    "{{ contact.missing.deeper | default('deep') }}", "{{ contact.first_name | default }}",
+])
+def test_the_default_filter_without_jinja_agrees_with_jinja(source: str) -> None:
+    t = Template(source)
+    assert t._fast is not None  # the fast path is taken for these
+    assert t.render(CTX) == str(t._jinja.render(CTX))
+
+
+def test_the_default_filters_arguments_are_evaluated_as_jinja_does() -> None:
+    # The fallback is evaluated even when the value is there: an error in it is an error.
+    for source in ("{{ contact.name | default(vars.nope + 1) }}", "Hi {{ contact.name | default(vars.nope + 1) }}"):
+        with pytest.raises(TemplateFailed):
+            Template(source).render(CTX)
+
+
 @pytest.mark.parametrize(("source", "value"), [
     ("{{ vars.attempts + 1 }}", 3),
     ("{{ vars.attempts }}", 2),

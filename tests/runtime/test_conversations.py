@@ -198,3 +198,25 @@ async def test_a_process_never_reuses_its_cached_state_after_another_process_wro
         assert (await _state(a, cid)).run.vars["seen"] == ["one", "two", "three"]
         await a.conversations.deliver(cid, _msg("four", "c4"), dedupe_id="c4", meta=meta)  # from its cache
         assert (await _state(b, cid)).run.vars["seen"] == ["one", "two", "three", "four"]
+
+
+async def test_a_failed_prefetch_read_loses_only_the_prefetch(redis: Redis, redis_url: str) -> None:
+    async with open_services(_config(redis_url), start_hub=False) as svc:
+        await redis.rpush("not-a-string", "x")
+        cid = "test:acct:reads"
+        pushed = await svc.store.push(cid, codec.encode_event(_msg("one", "r1")), dedupe_id="r1",
+                                      reads=[("GET", "not-a-string")])  # WRONGTYPE
+        assert pushed.batch is not None and pushed.prefetched is None  # the push itself happened
+        assert await redis.llen(f"sb:c:{{{cid}}}:inbox") == 1
+
+
+async def test_taking_the_lock_refreshes_the_metadata_ttl(redis: Redis, redis_url: str) -> None:
+    async with open_services(_config(redis_url), start_hub=False) as svc:
+        cid = "test:acct:ttl"
+        meta = {"channel": "test", "account": "acct", "external_id": "t-1"}
+        await svc.conversations.deliver(cid, _msg("one", "t1"), dedupe_id="t1", meta=meta)
+        key = f"sb:c:{{{cid}}}:meta"
+        await redis.expire(key, 5)  # about to expire: the save will write only what changed
+        pushed = await svc.store.push(cid, codec.encode_event(_msg("two", "t2")), dedupe_id="t2")
+        assert pushed.batch is not None
+        assert await redis.ttl(key) > 86400  # the whole hash lives as long as the conversation

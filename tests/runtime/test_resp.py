@@ -412,3 +412,33 @@ async def test_redis_py_helpers_for_two_word_commands_work(client: RespClient, r
     pipe.client_setname("hot-path")
     pipe.client_getname()
     assert await pipe.execute() == [b"OK", b"hot-path"]
+
+
+async def test_a_command_that_cannot_be_packed_fails_alone(client: RespClient) -> None:
+    await client.send([("SET", "a", "value-a"), ("SET", "b", "value-b")])
+    with pytest.raises(TypeError):
+        await client.send([("SET", "k", None)])  # type: ignore[list-item]
+    assert await client.send([("GET", "a")]) == [b"value-a"]  # nobody takes another's reply
+    assert await client.send([("GET", "b")]) == [b"value-b"]
+    assert await client.send([]) == []
+
+
+async def test_callers_waiting_for_a_connection_share_one_attempt() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accepts, never answers AUTH
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = RespClient(port=port, password="pw", connect_timeout=0.3)
+    try:
+        results = await asyncio.gather(*(client.send([("PING",)]) for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(r, RedisConnectionError) for r in results), results
+        assert len(accepted) == 1  # one attempt for the five callers, not five in a row
+    finally:
+        await client.aclose()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
