@@ -165,10 +165,12 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
     new_keys = filter_keys(merged) if listed else set()
     old_src = old.get("ix_src", "")
     new_src = _TERM_SEP.join((merged.get("name") or "", merged.get("phone") or "", merged.get("email") or ""))
-    old_terms = terms(*old_src.split(_TERM_SEP)) if old_src else set()
-    new_terms = terms(*new_src.split(_TERM_SEP)) if new_src != old_src else old_terms
-    if new_src != old_src:
+    if new_src != old_src:  # the name, phone or e-mail changed: re-index the search terms
+        old_terms = terms(*old_src.split(_TERM_SEP)) if old_src else set()
+        new_terms = terms(*new_src.split(_TERM_SEP))
         new["ix_src"] = new_src
+    else:
+        old_terms = new_terms = set()
     score = _score(old, activity)
     removed = sorted(old_keys - new_keys)
     added = sorted(new_keys if activity is not None else new_keys - old_keys)
