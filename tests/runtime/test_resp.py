@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bot.runtime.embedded_redis import free_port, redis_server_binary
 from bot.runtime.resp import RespClient
 from bot.runtime.scripts import Lua, run_pipeline
+from tests.procs import stop_process
 from tests.waiting import wait_for
 
 
@@ -320,12 +321,7 @@ def auth_process(tmp_path: Path) -> Iterator[tuple[AuthServer, subprocess.Popen[
     try:
         yield server, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=5)
 
 
 @pytest.fixture
