@@ -279,11 +279,10 @@ class ConversationService:
                         prefetched: tuple[CrmRef, list[Any]] | None) -> Mapping[str, Any]:
         """The CRM snapshot, from the reads sent with the push when they were of this lead."""
         prefetch = self._prefetch
-        if prefetch is None:
-            return await self.crm.snapshot(ref)
-        _remember(self._snapshot_refs, cid, ref, SNAPSHOT_REFS_MAX)
-        if prefetched is not None and prefetched[0] == ref:
-            return await prefetch.snapshot_from(ref, prefetched[1])
+        if prefetch is not None:
+            _remember(self._snapshot_refs, cid, ref, SNAPSHOT_REFS_MAX)  # the next push reads it along
+            if prefetched is not None and prefetched[0] == ref:
+                return await prefetch.snapshot_from(ref, prefetched[1])
         return await self.crm.snapshot(ref)
 
     async def _needs_snapshot(self, state: ConversationState, events: list[ev.Event]) -> bool:

@@ -44,10 +44,7 @@ class LiveHub:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        if self._task is not None:
-            self._task.cancel()
-            self._ending.add(self._task)
-            self._task = None
+        self._drop()
         for task in list(self._ending):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -69,12 +66,16 @@ class LiveHub:
 
     def _unsubscribe(self) -> None:
         self._idle = None
-        if self._waiters or self._all or self._task is None:
-            return
-        self._task.cancel()
-        self._ending.add(self._task)
-        self._task.add_done_callback(self._ending.discard)
-        self._task = None
+        if not (self._waiters or self._all):
+            self._drop()
+
+    def _drop(self) -> None:
+        """End the subscription task (``stop`` waits for the ones still ending)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._ending.add(self._task)
+            self._task.add_done_callback(self._ending.discard)
+            self._task = None
 
     async def _run(self, ready: asyncio.Event) -> None:
         while True:

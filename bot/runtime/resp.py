@@ -210,10 +210,9 @@ class RespClient(CoreCommands):  # type: ignore[misc]
                     hello.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
                 if self.db:
                     hello.append(("SELECT", self.db))
-                if hello:
-                    for reply in await proto.send(loop, hello):
-                        if isinstance(reply, ResponseError):
-                            raise reply
+                error = first_error(await proto.send(loop, hello)) if hello else None
+                if error is not None:
+                    raise error
         except (OSError, TimeoutError) as exc:
             proto._fail(RedisConnectionError(f"cannot connect to Redis: {exc}"))
             raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
@@ -232,10 +231,11 @@ class RespClient(CoreCommands):  # type: ignore[misc]
         return await proto.send(asyncio.get_running_loop(), commands)
 
     async def execute_command(self, *args: Any, **_options: Any) -> Any:
-        (reply,) = await self.send([_words(args)])
-        if isinstance(reply, ResponseError):
-            raise _error(reply)
-        return reply
+        replies = await self.send([_words(args)])
+        error = first_error(replies)
+        if error is not None:
+            raise error
+        return replies[0]
 
     def pipeline(self, transaction: bool = False) -> RespPipeline:
         if transaction:
@@ -256,9 +256,13 @@ def _words(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return args
 
 
-def _error(reply: ResponseError) -> ResponseError:
-    message = str(reply)
-    return NoScriptError(message) if message.startswith("NOSCRIPT") else reply
+def first_error(replies: Sequence[Any]) -> ResponseError | None:
+    """The first error among ``replies``, as redis-py raises it (``NoScriptError`` included)."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            message = str(reply)
+            return NoScriptError(message) if message.startswith("NOSCRIPT") else reply
+    return None
 
 
 class RespPipeline(CoreCommands):  # type: ignore[misc]
@@ -280,8 +284,7 @@ class RespPipeline(CoreCommands):  # type: ignore[misc]
         if not commands:
             return []
         replies = await self.client.send(commands)
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, ResponseError):
-                    raise _error(reply)
+        error = first_error(replies) if raise_on_error else None
+        if error is not None:
+            raise error
         return replies

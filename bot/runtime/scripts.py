@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, ResponseError
 
-from .resp import RespClient
+from .resp import RespClient, first_error
 
 #: Claim up to ARGV[2] members due by ARGV[1] from a sorted set, leasing them until ARGV[3].
 CLAIM_DUE = """
@@ -83,11 +83,11 @@ async def send_commands(client: RespClient, commands: Sequence[Sequence[Any]], s
     ``check`` replies raise (all by default); later ones may be ``ResponseError`` values."""
     for attempt in (1, 2):
         replies = await client.send(commands)
-        error = next((r for r in replies[:check] if isinstance(r, ResponseError)), None)
+        error = first_error(replies[:check])
         if error is None:
             return replies
-        if attempt == 2 or not str(error).startswith("NOSCRIPT"):
-            raise NoScriptError(str(error)) if str(error).startswith("NOSCRIPT") else error
+        if attempt == 2 or not isinstance(error, NoScriptError):
+            raise error
         for script in scripts:
             await script.load()
     raise AssertionError("unreachable")

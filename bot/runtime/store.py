@@ -94,8 +94,8 @@ if nlog > 0 then
   for seq = first, last do
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'd', ARGV[i]); i = i + 1
   end
+  redis.call('EXPIRE', KEYS[4], ttl); redis.call('EXPIRE', KEYS[5], ttl)
 end
-if nlog > 0 then redis.call('EXPIRE', KEYS[4], ttl); redis.call('EXPIRE', KEYS[5], ttl) end
 local nout = tonumber(ARGV[i]); i = i + 1
 for j = 1, nout do redis.call('RPUSH', KEYS[7], ARGV[i]); i = i + 1 end
 if nout > 0 then redis.call('EXPIRE', KEYS[7], ttl) end

@@ -99,6 +99,11 @@ class LiveFeed:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
+    def _resync_all(self) -> None:
+        """Every stream reloads its list (changes may have been missed)."""
+        for q in list(self.subscribers):
+            self._put(q, "resync")
+
     @staticmethod
     def _put(q: asyncio.Queue[Any], item: Any) -> None:
         try:
@@ -119,8 +124,7 @@ class LiveFeed:
                     if more not in changed:
                         changed.append(more)
                 if "" in changed:  # the hub may have missed changes (a reconnect): reload the lists
-                    for q in list(self.subscribers):
-                        self._put(q, "resync")
+                    self._resync_all()
                     changed.remove("")
                     if not changed:
                         continue
@@ -131,8 +135,7 @@ class LiveFeed:
                     metas = await pipe.execute()
                 except Exception:
                     log.warning("dashboard.feed_read_failed", exc_info=True)
-                    for q in list(self.subscribers):
-                        self._put(q, "resync")
+                    self._resync_all()
                     await asyncio.sleep(0.5)
                     continue
                 for c, raw in zip(changed, metas):
