@@ -158,6 +158,9 @@ class Config(_Frozen):
     conversation_ttl_days: int = 90
     transcript_max: int = 1000
     outbox_max_attempts: int = 8
+    park_after: int = Field(5, ge=1)  # failed batches in a row before a conversation is parked
+    redis_max_connections: int = Field(64, ge=2)  # redis-py pool; more concurrent callers wait …
+    redis_pool_timeout: float = Field(10.0, gt=0)  # … this long for a free connection, then fail
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
     embedded_crm: EmbeddedCrmConfig = EmbeddedCrmConfig()

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from crm_bridge import ChannelIdentity, CrmBackend, CrmRef, PrefetchSnapshot
 
 from ..errors import CrmError, CrmTemporary, RuntimeFault
@@ -60,6 +64,13 @@ class IdentityPending(RuntimeFault):
     """The CRM could not find or create the conversation's lead yet; the events stay queued."""
 
 
+def _outage(exc: Exception) -> bool:
+    """Failures that are outages, not the conversation's fault, never count towards parking (the
+    lock expires and recovery tries again, as after a crash): the CRM or Redis away, Redis full."""
+    return (isinstance(exc, (IdentityPending, RedisConnectionError, RedisTimeoutError))
+            or (isinstance(exc, ResponseError) and str(exc).startswith("OOM")))
+
+
 class OutboundRouter(Protocol):
     """Tells the loop how a channel delivers: through the transcript (live chat) or an outbox."""
 
@@ -86,6 +97,7 @@ class ConversationService:
         router: OutboundRouter,
         metrics: Metrics,
         clock: Clock = time.time,
+        park_after: int = 5,
     ) -> None:
         self.store = store
         self.flows = flows
@@ -94,6 +106,8 @@ class ConversationService:
         self.router = router
         self.metrics = metrics
         self.clock = clock
+        #: Failed batches in a row after which a conversation is parked (see ``_failed``).
+        self.park_after = park_after
         #: A backend whose snapshot reads can travel with the push (one round trip less).
         self._prefetch = crm if isinstance(crm, PrefetchSnapshot) else None
         #: cid -> the lead of its last turn that read the CRM: what to prefetch (bounded, LRU).
@@ -125,10 +139,10 @@ class ConversationService:
             return DeliverResult()
         prefetched = (ref, result.prefetched) if ref is not None and result.prefetched is not None else None
         try:
-            await self.process(result.batch, prefetched)
+            done = await self.process(result.batch, prefetched)
         except IdentityPending:
             return DeliverResult()  # queued: processed once the CRM answers again
-        return DeliverResult(processed_here=True)
+        return DeliverResult(processed_here=done)
 
     async def take_over_pending(self, cid: str) -> bool:
         """Process a conversation whose events wait with no processor (recovery)."""
@@ -139,11 +153,40 @@ class ConversationService:
         await self.process(batch)
         return True
 
+    async def retry(self, cid: str, *, skip: int = 0, user: str = "") -> bool:
+        """A person's retry of a parked (or failing) conversation: clear the mark, optionally
+        discard the ``skip`` oldest queued events (the poison), and process what waits.
+        False when another process holds the conversation (it goes on by itself)."""
+        await self.store.unpark(cid)
+        batch = await self.store.acquire(cid)
+        if batch is None:
+            return True  # nothing waits
+        if batch is False:
+            return False
+        assert isinstance(batch, Batch)
+        while skip > 0 and batch is not None:
+            n = min(skip, len(batch.events))
+            skip -= n
+            req = SaveRequest(state=None, processed=n)
+            req.add_log(system_entry(f"{user or 'a person'} discarded {n} event(s) that could not be handled",
+                                     self.clock(), event="discarded"))
+            if (await self.store.save(cid, batch.token, req)).status != 1:
+                return True  # nothing more waits (or the lock was lost: its new holder goes on)
+            batch = await self.store.load(cid, batch.token)
+        await self.process(batch)
+        return True
+
     async def process(self, batch: Batch | None,
-                      prefetched: tuple[CrmRef, list[Any]] | None = None) -> None:
-        """Run batches until the inbox is empty; ``prefetched``: CRM reads sent with the push."""
+                      prefetched: tuple[CrmRef, list[Any]] | None = None) -> bool:
+        """Run batches until the inbox is empty; ``prefetched``: CRM reads sent with the push.
+        False when the work was set aside (the conversation is parked, or a batch failed and
+        recovery tries again later, see ``_failed``)."""
         held = self._held
         while batch is not None:
+            if batch.meta.get("parked"):
+                await self.store.set_aside(batch.cid, batch.token)
+                log.info("conversation.parked_event_queued", extra={"cid": batch.cid})
+                return False
             # Slow work (a CRM at 7 requests/s, a webhook) must not outlive the lock: a batch
             # still running gets it renewed at most a third of the TTL apart (``_renew_due``).
             key = (batch.cid, batch.token)
@@ -154,11 +197,33 @@ class ConversationService:
             try:
                 status = await self._process_batch(batch, prefetched)
                 prefetched = None  # read before the first batch only
+            except Exception as exc:  # noqa: BLE001 - one conversation's bug must not wedge it
+                if _outage(exc):
+                    raise
+                await self._failed(batch, exc)
+                return False
             finally:
                 del held[key]
             if status != 1:
-                return
+                return True
             batch = await self.store.load(batch.cid, batch.token)
+        return True
+
+    async def _failed(self, batch: Batch, exc: Exception) -> None:
+        """Count a failed batch: recovery retries it with a backoff, and the conversation is parked
+        after ``park_after`` failures in a row instead of being retried forever (``record_failure``)."""
+        cid = batch.cid
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("conversation.processing_failed", exc_info=exc, extra={"cid": cid})
+        self._states.pop(cid, None)
+        try:
+            failures, parked = await self.store.record_failure(cid, batch.token, error,
+                                                               park_after=self.park_after)
+        except Exception:  # noqa: BLE001 - the store is away too: the lock expires, recovery retries
+            log.warning("conversation.failure_not_recorded", extra={"cid": cid}, exc_info=True)
+            return
+        if parked:
+            log.error("conversation.parked", extra={"cid": cid, "failures": failures, "error": error[:200]})
 
     @property
     def _renew_every(self) -> float:
@@ -261,6 +326,8 @@ class ConversationService:
             "step": (run.step or "") if run else "", "run_status": run.status if run else "",
             "status": "human" if state.owner != "bot" else ("bot" if run is not None and run.active else "idle"),
         })
+        if meta.get("failures"):  # a batch went through: the failures in a row start again
+            new_meta["failures"] = "0"
         if req.activity is None and (bot_before != (run.bot if run else None) or req.log):
             req.activity = self.clock()
         if req.activity is not None:

@@ -137,6 +137,17 @@ def query_tokens(query: str) -> list[str]:
     return [w for w in _words(query)][:5]
 
 
+def term_source(meta: Mapping[str, str]) -> str:
+    """The name, phone and e-mail the search terms were made of, as one string (``ix_src``);
+    a separator inside a value (a visitor may send anything) is read as a space."""
+    return _TERM_SEP.join((meta.get(f) or "").replace(_TERM_SEP, " ") for f in ("name", "phone", "email"))
+
+
+def _split_source(src: str) -> tuple[str, str, str]:
+    name, phone, email = (src.split(_TERM_SEP, 2) + ["", ""])[:3]
+    return name, phone, email
+
+
 def _score(old: Mapping[str, str], activity: float | None) -> float:
     if activity is not None:
         return activity
@@ -164,10 +175,10 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
     old_keys = filter_keys(old) if old.get("status") else set()  # what the previous save indexed
     new_keys = filter_keys(merged) if listed else set()
     old_src = old.get("ix_src", "")
-    new_src = _TERM_SEP.join((merged.get("name") or "", merged.get("phone") or "", merged.get("email") or ""))
+    new_src = term_source(merged)
     if new_src != old_src:  # the name, phone or e-mail changed: re-index the search terms
-        old_terms = terms(*old_src.split(_TERM_SEP)) if old_src else set()
-        new_terms = terms(*new_src.split(_TERM_SEP))
+        old_terms = terms(*_split_source(old_src)) if old_src else set()
+        new_terms = terms(*_split_source(new_src))
         new["ix_src"] = new_src
     else:
         old_terms = new_terms = set()
@@ -196,7 +207,7 @@ def seed(pipe: Any, cid: str, meta: Mapping[str, str], *, ttl: int | None = None
     """Write a conversation's metadata and every index entry at once (benchmarks, imports)."""
     meta = dict(meta)
     found = terms(meta.get("name"), meta.get("phone"), meta.get("email"))
-    meta["ix_src"] = _TERM_SEP.join((meta.get("name") or "", meta.get("phone") or "", meta.get("email") or ""))
+    meta["ix_src"] = term_source(meta)
     key = f"{PREFIX}:c:{{{cid}}}:meta"
     pipe.hset(key, mapping=meta)
     if ttl:
@@ -251,7 +262,7 @@ class ConversationIndex:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def _metas(self, cids: Iterable[str]) -> list[dict[str, str]]:
+    async def metas(self, cids: Iterable[str]) -> list[dict[str, str]]:
         pipe = self.redis.pipeline(transaction=False)
         for cid in cids:
             pipe.hgetall(f"{PREFIX}:c:{{{cid}}}:meta")
@@ -298,7 +309,7 @@ class ConversationIndex:
                     break
                 cids = [_s(c) for c, _ in rows]
                 expired = []
-                for cid, (_, score), meta in zip(cids, rows, await self._metas(cids)):
+                for cid, (_, score), meta in zip(cids, rows, await self.metas(cids)):
                     if not meta:
                         expired.append(cid)
                     elif filters.match(meta):  # an index a lost lock left behind is not trusted
@@ -355,13 +366,13 @@ class ConversationIndex:
                 continue
             ranked.append((float(score), cid))
         if unscored:  # out of the activity index: expired conversations, whose terms go too
-            await self._drop_terms([c for c, meta in zip(unscored[:200], await self._metas(unscored[:200])) if not meta],
+            await self._drop_terms([c for c, meta in zip(unscored[:200], await self.metas(unscored[:200])) if not meta],
                                    found)
         ranked.sort(reverse=True)
         for start in range(0, len(ranked), limit):
             chunk = ranked[start:start + limit]
             expired = []
-            for (score, cid), meta in zip(chunk, await self._metas(c for _, c in chunk)):
+            for (score, cid), meta in zip(chunk, await self.metas(c for _, c in chunk)):
                 if not meta:
                     expired.append(cid)
                 elif filters.match(meta):

@@ -78,6 +78,11 @@ def pending_key(shard: int) -> str:
     return f"{PREFIX}:pending:{shard}"
 
 
+def parked_key() -> str:
+    """Conversations set aside after repeated processing failures (score: when)."""
+    return f"{PREFIX}:parked"
+
+
 def outbox_queue_key(account: str) -> str:
     return f"{PREFIX}:outq:{{{account}}}"
 

@@ -133,6 +133,26 @@ if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1
 return 0
 """
 
+_FAIL = """
+local n = redis.call('HINCRBY', KEYS[2], 'failures', 1)
+redis.call('HSET', KEYS[2], 'error', ARGV[2], 'error_at', ARGV[3])
+if n >= tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], 'parked', ARGV[3]) end
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return n
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_UNPARK = """
+local was = redis.call('HGET', KEYS[1], 'parked')
+redis.call('HDEL', KEYS[1], 'parked', 'failures')
+return was
+"""
+
 SEEN_TTL = 7 * 86400
 
 
@@ -217,6 +237,9 @@ class ConversationStore:
         self._save = Lua(redis, _SAVE)
         self._append = redis.register_script(_APPEND)
         self._forget_if = redis.register_script(_FORGET_IF)
+        self._fail = redis.register_script(_FAIL)
+        self._release = redis.register_script(_RELEASE)
+        self._unpark = redis.register_script(_UNPARK)
 
     def _token(self) -> str:
         """A lock token no other acquisition uses: a random process prefix and a counter."""
@@ -334,3 +357,41 @@ class ConversationStore:
 
     async def forget_pending(self, cid: str, score: float) -> None:
         await self._forget_if(keys=[k.pending_key(k.shard_of(cid, self.shards))], args=[cid, score])
+
+    async def postpone_pending(self, cid: str, at: float) -> None:
+        """Move a pending conversation's recovery time later (never earlier, never re-adding it),
+        so recovery's page of due conversations always moves on."""
+        await self.redis.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: at}, xx=True, gt=True)
+
+    async def record_failure(self, cid: str, token: str, error: str, *, park_after: int) -> tuple[int, bool]:
+        """A batch failed: count it, keep the error, release the lock. Below ``park_after``
+        failures in a row recovery tries again after a backoff (a 30th of the lock TTL, doubled
+        each time: 1, 2, 4, 8 s with the default 30 s, at most the TTL); at ``park_after`` the conversation is parked: its events stay queued, untouched,
+        until a person asks for a retry. Returns (failures in a row, parked)."""
+        key = k.ConversationKey(cid)
+        now = time.time()
+        failures = int(await self._fail(keys=[key.lock, key.meta],
+                                        args=[token, error[:500], f"{now:.3f}", park_after, self.ttl]))
+        pending = k.pending_key(k.shard_of(cid, self.shards))
+        if failures >= park_after:
+            await self.redis.pipeline(transaction=False).zrem(pending, cid).zadd(k.parked_key(), {cid: now}).execute()
+            return failures, True
+        retry_in = min(self.lock_ttl_ms / 30_000 * 2.0 ** (failures - 1), self.lock_ttl_ms / 1000)
+        await self.redis.zadd(pending, {cid: now + retry_in})
+        return failures, False
+
+    async def set_aside(self, cid: str, token: str) -> None:
+        """A parked conversation was taken (a new event, recovery): give the lock back unprocessed."""
+        key = k.ConversationKey(cid)
+        await self._release(keys=[key.lock], args=[token])
+        await self.redis.zrem(k.pending_key(k.shard_of(cid, self.shards)), cid)
+
+    async def unpark(self, cid: str) -> bool:
+        """Clear a conversation's parked mark and failure count (True if it was parked)."""
+        was = await self._unpark(keys=[k.ConversationKey(cid).meta], args=[])
+        await self.redis.zrem(k.parked_key(), cid)
+        return bool(was)
+
+    async def parked(self, limit: int = 200) -> list[str]:
+        """The parked conversations, most recently parked first."""
+        return [_s(c) for c in await self.redis.zrevrange(k.parked_key(), 0, limit - 1)]

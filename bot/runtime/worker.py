@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from . import events as ev
+from .conversations import IdentityPending
 from .timers import DueTimer
 
 if TYPE_CHECKING:
@@ -90,20 +91,33 @@ class Worker:
         return len(due)
 
     async def recover(self) -> int:
-        """Process conversations whose events wait with no live processor (a crashed process)."""
+        """Process conversations whose events wait with no live processor (a crashed process).
+
+        Every due entry is handled, forgotten or moved later, so the next round reaches the next
+        ones whatever happens to these: a conversation still locked by a live processor waits a
+        lock TTL, a failing one waits its backoff (then is parked), an idle one is forgotten."""
         store = self.s.store
         now = time.time()
-        taken = 0
-        for shard in range(store.shards):
-            for cid, score in await store.pending_due(shard, now):
+        due = [(cid, score) for shard in range(store.shards) for cid, score in await store.pending_due(shard, now)]
+        taken = await asyncio.gather(*(self._recover_one(cid, score, now) for cid, score in due))
+        return sum(taken)
+
+    async def _recover_one(self, cid: str, score: float, now: float) -> bool:
+        store = self.s.store
+        async with self._sem:
+            try:
                 batch = await store.acquire(cid)
                 if batch is None:
                     await store.forget_pending(cid, score)
-                elif batch is not False:
-                    log.warning("conversation.recovered", extra={"cid": cid})
-                    try:
-                        await self.s.conversations.process(batch)  # type: ignore[arg-type]
-                    except Exception:  # one bad conversation must not starve the others
-                        log.exception("conversation.recovery_failed", extra={"cid": cid})
-                    taken += 1
-        return taken
+                    return False
+                if batch is False:  # a live processor has it: look again once its lock could expire
+                    await store.postpone_pending(cid, now + store.lock_ttl_ms / 1000)
+                    return False
+                log.warning("conversation.recovered", extra={"cid": cid})
+                await self.s.conversations.process(batch)  # type: ignore[arg-type]
+                return True
+            except IdentityPending:  # the CRM is away: its lock expires and the next rounds retry
+                return False
+            except Exception:  # an outage: this one is tried again next round, the others go on
+                log.exception("conversation.recovery_failed", extra={"cid": cid})
+                return False

@@ -16,11 +16,14 @@ from ..runtime import codec
 from ..runtime import events as ev
 from ..runtime.bots import BotNotFound, problems_as_details
 from ..runtime.convindex import STATUSES, ConversationIndex, Filters, claim_key
+from .auth import Principal
 from .http import HttpError, error, json_body, require
 from .keys import SERVICES
-from .views import run_view, summary
+from .views import run_view, state_of, summary
 
 routes = web.RouteTableDef()
+#: At most this many queued events are discarded by one retry.
+MAX_SKIP = 1000
 
 
 @routes.get("/healthz")
@@ -143,6 +146,11 @@ async def list_conversations(request: web.Request) -> web.Response:
         return error(400, "bad_request", "limit is a number; before is a timestamp")
     if q.get("status") and q["status"] not in STATUSES:
         return error(400, "bad_request", f"status is one of {', '.join(STATUSES)}")
+    if q.get("parked", "").lower() in ("1", "true", "yes"):  # set aside after repeated failures
+        cids = await services.store.parked(limit)
+        metas = await ConversationIndex(services.redis).metas(cids)
+        return web.json_response({"conversations": [_public_meta(c, m) for c, m in zip(cids, metas) if m],
+                                  "next_before": None}, dumps=lambda v: json.dumps(v, ensure_ascii=False))
     # Secondary indexes kept by the save path (bot/runtime/convindex.py): no scan of all conversations.
     filters = Filters(status=q.get("status") or None, channel=q.get("channel") or None, bot=q.get("bot") or None,
                       waiting=q.get("waiting", "").lower() in ("1", "true", "yes"))
@@ -166,8 +174,7 @@ async def get_conversation(request: web.Request) -> web.Response:
     meta = await services.store.meta(cid)
     if not meta:
         return error(404, "not_found", f"no conversation {cid!r}")
-    raw = await services.store.state(cid)
-    state = codec.decode_state(raw) if raw else None
+    state = state_of(await services.store.state(cid))
     run = state.run if state else None
     transcript = [{"n": n, **codec.unpack(blob)} for n, blob in await services.store.tail_log(cid, 500)]
     body = _public_meta(cid, meta)
@@ -253,9 +260,8 @@ async def release(request: web.Request) -> web.Response:
     principal = require(request, "support")
     body = await json_body(request) if request.can_read_body else {}
     step = body.get("step") if isinstance(body, dict) else None
-    holder = await _holder(request)
-    if holder is not None and holder != principal.name and principal.role != "admin":
-        return _taken(holder)
+    if (taken := await _claimed_by_other(request, principal)) is not None:
+        return taken
     response = await _conversation_event(request, ev.Release(step))
     if response.status < 300:
         await request.app[SERVICES].redis.delete(claim_key(request.match_info["cid"]))
@@ -269,21 +275,32 @@ async def human_message(request: web.Request) -> web.Response:
     text = body.get("text") if isinstance(body, dict) else None
     if not isinstance(text, str) or not text.strip():
         return error(400, "bad_request", 'the body is {"text": "…"}')
+    if (taken := await _claimed_by_other(request, principal)) is not None:
+        return taken
+    return await _conversation_event(request, ev.HumanMessage(text, principal.name))
+
+
+async def _claimed_by_other(request: web.Request, principal: Principal) -> web.Response | None:
+    """409 when someone else has taken the conversation over (admins may act anyway)."""
     holder = await _holder(request)
     if holder is not None and holder != principal.name and principal.role != "admin":
         return _taken(holder)
-    return await _conversation_event(request, ev.HumanMessage(text, principal.name))
+    return None
 
 
 @routes.post("/api/conversations/{cid}/stop")
 async def stop_bot(request: web.Request) -> web.Response:
-    require(request, "support")
+    principal = require(request, "support")
+    if (taken := await _claimed_by_other(request, principal)) is not None:
+        return taken
     return await _conversation_event(request, ev.StopBot("stopped by a person"))
 
 
 @routes.post("/api/conversations/{cid}/start")
 async def start_bot(request: web.Request) -> web.Response:
-    require(request, "support")
+    principal = require(request, "support")
+    if (taken := await _claimed_by_other(request, principal)) is not None:
+        return taken
     body = await json_body(request)
     bot = body.get("bot") if isinstance(body, dict) else None
     if not isinstance(bot, str):
@@ -291,6 +308,26 @@ async def start_bot(request: web.Request) -> web.Response:
     if await request.app[SERVICES].bots.ensure(bot) is None:
         return error(404, "not_found", f"no bot {bot!r}")
     return await _conversation_event(request, ev.StartBot(bot, body.get("step")))
+
+
+@routes.post("/api/conversations/{cid}/retry")
+async def retry_conversation(request: web.Request) -> web.Response:
+    """A person retries a parked conversation (see docs/server.md, "Failing conversations"):
+    ``{"skip": n}`` first discards the n oldest queued events (the one that keeps failing)."""
+    principal = require(request, "support")
+    body = await json_body(request) if request.can_read_body else {}
+    skip = body.get("skip", 0) if isinstance(body, dict) else None
+    if not isinstance(skip, int) or isinstance(skip, bool) or not 0 <= skip <= MAX_SKIP:
+        return error(400, "bad_request", f'the body is {{"skip": n}} with n from 0 to {MAX_SKIP} (optional)')
+    services = request.app[SERVICES]
+    cid = request.match_info["cid"]
+    if not await services.store.meta(cid):
+        return error(404, "not_found", f"no conversation {cid!r}")
+    if (taken := await _claimed_by_other(request, principal)) is not None:
+        return taken
+    await services.conversations.retry(cid, skip=skip, user=principal.name)
+    return web.json_response(_public_meta(cid, await services.store.meta(cid)), status=202,
+                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 
 @routes.post("/api/events")
@@ -304,7 +341,8 @@ async def business_event(request: web.Request) -> web.Response:
     if not cid and body.get("lead") is not None:
         found = await services.redis.hget("sb:lead_conversations", str(body["lead"]))
         cid = found.decode() if found else None
-    if not cid:
+    if not cid or not isinstance(cid, str) or not await services.store.meta(cid):
+        # an event never creates a conversation: it concerns one that exists (or a known lead's)
         return error(404, "not_found", "no conversation for this event (give conversation or a known lead)")
     data = {k: v for k, v in body.items() if k not in ("type", "conversation")}
     await services.conversations.deliver(str(cid), ev.CrmEvent(body["type"], data))

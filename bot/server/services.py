@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -111,8 +111,12 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         url = await embedded.astart()
     # No client-side retries: a retried script (save) whose first run did happen would trim
     # unprocessed events or queue messages twice. Failures surface and the work is redone safely.
-    redis = Redis.from_url(url, decode_responses=False, health_check_interval=30,
-                           retry=Retry(NoBackoff(), 0))
+    # A blocking pool: a burst beyond ``redis_max_connections`` waits for a free connection
+    # (up to ``redis_pool_timeout``) instead of failing at once with "Too many connections".
+    pool = BlockingConnectionPool.from_url(url, max_connections=config.redis_max_connections,
+                                           timeout=config.redis_pool_timeout, decode_responses=False,
+                                           health_check_interval=30, retry=Retry(NoBackoff(), 0))
+    redis = Redis.from_pool(pool)  # owns the pool: closed with the client
     try:
         await redis.ping()
         metrics = Metrics()
@@ -141,7 +145,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         requests = ServerRequests(redis=redis, crm=crm, public_url=public, outward=outward, crm_outbox=crm_outbox)
         driver = Driver(bots, requests)
         conversations = ConversationService(store=store, flows=bots, driver=driver, crm=crm,
-                                            router=_Router(), metrics=metrics)
+                                            router=_Router(), metrics=metrics, park_after=config.park_after)
         hub = LiveHub(redis)
         admin = config.admin_token.get_secret_value() if config.admin_token else None
         if admin is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..runtime import codec
 from ..runtime.convindex import summary_fields
-from ..runtime.state import Run
+from ..runtime.state import ConversationState, Run
 
 
 def summary(cid: str, meta: Mapping[str, str]) -> dict[str, Any]:
@@ -30,7 +30,20 @@ def summary(cid: str, meta: Mapping[str, str]) -> dict[str, Any]:
         "run_status": meta.get("run_status") or None, "chat_status": meta.get("chat_status") or None,
         "last_message": meta.get("last_text"), "last_activity": num("activity"),
         **summary_fields(meta),
+        **failure_fields(meta),
     }
+
+
+def failure_fields(meta: Mapping[str, str]) -> dict[str, Any]:
+    """Processing failures: how many in a row, the last error, and whether it is parked (set
+    aside until a person retries: ``POST /api/conversations/{cid}/retry``)."""
+    try:
+        failures = int(meta.get("failures") or 0)
+    except ValueError:
+        failures = 0
+    parked = meta.get("parked")
+    return {"failures": failures, "parked": bool(parked),
+            "error": meta.get("error") or None if failures or parked else None}
 
 
 def run_view(run: Run | None) -> dict[str, Any] | None:
@@ -48,5 +61,17 @@ def run_view(run: Run | None) -> dict[str, Any] | None:
     }
 
 
+def state_of(state_blob: bytes | None) -> ConversationState | None:
+    """The decoded state, or None when there is none or it cannot be read (a conversation whose
+    state is damaged is still shown: it is parked with the error, see ``failure_fields``)."""
+    if not state_blob:
+        return None
+    try:
+        return codec.decode_state(state_blob)
+    except Exception:  # noqa: BLE001 - any decoding failure means "unreadable"
+        return None
+
+
 def run_of(state_blob: bytes | None) -> Run | None:
-    return codec.decode_state(state_blob).run if state_blob else None
+    state = state_of(state_blob)
+    return state.run if state else None

@@ -202,6 +202,11 @@ async def test_two_people_cannot_take_the_same_conversation(http: ClientSession,
     # Only the holder (or an admin) speaks for and hands back the conversation.
     assert (await http.post(f"/api/conversations/{cid}/messages", json={"text": "me too"}, headers=loser_headers)).status == 409
     assert (await http.post(f"/api/conversations/{cid}/release", json={}, headers=loser_headers)).status == 409
+    assert (await http.post(f"/api/conversations/{cid}/stop", headers=loser_headers)).status == 409
+    assert (await http.post(f"/api/conversations/{cid}/start", json={"bot": "demo"}, headers=loser_headers)).status == 409
+    assert (await http.post(f"/api/conversations/{cid}/retry", headers=loser_headers)).status == 409
+    conv = await (await http.get(f"/api/conversations/{cid}", headers=AYSE)).json()
+    assert not any(e.get("text") == "stopped by a person" for e in conv["transcript"])
     assert (await http.post(f"/api/conversations/{cid}/messages", json={"text": "hello"}, headers=winner_headers)).status == 202
     assert (await http.post(f"/api/conversations/{cid}/release", json={}, headers=winner_headers)).status == 202
     assert await redis.get(convindex.claim_key(cid)) is None
@@ -406,3 +411,16 @@ async def test_the_page_is_a_shell_with_a_strict_policy(http: ClientSession) -> 
         assert sink not in script  # customer text reaches the page through textContent only
     assert (await http.get("/live/static/dashboard.html")).status == 404
     assert (await http.get("/live/static/..%2Fapi.py")).status == 404
+
+
+async def test_an_event_for_an_unknown_conversation_creates_nothing(http: ClientSession, redis: Redis) -> None:
+    for token in (OPERATOR, AYSE):
+        r = await http.post("/api/events", json={"type": "lead.updated", "conversation": "livechat:demo:ghost-1"},
+                            headers=token)
+        assert r.status == 404, await r.text()
+    r = await http.post("/api/events", json={"type": "x", "conversation": ["not", "an", "id"]}, headers=OPERATOR)
+    assert r.status == 404
+    assert await redis.keys("sb:c:{livechat:demo:ghost-1}:*") == []
+    cid = await chat(http, "event-session-01", "hi")
+    r = await http.post("/api/events", json={"type": "lead.updated", "conversation": cid}, headers=OPERATOR)
+    assert r.status == 202

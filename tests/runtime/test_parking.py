@@ -1,0 +1,166 @@
+"""A conversation whose processing keeps failing is parked, never retried forever, and never
+holds up recovery for the others (issue: poison input must not wedge a conversation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from bot.config import load_config
+from bot.runtime import codec
+from bot.runtime import events as ev
+from bot.runtime.keys import ConversationKey, pending_key, shard_of
+from bot.runtime.worker import Worker
+from bot.server.app import create_app
+from bot.server.keys import SERVICES
+from bot.server.services import open_services
+from tests.server.conftest import ADMIN, make_config
+from tests.waiting import wait_for
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def _msg(text: str, mid: str) -> ev.InboundMessage:
+    return ev.InboundMessage(text=text, message_id=mid, greeting="recorder")
+
+
+async def _bot_texts(http: ClientSession, session: str) -> list[str]:
+    body = await (await http.get("/chat/demo/messages", params={"session": session})).json()
+    return [m["text"] for m in body["messages"] if m["role"] == "bot"]
+
+
+async def test_a_failing_conversation_is_parked_shown_and_retried(redis: Redis, redis_url: str) -> None:
+    app = create_app(make_config(redis_url, lock_ttl=0.3, park_after=3))  # type: ignore[arg-type]
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with ClientSession(base_url=str(server.make_url(""))) as http:
+            svc = app[SERVICES]
+            worker = Worker(svc)
+            session = "poisoned-1"
+            r = await http.post("/chat/demo/messages", json={"session": session, "text": "hi"})
+            cid = (await r.json())["conversation"]
+            await wait_for(lambda: _bot_texts(http, session), what="the greeting")
+            greeted = len(await _bot_texts(http, session))
+            await redis.set(ConversationKey(cid).state, b"\xc1 not msgpack")  # a state nobody can read
+
+            r = await http.post("/chat/demo/messages", json={"session": session, "text": "again"})
+            assert r.status == 202, await r.text()  # accepted: it waits in the inbox, nothing is lost
+
+            async def parked() -> bool:
+                return bool((await svc.store.meta(cid)).get("parked"))
+
+            await wait_for(parked, 10, what="the conversation to be parked", between=worker.recover)
+            meta = await svc.store.meta(cid)
+            assert meta["failures"] == "3" and "not msgpack" not in meta["error"] and meta["error"]
+            assert await redis.llen(ConversationKey(cid).inbox) == 1  # the event is kept
+            assert await redis.zscore(pending_key(shard_of(cid, svc.store.shards)), cid) is None
+
+            body = await (await http.get(f"/api/conversations/{cid}", headers=AUTH)).json()
+            assert body["parked"] is True and body["failures"] == 3 and body["error"]
+            listed = await (await http.get("/api/conversations", params={"parked": "1"}, headers=AUTH)).json()
+            assert [c["id"] for c in listed["conversations"]] == [cid]
+
+            # While parked, new messages queue up without another attempt.
+            r = await http.post("/chat/demo/messages", json={"session": session, "text": "still there?"})
+            assert r.status == 202
+            await worker.recover()
+            assert (await svc.store.meta(cid))["failures"] == "3"
+            assert await redis.llen(ConversationKey(cid).inbox) == 2
+            assert not await redis.exists(ConversationKey(cid).lock)
+
+            # Someone repairs the data and retries: both waiting messages are answered in order.
+            await redis.delete(ConversationKey(cid).state)
+            r = await http.post(f"/api/conversations/{cid}/retry", headers=AUTH)
+            assert r.status == 202, await r.text()
+            after = await r.json()
+            assert after["parked"] is False and after["failures"] == 0 and after["error"] is None
+            assert await redis.llen(ConversationKey(cid).inbox) == 0
+            assert len(await _bot_texts(http, session)) > greeted
+            assert await (await http.get("/api/conversations", params={"parked": "1"}, headers=AUTH)).json() == \
+                {"conversations": [], "next_before": None}
+    finally:
+        await server.close()
+
+
+async def test_retry_can_discard_the_event_that_keeps_failing(redis: Redis, redis_url: str) -> None:
+    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "lock_ttl": 0.3, "park_after": 2})
+    async with open_services(cfg, start_hub=False) as svc:
+        worker = Worker(svc)
+        cid = "test:acct:poison-event"
+        await svc.conversations.deliver(cid, _msg("one", "p1"), dedupe_id="p1")
+        await svc.store.redis.rpush(ConversationKey(cid).inbox, b"\x00garbage")  # an event nobody can decode
+        await svc.conversations.deliver(cid, _msg("two", "p2"), dedupe_id="p2")
+
+        async def parked() -> bool:
+            return bool((await svc.store.meta(cid)).get("parked"))
+
+        await wait_for(parked, 10, what="parking", between=worker.recover)
+        assert await svc.store.redis.llen(ConversationKey(cid).inbox) == 2
+
+        assert await svc.conversations.retry(cid, skip=1, user="ayse") is True
+        state = codec.decode_state(await svc.store.state(cid) or b"")
+        assert state.run is not None and state.run.vars["seen"] == ["one", "two"]
+        log = [codec.unpack(b) for _, b in await svc.store.read_log(cid)]
+        assert any(e.get("event") == "discarded" and "ayse discarded 1 event" in e["text"] for e in log)
+        meta = await svc.store.meta(cid)
+        assert not meta.get("parked") and meta.get("failures", "0") == "0"
+
+
+async def test_recovery_is_not_starved_by_failing_conversations(redis: Redis, redis_url: str) -> None:
+    """Recovery used to read only the 100 oldest pending conversations of a shard: 100 that keep
+    failing stopped it for everybody. Now each failure moves its conversation later."""
+    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "lock_ttl": 30.0, "timer_shards": 1})
+    async with open_services(cfg, start_hub=False) as svc:
+        worker = Worker(svc)
+        pending = pending_key(0)
+        for i in range(120):  # failing conversations whose processors died long ago
+            cid = f"test:acct:bad-{i}"
+            await svc.store.redis.rpush(ConversationKey(cid).inbox, b"\x00garbage")
+            await svc.store.redis.zadd(pending, {cid: 1000.0 + i})
+        good = "test:acct:good"
+        pushed = await svc.store.push(good, codec.encode_event(_msg("hello", "g1")))
+        assert pushed.batch is not None  # its processor dies with the lock …
+        await svc.store.redis.delete(ConversationKey(good).lock)  # … which has expired since
+        await svc.store.redis.zadd(pending, {good: 5000.0})  # due, behind all the failing ones
+
+        for _ in range(3):
+            await worker.recover()
+        raw = await svc.store.state(good)
+        assert raw is not None and codec.decode_state(raw).run.vars["seen"] == ["hello"]  # type: ignore[union-attr]
+        assert await svc.store.redis.zcount(pending, "-inf", 1000.0 + 119) == 0  # every failing one moved on
+
+
+async def test_a_conversation_locked_by_a_live_processor_is_looked_at_again_later(redis: Redis, redis_url: str) -> None:
+    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "lock_ttl": 30.0, "timer_shards": 1})
+    async with open_services(cfg, start_hub=False) as svc:
+        cid = "test:acct:busy"
+        pushed = await svc.store.push(cid, codec.encode_event(_msg("hello", "b1")))
+        assert pushed.batch is not None  # held by a live processor
+        await svc.store.redis.zadd(pending_key(0), {cid: 1.0})
+        assert await Worker(svc).recover() == 0
+        score = await svc.store.redis.zscore(pending_key(0), cid)
+        assert score is not None and score > 1_000_000_000  # now + the lock TTL, no longer at the front
+
+
+async def test_a_name_with_control_characters_does_not_break_the_conversation(redis: Redis, redis_url: str) -> None:
+    """The search index kept name, phone and e-mail joined by \\x1f: a visitor's name holding one
+    crashed every save of the conversation."""
+    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t"})
+    async with open_services(cfg, start_hub=False) as svc:
+        cid = "test:acct:odd-name"
+        meta = {"channel": "test", "account": "acct", "name": "a\x1fb\x1fc\x00" + "x" * 100}
+        result = await svc.conversations.deliver(cid, _msg("hi", "n1"), dedupe_id="n1", meta=meta)
+        assert result.processed_here
+        result = await svc.conversations.deliver(cid, _msg("again", "n2"), dedupe_id="n2", meta={"name": "a\x1fz"})
+        assert result.processed_here
+        state = codec.decode_state(await svc.store.state(cid) or b"")
+        assert state.run is not None and state.run.vars["seen"] == ["hi", "again"]
+        assert (await svc.store.meta(cid)).get("failures", "0") == "0"
