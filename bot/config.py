@@ -163,6 +163,7 @@ class Config(_Frozen):
     redis_pool_timeout: float = Field(10.0, gt=0)  # … this long for a free connection, then fail
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"  # auto: uvloop when installed
     embedded_crm: EmbeddedCrmConfig = EmbeddedCrmConfig()
     smtp: SmtpConfig = SmtpConfig()
     actions: ActionsConfig = ActionsConfig()
@@ -185,6 +186,7 @@ _ENV_KEYS = {
     "SALESBOT_TIMER_POLL_INTERVAL": "timer_poll_interval",
     "SALESBOT_LOCK_TTL": "lock_ttl",
     "SALESBOT_LOG_LEVEL": "log_level",
+    "SALESBOT_EVENT_LOOP": "event_loop",
 }
 #: CRM secrets may come from the environment instead of the file (``[crm]`` keys).
 _CRM_ENV_KEYS = {"SALESBOT_CRM_TOKEN": "token", "SALESBOT_CRM_SECRET": "secret",

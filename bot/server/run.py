@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .. import logs
 from ..config import ConfigError, load_config
+from . import loops
 from .app import create_app
 from .keys import SERVICES
 
@@ -24,7 +25,13 @@ def serve(*, config_path: str | None, host: str | None, port: int | None, data_d
         sys.stderr.write(f"salesbot: {exc}\n")
         return 2
     logs.configure(config.log_level)
-    return asyncio.run(_serve(config, role, out))
+    try:
+        factory = loops.loop_factory(config.event_loop)
+    except ConfigError as exc:
+        sys.stderr.write(f"salesbot: {exc}\n")
+        return 2
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(_serve(config, role, out))
 
 
 async def _serve(config: "object", role: str, out: TextIO) -> int:
@@ -49,7 +56,7 @@ async def _serve(config: "object", role: str, out: TextIO) -> int:
     gc.freeze()
     base = f"http://{config.host}:{config.port}"
     store = f"embedded Redis, data in {config.data_dir}/redis" if services.embedded else "Redis at the configured URL"
-    lines = [f"salesbot is running ({role})", f"  store:      {store}"]
+    lines = [f"salesbot is running ({role}, {loops.loop_name()} event loop)", f"  store:      {store}"]
     if site is not None:
         lines += [f"  live chat:  {base}/chat/demo",
                   f"  dashboard:  {base}/live",

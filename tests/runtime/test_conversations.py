@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import json
 from pathlib import Path
@@ -13,6 +15,8 @@ from bot.runtime import codec
 from bot.runtime import events as ev
 from bot.server.services import Services, open_services
 from tests.waiting import wait_for
+
+pytestmark = pytest.mark.both_loops  # the server may run on uvloop: everything here runs on both
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -26,6 +26,8 @@ from bot.runtime.scripts import Lua, run_pipeline
 from tests.procs import stop_process
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.both_loops  # the server may run on uvloop: everything here runs on both
+
 
 def _with_db(url: str, db: int) -> str:
     parts = urlsplit(url)

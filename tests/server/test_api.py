@@ -154,3 +154,22 @@ async def test_flows_push_from_the_command_line(http: ClientSession, tmp_path: A
     lines = out.getvalue().splitlines()
     assert lines[0] == f"{good}: pinned version 1"
     assert lines[1] == f'{bad}: /start: unknown step "nowhere"'
+
+
+async def test_a_burst_of_reads_beyond_the_redis_pool_waits_instead_of_failing(http: ClientSession) -> None:
+    """The pool holds ``redis_max_connections`` (64): 300 concurrent transcript reads used to get
+    500 ("Too many connections") from redis-py's failing pool; now they wait their turn."""
+    import asyncio
+
+    from aiohttp import TCPConnector
+
+    r = await http.post("/chat/demo/messages", json={"session": "burst-session", "text": "hi"})
+    cid = (await r.json())["conversation"]
+    async with ClientSession(base_url=str(http._base_url), connector=TCPConnector(limit=0)) as wide:  # no client cap
+        async def read() -> int:
+            async with wide.get(f"/api/conversations/{cid}", headers=AUTH) as resp:
+                await resp.read()
+                return resp.status
+
+        statuses = await asyncio.gather(*(read() for _ in range(300)))
+    assert statuses.count(200) == 300, sorted(set(statuses))

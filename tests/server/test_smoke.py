@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import pytest
+
 from aiohttp import ClientSession
+
+pytestmark = pytest.mark.both_loops  # the server may run on uvloop: everything here runs on both
 
 
 async def test_livechat_roundtrip(http: ClientSession) -> None:
