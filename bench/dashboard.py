@@ -153,7 +153,8 @@ async def main(args: argparse.Namespace) -> int:
         ]
         with tempfile.TemporaryDirectory() as flows:
             config = load_config(env={}, overrides={"redis_url": url, "flows_dir": str(Path(flows)),
-                                                    "admin_token": TOKEN, "log_level": "WARNING"})
+                                                    "admin_token": TOKEN, "log_level": "WARNING",
+                                                    "limits": {"enabled": False}})
             app = create_app(config, role="web")
             srv = TestServer(app)
             await srv.start_server()

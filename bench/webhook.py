@@ -616,7 +616,8 @@ async def round_trips_in_process(kind: str, redis_url: str, flows_dir: Path, dat
 
             config = load_config(env={}, overrides={
                 "redis_url": redis_url, "flows_dir": str(flows_dir), "data_dir": str(data_dir),
-                "admin_token": "bench-in-process", "host": "127.0.0.1", "log_level": "WARNING"})
+                "admin_token": "bench-in-process", "host": "127.0.0.1", "log_level": "WARNING",
+                "limits": {"enabled": False}})  # one load generator is one client
             app = create_app(config, role="all")
             app.middlewares.append(_mark_request_middleware())
         else:
@@ -710,6 +711,8 @@ def start_server(kind: str, procs: Processes, redis_url: str, tmp: Path, flows_d
                     "SALESBOT_FLOWS_DIR": str(flows_dir), "SALESBOT_DATA_DIR": str(tmp / "data"),
                     "SALESBOT_HOST": "127.0.0.1"})
         cmd = [sys.executable, "-m", "bot.cli", "serve", "--role", "all", "--port", str(port)]
+        # One load generator is one client: the per-client limits ([limits]) would stop it.
+        (tmp / "salesbot.toml").write_text("[limits]\nenabled = false\n")
     else:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--baseline-server", str(port), redis_url]
     proc = procs.start(kind, cmd, env, log, cwd=tmp)

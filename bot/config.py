@@ -108,6 +108,29 @@ class MetaConversionsConfig(_Frozen):
     test_event_code: str | None = None
 
 
+class RateConfig(_Frozen):
+    """A token bucket: ``per_minute`` sustained, up to ``burst`` at once."""
+
+    per_minute: float = Field(gt=0, allow_inf_nan=False)
+    burst: int = Field(ge=1)
+
+
+class LimitsConfig(_Frozen):
+    """``[limits]``: per-client limits on what anyone may send without a token (429 with
+    ``Retry-After`` beyond them). Generous by default: a person never meets them, a script does.
+    Counted per process (each web process allows this much). See docs/security.md."""
+
+    enabled: bool = True
+    #: Proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` names the client.
+    trusted_proxies: list[str] = []
+    new_sessions_per_ip: RateConfig = RateConfig(per_minute=30, burst=20)
+    messages_per_session: RateConfig = RateConfig(per_minute=30, burst=15)
+    messages_per_ip: RateConfig = RateConfig(per_minute=300, burst=60)
+    ws_connects_per_ip: RateConfig = RateConfig(per_minute=60, burst=20)
+    public_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # pages, long polls, forms, …
+    auth_failures_per_ip: RateConfig = RateConfig(per_minute=20, burst=10)  # 401/403s: token guessing
+
+
 class CrmConfig(_Frozen):
     """``[crm]``: which CRM the flows' actions drive (see docs/crm.md).
 
@@ -169,6 +192,7 @@ class Config(_Frozen):
     actions: ActionsConfig = ActionsConfig()
     meta_conversions: MetaConversionsConfig = MetaConversionsConfig()
     crm: CrmConfig = CrmConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     def account(self, name: str) -> AccountConfig | None:
         return self.accounts.get(name)

@@ -24,7 +24,7 @@ from ..runtime import codec
 from ..runtime import events as ev
 from ..runtime.keys import conversation_id
 from ..server.http import error, json_body
-from ..server.keys import SERVICES
+from ..server.keys import LIMITS, SERVICES
 
 log = logging.getLogger("salesbot.channels.livechat")
 routes = web.RouteTableDef()
@@ -104,6 +104,8 @@ async def accept_message(request: web.Request, account: str, body: Any) -> tuple
     client_msg_id = body.get("client_msg_id")
     if not isinstance(session, str) or not _SESSION.match(session):
         return 400, {"error": {"code": "bad_session", "message": "session: 8-64 letters, digits, _ or -"}}
+    if (limited := request.app[LIMITS].message(request, session)) is not None:
+        return 429, limited.body()
     if text is None and payload is None:
         return 400, {"error": {"code": "bad_request", "message": "text or payload is required"}}
     if text is not None and (not isinstance(text, str) or len(text) > MAX_TEXT):
@@ -158,7 +160,8 @@ async def post_message(request: web.Request) -> web.Response:
     status, out = await accept_message(request, account, body)
     if status >= 400:
         log.info("livechat.rejected", extra={"reason": out["error"]["code"]})
-    return web.json_response(out, status=status)
+    headers = {"Retry-After": str(out["retry_after"])} if status == 429 else None
+    return web.json_response(out, status=status, headers=headers)
 
 
 def _reader(request: web.Request) -> tuple[str, int] | web.Response:

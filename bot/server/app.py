@@ -15,7 +15,8 @@ from ..config import Config
 from ..runtime.worker import Worker
 from . import api, crm_api, dashboard, kommo_webhooks, openapi, pages
 from .http import errors_middleware
-from .keys import SERVICES
+from .keys import LIMITS, SERVICES
+from .ratelimit import Limits
 from .services import Services, open_services
 
 log = logging.getLogger("salesbot.server")
@@ -23,7 +24,9 @@ log = logging.getLogger("salesbot.server")
 
 def create_app(config: Config, *, role: str = "all", services: Services | None = None) -> web.Application:
     """The app for ``role`` ``all`` or ``web`` (``worker`` runs no HTTP routes but health)."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=2 * 1024 * 1024)
+    limits = Limits(config.limits)  # outermost: it sees the 401s the error middleware makes
+    app = web.Application(middlewares=[limits.middleware(), errors_middleware], client_max_size=2 * 1024 * 1024)
+    app[LIMITS] = limits
     app.add_routes(api.routes)
     app.add_routes(crm_api.routes)
     app.add_routes(openapi.routes)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from .ratelimit import Limits
     from .services import Services
 
 SERVICES: web.AppKey["Services"] = web.AppKey("services")
+LIMITS: web.AppKey["Limits"] = web.AppKey("limits")
