@@ -347,3 +347,53 @@ def test_watch_take_over_reply_and_hand_back(deployment: Deployment, pages: Page
             page.screenshot(path=str(ARTIFACTS / f"FAILED-{deployment.name}-{i}.png"), full_page=True)
         print(deployment.output())
         raise
+
+
+def test_a_parked_conversation_is_shown_with_its_error_and_retried(deployment: Deployment, pages: Pages,
+                                                                   redis_url: str) -> None:
+    import redis as sync_redis
+
+    from bot.runtime import codec
+    from bot.runtime import events as ev
+
+    support = pages.open(deployment.support_url, 1280, 800)
+    client = sync_redis.Redis.from_url(redis_url)
+    try:
+        session = f"parked-{deployment.name}"
+        req = urllib.request.Request(f"{deployment.customer_url}/chat/demo/messages", method="POST",
+                                     data=json.dumps({"session": session, "text": "hello"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            cid = json.loads(r.read())["conversation"]
+        meta = f"sb:c:{{{cid}}}:meta"
+        deadline = time.monotonic() + 10
+        while not client.hget(meta, "bot") and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the greeting's save, bounded
+        # What a conversation looks like once its processing failed five times in a row.
+        client.hset(meta, mapping={"parked": str(time.time()), "failures": "5",
+                                   "error": "FormatError: the saved state cannot be read"})
+        client.zadd("sb:parked", {cid: time.time()})
+        client.rpush(f"sb:c:{{{cid}}}:inbox", codec.encode_event(ev.InboundMessage(text="is anyone there?")))
+
+        sign_in(support, *AYSE)
+        support.locator("#parked-filter").check()
+        expect(row(support, cid)).to_be_visible()
+        expect(row(support, cid).locator(".flag")).to_have_text("Parked")
+        row(support, cid).click()
+        banner = support.locator("#parked-banner")
+        expect(banner).to_be_visible()
+        expect(banner).to_contain_text("Parked after 5 failed attempts:")
+        expect(banner).to_contain_text("FormatError: the saved state cannot be read")
+        support.screenshot(path=str(ARTIFACTS / f"{deployment.name}-09-parked.png"))
+        support.locator("#btn-retry").click()
+        expect(banner).to_be_hidden()
+        expect(support.locator("#notice")).to_contain_text("Retried")
+        expect(support.locator("#transcript li.entry.role-user .text").last).to_have_text("is anyone there?")
+        assert client.hget(meta, "parked") is None and client.llen(f"sb:c:{{{cid}}}:inbox") == 0
+        assert pages.errors == [], f"JavaScript errors: {pages.errors}"
+    except BaseException:
+        support.screenshot(path=str(ARTIFACTS / f"FAILED-{deployment.name}-parked.png"), full_page=True)
+        print(deployment.output())
+        raise
+    finally:
+        client.close()

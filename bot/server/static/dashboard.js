@@ -15,7 +15,7 @@
   var PAGE = 50;
   var S = {
     token: null, me: null, role: null, bots: [], channels: [],
-    filters: { status: "", channel: "", bot: "", waiting: false, q: "" },
+    filters: { status: "", channel: "", bot: "", waiting: false, parked: false, q: "" },
     rows: {},            // cid -> summary shown in the list
     nextBefore: null,
     selected: null,      // cid of the open conversation
@@ -186,6 +186,7 @@
     if (f.channel) p.set("channel", f.channel);
     if (f.bot) p.set("bot", f.bot);
     if (f.waiting) p.set("waiting", "1");
+    if (f.parked) p.set("parked", "1");
     if (f.q) p.set("q", f.q);
     if (before) p.set("before", String(before));
     return "/api/conversations?" + p.toString();
@@ -221,6 +222,7 @@
     if (f.channel && s.channel !== f.channel) return false;
     if (f.bot && s.bot !== f.bot) return false;
     if (f.waiting && !s.waiting) return false;
+    if (f.parked && !s.parked) return false;
     if (f.q && !matchesQuery(s, f.q)) return false;
     return true;
   }
@@ -282,8 +284,8 @@
     var who = p ? (p.role === "user" ? "" : p.role === "bot" ? "Bot: " : "Support: ") : "";
     prev.textContent = p ? who + p.text : (s.last_message || "");
     var flag = li.querySelector(".flag");
-    flag.textContent = s.waiting ? "Waiting" : (s.unanswered ? "Unanswered" : "");
-    flag.className = "flag" + (s.waiting ? " waiting" : s.unanswered ? " unanswered" : "");
+    flag.textContent = s.parked ? "Parked" : s.waiting ? "Waiting" : (s.unanswered ? "Unanswered" : "");
+    flag.className = "flag" + (s.parked ? " parked" : s.waiting ? " waiting" : s.unanswered ? " unanswered" : "");
     li.dataset.status = s.status;
     li.dataset.owner = ownerKind(s);
     li.classList.toggle("active", s.id === S.selected);
@@ -460,6 +462,12 @@
     $("btn-send").disabled = !me;
     reply.placeholder = me ? "Reply to " + name + "… (Enter sends, Shift+Enter for a new line)" :
       other ? (d.owner_user || "Someone") + " has this conversation" : "Take over to reply";
+    var banner = $("parked-banner");
+    banner.hidden = !d.parked;
+    if (d.parked) {
+      $("parked-title").textContent = "Parked after " + d.failures + " failed attempt" + (d.failures === 1 ? "" : "s") + ":";
+      $("parked-error").textContent = (d.error || "unknown error") + ". New messages wait until someone retries.";
+    }
     var row = $("conversations").querySelector('li.conv[data-cid="' + CSS.escape(d.id) + '"]');
     if (row) { S.rows[d.id] = Object.assign({}, S.rows[d.id] || {}, summaryOf(d)); fillRow(row, S.rows[d.id]); }
   }
@@ -789,6 +797,7 @@
     $("channel-filter").addEventListener("change", function () { S.filters.channel = this.value; loadList(false); });
     $("bot-filter").addEventListener("change", function () { S.filters.bot = this.value; loadList(false); });
     $("waiting-filter").addEventListener("change", function () { S.filters.waiting = this.checked; loadList(false); });
+    $("parked-filter").addEventListener("change", function () { S.filters.parked = this.checked; loadList(false); });
     var searchTimer = null;
     $("search").addEventListener("input", function () {
       var v = this.value;
@@ -805,6 +814,15 @@
         .then(function (res) { if (res && res.status === 202) $("release-step").value = ""; });
     });
     $("btn-stop").addEventListener("click", function () { act("/stop", undefined, "The bot was stopped."); });
+    function retried(res) {
+      if (res && res.status === 202 && S.detail) { setDetail(Object.assign({}, S.detail, res.body)); }
+    }
+    $("btn-retry").addEventListener("click", function () {
+      act("/retry", {}, "Retried: the waiting events were handled again.").then(retried);
+    });
+    $("btn-retry-skip").addEventListener("click", function () {
+      act("/retry", { skip: 1 }, "The oldest waiting event was discarded and the rest handled.").then(retried);
+    });
     $("start-bot").addEventListener("change", function () { $("btn-start").disabled = !this.value; });
     $("btn-start").addEventListener("click", function () {
       var bot = $("start-bot").value;
