@@ -374,7 +374,10 @@ class ConversationStore:
                                         args=[token, error[:500], f"{now:.3f}", park_after, self.ttl]))
         pending = k.pending_key(k.shard_of(cid, self.shards))
         if failures >= park_after:
-            await self.redis.pipeline(transaction=False).zrem(pending, cid).zadd(k.parked_key(), {cid: now}).execute()
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrem(pending, cid)
+            pipe.zadd(k.parked_key(), {cid: now})
+            await pipe.execute()
             return failures, True
         retry_in = min(self.lock_ttl_ms / 30_000 * 2.0 ** (failures - 1), self.lock_ttl_ms / 1000)
         await self.redis.zadd(pending, {cid: now + retry_in})

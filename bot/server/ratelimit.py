@@ -139,9 +139,8 @@ class Limits:
         if not self.enabled:
             return None
         ip = self.client(request)
-        if session not in self._sessions:
-            if (limited := self.take("new_sessions_per_ip", ip)) is not None:
-                return limited
+        if session not in self._sessions and (limited := self.take("new_sessions_per_ip", ip)) is not None:
+            return limited
         self._sessions[session] = None
         self._sessions.move_to_end(session)
         if len(self._sessions) > MAX_KEYS:
