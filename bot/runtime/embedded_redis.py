@@ -342,17 +342,21 @@ class EmbeddedRedis:
         await asyncio.to_thread(self.stop)
 
     # ------------------------------------------------------------------ supervision
-    def supervise(self, interval: float = 0.5) -> asyncio.Task[None]:
-        """Start watching the child (a task; it fails with ``EmbeddedRedisError`` on giving up)."""
+    def supervise(self, interval: float = 0.5, *, max_restarts: int = MAX_RESTARTS,
+                  backoff: float = 0.5) -> asyncio.Task[None]:
+        """Start watching the child: a task that restarts it when it dies and fails with
+        ``EmbeddedRedisError`` after ``max_restarts`` restarts within ``RESTART_WINDOW``
+        (a failed restart is retried after ``backoff`` seconds, doubling up to 8 s)."""
         if self._supervisor is None:
-            self._supervisor = asyncio.create_task(self._watch(interval), name="embedded-redis")
+            self._supervisor = asyncio.create_task(self._watch(interval, max_restarts, backoff),
+                                                   name="embedded-redis")
         return self._supervisor
 
     @property
     def supervisor(self) -> asyncio.Task[None] | None:
         return self._supervisor
 
-    async def _watch(self, interval: float) -> None:
+    async def _watch(self, interval: float, max_restarts: int, backoff: float) -> None:
         restarts: collections.deque[float] = collections.deque()
         while True:
             await asyncio.sleep(interval)
@@ -365,7 +369,7 @@ class EmbeddedRedis:
                 now = time.monotonic()
                 while restarts and now - restarts[0] > RESTART_WINDOW:
                     restarts.popleft()
-                if len(restarts) >= MAX_RESTARTS:
+                if len(restarts) >= max_restarts:
                     raise EmbeddedRedisError(
                         f"the embedded redis-server failed {len(restarts) + 1} times within "
                         f"{RESTART_WINDOW:.0f} s; giving up (see {self._log_hint()})")
@@ -374,7 +378,7 @@ class EmbeddedRedis:
                     await self.astart()
                 except EmbeddedRedisError as exc:
                     log.error("store.embedded_restart_failed", extra={"error": str(exc)})
-                    await asyncio.sleep(min(8.0, 0.5 * 2 ** len(restarts)))
+                    await asyncio.sleep(min(8.0, backoff * 2 ** (len(restarts) - 1)))
                     continue
                 log.warning("store.embedded_restarted", extra={"pid": self.process.pid if self.process else None})
                 break
