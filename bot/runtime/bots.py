@@ -195,7 +195,7 @@ class BotRegistry:
                 resync = True
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def _listen(self, stop: asyncio.Event, resync: bool) -> None:

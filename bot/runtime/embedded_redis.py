@@ -228,7 +228,7 @@ class EmbeddedRedis:
                              os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
                 self._log = os.fdopen(fd, "a+b")
             else:
-                self._log = tempfile.TemporaryFile()
+                self._log = tempfile.TemporaryFile()  # noqa: SIM115 - open while the child runs
         self._log_start = self._log.seek(0, os.SEEK_END)
 
     def _spawn(self) -> None:
@@ -238,7 +238,8 @@ class EmbeddedRedis:
         preexec = functools.partial(_die_with_parent, os.getpid()) if _LIBC is not None else None
         self.process = subprocess.Popen(
             self._args(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log,
-            umask=0o077, preexec_fn=preexec, start_new_session=True)  # Ctrl-C: the server stops it
+            umask=0o077, preexec_fn=preexec,  # noqa: PLW1509 - only prctl and getppid run in it
+            start_new_session=True)  # Ctrl-C: the server stops it
         assert self.process.stdin is not None
         config = f"requirepass {self._password}\n" if self._password else ""
         with contextlib.suppress(BrokenPipeError):

@@ -11,7 +11,6 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreFull
-
 from .auth import Principal
 from .keys import SERVICES
 

@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 
@@ -76,12 +76,12 @@ async def _serve(config: "object", role: str, out: TextIO) -> int:
     return code
 
 
-async def _until_stopped(stop: asyncio.Event, supervisor: "asyncio.Task[None] | None") -> int:
+async def _until_stopped(stop: asyncio.Event, supervisor: asyncio.Task[None] | None) -> int:
     """Until a signal (exit code 0) or the embedded Redis's supervision gives up (1)."""
     stopped = asyncio.ensure_future(stop.wait())
-    waits: set[asyncio.Future[object]] = {stopped}  # type: ignore[arg-type]
+    waits: list[asyncio.Future[Any]] = [stopped]
     if supervisor is not None:
-        waits.add(supervisor)  # type: ignore[arg-type]
+        waits.append(supervisor)
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
     if supervisor is not None and supervisor.done() and not supervisor.cancelled():
