@@ -84,12 +84,18 @@ def free_port() -> int:
 
 
 def default_maxmemory() -> int:
-    """A quarter of the machine's memory (1 GiB when it cannot be read)."""
+    """A quarter of the memory this process may use: the machine's, or its container's (cgroup)
+    limit when lower; 1 GiB when neither can be read."""
+    limits = []
     try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
-        return 1 << 30
-    return max(64 << 20, total // 4) if total > 0 else 1 << 30
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            limits.append(int(Path(path).read_text().strip()))  # "max": no limit (ValueError)
+    limits = [n for n in limits if 0 < n < 1 << 60]
+    return max(64 << 20, min(limits) // 4) if limits else 1 << 30
 
 
 def _die_with_parent(parent: int) -> None:

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import redis as redis_client
 
-from bot.runtime.embedded_redis import EmbeddedRedis, EmbeddedRedisError, redis_server_binary
+from bot.runtime.embedded_redis import (EmbeddedRedis, EmbeddedRedisError, default_maxmemory,
+                                        redis_server_binary)
 from tests.procs import Proc, free_port, salesbot
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -209,6 +211,10 @@ def test_data_dir_is_private_and_redis_requires_the_password(tmp_path: Path) -> 
             assert s.recv(100).startswith(b"-NOAUTH")
         password = (data / "redis" / "password").read_text().strip()
         assert len(password) >= 32
+        with redis_client.Redis(port=port, password=password) as client:  # maxmemory, no eviction
+            config = client.config_get("maxmemory*")
+            assert config["maxmemory-policy"] == "noeviction"
+            assert 0 < int(config["maxmemory"]) <= default_maxmemory()
         _request("GET", server.url + "/healthz")
         first_password = password
     # Reused on the next start; never printed or logged.
