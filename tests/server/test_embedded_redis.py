@@ -23,8 +23,12 @@ from typing import Any, TypeVar
 import pytest
 import redis as redis_client
 
-from bot.runtime.embedded_redis import (EmbeddedRedis, EmbeddedRedisError, default_maxmemory,
-                                        redis_server_binary)
+from bot.runtime.embedded_redis import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    default_maxmemory,
+    redis_server_binary,
+)
 from tests.procs import Proc, free_port, salesbot
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
