@@ -30,6 +30,7 @@ import fcntl
 import functools
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -225,8 +226,10 @@ class EmbeddedRedis:
     def _prepare(self) -> None:
         """Everything before the spawn that touches the disk (runs off the event loop)."""
         if self.persist:
+            assert self.data_dir is not None
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._take_lock()  # before anything else is touched: the data dir may be another's
             self._prepare_dir()
-            self._take_lock()
             self._stop_stale()
         if self._log is None:
             if self.persist:
@@ -410,6 +413,8 @@ def _read_or_create_secret(path: Path) -> str:
         text = ""
     if text:
         os.chmod(path, 0o600)
+        if not re.fullmatch(r"[A-Za-z0-9._~-]+", text):  # it goes into a URL and Redis's config
+            raise EmbeddedRedisError(f"{path}: the password may hold only letters, digits and ._~-")
         return text
     secret = secrets.token_urlsafe(32)
     _write_private(path, secret + "\n")
