@@ -435,10 +435,10 @@ def _is_our_redis(pid: int, redis_dir: Path) -> bool:
     """Whether ``pid`` is a live redis-server working in ``redis_dir`` (not a reused pid)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone, or another user's: not ours
         return False
-    except PermissionError:
-        return False  # another user's process: not ours
+    if not _running(pid):
+        return False
     proc = Path(f"/proc/{pid}")
     if proc.is_dir():  # Linux: redis-server chdirs to its --dir
         with contextlib.suppress(OSError):
@@ -450,12 +450,23 @@ def _is_our_redis(pid: int, redis_dir: Path) -> bool:
     return "redis-server" in out
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited process nobody reaped yet, a zombie, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             return True
         time.sleep(0.02)  # polling another process's exit, bounded (never on the event loop)
     return False
