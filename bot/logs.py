@@ -14,6 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .errors import StoreFull
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "api_key", "apikey")
 
@@ -43,7 +45,7 @@ class OutageFilter(logging.Filter):
     with ``suppressed=N`` counting the lines left out since. Other records pass untouched.
 
     A record is an outage one when its exception is a Redis connection, timeout or
-    out-of-memory error, or when it was logged with ``extra={"_outage": True}``.
+    out-of-memory error or ``StoreFull``, or when it was logged with ``extra={"_outage": True}``.
     """
 
     def __init__(self, window: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -75,7 +77,7 @@ class OutageFilter(logging.Filter):
 
 
 def _is_outage(exc: BaseException | None) -> bool:
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError)):
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, StoreFull)):
         return True
     return isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc)
 

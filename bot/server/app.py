@@ -14,7 +14,7 @@ from ..channels import livechat, webhooks
 from ..config import Config
 from ..runtime.worker import Worker
 from . import api, crm_api, dashboard, kommo_webhooks, openapi, pages
-from .http import errors_middleware
+from .http import errors_middleware, mark_prepared
 from .keys import SERVICES
 from .services import Services, open_services
 
@@ -24,6 +24,7 @@ log = logging.getLogger("salesbot.server")
 def create_app(config: Config, *, role: str = "all", services: Services | None = None) -> web.Application:
     """The app for ``role`` ``all`` or ``web`` (``worker`` runs no HTTP routes but health)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=2 * 1024 * 1024)
+    app.on_response_prepare.append(mark_prepared)  # errors_middleware: too late for a 503
     app.add_routes(api.routes)
     app.add_routes(crm_api.routes)
     app.add_routes(openapi.routes)

@@ -55,10 +55,19 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except HttpError as exc:
         return exc.response
     except (StoreFull, RedisError) as exc:
-        response = store_unavailable(request, exc)
-        if response is None:
+        response = None if request.get(_PREPARED) else store_unavailable(request, exc)
+        if response is None:  # another Redis error, or a stream already under way: as before
             raise
         return response
+
+
+_PREPARED = web.RequestKey("salesbot.response_prepared", bool)
+
+
+async def mark_prepared(request: web.Request, _response: web.StreamResponse) -> None:
+    """``on_response_prepare``: a handler that already started its response (a stream, a
+    WebSocket) cannot be answered with an error any more."""
+    request[_PREPARED] = True
 
 
 def store_unavailable(request: web.Request, exc: StoreFull | RedisError) -> web.Response | None:
