@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from .errors import SalesbotError
 
@@ -168,6 +168,10 @@ class Config(_Frozen):
 
     redis_url: str | None = None
     data_dir: Path = Path(".salesbot")
+    #: The embedded Redis's maxmemory ("512MiB", bytes; 0: none). None: a quarter of the RAM.
+    redis_maxmemory: ByteSize | None = None
+    #: Above this share of Redis's maxmemory, new conversations are refused (503).
+    memory_high_water: float = Field(0.9, gt=0, le=1)
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = None
@@ -201,6 +205,7 @@ class Config(_Frozen):
 _ENV_KEYS = {
     "SALESBOT_REDIS_URL": "redis_url",
     "SALESBOT_DATA_DIR": "data_dir",
+    "SALESBOT_REDIS_MAXMEMORY": "redis_maxmemory",
     "SALESBOT_HOST": "host",
     "SALESBOT_PORT": "port",
     "SALESBOT_PUBLIC_URL": "public_url",

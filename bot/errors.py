@@ -15,8 +15,10 @@ Every error the project raises on purpose derives from ``SalesbotError``::
     │   └── CrmTemporary           retry later
     │       ├── CrmUnavailable
     │       └── CrmRateLimited     carries retry_after (seconds)
-    └── ActionFailed               (bot.runtime.actions) an outward action failed: the step's `failed`
-        └── ActionRefused          the target is not allowed (private address, not configured, …)
+    ├── ActionFailed               (bot.runtime.actions) an outward action failed: the step's `failed`
+    │   └── ActionRefused          the target is not allowed (private address, not configured, …)
+    └── StoreFull                  (bot.runtime.memoryguard) Redis is near maxmemory: no new
+                                   conversations for now; carries retry_after (seconds)
 
 Errors carry structured fields so callers never parse messages.
 """
@@ -114,3 +116,12 @@ class ActionFailed(SalesbotError):
 
 class ActionRefused(ActionFailed):
     """The action may not run: a private webhook address, nobody to e-mail, not configured."""
+
+
+class StoreFull(SalesbotError):
+    """Redis is close to its ``maxmemory``: new conversations are refused for now (HTTP 503)."""
+
+    def __init__(self, message: str = "the store is nearly full: no new conversations for now", *,
+                 retry_after: int = 5) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -8,6 +8,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import StoreFull
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "api_key", "apikey")
@@ -32,9 +39,53 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class OutageFilter(logging.Filter):
+    """While the store is down every loop and request fails the same way, many times a second:
+    one line per (logger, event, error type) every ``window`` seconds, without the traceback,
+    with ``suppressed=N`` counting the lines left out since. Other records pass untouched.
+
+    A record is an outage one when its exception is a Redis connection, timeout or
+    out-of-memory error or ``StoreFull``, or when it was logged with ``extra={"_outage": True}``.
+    """
+
+    def __init__(self, window: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window = window
+        self._clock = clock
+        self._seen: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not (_is_outage(exc) or getattr(record, "_outage", False)):
+            return True
+        now = self._clock()
+        key = (record.name, str(record.msg), type(exc).__name__ if exc is not None else "")
+        last, left_out = self._seen.get(key, (float("-inf"), 0))
+        if now - last < self.window:
+            self._seen[key] = (last, left_out + 1)
+            return False
+        if len(self._seen) > 1000:  # event names are a fixed set; this only bounds a surprise
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if exc is not None:
+            record.error = f"{type(exc).__name__}: {exc}"
+            record.exc_info = None
+            record.exc_text = None
+        if left_out:
+            record.suppressed = left_out
+        return True
+
+
+def _is_outage(exc: BaseException | None) -> bool:
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, StoreFull)):
+        return True
+    return isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc)
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter())
+    handler.addFilter(OutageFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ..builder.compiled import CompiledFlow
 from ..builder.validate import check_document
@@ -183,10 +184,26 @@ class BotRegistry:
                 await self.ensure(callee)
 
     async def listen(self, stop: asyncio.Event) -> None:
-        """Follow other processes' uploads and activations until ``stop`` is set."""
+        """Follow other processes' uploads and activations until ``stop`` is set; a lost
+        connection (Redis restarting) is retried, then every bot reloaded (changes missed)."""
+        resync = False
+        while not stop.is_set():
+            try:
+                await self._listen(stop, resync)
+            except (RedisError, OSError):
+                log.warning("bot.listen_reconnect", exc_info=True)  # rate-limited while it lasts
+                resync = True
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+
+    async def _listen(self, stop: asyncio.Event, resync: bool) -> None:
         pubsub = self.redis.pubsub()
-        await pubsub.subscribe(CHANGED_CHANNEL)
         try:
+            await pubsub.subscribe(CHANGED_CHANNEL)
+            if resync:
+                await self.refresh()
             while not stop.is_set():
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if msg and msg.get("type") == "message":

@@ -28,6 +28,7 @@ from . import effects as fx
 from . import events as ev
 from .driver import Driver
 from .flows import FlowSource
+from .memoryguard import MemoryGuard
 from .metrics import Metrics
 from .state import ConversationState
 from .store import Batch, ConversationStore, SaveRequest
@@ -87,6 +88,9 @@ Clock = Callable[[], float]
 
 
 class ConversationService:
+    #: Set by the services when Redis has a maxmemory: refuses new conversations near it.
+    memory_guard: MemoryGuard | None = None
+
     def __init__(
         self,
         *,
@@ -125,6 +129,8 @@ class ConversationService:
                       meta: Mapping[str, str] | None = None,
                       entry_extra: Mapping[str, Any] | None = None) -> DeliverResult:
         """Queue an event for a conversation; process it here if no other process is."""
+        if self.memory_guard is not None and self.memory_guard.high:
+            await self.memory_guard.admit(cid)  # StoreFull for a new conversation
         payload = codec.encode_event(event)
         if entry_extra:  # the envelope every version reads (a new field would stop older processes)
             payload = codec.pack({"event": payload, "extra": dict(entry_extra)})

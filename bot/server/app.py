@@ -14,7 +14,7 @@ from ..channels import livechat, webhooks
 from ..config import Config
 from ..runtime.worker import Worker
 from . import api, crm_api, dashboard, kommo_webhooks, openapi, pages
-from .http import errors_middleware
+from .http import errors_middleware, mark_prepared
 from .keys import LIMITS, SERVICES
 from .ratelimit import Limits
 from .services import Services, open_services
@@ -27,6 +27,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     limits = Limits(config.limits)  # outermost: it sees the 401s the error middleware makes
     app = web.Application(middlewares=[limits.middleware(), errors_middleware], client_max_size=2 * 1024 * 1024)
     app[LIMITS] = limits
+    app.on_response_prepare.append(mark_prepared)  # errors_middleware: too late for a 503
     app.add_routes(api.routes)
     app.add_routes(crm_api.routes)
     app.add_routes(openapi.routes)

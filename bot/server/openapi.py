@@ -211,7 +211,10 @@ PATHS: dict[str, dict[str, Any]] = {
     "/chat/static/{name}": {"get": _op("The widget's script and style", {"200": {"description": "asset"}, "404": _json(_ERROR)}, params=[_p("name")])},
     "/chat/{account}/ws": {"get": _op("The widget's WebSocket (?session=S&after=N)", {"101": {"description": "Switching protocols"}}, params=[_ACCOUNT, _p("session", "query", required=True), _p("after", "query", {"type": "integer"})])},
     "/chat/{account}/messages": {
-        "post": _op("A customer's message", {"202": _json(_ref("ChatAccepted")), "400": _json(_ERROR), "404": _json(_ERROR)}, body=_ref("ChatMessageIn"), params=[_ACCOUNT]),
+        "post": _op("A customer's message", {"202": _json(_ref("ChatAccepted")), "400": _json(_ERROR), "404": _json(_ERROR),
+                                             "503": _json(_ERROR, "store_full: a new conversation while Redis is near maxmemory; "
+                                                                  "store_unavailable: Redis unreachable (Retry-After)")},
+                    body=_ref("ChatMessageIn"), params=[_ACCOUNT]),
         "get": _op("Long poll: transcript entries after N", {"200": _json(_ref("ChatMessages")), "400": _json(_ERROR)}, params=[
             _ACCOUNT, _p("session", "query", required=True), _p("after", "query", {"type": "integer"}), _p("wait", "query", {"type": "number", "maximum": 60})]),
     },

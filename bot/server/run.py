@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 
 from .. import logs
 from ..config import ConfigError, load_config
+from ..runtime.embedded_redis import EmbeddedRedisError
 from . import loops
 from .app import create_app
 from .keys import SERVICES
+
+log = logging.getLogger("salesbot.server")
 
 
 def serve(*, config_path: str | None, host: str | None, port: int | None, data_dir: str | None,
@@ -40,7 +44,11 @@ async def _serve(config: "object", role: str, out: TextIO) -> int:
     assert isinstance(config, Config)
     app = create_app(config, role=role)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_grace)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except EmbeddedRedisError as exc:  # e.g. another server owns the data dir: one clear line
+        sys.stderr.write(f"salesbot: {exc}\n")
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -68,8 +76,24 @@ async def _serve(config: "object", role: str, out: TextIO) -> int:
         lines.append(f"  bots:       {', '.join(services.loaded_flows)}")
     out.write("\n".join(lines) + "\n")
     out.flush()
-    await stop.wait()
+    code = await _until_stopped(stop, services.embedded.supervisor if services.embedded else None)
     out.write("salesbot: shutting down (finishing in-flight work)\n")
     out.flush()
     await runner.cleanup()
+    return code
+
+
+async def _until_stopped(stop: asyncio.Event, supervisor: asyncio.Task[None] | None) -> int:
+    """Until a signal (exit code 0) or the embedded Redis's supervision gives up (1)."""
+    stopped = asyncio.ensure_future(stop.wait())
+    waits: list[asyncio.Future[Any]] = [stopped]
+    if supervisor is not None:
+        waits.append(supervisor)
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if supervisor is not None and supervisor.done() and not supervisor.cancelled():
+        exc = supervisor.exception()
+        if exc is not None:
+            log.error("store.embedded_gave_up", extra={"error": str(exc)})
+            return 1
     return 0

@@ -25,7 +25,8 @@ from ..errors import FlowInvalid, FlowLoadError
 from ..runtime.bots import BotRegistry
 from ..runtime.conversations import ConversationService
 from ..runtime.driver import Driver
-from ..runtime.embedded_redis import EmbeddedRedis
+from ..runtime.embedded_redis import EmbeddedRedis, default_maxmemory
+from ..runtime.memoryguard import MemoryGuard
 from ..runtime.resp import RespClient
 from ..runtime.livehub import LiveHub
 from ..runtime.metrics import Metrics
@@ -71,6 +72,7 @@ class Services:
     directory: CrmDirectory | None = None  # the embedded CRM's people-facing side (/api/crm)
     outward: OutwardActions | None = None  # send_webhook, send_email, create_form, meta_conversion
     crm_outbox: CrmOutbox | None = None  # CRM commands waiting out a temporary failure (worker retries)
+    memory: MemoryGuard | None = None  # refuses new conversations near Redis's maxmemory
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -107,8 +109,11 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
     embedded = None
     url = config.redis_url
     if not url:
-        embedded = EmbeddedRedis(config.data_dir, persist=True)
+        maxmemory = default_maxmemory() if config.redis_maxmemory is None else int(config.redis_maxmemory)
+        embedded = EmbeddedRedis(config.data_dir, persist=True, maxmemory=maxmemory)
+        stack.push_async_callback(embedded.astop)  # also when the start fails (the data dir lock)
         url = await embedded.astart()
+        embedded.supervise()  # restarts it if it dies (run.py exits when it gives up)
     # No client-side retries: a retried script (save) whose first run did happen would trim
     # unprocessed events or queue messages twice. Failures surface and the work is redone safely.
     # A blocking pool: a burst beyond ``redis_max_connections`` waits for a free connection
@@ -146,6 +151,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         driver = Driver(bots, requests)
         conversations = ConversationService(store=store, flows=bots, driver=driver, crm=crm,
                                             router=_Router(), metrics=metrics, park_after=config.park_after)
+        memory = MemoryGuard(redis, high_water=config.memory_high_water)
+        memory.start()  # reads INFO memory now and every few seconds
+        stack.push_async_callback(memory.stop)
+        conversations.memory_guard = memory
         hub = LiveHub(redis)
         admin = config.admin_token.get_secret_value() if config.admin_token else None
         if admin is None:
@@ -185,7 +194,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                         on_sent=sent, max_attempts=config.outbox_max_attempts)
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,
-                            directory=directory, outward=outward, crm_outbox=crm_outbox)
+                            directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         await bots.refresh()
@@ -198,8 +207,6 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                 await hub.stop()
     finally:
         await redis.aclose()
-        if embedded is not None:
-            await embedded.astop()
 
 
 async def _embedded_admin_token(redis: Redis, config: Config) -> str:
