@@ -344,7 +344,9 @@ class MetaMessagingAdapter:
         return bool(sender) and (sender == entry_id or sender in self._own_ids)
 
     def _messaging(self, event: dict[str, Any], entry_id: str) -> Iterable[Inbound]:
-        sender = str((event.get("sender") or {}).get("id") or "")
+        sender = (event.get("sender") or {}).get("id") or ""
+        if not isinstance(sender, str):  # Meta sends ids as strings
+            raise MalformedWebhook("the sender id is not a string")
         at = seconds(event.get("timestamp")) or time.time()
         if "message" in event:
             msg = event["message"]

@@ -121,10 +121,10 @@ class WhatsAppAdapter:
             yield from readable_items(self.name, partial(self._status, status))
 
     def _message(self, msg: dict[str, Any], names: Mapping[str, Any]) -> Iterable[Inbound]:
-        sender = str(msg.get("from") or msg.get("from_user_id") or "")
+        sender = msg.get("from") or msg.get("from_user_id") or ""
         mid = msg.get("id")
         kind = msg.get("type")
-        if not sender or not mid:
+        if not sender or not mid or not isinstance(sender, str):  # Meta sends ids as strings
             raise MalformedWebhook("a message without from or id")
         text = ""
         payload: str | None = None
