@@ -16,8 +16,21 @@ from redis.asyncio import Redis
 from bot.runtime.keys import conversation_id
 from tests.rawhttp import raw_request
 
-from .fakes.graph import (APP_SECRET, GraphFake, Harness, dumps, ig_dm, instagram_account, running_app,
-                          sign, wa_message, wa_text, wa_webhook, whatsapp_account, write_flows)
+from .fakes.graph import (
+    APP_SECRET,
+    GraphFake,
+    Harness,
+    dumps,
+    ig_dm,
+    instagram_account,
+    running_app,
+    sign,
+    wa_message,
+    wa_text,
+    wa_webhook,
+    whatsapp_account,
+    write_flows,
+)
 from .fakes.telegram import FakeTelegram, text_update
 from .test_telegram import SECRET, TOKEN, running
 
@@ -154,6 +167,6 @@ async def test_telegram_secret_with_bad_bytes_chat_id_1e400_and_deep_json_are_4x
             update["message"]["from"]["first_name"] = "Ana\x1f\x00"
             update["message"]["chat"]["first_name"] = "Ana\x1f\x00"
             assert await h.post(update) == 200
-            [hello] = await h.wait_sent(4302, 1)
+            await h.wait_sent(4302, 1)
             assert (await h.services.store.meta("telegram:tg:4302"))["name"] == "Ana"
     assert tracebacks(caplog) == []
