@@ -13,6 +13,7 @@ from aiohttp import web
 from jinja2 import Environment
 
 from ..errors import CrmRejected, CrmTemporary
+from ..inputs import clean_text
 from ..runtime.actions import OutwardActions
 from ..runtime.forms import FormAlreadySent, FormError
 from .keys import SERVICES
@@ -115,7 +116,7 @@ async def submit_form(request: web.Request) -> web.Response:
         return page("Thank you!", status=410, message="This form has been sent already. Thank you!")
     posted = await request.post()
     fields = forms.fields(record)
-    values = {f.name: str(posted.get(f.name, ""))[:2000] for f in fields}
+    values = {f.name: clean_text(str(posted.get(f.name, "")), f.name, limit=2000) for f in fields}
     try:
         await forms.submit(token, record, values)
     except FormAlreadySent:

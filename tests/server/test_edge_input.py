@@ -273,3 +273,24 @@ async def test_the_long_poll_reads_the_session_from_a_header_and_still_from_the_
         async with app.http.ws_connect("/chat/demo/ws", params={"session": "header-sess-1"}) as ws:
             frames = await _frames(ws, lambda f: f.get("role") == "bot")  # the old widget still works
             assert frames[-1]["text"] == "Hello : hi"
+
+
+async def test_a_hosted_form_refuses_non_finite_numbers_and_cleans_its_strings(
+        redis: Any, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    flow = {"form": {"type": "action", "actions": [{"do": "create_form", "form": "individual",
+                                                    "fields": ["name", "price"]}],
+                     "next": "link", "failed": "failed"},
+            "link": {"type": "message", "text": "{{ vars.form_url }}"},
+            "failed": {"type": "message", "text": "failed"}}
+    async with running_app(redis_url, embedded_crm={"pipelines": {"Sales": ["Incoming"]}}) as app:
+        await app.put_flow(flow, "form")
+        cid, [url] = await app.say("form-edge-1", "hi")
+        for price in ("nan", "inf", "-inf", "1e400", "1e308"):
+            r = await app.http.post(url, data={"name": "Ann", "price": price})
+            assert r.status == 422, price
+            assert r'role="alert"' in await r.text()
+        r = await app.http.post(url, data={"name": "Ann\x1f Lee\x00", "price": "1200"})
+        assert r.status == 200, await r.text()
+        lead = await app.api("GET", f"/api/crm/leads/{(await app.conversation(cid))['lead_id']}")
+        assert lead["price"] == 1200 and lead["contacts"][0]["name"] == "Ann Lee"
+    assert tracebacks(caplog) == []
