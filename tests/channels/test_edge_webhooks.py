@@ -170,3 +170,25 @@ async def test_telegram_secret_with_bad_bytes_chat_id_1e400_and_deep_json_are_4x
             await h.wait_sent(4302, 1)
             assert (await h.services.store.meta("telegram:tg:4302"))["name"] == "Ana"
     assert tracebacks(caplog) == []
+
+
+# ---------------------------------------------------------------------- Twilio
+async def test_a_twilio_profile_name_with_control_characters_is_cleaned(
+        redis: Redis, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from .fakes.twilio_api import FakeTwilio, twilio_account
+    from .fakes.twilio_api import running_app as twilio_app
+    from .fakes.twilio_api import write_flows as twilio_flows
+
+    customer, sender = "+15551234567", "+14155238886"
+    async with FakeTwilio(account_sid="AC" + "1f" * 16, auth_token="wa-auth-token-0001") as fake, \
+            twilio_app(redis_url, fake, {"wa": twilio_account(fake, "twilio", from_number=sender)},
+                       twilio_flows(tmp_path / "flows")) as app:
+        params = fake.inbound(to=f"whatsapp:{sender}", from_=f"whatsapp:{customer}", body="hi\x00",
+                              profile_name="a\x1fb\x1fc\x00")
+        post = await fake.post(app.url("twilio", "wa"), params)
+        assert post.status == 200
+        cid = conversation_id("twilio", "wa", customer)
+        await app.until(lambda: fake.sent, what="the greeting")
+        meta = await app.services.store.meta(cid)
+        assert meta["name"] == "abc"
+    assert tracebacks(caplog) == []
