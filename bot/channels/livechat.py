@@ -111,7 +111,7 @@ def _visitor_fields(body: dict[str, Any]) -> dict[str, str | None]:
             raise BadInput(name, f"a string of at most {limit} characters")
         out[name] = clean_optional(value, name, limit=limit)
     if body.get("text") is not None and out["text"] is None:
-        out["text"] = ""  # only control characters: an empty message, as an empty string is
+        out["text"] = ""  # nothing but control characters: an empty text, as "" would be
     out["name"] = clean_optional(body.get("name"), "name", limit=MAX_NAME, line=True)
     return out
 

@@ -88,7 +88,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         return await handler(request)  # type: ignore[no-any-return]
     except HttpError as exc:
         return exc.response
-    except web.HTTPException:
+    except (web.HTTPException, ConnectionError):  # a response, or the client went away: aiohttp's
         raise
     except Exception as exc:  # the last resort: no traceback reaches the client
         log.exception("http.unhandled", extra={"method": request.method, "path": request.path,
