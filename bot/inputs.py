@@ -23,7 +23,7 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 #: C0/C1 control characters and lone surrogates; tab, line feed and carriage return are kept.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\ufeff]")
-_LINE_BREAKS = re.compile(r"[\t\n\r]+")
+_LINE_BREAKS = re.compile(r"\s*[\t\n\r]+\s*")
 
 
 class BadInput(SalesbotError, ValueError):
@@ -60,18 +60,19 @@ def _int(text: str) -> int:
     return value
 
 
-def depth(value: Any) -> int:
-    """How deeply ``value`` nests lists and objects (iterative: no recursion on hostile input)."""
+def depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply ``value`` nests lists and objects, counted level by level (no recursion on
+    hostile input); stops counting once past ``limit``."""
+    level = [value] if isinstance(value, (dict, list)) else []
     deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        elif not isinstance(item, list):
-            continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in item if isinstance(child, (dict, list)))
+    while level and deepest <= limit:
+        deepest += 1
+        below: list[Any] = []
+        for item in level:
+            for child in item.values() if isinstance(item, dict) else item:
+                if isinstance(child, (dict, list)):
+                    below.append(child)
+        level = below
     return deepest
 
 
@@ -88,7 +89,7 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise BadJson("the body is not UTF-8") from None
     except ValueError as exc:
         raise BadJson(f"the body is not valid JSON ({str(exc)[:80]})") from None
-    if depth(value) > max_depth:
+    if depth(value, max_depth) > max_depth:
         raise BadJson(f"the JSON nests deeper than {max_depth} levels")
     return value
 
