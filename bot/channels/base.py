@@ -149,7 +149,7 @@ class ChannelAdapter(Protocol):
 _ID = _LINE = (256, True)
 _INBOUND_FIELDS: dict[str, tuple[int, bool]] = {
     "dedupe_id": _ID, "sender_id": _ID, "profile_name": (100, True), "phone": (32, True),
-    "text": (8192, False), "payload": (1024, True), "start_param": _LINE, "status": (32, True),
+    "text": (8192, False), "payload": (1024, False), "start_param": _LINE, "status": (32, True),
     "platform_message_id": _ID, "error": (512, True), "error_code": (32, True)}
 _ATTACHMENT_FIELDS: dict[str, tuple[int, bool]] = {
     "kind": (32, True), "url": (2048, True), "name": _LINE, "mime": (128, True), "platform_id": _ID}
@@ -188,5 +188,6 @@ def readable_items(channel: str, parse: Callable[[], Iterable[Inbound]]) -> list
     try:
         return list(parse())
     except (MalformedWebhook, AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
-        log.warning("webhook.bad_item", extra={"channel": channel, "reason": f"{type(exc).__name__}: {exc}"[:200]})
+        reason = str(exc) if isinstance(exc, MalformedWebhook) else type(exc).__name__  # no content
+        log.warning("webhook.bad_item", extra={"channel": channel, "reason": reason[:200]})
         return []
