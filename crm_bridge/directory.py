@@ -42,6 +42,8 @@ from .redis_crm import RedisCrm
 MAX_PAGE = 200
 CONTACT_KEYS = frozenset({"name", "first_name", "phone", "email", "responsible", "fields", "tags",
                           "tags_add", "tags_remove"}) | CARD_FIELDS
+#: The largest lead price: exact as a float and an integer, and far beyond any real deal.
+MAX_PRICE = 10**15
 LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fields", "tags",
                        "tags_add", "tags_remove", "contacts"})
 
@@ -404,8 +406,8 @@ class CrmDirectory:
                 number = float(price)
             except ValueError:
                 raise CrmRejected(f"price is a number, not {price!r}") from None
-            if number < 0:
-                raise CrmRejected("price cannot be negative")
+            if not 0 <= number <= MAX_PRICE:  # NaN fails both comparisons
+                raise CrmRejected(f"price is a number from 0 to {MAX_PRICE:.0e}")
             record["price"] = int(number) if number.is_integer() else number
         if "stage" in patch or "pipeline" in patch:
             pipeline = _text("pipeline", patch.get("pipeline")) or record["pipeline"]

@@ -14,17 +14,23 @@ errors to ``DeliveryTemporary`` (retry, with ``retry_after``) or ``DeliveryRejec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import SalesbotError
+from ..inputs import BadInput, clean_optional, clean_text
 from ..runtime.outbox import DeliveryRejected, DeliveryTemporary
 
 __all__ = [
-    "Capabilities", "ChannelAdapter", "ChannelError", "DeliveryRejected", "DeliveryTemporary",
+    "BadInput", "Capabilities", "ChannelAdapter", "ChannelError", "DeliveryRejected", "DeliveryTemporary",
     "Inbound", "InboundAttachment", "MalformedWebhook", "RawRequest", "WebhookRejected",
+    "clean_inbound", "readable_items",
 ]
+
+log = logging.getLogger("salesbot.channels")
 
 
 class ChannelError(SalesbotError):
@@ -135,3 +141,53 @@ class ChannelAdapter(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------- inbound hygiene
+
+#: (limit, single line) of each string field of an ``Inbound``; ``text`` keeps its line breaks.
+_ID = _LINE = (256, True)
+_INBOUND_FIELDS: dict[str, tuple[int, bool]] = {
+    "dedupe_id": _ID, "sender_id": _ID, "profile_name": (100, True), "phone": (32, True),
+    "text": (8192, False), "payload": (1024, False), "start_param": _LINE, "status": (32, True),
+    "platform_message_id": _ID, "error": (512, True), "error_code": (32, True)}
+_ATTACHMENT_FIELDS: dict[str, tuple[int, bool]] = {
+    "kind": (32, True), "url": (2048, True), "name": _LINE, "mime": (128, True), "platform_id": _ID}
+
+
+def clean_inbound(item: Inbound) -> Inbound:
+    """``item`` with every platform-supplied string cleaned by ``bot.inputs.clean_text`` before
+    it reaches conversation metadata (names, texts, ids); ``BadInput`` names a field that is not
+    a string (the item is then skipped: a platform never sends that)."""
+    chat_id = clean_text(item.chat_id, "chat_id", limit=256, line=True)
+    if not chat_id:
+        raise BadInput("chat_id", "is empty")
+    changes: dict[str, Any] = {"chat_id": chat_id}
+    for name, (limit, line) in _INBOUND_FIELDS.items():
+        changes[name] = clean_optional(getattr(item, name), name, limit=limit, line=line)
+    changes["text"] = changes["text"] or ""
+    changes["attachments"] = tuple(_clean_attachment(att) for att in item.attachments)
+    if not isinstance(item.reply, Mapping):
+        raise BadInput("reply", "is not an object")
+    changes["reply"] = {str(k): clean_text(v if isinstance(v, str) else str(v), f"reply {k}",
+                                           limit=256, line=True)
+                        for k, v in item.reply.items() if isinstance(v, (str, int, float))}
+    return dataclasses.replace(item, **changes)
+
+
+def _clean_attachment(att: InboundAttachment) -> InboundAttachment:
+    f = {name: clean_optional(getattr(att, name), f"attachment {name}", limit=limit, line=line)
+         for name, (limit, line) in _ATTACHMENT_FIELDS.items()}
+    return InboundAttachment(f["kind"] or "document", f["url"], f["name"], f["mime"], f["platform_id"])
+
+
+def readable_items(channel: str, parse: Callable[[], Iterable[Inbound]]) -> list[Inbound]:
+    """The items ``parse`` yields; an item whose shape is not the platform's is skipped with one
+    ``webhook.bad_item`` line. Meta disables a webhook that keeps failing, so one odd item in a
+    signed batch must not turn the whole delivery into an error."""
+    try:
+        return list(parse())
+    except (MalformedWebhook, AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        reason = str(exc) if isinstance(exc, MalformedWebhook) else type(exc).__name__  # no content
+        log.warning("webhook.bad_item", extra={"channel": channel, "reason": reason[:200]})
+        return []

@@ -20,10 +20,11 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ..inputs import BadInput, BadJson, clean_optional, loads
 from ..runtime import codec
 from ..runtime import events as ev
 from ..runtime.keys import conversation_id
-from ..server.http import error, json_body
+from ..server.http import MAX_INDEX, error, json_body, query_number, store_problem
 from ..server.keys import LIMITS, SERVICES
 
 log = logging.getLogger("salesbot.channels.livechat")
@@ -50,7 +51,12 @@ _ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Transcript roles a customer sees (never internal notes or system lines).
 VISIBLE_ROLES = frozenset({"user", "bot", "human"})
 MAX_TEXT = 4096
+MAX_NAME = 100
 MAX_WAIT = 60
+#: Where the widget sends its session: a header on fetches, a subprotocol on the WebSocket.
+SESSION_HEADER = "X-Salesbot-Session"
+PROTOCOL = "salesbot.v1"
+SID_PREFIX = "sid."
 
 
 def _static(name: str) -> str:
@@ -94,37 +100,54 @@ async def read_after(request: web.Request, cid: str, after: int) -> tuple[list[d
             return out, last
 
 
+def _visitor_fields(body: dict[str, Any]) -> dict[str, str | None]:
+    """The visitor's strings, cleaned by ``bot.inputs.clean_text`` (control characters out,
+    NFC, length capped); ``BadInput`` names the field that is not a string or is too long."""
+    limits = {"text": MAX_TEXT, "payload": 256, "client_msg_id": 128}
+    out: dict[str, str | None] = {}
+    for name, limit in limits.items():
+        value = body.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            raise BadInput(name, f"a string of at most {limit} characters")
+        out[name] = clean_optional(value, name, limit=limit)
+    if body.get("text") is not None and out["text"] is None:
+        out["text"] = ""  # nothing but control characters: an empty text, as "" would be
+    out["name"] = clean_optional(body.get("name"), "name", limit=MAX_NAME, line=True)
+    return out
+
+
 async def accept_message(request: web.Request, account: str, body: Any) -> tuple[int, dict[str, Any]]:
     """Validate and deliver one customer message; returns (HTTP status, JSON body)."""
     if not isinstance(body, dict):
         return 400, {"error": {"code": "bad_request", "message": "the body is a JSON object"}}
     session = body.get("session")
-    text = body.get("text")
-    payload = body.get("payload")
-    client_msg_id = body.get("client_msg_id")
     if not isinstance(session, str) or not _SESSION.match(session):
         return 400, {"error": {"code": "bad_session", "message": "session: 8-64 letters, digits, _ or -"}}
     if (limited := request.app[LIMITS].message(request, session)) is not None:
         return 429, limited.body()
-    if text is None and payload is None:
+    if body.get("text") is None and body.get("payload") is None:
         return 400, {"error": {"code": "bad_request", "message": "text or payload is required"}}
-    if text is not None and (not isinstance(text, str) or len(text) > MAX_TEXT):
-        return 400, {"error": {"code": "bad_text", "message": f"text is a string of at most {MAX_TEXT} characters"}}
-    if payload is not None and (not isinstance(payload, str) or len(payload) > 256):
-        return 400, {"error": {"code": "bad_payload", "message": "payload is a string of at most 256 characters"}}
-    if client_msg_id is not None and (not isinstance(client_msg_id, str) or len(client_msg_id) > 128):
-        return 400, {"error": {"code": "bad_client_msg_id", "message": "client_msg_id is a string of at most 128 characters"}}
+    try:
+        fields = _visitor_fields(body)
+    except BadInput as exc:
+        return 400, {"error": {"code": f"bad_{exc.field}", "message": str(exc)}}
+    text, payload, client_msg_id = fields["text"], fields["payload"], fields["client_msg_id"]
     services = request.app[SERVICES]
     cid = conversation_id(CHANNEL, account, session)
-    name = body.get("name") if isinstance(body.get("name"), str) else None
     meta = {"channel": CHANNEL, "account": account, "external_id": session}
-    if name:
-        meta["name"] = name[:100]
+    if fields["name"]:
+        meta["name"] = fields["name"]
     event = ev.InboundMessage(text=text or "", payload=payload, message_id=client_msg_id,
                               kind="button" if payload else "text", greeting=services.greeting_bot(account))
-    result = await services.conversations.deliver(
-        cid, event, dedupe_id=f"lc:{client_msg_id}" if client_msg_id else None, meta=meta,
-        entry_extra={"client_msg_id": client_msg_id} if client_msg_id else None)
+    try:
+        result = await services.conversations.deliver(
+            cid, event, dedupe_id=f"lc:{client_msg_id}" if client_msg_id else None, meta=meta,
+            entry_extra={"client_msg_id": client_msg_id} if client_msg_id else None)
+    except Exception as exc:  # the store full or away: the widget retries (client_msg_id dedupes)
+        if (problem := store_problem(request, exc)) is None:
+            raise
+        code, message, retry = problem
+        return 503, {"error": {"code": code, "message": message}, "retry_after": retry}
     return 202, {"accepted": True, "duplicate": result.duplicate, "conversation": cid}
 
 
@@ -160,23 +183,33 @@ async def post_message(request: web.Request) -> web.Response:
     status, out = await accept_message(request, account, body)
     if status >= 400:
         log.info("livechat.rejected", extra={"reason": out["error"]["code"]})
-    headers = {"Retry-After": str(out["retry_after"])} if status == 429 else None
+    headers = {"Retry-After": str(out["retry_after"])} if "retry_after" in out else None
     return web.json_response(out, status=status, headers=headers)
 
 
-def _reader(request: web.Request) -> tuple[str, int] | web.Response:
-    """The conversation and ``after`` of a reading request (long poll, WebSocket), or an error."""
+def _session(request: web.Request) -> str:
+    """The session of a reading request: the ``X-Salesbot-Session`` header (long poll), a
+    ``sid.<session>`` WebSocket subprotocol (browsers cannot set headers on a WebSocket), or the
+    deprecated ``session`` query parameter, which ends up in proxy logs."""
+    found = request.headers.get(SESSION_HEADER)
+    if found is not None:
+        return found
+    for proto in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        if proto.strip().startswith(SID_PREFIX):
+            return proto.strip()[len(SID_PREFIX):]
+    return request.query.get("session", "")
+
+
+def _reader(request: web.Request) -> tuple[str, str, int] | web.Response:
+    """(conversation, session, after) of a reading request (long poll, WebSocket), or an error."""
     account = _account(request)
     if account is None:
         return error(404, "not_found", "no live chat account with this name")
-    session = request.query.get("session", "")
+    session = _session(request)
     if not _SESSION.match(session):
         return error(400, "bad_session", "session: 8-64 letters, digits, _ or -")
-    try:
-        after = int(request.query.get("after", "0"))
-    except ValueError:
-        return error(400, "bad_request", "after is a whole number")
-    return conversation_id(CHANNEL, account, session), after
+    after = int(query_number(request, "after", 0, minimum=0, maximum=MAX_INDEX, integer=True, clamp=True))
+    return conversation_id(CHANNEL, account, session), session, after
 
 
 @routes.get("/chat/{account}/messages")
@@ -184,11 +217,8 @@ async def long_poll(request: web.Request) -> web.Response:
     found = _reader(request)
     if isinstance(found, web.Response):
         return found
-    cid, after = found
-    try:
-        wait = min(float(request.query.get("wait", "0")), MAX_WAIT)
-    except ValueError:
-        return error(400, "bad_request", "wait is a number of seconds")
+    cid, _, after = found
+    wait = float(query_number(request, "wait", 0, minimum=0, maximum=MAX_WAIT, clamp=True))
     if wait <= 0:  # a plain read: no need to listen for changes
         messages, last = await read_after(request, cid, after)
         return web.json_response({"messages": messages, "last": last})
@@ -207,10 +237,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     found = _reader(request)
     if isinstance(found, web.Response):
         return found
-    cid, after = found
+    cid, session, after = found
     account = request.match_info["account"]
-    session = request.query["session"]
-    ws = web.WebSocketResponse(heartbeat=25)
+    ws = web.WebSocketResponse(heartbeat=25, protocols=(PROTOCOL,))  # echoes only this one
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     hub = request.app[SERVICES].hub
@@ -237,9 +266,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 if msg.type != WSMsgType.TEXT:
                     continue
                 try:
-                    data = json.loads(msg.data)
-                except ValueError:
-                    await ws.send_json({"type": "error", "code": "bad_json"})
+                    data = loads(msg.data)
+                except BadJson as exc:
+                    log.info("livechat.bad_json", extra={"reason": exc.reason})
+                    await ws.send_json({"type": "error", "code": "bad_json", "message": exc.reason})
                     continue
                 if not isinstance(data, dict):
                     continue

@@ -37,6 +37,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from functools import partial
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -44,8 +45,9 @@ from urllib.parse import quote
 import aiohttp
 
 from ..config import AccountConfig
+from ..inputs import BadJson, header_bytes, loads
 from .base import (Capabilities, DeliveryRejected, DeliveryTemporary, Inbound, InboundAttachment,
-                   MalformedWebhook, RawRequest, WebhookRejected)
+                   MalformedWebhook, RawRequest, WebhookRejected, readable_items)
 from .render import Rendered, render, split_text
 
 log = logging.getLogger("salesbot.channels.meta")
@@ -87,7 +89,7 @@ def verify_signature(request: RawRequest, app_secret: str | None) -> None:
     if not app_secret:
         raise WebhookRejected("no app_secret configured for this account", 403)
     expected = signature(app_secret, request.body)
-    if not hmac.compare_digest(given.strip().lower().encode(), expected.encode()):
+    if not hmac.compare_digest(header_bytes(given.strip().lower()) or b"", expected.encode()):
         raise WebhookRejected("X-Hub-Signature-256 does not match", 403)
 
 
@@ -105,9 +107,9 @@ def answer_handshake(request: RawRequest, verify_token: str | None) -> tuple[int
 def load_body(request: RawRequest) -> dict[str, Any]:
     """The webhook's JSON object with an ``entry`` list; ``MalformedWebhook`` otherwise."""
     try:
-        data = json.loads(request.body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedWebhook("the body is not JSON") from exc
+        data = loads(request.body)
+    except BadJson as exc:
+        raise MalformedWebhook(f"the body is not JSON: {exc.reason}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("entry"), list):
         raise MalformedWebhook("the body has no entry list")
     return data
@@ -323,25 +325,28 @@ class MetaMessagingAdapter:
         if data.get("object") != self._object:
             log.info("webhook.other_object", extra={"channel": self.name, "object": str(data.get("object"))[:40]})
             return []
-        try:
-            items: list[Inbound] = []
-            for entry in data["entry"]:
-                if not isinstance(entry, dict):
-                    raise MalformedWebhook("an entry is not an object")
-                entry_id = str(entry.get("id") or "")
-                for event in entry.get("messaging") or ():
-                    items.extend(self._messaging(event, entry_id))
-                for change in entry.get("changes") or ():
-                    items.extend(self._change(change, entry_id, entry.get("time")))
-            return items
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise MalformedWebhook(f"unexpected {self.name} webhook shape: {type(exc).__name__}") from exc
+        items: list[Inbound] = []
+        for entry in data["entry"]:  # an unreadable entry or event is skipped (readable_items)
+            items.extend(readable_items(self.name, partial(self._entry, entry)))
+        return items
+
+    def _entry(self, entry: Any) -> Iterable[Inbound]:
+        if not isinstance(entry, dict):
+            raise MalformedWebhook("an entry is not an object")
+        entry_id = str(entry.get("id") or "")
+        for event in entry.get("messaging") or ():
+            yield from readable_items(self.name, partial(self._messaging, event, entry_id))
+        for change in entry.get("changes") or ():
+            yield from readable_items(self.name,
+                                      partial(self._change, change, entry_id, entry.get("time")))
 
     def _is_own(self, sender: str, entry_id: str) -> bool:
         return bool(sender) and (sender == entry_id or sender in self._own_ids)
 
     def _messaging(self, event: dict[str, Any], entry_id: str) -> Iterable[Inbound]:
-        sender = str((event.get("sender") or {}).get("id") or "")
+        sender = (event.get("sender") or {}).get("id") or ""
+        if not isinstance(sender, str):  # Meta sends ids as strings
+            raise MalformedWebhook("the sender id is not a string")
         at = seconds(event.get("timestamp")) or time.time()
         if "message" in event:
             msg = event["message"]

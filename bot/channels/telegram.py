@@ -62,6 +62,7 @@ from telegram.error import (
 from telegram.request import BaseRequest, RequestData
 
 from ..config import AccountConfig
+from ..inputs import BadJson, header_bytes, loads
 from .base import (
     Capabilities, DeliveryRejected, DeliveryTemporary, Inbound, InboundAttachment, MalformedWebhook,
     RawRequest, WebhookRejected,
@@ -264,7 +265,7 @@ def parse_update(update: Any) -> list[Inbound]:
             return _message_item(uid, update["message"])
         if "callback_query" in update:
             return _callback_item(uid, update["callback_query"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise MalformedWebhook(f"unreadable Telegram update: {type(exc).__name__}") from exc
     return []  # edited messages, channel posts, member updates, …: acknowledged, not for the flow
 
@@ -463,14 +464,14 @@ class TelegramAdapter:
             raise WebhookRejected("the request did not include the secret token", 401)
         if self._secret is None:
             raise WebhookRejected("this account has no secret_token configured: webhooks are refused", 403)
-        if not hmac.compare_digest(given.encode(), self._secret):
+        if not hmac.compare_digest(header_bytes(given) or b"", self._secret):  # None: not UTF-8
             raise WebhookRejected("the request had the wrong secret token", 403)
 
     def parse(self, request: RawRequest) -> list[Inbound]:
         try:
-            update = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedWebhook("the body is not JSON") from exc
+            update = loads(request.body)
+        except BadJson as exc:
+            raise MalformedWebhook(f"the body is not JSON: {exc.reason}") from exc
         return parse_update(update)
 
     async def acknowledge(self, item: Inbound) -> None:

@@ -20,7 +20,7 @@ from ..runtime import events as ev
 from ..runtime.keys import conversation_id
 from ..server.http import error
 from ..server.keys import SERVICES
-from .base import Inbound, MalformedWebhook, RawRequest, WebhookRejected
+from .base import BadInput, Inbound, MalformedWebhook, RawRequest, WebhookRejected, clean_inbound
 
 log = logging.getLogger("salesbot.channels.webhooks")
 routes = web.RouteTableDef()
@@ -82,21 +82,32 @@ async def receive(request: web.Request) -> web.Response:
     except MalformedWebhook as exc:
         log.warning("webhook.malformed", extra={"channel": adapter.name, "account": account, "reason": str(exc)})
         return error(400, "malformed", str(exc))
-    await dispatch(request.app[SERVICES], account, adapter, items)
+    handled = await dispatch(request.app[SERVICES], account, adapter, items)
     reply = getattr(adapter, "webhook_reply", None)  # (content type, body): Twilio expects TwiML
     if reply is not None:
         return web.Response(text=reply[1], content_type=reply[0])
-    return web.json_response({"ok": True, "items": len(items)})
+    return web.json_response({"ok": True, "items": handled})
 
 
-async def dispatch(services: Any, account: str, adapter: Any, items: list[Inbound]) -> None:
-    """Hand verified, parsed items to their conversations (webhooks and pollers alike)."""
-    for item in items:
+async def dispatch(services: Any, account: str, adapter: Any, items: list[Inbound]) -> int:
+    """Hand verified, parsed items to their conversations (webhooks and pollers alike); every
+    platform string is cleaned first (``clean_inbound``), an item with a non-string field is
+    skipped with one ``webhook.bad_item`` line. Returns how many items were handled."""
+    handled = 0
+    for raw_item in items:
+        try:
+            item = clean_inbound(raw_item)
+        except BadInput as exc:
+            log.warning("webhook.bad_item", extra={"channel": adapter.name, "account": account,
+                                                   "field": exc.field, "reason": exc.reason})
+            continue
+        handled += 1
         if item.kind == "status":
             await _status(services, account, adapter.name, item)
         else:
             await _message(services, account, adapter.name, item)
         await adapter.acknowledge(item)
+    return handled
 
 
 async def _message(services: Any, account: str, channel: str, item: Inbound) -> None:

@@ -23,13 +23,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import aiohttp
 
 from ..config import AccountConfig
 from .base import (Capabilities, DeliveryRejected, DeliveryTemporary, Inbound, InboundAttachment,
-                   MalformedWebhook, RawRequest)
+                   MalformedWebhook, RawRequest, readable_items)
 from .meta import (GRAPH_VERSION, WINDOW, GraphClient, GraphError, SentParts, answer_handshake,
                    credentials, load_body, message_key, number, send_parts, verify_signature)
 from .render import Rendered, render, split_text
@@ -96,31 +97,34 @@ class WhatsAppAdapter:
         if data.get("object") != "whatsapp_business_account":
             log.info("webhook.other_object", extra={"channel": self.name, "object": str(data.get("object"))[:40]})
             return []
-        try:
-            items: list[Inbound] = []
-            for entry in data["entry"]:
-                for change in entry.get("changes") or ():
-                    if change.get("field") != "messages":
-                        continue
-                    value = change.get("value") or {}
-                    number_id = str((value.get("metadata") or {}).get("phone_number_id") or "")
-                    if self.phone_number_id and number_id and number_id != self.phone_number_id:
-                        continue  # another number of the same app
-                    names = {str(c.get("wa_id") or c.get("user_id")): (c.get("profile") or {}).get("name")
-                             for c in value.get("contacts") or ()}
-                    for msg in value.get("messages") or ():
-                        items.extend(self._message(msg, names))
-                    for status in value.get("statuses") or ():
-                        items.extend(self._status(status))
-            return items
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise MalformedWebhook(f"unexpected whatsapp webhook shape: {type(exc).__name__}") from exc
+        items: list[Inbound] = []
+        for entry in data["entry"]:  # an unreadable entry, change or item is skipped (readable_items)
+            items.extend(readable_items(self.name, partial(self._entry, entry)))
+        return items
+
+    def _entry(self, entry: Any) -> Iterable[Inbound]:
+        for change in entry.get("changes") or ():
+            yield from readable_items(self.name, partial(self._change, change))
+
+    def _change(self, change: Any) -> Iterable[Inbound]:
+        if change.get("field") != "messages":
+            return
+        value = change.get("value") or {}
+        number_id = str((value.get("metadata") or {}).get("phone_number_id") or "")
+        if self.phone_number_id and number_id and number_id != self.phone_number_id:
+            return  # another number of the same app
+        names = {str(c.get("wa_id") or c.get("user_id")): (c.get("profile") or {}).get("name")
+                 for c in value.get("contacts") or ()}
+        for msg in value.get("messages") or ():
+            yield from readable_items(self.name, partial(self._message, msg, names))
+        for status in value.get("statuses") or ():
+            yield from readable_items(self.name, partial(self._status, status))
 
     def _message(self, msg: dict[str, Any], names: Mapping[str, Any]) -> Iterable[Inbound]:
-        sender = str(msg.get("from") or msg.get("from_user_id") or "")
+        sender = msg.get("from") or msg.get("from_user_id") or ""
         mid = msg.get("id")
         kind = msg.get("type")
-        if not sender or not mid:
+        if not sender or not mid or not isinstance(sender, str):  # Meta sends ids as strings
             raise MalformedWebhook("a message without from or id")
         text = ""
         payload: str | None = None

@@ -18,6 +18,7 @@ other name (a custom field of the lead). Every field is required.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
@@ -33,6 +34,8 @@ from crm_bridge.directory import CrmDirectory, clean_email, clean_phone
 from ..errors import ActionRefused, CrmRejected, CrmTemporary
 
 FIELD_MAX = 1000
+#: The largest number a form accepts (a price): exact as a float, far beyond any real deal.
+NUMBER_MAX = 10**15
 _FIELD = re.compile(r"^((contact|lead|company)\.)?[A-Za-z0-9_][A-Za-z0-9_ -]{0,63}$")
 _CONTACT = {"name", "first_name", "last_name", "phone", "email", "currency", "language"}
 _LABELS = {"name": "Name", "first_name": "First name", "last_name": "Last name", "phone": "Phone",
@@ -95,8 +98,12 @@ def clean_values(fields: list[FormField], raw: dict[str, str]) -> dict[str, Any]
                 values[f.name] = clean_phone(text)
             elif f.input_type == "number":
                 number = float(text.replace(",", "."))
+                if not math.isfinite(number):  # "nan", "inf", "1e400"
+                    raise ValueError(text)
                 if number < 0:
                     raise CrmRejected("a number of 0 or more")
+                if number > NUMBER_MAX:
+                    raise CrmRejected(f"a number of at most {NUMBER_MAX:,}")
                 values[f.name] = int(number) if number.is_integer() else number
             else:
                 values[f.name] = text

@@ -3,8 +3,10 @@
 A flow's URL is a template an operator (or, through variables, a customer) controls, so by
 default it may only reach public addresses: the host is resolved and *every* address it
 resolves to is checked with ``ipaddress`` (loopback, private, link-local, carrier-grade NAT,
-multicast, reserved and unspecified addresses are refused; an IPv4-mapped IPv6 address counts
-as its IPv4 address). The same check runs again inside the HTTP connector on the addresses it
+multicast, reserved and unspecified addresses are refused). An IPv6 address that carries an
+IPv4 address (IPv4-mapped, IPv4-compatible, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``,
+Teredo ``2001::/32``) counts as that IPv4 address: Python's ``is_global`` calls several of
+these forms global whatever they embed, and a NAT64 or 6to4 gateway would forward to it. The same check runs again inside the HTTP connector on the addresses it
 actually connects to, so a DNS answer that changes between the check and the connection
 (DNS rebinding) is refused too. Redirects are not followed.
 
@@ -33,6 +35,32 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+#: IPv6 prefixes whose low 32 bits are an IPv4 address a gateway forwards to (RFC 6052 NAT64:
+#: the well-known and the local-use prefix). Python 3.11 counts them as global.
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_COMPAT = ipaddress.IPv6Network("::/96")  # IPv4-compatible ::a.b.c.d (deprecated, still routed)
+
+
+def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: IPv4-mapped (``::ffff:a.b.c.d``),
+    IPv4-compatible (``::a.b.c.d``), NAT64 (``64:ff9b::a.b.c.d``), 6to4 (``2002:AABB:CCDD::``)
+    and Teredo (``2001::/32``: server and client). Empty for anything else."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    if ip in _COMPAT and int(ip) > 1:  # not :: or ::1, which are checked as themselves
+        return [low32]
+    if any(ip in net for net in _NAT64):
+        return [low32]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)
+    return []
+
+
 class AddressRefused(OSError):
     """Raised inside the connector (an ``OSError`` so aiohttp reports a connection error)."""
 
@@ -58,11 +86,16 @@ class WebhookPolicy:
             ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         if any(ip in net for net in self.networks):
             return True
-        return ip.is_global and not ip.is_multicast
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return self._public(ip.ipv4_mapped)  # the socket talks IPv4 to it
+        # An IPv6 form that reaches an IPv4 address: it and every IPv4 address in it must pass.
+        return self._public(ip) and all(self._public(v4) for v4 in embedded_ipv4(ip))
+
+    def _public(self, ip: IPAddress) -> bool:
+        return any(ip in net for net in self.networks) or (ip.is_global and not ip.is_multicast)
+
 
     async def check_url(self, url: str) -> None:
         """Refuse (``ActionRefused``) a URL that is not http(s) or whose host is not public."""

@@ -17,7 +17,7 @@ from ..runtime import events as ev
 from ..runtime.bots import BotNotFound, problems_as_details
 from ..runtime.convindex import STATUSES, ConversationIndex, Filters, claim_key
 from .auth import Principal
-from .http import HttpError, error, json_body, require
+from .http import MAX_INDEX, MAX_TIMESTAMP, HttpError, error, json_body, query_number, require
 from .keys import SERVICES
 from .views import run_view, state_of, summary
 
@@ -107,9 +107,12 @@ async def bot_version(request: web.Request) -> web.Response:
     bot = request.match_info["id"]
     try:
         n = int(request.match_info["n"])
-        version, doc = await request.app[SERVICES].bots.document(bot, n)
     except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_INDEX:
         return error(400, "bad_version", "the version is a whole number")
+    try:
+        version, doc = await request.app[SERVICES].bots.document(bot, n)
     except BotNotFound as exc:
         return error(404, "not_found", str(exc))
     return web.json_response({"id": bot, "version": version, "flow": doc})
@@ -139,11 +142,8 @@ async def list_conversations(request: web.Request) -> web.Response:
     require(request, "support")
     services = request.app[SERVICES]
     q = request.query
-    try:
-        limit = max(1, min(int(q.get("limit", "50")), 500))
-        before = float(q["before"]) if q.get("before") else None
-    except ValueError:
-        return error(400, "bad_request", "limit is a number; before is a timestamp")
+    limit = query_number(request, "limit", 50, minimum=1, maximum=500, integer=True, clamp=True)
+    before = query_number(request, "before", None, minimum=0, maximum=MAX_TIMESTAMP)
     if q.get("status") and q["status"] not in STATUSES:
         return error(400, "bad_request", f"status is one of {', '.join(STATUSES)}")
     if q.get("parked", "").lower() in ("1", "true", "yes"):  # set aside after repeated failures
@@ -357,10 +357,10 @@ async def continue_widget(request: web.Request) -> web.Response:
     if not found:
         return error(404, "not_found", "unknown or used continuation token")
     try:
-        body = await request.json() if request.can_read_body else None
-    except ValueError:
+        body = await json_body(request) if request.can_read_body else None
+    except HttpError:
         await services.redis.set(f"sb:widget:{token}", found, ex=86400)  # let the caller retry
-        raise HttpError(400, "bad_json", "the body is not valid JSON") from None
+        raise
     await services.conversations.deliver(found.decode(), ev.WidgetCallback(token, body),
                                          dedupe_id=f"widget:{token}")
     return web.json_response({"ok": True, "at": time.time()})

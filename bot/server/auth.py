@@ -5,6 +5,8 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
+from ..inputs import header_bytes
+
 ROLES = ("admin", "operator", "support")
 
 
@@ -26,7 +28,7 @@ class Auth:
     def identify(self, header: str | None) -> Principal | None:
         if not header or not header.startswith("Bearer "):
             return None
-        given = header[7:].strip().encode()
+        given = header_bytes(header[7:].strip())  # None: bytes that are not UTF-8
         if not given:
             return None
         found = None

@@ -17,7 +17,7 @@ from crm_bridge.directory import CrmDirectory
 
 from ..errors import CrmRejected
 from ..runtime.email import SUPPRESSED, fold_email
-from .http import HttpError, error, json_body, require
+from .http import MAX_INDEX, HttpError, error, json_body, query_number, require
 from .keys import SERVICES
 
 routes = web.RouteTableDef()
@@ -36,10 +36,9 @@ def _directory(request: web.Request) -> CrmDirectory:
 
 
 def _int(request: web.Request, name: str, default: int) -> int:
-    try:
-        return int(request.query.get(name, default))
-    except ValueError:
-        raise HttpError(400, "bad_request", f"{name} is a whole number") from None
+    """``limit``/``offset``: whole numbers, clamped to what a page can be (400 if not numbers)."""
+    low = 1 if name == "limit" else 0
+    return int(query_number(request, name, default, minimum=low, maximum=MAX_INDEX, integer=True, clamp=True))
 
 
 def _rejected(exc: CrmRejected) -> web.Response:

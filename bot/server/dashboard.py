@@ -39,13 +39,14 @@ from typing import Any
 from aiohttp import web
 
 from ..builder.validate import parse_flow_model
+from ..inputs import header_bytes, loads
 from ..runtime import codec
 from ..runtime.actions import signing_secret
 from ..runtime.bots import BotNotFound
 from ..runtime.keys import ConversationKey
 from .auth import Principal
 from .flowgraph import layout
-from .http import HttpError, error, require
+from .http import MAX_INDEX, HttpError, error, query_number, require
 from .keys import SERVICES
 from .views import run_of, run_view, summary
 
@@ -194,14 +195,15 @@ def sign_session(key: bytes, principal: Principal, expires: float) -> str:
 
 
 def read_session(key: bytes, value: str, now: float | None = None) -> Principal | None:
-    payload, _, mac = value.partition(".")
+    raw = header_bytes(value)  # a cookie with bytes that are not UTF-8 is no session
+    payload, _, mac = (raw or b"").partition(b".")
     if not payload or not mac:
         return None
-    expected = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(expected, mac):
+    expected = _b64(hmac.new(key, payload, hashlib.sha256).digest())
+    if not hmac.compare_digest(expected.encode(), mac):
         return None
     try:
-        data = json.loads(_unb64(payload))
+        data = loads(_unb64(payload.decode()))  # signed by us: decodes unless the key leaked
     except ValueError:
         return None
     if not isinstance(data, dict) or float(data.get("e", 0)) < (now or time.time()):
@@ -276,11 +278,9 @@ async def asset(request: web.Request) -> web.Response:
 async def graph(request: web.Request) -> web.Response:
     require(request, "operator", "support")
     bot = request.match_info["id"]
+    version = query_number(request, "version", None, minimum=1, maximum=MAX_INDEX, integer=True)
     try:
-        version = int(request.query["version"]) if request.query.get("version") else None
         version, doc = await request.app[SERVICES].bots.document(bot, version)
-    except ValueError:
-        return error(400, "bad_version", "the version is a whole number")
     except BotNotFound as exc:
         return error(404, "not_found", str(exc))
     body = {"id": bot, "version": version, **layout(parse_flow_model(doc))}
@@ -317,6 +317,8 @@ async def live(request: web.Request) -> web.StreamResponse:
         try:
             after = int(request.headers.get("Last-Event-ID") or request.query.get("after") or 0)
         except ValueError:
+            after = -1
+        if not 0 <= after <= MAX_INDEX:
             return error(400, "bad_request", "after (or Last-Event-ID) is a transcript number")
         if not await services.store.meta(cid):
             return error(404, "not_found", f"no conversation {cid!r}")

@@ -1,20 +1,26 @@
-"""HTTP helpers: the JSON error shape and role checks, in one place."""
+"""HTTP helpers: the JSON error shape, role checks, strict request parsing, in one place."""
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreFull
+from ..inputs import BadJson, loads
 from .auth import Principal
 from .keys import SERVICES
 
-log = logging.getLogger("salesbot.server")
+log = logging.getLogger("salesbot.server.http")
+#: The largest transcript number, version or offset a query may name (exact in a JS number).
+MAX_INDEX = 2**53
+#: Timestamps in queries: seconds since 1970, up to the year 9999.
+MAX_TIMESTAMP = 253402300799.0
 
 
 def error(status: int, code: str, message: str, details: list[Any] | None = None) -> web.Response:
@@ -42,23 +48,61 @@ def require(request: web.Request, *roles: str) -> Principal:
 
 
 async def json_body(request: web.Request) -> Any:
+    """The body parsed by the one strict parser (``bot.inputs.loads``): no NaN or infinities,
+    no integer beyond 64 bits, at most ``MAX_DEPTH`` levels; anything else is a 400."""
     try:
-        return await request.json()
-    except ValueError:
-        raise HttpError(400, "bad_json", "the body is not valid JSON") from None
+        return loads(await request.read())
+    except BadJson as exc:
+        log.warning("http.bad_json", extra={"path": request.path, "reason": exc.reason})
+        raise HttpError(400, "bad_json", f"the body is not valid JSON: {exc.reason}") from None
+
+
+def query_number(request: web.Request, name: str, default: float | None = None, *,
+                 minimum: float | None = None, maximum: float | None = None,
+                 integer: bool = False, clamp: bool = False) -> Any:
+    """A numeric query parameter: finite, within [minimum, maximum] (or clamped into it with
+    ``clamp``), a whole number with ``integer``; ``default`` when absent or empty. Anything else
+    is a 400 naming the parameter."""
+    raw = request.query.get(name, "")
+    if raw == "":
+        return default
+    kind = "a whole number" if integer else "a number"
+    bounds = f" from {minimum:g}" if minimum is not None else ""
+    bounds += f" to {maximum:g}" if maximum is not None else ""
+    try:
+        value: float = int(raw) if integer else float(raw)
+        finite = math.isfinite(value)
+    except (ValueError, OverflowError):  # not a number, or an integer too big for a float
+        finite = False
+    if not finite:
+        raise HttpError(400, "bad_query", f"{name} is {kind}{bounds}", [{"parameter": name}])
+    if clamp:
+        value = max(minimum, value) if minimum is not None else value
+        value = min(maximum, value) if maximum is not None else value
+    elif (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise HttpError(400, "bad_query", f"{name} is {kind}{bounds}", [{"parameter": name}])
+    return value
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """``HttpError`` becomes its response; anything unexpected is logged once as
+    ``http.unhandled`` and answered with a plain 500 that says nothing about the cause."""
     try:
         return await handler(request)  # type: ignore[no-any-return]
     except HttpError as exc:
         return exc.response
-    except (StoreFull, RedisError) as exc:
-        response = None if request.get(_PREPARED) else store_unavailable(request, exc)
-        if response is None:  # another Redis error, or a stream already under way: as before
+    except (web.HTTPException, ConnectionError):  # a response, or the client went away: aiohttp's
+        raise
+    except Exception as exc:
+        if request.get(_PREPARED):  # a stream or WebSocket under way: no error response any more
             raise
-        return response
+        if (response := store_unavailable(request, exc)) is not None:
+            return response
+        # The last resort: logged once, no traceback reaches the client.
+        log.exception("http.unhandled", extra={"method": request.method, "path": request.path,
+                                               "error": type(exc).__name__})
+        return error(500, "internal", "an internal error occurred")
 
 
 _PREPARED = web.RequestKey("salesbot.response_prepared", bool)
@@ -70,10 +114,10 @@ async def mark_prepared(request: web.Request, _response: web.StreamResponse) -> 
     request[_PREPARED] = True
 
 
-def store_unavailable(request: web.Request, exc: StoreFull | RedisError) -> web.Response | None:
-    """503 with ``Retry-After`` when the store cannot take the request now: nearly full (new
-    conversations wait), out of memory, or not reachable (e.g. the embedded Redis restarting).
-    None for other Redis errors (a bug: the 500 it was)."""
+def store_problem(request: web.Request, exc: Exception) -> tuple[str, str, int] | None:
+    """(code, message, seconds to retry after) when the store cannot take a request now: nearly
+    full (new conversations wait), out of memory, or not reachable (e.g. the embedded Redis
+    restarting), logged; None for anything else (a bug: a 500)."""
     if isinstance(exc, StoreFull):
         code, message, retry = "store_full", str(exc), exc.retry_after
     elif isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc):
@@ -84,6 +128,15 @@ def store_unavailable(request: web.Request, exc: StoreFull | RedisError) -> web.
         return None
     # One line per kind every few seconds while it lasts (bot.logs.OutageFilter).
     log.warning(f"store.{code}", extra={"path": request.path, "error": str(exc), "_outage": True})
+    return code, message, retry
+
+
+def store_unavailable(request: web.Request, exc: Exception) -> web.Response | None:
+    """503 with ``Retry-After`` for a ``store_problem`` (None for other errors)."""
+    problem = store_problem(request, exc)
+    if problem is None:
+        return None
+    code, message, retry = problem
     response = error(503, code, message)
     response.headers["Retry-After"] = str(retry)
     return response

@@ -18,7 +18,6 @@ refuses everything (403). This route is registered before the generic
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 
 from aiohttp import web
@@ -26,6 +25,7 @@ from aiohttp import web
 from crm_bridge.factory import kommo_account
 from crm_bridge.kommo import name_stages, parse_webhook_form, webhook_events
 
+from ..inputs import header_bytes, loads
 from ..runtime import events as ev
 from ..runtime.conversations import LEAD_CONVERSATIONS_KEY
 from .http import error
@@ -45,13 +45,13 @@ async def receive(request: web.Request) -> web.Response:
     if crm.webhook_secret is None:
         return error(403, "not_configured", "Kommo webhooks need crm.webhook_secret (and ?secret= in the URL)")
     given = request.query.get("secret", "")
-    if not hmac.compare_digest(given.encode(), crm.webhook_secret.get_secret_value().encode()):
+    if not hmac.compare_digest(header_bytes(given) or b"", crm.webhook_secret.get_secret_value().encode()):
         log.warning("kommo.webhook_rejected", extra={"account": account})
         return error(401, "bad_secret", "missing or wrong ?secret=")
     raw = await request.read()
     try:
         if request.content_type == "application/json":
-            payload = json.loads(raw)
+            payload = loads(raw)  # BadJson is a ValueError
         else:
             payload = parse_webhook_form(raw)
         if not isinstance(payload, dict):

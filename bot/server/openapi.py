@@ -120,6 +120,13 @@ _BOT_ID = _p("id")
 _CID = _p("cid")
 _ACCOUNT = _p("account")
 
+_SESSION_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"}
+_SESSION_HEADER = _p("X-Salesbot-Session", "header", _SESSION_SCHEMA, required=False)
+_SESSION_PROTOCOL = _p("Sec-WebSocket-Protocol", "header", {"type": "string", "example": "salesbot.v1, sid.<session>"},
+                       required=False)
+_SESSION_QUERY = {**_p("session", "query", _SESSION_SCHEMA, required=False), "deprecated": True,
+                  "description": "Deprecated (ends up in proxy logs): use the header or subprotocol"}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {"get": _op("Liveness and store check", {"200": _json(_ref("Health")), "503": _json(_ref("Health"), "The store does not answer")})},
     "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
@@ -209,14 +216,15 @@ PATHS: dict[str, dict[str, Any]] = {
                                         params=[_BOT_ID, _p("version", "query", {"type": "integer"})])},
     "/chat/{account}": {"get": _op("The live chat page", {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}, "404": _json(_ERROR)}, params=[_ACCOUNT])},
     "/chat/static/{name}": {"get": _op("The widget's script and style", {"200": {"description": "asset"}, "404": _json(_ERROR)}, params=[_p("name")])},
-    "/chat/{account}/ws": {"get": _op("The widget's WebSocket (?session=S&after=N)", {"101": {"description": "Switching protocols"}}, params=[_ACCOUNT, _p("session", "query", required=True), _p("after", "query", {"type": "integer"})])},
+    "/chat/{account}/ws": {"get": _op("The widget's WebSocket (?after=N; the session as the subprotocol sid.<session> next to salesbot.v1)", {"101": {"description": "Switching protocols"}, "400": _json(_ERROR)}, params=[_ACCOUNT, _SESSION_PROTOCOL, _SESSION_QUERY, _p("after", "query", {"type": "integer", "minimum": 0})])},
     "/chat/{account}/messages": {
         "post": _op("A customer's message", {"202": _json(_ref("ChatAccepted")), "400": _json(_ERROR), "404": _json(_ERROR),
                                              "503": _json(_ERROR, "store_full: a new conversation while Redis is near maxmemory; "
                                                                   "store_unavailable: Redis unreachable (Retry-After)")},
                     body=_ref("ChatMessageIn"), params=[_ACCOUNT]),
         "get": _op("Long poll: transcript entries after N", {"200": _json(_ref("ChatMessages")), "400": _json(_ERROR)}, params=[
-            _ACCOUNT, _p("session", "query", required=True), _p("after", "query", {"type": "integer"}), _p("wait", "query", {"type": "number", "maximum": 60})]),
+            _ACCOUNT, _SESSION_HEADER, _SESSION_QUERY, _p("after", "query", {"type": "integer", "minimum": 0}),
+            _p("wait", "query", {"type": "number", "minimum": 0, "maximum": 60})]),
     },
 }
 

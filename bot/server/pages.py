@@ -6,17 +6,21 @@ escaped (Jinja2 autoescape), the pages run no script and may not be framed.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
 from jinja2 import Environment
 
 from ..errors import CrmRejected, CrmTemporary
+from ..inputs import clean_text
 from ..runtime.actions import OutwardActions
 from ..runtime.forms import FormAlreadySent, FormError
 from .keys import SERVICES
 
 log = logging.getLogger("salesbot.server.pages")
+#: What a form or unsubscribe token is made of (``secrets.token_urlsafe``, base64url + signature).
+_TOKEN = re.compile(r"^[A-Za-z0-9_=.-]{1,1024}$")
 routes = web.RouteTableDef()
 
 _HEADERS = {
@@ -93,7 +97,7 @@ _GONE = "This link is no longer valid. It may have expired or been used already.
 @routes.get("/forms/{token}")
 async def show_form(request: web.Request) -> web.Response:
     forms = _actions(request).forms
-    record = await forms.load(request.match_info["token"])
+    record = None if _token(request) is None else await forms.load(request.match_info["token"])
     if record is None:
         return page("Form not found", status=404, message=_GONE)
     if record.get("done"):
@@ -105,14 +109,14 @@ async def show_form(request: web.Request) -> web.Response:
 async def submit_form(request: web.Request) -> web.Response:
     forms = _actions(request).forms
     token = request.match_info["token"]
-    record = await forms.load(token)
+    record = None if _token(request) is None else await forms.load(token)
     if record is None:
         return page("Form not found", status=404, message=_GONE)
     if record.get("done"):
         return page("Thank you!", status=410, message="This form has been sent already. Thank you!")
     posted = await request.post()
     fields = forms.fields(record)
-    values = {f.name: str(posted.get(f.name, ""))[:2000] for f in fields}
+    values = {f.name: clean_text(str(posted.get(f.name, "")), f.name, limit=2000) for f in fields}
     try:
         await forms.submit(token, record, values)
     except FormAlreadySent:
@@ -131,8 +135,16 @@ async def submit_form(request: web.Request) -> web.Response:
     return page("Thank you!", message="We have received your details.")
 
 
+def _token(request: web.Request) -> str | None:
+    """The path's token if it can be one of ours (URL-safe base64, dots): anything else, such as
+    non-ASCII text, is not looked up at all."""
+    token = request.match_info["token"]
+    return token if _TOKEN.match(token) else None
+
+
 async def _unsubscribe(request: web.Request) -> web.Response:
-    result = await _actions(request).unsubscribe(request.match_info["token"])
+    token = _token(request)
+    result = None if token is None else await _actions(request).unsubscribe(token)
     if result is None:
         return page("Link not valid", status=404, message="This unsubscribe link is not valid.")
     address, first = result

@@ -90,8 +90,9 @@ class Server:
 
     def history(self, session: str, after: int = 0, wait: float = 0) -> list[dict[str, Any]]:
         """What the server holds for a widget session (through the public long-poll route)."""
-        url = f"{self.url}/chat/demo/messages?session={session}&after={after}&wait={wait}"
-        with urllib.request.urlopen(url, timeout=wait + 10) as r:
+        url = f"{self.url}/chat/demo/messages?after={after}&wait={wait}"
+        request = urllib.request.Request(url, headers={"X-Salesbot-Session": session})
+        with urllib.request.urlopen(request, timeout=wait + 10) as r:
             return list(json.loads(r.read())["messages"])
 
 
@@ -137,6 +138,8 @@ def salesbot_server(chromium_executable: str, redis_url: str, artifacts: Path,
         "SALESBOT_TIMER_POLL_INTERVAL": "0.05",
         "SALESBOT_FLOWS_DIR": str(flows),
         "PYTHONUNBUFFERED": "1",
+        # The code of this checkout, not whichever one the virtualenv installed (cwd is elsewhere).
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
     }
     log_path = artifacts / "server.log"
     log = open(log_path, "wb")

@@ -185,6 +185,8 @@ def test_long_poll_fallback(page: Page, artifacts: Path) -> None:
     sockets: list[str] = []
     polls: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
     page.on("request", lambda r: polls.append(r.url) if re.search(r"/chat/demo/messages\?.*wait=", r.url) else None)
     open_chat(page, "?transport=poll")
     assert page.evaluate("salesbotChat.transport()") == "poll"
@@ -196,6 +198,8 @@ def test_long_poll_fallback(page: Page, artifacts: Path) -> None:
     snap(page, artifacts, "07-long-poll")
     assert sockets == [], "the poll transport opened a WebSocket"
     assert polls, "no long-poll request was made"
+    session = page.evaluate("salesbotChat.session")  # sent in X-Salesbot-Session, never in a URL
+    assert not [u for u in urls if session in u], urls
 
 
 # f ---------------------------------------------------------------------------------------------
@@ -244,6 +248,8 @@ def test_websocket_resume_loses_and_duplicates_nothing(page: Page, salesbot_serv
     expect(bot_messages(page).last).to_contain_text(HOURS)
     settled(page)
     assert len(sockets) == 3 and sockets[2].endswith(f"after={seen}"), sockets
+
+    assert not [u for u in sockets if session in u], sockets  # in a subprotocol, not the URL
 
     # Nothing lost, nothing twice: the page shows exactly the server's transcript, in order.
     server = salesbot_server.history(session)

@@ -102,12 +102,16 @@ async def test_bad_signatures_and_malformed_bodies_change_nothing(app: Harness, 
     status, _ = await app.webhook("whatsapp", "wa", payload, signature=sign(APP_SECRET, unescaped))
     assert status == 403
     # Signed but unreadable: 400.
-    for raw in (b'{"object":"whatsapp_business_account","entry":', b'[]', b'{"object":"whatsapp_business_account"}',
-                b'{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":'
-                b'{"messages":[{"type":"text"}]}}]}]}'):
+    for raw in (b'{"object":"whatsapp_business_account","entry":', b'[]', b'{"object":"whatsapp_business_account"}'):
         status, answer = await app.fake.post_webhook(app.url("whatsapp", "wa"), None, raw=raw,
                                                      signature=sign(APP_SECRET, raw))
         assert status == 400, (raw, answer)
+    # Signed, readable, but its one message has no sender: acknowledged, the item skipped.
+    raw = (b'{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":'
+           b'{"messages":[{"type":"text"}]}}]}]}')
+    status, answer = await app.fake.post_webhook(app.url("whatsapp", "wa"), None, raw=raw,
+                                                 signature=sign(APP_SECRET, raw))
+    assert (status, answer["items"]) == (200, 0), raw
 
     assert await app.services.store.meta(CID) == {}
     assert await redis.exists(k.ConversationKey(CID).state) == 0

@@ -149,7 +149,10 @@
     var proto = location.protocol === "https:" ? "wss:" : "ws:";
     // A socket's events only count while it is the current one (a forced reconnect leaves the old
     // one closing in the background: its late onclose must not drop the new socket).
-    var sock = new WebSocket(proto + "//" + location.host + base + "/ws?session=" + session + "&after=" + last);
+    // The session goes in a subprotocol, not the URL (URLs end up in proxy logs); the server
+    // answers with "salesbot.v1" only.
+    var sock = new WebSocket(proto + "//" + location.host + base + "/ws?after=" + last,
+                             ["salesbot.v1", "sid." + session]);
     ws = sock;
     setStatus("connecting");
     sock.onopen = function () { if (ws !== sock) return; wsFailures = 0; setStatus("online"); };
@@ -183,7 +186,7 @@
 
   function poll() {
     polling = true; setStatus("online");
-    fetch(base + "/messages?session=" + session + "&after=" + last + "&wait=25")
+    fetch(base + "/messages?after=" + last + "&wait=25", { headers: { "X-Salesbot-Session": session } })
       .then(function (r) { if (!r.ok) throw new Error("server " + r.status); return r.json(); })
       .then(function (d) {
         setStatus("online");

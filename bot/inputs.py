@@ -1,0 +1,125 @@
+"""Input checked once at the edge: strict JSON, visitor strings and header bytes.
+
+Everything a visitor or a platform sends passes through here before it reaches a conversation,
+so the rest of the code can rely on three things: numbers are finite and fit in 64 bits, JSON is
+at most ``MAX_DEPTH`` levels deep, and strings hold no control characters (``\\x1f`` and NUL are
+separators inside the store's index values) and have a bounded length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from typing import Any
+
+from .errors import SalesbotError
+
+#: Deeper JSON is refused: nothing we accept nests this far, and deep nesting costs recursion.
+MAX_DEPTH = 64
+#: Integers beyond 64 bits are refused (msgpack, Redis and the CRMs cannot hold them).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+#: C0/C1 control characters and lone surrogates; tab, line feed and carriage return are kept.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\ufeff]")
+_LINE_BREAKS = re.compile(r"\s*[\t\n\r]+\s*")
+
+
+class BadInput(SalesbotError, ValueError):
+    """A request value that cannot be used; ``field`` names it for the 400 answer."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.reason = message
+
+
+class BadJson(BadInput):
+    """The body is not strict JSON (NaN/Infinity, overflow, too deep, not UTF-8)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("", message)
+
+
+def _constant(name: str) -> Any:
+    raise BadJson(f"{name} is not a JSON number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadJson(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _int(text: str) -> int:
+    value = int(text)  # more than 4300 digits: ValueError (Python's own limit)
+    if not INT_MIN <= value <= INT_MAX:
+        raise BadJson(f"the integer {text[:40]} is out of range (64 bits)")
+    return value
+
+
+def depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply ``value`` nests lists and objects, counted level by level (no recursion on
+    hostile input); stops counting once past ``limit``."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    deepest = 0
+    while level and deepest <= limit:
+        deepest += 1
+        below: list[Any] = []
+        for item in level:
+            for child in item.values() if isinstance(item, dict) else item:
+                if isinstance(child, (dict, list)):
+                    below.append(child)
+        level = below
+    return deepest
+
+
+def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse request JSON strictly; ``BadJson`` for anything a standard parser would refuse
+    or that would turn into NaN, an infinity, a >64-bit integer or a recursion error later."""
+    try:
+        value = json.loads(data, parse_constant=_constant, parse_float=_float, parse_int=_int)
+    except BadJson:
+        raise
+    except RecursionError:
+        raise BadJson(f"the JSON nests deeper than {max_depth} levels") from None
+    except UnicodeDecodeError:
+        raise BadJson("the body is not UTF-8") from None
+    except ValueError as exc:
+        raise BadJson(f"the body is not valid JSON ({str(exc)[:80]})") from None
+    if depth(value, max_depth) > max_depth:
+        raise BadJson(f"the JSON nests deeper than {max_depth} levels")
+    return value
+
+
+def clean_text(value: object, field: str, *, limit: int, line: bool = False) -> str:
+    """A visitor-supplied string made safe to store: control characters removed (tab and line
+    breaks kept unless ``line``, where whitespace runs become one space), NFC-normalised, cut to
+    ``limit`` characters. ``BadInput`` if ``value`` is not a string."""
+    if not isinstance(value, str):
+        raise BadInput(field, "is not a string")
+    text = unicodedata.normalize("NFC", _CONTROL.sub("", value))
+    if line:
+        text = _LINE_BREAKS.sub(" ", text).strip()
+    return text[:limit]
+
+
+def clean_optional(value: object, field: str, *, limit: int, line: bool = False) -> str | None:
+    """``clean_text`` for an optional field: None stays None, and so does a string that is
+    empty once cleaned."""
+    if value is None:
+        return None
+    return clean_text(value, field, limit=limit, line=line) or None
+
+
+def header_bytes(value: str | None) -> bytes | None:
+    """A header or cookie value as UTF-8 bytes, None if absent or not encodable (aiohttp keeps
+    undecodable bytes as lone surrogates, which ``str.encode`` refuses)."""
+    if value is None:
+        return None
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
