@@ -10,6 +10,7 @@ Anything else (filters, calls, tests, …) returns None and stays with Jinja.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from jinja2 import Undefined, nodes
 from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
+
+from .budget import MAX_INT_BITS, MAX_SIZE, BudgetExceeded, check_percent, check_size, check_value, size
 
 Getter = Callable[[Mapping[str, Any]], Any]
 
@@ -33,29 +36,51 @@ class _Missing:
 
 MISSING: Any = _Missing()
 #: Largest string or list that ``*`` may build in a template.
-MAX_PRODUCT = 100_000
+MAX_PRODUCT = MAX_SIZE
 
 
 class ExpressionError(Exception):
     """An expression failed at run time (arithmetic on a missing value, …)."""
 
 
+# The operators that can build a large value check its size before building it (see budget).
 def safe_multiply(a: Any, b: Any) -> Any:
     for seq, n in ((a, b), (b, a)):
-        if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_PRODUCT:
-            raise ExpressionError(f"the result would be longer than {MAX_PRODUCT}")
-    return a * b
+        if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+            check_size(size(seq) * n)
+            return a * b
+    return check_value(a * b)
 
 
 def safe_power(a: Any, b: Any) -> Any:
     if isinstance(b, (int, float)) and abs(b) > 1000:
         raise ExpressionError("exponent too large")
-    return a**b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 and abs(a) > 1 \
+            and b * math.log2(abs(a)) > MAX_INT_BITS:
+        raise BudgetExceeded("number larger than 10**100")
+    return check_value(a**b)
+
+
+def safe_add(a: Any, b: Any) -> Any:
+    ta = type(a)
+    if ta is int and type(b) is int:  # the common case: cannot grow past the limit in one step
+        return a + b
+    if isinstance(a, (str, list, tuple)) and isinstance(b, (str, list, tuple)):
+        check_size(size(a) + size(b))
+        return a + b
+    return check_value(a + b)
+
+
+def safe_modulo(a: Any, b: Any) -> Any:
+    """``%``: for a string, formatting, whose widths and arguments are checked first."""
+    if isinstance(a, str):
+        check_percent(a, b)
+    return a % b
 
 
 _ARITH: dict[type, Callable[[Any, Any], Any]] = {
-    nodes.Add: operator.add, nodes.Sub: operator.sub, nodes.Mul: safe_multiply,
-    nodes.Div: operator.truediv, nodes.FloorDiv: operator.floordiv, nodes.Mod: operator.mod,
+    nodes.Add: safe_add, nodes.Sub: operator.sub, nodes.Mul: safe_multiply,
+    nodes.Div: operator.truediv, nodes.FloorDiv: operator.floordiv, nodes.Mod: safe_modulo,
 }
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gteq": operator.ge,
