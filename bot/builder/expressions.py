@@ -191,7 +191,9 @@ def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
         items = [_compile(env, x) for x in node.items]
         if any(i is None for i in items):
             return None
-        return lambda ctx: [i(ctx) for i in items]  # type: ignore[misc]
+        if isinstance(node, nodes.Tuple):  # "%s-%s" % (a, b) needs a tuple, as in Jinja
+            return lambda ctx: check_value(tuple([i(ctx) for i in items]))  # type: ignore[misc]
+        return lambda ctx: check_value([i(ctx) for i in items])  # type: ignore[misc]
     if type(node) in _ARITH:
         fn = _ARITH[type(node)]
         left, right = _compile(env, node.left), _compile(env, node.right)  # type: ignore[attr-defined]
