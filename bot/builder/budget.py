@@ -50,7 +50,7 @@ class BudgetExceeded(Exception):
 class RenderBudget:
     """The running totals of one render."""
 
-    __slots__ = ("steps", "output", "deadline", "_next_clock")
+    __slots__ = ("_next_clock", "deadline", "output", "steps")
 
     def __init__(self) -> None:
         self.steps = 0
@@ -86,6 +86,11 @@ def size(value: Any, limit: int = MAX_SIZE) -> int:
 
     Stops counting once past ``limit``, so sizing a huge value costs no more than a small one.
     """
+    t = type(value)
+    if t is str:
+        return len(value)
+    if t is int or t is float or t is bool or value is None:
+        return 1
     if isinstance(value, (str, bytes)):
         return len(value)
     if isinstance(value, (list, tuple, set, frozenset, dict)):
@@ -108,13 +113,16 @@ def check_size(n: int) -> None:
 def check_value(value: Any) -> Any:
     """``value`` itself, if within the limits of size and magnitude."""
     t = type(value)
-    if t is int:
+    if t is str:
+        if len(value) > MAX_SIZE:
+            check_size(len(value))
+    elif t is int:
         if value.bit_length() > MAX_INT_BITS:
             raise BudgetExceeded("number larger than 10**100")
     elif t is float:
         if not math.isfinite(value):
             raise BudgetExceeded(f"number out of range ({value})")
-    elif t is str or isinstance(value, (str, list, tuple, dict, set, frozenset)):
+    elif isinstance(value, (str, list, tuple, dict, set, frozenset)):
         check_size(size(value))
     return value
 

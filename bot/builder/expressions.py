@@ -19,7 +19,15 @@ from jinja2 import Undefined, nodes
 from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
 
-from .budget import MAX_INT_BITS, MAX_SIZE, BudgetExceeded, check_percent, check_size, check_value, size
+from .budget import (
+    MAX_INT_BITS,
+    MAX_SIZE,
+    BudgetExceeded,
+    check_percent,
+    check_size,
+    check_value,
+    size,
+)
 
 Getter = Callable[[Mapping[str, Any]], Any]
 
@@ -43,6 +51,9 @@ class ExpressionError(Exception):
     """An expression failed at run time (arithmetic on a missing value, …)."""
 
 
+_SEQUENCES = frozenset({str, list, tuple})
+
+
 # The operators that can build a large value check its size before building it (see budget).
 def safe_multiply(a: Any, b: Any) -> Any:
     for seq, n in ((a, b), (b, a)):
@@ -62,12 +73,10 @@ def safe_power(a: Any, b: Any) -> Any:
 
 
 def safe_add(a: Any, b: Any) -> Any:
-    ta = type(a)
-    if ta is int and type(b) is int:  # the common case: cannot grow past the limit in one step
+    if type(a) is int and type(b) is int:  # the common case: cannot grow past the limit in one step
         return a + b
-    if isinstance(a, (str, list, tuple)) and isinstance(b, (str, list, tuple)):
+    if type(a) in _SEQUENCES and type(b) in _SEQUENCES:
         check_size(size(a) + size(b))
-        return a + b
     return check_value(a + b)
 
 

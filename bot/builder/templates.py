@@ -20,18 +20,42 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from jinja2 import ChainableUndefined, Environment, TemplateError, TemplateSyntaxError, Undefined, nodes
+from jinja2 import (
+    ChainableUndefined,
+    Environment,
+    TemplateError,
+    TemplateSyntaxError,
+    Undefined,
+    nodes,
+)
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import FilterArgumentError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.utils import generate_lorem_ipsum
 
 from .budget import (
-    CURRENT, MAX_OUTPUT, BudgetExceeded, RenderBudget, bounded_range, check_format_spec, check_size,
-    check_value, check_width, joined_size, replaced_size, size,
+    CURRENT,
+    MAX_OUTPUT,
+    BudgetExceeded,
+    RenderBudget,
+    bounded_range,
+    check_format_spec,
+    check_size,
+    check_value,
+    check_width,
+    joined_size,
+    replaced_size,
+    size,
 )
 from .expressions import (
-    MISSING, ExpressionError, Getter, compile_fast, safe_add, safe_modulo, safe_multiply, safe_power,
+    MISSING,
+    ExpressionError,
+    Getter,
+    compile_fast,
+    safe_add,
+    safe_modulo,
+    safe_multiply,
+    safe_power,
 )
 
 
@@ -40,7 +64,7 @@ class TemplateFailed(Exception):
 
 
 def _finalize(value: Any) -> Any:
-    n = size(value)
+    n = len(value) if type(value) is str else size(value)
     check_size(n)
     budget = CURRENT.get()
     if budget is not None:  # None while Jinja folds constants at compile time
@@ -199,7 +223,7 @@ def _budget_iter(items: Any) -> Any:
     return items if budget is None else budget.iterate(items)
 
 
-def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
     if n > 20 or max > 200:
         raise BudgetExceeded("lipsum() of more than 20 paragraphs or 200 words")
     return str(generate_lorem_ipsum(n=n, html=html, min=min, max=max))
@@ -226,7 +250,7 @@ class _Environment(ImmutableSandboxedEnvironment):
         except ExpressionError as exc:
             raise TemplateFailed(str(exc)) from exc
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: PYI063
         budget = CURRENT.get()
         if budget is not None:
             budget.step()
@@ -253,12 +277,12 @@ class _Environment(ImmutableSandboxedEnvironment):
             if is_map:
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one argument")
-                args, kwargs = (), args[0]
+                return str(_Formatter(self).vformat(text, (), args[0]))
             return str(_Formatter(self).vformat(text, args, kwargs))
 
         return functools.update_wrapper(wrapper, value)
 
-    def concat(self, parts: Iterable[str]) -> str:  # type: ignore[override]
+    def concat(self, parts: Iterable[str]) -> str:
         """The output of a render, cut at ``MAX_OUTPUT`` rather than built in full."""
         out: list[str] = []
         length = 0
@@ -323,7 +347,7 @@ def _text(value: Any) -> str:
 class Template:
     """A compiled template. ``render`` gives text; ``value`` gives the typed value."""
 
-    __slots__ = ("source", "constant", "_parts", "_jinja", "_expr", "_fast")
+    __slots__ = ("_expr", "_fast", "_jinja", "_parts", "constant", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -398,7 +422,7 @@ class Template:
 class Expression:
     """A bare Jinja2 expression (``lead.price > 1000``), for ``expr`` predicates."""
 
-    __slots__ = ("source", "_fn", "_fast")
+    __slots__ = ("_fast", "_fn", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import pytest
 from jinja2 import TemplateSyntaxError
 
+from bot.builder import check_document
 from bot.builder.budget import CPU_SECONDS, MAX_OUTPUT, MAX_RANGE, MAX_SIZE
 from bot.builder.templates import Expression, Template, TemplateFailed
 
@@ -34,8 +35,8 @@ def _ns(init: str, step: str, n: int = 40) -> str:
 ATTACKS: dict[str, tuple[str, str]] = {
     "nested loops": ("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
                      "loop iterations"),
-    "nested loops over a variable": ("{% for i in vars.n %}{% for j in vars.n %}{{ j }}{% endfor %}"
-                                     "{% endfor %}", "loop iterations"),
+    "nested loops over a variable": (("{% for i in vars.n %}{% for j in vars.n %}{{ j }}"
+                                      "{% endfor %}{% endfor %}"), "loop iterations"),
     "power tower": ("{{ (9**999)**999 }}", "larger than 10\\*\\*100"),
     "squaring": (_ns("2", "ns.s * ns.s", 30).replace("|length", ""), "larger than 10\\*\\*100"),
     "percent width": ("{{ '%0200000000d' % 1 }}", "width"),
@@ -62,14 +63,14 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "many percent fields": ("{{ ('%s' * 30000) % (('x' * 100000,) * 30000) }}", "longer than"),
     "wide list as text": ("{{ (['x' * 100000] * 100000)|string }}", "longer than"),
     "translate": ("{{ 'abc'.translate({97: 'x' * 100000}) }}", "longer than"),
-    "exponential macro": ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}"
-                          "{% endmacro %}{{ f(40) }}", "loop iterations and calls"),
+    "exponential macro": (("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}"
+                           "{% endmacro %}{{ f(40) }}"), "loop iterations and calls"),
     "output": ("{% set s = 'x' * 100000 %}{% for i in range(10000) %}{{ s }}{% endfor %}", "output"),
-    "set block": ("{% set s = 'x' * 100000 %}{% set t %}{% for i in range(10000) %}{{ s }}"
-                  "{% endfor %}{% endset %}{{ t|length }}", "produced more than"),
+    "set block": (("{% set s = 'x' * 100000 %}{% set t %}{% for i in range(10000) %}{{ s }}"
+                   "{% endfor %}{% endset %}{{ t|length }}"), "produced more than"),
     "infinity": ("{{ 1e308 * 10 }}", "out of range"),
-    "cpu": ("{% set l = range(10000)|list %}{% for i in range(10000) %}"
-            "{{ (l|sort(reverse=true))[0] }}{% endfor %}", "CPU"),
+    "cpu": (("{% set l = range(10000)|list %}{% for i in range(10000) %}"
+             "{{ (l|sort(reverse=true))[0] }}{% endfor %}"), "CPU"),
 }
 
 
@@ -144,3 +145,13 @@ def test_a_tuple_is_a_tuple_on_the_fast_path_too() -> None:
     assert Template("{{ (1, 2) }}").render({}) == "(1, 2)"
     with fails_fast("longer than"):
         Template("{{ [vars.s, vars.s] }}").value({"vars": {"s": "x" * 60_000}})
+
+
+def test_the_validator_reports_a_literal_range_too_large() -> None:
+    doc = {"format": "salesbot.flow/1", "id": "bot", "start": "hi", "steps": {
+        "hi": {"type": "message", "text": "{% for i in range(100000) %}{% for j in range(100000) %}"
+                                          "{% endfor %}{% endfor %}"}}}
+    problems, flow = check_document(doc)
+    assert flow is None
+    assert [(p.pointer, p.message) for p in problems if p.severity == "error"] == [
+        ("/steps/hi/text", "template does not compile: range() of more than 10,000 numbers (line 1)")]
