@@ -40,7 +40,7 @@ MAX_STEPS = 10_000
 MAX_INT_BITS = 333
 #: CPU time one render may take, in seconds.
 CPU_SECONDS = 0.2
-_CLOCK_EVERY = 32  # steps between two looks at the (~0.3 µs) thread CPU clock
+_CLOCK_EVERY = 8  # steps between two looks at the (~0.3 µs) thread CPU clock
 
 
 class BudgetExceeded(Exception):
