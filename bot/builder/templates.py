@@ -332,6 +332,7 @@ def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
 _ENV = make_environment()  # immutable and stateless after creation; shared by all flows
 _MARKERS = ("{{", "{%", "{#")
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
+_LOOPS = re.compile(r"\{%[-+]?\s*(?:for|macro|call)\b")  # what can repeat work in a render
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
 _MISSING = MISSING
 
@@ -347,7 +348,7 @@ def _text(value: Any) -> str:
 class Template:
     """A compiled template. ``render`` gives text; ``value`` gives the typed value."""
 
-    __slots__ = ("_expr", "_fast", "_jinja", "_parts", "constant", "source")
+    __slots__ = ("_expr", "_fast", "_jinja", "_parts", "constant", "loops", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -356,6 +357,7 @@ class Template:
         self._jinja: Any = None
         self._expr: Callable[..., Any] | None = None
         self._fast: Getter | None = None
+        self.loops = "{%" in source and _LOOPS.search(source) is not None
         if not any(m in source for m in _MARKERS):
             self.constant = source
             return

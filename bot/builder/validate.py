@@ -204,12 +204,14 @@ class _Compiler:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.names: set[str] = set()  # every context name the flow reads (to skip CRM reads)
+        self.loops = False  # whether any template loops (its turns may take CPU time)
 
     def template(self, source: str, at: list[str | int]) -> Template:
         try:
             compiled = Template(source)
             if compiled.constant is None:
                 self.names |= referenced_names(source)
+                self.loops = self.loops or compiled.loops
             return compiled
         except TemplateSyntaxError as exc:
             self.problems.append(Problem(pointer(at), f"template does not compile: {exc.message} (line {exc.lineno})"))
@@ -496,7 +498,7 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
         called_bots=frozenset(s.bot for s in steps.values() if isinstance(s, m.StartBotStep)),
         reads_clock="now" in compiler.names,
         names=frozenset(compiler.names),
-        slow_checks=_slow_checks(steps.values()),
+        slow_work=compiler.loops or _slow_checks(steps.values()),
         uses_crm=bool(compiler.names & CRM_NAMES) or any(
             isinstance(s, m.ActionStep) and any(getattr(a, "from_", None) == "manual" for a in s.actions)
             for s in steps.values()),

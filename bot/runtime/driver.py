@@ -4,10 +4,11 @@
 on a ``Request``, it asks the injected ``RequestHandler`` and feeds the ``RequestResult`` back.
 The chat simulator, ``salesbot test`` and the server all use this one loop.
 
-A turn of a flow with *slow checks* (regexes, phone or e-mail search on customer text; see
-``CompiledFlow.slow_checks``) runs ``advance`` in a worker thread, so a message crafted to make
-a regex backtrack for its whole time limit does not stall the other conversations of the
-process: ``regex`` releases the GIL while it matches. Other turns stay on the event loop, where
+A turn of a flow with *slow work* (regexes, phone or e-mail search on customer text, templates
+with loops; see ``CompiledFlow.slow_work``) runs ``advance`` in a worker thread, so a message
+crafted to make a regex backtrack for its whole time limit does not stall the other
+conversations of the process: ``regex`` releases the GIL while it matches, and Python code
+gives the loop its turn every few milliseconds. Other turns stay on the event loop, where
 they cost no thread hand-off.
 """
 
@@ -44,7 +45,7 @@ class TurnResult:
 
 
 class Driver:
-    """``executor`` runs the turns of flows with slow checks (None: the loop's default one)."""
+    """``executor`` runs the turns of flows with slow work (None: the loop's default one)."""
 
     def __init__(self, flows: FlowSource, requests: RequestHandler, *,
                  executor: Executor | None = None) -> None:
@@ -89,7 +90,7 @@ class Driver:
 
     def slow(self, state: ConversationState, event: ev.Event) -> bool:
         """Whether a flow this event may run (the current one, its callers, the one it starts,
-        the ones they start) has slow checks."""
+        the ones they start) has slow work."""
         todo: list[tuple[str, int | None]] = []
         run = state.run
         if run is not None:
@@ -107,7 +108,7 @@ class Driver:
             flow = self.flows.get(*key)
             if flow is None:
                 continue
-            if flow.slow_checks:
+            if flow.slow_work:
                 return True
             todo.extend((callee, None) for callee in flow.called_bots)
         return False

@@ -127,15 +127,19 @@ class ThreadRecorder(ThreadPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
-def test_flows_with_regex_phone_or_email_checks_are_slow() -> None:
+def test_flows_with_regex_phone_or_email_checks_or_template_loops_are_slow() -> None:
     plain = make_flow({"hi": {"type": "message", "text": "hi"}}, id="plain")
     phone = make_flow({"ask": {"type": "validation", "rules": [{"check": "contains", "kind": "phone"}]}},
                       id="phone")
     matches = make_flow({"c": {"type": "condition", "branches": [{"if": {"not": {"any": [
         {"field": "message.text", "op": "matches", "value": "x+"}]}}, "next": "c2"}], "else": "c2"},
         "c2": {"type": "message", "text": "ok"}}, id="matches")
-    assert (SLOW.slow_checks, phone.slow_checks, matches.slow_checks, plain.slow_checks) == (
-        True, True, True, False)
+    loops = make_flow({"hi": {"type": "message", "text": "{%- for i in vars.x %}{{ i }}{% endfor %}"}},
+                      id="loops")
+    jinja = make_flow({"hi": {"type": "message", "text": "{% if vars.x %}{{ vars.x|upper }}{% endif %}"}},
+                      id="jinja")
+    assert (SLOW.slow_work, phone.slow_work, matches.slow_work, loops.slow_work) == (True,) * 4
+    assert (plain.slow_work, jinja.slow_work) == (False, False)
 
 
 async def test_a_turn_of_a_slow_flow_runs_in_the_executor_and_others_on_the_loop() -> None:
