@@ -14,7 +14,8 @@ Two kinds of checks:
   is built, and a check of every call's result;
 * a per-render ``RenderBudget`` (loop iterations and calls, output length, CPU time), held in a
   context variable while a Jinja template renders, so renders in parallel threads each have
-  their own. Constants and plain placeholders never reach Jinja and never pay for it.
+  their own. Constants and plain placeholders never reach Jinja and never pay for it. The
+  shell may also bound the CPU time of all the renders of one turn (``within_turn_budget``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: Largest string, list or dict (items counted deeply) a template may build.
 MAX_SIZE = 100_000
@@ -40,6 +43,8 @@ MAX_STEPS = 10_000
 MAX_INT_BITS = 333
 #: CPU time one render may take, in seconds.
 CPU_SECONDS = 0.2
+#: CPU time all the renders of one ``advance`` may take together, in seconds.
+TURN_CPU_SECONDS = 1.0
 _CLOCK_EVERY = 8  # steps between two looks at the (~0.3 µs) thread CPU clock
 
 
@@ -55,8 +60,14 @@ class RenderBudget:
     def __init__(self) -> None:
         self.steps = 0
         self.output = 0
-        self.deadline = time.thread_time() + CPU_SECONDS
+        now = time.thread_time()
+        self.deadline = now + CPU_SECONDS
         self._next_clock = _CLOCK_EVERY
+        turn = TURN_DEADLINE.get()
+        if turn is not None and turn < self.deadline:
+            if now > turn:
+                raise BudgetExceeded(f"this turn's templates took more than {TURN_CPU_SECONDS} s of CPU")
+            self.deadline = turn
 
     def step(self) -> None:
         self.steps += 1
@@ -79,6 +90,17 @@ class RenderBudget:
 
 
 CURRENT: ContextVar[RenderBudget | None] = ContextVar("salesbot_render_budget", default=None)
+#: The thread CPU time by which the renders of the current turn must be done (set by the shell).
+TURN_DEADLINE: ContextVar[float | None] = ContextVar("salesbot_turn_deadline", default=None)
+
+
+def within_turn_budget(fn: Callable[..., T], /, *args: Any) -> T:
+    """``fn(*args)`` with every render inside sharing ``TURN_CPU_SECONDS`` of CPU time."""
+    token = TURN_DEADLINE.set(time.thread_time() + TURN_CPU_SECONDS)
+    try:
+        return fn(*args)
+    finally:
+        TURN_DEADLINE.reset(token)
 
 
 def size(value: Any, limit: int = MAX_SIZE) -> int:

@@ -445,15 +445,17 @@ class Expression:
 
 def _evaluate(source: str, fn: Callable[..., Any], context: Mapping[str, Any], missing: Any) -> Any:
     """A compiled Jinja expression's value, within a render budget."""
-    token = CURRENT.set(RenderBudget())
+    token = None
     try:
+        token = CURRENT.set(RenderBudget())
         v = check_value(fn(**context))
     except (ExpressionError, BudgetExceeded) as exc:
         raise TemplateFailed(f"{source!r}: {exc}") from exc
     except Exception as exc:
         raise TemplateFailed(f"{source!r}: {type(exc).__name__}: {exc}") from exc
     finally:
-        CURRENT.reset(token)
+        if token is not None:
+            CURRENT.reset(token)
     return missing if isinstance(v, Undefined) else v
 
 

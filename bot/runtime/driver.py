@@ -2,7 +2,8 @@
 
 ``Driver.turn`` runs one event to completion: it calls ``advance``; while the run is suspended
 on a ``Request``, it asks the injected ``RequestHandler`` and feeds the ``RequestResult`` back.
-The chat simulator, ``salesbot test`` and the server all use this one loop.
+The chat simulator, ``salesbot test`` and the server all use this one loop. All the template
+renders of one ``advance`` share a CPU budget (``bot.builder.budget.TURN_CPU_SECONDS``).
 
 A turn of a flow with *slow work* (regexes, phone or e-mail search on customer text, templates
 with loops; see ``CompiledFlow.slow_work``) runs ``advance`` in a worker thread, so a message
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from ..builder.budget import within_turn_budget
 from . import effects as fx
 from . import events as ev
 from .flows import FlowSource
@@ -84,9 +86,9 @@ class Driver:
     async def _advance(self, slow: bool, state: ConversationState, event: ev.Event, now: datetime,
                        snapshot: Mapping[str, Any]) -> Outcome:
         if not slow:
-            return advance(self.flows, state, event, now, snapshot)
-        return await asyncio.get_running_loop().run_in_executor(
-            self.executor, functools.partial(advance, self.flows, state, event, now, snapshot))
+            return within_turn_budget(advance, self.flows, state, event, now, snapshot)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(
+            within_turn_budget, advance, self.flows, state, event, now, snapshot))
 
     def slow(self, state: ConversationState, event: ev.Event) -> bool:
         """Whether a flow this event may run (the current one, its callers, the one it starts,

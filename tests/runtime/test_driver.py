@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -159,3 +160,20 @@ async def test_a_turn_of_a_slow_flow_runs_in_the_executor_and_others_on_the_loop
         assert texts(result.effects) == ["hi"] and executor.used == 2
     finally:
         executor.shutdown()
+
+
+async def test_the_templates_of_one_turn_share_a_cpu_budget() -> None:
+    # Each render stops at 0.2 s of CPU; twenty of them in one turn would take 4 s without the
+    # turn's budget (1 s), after which every template fails at once.
+    heavy = ("{% set s = 'ab ' * 33000 %}{% for i in range(1000) %}{{ (s|wordwrap(5))|length }}"
+             "{% endfor %}")
+    steps = {f"s{i}": {"type": "message", "text": heavy, "next": f"s{i + 1}"} for i in range(20)}
+    steps["s20"] = {"type": "message", "text": "done"}
+    flow = make_flow(steps, id="heavy", start="s0")
+    started = time.process_time()
+    result = await Driver(library(flow), Recorder()).turn(
+        ConversationState("c1"), ev.InboundMessage("x", greeting="heavy"), NOW, {})
+    assert time.process_time() - started < 2.0
+    assert texts(result.effects) == [""] * 20 + ["done"]
+    errors = [t.data["error"] for t in of_type(result.effects, fx.Trace) if t.event == "template.error"]
+    assert len(errors) == 20 and "this turn's templates took more than 1.0 s" in errors[-1]
