@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -189,6 +190,22 @@ def check_format_spec(spec: str) -> None:
     """A ``str.format`` field's spec (``>200000000``) within ``MAX_SIZE``."""
     for digits in _DIGITS.findall(spec):
         check_width(int(digits) if len(digits) < 8 else MAX_SIZE + 1)
+
+
+def check_format_size(fmt: str, kwargs: Any, args: tuple[Any, ...]) -> None:
+    """Refuse ``fmt.format(*args, **kwargs)`` whose result could pass ``MAX_SIZE``."""
+    values = [*args, *(kwargs.values() if isinstance(kwargs, Mapping) else ())]
+    fields, widest = 0, 0
+    for _, field, spec, _ in string.Formatter().parse(fmt):
+        if field is not None:
+            fields += 1
+            check_format_spec(spec or "")
+            if spec and "{" in spec:  # a width taken from the arguments
+                widest = max([widest, *(abs(v) for v in values if type(v) is int)])
+            widest = max([widest, *(int(d) for d in _DIGITS.findall(spec or ""))])
+    check_width(widest)
+    largest = max((size(v) for v in values), default=0)
+    check_size(len(fmt) + fields * (widest + min(largest, MAX_SIZE) + 110))
 
 
 def replaced_size(text: str, old: str, new: str, count: int = -1) -> int:

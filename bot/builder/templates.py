@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import re
-import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -39,6 +38,7 @@ from .budget import (
     BudgetExceeded,
     RenderBudget,
     bounded_range,
+    check_format_size,
     check_format_spec,
     check_size,
     check_value,
@@ -266,12 +266,19 @@ class _Environment(ImmutableSandboxedEnvironment):
         return check_value(super().call(__context, __obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        """``str.format``/``format_map`` through ``_Formatter`` (a fresh one per call)."""
-        if not isinstance(value, (types.MethodType, types.BuiltinMethodType)) or \
-                value.__name__ not in ("format", "format_map") or type(value.__self__) is not str:
+        """``str.format``/``format_map`` through ``_Formatter`` (a fresh one per call); on a
+        ``Markup`` (``'…'|safe``), Jinja's escaping formatter after an estimate of the size."""
+        sandboxed = super().wrap_str_format(value)
+        if sandboxed is None:
             return None
         text: str = value.__self__
         is_map = value.__name__ == "format_map"
+        if type(text) is not str:
+            def estimated(*args: Any, **kwargs: Any) -> str:
+                check_format_size(text, args[0] if is_map and args else kwargs, args)
+                return sandboxed(*args, **kwargs)
+
+            return functools.update_wrapper(estimated, value)
 
         def wrapper(*args: Any, **kwargs: Any) -> str:
             if is_map:

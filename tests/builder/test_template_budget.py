@@ -43,6 +43,8 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "percent star width": ("{{ '%*d' % (200000000, 1) }}", "width"),
     "format filter width": ("{{ '%0200000000d'|format(1) }}", "width"),
     "str.format width": ("{{ '{:>200000000}'.format(1) }}", "width"),
+    "Markup.format width": ("{{ ('{:>200000000}'|safe).format(1) }}", "width"),
+    "nested format width": ("{{ ('{0:{1}}'|safe).format(1, 200000000) }}", "width"),
     "center": ("{{ 'x'.center(200000000) }}", "width"),
     "ljust": ("{{ 'x'.ljust(200000000) }}", "width"),
     "center filter": ("{{ 'x'|center(200000000) }}", "width"),
