@@ -253,3 +253,4 @@ class CompiledFlow:
     uses_crm: bool = True  # whether any template or condition reads contact, lead or company
     reads_clock: bool = True  # whether any template or condition reads now
     names: frozenset[str] | None = None  # the context names the flow reads (None: unknown, all)
+    slow_work: bool = False  # regex/phone/e-mail checks or template loops: turns may cost CPU time

@@ -10,6 +10,7 @@ Anything else (filters, calls, tests, …) returns None and stays with Jinja.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +18,16 @@ from typing import Any
 from jinja2 import Undefined, nodes
 from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
+
+from .budget import (
+    MAX_INT_BITS,
+    MAX_SIZE,
+    BudgetExceeded,
+    check_percent,
+    check_size,
+    check_value,
+    size,
+)
 
 Getter = Callable[[Mapping[str, Any]], Any]
 
@@ -33,29 +44,52 @@ class _Missing:
 
 MISSING: Any = _Missing()
 #: Largest string or list that ``*`` may build in a template.
-MAX_PRODUCT = 100_000
+MAX_PRODUCT = MAX_SIZE
 
 
 class ExpressionError(Exception):
     """An expression failed at run time (arithmetic on a missing value, …)."""
 
 
+_SEQUENCES = frozenset({str, list, tuple})
+
+
+# The operators that can build a large value check its size before building it (see budget).
 def safe_multiply(a: Any, b: Any) -> Any:
     for seq, n in ((a, b), (b, a)):
-        if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_PRODUCT:
-            raise ExpressionError(f"the result would be longer than {MAX_PRODUCT}")
-    return a * b
+        if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+            check_size(size(seq) * n)
+            return a * b
+    return check_value(a * b)
 
 
 def safe_power(a: Any, b: Any) -> Any:
     if isinstance(b, (int, float)) and abs(b) > 1000:
         raise ExpressionError("exponent too large")
-    return a**b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 and abs(a) > 1 \
+            and b * math.log2(abs(a)) > MAX_INT_BITS:
+        raise BudgetExceeded("number larger than 10**100")
+    return check_value(a**b)
+
+
+def safe_add(a: Any, b: Any) -> Any:
+    if type(a) is int and type(b) is int:  # the common case: cannot grow past the limit in one step
+        return a + b
+    if type(a) in _SEQUENCES and type(b) in _SEQUENCES:
+        check_size(size(a) + size(b))
+    return check_value(a + b)
+
+
+def safe_modulo(a: Any, b: Any) -> Any:
+    """``%``: for a string, formatting, whose widths and arguments are checked first."""
+    if isinstance(a, str):
+        check_percent(a, b)
+    return a % b
 
 
 _ARITH: dict[type, Callable[[Any, Any], Any]] = {
-    nodes.Add: operator.add, nodes.Sub: operator.sub, nodes.Mul: safe_multiply,
-    nodes.Div: operator.truediv, nodes.FloorDiv: operator.floordiv, nodes.Mod: operator.mod,
+    nodes.Add: safe_add, nodes.Sub: operator.sub, nodes.Mul: safe_multiply,
+    nodes.Div: operator.truediv, nodes.FloorDiv: operator.floordiv, nodes.Mod: safe_modulo,
 }
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gteq": operator.ge,
@@ -166,7 +200,9 @@ def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
         items = [_compile(env, x) for x in node.items]
         if any(i is None for i in items):
             return None
-        return lambda ctx: [i(ctx) for i in items]  # type: ignore[misc]
+        if isinstance(node, nodes.Tuple):  # "%s-%s" % (a, b) needs a tuple, as in Jinja
+            return lambda ctx: check_value(tuple([i(ctx) for i in items]))  # type: ignore[misc]
+        return lambda ctx: check_value([i(ctx) for i in items])  # type: ignore[misc]
     if type(node) in _ARITH:
         fn = _ARITH[type(node)]
         left, right = _compile(env, node.left), _compile(env, node.right)  # type: ignore[attr-defined]

@@ -18,50 +18,21 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateError, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError, Undefined
 
-from .expressions import MISSING, ExpressionError, Getter, compile_fast, safe_multiply, safe_power
+from .budget import CURRENT, BudgetExceeded, RenderBudget, check_value
+from .expressions import MISSING, ExpressionError, Getter, compile_fast
+from .sandbox import make_environment
 
 
 class TemplateFailed(Exception):
-    """A template raised while rendering (sandbox violation, bad arithmetic, …)."""
-
-
-def _finalize(value: Any) -> Any:
-    return "" if value is None else value
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, with ``*`` and ``**`` guarded against building huge values."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        try:
-            return safe_multiply(left, right) if operator == "*" else safe_power(left, right)
-        except ExpressionError as exc:
-            raise TemplateFailed(str(exc)) from exc
-
-
-def make_environment() -> ImmutableSandboxedEnvironment:
-    env = _Environment(
-        undefined=ChainableUndefined, autoescape=False, finalize=_finalize, keep_trailing_newline=True
-    )
-    env.filters["default"] = env.filters["d"] = _default
-    return env
-
-
-def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
-    """Like Jinja's ``default``, but a value that is ``None`` (an empty CRM field) counts as missing."""
-    if isinstance(value, Undefined) or value is None or (boolean and not value):
-        return default_value
-    return value
+    """A template raised while rendering (sandbox violation, bad arithmetic, over budget, …)."""
 
 
 _ENV = make_environment()  # immutable and stateless after creation; shared by all flows
 _MARKERS = ("{{", "{%", "{#")
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
+_LOOPS = re.compile(r"\{%[-+]?\s*(?:for|macro|call)\b")  # what can repeat work in a render
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
 _MISSING = MISSING
 
@@ -77,7 +48,7 @@ def _text(value: Any) -> str:
 class Template:
     """A compiled template. ``render`` gives text; ``value`` gives the typed value."""
 
-    __slots__ = ("source", "constant", "_parts", "_jinja", "_expr", "_fast")
+    __slots__ = ("_expr", "_fast", "_jinja", "_parts", "constant", "loops", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -86,6 +57,7 @@ class Template:
         self._jinja: Any = None
         self._expr: Callable[..., Any] | None = None
         self._fast: Getter | None = None
+        self.loops = "{%" in source and _LOOPS.search(source) is not None
         if not any(m in source for m in _MARKERS):
             self.constant = source
             return
@@ -117,33 +89,32 @@ class Template:
     def render(self, context: Mapping[str, Any]) -> str:
         if self.constant is not None:
             return self.constant
+        token = None
         try:
             if self._parts is not None:
                 return "".join([p if type(p) is str else _text(p(context)) for p in self._parts])
+            token = CURRENT.set(RenderBudget())
             return str(self._jinja.render(context))
-        except ExpressionError as exc:
-            raise TemplateFailed(f"{self.source!r}: {exc}") from exc
-        except TemplateError as exc:
+        except (ExpressionError, BudgetExceeded, TemplateError) as exc:
             raise TemplateFailed(f"{self.source!r}: {exc}") from exc
         except Exception as exc:  # arithmetic on bad data and the like: the operator's bug
             raise TemplateFailed(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if token is not None:
+                CURRENT.reset(token)
 
     def value(self, context: Mapping[str, Any]) -> Any:
         """The typed value of a single-expression template; the text of any other."""
         if self._fast is not None:
             try:
                 v = self._fast(context)
-            except ExpressionError as exc:
+            except (ExpressionError, BudgetExceeded) as exc:
                 raise TemplateFailed(f"{self.source!r}: {exc}") from exc
             except Exception as exc:
                 raise TemplateFailed(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
             return "" if v is _MISSING else v
         if self._expr is not None:
-            try:
-                v = self._expr(**context)
-            except Exception as exc:
-                raise TemplateFailed(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
-            return "" if isinstance(v, Undefined) else v
+            return _evaluate(self.source, self._expr, context, "")
         return self.render(context)
 
     def __repr__(self) -> str:
@@ -153,7 +124,7 @@ class Template:
 class Expression:
     """A bare Jinja2 expression (``lead.price > 1000``), for ``expr`` predicates."""
 
-    __slots__ = ("source", "_fn", "_fast")
+    __slots__ = ("_fast", "_fn", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -161,14 +132,31 @@ class Expression:
         self._fast = compile_fast(_ENV, source)
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
+        if self._fast is None:
+            return _evaluate(self.source, self._fn, context, None)
         try:
-            if self._fast is not None:
-                v = self._fast(context)
-                return None if v is _MISSING else v
-            v = self._fn(**context)
+            v = self._fast(context)
+        except (ExpressionError, BudgetExceeded) as exc:
+            raise TemplateFailed(f"{self.source!r}: {exc}") from exc
         except Exception as exc:
             raise TemplateFailed(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
-        return None if isinstance(v, Undefined) else v
+        return None if v is _MISSING else v
+
+
+def _evaluate(source: str, fn: Callable[..., Any], context: Mapping[str, Any], missing: Any) -> Any:
+    """A compiled Jinja expression's value, within a render budget."""
+    token = None
+    try:
+        token = CURRENT.set(RenderBudget())
+        v = check_value(fn(**context))
+    except (ExpressionError, BudgetExceeded) as exc:
+        raise TemplateFailed(f"{source!r}: {exc}") from exc
+    except Exception as exc:
+        raise TemplateFailed(f"{source!r}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if token is not None:
+            CURRENT.reset(token)
+    return missing if isinstance(v, Undefined) else v
 
 
 def compile_value(value: Any) -> Any:

@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -204,12 +204,14 @@ class _Compiler:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.names: set[str] = set()  # every context name the flow reads (to skip CRM reads)
+        self.loops = False  # whether any template loops (its turns may take CPU time)
 
     def template(self, source: str, at: list[str | int]) -> Template:
         try:
             compiled = Template(source)
             if compiled.constant is None:
                 self.names |= referenced_names(source)
+                self.loops = self.loops or compiled.loops
             return compiled
         except TemplateSyntaxError as exc:
             self.problems.append(Problem(pointer(at), f"template does not compile: {exc.message} (line {exc.lineno})"))
@@ -496,11 +498,32 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
         called_bots=frozenset(s.bot for s in steps.values() if isinstance(s, m.StartBotStep)),
         reads_clock="now" in compiler.names,
         names=frozenset(compiler.names),
+        slow_work=compiler.loops or _slow_checks(steps.values()),
         uses_crm=bool(compiler.names & CRM_NAMES) or any(
             isinstance(s, m.ActionStep) and any(getattr(a, "from_", None) == "manual" for a in s.actions)
             for s in steps.values()),
     )
     return _sorted(problems), flow
+
+
+def _slow_checks(steps: Iterable[Any]) -> bool:
+    """Whether the flow matches customer text against regexes, or looks for phones or e-mails
+    in it: CPU work the runtime keeps off the event loop (see ``bot.runtime.driver``)."""
+    def predicates(p: Any) -> Iterator[Any]:
+        yield p
+        for child in getattr(p, "all", None) or getattr(p, "any", None) or ():
+            yield from predicates(child)
+        if getattr(p, "not_", None) is not None:
+            yield from predicates(p.not_)
+
+    for s in steps:
+        if isinstance(s, m.ValidationStep) and any(
+                r.check == "regex" or r.kind in ("phone", "email") for r in s.rules):
+            return True
+        if isinstance(s, m.ConditionStep) and any(
+                getattr(p, "op", None) == "matches" for b in s.branches for p in predicates(b.if_)):
+            return True
+    return False
 
 
 def _settings(doc: dict[str, Any]) -> m.Settings | None:

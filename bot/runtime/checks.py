@@ -20,7 +20,9 @@ from .predicates import as_number, search
 
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)?")
 _LETTERS = re.compile(r"[^\W\d_]+")
-_EMAIL_CANDIDATE = re.compile(r"[^\s<>()\[\],;:\"']+@[^\s<>()\[\],;:\"']+")
+# Runs of text between the characters an address cannot hold (split, not searched: a search
+# for ``[^…]+@[^…]+`` is quadratic on a long run without a usable ``@``).
+_EMAIL_DELIMITERS = re.compile(r"[\s<>()\[\],;:\"']+")
 
 
 @lru_cache(maxsize=1)
@@ -56,7 +58,11 @@ def find_phone(text: str, region: str | None) -> str | None:
 
 
 def find_email(text: str) -> str | None:
-    for candidate in _EMAIL_CANDIDATE.findall(text):
+    if "@" not in text:
+        return None
+    for candidate in _EMAIL_DELIMITERS.split(text):
+        if "@" not in candidate[1:-1]:  # an address has something on each side of its "@"
+            continue
         try:
             return validate_email(candidate.strip(".!?"), check_deliverability=False).normalized
         except EmailNotValidError:

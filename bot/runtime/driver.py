@@ -2,20 +2,32 @@
 
 ``Driver.turn`` runs one event to completion: it calls ``advance``; while the run is suspended
 on a ``Request``, it asks the injected ``RequestHandler`` and feeds the ``RequestResult`` back.
-The chat simulator, ``salesbot test`` and the server all use this one loop.
+The chat simulator, ``salesbot test`` and the server all use this one loop. All the template
+renders of one ``advance`` share a CPU budget (``bot.builder.budget.TURN_CPU_SECONDS``).
+
+A turn of a flow with *slow work* (regexes, phone or e-mail search on customer text, templates
+with loops; see ``CompiledFlow.slow_work``) runs ``advance`` in a worker thread, so a message
+crafted to make a regex backtrack for its whole time limit does not stall the other
+conversations of the process: ``regex`` releases the GIL while it matches, and Python code
+gives the loop its turn every few milliseconds. Other turns stay on the event loop, where
+they cost no thread hand-off.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from ..builder.budget import within_turn_budget
 from . import effects as fx
 from . import events as ev
 from .flows import FlowSource
-from .interpreter import advance
+from .interpreter import Outcome, advance
 from .state import ConversationState
 
 #: Requests one event may make before the turn is cut (a flow's step budget also applies).
@@ -35,13 +47,18 @@ class TurnResult:
 
 
 class Driver:
-    def __init__(self, flows: FlowSource, requests: RequestHandler) -> None:
+    """``executor`` runs the turns of flows with slow work (None: the loop's default one)."""
+
+    def __init__(self, flows: FlowSource, requests: RequestHandler, *,
+                 executor: Executor | None = None) -> None:
         self.flows = flows
         self.requests = requests
+        self.executor = executor
 
     async def turn(self, state: ConversationState, event: ev.Event, now: datetime,
                    snapshot: Mapping[str, Any]) -> TurnResult:
-        outcome = advance(self.flows, state, event, now, snapshot)
+        slow = self.slow(state, event)
+        outcome = await self._advance(slow, state, event, now, snapshot)
         effects = list(outcome.effects)
         for _ in range(MAX_REQUESTS_PER_TURN):
             request = outcome.request
@@ -51,7 +68,7 @@ class Driver:
             result = await self.requests(request, outcome.state, snapshot)
             if result.snapshot is not None:
                 snapshot = result.snapshot
-            outcome = advance(self.flows, outcome.state, result, now, snapshot)
+            outcome = await self._advance(slow, outcome.state, result, now, snapshot)
             effects.extend(outcome.effects)
         else:
             # A flow that keeps asking (a runaway loop through actions): stop the run rather
@@ -65,3 +82,35 @@ class Driver:
                                     {"error": f"more than {MAX_REQUESTS_PER_TURN} requests in one event"}))
             return TurnResult(state, effects, snapshot)
         return TurnResult(outcome.state, effects, snapshot)
+
+    async def _advance(self, slow: bool, state: ConversationState, event: ev.Event, now: datetime,
+                       snapshot: Mapping[str, Any]) -> Outcome:
+        if not slow:
+            return within_turn_budget(advance, self.flows, state, event, now, snapshot)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(
+            within_turn_budget, advance, self.flows, state, event, now, snapshot))
+
+    def slow(self, state: ConversationState, event: ev.Event) -> bool:
+        """Whether a flow this event may run (the current one, its callers, the one it starts,
+        the ones they start) has slow work."""
+        todo: list[tuple[str, int | None]] = []
+        run = state.run
+        if run is not None:
+            todo.append((run.bot, run.version))
+            todo.extend((f.bot, f.version) for f in run.callers)
+        for name in (getattr(event, "greeting", None), getattr(event, "bot", None)):
+            if name:
+                todo.append((name, None))
+        seen: set[tuple[str, int | None]] = set()
+        while todo:
+            key = todo.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            flow = self.flows.get(*key)
+            if flow is None:
+                continue
+            if flow.slow_work:
+                return True
+            todo.extend((callee, None) for callee in flow.called_bots)
+        return False

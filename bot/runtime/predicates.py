@@ -98,9 +98,13 @@ def is_empty(value: Any) -> bool:
 
 
 def search(pattern: regex.Pattern[str], text: str) -> regex.Match[str] | None:
-    """A regex search with a time limit; a pattern that runs too long counts as no match."""
+    """A regex search with a time limit; a pattern that runs too long counts as no match.
+
+    ``concurrent=True`` releases the GIL while the pattern runs, so a search in a worker
+    thread (see ``bot.runtime.driver``) does not stall the event loop.
+    """
     try:
-        return pattern.search(text, timeout=REGEX_TIMEOUT)
+        return pattern.search(text, timeout=REGEX_TIMEOUT, concurrent=True)
     except TimeoutError:
         return None
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,8 @@ log = logging.getLogger("salesbot.server")
 
 #: Channels whose messages reach the customer through the transcript itself.
 TRANSCRIPT_CHANNELS = frozenset({"livechat"})
+#: Worker threads for the turns of flows with slow work (see bot.runtime.driver).
+SLOW_WORK_THREADS = 4
 
 
 class _Router:
@@ -148,7 +151,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                  secret=await signing_secret(redis, config))
         stack.push_async_callback(outward.close)
         requests = ServerRequests(redis=redis, crm=crm, public_url=public, outward=outward, crm_outbox=crm_outbox)
-        driver = Driver(bots, requests)
+        # Turns of flows with slow work (regexes on customer text…) run here, off the event loop.
+        slow_work = ThreadPoolExecutor(max_workers=SLOW_WORK_THREADS, thread_name_prefix="salesbot-slow")
+        stack.callback(slow_work.shutdown, wait=False, cancel_futures=True)
+        driver = Driver(bots, requests, executor=slow_work)
         conversations = ConversationService(store=store, flows=bots, driver=driver, crm=crm,
                                             router=_Router(), metrics=metrics, park_after=config.park_after)
         memory = MemoryGuard(redis, high_water=config.memory_high_water)

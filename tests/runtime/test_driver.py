@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bot.runtime import effects as fx
@@ -104,3 +106,74 @@ async def test_a_turn_is_cut_after_too_many_requests() -> None:
     assert not any(isinstance(e, fx.Request) for e in result.effects)
     run = result.state.run
     assert run is not None and (run.status, run.wait, run.error) == ("failed", None, error)
+
+
+SLOW = make_flow({
+    "ask": {"type": "validation", "rules": [{"check": "regex", "pattern": "^(a|aa)+$"}],
+            "pass": "yes", "fail": "no"},
+    "yes": {"type": "message", "text": "yes"},
+    "no": {"type": "message", "text": "no"},
+}, id="slow")
+
+
+class ThreadRecorder(ThreadPoolExecutor):
+    """An executor that remembers that it ran something (the turns of slow flows come here)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.used = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.used += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_flows_with_regex_phone_or_email_checks_or_template_loops_are_slow() -> None:
+    plain = make_flow({"hi": {"type": "message", "text": "hi"}}, id="plain")
+    phone = make_flow({"ask": {"type": "validation", "rules": [{"check": "contains", "kind": "phone"}]}},
+                      id="phone")
+    matches = make_flow({"c": {"type": "condition", "branches": [{"if": {"not": {"any": [
+        {"field": "message.text", "op": "matches", "value": "x+"}]}}, "next": "c2"}], "else": "c2"},
+        "c2": {"type": "message", "text": "ok"}}, id="matches")
+    loops = make_flow({"hi": {"type": "message", "text": "{%- for i in vars.x %}{{ i }}{% endfor %}"}},
+                      id="loops")
+    jinja = make_flow({"hi": {"type": "message", "text": "{% if vars.x %}{{ vars.x|upper }}{% endif %}"}},
+                      id="jinja")
+    assert (SLOW.slow_work, phone.slow_work, matches.slow_work, loops.slow_work) == (True,) * 4
+    assert (plain.slow_work, jinja.slow_work) == (False, False)
+
+
+async def test_a_turn_of_a_slow_flow_runs_in_the_executor_and_others_on_the_loop() -> None:
+    caller = make_flow({"go": {"type": "start_bot", "bot": "slow"}}, id="caller")
+    plain = make_flow({"hi": {"type": "message", "text": "hi"}}, id="plain")
+    executor = ThreadRecorder()
+    driver = Driver(library(SLOW, caller, plain), Recorder(), executor=executor)
+    try:
+        result = await driver.turn(ConversationState("c1"), ev.InboundMessage("a" * 10, greeting="slow"),
+                                   NOW, {})
+        assert texts(result.effects) == ["yes"] and executor.used == 1
+        result = await driver.turn(ConversationState("c2"), ev.InboundMessage("x", greeting="caller"),
+                                   NOW, {})
+        assert texts(result.effects) == ["no"] and executor.used == 2  # the flow it starts is slow
+        result = await driver.turn(ConversationState("c3"), ev.InboundMessage("x", greeting="plain"),
+                                   NOW, {})
+        assert texts(result.effects) == ["hi"] and executor.used == 2
+    finally:
+        executor.shutdown()
+
+
+async def test_the_templates_of_one_turn_share_a_cpu_budget() -> None:
+    # Each render stops at 0.2 s of CPU; twenty of them in one turn would take 4 s without the
+    # turn's budget (1 s), after which every template fails at once.
+    heavy = ("{% set s = 'ab ' * 33000 %}{% for i in range(1000) %}{{ (s|wordwrap(5))|length }}"
+             "{% endfor %}")
+    steps = {f"s{i}": {"type": "message", "text": heavy, "next": f"s{i + 1}"} for i in range(20)}
+    steps["s20"] = {"type": "message", "text": "done"}
+    flow = make_flow(steps, id="heavy", start="s0")
+    started = time.process_time()
+    result = await Driver(library(flow), Recorder()).turn(
+        ConversationState("c1"), ev.InboundMessage("x", greeting="heavy"), NOW, {})
+    assert time.process_time() - started < 2.0
+    assert texts(result.effects) == [""] * 20 + ["done"]
+    errors = [t.data["error"] for t in of_type(result.effects, fx.Trace) if t.event == "template.error"]
+    assert len(errors) == 20 and "this turn's templates took more than 1.0 s" in errors[-1]

@@ -3,6 +3,7 @@ comment, internal_message, goto, stop; chat status; delivery failures."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -530,3 +531,28 @@ def test_delivery_failure_of_an_old_run_is_ignored() -> None:
     assert without_traces(out) == []
     assert trace_events(out) == ["delivery.failed_stale"]
     assert chat.state == before
+
+
+@pytest.mark.parametrize("attack", [
+    "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+    "{{ (9**999)**999 }}",
+    "{{ '%0200000000d' % 1 }}",
+    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+    "{{ ns.s }}",
+])
+def test_a_template_over_its_budget_is_logged_and_the_conversation_goes_on(attack: str) -> None:
+    flow = make_flow({
+        "hi": {"type": "message", "text": "Hello " + attack, "next": "ask"},
+        "ask": {"type": "message", "text": "Go on?", "buttons": [{"title": "Yes", "next": "done"}]},
+        "done": {"type": "message", "text": "Done"},
+    })
+    chat = Chat(flow)
+    started = time.process_time()
+    effects = chat.feed(ev.InboundMessage("hi", greeting="bot"))
+    assert time.process_time() - started < 2.0  # milliseconds, in fact; minutes without the budget
+    assert texts(effects) == ["", "Go on?"]  # the failed template renders empty, as any failure
+    errors = [t for t in of_type(effects, fx.Trace) if t.event == "template.error"]
+    assert len(errors) == 1 and any(
+        word in str(errors[0]) for word in ("iterations", "10**100", "width", "longer than"))
+    assert texts(chat.feed(ev.InboundMessage("Yes"))) == ["Done"]
+    assert chat.status == "finished"
