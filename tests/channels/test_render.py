@@ -222,3 +222,24 @@ async def test_a_click_on_a_rendered_option_reaches_its_branch() -> None:
     rows = [r for _, s in out.menu.sections for r in s]
     for row in rows:
         assert await _answer(flow, row.title, payload=row.id) == f"chose {row.title}"
+
+
+# ---------------------------------------------------------------------- exact cut points
+@pytest.mark.parametrize("text, limit, parts", [
+    # a sentence boundary: the full stop stays with its sentence
+    ("Hello there. This is a longer second sentence that goes on.", 30,
+     ["Hello there.", "This is a longer second", "sentence that goes on."]),
+    # "!" and "?" end sentences too
+    ("Wow! Is that true? Yes it is, really and truly so.", 24,
+     ["Wow! Is that true?", "Yes it is, really and", "truly so."]),
+    # a boundary in the first third would leave a tiny part: cut at a later word instead
+    ("Hi. Then a rather long sentence with words", 30, ["Hi. Then a rather long", "sentence with words"]),
+    # a paragraph beats a sentence, a line beats a word
+    ("Para one. Still para one.\n\nPara two is here", 35, ["Para one. Still para one.", "Para two is here"]),
+    ("One line only here\nsecond line is a bit longer", 30, ["One line only here", "second line is a bit longer"]),
+    # the limit itself fits
+    ("abcde fghij", 11, ["abcde fghij"]),
+    ("abcde fghijk", 11, ["abcde", "fghijk"]),
+])
+def test_split_text_cuts_at_exact_points(text: str, limit: int, parts: list[str]) -> None:
+    assert split_text(text, limit) == parts
