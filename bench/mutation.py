@@ -18,6 +18,7 @@ import argparse
 import concurrent.futures
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,7 @@ STORE_TESTS = (
     "tests/runtime/test_conversations.py", "tests/runtime/test_prefetch.py",
     "tests/runtime/test_outbox.py", "tests/runtime/test_timers.py",
 )
-LOOP_TESTS = STORE_TESTS + ("tests/runtime/test_simulator.py",)
+LOOP_TESTS = ("tests/runtime/test_loop_guarantees.py",) + STORE_TESTS + ("tests/runtime/test_simulator.py",)
 CRM_TESTS = ("tests/crm_bridge/test_outbox_guarantees.py", "tests/crm_bridge/test_outbox.py")
 INTERPRETER_TESTS = (
     "tests/runtime/test_interpreter_limits.py", "tests/runtime/test_takeover.py",
@@ -206,8 +207,9 @@ MUTATIONS: list[Mutation] = [
        "                    self._hold(exc.retry_after)\n", "", CRM_TESTS,
        "an open circuit met by the worker no longer holds new commands back"),
     _m("crm-direct-circuit-no-hold", "crm-outbox", OUTBOX,
-       "            self._hold(delay)\n",
-       "            if tried:\n                self._hold(delay)\n", CRM_TESTS,
+       "            self._hold(delay)\n            await self._enqueue(member, item, self.clock() + delay)\n",
+       "            if tried:\n                self._hold(delay)\n"
+       "            await self._enqueue(member, item, self.clock() + delay)\n", CRM_TESTS,
        "an open circuit on the direct path no longer holds new commands back"),
     _m("crm-success-keeps-hold", "crm-outbox", OUTBOX,
        "await self._pop(keys=[key], args=[head])\n                self._hold_until = 0.0\n",
@@ -421,7 +423,7 @@ def _pytest(copy: Copy, tests: list[str], per_test: float, extra: tuple[str, ...
 
 def _first_failure(output: str) -> str:
     for line in output.splitlines():
-        if line.startswith(("FAILED ", "ERROR ")):
+        if re.match(r"(FAILED|ERROR) tests/", line):
             return line[:160]
     tail = [ln for ln in output.splitlines() if ln.strip()]
     return tail[-1][:160] if tail else ""
@@ -429,7 +431,7 @@ def _first_failure(output: str) -> str:
 
 def run_one(copy: Copy, m: Mutation, per_test: float) -> Outcome:
     started = time.monotonic()
-    source = (ROOT / m.file).read_text(encoding="utf-8")
+    source = (copy.path / m.file).read_text(encoding="utf-8")
     count = source.count(m.original)
     if count != 1:
         why = "original snippet not found" if count == 0 else f"original snippet found {count} times"

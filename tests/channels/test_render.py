@@ -60,6 +60,17 @@ def test_whatsapp_three_buttons_stay_buttons_with_titles_cut() -> None:
     assert out.buttons[2].title == "A title far longer …" and len(out.buttons[2].title) == 20
 
 
+@pytest.mark.parametrize("title, shown", [
+    ("Exactly twenty chars", "Exactly twenty chars"),  # the limit itself fits
+    ("Exactly twenty chars!", "Exactly twenty char…"),  # one over: cut, with the ellipsis
+])
+def test_a_button_title_is_cut_only_beyond_the_limit(title: str, shown: str) -> None:
+    entry = buttons(1)
+    entry["buttons"][0]["title"] = title
+    [out] = render(entry, WHATSAPP)
+    assert [b.title for b in out.buttons] == [shown]
+
+
 @pytest.mark.parametrize("count", [4, 7, 10])
 def test_whatsapp_four_to_ten_options_become_a_native_list(count: int) -> None:
     [out] = render(buttons(count), WHATSAPP)

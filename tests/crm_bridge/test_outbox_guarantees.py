@@ -202,12 +202,13 @@ async def test_an_open_circuit_met_by_the_worker_holds_new_commands_back(
     a, b = await _ref(crm), await _ref(crm)
     await _queue(one, crm, a, "a")
     crm.failures = [CircuitOpen("not tried", retry_after=5.0)]
+    start = clock.now
     assert await one.run_once() == 0 and one.holding
     assert await one.submit(b, _note("b"), cid="c") is None  # queued, not tried
     assert [lead for lead, _, _ in crm.attempts] == [a.lead_id]
-    clock.now += 4.9
+    clock.now = start + 4.5
     assert one.holding
-    clock.now += 0.1
+    clock.now = start + 5.0  # the hold ends exactly when the backend will try again
     assert not one.holding
     assert await one.run_once() == 2 and _texts(crm, a) == ["a"] and _texts(crm, b) == ["b"]
 
