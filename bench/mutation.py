@@ -141,8 +141,8 @@ MUTATIONS: list[Mutation] = [
        "(now_ms + self.lock_ttl_ms) / 1000, cid)", "now_ms / 1000, cid)", STORE_TESTS,
        "the recovery entry is due now instead of after the lock TTL"),
     _m("outbox-zadd-without-nx", "store", STORE,
-       '("ZADD", k.outbox_queue_key(req.outbox_account), "NX", time.time(), cid)',
-       '("ZADD", k.outbox_queue_key(req.outbox_account), time.time(), cid)', STORE_TESTS,
+       '("ZADD", k.outbox_queue_key(req.outbox_account), "NX", ', '("ZADD", k.outbox_queue_key(req.outbox_account), ',
+       STORE_TESTS,
        "save reschedules the outbox queue of a conversation already waiting (NX dropped)"),
     _m("save-no-timer-cancel", "store", STORE,
        "if req.timers_cancel:", "if False:", STORE_TESTS,
@@ -496,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--module", action="append", default=[],
                         help=f"only these modules (repeat or comma-separate): {', '.join(MODULES)}")
-    parser.add_argument("--only", action="append", default=[], help="only these mutation ids")
+    parser.add_argument("--only", action="append", default=[],
+                        help="these mutation ids (repeatable; with --module, both are run)")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="mutations run at once (one tree copy each)")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-test timeout in seconds (default 60)")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("mutation ids must be unique")
     if set(args.only) - ids:
         parser.error(f"unknown mutation id(s): {', '.join(sorted(set(args.only) - ids))}")
-    chosen = [m for m in MUTATIONS if (not modules or m.module in modules) and (not args.only or m.id in args.only)]
+    chosen = [m for m in MUTATIONS if (not modules and not args.only) or m.module in modules or m.id in args.only]
     if args.list:
         for m in chosen:
             print(f"{m.id:36} {m.module:12} {m.file:32} {m.description}")
