@@ -471,7 +471,7 @@ def _baseline(copy: Copy, mutations: list[Mutation], per_test: float) -> str | N
 
 
 def _table(outcomes: list[Outcome]) -> str:
-    rows = [("module", "mutants", "killed", "survived", "errors", "kill rate")]
+    rows: list[tuple[str, ...]] = [("module", "mutants", "killed", "survived", "errors", "kill rate")]
 
     def row(name: str, subset: list[Outcome]) -> tuple[str, ...]:
         killed = sum(o.status == "killed" for o in subset)

@@ -259,7 +259,7 @@ async def test_a_command_queued_during_the_reschedule_is_not_stranded(
             assert await two.submit(a, _note("2"), cid="c") is None
             raced.append(1)
         return await real_zrem(name, *values)
-    redis.zrem = zrem_after_a_submit  # type: ignore[method-assign]
+    redis.zrem = zrem_after_a_submit  # type: ignore[method-assign,assignment]
     assert await one.run_once() == 1
     assert raced and [i["command"]["text"] for i in await one.pending(a.lead_id)] == ["2"]
     assert await redis.zscore(DUE_KEY, member) is not None  # still scheduled

@@ -5,6 +5,7 @@ that is due first and fires."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from bot.runtime import effects as fx
 from bot.runtime import events as ev
@@ -17,7 +18,7 @@ def _chain(calls: int) -> Chat:
     """Bots b0 … b<calls>: each calls the next and, when it returns, says its name."""
     flows = []
     for i in range(calls + 1):
-        steps: dict = ({"call": {"type": "start_bot", "bot": f"b{i + 1}", "next": "back"},
+        steps: dict[str, Any] = ({"call": {"type": "start_bot", "bot": f"b{i + 1}", "next": "back"},
                         "back": {"type": "message", "text": f"back in b{i}"}}
                        if i < calls else {"deep": {"type": "message", "text": "deepest"}})
         flows.append(make_flow(steps, id=f"b{i}"))

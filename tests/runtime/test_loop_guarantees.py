@@ -64,7 +64,8 @@ async def test_a_crashing_turn_skips_only_its_own_event(redis: Redis, redis_url:
             assert (await svc.store.push(cid, codec.encode_event(m))).batch is None
         await svc.conversations.process(first.batch)
         raw = await svc.store.state(cid)
-        assert raw is not None and codec.decode_state(raw).run.vars["seen"] == ["one", "three"]
+        run = codec.decode_state(raw).run if raw is not None else None
+        assert run is not None and run.vars["seen"] == ["one", "three"]
         entries = await _transcript(svc, cid)
         assert [e["text"] for e in entries if e["role"] == "user"] == ["one", "boom", "three"]
         assert any("internal error" in str(e.get("text")) for e in entries)
