@@ -44,9 +44,9 @@ MODULES = {
 STORE_TESTS = (
     "tests/runtime/test_store_guarantees.py", "tests/runtime/test_store_machine.py",
     "tests/runtime/test_conversations.py", "tests/runtime/test_prefetch.py",
-    "tests/runtime/test_outbox.py", "tests/runtime/test_timers.py",
+    "tests/runtime/test_outbox.py", "tests/runtime/test_timers.py", "tests/runtime/test_loop_guarantees.py",
 )
-LOOP_TESTS = ("tests/runtime/test_loop_guarantees.py",) + STORE_TESTS + ("tests/runtime/test_simulator.py",)
+LOOP_TESTS = ("tests/runtime/test_loop_guarantees.py",) + STORE_TESTS[:-1] + ("tests/runtime/test_simulator.py",)
 CRM_TESTS = ("tests/crm_bridge/test_outbox_guarantees.py", "tests/crm_bridge/test_outbox.py")
 INTERPRETER_TESTS = (
     "tests/runtime/test_interpreter_limits.py", "tests/runtime/test_takeover.py",

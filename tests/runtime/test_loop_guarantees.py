@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from bot.config import load_config
 from bot.runtime import codec
 from bot.runtime import events as ev
+from bot.runtime import keys as k
 from bot.server.services import open_services
 
 FLOW = {
@@ -70,3 +71,18 @@ async def test_a_crashing_turn_skips_only_its_own_event(redis: Redis, redis_url:
         assert [e["text"] for e in entries if e["role"] == "user"] == ["one", "boom", "three"]
         assert any("internal error" in str(e.get("text")) for e in entries)
         assert await redis.llen(f"sb:c:{{{cid}}}:inbox") == 0
+
+
+async def test_an_answered_questions_timer_is_removed_from_the_timer_wheel(redis: Redis, redis_url: str) -> None:
+    """The recorder asks again after each answer: each answer cancels the previous no_answer
+    timer, so exactly one timer (the newest question's) stays scheduled."""
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    async with open_services(_config(redis_url, fixtures), start_hub=False) as svc:
+        cid = "test:acct:timers"
+        wheel = k.timer_shard_key(k.shard_of(cid, svc.store.shards))
+        await svc.conversations.deliver(cid, ev.InboundMessage("one", greeting="recorder"))
+        [first] = await redis.zrange(wheel, 0, -1)
+        assert first.decode().startswith(cid + ":")
+        await svc.conversations.deliver(cid, ev.InboundMessage("two", greeting="recorder"))
+        timers = await redis.zrange(wheel, 0, -1)
+        assert len(timers) == 1 and timers != [first]
