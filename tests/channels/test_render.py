@@ -60,6 +60,17 @@ def test_whatsapp_three_buttons_stay_buttons_with_titles_cut() -> None:
     assert out.buttons[2].title == "A title far longer …" and len(out.buttons[2].title) == 20
 
 
+@pytest.mark.parametrize("title, shown", [
+    ("Exactly twenty chars", "Exactly twenty chars"),  # the limit itself fits
+    ("Exactly twenty chars!", "Exactly twenty char…"),  # one over: cut, with the ellipsis
+])
+def test_a_button_title_is_cut_only_beyond_the_limit(title: str, shown: str) -> None:
+    entry = buttons(1)
+    entry["buttons"][0]["title"] = title
+    [out] = render(entry, WHATSAPP)
+    assert [b.title for b in out.buttons] == [shown]
+
+
 @pytest.mark.parametrize("count", [4, 7, 10])
 def test_whatsapp_four_to_ten_options_become_a_native_list(count: int) -> None:
     [out] = render(buttons(count), WHATSAPP)
@@ -222,3 +233,24 @@ async def test_a_click_on_a_rendered_option_reaches_its_branch() -> None:
     rows = [r for _, s in out.menu.sections for r in s]
     for row in rows:
         assert await _answer(flow, row.title, payload=row.id) == f"chose {row.title}"
+
+
+# ---------------------------------------------------------------------- exact cut points
+@pytest.mark.parametrize("text, limit, parts", [
+    # a sentence boundary: the full stop stays with its sentence
+    ("Hello there. This is a longer second sentence that goes on.", 30,
+     ["Hello there.", "This is a longer second", "sentence that goes on."]),
+    # "!" and "?" end sentences too
+    ("Wow! Is that true? Yes it is, really and truly so.", 24,
+     ["Wow! Is that true?", "Yes it is, really and", "truly so."]),
+    # a boundary in the first third would leave a tiny part: cut at a later word instead
+    ("Hi. Then a rather long sentence with words", 30, ["Hi. Then a rather long", "sentence with words"]),
+    # a paragraph beats a sentence, a line beats a word
+    ("Para one. Still para one.\n\nPara two is here", 35, ["Para one. Still para one.", "Para two is here"]),
+    ("One line only here\nsecond line is a bit longer", 30, ["One line only here", "second line is a bit longer"]),
+    # the limit itself fits
+    ("abcde fghij", 11, ["abcde fghij"]),
+    ("abcde fghijk", 11, ["abcde", "fghijk"]),
+])
+def test_split_text_cuts_at_exact_points(text: str, limit: int, parts: list[str]) -> None:
+    assert split_text(text, limit) == parts
