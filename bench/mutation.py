@@ -44,7 +44,8 @@ MODULES = {
 STORE_TESTS = (
     "tests/runtime/test_store_guarantees.py", "tests/runtime/test_store_machine.py",
     "tests/runtime/test_conversations.py", "tests/runtime/test_prefetch.py",
-    "tests/runtime/test_outbox.py", "tests/runtime/test_timers.py", "tests/runtime/test_loop_guarantees.py",
+    "tests/runtime/test_outbox.py", "tests/runtime/test_timers.py", "tests/runtime/test_parking.py",
+    "tests/runtime/test_loop_guarantees.py",
 )
 LOOP_TESTS = ("tests/runtime/test_loop_guarantees.py",) + STORE_TESTS[:-1] + ("tests/runtime/test_simulator.py",)
 CRM_TESTS = ("tests/crm_bridge/test_outbox_guarantees.py", "tests/crm_bridge/test_outbox.py")
@@ -155,8 +156,23 @@ MUTATIONS: list[Mutation] = [
        "the lock TTL is a tenth of the configured one"),
     # ------------------------------------------------------------------ conversation loop
     _m("loop-stops-after-one-batch", "loop", LOOP,
-       "            if status != 1:\n                return\n", "            return\n", LOOP_TESTS,
+       "            if status != 1:\n                return True\n", "            return True\n", LOOP_TESTS,
        "the processor stops after one batch even when more events wait"),
+    _m("loop-parked-processed", "loop", LOOP,
+       'if batch.meta.get("parked"):', "if False:", LOOP_TESTS,
+       "a parked conversation's new events are processed (and fail) again"),
+    _m("loop-outage-counts", "loop", LOOP,
+       "                if _outage(exc):\n                    raise\n", "", LOOP_TESTS,
+       "a CRM or Redis outage counts towards parking instead of waiting for recovery"),
+    _m("store-fail-never-parks", "store-lua", STORE,
+       "if n >= tonumber(ARGV[4]) then", "if false then", STORE_TESTS,
+       "a conversation that keeps failing is retried forever"),
+    _m("store-fail-keeps-lock", "store-lua", STORE,
+       "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end\nreturn n",
+       "return n", STORE_TESTS, "a failed batch keeps the lock until its TTL (slow retries)"),
+    _m("store-recovery-no-postpone", "store", "bot/runtime/worker.py",
+       "await store.postpone_pending(cid, now + store.lock_ttl_ms / 1000)", "pass", STORE_TESTS,
+       "recovery leaves a busy conversation at the front of its page (starvation)"),
     _m("loop-renews-too-rarely", "loop", LOOP,
        "max(0.05, self.store.lock_ttl_ms / 3000)", "max(0.05, self.store.lock_ttl_ms / 300)", LOOP_TESTS,
        "the lock is renewed every 3⅓ TTLs instead of every third"),

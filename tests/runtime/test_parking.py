@@ -164,3 +164,40 @@ async def test_a_name_with_control_characters_does_not_break_the_conversation(re
         state = codec.decode_state(await svc.store.state(cid) or b"")
         assert state.run is not None and state.run.vars["seen"] == ["hi", "again"]
         assert (await svc.store.meta(cid)).get("failures", "0") == "0"
+
+
+async def test_an_outage_is_not_a_failure_and_never_parks(redis: Redis, redis_url: str) -> None:
+    """A CRM that cannot identify the customer leaves the events queued for recovery; however long
+    it lasts, the conversation is not counted as failing nor parked."""
+    from bot.errors import CrmUnavailable
+
+    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "lock_ttl": 0.2, "park_after": 2})
+    async with open_services(cfg, start_hub=False) as svc:
+        real = svc.conversations.crm
+
+        class Down:
+            name = "down"
+
+            async def identify(self, identity):  # type: ignore[no-untyped-def]
+                raise CrmUnavailable("the CRM is down")
+
+            def __getattr__(self, item):  # type: ignore[no-untyped-def]
+                return getattr(real, item)
+
+        svc.conversations.crm = Down()  # type: ignore[assignment]
+        cid = "test:acct:outage"
+        meta = {"channel": "test", "account": "acct", "external_id": "who-2"}
+        for i in range(4):
+            await svc.conversations.deliver(cid, _msg(f"m{i}", f"o{i}"), dedupe_id=f"o{i}", meta=meta)
+            await svc.store.redis.delete(ConversationKey(cid).lock)  # as if its TTL ran out
+            await Worker(svc).recover()
+        stored = await svc.store.meta(cid)
+        assert not stored.get("parked") and not stored.get("failures")
+        assert await redis.llen(ConversationKey(cid).inbox) == 4  # all waiting for the CRM
+        svc.conversations.crm = real
+        await svc.store.redis.delete(ConversationKey(cid).lock)
+        await svc.store.redis.zadd(pending_key(shard_of(cid, svc.store.shards)), {cid: 1.0})
+        await Worker(svc).recover()
+        state = codec.decode_state(await svc.store.state(cid) or b"")
+        assert state.run is not None and state.run.vars["seen"] == ["m0", "m1", "m2", "m3"]
