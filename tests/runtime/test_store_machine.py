@@ -69,7 +69,11 @@ class StoreMachine(RuleBasedStateMachine):
                        for name in (*PROCESSORS, "worker")}
         self.shard = k.shard_of(CID, self.stores["worker"].shards)
         self.delivered: list[int] = []
+        self.inbox: list[int] = []  # the model of the inbox: delivered, not yet saved as handled
+        self.lock: tuple[str, float] | None = None  # the model of the lock: token, expiry time
+        self.last_push = T0
         self.held: list[tuple[str, Batch]] = []  # batches taken and not yet saved or abandoned
+        self.saved: list[tuple[str, Batch]] = []  # saved, lock kept: the next batch to load
         self.scanned: list[tuple[str, float]] = []  # recovery read these, has not acquired yet
         self.idle: list[tuple[str, float]] = []  # recovery found these idle, will forget them
         self.run(self.redis.flushdb())
@@ -86,6 +90,21 @@ class StoreMachine(RuleBasedStateMachine):
             self.run(self.redis.aclose())
             self.loop.close()
 
+    # --- the model's view of the lock -----------------------------------------------------
+
+    def _live(self, batch: Batch) -> bool:
+        return self.lock is not None and self.lock[0] == batch.token
+
+    def _took(self, batch: Batch) -> None:
+        """A batch was handed out: the lock was free, the batch is the inbox's head."""
+        assert self.lock is None, "a second processor got a conversation whose lock is held"
+        assert batch.events, "a processor was handed a batch without events"
+        assert [int(e) for e in batch.events] == self.inbox[:len(batch.events)]
+        self.lock = (batch.token, self.clock.now + LOCK_TTL)
+
+    def _renewed(self, batch: Batch) -> None:
+        self.lock = (batch.token, self.clock.now + LOCK_TTL)
+
     # --- deliveries -----------------------------------------------------------------------
 
     @rule(via=st.sampled_from(PROCESSORS))
@@ -94,8 +113,13 @@ class StoreMachine(RuleBasedStateMachine):
         result = self.run(self.stores[via].push(CID, str(n).encode(), dedupe_id=f"m{n}"))
         assert not result.duplicate
         self.delivered.append(n)
+        self.inbox.append(n)
+        self.last_push = self.clock.now
         if result.batch is not None:
+            self._took(result.batch)
             self.held.append((via, result.batch))
+        else:
+            assert self.lock is not None, "a push left a free conversation without a processor"
 
     @precondition(lambda self: self.delivered)
     @rule(via=st.sampled_from(PROCESSORS), pick=st.integers(0, 1000))
@@ -103,71 +127,143 @@ class StoreMachine(RuleBasedStateMachine):
         n = self.delivered[pick % len(self.delivered)]
         result = self.run(self.stores[via].push(CID, str(n).encode(), dedupe_id=f"m{n}"))
         assert result.duplicate and result.batch is None, f"event {n} accepted twice"
+        self.last_push = self.clock.now  # a duplicate moves the recovery time too
 
     # --- processing -----------------------------------------------------------------------
 
-    async def _process(self, name: str, batch: Batch) -> None:
-        """Handle one batch as ConversationService does; keep the next one if the lock stays."""
-        store = self.stores[name]
+    async def _save(self, name: str, batch: Batch) -> bool:
+        """Handle one batch as ConversationService does and save it; True if the processor
+        keeps the lock for the next batch (which it ``_load``s)."""
+        live = self._live(batch)
         events = [int(e) for e in batch.events]
         req = SaveRequest(state=_encode(_decode(batch.state) + events), processed=len(events),
                           log=list(batch.events))
-        saved = await store.save(CID, batch.token, req)
-        if saved.status == 1:
-            nxt = await store.load(CID, batch.token)
-            if nxt is not None:
-                self.held.append((name, nxt))
+        saved = await self.stores[name].save(CID, batch.token, req)
+        if not live:
+            assert saved.status == -1, "a processor that lost its lock could save"
+            return False
+        assert saved.status != -1, "a processor lost a lock it renewed within the TTL"
+        del self.inbox[:len(events)]
+        assert saved.status == (1 if self.inbox else 0), (saved.status, self.inbox)
+        if saved.status == 0:
+            self.lock = None
+            return False
+        self._renewed(batch)
+        return True
+
+    async def _load(self, name: str, batch: Batch) -> Batch | None:
+        live = self._live(batch)
+        nxt = await self.stores[name].load(CID, batch.token)
+        if not live:
+            assert nxt is None, "a processor that lost its lock could load"
+            return None
+        assert nxt is not None, "a processor lost a lock it renewed within the TTL"
+        assert [int(e) for e in nxt.events] == self.inbox[:len(nxt.events)] and nxt.events
+        self._renewed(nxt)
+        return nxt
 
     @precondition(lambda self: self.held)
     @rule(pick=st.integers(0, 1000))
     def process_one_batch(self, pick: int) -> None:
         name, batch = self.held.pop(pick % len(self.held))
-        self.run(self._process(name, batch))
+        if self.run(self._save(name, batch)):
+            self.saved.append((name, batch))
+
+    @precondition(lambda self: self.saved)
+    @rule(pick=st.integers(0, 1000))
+    def load_next_batch(self, pick: int) -> None:
+        """The load that follows a save which kept the lock (a separate step: time may pass)."""
+        name, batch = self.saved.pop(pick % len(self.saved))
+        nxt = self.run(self._load(name, batch))
+        if nxt is not None:
+            self.held.append((name, nxt))
 
     @precondition(lambda self: self.held)
     @rule(pick=st.integers(0, 1000))
     def renew(self, pick: int) -> None:
         name, batch = self.held[pick % len(self.held)]
-        owner = self.run(self.redis.get(KEY.lock))
         extended = self.run(self.stores[name].extend(CID, batch.token))
-        assert extended == (owner == batch.token.encode())
+        assert extended == self._live(batch)
+        if extended:
+            self._renewed(batch)
 
-    @precondition(lambda self: self.held)
+    @precondition(lambda self: self.held or self.saved)
     @rule(pick=st.integers(0, 1000))
     def crash(self, pick: int) -> None:
-        """The processor dies: its batch is never saved, its lock stays until it expires."""
-        self.held.pop(pick % len(self.held))
+        """The processor dies, its batch unsaved or the next one not loaded; its lock stays
+        until it expires."""
+        both = self.held + self.saved
+        gone = both[pick % len(both)]
+        (self.held if gone in self.held else self.saved).remove(gone)
 
     # --- time -------------------------------------------------------------------------------
 
-    @rule()
-    def lock_expires(self) -> None:
-        """The lock's TTL passes without a renewal (a slow or dead holder)."""
-        self.clock.now += LOCK_TTL
-        self.run(self.redis.delete(KEY.lock))
+    async def _time_passes(self, seconds: float) -> None:
+        """Move the clock, and the lock's remaining life in Redis with it (what Redis would do
+        had the time really passed); multiples of 5 s keep clear of the expiry instant."""
+        self.clock.now += seconds
+        pttl = await self.redis.pttl(KEY.lock)
+        if pttl > seconds * 1000:
+            await self.redis.pexpire(KEY.lock, int(pttl - seconds * 1000))
+        elif pttl > 0:
+            await self.redis.delete(KEY.lock)
+        if self.lock is not None and self.lock[1] <= self.clock.now:
+            self.lock = None
 
     @precondition(lambda self: self.clock.now - T0 < MAX_ELAPSED - DAY)
-    @rule(hours=st.integers(1, 24))
-    def time_passes(self, hours: int) -> None:
-        """Hours pass (every lock has long expired), still inside the dedupe window."""
-        self.clock.now += hours * 3600
-        self.run(self.redis.delete(KEY.lock))
+    @rule(seconds=st.sampled_from([5, 10, 15, 25, 35, 3600, 6 * 3600, 24 * 3600]))
+    def time_passes(self, seconds: int) -> None:
+        """Seconds to a day pass (so locks expire), always inside the 7-day dedupe window."""
+        self.run(self._time_passes(seconds))
+
+    @invariant()
+    def the_lock_is_the_models(self) -> None:
+        owner = self.run(self.redis.get(KEY.lock))
+        assert owner == (self.lock[0].encode() if self.lock else None), (owner, self.lock)
+        if self.lock is not None:
+            left = (self.lock[1] - self.clock.now) * 1000
+            assert left - 2000 < self.run(self.redis.pttl(KEY.lock)) <= left
 
     # --- recovery, one round trip per step as Worker.recover makes them --------------------
 
     @rule()
     def recover_scan(self) -> None:
         self.scanned = self.run(self.stores["worker"].pending_due(self.shard, self.clock.now))
+        if self.scanned:
+            assert self.clock.now >= self.last_push + LOCK_TTL, "recovery looked too early"
 
     @precondition(lambda self: self.scanned)
     @rule()
     def recover_acquire(self) -> None:
         cid, score = self.scanned.pop(0)
-        taken = self.run(self.stores["worker"].acquire(cid))
-        if taken is None:
+        self.run(self._acquire(cid, score))
+
+    async def _acquire(self, cid: str, score: float) -> None:
+        taken = await self.stores["worker"].acquire(cid)
+        if self.lock is not None:
+            assert taken is False
+        elif not self.inbox:
+            assert taken is None, "recovery took an idle conversation"
             self.idle.append((cid, score))
-        elif isinstance(taken, Batch):
+        else:
+            assert isinstance(taken, Batch), "recovery could not take a free conversation"
+            self._took(taken)
             self.held.append(("worker", taken))
+
+    @rule()
+    def recover_round(self) -> None:
+        """``Worker.recover``'s round trips back to back (the batches taken are held)."""
+        self.run(self._recover_round())
+
+    async def _recover_round(self) -> None:
+        worker = self.stores["worker"]
+        due = await worker.pending_due(self.shard, self.clock.now)
+        if due:
+            assert self.clock.now >= self.last_push + LOCK_TTL, "recovery looked too early"
+        for cid, score in due:
+            await self._acquire(cid, score)
+            while self.idle:
+                await worker.forget_pending(*self.idle.pop(0))
 
     @precondition(lambda self: self.idle)
     @rule()
@@ -189,25 +285,24 @@ class StoreMachine(RuleBasedStateMachine):
         assert log == state, (log, state)
 
     async def _drain(self) -> None:
-        """Finish the in-flight work a real deployment would: the held batches are saved (or
-        rejected), then locks expire and recovery takes what waits, until nothing does."""
-        for _ in range(len(self.delivered) + 5):
-            for name, batch in self.held[:]:
-                self.held.remove((name, batch))
-                await self._process(name, batch)
-            if self.held:
-                continue
-            if not await self.redis.llen(KEY.inbox):
+        """Every processor dies with what it holds; then locks expire and recovery, as
+        ``Worker.recover`` does it, must find and handle every event still waiting."""
+        self.held.clear()
+        self.saved.clear()
+        worker = self.stores["worker"]
+        for _ in range(len(self.delivered) + 3):
+            if not self.inbox:
                 break
-            self.clock.now += LOCK_TTL
-            await self.redis.delete(KEY.lock)
-            worker = self.stores["worker"]
+            await self._time_passes(LOCK_TTL + 5)
             for cid, score in await worker.pending_due(self.shard, self.clock.now):
                 taken = await worker.acquire(cid)
                 if taken is None:
                     await worker.forget_pending(cid, score)
                 elif isinstance(taken, Batch):
-                    self.held.append(("worker", taken))
+                    self._took(taken)
+                    batch: Batch | None = taken
+                    while batch is not None and await self._save("worker", batch):
+                        batch = await self._load("worker", batch)
         state, log = await self._handled()
         assert state == self.delivered, f"handled {state}, delivered {self.delivered}"
         assert log == state
