@@ -11,6 +11,7 @@ by deleting or shortening the lock key, never by sleeping.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -54,12 +55,12 @@ async def stores(redis: Redis, clock: Clock) -> AsyncIterator[tuple[Conversation
 
 
 async def _lock(redis: Redis) -> bytes | None:
-    value: bytes | None = await redis.get(KEY.lock)
+    value: bytes | None = await redis.get(KEY.lock)  # type: ignore[assignment]
     return value
 
 
 async def _inbox(redis: Redis) -> list[bytes]:
-    return list(await redis.lrange(KEY.inbox, 0, -1))
+    return cast(list[bytes], await redis.lrange(KEY.inbox, 0, -1))
 
 
 def _req(state: bytes, events: list[bytes], **kw: object) -> SaveRequest:

@@ -16,13 +16,18 @@ the store reads (its ``clock`` seam); lock expiry is deleting the lock key, so n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule,
-                                 run_state_machine_as_test)
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from redis.asyncio import Redis
 
 from bot.runtime import keys as k
@@ -37,6 +42,8 @@ MAX_ELAPSED = 6 * DAY
 CID = "test:acct:machine"
 KEY = k.ConversationKey(CID)
 PROCESSORS = ("p1", "p2")
+#: Seconds a processor may take before its next round trip: within the lock's TTL.
+SLOW = st.sampled_from([0, 5, 25])
 
 
 class Clock:
@@ -78,7 +85,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.idle: list[tuple[str, float]] = []  # recovery found these idle, will forget them
         self.run(self.redis.flushdb())
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Awaitable[T]) -> T:
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
@@ -109,8 +116,11 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(via=st.sampled_from(PROCESSORS))
     def deliver(self, via: str) -> None:
+        self.run(self._deliver(via))
+
+    async def _deliver(self, via: str) -> None:
         n = len(self.delivered)
-        result = self.run(self.stores[via].push(CID, str(n).encode(), dedupe_id=f"m{n}"))
+        result = await self.stores[via].push(CID, str(n).encode(), dedupe_id=f"m{n}")
         assert not result.duplicate
         self.delivered.append(n)
         self.inbox.append(n)
@@ -163,17 +173,20 @@ class StoreMachine(RuleBasedStateMachine):
         return nxt
 
     @precondition(lambda self: self.held)
-    @rule(pick=st.integers(0, 1000))
-    def process_one_batch(self, pick: int) -> None:
+    @rule(pick=st.integers(0, 1000), slow=SLOW)
+    def process_one_batch(self, pick: int, slow: int) -> None:
+        """The processor runs the batch (taking ``slow`` seconds) and saves it."""
         name, batch = self.held.pop(pick % len(self.held))
+        self.run(self._time_passes(slow))
         if self.run(self._save(name, batch)):
             self.saved.append((name, batch))
 
     @precondition(lambda self: self.saved)
-    @rule(pick=st.integers(0, 1000))
-    def load_next_batch(self, pick: int) -> None:
+    @rule(pick=st.integers(0, 1000), slow=SLOW)
+    def load_next_batch(self, pick: int, slow: int) -> None:
         """The load that follows a save which kept the lock (a separate step: time may pass)."""
         name, batch = self.saved.pop(pick % len(self.saved))
+        self.run(self._time_passes(slow))
         nxt = self.run(self._load(name, batch))
         if nxt is not None:
             self.held.append((name, nxt))
@@ -201,6 +214,8 @@ class StoreMachine(RuleBasedStateMachine):
     async def _time_passes(self, seconds: float) -> None:
         """Move the clock, and the lock's remaining life in Redis with it (what Redis would do
         had the time really passed); multiples of 5 s keep clear of the expiry instant."""
+        if not seconds:
+            return
         self.clock.now += seconds
         pttl = await self.redis.pttl(KEY.lock)
         if pttl > seconds * 1000:
@@ -218,7 +233,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def the_lock_is_the_models(self) -> None:
-        owner = self.run(self.redis.get(KEY.lock))
+        owner: bytes | None = self.run(self.redis.get(KEY.lock))  # type: ignore[assignment]
         assert owner == (self.lock[0].encode() if self.lock else None), (owner, self.lock)
         if self.lock is not None:
             left = (self.lock[1] - self.clock.now) * 1000
@@ -250,6 +265,25 @@ class StoreMachine(RuleBasedStateMachine):
             self._took(taken)
             self.held.append(("worker", taken))
 
+    @rule(seconds=st.sampled_from([5, 35]))
+    def worker_tick(self, seconds: int) -> None:
+        """Time passes, then the worker's recovery loop runs a round."""
+        self.run(self._time_passes(seconds))
+        self.run(self._recover_round())
+
+    @rule(via=st.sampled_from(PROCESSORS))
+    def recovery_races_a_push(self, via: str) -> None:
+        """Recovery finds the conversation idle, and a message arrives before it forgets it."""
+        self.run(self._race(via))
+
+    async def _race(self, via: str) -> None:
+        worker = self.stores["worker"]
+        for cid, score in await worker.pending_due(self.shard, self.clock.now):
+            await self._acquire(cid, score)
+            if self.idle:
+                await self._deliver(via)
+                await worker.forget_pending(*self.idle.pop())
+
     @rule()
     def recover_round(self) -> None:
         """``Worker.recover``'s round trips back to back (the batches taken are held)."""
@@ -279,12 +313,34 @@ class StoreMachine(RuleBasedStateMachine):
         return state, log
 
     @invariant()
+    def waiting_events_can_be_recovered(self) -> None:
+        """Nothing lost: while events wait, recovery will look at the conversation, a lock
+        TTL after the last push."""
+        if self.inbox:
+            score = self.run(self.redis.zscore(k.pending_key(self.shard), CID))
+            assert score == self.last_push + LOCK_TTL, (score, self.last_push)
+
+    @invariant()
     def handled_once_in_order(self) -> None:
         state, log = self.run(self._handled())
         assert state == self.delivered[:len(state)], (state, self.delivered)
         assert log == state, (log, state)
 
     async def _drain(self) -> None:
+        """The end of every example: what waits is recovered, then the idle conversation is
+        raced (recovery finds it idle while a message arrives, whose processor dies), recovered
+        again, and finally forgotten by recovery."""
+        await self._recover_all()
+        if not self.delivered:
+            return
+        await self._time_passes(LOCK_TTL + 5)
+        await self._race("p1")
+        await self._recover_all()
+        await self._time_passes(LOCK_TTL + 5)
+        await self._recover_round()  # idle: acquire takes nothing and the entry is forgotten
+        assert await self.redis.zscore(k.pending_key(self.shard), CID) is None
+
+    async def _recover_all(self) -> None:
         """Every processor dies with what it holds; then locks expire and recovery, as
         ``Worker.recover`` does it, must find and handle every event still waiting."""
         self.held.clear()
@@ -313,5 +369,5 @@ class StoreMachine(RuleBasedStateMachine):
 def test_racing_processors_and_recovery_handle_every_event_once_in_order(redis_url: str) -> None:
     StoreMachine.url = redis_url
     run_state_machine_as_test(StoreMachine, settings=settings(
-        max_examples=60, stateful_step_count=30, deadline=None,
+        max_examples=150, stateful_step_count=20, deadline=None,
         suppress_health_check=[HealthCheck.too_slow]))
