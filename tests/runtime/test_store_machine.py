@@ -327,12 +327,21 @@ class StoreMachine(RuleBasedStateMachine):
         assert log == state, (log, state)
 
     async def _drain(self) -> None:
-        """The end of every example: what waits is recovered, then the idle conversation is
-        raced (recovery finds it idle while a message arrives, whose processor dies), recovered
+        """The end of every example: what waits is recovered, old messages are redelivered
+        (still duplicates), then the idle conversation is raced (recovery finds it idle while a message arrives, whose processor dies), recovered
         again, and finally forgotten by recovery."""
         await self._recover_all()
         if not self.delivered:
             return
+        # Six days after the start (every message is younger than seven days): a new message
+        # trims the seen set, and every message delivered is still a duplicate.
+        await self._time_passes(max(LOCK_TTL + 5, T0 + 6 * DAY - self.clock.now))
+        await self._deliver("p2")
+        for n in self.delivered:
+            again = await self.stores["p1"].push(CID, str(n).encode(), dedupe_id=f"m{n}")
+            assert again.duplicate, f"event {n} accepted twice after {self.clock.now - T0} s"
+        self.last_push = self.clock.now  # duplicates move the recovery time too
+        await self._recover_all()
         await self._time_passes(LOCK_TTL + 5)
         await self._race("p1")
         await self._recover_all()
