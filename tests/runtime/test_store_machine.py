@@ -233,11 +233,15 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def the_lock_is_the_models(self) -> None:
-        owner: bytes | None = self.run(self.redis.get(KEY.lock))  # type: ignore[assignment]
+        self.run(self._check_lock())
+
+    async def _check_lock(self) -> None:
+        """Redis's lock is the model's: same holder, the life left from its last renewal."""
+        owner: bytes | None = await self.redis.get(KEY.lock)  # type: ignore[assignment]
         assert owner == (self.lock[0].encode() if self.lock else None), (owner, self.lock)
         if self.lock is not None:
             left = (self.lock[1] - self.clock.now) * 1000
-            assert left - 2000 < self.run(self.redis.pttl(KEY.lock)) <= left
+            assert left - 2000 < await self.redis.pttl(KEY.lock) <= left
 
     # --- recovery, one round trip per step as Worker.recover makes them --------------------
 
@@ -345,6 +349,20 @@ class StoreMachine(RuleBasedStateMachine):
         await self._time_passes(LOCK_TTL + 5)
         await self._race("p1")
         await self._recover_all()
+        # A backlog: a slow processor saves, keeps the lock, and loads the rest a while later.
+        for via in ("p1", "p2", "p2", "p1"):
+            await self._deliver(via)
+        (name, batch), = self.held
+        self.held.clear()
+        await self._time_passes(10)
+        assert await self._save(name, batch)
+        await self._check_lock()
+        await self._time_passes(10)
+        nxt = await self._load(name, batch)
+        await self._check_lock()
+        while nxt is not None and await self._save(name, nxt):
+            nxt = await self._load(name, nxt)
+        assert (await self._handled())[0] == self.delivered and not self.inbox
         await self._time_passes(LOCK_TTL + 5)
         await self._recover_round()  # idle: acquire takes nothing and the entry is forgotten
         assert await self.redis.zscore(k.pending_key(self.shard), CID) is None
