@@ -3,9 +3,9 @@
 "Exactly once, in order, nothing lost" rests on a few exact values in ``store.py``'s scripts:
 who may write (the lock token), how long a lock lives and when it is renewed or released,
 how long a platform message id is remembered, and when recovery may look at a conversation.
-Each test here pins one of them, so that a change to it fails a test (see the mutation table
-in docs/architecture.md). Time is driven through the store's ``clock`` seam and lock expiry
-by deleting or shortening the lock key, never by sleeping.
+Each test here pins one of them, so that changing it fails a test (each was checked against
+the mutated script). Time is driven through the store's ``clock`` seam and lock expiry by
+deleting or shortening the lock key, never by sleeping.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def clock() -> Clock:
 @pytest.fixture
 async def stores(redis: Redis, clock: Clock) -> AsyncIterator[tuple[ConversationStore, ...]]:
     """Three processes on one Redis: two processors and a recovery worker, one clock."""
-    made = tuple(ConversationStore(redis, lock_ttl=LOCK_TTL, batch=2, clock=clock) for _ in range(3))
+    made = tuple(ConversationStore(redis, lock_ttl=LOCK_TTL, batch=2, clock=clock)
+                 for _ in range(3))
     yield made
     for store in made:
         await store.close()
@@ -63,8 +64,10 @@ async def _inbox(redis: Redis) -> list[bytes]:
     return cast(list[bytes], await redis.lrange(KEY.inbox, 0, -1))
 
 
-def _req(state: bytes, events: list[bytes], **kw: object) -> SaveRequest:
-    return SaveRequest(state=state, processed=len(events), log=list(events), **kw)  # type: ignore[arg-type]
+def _req(state: bytes, events: list[bytes], *, out: list[bytes] | None = None,
+         meta: dict[str, str] | None = None, outbox_account: str | None = None) -> SaveRequest:
+    return SaveRequest(state=state, processed=len(events), log=list(events), out=out or [],
+                       meta=meta or {}, outbox_account=outbox_account)
 
 
 async def _held(redis: Redis, batch: Batch) -> None:
