@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,8 +220,10 @@ class ConversationStore:
 
     def __init__(self, redis: Redis, *, lock_ttl: float = 30.0, ttl_days: int = 90,
                  transcript_max: int = 1000, shards: int = 16, batch: int = 32,
-                 fast: RespClient | None = None) -> None:
+                 fast: RespClient | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
+        self.clock = clock  # a seam for tests that drive time (dedupe window, recovery score)
         self.fast = fast or RespClient.like(redis)
         self._token_prefix = secrets.token_hex(6) + "-"
         self._tokens = 0
@@ -263,7 +265,7 @@ class ConversationStore:
         same round trip, whose replies come back in ``PushResult.prefetched`` with a batch."""
         key = k.ConversationKey(cid)
         token = self._token()
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.clock() * 1000)
         meta_args: list[str] = []
         for name, value in (meta or {}).items():
             meta_args += [name, value]
@@ -319,7 +321,7 @@ class ConversationStore:
         if req.timers_cancel:
             commands.append(("ZREM", timers, *req.timers_cancel))
         if req.out and req.outbox_account:
-            commands.append(("ZADD", k.outbox_queue_key(req.outbox_account), "NX", time.time(), cid))
+            commands.append(("ZADD", k.outbox_queue_key(req.outbox_account), "NX", self.clock(), cid))
         if req.activity is not None:
             commands.append(("ZADD", k.activity_index_key(), req.activity, cid))
         commands += req.extra_commands
