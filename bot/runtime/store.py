@@ -371,7 +371,7 @@ class ConversationStore:
         each time: 1, 2, 4, 8 s with the default 30 s, at most the TTL); at ``park_after`` the conversation is parked: its events stay queued, untouched,
         until a person asks for a retry. Returns (failures in a row, parked)."""
         key = k.ConversationKey(cid)
-        now = time.time()
+        now = self.clock()
         failures = int(await self._fail(keys=[key.lock, key.meta],
                                         args=[token, error[:500], f"{now:.3f}", park_after, self.ttl]))
         pending = k.pending_key(k.shard_of(cid, self.shards))
