@@ -1,0 +1,50 @@
+"""Schemathesis against the live ``/api/openapi.json``: every documented operation gets requests
+generated from its schema (valid and invalid ones), sent with the admin token; none may answer
+a 5xx. One test per operation, so a failure names it; the server's traceback is attached."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import given
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+
+from bot.server.openapi import document
+
+from .live import AUTH, LiveServer, summarize
+from .strategies import fuzz_settings
+
+#: Streams and long polls hold the request open by design (the long poll and the WebSocket have
+#: their own tests in test_fuzz_livechat.py).
+HELD_OPEN = {"GET /api/live", "GET /chat/{account}/messages", "GET /chat/{account}/ws"}
+LABELS = [f"{method.upper()} {path}" for path, ops in document()["paths"].items() for method in ops
+          if f"{method.upper()} {path}" not in HELD_OPEN]
+
+
+@pytest.fixture(scope="module")
+def schema(live_app: LiveServer) -> Iterator[schemathesis.BaseSchema]:
+    yield schemathesis.openapi.from_url(f"{live_app.url}/api/openapi.json")
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_documented_operation(live: LiveServer, schema: schemathesis.BaseSchema, label: str) -> None:
+    operation = schema.find_operation_by_label(label)
+    assert operation is not None, f"{label} is not in the served /api/openapi.json"
+    cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
+                      operation.as_strategy(GenerationMode.NEGATIVE))
+
+    @fuzz_settings(8)
+    @given(case=cases)
+    def call(case: schemathesis.Case) -> None:
+        mark = live.trap.mark()
+        try:
+            case.call_and_validate(base_url=live.url, headers={"Authorization": AUTH},
+                                   checks=[not_a_server_error], timeout=10)
+        except BaseException as exc:
+            raise AssertionError(f"{exc}\nserver log:\n{summarize(live.trap.since(mark))}") from exc
+
+    call()
