@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis import Redis
 
 from .live import LiveServer, live_server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A failing example may hold megabytes (that is the point): hypothesis warns about its repr,
+    and the suite turns warnings into errors, which would hide the failure itself."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.filterwarnings(
+                "ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning"))
 
 
 @pytest.fixture(scope="package")

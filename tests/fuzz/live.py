@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -98,9 +98,9 @@ def summarize(records: list[logging.LogRecord], limit: int = 8) -> str:
             line += f" {str(extra)[:300]}"
         if rec.exc_info and rec.exc_info[1] is not None:
             exc = rec.exc_info[1]
-            frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                      if "site-packages" not in f.filename][-3:] or \
-                traceback.extract_tb(exc.__traceback__)[-2:]
+            tb = traceback.extract_tb(exc.__traceback__)
+            ours = [f for f in tb if "/bot/" in f.filename or "/crm_bridge/" in f.filename]
+            frames = tb[-1:] + ours[-3:] if ours and ours[-1] is not tb[-1] else (ours or tb)[-3:]
             where = " <- ".join(f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} {f.name}"
                                 for f in reversed(frames))
             line += f"\n    {type(exc).__name__}: {str(exc)[:160]!r}\n    at {where}"
@@ -121,7 +121,7 @@ class LiveServer:
 
     # ------------------------------------------------------------------ raw HTTP
     def raw(self, method: str | bytes, target: str | bytes, *, body: bytes = b"",
-            headers: list[tuple[str | bytes, str | bytes]] = (),  # type: ignore[assignment]
+            headers: Sequence[tuple[str | bytes, str | bytes]] = (),
             timeout: float = TIMEOUT) -> Reply:
         """One request on a fresh connection, exactly these bytes (no client-side checks)."""
         def b(v: str | bytes) -> bytes:
@@ -138,8 +138,11 @@ class LiveServer:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the server answered early (413) and closed: its answer is still readable
             resp = http.client.HTTPResponse(sock)
-            resp.begin()
-            payload = resp.read()
+            try:
+                resp.begin()
+                payload = resp.read()
+            finally:
+                resp.close()
             return Reply(resp.status, payload, {k.lower(): v for k, v in resp.getheaders()})
 
     def json(self, method: str, path: str, doc: Any = None, *, token: bool = False,
@@ -205,7 +208,7 @@ def quoted(value: str | bytes) -> str:
 class _AlwaysOpen(dict[str, float]):
     """Every customer wrote just now (the fake's 24-hour window is always open)."""
 
-    def get(self, key: str, default: Any = None) -> float:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> float:
         return time.time()
 
 

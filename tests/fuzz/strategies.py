@@ -74,7 +74,8 @@ control_text = st.text(st.characters(codec=None, categories=["Cc", "Cs", "Co", "
                        max_size=20)
 huge_text = st.builds(lambda c, n: c * n, st.sampled_from(["a", "é", "🙂", "\x00", "\ud800"]),
                       st.sampled_from(SIZES))
-text = st.one_of(st.sampled_from(SPECIAL_TEXT), st.text(max_size=40), control_text, huge_text)
+short_text = st.one_of(st.sampled_from(SPECIAL_TEXT), st.text(max_size=40), control_text)
+text = st.one_of(short_text, huge_text)
 numbers = st.one_of(st.sampled_from(RAW_JSON[:8]), st.integers(-2**70, 2**70),
                     st.floats(allow_nan=True, allow_infinity=True),
                     st.sampled_from([0, -1, 2**31, 2**63, 2**64, 10**30]))
@@ -83,6 +84,11 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                      st.dictionaries(text, inner, max_size=4)), max_leaves=8)
 hostile = st.one_of(scalars, st.sampled_from(RAW_JSON), json_values)
+#: The same without the huge strings (where size is beside the point: URLs, socket frames).
+small_json_values: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(st.none(), st.booleans(), numbers, short_text),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(short_text, inner, max_size=4)), max_leaves=8)
 
 #: Bodies that are not (quite) JSON.
 garbage_bodies = st.one_of(
@@ -93,24 +99,25 @@ garbage_bodies = st.one_of(
                      "\ufeff{}".encode(), b'{"a": 1, "a": 2}', b"\x1f\x8b\x08\x00"]))
 
 
+def _paths(v: Any, path: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Every path into a JSON document (the root is ``()``)."""
+    out = [path]
+    if isinstance(v, dict):
+        for k, x in v.items():
+            out += _paths(x, (*path, k))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            out += _paths(x, (*path, i))
+    return out
+
+
 @st.composite
 def mutated(draw: st.DrawFn, doc: Any, most: int = 3) -> Any:
     """``doc`` with up to ``most`` of its values replaced by hostile ones, keys removed, values
     wrapped in a list or given a hostile sibling key."""
     out = json.loads(json.dumps(doc))
     for _ in range(draw(st.integers(0, most))):
-        paths: list[tuple[Any, ...]] = []
-
-        def walk(v: Any, path: tuple[Any, ...]) -> None:
-            paths.append(path)
-            if isinstance(v, dict):
-                for k, x in v.items():
-                    walk(x, (*path, k))
-            elif isinstance(v, list):
-                for i, x in enumerate(v):
-                    walk(x, (*path, i))
-
-        walk(out, ())
+        paths = _paths(out, ())
         path = draw(st.sampled_from(paths))
         if not path:
             return draw(hostile)
@@ -134,7 +141,8 @@ def mutated(draw: st.DrawFn, doc: Any, most: int = 3) -> Any:
 
 #: A valid live chat session id, or something that is not one.
 valid_sessions = st.from_regex(r"\A[A-Za-z0-9_-]{8,64}\Z")
-sessions = st.one_of(valid_sessions, valid_sessions, text, st.sampled_from(RAW_JSON[:4]))
+sessions = st.one_of(valid_sessions, valid_sessions, short_text, st.just("a" * 65),
+                    st.sampled_from(RAW_JSON[:4]))
 #: Header values: any bytes but CR/LF (which would end the header).
 header_bytes = st.one_of(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
                          st.sampled_from([b"\xff\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"\x00", b"\x7f",

@@ -5,6 +5,7 @@ a 5xx. One test per operation, so a failure names it; the server's traceback is 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -39,7 +40,7 @@ def test_documented_operation(live: LiveServer, schema: schemathesis.BaseSchema,
 
     @fuzz_settings(8)
     @given(case=cases)
-    def call(case: schemathesis.Case) -> None:
+    def call(case: schemathesis.Case[Any]) -> None:
         mark = live.trap.mark()
         try:
             case.call_and_validate(base_url=live.url, headers={"Authorization": AUTH},
