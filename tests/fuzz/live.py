@@ -111,13 +111,16 @@ def summarize(records: list[logging.LogRecord], limit: int = 8) -> str:
     return "\n".join(out)
 
 
-@dataclass
+@dataclass(repr=False)
 class LiveServer:
     url: str
     port: int
     trap: LogTrap
     loop: asyncio.AbstractEventLoop
     sessions: dict[str, int] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # hypothesis prints it with every failing example
+        return f"LiveServer({self.url!r})"
 
     # ------------------------------------------------------------------ raw HTTP
     def raw(self, method: str | bytes, target: str | bytes, *, body: bytes = b"",
