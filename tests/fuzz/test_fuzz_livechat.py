@@ -53,7 +53,10 @@ def test_posting_a_message(live: LiveServer, account: str, body: bytes, content_
     auth = [("Authorization", AUTH)]
     live.no_5xx(f"{what}\nthen GET /api/conversations/{cid}",
                 lambda: live.raw("GET", f"/api/conversations/{quoted(cid)}", headers=auth))
-    doc = json.loads(body) if body[:1] == b"{" else {}
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):  # accepted anyway: the server's parser differs
+        doc = None
     name = doc.get("name") if isinstance(doc, dict) else None
     search = quoted(name if isinstance(name, str) else session)
     live.no_5xx(f"{what}\nthen GET /api/conversations?q={search[:200]}",
