@@ -76,6 +76,20 @@ def test_listing_conversations(live: LiveServer, params: list[tuple[str, str]]) 
                 lambda: live.raw("GET", f"/api/conversations?{query}", headers=TOKEN))
 
 
+crm_keys = st.sampled_from(["limit", "offset", "q", "stage", "pipeline", "tag", "x"])
+
+
+@fuzz_settings(40)
+@given(kind=st.sampled_from(["contacts", "leads"]),
+       params=st.lists(st.tuples(crm_keys, query_values), max_size=4))
+@example(kind="contacts", params=[("offset", "9223372036854775808")])
+@example(kind="leads", params=[("limit", "1e400"), ("offset", "-1")])
+def test_listing_crm_records(live: LiveServer, kind: str, params: list[tuple[str, str]]) -> None:
+    query = "&".join(f"{quoted(k)}={quoted(v)}" for k, v in params)
+    live.no_5xx(f"GET /api/crm/{kind}?{query[:600]}",
+                lambda: live.raw("GET", f"/api/crm/{kind}?{query}", headers=TOKEN))
+
+
 known = "livechat:demo:fuzz-events-1"
 event_docs = st.one_of(
     st.fixed_dictionaries({"type": st.one_of(st.just("lead_status_changed"), text, hostile)},

@@ -37,6 +37,7 @@ values = st.one_of(header_bytes, st.sampled_from([
 @example(method=b"GET", path=b"/chat/demo/messages?session=abcdefgh1", tail=b"&after=\xff", headers=[])
 @example(method=b"GET", path=b"/live", tail=b"", headers=[(b"Cookie", b"sb_session=\xed\xa0\x80")])
 @example(method=b"GET", path=b"/api/bots", tail=b"", headers=[(b"Authorization", b"Bearer \xff\xfe")])
+@example(method=b"GET", path=b"/healthz", tail=b"", headers=[(b"Expect", b"\x80")])
 def test_malformed_requests(live: LiveServer, method: bytes, path: bytes, tail: bytes,
                             headers: list[tuple[bytes, bytes]]) -> None:
     target = (path + tail).replace(b" ", b"%20").replace(b"\r", b"").replace(b"\n", b"") or b"/"
