@@ -123,6 +123,7 @@ action_docs = st.one_of(
 
 @fuzz_settings(40)
 @given(cid=cids, action=actions, body=st.one_of(st.builds(dump, action_docs), garbage_bodies))
+@example(cid=known, action="messages", body=b'{"text": "\xed\xa0\x80"}')  # a surrogate's CESU-8 bytes
 def test_conversation_actions(live: LiveServer, cid: str, action: str, body: bytes) -> None:
     if cid == known:  # a conversation to act on
         live.raw("POST", "/chat/demo/messages", body=dump({"session": "fuzz-events-1", "text": "hi"}),

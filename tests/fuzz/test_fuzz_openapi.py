@@ -4,6 +4,7 @@ a 5xx. One test per operation, so a failure names it; the server's traceback is 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,29 @@ from .strategies import fuzz_settings
 HELD_OPEN = {"GET /api/live", "GET /chat/{account}/messages", "GET /chat/{account}/ws"}
 LABELS = [f"{method.upper()} {path}" for path, ops in document()["paths"].items() for method in ops
           if f"{method.upper()} {path}" not in HELD_OPEN]
+
+
+#: What schemathesis's ``generation.hypothesis.setup()`` patches in hypothesis, process-wide, the
+#: first time it builds a strategy: a printer that prints nothing (every later falsifying example
+#: of the suite would read ``x=,``), larger buffers, its own PRNG registration.
+_PATCHED = [("hypothesis.core", "RepresentationPrinter"), ("hypothesis.core", "BUFFER_SIZE"),
+            ("hypothesis.internal.conjecture.engine", "BUFFER_SIZE"),
+            ("hypothesis.strategies._internal.collections", "BUFFER_SIZE"),
+            ("hypothesis.internal.entropy", "register_random"),
+            ("hypothesis.strategies._internal.core", "is_first_param_referenced_in_function")]
+
+
+@pytest.fixture(autouse=True)
+def hypothesis_as_it_was() -> Iterator[None]:
+    """Undo schemathesis's patches of hypothesis after each test (it redoes them when needed)."""
+    from schemathesis.generation import hypothesis as st_hypothesis
+
+    modules = [importlib.import_module(name) for name, _ in _PATCHED]
+    saved = [getattr(module, attr) for module, (_, attr) in zip(modules, _PATCHED)]
+    yield
+    for module, (_, attr), value in zip(modules, _PATCHED, saved):
+        setattr(module, attr, value)
+    st_hypothesis.setup._is_patched = False  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
