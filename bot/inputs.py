@@ -24,6 +24,7 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 #: C0/C1 control characters and lone surrogates; tab, line feed and carriage return are kept.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\ufeff]")
 _LINE_BREAKS = re.compile(r"\s*[\t\n\r]+\s*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadInput(SalesbotError, ValueError):
@@ -80,7 +81,9 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse request JSON strictly; ``BadJson`` for anything a standard parser would refuse
     or that would turn into NaN, an infinity, a >64-bit integer or a recursion error later."""
     try:
-        value = json.loads(data, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        # Strict UTF-8 (json.loads would decode bytes with "surrogatepass", letting CESU-8 in).
+        text = bytes(data).decode("utf-8-sig") if isinstance(data, (bytes, bytearray)) else data
+        value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
     except BadJson:
         raise
     except RecursionError:
@@ -91,7 +94,26 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise BadJson(f"the body is not valid JSON ({str(exc)[:80]})") from None
     if depth(value, max_depth) > max_depth:
         raise BadJson(f"the JSON nests deeper than {max_depth} levels")
+    if ("\\ud" in text or "\\uD" in text) and _lone_surrogate(value):  # only escapes can make one
+        raise BadJson("the JSON holds a lone surrogate (an unpaired \\ud800-\\udfff escape)")
     return value
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether any string or key of a parsed value holds a lone surrogate (not UTF-8 encodable:
+    msgpack, Redis and every client would fail on it later)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
 
 
 def clean_text(value: object, field: str, *, limit: int, line: bool = False) -> str:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from aiohttp.http_exceptions import HttpProcessingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -74,6 +75,28 @@ class OutageFilter(logging.Filter):
         if left_out:
             record.suppressed = left_out
         return True
+
+
+class ParserRejectionFilter(logging.Filter):
+    """aiohttp answers a request its HTTP parser refuses (bytes that are not HTTP, a line over
+    8 KiB, a control character in a header) with a 400 but logs it at ERROR with a traceback.
+    That is expected hostile input: one warning line, ``http.bad_request``, without the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            record.msg, record.args = "http.bad_request", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+            record.reason = f"{type(exc).__name__}: {exc.message}"[:200]
+        return True
+
+
+def quiet_parser_rejections() -> None:
+    """Install ``ParserRejectionFilter`` on aiohttp's server logger (once per process)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ParserRejectionFilter) for f in server.filters):
+        server.addFilter(ParserRejectionFilter())
 
 
 def _is_outage(exc: BaseException | None) -> bool:

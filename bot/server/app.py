@@ -14,7 +14,8 @@ from ..channels import livechat, webhooks
 from ..config import Config
 from ..runtime.worker import Worker
 from . import api, crm_api, dashboard, kommo_webhooks, openapi, pages
-from .http import errors_middleware, mark_prepared
+from ..logs import quiet_parser_rejections
+from .http import errors_middleware, mark_prepared, use_expect_handler
 from .keys import LIMITS, SERVICES
 from .ratelimit import Limits
 from .services import Services, open_services
@@ -37,6 +38,8 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
         app.add_routes(webhooks.routes)
         app.add_routes(pages.routes)
         dashboard.setup(app)  # /live, /live/session, /api/live, /api/bots/{id}/graph
+    use_expect_handler(app)
+    quiet_parser_rejections()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:

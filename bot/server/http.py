@@ -6,7 +6,8 @@ import logging
 import math
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.web_urldispatcher import _default_expect_handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -103,6 +104,20 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         log.exception("http.unhandled", extra={"method": request.method, "path": request.path,
                                                "error": type(exc).__name__})
         return error(500, "internal", "an internal error occurred")
+
+
+async def expect_handler(request: web.Request) -> None:
+    """``Expect`` header handling for every route: aiohttp's default echoes the header into its
+    417 body, which fails (a 500 before any middleware) on bytes that are not UTF-8."""
+    if not request.headers.get(hdrs.EXPECT, "").isascii():
+        raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
+    await _default_expect_handler(request)
+
+
+def use_expect_handler(app: web.Application) -> None:
+    """Give every route of ``app`` ``expect_handler`` (aiohttp sets it per route, at creation)."""
+    for route in app.router.routes():
+        route._expect_handler = expect_handler  # type: ignore[attr-defined]
 
 
 _PREPARED = web.RequestKey("salesbot.response_prepared", bool)
