@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import urllib.request
 from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def stop_process(popen: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
@@ -24,6 +26,14 @@ def stop_process(popen: subprocess.Popen[bytes], sig: int = signal.SIGTERM, time
             popen.kill()
             popen.wait()
     return int(popen.returncode)
+
+
+def post_json(url: str, body: dict[str, Any]) -> int:
+    """POST a JSON body; the status (an error status raises ``urllib.error.HTTPError``)."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return int(r.status)
 
 
 def free_port() -> int:

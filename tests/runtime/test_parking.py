@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from bot.config import load_config
@@ -14,10 +13,9 @@ from bot.runtime import codec
 from bot.runtime import events as ev
 from bot.runtime.keys import ConversationKey, pending_key, shard_of
 from bot.runtime.worker import Worker
-from bot.server.app import create_app
 from bot.server.keys import SERVICES
 from bot.server.services import open_services
-from tests.server.conftest import ADMIN, make_config
+from tests.server.conftest import ADMIN, make_config, running
 from tests.waiting import wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -34,12 +32,9 @@ async def _bot_texts(http: ClientSession, session: str) -> list[str]:
 
 
 async def test_a_failing_conversation_is_parked_shown_and_retried(redis: Redis, redis_url: str) -> None:
-    app = create_app(make_config(redis_url, lock_ttl=0.3, park_after=3))  # type: ignore[arg-type]
-    server = TestServer(app)
-    await server.start_server()
-    try:
+    async with running(make_config(redis_url, lock_ttl=0.3, park_after=3)) as server:
         async with ClientSession(base_url=str(server.make_url(""))) as http:
-            svc = app[SERVICES]
+            svc = server.app[SERVICES]
             worker = Worker(svc)
             session = "poisoned-1"
             r = await http.post("/chat/demo/messages", json={"session": session, "text": "hi"})
@@ -83,8 +78,6 @@ async def test_a_failing_conversation_is_parked_shown_and_retried(redis: Redis, 
             assert len(await _bot_texts(http, session)) > greeted
             assert await (await http.get("/api/conversations", params={"parked": "1"}, headers=AUTH)).json() == \
                 {"conversations": [], "next_before": None}
-    finally:
-        await server.close()
 
 
 async def test_retry_can_discard_the_event_that_keeps_failing(redis: Redis, redis_url: str) -> None:

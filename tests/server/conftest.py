@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,15 +23,29 @@ def make_config(redis_url: str, flows_dir: Path = FLOWS, **extra: object) -> obj
                                           "admin_token": ADMIN, "timer_poll_interval": 0.05, **extra})
 
 
-@pytest.fixture
-async def server(redis: Redis, redis_url: str) -> AsyncIterator[TestServer]:
-    app = create_app(make_config(redis_url))  # type: ignore[arg-type]
-    srv = TestServer(app)
+@contextlib.asynccontextmanager
+async def running(config: object) -> AsyncIterator[TestServer]:
+    """The app of ``config`` served on loopback for the block."""
+    srv = TestServer(create_app(config))  # type: ignore[arg-type]
     await srv.start_server()
     try:
         yield srv
     finally:
         await srv.close()
+
+
+@contextlib.asynccontextmanager
+async def client(config: object) -> AsyncIterator[ClientSession]:
+    """A client of the app of ``config``, served for the block (``client.app`` is not set:
+    tests that need the services use ``running``)."""
+    async with running(config) as srv, ClientSession(base_url=str(srv.make_url(""))) as session:
+        yield session
+
+
+@pytest.fixture
+async def server(redis: Redis, redis_url: str) -> AsyncIterator[TestServer]:
+    async with running(make_config(redis_url)) as srv:
+        yield srv
 
 
 @pytest.fixture

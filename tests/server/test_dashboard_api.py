@@ -24,7 +24,7 @@ from bot.server.auth import Principal
 from bot.server.dashboard import COOKIE, _session_key, read_session, sign_session
 from bot.server.keys import SERVICES
 from bot.server.services import Services
-from tests.server.conftest import ADMIN, make_config
+from tests.server.conftest import ADMIN, make_config, running
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 AYSE = {"Authorization": "Bearer support-ayse"}
@@ -37,12 +37,8 @@ TOKENS = [{"token": "support-ayse", "role": "support", "name": "Ayşe Kaya"},
 
 @pytest.fixture
 async def server(redis: Redis, redis_url: str) -> AsyncIterator[TestServer]:
-    srv = TestServer(create_app(make_config(redis_url, tokens=TOKENS)))  # type: ignore[arg-type]
-    await srv.start_server()
-    try:
+    async with running(make_config(redis_url, tokens=TOKENS)) as srv:
         yield srv
-    finally:
-        await srv.close()
 
 
 @pytest.fixture

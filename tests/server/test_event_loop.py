@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.procs import free_port, salesbot
+from tests.procs import free_port, post_json, salesbot
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
-
-
-def _post(url: str, body: dict[str, Any]) -> int:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return int(r.status)
 
 
 def _bot_texts(base: str, session: str) -> list[str]:
@@ -33,5 +25,5 @@ def test_serve_answers_on_either_event_loop(tmp_path: Path, redis_url: str, loop
     with salesbot(["serve"], tmp=tmp_path, env=env, name=f"serve-{loop}", port=free_port()) as proc:
         assert f"{loop} event loop" in proc.output()
         session = f"loop-{loop}-session"
-        assert _post(f"{proc.url}/chat/demo/messages", {"session": session, "text": "hi", "client_msg_id": "l1"}) == 202
+        assert post_json(f"{proc.url}/chat/demo/messages", {"session": session, "text": "hi", "client_msg_id": "l1"}) == 202
         assert _bot_texts(proc.url, session)  # the demo bot answered

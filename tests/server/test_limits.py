@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, WSServerHandshakeError
-from aiohttp.test_utils import TestServer, make_mocked_request
+from aiohttp.test_utils import make_mocked_request
 from redis.asyncio import Redis
 
 from bot.config import LimitsConfig, RateConfig
-from bot.server.app import create_app
 from bot.server.ratelimit import Buckets, Limits
-from tests.server.conftest import ADMIN, make_config
+from tests.server.conftest import ADMIN, client, make_config
 
 SMALL = {"new_sessions_per_ip": {"per_minute": 6, "burst": 3},
          "messages_per_session": {"per_minute": 6, "burst": 4},
@@ -26,13 +25,8 @@ SMALL = {"new_sessions_per_ip": {"per_minute": 6, "burst": 3},
 
 @pytest.fixture
 async def http(redis: Redis, redis_url: str) -> AsyncIterator[ClientSession]:
-    srv = TestServer(create_app(make_config(redis_url, limits=SMALL)))  # type: ignore[arg-type]
-    await srv.start_server()
-    try:
-        async with ClientSession(base_url=str(srv.make_url(""))) as session:
-            yield session
-    finally:
-        await srv.close()
+    async with client(make_config(redis_url, limits=SMALL)) as session:
+        yield session
 
 
 async def _say(http: ClientSession, session: str) -> Any:
@@ -122,11 +116,6 @@ async def test_guessing_tokens_locks_the_guesser_out(http: ClientSession) -> Non
 
 
 async def test_limits_can_be_turned_off(redis: Redis, redis_url: str) -> None:
-    srv = TestServer(create_app(make_config(redis_url, limits={**SMALL, "enabled": False})))  # type: ignore[arg-type]
-    await srv.start_server()
-    try:
-        async with ClientSession(base_url=str(srv.make_url(""))) as http:
-            statuses = {(await _say(http, f"free-session-{i:03d}")).status for i in range(8)}
-            assert statuses == {202}
-    finally:
-        await srv.close()
+    async with client(make_config(redis_url, limits={**SMALL, "enabled": False})) as http:
+        statuses = {(await _say(http, f"free-session-{i:03d}")).status for i in range(8)}
+        assert statuses == {202}

@@ -11,16 +11,9 @@ from pathlib import Path
 from typing import Any
 
 
-from tests.procs import free_port, salesbot
+from tests.procs import free_port, post_json, salesbot
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-def _post(url: str, body: dict[str, Any]) -> int:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return int(r.status)
 
 
 def _history(base: str, session: str) -> list[dict[str, Any]]:
@@ -69,11 +62,11 @@ def test_killed_worker_loses_no_timer_and_fires_none_twice(tmp_path: Path, redis
     with salesbot(["serve", "--role", "web", "--config", str(cfg)], tmp=tmp_path, env=env, name="web", port=port) as web:
         with salesbot(["worker", "--config", str(cfg)], tmp=tmp_path, env=env, name="worker1") as worker:
             for s in early:  # 2 s no-answer timers
-                assert _post(f"{web.url}/chat/demo/messages", {"session": s, "text": "hi", "client_msg_id": f"{s}-1"}) == 202
+                assert post_json(f"{web.url}/chat/demo/messages", {"session": s, "text": "hi", "client_msg_id": f"{s}-1"}) == 202
             # The early reminders go out through worker 1 ...
             assert _wait_until(lambda: sum(len(_history(web.url, s)) >= 3 for s in early) >= 10, 30)
             for s in late:  # ... and these timers are still pending when it dies
-                assert _post(f"{web.url}/chat/demo/messages", {"session": s, "text": "hi", "client_msg_id": f"{s}-1"}) == 202
+                assert post_json(f"{web.url}/chat/demo/messages", {"session": s, "text": "hi", "client_msg_id": f"{s}-1"}) == 202
             assert _timers_left(client) > 0
             worker.stop(signal.SIGKILL)
         with salesbot(["worker", "--config", str(cfg)], tmp=tmp_path, env=env, name="worker2"):
@@ -95,7 +88,7 @@ def test_restarted_serve_keeps_conversations_and_timers(tmp_path: Path) -> None:
     session = "restartsession01"
     with salesbot(["serve", "--config", str(cfg), "--data-dir", str(data)], tmp=tmp_path, env=env,
                   name="serve1", port=port) as first:
-        assert _post(f"{first.url}/chat/demo/messages", {"session": session, "text": "hi", "client_msg_id": "r1"}) == 202
+        assert post_json(f"{first.url}/chat/demo/messages", {"session": session, "text": "hi", "client_msg_id": "r1"}) == 202
         assert [m["text"] for m in _history(first.url, session)] == ["hi", "Hello! Anything I can help with?"]
         first.stop(signal.SIGTERM)  # before the 2 s timer falls due
     assert (data / "redis" / "salesbot.aof").exists() or any((data / "redis").rglob("*.aof*"))

@@ -15,8 +15,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from bot.server.app import create_app
-from tests.server.conftest import make_config
+from tests.server.conftest import make_config, running
 from tests.waiting import wait_for
 
 # A catastrophic pattern: "aaaa…!" makes it backtrack for its whole time limit (0.2 s of CPU).
@@ -35,12 +34,8 @@ MESSAGES = 20
 @pytest.fixture
 async def server(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[TestServer]:
     (tmp_path / "demo.json").write_text(json.dumps(CATASTROPHIC))
-    srv = TestServer(create_app(make_config(redis_url, flows_dir=tmp_path)))  # type: ignore[arg-type]
-    await srv.start_server()
-    try:
+    async with running(make_config(redis_url, flows_dir=tmp_path)) as srv:
         yield srv
-    finally:
-        await srv.close()
 
 
 @pytest.fixture
