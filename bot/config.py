@@ -6,13 +6,15 @@ Secrets (tokens, API keys) are ``SecretStr`` and never logged or returned by the
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import SalesbotError
 
@@ -121,14 +123,25 @@ class LimitsConfig(_Frozen):
     Counted per process (each web process allows this much). See docs/security.md."""
 
     enabled: bool = True
-    #: Proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` names the client.
-    trusted_proxies: list[str] = []
+    #: Proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` names the client. Loopback
+    #: by default: a reverse proxy on the same host (the usual TLS setup) is believed.
+    trusted_proxies: list[str] = ["127.0.0.0/8", "::1"]
     new_sessions_per_ip: RateConfig = RateConfig(per_minute=30, burst=20)
     messages_per_session: RateConfig = RateConfig(per_minute=30, burst=15)
     messages_per_ip: RateConfig = RateConfig(per_minute=300, burst=60)
     ws_connects_per_ip: RateConfig = RateConfig(per_minute=60, burst=20)
     public_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # pages, long polls, forms, …
     auth_failures_per_ip: RateConfig = RateConfig(per_minute=20, burst=10)  # 401/403s: token guessing
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
 
 
 class CrmConfig(_Frozen):

@@ -11,11 +11,8 @@ import time
 from collections.abc import Callable
 
 from aiohttp.http_exceptions import HttpProcessingError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import StoreFull
+from .runtime.outages import store_outage
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "api_key", "apikey")
@@ -100,9 +97,7 @@ def quiet_parser_rejections() -> None:
 
 
 def _is_outage(exc: BaseException | None) -> bool:
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, StoreFull)):
-        return True
-    return isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc)
+    return exc is not None and (isinstance(exc, ConnectionError) or store_outage(exc) is not None)
 
 
 def configure(level: str = "INFO") -> None:

@@ -16,10 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from crm_bridge import ChannelIdentity, CrmBackend, CrmRef, PrefetchSnapshot
 
 from ..errors import CrmError, CrmTemporary, RuntimeFault
@@ -30,6 +26,7 @@ from .driver import Driver
 from .flows import FlowSource
 from .memoryguard import MemoryGuard
 from .metrics import Metrics
+from .outages import store_outage
 from .state import ConversationState
 from .store import Batch, ConversationStore, SaveRequest
 from .transcript import inbound_entry, internal_entry, outbound_entry, system_entry
@@ -68,8 +65,7 @@ class IdentityPending(RuntimeFault):
 def _outage(exc: Exception) -> bool:
     """Failures that are outages, not the conversation's fault, never count towards parking (the
     lock expires and recovery tries again, as after a crash): the CRM or Redis away, Redis full."""
-    return (isinstance(exc, (IdentityPending, RedisConnectionError, RedisTimeoutError))
-            or (isinstance(exc, ResponseError) and str(exc).startswith("OOM")))
+    return isinstance(exc, IdentityPending) or store_outage(exc) is not None
 
 
 class OutboundRouter(Protocol):
@@ -150,20 +146,14 @@ class ConversationService:
             return DeliverResult()  # queued: processed once the CRM answers again
         return DeliverResult(processed_here=done)
 
-    async def take_over_pending(self, cid: str) -> bool:
-        """Process a conversation whose events wait with no processor (recovery)."""
-        batch = await self.store.acquire(cid)
-        if not batch:
-            return False
-        assert isinstance(batch, Batch)
-        await self.process(batch)
-        return True
-
     async def retry(self, cid: str, *, skip: int = 0, user: str = "") -> bool:
         """A person's retry of a parked (or failing) conversation: clear the mark, optionally
         discard the ``skip`` oldest queued events (the poison), and process what waits.
         False when another process holds the conversation (it goes on by itself)."""
         await self.store.unpark(cid)
+        # In the recovery set again first: whatever happens to this attempt (the CRM or Redis
+        # away, another process holding the lock), recovery goes on with it.
+        await self.store.pend(cid, self.clock() + self.store.lock_ttl_ms / 1000)
         batch = await self.store.acquire(cid)
         if batch is None:
             return True  # nothing waits
@@ -179,7 +169,10 @@ class ConversationService:
             if (await self.store.save(cid, batch.token, req)).status != 1:
                 return True  # nothing more waits (or the lock was lost: its new holder goes on)
             batch = await self.store.load(cid, batch.token)
-        await self.process(batch)
+        try:
+            await self.process(batch)
+        except IdentityPending:
+            pass  # queued until the CRM answers (recovery)
         return True
 
     async def process(self, batch: Batch | None,
@@ -190,8 +183,11 @@ class ConversationService:
         held = self._held
         while batch is not None:
             if batch.meta.get("parked"):
-                await self.store.set_aside(batch.cid, batch.token)
-                log.info("conversation.parked_event_queued", extra={"cid": batch.cid})
+                parked, dropped = await self.store.set_aside(batch.cid, batch.token)
+                if dropped:
+                    log.warning("conversation.parked_inbox_full", extra={"cid": batch.cid, "dropped": dropped})
+                elif parked:
+                    log.info("conversation.parked_event_queued", extra={"cid": batch.cid})
                 return False
             # Slow work (a CRM at 7 requests/s, a webhook) must not outlive the lock: a batch
             # still running gets it renewed at most a third of the TTL apart (``_renew_due``).

@@ -134,17 +134,22 @@ return 0
 """
 
 _FAIL = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local n = redis.call('HINCRBY', KEYS[2], 'failures', 1)
 redis.call('HSET', KEYS[2], 'error', ARGV[2], 'error_at', ARGV[3])
 if n >= tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], 'parked', ARGV[3]) end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[1])
 return n
 """
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+_SET_ASIDE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('HEXISTS', KEYS[2], 'parked') == 0 then return {0, 0} end
+local n, keep, dropped = redis.call('LLEN', KEYS[3]), tonumber(ARGV[2]), 0
+if n > keep then redis.call('LTRIM', KEYS[3], 0, keep - 1); dropped = n - keep end
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return {1, dropped}
 """
 
 _UNPARK = """
@@ -154,6 +159,8 @@ return was
 """
 
 SEEN_TTL = 7 * 86400
+#: Events a parked conversation keeps queued; newer ones beyond are dropped (and logged).
+PARKED_INBOX_MAX = 1000
 
 
 @dataclass(slots=True)
@@ -240,7 +247,7 @@ class ConversationStore:
         self._append = redis.register_script(_APPEND)
         self._forget_if = redis.register_script(_FORGET_IF)
         self._fail = redis.register_script(_FAIL)
-        self._release = redis.register_script(_RELEASE)
+        self._set_aside = redis.register_script(_SET_ASIDE)
         self._unpark = redis.register_script(_UNPARK)
 
     def _token(self) -> str:
@@ -373,7 +380,9 @@ class ConversationStore:
         key = k.ConversationKey(cid)
         now = self.clock()
         failures = int(await self._fail(keys=[key.lock, key.meta],
-                                        args=[token, error[:500], f"{now:.3f}", park_after, self.ttl]))
+                                        args=[token, error[:300], f"{now:.3f}", park_after, self.ttl]))
+        if failures < 0:  # the lock was lost meanwhile: its new holder has the conversation
+            return 0, False
         pending = k.pending_key(k.shard_of(cid, self.shards))
         if failures >= park_after:
             pipe = self.redis.pipeline(transaction=False)
@@ -385,11 +394,24 @@ class ConversationStore:
         await self.redis.zadd(pending, {cid: now + retry_in})
         return failures, False
 
-    async def set_aside(self, cid: str, token: str) -> None:
-        """A parked conversation was taken (a new event, recovery): give the lock back unprocessed."""
+    async def set_aside(self, cid: str, token: str) -> tuple[bool, int]:
+        """A parked conversation was taken (a new event, recovery): give the lock back unprocessed
+        and keep it out of recovery. Returns (still parked, events dropped beyond
+        ``PARKED_INBOX_MAX``). Unparked meanwhile (a person's retry won the race): recovery
+        takes it at once."""
         key = k.ConversationKey(cid)
-        await self._release(keys=[key.lock], args=[token])
-        await self.redis.zrem(k.pending_key(k.shard_of(cid, self.shards)), cid)
+        parked, dropped = await self._set_aside(keys=[key.lock, key.meta, key.inbox],
+                                                args=[token, PARKED_INBOX_MAX, self.ttl])
+        pending = k.pending_key(k.shard_of(cid, self.shards))
+        if parked:
+            await self.redis.zrem(pending, cid)
+        else:
+            await self.redis.zadd(pending, {cid: self.clock()})
+        return bool(parked), int(dropped)
+
+    async def pend(self, cid: str, at: float) -> None:
+        """Put a conversation in the recovery set (due at ``at``), as a push does."""
+        await self.redis.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: at})
 
     async def unpark(self, cid: str) -> bool:
         """Clear a conversation's parked mark and failure count (True if it was parked)."""
@@ -398,5 +420,14 @@ class ConversationStore:
         return bool(was)
 
     async def parked(self, limit: int = 200) -> list[str]:
-        """The parked conversations, most recently parked first."""
-        return [_s(c) for c in await self.redis.zrevrange(k.parked_key(), 0, limit - 1)]
+        """The parked conversations, most recently parked first (entries whose conversation was
+        retried or expired meanwhile are dropped from the index)."""
+        cids = [_s(c) for c in await self.redis.zrevrange(k.parked_key(), 0, limit - 1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in cids:
+            pipe.hexists(k.ConversationKey(cid).meta, "parked")
+        marks = await pipe.execute() if cids else []
+        stale = [cid for cid, mark in zip(cids, marks) if not mark]
+        if stale:
+            await self.redis.zrem(k.parked_key(), *stale)
+        return [cid for cid, mark in zip(cids, marks) if mark]

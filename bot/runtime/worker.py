@@ -97,7 +97,7 @@ class Worker:
         ones whatever happens to these: a conversation still locked by a live processor waits a
         lock TTL, a failing one waits its backoff (then is parked), an idle one is forgotten."""
         store = self.s.store
-        now = time.time()
+        now = store.clock()
         due = [(cid, score) for shard in range(store.shards) for cid, score in await store.pending_due(shard, now)]
         taken = await asyncio.gather(*(self._recover_one(cid, score, now) for cid, score in due))
         return sum(taken)

@@ -325,7 +325,9 @@ async def retry_conversation(request: web.Request) -> web.Response:
         return error(404, "not_found", f"no conversation {cid!r}")
     if (taken := await _claimed_by_other(request, principal)) is not None:
         return taken
-    await services.conversations.retry(cid, skip=skip, user=principal.name)
+    if not await services.conversations.retry(cid, skip=skip, user=principal.name) and skip:
+        return error(409, "busy", "the conversation is being processed right now; nothing was discarded, "
+                                  "try again in a moment")
     return web.json_response(_public_meta(cid, await services.store.meta(cid)), status=202,
                              dumps=lambda v: json.dumps(v, ensure_ascii=False))
 

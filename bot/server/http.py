@@ -8,12 +8,10 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.web_urldispatcher import _default_expect_handler
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreFull
 from ..inputs import BadJson, loads
+from ..runtime.outages import store_outage
 from .auth import Principal
 from .keys import SERVICES
 
@@ -133,14 +131,15 @@ def store_problem(request: web.Request, exc: Exception) -> tuple[str, str, int] 
     """(code, message, seconds to retry after) when the store cannot take a request now: nearly
     full (new conversations wait), out of memory, or not reachable (e.g. the embedded Redis
     restarting), logged; None for anything else (a bug: a 500)."""
+    kind = store_outage(exc)
+    if kind is None:
+        return None
     if isinstance(exc, StoreFull):
         code, message, retry = "store_full", str(exc), exc.retry_after
-    elif isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc):
+    elif kind == "full":
         code, message, retry = "store_full", "the store is out of memory; try again later", 30
-    elif isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-        code, message, retry = "store_unavailable", "the store is not reachable; try again shortly", 2
     else:
-        return None
+        code, message, retry = "store_unavailable", "the store is not reachable; try again shortly", 2
     # One line per kind every few seconds while it lasts (bot.logs.OutageFilter).
     log.warning(f"store.{code}", extra={"path": request.path, "error": str(exc), "_outage": True})
     return code, message, retry

@@ -31,6 +31,8 @@ MAX_KEYS = 100_000
 LOG_EVERY = 60.0
 
 Clock = Callable[[], float]
+#: The client address, worked out once per request by the middleware.
+CLIENT = web.RequestKey("salesbot.client", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -119,33 +121,34 @@ class Limits:
                     break
         if address is None:
             return request.remote or "unknown"
-        if address.version == 6:
-            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+        if address.version == 6:  # one subscriber's network
+            return f"{ipaddress.IPv6Address(int(address) >> 64 << 64)}/64"
         return str(address)
 
     # ------------------------------------------------------------------ checks
-    def take(self, kind: str, key: str) -> Limited | None:
-        """Spend one token of ``kind`` for ``key``; a ``Limited`` when there was none."""
+    def take(self, kind: str, key: str, who: str | None = None) -> Limited | None:
+        """Spend one token of ``kind`` for ``key``; a ``Limited`` when there was none (logged
+        as ``who``, the client's address: a session id is a credential, never logged)."""
         if not self.enabled:
             return None
         wait = self._buckets[kind].take(key)
         if wait <= 0:
             return None
-        self._log(kind, key)
+        self._log(kind, who or key)
         return Limited(kind, wait)
 
     def message(self, request: web.Request, session: str) -> Limited | None:
         """A live chat message: per session, per client, and per client for a new session."""
         if not self.enabled:
             return None
-        ip = self.client(request)
+        ip = request.get(CLIENT) or self.client(request)
         if session not in self._sessions and (limited := self.take("new_sessions_per_ip", ip)) is not None:
             return limited
         self._sessions[session] = None
         self._sessions.move_to_end(session)
         if len(self._sessions) > MAX_KEYS:
             self._sessions.popitem(last=False)
-        return self.take("messages_per_session", session) or self.take("messages_per_ip", ip)
+        return self.take("messages_per_session", session, ip) or self.take("messages_per_ip", ip)
 
     def _log(self, kind: str, key: str) -> None:
         now = self.clock()
@@ -161,20 +164,21 @@ class Limits:
     def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
         """Token-guessing (401/403 answers) and unauthenticated routes, by client address.
 
-        ``/api/*`` (but ``/api/continue``), ``/webhooks/*``, ``/metrics`` and ``/healthz`` carry
-        a token or a signature and are limited only in their failures; the live chat's messages
-        are limited where they are read (``message``), for the POST route and the WebSocket."""
+        ``/api/*`` (but ``/api/continue``) and ``/live/session`` carry a token: a client with too
+        many 401/403s is held off there for a while. ``/webhooks/*`` carry a platform's
+        signature: their failures count, but a platform's delivery is never refused (a platform
+        disables a webhook that answers errors; a signature cannot be guessed). ``/metrics``
+        and ``/healthz`` are not limited. The live chat's messages are limited where they are
+        read (``message``), for the POST route and the WebSocket."""
         @web.middleware
         async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
             if not self.enabled:
                 return await handler(request)
-            ip = self.client(request)
+            ip = request[CLIENT] = self.client(request)
             path = request.path
-            authenticated = (path.startswith(("/api/", "/webhooks/", "/live/session"))
-                             and not path.startswith("/api/continue/")) or path in ("/metrics", "/healthz")
-            if authenticated:
-                wait = self._buckets["auth_failures_per_ip"].empty(ip)
-                if wait > 0:
+            tokens = path.startswith(("/api/", "/live/session")) and not path.startswith("/api/continue/")
+            if tokens or path.startswith("/webhooks/") or path in ("/metrics", "/healthz"):
+                if tokens and (wait := self._buckets["auth_failures_per_ip"].empty(ip)) > 0:
                     return Limited("auth_failures_per_ip", wait).response()
                 response = await handler(request)
                 if response.status in (401, 403):

@@ -194,3 +194,60 @@ async def test_an_outage_is_not_a_failure_and_never_parks(redis: Redis, redis_ur
         await Worker(svc).recover()
         state = codec.decode_state(await svc.store.state(cid) or b"")
         assert state.run is not None and state.run.vars["seen"] == ["m0", "m1", "m2", "m3"]
+
+
+async def test_retry_races_and_outages_leave_the_conversation_with_recovery(redis: Redis, redis_url: str) -> None:
+    from bot.errors import CrmUnavailable
+
+    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "lock_ttl": 5.0, "park_after": 1, "timer_shards": 1})
+    async with open_services(cfg, start_hub=False) as svc:
+        store = svc.store
+        cid = "test:acct:race"
+        meta = {"channel": "test", "account": "acct", "external_id": "who-3"}
+        await svc.store.redis.rpush(ConversationKey(cid).inbox, b"\x00garbage")
+        pushed = await store.push(cid, codec.encode_event(_msg("hi", "r1")), meta=meta)
+        assert pushed.batch is not None
+        # A processor that lost its lock does not count a failure, nor park.
+        assert await store.record_failure(cid, "not-the-token", "boom", park_after=1) == (0, False)
+        assert not (await store.meta(cid)).get("failures")
+        assert await store.record_failure(cid, pushed.batch.token, "boom", park_after=1) == (1, True)
+
+        # A push takes the lock of the parked conversation while a person's retry unparks it:
+        # the push's set-aside sees it unparked and hands it to recovery instead of dropping it.
+        again = await store.push(cid, codec.encode_event(_msg("there?", "r2")))
+        assert again.batch is not None and again.batch.meta.get("parked")
+        await store.unpark(cid)
+        await redis.zrem(pending_key(0), cid)  # (the push's own entry: not what is tested here)
+        assert await store.set_aside(cid, again.batch.token) == (False, 0)
+        assert await redis.zscore(pending_key(0), cid) is not None
+
+        # A retry while the CRM is away: queued for recovery, no error.
+        await store.redis.hset(ConversationKey(cid).meta, "parked", "1")
+        await store.redis.lpop(ConversationKey(cid).inbox)  # the garbage is gone: only the CRM is in the way
+        real = svc.conversations.crm
+
+        class Down:
+            async def identify(self, identity):  # type: ignore[no-untyped-def]
+                raise CrmUnavailable("the CRM is down")
+
+            def __getattr__(self, item):  # type: ignore[no-untyped-def]
+                return getattr(real, item)
+
+        svc.conversations.crm = Down()  # type: ignore[assignment]
+        await redis.zrem(pending_key(0), cid)
+        assert await svc.conversations.retry(cid) is True
+        assert await redis.zscore(pending_key(0), cid) is not None  # recovery will go on with it
+        assert not (await store.meta(cid)).get("parked")
+
+
+async def test_retry_with_skip_on_a_busy_conversation_says_so(redis: Redis, redis_url: str) -> None:
+    async with running(make_config(redis_url)) as server, \
+            ClientSession(base_url=str(server.make_url(""))) as http:
+        svc = server.app[SERVICES]
+        cid = "test:acct:busy-retry"
+        pushed = await svc.store.push(cid, codec.encode_event(_msg("hi", "b1")), meta={"channel": "test"})
+        assert pushed.batch is not None  # someone is processing it
+        r = await http.post(f"/api/conversations/{cid}/retry", json={"skip": 1}, headers=AUTH)
+        assert r.status == 409 and (await r.json())["error"]["code"] == "busy"
+        assert await redis.llen(ConversationKey(cid).inbox) == 1  # nothing was discarded

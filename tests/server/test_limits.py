@@ -56,7 +56,8 @@ def test_buckets_are_bounded() -> None:
 
 
 def test_the_client_is_the_peer_unless_a_trusted_proxy_says_otherwise() -> None:
-    plain = Limits(LimitsConfig())
+    plain = Limits(LimitsConfig(trusted_proxies=[]))
+    local_proxy = Limits(LimitsConfig())  # the default: a reverse proxy on this host is believed
     proxied = Limits(LimitsConfig(trusted_proxies=["10.0.0.0/8"]))
 
     def req(peer: str, forwarded: str | None = None) -> Any:
@@ -69,6 +70,9 @@ def test_the_client_is_the_peer_unless_a_trusted_proxy_says_otherwise() -> None:
     assert proxied.client(req("10.0.0.2", "1.2.3.4, 10.0.0.7")) == "1.2.3.4"
     assert proxied.client(req("10.0.0.2", "evil, 1.2.3.4")) == "1.2.3.4"  # the spoofable left part is not read
     assert proxied.client(req("203.0.113.9", "1.2.3.4")) == "203.0.113.9"  # not from the proxy
+    assert plain.client(req("127.0.0.1", "1.2.3.4")) == "127.0.0.1"
+    assert local_proxy.client(req("127.0.0.1", "1.2.3.4")) == "1.2.3.4"
+    assert local_proxy.client(req("127.0.0.1")) == "127.0.0.1"
     assert plain.client(req("2001:db8:1:2:3:4:5:6")) == "2001:db8:1:2::/64"
     assert plain.client(req("::ffff:198.51.100.7")) == "198.51.100.7"
 
@@ -108,11 +112,29 @@ async def test_public_pages_are_limited(http: ClientSession) -> None:
     assert statuses[:5] == [200] * 5 and statuses[5:] == [429, 429]
 
 
+def test_trusted_proxies_must_be_addresses() -> None:
+    with pytest.raises(ValueError, match="not an IP address"):
+        LimitsConfig(trusted_proxies=["proxy.example.com"])
+
+
 async def test_guessing_tokens_locks_the_guesser_out(http: ClientSession) -> None:
     for i in range(3):
         assert (await http.get("/api/bots", headers={"Authorization": f"Bearer guess-{i}"})).status == 401
     r = await http.get("/api/bots", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.status == 429 and r.headers["Retry-After"]  # even the right token, from this client, for now
+    assert (await http.get("/healthz")).status == 200  # probes and platforms' webhooks are never held off
+    r = await http.post("/webhooks/telegram/nobody", json={})
+    assert r.status == 404
+
+
+async def test_a_limited_session_is_logged_by_address_never_by_its_id(
+        http: ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="salesbot.server.limits"):
+        for _ in range(6):
+            await _say(http, "secret-session-id")
+    records = [r for r in caplog.records if r.getMessage() == "limits.exceeded"]
+    assert records and all(r.client == "127.0.0.1" for r in records)  # type: ignore[attr-defined]
+    assert "secret-session-id" not in caplog.text
 
 
 async def test_limits_can_be_turned_off(redis: Redis, redis_url: str) -> None:
