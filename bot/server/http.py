@@ -115,7 +115,7 @@ async def expect_handler(request: web.Request) -> None:
 def use_expect_handler(app: web.Application) -> None:
     """Give every route of ``app`` ``expect_handler`` (aiohttp sets it per route, at creation)."""
     for route in app.router.routes():
-        route._expect_handler = expect_handler  # type: ignore[attr-defined]
+        route._expect_handler = expect_handler  # (private in aiohttp, but set only at creation)
 
 
 _PREPARED = web.RequestKey("salesbot.response_prepared", bool)
