@@ -181,7 +181,7 @@ async def post_message(request: web.Request) -> web.Response:
         return error(404, "not_found", "no live chat account with this name")
     body = await json_body(request)
     status, out = await accept_message(request, account, body)
-    if status >= 400:
+    if status >= 400 and status not in (429, 503):  # logged where decided, a line per client or kind
         log.info("livechat.rejected", extra={"reason": out["error"]["code"]})
     headers = {"Retry-After": str(out["retry_after"])} if "retry_after" in out else None
     return web.json_response(out, status=status, headers=headers)
