@@ -41,12 +41,6 @@ async def server(redis: Redis, redis_url: str) -> AsyncIterator[TestServer]:
         yield srv
 
 
-@pytest.fixture
-async def http(server: TestServer) -> AsyncIterator[ClientSession]:
-    async with ClientSession(base_url=str(server.make_url(""))) as session:
-        yield session
-
-
 def services_of(server: TestServer) -> Services:
     return server.app[SERVICES]
 

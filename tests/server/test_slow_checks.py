@@ -38,12 +38,6 @@ async def server(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[
         yield srv
 
 
-@pytest.fixture
-async def http(server: TestServer) -> AsyncIterator[ClientSession]:
-    async with ClientSession(base_url=str(server.make_url(""))) as session:
-        yield session
-
-
 class HealthProbe(threading.Thread):
     """``GET /healthz`` every 50 ms from its own thread: it measures how long the server takes
     to answer even when the event loop it shares with the test is stalled."""
