@@ -31,7 +31,7 @@ import aiosmtplib
 from jinja2 import ChainableUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ..builder.templates import make_environment
+from ..builder.sandbox import make_environment
 from ..config import EmailTemplateConfig, SmtpConfig
 from ..errors import ActionFailed, ActionRefused
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ..config import LimitsConfig, RateConfig
 
@@ -161,7 +162,7 @@ class Limits:
         log.warning("limits.exceeded", extra={"limit": kind, "client": key})
 
     # ------------------------------------------------------------------ the middleware
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    def middleware(self) -> Middleware:
         """Token-guessing (401/403 answers) and unauthenticated routes, by client address.
 
         ``/api/*`` (but ``/api/continue``) and ``/live/session`` carry a token: a client with too
