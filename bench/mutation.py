@@ -42,26 +42,26 @@ MODULES = {
 
 #: The conversation store's tests; the guarantees files may not exist yet (tolerated).
 STORE_TESTS = (
-    "tests/runtime/test_store_guarantees.py", "tests/runtime/test_store_machine.py",
+    "tests/store/test_store_guarantees.py", "tests/store/test_store_machine.py",
     "tests/runtime/test_conversations.py", "tests/runtime/test_prefetch.py",
-    "tests/runtime/test_outbox.py", "tests/runtime/test_timers.py", "tests/runtime/test_parking.py",
+    "tests/store/test_outbox.py", "tests/store/test_timers.py", "tests/runtime/test_parking.py",
     "tests/runtime/test_loop_guarantees.py",
 )
-LOOP_TESTS = ("tests/runtime/test_loop_guarantees.py",) + STORE_TESTS[:-1] + ("tests/runtime/test_simulator.py",)
+LOOP_TESTS = ("tests/runtime/test_loop_guarantees.py",) + STORE_TESTS[:-1] + ("tests/simulation/test_simulator.py",)
 CRM_TESTS = ("tests/crm_bridge/test_outbox_guarantees.py", "tests/crm_bridge/test_outbox.py")
 INTERPRETER_TESTS = (
-    "tests/runtime/test_interpreter_limits.py", "tests/runtime/test_takeover.py",
-    "tests/runtime/test_interpreter_flow.py", "tests/runtime/test_interpreter_actions.py",
-    "tests/runtime/test_interpreter_messages.py",
+    "tests/engine/test_interpreter_limits.py", "tests/engine/test_takeover.py",
+    "tests/engine/test_interpreter_flow.py", "tests/engine/test_interpreter_actions.py",
+    "tests/engine/test_interpreter_messages.py",
 )
 VALIDATOR_TESTS = ("tests/builder/test_validate_limits.py", "tests/builder/test_validate.py")
 RENDERER_TESTS = ("tests/channels/test_render.py",)
 
-STORE = "bot/runtime/store.py"
-LOOP = "bot/runtime/conversations.py"
+STORE = "bot/store/conversations.py"
+LOOP = "bot/runtime/service.py"
 OUTBOX = "crm_bridge/outbox.py"
-SCRIPTS = "bot/runtime/scripts.py"
-INTERPRETER = "bot/runtime/interpreter.py"
+SCRIPTS = "bot/store/scripts.py"
+INTERPRETER = "bot/engine/interpreter.py"
 VALIDATE = "bot/builder/validate.py"
 RENDER = "bot/channels/render.py"
 

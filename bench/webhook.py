@@ -48,7 +48,7 @@ Redis work per message is measured twice:
   Lua script runs, so this is the work Redis does;
 * ``client cmds/msg`` and ``RT/msg``: the same app run inside this process (aiohttp test
   server, one message at a time) with redis-py's ``pack_command`` / ``send_packed_command``
-  and the hot-path client's ``send`` (``bot/runtime/resp.py``) wrapped to count commands and
+  and the hot-path client's ``send`` (``bot/store/resp.py``) wrapped to count commands and
   round trips made while a request is handled (a pipeline is one round trip). The background
   loops' round trips are counted apart (``--json``).
 
@@ -345,7 +345,7 @@ async def post(session: Any, url: str, body: bytes) -> bool:
         async with session.post(url, data=body, headers=HEADERS) as resp:
             await resp.read()
             return resp.status == 202
-    except Exception:  # noqa: BLE001 - a timeout, a reset, anything: the request failed
+    except Exception:
         return False
 
 
@@ -556,7 +556,7 @@ class RedisCounter:
             counts["req_rts" if _IN_REQUEST.get() else "bg_rts"] += 1
             return await orig_send(conn, command, check_health)
 
-        from bot.runtime.resp import _Protocol
+        from bot.store.resp import _Protocol
 
         orig_resp_send = _Protocol.send
 
@@ -600,9 +600,8 @@ async def round_trips_in_process(kind: str, redis_url: str, flows_dir: Path, dat
                                  sessions: int, messages: int) -> dict[str, Any]:
     """Run the app in this process and count redis-py commands / round trips per message."""
     import aiohttp
-    from aiohttp.test_utils import TestServer
-
     import redis as sync_redis
+    from aiohttp.test_utils import TestServer
 
     sync = sync_redis.Redis.from_url(redis_url)
     sync.flushall()
@@ -820,7 +819,7 @@ def print_table(results: dict[str, Any], out: Any) -> None:
 
 
 async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
-    from bot.runtime.embedded_redis import EmbeddedRedis
+    from bot.store.embedded import EmbeddedRedis
 
     say = (lambda s: sys.stderr.write(s + "\n")) if args.json else (lambda s: print(s, flush=True))
     started = time.monotonic()

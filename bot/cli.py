@@ -7,12 +7,12 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from .builder.graph import to_mermaid
 from .builder.loader import load_flow, read_document
 from .builder.validate import check_document, parse_flow_model
-from .builder.graph import to_mermaid
 from .errors import FlowInvalid, FlowLoadError
 
 
@@ -86,8 +86,7 @@ def _cmd_push(args: argparse.Namespace, out: TextIO) -> int:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 body = json.loads(resp.read())
             out.write(f"{name}: {bot} version {body['version']}" + (" (unchanged)" if resp.status == 200 else "") + "\n")
-            for w in body.get("warnings", []):
-                out.write(f"{name}: warning: {w}\n")
+            out.writelines(f"{name}: warning: {w}\n" for w in body.get("warnings", []))
         except urllib.error.HTTPError as exc:
             failed = True
             try:
@@ -97,8 +96,7 @@ def _cmd_push(args: argparse.Namespace, out: TextIO) -> int:
             details = err.get("details") or []
             if not details:
                 out.write(f"{name}: {err.get('message')}\n")
-            for d in details:
-                out.write(f"{name}: {d.get('pointer') or '/'}: {d.get('message')}\n")
+            out.writelines(f"{name}: {d.get('pointer') or '/'}: {d.get('message')}\n" for d in details)
         except OSError as exc:
             out.write(f"{name}: cannot reach {args.server}: {exc}\n")
             failed = True
@@ -106,7 +104,7 @@ def _cmd_push(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
-    from .runtime.convtest import discover, run_test_file
+    from .simulation.convtest import discover, run_test_file
 
     files = discover(args.paths)
     if not files:
@@ -122,7 +120,7 @@ def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
-    from .runtime.chat import ChatSession
+    from .simulation.chat import ChatSession
 
     try:
         flow = load_flow(args.file)
@@ -132,9 +130,9 @@ def _cmd_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
         for p in getattr(exc, "problems", []):
             sys.stderr.write(f"  {p}\n")
         return 1
-    now = datetime.fromisoformat(args.now) if args.now else datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC).replace(microsecond=0)
     if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+        now = now.replace(tzinfo=UTC)
     session = ChatSession(flow, bots=bots, channel=args.channel, now=now, out=out)
     return asyncio.run(session.repl(inp))
 

@@ -13,8 +13,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ByteSize, ConfigDict, Field, SecretStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import SalesbotError
 
@@ -168,7 +176,7 @@ class CrmConfig(_Frozen):
     max_attempts: int = Field(20, ge=1)
 
     @model_validator(mode="after")
-    def _complete(self) -> "CrmConfig":
+    def _complete(self) -> CrmConfig:
         if self.backend == "kommo" and not (self.base_url and self.token):
             raise ValueError("the kommo backend needs base_url and token")
         if self.backend == "webhook" and not (self.base_url and self.secret):

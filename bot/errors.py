@@ -15,9 +15,9 @@ Every error the project raises on purpose derives from ``SalesbotError``::
     │   └── CrmTemporary           retry later
     │       ├── CrmUnavailable
     │       └── CrmRateLimited     carries retry_after (seconds)
-    ├── ActionFailed               (bot.runtime.actions) an outward action failed: the step's `failed`
+    ├── ActionFailed               (bot.outward.actions) an outward action failed: the step's `failed`
     │   └── ActionRefused          the target is not allowed (private address, not configured, …)
-    └── StoreFull                  (bot.runtime.memoryguard) Redis is near maxmemory: no new
+    └── StoreFull                  (bot.store.memoryguard) Redis is near maxmemory: no new
                                    conversations for now; carries retry_after (seconds)
 
 Errors carry structured fields so callers never parse messages.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .runtime.outages import store_outage
+from .store.outages import store_outage
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "api_key", "apikey")

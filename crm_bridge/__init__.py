@@ -15,13 +15,23 @@ from .interface import (
     CrmRef,
     PrefetchSnapshot,
 )
-from .memory import MemoryCrm
-from .redis_crm import RedisCrm
 from .kommo import KommoCrm
+from .memory import MemoryCrm
 from .outbox import CrmOutbox
+from .redis_crm import RedisCrm
 from .webhook_backend import WebhookCrm
 
 __all__ = [
-    "CRM_COMMANDS", "OUTWARD_ACTIONS", "ChannelIdentity", "CommandResult", "CrmBackend",
-    "CrmRef", "PrefetchSnapshot", "MemoryCrm", "RedisCrm", "KommoCrm", "WebhookCrm", "CrmOutbox",
+    "CRM_COMMANDS",
+    "OUTWARD_ACTIONS",
+    "ChannelIdentity",
+    "CommandResult",
+    "CrmBackend",
+    "CrmOutbox",
+    "CrmRef",
+    "KommoCrm",
+    "MemoryCrm",
+    "PrefetchSnapshot",
+    "RedisCrm",
+    "WebhookCrm",
 ]

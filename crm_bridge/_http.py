@@ -15,13 +15,13 @@ One mapping for both, documented in docs/crm.md ("Reliability"):
 
 from __future__ import annotations
 
-import aiohttp
-
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import aiohttp
 
 from bot.errors import CrmError, CrmRateLimited, CrmRejected, CrmUnavailable
 

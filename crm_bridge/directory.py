@@ -194,7 +194,7 @@ class CrmDirectory:
         else:
             tmp = f"{T}:tmp:{uuid.uuid4().hex}"
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zinterstore(tmp, {recent_key(kind): 1, **{k: 0 for k in keys}})
+            pipe.zinterstore(tmp, {recent_key(kind): 1, **dict.fromkeys(keys, 0)})
             pipe.expire(tmp, 30)  # deleted below; the TTL covers a client that dies in between
             pipe.zrevrange(tmp, offset, offset + limit - 1)
             pipe.delete(tmp)

@@ -38,10 +38,10 @@ import msgpack
 from redis.asyncio import Redis
 
 from bot.errors import CrmRateLimited, CrmRejected, CrmTemporary
+from bot.store.scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
 
 from ._http import CircuitOpen
 from .interface import CommandResult, CrmBackend, CrmRef
-from bot.runtime.scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
 
 log = logging.getLogger("salesbot.crm.outbox")
 

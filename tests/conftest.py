@@ -15,7 +15,7 @@ import pytest
 import uvloop
 from redis.asyncio import Redis
 
-from bot.runtime.embedded_redis import EmbeddedRedis
+from bot.store.embedded import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.builder import check_document, read_document
-from bot.runtime.convtest import run_test_file
+from bot.simulation.convtest import run_test_file
 
 FLOWS = Path(__file__).resolve().parents[1] / "flows"
 FLOW_FILES = sorted(p for p in FLOWS.glob("*.json") if p.name != "schema.json")

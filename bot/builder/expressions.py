@@ -105,7 +105,7 @@ def compile_fast(env: SandboxedEnvironment, source: str) -> Getter | None:
         node = parser.parse_expression()
         if not parser.stream.eos:
             return None
-    except Exception:  # noqa: BLE001 - Jinja reports syntax errors itself, later
+    except Exception:
         return None
     return _compile(env, node)
 

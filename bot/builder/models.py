@@ -72,11 +72,11 @@ def _timer_duration(value: object) -> int:
 
 
 Duration = Annotated[
-    Union[int, str],
+    int | str,
     AfterValidator(_duration),
     Field(json_schema_extra={"pattern": r"^(\d+[dhms])+$|^\d+$"}),
 ]
-TimerDuration = Annotated[Union[int, str], AfterValidator(_timer_duration)]
+TimerDuration = Annotated[int | str, AfterValidator(_timer_duration)]
 StepId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 BotId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
@@ -94,7 +94,7 @@ class Button(Model):
     url: str | None = None
 
     @model_validator(mode="after")
-    def _branch_or_link(self) -> "Button":
+    def _branch_or_link(self) -> Button:
         if self.url is not None and self.next is not None:
             raise ValueError("a button has either url (a link) or next (a branch), not both")
         if self.url is None and self.next is None:
@@ -134,7 +134,7 @@ class MessageStep(_Sending):
     next: StepId | None = None
 
     @model_validator(mode="after")
-    def _has_content(self) -> "MessageStep":
+    def _has_content(self) -> MessageStep:
         if self.text is None and self.template is None and not self.attachments:
             raise ValueError("a message needs text, a template or attachments")
         return self
@@ -163,7 +163,7 @@ class ListStep(_Sending):
     no_answer: NoAnswer | None = None
 
     @model_validator(mode="after")
-    def _row_limit(self) -> "ListStep":
+    def _row_limit(self) -> ListStep:
         rows = sum(len(s.rows) for s in self.sections)
         if rows > MAX_LIST_ROWS:
             raise ValueError(f"a list has at most {MAX_LIST_ROWS} rows in all, this one has {rows}")
@@ -183,7 +183,7 @@ class LeafPredicate(Model):
     value: TemplateValue = None
 
     @model_validator(mode="after")
-    def _value_shape(self) -> "LeafPredicate":
+    def _value_shape(self) -> LeafPredicate:
         if self.op in ("empty", "not_empty"):
             return self
         if self.value is None:
@@ -200,15 +200,15 @@ class ExprPredicate(Model):
 
 
 class AllPredicate(Model):
-    all: Annotated[list["Predicate"], Field(min_length=1)]
+    all: Annotated[list[Predicate], Field(min_length=1)]
 
 
 class AnyPredicate(Model):
-    any: Annotated[list["Predicate"], Field(min_length=1)]
+    any: Annotated[list[Predicate], Field(min_length=1)]
 
 
 class NotPredicate(Model):
-    not_: "Predicate" = Field(alias="not")
+    not_: Predicate = Field(alias="not")
 
 
 def _predicate_kind(value: Any) -> str | None:
@@ -224,13 +224,7 @@ def _predicate_kind(value: Any) -> str | None:
 
 
 Predicate = Annotated[
-    Union[
-        Annotated[AllPredicate, Tag("all")],
-        Annotated[AnyPredicate, Tag("any")],
-        Annotated[NotPredicate, Tag("not")],
-        Annotated[ExprPredicate, Tag("expr")],
-        Annotated[LeafPredicate, Tag("leaf")],
-    ],
+    Annotated[AllPredicate, Tag("all")] | Annotated[AnyPredicate, Tag("any")] | Annotated[NotPredicate, Tag("not")] | Annotated[ExprPredicate, Tag("expr")] | Annotated[LeafPredicate, Tag("leaf")],
     Discriminator(_predicate_kind),
 ]
 AllPredicate.model_rebuild()
@@ -259,7 +253,7 @@ class Rule(Model):
     pattern: str | None = None
 
     @model_validator(mode="after")
-    def _parameters(self) -> "Rule":
+    def _parameters(self) -> Rule:
         c = self.check
         if c in ("contains", "not_contains"):
             if self.kind is None:
@@ -294,7 +288,7 @@ class PauseEvent(Model):
     next: StepId | None = None
 
     @model_validator(mode="after")
-    def _timer_needs_after(self) -> "PauseEvent":
+    def _timer_needs_after(self) -> PauseEvent:
         if self.on == "timer" and self.after is None:
             raise ValueError('a "timer" event needs after (a duration such as "1d")')
         if self.on != "timer" and self.after is not None:
@@ -383,7 +377,7 @@ class Tags(_Action):
     remove: list[Template] = []
 
     @model_validator(mode="after")
-    def _something(self) -> "Tags":
+    def _something(self) -> Tags:
         if not self.add and not self.remove:
             raise ValueError("tags needs add, remove or both")
         return self
@@ -420,7 +414,7 @@ class SetField(_Action):
     from_: Literal["message", "manual"] | None = Field(default=None, alias="from")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "SetField":
+    def _one_source(self) -> SetField:
         if (self.value is None) == (self.from_ is None):
             raise ValueError('set_field takes exactly one of value or from ("message" or "manual")')
         return self
@@ -448,11 +442,7 @@ class MetaConversion(_Action):
 
 
 Action = Annotated[
-    Union[
-        AddNote, AddTask, CompleteTasks, SetChatStatus, ChangeStage, ChangeResponsible,
-        CreateLead, Subscribers, Tags, SendEmail, SendWebhook, SetField, SetVariable,
-        CreateForm, MetaConversion,
-    ],
+    AddNote | AddTask | CompleteTasks | SetChatStatus | ChangeStage | ChangeResponsible | CreateLead | Subscribers | Tags | SendEmail | SendWebhook | SetField | SetVariable | CreateForm | MetaConversion,
     Field(discriminator="do"),
 ]
 
@@ -530,11 +520,7 @@ class StopStep(Model):
 
 
 Step = Annotated[
-    Union[
-        MessageStep, ListStep, ConditionStep, ValidationStep, PauseStep, ActionStep,
-        InternalMessageStep, SubscribeStep, CommentStep, GotoStep, StartBotStep,
-        RoundRobinStep, WidgetStep, CustomStep, StopStep,
-    ],
+    MessageStep | ListStep | ConditionStep | ValidationStep | PauseStep | ActionStep | InternalMessageStep | SubscribeStep | CommentStep | GotoStep | StartBotStep | RoundRobinStep | WidgetStep | CustomStep | StopStep,
     Field(discriminator="type"),
 ]
 

@@ -31,9 +31,9 @@ class TemplateFailed(Exception):
 
 _ENV = make_environment()  # immutable and stateless after creation; shared by all flows
 _MARKERS = ("{{", "{%", "{#")
-_SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
+_SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
 _LOOPS = re.compile(r"\{%[-+]?\s*(?:for|macro|call)\b")  # what can repeat work in a render
-_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
+_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _MISSING = MISSING
 
 

@@ -25,7 +25,7 @@ def _parse_days(spec: str) -> list[int]:
             if first not in DAYS or last not in DAYS:
                 raise WorkingHoursError(f'"{spec}" is not a day range (use mon..sun, e.g. "mon-fri")')
             a, b = DAYS.index(first), DAYS.index(last)
-            days.extend(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+            days.extend(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])
         elif part in DAYS:
             days.append(DAYS.index(part))
         else:
@@ -67,7 +67,7 @@ class WorkingHours:
     always: bool = False
 
     @classmethod
-    def parse(cls, spec: dict[str, str] | None, tz: ZoneInfo) -> "WorkingHours":
+    def parse(cls, spec: dict[str, str] | None, tz: ZoneInfo) -> WorkingHours:
         if not spec:
             return cls(tz=tz, week=((),) * 7, always=True)
         week: list[list[tuple[int, int]]] = [[] for _ in range(7)]

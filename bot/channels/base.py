@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import SalesbotError
 from ..inputs import BadInput, clean_optional, clean_text
-from ..runtime.outbox import DeliveryRejected, DeliveryTemporary
+from ..store.outbox import DeliveryRejected, DeliveryTemporary
 
 __all__ = [
     "BadInput", "Capabilities", "ChannelAdapter", "ChannelError", "DeliveryRejected", "DeliveryTemporary",

@@ -97,7 +97,7 @@ import aiohttp
 import pytest
 
 from ..config import AccountConfig
-from ..runtime.outbox import DeliveryRejected, DeliveryTemporary
+from ..store.outbox import DeliveryRejected, DeliveryTemporary
 from .base import Capabilities, ChannelAdapter, Inbound, MalformedWebhook, RawRequest, WebhookRejected
 from .registry import ChannelRegistry
 

@@ -20,17 +20,17 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ..engine import events as ev
 from ..inputs import BadInput, BadJson, clean_optional, loads
-from ..runtime import codec
-from ..runtime import events as ev
-from ..runtime.keys import conversation_id
 from ..server.http import MAX_INDEX, error, json_body, query_number, store_problem
 from ..server.keys import LIMITS, SERVICES
+from ..store import codec
+from ..store.keys import conversation_id
 
 log = logging.getLogger("salesbot.channels.livechat")
 routes = web.RouteTableDef()
 #: Open widget sockets, closed with 1001 ("going away") when the server shuts down.
-SOCKETS: web.AppKey["weakref.WeakSet[web.WebSocketResponse]"] = web.AppKey("livechat_sockets")
+SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("livechat_sockets")
 
 
 def setup(app: web.Application) -> None:

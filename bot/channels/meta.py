@@ -29,7 +29,6 @@ Instagram and Messenger (same Send API: ``POST /{version}/me/messages``):
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -37,8 +36,8 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -46,8 +45,17 @@ import aiohttp
 
 from ..config import AccountConfig
 from ..inputs import BadJson, header_bytes, loads
-from .base import (Capabilities, DeliveryRejected, DeliveryTemporary, Inbound, InboundAttachment,
-                   MalformedWebhook, RawRequest, WebhookRejected, readable_items)
+from .base import (
+    Capabilities,
+    DeliveryRejected,
+    DeliveryTemporary,
+    Inbound,
+    InboundAttachment,
+    MalformedWebhook,
+    RawRequest,
+    WebhookRejected,
+    readable_items,
+)
 from .render import Rendered, render, split_text
 
 log = logging.getLogger("salesbot.channels.meta")
@@ -181,7 +189,7 @@ class GraphClient:
                 status = resp.status
                 text = await resp.text()
                 retry = _retry_after(resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise DeliveryTemporary(f"graph API unreachable: {exc!r}") from exc
         try:
             data = json.loads(text) if text else {}

@@ -56,7 +56,14 @@ import aiohttp
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram._utils.defaultvalue import DefaultValue
 from telegram.error import (
-    BadRequest, ChatMigrated, Conflict, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError,
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
     TimedOut,
 )
 from telegram.request import BaseRequest, RequestData
@@ -64,8 +71,14 @@ from telegram.request import BaseRequest, RequestData
 from ..config import AccountConfig
 from ..inputs import BadJson, header_bytes, loads
 from .base import (
-    Capabilities, DeliveryRejected, DeliveryTemporary, Inbound, InboundAttachment, MalformedWebhook,
-    RawRequest, WebhookRejected,
+    Capabilities,
+    DeliveryRejected,
+    DeliveryTemporary,
+    Inbound,
+    InboundAttachment,
+    MalformedWebhook,
+    RawRequest,
+    WebhookRejected,
 )
 from .render import ListMenu, Rendered, render
 
@@ -140,7 +153,7 @@ class AiohttpRequest(BaseRequest):
         try:
             async with self._http.request(method, url, headers=headers, timeout=timeout, **kwargs) as resp:
                 status, body = resp.status, await resp.read()
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise TimedOut() from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
@@ -537,7 +550,7 @@ class TelegramAdapter:
         return last
 
     # ----------------------------------------------------------------- polling
-    def poller(self, services: "Services") -> "TelegramPoller":
+    def poller(self, services: Services) -> TelegramPoller:
         return TelegramPoller(self, services)
 
     async def close(self) -> None:
@@ -565,7 +578,7 @@ class TelegramPoller:
     redelivered update is handled once. ``run(stop)`` returns soon after ``stop`` is set.
     """
 
-    def __init__(self, adapter: TelegramAdapter, services: "Services", *, timeout: float | None = None,
+    def __init__(self, adapter: TelegramAdapter, services: Services, *, timeout: float | None = None,
                  lease: float = 60.0) -> None:
         self.adapter = adapter
         self.services = services

@@ -165,7 +165,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def _number(address: str) -> str:
-    return address[len(WHATSAPP):] if address.startswith(WHATSAPP) else address
+    return address.removeprefix(WHATSAPP)
 
 
 def _media_kind(mime: str) -> str:
@@ -453,7 +453,7 @@ class TwilioAdapter:
             created = await self.client.messages.create_async(to=to, **args)
         except TwilioRestException as exc:
             raise self._error(exc) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise DeliveryTemporary(f"Twilio unreachable: {exc!r}") from None
         except TwilioException as exc:
             raise DeliveryTemporary(f"Twilio error: {exc}") from None

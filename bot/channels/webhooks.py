@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..runtime import codec
-from ..runtime import events as ev
-from ..runtime.keys import conversation_id
+from ..engine import events as ev
 from ..server.http import error
 from ..server.keys import SERVICES
+from ..store import codec
+from ..store.keys import conversation_id
 from .base import BadInput, Inbound, MalformedWebhook, RawRequest, WebhookRejected, clean_inbound
 
 log = logging.getLogger("salesbot.channels.webhooks")

@@ -29,10 +29,30 @@ from typing import Any
 import aiohttp
 
 from ..config import AccountConfig
-from .base import (Capabilities, DeliveryRejected, DeliveryTemporary, Inbound, InboundAttachment,
-                   MalformedWebhook, RawRequest, readable_items)
-from .meta import (GRAPH_VERSION, WINDOW, GraphClient, GraphError, SentParts, answer_handshake,
-                   credentials, load_body, message_key, number, send_parts, verify_signature)
+from .base import (
+    Capabilities,
+    DeliveryRejected,
+    DeliveryTemporary,
+    Inbound,
+    InboundAttachment,
+    MalformedWebhook,
+    RawRequest,
+    readable_items,
+)
+from .meta import (
+    GRAPH_VERSION,
+    WINDOW,
+    GraphClient,
+    GraphError,
+    SentParts,
+    answer_handshake,
+    credentials,
+    load_body,
+    message_key,
+    number,
+    send_parts,
+    verify_signature,
+)
 from .render import Rendered, render, split_text
 
 log = logging.getLogger("salesbot.channels.whatsapp")

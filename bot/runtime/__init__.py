@@ -1,11 +1,4 @@
-"""The runtime: the pure interpreter, conversation state, the driver loop and the simulator."""
-
-from .driver import Driver, RequestHandler, TurnResult
-from .flows import FlowLibrary, FlowSource
-from .interpreter import Outcome, advance
-from .state import ConversationState, Run, Wait
-
-__all__ = [
-    "ConversationState", "Driver", "FlowLibrary", "FlowSource", "Outcome", "RequestHandler",
-    "Run", "TurnResult", "Wait", "advance",
-]
+"""The conversation loop: queue → driver → interpreter → effects, plus the worker's timers,
+recovery and delivery. It joins ``bot.engine``, ``bot.store``, ``bot.outward`` and the CRM;
+HTTP routes live in ``bot.server`` and channel adapters in ``bot.channels``.
+"""

@@ -24,11 +24,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..builder.budget import within_turn_budget
-from . import effects as fx
-from . import events as ev
-from .flows import FlowSource
-from .interpreter import Outcome, advance
-from .state import ConversationState
+from ..engine import effects as fx
+from ..engine import events as ev
+from ..engine.flows import FlowSource
+from ..engine.interpreter import Outcome, advance
+from ..engine.state import ConversationState
 
 #: Requests one event may make before the turn is cut (a flow's step budget also applies).
 MAX_REQUESTS_PER_TURN = 500

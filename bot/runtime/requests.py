@@ -14,10 +14,10 @@ from typing import Any
 
 from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
 
+from ..engine import effects as fx
+from ..engine import events as ev
+from ..engine.state import ConversationState
 from ..errors import ActionFailed, CrmRejected, CrmTemporary
-from . import effects as fx
-from . import events as ev
-from .state import ConversationState
 
 log = logging.getLogger("salesbot.runtime.requests")
 

@@ -12,9 +12,9 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from . import events as ev
-from .conversations import IdentityPending
-from .timers import DueTimer
+from ..engine import events as ev
+from ..store.timers import DueTimer
+from .service import IdentityPending
 
 if TYPE_CHECKING:
     from ..server.services import Services
@@ -24,7 +24,7 @@ CONCURRENCY = 32
 
 
 class Worker:
-    def __init__(self, services: "Services") -> None:
+    def __init__(self, services: Services) -> None:
         self.s = services
         self.poll = services.config.timer_poll_interval
         self._stopping = False
@@ -55,7 +55,7 @@ class Worker:
                 out.append(make(self.s).run(stop))
         return out
 
-    async def _loop(self, stop: asyncio.Event, body: "object", interval: float, name: str) -> None:
+    async def _loop(self, stop: asyncio.Event, body: object, interval: float, name: str) -> None:
         while not stop.is_set() and not self._stopping:
             try:
                 await body()  # type: ignore[operator]
@@ -65,7 +65,7 @@ class Worker:
                 log.exception(f"worker.{name}_failed")
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _deliver_timer(self, timer: DueTimer) -> None:

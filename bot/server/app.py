@@ -12,9 +12,9 @@ from aiohttp import web
 
 from ..channels import livechat, webhooks
 from ..config import Config
+from ..logs import quiet_parser_rejections
 from ..runtime.worker import Worker
 from . import api, crm_api, dashboard, kommo_webhooks, openapi, pages
-from ..logs import quiet_parser_rejections
 from .http import errors_middleware, mark_prepared, use_expect_handler
 from .keys import LIMITS, SERVICES
 from .ratelimit import Limits

@@ -16,7 +16,7 @@ from aiohttp import web
 from crm_bridge.directory import CrmDirectory
 
 from ..errors import CrmRejected
-from ..runtime.email import SUPPRESSED, fold_email
+from ..outward.email import SUPPRESSED, fold_email
 from .http import MAX_INDEX, HttpError, error, json_body, query_number, require
 from .keys import SERVICES
 

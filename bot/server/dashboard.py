@@ -40,10 +40,10 @@ from aiohttp import web
 
 from ..builder.validate import parse_flow_model
 from ..inputs import header_bytes, loads
-from ..runtime import codec
-from ..runtime.actions import signing_secret
-from ..runtime.bots import BotNotFound
-from ..runtime.keys import ConversationKey
+from ..outward.actions import signing_secret
+from ..store import codec
+from ..store.bots import BotNotFound
+from ..store.keys import ConversationKey
 from .auth import Principal
 from .flowgraph import layout
 from .http import MAX_INDEX, HttpError, error, query_number, require

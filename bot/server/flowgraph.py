@@ -61,11 +61,11 @@ def layout(flow: m.Flow) -> dict[str, Any]:
 
     # 2. Layers: the longest path over forward edges (Kahn's order of the acyclic rest).
     fwd: dict[str, list[str]] = {s: [t for t in out.get(s, []) if (s, t) not in back and t != s] for s in steps}
-    indeg = {s: 0 for s in steps}
+    indeg = dict.fromkeys(steps, 0)
     for s in steps:
         for t in fwd[s]:
             indeg[t] += 1
-    layer = {s: 0 for s in steps}
+    layer = dict.fromkeys(steps, 0)
     ready = [s for s in order if indeg[s] == 0]
     while ready:
         s = ready.pop(0)

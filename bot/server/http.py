@@ -11,7 +11,7 @@ from aiohttp.web_urldispatcher import _default_expect_handler
 
 from ..errors import StoreFull
 from ..inputs import BadJson, loads
-from ..runtime.outages import store_outage
+from ..store.outages import store_outage
 from .auth import Principal
 from .keys import SERVICES
 

@@ -10,5 +10,5 @@ if TYPE_CHECKING:
     from .ratelimit import Limits
     from .services import Services
 
-SERVICES: web.AppKey["Services"] = web.AppKey("services")
-LIMITS: web.AppKey["Limits"] = web.AppKey("limits")
+SERVICES: web.AppKey[Services] = web.AppKey("services")
+LIMITS: web.AppKey[Limits] = web.AppKey("limits")

@@ -25,9 +25,9 @@ from aiohttp import web
 from crm_bridge.factory import kommo_account
 from crm_bridge.kommo import name_stages, parse_webhook_form, webhook_events
 
+from ..engine import events as ev
 from ..inputs import header_bytes, loads
-from ..runtime import events as ev
-from ..runtime.conversations import LEAD_CONVERSATIONS_KEY
+from ..runtime.service import LEAD_CONVERSATIONS_KEY
 from .http import error
 from .keys import SERVICES
 

@@ -14,8 +14,8 @@ from jinja2 import Environment
 
 from ..errors import CrmRejected, CrmTemporary
 from ..inputs import clean_text
-from ..runtime.actions import OutwardActions
-from ..runtime.forms import FormAlreadySent, FormError
+from ..outward.actions import OutwardActions
+from ..outward.forms import FormAlreadySent, FormError
 from .keys import SERVICES
 
 log = logging.getLogger("salesbot.server.pages")

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .. import logs
 from ..config import ConfigError, load_config
-from ..runtime.embedded_redis import EmbeddedRedisError
+from ..store.embedded import EmbeddedRedisError
 from . import loops
 from .app import create_app
 from .keys import SERVICES
@@ -38,7 +38,7 @@ def serve(*, config_path: str | None, host: str | None, port: int | None, data_d
         return runner.run(_serve(config, role, out))
 
 
-async def _serve(config: "object", role: str, out: TextIO) -> int:
+async def _serve(config: object, role: str, out: TextIO) -> int:
     from ..config import Config
 
     assert isinstance(config, Config)

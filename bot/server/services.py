@@ -21,24 +21,24 @@ from crm_bridge.factory import build_backend, build_outbox, close_backend
 from crm_bridge.outbox import CrmOutbox
 
 from ..builder.loader import read_document
-from ..config import Config
-from ..errors import FlowInvalid, FlowLoadError
-from ..runtime.bots import BotRegistry
-from ..runtime.conversations import ConversationService
-from ..runtime.driver import Driver
-from ..runtime.embedded_redis import EmbeddedRedis, default_maxmemory
-from ..runtime.memoryguard import MemoryGuard
-from ..runtime.resp import RespClient
-from ..runtime.livehub import LiveHub
-from ..runtime.metrics import Metrics
-from ..runtime.outbox import AccountLimits, ChannelSender, Outbox
 from ..channels.base import ChannelAdapter
 from ..channels.registry import ChannelRegistry
-from ..runtime import events as ev
-from ..runtime.actions import OutwardActions, signing_secret
+from ..config import Config
+from ..engine import events as ev
+from ..errors import FlowInvalid, FlowLoadError
+from ..outward.actions import OutwardActions, signing_secret
+from ..runtime.driver import Driver
+from ..runtime.metrics import Metrics
 from ..runtime.requests import ServerRequests
-from ..runtime.store import ConversationStore
-from ..runtime.timers import TimerWheel
+from ..runtime.service import ConversationService
+from ..store.bots import BotRegistry
+from ..store.conversations import ConversationStore
+from ..store.embedded import EmbeddedRedis, default_maxmemory
+from ..store.livehub import LiveHub
+from ..store.memoryguard import MemoryGuard
+from ..store.outbox import AccountLimits, ChannelSender, Outbox
+from ..store.resp import RespClient
+from ..store.timers import TimerWheel
 from .auth import Auth
 
 log = logging.getLogger("salesbot.server")

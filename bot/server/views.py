@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..runtime import codec
-from ..runtime.convindex import summary_fields
-from ..runtime.state import ConversationState, Run
+from ..engine.state import ConversationState, Run
+from ..store import codec
+from ..store.indexes import summary_fields
 
 
 def summary(cid: str, meta: Mapping[str, str]) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def state_of(state_blob: bytes | None) -> ConversationState | None:
         return None
     try:
         return codec.decode_state(state_blob)
-    except Exception:  # noqa: BLE001 - any decoding failure means "unreadable"
+    except Exception:
         return None
 
 

@@ -353,8 +353,8 @@ def test_a_parked_conversation_is_shown_with_its_error_and_retried(deployment: D
                                                                    redis_url: str) -> None:
     import redis as sync_redis
 
-    from bot.runtime import codec
-    from bot.runtime import events as ev
+    from bot.engine import events as ev
+    from bot.store import codec
 
     support = pages.open(deployment.support_url, 1280, 800)
     client = sync_redis.Redis.from_url(redis_url)

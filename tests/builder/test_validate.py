@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import re
 from collections.abc import Mapping
+from datetime import UTC
 from types import MappingProxyType
 from typing import Any
 
@@ -717,7 +718,7 @@ def test_compiled_templates_are_ready_to_render() -> None:
 
 
 def test_compiled_flow_hours_and_digest() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     a = compile_document(copy.deepcopy(WELCOME))
     b = compile_document(copy.deepcopy(WELCOME))
@@ -726,8 +727,8 @@ def test_compiled_flow_hours_and_digest() -> None:
     changed["steps"]["hello"]["text"] = "Hello!"
     assert compile_document(changed).digest != a.digest
     # Wednesday 2026-11-25 06:30 UTC is 09:30 in Istanbul (UTC+3): open.
-    assert a.hours.is_open(datetime(2026, 11, 25, 6, 30, tzinfo=timezone.utc))
-    assert not a.hours.is_open(datetime(2026, 11, 25, 5, 30, tzinfo=timezone.utc))
+    assert a.hours.is_open(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
+    assert not a.hours.is_open(datetime(2026, 11, 25, 5, 30, tzinfo=UTC))
 
 
 def test_compile_document_raises_flow_invalid_with_every_problem() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +13,7 @@ from bot.builder.working_hours import WorkingHours, WorkingHoursError
 
 IST = ZoneInfo("Europe/Istanbul")  # UTC+3 all year
 BERLIN = ZoneInfo("Europe/Berlin")
-UTC = timezone.utc
+UTC = UTC
 OFFICE = {"mon-fri": "09:00-12:00,13:00-18:00", "sat": "10:00-14:00"}
 
 

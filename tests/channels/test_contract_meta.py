@@ -15,9 +15,25 @@ from bot.channels.base import RawRequest
 from bot.channels.contract import ChannelContract, ContractContext, Sent, SentButton
 from bot.config import AccountConfig
 
-from .fakes.graph import (APP_SECRET, GraphError, GraphFake, dumps, fb_delivery, fb_dm, ig_dm, ig_read,
-                          instagram_account, messenger_account, sign, wa_button_reply, wa_image, wa_list_reply,
-                          wa_status, wa_text, whatsapp_account)
+from .fakes.graph import (
+    APP_SECRET,
+    GraphError,
+    GraphFake,
+    dumps,
+    fb_delivery,
+    fb_dm,
+    ig_dm,
+    ig_read,
+    instagram_account,
+    messenger_account,
+    sign,
+    wa_button_reply,
+    wa_image,
+    wa_list_reply,
+    wa_status,
+    wa_text,
+    whatsapp_account,
+)
 
 _KINDS = {"file": "document"}
 

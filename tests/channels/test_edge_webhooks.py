@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.runtime.keys import conversation_id
+from bot.store.keys import conversation_id
 from tests.rawhttp import raw_request
 
 from .fakes.graph import (

@@ -16,12 +16,27 @@ from bot.channels.base import DeliveryRejected, RawRequest
 from bot.channels.meta import fit_bytes
 from bot.channels.registry import ChannelRegistry
 from bot.config import AccountConfig
-from bot.runtime import keys as k
-from bot.runtime.keys import conversation_id
+from bot.store import keys as k
+from bot.store.keys import conversation_id
 
-from .fakes.graph import (APP_SECRET, IG_ID, VERIFY_TOKEN, GraphError, GraphFake, Harness, dumps, ig_comment,
-                          ig_dm, ig_echo, ig_read, ig_story_mention, instagram_account, running_app, sign,
-                          write_flows)
+from .fakes.graph import (
+    APP_SECRET,
+    IG_ID,
+    VERIFY_TOKEN,
+    GraphError,
+    GraphFake,
+    Harness,
+    dumps,
+    ig_comment,
+    ig_dm,
+    ig_echo,
+    ig_read,
+    ig_story_mention,
+    instagram_account,
+    running_app,
+    sign,
+    write_flows,
+)
 
 CUSTOMER = "1789400000000777"
 CID = conversation_id("instagram", "ig", CUSTOMER)

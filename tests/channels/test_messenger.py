@@ -14,11 +14,26 @@ from redis.asyncio import Redis
 from bot.channels.base import DeliveryRejected
 from bot.channels.registry import ChannelRegistry
 from bot.config import AccountConfig
-from bot.runtime import keys as k
-from bot.runtime.keys import conversation_id
+from bot.store import keys as k
+from bot.store.keys import conversation_id
 
-from .fakes.graph import (APP_SECRET, PAGE_ID, VERIFY_TOKEN, GraphFake, Harness, dm, dumps, fb_delivery, fb_dm,
-                          fb_postback, messaging_webhook, messenger_account, running_app, sign, write_flows)
+from .fakes.graph import (
+    APP_SECRET,
+    PAGE_ID,
+    VERIFY_TOKEN,
+    GraphFake,
+    Harness,
+    dm,
+    dumps,
+    fb_delivery,
+    fb_dm,
+    fb_postback,
+    messaging_webhook,
+    messenger_account,
+    running_app,
+    sign,
+    write_flows,
+)
 
 CUSTOMER = "24688001357900"
 CID = conversation_id("messenger", "fb", CUSTOMER)

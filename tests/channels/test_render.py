@@ -17,11 +17,11 @@ from bot.builder.validate import compile_document
 from bot.channels.base import Capabilities
 from bot.channels.render import Button, Link, ListMenu, Rendered, render, split_text
 from bot.channels.telegram import CAPABILITIES as TELEGRAM
-from bot.runtime import effects as fx
-from bot.runtime.simulator import Simulator
-from bot.runtime.transcript import outbound_entry
+from bot.engine import effects as fx
+from bot.engine.transcript import outbound_entry
+from bot.simulation.simulator import Simulator
 
-from ..runtime.helpers import NOW
+from ..engine.helpers import NOW
 
 WHATSAPP = Capabilities(max_buttons=3, button_title_max=20, lists=True, max_list_rows=10, list_title_max=24,
                         list_description_max=72, list_button_max=20, text_max=4096, templates=True)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.runtime import keys as k
-from bot.runtime.keys import conversation_id
+from bot.store import keys as k
+from bot.store.keys import conversation_id
 
 from .fakes.twilio_api import FakeTwilio, TwilioHarness, running_app, twilio_account, write_flows
 

@@ -22,11 +22,11 @@ from redis.asyncio import Redis
 from bot.channels import telegram as tg
 from bot.channels.base import MalformedWebhook, RawRequest, WebhookRejected
 from bot.config import AccountConfig, load_config
-from bot.runtime import codec
-from bot.runtime.outbox import AccountLimits, DeliveryRejected, DeliveryTemporary
 from bot.server.app import create_app
 from bot.server.keys import SERVICES
 from bot.server.services import Services
+from bot.store import codec
+from bot.store.outbox import AccountLimits, DeliveryRejected, DeliveryTemporary
 
 from .fakes.telegram import FakeTelegram, SentRecord, callback_update, photo_update, text_update
 

@@ -17,12 +17,11 @@ from bot.channels.base import DeliveryRejected, DeliveryTemporary, RawRequest, W
 from bot.channels.registry import ChannelRegistry
 from bot.channels.twilio import TwilioAdapter
 from bot.config import AccountConfig
-from bot.runtime import keys as k
-from bot.runtime.keys import conversation_id
-from bot.runtime.outbox import AccountLimits
+from bot.store import keys as k
+from bot.store.keys import conversation_id
+from bot.store.outbox import AccountLimits
 
-from .fakes.twilio_api import (PUBLIC_URL, FakeTwilio, TwilioHarness, running_app, twilio_account,
-                               write_flows)
+from .fakes.twilio_api import PUBLIC_URL, FakeTwilio, TwilioHarness, running_app, twilio_account, write_flows
 
 ACCOUNT_SID = "AC" + "1f" * 16
 AUTH_TOKEN = "wa-auth-token-0001"
@@ -131,11 +130,10 @@ async def test_bad_signatures_and_malformed_bodies_change_nothing(app: TwilioHar
         post = await fake.post(url, bad)
         assert post.status == 400, post.text
     raw_body = b"\xff\xfe not a form"
-    async with aiohttp.ClientSession() as http:
-        async with http.post(local, data=raw_body, headers={
-                "X-Twilio-Signature": fake.sign(url, [(raw_body.decode("utf-8", "replace"), "")]),
-                "Content-Type": "application/x-www-form-urlencoded"}) as resp:
-            assert resp.status == 400
+    async with aiohttp.ClientSession() as http, http.post(local, data=raw_body, headers={
+            "X-Twilio-Signature": fake.sign(url, [(raw_body.decode("utf-8", "replace"), "")]),
+            "Content-Type": "application/x-www-form-urlencoded"}) as resp:
+        assert resp.status == 400
 
     assert await app.services.store.meta(CID) == {}
     assert await redis.exists(k.ConversationKey(CID).state) == 0
@@ -249,26 +247,25 @@ async def test_inbound_media_reaches_the_flow(app: TwilioHarness) -> None:
 async def test_a_failed_status_callback_takes_the_failed_branch(redis: Redis, redis_url: str, flows: Path) -> None:
     """Outside the 24-hour window Twilio accepts a free-form message, then reports 63016."""
     async with FakeTwilio(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, enforce_window=True,
-                          window_failure="callback") as fake:
-        async with await _app(redis_url, fake, flows) as app:
-            assert await _say(app, "hi") == 200
-            await app.sent_to(CUSTOMER, 1)
-            assert await _say(app, "2") == 200
-            fake.open_windows[CUSTOMER] = time.time() - 25 * 3600  # as if the answer left a day later
-            person = (await app.sent_to(CUSTOMER, 2))[1]
-            await app.drain()
-            assert fake.doomed and fake.doomed[0][0] is person
-            (post,) = await fake.deliver_callbacks()
-            assert post.status == 200 and ("ErrorCode", "63016") in post.params
-            state = await app.state(CID)
-            assert state.run.vars.get("undelivered") == "yes"
-            # The same callback again (Twilio retries), or as "undelivered": handled once.
-            duplicates = app.services.metrics.duplicates._value.get()
-            assert (await fake.post_status(person, "failed", error_code="63016")).status == 200
-            assert (await fake.post_status(person, "undelivered", error_code="30008")).status == 200
-            assert app.services.metrics.duplicates._value.get() == duplicates + 2
-            await app.drain()
-            assert len(fake.sent) == 2
+                          window_failure="callback") as fake, await _app(redis_url, fake, flows) as app:
+        assert await _say(app, "hi") == 200
+        await app.sent_to(CUSTOMER, 1)
+        assert await _say(app, "2") == 200
+        fake.open_windows[CUSTOMER] = time.time() - 25 * 3600  # as if the answer left a day later
+        person = (await app.sent_to(CUSTOMER, 2))[1]
+        await app.drain()
+        assert fake.doomed and fake.doomed[0][0] is person
+        (post,) = await fake.deliver_callbacks()
+        assert post.status == 200 and ("ErrorCode", "63016") in post.params
+        state = await app.state(CID)
+        assert state.run.vars.get("undelivered") == "yes"
+        # The same callback again (Twilio retries), or as "undelivered": handled once.
+        duplicates = app.services.metrics.duplicates._value.get()
+        assert (await fake.post_status(person, "failed", error_code="63016")).status == 200
+        assert (await fake.post_status(person, "undelivered", error_code="30008")).status == 200
+        assert app.services.metrics.duplicates._value.get() == duplicates + 2
+        await app.drain()
+        assert len(fake.sent) == 2
 
 
 # ---------------------------------------------------------------------------- rate limits

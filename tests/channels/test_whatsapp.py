@@ -18,12 +18,29 @@ from bot.channels.base import DeliveryRejected, DeliveryTemporary, RawRequest
 from bot.channels.meta import signature
 from bot.channels.registry import ChannelRegistry
 from bot.config import AccountConfig
-from bot.runtime import keys as k
-from bot.runtime.keys import conversation_id
+from bot.store import keys as k
+from bot.store.keys import conversation_id
 
-from .fakes.graph import (APP_SECRET, VERIFY_TOKEN, GraphError, GraphFake, Harness, dumps,
-                          running_app, sign, wa_button_reply, wa_image, wa_list_reply, wa_message, wa_status,
-                          wa_template_button, wa_text, wa_webhook, whatsapp_account, write_flows)
+from .fakes.graph import (
+    APP_SECRET,
+    VERIFY_TOKEN,
+    GraphError,
+    GraphFake,
+    Harness,
+    dumps,
+    running_app,
+    sign,
+    wa_button_reply,
+    wa_image,
+    wa_list_reply,
+    wa_message,
+    wa_status,
+    wa_template_button,
+    wa_text,
+    wa_webhook,
+    whatsapp_account,
+    write_flows,
+)
 
 CUSTOMER = "16505551234"
 CID = conversation_id("whatsapp", "wa", CUSTOMER)

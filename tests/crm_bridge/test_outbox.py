@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from bot.engine import effects as fx
+from bot.engine.state import ConversationState
 from bot.errors import CrmRateLimited, CrmRejected, CrmTemporary, CrmUnavailable
-from bot.runtime import effects as fx
 from bot.runtime.requests import ServerRequests
-from bot.runtime.state import ConversationState
 from crm_bridge import CommandResult, CrmRef, MemoryCrm
 from crm_bridge.contract import PIPELINES
 from crm_bridge.outbox import DUE_KEY, CrmOutbox

@@ -280,7 +280,7 @@ def live_server(redis_url: str) -> Iterator[LiveServer]:
             async with _serve(redis_url, port):
                 ready.set()
                 await stop.wait()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+        except BaseException as exc:
             failure.append(exc)
             ready.set()
 

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from tests.server.conftest import FLOWS
 
 from .live import AUTH, LiveServer, quoted
-from .strategies import (RAW_JSON, content_types, dump, fuzz_settings, garbage_bodies, hostile,
-                         mutated, short_text, text)
+from .strategies import RAW_JSON, content_types, dump, fuzz_settings, garbage_bodies, hostile, mutated, short_text, text
 
 TOKEN: list[tuple[str | bytes, str | bytes]] = [("Authorization", AUTH),
                                                ("Content-Type", "application/json")]

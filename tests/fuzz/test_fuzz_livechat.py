@@ -13,8 +13,18 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from .live import AUTH, LiveServer, quoted, summarize
-from .strategies import (RAW_JSON, content_types, dump, fuzz_settings, garbage_bodies, hostile,
-                         sessions, short_text, small_json_values, valid_sessions)
+from .strategies import (
+    RAW_JSON,
+    content_types,
+    dump,
+    fuzz_settings,
+    garbage_bodies,
+    hostile,
+    sessions,
+    short_text,
+    small_json_values,
+    valid_sessions,
+)
 
 accounts = st.one_of(st.sampled_from(["demo", "demo", "fz"]), short_text)
 message_fields = {"session": sessions, "text": st.one_of(st.text(max_size=30), hostile),

@@ -18,8 +18,18 @@ from tests.channels.fakes.graph import IG_ID, dm, messaging_webhook, sign, wa_te
 from tests.channels.fakes.telegram import text_update
 
 from .live import META_SECRET, TG_SECRET, TWILIO_FROM, TWILIO_TOKEN, LiveServer, quoted
-from .strategies import (content_types, dump, fuzz_settings, garbage_bodies, header_bytes, hostile,
-                         mutated, numbers, short_text, text)
+from .strategies import (
+    content_types,
+    dump,
+    fuzz_settings,
+    garbage_bodies,
+    header_bytes,
+    hostile,
+    mutated,
+    numbers,
+    short_text,
+    text,
+)
 
 Headers = list[tuple[str | bytes, str | bytes]]
 #: The platforms' timestamps: now (once per run), so the replies are inside the messaging window.

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-
 import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from bot.config import load_config
-from bot.runtime import codec
-from bot.runtime import events as ev
+from bot.engine import events as ev
 from bot.server.services import Services, open_services
+from bot.store import codec
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.both_loops  # the server may run on uvloop: everything here runs on both

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bot.runtime import effects as fx
-from bot.runtime import events as ev
+from bot.engine import effects as fx
+from bot.engine import events as ev
+from bot.engine.state import ConversationState
 from bot.runtime.driver import MAX_REQUESTS_PER_TURN, Driver
-from bot.runtime.state import ConversationState
 
-from .helpers import NOW, library, make_flow, of_type, texts
+from ..engine.helpers import NOW, library, make_flow, of_type, texts
 
 
 class Recorder:

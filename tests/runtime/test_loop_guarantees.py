@@ -11,10 +11,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bot.config import load_config
-from bot.runtime import codec
-from bot.runtime import events as ev
-from bot.runtime import keys as k
+from bot.engine import events as ev
 from bot.server.services import open_services
+from bot.store import codec
+from bot.store import keys as k
 
 FLOW = {
     "format": "salesbot.flow/1", "id": "per_channel", "start": "wa",

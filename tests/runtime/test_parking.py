@@ -9,12 +9,12 @@ from aiohttp import ClientSession
 from redis.asyncio import Redis
 
 from bot.config import load_config
-from bot.runtime import codec
-from bot.runtime import events as ev
-from bot.runtime.keys import ConversationKey, pending_key, shard_of
+from bot.engine import events as ev
 from bot.runtime.worker import Worker
 from bot.server.keys import SERVICES
 from bot.server.services import open_services
+from bot.store import codec
+from bot.store.keys import ConversationKey, pending_key, shard_of
 from tests.server.conftest import ADMIN, make_config, running
 from tests.waiting import wait_for
 

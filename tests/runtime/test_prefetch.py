@@ -18,13 +18,13 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
 from bot.config import load_config
-from bot.runtime import codec
-from bot.runtime import conversations as conversations_module
-from bot.runtime import events as ev
-from bot.runtime.resp import _Protocol
+from bot.engine import events as ev
+from bot.runtime import service as conversations_module
 from bot.server.services import Services, open_services
+from bot.store import codec
+from bot.store.resp import _Protocol
 from crm_bridge import ChannelIdentity, CrmRef
-from tests.runtime.helpers import make_doc
+from tests.engine.helpers import make_doc
 
 #: Reads the CRM: the contact's first name and the lead's name.
 GREETER = make_doc({

@@ -16,14 +16,14 @@ from aiohttp import ClientResponse, ClientSession
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from bot.runtime import convindex
-from bot.runtime import events as ev
-from bot.runtime.keys import activity_index_key
+from bot.engine import events as ev
 from bot.server.app import create_app
 from bot.server.auth import Principal
 from bot.server.dashboard import COOKIE, _session_key, read_session, sign_session
 from bot.server.keys import SERVICES
 from bot.server.services import Services
+from bot.store import indexes as convindex
+from bot.store.keys import activity_index_key
 from tests.server.conftest import ADMIN, make_config, running
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -374,7 +374,7 @@ async def test_the_flow_graph_is_laid_out_for_drawing(http: ClientSession) -> No
     assert graph["start"] == "hello" and graph["version"] >= 1
     by_id = {n["id"]: n for n in graph["nodes"]}
     assert by_id["hello"]["y"] < by_id["products"]["y"] < by_id["done"]["y"]  # layered from the start
-    assert all(0 <= n["x"] and n["x"] + n["w"] <= graph["width"] and n["y"] + n["h"] <= graph["height"] for n in graph["nodes"])
+    assert all(n["x"] >= 0 and n["x"] + n["w"] <= graph["width"] and n["y"] + n["h"] <= graph["height"] for n in graph["nodes"])
     boxes = {(n["x"], n["y"]) for n in graph["nodes"]}
     assert len(boxes) == len(graph["nodes"])  # no two steps on top of each other
     edges = {(e["source"], e["target"]) for e in graph["edges"]}

@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-
 from tests.procs import free_port, post_json, salesbot
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

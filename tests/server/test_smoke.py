@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from aiohttp import ClientSession
 
 pytestmark = pytest.mark.both_loops  # the server may run on uvloop: everything here runs on both

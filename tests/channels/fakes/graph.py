@@ -40,6 +40,7 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
+
 from tests.waiting import WorkerDriver
 
 VERSION = "v21.0"
@@ -427,7 +428,7 @@ class GraphFake:
                 if c.ok and c.path.endswith("/replies")]
 
     # ------------------------------------------------------------------ webhooks Meta posts to us
-    async def post_webhook(self, url: str, payload: Any, *, signature: str | None | bool = True,
+    async def post_webhook(self, url: str, payload: Any, *, signature: str | bool | None = True,
                            raw: bytes | None = None) -> tuple[int, Any]:
         """POST ``payload`` to ``url`` as Meta does. ``signature``: True (correct), False/None
         (missing) or a string (sent as is)."""
@@ -633,11 +634,11 @@ class Harness(WorkerDriver):
         return await self.fake.post_webhook(self.url(channel, account), payload, **kw)
 
     async def state(self, cid: str) -> Any:
-        from bot.runtime import codec
+        from bot.store import codec
         return codec.decode_state(await self.services.store.state(cid))
 
     async def transcript(self, cid: str) -> list[dict[str, Any]]:
-        from bot.runtime import codec
+        from bot.store import codec
         return [codec.unpack(b) for _, b in await self.services.store.read_log(cid, 0, 1000)]
 
     async def api(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:

@@ -342,7 +342,7 @@ class FakeTelegram:
             async with self._changed:
                 try:
                     await asyncio.wait_for(self._changed.wait_for(lambda: bool(bot.updates)), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         return web.json_response({"ok": True, "result": bot.updates[:limit]})
 

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -47,6 +47,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
+
 from tests.waiting import WorkerDriver
 
 WHATSAPP = "whatsapp:"
@@ -83,7 +84,7 @@ class SentMessage:
 
     @property
     def number(self) -> str:
-        return self.to[len(WHATSAPP):] if self.to.startswith(WHATSAPP) else self.to
+        return self.to.removeprefix(WHATSAPP)
 
     @property
     def text(self) -> str:
@@ -238,7 +239,7 @@ class FakeTwilio:
         to, sender = str(form.get("To") or ""), str(form.get("From") or "")
         service = str(form.get("MessagingServiceSid") or "")
         content_sid = str(form.get("ContentSid") or "") or None
-        number = to[len(WHATSAPP):] if to.startswith(WHATSAPP) else to
+        number = to.removeprefix(WHATSAPP)
         outside = (self.enforce_window and to.startswith(WHATSAPP) and content_sid is None
                    and time.time() - self.open_windows.get(number, 0) > 24 * 3600)
         response = self._check(form, to, sender, service)
@@ -257,7 +258,7 @@ class FakeTwilio:
         self.sent.append(message)
         if outside:  # accepted now, failed later: see ``deliver_callbacks``
             self.doomed.append((message, "63016"))
-        now = format_datetime(datetime.now(timezone.utc), usegmt=True)
+        now = format_datetime(datetime.now(UTC), usegmt=True)
         uri = f"/2010-04-01/Accounts/{account}/Messages/{message.sid}.json"
         return web.json_response({
             "account_sid": account, "api_version": "2010-04-01", "body": message.text,
@@ -294,7 +295,7 @@ class FakeTwilio:
             return self._error(400, 21910)
         if len(media) > (1 if to.startswith(WHATSAPP) else MMS_MEDIA_MAX):
             return self._error(400, 21623)
-        number = to[len(WHATSAPP):] if to.startswith(WHATSAPP) else to
+        number = to.removeprefix(WHATSAPP)
         if number in self.unsubscribed:
             return self._error(400, 21610)
         if not self._take(sender or service):
@@ -404,11 +405,11 @@ class TwilioHarness(WorkerDriver):
         return await self.until(got, what=what or f"{count} messages to {number}")  # type: ignore[no-any-return]
 
     async def transcript(self, cid: str) -> list[dict[str, Any]]:
-        from bot.runtime import codec
+        from bot.store import codec
         return [codec.unpack(b) for _, b in await self.services.store.read_log(cid, 0, 1000)]
 
     async def state(self, cid: str) -> Any:
-        from bot.runtime import codec
+        from bot.store import codec
         raw = await self.services.store.state(cid)
         return codec.decode_state(raw) if raw else None
 

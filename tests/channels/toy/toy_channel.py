@@ -18,8 +18,14 @@ from typing import Any
 import aiohttp
 
 from bot.channels.base import (
-    Capabilities, DeliveryRejected, DeliveryTemporary, Inbound, InboundAttachment, MalformedWebhook,
-    RawRequest, WebhookRejected,
+    Capabilities,
+    DeliveryRejected,
+    DeliveryTemporary,
+    Inbound,
+    InboundAttachment,
+    MalformedWebhook,
+    RawRequest,
+    WebhookRejected,
 )
 from bot.channels.render import render
 

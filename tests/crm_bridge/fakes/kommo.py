@@ -374,8 +374,8 @@ class FakeKommo:
                 continue
             value = v.get("value")
             if kind == "numeric":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
-                        isinstance(value, str) and value.replace(".", "", 1).lstrip("-").isdigit()):
+                if isinstance(value, bool) or (not isinstance(value, (int, float)) and not (
+                        isinstance(value, str) and value.replace(".", "", 1).lstrip("-").isdigit())):
                     raise _err(f"{p}.value", "This value should be of type numeric.", "InvalidType")
                 value = str(value)  # Kommo returns numbers of numeric fields as strings
             elif kind == "checkbox":

@@ -1,0 +1,430 @@
+"""The conversation loop: events in, the interpreter run under the conversation's lock, effects out.
+
+``ConversationService.deliver`` is what channels, timers and the API call. The store's push
+either makes this process the conversation's processor (it then runs every waiting event in
+order and saves) or leaves the event to the process that already is. See ``store.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from crm_bridge import ChannelIdentity, CrmBackend, CrmRef, PrefetchSnapshot
+
+from ..engine import effects as fx
+from ..engine import events as ev
+from ..engine.flows import FlowSource
+from ..engine.state import ConversationState
+from ..engine.transcript import inbound_entry, internal_entry, outbound_entry, system_entry
+from ..errors import CrmError, CrmTemporary, RuntimeFault
+from ..store import codec
+from ..store import indexes as convindex
+from ..store.conversations import Batch, ConversationStore, SaveRequest
+from ..store.memoryguard import MemoryGuard
+from ..store.outages import store_outage
+from .driver import Driver
+from .metrics import Metrics
+
+log = logging.getLogger("salesbot.runtime")
+#: lead id -> the conversation working on it (written when the conversation's lead is found).
+LEAD_CONVERSATIONS_KEY = "sb:lead_conversations"
+#: Conversations whose CRM lead a process remembers, to prefetch its snapshot with the push.
+SNAPSHOT_REFS_MAX = 10_000
+#: Decoded states a process keeps beside the blob it saved: the next batch of the conversation
+#: reuses the object when Redis returns the same blob (no other process wrote in between).
+STATE_CACHE_MAX = 4_096
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remember(cache: collections.OrderedDict[K, V], key: K, value: V, limit: int) -> None:
+    """Put ``key`` in a bounded LRU mapping (the least recently used entry goes past ``limit``)."""
+    cache[key] = value
+    cache.move_to_end(key)
+    if len(cache) > limit:
+        cache.popitem(last=False)
+
+
+class FlowLoader(FlowSource, Protocol):
+    """A flow source that can load what a conversation is about to need."""
+
+    async def ensure_for(self, state: ConversationState | None, greeting: str | None = None) -> None: ...
+
+
+class IdentityPending(RuntimeFault):
+    """The CRM could not find or create the conversation's lead yet; the events stay queued."""
+
+
+def _outage(exc: Exception) -> bool:
+    """Failures that are outages, not the conversation's fault, never count towards parking (the
+    lock expires and recovery tries again, as after a crash): the CRM or Redis away, Redis full."""
+    return isinstance(exc, IdentityPending) or store_outage(exc) is not None
+
+
+class OutboundRouter(Protocol):
+    """Tells the loop how a channel delivers: through the transcript (live chat) or an outbox."""
+
+    def delivers_via_transcript(self, channel: str) -> bool: ...
+
+
+@dataclass(slots=True)
+class DeliverResult:
+    duplicate: bool = False
+    processed_here: bool = False
+
+
+Clock = Callable[[], float]
+
+
+class ConversationService:
+    #: Set by the services when Redis has a maxmemory: refuses new conversations near it.
+    memory_guard: MemoryGuard | None = None
+
+    def __init__(
+        self,
+        *,
+        store: ConversationStore,
+        flows: FlowLoader,
+        driver: Driver,
+        crm: CrmBackend,
+        router: OutboundRouter,
+        metrics: Metrics,
+        clock: Clock = time.time,
+        park_after: int = 5,
+    ) -> None:
+        self.store = store
+        self.flows = flows
+        self.driver = driver
+        self.crm = crm
+        self.router = router
+        self.metrics = metrics
+        self.clock = clock
+        #: Failed batches in a row after which a conversation is parked (see ``_failed``).
+        self.park_after = park_after
+        #: A backend whose snapshot reads can travel with the push (one round trip less).
+        self._prefetch = crm if isinstance(crm, PrefetchSnapshot) else None
+        #: cid -> the lead of its last turn that read the CRM: what to prefetch (bounded, LRU).
+        self._snapshot_refs: collections.OrderedDict[str, CrmRef] = collections.OrderedDict()
+        #: cid -> (the state blob this process saved, that state decoded); see STATE_CACHE_MAX.
+        self._states: collections.OrderedDict[str, tuple[bytes, ConversationState]] = collections.OrderedDict()
+        #: (cid, lock token) of the batches in progress -> when their lock was last taken or renewed.
+        self._held: dict[tuple[str, str], float] = {}
+        self._renewal: asyncio.TimerHandle | None = None
+        self._renewal_loop: asyncio.AbstractEventLoop | None = None
+        self._renewing: set[asyncio.Task[None]] = set()
+        self._renewing_keys: set[tuple[str, str]] = set()
+
+    async def deliver(self, cid: str, event: ev.Event, *, dedupe_id: str | None = None,
+                      meta: Mapping[str, str] | None = None,
+                      entry_extra: Mapping[str, Any] | None = None) -> DeliverResult:
+        """Queue an event for a conversation; process it here if no other process is."""
+        if self.memory_guard is not None and self.memory_guard.high:
+            await self.memory_guard.admit(cid)  # StoreFull for a new conversation
+        payload = codec.encode_event(event)
+        if entry_extra:  # the envelope every version reads (a new field would stop older processes)
+            payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
+        ref = self._snapshot_refs.get(cid) if self._prefetch is not None else None
+        reads = self._prefetch.snapshot_reads(ref) if ref is not None and self._prefetch is not None else ()
+        result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}), reads=reads)
+        if result.duplicate:
+            self.metrics.duplicates.inc()
+            log.info("event.duplicate", extra={"cid": cid, "dedupe_id": dedupe_id})
+            return DeliverResult(duplicate=True)
+        if result.batch is None:
+            return DeliverResult()
+        prefetched = (ref, result.prefetched) if ref is not None and result.prefetched is not None else None
+        try:
+            done = await self.process(result.batch, prefetched)
+        except IdentityPending:
+            return DeliverResult()  # queued: processed once the CRM answers again
+        return DeliverResult(processed_here=done)
+
+    async def retry(self, cid: str, *, skip: int = 0, user: str = "") -> bool:
+        """A person's retry of a parked (or failing) conversation: clear the mark, optionally
+        discard the ``skip`` oldest queued events (the poison), and process what waits.
+        False when another process holds the conversation (it goes on by itself)."""
+        await self.store.unpark(cid)
+        # In the recovery set again first: whatever happens to this attempt (the CRM or Redis
+        # away, another process holding the lock), recovery goes on with it.
+        await self.store.pend(cid, self.clock() + self.store.lock_ttl_ms / 1000)
+        batch = await self.store.acquire(cid)
+        if batch is None:
+            return True  # nothing waits
+        if batch is False:
+            return False
+        assert isinstance(batch, Batch)
+        while skip > 0 and batch is not None:
+            n = min(skip, len(batch.events))
+            skip -= n
+            req = SaveRequest(state=None, processed=n)
+            req.add_log(system_entry(f"{user or 'a person'} discarded {n} event(s) that could not be handled",
+                                     self.clock(), event="discarded"))
+            if (await self.store.save(cid, batch.token, req)).status != 1:
+                return True  # nothing more waits (or the lock was lost: its new holder goes on)
+            batch = await self.store.load(cid, batch.token)
+        try:
+            await self.process(batch)
+        except IdentityPending:
+            pass  # queued until the CRM answers (recovery)
+        return True
+
+    async def process(self, batch: Batch | None,
+                      prefetched: tuple[CrmRef, list[Any]] | None = None) -> bool:
+        """Run batches until the inbox is empty; ``prefetched``: CRM reads sent with the push.
+        False when the work was set aside (the conversation is parked, or a batch failed and
+        recovery tries again later, see ``_failed``)."""
+        held = self._held
+        while batch is not None:
+            if batch.meta.get("parked"):
+                parked, dropped = await self.store.set_aside(batch.cid, batch.token)
+                if dropped:
+                    log.warning("conversation.parked_inbox_full", extra={"cid": batch.cid, "dropped": dropped})
+                elif parked:
+                    log.info("conversation.parked_event_queued", extra={"cid": batch.cid})
+                return False
+            # Slow work (a CRM at 7 requests/s, a webhook) must not outlive the lock: a batch
+            # still running gets it renewed at most a third of the TTL apart (``_renew_due``).
+            key = (batch.cid, batch.token)
+            held[key] = time.monotonic()
+            loop = asyncio.get_running_loop()
+            if self._renewal is None or self._renewal_loop is not loop:
+                self._renewal, self._renewal_loop = loop.call_later(self._renew_every / 2, self._renew_due), loop
+            try:
+                status = await self._process_batch(batch, prefetched)
+                prefetched = None  # read before the first batch only
+            except Exception as exc:
+                if _outage(exc):
+                    raise
+                await self._failed(batch, exc)
+                return False
+            finally:
+                del held[key]
+            if status != 1:
+                return True
+            batch = await self.store.load(batch.cid, batch.token)
+        return True
+
+    async def _failed(self, batch: Batch, exc: Exception) -> None:
+        """Count a failed batch: recovery retries it with a backoff, and the conversation is parked
+        after ``park_after`` failures in a row instead of being retried forever (``record_failure``)."""
+        cid = batch.cid
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("conversation.processing_failed", exc_info=exc, extra={"cid": cid})
+        self._states.pop(cid, None)
+        try:
+            failures, parked = await self.store.record_failure(cid, batch.token, error,
+                                                               park_after=self.park_after)
+        except Exception:
+            log.warning("conversation.failure_not_recorded", extra={"cid": cid}, exc_info=True)
+            return
+        if parked:
+            log.error("conversation.parked", extra={"cid": cid, "failures": failures, "error": error[:200]})
+
+    @property
+    def _renew_every(self) -> float:
+        return max(0.05, self.store.lock_ttl_ms / 3000)
+
+    def _renew_due(self) -> None:
+        """One timer for every batch in progress, ticking every sixth of the lock's TTL: a lock
+        taken or renewed a sixth of the TTL ago or more is renewed (a failed renewal is tried
+        again at the next tick), so renewals are at most a third of the TTL apart."""
+        self._renewal = None
+        if not self._held:
+            return  # idle: the next batch starts the timer again
+        now, every = time.monotonic(), self._renew_every
+        for key, since in list(self._held.items()):
+            if now - since >= every / 2 and key not in self._renewing_keys:
+                self._renewing_keys.add(key)
+                task = asyncio.create_task(self._renew(*key))
+                self._renewing.add(task)
+                task.add_done_callback(self._renewing.discard)
+        self._renewal = asyncio.get_running_loop().call_later(every / 2, self._renew_due)
+
+    async def _renew(self, cid: str, token: str) -> None:
+        key = (cid, token)
+        try:
+            started = time.monotonic()
+            if await self.store.extend(cid, token):
+                if key in self._held:  # counted from the renewal; a failed one is retried next tick
+                    self._held[key] = started
+            elif key in self._held:  # (a batch that just saved has released it: no error)
+                log.error("store.lock_lost_while_processing", extra={"cid": cid})
+        except Exception:
+            log.warning("store.lock_renewal_failed", extra={"cid": cid}, exc_info=True)
+        finally:
+            self._renewing_keys.discard(key)
+
+    async def _process_batch(self, batch: Batch, prefetched: tuple[CrmRef, list[Any]] | None = None) -> int:
+        cid = batch.cid
+        meta = batch.meta
+        cached = self._states.pop(cid, None)  # taken out: back in only once this batch is saved
+        if batch.state and cached is not None and cached[0] == batch.state:
+            state = cached[1].clone()  # the blob this process wrote last: no need to decode it
+        elif batch.state:
+            state = codec.decode_state(batch.state)
+        else:
+            state = ConversationState(id=cid, channel=meta.get("channel", "livechat"),
+                                      account=meta.get("account", "default"))
+        new_meta: dict[str, str] = {}
+        ref = await self._crm_ref(meta, new_meta, cid)
+        if ref is not None:
+            state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
+        events = [codec.decode_event_extra(raw) for raw in batch.events]  # decoded once for the whole batch
+        snapshot: Mapping[str, Any] = {}
+        if ref is not None and await self._needs_snapshot(state, [e for e, _ in events]):
+            try:
+                snapshot = await self._snapshot(cid, ref, prefetched)
+            except CrmError as exc:
+                log.warning("crm.snapshot_failed", extra={"cid": cid, "error": str(exc)})
+        else:
+            self._snapshot_refs.pop(cid, None)
+        req = SaveRequest(state=None, processed=len(batch.events))
+        bot_before = state.run.bot if state.run else None
+        for event, extra in events:
+            now = self.clock()
+            if isinstance(event, ev.InboundMessage):
+                self.metrics.message_in(state.channel)
+                req.add_log(inbound_entry(event, now, client_msg_id=extra.get("client_msg_id")))
+                req.activity = now
+                new_meta["last_text"] = event.text[:200]
+                new_meta["last_at"] = f"{now:.3f}"
+            elif isinstance(event, ev.TimerFired) and extra.get("due"):
+                self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
+            if isinstance(event, ev.HumanMessage):
+                msg = fx.SendMessage(ref=f"h:{state.next_id('m')}", step="", text=event.text)
+                entry = outbound_entry(msg, now, bot=None, role="human")
+                entry["user"] = event.user
+                req.add_log(entry)
+                if not self.router.delivers_via_transcript(state.channel):
+                    req.out.append(codec.pack({"ref": msg.ref, "message": entry, "attempts": 0, "human": True}))
+                    req.outbox_account = state.account
+                self.metrics.message_out(state.channel)
+            if isinstance(event, ev.Takeover):
+                req.add_log(system_entry(f"{event.user} took over the conversation", now, event="takeover"))
+            elif isinstance(event, ev.Release):
+                req.add_log(system_entry("the bot is back", now, event="release"))
+            try:
+                await self.flows.ensure_for(state, getattr(event, "greeting", None) or getattr(event, "bot", None))
+                result = await self.driver.turn(state, event, datetime.fromtimestamp(now, UTC), snapshot)
+            except Exception:  # a bug must not wedge the conversation: log it, skip the event
+                self.metrics.step_errors.inc()
+                log.exception("turn.crashed", extra={"cid": cid, "event": type(event).__name__})
+                req.add_log(system_entry("internal error while handling an event", now, event="error"))
+                continue
+            state, snapshot = result.state, result.snapshot
+            self._collect(state, result.effects, req, now)
+        req.state = codec.encode_state(state)
+        run = state.run
+        new_meta.update({
+            "owner": state.owner, "owner_user": state.owner_user or "", "chat_status": state.chat_status,
+            "bot": run.bot if run else "", "version": str(run.version) if run else "",
+            "step": (run.step or "") if run else "", "run_status": run.status if run else "",
+            "status": "human" if state.owner != "bot" else ("bot" if run is not None and run.active else "idle"),
+        })
+        if meta.get("failures"):  # a batch went through: the failures in a row start again
+            new_meta["failures"] = "0"
+        if req.activity is None and (bot_before != (run.bot if run else None) or req.log):
+            req.activity = self.clock()
+        if req.activity is not None:
+            new_meta["activity"] = repr(req.activity)
+        convindex.plan_save(cid, meta, new_meta, activity=req.activity, preview=req.preview, logged=bool(req.log),
+                            commands=req.extra_commands, state_changed=req.state != batch.state)
+        req.meta = {name: value for name, value in new_meta.items() if meta.get(name) != value}  # what changed
+        result_ = await self.store.save(cid, batch.token, req)
+        if result_.status == -1:
+            log.error("store.lock_lost", extra={"cid": cid})
+        elif req.state:
+            _remember(self._states, cid, (req.state, state), STATE_CACHE_MAX)
+        return result_.status
+
+    async def _snapshot(self, cid: str, ref: CrmRef,
+                        prefetched: tuple[CrmRef, list[Any]] | None) -> Mapping[str, Any]:
+        """The CRM snapshot, from the reads sent with the push when they were of this lead."""
+        prefetch = self._prefetch
+        if prefetch is not None:
+            _remember(self._snapshot_refs, cid, ref, SNAPSHOT_REFS_MAX)  # the next push reads it along
+            if prefetched is not None and prefetched[0] == ref:
+                return await prefetch.snapshot_from(ref, prefetched[1])
+        return await self.crm.snapshot(ref)
+
+    async def _needs_snapshot(self, state: ConversationState, events: list[ev.Event]) -> bool:
+        """Whether any flow these events may run reads the CRM (one read per batch, or none)."""
+        bots: set[tuple[str, int | None]] = set()
+        run = state.run
+        if run is not None:
+            bots.add((run.bot, run.version))
+            bots.update((f.bot, f.version) for f in run.callers)
+        for event in events:
+            for name in (getattr(event, "greeting", None), getattr(event, "bot", None)):
+                if name:
+                    bots.add((name, None))
+        seen: set[str] = set()
+        todo = list(bots)
+        while todo:
+            bot, version = todo.pop()
+            if bot in seen and version is None:
+                continue
+            seen.add(bot)
+            if version is None:
+                await self.flows.ensure_for(None, bot)
+            flow = self.flows.get(bot, version)
+            if flow is None or flow.uses_crm:
+                return True  # unknown: read to be safe
+            todo.extend((callee, None) for callee in flow.called_bots if callee not in seen)
+        return False
+
+    async def _crm_ref(self, meta: Mapping[str, str], new_meta: dict[str, str], cid: str = "") -> CrmRef | None:
+        if meta.get("lead_id") and meta.get("contact_id"):
+            return CrmRef(meta["contact_id"], meta["lead_id"], meta.get("company_id") or None)
+        if not meta.get("external_id"):
+            return None
+        identity = ChannelIdentity(meta.get("channel", ""), meta.get("account", ""), meta["external_id"],
+                                   meta.get("name") or None, meta.get("phone") or None, meta.get("email") or None)
+        try:
+            ref = await self.crm.identify(identity)
+        except CrmTemporary as exc:
+            # Without its lead this turn's CRM commands would be lost: leave the events queued
+            # (the lock expires and recovery tries again) rather than run them now.
+            log.warning("crm.identify_unavailable", extra={"cid": cid, "error": str(exc)})
+            raise IdentityPending(str(exc)) from exc
+        except CrmError as exc:
+            log.warning("crm.identify_failed", extra={"error": str(exc)})
+            return None
+        new_meta.update({"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""})
+        if cid:  # CRM webhooks and /api/events find the conversation of a lead here
+            await self.store.redis.hset(LEAD_CONVERSATIONS_KEY, ref.lead_id, cid)
+        return ref
+
+    def _collect(self, state: ConversationState, effects: list[fx.Effect], req: SaveRequest, now: float) -> None:
+        bot = state.run.bot if state.run else None
+        inline = self.router.delivers_via_transcript(state.channel)
+        for e in effects:
+            if isinstance(e, fx.SendMessage):
+                if e.channels is not None and state.channel not in e.channels:
+                    continue
+                self.metrics.message_out(state.channel)
+                entry = outbound_entry(e, now, bot=bot)
+                req.add_log(entry)
+                if not inline:
+                    req.out.append(codec.pack({"ref": e.ref, "message": entry, "attempts": 0}))
+                    req.outbox_account = state.account
+            elif isinstance(e, fx.SetTimer):
+                req.timers_set.append((e.timer_id, e.at))
+            elif isinstance(e, fx.CancelTimer):
+                req.timers_cancel.append(e.timer_id)
+            elif isinstance(e, fx.InternalMessage):
+                req.add_log(internal_entry(e, now))
+            elif isinstance(e, fx.Trace):
+                level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}.get(e.level, logging.ERROR)
+                log.log(level, e.event, extra={"cid": state.id, **{f"d_{k}": v for k, v in e.data.items()}})
+                if e.level == "error":
+                    self.metrics.step_errors.inc()
+                    req.add_log(system_entry(f"{e.event}: {e.data.get('error', '')}", now, event=e.event))

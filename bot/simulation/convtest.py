@@ -1,0 +1,305 @@
+"""Conversation tests (``*.test.yaml``): operators' scripted chats, run on the simulator.
+
+The format is in ``docs/testing.md``. A failing test reports the failing line and the expected
+and actual transcripts as a diff; a malformed file raises ``ConversationTestError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..builder.durations import DurationError, parse_duration
+from ..builder.loader import load_flow
+from ..engine.predicates import lookup
+from ..errors import ConversationTestError, FlowInvalid, FlowLoadError
+from .simulator import Line, Simulator
+
+_MATCHERS = {"has", "contains", "matches", "count"}
+
+
+@dataclass
+class TestOutcome:
+    path: Path
+    passed: bool
+    message: str = ""
+    lines_run: int = 0
+    details: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        if self.passed:
+            return f"PASS {self.path}"
+        return "\n".join([f"FAIL {self.path}: {self.message}", *("  " + d for d in self.details)])
+
+
+class _Failure(Exception):
+    def __init__(self, message: str, expected: str | None = None, actual: str | None = None) -> None:
+        super().__init__(message)
+        self.expected, self.actual = expected, actual
+
+
+def discover(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(p.rglob("*.test.yaml")))
+        else:
+            out.append(p)
+    return out
+
+
+def _load_yaml(path: Path) -> tuple[dict[str, Any], list[int]]:
+    """The document and the source line of each script entry (for messages)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except OSError as exc:
+        raise ConversationTestError(f"{path}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConversationTestError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConversationTestError(f"{path}: a test file is a mapping with flow and script")
+    lines: list[int] = []
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "script" and isinstance(value, yaml.SequenceNode):
+                lines = [item.start_mark.line + 1 for item in value.value]
+    return doc, lines
+
+
+def _now(value: Any) -> datetime:
+    if value is None:
+        return datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ConversationTestError(f"now: {value!r} is not an ISO date-time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def build_simulator(path: Path, doc: dict[str, Any]) -> Simulator:
+    base = path.parent
+    if "flow" not in doc:
+        raise ConversationTestError(f"{path}: missing key flow (the flow file, relative to this file)")
+    try:
+        flow = load_flow(base / str(doc["flow"]))
+        bots = [load_flow(base / str(b)) for b in doc.get("bots") or []]
+    except FlowInvalid as exc:
+        raise ConversationTestError(f"{path}: the flow is invalid: " + "; ".join(str(p) for p in exc.problems if p.severity == "error")) from exc
+    except FlowLoadError as exc:
+        raise ConversationTestError(f"{path}: {exc}") from exc
+    unknown = set(doc) - {"flow", "bots", "channel", "now", "contact", "lead", "pipelines", "script",
+                          "webhooks", "widgets", "name", "description"}
+    if unknown:
+        raise ConversationTestError(f"{path}: unknown key(s): {', '.join(sorted(unknown))}")
+    return Simulator(
+        flow, bots=bots, channel=str(doc.get("channel") or "livechat"), now=_now(doc.get("now")),
+        contact=doc.get("contact") or {}, lead=doc.get("lead") or {}, pipelines=doc.get("pipelines"),
+        webhooks=doc.get("webhooks") or {}, widgets=doc.get("widgets") or {},
+    )
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _script_line(entry: Any) -> str:
+    if isinstance(entry, dict) and len(entry) == 1:
+        (key, value), = entry.items()
+        if key == "user" and isinstance(value, dict) and "click" in value:
+            return f"user: [click {value['click']}]"
+        if key in ("user", "bot"):
+            if isinstance(value, str):
+                return f"{key}: {value}"
+            text = value.get("text") or (f"~{value['contains']}~" if "contains" in value else
+                                         f"/{value['matches']}/" if "matches" in value else "")
+            buttons = value.get("buttons")
+            return f"{key}: {text}" + (" [" + " | ".join(map(str, buttons)) + "]" if buttons else "")
+        return f"{key}: {_show(value)}"
+    return _show(entry)
+
+
+def _actual_line(line: Line) -> str:
+    if line.role == "user" and line.kind == "button":
+        return f"user: [click {line.text}]"
+    return line.show()
+
+
+def match_value(actual: Any, expected: Any) -> bool:
+    """``expected`` is a literal (compared exactly, numbers by value) or a matcher mapping."""
+    if isinstance(expected, dict) and expected and set(expected) <= _MATCHERS:
+        return all(_matcher(actual, k, v) for k, v in expected.items())
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return actual is expected or actual == expected
+    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
+        return float(expected) == float(actual)
+    if isinstance(expected, (int, float)) and isinstance(actual, str):
+        try:
+            return float(actual) == float(expected)
+        except ValueError:
+            return False
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return all(k in actual and match_value(actual[k], v) for k, v in expected.items())
+    if isinstance(expected, list) and isinstance(actual, (list, tuple)):
+        return len(expected) == len(actual) and all(match_value(a, e) for a, e in zip(actual, expected))
+    return bool(actual == expected)
+
+
+def _matcher(actual: Any, kind: str, wanted: Any) -> bool:
+    if kind == "has":
+        return isinstance(actual, (list, tuple)) and any(match_value(a, wanted) for a in actual)
+    if kind == "contains":
+        return isinstance(actual, str) and str(wanted) in actual
+    if kind == "matches":
+        return isinstance(actual, str) and re.search(str(wanted), actual) is not None
+    if kind == "count":
+        return isinstance(actual, (list, tuple, dict, str)) and len(actual) == int(wanted)
+    return False
+
+
+def _check_bot(line: Line, expected: Any) -> str | None:
+    """Why ``line`` does not match a ``bot:`` expectation, or None."""
+    if isinstance(expected, str):
+        return None if line.text == expected else "text differs"
+    if not isinstance(expected, dict):
+        raise ConversationTestError(f"bot: expects text or a mapping, not {_show(expected)}")
+    unknown = set(expected) - {"text", "contains", "matches", "buttons", "attachments", "kind"}
+    if unknown:
+        raise ConversationTestError(f"bot: unknown key(s) {', '.join(sorted(unknown))}")
+    if "text" in expected and line.text != expected["text"]:
+        return "text differs"
+    if "contains" in expected and str(expected["contains"]) not in line.text:
+        return f"text does not contain {_show(expected['contains'])}"
+    if "matches" in expected and re.search(str(expected["matches"]), line.text) is None:
+        return f"text does not match /{expected['matches']}/"
+    if "buttons" in expected and [str(b) for b in expected["buttons"]] != line.buttons:
+        return f"buttons differ: expected {_show(expected['buttons'])}, got {_show(line.buttons)}"
+    if "kind" in expected and expected["kind"] != line.kind:
+        return f"kind differs: expected {expected['kind']}, got {line.kind}"
+    if "attachments" in expected:
+        got = [a["kind"] for a in line.attachments]
+        want = [a if isinstance(a, str) else a.get("kind") for a in expected["attachments"]]
+        if got != want:
+            return f"attachments differ: expected {_show(want)}, got {_show(got)}"
+    return None
+
+
+async def _run_script(sim: Simulator, script: list[Any], lines: list[int]) -> int:
+    pending: list[Line] = []
+    cursor = 0  # transcript lines already moved into pending
+
+    def collect() -> None:
+        nonlocal cursor
+        pending.extend(l for l in sim.transcript[cursor:] if l.role == "bot")
+        cursor = len(sim.transcript)
+
+    def where(i: int) -> str:
+        return f"line {lines[i]}" if i < len(lines) else f"entry {i + 1}"
+
+    for i, entry in enumerate(script):
+        collect()
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConversationTestError(f"{where(i)}: each script entry has one key (user, bot, wait, expect, event, silence)")
+        (key, value), = entry.items()
+        if key in ("user", "wait", "event") and pending:
+            raise _Failure(f"{where(i)}: unexpected bot message before this {key}: {pending[0].show()}",
+                           _script_line(entry), pending[0].show())
+        if key == "user":
+            if isinstance(value, str):
+                await sim.say(value)
+            elif isinstance(value, dict) and "click" in value:
+                try:
+                    await sim.click(str(value["click"]))
+                except LookupError as exc:
+                    raise _Failure(f"{where(i)}: {exc}") from None
+            elif isinstance(value, dict) and ("text" in value or "payload" in value):
+                await sim.say(str(value.get("text", "")), payload=value.get("payload"),
+                              kind=str(value.get("kind") or ("button" if value.get("payload") else "text")))
+            else:
+                raise ConversationTestError(f"{where(i)}: user takes text or {{click: TITLE}}")
+        elif key == "bot":
+            if not pending:
+                raise _Failure(f"{where(i)}: expected a bot message, but the bot sent nothing more",
+                               _script_line(entry), "(nothing)")
+            line = pending.pop(0)
+            why = _check_bot(line, value)
+            if why:
+                raise _Failure(f"{where(i)}: {why}", _script_line(entry), line.show())
+        elif key == "wait":
+            try:
+                seconds = parse_duration(value)
+            except DurationError as exc:
+                raise ConversationTestError(f"{where(i)}: {exc}") from None
+            await sim.wait(seconds)
+        elif key == "event":
+            if not isinstance(value, dict) or "type" not in value:
+                raise ConversationTestError(f"{where(i)}: event takes a mapping with type")
+            data = {k: v for k, v in value.items() if k != "type"}
+            await sim.event(str(value["type"]), data)
+        elif key == "expect":
+            if not isinstance(value, dict):
+                raise ConversationTestError(f"{where(i)}: expect takes a mapping of path: value")
+            ctx = sim.context()
+            for path, wanted in value.items():
+                actual = lookup(ctx, tuple(str(path).split(".")))
+                if not match_value(actual, wanted):
+                    raise _Failure(f"{where(i)}: {path} is {_show(actual)}, expected {_show(wanted)}",
+                                   f"{path}: {_show(wanted)}", f"{path}: {_show(actual)}")
+        elif key == "silence":
+            if value and pending:
+                raise _Failure(f"{where(i)}: expected silence, but the bot sent: {pending[0].show()}",
+                               "(silence)", pending[0].show())
+        else:
+            raise ConversationTestError(f"{where(i)}: unknown script entry {key!r} (user, bot, wait, expect, event, silence)")
+    collect()
+    if pending:
+        raise _Failure(f"end of script: unexpected bot message: {pending[0].show()}", "(end)", pending[0].show())
+    return len(script)
+
+
+def run_test_file(path: Path) -> TestOutcome:
+    try:
+        doc, lines = _load_yaml(path)
+        sim = build_simulator(path, doc)
+        script = doc.get("script")
+        if not isinstance(script, list) or not script:
+            raise ConversationTestError(f"{path}: script must be a non-empty list")
+        count = asyncio.run(_run_script(sim, script, lines))
+        return TestOutcome(path, True, lines_run=count)
+    except ConversationTestError as exc:
+        return TestOutcome(path, False, f"broken test: {exc}")
+    except _Failure as exc:
+        expected = [_script_line(e) for e in doc.get("script", [])]  # type: ignore[union-attr]
+        actual = [_actual_line(line) for line in sim.transcript]
+        details = []
+        if exc.expected is not None:
+            details += [f"expected: {exc.expected}", f"actual:   {exc.actual}"]
+        details.append("transcript (- expected script, + what happened):")
+        details += ["  " + d for d in _diff(expected, actual)]
+        errors = [t for t in sim.traces if t.level in ("error", "warning")]
+        if errors:
+            details.append("runtime notes:")
+            details += [f"  {t.event}: {_show(t.data)}" for t in errors]
+        return TestOutcome(path, False, str(exc), details=details)
+
+
+def _diff(expected: list[str], actual: list[str]) -> Iterator[str]:
+    # Only user and bot lines are comparable with the script.
+    actual = [a for a in actual if a.startswith(("user:", "bot:"))]
+    expected = [e for e in expected if e.startswith(("user:", "bot:"))]
+    for line in difflib.ndiff(expected, actual):
+        if line.startswith("?"):
+            continue
+        yield line

@@ -1,0 +1,273 @@
+"""A whole conversation in one process, on a virtual clock, with the embedded CRM.
+
+``salesbot chat`` and ``salesbot test`` drive this; it uses the same ``Driver`` and
+interpreter as the server, and answers requests with sandboxed stand-ins for the outside
+world (no network): webhooks and widgets answer from configured fixtures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from crm_bridge import CRM_COMMANDS, ChannelIdentity, CrmRef, MemoryCrm
+
+from ..builder.compiled import CompiledFlow
+from ..builder.normalize import normalize
+from ..engine import effects as fx
+from ..engine import events as ev
+from ..engine.flows import FlowLibrary
+from ..engine.state import ConversationState
+from ..errors import CrmRejected
+from ..runtime.driver import Driver
+
+CustomHandler = Callable[[dict[str, Any], Mapping[str, Any]], Any]
+
+
+@dataclass
+class Line:
+    """One line of the transcript: who said what (and what buttons it showed)."""
+
+    role: str  # user | bot | internal | system
+    text: str = ""
+    buttons: list[str] = field(default_factory=list)
+    payloads: list[str | None] = field(default_factory=list)
+    kind: str = "message"
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    at: datetime | None = None
+    ref: str | None = None
+
+    def show(self) -> str:
+        out = f"{self.role}: {self.text}"
+        if self.buttons:
+            out += " [" + " | ".join(self.buttons) + "]"
+        if self.attachments:
+            out += " (" + ", ".join(f"{a['kind']}: {a.get('name') or a['url']}" for a in self.attachments) + ")"
+        return out
+
+
+class Simulator:
+    def __init__(
+        self,
+        flow: CompiledFlow,
+        *,
+        bots: list[CompiledFlow] = (),  # type: ignore[assignment]
+        channel: str = "livechat",
+        now: datetime,
+        contact: Mapping[str, Any] | None = None,
+        lead: Mapping[str, Any] | None = None,
+        pipelines: dict[str, list[str]] | None = None,
+        webhooks: Mapping[str, Any] | None = None,
+        widgets: Mapping[str, Any] | None = None,
+        custom_handlers: Mapping[str, CustomHandler] | None = None,
+    ) -> None:
+        self.library = FlowLibrary()
+        for b in bots:
+            self.library.add(b)
+        self.library.add(flow)
+        self.flow = flow
+        self.channel = channel
+        self.now = now
+        self.crm = MemoryCrm(pipelines=pipelines)
+        contact = dict(contact or {})
+        lead = dict(lead or {})
+        cid = self.crm.create_contact(**contact)
+        self.ref = CrmRef(cid, self.crm.create_lead(contact_id=cid, **lead))
+        self.crm.identities[(channel, "sim", "customer")] = self.ref
+        self.state = ConversationState(id="sim", channel=channel, account="sim")
+        self.driver = Driver(self.library, self._answer)
+        self.timers: dict[str, float] = {}
+        self.transcript: list[Line] = []
+        self.internal: list[dict[str, Any]] = []
+        self.traces: list[fx.Trace] = []
+        self.outbox: list[dict[str, Any]] = []  # outward actions: e-mails, webhooks, conversions
+        self.webhooks = dict(webhooks or {})
+        self.widgets = dict(widgets or {})
+        self.custom = dict(custom_handlers or {})
+        self.rotations: dict[tuple[str, str], int] = {}
+        self._seq = 0
+
+    # ------------------------------------------------------------------ identity
+    def identity(self) -> ChannelIdentity:
+        return ChannelIdentity(self.channel, "sim", "customer")
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.crm.snapshot_now(self.ref)
+
+    # ------------------------------------------------------------------ inputs
+    async def say(self, text: str = "", *, payload: str | None = None, kind: str = "text",
+                  attachments: tuple[ev.Attachment, ...] = ()) -> list[Line]:
+        self._seq += 1
+        shown = text if payload is None else f"{text}"
+        self.transcript.append(Line("user", shown, kind=kind, at=self.now,
+                                    attachments=[{"kind": a.kind, "url": a.url, "name": a.name} for a in attachments]))
+        return await self.feed(ev.InboundMessage(text=text, payload=payload, kind=kind,
+                                                 attachments=attachments, message_id=f"sim-{self._seq}",
+                                                 greeting=self.flow.id))
+
+    def find_button(self, title: str) -> tuple[str, str]:
+        """The text and payload of a button or list row on the newest bot message offering it."""
+        want = normalize(title)
+        for line in reversed(self.transcript):
+            if line.role != "bot" or not line.buttons:
+                continue
+            for t, p in zip(line.buttons, line.payloads):
+                if normalize(t) == want:
+                    if p is None:
+                        raise LookupError(f'"{title}" is a link button; it cannot be clicked in a test')
+                    return t, p
+        raise LookupError(f'no button "{title}" on any message the bot sent')
+
+    async def click(self, title: str) -> list[Line]:
+        text, payload = self.find_button(title)
+        return await self.say(text, payload=payload, kind="button")
+
+    async def wait(self, seconds: float) -> list[Line]:
+        """Move the virtual clock, firing every timer due on the way, in order."""
+        end = self.now + timedelta(seconds=seconds)
+        produced: list[Line] = []
+        while True:
+            due = [(at, tid) for tid, at in self.timers.items() if at <= end.timestamp()]
+            if not due:
+                break
+            at, tid = min(due)
+            del self.timers[tid]
+            self.now = max(self.now, datetime.fromtimestamp(at, tz=self.now.tzinfo))
+            produced += await self.feed(ev.TimerFired(tid))
+        self.now = end
+        return produced
+
+    async def event(self, type_: str, data: Mapping[str, Any]) -> list[Line]:
+        """A business or platform event, named as in ``/event`` and test files."""
+        data = dict(data)
+        if type_ in ("video_opened", "video_closed"):
+            return await self.feed(ev.VideoEvent(type_))
+        if type_ == "takeover":
+            return await self.feed(ev.Takeover(str(data.get("user", "support"))))
+        if type_ == "release":
+            return await self.feed(ev.Release(data.get("step")))
+        if type_ == "stop":
+            return await self.feed(ev.StopBot())
+        if type_ == "start_bot":
+            return await self.feed(ev.StartBot(str(data["bot"]), data.get("step")))
+        if type_ == "widget_callback":
+            wait = self.state.run.wait if self.state.run else None
+            token = str(data.pop("token", None) or (wait.token if wait else ""))
+            return await self.feed(ev.WidgetCallback(token, data.get("body", data)))
+        if type_ == "delivery_failed":
+            ref = data.get("ref") or next((l.ref for l in reversed(self.transcript) if l.role == "bot"), "")
+            return await self.feed(ev.DeliveryFailed(str(ref), str(data.get("reason", "failed"))))
+        if type_ == "lead.stage_changed" and "stage" in data:
+            lead = self.crm.leads[self.ref.lead_id]
+            lead["stage"] = str(data["stage"])
+            lead["pipeline"] = str(data.get("pipeline") or lead["pipeline"])
+        return await self.feed(ev.CrmEvent(type_, data))
+
+    # ------------------------------------------------------------------ the loop
+    async def feed(self, event: ev.Event) -> list[Line]:
+        start = len(self.transcript)
+        result = await self.driver.turn(self.state, event, self.now, self.snapshot())
+        self.state = result.state
+        for effect in result.effects:
+            self._apply(effect)
+        return [line for line in self.transcript[start:] if line.role != "user"]
+
+    def _apply(self, effect: fx.Effect) -> None:
+        if isinstance(effect, fx.SendMessage):
+            if effect.channels is not None and self.channel not in effect.channels:
+                return
+            if effect.list is not None:
+                rows = [r for _, rows in effect.list.sections for r in rows]
+                line = Line("bot", effect.text, [r.title for r in rows], [r.id for r in rows], "list")
+            else:
+                line = Line("bot", effect.text, [b.title for b in effect.buttons],
+                            [b.payload for b in effect.buttons], effect.kind,
+                            [{"kind": a.kind, "url": a.url, "name": a.name} for a in effect.attachments])
+            if effect.template and not effect.text:
+                line.text = f"[template {effect.template}]"
+            line.at, line.ref = self.now, effect.ref
+            self.transcript.append(line)
+        elif isinstance(effect, fx.SetTimer):
+            self.timers[effect.timer_id] = effect.at
+        elif isinstance(effect, fx.CancelTimer):
+            self.timers.pop(effect.timer_id, None)
+        elif isinstance(effect, fx.InternalMessage):
+            self.internal.append({"text": effect.text, "to": list(effect.to)})
+            self.transcript.append(Line("internal", effect.text, at=self.now))
+        elif isinstance(effect, fx.Trace):
+            self.traces.append(effect)
+            if effect.level == "error":
+                self.transcript.append(Line("system", f"{effect.event}: {effect.data.get('error', '')}", at=self.now))
+
+    async def _answer(self, request: fx.Request, state: ConversationState,
+                      snapshot: Mapping[str, Any]) -> ev.RequestResult:
+        p = request.payload
+        if request.kind == "action":
+            do = p["do"]
+            if do in CRM_COMMANDS:
+                try:
+                    result = self.crm.execute_now(self.ref, p)
+                except CrmRejected as exc:
+                    return ev.RequestResult(request.id, ok=False, error=str(exc), snapshot=self.snapshot())
+                return ev.RequestResult(request.id, value=result.value, snapshot=self.snapshot())
+            self.outbox.append(dict(p))
+            if do == "send_webhook":
+                return ev.RequestResult(request.id, value=self._fixture(self.webhooks, str(p.get("url", "")), {"ok": True}))
+            if do == "create_form":
+                return ev.RequestResult(request.id, value={"url": f"https://forms.invalid/f/{len(self.outbox)}"})
+            return ev.RequestResult(request.id, value={"ok": True})
+        if request.kind == "round_robin":
+            key = (str(p["bot"]), str(p["rotation"]))
+            n = self.rotations.get(key, 0)
+            self.rotations[key] = n + 1
+            return ev.RequestResult(request.id, value=n % int(p["options"]))
+        if request.kind == "widget":
+            response = self._fixture(self.widgets, str(p["widget"]), {})
+            if isinstance(response, Mapping) and response.get("fail"):
+                return ev.RequestResult(request.id, ok=False, error=str(response["fail"]))
+            self._seq += 1
+            return ev.RequestResult(request.id, value={"token": f"sim-widget-{self._seq}", "json": response})
+        if request.kind == "custom":
+            handler = self.custom.get(str(p["handler"]))
+            if handler is None:
+                return ev.RequestResult(request.id, ok=False, error=f"no custom handler named {p['handler']!r}")
+            try:
+                return ev.RequestResult(request.id, value=handler(dict(p.get("params") or {}), snapshot))
+            except Exception as exc:  # a handler's bug becomes the step's failed branch
+                return ev.RequestResult(request.id, ok=False, error=f"{type(exc).__name__}: {exc}")
+        return ev.RequestResult(request.id, ok=False, error=f"unknown request {request.kind}")
+
+    @staticmethod
+    def _fixture(table: Mapping[str, Any], key: str, default: Any) -> Any:
+        if key in table:
+            return table[key]
+        for pattern, value in table.items():
+            if pattern.endswith("*") and key.startswith(pattern[:-1]):
+                return value
+        return default
+
+    # ------------------------------------------------------------------ reading
+    def context(self) -> dict[str, Any]:
+        """What ``expect`` and ``/state`` read: the template context plus run, tasks, notes."""
+        snap = self.snapshot()
+        run = self.state.run
+        return {
+            **snap,
+            "vars": dict(run.vars) if run else {},
+            "json": run.json if run else None,
+            "last_validation_result": run.last_validation_result if run else None,
+            "message": self.state.last_message or {},
+            "run": {"bot": run.bot, "step": run.step, "status": run.status, "error": run.error,
+                    "waiting_for": run.wait.kind if run.wait else None} if run else {"status": None},
+            "chat": {"status": self.state.chat_status, "channel": self.channel, "owner": self.state.owner},
+            "tasks": self.crm.lead_tasks(self.ref),
+            "leads": [{k: v for k, v in lead.items()} for lead in self.crm.leads.values()],
+            "notes": self.crm.lead_notes(self.ref),
+            "internal": list(self.internal),
+            "outbox": list(self.outbox),
+            "emails": [x for x in self.outbox if x.get("do") == "send_email"],
+            "webhooks": [x for x in self.outbox if x.get("do") == "send_webhook"],
+            "timers": sorted(self.timers.values()),
+        }

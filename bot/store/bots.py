@@ -1,0 +1,222 @@
+"""Bots and their versions in Redis, with an in-process cache of compiled flows.
+
+Every upload that changes a flow becomes a new immutable version (1, 2, …) and the active one;
+``activate`` rolls back or forward. Running conversations keep the version they started with.
+The cache holds every bot's active version (refreshed through pub/sub when any process
+changes one) and the pinned versions that conversations ask for (``ensure``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ..builder.compiled import CompiledFlow
+from ..builder.validate import check_document
+from ..engine.state import ConversationState
+from ..errors import FlowInvalid, Problem, SalesbotError
+
+log = logging.getLogger("salesbot.bots")
+CHANGED_CHANNEL = "sb:bots:changed"
+
+
+class BotNotFound(SalesbotError):
+    def __init__(self, bot: str, version: int | None = None) -> None:
+        self.bot, self.version = bot, version
+        super().__init__(f"no bot {bot!r}" + (f" version {version}" if version else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    bot: str
+    version: int
+    created_at: float
+    digest: str
+    warnings: tuple[str, ...]
+    name: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.bot, "version": self.version, "created_at": self.created_at,
+                "digest": self.digest, "warnings": list(self.warnings), "name": self.name}
+
+
+def _k(bot: str, part: str) -> str:
+    return f"sb:bot:{{{bot}}}:{part}"
+
+
+class BotRegistry:
+    """A ``FlowSource`` backed by Redis."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._flows: dict[tuple[str, int], CompiledFlow] = {}
+        self._active: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ FlowSource
+    def get(self, bot: str, version: int | None = None) -> CompiledFlow | None:
+        if version is None:
+            version = self._active.get(bot)
+            if version is None:
+                return None
+        return self._flows.get((bot, version))
+
+    # ------------------------------------------------------------------ writing
+    async def put(self, doc: Any) -> tuple[VersionInfo, bool]:
+        """Validate and store a flow; returns its version and whether it is new.
+
+        Raises ``FlowInvalid`` with every problem. The same document as the newest version is
+        not stored again (so loading ``flows/`` at every start adds nothing).
+        """
+        problems, flow = check_document(doc)
+        if flow is None:
+            raise FlowInvalid(problems)
+        bot = flow.id
+        latest = await self.redis.lindex(_k(bot, "versions"), -1)
+        if latest is not None:
+            info = _info(json.loads(latest))
+            if info.digest == flow.digest:
+                return info, False
+        version = int(await self.redis.incr(_k(bot, "seq")))
+        info = VersionInfo(bot, version, time.time(), flow.digest,
+                           tuple(str(p) for p in problems if p.severity == "warning"), flow.name)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(_k(bot, f"v:{version}"), json.dumps(doc, ensure_ascii=False))
+        pipe.rpush(_k(bot, "versions"), json.dumps(info.as_dict()))
+        pipe.set(_k(bot, "active"), version)
+        pipe.sadd("sb:bots", bot)
+        pipe.publish(CHANGED_CHANNEL, bot)
+        await pipe.execute()
+        self._store(flow, version)
+        self._active[bot] = version
+        log.info("bot.version_stored", extra={"bot": bot, "version": version})
+        return info, True
+
+    async def activate(self, bot: str, version: int) -> VersionInfo:
+        versions = await self.versions(bot)
+        info = next((v for v in versions if v.version == version), None)
+        if info is None:
+            raise BotNotFound(bot, version)
+        await self.ensure(bot, version)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(_k(bot, "active"), version)
+        pipe.publish(CHANGED_CHANNEL, bot)
+        await pipe.execute()
+        self._active[bot] = version
+        return info
+
+    # ------------------------------------------------------------------ reading
+    async def ids(self) -> list[str]:
+        return sorted(m.decode() for m in await self.redis.smembers("sb:bots"))
+
+    async def versions(self, bot: str) -> list[VersionInfo]:
+        return [_info(json.loads(v)) for v in await self.redis.lrange(_k(bot, "versions"), 0, -1)]
+
+    async def active_version(self, bot: str) -> int | None:
+        v = await self.redis.get(_k(bot, "active"))
+        return None if v is None else int(v)
+
+    async def document(self, bot: str, version: int | None = None) -> tuple[int, Any]:
+        if version is None:
+            version = await self.active_version(bot)
+            if version is None:
+                raise BotNotFound(bot)
+        raw = await self.redis.get(_k(bot, f"v:{version}"))
+        if raw is None:
+            raise BotNotFound(bot, version)
+        return version, json.loads(raw)
+
+    # ------------------------------------------------------------------ cache
+    def _store(self, flow: CompiledFlow, version: int) -> CompiledFlow:
+        from dataclasses import replace
+
+        compiled = replace(flow, version=version)
+        self._flows[(flow.id, version)] = compiled
+        return compiled
+
+    async def ensure(self, bot: str, version: int | None = None) -> CompiledFlow | None:
+        """Load a version (the active one by default) into the cache; None if it does not exist."""
+        if version is None:
+            version = await self.active_version(bot)
+            if version is None:
+                return None
+            self._active[bot] = version
+        cached = self._flows.get((bot, version))
+        if cached is not None:
+            return cached
+        try:
+            _, doc = await self.document(bot, version)
+        except BotNotFound:
+            return None
+        problems, flow = check_document(doc)
+        if flow is None:  # stored versions were valid when stored; a newer runtime may be stricter
+            log.error("bot.version_invalid", extra={"bot": bot, "version": version,
+                                                   "problems": [str(p) for p in problems[:5]]})
+            return None
+        return self._store(flow, version)
+
+    async def refresh(self, bot: str | None = None) -> None:
+        """Reload the active version of one bot, or of all."""
+        for b in [bot] if bot else await self.ids():
+            await self.ensure(b)
+
+    async def ensure_for(self, state: ConversationState | None, greeting: str | None = None) -> None:
+        """Make sure every flow an event of this conversation may need is in the cache."""
+        if greeting and greeting not in self._active:
+            await self.ensure(greeting)
+        if state is None or state.run is None:
+            return
+        run = state.run
+        if (run.bot, run.version) not in self._flows:
+            await self.ensure(run.bot, run.version)
+        for frame in run.callers:
+            if (frame.bot, frame.version) not in self._flows:
+                await self.ensure(frame.bot, frame.version)
+        flow = self._flows.get((run.bot, run.version))
+        for callee in flow.called_bots if flow else ():
+            if callee not in self._active:
+                await self.ensure(callee)
+
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Follow other processes' uploads and activations until ``stop`` is set; a lost
+        connection (Redis restarting) is retried, then every bot reloaded (changes missed)."""
+        resync = False
+        while not stop.is_set():
+            try:
+                await self._listen(stop, resync)
+            except (RedisError, OSError):
+                log.warning("bot.listen_reconnect", exc_info=True)  # rate-limited while it lasts
+                resync = True
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+
+    async def _listen(self, stop: asyncio.Event, resync: bool) -> None:
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(CHANGED_CHANNEL)
+            if resync:
+                await self.refresh()
+            while not stop.is_set():
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg and msg.get("type") == "message":
+                    bot = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
+                    await self.refresh(bot)
+        finally:
+            await pubsub.aclose()
+
+
+def _info(d: dict[str, Any]) -> VersionInfo:
+    return VersionInfo(d["id"], int(d["version"]), float(d["created_at"]), d["digest"],
+                       tuple(d.get("warnings") or ()), d.get("name") or d["id"])
+
+
+def problems_as_details(problems: list[Problem]) -> list[dict[str, str]]:
+    return [{"pointer": p.pointer, "message": p.message} for p in problems if p.severity == "error"]

@@ -1,0 +1,433 @@
+"""The conversation store on Redis: per-conversation queue, lock, state, transcript.
+
+How ordering and exactly-once handling work (one conversation, any number of processes):
+
+1. ``push`` (one round trip) runs a script that drops a platform message id already seen,
+   appends the event to the conversation's inbox, and tries to take the conversation's lock.
+   The caller that gets the lock also receives the state, the first events of the inbox and the
+   metadata in the same reply, and becomes the conversation's only processor.
+2. The processor runs the events in inbox order and ``save``s (one round trip): a script that
+   checks it still holds the lock, writes the state, removes the processed events, appends the
+   transcript, queues outbound messages, and releases the lock only if the inbox is empty —
+   otherwise it keeps the lock and ``load``s the next batch. An event pushed while another
+   process works is therefore picked up by that process, never lost, never run twice.
+3. A process that dies holding the lock loses it after ``lock_ttl``; every push also records the
+   conversation in a recovery set, from which workers take over conversations whose inbox is
+   not empty and whose lock is free.
+
+The state is written only under the lock (taken *before* state is read), so no update is lost.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from . import codec
+from . import keys as k
+from .resp import RespClient
+from .scripts import Lua, send_commands
+
+_PUSH = """
+local seen_ttl = tonumber(ARGV[6])
+if ARGV[2] ~= '' then
+  local now = tonumber(ARGV[3])
+  if redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then return {-1} end
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - seen_ttl * 1000)
+  redis.call('EXPIRE', KEYS[3], seen_ttl)
+end
+local nmeta = tonumber(ARGV[8])
+if nmeta > 0 then
+  local kv = {}
+  for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
+  redis.call('HSET', KEYS[5], unpack(kv))
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
+  local batch = tonumber(ARGV[7])
+  -- the save writes only the fields that changed: the hash must not expire before it
+  redis.call('EXPIRE', KEYS[5], ARGV[9 + nmeta * 2])
+  return {1, redis.call('GET', KEYS[4]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[5])}
+end
+return {0}
+"""
+
+_LOAD = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local batch = tonumber(ARGV[2])
+return {1, redis.call('GET', KEYS[3]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[4])}
+"""
+
+_ACQUIRE = """
+if redis.call('LLEN', KEYS[1]) == 0 then return {0} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-2} end
+local batch = tonumber(ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+return {1, redis.call('GET', KEYS[3]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[4])}
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_SAVE = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end
+local ttl = tonumber(ARGV[5])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl) end
+local n = tonumber(ARGV[3])
+if n > 0 then redis.call('LTRIM', KEYS[2], n, -1) end
+local i = 7
+local nlog = tonumber(ARGV[i]); i = i + 1
+local first, last = 0, 0
+if nlog > 0 then
+  last = redis.call('INCRBY', KEYS[5], nlog)
+  first = last - nlog + 1
+  for seq = first, last do
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'd', ARGV[i]); i = i + 1
+  end
+  redis.call('EXPIRE', KEYS[4], ttl); redis.call('EXPIRE', KEYS[5], ttl)
+end
+local nout = tonumber(ARGV[i]); i = i + 1
+for j = 1, nout do redis.call('RPUSH', KEYS[7], ARGV[i]); i = i + 1 end
+if nout > 0 then redis.call('EXPIRE', KEYS[7], ttl) end
+local nmeta = tonumber(ARGV[i]); i = i + 1
+if nmeta > 0 then
+  local kv = {}
+  for j = 1, nmeta * 2 do kv[j] = ARGV[i]; i = i + 1 end
+  redis.call('HSET', KEYS[6], unpack(kv))
+end
+redis.call('EXPIRE', KEYS[6], ttl)
+if nlog > 0 then redis.call('PUBLISH', ARGV[i], ARGV[i + 1] .. ' ' .. last) end
+if redis.call('LLEN', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[3])
+  return {0, first, last}
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return {1, first, last}
+"""
+
+_APPEND = """
+local ttl = tonumber(ARGV[1])
+local last = 0
+for j = 3, #ARGV - 1 do
+  last = redis.call('INCR', KEYS[2])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], last .. '-0', 'd', ARGV[j])
+end
+redis.call('EXPIRE', KEYS[1], ttl); redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('PUBLISH', 'sb:events', ARGV[#ARGV] .. ' ' .. last)
+return last
+"""
+
+_FORGET_IF = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) return 1 end
+return 0
+"""
+
+_FAIL = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local n = redis.call('HINCRBY', KEYS[2], 'failures', 1)
+redis.call('HSET', KEYS[2], 'error', ARGV[2], 'error_at', ARGV[3])
+if n >= tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], 'parked', ARGV[3]) end
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('DEL', KEYS[1])
+return n
+"""
+
+_SET_ASIDE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('HEXISTS', KEYS[2], 'parked') == 0 then return {0, 0} end
+local n, keep, dropped = redis.call('LLEN', KEYS[3]), tonumber(ARGV[2]), 0
+if n > keep then redis.call('LTRIM', KEYS[3], 0, keep - 1); dropped = n - keep end
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return {1, dropped}
+"""
+
+_UNPARK = """
+local was = redis.call('HGET', KEYS[1], 'parked')
+redis.call('HDEL', KEYS[1], 'parked', 'failures')
+return was
+"""
+
+SEEN_TTL = 7 * 86400
+#: Events a parked conversation keeps queued; newer ones beyond are dropped (and logged).
+PARKED_INBOX_MAX = 1000
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a processor holds: the lock token, the state blob, events and metadata."""
+
+    cid: str
+    token: str
+    state: bytes | None
+    events: list[bytes]
+    meta: dict[str, str]
+
+
+@dataclass(slots=True)
+class PushResult:
+    duplicate: bool = False
+    batch: Batch | None = None  # set when this caller took the lock and must process
+    prefetched: list[Any] | None = None  # replies to ``push(reads=...)``, with a batch
+
+
+@dataclass(slots=True)
+class SaveRequest:
+    state: bytes | None
+    processed: int
+    log: list[bytes] = field(default_factory=list)
+    out: list[bytes] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+    timers_set: list[tuple[str, float]] = field(default_factory=list)
+    timers_cancel: list[str] = field(default_factory=list)
+    outbox_account: str | None = None
+    activity: float | None = None
+    extra_commands: list[tuple[Any, ...]] = field(default_factory=list)  # more idempotent writes, same round trip
+    preview: tuple[str, str] | None = None  # role and text of the newest entry a person sees
+
+    def add_log(self, entry: dict[str, Any]) -> None:
+        """Append a transcript entry (packed), remembering the newest visible one for the list."""
+        self.log.append(codec.pack(entry))
+        if entry.get("role") in ("user", "bot", "human") and entry.get("text"):
+            self.preview = (str(entry["role"]), str(entry["text"])[:200])
+
+
+@dataclass(slots=True)
+class SaveResult:
+    status: int  # -1 lost the lock, 0 released, 1 more events wait (lock kept)
+    first: int = 0
+    last: int = 0
+
+
+def _meta(flat: Sequence[Any]) -> dict[str, str]:
+    it = iter(flat)
+    return {a.decode(): b.decode() for a, b in zip(it, it)}  # HGETALL: a flat list of bytes
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class ConversationStore:
+    """Redis operations on conversations (see the module docstring for the protocol).
+
+    The per-message scripts (push, load, save) go through ``fast``, a lean pipelined connection
+    to the same server (see ``resp.py``); reads for the API and dashboard use redis-py.
+    """
+
+    def __init__(self, redis: Redis, *, lock_ttl: float = 30.0, ttl_days: int = 90,
+                 transcript_max: int = 1000, shards: int = 16, batch: int = 32,
+                 fast: RespClient | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.clock = clock  # a seam for tests that drive time (dedupe window, recovery score)
+        self.fast = fast or RespClient.like(redis)
+        self._token_prefix = secrets.token_hex(6) + "-"
+        self._tokens = 0
+        self.lock_ttl_ms = int(lock_ttl * 1000)
+        self.ttl = ttl_days * 86400
+        self.transcript_max = transcript_max
+        self.shards = shards
+        self.batch = batch
+        self._push = Lua(redis, _PUSH)
+        self._load = Lua(redis, _LOAD)
+        self._acquire = Lua(redis, _ACQUIRE)
+        self._extend = Lua(redis, _EXTEND)
+        self._save = Lua(redis, _SAVE)
+        self._append = redis.register_script(_APPEND)
+        self._forget_if = redis.register_script(_FORGET_IF)
+        self._fail = redis.register_script(_FAIL)
+        self._set_aside = redis.register_script(_SET_ASIDE)
+        self._unpark = redis.register_script(_UNPARK)
+
+    def _token(self) -> str:
+        """A lock token no other acquisition uses: a random process prefix and a counter."""
+        self._tokens += 1
+        return f"{self._token_prefix}{self._tokens:x}"
+
+    async def _script(self, script: Lua, keys: list[str], args: list[Any]) -> Any:
+        (reply,) = await send_commands(self.fast, [script.command(keys, args)], [script])
+        return reply
+
+    async def close(self) -> None:
+        await self.fast.aclose()
+
+    @staticmethod
+    def _batch(cid: str, token: str, reply: Sequence[Any]) -> Batch:
+        return Batch(cid, token, reply[1] or None, list(reply[2]), _meta(reply[3]))
+
+    async def push(self, cid: str, event: bytes, *, dedupe_id: str | None = None,
+                   meta: dict[str, str] | None = None, reads: Sequence[Sequence[Any]] = ()) -> PushResult:
+        """Queue an event (see the module docstring); ``reads`` are more commands sent in the
+        same round trip, whose replies come back in ``PushResult.prefetched`` with a batch."""
+        key = k.ConversationKey(cid)
+        token = self._token()
+        now_ms = int(self.clock() * 1000)
+        meta_args: list[str] = []
+        for name, value in (meta or {}).items():
+            meta_args += [name, value]
+        args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
+                len(meta_args) // 2, *meta_args, self.ttl]
+        commands = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args),
+                    ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid),
+                    *reads]
+        # A failed read only loses the prefetch (the caller reads again); the push itself happened.
+        reply, _, *prefetched = await send_commands(self.fast, commands, [self._push], check=2)
+        if any(isinstance(r, ResponseError) for r in prefetched):
+            prefetched = []
+        if reply[0] == -1:
+            return PushResult(duplicate=True)
+        if reply[0] == 1:
+            return PushResult(batch=self._batch(cid, token, reply), prefetched=prefetched if reads and prefetched else None)
+        return PushResult()
+
+    async def load(self, cid: str, token: str) -> Batch | None:
+        """The next events for a processor that still holds the lock (None if it lost it)."""
+        key = k.ConversationKey(cid)
+        reply = await self._script(self._load, [key.inbox, key.lock, key.state, key.meta],
+                                   [token, self.batch, self.lock_ttl_ms])
+        return self._batch(cid, token, reply) if reply[0] == 1 else None
+
+    async def acquire(self, cid: str) -> Batch | bool | None:
+        """Take over a conversation with waiting events: a Batch, False if locked, None if idle."""
+        key = k.ConversationKey(cid)
+        token = self._token()
+        reply = await self._script(self._acquire, [key.inbox, key.lock, key.state, key.meta],
+                                   [token, self.lock_ttl_ms, self.batch, self.ttl])
+        if reply[0] == 1:
+            return self._batch(cid, token, reply)
+        return False if reply[0] == -2 else None
+
+    async def extend(self, cid: str, token: str) -> bool:
+        key = k.ConversationKey(cid)
+        return bool(await self._script(self._extend, [key.lock], [token, self.lock_ttl_ms]) == 1)
+
+    async def save(self, cid: str, token: str, req: SaveRequest) -> SaveResult:
+        key = k.ConversationKey(cid)
+        args: list[Any] = [token, req.state or b"", req.processed, self.lock_ttl_ms, self.ttl,
+                           self.transcript_max, len(req.log), *req.log, len(req.out), *req.out]
+        meta_args: list[str] = []
+        for name, value in req.meta.items():
+            meta_args += [name, value]
+        args += [len(meta_args) // 2, *meta_args, k.EVENTS_CHANNEL, cid]
+        commands: list[Any] = [self._save.command(
+            [key.state, key.inbox, key.lock, key.log, key.counter, key.meta, key.out], args)]
+        timers = k.timer_shard_key(k.shard_of(cid, self.shards))
+        if req.timers_set:
+            commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
+        if req.timers_cancel:
+            commands.append(("ZREM", timers, *req.timers_cancel))
+        if req.out and req.outbox_account:
+            commands.append(("ZADD", k.outbox_queue_key(req.outbox_account), "NX", self.clock(), cid))
+        if req.activity is not None:
+            commands.append(("ZADD", k.activity_index_key(), req.activity, cid))
+        commands += req.extra_commands
+        replies = await send_commands(self.fast, commands, [self._save])
+        status, first, last = replies[0]
+        return SaveResult(int(status), int(first), int(last))
+
+    async def append_log(self, cid: str, entries: list[bytes]) -> int:
+        """Append transcript entries outside a processing turn (delivery receipts and the like)."""
+        key = k.ConversationKey(cid)
+        return int(await self._append(keys=[key.log, key.counter],
+                                      args=[self.ttl, self.transcript_max, *entries, cid]))
+
+    async def read_log(self, cid: str, after: int = 0, limit: int = 200) -> list[tuple[int, bytes]]:
+        key = k.ConversationKey(cid)
+        rows = await self.redis.xrange(key.log, min=f"{after + 1}-0", max="+", count=limit)
+        return [(int(_s(entry_id).split("-")[0]), fields[b"d"]) for entry_id, fields in rows]
+
+    async def tail_log(self, cid: str, limit: int = 200) -> list[tuple[int, bytes]]:
+        key = k.ConversationKey(cid)
+        rows = await self.redis.xrevrange(key.log, max="+", min="-", count=limit)
+        return [(int(_s(entry_id).split("-")[0]), fields[b"d"]) for entry_id, fields in reversed(rows)]
+
+    async def meta(self, cid: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(k.ConversationKey(cid).meta)
+        return {_s(a): _s(b) for a, b in raw.items()}
+
+    async def state(self, cid: str) -> bytes | None:
+        data = await self.redis.get(k.ConversationKey(cid).state)
+        return data or None
+
+    async def pending_due(self, shard: int, now: float, limit: int = 100) -> list[tuple[str, float]]:
+        rows = await self.redis.zrangebyscore(k.pending_key(shard), "-inf", now, start=0, num=limit, withscores=True)
+        return [(_s(cid), float(score)) for cid, score in rows]
+
+    async def forget_pending(self, cid: str, score: float) -> None:
+        await self._forget_if(keys=[k.pending_key(k.shard_of(cid, self.shards))], args=[cid, score])
+
+    async def postpone_pending(self, cid: str, at: float) -> None:
+        """Move a pending conversation's recovery time later (never earlier, never re-adding it),
+        so recovery's page of due conversations always moves on."""
+        await self.redis.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: at}, xx=True, gt=True)
+
+    async def record_failure(self, cid: str, token: str, error: str, *, park_after: int) -> tuple[int, bool]:
+        """A batch failed: count it, keep the error, release the lock. Below ``park_after``
+        failures in a row recovery tries again after a backoff (a 30th of the lock TTL, doubled
+        each time: 1, 2, 4, 8 s with the default 30 s, at most the TTL); at ``park_after`` the conversation is parked: its events stay queued, untouched,
+        until a person asks for a retry. Returns (failures in a row, parked)."""
+        key = k.ConversationKey(cid)
+        now = self.clock()
+        failures = int(await self._fail(keys=[key.lock, key.meta],
+                                        args=[token, error[:300], f"{now:.3f}", park_after, self.ttl]))
+        if failures < 0:  # the lock was lost meanwhile: its new holder has the conversation
+            return 0, False
+        pending = k.pending_key(k.shard_of(cid, self.shards))
+        if failures >= park_after:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrem(pending, cid)
+            pipe.zadd(k.parked_key(), {cid: now})
+            await pipe.execute()
+            return failures, True
+        retry_in = min(self.lock_ttl_ms / 30_000 * 2.0 ** (failures - 1), self.lock_ttl_ms / 1000)
+        await self.redis.zadd(pending, {cid: now + retry_in})
+        return failures, False
+
+    async def set_aside(self, cid: str, token: str) -> tuple[bool, int]:
+        """A parked conversation was taken (a new event, recovery): give the lock back unprocessed
+        and keep it out of recovery. Returns (still parked, events dropped beyond
+        ``PARKED_INBOX_MAX``). Unparked meanwhile (a person's retry won the race): recovery
+        takes it at once."""
+        key = k.ConversationKey(cid)
+        parked, dropped = await self._set_aside(keys=[key.lock, key.meta, key.inbox],
+                                                args=[token, PARKED_INBOX_MAX, self.ttl])
+        pending = k.pending_key(k.shard_of(cid, self.shards))
+        if parked:
+            await self.redis.zrem(pending, cid)
+        else:
+            await self.redis.zadd(pending, {cid: self.clock()})
+        return bool(parked), int(dropped)
+
+    async def pend(self, cid: str, at: float) -> None:
+        """Put a conversation in the recovery set (due at ``at``), as a push does."""
+        await self.redis.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: at})
+
+    async def unpark(self, cid: str) -> bool:
+        """Clear a conversation's parked mark and failure count (True if it was parked)."""
+        was = await self._unpark(keys=[k.ConversationKey(cid).meta], args=[])
+        await self.redis.zrem(k.parked_key(), cid)
+        return bool(was)
+
+    async def parked(self, limit: int = 200) -> list[str]:
+        """The parked conversations, most recently parked first (entries whose conversation was
+        retried or expired meanwhile are dropped from the index)."""
+        cids = [_s(c) for c in await self.redis.zrevrange(k.parked_key(), 0, limit - 1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in cids:
+            pipe.hexists(k.ConversationKey(cid).meta, "parked")
+        marks = await pipe.execute() if cids else []
+        stale = [cid for cid, mark in zip(cids, marks) if not mark]
+        if stale:
+            await self.redis.zrem(k.parked_key(), *stale)
+        return [cid for cid, mark in zip(cids, marks) if mark]

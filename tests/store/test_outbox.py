@@ -1,0 +1,125 @@
+"""The outbox against a real Redis with a scripted fake platform sender."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bot.channels.base import Capabilities
+from bot.channels.registry import ChannelRegistry
+from bot.config import load_config
+from bot.engine import events as ev
+from bot.server.services import Services, open_services
+from bot.store import codec
+from bot.store.outbox import DeliveryRejected, DeliveryTemporary
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+class FakeSender:
+    """A minimal channel adapter whose sends are scripted."""
+
+    name = "fake"
+    capabilities = Capabilities(max_buttons=3, button_title_max=20)
+
+    def __init__(self, **_: Any) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.fail: dict[str, list[Exception]] = {}  # text -> errors to raise, in order
+
+    def handshake(self, request: Any) -> None:
+        return None
+
+    def verify(self, request: Any) -> None:
+        return None
+
+    def parse(self, request: Any) -> list[Any]:
+        return []
+
+    async def acknowledge(self, item: Any) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def send(self, account: str, chat: Mapping[str, str], message: Mapping[str, Any]) -> str | None:
+        errors = self.fail.get(message["text"])
+        if errors:
+            raise errors.pop(0)
+        self.sent.append((chat["external_id"], message["text"]))
+        return f"p{len(self.sent)}"
+
+
+def _services(redis_url: str):  # type: ignore[no-untyped-def]
+    return open_services(_config(redis_url), start_hub=False,
+                         registry=ChannelRegistry(extra={"fake": FakeSender}, use_entry_points=False))
+
+
+def _config(redis_url: str, **settings: Any):  # type: ignore[no-untyped-def]
+    return load_config(env={}, overrides={
+        "redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+        "accounts": {"acme": {"channel": "fake", "greeting_bot": "notify",
+                              "settings": {"chat_interval": 0, "rate": 1000, **settings}}}})
+
+
+async def _start(svc: Services, chat: str) -> str:
+    cid = f"fake:acme:{chat}"
+    await svc.conversations.deliver(cid, ev.InboundMessage(text="hi", greeting="notify"),
+                                    meta={"channel": "fake", "account": "acme", "external_id": chat})
+    return cid
+
+
+async def _drain(svc: Services, rounds: int = 20) -> None:
+    for _ in range(rounds):
+        if not await svc.outbox.run_once():
+            return
+
+
+async def test_messages_leave_in_order_through_the_outbox(redis: Redis, redis_url: str) -> None:
+    async with _services(redis_url) as svc:
+        sender = svc.senders["acme"]
+        await _start(svc, "c1")
+        await _start(svc, "c2")
+        await _drain(svc)
+        assert [t for c, t in sender.sent if c == "c1"] == ["first", "second", "third"]
+        assert [t for c, t in sender.sent if c == "c2"] == ["first", "second", "third"]
+        assert await svc.outbox.depth("acme") == 0
+
+
+async def test_a_temporary_failure_is_retried_with_backoff_and_nothing_is_lost(redis: Redis, redis_url: str) -> None:
+    async with _services(redis_url) as svc:
+        sender = svc.senders["acme"]
+        sender.fail["second"] = [DeliveryTemporary("429", retry_after=0), DeliveryTemporary("503")]
+        svc.outbox.backoff = lambda attempts: 0.0  # type: ignore[method-assign]
+        cid = await _start(svc, "c1")
+        await _drain(svc)
+        assert [t for _, t in sender.sent] == ["first", "second", "third"]
+        state = codec.decode_state(await svc.store.state(cid))  # type: ignore[arg-type]
+        assert state.run.step == "three" and state.run.status == "waiting"
+
+
+async def test_a_rejected_message_takes_the_steps_failed_branch(redis: Redis, redis_url: str) -> None:
+    async with _services(redis_url) as svc:
+        sender = svc.senders["acme"]
+        sender.fail["second"] = [DeliveryRejected("user blocked the bot")]
+        cid = await _start(svc, "c1")
+        await _drain(svc)
+        state = codec.decode_state(await svc.store.state(cid))  # type: ignore[arg-type]
+        assert state.run.step == "on_failed"
+        transcript = [codec.unpack(b) for _, b in await svc.store.read_log(cid)]
+        assert {"role": "internal", "text": "could not deliver: the customer blocked us"}.items() <= transcript[-1].items()
+
+
+async def test_giving_up_after_max_attempts(redis: Redis, redis_url: str) -> None:
+    async with _services(redis_url) as svc:
+        sender = svc.senders["acme"]
+        sender.fail["second"] = [DeliveryTemporary("down")] * 20
+        svc.outbox.backoff = lambda attempts: 0.0  # type: ignore[method-assign]
+        svc.outbox.max_attempts = 3
+        cid = await _start(svc, "c1")
+        await _drain(svc, 50)
+        state = codec.decode_state(await svc.store.state(cid))  # type: ignore[arg-type]
+        assert state.run.step == "on_failed"
+        assert [t for _, t in sender.sent] == ["first", "third"]

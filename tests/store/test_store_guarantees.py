@@ -1,0 +1,339 @@
+"""The conversation store's promises, attacked one by one on a real Redis.
+
+"Exactly once, in order, nothing lost" rests on a few exact values in ``store.py``'s scripts:
+who may write (the lock token), how long a lock lives and when it is renewed or released,
+how long a platform message id is remembered, and when recovery may look at a conversation.
+Each test here pins one of them, so that changing it fails a test (each was checked against
+the mutated script). Time is driven through the store's ``clock`` seam and lock expiry by
+deleting or shortening the lock key, never by sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.store import keys as k
+from bot.store.conversations import SEEN_TTL, Batch, ConversationStore, SaveRequest
+
+LOCK_TTL = 30.0
+LOCK_MS = int(LOCK_TTL * 1000)
+DAY = 86400.0
+#: A realistic epoch (14 Nov 2023), so scores look like the ones production writes.
+T0 = 1_700_000_000.0
+CID = "test:acct:guarantees"
+KEY = k.ConversationKey(CID)
+#: How far a PTTL read right after a write may fall below the TTL set (a loaded machine).
+SLACK_MS = 5000
+
+
+class Clock:
+    """A clock the test moves by hand: the store reads ``now`` for dedupe and recovery."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def stores(redis: Redis, clock: Clock) -> AsyncIterator[tuple[ConversationStore, ...]]:
+    """Three processes on one Redis: two processors and a recovery worker, one clock."""
+    made = tuple(ConversationStore(redis, lock_ttl=LOCK_TTL, batch=2, clock=clock)
+                 for _ in range(3))
+    yield made
+    for store in made:
+        await store.close()
+
+
+async def _lock(redis: Redis) -> bytes | None:
+    value: bytes | None = await redis.get(KEY.lock)  # type: ignore[assignment]
+    return value
+
+
+async def _inbox(redis: Redis) -> list[bytes]:
+    return cast(list[bytes], await redis.lrange(KEY.inbox, 0, -1))
+
+
+def _req(state: bytes, events: list[bytes], *, out: list[bytes] | None = None,
+         meta: dict[str, str] | None = None, outbox_account: str | None = None) -> SaveRequest:
+    return SaveRequest(state=state, processed=len(events), log=list(events), out=out or [],
+                       meta=meta or {}, outbox_account=outbox_account)
+
+
+async def _held(redis: Redis, batch: Batch) -> None:
+    """The batch's holder owns the lock, for (almost) the whole lock TTL."""
+    assert await _lock(redis) == batch.token.encode()
+    assert LOCK_MS - SLACK_MS < await redis.pttl(KEY.lock) <= LOCK_MS
+
+
+# --- 1. a processor that lost its lock cannot write -------------------------------------------
+
+
+async def test_a_processor_whose_lock_expired_mid_batch_cannot_write(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    a, b, _ = stores
+    first = await a.push(CID, b"e1", dedupe_id="m1")
+    assert first.batch is not None
+    # a is slow: its lock outlives the TTL and is gone; b's push takes the conversation over.
+    clock.now += LOCK_TTL + 1
+    await redis.delete(KEY.lock)
+    second = await b.push(CID, b"e2", dedupe_id="m2")
+    assert second.batch is not None and second.batch.events == [b"e1", b"e2"]
+
+    late = await a.save(CID, first.batch.token, _req(b"state-by-a", first.batch.events,
+                                                       out=[b"hi"], meta={"by": "a"}))
+    assert (late.status, late.first, late.last) == (-1, 0, 0)
+    assert await a.state(CID) is None
+    assert await a.read_log(CID) == []
+    assert await _inbox(redis) == [b"e1", b"e2"]  # nothing removed by the loser
+    assert await redis.llen(KEY.out) == 0
+    assert "by" not in await a.meta(CID)
+    await _held(redis, second.batch)  # the new holder's lock is untouched
+    assert await a.load(CID, first.batch.token) is None
+    assert await a.extend(CID, first.batch.token) is False
+
+    done = await b.save(CID, second.batch.token, _req(b"state-by-b", second.batch.events))
+    assert done.status == 0
+    assert await b.state(CID) == b"state-by-b"
+    assert [d for _, d in await b.read_log(CID)] == [b"e1", b"e2"]
+
+
+async def test_a_processor_whose_lock_expired_cannot_overwrite_the_newer_state(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """The new holder finished and released the lock: the old one still may not write."""
+    a, _, worker = stores
+    first = await a.push(CID, b"e1", dedupe_id="m1")
+    assert first.batch is not None
+    clock.now += LOCK_TTL + 1
+    await redis.delete(KEY.lock)
+    taken = await worker.acquire(CID)
+    assert isinstance(taken, Batch) and taken.events == [b"e1"]
+    assert (await worker.save(CID, taken.token, _req(b"newer", taken.events))).status == 0
+    assert await _lock(redis) is None
+
+    late = await a.save(CID, first.batch.token, _req(b"older", first.batch.events))
+    assert late.status == -1
+    assert await a.state(CID) == b"newer"
+    assert [d for _, d in await a.read_log(CID)] == [b"e1"]
+
+
+# --- 5. exact values of the lock ----------------------------------------------------------------
+
+
+async def test_push_takes_the_lock_for_the_lock_ttl(
+        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+    a, b, _ = stores
+    pushed = await a.push(CID, b"e1")
+    assert pushed.batch is not None
+    await _held(redis, pushed.batch)
+    queued = await b.push(CID, b"e2")  # queued behind the holder, who keeps the lock
+    assert queued.batch is None and not queued.duplicate
+    await _held(redis, pushed.batch)
+
+
+async def test_load_renews_the_lock(redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+    a, _, _ = stores
+    pushed = await a.push(CID, b"e1")
+    assert pushed.batch is not None
+    await redis.pexpire(KEY.lock, 1000)
+    loaded = await a.load(CID, pushed.batch.token)
+    assert loaded is not None and loaded.events == [b"e1"]
+    await _held(redis, pushed.batch)
+
+
+async def test_extend_renews_only_with_the_holders_token(
+        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+    a, b, _ = stores
+    pushed = await a.push(CID, b"e1")
+    assert pushed.batch is not None
+    await redis.pexpire(KEY.lock, 1000)
+    assert await b.extend(CID, "someone-else") is False
+    assert await _lock(redis) == pushed.batch.token.encode()
+    assert 0 < await redis.pttl(KEY.lock) <= 1000  # not extended
+    assert await a.extend(CID, pushed.batch.token) is True
+    await _held(redis, pushed.batch)
+
+
+async def test_extend_of_a_lock_that_is_gone_fails_and_takes_nothing(
+        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+    a, _, _ = stores
+    pushed = await a.push(CID, b"e1")
+    assert pushed.batch is not None
+    await redis.delete(KEY.lock)
+    assert await a.extend(CID, pushed.batch.token) is False
+    assert await redis.exists(KEY.lock) == 0
+
+
+async def test_acquire_on_an_empty_inbox_returns_none_and_takes_no_lock(
+        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+    a, _, worker = stores
+    assert await worker.acquire(CID) is None  # never seen
+    assert await redis.exists(KEY.lock) == 0
+    pushed = await a.push(CID, b"e1", meta={"channel": "test"})
+    assert pushed.batch is not None
+    assert (await a.save(CID, pushed.batch.token, _req(b"s", pushed.batch.events))).status == 0
+    assert await worker.acquire(CID) is None  # idle: state and meta exist, the inbox is empty
+    assert await redis.exists(KEY.lock) == 0
+
+
+async def test_acquire_takes_a_free_lock_for_the_lock_ttl_and_not_a_held_one(
+        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+    a, _, worker = stores
+    pushed = await a.push(CID, b"e1")
+    assert pushed.batch is not None
+    assert await worker.acquire(CID) is False
+    await _held(redis, pushed.batch)
+    await redis.delete(KEY.lock)
+    taken = await worker.acquire(CID)
+    assert isinstance(taken, Batch) and taken.events == [b"e1"]
+    await _held(redis, taken)
+
+
+async def test_save_keeps_and_renews_the_lock_while_events_wait_and_releases_it_after(
+        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+    a, b, _ = stores
+    pushed = await a.push(CID, b"e1")
+    assert pushed.batch is not None and pushed.batch.events == [b"e1"]
+    assert (await b.push(CID, b"e2")).batch is None  # arrives while a works
+    await redis.pexpire(KEY.lock, 1000)
+
+    saved = await a.save(CID, pushed.batch.token, _req(b"s1", pushed.batch.events))
+    assert saved.status == 1
+    await _held(redis, pushed.batch)  # kept, and renewed for a whole TTL
+    assert await _inbox(redis) == [b"e2"]
+    assert (await b.push(CID, b"e3")).batch is None  # still a's: nobody else takes over
+
+    nxt = await a.load(CID, pushed.batch.token)
+    assert nxt is not None and nxt.events == [b"e2", b"e3"] and nxt.state == b"s1"
+    saved = await a.save(CID, nxt.token, _req(b"s3", nxt.events))
+    assert saved.status == 0
+    assert await redis.exists(KEY.lock) == 0
+    assert await _inbox(redis) == []
+    assert [d for _, d in await a.read_log(CID)] == [b"e1", b"e2", b"e3"]
+
+
+# --- 3. the dedupe window ------------------------------------------------------------------------
+
+
+async def test_the_seen_set_lives_seven_days(
+        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+    a, _, _ = stores
+    assert SEEN_TTL == 7 * 86400
+    await a.push(CID, b"e1", dedupe_id="m1")
+    assert 7 * DAY * 1000 - SLACK_MS < await redis.pttl(KEY.seen) <= 7 * DAY * 1000
+    assert await redis.zscore(KEY.seen, "m1") == T0 * 1000  # scored in ms
+
+
+async def test_a_redelivery_six_days_later_is_still_handled_once(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    a, b, _ = stores
+    assert not (await a.push(CID, b"e1", dedupe_id="m1")).duplicate
+    clock.now = T0 + 6 * DAY
+    assert not (await b.push(CID, b"e2", dedupe_id="m2")).duplicate  # a new id trims the set
+    again = await b.push(CID, b"e1", dedupe_id="m1")
+    assert again.duplicate and again.batch is None
+    clock.now = T0 + 7 * DAY - 1  # the last second of the window
+    assert not (await b.push(CID, b"e3", dedupe_id="m3")).duplicate
+    assert (await a.push(CID, b"e1", dedupe_id="m1")).duplicate
+    assert await _inbox(redis) == [b"e1", b"e2", b"e3"]
+
+
+async def test_a_redelivery_more_than_seven_days_later_is_accepted_again(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    a, b, _ = stores
+    assert not (await a.push(CID, b"e1", dedupe_id="m1")).duplicate
+    clock.now = T0 + 7 * DAY + 1
+    assert not (await b.push(CID, b"e2", dedupe_id="m2")).duplicate  # trims m1
+    assert await redis.zscore(KEY.seen, "m1") is None
+    assert not (await b.push(CID, b"e1", dedupe_id="m1")).duplicate
+    assert await _inbox(redis) == [b"e1", b"e2", b"e1"]
+    assert await redis.zscore(KEY.seen, "m1") == (T0 + 7 * DAY + 1) * 1000
+
+
+# --- 4. recovery after the lock TTL, not before ----------------------------------------------
+
+
+async def test_a_dead_processors_conversation_is_recovered_after_the_lock_ttl_not_before(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    a, _, worker = stores
+    shard = k.shard_of(CID, worker.shards)
+    pushed = await a.push(CID, b"e1", dedupe_id="m1")
+    assert pushed.batch is not None  # ... and a dies holding the lock
+    due_at = T0 + LOCK_TTL
+    assert await redis.zscore(k.pending_key(shard), CID) == due_at
+    assert await worker.pending_due(shard, T0) == []
+    assert await worker.pending_due(shard, due_at - 0.001) == []
+
+    clock.now = due_at  # the lock's TTL has passed: Redis drops the lock
+    await redis.delete(KEY.lock)
+    assert await worker.pending_due(shard, clock.now) == [(CID, due_at)]
+    taken = await worker.acquire(CID)
+    assert isinstance(taken, Batch) and taken.events == [b"e1"]
+    assert (await worker.save(CID, taken.token, _req(b"s", taken.events))).status == 0
+    assert await worker.acquire(CID) is None
+    await worker.forget_pending(CID, due_at)
+    assert await worker.pending_due(shard, clock.now + DAY) == []
+
+
+async def test_every_push_moves_the_recovery_time_to_now_plus_the_lock_ttl(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    a, b, _ = stores
+    shard = k.shard_of(CID, a.shards)
+    await a.push(CID, b"e1")
+    clock.now = T0 + 10
+    await b.push(CID, b"e2")  # queued behind a
+    assert await redis.zscore(k.pending_key(shard), CID) == T0 + 10 + LOCK_TTL
+
+
+async def test_forget_pending_removes_only_an_entry_not_newer_than_the_one_read(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """Recovery read (cid, score), found the inbox empty, and forgets; a push in between moved
+    the score later and must keep the entry, or a crash of that push's processor is never
+    recovered."""
+    a, _, worker = stores
+    shard = k.shard_of(CID, worker.shards)
+    await a.push(CID, b"e1")
+    read = T0 + LOCK_TTL
+    clock.now = T0 + 5
+    await a.push(CID, b"e2")
+    newer = T0 + 5 + LOCK_TTL
+    await worker.forget_pending(CID, read)
+    assert await redis.zscore(k.pending_key(shard), CID) == newer
+    await worker.forget_pending(CID, newer)
+    assert await redis.zscore(k.pending_key(shard), CID) is None
+    await a.push(CID, b"e3")
+    await worker.forget_pending(CID, newer + 1)  # an older entry than the one read: gone
+    assert await redis.zscore(k.pending_key(shard), CID) is None
+
+
+# --- 5. the outbox queue keeps the oldest waiting time -----------------------------------------
+
+
+async def test_the_outbox_queue_keeps_the_first_score(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """The outbox serves conversations oldest first; a later save must not push one back."""
+    a, _, _ = stores
+    queue = k.outbox_queue_key("acct")
+    pushed = await a.push(CID, b"e1")
+    assert pushed.batch is not None
+    saved = await a.save(CID, pushed.batch.token,
+                         _req(b"s1", pushed.batch.events, out=[b"o1"], outbox_account="acct"))
+    assert saved.status == 0
+    assert await redis.zscore(queue, CID) == T0
+    clock.now = T0 + 60
+    pushed = await a.push(CID, b"e2")
+    assert pushed.batch is not None
+    await a.save(CID, pushed.batch.token,
+                 _req(b"s2", pushed.batch.events, out=[b"o2"], outbox_account="acct"))
+    assert await redis.zscore(queue, CID) == T0
+    assert await redis.lrange(KEY.out, 0, -1) == [b"o1", b"o2"]
