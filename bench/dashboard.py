@@ -44,7 +44,8 @@ FIRST = ["Ayşe", "Mehmet", "Elif", "Can", "Zeynep", "Mustafa", "Emine", "Ahmet"
          "Lucas", "Emma", "Noah", "Olivia", "Liam", "Mia", "Leon", "Nora", "Jonas", "Lea", "Felix", "Clara", "Paul",
          "Ida", "Max", "Sara", "Omar", "Layla", "Yusuf", "Amira", "Karim", "Nadia", "Ivan", "Olga", "Dmitri", "Irina",
          "Pablo", "Lucia", "Mateo", "Elena", "Hugo", "Alice", "Louis", "Chloé", "Jules"]
-LAST = ["Yılmaz", "Kaya", "Demir", "Şahin", "Çelik", "Yıldız", "Yıldırım", "Öztürk", "Aydın", "Özdemir", "Arslan", "Doğan",
+LAST = ["Yılmaz", "Kaya", "Demir", "Şahin", "Çelik", "Yıldız", "Yıldırım", "Öztürk", "Aydın", "Özdemir", "Arslan",
+        "Doğan",
         "Kılıç", "Aslan", "Çetin", "Kara", "Koç", "Kurt", "Özkan", "Şimşek", "Smith", "Johnson", "Brown", "Garcia",
         "Miller", "Davis", "Martinez", "Lopez", "Wilson", "Anderson", "Müller", "Schmidt", "Schneider", "Fischer",
         "Weber", "Meyer", "Wagner", "Becker", "Hoffmann", "Koch", "Rossi", "Russo", "Ferrari", "Esposito", "Bianchi",
@@ -174,7 +175,8 @@ async def main(args: argparse.Namespace) -> int:
                         times.sort()
                         p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
                         worst = max(worst, p95)
-                        print(f"{label[:52]:52} {rows:>5} {statistics.median(times):>10.1f} {p95:>8.1f} {times[-1]:>8.1f}"
+                        median = statistics.median(times)
+                        print(f"{label[:52]:52} {rows:>5} {median:>10.1f} {p95:>8.1f} {times[-1]:>8.1f}"
                               + ("  (truncated search)" if truncated else ""))
             finally:
                 await srv.close()

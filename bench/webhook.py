@@ -453,7 +453,7 @@ async def closed_loop(session: Any, url: str, bodies: Iterator[bytes] | None, tr
 async def prime(session: Any, url: str, traffic: Traffic) -> int:
     """One message per session (first contact: CRM identity, new conversation), 8 in flight."""
     bodies = iter([traffic.body(s) for s in traffic.sessions])
-    ok, errors, _ = await closed_loop(session, url, bodies, traffic, None, 8)
+    _ok, errors, _ = await closed_loop(session, url, bodies, traffic, None, 8)
     return errors
 
 
@@ -504,7 +504,7 @@ class Searcher:
 def commandstats(client: Any) -> dict[str, int]:
     stats = client.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()
-            if name not in ("cmdstat_info",)}
+            if name != "cmdstat_info"}
 
 
 async def redis_commands_per_message(session: Any, url: str, traffic: Traffic, redis_url: str,
@@ -660,13 +660,15 @@ async def wait_ready(session: Any, base: str, proc: subprocess.Popen[bytes], log
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+            tail = (await asyncio.to_thread(log.read_text, errors="replace"))[-3000:]
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail}")
         with contextlib.suppress(Exception):
             async with session.get(base + "/healthz") as resp:
                 if resp.status == 200:
                     return
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"server not ready after {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
+    tail = (await asyncio.to_thread(log.read_text, errors="replace"))[-3000:]
+    raise RuntimeError(f"server not ready after {timeout:.0f} s:\n{tail}")
 
 
 async def check_replies(session: Any, base: str, traffic: Traffic, sample: int = 5) -> tuple[int, int]:
@@ -791,7 +793,7 @@ async def run_servers(procs: Processes, redis_url: str, redis_pid: int | None, t
         sb.result["sample_transcripts"] = {"user_messages": users, "bot_replies": bots}
     for srv in servers:
         procs.stop(srv.proc)
-        srv.result["server_log_lines"] = sum(1 for _ in open(srv.log, "rb"))
+        srv.result["server_log_lines"] = (await asyncio.to_thread(srv.log.read_bytes)).count(b"\n")
     return {srv.kind: srv.result for srv in servers}
 
 
@@ -813,7 +815,7 @@ def print_table(results: dict[str, Any], out: Any) -> None:
                   fmt(best.get("cpu_us_per_msg"), ".0f"), fmt(best.get("redis_cpu_us_per_msg"), ".0f"),
                   fmt(r["redis"]["commands_per_msg"]), fmt(rt.get("client_cmds_per_msg")), fmt(rt.get("rts_per_msg")),
                   fmt(r.get("others_cores_during_search"), ".2f")]
-        out.write(" ".join(f"{v:{a}{w}}" for v, (*_, w, a) in zip(values, cols)) + "\n")
+        out.write(" ".join(f"{v:{a}{w}}" for v, (*_, w, a) in zip(values, cols, strict=True)) + "\n")
     out.write(f"ratio: {fmt(results['ratio'], '.2f')} (aim >= 0.7)   salesbot round trips/msg: "
               f"{fmt(results['salesbot'].get('round_trips', {}).get('rts_per_msg'))} (aim <= 3)\n")
 

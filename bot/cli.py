@@ -85,7 +85,8 @@ def _cmd_push(args: argparse.Namespace, out: TextIO) -> int:
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 body = json.loads(resp.read())
-            out.write(f"{name}: {bot} version {body['version']}" + (" (unchanged)" if resp.status == 200 else "") + "\n")
+            unchanged = " (unchanged)" if resp.status == 200 else ""
+            out.write(f"{name}: {bot} version {body['version']}{unchanged}\n")
             out.writelines(f"{name}: warning: {w}\n" for w in body.get("warnings", []))
         except urllib.error.HTTPError as exc:
             failed = True

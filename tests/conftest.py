@@ -39,7 +39,8 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
-def pytest_asyncio_loop_factories(config: Any, item: pytest.Item) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+def pytest_asyncio_loop_factories(config: Any,
+                                  item: pytest.Item) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Tests marked ``both_loops`` run on the standard event loop and on uvloop (which
     ``salesbot serve`` uses when installed); the others on the standard loop only."""
     if item.get_closest_marker("both_loops") is None:

@@ -46,7 +46,7 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str], port: int | None, log: Path) -> None:
         self.port = port
         self.log_path = log
-        self._log = open(log, "wb")
+        self._log = open(log, "wb")  # noqa: SIM115 - open for the child's whole life, closed in stop()
         self.popen = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env,
                                       stdout=self._log, stderr=subprocess.STDOUT)
 

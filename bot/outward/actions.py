@@ -36,7 +36,6 @@ from ..builder.durations import DurationError, parse_duration
 from ..config import Config
 from ..engine.state import ConversationState
 from ..errors import ActionFailed, ActionRefused, CrmError
-from ..runtime.requests import crm_ref_of
 from .email import (
     SUPPRESSED,
     SmtpSender,
@@ -75,6 +74,13 @@ def normalized_phone(phone: str) -> str | None:
     except phonenumbers.NumberParseException:
         digits = "".join(c for c in phone if c.isdigit()).lstrip("0")
         return digits or None
+
+
+def crm_ref_of(state: ConversationState) -> CrmRef | None:
+    """The CRM records the conversation loop attached to the state."""
+    if not state.crm or not state.crm.get("lead_id"):
+        return None
+    return CrmRef(state.crm["contact_id"], state.crm["lead_id"], state.crm.get("company_id") or None)
 
 
 class OutwardActions:
@@ -163,8 +169,8 @@ class OutwardActions:
             raise ActionFailed(f"send_webhook: {url} did not answer within {timeout:g}s") from None
         except aiohttp.ClientError as exc:
             if refused_cause(exc):
-                raise ActionRefused(f"send_webhook: {url} resolves to a private, loopback or link-local "
-                                    "address; allow it with [actions] allow_private_webhooks or webhook_allowlist") from None
+                raise ActionRefused(f"send_webhook: {url} resolves to a private, loopback or link-local address; "
+                                    "allow it with [actions] allow_private_webhooks or webhook_allowlist") from None
             raise ActionFailed(f"send_webhook: {url}: {type(exc).__name__}: {exc}") from None
         log.info("webhook.sent", extra={"status": status, "ms": round((time.monotonic() - started) * 1000)})
         if len(raw) > limit:
@@ -192,7 +198,7 @@ class OutwardActions:
             raise ActionRefused("send_email: nobody to e-mail (the contact has no e-mail address)")
         folded = [fold_email(str(c["email"])) for c in with_email]
         suppressed = await self.redis.smismember(SUPPRESSED, folded)
-        recipients = [c for c, s in zip(with_email, suppressed) if not s and not c.get("unsubscribed")]
+        recipients = [c for c, s in zip(with_email, suppressed, strict=True) if not s and not c.get("unsubscribed")]
         skipped = [str(c["email"]) for c in with_email if c not in recipients]
         sender, reply_to = self._sender(command.get("sender"), snapshot)
         run_vars = dict(state.run.vars) if state.run else {}
@@ -226,8 +232,9 @@ class OutwardActions:
         named = self.templates.get(str(template or ""))
         context = {"contact": {**card_of(contact), **contact}, "lead": snapshot.get("lead") or {},
                    "company": snapshot.get("company") or {}, "vars": run_vars, "unsubscribe_url": link or ""}
-        return (render_template(named.subject, context), None if named.text is None else render_template(named.text, context),
-                None if named.html is None else render_template(named.html, context), named.mentions_link)
+        text = None if named.text is None else render_template(named.text, context)
+        html = None if named.html is None else render_template(named.html, context)
+        return render_template(named.subject, context), text, html, named.mentions_link
 
     async def unsubscribe(self, token: str) -> tuple[str, bool] | None:
         """Honours an unsubscribe link: (address, first use) or None for a forged token."""

@@ -51,7 +51,8 @@ class UnsubscribeTokens:
         self.secret = secret
 
     def _sign(self, payload: bytes) -> str:
-        return base64.urlsafe_b64encode(hmac.new(self.secret, payload, hashlib.sha256).digest()[:18]).decode().rstrip("=")
+        digest = hmac.new(self.secret, payload, hashlib.sha256).digest()[:18]
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def make(self, contact_id: str, email: str, *, now: float | None = None) -> str:
         payload = json.dumps({"c": contact_id, "e": email, "t": int(now or time.time())},

@@ -150,7 +150,7 @@ class Forms:
         if not token or len(token) > 64:
             return None
         raw = await self.redis.get(form_key(token))
-        return None if raw is None else msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]
+        return None if raw is None else msgpack.unpackb(raw, raw=False)
 
     @staticmethod
     def fields(record: dict[str, Any]) -> list[FormField]:

@@ -6,9 +6,10 @@ resolves to is checked with ``ipaddress`` (loopback, private, link-local, carrie
 multicast, reserved and unspecified addresses are refused). An IPv6 address that carries an
 IPv4 address (IPv4-mapped, IPv4-compatible, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``,
 Teredo ``2001::/32``) counts as that IPv4 address: Python's ``is_global`` calls several of
-these forms global whatever they embed, and a NAT64 or 6to4 gateway would forward to it. The same check runs again inside the HTTP connector on the addresses it
-actually connects to, so a DNS answer that changes between the check and the connection
-(DNS rebinding) is refused too. Redirects are not followed.
+these forms global whatever they embed, and a NAT64 or 6to4 gateway would forward to it. The
+same check runs again inside the HTTP connector on the addresses it actually connects to, so a
+DNS answer that changes between the check and the connection (DNS rebinding) is refused too.
+Redirects are not followed.
 
 ``allow_private_webhooks = true`` lifts the check; ``webhook_allowlist`` lifts it for some hosts
 (exact names) or networks (``10.0.0.0/8``, ``127.0.0.1``).
@@ -132,7 +133,8 @@ class GuardedResolver(AbstractResolver):
         self.policy = policy
         self.inner = inner or DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         results = await self.inner.resolve(host, port, family)
         if self.policy.host_allowed(host):
             return results

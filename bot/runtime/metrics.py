@@ -22,7 +22,8 @@ class Metrics:
         self.queue_depth = Gauge("salesbot_queue_depth", "Items waiting", ["queue"], registry=r)
         self._in: dict[str, Any] = {}
         self._out: dict[str, Any] = {}
-        self.outbox_failures = Counter("salesbot_outbox_failures", "Failed delivery attempts", ["channel", "kind"], registry=r)
+        self.outbox_failures = Counter("salesbot_outbox_failures", "Failed delivery attempts", ["channel", "kind"],
+                                       registry=r)
 
     def message_in(self, channel: str) -> None:
         """Count a customer message (the labelled child is looked up once per channel)."""

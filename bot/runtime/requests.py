@@ -12,12 +12,16 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
+from redis.asyncio import Redis
+
+from crm_bridge import CRM_COMMANDS, CrmBackend
+from crm_bridge.outbox import CrmOutbox
 
 from ..engine import effects as fx
 from ..engine import events as ev
 from ..engine.state import ConversationState
 from ..errors import ActionFailed, CrmRejected, CrmTemporary
+from ..outward.actions import crm_ref_of
 
 log = logging.getLogger("salesbot.runtime.requests")
 
@@ -25,24 +29,17 @@ CustomHandler = Callable[[dict[str, Any], Mapping[str, Any]], Any | Awaitable[An
 WidgetCaller = Callable[[str, dict[str, Any], str | None], Awaitable[Any]]
 
 
-def crm_ref_of(state: ConversationState) -> CrmRef | None:
-    """The CRM records the conversation loop attached to the state."""
-    if not state.crm or not state.crm.get("lead_id"):
-        return None
-    return CrmRef(state.crm["contact_id"], state.crm["lead_id"], state.crm.get("company_id") or None)
-
-
 class ServerRequests:
     def __init__(
         self,
         *,
-        redis: Any,
+        redis: Redis,
         crm: CrmBackend,
         custom_handlers: Mapping[str, CustomHandler] | None = None,
         widgets: Mapping[str, WidgetCaller] | None = None,
         public_url: str = "http://127.0.0.1:8080",
         outward: Callable[[dict[str, Any], ConversationState], Awaitable[Any]] | None = None,
-        crm_outbox: Any = None,
+        crm_outbox: CrmOutbox | None = None,
     ) -> None:
         self.redis = redis
         self.crm = crm
@@ -50,7 +47,7 @@ class ServerRequests:
         self.widgets = dict(widgets or {})
         self.public_url = public_url.rstrip("/")
         self.outward = outward
-        self.crm_outbox = crm_outbox  # crm_bridge.outbox.CrmOutbox: temporary failures queue, never block
+        self.crm_outbox = crm_outbox  # temporary CRM failures queue there, never block the conversation
 
     async def __call__(self, request: fx.Request, state: ConversationState,
                        snapshot: Mapping[str, Any]) -> ev.RequestResult:
@@ -61,7 +58,8 @@ class ServerRequests:
         result: ev.RequestResult = await handler(request, state, snapshot)
         return result
 
-    async def _action(self, request: fx.Request, state: ConversationState, snapshot: Mapping[str, Any]) -> ev.RequestResult:
+    async def _action(self, request: fx.Request, state: ConversationState,
+                      snapshot: Mapping[str, Any]) -> ev.RequestResult:
         command = dict(request.payload)
         do = command["do"]
         if do in CRM_COMMANDS:
@@ -90,12 +88,14 @@ class ServerRequests:
             return ev.RequestResult(request.id, ok=False, error=str(exc))
         return ev.RequestResult(request.id, value=value)
 
-    async def _round_robin(self, request: fx.Request, state: ConversationState, snapshot: Mapping[str, Any]) -> ev.RequestResult:
+    async def _round_robin(self, request: fx.Request, state: ConversationState,
+                           snapshot: Mapping[str, Any]) -> ev.RequestResult:
         p = request.payload
         n = int(await self.redis.incr(f"sb:rr:{{{p['bot']}}}:{p['rotation']}"))
         return ev.RequestResult(request.id, value=(n - 1) % int(p["options"]))
 
-    async def _widget(self, request: fx.Request, state: ConversationState, snapshot: Mapping[str, Any]) -> ev.RequestResult:
+    async def _widget(self, request: fx.Request, state: ConversationState,
+                      snapshot: Mapping[str, Any]) -> ev.RequestResult:
         p = request.payload
         name = str(p["widget"])
         caller = self.widgets.get(name)
@@ -111,7 +111,8 @@ class ServerRequests:
             return ev.RequestResult(request.id, ok=False, error=f"{type(exc).__name__}: {exc}")
         return ev.RequestResult(request.id, value={"token": token, "json": body})
 
-    async def _custom(self, request: fx.Request, state: ConversationState, snapshot: Mapping[str, Any]) -> ev.RequestResult:
+    async def _custom(self, request: fx.Request, state: ConversationState,
+                      snapshot: Mapping[str, Any]) -> ev.RequestResult:
         name = str(request.payload["handler"])
         handler = self.custom.get(name)
         if handler is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,7 @@ from .driver import Driver
 from .metrics import Metrics
 
 log = logging.getLogger("salesbot.runtime")
+_TRACE_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 #: lead id -> the conversation working on it (written when the conversation's lead is found).
 LEAD_CONVERSATIONS_KEY = "sb:lead_conversations"
 #: Conversations whose CRM lead a process remembers, to prefetch its snapshot with the push.
@@ -170,10 +172,8 @@ class ConversationService:
             if (await self.store.save(cid, batch.token, req)).status != 1:
                 return True  # nothing more waits (or the lock was lost: its new holder goes on)
             batch = await self.store.load(cid, batch.token)
-        try:
+        with contextlib.suppress(IdentityPending):  # queued until the CRM answers (recovery)
             await self.process(batch)
-        except IdentityPending:
-            pass  # queued until the CRM answers (recovery)
         return True
 
     async def process(self, batch: Batch | None,
@@ -423,7 +423,7 @@ class ConversationService:
             elif isinstance(e, fx.InternalMessage):
                 req.add_log(internal_entry(e, now))
             elif isinstance(e, fx.Trace):
-                level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}.get(e.level, logging.ERROR)
+                level = _TRACE_LEVELS.get(e.level, logging.ERROR)
                 log.log(level, e.event, extra={"cid": state.id, **{f"d_{k}": v for k, v in e.data.items()}})
                 if e.level == "error":
                     self.metrics.step_errors.inc()

@@ -9,6 +9,7 @@ changes one) and the pinned versions that conversations ask for (``ensure``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from ..builder.compiled import CompiledFlow
 from ..builder.validate import check_document
 from ..engine.state import ConversationState
 from ..errors import FlowInvalid, Problem, SalesbotError
+from . import replies
 
 log = logging.getLogger("salesbot.bots")
 CHANGED_CHANNEL = "sb:bots:changed"
@@ -113,7 +115,7 @@ class BotRegistry:
 
     # ------------------------------------------------------------------ reading
     async def ids(self) -> list[str]:
-        return sorted(m.decode() for m in await self.redis.smembers("sb:bots"))
+        return sorted(replies.text(m) for m in await self.redis.smembers("sb:bots"))
 
     async def versions(self, bot: str) -> list[VersionInfo]:
         return [_info(json.loads(v)) for v in await self.redis.lrange(_k(bot, "versions"), 0, -1)]
@@ -193,10 +195,8 @@ class BotRegistry:
             except (RedisError, OSError):
                 log.warning("bot.listen_reconnect", exc_info=True)  # rate-limited while it lasts
                 resync = True
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
 
     async def _listen(self, stop: asyncio.Event, resync: bool) -> None:
         pubsub = self.redis.pubsub()

@@ -51,7 +51,7 @@ def encode_event(event: ev.Event) -> bytes:
     cls = type(event)
     names = _FIELDS.get(cls)
     if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(event))  # type: ignore[arg-type]
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(event))
     body: dict[str, Any] = {"t": cls.__name__}
     for name in names:
         body[name] = getattr(event, name)

@@ -29,7 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from . import codec
+from . import codec, replies
 from . import keys as k
 from .resp import RespClient
 from .scripts import Lua, send_commands
@@ -211,11 +211,8 @@ class SaveResult:
 
 def _meta(flat: Sequence[Any]) -> dict[str, str]:
     it = iter(flat)
-    return {a.decode(): b.decode() for a, b in zip(it, it)}  # HGETALL: a flat list of bytes
+    return {a.decode(): b.decode() for a, b in zip(it, it, strict=True)}  # HGETALL: a flat list of bytes
 
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class ConversationStore:
@@ -288,7 +285,8 @@ class ConversationStore:
         if reply[0] == -1:
             return PushResult(duplicate=True)
         if reply[0] == 1:
-            return PushResult(batch=self._batch(cid, token, reply), prefetched=prefetched if reads and prefetched else None)
+            return PushResult(batch=self._batch(cid, token, reply),
+                              prefetched=prefetched if reads and prefetched else None)
         return PushResult()
 
     async def load(self, cid: str, token: str) -> Batch | None:
@@ -345,24 +343,23 @@ class ConversationStore:
     async def read_log(self, cid: str, after: int = 0, limit: int = 200) -> list[tuple[int, bytes]]:
         key = k.ConversationKey(cid)
         rows = await self.redis.xrange(key.log, min=f"{after + 1}-0", max="+", count=limit)
-        return [(int(_s(entry_id).split("-")[0]), fields[b"d"]) for entry_id, fields in rows]
+        return replies.stream_payloads(rows)
 
     async def tail_log(self, cid: str, limit: int = 200) -> list[tuple[int, bytes]]:
         key = k.ConversationKey(cid)
         rows = await self.redis.xrevrange(key.log, max="+", min="-", count=limit)
-        return [(int(_s(entry_id).split("-")[0]), fields[b"d"]) for entry_id, fields in reversed(rows)]
+        return replies.stream_payloads(rows)[::-1]
 
     async def meta(self, cid: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(k.ConversationKey(cid).meta)
-        return {_s(a): _s(b) for a, b in raw.items()}
+        return replies.text_map(await self.redis.hgetall(k.ConversationKey(cid).meta))
 
     async def state(self, cid: str) -> bytes | None:
         data = await self.redis.get(k.ConversationKey(cid).state)
-        return data or None
+        return replies.raw(data) if data else None
 
     async def pending_due(self, shard: int, now: float, limit: int = 100) -> list[tuple[str, float]]:
         rows = await self.redis.zrangebyscore(k.pending_key(shard), "-inf", now, start=0, num=limit, withscores=True)
-        return [(_s(cid), float(score)) for cid, score in rows]
+        return replies.scored(rows)
 
     async def forget_pending(self, cid: str, score: float) -> None:
         await self._forget_if(keys=[k.pending_key(k.shard_of(cid, self.shards))], args=[cid, score])
@@ -375,8 +372,9 @@ class ConversationStore:
     async def record_failure(self, cid: str, token: str, error: str, *, park_after: int) -> tuple[int, bool]:
         """A batch failed: count it, keep the error, release the lock. Below ``park_after``
         failures in a row recovery tries again after a backoff (a 30th of the lock TTL, doubled
-        each time: 1, 2, 4, 8 s with the default 30 s, at most the TTL); at ``park_after`` the conversation is parked: its events stay queued, untouched,
-        until a person asks for a retry. Returns (failures in a row, parked)."""
+        each time: 1, 2, 4, 8 s with the default 30 s, at most the TTL); at ``park_after`` the
+        conversation is parked: its events stay queued, untouched, until a person asks for a retry.
+        Returns (failures in a row, parked)."""
         key = k.ConversationKey(cid)
         now = self.clock()
         failures = int(await self._fail(keys=[key.lock, key.meta],
@@ -422,12 +420,12 @@ class ConversationStore:
     async def parked(self, limit: int = 200) -> list[str]:
         """The parked conversations, most recently parked first (entries whose conversation was
         retried or expired meanwhile are dropped from the index)."""
-        cids = [_s(c) for c in await self.redis.zrevrange(k.parked_key(), 0, limit - 1)]
+        cids = replies.members(await self.redis.zrevrange(k.parked_key(), 0, limit - 1))
         pipe = self.redis.pipeline(transaction=False)
         for cid in cids:
             pipe.hexists(k.ConversationKey(cid).meta, "parked")
         marks = await pipe.execute() if cids else []
-        stale = [cid for cid, mark in zip(cids, marks) if not mark]
+        stale = [cid for cid, mark in zip(cids, marks, strict=True) if not mark]
         if stale:
             await self.redis.zrem(k.parked_key(), *stale)
-        return [cid for cid, mark in zip(cids, marks) if mark]
+        return [cid for cid, mark in zip(cids, marks, strict=True) if mark]

@@ -88,10 +88,8 @@ def default_maxmemory() -> int:
     """A quarter of the memory this process may use: the machine's, or its container's (cgroup)
     limit when lower; 1 GiB when neither can be read."""
     limits = []
-    try:
+    with contextlib.suppress(ValueError, OSError, AttributeError):
         limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        pass
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         with contextlib.suppress(OSError, ValueError):
             limits.append(int(Path(path).read_text().strip()))  # "max": no limit (ValueError)

@@ -38,6 +38,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from . import replies
 from .keys import EVENTS_CHANNEL, PREFIX, activity_index_key
 
 TAG = "{conv}"
@@ -134,7 +135,7 @@ def query_tokens(query: str) -> list[str]:
         return [normalise(query)[:128]]
     if _PHONE_QUERY.match(query) and len(_digits(query)) >= 3:
         return [_digits(query).lstrip("0") or "0"]  # "0555 …" (national) finds "90555…" (its suffix)
-    return [w for w in _words(query)][:5]
+    return _words(query)[:5]
 
 
 def term_source(meta: Mapping[str, str]) -> str:
@@ -254,9 +255,6 @@ class Page:
     truncated: bool = False  # a search token matched more than SEARCH_CAP index entries
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
 
 class ConversationIndex:
     def __init__(self, redis: Redis) -> None:
@@ -266,7 +264,7 @@ class ConversationIndex:
         pipe = self.redis.pipeline(transaction=False)
         for cid in cids:
             pipe.hgetall(f"{PREFIX}:c:{{{cid}}}:meta")
-        return [{_s(a): _s(b) for a, b in raw.items()} for raw in await pipe.execute()]
+        return [{replies.text(a): replies.text(b) for a, b in raw.items()} for raw in await pipe.execute()]
 
     async def _forget(self, cids: list[str], keys: Iterable[str]) -> None:
         """Drop expired conversations from the indexes a listing walked."""
@@ -307,9 +305,9 @@ class ConversationIndex:
                 rows: list[tuple[Any, Any]] = list(found)
                 if not rows:
                     break
-                cids = [_s(c) for c, _ in rows]
+                cids = [replies.text(c) for c, _ in rows]
                 expired = []
-                for cid, (_, score), meta in zip(cids, rows, await self.metas(cids)):
+                for cid, (_, score), meta in zip(cids, rows, await self.metas(cids), strict=True):
                     if not meta:
                         expired.append(cid)
                     elif filters.match(meta):  # an index a lost lock left behind is not trusted
@@ -366,13 +364,14 @@ class ConversationIndex:
                 continue
             ranked.append((float(score), cid))
         if unscored:  # out of the activity index: expired conversations, whose terms go too
-            await self._drop_terms([c for c, meta in zip(unscored[:200], await self.metas(unscored[:200])) if not meta],
-                                   found)
+            oldest = unscored[:200]
+            metas = await self.metas(oldest)
+            await self._drop_terms([c for c, meta in zip(oldest, metas, strict=True) if not meta], found)
         ranked.sort(reverse=True)
         for start in range(0, len(ranked), limit):
             chunk = ranked[start:start + limit]
             expired = []
-            for (score, cid), meta in zip(chunk, await self.metas(c for _, c in chunk)):
+            for (score, cid), meta in zip(chunk, await self.metas(c for _, c in chunk), strict=True):
                 if not meta:
                     expired.append(cid)
                 elif filters.match(meta):
@@ -394,7 +393,8 @@ def summary_fields(meta: Mapping[str, str]) -> dict[str, Any]:
     return {
         "unanswered": meta.get("chat_status") == "unanswered",
         "waiting": is_waiting(meta),
-        "preview": {"role": meta["preview_role"], "text": meta.get("preview", "")} if meta.get("preview_role") else None,
+        "preview": ({"role": meta["preview_role"], "text": meta.get("preview", "")}
+                    if meta.get("preview_role") else None),
     }
 
 

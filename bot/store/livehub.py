@@ -108,8 +108,8 @@ class LiveHub:
         for queues in list(self._waiters.values()):
             for q in list(queues):
                 q.put_nowait(0)
-        for q in list(self._all):
-            q.put_nowait(("", 0))
+        for feed in list(self._all):
+            feed.put_nowait(("", 0))
 
     def wake_all(self) -> None:
         """Wake every waiter (shutdown): long polls answer with what they have."""
@@ -120,8 +120,8 @@ class LiveHub:
     def notify(self, cid: str, last: int) -> None:
         for q in list(self._waiters.get(cid, ())):
             q.put_nowait(last)
-        for q in list(self._all):
-            q.put_nowait((cid, last))
+        for feed in list(self._all):
+            feed.put_nowait((cid, last))
 
     @contextlib.asynccontextmanager
     async def watch(self, cid: str) -> AsyncIterator[asyncio.Queue[int]]:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from ..errors import SalesbotError
-from . import codec
+from . import codec, replies
 from . import keys as k
 from .scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
 
@@ -122,7 +122,7 @@ class Outbox:
         cids = await self._claim(keys=[queue], args=[now, self.concurrency, now + self.lease])
         if not cids:
             return 0
-        results = await asyncio.gather(*(self._drain_chat(account, c.decode() if isinstance(c, bytes) else c)
+        results = await asyncio.gather(*(self._drain_chat(account, replies.text(c))
                                          for c in cids))
         return sum(results)
 
@@ -133,16 +133,17 @@ class Outbox:
         key = k.ConversationKey(cid)
         queue = k.outbox_queue_key(account)
         async with self._sem:
-            head = await self.redis.lindex(key.out, 0)
-            if head is None:
+            reply = await self.redis.lindex(key.out, 0)
+            if reply is None:
                 await self._reschedule(queue, key, cid, None)
                 return 0
+            head = replies.raw(reply)
             item = codec.unpack(head)
             wait = self._buckets[account].take()
             if wait > 0:  # the account is at its rate: try this chat again shortly
                 await self.redis.zadd(queue, {cid: time.time() + wait})
                 return 0
-            meta = {a.decode(): b.decode() for a, b in (await self.redis.hgetall(key.meta)).items()}
+            meta = replies.text_map(await self.redis.hgetall(key.meta))
             try:
                 platform_id = await sender.send(account, meta, item["message"])
             except (DeliveryTemporary, Exception) as exc:  # an unclassified error counts as temporary
@@ -153,11 +154,13 @@ class Outbox:
                     exc = DeliveryTemporary(f"{type(exc).__name__}: {exc}")
                 item["attempts"] = int(item.get("attempts", 0)) + 1
                 if item["attempts"] >= self.max_attempts:
-                    return await self._give_up(queue, key, cid, head, item, f"gave up after {item['attempts']} attempts: {exc}")
+                    reason = f"gave up after {item['attempts']} attempts: {exc}"
+                    return await self._give_up(queue, key, cid, head, item, reason)
                 delay = max(exc.retry_after or 0.0, self.backoff(item["attempts"]))
                 await self._replace(keys=[key.out], args=[head, codec.pack(item)])
                 await self.redis.zadd(queue, {cid: time.time() + delay})
-                log.warning("outbox.retry", extra={"cid": cid, "attempts": item["attempts"], "delay": delay, "error": str(exc)})
+                log.warning("outbox.retry", extra={"cid": cid, "attempts": item["attempts"], "delay": delay,
+                                                   "error": str(exc)})
                 return 1
             remaining = await self._pop(keys=[key.out], args=[head])
             if self.on_sent is not None:

@@ -27,6 +27,7 @@ import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.commands.core import CoreCommands
+from redis.event import EventDispatcher, EventDispatcherInterface
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -138,11 +139,17 @@ class _Protocol(asyncio.Protocol):
             self._watch = loop.call_at(oldest + self.timeout, self._check, loop)
 
 
-class RespClient(CoreCommands):  # type: ignore[misc]
+#: redis-py's command mixins declare an event dispatcher; none of the commands we send uses it.
+_NO_EVENTS = EventDispatcher()
+
+
+class RespClient(CoreCommands):
     """Pipelined calls on one lazily opened connection, settings taken from a redis-py client.
 
     redis-py's command methods work on it (``await client.get(key)``) and return raw replies.
     """
+
+    _event_dispatcher: EventDispatcherInterface = _NO_EVENTS
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 6379, path: str | None = None,
                  db: int = 0, username: str | None = None, password: str | None = None,
@@ -265,8 +272,10 @@ def first_error(replies: Sequence[Any]) -> ResponseError | None:
     return None
 
 
-class RespPipeline(CoreCommands):  # type: ignore[misc]
+class RespPipeline(CoreCommands):
     """Records commands with redis-py's builders (``pipe.zadd(...)``); ``execute`` sends them at once."""
+
+    _event_dispatcher: EventDispatcherInterface = _NO_EVENTS
 
     def __init__(self, client: RespClient) -> None:
         self.client = client

@@ -348,7 +348,8 @@ async def test_meta_conversion_against_a_fake_graph_api(redis: Any, redis_url: s
     contacts: dict[str, str] = {}
     async with fake_service({("POST", "/v99/{pixel}/events"): events}) as graph:
         for pixel, expected in [("123456", "ok"), ("bad", "failed")]:
-            config = {"meta_conversions": {"pixel_id": pixel, "access_token": "meta-secret", "graph_base": f"{graph}/v99"}}
+            config = {"meta_conversions": {"pixel_id": pixel, "access_token": "meta-secret",
+                                           "graph_base": f"{graph}/v99"}}
             async with running_app(redis_url, **config) as app:
                 await app.put_flow(flow, "go")
                 cid, texts = await app.say(f"meta-{pixel}-1", "buy")

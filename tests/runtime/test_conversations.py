@@ -39,7 +39,8 @@ def _msg(text: str, mid: str) -> ev.InboundMessage:
     return ev.InboundMessage(text=text, message_id=mid, greeting="recorder")
 
 
-async def test_fifty_concurrent_messages_from_three_processes_in_order_exactly_once(redis: Redis, redis_url: str) -> None:
+async def test_fifty_concurrent_messages_from_three_processes_in_order_exactly_once(redis: Redis,
+                                                                                     redis_url: str) -> None:
     cfg = _config(redis_url)
     async with open_services(cfg, start_hub=False) as a, open_services(cfg, start_hub=False, load_flows=False) as b, \
             open_services(cfg, start_hub=False, load_flows=False) as c:

@@ -16,6 +16,7 @@ from bot.server.services import open_services
 from bot.store import codec
 from bot.store import keys as k
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FLOW = {
     "format": "salesbot.flow/1", "id": "per_channel", "start": "wa",
     "steps": {
@@ -47,7 +48,7 @@ async def test_a_message_for_other_channels_is_not_sent(redis: Redis, redis_url:
 
 
 async def test_a_crashing_turn_skips_only_its_own_event(redis: Redis, redis_url: str) -> None:
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    fixtures = FIXTURES
     async with open_services(_config(redis_url, fixtures), start_hub=False) as svc:
         cid = "test:acct:crash-one"
         driver = svc.conversations.driver
@@ -76,7 +77,7 @@ async def test_a_crashing_turn_skips_only_its_own_event(redis: Redis, redis_url:
 async def test_an_answered_questions_timer_is_removed_from_the_timer_wheel(redis: Redis, redis_url: str) -> None:
     """The recorder asks again after each answer: each answer cancels the previous no_answer
     timer, so exactly one timer (the newest question's) stays scheduled."""
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    fixtures = FIXTURES
     async with open_services(_config(redis_url, fixtures), start_hub=False) as svc:
         cid = "test:acct:timers"
         wheel = k.timer_shard_key(k.shard_of(cid, svc.store.shards))

@@ -32,52 +32,52 @@ async def _bot_texts(http: ClientSession, session: str) -> list[str]:
 
 
 async def test_a_failing_conversation_is_parked_shown_and_retried(redis: Redis, redis_url: str) -> None:
-    async with running(make_config(redis_url, lock_ttl=0.3, park_after=3)) as server:
-        async with ClientSession(base_url=str(server.make_url(""))) as http:
-            svc = server.app[SERVICES]
-            worker = Worker(svc)
-            session = "poisoned-1"
-            r = await http.post("/chat/demo/messages", json={"session": session, "text": "hi"})
-            cid = (await r.json())["conversation"]
-            await wait_for(lambda: _bot_texts(http, session), what="the greeting")
-            greeted = len(await _bot_texts(http, session))
-            await redis.set(ConversationKey(cid).state, b"\xc1 not msgpack")  # a state nobody can read
+    async with (running(make_config(redis_url, lock_ttl=0.3, park_after=3)) as server,
+                ClientSession(base_url=str(server.make_url(""))) as http):
+        svc = server.app[SERVICES]
+        worker = Worker(svc)
+        session = "poisoned-1"
+        r = await http.post("/chat/demo/messages", json={"session": session, "text": "hi"})
+        cid = (await r.json())["conversation"]
+        await wait_for(lambda: _bot_texts(http, session), what="the greeting")
+        greeted = len(await _bot_texts(http, session))
+        await redis.set(ConversationKey(cid).state, b"\xc1 not msgpack")  # a state nobody can read
 
-            r = await http.post("/chat/demo/messages", json={"session": session, "text": "again"})
-            assert r.status == 202, await r.text()  # accepted: it waits in the inbox, nothing is lost
+        r = await http.post("/chat/demo/messages", json={"session": session, "text": "again"})
+        assert r.status == 202, await r.text()  # accepted: it waits in the inbox, nothing is lost
 
-            async def parked() -> bool:
-                return bool((await svc.store.meta(cid)).get("parked"))
+        async def parked() -> bool:
+            return bool((await svc.store.meta(cid)).get("parked"))
 
-            await wait_for(parked, 10, what="the conversation to be parked", between=worker.recover)
-            meta = await svc.store.meta(cid)
-            assert meta["failures"] == "3" and "not msgpack" not in meta["error"] and meta["error"]
-            assert await redis.llen(ConversationKey(cid).inbox) == 1  # the event is kept
-            assert await redis.zscore(pending_key(shard_of(cid, svc.store.shards)), cid) is None
+        await wait_for(parked, 10, what="the conversation to be parked", between=worker.recover)
+        meta = await svc.store.meta(cid)
+        assert meta["failures"] == "3" and "not msgpack" not in meta["error"] and meta["error"]
+        assert await redis.llen(ConversationKey(cid).inbox) == 1  # the event is kept
+        assert await redis.zscore(pending_key(shard_of(cid, svc.store.shards)), cid) is None
 
-            body = await (await http.get(f"/api/conversations/{cid}", headers=AUTH)).json()
-            assert body["parked"] is True and body["failures"] == 3 and body["error"]
-            listed = await (await http.get("/api/conversations", params={"parked": "1"}, headers=AUTH)).json()
-            assert [c["id"] for c in listed["conversations"]] == [cid]
+        body = await (await http.get(f"/api/conversations/{cid}", headers=AUTH)).json()
+        assert body["parked"] is True and body["failures"] == 3 and body["error"]
+        listed = await (await http.get("/api/conversations", params={"parked": "1"}, headers=AUTH)).json()
+        assert [c["id"] for c in listed["conversations"]] == [cid]
 
-            # While parked, new messages queue up without another attempt.
-            r = await http.post("/chat/demo/messages", json={"session": session, "text": "still there?"})
-            assert r.status == 202
-            await worker.recover()
-            assert (await svc.store.meta(cid))["failures"] == "3"
-            assert await redis.llen(ConversationKey(cid).inbox) == 2
-            assert not await redis.exists(ConversationKey(cid).lock)
+        # While parked, new messages queue up without another attempt.
+        r = await http.post("/chat/demo/messages", json={"session": session, "text": "still there?"})
+        assert r.status == 202
+        await worker.recover()
+        assert (await svc.store.meta(cid))["failures"] == "3"
+        assert await redis.llen(ConversationKey(cid).inbox) == 2
+        assert not await redis.exists(ConversationKey(cid).lock)
 
-            # Someone repairs the data and retries: both waiting messages are answered in order.
-            await redis.delete(ConversationKey(cid).state)
-            r = await http.post(f"/api/conversations/{cid}/retry", headers=AUTH)
-            assert r.status == 202, await r.text()
-            after = await r.json()
-            assert after["parked"] is False and after["failures"] == 0 and after["error"] is None
-            assert await redis.llen(ConversationKey(cid).inbox) == 0
-            assert len(await _bot_texts(http, session)) > greeted
-            assert await (await http.get("/api/conversations", params={"parked": "1"}, headers=AUTH)).json() == \
-                {"conversations": [], "next_before": None}
+        # Someone repairs the data and retries: both waiting messages are answered in order.
+        await redis.delete(ConversationKey(cid).state)
+        r = await http.post(f"/api/conversations/{cid}/retry", headers=AUTH)
+        assert r.status == 202, await r.text()
+        after = await r.json()
+        assert after["parked"] is False and after["failures"] == 0 and after["error"] is None
+        assert await redis.llen(ConversationKey(cid).inbox) == 0
+        assert len(await _bot_texts(http, session)) > greeted
+        assert await (await http.get("/api/conversations", params={"parked": "1"}, headers=AUTH)).json() == \
+            {"conversations": [], "next_before": None}
 
 
 async def test_retry_can_discard_the_event_that_keeps_failing(redis: Redis, redis_url: str) -> None:

@@ -109,7 +109,8 @@ async def test_a_rejected_message_takes_the_steps_failed_branch(redis: Redis, re
         state = codec.decode_state(await svc.store.state(cid))  # type: ignore[arg-type]
         assert state.run.step == "on_failed"
         transcript = [codec.unpack(b) for _, b in await svc.store.read_log(cid)]
-        assert {"role": "internal", "text": "could not deliver: the customer blocked us"}.items() <= transcript[-1].items()
+        expected = {"role": "internal", "text": "could not deliver: the customer blocked us"}
+        assert expected.items() <= transcript[-1].items()
 
 
 async def test_giving_up_after_max_attempts(redis: Redis, redis_url: str) -> None:

@@ -383,7 +383,7 @@ async def test_a_wrong_password_or_none_gives_a_clear_error(auth_server: AuthSer
     anonymous = RespClient(port=auth_server.port)
     try:
         for _ in range(2):  # again: no unauthenticated connection was kept from the first try
-            with pytest.raises((ResponseError, RedisConnectionError), match="WRONGPASS|invalid"):
+            with pytest.raises((ResponseError, RedisConnectionError), match=r"WRONGPASS|invalid"):
                 await wrong.ping()
         with pytest.raises(ResponseError, match="NOAUTH"):
             await anonymous.get("k")

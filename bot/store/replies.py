@@ -1,0 +1,52 @@
+"""Narrowing redis-py's replies to what our clients get.
+
+redis-py types a reply for both ``decode_responses`` modes (``bytes | str``); our clients never
+decode, so a reply is bytes — these helpers say so once, instead of a cast at every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+
+def text(value: bytes | str | float) -> str:
+    """A reply as text (keys, ids, counters; UTF-8 by construction)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def raw(value: bytes | str) -> bytes:
+    """A reply as bytes (msgpack payloads)."""
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def text_map(reply: Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """An HGETALL reply as a dict of text."""
+    return {text(a): text(b) for a, b in reply.items()}
+
+
+def stream_payloads(
+    rows: Iterable[tuple[bytes | str | None, Mapping[bytes | str, bytes | str] | None]] | None,
+    field: bytes = b"d",
+) -> list[tuple[int, bytes]]:
+    """An XRANGE/XREVRANGE reply as ``(sequence number, payload)`` pairs, in the reply's order."""
+    out: list[tuple[int, bytes]] = []
+    for entry_id, fields in rows or ():
+        if entry_id is None or fields is None:  # an entry trimmed while the range was read
+            continue
+        out.append((int(text(entry_id).split("-", 1)[0]), raw(fields[field])))
+    return out
+
+
+def members(rows: Iterable[object]) -> list[str]:
+    """A sorted-set range reply without scores, as text."""
+    return [text(m) for m in rows if isinstance(m, bytes | str)]
+
+
+def scored(rows: Iterable[object]) -> list[tuple[str, float]]:
+    """A sorted-set range reply ``WITHSCORES``, as ``(member, score)`` pairs."""
+    out: list[tuple[str, float]] = []
+    for row in rows:
+        if isinstance(row, tuple | list) and len(row) == 2:
+            member, score = row
+            out.append((text(member), float(score)))
+    return out
