@@ -567,7 +567,7 @@ def test_round_robin_rotation_restarts_when_the_options_change() -> None:
     )
     assert v1.steps["rr"].rotation == same.steps["rr"].rotation
     assert v1.steps["rr"].rotation != other.steps["rr"].rotation
-    counters, answer = counting_rotation()
+    _, answer = counting_rotation()
     chat = Chat(v1, answer=answer)
     chat.say("1")
     chat.lib.add(other)
