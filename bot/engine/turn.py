@@ -1,8 +1,8 @@
-"""One turn's working context: the state being changed, the effects so far, and the helpers step
-handlers share (templates, traces, timers, waits, requests).
+"""One turn's context and the helpers step handlers share; apart, so loop and handlers both import it.
 
-It sits apart from the turn loop (``interpreter``) and the step handlers (``steps``) so that both
-import it and neither imports the other's module back: the loop holds the dispatch tables.
+The state being changed, the effects so far, templates, traces, timers, waits and requests. The
+turn loop (``interpreter``) subclasses ``TurnContext`` and holds the dispatch tables; the step
+handlers (``steps``) see only this module, so neither side imports the other.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The step handlers, one module per kind of step; the turn loop (``bot.engine.interpreter``) dispatches to them.
+"""The step handlers by kind of step, apart from the turn loop (``interpreter``) that dispatches to them.
 
 Each handler is ``handler(turn, step) -> Target``: the id of the next step, ``None`` (the bot
 ends) or ``WAIT``. A step that asks the shell for something has a ``result`` handler too, called

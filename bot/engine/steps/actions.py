@@ -1,5 +1,4 @@
-"""The action step: its list of actions run in order, the local ones (variables, chat status) at
-once, the others as requests the shell answers; and the due dates of CRM tasks."""
+"""The action step (its actions in order; local ones at once, the rest as requests) and CRM task due dates."""
 
 from __future__ import annotations
 

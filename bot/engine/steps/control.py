@@ -1,5 +1,4 @@
-"""Steps that hold, hand over or end the run: pause (timers, working hours, video events),
-start_bot (a sub-bot call or a replacement) and stop."""
+"""Steps that hold, hand over or end the run: pause, start_bot (a sub-bot call or replacement), stop."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Steps that talk to the customer (message, list, subscribe, comment) or the team (internal
-message), and matching a customer's reply to a message's buttons or a list's rows."""
+"""Steps that send messages (message, list, subscribe, comment, internal) and matching a reply to them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Steps the shell answers in the same turn (round robin, widget, custom handler): each sends a
-``Request`` and goes on from its result handler."""
+"""Steps the shell answers in the same turn (round robin, widget, custom): a ``Request``, then a result handler."""
 
 from __future__ import annotations
 
