@@ -2,7 +2,7 @@
 
 Both run the same 5-step flow for the same customer replies, in the same process:
 
-* ``salesbot``: ``bot.runtime.advance`` on a compiled flow (templates, a typed expression,
+* ``salesbot``: ``bot.engine.advance`` on a compiled flow (templates, a typed expression,
   a condition, button matching, a waiting message; effects and a new state per event);
 * ``reference``: a hand-written loop over plain dicts, one handler per step type, with
   ``str.format_map`` for text, a Python lambda for the expression, and dicts for effects.

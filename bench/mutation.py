@@ -62,6 +62,8 @@ LOOP = "bot/runtime/service.py"
 OUTBOX = "crm_bridge/outbox.py"
 SCRIPTS = "bot/store/scripts.py"
 INTERPRETER = "bot/engine/interpreter.py"
+STEP_CONTROL = "bot/engine/steps/control.py"
+STEP_ACTIONS = "bot/engine/steps/actions.py"
 VALIDATE = "bot/builder/validate.py"
 RENDER = "bot/channels/render.py"
 
@@ -286,10 +288,10 @@ MUTATIONS: list[Mutation] = [
        "redis.call('LSET', KEYS[1], 0, ARGV[2]) if true then return 1 end", CRM_TESTS,
        "REPLACE_HEAD replaces whatever is at the head"),
     # ------------------------------------------------------------------ interpreter
-    _m("call-depth-off-by-one", "interpreter", INTERPRETER,
+    _m("call-depth-off-by-one", "interpreter", STEP_CONTROL,
        "if len(run.callers) >= MAX_CALL_DEPTH:", "if len(run.callers) > MAX_CALL_DEPTH:", INTERPRETER_TESTS,
        "one nested start_bot call more than the limit"),
-    _m("call-depth-11", "interpreter", INTERPRETER,
+    _m("call-depth-11", "interpreter", STEP_CONTROL,
        "MAX_CALL_DEPTH = 10", "MAX_CALL_DEPTH = 11", INTERPRETER_TESTS,
        "the call depth limit is 11"),
     _m("held-latest-first", "interpreter", INTERPRETER,
@@ -310,16 +312,16 @@ MUTATIONS: list[Mutation] = [
        "        if e.step is None:\n            self.continue_held()\n",
        "        if e.step is None:\n", INTERPRETER_TESTS,
        "a hand-back without a step forgets what fell due"),
-    _m("pause-until-latest", "interpreter", INTERPRETER,
-       "until = min((t for t in self._timer_times(timers)), default=None)",
-       "until = max((t for t in self._timer_times(timers)), default=None)", INTERPRETER_TESTS,
+    _m("pause-until-latest", "interpreter", STEP_CONTROL,
+       "until = min(t.timer_times(timers), default=None)",
+       "until = max(t.timer_times(timers), default=None)", INTERPRETER_TESTS,
        "a pause's wait is due at its latest timer"),
-    _m("action-failed-branch-on-temporary", "interpreter", INTERPRETER,
+    _m("action-failed-branch-on-temporary", "interpreter", STEP_ACTIONS,
        "if not e.ok and e.permanent:", "if not e.ok:", INTERPRETER_TESTS,
        "a temporary failure takes an action step's failed branch"),
-    _m("action-index-skips", "interpreter", INTERPRETER,
-       "run.action_index += 1\n        return self.step_action(s)",
-       "run.action_index += 2\n        return self.step_action(s)", INTERPRETER_TESTS,
+    _m("action-index-skips", "interpreter", STEP_ACTIONS,
+       "run.action_index += 1\n    return action(t, s)",
+       "run.action_index += 2\n    return action(t, s)", INTERPRETER_TESTS,
        "an action step skips the action after a requested one"),
     _m("release-at-step-of-ended-run", "interpreter", INTERPRETER,
        'if not run.active:\n            run.status, run.error = "running", None\n        self.resume(e.step)',

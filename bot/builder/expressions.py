@@ -156,6 +156,8 @@ def _path_getter(env: SandboxedEnvironment, path: list[str]) -> Getter:
 
 
 def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
+    # Each branch binds its own names: a closure sees a narrowed (not-None) getter only if the
+    # name is not assigned again further down the function.
     if isinstance(node, nodes.Const):
         value = node.value
         return lambda ctx: value
@@ -166,13 +168,13 @@ def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
         path = _dotted(node)
         if path is not None:
             return _path_getter(env, path)
-        inner = _compile(env, node.node)
-        if inner is None:
+        owner = _compile(env, node.node)
+        if owner is None:
             return None
         attr = node.attr
 
         def getattr_(ctx: Mapping[str, Any]) -> Any:
-            obj = inner(ctx)
+            obj = owner(ctx)
             if obj is MISSING or obj is None:
                 return MISSING
             if isinstance(obj, dict):
@@ -182,13 +184,13 @@ def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
 
         return getattr_
     if isinstance(node, nodes.Getitem):
-        inner = _compile(env, node.node)
+        container = _compile(env, node.node)
         key = _compile(env, node.arg)
-        if inner is None or key is None:
+        if container is None or key is None:
             return None
 
         def getitem(ctx: Mapping[str, Any]) -> Any:
-            obj, k = inner(ctx), key(ctx)
+            obj, k = container(ctx), key(ctx)
             if isinstance(obj, dict):
                 return obj.get(k, MISSING)
             if isinstance(obj, (list, tuple, str)) and isinstance(k, int) and -len(obj) <= k < len(obj):
@@ -197,15 +199,15 @@ def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
 
         return getitem
     if isinstance(node, (nodes.List, nodes.Tuple)):
-        items = [_compile(env, x) for x in node.items]
-        if any(i is None for i in items):
+        items = _compile_all(env, node.items)
+        if items is None:
             return None
         if isinstance(node, nodes.Tuple):  # "%s-%s" % (a, b) needs a tuple, as in Jinja
-            return lambda ctx: check_value(tuple([i(ctx) for i in items]))  # type: ignore[misc]
-        return lambda ctx: check_value([i(ctx) for i in items])  # type: ignore[misc]
-    if type(node) in _ARITH:
-        fn = _ARITH[type(node)]
-        left, right = _compile(env, node.left), _compile(env, node.right)  # type: ignore[attr-defined]
+            return lambda ctx: check_value(tuple([i(ctx) for i in items]))
+        return lambda ctx: check_value([i(ctx) for i in items])
+    arith_fn = _ARITH.get(type(node))
+    if arith_fn is not None and isinstance(node, nodes.BinExpr):
+        left, right = _compile(env, node.left), _compile(env, node.right)
         if left is None or right is None:
             return None
 
@@ -213,63 +215,81 @@ def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
             a, b = left(ctx), right(ctx)
             if a is MISSING or b is MISSING:
                 raise ExpressionError("arithmetic on a missing value")
-            return fn(a, b)
+            return arith_fn(a, b)
 
         return arith
     if isinstance(node, nodes.Neg):
-        inner = _compile(env, node.node)
-        if inner is None:
+        operand = _compile(env, node.node)
+        if operand is None:
             return None
 
         def neg(ctx: Mapping[str, Any]) -> Any:
-            v = inner(ctx)
+            v = operand(ctx)
             if v is MISSING:
                 raise ExpressionError("arithmetic on a missing value")
             return -v
 
         return neg
     if isinstance(node, nodes.Not):
-        inner = _compile(env, node.node)
-        return None if inner is None else (lambda ctx: not inner(ctx))
-    if isinstance(node, nodes.And):
-        left, right = _compile(env, node.left), _compile(env, node.right)
-        if left is None or right is None:
+        negated = _compile(env, node.node)
+        return None if negated is None else (lambda ctx: not negated(ctx))
+    if isinstance(node, (nodes.And, nodes.Or)):
+        first_of, second_of = _compile(env, node.left), _compile(env, node.right)
+        if first_of is None or second_of is None:
             return None
-        return lambda ctx: left(ctx) and right(ctx)
-    if isinstance(node, nodes.Or):
-        left, right = _compile(env, node.left), _compile(env, node.right)
-        if left is None or right is None:
-            return None
-        return lambda ctx: left(ctx) or right(ctx)
+        if isinstance(node, nodes.And):
+            return lambda ctx: first_of(ctx) and second_of(ctx)
+        return lambda ctx: first_of(ctx) or second_of(ctx)
     if isinstance(node, nodes.Filter) and node.name in ("default", "d") and node.node is not None \
             and node.dyn_args is None and node.dyn_kwargs is None:
         return _default_filter(env, node)
     if isinstance(node, nodes.Compare):
-        first = _compile(env, node.expr)
-        ops = [(_COMPARE.get(o.op), _compile(env, o.expr), o.op) for o in node.ops]
-        if first is None or any(f is None or g is None for f, g, _ in ops):
-            return None
-
-        def compare(ctx: Mapping[str, Any]) -> Any:
-            a = first(ctx)
-            for fn, getter, name in ops:
-                b = getter(ctx)  # type: ignore[misc]
-                if a is MISSING or b is MISSING:
-                    if name in ("eq", "ne"):
-                        result = (a is b) if name == "eq" else (a is not b)
-                    elif name in ("in", "notin"):
-                        result = name == "notin"  # nothing is in a missing value; a missing value is in nothing
-                    else:
-                        raise ExpressionError(f"comparison '{name}' with a missing value")
-                else:
-                    result = fn(a, b)  # type: ignore[misc]
-                if not result:
-                    return False
-                a = b
-            return True
-
-        return compare
+        return _compare(env, node)
     return None
+
+
+def _compile_all(env: SandboxedEnvironment, items: list[nodes.Expr]) -> list[Getter] | None:
+    """Getters for every item, or None if one of them needs full Jinja."""
+    getters = []
+    for item in items:
+        getter = _compile(env, item)
+        if getter is None:
+            return None
+        getters.append(getter)
+    return getters
+
+
+def _compare(env: SandboxedEnvironment, node: nodes.Compare) -> Getter | None:
+    """``a < b == c``: chained, as in Jinja; ``==``/``in`` with a missing value do not raise."""
+    first = _compile(env, node.expr)
+    ops: list[tuple[Callable[[Any, Any], Any], Getter, str]] = []
+    for o in node.ops:
+        fn, getter = _COMPARE.get(o.op), _compile(env, o.expr)
+        if fn is None or getter is None:
+            return None
+        ops.append((fn, getter, o.op))
+    if first is None:
+        return None
+
+    def compare(ctx: Mapping[str, Any]) -> Any:
+        a = first(ctx)
+        for fn, getter, name in ops:
+            b = getter(ctx)
+            if a is MISSING or b is MISSING:
+                if name in ("eq", "ne"):
+                    result = (a is b) if name == "eq" else (a is not b)
+                elif name in ("in", "notin"):
+                    result = name == "notin"  # nothing is in a missing value; a missing value is in nothing
+                else:
+                    raise ExpressionError(f"comparison '{name}' with a missing value")
+            else:
+                result = fn(a, b)
+            if not result:
+                return False
+            a = b
+        return True
+
+    return compare
 
 
 def _default_filter(env: SandboxedEnvironment, node: nodes.Filter) -> Getter | None:
@@ -280,7 +300,7 @@ def _default_filter(env: SandboxedEnvironment, node: nodes.Filter) -> Getter | N
     kwargs = {kw.key: kw.value for kw in node.kwargs}
     if len(args) > 2 or any(k not in names for k in kwargs) or any(names[i] in kwargs for i in range(len(args))):
         return None
-    parts = dict(zip(names, args)) | kwargs
+    parts = dict(zip(names, args, strict=False)) | kwargs  # fewer args than names: the rest are keywords
     value = _compile(env, node.node)
     fallback = _compile(env, parts["default_value"]) if "default_value" in parts else (lambda ctx: "")
     boolean = _compile(env, parts["boolean"]) if "boolean" in parts else (lambda ctx: False)

@@ -8,7 +8,7 @@ kept in the stored document. Cross-references, templates and loops are checked b
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -82,7 +82,7 @@ BotId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 #: Any string shown to a customer or passed to an action is a Jinja2 template.
 Template = str
-TemplateValue = Union[str, int, float, bool, None, list[Any], dict[str, Any]]
+TemplateValue = str | int | float | bool | None | list[Any] | dict[str, Any]
 Recipients = Literal["chat", "main_contact", "all_contacts"]
 
 
@@ -224,7 +224,8 @@ def _predicate_kind(value: Any) -> str | None:
 
 
 Predicate = Annotated[
-    Annotated[AllPredicate, Tag("all")] | Annotated[AnyPredicate, Tag("any")] | Annotated[NotPredicate, Tag("not")] | Annotated[ExprPredicate, Tag("expr")] | Annotated[LeafPredicate, Tag("leaf")],
+    Annotated[AllPredicate, Tag("all")] | Annotated[AnyPredicate, Tag("any")] | Annotated[NotPredicate, Tag("not")]
+    | Annotated[ExprPredicate, Tag("expr")] | Annotated[LeafPredicate, Tag("leaf")],
     Discriminator(_predicate_kind),
 ]
 AllPredicate.model_rebuild()
@@ -313,9 +314,7 @@ class AddNote(_Action):
     entity: Literal["lead", "contact"] = "lead"
 
 
-TaskDue = Union[
-    Literal["now", "end_of_day", "in_1_day", "in_3_days", "end_of_week"], Duration
-]
+TaskDue = Literal["now", "end_of_day", "in_1_day", "in_3_days", "end_of_week"] | Duration
 
 
 class AddTask(_Action):
@@ -442,7 +441,8 @@ class MetaConversion(_Action):
 
 
 Action = Annotated[
-    AddNote | AddTask | CompleteTasks | SetChatStatus | ChangeStage | ChangeResponsible | CreateLead | Subscribers | Tags | SendEmail | SendWebhook | SetField | SetVariable | CreateForm | MetaConversion,
+    AddNote | AddTask | CompleteTasks | SetChatStatus | ChangeStage | ChangeResponsible | CreateLead | Subscribers
+    | Tags | SendEmail | SendWebhook | SetField | SetVariable | CreateForm | MetaConversion,
     Field(discriminator="do"),
 ]
 
@@ -520,7 +520,8 @@ class StopStep(Model):
 
 
 Step = Annotated[
-    MessageStep | ListStep | ConditionStep | ValidationStep | PauseStep | ActionStep | InternalMessageStep | SubscribeStep | CommentStep | GotoStep | StartBotStep | RoundRobinStep | WidgetStep | CustomStep | StopStep,
+    MessageStep | ListStep | ConditionStep | ValidationStep | PauseStep | ActionStep | InternalMessageStep
+    | SubscribeStep | CommentStep | GotoStep | StartBotStep | RoundRobinStep | WidgetStep | CustomStep | StopStep,
     Field(discriminator="type"),
 ]
 

@@ -280,10 +280,12 @@ class _Environment(ImmutableSandboxedEnvironment):
         """Parse, refuse what is abusive on its face, and count the iterations of every loop."""
         tree = super()._parse(source, name, filename)
         for call in tree.find_all(nodes.Call):
-            if isinstance(call.node, nodes.Name) and call.node.name == "range" and all(
-                    isinstance(a, nodes.Const) and type(a.value) is int for a in call.args):
+            if not (isinstance(call.node, nodes.Name) and call.node.name == "range"):
+                continue
+            bounds = [a.value for a in call.args if isinstance(a, nodes.Const) and type(a.value) is int]
+            if len(bounds) == len(call.args):  # only constant integers are known before rendering
                 try:
-                    bounded_range(*(a.value for a in call.args))  # type: ignore[attr-defined]
+                    bounded_range(*bounds)
                 except (BudgetExceeded, ValueError, TypeError) as exc:
                     raise TemplateSyntaxError(str(exc), call.lineno, name, filename) from None
         for loop in tree.find_all(nodes.For):

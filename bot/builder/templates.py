@@ -92,7 +92,8 @@ class Template:
         token = None
         try:
             if self._parts is not None:
-                return "".join([p if type(p) is str else _text(p(context)) for p in self._parts])
+                # callable() (not ``type(p) is str``) so the type checker knows which part is which
+                return "".join([_text(p(context)) if callable(p) else p for p in self._parts])
             token = CURRENT.set(RenderBudget())
             return str(self._jinja.render(context))
         except (ExpressionError, BudgetExceeded, TemplateError) as exc:

@@ -13,12 +13,12 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import regex
 from jinja2 import TemplateSyntaxError
-from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 
 from ..errors import FlowInvalid, Problem
 from ..messages import OutButton
@@ -32,7 +32,7 @@ from .working_hours import WorkingHours, WorkingHoursError
 #: Largest document accepted (the stored JSON). Kommo's own limit is 64 KB; we allow more.
 MAX_DOCUMENT_BYTES = 512 * 1024
 
-_STEP = TypeAdapter(m.Step)
+_STEP: TypeAdapter[m.Step] = TypeAdapter(m.Step)
 
 
 class _Envelope(m.Model):
@@ -43,8 +43,8 @@ class _Envelope(m.Model):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     start: m.StepId
     settings: m.Settings = m.Settings()
-    variables: dict[m.VarName, Any] = {}
-    steps: m.Annotated[dict[str, Any], m.Field(min_length=1)]  # type: ignore[name-defined]
+    variables: dict[m.VarName, Any] = Field(default_factory=dict)
+    steps: Annotated[dict[str, Any], Field(min_length=1)]
 
 
 def _vocabulary() -> list[str]:
@@ -57,11 +57,16 @@ def _vocabulary() -> list[str]:
 
 
 _KEYS = _vocabulary()
-_STEP_TYPES = [t for t in m.Step.__args__[0].__args__]  # type: ignore[attr-defined]
-_STEP_TYPE_NAMES = sorted(t.model_fields["type"].annotation.__args__[0] for t in _STEP_TYPES)
-_ACTION_NAMES = sorted(
-    t.model_fields["do"].annotation.__args__[0] for t in m.Action.__args__[0].__args__  # type: ignore[attr-defined]
-)
+
+
+def _tags(union: object, key: str) -> list[str]:
+    """The discriminator values (``type`` of steps, ``do`` of actions) of an annotated union."""
+    members = get_args(get_args(union)[0])
+    return sorted(get_args(t.model_fields[key].annotation)[0] for t in members)
+
+
+_STEP_TYPE_NAMES = _tags(m.Step, "type")
+_ACTION_NAMES = _tags(m.Action, "do")
 
 
 def pointer(parts: Iterable[str | int]) -> str:
@@ -94,7 +99,8 @@ def _real_path(raw: Any, loc: tuple[Any, ...], *, step: bool = False) -> list[st
             # The tag of a step, action or predicate, which pydantic puts before its fields
             # (a widget step's tag "widget" is also one of its keys: it is not that key).
             tagged.add(id(node))
-        elif (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+        elif (isinstance(node, dict) and part in node) or (
+                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
             path.append(part)
             node = node[part]
         elif last and isinstance(node, dict):
@@ -184,7 +190,8 @@ def _step_key_problems(steps: Mapping[str, Any]) -> list[Problem]:
         try:
             bad.validate_python(key)
         except ValidationError:
-            out.append(Problem(pointer(["steps", key]), f'"{key}" is not a step id: letters, digits, _ and -, up to 64'))
+            out.append(Problem(pointer(["steps", key]),
+                               f'"{key}" is not a step id: letters, digits, _ and -, up to 64'))
     return out
 
 
@@ -236,7 +243,7 @@ class _Compiler:
             self.problems.append(Problem(pointer(at), f"regular expression does not compile: {exc}"))
             return None
 
-    def predicate(self, p: Any, at: list[str | int]) -> c.CPredicate:
+    def predicate(self, p: m.Predicate, at: list[str | int]) -> c.CPredicate:
         if isinstance(p, m.AllPredicate):
             return c.CAll(tuple(self.predicate(x, at + ["all", i]) for i, x in enumerate(p.all)))
         if isinstance(p, m.AnyPredicate):
@@ -263,7 +270,7 @@ class _Compiler:
             return c.CLeaf(tuple(p.field.split(".")), p.op, evaluate_value(value, {}), pattern, True)
         return c.CLeaf(tuple(p.field.split(".")), p.op, value, pattern)
 
-    def step(self, sid: str, s: Any) -> c.CStep:
+    def step(self, sid: str, s: m.Step) -> c.CStep:
         at: list[str | int] = ["steps", sid]
         t = s.type
         if isinstance(s, m.MessageStep):
@@ -281,7 +288,7 @@ class _Compiler:
                                     self.optional(a.name, at + ["attachments", i, "name"]))
                       for i, a in enumerate(s.attachments)),
                 tuple(buttons), s.other_answer,
-                (s.no_answer.after, s.no_answer.next) if s.no_answer else None,  # type: ignore[arg-type]
+                (_seconds(s.no_answer.after), s.no_answer.next) if s.no_answer else None,
                 s.failed, s.recipients, s.channel_mode,
                 tuple(s.channels) if s.channels is not None else None, s.next,
                 any(b.next is not None for b in s.buttons),
@@ -291,9 +298,9 @@ class _Compiler:
             rows = []
             sections = []
             n = 0
-            for si, sec in enumerate(s.sections):
+            for sec in s.sections:
                 srows = []
-                for ri, r in enumerate(sec.rows):
+                for r in sec.rows:
                     n += 1
                     row = c.CListRow(r.id or _payload(sid, n - 1), r.title, r.description, r.next, n)
                     srows.append(row)
@@ -306,7 +313,7 @@ class _Compiler:
             return c.CList(
                 sid, t, self.optional(s.header, at + ["header"]), self.template(s.text, at + ["text"]),
                 self.optional(s.footer, at + ["footer"]), s.button, tuple(sections), tuple(rows),
-                s.other_answer, (s.no_answer.after, s.no_answer.next) if s.no_answer else None,  # type: ignore[arg-type]
+                s.other_answer, (_seconds(s.no_answer.after), s.no_answer.next) if s.no_answer else None,
                 s.failed, s.recipients, s.channel_mode,
                 tuple(s.channels) if s.channels is not None else None,
             )
@@ -324,7 +331,8 @@ class _Compiler:
                                  s.save_as, s.pass_, s.fail)
         if isinstance(s, m.PauseStep):
             return c.CPause(sid, t, tuple(
-                c.CPauseEvent(e.on, e.after, e.next if e.next is not None else s.next)  # type: ignore[arg-type]
+                c.CPauseEvent(e.on, None if e.after is None else _seconds(e.after),
+                              e.next if e.next is not None else s.next)
                 for e in s.until
             ))
         if isinstance(s, m.ActionStep):
@@ -353,13 +361,20 @@ class _Compiler:
             return c.CRoundRobin(sid, t, tuple(s.options), rotation)
         if isinstance(s, m.WidgetStep):
             return c.CWidget(sid, t, s.widget, self.value(s.params, at + ["params"]),
-                             s.wait.timeout if s.wait else None,  # type: ignore[arg-type]
+                             _seconds(s.wait.timeout) if s.wait else None,
                              s.wait.on_timeout if s.wait else None, s.next, s.failed)
         if isinstance(s, m.CustomStep):
             return c.CCustom(sid, t, s.handler, self.value(s.params, at + ["params"]), s.next, s.failed)
         if isinstance(s, m.StopStep):
             return c.CStop(sid, t, s.close_chat)
         raise AssertionError(f"no compiler for {t}")  # pragma: no cover - the schema forbids it
+
+
+def _seconds(duration: int | str) -> int:
+    """A duration field of a parsed step. The model's type is what a document may say ("2h" or
+    7200); its validator has already turned either into seconds."""
+    assert isinstance(duration, int), duration
+    return duration
 
 
 def _static_buttons(buttons: list[c.CButton]) -> tuple[OutButton, ...] | None:
@@ -421,8 +436,9 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
     except ValidationError as exc:
         problems.extend(_schema_problems(exc, doc, []))
         env = None
-    raw_steps = doc.get("steps") if isinstance(doc.get("steps"), dict) else {}
-    steps: dict[str, Any] = {}
+    given_steps = doc.get("steps")
+    raw_steps: dict[str, Any] = given_steps if isinstance(given_steps, dict) else {}
+    steps: dict[str, m.Step] = {}
     for sid, raw in raw_steps.items():
         try:
             steps[sid] = _STEP.validate_python(raw)
@@ -454,7 +470,8 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
         try:
             tz = ZoneInfo(settings.timezone)
         except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
-            problems.append(Problem("/settings/timezone", f'unknown timezone "{settings.timezone}" (use an IANA name such as "Europe/Istanbul")'))
+            problems.append(Problem("/settings/timezone", f'unknown timezone "{settings.timezone}" '
+                                    '(use an IANA name such as "Europe/Istanbul")'))
         try:
             hours = WorkingHours.parse(settings.working_hours, tz)
         except WorkingHoursError as exc:
@@ -477,11 +494,15 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
             if sid not in seen:
                 problems.append(Problem(pointer(["steps", sid]), "step cannot be reached from the start", "warning"))
     for sid, s in steps.items():
-        waits = isinstance(s, m.ListStep) or (isinstance(s, m.MessageStep) and any(b.next for b in s.buttons))
+        if not isinstance(s, (m.MessageStep, m.ListStep)):
+            continue
+        waits = isinstance(s, m.ListStep) or any(b.next for b in s.buttons)
         if isinstance(s, m.MessageStep) and waits and s.next is not None:
-            problems.append(Problem(pointer(["steps", sid, "next"]), "ignored: a message with reply buttons goes on through its buttons, other_answer or no_answer", "warning"))
-        if waits and s.other_answer is None and s.no_answer is None:  # type: ignore[union-attr]
-            problems.append(Problem(pointer(["steps", sid]), "waits for a reply but has neither other_answer nor no_answer: an unexpected reply leaves the customer without an answer", "warning"))
+            problems.append(Problem(pointer(["steps", sid, "next"]), "ignored: a message with reply buttons goes on "
+                                    "through its buttons, other_answer or no_answer", "warning"))
+        if waits and s.other_answer is None and s.no_answer is None:
+            problems.append(Problem(pointer(["steps", sid]), "waits for a reply but has neither other_answer nor "
+                                    "no_answer: an unexpected reply leaves the customer without an answer", "warning"))
 
     if any(p.severity == "error" for p in problems) or env is None:
         return _sorted(problems), None
@@ -503,22 +524,24 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
     return _sorted(problems), flow
 
 
-def _slow_checks(steps: Iterable[Any]) -> bool:
+def _slow_checks(steps: Iterable[m.Step]) -> bool:
     """Whether the flow matches customer text against regexes, or looks for phones or e-mails
     in it: CPU work the runtime keeps off the event loop (see ``bot.runtime.driver``)."""
-    def predicates(p: Any) -> Iterator[Any]:
-        yield p
-        for child in getattr(p, "all", None) or getattr(p, "any", None) or ():
-            yield from predicates(child)
-        if getattr(p, "not_", None) is not None:
-            yield from predicates(p.not_)
+    def leaves(p: m.Predicate) -> Iterator[m.LeafPredicate]:
+        if isinstance(p, m.AllPredicate | m.AnyPredicate):
+            for child in p.all if isinstance(p, m.AllPredicate) else p.any:
+                yield from leaves(child)
+        elif isinstance(p, m.NotPredicate):
+            yield from leaves(p.not_)
+        elif isinstance(p, m.LeafPredicate):
+            yield p
 
     for s in steps:
         if isinstance(s, m.ValidationStep) and any(
                 r.check == "regex" or r.kind in ("phone", "email") for r in s.rules):
             return True
         if isinstance(s, m.ConditionStep) and any(
-                getattr(p, "op", None) == "matches" for b in s.branches for p in predicates(b.if_)):
+                p.op == "matches" for b in s.branches for p in leaves(b.if_)):
             return True
     return False
 

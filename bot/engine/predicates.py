@@ -58,14 +58,15 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return _text(a) == _text(b)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     return _text(a) == _text(b)
 
 
 def _compare(a: Any, b: Any) -> int | None:
     ta_, tb_ = type(a), type(b)
     if (ta_ is int or ta_ is float) and (tb_ is int or tb_ is float):  # the common case, fast
-        return (a > b) - (a < b)
+        order: int = (a > b) - (a < b)  # numbers: a bool difference is an int
+        return order
     na, nb = as_number(a), as_number(b)
     if na is not None and nb is not None:
         return (na > nb) - (na < nb)
@@ -137,10 +138,7 @@ def _leaf(p: CLeaf, context: Mapping[str, Any]) -> bool:
     if op == "ne":
         return not _equal(actual, expected)
     if op in ("contains", "not_contains"):
-        if isinstance(actual, (list, tuple)):
-            found = _holds(actual, expected)
-        else:
-            found = _text(expected) in _text(actual)
+        found = _holds(actual, expected) if isinstance(actual, (list, tuple)) else _text(expected) in _text(actual)
         return found if op == "contains" else not found
     if op == "starts_with":
         return _text(actual).startswith(_text(expected))

@@ -31,10 +31,10 @@ class ChatSession:
             stamp = line.at.strftime("%a %H:%M") if line.at else ""
             prefix = {"bot": "bot", "internal": "internal", "system": "!"}.get(line.role, line.role)
             self.out.write(f"[{stamp}] {prefix}: {line.text}\n")
-            numbered = [t for t, p in zip(line.buttons, line.payloads) if p is not None]
+            numbered = [t for t, p in zip(line.buttons, line.payloads, strict=True) if p is not None]
             for i, title in enumerate(numbered, 1):
                 self.out.write(f"        {i}. {title}\n")
-            for title, payload in zip(line.buttons, line.payloads):
+            for title, payload in zip(line.buttons, line.payloads, strict=True):
                 if payload is None:
                     self.out.write(f"        (link) {title}\n")
             for a in line.attachments:

@@ -97,7 +97,8 @@ def build_simulator(path: Path, doc: dict[str, Any]) -> Simulator:
         flow = load_flow(base / str(doc["flow"]))
         bots = [load_flow(base / str(b)) for b in doc.get("bots") or []]
     except FlowInvalid as exc:
-        raise ConversationTestError(f"{path}: the flow is invalid: " + "; ".join(str(p) for p in exc.problems if p.severity == "error")) from exc
+        errors = "; ".join(str(p) for p in exc.problems if p.severity == "error")
+        raise ConversationTestError(f"{path}: the flow is invalid: {errors}") from exc
     except FlowLoadError as exc:
         raise ConversationTestError(f"{path}: {exc}") from exc
     unknown = set(doc) - {"flow", "bots", "channel", "now", "contact", "lead", "pipelines", "script",
@@ -153,7 +154,7 @@ def match_value(actual: Any, expected: Any) -> bool:
     if isinstance(expected, dict) and isinstance(actual, dict):
         return all(k in actual and match_value(actual[k], v) for k, v in expected.items())
     if isinstance(expected, list) and isinstance(actual, (list, tuple)):
-        return len(expected) == len(actual) and all(match_value(a, e) for a, e in zip(actual, expected))
+        return len(expected) == len(actual) and all(match_value(a, e) for a, e in zip(actual, expected, strict=True))
     return bool(actual == expected)
 
 
@@ -161,12 +162,22 @@ def _matcher(actual: Any, kind: str, wanted: Any) -> bool:
     if kind == "has":
         return isinstance(actual, (list, tuple)) and any(match_value(a, wanted) for a in actual)
     if kind == "contains":
-        return isinstance(actual, str) and str(wanted) in actual
+        return str(wanted) in _as_text(actual)
     if kind == "matches":
-        return isinstance(actual, str) and re.search(str(wanted), actual) is not None
+        return re.search(str(wanted), _as_text(actual)) is not None
     if kind == "count":
         return isinstance(actual, (list, tuple, dict, str)) and len(actual) == int(wanted)
     return False
+
+
+def _as_text(value: Any) -> str:
+    """What ``contains`` and ``matches`` read: text as it is, nothing (``None``, a missing path) as
+    "" (as a template renders it), anything else as YAML and JSON spell it: 2, 2.5, true, ["a"]."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _check_bot(line: Line, expected: Any) -> str | None:
@@ -202,7 +213,7 @@ async def _run_script(sim: Simulator, script: list[Any], lines: list[int]) -> in
 
     def collect() -> None:
         nonlocal cursor
-        pending.extend(l for l in sim.transcript[cursor:] if l.role == "bot")
+        pending.extend(line for line in sim.transcript[cursor:] if line.role == "bot")
         cursor = len(sim.transcript)
 
     def where(i: int) -> str:
@@ -211,7 +222,8 @@ async def _run_script(sim: Simulator, script: list[Any], lines: list[int]) -> in
     for i, entry in enumerate(script):
         collect()
         if not isinstance(entry, dict) or len(entry) != 1:
-            raise ConversationTestError(f"{where(i)}: each script entry has one key (user, bot, wait, expect, event, silence)")
+            raise ConversationTestError(
+                f"{where(i)}: each script entry has one key (user, bot, wait, expect, event, silence)")
         (key, value), = entry.items()
         if key in ("user", "wait", "event") and pending:
             raise _Failure(f"{where(i)}: unexpected bot message before this {key}: {pending[0].show()}",
@@ -262,7 +274,8 @@ async def _run_script(sim: Simulator, script: list[Any], lines: list[int]) -> in
                 raise _Failure(f"{where(i)}: expected silence, but the bot sent: {pending[0].show()}",
                                "(silence)", pending[0].show())
         else:
-            raise ConversationTestError(f"{where(i)}: unknown script entry {key!r} (user, bot, wait, expect, event, silence)")
+            raise ConversationTestError(
+                f"{where(i)}: unknown script entry {key!r} (user, bot, wait, expect, event, silence)")
     collect()
     if pending:
         raise _Failure(f"end of script: unexpected bot message: {pending[0].show()}", "(end)", pending[0].show())
@@ -281,7 +294,7 @@ def run_test_file(path: Path) -> TestOutcome:
     except ConversationTestError as exc:
         return TestOutcome(path, False, f"broken test: {exc}")
     except _Failure as exc:
-        expected = [_script_line(e) for e in doc.get("script", [])]  # type: ignore[union-attr]
+        expected = [_script_line(e) for e in doc.get("script", [])]
         actual = [_actual_line(line) for line in sim.transcript]
         details = []
         if exc.expected is not None:

@@ -7,7 +7,7 @@ world (no network): webhooks and widgets answer from configured fixtures.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +33,7 @@ class Line:
     role: str  # user | bot | internal | system
     text: str = ""
     buttons: list[str] = field(default_factory=list)
-    payloads: list[str | None] = field(default_factory=list)
+    payloads: list[str | None] = field(default_factory=list)  # one per button, in order
     kind: str = "message"
     attachments: list[dict[str, Any]] = field(default_factory=list)
     at: datetime | None = None
@@ -53,7 +53,7 @@ class Simulator:
         self,
         flow: CompiledFlow,
         *,
-        bots: list[CompiledFlow] = (),  # type: ignore[assignment]
+        bots: Sequence[CompiledFlow] = (),
         channel: str = "livechat",
         now: datetime,
         contact: Mapping[str, Any] | None = None,
@@ -113,7 +113,7 @@ class Simulator:
         for line in reversed(self.transcript):
             if line.role != "bot" or not line.buttons:
                 continue
-            for t, p in zip(line.buttons, line.payloads):
+            for t, p in zip(line.buttons, line.payloads, strict=True):
                 if normalize(t) == want:
                     if p is None:
                         raise LookupError(f'"{title}" is a link button; it cannot be clicked in a test')
@@ -157,7 +157,7 @@ class Simulator:
             token = str(data.pop("token", None) or (wait.token if wait else ""))
             return await self.feed(ev.WidgetCallback(token, data.get("body", data)))
         if type_ == "delivery_failed":
-            ref = data.get("ref") or next((l.ref for l in reversed(self.transcript) if l.role == "bot"), "")
+            ref = data.get("ref") or next((x.ref for x in reversed(self.transcript) if x.role == "bot"), "")
             return await self.feed(ev.DeliveryFailed(str(ref), str(data.get("reason", "failed"))))
         if type_ == "lead.stage_changed" and "stage" in data:
             lead = self.crm.leads[self.ref.lead_id]
@@ -214,7 +214,8 @@ class Simulator:
                 return ev.RequestResult(request.id, value=result.value, snapshot=self.snapshot())
             self.outbox.append(dict(p))
             if do == "send_webhook":
-                return ev.RequestResult(request.id, value=self._fixture(self.webhooks, str(p.get("url", "")), {"ok": True}))
+                answer = self._fixture(self.webhooks, str(p.get("url", "")), {"ok": True})
+                return ev.RequestResult(request.id, value=answer)
             if do == "create_form":
                 return ev.RequestResult(request.id, value={"url": f"https://forms.invalid/f/{len(self.outbox)}"})
             return ev.RequestResult(request.id, value={"ok": True})
@@ -263,7 +264,7 @@ class Simulator:
                     "waiting_for": run.wait.kind if run.wait else None} if run else {"status": None},
             "chat": {"status": self.state.chat_status, "channel": self.channel, "owner": self.state.owner},
             "tasks": self.crm.lead_tasks(self.ref),
-            "leads": [{k: v for k, v in lead.items()} for lead in self.crm.leads.values()],
+            "leads": [dict(lead) for lead in self.crm.leads.values()],
             "notes": self.crm.lead_notes(self.ref),
             "internal": list(self.internal),
             "outbox": list(self.outbox),

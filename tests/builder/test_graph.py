@@ -28,7 +28,8 @@ def edges_of(sid: str, raw: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     ({"type": "list", "text": "t", "button": "b", "sections": [
         {"title": "S", "rows": [{"title": "R1", "next": "r1"}]},
         {"title": "T", "rows": [{"title": "R2", "next": "r2"}]}]},
-     [("r1", "/steps/s/sections/0/rows/0/next", "R1", "wait"), ("r2", "/steps/s/sections/1/rows/0/next", "R2", "wait")]),
+     [("r1", "/steps/s/sections/0/rows/0/next", "R1", "wait"),
+      ("r2", "/steps/s/sections/1/rows/0/next", "R2", "wait")]),
     ({"type": "condition", "branches": [{"if": {"expr": "true"}, "next": "y"}], "else": "z"},
      [("y", "/steps/s/branches/0/next", "if 1", "now"), ("z", "/steps/s/else", "else", "now")]),
     ({"type": "validation", "rules": [{"check": "length", "max": 3}], "pass": "p", "fail": "f"},

@@ -118,7 +118,8 @@ BASE: dict[str, Any] = {
                              {"title": "Person", "next": "handoff"}, {"title": "Site", "url": "https://x.example"}],
                  "other_answer": "fallback", "no_answer": {"after": "2h", "next": "remind"}},
         "catalog": {"type": "list", "text": "Pick", "button": "Open", "sections": [
-            {"title": "Rooms", "rows": [{"id": "living", "title": "Living room", "description": "Sofas", "next": "send"},
+            {"title": "Rooms", "rows": [
+                {"id": "living", "title": "Living room", "description": "Sofas", "next": "send"},
                                         {"title": "Bedroom", "next": "send"}]}],
                     "other_answer": "menu", "no_answer": {"after": "1h", "next": "remind"}},
         "send": {"type": "action", "actions": [
@@ -137,13 +138,15 @@ BASE: dict[str, Any] = {
         "ask_phone": {"type": "validation", "rules": [{"check": "contains", "kind": "phone"},
                                                       {"check": "regex", "pattern": "^\\+?[0-9 ]+$"}],
                       "save_as": "phone", "pass": "handoff", "fail": "menu"},
-        "wait": {"type": "pause", "until": [{"on": "message", "next": "menu"}, {"on": "timer", "after": "1d", "next": "remind"},
+        "wait": {"type": "pause", "until": [{"on": "message", "next": "menu"},
+                                            {"on": "timer", "after": "1d", "next": "remind"},
                                             {"on": "working_hours", "next": "handoff"}]},
         "rr": {"type": "round_robin", "options": ["handoff", "remind"]},
         "remind": {"type": "message", "text": "Still there?", "next": "widget"},
         "widget": {"type": "widget", "widget": "http_request", "params": {"url": "https://x.example"},
                    "wait": {"timeout": "10m", "on_timeout": "handoff"}, "next": "handoff"},
-        "fallback": {"type": "internal_message", "text": "Lead {{ lead.name }}", "to": ["team:sales"], "next": "handoff"},
+        "fallback": {"type": "internal_message", "text": "Lead {{ lead.name }}", "to": ["team:sales"],
+                     "next": "handoff"},
         "handoff": {"type": "start_bot", "bot": "qualify", "next": "bye"},
         "bye": {"type": "stop", "close_chat": True},
     },
@@ -313,7 +316,8 @@ def valid_flows(draw: st.DrawFn) -> dict[str, Any]:
                                                     {"check": "regex", "pattern": "^[a-z]+$"}],
                     "logic": draw(st.sampled_from(["all", "any"])), "pass": draw(later(i)), "fail": draw(later(i))}
         elif kind == "action":
-            step = {"type": "action", "actions": draw(st.lists(ACTIONS, min_size=1, max_size=4)), "next": draw(later(i))}
+            step = {"type": "action", "actions": draw(st.lists(ACTIONS, min_size=1, max_size=4)),
+                    "next": draw(later(i))}
             if (failed := maybe(i)) is not None:
                 step["failed"] = failed
         elif kind == "goto":
@@ -348,8 +352,8 @@ def test_random_valid_flows_compile(doc: dict[str, Any]) -> None:
     assert set(compiled.steps) == set(doc["steps"])
     assert {p.message for p in problems} <= {
         "step cannot be reached from the start",
-        "waits for a reply but has neither other_answer nor no_answer: "
-        "an unexpected reply leaves the customer without an answer",
+        ("waits for a reply but has neither other_answer nor no_answer: "
+         "an unexpected reply leaves the customer without an answer"),
     }
     again = compile_document(json.loads(json.dumps(doc)), version=2)
     assert again.digest == compiled.digest and again.version == 2

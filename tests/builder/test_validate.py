@@ -374,7 +374,8 @@ def test_a_loop_through_a_plain_message_next_is_not_waiting() -> None:
 def test_a_pause_racing_working_hours_against_a_message_does_not_wait_while_open() -> None:
     doc = flow({
         "send": message("Hi", next="wait"),
-        "wait": {"type": "pause", "until": [{"on": "message", "next": "send"}, {"on": "working_hours", "next": "send"}]},
+        "wait": {"type": "pause", "until": [{"on": "message", "next": "send"},
+                                            {"on": "working_hours", "next": "send"}]},
     })
     assert errors(doc) == [
         ("/steps/wait/until/1/next", "loop send → wait → send can run without ever waiting for the customer")
@@ -625,7 +626,7 @@ def test_unknown_reference_in_every_kind_of_field() -> None:
         "r": {"type": "round_robin", "options": ["x14", "m"]},
         "g": {"type": "goto", "step": "x15"},
     })
-    unknown = {ptr: msg for ptr, msg in errors(doc)}
+    unknown = dict(errors(doc))
     assert unknown == {
         "/steps/m/buttons/0/next": 'unknown step "x1"',
         "/steps/m/other_answer": 'unknown step "x2"',

@@ -15,8 +15,9 @@ import pytest
 
 from bot.engine import effects as fx
 from bot.engine import events as ev
-from bot.engine.interpreter import advance, task_due, task_due_window
+from bot.engine.interpreter import advance
 from bot.engine.state import ConversationState, Wait
+from bot.engine.steps.actions import task_due, task_due_window
 
 from .helpers import NOW, Chat, library, make_flow, of_type, texts, trace_events, without_traces
 

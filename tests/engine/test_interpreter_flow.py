@@ -14,9 +14,10 @@ from bot.engine import effects as fx
 from bot.engine import events as ev
 from bot.engine import predicates
 from bot.engine.flows import FlowLibrary
-from bot.engine.interpreter import MAX_CALL_DEPTH, advance
+from bot.engine.interpreter import advance
 from bot.engine.predicates import as_number
 from bot.engine.state import ConversationState, Frame, Run, Wait
+from bot.engine.steps.control import MAX_CALL_DEPTH
 
 from .helpers import NOW, Chat, library, make_flow, of_type, texts, trace_events, without_traces
 
@@ -566,7 +567,7 @@ def test_round_robin_rotation_restarts_when_the_options_change() -> None:
     )
     assert v1.steps["rr"].rotation == same.steps["rr"].rotation
     assert v1.steps["rr"].rotation != other.steps["rr"].rotation
-    counters, answer = counting_rotation()
+    _, answer = counting_rotation()
     chat = Chat(v1, answer=answer)
     chat.say("1")
     chat.lib.add(other)

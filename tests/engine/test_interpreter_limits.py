@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.engine import effects as fx
 from bot.engine import events as ev
-from bot.engine.interpreter import MAX_CALL_DEPTH
+from bot.engine.steps.control import MAX_CALL_DEPTH
 
 from .helpers import NOW, Chat, make_flow, of_type, texts
 

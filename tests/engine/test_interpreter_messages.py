@@ -537,8 +537,8 @@ def test_delivery_failure_of_an_old_run_is_ignored() -> None:
     "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
     "{{ (9**999)**999 }}",
     "{{ '%0200000000d' % 1 }}",
-    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
-    "{{ ns.s }}",
+    ("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+     "{{ ns.s }}"),
 ])
 def test_a_template_over_its_budget_is_logged_and_the_conversation_goes_on(attack: str) -> None:
     flow = make_flow({

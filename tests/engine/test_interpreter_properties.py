@@ -687,7 +687,7 @@ def test_random_conversations_on_the_simulator_never_raise(
                         t
                         for line in reversed(sim.transcript)
                         if line.role == "bot"
-                        for t, p in zip(line.buttons, line.payloads)
+                        for t, p in zip(line.buttons, line.payloads, strict=True)
                         if p is not None
                     )
                 except StopIteration:

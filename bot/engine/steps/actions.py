@@ -1,0 +1,122 @@
+"""The action step (its actions in order; local ones at once, the rest as requests) and CRM task due dates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from ...builder import compiled as c
+from ...builder.templates import Template, TemplateFailed
+from .. import effects as fx
+from .. import events as ev
+from ..state import plain
+from ..turn import Target, TurnContext
+
+
+def action(t: TurnContext, s: c.CActionStep) -> Target:
+    run = t.state.run
+    assert run is not None
+    actions = s.actions
+    while run.action_index < len(actions):
+        act = actions[run.action_index]
+        if act.do == "set_variable":
+            params = act.params
+            value = params["value"]
+            if type(value) is Template:  # the usual case, without the generic walk
+                ctx = t.cached_context or t.context()
+                try:
+                    value = value.value(ctx)
+                except TemplateFailed as exc:
+                    t.trace("template.error", "warning", error=str(exc))
+                    value = ""
+            else:
+                value = t.value(value)
+            run.vars[params["name"]] = plain(value)
+            run.action_index += 1
+            continue
+        if act.do == "set_chat_status":
+            t.set_chat_status(str(act.params["status"]))
+            run.action_index += 1
+            continue
+        payload = action_payload(t, act)
+        if payload is None:
+            run.action_index += 1
+            continue
+        return t.request(s, "action", payload)
+    return s.next
+
+
+def action_payload(t: TurnContext, act: c.CAction) -> dict[str, Any] | None:
+    """The plain command for one action (templates rendered), or None if done locally."""
+    flow = t.flow
+    assert flow is not None
+    params = t.value(dict(act.params))
+    payload: dict[str, Any] = {"do": act.do, **params}
+    if act.do == "add_task":
+        payload["due_at"] = task_due(params["due"], t.now, flow).isoformat()
+    elif act.do == "complete_tasks":
+        lo, hi = task_due_window(params["due"], t.now, flow)
+        payload["due_from"] = lo.isoformat() if lo else None
+        payload["due_to"] = hi.isoformat() if hi else None
+    elif act.do == "set_field" and params.get("from") == "message":
+        payload["value"] = (t.state.last_message or {}).get("text", "")
+    elif act.do == "set_field" and params.get("from") == "manual":
+        lead = t.snapshot.get("lead") or {}
+        t.effects.append(fx.InternalMessage(
+            f"Please fill in the {params['entity']} field \"{params['field']}\""
+            f" for {lead.get('name') or 'this lead'}.", ("user:responsible",)))
+        return None
+    payload["timezone"] = str(flow.tz.key)
+    return payload
+
+
+def action_result(t: TurnContext, s: c.CActionStep, e: ev.RequestResult) -> Target:
+    run = t.run
+    act = s.actions[run.action_index]
+    if not e.ok and e.permanent:
+        t.trace("action.failed", "warning", action=act.do, error=e.error)
+        if s.failed is not None:
+            return s.failed
+    elif act.do == "send_webhook":
+        save_as = str(act.params.get("save_as") or "json")
+        if save_as == "json":
+            run.json = e.value
+        else:
+            run.vars[save_as] = e.value
+        t.invalidate()
+    elif act.do == "create_form" and isinstance(e.value, Mapping):
+        run.vars["form_url"] = e.value.get("url")
+    run.action_index += 1
+    return action(t, s)
+
+
+# ---------------------------------------------------------------------- task due dates
+def task_due(due: Any, now: datetime, flow: c.CompiledFlow) -> datetime:
+    """When a task created now falls due, in the flow's timezone (Kommo's presets)."""
+    local = now.astimezone(flow.tz)
+    end_of_day = local.replace(hour=23, minute=59, second=0, microsecond=0)
+    if due == "now":
+        return local
+    if due == "end_of_day":
+        return end_of_day
+    if due == "in_1_day":
+        return local + timedelta(days=1)
+    if due == "in_3_days":
+        return local + timedelta(days=3)
+    if due == "end_of_week":
+        return end_of_day + timedelta(days=6 - local.weekday())
+    return local + timedelta(seconds=int(due) if isinstance(due, (int, float)) else 0)
+
+
+def task_due_window(due: Any, now: datetime, flow: c.CompiledFlow) -> tuple[datetime | None, datetime | None]:
+    """The due-date window of ``complete_tasks``: ``[from, to)``; None is open."""
+    local = now.astimezone(flow.tz)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if due == "overdue":
+        return None, local
+    if due == "today":
+        return midnight, midnight + timedelta(days=1)
+    if due == "tomorrow":
+        return midnight + timedelta(days=1), midnight + timedelta(days=2)
+    return None, None

@@ -1,0 +1,57 @@
+"""Steps that choose where the run goes without waiting: condition, validation, goto."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...builder import compiled as c
+from ...builder.templates import TemplateFailed
+from ..checks import check, region_for_timezone
+from ..predicates import holds
+from ..state import plain
+from ..turn import Target, TurnContext
+
+
+def condition(t: TurnContext, s: c.CCondition) -> Target:
+    ctx = t.cached_context or t.context()
+    for predicate, target in s.branches:
+        try:
+            if holds(predicate, ctx):
+                return target
+        except TemplateFailed as exc:
+            t.trace("condition.error", "warning", error=str(exc))
+    return s.else_
+
+
+def validation(t: TurnContext, s: c.CValidation) -> Target:
+    ctx = t.context()
+    text = t.render(s.value)
+    flow = t.flow
+    assert flow is not None
+    region = region_for_timezone(str(flow.tz.key))
+    results = [_check_rule(t, rule, text, ctx, region) for rule in s.rules]
+    passed = all(ok for ok, _ in results) if s.logic == "all" else any(ok for ok, _ in results)
+    run = t.run
+    if passed:
+        matched = plain(next((m for ok, m in results if ok and m is not None), text))
+        run.last_validation_result = matched
+        if s.save_as:
+            run.vars[s.save_as] = matched
+    else:
+        run.last_validation_result = None
+    t.invalidate()
+    return s.pass_ if passed else s.fail
+
+
+def _check_rule(t: TurnContext, rule: c.CRule, text: str, ctx: dict[str, Any],
+                region: str | None) -> tuple[bool, Any]:
+    """One rule; a rule whose value template fails counts as failed (and is logged)."""
+    try:
+        return check(rule, text, ctx, region)
+    except TemplateFailed as exc:
+        t.trace("template.error", "warning", error=str(exc))
+        return False, None
+
+
+def goto(t: TurnContext, s: c.CGoto) -> Target:
+    return s.step

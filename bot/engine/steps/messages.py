@@ -1,0 +1,101 @@
+"""Steps that send messages (message, list, subscribe, comment, internal) and matching a reply to them."""
+
+from __future__ import annotations
+
+from ...builder import compiled as c
+from ...builder.normalize import normalize
+from .. import effects as fx
+from .. import events as ev
+from ..turn import Target, TurnContext
+
+
+def message(t: TurnContext, s: c.CMessage) -> Target:
+    buttons = s.static_buttons
+    if buttons is None:
+        number = 0
+        rendered = []
+        for b in s.buttons:
+            if b.next is not None:
+                number += 1
+                rendered.append(fx.OutButton(t.render(b.title), b.payload, None, number))
+            else:
+                rendered.append(fx.OutButton(t.render(b.title), None, t.render(b.url)))
+        buttons = tuple(rendered)
+    flow = t.flow
+    assert flow is not None
+    t.send(fx.SendMessage(
+        t.message_ref(s), s.id, "message", t.render(s.text), buttons, None,
+        tuple(fx.OutAttachment(a.kind, t.render(a.url), t.render(a.name) or None)
+              for a in s.attachments) if s.attachments else (),
+        s.template, t.value(s.params) if s.params is not None else None,
+        s.recipients, s.channel_mode, s.channels, None, not flow.leave_unanswered,
+    ))
+    if not s.waits:
+        return s.next
+    return wait_reply(t, s)
+
+
+def wait_reply(t: TurnContext, s: c.CMessage | c.CList) -> Target:
+    timers: dict[str, str] = {}
+    until = None
+    if s.no_answer is not None:
+        until = t.set_timer(timers, s.no_answer[0], "no_answer")
+    return t.wait("reply", s, timers=timers, until=until)
+
+
+def list_(t: TurnContext, s: c.CList) -> Target:
+    flow = t.flow
+    assert flow is not None
+    out = fx.OutList(
+        s.button, t.render(s.header) or None, t.render(s.footer) or None,
+        tuple((title, tuple(fx.OutRow(r.id, r.title, r.description, r.number) for r in rows))
+              for title, rows in s.sections),
+    )
+    t.send(fx.SendMessage(
+        t.message_ref(s), s.id, "list", t.render(s.text), (), out, (), None, None,
+        s.recipients, s.channel_mode, s.channels, marks_answered=not flow.leave_unanswered,
+    ))
+    return wait_reply(t, s)
+
+
+def internal(t: TurnContext, s: c.CInternalMessage) -> Target:
+    t.effects.append(fx.InternalMessage(t.render(s.text), s.to))
+    return s.next
+
+
+def subscribe(t: TurnContext, s: c.CSubscribe) -> Target:
+    t.send(fx.SendMessage(t.message_ref(s), s.id, "subscribe", t.render(s.title), tag=s.tag))
+    return s.next
+
+
+def comment(t: TurnContext, s: c.CComment) -> Target:
+    t.send(fx.SendMessage(t.message_ref(s), s.id, "comment", t.render(s.text)))
+    return s.next
+
+
+def match_reply(t: TurnContext, step: c.CMessage | c.CList, e: ev.InboundMessage) -> str | None:
+    """The step a reply leads to: by payload, then by title, synonym or option number."""
+    payload = e.payload
+    text = normalize(e.text) if e.text else ""
+    if isinstance(step, c.CList):
+        for row in step.rows:
+            if payload is not None and payload == row.id:
+                return row.next
+        for row in step.rows:
+            if text and (text == normalize(row.title) or text == str(row.number)):
+                return row.next
+        return None
+    replies = [b for b in step.buttons if b.next is not None]
+    if payload is not None:
+        for b in replies:
+            if payload == b.payload:
+                return b.next
+    if not text:
+        return None
+    for b in replies:
+        if text in b.keys or (not b.title.is_constant and text == normalize(t.render(b.title))):
+            return b.next
+    # isdecimal, not isdigit: "፩" is a digit that int() refuses.
+    if text.isdecimal() and 1 <= int(text) <= len(replies):
+        return replies[int(text) - 1].next
+    return None
