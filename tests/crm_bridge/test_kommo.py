@@ -20,7 +20,6 @@ from bot.config import CrmConfig, load_config
 from bot.errors import CrmRateLimited, CrmRejected, CrmUnavailable
 from bot.server.app import create_app
 from crm_bridge import ChannelIdentity, CrmRef
-from crm_bridge import kommo as kommo_module
 from crm_bridge._http import CircuitOpen, retry_after_of
 from crm_bridge.factory import kommo_account
 from crm_bridge.kommo import (
@@ -32,6 +31,7 @@ from crm_bridge.kommo import (
     verify_widget_jwt,
     webhook_events,
 )
+from crm_bridge.kommo import account as kommo_account_cache
 from tests.crm_bridge.fakes.kommo import TOKEN, FakeKommo
 
 
@@ -221,7 +221,7 @@ async def test_a_field_added_in_kommo_later_is_found_after_one_reload(
     ref = await _ref(crm)
     await crm.execute(ref, {"do": "set_field", "entity": "lead", "field": "Budget", "value": "1"})
     fake.fields["leads"].append({"id": 777, "name": "Colour", "type": "text", "code": None})
-    monkeypatch.setattr(kommo_module, "REFRESH_INTERVAL", 0.0)
+    monkeypatch.setattr(kommo_account_cache, "REFRESH_INTERVAL", 0.0)
     await crm.execute(ref, {"do": "set_field", "entity": "lead", "field": "Colour", "value": "red"})
     assert (await crm.snapshot(ref))["lead"]["fields"]["Colour"] == "red"
     assert _gets(fake, "/api/v4/leads/custom_fields") == 2
@@ -337,7 +337,7 @@ async def test_the_identity_field_is_created_once_by_concurrent_identifies_and_p
     import asyncio
     first, second = KommoCrm(fake.url, TOKEN, rate=1000), KommoCrm(fake.url, TOKEN, rate=1000)
     try:
-        await second.fields("contacts")  # the second process read the fields before the field existed
+        await second.account.fields("contacts")  # the second process read the fields before the field existed
         await asyncio.gather(*(first.identify(ChannelIdentity("t", "a", str(i))) for i in range(3)))
         await second.identify(ChannelIdentity("t", "a", "9"))
     finally:
