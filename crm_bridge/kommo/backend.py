@@ -86,7 +86,7 @@ class KommoCrm(KommoClient):
     async def _lead(self, lead_id: str, *, with_contacts: bool = True) -> Record:
         return await self.get_one(f"/api/v4/leads/{lead_id}", [("with", "contacts")] if with_contacts else [])
 
-    async def snapshot(self, ref: CrmRef) -> Record:
+    async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
         lead, contact = await asyncio.gather(self._lead(ref.lead_id), self.get(f"/api/v4/contacts/{ref.contact_id}"))
         companies = (lead.get("_embedded") or {}).get("companies") or []
         company_id = companies[0]["id"] if companies else None
@@ -403,9 +403,9 @@ class KommoCrm(KommoClient):
         raise CrmRejected("kommo: the API v4 cannot change a lead's subscribers (they are read-only there)")
 
     # ------------------------------------------------------------------ reading (support dashboard, tests)
-    async def lead_tasks(self, ref: CrmRef) -> list[Record]:
+    async def lead_tasks(self, ref: CrmRef) -> list[dict[str, Any]]:
         tasks = await self.get_all("/api/v4/tasks", "tasks", [("filter[entity_type]", "leads"),
-                                                            ("filter[entity_id][]", ref.lead_id)])
+                                                              ("filter[entity_id][]", ref.lead_id)])
         out = []
         for t in sorted(tasks, key=lambda t: t["id"]):
             due = t.get("complete_till")
@@ -418,7 +418,7 @@ class KommoCrm(KommoClient):
             })
         return out
 
-    async def lead_notes(self, ref: CrmRef) -> list[Record]:
+    async def lead_notes(self, ref: CrmRef) -> list[dict[str, Any]]:
         out = []
         for entity, path, record_id in (("lead", "leads", ref.lead_id), ("contact", "contacts", ref.contact_id)):
             for n in await self.get_all(f"/api/v4/{path}/{record_id}/notes", "notes"):
