@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from bot.errors import CrmRejected
 
@@ -45,7 +46,7 @@ class NoteStore:
         self.redis = redis
 
     @staticmethod
-    def queue_put(pipe: Any, note: dict[str, Any]) -> None:
+    def queue_put(pipe: Pipeline, note: dict[str, Any]) -> None:
         entity, eid, nid = note["entity"], str(note["entity_id"]), str(note["id"])
         pipe.hset(_body_key(entity, eid), nid, pack(note))
         pipe.zadd(_order_key(entity, eid), {nid: note_score(note["priority"], note["created_at"])})

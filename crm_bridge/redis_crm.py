@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -28,15 +28,29 @@ from .notes import NoteStore
 _P = "sb:crm"
 
 
+class _ReadPipeline(Protocol):
+    def execute_command(self, *args: Any, **options: Any) -> object: ...
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]: ...
+
+
+class RecordReader(Protocol):
+    """What reads records for a conversation turn: redis-py's ``pipeline()`` and ``get()`` (raw bytes)."""
+
+    def pipeline(self, transaction: bool = True) -> _ReadPipeline: ...
+
+    def get(self, name: str) -> Awaitable[bytes | str | None]: ...
+
+
 class RedisCrm:
     name = "embedded"
 
     def __init__(self, redis: Redis, *, pipelines: dict[str, list[str]] | None = None,
-                 clock: Callable[[], float] = time.time, reader: Any = None) -> None:
+                 clock: Callable[[], float] = time.time, reader: RecordReader | None = None) -> None:
         self.redis = redis
         #: What reads records for a conversation turn: any client with redis-py's ``pipeline()``
         #: and ``get()`` returning raw bytes (the runtime passes its lean hot-path connection).
-        self.reader = reader if reader is not None else redis
+        self.reader: RecordReader = reader if reader is not None else redis
         self.pipelines = pipelines
         self.clock = clock
         self.notes = NoteStore(redis)
