@@ -31,8 +31,8 @@ Params = Iterable[tuple[str, object]]
 
 class RateLimiter:
     """At most ``rate`` requests in any window of ``per`` (+ ``margin``) seconds. The margin
-    covers the delay between sending and Kommo's clock: 50 ms let a busy machine's late first
-    request and a prompt eighth land in one of Kommo's seconds.
+    (150 ms) covers the delay between sending and Kommo's clock: with 50 ms, a busy machine's late
+    first request and a prompt eighth could still land in one of Kommo's seconds.
 
     A token bucket whose tokens come back one window after they were spent: unlike a bucket
     refilled continuously, it never lets a burst and its refill land in the same second, which
