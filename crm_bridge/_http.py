@@ -123,17 +123,19 @@ class Breaker:
         """After each request: its error (None for a success)."""
         if isinstance(exc, CrmRateLimited):
             self.open_until = max(self.open_until, self.clock() + exc.retry_after)
-        elif isinstance(exc, CrmUnavailable) and getattr(exc, "unreachable", False):
+        elif isinstance(exc, CrmUnreachable):
             self.open_until = max(self.open_until, self.clock() + self.cooldown)
         else:  # the CRM answered: it is reachable
             self.open_until = 0.0
 
 
-def unreachable(message: str) -> CrmUnavailable:
+class CrmUnreachable(CrmUnavailable):
+    """A timeout or a failed connection: the failures that cost time, so they open the breaker."""
+
+
+def unreachable(message: str) -> CrmUnreachable:
     """The error of a timeout or a failed connection (opens the breaker)."""
-    exc = CrmUnavailable(message)
-    exc.unreachable = True  # type: ignore[attr-defined]
-    return exc
+    return CrmUnreachable(message)
 
 
 class SessionHolder:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
-import msgpack
 from email_validator import EmailNotValidError, validate_email
 
 from bot.errors import CrmRejected
 
 from .card import CARD_FIELDS, card_of, card_value
+from .codec import pack, text, unpack
 from .indexes import (
     SEARCH_CANDIDATES,
     CrmIndexes,
@@ -46,10 +46,6 @@ CONTACT_KEYS = frozenset({"name", "first_name", "phone", "email", "responsible",
 MAX_PRICE = 10**15
 LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fields", "tags",
                        "tags_add", "tags_remove", "contacts"})
-
-
-def _pack(v: Any) -> bytes:
-    return msgpack.packb(v, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def record_key(kind: str, rid: str) -> str:
@@ -140,7 +136,10 @@ class CrmDirectory:
     # ------------------------------------------------------------------ records
     async def get(self, kind: str, rid: str) -> dict[str, Any] | None:
         raw = await self.redis.get(record_key(kind, rid))
-        return None if raw is None else msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]
+        if raw is None:
+            return None
+        record: dict[str, Any] = unpack(raw)
+        return record
 
     async def get_many(self, kind: str, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
@@ -148,11 +147,11 @@ class CrmDirectory:
         pipe = self.redis.pipeline(transaction=False)
         for rid in ids:
             pipe.get(record_key(kind, rid))
-        return [msgpack.unpackb(raw, raw=False) for raw in await pipe.execute() if raw]
+        return [unpack(raw) for raw in await pipe.execute() if raw]
 
     async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(record_key(kind, rid), _pack(new))
+        pipe.set(record_key(kind, rid), pack(new))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
         if kind == "lead":
             pipe.zadd("sb:crm:idx:leads", {rid: float(rid)})
@@ -166,7 +165,7 @@ class CrmDirectory:
     async def _present(self, kind: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         times = await self._updated_at(kind, [r["id"] for r in records])
         out = []
-        for record, at in zip(records, times):
+        for record, at in zip(records, times, strict=True):
             item = {**record, "updated_at": at}
             if kind == "contact":
                 item.update(card_of(record))
@@ -257,11 +256,12 @@ class CrmDirectory:
             checks = await pipe.execute()
             ids = [i for n, i in enumerate(ids) if all(c[n] not in (None, 0, False) for c in checks)]
         times = await self._updated_at(kind, ids)
-        return [i for _, i in sorted(zip(times, ids), key=lambda p: -(p[0] or 0))]
+        return [i for _, i in sorted(zip(times, ids, strict=True), key=lambda p: -(p[0] or 0))]
 
     async def tags(self, kind: str) -> list[dict[str, Any]]:
         rows = await self.redis.zrevrange(tags_key(kind), 0, 999, withscores=True)
-        return [{"tag": t.decode(), "count": int(n)} for t, n in rows]
+        scored = cast("list[tuple[bytes, float]]", rows)  # redis-py's overloads do not follow withscores=True
+        return [{"tag": text(t), "count": int(n)} for t, n in scored]
 
     # ------------------------------------------------------------------ contacts
     async def contact(self, cid: str) -> dict[str, Any] | None:
@@ -269,16 +269,15 @@ class CrmDirectory:
         if record is None:
             return None
         item = (await self._present("contact", [record]))[0]
-        lead_ids = sorted((i.decode() for i in await self.redis.smembers(leads_of_key(cid))), key=int)
+        lead_ids = sorted((text(i) for i in await self.redis.smembers(leads_of_key(cid))), key=int)
         item["leads"] = [{k: lead[k] for k in ("id", "name", "price", "pipeline", "stage", "tags")}
                          for lead in await self.get_many("lead", lead_ids)]
         return item
 
     async def create_contact(self, data: Mapping[str, Any]) -> dict[str, Any]:
         self._check_keys("contact", data, CONTACT_KEYS)
-        ws = MemoryCrm()
         (cid,) = await self.crm._ids(1)
-        ws._id = lambda: cid  # type: ignore[method-assign]
+        ws = MemoryCrm(ids=lambda: cid)
         ws.create_contact(name=_text("name", data.get("name"), required=True))
         record = self._edit_contact(ws.contacts[cid], data)
         await self._save("contact", cid, None, record)
@@ -360,17 +359,17 @@ class CrmDirectory:
         if record is None:
             return None
         item = (await self._present("lead", [record]))[0]
-        item["contacts"] = await self._present("contact", await self.get_many("contact", [str(c) for c in record.get("contacts") or []]))
+        contacts = await self.get_many("contact", [str(c) for c in record.get("contacts") or []])
+        item["contacts"] = await self._present("contact", contacts)
         item["company"] = await self.get("company", record["company"]) if record.get("company") else None
         raw = await self.redis.get(f"sb:crm:tasks:{lid}")
-        item["tasks"] = msgpack.unpackb(raw, raw=False) if raw else []
+        item["tasks"] = unpack(raw) if raw else []
         return item
 
     async def create_lead(self, data: Mapping[str, Any], *, contact_id: str | None = None) -> dict[str, Any]:
         self._check_keys("lead", data, LEAD_KEYS - {"contacts"})
-        ws = MemoryCrm(pipelines=self.crm.pipelines)
         (lid,) = await self.crm._ids(1)
-        ws._id = lambda: lid  # type: ignore[method-assign]
+        ws = MemoryCrm(pipelines=self.crm.pipelines, ids=lambda: lid)
         ws.create_lead(contact_id=contact_id, pipeline=_text("pipeline", data.get("pipeline")),
                        stage=_text("stage", data.get("stage")))
         record = self._edit_lead(ws, ws.leads[lid], {k: v for k, v in data.items() if k not in ("pipeline", "stage")})
@@ -390,7 +389,7 @@ class CrmDirectory:
             cids = [str(c) for c in dict.fromkeys(cids)]
             missing = set(cids) - {c["id"] for c in await self.get_many("contact", cids)}
             if missing:
-                raise CrmRejected(f"no contact {sorted(missing)[0]!r}")
+                raise CrmRejected(f"no contact {min(missing)!r}")
             new["contacts"] = cids
         await self._save("lead", lid, old, new)
         return (await self._present("lead", [new]))[0]
@@ -434,7 +433,8 @@ class CrmDirectory:
         await self.crm.notes.put(note)
         return note
 
-    async def notes(self, entity: str, eid: str, *, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+    async def notes(self, entity: str, eid: str, *, offset: int = 0,
+                    limit: int = 50) -> tuple[list[dict[str, Any]], int]:
         return await self.crm.notes.page(entity, eid, offset=max(0, offset), limit=max(1, min(limit, MAX_PAGE)))
 
     async def update_note(self, entity: str, eid: str, nid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:

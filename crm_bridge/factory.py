@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -10,14 +10,16 @@ from redis.asyncio import Redis
 from .interface import CrmBackend
 from .kommo import KommoCrm
 from .outbox import CrmOutbox, FailedHook
-from .redis_crm import RedisCrm
+from .redis_crm import RecordReader, RedisCrm
 from .webhook_backend import WebhookCrm
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from bot.config import Config, CrmConfig
 
 
-def _secret(value: Any) -> str:
+def _secret(value: SecretStr | None) -> str:
     return value.get_secret_value() if value is not None else ""
 
 
@@ -26,7 +28,7 @@ def _cooldown(crm: CrmConfig) -> float:
     return min(5.0, crm.retry_max, max(crm.retry_base, 0.1) * 5)
 
 
-def build_backend(config: Config, redis: Redis, *, reader: Any = None) -> CrmBackend:
+def build_backend(config: Config, redis: Redis, *, reader: RecordReader | None = None) -> CrmBackend:
     """``embedded`` (default): ``RedisCrm`` with ``[embedded_crm]`` pipelines; ``kommo``; ``webhook``.
 
     ``reader``: a faster client for the embedded CRM's per-turn reads (see ``RedisCrm``).
@@ -59,7 +61,12 @@ def kommo_account(crm: CrmConfig) -> str | None:
     return host.split(".")[0] if host.count(".") >= 2 else None
 
 
-async def close_backend(crm: Any) -> None:
-    close = getattr(crm, "aclose", None)
-    if close is not None:
-        await close()
+@runtime_checkable
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+async def close_backend(crm: CrmBackend) -> None:
+    """Close what a backend holds open (the HTTP session of Kommo's and the webhook's)."""
+    if isinstance(crm, _Closable):
+        await crm.aclose()

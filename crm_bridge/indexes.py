@@ -31,6 +31,7 @@ import unicodedata
 from typing import Any
 
 import phonenumbers
+from redis.asyncio.client import Pipeline
 
 from .card import CARD_DEFAULTS
 
@@ -142,7 +143,7 @@ class CrmIndexes:
     """Queues index changes for one record write on a pipeline (no round trip of its own)."""
 
     @staticmethod
-    def update(pipe: Any, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any] | None,
+    def update(pipe: Pipeline, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any] | None,
                now: float) -> None:
         old_keys, new_keys = _memberships(kind, old), _memberships(kind, new)
         for key in old_keys - new_keys:

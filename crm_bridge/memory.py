@@ -7,9 +7,10 @@ Pipelines are optional: without them any pipeline and stage name is accepted.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import datetime
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.errors import CrmRejected
 
@@ -21,6 +22,11 @@ DEFAULT_STAGES = ["Incoming", "Contacted", "Qualified", "Proposal", "Won", "Lost
 _CONTACT_STANDARD = {"name", "first_name", "last_name", "phone", "email"}
 _LEAD_STANDARD = {"name", "price"}
 _COMPANY_STANDARD = {"name"}
+_T = TypeVar("_T")
+
+
+def _same(value: _T) -> _T:
+    return value
 
 
 class MemoryCrm:
@@ -28,10 +34,14 @@ class MemoryCrm:
 
     name = "memory"
 
-    def __init__(self, *, pipelines: dict[str, list[str]] | None = None, strict: bool | None = None) -> None:
+    def __init__(self, *, pipelines: dict[str, list[str]] | None = None, strict: bool | None = None,
+                 ids: Callable[[], str] | None = None) -> None:
+        """``ids``: where new records' ids come from (``RedisCrm`` hands out ids reserved in Redis);
+        by default 1, 2, 3, …"""
         self.pipelines = pipelines or {DEFAULT_PIPELINE: list(DEFAULT_STAGES)}
         self.strict = bool(pipelines) if strict is None else strict
-        self._ids = count(1)
+        counter = count(1)
+        self._new_id: Callable[[], str] = ids or (lambda: str(next(counter)))
         self.contacts: dict[str, dict[str, Any]] = {}
         self.leads: dict[str, dict[str, Any]] = {}
         self.companies: dict[str, dict[str, Any]] = {}
@@ -41,7 +51,7 @@ class MemoryCrm:
         self.log: list[dict[str, Any]] = []
 
     def _id(self) -> str:
-        return str(next(self._ids))
+        return self._new_id()
 
     # ------------------------------------------------------------------ records
     def create_contact(self, **data: Any) -> str:
@@ -80,7 +90,8 @@ class MemoryCrm:
         if pipeline not in self.pipelines:
             raise CrmRejected(f'unknown pipeline "{pipeline}" (known: {", ".join(self.pipelines)})')
         if stage not in self.pipelines[pipeline]:
-            raise CrmRejected(f'unknown stage "{stage}" in pipeline "{pipeline}" (known: {", ".join(self.pipelines[pipeline])})')
+            known = ", ".join(self.pipelines[pipeline])
+            raise CrmRejected(f'unknown stage "{stage}" in pipeline "{pipeline}" (known: {known})')
 
     # ------------------------------------------------------------------ CrmBackend
     async def identify(self, identity: ChannelIdentity) -> CrmRef:
@@ -99,7 +110,7 @@ class MemoryCrm:
         """The snapshot; ``copy_records=False`` when the records are a throw-away workspace."""
         lead = self.leads.get(ref.lead_id, {})
         company_id = lead.get("company") or ref.company_id
-        dup = copy.deepcopy if copy_records else (lambda v: v)
+        dup: Callable[[Any], Any] = copy.deepcopy if copy_records else _same
         return {
             "contact": dup(self.contacts.get(ref.contact_id, {})),
             "lead": {k: dup(v) for k, v in lead.items() if k not in ("contacts", "company")},
@@ -114,7 +125,7 @@ class MemoryCrm:
         if do not in CRM_COMMANDS:
             raise CrmRejected(f"the CRM does not execute {do!r}")
         self.log.append(dict(command))
-        return getattr(self, f"_do_{do}")(ref, command)
+        return _COMMANDS[do](self, ref, command)
 
     # ------------------------------------------------------------------ commands
     def _entity(self, ref: CrmRef, entity: str) -> dict[str, Any]:
@@ -251,3 +262,12 @@ class MemoryCrm:
 
     def lead_notes(self, ref: CrmRef) -> list[dict[str, Any]]:
         return [dict(n) for n in self.notes if n["entity_id"] in (ref.lead_id, ref.contact_id)]
+
+
+#: The method carrying out each command of ``CRM_COMMANDS``.
+_COMMANDS: dict[str, Callable[[MemoryCrm, CrmRef, dict[str, Any]], CommandResult]] = {
+    "set_field": MemoryCrm._do_set_field, "tags": MemoryCrm._do_tags, "add_note": MemoryCrm._do_add_note,
+    "add_task": MemoryCrm._do_add_task, "complete_tasks": MemoryCrm._do_complete_tasks,
+    "change_stage": MemoryCrm._do_change_stage, "change_responsible": MemoryCrm._do_change_responsible,
+    "create_lead": MemoryCrm._do_create_lead, "subscribers": MemoryCrm._do_subscribers,
+}

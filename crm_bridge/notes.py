@@ -10,18 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from bot.errors import CrmRejected
 
 from .card import note_priority, note_score
+from .codec import pack, unpack
 
 NOTE_MAX = 20_000  # characters of one note
-
-
-def _pack(v: Any) -> bytes:
-    return msgpack.packb(v, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def _order_key(entity: str, eid: str) -> str:
@@ -49,9 +46,9 @@ class NoteStore:
         self.redis = redis
 
     @staticmethod
-    def queue_put(pipe: Any, note: dict[str, Any]) -> None:
+    def queue_put(pipe: Pipeline, note: dict[str, Any]) -> None:
         entity, eid, nid = note["entity"], str(note["entity_id"]), str(note["id"])
-        pipe.hset(_body_key(entity, eid), nid, _pack(note))
+        pipe.hset(_body_key(entity, eid), nid, pack(note))
         pipe.zadd(_order_key(entity, eid), {nid: note_score(note["priority"], note["created_at"])})
 
     async def put(self, note: dict[str, Any]) -> None:
@@ -59,7 +56,8 @@ class NoteStore:
         self.queue_put(pipe, note)
         await pipe.execute()
 
-    async def page(self, entity: str, eid: str, *, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+    async def page(self, entity: str, eid: str, *, offset: int = 0,
+                   limit: int = 50) -> tuple[list[dict[str, Any]], int]:
         """Notes by priority (high, medium, none), then newest first; and how many there are."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrevrange(_order_key(entity, eid), offset, offset + limit - 1)
@@ -68,19 +66,22 @@ class NoteStore:
         if not ids:
             return [], int(total)
         bodies = await self.redis.hmget(_body_key(entity, eid), ids)
-        return [msgpack.unpackb(b, raw=False) for b in bodies if b], int(total)
+        return [unpack(b) for b in bodies if b], int(total)
 
     async def every(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """All notes of several records, oldest first (the order they were written)."""
         pipe = self.redis.pipeline(transaction=False)
         for entity, eid in pairs:
             pipe.hvals(_body_key(entity, eid))
-        notes = [msgpack.unpackb(b, raw=False) for values in await pipe.execute() for b in values]
+        notes = [unpack(b) for values in await pipe.execute() for b in values]
         return sorted(notes, key=lambda n: (n["created_at"], int(n["id"]) if str(n["id"]).isdigit() else 0))
 
     async def get(self, entity: str, eid: str, nid: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(_body_key(entity, eid), nid)
-        return None if raw is None else msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]
+        if raw is None:
+            return None
+        note: dict[str, Any] = unpack(raw)
+        return note
 
     async def delete(self, entity: str, eid: str, nid: str) -> bool:
         pipe = self.redis.pipeline(transaction=False)

@@ -34,13 +34,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-import msgpack
 from redis.asyncio import Redis
 
 from bot.errors import CrmRateLimited, CrmRejected, CrmTemporary
 from bot.store.scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
 
 from ._http import CircuitOpen
+from .codec import pack, unpack
 from .interface import CommandResult, CrmBackend, CrmRef
 
 log = logging.getLogger("salesbot.crm.outbox")
@@ -52,14 +52,6 @@ FailedHook = Callable[[str | None, CrmRef, dict[str, Any], str], Awaitable[None]
 
 
 
-
-
-def _pack(v: Any) -> bytes:
-    return msgpack.packb(v, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def _unpack(b: bytes) -> Any:
-    return msgpack.unpackb(b, raw=False)
 
 
 class CrmOutbox:
@@ -122,7 +114,7 @@ class CrmOutbox:
         except CrmTemporary as exc:
             tried = not isinstance(exc, CircuitOpen)  # the backend failing fast is no attempt
             item["attempts"], item["error"] = int(tried), str(exc)
-            delay = self._delay(1, exc) if tried else exc.retry_after  # type: ignore[attr-defined]
+            delay = exc.retry_after if isinstance(exc, CircuitOpen) else self._delay(1, exc)
             self._hold(delay)
             await self._enqueue(member, item, self.clock() + delay)
             log.warning("crm.command_deferred", extra={"lead": ref.lead_id, "do": command.get("do"),
@@ -131,14 +123,14 @@ class CrmOutbox:
 
     async def _enqueue(self, member: str, item: dict[str, Any], due: float) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(self.queue_key(member), _pack(item))
+        pipe.rpush(self.queue_key(member), pack(item))
         pipe.zadd(DUE_KEY, {member: due}, nx=True)
         await pipe.execute()
 
     async def pending(self, lead_id: str) -> list[dict[str, Any]]:
         """The commands waiting for a lead, oldest first."""
         raw = await self.redis.lrange(self.queue_key(self.member(lead_id)), 0, -1)
-        return [_unpack(cast(bytes, b)) for b in raw]
+        return [unpack(cast(bytes, b)) for b in raw]
 
     async def depth(self) -> int:
         """How many leads have commands waiting."""
@@ -167,7 +159,7 @@ class CrmOutbox:
                 if found is None:
                     break
                 head = cast(bytes, found)
-                item = _unpack(head)
+                item = unpack(head)
                 ref = CrmRef(*item["ref"])
                 done += 1
                 try:
@@ -189,7 +181,7 @@ class CrmOutbox:
                         continue
                     delay = self._delay(item["attempts"], exc)
                     self._hold(delay)
-                    await self._replace(keys=[key], args=[head, _pack(item)])
+                    await self._replace(keys=[key], args=[head, pack(item)])
                     await self.redis.zadd(DUE_KEY, {member: self.clock() + delay})
                     log.warning("crm.outbox_retry", extra={"lead": ref.lead_id, "do": item["command"].get("do"),
                                                            "attempts": item["attempts"], "delay": delay,

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-import msgpack
 from redis.asyncio import Redis
 
+from .codec import pack, text, unpack
 from .indexes import CrmIndexes
 from .interface import ChannelIdentity, CommandResult, CrmRef
 from .memory import MemoryCrm
@@ -28,23 +28,29 @@ from .notes import NoteStore
 _P = "sb:crm"
 
 
-def _pack(v: Any) -> bytes:
-    return msgpack.packb(v, use_bin_type=True)  # type: ignore[no-any-return]
+class _ReadPipeline(Protocol):
+    def execute_command(self, *args: Any, **options: Any) -> object: ...
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]: ...
 
 
-def _unpack(b: bytes | None) -> Any:
-    return None if b is None else msgpack.unpackb(b, raw=False)
+class RecordReader(Protocol):
+    """What reads records for a conversation turn: redis-py's ``pipeline()`` and ``get()`` (raw bytes)."""
+
+    def pipeline(self, transaction: bool = True) -> _ReadPipeline: ...
+
+    def get(self, name: str) -> Awaitable[bytes | str | None]: ...
 
 
 class RedisCrm:
     name = "embedded"
 
     def __init__(self, redis: Redis, *, pipelines: dict[str, list[str]] | None = None,
-                 clock: Callable[[], float] = time.time, reader: Any = None) -> None:
+                 clock: Callable[[], float] = time.time, reader: RecordReader | None = None) -> None:
         self.redis = redis
         #: What reads records for a conversation turn: any client with redis-py's ``pipeline()``
         #: and ``get()`` returning raw bytes (the runtime passes its lean hot-path connection).
-        self.reader = reader if reader is not None else redis
+        self.reader: RecordReader = reader if reader is not None else redis
         self.pipelines = pipelines
         self.clock = clock
         self.notes = NoteStore(redis)
@@ -54,16 +60,13 @@ class RedisCrm:
         return [str(i) for i in range(last - n + 1, last + 1)]
 
     def _workspace(self, ids: list[str]) -> MemoryCrm:
-        ws = MemoryCrm(pipelines=self.pipelines)
-        pool = iter(ids)
-        ws._id = lambda: next(pool)  # type: ignore[method-assign]
-        return ws
+        return MemoryCrm(pipelines=self.pipelines, ids=iter(ids).__next__)
 
     async def identify(self, identity: ChannelIdentity) -> CrmRef:
         key = f"{identity.channel}:{identity.account}:{identity.external_id}"
         found = await self.redis.hget(f"{_P}:identity", key)
         if found:
-            contact_id, lead_id = found.decode().split(":")
+            contact_id, lead_id = text(found).split(":")
             return CrmRef(contact_id, lead_id)
         ws = self._workspace(await self._ids(2))
         contact_id = ws.create_contact(name=identity.name, phone=identity.phone, email=identity.email)
@@ -71,8 +74,8 @@ class RedisCrm:
         if not await self.redis.hsetnx(f"{_P}:identity", key, f"{contact_id}:{lead_id}"):
             return await self.identify(identity)  # another process created it first
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(f"{_P}:contact:{contact_id}", _pack(ws.contacts[contact_id]))
-        pipe.set(f"{_P}:lead:{lead_id}", _pack(ws.leads[lead_id]))
+        pipe.set(f"{_P}:contact:{contact_id}", pack(ws.contacts[contact_id]))
+        pipe.set(f"{_P}:lead:{lead_id}", pack(ws.leads[lead_id]))
         pipe.zadd(f"{_P}:idx:leads", {lead_id: float(lead_id)})
         now = self.clock()
         CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
@@ -103,19 +106,20 @@ class RedisCrm:
         contact, lead, *rest = replies
         tasks = rest[0] if rest else None
         if contact:
-            ws.contacts[ref.contact_id] = _unpack(contact)
+            ws.contacts[ref.contact_id] = unpack(contact)
         if lead:
-            ws.leads[ref.lead_id] = _unpack(lead)
+            ws.leads[ref.lead_id] = unpack(lead)
             company_id = ws.leads[ref.lead_id].get("company")
             if company_id:
                 company = await self.reader.get(f"{_P}:company:{company_id}")
                 if company:
-                    ws.companies[company_id] = _unpack(company)
-        ws.tasks = _unpack(tasks) or []
+                    ws.companies[company_id] = unpack(company)
+        ws.tasks = unpack(tasks) if tasks else []
         ws.notes = []  # commands only add notes: the new ones go to the note store
         if ref.lead_id not in ws.leads:  # a lead deleted behind our back: recreate it empty
+            pipeline, stages = next(iter(ws.pipelines.items()))
             ws.leads[ref.lead_id] = {"id": ref.lead_id, "name": f"Lead #{ref.lead_id}", "price": 0,
-                                     "pipeline": next(iter(ws.pipelines)), "stage": next(iter(ws.pipelines.values()))[0],
+                                     "pipeline": pipeline, "stage": stages[0],
                                      "responsible": None, "fields": {}, "tags": [], "contacts": [ref.contact_id],
                                      "company": None, "subscribers": []}
         if ref.contact_id not in ws.contacts:
@@ -136,19 +140,19 @@ class RedisCrm:
         now = self.clock()
         pipe = self.redis.pipeline(transaction=False)
         for cid, contact in ws.contacts.items():
-            pipe.set(f"{_P}:contact:{cid}", _pack(contact))
+            pipe.set(f"{_P}:contact:{cid}", pack(contact))
             CrmIndexes.update(pipe, "contact", cid, before_contacts.get(cid), contact, now)
         for lid, lead in ws.leads.items():
-            pipe.set(f"{_P}:lead:{lid}", _pack(lead))
+            pipe.set(f"{_P}:lead:{lid}", pack(lead))
             pipe.zadd(f"{_P}:idx:leads", {lid: float(lid)})
             CrmIndexes.update(pipe, "lead", lid, before_leads.get(lid), lead, now)
         for cid, company in ws.companies.items():
-            pipe.set(f"{_P}:company:{cid}", _pack(company))
+            pipe.set(f"{_P}:company:{cid}", pack(company))
         by_lead: dict[str, list[dict[str, Any]]] = {}
         for task in ws.tasks:
             by_lead.setdefault(task["lead_id"], []).append(task)
         for lid, tasks in by_lead.items():
-            pipe.set(f"{_P}:tasks:{lid}", _pack(tasks))
+            pipe.set(f"{_P}:tasks:{lid}", pack(tasks))
         for note in ws.notes:
             NoteStore.queue_put(pipe, {**note, "priority": "none", "created_at": now, "updated_at": now,
                                        "author": None})
@@ -156,7 +160,8 @@ class RedisCrm:
         return CommandResult(result.value, {"snapshot": ws.snapshot_now(ref)})
 
     async def lead_tasks(self, ref: CrmRef) -> list[dict[str, Any]]:
-        return _unpack(await self.redis.get(f"{_P}:tasks:{ref.lead_id}")) or []
+        raw = await self.redis.get(f"{_P}:tasks:{ref.lead_id}")
+        return unpack(raw) if raw else []
 
     async def lead_notes(self, ref: CrmRef) -> list[dict[str, Any]]:
         """Notes of the lead and of its contact, oldest first."""

@@ -3,7 +3,8 @@
 For CRMs salesbot does not support yet: a small receiver on the CRM's side answers four
 operations (and optionally two reads), all at one URL::
 
-    {"op": "identify", "id": "…", "ts": 1700000000, "identity": {"channel", "account", "external_id", "name", "phone", "email"}}
+    {"op": "identify", "id": "…", "ts": 1700000000,
+     "identity": {"channel", "account", "external_id", "name", "phone", "email"}}
         → {"contact_id": "…", "lead_id": "…", "company_id": null}
     {"op": "snapshot", "id": "…", "ts": …, "ref": {"contact_id", "lead_id", "company_id"}}
         → {"contact": {…}, "lead": {…}, "company": {…}}

@@ -154,7 +154,8 @@ async def test_card_fields_edit_filter_and_reject(http: ClientSession) -> None:
     assert await _names(http, q="ann", tag="vip") == ["Ann Lee"]
     assert await _names(http, q="bob", temperature="hot") == []
     # a change moves the contact between the filter indexes
-    await _ok(await http.patch(f"/api/crm/contacts/{bob['id']}", json={"temperature": "cold", "tags_remove": ["vip"]}, headers=SUPPORT))
+    await _ok(await http.patch(f"/api/crm/contacts/{bob['id']}", json={"temperature": "cold", "tags_remove": ["vip"]},
+                               headers=SUPPORT))
     assert await _names(http, temperature="warm") == []
     assert await _names(http, temperature="cold") == ["Bob Stone"]
     assert await _names(http, tag="vip") == ["Ann Lee"]
@@ -174,12 +175,14 @@ async def test_card_fields_edit_filter_and_reject(http: ClientSession) -> None:
 async def test_leads_stage_changes_filters_and_search_through_contacts(http: ClientSession) -> None:
     ann = await _contact(http, name="Ann Lee", phone="+905551112233")
     bob = await _contact(http, name="Bob Stone")
-    lead_a = await _ok(await http.post("/api/crm/leads", json={"name": "Ann's order", "price": 100, "contact_id": ann["id"],
-                                                               "tags": ["web"]}, headers=SUPPORT), 201)
-    lead_b = await _ok(await http.post("/api/crm/leads", json={"name": "Bob's order", "contact_id": bob["id"]}, headers=SUPPORT), 201)
+    lead_a = await _ok(await http.post("/api/crm/leads", json={"name": "Ann's order", "price": 100,
+                                                               "contact_id": ann["id"], "tags": ["web"]},
+                                       headers=SUPPORT), 201)
+    lead_b = await _ok(await http.post("/api/crm/leads", json={"name": "Bob's order", "contact_id": bob["id"]},
+                                       headers=SUPPORT), 201)
     assert (lead_a["pipeline"], lead_a["stage"]) == ("Sales", "Incoming")
-    r = await http.patch(f"/api/crm/leads/{lead_a['id']}", json={"stage": "Qualified", "responsible": "7", "price": "250.5"},
-                         headers=SUPPORT)
+    r = await http.patch(f"/api/crm/leads/{lead_a['id']}",
+                         json={"stage": "Qualified", "responsible": "7", "price": "250.5"}, headers=SUPPORT)
     moved = await _ok(r)
     assert (moved["stage"], moved["responsible"], moved["price"]) == ("Qualified", "7", 250.5)
     r = await http.patch(f"/api/crm/leads/{lead_b['id']}", json={"stage": "Nowhere"}, headers=SUPPORT)
@@ -216,7 +219,8 @@ async def test_notes_are_listed_by_priority_then_newest(http: ClientSession) -> 
         made[text] = await _ok(await http.post(path, json=body, headers=SUPPORT), 201)
     assert made["old plain"]["priority"] == "none" and made["old plain"]["author"] == "Sam"
     notes = await _ok(await http.get(path, headers=SUPPORT))
-    assert [n["text"] for n in notes["notes"]] == ["new high", "old high", "new medium", "old medium", "new plain", "old plain"]
+    assert [n["text"] for n in notes["notes"]] == ["new high", "old high", "new medium", "old medium", "new plain",
+                                                   "old plain"]
     page = await _ok(await http.get(path, params={"limit": 2, "offset": 2}, headers=SUPPORT))
     assert [n["text"] for n in page["notes"]] == ["new medium", "old medium"] and page["next_offset"] == 4
 

@@ -20,7 +20,6 @@ from bot.config import CrmConfig, load_config
 from bot.errors import CrmRateLimited, CrmRejected, CrmUnavailable
 from bot.server.app import create_app
 from crm_bridge import ChannelIdentity, CrmRef
-from crm_bridge import kommo as kommo_module
 from crm_bridge._http import CircuitOpen, retry_after_of
 from crm_bridge.factory import kommo_account
 from crm_bridge.kommo import (
@@ -32,6 +31,7 @@ from crm_bridge.kommo import (
     verify_widget_jwt,
     webhook_events,
 )
+from crm_bridge.kommo import account as kommo_account_cache
 from tests.crm_bridge.fakes.kommo import TOKEN, FakeKommo
 
 
@@ -131,7 +131,8 @@ async def test_a_wrong_token_is_unavailable_not_rejected(fake: FakeKommo) -> Non
 
 async def test_validation_errors_are_rejected_with_kommos_message(fake: FakeKommo, crm: KommoCrm) -> None:
     ref = await _ref(crm)
-    with pytest.raises(CrmRejected, match=r"custom_fields_values\.0\.values\.0\.value: This value should be of type numeric"):
+    with pytest.raises(CrmRejected,
+                       match=r"custom_fields_values\.0\.values\.0\.value: This value should be of type numeric"):
         await crm.execute(ref, {"do": "set_field", "entity": "lead", "field": "Score", "value": "lots"})
     with pytest.raises(CrmRejected, match="responsible_user_id"):
         await crm.execute(ref, {"do": "change_responsible", "user": "99", "entities": ["lead"]})
@@ -221,7 +222,7 @@ async def test_a_field_added_in_kommo_later_is_found_after_one_reload(
     ref = await _ref(crm)
     await crm.execute(ref, {"do": "set_field", "entity": "lead", "field": "Budget", "value": "1"})
     fake.fields["leads"].append({"id": 777, "name": "Colour", "type": "text", "code": None})
-    monkeypatch.setattr(kommo_module, "REFRESH_INTERVAL", 0.0)
+    monkeypatch.setattr(kommo_account_cache, "REFRESH_INTERVAL", 0.0)
     await crm.execute(ref, {"do": "set_field", "entity": "lead", "field": "Colour", "value": "red"})
     assert (await crm.snapshot(ref))["lead"]["fields"]["Colour"] == "red"
     assert _gets(fake, "/api/v4/leads/custom_fields") == 2
@@ -232,7 +233,8 @@ async def test_contact_standard_fields_use_kommos_phone_and_email_fields(fake: F
     await crm.execute(ref, {"do": "set_field", "entity": "contact", "field": "phone", "value": "+15550001111"})
     await crm.execute(ref, {"do": "set_field", "entity": "contact", "field": "name", "value": "Ann Mary Lee"})
     sent = _writes(fake, "PATCH", f"/api/v4/contacts/{ref.contact_id}")
-    assert sent[0] == {"custom_fields_values": [{"field_code": "PHONE", "values": [{"value": "+15550001111", "enum_code": "WORK"}]}]}
+    assert sent[0] == {"custom_fields_values": [
+        {"field_code": "PHONE", "values": [{"value": "+15550001111", "enum_code": "WORK"}]}]}
     assert sent[1] == {"name": "Ann Mary Lee", "first_name": "Ann", "last_name": "Mary Lee"}
     contact = (await crm.snapshot(ref))["contact"]
     assert (contact["phone"], contact["first_name"], contact["last_name"]) == ("+15550001111", "Ann", "Mary Lee")
@@ -245,21 +247,25 @@ async def test_tags_use_tags_to_add_and_tags_to_delete(fake: FakeKommo, crm: Kom
     await crm.execute(ref, {"do": "tags", "entity": "lead", "add": ["vip", "new"], "remove": ["cold"]})
     await crm.execute(ref, {"do": "tags", "entity": "contact", "add": ["x"]})
     await crm.execute(ref, {"do": "tags", "entity": "lead", "add": [], "remove": []})  # nothing to send
-    assert _writes(fake, "PATCH", "/api/v4/leads") == [[{"id": int(ref.lead_id), "tags_to_add": [{"name": "vip"}, {"name": "new"}],
-                                                        "tags_to_delete": [{"name": "cold"}]}]]
+    assert _writes(fake, "PATCH", "/api/v4/leads") == [[{"id": int(ref.lead_id),
+                                                         "tags_to_add": [{"name": "vip"}, {"name": "new"}],
+                                                         "tags_to_delete": [{"name": "cold"}]}]]
     assert _writes(fake, "PATCH", "/api/v4/contacts") == [[{"id": int(ref.contact_id), "tags_to_add": [{"name": "x"}]}]]
 
 
 async def test_tasks_are_posted_with_complete_till_and_type_ids(fake: FakeKommo, crm: KommoCrm) -> None:
     ref = await _ref(crm)
     due = "2030-05-06T07:08:09+03:00"
-    await crm.execute(ref, {"do": "add_task", "text": "Call", "due_at": due, "task_type": "follow_up", "responsible": "current"})
-    await crm.execute(ref, {"do": "add_task", "text": "Meet", "due_at": due, "task_type": "meeting", "responsible": "Bob Sales"})
-    await crm.execute(ref, {"do": "add_task", "text": "Demo", "due_at": due, "task_type": "demo", "responsible": "bob@acme.test"})
+    for text, kind, responsible in (("Call", "follow_up", "current"), ("Meet", "meeting", "Bob Sales"),
+                                    ("Demo", "demo", "bob@acme.test")):
+        await crm.execute(ref, {"do": "add_task", "text": text, "due_at": due, "task_type": kind,
+                                "responsible": responsible})
     posted = [body[0] for body in _writes(fake, "POST", "/api/v4/tasks")]
     epoch = int(datetime.fromisoformat(due).timestamp())
-    assert [(t["task_type_id"], t["complete_till"], t["entity_type"], t["entity_id"], t["responsible_user_id"]) for t in posted] == [
-        (1, epoch, "leads", int(ref.lead_id), 7), (2, epoch, "leads", int(ref.lead_id), 8), (3, epoch, "leads", int(ref.lead_id), 8)]
+    lead = int(ref.lead_id)
+    assert [(t["task_type_id"], t["complete_till"], t["entity_type"], t["entity_id"], t["responsible_user_id"])
+            for t in posted] == [(1, epoch, "leads", lead, 7), (2, epoch, "leads", lead, 8),
+                                 (3, epoch, "leads", lead, 8)]
     with pytest.raises(CrmRejected, match='no task type "dinner"'):
         await crm.execute(ref, {"do": "add_task", "text": "x", "due_at": due, "task_type": "dinner"})
     with pytest.raises(CrmRejected, match='no user "Zed"'):
@@ -337,7 +343,7 @@ async def test_the_identity_field_is_created_once_by_concurrent_identifies_and_p
     import asyncio
     first, second = KommoCrm(fake.url, TOKEN, rate=1000), KommoCrm(fake.url, TOKEN, rate=1000)
     try:
-        await second.fields("contacts")  # the second process read the fields before the field existed
+        await second.account.fields("contacts")  # the second process read the fields before the field existed
         await asyncio.gather(*(first.identify(ChannelIdentity("t", "a", str(i))) for i in range(3)))
         await second.identify(ChannelIdentity("t", "a", "9"))
     finally:
@@ -347,11 +353,13 @@ async def test_the_identity_field_is_created_once_by_concurrent_identifies_and_p
     assert sum(f["name"] == "Salesbot ID" for f in fake.fields["contacts"]) == 1
 
 
-async def test_identify_finds_a_known_contact_by_phone_and_remembers_the_channel(fake: FakeKommo, crm: KommoCrm) -> None:
+async def test_identify_finds_a_known_contact_by_phone_and_remembers_the_channel(
+        fake: FakeKommo, crm: KommoCrm) -> None:
     existing = await crm.request("POST", "/api/v4/contacts", json=[{"name": "Ann", "custom_fields_values": [
         {"field_code": "PHONE", "values": [{"value": "+90 555 111 22 33", "enum_code": "MOB"}]}]}])
     contact_id = existing["_embedded"]["contacts"][0]["id"]
-    made = await crm.request("POST", "/api/v4/leads", json=[{"name": "Old deal", "_embedded": {"contacts": [{"id": contact_id}]}}])
+    made = await crm.request("POST", "/api/v4/leads",
+                             json=[{"name": "Old deal", "_embedded": {"contacts": [{"id": contact_id}]}}])
     lead_id = made["_embedded"]["leads"][0]["id"]
     ref = await crm.identify(ChannelIdentity("whatsapp", "wa", "905551112233", phone="+905551112233"))
     assert ref == CrmRef(str(contact_id), str(lead_id))
@@ -396,10 +404,12 @@ async def test_a_snapshot_is_two_parallel_reads_plus_the_company(fake: FakeKommo
 
 async def test_lead_tasks_and_notes_for_the_dashboard(crm: KommoCrm) -> None:
     ref = await _ref(crm)
-    await crm.execute(ref, {"do": "add_task", "text": "Call", "due_at": "2030-01-01T00:00:00+00:00", "task_type": "meeting"})
+    await crm.execute(ref, {"do": "add_task", "text": "Call", "due_at": "2030-01-01T00:00:00+00:00",
+                            "task_type": "meeting"})
     await crm.execute(ref, {"do": "add_note", "text": "n1"})
     [task] = await crm.lead_tasks(ref)
-    assert (task["text"], task["type"], task["due"], task["completed"]) == ("Call", "meeting", "2030-01-01T00:00:00+00:00", False)
+    assert (task["text"], task["type"], task["due"], task["completed"]) == (
+        "Call", "meeting", "2030-01-01T00:00:00+00:00", False)
     assert [(n["entity"], n["text"]) for n in await crm.lead_notes(ref)] == [("lead", "n1")]
 
 
@@ -455,7 +465,8 @@ def test_the_webhook_account_is_the_configured_one_or_the_subdomain() -> None:
 
 
 @pytest.fixture
-async def kommo_server(redis: Redis, redis_url: str, fake: FakeKommo, request: pytest.FixtureRequest) -> AsyncIterator[ClientSession]:
+async def kommo_server(redis: Redis, redis_url: str, fake: FakeKommo,
+                       request: pytest.FixtureRequest) -> AsyncIterator[ClientSession]:
     crm = {"backend": "kommo", "base_url": fake.url, "token": TOKEN, "account": "acme", **getattr(request, "param", {})}
     config = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": "/nonexistent", "admin_token": "a",
                                             "crm": crm})
@@ -482,7 +493,8 @@ async def test_the_webhook_route_checks_the_secret_and_counts_unknown_leads(komm
     r = await kommo_server.post("/webhooks/kommo/acme?secret=s3", data="leads[add][0][id]=1&leads[add][0][status_id]=5",
                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status == 200 and await r.json() == {"ok": True, "events": 1, "delivered": 0}
-    r = await kommo_server.post("/webhooks/kommo/acme?secret=s3", data="[1, 2]", headers={"Content-Type": "application/json"})
+    r = await kommo_server.post("/webhooks/kommo/acme?secret=s3", data="[1, 2]",
+                                headers={"Content-Type": "application/json"})
     assert r.status == 400
 
 

@@ -211,7 +211,7 @@ def test_incomplete_crm_settings_are_refused_and_secrets_come_from_the_environme
         _config(backend="kommo", base_url="https://acme.kommo.com")
     with pytest.raises(ConfigError, match="webhook backend needs base_url and secret"):
         _config(backend="webhook", base_url="https://x")
-    with pytest.raises(ConfigError, match="crm.backend"):
+    with pytest.raises(ConfigError, match=r"crm\.backend"):
         _config(backend="salesforce")
     config = load_config(env={"SALESBOT_CRM_TOKEN": "from-env", "SALESBOT_CRM_WEBHOOK_SECRET": "w"})
     assert config.crm.token is not None and config.crm.token.get_secret_value() == "from-env"

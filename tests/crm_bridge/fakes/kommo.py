@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -164,7 +164,7 @@ class FakeKommo:
         self.port = 0
 
     # ------------------------------------------------------------------ lifecycle
-    async def __aenter__(self) -> FakeKommo:
+    async def __aenter__(self) -> Self:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await self.start_listening()
@@ -204,7 +204,8 @@ class FakeKommo:
         self._down = None
 
     def lead_notes(self, lead_id: int | str) -> list[str]:
-        return [n["params"]["text"] for n in self.notes if n["entity_type"] == "leads" and n["entity_id"] == int(lead_id)]
+        return [n["params"]["text"] for n in self.notes
+                if n["entity_type"] == "leads" and n["entity_id"] == int(lead_id)]
 
     def lead_tasks(self, lead_id: int | str) -> list[dict[str, Any]]:
         return [t for t in self.tasks.values() if t["entity_type"] == "leads" and t["entity_id"] == int(lead_id)]
@@ -353,7 +354,8 @@ class FakeKommo:
         if item.get("field_id") is not None:
             found = next((f for f in self.fields[entity] if f["id"] == item["field_id"]), None)
         else:
-            found = next((f for f in self.fields[entity] if f.get("code") and f["code"] == item.get("field_code")), None)
+            code = item.get("field_code")
+            found = next((f for f in self.fields[entity] if f.get("code") and f["code"] == code), None)
         if found is None:
             raise _err(f"{path}.field_id", "The value you selected is not a valid choice.")
         return found
@@ -648,7 +650,8 @@ class FakeKommo:
             task = {"id": next(self._ids), "text": item["text"], "task_type_id": item.get("task_type_id", 1),
                     "complete_till": item["complete_till"], "entity_id": item.get("entity_id"),
                     "entity_type": item.get("entity_type"),
-                    "responsible_user_id": self._check_user(item.get("responsible_user_id", OWNER), f"{i}.responsible_user_id"),
+                    "responsible_user_id": self._check_user(item.get("responsible_user_id", OWNER),
+                                                            f"{i}.responsible_user_id"),
                     "is_completed": False, "result": [], "duration": 0, "group_id": 0, "created_by": OWNER,
                     "created_at": now, "updated_at": now, "account_id": 1}
             self.tasks[task["id"]] = task

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -40,7 +40,7 @@ class WebhookReceiver:
         app.router.add_post("/crm", self._handle)
         self.server = TestServer(app, host="127.0.0.1")
 
-    async def __aenter__(self) -> WebhookReceiver:
+    async def __aenter__(self) -> Self:
         await self.server.start_server()
         return self
 

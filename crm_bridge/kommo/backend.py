@@ -1,0 +1,427 @@
+"""The Kommo (ex-amoCRM) backend: our CRM commands as calls to Kommo's REST API v4.
+
+* **identify** finds the contact by its channel identity — a contact custom field (default
+  "Salesbot ID", a text area created on first use holding one ``channel:account:external_id``
+  line per channel the person wrote from), else by phone, else by e-mail (never by name alone:
+  two people may share one) — and its newest open lead; a stranger gets a contact and a lead in
+  the first stage of the main pipeline in one ``POST /api/v4/leads/complex``.
+* **snapshot** is one read of the lead (``?with=contacts``) and one of the contact, in parallel,
+  plus the company when the lead has one; custom fields appear under ``fields`` by name and
+  under ``cf`` by id (``lead.cf.123`` as in Kommo's own placeholders).
+* **execute** maps each command onto the API (see ``docs/crm.md``): custom fields by id or name
+  (resolved from the account's cached catalogue, ``account.py``), ``tags_to_add`` /
+  ``tags_to_delete`` (never the replacing ``_embedded.tags``), tasks with ``complete_till``
+  (types 1 follow-up, 2 meeting, others by name), completing tasks in one batched PATCH,
+  common notes, stages as ``pipeline_id``/``status_id`` resolved by name, responsible users by
+  id, name or e-mail. Kommo's REST API cannot change a lead's subscribers: ``subscribers`` is
+  rejected (permanent), so a flow takes its ``failed`` branch.
+
+How requests travel (rate limit, breaker, typed errors) is ``client.py``; how values are encoded
+``records.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from bot.errors import CrmRejected, CrmUnavailable
+
+from ..interface import ChannelIdentity, CommandResult, CrmRef
+from .account import CLOSED, KommoAccount
+from .client import KommoClient, RateLimiter
+from .records import (
+    MULTITEXT_CODES,
+    STANDARD,
+    Record,
+    company_view,
+    contact_view,
+    digits,
+    encode_values,
+    epoch,
+    fold,
+    lead_view,
+    multitext,
+    str_id,
+)
+
+log = logging.getLogger("salesbot.crm.kommo")
+
+#: Entities a command may name, and the API collection each lives in.
+ENTITY_PATHS = {"lead": "leads", "contact": "contacts", "main_contact": "contacts",
+                "chat_contact": "contacts", "company": "companies"}
+#: The most entities Kommo advises per write request.
+BATCH = 50
+#: One command of a flow's CRM action (``{"do": "set_field", …}``), as the interface passes it.
+Command = dict[str, Any]
+
+
+class KommoCrm(KommoClient):
+    """A ``CrmBackend`` over Kommo's REST API v4 (one account)."""
+
+    name = "kommo"
+
+    def __init__(self, base_url: str, token: str, *, session: aiohttp.ClientSession | None = None,
+                 rate: int = 7, timeout: float = 10.0, identity_field: str | None = "Salesbot ID",
+                 limiter: RateLimiter | None = None, cooldown: float = 5.0) -> None:
+        super().__init__(base_url, token, session=session, rate=rate, timeout=timeout, limiter=limiter,
+                         cooldown=cooldown)
+        self.identity_field = identity_field or None
+        self.account = KommoAccount(self)
+        self._identity_lock = asyncio.Lock()
+        self._commands: dict[str, Callable[[CrmRef, Command], Awaitable[CommandResult]]] = {
+            "set_field": self._do_set_field, "tags": self._do_tags, "add_note": self._do_add_note,
+            "add_task": self._do_add_task, "complete_tasks": self._do_complete_tasks,
+            "change_stage": self._do_change_stage, "change_responsible": self._do_change_responsible,
+            "create_lead": self._do_create_lead, "subscribers": self._do_subscribers,
+        }
+
+    # ------------------------------------------------------------------ snapshot
+    async def _lead(self, lead_id: str, *, with_contacts: bool = True) -> Record:
+        return await self.get_one(f"/api/v4/leads/{lead_id}", [("with", "contacts")] if with_contacts else [])
+
+    async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
+        lead, contact = await asyncio.gather(self._lead(ref.lead_id), self.get(f"/api/v4/contacts/{ref.contact_id}"))
+        companies = (lead.get("_embedded") or {}).get("companies") or []
+        company_id = companies[0]["id"] if companies else None
+        company = await self.get(f"/api/v4/companies/{company_id}") if company_id else None
+        pipeline, stage = await self.account.stage_names(lead.get("pipeline_id"), lead.get("status_id"))
+        return {
+            "lead": lead_view(lead, pipeline, stage, self.identity_field),
+            "contact": contact_view(contact or {}, self.identity_field),
+            "company": company_view(company, self.identity_field) if company else {},
+        }
+
+    # ------------------------------------------------------------------ identify
+    async def _identity_field_def(self) -> Record | None:
+        """The contact field holding channel identities; created (text area) when missing."""
+        name = self.identity_field
+        if not name:
+            return None
+        for f in await self.account.fields("contacts"):
+            if fold(f.get("name")) == fold(name):
+                return f
+        async with self._identity_lock:  # one creation, even for identifies running at once
+            self.account.forget_fields("contacts")  # another process may have created it meanwhile
+            for f in await self.account.fields("contacts"):
+                if fold(f.get("name")) == fold(name):
+                    return f
+            try:
+                created = await self.request("POST", "/api/v4/contacts/custom_fields",
+                                             json=[{"name": name, "type": "textarea", "sort": 9999}])
+            except CrmRejected as exc:  # no rights to add fields: identify by phone / e-mail only
+                log.warning("kommo.identity_field_unavailable", extra={"error": str(exc)})
+                self.identity_field = None
+                return None
+            self.account.forget_fields("contacts")
+            made = ((created or {}).get("_embedded") or {}).get("custom_fields") or []
+            return dict(made[0]) if made else await self.account.field("contacts", name)
+
+    async def _search_contacts(self, query: str) -> list[Record]:
+        data = await self.get("/api/v4/contacts", [("query", query), ("with", "leads"), ("limit", 50)])
+        return list(((data or {}).get("_embedded") or {}).get("contacts") or [])
+
+    @staticmethod
+    def _identity_lines(contact: Mapping[str, Any], field_id: int) -> list[str]:
+        for item in contact.get("custom_fields_values") or []:
+            if item.get("field_id") == field_id:
+                text = "\n".join(str(v.get("value") or "") for v in item.get("values") or [])
+                return [line.strip() for line in text.splitlines() if line.strip()]
+        return []
+
+    async def _find_contact(self, identity: ChannelIdentity, key: str,
+                            field: Record | None) -> Record | None:
+        if field is not None:
+            for c in await self._search_contacts(key):
+                if key in self._identity_lines(c, field["id"]):
+                    return c
+        if identity.phone and len(digits(identity.phone)) >= 5:
+            want = digits(identity.phone)
+            for c in await self._search_contacts(want):
+                if any(digits(p)[-10:] == want[-10:] for p in multitext(c, "PHONE")):
+                    return c
+        if identity.email:
+            for c in await self._search_contacts(identity.email):
+                if any(fold(e) == fold(identity.email) for e in multitext(c, "EMAIL")):
+                    return c
+        return None
+
+    async def _open_lead(self, contact: Mapping[str, Any]) -> str | None:
+        ids = [str(lead["id"]) for lead in (contact.get("_embedded") or {}).get("leads") or []]
+        if not ids:
+            return None
+        leads = await self.get_all("/api/v4/leads", "leads", [("filter[id][]", i) for i in ids[:BATCH]])
+        open_ = [lead for lead in leads if lead.get("status_id") not in CLOSED and not lead.get("is_deleted")]
+        return str(max(open_, key=lambda lead: lead["id"])["id"]) if open_ else None
+
+    async def identify(self, identity: ChannelIdentity) -> CrmRef:
+        key = f"{identity.channel}:{identity.account}:{identity.external_id}"
+        field = await self._identity_field_def()
+        contact = await self._find_contact(identity, key, field)
+        if contact is None:
+            return await self._create_contact_and_lead(identity, key, field)
+        contact_id = str(contact["id"])
+        if field is not None:
+            lines = self._identity_lines(contact, field["id"])
+            if key not in lines:  # found by phone or e-mail: remember this channel too
+                await self.request("PATCH", f"/api/v4/contacts/{contact_id}", json={"custom_fields_values": [
+                    {"field_id": field["id"], "values": [{"value": "\n".join([*lines, key])}]}]})
+        lead_id = await self._open_lead(contact)
+        if lead_id is None:
+            pipeline = (await self.account.pipelines())[0]
+            created = await self.request("POST", "/api/v4/leads", json=[{
+                "name": self._lead_name(identity), "pipeline_id": pipeline["id"],
+                "status_id": self.account.first_stage(pipeline)["id"],
+                "_embedded": {"contacts": [{"id": int(contact_id)}]}}])
+            lead_id = str(created["_embedded"]["leads"][0]["id"])
+        return CrmRef(contact_id, lead_id)
+
+    @staticmethod
+    def _lead_name(identity: ChannelIdentity) -> str:
+        return identity.name or f"Chat: {identity.channel}"
+
+    async def _create_contact_and_lead(self, identity: ChannelIdentity, key: str,
+                                       field: Record | None) -> CrmRef:
+        pipeline = (await self.account.pipelines())[0]
+        values: list[Record] = []
+        if field is not None:
+            values.append({"field_id": field["id"], "values": [{"value": key}]})
+        if identity.phone:
+            values.append({"field_code": "PHONE", "values": [{"value": identity.phone, "enum_code": "WORK"}]})
+        if identity.email:
+            values.append({"field_code": "EMAIL", "values": [{"value": identity.email, "enum_code": "WORK"}]})
+        contact: Record = {"name": identity.name or "", "custom_fields_values": values}
+        if identity.name:
+            contact["first_name"] = identity.name.split()[0]
+        created = await self.request("POST", "/api/v4/leads/complex", json=[{
+            "name": self._lead_name(identity), "pipeline_id": pipeline["id"],
+            "status_id": self.account.first_stage(pipeline)["id"], "_embedded": {"contacts": [contact]}}])
+        item = created[0] if isinstance(created, list) else (created or {})
+        if not item.get("id") or not item.get("contact_id"):
+            raise CrmUnavailable(f"kommo: POST /api/v4/leads/complex: unexpected answer {created!r}"[:300])
+        return CrmRef(str(item["contact_id"]), str(item["id"]))
+
+    # ------------------------------------------------------------------ execute
+    async def execute(self, ref: CrmRef, command: Command) -> CommandResult:
+        do = command.get("do")
+        handler = self._commands.get(do) if isinstance(do, str) else None
+        if handler is None:
+            raise CrmRejected(f"the CRM does not execute {do!r}")
+        return await handler(ref, command)
+
+    async def _target(self, ref: CrmRef, entity: str, *, create_company: bool = True) -> tuple[str, str]:
+        """(API collection, record id) of the entity a command names."""
+        path = ENTITY_PATHS.get(entity)
+        if path is None:
+            raise CrmRejected(f"unknown entity {entity!r}")
+        if path == "leads":
+            return path, ref.lead_id
+        if path == "contacts":
+            return path, ref.contact_id
+        return path, await self._company_id(ref, create=create_company)
+
+    async def _company_id(self, ref: CrmRef, *, create: bool) -> str:
+        lead = await self._lead(ref.lead_id)
+        companies = (lead.get("_embedded") or {}).get("companies") or []
+        if companies:
+            return str(companies[0]["id"])
+        if not create:
+            return ""
+        made = await self.request("POST", "/api/v4/companies", json=[{"name": lead.get("name") or ""}])
+        company_id = str(made["_embedded"]["companies"][0]["id"])
+        await self.request("POST", f"/api/v4/leads/{ref.lead_id}/link",
+                           json=[{"to_entity_id": int(company_id), "to_entity_type": "companies"}])
+        return company_id
+
+    async def _do_set_field(self, ref: CrmRef, cmd: Command) -> CommandResult:
+        path, record_id = await self._target(ref, str(cmd.get("entity") or "lead"))
+        name, value = cmd["field"], cmd.get("value")
+        body: Record
+        if fold(name) in STANDARD[path]:
+            key = fold(name)
+            if key == "price":
+                try:
+                    number = float(value) if value not in (None, "") else 0.0
+                except (TypeError, ValueError):
+                    raise CrmRejected(f"price must be a number, not {value!r}") from None
+                body = {"price": int(number)}
+            elif key in MULTITEXT_CODES:
+                body = {"custom_fields_values": [{"field_code": MULTITEXT_CODES[key], "values": (
+                    [{"value": str(value), "enum_code": "WORK"}] if value not in (None, "") else None)}]}
+            elif key == "name" and path == "contacts":
+                words = str(value or "").split()
+                body = {"name": str(value or ""), "first_name": words[0] if words else "",
+                        "last_name": " ".join(words[1:])}
+            else:
+                body = {key: "" if value is None else str(value)}
+        else:
+            field = await self.account.field(path, name)
+            body = {"custom_fields_values": [{"field_id": field["id"], "values": encode_values(field, value)}]}
+        await self.request("PATCH", f"/api/v4/{path}/{record_id}", json=body)
+        return CommandResult()
+
+    async def _do_tags(self, ref: CrmRef, cmd: Command) -> CommandResult:
+        add = [str(t) for t in cmd.get("add") or [] if str(t).strip()]
+        remove = [str(t) for t in cmd.get("remove") or [] if str(t).strip()]
+        if not add and not remove:
+            return CommandResult()
+        path, record_id = await self._target(ref, str(cmd.get("entity") or "lead"))
+        item: Record = {"id": int(record_id)}
+        if add:
+            item["tags_to_add"] = [{"name": t} for t in add]
+        if remove:
+            item["tags_to_delete"] = [{"name": t} for t in remove]
+        await self.request("PATCH", f"/api/v4/{path}", json=[item])
+        return CommandResult()
+
+    async def _do_add_note(self, ref: CrmRef, cmd: Command) -> CommandResult:
+        entity = str(cmd.get("entity") or "lead")
+        path, record_id = ("leads", ref.lead_id) if entity == "lead" else await self._target(ref, entity)
+        await self.request("POST", f"/api/v4/{path}/{record_id}/notes",
+                           json=[{"note_type": "common", "params": {"text": str(cmd["text"])}}])
+        return CommandResult()
+
+    async def _do_add_task(self, ref: CrmRef, cmd: Command) -> CommandResult:
+        responsible = cmd.get("responsible", "current")
+        task: Record = {
+            "task_type_id": await self.account.task_type_id(cmd.get("task_type", "follow_up")),
+            "text": str(cmd["text"]), "entity_id": int(ref.lead_id), "entity_type": "leads",
+            "complete_till": epoch(cmd.get("due_at")) or int(time.time()),
+        }
+        if responsible in (None, "", "current"):
+            owner = (await self._lead(ref.lead_id, with_contacts=False)).get("responsible_user_id")
+            if owner:
+                task["responsible_user_id"] = owner
+        else:
+            task["responsible_user_id"] = await self.account.user_id(responsible)
+        await self.request("POST", "/api/v4/tasks", json=[task])
+        return CommandResult()
+
+    async def _open_tasks(self, lead_id: str, kind: object = "all") -> list[Record]:
+        params: list[tuple[str, object]] = [("filter[entity_type]", "leads"), ("filter[entity_id][]", lead_id),
+                                            ("filter[is_completed]", 0)]
+        if kind not in (None, "", "all"):
+            params.append(("filter[task_type][]", await self.account.task_type_id(kind)))
+        return await self.get_all("/api/v4/tasks", "tasks", params)
+
+    async def _do_complete_tasks(self, ref: CrmRef, cmd: Command) -> CommandResult:
+        lo, hi = epoch(cmd.get("due_from")), epoch(cmd.get("due_to"))
+        chosen = []
+        for task in await self._open_tasks(ref.lead_id, cmd.get("task_type", "all")):
+            due = task.get("complete_till")
+            outside = due is not None and ((lo is not None and due < lo) or (hi is not None and due >= hi))
+            if task.get("is_completed") or outside:
+                continue
+            chosen.append(task["id"])
+        comment = cmd.get("comment")
+        for start in range(0, len(chosen), BATCH):
+            items = []
+            for task_id in chosen[start:start + BATCH]:
+                item: Record = {"id": task_id, "is_completed": True}
+                if comment:
+                    item["result"] = {"text": str(comment)}
+                items.append(item)
+            await self.request("PATCH", "/api/v4/tasks", json=items)
+        return CommandResult(len(chosen))
+
+    async def _do_change_stage(self, ref: CrmRef, cmd: Command) -> CommandResult:
+        key = cmd.get("pipeline")
+        if key in (None, ""):
+            key = (await self._lead(ref.lead_id, with_contacts=False)).get("pipeline_id")
+        pipeline = await self.account.pipeline(key)
+        stage = await self.account.stage(pipeline, cmd["stage"])
+        await self.request("PATCH", f"/api/v4/leads/{ref.lead_id}",
+                           json={"pipeline_id": pipeline["id"], "status_id": stage["id"]})
+        return CommandResult()
+
+    async def _do_change_responsible(self, ref: CrmRef, cmd: Command) -> CommandResult:
+        user = await self.account.user_id(cmd["user"])
+        entities = list(cmd.get("entities") or ["lead"])
+        targets: dict[str, set[int]] = {"leads": set(), "contacts": set(), "companies": set()}
+        lead: Record | None = None
+        if "all_contacts" in entities or "company" in entities:
+            lead = await self._lead(ref.lead_id)
+        for entity in entities:
+            if entity == "lead":
+                targets["leads"].add(int(ref.lead_id))
+            elif entity in ("main_contact", "chat_contact", "contact"):
+                targets["contacts"].add(int(ref.contact_id))
+            elif entity == "all_contacts" and lead is not None:
+                targets["contacts"].update(int(c["id"]) for c in (lead.get("_embedded") or {}).get("contacts") or [])
+            elif entity == "company" and lead is not None:
+                targets["companies"].update(int(c["id"]) for c in (lead.get("_embedded") or {}).get("companies") or [])
+        for path, ids in targets.items():
+            items = [{"id": i, "responsible_user_id": user} for i in sorted(ids)]
+            for start in range(0, len(items), BATCH):
+                await self.request("PATCH", f"/api/v4/{path}", json=items[start:start + BATCH])
+        return CommandResult()
+
+    async def _do_create_lead(self, ref: CrmRef, cmd: Command) -> CommandResult:
+        src = await self._lead(ref.lead_id)
+        parts = set(cmd.get("copy") or [])
+        pipeline = await self.account.pipeline(cmd.get("pipeline") or src.get("pipeline_id"))
+        if cmd.get("stage"):
+            stage = await self.account.stage(pipeline, cmd["stage"])
+        else:
+            stage = self.account.first_stage(pipeline)
+        lead: Record = {"name": cmd.get("name") or src.get("name") or "",
+                        "pipeline_id": pipeline["id"], "status_id": stage["id"]}
+        responsible = cmd.get("responsible")
+        if responsible:
+            lead["responsible_user_id"] = await self.account.user_id(responsible)
+        elif src.get("responsible_user_id"):
+            lead["responsible_user_id"] = src["responsible_user_id"]
+        if "price" in parts:
+            lead["price"] = src.get("price") or 0
+        if "fields" in parts and src.get("custom_fields_values"):
+            lead["custom_fields_values"] = [
+                {"field_id": item["field_id"], "values": [
+                    {"enum_id": v["enum_id"]} if v.get("enum_id") else {"value": v.get("value")}
+                    for v in item.get("values") or []]}
+                for item in src["custom_fields_values"]]
+        embedded: Record = {}
+        src_embedded = src.get("_embedded") or {}
+        if "tags" in parts and src_embedded.get("tags"):
+            embedded["tags"] = [{"id": t["id"]} for t in src_embedded["tags"]]
+        if "contacts" in parts:
+            embedded["contacts"] = [{"id": c["id"]} for c in src_embedded.get("contacts") or []] \
+                or [{"id": int(ref.contact_id)}]
+        if "company" in parts and src_embedded.get("companies"):
+            embedded["companies"] = [{"id": c["id"]} for c in src_embedded["companies"]]
+        if embedded:
+            lead["_embedded"] = embedded
+        created = await self.request("POST", "/api/v4/leads", json=[lead])
+        return CommandResult({"lead_id": str(created["_embedded"]["leads"][0]["id"])})
+
+    async def _do_subscribers(self, ref: CrmRef, cmd: Command) -> CommandResult:
+        raise CrmRejected("kommo: the API v4 cannot change a lead's subscribers (they are read-only there)")
+
+    # ------------------------------------------------------------------ reading (support dashboard, tests)
+    async def lead_tasks(self, ref: CrmRef) -> list[dict[str, Any]]:
+        tasks = await self.get_all("/api/v4/tasks", "tasks", [("filter[entity_type]", "leads"),
+                                                              ("filter[entity_id][]", ref.lead_id)])
+        out = []
+        for t in sorted(tasks, key=lambda t: t["id"]):
+            due = t.get("complete_till")
+            out.append({
+                "id": str(t["id"]), "lead_id": str(t.get("entity_id")), "text": t.get("text"),
+                "type": await self.account.task_type_name(int(t.get("task_type_id") or 1)),
+                "due": datetime.fromtimestamp(due, UTC).isoformat() if due else None,
+                "responsible": str_id(t.get("responsible_user_id")),
+                "completed": bool(t.get("is_completed")), "result": (t.get("result") or {}).get("text"),
+            })
+        return out
+
+    async def lead_notes(self, ref: CrmRef) -> list[dict[str, Any]]:
+        out = []
+        for entity, path, record_id in (("lead", "leads", ref.lead_id), ("contact", "contacts", ref.contact_id)):
+            for n in await self.get_all(f"/api/v4/{path}/{record_id}/notes", "notes"):
+                out.append({"id": str(n["id"]), "entity": entity, "entity_id": record_id,
+                            "text": (n.get("params") or {}).get("text"), "type": n.get("note_type")})
+        return out
