@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]  # msgpack ships neither type hints nor stubs
+import msgpack
 
 
 def pack(value: object) -> bytes:

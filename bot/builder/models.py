@@ -218,8 +218,9 @@ def _predicate_kind(value: Any) -> str | None:
                 return key
         return "leaf"
     if isinstance(value, BaseModel):
-        return {AllPredicate: "all", AnyPredicate: "any", NotPredicate: "not",
-                ExprPredicate: "expr"}.get(type(value), "leaf")
+        kinds: dict[type, str] = {AllPredicate: "all", AnyPredicate: "any", NotPredicate: "not",
+                                  ExprPredicate: "expr"}
+        return kinds.get(type(value), "leaf")
     return None
 
 
