@@ -36,12 +36,16 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
 from tests.waiting import WorkerDriver
+
+if TYPE_CHECKING:
+    from bot.runtime.worker import Worker
+    from bot.server.services import Services
 
 VERSION = "v21.0"
 TOKEN = "EAAG-test-token"
@@ -627,8 +631,8 @@ class Harness(WorkerDriver):
 
     fake: GraphFake
     server: TestServer
-    services: Any
-    worker: Any
+    services: Services
+    worker: Worker
     admin: str
 
     def url(self, channel: str, account: str) -> str:

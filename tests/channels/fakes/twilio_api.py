@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlencode
 
 import aiohttp
@@ -49,6 +49,10 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from tests.waiting import WorkerDriver
+
+if TYPE_CHECKING:
+    from bot.runtime.worker import Worker
+    from bot.server.services import Services
 
 WHATSAPP = "whatsapp:"
 BODY_MAX = 1600
@@ -392,8 +396,8 @@ class TwilioHarness(WorkerDriver):
 
     fake: FakeTwilio
     server: TestServer
-    services: Any
-    worker: Any
+    services: Services
+    worker: Worker
 
     def url(self, channel: str, account: str) -> str:
         return f"{PUBLIC_URL}/webhooks/{channel}/{account}"
