@@ -6,14 +6,16 @@ import asyncio
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from crm_bridge import CrmRef
+
 from ..engine import events as ev
-from ..errors import FlowInvalid
-from ..store import codec
+from ..errors import CrmError, FlowInvalid
+from ..store import codec, replies
 from ..store.bots import BotNotFound, problems_as_details
 from ..store.indexes import STATUSES, ConversationIndex, Filters, claim_key
 from .auth import Principal
@@ -24,6 +26,15 @@ from .views import run_view, state_of, summary
 routes = web.RouteTableDef()
 #: At most this many queued events are discarded by one retry.
 MAX_SKIP = 1000
+
+
+@runtime_checkable
+class LeadActivity(Protocol):
+    """A CRM backend that lists a lead's tasks and notes (every built-in one), for the dashboard."""
+
+    async def lead_tasks(self, ref: CrmRef) -> list[dict[str, Any]]: ...
+
+    async def lead_notes(self, ref: CrmRef) -> list[dict[str, Any]]: ...
 
 
 @routes.get("/healthz")
@@ -149,7 +160,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     if q.get("parked", "").lower() in ("1", "true", "yes"):  # set aside after repeated failures
         cids = await services.store.parked(limit)
         metas = await ConversationIndex(services.redis).metas(cids)
-        return web.json_response({"conversations": [_public_meta(c, m) for c, m in zip(cids, metas) if m],
+        return web.json_response({"conversations": [_public_meta(c, m) for c, m in zip(cids, metas, strict=True) if m],
                                   "next_before": None}, dumps=lambda v: json.dumps(v, ensure_ascii=False))
     # Secondary indexes kept by the save path (bot/store/indexes.py): no scan of all conversations.
     filters = Filters(status=q.get("status") or None, channel=q.get("channel") or None, bot=q.get("bot") or None,
@@ -180,17 +191,14 @@ async def get_conversation(request: web.Request) -> web.Response:
     body = _public_meta(cid, meta)
     body["run"] = run_view(run)
     if state and state.crm:
-        from crm_bridge import CrmRef
-
-        from ..errors import CrmError
-
         ref = CrmRef(state.crm["contact_id"], state.crm["lead_id"], state.crm.get("company_id") or None)
         try:
             snapshot = await services.crm.snapshot(ref)
             body["lead"] = snapshot.get("lead")
             body["contact"] = {**body["contact"], **(snapshot.get("contact") or {})}
-            body["tasks"] = await services.crm.lead_tasks(ref)
-            body["notes"] = await services.crm.lead_notes(ref)
+            if isinstance(services.crm, LeadActivity):
+                body["tasks"] = await services.crm.lead_tasks(ref)
+                body["notes"] = await services.crm.lead_notes(ref)
         except CrmError as exc:  # the CRM is down: the conversation is still shown
             body["crm_error"] = str(exc)
     body["transcript"] = transcript
@@ -342,7 +350,7 @@ async def business_event(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if not cid and body.get("lead") is not None:
         found = await services.redis.hget("sb:lead_conversations", str(body["lead"]))
-        cid = found.decode() if found else None
+        cid = replies.text(found) if found else None
     if not cid or not isinstance(cid, str) or not await services.store.meta(cid):
         # an event never creates a conversation: it concerns one that exists (or a known lead's)
         return error(404, "not_found", "no conversation for this event (give conversation or a known lead)")
@@ -363,6 +371,6 @@ async def continue_widget(request: web.Request) -> web.Response:
     except HttpError:
         await services.redis.set(f"sb:widget:{token}", found, ex=86400)  # let the caller retry
         raise
-    await services.conversations.deliver(found.decode(), ev.WidgetCallback(token, body),
+    await services.conversations.deliver(replies.text(found), ev.WidgetCallback(token, body),
                                          dedupe_id=f"widget:{token}")
     return web.json_response({"ok": True, "at": time.time()})

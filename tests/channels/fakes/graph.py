@@ -36,12 +36,16 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
 from tests.waiting import WorkerDriver
+
+if TYPE_CHECKING:
+    from bot.runtime.worker import Worker
+    from bot.server.services import Services
 
 VERSION = "v21.0"
 TOKEN = "EAAG-test-token"
@@ -100,7 +104,8 @@ class GraphError(Exception):
     def __init__(self, code: int, message: str, *, subcode: int | None = None, status: int = 400,
                  type_: str = "OAuthException", data: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.code, self.message, self.subcode, self.status, self.type, self.data = code, message, subcode, status, type_, data
+        self.code, self.message, self.subcode = code, message, subcode
+        self.status, self.type, self.data = status, type_, data
 
     def body(self, trace: str) -> dict[str, Any]:
         err: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code, "fbtrace_id": trace}
@@ -200,7 +205,8 @@ class GraphFake:
             if kind == "template":
                 return f"[template {body['template']['name']}]"
             media = body[kind]
-            return f"[{kind} {media.get('link') or media.get('id')}]" + (f" {media['caption']}" if media.get("caption") else "")
+            caption = f" {media['caption']}" if media.get("caption") else ""
+            return f"[{kind} {media.get('link') or media.get('id')}]{caption}"
         msg = body["message"]
         if "attachment" in msg:
             text = f"[{msg['attachment']['type']} {msg['attachment']['payload'].get('url')}]"
@@ -511,7 +517,8 @@ def wa_text(sender: str, text: str, **kw: Any) -> dict[str, Any]:
 
 
 def wa_button_reply(sender: str, payload: str, title: str, **kw: Any) -> dict[str, Any]:
-    return wa_message(sender, "interactive", {"type": "button_reply", "button_reply": {"id": payload, "title": title}}, **kw)
+    return wa_message(sender, "interactive", {"type": "button_reply", "button_reply": {"id": payload, "title": title}},
+                      **kw)
 
 
 def wa_list_reply(sender: str, row_id: str, title: str, description: str = "", **kw: Any) -> dict[str, Any]:
@@ -561,7 +568,8 @@ def ig_echo(customer: str, text: str) -> dict[str, Any]:
     return messaging_webhook("instagram", [dm(IG_ID, customer, text=text, echo=True)], IG_ID)
 
 
-def ig_story_mention(sender: str, url: str = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1") -> dict[str, Any]:
+def ig_story_mention(sender: str,
+                     url: str = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1") -> dict[str, Any]:
     return ig_dm(sender, attachments=[{"type": "story_mention", "payload": {"url": url}}])
 
 
@@ -623,8 +631,8 @@ class Harness(WorkerDriver):
 
     fake: GraphFake
     server: TestServer
-    services: Any
-    worker: Any
+    services: Services
+    worker: Worker
     admin: str
 
     def url(self, channel: str, account: str) -> str:
@@ -717,7 +725,8 @@ REMIND_FLOW: dict[str, Any] = {
                   "next": "plain", "failed": "nudge_failed"},
         "plain": {"type": "message", "text": "Anything else?", "next": "hold", "failed": "plain_failed"},
         # The run must still be active when the outbox reports the failure.
-        "hold": {"type": "pause", "until": [{"on": "message", "next": "done"}, {"on": "timer", "after": "1h", "next": "done"}]},
+        "hold": {"type": "pause",
+                 "until": [{"on": "message", "next": "done"}, {"on": "timer", "after": "1h", "next": "done"}]},
         "nudge_failed": {"type": "internal_message", "text": "template failed", "next": "plain"},
         "plain_failed": {"type": "internal_message", "text": "window closed: could not send", "next": "done"},
         "done": {"type": "stop"},
