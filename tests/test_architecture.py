@@ -1,6 +1,7 @@
 """The layout's rules, checked on the source so they stay true.
 
-- ``bot.engine`` (the interpreter) and ``bot.automations`` (the rule engine) are pure: no I/O library, no clock, no other layer of ours;
+- ``bot.engine`` (the interpreter) and ``bot.automations`` (the rule engine) are pure: no I/O
+  library, no clock, no other layer of ours;
 - each package imports only the layers below it (docs/architecture.md draws them);
 - no module is over 600 lines;
 - no import cycle between modules, counting imports inside functions and under
