@@ -51,7 +51,9 @@ LOOP_TESTS = ("tests/runtime/test_loop_guarantees.py",) + STORE_TESTS[:-1] + ("t
 CRM_TESTS = ("tests/crm_bridge/test_outbox_guarantees.py", "tests/crm_bridge/test_outbox.py")
 INTERPRETER_TESTS = (
     "tests/engine/test_interpreter_limits.py", "tests/engine/test_takeover.py",
-    "tests/engine/test_interpreter_flow.py", "tests/engine/test_interpreter_actions.py",
+    "tests/engine/test_interpreter_branching.py", "tests/engine/test_interpreter_pauses.py",
+    "tests/engine/test_interpreter_subbots.py", "tests/engine/test_interpreter_control.py",
+    "tests/engine/test_interpreter_actions.py", "tests/engine/test_interpreter_widgets.py",
     "tests/engine/test_interpreter_messages.py",
 )
 VALIDATOR_TESTS = ("tests/builder/test_validate_limits.py", "tests/builder/test_validate.py")
