@@ -56,7 +56,11 @@ INTERPRETER_TESTS = (
     "tests/engine/test_interpreter_actions.py", "tests/engine/test_interpreter_widgets.py",
     "tests/engine/test_interpreter_messages.py",
 )
-VALIDATOR_TESTS = ("tests/builder/test_validate_limits.py", "tests/builder/test_validate.py")
+VALIDATOR_TESTS = (
+    "tests/builder/test_validate_limits.py", "tests/builder/test_validate.py", "tests/builder/test_validate_loops.py",
+    "tests/builder/test_validate_warnings.py", "tests/builder/test_validate_document.py",
+    "tests/builder/test_compile.py",
+)
 RENDERER_TESTS = ("tests/channels/test_render.py",)
 
 STORE = "bot/store/conversations.py"
