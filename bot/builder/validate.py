@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -47,16 +47,17 @@ class _Envelope(m.Model):
     steps: Annotated[dict[str, Any], Field(min_length=1)]
 
 
-def _vocabulary() -> list[str]:
+def model_keys(*modules: object) -> list[str]:
+    """Every key (field alias or name) of the pydantic models of ``modules``."""
     names: set[str] = set()
-    for obj in vars(m).values():
-        if isinstance(obj, type) and issubclass(obj, BaseModel):
-            for name, f in obj.model_fields.items():
-                names.add(f.alias or name)
+    for module in modules:
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, BaseModel):
+                names.update(f.alias or name for name, f in obj.model_fields.items())
     return sorted(names)
 
 
-_KEYS = _vocabulary()
+_KEYS = model_keys(m)
 
 
 def _tags(union: object, key: str) -> list[str]:
@@ -73,7 +74,8 @@ def pointer(parts: Iterable[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean "x"?)`` when a choice is close to ``word``, else ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
@@ -87,15 +89,22 @@ def _at_union(path: list[str | int], step: bool) -> bool:
     return len(path) >= 2 and isinstance(path[-1], int) and path[-2] in ("actions", "all", "any")
 
 
-def _real_path(raw: Any, loc: tuple[Any, ...], *, step: bool = False) -> list[str | int]:
+#: The union tag of the object at a path of another document (None: not a union there), for
+#: documents that embed flow parts in unions of their own (automations' ``do``, ``scoring``).
+UnionTag = Callable[[list[str | int], dict[str, Any]], str | None]
+
+
+def _real_path(raw: Any, loc: tuple[Any, ...], *, step: bool = False,
+               union_tag: UnionTag | None = None) -> list[str | int]:
     """Map a pydantic error location onto the document, dropping union tags pydantic adds."""
     path: list[str | int] = []
     node = raw
     tagged: set[int] = set()  # objects whose union tag was already passed
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if (isinstance(node, dict) and id(node) not in tagged and _at_union(path, step)
-                and part in (node.get("type"), node.get("do"), m._predicate_kind(node))):
+        if isinstance(node, dict) and id(node) not in tagged and (
+                (_at_union(path, step) and part in (node.get("type"), node.get("do"), m._predicate_kind(node)))
+                or (union_tag is not None and part == union_tag(path, node))):
             # The tag of a step, action or predicate, which pydantic puts before its fields
             # (a widget step's tag "widget" is also one of its keys: it is not that key).
             tagged.add(id(node))
@@ -109,7 +118,7 @@ def _real_path(raw: Any, loc: tuple[Any, ...], *, step: bool = False) -> list[st
     return path
 
 
-def _message(err: Mapping[str, Any], raw: Any, path: list[str | int]) -> str:
+def _message(err: Mapping[str, Any], raw: Any, path: list[str | int], keys: Collection[str] = _KEYS) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     bad = err.get("input")
@@ -118,13 +127,13 @@ def _message(err: Mapping[str, Any], raw: Any, path: list[str | int]) -> str:
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else ""
         # A key known elsewhere ("title" on a stop step) is misplaced, not misspelt: no hint.
-        return f'unknown key "{key}"' + ("" if key in _KEYS else _suggest(key, _KEYS))
+        return f'unknown key "{key}"' + ("" if key in keys else suggest(key, keys))
     if kind == "union_tag_invalid":
         tag = ctx.get("tag")
         disc = str(ctx.get("discriminator", "")).strip("'")
         names = _ACTION_NAMES if disc == "do" else _STEP_TYPE_NAMES
         what = "action" if disc == "do" else "step type"
-        return f'unknown {what} "{tag}"{_suggest(str(tag), names)}; one of: {", ".join(names)}'
+        return f'unknown {what} "{tag}"{suggest(str(tag), names)}; one of: {", ".join(names)}'
     if kind == "union_tag_not_found":
         disc = str(ctx.get("discriminator", "")).strip("'")
         return f'"{disc}" is required'
@@ -132,7 +141,7 @@ def _message(err: Mapping[str, Any], raw: Any, path: list[str | int]) -> str:
         expected = str(ctx.get("expected", ""))
         options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
         return f"{json.dumps(bad, ensure_ascii=False)} is not one of: {', '.join(options)}" + (
-            _suggest(bad, options) if isinstance(bad, str) else ""
+            suggest(bad, options) if isinstance(bad, str) else ""
         )
     if kind == "too_long":
         field = path[-1] if path else "value"
@@ -157,11 +166,24 @@ def _message(err: Mapping[str, Any], raw: Any, path: list[str | int]) -> str:
 
 
 def _schema_problems(exc: ValidationError, raw: Any, prefix: list[str | int]) -> list[Problem]:
+    return schema_problems(exc, raw, prefix, step=bool(prefix))
+
+
+def schema_problems(exc: ValidationError, raw: Any, prefix: list[str | int], *, step: bool = False,
+                    keys: Collection[str] = _KEYS, union_tag: UnionTag | None = None,
+                    explain: Callable[[Mapping[str, Any], list[str | int]], str | None] | None = None,
+                    ) -> list[Problem]:
+    """Pydantic's errors for ``raw`` (found at ``prefix`` of its document) as problems with JSON
+    pointers into the document and messages that say what to fix. Other documents give the keys
+    they know (for did-you-mean hints), the tags of their own unions and, through ``explain``,
+    their own wording of an error (None: the usual one)."""
     out = []
     for err in exc.errors():
-        path = _real_path(raw, tuple(err["loc"]), step=bool(prefix))
-        out.append(Problem(pointer(prefix + path), _message(err, raw, path)))
+        path = _real_path(raw, tuple(err["loc"]), step=step, union_tag=union_tag)
+        message = explain(err, path) if explain is not None else None
+        out.append(Problem(pointer(prefix + path), message or _message(err, raw, path, keys)))
     return out
+
 
 
 _REF_KEYS = {"next", "other_answer", "failed", "else", "pass", "fail", "step", "on_timeout"}
@@ -202,7 +224,7 @@ _PLAIN_ACTION_KEYS = frozenset({
 })
 
 
-class _Compiler:
+class Compiler:
     """Compiles parsed steps, collecting template and regex problems with their pointers."""
 
     def __init__(self) -> None:
@@ -270,6 +292,19 @@ class _Compiler:
             return c.CLeaf(tuple(p.field.split(".")), p.op, evaluate_value(value, {}), pattern, True)
         return c.CLeaf(tuple(p.field.split(".")), p.op, value, pattern)
 
+    def actions(self, actions: Iterable[m.Action], at: list[str | int]) -> tuple[c.CAction, ...]:
+        """Actions with their templates compiled (an action step's, or an automation rule's)."""
+        out = []
+        for i, a in enumerate(actions):
+            params = a.model_dump(by_alias=True, exclude={"do"})
+            compiled_params = {
+                k: v if k in _PLAIN_ACTION_KEYS or (a.do == "set_variable" and k == "name")
+                else self.value(v, at + [i, k])
+                for k, v in params.items()
+            }
+            out.append(c.CAction(a.do, MappingProxyType(compiled_params)))
+        return tuple(out)
+
     def step(self, sid: str, s: m.Step) -> c.CStep:
         at: list[str | int] = ["steps", sid]
         t = s.type
@@ -336,16 +371,7 @@ class _Compiler:
                 for e in s.until
             ))
         if isinstance(s, m.ActionStep):
-            actions = []
-            for i, a in enumerate(s.actions):
-                params = a.model_dump(by_alias=True, exclude={"do"})
-                compiled_params = {
-                    k: v if k in _PLAIN_ACTION_KEYS or (a.do == "set_variable" and k == "name")
-                    else self.value(v, at + ["actions", i, k])
-                    for k, v in params.items()
-                }
-                actions.append(c.CAction(a.do, MappingProxyType(compiled_params)))
-            return c.CActionStep(sid, t, tuple(actions), s.next, s.failed)
+            return c.CActionStep(sid, t, self.actions(s.actions, at + ["actions"]), s.next, s.failed)
         if isinstance(s, m.InternalMessageStep):
             return c.CInternalMessage(sid, t, self.template(s.text, at + ["text"]), tuple(s.to), s.next)
         if isinstance(s, m.SubscribeStep):
@@ -452,38 +478,26 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
         if sid not in steps:
             for at, target in _raw_refs(raw, ["steps", sid]):
                 if target not in raw_steps:
-                    problems.append(Problem(pointer(at), f'unknown step "{target}"{_suggest(target, names)}'))
+                    problems.append(Problem(pointer(at), f'unknown step "{target}"{suggest(target, names)}'))
                 else:
                     raw_edges.append(Edge(sid, target, pointer(at), "", "wait"))
     edges = all_edges(steps)
     for e in edges:
         if e.target not in raw_steps:
-            problems.append(Problem(e.pointer, f'unknown step "{e.target}"{_suggest(e.target, names)}'))
+            problems.append(Problem(e.pointer, f'unknown step "{e.target}"{suggest(e.target, names)}'))
     start = doc.get("start")
     if isinstance(start, str) and raw_steps and start not in raw_steps:
-        problems.append(Problem("/start", f'unknown step "{start}"{_suggest(start, names)}'))
+        problems.append(Problem("/start", f'unknown step "{start}"{suggest(start, names)}'))
 
-    tz = ZoneInfo("UTC")
-    hours = WorkingHours.parse(None, tz)
     settings = env.settings if env is not None else _settings(doc)
-    if settings is not None:
-        try:
-            tz = ZoneInfo(settings.timezone)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
-            problems.append(Problem("/settings/timezone", f'unknown timezone "{settings.timezone}" '
-                                    '(use an IANA name such as "Europe/Istanbul")'))
-        try:
-            hours = WorkingHours.parse(settings.working_hours, tz)
-        except WorkingHoursError as exc:
-            problems.append(Problem("/settings/working_hours", str(exc)))
-        if settings.working_hours is not None and hours.always is False and not any(hours.week):
-            problems.append(Problem("/settings/working_hours", "no open hours on any day"))
+    tz, hours = check_clock(settings.timezone if settings else None, settings.working_hours if settings else None,
+                            problems)
 
     for cycle in loops_without_wait([e for e in edges if e.target in raw_steps]):
         route = " → ".join([cycle[0].source] + [e.target for e in cycle])
         problems.append(Problem(cycle[-1].pointer, f"loop {route} can run without ever waiting for the customer"))
 
-    compiler = _Compiler()
+    compiler = Compiler()
     compiled_steps = {sid: compiler.step(sid, s) for sid, s in steps.items()}
     problems.extend(compiler.problems)
 
@@ -505,7 +519,7 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
                                     "no_answer: an unexpected reply leaves the customer without an answer", "warning"))
 
     if any(p.severity == "error" for p in problems) or env is None:
-        return _sorted(problems), None
+        return sorted_problems(problems), None
     flow = c.CompiledFlow(
         id=env.id, version=0, name=env.name or env.id, start=env.start, tz=tz, hours=hours,
         leave_unanswered=env.settings.leave_unanswered, step_budget=env.settings.step_budget,
@@ -521,7 +535,28 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
             isinstance(s, m.ActionStep) and any(getattr(a, "from_", None) == "manual" for a in s.actions)
             for s in steps.values()),
     )
-    return _sorted(problems), flow
+    return sorted_problems(problems), flow
+
+
+def check_clock(timezone: str | None, working_hours: Mapping[str, str] | None,
+                problems: list[Problem]) -> tuple[ZoneInfo, WorkingHours]:
+    """The ``settings`` timezone and working hours of a document (flows and automations share
+    them), each problem appended; UTC and "always open" stand in for what is wrong."""
+    tz = ZoneInfo("UTC")
+    if timezone is not None:
+        try:
+            tz = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
+            problems.append(Problem("/settings/timezone", f'unknown timezone "{timezone}" '
+                                    '(use an IANA name such as "Europe/Istanbul")'))
+    hours = WorkingHours.parse(None, tz)
+    try:
+        hours = WorkingHours.parse(dict(working_hours) if working_hours is not None else None, tz)
+    except WorkingHoursError as exc:
+        problems.append(Problem("/settings/working_hours", str(exc)))
+    if working_hours is not None and hours.always is False and not any(hours.week):
+        problems.append(Problem("/settings/working_hours", "no open hours on any day"))
+    return tz, hours
 
 
 def _slow_checks(steps: Iterable[m.Step]) -> bool:
@@ -554,7 +589,8 @@ def _settings(doc: dict[str, Any]) -> m.Settings | None:
         return None  # already reported with the envelope
 
 
-def _sorted(problems: list[Problem]) -> list[Problem]:
+def sorted_problems(problems: list[Problem]) -> list[Problem]:
+    """Errors first, then warnings, each by pointer; duplicates dropped."""
     seen: set[tuple[str, str, str]] = set()
     out = []
     for p in sorted(problems, key=lambda p: (p.severity != "error", p.pointer)):
