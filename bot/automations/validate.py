@@ -20,16 +20,8 @@ from annotated_types import MaxLen
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ..builder import models as fm
-from ..builder.validate import (
-    MAX_DOCUMENT_BYTES,
-    Compiler,
-    check_clock,
-    model_keys,
-    pointer,
-    schema_problems,
-    sorted_problems,
-    suggest,
-)
+from ..builder.problems import model_keys, pointer, schema_problems, sorted_problems, suggest
+from ..builder.validate import MAX_DOCUMENT_BYTES, Compiler, check_clock
 from ..errors import AutomationsInvalid, Problem
 from . import models as am
 from .events import EVENT_TYPE_PATTERN, EVENT_TYPES, is_known_type

@@ -88,7 +88,7 @@ async def load_flow_dir(bots: BotRegistry, directory: Path) -> list[str]:
     """Upload every ``*.json`` flow of a folder (unchanged ones add no version)."""
     loaded = []
     for path in sorted(directory.glob("*.json")):
-        if path.name == "schema.json":
+        if path.name.endswith("schema.json"):  # schema.json, automations.schema.json
             continue
         try:
             info, _new = await bots.put(read_document(path))
