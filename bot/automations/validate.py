@@ -64,6 +64,10 @@ _KEYS = model_keys(am, fm)
 RULE_NAMES = frozenset({"lead", "contact", "company", "event", "now"})
 _CUSTOM_FIELD = re.compile(r"^(lead|contact|company)\.fields\.[^.]+")
 _TEMPLATE = re.compile(r"\{\{|\{%")
+#: C0 controls but tab and line breaks, and DEL: never meant, often an attack on logs or the CRM.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: At most this many control-character problems are reported (one is enough to fix them all).
+_MAX_CONTROL_REPORTS = 10
 
 
 def _explain(err: Mapping[str, Any], path: list[str | int]) -> str | None:
@@ -166,6 +170,22 @@ class _Checker:
                                                'trigger ids are unique in a document (counts and history use them)')
                 else:
                     seen[rid] = [key, i]
+
+
+def _control_characters(node: Any, at: list[str | int]) -> Iterator[Problem]:
+    """A problem for each key or text with a control character (tab and line breaks are fine)."""
+    if isinstance(node, str):
+        found = _CONTROL.search(node)
+        if found:
+            yield Problem(pointer(at), f"control character U+{ord(found.group()):04X} is not allowed")
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str) and _CONTROL.search(key):
+                yield Problem(pointer(at + [key]), "a key with a control character is not allowed")
+            yield from _control_characters(value, at + [key])
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _control_characters(value, at + [i])
 
 
 def _leaf_fields(raw: Any, at: list[str | int]) -> Iterator[tuple[str, list[str | int]]]:
@@ -275,6 +295,10 @@ def check_automations(document: Any, context: AutomationContext) -> tuple[list[P
     size = len(json.dumps(document, ensure_ascii=False).encode())
     if size > MAX_DOCUMENT_BYTES:
         problems.append(Problem("", f"the document is {size} bytes; at most {MAX_DOCUMENT_BYTES} are allowed"))
+    for n, problem in enumerate(_control_characters(document, [])):
+        if n == _MAX_CONTROL_REPORTS:
+            break
+        problems.append(problem)
     settings: am.Settings | None = None
     try:
         settings = _Envelope.model_validate(document).settings

@@ -276,6 +276,21 @@ def test_every_problem_is_reported_at_once() -> None:
     assert found["/rules/2/id"].startswith('id "welcome_new" is already used by /rules/0')
 
 
+def test_control_characters_are_refused_where_they_are_but_tabs_and_line_breaks_are_fine() -> None:
+    d = doc(name="Sales\x00")
+    d["rules"][1]["do"]["actions"][0]["text"] = "Call\tnow\r\nplease \u2028 {{ contact.name }}"
+    d["rules"][0]["stage"] = "Inco\x1bming"
+    d["x-note\x7f"] = 1
+    found = [(p.pointer, p.message) for p in validate_automations(d, CTX)]
+    assert [f for f in found if "control" in f[1]] == [
+        ("/name", "control character U+0000 is not allowed"),
+        ("/rules/0/stage", "control character U+001B is not allowed"),
+        ("/x-note\x7f", "a key with a control character is not allowed")]
+    assert [f[0] for f in found if "control" not in f[1]] == ["/rules/0/stage"]  # also an unknown stage
+    many = doc(rules=[{**DOC["rules"][0], "id": f"r{i}", "stage": "\x01"} for i in range(30)])
+    assert sum("control character" in p.message for p in validate_automations(many, CTX)) == 10
+
+
 def test_the_document_size_is_limited() -> None:
     d = doc(name="x" * 100)
     d["rules"][1]["do"]["actions"] = [{"do": "add_note", "text": "n" * 60_000}] * 10
