@@ -14,13 +14,13 @@ import json
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from annotated_types import MaxLen
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ..builder import models as fm
-from ..builder.problems import model_keys, pointer, schema_problems, sorted_problems, suggest
+from ..builder.problems import UnionTag, model_keys, pointer, schema_problems, sorted_problems, suggest
 from ..builder.validate import MAX_DOCUMENT_BYTES, Compiler, check_clock
 from ..errors import AutomationsInvalid, Problem
 from . import models as am
@@ -55,6 +55,7 @@ class _Envelope(am.Automations):
     scoring: Annotated[list[Any], Field(max_length=_limit("scoring"), default_factory=list)]
 
 
+_T = TypeVar("_T")
 _RULE: TypeAdapter[am.Rule] = TypeAdapter(am.Rule)
 _TRIGGER: TypeAdapter[am.Trigger] = TypeAdapter(am.Trigger)
 _SCORING: TypeAdapter[am.ScoreRule | am.DecayRule] = TypeAdapter(am.Scoring)
@@ -94,7 +95,8 @@ def _score_tag(path: list[str | int], node: dict[str, Any]) -> str | None:
     return am._score_kind(node) if not path else None
 
 
-def _schema(exc: ValidationError, raw: Any, prefix: list[str | int], union_tag: Any = None) -> list[Problem]:
+def _schema(exc: ValidationError, raw: Any, prefix: list[str | int],
+            union_tag: UnionTag | None = None) -> list[Problem]:
     return schema_problems(exc, raw, prefix, keys=_KEYS, union_tag=union_tag, explain=_explain)
 
 
@@ -287,6 +289,20 @@ def _check_scoring(c: _Checker, items: list[tuple[int, Any, am.ScoreRule | am.De
         c.warning(["scoring", decay], "only a decay rule: scores only ever go down, never up")
 
 
+def _parsed(adapter: TypeAdapter[_T], document: Mapping[str, Any], key: str, problems: list[Problem],
+            union_tag: UnionTag | None = None) -> list[tuple[int, Any, _T | None]]:
+    """Each item of list ``key`` parsed on its own (None when it fails; its problems appended)."""
+    out: list[tuple[int, Any, _T | None]] = []
+    for i, raw in _items(document, key):
+        parsed = None
+        try:
+            parsed = adapter.validate_python(raw)
+        except ValidationError as exc:
+            problems.extend(_schema(exc, raw, [key, i], union_tag))
+        out.append((i, raw, parsed))
+    return out
+
+
 def check_automations(document: Any, context: AutomationContext) -> tuple[list[Problem], am.Automations | None]:
     """Every problem of a document (errors and warnings, sorted), and its model when it has no errors."""
     if not isinstance(document, dict):
@@ -313,29 +329,12 @@ def check_automations(document: Any, context: AutomationContext) -> tuple[list[P
 
     c = _Checker(document, context)
     c.ids()
-    for i, raw in _items(document, "rules"):
-        rule = None
-        try:
-            rule = _RULE.validate_python(raw)
-        except ValidationError as exc:
-            problems.extend(_schema(exc, raw, ["rules", i], _do_tag))
+    for i, raw, rule in _parsed(_RULE, document, "rules", problems, _do_tag):
         _check_rule(c, i, raw, rule, hours_set)
     earlier: dict[str, int] = {}
-    for i, raw in _items(document, "triggers"):
-        trigger = None
-        try:
-            trigger = _TRIGGER.validate_python(raw)
-        except ValidationError as exc:
-            problems.extend(_schema(exc, raw, ["triggers", i]))
+    for i, raw, trigger in _parsed(_TRIGGER, document, "triggers", problems):
         _check_trigger(c, i, raw, trigger, earlier)
-    scoring: list[tuple[int, Any, am.ScoreRule | am.DecayRule | None]] = []
-    for i, raw in _items(document, "scoring"):
-        parsed = None
-        try:
-            parsed = _SCORING.validate_python(raw)
-        except ValidationError as exc:
-            problems.extend(_schema(exc, raw, ["scoring", i], _score_tag))
-        scoring.append((i, raw, parsed))
+    scoring = _parsed(_SCORING, document, "scoring", problems, _score_tag)
     _check_scoring(c, scoring)
     problems = sorted_problems(problems + c.problems)
     if any(p.severity == "error" for p in problems):
