@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import io
 import json
@@ -239,3 +240,21 @@ async def test_a_body_over_the_size_limit_is_413(http: ClientSession) -> None:
     r = await http.put("/api/automations/sales", data=io.BytesIO(b'{"x": "' + b"a" * (3 * 1024 * 1024) + b'"}'),
                        headers={**AUTH, "Content-Type": "application/json"})
     assert r.status == 413
+
+
+async def test_automations_push_from_the_command_line(http: ClientSession, tmp_path: Path) -> None:
+    from bot.cli import main
+
+    good = tmp_path / "sales.json"
+    good.write_text(json.dumps(example(name="Pushed")), encoding="utf-8")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(example(id="bad", pipeline="Nowhere")), encoding="utf-8")
+    base = str(http._base_url).rstrip("/")
+    out = io.StringIO()
+    argv = ["automations", "push", str(good), str(bad), "--url", base, "--token", ADMIN]
+    assert await asyncio.to_thread(main, argv, out=out) == 1
+    assert out.getvalue().splitlines() == [f"{good}: sales version 2",
+                                           f'{bad}: /pipeline: unknown pipeline "Nowhere"; known: Sales']
+    out = io.StringIO()
+    assert await asyncio.to_thread(main, argv[:3] + argv[4:], out=out) == 0  # the same again: unchanged
+    assert out.getvalue().splitlines() == [f"{good}: sales version 2 (unchanged)"]
