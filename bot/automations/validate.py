@@ -227,7 +227,7 @@ def _check_rule(c: _Checker, i: int, raw: Any, rule: am.Rule | None, hours_set: 
             if isinstance(action, fm.ChangeStage) and isinstance(action.stage, str) \
                     and not _TEMPLATE.search(action.stage) and action.pipeline in (None, c.pipeline):
                 c.stage(action.stage, at + ["do", "actions", j, "stage"])
-                if action.stage == rule.stage and rule.on != ["idle"]:
+                if action.stage == rule.stage:
                     c.warning(at + ["do", "actions", j, "stage"],
                               f'moves the lead to "{rule.stage}", the stage it is already in: nothing happens')
     else:
