@@ -217,6 +217,13 @@ def _check_rule(c: _Checker, i: int, raw: Any, rule: am.Rule | None, hours_set: 
     for name, where in _leaf_fields(raw.get("if"), at + ["if"]):
         c.field(name, where)
     if rule is None:
+        # The model checks what each kind of rule needs only once every field is valid: say it now.
+        on = raw.get("on")
+        kinds = {on} if isinstance(on, str) else set(on) if isinstance(on, list) and all(
+            isinstance(k, str) for k in on) else set()
+        for kind, attr, example in am._NEEDS:
+            if kind in kinds and raw.get(attr) is None:
+                c.error(at, f'a rule on "{kind}" needs {attr} ({example})')  # the model's own words
         return
     compiler = Compiler()
     if rule.if_ is not None:

@@ -259,6 +259,16 @@ def test_schema_problems_of_rules_point_into_the_document() -> None:
     assert found["/scoring/2"].startswith("a scoring rule is")
 
 
+def test_what_a_kind_of_rule_needs_is_said_even_when_the_rule_has_other_problems() -> None:
+    d = doc()
+    d["rules"][0] = {"id": "lazy", "stage": "Won", "on": ["idle", "field_time"], "do": {"foo": 1}}
+    found = [(p.pointer, p.message) for p in validate_automations(d, CTX)]
+    assert found == [("/rules/0", ('a rule on "field_time" needs at ("at": {"field": "lead.fields.meeting_at", '
+                                  '"offset": "-1h"})')),
+                     ("/rules/0", 'a rule on "idle" needs after ("after": "3d")'),
+                     ("/rules/0/do", 'needs one of "start_bot", "actions" or "start_process"')]
+
+
 def test_every_problem_is_reported_at_once() -> None:
     d = doc(pipeline="Sales", extra=1)
     d["rules"][0]["stage"] = "Nowhere"
