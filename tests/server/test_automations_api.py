@@ -258,3 +258,15 @@ async def test_automations_push_from_the_command_line(http: ClientSession, tmp_p
     out = io.StringIO()
     assert await asyncio.to_thread(main, argv[:3] + argv[4:], out=out) == 0  # the same again: unchanged
     assert out.getvalue().splitlines() == [f"{good}: sales version 2 (unchanged)"]
+
+
+@pytest.mark.parametrize("doc_id", ["a%00b", "%FF%FE", "x" * 2000, "..", "a%7Bb%7D", "sales%2F1"])
+async def test_odd_ids_in_the_url_are_4xx(http: ClientSession, caplog: pytest.LogCaptureFixture, doc_id: str) -> None:
+    from yarl import URL
+
+    for method, path, body in [("GET", "", None), ("GET", "/versions", None), ("GET", "/versions/1", None),
+                               ("PUT", "", EXAMPLE), ("POST", "/activate", {"version": 1})]:
+        url = URL(f"/api/automations/{doc_id}{path}", encoded=True)
+        r = await http.request(method, url, json=body, headers=AUTH)
+        assert 400 <= r.status < 500, (method, path, r.status, await r.text())
+    assert tracebacks(caplog) == []
