@@ -261,6 +261,10 @@ class Compiler:
         raise AssertionError(f"no compiler for {t}")  # pragma: no cover - the schema forbids it
 
 
+#: The name other modules used before the compiler was shared (bot.automations.compiled).
+_Compiler = Compiler
+
+
 def _seconds(duration: int | str) -> int:
     """A duration field of a parsed step. The model's type is what a document may say ("2h" or
     7200); its validator has already turned either into seconds."""
