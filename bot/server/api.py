@@ -14,12 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from crm_bridge import CrmRef
 
 from ..engine import events as ev
-from ..errors import CrmError, FlowInvalid
+from ..errors import CrmError
 from ..store import codec, replies
-from ..store.bots import BotNotFound, problems_as_details
 from ..store.indexes import STATUSES, ConversationIndex, Filters, claim_key
+from . import versioned
 from .auth import Principal
-from .http import MAX_INDEX, MAX_TIMESTAMP, HttpError, error, json_body, query_number, require
+from .http import MAX_TIMESTAMP, HttpError, error, json_body, query_number, require
 from .keys import SERVICES
 from .views import run_view, state_of, summary
 
@@ -58,89 +58,39 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.put("/api/bots/{id}")
 async def put_bot(request: web.Request) -> web.Response:
     require(request, "operator")
-    doc = await json_body(request)
-    bot_id = request.match_info["id"]
-    if isinstance(doc, dict) and doc.get("id") != bot_id:
-        return error(422, "invalid_flow", "the flow's id must match the URL",
-                     [{"pointer": "/id", "message": f'must be "{bot_id}" (the id in the URL)'}])
     bots = request.app[SERVICES].bots
-    try:
-        info, new = await bots.put(doc)
-    except FlowInvalid as exc:
-        return error(422, "invalid_flow", f"{len(problems_as_details(exc.problems))} problem(s) in the flow",
-                     problems_as_details(exc.problems))
-    if not new:
-        await bots.activate(info.bot, info.version)
-    return web.json_response({"id": info.bot, "version": info.version, "warnings": list(info.warnings)},
-                             status=201 if new else 200)
+    return await versioned.upload(request, bots.put, bots.activate, code="invalid_flow", noun="flow")
 
 
 @routes.get("/api/bots")
 async def list_bots(request: web.Request) -> web.Response:
     require(request, "operator", "support")
-    bots = request.app[SERVICES].bots
-    out = []
-    for bot in await bots.ids():
-        versions = await bots.versions(bot)
-        active = await bots.active_version(bot)
-        current = next((v for v in versions if v.version == active), None)
-        out.append({"id": bot, "name": current.name if current else bot, "active_version": active,
-                    "versions": len(versions)})
-    return web.json_response({"bots": out})
+    return versioned.listing("bots", await request.app[SERVICES].bots.documents.listing())
 
 
 @routes.get("/api/bots/{id}")
 async def get_bot(request: web.Request) -> web.Response:
     require(request, "operator", "support")
-    try:
-        version, doc = await request.app[SERVICES].bots.document(request.match_info["id"])
-    except BotNotFound as exc:
-        return error(404, "not_found", str(exc))
-    return web.json_response({"id": request.match_info["id"], "version": version, "flow": doc})
+    return await versioned.one(request.app[SERVICES].bots.documents, request.match_info["id"], None, "flow")
 
 
 @routes.get("/api/bots/{id}/versions")
 async def bot_versions(request: web.Request) -> web.Response:
     require(request, "operator", "support")
-    bots = request.app[SERVICES].bots
-    bot = request.match_info["id"]
-    versions = await bots.versions(bot)
-    if not versions:
-        return error(404, "not_found", f"no bot {bot!r}")
-    active = await bots.active_version(bot)
-    return web.json_response({"id": bot, "active_version": active,
-                              "versions": [{**v.as_dict(), "active": v.version == active} for v in versions]})
+    return await versioned.history(request.app[SERVICES].bots.documents, request.match_info["id"], "bot")
 
 
 @routes.get("/api/bots/{id}/versions/{n}")
 async def bot_version(request: web.Request) -> web.Response:
     require(request, "operator", "support")
-    bot = request.match_info["id"]
-    try:
-        n = int(request.match_info["n"])
-    except ValueError:
-        n = 0
-    if not 1 <= n <= MAX_INDEX:
-        return error(400, "bad_version", "the version is a whole number")
-    try:
-        version, doc = await request.app[SERVICES].bots.document(bot, n)
-    except BotNotFound as exc:
-        return error(404, "not_found", str(exc))
-    return web.json_response({"id": bot, "version": version, "flow": doc})
+    return await versioned.one(request.app[SERVICES].bots.documents, request.match_info["id"],
+                               request.match_info["n"], "flow")
 
 
 @routes.post("/api/bots/{id}/activate")
 async def activate_bot(request: web.Request) -> web.Response:
     require(request, "operator")
-    body = await json_body(request)
-    version = body.get("version") if isinstance(body, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool):
-        return error(400, "bad_request", 'the body is {"version": n}')
-    try:
-        info = await request.app[SERVICES].bots.activate(request.match_info["id"], version)
-    except BotNotFound as exc:
-        return error(404, "not_found", str(exc))
-    return web.json_response({"id": info.bot, "version": info.version, "active": True})
+    return await versioned.activate(request, request.match_info["id"], request.app[SERVICES].bots.activate)
 
 
 # ---------------------------------------------------------------------- conversations

@@ -431,6 +431,45 @@ PATHS.update({
 })
 
 
+# ---------------------------------------------------------------------- automation documents (automations_api.py)
+_AUTOMATION_ID = _p("id")
+_READERS = ["operator", "support"]
+SCHEMAS.update({
+    "AutomationsDocument": {"type": "object", "required": ["id", "version", "automations"], "properties": {
+        "id": {"type": "string"}, "version": {"type": "integer"},
+        "automations": {"type": "object", "description": "the document (see flows/automations.schema.json)"}}},
+    "AutomationsList": {"type": "object", "required": ["automations"], "properties": {"automations": {
+        "type": "array", "items": {"type": "object", "required": ["id", "name", "active_version", "versions"],
+                                   "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                                                  "active_version": {"type": ["integer", "null"]},
+                                                  "versions": {"type": "integer"}}}}}},
+})
+PATHS.update({
+    "/api/automations": {"get": _op("List automation documents", {"200": _json(_ref("AutomationsList"))},
+                                    auth=_READERS)},
+    "/api/automations/{id}": {
+        "put": _op("Upload an automation document: checked against the pipelines and bots, a new active version",
+                   {"201": _json(_ref("BotStored"), "Stored as a new version"),
+                    "200": _json(_ref("BotStored"), "Identical to the newest version, which is (re)activated"),
+                    "400": _json(_ERROR, "Not JSON"),
+                    "422": _json(_ERROR, "Invalid document: every problem in details as {pointer, message}")},
+                   auth=["operator"], body={"type": "object"}, params=[_AUTOMATION_ID]),
+        "get": _op("The active document", {"200": _json(_ref("AutomationsDocument")), "404": _json(_ERROR)},
+                   auth=_READERS, params=[_AUTOMATION_ID]),
+    },
+    "/api/automations/{id}/versions": {"get": _op("Version history", {"200": _json(_ref("Versions")),
+                                                                      "404": _json(_ERROR)},
+                                                  auth=_READERS, params=[_AUTOMATION_ID])},
+    "/api/automations/{id}/versions/{n}": {"get": _op("One version", {
+        "200": _json(_ref("AutomationsDocument")), "400": _json(_ERROR), "404": _json(_ERROR)},
+        auth=_READERS, params=[_AUTOMATION_ID, _p("n", schema={"type": "integer"})])},
+    "/api/automations/{id}/activate": {"post": _op("Roll back or forward", {
+        "200": _json(_ref("Activated")), "400": _json(_ERROR), "404": _json(_ERROR)}, auth=["operator"],
+        body={"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}},
+        params=[_AUTOMATION_ID])},
+})
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",

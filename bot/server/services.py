@@ -43,6 +43,7 @@ from ..store.outbox import AccountLimits, ChannelSender, Outbox
 from ..store.resp import RespClient
 from ..store.timers import TimerWheel
 from .auth import Auth
+from .automation_docs import AutomationDocuments, load_automation_dir
 
 log = logging.getLogger("salesbot.server")
 
@@ -98,7 +99,8 @@ class Services:
 
 
 def _flow_files(directory: Path) -> list[Path]:
-    return [path for path in sorted(directory.glob("*.json")) if path.name != "schema.json"]
+    # schema.json, automations.schema.json: editors' schemas, not flows
+    return [path for path in sorted(directory.glob("*.json")) if not path.name.endswith("schema.json")]
 
 
 async def load_flow_dir(bots: BotRegistry, directory: Path) -> list[str]:
@@ -217,6 +219,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                             directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
+        if load_flows and config.automations_dir.is_dir():  # after the bots: rules name them
+            await load_automation_dir(AutomationDocuments.of(redis, crm, bots), config.automations_dir)
         await bots.refresh()
         if start_hub:
             await hub.start()
