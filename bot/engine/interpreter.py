@@ -144,6 +144,8 @@ class _Turn(TurnContext):
         if failed:
             if finished:
                 run.status, run.error = "running", None
+            run.vars["delivery_error"] = e.reason  # what went wrong, for the failed branch
+            self.invalidate()
             self.resume(failed)
         elif not finished:
             self.fail_run(f"message of step {step_id!r} could not be delivered: {e.reason}")
