@@ -185,6 +185,9 @@ class _Turn(TurnContext):
         """A person answered: the chat counts as answered; the bot's run is not touched."""
         self.set_chat_status("answered")
 
+    def on_relayed(self, e: ev.Relayed) -> None:
+        """Another conversation's message, sent here by the shell: nothing for this run to do."""
+
     def on_takeover(self, e: ev.Takeover) -> None:
         self.state.owner = "human"
         self.state.owner_user = e.user
@@ -411,3 +414,4 @@ _on(ev.StopBot, _Turn.on_stop)
 _on(ev.StartBot, _Turn.on_start)
 _on(ev.RequestResult, _Turn.on_result)
 _on(ev.HumanMessage, _Turn.on_human)
+_on(ev.Relayed, _Turn.on_relayed)

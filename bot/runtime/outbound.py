@@ -16,6 +16,7 @@ live chat have no address to derive: only a chat the contact opened reaches them
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,10 +31,12 @@ from crm_bridge.indexes import leads_of_key
 
 from ..config import AccountConfig
 from ..engine import events as ev
+from ..engine.state import ConversationState
 from ..errors import SalesbotError
 from ..store import keys as k
 from ..store import replies
-from ..store.conversations import ConversationStore
+from ..store.conversations import ConversationStore, SaveRequest
+from .relay import Job
 from .service import LEAD_CONVERSATIONS_KEY
 
 log = logging.getLogger("salesbot.outbound")
@@ -257,8 +260,28 @@ class OutboundService:
         it does not exist yet (``last`` only picks conversations that exist)."""
         meta = await self.store.meta(cid)
         opened = not meta.get("channel") and where is not None
+        new_meta = await self._open_meta(cid, contact, where, meta)
+        dedupe = f"outbound:{idempotency_key}" if idempotency_key else None
+        result = await self.conversations.deliver(cid, ev.StartBot(bot, None, variables), dedupe_id=dedupe,
+                                                  meta=new_meta)
+        await self.redis.hset(LEAD_CONVERSATIONS_KEY, contact.lead_id, cid)
+        if idempotency_key:
+            await self.redis.set(_idempotency_key(idempotency_key), cid, nx=True, ex=IDEMPOTENCY_TTL)
+        duplicate = bool(getattr(result, "duplicate", False))
+        log.info("outbound.started", extra={"cid": cid, "bot": bot, "contact": contact.id, "lead": contact.lead_id,
+                                             "opened": opened, "duplicate": duplicate})
+        return Started(cid, meta.get("account") or (where[1] if where else ""), opened, duplicate)
+
+
+    async def _open_meta(self, cid: str, contact: Contact, where: tuple[str, str, str] | None,
+                         meta: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The metadata to push with the first event the bot sends ``cid``: a new conversation
+        gets its channel, chat and the contact and lead it is for (and the CRM learns the chat);
+        an existing one of another lead is moved to this one."""
+        if meta is None:
+            meta = await self.store.meta(cid)
         new_meta = {"contact_id": contact.id, "lead_id": contact.lead_id}
-        if where is not None and opened:
+        if where is not None and not meta.get("channel"):
             channel, account, external = where
             new_meta.update({"channel": channel, "account": account, "external_id": external, "company_id": ""})
             for name in ("name", "phone", "email"):
@@ -270,16 +293,57 @@ class OutboundService:
                                       CrmRef(contact.id, contact.lead_id))
         elif meta.get("contact_id") == contact.id and meta.get("lead_id") == contact.lead_id:
             new_meta = {}
-        dedupe = f"outbound:{idempotency_key}" if idempotency_key else None
-        result = await self.conversations.deliver(cid, ev.StartBot(bot, None, variables), dedupe_id=dedupe,
-                                                  meta=new_meta)
-        await self.redis.hset(LEAD_CONVERSATIONS_KEY, contact.lead_id, cid)
-        if idempotency_key:
-            await self.redis.set(_idempotency_key(idempotency_key), cid, nx=True, ex=IDEMPOTENCY_TTL)
-        duplicate = bool(getattr(result, "duplicate", False))
-        log.info("outbound.started", extra={"cid": cid, "bot": bot, "contact": contact.id, "lead": contact.lead_id,
-                                             "opened": opened, "duplicate": duplicate})
-        return Started(cid, meta.get("account") or (where[1] if where else ""), opened, duplicate)
+        return new_meta
+
+    # ------------------------------------------------------------------ recipients
+    def relay(self, state: ConversationState, recipients: str, entry: dict[str, Any], req: SaveRequest,
+              logged: bytes, queued: bytes | None) -> Job:
+        """See ``bot.runtime.relay.Recipients``: ``all_contacts`` sends to every contact of the
+        lead, ``main_contact`` to the first; each in its own conversation on this account."""
+        cid, account = state.id, state.account
+        crm = state.crm or {}
+        here, lead_id = str(crm.get("contact_id") or ""), str(crm.get("lead_id") or "")
+
+        async def job() -> None:
+            targets = await self._recipients(lead_id, recipients)
+            if targets is None:
+                return  # no lead known: the message stays in this chat only
+            if here not in targets:  # this chat's contact is not a recipient: take its copy out
+                with contextlib.suppress(ValueError):
+                    req.log.remove(logged)
+                    if queued is not None:
+                        req.out.remove(queued)
+            for contact_id in targets:
+                if contact_id != here:
+                    await self._relay_to(cid, account, contact_id, lead_id, entry)
+        return job
+
+    async def _recipients(self, lead_id: str, recipients: str) -> list[str] | None:
+        if not lead_id or self.directory is None:
+            return None
+        lead = await self.directory.get("lead", lead_id)
+        contacts = [str(c) for c in (lead or {}).get("contacts") or ()]
+        if not contacts:
+            return None
+        return contacts[:1] if recipients == "main_contact" else contacts
+
+    async def _relay_to(self, source: str, account: str, contact_id: str, lead_id: str,
+                        entry: dict[str, Any]) -> None:
+        record = await self.directory.get("contact", contact_id) if self.directory is not None else None
+        if record is None:
+            return
+        contact = Contact(contact_id, lead_id, record.get("name") or None, record.get("phone") or None,
+                          record.get("email") or None)
+        found = await self._on_account(account, contact)
+        if isinstance(found, str):
+            log.warning("outbound.unreachable", extra={"cid": source, "contact": contact_id, "lead": lead_id,
+                                                        "reason": found})
+            return
+        where = (found[0], account, found[1])
+        cid = k.conversation_id(*where)
+        meta = await self._open_meta(cid, contact, where)
+        await self.conversations.deliver(cid, ev.Relayed(dict(entry), source),
+                                         dedupe_id=f"relay:{source}:{entry.get('ref') or ''}", meta=meta)
 
 
 def _idempotency_key(key: str) -> str:

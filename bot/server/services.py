@@ -220,6 +220,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         services.outbound = OutboundService(redis=redis, store=store, conversations=conversations,
                                             accounts=config.accounts, directory=directory,
                                             crm=crm if isinstance(crm, RedisCrm) else None)
+        conversations.recipients = services.outbound
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         await bots.refresh()

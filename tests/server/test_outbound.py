@@ -42,6 +42,25 @@ OPTIN_FLOW: dict[str, Any] = {
     },
 }
 
+#: Messages for the lead's contacts: everyone, then only the main contact.
+TEAM_FLOW: dict[str, Any] = {
+    "format": "salesbot.flow/1", "id": "team", "name": "Team", "start": "all",
+    "steps": {
+        "all": {"type": "message", "text": "News for everyone on {{ lead.name }}.", "template": "lead_news",
+                "recipients": "all_contacts", "next": "mine"},
+        "mine": {"type": "message", "text": "Just for this chat.", "next": "done"},
+        "done": {"type": "stop"},
+    },
+}
+MAIN_FLOW: dict[str, Any] = {
+    "format": "salesbot.flow/1", "id": "main", "name": "Main contact", "start": "main",
+    "steps": {
+        "main": {"type": "message", "text": "For the main contact.", "template": "main_news",
+                 "recipients": "main_contact", "next": "done"},
+        "done": {"type": "stop"},
+    },
+}
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[GraphFake]:
@@ -56,7 +75,8 @@ async def fake() -> AsyncIterator[GraphFake]:
 @pytest.fixture
 async def app(redis: Redis, redis_url: str, fake: GraphFake, tmp_path: Path) -> AsyncIterator[Harness]:
     flows = write_flows(tmp_path / "flows")
-    write_flow(flows, OPTIN_FLOW)
+    for flow in (OPTIN_FLOW, TEAM_FLOW, MAIN_FLOW):
+        write_flow(flows, flow)
     accounts = {"wa": whatsapp_account(fake.base_url), "ig": instagram_account(fake.base_url)}
     async with running_app(redis_url, fake, accounts, flows,
                            tokens=[{"token": SUPPORT, "role": "support", "name": "sam"}]) as harness:
@@ -174,6 +194,55 @@ async def test_outside_the_window_a_step_without_template_takes_failed_with_outs
     assert [e["text"] for e in transcript if e["role"] == "internal"] == ["window closed: could not send"]
     state = await app.state(body["conversation"])
     assert state.run.vars["delivery_error"] == "outside_window"
+
+
+# ---------------------------------------------------------------------------- recipients
+
+async def _lead_of_two(app: Harness, *, main_first: bool) -> tuple[str, str, str]:
+    """The customer who wrote on WhatsApp and a second contact who never did, on one lead."""
+    await app.webhook("whatsapp", "wa", wa_text(CUSTOMER, "hi"))
+    await app.until(lambda: len(app.fake.sent_to(CUSTOMER)) >= 1, what="the greeting")
+    meta = await app.services.store.meta(conversation_id("whatsapp", "wa", CUSTOMER))
+    writer, lead = meta["contact_id"], meta["lead_id"]
+    other = await _contact(app, phone=NEWCOMER_PHONE)
+    contacts = [writer, other] if main_first else [other, writer]
+    status, body = await app.api("PATCH", f"/api/crm/leads/{lead}", json={"contacts": contacts})
+    assert status == 200, body
+    return writer, other, lead
+
+
+async def test_all_contacts_sends_to_each_contacts_own_conversation(app: Harness) -> None:
+    writer, other, lead = await _lead_of_two(app, main_first=True)
+    status, body = await _post(app, {"bot": "team", "account": "last", "contact": {"id": writer}})
+    assert status == 202, body
+    await app.drain()
+    _, record = await app.api("GET", f"/api/crm/leads/{lead}")
+    news = f"News for everyone on {record['name']}."
+    assert _texts(app.fake, CUSTOMER)[-2:] == [news, "Just for this chat."]
+    # The other contact never wrote: its own conversation on the same account, outside the window.
+    assert _texts(app.fake, NEWCOMER) == ["[template lead_news]"]
+    theirs = conversation_id("whatsapp", "wa", NEWCOMER)
+    meta = await app.services.store.meta(theirs)
+    assert meta["contact_id"] == other and meta["lead_id"] == lead
+    bot_lines = [e for e in await app.transcript(theirs) if e["role"] == "bot"]
+    assert [(e["text"], e["relayed_from"]) for e in bot_lines] == [(news, body["conversation"])]
+    # Their reply is their own conversation's (its greeting bot), not the sender's run.
+    await app.webhook("whatsapp", "wa", wa_text(NEWCOMER, "what news?"))
+    await app.until(lambda: len(app.fake.sent_to(NEWCOMER)) >= 2, what="the other contact's greeting")
+    assert (await app.state(theirs)).run.bot == "shop"
+
+
+async def test_main_contact_sends_only_to_the_main_contact(app: Harness) -> None:
+    writer, other, _lead = await _lead_of_two(app, main_first=False)
+    before = len(app.fake.sent_to(CUSTOMER))
+    status, body = await _post(app, {"bot": "main", "account": "last", "contact": {"id": writer}})
+    assert status == 202, body
+    await app.drain()
+    assert _texts(app.fake, NEWCOMER) == ["[template main_news]"]
+    assert (await app.services.store.meta(conversation_id("whatsapp", "wa", NEWCOMER)))["contact_id"] == other
+    assert len(app.fake.sent_to(CUSTOMER)) == before  # this chat's contact is not the main one
+    mine = [e["text"] for e in await app.transcript(body["conversation"]) if e["role"] == "bot"]
+    assert "For the main contact." not in mine
 
 
 # ---------------------------------------------------------------------------- the API's refusals
