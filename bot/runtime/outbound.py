@@ -199,8 +199,22 @@ class OutboundService:
         if not candidates:
             return None
         scores = await self.redis.zmscore(k.activity_index_key(), candidates)
-        alive = [(score, cid) for cid, score in zip(candidates, scores, strict=True) if score is not None]
-        return max(alive)[1] if alive else None
+        alive = sorted(((score, cid) for cid, score in zip(candidates, scores, strict=True) if score is not None),
+                       reverse=True)
+        for _, cid in alive:  # the newest one the bot can write in
+            meta = await self.store.meta(cid)
+            if meta.get("channel") and self._writable(meta) is None:
+                return cid
+        return None
+
+    def _writable(self, meta: Mapping[str, str]) -> str | None:
+        """Why the bot cannot write in an existing conversation (None: it can)."""
+        if meta.get("owner") == "human":
+            return "a person has taken the conversation over"
+        account = meta.get("account", "")
+        if meta.get("channel") != "livechat" and account not in self.accounts:
+            return f"its account {account!r} is no longer configured"
+        return None
 
     async def _on_account(self, account: str, contact: Contact) -> tuple[str, str] | str:
         """``(channel, external id)`` of the contact on ``account``, or why there is none."""
@@ -238,7 +252,7 @@ class OutboundService:
             if name == LAST:
                 last = await self._last(contact)
                 if last is None:
-                    reasons.append("last: the lead has no conversation")
+                    reasons.append("last: the lead has no conversation the bot can write in")
                     continue
                 cid, where = last, None
             else:
@@ -248,6 +262,10 @@ class OutboundService:
                     continue
                 where = (found[0], name, found[1])
                 cid = k.conversation_id(*where)
+                why = self._writable(await self.store.meta(cid) or {"account": name})
+                if why is not None:
+                    reasons.append(f"{name}: {why}")
+                    continue
             return await self._start_in(cid, bot, contact, dict(variables or {}), idempotency_key, where)
         unreachable = Unreachable(tuple(reasons))
         log.warning("outbound.unreachable", extra={"bot": bot, "contact": contact.id, "lead": contact.lead_id,
@@ -334,7 +352,8 @@ class OutboundService:
             return
         contact = Contact(contact_id, lead_id, record.get("name") or None, record.get("phone") or None,
                           record.get("email") or None)
-        found = await self._on_account(account, contact)
+        found = (await self._on_account(account, contact) if account in self.accounts
+                 else f"{account}: the account has no chat the bot can open")  # the live chat
         if isinstance(found, str):
             log.warning("outbound.unreachable", extra={"cid": source, "contact": contact_id, "lead": lead_id,
                                                         "reason": found})

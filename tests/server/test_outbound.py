@@ -162,11 +162,27 @@ async def test_unreachable_everywhere_is_a_409_with_a_reason_per_account(app: Ha
     reasons = body["error"]["details"]
     assert len(reasons) == 3
     assert reasons[0].startswith("ig: no instagram chat") and reasons[1] == "wa: the contact has no phone"
-    assert reasons[2] == "last: the lead has no conversation"
+    assert reasons[2] == "last: the lead has no conversation the bot can write in"
     national = await _contact(app, name="Bob", phone="0555 111 22 33")
     status, body = await _post(app, {"bot": "remind", "account": "wa", "contact": {"id": national}})
     assert status == 409 and "international" in body["error"]["details"][0]
     assert not [key async for key in redis.scan_iter(match="sb:c:{whatsapp:*")]  # nothing was opened
+
+
+async def test_a_conversation_a_person_has_taken_over_is_not_written_in(app: Harness) -> None:
+    await app.webhook("whatsapp", "wa", wa_text(CUSTOMER, "hi"))
+    await app.until(lambda: len(app.fake.sent_to(CUSTOMER)) >= 1, what="the greeting")
+    cid = conversation_id("whatsapp", "wa", CUSTOMER)
+    contact = (await app.services.store.meta(cid))["contact_id"]
+    status, _ = await app.api("POST", f"/api/conversations/{cid}/takeover")
+    assert status in (200, 202)
+    for account in ("wa", "last"):
+        status, body = await _post(app, {"bot": "hello", "account": account, "contact": {"id": contact}})
+        assert status == 409, body
+    assert body["error"]["details"] == ["last: the lead has no conversation the bot can write in"]
+    status, body = await _post(app, {"bot": "hello", "account": "wa", "contact": {"id": contact}})
+    assert body["error"]["details"] == ["wa: a person has taken the conversation over"]
+    assert (await app.state(cid)).run.bot == "shop"
 
 
 async def test_an_idempotency_key_starts_once(app: Harness) -> None:
@@ -243,6 +259,33 @@ async def test_main_contact_sends_only_to_the_main_contact(app: Harness) -> None
     assert len(app.fake.sent_to(CUSTOMER)) == before  # this chat's contact is not the main one
     mine = [e["text"] for e in await app.transcript(body["conversation"]) if e["role"] == "bot"]
     assert "For the main contact." not in mine
+
+
+async def test_recipients_in_a_live_chat_skip_the_contacts_it_cannot_reach(app: Harness) -> None:
+    assert app.fake._session is not None
+    url = str(app.server.make_url("/chat/demo/messages"))
+    async with app.fake._session.post(url, json={"session": "visitor-session-1", "text": "hi"}) as r:
+        assert r.status in (200, 202)
+    cid = conversation_id("livechat", "demo", "visitor-session-1")
+    await app.until(lambda: _has_lead(app, cid), what="the visitor's lead")
+    meta = await app.services.store.meta(cid)
+    other = await _contact(app, phone=NEWCOMER_PHONE)
+    status, _ = await app.api("PATCH", f"/api/crm/leads/{meta['lead_id']}",
+                              json={"contacts": [meta["contact_id"], other]})
+    assert status == 200
+    status, body = await _post(app, {"bot": "team", "account": "last", "contact": {"id": meta["contact_id"]}})
+    assert status == 202 and body["conversation"] == cid
+    await app.until(lambda: _bot_said(app, cid, "Just for this chat."), what="the run to go on")
+    assert (await app.services.store.meta(cid)).get("parked") is None
+    assert app.fake.sent_to(NEWCOMER) == []  # no live chat of theirs: skipped, logged
+
+
+async def _has_lead(app: Harness, cid: str) -> bool:
+    return bool((await app.services.store.meta(cid)).get("lead_id"))
+
+
+async def _bot_said(app: Harness, cid: str, text: str) -> bool:
+    return text in [e["text"] for e in await app.transcript(cid) if e["role"] == "bot"]
 
 
 # ---------------------------------------------------------------------------- the API's refusals
