@@ -16,6 +16,7 @@ from bot.store.keys import conversation_id
 from tests.channels.fakes.graph import (
     GraphFake,
     Harness,
+    ig_dm,
     instagram_account,
     running_app,
     wa_text,
@@ -28,6 +29,7 @@ CUSTOMER = "16505551234"  # writes first (the webhook)
 NEWCOMER_PHONE = "+1 650 555 9876"  # never wrote: known to the CRM only
 NEWCOMER = "16505559876"
 SUPPORT = "support-token-123"
+IG_CUSTOMER = "1789400000000777"  # an Instagram user: no phone, reachable only in the chat it opened
 
 #: A first message outside the window (a template with a quick reply), then a free-text answer.
 OPTIN_FLOW: dict[str, Any] = {
@@ -146,6 +148,20 @@ async def test_a_named_account_opens_a_conversation_by_phone_and_the_reply_conti
     # The CRM knows the contact by this chat now: no second contact was made for it.
     status, found = await app.api("GET", "/api/crm/contacts?q=16505559876")
     assert status == 200 and [c["id"] for c in found["contacts"]] == [contact]
+
+
+async def test_an_account_without_phones_reaches_a_contact_known_by_its_chat_there(app: Harness) -> None:
+    await app.webhook("instagram", "ig", ig_dm(IG_CUSTOMER, text="hi"))
+    await app.until(lambda: len(app.fake.sent_to(IG_CUSTOMER)) >= 1, what="the greeting on Instagram")
+    cid = conversation_id("instagram", "ig", IG_CUSTOMER)
+    contact = (await app.services.store.meta(cid))["contact_id"]
+    before = len(app.fake.sent_to(IG_CUSTOMER))
+    status, body = await _post(app, {"bot": "hello", "account": ["wa", "ig"], "contact": {"id": contact}})
+    assert status == 202, body
+    assert body["conversation"] == cid and body["account"] == "ig" and body["opened"] is False
+    await app.drain()
+    assert len(app.fake.sent_to(IG_CUSTOMER)) == before + 1
+    assert (await app.state(cid)).run.bot == "hello"
 
 
 async def test_a_list_falls_through_to_the_first_account_that_reaches_the_contact(app: Harness) -> None:
