@@ -28,6 +28,12 @@ from .notes import NoteStore
 _P = "sb:crm"
 
 
+def identities_key(contact_id: str) -> str:
+    """The channel identities (``channel:account:external id``) a contact is known by: the
+    reverse of ``sb:crm:identity``, so the bot can write first on a channel the contact used."""
+    return f"{_P}:identities_of:{contact_id}"
+
+
 class _ReadPipeline(Protocol):
     def execute_command(self, *args: Any, **options: Any) -> object: ...
 
@@ -74,6 +80,7 @@ class RedisCrm:
         if not await self.redis.hsetnx(f"{_P}:identity", key, f"{contact_id}:{lead_id}"):
             return await self.identify(identity)  # another process created it first
         pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(identities_key(contact_id), key)
         pipe.set(f"{_P}:contact:{contact_id}", pack(ws.contacts[contact_id]))
         pipe.set(f"{_P}:lead:{lead_id}", pack(ws.leads[lead_id]))
         pipe.zadd(f"{_P}:idx:leads", {lead_id: float(lead_id)})
@@ -82,6 +89,24 @@ class RedisCrm:
         CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
         await pipe.execute()
         return CrmRef(contact_id, lead_id)
+
+    async def attach(self, identity: ChannelIdentity, ref: CrmRef) -> CrmRef:
+        """Record that ``identity`` is ``ref``'s contact (a conversation the bot opened for a known
+        contact), unless the identity is known already: then its records are returned."""
+        key = f"{identity.channel}:{identity.account}:{identity.external_id}"
+        if await self.redis.hsetnx(f"{_P}:identity", key, f"{ref.contact_id}:{ref.lead_id}"):
+            await self.redis.sadd(identities_key(ref.contact_id), key)
+            return ref
+        return await self.identify(identity)
+
+    async def identities(self, contact_id: str) -> list[tuple[str, str, str]]:
+        """``(channel, account, external id)`` of every identity the contact is known by."""
+        found = await self.redis.smembers(identities_key(contact_id))
+        out = []
+        for raw in sorted(text(m) for m in found):
+            channel, account, external = raw.split(":", 2)
+            out.append((channel, account, external))
+        return out
 
     def snapshot_reads(self, ref: CrmRef, *, tasks_too: bool = False) -> list[tuple[Any, ...]]:
         """The reads a snapshot needs; the runtime sends them with its own (``snapshot_from``)."""

@@ -11,7 +11,8 @@ message for 4–10 options, numbered text beyond (the renderer decides), media b
 captioned media message where it fits), templates.
 
 The 24-hour customer-service window is decided here from the conversation's
-``last_inbound_at``: inside it the message is sent as is; outside it a message whose step has a
+``last_inbound_at`` (none: a conversation the bot opened, so outside): inside it the message is
+sent as is; outside it a message whose step has a
 ``template`` is sent as that template, any other is ``DeliveryRejected`` (→ the step's
 ``failed`` branch) without calling the platform. A 131047 answer (the platform's own view of
 the window) is handled the same way. Throughput (130429) and pair-rate (131056) errors are
@@ -71,6 +72,8 @@ FOOTER_MAX = 60
 THROUGHPUT = 130429  # the number's messages-per-second limit
 PAIR_RATE = 131056  # too many messages to one customer in a short time
 REENGAGEMENT = 131047  # more than 24 hours since the customer's last message
+#: The reason a step's ``failed`` branch sees when the window is closed and it has no template.
+OUTSIDE_WINDOW = "outside_window"
 _TEMPORARY = {1, 2, 4, 80007, THROUGHPUT, 131000, 131016, 131048, PAIR_RATE, 133004, 133005}
 
 _MEDIA_KINDS = {"image": "image", "video": "video", "audio": "audio", "voice": "audio", "document": "document"}
@@ -211,7 +214,8 @@ class WhatsAppAdapter:
         if not to:
             raise DeliveryRejected("the conversation has no WhatsApp number")
         last = number(chat.get("last_inbound_at"))
-        outside = last is not None and time.time() - last >= WINDOW
+        # No inbound message ever (a conversation the bot opened): the window was never open.
+        outside = last is None or time.time() - last >= WINDOW
         template = message.get("template")
         has_content = bool(message.get("text") or message.get("attachments") or message.get("buttons")
                            or message.get("list"))
@@ -220,7 +224,7 @@ class WhatsAppAdapter:
                 return await self._post(self._template(to, message))
             if outside:
                 raise DeliveryRejected("outside WhatsApp's 24-hour customer-service window, and the step "
-                                       "has no template")
+                                       "has no template", reason=OUTSIDE_WINDOW)
             try:
                 return await send_parts(self._parts, message_key(chat, message),
                                         self._free_form(to, message), self._post)
@@ -230,7 +234,7 @@ class WhatsAppAdapter:
                 if template:
                     return await self._post(self._template(to, message))
                 raise DeliveryRejected(f"outside WhatsApp's 24-hour customer-service window ({err.code}), "
-                                       "and the step has no template") from err
+                                       "and the step has no template", reason=OUTSIDE_WINDOW) from err
         except GraphError as err:
             raise self._map_error(err) from err
 

@@ -90,6 +90,15 @@ class HumanMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Relayed:
+    """A bot message of another conversation of the same lead, for this conversation's customer
+    (a message step's ``recipients``): sent here, unseen by this conversation's bot."""
+
+    message: dict[str, Any]  # the transcript entry
+    source: str = ""  # the conversation it comes from
+
+
+@dataclass(frozen=True, slots=True)
 class RequestResult:
     """The shell's answer to a ``Request`` effect.
 
@@ -108,5 +117,5 @@ class RequestResult:
 
 Event = (
     InboundMessage | TimerFired | DeliveryFailed | WidgetCallback | VideoEvent | CrmEvent
-    | Takeover | Release | StopBot | StartBot | RequestResult | HumanMessage
+    | Takeover | Release | StopBot | StartBot | RequestResult | HumanMessage | Relayed
 )

@@ -144,6 +144,8 @@ class _Turn(TurnContext):
         if failed:
             if finished:
                 run.status, run.error = "running", None
+            run.vars["delivery_error"] = e.reason  # what went wrong, for the failed branch
+            self.invalidate()
             self.resume(failed)
         elif not finished:
             self.fail_run(f"message of step {step_id!r} could not be delivered: {e.reason}")
@@ -182,6 +184,9 @@ class _Turn(TurnContext):
     def on_human(self, e: ev.HumanMessage) -> None:
         """A person answered: the chat counts as answered; the bot's run is not touched."""
         self.set_chat_status("answered")
+
+    def on_relayed(self, e: ev.Relayed) -> None:
+        """Another conversation's message, sent here by the shell: nothing for this run to do."""
 
     def on_takeover(self, e: ev.Takeover) -> None:
         self.state.owner = "human"
@@ -409,3 +414,4 @@ _on(ev.StopBot, _Turn.on_stop)
 _on(ev.StartBot, _Turn.on_start)
 _on(ev.RequestResult, _Turn.on_result)
 _on(ev.HumanMessage, _Turn.on_human)
+_on(ev.Relayed, _Turn.on_relayed)

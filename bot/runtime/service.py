@@ -32,6 +32,7 @@ from ..store.memoryguard import MemoryGuard
 from ..store.outages import store_outage
 from .driver import Driver
 from .metrics import Metrics
+from .relay import Recipients, queue_relayed
 
 log = logging.getLogger("salesbot.runtime")
 _TRACE_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -89,6 +90,8 @@ Clock = Callable[[], float]
 class ConversationService:
     #: Set by the services when Redis has a maxmemory: refuses new conversations near it.
     memory_guard: MemoryGuard | None = None
+    #: Set by the services: a message step's ``recipients`` beyond this chat (``bot.runtime.relay``).
+    recipients: Recipients | None = None
 
     def __init__(
         self,
@@ -307,6 +310,9 @@ class ConversationService:
                     req.out.append(codec.pack({"ref": msg.ref, "message": entry, "attempts": 0, "human": True}))
                     req.outbox_account = state.account
                 self.metrics.message_out(state.channel)
+            if isinstance(event, ev.Relayed):
+                queue_relayed(event, state, req, inline=self.router.delivers_via_transcript(state.channel))
+                self.metrics.message_out(state.channel)
             if isinstance(event, ev.Takeover):
                 req.add_log(system_entry(f"{event.user} took over the conversation", now, event="takeover"))
             elif isinstance(event, ev.Release):
@@ -321,6 +327,8 @@ class ConversationService:
                 continue
             state, snapshot = result.state, result.snapshot
             self._collect(state, result.effects, req, now)
+        for job in req.before_save:  # e.g. a message's other recipients (bot.runtime.relay)
+            await job()
         req.state = codec.encode_state(state)
         run = state.run
         new_meta.update({
@@ -416,6 +424,9 @@ class ConversationService:
                 if not inline:
                     req.out.append(codec.pack({"ref": e.ref, "message": entry, "attempts": 0}))
                     req.outbox_account = state.account
+                if e.recipients != "chat" and self.recipients is not None:  # the lead's other contacts
+                    req.before_save.append(self.recipients.relay(state, e.recipients, entry, req, req.log[-1],
+                                                                 None if inline else req.out[-1]))
             elif isinstance(e, fx.SetTimer):
                 req.timers_set.append((e.timer_id, e.at))
             elif isinstance(e, fx.CancelTimer):

@@ -13,7 +13,18 @@ from aiohttp import web
 from ..config import Config
 from ..logs import quiet_parser_rejections
 from ..runtime.worker import Worker
-from . import api, automations_api, channel_webhooks, crm_api, dashboard, kommo_webhooks, livechat, openapi, pages
+from . import (
+    api,
+    automations_api,
+    channel_webhooks,
+    crm_api,
+    dashboard,
+    kommo_webhooks,
+    livechat,
+    openapi,
+    outbound_api,
+    pages,
+)
 from .http import errors_middleware, mark_prepared, use_expect_handler
 from .keys import LIMITS, SERVICES
 from .ratelimit import Limits
@@ -32,6 +43,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(crm_api.routes)
     app.add_routes(automations_api.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(outbound_api.routes)
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}

@@ -211,6 +211,24 @@ PATHS: dict[str, dict[str, Any]] = {
         "A CRM or business event", {"202": _json({"type": "object"}), "404": _json(_ERROR)}, auth=_READERS,
         body={"type": "object", "required": ["type"],
               "properties": {"type": {"type": "string"}, "conversation": {"type": "string"}, "lead": {}}})},
+    "/api/outbound": {"post": _op(
+        "Start a bot that writes first to a contact (docs/outbound.md)",
+        {"202": _json({"type": "object", "required": ["conversation", "account", "opened", "duplicate"],
+                       "properties": {"conversation": {"type": "string"}, "account": {"type": "string"},
+                                      "opened": {"type": "boolean"}, "duplicate": {"type": "boolean"},
+                                      "contact": {"type": "string"}, "lead": {"type": "string"}}}),
+         "400": _json(_ERROR), "404": _json(_ERROR, "Unknown bot, account, contact or lead"),
+         "409": _json(_ERROR, "Nothing named can reach the contact (details: one reason per account)"),
+         "422": _json(_ERROR, "The lead is not the contact's")},
+        auth=["operator"],
+        body={"type": "object", "required": ["bot", "contact"], "additionalProperties": False, "properties": {
+            "bot": {"type": "string"},
+            "account": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                        "description": "an account name, \"last\" (default) or a list tried in order"},
+            "contact": {"type": "object", "minProperties": 1, "maxProperties": 1, "properties": {
+                "id": {"type": ["string", "integer"]}, "phone": {"type": "string"}, "email": {"type": "string"}}},
+            "lead": {"type": ["string", "integer"]}, "variables": {"type": "object"}}},
+        params=[_p("Idempotency-Key", "header", required=False)])},
     "/api/continue/{token}": {"post": _op(
         "The one-time return URL of a waiting widget step",
         {"200": _json({"type": "object"}), "404": _json(_ERROR)}, body={}, params=[_p("token")])},

@@ -31,6 +31,7 @@ from ..errors import FlowInvalid, FlowLoadError
 from ..outward.actions import OutwardActions, signing_secret
 from ..runtime.driver import Driver
 from ..runtime.metrics import Metrics
+from ..runtime.outbound import OutboundService
 from ..runtime.requests import ServerRequests
 from ..runtime.service import ConversationService
 from ..store.bots import BotRegistry
@@ -80,6 +81,7 @@ class Services:
     outward: OutwardActions | None = None  # send_webhook, send_email, create_form, meta_conversion
     crm_outbox: CrmOutbox | None = None  # CRM commands waiting out a temporary failure (worker retries)
     memory: MemoryGuard | None = None  # refuses new conversations near Redis's maxmemory
+    outbound: OutboundService | None = None  # the bot writes first (POST /api/outbound, recipients)
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -217,6 +219,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,
                             directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)
+        services.outbound = OutboundService(redis=redis, store=store, conversations=conversations,
+                                            accounts=config.accounts, directory=directory,
+                                            crm=crm if isinstance(crm, RedisCrm) else None)
+        conversations.recipients = services.outbound
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         if load_flows and config.automations_dir.is_dir():  # after the bots: rules name them

@@ -14,7 +14,7 @@ _EVENT_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (ev.InboundMessage, ev.TimerFired, ev.DeliveryFailed, ev.WidgetCallback,
                 ev.VideoEvent, ev.CrmEvent, ev.Takeover, ev.Release, ev.StopBot, ev.StartBot,
-                ev.HumanMessage)
+                ev.HumanMessage, ev.Relayed)
 }
 
 

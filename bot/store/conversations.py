@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -194,6 +194,8 @@ class SaveRequest:
     activity: float | None = None
     extra_commands: list[tuple[Any, ...]] = field(default_factory=list)  # more idempotent writes, same round trip
     preview: tuple[str, str] | None = None  # role and text of the newest entry a person sees
+    #: Async work the shell finishes before the save (idempotent: a batch redone repeats it).
+    before_save: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def add_log(self, entry: dict[str, Any]) -> None:
         """Append a transcript entry (packed), remembering the newest visible one for the list."""

@@ -42,7 +42,14 @@ class DeliveryTemporary(DeliveryError):
 
 
 class DeliveryRejected(DeliveryError):
-    """Permanent: blocked bot, closed window, invalid recipient, …"""
+    """Permanent: blocked bot, closed window, invalid recipient, …
+
+    ``reason``: a stable code for the step's ``failed`` branch (``outside_window``), given to
+    the conversation instead of the message; without one the message is the reason."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ChannelSender(Protocol):
@@ -148,7 +155,7 @@ class Outbox:
                 platform_id = await sender.send(account, meta, item["message"])
             except (DeliveryTemporary, Exception) as exc:  # an unclassified error counts as temporary
                 if isinstance(exc, DeliveryRejected):
-                    return await self._give_up(queue, key, cid, head, item, str(exc))
+                    return await self._give_up(queue, key, cid, head, item, exc.reason or str(exc), str(exc))
                 if not isinstance(exc, DeliveryTemporary):
                     log.exception("outbox.unexpected_error", extra={"cid": cid})
                     exc = DeliveryTemporary(f"{type(exc).__name__}: {exc}")
@@ -169,9 +176,10 @@ class Outbox:
             return 1
 
     async def _give_up(self, queue: str, key: k.ConversationKey, cid: str, head: bytes,
-                       item: dict[str, Any], reason: str) -> int:
+                       item: dict[str, Any], reason: str, detail: str | None = None) -> int:
         remaining = await self._pop(keys=[key.out], args=[head])
-        log.warning("outbox.failed", extra={"cid": cid, "ref": item.get("ref"), "reason": reason})
+        log.warning("outbox.failed", extra={"cid": cid, "ref": item.get("ref"), "reason": reason,
+                                            "detail": detail or reason})
         if not item.get("human"):
             await self.on_failed(cid, str(item.get("ref") or ""), reason)
         await self._reschedule(queue, key, cid, time.time() if remaining else None)
