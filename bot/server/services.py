@@ -30,6 +30,7 @@ from ..engine import events as ev
 from ..errors import FlowInvalid, FlowLoadError
 from ..outward.actions import OutwardActions, signing_secret
 from ..runtime.driver import Driver
+from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
 from ..runtime.requests import ServerRequests
 from ..runtime.service import ConversationService
@@ -79,6 +80,7 @@ class Services:
     outward: OutwardActions | None = None  # send_webhook, send_email, create_form, meta_conversion
     crm_outbox: CrmOutbox | None = None  # CRM commands waiting out a temporary failure (worker retries)
     memory: MemoryGuard | None = None  # refuses new conversations near Redis's maxmemory
+    leads: LeadService = field(init=False)  # the lead queues (events, automations); set by _open
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -177,6 +179,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         memory.start()  # reads INFO memory now and every few seconds
         stack.push_async_callback(memory.stop)
         conversations.memory_guard = memory
+        leads = LeadService(store=store, crm=crm, metrics=metrics, conversations=conversations,
+                            park_after=config.park_after)
+        if isinstance(crm, RedisCrm):
+            crm.sink = leads  # every change of the embedded CRM emits its events onto the lead queues
         hub = LiveHub(redis)
         admin = config.admin_token.get_secret_value() if config.admin_token else None
         if admin is None:
@@ -215,6 +221,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,
                             directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)
+        services.leads = leads
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         await bots.refresh()
@@ -223,6 +230,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         try:
             yield services
         finally:
+            await leads.idle()  # lead queues being handled in the background finish (or recovery does)
             if start_hub:
                 await hub.stop()
     finally:
