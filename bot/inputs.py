@@ -120,6 +120,23 @@ def _lone_surrogate(value: Any) -> bool:
     return False
 
 
+def holds_control(value: Any) -> bool:
+    """Whether any string or key of a parsed JSON value holds a control character (for input
+    that is refused rather than cleaned, such as API events)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if _CONTROL.search(item):
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
+
+
 def clean_text(value: object, field: str, *, limit: int, line: bool = False) -> str:
     """A visitor-supplied string made safe to store: control characters removed (tab and line
     breaks kept unless ``line``, where whitespace runs become one space), NFC-normalised, cut to

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -131,9 +131,10 @@ class LeadService(QueueProcessor[None]):
         return LeadEvent(id=id_ or f"gen-{uuid.uuid4().hex}", type=type_, at=self.clock() if at is None else at,
                          lead_id=lead_id, contact_id=contact_id, data=dict(data or {}), depth=depth, source=source)
 
-    async def deliver(self, event: LeadEvent, *, dedupe: bool = True) -> Accepted:
+    async def deliver(self, event: LeadEvent, *, dedupe: bool = True, background: bool = False) -> Accepted:
         """Store the event on its lead's queue (accepted means stored) and process the queue here
-        if no other process is. ``dedupe``: drop an event whose id the lead saw in 7 days."""
+        if no other process is (``background``: in a task, for a caller that must answer fast).
+        ``dedupe``: drop an event whose id the lead saw in 7 days."""
         cid = lead_cid(event.lead_id)
         meta = {"contact_id": event.contact_id} if event.contact_id else None
         pushed = await self.store.push(cid, encode_lead_event(event), dedupe_id=event.id if dedupe else None,
@@ -143,7 +144,10 @@ class LeadService(QueueProcessor[None]):
             log.info("lead.event_duplicate", extra={"lead": event.lead_id, "event_id": event.id})
             return Accepted(event.lead_id, event.id, duplicate=True)
         if pushed.batch is not None:
-            await self.process(pushed.batch)
+            if background:
+                self._spawn(self.process(pushed.batch))
+            else:
+                await self.process(pushed.batch)
         return Accepted(event.lead_id, event.id)
 
     async def deliver_timer(self, cid: str, event: ev.TimerFired, *, dedupe_id: str,
@@ -171,18 +175,25 @@ class LeadService(QueueProcessor[None]):
         """The changes are stored: handle their queues now, in the background (a process that dies
         first leaves them to recovery, due at once)."""
         for lead_id in dict.fromkeys(c.lead_id for c in changes):
-            task = asyncio.create_task(self.kick(lead_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self.kick(lead_id))
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(self._quietly(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _quietly(work: Coroutine[Any, Any, object]) -> None:
+        try:
+            await work
+        except Exception:  # the queue stays in the recovery set: a worker takes it over
+            log.warning("lead.background_failed", exc_info=True)
 
     async def kick(self, lead_id: str) -> None:
         """Process a lead queue unless another process holds it (that one sees the new events)."""
-        try:
-            batch = await self.store.acquire(lead_cid(lead_id))
-            if isinstance(batch, Batch):
-                await self.process(batch)
-        except Exception:  # recovery takes the queue over
-            log.warning("lead.kick_failed", extra={"lead": lead_id}, exc_info=True)
+        batch = await self.store.acquire(lead_cid(lead_id))
+        if isinstance(batch, Batch):
+            await self.process(batch)
 
     async def idle(self) -> None:
         """Wait for the background handling started by ``written`` (tests, shutdown)."""

@@ -20,8 +20,8 @@ from ..engine import events as ev
 from ..store.conversations import ConversationStore
 from ..store.outbox import Outbox
 from ..store.timers import DueTimer, TimerWheel
-from .metrics import Metrics
 from .leads import LeadService, is_lead_queue
+from .metrics import Metrics
 from .queueloop import IdentityPending
 from .service import ConversationService
 

@@ -1,4 +1,4 @@
-"""The JSON API: health, metrics, bots, conversations, events, widget continuations."""
+"""The JSON API: health, metrics, bots, conversations, widget continuations (events: ``events_api.py``)."""
 
 from __future__ import annotations
 
@@ -338,25 +338,6 @@ async def retry_conversation(request: web.Request) -> web.Response:
                                   "try again in a moment")
     return web.json_response(_public_meta(cid, await services.store.meta(cid)), status=202,
                              dumps=lambda v: json.dumps(v, ensure_ascii=False))
-
-
-@routes.post("/api/events")
-async def business_event(request: web.Request) -> web.Response:
-    require(request, "operator", "support")
-    body = await json_body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-        return error(400, "bad_request", 'the body is {"type": "…", "conversation": cid, …}')
-    cid = body.get("conversation")
-    services = request.app[SERVICES]
-    if not cid and body.get("lead") is not None:
-        found = await services.redis.hget("sb:lead_conversations", str(body["lead"]))
-        cid = replies.text(found) if found else None
-    if not cid or not isinstance(cid, str) or not await services.store.meta(cid):
-        # an event never creates a conversation: it concerns one that exists (or a known lead's)
-        return error(404, "not_found", "no conversation for this event (give conversation or a known lead)")
-    data = {k: v for k, v in body.items() if k not in ("type", "conversation")}
-    await services.conversations.deliver(str(cid), ev.CrmEvent(body["type"], data))
-    return web.json_response({"ok": True, "conversation": cid}, status=202)
 
 
 @routes.post("/api/continue/{token}")

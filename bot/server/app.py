@@ -13,7 +13,7 @@ from aiohttp import web
 from ..config import Config
 from ..logs import quiet_parser_rejections
 from ..runtime.worker import Worker
-from . import api, channel_webhooks, crm_api, dashboard, kommo_webhooks, livechat, openapi, pages
+from . import api, channel_webhooks, crm_api, dashboard, events_api, kommo_webhooks, livechat, openapi, pages
 from .http import errors_middleware, mark_prepared, use_expect_handler
 from .keys import LIMITS, SERVICES
 from .ratelimit import Limits
@@ -30,6 +30,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.on_response_prepare.append(mark_prepared)  # errors_middleware: too late for a 503
     app.add_routes(api.routes)
     app.add_routes(crm_api.routes)
+    app.add_routes(events_api.routes)
     app.add_routes(openapi.routes)
     if role in ("all", "web"):
         livechat.setup(app)
