@@ -84,7 +84,7 @@ class Reactor(Protocol):
     ``bot.automations.engine.react(automations, state, event, snapshot, now)`` picks the lead's
     ``CompiledAutomations``, converts ``LeadState`` to and from plain data and sorts its effects."""
 
-    def react(self, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired,
+    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired,
               snapshot: Mapping[str, Any], now: datetime) -> Reaction: ...
 
 
@@ -114,13 +114,12 @@ class LeadService(QueueProcessor[None]):
                  reactor: Reactor | None = None, effects: EffectRunner | None = None,
                  conversations: ConversationSink | None = None, clock: Callable[[], float] = time.time,
                  park_after: int = 5) -> None:
-        super().__init__(store, park_after=park_after)
+        super().__init__(store, park_after=park_after, clock=clock)
         self.crm = crm
         self.metrics = metrics
         self.reactor = reactor
         self.effects = effects
         self.conversations = conversations
-        self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ in
@@ -225,7 +224,7 @@ class LeadService(QueueProcessor[None]):
             if self.reactor is None or not isinstance(event, (LeadEvent, ev.TimerFired)):
                 continue
             try:
-                reaction = self.reactor.react(state, event, snapshot, datetime.fromtimestamp(now, UTC))
+                reaction = self.reactor.react(lead_id, state, event, snapshot, datetime.fromtimestamp(now, UTC))
             except Exception:  # a bug must not wedge the lead: log it, skip the event
                 self.metrics.step_errors.inc()
                 log.exception("lead.react_crashed", extra={"cid": batch.cid, "event": type(event).__name__})

@@ -10,12 +10,15 @@ recovery) hold for both through this one loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from ..engine.transcript import system_entry
 from ..errors import RuntimeFault
-from ..store.conversations import Batch, ConversationStore
+from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.outages import store_outage
 
 log = logging.getLogger("salesbot.runtime")
@@ -35,8 +38,10 @@ def _outage(exc: Exception) -> bool:
 class QueueProcessor(Generic[P]):
     """Processes the batches of store queues; ``P`` is what a push may have read along."""
 
-    def __init__(self, store: ConversationStore, *, park_after: int = 5) -> None:
+    def __init__(self, store: ConversationStore, *, park_after: int = 5,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.clock = clock
         #: Failed batches in a row after which a queue is parked (see ``_failed``).
         self.park_after = park_after
         #: (cid, lock token) of the batches in progress -> when their lock was last taken or renewed.
@@ -45,6 +50,33 @@ class QueueProcessor(Generic[P]):
         self._renewal_loop: asyncio.AbstractEventLoop | None = None
         self._renewing: set[asyncio.Task[None]] = set()
         self._renewing_keys: set[tuple[str, str]] = set()
+
+    async def retry(self, cid: str, *, skip: int = 0, user: str = "") -> bool:
+        """A person's retry of a parked (or failing) queue: clear the mark, optionally
+        discard the ``skip`` oldest queued events (the poison), and process what waits.
+        False when another process holds the queue (it goes on by itself)."""
+        await self.store.unpark(cid)
+        # In the recovery set again first: whatever happens to this attempt (the CRM or Redis
+        # away, another process holding the lock), recovery goes on with it.
+        await self.store.pend(cid, self.clock() + self.store.lock_ttl_ms / 1000)
+        batch = await self.store.acquire(cid)
+        if batch is None:
+            return True  # nothing waits
+        if batch is False:
+            return False
+        assert isinstance(batch, Batch)
+        while skip > 0 and batch is not None:
+            n = min(skip, len(batch.events))
+            skip -= n
+            req = SaveRequest(state=None, processed=n)
+            req.add_log(system_entry(f"{user or 'a person'} discarded {n} event(s) that could not be handled",
+                                     self.clock(), event="discarded"))
+            if (await self.store.save(cid, batch.token, req)).status != 1:
+                return True  # nothing more waits (or the lock was lost: its new holder goes on)
+            batch = await self.store.load(cid, batch.token)
+        with contextlib.suppress(IdentityPending):  # queued until the CRM answers (recovery)
+            await self.process(batch)
+        return True
 
     async def _process_batch(self, batch: Batch, prefetched: P | None = None) -> int:
         """Handle one batch and save it: the store's save status (-1 lost, 0 released, 1 more)."""

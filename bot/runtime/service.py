@@ -8,7 +8,6 @@ order and saves) or leaves the event to the process that already is. See ``store
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -91,13 +90,12 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
         clock: Clock = time.time,
         park_after: int = 5,
     ) -> None:
-        super().__init__(store, park_after=park_after)
+        super().__init__(store, park_after=park_after, clock=clock)
         self.flows = flows
         self.driver = driver
         self.crm = crm
         self.router = router
         self.metrics = metrics
-        self.clock = clock
         #: A backend whose snapshot reads can travel with the push (one round trip less).
         self._prefetch = crm if isinstance(crm, PrefetchSnapshot) else None
         #: cid -> the lead of its last turn that read the CRM: what to prefetch (bounded, LRU).
@@ -129,33 +127,6 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
         except IdentityPending:
             return DeliverResult()  # queued: processed once the CRM answers again
         return DeliverResult(processed_here=done)
-
-    async def retry(self, cid: str, *, skip: int = 0, user: str = "") -> bool:
-        """A person's retry of a parked (or failing) conversation: clear the mark, optionally
-        discard the ``skip`` oldest queued events (the poison), and process what waits.
-        False when another process holds the conversation (it goes on by itself)."""
-        await self.store.unpark(cid)
-        # In the recovery set again first: whatever happens to this attempt (the CRM or Redis
-        # away, another process holding the lock), recovery goes on with it.
-        await self.store.pend(cid, self.clock() + self.store.lock_ttl_ms / 1000)
-        batch = await self.store.acquire(cid)
-        if batch is None:
-            return True  # nothing waits
-        if batch is False:
-            return False
-        assert isinstance(batch, Batch)
-        while skip > 0 and batch is not None:
-            n = min(skip, len(batch.events))
-            skip -= n
-            req = SaveRequest(state=None, processed=n)
-            req.add_log(system_entry(f"{user or 'a person'} discarded {n} event(s) that could not be handled",
-                                     self.clock(), event="discarded"))
-            if (await self.store.save(cid, batch.token, req)).status != 1:
-                return True  # nothing more waits (or the lock was lost: its new holder goes on)
-            batch = await self.store.load(cid, batch.token)
-        with contextlib.suppress(IdentityPending):  # queued until the CRM answers (recovery)
-            await self.process(batch)
-        return True
 
     def _forget(self, cid: str) -> None:
         self._states.pop(cid, None)

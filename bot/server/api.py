@@ -15,6 +15,7 @@ from crm_bridge import CrmRef
 
 from ..engine import events as ev
 from ..errors import CrmError, FlowInvalid
+from ..runtime.leads import is_lead_queue
 from ..store import codec, replies
 from ..store.bots import BotNotFound, problems_as_details
 from ..store.indexes import STATUSES, ConversationIndex, Filters, claim_key
@@ -183,7 +184,7 @@ async def get_conversation(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     cid = request.match_info["cid"]
     meta = await services.store.meta(cid)
-    if not meta:
+    if not meta or is_lead_queue(cid):  # a lead's queue has no transcript of its own: /api/leads/{id}/events
         return error(404, "not_found", f"no conversation {cid!r}")
     state = state_of(await services.store.state(cid))
     run = state.run if state else None
@@ -333,7 +334,8 @@ async def retry_conversation(request: web.Request) -> web.Response:
         return error(404, "not_found", f"no conversation {cid!r}")
     if (taken := await _claimed_by_other(request, principal)) is not None:
         return taken
-    if not await services.conversations.retry(cid, skip=skip, user=principal.name) and skip:
+    queue = services.leads if is_lead_queue(cid) else services.conversations  # a lead queue parks alike
+    if not await queue.retry(cid, skip=skip, user=principal.name) and skip:
         return error(409, "busy", "the conversation is being processed right now; nothing was discarded, "
                                   "try again in a moment")
     return web.json_response(_public_meta(cid, await services.store.meta(cid)), status=202,

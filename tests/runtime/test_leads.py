@@ -42,7 +42,7 @@ class Recorder:
         self.hang_on = hang_on
         self.calls = 0
 
-    def react(self, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired,
+    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired,
               snapshot: Mapping[str, Any], now: datetime) -> Reaction:
         self.calls += 1
         seen = [*(state or {}).get("seen", [])]
@@ -52,7 +52,7 @@ class Recorder:
         seen.append(key)
         timers: tuple[tuple[str, float], ...] = ()
         if self.timer_at is not None and len(seen) == 1 and isinstance(event, LeadEvent):
-            timers = ((f"{lead_cid(event.lead_id)}:t1", self.timer_at),)
+            timers = ((f"{lead_cid(lead_id)}:t1", self.timer_at),)
         stage = snapshot.get("lead", {}).get("stage")
         return Reaction({"seen": seen, "stage": stage}, timers_set=timers,
                         history=({"rule": "r", "outcome": "fired", "detail": key},))
@@ -194,3 +194,23 @@ async def test_a_crm_change_whose_process_dies_after_the_write_still_has_its_eve
         assert await Worker(svc).recover() == 1  # due at once, not a lock TTL later
         assert [t for t, _ in await _types(svc, ref.lead_id)][-1] == "lead.stage_changed"
         assert len(await _seen(svc, ref.lead_id)) == 1
+
+
+async def test_a_failing_lead_queue_is_parked_and_a_retry_that_skips_the_poison_goes_on(
+        redis: Redis, redis_url: str) -> None:
+    async with open_services(_config(redis_url, lock_ttl=0.3, park_after=2), start_hub=False) as svc:
+        svc.leads.reactor = Recorder()
+        await svc.leads.deliver(_event(svc, "506", "ok-1"))
+        await redis.set("sb:c:{lead:506}:state", b"\xc1 not msgpack")  # a state nobody can read
+        await svc.leads.deliver(_event(svc, "506", "stuck"))
+        worker = Worker(svc)
+
+        async def parked() -> bool:
+            return bool((await svc.store.meta("lead:506")).get("parked"))
+
+        await wait_for(parked, 10, what="the lead queue to be parked", between=worker.recover)
+        assert await redis.llen("sb:c:{lead:506}:inbox") == 1  # the event is kept
+        await redis.delete("sb:c:{lead:506}:state")  # a person repaired it; the retry goes on
+        assert await svc.leads.retry("lead:506", user="Olga")
+        assert await _seen(svc, "506") == ["stuck"]
+        assert not (await svc.store.meta("lead:506")).get("parked")
