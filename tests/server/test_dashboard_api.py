@@ -431,3 +431,22 @@ async def test_an_event_for_an_unknown_lead_creates_nothing_and_a_known_one_reac
                         headers=OPERATOR)
     assert r.status == 202 and await r.json() == {"id": "pay-1", "lead": lead, "duplicate": False}
     assert await redis.zscore(f"sb:c:{{{cid}}}:seen", f"lead-event:{lead}:pay-1") is not None  # forwarded
+
+
+async def test_the_stream_does_not_list_lead_queues_as_conversations(http: ClientSession, redis: Redis) -> None:
+    cookie = {"Cookie": await sign_in(http, AYSE)}
+    cid = await chat(http, "stream-leads-01", "hi")
+    lead = (await redis.hget(f"sb:c:{{{cid}}}:meta", "lead_id")).decode()
+    async with http.get("/api/live", headers=cookie) as list_stream:
+        feed = Sse(list_stream)
+        assert (await feed.next())[0] == "ready"
+        r = await http.post("/api/events", json={"type": "order.paid", "lead": {"id": lead},
+                                                 "contact": {"id": "1"}}, headers=OPERATOR)
+        assert r.status == 202
+        marker = await chat(http, "stream-leads-02", "after the event")
+        listed = []
+        while marker not in listed:
+            name, data, _ = await feed.next()
+            if name == "conversation":
+                listed.append(data["id"])
+        assert [c for c in listed if c.startswith("lead:")] == []
