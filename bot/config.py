@@ -184,6 +184,13 @@ class CrmConfig(_Frozen):
         return self
 
 
+class EventsConfig(_Frozen):
+    """``[events]``: ``POST /api/events``. With ``secret`` a system without a token may send
+    events signed ``X-Salesbot-Signature: sha256=<hex HMAC-SHA256 of the body>`` (docs/server.md)."""
+
+    secret: SecretStr | None = None
+
+
 class Config(_Frozen):
     """Everything the server and worker need, resolved."""
 
@@ -219,6 +226,7 @@ class Config(_Frozen):
     meta_conversions: MetaConversionsConfig = MetaConversionsConfig()
     crm: CrmConfig = CrmConfig()
     limits: LimitsConfig = LimitsConfig()
+    events: EventsConfig = EventsConfig()
 
     def account(self, name: str) -> AccountConfig | None:
         return self.accounts.get(name)

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import SalesbotError
@@ -103,21 +104,30 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
     return value
 
 
-def _lone_surrogate(value: Any) -> bool:
-    """Whether any string or key of a parsed value holds a lone surrogate (not UTF-8 encodable:
-    msgpack, Redis and every client would fail on it later)."""
+def _strings(value: Any) -> Iterator[str]:
+    """Every string and key of a parsed JSON value."""
     todo = [value]
     while todo:
         item = todo.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return True
+            yield item
         elif isinstance(item, dict):
             todo.extend(item.keys())
             todo.extend(item.values())
         elif isinstance(item, list):
             todo.extend(item)
-    return False
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether any string or key of a parsed value holds a lone surrogate (not UTF-8 encodable:
+    msgpack, Redis and every client would fail on it later)."""
+    return any(_SURROGATE.search(item) for item in _strings(value))
+
+
+def holds_control(value: Any) -> bool:
+    """Whether any string or key of a parsed JSON value holds a control character (for input
+    that is refused rather than cleaned, such as API events)."""
+    return any(_CONTROL.search(item) for item in _strings(value))
 
 
 def clean_text(value: object, field: str, *, limit: int, line: bool = False) -> str:

@@ -20,6 +20,7 @@ from email_validator import EmailNotValidError, validate_email
 from bot.errors import CrmRejected
 
 from .card import CARD_FIELDS, card_of, card_value
+from .changes import lead_changes
 from .codec import pack, text, unpack
 from .indexes import (
     SEARCH_CANDIDATES,
@@ -150,12 +151,15 @@ class CrmDirectory:
         return [unpack(raw) for raw in await pipe.execute() if raw]
 
     async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+        """Write one record, its index changes and (a lead's) CRM events in one MULTI/EXEC."""
+        changes = lead_changes(old, new) if kind == "lead" else []
+        pipe = self.crm.write_pipeline(changes)
         pipe.set(record_key(kind, rid), pack(new))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
         if kind == "lead":
             pipe.zadd("sb:crm:idx:leads", {rid: float(rid)})
         await pipe.execute()
+        self.crm.written(changes)
 
     async def _updated_at(self, kind: str, ids: list[str]) -> list[float | None]:
         if not ids:

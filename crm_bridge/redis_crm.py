@@ -6,6 +6,9 @@ command code as ``salesbot test`` does, and writes back what changed, in two rou
 Commands of one conversation arrive one at a time (the conversation lock), so a lead is not
 written concurrently by its own conversation.
 
+Every write also emits its CRM events (``changes.py``): they are stored in the same MULTI/EXEC
+as the records, on the lead queues of the ``sink`` the server wires in.
+
 Every write also updates the indexes (``indexes.py``) the HTTP API lists and searches with, and
 notes go to the note store (``notes.py``), which orders them by priority.
 """
@@ -14,11 +17,13 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
+from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
 from .codec import pack, text, unpack
 from .indexes import CrmIndexes
 from .interface import ChannelIdentity, CommandResult, CrmRef
@@ -60,6 +65,21 @@ class RedisCrm:
         self.pipelines = pipelines
         self.clock = clock
         self.notes = NoteStore(redis)
+        #: Where the CRM events of every write go (the lead queues); None: nowhere.
+        self.sink: ChangeSink | None = None
+
+    def write_pipeline(self, changes: Sequence[Change]) -> Pipeline:
+        """A pipeline for a write: a MULTI/EXEC carrying the changes' events when there is a sink."""
+        if self.sink is None or not changes:
+            return self.redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=True)
+        for command in self.sink.commands(changes):
+            pipe.execute_command(*command)
+        return pipe
+
+    def written(self, changes: Sequence[Change]) -> None:
+        if self.sink is not None and changes:
+            self.sink.written(changes)
 
     async def _ids(self, n: int) -> list[str]:
         last = int(await self.redis.incrby(f"{_P}:ids", n))
@@ -79,7 +99,8 @@ class RedisCrm:
         lead_id = ws.create_lead(contact_id=contact_id, name=identity.name and f"{identity.name}")
         if not await self.redis.hsetnx(f"{_P}:identity", key, f"{contact_id}:{lead_id}"):
             return await self.identify(identity)  # another process created it first
-        pipe = self.redis.pipeline(transaction=False)
+        changes = [*lead_changes(None, ws.leads[lead_id]), contact_created(contact_id, lead_id)]
+        pipe = self.write_pipeline(changes)
         pipe.sadd(identities_key(contact_id), key)
         pipe.set(f"{_P}:contact:{contact_id}", pack(ws.contacts[contact_id]))
         pipe.set(f"{_P}:lead:{lead_id}", pack(ws.leads[lead_id]))
@@ -88,6 +109,7 @@ class RedisCrm:
         CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
         CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
         await pipe.execute()
+        self.written(changes)
         return CrmRef(contact_id, lead_id)
 
     async def attach(self, identity: ChannelIdentity, ref: CrmRef) -> CrmRef:
@@ -161,9 +183,15 @@ class RedisCrm:
         ws = self._workspace(await self._ids(2))
         await self._load(ref, ws)
         before_contacts, before_leads = copy.deepcopy(ws.contacts), copy.deepcopy(ws.leads)
+        before_tasks = copy.deepcopy(ws.tasks)
         result = ws.execute_now(ref, command)
         now = self.clock()
-        pipe = self.redis.pipeline(transaction=False)
+        depth = int(command.get("depth") or 0)  # set by the automations' effects: loops stop at MAX_DEPTH
+        changes = [c for lid, lead in ws.leads.items() for c in lead_changes(before_leads.get(lid), lead, depth=depth)]
+        changes += [contact_created(cid, lid, depth=depth) for cid in ws.contacts if cid not in before_contacts
+                    for lid, lead in ws.leads.items() if cid in (lead.get("contacts") or [])[:1]]
+        changes += task_changes(before_tasks, ws.tasks, contact_id=ref.contact_id, depth=depth)
+        pipe = self.write_pipeline(changes)
         for cid, contact in ws.contacts.items():
             pipe.set(f"{_P}:contact:{cid}", pack(contact))
             CrmIndexes.update(pipe, "contact", cid, before_contacts.get(cid), contact, now)
@@ -182,6 +210,7 @@ class RedisCrm:
             NoteStore.queue_put(pipe, {**note, "priority": "none", "created_at": now, "updated_at": now,
                                        "author": None})
         await pipe.execute()
+        self.written(changes)
         return CommandResult(result.value, {"snapshot": ws.snapshot_now(ref)})
 
     async def lead_tasks(self, ref: CrmRef) -> list[dict[str, Any]]:

@@ -7,9 +7,7 @@ order and saves) or leaves the event to the process that already is. See ``store
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -24,14 +22,14 @@ from ..engine import events as ev
 from ..engine.flows import FlowSource
 from ..engine.state import ConversationState
 from ..engine.transcript import inbound_entry, internal_entry, outbound_entry, system_entry
-from ..errors import CrmError, CrmTemporary, RuntimeFault
+from ..errors import CrmError, CrmTemporary
 from ..store import codec
 from ..store import indexes as convindex
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.memoryguard import MemoryGuard
-from ..store.outages import store_outage
 from .driver import Driver
 from .metrics import Metrics
+from .queueloop import IdentityPending, QueueProcessor
 from .relay import Recipients, queue_relayed
 
 log = logging.getLogger("salesbot.runtime")
@@ -62,16 +60,6 @@ class FlowLoader(FlowSource, Protocol):
     async def ensure_for(self, state: ConversationState | None, greeting: str | None = None) -> None: ...
 
 
-class IdentityPending(RuntimeFault):
-    """The CRM could not find or create the conversation's lead yet; the events stay queued."""
-
-
-def _outage(exc: Exception) -> bool:
-    """Failures that are outages, not the conversation's fault, never count towards parking (the
-    lock expires and recovery tries again, as after a crash): the CRM or Redis away, Redis full."""
-    return isinstance(exc, IdentityPending) or store_outage(exc) is not None
-
-
 class OutboundRouter(Protocol):
     """Tells the loop how a channel delivers: through the transcript (live chat) or an outbox."""
 
@@ -87,7 +75,7 @@ class DeliverResult:
 Clock = Callable[[], float]
 
 
-class ConversationService:
+class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
     #: Set by the services when Redis has a maxmemory: refuses new conversations near it.
     memory_guard: MemoryGuard | None = None
     #: Set by the services: a message step's ``recipients`` beyond this chat (``bot.runtime.relay``).
@@ -105,27 +93,18 @@ class ConversationService:
         clock: Clock = time.time,
         park_after: int = 5,
     ) -> None:
-        self.store = store
+        super().__init__(store, park_after=park_after, clock=clock)
         self.flows = flows
         self.driver = driver
         self.crm = crm
         self.router = router
         self.metrics = metrics
-        self.clock = clock
-        #: Failed batches in a row after which a conversation is parked (see ``_failed``).
-        self.park_after = park_after
         #: A backend whose snapshot reads can travel with the push (one round trip less).
         self._prefetch = crm if isinstance(crm, PrefetchSnapshot) else None
         #: cid -> the lead of its last turn that read the CRM: what to prefetch (bounded, LRU).
         self._snapshot_refs: collections.OrderedDict[str, CrmRef] = collections.OrderedDict()
         #: cid -> (the state blob this process saved, that state decoded); see STATE_CACHE_MAX.
         self._states: collections.OrderedDict[str, tuple[bytes, ConversationState]] = collections.OrderedDict()
-        #: (cid, lock token) of the batches in progress -> when their lock was last taken or renewed.
-        self._held: dict[tuple[str, str], float] = {}
-        self._renewal: asyncio.TimerHandle | None = None
-        self._renewal_loop: asyncio.AbstractEventLoop | None = None
-        self._renewing: set[asyncio.Task[None]] = set()
-        self._renewing_keys: set[tuple[str, str]] = set()
 
     async def deliver(self, cid: str, event: ev.Event, *, dedupe_id: str | None = None,
                       meta: Mapping[str, str] | None = None,
@@ -152,118 +131,8 @@ class ConversationService:
             return DeliverResult()  # queued: processed once the CRM answers again
         return DeliverResult(processed_here=done)
 
-    async def retry(self, cid: str, *, skip: int = 0, user: str = "") -> bool:
-        """A person's retry of a parked (or failing) conversation: clear the mark, optionally
-        discard the ``skip`` oldest queued events (the poison), and process what waits.
-        False when another process holds the conversation (it goes on by itself)."""
-        await self.store.unpark(cid)
-        # In the recovery set again first: whatever happens to this attempt (the CRM or Redis
-        # away, another process holding the lock), recovery goes on with it.
-        await self.store.pend(cid, self.clock() + self.store.lock_ttl_ms / 1000)
-        batch = await self.store.acquire(cid)
-        if batch is None:
-            return True  # nothing waits
-        if batch is False:
-            return False
-        assert isinstance(batch, Batch)
-        while skip > 0 and batch is not None:
-            n = min(skip, len(batch.events))
-            skip -= n
-            req = SaveRequest(state=None, processed=n)
-            req.add_log(system_entry(f"{user or 'a person'} discarded {n} event(s) that could not be handled",
-                                     self.clock(), event="discarded"))
-            if (await self.store.save(cid, batch.token, req)).status != 1:
-                return True  # nothing more waits (or the lock was lost: its new holder goes on)
-            batch = await self.store.load(cid, batch.token)
-        with contextlib.suppress(IdentityPending):  # queued until the CRM answers (recovery)
-            await self.process(batch)
-        return True
-
-    async def process(self, batch: Batch | None,
-                      prefetched: tuple[CrmRef, list[Any]] | None = None) -> bool:
-        """Run batches until the inbox is empty; ``prefetched``: CRM reads sent with the push.
-        False when the work was set aside (the conversation is parked, or a batch failed and
-        recovery tries again later, see ``_failed``)."""
-        held = self._held
-        while batch is not None:
-            if batch.meta.get("parked"):
-                parked, dropped = await self.store.set_aside(batch.cid, batch.token)
-                if dropped:
-                    log.warning("conversation.parked_inbox_full", extra={"cid": batch.cid, "dropped": dropped})
-                elif parked:
-                    log.info("conversation.parked_event_queued", extra={"cid": batch.cid})
-                return False
-            # Slow work (a CRM at 7 requests/s, a webhook) must not outlive the lock: a batch
-            # still running gets it renewed at most a third of the TTL apart (``_renew_due``).
-            key = (batch.cid, batch.token)
-            held[key] = time.monotonic()
-            loop = asyncio.get_running_loop()
-            if self._renewal is None or self._renewal_loop is not loop:
-                self._renewal, self._renewal_loop = loop.call_later(self._renew_every / 2, self._renew_due), loop
-            try:
-                status = await self._process_batch(batch, prefetched)
-                prefetched = None  # read before the first batch only
-            except Exception as exc:
-                if _outage(exc):
-                    raise
-                await self._failed(batch, exc)
-                return False
-            finally:
-                del held[key]
-            if status != 1:
-                return True
-            batch = await self.store.load(batch.cid, batch.token)
-        return True
-
-    async def _failed(self, batch: Batch, exc: Exception) -> None:
-        """Count a failed batch: recovery retries it with a backoff, and the conversation is parked
-        after ``park_after`` failures in a row instead of being retried forever (``record_failure``)."""
-        cid = batch.cid
-        error = f"{type(exc).__name__}: {exc}"
-        log.error("conversation.processing_failed", exc_info=exc, extra={"cid": cid})
+    def _forget(self, cid: str) -> None:
         self._states.pop(cid, None)
-        try:
-            failures, parked = await self.store.record_failure(cid, batch.token, error,
-                                                               park_after=self.park_after)
-        except Exception:
-            log.warning("conversation.failure_not_recorded", extra={"cid": cid}, exc_info=True)
-            return
-        if parked:
-            log.error("conversation.parked", extra={"cid": cid, "failures": failures, "error": error[:200]})
-
-    @property
-    def _renew_every(self) -> float:
-        return max(0.05, self.store.lock_ttl_ms / 3000)
-
-    def _renew_due(self) -> None:
-        """One timer for every batch in progress, ticking every sixth of the lock's TTL: a lock
-        taken or renewed a sixth of the TTL ago or more is renewed (a failed renewal is tried
-        again at the next tick), so renewals are at most a third of the TTL apart."""
-        self._renewal = None
-        if not self._held:
-            return  # idle: the next batch starts the timer again
-        now, every = time.monotonic(), self._renew_every
-        for key, since in list(self._held.items()):
-            if now - since >= every / 2 and key not in self._renewing_keys:
-                self._renewing_keys.add(key)
-                task = asyncio.create_task(self._renew(*key))
-                self._renewing.add(task)
-                task.add_done_callback(self._renewing.discard)
-        self._renewal = asyncio.get_running_loop().call_later(every / 2, self._renew_due)
-
-    async def _renew(self, cid: str, token: str) -> None:
-        key = (cid, token)
-        try:
-            started = time.monotonic()
-            if await self.store.extend(cid, token):
-                if key in self._held:  # counted from the renewal; a failed one is retried next tick
-                    self._held[key] = started
-            elif key in self._held:  # (a batch that just saved has released it: no error)
-                log.error("store.lock_lost_while_processing", extra={"cid": cid})
-        except Exception:
-            log.warning("store.lock_renewal_failed", extra={"cid": cid}, exc_info=True)
-        finally:
-            self._renewing_keys.discard(key)
 
     async def _process_batch(self, batch: Batch, prefetched: tuple[CrmRef, list[Any]] | None = None) -> int:
         cid = batch.cid

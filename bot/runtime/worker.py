@@ -20,8 +20,10 @@ from ..engine import events as ev
 from ..store.conversations import ConversationStore
 from ..store.outbox import Outbox
 from ..store.timers import DueTimer, TimerWheel
+from .leads import LeadService, is_lead_queue
 from .metrics import Metrics
-from .service import ConversationService, IdentityPending
+from .queueloop import IdentityPending
+from .service import ConversationService
 
 log = logging.getLogger("salesbot.worker")
 CONCURRENCY = 32
@@ -47,6 +49,9 @@ class WorkerServices(Protocol):
 
     @property
     def conversations(self) -> ConversationService: ...
+
+    @property
+    def leads(self) -> LeadService: ...
 
     @property
     def metrics(self) -> Metrics: ...
@@ -97,13 +102,20 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
+    def _queue(self, cid: str) -> ConversationService | LeadService:
+        """Who processes a store queue: lead queues (``lead:<id>``) the lead loop, the rest conversations."""
+        return self.s.leads if is_lead_queue(cid) else self.s.conversations
+
     async def _deliver_timer(self, timer: DueTimer) -> None:
         async with self._sem:
             extra = {"due": timer.due} if timer.due is not None else None
-            result = await self.s.conversations.deliver(
-                timer.cid, ev.TimerFired(timer.timer_id), dedupe_id=f"timer:{timer.timer_id}",
-                entry_extra=extra)
-            if not result.duplicate:
+            event, dedupe_id = ev.TimerFired(timer.timer_id), f"timer:{timer.timer_id}"
+            queue = self._queue(timer.cid)
+            if isinstance(queue, LeadService):
+                fired = await queue.deliver_timer(timer.cid, event, dedupe_id=dedupe_id, entry_extra=extra)
+            else:
+                fired = not (await queue.deliver(timer.cid, event, dedupe_id=dedupe_id, entry_extra=extra)).duplicate
+            if fired:
                 self.s.metrics.timers_fired.inc()
 
     async def fire_timers(self) -> int:
@@ -143,7 +155,7 @@ class Worker:
                     await store.postpone_pending(cid, now + store.lock_ttl_ms / 1000)
                     return False
                 log.warning("conversation.recovered", extra={"cid": cid})
-                await self.s.conversations.process(batch)
+                await self._queue(cid).process(batch)
                 return True
             except IdentityPending:  # the CRM is away: its lock expires and the next rounds retry
                 return False

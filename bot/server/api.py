@@ -1,4 +1,4 @@
-"""The JSON API: health, metrics, bots, conversations, events, widget continuations."""
+"""The JSON API: health, metrics, bots, conversations, widget continuations (events: ``events_api.py``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from crm_bridge import CrmRef
 
 from ..engine import events as ev
 from ..errors import CrmError
+from ..runtime.leads import is_lead_queue
 from ..store import codec, replies
 from ..store.indexes import STATUSES, ConversationIndex, Filters, claim_key
 from . import versioned
@@ -133,7 +134,7 @@ async def get_conversation(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     cid = request.match_info["cid"]
     meta = await services.store.meta(cid)
-    if not meta:
+    if not meta or is_lead_queue(cid):  # a lead's queue has no transcript of its own: /api/leads/{id}/events
         return error(404, "not_found", f"no conversation {cid!r}")
     state = state_of(await services.store.state(cid))
     run = state.run if state else None
@@ -283,30 +284,12 @@ async def retry_conversation(request: web.Request) -> web.Response:
         return error(404, "not_found", f"no conversation {cid!r}")
     if (taken := await _claimed_by_other(request, principal)) is not None:
         return taken
-    if not await services.conversations.retry(cid, skip=skip, user=principal.name) and skip:
+    queue = services.leads if is_lead_queue(cid) else services.conversations  # a lead queue parks alike
+    if not await queue.retry(cid, skip=skip, user=principal.name) and skip:
         return error(409, "busy", "the conversation is being processed right now; nothing was discarded, "
                                   "try again in a moment")
     return web.json_response(_public_meta(cid, await services.store.meta(cid)), status=202,
                              dumps=lambda v: json.dumps(v, ensure_ascii=False))
-
-
-@routes.post("/api/events")
-async def business_event(request: web.Request) -> web.Response:
-    require(request, "operator", "support")
-    body = await json_body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-        return error(400, "bad_request", 'the body is {"type": "…", "conversation": cid, …}')
-    cid = body.get("conversation")
-    services = request.app[SERVICES]
-    if not cid and body.get("lead") is not None:
-        found = await services.redis.hget("sb:lead_conversations", str(body["lead"]))
-        cid = replies.text(found) if found else None
-    if not cid or not isinstance(cid, str) or not await services.store.meta(cid):
-        # an event never creates a conversation: it concerns one that exists (or a known lead's)
-        return error(404, "not_found", "no conversation for this event (give conversation or a known lead)")
-    data = {k: v for k, v in body.items() if k not in ("type", "conversation")}
-    await services.conversations.deliver(str(cid), ev.CrmEvent(body["type"], data))
-    return web.json_response({"ok": True, "conversation": cid}, status=202)
 
 
 @routes.post("/api/continue/{token}")

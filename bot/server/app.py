@@ -19,6 +19,7 @@ from . import (
     channel_webhooks,
     crm_api,
     dashboard,
+    events_api,
     kommo_webhooks,
     livechat,
     openapi,
@@ -42,6 +43,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(api.routes)
     app.add_routes(crm_api.routes)
     app.add_routes(automations_api.routes)
+    app.add_routes(events_api.routes)
     app.add_routes(openapi.routes)
     app.add_routes(outbound_api.routes)
     if role in ("all", "web"):

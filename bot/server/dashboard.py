@@ -41,6 +41,7 @@ from aiohttp import web
 from ..builder.validate import parse_flow_model
 from ..inputs import header_bytes, loads
 from ..outward.actions import signing_secret
+from ..runtime.leads import is_lead_queue
 from ..store import codec
 from ..store.bots import BotNotFound
 from ..store.keys import ConversationKey
@@ -124,6 +125,9 @@ class LiveFeed:
                     more, _ = changes.get_nowait()
                     if more not in changed:
                         changed.append(more)
+                changed = [c for c in changed if not is_lead_queue(c)]  # lead queues are not conversations
+                if not changed:
+                    continue
                 if "" in changed:  # the hub may have missed changes (a reconnect): reload the lists
                     self._resync_all()
                     changed.remove("")

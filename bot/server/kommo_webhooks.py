@@ -1,12 +1,12 @@
-"""``POST /webhooks/kommo/{account}``: Kommo's account webhooks become CRM events of conversations.
+"""``POST /webhooks/kommo/{account}``: Kommo's account webhooks become events of the lead queues.
 
 Kommo posts form-encoded bodies (``leads[status][0][id]=…&leads[status][0][status_id]=…``);
-every item of every batch becomes a ``CrmEvent`` (``lead.stage_changed``,
-``lead.responsible_changed``, ``lead.added``, ``lead.updated``, ``lead.note_added``,
-``task.added`` …, see ``crm_bridge.kommo.webhook_events``) delivered to the conversation working
-on that lead (the ``sb:lead_conversations`` map written when a conversation's lead is found),
-deduplicated, so a redelivered webhook is handled once. Leads no conversation works on are
-counted and ignored.
+every item of every batch becomes a lead event (``lead.created``, ``lead.stage_changed`` with
+``from``/``to``, ``lead.responsible_changed``, ``task.completed``, and Kommo's own
+``lead.updated``, ``lead.note_added``, ``task.added`` …; see ``crm_bridge.kommo.as_lead_event``)
+stored on that lead's queue with the item's dedupe id, so a redelivered webhook is handled once
+and rules fire from Kommo as from the embedded CRM. The lead loop forwards each to the
+conversation working on the lead, if any (``bot/runtime/leads.py``).
 
 Kommo does not sign its webhooks, so the URL carries a secret: configure the webhook in Kommo
 as ``https://<public url>/webhooks/kommo/<account>?secret=<crm.webhook_secret>``; ``<account>``
@@ -23,11 +23,9 @@ import logging
 from aiohttp import web
 
 from crm_bridge.factory import kommo_account
-from crm_bridge.kommo import name_stages, parse_webhook_form, webhook_events
+from crm_bridge.kommo import as_lead_event, name_stages, parse_webhook_form, webhook_events
 
-from ..engine import events as ev
 from ..inputs import header_bytes, loads
-from ..runtime.service import LEAD_CONVERSATIONS_KEY
 from .http import error
 from .keys import SERVICES
 
@@ -60,12 +58,11 @@ async def receive(request: web.Request) -> web.Response:
         return error(400, "malformed", "not a Kommo webhook body")
     await name_stages(services.crm, events)
     delivered = 0
+    leads = services.leads
     for event in events:
-        found = await services.redis.hget(LEAD_CONVERSATIONS_KEY, event.lead_id)
-        if not found:
-            continue
-        cid = found.decode() if isinstance(found, bytes) else str(found)
-        await services.conversations.deliver(cid, ev.CrmEvent(event.type, event.data), dedupe_id=event.dedupe_id)
-        delivered += 1
+        type_, data = as_lead_event(event)
+        accepted = await leads.deliver(leads.event(type_, event.lead_id, data=data, id_=event.dedupe_id,
+                                                   source="kommo"), background=True)
+        delivered += not accepted.duplicate
     log.info("kommo.webhook", extra={"account": account, "events": len(events), "delivered": delivered})
     return web.json_response({"ok": True, "events": len(events), "delivered": delivered})

@@ -208,9 +208,21 @@ PATHS: dict[str, dict[str, Any]] = {
               "properties": {"bot": {"type": "string"}, "step": {"type": "string"}}},
         params=[_CID])},
     "/api/events": {"post": _op(
-        "A CRM or business event", {"202": _json({"type": "object"}), "404": _json(_ERROR)}, auth=_READERS,
-        body={"type": "object", "required": ["type"],
-              "properties": {"type": {"type": "string"}, "conversation": {"type": "string"}, "lead": {}}})},
+        "An event about a lead or contact, stored on the lead's queue (token or [events] signature)",
+        {"202": _json({"type": "object", "required": ["id", "lead", "duplicate"], "properties": {
+            "id": {"type": "string"}, "lead": {"type": "string"}, "duplicate": {"type": "boolean"}}}),
+         "404": _json(_ERROR, "No such lead or contact"), "413": _json(_ERROR, "Over 64 KiB"),
+         "422": _json(_ERROR, "Not a valid event (details: pointer and message of every problem)")},
+        auth=["operator"],
+        body={"type": "object", "required": ["type"], "properties": {
+            "id": {"type": "string"}, "type": {"type": "string"}, "at": {"type": "string"},
+            "lead": {"type": "object", "properties": {"id": {"type": "string"}}},
+            "contact": {"type": "object"}, "data": {"type": "object"}}})},
+    "/api/leads/{id}/events": {"get": _op(
+        "A lead's recent events and what the rules did with them, oldest first",
+        {"200": _json({"type": "object", "required": ["lead", "events"], "properties": {
+            "lead": {"type": "string"}, "events": {"type": "array", "items": {"type": "object"}}}})},
+        auth=["support", "operator"], params=[_p("id")])},
     "/api/outbound": {"post": _op(
         "Start a bot that writes first to a contact (docs/outbound.md)",
         {"202": _json({"type": "object", "required": ["conversation", "account", "opened", "duplicate"],

@@ -30,6 +30,7 @@ from ..engine import events as ev
 from ..errors import FlowInvalid, FlowLoadError
 from ..outward.actions import OutwardActions, signing_secret
 from ..runtime.driver import Driver
+from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
 from ..runtime.outbound import OutboundService
 from ..runtime.requests import ServerRequests
@@ -82,6 +83,7 @@ class Services:
     crm_outbox: CrmOutbox | None = None  # CRM commands waiting out a temporary failure (worker retries)
     memory: MemoryGuard | None = None  # refuses new conversations near Redis's maxmemory
     outbound: OutboundService | None = None  # the bot writes first (POST /api/outbound, recipients)
+    leads: LeadService = field(init=False)  # the lead queues (events, automations); set by _open
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -181,6 +183,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         memory.start()  # reads INFO memory now and every few seconds
         stack.push_async_callback(memory.stop)
         conversations.memory_guard = memory
+        leads = LeadService(store=store, crm=crm, metrics=metrics, conversations=conversations,
+                            park_after=config.park_after)
+        if isinstance(crm, RedisCrm):
+            crm.sink = leads  # every change of the embedded CRM emits its events onto the lead queues
         hub = LiveHub(redis)
         admin = config.admin_token.get_secret_value() if config.admin_token else None
         if admin is None:
@@ -223,6 +229,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                             accounts=config.accounts, directory=directory,
                                             crm=crm if isinstance(crm, RedisCrm) else None)
         conversations.recipients = services.outbound
+        services.leads = leads
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         if load_flows and config.automations_dir.is_dir():  # after the bots: rules name them
@@ -233,6 +240,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         try:
             yield services
         finally:
+            await leads.idle()  # lead queues being handled in the background finish (or recovery does)
             if start_hub:
                 await hub.stop()
     finally:

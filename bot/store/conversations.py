@@ -291,6 +291,13 @@ class ConversationStore:
                               prefetched=prefetched if reads and prefetched else None)
         return PushResult()
 
+    def enqueue_commands(self, cid: str, event: bytes) -> list[tuple[Any, ...]]:
+        """Plain commands that queue ``event`` without dedupe or the lock, for a caller that sends
+        them in its own MULTI/EXEC beside another write (the embedded CRM's changes): then
+        ``acquire``. The queue is due for recovery at once, in case nobody acquires it."""
+        return [("RPUSH", k.ConversationKey(cid).inbox, event),
+                ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), self.clock(), cid)]
+
     async def load(self, cid: str, token: str) -> Batch | None:
         """The next events for a processor that still holds the lock (None if it lost it)."""
         key = k.ConversationKey(cid)

@@ -11,7 +11,16 @@
 from .account import CLOSED, LOST, TASK_TYPE_IDS, TASK_TYPE_NAMES, WON, KommoAccount
 from .backend import BATCH, ENTITY_PATHS, KommoCrm
 from .client import KommoClient, RateLimiter
-from .webhooks import LEAD_EVENTS, TASK_EVENTS, FormValue, KommoEvent, name_stages, parse_webhook_form, webhook_events
+from .webhooks import (
+    LEAD_EVENTS,
+    TASK_EVENTS,
+    FormValue,
+    KommoEvent,
+    as_lead_event,
+    name_stages,
+    parse_webhook_form,
+    webhook_events,
+)
 from .widget import InvalidWidgetToken, verify_widget_jwt
 
 __all__ = [
@@ -31,6 +40,7 @@ __all__ = [
     "KommoCrm",
     "KommoEvent",
     "RateLimiter",
+    "as_lead_event",
     "name_stages",
     "parse_webhook_form",
     "verify_widget_jwt",

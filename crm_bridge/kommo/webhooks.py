@@ -128,6 +128,31 @@ def webhook_events(payload: Mapping[str, Any]) -> list[KommoEvent]:
     return out
 
 
+def _position(pipeline: Any, stage: Any) -> dict[str, Any]:
+    return {"pipeline": pipeline, "stage": stage}
+
+
+def as_lead_event(e: KommoEvent) -> tuple[str, dict[str, Any]]:
+    """The type and ``data`` of the spec's lead event for a Kommo webhook event (Kommo's own data
+    kept beside): ``lead.added`` is ``lead.created``, a stage or responsible change gets
+    ``from``/``to`` (stage names when ``name_stages`` found them, else Kommo's ids), a task
+    update that completed a task is ``task.completed``. Others keep Kommo's type."""
+    d = dict(e.data)
+    if e.type == "lead.added":
+        return "lead.created", {**d, **_position(d.get("pipeline", d.get("pipeline_id")),
+                                                 d.get("stage", d.get("status_id")))}
+    if e.type == "lead.stage_changed":
+        new = _position(d.get("pipeline", d.get("pipeline_id")), d.get("stage", d.get("status_id")))
+        old = _position(d.get("old_pipeline", d.get("old_pipeline_id") or new["pipeline"]),
+                        d.get("old_stage", d.get("old_status_id")))
+        return e.type, {**d, "from": old, "to": new}
+    if e.type == "lead.responsible_changed":
+        return e.type, {**d, "from": d.get("old_responsible"), "to": d.get("responsible")}
+    if e.type == "task.updated" and d.get("completed"):
+        return "task.completed", {**d, "task": str(d.get("task_id") or "")}
+    return e.type, d
+
+
 async def name_stages(crm: CrmBackend, events: list[KommoEvent], *, timeout: float = 1.0) -> None:
     """Add ``pipeline``/``stage`` (and ``old_…``) names to stage events from the backend's cache."""
     if not isinstance(crm, KommoCrm):

@@ -26,6 +26,7 @@ from crm_bridge.kommo import (
     InvalidWidgetToken,
     KommoCrm,
     RateLimiter,
+    as_lead_event,
     name_stages,
     parse_webhook_form,
     verify_widget_jwt,
@@ -33,6 +34,7 @@ from crm_bridge.kommo import (
 )
 from crm_bridge.kommo import account as kommo_account_cache
 from tests.crm_bridge.fakes.kommo import TOKEN, FakeKommo
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -487,12 +489,20 @@ async def test_the_webhook_route_refuses_without_a_configured_secret(kommo_serve
 
 
 @pytest.mark.parametrize("kommo_server", [{"webhook_secret": "s3"}], indirect=True)
-async def test_the_webhook_route_checks_the_secret_and_counts_unknown_leads(kommo_server: ClientSession) -> None:
+async def test_the_webhook_route_checks_the_secret_and_queues_every_lead_once(kommo_server: ClientSession) -> None:
     r = await kommo_server.post("/webhooks/kommo/acme", data="leads[add][0][id]=1")
     assert r.status == 401
-    r = await kommo_server.post("/webhooks/kommo/acme?secret=s3", data="leads[add][0][id]=1&leads[add][0][status_id]=5",
-                                headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert r.status == 200 and await r.json() == {"ok": True, "events": 1, "delivered": 0}
+    for delivered in (1, 0):  # a lead nobody knows has a queue too; a redelivery is a duplicate
+        r = await kommo_server.post("/webhooks/kommo/acme?secret=s3",
+                                    data="leads[add][0][id]=1&leads[add][0][status_id]=5",
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status == 200 and await r.json() == {"ok": True, "events": 1, "delivered": delivered}
+
+    async def queued() -> list[tuple[str, str, str]]:  # handled in the background: Kommo wants a fast answer
+        r = await kommo_server.get("/api/leads/1/events", headers={"Authorization": "Bearer a"})
+        return [(e["type"], e["source"], e["data"]["stage"]) for e in (await r.json())["events"]
+                if e["role"] == "event"]
+    assert await wait_for(queued, what="the webhook's event on the lead's queue") == [("lead.created", "kommo", "5")]
     r = await kommo_server.post("/webhooks/kommo/acme?secret=s3", data="[1, 2]",
                                 headers={"Content-Type": "application/json"})
     assert r.status == 400
@@ -539,3 +549,20 @@ def test_a_widget_token_without_exp_is_refused() -> None:
     token = jwt.encode({"account_id": 1, "when": datetime.now(UTC).isoformat()}, SECRET, algorithm="HS512")
     with pytest.raises(InvalidWidgetToken, match="exp"):
         verify_widget_jwt(token, SECRET)
+
+
+def test_kommo_webhook_events_map_to_the_lead_event_types_of_the_spec() -> None:
+    body = ("leads[status][0][id]=7&leads[status][0][status_id]=142&leads[status][0][pipeline_id]=1"
+            "&leads[status][0][old_status_id]=5&leads[responsible][0][id]=7&leads[responsible][0][responsible_user_id]=9"
+            "&leads[responsible][0][old_responsible_user_id]=3&task[update][0][id]=11&task[update][0][element_type]=2"
+            "&task[update][0][element_id]=7&task[update][0][status]=1&leads[note][0][note][element_id]=7"
+            "&leads[note][0][note][id]=4&leads[note][0][note][text]=hi")
+    payload = parse_webhook_form(body)
+    assert isinstance(payload, dict)
+    mapped = [as_lead_event(e) for e in webhook_events(payload)]
+    assert [t for t, _ in mapped] == ["lead.stage_changed", "lead.responsible_changed", "lead.note_added",
+                                      "task.completed"]
+    assert (mapped[0][1]["from"], mapped[0][1]["to"]) == ({"pipeline": "1", "stage": "5"},
+                                                          {"pipeline": "1", "stage": "142"})
+    assert (mapped[1][1]["from"], mapped[1][1]["to"]) == ("3", "9")
+    assert mapped[3][1]["task"] == "11"

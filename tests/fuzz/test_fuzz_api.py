@@ -90,20 +90,33 @@ def test_listing_crm_records(live: LiveServer, kind: str, params: list[tuple[str
 
 
 known = "livechat:demo:fuzz-events-1"
+event_types = st.one_of(st.sampled_from(["order.paid", "lead.stage_changed", "custom.x", "custom.", "order.nope"]),
+                        text, hostile)
+whom = st.one_of(st.fixed_dictionaries({}, optional={"id": st.one_of(st.just("1"), st.just(1), short_text, hostile)}),
+                 st.fixed_dictionaries({}, optional={"phone": st.one_of(st.just("+905551112233"), text, hostile),
+                                                     "email": st.one_of(st.just("a@example.com"), text, hostile),
+                                                     "external": st.one_of(st.just({"channel": "demo", "id": "f"}),
+                                                                           hostile)}),
+                 hostile)
 event_docs = st.one_of(
-    st.fixed_dictionaries({"type": st.one_of(st.just("lead_status_changed"), text, hostile)},
-                          optional={"conversation": st.one_of(st.just(known), text, hostile),
-                                    "lead": hostile, "status": hostile, "data": hostile}),
+    st.fixed_dictionaries({"type": event_types},
+                          optional={"id": st.one_of(st.just("evt-1"), text, hostile), "lead": whom, "contact": whom,
+                                    "at": st.one_of(st.just("2026-12-05T10:00:00Z"), text, hostile),
+                                    "data": hostile}),
     hostile)
 
 
 @fuzz_settings(40)
 @given(body=st.one_of(st.builds(dump, event_docs), st.builds(dump, event_docs), garbage_bodies),
        content_type=content_types)
-@example(body=b'{"type": "x", "conversation": "livechat:demo:fuzz-events-1", "v": NaN}',
+@example(body=b'{"type": "order.paid", "lead": {"id": "1"}, "data": {"v": NaN}}',
          content_type=b"application/json")
-@example(body=b'{"type": "x", "conversation": "\\ud800"}', content_type=b"application/json")
-@example(body=b'{"type": "x", "lead": 1e400}', content_type=b"application/json")
+@example(body=b'{"type": "order.paid", "lead": {"id": "\\ud800"}}', content_type=b"application/json")
+@example(body=b'{"type": "order.paid", "lead": {"id": 1e400}}', content_type=b"application/json")
+@example(body=b'{"type": "order.paid", "at": 1e300, "lead": {"id": 1}}', content_type=b"application/json")
+@example(body=b'{"type": "order.paid", "at": "9999-12-31T23:59:59-23:59", "lead": {"id": 1}}',
+         content_type=b"application/json")
+@example(body=b'{"type": "order.paid", "lead": {"id": 99999999999999999999}}', content_type=b"application/json")
 def test_business_events(live: LiveServer, body: bytes, content_type: bytes) -> None:
     headers: list[tuple[str | bytes, str | bytes]] = [("Authorization", AUTH),
                                                       ("Content-Type", content_type)]

@@ -416,14 +416,37 @@ async def test_the_page_is_a_shell_with_a_strict_policy(http: ClientSession) -> 
     assert (await http.get("/live/static/..%2Fapi.py")).status == 404
 
 
-async def test_an_event_for_an_unknown_conversation_creates_nothing(http: ClientSession, redis: Redis) -> None:
-    for token in (OPERATOR, AYSE):
-        r = await http.post("/api/events", json={"type": "lead.updated", "conversation": "livechat:demo:ghost-1"},
-                            headers=token)
-        assert r.status == 404, await r.text()
-    r = await http.post("/api/events", json={"type": "x", "conversation": ["not", "an", "id"]}, headers=OPERATOR)
-    assert r.status == 404
-    assert await redis.keys("sb:c:{livechat:demo:ghost-1}:*") == []
+async def test_an_event_for_an_unknown_lead_creates_nothing_and_a_known_one_reaches_its_conversation(
+        http: ClientSession, redis: Redis) -> None:
+    r = await http.post("/api/events", json={"type": "order.paid", "lead": {"id": "990001"}}, headers=OPERATOR)
+    assert r.status == 404, await r.text()
+    r = await http.post("/api/events", json={"type": "order.paid", "lead": {"id": "990001"}}, headers=AYSE)
+    assert r.status == 403  # support reads events, it does not send them
+    r = await http.post("/api/events", json={"type": "lead.updated", "lead": {"id": "990001"}}, headers=OPERATOR)
+    assert r.status == 422  # not a type of the spec
+    assert await redis.keys("sb:c:{lead:990001}:*") == []
     cid = await chat(http, "event-session-01", "hi")
-    r = await http.post("/api/events", json={"type": "lead.updated", "conversation": cid}, headers=OPERATOR)
-    assert r.status == 202
+    lead = (await redis.hget(f"sb:c:{{{cid}}}:meta", "lead_id")).decode()
+    r = await http.post("/api/events", json={"id": "pay-1", "type": "order.paid", "lead": {"id": lead}},
+                        headers=OPERATOR)
+    assert r.status == 202 and await r.json() == {"id": "pay-1", "lead": lead, "duplicate": False}
+    assert await redis.zscore(f"sb:c:{{{cid}}}:seen", f"lead-event:{lead}:pay-1") is not None  # forwarded
+
+
+async def test_the_stream_does_not_list_lead_queues_as_conversations(http: ClientSession, redis: Redis) -> None:
+    cookie = {"Cookie": await sign_in(http, AYSE)}
+    cid = await chat(http, "stream-leads-01", "hi")
+    lead = (await redis.hget(f"sb:c:{{{cid}}}:meta", "lead_id")).decode()
+    async with http.get("/api/live", headers=cookie) as list_stream:
+        feed = Sse(list_stream)
+        assert (await feed.next())[0] == "ready"
+        r = await http.post("/api/events", json={"type": "order.paid", "lead": {"id": lead},
+                                                 "contact": {"id": "1"}}, headers=OPERATOR)
+        assert r.status == 202
+        marker = await chat(http, "stream-leads-02", "after the event")
+        listed = []
+        while marker not in listed:
+            name, data, _ = await feed.next()
+            if name == "conversation":
+                listed.append(data["id"])
+        assert [c for c in listed if c.startswith("lead:")] == []

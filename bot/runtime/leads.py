@@ -1,0 +1,276 @@
+"""The lead loop: every event about a lead, in order, exactly once, through the rule engine.
+
+A lead's events are a queue of the conversation store with the id ``lead:<lead id>`` (same
+push, lock, save and recovery scripts as a conversation; ``queueloop.py`` is the shared loop),
+so the store's guarantees carry over: an event ``id`` seen in the last 7 days is dropped, the
+events of one lead run one at a time in arrival order whatever process received them, and a
+batch is saved (state, history, timers) in one script or redone after a crash.
+
+For each event the service loads the lead's automation state (the queue's state slot, msgpack),
+reads the CRM snapshot once per batch, and asks a ``Reactor`` (the rule engine behind an adapter)
+for the new state, timers, history and effects. Every lead event is also forwarded to the lead's
+conversation, if it has one, as a ``CrmEvent`` deduplicated by the event id, so flows see the
+CRM's events as before. The history (events and what the rules did) is the queue's transcript,
+bounded like any transcript (``transcript_max``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from crm_bridge import CrmBackend, CrmRef
+from crm_bridge.changes import Change
+
+from ..automations.events import LeadEvent
+from ..engine import events as ev
+from ..errors import CrmError
+from ..store import codec, replies
+from ..store.conversations import Batch, ConversationStore, SaveRequest
+from .metrics import Metrics
+from .queueloop import QueueProcessor
+from .service import LEAD_CONVERSATIONS_KEY
+
+log = logging.getLogger("salesbot.leads")
+#: The queue id of a lead is this prefix and the lead's id.
+LEAD_PREFIX = "lead:"
+#: Sources whose events are not forwarded to the lead's conversation (see ``_forward``).
+UNFORWARDED = frozenset({"crm", "chat", "automation"})
+#: What the history keeps of an event's ``data`` (longer values are cut).
+HISTORY_VALUE_MAX = 500
+
+
+def lead_cid(lead_id: str) -> str:
+    return f"{LEAD_PREFIX}{lead_id}"
+
+
+def is_lead_queue(cid: str) -> bool:
+    return cid.startswith(LEAD_PREFIX)
+
+
+def encode_lead_event(event: LeadEvent) -> bytes:
+    return codec.pack({"lead_event": asdict(event)})
+
+
+def decode_entry(raw: bytes) -> tuple[LeadEvent | ev.Event, dict[str, Any]]:
+    """A lead queue's inbox entry: a lead event, or a shell event (a ``TimerFired``) with extras."""
+    d = codec.unpack(raw)
+    if isinstance(d, dict) and "lead_event" in d:
+        return LeadEvent(**d["lead_event"]), {}
+    return codec.decode_event_extra(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """What the rule engine made of one event, in the shell's terms: the new state (plain data),
+    timers of the lead's queue to set (``(timer id, epoch seconds)``) or cancel, entries for the
+    lead card's history, and the effects left for an ``EffectRunner`` (CRM commands, bots …)."""
+
+    state: Mapping[str, Any]
+    timers_set: tuple[tuple[str, float], ...] = ()
+    timers_cancel: tuple[str, ...] = ()
+    history: tuple[Mapping[str, Any], ...] = ()
+    effects: tuple[object, ...] = ()
+
+
+class Reactor(Protocol):
+    """The rule engine as the lead loop calls it: the adapter over
+    ``bot.automations.engine.react(automations, state, event, snapshot, now)`` picks the lead's
+    ``CompiledAutomations``, converts ``LeadState`` to and from plain data and sorts its effects."""
+
+    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired,
+              snapshot: Mapping[str, Any], now: datetime) -> Reaction: ...
+
+
+class EffectRunner(Protocol):
+    """Carries out a reaction's effects for a lead (the outbound slice)."""
+
+    async def run(self, lead_id: str, effects: Sequence[object]) -> None: ...
+
+
+class ConversationSink(Protocol):
+    """Where lead events are forwarded: ``ConversationService.deliver``."""
+
+    async def deliver(self, cid: str, event: ev.Event, *, dedupe_id: str | None = None) -> object: ...
+
+
+@dataclass(slots=True)
+class Accepted:
+    lead_id: str
+    id: str
+    duplicate: bool = False
+
+
+class LeadService(QueueProcessor[None]):
+    """Queues lead events and processes lead queues (see the module docstring)."""
+
+    def __init__(self, *, store: ConversationStore, crm: CrmBackend, metrics: Metrics,
+                 reactor: Reactor | None = None, effects: EffectRunner | None = None,
+                 conversations: ConversationSink | None = None, clock: Callable[[], float] = time.time,
+                 park_after: int = 5) -> None:
+        super().__init__(store, park_after=park_after, clock=clock)
+        self.crm = crm
+        self.metrics = metrics
+        self.reactor = reactor
+        self.effects = effects
+        self.conversations = conversations
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ in
+    def event(self, type_: str, lead_id: str, *, data: Mapping[str, Any] | None = None, id_: str | None = None,
+              at: float | None = None, contact_id: str | None = None, source: str = "api",
+              depth: int = 0) -> LeadEvent:
+        """A ``LeadEvent`` (a generated id when none is given: such an event is never a duplicate)."""
+        return LeadEvent(id=id_ or f"gen-{uuid.uuid4().hex}", type=type_, at=self.clock() if at is None else at,
+                         lead_id=lead_id, contact_id=contact_id, data=dict(data or {}), depth=depth, source=source)
+
+    async def deliver(self, event: LeadEvent, *, dedupe: bool = True, background: bool = False) -> Accepted:
+        """Store the event on its lead's queue (accepted means stored) and process the queue here
+        if no other process is (``background``: in a task, for a caller that must answer fast).
+        ``dedupe``: drop an event whose id the lead saw in 7 days."""
+        cid = lead_cid(event.lead_id)
+        meta = {"contact_id": event.contact_id} if event.contact_id else None
+        pushed = await self.store.push(cid, encode_lead_event(event), dedupe_id=event.id if dedupe else None,
+                                       meta=meta)
+        if pushed.duplicate:
+            self.metrics.duplicates.inc()
+            log.info("lead.event_duplicate", extra={"lead": event.lead_id, "event_id": event.id})
+            return Accepted(event.lead_id, event.id, duplicate=True)
+        if pushed.batch is not None:
+            if background:
+                self._spawn(self.process(pushed.batch))
+            else:
+                await self.process(pushed.batch)
+        return Accepted(event.lead_id, event.id)
+
+    async def deliver_timer(self, cid: str, event: ev.TimerFired, *, dedupe_id: str,
+                            entry_extra: Mapping[str, Any] | None = None) -> bool:
+        """A timer of a lead queue fell due (the worker); False when it was a duplicate."""
+        payload = codec.encode_event(event)
+        if entry_extra:
+            payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
+        pushed = await self.store.push(cid, payload, dedupe_id=dedupe_id)
+        if pushed.batch is not None:
+            await self.process(pushed.batch)
+        return not pushed.duplicate
+
+    # ------------------------------------------------------------------ the CRM's changes (ChangeSink)
+    def commands(self, changes: Sequence[Change]) -> list[tuple[Any, ...]]:
+        """Commands queueing the events of these changes, for the CRM's own MULTI/EXEC."""
+        out: list[tuple[Any, ...]] = []
+        for change in changes:
+            event = self.event(change.type, change.lead_id, data=change.data, contact_id=change.contact_id,
+                               source="crm", depth=change.depth)
+            out += self.store.enqueue_commands(lead_cid(change.lead_id), encode_lead_event(event))
+        return out
+
+    def written(self, changes: Sequence[Change]) -> None:
+        """The changes are stored: handle their queues now, in the background (a process that dies
+        first leaves them to recovery, due at once)."""
+        for lead_id in dict.fromkeys(c.lead_id for c in changes):
+            self._spawn(self.kick(lead_id))
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(self._quietly(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _quietly(work: Coroutine[Any, Any, object]) -> None:
+        try:
+            await work
+        except Exception:  # the queue stays in the recovery set: a worker takes it over
+            log.warning("lead.background_failed", exc_info=True)
+
+    async def kick(self, lead_id: str) -> None:
+        """Process a lead queue unless another process holds it (that one sees the new events)."""
+        batch = await self.store.acquire(lead_cid(lead_id))
+        if isinstance(batch, Batch):
+            await self.process(batch)
+
+    async def idle(self) -> None:
+        """Wait for the background handling started by ``written`` (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ------------------------------------------------------------------ out
+    async def history(self, lead_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The lead's recent events and what the rules did with them, oldest first."""
+        rows = await self.store.tail_log(lead_cid(lead_id), limit)
+        return [{"seq": seq, **codec.unpack(raw)} for seq, raw in rows]
+
+    # ------------------------------------------------------------------ a batch
+    async def _process_batch(self, batch: Batch, prefetched: None = None) -> int:
+        lead_id = batch.cid[len(LEAD_PREFIX):]
+        state: Mapping[str, Any] | None = codec.unpack(batch.state) if batch.state else None
+        entries = [decode_entry(raw) for raw in batch.events]
+        contact_id = batch.meta.get("contact_id") or next(
+            (e.contact_id for e, _ in entries if isinstance(e, LeadEvent) and e.contact_id), None)
+        snapshot = await self._snapshot(lead_id, contact_id) if self.reactor is not None else {}
+        req = SaveRequest(state=None, processed=len(batch.events))
+        for event, extra in entries:
+            now = self.clock()
+            if isinstance(event, LeadEvent):
+                req.add_log(_history_entry(event, now))
+                await self._forward(event)
+            elif isinstance(event, ev.TimerFired) and extra.get("due"):
+                self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
+            if self.reactor is None or not isinstance(event, (LeadEvent, ev.TimerFired)):
+                continue
+            try:
+                reaction = self.reactor.react(lead_id, state, event, snapshot, datetime.fromtimestamp(now, UTC))
+            except Exception:  # a bug must not wedge the lead: log it, skip the event
+                self.metrics.step_errors.inc()
+                log.exception("lead.react_crashed", extra={"cid": batch.cid, "event": type(event).__name__})
+                req.add_log({"role": "system", "event": "error", "text": "internal error in the rules", "at": now})
+                continue
+            state = reaction.state
+            req.timers_set += reaction.timers_set
+            req.timers_cancel += reaction.timers_cancel
+            for entry in reaction.history:
+                req.add_log({"role": "automation", "at": now, **entry})
+            if reaction.effects and self.effects is not None:
+                await self.effects.run(lead_id, reaction.effects)
+        req.state = codec.pack(dict(state)) if state is not None else None
+        if contact_id and batch.meta.get("contact_id") != contact_id:
+            req.meta = {"contact_id": contact_id}
+        result = await self.store.save(batch.cid, batch.token, req)
+        if result.status == -1:
+            log.error("store.lock_lost", extra={"cid": batch.cid})
+        return result.status
+
+    async def _snapshot(self, lead_id: str, contact_id: str | None) -> Mapping[str, Any]:
+        try:
+            return await self.crm.snapshot(CrmRef(contact_id or "", lead_id))
+        except CrmError as exc:
+            log.warning("crm.snapshot_failed", extra={"cid": lead_cid(lead_id), "error": str(exc)})
+            return {}
+
+    async def _forward(self, event: LeadEvent) -> None:
+        """The event to the lead's conversation, once (a redone batch is deduplicated there).
+        Not the embedded CRM's own changes (a conversation's commands make most of them: it
+        would hear of its own writes) nor the conversations' events."""
+        if self.conversations is None or event.source in UNFORWARDED:
+            return
+        found = await self.store.redis.hget(LEAD_CONVERSATIONS_KEY, event.lead_id)
+        if found:
+            await self.conversations.deliver(replies.text(found), ev.CrmEvent(event.type, dict(event.data)),
+                                             dedupe_id=f"lead-event:{event.lead_id}:{event.id}")
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > HISTORY_VALUE_MAX:
+        return value[:HISTORY_VALUE_MAX] + "…"
+    return value
+
+
+def _history_entry(event: LeadEvent, now: float) -> dict[str, Any]:
+    data = {str(k): _cut(v) for k, v in list(event.data.items())[:50]}
+    return {"role": "event", "at": now, "id": event.id, "type": event.type, "happened_at": event.at,
+            "source": event.source, "depth": event.depth, "data": data}
