@@ -9,6 +9,10 @@ when given) — the position the event reports — otherwise the snapshot's ``le
 lead has left its stage: that stage's pending delays, activity waits, ``idle`` and
 ``field_time`` timers are cancelled, and the new stage's timers are set.
 
+``idle`` rules share one lazy timer per lead: an event only notes its time, and the timer,
+when it fires, acts the rules whose quiet time has passed since the last event and sets
+itself again for the next. A busy lead costs no timer work per event.
+
 A rule runs: it *fires* when its event matches; then it waits ``delay`` (a timer; it acts
 only if the lead is still in the stage), then its activity time (a timer at the next opening),
 then ``if`` is checked over the context of that moment, and it *acts*: one effect for the shell.
@@ -41,6 +45,8 @@ _KIND = {
     "lead.tag_added": "tag_added", "lead.field_changed": "field_changed",
     "chat.first_message": "chat.first_message", "chat.message": "chat.message",
 }
+#: The rule name of the lead's idle timer (one for all ``idle`` rules of its stage).
+IDLE = "idle:"
 #: Actions that only mean something inside a conversation (the validator refuses them in rules).
 _CONVERSATION_ONLY = frozenset({"set_variable", "set_chat_status"})
 
@@ -128,7 +134,7 @@ class _React:
                 return pipeline or self.position()[0], stage
         return self.position()
 
-    def observe(self, pipeline: str | None, stage: str | None, at: float, *, idle: bool = True) -> None:
+    def observe(self, pipeline: str | None, stage: str | None, at: float) -> None:
         """Note where the lead is; leaving a stage cancels its timers, entering one sets them."""
         st = self.state
         if (pipeline, stage) == (st.pipeline, st.stage):
@@ -140,7 +146,7 @@ class _React:
                     self.record(p.rule, "cancelled", f"the lead left {p.stage}")
         st.pipeline, st.stage, st.since = pipeline, stage, at
         if pipeline == self.a.pipeline and stage is not None:
-            self.set_stage_timers(stage, field_time=True, idle=idle)
+            self.set_stage_timers(stage)
 
     def in_stage(self, stage: str) -> bool:
         return self.state.pipeline == self.a.pipeline and self.state.stage == stage
@@ -149,10 +155,11 @@ class _React:
     def record(self, rule: str, outcome: fx.Outcome, detail: str = "") -> None:
         self.effects.append(fx.Record(rule, outcome, detail))
 
-    def set_pending(self, rule: str, kind: PendingKind, stage: str, at: float, origin: _Origin | None) -> None:
+    def set_pending(self, rule: str, kind: PendingKind, stage: str, at: float, origin: _Origin | None,
+                    data: dict[str, Any] | None = None) -> None:
         timer_id = self.state.next_timer_id()
         if origin is None:
-            entry = Pending(rule, kind, stage, at, version=self.a.version)
+            entry = Pending(rule, kind, stage, at, event_data=data or {}, version=self.a.version)
         else:
             entry = Pending(rule, kind, stage, at, origin.id, origin.type, plain(dict(origin.data)), origin.depth,
                             self.a.version)
@@ -170,21 +177,56 @@ class _React:
                 return timer_id
         return None
 
-    def set_stage_timers(self, stage: str, *, field_time: bool, idle: bool) -> None:
-        """The timers a lead in ``stage`` waits for: each ``field_time`` and ``idle`` rule's."""
-        if field_time:
-            for rule in self.a.stage_rules(stage, "field_time"):
-                self.schedule_field_time(rule, self.field_time_at(rule))
-        if idle:
-            since = self.state.last_event_at if self.state.last_event_at is not None else self.epoch
-            self.reset_idle(stage, since)
+    def set_stage_timers(self, stage: str) -> None:
+        """The timers a lead in ``stage`` waits for: each ``field_time`` rule's, and the idle timer."""
+        for rule in self.a.stage_rules(stage, "field_time"):
+            self.schedule_field_time(rule, self.field_time_at(rule))
+        base = self.idle_base()
+        self.arm_idle(stage, base, base)
 
-    def reset_idle(self, stage: str, since: float) -> None:
+    # ------------------------------------------------------------------ idle
+    def idle_base(self) -> float:
+        """Since when the lead has been quiet in its stage: its last event there, or its arrival."""
+        times = [x for x in (self.state.last_event_at, self.state.since) if x is not None]
+        return max(times) if times else self.epoch
+
+    def arm_idle(self, stage: str, base: float, done: float, *, replace: bool = False) -> None:
+        """Set the idle timer for the first ``idle`` rule due after ``done`` (quiet since ``base``).
+
+        Lazy: a timer that falls due no later than needed is kept (it sets itself again when it
+        fires), so events in a busy stage change no timer.
+        """
+        due = [base + (r.after or 0) for r in self.a.stage_rules(stage, "idle")]
+        at = min((t for t in due if t > done), default=None)
+        timer_id = self.find(IDLE, "idle")
+        if timer_id is not None:
+            if not replace and at is not None and self.state.pending[timer_id].at <= at:
+                return
+            self.cancel(timer_id)
+        if at is not None:
+            self.set_pending(IDLE, "idle", stage, at, None, {"base": base, "done": done})
+
+    def idle_will_act(self, rule: CRule) -> bool:
+        """Whether the pending idle timer will act ``rule`` for the current quiet period."""
+        timer_id = self.find(IDLE, "idle")
+        if timer_id is None:
+            return False
+        base = self.idle_base()
+        data = self.state.pending[timer_id].event_data
+        done = float(data.get("done", base)) if data.get("base") == base else base
+        return base + (rule.after or 0) > done
+
+    def idle_fired(self, timer_id: str, entry: Pending) -> None:
+        """Act the ``idle`` rules whose quiet time has come, then wait for the next one."""
+        stage = entry.stage
+        base = self.idle_base()
+        done = float(entry.event_data.get("done", base)) if entry.event_data.get("base") == base else base
+        origin = _Origin(timer_id, "idle", self.epoch, {}, 0)
         for rule in self.a.stage_rules(stage, "idle"):
-            timer_id = self.find(rule.id, "idle")
-            if timer_id is not None:
-                self.cancel(timer_id)
-            self.set_pending(rule.id, "idle", stage, since + (rule.after or 0), None)
+            if done < base + (rule.after or 0) <= self.epoch:
+                self.record(rule.id, "fired", "idle")
+                self.due(rule, origin)
+        self.arm_idle(stage, base, max(done, self.epoch), replace=True)
 
     def field_time_at(self, rule: CRule, value: Any = None, *, given: bool = False) -> float | None:
         """When a ``field_time`` rule acts for the lead: its date field plus the offset."""
@@ -323,11 +365,12 @@ class _React:
         if not st.remember(e.id):
             return  # redelivered: it has been handled
         pipeline, stage = self.event_position(e)
-        self.observe(pipeline, stage, e.at, idle=False)
         st.last_event_at = e.at if st.last_event_at is None else max(st.last_event_at, e.at)
+        self.observe(pipeline, stage, e.at)
         if pipeline != self.a.pipeline or stage is None:
             return  # a lead of another pipeline: not this document's business
-        self.reset_idle(stage, e.at)
+        base = self.idle_base()
+        self.arm_idle(stage, base, base)
         if e.type == "lead.field_changed":
             name = _field_name(e.data.get("field"))
             for rule in self.a.field_time_by_field.get(name, ()):
@@ -422,6 +465,10 @@ class _React:
         if entry.kind == "decay":
             self.decay(entry)
             return
+        if entry.kind == "idle":
+            if self.in_stage(entry.stage):
+                self.idle_fired(e.timer_id, entry)
+            return
         rule = self.a.rules.get(entry.rule)
         if rule is None:
             self.record(entry.rule, "cancelled", "the rule is no longer in the automations")
@@ -461,19 +508,27 @@ class _React:
         pipeline, stage = self.position()
         self.observe(pipeline, stage, self.epoch)
         decays = {d.key for d in self.a.decays}
+        base = self.idle_base()
+        done = self.epoch  # without an idle timer, every idle rule of the quiet period has acted
         for timer_id, p in list(st.pending.items()):
             if p.kind == "decay":
                 if p.rule not in decays:
                     self.cancel(timer_id)
                 continue
             rule = self.a.rules.get(p.rule)
-            if p.kind in ("idle", "field_time"):
+            if p.kind == "idle":
+                if p.event_data.get("base") == base:
+                    done = float(p.event_data.get("done", base))
                 self.cancel(timer_id)  # set again below from the new version's rules
+            elif p.kind == "field_time":
+                self.cancel(timer_id)
             elif rule is None or rule.stage != p.stage:
                 self.cancel(timer_id)
                 self.record(p.rule, "cancelled", f"not in version {e.version}")
         if st.pipeline == self.a.pipeline and st.stage is not None:
-            self.set_stage_timers(st.stage, field_time=True, idle=True)
+            for rule in self.a.stage_rules(st.stage, "field_time"):
+                self.schedule_field_time(rule, self.field_time_at(rule))
+            self.arm_idle(st.stage, base, done)
             self.start_decay(self.score())
 
     def on_apply(self, e: fx.ApplyRule) -> None:
@@ -489,10 +544,15 @@ class _React:
         if not self.in_stage(rule.stage):
             self.record(rule.id, "not_in_stage", f"the lead is in {self.state.stage}")
             return
+        origin = _Origin(key, "apply", self.epoch, {}, 0)
         if rule.on <= {"idle", "field_time"}:
-            self.set_stage_timers(rule.stage, field_time=True, idle=False)  # timer rules wait for their time
+            if "idle" in rule.on and self.idle_base() + (rule.after or 0) <= self.epoch:
+                if not self.idle_will_act(rule):
+                    self.fire(rule, origin)  # quiet long enough already
+            elif "field_time" in rule.on:
+                self.schedule_field_time(rule, self.field_time_at(rule))  # it waits for its time
             return
-        self.fire(rule, _Origin(key, "apply", self.epoch, {}, 0))
+        self.fire(rule, origin)
 
 
 _HANDLERS: dict[type[object], Callable[[_React, Any], None]] = {

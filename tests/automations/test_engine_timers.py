@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.automations import effects as fx
+from bot.automations.engine import IDLE
 from bot.automations.state import RECENT
 from bot.engine.events import TimerFired
 
@@ -208,19 +209,55 @@ def test_field_time_is_cancelled_when_the_lead_leaves_the_stage() -> None:
 
 
 # ---------------------------------------------------------------------- idle
-def test_idle_fires_after_the_time_without_events_and_every_event_resets_it() -> None:
+def test_idle_acts_after_the_time_without_events_and_every_event_restarts_the_count() -> None:
     lead = Lead(compile_doc([rule("stale", "idle", stage="Proposal", after="3d")]))
     lead.move("Proposal")
     ((first, at),) = lead.timers("idle").items()
     assert at == later(days=3).timestamp()
     effects = lead.send(event("email.opened", at=later(days=1)), now=later(days=1))
-    assert fx.CancelTimer(first) in effects
+    assert of(effects, fx.SetTimer) == [] and of(effects, fx.CancelTimer) == []  # no timer work per event
+    effects = lead.fire(first)  # day 3: quiet for 2 days only
+    assert acted(effects) == []
     ((second, at),) = lead.timers("idle").items()
     assert at == later(days=4).timestamp()
     effects = lead.fire(second)
     assert acted(effects) == ["stale"]
     assert outcomes(effects, "stale") == ["fired", "acted"]
     assert lead.timers("idle") == {}  # once, until the next event
+    lead.send(event("email.opened", at=later(days=5)), now=later(days=5))
+    assert list(lead.timers("idle").values()) == [later(days=8).timestamp()]
+
+
+def test_idle_rules_of_a_stage_act_each_at_its_own_time_from_one_timer() -> None:
+    lead = Lead(compile_doc([rule("one", "idle", after="1d"), rule("three", "idle", after="3d"),
+                             rule("two", "idle", after="2d")]))
+    lead.send(event("chat.message"))
+    assert list(lead.timers("idle").values()) == [later(days=1).timestamp()]
+    assert acted(lead.fire_only("idle")) == ["one"]
+    assert list(lead.timers("idle").values()) == [later(days=2).timestamp()]
+    assert acted(lead.fire_only("idle")) == ["two"]
+    lead.send(event("chat.message", at=later(days=2, hours=1)), now=later(days=2, hours=1))
+    assert list(lead.timers("idle").values()) == [later(days=3).timestamp()]  # earlier than needed: kept
+    assert acted(lead.fire_only("idle")) == []
+    assert list(lead.timers("idle").values()) == [later(days=3, hours=1).timestamp()]
+    assert acted(lead.fire_only("idle")) == ["one"]
+
+
+def test_an_idle_rule_applied_to_an_existing_lead_acts_if_it_is_quiet_long_enough() -> None:
+    a = compile_doc([rule("stale", "idle", after="3d")])
+    lead = Lead(a)
+    lead.send(event("chat.message"))
+    assert acted(lead.send(fx.ApplyRule("stale"), now=later(days=1))) == []
+    lead2 = Lead(a)
+    lead2.send(event("chat.message"))
+    assert acted(lead2.send(fx.ApplyRule("stale"), now=later(days=4))) == []  # its timer is due: it acts
+    assert acted(lead2.fire_only("idle")) == ["stale"]
+    lead3 = Lead(compile_doc([]))
+    lead3.send(event("chat.message"))
+    lead3.automations = a
+    lead3.send(fx.AutomationsChanged(2), now=later(days=4))  # a new rule: the quiet time so far is not its
+    assert lead3.timers("idle") == {}
+    assert acted(lead3.send(fx.ApplyRule("stale"), now=later(days=4))) == ["stale"]
 
 
 def test_idle_is_cancelled_when_the_lead_leaves_and_set_for_a_lead_first_seen_in_the_stage() -> None:
@@ -291,7 +328,8 @@ def test_a_new_version_cancels_pending_work_of_rules_that_are_gone() -> None:
     assert fx.CancelTimer(by_rule["gone"]) in effects
     assert outcomes(effects, "gone") == ["cancelled"]
     assert fx.CancelTimer(by_rule["keep"]) not in effects
-    assert {p.rule for p in lead.state.pending.values()} == {"keep", "stale"}  # the new idle rule waits
+    assert {p.rule for p in lead.state.pending.values()} == {"keep", IDLE}  # the new idle rule waits
+    assert lead.timers("idle") == {next(iter(lead.timers("idle"))): later(days=2).timestamp()}
     assert acted(lead.fire(by_rule["keep"])) == ["keep"]
 
 
