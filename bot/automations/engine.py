@@ -76,10 +76,11 @@ def react(
     now: datetime,
 ) -> Reaction:
     """Apply one event to one lead. ``state`` is not modified; a new one is returned."""
-    r = _React(automations, state.clone(), snapshot or {}, now)
     handler = _HANDLERS.get(type(event))
     if handler is None:
         raise TypeError(f"not an automation event: {event!r}")
+    r = _React(automations, state.clone(), snapshot or {}, now)
+    r.adopt()
     handler(r, event)
     return Reaction(r.state, tuple(r.effects))
 
@@ -114,6 +115,16 @@ class _React:
         self.epoch = now.timestamp()
         self.effects: list[fx.Effect] = []
         self.contexts: dict[str, dict[str, Any]] = {}
+
+    def adopt(self) -> None:
+        """The lead's state follows the document of the pipeline it is in: when the shell passes
+        another document (the lead moved to another pipeline), the old one's timers are dropped."""
+        st = self.state
+        if st.automations != self.a.id:
+            if st.automations is not None:
+                for timer_id in list(st.pending):
+                    self.cancel(timer_id)
+            st.automations = self.a.id
 
     # ------------------------------------------------------------------ where the lead is
     def lead(self) -> Mapping[str, Any]:
@@ -413,10 +424,10 @@ class _React:
             ok, _why = self.holds(t.match, origin)
             if not ok:
                 continue
-            self.record(t.id, "fired", origin.type)
             if looping:
                 self.record(t.id, "loop", f"{origin.type} at depth {origin.depth}")
                 return
+            self.record(t.id, "fired", origin.type)
             if t.stage == stage:
                 self.record(t.id, "skipped_if", f"the lead is already in {stage}")
                 continue

@@ -53,6 +53,7 @@ class LeadState:
     """The rule engine's memory of one lead (``id`` is ``lead:<lead id>``, the queue's id)."""
 
     id: str
+    automations: str | None = None  # the document whose timers ``pending`` holds
     pipeline: str | None = None  # where the lead was last seen
     stage: str | None = None
     since: float | None = None  # when it entered that stage (epoch seconds)
@@ -81,20 +82,21 @@ class LeadState:
 
     def clone(self) -> LeadState:
         # Entries are replaced, never changed in place, so a shallow copy of the dict is enough.
-        return LeadState(self.id, self.pipeline, self.stage, self.since, self.last_event_at, dict(self.pending),
-                         self.seq, self.decayed_at, list(self.recent))
+        return LeadState(self.id, self.automations, self.pipeline, self.stage, self.since, self.last_event_at,
+                         dict(self.pending), self.seq, self.decayed_at, list(self.recent))
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "v": 1, "id": self.id, "pipeline": self.pipeline, "stage": self.stage, "since": self.since,
-            "last": self.last_event_at, "pending": {k: p.to_dict() for k, p in self.pending.items()},
-            "seq": self.seq, "decayed": self.decayed_at, "recent": list(self.recent),
+            "v": 1, "id": self.id, "doc": self.automations, "pipeline": self.pipeline, "stage": self.stage,
+            "since": self.since, "last": self.last_event_at,
+            "pending": {k: p.to_dict() for k, p in self.pending.items()}, "seq": self.seq,
+            "decayed": self.decayed_at, "recent": list(self.recent),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LeadState:
         return cls(
-            d["id"], d.get("pipeline"), d.get("stage"), d.get("since"), d.get("last"),
+            d["id"], d.get("doc"), d.get("pipeline"), d.get("stage"), d.get("since"), d.get("last"),
             {str(k): Pending.from_dict(p) for k, p in (d.get("pending") or {}).items()},
             int(d.get("seq", 0)), d.get("decayed"), [str(x) for x in d.get("recent") or ()],
         )

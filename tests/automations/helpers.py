@@ -35,10 +35,11 @@ def compile_doc(
     scoring: Iterable[Mapping[str, Any]] = (),
     version: int = 1,
     stages: Iterable[str] = STAGES,
+    pipeline: str = "Sales",
     **settings: Any,
 ) -> CompiledAutomations:
     doc = {
-        "format": "salesbot.automations/1", "id": "sales", "pipeline": "Sales",
+        "format": "salesbot.automations/1", "id": pipeline.lower(), "pipeline": pipeline,
         "settings": {"timezone": "Europe/Istanbul", **settings},
         "rules": [{"do": NOTE, **r} for r in rules], "triggers": list(triggers), "scoring": list(scoring),
     }

@@ -173,3 +173,21 @@ def test_the_state_remembers_where_and_since_when() -> None:
     lead.send(event("chat.message"))
     assert (lead.state.pipeline, lead.state.stage, lead.state.since) == ("Sales", "Incoming", NOW.timestamp())
     assert lead.state.last_event_at == NOW.timestamp()
+
+
+def test_a_lead_moved_to_a_pipeline_of_another_document_drops_the_old_document_s_timers() -> None:
+    sales = compile_doc([rule("d", "chat.message", delay="1h")],
+                        scoring=[{"on": "email.opened", "add": 1}, {"decay": {"every": "1d", "subtract": 1}}])
+    lead = Lead(sales)
+    lead.send(event("chat.message"))
+    lead.send(event("email.opened"))
+    old = set(lead.timers())
+    assert len(old) == 2
+    lead.automations = compile_doc([rule("hello", "moved_in", stage="New")], pipeline="Support",
+                                   stages=("New", "Done"))
+    lead.lead.update(pipeline="Support", stage="New")
+    effects = lead.send(event("lead.stage_changed", **{"from": {"pipeline": "Sales", "stage": "Incoming"},
+                                                       "to": {"pipeline": "Support", "stage": "New"}}))
+    assert {x.timer_id for x in of(effects, fx.CancelTimer)} == old
+    assert acted(effects) == ["hello"]
+    assert lead.state.automations == "support"
