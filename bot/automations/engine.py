@@ -368,7 +368,11 @@ class _React:
             return "" if isinstance(compiled, Template) else compiled
 
     def _iso(self, epoch: float) -> str:
-        return datetime.fromtimestamp(epoch, self.a.tz).isoformat()
+        """A timer's time for a record's detail (the epoch itself if it is no date)."""
+        try:
+            return datetime.fromtimestamp(epoch, self.a.tz).isoformat()
+        except (OverflowError, ValueError, OSError):
+            return str(epoch)
 
     # ------------------------------------------------------------------ events
     def on_lead_event(self, e: LeadEvent) -> None:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from bot.automations import effects as fx
 from bot.automations.engine import IDLE
+from bot.automations.events import LeadEvent
 from bot.automations.state import RECENT
 from bot.engine.events import TimerFired
 
@@ -365,3 +366,10 @@ def test_timer_kinds_use_epoch_seconds_in_utc() -> None:
     lead.send(event("chat.message"))
     ((_, at),) = lead.timers().items()
     assert datetime.fromtimestamp(at, UTC) == NOW + timedelta(seconds=90)
+
+
+def test_an_event_time_that_is_no_date_still_sets_its_delay() -> None:
+    lead = Lead(compile_doc([rule("d", "chat.message", delay="1h")]))
+    effects = lead.send(LeadEvent("odd", "chat.message", 1e300, "42"))
+    assert outcomes(effects, "d") == ["fired", "delayed"]
+    assert list(lead.timers("delay").values()) == [1e300 + 3600]
