@@ -23,6 +23,7 @@ from ..builder.durations import parse_duration
 from ..builder.templates import evaluate_value
 from ..builder.validate import _PLAIN_ACTION_KEYS, _Compiler, _has_template  # compiled exactly as in flows
 from ..builder.working_hours import WorkingHours
+from ..engine.state import plain
 from ..errors import FlowInvalid
 from . import models as m
 
@@ -49,6 +50,9 @@ class CStartProcess:
 @dataclass(frozen=True, slots=True)
 class CActions:
     actions: tuple[c.CAction, ...]
+    #: Per action: the parameters without templates, evaluated once (plain data, read-only), and
+    #: those with templates, rendered per act.
+    parts: tuple[tuple[Mapping[str, Any], Mapping[str, Any]], ...]
 
 
 CDo = CStartBot | CStartProcess | CActions
@@ -212,7 +216,12 @@ def _do(comp: _Compiler, do: m.StartBotDo | m.ActionsDo | m.StartProcessDo, at: 
             for k, v in params.items()
         }
         actions.append(c.CAction(a.do, MappingProxyType(compiled)))
-    return CActions(tuple(actions))
+    parts = tuple(
+        (MappingProxyType({k: plain(evaluate_value(v, {})) for k, v in x.params.items() if not _has_template(v)}),
+         MappingProxyType({k: v for k, v in x.params.items() if _has_template(v)}))
+        for x in actions
+    )
+    return CActions(tuple(actions), parts)
 
 
 def _rule(comp: _Compiler, index: int, r: m.Rule) -> CRule:

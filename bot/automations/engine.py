@@ -339,22 +339,25 @@ class _React:
         if isinstance(do, CStartProcess):
             return fx.StartProcess(rule.id, do.process, plain(self.value(dict(do.variables), ctx)), depth)
         assert isinstance(do, CActions)
-        payloads = tuple(self.action(a, ctx) for a in do.actions if a.do not in _CONVERSATION_ONLY)
+        payloads = tuple(self.action(a, fixed, templated, ctx)
+                         for a, (fixed, templated) in zip(do.actions, do.parts, strict=True)
+                         if a.do not in _CONVERSATION_ONLY)
         return fx.RunActions(rule.id, payloads, depth, rule.leave_unanswered)
 
-    def action(self, act: CAction, ctx: Mapping[str, Any]) -> dict[str, Any]:
+    def action(self, act: CAction, fixed: Mapping[str, Any], templated: Mapping[str, Any],
+               ctx: Mapping[str, Any]) -> dict[str, Any]:
         """The plain command of one action, as a flow's action request carries it."""
-        params = self.value(dict(act.params), ctx)
-        payload: dict[str, Any] = {"do": act.do, **params}
+        payload: dict[str, Any] = {"do": act.do, **fixed}
+        for key, value in templated.items():
+            payload[key] = plain(self.value(value, ctx))
         if act.do == "add_task":
-            payload["due_at"] = task_due(params.get("due"), self.now, self.a).isoformat()
+            payload["due_at"] = task_due(payload.get("due"), self.now, self.a).isoformat()
         elif act.do == "complete_tasks":
-            lo, hi = task_due_window(params.get("due"), self.now, self.a)
+            lo, hi = task_due_window(payload.get("due"), self.now, self.a)
             payload["due_from"] = lo.isoformat() if lo else None
             payload["due_to"] = hi.isoformat() if hi else None
         payload["timezone"] = self.a.tz.key
-        result: dict[str, Any] = plain(payload)
-        return result
+        return payload
 
     def value(self, compiled: Any, ctx: Mapping[str, Any]) -> Any:
         """A compiled value evaluated; only a template that fails becomes ``""``."""
