@@ -18,7 +18,8 @@ Outcome = Literal["fired", "acted", "skipped_if", "waiting_window", "delayed", "
 class RunActions:
     """Run these flow actions on the lead, in order, like a flow's action step. Each is the
     plain command a flow's action request carries (``{"do": "add_task", ..., "due_at": ...,
-    "timezone": ...}``): templates are already rendered."""
+    "timezone": ...}``): templates are already rendered. Read-only: values without templates
+    are shared with the compiled document."""
 
     rule: str
     actions: tuple[Mapping[str, Any], ...]
