@@ -169,3 +169,33 @@ def test_random_histories_keep_the_engine_s_promises(steps: list[tuple[Any, ...]
         once = [(p.rule, p.kind) for p in state.pending.values() if p.kind in ("idle", "field_time", "decay")]
         assert len(once) == len(set(once)), "two timers of one idle, field_time or decay rule"
         assert LeadState.from_dict(msgpack.unpackb(msgpack.packb(state.to_dict()))) == state
+
+
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+odd = st.one_of(json_value, st.sampled_from(STAGES), st.dictionaries(
+    st.sampled_from(["pipeline", "stage", "fields", "tags", "score", "meeting_at"]), json_value, max_size=4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["lead.stage_changed", "lead.created", "lead.field_changed",
+                                           "lead.tag_added", "chat.message", "order.paid", "email.opened"]),
+                          st.dictionaries(st.sampled_from(["from", "to", "stage", "field", "tag", "url"]), odd,
+                                          max_size=3),
+                          st.dictionaries(st.sampled_from(["pipeline", "stage", "tags", "fields", "price"]), odd,
+                                          max_size=4),
+                          odd), max_size=8))
+def test_odd_events_and_snapshots_never_raise(steps: list[tuple[str, dict[str, Any], dict[str, Any], Any]]) -> None:
+    """What a webhook or a CRM may send is data, not a crash: no shape of event data or snapshot
+    makes ``react`` raise."""
+    state = LeadState.for_lead("42")
+    for i, (etype, data, lead, contact) in enumerate(steps):
+        e = LeadEvent(f"e{i}", etype, NOW.timestamp(), "42", None, data)
+        snapshot = {"lead": lead, "contact": contact}
+        state = react(DOCS[1], state, e, snapshot, NOW).state
+        for timer_id in list(state.pending):
+            state = react(DOCS[1], state, TimerFired(timer_id), snapshot, NOW + timedelta(days=9)).state
+        msgpack.packb(state.to_dict())
