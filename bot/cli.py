@@ -1,4 +1,4 @@
-"""The ``salesbot`` command line: flows validate / graph, chat, test."""
+"""The ``salesbot`` command line: flows validate / push / graph, automations validate / push, chat, test."""
 
 from __future__ import annotations
 
@@ -6,20 +6,27 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from .automations.validate import AutomationContext, validate_automations
 from .builder.graph import to_mermaid
 from .builder.loader import load_flow, read_document
 from .builder.validate import check_document, parse_flow_model
-from .errors import FlowInvalid, FlowLoadError
+from .errors import FlowInvalid, FlowLoadError, Problem
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    return _validate_files(args.files, lambda doc: check_document(doc)[0], "flow", json_output=args.json, out=out)
+
+
+def _validate_files(files: Sequence[str], check: Callable[[Any], list[Problem]], noun: str, *,
+                    json_output: bool, out: TextIO) -> int:
+    """One line per problem (or a JSON report) for documents of one format; 1 when any has an error."""
     failed = False
     report: list[dict[str, Any]] = []
-    for name in args.files:
+    for name in files:
         try:
             doc = read_document(name)
         except FlowLoadError as exc:
@@ -27,21 +34,21 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
             report.append({"file": name, "pointer": "", "message": str(exc).split(": ", 1)[-1], "severity": "error"})
             continue
         if isinstance(doc, dict) and "$schema" in doc and "format" not in doc:
-            report.append({"file": name, "pointer": "", "message": "skipped: a JSON Schema, not a flow",
+            report.append({"file": name, "pointer": "", "message": f"skipped: a JSON Schema, not a {noun}",
                            "severity": "note"})
             continue
-        problems, _ = check_document(doc)
+        problems = check(doc)
         failed |= any(p.severity == "error" for p in problems)
         report += [{"file": name, **p.as_dict()} for p in problems]
-    if args.json:
+    if json_output:
         out.write(json.dumps({"valid": not failed, "problems": report}, ensure_ascii=False, indent=2) + "\n")
     else:
         for r in report:
             tag = {"error": "", "warning": "warning: "}.get(r["severity"], "")
             out.write(f"{r['file']}: {r['pointer'] or '/'}: {tag}{r['message']}\n")
         if not failed:
-            flows = sum(1 for r in report if r["severity"] == "note")
-            out.write(f"{len(args.files) - flows} flow(s) valid\n")
+            skipped = sum(1 for r in report if r["severity"] == "note")
+            out.write(f"{len(files) - skipped} {noun}(s) valid\n")
     return 1 if failed else 0
 
 
@@ -61,8 +68,9 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _cmd_push(args: argparse.Namespace, out: TextIO) -> int:
-    """Upload flows to a running server (PUT /api/bots/{id}); print the version or every problem."""
+def _cmd_push(args: argparse.Namespace, out: TextIO, collection: str = "bots") -> int:
+    """Upload documents to a running server (PUT /api/bots/{id}, or /api/automations/{id}); print
+    the version or every problem."""
     import urllib.error
     import urllib.request
 
@@ -80,7 +88,7 @@ def _cmd_push(args: argparse.Namespace, out: TextIO) -> int:
             failed = True
             continue
         req = urllib.request.Request(
-            f"{args.server.rstrip('/')}/api/bots/{bot}", data=json.dumps(doc).encode(), method="PUT",
+            f"{args.server.rstrip('/')}/api/{collection}/{bot}", data=json.dumps(doc).encode(), method="PUT",
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {args.token}"})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
@@ -102,6 +110,46 @@ def _cmd_push(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"{name}: cannot reach {args.server}: {exc}\n")
             failed = True
     return 1 if failed else 0
+
+
+def _automation_context(config_path: str | None) -> AutomationContext:
+    """What ``automations validate`` checks against, from the configuration (``--config``, else
+    ./salesbot.toml when present): the embedded CRM's pipelines (the default ``Sales`` pipeline
+    when none is configured; not checked with another CRM backend) and the bots of ``flows_dir``
+    (not checked when the folder does not exist)."""
+    from crm_bridge.memory import DEFAULT_PIPELINE, DEFAULT_STAGES
+
+    from .config import load_config
+
+    config = load_config(config_path)
+    pipelines: dict[str, list[str]] = {}
+    if config.crm.backend == "embedded":
+        pipelines = dict(config.embedded_crm.pipelines) or {DEFAULT_PIPELINE: list(DEFAULT_STAGES)}
+    bots = None
+    if config.flows_dir.is_dir():
+        bots = set()
+        for path in config.flows_dir.glob("*.json"):
+            try:
+                doc = read_document(path)
+            except FlowLoadError:
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("id"), str) and "format" in doc:
+                bots.add(doc["id"])
+    return AutomationContext(pipelines, bots=bots)
+
+
+def _cmd_automations(args: argparse.Namespace, out: TextIO) -> int:
+    if args.automations_command == "push":
+        return _cmd_push(args, out, "automations")
+    from .config import ConfigError
+
+    try:
+        context = _automation_context(args.config)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    return _validate_files(args.files, lambda doc: validate_automations(doc, context), "document",
+                           json_output=args.json, out=out)
 
 
 def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
@@ -162,6 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("file")
     g.add_argument("--highlight", help="a step id to highlight")
 
+    autos = sub.add_parser("automations", help="validate and upload automation documents")
+    asub = autos.add_subparsers(dest="automations_command", required=True)
+    av = asub.add_parser("validate", help="check automation documents against salesbot.toml's pipelines and "
+                                          "the flows of flows_dir; one line per problem")
+    av.add_argument("files", nargs="+")
+    av.add_argument("--json", action="store_true", help="print the problems as JSON")
+    av.add_argument("--config", help="TOML file (default ./salesbot.toml when present)")
+    ap = asub.add_parser("push", help="upload automation documents to a running server")
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--server", "--url", required=True, help="e.g. http://127.0.0.1:8080")
+    ap.add_argument("--token", required=True, help="an admin or operator token")
+
     t = sub.add_parser("test", help="run conversation tests (*.test.yaml)")
     t.add_argument("paths", nargs="+")
     t.add_argument("-v", "--verbose", action="store_true", help="also list the tests that pass")
@@ -192,6 +252,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, inp: T
         if args.flows_command == "push":
             return _cmd_push(args, out)
         return _cmd_validate(args, out) if args.flows_command == "validate" else _cmd_graph(args, out)
+    if args.command == "automations":
+        return _cmd_automations(args, out)
     if args.command == "test":
         return _cmd_test(args, out)
     if args.command == "chat":

@@ -199,6 +199,7 @@ class Config(_Frozen):
     admin_token: SecretStr | None = None
     tokens: list[TokenConfig] = []
     flows_dir: Path = Path("flows")
+    automations_dir: Path = Path("automations")  # *.json automation documents uploaded at start
     accounts: dict[str, AccountConfig] = Field(default_factory=dict)
     timer_shards: int = 16
     timer_poll_interval: float = 0.25
@@ -232,6 +233,7 @@ _ENV_KEYS = {
     "SALESBOT_PUBLIC_URL": "public_url",
     "SALESBOT_ADMIN_TOKEN": "admin_token",
     "SALESBOT_FLOWS_DIR": "flows_dir",
+    "SALESBOT_AUTOMATIONS_DIR": "automations_dir",
     "SALESBOT_TIMER_SHARDS": "timer_shards",
     "SALESBOT_TIMER_POLL_INTERVAL": "timer_poll_interval",
     "SALESBOT_LOCK_TTL": "lock_ttl",

@@ -3,8 +3,10 @@
 Every error the project raises on purpose derives from ``SalesbotError``::
 
     SalesbotError
-    ├── FlowError                  (bot.builder)
-    │   ├── FlowInvalid            a document failed validation; carries every Problem
+    ├── FlowError                  (bot.builder, bot.automations)
+    │   ├── DocumentInvalid        a document failed validation; carries every Problem
+    │   │   ├── FlowInvalid        … a flow
+    │   │   └── AutomationsInvalid … an automation document (salesbot.automations/1)
     │   └── FlowLoadError          a file could not be read or is not JSON
     ├── RuntimeFault               (bot.runtime)
     │   ├── UnknownBot             start_bot / API named a bot that is not loaded
@@ -34,7 +36,7 @@ class SalesbotError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One finding of flow validation: where (JSON pointer) and what to fix."""
+    """One finding of a document's validation (flows, automations): where (JSON pointer) and what to fix."""
 
     pointer: str
     message: str
@@ -51,13 +53,21 @@ class FlowError(SalesbotError):
     """Something is wrong with a flow document."""
 
 
-class FlowInvalid(FlowError):
-    """A flow document failed validation; ``problems`` lists every error and warning."""
+class DocumentInvalid(FlowError):
+    """A document failed validation; ``problems`` lists every error and warning."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         errors = [p for p in problems if p.severity == "error"]
         super().__init__(f"{len(errors)} problem(s): " + "; ".join(str(p) for p in errors[:5]))
+
+
+class FlowInvalid(DocumentInvalid):
+    """A flow document failed validation."""
+
+
+class AutomationsInvalid(DocumentInvalid):
+    """An automation document failed validation (``bot.automations.validate``)."""
 
 
 class FlowLoadError(FlowError):

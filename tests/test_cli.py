@@ -179,3 +179,87 @@ def test_command_line_through_a_real_process(tmp_path: Path) -> None:
                           capture_output=True, text=True, encoding="utf-8", timeout=120, cwd=ROOT)
     assert (done.returncode, done.stdout.splitlines()) == (
         0, [f"{good}: /steps/lost: warning: step cannot be reached from the start", "1 flow(s) valid"])
+
+
+# ---------------------------------------------------------------------- salesbot automations validate
+AUTOMATIONS: dict[str, Any] = {
+    "format": "salesbot.automations/1", "id": "sales", "pipeline": "Sales",
+    "rules": [{"id": "hello", "stage": "Incoming", "on": "created", "do": {"start_bot": "welcome"}}],
+}
+
+
+def toml(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "salesbot.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_automations_validate_the_example_against_the_example_flows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # flows/ is the flows_dir, and there is no salesbot.toml
+    example = str(ROOT / "automations" / "sales.json")
+    schema = str(ROOT / "flows" / "automations.schema.json")
+    config = str(ROOT / "tests" / "fixtures" / "no-such.toml")
+    assert run("automations", "validate", example, schema, "--config", config)[0] == 2  # a config that is not there
+    code, lines = run("automations", "validate", example, schema)  # ./salesbot.toml is optional; flows/ is here
+    assert (code, lines) == (0, [f"{schema}: /: skipped: a JSON Schema, not a document", "1 document(s) valid"])
+
+
+def test_automations_validate_one_line_per_problem_and_exit_1(tmp_path: Path) -> None:
+    bad = {**AUTOMATIONS, "rules": [{**AUTOMATIONS["rules"][0], "stage": "Incomng", "do": {"start_bot": "welcom"}}],
+           "triggers": [{"id": "t", "stage": "Won", "on": "order.payed"}]}
+    f = write(tmp_path, "bad.json", bad)
+    code, lines = run("automations", "validate", f)
+    assert code == 1
+    assert lines == [
+        (f'{f}: /rules/0/do/start_bot: unknown bot "welcom" (did you mean "welcome"?); known: ab_offer, appointment, '
+        "demo, qualify, welcome"),
+        (f'{f}: /rules/0/stage: unknown stage "Incomng" of pipeline "Sales" (did you mean "Incoming"?); its stages: '
+        "Incoming, Contacted, Qualified, Proposal, Won, Lost"),
+        (f'{f}: /triggers/0/on: unknown event type "order.payed" (did you mean "order.paid"?) '
+        '(your own events are "custom.<name>")'),
+    ]
+
+
+def test_automations_validate_warnings_exit_0_and_json(tmp_path: Path) -> None:
+    doc = {**AUTOMATIONS, "rules": [{**AUTOMATIONS["rules"][0], "active": "working_hours"}]}
+    f = write(tmp_path, "warn.json", doc)
+    assert run("automations", "validate", f) == (0, [
+        f'{f}: /rules/0/active: warning: the same as "always": settings.working_hours is not set',
+        "1 document(s) valid"])
+    code, lines = run("automations", "validate", "--json", f, write(tmp_path, "x.json", "[1]"))
+    report = json.loads("\n".join(lines))
+    assert code == 1 and report["valid"] is False
+    assert [(p["pointer"], p["severity"]) for p in report["problems"]] == [("/rules/0/active", "warning"),
+                                                                          ("", "error")]
+
+
+def test_automations_validate_reads_pipelines_and_flows_dir_from_salesbot_toml(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bots").mkdir()
+    write(tmp_path / "bots", "hello.json", {**VALID, "id": "hello"})
+    toml(tmp_path, 'flows_dir = "bots"\n[embedded_crm.pipelines]\nSupport = ["New", "Waiting", "Done"]\n')
+    doc = {**AUTOMATIONS, "pipeline": "Support",
+           "rules": [{"id": "hi", "stage": "Waitng", "on": "created", "do": {"start_bot": "welcome"}}]}
+    f = write(tmp_path, "support.json", doc)
+    code, lines = run("automations", "validate", f)
+    assert code == 1
+    assert lines == [f'{f}: /rules/0/do/start_bot: unknown bot "welcome"; known: hello',
+                     (f'{f}: /rules/0/stage: unknown stage "Waitng" of pipeline "Support" (did you mean "Waiting"?); '
+                     "its stages: New, Waiting, Done")]
+    # Without a salesbot.toml and a flows folder: the default Sales pipeline, bots not checked.
+    (tmp_path / "salesbot.toml").unlink()
+    g = write(tmp_path, "sales.json", {**AUTOMATIONS, "rules": [{**AUTOMATIONS["rules"][0],
+                                                                 "do": {"start_bot": "anybody"}}]})
+    assert run("automations", "validate", g) == (0, ["1 document(s) valid"])
+    assert run("automations", "validate", f)[1] == [
+        f'{f}: /pipeline: unknown pipeline "Support"; known: Sales']
+    # Another CRM backend: pipelines and stages are not checked.
+    toml(tmp_path, '[crm]\nbackend = "webhook"\nbase_url = "https://crm.example"\nsecret = "s3cret-value"\n')
+    assert run("automations", "validate", f) == (0, ["1 document(s) valid"])
+
+
+def test_automations_validate_with_a_broken_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = toml(tmp_path, "port = [\n")
+    assert run("automations", "validate", write(tmp_path, "a.json", AUTOMATIONS), "--config", config) == (2, [])
+    assert "not valid TOML" in capsys.readouterr().err

@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: importing the app here would load it for every test helper
+    from bot.runtime.worker import Worker
+    from bot.server.services import Services
 
 
 async def wait_for(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02, *,
@@ -34,8 +38,8 @@ async def wait_for(check: Callable[[], Any], timeout: float = 5.0, interval: flo
 class WorkerDriver:
     """For harnesses that run the app's worker loops by hand (needs ``worker`` and ``services``)."""
 
-    worker: Any
-    services: Any
+    worker: Worker
+    services: Services
 
     async def step(self) -> int:
         """One round of the worker: due timers, then one outbox round."""

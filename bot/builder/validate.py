@@ -7,18 +7,17 @@ document into a ``CompiledFlow`` or raises ``FlowInvalid`` with the whole list.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import regex
 from jinja2 import TemplateSyntaxError
-from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 
 from ..errors import FlowInvalid, Problem
 from ..messages import OutButton
@@ -26,6 +25,7 @@ from . import compiled as c
 from . import models as m
 from .graph import Edge, all_edges, loops_without_wait, reachable
 from .normalize import normalize
+from .problems import _ACTION_NAMES, _KEYS, _STEP_TYPE_NAMES, pointer, schema_problems, sorted_problems, suggest
 from .templates import Expression, Template, evaluate_value
 from .working_hours import WorkingHours, WorkingHoursError
 
@@ -47,121 +47,8 @@ class _Envelope(m.Model):
     steps: Annotated[dict[str, Any], Field(min_length=1)]
 
 
-def _vocabulary() -> list[str]:
-    names: set[str] = set()
-    for obj in vars(m).values():
-        if isinstance(obj, type) and issubclass(obj, BaseModel):
-            for name, f in obj.model_fields.items():
-                names.add(f.alias or name)
-    return sorted(names)
-
-
-_KEYS = _vocabulary()
-
-
-def _tags(union: object, key: str) -> list[str]:
-    """The discriminator values (``type`` of steps, ``do`` of actions) of an annotated union."""
-    members = get_args(get_args(union)[0])
-    return sorted(get_args(t.model_fields[key].annotation)[0] for t in members)
-
-
-_STEP_TYPE_NAMES = _tags(m.Step, "type")
-_ACTION_NAMES = _tags(m.Action, "do")
-
-
-def pointer(parts: Iterable[str | int]) -> str:
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
-
-
-def _at_union(path: list[str | int], step: bool) -> bool:
-    """Whether the object at ``path`` (inside a step when ``step``) is a member of a union."""
-    if not path:
-        return step  # a step: tagged by its type
-    if path[-1] in ("if", "not"):
-        return True  # a predicate
-    return len(path) >= 2 and isinstance(path[-1], int) and path[-2] in ("actions", "all", "any")
-
-
-def _real_path(raw: Any, loc: tuple[Any, ...], *, step: bool = False) -> list[str | int]:
-    """Map a pydantic error location onto the document, dropping union tags pydantic adds."""
-    path: list[str | int] = []
-    node = raw
-    tagged: set[int] = set()  # objects whose union tag was already passed
-    for i, part in enumerate(loc):
-        last = i == len(loc) - 1
-        if (isinstance(node, dict) and id(node) not in tagged and _at_union(path, step)
-                and part in (node.get("type"), node.get("do"), m._predicate_kind(node))):
-            # The tag of a step, action or predicate, which pydantic puts before its fields
-            # (a widget step's tag "widget" is also one of its keys: it is not that key).
-            tagged.add(id(node))
-        elif (isinstance(node, dict) and part in node) or (
-                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
-            path.append(part)
-            node = node[part]
-        elif last and isinstance(node, dict):
-            path.append(part)  # a missing key: point at where it belongs
-        # otherwise: a union tag ("str", "function-after[…]"): skip it
-    return path
-
-
-def _message(err: Mapping[str, Any], raw: Any, path: list[str | int]) -> str:
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    bad = err.get("input")
-    if kind == "missing":
-        return "required"
-    if kind == "extra_forbidden":
-        key = str(path[-1]) if path else ""
-        # A key known elsewhere ("title" on a stop step) is misplaced, not misspelt: no hint.
-        return f'unknown key "{key}"' + ("" if key in _KEYS else _suggest(key, _KEYS))
-    if kind == "union_tag_invalid":
-        tag = ctx.get("tag")
-        disc = str(ctx.get("discriminator", "")).strip("'")
-        names = _ACTION_NAMES if disc == "do" else _STEP_TYPE_NAMES
-        what = "action" if disc == "do" else "step type"
-        return f'unknown {what} "{tag}"{_suggest(str(tag), names)}; one of: {", ".join(names)}'
-    if kind == "union_tag_not_found":
-        disc = str(ctx.get("discriminator", "")).strip("'")
-        return f'"{disc}" is required'
-    if kind == "literal_error":
-        expected = str(ctx.get("expected", ""))
-        options = [o.strip().strip("'") for o in expected.replace(" or ", ", ").split(",")]
-        return f"{json.dumps(bad, ensure_ascii=False)} is not one of: {', '.join(options)}" + (
-            _suggest(bad, options) if isinstance(bad, str) else ""
-        )
-    if kind == "too_long":
-        field = path[-1] if path else "value"
-        limit = ctx.get("max_length")
-        actual = ctx.get("actual_length")
-        if isinstance(bad, (list, tuple)):
-            return f"at most {limit} {field}, got {actual}"
-        return f"at most {limit} characters, got {actual}"
-    if kind == "string_too_long":
-        actual = len(bad) if isinstance(bad, str) else "more"
-        return f"at most {ctx.get('max_length')} characters, got {actual}"
-    if kind == "too_short":
-        return f"needs at least {ctx.get('min_length')} item(s)"
-    if kind == "string_pattern_mismatch":
-        field = path[-1] if path else ""
-        if field == "id":
-            return f"{json.dumps(bad)} is not a bot id: lower-case letters, digits, _ and -, up to 64"
-        return f"{json.dumps(bad, ensure_ascii=False)} is not a valid {field or 'value'} (pattern {ctx.get('pattern')})"
-    if kind == "value_error":
-        return str(err["msg"]).removeprefix("Value error, ")
-    return str(err["msg"])
-
-
 def _schema_problems(exc: ValidationError, raw: Any, prefix: list[str | int]) -> list[Problem]:
-    out = []
-    for err in exc.errors():
-        path = _real_path(raw, tuple(err["loc"]), step=bool(prefix))
-        out.append(Problem(pointer(prefix + path), _message(err, raw, path)))
-    return out
+    return schema_problems(exc, raw, prefix, step=bool(prefix))
 
 
 _REF_KEYS = {"next", "other_answer", "failed", "else", "pass", "fail", "step", "on_timeout"}
@@ -202,7 +89,7 @@ _PLAIN_ACTION_KEYS = frozenset({
 })
 
 
-class _Compiler:
+class Compiler:
     """Compiles parsed steps, collecting template and regex problems with their pointers."""
 
     def __init__(self) -> None:
@@ -270,6 +157,19 @@ class _Compiler:
             return c.CLeaf(tuple(p.field.split(".")), p.op, evaluate_value(value, {}), pattern, True)
         return c.CLeaf(tuple(p.field.split(".")), p.op, value, pattern)
 
+    def actions(self, actions: Iterable[m.Action], at: list[str | int]) -> tuple[c.CAction, ...]:
+        """Actions with their templates compiled (an action step's, or an automation rule's)."""
+        out = []
+        for i, a in enumerate(actions):
+            params = a.model_dump(by_alias=True, exclude={"do"})
+            compiled_params = {
+                k: v if k in _PLAIN_ACTION_KEYS or (a.do == "set_variable" and k == "name")
+                else self.value(v, at + [i, k])
+                for k, v in params.items()
+            }
+            out.append(c.CAction(a.do, MappingProxyType(compiled_params)))
+        return tuple(out)
+
     def step(self, sid: str, s: m.Step) -> c.CStep:
         at: list[str | int] = ["steps", sid]
         t = s.type
@@ -336,16 +236,7 @@ class _Compiler:
                 for e in s.until
             ))
         if isinstance(s, m.ActionStep):
-            actions = []
-            for i, a in enumerate(s.actions):
-                params = a.model_dump(by_alias=True, exclude={"do"})
-                compiled_params = {
-                    k: v if k in _PLAIN_ACTION_KEYS or (a.do == "set_variable" and k == "name")
-                    else self.value(v, at + ["actions", i, k])
-                    for k, v in params.items()
-                }
-                actions.append(c.CAction(a.do, MappingProxyType(compiled_params)))
-            return c.CActionStep(sid, t, tuple(actions), s.next, s.failed)
+            return c.CActionStep(sid, t, self.actions(s.actions, at + ["actions"]), s.next, s.failed)
         if isinstance(s, m.InternalMessageStep):
             return c.CInternalMessage(sid, t, self.template(s.text, at + ["text"]), tuple(s.to), s.next)
         if isinstance(s, m.SubscribeStep):
@@ -368,6 +259,10 @@ class _Compiler:
         if isinstance(s, m.StopStep):
             return c.CStop(sid, t, s.close_chat)
         raise AssertionError(f"no compiler for {t}")  # pragma: no cover - the schema forbids it
+
+
+#: The name other modules used before the compiler was shared (bot.automations.compiled).
+_Compiler = Compiler
 
 
 def _seconds(duration: int | str) -> int:
@@ -452,38 +347,26 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
         if sid not in steps:
             for at, target in _raw_refs(raw, ["steps", sid]):
                 if target not in raw_steps:
-                    problems.append(Problem(pointer(at), f'unknown step "{target}"{_suggest(target, names)}'))
+                    problems.append(Problem(pointer(at), f'unknown step "{target}"{suggest(target, names)}'))
                 else:
                     raw_edges.append(Edge(sid, target, pointer(at), "", "wait"))
     edges = all_edges(steps)
     for e in edges:
         if e.target not in raw_steps:
-            problems.append(Problem(e.pointer, f'unknown step "{e.target}"{_suggest(e.target, names)}'))
+            problems.append(Problem(e.pointer, f'unknown step "{e.target}"{suggest(e.target, names)}'))
     start = doc.get("start")
     if isinstance(start, str) and raw_steps and start not in raw_steps:
-        problems.append(Problem("/start", f'unknown step "{start}"{_suggest(start, names)}'))
+        problems.append(Problem("/start", f'unknown step "{start}"{suggest(start, names)}'))
 
-    tz = ZoneInfo("UTC")
-    hours = WorkingHours.parse(None, tz)
     settings = env.settings if env is not None else _settings(doc)
-    if settings is not None:
-        try:
-            tz = ZoneInfo(settings.timezone)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
-            problems.append(Problem("/settings/timezone", f'unknown timezone "{settings.timezone}" '
-                                    '(use an IANA name such as "Europe/Istanbul")'))
-        try:
-            hours = WorkingHours.parse(settings.working_hours, tz)
-        except WorkingHoursError as exc:
-            problems.append(Problem("/settings/working_hours", str(exc)))
-        if settings.working_hours is not None and hours.always is False and not any(hours.week):
-            problems.append(Problem("/settings/working_hours", "no open hours on any day"))
+    tz, hours = check_clock(settings.timezone if settings else None, settings.working_hours if settings else None,
+                            problems)
 
     for cycle in loops_without_wait([e for e in edges if e.target in raw_steps]):
         route = " → ".join([cycle[0].source] + [e.target for e in cycle])
         problems.append(Problem(cycle[-1].pointer, f"loop {route} can run without ever waiting for the customer"))
 
-    compiler = _Compiler()
+    compiler = Compiler()
     compiled_steps = {sid: compiler.step(sid, s) for sid, s in steps.items()}
     problems.extend(compiler.problems)
 
@@ -505,7 +388,7 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
                                     "no_answer: an unexpected reply leaves the customer without an answer", "warning"))
 
     if any(p.severity == "error" for p in problems) or env is None:
-        return _sorted(problems), None
+        return sorted_problems(problems), None
     flow = c.CompiledFlow(
         id=env.id, version=0, name=env.name or env.id, start=env.start, tz=tz, hours=hours,
         leave_unanswered=env.settings.leave_unanswered, step_budget=env.settings.step_budget,
@@ -521,7 +404,28 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
             isinstance(s, m.ActionStep) and any(getattr(a, "from_", None) == "manual" for a in s.actions)
             for s in steps.values()),
     )
-    return _sorted(problems), flow
+    return sorted_problems(problems), flow
+
+
+def check_clock(timezone: str | None, working_hours: Mapping[str, str] | None,
+                problems: list[Problem]) -> tuple[ZoneInfo, WorkingHours]:
+    """The ``settings`` timezone and working hours of a document (flows and automations share
+    them), each problem appended; UTC and "always open" stand in for what is wrong."""
+    tz = ZoneInfo("UTC")
+    if timezone is not None:
+        try:
+            tz = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
+            problems.append(Problem("/settings/timezone", f'unknown timezone "{timezone}" '
+                                    '(use an IANA name such as "Europe/Istanbul")'))
+    hours = WorkingHours.parse(None, tz)
+    try:
+        hours = WorkingHours.parse(dict(working_hours) if working_hours is not None else None, tz)
+    except WorkingHoursError as exc:
+        problems.append(Problem("/settings/working_hours", str(exc)))
+    if working_hours is not None and hours.always is False and not any(hours.week):
+        problems.append(Problem("/settings/working_hours", "no open hours on any day"))
+    return tz, hours
 
 
 def _slow_checks(steps: Iterable[m.Step]) -> bool:
@@ -554,17 +458,6 @@ def _settings(doc: dict[str, Any]) -> m.Settings | None:
         return None  # already reported with the envelope
 
 
-def _sorted(problems: list[Problem]) -> list[Problem]:
-    seen: set[tuple[str, str, str]] = set()
-    out = []
-    for p in sorted(problems, key=lambda p: (p.severity != "error", p.pointer)):
-        key = (p.pointer, p.message, p.severity)
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-    return out
-
-
 def compile_document(doc: Any, *, version: int = 0) -> c.CompiledFlow:
     """The compiled flow, or ``FlowInvalid`` listing every problem."""
     problems, flow = check_document(doc)
@@ -582,4 +475,5 @@ def parse_flow_model(doc: Any) -> m.Flow:
     return m.Flow.model_validate(doc)
 
 
-__all__ = ["Edge", "check_document", "compile_document", "parse_flow_model", "pointer"]
+__all__ = ["_ACTION_NAMES", "_KEYS", "_STEP_TYPE_NAMES", "Edge", "check_document", "compile_document",
+           "parse_flow_model", "pointer"]

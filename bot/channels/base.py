@@ -14,6 +14,7 @@ errors to ``DeliveryTemporary`` (retry, with ``retry_after``) or ``DeliveryRejec
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -23,10 +24,11 @@ from typing import Any, Protocol, runtime_checkable
 from ..errors import SalesbotError
 from ..inputs import BadInput, clean_optional, clean_text
 from ..store.outbox import DeliveryRejected, DeliveryTemporary
+from .host import ChannelHost
 
 __all__ = [
     "BadInput", "Capabilities", "ChannelAdapter", "ChannelError", "DeliveryRejected", "DeliveryTemporary",
-    "Inbound", "InboundAttachment", "MalformedWebhook", "RawRequest", "WebhookRejected",
+    "Inbound", "InboundAttachment", "MalformedWebhook", "Poller", "PollingAdapter", "RawRequest", "WebhookRejected",
     "clean_inbound", "readable_items",
 ]
 
@@ -141,6 +143,22 @@ class ChannelAdapter(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Poller(Protocol):
+    """Fetches a platform's updates itself (no webhook) and hands them to ``webhooks.dispatch``."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set; return soon after."""
+        ...
+
+
+@runtime_checkable
+class PollingAdapter(Protocol):
+    """An adapter that can poll (Telegram's ``getUpdates``): the worker runs its poller for the
+    accounts with ``settings.mode = "polling"``."""
+
+    def poller(self, host: ChannelHost) -> Poller: ...
 
 
 # ---------------------------------------------------------------------------- inbound hygiene

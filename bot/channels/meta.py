@@ -35,7 +35,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -236,7 +236,8 @@ class SentParts:
         self._done.pop(key, None)
 
 
-async def send_parts(sent: SentParts, key: str, bodies: list[Any], post: Any) -> str | None:
+async def send_parts(sent: SentParts, key: str, bodies: list[Any],
+                     post: Callable[[Any], Awaitable[str | None]]) -> str | None:
     """Post ``bodies`` in order (``post(body) -> platform id``), skipping the ones a previous
     attempt of the same message already sent; returns the id of the last part."""
     done, last_id = sent.get(key) if key else (0, None)
@@ -434,7 +435,8 @@ class MetaMessagingAdapter:
         data = await self.graph.post(f"{quote(comment_id, safe='')}/replies", params={"message": text[:2200]})
         return str(data.get("id") or "") or None
 
-    def _route(self, chat: Mapping[str, str], message: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], bool]:
+    def _route(self, chat: Mapping[str, str],
+               message: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], bool]:
         """(recipient, messaging_type/tag fields, private reply?) or ``DeliveryRejected``."""
         now = time.time()
         external = chat.get("external_id", "")
@@ -453,7 +455,8 @@ class MetaMessagingAdapter:
         if message.get("role") == "human" and dm_at is not None and now - dm_at < HUMAN_AGENT_WINDOW:
             return {"id": external}, {"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"}, False
         if message.get("role") == "human":
-            raise DeliveryRejected("more than 7 days since the customer's last message: the HUMAN_AGENT tag no longer applies")
+            raise DeliveryRejected(
+                "more than 7 days since the customer's last message: the HUMAN_AGENT tag no longer applies")
         raise DeliveryRejected("outside the 24-hour messaging window")
 
     def _texts(self, text: str) -> list[str]:

@@ -38,10 +38,13 @@ class UnknownChannel(ChannelError):
 
 def _load(target: str) -> Factory:
     module, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module)
+    obj: Any = importlib.import_module(module)  # whatever an entry point names: checked below
     for part in attr.split("."):
         obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
+    if not callable(obj):
+        raise ChannelError(f"{target!r} is not a channel adapter factory")
+    factory: Factory = obj
+    return factory
 
 
 class ChannelRegistry:

@@ -113,7 +113,8 @@ def render(entry: dict[str, Any], caps: Capabilities) -> list[Rendered]:
                 _cut(list_in["button"], caps.list_button_max),
                 tuple((_cut(s["title"], caps.list_title_max),
                        tuple(ListRow(r["id"], _cut(r["title"], caps.list_title_max),
-                                     _cut(r["description"], caps.list_description_max) if r.get("description") else None)
+                                     _cut(r["description"], caps.list_description_max)
+                                     if r.get("description") else None)
                              for r in s["rows"]))
                       for s in list_in["sections"]),
                 list_in.get("header"), list_in.get("footer"))

@@ -101,7 +101,7 @@ _last_headers: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.Co
     "twilio_last_headers", default=None)
 
 
-class _SessionHttpClient(AsyncHttpClient):
+class _SessionHttpClient(AsyncHttpClient):  # type: ignore[misc]  # an untyped SDK class (see the imports)
     """The twilio SDK's async HTTP client contract, over an aiohttp session owned elsewhere."""
 
     def __init__(self, session: aiohttp.ClientSession, timeout: float | None = None) -> None:

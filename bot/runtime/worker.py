@@ -7,26 +7,62 @@ stops between iterations when asked, so a graceful shutdown finishes in-flight w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
+from crm_bridge.outbox import CrmOutbox
+
+from ..config import Config
 from ..engine import events as ev
-from ..store.timers import DueTimer
-from .service import IdentityPending
-
-if TYPE_CHECKING:
-    from ..server.services import Services
+from ..store.conversations import ConversationStore
+from ..store.outbox import Outbox
+from ..store.timers import DueTimer, TimerWheel
+from .metrics import Metrics
+from .service import ConversationService, IdentityPending
 
 log = logging.getLogger("salesbot.worker")
 CONCURRENCY = 32
 
 
+class WorkerServices(Protocol):
+    """What the worker's loops use of the process's shared services (``bot.server.services``)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def store(self) -> ConversationStore: ...
+
+    @property
+    def timers(self) -> TimerWheel: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def crm_outbox(self) -> CrmOutbox | None: ...
+
+    @property
+    def conversations(self) -> ConversationService: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+
+class Receiver(Protocol):
+    """A loop that fetches inbound work itself (a channel's long-polling ``Poller``)."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
 class Worker:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: WorkerServices, *, receivers: Sequence[Receiver] = ()) -> None:
         self.s = services
         self.poll = services.config.timer_poll_interval
+        self._receivers = tuple(receivers)
         self._stopping = False
         self._sem = asyncio.Semaphore(CONCURRENCY)
 
@@ -41,32 +77,25 @@ class Worker:
 
     def crm_retries(self, stop: asyncio.Event) -> list[Awaitable[None]]:
         """The CRM outbox: commands that met a temporary CRM failure, retried in order per lead."""
-        crm_outbox = getattr(self.s, "crm_outbox", None)
+        crm_outbox = self.s.crm_outbox
         return [] if crm_outbox is None else [self._loop(stop, crm_outbox.run_once, min(self.poll, 0.1), "crm_outbox")]
 
     def receivers(self, stop: asyncio.Event) -> list[Awaitable[None]]:
-        """Long-polling receivers (an adapter's ``poller(services).run(stop)``) of the accounts
-        with ``settings.mode = "polling"`` (e.g. Telegram's getUpdates instead of a webhook)."""
-        out: list[Awaitable[None]] = []
-        for name, adapter in getattr(self.s, "adapters", {}).items():
-            acc = self.s.config.account(name)
-            make = getattr(adapter, "poller", None)
-            if make is not None and acc is not None and acc.settings.get("mode") == "polling":
-                out.append(make(self.s).run(stop))
-        return out
+        """The long-polling receivers this worker was given (e.g. Telegram's getUpdates for the
+        accounts with ``settings.mode = "polling"``)."""
+        return [receiver.run(stop) for receiver in self._receivers]
 
-    async def _loop(self, stop: asyncio.Event, body: object, interval: float, name: str) -> None:
+    async def _loop(self, stop: asyncio.Event, body: Callable[[], Awaitable[object]], interval: float,
+                    name: str) -> None:
         while not stop.is_set() and not self._stopping:
             try:
-                await body()  # type: ignore[operator]
+                await body()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception(f"worker.{name}_failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
 
     async def _deliver_timer(self, timer: DueTimer) -> None:
         async with self._sem:
@@ -83,8 +112,8 @@ class Worker:
         if not due:
             return 0
         results = await asyncio.gather(*(self._deliver_timer(t) for t in due), return_exceptions=True)
-        delivered = [t for t, r in zip(due, results) if not isinstance(r, BaseException)]
-        for t, r in zip(due, results):
+        delivered = [t for t, r in zip(due, results, strict=True) if not isinstance(r, BaseException)]
+        for t, r in zip(due, results, strict=True):
             if isinstance(r, BaseException):
                 log.error("timer.delivery_failed", extra={"timer": t.timer_id, "error": repr(r)})
         await self.s.timers.ack(delivered)  # the failed ones come back when their claim expires
@@ -114,7 +143,7 @@ class Worker:
                     await store.postpone_pending(cid, now + store.lock_ttl_ms / 1000)
                     return False
                 log.warning("conversation.recovered", extra={"cid": cid})
-                await self.s.conversations.process(batch)  # type: ignore[arg-type]
+                await self.s.conversations.process(batch)
                 return True
             except IdentityPending:  # the CRM is away: its lock expires and the next rounds retry
                 return False

@@ -6,24 +6,35 @@ import asyncio
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from crm_bridge import CrmRef
+
 from ..engine import events as ev
-from ..errors import FlowInvalid
-from ..store import codec
-from ..store.bots import BotNotFound, problems_as_details
+from ..errors import CrmError
+from ..store import codec, replies
 from ..store.indexes import STATUSES, ConversationIndex, Filters, claim_key
+from . import versioned
 from .auth import Principal
-from .http import MAX_INDEX, MAX_TIMESTAMP, HttpError, error, json_body, query_number, require
+from .http import MAX_TIMESTAMP, HttpError, error, json_body, query_number, require
 from .keys import SERVICES
 from .views import run_view, state_of, summary
 
 routes = web.RouteTableDef()
 #: At most this many queued events are discarded by one retry.
 MAX_SKIP = 1000
+
+
+@runtime_checkable
+class LeadActivity(Protocol):
+    """A CRM backend that lists a lead's tasks and notes (every built-in one), for the dashboard."""
+
+    async def lead_tasks(self, ref: CrmRef) -> list[dict[str, Any]]: ...
+
+    async def lead_notes(self, ref: CrmRef) -> list[dict[str, Any]]: ...
 
 
 @routes.get("/healthz")
@@ -47,89 +58,39 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.put("/api/bots/{id}")
 async def put_bot(request: web.Request) -> web.Response:
     require(request, "operator")
-    doc = await json_body(request)
-    bot_id = request.match_info["id"]
-    if isinstance(doc, dict) and doc.get("id") != bot_id:
-        return error(422, "invalid_flow", "the flow's id must match the URL",
-                     [{"pointer": "/id", "message": f'must be "{bot_id}" (the id in the URL)'}])
     bots = request.app[SERVICES].bots
-    try:
-        info, new = await bots.put(doc)
-    except FlowInvalid as exc:
-        return error(422, "invalid_flow", f"{len(problems_as_details(exc.problems))} problem(s) in the flow",
-                     problems_as_details(exc.problems))
-    if not new:
-        await bots.activate(info.bot, info.version)
-    return web.json_response({"id": info.bot, "version": info.version, "warnings": list(info.warnings)},
-                             status=201 if new else 200)
+    return await versioned.upload(request, bots.put, bots.activate, code="invalid_flow", noun="flow")
 
 
 @routes.get("/api/bots")
 async def list_bots(request: web.Request) -> web.Response:
     require(request, "operator", "support")
-    bots = request.app[SERVICES].bots
-    out = []
-    for bot in await bots.ids():
-        versions = await bots.versions(bot)
-        active = await bots.active_version(bot)
-        current = next((v for v in versions if v.version == active), None)
-        out.append({"id": bot, "name": current.name if current else bot, "active_version": active,
-                    "versions": len(versions)})
-    return web.json_response({"bots": out})
+    return versioned.listing("bots", await request.app[SERVICES].bots.documents.listing())
 
 
 @routes.get("/api/bots/{id}")
 async def get_bot(request: web.Request) -> web.Response:
     require(request, "operator", "support")
-    try:
-        version, doc = await request.app[SERVICES].bots.document(request.match_info["id"])
-    except BotNotFound as exc:
-        return error(404, "not_found", str(exc))
-    return web.json_response({"id": request.match_info["id"], "version": version, "flow": doc})
+    return await versioned.one(request.app[SERVICES].bots.documents, request.match_info["id"], None, "flow")
 
 
 @routes.get("/api/bots/{id}/versions")
 async def bot_versions(request: web.Request) -> web.Response:
     require(request, "operator", "support")
-    bots = request.app[SERVICES].bots
-    bot = request.match_info["id"]
-    versions = await bots.versions(bot)
-    if not versions:
-        return error(404, "not_found", f"no bot {bot!r}")
-    active = await bots.active_version(bot)
-    return web.json_response({"id": bot, "active_version": active,
-                              "versions": [{**v.as_dict(), "active": v.version == active} for v in versions]})
+    return await versioned.history(request.app[SERVICES].bots.documents, request.match_info["id"], "bot")
 
 
 @routes.get("/api/bots/{id}/versions/{n}")
 async def bot_version(request: web.Request) -> web.Response:
     require(request, "operator", "support")
-    bot = request.match_info["id"]
-    try:
-        n = int(request.match_info["n"])
-    except ValueError:
-        n = 0
-    if not 1 <= n <= MAX_INDEX:
-        return error(400, "bad_version", "the version is a whole number")
-    try:
-        version, doc = await request.app[SERVICES].bots.document(bot, n)
-    except BotNotFound as exc:
-        return error(404, "not_found", str(exc))
-    return web.json_response({"id": bot, "version": version, "flow": doc})
+    return await versioned.one(request.app[SERVICES].bots.documents, request.match_info["id"],
+                               request.match_info["n"], "flow")
 
 
 @routes.post("/api/bots/{id}/activate")
 async def activate_bot(request: web.Request) -> web.Response:
     require(request, "operator")
-    body = await json_body(request)
-    version = body.get("version") if isinstance(body, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool):
-        return error(400, "bad_request", 'the body is {"version": n}')
-    try:
-        info = await request.app[SERVICES].bots.activate(request.match_info["id"], version)
-    except BotNotFound as exc:
-        return error(404, "not_found", str(exc))
-    return web.json_response({"id": info.bot, "version": info.version, "active": True})
+    return await versioned.activate(request, request.match_info["id"], request.app[SERVICES].bots.activate)
 
 
 # ---------------------------------------------------------------------- conversations
@@ -149,7 +110,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     if q.get("parked", "").lower() in ("1", "true", "yes"):  # set aside after repeated failures
         cids = await services.store.parked(limit)
         metas = await ConversationIndex(services.redis).metas(cids)
-        return web.json_response({"conversations": [_public_meta(c, m) for c, m in zip(cids, metas) if m],
+        return web.json_response({"conversations": [_public_meta(c, m) for c, m in zip(cids, metas, strict=True) if m],
                                   "next_before": None}, dumps=lambda v: json.dumps(v, ensure_ascii=False))
     # Secondary indexes kept by the save path (bot/store/indexes.py): no scan of all conversations.
     filters = Filters(status=q.get("status") or None, channel=q.get("channel") or None, bot=q.get("bot") or None,
@@ -180,17 +141,14 @@ async def get_conversation(request: web.Request) -> web.Response:
     body = _public_meta(cid, meta)
     body["run"] = run_view(run)
     if state and state.crm:
-        from crm_bridge import CrmRef
-
-        from ..errors import CrmError
-
         ref = CrmRef(state.crm["contact_id"], state.crm["lead_id"], state.crm.get("company_id") or None)
         try:
             snapshot = await services.crm.snapshot(ref)
             body["lead"] = snapshot.get("lead")
             body["contact"] = {**body["contact"], **(snapshot.get("contact") or {})}
-            body["tasks"] = await services.crm.lead_tasks(ref)
-            body["notes"] = await services.crm.lead_notes(ref)
+            if isinstance(services.crm, LeadActivity):
+                body["tasks"] = await services.crm.lead_tasks(ref)
+                body["notes"] = await services.crm.lead_notes(ref)
         except CrmError as exc:  # the CRM is down: the conversation is still shown
             body["crm_error"] = str(exc)
     body["transcript"] = transcript
@@ -342,7 +300,7 @@ async def business_event(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if not cid and body.get("lead") is not None:
         found = await services.redis.hget("sb:lead_conversations", str(body["lead"]))
-        cid = found.decode() if found else None
+        cid = replies.text(found) if found else None
     if not cid or not isinstance(cid, str) or not await services.store.meta(cid):
         # an event never creates a conversation: it concerns one that exists (or a known lead's)
         return error(404, "not_found", "no conversation for this event (give conversation or a known lead)")
@@ -363,6 +321,6 @@ async def continue_widget(request: web.Request) -> web.Response:
     except HttpError:
         await services.redis.set(f"sb:widget:{token}", found, ex=86400)  # let the caller retry
         raise
-    await services.conversations.deliver(found.decode(), ev.WidgetCallback(token, body),
+    await services.conversations.deliver(replies.text(found), ev.WidgetCallback(token, body),
                                          dedupe_id=f"widget:{token}")
     return web.json_response({"ok": True, "at": time.time()})

@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..channels import livechat, webhooks
 from ..config import Config
 from ..logs import quiet_parser_rejections
 from ..runtime.worker import Worker
-from . import api, crm_api, dashboard, kommo_webhooks, openapi, pages
+from . import api, automations_api, channel_webhooks, crm_api, dashboard, kommo_webhooks, livechat, openapi, pages
 from .http import errors_middleware, mark_prepared, use_expect_handler
 from .keys import LIMITS, SERVICES
 from .ratelimit import Limits
@@ -31,11 +30,12 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.on_response_prepare.append(mark_prepared)  # errors_middleware: too late for a 503
     app.add_routes(api.routes)
     app.add_routes(crm_api.routes)
+    app.add_routes(automations_api.routes)
     app.add_routes(openapi.routes)
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}
-        app.add_routes(webhooks.routes)
+        app.add_routes(channel_webhooks.routes)
         app.add_routes(pages.routes)
         dashboard.setup(app)  # /live, /live/session, /api/live, /api/bots/{id}/graph
     use_expect_handler(app)
@@ -43,13 +43,13 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            svc = services or await stack.enter_async_context(open_services(config))
+            svc = services if services is not None else await stack.enter_async_context(open_services(config))
             app[SERVICES] = svc
             stop = asyncio.Event()
             tasks = [asyncio.create_task(svc.bots.listen(stop), name="bots-listener")]
             worker = None
             if role in ("all", "worker"):
-                worker = Worker(svc)
+                worker = Worker(svc, receivers=svc.pollers())
                 tasks.append(asyncio.create_task(worker.run(stop), name="worker"))
             try:
                 yield
@@ -57,7 +57,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
                 stop.set()
                 if worker is not None:
                     worker.stop()
-                done, pending = await asyncio.wait(tasks, timeout=config.shutdown_grace)
+                _done, pending = await asyncio.wait(tasks, timeout=config.shutdown_grace)
                 for t in pending:
                     t.cancel()
                 for t in pending:

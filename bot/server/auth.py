@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..inputs import header_bytes
@@ -17,7 +18,7 @@ class Principal:
 
 
 class Auth:
-    def __init__(self, *, admin_token: str, tokens: list[tuple[str, str, str]] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, *, admin_token: str, tokens: Iterable[tuple[str, str, str]] = ()) -> None:
         self._tokens: list[tuple[bytes, Principal]] = [(admin_token.encode(), Principal("admin", "admin"))]
         for token, role, name in tokens:
             if len(token) < 8:  # an empty or trivial token would let "Bearer " in

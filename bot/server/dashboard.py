@@ -139,7 +139,7 @@ class LiveFeed:
                     self._resync_all()
                     await asyncio.sleep(0.5)
                     continue
-                for c, raw in zip(changed, metas):
+                for c, raw in zip(changed, metas, strict=True):
                     if not raw:
                         continue
                     item = summary(c, {a.decode(): b.decode() for a, b in raw.items()})

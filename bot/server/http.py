@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 from aiohttp.web_urldispatcher import _default_expect_handler
 
 from ..errors import StoreFull
@@ -84,11 +85,11 @@ def query_number(request: web.Request, name: str, default: float | None = None, 
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """``HttpError`` becomes its response; anything unexpected is logged once as
     ``http.unhandled`` and answered with a plain 500 that says nothing about the cause."""
     try:
-        return await handler(request)  # type: ignore[no-any-return]
+        return await handler(request)
     except HttpError as exc:
         return exc.response
     except (web.HTTPException, ConnectionError):  # a response, or the client went away: aiohttp's

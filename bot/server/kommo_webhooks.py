@@ -50,10 +50,8 @@ async def receive(request: web.Request) -> web.Response:
         return error(401, "bad_secret", "missing or wrong ?secret=")
     raw = await request.read()
     try:
-        if request.content_type == "application/json":
-            payload = loads(raw)  # BadJson is a ValueError
-        else:
-            payload = parse_webhook_form(raw)
+        # BadJson is a ValueError
+        payload = loads(raw) if request.content_type == "application/json" else parse_webhook_form(raw)
         if not isinstance(payload, dict):
             raise ValueError("not an object")
         events = webhook_events(payload)

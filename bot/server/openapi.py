@@ -40,7 +40,8 @@ def _op(summary: str, responses: dict[str, Any], *, auth: list[str] | None = Non
     return op
 
 
-def _p(name: str, where: str = "path", schema: dict[str, Any] | None = None, required: bool | None = None) -> dict[str, Any]:
+def _p(name: str, where: str = "path", schema: dict[str, Any] | None = None,
+       required: bool | None = None) -> dict[str, Any]:
     return {"name": name, "in": where, "required": where == "path" if required is None else required,
             "schema": schema or {"type": "string"}}
 
@@ -73,7 +74,8 @@ SCHEMAS: dict[str, Any] = {
         "versions": {"type": "array", "items": _ref("Version")}}},
     "Activated": {"type": "object", "required": ["id", "version", "active"], "properties": {
         "id": {"type": "string"}, "version": {"type": "integer"}, "active": {"const": True}}},
-    "ConversationSummary": {"type": "object", "required": ["id", "channel", "account", "status", "owner"], "properties": {
+    "ConversationSummary": {
+        "type": "object", "required": ["id", "channel", "account", "status", "owner"], "properties": {
         "id": {"type": "string"}, "channel": {"type": ["string", "null"]}, "account": {"type": ["string", "null"]},
         "contact": {"type": "object"}, "lead_id": {"type": ["string", "null"]},
         "status": {"enum": ["bot", "human", "idle"]}, "owner": {"type": "string"},
@@ -82,7 +84,8 @@ SCHEMAS: dict[str, Any] = {
         "chat_status": {"type": ["string", "null"]}, "last_message": {"type": ["string", "null"]},
         "last_activity": {"type": ["number", "null"]},
         "unanswered": {"type": "boolean", "description": "the customer's last message is unanswered (chat_status)"},
-        "waiting": {"type": "boolean", "description": "waiting for a person: unanswered and no bot handling it (status human or idle)"},
+        "waiting": {"type": "boolean",
+                    "description": "waiting for a person: unanswered and no bot handling it (status human or idle)"},
         "preview": {"type": ["object", "null"], "description": "the last message of anyone (role user, bot or human)",
                     "properties": {"role": {"type": "string"}, "text": {"type": "string"}}},
         "failures": {"type": "integer", "description": "processing failures in a row (0 once a batch goes through)"},
@@ -96,19 +99,24 @@ SCHEMAS: dict[str, Any] = {
         "n": {"type": "integer"}, "role": {"enum": ["user", "bot", "human", "internal", "system"]},
         "text": {"type": "string"}, "at": {"type": "number"}, "buttons": {"type": "array"},
         "list": {"type": "object"}, "attachments": {"type": "array"},
-        "to": {"type": "array", "items": {"type": "string"}, "description": "internal messages: who it is for (user:<id>, team:<id>)"}}},
-    "Conversation": {"allOf": [_ref("ConversationSummary"), {"type": "object", "required": ["run", "transcript"], "properties": {
+        "to": {"type": "array", "items": {"type": "string"},
+               "description": "internal messages: who it is for (user:<id>, team:<id>)"}}},
+    "Conversation": {"allOf": [_ref("ConversationSummary"), {
+        "type": "object", "required": ["run", "transcript"], "properties": {
         "run": {"type": ["object", "null"], "properties": {
             "bot": {"type": "string"}, "version": {"type": "integer"}, "step": {"type": ["string", "null"]},
             "status": {"enum": ["running", "waiting", "finished", "stopped", "failed"]},
             "variables": {"type": "object"}, "error": {"type": ["string", "null"]},
-            "waiting_for": {"type": ["object", "null"], "description": "kind, step, events, until (epoch of the next timer), held (timers that fell due while a person had it)"},
+            "waiting_for": {"type": ["object", "null"],
+                            "description": "kind, step, events, until (epoch of the next timer), "
+                                           "held (timers that fell due while a person had it)"},
             "callers": {"type": "array"}}},
         "lead": {"type": ["object", "null"]}, "tasks": {"type": "array"}, "notes": {"type": "array"},
         "transcript": {"type": "array", "items": _ref("TranscriptEntry")}}}]},
     "Accepted": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
     "ChatMessageIn": {"type": "object", "required": ["session"], "properties": {
-        "session": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"}, "text": {"type": "string", "maxLength": 4096},
+        "session": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"},
+        "text": {"type": "string", "maxLength": 4096},
         "payload": {"type": "string"}, "client_msg_id": {"type": "string"}, "name": {"type": "string"}}},
     "ChatAccepted": {"type": "object", "required": ["accepted", "duplicate", "conversation"], "properties": {
         "accepted": {"const": True}, "duplicate": {"type": "boolean"}, "conversation": {"type": "string"}}},
@@ -122,16 +130,23 @@ _ACCOUNT = _p("account")
 
 _SESSION_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"}
 _SESSION_HEADER = _p("X-Salesbot-Session", "header", _SESSION_SCHEMA, required=False)
-_SESSION_PROTOCOL = _p("Sec-WebSocket-Protocol", "header", {"type": "string", "example": "salesbot.v1, sid.<session>"},
-                       required=False)
+_SESSION_PROTOCOL = _p("Sec-WebSocket-Protocol", "header",
+                       {"type": "string", "example": "salesbot.v1, sid.<session>"}, required=False)
+_TEXT = {"schema": {"type": "string"}}
+_PAGE_HTML = {"description": "HTML", "content": {"text/html": _TEXT}}
+_ACCEPTED = _json(_ref("Accepted"))
+_TAKEN = _json(_ERROR, "Another person has the conversation")
+_READERS = ["operator", "support"]
 _SESSION_QUERY = {**_p("session", "query", _SESSION_SCHEMA, required=False), "deprecated": True,
                   "description": "Deprecated (ends up in proxy logs): use the header or subprotocol"}
 
 PATHS: dict[str, dict[str, Any]] = {
-    "/healthz": {"get": _op("Liveness and store check", {"200": _json(_ref("Health")), "503": _json(_ref("Health"), "The store does not answer")})},
-    "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
+    "/healthz": {"get": _op("Liveness and store check", {
+        "200": _json(_ref("Health")), "503": _json(_ref("Health"), "The store does not answer")})},
+    "/metrics": {"get": _op("Prometheus metrics", {
+        "200": {"description": "Prometheus text", "content": {"text/plain": _TEXT}}})},
     "/api/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
-    "/api/bots": {"get": _op("List bots", {"200": _json(_ref("BotList"))}, auth=["operator", "support"])},
+    "/api/bots": {"get": _op("List bots", {"200": _json(_ref("BotList"))}, auth=_READERS)},
     "/api/bots/{id}": {
         "put": _op("Upload a flow: a new immutable version that becomes active",
                    {"201": _json(_ref("BotStored"), "Stored as a new version"),
@@ -139,40 +154,69 @@ PATHS: dict[str, dict[str, Any]] = {
                     "400": _json(_ERROR, "Not JSON"),
                     "422": _json(_ERROR, "Invalid flow: every problem in details as {pointer, message}")},
                    auth=["operator"], body={"type": "object"}, params=[_BOT_ID]),
-        "get": _op("The active flow", {"200": _json(_ref("BotFlow")), "404": _json(_ERROR)}, auth=["operator", "support"], params=[_BOT_ID]),
+        "get": _op("The active flow", {"200": _json(_ref("BotFlow")), "404": _json(_ERROR)},
+                   auth=_READERS, params=[_BOT_ID]),
     },
-    "/api/bots/{id}/versions": {"get": _op("Version history", {"200": _json(_ref("Versions")), "404": _json(_ERROR)}, auth=["operator", "support"], params=[_BOT_ID])},
-    "/api/bots/{id}/versions/{n}": {"get": _op("One version", {"200": _json(_ref("BotFlow")), "404": _json(_ERROR)}, auth=["operator", "support"], params=[_BOT_ID, _p("n", schema={"type": "integer"})])},
-    "/api/bots/{id}/activate": {"post": _op("Roll back or forward", {"200": _json(_ref("Activated")), "404": _json(_ERROR)}, auth=["operator"],
-                                            body={"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}}, params=[_BOT_ID])},
-    "/api/conversations": {"get": _op("Conversations, newest activity first", {"200": _json(_ref("ConversationList"))}, auth=["support"], params=[
-        _p("status", "query", {"enum": ["bot", "human", "idle"]}), _p("channel", "query"), _p("bot", "query"),
-        _p("waiting", "query", {"enum": ["1", "0", "true", "false"], "description": "1: only conversations waiting for a person"}),
-        _p("q", "query", {"type": "string", "description": "search: prefix of a word of the contact's name, its e-mail, or digits of its phone"}),
-        _p("parked", "query", {"enum": ["1", "0", "true", "false"], "description": "1: only parked conversations, most recently parked first"}),
-        _p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}), _p("before", "query", {"type": "number"})])},
-    "/api/conversations/{cid}": {"get": _op("One conversation: run, lead, transcript", {"200": _json(_ref("Conversation")), "404": _json(_ERROR)}, auth=["support"], params=[_CID])},
-    "/api/conversations/{cid}/takeover": {"post": _op("A person takes the conversation (one person at a time)", {"202": _json(_ref("Accepted")), "404": _json(_ERROR),
-                                                      "409": _json(_ERROR, "Another person has it: details [{owner}]")}, auth=["support"], params=[_CID])},
-    "/api/conversations/{cid}/release": {"post": _op("Hand back to the bot (optionally at a step)", {"202": _json(_ref("Accepted")), "404": _json(_ERROR),
-                                                     "409": _json(_ERROR, "Another person has it (only they or an admin hand it back)")}, auth=["support"], params=[_CID])},
-    "/api/conversations/{cid}/messages": {"post": _op("A person's message to the customer", {"202": _json(_ref("Accepted")), "400": _json(_ERROR), "404": _json(_ERROR),
-                                                      "409": _json(_ERROR, "Another person has the conversation")}, auth=["support"],
-                                                      body={"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}, params=[_CID])},
-    "/api/conversations/{cid}/stop": {"post": _op("Stop the running bot", {"202": _json(_ref("Accepted")), "404": _json(_ERROR),
-                                                  "409": _json(_ERROR, "Another person has the conversation")}, auth=["support"], params=[_CID])},
-    "/api/conversations/{cid}/retry": {"post": _op("Retry a parked conversation (optionally discarding the oldest queued events first)",
-                                                   {"202": _json(_ref("ConversationSummary")), "400": _json(_ERROR), "404": _json(_ERROR),
-                                                    "409": _json(_ERROR, "Another person has the conversation")}, auth=["support"],
-                                                   body={"type": "object", "properties": {"skip": {"type": "integer", "minimum": 0, "maximum": 1000}}}, params=[_CID])},
-    "/api/conversations/{cid}/start": {"post": _op("Start a bot", {"202": _json(_ref("Accepted")), "404": _json(_ERROR),
-                                                   "409": _json(_ERROR, "Another person has the conversation")}, auth=["support"],
-                                                   body={"type": "object", "required": ["bot"], "properties": {"bot": {"type": "string"}, "step": {"type": "string"}}}, params=[_CID])},
-    "/api/events": {"post": _op("A CRM or business event", {"202": _json({"type": "object"}), "404": _json(_ERROR)}, auth=["operator", "support"],
-                                body={"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}, "conversation": {"type": "string"}, "lead": {}}})},
-    "/api/continue/{token}": {"post": _op("The one-time return URL of a waiting widget step", {"200": _json({"type": "object"}), "404": _json(_ERROR)}, body={}, params=[_p("token")])},
+    "/api/bots/{id}/versions": {"get": _op(
+        "Version history", {"200": _json(_ref("Versions")), "404": _json(_ERROR)}, auth=_READERS, params=[_BOT_ID])},
+    "/api/bots/{id}/versions/{n}": {"get": _op(
+        "One version", {"200": _json(_ref("BotFlow")), "404": _json(_ERROR)}, auth=_READERS,
+        params=[_BOT_ID, _p("n", schema={"type": "integer"})])},
+    "/api/bots/{id}/activate": {"post": _op(
+        "Roll back or forward", {"200": _json(_ref("Activated")), "404": _json(_ERROR)}, auth=["operator"],
+        body={"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}},
+        params=[_BOT_ID])},
+    "/api/conversations": {"get": _op(
+        "Conversations, newest activity first", {"200": _json(_ref("ConversationList"))}, auth=["support"], params=[
+            _p("status", "query", {"enum": ["bot", "human", "idle"]}), _p("channel", "query"), _p("bot", "query"),
+            _p("waiting", "query", {"enum": ["1", "0", "true", "false"],
+                                    "description": "1: only conversations waiting for a person"}),
+            _p("q", "query", {"type": "string", "description": "search: prefix of a word of the contact's name, "
+                                                               "its e-mail, or digits of its phone"}),
+            _p("parked", "query", {"enum": ["1", "0", "true", "false"],
+                                   "description": "1: only parked conversations, most recently parked first"}),
+            _p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}),
+            _p("before", "query", {"type": "number"})])},
+    "/api/conversations/{cid}": {"get": _op(
+        "One conversation: run, lead, transcript", {"200": _json(_ref("Conversation")), "404": _json(_ERROR)},
+        auth=["support"], params=[_CID])},
+    "/api/conversations/{cid}/takeover": {"post": _op(
+        "A person takes the conversation (one person at a time)",
+        {"202": _ACCEPTED, "404": _json(_ERROR), "409": _json(_ERROR, "Another person has it: details [{owner}]")},
+        auth=["support"], params=[_CID])},
+    "/api/conversations/{cid}/release": {"post": _op(
+        "Hand back to the bot (optionally at a step)",
+        {"202": _ACCEPTED, "404": _json(_ERROR),
+         "409": _json(_ERROR, "Another person has it (only they or an admin hand it back)")},
+        auth=["support"], params=[_CID])},
+    "/api/conversations/{cid}/messages": {"post": _op(
+        "A person's message to the customer",
+        {"202": _ACCEPTED, "400": _json(_ERROR), "404": _json(_ERROR), "409": _TAKEN}, auth=["support"],
+        body={"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}, params=[_CID])},
+    "/api/conversations/{cid}/stop": {"post": _op(
+        "Stop the running bot", {"202": _ACCEPTED, "404": _json(_ERROR), "409": _TAKEN},
+        auth=["support"], params=[_CID])},
+    "/api/conversations/{cid}/retry": {"post": _op(
+        "Retry a parked conversation (optionally discarding the oldest queued events first)",
+        {"202": _json(_ref("ConversationSummary")), "400": _json(_ERROR), "404": _json(_ERROR), "409": _TAKEN},
+        auth=["support"],
+        body={"type": "object", "properties": {"skip": {"type": "integer", "minimum": 0, "maximum": 1000}}},
+        params=[_CID])},
+    "/api/conversations/{cid}/start": {"post": _op(
+        "Start a bot", {"202": _ACCEPTED, "404": _json(_ERROR), "409": _TAKEN}, auth=["support"],
+        body={"type": "object", "required": ["bot"],
+              "properties": {"bot": {"type": "string"}, "step": {"type": "string"}}},
+        params=[_CID])},
+    "/api/events": {"post": _op(
+        "A CRM or business event", {"202": _json({"type": "object"}), "404": _json(_ERROR)}, auth=_READERS,
+        body={"type": "object", "required": ["type"],
+              "properties": {"type": {"type": "string"}, "conversation": {"type": "string"}, "lead": {}}})},
+    "/api/continue/{token}": {"post": _op(
+        "The one-time return URL of a waiting widget step",
+        {"200": _json({"type": "object"}), "404": _json(_ERROR)}, body={}, params=[_p("token")])},
     "/webhooks/kommo/{account}": {
-        "post": _op("Kommo's account webhooks (form-encoded leads[status][0][id]=…): CRM events of the leads' conversations",
+        "post": _op("Kommo's account webhooks (form-encoded leads[status][0][id]=…): "
+                    "CRM events of the leads' conversations",
                     {"200": _json({"type": "object", "required": ["ok", "events", "delivered"], "properties": {
                         "ok": {"const": True}, "events": {"type": "integer"}, "delivered": {"type": "integer"}}}),
                      "400": _json(_ERROR, "Not a Kommo webhook body"),
@@ -190,41 +234,57 @@ PATHS: dict[str, dict[str, Any]] = {
                     body={"description": "the platform's own payload (JSON or form-encoded)"},
                     params=[_p("channel"), _p("account")]),
         "get": _op("The platform's verification handshake (Meta: hub.challenge)",
-                   {"200": {"description": "the challenge", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                   {"200": {"description": "the challenge", "content": {"text/plain": _TEXT}},
                     "403": {"description": "wrong verify token"}, "404": _json(_ERROR), "405": _json(_ERROR)},
                    params=[_p("channel"), _p("account")]),
     },
-    "/live": {"get": _op("The support dashboard (HTML; signs in with a support or admin token)", {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}})},
-    "/live/static/{name}": {"get": _op("The dashboard's script and style", {"200": {"description": "asset"}, "404": _json(_ERROR)}, params=[_p("name")])},
+    "/live": {"get": _op("The support dashboard (HTML; signs in with a support or admin token)", {"200": _PAGE_HTML})},
+    "/live/static/{name}": {"get": _op(
+        "The dashboard's script and style", {"200": {"description": "asset"}, "404": _json(_ERROR)},
+        params=[_p("name")])},
     "/live/session": {
-        "post": _op("Sign in to the dashboard: sets the sb_live cookie (HttpOnly, SameSite=Strict, path /api/live, 12 h) that EventSource sends to /api/live",
-                    {"200": _json({"type": "object", "required": ["user", "role", "expires", "channels", "bots"], "properties": {
+        "post": _op("Sign in to the dashboard: sets the sb_live cookie (HttpOnly, SameSite=Strict, path /api/live, "
+                    "12 h) that EventSource sends to /api/live",
+                    {"200": _json({"type": "object", "required": ["user", "role", "expires", "channels", "bots"],
+                                   "properties": {
                         "user": {"type": "string"}, "role": {"type": "string"}, "expires": {"type": "integer"},
-                        "channels": {"type": "array", "items": {"type": "string"}}, "bots": {"type": "array", "items": {"type": "object"}}}})},
+                        "channels": {"type": "array", "items": {"type": "string"}},
+                        "bots": {"type": "array", "items": {"type": "object"}}}})},
                     auth=["support"]),
-        "delete": _op("Sign out: clears the cookie", {"200": _json(_ref("Accepted"))}),
+        "delete": _op("Sign out: clears the cookie", {"200": _ACCEPTED}),
     },
-    "/api/live": {"get": _op("Server-Sent Events: event conversation (a changed conversation's summary), with ?conversation=cid that "
-                             "conversation's event entry (id = transcript n; Last-Event-ID resumes) and conversation (summary + run). "
+    "/api/live": {"get": _op("Server-Sent Events: event conversation (a changed conversation's summary), with "
+                             "?conversation=cid that conversation's event entry (id = transcript n; Last-Event-ID "
+                             "resumes) and conversation (summary + run). "
                              "Auth: Authorization header or the sb_live cookie of POST /live/session",
-                             {"200": {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                             {"200": {"description": "text/event-stream", "content": {"text/event-stream": _TEXT}},
                               "400": _json(_ERROR), "404": _json(_ERROR)}, auth=["support"],
                              params=[_p("conversation", "query"), _p("after", "query", {"type": "integer"})])},
-    "/api/bots/{id}/graph": {"get": _op("The flow's step graph laid out (nodes with x, y; edges as SVG paths) for drawing",
-                                        {"200": _json({"type": "object", "required": ["id", "version", "start", "width", "height", "nodes", "edges"]}),
-                                         "400": _json(_ERROR), "404": _json(_ERROR)}, auth=["operator", "support"],
-                                        params=[_BOT_ID, _p("version", "query", {"type": "integer"})])},
-    "/chat/{account}": {"get": _op("The live chat page", {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}, "404": _json(_ERROR)}, params=[_ACCOUNT])},
-    "/chat/static/{name}": {"get": _op("The widget's script and style", {"200": {"description": "asset"}, "404": _json(_ERROR)}, params=[_p("name")])},
-    "/chat/{account}/ws": {"get": _op("The widget's WebSocket (?after=N; the session as the subprotocol sid.<session> next to salesbot.v1)", {"101": {"description": "Switching protocols"}, "400": _json(_ERROR)}, params=[_ACCOUNT, _SESSION_PROTOCOL, _SESSION_QUERY, _p("after", "query", {"type": "integer", "minimum": 0})])},
+    "/api/bots/{id}/graph": {"get": _op(
+        "The flow's step graph laid out (nodes with x, y; edges as SVG paths) for drawing",
+        {"200": _json({"type": "object",
+                       "required": ["id", "version", "start", "width", "height", "nodes", "edges"]}),
+         "400": _json(_ERROR), "404": _json(_ERROR)}, auth=_READERS,
+        params=[_BOT_ID, _p("version", "query", {"type": "integer"})])},
+    "/chat/{account}": {"get": _op(
+        "The live chat page", {"200": _PAGE_HTML, "404": _json(_ERROR)}, params=[_ACCOUNT])},
+    "/chat/static/{name}": {"get": _op(
+        "The widget's script and style", {"200": {"description": "asset"}, "404": _json(_ERROR)},
+        params=[_p("name")])},
+    "/chat/{account}/ws": {"get": _op(
+        "The widget's WebSocket (?after=N; the session as the subprotocol sid.<session> next to salesbot.v1)",
+        {"101": {"description": "Switching protocols"}, "400": _json(_ERROR)},
+        params=[_ACCOUNT, _SESSION_PROTOCOL, _SESSION_QUERY, _p("after", "query", {"type": "integer", "minimum": 0})])},
     "/chat/{account}/messages": {
-        "post": _op("A customer's message", {"202": _json(_ref("ChatAccepted")), "400": _json(_ERROR), "404": _json(_ERROR),
-                                             "503": _json(_ERROR, "store_full: a new conversation while Redis is near maxmemory; "
-                                                                  "store_unavailable: Redis unreachable (Retry-After)")},
+        "post": _op("A customer's message",
+                    {"202": _json(_ref("ChatAccepted")), "400": _json(_ERROR), "404": _json(_ERROR),
+                     "503": _json(_ERROR, "store_full: a new conversation while Redis is near maxmemory; "
+                                          "store_unavailable: Redis unreachable (Retry-After)")},
                     body=_ref("ChatMessageIn"), params=[_ACCOUNT]),
-        "get": _op("Long poll: transcript entries after N", {"200": _json(_ref("ChatMessages")), "400": _json(_ERROR)}, params=[
-            _ACCOUNT, _SESSION_HEADER, _SESSION_QUERY, _p("after", "query", {"type": "integer", "minimum": 0}),
-            _p("wait", "query", {"type": "number", "minimum": 0, "maximum": 60})]),
+        "get": _op("Long poll: transcript entries after N", {"200": _json(_ref("ChatMessages")), "400": _json(_ERROR)},
+                   params=[_ACCOUNT, _SESSION_HEADER, _SESSION_QUERY,
+                           _p("after", "query", {"type": "integer", "minimum": 0}),
+                           _p("wait", "query", {"type": "number", "minimum": 0, "maximum": 60})]),
     },
 }
 
@@ -249,11 +309,14 @@ SCHEMAS.update({
         "name": {"type": "string"}, "first_name": _NULLABLE_TEXT, "phone": _NULLABLE_TEXT, "email": _NULLABLE_TEXT,
         "responsible": _NULLABLE_TEXT, "fields": {"type": "object", "description": "custom fields; null removes one"},
         "tags": {"type": "array", "items": {"type": "string"}, "description": "replaces the tags"},
-        "tags_add": {"type": "array", "items": {"type": "string"}}, "tags_remove": {"type": "array", "items": {"type": "string"}},
-        "status": {"enum": ["current", "potential"]}, "temperature": {"enum": ["hot", "warm", "cold", "not_interested", None]},
+        "tags_add": {"type": "array", "items": {"type": "string"}},
+        "tags_remove": {"type": "array", "items": {"type": "string"}},
+        "status": {"enum": ["current", "potential"]},
+        "temperature": {"enum": ["hot", "warm", "cold", "not_interested", None]},
         "discount": {"type": "number", "minimum": 0, "maximum": 100}, "currency": _NULLABLE_TEXT,
         "language": _NULLABLE_TEXT, "unsubscribed": {"type": "boolean"}}},
-    "CrmLead": {"type": "object", "required": ["id", "name", "price", "pipeline", "stage", "fields", "tags"], "properties": {
+    "CrmLead": {"type": "object", "required": ["id", "name", "price", "pipeline", "stage", "fields", "tags"],
+                "properties": {
         "id": {"type": "string"}, "name": {"type": "string"}, "price": {"type": "number"},
         "pipeline": {"type": "string"}, "stage": {"type": "string"}, "responsible": _NULLABLE_TEXT,
         "fields": {"type": "object"}, "tags": {"type": "array", "items": {"type": "string"}},
@@ -264,18 +327,22 @@ SCHEMAS.update({
     "CrmLeadEdit": {"type": "object", "additionalProperties": False, "properties": {
         "name": {"type": "string"}, "price": {"type": "number", "minimum": 0}, "pipeline": {"type": "string"},
         "stage": {"type": "string"}, "responsible": _NULLABLE_TEXT, "fields": {"type": "object"},
-        "tags": {"type": "array", "items": {"type": "string"}}, "tags_add": {"type": "array", "items": {"type": "string"}},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "tags_add": {"type": "array", "items": {"type": "string"}},
         "tags_remove": {"type": "array", "items": {"type": "string"}},
-        "contacts": {"type": "array", "items": {"type": "string"}, "description": "contact ids, the main contact first"},
+        "contacts": {"type": "array", "items": {"type": "string"},
+                     "description": "contact ids, the main contact first"},
         "contact_id": {"type": "string", "description": "POST only: the lead's contact"}}},
-    "CrmNote": {"type": "object", "required": ["id", "entity", "entity_id", "text", "priority", "created_at"], "properties": {
+    "CrmNote": {"type": "object", "required": ["id", "entity", "entity_id", "text", "priority", "created_at"],
+                "properties": {
         "id": {"type": "string"}, "entity": {"enum": ["lead", "contact"]}, "entity_id": {"type": "string"},
         "text": {"type": "string"}, "priority": {"enum": ["high", "medium", "none"]},
         "created_at": {"type": "number"}, "updated_at": {"type": "number"}, "author": _NULLABLE_TEXT}},
     "CrmNoteIn": {"type": "object", "additionalProperties": False, "properties": {
         "text": {"type": "string"}, "priority": {"enum": ["high", "medium", "none"]}}},
     "CrmNotes": {"type": "object", "required": ["notes", "total", "next_offset"], "properties": {
-        "notes": {"type": "array", "items": _ref("CrmNote"), "description": "by priority (high, medium, none), then newest"},
+        "notes": {"type": "array", "items": _ref("CrmNote"),
+                  "description": "by priority (high, medium, none), then newest"},
         "total": {"type": "integer"}, "next_offset": {"type": ["integer", "null"]}}},
     "CrmContacts": {"type": "object", "required": ["contacts", "total", "next_offset"], "properties": {
         "contacts": {"type": "array", "items": _ref("CrmContact")}, "total": {"type": "integer"},
@@ -289,59 +356,117 @@ _CRM_ROLES = ["support"]
 _PAGE = [_p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
          _p("offset", "query", {"type": "integer", "minimum": 0})]
 _SEARCH = _p("q", "query", {"type": "string", "description": "name, e-mail or phone (prefix of any word)"})
-_STAGE = [_p("stage", "query"), _p("pipeline", "query", {"type": "string", "description": "with stage; default the first pipeline"})]
+_STAGE = [_p("stage", "query"),
+          _p("pipeline", "query", {"type": "string", "description": "with stage; default the first pipeline"})]
 _TAG = _p("tag", "query", {"type": "string", "description": "repeat for several (all must match)"})
 _HTML = {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
 _RID = _p("id")
 _NOTE = _p("note")
 
 
-def _crm_record_paths(plural: str, item: str, edit: str, listing: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
+def _crm_record_paths(plural: str, item: str, edit: str, listing: str,
+                      filters: list[dict[str, Any]]) -> dict[str, Any]:
     one = f"/api/crm/{plural}/{{id}}"
+    found, missing, invalid = _json(_ref(item)), _json(_ERROR), _json(_ERROR)
     return {
         f"/api/crm/{plural}": {
-            "get": _op(f"List {plural}, newest first; search and filter", {"200": _json(_ref(listing)), "400": _json(_ERROR)},
+            "get": _op(f"List {plural}, newest first; search and filter",
+                       {"200": _json(_ref(listing)), "400": _json(_ERROR)},
                        auth=_CRM_ROLES, params=[_SEARCH, *filters, *_PAGE]),
-            "post": _op(f"Create a {item.lower()}", {"201": _json(_ref(item)), "422": _json(_ERROR)}, auth=_CRM_ROLES, body=_ref(edit)),
+            "post": _op(f"Create a {item.lower()}", {"201": _json(_ref(item)), "422": invalid},
+                        auth=_CRM_ROLES, body=_ref(edit)),
         },
         one: {
-            "get": _op(f"One {item.lower()} with its notes", {"200": _json(_ref(item)), "404": _json(_ERROR)}, auth=_CRM_ROLES, params=[_RID]),
-            "patch": _op(f"Edit a {item.lower()}", {"200": _json(_ref(item)), "404": _json(_ERROR), "422": _json(_ERROR)},
+            "get": _op(f"One {item.lower()} with its notes", {"200": found, "404": missing},
+                       auth=_CRM_ROLES, params=[_RID]),
+            "patch": _op(f"Edit a {item.lower()}", {"200": found, "404": missing, "422": invalid},
                          auth=_CRM_ROLES, body=_ref(edit), params=[_RID]),
         },
         f"{one}/notes": {
-            "get": _op("Notes by priority, then newest", {"200": _json(_ref("CrmNotes")), "404": _json(_ERROR)}, auth=_CRM_ROLES, params=[_RID, *_PAGE]),
-            "post": _op("Add a note", {"201": _json(_ref("CrmNote")), "404": _json(_ERROR), "422": _json(_ERROR)},
+            "get": _op("Notes by priority, then newest", {"200": _json(_ref("CrmNotes")), "404": missing},
+                       auth=_CRM_ROLES, params=[_RID, *_PAGE]),
+            "post": _op("Add a note", {"201": _json(_ref("CrmNote")), "404": missing, "422": invalid},
                         auth=_CRM_ROLES, body=_ref("CrmNoteIn"), params=[_RID]),
         },
         f"{one}/notes/{{note}}": {
-            "patch": _op("Edit a note's text or priority", {"200": _json(_ref("CrmNote")), "404": _json(_ERROR), "422": _json(_ERROR)},
+            "patch": _op("Edit a note's text or priority",
+                         {"200": _json(_ref("CrmNote")), "404": missing, "422": invalid},
                          auth=_CRM_ROLES, body=_ref("CrmNoteIn"), params=[_RID, _NOTE]),
-            "delete": _op("Delete a note", {"200": _json(_ref("Accepted")), "404": _json(_ERROR)}, auth=_CRM_ROLES, params=[_RID, _NOTE]),
+            "delete": _op("Delete a note", {"200": _ACCEPTED, "404": missing},
+                          auth=_CRM_ROLES, params=[_RID, _NOTE]),
         },
     }
 
 
 PATHS.update({
-    "/api/crm/pipelines": {"get": _op("Pipelines and their stages", {"200": _json({"type": "object", "required": ["pipelines"], "properties": {
-        "pipelines": {"type": "array", "items": {"type": "object", "required": ["name", "stages"]}}}})}, auth=_CRM_ROLES)},
-    "/api/crm/users": {"get": _op("Users and teams (from the configuration)", {"200": _json({"type": "object", "required": ["users", "teams"]})}, auth=_CRM_ROLES)},
-    "/api/crm/tags": {"get": _op("Tags in use with their counts", {"200": _json({"type": "object", "required": ["entity", "tags"]}), "400": _json(_ERROR)},
-                                 auth=_CRM_ROLES, params=[_p("entity", "query", {"enum": ["contact", "lead"]})])},
+    "/api/crm/pipelines": {"get": _op("Pipelines and their stages", {"200": _json({
+        "type": "object", "required": ["pipelines"], "properties": {
+            "pipelines": {"type": "array", "items": {"type": "object", "required": ["name", "stages"]}}}})},
+        auth=_CRM_ROLES)},
+    "/api/crm/users": {"get": _op(
+        "Users and teams (from the configuration)", {"200": _json({"type": "object", "required": ["users", "teams"]})},
+        auth=_CRM_ROLES)},
+    "/api/crm/tags": {"get": _op(
+        "Tags in use with their counts",
+        {"200": _json({"type": "object", "required": ["entity", "tags"]}), "400": _json(_ERROR)},
+        auth=_CRM_ROLES, params=[_p("entity", "query", {"enum": ["contact", "lead"]})])},
     **_crm_record_paths("contacts", "CrmContact", "CrmContactEdit", "CrmContacts", [
         _p("status", "query", {"enum": ["current", "potential"]}),
         _p("temperature", "query", {"enum": ["hot", "warm", "cold", "not_interested"]}), _TAG, *_STAGE]),
     **_crm_record_paths("leads", "CrmLead", "CrmLeadEdit", "CrmLeads", [_TAG, *_STAGE, _p("responsible", "query")]),
     "/forms/{token}": {
-        "get": _op("A hosted form (create_form): the fields to fill in", {"200": _HTML, "404": _HTML, "410": _HTML}, params=[_p("token")]),
+        "get": _op("A hosted form (create_form): the fields to fill in", {"200": _HTML, "404": _HTML, "410": _HTML},
+                   params=[_p("token")]),
         "post": _op("Submit a hosted form (form-encoded); updates or creates the lead, once",
                     {"200": _HTML, "404": _HTML, "410": _HTML, "422": _HTML, "503": _HTML},
-                    body={"description": "application/x-www-form-urlencoded: one value per field"}, params=[_p("token")]),
+                    body={"description": "application/x-www-form-urlencoded: one value per field"},
+                    params=[_p("token")]),
     },
     "/unsubscribe/{token}": {
-        "get": _op("An e-mail's unsubscribe link: the contact gets no more send_email", {"200": _HTML, "404": _HTML}, params=[_p("token")]),
-        "post": _op("One-click unsubscribe (RFC 8058 List-Unsubscribe-Post)", {"200": _HTML, "404": _HTML}, params=[_p("token")]),
+        "get": _op("An e-mail's unsubscribe link: the contact gets no more send_email", {"200": _HTML, "404": _HTML},
+                   params=[_p("token")]),
+        "post": _op("One-click unsubscribe (RFC 8058 List-Unsubscribe-Post)", {"200": _HTML, "404": _HTML},
+                    params=[_p("token")]),
     },
+})
+
+
+# ---------------------------------------------------------------------- automation documents (automations_api.py)
+_AUTOMATION_ID = _p("id")
+_READERS = ["operator", "support"]
+SCHEMAS.update({
+    "AutomationsDocument": {"type": "object", "required": ["id", "version", "automations"], "properties": {
+        "id": {"type": "string"}, "version": {"type": "integer"},
+        "automations": {"type": "object", "description": "the document (see flows/automations.schema.json)"}}},
+    "AutomationsList": {"type": "object", "required": ["automations"], "properties": {"automations": {
+        "type": "array", "items": {"type": "object", "required": ["id", "name", "active_version", "versions"],
+                                   "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                                                  "active_version": {"type": ["integer", "null"]},
+                                                  "versions": {"type": "integer"}}}}}},
+})
+PATHS.update({
+    "/api/automations": {"get": _op("List automation documents", {"200": _json(_ref("AutomationsList"))},
+                                    auth=_READERS)},
+    "/api/automations/{id}": {
+        "put": _op("Upload an automation document: checked against the pipelines and bots, a new active version",
+                   {"201": _json(_ref("BotStored"), "Stored as a new version"),
+                    "200": _json(_ref("BotStored"), "Identical to the newest version, which is (re)activated"),
+                    "400": _json(_ERROR, "Not JSON"),
+                    "422": _json(_ERROR, "Invalid document: every problem in details as {pointer, message}")},
+                   auth=["operator"], body={"type": "object"}, params=[_AUTOMATION_ID]),
+        "get": _op("The active document", {"200": _json(_ref("AutomationsDocument")), "404": _json(_ERROR)},
+                   auth=_READERS, params=[_AUTOMATION_ID]),
+    },
+    "/api/automations/{id}/versions": {"get": _op("Version history", {"200": _json(_ref("Versions")),
+                                                                      "404": _json(_ERROR)},
+                                                  auth=_READERS, params=[_AUTOMATION_ID])},
+    "/api/automations/{id}/versions/{n}": {"get": _op("One version", {
+        "200": _json(_ref("AutomationsDocument")), "400": _json(_ERROR), "404": _json(_ERROR)},
+        auth=_READERS, params=[_AUTOMATION_ID, _p("n", schema={"type": "integer"})])},
+    "/api/automations/{id}/activate": {"post": _op("Roll back or forward", {
+        "200": _json(_ref("Activated")), "400": _json(_ERROR), "404": _json(_ERROR)}, auth=["operator"],
+        body={"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}},
+        params=[_AUTOMATION_ID])},
 })
 
 

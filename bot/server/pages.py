@@ -41,7 +41,8 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;background:#f5f6f
 main{max-width:28rem;margin:2rem auto;background:#fff;border-radius:12px;padding:1.5rem 1.75rem;
 box-shadow:0 1px 3px rgba(0,0,0,.08)}
 h1{font-size:1.35rem;margin:0 0 1rem}label{display:block;font-weight:600;margin:1rem 0 .3rem}
-input,textarea{width:100%;box-sizing:border-box;padding:.6rem .7rem;border:1px solid #c9ced6;border-radius:8px;font:inherit}
+input,textarea{width:100%;box-sizing:border-box;padding:.6rem .7rem;border:1px solid #c9ced6;border-radius:8px;
+font:inherit}
 input[aria-invalid=true],textarea[aria-invalid=true]{border-color:#c62828}
 .error{color:#c62828;font-size:.9rem;margin:.3rem 0 0}
 button{margin-top:1.5rem;width:100%;padding:.75rem;border:0;border-radius:8px;background:#1f6feb;color:#fff;

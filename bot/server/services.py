@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -21,7 +23,7 @@ from crm_bridge.factory import build_backend, build_outbox, close_backend
 from crm_bridge.outbox import CrmOutbox
 
 from ..builder.loader import read_document
-from ..channels.base import ChannelAdapter
+from ..channels.base import ChannelAdapter, Poller, PollingAdapter
 from ..channels.registry import ChannelRegistry
 from ..config import Config
 from ..engine import events as ev
@@ -34,12 +36,14 @@ from ..runtime.service import ConversationService
 from ..store.bots import BotRegistry
 from ..store.conversations import ConversationStore
 from ..store.embedded import EmbeddedRedis, default_maxmemory
+from ..store.keys import PLATFORM_ID_TTL, platform_id_key
 from ..store.livehub import LiveHub
 from ..store.memoryguard import MemoryGuard
 from ..store.outbox import AccountLimits, ChannelSender, Outbox
 from ..store.resp import RespClient
 from ..store.timers import TimerWheel
 from .auth import Auth
+from .automation_docs import AutomationDocuments, load_automation_dir
 
 log = logging.getLogger("salesbot.server")
 
@@ -83,15 +87,29 @@ class Services:
             return acc.greeting_bot
         return "demo" if account == "demo" else None
 
+    def pollers(self) -> list[Poller]:
+        """A poller for each account whose adapter polls and whose ``settings.mode`` is "polling"
+        (Telegram's getUpdates instead of a webhook): the worker runs them."""
+        out = []
+        for name, adapter in self.adapters.items():
+            acc = self.config.account(name)
+            if isinstance(adapter, PollingAdapter) and acc is not None and acc.settings.get("mode") == "polling":
+                out.append(adapter.poller(self))
+        return out
+
+
+def _flow_files(directory: Path) -> list[Path]:
+    # schema.json, automations.schema.json: editors' schemas, not flows
+    return [path for path in sorted(directory.glob("*.json")) if not path.name.endswith("schema.json")]
+
 
 async def load_flow_dir(bots: BotRegistry, directory: Path) -> list[str]:
-    """Upload every ``*.json`` flow of a folder (unchanged ones add no version)."""
+    """Upload every ``*.json`` flow of a folder (unchanged ones add no version); the files are
+    read off the event loop."""
     loaded = []
-    for path in sorted(directory.glob("*.json")):
-        if path.name == "schema.json":
-            continue
+    for path in await asyncio.to_thread(_flow_files, directory):
         try:
-            info, _new = await bots.put(read_document(path))
+            info, _new = await bots.put(await asyncio.to_thread(read_document, path))
             loaded.append(f"{info.bot} v{info.version}")
         except (FlowInvalid, FlowLoadError) as exc:
             log.error("bot.load_failed", extra={"file": str(path), "error": str(exc)})
@@ -101,9 +119,9 @@ async def load_flow_dir(bots: BotRegistry, directory: Path) -> list[str]:
 @contextlib.asynccontextmanager
 async def open_services(config: Config, *, start_hub: bool = True, load_flows: bool = True,
                         registry: ChannelRegistry | None = None) -> AsyncIterator[Services]:
-    async with contextlib.AsyncExitStack() as stack:
-        async with _open(config, stack, start_hub=start_hub, load_flows=load_flows, registry=registry) as services:
-            yield services
+    async with (contextlib.AsyncExitStack() as stack,
+                _open(config, stack, start_hub=start_hub, load_flows=load_flows, registry=registry) as services):
+        yield services
 
 
 @contextlib.asynccontextmanager
@@ -137,7 +155,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         crm = build_backend(config, redis, reader=fast)  # [crm] backend: embedded (default), kommo or webhook
         stack.push_async_callback(close_backend, crm)
 
-        async def crm_command_failed(cid: str | None, ref: CrmRef, command: dict, reason: str) -> None:  # type: ignore[type-arg]
+        async def crm_command_failed(cid: str | None, ref: CrmRef, command: dict[str, Any], reason: str) -> None:
             if cid:  # a queued command the CRM refused for good: the conversation hears of it
                 await conversations.deliver(cid, ev.CrmEvent("crm.command_failed", {
                     "do": command.get("do"), "lead": ref.lead_id, "error": reason}))
@@ -182,10 +200,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         async def delivery_failed(cid: str, ref: str, reason: str) -> None:
             await conversations.deliver(cid, ev.DeliveryFailed(ref, reason))
 
-        async def sent(cid: str, item: dict, platform_id: str | None) -> None:  # type: ignore[type-arg]
+        async def sent(cid: str, item: Mapping[str, Any], platform_id: str | None) -> None:
             if platform_id:
-                from ..channels.webhooks import PLATFORM_ID_TTL, platform_id_key
-
                 account = (await store.meta(cid)).get("account", "")
                 await redis.set(platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
                                 ex=PLATFORM_ID_TTL)
@@ -203,6 +219,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                             directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
+        if load_flows and config.automations_dir.is_dir():  # after the bots: rules name them
+            await load_automation_dir(AutomationDocuments.of(redis, crm, bots), config.automations_dir)
         await bots.refresh()
         if start_hub:
             await hub.start()

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -22,35 +19,19 @@ from redis.exceptions import RedisError
 from ..builder.compiled import CompiledFlow
 from ..builder.validate import check_document
 from ..engine.state import ConversationState
-from ..errors import FlowInvalid, Problem, SalesbotError
-from . import replies
+from ..errors import FlowInvalid, Problem
+from .versions import DocumentNotFound, VersionedDocuments, VersionInfo
+
+__all__ = ["CHANGED_CHANNEL", "BotNotFound", "BotRegistry", "VersionInfo", "problems_as_details"]
 
 log = logging.getLogger("salesbot.bots")
-CHANGED_CHANNEL = "sb:bots:changed"
+CHANGED_CHANNEL = "sb:bots:changed"  # VersionedDocuments(kind="bot")'s
 
 
-class BotNotFound(SalesbotError):
+class BotNotFound(DocumentNotFound):
     def __init__(self, bot: str, version: int | None = None) -> None:
-        self.bot, self.version = bot, version
-        super().__init__(f"no bot {bot!r}" + (f" version {version}" if version else ""))
-
-
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
-    bot: str
-    version: int
-    created_at: float
-    digest: str
-    warnings: tuple[str, ...]
-    name: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.bot, "version": self.version, "created_at": self.created_at,
-                "digest": self.digest, "warnings": list(self.warnings), "name": self.name}
-
-
-def _k(bot: str, part: str) -> str:
-    return f"sb:bot:{{{bot}}}:{part}"
+        self.bot = bot
+        super().__init__(bot, version, kind="bot")
 
 
 class BotRegistry:
@@ -58,6 +39,7 @@ class BotRegistry:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self.documents = VersionedDocuments(redis, "bot", not_found=BotNotFound)
         self._flows: dict[tuple[str, int], CompiledFlow] = {}
         self._active: dict[str, int] = {}
 
@@ -79,60 +61,32 @@ class BotRegistry:
         problems, flow = check_document(doc)
         if flow is None:
             raise FlowInvalid(problems)
-        bot = flow.id
-        latest = await self.redis.lindex(_k(bot, "versions"), -1)
-        if latest is not None:
-            info = _info(json.loads(latest))
-            if info.digest == flow.digest:
-                return info, False
-        version = int(await self.redis.incr(_k(bot, "seq")))
-        info = VersionInfo(bot, version, time.time(), flow.digest,
-                           tuple(str(p) for p in problems if p.severity == "warning"), flow.name)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(_k(bot, f"v:{version}"), json.dumps(doc, ensure_ascii=False))
-        pipe.rpush(_k(bot, "versions"), json.dumps(info.as_dict()))
-        pipe.set(_k(bot, "active"), version)
-        pipe.sadd("sb:bots", bot)
-        pipe.publish(CHANGED_CHANNEL, bot)
-        await pipe.execute()
-        self._store(flow, version)
-        self._active[bot] = version
-        log.info("bot.version_stored", extra={"bot": bot, "version": version})
-        return info, True
+        info, new = await self.documents.put(flow.id, doc, digest=flow.digest, name=flow.name,
+                                             warnings=tuple(str(p) for p in problems if p.severity == "warning"))
+        if new:
+            self._store(flow, info.version)
+            self._active[flow.id] = info.version
+            log.info("bot.version_stored", extra={"bot": flow.id, "version": info.version})
+        return info, new
 
     async def activate(self, bot: str, version: int) -> VersionInfo:
-        versions = await self.versions(bot)
-        info = next((v for v in versions if v.version == version), None)
-        if info is None:
-            raise BotNotFound(bot, version)
-        await self.ensure(bot, version)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(_k(bot, "active"), version)
-        pipe.publish(CHANGED_CHANNEL, bot)
-        await pipe.execute()
+        await self.ensure(bot, version)  # in this process's cache before anyone is told
+        info = await self.documents.activate(bot, version)
         self._active[bot] = version
         return info
 
     # ------------------------------------------------------------------ reading
     async def ids(self) -> list[str]:
-        return sorted(replies.text(m) for m in await self.redis.smembers("sb:bots"))
+        return await self.documents.ids()
 
     async def versions(self, bot: str) -> list[VersionInfo]:
-        return [_info(json.loads(v)) for v in await self.redis.lrange(_k(bot, "versions"), 0, -1)]
+        return await self.documents.versions(bot)
 
     async def active_version(self, bot: str) -> int | None:
-        v = await self.redis.get(_k(bot, "active"))
-        return None if v is None else int(v)
+        return await self.documents.active_version(bot)
 
     async def document(self, bot: str, version: int | None = None) -> tuple[int, Any]:
-        if version is None:
-            version = await self.active_version(bot)
-            if version is None:
-                raise BotNotFound(bot)
-        raw = await self.redis.get(_k(bot, f"v:{version}"))
-        if raw is None:
-            raise BotNotFound(bot, version)
-        return version, json.loads(raw)
+        return await self.documents.document(bot, version)
 
     # ------------------------------------------------------------------ cache
     def _store(self, flow: CompiledFlow, version: int) -> CompiledFlow:
@@ -211,11 +165,6 @@ class BotRegistry:
                     await self.refresh(bot)
         finally:
             await pubsub.aclose()
-
-
-def _info(d: dict[str, Any]) -> VersionInfo:
-    return VersionInfo(d["id"], int(d["version"]), float(d["created_at"]), d["digest"],
-                       tuple(d.get("warnings") or ()), d.get("name") or d["id"])
 
 
 def problems_as_details(problems: list[Problem]) -> list[dict[str, str]]:

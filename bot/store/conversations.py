@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -296,7 +296,7 @@ class ConversationStore:
                                    [token, self.batch, self.lock_ttl_ms])
         return self._batch(cid, token, reply) if reply[0] == 1 else None
 
-    async def acquire(self, cid: str) -> Batch | bool | None:
+    async def acquire(self, cid: str) -> Batch | Literal[False] | None:
         """Take over a conversation with waiting events: a Batch, False if locked, None if idle."""
         key = k.ConversationKey(cid)
         token = self._token()

@@ -83,6 +83,15 @@ def parked_key() -> str:
     return f"{PREFIX}:parked"
 
 
+#: How long a sent message's platform id is remembered, for the delivery statuses that name it.
+PLATFORM_ID_TTL = 14 * 86400
+
+
+def platform_id_key(account: str, platform_id: str) -> str:
+    """``<conversation id>|<transcript ref>`` of a message we sent, by the platform's id for it."""
+    return f"{PREFIX}:pmid:{{{account}}}:{platform_id}"
+
+
 def outbox_queue_key(account: str) -> str:
     return f"{PREFIX}:outq:{{{account}}}"
 

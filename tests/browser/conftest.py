@@ -142,26 +142,25 @@ def salesbot_server(chromium_executable: str, redis_url: str, artifacts: Path,
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
     }
     log_path = artifacts / "server.log"
-    log = open(log_path, "wb")
-    # cwd: the temporary folder, so no ./salesbot.toml of the developer's checkout is read.
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--role", "all", "--data-dir", str(tmp / "data")],
-        env=env, cwd=tmp, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(popen, url, log_path)
-        yield Server(url=url, admin_token=ADMIN_TOKEN, log_path=log_path, popen=popen)
-    finally:
-        if popen.poll() is None:
-            popen.send_signal(signal.SIGTERM)
-            try:
-                popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait()
-        log.close()
-        _flush(redis_url)  # nor ours into later tests
+    with open(log_path, "wb") as log:
+        # cwd: the temporary folder, so no ./salesbot.toml of the developer's checkout is read.
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--role", "all", "--data-dir", str(tmp / "data")],
+            env=env, cwd=tmp, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(popen, url, log_path)
+            yield Server(url=url, admin_token=ADMIN_TOKEN, log_path=log_path, popen=popen)
+        finally:
+            if popen.poll() is None:
+                popen.send_signal(signal.SIGTERM)
+                try:
+                    popen.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    popen.kill()
+                    popen.wait()
+            _flush(redis_url)  # nor ours into later tests
 
 
 # Module scope too: while Playwright's sync API is started, its event loop counts as the running

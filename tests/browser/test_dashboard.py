@@ -172,7 +172,8 @@ class Pages:
         page = context.new_page()
         page.on("pageerror", lambda exc: self.errors.append(f"{base_url}: {exc}"))
         page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
-        page.on("response", lambda r: self.errors.append(f"HTTP {r.status}: {r.request.method} {r.url}") if r.status >= 400 else None)
+        page.on("response", lambda r: self.errors.append(f"HTTP {r.status}: {r.request.method} {r.url}")
+                if r.status >= 400 else None)
         return page
 
     def close(self) -> None:
@@ -222,7 +223,9 @@ def api(deployment: Deployment, method: str, path: str, token: str, body: Any = 
 
 
 def test_watch_take_over_reply_and_hand_back(deployment: Deployment, pages: Pages) -> None:
-    shot = lambda page, label: page.screenshot(path=str(ARTIFACTS / f"{deployment.name}-{label}.png"))
+    def shot(page: Any, label: str) -> None:
+        page.screenshot(path=str(ARTIFACTS / f"{deployment.name}-{label}.png"))
+
     support = pages.open(deployment.support_url, 1440, 900)
     customer = pages.open(deployment.customer_url, 420, 760)
     try:
@@ -233,14 +236,16 @@ def test_watch_take_over_reply_and_hand_back(deployment: Deployment, pages: Page
         customer.goto("/chat/demo")
         expect(customer.locator("#sb-chat")).to_have_attribute("data-status", "online")
         customer.locator("#sb-input").fill("Hi, where is my order #1042?")
-        sent_at = customer.evaluate("() => { const t = Date.now(); document.querySelector('#sb-send').click(); return t; }")
+        sent_at = customer.evaluate(
+            "() => { const t = Date.now(); document.querySelector('#sb-send').click(); return t; }")
         session = customer.evaluate("salesbotChat.session")
         cid = f"livechat:demo:{session}"
         new_row = row(support, cid)
         expect(new_row).to_be_visible()
         appeared = int(new_row.get_attribute("data-appeared") or 0)
-        assert 0 <= appeared - sent_at < 1000, f"the conversation appeared {appeared - sent_at} ms after the message"
-        print(f"{deployment.name}: the new conversation was on the dashboard {appeared - sent_at} ms after the customer sent")
+        delay = appeared - sent_at
+        assert 0 <= delay < 1000, f"the conversation appeared {delay} ms after the message"
+        print(f"{deployment.name}: the new conversation was on the dashboard {delay} ms after the customer sent")
         expect(new_row.locator(".owner-badge")).to_have_attribute("data-owner", "bot")
         expect(customer.locator("#sb-messages > li.sb-msg.bot").first).to_contain_text(WELCOME)
         greeted = time.monotonic()

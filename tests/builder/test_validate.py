@@ -1,26 +1,24 @@
 """check_document / compile_document: every problem at once, each with its JSON pointer.
 
 The per-kind cases below are also merged into ONE document, which must report the union of
-their problems: validation never stops at the first error.
+their problems: validation never stops at the first error. Then the checks of single fields
+(row ids, ``matches`` patterns, references, the limits that are allowed) and the pointers.
+Loops, warnings, the document as a whole and compiled flows have files of their own.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
-from collections.abc import Mapping
-from datetime import UTC
-from types import MappingProxyType
 from typing import Any
 
 import pytest
 
-from bot.builder import CompiledFlow, check_document, compile_document
+from bot.builder import check_document
 from bot.builder import compiled as c
-from bot.builder.templates import Template
-from bot.builder.validate import MAX_DOCUMENT_BYTES, pointer
-from bot.errors import FlowInvalid, Problem
+from bot.builder.validate import pointer
+
+from .helpers import STOP, errors, flow, lst, message, pause_timer, rows
 
 STEP_TYPES = (
     "action, comment, condition, custom, goto, internal_message, list, message, pause, "
@@ -33,36 +31,8 @@ ACTIONS = (
 )
 #: Jinja's own wording after our prefix (it varies with the Jinja version and compile path).
 JINJA = re.compile(r"template does not compile: .+ \(line 1\)")
-STOP: dict[str, Any] = {"type": "stop"}
-UNREACHABLE = "step cannot be reached from the start"
-NO_FALLBACK = (
-    "waits for a reply but has neither other_answer nor no_answer: "
-    "an unexpected reply leaves the customer without an answer"
-)
 
 Expected = list[tuple[str, "str | re.Pattern[str]"]]
-
-
-def flow(steps: Mapping[str, Any], **top: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "format": "salesbot.flow/1", "id": "test", "start": next(iter(steps), "start"),
-        "steps": dict(steps),
-    }
-    doc.update(top)
-    return doc
-
-
-def errors(doc: Any) -> list[tuple[str, str]]:
-    problems, compiled = check_document(doc)
-    out = [(p.pointer, p.message) for p in problems if p.severity == "error"]
-    if out:
-        assert compiled is None, "a compiled flow came back together with errors"
-    return out
-
-
-def warnings(doc: Any) -> list[tuple[str, str]]:
-    problems, _ = check_document(doc)
-    return [(p.pointer, p.message) for p in problems if p.severity == "warning"]
 
 
 def assert_problems(actual: list[tuple[str, str]], expected: Expected) -> None:
@@ -78,26 +48,6 @@ def assert_problems(actual: list[tuple[str, str]], expected: Expected) -> None:
         else:
             missing.append((ptr, msg))
     assert not missing and not left, f"missing: {missing}\nunexpected: {left}"
-
-
-def message(text: str, *, next: str | None = None, **extra: Any) -> dict[str, Any]:
-    step: dict[str, Any] = {"type": "message", "text": text, **extra}
-    if next is not None:
-        step["next"] = next
-    return step
-
-
-def rows(n: int, target: str) -> list[dict[str, Any]]:
-    return [{"title": f"Row {i}", "next": target} for i in range(n)]
-
-
-def lst(sections: list[dict[str, Any]], *, button: str = "Open", target: str) -> dict[str, Any]:
-    return {"type": "list", "text": "Pick one", "button": button, "sections": sections,
-            "other_answer": target}
-
-
-def pause_timer(after: Any, target: str) -> dict[str, Any]:
-    return {"type": "pause", "until": [{"on": "timer", "after": after, "next": target}]}
 
 
 @dataclasses.dataclass
@@ -307,276 +257,6 @@ def test_broken_copy_reports_exactly_one_problem_each() -> None:
     ]
 
 
-# ------------------------------------------------------------------ loops that wait are fine
-WAITING_LOOPS = {
-    "button reply": {
-        "ask": message("Again?", buttons=[{"title": "Yes", "next": "again"}], other_answer="again"),
-        "again": {"type": "goto", "step": "ask"},
-    },
-    "no_answer timer": {
-        "ask": message("Still there?", buttons=[{"title": "Yes", "next": "done"}],
-                       no_answer={"after": "1h", "next": "again"}),
-        "again": {"type": "goto", "step": "ask"},
-        "done": STOP,
-    },
-    "list row": {
-        "ask": lst([{"title": "A", "rows": rows(2, "again")}], target="again"),
-        "again": {"type": "action", "actions": [{"do": "add_note", "text": "picked"}], "next": "ask"},
-    },
-    "pause for a message": {
-        "ask": {"type": "pause", "next": "check"},
-        "check": {"type": "condition", "branches": [
-            {"if": {"field": "message.text", "op": "eq", "value": "stop"}, "next": "done"}], "else": "ask"},
-        "done": STOP,
-    },
-    "pause with a timer": {
-        "ask": {"type": "pause", "until": [{"on": "timer", "after": "1d", "next": "again"}]},
-        "again": {"type": "goto", "step": "ask"},
-    },
-    "widget that waits": {
-        "call": {"type": "widget", "widget": "http_request", "params": {"url": "https://x.example"},
-                 "wait": {"timeout": "10m", "on_timeout": "call"}, "next": "again"},
-        "again": {"type": "goto", "step": "call"},
-    },
-    "start_bot call": {
-        "call": {"type": "start_bot", "bot": "qualify", "next": "again"},
-        "again": {"type": "goto", "step": "call"},
-    },
-}
-
-
-@pytest.mark.parametrize("steps", WAITING_LOOPS.values(), ids=list(WAITING_LOOPS))
-def test_a_loop_through_a_waiting_step_is_accepted(steps: dict[str, Any]) -> None:
-    problems, compiled = check_document(flow(steps))
-    assert [str(p) for p in problems] == []
-    assert compiled is not None
-
-
-def test_steps_referenced_only_by_a_broken_step_are_not_called_unreachable() -> None:
-    """Regression: the references of a step that failed the schema were ignored for reachability."""
-    doc = flow({
-        "hello": {"type": "message", "text": "Hi", "buttons": [{"title": "A", "next": "a"}],
-                  "other_answer": "b", "colour": "red"},
-        "a": STOP, "b": STOP, "lost": STOP,
-    })
-    problems, _ = check_document(doc)
-    assert [(p.severity, p.pointer, p.message) for p in problems] == [
-        ("error", "/steps/hello/colour", 'unknown key "colour"'),
-        ("warning", "/steps/lost", UNREACHABLE),
-    ]
-
-
-def test_a_loop_through_a_plain_message_next_is_not_waiting() -> None:
-    doc = flow({"a": message("one", next="b"), "b": message("two", next="a")})
-    assert errors(doc) == [("/steps/b/next", "loop a → b → a can run without ever waiting for the customer")]
-
-
-def test_a_pause_racing_working_hours_against_a_message_does_not_wait_while_open() -> None:
-    doc = flow({
-        "send": message("Hi", next="wait"),
-        "wait": {"type": "pause", "until": [{"on": "message", "next": "send"},
-                                            {"on": "working_hours", "next": "send"}]},
-    })
-    assert errors(doc) == [
-        ("/steps/wait/until/1/next", "loop send → wait → send can run without ever waiting for the customer")
-    ]
-
-
-def test_a_step_that_goes_to_itself_is_a_loop() -> None:
-    assert errors(flow({"self": {"type": "goto", "step": "self"}})) == [
-        ("/steps/self/step", "loop self → self can run without ever waiting for the customer")
-    ]
-
-
-def test_a_loop_through_action_failed_is_a_loop() -> None:
-    doc = flow({"act": {"type": "action", "actions": [{"do": "add_note", "text": "x"}],
-                        "next": "end", "failed": "act"}, "end": STOP})
-    assert errors(doc) == [
-        ("/steps/act/failed", "loop act → act can run without ever waiting for the customer")
-    ]
-
-
-def test_round_robin_loop_without_wait_is_a_loop() -> None:
-    doc = flow({"rr": {"type": "round_robin", "options": ["x", "y"]},
-                "x": {"type": "goto", "step": "rr"}, "y": STOP})
-    assert errors(doc) == [("/steps/x/step", "loop rr → x → rr can run without ever waiting for the customer")]
-
-
-# ------------------------------------------------------------------ warnings
-def test_unreachable_step_is_a_warning_and_the_flow_compiles() -> None:
-    doc = flow({"hello": message("Hi"), "orphan": message("nobody comes here")})
-    problems, compiled = check_document(doc)
-    assert problems == [Problem("/steps/orphan", UNREACHABLE, "warning")]
-    assert compiled is not None
-    assert compiled.warnings == ("/steps/orphan: step cannot be reached from the start",)
-
-
-def test_step_reached_only_through_failed_or_no_answer_is_reachable() -> None:
-    doc = flow({
-        "hello": message("Hi", buttons=[{"title": "Go", "next": "end"}], failed="oops",
-                         no_answer={"after": "1h", "next": "nudge"}),
-        "oops": {"type": "internal_message", "text": "delivery failed", "to": ["team:sales"]},
-        "nudge": message("Still there?"),
-        "end": STOP,
-    })
-    assert check_document(doc)[0] == []
-
-
-def test_waiting_message_without_fallback_is_a_warning() -> None:
-    doc = flow({
-        "ask": message("Pick", buttons=[{"title": "A", "next": "end"}, {"title": "Site", "url": "https://x.example"}]),
-        "end": STOP,
-    })
-    problems, compiled = check_document(doc)
-    assert problems == [Problem("/steps/ask", NO_FALLBACK, "warning")]
-    assert compiled is not None
-
-
-def test_waiting_list_without_fallback_is_a_warning() -> None:
-    step = lst([{"title": "A", "rows": rows(2, "end")}], target="end")
-    del step["other_answer"]
-    problems, compiled = check_document(flow({"ask": step, "end": STOP}))
-    assert problems == [Problem("/steps/ask", NO_FALLBACK, "warning")]
-    assert compiled is not None
-
-
-@pytest.mark.parametrize("fallback", [{"other_answer": "end"}, {"no_answer": {"after": "1h", "next": "end"}}])
-def test_either_fallback_silences_the_warning(fallback: dict[str, Any]) -> None:
-    doc = flow({"ask": message("Pick", buttons=[{"title": "A", "next": "end"}], **fallback), "end": STOP})
-    assert check_document(doc)[0] == []
-
-
-def test_message_with_only_link_buttons_does_not_wait_and_is_not_warned() -> None:
-    doc = flow({"hi": message("See", buttons=[{"title": "Site", "url": "https://x.example"}], next="end"),
-                "end": STOP})
-    problems, compiled = check_document(doc)
-    assert problems == []
-    assert compiled is not None
-    step = compiled.steps["hi"]
-    assert isinstance(step, c.CMessage) and step.waits is False
-
-
-def test_document_with_only_warnings_compiles_and_keeps_them() -> None:
-    doc = flow({
-        "ask": message("Pick", buttons=[{"title": "A", "next": "end"}]),
-        "end": STOP,
-        "lost": STOP,
-    })
-    compiled = compile_document(doc)
-    assert sorted(compiled.warnings) == [
-        f"/steps/ask: {NO_FALLBACK}",
-        "/steps/lost: step cannot be reached from the start",
-    ]
-
-
-def test_errors_come_before_warnings_sorted_by_pointer_without_duplicates() -> None:
-    doc = flow({
-        "zz": message("Hi {{ x", buttons=[{"title": "A", "next": "b"}]),
-        "b": {"type": "goto", "step": "nowhere"},
-        "orphan": STOP,
-    })
-    problems, _ = check_document(doc)
-    assert [(p.severity, p.pointer) for p in problems] == [
-        ("error", "/steps/b/step"), ("error", "/steps/zz/text"),
-        ("warning", "/steps/orphan"), ("warning", "/steps/zz"),
-    ]
-
-
-# ------------------------------------------------------------------ other document-level checks
-@pytest.mark.parametrize("doc", [None, [], "flow", 3, True])
-def test_a_document_that_is_not_an_object(doc: Any) -> None:
-    assert check_document(doc) == ([Problem("", "a flow is a JSON object")], None)
-
-
-def test_an_empty_object_lists_every_missing_key() -> None:
-    assert errors({}) == [
-        ("/format", "required"), ("/id", "required"), ("/start", "required"), ("/steps", "required"),
-    ]
-
-
-def test_wrong_format_and_unknown_top_level_key() -> None:
-    doc = flow({"a": STOP}, format="salesbot.flow/2", colour="red")
-    assert errors(doc) == [
-        ("/colour", 'unknown key "colour"'),
-        ("/format", '"salesbot.flow/2" is not one of: salesbot.flow/1 (did you mean "salesbot.flow/1"?)'),
-    ]
-
-
-def test_a_key_known_elsewhere_is_not_suggested_as_itself() -> None:
-    assert errors(flow({"a": {"type": "stop", "title": "x"}})) == [("/steps/a/title", 'unknown key "title"')]
-
-
-def test_empty_steps() -> None:
-    assert errors(flow({}, start="a")) == [("/steps", "needs at least 1 item(s)")]
-
-
-def test_document_too_large() -> None:
-    big = "x" * (MAX_DOCUMENT_BYTES + 1)
-    problems, compiled = check_document(flow({"a": STOP}, **{"x-blob": big}))
-    assert compiled is None
-    assert problems[0].pointer == ""
-    assert re.fullmatch(rf"the document is \d+ bytes; at most {MAX_DOCUMENT_BYTES} are allowed",
-                        problems[0].message)
-
-
-def test_builder_metadata_keys_are_accepted_everywhere_and_kept_in_the_source() -> None:
-    doc = flow({
-        "hello": {"type": "message", "text": "Hi", "x-pos": [1, 2],
-                  "buttons": [{"title": "Go", "next": "check", "x-color": "red"}], "other_answer": "check"},
-        "check": {"type": "condition", "x-note": "…", "branches": [
-            {"if": {"field": "message.text", "op": "eq", "value": "a", "x-why": 1}, "next": "act", "x-b": 0}]},
-        "act": {"type": "action", "actions": [{"do": "add_note", "text": "n", "x-id": 7}]},
-    }, **{"x-canvas": {"zoom": 1.5}})
-    doc["settings"] = {"timezone": "UTC", "x-theme": "dark"}
-    problems, compiled = check_document(doc)
-    assert problems == []
-    assert compiled is not None
-    assert compiled.source["x-canvas"] == {"zoom": 1.5}
-    assert compiled.source["steps"]["hello"]["x-pos"] == [1, 2]
-
-
-def test_settings_are_checked_even_when_the_rest_of_the_envelope_fails() -> None:
-    """Regression: a bad bot id used to hide a bad timezone and bad working hours."""
-    doc = flow({"a": STOP}, id="Bad Id", settings={"timezone": "Nowhere/City",
-                                                    "working_hours": {"mon": "9-18"}})
-    assert errors(doc) == [
-        ("/id", '"Bad Id" is not a bot id: lower-case letters, digits, _ and -, up to 64'),
-        ("/settings/timezone", 'unknown timezone "Nowhere/City" (use an IANA name such as "Europe/Istanbul")'),
-        ("/settings/working_hours", '"9-18" is not a time range like "09:00-18:00"'),
-    ]
-
-
-@pytest.mark.parametrize("tz", ["Europe", "", "../etc/passwd", "x" * 300, "UTC\x00"])
-def test_odd_timezones_are_problems_not_exceptions(tz: str) -> None:
-    """Regression: "Europe" (a directory of the tz database) raised IsADirectoryError."""
-    assert errors(flow({"a": STOP}, settings={"timezone": tz})) == [
-        ("/settings/timezone", f'unknown timezone "{tz}" (use an IANA name such as "Europe/Istanbul")')
-    ]
-
-
-@pytest.mark.parametrize(("hours", "message_"), [
-    ({"mon": "18:00-09:00"}, '"18:00-09:00" ends before it starts'),
-    ({"mon": "25:00-26:00"}, '"25:00" is not a time of day'),
-    ({"mon": "09:00-18:00,"}, '"09:00-18:00," is not a time range like "09:00-18:00"'),
-    ({"mon": "²:00-18:00"}, '"²:00-18:00" is not a time range like "09:00-18:00"'),
-    ({"funday": "09:00-18:00"}, '"funday" is not a day or day range (use mon..sun, e.g. "mon-fri")'),
-])
-def test_bad_working_hours(hours: dict[str, str], message_: str) -> None:
-    assert errors(flow({"a": STOP}, settings={"working_hours": hours})) == [("/settings/working_hours", message_)]
-
-
-def test_working_hours_value_must_be_a_string() -> None:
-    assert errors(flow({"a": STOP}, settings={"working_hours": {"mon": 9}})) == [
-        ("/settings/working_hours/mon", "Input should be a valid string")
-    ]
-
-
-def test_step_budget_limits() -> None:
-    assert errors(flow({"a": STOP}, settings={"step_budget": 0})) == [
-        ("/settings/step_budget", "Input should be greater than or equal to 1")
-    ]
-
-
 def test_list_row_ids_must_be_unique() -> None:
     step = lst([{"title": "A", "rows": [{"id": "tea", "title": "Tea", "next": "l"},
                                          {"id": "tea", "title": "Tea again", "next": "l"}]}], target="l")
@@ -650,104 +330,3 @@ def test_pointer_escapes_tilde_and_slash() -> None:
     assert pointer(["steps", "a/b", "x~y", 0]) == "/steps/a~1b/x~0y/0"
     assert pointer([]) == ""
 
-
-# ------------------------------------------------------------------ compiled flows
-WELCOME = {
-    "format": "salesbot.flow/1",
-    "id": "welcome",
-    "name": "Welcome bot",
-    "start": "hello",
-    "settings": {"timezone": "Europe/Istanbul", "working_hours": {"mon-fri": "09:00-18:00"},
-                 "step_budget": 50},
-    "variables": {"discount": 10},
-    "steps": {
-        "hello": {"type": "message", "text": "Hi {{ contact.name }}!", "next": "menu"},
-        "menu": {"type": "message",
-                 "text": "How can we help, {{ contact.first_name | default('there') }}?",
-                 "buttons": [{"title": "Catalog", "synonyms": ["Katalóg", " catalogue "], "next": "catalog"},
-                             {"title": "Talk to a person", "next": "handoff"},
-                             {"title": "Our website", "url": "https://example.com"}],
-                 "other_answer": "menu", "no_answer": {"after": "2h", "next": "handoff"}},
-        "catalog": {"type": "action", "actions": [
-            {"do": "set_variable", "name": "attempts", "value": "{{ vars.attempts + 1 }}"},
-            {"do": "tags", "entity": "lead", "add": ["catalog"]}], "next": "qualify"},
-        "qualify": {"type": "start_bot", "bot": "qualify", "next": "handoff"},
-        "handoff": {"type": "stop", "close_chat": False},
-    },
-}
-
-
-def test_compile_document_returns_an_immutable_compiled_flow() -> None:
-    flow_ = compile_document(copy.deepcopy(WELCOME), version=3)
-    assert isinstance(flow_, CompiledFlow)
-    assert (flow_.id, flow_.version, flow_.name, flow_.start, flow_.step_budget) == (
-        "welcome", 3, "Welcome bot", "hello", 50)
-    assert str(flow_.tz) == "Europe/Istanbul"
-    assert flow_.called_bots == frozenset({"qualify"})
-    assert set(flow_.steps) == {"hello", "menu", "catalog", "qualify", "handoff"}
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        flow_.start = "menu"  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        flow_.steps["evil"] = flow_.steps["hello"]  # type: ignore[index]
-    with pytest.raises(TypeError):
-        flow_.variables["discount"] = 50  # type: ignore[index]
-    assert isinstance(flow_.steps, MappingProxyType)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        flow_.steps["hello"].next = "handoff"  # type: ignore[misc]
-    for step in flow_.steps.values():
-        assert dataclasses.is_dataclass(step) and type(step).__dataclass_params__.frozen  # type: ignore[attr-defined]
-
-
-def test_compiled_templates_are_ready_to_render() -> None:
-    flow_ = compile_document(copy.deepcopy(WELCOME))
-    hello, menu, catalog = flow_.steps["hello"], flow_.steps["menu"], flow_.steps["catalog"]
-    assert isinstance(hello, c.CMessage) and isinstance(hello.text, Template)
-    assert hello.text.render({"contact": {"name": "Ayşe"}}) == "Hi Ayşe!"
-    assert isinstance(menu, c.CMessage) and menu.text is not None
-    assert menu.text.render({"contact": {"first_name": None}}) == "How can we help, there?"
-    assert menu.text.render({"contact": {"first_name": "Can"}}) == "How can we help, Can?"
-    assert menu.waits is True
-    assert menu.no_answer == (7200, "handoff")
-    assert menu.buttons[0].keys == frozenset({"catalog", "katalog", "catalogue"})
-    assert menu.buttons[2].next is None and menu.buttons[2].url is not None
-    assert menu.buttons[0].payload != menu.buttons[1].payload
-    assert isinstance(catalog, c.CActionStep)
-    value = catalog.actions[0].params["value"]
-    assert isinstance(value, Template) and value.value({"vars": {"attempts": 1}}) == 2
-    with pytest.raises(TypeError):
-        catalog.actions[0].params["value"] = "x"  # type: ignore[index]
-
-
-def test_compiled_flow_hours_and_digest() -> None:
-    from datetime import datetime
-
-    a = compile_document(copy.deepcopy(WELCOME))
-    b = compile_document(copy.deepcopy(WELCOME))
-    assert a.digest == b.digest and len(a.digest) == 16
-    changed = copy.deepcopy(WELCOME)
-    changed["steps"]["hello"]["text"] = "Hello!"
-    assert compile_document(changed).digest != a.digest
-    # Wednesday 2026-11-25 06:30 UTC is 09:30 in Istanbul (UTC+3): open.
-    assert a.hours.is_open(datetime(2026, 11, 25, 6, 30, tzinfo=UTC))
-    assert not a.hours.is_open(datetime(2026, 11, 25, 5, 30, tzinfo=UTC))
-
-
-def test_compile_document_raises_flow_invalid_with_every_problem() -> None:
-    doc = flow({"a": {"type": "goto", "step": "b"}, "b": {"type": "goto", "step": "a"},
-                "c": {"type": "goto", "step": "nowhere"}})
-    with pytest.raises(FlowInvalid) as info:
-        compile_document(doc)
-    assert [str(p) for p in info.value.problems] == [
-        "/steps/b/step: loop a → b → a can run without ever waiting for the customer",
-        '/steps/c/step: unknown step "nowhere"',
-        "/steps/c: step cannot be reached from the start",
-    ]
-    assert str(info.value).startswith("2 problem(s): /steps/b/step: loop a → b → a")
-
-
-def test_check_document_does_not_modify_the_document() -> None:
-    doc = copy.deepcopy(WELCOME)
-    doc["x-canvas"] = {"zoom": 1}
-    before = copy.deepcopy(doc)
-    check_document(doc)
-    assert doc == before

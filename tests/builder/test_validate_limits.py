@@ -9,7 +9,7 @@ from typing import Any
 from bot.builder import check_document
 from bot.builder.validate import MAX_DOCUMENT_BYTES
 
-from .test_validate import flow, lst
+from .helpers import flow, lst
 
 STOP: dict[str, Any] = {"type": "stop"}
 

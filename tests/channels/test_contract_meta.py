@@ -105,7 +105,8 @@ class TestWhatsAppContract(_MetaContract):
                 inter = body["interactive"]
                 sent.text = inter["body"]["text"]
                 if inter["type"] == "button":
-                    sent.buttons = [SentButton(b["reply"]["title"], b["reply"]["id"]) for b in inter["action"]["buttons"]]
+                    sent.buttons = [SentButton(b["reply"]["title"], b["reply"]["id"])
+                                    for b in inter["action"]["buttons"]]
                 else:
                     sent.buttons = [SentButton(r["title"], r["id"])
                                     for s in inter["action"]["sections"] for r in s["rows"]]

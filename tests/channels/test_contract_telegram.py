@@ -69,4 +69,5 @@ class TestTelegramContract(ChannelContract):
         return self.signed(ctx, json.dumps(update).encode())
 
     def inbound_media(self, ctx: ContractContext, chat_id: str, message_id: str) -> RawRequest:
-        return self.signed(ctx, json.dumps(photo_update(_update_id(message_id), int(chat_id), caption="receipt")).encode())
+        return self.signed(ctx,
+                           json.dumps(photo_update(_update_id(message_id), int(chat_id), caption="receipt")).encode())

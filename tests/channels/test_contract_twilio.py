@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
@@ -30,7 +30,7 @@ class _TwilioContract(ChannelContract):
     chat_id = "+15551234567"
     signature_headers = ("X-Twilio-Signature",)
     whatsapp = True
-    settings: dict[str, Any] = {}
+    settings: ClassVar[dict[str, Any]] = {}
 
     @contextlib.asynccontextmanager
     async def upstream(self) -> AsyncIterator[FakeTwilio]:
@@ -108,7 +108,7 @@ class TestTwilioWhatsAppContract(_TwilioContract):
     """WhatsApp with Content API quick replies for the 3- and 10-option button sets."""
 
     channel = "twilio"
-    settings = {"content_sids": {_options(3): f"HX{3:032d}", _options(10): f"HX{10:032d}"}}
+    settings: ClassVar[dict[str, Any]] = {"content_sids": {_options(3): f"HX{3:032d}", _options(10): f"HX{10:032d}"}}
 
 
 class TestTwilioWhatsAppNumberedContract(_TwilioContract):

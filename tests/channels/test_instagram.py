@@ -98,12 +98,14 @@ async def test_bad_signatures_and_malformed_bodies_change_nothing(app: Harness, 
     comment = ig_comment(CUSTOMER, "17900000000000042", "price?")
     assert (await _post(app, comment, signature=False))[0] == 401
     for raw in (b"not json", b'{"object":"instagram"}'):
-        status, _ = await app.fake.post_webhook(app.url("instagram", "ig"), None, raw=raw, signature=sign(APP_SECRET, raw))
+        status, _ = await app.fake.post_webhook(app.url("instagram", "ig"), None, raw=raw,
+                                                signature=sign(APP_SECRET, raw))
         assert status == 400, raw
     # A signed body whose one item is unreadable is acknowledged (Meta disables failing webhooks)
     # and the item skipped.
     raw = b'{"object":"instagram","entry":[{"messaging":[{"message":1}]}]}'
-    status, answer = await app.fake.post_webhook(app.url("instagram", "ig"), None, raw=raw, signature=sign(APP_SECRET, raw))
+    status, answer = await app.fake.post_webhook(app.url("instagram", "ig"), None, raw=raw,
+                                                 signature=sign(APP_SECRET, raw))
     assert (status, answer["items"]) == (200, 0), raw
     await app.drain()
     assert await app.services.store.meta(CID) == {}
@@ -192,7 +194,7 @@ async def test_a_story_mention_starts_a_conversation(app: Harness) -> None:
     assert (await _post(app, ig_story_mention(CUSTOMER, url)))[0] == 200
     menu = (await _wait_sent(app, 1))[0]
     assert menu["recipient"] == {"id": CUSTOMER}
-    user = [e for e in await app.transcript(CID) if e["role"] == "user"][0]
+    user = next(e for e in await app.transcript(CID) if e["role"] == "user")
     assert user["attachments"] == [{"kind": "story_mention", "url": url, "name": None}]
 
 
@@ -200,7 +202,8 @@ async def test_a_story_mention_starts_a_conversation(app: Harness) -> None:
 
 async def _age_dm(app: Harness, redis: Redis, days: float) -> None:
     old = time.time() - days * DAY
-    await redis.hset(k.ConversationKey(CID).meta, mapping={"reply_dm_at": f"{old:.3f}", "last_inbound_at": f"{old:.3f}"})
+    await redis.hset(k.ConversationKey(CID).meta,
+                     mapping={"reply_dm_at": f"{old:.3f}", "last_inbound_at": f"{old:.3f}"})
     app.fake.customer_wrote(CUSTOMER, old)
 
 

@@ -78,7 +78,8 @@ async def test_handshake_and_signatures(app: Harness, redis: Redis) -> None:
     assert (await _post(app, payload, signature=False))[0] == 401
     assert (await _post(app, payload, signature=sign("wrong", dumps(payload))))[0] == 403
     raw = b'{"object":"page","entry":{}}'
-    assert (await app.fake.post_webhook(app.url("messenger", "fb"), None, raw=raw, signature=sign(APP_SECRET, raw)))[0] == 400
+    assert (await app.fake.post_webhook(app.url("messenger", "fb"), None, raw=raw,
+                                        signature=sign(APP_SECRET, raw)))[0] == 400
     await app.drain()
     assert await redis.exists(k.ConversationKey(CID).state) == 0 and app.fake.calls == []
 
@@ -142,7 +143,8 @@ async def test_messenger_limits_and_windows(fake: GraphFake) -> None:
         await adapter.send("fb", chat, {"role": "bot", "text": "word " * 700, "ref": "r2"})
         assert [len(c.body["message"]["text"]) <= 2000 for c in fake.sent[2:]] == [True, True]
         # Messenger has no comment replies here.
-        assert await adapter.send("fb", {**chat, "reply_comment_id": "1"}, {"kind": "comment", "text": "x", "ref": "c"}) is None
+        assert await adapter.send("fb", {**chat, "reply_comment_id": "1"},
+                                  {"kind": "comment", "text": "x", "ref": "c"}) is None
         # A person may answer for 7 days with the HUMAN_AGENT tag; the bot only within 24 hours.
         old = time.time() - 2 * 86400
         fake.customer_wrote(CUSTOMER, old)

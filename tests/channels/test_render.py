@@ -43,7 +43,8 @@ def a_list(rows: int, *, footer: str | None = None) -> dict[str, Any]:
     half = (rows + 1) // 2
     return {"text": "Choose", "list": {"button": "See rows", "header": "Head", "footer": footer,
                                        "sections": [{"title": "A", "rows": [mk(i) for i in range(1, half + 1)]},
-                                                    {"title": "B", "rows": [mk(i) for i in range(half + 1, rows + 1)]}]}}
+                                                    {"title": "B",
+                                                     "rows": [mk(i) for i in range(half + 1, rows + 1)]}]}}
 
 
 def numbered(text: str) -> list[tuple[int, str]]:
@@ -208,7 +209,7 @@ async def _answer(flow: Any, reply: str, payload: str | None = None) -> str:
     sim = _Recorder(flow, channel="sms", now=NOW)
     await sim.say("hi")
     lines = await sim.say(reply, payload=payload, kind="button" if payload else "text")
-    return [line.text for line in lines if line.role == "bot"][0]
+    return next(line.text for line in lines if line.role == "bot")
 
 
 @pytest.mark.parametrize("caps", [SMS, WHATSAPP], ids=["sms", "whatsapp"])

@@ -3,6 +3,7 @@ recipients and the per-number rate, against the fake Twilio REST API on loopback
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -177,4 +178,4 @@ async def test_the_default_sms_rate_paces_a_burst(redis: Redis, redis_url: str, 
             await app.until(lambda: len(fake.sent) == len(customers), timeout=15, what="every answer")
     assert fake.rate_limited == 0
     times = [m.at for m in fake.sent]
-    assert all(b - a >= 0.9 for a, b in zip(times, times[1:])), times
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(times)), times

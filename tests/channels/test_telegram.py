@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -173,7 +174,8 @@ async def test_a_full_conversation_with_buttons_a_list_a_pause_and_media(
         await h.clicks(chat, hello, "Catalog")
         _, catalog = await h.wait_sent(chat, 2)
         assert len(fake.answers) == 1 and fake.answers[0]["callback_query_id"].startswith("cbq")
-        assert [[b["text"] for b in row] for row in catalog.keyboard] == [["Living room"], ["Bedroom"], ["Curtains"], ["Rugs"]]
+        assert [[b["text"] for b in row] for row in catalog.keyboard] == [["Living room"], ["Bedroom"], ["Curtains"],
+                                                                          ["Rugs"]]
         assert catalog.text.startswith("Catalog\n\nWhich catalog would you like?")
         assert "Bedroom — Beds and wardrobes" in catalog.text and catalog.text.endswith("Prices include VAT")
         assert catalog.keyboard[3][0]["callback_data"] == "~4"  # the 75-byte row id does not fit
@@ -226,7 +228,8 @@ async def test_a_wrong_or_missing_secret_or_a_malformed_body_changes_nothing(
         assert await h.post(text_update(h.update_id(), chat, "/start wrong"), secret="not-the-secret") == 403
         assert await h.post(text_update(h.update_id(), chat, "/start missing"), secret=None) == 401
         async with aiohttp.ClientSession() as http:
-            for body in (b"{not json", b"[]", b'{"update_id": "x"}', b'{"update_id": 5, "message": {"text": "no chat"}}'):
+            for body in (b"{not json", b"[]", b'{"update_id": "x"}',
+                         b'{"update_id": 5, "message": {"text": "no chat"}}'):
                 async with http.post(h.webhook, data=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
                                                                     "Content-Type": "application/json"}) as resp:
                     assert resp.status == 400, body
@@ -252,7 +255,8 @@ async def test_a_redelivered_update_is_handled_once(
         assert await h.post(click) == 200
         await h.says(chat, "a later message")  # a sync point: handled after both duplicates
         sent = await h.wait_sent(chat, 3)
-        assert [s.text.split("\n")[0] for s in sent] == ["Hi! You came from once.", "Catalog", "Sorry, please tap a button."]
+        assert [s.text.split("\n")[0] for s in sent] == ["Hi! You came from once.", "Catalog",
+                                                         "Sorry, please tap a button."]
         users = [e["text"] for e in await h.transcript(chat) if e["role"] == "user"]
         assert users == ["/start once", "Catalog", "a later message"]
 
@@ -287,7 +291,7 @@ async def test_outbound_sends_keep_to_telegrams_limits_under_a_burst(
             assert [s.text for s in fake.sent_to(c)] == ["Burst one", "Burst two", "Burst three"]
         times = sorted(s.at for s in fake.sent)
         busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-        gaps = [b.at - a.at for c in chats for a, b in zip(fake.sent_to(c), fake.sent_to(c)[1:])]
+        gaps = [b.at - a.at for c in chats for a, b in itertools.pairwise(fake.sent_to(c))]
         print(f"\nburst: {len(times)} messages in {elapsed:.2f}s, busiest second {busiest}, "
               f"min per-chat gap {min(gaps):.3f}s, 429s {fake.rate_limited}")
         assert busiest <= 30

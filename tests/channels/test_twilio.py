@@ -276,17 +276,17 @@ async def test_outbound_sends_keep_to_the_number_rate_under_a_burst(redis: Redis
                                              "start": "hi", "steps": {"hi": {"type": "message", "text": "Hello!"}}})
     customers = [f"+1555000{i:04d}" for i in range(12)]
     # The fake allows 5 a second per sender (and a burst of 2 for network jitter).
-    async with FakeTwilio(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, rate=5, burst=2) as fake:
-        async with await _app(redis_url, fake, flows, rate=5, burst=1) as app:
-            for number in customers:
-                post = await fake.post(app.url("twilio", "wa"), fake.inbound(
-                    to=WA_SENDER, from_=f"whatsapp:{number}", body="hi"))
-                assert post.status == 200
-            await app.until(lambda: len(fake.sent) == len(customers), timeout=15, what="every answer")
-            assert fake.rate_limited == 0
-            assert sorted(m.number for m in fake.sent) == sorted(customers)
-            times = [m.at for m in fake.sent]
-            assert times[-1] - times[0] >= (len(customers) - 2) / 5
+    async with (FakeTwilio(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, rate=5, burst=2) as fake,
+                await _app(redis_url, fake, flows, rate=5, burst=1) as app):
+        for number in customers:
+            post = await fake.post(app.url("twilio", "wa"), fake.inbound(
+                to=WA_SENDER, from_=f"whatsapp:{number}", body="hi"))
+            assert post.status == 200
+        await app.until(lambda: len(fake.sent) == len(customers), timeout=15, what="every answer")
+        assert fake.rate_limited == 0
+        assert sorted(m.number for m in fake.sent) == sorted(customers)
+        times = [m.at for m in fake.sent]
+        assert times[-1] - times[0] >= (len(customers) - 2) / 5
 
 
 async def test_without_pacing_the_fake_rate_limits_and_retry_after_is_honoured(redis: Redis, redis_url: str,
@@ -294,17 +294,17 @@ async def test_without_pacing_the_fake_rate_limits_and_retry_after_is_honoured(r
     flows = write_flows(tmp_path / "flows", {"format": "salesbot.flow/1", "id": "shop", "name": "Hi",
                                              "start": "hi", "steps": {"hi": {"type": "message", "text": "Hello!"}}})
     customers = [f"+1555100{i:04d}" for i in range(6)]
-    async with FakeTwilio(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, rate=5, burst=2) as fake:
-        async with await _app(redis_url, fake, flows, rate=1000, burst=1000) as app:
-            for number in customers:
-                await fake.post(app.url("twilio", "wa"), fake.inbound(to=WA_SENDER, from_=f"whatsapp:{number}",
-                                                                     body="hi"))
-            await app.until(lambda: len(fake.sent) == len(customers), timeout=20, what="every answer")
-            assert fake.rate_limited > 0  # the control: without the account's rate the burst is refused …
-            refused = [c for c in fake.calls if c.status == 429]
-            for call in refused:  # … and each refused message came back no sooner than Retry-After (1 s)
-                later = [c for c in fake.calls if c.to == call.to and c.at > call.at]
-                assert later and later[0].at - call.at >= 0.9
+    async with (FakeTwilio(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, rate=5, burst=2) as fake,
+                await _app(redis_url, fake, flows, rate=1000, burst=1000) as app):
+        for number in customers:
+            await fake.post(app.url("twilio", "wa"), fake.inbound(to=WA_SENDER, from_=f"whatsapp:{number}",
+                                                                 body="hi"))
+        await app.until(lambda: len(fake.sent) == len(customers), timeout=20, what="every answer")
+        assert fake.rate_limited > 0  # the control: without the account's rate the burst is refused …
+        refused = [c for c in fake.calls if c.status == 429]
+        for call in refused:  # … and each refused message came back no sooner than Retry-After (1 s)
+            later = [c for c in fake.calls if c.to == call.to and c.at > call.at]
+            assert later and later[0].at - call.at >= 0.9
 
 
 async def test_twilio_defaults_for_the_outbox_limits(redis: Redis, redis_url: str, fake: FakeTwilio,
@@ -399,7 +399,7 @@ async def test_63016_falls_back_to_the_template_and_a_closed_window_uses_it(fake
     with pytest.raises(DeliveryRejected, match="24-hour"):
         await adapter.send("wa", CHAT, {"role": "bot", "ref": "r:x", "text": "Free-form"})
     # A template with no ContentSid configured and no text to send instead.
-    with pytest.raises(DeliveryRejected, match="settings.templates"):
+    with pytest.raises(DeliveryRejected, match=r"settings\.templates"):
         await adapter.send("wa", CHAT, {"role": "bot", "ref": "r:y", "template": "unknown"})
     # Inside the window, free-form text goes as it is.
     fake.customer_wrote(CUSTOMER)

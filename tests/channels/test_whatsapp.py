@@ -215,7 +215,8 @@ async def test_a_full_conversation_with_buttons_a_list_a_pause_and_media(app: Ha
     transcript = await app.transcript(CID)
     deliveries = [e for e in transcript if e.get("event") == "delivery"]
     assert [d["status"] for d in deliveries] == ["read", "delivered"]
-    assert {d["ref"] for d in deliveries} == {e["ref"] for e in transcript if e.get("text") == "Thanks, flavour 7 it is!"}
+    thanks = {e["ref"] for e in transcript if e.get("text") == "Thanks, flavour 7 it is!"}
+    assert {d["ref"] for d in deliveries} == thanks
     users = [e for e in transcript if e["role"] == "user"]
     assert [u.get("payload") for u in users] == [None, buttons[0]["id"], "tea", rows[2]["id"], None]
     assert (await app.services.store.meta(CID))["name"] == "Sheena Nelson"
@@ -240,7 +241,7 @@ async def test_a_redelivered_webhook_is_handled_once(app: Harness) -> None:
 async def test_inbound_media_reaches_the_flow(app: Harness) -> None:
     await app.webhook("whatsapp", "wa", wa_image(CUSTOMER, "1003383421387256", caption="my receipt"))
     await _wait_sent(app, 1)
-    user = [e for e in await app.transcript(CID) if e["role"] == "user"][0]
+    user = next(e for e in await app.transcript(CID) if e["role"] == "user")
     assert user["text"] == "my receipt"
     assert user["attachments"] == [{"kind": "image", "url": None, "name": None}]
 
@@ -265,7 +266,7 @@ async def test_outside_the_window_the_template_is_sent_and_plain_text_takes_fail
     status, _ = await app.api("POST", f"/api/conversations/{CID}/start", json={"bot": "remind"})
     assert status == 202
     await app.drain()
-    new = [c for c in app.fake.calls[calls_before:]]
+    new = list(app.fake.calls[calls_before:])
     assert [GraphFake.describe(c.body) for c in new] == ["[template order_ready]"]
     assert new[0].body["template"] == {"name": "order_ready", "language": {"code": "en_US"}}
     assert app.fake.errors[131047] == 0  # decided from last_inbound_at, without asking the platform
@@ -370,7 +371,8 @@ async def test_inbound_message_types_are_normalised(fake: GraphFake) -> None:
         assert image.attachments[0].mime == "image/jpeg"
         [voice] = parse(wa_message(CUSTOMER, "audio", {"id": "a1", "mime_type": "audio/ogg", "voice": True}))
         assert voice.attachments[0].kind == "voice"
-        [doc] = parse(wa_message(CUSTOMER, "document", {"id": "d1", "filename": "cv.pdf", "mime_type": "application/pdf"}))
+        [doc] = parse(wa_message(CUSTOMER, "document",
+                                 {"id": "d1", "filename": "cv.pdf", "mime_type": "application/pdf"}))
         assert (doc.attachments[0].kind, doc.attachments[0].name) == ("document", "cv.pdf")
         [button] = parse(wa_template_button(CUSTOMER, "TRACK_1234", "Track"))
         assert (button.text, button.payload) == ("Track", "TRACK_1234")
@@ -455,7 +457,8 @@ async def test_templates_media_and_long_text(fake: GraphFake) -> None:
         assert [b["type"] for b in bodies] == ["text", "interactive"]
         assert (bodies[0]["text"]["body"] + " " + bodies[1]["interactive"]["body"]["text"]).split() == long.split()
         # A comment step has nothing to do on WhatsApp.
-        assert await adapter.send("wa", chat, {"role": "bot", "kind": "comment", "text": "Thanks!", "ref": "c1"}) is None
+        assert await adapter.send("wa", chat,
+                                  {"role": "bot", "kind": "comment", "text": "Thanks!", "ref": "c1"}) is None
 
 
 async def test_a_retried_message_does_not_repeat_the_parts_already_sent(fake: GraphFake) -> None:

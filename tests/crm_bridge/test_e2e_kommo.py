@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import ClientSession
@@ -94,7 +93,9 @@ def _notes_written(fake: FakeKommo) -> list[str]:
 
 async def test_a_qualification_flow_drives_kommo_and_survives_an_outage(
         server: TestServer, http: ClientSession, fake: FakeKommo) -> None:
-    services: Any = server.app[SERVICES]
+    services = server.app[SERVICES]
+    crm_outbox = services.crm_outbox
+    assert crm_outbox is not None  # the Kommo backend queues what it cannot write yet
     chat = Chat(http)
 
     # -- qualification: one field, two tags, a task and a stage land in Kommo
@@ -123,7 +124,7 @@ async def test_a_qualification_flow_drives_kommo_and_survives_an_outage(
     assert max(latencies) < 1.5, latencies  # never waited for Kommo (whose timeout here is 2 s)
     assert _notes_written(fake) == [] and fake.lead_notes(lead_id) == []
     assert any(r.status == 503 and r.path.endswith("/notes") for r in fake.requests)  # tried, and failed
-    waiting = [item["command"]["text"] for item in await services.crm_outbox.pending(str(lead_id))]
+    waiting = [item["command"]["text"] for item in await crm_outbox.pending(str(lead_id))]
     assert waiting == ["note 1", "note 2", "note 3", "note 4"]
     assert "Sorry, our CRM refused that." not in chat.seen
 
@@ -132,7 +133,7 @@ async def test_a_qualification_flow_drives_kommo_and_survives_an_outage(
     await chat.say("note 5", "Noted: note 5")
 
     async def drained() -> bool:
-        return not await services.crm_outbox.pending(str(lead_id)) and await services.crm_outbox.depth() == 0
+        return not await crm_outbox.pending(str(lead_id)) and await crm_outbox.depth() == 0
     await wait_until(drained, 15.0, "the CRM outbox to drain")
     assert fake.lead_notes(lead_id) == ["note 1", "note 2", "note 3", "note 4", "note 5"]
     assert _notes_written(fake) == ["note 1", "note 2", "note 3", "note 4", "note 5"]

@@ -23,6 +23,17 @@ from bot.engine.state import ConversationState
 #: Wednesday 1 May 2024, noon UTC.
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
+#: What the CRM knows of the customer: a contact and its lead (for templates and action payloads).
+SNAPSHOT = {
+    "contact": {"id": 3, "name": "Ann Lee", "first_name": "Ann", "tags": ["a"]},
+    "lead": {"id": 5, "name": "Deal", "price": 100, "responsible": 9, "tags": ["vip", "new"]},
+}
+
+
+def say(text: str) -> dict[str, str]:
+    """A message step that only says ``text``."""
+    return {"type": "message", "text": text}
+
 
 def make_doc(
     steps: Mapping[str, Any],

@@ -1,6 +1,6 @@
 """Exact limits of the interpreter: the ``start_bot`` call depth (``MAX_CALL_DEPTH`` nested calls
-work, one more fails) and, after a hand-back, the earliest of several held timers is the one
-that is due first and fires."""
+work, one more fails); after a hand-back, the earliest of several held timers is the one that
+is due first and fires; the step budget, per outside event, stops a loop with an error."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any
 
 from bot.engine import effects as fx
 from bot.engine import events as ev
+from bot.engine.interpreter import advance
+from bot.engine.state import ConversationState
 from bot.engine.steps.control import MAX_CALL_DEPTH
 
-from .helpers import NOW, Chat, make_flow, of_type, texts
+from .helpers import NOW, Chat, library, make_flow, of_type, texts
 
 
 def _chain(calls: int) -> Chat:
@@ -81,3 +83,45 @@ def test_held_timers_are_rearmed_once() -> None:
     chat.feed(ev.Takeover("agent"))
     out = chat.feed(ev.Release())  # nothing fell due this time: nothing to rearm
     assert of_type(out, fx.SetTimer) == [] and len(chat.timers) == 3
+
+
+# ---------------------------------------------------------------- step budget
+def test_step_budget_stops_a_start_bot_loop_with_an_error() -> None:
+    flow = make_flow(
+        {
+            "hi": {"type": "message", "text": "hi", "next": "again"},
+            "again": {"type": "start_bot", "bot": "bot"},
+        },
+        step_budget=5,
+    )
+    out = advance(
+        library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW
+    )
+    assert texts(out.effects) == ["hi", "hi", "hi"]
+    run = out.state.run
+    assert run is not None and run.status == "failed"
+    assert run.error == "step budget of 5 exhausted at step 'again'"
+    assert [t for t in of_type(out.effects, fx.Trace) if t.level == "error"] == [
+        fx.Trace("run.failed", "error", {"error": run.error, "bot": "bot", "step": "hi"})
+    ]
+
+
+def test_step_budget_counts_per_outside_event_across_requests() -> None:
+    chain = {
+        f"a{i}": {
+            "type": "action",
+            "actions": [{"do": "add_note", "text": f"n{i}"}],
+            "next": f"a{i + 1}",
+        }
+        for i in range(1, 4)
+    }
+    chain["a4"] = {"type": "pause", "next": "a1"}
+    chat = Chat(make_flow(chain, step_budget=4))
+    chat.start()
+    assert chat.status == "waiting" and len(chat.requests) == 3
+    chat.say("again")  # a fresh budget: a1..a3 and the pause again
+    assert chat.status == "waiting" and len(chat.requests) == 6
+    chat2 = Chat(make_flow(chain, step_budget=3))
+    chat2.start()
+    assert chat2.status == "failed" and chat2.run.error == "step budget of 3 exhausted at step 'a4'"
+

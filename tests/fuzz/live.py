@@ -143,10 +143,9 @@ class LiveServer:
         lines += [b(k) + b": " + b(v) for k, v in headers]
         data = b"\r\n".join(lines) + b"\r\n\r\n" + body
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-            try:
+            # the server may answer early (413) and close: its answer is still readable
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 sock.sendall(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the server answered early (413) and closed: its answer is still readable
             resp = http.client.HTTPResponse(sock)
             try:
                 resp.begin()

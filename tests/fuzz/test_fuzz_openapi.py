@@ -43,9 +43,9 @@ def hypothesis_as_it_was() -> Iterator[None]:
     from schemathesis.generation import hypothesis as st_hypothesis
 
     modules = [importlib.import_module(name) for name, _ in _PATCHED]
-    saved = [getattr(module, attr) for module, (_, attr) in zip(modules, _PATCHED)]
+    saved = [getattr(module, attr) for module, (_, attr) in zip(modules, _PATCHED, strict=True)]
     yield
-    for module, (_, attr), value in zip(modules, _PATCHED, saved):
+    for module, (_, attr), value in zip(modules, _PATCHED, saved, strict=True):
         setattr(module, attr, value)
     st_hypothesis.setup._is_patched = False  # type: ignore[attr-defined]
 

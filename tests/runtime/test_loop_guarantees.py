@@ -10,9 +10,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bot.config import load_config
+from bot.config import Config, load_config
 from bot.engine import events as ev
-from bot.server.services import open_services
+from bot.server.services import Services, open_services
 from bot.store import codec
 from bot.store import keys as k
 
@@ -28,12 +28,12 @@ FLOW = {
 }
 
 
-def _config(redis_url: str, flows: Path) -> Any:
+def _config(redis_url: str, flows: Path) -> Config:
     return load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(flows),
                                           "admin_token": "t", "lock_ttl": 2.0})
 
 
-async def _transcript(svc: Any, cid: str) -> list[dict[str, Any]]:
+async def _transcript(svc: Services, cid: str) -> list[dict[str, Any]]:
     return [codec.unpack(b) for _, b in await svc.store.read_log(cid, 0, 10_000)]
 
 

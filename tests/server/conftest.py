@@ -15,11 +15,13 @@ from bot.config import load_config
 from bot.server.app import create_app
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
+AUTOMATIONS = FLOWS.parent / "automations"
 ADMIN = "test-admin-token"
 
 
 def make_config(redis_url: str, flows_dir: Path = FLOWS, **extra: object) -> object:
     return load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(flows_dir),
+                                          "automations_dir": str(AUTOMATIONS),
                                           "admin_token": ADMIN, "timer_poll_interval": 0.05, **extra})
 
 

@@ -83,7 +83,8 @@ async def test_versions_rollback_and_running_conversations_stay_on_their_version
     assert (await r.json()) == {"id": "pinned", "version": 1, "active": True}
     versions = await (await http.get("/api/bots/pinned/versions", headers=AUTH)).json()
     assert [(v["version"], v["active"]) for v in versions["versions"]] == [(1, True), (2, False)]
-    assert (await (await http.get("/api/bots/pinned/versions/2", headers=AUTH)).json())["flow"]["steps"]["ask"]["text"] == "v2 question"
+    pinned = await (await http.get("/api/bots/pinned/versions/2", headers=AUTH)).json()
+    assert pinned["flow"]["steps"]["ask"]["text"] == "v2 question"
     # Uploading the same document as the newest version adds no version.
     r = await http.put("/api/bots/pinned", json=_v2(), headers=AUTH)
     assert (r.status, (await r.json())["version"]) == (200, 2)
@@ -97,7 +98,8 @@ async def test_conversation_listing_and_filters(http: ClientSession) -> None:
     assert all(c["channel"] == "livechat" and c["status"] == "bot" for c in body["conversations"])
     page = await (await http.get("/api/conversations", params={"limit": "2"}, headers=AUTH)).json()
     assert len(page["conversations"]) == 2
-    rest = await (await http.get("/api/conversations", params={"before": str(page["next_before"])}, headers=AUTH)).json()
+    rest = await (await http.get("/api/conversations", params={"before": str(page["next_before"])},
+                                 headers=AUTH)).json()
     assert [c["last_message"] for c in rest["conversations"]] == ["hello 0"]
     none = await (await http.get("/api/conversations", params={"status": "human"}, headers=AUTH)).json()
     assert none["conversations"] == []
@@ -111,7 +113,8 @@ async def test_malformed_live_chat_messages_are_refused(http: ClientSession) -> 
     assert (await http.post("/chat/demo/messages", data=b"{not json")).status == 400
     assert (await http.post("/chat/demo/messages", json={"session": "short", "text": "x"})).status == 400
     assert (await http.post("/chat/demo/messages", json={"session": "okay-session-1"})).status == 400
-    assert (await http.post("/chat/demo/messages", json={"session": "okay-session-1", "text": "x" * 5000})).status == 400
+    assert (await http.post("/chat/demo/messages",
+                            json={"session": "okay-session-1", "text": "x" * 5000})).status == 400
     assert (await http.post("/chat/nope/messages", json={"session": "okay-session-1", "text": "x"})).status == 404
     body = await (await http.get("/api/conversations", headers=AUTH)).json()
     assert body["conversations"] == []  # nothing reached a conversation
@@ -149,7 +152,8 @@ async def test_flows_push_from_the_command_line(http: ClientSession, tmp_path: A
     bad.write_text(_json.dumps({**FLOW, "id": "bad", "start": "nowhere"}))
     base = str(http._base_url).rstrip("/")
     out = io.StringIO()
-    code = await asyncio.to_thread(main, ["flows", "push", str(good), str(bad), "--server", base, "--token", ADMIN], out=out)
+    code = await asyncio.to_thread(main, ["flows", "push", str(good), str(bad), "--server", base, "--token", ADMIN],
+                                   out=out)
     assert code == 1
     lines = out.getvalue().splitlines()
     assert lines[0] == f"{good}: pinned version 1"

@@ -91,9 +91,11 @@ async def test_filters_follow_status_changes_and_waiting_for_a_person(http: Clie
     assert (row["owner"], row["owner_user"], row["unanswered"], row["waiting"]) == ("human", "Ayşe Kaya", True, True)
     assert row["preview"] == {"role": "user", "text": "is anyone there?"}
 
-    assert (await http.post(f"/api/conversations/{b}/messages", json={"text": "Yes, Ayşe here"}, headers=AYSE)).status == 202
+    assert (await http.post(f"/api/conversations/{b}/messages", json={"text": "Yes, Ayşe here"},
+                            headers=AYSE)).status == 202
     assert await ids(http, waiting=1) == []
-    assert (await listing(http, status="human"))["conversations"][0]["preview"] == {"role": "human", "text": "Yes, Ayşe here"}
+    assert (await listing(http, status="human"))["conversations"][0]["preview"] == {"role": "human",
+                                                                                    "text": "Yes, Ayşe here"}
     assert (await http.post(f"/api/conversations/{b}/release", json={}, headers=AYSE)).status == 202
     assert await ids(http, status="human") == []
     assert set(await ids(http, status="bot")) == {a, b, c}
@@ -130,8 +132,10 @@ async def test_search_by_name_phone_and_email_and_renames(http: ClientSession, s
             "channel": "livechat", "account": "demo", "external_id": session, **meta})
         return cid
 
-    ayse = await contact("search-ayse-01", name="Ayşe Yılmaz", phone="+90 555 111 22 33", email="Ayse.Yilmaz@Example.com")
-    mehmet = await contact("search-mehmet-01", name="Mehmet Öztürk", phone="+90 532 999 88 77", email="mehmet@shop.example")
+    ayse = await contact("search-ayse-01", name="Ayşe Yılmaz", phone="+90 555 111 22 33",
+                         email="Ayse.Yilmaz@Example.com")
+    mehmet = await contact("search-mehmet-01", name="Mehmet Öztürk", phone="+90 532 999 88 77",
+                           email="mehmet@shop.example")
     for query, expected in [("ayse", [ayse]), ("YIL", [ayse]), ("ayşe yıl", [ayse]), ("oztu", [mehmet]),
                             ("1112233", [ayse]), ("0555 111 22 33", [ayse]), ("+90 532", [mehmet]),
                             ("ayse.yilmaz@example.com", [ayse]), ("mehmet@", [mehmet]), ("shop.example", [mehmet]),
@@ -187,21 +191,26 @@ async def test_two_people_cannot_take_the_same_conversation(http: ClientSession,
     assert winner in body["error"]["message"]
     conv = await (await http.get(f"/api/conversations/{cid}", headers=AYSE)).json()
     assert (conv["owner"], conv["owner_user"]) == ("human", winner)
-    assert sum(1 for e in conv["transcript"] if e.get("event") == "takeover") == 1  # the same person again: no second line
+    # the same person again: no second line
+    assert sum(1 for e in conv["transcript"] if e.get("event") == "takeover") == 1
 
     # Only the holder (or an admin) speaks for and hands back the conversation.
-    assert (await http.post(f"/api/conversations/{cid}/messages", json={"text": "me too"}, headers=loser_headers)).status == 409
+    assert (await http.post(f"/api/conversations/{cid}/messages", json={"text": "me too"},
+                            headers=loser_headers)).status == 409
     assert (await http.post(f"/api/conversations/{cid}/release", json={}, headers=loser_headers)).status == 409
     assert (await http.post(f"/api/conversations/{cid}/stop", headers=loser_headers)).status == 409
-    assert (await http.post(f"/api/conversations/{cid}/start", json={"bot": "demo"}, headers=loser_headers)).status == 409
+    assert (await http.post(f"/api/conversations/{cid}/start", json={"bot": "demo"},
+                            headers=loser_headers)).status == 409
     assert (await http.post(f"/api/conversations/{cid}/retry", headers=loser_headers)).status == 409
     conv = await (await http.get(f"/api/conversations/{cid}", headers=AYSE)).json()
     assert not any(e.get("text") == "stopped by a person" for e in conv["transcript"])
-    assert (await http.post(f"/api/conversations/{cid}/messages", json={"text": "hello"}, headers=winner_headers)).status == 202
+    assert (await http.post(f"/api/conversations/{cid}/messages", json={"text": "hello"},
+                            headers=winner_headers)).status == 202
     assert (await http.post(f"/api/conversations/{cid}/release", json={}, headers=winner_headers)).status == 202
     assert await redis.get(convindex.claim_key(cid)) is None
     assert (await http.post(f"/api/conversations/{cid}/takeover", headers=loser_headers)).status == 202
-    assert (await http.post(f"/api/conversations/{cid}/release", json={}, headers=ADMIN_AUTH)).status == 202  # an admin may
+    assert (await http.post(f"/api/conversations/{cid}/release", json={},
+                            headers=ADMIN_AUTH)).status == 202  # an admin may
     assert (await http.post("/api/conversations/livechat:demo:nobody-here/takeover", headers=AYSE)).status == 404
     assert await redis.get(convindex.claim_key("livechat:demo:nobody-here")) is None
     assert await redis.ttl(convindex.claim_key(cid)) == -2
@@ -290,7 +299,8 @@ async def test_the_stream_sends_changed_conversations_and_their_new_entries(http
         assert (await feed.next())[0] == "ready"
         started = time.monotonic()
         cid = await chat(http, "stream-session-01", "hi", name="Selin")
-        _, summary, _ = await feed.until(lambda n, d, i: n == "conversation" and d["id"] == cid and d["step"] == "hello")
+        _, summary, _ = await feed.until(
+            lambda n, d, i: n == "conversation" and d["id"] == cid and d["step"] == "hello")
         assert time.monotonic() - started < 1.0
         assert summary["contact"]["name"] == "Selin" and summary["status"] == "bot"
 
@@ -306,7 +316,8 @@ async def test_the_stream_sends_changed_conversations_and_their_new_entries(http
             assert [e["role"] for e in entries] == ["user", "bot"] and entries[0]["text"] == "hi"
             name, detail, _ = await one.next()
             assert name == "conversation" and detail["run"]["step"] == "hello" and detail["run"]["bot"] == "demo"
-            assert detail["run"]["waiting_for"]["kind"] == "reply" and detail["run"]["waiting_for"]["until"] > time.time()
+            waiting_for = detail["run"]["waiting_for"]
+            assert waiting_for["kind"] == "reply" and waiting_for["until"] > time.time()
 
             assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
             _, entry, _ = await one.until(lambda n, d, i: n == "entry")
@@ -343,7 +354,8 @@ async def test_the_stream_sends_changed_conversations_and_their_new_entries(http
         await http.post(f"/api/conversations/{cid}/start", json={"bot": "demo"}, headers=AYSE)
         await feed.until(lambda n, d, i: n == "conversation" and d["id"] == cid and d["status"] == "bot")
         await http.post(f"/api/conversations/{cid}/stop", headers=AYSE)
-        _, stopped, _ = await feed.until(lambda n, d, i: n == "conversation" and d["id"] == cid and d["status"] == "idle")
+        _, stopped, _ = await feed.until(
+            lambda n, d, i: n == "conversation" and d["id"] == cid and d["status"] == "idle")
         assert stopped["run_status"] == "stopped"
     assert (await http.get("/api/live", params={"conversation": "livechat:demo:none"}, headers=cookie)).status == 404
 
@@ -374,7 +386,8 @@ async def test_the_flow_graph_is_laid_out_for_drawing(http: ClientSession) -> No
     assert graph["start"] == "hello" and graph["version"] >= 1
     by_id = {n["id"]: n for n in graph["nodes"]}
     assert by_id["hello"]["y"] < by_id["products"]["y"] < by_id["done"]["y"]  # layered from the start
-    assert all(n["x"] >= 0 and n["x"] + n["w"] <= graph["width"] and n["y"] + n["h"] <= graph["height"] for n in graph["nodes"])
+    assert all(n["x"] >= 0 and n["x"] + n["w"] <= graph["width"] and n["y"] + n["h"] <= graph["height"]
+               for n in graph["nodes"])
     boxes = {(n["x"], n["y"]) for n in graph["nodes"]}
     assert len(boxes) == len(graph["nodes"])  # no two steps on top of each other
     edges = {(e["source"], e["target"]) for e in graph["edges"]}

@@ -213,8 +213,9 @@ async def test_bytes_that_are_not_utf8_in_authorization_or_cookie_are_401(
 
 
 @pytest.mark.parametrize(("method", "path"), [
-    ("POST", "/chat/demo/messages"), ("PUT", "/api/bots/demo"), ("POST", "/api/events"),
-    ("POST", "/api/crm/contacts"), ("POST", "/api/continue/abc")])
+    ("POST", "/chat/demo/messages"), ("PUT", "/api/bots/demo"), ("PUT", "/api/automations/sales"),
+    ("POST", "/api/automations/sales/activate"), ("POST", "/api/events"), ("POST", "/api/crm/contacts"),
+    ("POST", "/api/continue/abc")])
 async def test_json_nested_ten_thousand_levels_is_400(
         redis: Any, redis_url: str, caplog: pytest.LogCaptureFixture, method: str, path: str) -> None:
     async with running_app(redis_url) as app:

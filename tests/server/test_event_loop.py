@@ -25,5 +25,6 @@ def test_serve_answers_on_either_event_loop(tmp_path: Path, redis_url: str, loop
     with salesbot(["serve"], tmp=tmp_path, env=env, name=f"serve-{loop}", port=free_port()) as proc:
         assert f"{loop} event loop" in proc.output()
         session = f"loop-{loop}-session"
-        assert post_json(f"{proc.url}/chat/demo/messages", {"session": session, "text": "hi", "client_msg_id": "l1"}) == 202
+        assert post_json(f"{proc.url}/chat/demo/messages",
+                         {"session": session, "text": "hi", "client_msg_id": "l1"}) == 202
         assert _bot_texts(proc.url, session)  # the demo bot answered

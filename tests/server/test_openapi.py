@@ -21,7 +21,8 @@ def _validate(doc: dict[str, Any], path: str, method: str, status: int, body: An
     jsonschema.validate(body, wrapper, cls=jsonschema.Draft202012Validator)
 
 
-async def test_every_route_is_documented_and_every_documented_route_exists(server: TestServer, http: ClientSession) -> None:
+async def test_every_route_is_documented_and_every_documented_route_exists(server: TestServer,
+                                                                           http: ClientSession) -> None:
     doc = await (await http.get("/api/openapi.json")).json()
     served = set()
     for resource in server.app.router.resources():

@@ -29,7 +29,8 @@ def _flows(tmp: Path) -> Path:
 
 def _config(tmp: Path, flows: Path) -> Path:
     cfg = tmp / "salesbot.toml"
-    cfg.write_text(f'flows_dir = "{flows}"\ntimer_poll_interval = 0.05\n\n[accounts.demo]\nchannel = "livechat"\ngreeting_bot = "reminder"\n'
+    cfg.write_text(f'flows_dir = "{flows}"\ntimer_poll_interval = 0.05\n\n'
+                   '[accounts.demo]\nchannel = "livechat"\ngreeting_bot = "reminder"\n'
                    '\n[limits]\nenabled = false\n')  # 60 chats from one address in a second
     return cfg
 
@@ -58,18 +59,22 @@ def test_killed_worker_loses_no_timer_and_fires_none_twice(tmp_path: Path, redis
     port = free_port()
     early = [f"early{i:04d}xxx" for i in range(30)]
     late = [f"late{i:04d}xxxx" for i in range(30)]
-    with salesbot(["serve", "--role", "web", "--config", str(cfg)], tmp=tmp_path, env=env, name="web", port=port) as web:
+    with salesbot(["serve", "--role", "web", "--config", str(cfg)], tmp=tmp_path, env=env, name="web",
+                  port=port) as web:
         with salesbot(["worker", "--config", str(cfg)], tmp=tmp_path, env=env, name="worker1") as worker:
             for s in early:  # 2 s no-answer timers
-                assert post_json(f"{web.url}/chat/demo/messages", {"session": s, "text": "hi", "client_msg_id": f"{s}-1"}) == 202
+                assert post_json(f"{web.url}/chat/demo/messages",
+                                 {"session": s, "text": "hi", "client_msg_id": f"{s}-1"}) == 202
             # The early reminders go out through worker 1 ...
             assert _wait_until(lambda: sum(len(_history(web.url, s)) >= 3 for s in early) >= 10, 30)
             for s in late:  # ... and these timers are still pending when it dies
-                assert post_json(f"{web.url}/chat/demo/messages", {"session": s, "text": "hi", "client_msg_id": f"{s}-1"}) == 202
+                assert post_json(f"{web.url}/chat/demo/messages",
+                                 {"session": s, "text": "hi", "client_msg_id": f"{s}-1"}) == 202
             assert _timers_left(client) > 0
             worker.stop(signal.SIGKILL)
         with salesbot(["worker", "--config", str(cfg)], tmp=tmp_path, env=env, name="worker2"):
-            assert _wait_until(lambda: all(len(_history(web.url, s)) >= 3 for s in early + late), 60), "timers were lost"
+            every = early + late
+            assert _wait_until(lambda: all(len(_history(web.url, s)) >= 3 for s in every), 60), "timers were lost"
             # Nothing is left that could fire later: no timer due or claimed, no queued event.
             assert _wait_until(lambda: _timers_left(client) == 0 and not list(client.scan_iter("sb:c:*:inbox")), 30)
             for s in early + late:
@@ -87,7 +92,8 @@ def test_restarted_serve_keeps_conversations_and_timers(tmp_path: Path) -> None:
     session = "restartsession01"
     with salesbot(["serve", "--config", str(cfg), "--data-dir", str(data)], tmp=tmp_path, env=env,
                   name="serve1", port=port) as first:
-        assert post_json(f"{first.url}/chat/demo/messages", {"session": session, "text": "hi", "client_msg_id": "r1"}) == 202
+        assert post_json(f"{first.url}/chat/demo/messages",
+                         {"session": session, "text": "hi", "client_msg_id": "r1"}) == 202
         assert [m["text"] for m in _history(first.url, session)] == ["hi", "Hello! Anything I can help with?"]
         first.stop(signal.SIGTERM)  # before the 2 s timer falls due
     assert (data / "redis" / "salesbot.aof").exists() or any((data / "redis").rglob("*.aof*"))

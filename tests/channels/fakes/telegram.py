@@ -20,13 +20,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
@@ -105,7 +106,7 @@ class FakeTelegram:
         self.server = TestServer(app, host="127.0.0.1")
 
     # ------------------------------------------------------------------ lifecycle
-    async def __aenter__(self) -> FakeTelegram:
+    async def __aenter__(self) -> Self:
         await self.server.start_server()
         self._http = aiohttp.ClientSession()
         return self
@@ -340,10 +341,8 @@ class FakeTelegram:
             bot.updates[:] = [u for u in bot.updates if u["update_id"] >= offset]  # confirmed
         if not bot.updates and timeout > 0:
             async with self._changed:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait_for(lambda: bool(bot.updates)), timeout)
-                except TimeoutError:
-                    pass
         return web.json_response({"ok": True, "result": bot.updates[:limit]})
 
 

@@ -13,8 +13,8 @@ REST (https://www.twilio.com/docs/messaging/api/message-resource#create-a-messag
   21910 a WhatsApp From with a non-WhatsApp To, 21610 unsubscribed recipient (``unsubscribed``),
   63016 a free-form WhatsApp message outside the 24-hour window (with ``enforce_window``:
   synchronously, or — like the real service — accepted and later reported by a ``failed``
-  status callback (``deliver_callbacks``) when ``window_failure="callback"``), and 429/20429 with ``Retry-After`` when a sender number
-  exceeds its rate (a bucket of ``burst`` refilled at ``rate`` per second).
+  status callback (``deliver_callbacks``) when ``window_failure="callback"``), and 429/20429 with
+  ``Retry-After`` when a sender number exceeds its rate (a bucket of ``burst`` refilled at ``rate`` per second).
 * Content API (``add_content``): a ``twilio/quick-reply`` or ``twilio/list-picker`` content
   is stored with its actions; a message sent with its ``ContentSid`` shows those buttons and the
   body with ``{{n}}`` replaced by ``ContentVariables``.
@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlencode
 
 import aiohttp
@@ -49,6 +49,10 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from tests.waiting import WorkerDriver
+
+if TYPE_CHECKING:
+    from bot.runtime.worker import Worker
+    from bot.server.services import Services
 
 WHATSAPP = "whatsapp:"
 BODY_MAX = 1600
@@ -167,7 +171,7 @@ class FakeTwilio:
         self.server = TestServer(app, host="127.0.0.1")
 
     # ------------------------------------------------------------------ lifecycle
-    async def __aenter__(self) -> FakeTwilio:
+    async def __aenter__(self) -> Self:
         await self.server.start_server()
         self._http = aiohttp.ClientSession()
         return self
@@ -392,8 +396,8 @@ class TwilioHarness(WorkerDriver):
 
     fake: FakeTwilio
     server: TestServer
-    services: Any
-    worker: Any
+    services: Services
+    worker: Worker
 
     def url(self, channel: str, account: str) -> str:
         return f"{PUBLIC_URL}/webhooks/{channel}/{account}"

@@ -1,67 +1,22 @@
-"""A fake Meta Graph API on loopback, following the documented API closely enough to catch
-mistakes, plus builders for the webhooks Meta posts and a harness that runs our app against it.
-
-Graph side (``GraphFake``):
-
-* WhatsApp Cloud: ``POST /{version}/{PHONE_NUMBER_ID}/messages`` answers
-  ``{"messaging_product": "whatsapp", "contacts": [...], "messages": [{"id": "wamid..."}]}``;
-  bodies are checked against the documented limits (3 reply buttons, titles ≤ 20 and unique,
-  ≤ 10 list rows, row title ≤ 24, description ≤ 72, list button ≤ 20, interactive body
-  ≤ 1024, text ≤ 4096, media by link or id, templates with name and language); a free-form
-  message outside the customer's 24-hour window gets 131047 (or, with
-  ``window_errors="async"``, is accepted and fails later in a status webhook); more than
-  ``throughput`` messages per second on the number get 130429.
-* Instagram / Messenger: ``POST /{version}/me/messages`` (recipient ``id`` or ``comment_id``)
-  answers ``{"recipient_id", "message_id"}``; ≤ 13 quick replies with titles ≤ 20; text
-  ≤ 1000 bytes (Instagram) or 2000 characters (Messenger); the 24-hour window (code 10,
-  subcode 2018278), the ``HUMAN_AGENT`` tag for 7 days, one private reply per comment within
-  7 days; ``POST /{version}/{comment-id}/replies?message=…`` answers ``{"id"}``.
-* Every error has Graph's shape ``{"error": {"message", "type", "code", "error_subcode",
-  "fbtrace_id"}}``. The Bearer token (or ``access_token``) is checked (190 otherwise).
-
-The customer side: ``customer_wrote`` / ``commented`` tell the fake what Meta would know (the
-webhook helpers call them), and ``GraphFake.post_webhook`` posts a payload to our server the
-way Meta does: compact JSON with non-ASCII escaped, ``X-Hub-Signature-256`` over those bytes.
-"""
+"""The fake Graph API itself: the WhatsApp Cloud and Instagram / Messenger Send API rules, what Meta
+knows of each customer (24-hour windows, comments), every call it received, and the webhooks it
+posts to our server."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import hmac
 import itertools
 import json
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
-from tests.waiting import WorkerDriver
-
-VERSION = "v21.0"
-TOKEN = "EAAG-test-token"
-APP_SECRET = "app_secret_123"
-VERIFY_TOKEN = "verify-me"
-PHONE_NUMBER_ID = "106540352242922"
-WABA_ID = "102290129340398"
-DISPLAY_NUMBER = "15550783881"
-PAGE_ID = "1122334455"
-IG_ID = "17841400000000001"
-DAY = 86400.0
-
-
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def dumps(payload: Any) -> bytes:
-    """Meta's encoding: compact JSON with non-ASCII as \\uXXXX escapes."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=True).encode()
+from .meta import APP_SECRET, DAY, IG_ID, PAGE_ID, PHONE_NUMBER_ID, TOKEN, dumps, sign
 
 
 @dataclass
@@ -100,7 +55,8 @@ class GraphError(Exception):
     def __init__(self, code: int, message: str, *, subcode: int | None = None, status: int = 400,
                  type_: str = "OAuthException", data: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.code, self.message, self.subcode, self.status, self.type, self.data = code, message, subcode, status, type_, data
+        self.code, self.message, self.subcode = code, message, subcode
+        self.status, self.type, self.data = status, type_, data
 
     def body(self, trace: str) -> dict[str, Any]:
         err: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code, "fbtrace_id": trace}
@@ -200,7 +156,8 @@ class GraphFake:
             if kind == "template":
                 return f"[template {body['template']['name']}]"
             media = body[kind]
-            return f"[{kind} {media.get('link') or media.get('id')}]" + (f" {media['caption']}" if media.get("caption") else "")
+            caption = f" {media['caption']}" if media.get("caption") else ""
+            return f"[{kind} {media.get('link') or media.get('id')}]{caption}"
         msg = body["message"]
         if "attachment" in msg:
             text = f"[{msg['attachment']['type']} {msg['attachment']['payload'].get('url')}]"
@@ -477,275 +434,3 @@ class GraphFake:
                                "type": "free_customer_service"}
         return item
 
-
-# ---------------------------------------------------------------------- payload builders
-
-_mids = itertools.count(1)
-
-
-def wa_webhook(*, messages: list[dict[str, Any]] | None = None, statuses: list[dict[str, Any]] | None = None,
-               contacts: list[dict[str, Any]] | None = None, phone_number_id: str = PHONE_NUMBER_ID) -> dict[str, Any]:
-    value: dict[str, Any] = {"messaging_product": "whatsapp",
-                             "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": phone_number_id}}
-    if contacts:
-        value["contacts"] = contacts
-    if messages:
-        value["messages"] = messages
-    if statuses:
-        value["statuses"] = statuses
-    return {"object": "whatsapp_business_account",
-            "entry": [{"id": WABA_ID, "changes": [{"value": value, "field": "messages"}]}]}
-
-
-def wa_message(sender: str, kind: str, content: dict[str, Any], *, name: str = "Sheena Nelson",
-               mid: str | None = None, context: str | None = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"from": sender, "id": mid or f"wamid.IN{next(_mids):010d}",
-                           "timestamp": str(int(time.time())), "type": kind, kind: content}
-    if context:
-        msg["context"] = {"from": DISPLAY_NUMBER, "id": context}
-    return wa_webhook(messages=[msg], contacts=[{"profile": {"name": name}, "wa_id": sender}])
-
-
-def wa_text(sender: str, text: str, **kw: Any) -> dict[str, Any]:
-    return wa_message(sender, "text", {"body": text}, **kw)
-
-
-def wa_button_reply(sender: str, payload: str, title: str, **kw: Any) -> dict[str, Any]:
-    return wa_message(sender, "interactive", {"type": "button_reply", "button_reply": {"id": payload, "title": title}}, **kw)
-
-
-def wa_list_reply(sender: str, row_id: str, title: str, description: str = "", **kw: Any) -> dict[str, Any]:
-    reply = {"id": row_id, "title": title, **({"description": description} if description else {})}
-    return wa_message(sender, "interactive", {"type": "list_reply", "list_reply": reply}, **kw)
-
-
-def wa_template_button(sender: str, payload: str, text: str, **kw: Any) -> dict[str, Any]:
-    return wa_message(sender, "button", {"payload": payload, "text": text}, **kw)
-
-
-def wa_image(sender: str, media_id: str, caption: str = "", **kw: Any) -> dict[str, Any]:
-    content = {"mime_type": "image/jpeg", "sha256": "c2hhMjU2", "id": media_id}
-    if caption:
-        content["caption"] = caption
-    return wa_message(sender, "image", content, **kw)
-
-
-def wa_status(wamid: str, recipient: str, status: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return wa_webhook(statuses=[GraphFake.wa_status_value(wamid, recipient, status, errors)])
-
-
-def messaging_webhook(obj: str, events: list[dict[str, Any]], entry_id: str) -> dict[str, Any]:
-    return {"object": obj, "entry": [{"id": entry_id, "time": int(time.time() * 1000), "messaging": events}]}
-
-
-def dm(sender: str, recipient: str, *, text: str | None = None, quick_reply: str | None = None,
-       attachments: list[dict[str, Any]] | None = None, mid: str | None = None, echo: bool = False) -> dict[str, Any]:
-    message: dict[str, Any] = {"mid": mid or f"aWdfZAG1{next(_mids):010d}"}
-    if text is not None:
-        message["text"] = text
-    if quick_reply is not None:
-        message["quick_reply"] = {"payload": quick_reply}
-    if attachments:
-        message["attachments"] = attachments
-    if echo:
-        message["is_echo"] = True
-    return {"sender": {"id": sender}, "recipient": {"id": recipient}, "timestamp": int(time.time() * 1000),
-            "message": message}
-
-
-def ig_dm(sender: str, **kw: Any) -> dict[str, Any]:
-    return messaging_webhook("instagram", [dm(sender, IG_ID, **kw)], IG_ID)
-
-
-def ig_echo(customer: str, text: str) -> dict[str, Any]:
-    return messaging_webhook("instagram", [dm(IG_ID, customer, text=text, echo=True)], IG_ID)
-
-
-def ig_story_mention(sender: str, url: str = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1") -> dict[str, Any]:
-    return ig_dm(sender, attachments=[{"type": "story_mention", "payload": {"url": url}}])
-
-
-def ig_comment(author: str, comment_id: str, text: str, *, username: str = "ana",
-               media_id: str = "17900000000000001") -> dict[str, Any]:
-    return {"object": "instagram", "entry": [{"id": IG_ID, "time": int(time.time()), "changes": [{
-        "field": "comments", "value": {"id": comment_id, "from": {"id": author, "username": username},
-                                       "text": text, "media": {"id": media_id, "media_product_type": "FEED"}}}]}]}
-
-
-def ig_read(sender: str, mid: str) -> dict[str, Any]:
-    return messaging_webhook("instagram", [{"sender": {"id": sender}, "recipient": {"id": IG_ID},
-                                            "timestamp": int(time.time() * 1000), "read": {"mid": mid}}], IG_ID)
-
-
-def fb_dm(sender: str, **kw: Any) -> dict[str, Any]:
-    return messaging_webhook("page", [dm(sender, PAGE_ID, **kw)], PAGE_ID)
-
-
-def fb_postback(sender: str, payload: str, title: str, mid: str | None = None) -> dict[str, Any]:
-    return messaging_webhook("page", [{"sender": {"id": sender}, "recipient": {"id": PAGE_ID},
-                                       "timestamp": int(time.time() * 1000),
-                                       "postback": {"mid": mid or f"m_pb{next(_mids):010d}", "title": title,
-                                                    "payload": payload}}], PAGE_ID)
-
-
-def fb_delivery(sender: str, mids: list[str]) -> dict[str, Any]:
-    return messaging_webhook("page", [{"sender": {"id": sender}, "recipient": {"id": PAGE_ID},
-                                       "timestamp": int(time.time() * 1000),
-                                       "delivery": {"mids": mids, "watermark": int(time.time() * 1000)}}], PAGE_ID)
-
-
-# ---------------------------------------------------------------------- accounts and the app harness
-
-def whatsapp_account(base_url: str, greeting_bot: str = "shop", **settings: Any) -> dict[str, Any]:
-    return {"channel": "whatsapp", "greeting_bot": greeting_bot, "api_base_url": base_url,
-            "credentials": {"access_token": TOKEN, "app_secret": APP_SECRET, "verify_token": VERIFY_TOKEN,
-                            "phone_number_id": PHONE_NUMBER_ID},
-            "settings": {"api_version": VERSION, "chat_interval": 0, "rate": 1000, "burst": 1000, **settings}}
-
-
-def instagram_account(base_url: str, greeting_bot: str = "shop", **settings: Any) -> dict[str, Any]:
-    return {"channel": "instagram", "greeting_bot": greeting_bot, "api_base_url": base_url,
-            "credentials": {"access_token": TOKEN, "app_secret": APP_SECRET, "verify_token": VERIFY_TOKEN,
-                            "page_id": PAGE_ID, "ig_id": IG_ID},
-            "settings": {"api_version": VERSION, "chat_interval": 0, "rate": 1000, "burst": 1000, **settings}}
-
-
-def messenger_account(base_url: str, greeting_bot: str = "shop", **settings: Any) -> dict[str, Any]:
-    return {"channel": "messenger", "greeting_bot": greeting_bot, "api_base_url": base_url,
-            "credentials": {"access_token": TOKEN, "app_secret": APP_SECRET, "verify_token": VERIFY_TOKEN,
-                            "page_id": PAGE_ID},
-            "settings": {"api_version": VERSION, "chat_interval": 0, "rate": 1000, "burst": 1000, **settings}}
-
-
-@dataclass
-class Harness(WorkerDriver):
-    """Our app (web role) on loopback with the worker loops driven by the test."""
-
-    fake: GraphFake
-    server: TestServer
-    services: Any
-    worker: Any
-    admin: str
-
-    def url(self, channel: str, account: str) -> str:
-        return str(self.server.make_url(f"/webhooks/{channel}/{account}"))
-
-    async def webhook(self, channel: str, account: str, payload: Any, **kw: Any) -> tuple[int, Any]:
-        return await self.fake.post_webhook(self.url(channel, account), payload, **kw)
-
-    async def state(self, cid: str) -> Any:
-        from bot.store import codec
-        return codec.decode_state(await self.services.store.state(cid))
-
-    async def transcript(self, cid: str) -> list[dict[str, Any]]:
-        from bot.store import codec
-        return [codec.unpack(b) for _, b in await self.services.store.read_log(cid, 0, 1000)]
-
-    async def api(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        assert self.fake._session is not None
-        async with self.fake._session.request(method, str(self.server.make_url(path)),
-                                              headers={"Authorization": f"Bearer {self.admin}"}, **kw) as r:
-            return r.status, await r.json()
-
-
-@contextlib.asynccontextmanager
-async def running_app(redis_url: str, fake: GraphFake, accounts: dict[str, Any], flows_dir: Path,
-                      **config: Any) -> AsyncIterator[Harness]:
-    from bot.config import load_config
-    from bot.runtime.worker import Worker
-    from bot.server.app import create_app
-    from bot.server.keys import SERVICES
-
-    admin = "test-admin-token"
-    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(flows_dir), "admin_token": admin,
-                                         "timer_poll_interval": 0.05, "accounts": accounts, **config})
-    app = create_app(cfg, role="web")
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        services = app[SERVICES]
-        yield Harness(fake, server, services, Worker(services), admin)
-    finally:
-        await server.close()
-
-
-def write_flow(directory: Path, flow: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{flow['id']}.json").write_text(json.dumps(flow, indent=1), encoding="utf-8")
-
-
-#: The conversation the acceptance tests walk through on every channel: a public comment reply
-#: when it began with a comment, 3 reply buttons, a list, a 2-second pause, an image, 5 and 13
-#: options (list / quick replies / numbered text depending on the channel).
-SHOP_FLOW: dict[str, Any] = {
-    "format": "salesbot.flow/1", "id": "shop", "name": "Shop", "start": "origin",
-    "steps": {
-        "origin": {"type": "condition",
-                   "branches": [{"if": {"field": "chat.origin", "op": "eq", "value": "comment"}, "next": "public"}],
-                   "else": "menu"},
-        "public": {"type": "comment", "text": "Thanks! We sent you a DM.", "next": "menu"},
-        "menu": {"type": "message", "text": "Hi! What would you like?",
-                 "buttons": [{"title": "Drinks", "next": "drinks"}, {"title": "Sizes", "next": "sizes"},
-                             {"title": "Nothing", "next": "bye"}],
-                 "other_answer": "sorry"},
-        "sorry": {"type": "message", "text": "Please pick one of the options.", "next": "bye"},
-        "drinks": {"type": "list", "header": "Menu", "text": "Pick a drink", "footer": "Prices incl. VAT",
-                   "button": "Open menu",
-                   "sections": [{"title": "Hot", "rows": [
-                       {"id": "tea", "title": "Tea", "description": "Black or green", "next": "brew"},
-                       {"id": "coffee", "title": "Coffee", "next": "brew"}]},
-                       {"title": "Cold", "rows": [{"id": "lemonade", "title": "Lemonade", "next": "brew"}]}]},
-        "brew": {"type": "message", "text": "One {{ message.text }} coming up.", "next": "wait"},
-        "wait": {"type": "pause", "until": [{"on": "timer", "after": "2s", "next": "receipt"}]},
-        "receipt": {"type": "message", "text": "Here is your receipt.",
-                    "attachments": [{"kind": "image", "url": "https://example.com/receipt.jpg", "name": "receipt"}],
-                    "next": "sizes"},
-        "sizes": {"type": "message", "text": "Which size?",
-                  "buttons": [{"title": t, "next": "flavours"} for t in ("XS", "S", "M", "L", "XL")]},
-        "flavours": {"type": "message", "text": "Which flavour?",
-                     "buttons": [{"title": f"Flavour {i}", "next": "thanks"} for i in range(1, 14)]},
-        "thanks": {"type": "message", "text": "Thanks, {{ message.text }} it is!", "next": "bye"},
-        "bye": {"type": "stop"},
-    },
-}
-
-#: Business-initiated messages, for the 24-hour window: one with a template, one without.
-REMIND_FLOW: dict[str, Any] = {
-    "format": "salesbot.flow/1", "id": "remind", "name": "Reminder", "start": "nudge",
-    "steps": {
-        "nudge": {"type": "message", "text": "Your order is ready.", "template": "order_ready",
-                  "next": "plain", "failed": "nudge_failed"},
-        "plain": {"type": "message", "text": "Anything else?", "next": "hold", "failed": "plain_failed"},
-        # The run must still be active when the outbox reports the failure.
-        "hold": {"type": "pause", "until": [{"on": "message", "next": "done"}, {"on": "timer", "after": "1h", "next": "done"}]},
-        "nudge_failed": {"type": "internal_message", "text": "template failed", "next": "plain"},
-        "plain_failed": {"type": "internal_message", "text": "window closed: could not send", "next": "done"},
-        "done": {"type": "stop"},
-    },
-}
-
-#: A waiting question whose delivery may fail (statuses arrive while it waits).
-ASK_FLOW: dict[str, Any] = {
-    "format": "salesbot.flow/1", "id": "ask", "name": "Ask", "start": "ask",
-    "steps": {
-        "ask": {"type": "message", "text": "Still interested?", "buttons": [{"title": "Yes", "next": "done"}],
-                "failed": "ask_failed", "no_answer": {"after": "1h", "next": "done"}},
-        "ask_failed": {"type": "internal_message", "text": "delivery failed", "next": "done"},
-        "done": {"type": "stop"},
-    },
-}
-
-#: One message per conversation, for bursts.
-HELLO_FLOW: dict[str, Any] = {
-    "format": "salesbot.flow/1", "id": "hello", "name": "Hello", "start": "hello",
-    "steps": {"hello": {"type": "message", "text": "Hello {{ contact.name }}!", "next": "done"},
-              "done": {"type": "stop"}},
-}
-
-ALL_FLOWS = (SHOP_FLOW, REMIND_FLOW, ASK_FLOW, HELLO_FLOW)
-
-
-def write_flows(directory: Path) -> Path:
-    for flow in ALL_FLOWS:
-        write_flow(directory, flow)
-    return directory

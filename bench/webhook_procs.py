@@ -1,0 +1,93 @@
+"""The webhook bench's child processes (started and always stopped) and the CPU they use, from
+/proc: the server's, redis-server's, the load generator's and the rest of the machine's."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Processes:
+    """Child processes started by the bench; ``stop_all`` terminates (then kills) each one."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.redis: Any = None  # EmbeddedRedis
+
+    def start(self, name: str, args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd)
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = [(n, p) for n, p in self.procs if p is not proc]
+
+    def stop_all(self) -> None:
+        for _, proc in list(self.procs):
+            with contextlib.suppress(Exception):
+                self.stop(proc)
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.stop()
+            self.redis = None
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (zeros elsewhere)."""
+    try:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
+class CpuMeter:
+    """CPU used by the server, by redis-server, by this process and by everything else."""
+
+    def __init__(self, server_pid: int | None, redis_pid: int | None) -> None:
+        self.pids = {"server": server_pid, "redis": redis_pid, "loadgen": os.getpid()}
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        out = {name: cpu_seconds(pid) if pid else 0.0 for name, pid in self.pids.items()}
+        out["busy"], out["total"] = machine_cpu()
+        out["wall"] = time.monotonic()
+        return out
+
+    def stop(self) -> dict[str, float]:
+        end = self._read()
+        d = {k: end[k] - self.start[k] for k in end}
+        d["others"] = max(0.0, d["busy"] - d["server"] - d["redis"] - d["loadgen"])
+        return d
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (0.0 where /proc is not available)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0

@@ -1,0 +1,167 @@
+"""The webhook bench's Redis accounting: INFO commandstats per message of a server process, and
+redis-py commands and round trips per message counted inside this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from pathlib import Path
+from typing import Any
+
+from webhook_baseline import baseline_app
+from webhook_load import ACCOUNT, Traffic, closed_loop, post
+from webhook_procs import free_port
+
+
+def commandstats(client: Any) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()
+            if name != "cmdstat_info"}
+
+
+async def redis_commands_per_message(session: Any, url: str, traffic: Traffic, redis_url: str,
+                                     messages: int) -> dict[str, Any]:
+    """INFO commandstats delta per message (server process), the idle background subtracted."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(redis_url)
+    try:
+        await asyncio.sleep(0.5)
+        idle0, t_idle0 = commandstats(client), time.monotonic()
+        await asyncio.sleep(1.5)
+        idle1, t_idle1 = commandstats(client), time.monotonic()
+        idle_rate = (sum(idle1.values()) - sum(idle0.values())) / (t_idle1 - t_idle0)
+        before, t0 = commandstats(client), time.monotonic()
+        ok, errors, _ = await closed_loop(session, url, None, traffic, None, 4, count=messages)
+        after, t1 = commandstats(client), time.monotonic()
+    finally:
+        client.close()
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    raw = sum(delta.values())
+    background = idle_rate * (t1 - t0)
+    per = {k: round(v / max(1, ok), 2) for k, v in sorted(delta.items(), key=lambda kv: -kv[1]) if v}
+    return {"messages": ok, "errors": errors, "commands_per_msg": max(0.0, raw - background) / max(1, ok),
+            "raw_per_msg": raw / max(1, ok), "idle_commands_per_s": idle_rate, "by_command_per_msg_raw": per}
+
+
+_IN_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("bench_in_request", default=False)
+
+
+class RedisCounter:
+    """Counts redis-py commands and round trips in this process, split by request / background."""
+
+    def __init__(self) -> None:
+        self.counts = {"req_cmds": 0, "req_rts": 0, "bg_cmds": 0, "bg_rts": 0}
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def install(self) -> None:
+        from redis.asyncio.connection import AbstractConnection
+
+        counts = self.counts
+        orig_pack, orig_send = AbstractConnection.pack_command, AbstractConnection.send_packed_command
+
+        def pack_command(conn: Any, *args: Any) -> Any:
+            counts["req_cmds" if _IN_REQUEST.get() else "bg_cmds"] += 1
+            return orig_pack(conn, *args)
+
+        async def send_packed_command(conn: Any, command: Any, check_health: bool = True) -> None:
+            counts["req_rts" if _IN_REQUEST.get() else "bg_rts"] += 1
+            return await orig_send(conn, command, check_health)
+
+        from bot.store.resp import _Protocol
+
+        orig_resp_send = _Protocol.send
+
+        def resp_send(proto: Any, loop: Any, commands: Any) -> Any:
+            in_request = _IN_REQUEST.get()
+            counts["req_cmds" if in_request else "bg_cmds"] += len(commands)
+            counts["req_rts" if in_request else "bg_rts"] += 1
+            return orig_resp_send(proto, loop, commands)
+
+        self._saved = [(AbstractConnection, "pack_command", orig_pack),
+                       (AbstractConnection, "send_packed_command", orig_send),
+                       (_Protocol, "send", orig_resp_send)]
+        AbstractConnection.pack_command = pack_command  # type: ignore[method-assign]
+        AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
+        _Protocol.send = resp_send  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        for owner, name, fn in self._saved:
+            setattr(owner, name, fn)
+        self._saved = []
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+def _mark_request_middleware() -> Any:
+    from aiohttp import web
+
+    @web.middleware
+    async def mark(request: Any, handler: Any) -> Any:
+        token = _IN_REQUEST.set(True)
+        try:
+            return await handler(request)
+        finally:
+            _IN_REQUEST.reset(token)
+
+    return mark
+
+
+async def round_trips_in_process(kind: str, redis_url: str, flows_dir: Path, data_dir: Path,
+                                 sessions: int, messages: int) -> dict[str, Any]:
+    """Run the app in this process and count redis-py commands / round trips per message."""
+    import aiohttp
+    import redis as sync_redis
+    from aiohttp.test_utils import TestServer
+
+    sync = sync_redis.Redis.from_url(redis_url)
+    sync.flushall()
+    sync.close()
+    counter = RedisCounter()
+    counter.install()
+    try:
+        if kind == "salesbot":
+            from bot.config import load_config
+            from bot.server.app import create_app
+
+            config = load_config(env={}, overrides={
+                "redis_url": redis_url, "flows_dir": str(flows_dir), "data_dir": str(data_dir),
+                "admin_token": "bench-in-process", "host": "127.0.0.1", "log_level": "WARNING",
+                "limits": {"enabled": False}})  # one load generator is one client
+            app = create_app(config, role="all")
+            app.middlewares.append(_mark_request_middleware())
+        else:
+            app = baseline_app(redis_url, middlewares=[_mark_request_middleware()])
+        server = TestServer(app, host="127.0.0.1", port=free_port())
+        await server.start_server()
+        traffic = Traffic(sessions, seed=7, tag=f"rt-{kind}")
+        url = f"http://127.0.0.1:{server.port}/chat/{ACCOUNT}/messages"
+        try:
+            async with aiohttp.ClientSession() as session:
+                c0 = counter.snapshot()
+                first_errors = 0
+                for s in traffic.sessions:
+                    first_errors += not await post(session, url, traffic.body(s))
+                c1 = counter.snapshot()
+                t1 = time.monotonic()
+                errors = 0
+                for _ in range(messages):
+                    errors += not await post(session, url, traffic.body())
+                c2 = counter.snapshot()
+                t2 = time.monotonic()
+        finally:
+            await server.close()
+    finally:
+        counter.uninstall()
+    n_first = len(traffic.sessions)
+    return {
+        "messages": messages, "errors": errors + first_errors,
+        "rts_per_msg": (c2["req_rts"] - c1["req_rts"]) / messages,
+        "client_cmds_per_msg": (c2["req_cmds"] - c1["req_cmds"]) / messages,
+        "first_message_rts": (c1["req_rts"] - c0["req_rts"]) / n_first,
+        "first_message_client_cmds": (c1["req_cmds"] - c0["req_cmds"]) / n_first,
+        "background_rts_per_s": (c2["bg_rts"] - c1["bg_rts"]) / max(1e-9, t2 - t1),
+        "background_cmds_per_s": (c2["bg_cmds"] - c1["bg_cmds"]) / max(1e-9, t2 - t1),
+    }

@@ -1,0 +1,131 @@
+"""Automation documents on the server: checked against the CRM's pipelines and the loaded bots,
+then versioned like bots (``bot.store.versions``); loaded from ``automations_dir`` at start.
+
+The context of a check (docs/automations.md, "What the validator checks"): the embedded CRM's
+configured pipelines (``[embedded_crm] pipelines``, else the default ``Sales`` pipeline); with
+the Kommo backend the account's pipelines from its cached catalogue (when Kommo cannot be
+reached, pipelines and stages are not checked); with the webhook backend they are not checked.
+Bots are the bot store's. Custom fields are not checked (neither CRM keeps a field catalogue
+the embedded one could check against).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from crm_bridge import CrmBackend, KommoCrm, RedisCrm
+from crm_bridge.memory import DEFAULT_PIPELINE, DEFAULT_STAGES
+
+from ..automations.validate import AutomationContext, check_automations
+from ..builder.loader import read_document
+from ..errors import AutomationsInvalid, CrmError, FlowLoadError, Problem
+from ..store.bots import BotRegistry
+from ..store.versions import DocumentNotFound, VersionedDocuments, VersionInfo, digest_of
+
+log = logging.getLogger("salesbot.automations")
+#: How long a check waits for Kommo's pipelines before going on without them.
+CATALOGUE_TIMEOUT = 5.0
+
+
+class AutomationNotFound(DocumentNotFound):
+    def __init__(self, doc_id: str, version: int | None = None) -> None:
+        super().__init__(doc_id, version, kind="automation document")
+
+
+async def crm_pipelines(crm: CrmBackend) -> dict[str, list[str]]:
+    """Pipeline name -> its stages in order, as the CRM knows them; empty when it cannot say."""
+    if isinstance(crm, RedisCrm):
+        return {name: list(stages) for name, stages in (crm.pipelines or {DEFAULT_PIPELINE: DEFAULT_STAGES}).items()}
+    if isinstance(crm, KommoCrm):
+        try:
+            found = await asyncio.wait_for(crm.account.pipelines(), timeout=CATALOGUE_TIMEOUT)
+        except (CrmError, TimeoutError) as exc:
+            log.warning("automations.pipelines_unknown", extra={"error": str(exc) or type(exc).__name__})
+            return {}
+        return {str(p.get("name")): [str(s.get("name")) for s in crm.account.statuses(p) if s.get("type", 0) != 1]
+                for p in found}
+    return {}
+
+
+class AutomationDocuments:
+    """Validate, version and read automation documents (one per pipeline)."""
+
+    def __init__(self, *, documents: VersionedDocuments, crm: CrmBackend, bots: BotRegistry) -> None:
+        self.documents = documents
+        self.crm = crm
+        self.bots = bots
+
+    @classmethod
+    def of(cls, redis: Redis, crm: CrmBackend, bots: BotRegistry) -> AutomationDocuments:
+        return cls(documents=VersionedDocuments(redis, "automation", not_found=AutomationNotFound),
+                   crm=crm, bots=bots)
+
+    async def context(self) -> AutomationContext:
+        return AutomationContext(await crm_pipelines(self.crm), bots=frozenset(await self.bots.ids()))
+
+    async def put(self, doc: Any) -> tuple[VersionInfo, bool]:
+        """Check and store a document; ``AutomationsInvalid`` with every problem. The same
+        document as the newest version adds no version."""
+        problems, model = check_automations(doc, await self.context())
+        if model is not None:
+            problems += await self._pipeline_taken(model.id, model.pipeline)
+        if model is None or any(p.severity == "error" for p in problems):
+            raise AutomationsInvalid(problems)
+        info, new = await self.documents.put(
+            model.id, doc, digest=digest_of(doc), name=model.name or model.id,
+            warnings=tuple(str(p) for p in problems if p.severity == "warning"))
+        if new:
+            log.info("automations.version_stored", extra={"automation": model.id, "version": info.version})
+        return info, new
+
+    async def _pipeline_taken(self, doc_id: str, pipeline: str) -> list[Problem]:
+        """One document per pipeline: another document already acting on it is a problem."""
+        for other in await self.documents.ids():
+            if other == doc_id:
+                continue
+            try:
+                _, found = await self.documents.document(other)
+            except DocumentNotFound:
+                continue
+            if isinstance(found, dict) and found.get("pipeline") == pipeline:
+                return [Problem("/pipeline", f'pipeline "{pipeline}" already has its automations in document '
+                                             f'"{other}": one document per pipeline')]
+        return []
+
+
+def _read_documents(directory: Path) -> list[tuple[Path, Any]]:
+    """Each ``*.json`` of a folder (not the formats' schemas) with its document or its
+    ``FlowLoadError``; run in a thread (file I/O)."""
+    out: list[tuple[Path, Any]] = []
+    for path in sorted(directory.glob("*.json")):
+        if path.name.endswith("schema.json"):
+            continue
+        try:
+            out.append((path, read_document(path)))
+        except FlowLoadError as exc:
+            out.append((path, exc))
+    return out
+
+
+async def load_automation_dir(automations: AutomationDocuments, directory: Path) -> list[str]:
+    """Upload every ``*.json`` document of a folder at start (unchanged ones add no version); an
+    unreadable or invalid one is logged with its problems and skipped."""
+    loaded = []
+    for path, doc in await asyncio.to_thread(_read_documents, directory):
+        try:
+            if isinstance(doc, FlowLoadError):
+                raise doc
+            info, _new = await automations.put(doc)
+            loaded.append(f"{info.id} v{info.version}")
+        except FlowLoadError as exc:
+            log.error("automations.load_failed", extra={"file": str(path), "error": str(exc)})
+        except AutomationsInvalid as exc:
+            log.error("automations.load_failed", extra={
+                "file": str(path), "error": str(exc),
+                "problems": [str(p) for p in exc.problems if p.severity == "error"]})
+    return loaded

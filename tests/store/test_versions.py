@@ -1,0 +1,48 @@
+"""Versioned documents in a real Redis: the one store bots and automation documents share."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.store.bots import BotNotFound, BotRegistry
+from bot.store.versions import DocumentNotFound, VersionedDocuments, digest_of
+
+
+async def test_versions_unchanged_activate_and_listing(redis: Redis) -> None:
+    docs = VersionedDocuments(redis, "automation")
+    one, two = {"id": "a", "n": 1}, {"id": "a", "n": 2}
+    info, new = await docs.put("a", one, digest=digest_of(one), name="A")
+    assert (info.id, info.version, new) == ("a", 1, True)
+    assert (await docs.put("a", {"n": 1, "id": "a"}, digest=digest_of({"n": 1, "id": "a"}), name="A"))[1] is False
+    info, new = await docs.put("a", two, digest=digest_of(two), name="A2", warnings=("/x: hmm",))
+    assert (info.version, new, info.warnings) == (2, True, ("/x: hmm",))
+    assert await docs.document("a") == (2, two)
+    assert (await docs.activate("a", 1)).name == "A"
+    assert await docs.document("a") == (1, one)
+    assert await docs.document("a", 2) == (2, two)
+    assert await docs.listing() == [{"id": "a", "name": "A", "active_version": 1, "versions": 2}]
+    assert await redis.smembers("sb:automations") == {b"a"}
+    assert await redis.exists("sb:automation:{a}:v:2") == 1  # the document's keys share its hash tag
+
+
+async def test_not_found_names_the_kind(redis: Redis) -> None:
+    docs = VersionedDocuments(redis, "automation")
+    with pytest.raises(DocumentNotFound, match="no automation 'x'"):
+        await docs.document("x")
+    with pytest.raises(DocumentNotFound, match="no automation 'x' version 3"):
+        await docs.activate("x", 3)
+
+
+async def test_bots_keep_their_keys_and_error(redis: Redis) -> None:
+    """The bot registry stores through the same code under the keys it always used."""
+    bots = BotRegistry(redis)
+    flow = {"format": "salesbot.flow/1", "id": "hi", "start": "a", "steps": {"a": {"type": "message", "text": "x"}}}
+    info, new = await bots.put(flow)
+    assert (info.bot, info.version, new) == ("hi", 1, True)
+    assert await redis.get("sb:bot:{hi}:active") == b"1"
+    assert await redis.smembers("sb:bots") == {b"hi"}
+    with pytest.raises(BotNotFound) as caught:
+        await bots.activate("hi", 2)
+    assert (caught.value.bot, str(caught.value)) == ("hi", "no bot 'hi' version 2")
+    assert bots.get("hi") is not None and bots.get("hi").version == 1  # type: ignore[union-attr]
