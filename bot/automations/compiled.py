@@ -6,7 +6,7 @@ are compiled, durations are seconds, working hours are read in the document's ti
 the pipeline's stage order is a lookup table (for ``allow_backward``). ``compile_automations``
 takes a *validated* ``Automations`` model (``bot.automations.validate`` finds the problems a
 person can fix); what it still finds (a template that does not compile) it raises as
-``FlowInvalid`` with every problem's JSON pointer.
+``AutomationsInvalid`` with every problem's JSON pointer.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from zoneinfo import ZoneInfo
 from ..builder import compiled as c
 from ..builder.durations import parse_duration
 from ..builder.templates import evaluate_value
-from ..builder.validate import _PLAIN_ACTION_KEYS, _Compiler, _has_template  # compiled exactly as in flows
+from ..builder.validate import Compiler, _has_template  # compiled exactly as in flows
 from ..builder.working_hours import WorkingHours
 from ..engine.state import plain
-from ..errors import FlowInvalid
+from ..errors import AutomationsInvalid
 from . import models as m
 
 #: Rule kinds a lead event starts at once (the others, ``field_time`` and ``idle``, are timers).
@@ -184,7 +184,7 @@ def _seconds(value: int | str | None) -> int | None:
     return value if isinstance(value, int) else parse_duration(value)
 
 
-def _match(comp: _Compiler, match: Mapping[str, Any], at: list[str | int]) -> c.CPredicate | None:
+def _match(comp: Compiler, match: Mapping[str, Any], at: list[str | int]) -> c.CPredicate | None:
     """``match`` as a predicate over the context's ``event.data``: every key equal (the flow's
     ``eq``: numbers as numbers, text without regard to case)."""
     if not match:
@@ -200,31 +200,23 @@ def _match(comp: _Compiler, match: Mapping[str, Any], at: list[str | int]) -> c.
     return leaves[0] if len(leaves) == 1 else c.CAll(tuple(leaves))
 
 
-def _do(comp: _Compiler, do: m.StartBotDo | m.ActionsDo | m.StartProcessDo, at: list[str | int]) -> CDo:
+def _do(comp: Compiler, do: m.StartBotDo | m.ActionsDo | m.StartProcessDo, at: list[str | int]) -> CDo:
     if isinstance(do, m.StartBotDo):
         channels = (do.channel,) if isinstance(do.channel, str) else tuple(do.channel)
         return CStartBot(do.start_bot, channels, MappingProxyType(comp.value(do.variables, at + ["variables"])))
     if isinstance(do, m.StartProcessDo):
         return CStartProcess(do.start_process,
                              MappingProxyType(comp.value(do.variables, at + ["variables"])))
-    actions = []
-    for i, a in enumerate(do.actions):
-        params = a.model_dump(by_alias=True, exclude={"do"})
-        compiled = {
-            k: v if k in _PLAIN_ACTION_KEYS or (a.do == "set_variable" and k == "name")
-            else comp.value(v, at + ["actions", i, k])
-            for k, v in params.items()
-        }
-        actions.append(c.CAction(a.do, MappingProxyType(compiled)))
+    actions = comp.actions(do.actions, at + ["actions"])
     parts = tuple(
         (MappingProxyType({k: plain(evaluate_value(v, {})) for k, v in x.params.items() if not _has_template(v)}),
          MappingProxyType({k: v for k, v in x.params.items() if _has_template(v)}))
         for x in actions
     )
-    return CActions(tuple(actions), parts)
+    return CActions(actions, parts)
 
 
-def _rule(comp: _Compiler, index: int, r: m.Rule) -> CRule:
+def _rule(comp: Compiler, index: int, r: m.Rule) -> CRule:
     at: list[str | int] = ["rules", index]
     return CRule(
         id=r.id, index=index, stage=r.stage, on=frozenset(r.on),
@@ -243,10 +235,10 @@ def _rule(comp: _Compiler, index: int, r: m.Rule) -> CRule:
 def compile_automations(doc: m.Automations, stages: Sequence[str], *, version: int = 0) -> CompiledAutomations:
     """The compiled form of a validated document, given its pipeline's stages in order.
 
-    Raises ``FlowInvalid`` (problems with JSON pointers) when a template or condition does not
+    Raises ``AutomationsInvalid`` (problems with JSON pointers) when a template or condition does not
     compile — the validator reports those first; this is the last line.
     """
-    comp = _Compiler()
+    comp = Compiler()
     tz = ZoneInfo(doc.settings.timezone)
     hours = WorkingHours.parse(doc.settings.working_hours, tz)
     rules = [_rule(comp, i, r) for i, r in enumerate(doc.rules)]
@@ -269,7 +261,7 @@ def compile_automations(doc: m.Automations, stages: Sequence[str], *, version: i
         else:
             scoring.setdefault(s.on, []).append(CScore(s.on, _match(comp, s.match, ["scoring", i, "match"]), s.add))
     if comp.problems:
-        raise FlowInvalid(comp.problems)
+        raise AutomationsInvalid(comp.problems)
     return CompiledAutomations(
         id=doc.id, version=version, pipeline=doc.pipeline, tz=tz, hours=hours, stages=tuple(stages),
         stage_index=MappingProxyType({name: i for i, name in enumerate(stages)}),

@@ -12,7 +12,7 @@ import pytest
 from bot.automations.compiled import next_closing
 from bot.automations.state import RECENT, LeadState, Pending
 from bot.builder.working_hours import WorkingHours
-from bot.errors import FlowInvalid
+from bot.errors import AutomationsInvalid
 
 from .helpers import Lead, compile_doc, event
 
@@ -63,7 +63,7 @@ def test_the_compiled_document_indexes_rules_by_stage_and_kind() -> None:
 
 def test_a_template_that_does_not_compile_is_refused_with_its_pointer() -> None:
     bad = {"actions": [{"do": "add_note", "text": "{{ oops"}]}
-    with pytest.raises(FlowInvalid) as info:
+    with pytest.raises(AutomationsInvalid) as info:
         compile_doc([{"id": "a", "stage": "Incoming", "on": "created", "do": bad}])
     assert [p.pointer for p in info.value.problems] == ["/rules/0/do/actions/0/text"]
 
