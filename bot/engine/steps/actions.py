@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from ...builder import compiled as c
 from ...builder.templates import Template, TemplateFailed
@@ -92,7 +93,14 @@ def action_result(t: TurnContext, s: c.CActionStep, e: ev.RequestResult) -> Targ
 
 
 # ---------------------------------------------------------------------- task due dates
-def task_due(due: Any, now: datetime, flow: c.CompiledFlow) -> datetime:
+class Zoned(Protocol):
+    """What has a timezone: a compiled flow, or an automation document (``bot.automations``)."""
+
+    @property
+    def tz(self) -> ZoneInfo: ...
+
+
+def task_due(due: Any, now: datetime, flow: Zoned) -> datetime:
     """When a task created now falls due, in the flow's timezone (Kommo's presets)."""
     local = now.astimezone(flow.tz)
     end_of_day = local.replace(hour=23, minute=59, second=0, microsecond=0)
@@ -109,7 +117,7 @@ def task_due(due: Any, now: datetime, flow: c.CompiledFlow) -> datetime:
     return local + timedelta(seconds=int(due) if isinstance(due, (int, float)) else 0)
 
 
-def task_due_window(due: Any, now: datetime, flow: c.CompiledFlow) -> tuple[datetime | None, datetime | None]:
+def task_due_window(due: Any, now: datetime, flow: Zoned) -> tuple[datetime | None, datetime | None]:
     """The due-date window of ``complete_tasks``: ``[from, to)``; None is open."""
     local = now.astimezone(flow.tz)
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)

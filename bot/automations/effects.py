@@ -1,0 +1,112 @@
+"""What the rule engine asks the shell to do, and the shell's own events: plain frozen values.
+
+Every effect that changes the lead carries ``depth``: the depth the events it causes will have
+(the triggering event's depth + 1), so chains of rules stop at ``MAX_DEPTH``. ``Record`` is
+not work: it is what happened to a rule, for the per-rule counts and the lead card's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Outcome = Literal["fired", "acted", "skipped_if", "waiting_window", "delayed", "cancelled", "loop", "not_in_stage"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunActions:
+    """Run these flow actions on the lead, in order, like a flow's action step. Each is the
+    plain command a flow's action request carries (``{"do": "add_task", ..., "due_at": ...,
+    "timezone": ...}``): templates are already rendered. Read-only: values without templates
+    are shared with the compiled document."""
+
+    rule: str
+    actions: tuple[Mapping[str, Any], ...]
+    depth: int
+    leave_unanswered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StartBot:
+    """Start ``bot`` for the lead on the first reachable of ``channels`` (``last``, or accounts)."""
+
+    rule: str
+    bot: str
+    channels: tuple[str, ...]
+    variables: Mapping[str, Any]
+    depth: int
+    leave_unanswered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StartProcess:
+    """Start process ``process`` for the lead's contact."""
+
+    rule: str
+    process: str
+    variables: Mapping[str, Any]
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveStage:
+    """Move the lead to ``stage`` of the document's pipeline (a trigger). The CRM emits
+    ``lead.stage_changed`` for it, which runs that stage's ``moved_in`` rules."""
+
+    trigger: str
+    stage: str
+    depth: int
+    pipeline: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AddScore:
+    """Add ``delta`` (negative: subtract) to the contact's ``score``; ``reason`` says why."""
+
+    delta: int
+    reason: str
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Deliver ``TimerFired(timer_id)`` to the lead's queue at ``at`` (epoch seconds)."""
+
+    timer_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    timer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What happened to rule (or trigger) ``rule``: counted per rule, shown on the lead card."""
+
+    rule: str
+    outcome: Outcome
+    detail: str = ""
+
+
+Effect = RunActions | StartBot | StartProcess | MoveStage | AddScore | SetTimer | CancelTimer | Record
+
+
+# ---------------------------------------------------------------------- the shell's events
+@dataclass(frozen=True, slots=True)
+class AutomationsChanged:
+    """A new version of the lead's automations is live: pending work of rules that are gone is
+    cancelled, timers of new ``idle``/``field_time`` rules of the lead's stage are set."""
+
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRule:
+    """``apply_to_existing``: rule ``rule_id`` acts once for this lead as if its event happened
+    now. ``job`` names the run of the job (a redelivered one does nothing)."""
+
+    rule_id: str
+    job: str = ""
