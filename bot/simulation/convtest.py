@@ -245,6 +245,8 @@ async def _run_script(sim: Simulator, script: list[Any], lines: list[int]) -> in
     def where(i: int) -> str:
         return f"line {lines[i]}" if i < len(lines) else f"entry {i + 1}"
 
+    await sim.settle()
+
     for i, entry in enumerate(script):
         collect()
         if not isinstance(entry, dict) or len(entry) != 1:

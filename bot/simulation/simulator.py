@@ -218,6 +218,12 @@ class Simulator:
         await self._drain()
         return self._produced(start)
 
+    async def settle(self) -> list[Line]:
+        """Handle the lead events still queued (at the start: the lead's first look at the rules)."""
+        start = len(self.transcript)
+        await self._drain()
+        return self._produced(start)
+
     # ------------------------------------------------------------------ the loop
     async def feed(self, event: ev.Event) -> list[Line]:
         start = len(self.transcript)

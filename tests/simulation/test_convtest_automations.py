@@ -93,7 +93,8 @@ def test_idle_and_field_time_rules_fire_on_the_clock(tmp_path: Path) -> None:
          "do": {"actions": [{"do": "add_note", "text": "visit soon"}]}},
     ]
     head = 'lead: {stage: Proposal, fields: {visit: "2026-11-26T12:00:00+00:00"}}\n'
-    script = ("  - wait: 1d\n  - expect: {rules.acted: []}\n"
+    script = ("  - expect: {timers: {count: 2}}\n"  # the lead's idle and field_time timers, from the start
+              "  - wait: 1d\n  - expect: {rules.acted: []}\n"
               "  - wait: 1h\n  - expect: {rules.acted: [visit], notes: {count: 1}}\n"
               "  - wait: 23h\n  - expect: {rules.acted: [visit, quiet], lead.tags: [quiet]}\n")
     report = _run(tmp_path, rules, script, head=head)
