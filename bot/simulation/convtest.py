@@ -336,6 +336,10 @@ def run_test_file(path: Path) -> TestOutcome:
         if errors:
             details.append("runtime notes:")
             details += [f"  {t.event}: {_show(t.data)}" for t in errors]
+        if sim.rules is not None and sim.rules.history:
+            details.append("what the rules did:")
+            details += [f"  {h['at']} lead {h['lead']}: {h['rule']} {h['outcome']}" + (f" ({h['detail']})"
+                        if h["detail"] else "") for h in sim.rules.history]
         return TestOutcome(path, False, str(exc), details=details)
 
 

@@ -113,10 +113,16 @@ def test_a_trigger_moves_the_lead_and_scoring_adds_to_the_contact(tmp_path: Path
 
 
 def test_a_rules_expectation_that_does_not_hold_fails_the_test(tmp_path: Path) -> None:
-    rules = [{"id": "n", "stage": "Contacted", "on": "moved_in", "do": {"actions": [{"do": "add_note", "text": "x"}]}}]
+    note = {"actions": [{"do": "add_note", "text": "x"}]}
+    rules = [{"id": "n", "stage": "Contacted", "on": "moved_in", "do": note},
+             {"id": "q", "stage": "Qualified", "on": "moved_in", "do": note,
+              "if": {"all": [{"field": "lead.tags", "op": "has", "value": "vip"}]}}]
     report = _run(tmp_path, rules, "  - event: {type: lead.stage_changed, to: Qualified}\n"
                   "  - expect: {rules: {acted: [n]}}\n")
     assert report.startswith("FAIL") and "line" in report and '"acted": []' in report, report
+    # the report says what the rules did instead
+    assert "what the rules did:" in report and "lead 2: q fired (lead.stage_changed)" in report, report
+    assert "lead 2: q skipped_if" in report, report
 
 
 def test_an_invalid_automation_document_is_a_broken_test_naming_the_problem(tmp_path: Path) -> None:
@@ -153,3 +159,14 @@ def test_a_bot_started_for_another_lead_is_noted_not_run_in_the_test_conversatio
                     encoding="utf-8")
     report = run_test_file(test).report()
     assert report.startswith("PASS"), report
+
+
+def test_salesbot_test_runs_the_example_automation_tests_green() -> None:
+    import io
+
+    from bot.cli import main
+
+    out = io.StringIO()
+    folder = Path(__file__).resolve().parents[2] / "automations"
+    assert main(["test", str(folder)], out=out) == 0, out.getvalue()
+    assert "11 passed, 0 failed" in out.getvalue()
