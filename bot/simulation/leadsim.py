@@ -26,8 +26,10 @@ from ..automations.engine import ShellEvent, react
 from ..automations.events import LeadEvent
 from ..automations.state import LeadState
 
-#: The outcomes ``expect: {rules: …}`` lists (``bot.automations.effects.Outcome``).
-OUTCOMES = ("fired", "acted", "skipped_if", "waiting_window", "delayed", "cancelled", "loop", "not_in_stage")
+#: The outcomes ``expect: {rules: …}`` lists: the engine's (``bot.automations.effects.Outcome``) and
+#: ``failed`` (an action the CRM refused, as the server's lead card says).
+OUTCOMES = ("fired", "acted", "skipped_if", "waiting_window", "delayed", "cancelled", "loop", "not_in_stage",
+            "failed")
 LEAD_TIMER_PREFIX = "lead:"
 
 
@@ -95,9 +97,12 @@ class LeadRules:
         self.states[lead_id] = reaction.state
         for effect in reaction.effects:
             if isinstance(effect, afx.Record):
-                self.history.append({"rule": effect.rule, "outcome": effect.outcome, "detail": effect.detail,
-                                     "lead": lead_id, "at": now.isoformat()})
+                self.note(lead_id, effect.rule, effect.outcome, effect.detail, now)
         return lead_id, reaction.effects
+
+    def note(self, lead_id: str, rule: str, outcome: str, detail: str, now: datetime) -> None:
+        self.history.append({"rule": rule, "outcome": outcome, "detail": detail, "lead": lead_id,
+                             "at": now.isoformat()})
 
     # ------------------------------------------------------------------ reading
     def view(self) -> dict[str, Any]:

@@ -283,12 +283,16 @@ class Simulator:
                     try:
                         self._crm_write(ref, dict(action), effect.depth)
                     except ValueError as exc:
+                        self.rules.note(lead_id, effect.rule, "failed", f"{action['do']}: {exc}", self.now)
                         self.transcript.append(Line("system", f"rule {effect.rule}: {exc}", at=self.now))
                 else:
                     self.outbox.append({**action, "rule": effect.rule})
         elif isinstance(effect, afx.MoveStage):
-            self._crm_write(ref, {"do": "change_stage", "stage": effect.stage, "pipeline": effect.pipeline or None},
-                            effect.depth)
+            try:
+                self._crm_write(ref, {"do": "change_stage", "stage": effect.stage,
+                                      "pipeline": effect.pipeline or None}, effect.depth)
+            except ValueError as exc:
+                self.rules.note(lead_id, effect.trigger, "failed", f"change_stage: {exc}", self.now)
         elif isinstance(effect, afx.AddScore):
             contact = self.crm.contacts.get(ref.contact_id)
             if contact is not None:

@@ -170,3 +170,14 @@ def test_salesbot_test_runs_the_example_automation_tests_green() -> None:
     folder = Path(__file__).resolve().parents[2] / "automations"
     assert main(["test", str(folder)], out=out) == 0, out.getvalue()
     assert "11 passed, 0 failed" in out.getvalue()
+
+
+def test_an_action_the_crm_refuses_is_recorded_as_failed_and_the_test_goes_on(tmp_path: Path) -> None:
+    rules = [{"id": "bad", "stage": "Contacted", "on": "moved_in",
+              "do": {"actions": [{"do": "change_stage", "stage": "Nowhere", "pipeline": "Other"},
+                                 {"do": "add_note", "text": "after"}]}}]
+    report = _run(tmp_path, rules, "  - event: {type: lead.stage_changed, to: Contacted}\n"
+                  "  - expect: {rules: {acted: [bad], failed: [bad]}, notes: [{text: after}],"
+                  " rules.history: {has: {outcome: failed, detail: {contains: Nowhere}}}}\n",
+                  head="pipelines: {Sales: [Incoming, Contacted], Other: [A]}\n")
+    assert report.startswith("PASS"), report
