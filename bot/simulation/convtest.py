@@ -18,10 +18,14 @@ from typing import Any
 
 import yaml
 
+from crm_bridge.memory import DEFAULT_PIPELINE, DEFAULT_STAGES
+
+from ..automations.compiled import CompiledAutomations, compile_automations
+from ..automations.validate import AutomationContext, parse_automations
 from ..builder.durations import DurationError, parse_duration
-from ..builder.loader import load_flow
+from ..builder.loader import load_flow, read_document
 from ..engine.predicates import lookup
-from ..errors import ConversationTestError, FlowInvalid, FlowLoadError
+from ..errors import AutomationsInvalid, ConversationTestError, FlowInvalid, FlowLoadError
 from .simulator import Line, Simulator
 
 _MATCHERS = {"has", "contains", "matches", "count"}
@@ -89,6 +93,22 @@ def _now(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def load_automations(path: Path, pipelines: Any) -> CompiledAutomations:
+    """The test's automation document, validated against the test's pipelines (or the default
+    ``Sales`` one) and compiled. Bots are not checked: a bot the test does not load fails when
+    a rule starts it."""
+    known = {str(k): [str(s) for s in v] for k, v in pipelines.items()} if isinstance(pipelines, dict) else {
+        DEFAULT_PIPELINE: list(DEFAULT_STAGES)}
+    try:
+        model = parse_automations(read_document(path), AutomationContext(pipelines=known))
+        return compile_automations(model, known.get(model.pipeline, []), version=1)
+    except AutomationsInvalid as exc:
+        errors = "; ".join(str(p) for p in exc.problems if p.severity == "error")
+        raise ConversationTestError(f"the automations are invalid: {errors}") from exc
+    except FlowLoadError as exc:
+        raise ConversationTestError(str(exc)) from exc
+
+
 def build_simulator(path: Path, doc: dict[str, Any]) -> Simulator:
     base = path.parent
     if "flow" not in doc:
@@ -102,13 +122,19 @@ def build_simulator(path: Path, doc: dict[str, Any]) -> Simulator:
     except FlowLoadError as exc:
         raise ConversationTestError(f"{path}: {exc}") from exc
     unknown = set(doc) - {"flow", "bots", "channel", "now", "contact", "lead", "pipelines", "script",
-                          "webhooks", "widgets", "name", "description"}
+                          "webhooks", "widgets", "name", "description", "automations"}
     if unknown:
         raise ConversationTestError(f"{path}: unknown key(s): {', '.join(sorted(unknown))}")
+    automations = None
+    if doc.get("automations") is not None:
+        try:
+            automations = load_automations(base / str(doc["automations"]), doc.get("pipelines"))
+        except ConversationTestError as exc:
+            raise ConversationTestError(f"{path}: {exc}") from exc
     return Simulator(
         flow, bots=bots, channel=str(doc.get("channel") or "livechat"), now=_now(doc.get("now")),
         contact=doc.get("contact") or {}, lead=doc.get("lead") or {}, pipelines=doc.get("pipelines"),
-        webhooks=doc.get("webhooks") or {}, widgets=doc.get("widgets") or {},
+        webhooks=doc.get("webhooks") or {}, widgets=doc.get("widgets") or {}, automations=automations,
     )
 
 
@@ -219,6 +245,8 @@ async def _run_script(sim: Simulator, script: list[Any], lines: list[int]) -> in
     def where(i: int) -> str:
         return f"line {lines[i]}" if i < len(lines) else f"entry {i + 1}"
 
+    await sim.settle()
+
     for i, entry in enumerate(script):
         collect()
         if not isinstance(entry, dict) or len(entry) != 1:
@@ -259,7 +287,10 @@ async def _run_script(sim: Simulator, script: list[Any], lines: list[int]) -> in
             if not isinstance(value, dict) or "type" not in value:
                 raise ConversationTestError(f"{where(i)}: event takes a mapping with type")
             data = {k: v for k, v in value.items() if k != "type"}
-            await sim.event(str(value["type"]), data)
+            try:
+                await sim.event(str(value["type"]), data)
+            except ValueError as exc:
+                raise ConversationTestError(f"{where(i)}: event: {exc}") from None
         elif key == "expect":
             if not isinstance(value, dict):
                 raise ConversationTestError(f"{where(i)}: expect takes a mapping of path: value")
@@ -305,6 +336,10 @@ def run_test_file(path: Path) -> TestOutcome:
         if errors:
             details.append("runtime notes:")
             details += [f"  {t.event}: {_show(t.data)}" for t in errors]
+        if sim.rules is not None and sim.rules.history:
+            details.append("what the rules did:")
+            details += [f"  {h['at']} lead {h['lead']}: {h['rule']} {h['outcome']}" + (f" ({h['detail']})"
+                        if h["detail"] else "") for h in sim.rules.history]
         return TestOutcome(path, False, str(exc), details=details)
 
 

@@ -12,18 +12,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from crm_bridge import CRM_COMMANDS, ChannelIdentity, CrmRef, MemoryCrm
+from crm_bridge import CRM_COMMANDS, ChannelIdentity, CommandResult, CrmRef, MemoryCrm
 
+from ..automations import effects as afx
+from ..automations.compiled import CompiledAutomations
 from ..builder.compiled import CompiledFlow
 from ..builder.normalize import normalize
 from ..engine import effects as fx
 from ..engine import events as ev
 from ..engine.flows import FlowLibrary
 from ..engine.state import ConversationState
-from ..errors import CrmRejected
+from ..errors import ConversationTestError, CrmRejected
 from ..runtime.driver import Driver
+from .leadsim import LEAD_TIMER_PREFIX, OUTCOMES, LeadRules, lead_of_timer
 
 CustomHandler = Callable[[dict[str, Any], Mapping[str, Any]], Any]
+#: Events of the conversation's platform, not of the lead (they never reach the rule engine).
+PLATFORM_EVENTS = frozenset({"video_opened", "video_closed", "takeover", "release", "stop", "start_bot",
+                             "widget_callback", "delivery_failed"})
+#: Lead events one input may cause at most: more is a loop the depth guard cannot see (a bot a
+#: rule starts changing the lead, whose event starts the bot again …).
+MAX_LEAD_EVENTS = 1000
 
 
 @dataclass
@@ -62,6 +71,7 @@ class Simulator:
         webhooks: Mapping[str, Any] | None = None,
         widgets: Mapping[str, Any] | None = None,
         custom_handlers: Mapping[str, CustomHandler] | None = None,
+        automations: CompiledAutomations | None = None,
     ) -> None:
         self.library = FlowLibrary()
         for b in bots:
@@ -88,6 +98,14 @@ class Simulator:
         self.custom = dict(custom_handlers or {})
         self.rotations: dict[tuple[str, str], int] = {}
         self._seq = 0
+        # Automations (docs/testing.md): the rule engine's side, and what rules started.
+        self.rules = LeadRules(automations, self.crm) if automations is not None else None
+        self.started: list[dict[str, Any]] = []
+        self._draining = False
+        self._depth = 0  # the depth of CRM changes the conversation makes now (a bot a rule started)
+        self._messages = 0
+        if self.rules is not None and automations is not None:
+            self.rules.shell(self.ref.lead_id, afx.AutomationsChanged(automations.version))
 
     # ------------------------------------------------------------------ identity
     def identity(self) -> ChannelIdentity:
@@ -103,9 +121,18 @@ class Simulator:
         shown = text if payload is None else f"{text}"
         self.transcript.append(Line("user", shown, kind=kind, at=self.now,
                                     attachments=[{"kind": a.kind, "url": a.url, "name": a.name} for a in attachments]))
-        return await self.feed(ev.InboundMessage(text=text, payload=payload, kind=kind,
-                                                 attachments=attachments, message_id=f"sim-{self._seq}",
-                                                 greeting=self.flow.id))
+        start = len(self.transcript)
+        await self._turn(ev.InboundMessage(text=text, payload=payload, kind=kind, attachments=attachments,
+                                           message_id=f"sim-{self._seq}", greeting=self.flow.id))
+        if self.rules is not None:
+            self._messages += 1
+            data = {"text": text, "channel": self.channel, "account": "sim"}
+            lid, cid = self.ref.lead_id, self.ref.contact_id
+            if self._messages == 1:
+                self.rules.add("chat.first_message", lid, data, self.now, contact_id=cid, source="chat")
+            self.rules.add("chat.message", lid, data, self.now, contact_id=cid, source="chat")
+        await self._drain()
+        return self._produced(start)
 
     def find_button(self, title: str) -> tuple[str, str]:
         """The text and payload of a button or list row on the newest bot message offering it."""
@@ -127,7 +154,8 @@ class Simulator:
     async def wait(self, seconds: float) -> list[Line]:
         """Move the virtual clock, firing every timer due on the way, in order."""
         end = self.now + timedelta(seconds=seconds)
-        produced: list[Line] = []
+        start = len(self.transcript)
+        await self._drain()
         while True:
             due = [(at, tid) for tid, at in self.timers.items() if at <= end.timestamp()]
             if not due:
@@ -135,13 +163,19 @@ class Simulator:
             at, tid = min(due)
             del self.timers[tid]
             self.now = max(self.now, datetime.fromtimestamp(at, tz=self.now.tzinfo))
-            produced += await self.feed(ev.TimerFired(tid))
+            if self.rules is not None and tid.startswith(LEAD_TIMER_PREFIX):
+                self.rules.shell(lead_of_timer(tid), ev.TimerFired(tid))
+                await self._drain()
+            else:
+                await self.feed(ev.TimerFired(tid))
         self.now = end
-        return produced
+        return self._produced(start)
 
     async def event(self, type_: str, data: Mapping[str, Any]) -> list[Line]:
         """A business or platform event, named as in ``/event`` and test files."""
         data = dict(data)
+        if self.rules is not None and type_ not in PLATFORM_EVENTS:
+            return await self.lead_event(type_, data)
         if type_ in ("video_opened", "video_closed"):
             return await self.feed(ev.VideoEvent(type_))
         if type_ == "takeover":
@@ -165,14 +199,116 @@ class Simulator:
             lead["pipeline"] = str(data.get("pipeline") or lead["pipeline"])
         return await self.feed(ev.CrmEvent(type_, data))
 
+    async def lead_event(self, type_: str, data: dict[str, Any]) -> list[Line]:
+        """An event about the test's lead, with automations. A change of the lead
+        (``lead.stage_changed``, ``lead.responsible_changed``, ``lead.tag_added``/``removed``,
+        ``lead.field_changed``) is made in the CRM, whose change event reaches the rules, as on the
+        server; any other type reaches them as it is (``data``, or the other keys). The
+        conversation hears it too, as without automations."""
+        assert self.rules is not None
+        start = len(self.transcript)
+        command = _change_command(type_, data)
+        if command is not None:
+            self._crm_write(self.ref, command, 0)
+        else:
+            raw = data.get("data")
+            payload = dict(raw) if isinstance(raw, Mapping) else {k: v for k, v in data.items() if k != "data"}
+            self.rules.add(type_, self.ref.lead_id, payload, self.now, contact_id=self.ref.contact_id)
+        await self._turn(ev.CrmEvent(type_, data))
+        await self._drain()
+        return self._produced(start)
+
+    async def settle(self) -> list[Line]:
+        """Handle the lead events still queued (at the start: the lead's first look at the rules)."""
+        start = len(self.transcript)
+        await self._drain()
+        return self._produced(start)
+
     # ------------------------------------------------------------------ the loop
     async def feed(self, event: ev.Event) -> list[Line]:
         start = len(self.transcript)
+        await self._turn(event)
+        await self._drain()
+        return self._produced(start)
+
+    def _produced(self, start: int) -> list[Line]:
+        return [line for line in self.transcript[start:] if line.role != "user"]
+
+    async def _turn(self, event: ev.Event) -> None:
         result = await self.driver.turn(self.state, event, self.now, self.snapshot())
         self.state = result.state
         for effect in result.effects:
             self._apply(effect)
-        return [line for line in self.transcript[start:] if line.role != "user"]
+
+    def _crm_write(self, ref: CrmRef, command: dict[str, Any], depth: int) -> CommandResult:
+        """Run a CRM command; with automations, its changes become lead events at ``depth``."""
+        if self.rules is None:
+            return self.crm.execute_now(ref, command)
+        before = self.rules.before()
+        try:
+            return self.crm.execute_now(ref, command)
+        except CrmRejected as exc:
+            raise ValueError(str(exc)) from exc
+        finally:
+            self.rules.changed(before, depth, self.now)
+
+    async def _drain(self) -> None:
+        """Handle queued lead events until none is left (the effects may queue more)."""
+        if self.rules is None or self._draining:
+            return
+        self._draining = True
+        try:
+            for _ in range(MAX_LEAD_EVENTS):
+                item = self.rules.next(self.now)
+                if item is None:
+                    return
+                lead_id, effects = item
+                for effect in effects:
+                    await self._apply_rule(lead_id, effect)
+            raise ConversationTestError(f"more than {MAX_LEAD_EVENTS} lead events at once: rules loop")
+        finally:
+            self._draining = False
+
+    async def _apply_rule(self, lead_id: str, effect: afx.Effect) -> None:
+        """Carry out one effect of the rule engine, as the server's lead loop does."""
+        assert self.rules is not None
+        ref = self.ref if lead_id == self.ref.lead_id else self.rules.ref(lead_id)
+        if isinstance(effect, afx.SetTimer):
+            self.timers[effect.timer_id] = effect.at
+        elif isinstance(effect, afx.CancelTimer):
+            self.timers.pop(effect.timer_id, None)
+        elif isinstance(effect, afx.RunActions):
+            for action in effect.actions:
+                if action["do"] in CRM_COMMANDS:
+                    try:
+                        self._crm_write(ref, dict(action), effect.depth)
+                    except ValueError as exc:
+                        self.rules.note(lead_id, effect.rule, "failed", f"{action['do']}: {exc}", self.now)
+                        self.transcript.append(Line("system", f"rule {effect.rule}: {exc}", at=self.now))
+                else:
+                    self.outbox.append({**action, "rule": effect.rule})
+        elif isinstance(effect, afx.MoveStage):
+            try:
+                self._crm_write(ref, {"do": "change_stage", "stage": effect.stage,
+                                      "pipeline": effect.pipeline or None}, effect.depth)
+            except ValueError as exc:
+                self.rules.note(lead_id, effect.trigger, "failed", f"change_stage: {exc}", self.now)
+        elif isinstance(effect, afx.AddScore):
+            contact = self.crm.contacts.get(ref.contact_id)
+            if contact is not None:
+                contact["score"] = max(0, int(contact.get("score") or 0) + effect.delta)
+        elif isinstance(effect, afx.StartBot):
+            self.started.append({"rule": effect.rule, "bot": effect.bot, "lead": lead_id,
+                                 "channels": list(effect.channels), "variables": dict(effect.variables)})
+            if lead_id == self.ref.lead_id:  # the test's conversation; another lead has none here
+                self._depth = effect.depth
+                try:
+                    await self._turn(ev.StartBot(effect.bot, None, dict(effect.variables)))
+                finally:
+                    self._depth = 0
+        elif isinstance(effect, afx.StartProcess):
+            self.started.append({"rule": effect.rule, "process": effect.process, "lead": lead_id,
+                                 "variables": dict(effect.variables)})
 
     def _apply(self, effect: fx.Effect) -> None:
         if isinstance(effect, fx.SendMessage):
@@ -208,8 +344,8 @@ class Simulator:
             do = p["do"]
             if do in CRM_COMMANDS:
                 try:
-                    result = self.crm.execute_now(self.ref, p)
-                except CrmRejected as exc:
+                    result = self._crm_write(self.ref, p, self._depth)
+                except (CrmRejected, ValueError) as exc:
                     return ev.RequestResult(request.id, ok=False, error=str(exc), snapshot=self.snapshot())
                 return ev.RequestResult(request.id, value=result.value, snapshot=self.snapshot())
             self.outbox.append(dict(p))
@@ -271,4 +407,31 @@ class Simulator:
             "emails": [x for x in self.outbox if x.get("do") == "send_email"],
             "webhooks": [x for x in self.outbox if x.get("do") == "send_webhook"],
             "timers": sorted(self.timers.values()),
+            "rules": self.rules.view() if self.rules is not None else {**{o: [] for o in OUTCOMES}, "history": []},
+            "started": list(self.started),
         }
+
+
+def _change_command(type_: str, data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The CRM command making the change a lead event of a test reports (None: not a change)."""
+    to: Any = data.get("to", data.get("stage") if type_ == "lead.stage_changed" else None)
+    if type_ == "lead.stage_changed":
+        where: Mapping[str, Any] = to if isinstance(to, Mapping) else {"stage": to, "pipeline": data.get("pipeline")}
+        if not where.get("stage"):
+            raise ValueError("lead.stage_changed takes to: STAGE (or {pipeline, stage})")
+        return {"do": "change_stage", "stage": str(where["stage"]), "pipeline": where.get("pipeline")}
+    if type_ == "lead.responsible_changed":
+        if to is None:
+            raise ValueError("lead.responsible_changed takes to: USER")
+        return {"do": "change_responsible", "user": str(to), "entities": ["lead"]}
+    if type_ in ("lead.tag_added", "lead.tag_removed"):
+        if not data.get("tag"):
+            raise ValueError(f"{type_} takes tag: TAG")
+        return {"do": "tags", ("add" if type_ == "lead.tag_added" else "remove"): [str(data["tag"])]}
+    if type_ == "lead.field_changed":
+        name = str(data.get("field") or "")
+        if not name or "to" not in data:
+            raise ValueError("lead.field_changed takes field: NAME and to: VALUE")
+        name = name.removeprefix("lead.").removeprefix("fields.")
+        return {"do": "set_field", "entity": "lead", "field": name, "value": data["to"]}
+    return None
