@@ -77,6 +77,9 @@ class Reaction:
     timers_cancel: tuple[str, ...] = ()
     history: tuple[Mapping[str, Any], ...] = ()
     effects: tuple[object, ...] = ()
+    #: Writes made once the save succeeded (the rules' counters, ``HINCRBY``): not idempotent, so
+    #: not in the save's own pipeline, which is sent again when Redis had to load its script.
+    after_save: tuple[tuple[Any, ...], ...] = ()
 
 
 class Reactor(Protocol):
@@ -89,9 +92,9 @@ class Reactor(Protocol):
 
 
 class EffectRunner(Protocol):
-    """Carries out a reaction's effects for a lead (the outbound slice)."""
+    """Carries out a reaction's effects for a lead; returns entries for the lead's history."""
 
-    async def run(self, lead_id: str, effects: Sequence[object]) -> None: ...
+    async def run(self, lead_id: str, effects: Sequence[object]) -> Sequence[Mapping[str, Any]] | None: ...
 
 
 class ConversationSink(Protocol):
@@ -213,7 +216,11 @@ class LeadService(QueueProcessor[None]):
         contact_id = batch.meta.get("contact_id") or next(
             (e.contact_id for e, _ in entries if isinstance(e, LeadEvent) and e.contact_id), None)
         snapshot = await self._snapshot(lead_id, contact_id) if self.reactor is not None else {}
+        prepare = getattr(self.reactor, "prepare", None)  # the engine's: the active documents
+        if prepare is not None:
+            await prepare()
         req = SaveRequest(state=None, processed=len(batch.events))
+        after_save: tuple[tuple[Any, ...], ...] = ()
         for event, extra in entries:
             now = self.clock()
             if isinstance(event, LeadEvent):
@@ -233,16 +240,23 @@ class LeadService(QueueProcessor[None]):
             state = reaction.state
             req.timers_set += reaction.timers_set
             req.timers_cancel += reaction.timers_cancel
+            after_save += reaction.after_save
             for entry in reaction.history:
                 req.add_log({"role": "automation", "at": now, **entry})
             if reaction.effects and self.effects is not None:
-                await self.effects.run(lead_id, reaction.effects)
+                for entry in await self.effects.run(lead_id, reaction.effects) or ():
+                    req.add_log({"role": "automation", "at": now, **entry})
         req.state = codec.pack(dict(state)) if state is not None else None
         if contact_id and batch.meta.get("contact_id") != contact_id:
             req.meta = {"contact_id": contact_id}
         result = await self.store.save(batch.cid, batch.token, req)
         if result.status == -1:
             log.error("store.lock_lost", extra={"cid": batch.cid})
+        elif after_save:
+            pipe = self.store.redis.pipeline(transaction=False)
+            for command in after_save:
+                pipe.execute_command(*command)
+            await pipe.execute()
         return result.status
 
     async def _snapshot(self, lead_id: str, contact_id: str | None) -> Mapping[str, Any]:

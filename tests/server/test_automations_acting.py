@@ -1,0 +1,140 @@
+"""Automation documents act, end to end: a document PUT over the API, leads created and moved
+through ``/api/crm`` and ``POST /api/events``, the rules' work visible on the lead (tags, tasks,
+stage, score), in its history (``GET /api/leads/{id}/events``) and in the counters hash — with
+the real server, its worker and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from bot.runtime.automations import counts_key
+from bot.server.keys import SERVICES
+from tests.server.conftest import ADMIN, make_config, running
+from tests.waiting import wait_for
+
+H = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def _doc(rules: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"format": "salesbot.automations/1", "id": "sales", "pipeline": "Sales", "rules": rules, **extra}
+
+
+@pytest.fixture
+async def server(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[TestServer]:
+    # no document loaded at start: each test PUTs its own
+    async with running(make_config(redis_url, automations_dir=str(tmp_path))) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def http(server: TestServer) -> AsyncIterator[ClientSession]:
+    async with ClientSession(base_url=str(server.make_url(""))) as session:
+        yield session
+
+
+async def _put(http: ClientSession, doc: dict[str, Any]) -> int:
+    r = await http.put(f"/api/automations/{doc['id']}", json=doc, headers=H)
+    assert r.status in (200, 201), await r.text()
+    version: int = (await r.json())["version"]
+    return version
+
+
+async def _new_lead(http: ClientSession, **fields: Any) -> str:
+    r = await http.post("/api/crm/contacts", json={"name": "Ada", "phone": "+905551112233"}, headers=H)
+    assert r.status == 201, await r.text()
+    contact = (await r.json())["id"]
+    r = await http.post("/api/crm/leads", json={"name": "Deal", "contact_id": contact, **fields}, headers=H)
+    assert r.status == 201, await r.text()
+    return str((await r.json())["id"])
+
+
+async def _lead(http: ClientSession, lead: str) -> dict[str, Any]:
+    r = await http.get(f"/api/crm/leads/{lead}", headers=H)
+    assert r.status == 200
+    found: dict[str, Any] = await r.json()
+    return found
+
+
+async def _outcomes(http: ClientSession, lead: str) -> list[tuple[str, str]]:
+    r = await http.get(f"/api/leads/{lead}/events", headers=H)
+    assert r.status == 200
+    return [(e["rule"], e["outcome"]) for e in (await r.json())["events"] if e["role"] == "automation"]
+
+
+async def _move(http: ClientSession, lead: str, stage: str) -> None:
+    r = await http.patch(f"/api/crm/leads/{lead}", json={"stage": stage}, headers=H)
+    assert r.status == 200, await r.text()
+
+
+async def test_a_created_rule_tags_the_lead_adds_a_task_and_is_counted(
+        server: TestServer, http: ClientSession, redis: Redis) -> None:
+    actions = [{"do": "tags", "add": ["welcomed"]},
+               {"do": "add_task", "text": "Call {{ contact.name }}", "due": "in_1_day"}]
+    await _put(http, _doc([{"id": "welcome", "stage": "Incoming", "on": ["created"], "do": {"actions": actions}}]))
+    lead = await _new_lead(http)
+
+    async def acted() -> bool:
+        return "welcomed" in (await _lead(http, lead))["tags"]
+    await wait_for(acted, what="the rule's tag")
+    assert [t["text"] for t in (await _lead(http, lead))["tasks"]] == ["Call Ada"]
+    await wait_for(lambda: _has(http, lead, ("welcome", "acted")), what="acted in the history")
+    counts = await redis.hgetall(counts_key("sales"))
+    assert counts[b"welcome:fired"] == b"1" and counts[b"welcome:acted"] == b"1"
+    # the rule's own tag emitted lead.tag_added (depth 1): no rule runs on it, nothing acts twice
+    await server.app[SERVICES].leads.idle()
+    assert (await _outcomes(http, lead)).count(("welcome", "acted")) == 1
+
+
+async def _has(http: ClientSession, lead: str, outcome: tuple[str, str]) -> bool:
+    return outcome in await _outcomes(http, lead)
+
+
+async def test_a_paid_order_moves_the_lead_then_the_stage_rule_acts_and_the_score_grows(
+        server: TestServer, http: ClientSession, redis: Redis) -> None:
+    await _put(http, _doc(
+        [{"id": "thank", "stage": "Won", "on": ["moved_in"], "do": {"actions": [{"do": "tags", "add": ["paid"]}]}}],
+        triggers=[{"id": "paid", "stage": "Won", "on": "order.paid"}],
+        scoring=[{"on": "order.paid", "add": 20}, {"on": "email.opened", "add": -50}]))
+    lead = await _new_lead(http)
+    r = await http.post("/api/events", json={"id": "evt-1", "type": "order.paid", "lead": {"id": lead}}, headers=H)
+    assert r.status == 202
+
+    async def won() -> bool:
+        found = await _lead(http, lead)
+        return found["stage"] == "Won" and "paid" in found["tags"] and found["contacts"][0].get("score") == 20
+    await wait_for(won, what="the trigger's move, the rule's tag and the score")
+    r = await http.post("/api/events", json={"id": "evt-2", "type": "email.opened", "lead": {"id": lead}}, headers=H)
+
+    async def zero() -> bool:
+        return (await _lead(http, lead))["contacts"][0].get("score") == 0  # not below 0
+    await wait_for(zero, what="the score to fall to 0")
+    counts = await redis.hgetall(counts_key("sales"))
+    assert counts[b"thank:acted"] == b"1"
+
+
+async def test_a_chain_of_rules_moving_the_lead_back_and_forth_stops_at_depth_10(
+        server: TestServer, http: ClientSession, redis: Redis) -> None:
+    await _put(http, _doc([
+        {"id": "forth", "stage": "Contacted", "on": ["moved_in"],
+         "do": {"actions": [{"do": "change_stage", "stage": "Qualified"}]}},
+        {"id": "back", "stage": "Qualified", "on": ["moved_in"],
+         "do": {"actions": [{"do": "change_stage", "stage": "Contacted"}]}}]))
+    lead = await _new_lead(http)
+    await _move(http, lead, "Contacted")
+    await wait_for(lambda: _loop(http, lead), what="the loop to be stopped")
+    outcomes = await _outcomes(http, lead)
+    acted = [o for o in outcomes if o[1] == "acted"]
+    assert len(acted) == 10  # the events at depths 0..9 act; the move they make last comes back at depth 10
+    counts = await redis.hgetall(counts_key("sales"))
+    assert int(counts[b"forth:loop"]) + int(counts.get(b"back:loop", b"0")) == 1
+
+
+async def _loop(http: ClientSession, lead: str) -> bool:
+    return any(o == "loop" for _, o in await _outcomes(http, lead))
