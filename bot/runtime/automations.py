@@ -79,8 +79,9 @@ class EngineReactor:
         self._compiled: dict[tuple[str, int], CompiledAutomations] = {}
         self._by_pipeline: dict[str, CompiledAutomations] = {}
 
-    async def prepare(self) -> None:
-        """Read the active versions and compile those not cached yet (once per batch)."""
+    async def prepare(self) -> bool:
+        """Read the active versions and compile those not cached yet (once per batch); False
+        when there is no document at all."""
         by_pipeline: dict[str, CompiledAutomations] = {}
         for doc_id in await self.documents.ids():
             version = await self.documents.active_version(doc_id)
@@ -94,6 +95,7 @@ class EngineReactor:
                 self._compiled[(doc_id, version)] = compiled
             by_pipeline[compiled.pipeline] = compiled
         self._by_pipeline = by_pipeline
+        return bool(by_pipeline)
 
     async def _compile(self, doc_id: str, version: int) -> CompiledAutomations | None:
         try:

@@ -215,10 +215,11 @@ class LeadService(QueueProcessor[None]):
         entries = [decode_entry(raw) for raw in batch.events]
         contact_id = batch.meta.get("contact_id") or next(
             (e.contact_id for e, _ in entries if isinstance(e, LeadEvent) and e.contact_id), None)
-        snapshot = await self._snapshot(lead_id, contact_id) if self.reactor is not None else {}
-        prepare = getattr(self.reactor, "prepare", None)  # the engine's: the active documents
-        if prepare is not None:
-            await prepare()
+        reactor = self.reactor
+        prepare = getattr(reactor, "prepare", None)  # the engine's: reads the active documents, False if none
+        if prepare is not None and not await prepare():
+            reactor = None  # no automations at all: no snapshot to read, nothing to match
+        snapshot = await self._snapshot(lead_id, contact_id) if reactor is not None else {}
         req = SaveRequest(state=None, processed=len(batch.events))
         after_save: tuple[tuple[Any, ...], ...] = ()
         for event, extra in entries:
@@ -228,10 +229,10 @@ class LeadService(QueueProcessor[None]):
                 await self._forward(event)
             elif isinstance(event, ev.TimerFired) and extra.get("due"):
                 self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
-            if self.reactor is None or not isinstance(event, (LeadEvent, ev.TimerFired)):
+            if reactor is None or not isinstance(event, (LeadEvent, ev.TimerFired)):
                 continue
             try:
-                reaction = self.reactor.react(lead_id, state, event, snapshot, datetime.fromtimestamp(now, UTC))
+                reaction = reactor.react(lead_id, state, event, snapshot, datetime.fromtimestamp(now, UTC))
             except Exception:  # a bug must not wedge the lead: log it, skip the event
                 self.metrics.step_errors.inc()
                 log.exception("lead.react_crashed", extra={"cid": batch.cid, "event": type(event).__name__})

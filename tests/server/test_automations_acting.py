@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 
 from bot.runtime.automations import counts_key
 from bot.server.keys import SERVICES
+from bot.store import codec
+from bot.store.keys import conversation_id
 from tests.server.conftest import ADMIN, make_config, running
 from tests.waiting import wait_for
 
@@ -138,3 +140,79 @@ async def test_a_chain_of_rules_moving_the_lead_back_and_forth_stops_at_depth_10
 
 async def _loop(http: ClientSession, lead: str) -> bool:
     return any(o == "loop" for _, o in await _outcomes(http, lead))
+
+
+NUDGE = {"id": "nudge", "stage": "Contacted", "on": ["moved_in"], "delay": "1s",
+         "do": {"actions": [{"do": "tags", "add": ["nudged"]}, {"do": "add_task", "text": "Nudge", "due": "in_1_day"}]}}
+
+
+async def test_a_delay_fires_through_the_worker_and_leaving_the_stage_cancels_it(
+        server: TestServer, http: ClientSession) -> None:
+    await _put(http, _doc([NUDGE]))
+    gone, stays = await _new_lead(http), await _new_lead(http)
+    await _move(http, gone, "Contacted")
+    await wait_for(lambda: _has(http, gone, ("nudge", "delayed")), what="the delay to be set")
+    await _move(http, gone, "Qualified")
+    await wait_for(lambda: _has(http, gone, ("nudge", "cancelled")), what="the delay to be cancelled")
+    await _move(http, stays, "Contacted")  # its timer is due after the cancelled one would have been
+
+    async def nudged() -> bool:
+        return "nudged" in (await _lead(http, stays))["tags"]
+    await wait_for(nudged, what="the delayed rule to act")
+    assert "nudged" not in (await _lead(http, gone))["tags"]
+    assert ("nudge", "acted") not in await _outcomes(http, gone)
+
+
+async def test_a_restart_while_a_delay_is_pending_loses_none_and_doubles_none(
+        redis: Redis, redis_url: str, tmp_path: Path) -> None:
+    config = make_config(redis_url, automations_dir=str(tmp_path))
+    async with running(config) as first, ClientSession(base_url=str(first.make_url(""))) as http:
+        await _put(http, _doc([{**NUDGE, "delay": "2s"}]))
+        lead = await _new_lead(http)
+        await _move(http, lead, "Contacted")
+        await wait_for(lambda: _has(http, lead, ("nudge", "delayed")), what="the delay to be set")
+        assert not (await _lead(http, lead))["tasks"]
+    async with running(config) as second, ClientSession(base_url=str(second.make_url(""))) as http:
+        async def nudged() -> bool:
+            return "nudged" in (await _lead(http, lead))["tags"]
+        await wait_for(nudged, what="the delayed rule to act after the restart")
+        await second.app[SERVICES].leads.idle()
+        assert [t["text"] for t in (await _lead(http, lead))["tasks"]] == ["Nudge"]
+        assert (await _outcomes(http, lead)).count(("nudge", "acted")) == 1
+    assert (await redis.hgetall(counts_key("sales")))[b"nudge:acted"] == b"1"
+
+
+async def test_start_bot_writes_in_the_leads_live_chat(server: TestServer, http: ClientSession) -> None:
+    await _put(http, _doc([{"id": "demo_on_tag", "stage": "Incoming", "on": ["tag_added"], "tag": "wants_demo",
+                            "do": {"start_bot": "welcome", "channel": "last"}}]))
+    r = await http.post("/chat/demo/messages", json={"session": "visitor-7", "text": "hi"})
+    assert r.status in (200, 202), await r.text()
+    services = server.app[SERVICES]
+    cid = conversation_id("livechat", "demo", "visitor-7")
+
+    async def lead_of_chat() -> str | None:
+        return (await services.store.meta(cid)).get("lead_id")
+    lead = await wait_for(lead_of_chat, what="the visitor's lead")
+
+    async def welcomes() -> int:
+        said = [codec.unpack(raw) for _, raw in await services.store.read_log(cid)]
+        return sum(e.get("role") == "bot" and "Welcome to Lale Home" in str(e.get("text")) for e in said)
+    greeted = await wait_for(welcomes, what="the live chat's greeting")  # the demo account greets with it too
+    r = await http.patch(f"/api/crm/leads/{lead}", json={"tags_add": ["wants_demo"]}, headers=H)
+    assert r.status == 200, await r.text()
+    await wait_for(lambda: _has(http, lead, ("demo_on_tag", "bot_started")), what="the rule to start the bot")
+
+    async def welcomed_again() -> bool:
+        return await welcomes() > greeted
+    await wait_for(welcomed_again, what="the bot's first message in the live chat")
+
+
+async def test_start_bot_with_nothing_reachable_records_outbound_unreachable(http: ClientSession) -> None:
+    await _put(http, _doc([{"id": "call_back", "stage": "Incoming", "on": ["created"],
+                            "do": {"start_bot": "welcome", "channel": "last"}}]))
+    lead = await _new_lead(http)  # a contact that never wrote: no conversation
+    await wait_for(lambda: _has_outcome(http, lead, "outbound.unreachable"), what="outbound.unreachable")
+
+
+async def _has_outcome(http: ClientSession, lead: str, outcome: str) -> bool:
+    return any(o == outcome for _, o in await _outcomes(http, lead))
