@@ -85,7 +85,10 @@ class Reaction:
 class Reactor(Protocol):
     """The rule engine as the lead loop calls it: the adapter over
     ``bot.automations.engine.react(automations, state, event, snapshot, now)`` picks the lead's
-    ``CompiledAutomations``, converts ``LeadState`` to and from plain data and sorts its effects."""
+    ``CompiledAutomations``, converts ``LeadState`` to and from plain data and sorts its effects.
+    It may also have ``async prepare() -> bool``, awaited once per batch before any ``react``
+    (``bot.runtime.automations.EngineReactor`` reads the active documents there; False: there
+    are none, and the batch reads no snapshot and matches nothing)."""
 
     def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired,
               snapshot: Mapping[str, Any], now: datetime) -> Reaction: ...

@@ -14,7 +14,8 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from bot.runtime.automations import counts_key
+from bot.automations.effects import RunActions
+from bot.runtime.automations import Keyed, counts_key
 from bot.server.keys import SERVICES
 from bot.store import codec
 from bot.store.keys import conversation_id
@@ -216,3 +217,27 @@ async def test_start_bot_with_nothing_reachable_records_outbound_unreachable(htt
 
 async def _has_outcome(http: ClientSession, lead: str, outcome: str) -> bool:
     return any(o == outcome for _, o in await _outcomes(http, lead))
+
+
+async def test_a_new_version_cancels_the_pending_delay_of_a_removed_rule_at_the_leads_next_event(
+        server: TestServer, http: ClientSession) -> None:
+    await _put(http, _doc([{**NUDGE, "delay": "1h"}]))
+    lead = await _new_lead(http)
+    await _move(http, lead, "Contacted")
+    await wait_for(lambda: _has(http, lead, ("nudge", "delayed")), what="the delay to be set")
+    assert await server.app[SERVICES].timers.due_at(f"lead:{lead}:t1") is not None
+    assert await _put(http, _doc([{**NUDGE, "id": "other", "stage": "Won"}])) == 2
+    r = await http.post("/api/events", json={"type": "custom.ping", "lead": {"id": lead}}, headers=H)
+    assert r.status == 202
+    await wait_for(lambda: _has(http, lead, ("nudge", "cancelled")), what="the removed rule's delay to go")
+    assert await server.app[SERVICES].timers.due_at(f"lead:{lead}:t1") is None  # off the timer wheel
+
+
+async def test_an_effect_redone_after_a_crash_is_done_once(server: TestServer, http: ClientSession) -> None:
+    lead = await _new_lead(http)
+    effects = server.app[SERVICES].leads.effects
+    work = Keyed("evt-9:0:r", "sales", RunActions("r", ({"do": "add_task", "text": "Once", "due": "in_1_day"},), 1))
+    first = await effects.run(lead, [work])
+    again = await effects.run(lead, [work])  # the batch redone: the effect is skipped, its history comes back
+    assert first == again
+    assert [t["text"] for t in (await _lead(http, lead))["tasks"]] == ["Once"]
