@@ -83,10 +83,12 @@ class EngineReactor:
         """Read the active versions and compile those not cached yet (once per batch); False
         when there is no document at all."""
         by_pipeline: dict[str, CompiledAutomations] = {}
-        for doc_id in await self.documents.ids():
-            version = await self.documents.active_version(doc_id)
-            if version is None:
+        ids = await self.documents.ids()
+        actives = await self.documents.redis.mget([self.documents.key(i, "active") for i in ids]) if ids else []
+        for doc_id, raw in zip(ids, actives, strict=True):
+            if raw is None:
                 continue
+            version = int(raw)
             compiled = self._compiled.get((doc_id, version))
             if compiled is None:
                 compiled = await self._compile(doc_id, version)
