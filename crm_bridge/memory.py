@@ -19,7 +19,7 @@ from .interface import CRM_COMMANDS, ChannelIdentity, CommandResult, CrmRef
 
 DEFAULT_PIPELINE = "Sales"
 DEFAULT_STAGES = ["Incoming", "Contacted", "Qualified", "Proposal", "Won", "Lost"]
-_CONTACT_STANDARD = {"name", "first_name", "last_name", "phone", "email"}
+_CONTACT_STANDARD = {"name", "first_name", "last_name", "phone", "email", "score"}
 _LEAD_STANDARD = {"name", "price"}
 _COMPANY_STANDARD = {"name"}
 _T = TypeVar("_T")

@@ -77,21 +77,27 @@ class Reaction:
     timers_cancel: tuple[str, ...] = ()
     history: tuple[Mapping[str, Any], ...] = ()
     effects: tuple[object, ...] = ()
+    #: Writes made once the save succeeded (the rules' counters, ``HINCRBY``): not idempotent, so
+    #: not in the save's own pipeline, which is sent again when Redis had to load its script.
+    after_save: tuple[tuple[Any, ...], ...] = ()
 
 
 class Reactor(Protocol):
     """The rule engine as the lead loop calls it: the adapter over
     ``bot.automations.engine.react(automations, state, event, snapshot, now)`` picks the lead's
-    ``CompiledAutomations``, converts ``LeadState`` to and from plain data and sorts its effects."""
+    ``CompiledAutomations``, converts ``LeadState`` to and from plain data and sorts its effects.
+    It may also have ``async prepare() -> bool``, awaited once per batch before any ``react``
+    (``bot.runtime.automations.EngineReactor`` reads the active documents there; False: there
+    are none, and the batch reads no snapshot and matches nothing)."""
 
     def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired,
               snapshot: Mapping[str, Any], now: datetime) -> Reaction: ...
 
 
 class EffectRunner(Protocol):
-    """Carries out a reaction's effects for a lead (the outbound slice)."""
+    """Carries out a reaction's effects for a lead; returns entries for the lead's history."""
 
-    async def run(self, lead_id: str, effects: Sequence[object]) -> None: ...
+    async def run(self, lead_id: str, effects: Sequence[object]) -> Sequence[Mapping[str, Any]] | None: ...
 
 
 class ConversationSink(Protocol):
@@ -212,8 +218,13 @@ class LeadService(QueueProcessor[None]):
         entries = [decode_entry(raw) for raw in batch.events]
         contact_id = batch.meta.get("contact_id") or next(
             (e.contact_id for e, _ in entries if isinstance(e, LeadEvent) and e.contact_id), None)
-        snapshot = await self._snapshot(lead_id, contact_id) if self.reactor is not None else {}
+        reactor = self.reactor
+        prepare = getattr(reactor, "prepare", None)  # the engine's: reads the active documents, False if none
+        if prepare is not None and not await prepare():
+            reactor = None  # no automations at all: no snapshot to read, nothing to match
+        snapshot = await self._snapshot(lead_id, contact_id) if reactor is not None else {}
         req = SaveRequest(state=None, processed=len(batch.events))
+        after_save: tuple[tuple[Any, ...], ...] = ()
         for event, extra in entries:
             now = self.clock()
             if isinstance(event, LeadEvent):
@@ -221,10 +232,10 @@ class LeadService(QueueProcessor[None]):
                 await self._forward(event)
             elif isinstance(event, ev.TimerFired) and extra.get("due"):
                 self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
-            if self.reactor is None or not isinstance(event, (LeadEvent, ev.TimerFired)):
+            if reactor is None or not isinstance(event, (LeadEvent, ev.TimerFired)):
                 continue
             try:
-                reaction = self.reactor.react(lead_id, state, event, snapshot, datetime.fromtimestamp(now, UTC))
+                reaction = reactor.react(lead_id, state, event, snapshot, datetime.fromtimestamp(now, UTC))
             except Exception:  # a bug must not wedge the lead: log it, skip the event
                 self.metrics.step_errors.inc()
                 log.exception("lead.react_crashed", extra={"cid": batch.cid, "event": type(event).__name__})
@@ -233,16 +244,23 @@ class LeadService(QueueProcessor[None]):
             state = reaction.state
             req.timers_set += reaction.timers_set
             req.timers_cancel += reaction.timers_cancel
+            after_save += reaction.after_save
             for entry in reaction.history:
                 req.add_log({"role": "automation", "at": now, **entry})
             if reaction.effects and self.effects is not None:
-                await self.effects.run(lead_id, reaction.effects)
+                for entry in await self.effects.run(lead_id, reaction.effects) or ():
+                    req.add_log({"role": "automation", "at": now, **entry})
         req.state = codec.pack(dict(state)) if state is not None else None
         if contact_id and batch.meta.get("contact_id") != contact_id:
             req.meta = {"contact_id": contact_id}
         result = await self.store.save(batch.cid, batch.token, req)
         if result.status == -1:
             log.error("store.lock_lost", extra={"cid": batch.cid})
+        elif after_save:
+            pipe = self.store.redis.pipeline(transaction=False)
+            for command in after_save:
+                pipe.execute_command(*command)
+            await pipe.execute()
         return result.status
 
     async def _snapshot(self, lead_id: str, contact_id: str | None) -> Mapping[str, Any]:

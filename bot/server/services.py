@@ -29,6 +29,7 @@ from ..config import Config
 from ..engine import events as ev
 from ..errors import FlowInvalid, FlowLoadError
 from ..outward.actions import OutwardActions, signing_secret
+from ..runtime.automations import AutomationEffects, EngineReactor
 from ..runtime.driver import Driver
 from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
@@ -45,7 +46,7 @@ from ..store.outbox import AccountLimits, ChannelSender, Outbox
 from ..store.resp import RespClient
 from ..store.timers import TimerWheel
 from .auth import Auth
-from .automation_docs import AutomationDocuments, load_automation_dir
+from .automation_docs import AutomationDocuments, crm_pipelines, load_automation_dir
 
 log = logging.getLogger("salesbot.server")
 
@@ -230,10 +231,15 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                             crm=crm if isinstance(crm, RedisCrm) else None)
         conversations.recipients = services.outbound
         services.leads = leads
+        automation_docs = AutomationDocuments.of(redis, crm, bots)
+        pipelines = await crm_pipelines(crm) if isinstance(crm, RedisCrm) else {}  # Kommo's: read when needed
+        leads.reactor = EngineReactor(automation_docs.documents, pipelines)
+        leads.effects = AutomationEffects(redis=redis, crm=crm, requests=requests, outbound=services.outbound,
+                                          directory=directory)
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         if load_flows and config.automations_dir.is_dir():  # after the bots: rules name them
-            await load_automation_dir(AutomationDocuments.of(redis, crm, bots), config.automations_dir)
+            await load_automation_dir(automation_docs, config.automations_dir)
         await bots.refresh()
         if start_hub:
             await hub.start()

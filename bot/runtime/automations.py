@@ -1,0 +1,268 @@
+"""The rule engine in the lead loop: which document a lead follows, and carrying out its effects.
+
+``EngineReactor`` adapts the pure ``bot.automations.engine.react`` to the lead loop's
+``Reactor``: it picks the compiled document of the lead's pipeline (the active version in the
+versioned store; compiled documents are cached per ``(id, version)`` in the process, the active
+versions are read once per batch, two small reads), converts ``LeadState`` to and from the
+queue's state slot, and sorts the effects: timers go to the queue's save, ``Record`` to the
+lead's history and the per-document counters hash (incremented once the save succeeded), the
+work to ``AutomationEffects``.
+
+A new active version reaches a lead with its next event or timer: the reactor sees that the
+state was last handled by another version and first passes ``AutomationsChanged(version)``,
+which cancels the pending work of rules that are gone. A timer of a removed rule that falls due
+first is exactly such an event, so nothing stale ever acts.
+
+Effects run before the batch's save and are redone when a crash loses it, so each is done once
+per *key* (the event or timer id, the effect's place in the reaction and its rule): a done key
+is kept 7 days in ``sb:automations:done:{lead:<id>}`` with what it left in the history.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from crm_bridge import CrmBackend, CrmRef
+from crm_bridge.directory import CrmDirectory
+
+from ..automations import effects as fx
+from ..automations.compiled import CompiledAutomations, compile_automations
+from ..automations.engine import react
+from ..automations.events import LeadEvent
+from ..automations.state import LeadState
+from ..automations.validate import AutomationContext, parse_automations
+from ..engine import effects as efx
+from ..engine import events as ev
+from ..engine.state import ConversationState
+from ..errors import AutomationsInvalid, SalesbotError
+from ..store import codec
+from ..store.versions import DocumentNotFound, VersionedDocuments
+from .leads import Reaction, lead_cid
+from .outbound import OutboundError, OutboundService, Unreachable
+from .requests import ServerRequests
+
+log = logging.getLogger("salesbot.automations")
+#: How long a done effect is remembered (as long as an event id dedupes).
+DONE_TTL = 7 * 86400
+
+
+def counts_key(doc_id: str) -> str:
+    """Per automation document: ``<rule or trigger id>:<outcome>`` -> how many times."""
+    return f"sb:automations:{{{doc_id}}}:counts"
+
+
+def done_key(lead_id: str) -> str:
+    return f"sb:automations:done:{{{lead_cid(lead_id)}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """An effect with its idempotency key and the document it came from."""
+
+    key: str
+    doc: str
+    effect: fx.RunActions | fx.StartBot | fx.StartProcess | fx.MoveStage | fx.AddScore
+
+
+class EngineReactor:
+    """``Reactor`` over the rule engine (see the module docstring)."""
+
+    def __init__(self, documents: VersionedDocuments, pipelines: Mapping[str, Sequence[str]]) -> None:
+        self.documents = documents
+        self.pipelines = pipelines  # name -> stages in order (what the documents were checked against)
+        self._compiled: dict[tuple[str, int], CompiledAutomations] = {}
+        self._by_pipeline: dict[str, CompiledAutomations] = {}
+
+    async def prepare(self) -> bool:
+        """Read the active versions and compile those not cached yet (once per batch); False
+        when there is no document at all."""
+        by_pipeline: dict[str, CompiledAutomations] = {}
+        ids = await self.documents.ids()
+        actives = await self.documents.redis.mget([self.documents.key(i, "active") for i in ids]) if ids else []
+        for doc_id, raw in zip(ids, actives, strict=True):
+            if raw is None:
+                continue
+            version = int(raw)
+            compiled = self._compiled.get((doc_id, version))
+            if compiled is None:
+                compiled = await self._compile(doc_id, version)
+                if compiled is None:
+                    continue
+                self._compiled[(doc_id, version)] = compiled
+            by_pipeline[compiled.pipeline] = compiled
+        self._by_pipeline = by_pipeline
+        return bool(by_pipeline)
+
+    async def _compile(self, doc_id: str, version: int) -> CompiledAutomations | None:
+        try:
+            _, doc = await self.documents.document(doc_id, version)
+            model = parse_automations(doc, AutomationContext(self.pipelines, bots=None))
+            return compile_automations(model, self.pipelines.get(model.pipeline, ()), version=version)
+        except (DocumentNotFound, AutomationsInvalid) as exc:
+            log.error("automations.compile_failed", extra={"automation": doc_id, "version": version,
+                                                           "error": str(exc)})
+            return None
+
+    def document_for(self, pipeline: str | None) -> CompiledAutomations | None:
+        return self._by_pipeline.get(pipeline or "")
+
+    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired,
+              snapshot: Mapping[str, Any], now: datetime) -> Reaction:
+        lead_state = LeadState.from_dict(dict(state)) if state else LeadState.for_lead(lead_id)
+        seen_version = int(state.get("av", 0)) if state else 0
+        compiled = self.document_for(_pipeline_of(event, snapshot, lead_state))
+        if compiled is None:
+            return Reaction(state=dict(state) if state else lead_state.to_dict())
+        effects: list[fx.Effect] = []
+        if lead_state.automations == compiled.id and seen_version and seen_version != compiled.version:
+            changed = react(compiled, lead_state, fx.AutomationsChanged(compiled.version), snapshot, now)
+            lead_state, effects = changed.state, list(changed.effects)
+        result = react(compiled, lead_state, event, snapshot, now)
+        effects += result.effects
+        key = event.id if isinstance(event, LeadEvent) else f"timer:{event.timer_id}"
+        return _sorted(compiled, key, {**result.state.to_dict(), "av": compiled.version}, effects)
+
+
+def _pipeline_of(event: LeadEvent | ev.TimerFired, snapshot: Mapping[str, Any], state: LeadState) -> str | None:
+    """The pipeline the lead is in: the one a stage change names, else the snapshot's, else the last seen."""
+    if isinstance(event, LeadEvent) and event.type == "lead.stage_changed":
+        to = event.data.get("to")
+        if isinstance(to, Mapping) and to.get("pipeline"):
+            return str(to["pipeline"])
+    lead = snapshot.get("lead")
+    if isinstance(lead, Mapping) and lead.get("pipeline"):
+        return str(lead["pipeline"])
+    return state.pipeline
+
+
+def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
+            effects: Sequence[fx.Effect]) -> Reaction:
+    timers_set: list[tuple[str, float]] = []
+    timers_cancel: list[str] = []
+    history: list[Mapping[str, Any]] = []
+    commands: list[tuple[Any, ...]] = []
+    work: list[object] = []
+    for n, e in enumerate(effects):
+        if isinstance(e, fx.SetTimer):
+            timers_set.append((e.timer_id, e.at))
+        elif isinstance(e, fx.CancelTimer):
+            timers_cancel.append(e.timer_id)
+        elif isinstance(e, fx.Record):
+            history.append({"automation": compiled.id, "version": compiled.version, "rule": e.rule,
+                            "outcome": e.outcome, "detail": e.detail})
+            commands.append(("HINCRBY", counts_key(compiled.id), f"{e.rule}:{e.outcome}", 1))
+        else:
+            work.append(Keyed(f"{key}:{n}:{_rule_of(e)}", compiled.id, e))
+    return Reaction(state=state, timers_set=tuple(timers_set), timers_cancel=tuple(timers_cancel),
+                    history=tuple(history), effects=tuple(work), after_save=tuple(commands))
+
+
+def _rule_of(e: fx.Effect) -> str:
+    if isinstance(e, fx.MoveStage):
+        return e.trigger
+    if isinstance(e, fx.AddScore):
+        return f"score:{e.reason}"
+    return getattr(e, "rule", "")
+
+
+class AutomationEffects:
+    """``EffectRunner``: the work of a reaction, each effect once per key (module docstring)."""
+
+    def __init__(self, *, redis: Redis, crm: CrmBackend, requests: ServerRequests,
+                 outbound: OutboundService | None, directory: CrmDirectory | None) -> None:
+        self.redis = redis
+        self.directory = directory
+        self.crm = crm
+        self.requests = requests
+        self.outbound = outbound
+
+    async def run(self, lead_id: str, effects: Sequence[object]) -> list[Mapping[str, Any]]:
+        """Carry out the effects in order; returns what they add to the lead's history."""
+        history: list[Mapping[str, Any]] = []
+        key = done_key(lead_id)
+        for item in effects:
+            if not isinstance(item, Keyed):
+                continue
+            done = await self.redis.hget(key, item.key)
+            if done is not None:  # a redone batch: the effect happened, its history entry comes back
+                history += codec.unpack(done if isinstance(done, bytes) else done.encode()) or []
+                continue
+            entries = await self._run(lead_id, item)
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(key, item.key, codec.pack(entries))
+            pipe.expire(key, DONE_TTL)
+            for entry in entries:
+                pipe.hincrby(counts_key(item.doc), f"{entry['rule']}:{entry['outcome']}", 1)
+            await pipe.execute()
+            history += entries
+        return history
+
+    async def _run(self, lead_id: str, item: Keyed) -> list[dict[str, Any]]:
+        e = item.effect
+        snapshot = await self.crm.snapshot(await self._ref(lead_id))
+        contact_id = str((snapshot.get("contact") or {}).get("id") or "")
+        state = ConversationState(lead_cid(lead_id), channel="automation", account="",
+                                  crm={"contact_id": contact_id, "lead_id": lead_id})
+        if isinstance(e, fx.RunActions):
+            out = []
+            for i, action in enumerate(e.actions):
+                request = efx.Request(f"{item.key}:{i}", "action", {**action, "depth": e.depth})
+                result = await self.requests(request, state, snapshot)
+                if not result.ok:
+                    log.warning("automations.action_failed", extra={"lead": lead_id, "rule": e.rule,
+                                                                    "do": action.get("do"), "error": result.error})
+                    out.append(_entry(e.rule, "failed", f"{action.get('do')}: {result.error}"))
+            return out
+        if isinstance(e, fx.MoveStage):
+            command = {"do": "change_stage", "stage": e.stage, "depth": e.depth}
+            if e.pipeline:
+                command["pipeline"] = e.pipeline
+            result = await self.requests(efx.Request(item.key, "action", command), state, snapshot)
+            return [] if result.ok else [_entry(e.trigger, "failed", f"change_stage: {result.error}")]
+        if isinstance(e, fx.AddScore):
+            score = _number((snapshot.get("contact") or {}).get("score"))
+            new = max(0, score + e.delta)
+            if new == score:
+                return []
+            command = {"do": "set_field", "entity": "contact", "field": "score", "value": new, "depth": e.depth}
+            result = await self.requests(efx.Request(item.key, "action", command), state, snapshot)
+            return [] if result.ok else [_entry(f"score:{e.reason}", "failed", str(result.error))]
+        if isinstance(e, fx.StartBot):
+            return await self._start_bot(lead_id, contact_id, item.key, e)
+        return [_entry(e.rule, "not_supported", f"start_process {e.process}: processes are not supported yet")]
+
+    async def _ref(self, lead_id: str) -> CrmRef:
+        """The lead and its main contact (the lead's first, as the embedded CRM's record says)."""
+        record = await self.directory.get("lead", lead_id) if self.directory is not None else None
+        contacts = (record or {}).get("contacts") or []
+        return CrmRef(str(contacts[0]) if contacts else "", lead_id)
+
+    async def _start_bot(self, lead_id: str, contact_id: str, key: str, e: fx.StartBot) -> list[dict[str, Any]]:
+        if self.outbound is None or not contact_id:
+            return [_entry(e.rule, "outbound.unreachable", "no contact the bot can write to")]
+        try:
+            contact = await self.outbound.find_contact(contact_id=contact_id, lead_id=lead_id)
+            started = await self.outbound.start(e.bot, e.channels or ("last",), contact,
+                                                variables=dict(e.variables), idempotency_key=f"auto:{lead_id}:{key}")
+        except (OutboundError, SalesbotError) as exc:
+            return [_entry(e.rule, "outbound.unreachable", str(exc))]
+        if isinstance(started, Unreachable):
+            return [_entry(e.rule, "outbound.unreachable", started.reason)]
+        return [_entry(e.rule, "bot_started", f"{e.bot} in {started.conversation}")]
+
+
+def _entry(rule: str, outcome: str, detail: str) -> dict[str, Any]:
+    return {"rule": rule, "outcome": outcome, "detail": detail}
+
+
+def _number(value: Any) -> int:
+    try:
+        return max(0, int(float(value)))
+    except (TypeError, ValueError):
+        return 0
