@@ -29,6 +29,7 @@ from ..config import Config
 from ..engine import events as ev
 from ..errors import FlowInvalid, FlowLoadError
 from ..outward.actions import OutwardActions, signing_secret
+from ..runtime.applyjobs import ApplyJobs
 from ..runtime.driver import Driver
 from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
@@ -84,6 +85,7 @@ class Services:
     memory: MemoryGuard | None = None  # refuses new conversations near Redis's maxmemory
     outbound: OutboundService | None = None  # the bot writes first (POST /api/outbound, recipients)
     leads: LeadService = field(init=False)  # the lead queues (events, automations); set by _open
+    jobs: ApplyJobs | None = field(init=False)  # apply_to_existing jobs (bot/runtime/applyjobs.py); set by _open
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -230,16 +232,19 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                             crm=crm if isinstance(crm, RedisCrm) else None)
         conversations.recipients = services.outbound
         services.leads = leads
+        services.jobs = ApplyJobs(redis, leads) if isinstance(crm, RedisCrm) else None
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         if load_flows and config.automations_dir.is_dir():  # after the bots: rules name them
-            await load_automation_dir(AutomationDocuments.of(redis, crm, bots), config.automations_dir)
+            await load_automation_dir(AutomationDocuments.of(redis, crm, bots, services.jobs), config.automations_dir)
         await bots.refresh()
         if start_hub:
             await hub.start()
         try:
             yield services
         finally:
+            if services.jobs is not None:
+                await services.jobs.stop()  # unfinished jobs are resumed by the next worker
             await leads.idle()  # lead queues being handled in the background finish (or recovery does)
             if start_hub:
                 await hub.stop()
