@@ -205,6 +205,10 @@ class LeadService(QueueProcessor[None]):
         except Exception:  # the queue stays in the recovery set: a worker takes it over
             log.warning("lead.background_failed", exc_info=True)
 
+    def spawn_kick(self, lead_id: str) -> None:
+        """``kick`` in the background (events queued by someone else's write, e.g. a conversation's save)."""
+        self._spawn(self.kick(lead_id))
+
     async def kick(self, lead_id: str) -> None:
         """Process a lead queue unless another process holds it (that one sees the new events)."""
         batch = await self.store.acquire(lead_cid(lead_id))

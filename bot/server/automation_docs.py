@@ -25,6 +25,7 @@ from ..automations.validate import AutomationContext, check_automations
 from ..builder.loader import read_document
 from ..errors import AutomationsInvalid, CrmError, FlowLoadError, Problem
 from ..runtime.applyjobs import ApplyJobs
+from ..runtime.chatevents import ChatEvents, chat_pipelines
 from ..store.bots import BotRegistry
 from ..store.versions import DocumentNotFound, VersionedDocuments, VersionInfo, digest_of
 
@@ -57,16 +58,35 @@ class AutomationDocuments:
     """Validate, version and read automation documents (one per pipeline)."""
 
     def __init__(self, *, documents: VersionedDocuments, crm: CrmBackend, bots: BotRegistry,
-                 jobs: ApplyJobs | None = None) -> None:
+                 jobs: ApplyJobs | None = None, chat: ChatEvents | None = None) -> None:
         self.documents = documents
         self.crm = crm
         self.bots = bots
         self.jobs = jobs
+        self.chat = chat
 
     @classmethod
-    def of(cls, redis: Redis, crm: CrmBackend, bots: BotRegistry, jobs: ApplyJobs | None = None) -> AutomationDocuments:
+    def of(cls, redis: Redis, crm: CrmBackend, bots: BotRegistry, jobs: ApplyJobs | None = None,
+           chat: ChatEvents | None = None) -> AutomationDocuments:
         return cls(documents=VersionedDocuments(redis, "automation", not_found=AutomationNotFound),
-                   crm=crm, bots=bots, jobs=jobs)
+                   crm=crm, bots=bots, jobs=jobs, chat=chat)
+
+    async def chat_pipelines(self) -> frozenset[str]:
+        """The pipelines whose active document has a rule on a chat event (``ChatEvents``)."""
+        found = []
+        for doc_id in await self.documents.ids():
+            try:
+                found.append((await self.documents.document(doc_id))[1])
+            except DocumentNotFound:
+                continue
+        return chat_pipelines(found)
+
+    async def activate(self, doc_id: str, version: int) -> VersionInfo:
+        """Make a version active (roll back or forward); chat events follow the new rules."""
+        result = await self.documents.activate(doc_id, version)
+        if self.chat is not None:
+            self.chat.invalidate()
+        return result
 
     async def context(self) -> AutomationContext:
         return AutomationContext(await crm_pipelines(self.crm), bots=frozenset(await self.bots.ids()))
@@ -86,6 +106,8 @@ class AutomationDocuments:
             log.info("automations.version_stored", extra={"automation": model.id, "version": info.version})
             if self.jobs is not None:  # apply_to_existing rules of this version: background jobs
                 await self.jobs.start(model.id, info.version, doc)
+        if self.chat is not None:
+            self.chat.invalidate()
         return info, new
 
     async def _pipeline_taken(self, doc_id: str, pipeline: str) -> list[Problem]:

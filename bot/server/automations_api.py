@@ -19,14 +19,14 @@ routes = web.RouteTableDef()
 
 def _documents(request: web.Request) -> AutomationDocuments:
     services = request.app[SERVICES]
-    return AutomationDocuments.of(services.redis, services.crm, services.bots, services.jobs)
+    return AutomationDocuments.of(services.redis, services.crm, services.bots, services.jobs, services.chat)
 
 
 @routes.put("/api/automations/{id}")
 async def put_automations(request: web.Request) -> web.Response:
     require(request, "operator")
     documents = _documents(request)
-    return await versioned.upload(request, documents.put, documents.documents.activate,
+    return await versioned.upload(request, documents.put, documents.activate,
                                   code="invalid_automations", noun="document")
 
 
@@ -58,7 +58,7 @@ async def automation_version(request: web.Request) -> web.Response:
 @routes.post("/api/automations/{id}/activate")
 async def activate_automations(request: web.Request) -> web.Response:
     require(request, "operator")
-    return await versioned.activate(request, request.match_info["id"], _documents(request).documents.activate)
+    return await versioned.activate(request, request.match_info["id"], _documents(request).activate)
 
 
 @routes.get("/api/automations/{id}/jobs")

@@ -30,6 +30,7 @@ from ..engine import events as ev
 from ..errors import FlowInvalid, FlowLoadError
 from ..outward.actions import OutwardActions, signing_secret
 from ..runtime.applyjobs import ApplyJobs
+from ..runtime.chatevents import ChatEvents
 from ..runtime.driver import Driver
 from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
@@ -86,6 +87,7 @@ class Services:
     outbound: OutboundService | None = None  # the bot writes first (POST /api/outbound, recipients)
     leads: LeadService = field(init=False)  # the lead queues (events, automations); set by _open
     jobs: ApplyJobs | None = field(init=False)  # apply_to_existing jobs (bot/runtime/applyjobs.py); set by _open
+    chat: ChatEvents | None = None  # customer messages as lead events (bot/runtime/chatevents.py)
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -233,10 +235,13 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         conversations.recipients = services.outbound
         services.leads = leads
         services.jobs = ApplyJobs(redis, leads) if isinstance(crm, RedisCrm) else None
+        services.chat = ChatEvents(leads, AutomationDocuments.of(redis, crm, bots).chat_pipelines)
+        conversations.chat = services.chat
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         if load_flows and config.automations_dir.is_dir():  # after the bots: rules name them
-            await load_automation_dir(AutomationDocuments.of(redis, crm, bots, services.jobs), config.automations_dir)
+            await load_automation_dir(AutomationDocuments.of(redis, crm, bots, services.jobs, services.chat),
+                                      config.automations_dir)
         await bots.refresh()
         if start_hub:
             await hub.start()
