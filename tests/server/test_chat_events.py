@@ -1,6 +1,6 @@
-"""``chat.first_message`` / ``chat.message`` over real HTTP and Redis: a customer's live chat
-messages land on the lead's queue once a rule listens to them (and not before), the first one
-also as ``chat.first_message``."""
+"""Event sources over real HTTP and Redis: a customer's live chat messages land on the lead's
+queue as ``chat.message`` once a rule listens to them (and not before), the first one also as
+``chat.first_message``; a hosted form sent emits ``form.submitted`` on its lead."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from bot.runtime.service import LEAD_CONVERSATIONS_KEY
 from bot.server.keys import SERVICES
+from crm_bridge import CrmRef
 from tests.server.conftest import ADMIN, AUTOMATIONS
 from tests.waiting import wait_for
 
@@ -83,3 +84,24 @@ async def test_messages_become_lead_events_only_while_a_rule_listens(server: Tes
     await _say(http, "chattysession1", "third words", "c3")
     await server.app[SERVICES].leads.idle()
     assert len(await _chat_events(http, lead)) == 3
+
+
+async def test_a_submitted_form_emits_form_submitted_on_its_lead_once(server: TestServer, http: ClientSession) -> None:
+    services = server.app[SERVICES]
+    assert services.directory is not None and services.outward is not None
+    contact = str((await services.directory.create_contact({"name": "Ada"}))["id"])
+    lead = str((await services.directory.create_lead({"name": "Form deal"}, contact_id=contact))["id"])
+    made = await services.outward.forms.create({"form": "individual", "fields": ["email"]}, CrmRef(contact, lead),
+                                               "conv-1")
+    path = made["url"][made["url"].index("/forms/"):]
+    r = await http.post(path, data={"email": "ada@example.com"})
+    assert r.status == 200, await r.text()
+    assert (await http.post(path, data={"email": "ada@example.com"})).status == 410  # sent once
+
+    async def submitted() -> list[dict[str, Any]]:
+        r = await http.get(f"/api/leads/{lead}/events", headers=AUTH)
+        return [e for e in (await r.json())["events"] if e.get("type") == "form.submitted"]
+
+    (event,) = await wait_for(submitted, what="form.submitted on the lead")
+    assert event["data"] == {"form": "individual"} and event["source"] == "form"
+    assert path.rsplit("/", 1)[1] not in json.dumps(event)  # the token is not in the event
