@@ -112,7 +112,7 @@ class EngineReactor:
     def document_for(self, pipeline: str | None) -> CompiledAutomations | None:
         return self._by_pipeline.get(pipeline or "")
 
-    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired,
+    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired | fx.ApplyRule,
               snapshot: Mapping[str, Any], now: datetime) -> Reaction:
         lead_state = LeadState.from_dict(dict(state)) if state else LeadState.for_lead(lead_id)
         seen_version = int(state.get("av", 0)) if state else 0
@@ -125,11 +125,17 @@ class EngineReactor:
             lead_state, effects = changed.state, list(changed.effects)
         result = react(compiled, lead_state, event, snapshot, now)
         effects += result.effects
-        key = event.id if isinstance(event, LeadEvent) else f"timer:{event.timer_id}"
+        if isinstance(event, LeadEvent):
+            key = event.id
+        elif isinstance(event, fx.ApplyRule):
+            key = f"apply:{event.job}:{event.rule_id}"
+        else:
+            key = f"timer:{event.timer_id}"
         return _sorted(compiled, key, {**result.state.to_dict(), "av": compiled.version}, effects)
 
 
-def _pipeline_of(event: LeadEvent | ev.TimerFired, snapshot: Mapping[str, Any], state: LeadState) -> str | None:
+def _pipeline_of(event: LeadEvent | ev.TimerFired | fx.ApplyRule, snapshot: Mapping[str, Any],
+                 state: LeadState) -> str | None:
     """The pipeline the lead is in: the one a stage change names, else the snapshot's, else the last seen."""
     if isinstance(event, LeadEvent) and event.type == "lead.stage_changed":
         to = event.data.get("to")

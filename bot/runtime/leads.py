@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from crm_bridge import CrmBackend, CrmRef
 from crm_bridge.changes import Change
 
+from ..automations.effects import ApplyRule
 from ..automations.events import LeadEvent
 from ..engine import events as ev
 from ..errors import CrmError
@@ -58,11 +59,19 @@ def encode_lead_event(event: LeadEvent) -> bytes:
     return codec.pack({"lead_event": asdict(event)})
 
 
-def decode_entry(raw: bytes) -> tuple[LeadEvent | ev.Event, dict[str, Any]]:
-    """A lead queue's inbox entry: a lead event, or a shell event (a ``TimerFired``) with extras."""
+def encode_apply_rule(event: ApplyRule) -> bytes:
+    """The envelope of an ``apply_to_existing`` job's event on a lead queue (``applyjobs.py``)."""
+    return codec.pack({"apply_rule": {"rule_id": event.rule_id, "job": event.job}})
+
+
+def decode_entry(raw: bytes) -> tuple[LeadEvent | ApplyRule | ev.Event, dict[str, Any]]:
+    """A lead queue's inbox entry: a lead event, an ``ApplyRule``, or a shell event (a
+    ``TimerFired``) with extras."""
     d = codec.unpack(raw)
     if isinstance(d, dict) and "lead_event" in d:
         return LeadEvent(**d["lead_event"]), {}
+    if isinstance(d, dict) and "apply_rule" in d:
+        return ApplyRule(str(d["apply_rule"]["rule_id"]), str(d["apply_rule"].get("job", ""))), {}
     return codec.decode_event_extra(raw)
 
 
@@ -90,7 +99,7 @@ class Reactor(Protocol):
     (``bot.runtime.automations.EngineReactor`` reads the active documents there; False: there
     are none, and the batch reads no snapshot and matches nothing)."""
 
-    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired,
+    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired | ApplyRule,
               snapshot: Mapping[str, Any], now: datetime) -> Reaction: ...
 
 
@@ -155,6 +164,14 @@ class LeadService(QueueProcessor[None]):
                 await self.process(pushed.batch)
         return Accepted(event.lead_id, event.id)
 
+    async def deliver_raw(self, lead_id: str, payload: bytes, *, dedupe_id: str) -> bool:
+        """An encoded entry (an ``ApplyRule``) onto the lead's queue, handled here unless another
+        process holds the queue; False when the lead already had it (``dedupe_id``)."""
+        pushed = await self.store.push(lead_cid(lead_id), payload, dedupe_id=dedupe_id)
+        if pushed.batch is not None:
+            await self.process(pushed.batch)
+        return not pushed.duplicate
+
     async def deliver_timer(self, cid: str, event: ev.TimerFired, *, dedupe_id: str,
                             entry_extra: Mapping[str, Any] | None = None) -> bool:
         """A timer of a lead queue fell due (the worker); False when it was a duplicate."""
@@ -194,6 +211,10 @@ class LeadService(QueueProcessor[None]):
         except Exception:  # the queue stays in the recovery set: a worker takes it over
             log.warning("lead.background_failed", exc_info=True)
 
+    def spawn_kick(self, lead_id: str) -> None:
+        """``kick`` in the background (events queued by someone else's write, e.g. a conversation's save)."""
+        self._spawn(self.kick(lead_id))
+
     async def kick(self, lead_id: str) -> None:
         """Process a lead queue unless another process holds it (that one sees the new events)."""
         batch = await self.store.acquire(lead_cid(lead_id))
@@ -230,9 +251,12 @@ class LeadService(QueueProcessor[None]):
             if isinstance(event, LeadEvent):
                 req.add_log(_history_entry(event, now))
                 await self._forward(event)
+            elif isinstance(event, ApplyRule):
+                req.add_log({"role": "event", "at": now, "type": "apply_rule", "rule": event.rule_id,
+                             "job": event.job, "source": "automation"})
             elif isinstance(event, ev.TimerFired) and extra.get("due"):
                 self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
-            if reactor is None or not isinstance(event, (LeadEvent, ev.TimerFired)):
+            if reactor is None or not isinstance(event, (LeadEvent, ev.TimerFired, ApplyRule)):
                 continue
             try:
                 reaction = reactor.react(lead_id, state, event, snapshot, datetime.fromtimestamp(now, UTC))

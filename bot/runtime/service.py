@@ -66,6 +66,17 @@ class OutboundRouter(Protocol):
     def delivers_via_transcript(self, channel: str) -> bool: ...
 
 
+class ChatSink(Protocol):
+    """Customer messages as lead events (``bot.runtime.chatevents.ChatEvents``): commands sent with
+    the conversation's save, and a call once it is written."""
+
+    async def commands(self, cid: str, lead_id: str, contact_id: str | None, message: ev.InboundMessage, *,
+                       first: bool, channel: str, account: str, snapshot: Mapping[str, Any],
+                       at: float) -> list[tuple[Any, ...]]: ...
+
+    def written(self, lead_id: str) -> None: ...
+
+
 @dataclass(slots=True)
 class DeliverResult:
     duplicate: bool = False
@@ -80,6 +91,8 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
     memory_guard: MemoryGuard | None = None
     #: Set by the services: a message step's ``recipients`` beyond this chat (``bot.runtime.relay``).
     recipients: Recipients | None = None
+    #: Set by the services: customer messages as lead events for the automations (``chatevents.py``).
+    chat: ChatSink | None = None
 
     def __init__(
         self,
@@ -160,9 +173,18 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
             self._snapshot_refs.pop(cid, None)
         req = SaveRequest(state=None, processed=len(batch.events))
         bot_before = state.run.bot if state.run else None
+        first = not meta.get("last_at")  # no customer message before: the next is the first
+        chat_queued = False
         for event, extra in events:
             now = self.clock()
             if isinstance(event, ev.InboundMessage):
+                if self.chat is not None and ref is not None:
+                    commands = await self.chat.commands(cid, ref.lead_id, ref.contact_id, event, first=first,
+                                                        channel=state.channel, account=state.account,
+                                                        snapshot=snapshot, at=now)
+                    req.extra_commands += commands
+                    chat_queued = chat_queued or bool(commands)
+                first = False
                 self.metrics.message_in(state.channel)
                 req.add_log(inbound_entry(event, now, client_msg_id=extra.get("client_msg_id")))
                 req.activity = now
@@ -216,6 +238,8 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
                             commands=req.extra_commands, state_changed=req.state != batch.state)
         req.meta = {name: value for name, value in new_meta.items() if meta.get(name) != value}  # what changed
         result_ = await self.store.save(cid, batch.token, req)
+        if chat_queued and self.chat is not None and ref is not None:
+            self.chat.written(ref.lead_id)
         if result_.status == -1:
             log.error("store.lock_lost", extra={"cid": cid})
         elif req.state:

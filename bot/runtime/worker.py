@@ -20,6 +20,7 @@ from ..engine import events as ev
 from ..store.conversations import ConversationStore
 from ..store.outbox import Outbox
 from ..store.timers import DueTimer, TimerWheel
+from .applyjobs import ApplyJobs
 from .leads import LeadService, is_lead_queue
 from .metrics import Metrics
 from .queueloop import IdentityPending
@@ -54,6 +55,9 @@ class WorkerServices(Protocol):
     def leads(self) -> LeadService: ...
 
     @property
+    def jobs(self) -> ApplyJobs | None: ...
+
+    @property
     def metrics(self) -> Metrics: ...
 
 
@@ -78,7 +82,12 @@ class Worker:
         await asyncio.gather(self._loop(stop, self.fire_timers, self.poll, "timers"),
                              self._loop(stop, self.recover, max(1.0, self.poll * 4), "recovery"),
                              self._loop(stop, self.s.outbox.run_once, min(self.poll, 0.1), "outbox"),
-                             *self.crm_retries(stop), *self.receivers(stop))
+                             *self.crm_retries(stop), *self.apply_jobs(stop), *self.receivers(stop))
+
+    def apply_jobs(self, stop: asyncio.Event) -> list[Awaitable[None]]:
+        """``apply_to_existing`` jobs left unfinished by a process that died: taken over here."""
+        jobs = self.s.jobs
+        return [] if jobs is None else [self._loop(stop, jobs.resume, max(5.0, self.poll * 20), "apply_jobs")]
 
     def crm_retries(self, stop: asyncio.Event) -> list[Awaitable[None]]:
         """The CRM outbox: commands that met a temporary CRM failure, retried in order per lead."""

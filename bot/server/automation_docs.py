@@ -24,6 +24,8 @@ from crm_bridge.memory import DEFAULT_PIPELINE, DEFAULT_STAGES
 from ..automations.validate import AutomationContext, check_automations
 from ..builder.loader import read_document
 from ..errors import AutomationsInvalid, CrmError, FlowLoadError, Problem
+from ..runtime.applyjobs import ApplyJobs
+from ..runtime.chatevents import ChatEvents, chat_pipelines
 from ..store.bots import BotRegistry
 from ..store.versions import DocumentNotFound, VersionedDocuments, VersionInfo, digest_of
 
@@ -55,15 +57,36 @@ async def crm_pipelines(crm: CrmBackend) -> dict[str, list[str]]:
 class AutomationDocuments:
     """Validate, version and read automation documents (one per pipeline)."""
 
-    def __init__(self, *, documents: VersionedDocuments, crm: CrmBackend, bots: BotRegistry) -> None:
+    def __init__(self, *, documents: VersionedDocuments, crm: CrmBackend, bots: BotRegistry,
+                 jobs: ApplyJobs | None = None, chat: ChatEvents | None = None) -> None:
         self.documents = documents
         self.crm = crm
         self.bots = bots
+        self.jobs = jobs
+        self.chat = chat
 
     @classmethod
-    def of(cls, redis: Redis, crm: CrmBackend, bots: BotRegistry) -> AutomationDocuments:
+    def of(cls, redis: Redis, crm: CrmBackend, bots: BotRegistry, jobs: ApplyJobs | None = None,
+           chat: ChatEvents | None = None) -> AutomationDocuments:
         return cls(documents=VersionedDocuments(redis, "automation", not_found=AutomationNotFound),
-                   crm=crm, bots=bots)
+                   crm=crm, bots=bots, jobs=jobs, chat=chat)
+
+    async def chat_pipelines(self) -> frozenset[str]:
+        """The pipelines whose active document has a rule on a chat event (``ChatEvents``)."""
+        found = []
+        for doc_id in await self.documents.ids():
+            try:
+                found.append((await self.documents.document(doc_id))[1])
+            except DocumentNotFound:
+                continue
+        return chat_pipelines(found)
+
+    async def activate(self, doc_id: str, version: int) -> VersionInfo:
+        """Make a version active (roll back or forward); chat events follow the new rules."""
+        result = await self.documents.activate(doc_id, version)
+        if self.chat is not None:
+            self.chat.invalidate()
+        return result
 
     async def context(self) -> AutomationContext:
         return AutomationContext(await crm_pipelines(self.crm), bots=frozenset(await self.bots.ids()))
@@ -81,6 +104,10 @@ class AutomationDocuments:
             warnings=tuple(str(p) for p in problems if p.severity == "warning"))
         if new:
             log.info("automations.version_stored", extra={"automation": model.id, "version": info.version})
+            if self.jobs is not None:  # apply_to_existing rules of this version: background jobs
+                await self.jobs.start(model.id, info.version, doc)
+        if self.chat is not None:
+            self.chat.invalidate()
         return info, new
 
     async def _pipeline_taken(self, doc_id: str, pipeline: str) -> list[Problem]:

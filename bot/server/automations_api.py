@@ -11,7 +11,7 @@ from aiohttp import web
 
 from . import versioned
 from .automation_docs import AutomationDocuments
-from .http import require
+from .http import error, require
 from .keys import SERVICES
 
 routes = web.RouteTableDef()
@@ -19,14 +19,14 @@ routes = web.RouteTableDef()
 
 def _documents(request: web.Request) -> AutomationDocuments:
     services = request.app[SERVICES]
-    return AutomationDocuments.of(services.redis, services.crm, services.bots)
+    return AutomationDocuments.of(services.redis, services.crm, services.bots, services.jobs, services.chat)
 
 
 @routes.put("/api/automations/{id}")
 async def put_automations(request: web.Request) -> web.Response:
     require(request, "operator")
     documents = _documents(request)
-    return await versioned.upload(request, documents.put, documents.documents.activate,
+    return await versioned.upload(request, documents.put, documents.activate,
                                   code="invalid_automations", noun="document")
 
 
@@ -58,4 +58,16 @@ async def automation_version(request: web.Request) -> web.Response:
 @routes.post("/api/automations/{id}/activate")
 async def activate_automations(request: web.Request) -> web.Response:
     require(request, "operator")
-    return await versioned.activate(request, request.match_info["id"], _documents(request).documents.activate)
+    return await versioned.activate(request, request.match_info["id"], _documents(request).activate)
+
+
+@routes.get("/api/automations/{id}/jobs")
+async def automation_jobs(request: web.Request) -> web.Response:
+    """``apply_to_existing`` jobs of the document, newest first: total, done, state, started/finished."""
+    require(request, "operator", "support")
+    documents = _documents(request)
+    doc_id = request.match_info["id"]
+    if not await documents.documents.versions(doc_id):
+        return error(404, "not_found", f"no automation document {doc_id!r}")
+    jobs = documents.jobs
+    return web.json_response({"id": doc_id, "jobs": [] if jobs is None else await jobs.listing(doc_id)})

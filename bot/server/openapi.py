@@ -497,6 +497,16 @@ PATHS.update({
         "200": _json(_ref("Activated")), "400": _json(_ERROR), "404": _json(_ERROR)}, auth=["operator"],
         body={"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}},
         params=[_AUTOMATION_ID])},
+    "/api/automations/{id}/jobs": {"get": _op("apply_to_existing jobs, newest first", {
+        "200": _json({"type": "object", "required": ["id", "jobs"], "properties": {
+            "id": {"type": "string"}, "jobs": {"type": "array", "items": {
+                "type": "object", "required": ["id", "rule", "version", "stage", "total", "done", "state",
+                                               "started", "finished"],
+                "properties": {"id": {"type": "string"}, "rule": {"type": "string"}, "version": {"type": "integer"},
+                               "stage": {"type": "string"}, "total": {"type": "integer"},
+                               "done": {"type": "integer"}, "state": {"enum": ["running", "finished"]},
+                               "started": {"type": "number"}, "finished": {"type": ["number", "null"]}}}}}}),
+        "404": _json(_ERROR)}, auth=_READERS, params=[_AUTOMATION_ID])},
 })
 
 

@@ -5,6 +5,7 @@ escaped (Jinja2 autoescape), the pages run no script and may not be framed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from typing import Any
@@ -133,7 +134,21 @@ async def submit_form(request: web.Request) -> web.Response:
         log.warning("form.temporary_failure", extra={"error": str(exc)})
         return page(_title(record), status=503, fields=fields, values=values,
                     message="We could not save this right now. Please try again in a minute.")
+    await _form_submitted(request, token, record)
     return page("Thank you!", message="We have received your details.")
+
+
+async def _form_submitted(request: web.Request, token: str, record: dict[str, Any]) -> None:
+    """``form.submitted`` (``form``: individual or referral) onto the form's lead queue; its id is
+    derived from the token (a form is sent once) without revealing it."""
+    lead_id = record.get("lead_id")
+    if not lead_id:
+        return
+    leads = request.app[SERVICES].leads
+    event = leads.event("form.submitted", str(lead_id), data={"form": record["form"]},
+                        id_="form:" + hashlib.sha256(token.encode()).hexdigest()[:24],
+                        contact_id=record.get("contact_id") or None, source="form")
+    await leads.deliver(event, background=True)
 
 
 def _token(request: web.Request) -> str | None:

@@ -29,7 +29,9 @@ from ..config import Config
 from ..engine import events as ev
 from ..errors import FlowInvalid, FlowLoadError
 from ..outward.actions import OutwardActions, signing_secret
+from ..runtime.applyjobs import ApplyJobs
 from ..runtime.automations import AutomationEffects, EngineReactor
+from ..runtime.chatevents import ChatEvents
 from ..runtime.driver import Driver
 from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
@@ -85,6 +87,8 @@ class Services:
     memory: MemoryGuard | None = None  # refuses new conversations near Redis's maxmemory
     outbound: OutboundService | None = None  # the bot writes first (POST /api/outbound, recipients)
     leads: LeadService = field(init=False)  # the lead queues (events, automations); set by _open
+    jobs: ApplyJobs | None = field(init=False)  # apply_to_existing jobs (bot/runtime/applyjobs.py); set by _open
+    chat: ChatEvents | None = None  # customer messages as lead events (bot/runtime/chatevents.py)
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -231,7 +235,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                             crm=crm if isinstance(crm, RedisCrm) else None)
         conversations.recipients = services.outbound
         services.leads = leads
-        automation_docs = AutomationDocuments.of(redis, crm, bots)
+        services.jobs = ApplyJobs(redis, leads) if isinstance(crm, RedisCrm) else None
+        services.chat = ChatEvents(leads, AutomationDocuments.of(redis, crm, bots).chat_pipelines)
+        conversations.chat = services.chat
+        automation_docs = AutomationDocuments.of(redis, crm, bots, services.jobs, services.chat)
         pipelines = await crm_pipelines(crm) if isinstance(crm, RedisCrm) else {}  # Kommo's: read when needed
         leads.reactor = EngineReactor(automation_docs.documents, pipelines)
         leads.effects = AutomationEffects(redis=redis, crm=crm, requests=requests, outbound=services.outbound,
@@ -246,6 +253,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         try:
             yield services
         finally:
+            if services.jobs is not None:
+                await services.jobs.stop()  # unfinished jobs are resumed by the next worker
             await leads.idle()  # lead queues being handled in the background finish (or recovery does)
             if start_hub:
                 await hub.stop()

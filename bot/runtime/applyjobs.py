@@ -1,0 +1,191 @@
+"""``apply_to_existing``: a saved rule also acts once for every lead already in its stage.
+
+When a new version of an automation document is stored, each rule with ``apply_to_existing``
+gets a job (id ``v<version>-<rule>``) that pages through the embedded CRM's stage index (a Redis
+set, ``crm_bridge/indexes.py``) with ``SSCAN`` and pushes an ``ApplyRule(rule, job)`` onto each
+lead's queue. Why it is safe and cheap:
+
+- **Resumable.** The job is a Redis hash (cursor, total, done, state, times) and sits in the
+  set of unfinished jobs until its scan ends. Whoever runs it holds a lease (``SET NX PX``,
+  renewed every page); a process that dies lets the lease expire and the next ``resume`` takes
+  the job over from the saved cursor. A page redone after a crash (or a lead ``SSCAN`` returns
+  twice) is a duplicate push (dedupe id ``apply:<doc>:<job>`` per lead queue): not acted twice.
+  ``done`` counts the leads visited when their page is saved; leads that enter the stage during
+  the scan may be visited too, so ``total`` (the stage's size at the start) is shown as at
+  least ``done``.
+- **Throttled.** One lead at a time (push, then handle that lead's queue if nobody else does),
+  ``page`` leads per page and ``pause`` seconds between pages: a job uses at most one lead
+  queue at a time, so 100k leads take a while but conversations keep their latency.
+- Only the embedded CRM has a stage index; with another backend no job is started (logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+
+from crm_bridge.indexes import by_key, stage_value
+
+from ..automations.effects import ApplyRule
+from ..store import replies
+from .leads import LeadService, encode_apply_rule
+
+log = logging.getLogger("salesbot.automations.jobs")
+#: Unfinished jobs, as ``<doc id>|<job id>``: what ``resume`` looks at.
+UNFINISHED_KEY = "sb:automations:jobs:unfinished"
+#: How long a lease lasts without renewal (a dead runner's job is taken over after this).
+LEASE_MS = 30_000
+#: Jobs listed per document (the newest).
+LISTED = 50
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+def jobs_key(doc_id: str) -> str:
+    """Zset job id -> start time: the document's jobs."""
+    return f"sb:automations:{{{doc_id}}}:jobs"
+
+
+def job_key(doc_id: str, job_id: str) -> str:
+    return f"sb:automations:{{{doc_id}}}:job:{job_id}"
+
+
+def lease_key(doc_id: str, job_id: str) -> str:
+    return f"{job_key(doc_id, job_id)}:lease"
+
+
+class ApplyJobs:
+    """Starts, runs, resumes and lists ``apply_to_existing`` jobs (see the module docstring)."""
+
+    def __init__(self, redis: Redis, leads: LeadService, *, page: int = 100, pause: float = 0.02,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.leads = leads
+        self.page = page
+        self.pause = pause
+        self.clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._renew = redis.register_script(_RENEW)
+
+    # ------------------------------------------------------------------ start
+    async def start(self, doc_id: str, version: int, document: Mapping[str, Any]) -> list[str]:
+        """A job for each rule of this (new) version with ``apply_to_existing``; run in the
+        background. Returns the job ids."""
+        pipeline = str(document.get("pipeline", ""))
+        started = []
+        for rule in document.get("rules") or ():
+            if not isinstance(rule, Mapping) or rule.get("apply_to_existing") is not True:
+                continue
+            job_id = f"v{version}-{rule.get('id')}"
+            stage_set = by_key("lead", "stage", stage_value(pipeline, rule.get("stage")))
+            now = self.clock()
+            total = await self.redis.scard(stage_set)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(job_key(doc_id, job_id), mapping={
+                    "id": job_id, "rule": str(rule.get("id")), "version": version, "stage": str(rule.get("stage")),
+                    "pipeline": pipeline, "set": stage_set, "cursor": 0, "total": total, "done": 0,
+                    "state": "running", "started": now})
+                pipe.zadd(jobs_key(doc_id), {job_id: now})
+                pipe.sadd(UNFINISHED_KEY, f"{doc_id}|{job_id}")
+                await pipe.execute()
+            log.info("automations.job_started", extra={"automation": doc_id, "job": job_id, "total": total})
+            started.append(job_id)
+            self._spawn(self.run(doc_id, job_id))
+        return started
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._logged(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _logged(work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception:  # the job stays unfinished: ``resume`` takes it over from its cursor
+            log.exception("automations.job_failed")
+
+    async def resume(self) -> int:
+        """Take over every unfinished job nobody holds (a worker calls this now and then)."""
+        taken = 0
+        for raw in await self.redis.smembers(UNFINISHED_KEY):
+            doc_id, _, job_id = replies.text(raw).partition("|")
+            if not await self.redis.exists(lease_key(doc_id, job_id)):
+                self._spawn(self.run(doc_id, job_id))
+                taken += 1
+        return taken
+
+    async def idle(self) -> None:
+        """Wait for the jobs running here (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Stop the jobs running here; their leases expire and another process resumes them."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ------------------------------------------------------------------ run
+    async def run(self, doc_id: str, job_id: str) -> None:
+        """Page through the stage's leads from the saved cursor, under the job's lease."""
+        token = uuid.uuid4().hex
+        lease = lease_key(doc_id, job_id)
+        if not await self.redis.set(lease, token, nx=True, px=LEASE_MS):
+            return  # another process runs it
+        key = job_key(doc_id, job_id)
+        try:
+            job = replies.text_map(await self.redis.hgetall(key))
+            if job.get("state") != "running":
+                await self.redis.srem(UNFINISHED_KEY, f"{doc_id}|{job_id}")
+                return
+            cursor = int(job["cursor"])
+            payload = encode_apply_rule(ApplyRule(job["rule"], f"{doc_id}:{job_id}"))
+            dedupe = f"apply:{doc_id}:{job_id}"
+            while True:
+                cursor, members = await self.redis.sscan(job["set"], cursor, count=self.page)
+                for member in members:
+                    await self.leads.deliver_raw(replies.text(member), payload, dedupe_id=dedupe)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.hset(key, "cursor", cursor)
+                    pipe.hincrby(key, "done", len(members))
+                    if cursor == 0:
+                        pipe.hset(key, mapping={"state": "finished", "finished": self.clock()})
+                        pipe.srem(UNFINISHED_KEY, f"{doc_id}|{job_id}")
+                    await pipe.execute()
+                if cursor == 0:
+                    log.info("automations.job_finished", extra={"automation": doc_id, "job": job_id})
+                    return
+                if not await self._renew(keys=[lease], args=[token, LEASE_MS]):
+                    log.warning("automations.job_lease_lost", extra={"automation": doc_id, "job": job_id})
+                    return
+                await asyncio.sleep(self.pause)  # throttle: conversations come first
+        finally:
+            if await self.redis.get(lease) == token.encode():
+                await self.redis.delete(lease)
+
+    # ------------------------------------------------------------------ out
+    async def listing(self, doc_id: str) -> list[dict[str, Any]]:
+        """The document's newest jobs, newest first: progress as the API shows it."""
+        out = []
+        ids = [replies.text(i) for i in await self.redis.zrevrange(jobs_key(doc_id), 0, LISTED - 1)
+               if isinstance(i, (bytes, str))]
+        for raw in ids:
+            job = replies.text_map(await self.redis.hgetall(job_key(doc_id, raw)))
+            if not job:
+                continue
+            done = int(job["done"])
+            out.append({"id": job["id"], "rule": job["rule"], "version": int(job["version"]), "stage": job["stage"],
+                        "total": max(int(job["total"]), done), "done": done, "state": job["state"],
+                        "started": float(job["started"]),
+                        "finished": float(job["finished"]) if job.get("finished") else None})
+        return out

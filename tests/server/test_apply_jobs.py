@@ -1,0 +1,144 @@
+"""``apply_to_existing`` over real HTTP and Redis: saving a version starts a job that puts one
+``ApplyRule`` on the queue of every lead in the rule's stage (and no other), with its progress
+at ``GET /api/automations/{id}/jobs``; a job whose runner died is resumed from Redis without
+applying the rule twice to a lead."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from bot.runtime.applyjobs import UNFINISHED_KEY, ApplyJobs, job_key
+from bot.runtime.leads import LeadService
+from bot.server.keys import SERVICES
+from tests.server.conftest import ADMIN, AUTOMATIONS
+from tests.waiting import wait_for
+
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+EXAMPLE: dict[str, Any] = json.loads((AUTOMATIONS / "sales.json").read_text(encoding="utf-8"))
+RULE = {"id": "nudge_qualified", "stage": "Qualified", "on": ["moved_in"], "apply_to_existing": True,
+        "do": {"actions": [{"do": "tags", "add": ["nudged"]}]}}
+
+
+def with_rule(**rule: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(EXAMPLE)
+    doc["rules"] = [*doc["rules"], {**RULE, **rule}]
+    return doc
+
+
+async def _leads(server: TestServer, stage: str, n: int) -> list[str]:
+    directory = server.app[SERVICES].directory
+    assert directory is not None
+    return [str((await directory.create_lead({"name": f"{stage} {i}", "stage": stage}))["id"]) for i in range(n)]
+
+
+async def _applied(http: ClientSession, lead: str) -> list[dict[str, Any]]:
+    r = await http.get(f"/api/leads/{lead}/events", headers=AUTH)
+    assert r.status == 200
+    return [e for e in (await r.json())["events"] if e.get("type") == "apply_rule"]
+
+
+async def _jobs(http: ClientSession, doc: str = "sales") -> list[dict[str, Any]]:
+    r = await http.get(f"/api/automations/{doc}/jobs", headers=AUTH)
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    assert body["id"] == doc
+    jobs: list[dict[str, Any]] = body["jobs"]
+    return jobs
+
+
+async def test_saving_a_version_applies_the_rule_to_every_lead_already_in_the_stage(
+        server: TestServer, http: ClientSession) -> None:
+    inside = await _leads(server, "Qualified", 5)
+    outside = await _leads(server, "Proposal", 2)
+    assert await _jobs(http) == []  # the example has no apply_to_existing rule
+    r = await http.put("/api/automations/sales", json=with_rule(), headers=AUTH)
+    assert r.status == 201, await r.text()
+
+    async def finished() -> list[dict[str, Any]] | None:
+        jobs = await _jobs(http)
+        return jobs if jobs and jobs[0]["state"] == "finished" else None
+
+    (job,) = await wait_for(finished, what="the job to finish")
+    assert {k: job[k] for k in ("id", "rule", "version", "stage", "total", "done")} == {
+        "id": "v2-nudge_qualified", "rule": "nudge_qualified", "version": 2, "stage": "Qualified",
+        "total": 5, "done": 5}
+    assert job["finished"] >= job["started"] > 0
+    for lead in inside:
+        (applied,) = await _applied(http, lead)
+        assert applied["rule"] == "nudge_qualified" and applied["job"] == "sales:v2-nudge_qualified"
+    for lead in outside:
+        assert await _applied(http, lead) == []
+    # the same document again is no new version: no new job; a version without the flag neither
+    assert (await http.put("/api/automations/sales", json=with_rule(), headers=AUTH)).status == 200
+    assert (await http.put("/api/automations/sales", json=with_rule(apply_to_existing=False),
+                           headers=AUTH)).status == 201
+    assert [j["id"] for j in await _jobs(http)] == ["v2-nudge_qualified"]
+
+
+async def test_jobs_of_an_unknown_document_are_404_and_need_a_token(http: ClientSession) -> None:
+    r = await http.get("/api/automations/nobody/jobs", headers=AUTH)
+    assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+    assert (await http.get("/api/automations/sales/jobs")).status == 401
+
+
+class _Dies:
+    """A lead service whose process dies after ``after`` pushes (the job's runner with it)."""
+
+    def __init__(self, leads: LeadService, after: int) -> None:
+        self.leads, self.left = leads, after
+
+    async def deliver_raw(self, lead_id: str, payload: bytes, *, dedupe_id: str) -> bool:
+        if self.left == 0:
+            raise RuntimeError("the process died")
+        self.left -= 1
+        return await self.leads.deliver_raw(lead_id, payload, dedupe_id=dedupe_id)
+
+
+async def test_a_job_whose_runner_died_is_resumed_and_applies_the_rule_once_per_lead(
+        server: TestServer, http: ClientSession, redis: Redis) -> None:
+    services = server.app[SERVICES]
+    inside = await _leads(server, "Qualified", 4)
+    dying = ApplyJobs(redis, _Dies(services.leads, after=2), pause=0)  # type: ignore[arg-type]
+    (job_id,) = await dying.start("sales", 7, with_rule())
+    await dying.idle()
+    state = await redis.hgetall(job_key("sales", job_id))
+    assert state[b"state"] == b"running" and state[b"done"] == b"0"  # its page was never saved
+    assert await redis.sismember(UNFINISHED_KEY, f"sales|{job_id}")
+    assert sum([len(await _applied(http, lead)) for lead in inside]) == 2
+
+    resumed = ApplyJobs(redis, services.leads, pause=0)
+    assert await resumed.resume() == 1
+    await resumed.idle()
+    (job,) = [j for j in await _jobs(http) if j["id"] == job_id]
+    assert (job["state"], job["total"], job["done"]) == ("finished", 4, 4)
+    assert not await redis.sismember(UNFINISHED_KEY, f"sales|{job_id}")
+    for lead in inside:  # the two pushed before the crash are not applied again
+        assert len(await _applied(http, lead)) == 1
+    assert await resumed.resume() == 0  # nothing left to take over
+
+
+async def test_a_large_stage_is_paged_and_a_crash_resumes_from_the_saved_cursor(
+        server: TestServer, redis: Redis) -> None:
+    """600 ids in the stage index (more than fit one ``SSCAN`` reply of a small set): the pages
+    before the crash are saved, the resumed job visits the rest and no lead gets it twice."""
+    services = server.app[SERVICES]
+    ids = [str(900_000 + i) for i in range(600)]
+    await redis.sadd("sb:{crm}:by:lead:stage:Sales/Proposal", *ids)
+    dying = ApplyJobs(redis, _Dies(services.leads, after=350), page=100, pause=0)  # type: ignore[arg-type]
+    (job_id,) = await dying.start("sales", 8, with_rule(stage="Proposal"))
+    await dying.idle()
+    saved = int(await redis.hget(job_key("sales", job_id), "done") or 0)
+    assert 0 < saved <= 350 and await redis.hget(job_key("sales", job_id), "cursor") != b"0"
+    resumed = ApplyJobs(redis, services.leads, page=100, pause=0)
+    assert await resumed.resume() == 1
+    await resumed.idle()
+    job = await redis.hgetall(job_key("sales", job_id))
+    assert job[b"state"] == b"finished" and int(job[b"done"]) >= 600
+    counts = [len([e for e in await services.leads.history(lead) if e.get("type") == "apply_rule"]) for lead in ids]
+    assert counts == [1] * 600
