@@ -167,6 +167,42 @@ def test_dragging_a_card_moves_the_lead_and_the_card_shows_its_history(
     page.screenshot(path=str(ARTIFACTS / "02-moved.png"))
 
 
+def test_the_lead_card_shows_which_rule_did_what(page: Page, salesbot_server: Server, redis_url: str,
+                                                 seeded: dict[str, str]) -> None:
+    """What the lead loop records of a rule (``role: automation`` entries of the lead's history) —
+    written here as the wiring writes them, after the lead's own events."""
+    import redis as sync_redis
+
+    from bot.runtime.leads import lead_cid
+    from bot.store import codec
+    from bot.store.keys import ConversationKey
+
+    sofa = seeded["sofa"]
+    wait_history(salesbot_server, sofa, "lead.created")
+    client = sync_redis.Redis.from_url(redis_url)
+    try:
+        log = ConversationKey(lead_cid(sofa)).log
+        last = int(client.xrevrange(log, count=1)[0][0].decode().split("-")[0])
+        entries = [{"role": "automation", "at": time.time(), "rule": "note_new", "outcome": "acted",
+                    "detail": "add_note <New lead>"},
+                   {"role": "automation", "at": time.time(), "rule": "tag_contacted", "outcome": "not_in_stage"}]
+        for n, entry in enumerate(entries, start=last + 1):
+            client.xadd(log, {"d": codec.pack(entry)}, id=f"{n}-0")
+    finally:
+        client.close()
+    open_pipeline(page, salesbot_server)
+    column(page, "Incoming").locator(f'.pl-card[data-lead="{sofa}"]').click()
+    history = page.locator("#pl-history li")
+    expect(history.first).to_contain_text("Rule tag_contacted")
+    expect(history.first.locator(".chip")).to_have_text("not_in_stage")
+    acted = page.locator("#pl-history li", has_text="Rule note_new")
+    expect(acted.locator(".chip")).to_have_text("acted")
+    expect(acted).to_contain_text("add_note <New lead>")  # as text, never markup
+    expect(page.locator("#pl-history li", has_text="lead.created")).to_have_count(1)
+    expect(page.locator("#pl-lead-body")).to_contain_text("Zeynep <b>Ak</b>")
+    page.screenshot(path=str(ARTIFACTS / "03-history.png"))
+
+
 def test_a_refused_move_says_why_and_leaves_the_card(browser: Any, salesbot_server: Server,
                                                     seeded: dict[str, str]) -> None:
     # an own context, not the ``page`` fixture: Chromium logs the refused PATCH's 404 as a console error
