@@ -174,7 +174,7 @@ def test_the_lead_card_shows_which_rule_did_what(page: Page, salesbot_server: Se
     import redis as sync_redis
 
     from bot.runtime.leads import lead_cid
-    from bot.store import codec
+    from bot.store import codec, replies
     from bot.store.keys import ConversationKey
 
     sofa = seeded["sofa"]
@@ -182,7 +182,7 @@ def test_the_lead_card_shows_which_rule_did_what(page: Page, salesbot_server: Se
     client = sync_redis.Redis.from_url(redis_url)
     try:
         log = ConversationKey(lead_cid(sofa)).log
-        last = int(client.xrevrange(log, count=1)[0][0].decode().split("-")[0])
+        ((last, _),) = replies.stream_payloads(client.xrevrange(log, count=1))
         entries = [{"role": "automation", "at": time.time(), "rule": "note_new", "outcome": "acted",
                     "detail": "add_note <New lead>"},
                    {"role": "automation", "at": time.time(), "rule": "tag_contacted", "outcome": "not_in_stage"}]
