@@ -321,8 +321,8 @@
 
   /* Events and what the rules did, newest first: an automation entry names its rule (or
    * trigger), the outcome and the detail. */
-  function renderHistory(res) {
-    var ol = $("pl-history");
+  function renderHistory(res, into) {
+    var ol = into || $("pl-history");
     ol.textContent = "";
     if (res.status !== 200) { ol.appendChild(el("li", "error", errorText(res))); return; }
     var events = (res.body.events || []).slice().reverse();
@@ -356,5 +356,10 @@
     $("pl-lead-close").addEventListener("click", function () { P.lead = null; $("pl-lead").hidden = true; });
   });
 
-  window.salesbotPipeline = { load: load, openLead: openLead };
+  /* The history of a lead into a list of another view (the conversation's Lead card). */
+  function history(id, into) {
+    return api("GET", "/api/leads/" + enc(id) + "/events?limit=50").then(function (res) { renderHistory(res, into); });
+  }
+
+  window.salesbotPipeline = { load: load, openLead: openLead, history: history };
 })();
