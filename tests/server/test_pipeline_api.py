@@ -71,3 +71,14 @@ async def test_roles(redis: Redis, redis_url: str) -> None:
         r = await http.get("/api/automations/sales/counts", headers={"Authorization": "Bearer wrong"})
         assert r.status == 401
         assert json.loads(await r.text())["error"]["code"] == "unauthorized"
+
+
+async def test_the_pipeline_script_is_served_and_other_names_are_404(redis: Redis, redis_url: str) -> None:
+    async with client(make_config(redis_url)) as http:
+        r = await http.get("/live/static/pipeline.js")
+        assert (r.status, r.content_type) == (200, "application/javascript")
+        assert "salesbotPipeline" in await r.text()
+        for name in ("pipeline.css", "pipeline.json", "..%2Fdashboard.py", "pipeline.js.bak"):
+            r = await http.get(f"/live/static/{name}")
+            assert r.status == 404, name
+            assert (await r.json())["error"]["code"] == "not_found"
