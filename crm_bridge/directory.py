@@ -34,6 +34,7 @@ from .indexes import (
     search_key,
     search_terms,
     stage_value,
+    stamp_stage,
     tags_key,
 )
 from .memory import DEFAULT_PIPELINE, DEFAULT_STAGES, MemoryCrm
@@ -153,6 +154,8 @@ class CrmDirectory:
     async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         """Write one record, its index changes and (a lead's) CRM events in one MULTI/EXEC."""
         changes = lead_changes(old, new) if kind == "lead" else []
+        if kind == "lead":
+            stamp_stage(old, new, self.crm.clock())
         pipe = self.crm.write_pipeline(changes)
         pipe.set(record_key(kind, rid), pack(new))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())

@@ -47,6 +47,13 @@ def by_key(kind: str, field: str, value: Any) -> str:
     return f"{T}:by:{kind}:{field}:{value}"
 
 
+def stamp_stage(old: dict[str, Any] | None, new: dict[str, Any], now: float) -> None:
+    """Set ``stage_since`` on a lead record that is new or changed stage (the pipeline view's
+    "in this stage since"); call before the record is written."""
+    if old is None or (old.get("pipeline"), old.get("stage")) != (new.get("pipeline"), new.get("stage")):
+        new["stage_since"] = now
+
+
 def stage_value(pipeline: Any, stage: Any) -> str:
     return f"{pipeline}/{stage}"
 

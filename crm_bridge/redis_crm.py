@@ -25,7 +25,7 @@ from redis.asyncio.client import Pipeline
 
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
 from .codec import pack, text, unpack
-from .indexes import CrmIndexes
+from .indexes import CrmIndexes, stamp_stage
 from .interface import ChannelIdentity, CommandResult, CrmRef
 from .memory import MemoryCrm
 from .notes import NoteStore
@@ -103,9 +103,10 @@ class RedisCrm:
         pipe = self.write_pipeline(changes)
         pipe.sadd(identities_key(contact_id), key)
         pipe.set(f"{_P}:contact:{contact_id}", pack(ws.contacts[contact_id]))
+        now = self.clock()
+        stamp_stage(None, ws.leads[lead_id], now)
         pipe.set(f"{_P}:lead:{lead_id}", pack(ws.leads[lead_id]))
         pipe.zadd(f"{_P}:idx:leads", {lead_id: float(lead_id)})
-        now = self.clock()
         CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
         CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
         await pipe.execute()
@@ -196,6 +197,7 @@ class RedisCrm:
             pipe.set(f"{_P}:contact:{cid}", pack(contact))
             CrmIndexes.update(pipe, "contact", cid, before_contacts.get(cid), contact, now)
         for lid, lead in ws.leads.items():
+            stamp_stage(before_leads.get(lid), lead, now)
             pipe.set(f"{_P}:lead:{lid}", pack(lead))
             pipe.zadd(f"{_P}:idx:leads", {lid: float(lid)})
             CrmIndexes.update(pipe, "lead", lid, before_leads.get(lid), lead, now)

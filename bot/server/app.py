@@ -25,6 +25,7 @@ from . import (
     openapi,
     outbound_api,
     pages,
+    pipeline_api,
 )
 from .http import errors_middleware, mark_prepared, use_expect_handler
 from .keys import LIMITS, SERVICES
@@ -46,6 +47,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(events_api.routes)
     app.add_routes(openapi.routes)
     app.add_routes(outbound_api.routes)
+    app.add_routes(pipeline_api.routes)  # /api/automations/{id}/counts
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}

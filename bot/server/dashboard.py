@@ -69,7 +69,7 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_ASSET = re.compile(r"^dashboard\.(js|css)$")
+_ASSET = re.compile(r"^(?:dashboard|pipeline)\.(js|css)$")
 _TYPES = {"js": "application/javascript", "css": "text/css"}
 
 
@@ -272,6 +272,8 @@ async def page(request: web.Request) -> web.Response:
 async def asset(request: web.Request) -> web.Response:
     match = _ASSET.match(request.match_info["name"])
     if match is None:
+        return error(404, "not_found", "no such file")
+    if not (STATIC / match.group(0)).is_file():
         return error(404, "not_found", "no such file")
     return web.Response(text=_static(match.group(0)), content_type=_TYPES[match.group(1)],
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})

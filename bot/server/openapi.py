@@ -493,6 +493,14 @@ PATHS.update({
     "/api/automations/{id}/versions/{n}": {"get": _op("One version", {
         "200": _json(_ref("AutomationsDocument")), "400": _json(_ERROR), "404": _json(_ERROR)},
         auth=_READERS, params=[_AUTOMATION_ID, _p("n", schema={"type": "integer"})])},
+    "/api/automations/{id}/counts": {"get": _op(
+        "How often each rule and trigger fired, acted, waits (the lead loop's counters; 0 until counted)",
+        {"200": _json({"type": "object", "required": ["id", "version", "counts"], "properties": {
+            "id": {"type": "string"}, "version": {"type": "integer"},
+            "counts": {"type": "object", "description": "rule or trigger id -> outcome -> count",
+                       "additionalProperties": {"type": "object",
+                                                "additionalProperties": {"type": "integer"}}}}}),
+         "404": _json(_ERROR)}, auth=_READERS, params=[_AUTOMATION_ID])},
     "/api/automations/{id}/activate": {"post": _op("Roll back or forward", {
         "200": _json(_ref("Activated")), "400": _json(_ERROR), "404": _json(_ERROR)}, auth=["operator"],
         body={"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}},

@@ -123,7 +123,9 @@ def deployment(request: pytest.FixtureRequest, chromium_executable: str, redis_u
         + "".join(f'\n[[tokens]]\ntoken = "{t}"\nrole = "support"\nname = "{n}"\n' for t, n in (AYSE, MERT)),
         encoding="utf-8")
     env = {**os.environ, "SALESBOT_REDIS_URL": redis_url, "SALESBOT_ADMIN_TOKEN": ADMIN_TOKEN,
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1",
+           # the code of this checkout, not whichever one the virtualenv installed (cwd is elsewhere)
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
 
@@ -298,6 +300,8 @@ def test_watch_take_over_reply_and_hand_back(deployment: Deployment, pages: Page
         expect(support.locator("#run-held")).to_contain_text("Timer held")
         expect(support.locator("#run-countdown")).to_have_text("held")
         assert time.monotonic() - greeted >= PAUSE_SECONDS - 0.5
+        # the Lead card lists what happened to the lead (its events, what the rules did)
+        expect(support.locator("#lead-history li", has_text="lead.created")).to_be_visible()
         assert [t for t in widget_bot_texts(customer) if FOLLOWUP in t or "Noted" in t] == []
         expect(customer.locator("#sb-messages > li.sb-msg.bot")).to_have_count(1)
         status, conv = api(deployment, "GET", f"/api/conversations/{cid}", AYSE[0])

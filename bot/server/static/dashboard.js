@@ -666,6 +666,13 @@
     var notes = body.notes || [];
     box.appendChild(el("h4", null, "Notes (" + notes.length + ")"));
     notes.slice(0, 10).forEach(function (n) { box.appendChild(el("p", "note", n.text || "")); });
+    if (lead.id && window.salesbotPipeline) {  // pipeline.js: events and what the rules did
+      box.appendChild(el("h4", null, "Automations"));
+      var hist = el("ol", "pl-history");
+      hist.id = "lead-history";
+      box.appendChild(hist);
+      window.salesbotPipeline.history(String(lead.id), hist);
+    }
   }
 
   // ------------------------------------------------------------------ flow graph
