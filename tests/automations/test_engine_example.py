@@ -28,7 +28,7 @@ def test_the_example_document_runs() -> None:
     lead = Lead(a, tags=["website"])
     lead.send(event("lead.created"))
     (start,) = of(lead.fire_only("delay"), fx.StartBot)
-    assert (start.rule, start.bot, start.channels) == ("welcome_new", "welcome", ("last",))
+    assert (start.rule, start.bot, start.channels) == ("welcome_new", "welcome", ("wa_shop",))
 
     effects = lead.send(event("email.opened", at=later(minutes=20)), now=later(minutes=20))
     assert of(effects, fx.AddScore) == [fx.AddScore(2, "email.opened", 1)]
