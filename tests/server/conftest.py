@@ -16,12 +16,15 @@ from bot.server.app import create_app
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
 AUTOMATIONS = FLOWS.parent / "automations"
+#: Servers of the tests load no automation document unless a test asks (``automations_dir=AUTOMATIONS``,
+#: or the ``example_server`` fixture): the example's rules would act on every test's leads.
+NO_AUTOMATIONS = Path(__file__).resolve().parent / "no-automations"
 ADMIN = "test-admin-token"
 
 
 def make_config(redis_url: str, flows_dir: Path = FLOWS, **extra: object) -> object:
     return load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(flows_dir),
-                                          "automations_dir": str(AUTOMATIONS),
+                                          "automations_dir": str(NO_AUTOMATIONS),
                                           "admin_token": ADMIN, "timer_poll_interval": 0.05, **extra})
 
 
@@ -54,3 +57,10 @@ async def server(redis: Redis, redis_url: str) -> AsyncIterator[TestServer]:
 async def http(server: TestServer) -> AsyncIterator[ClientSession]:
     async with ClientSession(base_url=str(server.make_url(""))) as session:
         yield session
+
+
+@pytest.fixture
+async def example_server(redis: Redis, redis_url: str) -> AsyncIterator[TestServer]:
+    """A server that loaded the example automation document (``automations/sales.json``) at start."""
+    async with running(make_config(redis_url, automations_dir=str(AUTOMATIONS))) as srv:
+        yield srv

@@ -1,3 +1,4 @@
+
 """``apply_to_existing`` over real HTTP and Redis: saving a version starts a job that puts one
 ``ApplyRule`` on the queue of every lead in the rule's stage (and no other), with its progress
 at ``GET /api/automations/{id}/jobs``; a job whose runner died is resumed from Redis without
@@ -9,6 +10,7 @@ import copy
 import json
 from typing import Any
 
+import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
@@ -142,3 +144,9 @@ async def test_a_large_stage_is_paged_and_a_crash_resumes_from_the_saved_cursor(
     assert job[b"state"] == b"finished" and int(job[b"done"]) >= 600
     counts = [len([e for e in await services.leads.history(lead) if e.get("type") == "apply_rule"]) for lead in ids]
     assert counts == [1] * 600
+
+
+@pytest.fixture
+async def server(example_server: TestServer) -> TestServer:
+    """This module's servers load the example automation document at start."""
+    return example_server

@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from tests.server.conftest import ADMIN, AUTOMATIONS, client, make_config
@@ -140,7 +141,8 @@ async def test_the_id_must_match_the_url_and_unknown_ids_are_404(http: ClientSes
 
 
 async def test_tokens_and_roles(redis: Redis, redis_url: str) -> None:
-    config = make_config(redis_url, tokens=[{"token": SUPPORT_TOKEN, "role": "support", "name": "sam"}])
+    config = make_config(redis_url, automations_dir=str(AUTOMATIONS),
+                         tokens=[{"token": SUPPORT_TOKEN, "role": "support", "name": "sam"}])
     async with client(config) as http:
         assert (await http.get("/api/automations")).status == 401
         assert (await http.put("/api/automations/sales", json=EXAMPLE)).status == 401
@@ -270,3 +272,9 @@ async def test_odd_ids_in_the_url_are_4xx(http: ClientSession, caplog: pytest.Lo
         r = await http.request(method, url, json=body, headers=AUTH)
         assert 400 <= r.status < 500, (method, path, r.status, await r.text())
     assert tracebacks(caplog) == []
+
+
+@pytest.fixture
+async def server(example_server: TestServer) -> TestServer:
+    """This module's servers load the example automation document at start."""
+    return example_server

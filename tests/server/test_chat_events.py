@@ -1,3 +1,4 @@
+
 """Event sources over real HTTP and Redis: a customer's live chat messages land on the lead's
 queue as ``chat.message`` once a rule listens to them (and not before), the first one also as
 ``chat.first_message``; a hosted form sent emits ``form.submitted`` on its lead."""
@@ -8,6 +9,7 @@ import copy
 import json
 from typing import Any
 
+import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
@@ -105,3 +107,9 @@ async def test_a_submitted_form_emits_form_submitted_on_its_lead_once(server: Te
     (event,) = await wait_for(submitted, what="form.submitted on the lead")
     assert event["data"] == {"form": "individual"} and event["source"] == "form"
     assert path.rsplit("/", 1)[1] not in json.dumps(event)  # the token is not in the event
+
+
+@pytest.fixture
+async def server(example_server: TestServer) -> TestServer:
+    """This module's servers load the example automation document at start."""
+    return example_server
