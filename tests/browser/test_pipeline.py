@@ -84,11 +84,11 @@ def seeded(salesbot_server: Server, redis_url: str) -> Iterator[dict[str, str]]:
     yield ids
 
 
-def wait_history(server: Server, lead: str, event_type: str, timeout: float = 10.0) -> None:
+def wait_history(server: Server, lead: str, event_type: str, timeout: float = 10.0, key: str = "type") -> None:
     deadline = time.monotonic() + timeout
     while True:
         status, body = call(server, "GET", f"/api/leads/{lead}/events")
-        if status == 200 and any(e.get("type") == event_type for e in body["events"]):
+        if status == 200 and any(e.get(key) == event_type for e in body["events"]):
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"no {event_type} in the history of lead {lead}: {body}")
@@ -135,7 +135,7 @@ def test_columns_render_paged_with_rules_and_counts(page: Page, salesbot_server:
     expect(rule).to_contain_text("moved_in")
     expect(rule.locator(".pl-count")).to_have_text(["fired 7", "acted 4", "waiting 3"])
     expect(column(page, "Incoming").locator('.pl-rule[data-rule="note_new"] .pl-count')).to_have_text(
-        ["fired 0", "acted 0", "waiting 0"])
+        [f"fired {PAGE + 5}", f"acted {PAGE + 5}", "waiting 0"])  # each lead created in Incoming got its note
     trigger = column(page, "Won").locator('.pl-rule.trigger[data-rule="paid"]')
     expect(trigger).to_contain_text("order.paid")
     expect(trigger.locator(".pl-count")).to_have_text(["fired 0", "acted 2", "waiting 0"])
@@ -169,8 +169,9 @@ def test_dragging_a_card_moves_the_lead_and_the_card_shows_its_history(
 
 def test_the_lead_card_shows_which_rule_did_what(page: Page, salesbot_server: Server, redis_url: str,
                                                  seeded: dict[str, str]) -> None:
-    """What the lead loop records of a rule (``role: automation`` entries of the lead's history) —
-    written here as the wiring writes them, after the lead's own events."""
+    """What the lead loop records of a rule (``role: automation`` entries of the lead's history):
+    the real ``note_new`` run, and two entries written here as the wiring writes them (one with
+    markup in its detail, which must show as text)."""
     import redis as sync_redis
 
     from bot.runtime.leads import lead_cid
@@ -179,11 +180,12 @@ def test_the_lead_card_shows_which_rule_did_what(page: Page, salesbot_server: Se
 
     sofa = seeded["sofa"]
     wait_history(salesbot_server, sofa, "lead.created")
+    wait_history(salesbot_server, sofa, "note_new", key="rule")
     client = sync_redis.Redis.from_url(redis_url)
     try:
         log = ConversationKey(lead_cid(sofa)).log
         ((last, _),) = replies.stream_payloads(client.xrevrange(log, count=1))
-        entries = [{"role": "automation", "at": time.time(), "rule": "note_new", "outcome": "acted",
+        entries = [{"role": "automation", "at": time.time(), "rule": "note_markup", "outcome": "acted",
                     "detail": "add_note <New lead>"},
                    {"role": "automation", "at": time.time(), "rule": "tag_contacted", "outcome": "not_in_stage"}]
         for n, entry in enumerate(entries, start=last + 1):
@@ -195,10 +197,12 @@ def test_the_lead_card_shows_which_rule_did_what(page: Page, salesbot_server: Se
     history = page.locator("#pl-history li")
     expect(history.first).to_contain_text("Rule tag_contacted")
     expect(history.first.locator(".chip")).to_have_text("not_in_stage")
-    acted = page.locator("#pl-history li", has_text="Rule note_new")
-    expect(acted.locator(".chip")).to_have_text("acted")
-    expect(acted).to_contain_text("add_note <New lead>")  # as text, never markup
-    expect(page.locator("#pl-history li", has_text="lead.created")).to_have_count(1)
+    markup = page.locator("#pl-history li", has_text="Rule note_markup")
+    expect(markup.locator(".chip")).to_have_text("acted")
+    expect(markup).to_contain_text("add_note <New lead>")  # as text, never markup
+    real = page.locator("#pl-history li", has_text="Rule note_new")  # what the lead loop did
+    expect(real.locator(".chip", has_text="acted")).to_have_count(1)
+    expect(page.locator("#pl-history li.event", has_text="lead.created")).to_have_count(1)  # the event itself, once
     expect(page.locator("#pl-lead-body")).to_contain_text("Zeynep <b>Ak</b>")
     page.screenshot(path=str(ARTIFACTS / "03-history.png"))
 
