@@ -94,15 +94,14 @@ class ChatSession:
             self._print_rules()
 
     async def _handle(self, text: str) -> bool:
-        if not text.startswith("/"):
-            self._print(await self.sim.say(text))
-            return True
-        cmd, _, rest = text.partition(" ")
+        cmd, _, rest = text.partition(" ") if text.startswith("/") else ("", "", "")
         rest = rest.strip()
         try:
-            if cmd == "/quit":
+            if not cmd:
+                self._print(await self.sim.say(text))  # a customer message (rules may loop: caught below)
+            elif cmd == "/quit":
                 return False
-            if cmd == "/help":
+            elif cmd == "/help":
                 self.out.write(HELP)
             elif cmd == "/click":
                 self._print(await self.sim.click(rest))
