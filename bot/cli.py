@@ -8,13 +8,15 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
+from .automations.compiled import CompiledAutomations
 from .automations.validate import AutomationContext, validate_automations
 from .builder.graph import to_mermaid
 from .builder.loader import load_flow, read_document
 from .builder.validate import check_document, parse_flow_model
-from .errors import FlowInvalid, FlowLoadError, Problem
+from .errors import ConversationTestError, FlowInvalid, FlowLoadError, Problem
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
@@ -169,6 +171,7 @@ def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
+    from .config import ConfigError
     from .simulation.chat import ChatSession
 
     try:
@@ -182,8 +185,32 @@ def _cmd_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC).replace(microsecond=0)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    session = ChatSession(flow, bots=bots, channel=args.channel, now=now, out=out)
+    automations, pipelines, lead = None, None, None
+    if args.automations:
+        try:
+            automations, pipelines, lead = _chat_automations(args)
+        except (ConfigError, ConversationTestError) as exc:
+            sys.stderr.write(f"{exc}\n")
+            return 1
+    session = ChatSession(flow, bots=bots, channel=args.channel, now=now, out=out, automations=automations,
+                          pipelines=pipelines, lead=lead)
     return asyncio.run(session.repl(inp))
+
+
+def _chat_automations(args: argparse.Namespace) -> tuple[CompiledAutomations, dict[str, list[str]], dict[str, Any]]:
+    """The document ``salesbot chat --automations`` runs, compiled against the pipelines of the
+    configuration (as ``automations validate`` reads them), and the chat's lead in its pipeline
+    (in ``--stage``, else the first stage)."""
+    from .simulation.convtest import load_automations
+
+    pipelines = {k: list(v) for k, v in _automation_context(args.config).pipelines.items()}
+    automations = load_automations(Path(args.automations), pipelines or None)
+    stages = pipelines.get(automations.pipeline) or list(automations.stages)
+    if args.stage and args.stage not in stages:
+        raise ConversationTestError(f"--stage {args.stage}: not a stage of {automations.pipeline} "
+                                    f"({', '.join(stages)})")
+    pipelines = {**pipelines, automations.pipeline: stages}
+    return automations, pipelines, {"pipeline": automations.pipeline, "stage": args.stage or stages[0]}
 
 
 def _cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
@@ -231,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--channel", default="livechat")
     c.add_argument("--bot", action="append", help="another flow that start_bot may call (repeatable)")
     c.add_argument("--now", help="virtual clock start, ISO 8601 (default: now)")
+    c.add_argument("--automations", metavar="FILE", help="also run this automation document on the chat's lead")
+    c.add_argument("--stage", help="with --automations: the stage the lead starts in (default: the first)")
+    c.add_argument("--config", help="with --automations: TOML file whose pipelines the document is checked "
+                                    "against (default ./salesbot.toml when present)")
 
     s = sub.add_parser("serve", help="run the server (embedded Redis unless a Redis URL is configured)")
     s.add_argument("--config", help="TOML file (default ./salesbot.toml when present)")

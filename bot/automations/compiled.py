@@ -102,6 +102,12 @@ class CDecay:
     every: int
     subtract: int
 
+    def period(self, at: float) -> str:
+        """The key of the period ``at`` falls in (periods of ``every`` seconds counted from the
+        epoch): the decay timers of a contact's leads that fall due in one period share it, so
+        the shell subtracts once per contact and period (``AddScore.once``)."""
+        return f"decay:{self.every}:{int(at // self.every)}"
+
 
 _EMPTY: tuple[Any, ...] = ()
 

@@ -62,11 +62,17 @@ class MoveStage:
 
 @dataclass(frozen=True, slots=True)
 class AddScore:
-    """Add ``delta`` (negative: subtract) to the contact's ``score``; ``reason`` says why."""
+    """Add ``delta`` (negative: subtract) to the contact's ``score``; ``reason`` says why.
+
+    ``once`` (score decay): the shell applies the change at most once per contact under this key,
+    remembering it ``keep`` seconds — every lead of a contact runs its own decay timer, and the
+    contact's score must decay once per period, not once per lead."""
 
     delta: int
     reason: str
     depth: int
+    once: str = ""
+    keep: int = 0
 
 
 @dataclass(frozen=True, slots=True)

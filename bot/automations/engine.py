@@ -514,7 +514,7 @@ class _React:
         score = self.score()
         if score > 0:
             delta = -min(spec.subtract, score)
-            self.effects.append(fx.AddScore(delta, "decay", 1))
+            self.effects.append(fx.AddScore(delta, "decay", 1, spec.period(entry.at), 2 * spec.every))
             self.state.decayed_at = self.epoch
             score += delta
         if score > 0:

@@ -232,6 +232,8 @@ class AutomationEffects:
             result = await self.requests(efx.Request(item.key, "action", command), state, snapshot)
             return [] if result.ok else [_entry(e.trigger, "failed", f"change_stage: {result.error}")]
         if isinstance(e, fx.AddScore):
+            if e.once and contact_id and not await self._first_once(contact_id, f"{lead_id}:{item.key}", e):
+                return []  # another lead of the contact has decayed the score in this period
             score = _number((snapshot.get("contact") or {}).get("score"))
             new = max(0, score + e.delta)
             if new == score:
@@ -248,6 +250,15 @@ class AutomationEffects:
         record = await self.directory.get("lead", lead_id) if self.directory is not None else None
         contacts = (record or {}).get("contacts") or []
         return CrmRef(str(contacts[0]) if contacts else "", lead_id)
+
+    async def _first_once(self, contact_id: str, mine: str, e: fx.AddScore) -> bool:
+        """Whether this effect is the first under its ``once`` key for the contact (an atomic SET NX
+        of ``sb:automations:once:{contact:<id>}:<once>``), or is that first one redone after a crash."""
+        key = f"sb:automations:once:{{contact:{contact_id}}}:{e.once}"
+        if await self.redis.set(key, mine, nx=True, ex=max(e.keep, 3600)):
+            return True
+        owner = await self.redis.get(key)
+        return (owner.decode() if isinstance(owner, bytes) else owner) == mine
 
     async def _start_bot(self, lead_id: str, contact_id: str, key: str, e: fx.StartBot) -> list[dict[str, Any]]:
         if self.outbound is None or not contact_id:

@@ -56,6 +56,7 @@ class LeadRules:
         self.states: dict[str, LeadState] = {}
         self.queue: deque[tuple[str, ShellEvent]] = deque()
         self.history: list[dict[str, Any]] = []  # every Record, in order, with lead and time
+        self.once: set[tuple[str, str]] = set()  # (contact, AddScore.once) applied: decay once per contact
         self._seq = 0
 
     # ------------------------------------------------------------------ in

@@ -295,6 +295,11 @@ class Simulator:
                 self.rules.note(lead_id, effect.trigger, "failed", f"change_stage: {exc}", self.now)
         elif isinstance(effect, afx.AddScore):
             contact = self.crm.contacts.get(ref.contact_id)
+            once = (ref.contact_id, effect.once)
+            if effect.once and once in self.rules.once:
+                return  # another lead of the contact has decayed the score in this period
+            if effect.once:
+                self.rules.once.add(once)
             if contact is not None:
                 contact["score"] = max(0, int(contact.get("score") or 0) + effect.delta)
         elif isinstance(effect, afx.StartBot):

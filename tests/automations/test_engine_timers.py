@@ -299,13 +299,32 @@ def test_decay_subtracts_every_period_while_the_score_is_above_zero() -> None:
     lead.send(event("email.opened"))
     lead.contact["score"] = 15
     effects = lead.fire_only("decay")
-    assert of(effects, fx.AddScore) == [fx.AddScore(-10, "decay", 1)]
+    keep = 60 * 86400  # the shell remembers a period's key two periods
+    assert of(effects, fx.AddScore) == [fx.AddScore(-10, "decay", 1, "decay:2592000:694", keep)]
     assert list(lead.timers("decay").values()) == [later(days=60).timestamp()]
     lead.contact["score"] = 5
     effects = lead.fire_only("decay")
-    assert of(effects, fx.AddScore) == [fx.AddScore(-5, "decay", 1)]
+    assert of(effects, fx.AddScore) == [fx.AddScore(-5, "decay", 1, "decay:2592000:695", keep)]
     assert lead.timers("decay") == {}  # zero: nothing left to decay
     assert lead.state.decayed_at == later(days=60).timestamp()
+
+
+def test_the_decay_of_two_leads_of_one_contact_in_one_period_carries_one_key() -> None:
+    """Each lead runs its own decay timer; the contact's score decays once per period because the
+    effects of one period share their ``once`` key (the shell applies one per contact and key)."""
+    automations = compile_doc([], scoring=SCORING)
+    first, second = Lead(automations), Lead(automations, now=later(days=5))
+    second.contact = first.contact  # one contact, two leads
+    first.send(event("email.opened"))
+    second.send(event("email.opened", at=later(days=5)))
+    first.contact["score"] = 50
+    # periods of 30 days from the epoch: 2027-01-02 … 2027-02-01 holds both timers (Jan 6 and Jan 11)
+    (a,) = of(first.fire_only("decay"), fx.AddScore)
+    (b,) = of(second.fire_only("decay"), fx.AddScore)
+    assert a.delta == b.delta == -10 and a.once == b.once == "decay:2592000:694"
+    (next_a,) = of(first.fire_only("decay"), fx.AddScore)  # Feb 5: the next period, a new key
+    assert next_a.once == "decay:2592000:695"
+    assert of(first.send(event("email.opened", at=later(days=61))), fx.AddScore)[0].once == ""  # scoring: every time
 
 
 def test_no_decay_timer_without_a_score() -> None:

@@ -181,3 +181,25 @@ def test_an_action_the_crm_refuses_is_recorded_as_failed_and_the_test_goes_on(tm
                   " rules.history: {has: {outcome: failed, detail: {contains: Nowhere}}}}\n",
                   head="pipelines: {Sales: [Incoming, Contacted], Other: [A]}\n")
     assert report.startswith("PASS"), report
+
+
+def test_two_leads_of_one_contact_decay_its_score_once_per_period(tmp_path: Path) -> None:
+    """Each lead has its own decay timer; the contact's score decays once a period, not once per lead."""
+    flow = {"format": "salesbot.flow/1", "id": "tagger", "start": "new",
+            "steps": {"new": {"type": "action", "actions": [{"do": "create_lead", "copy": ["contacts"]}], "next": "ok"},
+                      "ok": {"type": "message", "text": "Created"}}}
+    doc = _doc([], scoring=[{"on": "lead.created", "add": 30}, {"on": "email.opened", "add": 2},
+                            {"decay": {"every": "30d", "subtract": 10}}])
+    (tmp_path / "tagger.json").write_text(json.dumps(flow), encoding="utf-8")
+    (tmp_path / "auto.json").write_text(json.dumps(doc), encoding="utf-8")
+    test = tmp_path / "t.test.yaml"
+    test.write_text('flow: tagger.json\nautomations: auto.json\nnow: "2026-11-25T10:00:00+00:00"\nscript:\n'
+                    "  - user: hi\n  - bot: Created\n"
+                    "  - event: {type: email.opened}\n"             # the test's lead scores too: two timers
+                    "  - expect: {contact.score: 32, leads: {count: 2}, timers: {count: 2}}\n"
+                    "  - wait: 30d\n"
+                    "  - expect: {contact.score: 22}\n"             # once, not once per lead (12)
+                    "  - wait: 30d\n"
+                    "  - expect: {contact.score: 12}\n", encoding="utf-8")
+    report = run_test_file(test).report()
+    assert report.startswith("PASS"), report
