@@ -1,0 +1,194 @@
+"""E-mail tracking end to end: a rule's ``send_email`` goes to a local SMTP server (aiosmtpd) with
+an open pixel and rewritten links; fetching them over real HTTP queues ``email.opened`` /
+``email.link_clicked`` on the lead (once), which the automation document's scoring and trigger
+act on; forged tokens are a 404 and queue nothing."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from bot.outward.email import SignedTokens, UnsubscribeTokens
+from bot.outward.tracking import EmailTracking
+from tests.live_app import App, free_port, running_app, wait_for
+
+OFFER = "https://shop.example/offer?id=7&x=1"
+HTML = ('<html><body><p>Hello {{ contact.name }}</p>'
+        '<p><a href="https://shop.example/offer?id=7&amp;x=1">See the offer</a> '
+        '<a href="mailto:sales@shop.example">write</a> <a href="tel:+905551112233">call</a> '
+        '<a href="#top">top</a> <a href="{{ unsubscribe_url }}">stop these</a></p></body></html>')
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, _Inbox]]:
+    inbox = _Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, inbox
+    finally:
+        controller.stop()
+
+
+def _config(port: int, **actions: Any) -> dict[str, Any]:
+    return {"smtp": {"host": "127.0.0.1", "port": port, "from": "bot@shop.example", "starttls": False, "timeout": 10},
+            "actions": {"email_templates": {"offer": {"subject": "Our offer", "html": HTML,
+                                                      "text": f"See {OFFER}\n{{{{ unsubscribe_url }}}}"}},
+                        **actions}}
+
+
+DOC = {"format": "salesbot.automations/1", "id": "sales", "pipeline": "Sales",
+       "rules": [{"id": "offer", "stage": "Incoming", "on": ["created"],
+                  "do": {"actions": [{"do": "send_email", "template": "offer"}]}}],
+       "triggers": [{"id": "clicked", "stage": "Won", "on": "email.link_clicked"}],
+       "scoring": [{"on": "email.opened", "add": 1}, {"on": "email.link_clicked", "add": 5}]}
+
+
+async def _new_lead(app: App) -> tuple[str, str]:
+    contact = await app.api("POST", "/api/crm/contacts", 201, json={"name": "Ann", "email": "ann@example.com"})
+    lead = await app.api("POST", "/api/crm/leads", 201, json={"name": "Deal", "contact_id": contact["id"]})
+    return str(lead["id"]), str(contact["id"])
+
+
+async def _events(app: App, lead: str, kind: str) -> list[dict[str, Any]]:
+    await app.services.leads.idle()
+    body = await app.api("GET", f"/api/leads/{lead}/events")
+    return [e for e in body["events"] if e.get("role") == "event" and e.get("type") == kind]
+
+
+def _html(msg: email.message.EmailMessage) -> str:
+    part = msg.get_body(preferencelist=("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+async def test_a_rules_email_is_tracked_and_its_opens_and_clicks_reach_the_rules(
+        redis: Any, redis_url: str, smtp: tuple[int, _Inbox]) -> None:
+    port, inbox = smtp
+    async with running_app(redis_url, **_config(port)) as app:
+        await app.api("PUT", "/api/automations/sales", 201, json=DOC)
+        lead, contact = await _new_lead(app)
+        await wait_for(lambda: inbox.messages, what="the rule's e-mail")
+        msg = inbox.messages[0]
+        html = _html(msg)
+        pixel = re.search(rf'<img src="({re.escape(app.url)}/t/o/[A-Za-z0-9_.-]+\.gif)" width="1" height="1"', html)
+        assert pixel is not None and html.index(pixel.group(0)) < html.index("</body>")
+        clicks = re.findall(rf'href="({re.escape(app.url)}/t/c/[A-Za-z0-9_.-]+)"', html)
+        assert len(clicks) == 1 and "shop.example/offer" not in html  # the link goes through the redirect
+        unsubscribe = re.fullmatch(r"<(.+)>", str(msg["List-Unsubscribe"]))
+        assert unsubscribe is not None and f'href="{unsubscribe.group(1)}"' in html  # left as it is
+        for kept in ('href="mailto:sales@shop.example"', 'href="tel:+905551112233"', 'href="#top"'):
+            assert kept in html
+        text = msg.get_body(preferencelist=("plain",))
+        assert text is not None and OFFER in str(text.get_content())  # text parts keep their links
+
+        # the pixel: a no-cache 1x1 GIF; fetched twice (and by a HEAD), one email.opened
+        for _ in range(2):
+            r = await app.http.get(pixel.group(1))
+            assert r.status == 200 and r.content_type == "image/gif"
+            assert (await r.read()).startswith(b"GIF89a\x01\x00\x01\x00") and "no-store" in r.headers["Cache-Control"]
+        assert (await app.http.head(pixel.group(1))).status == 200
+
+        async def opened_once() -> list[dict[str, Any]]:
+            found = await _events(app, lead, "email.opened")
+            return found if len(found) == 1 else []
+        (opened,) = await wait_for(opened_once, what="email.opened on the lead")
+        assert opened["source"] == "email" and opened["data"] == {}
+
+        async def score(value: int) -> bool:
+            card = await app.api("GET", f"/api/crm/contacts/{contact}")
+            return card.get("score") == value
+        await wait_for(lambda: score(1), what="the open scored once")
+
+        # the click: 302 to the original address, email.link_clicked with it, the trigger moves the lead
+        r = await app.http.get(clicks[0], allow_redirects=False)
+        assert r.status == 302 and r.headers["Location"] == OFFER
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+
+        async def won() -> bool:
+            return (await app.api("GET", f"/api/crm/leads/{lead}"))["stage"] == "Won"
+        await wait_for(won, what="the trigger on email.link_clicked")
+        assert (await app.http.get(clicks[0], allow_redirects=False)).status == 302
+        (clicked,) = await _events(app, lead, "email.link_clicked")
+        assert clicked["data"] == {"url": OFFER}
+        assert len(await _events(app, lead, "email.opened")) == 1  # the open a click implies is the same one
+        await wait_for(lambda: score(6), what="the click scored once")
+
+
+async def test_forged_damaged_and_foreign_tokens_are_404_and_queue_nothing(
+        redis: Any, redis_url: str, smtp: tuple[int, _Inbox], caplog: pytest.LogCaptureFixture) -> None:
+    port, inbox = smtp
+    async with running_app(redis_url, **_config(port)) as app:
+        lead, contact = await _new_lead(app)
+        outward = app.services.outward
+        assert outward is not None and outward.tracking is not None
+        real = outward.tracking.click_url(lead, contact, "m1", OFFER)
+        token = real.rsplit("/", 1)[1]
+        body, _, signature = token.partition(".")
+        evil = EmailTracking(SignedTokens(b"not the server's secret"), app.url)
+        pixel = outward.tracking.pixel_url(lead, contact, "m1")
+        bad = [
+            real[:-2] + ("AA" if not real.endswith("AA") else "BB"),  # tampered signature
+            real[:-10],  # truncated
+            f"{app.url}/t/c/{body}",  # no signature
+            f"{app.url}/t/c/{body[:-4]}.{signature}",  # payload cut
+            evil.click_url(lead, contact, "m1", "https://evil.example/"),  # signed with another secret
+            pixel.replace("/t/o/", "/t/c/").removesuffix(".gif"),  # an open token as a click
+            real.replace("/t/c/", "/t/o/") + ".gif",  # a click token as an open
+            f"{app.url}/t/o/{UnsubscribeTokens(outward.tokens.secret).make(contact, 'ann@example.com')}.gif",
+            f"{app.url}/t/c/{'A' * 5000}.{signature}",  # far too long
+            f"{app.url}/t/c/%C3%A9%00.x", f"{app.url}/t/o/..gif",
+        ]
+        caplog.set_level(logging.WARNING, logger="salesbot.server.tracking")
+        for url in bad:
+            r = await app.http.get(url, allow_redirects=False)
+            assert r.status == 404, url
+            assert (await r.json())["error"]["code"] == "not_found"
+        assert [r.getMessage() for r in caplog.records].count("tracking.bad_token") == len(bad)
+        assert not any(token in str(r.__dict__) or body in str(r.__dict__) for r in caplog.records)
+        await app.services.leads.idle()
+        history = await app.api("GET", f"/api/leads/{lead}/events")
+        assert not [e for e in history["events"] if str(e.get("type", "")).startswith("email.")]
+        # the genuine one still works, and an unsubscribe token stays an unsubscribe token
+        r = await app.http.get(real, allow_redirects=False)
+        assert r.status == 302 and r.headers["Location"] == OFFER
+        assert outward.tokens.read(token) is None
+        assert inbox.messages == []
+
+
+async def test_tracking_can_be_switched_off(redis: Any, redis_url: str, smtp: tuple[int, _Inbox]) -> None:
+    port, inbox = smtp
+    async with running_app(redis_url, **_config(port, email_tracking=False)) as app:
+        await app.api("PUT", "/api/automations/sales", 201, json=DOC)
+        await _new_lead(app)
+        await wait_for(lambda: inbox.messages, what="the rule's e-mail")
+        html = _html(inbox.messages[0])
+        assert "/t/o/" not in html and "/t/c/" not in html and 'href="https://shop.example/offer?id=7&amp;x=1"' in html
+        assert app.services.outward is not None and app.services.outward.tracking is None
+        r = await app.http.get(f"{app.url}/t/o/abc.def.gif")
+        assert r.status == 404
+
+
+async def test_a_flood_of_forged_pixels_is_404_then_429_never_5xx(redis: Any, redis_url: str) -> None:
+    async with running_app(redis_url) as app:
+        statuses = [(await app.http.get(f"/t/o/forged{i}.x.gif")).status for i in range(160)]
+        assert set(statuses) == {404, 429} and statuses[0] == 404
+        r = await app.http.get("/t/c/forged.x")
+        assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
