@@ -95,7 +95,8 @@ class OutwardActions:
         self.policy = WebhookPolicy(allow_private=config.actions.allow_private_webhooks,
                                     allowlist=config.actions.webhook_allowlist)
         self.tokens = UnsubscribeTokens(secret)
-        self.tracking = EmailTracking(self.tokens, self.public_url) if config.actions.email_tracking else None
+        # Links of e-mails sent while tracking was on keep working when it is switched off.
+        self.tracking = EmailTracking(self.tokens, self.public_url, enabled=config.actions.email_tracking)
         self.templates = TemplateLibrary(config.actions.email_templates, config.actions.email_templates_dir)
         self.smtp = SmtpSender(config.smtp)
         self.forms = Forms(redis, crm, public_url=public_url, ttl_days=config.actions.form_ttl_days,
@@ -209,7 +210,7 @@ class OutwardActions:
             token = self.tokens.make(str(contact.get("id") or ""), str(contact["email"]))
             link = f"{self.public_url}/unsubscribe/{token}" if command.get("unsubscribe_link", True) else None
             subject, text, html, mentions = self._content(command.get("template"), contact, snapshot, run_vars, link)
-            if html is not None and self.tracking is not None:
+            if html is not None and self.tracking.enabled:
                 html = self.tracking.instrument(html, lead_id=ref.lead_id, contact_id=str(contact.get("id") or ""),
                                                 message=secrets.token_urlsafe(9),
                                                 keep=(f"{self.public_url}/unsubscribe/",))

@@ -91,9 +91,12 @@ def trackable(url: str) -> bool:
 class EmailTracking:
     """Makes and reads the pixel and link tokens; rewrites an HTML body (see the module docstring)."""
 
-    def __init__(self, tokens: SignedTokens, public_url: str) -> None:
+    def __init__(self, tokens: SignedTokens, public_url: str, *, enabled: bool = True) -> None:
         self.tokens = tokens
         self.public_url = public_url.rstrip("/")
+        #: ``[actions] email_tracking``: off, new e-mails are not rewritten and hits queue no
+        #: event, but the links of e-mails already sent still redirect.
+        self.enabled = enabled
 
     def pixel_url(self, lead_id: str, contact_id: str, message: str) -> str:
         token = self.tokens.dump({"k": OPEN, "l": lead_id, "c": contact_id, "m": message})

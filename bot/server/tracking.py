@@ -6,8 +6,9 @@ the token's lead; ``GET /t/c/<token>`` answers 302 to the token's address and qu
 ``email.link_clicked`` (``url``). The event ids come from the e-mail (``bot.outward.tracking``):
 a repeat is a duplicate on the lead queue. A forged, damaged or truncated token is a 404 with
 one warning (``tracking.bad_token``, never the token). ``HEAD`` (link scanners, prefetchers)
-answers the same and queues nothing. The customer always gets the image or the redirect: an
-event the store cannot take now is logged and lost, never an error page.
+answers the same and queues nothing, as does every hit while ``[actions] email_tracking`` is
+off (the links of e-mails sent before still redirect). The customer always gets the image or
+the redirect: an event the store cannot take now is logged and lost, never an error page.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ async def _emit(request: web.Request, hits: list[Hit]) -> None:
     if request.method == "HEAD":
         return
     services = request.app[SERVICES]
+    if services.outward is None or not services.outward.tracking.enabled:
+        return
     try:
         if services.directory is not None and await services.directory.get("lead", hits[0].lead_id) is None:
             log.info("tracking.lead_gone", extra={"lead": hits[0].lead_id})

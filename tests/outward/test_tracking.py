@@ -138,7 +138,7 @@ async def test_forged_damaged_and_foreign_tokens_are_404_and_queue_nothing(
     async with running_app(redis_url, **_config(port)) as app:
         lead, contact = await _new_lead(app)
         outward = app.services.outward
-        assert outward is not None and outward.tracking is not None
+        assert outward is not None
         real = outward.tracking.click_url(lead, contact, "m1", OFFER)
         token = real.rsplit("/", 1)[1]
         body, _, signature = token.partition(".")
@@ -181,9 +181,15 @@ async def test_tracking_can_be_switched_off(redis: Any, redis_url: str, smtp: tu
         await wait_for(lambda: inbox.messages, what="the rule's e-mail")
         html = _html(inbox.messages[0])
         assert "/t/o/" not in html and "/t/c/" not in html and 'href="https://shop.example/offer?id=7&amp;x=1"' in html
-        assert app.services.outward is not None and app.services.outward.tracking is None
-        r = await app.http.get(f"{app.url}/t/o/abc.def.gif")
-        assert r.status == 404
+        # the links of an e-mail sent while tracking was on still work, and queue nothing
+        outward = app.services.outward
+        assert outward is not None and not outward.tracking.enabled
+        lead, contact = await _new_lead(app)
+        r = await app.http.get(outward.tracking.click_url(lead, contact, "old", OFFER), allow_redirects=False)
+        assert r.status == 302 and r.headers["Location"] == OFFER
+        assert (await app.http.get(outward.tracking.pixel_url(lead, contact, "old"))).status == 200
+        assert (await app.http.get(f"{app.url}/t/o/abc.def.gif")).status == 404
+        assert await _events(app, lead, "email.opened") == [] and await _events(app, lead, "email.link_clicked") == []
 
 
 async def test_a_flood_of_forged_pixels_is_404_then_429_never_5xx(redis: Any, redis_url: str) -> None:
