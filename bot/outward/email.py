@@ -11,6 +11,7 @@ Each recipient gets a message of their own with a signed unsubscribe link
 (``GET``/``POST /unsubscribe/<token>``) in the body and in ``List-Unsubscribe`` (with
 ``List-Unsubscribe-Post`` for one-click, RFC 8058). Opening the link marks the contact
 unsubscribed and adds the address to the store's suppression set; ``send_email`` skips both.
+An HTML message also gets an open pixel and tracked links (``tracking.py``), signed the same way.
 """
 
 from __future__ import annotations

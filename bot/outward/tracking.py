@@ -36,7 +36,8 @@ URL_MAX = 2048
 #: A token longer than this is not ours (a click token holds at most ``URL_MAX`` characters).
 TOKEN_MAX = 4096
 _TAG = re.compile(r"<(?:a|area)(?=[\s/>])(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.IGNORECASE)
-_HREF = re.compile(r"(\shref\s*=\s*)(\"[^\"]*\"|'[^']*'|[^\s\"'>]+)", re.IGNORECASE)
+#: One attribute of a tag: its name and (quoted or not) value, as an HTML tokenizer reads them.
+_ATTRIBUTE = re.compile(r"""[\s/]*([^\s"'>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'>]+))?""")
 _HTTP = re.compile(r"^https?://[^\s/?#]", re.IGNORECASE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -112,14 +113,21 @@ class EmailTracking:
         left alone (the unsubscribe link); tracking links are never wrapped twice."""
         own = (f"{self.public_url}/t/", *keep)
 
-        def link(m: re.Match[str]) -> str:
-            prefix, raw = m.group(1), m.group(2)
-            url = htmllib.unescape(raw[1:-1] if raw[:1] in "\"'" else raw).strip()
-            if not trackable(url) or url.startswith(own):
-                return m.group(0)
-            return f'{prefix}"{escape(self.click_url(lead_id, contact_id, message, url))}"'
+        def link(tag: re.Match[str]) -> str:
+            text = tag.group(0)
+            at = min(i for i in (text.find(c, 1) for c in " \t\n\r\f/>") if i > 0)
+            for attribute in _ATTRIBUTE.finditer(text, at, len(text) - 1):
+                raw = attribute.group(2)
+                if attribute.group(1).lower() != "href" or raw is None:
+                    continue
+                url = htmllib.unescape(raw[1:-1] if raw[:1] in "\"'" else raw).strip()
+                if not trackable(url) or url.startswith(own):
+                    return text
+                new = f'"{escape(self.click_url(lead_id, contact_id, message, url))}"'
+                return text[:attribute.start(2)] + new + text[attribute.end(2):]
+            return text
 
-        body = _TAG.sub(lambda tag: _HREF.sub(link, tag.group(0), count=1), body)
+        body = _TAG.sub(link, body)
         pixel = (f'<img src="{escape(self.pixel_url(lead_id, contact_id, message))}" width="1" height="1" alt="" '
                  'style="display:block;width:1px;height:1px;border:0">')
         ends = list(_BODY_END.finditer(body))

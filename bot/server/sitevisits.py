@@ -94,7 +94,8 @@ class SiteVisits:
         if last is None:
             last = await self._last_message(cid)
         new_visit = last is None or now - last >= self.gap
-        visit = found.decode() if isinstance(found, bytes) and not new_visit else secrets.token_hex(8)
+        known = found.decode() if isinstance(found, bytes) else found if isinstance(found, str) else None
+        visit = known if known and not new_visit else secrets.token_hex(8)
         pipe = redis.pipeline(transaction=True)
         pipe.hset(key, mapping={"visit": visit, "last": repr(now)})
         pipe.expire(key, SEEN_TTL)
