@@ -18,7 +18,8 @@ from aiosmtpd.controller import Controller
 
 from bot.outward.email import SignedTokens, UnsubscribeTokens
 from bot.outward.tracking import EmailTracking
-from tests.live_app import App, free_port, running_app, wait_for
+from tests.live_app import App, free_port, running_app
+from tests.waiting import wait_for
 
 OFFER = "https://shop.example/offer?id=7&x=1"
 HTML = ('<html><body><p>Hello {{ contact.name }}</p>'
@@ -32,7 +33,7 @@ class _Inbox:
         self.messages: list[email.message.EmailMessage] = []
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 OK"
 
 
@@ -115,7 +116,7 @@ async def test_a_rules_email_is_tracked_and_its_opens_and_clicks_reach_the_rules
 
         async def score(value: int) -> bool:
             card = await app.api("GET", f"/api/crm/contacts/{contact}")
-            return card.get("score") == value
+            return bool(card.get("score") == value)
         await wait_for(lambda: score(1), what="the open scored once")
 
         # the click: 302 to the original address, email.link_clicked with it, the trigger moves the lead
@@ -124,7 +125,7 @@ async def test_a_rules_email_is_tracked_and_its_opens_and_clicks_reach_the_rules
         assert r.headers["Referrer-Policy"] == "no-referrer"
 
         async def won() -> bool:
-            return (await app.api("GET", f"/api/crm/leads/{lead}"))["stage"] == "Won"
+            return bool((await app.api("GET", f"/api/crm/leads/{lead}"))["stage"] == "Won")
         await wait_for(won, what="the trigger on email.link_clicked")
         assert (await app.http.get(clicks[0], allow_redirects=False)).status == 302
         (clicked,) = await _events(app, lead, "email.link_clicked")

@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestServer
 
 from bot.runtime.service import LEAD_CONVERSATIONS_KEY
 from bot.server.keys import SERVICES
-from bot.server.sitevisits import URL_MAX, VISIT_GAP, seen_key
+from bot.server.sitevisits import URL_MAX, VISIT_GAP, SiteVisits, seen_key
+from bot.store.replies import text
 from tests.server.conftest import ADMIN
 from tests.waiting import wait_for
 
@@ -28,8 +29,8 @@ async def _lead_after_chat(server: TestServer, http: ClientSession, session: str
 
     async def found() -> str | None:
         for lead, cid in (await redis.hgetall(LEAD_CONVERSATIONS_KEY)).items():
-            if cid.decode().endswith(f":{session}"):
-                return str(lead.decode())
+            if text(cid).endswith(f":{session}"):
+                return text(lead)
         return None
 
     lead: str = await wait_for(found, what="the conversation's lead")
@@ -82,7 +83,6 @@ async def test_a_known_visitor_who_chatted_long_ago_is_returning_on_the_first_op
     session = "old-chatter-0001"
     lead = await _lead_after_chat(server, http, session)
     visits = server.app[SERVICES]
-    from bot.server.sitevisits import SiteVisits
     later = SiteVisits(visits.store, visits.leads, clock=lambda: time.time() + VISIT_GAP + 5)
     assert await later.visit("demo", session, HOME) == ["site.visit", "site.returning_visitor"]
     assert [t for t, _ in await _site_events(server, http, lead)] == ["site.visit", "site.returning_visitor"]
