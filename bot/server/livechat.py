@@ -1,7 +1,8 @@
 """The live chat's HTTP routes: the widget page and files, ``POST`` of a visitor's message, a
-long poll and a WebSocket with resume. The channel's rules (what a visitor sees, how a message
-is cleaned and delivered) are ``bot.channels.livechat``; the routes add the HTTP side: the
-session's transport, rate limits, error statuses, and closing the sockets at shutdown.
+long poll, a WebSocket with resume, and the widget's visits (``site.visit``: ``sitevisits.py``).
+The channel's rules (what a visitor sees, how a message is cleaned and delivered) are
+``bot.channels.livechat``; the routes add the HTTP side: the session's transport, rate limits,
+error statuses, and closing the sockets at shutdown.
 """
 
 from __future__ import annotations
