@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.outward.email import SignedTokens, UnsubscribeTokens
 from bot.outward.tracking import EmailTracking
@@ -247,3 +249,16 @@ def test_the_pixel_goes_before_the_last_body_end_or_at_the_end() -> None:
     out = _TRACKER.instrument("<body><p>x</p></BODY >tail", lead_id="1", contact_id="2", message="m")
     assert out.index("<img") < out.index("</BODY >") and out.endswith("</BODY >tail")
     assert _TRACKER.instrument("<p>x</p>", lead_id="1", contact_id="2", message="m").startswith("<p>x</p><img")
+
+
+_PIECES = st.sampled_from(['<a href="https://x.example/p?q=1&amp;r=2">', "<a href='http://y.example/'>", "<a href=",
+                           "<area href=https://z.example/>", '<a title="<a href=https://t/>">', "</a>", "</body>",
+                           "<a href=\"mailto:a@b\">", ">", "<", '"', "'", "&amp;", "é", "\x00", " "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_PIECES, st.text(max_size=8)), max_size=30))
+def test_any_html_is_instrumented_without_error_and_every_link_reads_back(pieces: list[str]) -> None:
+    html = "".join(pieces)
+    for url in _rewritten(html):
+        assert url.startswith(("https://", "http://")) and len(url) <= 2048
