@@ -103,7 +103,8 @@ class ActionsConfig(_Frozen):
     webhook_max_response: int = 262_144  # bytes of a response kept as the saved value
     email_templates_dir: Path | None = None  # <name>.txt and/or <name>.html, first line "Subject: …"
     email_templates: dict[str, EmailTemplateConfig] = {}
-    secret: SecretStr | None = None  # signs unsubscribe links; absent: generated once, kept in the store
+    secret: SecretStr | None = None  # signs unsubscribe and tracking links; absent: generated once, kept in the store
+    email_tracking: bool = True  # send_email's HTML: an open pixel and click redirects (docs/crm.md)
     form_ttl_days: int = 30
 
 

@@ -47,6 +47,7 @@ from .email import (
 )
 from .forms import Forms
 from .netguard import GuardedResolver, WebhookPolicy, refused_cause
+from .tracking import EmailTracking
 
 log = logging.getLogger("salesbot.outward.actions")
 
@@ -94,6 +95,8 @@ class OutwardActions:
         self.policy = WebhookPolicy(allow_private=config.actions.allow_private_webhooks,
                                     allowlist=config.actions.webhook_allowlist)
         self.tokens = UnsubscribeTokens(secret)
+        # Links of e-mails sent while tracking was on keep working when it is switched off.
+        self.tracking = EmailTracking(self.tokens, self.public_url, enabled=config.actions.email_tracking)
         self.templates = TemplateLibrary(config.actions.email_templates, config.actions.email_templates_dir)
         self.smtp = SmtpSender(config.smtp)
         self.forms = Forms(redis, crm, public_url=public_url, ttl_days=config.actions.form_ttl_days,
@@ -207,6 +210,10 @@ class OutwardActions:
             token = self.tokens.make(str(contact.get("id") or ""), str(contact["email"]))
             link = f"{self.public_url}/unsubscribe/{token}" if command.get("unsubscribe_link", True) else None
             subject, text, html, mentions = self._content(command.get("template"), contact, snapshot, run_vars, link)
+            if html is not None and self.tracking.enabled:
+                html = self.tracking.instrument(html, lead_id=ref.lead_id, contact_id=str(contact.get("id") or ""),
+                                                message=secrets.token_urlsafe(9),
+                                                keep=(f"{self.public_url}/unsubscribe/",))
             messages.append(compose(sender=sender, reply_to=reply_to, to=str(contact["email"]), subject=subject,
                                     text=text, html=html, unsubscribe_url=link, mentions_link=mentions))
         refused = await self.smtp.send(messages) if messages else {}

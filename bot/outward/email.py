@@ -11,6 +11,7 @@ Each recipient gets a message of their own with a signed unsubscribe link
 (``GET``/``POST /unsubscribe/<token>``) in the body and in ``List-Unsubscribe`` (with
 ``List-Unsubscribe-Post`` for one-click, RFC 8058). Opening the link marks the contact
 unsubscribed and adds the address to the store's suppression set; ``send_email`` skips both.
+An HTML message also gets an open pixel and tracked links (``tracking.py``), signed the same way.
 """
 
 from __future__ import annotations
@@ -38,14 +39,21 @@ from ..errors import ActionFailed, ActionRefused
 SUPPRESSED = "sb:email:unsubscribed"  # set of folded e-mail addresses that unsubscribed
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _USED_TTL = 400 * 86400
+#: The kind (``k``) of an unsubscribe token: the default, unsubscribe tokens have no ``k``.
+UNSUBSCRIBE = "u"
 
 
 def fold_email(address: str) -> str:
     return address.strip().lower()
 
 
-class UnsubscribeTokens:
-    """``<payload>.<signature>``: the contact and address, signed with HMAC-SHA256."""
+class SignedTokens:
+    """``<payload>.<signature>``: base64url JSON signed with HMAC-SHA256 (cut to 144 bits).
+
+    One mechanism for every link the server signs (unsubscribe links, e-mail open pixels and
+    click redirects): the payload's ``k`` names the kind, checked on reading, so a genuine token
+    of one kind is never accepted as another. Unsubscribe tokens carry no ``k`` (the links in
+    e-mails sent before tracking existed keep working)."""
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
@@ -54,13 +62,12 @@ class UnsubscribeTokens:
         digest = hmac.new(self.secret, payload, hashlib.sha256).digest()[:18]
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
-    def make(self, contact_id: str, email: str, *, now: float | None = None) -> str:
-        payload = json.dumps({"c": contact_id, "e": email, "t": int(now or time.time())},
-                             separators=(",", ":")).encode()
+    def dump(self, data: Mapping[str, Any]) -> str:
+        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
         return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + self._sign(payload)
 
-    def read(self, token: str) -> tuple[str, str] | None:
-        """The (contact id, address) of a genuine token; None for a forged or damaged one."""
+    def load(self, token: str, kind: str) -> dict[str, Any] | None:
+        """The payload of a genuine token of ``kind``; None for a forged, damaged or other one."""
         body, _, signature = token.partition(".")
         try:
             payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
@@ -68,8 +75,25 @@ class UnsubscribeTokens:
             return None
         if not signature or not hmac.compare_digest(self._sign(payload), signature):
             return None
-        data = json.loads(payload)
-        return str(data["c"]), str(data["e"])
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("k", UNSUBSCRIBE) != kind:
+            return None
+        return data
+
+
+class UnsubscribeTokens(SignedTokens):
+    """Unsubscribe links: the contact and the address."""
+
+    def make(self, contact_id: str, email: str, *, now: float | None = None) -> str:
+        return self.dump({"c": contact_id, "e": email, "t": int(now or time.time())})
+
+    def read(self, token: str) -> tuple[str, str] | None:
+        """The (contact id, address) of a genuine token; None for a forged or damaged one."""
+        data = self.load(token, UNSUBSCRIBE)
+        return None if data is None else (str(data.get("c", "")), str(data.get("e", "")))
 
     @staticmethod
     def used_key(token: str) -> str:

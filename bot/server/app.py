@@ -26,6 +26,7 @@ from . import (
     outbound_api,
     pages,
     pipeline_api,
+    tracking,
 )
 from .http import errors_middleware, mark_prepared, use_expect_handler
 from .keys import LIMITS, SERVICES
@@ -53,6 +54,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}
         app.add_routes(channel_webhooks.routes)
         app.add_routes(pages.routes)
+        app.add_routes(tracking.routes)  # /t/o, /t/c: e-mail opens and clicks
         dashboard.setup(app)  # /live, /live/session, /api/live, /api/bots/{id}/graph
     use_expect_handler(app)
     quiet_parser_rejections()

@@ -1,7 +1,8 @@
 """The live chat's HTTP routes: the widget page and files, ``POST`` of a visitor's message, a
-long poll and a WebSocket with resume. The channel's rules (what a visitor sees, how a message
-is cleaned and delivered) are ``bot.channels.livechat``; the routes add the HTTP side: the
-session's transport, rate limits, error statuses, and closing the sockets at shutdown.
+long poll, a WebSocket with resume, and the widget's visits (``site.visit``: ``sitevisits.py``).
+The channel's rules (what a visitor sees, how a message is cleaned and delivered) are
+``bot.channels.livechat``; the routes add the HTTP side: the session's transport, rate limits,
+error statuses, and closing the sockets at shutdown.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..channels import livechat as chat
 from ..inputs import BadInput, BadJson, loads
-from .http import MAX_INDEX, error, json_body, query_number, store_problem
+from .http import MAX_INDEX, error, json_body, query_number, store_problem, store_unavailable
 from .keys import LIMITS, SERVICES
+from .ratelimit import CLIENT
+from .sitevisits import SiteVisits, page_url
 
 log = logging.getLogger("salesbot.channels.livechat")
 routes = web.RouteTableDef()
@@ -119,6 +122,53 @@ async def post_message(request: web.Request) -> web.Response:
         log.info("livechat.rejected", extra={"reason": out["error"]["code"]})
     headers = {"Retry-After": str(out["retry_after"])} if "retry_after" in out else None
     return web.json_response(out, status=status, headers=headers)
+
+
+#: A visit's body is a session and an address: anything much bigger is not one.
+VISIT_BODY_MAX = 8192
+
+
+@routes.post("/chat/{account}/visits")
+async def visit(request: web.Request) -> web.Response:
+    """The widget was opened on a page: ``{"session", "url"}``. 202 with the event types queued
+    (``site.visit``, ``site.returning_visitor``; none for a visitor without a lead), see
+    ``bot.server.sitevisits``."""
+    account = _account(request)
+    if account is None:
+        return error(404, "not_found", "no live chat account with this name")
+    raw = await request.content.read(VISIT_BODY_MAX + 1)
+    if len(raw) > VISIT_BODY_MAX:
+        log.warning("livechat.visit_rejected", extra={"reason": "too_large"})
+        return error(413, "too_large", f"a visit is at most {VISIT_BODY_MAX} bytes")
+    try:
+        body = loads(raw, max_depth=2)
+    except BadJson as exc:
+        log.warning("livechat.visit_rejected", extra={"reason": "bad_json"})
+        return error(400, "bad_json", f"the body is not valid JSON: {exc.reason}")
+    if not isinstance(body, dict):
+        log.warning("livechat.visit_rejected", extra={"reason": "bad_request"})
+        return error(400, "bad_request", "the body is a JSON object")
+    session = body.get("session")
+    if not isinstance(session, str) or not chat.valid_session(session):
+        log.warning("livechat.visit_rejected", extra={"reason": "bad_session"})
+        return error(400, "bad_session", _BAD_SESSION)
+    limits = request.app[LIMITS]
+    who = request.get(CLIENT) or limits.client(request)
+    if (limited := limits.take("messages_per_session", f"visit:{session}", who)) is not None:
+        return limited.response()
+    try:
+        url = page_url(body.get("url"))
+    except BadInput as exc:
+        log.warning("livechat.visit_rejected", extra={"reason": "bad_url"})
+        return error(400, "bad_url", str(exc))
+    services = request.app[SERVICES]
+    try:
+        queued = await SiteVisits(services.store, services.leads).visit(account, session, url)
+    except Exception as exc:  # the store away: the widget does not retry, the visit is lost
+        if (unavailable := store_unavailable(request, exc)) is None:
+            raise
+        return unavailable
+    return web.json_response({"accepted": True, "events": queued}, status=202)
 
 
 def _session(request: web.Request) -> str:

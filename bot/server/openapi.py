@@ -461,6 +461,32 @@ PATHS.update({
 })
 
 
+# ---------------------------------------------------------------------- built-in trackers (tracking.py, livechat.py)
+_GIF = {"description": "a transparent 1x1 GIF, not cached", "content": {"image/gif": {"schema": {"type": "string"}}}}
+_NOT_OURS = _json(_ERROR, "not_found: a forged, damaged or truncated token")
+SCHEMAS.update({
+    "ChatVisitIn": {"type": "object", "required": ["session", "url"], "properties": {
+        "session": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"},
+        "url": {"type": "string", "maxLength": 2048, "description": "the page (http or https)"}}},
+    "ChatVisitAccepted": {"type": "object", "required": ["accepted", "events"], "properties": {
+        "accepted": {"const": True},
+        "events": {"type": "array", "items": {"enum": ["site.visit", "site.returning_visitor"]},
+                   "description": "the lead events queued (none for a visitor without a lead, or a repeat)"}}},
+})
+PATHS.update({
+    "/t/o/{token}.gif": {"get": _op("An e-mail's open pixel: queues email.opened on the lead (once per e-mail)",
+                                    {"200": _GIF, "404": _NOT_OURS, "429": _json(_ERROR)}, params=[_p("token")])},
+    "/t/c/{token}": {"get": _op("An e-mail's tracked link: 302 to the signed address, queues email.link_clicked",
+                                {"302": {"description": "Location: the link's address"}, "404": _NOT_OURS,
+                                 "429": _json(_ERROR)}, params=[_p("token")])},
+    "/chat/{account}/visits": {"post": _op(
+        "The live chat widget opened on a page: site.visit / site.returning_visitor for a known visitor",
+        {"202": _json(_ref("ChatVisitAccepted")), "400": _json(_ERROR), "404": _json(_ERROR),
+         "413": _json(_ERROR), "429": _json(_ERROR), "503": _json(_ERROR)},
+        body=_ref("ChatVisitIn"), params=[_ACCOUNT])},
+})
+
+
 # ---------------------------------------------------------------------- automation documents (automations_api.py)
 _AUTOMATION_ID = _p("id")
 _READERS = ["operator", "support"]

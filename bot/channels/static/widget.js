@@ -205,7 +205,23 @@
     send(text, null);
   });
 
+  // The widget was opened on a page: site.visit / site.returning_visitor for a visitor the CRM
+  // knows (the server decides; an anonymous visitor is not recorded). The page is the embedding
+  // page's ?page=<address>, else the referrer (the page that framed or linked the widget), else
+  // the widget's own address. A failure is not retried: a lost visit is not worth a message.
+  function pageUrl() {
+    var found = /[?&]page=([^&#]*)/.exec(location.search), url = null;
+    try { url = found ? decodeURIComponent(found[1]) : null; } catch (err) { url = null; }
+    url = url || document.referrer || location.href;
+    return /^https?:\/\//i.test(url) && url.length <= 2048 ? url : location.href;
+  }
+  var visited = fetch(base + "/visits", { method: "POST", headers: { "Content-Type": "application/json" },
+                                          body: JSON.stringify({ session: session, url: pageUrl() }) })
+    .then(function (r) { return r.ok ? r.json() : { events: [] }; })
+    .catch(function () { return { events: [] }; });
+
   window.salesbotChat = {
+    visited: visited,  // resolves to the server's answer ({events: [...]})
     session: session,
     last: function () { return last; },
     transport: function () { return polling ? "poll" : "websocket"; },
