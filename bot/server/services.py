@@ -17,9 +17,10 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from crm_bridge import CrmBackend, CrmRef, RedisCrm
+from crm_bridge import CrmBackend, CrmRef, KommoCrm, RedisCrm
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.factory import build_backend, build_outbox, close_backend
+from crm_bridge.kommo import KommoEcho
 from crm_bridge.outbox import CrmOutbox
 
 from ..builder.loader import read_document
@@ -49,6 +50,7 @@ from ..store.resp import RespClient
 from ..store.timers import TimerWheel
 from .auth import Auth
 from .automation_docs import AutomationDocuments, crm_pipelines, load_automation_dir
+from .kommo_webhooks import name_events
 
 log = logging.getLogger("salesbot.server")
 
@@ -192,6 +194,9 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                             park_after=config.park_after)
         if isinstance(crm, RedisCrm):
             crm.sink = leads  # every change of the embedded CRM emits its events onto the lead queues
+        if isinstance(crm, KommoCrm):  # our moves in Kommo emit their events; webhooks' stage ids get names
+            crm.echo = KommoEcho(redis, leads)
+            leads.complete = name_events(crm)
         hub = LiveHub(redis)
         admin = config.admin_token.get_secret_value() if config.admin_token else None
         if admin is None:
@@ -235,7 +240,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                             crm=crm if isinstance(crm, RedisCrm) else None)
         conversations.recipients = services.outbound
         services.leads = leads
-        services.jobs = ApplyJobs(redis, leads) if isinstance(crm, RedisCrm) else None
+        services.jobs = ApplyJobs(redis, leads) if isinstance(crm, RedisCrm) \
+            else ApplyJobs(redis, leads, lister=crm) if isinstance(crm, KommoCrm) else None  # Kommo's: listed by API
         services.chat = ChatEvents(leads, AutomationDocuments.of(redis, crm, bots).chat_pipelines)
         conversations.chat = services.chat
         automation_docs = AutomationDocuments.of(redis, crm, bots, services.jobs, services.chat)
