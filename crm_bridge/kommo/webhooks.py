@@ -109,7 +109,7 @@ def webhook_events(payload: Mapping[str, Any]) -> list[KommoEvent]:
                 if "old_responsible_user_id" in data:
                     data["old_responsible"] = data["old_responsible_user_id"]
                 stamp = item.get("last_modified") or item.get("updated_at") or ""
-            if not lead_id:
+            if not lead_id.isdigit():  # Kommo's ids are numbers: anything else is not Kommo's
                 continue
             data["lead"] = lead_id
             marker = f"{data.get('status_id', '')}:{data.get('responsible_user_id', '')}:{stamp}"
@@ -117,7 +117,8 @@ def webhook_events(payload: Mapping[str, Any]) -> list[KommoEvent]:
     tasks: Mapping[str, Any] = payload["task"] if isinstance(payload.get("task"), dict) else {}
     for action, kind in TASK_EVENTS.items():
         for item in _as_list(tasks.get(action)):
-            if not isinstance(item, dict) or str(item.get("element_type")) != "2" or not item.get("element_id"):
+            if not isinstance(item, dict) or str(item.get("element_type")) != "2" \
+                    or not str(item.get("element_id") or "").isdigit():
                 continue
             lead_id = str(item["element_id"])
             data = {"lead": lead_id, "task_id": item.get("id"), "text": item.get("text"),

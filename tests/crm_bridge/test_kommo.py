@@ -4,6 +4,7 @@ Kommo's webhooks and the widget_request JWT."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -453,6 +454,17 @@ async def test_form_encoded_webhooks_become_named_lead_events(fake: FakeKommo, c
     assert (note.data["text"], task.data["text"]) == ("Called", "Call back")
     assert len({e.dedupe_id for e in events}) == 5
     assert webhook_events(parse_webhook_form(body.encode()))[0].dedupe_id == won.dedupe_id  # stable on redelivery
+
+
+async def test_a_status_added_in_kommo_is_named_at_once_and_misses_share_one_reload(
+        fake: FakeKommo, crm: KommoCrm) -> None:
+    assert await crm.account.stage_names(1001, _stage_id(fake, "Sales", "New")) == ("Sales", "New")
+    added = fake.add_status("Sales", "Negotiation", sort=45)  # a moment after the catalogue was loaded
+    names = await asyncio.gather(*[crm.account.stage_names(1001, added) for _ in range(3)])
+    assert names == [("Sales", "Negotiation")] * 3
+    assert _gets(fake, "/api/v4/leads/pipelines") == 2  # loaded, then reloaded once for the three misses
+    assert await crm.account.stage_names(1001, 999) == ("Sales", None)  # unknown to Kommo too
+    assert await crm.account.stage_names(5, 999) == (None, None)
 
 
 def test_odd_webhook_bodies_give_no_events() -> None:

@@ -9,6 +9,8 @@ Kommo's webhook about that move is its echo and is dropped, so the rule on the m
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -221,3 +223,122 @@ async def test_a_trigger_moves_the_lead_in_kommo_and_the_rule_on_the_move_runs_o
     # a person moves it back in Kommo: not an echo, the rule of New runs
     assert (await kommo.hook(kommo.moved(lead, "New")))["delivered"] == 1
     assert sorted(fake.tag_names("leads", lead)) == ["again", "paid"]
+
+
+# ---------------------------------------------------------------------- stage names from status ids
+async def test_a_cold_catalogue_and_a_slow_kommo_still_name_the_stage_and_the_webhook_is_answered_at_once(
+        redis: Redis, redis_url: str, fake: FakeKommo, tmp_path: Path) -> None:
+    rules = [{"id": "qualified", "stage": "Qualified", "on": ["moved_in"],
+              "do": {"actions": [{"do": "tags", "add": ["hot"]}]}}]
+    lead = fake.new_lead("Cold", contact="Eve")
+    async with _serving(redis_url, fake, tmp_path) as first:
+        await first.put(rules)  # stored in Redis; this process had the catalogue
+    fake.slow(1.5, "/api/v4/leads/pipelines")  # Kommo takes its time to list the pipelines
+    async with _serving(redis_url, fake, tmp_path) as kommo:  # a new process: its catalogue is cold
+        start = time.monotonic()
+        r = await kommo.http.post(f"/webhooks/kommo/acme?secret={SECRET}", data=kommo.moved(lead, "Qualified"),
+                                  headers=FORM)
+        assert r.status == 200 and time.monotonic() - start < 1.0  # Kommo waits 2 s at most
+        await kommo.idle()
+        assert fake.tag_names("leads", lead) == ["hot"]
+        [moved] = [e for e in await kommo.history(lead) if e.get("type") == "lead.stage_changed"]
+        assert moved["data"]["to"] == {"pipeline": "Sales", "stage": "Qualified"}
+
+
+async def test_a_stage_added_in_kommo_is_known_to_the_next_document_and_to_its_webhooks(kommo: Kommo) -> None:
+    fake = kommo.fake
+    tag = {"actions": [{"do": "tags", "add": ["a"]}]}
+    await kommo.put([{"id": "hi", "stage": "New", "on": ["created"], "do": tag}])
+    negotiation = fake.add_status("Sales", "Negotiation", sort=45)  # added in Kommo's settings just now
+    await kommo.put([{"id": "talk", "stage": "Negotiation", "on": ["moved_in"],
+                      "do": {"actions": [{"do": "add_note", "text": "Negotiating"}]}}])
+    lead = fake.new_lead("Late", contact="Flo")
+    await kommo.hook(kommo.moved(lead, "Negotiation"))
+    assert fake.leads[lead]["status_id"] == negotiation
+    assert fake.lead_notes(lead) == ["Negotiating"]
+
+
+async def test_an_unknown_status_id_is_acknowledged_logged_and_kept_as_an_id(
+        kommo: Kommo, caplog: pytest.LogCaptureFixture) -> None:
+    fake = kommo.fake
+    tag = {"actions": [{"do": "tags", "add": ["x"]}]}
+    await kommo.put([{"id": "any", "stage": "New", "on": ["moved_in"], "do": tag}])
+    lead = fake.new_lead("Odd", contact="Gil")
+    body = _item("status", fake.leads[lead] | {"status_id": 999999}, old_status_id=fake.leads[lead]["status_id"])
+    with caplog.at_level(logging.WARNING, logger="salesbot.crm.kommo"):
+        assert (await kommo.hook(body))["delivered"] == 1  # acknowledged: Kommo disables failing webhooks
+    assert any(r.message == "kommo.unknown_stage" and r.__dict__.get("status_id") == "999999" for r in caplog.records)
+    [moved] = [e for e in await kommo.history(lead) if e.get("type") == "lead.stage_changed"]
+    assert moved["data"]["to"] == {"pipeline": "Sales", "stage": "999999"}
+    assert fake.tag_names("leads", lead) == [] and await kommo.outcomes(lead) == []
+
+
+async def test_odd_webhook_bodies_are_acknowledged_without_events(kommo: Kommo) -> None:
+    for body in (b"\xff\xfe\x00garbage", b"leads[status][0][id]=abc&leads[status][0][status_id]=1",
+                 b"contacts[add][0][id]=5&contacts[add][0][type]=company", b""):
+        r = await kommo.http.post(f"/webhooks/kommo/acme?secret={SECRET}", data=body, headers=FORM)
+        assert r.status == 200 and await r.json() == {"ok": True, "events": 0, "delivered": 0}, body
+    r = await kommo.http.post("/webhooks/kommo/acme?secret=wrong", data=b"leads[add][0][id]=1", headers=FORM)
+    assert r.status == 401 and (await r.json())["error"]["code"] == "bad_secret"
+    r = await kommo.http.post(f"/webhooks/kommo/acme?secret={SECRET}", data=b"[1]",
+                              headers={"Content-Type": "application/json"})
+    assert r.status == 400
+
+
+# ---------------------------------------------------------------------- apply_to_existing over Kommo
+async def test_apply_to_existing_pages_the_stage_through_kommos_api(kommo: Kommo) -> None:
+    fake = kommo.fake
+    jobs = kommo.services.jobs
+    assert jobs is not None
+    jobs.page = 2  # two leads a page: three pages for five leads
+    there = [fake.new_lead(f"Q{i}", stage=("Sales", "Qualified"), contact=f"C{i}" if i % 2 else None)
+             for i in range(5)]
+    elsewhere = fake.new_lead("N", stage=("Sales", "New"))
+    await kommo.put([{"id": "tag_all", "stage": "Qualified", "on": ["moved_in"], "apply_to_existing": True,
+                      "do": {"actions": [{"do": "tags", "add": ["existing"]}]}}])
+    await jobs.idle()
+    await kommo.idle()
+    assert all(fake.tag_names("leads", lead) == ["existing"] for lead in there)
+    assert fake.tag_names("leads", elsewhere) == []
+    r = await kommo.http.get("/api/automations/sales/jobs", headers=H)
+    [job] = (await r.json())["jobs"]
+    assert (job["rule"], job["state"], job["done"], job["total"]) == ("tag_all", "finished", 5, 5)
+    listed = [r for r in fake.requests if r.method == "GET" and r.path == "/api/v4/leads"
+              and "filter[statuses][0][status_id]" in r.query]
+    assert [r.query["page"] for r in listed] == [["1"], ["2"], ["3"]]
+    assert listed[0].query["filter[statuses][0][status_id]"] == [str(fake.status_id("Sales", "Qualified"))]
+    assert listed[0].query["filter[statuses][0][pipeline_id]"] == ["1001"] and listed[0].query["limit"] == ["2"]
+    assert not await kommo.services.redis.keys("sb:automations:{sales}:job:*:leads")  # its list is gone
+
+
+async def test_apply_to_existing_is_refused_where_the_crm_cannot_list_a_stage(
+        redis: Redis, redis_url: str, tmp_path: Path) -> None:
+    config = load_config(env={}, overrides={
+        "redis_url": redis_url, "flows_dir": "/nonexistent", "automations_dir": str(tmp_path), "admin_token": ADMIN,
+        "crm": {"backend": "webhook", "base_url": "http://127.0.0.1:9", "secret": "s"}})
+    server = TestServer(create_app(config))
+    await server.start_server()
+    try:
+        async with ClientSession(base_url=str(server.make_url(""))) as http:
+            doc = {"format": "salesbot.automations/1", "id": "sales", "pipeline": "Sales", "rules": [
+                {"id": "all", "stage": "New", "on": ["moved_in"], "apply_to_existing": True,
+                 "do": {"actions": [{"do": "tags", "add": ["x"]}]}}]}
+            r = await http.put("/api/automations/sales", json=doc, headers=H)
+            assert r.status == 422, await r.text()
+            assert "apply_to_existing needs a CRM" in await r.text()
+            doc["rules"][0]["apply_to_existing"] = False  # type: ignore[index]
+            r = await http.put("/api/automations/sales", json=doc, headers=H)
+            assert r.status in (200, 201), await r.text()
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def _serving(redis_url: str, fake: FakeKommo, automations: Path) -> AsyncIterator[Kommo]:
+    server = TestServer(create_app(_config(redis_url, fake, automations)))
+    await server.start_server()
+    try:
+        async with ClientSession(base_url=str(server.make_url(""))) as http:
+            yield Kommo(server, http, fake)
+    finally:
+        await server.close()
