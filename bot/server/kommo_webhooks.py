@@ -100,12 +100,12 @@ async def _is_echo(crm: object, event: KommoEvent) -> bool:
 
 def name_events(crm: KommoCrm) -> Callable[[LeadEvent], Awaitable[LeadEvent]]:
     """For the lead loop (``LeadService.complete``): a Kommo webhook's event with the stage names
-    of its ids; unchanged when Kommo cannot be asked now (logged; its ids stay)."""
+    of its ids; unchanged when Kommo cannot be asked now (logged; its ids stay). Any event also
+    loads a cold catalogue first: the rule engine orders the stages by it (``allow_backward``)."""
     async def complete(event: LeadEvent) -> LeadEvent:
-        if event.source != "kommo":
-            return event
         try:
-            data = await name_event_data(crm, event.type, event.data)
+            await crm.account.pipelines()  # a cold catalogue is loaded: the rules order stages by it
+            data = await name_event_data(crm, event.type, event.data) if event.source == "kommo" else None
         except CrmError as exc:
             log.warning("kommo.event_names_unavailable", extra={"lead": event.lead_id, "error": str(exc)})
             return event

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from crm_bridge import CrmBackend, CrmRef, KommoCrm, RedisCrm
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.factory import build_backend, build_outbox, close_backend
 from crm_bridge.kommo import KommoEcho
+from crm_bridge.kommo.account import StageOrder
 from crm_bridge.outbox import CrmOutbox
 
 from ..builder.loader import read_document
@@ -245,7 +246,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         services.chat = ChatEvents(leads, AutomationDocuments.of(redis, crm, bots).chat_pipelines)
         conversations.chat = services.chat
         automation_docs = AutomationDocuments.of(redis, crm, bots, services.jobs, services.chat)
-        pipelines = await crm_pipelines(crm) if isinstance(crm, RedisCrm) else {}  # Kommo's: read when needed
+        pipelines: Mapping[str, Sequence[str]] = await crm_pipelines(crm) if isinstance(crm, RedisCrm) \
+            else StageOrder(crm.account) if isinstance(crm, KommoCrm) else {}  # Kommo's: its catalogue's, when loaded
         leads.reactor = EngineReactor(automation_docs.documents, pipelines)
         leads.effects = AutomationEffects(redis=redis, crm=crm, requests=requests, outbound=services.outbound,
                                           directory=directory)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from bot.errors import CrmRejected
@@ -25,6 +25,27 @@ TASK_TYPE_IDS = {"follow_up": 1, "call": 1, "meeting": 2}
 TASK_TYPE_NAMES = {1: "follow_up", 2: "meeting"}
 #: A cache (custom fields, pipelines, users) is reloaded on a miss at most this often.
 REFRESH_INTERVAL = 10.0
+
+
+class StageOrder(Mapping[str, Sequence[str]]):
+    """Pipeline name -> its working stages in order, read from the account's cache as it is now
+    (empty while the catalogue is cold): what the rule engine orders stages by (``allow_backward``)."""
+
+    def __init__(self, account: KommoAccount) -> None:
+        self.account = account
+
+    def _now(self) -> dict[str, list[str]]:
+        return {str(p.get("name")): [str(s.get("name")) for s in self.account.statuses(p) if s.get("type", 0) != 1]
+                for p in self.account.cached_pipelines()}
+
+    def __getitem__(self, name: str) -> Sequence[str]:
+        return self._now()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._now())
+
+    def __len__(self) -> int:
+        return len(self._now())
 
 
 class KommoAccount:
@@ -65,6 +86,10 @@ class KommoAccount:
             found = await self.client.get_all("/api/v4/leads/pipelines", "pipelines")
             return sorted(found, key=lambda p: (not p.get("is_main"), p.get("sort", 0), p["id"]))
         return await self._cached("pipelines", load, refresh, newer_than)
+
+    def cached_pipelines(self) -> list[Record]:
+        """The pipelines as last loaded (none while the catalogue is cold); no request."""
+        return list(self._cache.get("pipelines") or [])
 
     async def reload_pipelines(self) -> list[Record]:
         """The pipelines as Kommo has them now (a reload already running is shared): what a

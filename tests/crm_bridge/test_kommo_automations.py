@@ -245,6 +245,21 @@ async def test_a_cold_catalogue_and_a_slow_kommo_still_name_the_stage_and_the_we
         assert moved["data"]["to"] == {"pipeline": "Sales", "stage": "Qualified"}
 
 
+async def test_a_trigger_never_moves_a_kommo_lead_backwards_even_with_a_cold_catalogue(
+        redis: Redis, redis_url: str, fake: FakeKommo, tmp_path: Path) -> None:
+    lead = fake.new_lead("Ahead", stage=("Sales", "Qualified"), contact="Hal")
+    async with _serving(redis_url, fake, tmp_path) as first:
+        await first.put([], triggers=[{"id": "reopen", "stage": "Contacted", "on": "custom.reopen"}])
+    async with _serving(redis_url, fake, tmp_path) as kommo:  # a new process: the stage order is not loaded yet
+        r = await kommo.http.post("/api/events", json={"id": "e1", "type": "custom.reopen", "lead": {"id": str(lead)}},
+                                  headers=H)
+        assert r.status == 202, await r.text()
+        await kommo.idle()
+        assert fake.stage_of(lead) == ("Sales", "Qualified")
+        assert ("reopen", "skipped_if") in await kommo.outcomes(lead)
+        assert not _writes(fake, "PATCH", f"/api/v4/leads/{lead}")
+
+
 async def test_a_stage_added_in_kommo_is_known_to_the_next_document_and_to_its_webhooks(kommo: Kommo) -> None:
     fake = kommo.fake
     tag = {"actions": [{"do": "tags", "add": ["a"]}]}
