@@ -21,7 +21,8 @@ lead's queue. Why it is safe and cheap:
   page, oldest first) into a set of its own, resumably (the next page to list is saved), then
   visits that set as above and deletes it when finished. Listing before acting keeps Kommo's
   pages still: a rule that moves leads out of the stage would otherwise shift the pages under
-  the job. A stage Kommo does not know fails the job (``state: failed``, with the error).
+  the job. A stage Kommo does not know fails the job (``state: failed``, with the error); while
+  Kommo is away the job waits for the next ``resume``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from redis.asyncio import Redis
 from crm_bridge.indexes import by_key, stage_value
 
 from ..automations.effects import ApplyRule
-from ..errors import CrmRejected
+from ..errors import CrmRejected, CrmTemporary
 from ..store import replies
 from .leads import LeadService, encode_apply_rule
 
@@ -213,6 +214,9 @@ class ApplyJobs:
                     pipe.srem(UNFINISHED_KEY, f"{doc_id}|{job_id}")
                     pipe.delete(job["set"])
                     await pipe.execute()
+                return False
+            except CrmTemporary as exc:  # Kommo away: the job waits, ``resume`` goes on from this page
+                log.warning("automations.job_paused", extra={"automation": doc_id, "job": job_id, "error": str(exc)})
                 return False
             page = page + 1 if more else 0
             async with self.redis.pipeline(transaction=True) as pipe:

@@ -25,6 +25,7 @@ from bot.config import load_config
 from bot.server.app import create_app
 from bot.server.keys import SERVICES
 from tests.crm_bridge.fakes.kommo import TOKEN, FakeKommo
+from tests.waiting import wait_for
 
 SECRET = "kommo-hook-secret"
 ADMIN = "admin"
@@ -324,6 +325,32 @@ async def test_apply_to_existing_pages_the_stage_through_kommos_api(kommo: Kommo
     assert listed[0].query["filter[statuses][0][status_id]"] == [str(fake.status_id("Sales", "Qualified"))]
     assert listed[0].query["filter[statuses][0][pipeline_id]"] == ["1001"] and listed[0].query["limit"] == ["2"]
     assert not await kommo.services.redis.keys("sb:automations:{sales}:job:*:leads")  # its list is gone
+
+
+async def test_an_apply_job_waits_while_kommo_is_away_and_fails_clearly_on_a_stage_kommo_lacks(
+        kommo: Kommo) -> None:
+    fake = kommo.fake
+    jobs = kommo.services.jobs
+    assert jobs is not None
+    fake.down(503)  # the document cannot be checked against Kommo's stages: stored unchecked
+    await kommo.put([{"id": "gone", "stage": "Nowhere", "on": ["moved_in"], "apply_to_existing": True,
+                      "do": {"actions": [{"do": "tags", "add": ["x"]}]}}])
+    await jobs.idle()
+
+    async def job() -> dict[str, Any]:
+        r = await kommo.http.get("/api/automations/sales/jobs", headers=H)
+        found: dict[str, Any] = (await r.json())["jobs"][0]
+        return found
+    assert (await job())["state"] == "running"  # waiting for Kommo, resumable
+    fake.up()
+
+    async def failed() -> bool:
+        await jobs.resume()
+        await jobs.idle()
+        return (await job())["state"] == "failed"
+    await wait_for(failed, what="the resumed job to fail on the unknown stage")
+    assert 'unknown stage "Nowhere"' in (await job())["error"]
+    assert not await kommo.services.redis.sismember("sb:automations:jobs:unfinished", "sales|v1-gone")
 
 
 async def test_apply_to_existing_is_refused_where_the_crm_cannot_list_a_stage(
