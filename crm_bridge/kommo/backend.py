@@ -23,6 +23,7 @@ How requests travel (rate limit, breaker, typed errors) is ``client.py``; how va
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -365,8 +366,9 @@ class KommoCrm(KommoClient):
         stage = await self.account.stage(pipeline, cmd["stage"])
         old = (lead.get("pipeline_id"), lead.get("status_id")) if lead is not None else None
         moved = old is not None and old != (pipeline["id"], stage["id"])
-        await self._written(ref, "stage", stage["id"], old[1] if old else None, moved, self.request(
-            "PATCH", f"/api/v4/leads/{ref.lead_id}", json={"pipeline_id": pipeline["id"], "status_id": stage["id"]}))
+        await self._written(ref, "stage", stage["id"], old[1] if old else None, moved, functools.partial(
+            self.request, "PATCH", f"/api/v4/leads/{ref.lead_id}",
+            json={"pipeline_id": pipeline["id"], "status_id": stage["id"]}))
         if moved and self.echo is not None and old is not None:
             old_pipeline, old_stage = await self.account.stage_names(*old)
             await self.echo.emit([Change("lead.stage_changed", ref.lead_id, {
@@ -377,15 +379,16 @@ class KommoCrm(KommoClient):
         return CommandResult()
 
     async def _written(self, ref: CrmRef, kind: str, new: object, old: object, changes: bool,
-                       write: Awaitable[Any]) -> None:
+                       write: Callable[[], Awaitable[Any]]) -> None:
         """Carry out ``write``; when it ``changes`` something, Kommo's webhook about it is noted as
-        an echo first (``echo.py``), and forgotten if the write fails."""
+        an echo first (``echo.py``), and forgotten if the write fails — even a timeout, after which
+        the write may have happened: then Kommo's webhook is the event (a retry finds no move)."""
         if not changes or self.echo is None:
-            await write
+            await write()
             return
         await self.echo.expect(ref.lead_id, kind, new, old)
         try:
-            await write
+            await write()
         except BaseException:
             await self.echo.forget(ref.lead_id, kind, new)
             raise
@@ -414,7 +417,7 @@ class KommoCrm(KommoClient):
         for path, ids in targets.items():
             items = [{"id": i, "responsible_user_id": user} for i in sorted(ids)]
             for start in range(0, len(items), BATCH):
-                write = self.request("PATCH", f"/api/v4/{path}", json=items[start:start + BATCH])
+                write = functools.partial(self.request, "PATCH", f"/api/v4/{path}", json=items[start:start + BATCH])
                 await self._written(ref, "responsible", user, before, changed and path == "leads", write)
         if changed and self.echo is not None:
             await self.echo.emit([Change("lead.responsible_changed", ref.lead_id, {
