@@ -14,7 +14,8 @@
   (types 1 follow-up, 2 meeting, others by name), completing tasks in one batched PATCH,
   common notes, stages as ``pipeline_id``/``status_id`` resolved by name, responsible users by
   id, name or e-mail. Kommo's REST API cannot change a lead's subscribers: ``subscribers`` is
-  rejected (permanent), so a flow takes its ``failed`` branch.
+  rejected (permanent), so a flow takes its ``failed`` branch. With an ``echo`` (the server's),
+  a real move, new responsible user or tag change of the lead is also emitted as a lead event.
 
 How requests travel (rate limit, breaker, typed errors) is ``client.py``; how values are encoded
 ``records.py``.
@@ -52,6 +53,7 @@ from .records import (
     lead_view,
     multitext,
     str_id,
+    tags,
 )
 
 log = logging.getLogger("salesbot.crm.kommo")
@@ -303,7 +305,17 @@ class KommoCrm(KommoClient):
             item["tags_to_add"] = [{"name": t} for t in add]
         if remove:
             item["tags_to_delete"] = [{"name": t} for t in remove]
+        before: set[str] | None = None
+        if path == "leads" and self.echo is not None:  # the lead's tag events, as the embedded CRM's
+            before = {fold(t) for t in tags(await self._lead(ref.lead_id, with_contacts=False))}
         await self.request("PATCH", f"/api/v4/{path}", json=[item])
+        if before is not None and self.echo is not None:
+            contact, depth = ref.contact_id or None, _depth(cmd)
+            await self.echo.emit(
+                [Change("lead.tag_added", ref.lead_id, {"tag": t}, contact, depth)
+                 for t in dict.fromkeys(add) if fold(t) not in before]
+                + [Change("lead.tag_removed", ref.lead_id, {"tag": t}, contact, depth)
+                   for t in dict.fromkeys(remove) if fold(t) in before and t not in add])
         return CommandResult()
 
     async def _do_add_note(self, ref: CrmRef, cmd: Command) -> CommandResult:

@@ -9,7 +9,8 @@ write, notes the webhook it expects (``expect``: the new status or user, with th
 that webhook comes, ``is_echo`` consumes the note and remembers the webhook's dedupe id for 7 days,
 so the echo and every redelivery of it are dropped: a rule on the move runs once, as with the
 embedded CRM. A note nobody consumes expires after ``ECHO_TTL`` (Kommo retries a webhook for about
-an hour).
+an hour). Tag changes of the lead are emitted too (``lead.tag_added``/``lead.tag_removed``); Kommo
+sends no webhook of its own for them, so there is no echo to expect.
 """
 
 from __future__ import annotations

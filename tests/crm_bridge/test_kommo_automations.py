@@ -143,6 +143,20 @@ async def test_a_lead_added_in_kommo_runs_the_created_rule_of_its_stage(kommo: K
     assert len(_writes(fake, "PATCH", "/api/v4/leads")) == 1 and len(fake.lead_notes(lead)) == 1
 
 
+async def test_a_tag_added_by_a_rule_in_kommo_runs_the_tag_added_rule_once(kommo: Kommo) -> None:
+    fake = kommo.fake
+    await kommo.put([
+        {"id": "heat", "stage": "New", "on": ["created"], "do": {"actions": [{"do": "tags", "add": ["hot", "web"]}]}},
+        {"id": "hot", "stage": "New", "on": ["tag_added"], "tag": "hot",
+         "do": {"actions": [{"do": "add_note", "text": "Hot lead"}, {"do": "tags", "add": ["hot"]}]}}])
+    lead = fake.new_lead("Warm", contact="Ivy")
+    await kommo.hook(kommo.added(lead))
+    assert sorted(fake.tag_names("leads", lead)) == ["hot", "web"]
+    assert fake.lead_notes(lead) == ["Hot lead"]  # once: the rule's own "hot" again is no new tag
+    tagged = [(e["data"]["tag"], e["depth"]) for e in await kommo.history(lead) if e.get("type") == "lead.tag_added"]
+    assert tagged == [("hot", 1), ("web", 1)]
+
+
 async def test_a_rule_acts_on_the_leads_main_contact_or_fails_clearly_without_one(kommo: Kommo) -> None:
     fake = kommo.fake
     await kommo.put([{"id": "city", "stage": "New", "on": ["created"], "do": {"actions": [
