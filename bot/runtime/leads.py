@@ -136,7 +136,7 @@ class LeadService(QueueProcessor[None]):
         self.effects = effects
         self.conversations = conversations
         #: Completes an event before anyone sees it (the Kommo backend: stage names of the status
-        #: ids of its webhooks, ``bot/server/kommo_webhooks.py``); None: events are complete.
+        #: ids of its webhooks, ``bot/runtime/kommo_events.py``); None: events are complete.
         self.complete: Callable[[LeadEvent], Awaitable[LeadEvent]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 

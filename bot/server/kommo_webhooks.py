@@ -6,8 +6,8 @@ every item of every batch becomes a lead event (``lead.created``, ``lead.stage_c
 ``lead.updated``, ``lead.note_added``, ``task.added`` …; see ``crm_bridge.kommo.as_lead_event``)
 stored on that lead's queue with the item's dedupe id, so a redelivered webhook is handled once
 and rules fire from Kommo as from the embedded CRM. The lead loop names the stages of the
-Kommo ids when it handles the event (``name_events``: the account's catalogue, reloaded when it
-does not know an id) and forwards each event to the conversation working on the lead, if any
+Kommo ids when it handles the event (``bot/runtime/kommo_events.py``: the account's catalogue,
+reloaded when it does not know an id) and forwards each event to the conversation working on the lead, if any
 (``bot/runtime/leads.py``). A stage or responsible change that our own command made in Kommo
 was already emitted as a lead event by the backend: its webhook is an echo, dropped
 (``crm_bridge/kommo/echo.py``). The route answers at once (Kommo waits 2 s and disables a
@@ -22,18 +22,14 @@ refuses everything (403). This route is registered before the generic
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from crm_bridge.factory import kommo_account
-from crm_bridge.kommo import KommoCrm, KommoEvent, as_lead_event, name_event_data, parse_webhook_form, webhook_events
+from crm_bridge.kommo import KommoCrm, KommoEvent, as_lead_event, parse_webhook_form, webhook_events
 
-from ..automations.events import LeadEvent
-from ..errors import CrmError
 from ..inputs import header_bytes, loads
 from .http import error
 from .keys import SERVICES
@@ -96,18 +92,3 @@ async def _is_echo(crm: object, event: KommoEvent) -> bool:
     if found:
         log.info("kommo.webhook_echo", extra={"lead": event.lead_id, "type": event.type})
     return found
-
-
-def name_events(crm: KommoCrm) -> Callable[[LeadEvent], Awaitable[LeadEvent]]:
-    """For the lead loop (``LeadService.complete``): a Kommo webhook's event with the stage names
-    of its ids; unchanged when Kommo cannot be asked now (logged; its ids stay). Any event also
-    loads a cold catalogue first: the rule engine orders the stages by it (``allow_backward``)."""
-    async def complete(event: LeadEvent) -> LeadEvent:
-        try:
-            await crm.account.pipelines()  # a cold catalogue is loaded: the rules order stages by it
-            data = await name_event_data(crm, event.type, event.data) if event.source == "kommo" else None
-        except CrmError as exc:
-            log.warning("kommo.event_names_unavailable", extra={"lead": event.lead_id, "error": str(exc)})
-            return event
-        return event if data is None else dataclasses.replace(event, data=data)
-    return complete

@@ -35,6 +35,7 @@ from ..runtime.applyjobs import ApplyJobs
 from ..runtime.automations import AutomationEffects, EngineReactor
 from ..runtime.chatevents import ChatEvents
 from ..runtime.driver import Driver
+from ..runtime.kommo_events import name_events
 from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
 from ..runtime.outbound import OutboundService
@@ -51,7 +52,6 @@ from ..store.resp import RespClient
 from ..store.timers import TimerWheel
 from .auth import Auth
 from .automation_docs import AutomationDocuments, crm_pipelines, load_automation_dir
-from .kommo_webhooks import name_events
 
 log = logging.getLogger("salesbot.server")
 
