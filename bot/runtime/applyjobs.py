@@ -16,7 +16,13 @@ lead's queue. Why it is safe and cheap:
 - **Throttled.** One lead at a time (push, then handle that lead's queue if nobody else does),
   ``page`` leads per page and ``pause`` seconds between pages: a job uses at most one lead
   queue at a time, so 100k leads take a while but conversations keep their latency.
-- Only the embedded CRM has a stage index; with another backend no job is started (logged).
+- **Kommo** has no stage index here: a job first lists the stage's leads through Kommo's API
+  (``StageLister``: ``GET /api/v4/leads`` filtered by pipeline and status, ``page`` leads a
+  page, oldest first) into a set of its own, resumably (the next page to list is saved), then
+  visits that set as above and deletes it when finished. Listing before acting keeps Kommo's
+  pages still: a rule that moves leads out of the stage would otherwise shift the pages under
+  the job. A stage Kommo does not know fails the job (``state: failed``, with the error); while
+  Kommo is away the job waits for the next ``resume``.
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
 from crm_bridge.indexes import by_key, stage_value
 
 from ..automations.effects import ApplyRule
+from ..errors import CrmRejected, CrmTemporary
 from ..store import replies
 from .leads import LeadService, encode_apply_rule
 
@@ -48,6 +55,14 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+
+
+class StageLister(Protocol):
+    """A CRM that lists a stage's leads page by page (``KommoCrm.stage_leads``)."""
+
+    async def stage_leads(self, pipeline: str, stage: str, page: int, limit: int) -> tuple[list[str], bool]:
+        """The lead ids of page ``page`` (from 1), and whether more pages follow."""
+        ...
 
 
 def jobs_key(doc_id: str) -> str:
@@ -67,9 +82,10 @@ class ApplyJobs:
     """Starts, runs, resumes and lists ``apply_to_existing`` jobs (see the module docstring)."""
 
     def __init__(self, redis: Redis, leads: LeadService, *, page: int = 100, pause: float = 0.02,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, lister: StageLister | None = None) -> None:
         self.redis = redis
         self.leads = leads
+        self.lister = lister  # None: the embedded CRM's stage index
         self.page = page
         self.pause = pause
         self.clock = clock
@@ -86,14 +102,20 @@ class ApplyJobs:
             if not isinstance(rule, Mapping) or rule.get("apply_to_existing") is not True:
                 continue
             job_id = f"v{version}-{rule.get('id')}"
-            stage_set = by_key("lead", "stage", stage_value(pipeline, rule.get("stage")))
+            listing = self.lister is not None  # the CRM's leads are listed into the job's own set first (``_list``)
+            if listing:
+                stage_set, total = f"{job_key(doc_id, job_id)}:leads", 0
+            else:
+                stage_set = by_key("lead", "stage", stage_value(pipeline, rule.get("stage")))
+                total = await self.redis.scard(stage_set)
             now = self.clock()
-            total = await self.redis.scard(stage_set)
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(job_key(doc_id, job_id), mapping={
                     "id": job_id, "rule": str(rule.get("id")), "version": version, "stage": str(rule.get("stage")),
                     "pipeline": pipeline, "set": stage_set, "cursor": 0, "total": total, "done": 0,
                     "state": "running", "started": now})
+                if listing:
+                    pipe.hset(job_key(doc_id, job_id), "listing", 1)  # the next page of the CRM's leads to list
                 pipe.zadd(jobs_key(doc_id), {job_id: now})
                 pipe.sadd(UNFINISHED_KEY, f"{doc_id}|{job_id}")
                 await pipe.execute()
@@ -148,6 +170,8 @@ class ApplyJobs:
             if job.get("state") != "running":
                 await self.redis.srem(UNFINISHED_KEY, f"{doc_id}|{job_id}")
                 return
+            if int(job.get("listing") or 0) and not await self._list(doc_id, job_id, job, token):
+                return
             cursor = int(job["cursor"])
             payload = encode_apply_rule(ApplyRule(job["rule"], f"{doc_id}:{job_id}"))
             dedupe = f"apply:{doc_id}:{job_id}"
@@ -161,6 +185,8 @@ class ApplyJobs:
                     if cursor == 0:
                         pipe.hset(key, mapping={"state": "finished", "finished": self.clock()})
                         pipe.srem(UNFINISHED_KEY, f"{doc_id}|{job_id}")
+                        if "listing" in job:  # the job's own list of the CRM's leads
+                            pipe.delete(job["set"])
                     await pipe.execute()
                 if cursor == 0:
                     log.info("automations.job_finished", extra={"automation": doc_id, "job": job_id})
@@ -172,6 +198,38 @@ class ApplyJobs:
         finally:
             if await self.redis.get(lease) == token.encode():
                 await self.redis.delete(lease)
+
+    async def _list(self, doc_id: str, job_id: str, job: Mapping[str, str], token: str) -> bool:
+        """List the stage's leads from the CRM into the job's set, from the saved page; False when
+        the job cannot go on (its lease lost, or the CRM refused: the job failed)."""
+        assert self.lister is not None
+        key, page = job_key(doc_id, job_id), int(job["listing"])
+        while page:
+            try:
+                ids, more = await self.lister.stage_leads(job["pipeline"], job["stage"], page, self.page)
+            except CrmRejected as exc:  # e.g. a stage Kommo does not know: retrying will not help
+                log.warning("automations.job_refused", extra={"automation": doc_id, "job": job_id, "error": str(exc)})
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.hset(key, mapping={"state": "failed", "error": str(exc)[:500], "finished": self.clock()})
+                    pipe.srem(UNFINISHED_KEY, f"{doc_id}|{job_id}")
+                    pipe.delete(job["set"])
+                    await pipe.execute()
+                return False
+            except CrmTemporary as exc:  # Kommo away: the job waits, ``resume`` goes on from this page
+                log.warning("automations.job_paused", extra={"automation": doc_id, "job": job_id, "error": str(exc)})
+                return False
+            page = page + 1 if more else 0
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if ids:
+                    pipe.sadd(job["set"], *ids)
+                pipe.hset(key, "listing", page)
+                pipe.scard(job["set"])
+                total = (await pipe.execute())[-1]
+            await self.redis.hset(key, "total", int(total))
+            if not await self._renew(keys=[lease_key(doc_id, job_id)], args=[token, LEASE_MS]):
+                log.warning("automations.job_lease_lost", extra={"automation": doc_id, "job": job_id})
+                return False
+        return True
 
     # ------------------------------------------------------------------ out
     async def listing(self, doc_id: str) -> list[dict[str, Any]]:
@@ -186,6 +244,7 @@ class ApplyJobs:
             done = int(job["done"])
             out.append({"id": job["id"], "rule": job["rule"], "version": int(job["version"]), "stage": job["stage"],
                         "total": max(int(job["total"]), done), "done": done, "state": job["state"],
+                        **({"error": job["error"]} if job.get("error") else {}),
                         "started": float(job["started"]),
                         "finished": float(job["finished"]) if job.get("finished") else None})
         return out

@@ -94,7 +94,8 @@ class EngineReactor:
                 compiled = await self._compile(doc_id, version)
                 if compiled is None:
                     continue
-                self._compiled[(doc_id, version)] = compiled
+                if compiled.stages:  # not cached without the stage order (a CRM catalogue not loaded yet)
+                    self._compiled[(doc_id, version)] = compiled
             by_pipeline[compiled.pipeline] = compiled
         self._by_pipeline = by_pipeline
         return bool(by_pipeline)
@@ -102,7 +103,9 @@ class EngineReactor:
     async def _compile(self, doc_id: str, version: int) -> CompiledAutomations | None:
         try:
             _, doc = await self.documents.document(doc_id, version)
-            model = parse_automations(doc, AutomationContext(self.pipelines, bots=None))
+            # checked against the CRM's stages when it was stored; a stage renamed in the CRM since
+            # (Kommo's are edited at any time) only stops the rules that name it, not the document
+            model = parse_automations(doc, AutomationContext({}, bots=None))
             return compile_automations(model, self.pipelines.get(model.pipeline, ()), version=version)
         except (DocumentNotFound, AutomationsInvalid) as exc:
             log.error("automations.compile_failed", extra={"automation": doc_id, "version": version,

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -135,6 +135,9 @@ class LeadService(QueueProcessor[None]):
         self.reactor = reactor
         self.effects = effects
         self.conversations = conversations
+        #: Completes an event before anyone sees it (the Kommo backend: stage names of the status
+        #: ids of its webhooks, ``bot/runtime/kommo_events.py``); None: events are complete.
+        self.complete: Callable[[LeadEvent], Awaitable[LeadEvent]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ in
@@ -237,6 +240,8 @@ class LeadService(QueueProcessor[None]):
         lead_id = batch.cid[len(LEAD_PREFIX):]
         state: Mapping[str, Any] | None = codec.unpack(batch.state) if batch.state else None
         entries = [decode_entry(raw) for raw in batch.events]
+        if self.complete is not None:
+            entries = [(await self.complete(e) if isinstance(e, LeadEvent) else e, x) for e, x in entries]
         contact_id = batch.meta.get("contact_id") or next(
             (e.contact_id for e, _ in entries if isinstance(e, LeadEvent) and e.contact_id), None)
         reactor = self.reactor

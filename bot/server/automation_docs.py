@@ -3,10 +3,11 @@ then versioned like bots (``bot.store.versions``); loaded from ``automations_dir
 
 The context of a check (docs/automations.md, "What the validator checks"): the embedded CRM's
 configured pipelines (``[embedded_crm] pipelines``, else the default ``Sales`` pipeline); with
-the Kommo backend the account's pipelines from its cached catalogue (when Kommo cannot be
-reached, pipelines and stages are not checked); with the webhook backend they are not checked.
-Bots are the bot store's. Custom fields are not checked (neither CRM keeps a field catalogue
-the embedded one could check against).
+the Kommo backend the account's pipelines, read again for each check (a stage added in Kommo
+a moment ago is known; when Kommo cannot be reached, pipelines and stages are not checked);
+with the webhook backend they are not checked, and ``apply_to_existing`` is refused (that CRM
+cannot list a stage's leads). Bots are the bot store's. Custom fields are not checked (neither
+CRM keeps a field catalogue the embedded one could check against).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ async def crm_pipelines(crm: CrmBackend) -> dict[str, list[str]]:
         return {name: list(stages) for name, stages in (crm.pipelines or {DEFAULT_PIPELINE: DEFAULT_STAGES}).items()}
     if isinstance(crm, KommoCrm):
         try:
-            found = await asyncio.wait_for(crm.account.pipelines(), timeout=CATALOGUE_TIMEOUT)
+            found = await asyncio.wait_for(crm.account.reload_pipelines(), timeout=CATALOGUE_TIMEOUT)
         except (CrmError, TimeoutError) as exc:
             log.warning("automations.pipelines_unknown", extra={"error": str(exc) or type(exc).__name__})
             return {}
@@ -97,6 +98,10 @@ class AutomationDocuments:
         problems, model = check_automations(doc, await self.context())
         if model is not None:
             problems += await self._pipeline_taken(model.id, model.pipeline)
+            if self.jobs is None:
+                problems += [Problem(f"/rules/{i}/apply_to_existing", "apply_to_existing needs a CRM whose leads "
+                                     "can be listed by stage (the embedded CRM or Kommo), not this one")
+                             for i, rule in enumerate(model.rules) if rule.apply_to_existing]
         if model is None or any(p.severity == "error" for p in problems):
             raise AutomationsInvalid(problems)
         info, new = await self.documents.put(

@@ -538,8 +538,9 @@ PATHS.update({
                                                "started", "finished"],
                 "properties": {"id": {"type": "string"}, "rule": {"type": "string"}, "version": {"type": "integer"},
                                "stage": {"type": "string"}, "total": {"type": "integer"},
-                               "done": {"type": "integer"}, "state": {"enum": ["running", "finished"]},
-                               "started": {"type": "number"}, "finished": {"type": ["number", "null"]}}}}}}),
+                               "done": {"type": "integer"}, "state": {"enum": ["running", "finished", "failed"]},
+                               "started": {"type": "number"}, "finished": {"type": ["number", "null"]},
+                               "error": {"type": "string"}}}}}}),
         "404": _json(_ERROR)}, auth=_READERS, params=[_AUTOMATION_ID])},
 })
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +17,11 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from crm_bridge import CrmBackend, CrmRef, RedisCrm
+from crm_bridge import CrmBackend, CrmRef, KommoCrm, RedisCrm
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.factory import build_backend, build_outbox, close_backend
+from crm_bridge.kommo import KommoEcho
+from crm_bridge.kommo.account import StageOrder
 from crm_bridge.outbox import CrmOutbox
 
 from ..builder.loader import read_document
@@ -33,6 +35,7 @@ from ..runtime.applyjobs import ApplyJobs
 from ..runtime.automations import AutomationEffects, EngineReactor
 from ..runtime.chatevents import ChatEvents
 from ..runtime.driver import Driver
+from ..runtime.kommo_events import name_events
 from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
 from ..runtime.outbound import OutboundService
@@ -192,6 +195,9 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                             park_after=config.park_after)
         if isinstance(crm, RedisCrm):
             crm.sink = leads  # every change of the embedded CRM emits its events onto the lead queues
+        if isinstance(crm, KommoCrm):  # our moves in Kommo emit their events; webhooks' stage ids get names
+            crm.echo = KommoEcho(redis, leads)
+            leads.complete = name_events(crm)
         hub = LiveHub(redis)
         admin = config.admin_token.get_secret_value() if config.admin_token else None
         if admin is None:
@@ -235,11 +241,13 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                             crm=crm if isinstance(crm, RedisCrm) else None)
         conversations.recipients = services.outbound
         services.leads = leads
-        services.jobs = ApplyJobs(redis, leads) if isinstance(crm, RedisCrm) else None
+        services.jobs = ApplyJobs(redis, leads) if isinstance(crm, RedisCrm) \
+            else ApplyJobs(redis, leads, lister=crm) if isinstance(crm, KommoCrm) else None  # Kommo's: listed by API
         services.chat = ChatEvents(leads, AutomationDocuments.of(redis, crm, bots).chat_pipelines)
         conversations.chat = services.chat
         automation_docs = AutomationDocuments.of(redis, crm, bots, services.jobs, services.chat)
-        pipelines = await crm_pipelines(crm) if isinstance(crm, RedisCrm) else {}  # Kommo's: read when needed
+        pipelines: Mapping[str, Sequence[str]] = await crm_pipelines(crm) if isinstance(crm, RedisCrm) \
+            else StageOrder(crm.account) if isinstance(crm, KommoCrm) else {}  # Kommo's: its catalogue's, when loaded
         leads.reactor = EngineReactor(automation_docs.documents, pipelines)
         leads.effects = AutomationEffects(redis=redis, crm=crm, requests=requests, outbound=services.outbound,
                                           directory=directory)

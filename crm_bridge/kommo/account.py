@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from bot.errors import CrmRejected
@@ -27,6 +27,27 @@ TASK_TYPE_NAMES = {1: "follow_up", 2: "meeting"}
 REFRESH_INTERVAL = 10.0
 
 
+class StageOrder(Mapping[str, Sequence[str]]):
+    """Pipeline name -> its working stages in order, read from the account's cache as it is now
+    (empty while the catalogue is cold): what the rule engine orders stages by (``allow_backward``)."""
+
+    def __init__(self, account: KommoAccount) -> None:
+        self.account = account
+
+    def _now(self) -> dict[str, list[str]]:
+        return {str(p.get("name")): [str(s.get("name")) for s in self.account.statuses(p) if s.get("type", 0) != 1]
+                for p in self.account.cached_pipelines()}
+
+    def __getitem__(self, name: str) -> Sequence[str]:
+        return self._now()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._now())
+
+    def __len__(self) -> int:
+        return len(self._now())
+
+
 class KommoAccount:
     """What a Kommo account defines, loaded once through ``client`` and looked up by id or name."""
 
@@ -34,17 +55,23 @@ class KommoAccount:
         self.client = client
         self._cache: dict[str, list[Record]] = {}
         self._loaded_at: dict[str, float] = {}
+        self._generation: dict[str, int] = {}
         self._lock = asyncio.Lock()
 
     def _stale(self, key: str) -> bool:
         return time.monotonic() - self._loaded_at.get(key, -1e9) >= REFRESH_INTERVAL
 
-    async def _cached(self, key: str, load: Callable[[], Awaitable[list[Record]]], refresh: bool) -> list[Record]:
+    async def _cached(self, key: str, load: Callable[[], Awaitable[list[Record]]], refresh: bool,
+                      newer_than: int | None = None) -> list[Record]:
+        """The cached list; reloaded when missing, when ``refresh`` and stale, or when it is still
+        the generation ``newer_than`` (a miss in that one: waiters of one miss share one reload)."""
         async with self._lock:
             current = self._cache.get(key)
-            if current is None or (refresh and self._stale(key)):
+            outdated = newer_than is not None and self._generation.get(key, 0) <= newer_than
+            if current is None or (refresh and self._stale(key)) or outdated:
                 current = self._cache[key] = await load()
                 self._loaded_at[key] = time.monotonic()
+                self._generation[key] = self._generation.get(key, 0) + 1
             return current
 
     async def fields(self, entity: str, *, refresh: bool = False) -> list[Record]:
@@ -53,12 +80,21 @@ class KommoAccount:
             f"fields:{entity}", lambda: self.client.get_all(f"/api/v4/{entity}/custom_fields", "custom_fields"),
             refresh)
 
-    async def pipelines(self, *, refresh: bool = False) -> list[Record]:
+    async def pipelines(self, *, refresh: bool = False, newer_than: int | None = None) -> list[Record]:
         """The pipelines, the main one first."""
         async def load() -> list[Record]:
             found = await self.client.get_all("/api/v4/leads/pipelines", "pipelines")
             return sorted(found, key=lambda p: (not p.get("is_main"), p.get("sort", 0), p["id"]))
-        return await self._cached("pipelines", load, refresh)
+        return await self._cached("pipelines", load, refresh, newer_than)
+
+    def cached_pipelines(self) -> list[Record]:
+        """The pipelines as last loaded (none while the catalogue is cold); no request."""
+        return list(self._cache.get("pipelines") or [])
+
+    async def reload_pipelines(self) -> list[Record]:
+        """The pipelines as Kommo has them now (a reload already running is shared): what a
+        document is checked against, so a stage added in Kommo a moment ago is known."""
+        return await self.pipelines(newer_than=self._generation.get("pipelines", 0))
 
     async def users(self, *, refresh: bool = False) -> list[Record]:
         return await self._cached("users", lambda: self.client.get_all("/api/v4/users", "users"), refresh)
@@ -127,15 +163,19 @@ class KommoAccount:
         raise CrmRejected(f'unknown stage "{key}" in pipeline "{pipeline.get("name")}" (known: {known})')
 
     async def stage_names(self, pipeline_id: object, status_id: object) -> tuple[str | None, str | None]:
-        """(pipeline name, stage name) of ids, from the cache (reloaded at most every few seconds)."""
-        for refresh in (False, True):
-            for p in await self.pipelines(refresh=refresh):
-                if p["id"] == int_id(pipeline_id):
-                    stage = next((s.get("name") for s in self.statuses(p) if s["id"] == int_id(status_id)), None)
-                    if stage is not None or refresh:
-                        return p.get("name"), stage
+        """(pipeline name, stage name) of ids, from the cache; an id the cache does not know (a
+        pipeline or status added in Kommo since it was loaded) reloads it, whenever it was loaded."""
+        found: tuple[str | None, str | None] = (None, None)
+        for attempt in (0, 1):
+            generation = self._generation.get("pipelines", 0)
+            pipelines = await self.pipelines(newer_than=generation if attempt else None)
+            p = next((p for p in pipelines if p["id"] == int_id(pipeline_id)), None)
+            if p is not None:
+                found = p.get("name"), next((s.get("name") for s in self.statuses(p)
+                                             if s["id"] == int_id(status_id)), None)
+                if found[1] is not None:
                     break
-        return None, None
+        return found
 
     async def user_id(self, user: object) -> int:
         """A user by id, name or e-mail."""

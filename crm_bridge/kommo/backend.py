@@ -14,7 +14,8 @@
   (types 1 follow-up, 2 meeting, others by name), completing tasks in one batched PATCH,
   common notes, stages as ``pipeline_id``/``status_id`` resolved by name, responsible users by
   id, name or e-mail. Kommo's REST API cannot change a lead's subscribers: ``subscribers`` is
-  rejected (permanent), so a flow takes its ``failed`` branch.
+  rejected (permanent), so a flow takes its ``failed`` branch. With an ``echo`` (the server's),
+  a real move, new responsible user or tag change of the lead is also emitted as a lead event.
 
 How requests travel (rate limit, breaker, typed errors) is ``client.py``; how values are encoded
 ``records.py``.
@@ -23,6 +24,7 @@ How requests travel (rate limit, breaker, typed errors) is ``client.py``; how va
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,9 +35,11 @@ import aiohttp
 
 from bot.errors import CrmRejected, CrmUnavailable
 
+from ..changes import Change
 from ..interface import ChannelIdentity, CommandResult, CrmRef
 from .account import CLOSED, KommoAccount
 from .client import KommoClient, RateLimiter
+from .echo import KommoEcho
 from .records import (
     MULTITEXT_CODES,
     STANDARD,
@@ -49,6 +53,7 @@ from .records import (
     lead_view,
     multitext,
     str_id,
+    tags,
 )
 
 log = logging.getLogger("salesbot.crm.kommo")
@@ -74,6 +79,8 @@ class KommoCrm(KommoClient):
                          cooldown=cooldown)
         self.identity_field = identity_field or None
         self.account = KommoAccount(self)
+        #: Emits our stage and responsible changes as lead events, recognises Kommo's echo (``echo.py``).
+        self.echo: KommoEcho | None = None
         self._identity_lock = asyncio.Lock()
         self._commands: dict[str, Callable[[CrmRef, Command], Awaitable[CommandResult]]] = {
             "set_field": self._do_set_field, "tags": self._do_tags, "add_note": self._do_add_note,
@@ -86,8 +93,29 @@ class KommoCrm(KommoClient):
     async def _lead(self, lead_id: str, *, with_contacts: bool = True) -> Record:
         return await self.get_one(f"/api/v4/leads/{lead_id}", [("with", "contacts")] if with_contacts else [])
 
+    @staticmethod
+    def _main_contact(lead: Mapping[str, Any]) -> str:
+        """The lead's main contact ("" when it has none: Kommo leads often have no contact)."""
+        contacts = (lead.get("_embedded") or {}).get("contacts") or []
+        main = next((c for c in contacts if c.get("is_main")), contacts[0] if contacts else None)
+        return str(main["id"]) if main else ""
+
+    async def _contact_id(self, ref: CrmRef) -> str:
+        """The contact a command names: the reference's, else the lead's main contact (events of
+        Kommo's webhooks know only the lead); ``CrmRejected`` when the lead has none."""
+        found = ref.contact_id or self._main_contact(await self._lead(ref.lead_id))
+        if not found:
+            raise CrmRejected(f"kommo: lead {ref.lead_id} has no contact")
+        return found
+
     async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
-        lead, contact = await asyncio.gather(self._lead(ref.lead_id), self.get(f"/api/v4/contacts/{ref.contact_id}"))
+        if ref.contact_id:
+            lead, contact = await asyncio.gather(self._lead(ref.lead_id),
+                                                 self.get(f"/api/v4/contacts/{ref.contact_id}"))
+        else:  # an event of a webhook or an automation: the lead's main contact, if it has one
+            lead = await self._lead(ref.lead_id)
+            main = self._main_contact(lead)
+            contact = await self.get(f"/api/v4/contacts/{main}") if main else None
         companies = (lead.get("_embedded") or {}).get("companies") or []
         company_id = companies[0]["id"] if companies else None
         company = await self.get(f"/api/v4/companies/{company_id}") if company_id else None
@@ -223,7 +251,7 @@ class KommoCrm(KommoClient):
         if path == "leads":
             return path, ref.lead_id
         if path == "contacts":
-            return path, ref.contact_id
+            return path, await self._contact_id(ref)
         return path, await self._company_id(ref, create=create_company)
 
     async def _company_id(self, ref: CrmRef, *, create: bool) -> str:
@@ -277,7 +305,17 @@ class KommoCrm(KommoClient):
             item["tags_to_add"] = [{"name": t} for t in add]
         if remove:
             item["tags_to_delete"] = [{"name": t} for t in remove]
+        before: set[str] | None = None
+        if path == "leads" and self.echo is not None:  # the lead's tag events, as the embedded CRM's
+            before = {fold(t) for t in tags(await self._lead(ref.lead_id, with_contacts=False))}
         await self.request("PATCH", f"/api/v4/{path}", json=[item])
+        if before is not None and self.echo is not None:
+            contact, depth = ref.contact_id or None, _depth(cmd)
+            await self.echo.emit(
+                [Change("lead.tag_added", ref.lead_id, {"tag": t}, contact, depth)
+                 for t in dict.fromkeys(add) if fold(t) not in before]
+                + [Change("lead.tag_removed", ref.lead_id, {"tag": t}, contact, depth)
+                   for t in dict.fromkeys(remove) if fold(t) in before and t not in add])
         return CommandResult()
 
     async def _do_add_note(self, ref: CrmRef, cmd: Command) -> CommandResult:
@@ -332,13 +370,40 @@ class KommoCrm(KommoClient):
 
     async def _do_change_stage(self, ref: CrmRef, cmd: Command) -> CommandResult:
         key = cmd.get("pipeline")
-        if key in (None, ""):
-            key = (await self._lead(ref.lead_id, with_contacts=False)).get("pipeline_id")
+        lead: Record | None = None
+        if key in (None, "") or self.echo is not None:
+            lead = await self._lead(ref.lead_id, with_contacts=False)
+            key = key if key not in (None, "") else lead.get("pipeline_id")
         pipeline = await self.account.pipeline(key)
         stage = await self.account.stage(pipeline, cmd["stage"])
-        await self.request("PATCH", f"/api/v4/leads/{ref.lead_id}",
-                           json={"pipeline_id": pipeline["id"], "status_id": stage["id"]})
+        old = (lead.get("pipeline_id"), lead.get("status_id")) if lead is not None else None
+        moved = old is not None and old != (pipeline["id"], stage["id"])
+        await self._written(ref, "stage", stage["id"], old[1] if old else None, moved, functools.partial(
+            self.request, "PATCH", f"/api/v4/leads/{ref.lead_id}",
+            json={"pipeline_id": pipeline["id"], "status_id": stage["id"]}))
+        if moved and self.echo is not None and old is not None:
+            old_pipeline, old_stage = await self.account.stage_names(*old)
+            await self.echo.emit([Change("lead.stage_changed", ref.lead_id, {
+                "from": {"pipeline": old_pipeline, "stage": old_stage},
+                "to": {"pipeline": pipeline.get("name"), "stage": stage.get("name")},
+                "pipeline_id": pipeline["id"], "status_id": stage["id"],
+                "old_pipeline_id": old[0], "old_status_id": old[1]}, ref.contact_id or None, _depth(cmd))])
         return CommandResult()
+
+    async def _written(self, ref: CrmRef, kind: str, new: object, old: object, changes: bool,
+                       write: Callable[[], Awaitable[Any]]) -> None:
+        """Carry out ``write``; when it ``changes`` something, Kommo's webhook about it is noted as
+        an echo first (``echo.py``), and forgotten if the write fails — even a timeout, after which
+        the write may have happened: then Kommo's webhook is the event (a retry finds no move)."""
+        if not changes or self.echo is None:
+            await write()
+            return
+        await self.echo.expect(ref.lead_id, kind, new, old)
+        try:
+            await write()
+        except BaseException:
+            await self.echo.forget(ref.lead_id, kind, new)
+            raise
 
     async def _do_change_responsible(self, ref: CrmRef, cmd: Command) -> CommandResult:
         user = await self.account.user_id(cmd["user"])
@@ -351,15 +416,24 @@ class KommoCrm(KommoClient):
             if entity == "lead":
                 targets["leads"].add(int(ref.lead_id))
             elif entity in ("main_contact", "chat_contact", "contact"):
-                targets["contacts"].add(int(ref.contact_id))
+                targets["contacts"].add(int(await self._contact_id(ref)))
             elif entity == "all_contacts" and lead is not None:
                 targets["contacts"].update(int(c["id"]) for c in (lead.get("_embedded") or {}).get("contacts") or [])
             elif entity == "company" and lead is not None:
                 targets["companies"].update(int(c["id"]) for c in (lead.get("_embedded") or {}).get("companies") or [])
+        before: object = None
+        if self.echo is not None and targets["leads"]:
+            lead = lead or await self._lead(ref.lead_id)
+            before = lead.get("responsible_user_id")
+        changed = self.echo is not None and bool(targets["leads"]) and before != user
         for path, ids in targets.items():
             items = [{"id": i, "responsible_user_id": user} for i in sorted(ids)]
             for start in range(0, len(items), BATCH):
-                await self.request("PATCH", f"/api/v4/{path}", json=items[start:start + BATCH])
+                write = functools.partial(self.request, "PATCH", f"/api/v4/{path}", json=items[start:start + BATCH])
+                await self._written(ref, "responsible", user, before, changed and path == "leads", write)
+        if changed and self.echo is not None:
+            await self.echo.emit([Change("lead.responsible_changed", ref.lead_id, {
+                "from": str_id(before), "to": str(user)}, ref.contact_id or None, _depth(cmd))])
         return CommandResult()
 
     async def _do_create_lead(self, ref: CrmRef, cmd: Command) -> CommandResult:
@@ -391,13 +465,25 @@ class KommoCrm(KommoClient):
             embedded["tags"] = [{"id": t["id"]} for t in src_embedded["tags"]]
         if "contacts" in parts:
             embedded["contacts"] = [{"id": c["id"]} for c in src_embedded.get("contacts") or []] \
-                or [{"id": int(ref.contact_id)}]
+                or ([{"id": int(ref.contact_id)}] if ref.contact_id else [])
         if "company" in parts and src_embedded.get("companies"):
             embedded["companies"] = [{"id": c["id"]} for c in src_embedded["companies"]]
         if embedded:
             lead["_embedded"] = embedded
         created = await self.request("POST", "/api/v4/leads", json=[lead])
         return CommandResult({"lead_id": str(created["_embedded"]["leads"][0]["id"])})
+
+    async def stage_leads(self, pipeline: str, stage: str, page: int, limit: int = 250) -> tuple[list[str], bool]:
+        """One page (from 1) of the ids of the leads in a stage, oldest first, and whether more
+        follow: ``GET /api/v4/leads`` filtered by ``filter[statuses][0]`` (``apply_to_existing``)."""
+        found = await self.account.pipeline(pipeline)
+        status = await self.account.stage(found, stage)
+        data = await self.get("/api/v4/leads", [
+            ("filter[statuses][0][pipeline_id]", found["id"]), ("filter[statuses][0][status_id]", status["id"]),
+            ("order[id]", "asc"), ("page", page), ("limit", limit)])
+        items = ((data or {}).get("_embedded") or {}).get("leads") or []
+        more = bool(items) and bool(((data or {}).get("_links") or {}).get("next"))
+        return [str(lead["id"]) for lead in items], more
 
     async def _do_subscribers(self, ref: CrmRef, cmd: Command) -> CommandResult:
         raise CrmRejected("kommo: the API v4 cannot change a lead's subscribers (they are read-only there)")
@@ -421,7 +507,17 @@ class KommoCrm(KommoClient):
     async def lead_notes(self, ref: CrmRef) -> list[dict[str, Any]]:
         out = []
         for entity, path, record_id in (("lead", "leads", ref.lead_id), ("contact", "contacts", ref.contact_id)):
+            if not record_id:
+                continue
             for n in await self.get_all(f"/api/v4/{path}/{record_id}/notes", "notes"):
                 out.append({"id": str(n["id"]), "entity": entity, "entity_id": record_id,
                             "text": (n.get("params") or {}).get("text"), "type": n.get("note_type")})
         return out
+
+
+def _depth(cmd: Command) -> int:
+    """How many rule actions led to a command (set by the automations' effects; 0 for a flow)."""
+    try:
+        return int(cmd.get("depth") or 0)
+    except (TypeError, ValueError):
+        return 0

@@ -109,7 +109,7 @@ def webhook_events(payload: Mapping[str, Any]) -> list[KommoEvent]:
                 if "old_responsible_user_id" in data:
                     data["old_responsible"] = data["old_responsible_user_id"]
                 stamp = item.get("last_modified") or item.get("updated_at") or ""
-            if not lead_id:
+            if not lead_id.isdigit():  # Kommo's ids are numbers: anything else is not Kommo's
                 continue
             data["lead"] = lead_id
             marker = f"{data.get('status_id', '')}:{data.get('responsible_user_id', '')}:{stamp}"
@@ -117,7 +117,8 @@ def webhook_events(payload: Mapping[str, Any]) -> list[KommoEvent]:
     tasks: Mapping[str, Any] = payload["task"] if isinstance(payload.get("task"), dict) else {}
     for action, kind in TASK_EVENTS.items():
         for item in _as_list(tasks.get(action)):
-            if not isinstance(item, dict) or str(item.get("element_type")) != "2" or not item.get("element_id"):
+            if not isinstance(item, dict) or str(item.get("element_type")) != "2" \
+                    or not str(item.get("element_id") or "").isdigit():
                 continue
             lead_id = str(item["element_id"])
             data = {"lead": lead_id, "task_id": item.get("id"), "text": item.get("text"),
@@ -151,6 +152,35 @@ def as_lead_event(e: KommoEvent) -> tuple[str, dict[str, Any]]:
     if e.type == "task.updated" and d.get("completed"):
         return "task.completed", {**d, "task": str(d.get("task_id") or "")}
     return e.type, d
+
+
+async def name_event_data(crm: KommoCrm, type_: str, data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``data`` of a ``lead.created`` or ``lead.stage_changed`` event of Kommo's webhook
+    (``as_lead_event``) with stage *names* for its ids, as rules name stages; None for other events.
+
+    Run when the lead loop handles the event, not in the webhook route: names come from the
+    account's catalogue, which is loaded when cold and reloaded when it does not know an id (a
+    status added in Kommo since), however long that takes. An id Kommo does not know either stays
+    an id (logged): no rule names it, and the lead's position still moves on."""
+    if type_ not in ("lead.created", "lead.stage_changed") or data.get("status_id") in (None, ""):
+        return None
+    d = dict(data)
+    d["pipeline"], d["stage"] = await _names(crm, d.get("lead"), d.get("pipeline_id"), d["status_id"])
+    if type_ == "lead.created":
+        return d
+    if d.get("old_status_id") not in (None, ""):
+        d["old_pipeline"], d["old_stage"] = await _names(
+            crm, d.get("lead"), d.get("old_pipeline_id") or d.get("pipeline_id"), d["old_status_id"])
+    d["to"] = _position(d["pipeline"], d["stage"])
+    d["from"] = _position(d.get("old_pipeline", d["pipeline"]), d.get("old_stage"))
+    return d
+
+
+async def _names(crm: KommoCrm, lead: object, pipeline_id: object, status_id: object) -> tuple[Any, Any]:
+    pipeline, stage = await crm.account.stage_names(pipeline_id, status_id)
+    if stage is None:
+        log.warning("kommo.unknown_stage", extra={"lead": lead, "pipeline_id": pipeline_id, "status_id": status_id})
+    return (pipeline if pipeline is not None else pipeline_id), (stage if stage is not None else status_id)
 
 
 async def name_stages(crm: CrmBackend, events: list[KommoEvent], *, timeout: float = 1.0) -> None:

@@ -106,6 +106,30 @@ class KommoAccount:
         status = next(s for s in pipeline["_embedded"]["statuses"] if s["id"] == lead["status_id"])
         return pipeline["name"], status["name"]
 
+    def status_id(self, pipeline: str, stage: str) -> int:
+        p = next(p for p in self.pipelines if p["name"] == pipeline)
+        return int(next(s["id"] for s in p["_embedded"]["statuses"] if s["name"] == stage))
+
+    def pipeline_id(self, pipeline: str) -> int:
+        return int(next(p["id"] for p in self.pipelines if p["name"] == pipeline))
+
+    def add_status(self, pipeline: str, name: str, sort: int) -> int:
+        """A stage added in Kommo's settings (after the runtime loaded the catalogue, say)."""
+        p = next(p for p in self.pipelines if p["name"] == pipeline)
+        sid = next(self._ids)
+        p["_embedded"]["statuses"].append({"id": sid, "name": name, "sort": sort, "type": 0, "pipeline_id": p["id"]})
+        return sid
+
+    def new_lead(self, name: str = "Deal", *, stage: tuple[str, str] = ("Sales", "New"),
+                 contact: str | None = None, responsible: int = OWNER) -> int:
+        """A lead made in Kommo by a person (no API call, so no request is recorded)."""
+        lead = self._create("leads", {"name": name, "pipeline_id": self.pipeline_id(stage[0]),
+                                      "status_id": self.status_id(*stage), "responsible_user_id": responsible}, "")
+        if contact is not None:
+            made = self._create("contacts", {"name": contact}, "")
+            self._link_contact(lead, made["id"])
+        return int(lead["id"])
+
     def field_value(self, entity: str, record_id: int | str, name: str) -> Any:
         record = {"leads": self.leads, "contacts": self.contacts, "companies": self.companies}[entity][int(record_id)]
         for item in record.get("custom_fields_values") or []:

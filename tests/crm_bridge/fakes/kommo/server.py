@@ -3,7 +3,9 @@ per-second rate limit, injected failures and outages, and the record of every re
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -41,6 +43,16 @@ def _page(items: list[dict[str, Any]], key: str, query: Mapping[str, list[str]],
     return _hal({"_page": page, "_links": links, "_embedded": {key: chunk}})
 
 
+def _status_filter(query: Mapping[str, list[str]]) -> set[tuple[int, int]]:
+    """``filter[statuses][i][pipeline_id]`` + ``…[status_id]`` pairs (leads in any of these stages)."""
+    found: dict[str, dict[str, int]] = {}
+    for key, values in query.items():
+        m = re.fullmatch(r"filter\[statuses\]\[(\d+)\]\[(pipeline_id|status_id)\]", key)
+        if m:
+            found.setdefault(m.group(1), {})[m.group(2)] = int(values[0])
+    return {(f.get("pipeline_id", 0), f.get("status_id", 0)) for f in found.values()}
+
+
 def _hal(body: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, text=json.dumps(body, ensure_ascii=False), content_type="application/hal+json")
 
@@ -69,6 +81,8 @@ class FakeKommo(KommoAccount):
         self._served: deque[float] = deque()
         self._failures: deque[int] = deque()
         self._down: int | None = None
+        self._delay = 0.0
+        self._delay_path: str | None = None
         self.app = web.Application(middlewares=[self._middleware])
         self._routes()
         self._runner: web.AppRunner | None = None
@@ -115,6 +129,10 @@ class FakeKommo(KommoAccount):
     def up(self) -> None:
         self._down = None
 
+    def slow(self, seconds: float, path: str | None = None) -> None:
+        """Answer coming requests (to ``path``, or all) ``seconds`` late (0: at once again)."""
+        self._delay, self._delay_path = seconds, path
+
     # ------------------------------------------------------------------ middleware: auth, limits, failures
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -128,6 +146,8 @@ class FakeKommo(KommoAccount):
             query.setdefault(k, []).append(v)
         record = Request(time.monotonic(), request.method, request.path, query, body)
         self.requests.append(record)
+        if self._delay and self._delay_path in (None, request.path):
+            await asyncio.sleep(self._delay)  # a slow Kommo (what the test controls), not synchronisation
         response = await self._answer(request, handler, record)
         record.status = response.status
         return response
@@ -241,6 +261,11 @@ class FakeKommo(KommoAccount):
         if q.get("filter[id][]"):
             wanted = {int(i) for i in q["filter[id][]"]}
             items = [r for r in items if r["id"] in wanted]
+        statuses = _status_filter(q)
+        if statuses:
+            items = [r for r in items if (r.get("pipeline_id"), r.get("status_id")) in statuses]
+        if q.get("order[id]"):
+            items.sort(key=lambda r: r["id"], reverse=q["order[id]"][0] == "desc")
         if q.get("query"):
             needle = q["query"][0].casefold()
             digits = "".join(ch for ch in needle if ch.isdigit())
