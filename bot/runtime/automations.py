@@ -5,8 +5,9 @@
 versioned store; compiled documents are cached per ``(id, version)`` in the process, the active
 versions are read once per batch, two small reads), converts ``LeadState`` to and from the
 queue's state slot, and sorts the effects: timers go to the queue's save, ``Record`` to the
-lead's history and the per-document counters hash (incremented once the save succeeded), the
-work to ``AutomationEffects``.
+lead's history and the per-document counters hash (incremented by the save script itself, so
+a count is written with its batch or not at all), the work to ``AutomationEffects`` (whose
+outcomes are counted in the same MULTI/EXEC as their done key).
 
 A new active version reaches a lead with its next event or timer: the reactor sees that the
 state was last handled by another version and first passes ``AutomationsChanged(version)``,
@@ -152,7 +153,7 @@ def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
     timers_set: list[tuple[str, float]] = []
     timers_cancel: list[str] = []
     history: list[Mapping[str, Any]] = []
-    commands: list[tuple[Any, ...]] = []
+    counters: list[tuple[str, str, int]] = []
     work: list[object] = []
     for n, e in enumerate(effects):
         if isinstance(e, fx.SetTimer):
@@ -162,11 +163,11 @@ def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
         elif isinstance(e, fx.Record):
             history.append({"automation": compiled.id, "version": compiled.version, "rule": e.rule,
                             "outcome": e.outcome, "detail": e.detail})
-            commands.append(("HINCRBY", counts_key(compiled.id), f"{e.rule}:{e.outcome}", 1))
+            counters.append((counts_key(compiled.id), f"{e.rule}:{e.outcome}", 1))
         else:
             work.append(Keyed(f"{key}:{n}:{_rule_of(e)}", compiled.id, e))
     return Reaction(state=state, timers_set=tuple(timers_set), timers_cancel=tuple(timers_cancel),
-                    history=tuple(history), effects=tuple(work), after_save=tuple(commands))
+                    history=tuple(history), effects=tuple(work), counters=tuple(counters))
 
 
 def _rule_of(e: fx.Effect) -> str:

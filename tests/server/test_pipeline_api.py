@@ -11,7 +11,7 @@ import pytest
 from aiohttp import ClientSession
 from redis.asyncio import Redis
 
-from tests.server.conftest import ADMIN, client, make_config
+from tests.server.conftest import ADMIN, AUTOMATIONS, client, make_config
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 SUPPORT = {"Authorization": "Bearer support-token-123"}
@@ -29,7 +29,7 @@ async def _validate(http: ClientSession, status: int, body: Any) -> None:
 
 
 async def test_counts_are_zero_until_counted_then_grouped_per_rule(redis: Redis, redis_url: str) -> None:
-    async with client(make_config(redis_url, tokens=TOKENS)) as http:
+    async with client(make_config(redis_url, tokens=TOKENS, automations_dir=str(AUTOMATIONS))) as http:
         r = await http.get("/api/automations/sales/counts", headers=SUPPORT)
         body = await r.json()
         assert (r.status, body) == (200, {"id": "sales", "version": 1, "counts": {}})
