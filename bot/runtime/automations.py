@@ -79,6 +79,7 @@ class EngineReactor:
         self.pipelines = pipelines  # name -> stages in order (what the documents were checked against)
         self._compiled: dict[tuple[str, int], CompiledAutomations] = {}
         self._by_pipeline: dict[str, CompiledAutomations] = {}
+        self._by_id: dict[str, CompiledAutomations] = {}
 
     async def prepare(self) -> bool:
         """Read the active versions and compile those not cached yet (once per batch); False
@@ -98,6 +99,7 @@ class EngineReactor:
                 self._compiled[(doc_id, version)] = compiled
             by_pipeline[compiled.pipeline] = compiled
         self._by_pipeline = by_pipeline
+        self._by_id = {c.id: c for c in by_pipeline.values()}
         return bool(by_pipeline)
 
     async def _compile(self, doc_id: str, version: int) -> CompiledAutomations | None:
@@ -117,7 +119,11 @@ class EngineReactor:
               snapshot: Mapping[str, Any], now: datetime) -> Reaction:
         lead_state = LeadState.from_dict(dict(state)) if state else LeadState.for_lead(lead_id)
         seen_version = int(state.get("av", 0)) if state else 0
-        compiled = self.document_for(_pipeline_of(event, snapshot, lead_state))
+        # A lead that left for a pipeline without a document still goes through the one it
+        # followed: that document sees it leave (its stage's delays are cancelled, not kept for a
+        # return) and ignores the rest. A lead no document ever had is ignored here.
+        compiled = (self.document_for(_pipeline_of(event, snapshot, lead_state))
+                    or self._by_id.get(lead_state.automations or ""))
         if compiled is None:
             return Reaction(state=dict(state) if state else lead_state.to_dict())
         effects: list[fx.Effect] = []
