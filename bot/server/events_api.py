@@ -28,7 +28,8 @@ from ..automations.events import EVENT_TYPE_PATTERN, is_known_type
 from ..errors import CrmError, CrmRejected, CrmTemporary
 from ..inputs import BadJson, header_bytes, holds_control, loads
 from .http import HttpError, error, query_number, require
-from .keys import SERVICES
+from .keys import LIMITS, SERVICES
+from .ratelimit import CLIENT
 from .services import Services
 
 log = logging.getLogger("salesbot.events")
@@ -176,6 +177,9 @@ def _digits(value: Any) -> str:
 @routes.post("/api/events")
 async def post_event(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    limits = request.app[LIMITS]  # a sender's flood (a leaked secret, a loop) is held off before any work
+    if (limited := limits.take("events_per_ip", request.get(CLIENT) or limits.client(request))) is not None:
+        return limited.response()
     raw = await request.read()  # aiohttp refuses more than client_max_size (2 MiB) itself
     if len(raw) > MAX_BODY:
         return error(413, "too_large", f"an event body is at most {MAX_BODY} bytes")
