@@ -159,3 +159,75 @@ async def test_a_delay_left_behind_in_another_pipeline_is_cancelled_not_kept_for
 
 async def _has(http: ClientSession, lead: str, outcome: tuple[str, str]) -> bool:
     return outcome in await _outcomes(http, lead)
+
+
+def _tag(rule: str, stage: str, on: str, tag: str, **extra: Any) -> dict[str, Any]:
+    return {"id": rule, "stage": stage, "on": [on], **extra, "do": {"actions": [{"do": "tags", "add": [tag]}]}}
+
+
+async def _event(http: ClientSession, lead: str, type_: str, **data: Any) -> None:
+    r = await http.post("/api/events", json={"type": type_, "lead": {"id": lead}, "data": data}, headers=H)
+    assert r.status == 202, await r.text()
+
+
+async def test_every_rule_kind_if_active_and_triggers_act_through_the_http_api(
+        server: TestServer, http: ClientSession, redis: Redis) -> None:
+    """responsible_changed, field_changed with ``if`` (skipped, then acted), a trigger's ``match``,
+    ``active`` (a rule waiting for its window beside one outside it acting), ``field_time`` and
+    ``idle`` through the worker, and ``allow_backward`` both ways — the leads edited and the
+    events posted over HTTP, what the rules did read back from the lead and its history."""
+    hour = (time.gmtime().tm_hour + 12) % 24  # working hours that are surely closed now
+    hours = f"{hour:02d}:00-{hour:02d}:30"
+    await _put(http, _doc([
+        _tag("owner", "Incoming", "responsible_changed", "owner_changed"),
+        _tag("budget", "Incoming", "field_changed", "big_budget", field="lead.fields.budget",
+             **{"if": {"all": [{"field": "lead.fields.budget", "op": "gte", "value": 10000}]}}),
+        _tag("in_hours", "Contacted", "moved_in", "in_hours", active="working_hours"),
+        _tag("off_hours", "Contacted", "moved_in", "off_hours", active="outside_working_hours"),
+        _tag("visit", "Contacted", "field_time", "visit_soon", at={"field": "lead.fields.visit_at", "offset": "-1h"}),
+        _tag("quiet", "Contacted", "idle", "stale", after="2s")],
+        settings={"timezone": "UTC", "working_hours": {"mon-fri": hours, "sat": hours, "sun": hours}},
+        triggers=[{"id": "click", "stage": "Contacted", "on": "email.link_clicked",
+                   "match": {"url": "https://shop.example.com/offer"}},
+                  {"id": "reopen", "stage": "Contacted", "on": "custom.reopen"},
+                  {"id": "refund", "stage": "Incoming", "on": "custom.refund", "allow_backward": True}]))
+    lead = await _new_lead(http)
+    r = await http.patch(f"/api/crm/leads/{lead}", json={"responsible": "u-2"}, headers=H)
+    assert r.status == 200, await r.text()
+    for budget, outcome in ((500, "skipped_if"), (20000, "acted")):  # ``if`` reads the lead as it is when handled
+        r = await http.patch(f"/api/crm/leads/{lead}", json={"fields": {"budget": budget}}, headers=H)
+        assert r.status == 200, await r.text()
+        await wait_for(lambda outcome=outcome: _has(http, lead, ("budget", outcome)), what=f"budget {outcome}")
+    await _event(http, lead, "email.link_clicked", url="https://elsewhere.example.com/")
+    await _event(http, lead, "email.link_clicked", url="https://shop.example.com/offer")
+
+    async def contacted() -> bool:
+        return (await _lead(http, lead))["stage"] == "Contacted"
+    await wait_for(contacted, what="the matching click to move the lead")
+    r = await http.patch(f"/api/crm/leads/{lead}", json={"fields": {"visit_at": time.time() + 3600 + 2}},
+                         headers=H)
+    assert r.status == 200, await r.text()
+
+    async def timed() -> bool:
+        return {"visit_soon", "stale"} <= set((await _lead(http, lead))["tags"])
+    await wait_for(timed, 15.0, what="the field_time and idle rules to act through the worker")
+    await _move(http, lead, "Qualified")
+    await _event(http, lead, "custom.reopen")
+    await wait_for(lambda: _has(http, lead, ("reopen", "skipped_if")), what="a backward move refused")
+    await _event(http, lead, "custom.refund")
+
+    async def back() -> bool:
+        return (await _lead(http, lead))["stage"] == "Incoming"
+    await wait_for(back, what="the backward trigger to move the lead")
+    await server.app[SERVICES].leads.idle()
+    outcomes = await _outcomes(http, lead)
+    for expected in [("owner", "acted"), ("budget", "skipped_if"), ("budget", "acted"), ("click", "acted"),
+                     ("in_hours", "waiting_window"), ("off_hours", "acted"), ("visit", "acted"), ("quiet", "acted"),
+                     ("refund", "acted")]:
+        assert outcomes.count(expected) == 1, (expected, outcomes)
+    assert ("click", "fired") in outcomes and outcomes.count(("click", "fired")) == 1  # the other url: no match
+    assert ("in_hours", "cancelled") in outcomes  # the lead left Contacted before the window opened
+    assert set((await _lead(http, lead))["tags"]) == {"owner_changed", "big_budget", "off_hours", "visit_soon",
+                                                      "stale"}
+    counts = {k.decode(): int(v) for k, v in (await redis.hgetall(counts_key("sales"))).items()}
+    assert counts["budget:skipped_if"] == 1 and counts["budget:acted"] == 1 and counts["refund:acted"] == 1
