@@ -26,7 +26,7 @@ from crm_bridge.directory import CrmDirectory, clean_email, clean_phone
 
 from ..automations.events import EVENT_TYPE_PATTERN, is_known_type
 from ..errors import CrmError, CrmRejected, CrmTemporary
-from ..inputs import BadJson, header_bytes, holds_control, loads
+from ..inputs import BadJson, control_pointers, header_bytes, holds_control, loads
 from .http import HttpError, error, query_number, require
 from .keys import LIMITS, SERVICES
 from .ratelimit import CLIENT
@@ -191,7 +191,8 @@ async def post_event(request: web.Request) -> web.Response:
         return error(400, "bad_json", f"the body is not valid JSON: {exc.reason}")
     if holds_control(body):
         log.warning("events.invalid", extra={"reason": "control characters"})
-        return error(422, "invalid", "the event holds control characters")
+        return error(422, "invalid", "the event holds control characters",
+                     [{"pointer": p, "message": "holds a control character"} for p in control_pointers(body)])
     try:
         event = EventIn.model_validate(body)
     except ValidationError as exc:
