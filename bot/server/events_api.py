@@ -211,7 +211,9 @@ async def post_event(request: web.Request) -> web.Response:
     lead_event = leads.event(event.type, ref.lead_id, data=event.data, id_=event.id,
                              at=event.at.timestamp() if event.at is not None else None,
                              contact_id=ref.contact_id or None, source="api")
-    accepted = await leads.deliver(lead_event, dedupe=event.id is not None)
+    # answered once stored: the rules run in the background (a slow one never holds the sender,
+    # nor does a flood make one request handle the others' events), or by recovery
+    accepted = await leads.deliver(lead_event, dedupe=event.id is not None, background=True)
     return web.json_response({"id": accepted.id, "lead": accepted.lead_id, "duplicate": accepted.duplicate},
                              status=202)
 

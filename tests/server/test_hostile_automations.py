@@ -8,6 +8,7 @@ lead queues keep draining."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import io
@@ -283,3 +284,36 @@ async def test_no_log_line_of_a_refused_event_carries_the_secret_or_the_signatur
     assert r.status == 401
     logged = " ".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     assert SECRET not in logged and forged not in logged
+
+
+class _Held:
+    """The rules' effect runner, held until the test releases it (a CRM or webhook that hangs)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def run(self, lead_id: str, effects: Any) -> Any:
+        self.started.set()
+        await self.release.wait()
+        return await self.inner.run(lead_id, effects)
+
+
+async def test_a_slow_rule_never_holds_the_sender_of_an_event(
+        server: TestServer, http: ClientSession, redis: Redis) -> None:
+    services = server.app[SERVICES]
+    lead = await _lead(server)
+    held = _Held(services.leads.effects)
+    services.leads.effects = held
+    try:
+        for n in range(5):  # the first takes the queue and hangs in its rule; none of them waits for it
+            body = {"id": f"evt-slow-{n}", "type": "order.paid", "lead": {"id": lead}}
+            r = await asyncio.wait_for(http.post("/api/events", json=body, headers=OPERATOR), 5.0)
+            assert r.status == 202, await r.text()
+        await asyncio.wait_for(held.started.wait(), 5.0)
+    finally:
+        held.release.set()
+    services.leads.effects = held.inner
+    await _drained(server, redis, lead)
+    assert await _event_ids(http, lead) == [f"evt-slow-{n}" for n in range(5)]
