@@ -1,7 +1,8 @@
-"""The rules' counters (``sb:automations:{<doc>}:counts``) are exact: written by the lead queue's
-save script itself, so a process that dies right after the save loses no count, a batch redone
-after a crash before its save counts once, and a save sent again after ``NOSCRIPT`` counts once
-— with the real services, the rule engine and Redis."""
+"""Crashes around the rules, with the real services, the rule engine and Redis: the counters
+(``sb:automations:{<doc>}:counts``) are exact — written by the lead queue's save script itself,
+so a process that dies right after the save loses no count, a batch redone after a crash before
+its save counts once, a save sent again after ``NOSCRIPT`` counts once — and a delay whose timer
+was delivered by a process that died before acknowledging it acts once when it comes back."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from tests.waiting import wait_for
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DOC = {"format": "salesbot.automations/1", "id": "sales", "pipeline": "Sales",
        "rules": [{"id": "hello", "stage": "Incoming", "on": ["created"],
-                  "do": {"actions": [{"do": "tags", "add": ["hello"]}]}}]}
+                  "do": {"actions": [{"do": "tags", "add": ["hello"]}]}},
+                 {"id": "later", "stage": "Contacted", "on": ["moved_in"], "delay": "1s",
+                  "do": {"actions": [{"do": "add_task", "text": "Later", "due": "in_1_day"}]}}]}
 
 
 class _Died(BaseException):
@@ -113,3 +116,29 @@ async def test_a_save_that_lost_its_lock_counts_nothing(svc: Services, redis: Re
     await _created_again(svc, lead, "again")
     svc.store.save = original  # type: ignore[method-assign]
     assert await _counts(redis) == {"hello:fired": 1, "hello:acted": 1}  # the new holder counts it
+
+
+async def test_a_delay_delivered_by_a_process_that_died_before_its_ack_acts_once(svc: Services, redis: Redis) -> None:
+    lead = await _lead(svc)
+    assert svc.directory is not None
+    await svc.directory.update_lead(lead, {"stage": "Contacted"})
+    await svc.leads.idle()
+    svc.timers.lease = 0.3  # a claim not acknowledged comes back this soon
+    worker = Worker(svc)
+    original = svc.timers.ack
+
+    async def die(timers: Any) -> None:
+        raise _Died  # delivered and handled, never acknowledged
+    svc.timers.ack = die  # type: ignore[method-assign]
+    with pytest.raises(_Died):
+        await wait_for(worker.fire_timers, 5.0, what="the delay to fall due")
+    svc.timers.ack = original  # type: ignore[method-assign]
+    counts = await _counts(redis)
+    assert counts["later:acted"] == 1
+    assert await wait_for(worker.fire_timers, 5.0, what="the unacknowledged claim to come back") == 1
+    assert await worker.fire_timers() == 0  # acknowledged now: gone
+    record = await svc.directory.lead(lead)
+    assert [t["text"] for t in record["tasks"]] == ["Later"]
+    assert await _counts(redis) == counts  # the redelivery was a duplicate: nothing acted or counted twice
+    acted = [h for h in await svc.leads.history(lead) if h.get("rule") == "later" and h["outcome"] == "acted"]
+    assert len(acted) == 1
