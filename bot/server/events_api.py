@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,8 @@ MAX_BODY = 64 * 1024
 #: Stages whose leads are closed (a contact's event goes to a newer, open lead).
 CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
 ID = r"^[A-Za-z0-9_.-]{1,64}$"
+#: How far in the future an event's ``at`` may be (the sender's clock may be ahead of ours).
+MAX_FUTURE = 300
 
 
 class _Strict(BaseModel):
@@ -95,7 +98,14 @@ class EventIn(_Strict):
     @field_validator("at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        # An event tells what happened: one from the future would hold the lead's ``idle`` rules
+        # (quiet since its time) and its delays until then. Clocks may differ by a few minutes.
+        if value.timestamp() > time.time() + MAX_FUTURE:
+            raise ValueError(f"is more than {MAX_FUTURE // 60} minutes in the future (an event tells what happened)")
+        return value
 
     @model_validator(mode="after")
     def _whom(self) -> EventIn:

@@ -14,7 +14,9 @@ import hmac
 import io
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,10 @@ DOC: dict[str, Any] = {"format": "salesbot.automations/1", "id": "sales", "pipel
                        "rules": [{"id": "hello", "stage": "Incoming", "on": ["created"],
                                   "do": {"actions": [{"do": "tags", "add": ["hello"]}]}}],
                        "triggers": [{"id": "paid", "stage": "Won", "on": "order.paid"}]}
+
+
+def _soon(seconds: float) -> str:
+    return datetime.fromtimestamp(time.time() + seconds, UTC).isoformat()
 
 
 def _config(redis_url: str, tmp_path: Path, **extra: Any) -> object:
@@ -120,6 +126,9 @@ async def test_signatures_that_are_wrong_missing_or_for_another_body_are_401_and
     ({"id": "x" * 201, "type": "order.paid"}, 422, "/id"),
     ({"type": "x" * 101}, 422, "/type"),
     ({"type": "order.paid", "at": "9999-99-99T99:99:99Z"}, 422, "/at"),
+    ({"type": "order.paid", "at": "9999-12-31T23:59:59Z"}, 422, "/at"),  # would hold its idle rules for ever
+    ({"type": "custom.ping", "at": _soon(60)}, 202, None),  # a sender's clock a minute ahead is fine
+    ({"type": "custom.ping", "at": "1999-01-01T00:00:00"}, 202, None),  # an old event (an import)
     ({"type": "order.paid", "data": []}, 422, "/data"),
     ({"type": "order.paid", "data": {"n": 2**64}}, 400, None),  # beyond 64 bits
     ({"type": "order.paid", "lead": {"id": 2**63 - 1}, "data": {}}, 404, None),
