@@ -130,6 +130,27 @@ def holds_control(value: Any) -> bool:
     return any(_CONTROL.search(item) for item in _strings(value))
 
 
+def control_pointers(value: Any, *, limit: int = 20) -> list[str]:
+    """JSON pointers (RFC 6901) of the strings and keys of a parsed JSON value that hold a control
+    character, in document order, at most ``limit``: a refusal names each place, not just "somewhere"."""
+    found: list[str] = []
+    todo: list[tuple[Any, str]] = [(value, "")]
+    while todo and len(found) < limit:
+        item, at = todo.pop()
+        if isinstance(item, str):
+            if _CONTROL.search(item):
+                found.append(at or "/")
+        elif isinstance(item, dict):
+            for key, sub in reversed(list(item.items())):
+                here = f"{at}/{str(key).replace('~', '~0').replace('/', '~1')}"
+                todo.append((sub, here))
+                if isinstance(key, str) and _CONTROL.search(key):
+                    todo.append((key, here))
+        elif isinstance(item, list):
+            todo.extend((sub, f"{at}/{i}") for i, sub in reversed(list(enumerate(item))))
+    return found
+
+
 def clean_text(value: object, field: str, *, limit: int, line: bool = False) -> str:
     """A visitor-supplied string made safe to store: control characters removed (tab and line
     breaks kept unless ``line``, where whitespace runs become one space), NFC-normalised, cut to

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.inputs import MAX_DEPTH, BadInput, BadJson, clean_text, header_bytes, loads
+from bot.inputs import MAX_DEPTH, BadInput, BadJson, clean_text, control_pointers, header_bytes, loads
 
 
 @pytest.mark.parametrize("raw", [
@@ -49,3 +49,10 @@ def test_clean_text_refuses_what_is_not_a_string_and_normalises() -> None:
 def test_header_bytes_is_none_for_undecodable_bytes() -> None:
     assert header_bytes("Bearer \udcff") is None
     assert header_bytes("ok") == b"ok" and header_bytes(None) is None
+
+
+def test_control_pointers_name_each_string_and_key_in_document_order() -> None:
+    doc = {"id": "a\x01", "type": "ok", "data": {"k\x1f": 1, "l": ["ok", "b\x00"], "a/b~": "\u2028"}}
+    assert control_pointers(doc) == ["/id", "/data/k\x1f", "/data/l/1", "/data/a~1b~0"]
+    assert control_pointers("\x00") == ["/"] and control_pointers({"ok": ["fine"]}) == []
+    assert len(control_pointers([f"\x07{n}" for n in range(100)], limit=5)) == 5

@@ -5,8 +5,9 @@
 versioned store; compiled documents are cached per ``(id, version)`` in the process, the active
 versions are read once per batch, two small reads), converts ``LeadState`` to and from the
 queue's state slot, and sorts the effects: timers go to the queue's save, ``Record`` to the
-lead's history and the per-document counters hash (incremented once the save succeeded), the
-work to ``AutomationEffects``.
+lead's history and the per-document counters hash (incremented by the save script itself, so
+a count is written with its batch or not at all), the work to ``AutomationEffects`` (whose
+outcomes are counted in the same MULTI/EXEC as their done key).
 
 A new active version reaches a lead with its next event or timer: the reactor sees that the
 state was last handled by another version and first passes ``AutomationsChanged(version)``,
@@ -78,6 +79,7 @@ class EngineReactor:
         self.pipelines = pipelines  # name -> stages in order (what the documents were checked against)
         self._compiled: dict[tuple[str, int], CompiledAutomations] = {}
         self._by_pipeline: dict[str, CompiledAutomations] = {}
+        self._by_id: dict[str, CompiledAutomations] = {}
 
     async def prepare(self) -> bool:
         """Read the active versions and compile those not cached yet (once per batch); False
@@ -98,6 +100,7 @@ class EngineReactor:
                     self._compiled[(doc_id, version)] = compiled
             by_pipeline[compiled.pipeline] = compiled
         self._by_pipeline = by_pipeline
+        self._by_id = {c.id: c for c in by_pipeline.values()}
         return bool(by_pipeline)
 
     async def _compile(self, doc_id: str, version: int) -> CompiledAutomations | None:
@@ -119,7 +122,11 @@ class EngineReactor:
               snapshot: Mapping[str, Any], now: datetime) -> Reaction:
         lead_state = LeadState.from_dict(dict(state)) if state else LeadState.for_lead(lead_id)
         seen_version = int(state.get("av", 0)) if state else 0
-        compiled = self.document_for(_pipeline_of(event, snapshot, lead_state))
+        # A lead that left for a pipeline without a document still goes through the one it
+        # followed: that document sees it leave (its stage's delays are cancelled, not kept for a
+        # return) and ignores the rest. A lead no document ever had is ignored here.
+        compiled = (self.document_for(_pipeline_of(event, snapshot, lead_state))
+                    or self._by_id.get(lead_state.automations or ""))
         if compiled is None:
             return Reaction(state=dict(state) if state else lead_state.to_dict())
         effects: list[fx.Effect] = []
@@ -155,7 +162,7 @@ def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
     timers_set: list[tuple[str, float]] = []
     timers_cancel: list[str] = []
     history: list[Mapping[str, Any]] = []
-    commands: list[tuple[Any, ...]] = []
+    counters: list[tuple[str, str, int]] = []
     work: list[object] = []
     for n, e in enumerate(effects):
         if isinstance(e, fx.SetTimer):
@@ -165,11 +172,11 @@ def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
         elif isinstance(e, fx.Record):
             history.append({"automation": compiled.id, "version": compiled.version, "rule": e.rule,
                             "outcome": e.outcome, "detail": e.detail})
-            commands.append(("HINCRBY", counts_key(compiled.id), f"{e.rule}:{e.outcome}", 1))
+            counters.append((counts_key(compiled.id), f"{e.rule}:{e.outcome}", 1))
         else:
             work.append(Keyed(f"{key}:{n}:{_rule_of(e)}", compiled.id, e))
     return Reaction(state=state, timers_set=tuple(timers_set), timers_cancel=tuple(timers_cancel),
-                    history=tuple(history), effects=tuple(work), after_save=tuple(commands))
+                    history=tuple(history), effects=tuple(work), counters=tuple(counters))
 
 
 def _rule_of(e: fx.Effect) -> str:

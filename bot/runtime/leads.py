@@ -86,9 +86,9 @@ class Reaction:
     timers_cancel: tuple[str, ...] = ()
     history: tuple[Mapping[str, Any], ...] = ()
     effects: tuple[object, ...] = ()
-    #: Writes made once the save succeeded (the rules' counters, ``HINCRBY``): not idempotent, so
-    #: not in the save's own pipeline, which is sent again when Redis had to load its script.
-    after_save: tuple[tuple[Any, ...], ...] = ()
+    #: The rules' counters, ``(hash key, field, by)``: incremented by the batch's save script
+    #: itself (``SaveRequest.counters``), so a count is exact across crashes and redone batches.
+    counters: tuple[tuple[str, str, int], ...] = ()
 
 
 class Reactor(Protocol):
@@ -250,7 +250,6 @@ class LeadService(QueueProcessor[None]):
             reactor = None  # no automations at all: no snapshot to read, nothing to match
         snapshot = await self._snapshot(lead_id, contact_id) if reactor is not None else {}
         req = SaveRequest(state=None, processed=len(batch.events))
-        after_save: tuple[tuple[Any, ...], ...] = ()
         for event, extra in entries:
             now = self.clock()
             if isinstance(event, LeadEvent):
@@ -273,7 +272,7 @@ class LeadService(QueueProcessor[None]):
             state = reaction.state
             req.timers_set += reaction.timers_set
             req.timers_cancel += reaction.timers_cancel
-            after_save += reaction.after_save
+            req.counters += reaction.counters
             for entry in reaction.history:
                 req.add_log({"role": "automation", "at": now, **entry})
             if reaction.effects and self.effects is not None:
@@ -285,11 +284,6 @@ class LeadService(QueueProcessor[None]):
         result = await self.store.save(batch.cid, batch.token, req)
         if result.status == -1:
             log.error("store.lock_lost", extra={"cid": batch.cid})
-        elif after_save:
-            pipe = self.store.redis.pipeline(transaction=False)
-            for command in after_save:
-                pipe.execute_command(*command)
-            await pipe.execute()
         return result.status
 
     async def _snapshot(self, lead_id: str, contact_id: str | None) -> Mapping[str, Any]:

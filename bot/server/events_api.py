@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +27,10 @@ from crm_bridge.directory import CrmDirectory, clean_email, clean_phone
 
 from ..automations.events import EVENT_TYPE_PATTERN, is_known_type
 from ..errors import CrmError, CrmRejected, CrmTemporary
-from ..inputs import BadJson, header_bytes, holds_control, loads
+from ..inputs import BadJson, control_pointers, header_bytes, holds_control, loads
 from .http import HttpError, error, query_number, require
-from .keys import SERVICES
+from .keys import LIMITS, SERVICES
+from .ratelimit import CLIENT
 from .services import Services
 
 log = logging.getLogger("salesbot.events")
@@ -38,6 +40,8 @@ MAX_BODY = 64 * 1024
 #: Stages whose leads are closed (a contact's event goes to a newer, open lead).
 CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
 ID = r"^[A-Za-z0-9_.-]{1,64}$"
+#: How far in the future an event's ``at`` may be (the sender's clock may be ahead of ours).
+MAX_FUTURE = 300
 
 
 class _Strict(BaseModel):
@@ -94,7 +98,14 @@ class EventIn(_Strict):
     @field_validator("at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        # An event tells what happened: one from the future would hold the lead's ``idle`` rules
+        # (quiet since its time) and its delays until then. Clocks may differ by a few minutes.
+        if value.timestamp() > time.time() + MAX_FUTURE:
+            raise ValueError(f"is more than {MAX_FUTURE // 60} minutes in the future (an event tells what happened)")
+        return value
 
     @model_validator(mode="after")
     def _whom(self) -> EventIn:
@@ -176,6 +187,9 @@ def _digits(value: Any) -> str:
 @routes.post("/api/events")
 async def post_event(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    limits = request.app[LIMITS]  # a sender's flood (a leaked secret, a loop) is held off before any work
+    if (limited := limits.take("events_per_ip", request.get(CLIENT) or limits.client(request))) is not None:
+        return limited.response()
     raw = await request.read()  # aiohttp refuses more than client_max_size (2 MiB) itself
     if len(raw) > MAX_BODY:
         return error(413, "too_large", f"an event body is at most {MAX_BODY} bytes")
@@ -187,7 +201,8 @@ async def post_event(request: web.Request) -> web.Response:
         return error(400, "bad_json", f"the body is not valid JSON: {exc.reason}")
     if holds_control(body):
         log.warning("events.invalid", extra={"reason": "control characters"})
-        return error(422, "invalid", "the event holds control characters")
+        return error(422, "invalid", "the event holds control characters",
+                     [{"pointer": p, "message": "holds a control character"} for p in control_pointers(body)])
     try:
         event = EventIn.model_validate(body)
     except ValidationError as exc:
@@ -206,7 +221,9 @@ async def post_event(request: web.Request) -> web.Response:
     lead_event = leads.event(event.type, ref.lead_id, data=event.data, id_=event.id,
                              at=event.at.timestamp() if event.at is not None else None,
                              contact_id=ref.contact_id or None, source="api")
-    accepted = await leads.deliver(lead_event, dedupe=event.id is not None)
+    # answered once stored: the rules run in the background (a slow one never holds the sender,
+    # nor does a flood make one request handle the others' events), or by recovery
+    accepted = await leads.deliver(lead_event, dedupe=event.id is not None, background=True)
     return web.json_response({"id": accepted.id, "lead": accepted.lead_id, "duplicate": accepted.duplicate},
                              status=202)
 

@@ -212,7 +212,10 @@ PATHS: dict[str, dict[str, Any]] = {
         {"202": _json({"type": "object", "required": ["id", "lead", "duplicate"], "properties": {
             "id": {"type": "string"}, "lead": {"type": "string"}, "duplicate": {"type": "boolean"}}}),
          "404": _json(_ERROR, "No such lead or contact"), "413": _json(_ERROR, "Over 64 KiB"),
-         "422": _json(_ERROR, "Not a valid event (details: pointer and message of every problem)")},
+         "422": _json(_ERROR, "Not a valid event (details: pointer and message of every problem)"),
+         "400": _json(_ERROR, "Not JSON (or NaN, Infinity, nested too deep)"),
+         "429": _json(_ERROR, "Too many events from this client ([limits] events_per_ip; Retry-After)"),
+         "503": _json(_ERROR, "The CRM cannot find the contact right now; send the event again")},
         auth=["operator"],
         body={"type": "object", "required": ["type"], "properties": {
             "id": {"type": "string"}, "type": {"type": "string"}, "at": {"type": "string"},

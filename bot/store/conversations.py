@@ -8,7 +8,9 @@ How ordering and exactly-once handling work (one conversation, any number of pro
    metadata in the same reply, and becomes the conversation's only processor.
 2. The processor runs the events in inbox order and ``save``s (one round trip): a script that
    checks it still holds the lock, writes the state, removes the processed events, appends the
-   transcript, queues outbound messages, and releases the lock only if the inbox is empty —
+   transcript, queues outbound messages, increments the batch's counters (the automations' rule
+   counts: the only keys the script writes outside the conversation's hash tag, so it needs the
+   one Redis the server runs on), and releases the lock only if the inbox is empty —
    otherwise it keeps the lock and ``load``s the next batch. An event pushed while another
    process works is therefore picked up by that process, never lost, never run twice.
 3. A process that dies holding the lock loses it after ``lock_ttl``; every push also records the
@@ -106,7 +108,10 @@ if nmeta > 0 then
   redis.call('HSET', KEYS[6], unpack(kv))
 end
 redis.call('EXPIRE', KEYS[6], ttl)
-if nlog > 0 then redis.call('PUBLISH', ARGV[i], ARGV[i + 1] .. ' ' .. last) end
+local channel, cid = ARGV[i], ARGV[i + 1]; i = i + 2
+local ncount = tonumber(ARGV[i]); i = i + 1
+for j = 1, ncount do redis.call('HINCRBY', KEYS[7 + j], ARGV[i], ARGV[i + 1]); i = i + 2 end
+if nlog > 0 then redis.call('PUBLISH', channel, cid .. ' ' .. last) end
 if redis.call('LLEN', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[3])
   return {0, first, last}
@@ -193,6 +198,10 @@ class SaveRequest:
     outbox_account: str | None = None
     activity: float | None = None
     extra_commands: list[tuple[Any, ...]] = field(default_factory=list)  # more idempotent writes, same round trip
+    #: ``(hash key, field, by)``: counters the save script itself increments, only while it holds
+    #: the lock, so a count is written with its batch or not at all (never lost by a crash after
+    #: the save, never doubled by a resend after ``NOSCRIPT`` or by a redone batch).
+    counters: list[tuple[str, str, int]] = field(default_factory=list)
     preview: tuple[str, str] | None = None  # role and text of the newest entry a person sees
     #: Async work the shell finishes before the save (idempotent: a batch redone repeats it).
     before_save: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -327,8 +336,13 @@ class ConversationStore:
         for name, value in req.meta.items():
             meta_args += [name, value]
         args += [len(meta_args) // 2, *meta_args, k.EVENTS_CHANNEL, cid]
+        counters: dict[tuple[str, str], int] = {}
+        for name, fld, by in req.counters:
+            counters[(name, fld)] = counters.get((name, fld), 0) + by
+        args += [len(counters), *(v for (_, fld), by in counters.items() for v in (fld, by))]
         commands: list[Any] = [self._save.command(
-            [key.state, key.inbox, key.lock, key.log, key.counter, key.meta, key.out], args)]
+            [key.state, key.inbox, key.lock, key.log, key.counter, key.meta, key.out, *(n for n, _ in counters)],
+            args)]
         timers = k.timer_shard_key(k.shard_of(cid, self.shards))
         if req.timers_set:
             commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))

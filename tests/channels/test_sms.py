@@ -4,6 +4,7 @@ recipients and the per-number rate, against the fake Twilio REST API on loopback
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -179,3 +180,30 @@ async def test_the_default_sms_rate_paces_a_burst(redis: Redis, redis_url: str, 
     assert fake.rate_limited == 0
     times = [m.at for m in fake.sent]
     assert all(b - a >= 0.9 for a, b in itertools.pairwise(times)), times
+
+
+async def test_a_rules_start_bot_texts_a_contact_who_never_wrote(
+        redis: Redis, redis_url: str, fake: FakeTwilio, flows: Path, tmp_path: Path) -> None:
+    """The automations' outbound path over SMS: a rule on ``created`` starts ``shop`` on the SMS
+    account for a lead whose contact is known by phone only; its first message goes out once."""
+    docs = tmp_path / "automations"
+    docs.mkdir()
+    (docs / "sales.json").write_text(json.dumps({
+        "format": "salesbot.automations/1", "id": "sales", "pipeline": "Sales",
+        "rules": [{"id": "text_first", "stage": "Incoming", "on": ["created"],
+                   "do": {"start_bot": "shop", "channel": "txt"}}]}))
+    accounts = {"txt": twilio_account(fake, "sms", from_number=SENDER, rate=50, burst=50)}
+    async with running_app(redis_url, fake, accounts, flows, automations_dir=str(docs)) as app:
+        directory = app.services.directory
+        assert directory is not None
+        contact = await directory.create_contact({"name": "Ada", "phone": CUSTOMER})
+        lead = await directory.create_lead({"name": "Deal"}, contact_id=str(contact["id"]))
+        await app.services.leads.idle()
+        (menu,) = await app.sent_to(CUSTOMER, 1, what="the bot's first SMS")
+        assert menu.from_ == SENDER and menu.body.startswith("Hi Ada! What would you like?")
+        history = await app.services.leads.history(str(lead["id"]))
+        started = [h for h in history if h.get("rule") == "text_first"]
+        assert [h["outcome"] for h in started] == ["fired", "acted", "bot_started"], started
+        assert CID in started[-1]["detail"]
+        await app.drain()
+        assert len([m for m in fake.sent if m.number == CUSTOMER]) == 1

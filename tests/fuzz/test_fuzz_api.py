@@ -145,3 +145,37 @@ def test_conversation_actions(live: LiveServer, cid: str, action: str, body: byt
                 lambda: live.raw("POST", path, body=body, headers=TOKEN))
     if action == "takeover":  # hand it back so later examples find the bot running
         live.raw("POST", f"/api/conversations/{quoted(cid)}/release", headers=TOKEN)
+
+
+AUTOMATIONS = json.loads((FLOWS.parent / "automations" / "sales.json").read_text())
+automation_docs = st.builds(dump, mutated(AUTOMATIONS, most=4))
+doc_ids = st.one_of(st.just("sales"), st.just("sales"), st.just("sales"), short_text)
+
+
+@fuzz_settings(40)
+@given(doc_id=doc_ids, body=st.one_of(automation_docs, automation_docs, garbage_bodies))
+@example(doc_id="sales", body=dump({**AUTOMATIONS, "rules": [{**AUTOMATIONS["rules"][0], "delay": RAW_JSON[0]}]}))
+@example(doc_id="sales", body=dump({**AUTOMATIONS, "settings": {"timezone": "\x00"}}))
+@example(doc_id="sales", body=dump({**AUTOMATIONS, "rules": AUTOMATIONS["rules"] * 2}))
+def test_uploading_mutated_automation_documents(live: LiveServer, doc_id: str, body: bytes) -> None:
+    """A mutated example document: refused with a 4xx, or accepted — then its reads, counts and
+    jobs answer and an event on a lead runs its rules without a 5xx; the example is put back."""
+    path = f"/api/automations/{quoted(doc_id)}"
+    what = f"PUT {path}\nbody: {body[:600]!r} ({len(body)} bytes)"
+    r = live.no_5xx(what, lambda: live.raw("PUT", path, body=body, headers=TOKEN))
+    if r.status not in (200, 201):
+        return
+    try:
+        for read in (path, f"{path}/versions", f"{path}/counts", f"{path}/jobs"):
+            live.no_5xx(f"{what}\nthen GET {read}", lambda read=read: live.raw("GET", read, headers=TOKEN))
+        for event_type in ("order.paid", "lead.tag_added", "custom.fuzz"):
+            event = dump({"type": event_type, "contact": {"phone": "+905551110000"}, "data": {"tag": "vip"}})
+            reply = live.no_5xx(f"{what}\nthen POST /api/events {event!r}",
+                                lambda event=event: live.raw("POST", "/api/events", body=event, headers=TOKEN))
+            lead = reply.json().get("lead") if reply.status == 202 else None
+            if lead:
+                live.no_5xx(f"{what}\nthen the lead's history",
+                            lambda lead=lead: live.raw("GET", f"/api/leads/{quoted(lead)}/events", headers=TOKEN))
+    finally:  # the example document again, so the other tests see the server as it started
+        if doc_id == "sales":
+            live.raw("PUT", "/api/automations/sales", body=dump(AUTOMATIONS), headers=TOKEN)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -77,6 +78,13 @@ async def test_messages_become_lead_events_only_while_a_rule_listens(server: Tes
     events = await wait_for(both, what="the chat events on the lead's queue")
     assert sorted(events) == [("chat.first_message", "first words"), ("chat.message", "first words"),
                               ("chat.message", "second words")]
+
+    async def acted() -> int:  # the rule acts on each of them, through the lead loop
+        r = await http.get(f"/api/leads/{lead}/events", headers=AUTH)
+        return sum((e.get("rule"), e.get("outcome")) == ("on_chat", "acted") for e in (await r.json())["events"])
+    assert await wait_for(lambda: _count_is(acted, 3), what="the chat rule to act three times")
+    r = await http.get(f"/api/crm/leads/{lead}", headers=AUTH)
+    assert "chatted" in (await r.json())["tags"]
     await _say(http, "quietsession01", "again", "q2")  # not its first message any more
     await wait_for(lambda: _chat_events(http, quiet), what="the quiet lead's message")
     assert await _chat_events(http, quiet) == [("chat.message", "again")]
@@ -113,3 +121,7 @@ async def test_a_submitted_form_emits_form_submitted_on_its_lead_once(server: Te
 async def server(example_server: TestServer) -> TestServer:
     """This module's servers load the example automation document at start."""
     return example_server
+
+
+async def _count_is(count: Callable[[], Awaitable[int]], n: int) -> bool:
+    return await count() == n

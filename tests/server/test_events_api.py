@@ -110,6 +110,7 @@ async def test_a_contact_is_found_or_created_with_its_open_lead(server: TestServ
     r = await http.post("/api/events", json={"type": "site.visit", "contact": {"external": {
         "channel": "demo", "id": "visitor-1"}}}, headers=OPERATOR)
     assert r.status == 202
+    await server.app[SERVICES].leads.idle()  # the lead queue is handled in the background
     types = [e["type"] for e in await _history(http, (await r.json())["lead"])]
     assert "site.visit" in types
 

@@ -4,6 +4,7 @@ API (WhatsApp, Instagram) on loopback, real Redis, the worker's outbox driven by
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -359,3 +360,50 @@ async def test_the_api_refuses_bad_requests_with_4xx(app: Harness, redis: Redis)
     assert (await _post(app, ok, token="wrong-token-1234"))[0] == 401
     # Nothing above started anything.
     assert not [key async for key in redis.scan_iter(match="sb:c:{whatsapp:*")]
+
+
+# ---------------------------------------------------------------------------- a rule's start_bot
+
+async def test_a_rules_start_bot_writes_first_on_whatsapp_to_a_contact_who_never_wrote(
+        redis: Redis, redis_url: str, fake: GraphFake, tmp_path: Path) -> None:
+    """The automations' outbound path end to end: a rule on ``created`` starts ``remind`` on the
+    list ``["ig", "wa"]`` for a lead whose contact never wrote (Instagram cannot reach a phone, so
+    WhatsApp opens the conversation): the template goes out, the plain step after it is refused
+    outside the 24-hour window (``failed`` branch, ``outside_window``) without calling the
+    platform; a contact nothing reaches is recorded as ``outbound.unreachable``."""
+    docs = tmp_path / "automations"
+    docs.mkdir()
+    (docs / "sales.json").write_text(json.dumps({
+        "format": "salesbot.automations/1", "id": "sales", "pipeline": "Sales",
+        "rules": [{"id": "follow_up", "stage": "Incoming", "on": ["created"],
+                   "do": {"start_bot": "remind", "channel": ["ig", "wa"]}}]}))
+    accounts = {"wa": whatsapp_account(fake.base_url), "ig": instagram_account(fake.base_url)}
+    async with running_app(redis_url, fake, accounts, write_flows(tmp_path / "flows"),
+                           automations_dir=str(docs)) as app:
+        leads = []
+        for fields in ({"phone": NEWCOMER_PHONE}, {}):
+            contact = await _contact(app, **fields)
+            status, body = await app.api("POST", "/api/crm/leads", json={"name": "Deal", "contact_id": contact})
+            assert status == 201, body
+            leads.append(str(body["id"]))
+        await app.services.leads.idle()
+
+        async def history(lead: str) -> list[dict[str, Any]]:
+            status, body = await app.api("GET", f"/api/leads/{lead}/events")
+            assert status == 200, body
+            return [e for e in body["events"] if e["role"] == "automation" and e["rule"] == "follow_up"]
+        reached, unreachable = leads
+        started = [e for e in await history(reached) if e["outcome"] == "bot_started"]
+        assert len(started) == 1 and "whatsapp:wa:" in started[0]["detail"], await history(reached)
+        cid = started[0]["detail"].split(" in ", 1)[1]
+        await app.drain()
+        await app.until(lambda: _window_closed(app, cid), what="the plain step's failure")
+        assert _texts(app.fake, NEWCOMER) == ["[template order_ready]"]  # once, nothing outside the window
+        assert app.fake.errors[131047] == 0
+        assert (await app.state(cid)).run.vars["delivery_error"] == "outside_window"
+        missed = [e for e in await history(unreachable) if e["outcome"] == "outbound.unreachable"]
+        assert len(missed) == 1 and "ig" in missed[0]["detail"] and "wa" in missed[0]["detail"], missed
+
+
+async def _window_closed(app: Harness, cid: str) -> bool:
+    return "window closed: could not send" in [e["text"] for e in await app.transcript(cid) if e["role"] == "internal"]
