@@ -433,10 +433,12 @@ async def running_app(redis_url: str, fake: FakeTwilio, accounts: dict[str, Any]
     from bot.runtime.worker import Worker
     from bot.server.app import create_app
     from bot.server.keys import SERVICES
+    from tests.server.conftest import NO_AUTOMATIONS  # the example's rules would act on every test's leads
 
     cfg = load_config(env={}, overrides={
         "redis_url": redis_url, "flows_dir": str(flows_dir), "admin_token": "test-admin-token",
-        "public_url": PUBLIC_URL, "timer_poll_interval": 0.05, "accounts": accounts, **config})
+        "public_url": PUBLIC_URL, "timer_poll_interval": 0.05, "accounts": accounts,
+        "automations_dir": str(NO_AUTOMATIONS), **config})
     app = create_app(cfg, role="web")
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
