@@ -10,6 +10,10 @@ branch (without one, the error is logged and the run goes on at ``next``). They 
 the runtime does not retry an outward action, since the flow usually needs the answer now and a
 late webhook or e-mail can do more harm than none. A flow that wants retries loops through a
 ``pause``. See docs/crm.md, "Outward actions".
+
+Every e-mail the mail server accepts for a lead is reported as the lead's ``email.sent`` through
+``OutwardActions.events`` (the lead queues, ``LeadEvents``; bot.outward does not import the
+runtime), so rules can react to a flow's or a rule's e-mails.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import time
 import uuid
 from collections.abc import Mapping
 from email.utils import formataddr
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import phonenumbers
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from crm_bridge import CrmBackend, CrmRef
 from crm_bridge.card import card_of
@@ -77,6 +82,15 @@ def normalized_phone(phone: str) -> str | None:
         return digits or None
 
 
+class LeadEvents(Protocol):
+    """Where an outward action reports what it did to a lead (``email.sent``): the lead queues,
+    ``bot.runtime.leads.LeadService``. The event is stored before this returns and handled in
+    the background, so the action never waits on the rules."""
+
+    async def emit(self, type_: str, lead_id: str, *, id_: str, data: Mapping[str, Any], contact_id: str | None,
+                   source: str, depth: int) -> None: ...
+
+
 def crm_ref_of(state: ConversationState) -> CrmRef | None:
     """The CRM records the conversation loop attached to the state."""
     if not state.crm or not state.crm.get("lead_id"):
@@ -103,6 +117,8 @@ class OutwardActions:
                            directory=directory)
         self._webhooks: aiohttp.ClientSession | None = None
         self._http: aiohttp.ClientSession | None = None
+        #: Where ``email.sent`` goes (the lead queues); None: nowhere (set by the server's wiring).
+        self.events: LeadEvents | None = None
 
     async def close(self) -> None:
         for session in (self._webhooks, self._http):
@@ -205,23 +221,46 @@ class OutwardActions:
         skipped = [str(c["email"]) for c in with_email if c not in recipients]
         sender, reply_to = self._sender(command.get("sender"), snapshot)
         run_vars = dict(state.run.vars) if state.run else {}
-        messages = []
+        messages, outgoing = [], []
         for contact in recipients:
             token = self.tokens.make(str(contact.get("id") or ""), str(contact["email"]))
             link = f"{self.public_url}/unsubscribe/{token}" if command.get("unsubscribe_link", True) else None
             subject, text, html, mentions = self._content(command.get("template"), contact, snapshot, run_vars, link)
+            message = secrets.token_urlsafe(9)  # this e-mail's id: its tracking tokens' and its email.sent's
             if html is not None and self.tracking.enabled:
                 html = self.tracking.instrument(html, lead_id=ref.lead_id, contact_id=str(contact.get("id") or ""),
-                                                message=secrets.token_urlsafe(9),
-                                                keep=(f"{self.public_url}/unsubscribe/",))
+                                                message=message, keep=(f"{self.public_url}/unsubscribe/",))
             messages.append(compose(sender=sender, reply_to=reply_to, to=str(contact["email"]), subject=subject,
                                     text=text, html=html, unsubscribe_url=link, mentions_link=mentions))
+            outgoing.append((contact, message))
         refused = await self.smtp.send(messages) if messages else {}
         sent = [m["To"] for m in messages if m["To"] not in refused]
         if messages and not sent:
             raise ActionFailed(f"send_email: the mail server refused every recipient: {refused}")
         log.info("email.sent", extra={"sent": len(sent), "skipped": len(skipped)})
+        for msg, (contact, message) in zip(messages, outgoing, strict=True):
+            if msg["To"] not in refused:
+                await self._report_sent(command, ref.lead_id, contact, message, str(msg["Subject"]))
         return {"sent": sent, "skipped": skipped, "refused": sorted(refused)}
+
+    async def _report_sent(self, command: Mapping[str, Any], lead_id: str, contact: Mapping[str, Any],
+                           message: str, subject: str) -> None:
+        """The lead's ``email.sent`` for one accepted e-mail. Its id comes from the e-mail's id (one
+        event per e-mail); its ``depth`` is the command's (a rule's action is one deeper than its
+        event), so rules that send e-mails on ``email.sent`` stop at the loop guard. The e-mail is
+        gone: a store failure here is logged, the action does not fail."""
+        if self.events is None:
+            return
+        template = command.get("template")
+        depth = command.get("depth")
+        data = {"to": str(contact["email"]), "subject": subject, "message": message,
+                "template": template if isinstance(template, str) else None}
+        try:
+            await self.events.emit("email.sent", lead_id, id_=f"email:{message}:sent", data=data,
+                                   contact_id=str(contact.get("id") or "") or None, source="email",
+                                   depth=depth if isinstance(depth, int) and not isinstance(depth, bool) else 0)
+        except (RedisError, OSError) as exc:
+            log.warning("email.sent_event_failed", extra={"lead": lead_id, "error": type(exc).__name__})
 
     def _sender(self, sender: Any, snapshot: Mapping[str, Any]) -> tuple[str, str | None]:
         address = self.config.smtp.sender

@@ -41,8 +41,10 @@ from .service import LEAD_CONVERSATIONS_KEY
 log = logging.getLogger("salesbot.leads")
 #: The queue id of a lead is this prefix and the lead's id.
 LEAD_PREFIX = "lead:"
-#: Sources whose events are not forwarded to the lead's conversation (see ``_forward``).
-UNFORWARDED = frozenset({"crm", "chat", "automation"})
+#: Sources whose events are not forwarded to the lead's conversation (see ``_forward``); the
+#: trackers' (``site``: page views, ``email``: sent, opened, clicked) come often and a flow can
+#: only trace them today: each would cost the conversation a turn.
+UNFORWARDED = frozenset({"crm", "chat", "automation", "site", "email"})
 #: What the history keeps of an event's ``data`` (longer values are cut).
 HISTORY_VALUE_MAX = 500
 
@@ -186,6 +188,13 @@ class LeadService(QueueProcessor[None]):
             await self.process(pushed.batch)
         return not pushed.duplicate
 
+    async def emit(self, type_: str, lead_id: str, *, id_: str, data: Mapping[str, Any], contact_id: str | None,
+                   source: str, depth: int) -> None:
+        """An event of the server's own work (``send_email``'s ``email.sent``: the outward actions'
+        ``LeadEvents``), stored now and handled in the background."""
+        await self.deliver(self.event(type_, lead_id, data=data, id_=id_, contact_id=contact_id, source=source,
+                                      depth=depth), background=True)
+
     # ------------------------------------------------------------------ the CRM's changes (ChangeSink)
     def commands(self, changes: Sequence[Change]) -> list[tuple[Any, ...]]:
         """Commands queueing the events of these changes, for the CRM's own MULTI/EXEC."""
@@ -296,7 +305,7 @@ class LeadService(QueueProcessor[None]):
     async def _forward(self, event: LeadEvent) -> None:
         """The event to the lead's conversation, once (a redone batch is deduplicated there).
         Not the embedded CRM's own changes (a conversation's commands make most of them: it
-        would hear of its own writes) nor the conversations' events."""
+        would hear of its own writes) nor the conversations' or the trackers' events (``UNFORWARDED``)."""
         if self.conversations is None or event.source in UNFORWARDED:
             return
         found = await self.store.redis.hget(LEAD_CONVERSATIONS_KEY, event.lead_id)

@@ -193,6 +193,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         conversations.memory_guard = memory
         leads = LeadService(store=store, crm=crm, metrics=metrics, conversations=conversations,
                             park_after=config.park_after)
+        outward.events = leads  # every e-mail send_email sends for a lead: its email.sent
         if isinstance(crm, RedisCrm):
             crm.sink = leads  # every change of the embedded CRM emits its events onto the lead queues
         if isinstance(crm, KommoCrm):  # our moves in Kommo emit their events; webhooks' stage ids get names

@@ -287,6 +287,8 @@ class Simulator:
                         self.transcript.append(Line("system", f"rule {effect.rule}: {exc}", at=self.now))
                 else:
                     self.outbox.append({**action, "rule": effect.rule})
+                    if action["do"] == "send_email":
+                        self._email_sent(ref, action, effect.depth)
         elif isinstance(effect, afx.MoveStage):
             try:
                 self._crm_write(ref, {"do": "change_stage", "stage": effect.stage,
@@ -314,6 +316,28 @@ class Simulator:
         elif isinstance(effect, afx.StartProcess):
             self.started.append({"rule": effect.rule, "process": effect.process, "lead": lead_id,
                                  "variables": dict(effect.variables)})
+
+    def _email_sent(self, ref: CrmRef, action: Mapping[str, Any], depth: int) -> None:
+        """``email.sent`` for each e-mail the server would send (to the contacts ``to`` names that
+        have an address and are not unsubscribed), as its lead queue would get it; the subject of
+        a named template is not rendered here (``null``)."""
+        if self.rules is None:
+            return
+        if action.get("to") == "all_contacts":
+            ids = list(self.crm.leads.get(ref.lead_id, {}).get("contacts") or [ref.contact_id])
+        else:
+            ids = [ref.contact_id]
+        template = action.get("template")
+        for contact_id in ids:
+            contact = self.crm.contacts.get(str(contact_id)) or {}
+            if not contact.get("email") or contact.get("unsubscribed"):
+                continue
+            subject = template.get("subject") if isinstance(template, Mapping) else None
+            data = {"to": str(contact["email"]), "subject": None if subject is None else str(subject),
+                    "template": template if isinstance(template, str) else None,
+                    "message": f"sim-email-{len(self.outbox)}-{contact_id}"}  # the outbox entry's, per contact
+            self.rules.add("email.sent", ref.lead_id, data, self.now, depth=depth, contact_id=str(contact_id),
+                           source="email")
 
     def _apply(self, effect: fx.Effect) -> None:
         if isinstance(effect, fx.SendMessage):
@@ -354,6 +378,8 @@ class Simulator:
                     return ev.RequestResult(request.id, ok=False, error=str(exc), snapshot=self.snapshot())
                 return ev.RequestResult(request.id, value=result.value, snapshot=self.snapshot())
             self.outbox.append(dict(p))
+            if do == "send_email":
+                self._email_sent(self.ref, p, 0)  # a flow's e-mail: depth 0, as on the server
             if do == "send_webhook":
                 answer = self._fixture(self.webhooks, str(p.get("url", "")), {"ok": True})
                 return ev.RequestResult(request.id, value=answer)
