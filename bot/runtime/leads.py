@@ -8,9 +8,10 @@ batch is saved (state, history, timers) in one script or redone after a crash.
 
 For each event the service loads the lead's automation state (the queue's state slot, msgpack),
 reads the CRM snapshot once per batch, and asks a ``Reactor`` (the rule engine behind an adapter)
-for the new state, timers, history and effects. Every lead event is also forwarded to the lead's
-conversation, if it has one, as a ``CrmEvent`` deduplicated by the event id, so flows see the
-CRM's events as before. The history (events and what the rules did) is the queue's transcript,
+for the new state, timers, history and effects. Events from outside (the API, Kommo, hosted
+forms) are also forwarded to the lead's conversation, if it has one, as a ``CrmEvent``
+deduplicated by the event id; the CRM's own, the chat's and the trackers' are not
+(``UNFORWARDED``). The history (events and what the rules did) is the queue's transcript,
 bounded like any transcript (``transcript_max``).
 """
 
