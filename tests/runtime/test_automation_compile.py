@@ -1,6 +1,6 @@
-"""The rule engine's adapter compiles a new document version once, off the event loop, however
-many lead batches need it at the same moment (a 1,000-rule document takes a second or two: each
-batch compiling it in the loop stalled conversations and Redis replies for all of them)."""
+"""A new automation document is checked (on PUT) and compiled (by the rule engine's adapter, once,
+however many lead batches need it at the same moment) off the event loop: a 1,000-rule document
+takes a second or two, and in the loop that stalled every conversation and Redis reply."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.automations.compiled import CompiledAutomations, compile_automations
+from bot.automations.validate import AutomationContext, check_automations
 from bot.runtime.automations import EngineReactor
+from bot.server.automation_docs import AutomationDocuments
+from bot.store.bots import BotRegistry
 from bot.store.versions import VersionedDocuments
+from crm_bridge import RedisCrm
 
 STAGES = ["New", "Won"]
 DOC: dict[str, Any] = {
@@ -61,3 +65,16 @@ async def test_concurrent_batches_compile_a_new_version_once_and_off_the_event_l
     assert compiled_in == [False, False]
     compiled = reactor.document_for("Sales")
     assert compiled is not None and compiled.version == 2
+
+
+async def test_a_document_put_is_checked_off_the_event_loop(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    checked_in: list[bool] = []
+
+    def recording(doc: Any, context: AutomationContext) -> Any:
+        checked_in.append(threading.current_thread() is threading.main_thread())
+        return check_automations(doc, context)
+
+    monkeypatch.setattr("bot.server.automation_docs.check_automations", recording)
+    docs = AutomationDocuments.of(redis, RedisCrm(redis, pipelines={"Sales": STAGES}), BotRegistry(redis))
+    info, new = await docs.put(DOC)
+    assert new and info.version == 1 and checked_in == [False]
