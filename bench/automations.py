@@ -29,11 +29,16 @@ active. An open-loop live chat load (``--rate`` messages/s from 50 sessions, lat
 schedule, each message answered by the bot before the 202) runs for ``--before`` seconds, then
 a new version with an ``apply_to_existing`` rule on that stage is PUT over HTTP; the bench polls
 ``GET /api/automations/bench/jobs`` until the job is finished and the rule's counter
-(``sb:automations:{bench}:counts``, ``apply_all:acted``) says every lead was acted. It prints
-the job's time, leads/s, and the conversation latency p50/p99 before and during the job.
+(``sb:automations:{bench}:counts``, ``apply_all:acted``) says every lead was acted, then keeps
+the load ``--after`` seconds more. It prints the job's time, leads/s, and the conversation
+latency p50/p99 before, during (also without the first ``--settle`` seconds after the PUT) and
+after the job, the slowest message of each second of the job, and the CPU (in cores) of the
+server, Redis, the load generator and the machine's other processes in each window: on a shared
+machine the before/after windows show how much of a difference is noise.
 
-Run: ``python bench/automations.py`` (both parts; part 2 at 100k takes minutes on a 2-vCPU box),
-``--part events|apply``, ``--quick`` (small sizes, ~1 minute), ``--json``.
+Run: ``PYTHONPATH=$PWD python bench/automations.py`` (both parts; part 2 at 100k takes 10-15
+minutes on a 2-vCPU box), ``--part events|apply``, ``--apply-leads N``, ``--quick`` (small
+sizes, ~1 minute), ``--json``. Without ``PYTHONPATH`` the installed ``salesbot`` is measured.
 Aims (issue 12): events ratio >= 0.3; p99 during the job within 20 % of p99 before.
 """
 
@@ -301,6 +306,10 @@ async def run_apply(args: argparse.Namespace, procs: Processes, redis_url: str, 
                         raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
                 job_end = loop.time()
                 cpu_during = meter.stop()
+                meter = CpuMeter(proc.pid, procs.redis.process.pid)
+                await asyncio.sleep(args.after)  # the same load once more, the job done: the machine's noise
+                after_end = loop.time()
+                cpu_after = meter.stop()
             finally:
                 load.stop()
                 await load_task
@@ -308,16 +317,18 @@ async def run_apply(args: argparse.Namespace, procs: Processes, redis_url: str, 
         counts = await _counts(redis)
         before, during = load.window(before_start, job_start), load.window(job_start, job_end)
         steady = load.window(job_start + put_s + args.settle, job_end)
+        after = load.window(job_end, after_end)
         per_second = [round(load.window(t, t + 1)["max_ms"]) for t in range(int(job_start), int(job_end))]
         elapsed = job_end - job_start
         return {"leads": args.apply_leads, "seed_s": seeded_s, "job_s": elapsed,
                 "job_api_s": (job.get("finished") or 0) - (job.get("started") or 0),
                 "leads_per_s": args.apply_leads / elapsed, "acted": counts.get(f"{APPLY_RULE}:acted", 0),
-                "job": job, "rate": args.rate, "before": before, "during": during, "steady": steady,
+                "job": job, "rate": args.rate, "before": before, "during": during, "steady": steady, "after": after,
                 "put_s": put_s, "settle_s": args.settle, "max_ms_each_second_during": per_second,
                 "p99_ratio": during["p99_ms"] / before["p99_ms"] if before["p99_ms"] else None,
                 "steady_p99_ratio": steady["p99_ms"] / before["p99_ms"] if before["p99_ms"] else None,
-                "cpu_before": _cores(cpu_before), "cpu_during": _cores(cpu_during)}
+                "cpu_before": _cores(cpu_before), "cpu_during": _cores(cpu_during),
+                "cpu_after": _cores(cpu_after)}
     finally:
         await redis.aclose()
 
@@ -358,10 +369,14 @@ def report(results: dict[str, Any]) -> None:
         st = ap["steady"]
         print(f"  chat during, from {ap['settle_s']:.0f} s after the PUT ({ap['put_s']:.1f} s) returned: "
               f"p50 {st['p50_ms']:.1f} ms  p99 {st['p99_ms']:.1f} ms  ({st['messages']} messages)")
+        af = ap["after"]
+        print(f"  chat after:  p50 {af['p50_ms']:.1f} ms  p99 {af['p99_ms']:.1f} ms  ({af['messages']} messages, "
+              f"{af['failed']} failed; the same load once the job is done)")
         print(f"  p99 during / before: {ap['p99_ratio']:.2f}; without the PUT's first seconds: "
-              f"{ap['steady_p99_ratio']:.2f}  (aim <= 1.20)")
+              f"{ap['steady_p99_ratio']:.2f}; during / after: {d['p99_ms'] / max(1e-9, af['p99_ms']):.2f}  "
+              "(aim <= 1.20)")
         print(f"  slowest message each second of the job (ms): {ap['max_ms_each_second_during'][:40]}")
-        print(f"  cores before: {ap['cpu_before']}; during: {ap['cpu_during']}")
+        print(f"  cores before: {ap['cpu_before']}; during: {ap['cpu_during']}; after: {ap['cpu_after']}")
     print(f"\nelapsed: {results['elapsed_s']:.0f} s on {os.cpu_count()} CPUs (load generator, server and Redis "
           "share them)")
 
@@ -397,12 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apply-leads", type=int, help="leads in the stage (default 100000, quick 2000)")
     parser.add_argument("--rate", type=float, default=50.0, help="live chat messages/s during part 2 (default 50)")
     parser.add_argument("--before", type=float, help="seconds of chat load measured before the job (default 30)")
+    parser.add_argument("--after", type=float, help="seconds of chat load measured after the job (default 30)")
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds after the PUT left out of the 'steady' window (default 5)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of chat load before measuring")
     args = parser.parse_args(argv)
     defaults = {"leads": (200, 100), "events": (3000, 400), "rounds": (5, 2), "apply_leads": (100_000, 2000),
-                "before": (30.0, 8.0)}
+                "before": (30.0, 8.0), "after": (30.0, 8.0)}
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
