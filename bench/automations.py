@@ -19,7 +19,9 @@
   msgpacked and stored with one ``XADD``, nothing else.
 
 Rounds alternate (baseline, salesbot, …) so the machine's other load hits both alike; the
-ratio is computed per round and reported as min–max (median).
+ratio is computed per round and reported as min–max (median). Then one untimed round of each
+counts the Redis round trips an event (``webhook_redis.RedisCounter``), and the rules' counters
+give what an event did (rules fired, skipped by their ``if``, acted).
 
 **Part 2, apply** (``--part apply``): a ``salesbot serve --role all`` process (as
 ``bench/webhook.py`` starts it, the webhook bench's one-reply flow as the ``demo`` live chat
