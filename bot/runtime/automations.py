@@ -21,6 +21,7 @@ is kept 7 days in ``sb:automations:done:{lead:<id>}`` with what it left in the h
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class EngineReactor:
 
     def __init__(self, documents: VersionedDocuments, pipelines: Mapping[str, Sequence[str]]) -> None:
         self.documents = documents
+        self._compiling: dict[tuple[str, int], asyncio.Future[CompiledAutomations | None]] = {}
         self.pipelines = pipelines  # name -> stages in order (what the documents were checked against)
         self._compiled: dict[tuple[str, int], CompiledAutomations] = {}
         self._by_pipeline: dict[str, CompiledAutomations] = {}
@@ -96,24 +98,40 @@ class EngineReactor:
                 compiled = await self._compile(doc_id, version)
                 if compiled is None:
                     continue
-                if compiled.stages:  # not cached without the stage order (a CRM catalogue not loaded yet)
-                    self._compiled[(doc_id, version)] = compiled
             by_pipeline[compiled.pipeline] = compiled
         self._by_pipeline = by_pipeline
         self._by_id = {c.id: c for c in by_pipeline.values()}
         return bool(by_pipeline)
 
     async def _compile(self, doc_id: str, version: int) -> CompiledAutomations | None:
+        """Compile a version once however many batches need it at the same moment, off the event
+        loop: a document of 1,000 rules takes a second or two, and each batch compiling it in the
+        loop stalled every conversation and Redis reply meanwhile (bench/automations.py)."""
+        key = (doc_id, version)
+        task = self._compiling.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._compile_once(doc_id, version))
+            self._compiling[key] = task
+            task.add_done_callback(lambda _: self._compiling.pop(key, None))
+        return await asyncio.shield(task)  # a cancelled batch does not cancel the others' compilation
+
+    async def _compile_once(self, doc_id: str, version: int) -> CompiledAutomations | None:
         try:
             _, doc = await self.documents.document(doc_id, version)
-            # checked against the CRM's stages when it was stored; a stage renamed in the CRM since
-            # (Kommo's are edited at any time) only stops the rules that name it, not the document
-            model = parse_automations(doc, AutomationContext({}, bots=None))
-            return compile_automations(model, self.pipelines.get(model.pipeline, ()), version=version)
+            compiled = await asyncio.to_thread(self._build, doc, version)
         except (DocumentNotFound, AutomationsInvalid) as exc:
             log.error("automations.compile_failed", extra={"automation": doc_id, "version": version,
                                                            "error": str(exc)})
             return None
+        if compiled.stages:  # before the task is forgotten: no second compilation (not cached without
+            self._compiled[(doc_id, version)] = compiled  # the stage order: a CRM catalogue not loaded yet)
+        return compiled
+
+    def _build(self, doc: Any, version: int) -> CompiledAutomations:
+        # checked against the CRM's stages when it was stored; a stage renamed in the CRM since
+        # (Kommo's are edited at any time) only stops the rules that name it, not the document
+        model = parse_automations(doc, AutomationContext({}, bots=None))
+        return compile_automations(model, self.pipelines.get(model.pipeline, ()), version=version)
 
     def document_for(self, pipeline: str | None) -> CompiledAutomations | None:
         return self._by_pipeline.get(pipeline or "")

@@ -95,7 +95,9 @@ class AutomationDocuments:
     async def put(self, doc: Any) -> tuple[VersionInfo, bool]:
         """Check and store a document; ``AutomationsInvalid`` with every problem. The same
         document as the newest version adds no version."""
-        problems, model = check_automations(doc, await self.context())
+        # In a worker thread: a document of 1,000 rules takes a second or more to check, which
+        # in the event loop stalled every conversation of the process (bench/automations.py).
+        problems, model = await asyncio.to_thread(check_automations, doc, await self.context())
         if model is not None:
             problems += await self._pipeline_taken(model.id, model.pipeline)
             if self.jobs is None:
