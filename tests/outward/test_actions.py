@@ -10,17 +10,16 @@ import email.policy
 import hashlib
 import re
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
-from aiosmtpd.controller import Controller
 
 from bot.errors import ActionFailed, ActionRefused
 from bot.outward.netguard import AddressRefused, GuardedResolver, WebhookPolicy
-from tests.live_app import fake_service, free_port, running_app, wait_for
+from tests.live_app import fake_service, running_app, wait_for
+from tests.outward.smtp import Inbox
 
 
 # ---------------------------------------------------------------------- the address policy
@@ -173,27 +172,6 @@ async def test_webhook_allowed_by_the_allowlist(redis: Any, redis_url: str, rece
 
 
 # ---------------------------------------------------------------------- send_email
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, _Inbox]]:
-    inbox = _Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, inbox
-    finally:
-        controller.stop()
 
 
 def _email_config(port: int) -> dict[str, Any]:
@@ -227,7 +205,7 @@ def _part(msg: email.message.EmailMessage, subtype: str) -> str:
     return str(part.get_content())
 
 
-async def test_send_email_with_a_working_unsubscribe_link(redis: Any, redis_url: str, smtp: tuple[int, _Inbox]) -> None:
+async def test_send_email_with_a_working_unsubscribe_link(redis: Any, redis_url: str, smtp: tuple[int, Inbox]) -> None:
     port, inbox = smtp
     async with running_app(redis_url, **_email_config(port)) as app:
         await app.put_flow(EMAIL_FLOW, "save")
@@ -281,7 +259,7 @@ async def test_send_email_with_a_working_unsubscribe_link(redis: Any, redis_url:
         assert await app.services.redis.sismember("sb:email:unsubscribed", "bob@example.com")
 
 
-async def test_send_email_failures_take_the_failed_branch(redis: Any, redis_url: str, smtp: tuple[int, _Inbox]) -> None:
+async def test_send_email_failures_take_the_failed_branch(redis: Any, redis_url: str, smtp: tuple[int, Inbox]) -> None:
     port, inbox = smtp
     no_address = {"go": {"type": "action", "actions": [{"do": "send_email", "template": "welcome"}],
                          "next": "sent", "failed": "failed"},
@@ -303,7 +281,7 @@ async def test_send_email_failures_take_the_failed_branch(redis: Any, redis_url:
     assert inbox.messages == []
 
 
-async def test_inline_template_to_all_contacts(redis: Any, redis_url: str, smtp: tuple[int, _Inbox]) -> None:
+async def test_inline_template_to_all_contacts(redis: Any, redis_url: str, smtp: tuple[int, Inbox]) -> None:
     port, inbox = smtp
     flow = {"go": {"type": "action", "actions": [
         {"do": "set_field", "entity": "contact", "field": "email", "value": "first@example.com"},

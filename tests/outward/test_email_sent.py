@@ -6,51 +6,20 @@ the trackers' events are not forwarded to the lead's conversation, while a form'
 
 from __future__ import annotations
 
-import email
-import email.policy
 import logging
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from bot.automations.events import MAX_DEPTH
-from tests.live_app import App, free_port, running_app
+from tests.live_app import App, running_app
+from tests.outward.smtp import Inbox
 from tests.waiting import wait_for
 
 HTML = '<html><body><p>Hello {{ contact.name }}</p><a href="https://shop.example/offer">Offer</a></body></html>'
-#: Addresses the fake mail server refuses (RCPT TO: 550).
-BOUNCING = "bounce"
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
-        if address.startswith(BOUNCING):
-            return "550 5.1.1 no such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, _Inbox]]:
-    inbox = _Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, inbox
-    finally:
-        controller.stop()
 
 
 def _config(port: int) -> dict[str, Any]:
@@ -88,7 +57,7 @@ async def _scored(app: App, contact: str, value: int) -> bool:
 
 
 async def test_a_rules_email_is_the_leads_email_sent_and_rules_act_on_it(
-        redis: Any, redis_url: str, smtp: tuple[int, _Inbox]) -> None:
+        redis: Any, redis_url: str, smtp: tuple[int, Inbox]) -> None:
     port, inbox = smtp
     doc = _doc(rules=[{"id": "offer", "stage": "Incoming", "on": "created",
                        "do": {"actions": [{"do": "send_email", "template": "offer"}]}}],
@@ -126,7 +95,7 @@ async def test_a_rules_email_is_the_leads_email_sent_and_rules_act_on_it(
 
 
 async def test_a_flows_email_is_the_leads_email_sent_and_does_not_come_back_to_the_flow(
-        redis: Any, redis_url: str, smtp: tuple[int, _Inbox], caplog: pytest.LogCaptureFixture) -> None:
+        redis: Any, redis_url: str, smtp: tuple[int, Inbox], caplog: pytest.LogCaptureFixture) -> None:
     port, inbox = smtp
     flow = {"go": {"type": "action", "actions": [
         {"do": "set_field", "entity": "contact", "field": "email", "value": "flow@example.com"},
@@ -151,7 +120,7 @@ async def test_a_flows_email_is_the_leads_email_sent_and_does_not_come_back_to_t
     assert len(inbox.messages) == 1
 
 
-async def test_a_refused_recipient_emits_nothing(redis: Any, redis_url: str, smtp: tuple[int, _Inbox]) -> None:
+async def test_a_refused_recipient_emits_nothing(redis: Any, redis_url: str, smtp: tuple[int, Inbox]) -> None:
     port, inbox = smtp
     doc = _doc(rules=[{"id": "everyone", "stage": "Contacted", "on": "moved_in",
                        "do": {"actions": [{"do": "send_email", "template": "ping", "to": "all_contacts"}]}}],
@@ -181,7 +150,7 @@ async def _failed(app: App, lead: str) -> list[dict[str, Any]]:
 
 
 async def test_rules_that_mail_on_email_sent_stop_at_the_loop_guard(
-        redis: Any, redis_url: str, smtp: tuple[int, _Inbox]) -> None:
+        redis: Any, redis_url: str, smtp: tuple[int, Inbox]) -> None:
     """email.sent moves the lead to Contacted, whose rule moves it back and sends again: each
     round is two levels deeper, and the chain stops at depth 10 with a ``loop`` record."""
     port, inbox = smtp

@@ -10,17 +10,16 @@ import email
 import email.policy
 import logging
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.outward.email import SignedTokens, UnsubscribeTokens
 from bot.outward.tracking import EmailTracking
-from tests.live_app import App, free_port, running_app
+from tests.live_app import App, running_app
+from tests.outward.smtp import Inbox
 from tests.waiting import wait_for
 
 OFFER = "https://shop.example/offer?id=7&x=1"
@@ -30,25 +29,6 @@ HTML = ('<html><body><p>Hello {{ contact.name }}</p>'
         '<a href="#top">top</a> <a href="{{ unsubscribe_url }}">stop these</a></p></body></html>')
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, _Inbox]]:
-    inbox = _Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, inbox
-    finally:
-        controller.stop()
 
 
 def _config(port: int, **actions: Any) -> dict[str, Any]:
@@ -84,7 +64,7 @@ def _html(msg: email.message.EmailMessage) -> str:
 
 
 async def test_a_rules_email_is_tracked_and_its_opens_and_clicks_reach_the_rules(
-        redis: Any, redis_url: str, smtp: tuple[int, _Inbox]) -> None:
+        redis: Any, redis_url: str, smtp: tuple[int, Inbox]) -> None:
     port, inbox = smtp
     async with running_app(redis_url, **_config(port)) as app:
         await app.api("PUT", "/api/automations/sales", 201, json=DOC)
@@ -137,7 +117,7 @@ async def test_a_rules_email_is_tracked_and_its_opens_and_clicks_reach_the_rules
 
 
 async def test_forged_damaged_and_foreign_tokens_are_404_and_queue_nothing(
-        redis: Any, redis_url: str, smtp: tuple[int, _Inbox], caplog: pytest.LogCaptureFixture) -> None:
+        redis: Any, redis_url: str, smtp: tuple[int, Inbox], caplog: pytest.LogCaptureFixture) -> None:
     port, inbox = smtp
     async with running_app(redis_url, **_config(port)) as app:
         lead, contact = await _new_lead(app)
@@ -177,7 +157,7 @@ async def test_forged_damaged_and_foreign_tokens_are_404_and_queue_nothing(
         assert inbox.messages == []
 
 
-async def test_tracking_can_be_switched_off(redis: Any, redis_url: str, smtp: tuple[int, _Inbox]) -> None:
+async def test_tracking_can_be_switched_off(redis: Any, redis_url: str, smtp: tuple[int, Inbox]) -> None:
     port, inbox = smtp
     async with running_app(redis_url, **_config(port, email_tracking=False)) as app:
         await app.api("PUT", "/api/automations/sales", 201, json=DOC)
