@@ -36,12 +36,6 @@ async def server(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[
         yield srv
 
 
-@pytest.fixture
-async def http(server: TestServer) -> AsyncIterator[ClientSession]:
-    async with ClientSession(base_url=str(server.make_url(""))) as session:
-        yield session
-
-
 async def _put(http: ClientSession, doc: dict[str, Any]) -> int:
     r = await http.put(f"/api/automations/{doc['id']}", json=doc, headers=H)
     assert r.status in (200, 201), await r.text()

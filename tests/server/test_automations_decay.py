@@ -33,12 +33,6 @@ async def server(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[
         yield srv
 
 
-@pytest.fixture
-async def http(server: TestServer) -> AsyncIterator[ClientSession]:
-    async with ClientSession(base_url=str(server.make_url(""))) as session:
-        yield session
-
-
 async def _post(http: ClientSession, path: str, body: dict[str, Any]) -> str:
     r = await http.post(path, json=body, headers=H)
     assert r.status == 201, await r.text()

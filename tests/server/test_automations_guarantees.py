@@ -37,12 +37,6 @@ async def server(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[
         yield srv
 
 
-@pytest.fixture
-async def http(server: TestServer) -> AsyncIterator[ClientSession]:
-    async with ClientSession(base_url=str(server.make_url(""))) as session:
-        yield session
-
-
 async def _new_lead(http: ClientSession, name: str = "Deal", **fields: Any) -> str:
     r = await http.post("/api/crm/contacts", json={"name": name}, headers=H)
     assert r.status == 201, await r.text()

@@ -56,12 +56,6 @@ async def server(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[
         yield srv
 
 
-@pytest.fixture
-async def http(server: TestServer) -> AsyncIterator[ClientSession]:
-    async with ClientSession(base_url=str(server.make_url(""))) as session:
-        yield session
-
-
 def _signature(body: bytes, secret: str = SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
