@@ -49,11 +49,15 @@ from .records import (
     digits,
     encode_values,
     epoch,
+    field_of,
     fold,
     lead_view,
     multitext,
+    same_value,
+    slug,
     str_id,
     tags,
+    written_value,
 )
 
 log = logging.getLogger("salesbot.crm.kommo")
@@ -271,6 +275,7 @@ class KommoCrm(KommoClient):
         path, record_id = await self._target(ref, str(cmd.get("entity") or "lead"))
         name, value = cmd["field"], cmd.get("value")
         body: Record
+        field: Record | None = None
         if fold(name) in STANDARD[path]:
             key = fold(name)
             if key == "price":
@@ -291,7 +296,14 @@ class KommoCrm(KommoClient):
         else:
             field = await self.account.field(path, name)
             body = {"custom_fields_values": [{"field_id": field["id"], "values": encode_values(field, value)}]}
+        before: Record | None = None
+        if path == "leads" and self.echo is not None:  # the lead's field event, as the embedded CRM's
+            before = await self._lead(ref.lead_id, with_contacts=False)
         await self.request("PATCH", f"/api/v4/{path}/{record_id}", json=body)
+        change = _field_change(before, field, body) if before is not None else None
+        if change is not None and self.echo is not None:
+            await self.echo.emit([Change("lead.field_changed", ref.lead_id, change, ref.contact_id or None,
+                                         _depth(cmd))])
         return CommandResult()
 
     async def _do_tags(self, ref: CrmRef, cmd: Command) -> CommandResult:
@@ -387,7 +399,8 @@ class KommoCrm(KommoClient):
                 "from": {"pipeline": old_pipeline, "stage": old_stage},
                 "to": {"pipeline": pipeline.get("name"), "stage": stage.get("name")},
                 "pipeline_id": pipeline["id"], "status_id": stage["id"],
-                "old_pipeline_id": old[0], "old_status_id": old[1]}, ref.contact_id or None, _depth(cmd))])
+                "old_pipeline_id": old[0], "old_status_id": old[1]}, ref.contact_id or None, _depth(cmd))],
+                noted=(ref.lead_id, "stage", stage["id"]))
         return CommandResult()
 
     async def _written(self, ref: CrmRef, kind: str, new: object, old: object, changes: bool,
@@ -433,7 +446,8 @@ class KommoCrm(KommoClient):
                 await self._written(ref, "responsible", user, before, changed and path == "leads", write)
         if changed and self.echo is not None:
             await self.echo.emit([Change("lead.responsible_changed", ref.lead_id, {
-                "from": str_id(before), "to": str(user)}, ref.contact_id or None, _depth(cmd))])
+                "from": str_id(before), "to": str(user)}, ref.contact_id or None, _depth(cmd))],
+                noted=(ref.lead_id, "responsible", user))
         return CommandResult()
 
     async def _do_create_lead(self, ref: CrmRef, cmd: Command) -> CommandResult:
@@ -513,6 +527,21 @@ class KommoCrm(KommoClient):
                 out.append({"id": str(n["id"]), "entity": entity, "entity_id": record_id,
                             "text": (n.get("params") or {}).get("text"), "type": n.get("note_type")})
         return out
+
+
+def _field_change(before: Mapping[str, Any], field: Record | None, body: Record) -> dict[str, Any] | None:
+    """The ``lead.field_changed`` data of a lead write (``body``) over the lead as it was, or None
+    when nothing changes. A custom field is named as rules write it: ``budget`` for "Budget"."""
+    if field is None:
+        key = next(iter(body))  # name or price: the lead's own fields
+        name, old, new = f"lead.{key}", before.get(key), body[key]
+    else:
+        name = slug(field.get("name")) or str(field.get("id"))
+        old = field_of(before, field["id"])
+        new = written_value(field, body["custom_fields_values"][0]["values"])
+    if same_value(old, new):
+        return None
+    return {"field": name, "from": old, "to": new}
 
 
 def _depth(cmd: Command) -> int:
