@@ -156,6 +156,22 @@ def same_value(a: Any, b: Any) -> bool:
     return bool(norm(a) == norm(b))
 
 
+def field_change(before: Mapping[str, Any], field: Record | None,
+                 body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``lead.field_changed`` data of a lead write (``body``) over the lead as it was, or None
+    when nothing changes. A custom field is named as rules write it: ``budget`` for "Budget"."""
+    if field is None:
+        key = next(iter(body))  # name or price: the lead's own fields
+        name, old, new = f"lead.{key}", before.get(key), body[key]
+    else:
+        name = slug(field.get("name")) or str(field.get("id"))
+        old = field_of(before, field["id"])
+        new = written_value(field, body["custom_fields_values"][0]["values"])
+    if same_value(old, new):
+        return None
+    return {"field": name, "from": old, "to": new}
+
+
 def custom_fields(record: Mapping[str, Any], identity_field: str | None, *,
                   skip_codes: Iterable[str] = ()) -> tuple[Record, Record]:
     """(by name, by id) of a record's custom fields; the identity field is not shown by name."""
