@@ -52,7 +52,8 @@ async def kommo() -> AsyncIterator[FakeKommo]:
 
 
 @pytest.fixture
-async def app(redis: Redis, redis_url: str, graph: GraphFake, kommo: FakeKommo, tmp_path: Path) -> AsyncIterator[Harness]:
+async def app(redis: Redis, redis_url: str, graph: GraphFake, kommo: FakeKommo,
+              tmp_path: Path) -> AsyncIterator[Harness]:
     flows = write_flows(tmp_path / "flows")
     write_flow(flows, OPTIN_FLOW)
     crm = {"backend": "kommo", "base_url": kommo.url, "token": TOKEN, "account": "acme", "webhook_secret": SECRET,
@@ -70,8 +71,9 @@ async def _rules(app: Harness, rules: list[dict[str, Any]]) -> None:
 
 async def _hook(app: Harness, kommo: FakeKommo, action: str, lead: int, **extra: Any) -> None:
     record = kommo.leads[lead]
-    fields = {"id": lead, "name": record["name"], "status_id": record["status_id"], "pipeline_id": record["pipeline_id"],
-              "responsible_user_id": record["responsible_user_id"], "last_modified": record["updated_at"], **extra}
+    fields = {"id": lead, "name": record["name"], "status_id": record["status_id"],
+              "pipeline_id": record["pipeline_id"], "responsible_user_id": record["responsible_user_id"],
+              "last_modified": record["updated_at"], **extra}
     body = "&".join(f"leads[{action}][0][{k}]={v}" for k, v in fields.items())
     assert app.fake._session is not None
     async with app.fake._session.post(str(app.server.make_url(f"/webhooks/kommo/acme?secret={SECRET}")), data=body,
@@ -84,7 +86,7 @@ def _with_phone(kommo: FakeKommo, lead: int, phone: str) -> int:
     contact = kommo.leads[lead]["_contacts"][0]
     kommo.contacts[contact]["custom_fields_values"] = [{
         "field_id": 401, "field_name": "Phone", "field_code": "PHONE", "field_type": "multitext",
-        "values": [{"value": "+44 20 7946 0000", "enum_code": "MOB"}, {"value": phone, "enum_code": "WORK"}][1:]}]
+        "values": [{"value": phone, "enum_code": "WORK"}, {"value": "+44 20 7946 0000", "enum_code": "MOB"}]}]
     return int(contact)
 
 
@@ -161,3 +163,16 @@ async def test_outbound_api_on_kommo_finds_the_contact_by_phone_or_says_why_it_c
     status, body = await app.api("POST", "/api/outbound", json={"bot": "optin", "account": "wa",
                                                                 "contact": {"id": "424242"}})
     assert status == 404, body
+
+
+async def test_outbound_api_while_kommo_is_away_is_a_503_to_retry(app: Harness, kommo: FakeKommo) -> None:
+    lead = kommo.new_lead("Bath", contact="Bo")
+    _with_phone(kommo, lead, PHONE)
+    kommo.down(503)
+    status, body = await app.api("POST", "/api/outbound", json={"bot": "optin", "account": "wa",
+                                                                "contact": {"phone": PHONE}})
+    assert status == 503 and body["error"]["code"] == "crm_unavailable", body
+    kommo.up()
+    status, body = await app.api("POST", "/api/outbound", json={"bot": "optin", "account": "wa",
+                                                                "contact": {"phone": PHONE}})
+    assert status == 202, body
