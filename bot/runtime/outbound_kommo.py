@@ -3,7 +3,7 @@
 A Kommo contact who wrote to us is known by the chats it wrote from (the lines of its "Salesbot
 ID" field, ``channel:account:external id``; ``KommoCrm.identify`` adds them), so ``last`` and a
 named account find that conversation; one who never wrote is reached by its phone (the first of
-its ``PHONE`` values) on WhatsApp, Twilio or SMS, as an embedded contact is. Kommo's API is asked
+its ``PHONE`` values in international form) on WhatsApp, Twilio or SMS, as an embedded contact is. Kommo's API is asked
 each time (no copy is kept): a rule's ``start_bot`` costs a few requests of Kommo's 7 a second.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from crm_bridge import ChannelIdentity, CrmRef, KommoCrm
 from crm_bridge.kommo.records import multitext
 
-from .outbound import LeadMismatch, Person, UnknownLead
+from .outbound import LeadMismatch, Person, UnknownLead, chat_id_for_phone
 
 
 class KommoBook:
@@ -58,6 +58,8 @@ class KommoBook:
 
 
 def _person(record: dict[str, Any]) -> Person:
+    """A Kommo contact; of its phones (``PHONE`` has several values), the first in international
+    form (the only kind a chat can be opened with), else the first."""
     phones, emails = multitext(record, "PHONE"), multitext(record, "EMAIL")
-    return Person(str(record["id"]), record.get("name") or None, phones[0] if phones else None,
-                  emails[0] if emails else None)
+    phone = next((p for p in phones if chat_id_for_phone("sms", p) is not None), phones[0] if phones else None)
+    return Person(str(record["id"]), record.get("name") or None, phone, emails[0] if emails else None)

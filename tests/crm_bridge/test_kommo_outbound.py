@@ -86,7 +86,8 @@ def _with_phone(kommo: FakeKommo, lead: int, phone: str) -> int:
     contact = kommo.leads[lead]["_contacts"][0]
     kommo.contacts[contact]["custom_fields_values"] = [{
         "field_id": 401, "field_name": "Phone", "field_code": "PHONE", "field_type": "multitext",
-        "values": [{"value": phone, "enum_code": "WORK"}, {"value": "+44 20 7946 0000", "enum_code": "MOB"}]}]
+        "values": [{"value": "020 7946 0000", "enum_code": "MOB"},  # not in international form: no chat id
+                   {"value": phone, "enum_code": "WORK"}]}]
     return int(contact)
 
 
