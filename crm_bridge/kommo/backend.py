@@ -15,7 +15,10 @@
   common notes, stages as ``pipeline_id``/``status_id`` resolved by name, responsible users by
   id, name or e-mail. Kommo's REST API cannot change a lead's subscribers: ``subscribers`` is
   rejected (permanent), so a flow takes its ``failed`` branch. With an ``echo`` (the server's),
-  a real move, new responsible user or tag change of the lead is also emitted as a lead event.
+  a real move, new responsible user, tag or field change of the lead is also emitted as a lead event.
+* **outbound** (``bot/runtime/outbound_kommo.py``) reads a contact by id, phone or e-mail, its
+  newest open lead, the chats it wrote from (its identity field), and ``attach``es a chat the bot
+  opened for it.
 
 How requests travel (rate limit, breaker, typed errors) is ``client.py``; how values are encoded
 ``records.py``.
