@@ -45,10 +45,11 @@ _CONSUME = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 local note = redis.call('GET', KEYS[1])
 if not note then return 0 end
-local old = string.sub(note, 3)
+local state, old = string.sub(note, 1, 2), string.sub(note, 3)
+if state ~= 'p:' and state ~= 'e:' then state, old = 'e:', note end  -- a note of an older version: emitted
 if ARGV[1] ~= '' and old ~= '' and old ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-if string.sub(note, 1, 2) ~= 'e:' then return 0 end
+if state ~= 'e:' then return 0 end
 redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[2]))
 return 1
 """

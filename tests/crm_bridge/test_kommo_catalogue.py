@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from crm_bridge.changes import Change
 from crm_bridge.kommo import KommoCrm
-from crm_bridge.kommo.echo import KommoEcho, echoed_key
+from crm_bridge.kommo.echo import KommoEcho, echoed_key, expect_key
 from tests.crm_bridge.fakes.kommo import TOKEN, FakeKommo
 
 
@@ -107,3 +107,6 @@ async def test_a_move_is_one_event_when_the_emit_fails_or_kommos_webhook_comes_f
     await echo.emit(_moved("7"), noted=("7", "stage", 200))
     assert await echo.is_echo("7", "stage", 200, 100, "k3")
     assert await redis.lrange("test:events", 0, -1) == [b"lead.stage_changed"]
+    # a note written by the previous version (the old value alone) counts as emitted
+    await redis.set(expect_key("8", "stage", 200), "100", ex=60)
+    assert await echo.is_echo("8", "stage", 200, 100, "k4")
