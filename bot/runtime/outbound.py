@@ -1,4 +1,4 @@
-"""Outbound: the bot writes first, to a contact of the embedded CRM.
+"""Outbound: the bot writes first, to a contact of the CRM (the embedded one, or Kommo's).
 
 ``OutboundService.start`` picks the conversation to write in (``last``: the lead's most recent
 conversation on any channel; an account name: the contact's conversation there, opened when
@@ -9,9 +9,11 @@ those of any other conversation. A conversation it opens carries the contact and
 opened for in its metadata, so its turns never ``identify`` a new contact.
 
 How a contact is reached on an account: the identities the CRM knows it by
-(``channel:account:external id``, see ``crm_bridge.redis_crm.identities_key``), else its phone
-for the phone-number channels (WhatsApp, Twilio, SMS). Telegram, Instagram, Messenger and the
-live chat have no address to derive: only a chat the contact opened reaches them.
+(``channel:account:external id``: ``crm_bridge.redis_crm.identities_key``, or the lines of
+Kommo's "Salesbot ID" contact field), else its phone for the phone-number channels (WhatsApp,
+Twilio, SMS). Telegram, Instagram, Messenger and the live chat have no address to derive: only a
+chat the contact opened reaches them. Where contacts, leads and identities are read is a
+``ContactBook``: ``EmbeddedBook`` here, ``bot.runtime.outbound_kommo.KommoBook`` for Kommo.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class LeadMismatch(OutboundError):
 
 
 class NoDirectory(OutboundError):
-    """Outbound finds contacts in the embedded CRM; another backend has none to search."""
+    """Outbound finds contacts in the embedded CRM or Kommo; another backend has none to search."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,16 @@ class Unreachable:
 
 
 @dataclass(frozen=True, slots=True)
+class Person:
+    """A contact of the CRM, with what addresses it."""
+
+    id: str
+    name: str | None
+    phone: str | None
+    email: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Contact:
     """The contact and lead a conversation is opened for, with what addresses the contact."""
 
@@ -101,6 +113,89 @@ class Contact:
     name: str | None
     phone: str | None
     email: str | None
+
+
+class ContactBook(Protocol):
+    """Where outbound reads contacts, their leads and the chats they wrote from."""
+
+    async def person(self, contact_id: str) -> Person | None: ...
+
+    async def find(self, *, phone: str | None = None, email: str | None = None) -> Person | None:
+        """The contact with this phone (else e-mail)."""
+        ...
+
+    async def lead_for(self, contact_id: str, lead_id: str | None) -> str:
+        """``lead_id`` when it is one of the contact's (``UnknownLead``, ``LeadMismatch``), else the
+        contact's newest lead, else a new lead in the first stage."""
+        ...
+
+    async def lead_contacts(self, lead_id: str) -> list[str]:
+        """The lead's contacts, the main one first ([] when none or no such lead)."""
+        ...
+
+    async def identities(self, contact_id: str) -> list[tuple[str, str, str]]: ...
+
+    async def attach(self, identity: ChannelIdentity, ref: CrmRef) -> None:
+        """A chat the bot opened for the contact: later conversations of it find the contact."""
+        ...
+
+
+class EmbeddedBook:
+    """The embedded CRM's contacts (``CrmDirectory``) and identities (``RedisCrm``)."""
+
+    def __init__(self, redis: Redis, crm: RedisCrm, directory: CrmDirectory) -> None:
+        self.redis = redis
+        self.crm = crm
+        self.directory = directory
+
+    async def person(self, contact_id: str) -> Person | None:
+        record = await self.directory.get("contact", contact_id)
+        return _person(record) if record is not None else None
+
+    async def find(self, *, phone: str | None = None, email: str | None = None) -> Person | None:
+        if phone is not None:
+            wanted = "".join(c for c in phone if c.isdigit())
+            found, _ = await self.directory.search("contact", q=wanted)
+            for r in found:
+                if wanted and "".join(c for c in str(r.get("phone") or "") if c.isdigit()) == wanted:
+                    return _person(r)
+            return None
+        if email is not None:
+            found, _ = await self.directory.search("contact", q=email)
+            for r in found:
+                if str(r.get("email") or "").casefold() == email.strip().casefold():
+                    return _person(r)
+        return None
+
+    async def lead_for(self, contact_id: str, lead_id: str | None) -> str:
+        if lead_id is not None:
+            lead = await self.directory.get("lead", lead_id)
+            if lead is None:
+                raise UnknownLead(f"no lead {lead_id!r}")
+            if contact_id not in [str(c) for c in lead.get("contacts") or ()]:
+                raise LeadMismatch(f"lead {lead_id!r} is not a lead of contact {contact_id!r}")
+            return lead_id
+        leads = [replies.text(m) for m in await self.redis.smembers(leads_of_key(contact_id))]
+        numeric = [lid for lid in leads if lid.isdigit()]
+        newest = max(numeric, key=int) if numeric else (max(leads) if leads else None)
+        if newest is None:
+            newest = str((await self.directory.create_lead({}, contact_id=contact_id))["id"])
+        return newest
+
+    async def lead_contacts(self, lead_id: str) -> list[str]:
+        lead = await self.directory.get("lead", lead_id)
+        return [str(c) for c in (lead or {}).get("contacts") or ()]
+
+    async def identities(self, contact_id: str) -> list[tuple[str, str, str]]:
+        return await self.crm.identities(contact_id)
+
+    async def attach(self, identity: ChannelIdentity, ref: CrmRef) -> None:
+        await self.crm.attach(identity, ref)
+
+
+def _person(record: Mapping[str, Any]) -> Person:
+    return Person(str(record["id"]), record.get("name") or None, record.get("phone") or None,
+                  record.get("email") or None)
 
 
 class Deliverer(Protocol):
@@ -127,66 +222,39 @@ def chat_id_for_phone(channel: str, phone: str | None) -> str | None:
 
 class OutboundService:
     def __init__(self, *, redis: Redis, store: ConversationStore, conversations: Deliverer,
-                 accounts: Mapping[str, AccountConfig], crm: RedisCrm | None,
-                 directory: CrmDirectory | None) -> None:
+                 accounts: Mapping[str, AccountConfig], book: ContactBook | None) -> None:
         self.redis = redis
         self.store = store
         self.conversations = conversations
         self.accounts = accounts
-        self.crm = crm
-        self.directory = directory
+        self.book = book
 
     # ------------------------------------------------------------------ who
     async def find_contact(self, *, contact_id: str | None = None, phone: str | None = None,
                            email: str | None = None, lead_id: str | None = None) -> Contact:
         """The contact (by id, phone or e-mail) and its lead: ``lead_id`` (which must be one of the
         contact's), else its newest lead, else a new lead in the first stage."""
-        directory = self.directory
-        if directory is None:
-            raise NoDirectory("outbound needs the embedded CRM ([crm] backend = \"embedded\") to find contacts")
-        record = await self._contact_record(directory, contact_id, phone, email)
-        cid = str(record["id"])
-        if lead_id is not None:
-            lead = await directory.get("lead", lead_id)
-            if lead is None:
-                raise UnknownLead(f"no lead {lead_id!r}")
-            if cid not in [str(c) for c in lead.get("contacts") or ()]:
-                raise LeadMismatch(f"lead {lead_id!r} is not a lead of contact {cid!r}")
-        else:
-            leads = [replies.text(m) for m in await self.redis.smembers(leads_of_key(cid))]
-            numeric = [lid for lid in leads if lid.isdigit()]
-            lead_id = max(numeric, key=int) if numeric else (max(leads) if leads else None)
-            if lead_id is None:
-                lead_id = str((await directory.create_lead({}, contact_id=cid))["id"])
-        return Contact(cid, lead_id, record.get("name") or None, record.get("phone") or None,
-                       record.get("email") or None)
-
-    @staticmethod
-    async def _contact_record(directory: CrmDirectory, contact_id: str | None, phone: str | None,
-                              email: str | None) -> dict[str, Any]:
+        book = self.book
+        if book is None:
+            raise NoDirectory("outbound needs a CRM it can search for contacts ([crm] backend = "
+                              "\"embedded\" or \"kommo\")")
         if contact_id is not None:
-            record = await directory.get("contact", contact_id)
-            if record is None:
+            person = await book.person(contact_id)
+            if person is None:
                 raise UnknownContact(f"no contact {contact_id!r}")
-            return record
-        if phone is not None:
-            wanted = "".join(c for c in phone if c.isdigit())
-            found, _ = await directory.search("contact", q=wanted)
-            for r in found:
-                if wanted and "".join(c for c in str(r.get("phone") or "") if c.isdigit()) == wanted:
-                    return r
-            raise UnknownContact(f"no contact with phone {phone!r}")
-        if email is not None:
-            found, _ = await directory.search("contact", q=email)
-            for r in found:
-                if str(r.get("email") or "").casefold() == email.strip().casefold():
-                    return r
-            raise UnknownContact(f"no contact with e-mail {email!r}")
-        raise UnknownContact("no contact named (id, phone or email)")
+        elif phone is not None or email is not None:
+            person = await book.find(phone=phone, email=email)
+            if person is None:
+                raise UnknownContact(f"no contact with phone {phone!r}" if phone is not None
+                                     else f"no contact with e-mail {email!r}")
+        else:
+            raise UnknownContact("no contact named (id, phone or email)")
+        lead = await book.lead_for(person.id, lead_id)
+        return Contact(person.id, lead, person.name, person.phone, person.email)
 
     # ------------------------------------------------------------------ where
     async def _identities(self, contact_id: str) -> list[tuple[str, str, str]]:
-        return await self.crm.identities(contact_id) if self.crm is not None else []
+        return await self.book.identities(contact_id) if self.book is not None else []
 
     async def _last(self, contact: Contact) -> str | None:
         """The most recently active conversation of the lead or of its contact (any channel)."""
@@ -306,9 +374,9 @@ class OutboundService:
                 value = getattr(contact, name)
                 if value:
                     new_meta[name] = str(value)
-            if self.crm is not None:  # a later conversation of this chat finds the same contact
-                await self.crm.attach(ChannelIdentity(channel, account, external),
-                                      CrmRef(contact.id, contact.lead_id))
+            if self.book is not None:  # a later conversation of this chat finds the same contact
+                await self.book.attach(ChannelIdentity(channel, account, external),
+                                       CrmRef(contact.id, contact.lead_id))
         elif meta.get("contact_id") == contact.id and meta.get("lead_id") == contact.lead_id:
             new_meta = {}
         return new_meta
@@ -337,21 +405,19 @@ class OutboundService:
         return job
 
     async def _recipients(self, lead_id: str, recipients: str) -> list[str] | None:
-        if not lead_id or self.directory is None:
+        if not lead_id or self.book is None:
             return None
-        lead = await self.directory.get("lead", lead_id)
-        contacts = [str(c) for c in (lead or {}).get("contacts") or ()]
+        contacts = await self.book.lead_contacts(lead_id)
         if not contacts:
             return None
         return contacts[:1] if recipients == "main_contact" else contacts
 
     async def _relay_to(self, source: str, account: str, contact_id: str, lead_id: str,
                         entry: dict[str, Any]) -> None:
-        record = await self.directory.get("contact", contact_id) if self.directory is not None else None
-        if record is None:
+        person = await self.book.person(contact_id) if self.book is not None else None
+        if person is None:
             return
-        contact = Contact(contact_id, lead_id, record.get("name") or None, record.get("phone") or None,
-                          record.get("email") or None)
+        contact = Contact(contact_id, lead_id, person.name, person.phone, person.email)
         found = (await self._on_account(account, contact) if account in self.accounts
                  else f"{account}: the account has no chat the bot can open")  # the live chat
         if isinstance(found, str):

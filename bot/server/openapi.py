@@ -234,7 +234,8 @@ PATHS: dict[str, dict[str, Any]] = {
                                       "contact": {"type": "string"}, "lead": {"type": "string"}}}),
          "400": _json(_ERROR), "404": _json(_ERROR, "Unknown bot, account, contact or lead"),
          "409": _json(_ERROR, "Nothing named can reach the contact (details: one reason per account)"),
-         "422": _json(_ERROR, "The lead is not the contact's")},
+         "422": _json(_ERROR, "The lead is not the contact's"),
+         "503": _json(_ERROR, "The CRM (Kommo) cannot be asked now: try again")},
         auth=["operator"],
         body={"type": "object", "required": ["bot", "contact"], "additionalProperties": False, "properties": {
             "bot": {"type": "string"},

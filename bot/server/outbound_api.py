@@ -3,7 +3,8 @@
 Every field is checked before anything is looked up: a wrong type, a control character in a
 name, too many accounts or too much ``variables`` is a 400 naming the field; an unknown bot,
 account, contact or lead is a 404; a lead of another contact is a 422; a contact nothing can
-reach is a 409 ``unreachable`` with one reason per account tried.
+reach is a 409 ``unreachable`` with one reason per account tried. A CRM read over the network
+(Kommo) that fails is a 503 ``crm_unavailable`` (try again) or a 409 ``crm_rejected``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..errors import CrmError, CrmTemporary
 from ..runtime.outbound import (
     LAST,
     LeadMismatch,
@@ -112,6 +114,11 @@ async def start_outbound(request: web.Request) -> web.Response:
         return error(422, "lead_mismatch", str(exc))
     except NoDirectory as exc:
         return error(409, "unsupported", str(exc))
+    except CrmError as exc:  # Kommo's API: away (503, try again) or refusing what it was asked (409)
+        log.warning("outbound.crm_failed", extra={"error": str(exc)})
+        if isinstance(exc, CrmTemporary):
+            return error(503, "crm_unavailable", f"the CRM cannot be reached now: {exc}")
+        return error(409, "crm_rejected", f"the CRM refused: {exc}")
     if not isinstance(result, Started):
         return error(409, "unreachable", f"the contact cannot be reached: {result.reason}", list(result.reasons))
     return web.json_response({"conversation": result.conversation, "account": result.account,

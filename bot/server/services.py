@@ -38,7 +38,8 @@ from ..runtime.driver import Driver
 from ..runtime.kommo_events import name_events
 from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
-from ..runtime.outbound import OutboundService
+from ..runtime.outbound import EmbeddedBook, OutboundService
+from ..runtime.outbound_kommo import KommoBook
 from ..runtime.requests import ServerRequests
 from ..runtime.service import ConversationService
 from ..store.bots import BotRegistry
@@ -237,9 +238,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,
                             directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)
+        book = EmbeddedBook(redis, crm, directory) if isinstance(crm, RedisCrm) and directory is not None \
+            else KommoBook(crm) if isinstance(crm, KommoCrm) else None  # where outbound finds contacts
         services.outbound = OutboundService(redis=redis, store=store, conversations=conversations,
-                                            accounts=config.accounts, directory=directory,
-                                            crm=crm if isinstance(crm, RedisCrm) else None)
+                                            accounts=config.accounts, book=book)
         conversations.recipients = services.outbound
         services.leads = leads
         services.jobs = ApplyJobs(redis, leads) if isinstance(crm, RedisCrm) \

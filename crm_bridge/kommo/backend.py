@@ -15,7 +15,10 @@
   common notes, stages as ``pipeline_id``/``status_id`` resolved by name, responsible users by
   id, name or e-mail. Kommo's REST API cannot change a lead's subscribers: ``subscribers`` is
   rejected (permanent), so a flow takes its ``failed`` branch. With an ``echo`` (the server's),
-  a real move, new responsible user or tag change of the lead is also emitted as a lead event.
+  a real move, new responsible user, tag or field change of the lead is also emitted as a lead event.
+* **outbound** (``bot/runtime/outbound_kommo.py``) reads a contact by id, phone or e-mail, its
+  newest open lead, the chats it wrote from (its identity field), and ``attach``es a chat the bot
+  opened for it.
 
 How requests travel (rate limit, breaker, typed errors) is ``client.py``; how values are encoded
 ``records.py``.
@@ -49,6 +52,7 @@ from .records import (
     digits,
     encode_values,
     epoch,
+    field_change,
     fold,
     lead_view,
     multitext,
@@ -169,24 +173,89 @@ class KommoCrm(KommoClient):
             for c in await self._search_contacts(key):
                 if key in self._identity_lines(c, field["id"]):
                     return c
-        if identity.phone and len(digits(identity.phone)) >= 5:
-            want = digits(identity.phone)
-            for c in await self._search_contacts(want):
-                if any(digits(p)[-10:] == want[-10:] for p in multitext(c, "PHONE")):
-                    return c
-        if identity.email:
-            for c in await self._search_contacts(identity.email):
-                if any(fold(e) == fold(identity.email) for e in multitext(c, "EMAIL")):
-                    return c
+        found = await self.contact_by_phone(identity.phone) if identity.phone else None
+        if found is None and identity.email:
+            found = await self.contact_by_email(identity.email)
+        return found
+
+    async def contact_by_phone(self, phone: str) -> Record | None:
+        """The contact with this phone among its ``PHONE`` values (the last 10 digits compared)."""
+        want = digits(phone)
+        if len(want) < 5:
+            return None
+        for c in await self._search_contacts(want):
+            if any(digits(p)[-10:] == want[-10:] for p in multitext(c, "PHONE")):
+                return c
         return None
 
-    async def _open_lead(self, contact: Mapping[str, Any]) -> str | None:
+    async def contact_by_email(self, email: str) -> Record | None:
+        for c in await self._search_contacts(email):
+            if any(fold(e) == fold(email) for e in multitext(c, "EMAIL")):
+                return c
+        return None
+
+    async def contact(self, contact_id: str) -> Record | None:
+        """One contact with its leads (None when Kommo has none with this id)."""
+        if not contact_id.isdigit():
+            return None
+        found = await self.get(f"/api/v4/contacts/{contact_id}", [("with", "leads")])
+        return dict(found) if found else None
+
+    async def lead_contacts(self, lead_id: str) -> list[str] | None:
+        """The lead's contacts, the main one first; None when Kommo has no such lead."""
+        if not lead_id.isdigit():
+            return None
+        lead = await self.get(f"/api/v4/leads/{lead_id}", [("with", "contacts")])
+        if not lead:
+            return None
+        main = self._main_contact(lead)
+        others = [str(c["id"]) for c in (lead.get("_embedded") or {}).get("contacts") or []]
+        return [main, *[c for c in others if c != main]] if main else others
+
+    async def open_lead(self, contact: Mapping[str, Any]) -> str | None:
+        """The newest open lead of a contact read ``with=leads``."""
         ids = [str(lead["id"]) for lead in (contact.get("_embedded") or {}).get("leads") or []]
         if not ids:
             return None
         leads = await self.get_all("/api/v4/leads", "leads", [("filter[id][]", i) for i in ids[:BATCH]])
         open_ = [lead for lead in leads if lead.get("status_id") not in CLOSED and not lead.get("is_deleted")]
         return str(max(open_, key=lambda lead: lead["id"])["id"]) if open_ else None
+
+    async def new_lead(self, contact_id: str, name: str) -> str:
+        """A lead of the contact in the first stage of the main pipeline."""
+        pipeline = (await self.account.pipelines())[0]
+        created = await self.request("POST", "/api/v4/leads", json=[{
+            "name": name, "pipeline_id": pipeline["id"], "status_id": self.account.first_stage(pipeline)["id"],
+            "_embedded": {"contacts": [{"id": int(contact_id)}]}}])
+        return str(created["_embedded"]["leads"][0]["id"])
+
+    async def identities(self, contact_id: str) -> list[tuple[str, str, str]]:
+        """``(channel, account, external id)`` of every chat the contact wrote from (its identity field)."""
+        field = await self._identity_field_def()
+        contact = await self.contact(contact_id) if field is not None else None
+        if field is None or contact is None:
+            return []
+        out = []
+        for line in self._identity_lines(contact, field["id"]):
+            parts = line.split(":", 2)
+            if len(parts) == 3 and all(parts):
+                out.append((parts[0], parts[1], parts[2]))
+        return out
+
+    async def attach(self, identity: ChannelIdentity, ref: CrmRef) -> CrmRef:
+        """Record that ``identity`` is ``ref``'s contact (a chat the bot opened for a known contact):
+        a later conversation of that chat finds this contact."""
+        field = await self._identity_field_def()
+        contact = await self.contact(ref.contact_id) if field is not None else None
+        if field is not None and contact is not None:
+            await self._remember(contact, field, f"{identity.channel}:{identity.account}:{identity.external_id}")
+        return ref
+
+    async def _remember(self, contact: Mapping[str, Any], field: Record, key: str) -> None:
+        lines = self._identity_lines(contact, field["id"])
+        if key not in lines:
+            await self.request("PATCH", f"/api/v4/contacts/{contact['id']}", json={"custom_fields_values": [
+                {"field_id": field["id"], "values": [{"value": "\n".join([*lines, key])}]}]})
 
     async def identify(self, identity: ChannelIdentity) -> CrmRef:
         key = f"{identity.channel}:{identity.account}:{identity.external_id}"
@@ -195,19 +264,9 @@ class KommoCrm(KommoClient):
         if contact is None:
             return await self._create_contact_and_lead(identity, key, field)
         contact_id = str(contact["id"])
-        if field is not None:
-            lines = self._identity_lines(contact, field["id"])
-            if key not in lines:  # found by phone or e-mail: remember this channel too
-                await self.request("PATCH", f"/api/v4/contacts/{contact_id}", json={"custom_fields_values": [
-                    {"field_id": field["id"], "values": [{"value": "\n".join([*lines, key])}]}]})
-        lead_id = await self._open_lead(contact)
-        if lead_id is None:
-            pipeline = (await self.account.pipelines())[0]
-            created = await self.request("POST", "/api/v4/leads", json=[{
-                "name": self._lead_name(identity), "pipeline_id": pipeline["id"],
-                "status_id": self.account.first_stage(pipeline)["id"],
-                "_embedded": {"contacts": [{"id": int(contact_id)}]}}])
-            lead_id = str(created["_embedded"]["leads"][0]["id"])
+        if field is not None:  # found by phone or e-mail: remember this channel too
+            await self._remember(contact, field, key)
+        lead_id = await self.open_lead(contact) or await self.new_lead(contact_id, self._lead_name(identity))
         return CrmRef(contact_id, lead_id)
 
     @staticmethod
@@ -271,6 +330,7 @@ class KommoCrm(KommoClient):
         path, record_id = await self._target(ref, str(cmd.get("entity") or "lead"))
         name, value = cmd["field"], cmd.get("value")
         body: Record
+        field: Record | None = None
         if fold(name) in STANDARD[path]:
             key = fold(name)
             if key == "price":
@@ -291,7 +351,14 @@ class KommoCrm(KommoClient):
         else:
             field = await self.account.field(path, name)
             body = {"custom_fields_values": [{"field_id": field["id"], "values": encode_values(field, value)}]}
+        before: Record | None = None
+        if path == "leads" and self.echo is not None:  # the lead's field event, as the embedded CRM's
+            before = await self._lead(ref.lead_id, with_contacts=False)
         await self.request("PATCH", f"/api/v4/{path}/{record_id}", json=body)
+        change = field_change(before, field, body) if before is not None else None
+        if change is not None and self.echo is not None:
+            await self.echo.emit([Change("lead.field_changed", ref.lead_id, change, ref.contact_id or None,
+                                         _depth(cmd))])
         return CommandResult()
 
     async def _do_tags(self, ref: CrmRef, cmd: Command) -> CommandResult:
@@ -387,7 +454,8 @@ class KommoCrm(KommoClient):
                 "from": {"pipeline": old_pipeline, "stage": old_stage},
                 "to": {"pipeline": pipeline.get("name"), "stage": stage.get("name")},
                 "pipeline_id": pipeline["id"], "status_id": stage["id"],
-                "old_pipeline_id": old[0], "old_status_id": old[1]}, ref.contact_id or None, _depth(cmd))])
+                "old_pipeline_id": old[0], "old_status_id": old[1]}, ref.contact_id or None, _depth(cmd))],
+                noted=(ref.lead_id, "stage", stage["id"]))
         return CommandResult()
 
     async def _written(self, ref: CrmRef, kind: str, new: object, old: object, changes: bool,
@@ -433,7 +501,8 @@ class KommoCrm(KommoClient):
                 await self._written(ref, "responsible", user, before, changed and path == "leads", write)
         if changed and self.echo is not None:
             await self.echo.emit([Change("lead.responsible_changed", ref.lead_id, {
-                "from": str_id(before), "to": str(user)}, ref.contact_id or None, _depth(cmd))])
+                "from": str_id(before), "to": str(user)}, ref.contact_id or None, _depth(cmd))],
+                noted=(ref.lead_id, "responsible", user))
         return CommandResult()
 
     async def _do_create_lead(self, ref: CrmRef, cmd: Command) -> CommandResult:

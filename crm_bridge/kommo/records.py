@@ -129,6 +129,49 @@ def decode_values(item: Mapping[str, Any]) -> Any:
     return value
 
 
+def written_value(field: Mapping[str, Any], values: list[Record] | None) -> Any:
+    """What ``decode_values`` will read back from a record after ``encode_values(field, …)`` was
+    written (an enum id as its choice's name): the ``to`` of our own field change's event."""
+    names = {e.get("id"): e.get("value") for e in field.get("enums") or []}
+    shown = [{"value": names.get(v["enum_id"])} if v.get("enum_id") else v for v in values or []]
+    return decode_values({"field_type": field.get("type"), "values": shown})
+
+
+def field_of(record: Mapping[str, Any], field_id: object) -> Any:
+    """The decoded value of a record's custom field (None when it has none)."""
+    for item in record.get("custom_fields_values") or []:
+        if item.get("field_id") == field_id:
+            return decode_values(item)
+    return None
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two field values are equal as Kommo shows them (it returns numbers as text)."""
+    def norm(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [norm(x) for x in v]
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        return None if v in (None, "") else str(v)
+    return bool(norm(a) == norm(b))
+
+
+def field_change(before: Mapping[str, Any], field: Record | None,
+                 body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``lead.field_changed`` data of a lead write (``body``) over the lead as it was, or None
+    when nothing changes. A custom field is named as rules write it: ``budget`` for "Budget"."""
+    if field is None:
+        key = next(iter(body))  # name or price: the lead's own fields
+        name, old, new = f"lead.{key}", before.get(key), body[key]
+    else:
+        name = slug(field.get("name")) or str(field.get("id"))
+        old = field_of(before, field["id"])
+        new = written_value(field, body["custom_fields_values"][0]["values"])
+    if same_value(old, new):
+        return None
+    return {"field": name, "from": old, "to": new}
+
+
 def custom_fields(record: Mapping[str, Any], identity_field: str | None, *,
                   skip_codes: Iterable[str] = ()) -> tuple[Record, Record]:
     """(by name, by id) of a record's custom fields; the identity field is not shown by name."""

@@ -136,7 +136,8 @@ async def test_a_lead_added_in_kommo_runs_the_created_rule_of_its_stage(kommo: K
     assert fake.field_value("leads", lead, "Budget") == "5000"
     assert (await kommo.outcomes(lead)).count(("welcome", "acted")) == 1
     events = [e for e in await kommo.history(lead) if e["role"] == "event"]
-    assert [(e["type"], e["source"]) for e in events] == [("lead.created", "kommo"), ("lead.tag_added", "crm")]
+    assert [(e["type"], e["source"]) for e in events] == [("lead.created", "kommo"), ("lead.tag_added", "crm"),
+                                                          ("lead.field_changed", "crm")]
     assert (events[0]["data"]["pipeline"], events[0]["data"]["stage"]) == ("Sales", "New")
     # Kommo redelivers the webhook (it did not hear our answer): nothing acts twice
     assert (await kommo.hook(added))["delivered"] == 0
