@@ -42,7 +42,7 @@ from ..automations.validate import AutomationContext, parse_automations
 from ..engine import effects as efx
 from ..engine import events as ev
 from ..engine.state import ConversationState
-from ..errors import AutomationsInvalid, SalesbotError
+from ..errors import AutomationsInvalid, CrmTemporary, SalesbotError
 from ..store import codec
 from ..store.versions import DocumentNotFound, VersionedDocuments
 from .leads import Reaction, lead_cid
@@ -295,6 +295,8 @@ class AutomationEffects:
             contact = await self.outbound.find_contact(contact_id=contact_id, lead_id=lead_id)
             started = await self.outbound.start(e.bot, e.channels or ("last",), contact,
                                                 variables=dict(e.variables), idempotency_key=f"auto:{lead_id}:{key}")
+        except CrmTemporary:
+            raise  # the CRM is away for now (Kommo): the batch is redone later, not recorded as unreachable
         except (OutboundError, SalesbotError) as exc:
             return [_entry(e.rule, "outbound.unreachable", str(exc))]
         if isinstance(started, Unreachable):

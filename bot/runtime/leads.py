@@ -32,7 +32,7 @@ from crm_bridge.changes import Change
 from ..automations.effects import ApplyRule
 from ..automations.events import LeadEvent
 from ..engine import events as ev
-from ..errors import CrmError
+from ..errors import CrmError, CrmTemporary
 from ..store import codec, replies
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from .metrics import Metrics
@@ -143,6 +143,20 @@ class LeadService(QueueProcessor[None]):
         self.complete: Callable[[LeadEvent], Awaitable[LeadEvent]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def _is_outage(self, exc: Exception) -> bool:
+        # The CRM away (Kommo's API answering 5xx, 429, nothing): the lead's events wait for it in
+        # the queue (the lock expires, recovery tries again); it is not the lead's fault, so such
+        # failures never count towards parking the lead.
+        return isinstance(exc, CrmTemporary) or super()._is_outage(exc)
+
+    async def _handle(self, batch: Batch) -> None:
+        """Process a batch whose events are stored: with the CRM away they stay queued (recovery
+        handles them once it answers), so the caller — a sender, a timer, a job — is not failed."""
+        try:
+            await self.process(batch)
+        except CrmTemporary as exc:
+            log.warning("lead.crm_unavailable", extra={"cid": batch.cid, "error": str(exc)})
+
     # ------------------------------------------------------------------ in
     def event(self, type_: str, lead_id: str, *, data: Mapping[str, Any] | None = None, id_: str | None = None,
               at: float | None = None, contact_id: str | None = None, source: str = "api",
@@ -165,9 +179,9 @@ class LeadService(QueueProcessor[None]):
             return Accepted(event.lead_id, event.id, duplicate=True)
         if pushed.batch is not None:
             if background:
-                self._spawn(self.process(pushed.batch))
+                self._spawn(self._handle(pushed.batch))
             else:
-                await self.process(pushed.batch)
+                await self._handle(pushed.batch)
         return Accepted(event.lead_id, event.id)
 
     async def deliver_raw(self, lead_id: str, payload: bytes, *, dedupe_id: str) -> bool:
@@ -175,7 +189,7 @@ class LeadService(QueueProcessor[None]):
         process holds the queue; False when the lead already had it (``dedupe_id``)."""
         pushed = await self.store.push(lead_cid(lead_id), payload, dedupe_id=dedupe_id)
         if pushed.batch is not None:
-            await self.process(pushed.batch)
+            await self._handle(pushed.batch)
         return not pushed.duplicate
 
     async def deliver_timer(self, cid: str, event: ev.TimerFired, *, dedupe_id: str,
@@ -186,7 +200,7 @@ class LeadService(QueueProcessor[None]):
             payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
         pushed = await self.store.push(cid, payload, dedupe_id=dedupe_id)
         if pushed.batch is not None:
-            await self.process(pushed.batch)
+            await self._handle(pushed.batch)
         return not pushed.duplicate
 
     async def emit(self, type_: str, lead_id: str, *, id_: str, data: Mapping[str, Any], contact_id: str | None,
@@ -232,7 +246,7 @@ class LeadService(QueueProcessor[None]):
         """Process a lead queue unless another process holds it (that one sees the new events)."""
         batch = await self.store.acquire(lead_cid(lead_id))
         if isinstance(batch, Batch):
-            await self.process(batch)
+            await self._handle(batch)
 
     async def idle(self) -> None:
         """Wait for the background handling started by ``written`` (tests, shutdown)."""
@@ -299,6 +313,8 @@ class LeadService(QueueProcessor[None]):
     async def _snapshot(self, lead_id: str, contact_id: str | None) -> Mapping[str, Any]:
         try:
             return await self.crm.snapshot(CrmRef(contact_id or "", lead_id))
+        except CrmTemporary:
+            raise  # the CRM away: the events wait for it (``_is_outage``); rules never see a blank lead
         except CrmError as exc:
             log.warning("crm.snapshot_failed", extra={"cid": lead_cid(lead_id), "error": str(exc)})
             return {}

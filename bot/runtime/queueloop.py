@@ -109,7 +109,7 @@ class QueueProcessor(Generic[P]):
                 status = await self._process_batch(batch, prefetched)
                 prefetched = None  # read before the first batch only
             except Exception as exc:
-                if _outage(exc):
+                if self._is_outage(exc):
                     raise
                 await self._failed(batch, exc)
                 return False
@@ -119,6 +119,10 @@ class QueueProcessor(Generic[P]):
                 return True
             batch = await self.store.load(batch.cid, batch.token)
         return True
+
+    def _is_outage(self, exc: Exception) -> bool:
+        """Whether a failed batch met an outage (``_outage``): not counted, left to recovery."""
+        return _outage(exc)
 
     async def _failed(self, batch: Batch, exc: Exception) -> None:
         """Count a failed batch: recovery retries it with a backoff, and the conversation is parked

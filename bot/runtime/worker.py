@@ -17,6 +17,7 @@ from crm_bridge.outbox import CrmOutbox
 
 from ..config import Config
 from ..engine import events as ev
+from ..errors import CrmTemporary
 from ..store.conversations import ConversationStore
 from ..store.outbox import Outbox
 from ..store.timers import DueTimer, TimerWheel
@@ -166,7 +167,7 @@ class Worker:
                 log.warning("conversation.recovered", extra={"cid": cid})
                 await self._queue(cid).process(batch)
                 return True
-            except IdentityPending:  # the CRM is away: its lock expires and the next rounds retry
+            except (IdentityPending, CrmTemporary):  # the CRM is away: its lock expires, the next rounds retry
                 return False
             except Exception:  # an outage: this one is tried again next round, the others go on
                 log.exception("conversation.recovery_failed", extra={"cid": cid})

@@ -13,7 +13,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bot.runtime.leads import LeadService
+from bot.runtime.leads import LeadService, lead_cid
 from bot.runtime.worker import Worker
 from bot.server.app import create_app
 from crm_bridge.changes import Change
@@ -99,7 +99,7 @@ async def test_a_move_whose_event_redis_lost_comes_from_kommos_webhook_instead(q
     new = fake.status_id("Sales", "New")
     r = await kommo.http.post("/api/events", json={"id": "evt-1", "type": "order.paid", "lead": {"id": str(lead)}},
                               headers=H)
-    assert r.status == 503, await r.text()  # handled at once: the sender is told to retry later
+    assert r.status == 202, await r.text()  # stored; handled in the background, where the emit fails
     await kommo.idle()
     assert fake.stage_of(lead) == ("Sales", "Won") and fake.tag_names("leads", lead) == []  # moved, event lost
     # Kommo's webhook about the move: not dropped as an echo, it is the move's event
@@ -113,3 +113,22 @@ async def test_a_move_whose_event_redis_lost_comes_from_kommos_webhook_instead(q
     assert [e["source"] for e in await kommo.history(lead) if e.get("type") == "lead.stage_changed"] == ["kommo"]
     assert (await kommo.hook(webhook))["delivered"] == 0  # its redelivery is a duplicate as usual
     assert (await kommo.outcomes(lead)).count(("thank", "acted")) == 1
+
+
+async def test_a_lead_event_waits_while_kommo_is_away_and_is_never_parked(quick: Kommo) -> None:
+    """Kommo answering 503 is an outage, not the lead's fault: the event stays queued with no
+    failure counted (five would park the lead), and acts once Kommo answers again."""
+    kommo = quick
+    fake = kommo.fake
+    await kommo.put([{"id": "hello", "stage": "New", "on": ["created"],
+                      "do": {"actions": [{"do": "tags", "add": ["hello"]}]}}])
+    lead = fake.new_lead("Kitchen", contact="Ada")
+    fake.down(503)
+    await kommo.hook(kommo.added(lead))  # stored and answered; handling it meets Kommo away
+    meta = await kommo.services.store.meta(lead_cid(str(lead)))
+    assert not meta.get("failures") and not meta.get("parked"), meta
+    fake.up()
+    worker = Worker(kommo.services)
+    await wait_for(lambda: fake.tag_names("leads", lead) == ["hello"], 10.0, what="the rule once Kommo is back",
+                   between=worker.recover)
+    assert (await kommo.outcomes(lead)).count(("hello", "acted")) == 1
