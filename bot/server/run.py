@@ -74,6 +74,8 @@ async def _serve(config: object, role: str, out: TextIO) -> int:
             lines.append(f"  admin token: {services.auth.admin_token}")
     if services.loaded_flows:
         lines.append(f"  bots:       {', '.join(services.loaded_flows)}")
+    if services.loaded_automations:
+        lines.append(f"  automations: {', '.join(services.loaded_automations)}  (pipeline view: {base}/live)")
     out.write("\n".join(lines) + "\n")
     out.flush()
     code = await _until_stopped(stop, services.embedded.supervisor if services.embedded else None)

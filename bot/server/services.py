@@ -83,6 +83,7 @@ class Services:
     senders: dict[str, ChannelSender]  # account -> adapter (the outbox sends through it)
     embedded: EmbeddedRedis | None = None
     loaded_flows: list[str] = field(default_factory=list)
+    loaded_automations: list[str] = field(default_factory=list)  # "<id> v<version>" of automations_dir's
     adapters: dict[str, ChannelAdapter] = field(default_factory=dict)
     http: aiohttp.ClientSession | None = None
     directory: CrmDirectory | None = None  # the embedded CRM's people-facing side (/api/crm)
@@ -257,7 +258,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         if load_flows and config.automations_dir.is_dir():  # after the bots: rules name them
-            await load_automation_dir(automation_docs, config.automations_dir)
+            services.loaded_automations = await load_automation_dir(automation_docs, config.automations_dir)
         await bots.refresh()
         if start_hub:
             await hub.start()
