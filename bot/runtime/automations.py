@@ -2,8 +2,11 @@
 
 ``EngineReactor`` adapts the pure ``bot.automations.engine.react`` to the lead loop's
 ``Reactor``: it picks the compiled document of the lead's pipeline (the active version in the
-versioned store; compiled documents are cached per ``(id, version)`` in the process, the active
-versions are read once per batch, two small reads), converts ``LeadState`` to and from the
+versioned store; compiled documents are cached per ``(id, version)`` in the process, and so are
+the active versions, tagged with the store's generation token: each batch checks that token,
+sent along with the lead queue's push or acquire, and reads the versions again only when it
+changed — so a new version is seen by the first batch that starts after it is stored, in every
+process, as when the versions were read for each batch), converts ``LeadState`` to and from the
 queue's state slot, and sorts the effects: timers go to the queue's save, ``Record`` to the
 lead's history and the per-document counters hash (incremented by the save script itself, so
 a count is written with its batch or not at all), the work to ``AutomationEffects`` (whose
@@ -82,17 +85,26 @@ class EngineReactor:
         self._compiled: dict[tuple[str, int], CompiledAutomations] = {}
         self._by_pipeline: dict[str, CompiledAutomations] = {}
         self._by_id: dict[str, CompiledAutomations] = {}
+        #: The store's generation token and the active ``(id, version)``s read with it.
+        self._generation: bytes | None = None
+        self._actives: list[tuple[str, int]] = []
 
-    async def prepare(self) -> bool:
-        """Read the active versions and compile those not cached yet (once per batch); False
-        when there is no document at all."""
+    def prepare_reads(self) -> list[tuple[Any, ...]]:
+        """What ``prepare`` needs read: sent along with the lead queue's push or acquire."""
+        return [("GET", self.documents.generation_key)]
+
+    async def prepare(self, replies: Sequence[Any] | None = None) -> bool:
+        """The active documents for a batch, compiling those not cached yet; False when there is
+        none. ``replies``: to ``prepare_reads``, when they came along with the batch (else the
+        token is read here: one small read)."""
+        if replies:
+            generation = replies[0]
+        else:
+            generation = await self.documents.redis.get(self.documents.generation_key)
+        if generation is None or generation != self._generation:
+            self._generation, self._actives = await self.documents.actives()
         by_pipeline: dict[str, CompiledAutomations] = {}
-        ids = await self.documents.ids()
-        actives = await self.documents.redis.mget([self.documents.key(i, "active") for i in ids]) if ids else []
-        for doc_id, raw in zip(ids, actives, strict=True):
-            if raw is None:
-                continue
-            version = int(raw)
+        for doc_id, version in self._actives:
             compiled = self._compiled.get((doc_id, version))
             if compiled is None:
                 compiled = await self._compile(doc_id, version)

@@ -11,13 +11,20 @@ reads the CRM snapshot once per batch, and asks a ``Reactor`` (the rule engine b
 for the new state, timers, history and effects. Events from outside (the API, Kommo, hosted
 forms) are also forwarded to the lead's conversation, if it has one, as a ``CrmEvent``
 deduplicated by the event id; the CRM's own, the chat's and the trackers' are not
-(``UNFORWARDED``). The history (events and what the rules did) is the queue's transcript,
+(``UNFORWARDED``).
+
+Round trips: what a batch reads before it starts (the rule engine's generation token, the CRM
+snapshot of the lead and its contact, the lead's conversation) is sent along with the push or
+acquire that hands the batch over (``_Reads``), as conversations prefetch their snapshot; a
+batch whose reads did not come along (the next one under the same lock, a failed read, a CRM
+that is not the embedded one) reads them itself. The history (events and what the rules did) is the queue's transcript,
 bounded like any transcript (``transcript_max``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -26,7 +33,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from crm_bridge import CrmBackend, CrmRef
+from crm_bridge import CrmBackend, CrmRef, PrefetchSnapshot
 from crm_bridge.changes import Change
 
 from ..automations.effects import ApplyRule
@@ -37,7 +44,7 @@ from ..store import codec, replies
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from .metrics import Metrics
 from .queueloop import QueueProcessor
-from .service import LEAD_CONVERSATIONS_KEY
+from .service import LEAD_CONVERSATIONS_KEY, SNAPSHOT_REFS_MAX, _remember
 
 log = logging.getLogger("salesbot.leads")
 #: The queue id of a lead is this prefix and the lead's id.
@@ -79,6 +86,42 @@ def decode_entry(raw: bytes) -> tuple[LeadEvent | ApplyRule | ev.Event, dict[str
 
 
 @dataclass(frozen=True, slots=True)
+class Prefetched:
+    """What came along with a lead queue's push or acquire (``_Reads``): the replies to the
+    reactor's ``prepare_reads``, the CRM snapshot of ``ref`` (None: not read), and the lead's
+    conversation (``conversation_read``: whether it was read)."""
+
+    reactor: Sequence[Any] = ()
+    ref: CrmRef | None = None
+    snapshot: Sequence[Any] | None = None
+    conversation_read: bool = False
+    conversation: bytes | str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reads:
+    """The reads a batch of a lead will need, to send with the command that hands it over."""
+
+    reactor: Sequence[tuple[Any, ...]]
+    ref: CrmRef | None
+    snapshot: Sequence[tuple[Any, ...]]
+    conversation: tuple[Any, ...] | None
+
+    @property
+    def commands(self) -> list[tuple[Any, ...]]:
+        return [*self.reactor, *self.snapshot, *((self.conversation,) if self.conversation else ())]
+
+    def replies(self, found: Sequence[Any] | None) -> Prefetched | None:
+        """The replies to ``commands``, sorted back (None: nothing came along)."""
+        if found is None or len(found) != len(self.commands):
+            return None
+        n, m = len(self.reactor), len(self.reactor) + len(self.snapshot)
+        return Prefetched(reactor=found[:n], ref=self.ref, snapshot=found[n:m] if self.snapshot else None,
+                          conversation_read=self.conversation is not None,
+                          conversation=found[m] if self.conversation is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
 class Reaction:
     """What the rule engine made of one event, in the shell's terms: the new state (plain data),
     timers of the lead's queue to set (``(timer id, epoch seconds)``) or cancel, entries for the
@@ -98,9 +141,11 @@ class Reactor(Protocol):
     """The rule engine as the lead loop calls it: the adapter over
     ``bot.automations.engine.react(automations, state, event, snapshot, now)`` picks the lead's
     ``CompiledAutomations``, converts ``LeadState`` to and from plain data and sorts its effects.
-    It may also have ``async prepare() -> bool``, awaited once per batch before any ``react``
-    (``bot.runtime.automations.EngineReactor`` reads the active documents there; False: there
-    are none, and the batch reads no snapshot and matches nothing)."""
+    It may also have ``async prepare(replies) -> bool``, awaited once per batch before any
+    ``react`` (``bot.runtime.automations.EngineReactor`` finds the active documents there; False:
+    there are none, and the batch reads no snapshot and matches nothing), with
+    ``prepare_reads() -> list[command]``, the reads whose replies it takes (sent along with the
+    batch's push or acquire when possible; ``replies`` is empty when they were not)."""
 
     def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired | ApplyRule,
               snapshot: Mapping[str, Any], now: datetime) -> Reaction: ...
@@ -125,7 +170,7 @@ class Accepted:
     duplicate: bool = False
 
 
-class LeadService(QueueProcessor[None]):
+class LeadService(QueueProcessor[Prefetched]):
     """Queues lead events and processes lead queues (see the module docstring)."""
 
     def __init__(self, *, store: ConversationStore, crm: CrmBackend, metrics: Metrics,
@@ -142,6 +187,8 @@ class LeadService(QueueProcessor[None]):
         #: ids of its webhooks, ``bot/runtime/kommo_events.py``); None: events are complete.
         self.complete: Callable[[LeadEvent], Awaitable[LeadEvent]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: lead id -> the contact its last batch used: whose snapshot to read along (bounded, LRU).
+        self._contacts: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     # ------------------------------------------------------------------ in
     def event(self, type_: str, lead_id: str, *, data: Mapping[str, Any] | None = None, id_: str | None = None,
@@ -157,25 +204,28 @@ class LeadService(QueueProcessor[None]):
         ``dedupe``: drop an event whose id the lead saw in 7 days."""
         cid = lead_cid(event.lead_id)
         meta = {"contact_id": event.contact_id} if event.contact_id else None
+        reads = self._reads(event.lead_id, event.contact_id, forward=self._forwarded(event))
         pushed = await self.store.push(cid, encode_lead_event(event), dedupe_id=event.id if dedupe else None,
-                                       meta=meta)
+                                       meta=meta, reads=reads.commands)
         if pushed.duplicate:
             self.metrics.duplicates.inc()
             log.info("lead.event_duplicate", extra={"lead": event.lead_id, "event_id": event.id})
             return Accepted(event.lead_id, event.id, duplicate=True)
         if pushed.batch is not None:
+            prefetched = reads.replies(pushed.prefetched)
             if background:
-                self._spawn(self.process(pushed.batch))
+                self._spawn(self.process(pushed.batch, prefetched))
             else:
-                await self.process(pushed.batch)
+                await self.process(pushed.batch, prefetched)
         return Accepted(event.lead_id, event.id)
 
     async def deliver_raw(self, lead_id: str, payload: bytes, *, dedupe_id: str) -> bool:
         """An encoded entry (an ``ApplyRule``) onto the lead's queue, handled here unless another
         process holds the queue; False when the lead already had it (``dedupe_id``)."""
-        pushed = await self.store.push(lead_cid(lead_id), payload, dedupe_id=dedupe_id)
+        reads = self._reads(lead_id, None)
+        pushed = await self.store.push(lead_cid(lead_id), payload, dedupe_id=dedupe_id, reads=reads.commands)
         if pushed.batch is not None:
-            await self.process(pushed.batch)
+            await self.process(pushed.batch, reads.replies(pushed.prefetched))
         return not pushed.duplicate
 
     async def deliver_timer(self, cid: str, event: ev.TimerFired, *, dedupe_id: str,
@@ -184,9 +234,10 @@ class LeadService(QueueProcessor[None]):
         payload = codec.encode_event(event)
         if entry_extra:
             payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
-        pushed = await self.store.push(cid, payload, dedupe_id=dedupe_id)
+        reads = self._reads(cid[len(LEAD_PREFIX):], None)
+        pushed = await self.store.push(cid, payload, dedupe_id=dedupe_id, reads=reads.commands)
         if pushed.batch is not None:
-            await self.process(pushed.batch)
+            await self.process(pushed.batch, reads.replies(pushed.prefetched))
         return not pushed.duplicate
 
     async def emit(self, type_: str, lead_id: str, *, id_: str, data: Mapping[str, Any], contact_id: str | None,
@@ -230,9 +281,10 @@ class LeadService(QueueProcessor[None]):
 
     async def kick(self, lead_id: str) -> None:
         """Process a lead queue unless another process holds it (that one sees the new events)."""
-        batch = await self.store.acquire(lead_cid(lead_id))
+        reads = self._reads(lead_id, None)
+        batch = await self.store.acquire(lead_cid(lead_id), reads=reads.commands)
         if isinstance(batch, Batch):
-            await self.process(batch)
+            await self.process(batch, reads.replies(batch.prefetched))
 
     async def idle(self) -> None:
         """Wait for the background handling started by ``written`` (tests, shutdown)."""
@@ -246,7 +298,22 @@ class LeadService(QueueProcessor[None]):
         return [{"seq": seq, **codec.unpack(raw)} for seq, raw in rows]
 
     # ------------------------------------------------------------------ a batch
-    async def _process_batch(self, batch: Batch, prefetched: None = None) -> int:
+    def _reads(self, lead_id: str, contact_id: str | None, *, forward: bool = False) -> _Reads:
+        """What the lead's next batch will read first (see the module docstring): the reactor's
+        reads, the snapshot of the lead with the contact it names (else the one its last batch
+        here used) when the CRM's snapshot is plain reads, and the lead's conversation when the
+        event goes to it."""
+        prepare_reads = getattr(self.reactor, "prepare_reads", None)
+        reactor = prepare_reads() if prepare_reads is not None else []
+        ref: CrmRef | None = None
+        snapshot: list[tuple[Any, ...]] = []
+        if self.reactor is not None and isinstance(self.crm, PrefetchSnapshot):
+            ref = CrmRef(contact_id or self._contacts.get(lead_id, ""), lead_id)
+            snapshot = self.crm.snapshot_reads(ref)
+        conversation = ("HGET", LEAD_CONVERSATIONS_KEY, lead_id) if forward else None
+        return _Reads(reactor, ref, snapshot, conversation)
+
+    async def _process_batch(self, batch: Batch, prefetched: Prefetched | None = None) -> int:
         lead_id = batch.cid[len(LEAD_PREFIX):]
         state: Mapping[str, Any] | None = codec.unpack(batch.state) if batch.state else None
         entries = [decode_entry(raw) for raw in batch.events]
@@ -255,16 +322,20 @@ class LeadService(QueueProcessor[None]):
         contact_id = batch.meta.get("contact_id") or next(
             (e.contact_id for e, _ in entries if isinstance(e, LeadEvent) and e.contact_id), None)
         reactor = self.reactor
-        prepare = getattr(reactor, "prepare", None)  # the engine's: reads the active documents, False if none
-        if prepare is not None and not await prepare():
+        prepare = getattr(reactor, "prepare", None)  # the engine's: finds the active documents, False if none
+        if prepare is not None and not await prepare(prefetched.reactor if prefetched is not None else ()):
             reactor = None  # no automations at all: no snapshot to read, nothing to match
-        snapshot = await self._snapshot(lead_id, contact_id) if reactor is not None else {}
+        ref = CrmRef(contact_id or "", lead_id)
+        snapshot = await self._snapshot(ref, prefetched) if reactor is not None else {}
+        if contact_id:
+            _remember(self._contacts, lead_id, contact_id, SNAPSHOT_REFS_MAX)
+        conversation = _Conversation(prefetched)
         req = SaveRequest(state=None, processed=len(batch.events))
         for event, extra in entries:
             now = self.clock()
             if isinstance(event, LeadEvent):
                 req.add_log(_history_entry(event, now))
-                await self._forward(event)
+                await self._forward(event, conversation)
             elif isinstance(event, ApplyRule):
                 req.add_log({"role": "event", "at": now, "type": "apply_rule", "rule": event.rule_id,
                              "job": event.job, "source": "automation"})
@@ -296,23 +367,46 @@ class LeadService(QueueProcessor[None]):
             log.error("store.lock_lost", extra={"cid": batch.cid})
         return result.status
 
-    async def _snapshot(self, lead_id: str, contact_id: str | None) -> Mapping[str, Any]:
+    async def _snapshot(self, ref: CrmRef, prefetched: Prefetched | None) -> Mapping[str, Any]:
+        """The lead's CRM snapshot, from the reads that came along with the batch when they were
+        of this lead and contact."""
         try:
-            return await self.crm.snapshot(CrmRef(contact_id or "", lead_id))
+            if (prefetched is not None and prefetched.snapshot is not None and prefetched.ref == ref
+                    and isinstance(self.crm, PrefetchSnapshot)):
+                return await self.crm.snapshot_from(ref, list(prefetched.snapshot))
+            return await self.crm.snapshot(ref)
         except CrmError as exc:
-            log.warning("crm.snapshot_failed", extra={"cid": lead_cid(lead_id), "error": str(exc)})
+            log.warning("crm.snapshot_failed", extra={"cid": lead_cid(ref.lead_id), "error": str(exc)})
             return {}
 
-    async def _forward(self, event: LeadEvent) -> None:
+    def _forwarded(self, event: LeadEvent) -> bool:
+        """Whether the event goes to the lead's conversation (see ``_forward``)."""
+        return self.conversations is not None and event.source not in UNFORWARDED
+
+    async def _forward(self, event: LeadEvent, conversation: _Conversation) -> None:
         """The event to the lead's conversation, once (a redone batch is deduplicated there).
         Not the embedded CRM's own changes (a conversation's commands make most of them: it
         would hear of its own writes) nor the conversations' or the trackers' events (``UNFORWARDED``)."""
-        if self.conversations is None or event.source in UNFORWARDED:
+        if self.conversations is None or not self._forwarded(event):
             return
-        found = await self.store.redis.hget(LEAD_CONVERSATIONS_KEY, event.lead_id)
+        found = await conversation.of(self.store.redis, event.lead_id)
         if found:
             await self.conversations.deliver(replies.text(found), ev.CrmEvent(event.type, dict(event.data)),
                                              dedupe_id=f"lead-event:{event.lead_id}:{event.id}")
+
+
+class _Conversation:
+    """The lead's conversation for one batch: read along with the batch, else once when needed."""
+
+    def __init__(self, prefetched: Prefetched | None) -> None:
+        self._read = prefetched is not None and prefetched.conversation_read
+        self._found = prefetched.conversation if prefetched is not None else None
+
+    async def of(self, redis: Any, lead_id: str) -> bytes | str | None:
+        if not self._read:
+            self._found = await redis.hget(LEAD_CONVERSATIONS_KEY, lead_id)
+            self._read = True
+        return self._found
 
 
 def _cut(value: Any) -> Any:

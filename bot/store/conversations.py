@@ -177,6 +177,9 @@ class Batch:
     state: bytes | None
     events: list[bytes]
     meta: dict[str, str]
+    #: Replies to ``acquire(reads=...)``: commands sent in the same round trip (None: none sent,
+    #: or one failed and the caller reads again).
+    prefetched: list[Any] | None = None
 
 
 @dataclass(slots=True)
@@ -314,14 +317,19 @@ class ConversationStore:
                                    [token, self.batch, self.lock_ttl_ms])
         return self._batch(cid, token, reply) if reply[0] == 1 else None
 
-    async def acquire(self, cid: str) -> Batch | Literal[False] | None:
-        """Take over a conversation with waiting events: a Batch, False if locked, None if idle."""
+    async def acquire(self, cid: str, *, reads: Sequence[Sequence[Any]] = ()) -> Batch | Literal[False] | None:
+        """Take over a conversation with waiting events: a Batch, False if locked, None if idle.
+        ``reads``: more commands sent in the same round trip, their replies in ``Batch.prefetched``."""
         key = k.ConversationKey(cid)
         token = self._token()
-        reply = await self._script(self._acquire, [key.inbox, key.lock, key.state, key.meta],
-                                   [token, self.lock_ttl_ms, self.batch, self.ttl])
+        command = self._acquire.command([key.inbox, key.lock, key.state, key.meta],
+                                        [token, self.lock_ttl_ms, self.batch, self.ttl])
+        reply, *prefetched = await send_commands(self.fast, [command, *reads], [self._acquire], check=1)
         if reply[0] == 1:
-            return self._batch(cid, token, reply)
+            batch = self._batch(cid, token, reply)
+            if reads and not any(isinstance(r, ResponseError) for r in prefetched):
+                batch.prefetched = prefetched
+            return batch
         return False if reply[0] == -2 else None
 
     async def extend(self, cid: str, token: str) -> bool:
