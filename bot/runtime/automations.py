@@ -33,8 +33,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from crm_bridge import CrmBackend, CrmRef
-from crm_bridge.directory import CrmDirectory
+from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
+from crm_bridge.directory import CrmDirectory, record_key
 
 from ..automations import effects as fx
 from ..automations.compiled import CompiledAutomations, compile_automations
@@ -46,7 +46,7 @@ from ..engine import effects as efx
 from ..engine import events as ev
 from ..engine.state import ConversationState
 from ..errors import AutomationsInvalid, SalesbotError
-from ..store import codec
+from ..store import codec, replies
 from ..store.versions import DocumentNotFound, VersionedDocuments
 from .leads import Reaction, lead_cid
 from .outbound import OutboundError, OutboundService, Unreachable
@@ -230,16 +230,23 @@ class AutomationEffects:
 
     async def run(self, lead_id: str, effects: Sequence[object]) -> list[Mapping[str, Any]]:
         """Carry out the effects in order; returns what they add to the lead's history."""
-        history: list[Mapping[str, Any]] = []
+        keyed = [item for item in effects if isinstance(item, Keyed)]
+        if not keyed:
+            return []
         key = done_key(lead_id)
-        for item in effects:
-            if not isinstance(item, Keyed):
+        done, first_ref = await self._done_and_ref(lead_id, key, keyed)
+        ref: CrmRef | None = first_ref
+        history: list[Mapping[str, Any]] = []
+        snapshot: dict[str, Any] | None = None
+        for item, was_done in zip(keyed, done, strict=True):
+            if was_done is not None:  # a redone batch: the effect happened, its history entry comes back
+                history += codec.unpack(replies.raw(was_done)) or []
                 continue
-            done = await self.redis.hget(key, item.key)
-            if done is not None:  # a redone batch: the effect happened, its history entry comes back
-                history += codec.unpack(done if isinstance(done, bytes) else done.encode()) or []
-                continue
-            entries = await self._run(lead_id, item)
+            if snapshot is None:  # the first effect, or one after an effect whose result had no snapshot
+                ref = ref or (await self._done_and_ref(lead_id, key, ()))[1]  # (it may have added a contact)
+                snapshot = await self.crm.snapshot(ref)
+            entries, snapshot = await self._run(lead_id, item, snapshot)
+            ref = ref if snapshot is not None else None
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(key, item.key, codec.pack(entries))
             pipe.expire(key, DONE_TTL)
@@ -249,14 +256,31 @@ class AutomationEffects:
             history += entries
         return history
 
-    async def _run(self, lead_id: str, item: Keyed) -> list[dict[str, Any]]:
+    async def _done_and_ref(self, lead_id: str, key: str, keyed: Sequence[Keyed]) -> tuple[list[Any], CrmRef]:
+        """Which effects are done already (a redone batch) and the lead with its main contact (the
+        lead's first, as the embedded CRM's record says), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        if keyed:
+            pipe.hmget(key, [item.key for item in keyed])
+        if self.directory is not None:
+            pipe.get(record_key("lead", lead_id))
+        found = await pipe.execute() if len(pipe) else []
+        done = list(found.pop(0)) if keyed else []
+        lead = codec.unpack(replies.raw(found[0])) if found and found[0] else {}
+        contacts = lead.get("contacts") or []
+        return done, CrmRef(str(contacts[0]) if contacts else "", lead_id)
+
+    async def _run(self, lead_id: str, item: Keyed,
+                   snapshot: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One effect, given the lead's snapshot; returns its history entries and the snapshot the
+        next effect may use (the CRM command's own, which has its change; None: read it again)."""
         e = item.effect
-        snapshot = await self.crm.snapshot(await self._ref(lead_id))
         contact_id = str((snapshot.get("contact") or {}).get("id") or "")
         state = ConversationState(lead_cid(lead_id), channel="automation", account="",
                                   crm={"contact_id": contact_id, "lead_id": lead_id})
         if isinstance(e, fx.RunActions):
             out = []
+            after: dict[str, Any] | None = snapshot
             for i, action in enumerate(e.actions):
                 request = efx.Request(f"{item.key}:{i}", "action", {**action, "depth": e.depth})
                 result = await self.requests(request, state, snapshot)
@@ -264,32 +288,31 @@ class AutomationEffects:
                     log.warning("automations.action_failed", extra={"lead": lead_id, "rule": e.rule,
                                                                     "do": action.get("do"), "error": result.error})
                     out.append(_entry(e.rule, "failed", f"{action.get('do')}: {result.error}"))
-            return out
+                elif action.get("do") in CRM_COMMANDS:  # changed the CRM: its snapshot, if it gave one
+                    after = result.snapshot if after is not None else None
+            return out, after
         if isinstance(e, fx.MoveStage):
             command = {"do": "change_stage", "stage": e.stage, "depth": e.depth}
             if e.pipeline:
                 command["pipeline"] = e.pipeline
             result = await self.requests(efx.Request(item.key, "action", command), state, snapshot)
-            return [] if result.ok else [_entry(e.trigger, "failed", f"change_stage: {result.error}")]
+            return ([], result.snapshot) if result.ok else ([_entry(e.trigger, "failed",
+                                                                     f"change_stage: {result.error}")], None)
         if isinstance(e, fx.AddScore):
             if e.once and contact_id and not await self._first_once(contact_id, f"{lead_id}:{item.key}", e):
-                return []  # another lead of the contact has decayed the score in this period
+                return [], snapshot  # another lead of the contact has decayed the score in this period
             score = _number((snapshot.get("contact") or {}).get("score"))
             new = max(0, score + e.delta)
             if new == score:
-                return []
+                return [], snapshot
             command = {"do": "set_field", "entity": "contact", "field": "score", "value": new, "depth": e.depth}
             result = await self.requests(efx.Request(item.key, "action", command), state, snapshot)
-            return [] if result.ok else [_entry(f"score:{e.reason}", "failed", str(result.error))]
+            return ([], result.snapshot) if result.ok else ([_entry(f"score:{e.reason}", "failed",
+                                                                     str(result.error))], None)
         if isinstance(e, fx.StartBot):
-            return await self._start_bot(lead_id, contact_id, item.key, e)
-        return [_entry(e.rule, "not_supported", f"start_process {e.process}: processes are not supported yet")]
-
-    async def _ref(self, lead_id: str) -> CrmRef:
-        """The lead and its main contact (the lead's first, as the embedded CRM's record says)."""
-        record = await self.directory.get("lead", lead_id) if self.directory is not None else None
-        contacts = (record or {}).get("contacts") or []
-        return CrmRef(str(contacts[0]) if contacts else "", lead_id)
+            return await self._start_bot(lead_id, contact_id, item.key, e), None
+        return [_entry(e.rule, "not_supported", f"start_process {e.process}: processes are not supported yet")], \
+            snapshot
 
     async def _first_once(self, contact_id: str, mine: str, e: fx.AddScore) -> bool:
         """Whether this effect is the first under its ``once`` key for the contact (an atomic SET NX
