@@ -310,12 +310,18 @@ class ConversationStore:
         return [("RPUSH", k.ConversationKey(cid).inbox, event),
                 ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), self.clock(), cid)]
 
-    async def load(self, cid: str, token: str) -> Batch | None:
-        """The next events for a processor that still holds the lock (None if it lost it)."""
+    async def load(self, cid: str, token: str, *, reads: Sequence[Sequence[Any]] = ()) -> Batch | None:
+        """The next events for a processor that still holds the lock (None if it lost it);
+        ``reads`` as for ``acquire``."""
         key = k.ConversationKey(cid)
-        reply = await self._script(self._load, [key.inbox, key.lock, key.state, key.meta],
-                                   [token, self.batch, self.lock_ttl_ms])
-        return self._batch(cid, token, reply) if reply[0] == 1 else None
+        command = self._load.command([key.inbox, key.lock, key.state, key.meta], [token, self.batch, self.lock_ttl_ms])
+        reply, *prefetched = await send_commands(self.fast, [command, *reads], [self._load], check=1)
+        if reply[0] != 1:
+            return None
+        batch = self._batch(cid, token, reply)
+        if reads and not any(isinstance(r, ResponseError) for r in prefetched):
+            batch.prefetched = prefetched
+        return batch
 
     async def acquire(self, cid: str, *, reads: Sequence[Sequence[Any]] = ()) -> Batch | Literal[False] | None:
         """Take over a conversation with waiting events: a Batch, False if locked, None if idle.
