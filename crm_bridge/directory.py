@@ -143,6 +143,12 @@ class CrmDirectory:
         record: dict[str, Any] = unpack(raw)
         return record
 
+    async def exists(self, kind: str, rid: str) -> bool:
+        """Whether a record exists, through the CRM's per-turn reader (the runtime's lean
+        connection): ``POST /api/events`` asks it for every event, and redis-py's per-call CPU
+        was a tenth of an event's in bench/automations.py."""
+        return await self.crm.reader.get(record_key(kind, rid)) is not None
+
     async def get_many(self, kind: str, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []

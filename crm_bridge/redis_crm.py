@@ -2,7 +2,8 @@
 
 Records are msgpack documents: contacts, leads, companies, each lead's tasks and notes. A
 command loads the records it may touch into a ``MemoryCrm`` workspace, runs the very same
-command code as ``salesbot test`` does, and writes back what changed, in two round trips.
+command code as ``salesbot test`` does, and writes back what changed, in two round trips (the
+records read with the ids the command may use for new ones, then the write).
 Commands of one conversation arrive one at a time (the conversation lock), so a lead is not
 written concurrently by its own conversation.
 
@@ -46,7 +47,8 @@ class _ReadPipeline(Protocol):
 
 
 class RecordReader(Protocol):
-    """What reads records for a conversation turn: redis-py's ``pipeline()`` and ``get()`` (raw bytes)."""
+    """What reads records for a conversation turn (and takes a command's new ids along): redis-py's
+    ``pipeline()`` and ``get()`` (raw bytes)."""
 
     def pipeline(self, transaction: bool = True) -> _ReadPipeline: ...
 
@@ -144,11 +146,17 @@ class RedisCrm:
         await self._fill(ref, ws, replies)
         return ws.snapshot_now(ref, copy_records=False)
 
-    async def _load(self, ref: CrmRef, ws: MemoryCrm, *, tasks_too: bool = True) -> None:
+    async def _load(self, ref: CrmRef) -> MemoryCrm:
+        """A command's workspace: its records, and two new ids for what it may create, taken in
+        the same round trip (an id taken and not used is only a gap)."""
         pipe = self.reader.pipeline(transaction=False)
-        for command in self.snapshot_reads(ref, tasks_too=tasks_too):
+        pipe.execute_command("INCRBY", f"{_P}:ids", 2)
+        for command in self.snapshot_reads(ref, tasks_too=True):
             pipe.execute_command(*command)
-        await self._fill(ref, ws, await pipe.execute())
+        last, *found = await pipe.execute()
+        ws = self._workspace([str(int(last) - 1), str(int(last))])
+        await self._fill(ref, ws, found)
+        return ws
 
     async def _fill(self, ref: CrmRef, ws: MemoryCrm, replies: list[Any]) -> None:
         contact, lead, *rest = replies
@@ -181,8 +189,7 @@ class RedisCrm:
         return await self.snapshot_from(ref, await pipe.execute())
 
     async def execute(self, ref: CrmRef, command: dict[str, Any]) -> CommandResult:
-        ws = self._workspace(await self._ids(2))
-        await self._load(ref, ws)
+        ws = await self._load(ref)
         before_contacts, before_leads = copy.deepcopy(ws.contacts), copy.deepcopy(ws.leads)
         before_tasks = copy.deepcopy(ws.tasks)
         result = ws.execute_now(ref, command)

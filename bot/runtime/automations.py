@@ -2,12 +2,15 @@
 
 ``EngineReactor`` adapts the pure ``bot.automations.engine.react`` to the lead loop's
 ``Reactor``: it picks the compiled document of the lead's pipeline (the active version in the
-versioned store; compiled documents are cached per ``(id, version)`` in the process, the active
-versions are read once per batch, two small reads), converts ``LeadState`` to and from the
+versioned store; compiled documents are cached per ``(id, version)`` in the process, and so are
+the active versions, tagged with the store's generation token: each batch checks that token,
+sent along with the lead queue's push or acquire, and reads the versions again only when it
+changed — so a new version is seen by the first batch that starts after it is stored, in every
+process, as when the versions were read for each batch), converts ``LeadState`` to and from the
 queue's state slot, and sorts the effects: timers go to the queue's save, ``Record`` to the
 lead's history and the per-document counters hash (incremented by the save script itself, so
 a count is written with its batch or not at all), the work to ``AutomationEffects`` (whose
-outcomes are counted in the same MULTI/EXEC as their done key).
+outcomes are counted in the same script as their done key).
 
 A new active version reaches a lead with its next event or timer: the reactor sees that the
 state was last handled by another version and first passes ``AutomationsChanged(version)``,
@@ -16,7 +19,9 @@ first is exactly such an event, so nothing stale ever acts.
 
 Effects run before the batch's save and are redone when a crash loses it, so each is done once
 per *key* (the event or timer id, the effect's place in the reaction and its rule): a done key
-is kept 7 days in ``sb:automations:done:{lead:<id>}`` with what it left in the history.
+is kept 7 days in ``sb:automations:done:{lead:<id>}`` with what it left in the history. A
+reaction's done keys are read at once with the lead's record (its main contact: whose snapshot
+the effects get), and an effect's CRM command returns the snapshot the next effect uses.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from crm_bridge import CrmBackend, CrmRef
-from crm_bridge.directory import CrmDirectory
+from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
+from crm_bridge.directory import CrmDirectory, record_key
 
 from ..automations import effects as fx
 from ..automations.compiled import CompiledAutomations, compile_automations
@@ -43,7 +48,9 @@ from ..engine import effects as efx
 from ..engine import events as ev
 from ..engine.state import ConversationState
 from ..errors import AutomationsInvalid, CrmTemporary, SalesbotError
-from ..store import codec
+from ..store import codec, replies
+from ..store.resp import RespClient
+from ..store.scripts import Lua, send_commands
 from ..store.versions import DocumentNotFound, VersionedDocuments
 from .leads import Reaction, lead_cid
 from .outbound import OutboundError, OutboundService, Unreachable
@@ -82,17 +89,26 @@ class EngineReactor:
         self._compiled: dict[tuple[str, int], CompiledAutomations] = {}
         self._by_pipeline: dict[str, CompiledAutomations] = {}
         self._by_id: dict[str, CompiledAutomations] = {}
+        #: The store's generation token and the active ``(id, version)``s read with it.
+        self._generation: bytes | None = None
+        self._actives: list[tuple[str, int]] = []
 
-    async def prepare(self) -> bool:
-        """Read the active versions and compile those not cached yet (once per batch); False
-        when there is no document at all."""
+    def prepare_reads(self) -> list[tuple[Any, ...]]:
+        """What ``prepare`` needs read: sent along with the lead queue's push or acquire."""
+        return [("GET", self.documents.generation_key)]
+
+    async def prepare(self, replies: Sequence[Any] | None = None) -> bool:
+        """The active documents for a batch, compiling those not cached yet; False when there is
+        none. ``replies``: to ``prepare_reads``, when they came along with the batch (else the
+        token is read here: one small read)."""
+        if replies:
+            generation = replies[0]
+        else:
+            generation = await self.documents.redis.get(self.documents.generation_key)
+        if generation is None or generation != self._generation:
+            self._generation, self._actives = await self.documents.actives()
         by_pipeline: dict[str, CompiledAutomations] = {}
-        ids = await self.documents.ids()
-        actives = await self.documents.redis.mget([self.documents.key(i, "active") for i in ids]) if ids else []
-        for doc_id, raw in zip(ids, actives, strict=True):
-            if raw is None:
-                continue
-            version = int(raw)
+        for doc_id, version in self._actives:
             compiled = self._compiled.get((doc_id, version))
             if compiled is None:
                 compiled = await self._compile(doc_id, version)
@@ -205,12 +221,25 @@ def _rule_of(e: fx.Effect) -> str:
     return getattr(e, "rule", "")
 
 
-class AutomationEffects:
-    """``EffectRunner``: the work of a reaction, each effect once per key (module docstring)."""
+#: An effect done: its done key (with what it left in the history) and its outcomes' counts, at once.
+_DONE = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+for i = 4, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+return 1
+"""
 
-    def __init__(self, *, redis: Redis, crm: CrmBackend, requests: ServerRequests,
+
+class AutomationEffects:
+    """``EffectRunner``: the work of a reaction, each effect once per key (module docstring).
+    Its own reads and writes go through ``fast``, the lean hot-path connection of the lead
+    queues (``bot.store.resp``): redis-py's per-call CPU was a tenth of an event's."""
+
+    def __init__(self, *, redis: Redis, fast: RespClient, crm: CrmBackend, requests: ServerRequests,
                  outbound: OutboundService | None, directory: CrmDirectory | None) -> None:
         self.redis = redis
+        self.fast = fast
+        self._done = Lua(redis, _DONE)
         self.directory = directory
         self.crm = crm
         self.requests = requests
@@ -218,33 +247,52 @@ class AutomationEffects:
 
     async def run(self, lead_id: str, effects: Sequence[object]) -> list[Mapping[str, Any]]:
         """Carry out the effects in order; returns what they add to the lead's history."""
-        history: list[Mapping[str, Any]] = []
+        keyed = [item for item in effects if isinstance(item, Keyed)]
+        if not keyed:
+            return []
         key = done_key(lead_id)
-        for item in effects:
-            if not isinstance(item, Keyed):
+        done, first_ref = await self._done_and_ref(lead_id, key, keyed)
+        ref: CrmRef | None = first_ref
+        history: list[Mapping[str, Any]] = []
+        snapshot: dict[str, Any] | None = None
+        for item, was_done in zip(keyed, done, strict=True):
+            if was_done is not None:  # a redone batch: the effect happened, its history entry comes back
+                history += codec.unpack(replies.raw(was_done)) or []
                 continue
-            done = await self.redis.hget(key, item.key)
-            if done is not None:  # a redone batch: the effect happened, its history entry comes back
-                history += codec.unpack(done if isinstance(done, bytes) else done.encode()) or []
-                continue
-            entries = await self._run(lead_id, item)
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(key, item.key, codec.pack(entries))
-            pipe.expire(key, DONE_TTL)
-            for entry in entries:
-                pipe.hincrby(counts_key(item.doc), f"{entry['rule']}:{entry['outcome']}", 1)
-            await pipe.execute()
+            if snapshot is None:  # the first effect, or one after an effect whose result had no snapshot
+                ref = ref or (await self._done_and_ref(lead_id, key, ()))[1]  # (it may have added a contact)
+                snapshot = await self.crm.snapshot(ref)
+            entries, snapshot = await self._run(lead_id, item, snapshot)
+            ref = ref if snapshot is not None else None
+            counted = [f"{entry['rule']}:{entry['outcome']}" for entry in entries]
+            await send_commands(self.fast, [self._done.command(
+                [key, counts_key(item.doc)], [item.key, codec.pack(entries), DONE_TTL, *counted])], [self._done])
             history += entries
         return history
 
-    async def _run(self, lead_id: str, item: Keyed) -> list[dict[str, Any]]:
+    async def _done_and_ref(self, lead_id: str, key: str, keyed: Sequence[Keyed]) -> tuple[list[Any], CrmRef]:
+        """Which effects are done already (a redone batch) and the lead with its main contact (the
+        lead's first, as the embedded CRM's record says), in one round trip."""
+        commands: list[tuple[Any, ...]] = [("HMGET", key, *(item.key for item in keyed))] if keyed else []
+        if self.directory is not None:
+            commands.append(("GET", record_key("lead", lead_id)))
+        found = await send_commands(self.fast, commands, []) if commands else []
+        done = list(found.pop(0)) if keyed else []
+        lead = codec.unpack(replies.raw(found[0])) if found and found[0] else {}
+        contacts = lead.get("contacts") or []
+        return done, CrmRef(str(contacts[0]) if contacts else "", lead_id)
+
+    async def _run(self, lead_id: str, item: Keyed,
+                   snapshot: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One effect, given the lead's snapshot; returns its history entries and the snapshot the
+        next effect may use (the CRM command's own, which has its change; None: read it again)."""
         e = item.effect
-        snapshot = await self.crm.snapshot(await self._ref(lead_id))
         contact_id = str((snapshot.get("contact") or {}).get("id") or "")
         state = ConversationState(lead_cid(lead_id), channel="automation", account="",
                                   crm={"contact_id": contact_id, "lead_id": lead_id})
         if isinstance(e, fx.RunActions):
             out = []
+            after: dict[str, Any] | None = snapshot
             for i, action in enumerate(e.actions):
                 request = efx.Request(f"{item.key}:{i}", "action", {**action, "depth": e.depth})
                 result = await self.requests(request, state, snapshot)
@@ -252,32 +300,31 @@ class AutomationEffects:
                     log.warning("automations.action_failed", extra={"lead": lead_id, "rule": e.rule,
                                                                     "do": action.get("do"), "error": result.error})
                     out.append(_entry(e.rule, "failed", f"{action.get('do')}: {result.error}"))
-            return out
+                elif action.get("do") in CRM_COMMANDS:  # changed the CRM: its snapshot, if it gave one
+                    after = result.snapshot if after is not None else None
+            return out, after
         if isinstance(e, fx.MoveStage):
             command = {"do": "change_stage", "stage": e.stage, "depth": e.depth}
             if e.pipeline:
                 command["pipeline"] = e.pipeline
             result = await self.requests(efx.Request(item.key, "action", command), state, snapshot)
-            return [] if result.ok else [_entry(e.trigger, "failed", f"change_stage: {result.error}")]
+            return ([], result.snapshot) if result.ok else ([_entry(e.trigger, "failed",
+                                                                     f"change_stage: {result.error}")], None)
         if isinstance(e, fx.AddScore):
             if e.once and contact_id and not await self._first_once(contact_id, f"{lead_id}:{item.key}", e):
-                return []  # another lead of the contact has decayed the score in this period
+                return [], snapshot  # another lead of the contact has decayed the score in this period
             score = _number((snapshot.get("contact") or {}).get("score"))
             new = max(0, score + e.delta)
             if new == score:
-                return []
+                return [], snapshot
             command = {"do": "set_field", "entity": "contact", "field": "score", "value": new, "depth": e.depth}
             result = await self.requests(efx.Request(item.key, "action", command), state, snapshot)
-            return [] if result.ok else [_entry(f"score:{e.reason}", "failed", str(result.error))]
+            return ([], result.snapshot) if result.ok else ([_entry(f"score:{e.reason}", "failed",
+                                                                     str(result.error))], None)
         if isinstance(e, fx.StartBot):
-            return await self._start_bot(lead_id, contact_id, item.key, e)
-        return [_entry(e.rule, "not_supported", f"start_process {e.process}: processes are not supported yet")]
-
-    async def _ref(self, lead_id: str) -> CrmRef:
-        """The lead and its main contact (the lead's first, as the embedded CRM's record says)."""
-        record = await self.directory.get("lead", lead_id) if self.directory is not None else None
-        contacts = (record or {}).get("contacts") or []
-        return CrmRef(str(contacts[0]) if contacts else "", lead_id)
+            return await self._start_bot(lead_id, contact_id, item.key, e), None
+        return [_entry(e.rule, "not_supported", f"start_process {e.process}: processes are not supported yet")], \
+            snapshot
 
     async def _first_once(self, contact_id: str, mine: str, e: fx.AddScore) -> bool:
         """Whether this effect is the first under its ``once`` key for the contact (an atomic SET NX

@@ -11,22 +11,29 @@ reads the CRM snapshot once per batch, and asks a ``Reactor`` (the rule engine b
 for the new state, timers, history and effects. Events from outside (the API, Kommo, hosted
 forms) are also forwarded to the lead's conversation, if it has one, as a ``CrmEvent``
 deduplicated by the event id; the CRM's own, the chat's and the trackers' are not
-(``UNFORWARDED``). The history (events and what the rules did) is the queue's transcript,
+(``UNFORWARDED``).
+
+Round trips: what a batch reads before it starts (the rule engine's generation token, the CRM
+snapshot of the lead and its contact, the lead's conversation) is sent along with the push or
+acquire that hands the batch over (``_Reads``), as conversations prefetch their snapshot; a
+batch whose reads did not come along (the next one under the same lock, a failed read, a CRM
+that is not the embedded one) reads them itself. The history (events and what the rules did) is the queue's transcript,
 bounded like any transcript (``transcript_max``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from crm_bridge import CrmBackend, CrmRef
+from crm_bridge import CrmBackend, CrmRef, PrefetchSnapshot
 from crm_bridge.changes import Change
 
 from ..automations.effects import ApplyRule
@@ -37,7 +44,7 @@ from ..store import codec, replies
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from .metrics import Metrics
 from .queueloop import QueueProcessor
-from .service import LEAD_CONVERSATIONS_KEY
+from .service import LEAD_CONVERSATIONS_KEY, SNAPSHOT_REFS_MAX, _remember
 
 log = logging.getLogger("salesbot.leads")
 #: The queue id of a lead is this prefix and the lead's id.
@@ -59,7 +66,8 @@ def is_lead_queue(cid: str) -> bool:
 
 
 def encode_lead_event(event: LeadEvent) -> bytes:
-    return codec.pack({"lead_event": asdict(event)})
+    # the fields as they are (``asdict`` deep-copied ``data`` first: a tenth of an event's time)
+    return codec.pack({"lead_event": {f.name: getattr(event, f.name) for f in fields(event)}})
 
 
 def encode_apply_rule(event: ApplyRule) -> bytes:
@@ -76,6 +84,42 @@ def decode_entry(raw: bytes) -> tuple[LeadEvent | ApplyRule | ev.Event, dict[str
     if isinstance(d, dict) and "apply_rule" in d:
         return ApplyRule(str(d["apply_rule"]["rule_id"]), str(d["apply_rule"].get("job", ""))), {}
     return codec.decode_event_extra(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """What came along with a lead queue's push or acquire (``_Reads``): the replies to the
+    reactor's ``prepare_reads``, the CRM snapshot of ``ref`` (None: not read), and the lead's
+    conversation (``conversation_read``: whether it was read)."""
+
+    reactor: Sequence[Any] = ()
+    ref: CrmRef | None = None
+    snapshot: Sequence[Any] | None = None
+    conversation_read: bool = False
+    conversation: bytes | str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reads:
+    """The reads a batch of a lead will need, to send with the command that hands it over."""
+
+    reactor: Sequence[tuple[Any, ...]]
+    ref: CrmRef | None
+    snapshot: Sequence[tuple[Any, ...]]
+    conversation: tuple[Any, ...] | None
+
+    @property
+    def commands(self) -> list[tuple[Any, ...]]:
+        return [*self.reactor, *self.snapshot, *((self.conversation,) if self.conversation else ())]
+
+    def replies(self, found: Sequence[Any] | None) -> Prefetched | None:
+        """The replies to ``commands``, sorted back (None: nothing came along)."""
+        if found is None or len(found) != len(self.commands):
+            return None
+        n, m = len(self.reactor), len(self.reactor) + len(self.snapshot)
+        return Prefetched(reactor=found[:n], ref=self.ref, snapshot=found[n:m] if self.snapshot else None,
+                          conversation_read=self.conversation is not None,
+                          conversation=found[m] if self.conversation is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +142,11 @@ class Reactor(Protocol):
     """The rule engine as the lead loop calls it: the adapter over
     ``bot.automations.engine.react(automations, state, event, snapshot, now)`` picks the lead's
     ``CompiledAutomations``, converts ``LeadState`` to and from plain data and sorts its effects.
-    It may also have ``async prepare() -> bool``, awaited once per batch before any ``react``
-    (``bot.runtime.automations.EngineReactor`` reads the active documents there; False: there
-    are none, and the batch reads no snapshot and matches nothing)."""
+    It may also have ``async prepare(replies) -> bool``, awaited once per batch before any
+    ``react`` (``bot.runtime.automations.EngineReactor`` finds the active documents there; False:
+    there are none, and the batch reads no snapshot and matches nothing), with
+    ``prepare_reads() -> list[command]``, the reads whose replies it takes (sent along with the
+    batch's push or acquire when possible; ``replies`` is empty when they were not)."""
 
     def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired | ApplyRule,
               snapshot: Mapping[str, Any], now: datetime) -> Reaction: ...
@@ -125,7 +171,7 @@ class Accepted:
     duplicate: bool = False
 
 
-class LeadService(QueueProcessor[None]):
+class LeadService(QueueProcessor[Prefetched]):
     """Queues lead events and processes lead queues (see the module docstring)."""
 
     def __init__(self, *, store: ConversationStore, crm: CrmBackend, metrics: Metrics,
@@ -138,10 +184,18 @@ class LeadService(QueueProcessor[None]):
         self.reactor = reactor
         self.effects = effects
         self.conversations = conversations
+        #: The CRM when its snapshot is plain reads that can travel with the push (``_reads``).
+        self._prefetch = crm if isinstance(crm, PrefetchSnapshot) else None
         #: Completes an event before anyone sees it (the Kommo backend: stage names of the status
         #: ids of its webhooks, ``bot/runtime/kommo_events.py``); None: events are complete.
         self.complete: Callable[[LeadEvent], Awaitable[LeadEvent]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: lead id -> the contact its last batch used: whose snapshot to read along (bounded, LRU).
+        self._contacts: collections.OrderedDict[str, str] = collections.OrderedDict()
+        #: Lead queues with a batch here whose save is not sent yet: events queued for them now
+        #: (an effect's CRM write) are in the inbox before that save runs, which then keeps the
+        #: lock and loads them, so ``written`` needs no acquire of its own for them.
+        self._unsaved: set[str] = set()
 
     def _is_outage(self, exc: Exception) -> bool:
         # The CRM away (Kommo's API answering 5xx, 429, nothing): the lead's events wait for it in
@@ -149,11 +203,11 @@ class LeadService(QueueProcessor[None]):
         # failures never count towards parking the lead.
         return isinstance(exc, CrmTemporary) or super()._is_outage(exc)
 
-    async def _handle(self, batch: Batch) -> None:
+    async def _process_stored(self, batch: Batch, prefetched: Prefetched | None = None) -> None:
         """Process a batch whose events are stored: with the CRM away they stay queued (recovery
         handles them once it answers), so the caller — a sender, a timer, a job — is not failed."""
         try:
-            await self.process(batch)
+            await self.process(batch, prefetched)
         except CrmTemporary as exc:
             log.warning("lead.crm_unavailable", extra={"cid": batch.cid, "error": str(exc)})
 
@@ -171,25 +225,28 @@ class LeadService(QueueProcessor[None]):
         ``dedupe``: drop an event whose id the lead saw in 7 days."""
         cid = lead_cid(event.lead_id)
         meta = {"contact_id": event.contact_id} if event.contact_id else None
+        reads = self._reads(event.lead_id, event.contact_id, forward=self._forwarded(event))
         pushed = await self.store.push(cid, encode_lead_event(event), dedupe_id=event.id if dedupe else None,
-                                       meta=meta)
+                                       meta=meta, reads=reads.commands)
         if pushed.duplicate:
             self.metrics.duplicates.inc()
             log.info("lead.event_duplicate", extra={"lead": event.lead_id, "event_id": event.id})
             return Accepted(event.lead_id, event.id, duplicate=True)
         if pushed.batch is not None:
+            prefetched = reads.replies(pushed.prefetched)
             if background:
-                self._spawn(self._handle(pushed.batch))
+                self._spawn(self._process_stored(pushed.batch, prefetched))
             else:
-                await self._handle(pushed.batch)
+                await self._process_stored(pushed.batch, prefetched)
         return Accepted(event.lead_id, event.id)
 
     async def deliver_raw(self, lead_id: str, payload: bytes, *, dedupe_id: str) -> bool:
         """An encoded entry (an ``ApplyRule``) onto the lead's queue, handled here unless another
         process holds the queue; False when the lead already had it (``dedupe_id``)."""
-        pushed = await self.store.push(lead_cid(lead_id), payload, dedupe_id=dedupe_id)
+        reads = self._reads(lead_id, None)
+        pushed = await self.store.push(lead_cid(lead_id), payload, dedupe_id=dedupe_id, reads=reads.commands)
         if pushed.batch is not None:
-            await self._handle(pushed.batch)
+            await self._process_stored(pushed.batch, reads.replies(pushed.prefetched))
         return not pushed.duplicate
 
     async def deliver_timer(self, cid: str, event: ev.TimerFired, *, dedupe_id: str,
@@ -198,9 +255,10 @@ class LeadService(QueueProcessor[None]):
         payload = codec.encode_event(event)
         if entry_extra:
             payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
-        pushed = await self.store.push(cid, payload, dedupe_id=dedupe_id)
+        reads = self._reads(cid[len(LEAD_PREFIX):], None)
+        pushed = await self.store.push(cid, payload, dedupe_id=dedupe_id, reads=reads.commands)
         if pushed.batch is not None:
-            await self._handle(pushed.batch)
+            await self._process_stored(pushed.batch, reads.replies(pushed.prefetched))
         return not pushed.duplicate
 
     async def emit(self, type_: str, lead_id: str, *, id_: str, data: Mapping[str, Any], contact_id: str | None,
@@ -224,7 +282,8 @@ class LeadService(QueueProcessor[None]):
         """The changes are stored: handle their queues now, in the background (a process that dies
         first leaves them to recovery, due at once)."""
         for lead_id in dict.fromkeys(c.lead_id for c in changes):
-            self._spawn(self.kick(lead_id))
+            if lead_cid(lead_id) not in self._unsaved:  # (else the batch under way sees them: ``_unsaved``)
+                self._spawn(self.kick(lead_id))
 
     def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(self._quietly(work))
@@ -244,9 +303,10 @@ class LeadService(QueueProcessor[None]):
 
     async def kick(self, lead_id: str) -> None:
         """Process a lead queue unless another process holds it (that one sees the new events)."""
-        batch = await self.store.acquire(lead_cid(lead_id))
+        reads = self._reads(lead_id, None)
+        batch = await self.store.acquire(lead_cid(lead_id), reads=reads.commands)
         if isinstance(batch, Batch):
-            await self._handle(batch)
+            await self._process_stored(batch, reads.replies(batch.prefetched))
 
     async def idle(self) -> None:
         """Wait for the background handling started by ``written`` (tests, shutdown)."""
@@ -260,7 +320,40 @@ class LeadService(QueueProcessor[None]):
         return [{"seq": seq, **codec.unpack(raw)} for seq, raw in rows]
 
     # ------------------------------------------------------------------ a batch
-    async def _process_batch(self, batch: Batch, prefetched: None = None) -> int:
+    def _reads(self, lead_id: str, contact_id: str | None, *, forward: bool = False) -> _Reads:
+        """What the lead's next batch will read first (see the module docstring): the reactor's
+        reads, the snapshot of the lead with the contact it names (else the one its last batch
+        here used) when the CRM's snapshot is plain reads, and the lead's conversation when the
+        event goes to it."""
+        prepare_reads = getattr(self.reactor, "prepare_reads", None)
+        reactor = prepare_reads() if prepare_reads is not None else []
+        ref: CrmRef | None = None
+        snapshot: list[tuple[Any, ...]] = []
+        if self.reactor is not None and self._prefetch is not None:
+            ref = CrmRef(contact_id or self._contacts.get(lead_id, ""), lead_id)
+            snapshot = self._prefetch.snapshot_reads(ref)
+        conversation = ("HGET", LEAD_CONVERSATIONS_KEY, lead_id) if forward else None
+        return _Reads(reactor, ref, snapshot, conversation)
+
+    async def _next(self, batch: Batch) -> tuple[Batch | None, Prefetched | None]:
+        """The next batch under the same lock, its first reads sent along."""
+        reads = self._reads(batch.cid[len(LEAD_PREFIX):], None)
+        found = await self.store.load(batch.cid, batch.token, reads=reads.commands)
+        return found, reads.replies(found.prefetched) if found is not None else None
+
+    async def _process_batch(self, batch: Batch, prefetched: Prefetched | None = None) -> int:
+        self._unsaved.add(batch.cid)
+        try:
+            req = await self._handle(batch, prefetched)
+        finally:
+            self._unsaved.discard(batch.cid)
+        result = await self.store.save(batch.cid, batch.token, req)
+        if result.status == -1:
+            log.error("store.lock_lost", extra={"cid": batch.cid})
+        return result.status
+
+    async def _handle(self, batch: Batch, prefetched: Prefetched | None) -> SaveRequest:
+        """A batch's events through the rules and their effects: what its save writes."""
         lead_id = batch.cid[len(LEAD_PREFIX):]
         state: Mapping[str, Any] | None = codec.unpack(batch.state) if batch.state else None
         entries = [decode_entry(raw) for raw in batch.events]
@@ -269,16 +362,20 @@ class LeadService(QueueProcessor[None]):
         contact_id = batch.meta.get("contact_id") or next(
             (e.contact_id for e, _ in entries if isinstance(e, LeadEvent) and e.contact_id), None)
         reactor = self.reactor
-        prepare = getattr(reactor, "prepare", None)  # the engine's: reads the active documents, False if none
-        if prepare is not None and not await prepare():
+        prepare = getattr(reactor, "prepare", None)  # the engine's: finds the active documents, False if none
+        if prepare is not None and not await prepare(prefetched.reactor if prefetched is not None else ()):
             reactor = None  # no automations at all: no snapshot to read, nothing to match
-        snapshot = await self._snapshot(lead_id, contact_id) if reactor is not None else {}
+        ref = CrmRef(contact_id or "", lead_id)
+        snapshot = await self._snapshot(ref, prefetched) if reactor is not None else {}
+        if contact_id:
+            _remember(self._contacts, lead_id, contact_id, SNAPSHOT_REFS_MAX)
+        conversation = _Conversation(prefetched)
         req = SaveRequest(state=None, processed=len(batch.events))
         for event, extra in entries:
             now = self.clock()
             if isinstance(event, LeadEvent):
                 req.add_log(_history_entry(event, now))
-                await self._forward(event)
+                await self._forward(event, conversation)
             elif isinstance(event, ApplyRule):
                 req.add_log({"role": "event", "at": now, "type": "apply_rule", "rule": event.rule_id,
                              "job": event.job, "source": "automation"})
@@ -305,30 +402,50 @@ class LeadService(QueueProcessor[None]):
         req.state = codec.pack(dict(state)) if state is not None else None
         if contact_id and batch.meta.get("contact_id") != contact_id:
             req.meta = {"contact_id": contact_id}
-        result = await self.store.save(batch.cid, batch.token, req)
-        if result.status == -1:
-            log.error("store.lock_lost", extra={"cid": batch.cid})
-        return result.status
+        return req
 
-    async def _snapshot(self, lead_id: str, contact_id: str | None) -> Mapping[str, Any]:
+    async def _snapshot(self, ref: CrmRef, prefetched: Prefetched | None) -> Mapping[str, Any]:
+        """The lead's CRM snapshot, from the reads that came along with the batch when they were
+        of this lead and contact."""
         try:
-            return await self.crm.snapshot(CrmRef(contact_id or "", lead_id))
+            if (prefetched is not None and prefetched.snapshot is not None and prefetched.ref == ref
+                    and self._prefetch is not None):
+                return await self._prefetch.snapshot_from(ref, list(prefetched.snapshot))
+            return await self.crm.snapshot(ref)
         except CrmTemporary:
             raise  # the CRM away: the events wait for it (``_is_outage``); rules never see a blank lead
         except CrmError as exc:
-            log.warning("crm.snapshot_failed", extra={"cid": lead_cid(lead_id), "error": str(exc)})
+            log.warning("crm.snapshot_failed", extra={"cid": lead_cid(ref.lead_id), "error": str(exc)})
             return {}
 
-    async def _forward(self, event: LeadEvent) -> None:
+    def _forwarded(self, event: LeadEvent) -> bool:
+        """Whether the event goes to the lead's conversation (see ``_forward``)."""
+        return self.conversations is not None and event.source not in UNFORWARDED
+
+    async def _forward(self, event: LeadEvent, conversation: _Conversation) -> None:
         """The event to the lead's conversation, once (a redone batch is deduplicated there).
         Not the embedded CRM's own changes (a conversation's commands make most of them: it
         would hear of its own writes) nor the conversations' or the trackers' events (``UNFORWARDED``)."""
-        if self.conversations is None or event.source in UNFORWARDED:
+        if self.conversations is None or not self._forwarded(event):
             return
-        found = await self.store.redis.hget(LEAD_CONVERSATIONS_KEY, event.lead_id)
+        found = await conversation.of(self.store.redis, event.lead_id)
         if found:
             await self.conversations.deliver(replies.text(found), ev.CrmEvent(event.type, dict(event.data)),
                                              dedupe_id=f"lead-event:{event.lead_id}:{event.id}")
+
+
+class _Conversation:
+    """The lead's conversation for one batch: read along with the batch, else once when needed."""
+
+    def __init__(self, prefetched: Prefetched | None) -> None:
+        self._read = prefetched is not None and prefetched.conversation_read
+        self._found = prefetched.conversation if prefetched is not None else None
+
+    async def of(self, redis: Any, lead_id: str) -> bytes | str | None:
+        if not self._read:
+            self._found = await redis.hget(LEAD_CONVERSATIONS_KEY, lead_id)
+            self._read = True
+        return self._found
 
 
 def _cut(value: Any) -> Any:

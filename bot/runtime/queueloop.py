@@ -86,7 +86,8 @@ class QueueProcessor(Generic[P]):
         """Drop what the process caches of ``cid`` (a batch of it failed)."""
 
     async def process(self, batch: Batch | None, prefetched: P | None = None) -> bool:
-        """Run batches until the inbox is empty; ``prefetched``: what the push read along.
+        """Run batches until the inbox is empty; ``prefetched``: what the push read along (for
+        the next batches, ``_next`` says).
         False when the work was set aside (the conversation is parked, or a batch failed and
         recovery tries again later, see ``_failed``)."""
         held = self._held
@@ -107,7 +108,6 @@ class QueueProcessor(Generic[P]):
                 self._renewal, self._renewal_loop = loop.call_later(self._renew_every / 2, self._renew_due), loop
             try:
                 status = await self._process_batch(batch, prefetched)
-                prefetched = None  # read before the first batch only
             except Exception as exc:
                 if self._is_outage(exc):
                     raise
@@ -117,12 +117,16 @@ class QueueProcessor(Generic[P]):
                 del held[key]
             if status != 1:
                 return True
-            batch = await self.store.load(batch.cid, batch.token)
+            batch, prefetched = await self._next(batch)
         return True
 
     def _is_outage(self, exc: Exception) -> bool:
         """Whether a failed batch met an outage (``_outage``): not counted, left to recovery."""
         return _outage(exc)
+
+    async def _next(self, batch: Batch) -> tuple[Batch | None, P | None]:
+        """The queue's next batch under the same lock, with what was read along (none here)."""
+        return await self.store.load(batch.cid, batch.token), None
 
     async def _failed(self, batch: Batch, exc: Exception) -> None:
         """Count a failed batch: recovery retries it with a backoff, and the conversation is parked

@@ -136,7 +136,7 @@ async def _lead_of(services: Services, event: EventIn) -> CrmRef:
     """The lead (and contact, when known) the event concerns, found or created."""
     directory = services.directory
     if event.lead is not None:
-        if directory is not None and await directory.get("lead", event.lead.id) is None:
+        if directory is not None and not await directory.exists("lead", event.lead.id):
             raise HttpError(404, "not_found", f"no lead {event.lead.id!r}")
         contact_id = event.contact.id if event.contact is not None and event.contact.id else ""
         return CrmRef(contact_id, event.lead.id)

@@ -253,8 +253,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         pipelines: Mapping[str, Sequence[str]] = await crm_pipelines(crm) if isinstance(crm, RedisCrm) \
             else StageOrder(crm.account) if isinstance(crm, KommoCrm) else {}  # Kommo's: its catalogue's, when loaded
         leads.reactor = EngineReactor(automation_docs.documents, pipelines)
-        leads.effects = AutomationEffects(redis=redis, crm=crm, requests=requests, outbound=services.outbound,
-                                          directory=directory)
+        leads.effects = AutomationEffects(redis=redis, fast=store.fast, crm=crm, requests=requests,
+                                          outbound=services.outbound, directory=directory)
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         if load_flows and config.automations_dir.is_dir():  # after the bots: rules name them

@@ -177,6 +177,9 @@ class Batch:
     state: bytes | None
     events: list[bytes]
     meta: dict[str, str]
+    #: Replies to ``acquire(reads=...)``: commands sent in the same round trip (None: none sent,
+    #: or one failed and the caller reads again).
+    prefetched: list[Any] | None = None
 
 
 @dataclass(slots=True)
@@ -307,21 +310,32 @@ class ConversationStore:
         return [("RPUSH", k.ConversationKey(cid).inbox, event),
                 ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), self.clock(), cid)]
 
-    async def load(self, cid: str, token: str) -> Batch | None:
-        """The next events for a processor that still holds the lock (None if it lost it)."""
+    async def load(self, cid: str, token: str, *, reads: Sequence[Sequence[Any]] = ()) -> Batch | None:
+        """The next events for a processor that still holds the lock (None if it lost it);
+        ``reads`` as for ``acquire``."""
         key = k.ConversationKey(cid)
-        reply = await self._script(self._load, [key.inbox, key.lock, key.state, key.meta],
-                                   [token, self.batch, self.lock_ttl_ms])
-        return self._batch(cid, token, reply) if reply[0] == 1 else None
+        command = self._load.command([key.inbox, key.lock, key.state, key.meta], [token, self.batch, self.lock_ttl_ms])
+        reply, *prefetched = await send_commands(self.fast, [command, *reads], [self._load], check=1)
+        if reply[0] != 1:
+            return None
+        batch = self._batch(cid, token, reply)
+        if reads and not any(isinstance(r, ResponseError) for r in prefetched):
+            batch.prefetched = prefetched
+        return batch
 
-    async def acquire(self, cid: str) -> Batch | Literal[False] | None:
-        """Take over a conversation with waiting events: a Batch, False if locked, None if idle."""
+    async def acquire(self, cid: str, *, reads: Sequence[Sequence[Any]] = ()) -> Batch | Literal[False] | None:
+        """Take over a conversation with waiting events: a Batch, False if locked, None if idle.
+        ``reads``: more commands sent in the same round trip, their replies in ``Batch.prefetched``."""
         key = k.ConversationKey(cid)
         token = self._token()
-        reply = await self._script(self._acquire, [key.inbox, key.lock, key.state, key.meta],
-                                   [token, self.lock_ttl_ms, self.batch, self.ttl])
+        command = self._acquire.command([key.inbox, key.lock, key.state, key.meta],
+                                        [token, self.lock_ttl_ms, self.batch, self.ttl])
+        reply, *prefetched = await send_commands(self.fast, [command, *reads], [self._acquire], check=1)
         if reply[0] == 1:
-            return self._batch(cid, token, reply)
+            batch = self._batch(cid, token, reply)
+            if reads and not any(isinstance(r, ResponseError) for r in prefetched):
+                batch.prefetched = prefetched
+            return batch
         return False if reply[0] == -2 else None
 
     async def extend(self, cid: str, token: str) -> bool:

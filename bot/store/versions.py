@@ -5,12 +5,18 @@ document becomes version 1, 2, … and the active one; the same document as the 
 adds nothing (so loading a folder at every start is free); ``activate`` rolls back or forward.
 Keys of a document share its hash tag (``sb:<kind>:{<id>}:…``); the set ``sb:<kind>s`` lists
 the ids and each change is published on ``sb:<kind>s:changed`` for the other processes.
+
+Each change also sets ``sb:<kind>s:generation`` to a new random token in the same MULTI/EXEC:
+a process that caches the active versions reads that one small key (sent along with a round
+trip it makes anyway) and reads the versions again only when the token changed. A random
+token rather than a counter: a flushed and refilled Redis never hands back an old value.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +73,8 @@ class VersionedDocuments:
         self.kind = kind
         self.index = f"sb:{kind}s"
         self.channel = f"sb:{kind}s:changed"
+        #: A new random token at every change of any document's active version (module docstring).
+        self.generation_key = f"sb:{kind}s:generation"
         self._not_found = not_found or (lambda doc_id, version: DocumentNotFound(doc_id, version, kind=kind))
 
     def key(self, doc_id: str, part: str) -> str:
@@ -88,6 +96,7 @@ class VersionedDocuments:
         pipe.rpush(self.key(doc_id, "versions"), json.dumps(info.as_dict()))
         pipe.set(self.key(doc_id, "active"), version)
         pipe.sadd(self.index, doc_id)
+        pipe.set(self.generation_key, secrets.token_hex(8))
         pipe.publish(self.channel, doc_id)
         await pipe.execute()
         return info, True
@@ -99,9 +108,25 @@ class VersionedDocuments:
             raise self._not_found(doc_id, version)
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self.key(doc_id, "active"), version)
+        pipe.set(self.generation_key, secrets.token_hex(8))
         pipe.publish(self.channel, doc_id)
         await pipe.execute()
         return info
+
+    async def actives(self) -> tuple[bytes, list[tuple[str, int]]]:
+        """The generation token and ``(id, active version)`` of every document with one. The token
+        is read first: a change meanwhile gives newer versions under the older token, which only
+        makes the next reader read them again. A store of before the token gets one here, or its
+        readers would never find it unchanged."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.generation_key, secrets.token_hex(8), nx=True)
+        pipe.get(self.generation_key)
+        pipe.smembers(self.index)
+        _, generation, members = await pipe.execute()
+        ids = sorted(replies.text(m) for m in members)
+        found = await self.redis.mget([self.key(i, "active") for i in ids]) if ids else []
+        return (replies.raw(generation),
+                [(i, int(v)) for i, v in zip(ids, found, strict=True) if v is not None])
 
     async def ids(self) -> list[str]:
         return sorted(replies.text(m) for m in await self.redis.smembers(self.index))

@@ -8,23 +8,21 @@ only when the conversation still works on that lead. Real services on a real Red
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
 
 from bot.config import load_config
 from bot.engine import events as ev
 from bot.runtime import service as conversations_module
 from bot.server.services import Services, open_services
 from bot.store import codec
-from bot.store.resp import _Protocol
 from crm_bridge import ChannelIdentity, CrmRef
 from tests.engine.helpers import make_doc
+from tests.runtime.roundtrips import RoundTrips
 
 #: Reads the CRM: the contact's first name and the lead's name.
 GREETER = make_doc({
@@ -53,40 +51,6 @@ async def svc(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[Ser
         await services.bots.put(GREETER)
         await services.bots.put(PLAIN)
         yield services
-
-
-@dataclass
-class RoundTrips:
-    """Every hot-path call (``_Protocol.send``, with its commands) and every redis-py write."""
-
-    fast: list[list[tuple[Any, ...]]] = field(default_factory=list)
-    redis_py: list[Any] = field(default_factory=list)
-
-    def clear(self) -> None:
-        self.fast.clear()
-        self.redis_py.clear()
-
-    def crm_reads(self) -> list[tuple[Any, ...]]:
-        return [c for call in self.fast for c in call if c[0] == "GET" and str(c[1]).startswith("sb:crm:")]
-
-
-@pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
-    seen = RoundTrips()
-    send = _Protocol.send
-    packed = AbstractConnection.send_packed_command
-
-    def counting_send(self: _Protocol, loop: Any, commands: Sequence[Sequence[Any]]) -> Any:
-        seen.fast.append([tuple(c) for c in commands])
-        return send(self, loop, commands)
-
-    async def counting_packed(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-        seen.redis_py.append(command)
-        await packed(self, command, check_health)
-
-    monkeypatch.setattr(_Protocol, "send", counting_send)
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_packed)
-    yield seen
 
 
 def _meta(external_id: str, name: str = "Ada Lovelace") -> dict[str, str]:
