@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from bot.config import ConfigError, load_config
 from bot.runtime.pacing import Activity, Pacer
 from bot.runtime.queueloop import QueueProcessor
 from bot.store.conversations import Batch, ConversationStore, SaveRequest
@@ -83,3 +85,13 @@ async def test_nested_activity_is_idle_only_when_all_are_done() -> None:
         assert activity.busy
     assert not activity.busy
     await asyncio.wait_for(activity.idle(), timeout=5)
+
+
+def test_apply_rate_is_read_from_the_automations_table(tmp_path: Path) -> None:
+    toml = tmp_path / "salesbot.toml"
+    toml.write_text("[automations]\napply_rate = 250\n", encoding="utf-8")
+    assert load_config(toml, env={}).automations.apply_rate == 250
+    assert load_config(env={}).automations.apply_rate == 0  # no ceiling
+    toml.write_text("[automations]\napply_rate = -1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"automations\.apply_rate"):
+        load_config(toml, env={})
