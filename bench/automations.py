@@ -260,13 +260,14 @@ def _start_worker(procs: Processes, redis_url: str, tmp: Path, token: str) -> tu
 
 
 def _start_server(procs: Processes, redis_url: str, tmp: Path, token: str,
-                  role: str = "all") -> tuple[Any, Path, str]:
+                  role: str = "all", apply_rate: float = 0.0) -> tuple[Any, Path, str]:
     flows = tmp / "flows"
     flows.mkdir(exist_ok=True)
     (flows / "demo.json").write_text(json.dumps(BENCH_FLOW), encoding="utf-8")
     stages = ", ".join(json.dumps(s) for s in STAGES)
     (tmp / "salesbot.toml").write_text(  # one load generator is one client: no per-client limits
-        f"[limits]\nenabled = false\n\n[embedded_crm.pipelines]\n{PIPELINE} = [{stages}]\n", encoding="utf-8")
+        f"[limits]\nenabled = false\n\n[automations]\napply_rate = {apply_rate}\n\n"
+        f"[embedded_crm.pipelines]\n{PIPELINE} = [{stages}]\n", encoding="utf-8")
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SALESBOT_REDIS_URL": redis_url, "SALESBOT_ADMIN_TOKEN": token,
            "SALESBOT_FLOWS_DIR": str(flows), "SALESBOT_DATA_DIR": str(tmp / "data"),
@@ -290,7 +291,8 @@ async def run_apply(args: argparse.Namespace, procs: Processes, redis_url: str, 
         await seed_leads(redis, args.apply_leads, stage=APPLY_STAGE)
         seeded_s = time.perf_counter() - t0
         say(f"apply: {args.apply_leads:,} leads written into {APPLY_STAGE!r} in {seeded_s:.1f} s")
-        proc, log, base = _start_server(procs, redis_url, tmp, token, "web" if args.split else "all")
+        proc, log, base = _start_server(procs, redis_url, tmp, token, "web" if args.split else "all",
+                                        args.apply_rate)
         worker = _start_worker(procs, redis_url, tmp, token)[0] if args.split else None
         worker_pid = worker.pid if worker is not None else None
         connector = aiohttp.TCPConnector(limit=64)
@@ -351,7 +353,8 @@ async def run_apply(args: argparse.Namespace, procs: Processes, redis_url: str, 
         after = load.window(job_end, after_end)
         per_second = [round(load.window(t, t + 1)["max_ms"]) for t in range(int(job_start), int(job_end))]
         elapsed = job_end - job_start
-        return {"leads": args.apply_leads, "split": args.split, "seed_s": seeded_s, "job_s": elapsed,
+        return {"leads": args.apply_leads, "split": args.split, "apply_rate": args.apply_rate,
+                "seed_s": seeded_s, "job_s": elapsed,
                 "job_api_s": (job.get("finished") or 0) - (job.get("started") or 0),
                 "leads_per_s": args.apply_leads / elapsed, "acted": counts.get(f"{APPLY_RULE}:acted", 0),
                 "job": job, "rate": args.rate, "before": before, "during": during, "steady": steady, "after": after,
@@ -406,6 +409,8 @@ def report(results: dict[str, Any]) -> None:
 def _report_apply(ap: dict[str, Any]) -> None:
     b, d = ap["before"], ap["during"]
     where = "web and worker processes apart" if ap.get("split") else "one serve --role all process"
+    if ap.get("apply_rate"):
+        where += f", apply_rate {ap['apply_rate']:g}"
     print(f"\napply_to_existing over {ap['leads']:,} leads (chat load {ap['rate']:.0f} msg/s meanwhile; {where}):")
     print(f"  job: {ap['job_s']:.1f} s until finished and every lead acted ({ap['leads_per_s']:,.0f} leads/s; "
           f"{ap['acted']:,} acted; the job's own start..finish {ap['job_api_s']:.1f} s)")
@@ -468,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", action="store_true",
                         help="part 2 with web and worker apart (serve --role web + salesbot worker: the job runs "
                              "in the worker), as the Procfile deploys them")
+    parser.add_argument("--apply-rate", type=float, default=0.0,
+                        help="the server's [automations] apply_rate, leads/s (default 0: no ceiling)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of chat load before measuring")
     args = parser.parse_args(argv)
     defaults = {"leads": (200, 100), "events": (3000, 400), "rounds": (5, 2), "apply_leads": (100_000, 2000),
