@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from bot.runtime.leads import LeadService
 from bot.runtime.pacing import Activity, Pacer
 from bot.server.app import create_app
 from bot.server.keys import SERVICES
-from tests.server.conftest import ADMIN, AUTOMATIONS, make_config
+from tests.server.conftest import ADMIN, AUTOMATIONS, make_config, running
 from tests.waiting import wait_for
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -149,9 +150,12 @@ async def test_a_large_stage_is_paged_and_a_crash_resumes_from_the_saved_cursor(
 
 
 @pytest.fixture
-async def server(example_server: TestServer) -> TestServer:
-    """This module's servers load the example automation document at start."""
-    return example_server
+async def server(redis: Redis, redis_url: str) -> AsyncIterator[TestServer]:
+    """This module's servers load the example automation document at start; their worker looks
+    for jobs to take over only at start (``timer_poll_interval`` 30 s): the tests hand jobs over
+    between runners themselves."""
+    async with running(make_config(redis_url, automations_dir=str(AUTOMATIONS), timer_poll_interval=30)) as srv:
+        yield srv
 
 
 async def test_a_job_gives_way_while_a_conversation_is_in_flight_and_resumes_after(
