@@ -38,6 +38,11 @@ after the job, the slowest message of each second of the job, and the CPU (in co
 server, Redis, the load generator and the machine's other processes in each window: on a shared
 machine the before/after windows show how much of a difference is noise.
 
+``--split``: the server as the Procfile deploys it, ``serve --role web`` and ``salesbot worker``
+on the same Redis (the PUT goes to the web process, the job runs in the worker); ``--runs N``:
+part 2 N times, each with a new server, and the spread; ``--apply-rate N``: the server's
+``[automations] apply_rate``.
+
 Run: ``PYTHONPATH=$PWD python bench/automations.py`` (both parts; part 2 at 100k takes 10-15
 minutes on a 2-vCPU box), ``--part events|apply``, ``--apply-leads N``, ``--quick`` (small
 sizes, ~1 minute), ``--json``. Without ``PYTHONPATH`` the installed ``salesbot`` is measured.
