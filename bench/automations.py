@@ -38,6 +38,11 @@ after the job, the slowest message of each second of the job, and the CPU (in co
 server, Redis, the load generator and the machine's other processes in each window: on a shared
 machine the before/after windows show how much of a difference is noise.
 
+``--split``: the server as the Procfile deploys it, ``serve --role web`` and ``salesbot worker``
+on the same Redis (the PUT goes to the web process, the job runs in the worker); ``--runs N``:
+part 2 N times, each with a new server, and the spread; ``--apply-rate N``: the server's
+``[automations] apply_rate``.
+
 Run: ``PYTHONPATH=$PWD python bench/automations.py`` (both parts; part 2 at 100k takes 10-15
 minutes on a 2-vCPU box), ``--part events|apply``, ``--apply-leads N``, ``--quick`` (small
 sizes, ~1 minute), ``--json``. Without ``PYTHONPATH`` the installed ``salesbot`` is measured.
@@ -235,19 +240,45 @@ class ChatLoad:
                 "max_ms": (lat[-1] if lat else math.inf) * 1000}
 
 
-def _start_server(procs: Processes, redis_url: str, tmp: Path, token: str) -> tuple[Any, Path, str]:
+class _Meter(CpuMeter):
+    """``CpuMeter`` with the worker process of a split deployment counted as the server's."""
+
+    def __init__(self, server_pid: int | None, redis_pid: int | None, worker_pid: int | None) -> None:
+        self.worker_pid = worker_pid
+        super().__init__(server_pid, redis_pid)
+
+    def _read(self) -> dict[str, float]:
+        from webhook_procs import cpu_seconds
+
+        out = super()._read()
+        out["server"] += cpu_seconds(self.worker_pid) if self.worker_pid else 0.0
+        return out
+
+
+def _start_worker(procs: Processes, redis_url: str, tmp: Path, token: str) -> tuple[Any, Path]:
+    """``salesbot worker`` on the same Redis (the ``--split`` deployment: web and worker apart)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SALESBOT_REDIS_URL": redis_url, "SALESBOT_ADMIN_TOKEN": token,
+           "SALESBOT_FLOWS_DIR": str(tmp / "flows"), "SALESBOT_DATA_DIR": str(tmp / "worker-data"),
+           "SALESBOT_HOST": "127.0.0.1", "SALESBOT_PORT": str(free_port()), "SALESBOT_LOG_LEVEL": "WARNING"}
+    log = tmp / "worker.log"
+    return procs.start("worker", [sys.executable, "-m", "bot.cli", "worker"], env, log, cwd=tmp), log
+
+
+def _start_server(procs: Processes, redis_url: str, tmp: Path, token: str,
+                  role: str = "all", apply_rate: float = 0.0) -> tuple[Any, Path, str]:
     flows = tmp / "flows"
     flows.mkdir(exist_ok=True)
     (flows / "demo.json").write_text(json.dumps(BENCH_FLOW), encoding="utf-8")
     stages = ", ".join(json.dumps(s) for s in STAGES)
     (tmp / "salesbot.toml").write_text(  # one load generator is one client: no per-client limits
-        f"[limits]\nenabled = false\n\n[embedded_crm.pipelines]\n{PIPELINE} = [{stages}]\n", encoding="utf-8")
+        f"[limits]\nenabled = false\n\n[automations]\napply_rate = {apply_rate}\n\n"
+        f"[embedded_crm.pipelines]\n{PIPELINE} = [{stages}]\n", encoding="utf-8")
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SALESBOT_REDIS_URL": redis_url, "SALESBOT_ADMIN_TOKEN": token,
            "SALESBOT_FLOWS_DIR": str(flows), "SALESBOT_DATA_DIR": str(tmp / "data"),
            "SALESBOT_HOST": "127.0.0.1", "SALESBOT_LOG_LEVEL": "WARNING"}
     log = tmp / "server.log"
-    cmd = [sys.executable, "-m", "bot.cli", "serve", "--role", "all", "--port", str(port)]
+    cmd = [sys.executable, "-m", "bot.cli", "serve", "--role", role, "--port", str(port)]
     return procs.start("salesbot", cmd, env, log, cwd=tmp), log, f"http://127.0.0.1:{port}"
 
 
@@ -265,7 +296,10 @@ async def run_apply(args: argparse.Namespace, procs: Processes, redis_url: str, 
         await seed_leads(redis, args.apply_leads, stage=APPLY_STAGE)
         seeded_s = time.perf_counter() - t0
         say(f"apply: {args.apply_leads:,} leads written into {APPLY_STAGE!r} in {seeded_s:.1f} s")
-        proc, log, base = _start_server(procs, redis_url, tmp, token)
+        proc, log, base = _start_server(procs, redis_url, tmp, token, "web" if args.split else "all",
+                                        args.apply_rate)
+        worker = _start_worker(procs, redis_url, tmp, token)[0] if args.split else None
+        worker_pid = worker.pid if worker is not None else None
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
             await wait_ready(http, base, proc, log, timeout=60)
@@ -281,11 +315,11 @@ async def run_apply(args: argparse.Namespace, procs: Processes, redis_url: str, 
             try:
                 await asyncio.sleep(args.warmup)
                 before_start = loop.time()
-                meter = CpuMeter(proc.pid, procs.redis.process.pid)
+                meter = _Meter(proc.pid, procs.redis.process.pid, worker_pid)
                 await asyncio.sleep(args.before)
                 cpu_before = meter.stop()
                 job_start = loop.time()
-                meter = CpuMeter(proc.pid, procs.redis.process.pid)
+                meter = _Meter(proc.pid, procs.redis.process.pid, worker_pid)
                 r = await http.put(f"{base}/api/automations/{DOC_ID}", json=document(apply_to_existing=True),
                                    headers=auth)
                 assert r.status == 201, await r.text()
@@ -308,7 +342,7 @@ async def run_apply(args: argparse.Namespace, procs: Processes, redis_url: str, 
                         raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
                 job_end = loop.time()
                 cpu_during = meter.stop()
-                meter = CpuMeter(proc.pid, procs.redis.process.pid)
+                meter = _Meter(proc.pid, procs.redis.process.pid, worker_pid)
                 await asyncio.sleep(args.after)  # the same load once more, the job done: the machine's noise
                 after_end = loop.time()
                 cpu_after = meter.stop()
@@ -316,13 +350,16 @@ async def run_apply(args: argparse.Namespace, procs: Processes, redis_url: str, 
                 load.stop()
                 await load_task
         procs.stop(proc)
+        if worker is not None:
+            procs.stop(worker)
         counts = await _counts(redis)
         before, during = load.window(before_start, job_start), load.window(job_start, job_end)
         steady = load.window(job_start + put_s + args.settle, job_end)
         after = load.window(job_end, after_end)
         per_second = [round(load.window(t, t + 1)["max_ms"]) for t in range(int(job_start), int(job_end))]
         elapsed = job_end - job_start
-        return {"leads": args.apply_leads, "seed_s": seeded_s, "job_s": elapsed,
+        return {"leads": args.apply_leads, "split": args.split, "apply_rate": args.apply_rate,
+                "seed_s": seeded_s, "job_s": elapsed,
                 "job_api_s": (job.get("finished") or 0) - (job.get("started") or 0),
                 "leads_per_s": args.apply_leads / elapsed, "acted": counts.get(f"{APPLY_RULE}:acted", 0),
                 "job": job, "rate": args.rate, "before": before, "during": during, "steady": steady, "after": after,
@@ -358,29 +395,45 @@ def report(results: dict[str, Any]) -> None:
         busy = max(r["others_cores"] for r in rounds)
         if busy > 0.25:
             print(f"  warning: other processes kept up to {busy:.2f} of {os.cpu_count()} cores busy")
-    ap = results.get("apply")
-    if ap:
-        b, d = ap["before"], ap["during"]
-        print(f"\napply_to_existing over {ap['leads']:,} leads (chat load {ap['rate']:.0f} msg/s meanwhile):")
-        print(f"  job: {ap['job_s']:.1f} s until finished and every lead acted ({ap['leads_per_s']:,.0f} leads/s; "
-              f"{ap['acted']:,} acted; the job's own start..finish {ap['job_api_s']:.1f} s)")
-        print(f"  chat before: p50 {b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms  ({b['messages']} messages, "
-              f"{b['failed']} failed)")
-        print(f"  chat during: p50 {d['p50_ms']:.1f} ms  p99 {d['p99_ms']:.1f} ms  ({d['messages']} messages, "
-              f"{d['failed']} failed)")
-        st = ap["steady"]
-        print(f"  chat during, from {ap['settle_s']:.0f} s after the PUT ({ap['put_s']:.1f} s) returned: "
-              f"p50 {st['p50_ms']:.1f} ms  p99 {st['p99_ms']:.1f} ms  ({st['messages']} messages)")
-        af = ap["after"]
-        print(f"  chat after:  p50 {af['p50_ms']:.1f} ms  p99 {af['p99_ms']:.1f} ms  ({af['messages']} messages, "
-              f"{af['failed']} failed; the same load once the job is done)")
-        print(f"  p99 during / before: {ap['p99_ratio']:.2f}; without the PUT's first seconds: "
-              f"{ap['steady_p99_ratio']:.2f}; during / after: {d['p99_ms'] / max(1e-9, af['p99_ms']):.2f}  "
-              "(aim <= 1.20)")
-        print(f"  slowest message each second of the job (ms): {ap['max_ms_each_second_during'][:40]}")
-        print(f"  cores before: {ap['cpu_before']}; during: {ap['cpu_during']}; after: {ap['cpu_after']}")
+    runs = results.get("apply") or []
+    for ap in runs:
+        _report_apply(ap)
+    if len(runs) > 1:
+        print(f"\napply_to_existing, {len(runs)} runs (min–max, median):")
+        print(f"  job: {spread([a['job_s'] for a in runs], '{:.1f}')} s; "
+              f"{spread([a['leads_per_s'] for a in runs])} leads/s")
+        for name in ("before", "during", "steady", "after"):
+            print(f"  p50 {name:6}: {spread([a[name]['p50_ms'] for a in runs], '{:.1f}')} ms;  "
+                  f"p99 {spread([a[name]['p99_ms'] for a in runs], '{:.1f}')} ms")
+        print(f"  p99 during / before: {spread([a['p99_ratio'] for a in runs], '{:.2f}')}; without the PUT's "
+              f"first seconds: {spread([a['steady_p99_ratio'] for a in runs], '{:.2f}')}  (aim <= 1.20)")
     print(f"\nelapsed: {results['elapsed_s']:.0f} s on {os.cpu_count()} CPUs (load generator, server and Redis "
           "share them)")
+
+
+def _report_apply(ap: dict[str, Any]) -> None:
+    b, d = ap["before"], ap["during"]
+    where = "web and worker processes apart" if ap.get("split") else "one serve --role all process"
+    if ap.get("apply_rate"):
+        where += f", apply_rate {ap['apply_rate']:g}"
+    print(f"\napply_to_existing over {ap['leads']:,} leads (chat load {ap['rate']:.0f} msg/s meanwhile; {where}):")
+    print(f"  job: {ap['job_s']:.1f} s until finished and every lead acted ({ap['leads_per_s']:,.0f} leads/s; "
+          f"{ap['acted']:,} acted; the job's own start..finish {ap['job_api_s']:.1f} s)")
+    print(f"  chat before: p50 {b['p50_ms']:.1f} ms  p99 {b['p99_ms']:.1f} ms  ({b['messages']} messages, "
+          f"{b['failed']} failed)")
+    print(f"  chat during: p50 {d['p50_ms']:.1f} ms  p99 {d['p99_ms']:.1f} ms  ({d['messages']} messages, "
+          f"{d['failed']} failed)")
+    st = ap["steady"]
+    print(f"  chat during, from {ap['settle_s']:.0f} s after the PUT ({ap['put_s']:.1f} s) returned: "
+          f"p50 {st['p50_ms']:.1f} ms  p99 {st['p99_ms']:.1f} ms  ({st['messages']} messages)")
+    af = ap["after"]
+    print(f"  chat after:  p50 {af['p50_ms']:.1f} ms  p99 {af['p99_ms']:.1f} ms  ({af['messages']} messages, "
+          f"{af['failed']} failed; the same load once the job is done)")
+    print(f"  p99 during / before: {ap['p99_ratio']:.2f}; without the PUT's first seconds: "
+          f"{ap['steady_p99_ratio']:.2f}; during / after: {d['p99_ms'] / max(1e-9, af['p99_ms']):.2f}  "
+          "(aim <= 1.20)")
+    print(f"  slowest message each second of the job (ms): {ap['max_ms_each_second_during'][:40]}")
+    print(f"  cores before: {ap['cpu_before']}; during: {ap['cpu_during']}; after: {ap['cpu_after']}")
 
 
 async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
@@ -397,7 +450,11 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
         if args.part in ("events", "both"):
             results["events"] = await run_events(args, redis_url, tmp, say)
         if args.part in ("apply", "both"):
-            results["apply"] = await run_apply(args, procs, redis_url, tmp, say)
+            results["apply"] = []
+            for n in range(args.runs):  # a new server each run, the same leads seeded again
+                say(f"apply run {n + 1} of {args.runs}")
+                (tmp / f"run{n}").mkdir()
+                results["apply"].append(await run_apply(args, procs, redis_url, tmp / f"run{n}", say))
     results["elapsed_s"] = time.monotonic() - started
     return results
 
@@ -417,6 +474,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=float, help="seconds of chat load measured after the job (default 30)")
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds after the PUT left out of the 'steady' window (default 5)")
+    parser.add_argument("--runs", type=int, default=1, help="runs of part 2, each with a new server (default 1)")
+    parser.add_argument("--split", action="store_true",
+                        help="part 2 with web and worker apart (serve --role web + salesbot worker: the job runs "
+                             "in the worker), as the Procfile deploys them")
+    parser.add_argument("--apply-rate", type=float, default=0.0,
+                        help="the server's [automations] apply_rate, leads/s (default 0: no ceiling)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of chat load before measuring")
     args = parser.parse_args(argv)
     defaults = {"leads": (200, 100), "events": (3000, 400), "rounds": (5, 2), "apply_leads": (100_000, 2000),

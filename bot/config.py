@@ -193,6 +193,13 @@ class EventsConfig(_Frozen):
     secret: SecretStr | None = None
 
 
+class AutomationsConfig(_Frozen):
+    """``[automations]``: ``apply_rate``: the most leads/s an ``apply_to_existing`` job visits
+    (0: no ceiling; it gives way to conversations all the same, bot/runtime/pacing.py)."""
+
+    apply_rate: float = Field(0.0, ge=0)
+
+
 class Config(_Frozen):
     """Everything the server and worker need, resolved."""
 
@@ -229,6 +236,7 @@ class Config(_Frozen):
     crm: CrmConfig = CrmConfig()
     limits: LimitsConfig = LimitsConfig()
     events: EventsConfig = EventsConfig()
+    automations: AutomationsConfig = AutomationsConfig()
 
     def account(self, name: str) -> AccountConfig | None:
         return self.accounts.get(name)

@@ -13,9 +13,13 @@ lead's queue. Why it is safe and cheap:
   ``done`` counts the leads visited when their page is saved; leads that enter the stage during
   the scan may be visited too, so ``total`` (the stage's size at the start) is shown as at
   least ``done``.
-- **Throttled.** One lead at a time (push, then handle that lead's queue if nobody else does),
-  ``page`` leads per page and ``pause`` seconds between pages: a job uses at most one lead
-  queue at a time, so 100k leads take a while but conversations keep their latency.
+- **Where the worker runs.** A job runs in a process with the worker role: ``salesbot serve``
+  (web and worker in one) starts it at once; a web-only process (``--role web``) only stores
+  it (``local`` False) and a worker's ``resume`` loop takes it within a second or so.
+- **Gives way to conversations.** One lead at a time (push, then handle that lead's queue if
+  nobody else does), and before each lead the ``Pacer`` (``pacing.py``) waits while a
+  conversation batch is in flight in this process and keeps under ``[automations] apply_rate``
+  leads/s; ``pause`` seconds between pages of ``page`` leads.
 - **Kommo** has no stage index here: a job first lists the stage's leads through Kommo's API
   (``StageLister``: ``GET /api/v4/leads`` filtered by pipeline and status, ``page`` leads a
   page, oldest first) into a set of its own, resumably (the next page to list is saved), then
@@ -42,6 +46,7 @@ from ..automations.effects import ApplyRule
 from ..errors import CrmRejected, CrmTemporary
 from ..store import replies
 from .leads import LeadService, encode_apply_rule
+from .pacing import Pacer
 
 log = logging.getLogger("salesbot.automations.jobs")
 #: Unfinished jobs, as ``<doc id>|<job id>``: what ``resume`` looks at.
@@ -82,9 +87,13 @@ class ApplyJobs:
     """Starts, runs, resumes and lists ``apply_to_existing`` jobs (see the module docstring)."""
 
     def __init__(self, redis: Redis, leads: LeadService, *, page: int = 100, pause: float = 0.02,
-                 clock: Callable[[], float] = time.time, lister: StageLister | None = None) -> None:
+                 clock: Callable[[], float] = time.time, lister: StageLister | None = None,
+                 pacer: Pacer | None = None, local: bool = True) -> None:
         self.redis = redis
         self.leads = leads
+        self.pacer = pacer or Pacer()
+        #: Run a job here as soon as it is started; False (a web-only process): a worker resumes it.
+        self.local = local
         self.lister = lister  # None: the embedded CRM's stage index
         self.page = page
         self.pause = pause
@@ -121,7 +130,8 @@ class ApplyJobs:
                 await pipe.execute()
             log.info("automations.job_started", extra={"automation": doc_id, "job": job_id, "total": total})
             started.append(job_id)
-            self._spawn(self.run(doc_id, job_id))
+            if self.local:
+                self._spawn(self.run(doc_id, job_id))
         return started
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -178,6 +188,7 @@ class ApplyJobs:
             while True:
                 cursor, members = await self.redis.sscan(job["set"], cursor, count=self.page)
                 for member in members:
+                    await self.pacer.step()  # conversations first
                     await self.leads.deliver_raw(replies.text(member), payload, dedupe_id=dedupe)
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.hset(key, "cursor", cursor)

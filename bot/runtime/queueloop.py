@@ -20,6 +20,7 @@ from ..engine.transcript import system_entry
 from ..errors import RuntimeFault
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.outages import store_outage
+from .pacing import Activity
 
 log = logging.getLogger("salesbot.runtime")
 P = TypeVar("P")
@@ -50,6 +51,8 @@ class QueueProcessor(Generic[P]):
         self._renewal_loop: asyncio.AbstractEventLoop | None = None
         self._renewing: set[asyncio.Task[None]] = set()
         self._renewing_keys: set[tuple[str, str]] = set()
+        #: Batches of this processor in flight: background jobs give way to them (``pacing.Pacer``).
+        self.activity = Activity()
 
     async def retry(self, cid: str, *, skip: int = 0, user: str = "") -> bool:
         """A person's retry of a parked (or failing) queue: clear the mark, optionally
@@ -90,6 +93,12 @@ class QueueProcessor(Generic[P]):
         the next batches, ``_next`` says).
         False when the work was set aside (the conversation is parked, or a batch failed and
         recovery tries again later, see ``_failed``)."""
+        if batch is None:
+            return True
+        with self.activity.track():
+            return await self._process(batch, prefetched)
+
+    async def _process(self, batch: Batch | None, prefetched: P | None) -> bool:
         held = self._held
         while batch is not None:
             if batch.meta.get("parked"):

@@ -86,9 +86,10 @@ class Worker:
                              *self.crm_retries(stop), *self.apply_jobs(stop), *self.receivers(stop))
 
     def apply_jobs(self, stop: asyncio.Event) -> list[Awaitable[None]]:
-        """``apply_to_existing`` jobs left unfinished by a process that died: taken over here."""
+        """``apply_to_existing`` jobs nobody runs: stored by a web-only process, or left unfinished
+        by a process that died; taken over here (looked for every second: one ``SMEMBERS``)."""
         jobs = self.s.jobs
-        return [] if jobs is None else [self._loop(stop, jobs.resume, max(5.0, self.poll * 20), "apply_jobs")]
+        return [] if jobs is None else [self._loop(stop, jobs.resume, max(1.0, self.poll * 4), "apply_jobs")]
 
     def crm_retries(self, stop: asyncio.Event) -> list[Awaitable[None]]:
         """The CRM outbox: commands that met a temporary CRM failure, retried in order per lead."""

@@ -63,6 +63,8 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
         async with contextlib.AsyncExitStack() as stack:
             svc = services if services is not None else await stack.enter_async_context(open_services(config))
             app[SERVICES] = svc
+            if role == "web" and svc.jobs is not None:
+                svc.jobs.local = False  # apply_to_existing jobs run in the worker processes
             stop = asyncio.Event()
             tasks = [asyncio.create_task(svc.bots.listen(stop), name="bots-listener")]
             worker = None

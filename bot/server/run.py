@@ -19,6 +19,11 @@ from .app import create_app
 from .keys import SERVICES
 
 log = logging.getLogger("salesbot.server")
+#: How long a thread keeps the interpreter while another waits for it (Python's default: 5 ms).
+#: Big documents are checked and compiled in threads; at 5 ms each wake-up of the event loop
+#: could wait that long behind them, and a PUT of 1,000 rules made messages 40–100 ms slow for
+#: seconds (bench/automations.py, docs/automations-engine.md "Speed").
+SWITCH_INTERVAL = 0.0005
 
 
 def serve(*, config_path: str | None, host: str | None, port: int | None, data_dir: str | None,
@@ -34,6 +39,7 @@ def serve(*, config_path: str | None, host: str | None, port: int | None, data_d
     except ConfigError as exc:
         sys.stderr.write(f"salesbot: {exc}\n")
         return 2
+    sys.setswitchinterval(SWITCH_INTERVAL)
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(_serve(config, role, out))
 

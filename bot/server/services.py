@@ -40,6 +40,7 @@ from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
 from ..runtime.outbound import EmbeddedBook, OutboundService
 from ..runtime.outbound_kommo import KommoBook
+from ..runtime.pacing import Pacer
 from ..runtime.requests import ServerRequests
 from ..runtime.service import ConversationService
 from ..store.bots import BotRegistry
@@ -245,8 +246,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                             accounts=config.accounts, book=book)
         conversations.recipients = services.outbound
         services.leads = leads
-        services.jobs = ApplyJobs(redis, leads) if isinstance(crm, RedisCrm) \
-            else ApplyJobs(redis, leads, lister=crm) if isinstance(crm, KommoCrm) else None  # Kommo's: listed by API
+        pacer = Pacer(conversations.activity, rate=config.automations.apply_rate)  # jobs give way to conversations
+        services.jobs = ApplyJobs(redis, leads, pacer=pacer) if isinstance(crm, RedisCrm) \
+            else ApplyJobs(redis, leads, lister=crm, pacer=pacer) if isinstance(crm, KommoCrm) \
+            else None  # Kommo's: listed by API
         services.chat = ChatEvents(leads, AutomationDocuments.of(redis, crm, bots).chat_pipelines)
         conversations.chat = services.chat
         automation_docs = AutomationDocuments.of(redis, crm, bots, services.jobs, services.chat)

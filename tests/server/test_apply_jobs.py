@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,8 +18,10 @@ from redis.asyncio import Redis
 
 from bot.runtime.applyjobs import UNFINISHED_KEY, ApplyJobs, job_key
 from bot.runtime.leads import LeadService
+from bot.runtime.pacing import Activity, Pacer
+from bot.server.app import create_app
 from bot.server.keys import SERVICES
-from tests.server.conftest import ADMIN, AUTOMATIONS
+from tests.server.conftest import ADMIN, AUTOMATIONS, make_config, running
 from tests.waiting import wait_for
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -147,6 +150,87 @@ async def test_a_large_stage_is_paged_and_a_crash_resumes_from_the_saved_cursor(
 
 
 @pytest.fixture
-async def server(example_server: TestServer) -> TestServer:
-    """This module's servers load the example automation document at start."""
-    return example_server
+async def server(redis: Redis, redis_url: str) -> AsyncIterator[TestServer]:
+    """This module's servers load the example automation document at start; their worker looks
+    for jobs to take over only at start (``timer_poll_interval`` 30 s): the tests hand jobs over
+    between runners themselves."""
+    async with running(make_config(redis_url, automations_dir=str(AUTOMATIONS), timer_poll_interval=30)) as srv:
+        yield srv
+
+
+async def test_a_job_gives_way_while_a_conversation_is_in_flight_and_resumes_after(
+        server: TestServer, http: ClientSession, redis: Redis) -> None:
+    """The ``Pacer`` holds the job before its next lead while the process has a conversation
+    batch in flight (``Activity``): no lead is visited until the conversation is done."""
+    services = server.app[SERVICES]
+    inside = await _leads(server, "Qualified", 3)
+    busy = Activity()
+    pacer = Pacer(busy, max_wait=60)
+    jobs = ApplyJobs(redis, services.leads, pacer=pacer, pause=0)
+    with busy.track():  # a conversation is being handled
+        (job_id,) = await jobs.start("sales", 9, with_rule())
+        await wait_for(lambda: pacer.paused == 1, what="the job to give way")
+        assert sum([len(await _applied(http, lead)) for lead in inside]) == 0
+        assert (await redis.hget(job_key("sales", job_id), "state")) == b"running"
+    await jobs.idle()  # the conversation is done: the job goes on
+    assert [len(await _applied(http, lead)) for lead in inside] == [1, 1, 1]
+    assert (await redis.hget(job_key("sales", job_id), "state")) == b"finished"
+
+
+async def test_a_busy_process_still_moves_the_job_on(server: TestServer, http: ClientSession, redis: Redis) -> None:
+    """A process never idle (``max_wait`` 0 here) slows a job down but does not stop it."""
+    services = server.app[SERVICES]
+    inside = await _leads(server, "Qualified", 2)
+    busy = Activity()
+    pacer = Pacer(busy, max_wait=0)
+    jobs = ApplyJobs(redis, services.leads, pacer=pacer, pause=0)
+    with busy.track():
+        await jobs.start("sales", 10, with_rule())
+        await jobs.idle()
+    assert pacer.paused == 2
+    assert [len(await _applied(http, lead)) for lead in inside] == [1, 1]
+
+
+async def test_a_web_only_process_leaves_its_jobs_to_a_worker(
+        server: TestServer, http: ClientSession, redis: Redis) -> None:
+    """``local`` False (``serve --role web``): the job is stored, not run; a worker's ``resume``
+    runs it."""
+    services = server.app[SERVICES]
+    inside = await _leads(server, "Qualified", 2)
+    web = ApplyJobs(redis, services.leads, local=False)
+    (job_id,) = await web.start("sales", 11, with_rule())
+    await web.idle()
+    assert not web._tasks and await redis.sismember(UNFINISHED_KEY, f"sales|{job_id}")
+    assert sum([len(await _applied(http, lead)) for lead in inside]) == 0
+    worker = ApplyJobs(redis, services.leads, pause=0)
+    assert await worker.resume() == 1
+    await worker.idle()
+    assert [len(await _applied(http, lead)) for lead in inside] == [1, 1]
+
+
+async def test_a_put_to_the_web_process_is_applied_by_the_worker_process(redis: Redis, redis_url: str) -> None:
+    """``serve --role web`` + ``salesbot worker`` on one Redis: the web process stores the job,
+    the worker's loop takes it over and visits the leads."""
+    config = make_config(redis_url, automations_dir=str(AUTOMATIONS))
+    web, worker = TestServer(create_app(config, role="web")), TestServer(create_app(config, role="worker"))  # type: ignore[arg-type]
+    await web.start_server()
+    try:
+        assert web.app[SERVICES].jobs.local is False
+        inside = await _leads(web, "Qualified", 3)
+        async with ClientSession(base_url=str(web.make_url(""))) as http:
+            r = await http.put("/api/automations/sales", json=with_rule(), headers=AUTH)
+            assert r.status == 201, await r.text()
+            (job,) = await _jobs(http)
+            assert (job["state"], job["done"]) == ("running", 0) and not web.app[SERVICES].jobs._tasks  # not run here
+            await worker.start_server()
+            assert worker.app[SERVICES].jobs.local is True
+
+            async def finished() -> bool:
+                return (await _jobs(http))[0]["state"] == "finished"
+
+            await wait_for(finished, what="the worker to run the job")
+            await worker.app[SERVICES].leads.idle()
+            assert [len(await _applied(http, lead)) for lead in inside] == [1, 1, 1]
+    finally:
+        await worker.close()
+        await web.close()
