@@ -189,8 +189,11 @@ def test_a_killed_redis_server_is_restarted_and_chat_works_again(tmp_path: Path)
         assert HELLO in _bot_texts(server.url, "beforekill0001")
         _wait(lambda: _say(server.url, "afterkill00001", "hi") == 202, 10, "the first message after")
         _wait(lambda: HELLO in _bot_texts(server.url, "afterkill00001"), what="a greeting after the restart")
-        out = server.output()
-        assert "store.embedded_died" in out and "store.embedded_restarted" in out
+        # the supervisor's lines reach the log file on their own schedule: wait for them, bounded
+        def supervised() -> str:
+            out = server.output()
+            return out if "store.embedded_died" in out and "store.embedded_restarted" in out else ""
+        out = _wait(supervised, 10, "the supervisor's log lines")
         new_lines = out.splitlines()[lines_before:]
         assert len(new_lines) < 40, "\n".join(new_lines)
 
