@@ -81,7 +81,8 @@ async def _serve(config: object, role: str, out: TextIO) -> int:
     if services.loaded_flows:
         lines.append(f"  bots:       {', '.join(services.loaded_flows)}")
     if services.loaded_automations:
-        lines.append(f"  automations: {', '.join(services.loaded_automations)}  (pipeline view: {base}/live)")
+        view = f"  (pipeline view: {base}/live)" if site is not None else ""
+        lines.append(f"  automations: {', '.join(services.loaded_automations)}{view}")
     out.write("\n".join(lines) + "\n")
     out.flush()
     code = await _until_stopped(stop, services.embedded.supervisor if services.embedded else None)
