@@ -105,13 +105,8 @@ def _item(action: str, lead: dict[str, Any], **extra: Any) -> str:
 
 @pytest.fixture
 async def kommo(redis: Redis, redis_url: str, fake: FakeKommo, tmp_path: Path) -> AsyncIterator[Kommo]:
-    server = TestServer(create_app(_config(redis_url, fake, tmp_path)))
-    await server.start_server()
-    try:
-        async with ClientSession(base_url=str(server.make_url(""))) as http:
-            yield Kommo(server, http, fake)
-    finally:
-        await server.close()
+    async with serving(_config(redis_url, fake, tmp_path), fake) as running:
+        yield running
 
 
 def _writes(fake: FakeKommo, method: str, path: str) -> list[Any]:
@@ -247,10 +242,10 @@ async def test_a_cold_catalogue_and_a_slow_kommo_still_name_the_stage_and_the_we
     rules = [{"id": "qualified", "stage": "Qualified", "on": ["moved_in"],
               "do": {"actions": [{"do": "tags", "add": ["hot"]}]}}]
     lead = fake.new_lead("Cold", contact="Eve")
-    async with _serving(redis_url, fake, tmp_path) as first:
+    async with serving(_config(redis_url, fake, tmp_path), fake) as first:
         await first.put(rules)  # stored in Redis; this process had the catalogue
     fake.slow(1.5, "/api/v4/leads/pipelines")  # Kommo takes its time to list the pipelines
-    async with _serving(redis_url, fake, tmp_path) as kommo:  # a new process: its catalogue is cold
+    async with serving(_config(redis_url, fake, tmp_path), fake) as kommo:  # a new process: its catalogue is cold
         start = time.monotonic()
         r = await kommo.http.post(f"/webhooks/kommo/acme?secret={SECRET}", data=kommo.moved(lead, "Qualified"),
                                   headers=FORM)
@@ -264,9 +259,10 @@ async def test_a_cold_catalogue_and_a_slow_kommo_still_name_the_stage_and_the_we
 async def test_a_trigger_never_moves_a_kommo_lead_backwards_even_with_a_cold_catalogue(
         redis: Redis, redis_url: str, fake: FakeKommo, tmp_path: Path) -> None:
     lead = fake.new_lead("Ahead", stage=("Sales", "Qualified"), contact="Hal")
-    async with _serving(redis_url, fake, tmp_path) as first:
+    async with serving(_config(redis_url, fake, tmp_path), fake) as first:
         await first.put([], triggers=[{"id": "reopen", "stage": "Contacted", "on": "custom.reopen"}])
-    async with _serving(redis_url, fake, tmp_path) as kommo:  # a new process: the stage order is not loaded yet
+    # a new process: the stage order is not loaded yet
+    async with serving(_config(redis_url, fake, tmp_path), fake) as kommo:
         r = await kommo.http.post("/api/events", json={"id": "e1", "type": "custom.reopen", "lead": {"id": str(lead)}},
                                   headers=H)
         assert r.status == 202, await r.text()
@@ -391,8 +387,9 @@ async def test_apply_to_existing_is_refused_where_the_crm_cannot_list_a_stage(
 
 
 @contextlib.asynccontextmanager
-async def _serving(redis_url: str, fake: FakeKommo, automations: Path) -> AsyncIterator[Kommo]:
-    server = TestServer(create_app(_config(redis_url, fake, automations)))
+async def serving(config: Any, fake: FakeKommo) -> AsyncIterator[Kommo]:
+    """The server of ``config`` on loopback, with its client, in front of ``fake``."""
+    server = TestServer(create_app(config))
     await server.start_server()
     try:
         async with ClientSession(base_url=str(server.make_url(""))) as http:

@@ -9,17 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.runtime.leads import LeadService, lead_cid
 from bot.runtime.worker import Worker
-from bot.server.app import create_app
 from crm_bridge.changes import Change
 from crm_bridge.kommo import KommoCrm
 from tests.crm_bridge.fakes.kommo import FakeKommo
-from tests.crm_bridge.test_kommo_automations import H, Kommo, _config, _item, fake, kommo
+from tests.crm_bridge.test_kommo_automations import H, Kommo, _config, _item, fake, kommo, serving
 from tests.waiting import wait_for
 
 __all__ = ["fake", "kommo"]  # the fixtures of test_kommo_automations
@@ -76,14 +73,8 @@ class _FailingOnce:
 @pytest.fixture
 async def quick(redis_url: str, fake: FakeKommo, tmp_path: Path) -> AsyncIterator[Kommo]:
     """The server of ``kommo`` with a short lock TTL: a failed batch is recovered within a second."""
-    config = _config(redis_url, fake, tmp_path).model_copy(update={"lock_ttl": 0.5})
-    server = TestServer(create_app(config))
-    await server.start_server()
-    try:
-        async with ClientSession(base_url=str(server.make_url(""))) as http:
-            yield Kommo(server, http, fake)
-    finally:
-        await server.close()
+    async with serving(_config(redis_url, fake, tmp_path).model_copy(update={"lock_ttl": 0.5}), fake) as running:
+        yield running
 
 
 async def test_a_move_whose_event_redis_lost_comes_from_kommos_webhook_instead(quick: Kommo) -> None:
