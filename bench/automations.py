@@ -57,7 +57,6 @@ import json
 import math
 import os
 import random
-import signal
 import statistics
 import sys
 import tempfile
@@ -69,7 +68,7 @@ from typing import Any
 from automations_setup import APPLY_RULE, APPLY_STAGE, DOC_ID, PIPELINE, STAGES, document, event_bodies, seed_leads
 from webhook import BENCH_FLOW, wait_ready
 from webhook_load import ACCOUNT, Traffic, percentile, post, prime
-from webhook_procs import CpuMeter, Processes, free_port
+from webhook_procs import CpuMeter, Processes, free_port, run_with_processes
 
 
 def spread(values: list[float], fmt: str = "{:,.0f}") -> str:
@@ -487,19 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
-    procs = Processes()
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        results = asyncio.run(run(args, procs))
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted: stopping the server and Redis\n")
+    results = run_with_processes(lambda procs: run(args, procs), "the server and Redis")
+    if results is None:
         return 130
-    finally:
-        procs.stop_all()
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:

@@ -78,7 +78,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -90,7 +89,7 @@ from typing import Any
 # bench/ is on sys.path when this file runs as a script: its parts import as top-level modules.
 from webhook_baseline import run_baseline_server
 from webhook_load import ACCOUNT, Searcher, Step, Traffic, closed_loop, open_loop_step, prime
-from webhook_procs import Processes, free_port
+from webhook_procs import Processes, free_port, run_with_processes
 from webhook_redis import redis_commands_per_message, round_trips_in_process
 from webhook_report import finite, fmt, print_table
 
@@ -334,19 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
 
-    procs = Processes()
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        results = asyncio.run(run(args, procs))
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted: stopping the servers\n")
+    results = run_with_processes(lambda procs: run(args, procs), "the servers")
+    if results is None:
         return 130
-    finally:
-        procs.stop_all()
     if args.json:
         print(json.dumps(finite(results), indent=2, default=str))
     else:

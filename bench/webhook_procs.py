@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +95,22 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def run_with_processes(run: Callable[[Processes], Coroutine[Any, Any, dict[str, Any]]],
+                       what: str) -> dict[str, Any] | None:
+    """``run`` with the bench's child processes, stopped whatever happens (SIGTERM and Ctrl-C too);
+    None when interrupted (``what`` names what is being stopped)."""
+    procs = Processes()
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return asyncio.run(run(procs))
+    except KeyboardInterrupt:
+        sys.stderr.write(f"interrupted: stopping {what}\n")
+        return None
+    finally:
+        procs.stop_all()
