@@ -107,6 +107,10 @@ class EngineReactor:
             generation = await self.documents.redis.get(self.documents.generation_key)
         if generation is None or generation != self._generation:
             self._generation, self._actives = await self.documents.actives()
+            # versions no longer active are dropped (a long-running process sees many PUTs); a
+            # batch still using one keeps its own reference, and a rollback compiles it again
+            for key in self._compiled.keys() - set(self._actives):
+                del self._compiled[key]
         by_pipeline: dict[str, CompiledAutomations] = {}
         for doc_id, version in self._actives:
             compiled = self._compiled.get((doc_id, version))

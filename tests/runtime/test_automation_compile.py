@@ -67,6 +67,15 @@ async def test_concurrent_batches_compile_a_new_version_once_and_off_the_event_l
     assert compiled is not None and compiled.version == 2
 
 
+async def test_versions_no_longer_active_are_not_kept_compiled(redis: Redis) -> None:
+    documents = VersionedDocuments(redis, "automation")
+    reactor = EngineReactor(documents, {"Sales": STAGES})
+    for n in range(1, 6):
+        await documents.put("sales", {**DOC, "name": f"v{n}"}, digest=f"d{n}", name="sales")
+        assert await reactor.prepare()
+        assert set(reactor._compiled) == {("sales", n)}  # only the active version stays cached
+
+
 async def test_a_document_put_is_checked_off_the_event_loop(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     checked_in: list[bool] = []
 
