@@ -171,7 +171,7 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
                 log.warning("crm.snapshot_failed", extra={"cid": cid, "error": str(exc)})
         else:
             self._snapshot_refs.pop(cid, None)
-        req = SaveRequest(state=None, processed=len(batch.events))
+        req = SaveRequest(state=None, processed=len(batch.events), refresh_ttl=batch.refresh_ttl)
         bot_before = state.run.bot if state.run else None
         first = not meta.get("last_at")  # no customer message before: the next is the first
         chat_queued = False
