@@ -72,14 +72,26 @@ def mix(split: dict[str, Any], name: str) -> float:
                  + DUPLICATE_SHARE * split["duplicate"][name])
 
 
-_IN_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("bench_in_request", default=False)
+#: The task handling a request, in its context (and in the context of the tasks it starts).
+_IN_REQUEST: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar("bench_in_request",
+                                                                                       default=None)
+
+
+def _where() -> str:
+    """``req``: the request's own task (what its answer waits for); ``spawn``: a task the request
+    started (e.g. a new lead's automations); ``bg``: the background loops."""
+    owner = _IN_REQUEST.get()
+    if owner is None:
+        return "bg"
+    return "req" if owner is asyncio.current_task() else "spawn"
 
 
 class RedisCounter:
-    """Counts redis-py commands and round trips in this process, split by request / background."""
+    """Counts redis-py commands and round trips in this process, split by request / the tasks a
+    request started / background."""
 
     def __init__(self) -> None:
-        self.counts = {"req_cmds": 0, "req_rts": 0, "bg_cmds": 0, "bg_rts": 0}
+        self.counts = {f"{where}_{what}": 0 for where in ("req", "spawn", "bg") for what in ("cmds", "rts")}
         self._saved: list[tuple[Any, str, Any]] = []
 
     def install(self) -> None:
@@ -89,11 +101,11 @@ class RedisCounter:
         orig_pack, orig_send = AbstractConnection.pack_command, AbstractConnection.send_packed_command
 
         def pack_command(conn: Any, *args: Any) -> Any:
-            counts["req_cmds" if _IN_REQUEST.get() else "bg_cmds"] += 1
+            counts[_where() + "_cmds"] += 1
             return orig_pack(conn, *args)
 
         async def send_packed_command(conn: Any, command: Any, check_health: bool = True) -> None:
-            counts["req_rts" if _IN_REQUEST.get() else "bg_rts"] += 1
+            counts[_where() + "_rts"] += 1
             return await orig_send(conn, command, check_health)
 
         from bot.store.resp import _Protocol
@@ -101,9 +113,9 @@ class RedisCounter:
         orig_resp_send = _Protocol.send
 
         def resp_send(proto: Any, loop: Any, commands: Any) -> Any:
-            in_request = _IN_REQUEST.get()
-            counts["req_cmds" if in_request else "bg_cmds"] += len(commands)
-            counts["req_rts" if in_request else "bg_rts"] += 1
+            where = _where()
+            counts[where + "_cmds"] += len(commands)
+            counts[where + "_rts"] += 1
             return orig_resp_send(proto, loop, commands)
 
         self._saved = [(AbstractConnection, "pack_command", orig_pack),
@@ -127,7 +139,7 @@ def _mark_request_middleware() -> Any:
 
     @web.middleware
     async def mark(request: Any, handler: Any) -> Any:
-        token = _IN_REQUEST.set(True)
+        token = _IN_REQUEST.set(asyncio.current_task())
         try:
             return await handler(request)
         finally:
@@ -179,9 +191,13 @@ async def round_trips_in_process(kind: str, redis_url: str, flows_dir: Path, dat
                     for body in bodies:
                         errors += not await post(session, url, body)
                     c1 = counter.snapshot()
+                    await asyncio.sleep(0.2)  # the tasks the last message started
+                    c1 = counter.snapshot()
                     split[phase] = {"messages": len(bodies), "errors": errors,
                                     "rts_per_msg": (c1["req_rts"] - c0["req_rts"]) / len(bodies),
-                                    "client_cmds_per_msg": (c1["req_cmds"] - c0["req_cmds"]) / len(bodies)}
+                                    "client_cmds_per_msg": (c1["req_cmds"] - c0["req_cmds"]) / len(bodies),
+                                    "spawned_rts_per_msg": (c1["spawn_rts"] - c0["spawn_rts"]) / len(bodies),
+                                    "spawned_cmds_per_msg": (c1["spawn_cmds"] - c0["spawn_cmds"]) / len(bodies)}
                     if phase == "follow_up":
                         t1, t2, bg = t0, time.monotonic(), (c0, c1)
         finally:
@@ -192,6 +208,7 @@ async def round_trips_in_process(kind: str, redis_url: str, flows_dir: Path, dat
     return {
         **split,
         "rts_per_msg": mix(split, "rts_per_msg"), "client_cmds_per_msg": mix(split, "client_cmds_per_msg"),
+        "spawned_rts_per_msg": mix(split, "spawned_rts_per_msg"),
         "errors": sum(split[k]["errors"] for k in KINDS),
         "background_rts_per_s": (c1["bg_rts"] - c0["bg_rts"]) / max(1e-9, t2 - t1),
         "background_cmds_per_s": (c1["bg_cmds"] - c0["bg_cmds"]) / max(1e-9, t2 - t1),

@@ -32,6 +32,12 @@ from .memory import MemoryCrm
 from .notes import NoteStore
 
 _P = "sb:crm"
+_CREATED_MAX = 256
+_CREATED_FOR = 2.0
+
+
+def _identity_key(identity: ChannelIdentity) -> str:
+    return f"{identity.channel}:{identity.account}:{identity.external_id}"
 
 
 def identities_key(contact_id: str) -> str:
@@ -69,6 +75,10 @@ class RedisCrm:
         self.notes = NoteStore(redis)
         #: Where the CRM events of every write go (the lead queues); None: nowhere.
         self.sink: ChangeSink | None = None
+        #: ref -> (when, the packed contact and lead) ``identify`` just created, for the snapshot
+        #: read right after it: taken once, within _CREATED_FOR seconds (a flow that never reads
+        #: the CRM leaves them; a later read must see later writes), at most _CREATED_MAX kept.
+        self._created: dict[CrmRef, tuple[float, list[Any]]] = {}
 
     def write_pipeline(self, changes: Sequence[Change]) -> Pipeline:
         """A pipeline for a write: a MULTI/EXEC carrying the changes' events when there is a sink."""
@@ -90,12 +100,31 @@ class RedisCrm:
     def _workspace(self, ids: list[str]) -> MemoryCrm:
         return MemoryCrm(pipelines=self.pipelines, ids=iter(ids).__next__)
 
-    async def identify(self, identity: ChannelIdentity) -> CrmRef:
-        key = f"{identity.channel}:{identity.account}:{identity.external_id}"
-        found = await self.redis.hget(f"{_P}:identity", key)
+    def identity_reads(self, identity: ChannelIdentity) -> list[tuple[Any, ...]]:
+        """The read that finds an identity's records; the runtime sends it with its push."""
+        return [("HGET", f"{_P}:identity", _identity_key(identity))]
+
+    async def identify_from(self, identity: ChannelIdentity, replies: list[Any], *,
+                            link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None) -> CrmRef:
+        """``identify`` with the reply to ``identity_reads`` at hand: no read when found; ``link``:
+        more writes for the MULTI/EXEC that creates the records (see ``PrefetchIdentity``)."""
+        found = replies[0] if replies else None
         if found:
             contact_id, lead_id = text(found).split(":")
             return CrmRef(contact_id, lead_id)
+        return await self._create(identity, link)
+
+    async def identify(self, identity: ChannelIdentity) -> CrmRef:
+        found = await self.redis.hget(f"{_P}:identity", _identity_key(identity))
+        if found:
+            contact_id, lead_id = text(found).split(":")
+            return CrmRef(contact_id, lead_id)
+        return await self._create(identity)
+
+    async def _create(self, identity: ChannelIdentity,
+                      link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None) -> CrmRef:
+        """A new identity's contact and lead (or the ones another process created meanwhile)."""
+        key = _identity_key(identity)
         ws = self._workspace(await self._ids(2))
         contact_id = ws.create_contact(name=identity.name, phone=identity.phone, email=identity.email)
         lead_id = ws.create_lead(contact_id=contact_id, name=identity.name and f"{identity.name}")
@@ -104,16 +133,25 @@ class RedisCrm:
         changes = [*lead_changes(None, ws.leads[lead_id]), contact_created(contact_id, lead_id)]
         pipe = self.write_pipeline(changes)
         pipe.sadd(identities_key(contact_id), key)
-        pipe.set(f"{_P}:contact:{contact_id}", pack(ws.contacts[contact_id]))
+        contact = pack(ws.contacts[contact_id])
+        pipe.set(f"{_P}:contact:{contact_id}", contact)
         now = self.clock()
         stamp_stage(None, ws.leads[lead_id], now)
-        pipe.set(f"{_P}:lead:{lead_id}", pack(ws.leads[lead_id]))
+        lead = pack(ws.leads[lead_id])
+        pipe.set(f"{_P}:lead:{lead_id}", lead)
         pipe.zadd(f"{_P}:idx:leads", {lead_id: float(lead_id)})
         CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
         CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
+        ref = CrmRef(contact_id, lead_id)
+        for command in link(ref) if link is not None else ():
+            pipe.execute_command(*command)
         await pipe.execute()
         self.written(changes)
-        return CrmRef(contact_id, lead_id)
+        # The conversation that created them reads them next: from here, not from Redis.
+        self._created[ref] = (time.monotonic(), [contact, lead])
+        while len(self._created) > _CREATED_MAX:
+            self._created.pop(next(iter(self._created)))
+        return ref
 
     async def attach(self, identity: ChannelIdentity, ref: CrmRef) -> CrmRef:
         """Record that ``identity`` is ``ref``'s contact (a conversation the bot opened for a known
@@ -183,6 +221,9 @@ class RedisCrm:
                                            "email": None, "fields": {}, "tags": [], "responsible": None}
 
     async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
+        created = self._created.pop(ref, None)
+        if created is not None and time.monotonic() - created[0] < _CREATED_FOR:
+            return await self.snapshot_from(ref, created[1])  # just created here: as written, no read
         pipe = self.reader.pipeline(transaction=False)
         for command in self.snapshot_reads(ref):
             pipe.execute_command(*command)

@@ -195,7 +195,8 @@ return was
 
 SEEN_TTL = 7 * 86400
 #: A conversation's key TTLs are refreshed at most this often (by the push that takes its lock,
-#: then by the save of that batch): not on every message. Keys live ``ttl_days`` minus at most this.
+#: then by the save of that batch; ``ttl_at`` in its metadata says when, in ms): not on every
+#: message. Its keys expire ``ttl_days`` after its last message, or up to this much sooner.
 TTL_REFRESH_EVERY = 86400
 #: Events a parked conversation keeps queued; newer ones beyond are dropped (and logged).
 PARKED_INBOX_MAX = 1000
@@ -284,6 +285,8 @@ class ConversationStore:
         self._tokens = 0
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.ttl = ttl_days * 86400
+        #: How often the TTLs are refreshed: a day, or a tenth of a shorter TTL.
+        self.refresh_every = min(TTL_REFRESH_EVERY, max(1, self.ttl // 10))
         self.transcript_max = transcript_max
         self.shards = shards
         self.batch = batch
@@ -325,7 +328,7 @@ class ConversationStore:
         for name, value in (meta or {}).items():
             meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
-                len(meta_args) // 2, *meta_args, self.ttl, TTL_REFRESH_EVERY]
+                len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
         commands = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args),
                     ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid),
                     *reads]
