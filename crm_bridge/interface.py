@@ -98,7 +98,10 @@ class PrefetchIdentity(Protocol):
     def identity_reads(self, identity: ChannelIdentity) -> list[tuple[Any, ...]]: ...
 
     async def identify_from(self, identity: ChannelIdentity, replies: list[Any], *,
-                            link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None) -> CrmRef:
-        """``link``: more writes that go with new records, in the same MULTI/EXEC (e.g. the
-        lead's conversation, so the new lead's events find it); not called for records found."""
+                            link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None,
+                            ) -> tuple[CrmRef, list[Any] | None]:
+        """The records, and when it created them, replies as ``snapshot_reads`` would give for
+        them just written (the caller builds its snapshot without reading them back). ``link``:
+        more writes that go with new records, in the same MULTI/EXEC (e.g. the lead's
+        conversation, so the new lead's events find it); not called for records found."""
         ...

@@ -32,8 +32,6 @@ from .memory import MemoryCrm
 from .notes import NoteStore
 
 _P = "sb:crm"
-_CREATED_MAX = 256
-_CREATED_FOR = 2.0
 
 
 def _identity_key(identity: ChannelIdentity) -> str:
@@ -75,10 +73,6 @@ class RedisCrm:
         self.notes = NoteStore(redis)
         #: Where the CRM events of every write go (the lead queues); None: nowhere.
         self.sink: ChangeSink | None = None
-        #: ref -> (when, the packed contact and lead) ``identify`` just created, for the snapshot
-        #: read right after it: taken once, within _CREATED_FOR seconds (a flow that never reads
-        #: the CRM leaves them; a later read must see later writes), at most _CREATED_MAX kept.
-        self._created: dict[CrmRef, tuple[float, list[Any]]] = {}
 
     def write_pipeline(self, changes: Sequence[Change]) -> Pipeline:
         """A pipeline for a write: a MULTI/EXEC carrying the changes' events when there is a sink."""
@@ -105,13 +99,14 @@ class RedisCrm:
         return [("HGET", f"{_P}:identity", _identity_key(identity))]
 
     async def identify_from(self, identity: ChannelIdentity, replies: list[Any], *,
-                            link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None) -> CrmRef:
-        """``identify`` with the reply to ``identity_reads`` at hand: no read when found; ``link``:
-        more writes for the MULTI/EXEC that creates the records (see ``PrefetchIdentity``)."""
+                            link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None,
+                            ) -> tuple[CrmRef, list[Any] | None]:
+        """``identify`` with the reply to ``identity_reads`` at hand: no read when found; see
+        ``PrefetchIdentity`` for what it returns and ``link``."""
         found = replies[0] if replies else None
         if found:
             contact_id, lead_id = text(found).split(":")
-            return CrmRef(contact_id, lead_id)
+            return CrmRef(contact_id, lead_id), None
         return await self._create(identity, link)
 
     async def identify(self, identity: ChannelIdentity) -> CrmRef:
@@ -119,17 +114,18 @@ class RedisCrm:
         if found:
             contact_id, lead_id = text(found).split(":")
             return CrmRef(contact_id, lead_id)
-        return await self._create(identity)
+        return (await self._create(identity))[0]
 
-    async def _create(self, identity: ChannelIdentity,
-                      link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None) -> CrmRef:
-        """A new identity's contact and lead (or the ones another process created meanwhile)."""
+    async def _create(self, identity: ChannelIdentity, link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None,
+                      ) -> tuple[CrmRef, list[Any] | None]:
+        """A new identity's contact and lead, with their records packed as written (or the ones
+        another process created meanwhile, without)."""
         key = _identity_key(identity)
         ws = self._workspace(await self._ids(2))
         contact_id = ws.create_contact(name=identity.name, phone=identity.phone, email=identity.email)
         lead_id = ws.create_lead(contact_id=contact_id, name=identity.name and f"{identity.name}")
         if not await self.redis.hsetnx(f"{_P}:identity", key, f"{contact_id}:{lead_id}"):
-            return await self.identify(identity)  # another process created it first
+            return await self.identify(identity), None  # another process created it first
         changes = [*lead_changes(None, ws.leads[lead_id]), contact_created(contact_id, lead_id)]
         pipe = self.write_pipeline(changes)
         pipe.sadd(identities_key(contact_id), key)
@@ -147,11 +143,7 @@ class RedisCrm:
             pipe.execute_command(*command)
         await pipe.execute()
         self.written(changes)
-        # The conversation that created them reads them next: from here, not from Redis.
-        self._created[ref] = (time.monotonic(), [contact, lead])
-        while len(self._created) > _CREATED_MAX:
-            self._created.pop(next(iter(self._created)))
-        return ref
+        return ref, [contact, lead]
 
     async def attach(self, identity: ChannelIdentity, ref: CrmRef) -> CrmRef:
         """Record that ``identity`` is ``ref``'s contact (a conversation the bot opened for a known
@@ -221,9 +213,6 @@ class RedisCrm:
                                            "email": None, "fields": {}, "tags": [], "responsible": None}
 
     async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
-        created = self._created.pop(ref, None)
-        if created is not None and time.monotonic() - created[0] < _CREATED_FOR:
-            return await self.snapshot_from(ref, created[1])  # just created here: as written, no read
         pipe = self.reader.pipeline(transaction=False)
         for command in self.snapshot_reads(ref):
             pipe.execute_command(*command)

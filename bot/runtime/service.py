@@ -124,8 +124,8 @@ class ConversationService(QueueProcessor[Prefetched]):
         self.metrics = metrics
         #: A backend whose snapshot reads can travel with the push (one round trip less).
         self._prefetch = crm if isinstance(crm, PrefetchSnapshot) else None
-        #: A backend whose identity lookup can travel with the push (a first message's round trip).
-        self._prefetch_identity = crm if isinstance(crm, PrefetchIdentity) else None
+        #: (backend, itself if its identity lookup can travel with the push): see _identity_prefetch.
+        self._identity_checked: tuple[object, PrefetchIdentity | None] = (None, None)
         #: cid -> the lead of its last turn that read the CRM: what to prefetch (bounded, LRU).
         self._snapshot_refs: collections.OrderedDict[str, CrmRef] = collections.OrderedDict()
         #: cid -> (the state blob this process saved, that state decoded); see STATE_CACHE_MAX.
@@ -145,10 +145,10 @@ class ConversationService(QueueProcessor[Prefetched]):
         if ref is not None and self._prefetch is not None:
             reads = self._prefetch.snapshot_reads(ref)
         # A conversation this process has neither read the CRM for nor saved: likely a new session.
-        unknown = ref is None and self._prefetch_identity is not None and cid not in self._states
-        identity = _identity(meta) if unknown else None
-        if identity is not None and self._prefetch_identity is not None:
-            reads = self._prefetch_identity.identity_reads(identity)
+        by_identity = self._identity_prefetch() if ref is None and cid not in self._states else None
+        identity = _identity(meta) if by_identity is not None else None
+        if identity is not None and by_identity is not None:
+            reads = by_identity.identity_reads(identity)
         result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}), reads=reads)
         if result.duplicate:
             self.metrics.duplicates.inc()
@@ -166,6 +166,13 @@ class ConversationService(QueueProcessor[Prefetched]):
             return DeliverResult()  # queued: processed once the CRM answers again
         return DeliverResult(processed_here=done)
 
+    def _identity_prefetch(self) -> PrefetchIdentity | None:
+        """``crm`` when its identity lookup can travel with the push (a first message's round trip)."""
+        crm = self.crm
+        if self._identity_checked[0] is not crm:
+            self._identity_checked = (crm, crm if isinstance(crm, PrefetchIdentity) else None)
+        return self._identity_checked[1]
+
     def _forget(self, cid: str) -> None:
         self._states.pop(cid, None)
 
@@ -181,7 +188,10 @@ class ConversationService(QueueProcessor[Prefetched]):
             state = ConversationState(id=cid, channel=meta.get("channel", "livechat"),
                                       account=meta.get("account", "default"))
         new_meta: dict[str, str] = {}
-        ref = await self._crm_ref(meta, new_meta, cid, prefetched.identity if prefetched is not None else None)
+        ref, created = await self._crm_ref(meta, new_meta, cid,
+                                           prefetched.identity if prefetched is not None else None)
+        if created is not None and ref is not None:  # new records, as written: the snapshot needs no read
+            prefetched = Prefetched(ref=ref, snapshot=created)
         if ref is not None:
             state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
         events = [codec.decode_event_extra(raw) for raw in batch.events]  # decoded once for the whole batch
@@ -304,12 +314,15 @@ class ConversationService(QueueProcessor[Prefetched]):
         return False
 
     async def _crm_ref(self, meta: Mapping[str, str], new_meta: dict[str, str], cid: str = "",
-                       identity_replies: list[Any] | None = None) -> CrmRef | None:
+                       identity_replies: list[Any] | None = None) -> tuple[CrmRef | None, list[Any] | None]:
+        """The conversation's CRM records, and the replies to their snapshot reads when they were
+        created here just now (``PrefetchIdentity.identify_from``)."""
         if meta.get("lead_id") and meta.get("contact_id"):
-            return CrmRef(meta["contact_id"], meta["lead_id"], meta.get("company_id") or None)
+            return CrmRef(meta["contact_id"], meta["lead_id"], meta.get("company_id") or None), None
         identity = _identity(meta)
         if identity is None:
-            return None
+            return None, None
+        created: list[Any] | None = None
         linked: list[CrmRef] = []
 
         def link(new: CrmRef) -> list[tuple[Any, ...]]:  # written with the new lead: its events find cid
@@ -317,8 +330,9 @@ class ConversationService(QueueProcessor[Prefetched]):
             return [("HSET", LEAD_CONVERSATIONS_KEY, new.lead_id, cid)] if cid else []
 
         try:
-            if identity_replies is not None and self._prefetch_identity is not None:
-                ref = await self._prefetch_identity.identify_from(identity, identity_replies, link=link)
+            prefetch = self._identity_prefetch()
+            if identity_replies is not None and prefetch is not None:
+                ref, created = await prefetch.identify_from(identity, identity_replies, link=link)
             else:
                 ref = await self.crm.identify(identity)
         except CrmTemporary as exc:
@@ -328,11 +342,11 @@ class ConversationService(QueueProcessor[Prefetched]):
             raise IdentityPending(str(exc)) from exc
         except CrmError as exc:
             log.warning("crm.identify_failed", extra={"error": str(exc)})
-            return None
+            return None, None
         new_meta.update({"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""})
         if cid and ref not in linked:  # CRM webhooks and /api/events find the conversation of a lead here
             await self.store.redis.hset(LEAD_CONVERSATIONS_KEY, ref.lead_id, cid)
-        return ref
+        return ref, created
 
     def _collect(self, state: ConversationState, effects: list[fx.Effect], req: SaveRequest, now: float) -> None:
         bot = state.run.bot if state.run else None
