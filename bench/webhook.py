@@ -322,7 +322,7 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
                 kind, redis_url, flows_dir, tmp / "data-inproc", min(args.sessions, 50), args.rt_messages)
         a = (results["salesbot"].get("best") or {}).get("rate")
         b = (results["baseline"].get("best") or {}).get("rate")
-        results["ratio"] = (a or 0.0) / b if b else None
+        results["ratio"] = a / b if a and b else None  # None: a server found no passing rate
         results["elapsed_s"] = time.monotonic() - started
         return results
     finally:
@@ -380,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print_counts(runs[-1], sys.stdout)
         print(f"ratio per run: {' '.join(f'{r:.2f}' for r in ratios)}   median {fmt(median(ratios), '.2f')}"
-              f"   ({len(ratios)} of {args.runs} runs found a passing rate for both servers)")
+              f"   ({len(ratios)} of {args.runs} runs found a passing rate for both servers; "
+              "a run without one has no ratio)")
     return 0
 
 
