@@ -24,9 +24,13 @@ server costs next to nothing meanwhile (salesbot's timer/recovery loops: about 1
 Load is **open loop** (as wrk2 does): at a target rate R, request i is scheduled at t0 + i/R and
 its latency is completion time minus *scheduled* time, so a server that falls behind is charged
 for the queue it builds (no coordinated omission). The load generator's garbage collector is
-paused during a step (its pauses would be charged to the server measured). Messages come from ``--sessions`` live chat
-sessions (each message from a random one, every ``client_msg_id`` unique); every session gets
-one message before measuring, so the CRM contact and the conversation already exist.
+paused during a step (its pauses would be charged to the server measured). Messages come from a
+pool of ``--sessions`` live chat sessions, all given one message before measuring; the measured
+workload then mixes 20 % first messages of new sessions (CRM contact and lead created,
+conversation started; the new session takes a random slot of the pool and gets follow-ups
+later), 2 % duplicates (an earlier message sent again, same ``client_msg_id``: a widget's retry)
+and 78 % follow-ups. The baseline gets the same mix (a new session is a ``GET`` miss and a
+``SET``; it answers a duplicate again, as a naive handler does).
 
 Capacity = the highest offered rate whose step (``--duration`` s, after a warm-up) has p99 < 50
 ms, no errors and every request completed. Search: a short closed-loop probe estimates
@@ -40,13 +44,15 @@ Each step also records the CPU used by the server, by redis-server, by the load 
 by *other* processes on the machine ("other load", in cores): a shared box makes rates noisy,
 and the bench warns when other processes were busy.
 
-Redis work per message is measured twice:
+Redis work per message is measured twice, for each kind of message (first, follow-up,
+duplicate) apart and for the mix:
 
-* ``redis cmds/msg``: ``INFO commandstats`` calls before/after ``--count-messages`` messages
-  sent to the server process (closed loop, 4 in flight), minus the server's idle background
-  rate (timer poller, recovery sweep, outbox) measured just before. Redis counts the commands a
-  Lua script runs, so this is the work Redis does;
-* ``client cmds/msg`` and ``RT/msg``: the same app run inside this process (aiohttp test
+* ``redis cmds``: ``INFO commandstats`` calls before/after a batch of messages of one kind sent
+  to the server process (closed loop, 4 in flight; ``--count-messages`` follow-ups, a quarter as
+  many first messages, a tenth as many duplicates), minus the server's idle background rate
+  (timer poller, recovery sweep, outbox) measured just before. Redis counts the commands a Lua
+  script runs, so this is the work Redis does;
+* ``client cmds`` and ``round trips``: the same app run inside this process (aiohttp test
   server, one message at a time) with redis-py's ``pack_command`` / ``send_packed_command``
   and the hot-path client's ``send`` (``bot/store/resp.py``) wrapped to count commands and
   round trips made while a request is handled (a pipeline is one round trip). The background
@@ -61,9 +67,10 @@ and a little noisy; the ratio between the two servers, measured the same way in 
 is the figure to watch. Single runs: repeat for a spread.
 
 Run: ``python bench/webhook.py`` (about 1-2.5 minutes, bounded by ``--budget``), ``--quick``
-(about 25-40 s), ``--json``
+(about 25-40 s), ``--runs N`` (N whole runs: every run's ratio and their median), ``--json``
 (machine-readable results on stdout, progress on stderr).
-Aim: ratio >= 0.7 on one worker process, <= 3 Redis round trips per message.
+Aims (issue 14): ratio >= 1.0; a follow-up <= 12 Redis commands and <= 2 round trips, a first
+message <= 3 round trips.
 
 This file runs the phases; its parts sit next to it: ``webhook_load.py`` (traffic, rate steps,
 search), ``webhook_baseline.py`` (the baseline server), ``webhook_procs.py`` (child processes,
@@ -88,10 +95,26 @@ from typing import Any
 
 # bench/ is on sys.path when this file runs as a script: its parts import as top-level modules.
 from webhook_baseline import run_baseline_server
-from webhook_load import ACCOUNT, Searcher, Step, Traffic, closed_loop, open_loop_step, prime
+from webhook_load import (
+    ACCOUNT,
+    DUPLICATE_SHARE,
+    FIRST_SHARE,
+    Searcher,
+    Step,
+    Traffic,
+    closed_loop,
+    open_loop_step,
+    prime,
+)
 from webhook_procs import Processes, free_port, run_with_processes
 from webhook_redis import redis_commands_per_message, round_trips_in_process
-from webhook_report import finite, fmt, print_table
+from webhook_report import finite, fmt, median, print_counts, print_table
+
+# The checkout this file is in is the code measured (in this process and in the servers it
+# starts), whatever copy of ``bot`` the interpreter has installed.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 #: A failed step during which other processes kept more than this many cores busy is repeated
 #: (at most MAX_NOISY_RETRIES times per server): on a shared box it says little about the server.
@@ -182,7 +205,8 @@ class Server:
 def start_server(kind: str, procs: Processes, redis_url: str, tmp: Path, flows_dir: Path) -> Server:
     port = free_port()
     log = tmp / f"{kind}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     if kind == "salesbot":
         env.update({"SALESBOT_REDIS_URL": redis_url, "SALESBOT_ADMIN_TOKEN": "bench-" + os.urandom(8).hex(),
                     "SALESBOT_FLOWS_DIR": str(flows_dir), "SALESBOT_DATA_DIR": str(tmp / "data"),
@@ -208,7 +232,8 @@ async def run_servers(procs: Processes, redis_url: str, redis_pid: int | None, t
             srv.session = await stack.enter_async_context(
                 aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)))
             srv.traffic = Traffic(args.sessions, seed=1 if srv.kind == "salesbot" else 2,
-                                  tag=f"{srv.kind}-{os.getpid()}")
+                                  tag=f"{srv.kind}-{os.getpid()}-{args.run}", first_share=FIRST_SHARE,
+                                  duplicate_share=DUPLICATE_SHARE)
         for srv in servers:
             await wait_ready(srv.session, srv.base, srv.proc, srv.log)
             errors = await prime(srv.session, srv.url, srv.traffic)
@@ -297,7 +322,7 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
                 kind, redis_url, flows_dir, tmp / "data-inproc", min(args.sessions, 50), args.rt_messages)
         a = (results["salesbot"].get("best") or {}).get("rate")
         b = (results["baseline"].get("best") or {}).get("rate")
-        results["ratio"] = (a or 0.0) / b if b else None
+        results["ratio"] = a / b if a and b else None  # None: a server found no passing rate
         results["elapsed_s"] = time.monotonic() - started
         return results
     finally:
@@ -323,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count-messages", type=int, help="messages for INFO commandstats (default 2000, quick 300)")
     parser.add_argument("--rt-messages", type=int, help="messages for the round-trip count (default 300, quick 100)")
     parser.add_argument("--flow", help="flow file for the demo account (id 'demo'); default: the built-in flow")
+    parser.add_argument("--runs", type=int, default=1, help="whole runs, one after the other (default 1): "
+                        "every run's ratio and their median are printed")
     args = parser.parse_args(argv)
     if args.baseline_server:
         run_baseline_server(int(args.baseline_server[0]), args.baseline_server[1])
@@ -333,28 +360,42 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
 
-    results = run_with_processes(lambda procs: run(args, procs), "the servers")
-    if results is None:
-        return 130
+    runs: list[dict[str, Any]] = []
+    for n in range(args.runs):
+        args.run = n
+        results = run_with_processes(lambda procs: run(args, procs), "the servers")
+        if results is None:
+            return 130
+        runs.append(results)
+        if not args.json:
+            print()
+            if args.runs > 1:
+                print(f"run {n + 1} of {args.runs}")
+            report(results)
+    ratios = [r["ratio"] for r in runs if r["ratio"] is not None]
     if args.json:
-        print(json.dumps(finite(results), indent=2, default=str))
+        print(json.dumps(finite({"runs": runs, "ratios": ratios, "median_ratio": median(ratios)}), indent=2,
+                         default=str))
     else:
         print()
-        print_table(results, sys.stdout)
-        tr = results["salesbot"].get("sample_transcripts")
-        if tr:
-            print(f"salesbot transcripts (5 sessions): {tr['user_messages']} customer messages, "
-                  f"{tr['bot_replies']} bot replies")
-        busy = max(results[k].get("others_cores_during_search", 0.0) for k in ("salesbot", "baseline"))
-        if busy > 0.25:
-            print(f"warning: other processes kept {busy:.2f} of the machine's {os.cpu_count()} cores busy during "
-                  "a search: the rates are lower and noisier than on an idle machine")
-        rt = results["salesbot"].get("round_trips", {})
-        print(f"salesbot first message of a session: {fmt(rt.get('first_message_rts'))} round trips, "
-              f"{fmt(rt.get('first_message_client_cmds'))} client commands")
-        print(f"elapsed: {results['elapsed_s']:.0f} s")
+        print_counts(runs[-1], sys.stdout)
+        print(f"ratio per run: {' '.join(f'{r:.2f}' for r in ratios)}   median {fmt(median(ratios), '.2f')}"
+              f"   ({len(ratios)} of {args.runs} runs found a passing rate for both servers; "
+              "a run without one has no ratio)")
     return 0
 
+
+def report(results: dict[str, Any]) -> None:
+    print_table(results, sys.stdout)
+    tr = results["salesbot"].get("sample_transcripts")
+    if tr:
+        print(f"salesbot transcripts (5 sessions): {tr['user_messages']} customer messages, "
+              f"{tr['bot_replies']} bot replies")
+    busy = max(results[k].get("others_cores_during_search", 0.0) for k in ("salesbot", "baseline"))
+    if busy > 0.25:
+        print(f"warning: other processes kept {busy:.2f} of the machine's {os.cpu_count()} cores busy during "
+              "a search: the rates are lower and noisier than on an idle machine")
+    print(f"elapsed: {results['elapsed_s']:.0f} s")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,6 +4,7 @@ schedule: no coordinated omission), closed-loop probes and the search for the hi
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import json
 import math
@@ -18,24 +19,72 @@ P99_LIMIT = 0.050  # seconds
 ACCOUNT = "demo"
 TEXTS = ("hello there, I have a question", "do you deliver to Ankara?", "how much is the blue sofa?",
          "ok thanks", "is anyone there?")
+_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+#: What a message is to the server: a new session's first, a follow-up, or one sent again.
+KINDS = ("first", "follow_up", "duplicate")
+FIRST_SHARE = 0.20
+DUPLICATE_SHARE = 0.02
 
 
 class Traffic:
-    """Request bodies: a random session of a fixed set, a unique client_msg_id each."""
+    """Request bodies: a session of a fixed-size pool, a unique ``client_msg_id`` each.
 
-    def __init__(self, sessions: int, seed: int, tag: str) -> None:
+    With ``first_share`` a message is, at that probability, the first of a new session (which
+    then takes a random pool slot, so it gets follow-ups too); with ``duplicate_share`` it is an
+    earlier message sent again (same session, same ``client_msg_id``: a widget's retry). The rest
+    are follow-ups of the pool's sessions. ``kinds`` counts what ``body()`` made."""
+
+    def __init__(self, sessions: int, seed: int, tag: str, *, first_share: float = 0.0,
+                 duplicate_share: float = 0.0) -> None:
         rnd = random.Random(seed)
-        alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-        self.sessions = ["".join(rnd.choice(alphabet) for _ in range(16)) for _ in range(sessions)]
+        self.sessions = [self._session_id(rnd) for _ in range(sessions)]
         self.rnd = rnd
         self.tag = tag
         self.n = 0
+        self.first_share = first_share
+        self.duplicate_share = duplicate_share
+        self.recent: collections.deque[bytes] = collections.deque(maxlen=256)
+        self.kinds = dict.fromkeys(KINDS, 0)
+
+    @staticmethod
+    def _session_id(rnd: random.Random) -> str:
+        return "".join(rnd.choice(_ALPHABET) for _ in range(16))
+
+    def _doc(self, session: str) -> bytes:
+        self.n += 1
+        doc = {"session": session, "text": TEXTS[self.n % len(TEXTS)], "client_msg_id": f"{self.tag}-{self.n}"}
+        body = json.dumps(doc).encode()
+        self.recent.append(body)
+        return body
+
+    def first(self) -> bytes:
+        """The first message of a new session (it replaces a random session of the pool)."""
+        session = self._session_id(self.rnd)
+        if self.sessions:
+            self.sessions[self.rnd.randrange(len(self.sessions))] = session
+        self.kinds["first"] += 1
+        return self._doc(session)
+
+    def follow_up(self, session: str | None = None) -> bytes:
+        self.kinds["follow_up"] += 1
+        return self._doc(session or self.rnd.choice(self.sessions))
+
+    def duplicate(self) -> bytes:
+        """An earlier message again: the oldest one remembered (most likely answered by now)."""
+        if not self.recent:
+            return self.follow_up()
+        self.kinds["duplicate"] += 1
+        return self.recent[0]
 
     def body(self, session: str | None = None) -> bytes:
-        self.n += 1
-        doc = {"session": session or self.rnd.choice(self.sessions), "text": TEXTS[self.n % len(TEXTS)],
-               "client_msg_id": f"{self.tag}-{self.n}"}
-        return json.dumps(doc).encode()
+        """The next message of the mix (``session``: a follow-up, or the first, of that session)."""
+        if session is None:
+            draw = self.rnd.random()
+            if draw < self.duplicate_share and self.recent:
+                return self.duplicate()
+            if draw < self.duplicate_share + self.first_share:
+                return self.first()
+        return self.follow_up(session)
 
 
 HEADERS = {"Content-Type": "application/json"}

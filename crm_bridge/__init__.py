@@ -13,6 +13,7 @@ from .interface import (
     CommandResult,
     CrmBackend,
     CrmRef,
+    PrefetchIdentity,
     PrefetchSnapshot,
 )
 from .kommo import KommoCrm
@@ -31,6 +32,7 @@ __all__ = [
     "CrmRef",
     "KommoCrm",
     "MemoryCrm",
+    "PrefetchIdentity",
     "PrefetchSnapshot",
     "RedisCrm",
     "WebhookCrm",

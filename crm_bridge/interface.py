@@ -14,6 +14,7 @@ Snapshot shape (what templates see)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -83,3 +84,24 @@ class PrefetchSnapshot(Protocol):
     def snapshot_reads(self, ref: CrmRef) -> list[tuple[Any, ...]]: ...
 
     async def snapshot_from(self, ref: CrmRef, replies: list[Any]) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class PrefetchIdentity(Protocol):
+    """A backend whose identity lookup is a read on the runtime's own Redis.
+
+    For a conversation it knows no lead of, the runtime sends ``identity_reads`` in the same round
+    trip as the push and identifies with ``identify_from`` (which creates the contact and lead
+    when the reads found none): a new session's first message saves a round trip.
+    """
+
+    def identity_reads(self, identity: ChannelIdentity) -> list[tuple[Any, ...]]: ...
+
+    async def identify_from(self, identity: ChannelIdentity, replies: list[Any], *,
+                            link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None,
+                            ) -> tuple[CrmRef, list[Any] | None]:
+        """The records, and when it created them, replies as ``snapshot_reads`` would give for
+        them just written (the caller builds its snapshot without reading them back). ``link``:
+        more writes that go with new records, in the same MULTI/EXEC (e.g. the lead's
+        conversation, so the new lead's events find it); not called for records found."""
+        ...

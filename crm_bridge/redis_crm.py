@@ -34,6 +34,10 @@ from .notes import NoteStore
 _P = "sb:crm"
 
 
+def _identity_key(identity: ChannelIdentity) -> str:
+    return f"{identity.channel}:{identity.account}:{identity.external_id}"
+
+
 def identities_key(contact_id: str) -> str:
     """The channel identities (``channel:account:external id``) a contact is known by: the
     reverse of ``sb:crm:identity``, so the bot can write first on a channel the contact used."""
@@ -90,30 +94,56 @@ class RedisCrm:
     def _workspace(self, ids: list[str]) -> MemoryCrm:
         return MemoryCrm(pipelines=self.pipelines, ids=iter(ids).__next__)
 
+    def identity_reads(self, identity: ChannelIdentity) -> list[tuple[Any, ...]]:
+        """The read that finds an identity's records; the runtime sends it with its push."""
+        return [("HGET", f"{_P}:identity", _identity_key(identity))]
+
+    async def identify_from(self, identity: ChannelIdentity, replies: list[Any], *,
+                            link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None,
+                            ) -> tuple[CrmRef, list[Any] | None]:
+        """``identify`` with the reply to ``identity_reads`` at hand: no read when found; see
+        ``PrefetchIdentity`` for what it returns and ``link``."""
+        found = replies[0] if replies else None
+        if found:
+            contact_id, lead_id = text(found).split(":")
+            return CrmRef(contact_id, lead_id), None
+        return await self._create(identity, link)
+
     async def identify(self, identity: ChannelIdentity) -> CrmRef:
-        key = f"{identity.channel}:{identity.account}:{identity.external_id}"
-        found = await self.redis.hget(f"{_P}:identity", key)
+        found = await self.redis.hget(f"{_P}:identity", _identity_key(identity))
         if found:
             contact_id, lead_id = text(found).split(":")
             return CrmRef(contact_id, lead_id)
+        return (await self._create(identity))[0]
+
+    async def _create(self, identity: ChannelIdentity, link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None,
+                      ) -> tuple[CrmRef, list[Any] | None]:
+        """A new identity's contact and lead, with their records packed as written (or the ones
+        another process created meanwhile, without)."""
+        key = _identity_key(identity)
         ws = self._workspace(await self._ids(2))
         contact_id = ws.create_contact(name=identity.name, phone=identity.phone, email=identity.email)
         lead_id = ws.create_lead(contact_id=contact_id, name=identity.name and f"{identity.name}")
         if not await self.redis.hsetnx(f"{_P}:identity", key, f"{contact_id}:{lead_id}"):
-            return await self.identify(identity)  # another process created it first
+            return await self.identify(identity), None  # another process created it first
         changes = [*lead_changes(None, ws.leads[lead_id]), contact_created(contact_id, lead_id)]
         pipe = self.write_pipeline(changes)
         pipe.sadd(identities_key(contact_id), key)
-        pipe.set(f"{_P}:contact:{contact_id}", pack(ws.contacts[contact_id]))
+        contact = pack(ws.contacts[contact_id])
+        pipe.set(f"{_P}:contact:{contact_id}", contact)
         now = self.clock()
         stamp_stage(None, ws.leads[lead_id], now)
-        pipe.set(f"{_P}:lead:{lead_id}", pack(ws.leads[lead_id]))
+        lead = pack(ws.leads[lead_id])
+        pipe.set(f"{_P}:lead:{lead_id}", lead)
         pipe.zadd(f"{_P}:idx:leads", {lead_id: float(lead_id)})
         CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
         CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
+        ref = CrmRef(contact_id, lead_id)
+        for command in link(ref) if link is not None else ():
+            pipe.execute_command(*command)
         await pipe.execute()
         self.written(changes)
-        return CrmRef(contact_id, lead_id)
+        return ref, [contact, lead]
 
     async def attach(self, identity: ChannelIdentity, ref: CrmRef) -> CrmRef:
         """Record that ``identity`` is ``ref``'s contact (a conversation the bot opened for a known

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from crm_bridge import ChannelIdentity, CrmBackend, CrmRef, PrefetchSnapshot
+from crm_bridge import ChannelIdentity, CrmBackend, CrmRef, PrefetchIdentity, PrefetchSnapshot
 
 from ..engine import effects as fx
 from ..engine import events as ev
@@ -78,6 +78,16 @@ class ChatSink(Protocol):
 
 
 @dataclass(slots=True)
+class Prefetched:
+    """What the push read along: the snapshot of ``ref``'s records, or the identity lookup of a
+    conversation this process knew no lead of (``identity``: the replies to ``identity_reads``)."""
+
+    ref: CrmRef | None = None
+    snapshot: list[Any] | None = None
+    identity: list[Any] | None = None
+
+
+@dataclass(slots=True)
 class DeliverResult:
     duplicate: bool = False
     processed_here: bool = False
@@ -86,7 +96,7 @@ class DeliverResult:
 Clock = Callable[[], float]
 
 
-class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
+class ConversationService(QueueProcessor[Prefetched]):
     #: Set by the services when Redis has a maxmemory: refuses new conversations near it.
     memory_guard: MemoryGuard | None = None
     #: Set by the services: a message step's ``recipients`` beyond this chat (``bot.runtime.relay``).
@@ -114,6 +124,8 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
         self.metrics = metrics
         #: A backend whose snapshot reads can travel with the push (one round trip less).
         self._prefetch = crm if isinstance(crm, PrefetchSnapshot) else None
+        #: (backend, itself if its identity lookup can travel with the push): see _identity_prefetch.
+        self._identity_checked: tuple[object, PrefetchIdentity | None] = (None, None)
         #: cid -> the lead of its last turn that read the CRM: what to prefetch (bounded, LRU).
         self._snapshot_refs: collections.OrderedDict[str, CrmRef] = collections.OrderedDict()
         #: cid -> (the state blob this process saved, that state decoded); see STATE_CACHE_MAX.
@@ -129,7 +141,14 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
         if entry_extra:  # the envelope every version reads (a new field would stop older processes)
             payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
         ref = self._snapshot_refs.get(cid) if self._prefetch is not None else None
-        reads = self._prefetch.snapshot_reads(ref) if ref is not None and self._prefetch is not None else ()
+        reads: list[tuple[Any, ...]] = []
+        if ref is not None and self._prefetch is not None:
+            reads = self._prefetch.snapshot_reads(ref)
+        # A conversation this process has neither read the CRM for nor saved: likely a new session.
+        by_identity = self._identity_prefetch() if ref is None and cid not in self._states else None
+        identity = _identity(meta) if by_identity is not None else None
+        if identity is not None and by_identity is not None:
+            reads = by_identity.identity_reads(identity)
         result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}), reads=reads)
         if result.duplicate:
             self.metrics.duplicates.inc()
@@ -137,17 +156,27 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
             return DeliverResult(duplicate=True)
         if result.batch is None:
             return DeliverResult()
-        prefetched = (ref, result.prefetched) if ref is not None and result.prefetched is not None else None
+        prefetched = None
+        if result.prefetched is not None:
+            prefetched = (Prefetched(ref=ref, snapshot=result.prefetched) if ref is not None
+                          else Prefetched(identity=result.prefetched))
         try:
             done = await self.process(result.batch, prefetched)
         except IdentityPending:
             return DeliverResult()  # queued: processed once the CRM answers again
         return DeliverResult(processed_here=done)
 
+    def _identity_prefetch(self) -> PrefetchIdentity | None:
+        """``crm`` when its identity lookup can travel with the push (a first message's round trip)."""
+        crm = self.crm
+        if self._identity_checked[0] is not crm:
+            self._identity_checked = (crm, crm if isinstance(crm, PrefetchIdentity) else None)
+        return self._identity_checked[1]
+
     def _forget(self, cid: str) -> None:
         self._states.pop(cid, None)
 
-    async def _process_batch(self, batch: Batch, prefetched: tuple[CrmRef, list[Any]] | None = None) -> int:
+    async def _process_batch(self, batch: Batch, prefetched: Prefetched | None = None) -> int:
         cid = batch.cid
         meta = batch.meta
         cached = self._states.pop(cid, None)  # taken out: back in only once this batch is saved
@@ -159,7 +188,10 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
             state = ConversationState(id=cid, channel=meta.get("channel", "livechat"),
                                       account=meta.get("account", "default"))
         new_meta: dict[str, str] = {}
-        ref = await self._crm_ref(meta, new_meta, cid)
+        ref, created = await self._crm_ref(meta, new_meta, cid,
+                                           prefetched.identity if prefetched is not None else None)
+        if created is not None and ref is not None:  # new records, as written: the snapshot needs no read
+            prefetched = Prefetched(ref=ref, snapshot=created)
         if ref is not None:
             state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
         events = [codec.decode_event_extra(raw) for raw in batch.events]  # decoded once for the whole batch
@@ -171,7 +203,7 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
                 log.warning("crm.snapshot_failed", extra={"cid": cid, "error": str(exc)})
         else:
             self._snapshot_refs.pop(cid, None)
-        req = SaveRequest(state=None, processed=len(batch.events))
+        req = SaveRequest(state=None, processed=len(batch.events), refresh_ttl=batch.refresh_ttl)
         bot_before = state.run.bot if state.run else None
         first = not meta.get("last_at")  # no customer message before: the next is the first
         chat_queued = False
@@ -246,14 +278,13 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
             _remember(self._states, cid, (req.state, state), STATE_CACHE_MAX)
         return result_.status
 
-    async def _snapshot(self, cid: str, ref: CrmRef,
-                        prefetched: tuple[CrmRef, list[Any]] | None) -> Mapping[str, Any]:
+    async def _snapshot(self, cid: str, ref: CrmRef, prefetched: Prefetched | None) -> Mapping[str, Any]:
         """The CRM snapshot, from the reads sent with the push when they were of this lead."""
         prefetch = self._prefetch
         if prefetch is not None:
             _remember(self._snapshot_refs, cid, ref, SNAPSHOT_REFS_MAX)  # the next push reads it along
-            if prefetched is not None and prefetched[0] == ref:
-                return await prefetch.snapshot_from(ref, prefetched[1])
+            if prefetched is not None and prefetched.ref == ref and prefetched.snapshot is not None:
+                return await prefetch.snapshot_from(ref, prefetched.snapshot)
         return await self.crm.snapshot(ref)
 
     async def _needs_snapshot(self, state: ConversationState, events: list[ev.Event]) -> bool:
@@ -282,15 +313,28 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
             todo.extend((callee, None) for callee in flow.called_bots if callee not in seen)
         return False
 
-    async def _crm_ref(self, meta: Mapping[str, str], new_meta: dict[str, str], cid: str = "") -> CrmRef | None:
+    async def _crm_ref(self, meta: Mapping[str, str], new_meta: dict[str, str], cid: str = "",
+                       identity_replies: list[Any] | None = None) -> tuple[CrmRef | None, list[Any] | None]:
+        """The conversation's CRM records, and the replies to their snapshot reads when they were
+        created here just now (``PrefetchIdentity.identify_from``)."""
         if meta.get("lead_id") and meta.get("contact_id"):
-            return CrmRef(meta["contact_id"], meta["lead_id"], meta.get("company_id") or None)
-        if not meta.get("external_id"):
-            return None
-        identity = ChannelIdentity(meta.get("channel", ""), meta.get("account", ""), meta["external_id"],
-                                   meta.get("name") or None, meta.get("phone") or None, meta.get("email") or None)
+            return CrmRef(meta["contact_id"], meta["lead_id"], meta.get("company_id") or None), None
+        identity = _identity(meta)
+        if identity is None:
+            return None, None
+        created: list[Any] | None = None
+        linked: list[CrmRef] = []
+
+        def link(new: CrmRef) -> list[tuple[Any, ...]]:  # written with the new lead: its events find cid
+            linked.append(new)
+            return [("HSET", LEAD_CONVERSATIONS_KEY, new.lead_id, cid)] if cid else []
+
         try:
-            ref = await self.crm.identify(identity)
+            prefetch = self._identity_prefetch()
+            if identity_replies is not None and prefetch is not None:
+                ref, created = await prefetch.identify_from(identity, identity_replies, link=link)
+            else:
+                ref = await self.crm.identify(identity)
         except CrmTemporary as exc:
             # Without its lead this turn's CRM commands would be lost: leave the events queued
             # (the lock expires and recovery tries again) rather than run them now.
@@ -298,11 +342,11 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
             raise IdentityPending(str(exc)) from exc
         except CrmError as exc:
             log.warning("crm.identify_failed", extra={"error": str(exc)})
-            return None
+            return None, None
         new_meta.update({"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""})
-        if cid:  # CRM webhooks and /api/events find the conversation of a lead here
+        if cid and ref not in linked:  # CRM webhooks and /api/events find the conversation of a lead here
             await self.store.redis.hset(LEAD_CONVERSATIONS_KEY, ref.lead_id, cid)
-        return ref
+        return ref, created
 
     def _collect(self, state: ConversationState, effects: list[fx.Effect], req: SaveRequest, now: float) -> None:
         bot = state.run.bot if state.run else None
@@ -332,3 +376,11 @@ class ConversationService(QueueProcessor[tuple[CrmRef, list[Any]]]):
                 if e.level == "error":
                     self.metrics.step_errors.inc()
                     req.add_log(system_entry(f"{e.event}: {e.data.get('error', '')}", now, event=e.event))
+
+
+def _identity(meta: Mapping[str, str] | None) -> ChannelIdentity | None:
+    """The channel identity a conversation's metadata names (None: none, e.g. a test's event)."""
+    if not meta or not meta.get("external_id"):
+        return None
+    return ChannelIdentity(meta.get("channel", ""), meta.get("account", ""), meta["external_id"],
+                           meta.get("name") or None, meta.get("phone") or None, meta.get("email") or None)

@@ -37,27 +37,55 @@ from .resp import RespClient
 from .scripts import Lua, send_commands
 
 _PUSH = """
-local seen_ttl = tonumber(ARGV[6])
-if ARGV[2] ~= '' then
-  local now = tonumber(ARGV[3])
-  if redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then return {-1} end
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - seen_ttl * 1000)
-  redis.call('EXPIRE', KEYS[3], seen_ttl)
+local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
+if ARGV[2] ~= '' and redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then
+  -- seen before: a duplicate inside the window; an older id counts as new (the set is trimmed lazily)
+  if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[2])) > now - window then return {-1} end
+  redis.call('ZADD', KEYS[3], now, ARGV[2])
 end
 local nmeta = tonumber(ARGV[8])
-if nmeta > 0 then
-  local kv = {}
-  for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
-  redis.call('HSET', KEYS[5], unpack(kv))
+local ttl, refresh_every = tonumber(ARGV[9 + nmeta * 2]), tonumber(ARGV[10 + nmeta * 2])
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+if not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
+  if nmeta > 0 then
+    local kv = {}
+    for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
+    redis.call('HSET', KEYS[5], unpack(kv))
+  end
+  return {0}
 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
-  local batch = tonumber(ARGV[7])
-  -- the save writes only the fields that changed: the hash must not expire before it
-  redis.call('EXPIRE', KEYS[5], ARGV[9 + nmeta * 2])
-  return {1, redis.call('GET', KEYS[4]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[5])}
+-- the processor: the metadata as it will be, written only where it changes
+local meta = redis.call('HGETALL', KEYS[5])
+local at, kv = {}, {}
+for i = 1, #meta, 2 do at[meta[i]] = i + 1 end
+local function put(name, value)
+  local j = at[name]
+  if j == nil then
+    meta[#meta + 1] = name; meta[#meta + 1] = value; at[name] = #meta
+  elseif meta[j] == value then
+    return
+  else
+    meta[j] = value
+  end
+  kv[#kv + 1] = name; kv[#kv + 1] = value
 end
-return {0}
+for i = 9, 8 + nmeta * 2, 2 do put(ARGV[i], ARGV[i + 1]) end
+-- TTLs are refreshed at most once per refresh_every (ttl_at: when, in ms); the save learns it from the reply
+local last = at['ttl_at'] and tonumber(meta[at['ttl_at']])
+local refresh = 0
+if not last or now - last >= refresh_every * 1000 then
+  put('ttl_at', string.format('%d', now))
+  refresh = 1
+end
+if #kv > 0 then redis.call('HSET', KEYS[5], unpack(kv)) end
+if refresh == 1 then
+  redis.call('EXPIRE', KEYS[5], ttl)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]) + refresh_every)
+end
+local events
+if n == 1 then events = {ARGV[1]} else events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1) end
+return {1, redis.call('GET', KEYS[4]), events, meta, refresh}
 """
 
 _LOAD = """
@@ -86,8 +114,8 @@ if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end
 local ttl = tonumber(ARGV[5])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl) end
 local n = tonumber(ARGV[3])
-if n > 0 then redis.call('LTRIM', KEYS[2], n, -1) end
-local i = 7
+local refresh = ARGV[7] == '1'
+local i = 8
 local nlog = tonumber(ARGV[i]); i = i + 1
 local first, last = 0, 0
 if nlog > 0 then
@@ -96,7 +124,7 @@ if nlog > 0 then
   for seq = first, last do
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'd', ARGV[i]); i = i + 1
   end
-  redis.call('EXPIRE', KEYS[4], ttl); redis.call('EXPIRE', KEYS[5], ttl)
+  if refresh or first == 1 then redis.call('EXPIRE', KEYS[4], ttl); redis.call('EXPIRE', KEYS[5], ttl) end
 end
 local nout = tonumber(ARGV[i]); i = i + 1
 for j = 1, nout do redis.call('RPUSH', KEYS[7], ARGV[i]); i = i + 1 end
@@ -107,15 +135,17 @@ if nmeta > 0 then
   for j = 1, nmeta * 2 do kv[j] = ARGV[i]; i = i + 1 end
   redis.call('HSET', KEYS[6], unpack(kv))
 end
-redis.call('EXPIRE', KEYS[6], ttl)
+if refresh then redis.call('EXPIRE', KEYS[6], ttl) end
 local channel, cid = ARGV[i], ARGV[i + 1]; i = i + 2
 local ncount = tonumber(ARGV[i]); i = i + 1
 for j = 1, ncount do redis.call('HINCRBY', KEYS[7 + j], ARGV[i], ARGV[i + 1]); i = i + 2 end
 if nlog > 0 then redis.call('PUBLISH', channel, cid .. ' ' .. last) end
-if redis.call('LLEN', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[3])
+-- the inbox holds only what this batch processed: drop it and the lock in one command
+if redis.call('LLEN', KEYS[2]) <= n then
+  redis.call('DEL', KEYS[2], KEYS[3])
   return {0, first, last}
 end
+if n > 0 then redis.call('LTRIM', KEYS[2], n, -1) end
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return {1, first, last}
 """
@@ -164,6 +194,10 @@ return was
 """
 
 SEEN_TTL = 7 * 86400
+#: A conversation's key TTLs are refreshed at most this often (by the push that takes its lock,
+#: then by the save of that batch; ``ttl_at`` in its metadata says when, in ms): not on every
+#: message. Its keys expire ``ttl_days`` after its last message, or up to this much sooner.
+TTL_REFRESH_EVERY = 86400
 #: Events a parked conversation keeps queued; newer ones beyond are dropped (and logged).
 PARKED_INBOX_MAX = 1000
 
@@ -180,6 +214,8 @@ class Batch:
     #: Replies to ``acquire(reads=...)``: commands sent in the same round trip (None: none sent,
     #: or one failed and the caller reads again).
     prefetched: list[Any] | None = None
+    #: The batch's save refreshes the conversation's key TTLs (see TTL_REFRESH_EVERY).
+    refresh_ttl: bool = True
 
 
 @dataclass(slots=True)
@@ -206,6 +242,8 @@ class SaveRequest:
     #: the save, never doubled by a resend after ``NOSCRIPT`` or by a redone batch).
     counters: list[tuple[str, str, int]] = field(default_factory=list)
     preview: tuple[str, str] | None = None  # role and text of the newest entry a person sees
+    #: Refresh the conversation's key TTLs (``Batch.refresh_ttl``: at most once a day).
+    refresh_ttl: bool = True
     #: Async work the shell finishes before the save (idempotent: a batch redone repeats it).
     before_save: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -247,6 +285,8 @@ class ConversationStore:
         self._tokens = 0
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.ttl = ttl_days * 86400
+        #: How often the TTLs are refreshed: a day, or a tenth of a shorter TTL.
+        self.refresh_every = min(TTL_REFRESH_EVERY, max(1, self.ttl // 10))
         self.transcript_max = transcript_max
         self.shards = shards
         self.batch = batch
@@ -288,7 +328,7 @@ class ConversationStore:
         for name, value in (meta or {}).items():
             meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
-                len(meta_args) // 2, *meta_args, self.ttl]
+                len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
         commands = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args),
                     ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid),
                     *reads]
@@ -299,8 +339,9 @@ class ConversationStore:
         if reply[0] == -1:
             return PushResult(duplicate=True)
         if reply[0] == 1:
-            return PushResult(batch=self._batch(cid, token, reply),
-                              prefetched=prefetched if reads and prefetched else None)
+            batch = self._batch(cid, token, reply)
+            batch.refresh_ttl = reply[4] == 1
+            return PushResult(batch=batch, prefetched=prefetched if reads and prefetched else None)
         return PushResult()
 
     def enqueue_commands(self, cid: str, event: bytes) -> list[tuple[Any, ...]]:
@@ -319,6 +360,7 @@ class ConversationStore:
         if reply[0] != 1:
             return None
         batch = self._batch(cid, token, reply)
+        batch.refresh_ttl = False  # the batch that took the lock refreshed them if due
         if reads and not any(isinstance(r, ResponseError) for r in prefetched):
             batch.prefetched = prefetched
         return batch
@@ -345,7 +387,7 @@ class ConversationStore:
     async def save(self, cid: str, token: str, req: SaveRequest) -> SaveResult:
         key = k.ConversationKey(cid)
         args: list[Any] = [token, req.state or b"", req.processed, self.lock_ttl_ms, self.ttl,
-                           self.transcript_max, len(req.log), *req.log, len(req.out), *req.out]
+                           self.transcript_max, int(req.refresh_ttl), len(req.log), *req.log, len(req.out), *req.out]
         meta_args: list[str] = []
         for name, value in req.meta.items():
             meta_args += [name, value]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from bot.config import load_config
 from bot.engine import events as ev
 from bot.server.services import Services, open_services
 from bot.store import codec
+from bot.store.conversations import SaveRequest
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.both_loops  # the server may run on uvloop: everything here runs on both
@@ -132,6 +134,9 @@ async def test_a_crm_that_cannot_identify_yet_delays_the_first_message_and_loses
                     raise CrmUnavailable("down")
                 return await real.identify(identity)
 
+            async def identify_from(self, identity, replies, *, link=None):  # type: ignore[no-untyped-def]
+                return await self.identify(identity), None  # the lookup sent with the push fares alike
+
             def __getattr__(self, item):  # type: ignore[no-untyped-def]
                 return getattr(real, item)
 
@@ -160,6 +165,9 @@ async def test_a_batch_slower_than_the_lock_ttl_keeps_its_lock_and_saves(redis: 
                 entered.set()
                 await release.wait()  # a CRM far slower than the lock's 0.3 s
                 return await real.identify(identity)
+
+            async def identify_from(self, identity, replies, *, link=None):  # type: ignore[no-untyped-def]
+                return await self.identify(identity), None  # the lookup sent with the push fares alike
 
             def __getattr__(self, item):  # type: ignore[no-untyped-def]
                 return getattr(real, item)
@@ -214,13 +222,25 @@ async def test_a_failed_prefetch_read_loses_only_the_prefetch(redis: Redis, redi
         assert await redis.llen(f"sb:c:{{{cid}}}:inbox") == 1
 
 
-async def test_taking_the_lock_refreshes_the_metadata_ttl(redis: Redis, redis_url: str) -> None:
+async def test_taking_the_lock_a_day_after_the_last_refresh_refreshes_the_metadata_ttl(
+        redis: Redis, redis_url: str) -> None:
     async with open_services(_config(redis_url), start_hub=False) as svc:
         cid = "test:acct:ttl"
         meta = {"channel": "test", "account": "acct", "external_id": "t-1"}
         await svc.conversations.deliver(cid, _msg("one", "t1"), dedupe_id="t1", meta=meta)
         key = f"sb:c:{{{cid}}}:meta"
-        await redis.expire(key, 5)  # about to expire: the save will write only what changed
+        refreshed = await redis.hget(key, "ttl_at")
+        assert refreshed is not None and abs(int(refreshed) / 1000 - time.time()) < 60
         pushed = await svc.store.push(cid, codec.encode_event(_msg("two", "t2")), dedupe_id="t2")
-        assert pushed.batch is not None
+        assert pushed.batch is not None and not pushed.batch.refresh_ttl  # refreshed less than a day ago
+        assert (await svc.store.save(cid, pushed.batch.token, SaveRequest(
+            state=None, processed=1, refresh_ttl=pushed.batch.refresh_ttl))).status == 0
+
+        # A day later (the last refresh made a day older) with the hash about to expire:
+        # the push that takes the lock refreshes it, so the save's partial write cannot outlive it.
+        await redis.hset(key, "ttl_at", str(int(refreshed) - 86400 * 1000 - 1))
+        await redis.expire(key, 5)
+        pushed = await svc.store.push(cid, codec.encode_event(_msg("three", "t3")), dedupe_id="t3")
+        assert pushed.batch is not None and pushed.batch.refresh_ttl
         assert await redis.ttl(key) > 86400  # the whole hash lives as long as the conversation
+        assert abs(int(await redis.hget(key, "ttl_at") or 0) / 1000 - time.time()) < 60

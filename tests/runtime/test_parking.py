@@ -175,6 +175,9 @@ async def test_an_outage_is_not_a_failure_and_never_parks(redis: Redis, redis_ur
             async def identify(self, identity):  # type: ignore[no-untyped-def]
                 raise CrmUnavailable("the CRM is down")
 
+            async def identify_from(self, identity, replies, *, link=None):  # type: ignore[no-untyped-def]
+                raise CrmUnavailable("the CRM is down")  # the lookup sent with the push too
+
             def __getattr__(self, item):  # type: ignore[no-untyped-def]
                 return getattr(real, item)
 
@@ -230,6 +233,9 @@ async def test_retry_races_and_outages_leave_the_conversation_with_recovery(redi
         class Down:
             async def identify(self, identity):  # type: ignore[no-untyped-def]
                 raise CrmUnavailable("the CRM is down")
+
+            async def identify_from(self, identity, replies, *, link=None):  # type: ignore[no-untyped-def]
+                raise CrmUnavailable("the CRM is down")  # the lookup sent with the push too
 
             def __getattr__(self, item):  # type: ignore[no-untyped-def]
                 return getattr(real, item)
