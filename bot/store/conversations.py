@@ -196,7 +196,7 @@ class SaveRequest:
 
     def add_log(self, entry: dict[str, Any]) -> None:
         """Append a transcript entry (packed), remembering the newest visible one for the list."""
-        self.log.append(codec.pack(entry))
+        self.log.append(codec.pack_entry(entry))
         if entry.get("role") in ("user", "bot", "human") and entry.get("text"):
             self.preview = (str(entry["role"]), str(entry["text"])[:200])
 

@@ -19,8 +19,9 @@ ECHO: dict[str, Any] = {
               "other_answer": "reply", "no_answer": {"after": "10m", "next": "reply"}},
 }
 #: The conversation's own keys (state, metadata with the transcript's count, transcript, dedupe):
-#: 2,574 B with the transcript list; 6,203 B when the transcript was a stream and a counter.
-CONVERSATION_BOUND = 3000
+#: 1,962 B with the compact transcript list and state; 2,574 B with the list of plain entries;
+#: 6,203 B when the transcript was a stream and a counter.
+CONVERSATION_BOUND = 2100
 
 
 async def conversation_bytes(redis: Redis, cid: str) -> dict[str, int]:
@@ -42,4 +43,5 @@ async def test_an_idle_live_chat_conversation_holds_under_the_bound(redis: Redis
         assert {"state", "meta", "t"} <= set(sizes), sizes
         assert "log" not in sizes and "n" not in sizes, sizes  # no stream, no separate counter
         assert await redis.llen(f"sb:c:{{{cid}}}:t") == 6
+        assert (await redis.get(f"sb:c:{{{cid}}}:state"))[:1] == b"\xc1"  # compact
         assert sum(sizes.values()) <= CONVERSATION_BOUND, sizes
