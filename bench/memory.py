@@ -18,7 +18,9 @@ kind comes from ``MEMORY USAGE`` (``SAMPLES 0``: exact) of every key, grouped by
 (``sb:c:{<cid>}:<kind>`` for a conversation's keys, the name up to the first variable part for
 the rest): bytes per conversation and the kind's share of the sum. ``MEMORY USAGE`` counts a key's
 name, value and Redis' per-key overhead but not the main dictionary's slot, so the sum is a little
-below the ``used_memory`` delta.
+below the ``used_memory`` delta. Small runs (``--quick``) overstate the delta per conversation:
+the server's connection buffers and Redis' hash tables are a fixed cost that 10,000 conversations
+spread thin.
 
 Run: ``PYTHONPATH=$PWD python bench/memory.py`` (10,000 conversations, about 2-4 minutes on the
 shared 2-core box), ``--quick`` (1,000), ``--conversations N``, ``--json``.
@@ -56,6 +58,19 @@ def key_kind(key: str) -> str:
     if m:
         return f"{'lead' if m.group(1) == 'lead' else 'chat'}:{m.group(2)}"
     return ":".join("*" if part.isdigit() else part for part in key.split(":"))
+
+
+def key_group(kind: str) -> str:
+    """A key kind's owner: the conversation itself, the CRM, the dashboard's indexes, timers."""
+    if kind.startswith(("chat:", "lead:")):
+        return "conversation keys"
+    if kind.startswith(("sb:crm:", "sb:{crm}:", "sb:lead_conversations")):
+        return "CRM"
+    if kind.startswith("sb:idx:"):
+        return "dashboard indexes"
+    if kind.startswith(("sb:timers:", "sb:pending:")):
+        return "timers and recovery"
+    return "other"
 
 
 async def chat(session: Any, base: str, sid: str, messages: int) -> None:
@@ -177,10 +192,16 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"used_memory delta / conversation: {per:,.0f} B   (aim <= {r['aim_bytes']:,} B: "
           f"{'met' if per <= r['aim_bytes'] else 'NOT met'})")
     total = sum(v["bytes"] for v in r["kinds"].values()) or 1
-    print(f"\n  {'key kind':<28} {'keys':>8} {'B/conv':>9} {'share':>7}")
+    n = r["conversations"]
+    print(f"\n  {'key kind':<42} {'keys':>8} {'B/conv':>9} {'share':>7}")
     for kind, v in r["kinds"].items():
-        print(f"  {kind:<28} {v['keys']:>8,} {v['bytes_per_conversation']:>9,.0f} {v['bytes'] / total:>7.1%}")
-    print(f"  {'MEMORY USAGE sum':<28} {'':>8} {total / r['conversations']:>9,.0f}")
+        print(f"  {kind:<42} {v['keys']:>8,} {v['bytes_per_conversation']:>9,.0f} {v['bytes'] / total:>7.1%}")
+    print(f"  {'MEMORY USAGE sum':<42} {'':>8} {total / n:>9,.0f}")
+    groups: dict[str, int] = defaultdict(int)
+    for kind, v in r["kinds"].items():
+        groups[key_group(kind)] += v["bytes"]
+    print("  by group: " + ", ".join(f"{g} {b / n:,.0f} B" for g, b in sorted(groups.items(), key=lambda kv: -kv[1]))
+          + f"; beyond MEMORY USAGE (Redis' per-key dictionaries) {per - total / n:,.0f} B")
     print(f"elapsed: {r['elapsed_s']:.0f} s")
 
 
