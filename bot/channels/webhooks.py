@@ -88,4 +88,4 @@ async def _status(host: ChannelHost, account: str, channel: str, item: Inbound) 
             return  # a redelivered status: recorded once
         entry = {"role": "system", "event": "delivery", "status": item.status, "ref": ref,
                  "text": f"message {item.status}", "at": time.time()}
-        await host.store.append_log(cid, [codec.pack(entry)])
+        await host.store.append_log(cid, [codec.pack_entry(entry)])

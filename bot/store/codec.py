@@ -1,4 +1,14 @@
-"""msgpack encoding of states, events and transcript entries (the store's only formats)."""
+"""msgpack encoding of states, events and transcript entries (the store's only formats).
+
+States and transcript entries are stored *compact* (issue 14): the byte ``0xc1`` (never used by
+msgpack), a byte for the kind (``_STATE``, ``_ENTRY``), then msgpack in which the keys of the
+maps the engine builds — the entry or state itself and the maps at the paths its ``_SHAPES``
+names (a button, a run, its wait …) — are written as their index in ``_NAMES`` when listed there
+(one byte instead of the name); the maps below (variables, CRM event data) keep their keys as
+they are. A customer message's ``client_msg_id`` that repeats its ``message_id`` is written once.
+``unpack`` reads both forms, so blobs written before stay readable; ``_NAMES`` may only grow at
+its end (an index, once written, names its key for ever).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +33,105 @@ def pack(value: Any) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
+    if data[:1] == COMPACT:
+        return _unpack_compact(data)
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+COMPACT = b"\xc1"
+#: Map keys written as their index: append only (see the module docstring).
+_NAMES: tuple[str, ...] = (
+    # transcript entries (bot/engine/transcript.py, the lead's history, delivery receipts)
+    "role", "text", "at", "kind", "ref", "step", "bot", "buttons", "title", "payload", "url", "number",
+    "message_id", "client_msg_id", "attachments", "name", "list", "button", "header", "footer", "sections",
+    "rows", "id", "description", "template", "template_params", "to", "event", "status", "type",
+    "happened_at", "source", "depth", "data", "relayed_from", "rule", "outcome", "detail", "user",
+    # conversation states (bot/engine/state.py)
+    "v", "channel", "account", "origin", "owner", "owner_user", "chat_status", "run", "version", "vars",
+    "json", "lvr", "wait", "timers", "on", "token", "request", "until", "held", "widget_json", "ai",
+    "callers", "error", "last_message", "start_param", "seq", "turn_steps", "crm", "contact_id", "lead_id",
+    "company_id", "next",
+)
+_INDEX = {name: i for i, name in enumerate(_NAMES)}
+#: A key of its own (after the names): "client_msg_id is message_id" (its value is nil).
+_SAME_ID = len(_NAMES)
+_CLIENT_MSG_ID, _MESSAGE_ID = _INDEX["client_msg_id"], _INDEX["message_id"]
+
+#: Which nested maps are the engine's (their keys compacted): key -> the map's own shape, or a
+#: one-item list for a list of such maps. Maps elsewhere (variables, event data) are left alone.
+Shape = dict[str, "Shape | list[Shape]"]
+_ITEMS: Shape = {}
+_ENTRY_SHAPE: Shape = {"buttons": [_ITEMS], "attachments": [_ITEMS],
+                       "list": {"sections": [{"rows": [_ITEMS]}]}}
+_STATE_SHAPE: Shape = {"run": {"wait": {}, "callers": [_ITEMS]}, "crm": {},
+                       "last_message": {"attachments": [_ITEMS]}}
+_STATE, _ENTRY = b"s", b"e"
+_SHAPES = {_STATE: _STATE_SHAPE, _ENTRY: _ENTRY_SHAPE}
+
+
+class _PlainKey(Exception):
+    """A key that is not a string where names are compacted: the value is stored plain."""
+
+
+_STR_KEYS = frozenset({str})
+_NAME_OF = dict(enumerate(_NAMES))
+
+
+def _shrink(value: dict[str, Any], shape: Shape) -> dict[Any, Any]:
+    if not set(map(type, value)) <= _STR_KEYS:
+        raise _PlainKey
+    index = _INDEX.get
+    out: dict[Any, Any] = {index(key, key): item for key, item in value.items()}
+    for name, inner in shape.items():
+        i = _INDEX[name]
+        item = out.get(i)
+        if item is not None:
+            out[i] = _nested(item, inner, _shrink)
+    return out
+
+
+def _grow(value: dict[Any, Any], shape: Shape) -> dict[str, Any]:
+    name_of = _NAME_OF.get
+    out: dict[Any, Any] = {name_of(key, key): item for key, item in value.items()}
+    for name, inner in shape.items():
+        item = out.get(name)
+        if item is not None:
+            out[name] = _nested(item, inner, _grow)
+    return out
+
+
+def _nested(item: Any, inner: Shape | list[Shape], walk: Any) -> Any:
+    if isinstance(inner, list):
+        if isinstance(item, (list, tuple)):
+            return [walk(x, inner[0]) if isinstance(x, dict) else x for x in item]
+        return item
+    return walk(item, inner) if isinstance(item, dict) else item
+
+
+def _pack_compact(value: dict[str, Any], kind: bytes) -> bytes:
+    try:
+        small = _shrink(value, _SHAPES[kind])
+    except _PlainKey:
+        return pack(value)
+    if kind == _ENTRY and _CLIENT_MSG_ID in small and small[_CLIENT_MSG_ID] == small.get(_MESSAGE_ID):
+        del small[_CLIENT_MSG_ID]
+        small[_SAME_ID] = None
+    return COMPACT + kind + pack(small)
+
+
+def pack_entry(entry: dict[str, Any]) -> bytes:
+    """A transcript entry, compact (read back by ``unpack``)."""
+    return _pack_compact(entry, _ENTRY)
+
+
+def _unpack_compact(data: bytes) -> Any:
+    kind = data[1:2]
+    value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
+    out = _grow(value, _SHAPES[kind])
+    if _SAME_ID in value:
+        del out[_SAME_ID]  # type: ignore[arg-type]
+        out["client_msg_id"] = out.get("message_id")
+    return out
 
 
 def _default(obj: Any) -> Any:
@@ -37,7 +145,7 @@ def _default(obj: Any) -> Any:
 
 
 def encode_state(state: ConversationState) -> bytes:
-    return pack(state.to_dict())
+    return _pack_compact(state.to_dict(), _STATE)
 
 
 def decode_state(data: bytes) -> ConversationState:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from . import codec, replies
+from . import codec, replies, transcript
 from . import keys as k
 from .resp import RespClient
 from .scripts import Lua, send_commands
@@ -109,7 +109,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-_SAVE = """
+_SAVE = transcript.FUNCTIONS + """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end
 local ttl = tonumber(ARGV[5])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl) end
@@ -119,12 +119,9 @@ local i = 8
 local nlog = tonumber(ARGV[i]); i = i + 1
 local first, last = 0, 0
 if nlog > 0 then
-  last = redis.call('INCRBY', KEYS[5], nlog)
+  last = tr_append(KEYS[4], KEYS[6], KEYS[5], KEYS[8], tonumber(ARGV[6]), ttl, refresh, ARGV, i, nlog)
   first = last - nlog + 1
-  for seq = first, last do
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'd', ARGV[i]); i = i + 1
-  end
-  if refresh or first == 1 then redis.call('EXPIRE', KEYS[4], ttl); redis.call('EXPIRE', KEYS[5], ttl) end
+  i = i + nlog
 end
 local nout = tonumber(ARGV[i]); i = i + 1
 for j = 1, nout do redis.call('RPUSH', KEYS[7], ARGV[i]); i = i + 1 end
@@ -138,7 +135,7 @@ end
 if refresh then redis.call('EXPIRE', KEYS[6], ttl) end
 local channel, cid = ARGV[i], ARGV[i + 1]; i = i + 2
 local ncount = tonumber(ARGV[i]); i = i + 1
-for j = 1, ncount do redis.call('HINCRBY', KEYS[7 + j], ARGV[i], ARGV[i + 1]); i = i + 2 end
+for j = 1, ncount do redis.call('HINCRBY', KEYS[8 + j], ARGV[i], ARGV[i + 1]); i = i + 2 end
 if nlog > 0 then redis.call('PUBLISH', channel, cid .. ' ' .. last) end
 -- the inbox holds only what this batch processed: drop it and the lock in one command
 if redis.call('LLEN', KEYS[2]) <= n then
@@ -148,18 +145,6 @@ end
 if n > 0 then redis.call('LTRIM', KEYS[2], n, -1) end
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return {1, first, last}
-"""
-
-_APPEND = """
-local ttl = tonumber(ARGV[1])
-local last = 0
-for j = 3, #ARGV - 1 do
-  last = redis.call('INCR', KEYS[2])
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], last .. '-0', 'd', ARGV[j])
-end
-redis.call('EXPIRE', KEYS[1], ttl); redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('PUBLISH', 'sb:events', ARGV[#ARGV] .. ' ' .. last)
-return last
 """
 
 _FORGET_IF = """
@@ -249,7 +234,7 @@ class SaveRequest:
 
     def add_log(self, entry: dict[str, Any]) -> None:
         """Append a transcript entry (packed), remembering the newest visible one for the list."""
-        self.log.append(codec.pack(entry))
+        self.log.append(codec.pack_entry(entry))
         if entry.get("role") in ("user", "bot", "human") and entry.get("text"):
             self.preview = (str(entry["role"]), str(entry["text"])[:200])
 
@@ -295,7 +280,7 @@ class ConversationStore:
         self._acquire = Lua(redis, _ACQUIRE)
         self._extend = Lua(redis, _EXTEND)
         self._save = Lua(redis, _SAVE)
-        self._append = redis.register_script(_APPEND)
+        self.transcript = transcript.Transcript(redis, ttl=self.ttl, cap=transcript_max)
         self._forget_if = redis.register_script(_FORGET_IF)
         self._fail = redis.register_script(_FAIL)
         self._set_aside = redis.register_script(_SET_ASIDE)
@@ -397,7 +382,8 @@ class ConversationStore:
             counters[(name, fld)] = counters.get((name, fld), 0) + by
         args += [len(counters), *(v for (_, fld), by in counters.items() for v in (fld, by))]
         commands: list[Any] = [self._save.command(
-            [key.state, key.inbox, key.lock, key.log, key.counter, key.meta, key.out, *(n for n, _ in counters)],
+            [key.state, key.inbox, key.lock, key.transcript, key.log, key.meta, key.out, key.counter,
+             *(n for n, _ in counters)],
             args)]
         timers = k.timer_shard_key(k.shard_of(cid, self.shards))
         if req.timers_set:
@@ -415,19 +401,15 @@ class ConversationStore:
 
     async def append_log(self, cid: str, entries: list[bytes]) -> int:
         """Append transcript entries outside a processing turn (delivery receipts and the like)."""
-        key = k.ConversationKey(cid)
-        return int(await self._append(keys=[key.log, key.counter],
-                                      args=[self.ttl, self.transcript_max, *entries, cid]))
+        return await self.transcript.append(cid, entries)
 
     async def read_log(self, cid: str, after: int = 0, limit: int = 200) -> list[tuple[int, bytes]]:
-        key = k.ConversationKey(cid)
-        rows = await self.redis.xrange(key.log, min=f"{after + 1}-0", max="+", count=limit)
-        return replies.stream_payloads(rows)
+        """Up to ``limit`` transcript entries numbered above ``after``: ``(number, packed entry)``."""
+        return await self.transcript.after(cid, after, limit)
 
     async def tail_log(self, cid: str, limit: int = 200) -> list[tuple[int, bytes]]:
-        key = k.ConversationKey(cid)
-        rows = await self.redis.xrevrange(key.log, max="+", min="-", count=limit)
-        return replies.stream_payloads(rows)[::-1]
+        """The newest ``limit`` transcript entries, oldest first."""
+        return await self.transcript.tail(cid, limit)
 
     async def meta(self, cid: str) -> dict[str, str]:
         return replies.text_map(await self.redis.hgetall(k.ConversationKey(cid).meta))

@@ -50,11 +50,18 @@ class ConversationKey:
         return self._k("seen")
 
     @property
+    def transcript(self) -> str:
+        """The transcript list (``bot/store/transcript.py``); its newest number is ``meta``'s ``n``."""
+        return self._k("t")
+
+    @property
     def log(self) -> str:
+        """The old layout's transcript stream (read once, then moved into ``transcript``)."""
         return self._k("log")
 
     @property
     def counter(self) -> str:
+        """The old layout's transcript counter (deleted when its stream is moved)."""
         return self._k("n")
 
     @property

@@ -24,19 +24,6 @@ def text_map(reply: Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | 
     return {text(a): text(b) for a, b in reply.items()}
 
 
-def stream_payloads(
-    rows: Iterable[tuple[bytes | str | None, Mapping[bytes | str, bytes | str] | None]] | None,
-    field: bytes = b"d",
-) -> list[tuple[int, bytes]]:
-    """An XRANGE/XREVRANGE reply as ``(sequence number, payload)`` pairs, in the reply's order."""
-    out: list[tuple[int, bytes]] = []
-    for entry_id, fields in rows or ():
-        if entry_id is None or fields is None:  # an entry trimmed while the range was read
-            continue
-        out.append((int(text(entry_id).split("-", 1)[0]), raw(fields[field])))
-    return out
-
-
 def members(rows: Iterable[object]) -> list[str]:
     """A sorted-set range reply without scores, as text."""
     return [text(m) for m in rows if isinstance(m, bytes | str)]

@@ -175,21 +175,18 @@ def test_the_lead_card_shows_which_rule_did_what(page: Page, salesbot_server: Se
     import redis as sync_redis
 
     from bot.runtime.leads import lead_cid
-    from bot.store import codec, replies
-    from bot.store.keys import ConversationKey
+    from bot.store import codec, transcript
 
     sofa = seeded["sofa"]
     wait_history(salesbot_server, sofa, "lead.created")
     wait_history(salesbot_server, sofa, "note_new", key="rule")
     client = sync_redis.Redis.from_url(redis_url)
     try:
-        log = ConversationKey(lead_cid(sofa)).log
-        ((last, _),) = replies.stream_payloads(client.xrevrange(log, count=1))
         entries = [{"role": "automation", "at": time.time(), "rule": "note_markup", "outcome": "acted",
                     "detail": "add_note <New lead>"},
                    {"role": "automation", "at": time.time(), "rule": "tag_contacted", "outcome": "not_in_stage"}]
-        for n, entry in enumerate(entries, start=last + 1):
-            client.xadd(log, {"d": codec.pack(entry)}, id=f"{n}-0")
+        client.eval(transcript.APPEND, 4, *transcript.script_keys(lead_cid(sofa)),
+                    86400, 1000, "sb:events", lead_cid(sofa), *(codec.pack(e) for e in entries))
     finally:
         client.close()
     open_pipeline(page, salesbot_server)

@@ -1,0 +1,138 @@
+"""A conversation's transcript: a Redis list of packed entries, numbered 1, 2, 3, …
+
+Layout (issue 14): ``sb:c:{<cid>}:t`` is a list of the newest ``transcript_max`` entries (one
+msgpack blob each, oldest first) and the conversation's metadata hash keeps the number of the
+newest entry in its field ``n``; the list's head is therefore entry ``n - LLEN + 1``. An idle
+conversation's short list is one packed node (a ziplist, a listpack from Redis 7): a few bytes
+per entry beyond the entry itself, where the stream used before cost about 4.7 KB for six entries
+(a radix tree and a preallocated node). Numbers never change once given (delivery statuses name
+an entry by ``<cid>|<number>``), trimming only drops the oldest, and a conversation whose list
+expired keeps counting where it was.
+
+Old layout (before issue 14): a stream ``sb:c:{<cid>}:log`` with ids ``<n>-0`` and a counter
+``sb:c:{<cid>}:n``. The first script that touches such a conversation's transcript — a save, an
+append, or a read — moves it into the new layout (the stream's entries, oldest first, keep their
+numbers; both old keys are deleted), so a reader never sees the difference.
+
+Every script here touches keys of one conversation only (one hash tag, one cluster slot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from . import keys as k
+from . import replies
+
+#: ``tr_migrate(list, oldlog, oldn)``: an old-layout transcript moved into the list.
+MIGRATE = """
+local function tr_migrate(list, oldlog, oldn)
+  -- the old layout's stream, moved into the list; returns its newest number (0: none)
+  local rows = redis.call('XRANGE', oldlog, '-', '+')
+  redis.call('DEL', oldn)
+  if #rows == 0 then return 0 end
+  local last = tonumber(string.match(rows[#rows][1], '^(%d+)'))
+  local first = #rows
+  -- only the run of numbers that ends at the newest (the layout never left gaps)
+  while first > 1 and tonumber(string.match(rows[first - 1][1], '^(%d+)')) == last - (#rows - first) - 1 do
+    first = first - 1
+  end
+  for r = first, #rows do
+    local fields = rows[r][2]
+    for f = 1, #fields, 2 do
+      if fields[f] == 'd' then redis.call('RPUSH', list, fields[f + 1]) end
+    end
+  end
+  redis.call('DEL', oldlog)
+  return last
+end
+"""
+
+#: Lua functions shared by the scripts that append (``conversations._SAVE`` and ``APPEND`` here).
+#: ``tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count)`` appends
+#: ``entries[i .. i + count - 1]`` and returns the number of the newest entry. The list's TTL is
+#: set when it is new or ``refresh`` is true (TTLs are refreshed at most once a day).
+FUNCTIONS = MIGRATE + """
+local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count)
+  local last = redis.call('HINCRBY', meta, 'n', count)
+  local fresh = last == count
+  if fresh then
+    -- a first append here: an old-layout transcript, or a list whose count was lost, comes first
+    local old = tr_migrate(list, oldlog, oldn)
+    if old == 0 then old = redis.call('LLEN', list) end
+    if old > 0 then last = redis.call('HINCRBY', meta, 'n', old) end
+  end
+  local len = redis.call('RPUSH', list, unpack(entries, i, i + count - 1))
+  if len > cap then redis.call('LTRIM', list, len - cap, -1) end
+  if refresh or fresh or len == count then redis.call('EXPIRE', list, ttl) end
+  return last
+end
+"""
+
+#: Append outside a processing turn (delivery receipts): KEYS list, meta, oldlog, oldn;
+#: ARGV ttl, cap, channel, cid, entries… Publishes "<cid> <newest number>" like the save.
+APPEND = FUNCTIONS + """
+local ttl = tonumber(ARGV[1])
+local last = tr_append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[2]), ttl, true, ARGV, 5, #ARGV - 4)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. last)
+return last
+"""
+
+#: Read: KEYS list, meta, oldlog, oldn; ARGV after (-1: the newest ``limit``), limit, ttl.
+#: Returns {number of the first entry returned, entries}.
+READ = MIGRATE + """
+local last = redis.call('HGET', KEYS[2], 'n')
+if not last then
+  last = tr_migrate(KEYS[1], KEYS[3], KEYS[4])
+  if last == 0 then return {0, {}} end
+  redis.call('HSET', KEYS[2], 'n', last)
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+last = tonumber(last)
+local len = redis.call('LLEN', KEYS[1])
+local first = last - len + 1
+local after, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local start = len - limit
+if after >= 0 then start = after + 1 - first end
+if start < 0 then start = 0 end
+if start >= len or limit <= 0 then return {0, {}} end
+return {first + start, redis.call('LRANGE', KEYS[1], start, start + limit - 1)}
+"""
+
+
+def script_keys(cid: str) -> list[str]:
+    """The keys every transcript script names, in its order: list, meta, old stream, old counter."""
+    key = k.ConversationKey(cid)
+    return [key.transcript, key.meta, key.log, key.counter]
+
+
+class Transcript:
+    """Reads and out-of-turn appends of transcripts (the save script appends a turn's entries)."""
+
+    def __init__(self, redis: Redis, *, ttl: int, cap: int) -> None:
+        self.ttl = ttl
+        self.cap = cap
+        self._append = redis.register_script(APPEND)
+        self._read = redis.register_script(READ)
+
+    async def append(self, cid: str, entries: Sequence[bytes]) -> int:
+        """Append packed entries; returns the newest entry's number."""
+        return int(await self._append(keys=script_keys(cid),
+                                      args=[self.ttl, self.cap, k.EVENTS_CHANNEL, cid, *entries]))
+
+    async def after(self, cid: str, after: int = 0, limit: int = 200) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` entries numbered above ``after``, oldest first."""
+        return await self._rows(cid, max(0, after), limit)
+
+    async def tail(self, cid: str, limit: int = 200) -> list[tuple[int, bytes]]:
+        """The newest ``limit`` entries, oldest first."""
+        return await self._rows(cid, -1, limit)
+
+    async def _rows(self, cid: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        reply: Any = await self._read(keys=script_keys(cid), args=[after, limit, self.ttl])
+        first, blobs = int(reply[0]), reply[1]
+        return [(first + i, replies.raw(blob)) for i, blob in enumerate(blobs)]

@@ -1,0 +1,47 @@
+"""Bytes an idle conversation holds in Redis (issue 14, aim 3), counted with ``MEMORY USAGE``
+(exact: ``SAMPLES 0``) after a live chat conversation of three customer messages and three bot
+replies through the running app. ``bench/memory.py`` measures the same at scale, with the CRM's
+and the indexes' share; this pins the conversation's own keys so that a layout change that
+grows them fails here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from tests.live_app import running_app
+
+#: Each message gets one reply that waits again (a no-answer timer pending, as in the bench).
+ECHO: dict[str, Any] = {
+    "reply": {"type": "message", "text": "Thanks, you said: {{ message.text }}",
+              "buttons": [{"title": "Opening hours", "next": "reply"}],
+              "other_answer": "reply", "no_answer": {"after": "10m", "next": "reply"}},
+}
+#: The conversation's own keys (state, metadata with the transcript's count, transcript, dedupe):
+#: 1,962 B with the compact transcript list and state; 2,574 B with the list of plain entries;
+#: 6,203 B when the transcript was a stream and a counter.
+CONVERSATION_BOUND = 2100
+
+
+async def conversation_bytes(redis: Redis, cid: str) -> dict[str, int]:
+    """``MEMORY USAGE`` of each key of one conversation, by the key's last part."""
+    out = {}
+    async for key in redis.scan_iter(match=f"sb:c:{{{cid}}}:*"):
+        out[key.decode().rsplit(":", 1)[1]] = int(await redis.memory_usage(key, samples=0) or 0)
+    return out
+
+
+async def test_an_idle_live_chat_conversation_holds_under_the_bound(redis: Redis, redis_url: str) -> None:
+    async with running_app(redis_url) as app:
+        await app.put_flow(ECHO, "reply")
+        session = "memory-test-session"
+        for text in ("hello there, I have a question", "do you deliver to Ankara?", "ok thanks"):
+            cid, texts = await app.say(session, text)
+            assert texts == [f"Thanks, you said: {text}"]
+        sizes = await conversation_bytes(redis, cid)
+        assert {"state", "meta", "t"} <= set(sizes), sizes
+        assert "log" not in sizes and "n" not in sizes, sizes  # no stream, no separate counter
+        assert await redis.llen(f"sb:c:{{{cid}}}:t") == 6
+        assert (await redis.get(f"sb:c:{{{cid}}}:state"))[:1] == b"\xc1"  # compact
+        assert sum(sizes.values()) <= CONVERSATION_BOUND, sizes

@@ -1,0 +1,66 @@
+"""The compact form of states and transcript entries (bot/store/codec.py): everything reads back
+as written, the engine's names shrink to one byte, maps the engine does not build (variables,
+event data) keep their keys, and blobs written plain (before issue 14) read as before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.engine import effects as fx
+from bot.engine import events as ev
+from bot.engine.state import ConversationState
+from bot.engine.transcript import inbound_entry, outbound_entry
+from bot.store import codec
+from tests.engine.test_state import full_state
+
+SCALAR = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text()
+#: Keys of every kind: the engine's names (some with a shape below them), others, and integers.
+KEYS = st.sampled_from(["role", "text", "buttons", "list", "sections", "rows", "attachments", "data",
+                        "message_id", "client_msg_id", "x"]) | st.text(max_size=6) | st.integers(0, 100)
+JSON = st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5),
+                    max_leaves=25)
+
+
+@given(st.dictionaries(KEYS, JSON, max_size=8))
+def test_any_entry_reads_back_as_written(entry: dict[Any, Any]) -> None:
+    assert codec.unpack(codec.pack_entry(entry)) == entry
+
+
+@pytest.mark.parametrize("state", [ConversationState("c1"), full_state()])
+def test_a_state_reads_back_and_is_smaller(state: ConversationState) -> None:
+    blob = codec.encode_state(state)
+    assert blob[:1] == codec.COMPACT
+    assert codec.decode_state(blob) == state
+    assert len(blob) <= len(codec.pack(state.to_dict())) * 0.75
+    assert codec.decode_state(codec.pack(state.to_dict())) == state  # a state written before
+
+
+def test_variables_keep_their_names_and_odd_keys() -> None:
+    state = full_state()
+    assert state.run is not None
+    state.run.vars = {"role": 1, "text": {"kind": 2}, 3: "int key"}
+    blob = codec.encode_state(state)
+    assert codec.decode_state(blob) == state
+    assert b"\xa4role" in blob and b"\xa4kind" in blob  # stored by name, not by the engine's index
+
+
+def test_a_customer_message_is_smaller_and_its_repeated_id_written_once() -> None:
+    msg = ev.InboundMessage(text="do you deliver to Ankara?", message_id="c85624dc7f754560b240514457ad052c")
+    entry = inbound_entry(msg, 1796525422.5, client_msg_id=msg.message_id)
+    compact, plain = codec.pack_entry(entry), codec.pack(entry)
+    assert codec.unpack(compact) == entry == codec.unpack(plain)  # plain (old) blobs read as before
+    assert compact.count(b"c85624dc7f754560b240514457ad052c") == 1
+    assert len(compact) <= len(plain) - 60
+
+
+def test_a_bot_message_with_buttons_is_smaller() -> None:
+    button = fx.OutButton(title="Opening hours", payload="fda8c6e0.0", number=1)
+    entry = outbound_entry(fx.SendMessage(text="Thanks there, you said: ok", ref="r1:reply:m4", step="reply",
+                                          buttons=(button,)), 1796525422.5, bot="demo")
+    compact = codec.pack_entry(entry)
+    assert codec.unpack(compact) == entry
+    assert len(compact) <= len(codec.pack(entry)) - 50
