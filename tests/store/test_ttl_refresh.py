@@ -46,22 +46,22 @@ async def test_the_first_push_refreshes_then_none_until_a_day_has_passed(
     assert TTL_REFRESH_EVERY == DAY
     assert await _turn(store, b"e1", "m1")
     assert await redis.hget(KEY.meta, "ttl_at") == str(int(T0 * 1000)).encode()
-    for key in (KEY.meta, KEY.log, KEY.counter):
+    for key in (KEY.meta, KEY.transcript):
         assert TTL * 1000 - SLACK_MS < await redis.pttl(key) <= TTL * 1000
     assert (SEEN_TTL + DAY) * 1000 - SLACK_MS < await redis.pttl(KEY.seen) <= (SEEN_TTL + DAY) * 1000
 
     await redis.expire(KEY.meta, 1000)  # marks: a refresh would set them back to 90 days
-    await redis.expire(KEY.log, 1000)
+    await redis.expire(KEY.transcript, 1000)
     await redis.expire(KEY.seen, 1000)
     clock.now = T0 + DAY - 1
     assert not await _turn(store, b"e2", "m2")
-    for key in (KEY.meta, KEY.log, KEY.seen):
+    for key in (KEY.meta, KEY.transcript, KEY.seen):
         assert 0 < await redis.ttl(key) <= 1000, key
 
     clock.now = T0 + DAY
     assert await _turn(store, b"e3", "m3")
     assert await redis.hget(KEY.meta, "ttl_at") == str(int((T0 + DAY) * 1000)).encode()
-    for key in (KEY.meta, KEY.log, KEY.counter):
+    for key in (KEY.meta, KEY.transcript):
         assert await redis.ttl(key) > TTL - 60, key
     assert await redis.ttl(KEY.seen) > SEEN_TTL + DAY - 60
 
@@ -69,11 +69,10 @@ async def test_the_first_push_refreshes_then_none_until_a_day_has_passed(
 async def test_a_transcript_created_between_refreshes_gets_its_ttl_at_once(
         redis: Redis, store: ConversationStore, clock: Clock) -> None:
     assert await _turn(store, b"e1", "m1", log=False)  # refreshed, but no transcript yet
-    assert await redis.exists(KEY.log) == 0
+    assert await redis.exists(KEY.transcript) == 0
     clock.now = T0 + 3600
     assert not await _turn(store, b"e2", "m2")
-    assert TTL - 60 < await redis.ttl(KEY.log) <= TTL
-    assert TTL - 60 < await redis.ttl(KEY.counter) <= TTL
+    assert TTL - 60 < await redis.ttl(KEY.transcript) <= TTL
 
 
 async def test_the_refresh_trims_the_seen_set_to_the_dedupe_window(
