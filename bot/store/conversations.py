@@ -33,6 +33,7 @@ from redis.exceptions import ResponseError
 
 from . import codec, replies
 from . import keys as k
+from .clusterclient import is_cluster
 from .resp import RespClient
 from .scripts import Lua, send_commands
 
@@ -243,6 +244,7 @@ class ConversationStore:
         self.redis = redis
         self.clock = clock  # a seam for tests that drive time (dedupe window, recovery score)
         self.fast = fast or RespClient.like(redis)
+        self.cluster = is_cluster(redis)
         self._token_prefix = secrets.token_hex(6) + "-"
         self._tokens = 0
         self.lock_ttl_ms = int(lock_ttl * 1000)
@@ -353,6 +355,9 @@ class ConversationStore:
         counters: dict[tuple[str, str], int] = {}
         for name, fld, by in req.counters:
             counters[(name, fld)] = counters.get((name, fld), 0) + by
+        # On a Redis Cluster the counters' hashes are in other slots than the conversation: they
+        # are counted after a save that kept the lock (a crash in between loses the count).
+        later, counters = (counters, {}) if self.cluster else ({}, counters)
         args += [len(counters), *(v for (_, fld), by in counters.items() for v in (fld, by))]
         commands: list[Any] = [self._save.command(
             [key.state, key.inbox, key.lock, key.log, key.counter, key.meta, key.out, *(n for n, _ in counters)],
@@ -369,6 +374,8 @@ class ConversationStore:
         commands += req.extra_commands
         replies = await send_commands(self.fast, commands, [self._save])
         status, first, last = replies[0]
+        if later and int(status) >= 0:
+            await self.fast.send([("HINCRBY", name, fld, by) for (name, fld), by in later.items()])
         return SaveResult(int(status), int(first), int(last))
 
     async def append_log(self, cid: str, entries: list[bytes]) -> int:
