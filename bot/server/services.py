@@ -44,14 +44,14 @@ from ..runtime.pacing import Pacer
 from ..runtime.requests import ServerRequests
 from ..runtime.service import ConversationService
 from ..store.bots import BotRegistry
+from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
 from ..store.conversations import ConversationStore
 from ..store.embedded import EmbeddedRedis, default_maxmemory
 from ..store.keys import PLATFORM_ID_TTL, platform_id_key
+from ..store.layout import rename_old_keys
 from ..store.livehub import LiveHub
 from ..store.memoryguard import MemoryGuard
 from ..store.outbox import AccountLimits, ChannelSender, Outbox
-from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
-from ..store.layout import rename_old_keys
 from ..store.resp import RespClient
 from ..store.timers import TimerWheel
 from .auth import Auth

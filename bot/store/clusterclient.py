@@ -21,14 +21,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .resp import Command, RespClient, _words
+
+C = TypeVar("C", bound=Sequence[Any])
 
 #: The response callbacks the cluster client needs for itself (its slot map and command table).
 _OWN_CALLBACKS = ("CLUSTER", "COMMAND")
@@ -94,7 +97,7 @@ class ClusterRespClient(RespClient):
 
     def __init__(self, cluster: RedisCluster) -> None:
         super().__init__()
-        self.cluster = cluster
+        self.client = cluster
 
     @classmethod
     def from_url(cls, url: str, *, max_connections: int, pool_timeout: float = 10.0) -> ClusterRespClient:
@@ -105,15 +108,39 @@ class ClusterRespClient(RespClient):
         a node that cannot be reached raises, as the lean client does)."""
         if not commands:
             return []
-        pipe = self.cluster.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*_words(tuple(command)))
         return list(await pipe.execute(raise_on_error=False))
 
     async def aclose(self) -> None:
-        await self.cluster.aclose()
+        await self.client.aclose()
 
 
 def is_cluster(redis: object) -> bool:
     """Whether ``redis`` is redis-py's cluster client: a MULTI/EXEC there spans one slot only."""
     return isinstance(redis, RedisCluster)
+
+
+def _key_of(command: Sequence[Any]) -> bytes:
+    key = command[1]
+    return key if isinstance(key, bytes) else str(key).encode()
+
+
+def split_slot(commands: Sequence[C], key: str | None) -> tuple[list[C], list[C]]:
+    """``(outside, inside)``: the commands (each keyed by its first argument) outside and inside
+    the slot of ``key`` (None: of the first command), for a MULTI/EXEC on a cluster."""
+    if not commands:
+        return [], []
+    slot = key_slot(key.encode() if key is not None else _key_of(commands[0]))
+    outside = [c for c in commands if key_slot(_key_of(c)) != slot]
+    inside = [c for c in commands if key_slot(_key_of(c)) == slot]
+    return outside, inside
+
+
+async def send_plain(redis: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """``commands`` in one plain pipeline of redis-py's client (routed by slot on a cluster)."""
+    pipe = redis.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute())
