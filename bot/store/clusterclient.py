@@ -27,9 +27,13 @@ from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .resp import Command, RespClient, _words
+
+#: Replies that are a cluster's state, not a command's answer: the call failed.
+_MOVING = (AskError, ClusterDownError, TryAgainError, ClusterCrossSlotError)
 
 C = TypeVar("C", bound=Sequence[Any])
 
@@ -111,7 +115,11 @@ class ClusterRespClient(RespClient):
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*_words(tuple(command)))
-        return list(await pipe.execute(raise_on_error=False))
+        replies = list(await pipe.execute(raise_on_error=False))
+        for reply in replies:  # a node unreachable or the slots moving: the call failed, as on one Redis
+            if isinstance(reply, Exception) and (not isinstance(reply, ResponseError) or isinstance(reply, _MOVING)):
+                raise reply
+        return replies
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -54,6 +54,7 @@ class Node:
     port: int
     directory: Path
     proc: subprocess.Popen[bytes] | None = None
+    aof: bool = False  # append-only file fsynced at every write: a node restarted keeps every reply it gave
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,7 @@ class Node:
             conf.write_text("\n".join([
                 f"port {self.port}", "bind 127.0.0.1", f"dir {self.directory}",
                 "cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 1000",
-                "appendonly no", 'save ""', "daemonize no", "loglevel warning",
+                "appendonly yes" if self.aof else "appendonly no", "appendfsync always", 'save ""', "daemonize no", "loglevel warning",
                 "logfile redis.log", "cluster-replica-validity-factor 0",
             ]) + "\n")
         self.proc = subprocess.Popen([str(SERVER), str(conf)], stdout=subprocess.DEVNULL,
@@ -104,10 +105,10 @@ class Cluster:
     _owns_root: bool = field(default=True, repr=False)
 
     @classmethod
-    def start(cls, primaries: int = 3, replicas: int = 1, timeout: float = 60) -> Cluster:
+    def start(cls, primaries: int = 3, replicas: int = 1, timeout: float = 60, aof: bool = False) -> Cluster:
         root = Path(tempfile.mkdtemp(prefix="salesbot-cluster-"))
         ports = free_cluster_ports(primaries * (1 + replicas))
-        cluster = cls([Node(port, root / str(port)) for port in ports], root, replicas)
+        cluster = cls([Node(port, root / str(port), aof=aof) for port in ports], root, replicas)
         try:
             for node in cluster.nodes:
                 node.start()
@@ -129,6 +130,20 @@ class Cluster:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def primary_of(self, key: str) -> Node:
+        """The node serving ``key``'s slot now."""
+        slot = int(self.nodes[0].cli("cluster", "keyslot", key).strip())
+        for node in self.primaries():
+            for line in node.cli("cluster", "nodes").splitlines():
+                words = line.split()
+                if "myself" not in words[2] or "master" not in words[2]:
+                    continue
+                for part in words[8:]:
+                    lo, _, hi = part.partition("-")
+                    if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
+                        return node
+        raise LookupError(f"no primary serves slot {slot}")
 
     def primaries(self) -> list[Node]:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None and n.role() == "master"]
