@@ -14,6 +14,7 @@ append-only file while its replica is told not to fail over).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from bot.errors import SalesbotError
 from bot.runtime.worker import Worker
 from bot.server.services import Services, open_services
 from bot.store import codec
+from bot.store.keys import EVENTS_CHANNEL
 from tests.cluster.launcher import Cluster, Node
 from tests.server.conftest import NO_AUTOMATIONS
 from tests.waiting import wait_for
@@ -80,14 +82,14 @@ async def _flow_through(cluster: Cluster, name: str, outage: Callable[[Node], Aw
                                          "automations_dir": str(NO_AUTOMATIONS), "admin_token": "t",
                                          "lock_ttl": 1.0})
     cids = [f"test:acct:{name}{i}" for i in range(CONVERSATIONS)]
-    victim = cluster.primary_of(f"{{{cids[0]}}}")
+    victim = cluster.primary_of(EVENTS_CHANNEL)  # the node the live hub subscribes on, too
     count = 0
 
     def sent() -> None:
         nonlocal count
         count += 1
 
-    async with open_services(cfg, start_hub=False) as svc:
+    async with open_services(cfg, start_hub=False) as svc, svc.hub.watch_all() as changed:
         worker = Worker(svc)
         sending = asyncio.create_task(_send_all(svc, cids, sent))
         await wait_for(lambda: count >= CONVERSATIONS * 2, 30, what="the first messages to be taken")
@@ -118,6 +120,26 @@ async def _flow_through(cluster: Cluster, name: str, outage: Callable[[Node], Aw
             bots = [e["text"] for e in transcript if e["role"] == "bot"]
             assert users == [f"{cid}#{i}" for i in range(MESSAGES)], cid  # none lost, none doubled, in order
             assert bots == [f"got {n}" for n in range(1, MESSAGES + 1)], cid
+
+        # The live hub subscribed again: a conversation's change reaches its watchers.
+        later = f"test:acct:{name}-after"
+        sent_after = 0
+
+        async def say_again() -> bool:
+            nonlocal sent_after
+            sent_after += 1
+            with contextlib.suppress(RedisError, SalesbotError):
+                await svc.conversations.deliver(later, _msg(f"{later}#{sent_after}"), dedupe_id=f"{later}#{sent_after}",
+                                                meta={"channel": "test", "account": "acct"})
+            return False
+
+        def heard() -> bool:
+            while not changed.empty():
+                if changed.get_nowait()[0] == later:
+                    return True
+            return False
+
+        await wait_for(heard, 15, what="the live hub to hear a change after the outage", between=say_again)
     return failures
 
 
