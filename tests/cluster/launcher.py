@@ -63,7 +63,8 @@ class Node:
             conf.write_text("\n".join([
                 f"port {self.port}", "bind 127.0.0.1", f"dir {self.directory}",
                 "cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 1000",
-                "appendonly yes" if self.aof else "appendonly no", "appendfsync always", 'save ""', "daemonize no", "loglevel warning",
+                "appendonly yes" if self.aof else "appendonly no", "appendfsync always", 'save ""',
+                "daemonize no", "loglevel warning",
                 "logfile redis.log", "cluster-replica-validity-factor 0",
             ]) + "\n")
         self.proc = subprocess.Popen([str(SERVER), str(conf)], stdout=subprocess.DEVNULL,
