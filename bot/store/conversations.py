@@ -22,6 +22,7 @@ The state is written only under the lock (taken *before* state is read), so no u
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,13 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from . import codec, replies
 from . import keys as k
 from .clusterclient import is_cluster
 from .resp import RespClient
 from .scripts import Lua, send_commands
+
+log = logging.getLogger("salesbot.store")
 
 _PUSH = """
 local seen_ttl = tonumber(ARGV[6])
@@ -374,8 +377,11 @@ class ConversationStore:
         commands += req.extra_commands
         replies = await send_commands(self.fast, commands, [self._save])
         status, first, last = replies[0]
-        if later and int(status) >= 0:
-            await self.fast.send([("HINCRBY", name, fld, by) for (name, fld), by in later.items()])
+        if later and int(status) >= 0:  # saved: a counter that fails now is lost, not the batch
+            try:
+                await self.fast.send([("HINCRBY", name, fld, by) for (name, fld), by in later.items()])
+            except RedisError as exc:
+                log.warning("store.counters_lost", extra={"cid": cid, "error": type(exc).__name__})
         return SaveResult(int(status), int(first), int(last))
 
     async def append_log(self, cid: str, entries: list[bytes]) -> int:
