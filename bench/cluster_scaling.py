@@ -45,7 +45,7 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 
 from webhook import BENCH_FLOW, check_replies, wait_ready  # noqa: E402
 from webhook_load import Traffic, post, prime  # noqa: E402
-from webhook_procs import Processes, free_port, machine_cpu, run_with_processes  # noqa: E402
+from webhook_procs import Processes, cpu_seconds, free_port, machine_cpu, run_with_processes  # noqa: E402
 
 ACCOUNT = "demo"
 
@@ -69,10 +69,12 @@ def start_servers(procs: Processes, count: int, redis_url: str, cluster: bool, t
     return out
 
 
-async def measure(session: Any, bases: list[str], traffic: Traffic, seconds: float, concurrency: int) -> dict[str, Any]:
+async def measure(session: Any, bases: list[str], traffic: Traffic, seconds: float, concurrency: int,
+                  server_pids: list[int], redis_pids: list[int]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     stats = {"ok": 0, "errors": 0}
     busy0, total0 = machine_cpu()
+    server0, redis0 = sum(map(cpu_seconds, server_pids)), sum(map(cpu_seconds, redis_pids))
     t0 = loop.time()
 
     async def worker(k: int) -> None:
@@ -86,12 +88,16 @@ async def measure(session: Any, bases: list[str], traffic: Traffic, seconds: flo
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     elapsed = loop.time() - t0
     busy1, total1 = machine_cpu()
+    server_cpu = sum(map(cpu_seconds, server_pids)) - server0
+    redis_cpu = sum(map(cpu_seconds, redis_pids)) - redis0
     cores = (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1) if total1 > total0 else 0.0
-    return {"msgs_per_s": stats["ok"] / elapsed, "errors": stats["errors"], "machine_busy_cores": round(cores, 2)}
+    ok = max(stats["ok"], 1)
+    return {"msgs_per_s": stats["ok"] / elapsed, "errors": stats["errors"], "machine_busy_cores": round(cores, 2),
+            "server_cpu_us_per_msg": round(server_cpu / ok * 1e6), "redis_cpu_us_per_msg": round(redis_cpu / ok * 1e6)}
 
 
 async def one(procs: Processes, config: str, count: int, redis_url: str, flush: Any, tmp: Path, flows_dir: Path,
-              args: argparse.Namespace, run: int) -> dict[str, Any]:
+              args: argparse.Namespace, run: int, redis_pids: list[int]) -> dict[str, Any]:
     import aiohttp
 
     await flush()
@@ -103,7 +109,8 @@ async def one(procs: Processes, config: str, count: int, redis_url: str, flush: 
                 await wait_ready(session, base, proc, log, timeout=60)
             traffic = Traffic(args.sessions, seed=run * 10 + count, tag=f"{config}{count}r{run}")
             errors = await prime(session, f"{servers[0][2]}/chat/{ACCOUNT}/messages", traffic)
-            result = await measure(session, [b for _, _, b in servers], traffic, args.duration, args.concurrency)
+            result = await measure(session, [b for _, _, b in servers], traffic, args.duration, args.concurrency,
+                                   [p.pid for p, _, _ in servers], redis_pids)
             result["prime_errors"] = errors
             users, bots = await check_replies(session, servers[-1][2], traffic, sample=args.check)
             result["sample_users"], result["sample_bots"] = users, bots
@@ -142,25 +149,33 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
             await client.flushall()
             await client.aclose()
 
+        cluster_pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
         configs = [("cluster", p) for p in args.processes] + ([("single", 1)] if not args.no_single else [])
         found: dict[str, list[dict[str, Any]]] = {f"{c}x{p}": [] for c, p in configs}
         for r in range(args.runs):
             for config, count in configs:
-                url, flush = (cluster.url, flush_cluster) if config == "cluster" else (single_url, flush_single)
-                result = await one(procs, config, count, url, flush, tmp, flows_dir, args, r)
+                url, flush, pids = (cluster.url, flush_cluster, cluster_pids) if config == "cluster" \
+                    else (single_url, flush_single, [procs.redis.process.pid])
+                result = await one(procs, config, count, url, flush, tmp, flows_dir, args, r, pids)
                 found[f"{config}x{count}"].append(result)
                 say(f"run {r + 1}/{args.runs} {config:7} P={count}: {result['msgs_per_s']:7.0f} msg/s "
-                    f"errors={result['errors']} sample replies {result['sample_bots']}/{result['sample_users']} "
+                    f"errors={result['errors']} server {result['server_cpu_us_per_msg']} µs/msg "
+                    f"redis {result['redis_cpu_us_per_msg']} µs/msg "
+                    f"sample replies {result['sample_bots']}/{result['sample_users']} "
                     f"(machine busy {result['machine_busy_cores']} cores)")
         summary: dict[str, Any] = {}
         base = statistics.median(x["msgs_per_s"] for x in found[f"clusterx{args.processes[0]}"])
-        say("\nconfiguration      msg/s min / median / max      vs cluster P=1 (medians)")
+        say("\nconfiguration   msg/s min / median / max   vs cluster P=1   server µs/msg   redis µs/msg (medians)")
         for key, results in found.items():
             rates = sorted(x["msgs_per_s"] for x in results)
             med = statistics.median(rates)
+            server = statistics.median(x["server_cpu_us_per_msg"] for x in results)
+            redis = statistics.median(x["redis_cpu_us_per_msg"] for x in results)
             summary[key] = {"runs": results, "min": rates[0], "median": med, "max": rates[-1],
-                            "ratio_to_cluster_p1": med / base if base else None}
-            say(f"{key:18} {rates[0]:7.0f} / {med:7.0f} / {rates[-1]:7.0f}      {med / base if base else 0:.2f}x")
+                            "ratio_to_cluster_p1": med / base if base else None,
+                            "server_cpu_us_per_msg": server, "redis_cpu_us_per_msg": redis}
+            say(f"{key:15} {rates[0]:5.0f} / {med:5.0f} / {rates[-1]:5.0f}      {med / base if base else 0:5.2f}x"
+                f"          {server:6.0f}          {redis:6.0f}")
         return {"settings": vars(args), "results": summary}
     finally:
         cluster.stop()
