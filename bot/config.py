@@ -204,6 +204,8 @@ class Config(_Frozen):
     """Everything the server and worker need, resolved."""
 
     redis_url: str | None = None
+    #: ``redis_url`` names one node of a Redis Cluster: talk the Cluster protocol (docs/deployment.md).
+    redis_cluster: bool = False
     data_dir: Path = Path(".salesbot")
     #: The embedded Redis's maxmemory ("512MiB", bytes; 0: none). None: a quarter of the RAM.
     redis_maxmemory: ByteSize | None = None
@@ -238,12 +240,19 @@ class Config(_Frozen):
     events: EventsConfig = EventsConfig()
     automations: AutomationsConfig = AutomationsConfig()
 
+    @model_validator(mode="after")
+    def _cluster_needs_url(self) -> Config:
+        if self.redis_cluster and not self.redis_url:  # the embedded Redis is one node
+            raise ValueError("redis_cluster needs redis_url (any node of the cluster)")
+        return self
+
     def account(self, name: str) -> AccountConfig | None:
         return self.accounts.get(name)
 
 
 _ENV_KEYS = {
     "SALESBOT_REDIS_URL": "redis_url",
+    "SALESBOT_REDIS_CLUSTER": "redis_cluster",
     "SALESBOT_DATA_DIR": "data_dir",
     "SALESBOT_REDIS_MAXMEMORY": "redis_maxmemory",
     "SALESBOT_HOST": "host",

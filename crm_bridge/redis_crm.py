@@ -24,6 +24,8 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from bot.store.clusterclient import is_cluster
+
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
 from .codec import pack, text, unpack
 from .indexes import CrmIndexes, stamp_stage
@@ -75,10 +77,12 @@ class RedisCrm:
         self.sink: ChangeSink | None = None
 
     def write_pipeline(self, changes: Sequence[Change]) -> Pipeline:
-        """A pipeline for a write: a MULTI/EXEC carrying the changes' events when there is a sink."""
+        """A pipeline for a write: a MULTI/EXEC carrying the changes' events when there is a sink.
+        On a Redis Cluster a plain pipeline: the records, the indexes and each lead's queue are
+        in different slots, which one MULTI/EXEC cannot span (docs/deployment.md)."""
         if self.sink is None or not changes:
             return self.redis.pipeline(transaction=False)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=not is_cluster(self.redis))
         for command in self.sink.commands(changes):
             pipe.execute_command(*command)
         return pipe

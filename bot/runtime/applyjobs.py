@@ -45,6 +45,7 @@ from crm_bridge.indexes import by_key, stage_value
 from ..automations.effects import ApplyRule
 from ..errors import CrmRejected, CrmTemporary
 from ..store import replies
+from ..store.clusterclient import is_cluster
 from .leads import LeadService, encode_apply_rule
 from .pacing import Pacer
 
@@ -90,6 +91,10 @@ class ApplyJobs:
                  clock: Callable[[], float] = time.time, lister: StageLister | None = None,
                  pacer: Pacer | None = None, local: bool = True) -> None:
         self.redis = redis
+        #: A job's hash, its document's job list and the unfinished set are in different Redis
+        #: Cluster slots: there each write is a plain pipeline (a crash may leave a finished job
+        #: listed as unfinished: resuming it finds nothing left to do).
+        self.atomic = not is_cluster(redis)
         self.leads = leads
         self.pacer = pacer or Pacer()
         #: Run a job here as soon as it is started; False (a web-only process): a worker resumes it.
@@ -118,7 +123,7 @@ class ApplyJobs:
                 stage_set = by_key("lead", "stage", stage_value(pipeline, rule.get("stage")))
                 total = await self.redis.scard(stage_set)
             now = self.clock()
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with self.redis.pipeline(transaction=self.atomic) as pipe:
                 pipe.hset(job_key(doc_id, job_id), mapping={
                     "id": job_id, "rule": str(rule.get("id")), "version": version, "stage": str(rule.get("stage")),
                     "pipeline": pipeline, "set": stage_set, "cursor": 0, "total": total, "done": 0,
@@ -190,7 +195,7 @@ class ApplyJobs:
                 for member in members:
                     await self.pacer.step()  # conversations first
                     await self.leads.deliver_raw(replies.text(member), payload, dedupe_id=dedupe)
-                async with self.redis.pipeline(transaction=True) as pipe:
+                async with self.redis.pipeline(transaction=self.atomic) as pipe:
                     pipe.hset(key, "cursor", cursor)
                     pipe.hincrby(key, "done", len(members))
                     if cursor == 0:
@@ -220,7 +225,7 @@ class ApplyJobs:
                 ids, more = await self.lister.stage_leads(job["pipeline"], job["stage"], page, self.page)
             except CrmRejected as exc:  # e.g. a stage Kommo does not know: retrying will not help
                 log.warning("automations.job_refused", extra={"automation": doc_id, "job": job_id, "error": str(exc)})
-                async with self.redis.pipeline(transaction=True) as pipe:
+                async with self.redis.pipeline(transaction=self.atomic) as pipe:
                     pipe.hset(key, mapping={"state": "failed", "error": str(exc)[:500], "finished": self.clock()})
                     pipe.srem(UNFINISHED_KEY, f"{doc_id}|{job_id}")
                     pipe.delete(job["set"])
@@ -230,7 +235,7 @@ class ApplyJobs:
                 log.warning("automations.job_paused", extra={"automation": doc_id, "job": job_id, "error": str(exc)})
                 return False
             page = page + 1 if more else 0
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with self.redis.pipeline(transaction=self.atomic) as pipe:
                 if ids:
                     pipe.sadd(job["set"], *ids)
                 pipe.hset(key, "listing", page)

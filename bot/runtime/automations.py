@@ -49,6 +49,7 @@ from ..engine import events as ev
 from ..engine.state import ConversationState
 from ..errors import AutomationsInvalid, CrmTemporary, SalesbotError
 from ..store import codec, replies
+from ..store.clusterclient import is_cluster
 from ..store.resp import RespClient
 from ..store.scripts import Lua, send_commands
 from ..store.versions import DocumentNotFound, VersionedDocuments
@@ -244,6 +245,7 @@ class AutomationEffects:
         self.redis = redis
         self.fast = fast
         self._done = Lua(redis, _DONE)
+        self.cluster = is_cluster(redis)
         self.directory = directory
         self.crm = crm
         self.requests = requests
@@ -269,8 +271,14 @@ class AutomationEffects:
             entries, snapshot = await self._run(lead_id, item, snapshot)
             ref = ref if snapshot is not None else None
             counted = [f"{entry['rule']}:{entry['outcome']}" for entry in entries]
-            await send_commands(self.fast, [self._done.command(
-                [key, counts_key(item.doc)], [item.key, codec.pack(entries), DONE_TTL, *counted])], [self._done])
+            if self.cluster:  # the counters' hash is in another slot: counted beside the script
+                await send_commands(self.fast, [
+                    self._done.command([key], [item.key, codec.pack(entries), DONE_TTL]),
+                    *(("HINCRBY", counts_key(item.doc), name, 1) for name in counted)], [self._done])
+            else:
+                await send_commands(self.fast, [self._done.command(
+                    [key, counts_key(item.doc)], [item.key, codec.pack(entries), DONE_TTL, *counted])],
+                    [self._done])
             history += entries
         return history
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -44,9 +44,11 @@ from ..runtime.pacing import Pacer
 from ..runtime.requests import ServerRequests
 from ..runtime.service import ConversationService
 from ..store.bots import BotRegistry
+from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
 from ..store.conversations import ConversationStore
 from ..store.embedded import EmbeddedRedis, default_maxmemory
 from ..store.keys import PLATFORM_ID_TTL, platform_id_key
+from ..store.layout import rename_old_keys
 from ..store.livehub import LiveHub
 from ..store.memoryguard import MemoryGuard
 from ..store.outbox import AccountLimits, ChannelSender, Outbox
@@ -150,18 +152,12 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         stack.push_async_callback(embedded.astop)  # also when the start fails (the data dir lock)
         url = await embedded.astart()
         embedded.supervise()  # restarts it if it dies (run.py exits when it gives up)
-    # No client-side retries: a retried script (save) whose first run did happen would trim
-    # unprocessed events or queue messages twice. Failures surface and the work is redone safely.
-    # A blocking pool: a burst beyond ``redis_max_connections`` waits for a free connection
-    # (up to ``redis_pool_timeout``) instead of failing at once with "Too many connections".
-    pool = BlockingConnectionPool.from_url(url, max_connections=config.redis_max_connections,
-                                           timeout=config.redis_pool_timeout, decode_responses=False,
-                                           health_check_interval=30, retry=Retry(NoBackoff(), 0))
-    redis = Redis.from_pool(pool)  # owns the pool: closed with the client
+    redis, fast = _clients(config, url)
     try:
         await redis.ping()
+        if not is_cluster(redis):
+            await rename_old_keys(redis, shards=config.timer_shards)  # a store of an older version
         metrics = Metrics()
-        fast = RespClient.like(redis)  # the per-message scripts and CRM reads (see resp.py)
         store = ConversationStore(redis, fast=fast, lock_ttl=config.lock_ttl, ttl_days=config.conversation_ttl_days,
                                   transcript_max=config.transcript_max, shards=config.timer_shards)
         stack.push_async_callback(store.close)
@@ -275,6 +271,28 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                 await hub.stop()
     finally:
         await redis.aclose()
+
+
+def _clients(config: Config, url: str) -> tuple[Redis, RespClient]:
+    """The redis-py client and the hot-path client (the per-message scripts and CRM reads).
+
+    One Redis: redis-py and the lean pipelined connection of resp.py. A Redis Cluster
+    (``redis_cluster``): redis-py's cluster client for both (clusterclient.py); its commands are
+    those of ``Redis``, which the rest of the code is typed against."""
+    if config.redis_cluster:
+        size, wait = config.redis_max_connections, config.redis_pool_timeout
+        cluster = cluster_client(url, max_connections=size, pool_timeout=wait)
+        hot = ClusterRespClient.from_url(url, max_connections=size, pool_timeout=wait)
+        return cast(Redis, cluster), hot
+    # No client-side retries: a retried script (save) whose first run did happen would trim
+    # unprocessed events or queue messages twice. Failures surface and the work is redone safely.
+    # A blocking pool: a burst beyond ``redis_max_connections`` waits for a free connection
+    # (up to ``redis_pool_timeout``) instead of failing at once with "Too many connections".
+    pool = BlockingConnectionPool.from_url(url, max_connections=config.redis_max_connections,
+                                           timeout=config.redis_pool_timeout, decode_responses=False,
+                                           health_check_interval=30, retry=Retry(NoBackoff(), 0))
+    redis = Redis.from_pool(pool)  # owns the pool: closed with the client
+    return redis, RespClient.like(redis)
 
 
 async def _embedded_admin_token(redis: Redis, config: Config) -> str:

@@ -22,6 +22,7 @@ The state is written only under the lock (taken *before* state is read), so no u
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,12 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from . import codec, replies, transcript
 from . import keys as k
+from .clusterclient import is_cluster
 from .resp import RespClient
 from .scripts import Lua, send_commands
+
+log = logging.getLogger("salesbot.store")
 
 _PUSH = """
 local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
@@ -266,6 +270,7 @@ class ConversationStore:
         self.redis = redis
         self.clock = clock  # a seam for tests that drive time (dedupe window, recovery score)
         self.fast = fast or RespClient.like(redis)
+        self.cluster = is_cluster(redis)
         self._token_prefix = secrets.token_hex(6) + "-"
         self._tokens = 0
         self.lock_ttl_ms = int(lock_ttl * 1000)
@@ -380,6 +385,9 @@ class ConversationStore:
         counters: dict[tuple[str, str], int] = {}
         for name, fld, by in req.counters:
             counters[(name, fld)] = counters.get((name, fld), 0) + by
+        # On a Redis Cluster the counters' hashes are in other slots than the conversation: they
+        # are counted after a save that kept the lock (a crash in between loses the count).
+        later, counters = (counters, {}) if self.cluster else ({}, counters)
         args += [len(counters), *(v for (_, fld), by in counters.items() for v in (fld, by))]
         commands: list[Any] = [self._save.command(
             [key.state, key.inbox, key.lock, key.transcript, key.log, key.meta, key.out, key.counter,
@@ -397,6 +405,11 @@ class ConversationStore:
         commands += req.extra_commands
         replies = await send_commands(self.fast, commands, [self._save])
         status, first, last = replies[0]
+        if later and int(status) >= 0:  # saved: a counter that fails now is lost, not the batch
+            try:
+                await self.fast.send([("HINCRBY", name, fld, by) for (name, fld), by in later.items()])
+            except RedisError as exc:
+                log.warning("store.counters_lost", extra={"cid": cid, "error": type(exc).__name__})
         return SaveResult(int(status), int(first), int(last))
 
     async def append_log(self, cid: str, entries: list[bytes]) -> int:

@@ -74,11 +74,19 @@ class ConversationKey:
 
 
 def timer_shard_key(shard: int) -> str:
-    return f"{PREFIX}:timers:{shard}"
+    """A shard's timers; its claims share its hash tag (the claim script moves between them)."""
+    return f"{PREFIX}:timers:{{{shard}}}"
 
 
 def timer_claimed_key(shard: int) -> str:
-    return f"{PREFIX}:timers:{shard}:claimed"
+    return f"{PREFIX}:timers:{{{shard}}}:claimed"
+
+
+#: Keys renamed for Redis Cluster (one slot per script): ``(old, new)`` pairs, merged into the
+#: new names once at start (bot/store/layout.py).
+def renamed_timer_keys(shards: int) -> list[tuple[str, str]]:
+    return [(f"{PREFIX}:timers:{s}", timer_shard_key(s)) for s in range(shards)] + \
+        [(f"{PREFIX}:timers:{s}:claimed", timer_claimed_key(s)) for s in range(shards)]
 
 
 def pending_key(shard: int) -> str:

@@ -17,9 +17,11 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from ..errors import StoreFull
+from .clusterclient import is_cluster
 from .keys import ConversationKey
 
 log = logging.getLogger("salesbot.store")
@@ -38,7 +40,13 @@ class MemoryGuard:
 
     async def check(self) -> bool:
         """Read ``INFO memory`` once; whether memory is above the mark."""
-        info: dict[str, Any] = await self.redis.info("memory")
+        if is_cluster(self.redis):  # every primary's: the fullest one decides
+            found: dict[str, dict[str, Any]] = await self.redis.info(
+                "memory", target_nodes=RedisCluster.PRIMARIES)
+            info = max(found.values(), key=lambda i: int(i.get("used_memory", 0)) / max(int(i.get("maxmemory", 0)), 1)
+                       if int(i.get("maxmemory", 0)) else 0.0)
+        else:
+            info = await self.redis.info("memory")
         self.used = int(info.get("used_memory", 0))
         self.maxmemory = int(info.get("maxmemory", 0))
         high = self.maxmemory > 0 and self.used >= self.high_water * self.maxmemory

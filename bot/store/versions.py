@@ -6,7 +6,8 @@ adds nothing (so loading a folder at every start is free); ``activate`` rolls ba
 Keys of a document share its hash tag (``sb:<kind>:{<id>}:…``); the set ``sb:<kind>s`` lists
 the ids and each change is published on ``sb:<kind>s:changed`` for the other processes.
 
-Each change also sets ``sb:<kind>s:generation`` to a new random token in the same MULTI/EXEC:
+Each change then sets ``sb:<kind>s:generation`` to a new random token (after the document's
+own MULTI/EXEC: on a Redis Cluster the token is in another slot than the document):
 a process that caches the active versions reads that one small key (sent along with a round
 trip it makes anyway) and reads the versions again only when the token changed. A random
 token rather than a counter: a flushed and refilled Redis never hands back an old value.
@@ -91,26 +92,28 @@ class VersionedDocuments:
                 return info, False
         version = int(await self.redis.incr(self.key(doc_id, "seq")))
         info = VersionInfo(doc_id, version, time.time(), digest, warnings, name)
-        pipe = self.redis.pipeline(transaction=True)
+        await self.redis.sadd(self.index, doc_id)  # listed first: an id without an active version is skipped
+        pipe = self.redis.pipeline(transaction=True)  # the document's keys: one slot
         pipe.set(self.key(doc_id, f"v:{version}"), json.dumps(doc, ensure_ascii=False))
         pipe.rpush(self.key(doc_id, "versions"), json.dumps(info.as_dict()))
         pipe.set(self.key(doc_id, "active"), version)
-        pipe.sadd(self.index, doc_id)
-        pipe.set(self.generation_key, secrets.token_hex(8))
-        pipe.publish(self.channel, doc_id)
         await pipe.execute()
+        await self._changed(doc_id)
         return info, True
+
+    async def _changed(self, doc_id: str) -> None:
+        """A new generation token, then the notice: after the document's own MULTI/EXEC, as the
+        token and the document live in different Redis Cluster slots (one MULTI cannot span them)."""
+        await self.redis.set(self.generation_key, secrets.token_hex(8))
+        await self.redis.publish(self.channel, doc_id)
 
     async def activate(self, doc_id: str, version: int) -> VersionInfo:
         """Make an existing version the active one (roll back or forward)."""
         info = next((v for v in await self.versions(doc_id) if v.version == version), None)
         if info is None:
             raise self._not_found(doc_id, version)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.key(doc_id, "active"), version)
-        pipe.set(self.generation_key, secrets.token_hex(8))
-        pipe.publish(self.channel, doc_id)
-        await pipe.execute()
+        await self.redis.set(self.key(doc_id, "active"), version)
+        await self._changed(doc_id)
         return info
 
     async def actives(self) -> tuple[bytes, list[tuple[str, int]]]:
@@ -118,13 +121,16 @@ class VersionedDocuments:
         is read first: a change meanwhile gives newer versions under the older token, which only
         makes the next reader read them again. A store of before the token gets one here, or its
         readers would never find it unchanged."""
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=True)  # one key; read before the list (its own slot)
         pipe.set(self.generation_key, secrets.token_hex(8), nx=True)
         pipe.get(self.generation_key)
-        pipe.smembers(self.index)
-        _, generation, members = await pipe.execute()
+        _, generation = await pipe.execute()
+        members = await self.redis.smembers(self.index)
         ids = sorted(replies.text(m) for m in members)
-        found = await self.redis.mget([self.key(i, "active") for i in ids]) if ids else []
+        pipe = self.redis.pipeline(transaction=False)  # one GET each: the keys are in different slots
+        for i in ids:
+            pipe.get(self.key(i, "active"))
+        found = await pipe.execute() if ids else []
         return (replies.raw(generation),
                 [(i, int(v)) for i, v in zip(ids, found, strict=True) if v is not None])
 

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
+
+from bot.store.clusterclient import is_cluster, send_plain, split_slot
 
 from ..changes import Change, ChangeSink
 
@@ -87,17 +90,22 @@ class KommoEcho:
         (then that webhook was the event: nothing is stored)."""
         if not changes:
             return
+        commands = self.sink.commands(changes)
+        if is_cluster(self.redis):  # a MULTI/EXEC spans one slot: the note's (the lead queue's)
+            outside, commands = split_slot(commands, expect_key(*noted) if noted else None)
+            if outside:  # the queues' recovery marks first: one without its events is harmless
+                await send_plain(self.redis, outside)
         async with self.redis.pipeline(transaction=True) as pipe:
             if noted is None:
-                for command in self.sink.commands(changes):
+                for command in commands:
                     pipe.execute_command(*command)
                 await pipe.execute()
-            elif not await self._emit_noted(pipe, changes, expect_key(*noted)):
+            elif not await self._emit_noted(pipe, commands, expect_key(*noted)):
                 log.info("kommo.webhook_first", extra={"lead": noted[0], "kind": noted[1]})
                 return
         self.sink.written(changes)
 
-    async def _emit_noted(self, pipe: Pipeline, changes: Sequence[Change], key: str) -> bool:
+    async def _emit_noted(self, pipe: Pipeline, commands: Sequence[Sequence[Any]], key: str) -> bool:
         while True:
             try:
                 await pipe.watch(key)
@@ -107,7 +115,7 @@ class KommoEcho:
                     await pipe.unwatch()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                     return False
                 pipe.multi()  # type: ignore[no-untyped-call]
-                for command in self.sink.commands(changes):
+                for command in commands:
                     pipe.execute_command(*command)
                 pipe.set(key, EMITTED + text[len(PENDING):], ex=ECHO_TTL, xx=True)
                 await pipe.execute()

@@ -1,0 +1,3 @@
+"""The embedded CRM (records, indexes, notes, flow commands) on the cluster."""
+
+from tests.crm_bridge.test_embedded_api import *  # noqa: F403 - the same test bodies, on the cluster

@@ -1,0 +1,20 @@
+"""Keys renamed for Redis Cluster are merged into their new names at start (bot/store/layout.py)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from bot.store import keys as k
+from bot.store.layout import rename_old_keys
+
+
+async def test_timers_of_the_old_layout_are_kept_under_the_new_keys(redis: Redis) -> None:
+    await redis.zadd("sb:timers:3", {"livechat:demo:a:t1": 100.0, "livechat:demo:b:t2": 50.0})
+    await redis.zadd(k.timer_shard_key(3), {"livechat:demo:b:t2": 70.0, "livechat:demo:c:t3": 10.0})
+    await redis.zadd("sb:timers:3:claimed", {"livechat:demo:d:t4": 5.0})
+    assert await rename_old_keys(redis, shards=16) == 2  # what every start on a single Redis runs
+    assert await rename_old_keys(redis, shards=16) == 0  # once: nothing left to merge
+    assert not await redis.exists("sb:timers:3", "sb:timers:3:claimed")
+    merged = {m.decode(): s for m, s in await redis.zrange(k.timer_shard_key(3), 0, -1, withscores=True)}
+    assert merged == {"livechat:demo:a:t1": 100.0, "livechat:demo:b:t2": 50.0, "livechat:demo:c:t3": 10.0}
+    assert await redis.zrange(k.timer_claimed_key(3), 0, -1, withscores=True) == [(b"livechat:demo:d:t4", 5.0)]
