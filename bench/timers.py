@@ -56,11 +56,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: This checkout's code, in this process and in the workers (not whatever ``bot`` is installed).
+from webhook_procs import Processes, cpu_seconds, machine_cpu, run_with_processes
+
+#: This checkout's code, in this process (``bot`` is imported lazily, below this) and in the
+#: workers: not whatever ``bot`` the environment has installed (another checkout's, maybe).
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from webhook_procs import Processes, cpu_seconds, machine_cpu, run_with_processes
 
 ACCOUNT = "demo"
 REMINDER = "Still there?"
@@ -244,7 +245,8 @@ async def one_run(redis: Any, procs: Processes, redis_url: str, redis_pid: int, 
     start = min(due.values())
     await until_due(start)
     stats0 = await redis_calls(redis)
-    cpu0, rcpu0, me0, (busy0, _) = cpu_seconds(worker.pid), cpu_seconds(redis_pid), cpu_seconds(os.getpid()), machine_cpu()
+    cpu0, rcpu0, me0 = cpu_seconds(worker.pid), cpu_seconds(redis_pid), cpu_seconds(os.getpid())
+    busy0 = machine_cpu()[0]
 
     async def done() -> bool:
         return await outstanding(redis, args.shards) == (0, 0)
@@ -279,6 +281,46 @@ async def redis_calls(redis: Any) -> int:
     """Commands Redis ran so far (``INFO commandstats``; a script's inner calls count too)."""
     stats = await redis.info("commandstats")
     return sum(int(v["calls"]) for name, v in stats.items() if name not in ("cmdstat_info", "cmdstat_zcard"))
+
+
+async def machinery_run(redis: Any, *, tag: str, args: argparse.Namespace, say: Any) -> dict[str, Any]:
+    """The timer path alone, in this process: the same number of timers claimed a poll ahead,
+    scheduled, "delivered" by a no-op and acknowledged; CPU per timer (what the loop adds to a fire)."""
+    from bot.runtime.timerloop import TimerLoop
+    from bot.store import keys as k
+    from bot.store.timers import DueTimer, TimerWheel
+
+    await redis.flushall()
+    start = time.time() + 1.0
+    pipe = redis.pipeline(transaction=False)
+    for i in range(args.timers):
+        cid = cid_of(tag, i)
+        pipe.zadd(k.timer_shard_key(k.shard_of(cid, args.shards)), {f"{cid}:t1": start + i / args.timers * 2.0})
+        if len(pipe) >= 4000:
+            await pipe.execute()
+            pipe = redis.pipeline(transaction=False)
+    await pipe.execute()
+    delivered = 0
+
+    async def deliver(timer: DueTimer) -> None:
+        nonlocal delivered
+        delivered += 1
+
+    wheel = TimerWheel(redis, shards=args.shards, worker=f"bench-{tag}")
+    loop = TimerLoop(wheel, deliver, poll=args.poll)
+    stop = asyncio.Event()
+    cpu0 = time.process_time()
+    task = asyncio.create_task(loop.run(stop))
+    async def settled() -> bool:
+        return delivered >= args.timers and not await wheel.claimed()
+
+    await wait_until(settled, 120, "the no-op deliveries")
+    cpu = time.process_time() - cpu0
+    stop.set()
+    await task
+    out = {"timers": args.timers, "cpu_us_per_timer": cpu / args.timers * 1e6}
+    say(f"  timer path alone (no-op delivery, in process) {tag}: {out['cpu_us_per_timer']:.0f} µs CPU per timer")
+    return out
 
 
 async def kill_run(redis: Any, procs: Processes, redis_url: str, tmp: Path, flows_dir: Path, template: Any,
@@ -384,11 +426,12 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
             template = await make_template(redis_url, tmp, flows_dir)
             runs = [await one_run(redis, procs, redis_url, redis_pid, tmp, flows_dir, template, f"r{i}", args, say)
                     for i in range(args.runs)]
+            machinery = [await machinery_run(redis, tag=f"m{i}", args=args, say=say) for i in range(args.runs)]
             kills = [await kill_run(redis, procs, redis_url, tmp, flows_dir, template, f"k{i}", args, say)
                      for i in range(args.runs if args.kill_timers else 0)]
         finally:
             await redis.aclose()
-        results: dict[str, Any] = {"settings": vars(args), "runs": runs, "kills": kills}
+        results: dict[str, Any] = {"settings": vars(args), "runs": runs, "machinery": machinery, "kills": kills}
         say(f"\n{args.runs} run(s) of {args.timers:,} timers due over {args.window:.0f} s, poll "
             f"{args.poll * 1000:.0f} ms (min / median / max):")
         for key, label in (("lost", "lost"), ("doubled", "doubled"), ("lateness_p50_s", "lateness p50 s"),
@@ -396,6 +439,7 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
                            ("worker_cpu_us_per_fire", "worker µs CPU / fire"),
                            ("redis_cmds_per_fire", "redis cmds / fire")):
             say(f"  {label:<24} {spread(runs, key)}")
+        say(f"  {'timer path alone µs/fire':<24} {spread(machinery, 'cpu_us_per_timer')} (no-op delivery, in process)")
         if kills:
             for key, label in (("held_at_kill", "claims held at kill"), ("taken_over_s", "claims taken over s"),
                                ("claims_fired_s", "those fired s"),

@@ -3,8 +3,9 @@
 Every ``poll`` seconds (counted from the previous round's start, so a busy round does not push
 the next one back) one round trip claims the timers due by the *next* round; each is fired at
 its due time by a timer of the event loop, so lateness is the event loop's, not the poll's.
-Deliveries run ``concurrency`` at a time (their Redis calls leave in shared writes), acks are
-gathered into one pipeline per event-loop pass, and no more than ``backlog`` claims are held
+Timers due within the same ``SLOT`` (10 ms) start together, so their pushes and saves leave in
+shared writes (for at most 10 ms of lateness). Deliveries run ``concurrency`` at a time, acks
+are gathered into one pipeline per event-loop pass, and no more than ``backlog`` claims are held
 at once (a worker behind leaves the rest to other workers). A heartbeat every third of
 ``dead_after`` keeps this worker's claims its own and takes over those of dead workers (see
 ``bot/store/timers.py`` for why that is exactly once).
@@ -23,6 +24,8 @@ from ..store.timers import DueTimer, TimerWheel
 log = logging.getLogger("salesbot.worker")
 
 Deliver = Callable[[DueTimer], Awaitable[None]]
+#: Timers due within one slot of this many seconds start together (one write for their pushes).
+SLOT = 0.01
 
 
 class TimerLoop:
@@ -36,7 +39,8 @@ class TimerLoop:
         self._sem = asyncio.Semaphore(concurrency)
         #: Timer ids claimed by this worker and not acknowledged (waiting for their due time or firing).
         self._held: set[str] = set()
-        self._waiting: dict[str, asyncio.TimerHandle] = {}
+        #: Slot (its end, on the event loop's clock) -> the timers that start then, and its handle.
+        self._slots: dict[int, tuple[list[DueTimer], asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._acks: list[DueTimer] = []
         self._ack_task: asyncio.Task[None] | None = None
@@ -57,6 +61,8 @@ class TimerLoop:
         deliver it, acknowledge it; how many were claimed. (Tests drive the worker with it.)"""
         due = await self.wheel.take_over() + await self.wheel.claim(time.time(), self.batch)
         due = [t for t in due if t.timer_id not in self._held]
+        if not due:
+            return 0
         results = await asyncio.gather(*(self._deliver(t) for t in due), return_exceptions=True)
         await self.wheel.ack([t for t, r in zip(due, results, strict=True) if r is True])
         return len(due)
@@ -107,19 +113,25 @@ class TimerLoop:
 
     def _schedule(self, timers: list[DueTimer]) -> None:
         loop = asyncio.get_running_loop()
-        now, at = time.time(), loop.time()
+        offset = loop.time() - time.time()  # wall clock -> the loop's clock
         for t in timers:
             if t.timer_id in self._held:
                 continue  # already firing here (offered again while its delivery runs)
             self._held.add(t.timer_id)
-            delay = 0.0 if t.due is None else t.due - now
-            if delay > 0:
-                self._waiting[t.timer_id] = loop.call_at(at + delay, self._start, t)
-            else:
+            if t.due is None or t.due <= time.time():
                 self._start(t)
+                continue
+            slot = int((t.due + offset) / SLOT) + 1
+            if slot in self._slots:
+                self._slots[slot][0].append(t)
+            else:
+                self._slots[slot] = ([t], loop.call_at(slot * SLOT, self._start_slot, slot))
+
+    def _start_slot(self, slot: int) -> None:
+        for timer in self._slots.pop(slot)[0]:
+            self._start(timer)
 
     def _start(self, timer: DueTimer) -> None:
-        self._waiting.pop(timer.timer_id, None)
         task = asyncio.get_running_loop().create_task(self._fire(timer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -151,9 +163,9 @@ class TimerLoop:
     async def _drain(self) -> None:
         """On stop: timers not started yet stay claimed (taken over once this worker is silent);
         deliveries under way finish and are acknowledged."""
-        for handle in self._waiting.values():
+        for _, handle in self._slots.values():
             handle.cancel()
-        self._waiting.clear()
+        self._slots.clear()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._ack_task is not None:
