@@ -219,8 +219,13 @@ class Config(_Frozen):
     flows_dir: Path = Path("flows")
     automations_dir: Path = Path("automations")  # *.json automation documents uploaded at start
     accounts: dict[str, AccountConfig] = Field(default_factory=dict)
-    timer_shards: int = 16
-    timer_poll_interval: float = 0.25
+    timer_shards: int = Field(16, ge=1)
+    timer_poll_interval: float = Field(0.25, gt=0)
+    #: A worker silent (no heartbeat, sent every third of it) this long is dead: another takes over
+    #: its timer claims. At least 1 s: an event loop busy for a moment must not look dead.
+    timer_worker_dead_after: float = Field(3.0, ge=1)
+    #: A timer claim not acknowledged this long after it fell due (a failed delivery) is offered again.
+    timer_claim_ttl: float = Field(30.0, ge=1)
     lock_ttl: float = 30.0
     conversation_ttl_days: int = 90
     transcript_max: int = 1000
@@ -263,6 +268,8 @@ _ENV_KEYS = {
     "SALESBOT_AUTOMATIONS_DIR": "automations_dir",
     "SALESBOT_TIMER_SHARDS": "timer_shards",
     "SALESBOT_TIMER_POLL_INTERVAL": "timer_poll_interval",
+    "SALESBOT_TIMER_WORKER_DEAD_AFTER": "timer_worker_dead_after",
+    "SALESBOT_TIMER_CLAIM_TTL": "timer_claim_ttl",
     "SALESBOT_LOCK_TTL": "lock_ttl",
     "SALESBOT_LOG_LEVEL": "log_level",
     "SALESBOT_EVENT_LOOP": "event_loop",

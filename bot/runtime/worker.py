@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -26,6 +25,7 @@ from .leads import LeadService, is_lead_queue
 from .metrics import Metrics
 from .queueloop import IdentityPending
 from .service import ConversationService
+from .timerloop import TimerLoop
 
 log = logging.getLogger("salesbot.worker")
 CONCURRENCY = 32
@@ -75,12 +75,14 @@ class Worker:
         self._receivers = tuple(receivers)
         self._stopping = False
         self._sem = asyncio.Semaphore(CONCURRENCY)
+        self.timer_loop = TimerLoop(services.timers, self._deliver_timer, poll=self.poll)
 
     def stop(self) -> None:
         self._stopping = True
+        self.timer_loop.stop()
 
     async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(self._loop(stop, self.fire_timers, self.poll, "timers"),
+        await asyncio.gather(self.timer_loop.run(stop),
                              self._loop(stop, self.recover, max(1.0, self.poll * 4), "recovery"),
                              self._loop(stop, self.s.outbox.run_once, min(self.poll, 0.1), "outbox"),
                              *self.crm_retries(stop), *self.apply_jobs(stop), *self.receivers(stop))
@@ -118,29 +120,20 @@ class Worker:
         return self.s.leads if is_lead_queue(cid) else self.s.conversations
 
     async def _deliver_timer(self, timer: DueTimer) -> None:
-        async with self._sem:
-            extra = {"due": timer.due} if timer.due is not None else None
-            event, dedupe_id = ev.TimerFired(timer.timer_id), f"timer:{timer.timer_id}"
-            queue = self._queue(timer.cid)
-            if isinstance(queue, LeadService):
-                fired = await queue.deliver_timer(timer.cid, event, dedupe_id=dedupe_id, entry_extra=extra)
-            else:
-                fired = not (await queue.deliver(timer.cid, event, dedupe_id=dedupe_id, entry_extra=extra)).duplicate
-            if fired:
-                self.s.metrics.timers_fired.inc()
+        """A due timer as a ``TimerFired`` event, deduplicated by its id (it may be offered twice)."""
+        extra = {"due": timer.due} if timer.due is not None else None
+        event, dedupe_id = ev.TimerFired(timer.timer_id), f"timer:{timer.timer_id}"
+        queue = self._queue(timer.cid)
+        if isinstance(queue, LeadService):
+            fired = await queue.deliver_timer(timer.cid, event, dedupe_id=dedupe_id, entry_extra=extra)
+        else:
+            fired = not (await queue.deliver(timer.cid, event, dedupe_id=dedupe_id, entry_extra=extra)).duplicate
+        if fired:
+            self.s.metrics.timers_fired.inc()
 
     async def fire_timers(self) -> int:
-        """Claim and deliver every due timer; returns how many were claimed."""
-        due = await self.s.timers.claim(time.time())
-        if not due:
-            return 0
-        results = await asyncio.gather(*(self._deliver_timer(t) for t in due), return_exceptions=True)
-        delivered = [t for t, r in zip(due, results, strict=True) if not isinstance(r, BaseException)]
-        for t, r in zip(due, results, strict=True):
-            if isinstance(r, BaseException):
-                log.error("timer.delivery_failed", extra={"timer": t.timer_id, "error": repr(r)})
-        await self.s.timers.ack(delivered)  # the failed ones come back when their claim expires
-        return len(due)
+        """One round: claim and deliver every due timer (and dead workers' claims); how many were claimed."""
+        return await self.timer_loop.fire_due()
 
     async def recover(self) -> int:
         """Process conversations whose events wait with no live processor (a crashed process).

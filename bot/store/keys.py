@@ -89,6 +89,16 @@ def renamed_timer_keys(shards: int) -> list[tuple[str, str]]:
         [(f"{PREFIX}:timers:{s}:claimed", timer_claimed_key(s)) for s in range(shards)]
 
 
+def timer_worker_claims_key(shard: int, worker: str) -> str:
+    """One worker's claims of a shard: in the shard's slot (the claim script moves timers between them)."""
+    return f"{timer_claimed_key(shard)}:{worker}"
+
+
+def timer_workers_key() -> str:
+    """The workers firing timers, scored by their last heartbeat (who is dead, whose claims to take)."""
+    return f"{PREFIX}:workers:timers"
+
+
 def pending_key(shard: int) -> str:
     return f"{PREFIX}:pending:{shard}"
 

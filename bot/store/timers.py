@@ -1,16 +1,28 @@
 """Durable timers: sorted sets in Redis, sharded, claimed atomically in batches by any worker.
 
 A timer is a member (its id, ``<conversation id>:t<n>``) of the shard of its conversation,
-scored by when it falls due. ``claim`` moves due timers to a *claimed* set with a lease in one
-script; the worker delivers each as a ``TimerFired`` event deduplicated by the timer id, then
-``ack``s it. A worker that dies after claiming leaves the claim to expire; the next ``claim``
-returns it again, and the dedupe makes sure it fires once. A timer whose step is no longer
-current is ignored by the interpreter. Long timers (days, a year) are just entries.
+scored by when it falls due. ``claim`` moves the timers due by a horizon (a worker claims up to
+one poll ahead and fires each at its due time) from the shard to *this worker's* claim set of
+the shard, still scored by their due time, in one script per shard; the worker delivers each as
+a ``TimerFired`` event deduplicated by the timer id, then ``ack``s it.
+
+Liveness, not a long lease, returns the claims of a worker that died: every worker stamps a
+registry (``heartbeat``) every second or so, and ``take_over`` moves the claim sets of a worker
+silent for ``dead_after`` seconds to the caller, who fires them (at their due time). Exactly once
+holds however early a claim comes back, even from a worker that was only paused: the delivery
+goes through the conversation's push, whose dedupe (``timer:<id>``) admits the event once, and
+the conversation's lock runs it once. A claim of a live worker that is still not acknowledged
+``claim_ttl`` after it fell due (its delivery failed) is offered to that worker again. A timer
+whose step is no longer current is ignored by the interpreter. Long timers are just entries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,56 +31,107 @@ from redis.asyncio import Redis
 from . import keys as k
 from .scripts import Lua, run_pipeline
 
+#: KEYS: the shard, this worker's claims of it, the shared claim set of versions before worker
+#: claim sets (leased: score = lease end). ARGV: now, horizon, limit, re-offer own claims due before.
 _CLAIM = """
-local now = tonumber(ARGV[1])
+local now, limit = ARGV[1], tonumber(ARGV[3])
 local out = {}
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[2])
-for j = 1, #stale, 2 do
-  redis.call('ZADD', KEYS[2], ARGV[3], stale[j])
-  out[#out + 1] = stale[j]; out[#out + 1] = '-1'
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4], 'LIMIT', 0, limit)
+for _, m in ipairs(stale) do
+  redis.call('ZADD', KEYS[2], now, m)
+  out[#out + 1] = m; out[#out + 1] = '-1'
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[2])
-for j = 1, #due, 2 do
-  redis.call('ZREM', KEYS[1], due[j])
-  redis.call('ZADD', KEYS[2], ARGV[3], due[j])
-  out[#out + 1] = due[j]; out[#out + 1] = due[j + 1]
+local legacy = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
+for _, m in ipairs(legacy) do
+  redis.call('ZREM', KEYS[3], m)
+  redis.call('ZADD', KEYS[2], now, m)
+  out[#out + 1] = m; out[#out + 1] = '-1'
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, limit)
+if #due > 0 then
+  local members, scored = {}, {}
+  for j = 1, #due, 2 do
+    members[#members + 1] = due[j]
+    scored[#scored + 1] = due[j + 1]; scored[#scored + 1] = due[j]
+    out[#out + 1] = due[j]; out[#out + 1] = due[j + 1]
+  end
+  redis.call('ZREM', KEYS[1], unpack(members))
+  redis.call('ZADD', KEYS[2], unpack(scored))
 end
 return out
+"""
+
+#: KEYS: a dead worker's claims of a shard, the caller's claims of it. Moves them, due times kept.
+_TAKE_OVER = """
+local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for j = 1, #rows, 2 do redis.call('ZADD', KEYS[2], rows[j + 1], rows[j]) end
+redis.call('DEL', KEYS[1])
+return rows
+"""
+
+#: Forget a worker in the registry only if it did not beat again meanwhile (it was only paused).
+_FORGET_WORKER = """
+local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if beat and tonumber(beat) <= tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
 """
 
 
 @dataclass(frozen=True, slots=True)
 class DueTimer:
     timer_id: str
-    due: float | None  # None for a claim that expired and is retried
+    due: float | None  # None for a claim offered again (its delivery failed, or an old version's)
 
     @property
     def cid(self) -> str:
         return self.timer_id.rsplit(":", 1)[0]
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class TimerWheel:
-    def __init__(self, redis: Redis, *, shards: int = 16, lease: float = 30.0) -> None:
+    def __init__(self, redis: Redis, *, shards: int = 16, claim_ttl: float = 30.0, dead_after: float = 3.0,
+                 worker: str | None = None, clock: Any = time.time) -> None:
         self.redis = redis
         self.shards = shards
-        self.lease = lease
+        #: A claim still not acknowledged this long after it fell due is offered to its worker again.
+        self.claim_ttl = claim_ttl
+        #: A worker silent this long is dead: its claims are taken over.
+        self.dead_after = dead_after
+        #: This process's name in the registry and in its claim sets' keys (host and pid: for people).
+        self.worker = worker or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.clock = clock
         self._claim = Lua(redis, _CLAIM)
+        self._take_over = Lua(redis, _TAKE_OVER)
+        self._forget = Lua(redis, _FORGET_WORKER)
 
-    async def claim(self, now: float, batch: int = 100) -> list[DueTimer]:
-        """Every due timer of every shard (up to ``batch`` each), in one round trip."""
+    def _claims_key(self, shard: int, worker: str | None = None) -> str:
+        return k.timer_worker_claims_key(shard, worker or self.worker)
+
+    async def claim(self, now: float, batch: int = 100, *, horizon: float | None = None) -> list[DueTimer]:
+        """Every timer of every shard due by ``horizon`` (default ``now``; up to ``batch`` a shard),
+        in one round trip; the registry is stamped first, so no claim exists of an unknown worker."""
+        until = now if horizon is None else horizon
+
         def build(pipe: Any) -> None:
+            pipe.zadd(k.timer_workers_key(), {self.worker: now})
             for shard in range(self.shards):
-                self._claim.queue(pipe, [k.timer_shard_key(shard), k.timer_claimed_key(shard)],
-                                  [now, batch, now + self.lease])
+                self._claim.queue(pipe, [k.timer_shard_key(shard), self._claims_key(shard),
+                                         k.timer_claimed_key(shard)],
+                                  [now, until, batch, now - self.claim_ttl])
 
-        out: list[DueTimer] = []
-        for reply in await run_pipeline(self.redis, build, [self._claim]):
-            for j in range(0, len(reply), 2):
-                tid = reply[j].decode() if isinstance(reply[j], bytes) else str(reply[j])
-                due = float(reply[j + 1])
-                out.append(DueTimer(tid, None if due < 0 else due))
+        replies = await run_pipeline(self.redis, build, [self._claim])
+        out = [t for reply in replies[1:] for t in self._timers(reply)]
         out.sort(key=lambda t: t.due if t.due is not None else 0.0)
         return out
+
+    @staticmethod
+    def _timers(reply: Sequence[Any]) -> Iterable[DueTimer]:
+        for j in range(0, len(reply), 2):
+            due = float(reply[j + 1])
+            yield DueTimer(_text(reply[j]), None if due < 0 else due)
 
     async def ack(self, timers: Sequence[DueTimer]) -> None:
         if not timers:
@@ -78,13 +141,45 @@ class TimerWheel:
             by_shard.setdefault(k.shard_of(t.cid, self.shards), []).append(t.timer_id)
         pipe = self.redis.pipeline(transaction=False)
         for shard, ids in by_shard.items():
-            pipe.zrem(k.timer_claimed_key(shard), *ids)
+            pipe.zrem(self._claims_key(shard), *ids)
         await pipe.execute()
+
+    async def heartbeat(self) -> None:
+        """This worker is alive (``dead_after`` without one and its claims are taken over)."""
+        await self.redis.zadd(k.timer_workers_key(), {self.worker: self.clock()})
+
+    async def take_over(self) -> list[DueTimer]:
+        """The claims of every dead worker, moved to this one (with their due times)."""
+        cutoff = self.clock() - self.dead_after
+        dead = [_text(w) for w in await self.redis.zrangebyscore(k.timer_workers_key(), "-inf", cutoff)]
+        out: list[DueTimer] = []
+        for worker in dead:
+            if worker == self.worker:
+                continue  # paused past dead_after itself: its claims are still its own
+            def build(pipe: Any, dead_worker: str = worker) -> None:
+                for shard in range(self.shards):
+                    self._take_over.queue(pipe, [self._claims_key(shard, dead_worker), self._claims_key(shard)], [])
+
+            replies = await run_pipeline(self.redis, build, [self._take_over])
+            out += [t for reply in replies for t in self._timers(reply)]
+            await self._forget([k.timer_workers_key()], [worker, cutoff])
+        out.sort(key=lambda t: t.due if t.due is not None else 0.0)
+        return out
 
     async def pending(self) -> int:
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.shards):
             pipe.zcard(k.timer_shard_key(shard))
+        return sum(await pipe.execute())
+
+    async def claimed(self) -> int:
+        """Claims not acknowledged yet, of every worker in the registry (and of old versions)."""
+        workers = [_text(w) for w in await self.redis.zrange(k.timer_workers_key(), 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.shards):
+            pipe.zcard(k.timer_claimed_key(shard))
+            for worker in workers:
+                pipe.zcard(self._claims_key(shard, worker))
         return sum(await pipe.execute())
 
     async def due_at(self, timer_id: str) -> float | None:

@@ -123,7 +123,7 @@ async def test_a_delay_delivered_by_a_process_that_died_before_its_ack_acts_once
     assert svc.directory is not None
     await svc.directory.update_lead(lead, {"stage": "Contacted"})
     await svc.leads.idle()
-    svc.timers.lease = 0.3  # a claim not acknowledged comes back this soon
+    svc.timers.claim_ttl = 0.3  # a claim not acknowledged comes back this soon after it fell due
     worker = Worker(svc)
     original = svc.timers.ack
 

@@ -1,4 +1,5 @@
-"""The timer wheel against a real Redis: claimed once, re-offered after a crash, long timers."""
+"""The timer wheel against a real Redis: claimed once, ahead of time, taken over from a dead
+worker (and only a dead one), re-offered after a failed delivery, long timers."""
 
 from __future__ import annotations
 
@@ -8,36 +9,103 @@ from bot.store import keys as k
 from bot.store.timers import TimerWheel
 
 
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def _schedule(redis: Redis, wheel: TimerWheel, timer_id: str, at: float) -> None:
     cid = timer_id.rsplit(":", 1)[0]
     await redis.zadd(k.timer_shard_key(k.shard_of(cid, wheel.shards)), {timer_id: at})
 
 
 async def test_due_timers_are_claimed_once_in_due_order(redis: Redis) -> None:
-    wheel = TimerWheel(redis, shards=4, lease=30)
+    wheel, other = TimerWheel(redis, shards=4, worker="a"), TimerWheel(redis, shards=4, worker="b")
     await _schedule(redis, wheel, "a:x:t2", 1002.0)
     await _schedule(redis, wheel, "b:y:t1", 1001.0)
     await _schedule(redis, wheel, "c:z:t9", 5000.0)
     first = await wheel.claim(now=1500.0)
     assert [(t.timer_id, t.due) for t in first] == [("b:y:t1", 1001.0), ("a:x:t2", 1002.0)]
-    assert await wheel.claim(now=1500.0) == []  # a second worker gets nothing
+    assert await other.claim(now=1500.0) == []  # a second worker gets nothing
+    assert await wheel.claimed() == 2
     await wheel.ack(first)
-    assert await wheel.claim(now=1600.0) == []
+    assert await wheel.claimed() == 0
+    assert await wheel.claim(now=1510.0) == []
     assert await wheel.pending() == 1  # the 5000 s one still waits
 
 
-async def test_a_claim_never_acknowledged_is_offered_again_after_its_lease(redis: Redis) -> None:
-    wheel = TimerWheel(redis, shards=2, lease=10)
+async def test_a_worker_claims_up_to_its_horizon_and_keeps_the_due_times(redis: Redis) -> None:
+    wheel = TimerWheel(redis, shards=2, worker="a")
+    await _schedule(redis, wheel, "a:x:t1", 100.1)
+    await _schedule(redis, wheel, "a:y:t1", 100.3)
+    ahead = await wheel.claim(now=100.0, horizon=100.25)
+    assert [(t.timer_id, t.due) for t in ahead] == [("a:x:t1", 100.1)]  # fired at 100.1 by the loop
+    assert await wheel.pending() == 1
+
+
+async def test_a_dead_workers_claims_are_taken_over_with_their_due_times(redis: Redis) -> None:
+    clock = Clock(1000.0)
+    dead = TimerWheel(redis, shards=4, worker="dead", dead_after=3, clock=clock)
+    alive = TimerWheel(redis, shards=4, worker="alive", dead_after=3, clock=clock)
+    for i in range(6):
+        await _schedule(redis, dead, f"c{i}:x:t1", 1000.0 + i)
+    held = await dead.claim(now=1000.0, horizon=1010.0)  # "dead" claims all six, then says nothing more
+    assert len(held) == 6
+    await alive.heartbeat()
+    clock.now = 1002.9
+    assert await alive.take_over() == []  # not silent for dead_after yet
+    clock.now = 1003.1
+    await alive.heartbeat()
+    taken = await alive.take_over()
+    assert sorted((t.timer_id, t.due) for t in taken) == sorted((t.timer_id, t.due) for t in held)
+    assert await alive.take_over() == []  # moved once: nobody else gets them again
+    assert await redis.zrange(k.timer_workers_key(), 0, -1) == [b"alive"]  # the dead one is forgotten
+    await alive.ack(taken)
+    assert await alive.claimed() == 0
+
+
+async def test_a_worker_that_beats_again_is_not_forgotten(redis: Redis) -> None:
+    clock = Clock(1000.0)
+    paused = TimerWheel(redis, shards=2, worker="paused", dead_after=3, clock=clock)
+    other = TimerWheel(redis, shards=2, worker="other", dead_after=3, clock=clock)
+    await _schedule(redis, paused, "a:x:t1", 1000.0)
+    await paused.claim(now=1000.0)
+    clock.now = 1005.0
+    assert len(await other.take_over()) == 1  # silent past dead_after: its claim moves
+    await _schedule(redis, paused, "b:x:t1", 1005.0)
+    await paused.claim(now=1005.0)  # back (a claim stamps the registry first): its new claim is its own
+    assert await other.take_over() == []
+    assert b"paused" in await redis.zrange(k.timer_workers_key(), 0, -1)
+
+
+async def test_a_claim_never_acknowledged_is_offered_again_to_its_live_worker(redis: Redis) -> None:
+    wheel = TimerWheel(redis, shards=2, claim_ttl=10, worker="a")
     await _schedule(redis, wheel, "a:x:t1", 100.0)
     claimed = await wheel.claim(now=100.0)
     assert [t.timer_id for t in claimed] == ["a:x:t1"]
-    # The worker died before ack: within the lease nobody else takes it ...
+    # The delivery failed: within the claim's TTL it is not offered again ...
     assert await wheel.claim(now=105.0) == []
-    # ... after the lease it comes back (marked as a retry), and the dedupe in the store makes it fire once.
+    # ... after it, it comes back (marked as a retry), and the dedupe in the store makes it fire once.
     again = await wheel.claim(now=111.0)
     assert [(t.timer_id, t.due) for t in again] == [("a:x:t1", None)]
+    assert await wheel.claim(now=115.0) == []  # not again before another TTL
     await wheel.ack(again)
     assert await wheel.claim(now=500.0) == []
+
+
+async def test_claims_of_the_shared_leased_set_of_older_versions_are_offered_when_their_lease_ends(
+        redis: Redis) -> None:
+    wheel = TimerWheel(redis, shards=1, worker="a")
+    await redis.zadd(k.timer_claimed_key(0), {"a:x:t1": 130.0})  # leased until 130 by an old worker
+    assert await wheel.claim(now=120.0) == []
+    again = await wheel.claim(now=130.0)
+    assert [(t.timer_id, t.due) for t in again] == [("a:x:t1", None)]
+    assert await redis.zcard(k.timer_claimed_key(0)) == 0
+    await wheel.ack(again)
+    assert await wheel.claimed() == 0
 
 
 async def test_a_year_long_timer_is_just_an_entry(redis: Redis) -> None:

@@ -1,0 +1,172 @@
+"""The worker's timer loop: claims a poll ahead, fires each timer at its due time, beats for liveness.
+
+Every ``poll`` seconds (counted from the previous round's start, so a busy round does not push
+the next one back) one round trip claims the timers due by the *next* round; each is fired at
+its due time by a timer of the event loop, so lateness is the event loop's, not the poll's.
+Timers due within the same ``SLOT`` (10 ms) start together, so their pushes and saves leave in
+shared writes (for at most 10 ms of lateness). Deliveries run ``concurrency`` at a time, acks
+are gathered into one pipeline per event-loop pass, and no more than ``backlog`` claims are held
+at once (a worker behind leaves the rest to other workers). A heartbeat every third of
+``dead_after`` keeps this worker's claims its own and takes over those of dead workers (see
+``bot/store/timers.py`` for why that is exactly once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from ..store.timers import DueTimer, TimerWheel
+
+log = logging.getLogger("salesbot.worker")
+
+Deliver = Callable[[DueTimer], Awaitable[None]]
+#: Timers due within one slot of this many seconds start together (one write for their pushes).
+SLOT = 0.01
+
+
+class TimerLoop:
+    def __init__(self, wheel: TimerWheel, deliver: Deliver, *, poll: float, concurrency: int = 128,
+                 batch: int = 100, backlog: int = 4000) -> None:
+        self.wheel = wheel
+        self.deliver = deliver
+        self.poll = poll
+        self.batch = batch
+        self.backlog = backlog
+        self._sem = asyncio.Semaphore(concurrency)
+        #: Timer ids claimed by this worker and not acknowledged (waiting for their due time or firing).
+        self._held: set[str] = set()
+        #: Slot (its end, on the event loop's clock) -> the timers that start then, and its handle.
+        self._slots: dict[int, tuple[list[DueTimer], asyncio.TimerHandle]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._acks: list[DueTimer] = []
+        self._ack_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Stop claiming (the loops end at their next round; ``stop`` the event to end them now)."""
+        self._stopping = True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await asyncio.gather(self._claims(stop), self._heartbeats(stop))
+        finally:
+            await self._drain()
+
+    async def fire_due(self) -> int:
+        """One round without looking ahead: claim what is due (and what dead workers held),
+        deliver it, acknowledge it; how many were claimed. (Tests drive the worker with it.)"""
+        due = await self.wheel.take_over() + await self.wheel.claim(time.time(), self.batch)
+        due = [t for t in due if t.timer_id not in self._held]
+        if not due:
+            return 0
+        results = await asyncio.gather(*(self._deliver(t) for t in due), return_exceptions=True)
+        await self.wheel.ack([t for t, r in zip(due, results, strict=True) if r is True])
+        return len(due)
+
+    async def _deliver(self, timer: DueTimer) -> bool:
+        async with self._sem:
+            try:
+                await self.deliver(timer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # its claim comes back ``claim_ttl`` after it fell due
+                log.error("timer.delivery_failed", extra={"timer": timer.timer_id, "error": repr(exc)})
+                return False
+            return True
+
+    async def _claims(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        tick = loop.time()
+        while not stop.is_set() and not self._stopping:
+            try:
+                room = self.backlog - len(self._held)
+                if room > 0:
+                    now = time.time()
+                    self._schedule(await self.wheel.claim(now, min(self.batch, room), horizon=now + self.poll))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker.timers_failed")
+            tick = max(tick + self.poll, loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, tick - loop.time()))
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        every = self.wheel.dead_after / 3
+        while not stop.is_set() and not self._stopping:
+            try:
+                await self.wheel.heartbeat()
+                taken = await self.wheel.take_over()
+                if taken:
+                    log.warning("timer.claims_taken_over", extra={"count": len(taken)})
+                    self._schedule(taken)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker.timer_heartbeat_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+
+    def _schedule(self, timers: list[DueTimer]) -> None:
+        loop = asyncio.get_running_loop()
+        offset = loop.time() - time.time()  # wall clock -> the loop's clock
+        for t in timers:
+            if t.timer_id in self._held:
+                continue  # already firing here (offered again while its delivery runs)
+            self._held.add(t.timer_id)
+            if t.due is None or t.due <= time.time():
+                self._start(t)
+                continue
+            slot = int((t.due + offset) / SLOT) + 1
+            if slot in self._slots:
+                self._slots[slot][0].append(t)
+            else:
+                self._slots[slot] = ([t], loop.call_at(slot * SLOT, self._start_slot, slot))
+
+    def _start_slot(self, slot: int) -> None:
+        for timer in self._slots.pop(slot)[0]:
+            self._start(timer)
+
+    def _start(self, timer: DueTimer) -> None:
+        task = asyncio.get_running_loop().create_task(self._fire(timer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fire(self, timer: DueTimer) -> None:
+        try:
+            if await self._deliver(timer):
+                self._acks.append(timer)
+                if self._ack_task is None:
+                    self._ack_task = asyncio.get_running_loop().create_task(self._flush_acks())
+        finally:
+            self._held.discard(timer.timer_id)
+
+    async def _flush_acks(self) -> None:
+        """Acknowledge what fired, in one pipeline for every delivery finished meanwhile."""
+        try:
+            while self._acks:
+                await asyncio.sleep(0)  # let the deliveries finishing in this pass join
+                acks, self._acks = self._acks, []
+                try:
+                    await self.wheel.ack(acks)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # not acknowledged: offered again later, and the dedupe drops it
+                    log.exception("worker.timer_ack_failed")
+        finally:
+            self._ack_task = None
+
+    async def _drain(self) -> None:
+        """On stop: timers not started yet stay claimed (taken over once this worker is silent);
+        deliveries under way finish and are acknowledged."""
+        for _, handle in self._slots.values():
+            handle.cancel()
+        self._slots.clear()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._ack_task is not None:
+            await asyncio.gather(self._ack_task, return_exceptions=True)

@@ -1,0 +1,106 @@
+"""The worker's timer loop over a few thousand real conversation timers: two live workers and
+one that claimed a share and died; every timer fires exactly once, nothing stays claimed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.config import ConfigError, load_config
+from bot.engine import events as ev
+from bot.runtime.timerloop import TimerLoop
+from bot.runtime.worker import Worker
+from bot.server.services import open_services
+from bot.store import codec
+from bot.store import keys as k
+from bot.store.timers import TimerWheel
+from tests.server.conftest import make_config
+from tests.waiting import wait_for
+
+REMINDER = "Still there?"
+FLOW = {
+    "format": "salesbot.flow/1", "id": "nudge", "name": "Asks, then reminds once",
+    "start": "ask",
+    "steps": {
+        "ask": {"type": "message", "text": "Anything else?", "buttons": [{"title": "No", "next": "bye"}],
+                "other_answer": "bye", "no_answer": {"after": "2s", "next": "remind"}},
+        "remind": {"type": "message", "text": REMINDER},
+        "bye": {"type": "message", "text": "Bye!"},
+    },
+}
+CHATS = 2000
+
+
+async def _reminders(redis: Redis, cids: list[str]) -> list[int]:
+    """How many reminders each conversation's transcript holds."""
+    pipe = redis.pipeline(transaction=False)
+    for cid in cids:
+        pipe.xrange(k.ConversationKey(cid).log, "-", "+")
+    rows: list[Any] = await pipe.execute()
+    return [sum(codec.unpack(f[b"d"]).get("text") == REMINDER for _, f in r) for r in rows]
+
+
+async def test_thousands_of_timers_fire_once_each_across_workers_one_of_which_died(
+        tmp_path: Path, redis: Redis, redis_url: str) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "nudge.json").write_text(json.dumps(FLOW))
+    cids = [f"livechat:demo:loop-{i:05d}" for i in range(CHATS)]
+    async with open_services(make_config(redis_url, flows), start_hub=False) as svc:  # type: ignore[arg-type]
+        for i in range(0, CHATS, 200):  # each waits with a 2 s no-answer timer
+            await asyncio.gather(*(svc.conversations.deliver(cid, ev.InboundMessage(text="hi", greeting="nudge"),
+                                                             meta={"channel": "livechat", "account": "demo"})
+                                   for cid in cids[i:i + 200]))
+        assert await svc.timers.pending() == CHATS
+        # A worker claims a share a minute ahead, then dies before firing any of it.
+        dead = TimerWheel(redis, shards=svc.config.timer_shards, worker="dead")
+        held = await dead.claim(await _now(redis), 40, horizon=await _now(redis) + 60)
+        assert held
+        deliver = Worker(svc)._deliver_timer
+        loops = [TimerLoop(TimerWheel(redis, shards=svc.config.timer_shards, worker=f"live{n}", dead_after=1.0),
+                           deliver, poll=0.05) for n in (1, 2)]
+        stop = asyncio.Event()
+        running = [asyncio.create_task(loop.run(stop)) for loop in loops]
+        try:
+            async def fired() -> bool:
+                return min(await _reminders(redis, cids)) >= 1
+
+            await wait_for(fired, 120, interval=0.2, what="every timer to fire")
+
+            async def settled() -> bool:  # nothing pending, nothing claimed (the dead one's claims too)
+                return await svc.timers.pending() == 0 and await loops[0].wheel.claimed() == 0
+
+            await wait_for(settled, 30, what="every claim to be acknowledged")
+        finally:
+            stop.set()
+            await asyncio.gather(*running)
+        counts = await _reminders(redis, cids)
+        assert counts == [1] * CHATS  # none lost, none doubled
+        workers = {w.decode() for w in await redis.zrange(k.timer_workers_key(), 0, -1)}
+        assert "dead" not in workers and {"live1", "live2"} <= workers
+
+
+async def _now(redis: Redis) -> float:
+    seconds, micros = await redis.time()
+    return float(seconds) + micros / 1e6
+
+
+@pytest.mark.parametrize(("settings", "problem"), [
+    ({"timer_worker_dead_after": 0.5}, "timer_worker_dead_after"),
+    ({"timer_claim_ttl": 0}, "timer_claim_ttl"),
+    ({"timer_poll_interval": 0}, "timer_poll_interval"),
+    ({"timer_shards": 0}, "timer_shards"),
+])
+def test_timer_settings_are_validated(settings: dict[str, float], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_config(env={}, overrides=settings)
+
+
+def test_timer_settings_come_from_the_environment() -> None:
+    config = load_config(env={"SALESBOT_TIMER_WORKER_DEAD_AFTER": "5", "SALESBOT_TIMER_CLAIM_TTL": "120"})
+    assert (config.timer_worker_dead_after, config.timer_claim_ttl) == (5.0, 120.0)
