@@ -175,7 +175,6 @@ async def check(redis: Any, due: dict[str, float]) -> dict[str, Any]:
     """Read every transcript back: fired once, lost, doubled, and the lateness of each fire."""
     from bot.store import codec
     from bot.store import keys as k
-    from bot.store.replies import stream_payloads
 
     lost = doubled = fired = 0
     late: list[float] = []
@@ -184,9 +183,9 @@ async def check(redis: Any, due: dict[str, float]) -> dict[str, Any]:
         chunk = cids[i:i + 2000]
         pipe = redis.pipeline(transaction=False)
         for cid in chunk:
-            pipe.xrange(k.ConversationKey(cid).log, "-", "+")
+            pipe.lrange(k.ConversationKey(cid).transcript, 0, -1)
         for cid, rows in zip(chunk, await pipe.execute(), strict=True):
-            hits = [e for _, raw in stream_payloads(rows) if (e := codec.unpack(raw)).get("text") == REMINDER]
+            hits = [e for raw in rows if (e := codec.unpack(raw)).get("text") == REMINDER]
             if not hits:
                 lost += 1
                 continue

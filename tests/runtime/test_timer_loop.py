@@ -40,9 +40,9 @@ async def _reminders(redis: Redis, cids: list[str]) -> list[int]:
     """How many reminders each conversation's transcript holds."""
     pipe = redis.pipeline(transaction=False)
     for cid in cids:
-        pipe.xrange(k.ConversationKey(cid).log, "-", "+")
+        pipe.lrange(k.ConversationKey(cid).transcript, 0, -1)
     rows: list[Any] = await pipe.execute()
-    return [sum(codec.unpack(f[b"d"]).get("text") == REMINDER for _, f in r) for r in rows]
+    return [sum(codec.unpack(raw).get("text") == REMINDER for raw in r) for r in rows]
 
 
 async def test_thousands_of_timers_fire_once_each_across_workers_one_of_which_died(

@@ -45,8 +45,8 @@ async def _worker_claims(redis: Redis, pid: int) -> set[bytes]:
 
 
 async def _reminders(redis: Redis, cid: str) -> list[dict[str, Any]]:
-    rows = await redis.xrange(k.ConversationKey(cid).log, "-", "+")
-    entries = [codec.unpack(fields[b"d"]) for _, fields in rows]
+    rows = await redis.lrange(k.ConversationKey(cid).transcript, 0, -1)
+    entries = [codec.unpack(raw) for raw in rows]
     return [e for e in entries if e.get("text") == REMINDER]
 
 
