@@ -1,7 +1,9 @@
 """Conversation state: what the store keeps per conversation, in msgpack-friendly shapes.
 
 ``ConversationState.to_dict``/``from_dict`` are the only (de)serialisation; the interpreter
-works on a ``clone`` so the state it was given is never changed (the core stays pure).
+works on a ``clone`` so the state it was given is never changed (the core stays pure). A clone
+copies what a turn writes in place (the run, its variables, callers' variables) and shares
+the rest: a ``Wait`` is copied on write.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from jinja2 import Undefined
 from ..builder.expressions import MISSING
 
 RUN_STATUSES = ("running", "waiting", "finished", "stopped", "failed")
-_INT64 = (-(2**63), 2**64 - 1)
+INT64 = (-(2**63), 2**64 - 1)  # what msgpack packs as an integer
 
 
 def plain(value: Any) -> Any:
@@ -30,7 +32,7 @@ def plain(value: Any) -> Any:
     if value is None or t is str or t is float or t is bool:
         return value
     if t is int or isinstance(value, int):
-        return value if _INT64[0] <= value <= _INT64[1] else str(value)
+        return value if INT64[0] <= value <= INT64[1] else str(value)
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset, range)):
@@ -123,7 +125,9 @@ class Run:
         r = object.__new__(Run)
         r.id, r.bot, r.version, r.step, r.status = self.id, self.bot, self.version, self.step, self.status
         r.vars, r.json, r.last_validation_result = dict(self.vars), self.json, self.last_validation_result
-        r.wait = None if self.wait is None else self.wait.clone()
+        # The wait is shared, not copied: most events end it (resume) rather than change it; the
+        # few handlers that change one in place take their own copy first (``TurnContext.own_wait``).
+        r.wait = self.wait
         r.action_index, r.error = self.action_index, self.error
         # Each frame gets its own vars: returning from a call writes the callee's vars into them.
         r.callers = [Frame(f.bot, f.version, f.next, dict(f.vars), f.json, f.last_validation_result)

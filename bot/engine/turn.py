@@ -50,7 +50,7 @@ class TurnContext:
         # The template context, built on first use; hot paths read ``cached_context or context()``.
         self.cached_context: dict[str, Any] | None = None
         run = state.run
-        if run is not None and run.active:
+        if run is not None and (run.status == "running" or run.status == "waiting"):  # run.active, inline
             self.flow = flows.get(run.bot, run.version)
 
     # ------------------------------------------------------------------ context
@@ -133,6 +133,17 @@ class TurnContext:
             self.effects.append(fx.CancelTimer(timer_id))
         run.wait = None
 
+    def own_wait(self) -> Wait:
+        """The run's wait, copied into this turn's state to be changed in place.
+
+        ``ConversationState.clone`` shares the wait with the state ``advance`` was given (most
+        events end a wait rather than change it): whoever changes one takes a copy first.
+        """
+        run = self.run
+        assert run.wait is not None
+        run.wait = wait = run.wait.clone()
+        return wait
+
     def fail_run(self, reason: str) -> None:
         run = self.run
         self.end_wait()
@@ -144,7 +155,9 @@ class TurnContext:
     def wait(self, kind: str, step: c.CStep, *, timers: dict[str, str] | None = None, on: tuple[str, ...] = (),
              token: str | None = None, request: str | None = None,
              until: float | None = None) -> Literal[Waiting.WAIT]:
-        self.run.wait = Wait(kind, step.id, {} if timers is None else timers, on, token, request, until)
+        run = self.state.run
+        assert run is not None
+        run.wait = Wait(kind, step.id, {} if timers is None else timers, on, token, request, until)
         return WAIT
 
     def set_timer(self, wait_timers: dict[str, str], seconds: float, purpose: str) -> float:
@@ -174,11 +187,13 @@ class TurnContext:
                 chat["status"] = status  # this turn's own dict
 
     def send(self, msg: fx.SendMessage) -> None:
+        # messages.message does the same inline
         self.effects.append(msg)
         if msg.marks_answered and self.state.chat_status == "unanswered":
             self.set_chat_status("answered")
 
     def message_ref(self, step: c.CStep) -> str:
+        # messages.message does the same inline
         state = self.state
         run = state.run
         assert run is not None
