@@ -74,9 +74,10 @@ class _Turn(TurnContext):
         }
         if st.origin is None:
             st.origin = e.kind if e.kind in ("comment", "referral") else "message"
-        if st.chat_status != "unanswered":
-            self.set_chat_status("unanswered")
-        self.invalidate()
+        if st.chat_status != "unanswered":  # self.set_chat_status, inline (the context is not built yet)
+            st.chat_status = "unanswered"
+            self.effects.append(fx.ChatStatus("unanswered"))
+        self.cached_context = None
         if st.owner != "bot":
             return  # a person has the conversation: the bot neither starts nor answers
         run = st.run
@@ -316,6 +317,8 @@ class _Turn(TurnContext):
     def after_step(self, target: Target) -> None:
         """Run steps from ``target`` until the run waits or ends."""
         state = self.state
+        run = state.run  # the same object throughout: steps change it, none replaces it
+        assert run is not None
         handlers = _STEP_HANDLERS
         while target is not WAIT:
             if target is None:
@@ -336,13 +339,10 @@ class _Turn(TurnContext):
                 self.fail_run(f"step budget of {flow.step_budget} exhausted at step {target!r}")
                 return
             state.turn_steps = count + 1
-            run = state.run
-            assert run is not None
             run.step = target
             run.action_index = 0
             target = handlers[step.__class__](self, step)
-        run = state.run
-        if run is not None and run.status != "failed":
+        if run.status != "failed":
             run.status = "waiting"
 
     def finish_run(self, status: str = "finished") -> str | None:
