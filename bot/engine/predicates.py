@@ -224,8 +224,12 @@ def _compile_leaf(p: CLeaf) -> Test:
     # would (NaN included: it orders as equal, so ``gte``/``lte`` hold); the rest as ``_compare``.
     fast = _NUMBER_ORDER[op]
 
+    first, second = path if len(path) == 2 else ("", "")
+
     def numeric(context: Mapping[str, Any]) -> bool:
-        actual = lookup(context, path)
+        # lookup(context, path), with ``vars.n`` in plain dicts inline
+        obj = context.get(first, _MISSING) if second and type(context) is dict else None
+        actual = obj.get(second) if type(obj) is dict else lookup(context, path)
         if type(actual) is int or type(actual) is float:
             return fast(actual, expected)
         order = _compare(actual, expected)

@@ -18,7 +18,7 @@ from jinja2 import Undefined
 from ..builder.expressions import MISSING
 
 RUN_STATUSES = ("running", "waiting", "finished", "stopped", "failed")
-INT64 = (-(2**63), 2**64 - 1)  # what msgpack packs as an integer
+_INT64 = (-(2**63), 2**64 - 1)
 
 
 def plain(value: Any) -> Any:
@@ -32,7 +32,7 @@ def plain(value: Any) -> Any:
     if value is None or t is str or t is float or t is bool:
         return value
     if t is int or isinstance(value, int):
-        return value if INT64[0] <= value <= INT64[1] else str(value)
+        return value if _INT64[0] <= value <= _INT64[1] else str(value)
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset, range)):
@@ -179,7 +179,7 @@ class ConversationState:
         c = object.__new__(ConversationState)
         c.id, c.channel, c.account, c.origin = self.id, self.channel, self.account, self.origin
         c.owner, c.owner_user, c.chat_status = self.owner, self.owner_user, self.chat_status
-        c.run = None if self.run is None else self.run.clone()
+        c.run = None if self.run is None else self.run.clone()  # the run changes in place: copied
         c.last_message, c.seq, c.turn_steps = self.last_message, self.seq, self.turn_steps
         c.crm = self.crm
         return c

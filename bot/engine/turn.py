@@ -35,14 +35,13 @@ Target: TypeAlias = str | Literal[Waiting.WAIT] | None
 class TurnContext:
     """The work of one ``advance`` call that step handlers see; the loop subclasses it."""
 
-    __slots__ = ("cached_context", "effects", "epoch", "flow", "flows", "new_turn", "now", "snapshot", "state")
+    __slots__ = ("cached_context", "effects", "flow", "flows", "new_turn", "now", "snapshot", "state")
 
     def __init__(self, flows: FlowSource, state: ConversationState, now: datetime,
                  snapshot: Mapping[str, Any]) -> None:
         self.flows = flows
         self.state = state
         self.now = now
-        self.epoch = now.timestamp()
         self.snapshot = snapshot
         self.effects: list[fx.Effect] = []
         self.new_turn = False
@@ -54,6 +53,11 @@ class TurnContext:
             self.flow = flows.get(run.bot, run.version)
 
     # ------------------------------------------------------------------ context
+    @property
+    def epoch(self) -> float:
+        """The turn's time in epoch seconds: for timers only, so not computed for every event."""
+        return self.now.timestamp()
+
     @property
     def run(self) -> Run:
         assert self.state.run is not None

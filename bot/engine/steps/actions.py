@@ -11,7 +11,7 @@ from ...builder import compiled as c
 from ...builder.templates import Template, TemplateFailed
 from .. import effects as fx
 from .. import events as ev
-from ..state import INT64, plain
+from ..state import plain
 from ..turn import Target, TurnContext
 
 
@@ -34,8 +34,8 @@ def action(t: TurnContext, s: c.CActionStep) -> Target:
                     value = ""
             else:
                 value = t.value(value)
-            kind = type(value)  # plain(value), with its commonest cases inline
-            if not (kind is str or (kind is int and INT64[0] <= value <= INT64[1])):
+            kind = type(value)  # plain(value), with its commonest cases inline (state._INT64 as literals)
+            if not (kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615)):
                 value = plain(value)
             run.vars[params["name"]] = value
             index += 1

@@ -48,8 +48,12 @@ def message(t: TurnContext, s: c.CMessage) -> Target:
         s.recipients, s.channel_mode, s.channels, None, not flow.leave_unanswered,
     )
     t.effects.append(msg)
-    if msg.marks_answered and state.chat_status == "unanswered":
-        t.set_chat_status("answered")
+    if msg.marks_answered and state.chat_status == "unanswered":  # t.set_chat_status, inline
+        state.chat_status = "answered"
+        t.effects.append(fx.ChatStatus("answered"))
+        chat = t.cached_context.get("chat") if t.cached_context is not None else None
+        if chat is not None:
+            chat["status"] = "answered"  # this turn's own dict
     if not s.waits:
         return s.next
     if s.no_answer is None:  # t.wait, inline
