@@ -156,13 +156,15 @@ class Template:
         return self.constant is not None
 
     def _render_jinja(self, context: Mapping[str, Any]) -> str:
-        token = CURRENT.set(RenderBudget())
+        token = None
         try:
+            token = CURRENT.set(RenderBudget())  # inside: a turn over its budget raises here
             return str(self._jinja.render(context))
         except Exception as exc:
             raise _failed(self.source, exc) from exc
         finally:
-            CURRENT.reset(token)
+            if token is not None:
+                CURRENT.reset(token)
 
     def _value(self, context: Mapping[str, Any]) -> Any:
         if self._expr is not None:
