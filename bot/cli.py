@@ -9,23 +9,29 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .automations.compiled import CompiledAutomations
-from .automations.validate import AutomationContext, validate_automations
-from .builder.graph import to_mermaid
-from .builder.loader import load_flow, read_document
-from .builder.validate import check_document, parse_flow_model
 from .errors import ConversationTestError, FlowInvalid, FlowLoadError, Problem
+
+if TYPE_CHECKING:
+    from .automations.compiled import CompiledAutomations
+    from .automations.validate import AutomationContext
+
+# Each command imports what it needs when it runs: ``salesbot serve`` starts without the
+# builder's and the automations' tooling (issue 14, bench/startup.py).
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    from .builder.validate import check_document
+
     return _validate_files(args.files, lambda doc: check_document(doc)[0], "flow", json_output=args.json, out=out)
 
 
 def _validate_files(files: Sequence[str], check: Callable[[Any], list[Problem]], noun: str, *,
                     json_output: bool, out: TextIO) -> int:
     """One line per problem (or a JSON report) for documents of one format; 1 when any has an error."""
+    from .builder.loader import read_document
+
     failed = False
     report: list[dict[str, Any]] = []
     for name in files:
@@ -55,6 +61,10 @@ def _validate_files(files: Sequence[str], check: Callable[[Any], list[Problem]],
 
 
 def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
+    from .builder.graph import to_mermaid
+    from .builder.loader import read_document
+    from .builder.validate import check_document, parse_flow_model
+
     try:
         doc = read_document(args.file)
         problems, flow = check_document(doc)
@@ -75,6 +85,8 @@ def _cmd_push(args: argparse.Namespace, out: TextIO, collection: str = "bots") -
     the version or every problem."""
     import urllib.error
     import urllib.request
+
+    from .builder.loader import read_document
 
     failed = False
     for name in args.files:
@@ -121,6 +133,8 @@ def _automation_context(config_path: str | None) -> AutomationContext:
     (not checked when the folder does not exist)."""
     from crm_bridge.memory import DEFAULT_PIPELINE, DEFAULT_STAGES
 
+    from .automations.validate import AutomationContext
+    from .builder.loader import read_document
     from .config import load_config
 
     config = load_config(config_path)
@@ -143,6 +157,7 @@ def _automation_context(config_path: str | None) -> AutomationContext:
 def _cmd_automations(args: argparse.Namespace, out: TextIO) -> int:
     if args.automations_command == "push":
         return _cmd_push(args, out, "automations")
+    from .automations.validate import validate_automations
     from .config import ConfigError
 
     try:
@@ -171,6 +186,7 @@ def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
+    from .builder.loader import load_flow
     from .config import ConfigError
     from .simulation.chat import ChatSession
 

@@ -15,8 +15,6 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from email_validator import EmailNotValidError, validate_email
-
 from bot.errors import CrmRejected
 
 from .card import CARD_FIELDS, card_of, card_value
@@ -71,6 +69,8 @@ def clean_email(value: Any) -> str | None:
     text = _text("email", value)
     if text is None:
         return None
+    from email_validator import EmailNotValidError, validate_email  # on first use: off the start path
+
     try:
         return validate_email(text, check_deliverability=False).normalized
     except EmailNotValidError as exc:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-import phonenumbers
 from redis.asyncio.client import Pipeline
 
 from .card import CARD_DEFAULTS
@@ -86,6 +85,8 @@ def phone_terms(phone: Any) -> set[str]:
     digits = _digits(str(phone))
     terms = {digits} if digits else set()
     if str(phone).strip().startswith("+"):  # also the national number: "5551112233" finds +90 555…
+        import phonenumbers  # on first use: off the start path
+
         try:
             parsed = phonenumbers.parse(str(phone), None)
             terms.add(str(parsed.national_number))

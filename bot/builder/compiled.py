@@ -68,6 +68,7 @@ class CMessage(CStep):
     next: str | None
     waits: bool
     static_buttons: tuple[OutButton, ...] | None  # rendered once when no title or url is a template
+    replies: tuple[CButton, ...] = ()  # the buttons a reply can match (those with a next step), in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,3 +255,6 @@ class CompiledFlow:
     reads_clock: bool = True  # whether any template or condition reads now
     names: frozenset[str] | None = None  # the context names the flow reads (None: unknown, all)
     slow_work: bool = False  # regex/phone/e-mail checks or template loops: turns may cost CPU time
+    #: What the interpreter compiles from this version on first use, by step id (a condition's
+    #: predicate closures): built once per version and dropped with it. Not part of the flow's value.
+    memo: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)

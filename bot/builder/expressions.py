@@ -211,6 +211,29 @@ def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
         if left is None or right is None:
             return None
 
+        if isinstance(node.right, nodes.Const) and node.right.value is not MISSING:
+            # ``vars.n + 1``: the constant bound once, and integer addition without a call.
+            constant = node.right.value
+            if arith_fn is safe_add and type(constant) is int:
+
+                def add_int(ctx: Mapping[str, Any]) -> Any:
+                    a = left(ctx)
+                    if type(a) is int:
+                        return a + constant
+                    if a is MISSING:
+                        raise ExpressionError("arithmetic on a missing value")
+                    return safe_add(a, constant)
+
+                return add_int
+
+            def arith_constant(ctx: Mapping[str, Any]) -> Any:
+                a = left(ctx)
+                if a is MISSING:
+                    raise ExpressionError("arithmetic on a missing value")
+                return arith_fn(a, constant)
+
+            return arith_constant
+
         def arith(ctx: Mapping[str, Any]) -> Any:
             a, b = left(ctx), right(ctx)
             if a is MISSING or b is MISSING:

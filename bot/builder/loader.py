@@ -8,7 +8,6 @@ from typing import Any
 
 from ..errors import FlowInvalid, FlowLoadError
 from .compiled import CompiledFlow
-from .validate import compile_document
 
 
 def read_document(path: str | Path) -> Any:
@@ -30,6 +29,8 @@ def read_document(path: str | Path) -> Any:
 
 def load_flow(path: str | Path, *, version: int = 1) -> CompiledFlow:
     """Read and compile a flow file; raises ``FlowLoadError`` or ``FlowInvalid``."""
+    from .validate import compile_document  # on first use: reading a document needs no validator
+
     doc = read_document(path)
     try:
         return compile_document(doc, version=version)

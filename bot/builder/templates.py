@@ -45,10 +45,70 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _failed(source: str, exc: Exception) -> TemplateFailed:
+    """The ``TemplateFailed`` for an exception raised while rendering ``source``."""
+    if isinstance(exc, (ExpressionError, BudgetExceeded, TemplateError)):
+        return TemplateFailed(f"{source!r}: {exc}")
+    return TemplateFailed(f"{source!r}: {type(exc).__name__}: {exc}")  # bad arithmetic and the like
+
+
+def _constant_renderer(text: str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda context: text
+
+
+def _parts_renderer(source: str, parts: tuple[str | Getter, ...]) -> Callable[[Mapping[str, Any]], str]:
+    """A closure for text whose placeholders are all fast getters, specialised for the common shapes."""
+    getters = tuple((i, p) for i, p in enumerate(parts) if callable(p))
+    if len(getters) == 1:
+        ((at, get),) = getters
+        before = "".join(p for p in parts[:at] if not callable(p))
+        after = "".join(p for p in parts[at + 1 :] if not callable(p))
+
+        def one(context: Mapping[str, Any]) -> str:
+            try:
+                v = get(context)
+                if type(v) is not str:
+                    v = _text(v)
+            except Exception as exc:
+                raise _failed(source, exc) from exc
+            return before + v + after
+
+        return one
+
+    blank = [p if not callable(p) else "" for p in parts]
+
+    def many(context: Mapping[str, Any]) -> str:
+        out = blank.copy()
+        try:
+            for i, get in getters:
+                v = get(context)
+                out[i] = v if type(v) is str else "" if v is _MISSING or v is None else str(v)
+        except Exception as exc:
+            raise _failed(source, exc) from exc
+        return "".join(out)
+
+    return many
+
+
+def _fast_value(source: str, fast: Getter) -> Callable[[Mapping[str, Any]], Any]:
+    """The typed value of a single expression the fast path computes."""
+
+    def value(context: Mapping[str, Any]) -> Any:
+        try:
+            v = fast(context)
+        except (ExpressionError, BudgetExceeded) as exc:
+            raise TemplateFailed(f"{source!r}: {exc}") from exc
+        except Exception as exc:
+            raise TemplateFailed(f"{source!r}: {type(exc).__name__}: {exc}") from exc
+        return "" if v is _MISSING else v
+
+    return value
+
+
 class Template:
     """A compiled template. ``render`` gives text; ``value`` gives the typed value."""
 
-    __slots__ = ("_expr", "_fast", "_jinja", "_parts", "constant", "loops", "source")
+    __slots__ = ("_expr", "_fast", "_jinja", "_parts", "constant", "loops", "render", "source", "value")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -57,16 +117,24 @@ class Template:
         self._jinja: Any = None
         self._expr: Callable[..., Any] | None = None
         self._fast: Getter | None = None
+        #: ``render(context) -> str``: a closure picked for the template's shape, compiled once
+        #: (an attribute, not a method: one call per render on the interpreter's hot path).
+        self.render: Callable[[Mapping[str, Any]], str] = self._render_jinja
+        #: ``value(context)``: the typed value of a single-expression template; the text of any other.
+        self.value: Callable[[Mapping[str, Any]], Any] = self._value
         self.loops = "{%" in source and _LOOPS.search(source) is not None
         if not any(m in source for m in _MARKERS):
             self.constant = source
+            self.render = self.value = _constant_renderer(source)
             return
         self._jinja = _ENV.from_string(source)  # also the syntax check, for every shape
         single = _SINGLE.match(source)
         if single:
             expr = single.group("expr")
             self._fast = compile_fast(_ENV, expr)
-            if self._fast is None:
+            if self._fast is not None:
+                self.value = _fast_value(source, self._fast)
+            else:
                 self._expr = _ENV.compile_expression(expr, undefined_to_none=False)
         if "{%" not in source and "{#" not in source:
             parts: list[str | Getter] = []
@@ -81,39 +149,24 @@ class Template:
             if "{{" not in source[pos:] and "}}" not in source[pos:]:
                 parts.append(source[pos:])
                 self._parts = tuple(p for p in parts if p != "")
+                self.render = _parts_renderer(source, self._parts)
 
     @property
     def is_constant(self) -> bool:
         return self.constant is not None
 
-    def render(self, context: Mapping[str, Any]) -> str:
-        if self.constant is not None:
-            return self.constant
+    def _render_jinja(self, context: Mapping[str, Any]) -> str:
         token = None
         try:
-            if self._parts is not None:
-                # callable() (not ``type(p) is str``) so the type checker knows which part is which
-                return "".join([_text(p(context)) if callable(p) else p for p in self._parts])
-            token = CURRENT.set(RenderBudget())
+            token = CURRENT.set(RenderBudget())  # inside: a turn over its budget raises here
             return str(self._jinja.render(context))
-        except (ExpressionError, BudgetExceeded, TemplateError) as exc:
-            raise TemplateFailed(f"{self.source!r}: {exc}") from exc
-        except Exception as exc:  # arithmetic on bad data and the like: the operator's bug
-            raise TemplateFailed(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise _failed(self.source, exc) from exc
         finally:
             if token is not None:
                 CURRENT.reset(token)
 
-    def value(self, context: Mapping[str, Any]) -> Any:
-        """The typed value of a single-expression template; the text of any other."""
-        if self._fast is not None:
-            try:
-                v = self._fast(context)
-            except (ExpressionError, BudgetExceeded) as exc:
-                raise TemplateFailed(f"{self.source!r}: {exc}") from exc
-            except Exception as exc:
-                raise TemplateFailed(f"{self.source!r}: {type(exc).__name__}: {exc}") from exc
-            return "" if v is _MISSING else v
+    def _value(self, context: Mapping[str, Any]) -> Any:
         if self._expr is not None:
             return _evaluate(self.source, self._expr, context, "")
         return self.render(context)

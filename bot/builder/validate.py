@@ -193,6 +193,7 @@ class Compiler:
                 tuple(s.channels) if s.channels is not None else None, s.next,
                 any(b.next is not None for b in s.buttons),
                 _static_buttons(buttons),
+                tuple(b for b in buttons if b.next is not None),
             )
         if isinstance(s, m.ListStep):
             rows = []

@@ -11,9 +11,6 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-
 from ..builder.compiled import CRule
 from ..builder.templates import evaluate_value
 from .predicates import as_number, search
@@ -52,6 +49,8 @@ def _to_number(text: str) -> int | float:
 
 
 def find_phone(text: str, region: str | None) -> str | None:
+    import phonenumbers  # on first use: off the start path
+
     for match in phonenumbers.PhoneNumberMatcher(text, region or "ZZ", leniency=phonenumbers.Leniency.VALID):
         return phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
     return None
@@ -60,6 +59,8 @@ def find_phone(text: str, region: str | None) -> str | None:
 def find_email(text: str) -> str | None:
     if "@" not in text:
         return None
+    from email_validator import EmailNotValidError, validate_email  # on first use: off the start path
+
     for candidate in _EMAIL_DELIMITERS.split(text):
         if "@" not in candidate[1:-1]:  # an address has something on each side of its "@"
             continue

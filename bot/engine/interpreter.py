@@ -48,8 +48,14 @@ def advance(
 ) -> Outcome:
     """Apply one event to a conversation. ``state`` is not modified; a new one is returned."""
     turn = _Turn(flows, state.clone(), now, snapshot or {})
-    turn.handle(event)
-    return Outcome(turn.state, turn.effects)  # a NamedTuple: cheap to build on the hot path
+    handler = _EVENT_HANDLERS.get(event.__class__)
+    if handler is None:  # pragma: no cover - the Event union is closed
+        raise TypeError(f"unknown event {event!r}")
+    # The step budget counts per outside event. The count restarts when the event runs its
+    # first step, so an event that runs nothing (a stale timer) leaves the state as it was.
+    turn.new_turn = event.__class__ is not ev.RequestResult
+    handler(turn, event)
+    return tuple.__new__(Outcome, (turn.state, turn.effects))  # what Outcome(…) does, without its Python __new__
 
 
 class _Turn(TurnContext):
@@ -58,31 +64,24 @@ class _Turn(TurnContext):
     __slots__ = ()
 
     # ------------------------------------------------------------------ events
-    def handle(self, event: ev.Event) -> None:
-        handler = _EVENT_HANDLERS.get(type(event))
-        if handler is None:  # pragma: no cover - the Event union is closed
-            raise TypeError(f"unknown event {event!r}")
-        # The step budget counts per outside event. The count restarts when the event runs its
-        # first step, so an event that runs nothing (a stale timer) leaves the state as it was.
-        self.new_turn = not isinstance(event, ev.RequestResult)
-        handler(self, event)
-
     def on_message(self, e: ev.InboundMessage) -> None:
         st = self.state
         st.last_message = {
             "text": e.text, "payload": e.payload, "kind": e.kind, "id": e.message_id,
-            "attachments": [{"kind": a.kind, "url": a.url, "name": a.name} for a in e.attachments],
+            "attachments": [{"kind": a.kind, "url": a.url, "name": a.name} for a in e.attachments]
+            if e.attachments else [],
             "start_param": e.start_param,
         }
         if st.origin is None:
             st.origin = e.kind if e.kind in ("comment", "referral") else "message"
-        if st.chat_status != "unanswered":
-            self.set_chat_status("unanswered")
-        self.invalidate()
+        if st.chat_status != "unanswered":  # self.set_chat_status, inline (the context is not built yet)
+            st.chat_status = "unanswered"
+            self.effects.append(fx.ChatStatus("unanswered"))
+        self.cached_context = None
         if st.owner != "bot":
             return  # a person has the conversation: the bot neither starts nor answers
         run = st.run
-        if run is None or not run.active:
+        if run is None or not (run.status == "running" or run.status == "waiting"):  # run.active, inline
             if e.greeting:
                 self.start_run(e.greeting, None, {})
             return
@@ -97,7 +96,13 @@ class _Turn(TurnContext):
                 if target is None:
                     self.trace("reply.unmatched", text=e.text[:200])
                     return
-            self.resume(target)
+            # self.resume(target), inline: the turn most conversations take
+            effects = self.effects
+            for timer_id in wait.timers:
+                effects.append(fx.CancelTimer(timer_id))
+            run.wait = None
+            run.status = "running"
+            self.after_step(target)
         elif wait.kind == "pause" and "message" in wait.on and isinstance(step, c.CPause):
             ev_ = next(x for x in step.until if x.on == "message")
             self.resume(ev_.next)
@@ -108,6 +113,7 @@ class _Turn(TurnContext):
         if wait is None or e.timer_id not in wait.timers:
             self.trace("timer.stale", "debug", timer=e.timer_id)
             return
+        wait = self.own_wait()  # its timers change below
         if self.state.owner != "bot":
             # The person who took over decides; the bot stays where it was, silent. The timer is
             # held: handing back without a step lets it fall due again.
@@ -159,6 +165,7 @@ class _Turn(TurnContext):
         step = self.flow.steps.get(wait.step) if self.flow else None
         if self.state.owner != "bot":
             # Keep the answer; the run goes on with it when the conversation is handed back.
+            wait = self.own_wait()
             for timer_id in wait.timers:
                 self.effects.append(fx.CancelTimer(timer_id))
             wait.timers, wait.token, wait.widget_json, wait.kind = {}, None, e.body, "widget_done"
@@ -231,6 +238,7 @@ class _Turn(TurnContext):
         # A timer that fell due while a person talked starts again from now: the customer has
         # just been answered, so "no answer for 2h" counts from the hand-back.
         flow = self.flow
+        wait = self.own_wait()
         wait.until = None
         for purpose in wait.held:
             seconds: float | None = None
@@ -301,19 +309,18 @@ class _Turn(TurnContext):
     def resume(self, target: str | None) -> None:
         """Leave the current wait and go on at ``target`` (None ends the run)."""
         self.end_wait()
-        self.run.status = "running"
+        run = self.state.run
+        assert run is not None
+        run.status = "running"
         self.after_step(target)
 
     def after_step(self, target: Target) -> None:
         """Run steps from ``target`` until the run waits or ends."""
         state = self.state
+        run = state.run  # the same object throughout: steps change it, none replaces it
+        assert run is not None
         handlers = _STEP_HANDLERS
-        while True:
-            if target is WAIT:
-                run = state.run
-                if run is not None and run.status != "failed":
-                    run.status = "waiting"
-                return
+        while target is not WAIT:
             if target is None:
                 target = self.finish_run()
                 if target is None:
@@ -322,20 +329,21 @@ class _Turn(TurnContext):
             flow = self.flow
             assert flow is not None
             step = flow.steps.get(target)
-            run = state.run
-            assert run is not None
             if step is None:
                 self.fail_run(f"step {target!r} does not exist in {flow.id} v{flow.version}")
                 return
             if self.new_turn:
                 state.turn_steps, self.new_turn = 0, False
-            if state.turn_steps >= flow.step_budget:
+            count = state.turn_steps
+            if count >= flow.step_budget:
                 self.fail_run(f"step budget of {flow.step_budget} exhausted at step {target!r}")
                 return
-            state.turn_steps += 1
+            state.turn_steps = count + 1
             run.step = target
             run.action_index = 0
             target = handlers[step.__class__](self, step)
+        if run.status != "failed":
+            run.status = "waiting"
 
     def finish_run(self, status: str = "finished") -> str | None:
         """End the current bot; return to a caller if there is one (its next step)."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import regex
@@ -17,11 +18,15 @@ _NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)$")
 _MISSING = object()
 
 
+#: A compiled predicate: whether it holds in a template context.
+Test = Callable[[Mapping[str, Any]], bool]
+
+
 def lookup(context: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     """A dotted path into the context; ``None`` when any part is missing."""
     obj: Any = context
     for part in path:
-        if isinstance(obj, Mapping):
+        if type(obj) is dict or isinstance(obj, Mapping):  # the plain dict first: no ABC check
             obj = obj.get(part, _MISSING)
         elif isinstance(obj, (list, tuple)) and part.isdigit() and int(part) < len(obj):
             obj = obj[int(part)]
@@ -167,3 +172,73 @@ def _leaf(p: CLeaf, context: Mapping[str, Any]) -> bool:
     if order is None:
         return False
     return {"gt": order > 0, "gte": order >= 0, "lt": order < 0, "lte": order <= 0}[op]
+
+
+_ORDER: dict[str, Callable[[int], bool]] = {
+    "gt": lambda order: order > 0, "gte": lambda order: order >= 0,
+    "lt": lambda order: order < 0, "lte": lambda order: order <= 0,
+}
+
+
+def compile_predicate(p: CPredicate) -> Test:
+    """``holds`` as a closure, specialised once per predicate (same results, same errors).
+
+    The condition step keeps these with its flow version (``CompiledFlow.memo``), so a turn
+    neither walks the predicate's shape nor picks its operator again.
+    """
+    if isinstance(p, CLeaf):
+        return _compile_leaf(p)
+    if isinstance(p, CAll):
+        items = tuple(compile_predicate(x) for x in p.items)
+        return lambda context: all(test(context) for test in items)
+    if isinstance(p, CAny):
+        items = tuple(compile_predicate(x) for x in p.items)
+        return lambda context: any(test(context) for test in items)
+    if isinstance(p, CNot):
+        item = compile_predicate(p.item)
+        return lambda context: not item(context)
+    if isinstance(p, CExpr):
+        evaluate = p.expr.evaluate
+        return lambda context: bool(evaluate(context))
+    raise TypeError(f"not a predicate: {p!r}")
+
+
+def _compile_leaf(p: CLeaf) -> Test:
+    """A leaf's closure: the ordering and (in)equality operators on a constant value inline."""
+    path, op, expected = p.path, p.op, p.value
+    if not p.constant or (op not in _ORDER and op not in ("eq", "ne")):
+        return lambda context: _leaf(p, context)
+
+    if op in ("eq", "ne"):
+        negate = op == "ne"
+        return lambda context: _equal(lookup(context, path), expected) is not negate
+    decide = _ORDER[op]
+    if not (type(expected) is int or type(expected) is float):
+
+        def ordered(context: Mapping[str, Any]) -> bool:
+            order = _compare(lookup(context, path), expected)
+            return order is not None and decide(order)
+
+        return ordered
+    # A number: when the value is a number too, one comparison decides, as ``(a > b) - (a < b)``
+    # would (NaN included: it orders as equal, so ``gte``/``lte`` hold); the rest as ``_compare``.
+    fast = _NUMBER_ORDER[op]
+
+    first, second = path if len(path) == 2 else ("", "")
+
+    def numeric(context: Mapping[str, Any]) -> bool:
+        # lookup(context, path), with ``vars.n`` in plain dicts inline
+        obj = context.get(first, _MISSING) if second and type(context) is dict else None
+        actual = obj.get(second) if type(obj) is dict else lookup(context, path)
+        if type(actual) is int or type(actual) is float:
+            return fast(actual, expected)
+        order = _compare(actual, expected)
+        return order is not None and decide(order)
+
+    return numeric
+
+
+_NUMBER_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": operator.gt, "lt": operator.lt,
+    "gte": lambda a, b: not a < b, "lte": lambda a, b: not a > b,
+}

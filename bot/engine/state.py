@@ -1,7 +1,9 @@
 """Conversation state: what the store keeps per conversation, in msgpack-friendly shapes.
 
 ``ConversationState.to_dict``/``from_dict`` are the only (de)serialisation; the interpreter
-works on a ``clone`` so the state it was given is never changed (the core stays pure).
+works on a ``clone`` so the state it was given is never changed (the core stays pure). A clone
+copies what a turn writes in place (the run, its variables, callers' variables) and shares
+the rest: a ``Wait`` is copied on write.
 """
 
 from __future__ import annotations
@@ -123,7 +125,9 @@ class Run:
         r = object.__new__(Run)
         r.id, r.bot, r.version, r.step, r.status = self.id, self.bot, self.version, self.step, self.status
         r.vars, r.json, r.last_validation_result = dict(self.vars), self.json, self.last_validation_result
-        r.wait = None if self.wait is None else self.wait.clone()
+        # The wait is shared, not copied: most events end it (resume) rather than change it; the
+        # few handlers that change one in place take their own copy first (``TurnContext.own_wait``).
+        r.wait = self.wait
         r.action_index, r.error = self.action_index, self.error
         # Each frame gets its own vars: returning from a call writes the callee's vars into them.
         r.callers = [Frame(f.bot, f.version, f.next, dict(f.vars), f.json, f.last_validation_result)
@@ -175,7 +179,7 @@ class ConversationState:
         c = object.__new__(ConversationState)
         c.id, c.channel, c.account, c.origin = self.id, self.channel, self.account, self.origin
         c.owner, c.owner_user, c.chat_status = self.owner, self.owner_user, self.chat_status
-        c.run = None if self.run is None else self.run.clone()
+        c.run = None if self.run is None else self.run.clone()  # the run changes in place: copied
         c.last_message, c.seq, c.turn_steps = self.last_message, self.seq, self.turn_steps
         c.crm = self.crm
         return c

@@ -35,14 +35,13 @@ Target: TypeAlias = str | Literal[Waiting.WAIT] | None
 class TurnContext:
     """The work of one ``advance`` call that step handlers see; the loop subclasses it."""
 
-    __slots__ = ("cached_context", "effects", "epoch", "flow", "flows", "new_turn", "now", "snapshot", "state")
+    __slots__ = ("cached_context", "effects", "flow", "flows", "new_turn", "now", "snapshot", "state")
 
     def __init__(self, flows: FlowSource, state: ConversationState, now: datetime,
                  snapshot: Mapping[str, Any]) -> None:
         self.flows = flows
         self.state = state
         self.now = now
-        self.epoch = now.timestamp()
         self.snapshot = snapshot
         self.effects: list[fx.Effect] = []
         self.new_turn = False
@@ -50,10 +49,15 @@ class TurnContext:
         # The template context, built on first use; hot paths read ``cached_context or context()``.
         self.cached_context: dict[str, Any] | None = None
         run = state.run
-        if run is not None and run.active:
+        if run is not None and (run.status == "running" or run.status == "waiting"):  # run.active, inline
             self.flow = flows.get(run.bot, run.version)
 
     # ------------------------------------------------------------------ context
+    @property
+    def epoch(self) -> float:
+        """The turn's time in epoch seconds: for timers only, so not computed for every event."""
+        return self.now.timestamp()
+
     @property
     def run(self) -> Run:
         assert self.state.run is not None
@@ -133,6 +137,17 @@ class TurnContext:
             self.effects.append(fx.CancelTimer(timer_id))
         run.wait = None
 
+    def own_wait(self) -> Wait:
+        """The run's wait, copied into this turn's state to be changed in place.
+
+        ``ConversationState.clone`` shares the wait with the state ``advance`` was given (most
+        events end a wait rather than change it): whoever changes one takes a copy first.
+        """
+        run = self.run
+        assert run.wait is not None
+        run.wait = wait = run.wait.clone()
+        return wait
+
     def fail_run(self, reason: str) -> None:
         run = self.run
         self.end_wait()
@@ -144,7 +159,9 @@ class TurnContext:
     def wait(self, kind: str, step: c.CStep, *, timers: dict[str, str] | None = None, on: tuple[str, ...] = (),
              token: str | None = None, request: str | None = None,
              until: float | None = None) -> Literal[Waiting.WAIT]:
-        self.run.wait = Wait(kind, step.id, {} if timers is None else timers, on, token, request, until)
+        run = self.state.run
+        assert run is not None
+        run.wait = Wait(kind, step.id, {} if timers is None else timers, on, token, request, until)
         return WAIT
 
     def set_timer(self, wait_timers: dict[str, str], seconds: float, purpose: str) -> float:
@@ -174,11 +191,13 @@ class TurnContext:
                 chat["status"] = status  # this turn's own dict
 
     def send(self, msg: fx.SendMessage) -> None:
+        # messages.message does the same inline
         self.effects.append(msg)
         if msg.marks_answered and self.state.chat_status == "unanswered":
             self.set_chat_status("answered")
 
     def message_ref(self, step: c.CStep) -> str:
+        # messages.message does the same inline
         state = self.state
         run = state.run
         assert run is not None

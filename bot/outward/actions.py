@@ -29,7 +29,6 @@ from email.utils import formataddr
 from typing import Any, Protocol
 
 import aiohttp
-import phonenumbers
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -74,6 +73,8 @@ def sha256_hex(text: str) -> str:
 
 def normalized_phone(phone: str) -> str | None:
     """Digits with the country code, as Meta hashes them (``+90 555 111 22 33`` -> ``905551112233``)."""
+    import phonenumbers  # on first use: off the start path
+
     try:
         parsed = phonenumbers.parse(phone, None)
         return f"{parsed.country_code}{parsed.national_number}"

@@ -28,7 +28,6 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
 from jinja2 import ChainableUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -206,6 +205,8 @@ class SmtpSender:
 
     async def send(self, messages: list[EmailMessage]) -> dict[str, str]:
         """Sends; returns the addresses the server refused (address -> reply)."""
+        import aiosmtplib  # on first use: off the start path
+
         c = self.config
         password = c.password.get_secret_value() if c.password else None
         client = aiosmtplib.SMTP(hostname=c.host, port=c.port, use_tls=c.use_tls,

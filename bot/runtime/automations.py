@@ -31,7 +31,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -39,11 +39,8 @@ from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
 from crm_bridge.directory import CrmDirectory, record_key
 
 from ..automations import effects as fx
-from ..automations.compiled import CompiledAutomations, compile_automations
-from ..automations.engine import react
 from ..automations.events import LeadEvent
 from ..automations.state import LeadState
-from ..automations.validate import AutomationContext, parse_automations
 from ..engine import effects as efx
 from ..engine import events as ev
 from ..engine.state import ConversationState
@@ -56,6 +53,12 @@ from ..store.versions import DocumentNotFound, VersionedDocuments
 from .leads import Reaction, lead_cid
 from .outbound import OutboundError, OutboundService, Unreachable
 from .requests import ServerRequests
+
+if TYPE_CHECKING:
+    from ..automations.compiled import CompiledAutomations
+
+# The rule engine, its document models and its compiler load with the first document, not at
+# start: a server without automations never needs them (issue 14: startup).
 
 log = logging.getLogger("salesbot.automations")
 #: How long a done effect is remembered (as long as an event id dedupes).
@@ -151,6 +154,9 @@ class EngineReactor:
     def _build(self, doc: Any, version: int) -> CompiledAutomations:
         # checked against the CRM's stages when it was stored; a stage renamed in the CRM since
         # (Kommo's are edited at any time) only stops the rules that name it, not the document
+        from ..automations.compiled import compile_automations
+        from ..automations.validate import AutomationContext, parse_automations
+
         model = parse_automations(doc, AutomationContext({}, bots=None))
         return compile_automations(model, self.pipelines.get(model.pipeline, ()), version=version)
 
@@ -168,6 +174,8 @@ class EngineReactor:
                     or self._by_id.get(lead_state.automations or ""))
         if compiled is None:
             return Reaction(state=dict(state) if state else lead_state.to_dict())
+        from ..automations.engine import react  # loaded with the first document (see _build)
+
         effects: list[fx.Effect] = []
         if lead_state.automations == compiled.id and seen_version and seen_version != compiled.version:
             changed = react(compiled, lead_state, fx.AutomationsChanged(compiled.version), snapshot, now)

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import phonenumbers
 from redis.asyncio import Redis
 
 from crm_bridge import ChannelIdentity, CrmRef, RedisCrm
@@ -210,6 +209,7 @@ def chat_id_for_phone(channel: str, phone: str | None) -> str | None:
     style = PHONE_CHANNELS.get(channel)
     if style is None or not phone:
         return None
+    import phonenumbers  # on first use: off the start path
     try:
         parsed = phonenumbers.parse(phone, None)
     except phonenumbers.NumberParseException:

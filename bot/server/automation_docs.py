@@ -15,20 +15,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
 from crm_bridge import CrmBackend, KommoCrm, RedisCrm
 from crm_bridge.memory import DEFAULT_PIPELINE, DEFAULT_STAGES
 
-from ..automations.validate import AutomationContext, check_automations
 from ..builder.loader import read_document
 from ..errors import AutomationsInvalid, CrmError, FlowLoadError, Problem
 from ..runtime.applyjobs import ApplyJobs
 from ..runtime.chatevents import ChatEvents, chat_pipelines
 from ..store.bots import BotRegistry
 from ..store.versions import DocumentNotFound, VersionedDocuments, VersionInfo, digest_of
+
+if TYPE_CHECKING:
+    from ..automations.validate import AutomationContext
 
 log = logging.getLogger("salesbot.automations")
 #: How long a check waits for Kommo's pipelines before going on without them.
@@ -90,6 +92,8 @@ class AutomationDocuments:
         return result
 
     async def context(self) -> AutomationContext:
+        from ..automations.validate import AutomationContext  # on first use: off the start path
+
         return AutomationContext(await crm_pipelines(self.crm), bots=frozenset(await self.bots.ids()))
 
     async def put(self, doc: Any) -> tuple[VersionInfo, bool]:
@@ -97,6 +101,8 @@ class AutomationDocuments:
         document as the newest version adds no version."""
         # In a worker thread: a document of 1,000 rules takes a second or more to check, which
         # in the event loop stalled every conversation of the process (bench/automations.py).
+        from ..automations.validate import check_automations  # on first use: off the start path
+
         problems, model = await asyncio.to_thread(check_automations, doc, await self.context())
         if model is not None:
             problems += await self._pipeline_taken(model.id, model.pipeline)

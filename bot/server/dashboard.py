@@ -38,7 +38,6 @@ from typing import Any
 
 from aiohttp import web
 
-from ..builder.validate import parse_flow_model
 from ..inputs import header_bytes, loads
 from ..outward.actions import signing_secret
 from ..runtime.leads import is_lead_queue
@@ -282,6 +281,8 @@ async def asset(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- the flow graph
 @routes.get("/api/bots/{id}/graph")
 async def graph(request: web.Request) -> web.Response:
+    from ..builder.validate import parse_flow_model  # on first use: off the start path
+
     require(request, "operator", "support")
     bot = request.match_info["id"]
     version = query_number(request, "version", None, minimum=1, maximum=MAX_INDEX, integer=True)

@@ -11,10 +11,10 @@ step's text is never parsed as markup.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..builder import models as m
-from ..builder.graph import all_edges
+if TYPE_CHECKING:
+    from ..builder import models as m
 
 NODE_W, NODE_H = 176, 52
 H_GAP, V_GAP = 36, 56
@@ -27,6 +27,8 @@ def _label(text: str, limit: int) -> str:
 
 
 def layout(flow: m.Flow) -> dict[str, Any]:
+    from ..builder.graph import all_edges  # on first use: the flow models stay off the start path
+
     steps = list(flow.steps)
     edges = [e for e in all_edges(flow.steps) if e.source in flow.steps and e.target in flow.steps]
     out: dict[str, list[str]] = defaultdict(list)

@@ -17,10 +17,17 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..builder.compiled import CompiledFlow
-from ..builder.validate import check_document
 from ..engine.state import ConversationState
 from ..errors import FlowInvalid, Problem
 from .versions import DocumentNotFound, VersionedDocuments, VersionInfo
+
+
+def _check_document(doc: Any) -> tuple[list[Problem], CompiledFlow | None]:
+    """``bot.builder.validate.check_document``, imported on first use: a server with no flow to
+    load starts without the flow models and the validator (issue 14: startup)."""
+    from ..builder.validate import check_document
+
+    return check_document(doc)
 
 __all__ = ["CHANGED_CHANNEL", "BotNotFound", "BotRegistry", "VersionInfo", "problems_as_details"]
 
@@ -58,7 +65,7 @@ class BotRegistry:
         Raises ``FlowInvalid`` with every problem. The same document as the newest version is
         not stored again (so loading ``flows/`` at every start adds nothing).
         """
-        problems, flow = check_document(doc)
+        problems, flow = _check_document(doc)
         if flow is None:
             raise FlowInvalid(problems)
         info, new = await self.documents.put(flow.id, doc, digest=flow.digest, name=flow.name,
@@ -110,7 +117,7 @@ class BotRegistry:
             _, doc = await self.document(bot, version)
         except BotNotFound:
             return None
-        problems, flow = check_document(doc)
+        problems, flow = _check_document(doc)
         if flow is None:  # stored versions were valid when stored; a newer runtime may be stricter
             log.error("bot.version_invalid", extra={"bot": bot, "version": version,
                                                    "problems": [str(p) for p in problems[:5]]})

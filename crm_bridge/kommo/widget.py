@@ -5,8 +5,6 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-import jwt
-
 from bot.errors import CrmError
 
 if TYPE_CHECKING:
@@ -27,6 +25,8 @@ def verify_widget_jwt(token: str, secret: str, *, audience: str | None = None,
     """
     if not token or not secret:
         raise InvalidWidgetToken("no token or no client secret")
+    import jwt  # on first use: off the start path
+
     options: Options = {"require": ["exp"], "verify_aud": audience is not None}
     short_key = getattr(jwt, "InsecureKeyLengthWarning", None)  # only recent PyJWT warns about short keys
     try:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 import regex
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.builder.compiled import CPredicate
 from bot.builder.templates import TemplateFailed
 from bot.engine import predicates
-from bot.engine.predicates import as_number, holds, is_empty, lookup, search
+from bot.engine.predicates import as_number, compile_predicate, holds, is_empty, lookup, search
 
 from .helpers import make_flow
 
@@ -44,11 +47,18 @@ def pred(p: dict[str, Any]) -> CPredicate:
     return flow.steps["c"].branches[0][0]  # type: ignore[attr-defined, no-any-return]
 
 
+def both(p: CPredicate, context: dict[str, Any]) -> bool:
+    """``holds`` and the compiled closure the condition step runs: they must agree."""
+    result = holds(p, context)
+    assert compile_predicate(p)(context) is result
+    return result
+
+
 def leaf(field: str, op: str, value: Any = None) -> bool:
     p: dict[str, Any] = {"field": field, "op": op}
     if value is not None:
         p["value"] = value
-    return holds(pred(p), CONTEXT)
+    return both(pred(p), CONTEXT)
 
 
 @pytest.mark.parametrize(
@@ -204,12 +214,36 @@ def test_search_times_out_as_no_match(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_combinators_and_expressions(p: dict[str, Any], expected: bool) -> None:
-    assert holds(pred(p), CONTEXT) is expected
+    assert both(pred(p), CONTEXT) is expected
 
 
 def test_an_expression_that_fails_raises_template_failed() -> None:
+    p = pred({"expr": "vars.missing + 1 > 0"})
     with pytest.raises(TemplateFailed):
-        holds(pred({"expr": "vars.missing + 1 > 0"}), CONTEXT)
+        holds(p, CONTEXT)
+    with pytest.raises(TemplateFailed):
+        compile_predicate(p)(CONTEXT)
+
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(-5, 5), st.just(math.nan),
+                     st.sampled_from(["", " 3 ", "3", "2,5", "won", "Won", "x"]))
+_VALUES = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3))
+
+
+@given(op=st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte", "contains", "in", "has", "empty", "between"]),
+       actual=_VALUES, expected=_VALUES, where=st.sampled_from(["vars.x", "vars.x.y", "vars", "lead.missing"]))
+def test_a_compiled_leaf_agrees_with_holds(op: str, actual: Any, expected: Any, where: str) -> None:
+    """Every operator, on numbers, text, booleans, lists and missing values, constant or templated."""
+    context: dict[str, Any] = {"vars": {"x": actual, "t": expected}, "lead": {}}
+    for value in (expected, "{{ vars.t }}"):
+        p: dict[str, Any] = {"field": where, "op": op}
+        if op != "empty":
+            p["value"] = value
+        try:
+            compiled = pred(p)
+        except Exception:  # a value the flow format refuses for this operator
+            continue
+        both(compiled, context)
 
 
 @pytest.mark.parametrize(

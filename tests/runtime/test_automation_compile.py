@@ -38,7 +38,7 @@ async def test_concurrent_batches_compile_a_new_version_once_and_off_the_event_l
         compiled_in.append(threading.current_thread() is threading.main_thread())
         return compile_automations(*args, **kwargs)
 
-    monkeypatch.setattr("bot.runtime.automations.compile_automations", counting)
+    monkeypatch.setattr("bot.automations.compiled.compile_automations", counting)  # imported where used
     # Each batch that would compile waits (at most a second) until all eight got that far, as
     # when a slow document read or compilation lets them all miss the cache.
     read = documents.document
@@ -83,7 +83,7 @@ async def test_a_document_put_is_checked_off_the_event_loop(redis: Redis, monkey
         checked_in.append(threading.current_thread() is threading.main_thread())
         return check_automations(doc, context)
 
-    monkeypatch.setattr("bot.server.automation_docs.check_automations", recording)
+    monkeypatch.setattr("bot.automations.validate.check_automations", recording)  # imported where used
     docs = AutomationDocuments.of(redis, RedisCrm(redis, pipelines={"Sales": STAGES}), BotRegistry(redis))
     info, new = await docs.put(DOC)
     assert new and info.version == 1 and checked_in == [False]

@@ -19,32 +19,38 @@ def action(t: TurnContext, s: c.CActionStep) -> Target:
     run = t.state.run
     assert run is not None
     actions = s.actions
-    while run.action_index < len(actions):
-        act = actions[run.action_index]
+    count = len(actions)
+    index = run.action_index  # kept in a local; written back before anything can read it
+    while index < count:
+        act = actions[index]
         if act.do == "set_variable":
             params = act.params
             value = params["value"]
             if type(value) is Template:  # the usual case, without the generic walk
-                ctx = t.cached_context or t.context()
                 try:
-                    value = value.value(ctx)
+                    value = value.value(t.cached_context or t.context())
                 except TemplateFailed as exc:
                     t.trace("template.error", "warning", error=str(exc))
                     value = ""
             else:
                 value = t.value(value)
-            run.vars[params["name"]] = plain(value)
-            run.action_index += 1
+            kind = type(value)  # plain(value), with its commonest cases inline (state._INT64 as literals)
+            if not (kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615)):
+                value = plain(value)
+            run.vars[params["name"]] = value
+            index += 1
             continue
         if act.do == "set_chat_status":
             t.set_chat_status(str(act.params["status"]))
-            run.action_index += 1
+            index += 1
             continue
+        run.action_index = index
         payload = action_payload(t, act)
         if payload is None:
-            run.action_index += 1
+            index += 1
             continue
         return t.request(s, "action", payload)
+    run.action_index = index
     return s.next
 
 

@@ -7,16 +7,21 @@ from typing import Any
 from ...builder import compiled as c
 from ...builder.templates import TemplateFailed
 from ..checks import check, region_for_timezone
-from ..predicates import holds
+from ..predicates import Test, compile_predicate
 from ..state import plain
 from ..turn import Target, TurnContext
 
 
 def condition(t: TurnContext, s: c.CCondition) -> Target:
+    flow = t.flow
+    assert flow is not None
+    branches: tuple[tuple[Test, str], ...] | None = flow.memo.get(s.id)
+    if branches is None:  # the first turn through this step of this version
+        branches = flow.memo[s.id] = tuple((compile_predicate(p), target) for p, target in s.branches)
     ctx = t.cached_context or t.context()
-    for predicate, target in s.branches:
+    for test, target in branches:
         try:
-            if holds(predicate, ctx):
+            if test(ctx):
                 return target
         except TemplateFailed as exc:
             t.trace("condition.error", "warning", error=str(exc))

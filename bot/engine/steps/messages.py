@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from ...builder import compiled as c
 from ...builder.normalize import normalize
+from ...builder.templates import TemplateFailed
 from .. import effects as fx
 from .. import events as ev
-from ..turn import Target, TurnContext
+from ..state import Wait
+from ..turn import WAIT, Target, TurnContext
 
 
 def message(t: TurnContext, s: c.CMessage) -> Target:
@@ -22,24 +24,49 @@ def message(t: TurnContext, s: c.CMessage) -> Target:
                 rendered.append(fx.OutButton(t.render(b.title), None, t.render(b.url)))
         buttons = tuple(rendered)
     flow = t.flow
-    assert flow is not None
-    t.send(fx.SendMessage(
-        t.message_ref(s), s.id, "message", t.render(s.text), buttons, None,
+    state = t.state
+    run = state.run
+    assert flow is not None and run is not None
+    # t.render, t.message_ref and t.send, inline: this is the step most turns run.
+    text = s.text
+    if text is None:
+        body = ""
+    elif text.constant is not None:
+        body = text.constant
+    else:
+        try:
+            body = text.render(t.cached_context or t.context())
+        except TemplateFailed as exc:
+            t.trace("template.error", "warning", error=str(exc))
+            body = ""
+    state.seq += 1
+    msg = fx.SendMessage(
+        f"{run.id}:{s.id}:m{state.seq}", s.id, "message", body, buttons, None,
         tuple(fx.OutAttachment(a.kind, t.render(a.url), t.render(a.name) or None)
               for a in s.attachments) if s.attachments else (),
-        s.template, t.value(s.params) if s.params is not None else None,
+        s.template, None if s.params is None else t.value(s.params),
         s.recipients, s.channel_mode, s.channels, None, not flow.leave_unanswered,
-    ))
+    )
+    t.effects.append(msg)
+    if msg.marks_answered and state.chat_status == "unanswered":  # t.set_chat_status, inline
+        state.chat_status = "answered"
+        t.effects.append(fx.ChatStatus("answered"))
+        chat = t.cached_context.get("chat") if t.cached_context is not None else None
+        if chat is not None:
+            chat["status"] = "answered"  # this turn's own dict
     if not s.waits:
         return s.next
+    if s.no_answer is None:  # t.wait, inline
+        run.wait = Wait("reply", s.id, {})
+        return WAIT
     return wait_reply(t, s)
 
 
 def wait_reply(t: TurnContext, s: c.CMessage | c.CList) -> Target:
+    if s.no_answer is None:
+        return t.wait("reply", s)
     timers: dict[str, str] = {}
-    until = None
-    if s.no_answer is not None:
-        until = t.set_timer(timers, s.no_answer[0], "no_answer")
+    until = t.set_timer(timers, s.no_answer[0], "no_answer")
     return t.wait("reply", s, timers=timers, until=until)
 
 
@@ -85,7 +112,7 @@ def match_reply(t: TurnContext, step: c.CMessage | c.CList, e: ev.InboundMessage
             if text and (text == normalize(row.title) or text == str(row.number)):
                 return row.next
         return None
-    replies = [b for b in step.buttons if b.next is not None]
+    replies = step.replies
     if payload is not None:
         for b in replies:
             if payload == b.payload:
