@@ -37,8 +37,9 @@ class AccountPacing:
     async def acquire(self, *extra: Limit) -> None:
         """Take one request of the account (and of ``extra`` limits, one round trip for all);
         ``DeliveryDeferred`` when the turn is further off than ``max_wait``."""
+        wait = max([self.max_wait, *(2 * x.interval for x in extra)])  # a chat's turn is worth waiting for
         try:
-            await self.limiter.acquire(self.limit, *extra, max_wait=self.max_wait)
+            await self.limiter.acquire(self.limit, *extra, max_wait=wait)
         except LimitWait as exc:
             raise DeliveryDeferred(str(exc), retry_after=exc.retry_after) from None
         except LimiterUnavailable as exc:

@@ -19,6 +19,7 @@ from tests.procs import stop_process
 RATE = 5  # the account's rate_limit
 EACH = 12  # requests per process, all at once
 PROCESSES = ("p1", "p2", "p3")
+ROOT = str(Path(__file__).resolve().parents[2])
 
 #: One process: a Kommo client (as ``build_backend`` makes it: on the Redis limiter) firing its
 #: requests at once; ``via`` marks them in the fake's log.
@@ -41,6 +42,12 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
+def _start(name: str, url: str, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-c", CLIENT, url, redis_url, TOKEN, name, str(RATE), str(EACH)],
+                                cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=out, stderr=subprocess.STDOUT)
+
+
 def _busiest_second(times: list[float]) -> int:
     times = sorted(times)
     return max(sum(1 for u in times[i:] if u < t + 1.0) for i, t in enumerate(times))
@@ -48,15 +55,10 @@ def _busiest_second(times: list[float]) -> int:
 
 async def test_three_processes_keep_one_kommo_accounts_limit_and_use_it_in_full(
         redis: Redis, redis_url: str, tmp_path: Path) -> None:
-    root = str(Path(__file__).resolve().parents[2])
     async with FakeKommo(rate_limit=RATE) as fake:
         logs = [tmp_path / f"{name}.log" for name in PROCESSES]
-        procs = []
-        for name, log in zip(PROCESSES, logs, strict=True):
-            with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-                procs.append(subprocess.Popen([sys.executable, "-c", CLIENT, fake.url, redis_url, TOKEN, name,
-                                               str(RATE), str(EACH)], cwd=root, env={**os.environ, "PYTHONPATH": root},
-                                              stdout=out, stderr=subprocess.STDOUT))
+        procs = [await asyncio.to_thread(_start, name, fake.url, redis_url, log)
+                 for name, log in zip(PROCESSES, logs, strict=True)]
         try:
             codes = [await asyncio.to_thread(p.wait, 120) for p in procs]
         finally:

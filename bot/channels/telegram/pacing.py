@@ -12,12 +12,13 @@ from typing import Any
 
 from ...store.ratelimit import Limit
 
-#: A chat's interval is stretched by 5 %: the platform counts arrivals, which jitter behind our clock.
-CHAT_MARGIN = 0.05
+#: A chat's interval is stretched by 10 %: the platform counts arrivals, which jitter behind our clock
+#: (a request may leave up to ``ratelimit.LATE``, 100 ms, after its turn).
+CHAT_MARGIN = 0.1
 
 
 class ChatLimits:
-    """Per chat, ``chat_burst`` messages at once, then one per ``chat_interval`` (+5 %). The outbox
+    """Per chat, ``chat_burst`` messages at once, then one per ``chat_interval`` (+10 %). The outbox
     already spaces a chat's backlog; this also covers the parts of one entry and a reply that
     follows the previous message at once."""
 
