@@ -27,7 +27,9 @@ class AccountPacing:
     def __init__(self, channel: str, account: str, settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
         rate = float(settings.get("rate", defaults.get("rate", _OUTBOX.rate)))
         burst = int(settings.get("burst", defaults.get("burst", _OUTBOX.burst)))
-        self.limit = Limit(f"{channel}:{account}", rate, max(1, burst))
+        #: ``rate = 0``: no limit of ours (a bench, a platform without one): no limiter call at all
+        self.unlimited = rate <= 0
+        self.limit = Limit(f"{channel}:{account}", rate if rate > 0 else 1e6, max(1, burst))
         self.max_wait = max(MAX_WAIT, 2 * self.limit.interval)
         self.limiter: SharedLimiter = LocalLimiter()  # until the process shares its Redis one
 
@@ -37,9 +39,12 @@ class AccountPacing:
     async def acquire(self, *extra: Limit) -> None:
         """Take one request of the account (and of ``extra`` limits, one round trip for all);
         ``DeliveryDeferred`` when the turn is further off than ``max_wait``."""
+        limits = list(extra) if self.unlimited else [self.limit, *extra]
+        if not limits:
+            return
         wait = max([self.max_wait, *(2 * x.interval for x in extra)])  # a chat's turn is worth waiting for
         try:
-            await self.limiter.acquire(self.limit, *extra, max_wait=wait)
+            await self.limiter.acquire(*limits, max_wait=wait)
         except LimitWait as exc:
             raise DeliveryDeferred(str(exc), retry_after=exc.retry_after) from None
         except LimiterUnavailable as exc:

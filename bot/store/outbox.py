@@ -100,7 +100,7 @@ class Outbox:
         self._limiter = limiter or LocalLimiter()
         self._limits = {a: Limit(f"{channel}:{a}", lim.rate, max(1, lim.burst))
                         for a, (channel, lim) in accounts.items()
-                        if a in senders and not isinstance(senders[a], SharesLimits)}
+                        if a in senders and not isinstance(senders[a], SharesLimits) and lim.rate > 0}
         self._sem = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
 

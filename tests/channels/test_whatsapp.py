@@ -413,6 +413,17 @@ async def test_a_throughput_error_holds_the_number_in_every_process(redis: Redis
         assert 0 < (held.value.retry_after or 0) <= 3.0 and len(fake.sent) == sent
 
 
+async def test_rate_zero_lifts_the_limit_and_costs_no_redis_call(redis: Redis, fake: GraphFake) -> None:
+    fake.customer_wrote(CUSTOMER)
+    chat = {"external_id": CUSTOMER, "last_inbound_at": f"{time.time():.3f}"}
+    async with aiohttp.ClientSession() as http:
+        adapter = _adapter(fake.base_url, http, rate=0)
+        adapter.use_limiter(RedisLimiter(redis))
+        for i in range(5):
+            assert await adapter.send("wa", chat, {"role": "bot", "text": "a", "ref": f"r{i}"})
+    assert [key async for key in redis.scan_iter("sb:rl:*")] == []
+
+
 async def test_send_maps_platform_errors(fake: GraphFake) -> None:
     fake.customer_wrote(CUSTOMER)
     chat = {"external_id": CUSTOMER, "last_inbound_at": f"{time.time():.3f}"}

@@ -23,8 +23,9 @@ class ChatLimits:
     follows the previous message at once."""
 
     def __init__(self, bot: str, settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
-        interval = float(settings.get("chat_interval", defaults["chat_interval"])) or 0.001
-        self.bot, self.rate, self.burst = bot, 1 / interval, max(1, int(settings.get("chat_burst", 3)))
+        interval = float(settings.get("chat_interval", defaults["chat_interval"]))
+        self.bot, self.burst = bot, max(1, int(settings.get("chat_burst", 3)))
+        self.rate = 1 / interval if interval > 0 else None  # 0: no per-chat limit
 
-    def of(self, chat: str) -> Limit:
-        return Limit(f"{self.bot}:chat:{chat}", self.rate, self.burst, margin=CHAT_MARGIN)
+    def of(self, chat: str) -> Limit | None:
+        return Limit(f"{self.bot}:chat:{chat}", self.rate, self.burst, margin=CHAT_MARGIN) if self.rate else None
