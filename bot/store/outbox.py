@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from ..errors import SalesbotError
 from . import codec, replies
 from . import keys as k
-from .ratelimit import Limit, LimiterUnavailable, LimitWait, LocalLimiter, SharedLimiter, SharesLimits
+from .ratelimit import Limit, LimitWait, LocalLimiter, SharedLimiter, SharesLimits
 from .scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
 
 log = logging.getLogger("salesbot.outbox")
@@ -140,11 +140,11 @@ class Outbox:
                 return 0
             head = replies.raw(reply)
             item = codec.unpack(head)
+            limit = self._limits.get(account)
+            if limit is not None and not await self._acquire(queue, cid, limit):
+                return 0
             meta = replies.text_map(await self.redis.hgetall(key.meta))
             try:
-                limit = self._limits.get(account)
-                if limit is not None:
-                    await self._acquire(limit)
                 platform_id = await sender.send(account, meta, item["message"])
             except DeliveryDeferred as exc:  # the account is at its rate: try this chat again then
                 await self.redis.zadd(queue, {cid: time.time() + (exc.retry_after or 0.0)})
@@ -171,13 +171,15 @@ class Outbox:
             await self._reschedule(queue, key, cid, time.time() + limits.chat_interval if remaining else None)
             return 1
 
-    async def _acquire(self, limit: Limit) -> None:
+    async def _acquire(self, queue: str, cid: str, limit: Limit) -> bool:
+        """Take a send of a sender that has no limits of its own; False: the chat is put back for
+        when the account's limit allows it. ``LimiterUnavailable`` (no Redis) ends the round."""
         try:
             await self._limiter.acquire(limit, max_wait=0.0)
         except LimitWait as exc:
-            raise DeliveryDeferred(str(exc), retry_after=exc.retry_after) from None
-        except LimiterUnavailable as exc:
-            raise DeliveryTemporary(str(exc)) from None
+            await self.redis.zadd(queue, {cid: time.time() + exc.retry_after})
+            return False
+        return True
 
     async def _give_up(self, queue: str, key: k.ConversationKey, cid: str, head: bytes,
                        item: dict[str, Any], reason: str, detail: str | None = None) -> int:
