@@ -171,7 +171,7 @@ class CrmConfig(_Frozen):
     webhook_secret: SecretStr | None = None
     account: str | None = None  # kommo: the {account} of /webhooks/kommo/{account} (default: the subdomain)
     identity_field: str = "Salesbot ID"  # kommo: contact field holding channel identities ("" = phone/e-mail only)
-    rate_limit: int = Field(7, ge=1)  # kommo: requests per second for this process
+    rate_limit: int = Field(7, ge=1)  # kommo: requests per second for the account, every process together
     timeout: float = Field(10.0, gt=0)
     retry_base: float = Field(1.0, gt=0)  # outbox backoff: base * 2**(attempt-1) seconds …
     retry_max: float = Field(300.0, gt=0)  # … capped here, never below the CRM's retry_after

@@ -143,13 +143,17 @@ class SessionHolder:
 
     _session: aiohttp.ClientSession | None
     _own_session: bool
+    _closed = False
 
     async def aclose(self) -> None:
+        self._closed = True  # a request still waiting for its turn (rate limit) makes no new session
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
 
     def _http(self) -> aiohttp.ClientSession:
+        if self._closed and self._own_session:
+            raise unreachable("the CRM client is closed (the process is stopping)")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
             self._own_session = True

@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
+from bot.store.ratelimit import RedisLimiter
+
 from .interface import CrmBackend
 from .kommo import KommoCrm
 from .outbox import CrmOutbox, FailedHook
@@ -37,7 +39,8 @@ def build_backend(config: Config, redis: Redis, *, reader: RecordReader | None =
     if crm.backend == "kommo":
         assert crm.base_url is not None
         return KommoCrm(crm.base_url, _secret(crm.token), rate=crm.rate_limit, timeout=crm.timeout,
-                        identity_field=crm.identity_field or None, cooldown=_cooldown(crm))
+                        identity_field=crm.identity_field or None, cooldown=_cooldown(crm),
+                        limiter=RedisLimiter(redis))  # the account's limit, once for every process
     if crm.backend == "webhook":
         assert crm.base_url is not None
         return WebhookCrm(crm.base_url, _secret(crm.secret), timeout=crm.timeout, cooldown=_cooldown(crm))

@@ -45,6 +45,7 @@ import aiohttp
 
 from ..config import AccountConfig
 from ..inputs import BadJson, header_bytes, loads
+from ..store.ratelimit import SharedLimiter
 from .base import (
     Capabilities,
     DeliveryRejected,
@@ -56,6 +57,7 @@ from .base import (
     WebhookRejected,
     readable_items,
 )
+from .pacing import AccountPacing
 from .render import Rendered, render, split_text
 
 log = logging.getLogger("salesbot.channels.meta")
@@ -170,8 +172,12 @@ class GraphClient:
     """``POST`` to the Graph API with the account's token; the session comes from outside."""
 
     def __init__(self, http: aiohttp.ClientSession, *, base_url: str | None, version: str,
-                 token: str) -> None:
+                 token: str, pacing: AccountPacing | None = None,
+                 rate_codes: Mapping[int, float] | None = None) -> None:
         self.http = http
+        #: the account's shared limit, taken before every call; error codes that mean "the account
+        #: is over its rate" (with the pause when the answer gives none) hold every process
+        self.pacing, self.rate_codes = pacing, dict(rate_codes or {})
         self.base = (base_url or GRAPH_URL).rstrip("/")
         self.version = version.strip("/")
         self._token = token
@@ -184,6 +190,8 @@ class GraphClient:
         """The JSON answer; ``GraphError`` for an error answer, ``DeliveryTemporary`` when the
         platform could not be reached or answered 5xx/429 without an error object."""
         headers = {"Authorization": f"Bearer {self._token}"}
+        if self.pacing is not None:
+            await self.pacing.acquire()
         try:
             async with self.http.post(self.url(path), json=body, params=params, headers=headers) as resp:
                 status = resp.status
@@ -198,6 +206,9 @@ class GraphClient:
         if status < 400 and isinstance(data, dict) and "error" not in data:
             return data
         err = data.get("error") if isinstance(data, dict) else None
+        code = err.get("code") if isinstance(err, dict) else None
+        if self.pacing is not None and (status == 429 or code in self.rate_codes):
+            await self.pacing.hold(retry, default=self.rate_codes.get(code, 1.0) if isinstance(code, int) else 1.0)
         if not isinstance(err, dict):
             if status >= 500 or status == 429:
                 raise DeliveryTemporary(f"graph API answered HTTP {status}", retry_after=retry)
@@ -316,11 +327,16 @@ class MetaMessagingAdapter:
         #: Our own ids (page id, Instagram account id): events from them are echoes.
         self._own_ids = {v for v in (creds.get("page_id"), creds.get("ig_id"), creds.get("instagram_id")) if v}
         self._send_path = str(settings.get("send_path") or "me/messages")
+        self.pacing = AccountPacing(name, account, settings, {})  # per API call, every process
         self.graph = GraphClient(http, base_url=config.api_base_url,
                                  version=str(settings.get("api_version") or GRAPH_VERSION),
-                                 token=creds.get("access_token", ""))
+                                 token=creds.get("access_token", ""), pacing=self.pacing,
+                                 rate_codes=dict.fromkeys(_RATE_CODES, 60.0))
         self._parts = SentParts()
         self._private_replied: OrderedDict[str, float] = OrderedDict()
+
+    def use_limiter(self, limiter: SharedLimiter) -> None:
+        self.pacing.use(limiter)
 
     # -------------------------------------------------------------- inbound
     def handshake(self, request: RawRequest) -> tuple[int, str] | None:

@@ -26,7 +26,6 @@ Errors: 429 / 20429 / 5xx / network → ``DeliveryTemporary`` (``retry_after`` f
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextvars
 import json
@@ -50,6 +49,7 @@ from twilio.request_validator import (
 from twilio.rest import Client
 
 from ..config import AccountConfig
+from ..store.ratelimit import SharedLimiter
 from .base import (
     Capabilities,
     ChannelError,
@@ -61,6 +61,7 @@ from .base import (
     RawRequest,
     WebhookRejected,
 )
+from .pacing import AccountPacing
 from .render import Rendered, render
 
 __all__ = ["TwilioAdapter", "create", "create_sms"]
@@ -129,27 +130,6 @@ class _SessionHttpClient(AsyncHttpClient):  # type: ignore[misc]  # an untyped S
             text = await resp.text()
             _last_headers.set(dict(resp.headers))
             return Response(resp.status, text, resp.headers)
-
-
-class _Pacer:
-    """Spaces this account's API calls to its per-number rate (a message may take several)."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(max(1, burst))
-        self.tokens = self.burst
-        self.at = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-                self.at = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
 class _OutsideWindow(Exception):
@@ -229,11 +209,9 @@ class TwilioAdapter:
         self.mms = bool(settings.get("mms", True))
         self.status_callback = (f"{public_url.rstrip('/')}/webhooks/{name}/{account}"
                                 if settings.get("status_callbacks", True) else None)
-        limits = {**(WHATSAPP_LIMITS if whatsapp else SMS_LIMITS),
-                  **{k: v for k, v in settings.items() if k in ("rate", "burst", "chat_interval")}}
         #: what the outbox uses when the account's settings do not say (see services)
         self.default_limits = dict(WHATSAPP_LIMITS if whatsapp else SMS_LIMITS)
-        self._pacer = _Pacer(float(limits["rate"]), int(limits["burst"]))
+        self.pacing = AccountPacing(name, account, settings, self.default_limits)  # per API call, every process
         kinds = frozenset({"image", "video", "audio", "voice", "document"})
         self.capabilities = Capabilities(
             max_buttons=10 if self.content_sids else 0, button_title_max=20, payload_max_bytes=200,
@@ -250,6 +228,9 @@ class TwilioAdapter:
         self.client.api.base_url = (config.api_base_url or DEFAULT_API_BASE).rstrip("/")
         # Parts of a multi-part message already sent, so a retry does not repeat them.
         self._progress: OrderedDict[str, list[str]] = OrderedDict()
+
+    def use_limiter(self, limiter: SharedLimiter) -> None:
+        self.pacing.use(limiter)
 
     def _address(self, number: str) -> str:
         if self.whatsapp and not number.startswith(WHATSAPP):
@@ -448,11 +429,14 @@ class TwilioAdapter:
             args["from_"] = self.sender
         if self.status_callback:
             args["status_callback"] = self.status_callback
-        await self._pacer.wait()
+        await self.pacing.acquire()
         try:
             created = await self.client.messages.create_async(to=to, **args)
         except TwilioRestException as exc:
-            raise self._error(exc) from None
+            error = self._error(exc)
+            if int(exc.status or 0) == 429:  # every process backs off
+                await self.pacing.hold(error.retry_after if isinstance(error, DeliveryTemporary) else None)
+            raise error from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise DeliveryTemporary(f"Twilio unreachable: {exc!r}") from None
         except TwilioException as exc:

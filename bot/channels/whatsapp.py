@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 
 from ..config import AccountConfig
+from ..store.ratelimit import SharedLimiter
 from .base import (
     Capabilities,
     DeliveryRejected,
@@ -54,6 +55,7 @@ from .meta import (
     send_parts,
     verify_signature,
 )
+from .pacing import AccountPacing
 from .render import Rendered, render, split_text
 
 log = logging.getLogger("salesbot.channels.whatsapp")
@@ -99,14 +101,19 @@ class WhatsAppAdapter:
         self.phone_number_id = creds.get("phone_number_id") or str(settings.get("phone_number_id") or "")
         if not self.phone_number_id:
             log.error("whatsapp.no_phone_number_id", extra={"account": account})
+        self.throughput_retry_after = float(settings.get("throughput_retry_after", 1.0))
+        self.pacing = AccountPacing(self.name, account, settings, {})  # per API call, every process
         self.graph = GraphClient(http, base_url=config.api_base_url,
                                  version=str(settings.get("api_version") or GRAPH_VERSION),
-                                 token=creds.get("access_token", ""))
+                                 token=creds.get("access_token", ""), pacing=self.pacing,
+                                 rate_codes={THROUGHPUT: self.throughput_retry_after})
         self.template_language = str(settings.get("template_language") or "en_US")
-        self.throughput_retry_after = float(settings.get("throughput_retry_after", 1.0))
         self.pair_retry_after = float(settings.get("pair_retry_after", 6.0))
         self.choose_text = str(settings.get("choose_text") or "Please choose:")
         self._parts = SentParts()
+
+    def use_limiter(self, limiter: SharedLimiter) -> None:
+        self.pacing.use(limiter)
 
     # -------------------------------------------------------------- inbound
     def handshake(self, request: RawRequest) -> tuple[int, str] | None:

@@ -52,6 +52,7 @@ from ..store.layout import rename_old_keys
 from ..store.livehub import LiveHub
 from ..store.memoryguard import MemoryGuard
 from ..store.outbox import AccountLimits, ChannelSender, Outbox
+from ..store.ratelimit import RedisLimiter, SharesLimits
 from ..store.resp import RespClient
 from ..store.timers import TimerWheel
 from .auth import Auth
@@ -232,8 +233,12 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                 **{k: v for k, v in acc.settings.items() if k in ("rate", "chat_interval", "burst")}}))
             for name, acc in config.accounts.items() if acc.channel not in TRANSCRIPT_CHANNELS
         }
+        limiter = RedisLimiter(redis)  # every account's rate, kept once for every process
+        for adapter in adapters.values():
+            if isinstance(adapter, SharesLimits):
+                adapter.use_limiter(limiter)
         outbox = Outbox(redis, senders=senders, accounts=accounts, on_failed=delivery_failed,
-                        on_sent=sent, max_attempts=config.outbox_max_attempts)
+                        on_sent=sent, max_attempts=config.outbox_max_attempts, limiter=limiter)
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,
                             directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)

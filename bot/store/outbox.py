@@ -8,8 +8,10 @@ and then either pops it (success), reschedules it with backoff (temporary failur
 the platform's ``retry_after``), or gives up on it and tells the conversation
 (``DeliveryFailed`` → the step's ``failed`` branch).
 
-Per-chat pacing (``chat_interval``) and a per-account rate (``rate``) keep to platform limits;
-accounts are independent, so a slow or failing platform delays only its own messages.
+Per-chat pacing (``chat_interval``) and a per-account rate (``rate``, ``burst``) keep to platform
+limits; the rate is kept once for every process in Redis (``ratelimit.py``): by the adapter, per
+API call, when it ``SharesLimits`` (every built-in one), else here, per message. Accounts are
+independent, so a slow or failing platform delays only its own messages.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from redis.asyncio import Redis
 from ..errors import SalesbotError
 from . import codec, replies
 from . import keys as k
+from .ratelimit import Limit, LimitWait, LocalLimiter, SharedLimiter, SharesLimits
 from .scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
 
 log = logging.getLogger("salesbot.outbox")
@@ -39,6 +42,11 @@ class DeliveryTemporary(DeliveryError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DeliveryDeferred(DeliveryTemporary):
+    """Not attempted: the account's shared rate limit allows the next call only after
+    ``retry_after``. The outbox puts the chat back for then without counting an attempt."""
 
 
 class DeliveryRejected(DeliveryError):
@@ -69,24 +77,6 @@ class AccountLimits:
 
 
 
-class _Bucket:
-    """A token bucket: ``take`` returns how long to wait for a token (0 if one is free)."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens = float(burst)
-        self.at = time.monotonic()
-
-    def take(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-
 FailureHook = Callable[[str, str, str], Awaitable[None]]  # (cid, ref, reason)
 SentHook = Callable[[str, Mapping[str, Any], str | None], Awaitable[None]]
 
@@ -95,7 +85,7 @@ class Outbox:
     def __init__(self, redis: Redis, *, senders: Mapping[str, ChannelSender],
                  accounts: Mapping[str, tuple[str, AccountLimits]], on_failed: FailureHook,
                  on_sent: SentHook | None = None, max_attempts: int = 8, lease: float = 30.0,
-                 concurrency: int = 16) -> None:
+                 concurrency: int = 16, limiter: SharedLimiter | None = None) -> None:
         self.redis = redis
         self.senders = senders  # account -> its adapter
         self.accounts = accounts  # account -> (channel, limits)
@@ -106,7 +96,11 @@ class Outbox:
         self._claim = redis.register_script(CLAIM_DUE)
         self._pop = redis.register_script(POP_HEAD)
         self._replace = redis.register_script(REPLACE_HEAD)
-        self._buckets = {a: _Bucket(lim.rate, lim.burst) for a, (_, lim) in accounts.items()}
+        # Senders that keep the account's limit themselves, per API call, are not limited again.
+        self._limiter = limiter or LocalLimiter()
+        self._limits = {a: Limit(f"{channel}:{a}", lim.rate, max(1, lim.burst))
+                        for a, (channel, lim) in accounts.items()
+                        if a in senders and not isinstance(senders[a], SharesLimits) and lim.rate > 0}
         self._sem = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
 
@@ -146,13 +140,15 @@ class Outbox:
                 return 0
             head = replies.raw(reply)
             item = codec.unpack(head)
-            wait = self._buckets[account].take()
-            if wait > 0:  # the account is at its rate: try this chat again shortly
-                await self.redis.zadd(queue, {cid: time.time() + wait})
+            limit = self._limits.get(account)
+            if limit is not None and not await self._acquire(queue, cid, limit):
                 return 0
             meta = replies.text_map(await self.redis.hgetall(key.meta))
             try:
                 platform_id = await sender.send(account, meta, item["message"])
+            except DeliveryDeferred as exc:  # the account is at its rate: try this chat again then
+                await self.redis.zadd(queue, {cid: time.time() + (exc.retry_after or 0.0)})
+                return 0
             except (DeliveryTemporary, Exception) as exc:  # an unclassified error counts as temporary
                 if isinstance(exc, DeliveryRejected):
                     return await self._give_up(queue, key, cid, head, item, exc.reason or str(exc), str(exc))
@@ -174,6 +170,16 @@ class Outbox:
                 await self.on_sent(cid, item, platform_id)
             await self._reschedule(queue, key, cid, time.time() + limits.chat_interval if remaining else None)
             return 1
+
+    async def _acquire(self, queue: str, cid: str, limit: Limit) -> bool:
+        """Take a send of a sender that has no limits of its own; False: the chat is put back for
+        when the account's limit allows it. ``LimiterUnavailable`` (no Redis) ends the round."""
+        try:
+            await self._limiter.acquire(limit, max_wait=0.0)
+        except LimitWait as exc:
+            await self.redis.zadd(queue, {cid: time.time() + exc.retry_after})
+            return False
+        return True
 
     async def _give_up(self, queue: str, key: k.ConversationKey, cid: str, head: bytes,
                        item: dict[str, Any], reason: str, detail: str | None = None) -> int:

@@ -11,7 +11,7 @@
 
 from .account import CLOSED, LOST, TASK_TYPE_IDS, TASK_TYPE_NAMES, WON, KommoAccount
 from .backend import BATCH, ENTITY_PATHS, KommoCrm
-from .client import KommoClient, RateLimiter
+from .client import KommoClient
 from .echo import KommoEcho
 from .webhooks import (
     LEAD_EVENTS,
@@ -43,7 +43,6 @@ __all__ = [
     "KommoCrm",
     "KommoEcho",
     "KommoEvent",
-    "RateLimiter",
     "as_lead_event",
     "name_event_data",
     "name_stages",

@@ -37,11 +37,12 @@ from typing import Any
 import aiohttp
 
 from bot.errors import CrmRejected, CrmUnavailable
+from bot.store.ratelimit import SharedLimiter
 
 from ..changes import Change
 from ..interface import ChannelIdentity, CommandResult, CrmRef
 from .account import CLOSED, KommoAccount
-from .client import KommoClient, RateLimiter
+from .client import KommoClient
 from .echo import KommoEcho
 from .records import (
     MULTITEXT_CODES,
@@ -78,7 +79,7 @@ class KommoCrm(KommoClient):
 
     def __init__(self, base_url: str, token: str, *, session: aiohttp.ClientSession | None = None,
                  rate: int = 7, timeout: float = 10.0, identity_field: str | None = "Salesbot ID",
-                 limiter: RateLimiter | None = None, cooldown: float = 5.0) -> None:
+                 limiter: SharedLimiter | None = None, cooldown: float = 5.0) -> None:
         super().__init__(base_url, token, session=session, rate=rate, timeout=timeout, limiter=limiter,
                          cooldown=cooldown)
         self.identity_field = identity_field or None

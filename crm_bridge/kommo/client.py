@@ -1,5 +1,10 @@
 """HTTP to one Kommo account: bearer token, the 7 requests/second limit, the breaker, typed errors, paging.
 
+The limit is the account's, kept once for every process (web and workers) through the shared
+limiter in Redis (``bot.store.ratelimit``): ``rate`` requests spread over 1.15 s (the 150 ms are
+room for a request that reaches Kommo late). Without a shared limiter (a client used on its
+own) it is kept in this process only.
+
 Separate from the backend so what a command *means* (``backend.py``) is not mixed with how a
 request travels. Kommo's long-lived token never expires, so there is no refresh; no request is
 retried here either: a temporary error goes back to the CRM outbox, which retries with a backoff.
@@ -10,77 +15,55 @@ Kommo's validation messages.
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import time
-from collections.abc import Awaitable, Callable, Iterable
+import contextlib
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from bot.errors import CrmRejected
+from bot.errors import CrmRateLimited, CrmRejected, CrmUnavailable
+from bot.store.ratelimit import Limit, LimiterUnavailable, LimitWait, LocalLimiter, SharedLimiter
 
 from .._http import Breaker, SessionHolder, error_for, parse_body, unreachable
 from .records import Record
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 #: Query parameters of a request (repeated keys allowed: ``filter[id][]``).
 Params = Iterable[tuple[str, object]]
 
 
-class RateLimiter:
-    """At most ``rate`` requests in any window of ``per`` (+ ``margin``) seconds. The margin
-    (150 ms) covers the delay between sending and Kommo's clock: with 50 ms, a busy machine's late
-    first request and a prompt eighth could still land in one of Kommo's seconds.
-
-    A token bucket whose tokens come back one window after they were spent: unlike a bucket
-    refilled continuously, it never lets a burst and its refill land in the same second, which
-    is how Kommo counts. ``clock`` and ``sleep`` are injectable for tests.
-    """
-
-    def __init__(self, rate: int = 7, per: float = 1.0, *, margin: float = 0.15,
-                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
-        if rate < 1:
-            raise ValueError("rate must be at least 1 request per window")
-        self.rate, self.window = int(rate), per + margin
-        self.clock, self.sleep = clock, sleep
-        self._sent: collections.deque[float] = collections.deque()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            now = self.clock()
-            while self._sent and now - self._sent[0] >= self.window:
-                self._sent.popleft()
-            if len(self._sent) >= self.rate:
-                wait = self._sent[0] + self.window - now
-                if wait > 0:
-                    await self.sleep(wait)
-                    now = self.clock()
-                self._sent.popleft()
-            self._sent.append(now)
+#: The longest a request waits for its turn under the account's limit before it fails with
+#: ``CrmRateLimited`` (the CRM outbox retries it then).
+MAX_WAIT = 30.0
 
 
 class KommoClient(SessionHolder):
     """Requests to Kommo's REST API v4 of one account, rate limited and failing fast when it is down."""
 
     def __init__(self, base_url: str, token: str, *, session: aiohttp.ClientSession | None = None,
-                 rate: int = 7, timeout: float = 10.0, limiter: RateLimiter | None = None,
+                 rate: int = 7, timeout: float = 10.0, limiter: SharedLimiter | None = None,
                  cooldown: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._session = session
         self._own_session = session is None
         self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self.limiter = limiter or RateLimiter(rate)
+        if rate < 1:
+            raise ValueError("rate must be at least 1 request per second")
+        self.limiter: SharedLimiter = limiter or LocalLimiter()
+        self.limit = Limit(f"kommo:{urlsplit(self.base_url).hostname or self.base_url}", float(rate))
         self.breaker = Breaker(cooldown)
 
     async def request(self, method: str, path: str, *, params: Params | None = None, json: object = None) -> Any:
         """One API call (rate limited); the decoded JSON answer, or None for 204 No Content."""
         what = f"{method} {path}"
         self.breaker.check("kommo", what)
-        await self.limiter.acquire()
+        try:
+            await self.limiter.acquire(self.limit, max_wait=MAX_WAIT)
+        except LimitWait as exc:
+            raise CrmRateLimited(f"kommo: {what}: {exc}", retry_after=exc.retry_after) from None
+        except LimiterUnavailable as exc:
+            raise CrmUnavailable(f"kommo: {what}: {exc}") from None
         query = [(k, str(v)) for k, v in (params or [])]
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         try:
@@ -96,6 +79,9 @@ class KommoClient(SessionHolder):
             self.breaker.record(None)
             return None if status == 204 else parse_body(text)
         error = error_for("kommo", status, answer_headers, text, what)
+        if isinstance(error, CrmRateLimited):  # every process backs off, not only this one
+            with contextlib.suppress(LimiterUnavailable):
+                await self.limiter.hold(self.limit, error.retry_after)
         self.breaker.record(error)
         raise error
 

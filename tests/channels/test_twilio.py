@@ -19,7 +19,7 @@ from bot.channels.twilio import TwilioAdapter
 from bot.config import AccountConfig
 from bot.store import keys as k
 from bot.store.keys import conversation_id
-from bot.store.outbox import AccountLimits
+from bot.store.outbox import AccountLimits, DeliveryDeferred
 
 from .fakes.twilio_api import PUBLIC_URL, FakeTwilio, TwilioHarness, running_app, twilio_account, write_flows
 
@@ -351,6 +351,11 @@ async def test_temporary_errors(fake: FakeTwilio, http: aiohttp.ClientSession, s
     with pytest.raises(DeliveryTemporary) as caught:
         await adapter.send("wa", _fresh(CHAT), {"role": "bot", "text": "Hi", "ref": "r:1"})
     assert caught.value.retry_after == retry_after
+    if status == 429 and retry_after:  # Retry-After holds the account: no process sends before it passes
+        with pytest.raises(DeliveryDeferred) as held:
+            await adapter.send("wa", _fresh(CHAT), {"role": "bot", "text": "Hi", "ref": "r:1"})
+        assert 0 < (held.value.retry_after or 0) <= retry_after
+        return
     assert await adapter.send("wa", _fresh(CHAT), {"role": "bot", "text": "Hi", "ref": "r:1"})
 
 

@@ -20,6 +20,8 @@ from bot.channels.registry import ChannelRegistry
 from bot.config import AccountConfig
 from bot.store import keys as k
 from bot.store.keys import conversation_id
+from bot.store.outbox import DeliveryDeferred
+from bot.store.ratelimit import RedisLimiter
 
 from .fakes.graph import (
     APP_SECRET,
@@ -393,6 +395,33 @@ async def test_inbound_message_types_are_normalised(fake: GraphFake) -> None:
         assert "24-hour" in (failed.error or "")
         [read] = parse(wa_status("wamid.S1", CUSTOMER, "read"))
         assert read.dedupe_id != failed.dedupe_id
+
+
+async def test_a_throughput_error_holds_the_number_in_every_process(redis: Redis, fake: GraphFake) -> None:
+    fake.customer_wrote(CUSTOMER)
+    chat = {"external_id": CUSTOMER, "last_inbound_at": f"{time.time():.3f}"}
+    async with aiohttp.ClientSession() as http:
+        one, two = (_adapter(fake.base_url, http, throughput_retry_after=3.0) for _ in range(2))  # two processes
+        for adapter in (one, two):
+            adapter.use_limiter(RedisLimiter(redis))
+        fake.scripted.append(GraphError(130429, "(#130429) Rate limit hit"))
+        with pytest.raises(DeliveryTemporary):
+            await one.send("wa", chat, {"role": "bot", "text": "a", "ref": "r1"})
+        sent = len(fake.sent)
+        with pytest.raises(DeliveryDeferred) as held:  # the other process holds off too, and sends nothing
+            await two.send("wa", chat, {"role": "bot", "text": "b", "ref": "r2"})
+        assert 0 < (held.value.retry_after or 0) <= 3.0 and len(fake.sent) == sent
+
+
+async def test_rate_zero_lifts_the_limit_and_costs_no_redis_call(redis: Redis, fake: GraphFake) -> None:
+    fake.customer_wrote(CUSTOMER)
+    chat = {"external_id": CUSTOMER, "last_inbound_at": f"{time.time():.3f}"}
+    async with aiohttp.ClientSession() as http:
+        adapter = _adapter(fake.base_url, http, rate=0)
+        adapter.use_limiter(RedisLimiter(redis))
+        for i in range(5):
+            assert await adapter.send("wa", chat, {"role": "bot", "text": "a", "ref": f"r{i}"})
+    assert [key async for key in redis.scan_iter("sb:rl:*")] == []
 
 
 async def test_send_maps_platform_errors(fake: GraphFake) -> None:

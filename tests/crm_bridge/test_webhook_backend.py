@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from bot.config import ConfigError, load_config
 from bot.errors import CrmRateLimited, CrmRejected, CrmUnavailable
+from bot.store.ratelimit import RedisLimiter
 from crm_bridge import ChannelIdentity, CrmRef, KommoCrm, RedisCrm, WebhookCrm
 from crm_bridge._http import CircuitOpen
 from crm_bridge.factory import build_backend, build_outbox
@@ -197,7 +198,8 @@ async def test_the_backend_is_chosen_by_the_configuration(redis: Redis) -> None:
     embedded = build_backend(load_config(env={}, overrides={"embedded_crm": {"pipelines": {"P": ["a", "b"]}}}), redis)
     assert isinstance(embedded, RedisCrm) and embedded.pipelines == {"P": ["a", "b"]}
     kommo = build_backend(_config(backend="kommo", base_url="https://acme.kommo.com", token="tok", rate_limit=3), redis)
-    assert isinstance(kommo, KommoCrm) and kommo.limiter.rate == 3 and kommo.base_url == "https://acme.kommo.com"
+    assert isinstance(kommo, KommoCrm) and kommo.base_url == "https://acme.kommo.com"
+    assert kommo.limit.rate == 3 and isinstance(kommo.limiter, RedisLimiter)  # shared by every process
     hook = build_backend(_config(backend="webhook", base_url="https://crm.example.com/hook", secret="s"), redis)
     assert isinstance(hook, WebhookCrm) and hook.url == "https://crm.example.com/hook"
     outbox = build_outbox(_config(max_attempts=3, retry_base=0.5, retry_max=4), redis, embedded)

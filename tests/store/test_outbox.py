@@ -14,6 +14,7 @@ from bot.config import load_config
 from bot.engine import events as ev
 from bot.server.services import Services, open_services
 from bot.store import codec
+from bot.store import keys as k
 from bot.store.outbox import DeliveryRejected, DeliveryTemporary
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -124,3 +125,21 @@ async def test_giving_up_after_max_attempts(redis: Redis, redis_url: str) -> Non
         state = codec.decode_state(await svc.store.state(cid))  # type: ignore[arg-type]
         assert state.run.step == "on_failed"
         assert [t for _, t in sender.sent] == ["first", "third"]
+
+
+async def test_a_sender_without_limits_of_its_own_is_limited_by_the_outbox_across_processes(
+        redis: Redis, redis_url: str) -> None:
+    """``FakeSender`` has no ``use_limiter``: the outbox takes the account's shared limit per send."""
+    registry = ChannelRegistry(extra={"fake": FakeSender}, use_entry_points=False)
+    config = _config(redis_url, rate=0.5, burst=2)  # two at once, then one every 2.3 s
+    chats = ["c1", "c2", "c3", "c4"]
+    async with (open_services(config, start_hub=False, registry=registry) as one,
+                open_services(config, start_hub=False, registry=registry) as two):  # two processes
+        cids = [await _start(one, chat) for chat in chats]
+        assert await one.outbox.run_once() == 2  # the burst; the other two chats are put back for later
+        await redis.zadd(k.outbox_queue_key("acme"), dict.fromkeys(cids, 0))  # due again at once
+        assert await two.outbox.run_once() == 0  # the other process finds the account's limit spent
+        sent = one.senders["acme"].sent + two.senders["acme"].sent  # type: ignore[attr-defined]
+        assert len(sent) == 2
+        heads = [codec.unpack(await redis.lindex(k.ConversationKey(cid).out, 0)) for cid in cids]
+        assert [head["attempts"] for head in heads] == [0, 0, 0, 0]  # waiting for the limit is not a failed attempt

@@ -27,12 +27,12 @@ Outbound
     buttons; texts over 4096 characters are split; attachments are sent by URL
     (``sendPhoto``/``sendDocument``/…), with the text as caption when it fits in 1024.
     A 429 raises ``DeliveryTemporary`` with Telegram's ``retry_after`` and holds every call of
-    the bot until it has passed; the parts of an entry already sent are not sent again on retry.
-    Calls are paced to ``settings.api_rate`` (default 30) per second per bot; the outbox's
-    per-chat interval (1 s) and account rate default to Telegram's limits (``DEFAULT_LIMITS``).
+    the bot, in every process, until it has passed; the parts of an entry already sent are not
+    sent again on retry. Each call takes the bot's ``rate``/``burst`` and the chat's limit from
+    the shared limiter in Redis; they default to Telegram's limits (``DEFAULT_LIMITS``).
 
 Modules: ``adapter`` (the ``ChannelAdapter``), ``updates`` (parsing), ``outbound`` (entries as
-Bot API calls), ``pacing`` (rate limits), ``transport`` (PTB over aiohttp), ``polling``.
+Bot API calls), ``pacing`` (the per-chat limit), ``transport`` (PTB over aiohttp), ``polling``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,10 +24,12 @@ from telegram.error import (
 
 from ...config import AccountConfig
 from ...inputs import BadJson, header_bytes, loads
+from ...store.ratelimit import SharedLimiter
 from ..base import DeliveryRejected, DeliveryTemporary, Inbound, MalformedWebhook, RawRequest, WebhookRejected
 from ..host import ChannelHost
+from ..pacing import AccountPacing
 from .outbound import CAPABILITIES, chat_param, plan
-from .pacing import ChatPacer, Window
+from .pacing import ChatLimits
 from .polling import TelegramPoller
 from .transport import AiohttpRequest, retry_seconds
 from .updates import parse_update
@@ -62,11 +63,9 @@ class TelegramAdapter:
                        request=self.request, get_updates_request=self.request)
         self.mode = str(config.settings.get("mode", "webhook"))
         self.public_url = public_url
-        # a little over a second: the platform counts arrivals, which jitter behind our clock
-        self._window = Window(int(config.settings.get("api_rate", 30)), period=1.05)
-        interval = float(config.settings.get("chat_interval", DEFAULT_LIMITS["chat_interval"])) or 0.001
-        self._pacer = ChatPacer(1 / (interval * 1.05), int(config.settings.get("chat_burst", 3)))
-        self._blocked_until = 0.0  # monotonic: Telegram's retry_after holds every call of the bot
+        # the bot's limit (rate + burst <= 30 in any second) and each chat's, shared by every process
+        self.pacing = AccountPacing("telegram", account, config.settings, DEFAULT_LIMITS)
+        self._chats = ChatLimits(self.pacing.limit.name, config.settings, DEFAULT_LIMITS)
         self._progress: dict[tuple[str, str], tuple[int, str | None]] = {}
 
     # ----------------------------------------------------------------- inbound
@@ -99,25 +98,21 @@ class TelegramAdapter:
             log.warning("telegram.answer_callback_failed", extra={"account": self.account, "error": str(exc)})
 
     # ----------------------------------------------------------------- outbound
-    def _hold(self) -> None:
-        wait = self._blocked_until - time.monotonic()
-        if wait > 0:
-            raise DeliveryTemporary(f"Telegram flood control: retry in {wait:.1f}s", retry_after=wait)
+    def use_limiter(self, limiter: SharedLimiter) -> None:
+        self.pacing.use(limiter)
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         """One Bot API call through PTB, paced and with errors mapped to delivery errors."""
-        self._hold()
-        if "chat_id" in params and method != "answerCallbackQuery":
-            await self._pacer.acquire(str(params["chat_id"]))
-        await self._window.acquire()
-        self._hold()
+        chat = self._chats.of(str(params["chat_id"])) if "chat_id" in params and method != "answerCallbackQuery" \
+            else None
+        await self.pacing.acquire(*([chat] if chat else []))
         try:
             if method in _BOT_METHODS:
                 return await getattr(self.bot, _BOT_METHODS[method])(**params)
             return await self.bot.do_api_request(method, api_kwargs=params)
         except RetryAfter as exc:
             seconds = retry_seconds(exc)
-            self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+            await self.pacing.hold(seconds)  # Telegram's retry_after holds every call of the bot, in every process
             raise DeliveryTemporary(f"Telegram flood control: retry after {seconds:g}s", retry_after=seconds) from exc
         except (Forbidden, BadRequest, ChatMigrated) as exc:
             raise DeliveryRejected(f"Telegram refused {method}: {exc}") from exc

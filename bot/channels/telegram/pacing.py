@@ -1,51 +1,31 @@
-"""Telegram's rate limits kept on our side: calls per bot and messages per chat."""
+"""Telegram's per-chat limit: about one message a second per chat, short bursts allowed.
+
+Kept, like the bot's limit (``bot.channels.pacing``), in the shared limiter: a chat's replies may
+leave from any process. The chat's key shares the bot's hash tag, so both limits are taken in
+one script call (one round trip per Bot API call).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import time
+from collections.abc import Mapping
+from typing import Any
+
+from ...store.ratelimit import Limit
+
+#: A chat's interval is stretched by 10 %: the platform counts arrivals, which jitter behind our clock
+#: (a request may leave up to ``ratelimit.LATE``, 100 ms, after its turn).
+CHAT_MARGIN = 0.1
 
 
-class Window:
-    """At most ``limit`` calls in any ``period`` seconds; ``acquire`` waits for a slot."""
-
-    def __init__(self, limit: int, period: float = 1.0) -> None:
-        self.limit, self.period = max(1, int(limit)), period
-        self.calls: collections.deque[float] = collections.deque()
-
-    async def acquire(self) -> None:
-        while True:
-            now = time.monotonic()
-            while self.calls and self.calls[0] <= now - self.period:
-                self.calls.popleft()
-            if len(self.calls) < self.limit:
-                self.calls.append(now)
-                return
-            await asyncio.sleep(self.calls[0] + self.period - now + 0.001)
-
-
-class ChatPacer:
-    """Per chat, a bucket of ``burst`` messages refilled at ``rate`` a second: Telegram's "about
-    one message a second, short bursts allowed". ``acquire`` waits for a token. The outbox
+class ChatLimits:
+    """Per chat, ``chat_burst`` messages at once, then one per ``chat_interval`` (+10 %). The outbox
     already spaces a chat's backlog; this also covers the parts of one entry and a reply that
     follows the previous message at once."""
 
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(max(1, burst))
-        self.chats: dict[str, tuple[float, float]] = {}
+    def __init__(self, bot: str, settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+        interval = float(settings.get("chat_interval", defaults["chat_interval"]))
+        self.bot, self.burst = bot, max(1, int(settings.get("chat_burst", 3)))
+        self.rate = 1 / interval if interval > 0 else None  # 0: no per-chat limit
 
-    async def acquire(self, chat: str) -> None:
-        while True:
-            now = time.monotonic()
-            tokens, at = self.chats.get(chat, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - at) * self.rate)
-            if tokens >= 1:
-                self.chats[chat] = (tokens - 1, now)
-                if len(self.chats) > 10_000:  # forget chats whose bucket is full again
-                    full = now - self.burst / self.rate
-                    self.chats = {c: v for c, v in self.chats.items() if v[1] > full}
-                return
-            self.chats[chat] = (tokens, now)
-            await asyncio.sleep((1 - tokens) / self.rate + 0.001)
-
+    def of(self, chat: str) -> Limit | None:
+        return Limit(f"{self.bot}:chat:{chat}", self.rate, self.burst, margin=CHAT_MARGIN) if self.rate else None

@@ -13,6 +13,8 @@
   ``chat_rate``/s) and ``bot_rate`` messages in any second per bot; beyond them a 429 with
   ``parameters.retry_after``, and every call before that time passes is refused again
   (counted in ``retry_violations``).
+* ``arrivals``: every send request as it came in (time, method, and the ``via`` name of a client
+  whose base URL is ``<url>/via/<name>``: which of several processes sent it).
 * Updates: ``send_update`` posts an update to the webhook set with ``setWebhook`` (with the
   ``X-Telegram-Bot-Api-Secret-Token`` header) or queues it for ``getUpdates``.
 """
@@ -62,6 +64,13 @@ class SentRecord:
         return str(self.params[name]) if name else None
 
 
+@dataclass(frozen=True)
+class Arrival:
+    at: float  # time.monotonic() when the request reached the handler (before anything is parsed)
+    method: str
+    via: str  # the client's name when it called through /via/<name>/bot<token>/… (several processes)
+
+
 @dataclass
 class Failure:
     status: int
@@ -89,6 +98,7 @@ class FakeTelegram:
         self.enforce_limits = enforce_limits
         self.sent: list[SentRecord] = []
         self.calls: list[tuple[str, str, int, float]] = []  # (method, chat_id, status, at)
+        self.arrivals: list[Arrival] = []  # every send request, as it came in
         self.answers: list[dict[str, Any]] = []  # answerCallbackQuery calls
         self.webhook_posts: list[tuple[int, dict[str, Any]]] = []  # (our status, update)
         self.failures: deque[Failure] = deque()
@@ -103,6 +113,7 @@ class FakeTelegram:
         self._http: aiohttp.ClientSession | None = None
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_route("*", "/via/{via}/bot{token}/{method}", self._handle)  # a client named in its base URL
         self.server = TestServer(app, host="127.0.0.1")
 
     # ------------------------------------------------------------------ lifecycle
@@ -198,8 +209,11 @@ class FakeTelegram:
         return web.json_response(body, status=status)
 
     async def _handle(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()
         bot = self.bots.get(request.match_info["token"])
         method = request.match_info["method"]
+        if method in SEND_METHODS:
+            self.arrivals.append(Arrival(arrived, method, request.match_info.get("via", "")))
         if bot is None:
             return self._error(401, "Unauthorized")
         try:
