@@ -46,7 +46,6 @@ from ..runtime.service import ConversationService
 from ..store.bots import BotRegistry
 from ..store.conversations import ConversationStore
 from ..store.embedded import EmbeddedRedis, default_maxmemory
-from ..store.keys import PLATFORM_ID_TTL, platform_id_key
 from ..store.livehub import LiveHub
 from ..store.memoryguard import MemoryGuard
 from ..store.outbox import AccountLimits, ChannelSender, Outbox
@@ -223,12 +222,6 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         async def delivery_failed(cid: str, ref: str, reason: str) -> None:
             await conversations.deliver(cid, ev.DeliveryFailed(ref, reason))
 
-        async def sent(cid: str, item: Mapping[str, Any], platform_id: str | None) -> None:
-            if platform_id:
-                account = (await store.meta(cid)).get("account", "")
-                await redis.set(platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
-                                ex=PLATFORM_ID_TTL)
-
         accounts = {  # an adapter's ``default_limits`` (the platform's), then the account's settings
             name: (acc.channel, AccountLimits(**{
                 **getattr(adapters.get(name), "default_limits", {}),
@@ -236,7 +229,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             for name, acc in config.accounts.items() if acc.channel not in TRANSCRIPT_CHANNELS
         }
         outbox = Outbox(redis, senders=senders, accounts=accounts, on_failed=delivery_failed,
-                        on_sent=sent, max_attempts=config.outbox_max_attempts)
+                        max_attempts=config.outbox_max_attempts)
+        conversations.replies = outbox  # a save's channel messages leave at once (the outbox records them)
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,
                             directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)
@@ -271,6 +265,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             if services.jobs is not None:
                 await services.jobs.stop()  # unfinished jobs are resumed by the next worker
             await leads.idle()  # lead queues being handled in the background finish (or recovery does)
+            await outbox.idle()  # messages claimed for sending at once leave (or the poll sends them)
             if start_hub:
                 await hub.stop()
     finally:

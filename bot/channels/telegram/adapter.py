@@ -109,9 +109,9 @@ class TelegramAdapter:
         self._hold()
         if "chat_id" in params and method != "answerCallbackQuery":
             await self._pacer.acquire(str(params["chat_id"]))
-        await self._window.acquire()
-        self._hold()
+        slot = await self._window.acquire()
         try:
+            self._hold()
             if method in _BOT_METHODS:
                 return await getattr(self.bot, _BOT_METHODS[method])(**params)
             return await self.bot.do_api_request(method, api_kwargs=params)
@@ -127,6 +127,8 @@ class TelegramAdapter:
             raise DeliveryTemporary(f"Telegram {method} failed: {exc}") from exc
         except TelegramError as exc:
             raise DeliveryTemporary(f"Telegram {method} failed: {exc}") from exc
+        finally:
+            self._window.done(slot)
 
     async def send(self, account: str, chat: Mapping[str, str], message: Mapping[str, Any]) -> str | None:
         external = chat.get("external_id")

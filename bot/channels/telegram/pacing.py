@@ -8,21 +8,30 @@ import time
 
 
 class Window:
-    """At most ``limit`` calls in any ``period`` seconds; ``acquire`` waits for a slot."""
+    """At most ``limit`` calls in any ``period`` seconds; ``acquire`` waits for a slot.
+
+    A slot counts from when it was taken, and from when its call ended once ``done`` says so:
+    a call reaches the platform somewhere in between, late when the event loop is busy."""
 
     def __init__(self, limit: int, period: float = 1.0) -> None:
         self.limit, self.period = max(1, int(limit)), period
-        self.calls: collections.deque[float] = collections.deque()
+        self.calls: collections.deque[list[float]] = collections.deque()
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> list[float]:
+        """A slot (give it to ``done`` when the call has ended)."""
         while True:
             now = time.monotonic()
-            while self.calls and self.calls[0] <= now - self.period:
+            while self.calls and self.calls[0][0] <= now - self.period:
                 self.calls.popleft()
             if len(self.calls) < self.limit:
-                self.calls.append(now)
-                return
-            await asyncio.sleep(self.calls[0] + self.period - now + 0.001)
+                slot = [now]
+                self.calls.append(slot)
+                return slot
+            await asyncio.sleep(self.calls[0][0] + self.period - now + 0.001)
+
+    @staticmethod
+    def done(slot: list[float]) -> None:
+        slot[0] = time.monotonic()
 
 
 class ChatPacer:
