@@ -12,6 +12,7 @@ one. Latency is update posted → reply seen at the fake. The bots: ``salesbot s
 ``telegram_aiogram_bot.py`` (webhook mode, ``RedisStorage`` FSM, updates handled in the
 background as aiogram does by default). Runs alternate between the two so both see the same
 machine; every chat has had a warm-up cycle (its first message) before any measured run.
+salesbot runs from the checkout this file is in (``PYTHONPATH``), whatever is installed.
 
 Printed per load: updates/s, p50/p99 latency of each run and their spread, the throughput
 ratio and the p50 difference; Redis commands and reads (round trips) per update, counted by
@@ -84,6 +85,9 @@ class FakeApi:
         self.waiting: dict[int, asyncio.Future[float]] = {}
         self.sent = 0
         self.unexpected = 0  # replies no chat was waiting for (a duplicate, a reply to nothing)
+        self.unexpected_chats: list[tuple[int, str]] = []
+        self.last: dict[int, str] = {}
+        self.repeated: list[tuple[int, str]] = []  # a chat's reply sent twice in a row
         self.message_ids = itertools.count(1)
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self.handle)
@@ -111,9 +115,14 @@ class FakeApi:
             at = time.perf_counter()
             chat = int(params["chat_id"])
             self.sent += 1
+            text = str(params.get("text", ""))
+            if self.last.get(chat) == text:  # the three steps never repeat a reply: a second send
+                self.repeated.append((chat, text[:40]))
+            self.last[chat] = text
             future = self.waiting.pop(chat, None)
             if future is None or future.done():
                 self.unexpected += 1
+                self.unexpected_chats.append((chat, str(params.get("text", ""))[:40]))
             else:
                 future.set_result(at)
             result = {"message_id": next(self.message_ids), "date": int(time.time()), "text": params.get("text", ""),
@@ -253,7 +262,9 @@ async def bench(procs: Processes, args: argparse.Namespace) -> dict[str, Any]:
     sb_port, ag_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SALESBOT_REDIS_URL": redis_url,
            "SALESBOT_ADMIN_TOKEN": "bench-" + os.urandom(8).hex(), "SALESBOT_FLOWS_DIR": str(flows),
-           "SALESBOT_DATA_DIR": str(tmp / "data"), "SALESBOT_HOST": "127.0.0.1"}
+           "SALESBOT_DATA_DIR": str(tmp / "data"), "SALESBOT_HOST": "127.0.0.1",
+           # the checkout this bench is in, not whichever salesbot is installed
+           "PYTHONPATH": os.pathsep.join(p for p in (str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p)}
     sb = procs.start("salesbot", [sys.executable, "-m", "bot.cli", "serve", "--role", "all", "--port", str(sb_port)],
                      env, tmp / "salesbot.log", cwd=tmp)
     ag = procs.start("aiogram", [aiogram_python(args.aiogram_python), str(HERE / "telegram_aiogram_bot.py"),
@@ -270,8 +281,10 @@ async def bench(procs: Processes, args: argparse.Namespace) -> dict[str, Any]:
         loads = sorted(set(args.chats), reverse=True)
         base = {"salesbot": 10_000_000, "aiogram": 20_000_000}
         chats = {(bot, n): [base[bot] + n * 1000 + i for i in range(n)] for bot in hooks for n in loads}
+        warm = Run("warm-up", 0, 0.0)
         for (bot, _n), ids in chats.items():  # warm-up: every chat's first message and a little more
-            await driver.run(hooks[bot], ids, 1.0, None)
+            await driver.run(hooks[bot], ids, 1.0, warm)
+        results["warmup_timeouts"] = warm.timeouts
         c0, r0 = await redis_counts(redis)  # the background rate (timers, outbox, recovery polls)
         await asyncio.sleep(args.idle)
         c1, r1 = await redis_counts(redis)
@@ -296,6 +309,13 @@ async def bench(procs: Processes, args: argparse.Namespace) -> dict[str, Any]:
                           f"{f', {run.timeouts} TIMEOUTS' if run.timeouts else ''}", flush=True)
                     await asyncio.sleep(0.5)  # replies of the last updates drain
     results["unexpected_replies"] = fake.unexpected
+    results["unexpected_by_bot"] = {bot: sum(1 for c, _ in fake.unexpected_chats if c // 10_000_000 == i)
+                                    for i, bot in ((1, "salesbot"), (2, "aiogram"))}
+    results["repeated"] = len(fake.repeated)
+    if fake.repeated:
+        print("replies sent twice in a row (chat, text):", fake.repeated[:20])
+    if fake.unexpected_chats:
+        print("replies nobody waited for (chat, text):", fake.unexpected_chats[:20])
     await redis.aclose()
     await fake.stop()
     return results
@@ -322,8 +342,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         pairs = list(zip(by["salesbot"], by["aiogram"], strict=True))
         print(f"  throughput salesbot/aiogram: {spread([s.rate / a.rate for s, a in pairs], '{:.2f}')}x;"
               f"  p50 salesbot − aiogram: {spread([s.pct(0.5) - a.pct(0.5) for s, a in pairs], '{:+.1f}')} ms")
-    timeouts = sum(r.timeouts for r in runs)
-    print(f"\nreplies that came without an update waiting for them: {results['unexpected_replies']}; "
+    timeouts = sum(r.timeouts for r in runs) + results["warmup_timeouts"]
+    print(f"\nreplies that came without an update waiting for them: {results['unexpected_replies']} "
+          f"{results['unexpected_by_bot']}; the same reply twice in a row: {results['repeated']}; "
           f"updates without a reply in 10 s: {timeouts}")
 
 

@@ -30,13 +30,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from ..errors import SalesbotError
 from . import codec, replies
 from . import keys as k
 from .conversations import OUTBOX_PEEK
-from .scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD, Lua, run_pipeline
+from .scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
 
 log = logging.getLogger("salesbot.outbox")
 
@@ -120,7 +119,6 @@ class Outbox:
         self.lease = lease
         self._claim = redis.register_script(CLAIM_DUE)
         self._pop = redis.register_script(POP_HEAD)
-        self._pop_lua = Lua(redis, POP_HEAD)  # the same, in a pipeline without redis-py's SCRIPT EXISTS
         self._replace = redis.register_script(REPLACE_HEAD)
         self._buckets = {a: _Bucket(lim.rate, lim.burst) for a, (_, lim) in accounts.items()}
         self._sem = asyncio.Semaphore(concurrency)
@@ -269,18 +267,18 @@ class Outbox:
         list to send next (empty: nothing left, or another process's save holds the entry)."""
         head, more = pending[0], len(pending) > 1
 
-        def build(pipe: Pipeline) -> None:
-            self._pop_lua.queue(pipe, [key.out], [head])
-            if platform_id:
-                pipe.set(k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
-                         ex=k.PLATFORM_ID_TTL)
-            if more:  # the claim is kept (a fresh lease): the queue never shows the chat as done
-                pipe.zadd(queue, {cid: time.time() + self.lease}, xx=True)
-            else:
-                pipe.zrem(queue, cid)
-                pipe.llen(key.out)
-
-        *_, left = await run_pipeline(self.redis, build, [self._pop_lua])
+        pipe = self.redis.pipeline(transaction=False)
+        # EVAL, not EVALSHA: were the script missing (first use, a restarted Redis), the release
+        # below would run without the pop, and a save meanwhile would claim and resend the head.
+        pipe.eval(POP_HEAD, 1, key.out, head)
+        if platform_id:
+            pipe.set(k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}", ex=k.PLATFORM_ID_TTL)
+        if more:  # the claim is kept (a fresh lease): the queue never shows the chat as done
+            pipe.zadd(queue, {cid: time.time() + self.lease}, xx=True)
+        else:
+            pipe.zrem(queue, cid)
+            pipe.llen(key.out)
+        *_, left = await pipe.execute()
         if self.on_sent is not None:
             await self.on_sent(cid, item, platform_id)
         if more:

@@ -177,3 +177,23 @@ async def test_a_twilio_reply_leaves_at_once(redis: Redis, redis_url: str, tmp_p
             transcript = await app.transcript(conversation_id("twilio", "wa", customer))
             assert sent and await app.services.outbox.depth("wa") == 0
             assert len(sent) >= sum(e["role"] == "bot" for e in transcript) >= 1
+
+
+async def test_replies_leave_once_when_redis_has_lost_its_scripts(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram) -> None:
+    """Scripts flushed (a restarted Redis, a first use): the send's release must not run
+    without its pop, or the next update's save claims the entry and sends the old head again."""
+    chats = [9700 + i for i in range(16)]
+    said = ["hi", "Ana", "Porto", "x"]
+    async with telegram(redis_url, tmp_path, fake, role="web") as svc:
+        await redis.script_flush()
+
+        async def chat_loop(chat: int) -> None:
+            for n, text in enumerate(said, 1):
+                await say(fake, chat, text)
+                await fake.wait_for(lambda f, n=n: len(f.sent_to(chat)) >= n, timeout=20)
+
+        await asyncio.gather(*(chat_loop(c) for c in chats))
+        await svc.outbox.idle()
+        for c in chats:
+            assert [s.text for s in fake.sent_to(c)] == expected(len(said), said), c
