@@ -15,11 +15,16 @@ machine; every chat has had a warm-up cycle (its first message) before any measu
 salesbot runs from the checkout this file is in (``PYTHONPATH``), whatever is installed.
 
 Printed per load: updates/s, p50/p99 latency of each run and their spread, the throughput
-ratio and the p50 difference; Redis commands and reads (round trips) per update, counted by
-Redis (``INFO stats``: scripts' inner calls included) with the background rate of an idle
-window subtracted. aiogram comes from the ``bench`` extra (``pip install -e .[bench]``); when
-it cannot live beside our pydantic, ``--aiogram-python`` (default: ``.bench-venv/bin/python``
-when present) runs its side with another interpreter.
+ratio and the p50 difference; Redis commands and reads per update, counted by Redis (``INFO
+stats``: scripts' inner calls included; a read is one batch of requests from one connection)
+with the background rate of an idle window subtracted. salesbot's hot-path client batches the
+commands of concurrent callers into one write, so its reads fall below its round trips under
+load (3 per update, counted by tests/runtime/test_telegram_round_trips.py); and replies a chat
+got twice in a row (the three steps never repeat one) are counted.
+
+aiogram comes from the ``bench`` extra (``pip install -e .[bench]``); when it cannot live beside
+our pydantic (aiogram 3.31 wants pydantic < 2.14), ``--aiogram-python`` (default:
+``.bench-venv/bin/python`` when present) runs its side with another interpreter.
 """
 
 from __future__ import annotations
@@ -338,7 +343,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         for bot, rs in by.items():
             print(f"  {bot:8}  {spread([r.rate for r in rs]):>24} updates/s   p50 {spread([r.pct(0.5) for r in rs])} ms"
                   f"   p99 {spread([r.pct(0.99) for r in rs])} ms   {spread([r.commands for r in rs])} Redis cmds,"
-                  f" {spread([r.reads for r in rs])} round trips per update")
+                  f" {spread([r.reads for r in rs])} Redis reads per update")
         pairs = list(zip(by["salesbot"], by["aiogram"], strict=True))
         print(f"  throughput salesbot/aiogram: {spread([s.rate / a.rate for s, a in pairs], '{:.2f}')}x;"
               f"  p50 salesbot − aiogram: {spread([s.pct(0.5) - a.pct(0.5) for s, a in pairs], '{:+.1f}')} ms")
