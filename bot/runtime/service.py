@@ -77,6 +77,14 @@ class ChatSink(Protocol):
     def written(self, lead_id: str) -> None: ...
 
 
+class ReplyHandoff(Protocol):
+    """Sends a save's channel messages at once (``bot.store.outbox.Outbox``, "Replies at once")."""
+
+    def lease_for(self, account: str | None) -> float | None: ...
+
+    def committed(self, account: str, cid: str, meta: Mapping[str, str], pending: list[bytes]) -> None: ...
+
+
 @dataclass(slots=True)
 class Prefetched:
     """What the push read along: the snapshot of ``ref``'s records, or the identity lookup of a
@@ -103,6 +111,8 @@ class ConversationService(QueueProcessor[Prefetched]):
     recipients: Recipients | None = None
     #: Set by the services: customer messages as lead events for the automations (``chatevents.py``).
     chat: ChatSink | None = None
+    #: Set by the services: the outbox, which sends what a save claimed right after it.
+    replies: ReplyHandoff | None = None
 
     def __init__(
         self,
@@ -269,7 +279,11 @@ class ConversationService(QueueProcessor[Prefetched]):
         convindex.plan_save(cid, meta, new_meta, activity=req.activity, preview=req.preview, logged=bool(req.log),
                             commands=req.extra_commands, state_changed=req.state != batch.state)
         req.meta = {name: value for name, value in new_meta.items() if meta.get(name) != value}  # what changed
+        if req.out and self.replies is not None:
+            req.outbox_lease = self.replies.lease_for(req.outbox_account)
         result_ = await self.store.save(cid, batch.token, req)
+        if result_.outbox is not None and self.replies is not None and req.outbox_account:
+            self.replies.committed(req.outbox_account, cid, {**meta, **new_meta}, result_.outbox)
         if chat_queued and self.chat is not None and ref is not None:
             self.chat.written(ref.lead_id)
         if result_.status == -1:

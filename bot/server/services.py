@@ -47,7 +47,6 @@ from ..store.bots import BotRegistry
 from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
 from ..store.conversations import ConversationStore
 from ..store.embedded import EmbeddedRedis, default_maxmemory
-from ..store.keys import PLATFORM_ID_TTL, platform_id_key
 from ..store.layout import rename_old_keys
 from ..store.livehub import LiveHub
 from ..store.memoryguard import MemoryGuard
@@ -221,12 +220,6 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         async def delivery_failed(cid: str, ref: str, reason: str) -> None:
             await conversations.deliver(cid, ev.DeliveryFailed(ref, reason))
 
-        async def sent(cid: str, item: Mapping[str, Any], platform_id: str | None) -> None:
-            if platform_id:
-                account = (await store.meta(cid)).get("account", "")
-                await redis.set(platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
-                                ex=PLATFORM_ID_TTL)
-
         accounts = {  # an adapter's ``default_limits`` (the platform's), then the account's settings
             name: (acc.channel, AccountLimits(**{
                 **getattr(adapters.get(name), "default_limits", {}),
@@ -238,7 +231,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             if isinstance(adapter, SharesLimits):
                 adapter.use_limiter(limiter)
         outbox = Outbox(redis, senders=senders, accounts=accounts, on_failed=delivery_failed,
-                        on_sent=sent, max_attempts=config.outbox_max_attempts, limiter=limiter)
+                        max_attempts=config.outbox_max_attempts, limiter=limiter)
+        conversations.replies = outbox  # a save's channel messages leave at once (the outbox records them)
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,
                             directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)
@@ -273,6 +267,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             if services.jobs is not None:
                 await services.jobs.stop()  # unfinished jobs are resumed by the next worker
             await leads.idle()  # lead queues being handled in the background finish (or recovery does)
+            await outbox.idle()  # messages claimed for sending at once leave (or the poll sends them)
             if start_hub:
                 await hub.stop()
     finally:

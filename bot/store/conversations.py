@@ -187,6 +187,8 @@ SEEN_TTL = 7 * 86400
 #: then by the save of that batch; ``ttl_at`` in its metadata says when, in ms): not on every
 #: message. Its keys expire ``ttl_days`` after its last message, or up to this much sooner.
 TTL_REFRESH_EVERY = 86400
+#: Outbox entries a save that claimed its outbox entry reads back (the rest: read when sent).
+OUTBOX_PEEK = 16
 #: Events a parked conversation keeps queued; newer ones beyond are dropped (and logged).
 PARKED_INBOX_MAX = 1000
 
@@ -224,6 +226,9 @@ class SaveRequest:
     timers_set: list[tuple[str, float]] = field(default_factory=list)
     timers_cancel: list[str] = field(default_factory=list)
     outbox_account: str | None = None
+    #: Seconds this process claims the account's outbox entry for with the save (None: it is
+    #: queued due now, for the outbox poll): see ``bot.store.outbox`` "Replies at once".
+    outbox_lease: float | None = None
     activity: float | None = None
     extra_commands: list[tuple[Any, ...]] = field(default_factory=list)  # more idempotent writes, same round trip
     #: ``(hash key, field, by)``: counters the save script itself increments, only while it holds
@@ -248,6 +253,9 @@ class SaveResult:
     status: int  # -1 lost the lock, 0 released, 1 more events wait (lock kept)
     first: int = 0
     last: int = 0
+    #: With ``outbox_lease``, when the save claimed the outbox entry: the head of the
+    #: conversation's outbox list, for the caller to send (None: not claimed, the holder sends).
+    outbox: list[bytes] | None = None
 
 
 def _meta(flat: Sequence[Any]) -> dict[str, str]:
@@ -398,8 +406,14 @@ class ConversationStore:
             commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
         if req.timers_cancel:
             commands.append(("ZREM", timers, *req.timers_cancel))
+        claim = None
         if req.out and req.outbox_account:
-            commands.append(("ZADD", k.outbox_queue_key(req.outbox_account), "NX", self.clock(), cid))
+            queue, lease = k.outbox_queue_key(req.outbox_account), req.outbox_lease
+            until = self.clock() + (lease or 0.0)
+            commands.append(("ZADD", queue, "NX", until, cid))
+            if lease is not None:  # claimed if the entry holds our score (a resend after NOSCRIPT
+                claim = (len(commands), until)  # repeats the ZADD): and the list to send, same trip
+                commands += [("ZSCORE", queue, cid), ("LRANGE", key.out, 0, OUTBOX_PEEK - 1)]
         if req.activity is not None:
             commands.append(("ZADD", k.activity_index_key(), req.activity, cid))
         commands += req.extra_commands
@@ -410,7 +424,10 @@ class ConversationStore:
                 await self.fast.send([("HINCRBY", name, fld, by) for (name, fld), by in later.items()])
             except RedisError as exc:
                 log.warning("store.counters_lost", extra={"cid": cid, "error": type(exc).__name__})
-        return SaveResult(int(status), int(first), int(last))
+        outbox = None
+        if claim is not None and replies[claim[0]] is not None and float(replies[claim[0]]) == claim[1]:
+            outbox = list(replies[claim[0] + 1])
+        return SaveResult(int(status), int(first), int(last), outbox)
 
     async def append_log(self, cid: str, entries: list[bytes]) -> int:
         """Append transcript entries outside a processing turn (delivery receipts and the like)."""

@@ -12,6 +12,14 @@ Per-chat pacing (``chat_interval``) and a per-account rate (``rate``, ``burst``)
 limits; the rate is kept once for every process in Redis (``ratelimit.py``): by the adapter, per
 API call, when it ``SharesLimits`` (every built-in one), else here, per message. Accounts are
 independent, so a slow or failing platform delays only its own messages.
+
+Replies at once: the process that saves a conversation's new messages claims the account
+queue's entry in the save's own round trip (``SaveRequest.outbox_lease``: ``ZADD NX`` with a
+lease, read back with ``ZSCORE``, and the list's head) and, when the claim is its, sends them
+right away (``committed``) instead of waiting for the poll. The queue entry is the claim for
+both paths: whoever holds it sends, in order, and nobody else; success pops the head, records
+the platform id and releases the entry in one round trip. A failure takes the retry path
+above; a process that dies holding a claim leaves the entry to the poll once its lease ends.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from redis.asyncio import Redis
 from ..errors import SalesbotError
 from . import codec, replies
 from . import keys as k
+from .conversations import OUTBOX_PEEK
 from .ratelimit import Limit, LimitWait, LocalLimiter, SharedLimiter, SharesLimits
 from .scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
 
@@ -80,12 +89,18 @@ class AccountLimits:
 FailureHook = Callable[[str, str, str], Awaitable[None]]  # (cid, ref, reason)
 SentHook = Callable[[str, Mapping[str, Any], str | None], Awaitable[None]]
 
+#: Messages one hand-off sends before it leaves the rest of the chat's backlog to the poll, and
+#: the longest per-chat pause (``chat_interval``) it waits out itself while holding the claim.
+AT_ONCE_ITEMS = 8
+AT_ONCE_PAUSE = 2.0
+
 
 class Outbox:
     def __init__(self, redis: Redis, *, senders: Mapping[str, ChannelSender],
                  accounts: Mapping[str, tuple[str, AccountLimits]], on_failed: FailureHook,
                  on_sent: SentHook | None = None, max_attempts: int = 8, lease: float = 30.0,
-                 concurrency: int = 16, limiter: SharedLimiter | None = None) -> None:
+                 concurrency: int = 16, limiter: SharedLimiter | None = None, at_once: bool = True,
+                 at_once_concurrency: int = 256) -> None:
         self.redis = redis
         self.senders = senders  # account -> its adapter
         self.accounts = accounts  # account -> (channel, limits)
@@ -103,6 +118,9 @@ class Outbox:
                         if a in senders and not isinstance(senders[a], SharesLimits) and lim.rate > 0}
         self._sem = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
+        self.at_once = at_once  # False: every message waits for the poll (as before replies at once)
+        self._at_once_sem = asyncio.Semaphore(at_once_concurrency)
+        self._handoffs: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def backoff(attempts: int) -> float:
@@ -130,7 +148,6 @@ class Outbox:
     async def _drain_chat(self, account: str, cid: str) -> int:
         """Send this chat's head message (one per round: per-chat pacing)."""
         _channel, limits = self.accounts[account]
-        sender = self.senders[account]
         key = k.ConversationKey(cid)
         queue = k.outbox_queue_key(account)
         async with self._sem:
@@ -139,37 +156,48 @@ class Outbox:
                 await self._reschedule(queue, key, cid, None)
                 return 0
             head = replies.raw(reply)
-            item = codec.unpack(head)
             limit = self._limits.get(account)
             if limit is not None and not await self._acquire(queue, cid, limit):
                 return 0
             meta = replies.text_map(await self.redis.hgetall(key.meta))
-            try:
-                platform_id = await sender.send(account, meta, item["message"])
-            except DeliveryDeferred as exc:  # the account is at its rate: try this chat again then
-                await self.redis.zadd(queue, {cid: time.time() + (exc.retry_after or 0.0)})
-                return 0
-            except (DeliveryTemporary, Exception) as exc:  # an unclassified error counts as temporary
-                if isinstance(exc, DeliveryRejected):
-                    return await self._give_up(queue, key, cid, head, item, exc.reason or str(exc), str(exc))
-                if not isinstance(exc, DeliveryTemporary):
-                    log.exception("outbox.unexpected_error", extra={"cid": cid})
-                    exc = DeliveryTemporary(f"{type(exc).__name__}: {exc}")
-                item["attempts"] = int(item.get("attempts", 0)) + 1
-                if item["attempts"] >= self.max_attempts:
-                    reason = f"gave up after {item['attempts']} attempts: {exc}"
-                    return await self._give_up(queue, key, cid, head, item, reason)
-                delay = max(exc.retry_after or 0.0, self.backoff(item["attempts"]))
-                await self._replace(keys=[key.out], args=[head, codec.pack(item)])
-                await self.redis.zadd(queue, {cid: time.time() + delay})
-                log.warning("outbox.retry", extra={"cid": cid, "attempts": item["attempts"], "delay": delay,
-                                                   "error": str(exc)})
+            item = codec.unpack(head)
+            sent, platform_id = await self._attempt(account, cid, head, item, meta)
+            if not sent:
                 return 1
             remaining = await self._pop(keys=[key.out], args=[head])
-            if self.on_sent is not None:
-                await self.on_sent(cid, item, platform_id)
+            await self._sent(account, cid, item, platform_id)
             await self._reschedule(queue, key, cid, time.time() + limits.chat_interval if remaining else None)
             return 1
+
+    async def _attempt(self, account: str, cid: str, head: bytes, item: dict[str, Any],
+                       meta: Mapping[str, str]) -> tuple[bool, str | None]:
+        """Send a claimed chat's head: (True, platform id) on success; on failure (False, None)
+        once the retry (backoff, ``retry_after``) or the give-up is written."""
+        key = k.ConversationKey(cid)
+        queue = k.outbox_queue_key(account)
+        try:
+            return True, await self.senders[account].send(account, meta, item["message"])
+        except DeliveryDeferred as exc:  # the account is at its rate: try this chat again then
+            await self.redis.zadd(queue, {cid: time.time() + (exc.retry_after or 0.0)})
+            return False, None
+        except (DeliveryTemporary, Exception) as exc:  # an unclassified error counts as temporary
+            if isinstance(exc, DeliveryRejected):
+                await self._give_up(queue, key, cid, head, item, exc.reason or str(exc), str(exc))
+                return False, None
+            if not isinstance(exc, DeliveryTemporary):
+                log.exception("outbox.unexpected_error", extra={"cid": cid})
+                exc = DeliveryTemporary(f"{type(exc).__name__}: {exc}")
+            item["attempts"] = int(item.get("attempts", 0)) + 1
+            if item["attempts"] >= self.max_attempts:
+                reason = f"gave up after {item['attempts']} attempts: {exc}"
+                await self._give_up(queue, key, cid, head, item, reason)
+                return False, None
+            delay = max(exc.retry_after or 0.0, self.backoff(item["attempts"]))
+            await self._replace(keys=[key.out], args=[head, codec.pack(item)])
+            await self.redis.zadd(queue, {cid: time.time() + delay})
+            log.warning("outbox.retry", extra={"cid": cid, "attempts": item["attempts"], "delay": delay,
+                                               "error": str(exc)})
+            return False, None
 
     async def _acquire(self, queue: str, cid: str, limit: Limit) -> bool:
         """Take a send of a sender that has no limits of its own; False: the chat is put back for
@@ -180,6 +208,96 @@ class Outbox:
             await self.redis.zadd(queue, {cid: time.time() + exc.retry_after})
             return False
         return True
+
+    async def _sent(self, account: str, cid: str, item: Mapping[str, Any], platform_id: str | None) -> None:
+        if platform_id:  # delivery statuses find their conversation and message by it
+            await self.redis.set(k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
+                                 ex=k.PLATFORM_ID_TTL)
+        if self.on_sent is not None:
+            await self.on_sent(cid, item, platform_id)
+
+    # ------------------------------------------------------------------ replies at once
+    def lease_for(self, account: str | None) -> float | None:
+        """The lease a save claims ``account``'s queue entry with, to send its messages at once
+        (None: this process has no sender for it, they wait for the poll)."""
+        if not self.at_once or account is None or account not in self.senders or account not in self.accounts:
+            return None
+        return self.lease
+
+    def committed(self, account: str, cid: str, meta: Mapping[str, str], pending: list[bytes]) -> None:
+        """A save claimed the chat's queue entry: send ``pending`` (the list's head) now, in the
+        background. A failure leaves the claim to expire and the poll to retry."""
+        task = asyncio.create_task(self._send_claimed(account, cid, dict(meta), pending))
+        self._handoffs.add(task)
+        task.add_done_callback(self._handoffs.discard)
+
+    async def idle(self) -> None:
+        """Wait for the hand-offs in flight (a graceful shutdown sends what it claimed)."""
+        while self._handoffs:
+            await asyncio.gather(*self._handoffs, return_exceptions=True)
+
+    async def _send_claimed(self, account: str, cid: str, meta: dict[str, str], pending: list[bytes]) -> None:
+        _channel, limits = self.accounts[account]
+        key = k.ConversationKey(cid)
+        queue = k.outbox_queue_key(account)
+        try:
+            if not pending:  # claimed, but nothing to send (the save lost its lock): release it
+                await self._reschedule(queue, key, cid, None)
+                return
+            async with self._at_once_sem:
+                for n in range(AT_ONCE_ITEMS + 1):
+                    if not pending:
+                        return
+                    if n == AT_ONCE_ITEMS or (n and limits.chat_interval > AT_ONCE_PAUSE):
+                        await self.redis.zadd(queue, {cid: time.time() + (limits.chat_interval if n else 0.0)})
+                        return  # the rest of the backlog: the poll's, paced
+                    if n and limits.chat_interval > 0:
+                        await asyncio.sleep(limits.chat_interval)  # per-chat pacing, claim held
+                    limit = self._limits.get(account)
+                    if limit is not None and not await self._acquire(queue, cid, limit):
+                        return  # the account is at its rate: the poll sends it then
+                    head = pending[0]
+                    item = codec.unpack(head)
+                    sent, platform_id = await self._attempt(account, cid, head, item, meta)
+                    if not sent:
+                        return
+                    pending = await self._finish(account, cid, key, queue, pending, item, platform_id)
+        except Exception:  # the claim expires and the poll sends it: nothing is lost
+            log.exception("outbox.at_once_failed", extra={"cid": cid, "account": account})
+
+    async def _finish(self, account: str, cid: str, key: k.ConversationKey, queue: str, pending: list[bytes],
+                      item: Mapping[str, Any], platform_id: str | None) -> list[bytes]:
+        """Pop the sent head (``pending[0]``) and record its platform id in one round trip,
+        holding on to the claim while ``pending`` says more wait (nobody else pops meanwhile),
+        else releasing it; if messages were saved meanwhile, claim the entry again. Returns the
+        list to send next (empty: nothing left, or another process's save holds the entry)."""
+        head, more = pending[0], len(pending) > 1
+
+        pipe = self.redis.pipeline(transaction=False)
+        # EVAL, not EVALSHA: were the script missing (first use, a restarted Redis), the release
+        # below would run without the pop, and a save meanwhile would claim and resend the head.
+        pipe.eval(POP_HEAD, 1, key.out, head)
+        if platform_id:
+            pipe.set(k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}", ex=k.PLATFORM_ID_TTL)
+        if more:  # the claim is kept (a fresh lease): the queue never shows the chat as done
+            pipe.zadd(queue, {cid: time.time() + self.lease}, xx=True)
+        else:
+            pipe.zrem(queue, cid)
+            pipe.llen(key.out)
+        *_, left = await pipe.execute()
+        if self.on_sent is not None:
+            await self.on_sent(cid, item, platform_id)
+        if more:
+            return pending[1:]
+        if not left:
+            return []
+        until = time.time() + self.lease
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(queue, {cid: until}, nx=True)
+        pipe.zscore(queue, cid)
+        pipe.lrange(key.out, 0, OUTBOX_PEEK - 1)
+        _, score, rows = await pipe.execute()
+        return [replies.raw(r) for r in rows] if score is not None and float(score) == until else []
 
     async def _give_up(self, queue: str, key: k.ConversationKey, cid: str, head: bytes,
                        item: dict[str, Any], reason: str, detail: str | None = None) -> int:
@@ -196,6 +314,7 @@ class Outbox:
             await self.redis.zadd(queue, {cid: at})
             return
         await self.redis.zrem(queue, cid)
-        # A message saved between our pop and the ZREM must not be stranded: look again.
+        # A message saved between our pop and the ZREM must not be stranded: look again. NX: a
+        # save since the ZREM may hold the entry with its claim (it sends them at once).
         if await self.redis.llen(key.out):
-            await self.redis.zadd(queue, {cid: time.time()})
+            await self.redis.zadd(queue, {cid: time.time()}, nx=True)

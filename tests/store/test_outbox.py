@@ -73,6 +73,7 @@ async def _start(svc: Services, chat: str) -> str:
 
 
 async def _drain(svc: Services, rounds: int = 20) -> None:
+    await svc.outbox.idle()  # what the saves sent at once (retries and the rest: the poll's)
     for _ in range(rounds):
         if not await svc.outbox.run_once():
             return

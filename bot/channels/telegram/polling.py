@@ -101,9 +101,7 @@ class TelegramPoller:
                 finally:
                     stopper.cancel()
                 if not poll.done():  # stopping: what was fetched and not acknowledged comes back later
-                    poll.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await poll
+                    await _cancel(poll)
                     return
                 poll.result()
             except asyncio.CancelledError:
@@ -120,3 +118,14 @@ class TelegramPoller:
         with contextlib.suppress(Exception):
             if replies.text(await self.host.redis.get(self.lease_key) or b"") == self.owner:
                 await self.host.redis.delete(self.lease_key)
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait for its end, asking again while it runs on: a cancellation that
+    lands in a Redis call between two long polls can be lost, and the poll would then hold up
+    shutdown for a whole ``getUpdates`` timeout."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.2)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

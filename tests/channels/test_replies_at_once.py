@@ -1,0 +1,199 @@
+"""Replies at once: the process that saves a channel reply sends it right away, without the
+outbox poll (``bot.store.outbox``, "Replies at once"), exactly once even with the poll running
+beside it, in order, and a process that dies between the save and the send leaves it to the
+poll. Real HTTP on loopback against the fake platforms, a real Redis; no timing assertions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.server.services import Services
+from bot.store import codec
+from bot.store import keys as k
+from bot.store.keys import conversation_id
+from tests.waiting import wait_for
+
+from .fakes.graph import GraphFake, wa_text, whatsapp_account
+from .fakes.graph import running_app as graph_app
+from .fakes.graph import write_flows as graph_flows
+from .fakes.telegram import FakeTelegram
+from .fakes.twilio_api import FakeTwilio, twilio_account
+from .fakes.twilio_api import running_app as twilio_app
+from .fakes.twilio_api import write_flows as twilio_flows
+from .replies_harness import TOKEN, expected, say, telegram
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(enforce_limits=False) as f:
+        f.add_bot(TOKEN)
+        yield f
+
+
+async def settled(svc: Services, account: str) -> None:
+    """The hand-offs in flight have finished and nothing waits in the account's queue."""
+    await svc.outbox.idle()
+    assert await svc.redis.zcard(k.outbox_queue_key(account)) == 0
+
+
+# ---------------------------------------------------------------------- Telegram
+async def test_a_reply_reaches_telegram_with_no_outbox_poll_running(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram) -> None:
+    """Role ``web``: no worker, so no outbox poll at all (and the poll interval an hour)."""
+    chat = 9101
+    async with telegram(redis_url, tmp_path, fake, role="web", timer_poll_interval=3600) as svc:
+        said = ["hi", "Ana", "Lisbon", "again"]
+        for n, text in enumerate(said, 1):
+            await say(fake, chat, text)
+            await fake.wait_for(lambda f, n=n: len(f.sent_to(chat)) >= n)
+        assert [s.text for s in fake.sent_to(chat)] == expected(4, said)
+        await settled(svc, "tg")
+        assert await svc.redis.llen(k.ConversationKey(f"telegram:tg:{chat}").out) == 0
+        pmid = await svc.redis.get(k.platform_id_key("tg", f"{chat}:{fake.sent_to(chat)[-1].message_id}"))
+        assert pmid is not None and pmid.decode().startswith(f"telegram:tg:{chat}|")  # statuses find it
+
+
+async def test_replies_leave_once_and_in_order_with_the_poll_running_beside(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram) -> None:
+    """Role ``all`` with a 50 ms poll, and the test running more poll rounds in a loop: every
+    reply is sent exactly once, each chat's in the order they were written."""
+    chats = [9200 + i for i in range(12)]
+    said = ["hi", "Ana", "Porto", "x", "Bea", "Faro"]
+    async with telegram(redis_url, tmp_path, fake, role="all", timer_poll_interval=0.05) as svc:
+        stop = asyncio.Event()
+
+        async def poll() -> None:
+            while not stop.is_set():
+                await svc.outbox.run_once()
+                await asyncio.sleep(0)
+
+        async def chat_loop(chat: int) -> None:
+            for n, text in enumerate(said, 1):
+                await say(fake, chat, text)
+                await fake.wait_for(lambda f, n=n: len(f.sent_to(chat)) >= n, timeout=20)
+
+        pollers = [asyncio.create_task(poll()) for _ in range(2)]
+        try:
+            await asyncio.gather(*(chat_loop(c) for c in chats))
+        finally:
+            stop.set()
+            await asyncio.gather(*pollers)
+        await svc.outbox.idle()
+        for c in chats:
+            assert [s.text for s in fake.sent_to(c)] == expected(len(said), said), c
+        assert len(fake.sent) == len(chats) * len(said)
+
+
+async def test_a_burst_of_replies_to_one_chat_keeps_its_order(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram) -> None:
+    """Updates posted back to back without waiting: the replies leave in the order of the turns."""
+    chat = 9301
+    said = [f"w{i}" for i in range(9)]
+    async with telegram(redis_url, tmp_path, fake, role="all", timer_poll_interval=0.05) as svc:
+        for text in said:
+            await say(fake, chat, text)
+        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= len(said), timeout=20)
+        await svc.outbox.idle()
+        transcript = [codec.unpack(b) for _, b in await svc.store.read_log(f"telegram:tg:{chat}", 0, 1000)]
+        written = [e["text"] for e in transcript if e["role"] == "bot"]
+        assert [s.text for s in fake.sent_to(chat)] == written  # the transcript's order, each once
+        assert len(written) == len(said)
+
+
+async def test_a_crash_between_the_save_and_the_send_is_delivered_by_the_poll_once(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process claims the entry with its save and dies before sending (its hand-off never
+    runs): the claim's lease ends and the poll sends the reply, once."""
+    chat = 9401
+    async with telegram(redis_url, tmp_path, fake, role="all", timer_poll_interval=0.05) as svc:
+        svc.outbox.lease = 0.5
+        monkeypatch.setattr(svc.outbox, "committed", lambda *a, **kw: None)  # dies before the send
+        await say(fake, chat, "hi")
+        queue = k.outbox_queue_key("tg")
+        claimed = await svc.redis.zscore(queue, f"telegram:tg:{chat}")
+        assert claimed is not None and not fake.sent_to(chat)  # claimed by the save, not yet sent
+        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 1)
+        await wait_for(lambda: _released(svc, queue), timeout=5, what="the entry released")
+        assert [s.text for s in fake.sent_to(chat)] == ["What is your name?"]
+        monkeypatch.undo()
+        await say(fake, chat, "Ana")  # the next reply leaves at once again
+        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 2)
+        assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
+
+
+async def _released(svc: Services, queue: str) -> bool:
+    return int(await svc.redis.zcard(queue)) == 0
+
+
+async def test_a_platform_error_goes_to_the_retry_path(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram) -> None:
+    chat = 9501
+    async with telegram(redis_url, tmp_path, fake, role="all", timer_poll_interval=0.05) as svc:
+        fake.fail_next(502, method="sendMessage")
+        await say(fake, chat, "hi")
+        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 1, timeout=10)  # the poll's retry, ~1 s later
+        assert [c[2] for c in fake.calls if c[1] == str(chat)] == [502, 200]
+        assert [s.text for s in fake.sent_to(chat)] == ["What is your name?"]
+        await svc.outbox.idle()
+
+
+# ---------------------------------------------------------------------- WhatsApp, Twilio
+async def test_a_whatsapp_reply_leaves_at_once(redis: Redis, redis_url: str, tmp_path: Path) -> None:
+    """The graph harness runs role ``web`` and never drives the worker here: no poll sends it."""
+    customer = "16505550101"
+    graph = GraphFake()
+    await graph.start()
+    try:
+        async with graph_app(redis_url, graph, {"wa": whatsapp_account(graph.base_url)},
+                             graph_flows(tmp_path / "flows")) as app:
+            status, _ = await app.webhook("whatsapp", "wa", wa_text(customer, "Hello"))
+            assert status == 200
+            await wait_for(lambda: graph.sent_to(customer), what="the reply at the fake Graph API")
+            await app.services.outbox.idle()
+            assert len(graph.sent_to(customer)) >= 1
+            assert await app.services.outbox.depth("wa") == 0
+            transcript = await app.transcript(conversation_id("whatsapp", "wa", customer))
+            assert sum(e["role"] == "bot" for e in transcript) == len(graph.sent_to(customer))
+    finally:
+        await graph.close()
+
+
+async def test_a_twilio_reply_leaves_at_once(redis: Redis, redis_url: str, tmp_path: Path) -> None:
+    sender, customer = "+14155230000", "+15550001111"
+    async with (FakeTwilio(account_sid="AC" + "2e" * 16, auth_token="replies-auth") as fake,
+                twilio_app(redis_url, fake, {"wa": twilio_account(fake, "twilio", from_number=sender)},
+                           twilio_flows(tmp_path / "flows")) as app):
+            post = await fake.post(app.url("twilio", "wa"),
+                                   fake.inbound(to=f"whatsapp:{sender}", from_=f"whatsapp:{customer}", body="Hello"))
+            assert post.status == 200
+            await wait_for(lambda: [m for m in fake.sent if m.number == customer], what="the reply at the fake")
+            await app.services.outbox.idle()
+            sent = [m for m in fake.sent if m.number == customer]
+            transcript = await app.transcript(conversation_id("twilio", "wa", customer))
+            assert sent and await app.services.outbox.depth("wa") == 0
+            assert len(sent) >= sum(e["role"] == "bot" for e in transcript) >= 1
+
+
+async def test_replies_leave_once_when_redis_has_lost_its_scripts(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram) -> None:
+    """Scripts flushed (a restarted Redis, a first use): the send's release must not run
+    without its pop, or the next update's save claims the entry and sends the old head again."""
+    chats = [9700 + i for i in range(16)]
+    said = ["hi", "Ana", "Porto", "x"]
+    async with telegram(redis_url, tmp_path, fake, role="web") as svc:
+        await redis.script_flush()
+
+        async def chat_loop(chat: int) -> None:
+            for n, text in enumerate(said, 1):
+                await say(fake, chat, text)
+                await fake.wait_for(lambda f, n=n: len(f.sent_to(chat)) >= n, timeout=20)
+
+        await asyncio.gather(*(chat_loop(c) for c in chats))
+        await svc.outbox.idle()
+        for c in chats:
+            assert [s.text for s in fake.sent_to(c)] == expected(len(said), said), c
