@@ -31,10 +31,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 
 from webhook import BENCH_FLOW, check_replies, wait_ready  # noqa: E402
 from webhook_load import Traffic, post, prime  # noqa: E402
-from webhook_procs import Processes, cpu_seconds, free_port, machine_cpu, run_with_processes  # noqa: E402
+from webhook_procs import Processes, cpu_seconds, free_port, machine_cpu, run_with_processes, workspace  # noqa: E402
 
 ACCOUNT = "demo"
 
@@ -124,65 +122,55 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
 
-    from bot.store.embedded import EmbeddedRedis
     from tests.cluster.launcher import Cluster
 
     say = (lambda s: sys.stderr.write(s + "\n")) if args.json else (lambda s: print(s, flush=True))
-    tmp = Path(tempfile.mkdtemp(prefix="salesbot-cluster-bench-"))
     cluster = Cluster.start()
     try:
-        flows_dir = tmp / "flows"
-        flows_dir.mkdir()
-        (flows_dir / "demo.json").write_text(json.dumps(BENCH_FLOW, indent=2), encoding="utf-8")
-        procs.redis = EmbeddedRedis(None, persist=False)
-        single_url = procs.redis.start()
-        say(f"cluster at {cluster.url} (3 primaries + 3 replicas); single redis-server at {single_url}; "
-            f"{os.cpu_count()} CPUs shared by everything")
+        with workspace(procs, "salesbot-cluster-bench-", BENCH_FLOW) as (tmp, flows_dir, single_url):
+            say(f"cluster at {cluster.url} (3 primaries + 3 replicas); single redis-server at {single_url}; "
+                f"{os.cpu_count()} CPUs shared by everything")
 
-        async def flush_cluster() -> None:
-            client = RedisCluster.from_url(cluster.url)
-            await client.flushall()
-            await client.aclose()
+            async def flush_cluster() -> None:
+                client = RedisCluster.from_url(cluster.url)
+                await client.flushall()
+                await client.aclose()
 
-        async def flush_single() -> None:
-            client = Redis.from_url(single_url)
-            await client.flushall()
-            await client.aclose()
+            async def flush_single() -> None:
+                client = Redis.from_url(single_url)
+                await client.flushall()
+                await client.aclose()
 
-        cluster_pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
-        configs = [("cluster", p) for p in args.processes] + ([("single", 1)] if not args.no_single else [])
-        found: dict[str, list[dict[str, Any]]] = {f"{c}x{p}": [] for c, p in configs}
-        for r in range(args.runs):
-            for config, count in configs:
-                url, flush, pids = (cluster.url, flush_cluster, cluster_pids) if config == "cluster" \
-                    else (single_url, flush_single, [procs.redis.process.pid])
-                result = await one(procs, config, count, url, flush, tmp, flows_dir, args, r, pids)
-                found[f"{config}x{count}"].append(result)
-                say(f"run {r + 1}/{args.runs} {config:7} P={count}: {result['msgs_per_s']:7.0f} msg/s "
-                    f"errors={result['errors']} server {result['server_cpu_us_per_msg']} µs/msg "
-                    f"redis {result['redis_cpu_us_per_msg']} µs/msg "
-                    f"sample replies {result['sample_bots']}/{result['sample_users']} "
-                    f"(machine busy {result['machine_busy_cores']} cores)")
-        summary: dict[str, Any] = {}
-        base = statistics.median(x["msgs_per_s"] for x in found[f"clusterx{args.processes[0]}"])
-        say("\nconfiguration   msg/s min / median / max   vs cluster P=1   server µs/msg   redis µs/msg (medians)")
-        for key, results in found.items():
-            rates = sorted(x["msgs_per_s"] for x in results)
-            med = statistics.median(rates)
-            server = statistics.median(x["server_cpu_us_per_msg"] for x in results)
-            redis = statistics.median(x["redis_cpu_us_per_msg"] for x in results)
-            summary[key] = {"runs": results, "min": rates[0], "median": med, "max": rates[-1],
-                            "ratio_to_cluster_p1": med / base if base else None,
-                            "server_cpu_us_per_msg": server, "redis_cpu_us_per_msg": redis}
-            say(f"{key:15} {rates[0]:5.0f} / {med:5.0f} / {rates[-1]:5.0f}      {med / base if base else 0:5.2f}x"
-                f"          {server:6.0f}          {redis:6.0f}")
-        return {"settings": vars(args), "results": summary}
+            cluster_pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+            configs = [("cluster", p) for p in args.processes] + ([("single", 1)] if not args.no_single else [])
+            found: dict[str, list[dict[str, Any]]] = {f"{c}x{p}": [] for c, p in configs}
+            for r in range(args.runs):
+                for config, count in configs:
+                    url, flush, pids = (cluster.url, flush_cluster, cluster_pids) if config == "cluster" \
+                        else (single_url, flush_single, [procs.redis.process.pid])
+                    result = await one(procs, config, count, url, flush, tmp, flows_dir, args, r, pids)
+                    found[f"{config}x{count}"].append(result)
+                    say(f"run {r + 1}/{args.runs} {config:7} P={count}: {result['msgs_per_s']:7.0f} msg/s "
+                        f"errors={result['errors']} server {result['server_cpu_us_per_msg']} µs/msg "
+                        f"redis {result['redis_cpu_us_per_msg']} µs/msg "
+                        f"sample replies {result['sample_bots']}/{result['sample_users']} "
+                        f"(machine busy {result['machine_busy_cores']} cores)")
+            summary: dict[str, Any] = {}
+            base = statistics.median(x["msgs_per_s"] for x in found[f"clusterx{args.processes[0]}"])
+            say("\nconfiguration   msg/s min / median / max   vs cluster P=1   server µs/msg   redis µs/msg (medians)")
+            for key, results in found.items():
+                rates = sorted(x["msgs_per_s"] for x in results)
+                med = statistics.median(rates)
+                server = statistics.median(x["server_cpu_us_per_msg"] for x in results)
+                redis = statistics.median(x["redis_cpu_us_per_msg"] for x in results)
+                summary[key] = {"runs": results, "min": rates[0], "median": med, "max": rates[-1],
+                                "ratio_to_cluster_p1": med / base if base else None,
+                                "server_cpu_us_per_msg": server, "redis_cpu_us_per_msg": redis}
+                say(f"{key:15} {rates[0]:5.0f} / {med:5.0f} / {rates[-1]:5.0f}      {med / base if base else 0:5.2f}x"
+                    f"          {server:6.0f}          {redis:6.0f}")
+            return {"settings": vars(args), "results": summary}
     finally:
         cluster.stop()
-        if procs.redis is not None:
-            procs.redis.stop()
-            procs.redis = None
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

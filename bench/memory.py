@@ -34,17 +34,14 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from webhook import BENCH_FLOW, start_server, wait_ready
-from webhook_procs import Processes, run_with_processes
+from webhook_procs import Processes, run_with_processes, workspace
 
 AIM_BYTES = 1536
 ACCOUNT = "demo"
@@ -132,17 +129,10 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
     import aiohttp
     from redis.asyncio import Redis
 
-    from bot.store.embedded import EmbeddedRedis
 
     say = (lambda s: sys.stderr.write(s + "\n")) if args.json else (lambda s: print(s, flush=True))
     started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="salesbot-memory-"))
-    try:
-        flows_dir = tmp / "flows"
-        flows_dir.mkdir()
-        (flows_dir / "demo.json").write_text(json.dumps(BENCH_FLOW, indent=2), encoding="utf-8")
-        procs.redis = EmbeddedRedis(None, persist=False)
-        redis_url = procs.redis.start()
+    with workspace(procs, "salesbot-memory-", BENCH_FLOW) as (tmp, flows_dir, redis_url):
         redis = Redis.from_url(redis_url)
         server = start_server("salesbot", procs, redis_url, tmp, flows_dir)
         n = args.conversations
@@ -177,11 +167,6 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
                 "used_memory_before": before, "used_memory_after": after,
                 "bytes_per_conversation": delta / n, "aim_bytes": AIM_BYTES, "kinds": kinds,
                 "elapsed_s": time.monotonic() - started}
-    finally:
-        if procs.redis is not None:
-            procs.redis.stop()
-            procs.redis = None
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def print_report(r: dict[str, Any]) -> None:

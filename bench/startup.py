@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from webhook_procs import free_port  # bench/ is on sys.path: this script's folder
+from webhook_procs import free_port, stop_process  # bench/ is on sys.path: this script's folder
 
 from bot.store.embedded import EmbeddedRedis
 
@@ -102,12 +102,7 @@ def time_to_health(args: list[str], port: int, env: dict[str, str], cwd: str) ->
             elapsed = time.perf_counter() - t0
             cpu = cpu_seconds(proc.pid)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         err.seek(0)
         return elapsed, cpu, err.read().decode(errors="replace")
 

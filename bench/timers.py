@@ -51,17 +51,15 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from webhook_procs import Processes, cpu_seconds, machine_cpu, run_with_processes
+from webhook_procs import Processes, cpu_seconds, machine_cpu, run_with_processes, workspace
 
 #: This checkout's code, in this process (``bot`` is imported lazily, below this) and in the
 #: workers: not whatever ``bot`` the environment has installed (another checkout's, maybe).
@@ -428,16 +426,9 @@ def spread(runs: list[dict[str, Any]], key: str) -> str:
 async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
     from redis.asyncio import Redis
 
-    from bot.store.embedded import EmbeddedRedis
 
     say = say_to(args.json)
-    tmp = Path(tempfile.mkdtemp(prefix="salesbot-timers-"))
-    try:
-        flows_dir = tmp / "flows"
-        flows_dir.mkdir()
-        (flows_dir / "demo.json").write_text(json.dumps(BENCH_FLOW, indent=2), encoding="utf-8")
-        procs.redis = EmbeddedRedis(None, persist=False)
-        redis_url = procs.redis.start()
+    with workspace(procs, "salesbot-timers-", BENCH_FLOW) as (tmp, flows_dir, redis_url):
         redis_pid = procs.redis.process.pid
         say(f"redis-server at {redis_url}; {os.cpu_count()} CPUs shared by this process, the workers and Redis")
         redis = Redis.from_url(redis_url, socket_timeout=120)
@@ -469,8 +460,6 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
                                ("doubled", "kill: doubled")):
                 say(f"  {label:<24} {spread(kills, key)}")
         return results
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

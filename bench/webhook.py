@@ -84,10 +84,8 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,7 +104,7 @@ from webhook_load import (
     open_loop_step,
     prime,
 )
-from webhook_procs import Processes, free_port, run_with_processes
+from webhook_procs import Processes, free_port, run_with_processes, workspace
 from webhook_redis import redis_commands_per_message, round_trips_in_process
 from webhook_report import finite, fmt, median, print_counts, print_table
 
@@ -299,20 +297,11 @@ async def run_servers(procs: Processes, redis_url: str, redis_pid: int | None, t
 
 
 async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
-    from bot.store.embedded import EmbeddedRedis
 
     say = (lambda s: sys.stderr.write(s + "\n")) if args.json else (lambda s: print(s, flush=True))
     started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="salesbot-bench-"))
-    try:
-        flows_dir = tmp / "flows"
-        flows_dir.mkdir()
-        if args.flow:
-            shutil.copy(args.flow, flows_dir / "demo.json")
-        else:
-            (flows_dir / "demo.json").write_text(json.dumps(BENCH_FLOW, indent=2), encoding="utf-8")
-        procs.redis = EmbeddedRedis(None, persist=False)
-        redis_url = procs.redis.start()
+    flow = Path(args.flow) if args.flow else BENCH_FLOW
+    with workspace(procs, "salesbot-bench-", flow) as (tmp, flows_dir, redis_url):
         say(f"redis-server at {redis_url}; {os.cpu_count()} CPUs shared by load generator, server and Redis")
         results: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k != "baseline_server"}}
         results.update(await run_servers(procs, redis_url, procs.redis.process.pid, tmp, flows_dir, args, say))
@@ -325,11 +314,6 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
         results["ratio"] = a / b if a and b else None  # None: a server found no passing rate
         results["elapsed_s"] = time.monotonic() - started
         return results
-    finally:
-        if procs.redis is not None:
-            procs.redis.stop()
-            procs.redis = None
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

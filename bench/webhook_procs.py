@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate, then kill after 15 s: a child never outlives the bench."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def workspace(procs: Processes, prefix: str, flow: Mapping[str, Any] | Path) -> Iterator[tuple[Path, Path, str]]:
+    """``(tmp, flows_dir, redis_url)``: a temporary folder whose ``flows/demo.json`` is ``flow``
+    (a document, or a file copied) and a fresh redis-server without persistence kept in
+    ``procs.redis``; both are gone at the end, also on an error or Ctrl-C."""
+    from bot.store.embedded import EmbeddedRedis
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        flows_dir = tmp / "flows"
+        flows_dir.mkdir()
+        if isinstance(flow, Path):
+            shutil.copy(flow, flows_dir / "demo.json")
+        else:
+            (flows_dir / "demo.json").write_text(json.dumps(flow, indent=2), encoding="utf-8")
+        procs.redis = EmbeddedRedis(None, persist=False)
+        yield tmp, flows_dir, procs.redis.start()
+    finally:
+        if procs.redis is not None:
+            procs.redis.stop()
+            procs.redis = None
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Processes:
@@ -36,13 +74,7 @@ class Processes:
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         self.procs = [(n, p) for n, p in self.procs if p is not proc]
 
     def stop_all(self) -> None:

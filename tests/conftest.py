@@ -17,6 +17,10 @@ from redis.asyncio import Redis
 
 from bot.store.embedded import EmbeddedRedis
 
+# The contract suites live in the packages: rewrite their asserts, here, before any test module
+# (the cluster tier's borrow the CRM's) imports them.
+pytest.register_assert_rewrite("crm_bridge.contract")
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
