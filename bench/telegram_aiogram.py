@@ -76,9 +76,9 @@ channel = "telegram"
 greeting_bot = "three"
 api_base_url = "{api}"
 credentials = {{ token = "{token}", secret_token = "{secret}" }}
-# every limit lifted, as for aiogram (the fake enforces none)
-settings = {{ mode = "webhook", api_rate = 1000000, chat_interval = 0.0, chat_burst = 1000000, rate = 1000000.0, \
-burst = 1000000 }}
+# every limit lifted, as for aiogram (the fake enforces none): rate = 0 is no account limit
+# (no limiter call), chat_interval = 0 none per chat
+settings = {{ mode = "webhook", chat_interval = 0.0, chat_burst = 1000000, rate = 0, burst = 1000000 }}
 """
 
 

@@ -32,7 +32,8 @@ THREE = {
                  "buttons": [{"title": "Skip", "next": "name"}], "other_answer": "name"},
     },
 }
-NO_LIMITS = {"chat_interval": 0, "chat_burst": 1000, "api_rate": 100000, "rate": 100000.0, "burst": 100000}
+#: Limits lifted: ``rate = 0`` is no account limit (and no limiter call), ``chat_interval = 0`` none per chat.
+NO_LIMITS = {"chat_interval": 0, "chat_burst": 1000, "rate": 0, "burst": 100000}
 
 
 def expected(n: int, said: list[str]) -> list[str]:
@@ -47,14 +48,15 @@ def expected(n: int, said: list[str]) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def telegram(redis_url: str, tmp_path: Path, fake: FakeTelegram, *, role: str,
-                   **config: Any) -> AsyncIterator[Services]:
+                   settings: dict[str, Any] | None = None, **config: Any) -> AsyncIterator[Services]:
     flows = tmp_path / "flows"
     flows.mkdir(exist_ok=True)
     (flows / "three.json").write_text(json.dumps(THREE))
     cfg = load_config(env={}, overrides={
         "redis_url": redis_url, "flows_dir": str(flows), "admin_token": "t", "shutdown_grace": 5,
         "accounts": {"tg": {"channel": "telegram", "greeting_bot": "three", "api_base_url": fake.url,
-                            "credentials": {"token": TOKEN, "secret_token": SECRET}, "settings": NO_LIMITS}},
+                            "credentials": {"token": TOKEN, "secret_token": SECRET},
+                            "settings": NO_LIMITS if settings is None else settings}},
         **config})
     server = TestServer(create_app(cfg, role=role), host="127.0.0.1")
     await server.start_server()

@@ -136,6 +136,7 @@ async def test_a_sender_without_limits_of_its_own_is_limited_by_the_outbox_acros
     chats = ["c1", "c2", "c3", "c4"]
     async with (open_services(config, start_hub=False, registry=registry) as one,
                 open_services(config, start_hub=False, registry=registry) as two):  # two processes
+        one.outbox.at_once = two.outbox.at_once = False  # the poll's path (at once: the same limit)
         cids = [await _start(one, chat) for chat in chats]
         assert await one.outbox.run_once() == 2  # the burst; the other two chats are put back for later
         await redis.zadd(k.outbox_queue_key("acme"), dict.fromkeys(cids, 0))  # due again at once
