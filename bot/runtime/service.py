@@ -82,7 +82,8 @@ class ReplyHandoff(Protocol):
 
     def lease_for(self, account: str | None) -> float | None: ...
 
-    def committed(self, account: str, cid: str, meta: Mapping[str, str], pending: list[bytes]) -> None: ...
+    def committed(self, account: str, cid: str, meta: Mapping[str, str], pending: list[bytes],
+                  claim: float) -> None: ...
 
 
 @dataclass(slots=True)
@@ -283,7 +284,7 @@ class ConversationService(QueueProcessor[Prefetched]):
             req.outbox_lease = self.replies.lease_for(req.outbox_account)
         result_ = await self.store.save(cid, batch.token, req)
         if result_.outbox is not None and self.replies is not None and req.outbox_account:
-            self.replies.committed(req.outbox_account, cid, {**meta, **new_meta}, result_.outbox)
+            self.replies.committed(req.outbox_account, cid, {**meta, **new_meta}, result_.outbox, result_.outbox_claim)
         if chat_queued and self.chat is not None and ref is not None:
             self.chat.written(ref.lead_id)
         if result_.status == -1:

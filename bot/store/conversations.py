@@ -256,6 +256,8 @@ class SaveResult:
     #: With ``outbox_lease``, when the save claimed the outbox entry: the head of the
     #: conversation's outbox list, for the caller to send (None: not claimed, the holder sends).
     outbox: list[bytes] | None = None
+    #: The score the save claimed the entry with (the holder renews the claim while it is this).
+    outbox_claim: float = 0.0
 
 
 def _meta(flat: Sequence[Any]) -> dict[str, str]:
@@ -424,10 +426,10 @@ class ConversationStore:
                 await self.fast.send([("HINCRBY", name, fld, by) for (name, fld), by in later.items()])
             except RedisError as exc:
                 log.warning("store.counters_lost", extra={"cid": cid, "error": type(exc).__name__})
-        outbox = None
+        outbox, claimed = None, 0.0
         if claim is not None and replies[claim[0]] is not None and float(replies[claim[0]]) == claim[1]:
-            outbox = list(replies[claim[0] + 1])
-        return SaveResult(int(status), int(first), int(last), outbox)
+            outbox, claimed = list(replies[claim[0] + 1]), claim[1]
+        return SaveResult(int(status), int(first), int(last), outbox, claimed)
 
     async def append_log(self, cid: str, entries: list[bytes]) -> int:
         """Append transcript entries outside a processing turn (delivery receipts and the like)."""

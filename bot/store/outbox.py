@@ -20,6 +20,14 @@ right away (``committed``) instead of waiting for the poll. The queue entry is t
 both paths: whoever holds it sends, in order, and nobody else; success pops the head, records
 the platform id and releases the entry in one round trip. A failure takes the retry path
 above; a process that dies holding a claim leaves the entry to the poll once its lease ends.
+
+That lease is short (``at_once_lease``, 5 s, against the poll's 30 s) so a reply stranded by a
+crash leaves within seconds; the holder renews it every third of the lease while it still sends
+(the platform's answer, a per-chat pause, the shared limiter's turn), by a compare-and-set on
+the queue key (``RENEW_CLAIM``: only while the score is the one it wrote last), and releases it
+the same way. It notes each score it moves to before writing it, so a renewal crossing that
+write neither undoes it nor mistakes it for a lost claim. A holder that finds its claim lost
+(stalled past a whole lease) sends nothing more and leaves the entry to the poll.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -38,7 +46,7 @@ from . import codec, replies
 from . import keys as k
 from .conversations import OUTBOX_PEEK
 from .ratelimit import Limit, LimitWait, LocalLimiter, SharedLimiter, SharesLimits
-from .scripts import CLAIM_DUE, POP_HEAD, REPLACE_HEAD
+from .scripts import CLAIM_DUE, POP_HEAD, RENEW_CLAIM, REPLACE_HEAD
 
 log = logging.getLogger("salesbot.outbox")
 
@@ -89,6 +97,19 @@ class AccountLimits:
 FailureHook = Callable[[str, str, str], Awaitable[None]]  # (cid, ref, reason)
 SentHook = Callable[[str, Mapping[str, Any], str | None], Awaitable[None]]
 
+@dataclass(slots=True)
+class _Claim:
+    """A hand-off's hold on its queue entry: the score it wrote last (None once it let go), and
+    whether a renewal found the score no longer its own. ``lock`` keeps a renewal and the
+    holder's own compare-and-sets (keep, release, claim again) from crossing each other."""
+
+    queue: str
+    cid: str
+    score: float | None
+    lost: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 #: Messages one hand-off sends before it leaves the rest of the chat's backlog to the poll, and
 #: the longest per-chat pause (``chat_interval``) it waits out itself while holding the claim.
 AT_ONCE_ITEMS = 8
@@ -100,17 +121,21 @@ class Outbox:
                  accounts: Mapping[str, tuple[str, AccountLimits]], on_failed: FailureHook,
                  on_sent: SentHook | None = None, max_attempts: int = 8, lease: float = 30.0,
                  concurrency: int = 16, limiter: SharedLimiter | None = None, at_once: bool = True,
-                 at_once_concurrency: int = 256) -> None:
+                 at_once_concurrency: int = 256, at_once_lease: float = 5.0) -> None:
         self.redis = redis
         self.senders = senders  # account -> its adapter
         self.accounts = accounts  # account -> (channel, limits)
         self.on_failed = on_failed
         self.on_sent = on_sent
         self.max_attempts = max_attempts
-        self.lease = lease
+        self.lease = lease  # the poll's claims
+        #: The hand-off's claim: short, so a reply whose process died after the save reaches the
+        #: poll within seconds; renewed every third of it while the holder still sends.
+        self.at_once_lease = at_once_lease
         self._claim = redis.register_script(CLAIM_DUE)
         self._pop = redis.register_script(POP_HEAD)
         self._replace = redis.register_script(REPLACE_HEAD)
+        self._renew = redis.register_script(RENEW_CLAIM)
         # Senders that keep the account's limit themselves, per API call, are not limited again.
         self._limiter = limiter or LocalLimiter()
         self._limits = {a: Limit(f"{channel}:{a}", lim.rate, max(1, lim.burst))
@@ -170,13 +195,19 @@ class Outbox:
             return 1
 
     async def _attempt(self, account: str, cid: str, head: bytes, item: dict[str, Any],
-                       meta: Mapping[str, str]) -> tuple[bool, str | None]:
+                       meta: Mapping[str, str], hold: _Claim | None = None) -> tuple[bool, str | None]:
         """Send a claimed chat's head: (True, platform id) on success; on failure (False, None)
-        once the retry (backoff, ``retry_after``) or the give-up is written."""
+        once the retry (backoff, ``retry_after``) or the give-up is written (``hold``: the
+        hand-off's claim, let go first so its renewal cannot undo that write)."""
         key = k.ConversationKey(cid)
         queue = k.outbox_queue_key(account)
         try:
-            return True, await self.senders[account].send(account, meta, item["message"])
+            try:
+                return True, await self.senders[account].send(account, meta, item["message"])
+            except Exception:
+                if hold is not None:
+                    hold.score = None
+                raise
         except DeliveryDeferred as exc:  # the account is at its rate: try this chat again then
             await self.redis.zadd(queue, {cid: time.time() + (exc.retry_after or 0.0)})
             return False, None
@@ -199,12 +230,14 @@ class Outbox:
                                                "error": str(exc)})
             return False, None
 
-    async def _acquire(self, queue: str, cid: str, limit: Limit) -> bool:
+    async def _acquire(self, queue: str, cid: str, limit: Limit, hold: _Claim | None = None) -> bool:
         """Take a send of a sender that has no limits of its own; False: the chat is put back for
         when the account's limit allows it. ``LimiterUnavailable`` (no Redis) ends the round."""
         try:
             await self._limiter.acquire(limit, max_wait=0.0)
         except LimitWait as exc:
+            if hold is not None:
+                hold.score = None
             await self.redis.zadd(queue, {cid: time.time() + exc.retry_after})
             return False
         return True
@@ -222,12 +255,15 @@ class Outbox:
         (None: this process has no sender for it, they wait for the poll)."""
         if not self.at_once or account is None or account not in self.senders or account not in self.accounts:
             return None
-        return self.lease
+        return self.at_once_lease
 
-    def committed(self, account: str, cid: str, meta: Mapping[str, str], pending: list[bytes]) -> None:
-        """A save claimed the chat's queue entry: send ``pending`` (the list's head) now, in the
-        background. A failure leaves the claim to expire and the poll to retry."""
-        task = asyncio.create_task(self._send_claimed(account, cid, dict(meta), pending))
+    def committed(self, account: str, cid: str, meta: Mapping[str, str], pending: list[bytes],
+                  claim: float) -> None:
+        """A save claimed the chat's queue entry (with score ``claim``): send ``pending`` (the
+        list's head) now, in the background. A failure leaves the claim to expire and the poll
+        to retry."""
+        hold = _Claim(k.outbox_queue_key(account), cid, claim)
+        task = asyncio.create_task(self._send_claimed(account, cid, dict(meta), pending, hold))
         self._handoffs.add(task)
         task.add_done_callback(self._handoffs.discard)
 
@@ -236,68 +272,114 @@ class Outbox:
         while self._handoffs:
             await asyncio.gather(*self._handoffs, return_exceptions=True)
 
-    async def _send_claimed(self, account: str, cid: str, meta: dict[str, str], pending: list[bytes]) -> None:
+    async def _send_claimed(self, account: str, cid: str, meta: dict[str, str], pending: list[bytes],
+                            hold: _Claim) -> None:
         _channel, limits = self.accounts[account]
         key = k.ConversationKey(cid)
         queue = k.outbox_queue_key(account)
+        renewing: asyncio.Task[None] | None = None
         try:
             if not pending:  # claimed, but nothing to send (the save lost its lock): release it
                 await self._reschedule(queue, key, cid, None)
                 return
+            # Renewed from the start: the wait for a semaphore, a pause, the platform's answer or
+            # the shared limiter's turn must not hand the entry to the poll while we still send.
+            renewing = asyncio.create_task(self._keep(hold))
             async with self._at_once_sem:
                 for n in range(AT_ONCE_ITEMS + 1):
-                    if not pending:
-                        return
+                    if not pending or hold.lost:
+                        return  # done, or the poll holds the entry now (it sends the rest)
                     if n == AT_ONCE_ITEMS or (n and limits.chat_interval > AT_ONCE_PAUSE):
+                        hold.score = None
                         await self.redis.zadd(queue, {cid: time.time() + (limits.chat_interval if n else 0.0)})
                         return  # the rest of the backlog: the poll's, paced
                     if n and limits.chat_interval > 0:
                         await asyncio.sleep(limits.chat_interval)  # per-chat pacing, claim held
                     limit = self._limits.get(account)
-                    if limit is not None and not await self._acquire(queue, cid, limit):
+                    if limit is not None and not await self._acquire(queue, cid, limit, hold):
                         return  # the account is at its rate: the poll sends it then
                     head = pending[0]
                     item = codec.unpack(head)
-                    sent, platform_id = await self._attempt(account, cid, head, item, meta)
+                    sent, platform_id = await self._attempt(account, cid, head, item, meta, hold)
                     if not sent:
                         return
-                    pending = await self._finish(account, cid, key, queue, pending, item, platform_id)
+                    pending = await self._finish(account, cid, key, queue, pending, item, platform_id, hold)
         except Exception:  # the claim expires and the poll sends it: nothing is lost
             log.exception("outbox.at_once_failed", extra={"cid": cid, "account": account})
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+
+    async def _keep(self, hold: _Claim) -> None:
+        """Renew ``hold`` every third of its lease while its score is still ours (``RENEW_CLAIM``).
+
+        The holder's own compare-and-sets take ``hold.lock``; its plain writes that hand the
+        entry back (a retry, the rest to the poll) set ``hold.score`` to None *before* they are
+        written, so a renewal that crossed one neither undoes it nor reports the claim lost."""
+        while True:
+            await asyncio.sleep(self.at_once_lease / 3)
+            async with hold.lock:
+                old = hold.score
+                if old is None:
+                    continue  # let go for now (the holder may claim again): cancelled when it ends
+                new = time.time() + self.at_once_lease
+                try:
+                    renewed = await self._renew(keys=[hold.queue], args=[hold.cid, old, new])
+                except Exception as exc:  # Redis away: try again; if the lease ends, the poll takes over
+                    log.warning("outbox.renew_failed", extra={"cid": hold.cid, "error": type(exc).__name__})
+                    continue
+                if hold.score != old:
+                    continue  # the holder let go meanwhile: its write stands
+                if renewed:
+                    hold.score = new
+                else:
+                    hold.lost, hold.score = True, None
+                    log.warning("outbox.claim_lost", extra={"cid": hold.cid})
+                    return
 
     async def _finish(self, account: str, cid: str, key: k.ConversationKey, queue: str, pending: list[bytes],
-                      item: Mapping[str, Any], platform_id: str | None) -> list[bytes]:
+                      item: Mapping[str, Any], platform_id: str | None, hold: _Claim) -> list[bytes]:
         """Pop the sent head (``pending[0]``) and record its platform id in one round trip,
         holding on to the claim while ``pending`` says more wait (nobody else pops meanwhile),
-        else releasing it; if messages were saved meanwhile, claim the entry again. Returns the
-        list to send next (empty: nothing left, or another process's save holds the entry)."""
+        else releasing it — either only while the entry's score is still ours (``RENEW_CLAIM``);
+        if messages were saved meanwhile, claim the entry again. Returns the list to send next
+        (empty: nothing left, or another process — a save, the poll — holds the entry)."""
         head, more = pending[0], len(pending) > 1
-
-        pipe = self.redis.pipeline(transaction=False)
-        # EVAL, not EVALSHA: were the script missing (first use, a restarted Redis), the release
-        # below would run without the pop, and a save meanwhile would claim and resend the head.
-        pipe.eval(POP_HEAD, 1, key.out, head)
-        if platform_id:
-            pipe.set(k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}", ex=k.PLATFORM_ID_TTL)
-        if more:  # the claim is kept (a fresh lease): the queue never shows the chat as done
-            pipe.zadd(queue, {cid: time.time() + self.lease}, xx=True)
-        else:
-            pipe.zrem(queue, cid)
+        async with hold.lock:
+            ours = hold.score
+            hold.score = time.time() + self.at_once_lease if more and ours is not None else None
+            pipe = self.redis.pipeline(transaction=False)
+            # EVAL, not EVALSHA: were the script missing (first use, a restarted Redis), the release
+            # below would run without the pop, and a save meanwhile would claim and resend the head.
+            pipe.eval(POP_HEAD, 1, key.out, head)
+            if platform_id:
+                pipe.set(k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
+                         ex=k.PLATFORM_ID_TTL)
+            if ours is not None:  # kept (a fresh lease: the queue never shows the chat as done) or released
+                pipe.eval(RENEW_CLAIM, 1, queue, cid, ours, "" if hold.score is None else hold.score)
             pipe.llen(key.out)
-        *_, left = await pipe.execute()
+            done = await pipe.execute()
+        held, left = (done[-2] if ours is not None else 0), done[-1]
         if self.on_sent is not None:
             await self.on_sent(cid, item, platform_id)
+        if not held:  # the claim was lost (a stall past its lease): the poll holds it and sends the rest
+            hold.lost, hold.score = True, None
+            return []
         if more:
             return pending[1:]
         if not left:
             return []
-        until = time.time() + self.lease
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(queue, {cid: until}, nx=True)
-        pipe.zscore(queue, cid)
-        pipe.lrange(key.out, 0, OUTBOX_PEEK - 1)
-        _, score, rows = await pipe.execute()
-        return [replies.raw(r) for r in rows] if score is not None and float(score) == until else []
+        async with hold.lock:
+            until = time.time() + self.at_once_lease
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(queue, {cid: until}, nx=True)
+            pipe.zscore(queue, cid)
+            pipe.lrange(key.out, 0, OUTBOX_PEEK - 1)
+            _, score, rows = await pipe.execute()
+            if score is None or float(score) != until:
+                return []  # another process's save holds the entry: it sends them
+            hold.score = until
+        return [replies.raw(r) for r in rows]
 
     async def _give_up(self, queue: str, key: k.ConversationKey, cid: str, head: bytes,
                        item: dict[str, Any], reason: str, detail: str | None = None) -> int:

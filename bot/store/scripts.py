@@ -32,6 +32,15 @@ if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) 
 return redis.call('LLEN', KEYS[1])
 """
 
+#: Renew a claim on a sorted set's member ARGV[1] to ARGV[3] (empty: release it) only while its score
+#: is still ours (ARGV[2], compared as numbers: Redis and Python spell a double differently); 1 done, 0 lost.
+RENEW_CLAIM = """
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not (s and tonumber(s) == tonumber(ARGV[2])) then return 0 end
+if ARGV[3] == '' then redis.call('ZREM', KEYS[1], ARGV[1]) else redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1]) end
+return 1
+"""
+
 #: Replace a queue's head (its attempt count) only if it is still the item we handled.
 REPLACE_HEAD = """
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LSET', KEYS[1], 0, ARGV[2]) return 1 end

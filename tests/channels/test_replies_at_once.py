@@ -6,6 +6,7 @@ poll. Real HTTP on loopback against the fake platforms, a real Redis; no timing 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -108,22 +109,81 @@ async def test_a_burst_of_replies_to_one_chat_keeps_its_order(
 async def test_a_crash_between_the_save_and_the_send_is_delivered_by_the_poll_once(
         redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
     """The process claims the entry with its save and dies before sending (its hand-off never
-    runs): the claim's lease ends and the poll sends the reply, once."""
+    runs): the claim's SHORT lease (``at_once_lease``) ends and the poll sends the reply, once.
+    The poll's own lease is ten minutes, so only the short one can let the reply out."""
     chat = 9401
     async with telegram(redis_url, tmp_path, fake, role="all", timer_poll_interval=0.05) as svc:
-        svc.outbox.lease = 0.5
+        svc.outbox.lease, svc.outbox.at_once_lease = 600.0, 0.5
         monkeypatch.setattr(svc.outbox, "committed", lambda *a, **kw: None)  # dies before the send
         await say(fake, chat, "hi")
         queue = k.outbox_queue_key("tg")
         claimed = await svc.redis.zscore(queue, f"telegram:tg:{chat}")
         assert claimed is not None and not fake.sent_to(chat)  # claimed by the save, not yet sent
-        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 1)
+        await wait_for(lambda: fake.sent_to(chat), timeout=10, what="the poll's send after the short lease")
         await wait_for(lambda: _released(svc, queue), timeout=5, what="the entry released")
         assert [s.text for s in fake.sent_to(chat)] == ["What is your name?"]
         monkeypatch.undo()
         await say(fake, chat, "Ana")  # the next reply leaves at once again
         await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 2)
         assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
+
+
+async def test_a_send_slower_than_the_short_lease_keeps_its_claim_and_leaves_once(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram) -> None:
+    """The platform holds the at-once send past several short leases while the poll runs (the
+    worker's and the test's rounds): the holder renews its claim, the poll never takes the
+    entry, and the reply is sent once."""
+    chat = 9411
+    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
+    async with telegram(redis_url, tmp_path, fake, role="all", timer_poll_interval=0.05) as svc:
+        svc.outbox.lease, svc.outbox.at_once_lease = 600.0, 0.3
+        fake.hold = asyncio.Event()
+        try:
+            await say(fake, chat, "hi")
+            await wait_for(lambda: fake.arrivals, what="the at-once send at the platform")
+            first = float(await svc.redis.zscore(queue, cid) or 0)
+
+            async def poll_round() -> int:
+                return int(await svc.outbox.run_once())
+
+            # The send is still held once the first claim's lease is three times over.
+            await wait_for(lambda: time.time() > first + 3 * svc.outbox.at_once_lease, timeout=10,
+                           what="three short leases to pass", between=poll_round)
+            assert len(fake.arrivals) == 1  # the poll did not take the entry and send again
+            renewed = await svc.redis.zscore(queue, cid)
+            assert renewed is not None and float(renewed) > first  # still held, by a renewed claim
+        finally:
+            fake.hold.set()
+        await wait_for(lambda: fake.sent_to(chat), what="the held send answered")
+        await settled(svc, "tg")
+        for _ in range(3):
+            await svc.outbox.run_once()
+        assert [s.text for s in fake.sent_to(chat)] == ["What is your name?"]
+        assert len(fake.arrivals) == 1
+
+
+async def test_a_holder_that_lost_its_claim_leaves_the_entry_to_the_new_holder(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram) -> None:
+    """While the at-once send waits on the platform, another holder takes the entry (as the poll
+    would after a stall past the lease): the first holder records its send but neither renews
+    nor releases the new holder's claim (both are compare-and-sets on its own score)."""
+    chat = 9421
+    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
+    async with telegram(redis_url, tmp_path, fake, role="web") as svc:
+        svc.outbox.lease, svc.outbox.at_once_lease = 600.0, 0.3
+        fake.hold = asyncio.Event()
+        try:
+            await say(fake, chat, "hi")
+            await wait_for(lambda: fake.arrivals, what="the at-once send at the platform")
+            theirs = time.time() + 600
+            await svc.redis.zadd(queue, {cid: theirs})  # the other holder's claim
+        finally:
+            fake.hold.set()
+        await wait_for(lambda: fake.sent_to(chat), what="the held send answered")
+        await svc.outbox.idle()
+        assert await svc.redis.zscore(queue, cid) == theirs  # neither renewed over nor released
+        assert await svc.redis.llen(k.ConversationKey(cid).out) == 0  # the sent reply is popped
+        assert [s.text for s in fake.sent_to(chat)] == ["What is your name?"]
 
 
 async def _released(svc: Services, queue: str) -> bool:

@@ -103,6 +103,9 @@ class FakeTelegram:
         self.webhook_posts: list[tuple[int, dict[str, Any]]] = []  # (our status, update)
         self.failures: deque[Failure] = deque()
         self.blocked_chats: set[str] = set()
+        #: A slow platform: while set to an unset event, send calls are held (after their arrival
+        #: is logged) until the test sets it.
+        self.hold: asyncio.Event | None = None
         self.retry_violations = 0
         self.rate_limited = 0
         self._buckets: dict[str, tuple[float, float]] = {}  # chat -> (tokens, at)
@@ -214,6 +217,9 @@ class FakeTelegram:
         method = request.match_info["method"]
         if method in SEND_METHODS:
             self.arrivals.append(Arrival(arrived, method, request.match_info.get("via", "")))
+            if self.hold is not None:
+                await self._notify()
+                await self.hold.wait()
         if bot is None:
             return self._error(401, "Unauthorized")
         try:
