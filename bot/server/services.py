@@ -271,6 +271,9 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             if start_hub:
                 await hub.stop()
     finally:
+        # What the stack closes (the memory guard's loop, the store, the CRM, …) uses this client:
+        # closed first, or a reading under way reconnects a client already closed (left unclosed).
+        await stack.aclose()
         await redis.aclose()
 
 

@@ -28,8 +28,10 @@ log = logging.getLogger("salesbot.store")
 
 
 class MemoryGuard:
-    def __init__(self, redis: Redis, *, high_water: float = 0.9, interval: float = 2.0) -> None:
+    def __init__(self, redis: Redis, *, high_water: float = 0.9, interval: float = 2.0,
+                 stop_grace: float = 5.0) -> None:
         self.redis = redis
+        self.stop_grace = stop_grace
         self.high_water = high_water
         self.interval = interval
         #: True while used memory is above the mark: new conversations are refused.
@@ -37,6 +39,8 @@ class MemoryGuard:
         self.used = 0
         self.maxmemory = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
 
     async def check(self) -> bool:
         """Read ``INFO memory`` once; whether memory is above the mark."""
@@ -67,17 +71,36 @@ class MemoryGuard:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
+            self._wake = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="memory-guard")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """End the loop: let a reading under way finish (up to ``stop_grace``), then cancel it.
+
+        Not a plain cancel: a cancel that lands inside ``INFO`` can come out of redis-py as its
+        ``TimeoutError`` (a ``RedisError``, suppressed by the loop), leaving the loop running and
+        ``stop`` waiting for ever (seen as ``open_services`` hanging on exit under load) and the
+        connection half-read. ``_stopping`` ends the loop whatever became of a cancel."""
+        task = self._task
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):  # (cancelled by someone else: ended too)
+                await asyncio.wait_for(asyncio.shield(task), self.stop_grace)
+        except TimeoutError:  # a reading that hangs (Redis unreachable): cut it short
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(RedisError, OSError):  # Redis down: others report it
                 await self.check()
-            await asyncio.sleep(self.interval)
+            if self._stopping:
+                return
+            with contextlib.suppress(TimeoutError):  # the interval, cut short by ``stop``
+                await asyncio.wait_for(self._wake.wait(), self.interval)

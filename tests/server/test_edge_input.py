@@ -43,7 +43,7 @@ async def bot_texts(app: App, session: str, count: int) -> list[str]:
         found[:] = [m["text"] for m in (await r.json())["messages"] if m["role"] == "bot"]
         return len(found) >= count
 
-    await wait_for(enough, timeout=10)
+    await wait_for(enough, timeout=30, what=f"{count} bot texts")  # generous: a busy 2-core CI machine
     return found
 
 

@@ -4,13 +4,16 @@ its maxmemory is changed with CONFIG SET."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.logs import OutageFilter
 from bot.store.embedded import EmbeddedRedis
@@ -76,6 +79,41 @@ async def test_a_write_refused_for_memory_is_503_not_500(own_redis: str) -> None
             assert "Retry-After" in headers
     finally:
         await client.config_set("maxmemory", "0")
+        await client.aclose()
+
+
+class _CancelBecomesTimeout(Redis):
+    """A real client whose ``INFO`` is cancelled the way redis-py sometimes reports it under
+    load: the cancel comes out as its ``TimeoutError`` (the race behind ``open_services``
+    hanging on exit). The read waits until cancelled, so the race is not left to chance; only
+    the first cancel is turned into an error (a later one ends the task as usual)."""
+
+    reading: asyncio.Event
+    swallowed = 0
+
+    async def info(self, section: Any = None, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.reading.set()
+        try:
+            await asyncio.Event().wait()  # an answer that has not come yet
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            self.swallowed += 1
+            raise RedisTimeoutError("Timeout reading from socket") from None
+
+
+async def test_stop_ends_the_guard_even_when_the_cancel_comes_out_as_a_redis_error(redis_url: str) -> None:
+    client = _CancelBecomesTimeout.from_url(redis_url)
+    client.reading = asyncio.Event()
+    guard = MemoryGuard(client, interval=0.01, stop_grace=0.2)
+    try:
+        guard.start()
+        await asyncio.wait_for(client.reading.wait(), 10)
+        stopping = asyncio.ensure_future(guard.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=10)
+        assert stopping in done, "stop() did not return: the guard's loop outlived its cancel"
+        assert client.swallowed == 1  # the cancel did come out as a RedisError
+    finally:
         await client.aclose()
 
 
