@@ -19,20 +19,10 @@ from bot.server.services import open_services
 from bot.store import codec
 from bot.store import keys as k
 from bot.store.timers import TimerWheel
-from tests.server.conftest import make_config
+from tests.server.conftest import REMINDER, make_config, nudge_flow
 from tests.waiting import wait_for
 
-REMINDER = "Still there?"
-FLOW = {
-    "format": "salesbot.flow/1", "id": "nudge", "name": "Asks, then reminds once",
-    "start": "ask",
-    "steps": {
-        "ask": {"type": "message", "text": "Anything else?", "buttons": [{"title": "No", "next": "bye"}],
-                "other_answer": "bye", "no_answer": {"after": "2s", "next": "remind"}},
-        "remind": {"type": "message", "text": REMINDER},
-        "bye": {"type": "message", "text": "Bye!"},
-    },
-}
+FLOW = nudge_flow("2s")
 CHATS = 2000
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession
@@ -64,3 +65,21 @@ async def example_server(redis: Redis, redis_url: str) -> AsyncIterator[TestServ
     """A server that loaded the example automation document (``automations/sales.json``) at start."""
     async with running(make_config(redis_url, automations_dir=str(AUTOMATIONS))) as srv:
         yield srv
+
+
+REMINDER = "Still there?"
+
+
+def nudge_flow(after: str) -> dict[str, Any]:
+    """A bot that asks, then reminds once (``REMINDER``) when no answer came ``after`` that long:
+    one no-answer timer per conversation, for the timer tests."""
+    return {
+        "format": "salesbot.flow/1", "id": "nudge", "name": "Asks, then reminds once",
+        "start": "ask",
+        "steps": {
+            "ask": {"type": "message", "text": "Anything else?", "buttons": [{"title": "No", "next": "bye"}],
+                    "other_answer": "bye", "no_answer": {"after": after, "next": "remind"}},
+            "remind": {"type": "message", "text": REMINDER},
+            "bye": {"type": "message", "text": "Bye!"},
+        },
+    }
