@@ -37,19 +37,24 @@ _MOVING = (AskError, ClusterDownError, TryAgainError, ClusterCrossSlotError)
 
 C = TypeVar("C", bound=Sequence[Any])
 
+#: Each node's pool holds this many times the calls allowed in flight (see ``WaitingCluster``).
+POOL_MARGIN = 2
+
 #: The response callbacks the cluster client needs for itself (its slot map and command table).
 _OWN_CALLBACKS = ("CLUSTER", "COMMAND")
 
 
 class WaitingCluster(RedisCluster):
-    """redis-py's cluster client, whose calls beyond ``max_connections`` in flight wait (up to
+    """redis-py's cluster client, whose calls beyond ``turns`` in flight wait (up to
     ``pool_timeout``) for a free turn instead of failing at once with ``MaxConnectionsError``:
     the blocking pool the single-node client has. A call holds one connection per node at most,
-    so the cap in flight per process keeps every node's pool within its size."""
+    but redis-py also holds some briefly outside any call (a redirection's retry inside a
+    pipeline, a connection being recycled in the background), so each node's pool is given
+    ``POOL_MARGIN`` times the turns: ``MaxConnectionsError`` then never reaches a request."""
 
-    def __init__(self, *args: Any, pool_timeout: float = 10.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, turns: int = 100, pool_timeout: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._turns = asyncio.Semaphore(int(kwargs.get("max_connections", 100)))
+        self._turns = asyncio.Semaphore(turns)
         self._pool_timeout = pool_timeout
 
     @contextlib.asynccontextmanager
@@ -83,9 +88,9 @@ class WaitingCluster(RedisCluster):
 def cluster_client(url: str, *, max_connections: int, pool_timeout: float = 10.0, raw: bool = False) -> RedisCluster:
     """A cluster client for ``url`` (any node): no client-side retries (see the module doc);
     ``raw``: replies without redis-py's response callbacks (the hot path parses them itself)."""
-    client = WaitingCluster.from_url(url, max_connections=max_connections, decode_responses=False,
-                                     health_check_interval=30, retry=Retry(NoBackoff(), 0),
-                                     pool_timeout=pool_timeout)
+    client = WaitingCluster.from_url(url, max_connections=max_connections * POOL_MARGIN, turns=max_connections,
+                                     decode_responses=False, health_check_interval=30,
+                                     retry=Retry(NoBackoff(), 0), pool_timeout=pool_timeout)
     if raw:
         callbacks = client.response_callbacks  # one dict shared with every node's connections
         keep = {name: fn for name, fn in callbacks.items() if name.startswith(_OWN_CALLBACKS)}

@@ -54,6 +54,7 @@ async def telegram(redis_url: str, tmp_path: Path, fake: FakeTelegram, *, role: 
     (flows / "three.json").write_text(json.dumps(THREE))
     cfg = load_config(env={}, overrides={
         "redis_url": redis_url, "flows_dir": str(flows), "admin_token": "t", "shutdown_grace": 5,
+        "automations_dir": str(tmp_path / "no-automations"),
         "accounts": {"tg": {"channel": "telegram", "greeting_bot": "three", "api_base_url": fake.url,
                             "credentials": {"token": TOKEN, "secret_token": SECRET},
                             "settings": NO_LIMITS if settings is None else settings}},

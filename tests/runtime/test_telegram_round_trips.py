@@ -38,11 +38,13 @@ async def test_a_telegram_update_costs_three_round_trips_four_with_rate_limits(
         await say(fake, chat, "hi")
         await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 1)
         await svc.outbox.idle()
+        await svc.leads.idle()  # the new lead's own queue (its events) is handled in the background
         for n, text in enumerate(["Ana", "Braga", "more"], 2):
             trips.clear()
             await say(fake, chat, text)
             await fake.wait_for(lambda f, n=n: len(f.sent_to(chat)) >= n)
             await svc.outbox.idle()
+            await svc.leads.idle()
             sends = [str(call[0][0]) for call in trips.fast] + [bytes(c if isinstance(c, bytes) else b"".join(c))
                                                                  for c in trips.redis_py]
             sends = [s for s in sends if "INFO" not in str(s)]  # the memory guard's background read
