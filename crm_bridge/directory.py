@@ -19,7 +19,7 @@ from bot.errors import CrmRejected
 
 from .card import CARD_FIELDS, card_of, card_value
 from .changes import lead_changes
-from .codec import pack, text, unpack
+from .codec import pack_record, text, unpack
 from .indexes import (
     SEARCH_CANDIDATES,
     CrmIndexes,
@@ -163,7 +163,7 @@ class CrmDirectory:
         if kind == "lead":
             stamp_stage(old, new, self.crm.clock())
         pipe = self.crm.write_pipeline(changes)
-        pipe.set(record_key(kind, rid), pack(new))
+        pipe.set(record_key(kind, rid), pack_record(new))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
         if kind == "lead":
             pipe.zadd("sb:crm:idx:leads", {rid: float(rid)})

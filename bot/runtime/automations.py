@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 
 from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
+from crm_bridge.codec import unpack as unpack_record
 from crm_bridge.directory import CrmDirectory, record_key
 
 from ..automations import effects as fx
@@ -298,7 +299,7 @@ class AutomationEffects:
             commands.append(("GET", record_key("lead", lead_id)))
         found = await send_commands(self.fast, commands, []) if commands else []
         done = list(found.pop(0)) if keyed else []
-        lead = codec.unpack(replies.raw(found[0])) if found and found[0] else {}
+        lead = unpack_record(replies.raw(found[0])) if found and found[0] else {}
         contacts = lead.get("contacts") or []
         return done, CrmRef(str(contacts[0]) if contacts else "", lead_id)
 

@@ -9,7 +9,7 @@ those of any other conversation. A conversation it opens carries the contact and
 opened for in its metadata, so its turns never ``identify`` a new contact.
 
 How a contact is reached on an account: the identities the CRM knows it by
-(``channel:account:external id``: ``crm_bridge.redis_crm.identities_key``, or the lines of
+(``channel:account:external id``: ``crm_bridge.redis_crm.IDENTITIES``, or the lines of
 Kommo's "Salesbot ID" contact field), else its phone for the phone-number channels (WhatsApp,
 Twilio, SMS). Telegram, Instagram, Messenger and the live chat have no address to derive: only a
 chat the contact opened reaches them. Where contacts, leads and identities are read is a

@@ -1,0 +1,75 @@
+"""The embedded CRM's compact storage (issue 14, memory): records and identities read back exactly,
+and what an older version wrote stays readable and is moved to the new layout on first touch."""
+
+from __future__ import annotations
+
+import msgpack
+from redis.asyncio import Redis
+
+from crm_bridge import RedisCrm
+from crm_bridge.codec import COMPACT, pack, pack_record, unpack
+from crm_bridge.contract import PIPELINES
+from crm_bridge.directory import record_key
+from crm_bridge.interface import ChannelIdentity, CrmRef
+from crm_bridge.redis_crm import IDENTITIES, identities_key
+
+
+def test_a_record_reads_back_exactly_with_its_order_and_types() -> None:
+    lead = {"id": "12", "name": "Lead #12", "price": 0.0, "pipeline": "Sales", "stage": "Incoming",
+            "responsible": None, "fields": {"budget": 5, "name": ""}, "tags": [], "contacts": ["11"],
+            "company": None, "subscribers": [], "stage_since": 1796537725.5, "custom": {"x": [1]},
+            "unsubscribed": 0, "discount": False}
+    back = unpack(pack_record(lead))
+    assert back == lead
+    assert list(back) == list(lead)
+    assert [type(v) for v in back.values()] == [type(v) for v in lead.values()]
+
+
+def test_defaults_come_back_as_new_objects() -> None:
+    first, second = unpack(pack_record({"tags": []})), unpack(pack_record({"tags": []}))
+    first["tags"].append("vip")
+    assert second == {"tags": []}
+
+
+def test_a_compact_record_is_less_than_half_the_plain_one() -> None:
+    contact = {"id": "5", "name": "", "first_name": None, "phone": None, "email": None, "fields": {}, "tags": [],
+               "responsible": None}
+    compact = pack_record(contact)
+    assert compact.startswith(COMPACT)
+    assert len(compact) * 2 < len(pack(contact))
+
+
+async def test_a_record_written_plain_by_an_older_version_is_read_and_compacted_by_the_next_write(
+        redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1"))
+    old_lead = unpack(await redis.get(record_key("lead", ref.lead_id)))
+    await redis.set(record_key("lead", ref.lead_id), msgpack.packb(old_lead, use_bin_type=True))
+    assert (await crm.snapshot(ref))["lead"]["name"] == old_lead["name"]
+    await crm.execute(ref, {"do": "tags", "add": ["vip"]})
+    raw = await redis.get(record_key("lead", ref.lead_id))
+    assert raw.startswith(COMPACT)
+    assert unpack(raw) == {**old_lead, "tags": ["vip"]}
+
+
+async def test_identities_live_in_one_hash(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1"))
+    assert await crm.attach(ChannelIdentity("telegram", "shop", "42"), ref) == ref
+    assert await crm.attach(ChannelIdentity("telegram", "shop", "42"), ref) == ref  # known: not doubled
+    assert await crm.identities(ref.contact_id) == [("livechat", "demo", "s1"), ("telegram", "shop", "42")]
+    assert await redis.hget(IDENTITIES, ref.contact_id) == b"livechat:demo:s1\x1ftelegram:shop:42"
+    assert not await redis.exists(identities_key(ref.contact_id))
+
+
+async def test_identities_of_the_old_layout_are_read_and_moved_on_first_touch(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    await redis.hset("sb:crm:identity", "livechat:demo:old", "1:2")  # as an older version wrote them
+    await redis.sadd(identities_key("1"), "livechat:demo:old", "whatsapp:main:905551112233")
+    await crm.attach(ChannelIdentity("telegram", "shop", "42"), CrmRef("1", "2"))
+    expected = [("livechat", "demo", "old"), ("telegram", "shop", "42"), ("whatsapp", "main", "905551112233")]
+    assert await crm.identities("1") == expected
+    assert not await redis.exists(identities_key("1"))
+    assert sorted((await redis.hget(IDENTITIES, "1")).split(b"\x1f")) == [
+        b"livechat:demo:old", b"telegram:shop:42", b"whatsapp:main:905551112233"]
+    assert await crm.identities("1") == expected
