@@ -165,8 +165,6 @@ class CrmDirectory:
         pipe = self.crm.write_pipeline(changes)
         pipe.set(record_key(kind, rid), pack_record(new))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
-        if kind == "lead":
-            pipe.zadd("sb:crm:idx:leads", {rid: float(rid)})
         await pipe.execute()
         self.crm.written(changes)
 

@@ -158,7 +158,6 @@ class RedisCrm:
         stamp_stage(None, ws.leads[lead_id], now)
         lead = pack_record(ws.leads[lead_id])
         pipe.set(f"{_P}:lead:{lead_id}", lead)
-        pipe.zadd(f"{_P}:idx:leads", {lead_id: float(lead_id)})
         CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
         CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
         ref = CrmRef(contact_id, lead_id)
@@ -268,7 +267,6 @@ class RedisCrm:
         for lid, lead in ws.leads.items():
             stamp_stage(before_leads.get(lid), lead, now)
             pipe.set(f"{_P}:lead:{lid}", pack_record(lead))
-            pipe.zadd(f"{_P}:idx:leads", {lid: float(lid)})
             CrmIndexes.update(pipe, "lead", lid, before_leads.get(lid), lead, now)
         for cid, company in ws.companies.items():
             pipe.set(f"{_P}:company:{cid}", pack_record(company))

@@ -73,3 +73,10 @@ async def test_identities_of_the_old_layout_are_read_and_moved_on_first_touch(re
     assert sorted((await redis.hget(IDENTITIES, "1")).split(b"\x1f")) == [
         b"livechat:demo:old", b"telegram:shop:42", b"whatsapp:main:905551112233"]
     assert await crm.identities("1") == expected
+
+
+async def test_a_new_contact_and_lead_write_no_dead_index(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1"))
+    await crm.execute(ref, {"do": "tags", "add": ["vip"]})
+    assert not await redis.exists("sb:crm:idx:leads")
