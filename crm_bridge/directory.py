@@ -25,7 +25,7 @@ from .indexes import (
     CrmIndexes,
     T,
     by_key,
-    leads_of_key,
+    leads_of,
     matches,
     query_words,
     recent_key,
@@ -251,10 +251,8 @@ class CrmDirectory:
         if kind == "lead" and len(found) > 1:  # leads whose contact matches (by phone, e-mail, name)
             cids = list(dict.fromkeys(m.rsplit(b"\x00", 1)[1].decode() for m in found[1]))
             contacts = [c for c in await self.get_many("contact", cids) if matches(words, search_terms("contact", c))]
-            pipe = self.redis.pipeline(transaction=False)
-            for c in contacts[:SEARCH_CANDIDATES]:
-                pipe.smembers(leads_of_key(c["id"]))
-            more = {i.decode() for s in await pipe.execute() for i in s} - {r["id"] for r in records}
+            linked = await leads_of(self.redis, [c["id"] for c in contacts[:SEARCH_CANDIDATES]])
+            more = {i for ids in linked.values() for i in ids} - {r["id"] for r in records}
             records += await self.get_many("lead", sorted(more))
         ids = [r["id"] for r in records]
         if keys and ids:
@@ -280,7 +278,7 @@ class CrmDirectory:
         if record is None:
             return None
         item = (await self._present("contact", [record]))[0]
-        lead_ids = sorted((text(i) for i in await self.redis.smembers(leads_of_key(cid))), key=int)
+        lead_ids = sorted((await leads_of(self.redis, [cid]))[cid], key=int)
         item["leads"] = [{k: lead[k] for k in ("id", "name", "price", "pipeline", "stage", "tags")}
                          for lead in await self.get_many("lead", lead_ids)]
         return item

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from crm_bridge import ChannelIdentity, CrmRef, RedisCrm
 from crm_bridge.directory import CrmDirectory
-from crm_bridge.indexes import leads_of_key
+from crm_bridge.indexes import leads_of
 
 from ..config import AccountConfig
 from ..engine import events as ev
@@ -174,7 +174,7 @@ class EmbeddedBook:
             if contact_id not in [str(c) for c in lead.get("contacts") or ()]:
                 raise LeadMismatch(f"lead {lead_id!r} is not a lead of contact {contact_id!r}")
             return lead_id
-        leads = [replies.text(m) for m in await self.redis.smembers(leads_of_key(contact_id))]
+        leads = (await leads_of(self.redis, [contact_id]))[contact_id]
         numeric = [lid for lid in leads if lid.isdigit()]
         newest = max(numeric, key=int) if numeric else (max(leads) if leads else None)
         if newest is None:

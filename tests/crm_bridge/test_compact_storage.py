@@ -9,7 +9,8 @@ from redis.asyncio import Redis
 from crm_bridge import RedisCrm
 from crm_bridge.codec import COMPACT, pack, pack_record, unpack
 from crm_bridge.contract import PIPELINES
-from crm_bridge.directory import record_key
+from crm_bridge.directory import CrmDirectory, record_key
+from crm_bridge.indexes import LEADS_OF, old_leads_of_key
 from crm_bridge.interface import ChannelIdentity, CrmRef
 from crm_bridge.redis_crm import IDENTITIES, identities_key
 
@@ -80,3 +81,38 @@ async def test_a_new_contact_and_lead_write_no_dead_index(redis: Redis) -> None:
     ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1"))
     await crm.execute(ref, {"do": "tags", "add": ["vip"]})
     assert not await redis.exists("sb:crm:idx:leads")
+
+
+async def test_a_contacts_leads_live_in_one_hash_and_follow_the_leads_contacts(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
+    second = await directory.create_lead({"name": "Sofa"}, contact_id=ref.contact_id)
+    assert await redis.hget(LEADS_OF, ref.contact_id) == f"{ref.lead_id},{second['id']}".encode()
+    assert [lead["id"] for lead in (await directory.contact(ref.contact_id) or {})["leads"]] == [
+        ref.lead_id, second["id"]]
+    other = await directory.create_contact({"name": "Ece"})
+    await directory.update_lead(second["id"], {"contacts": [other["id"]]})
+    assert await redis.hget(LEADS_OF, ref.contact_id) == ref.lead_id.encode()
+    assert await redis.hget(LEADS_OF, other["id"]) == second["id"].encode()
+    found, _ = await directory.search("lead", q="deniz")
+    assert [lead["id"] for lead in found] == [ref.lead_id]
+    await directory.update_lead(ref.lead_id, {"contacts": [other["id"]]})
+    assert not await redis.hexists(LEADS_OF, ref.contact_id)
+    assert not await redis.exists(old_leads_of_key(ref.contact_id), old_leads_of_key(other["id"]))
+
+
+async def test_a_contacts_leads_of_the_old_layout_are_read_and_moved_on_first_touch(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
+    lead = await directory.create_lead({"name": "Sofa"})
+    await redis.sadd(old_leads_of_key(ref.contact_id), lead["id"], "999")  # as an older version wrote it
+    assert [x["id"] for x in (await directory.contact(ref.contact_id) or {})["leads"]] == [ref.lead_id, lead["id"]]
+    assert not await redis.exists(old_leads_of_key(ref.contact_id))
+    assert await redis.hget(LEADS_OF, ref.contact_id) == f"{ref.lead_id},{lead['id']},999".encode()
+    await redis.sadd(old_leads_of_key(ref.contact_id), lead["id"])  # a lead leaving: gone from both
+    await directory.update_lead(lead["id"], {"contacts": [ref.contact_id]})
+    await directory.update_lead(lead["id"], {"contacts": []})
+    assert not await redis.exists(old_leads_of_key(ref.contact_id))
+    assert await redis.hget(LEADS_OF, ref.contact_id) == f"{ref.lead_id},999".encode()
