@@ -25,6 +25,7 @@ from .indexes import (
     CrmIndexes,
     T,
     by_key,
+    id_words,
     leads_of,
     matches,
     query_words,
@@ -246,8 +247,10 @@ class CrmDirectory:
         if kind == "lead":
             pipe.zrangebylex(search_key("contact"), lo, hi, start=0, num=SEARCH_CANDIDATES)
         found = await pipe.execute()
-        ids = list(dict.fromkeys(m.rsplit(b"\x00", 1)[1].decode() for m in found[0]))
-        records = [r for r in await self.get_many(kind, ids) if matches(words, search_terms(kind, r))]
+        ids = list(dict.fromkeys([*(m.rsplit(b"\x00", 1)[1].decode() for m in found[0]),
+                                  *(id_words(words) if kind == "lead" else [])]))
+        records = [r for r in await self.get_many(kind, ids)
+                   if matches(words, search_terms(kind, r, indexed=False))]
         if kind == "lead" and len(found) > 1:  # leads whose contact matches (by phone, e-mail, name)
             cids = list(dict.fromkeys(m.rsplit(b"\x00", 1)[1].decode() for m in found[1]))
             contacts = [c for c in await self.get_many("contact", cids) if matches(words, search_terms("contact", c))]

@@ -144,12 +144,21 @@ def phone_terms(phone: Any) -> set[str]:
     return {t for t in terms if len(t) >= 3}
 
 
-def search_terms(kind: str, record: dict[str, Any] | None) -> set[str]:
+def default_lead_name(record: dict[str, Any]) -> bool:
+    """Whether a lead carries the name it got for want of one (``Lead #<id>``)."""
+    return record.get("name") == f"Lead #{record.get('id')}"
+
+
+def search_terms(kind: str, record: dict[str, Any] | None, *, indexed: bool = True) -> set[str]:
+    """The terms a record is found by. A lead's default name (``Lead #12``) is not indexed
+    (``indexed``): its word ``lead`` would be a term of every unnamed lead, about 200 B a lead;
+    such a lead is found by ``#12`` through its id (``id_words``) and still matches its name."""
     if not record:
         return set()
     terms: set[str] = set()
-    name = fold(str(record.get("name") or ""))
-    terms.update(w for w in name.replace(",", " ").split() if w)
+    if not (indexed and kind == "lead" and default_lead_name(record)):
+        name = fold(str(record.get("name") or ""))
+        terms.update(w for w in name.replace(",", " ").split() if w)
     if kind == "contact":
         email = fold(str(record.get("email") or "")).strip()
         if email:
@@ -166,6 +175,11 @@ def query_words(query: str) -> list[str]:
     if text and sum(c.isdigit() for c in text) >= 3 and all(c.isdigit() or c in "+-() ." for c in text):
         return [_digits(text)]
     return [w for w in fold(text).replace(",", " ").split() if w]
+
+
+def id_words(words: list[str]) -> list[str]:
+    """The record ids a query names as ``#12`` (how an unnamed lead is called)."""
+    return [w[1:] for w in words if len(w) > 1 and w[0] == "#" and w[1:].isdigit()]
 
 
 def matches(words: list[str], terms: set[str]) -> bool:
@@ -215,6 +229,8 @@ class CrmIndexes:
         if old_tags - new_tags:
             pipe.zremrangebyscore(tags_key(kind), "-inf", 0)
         old_terms, new_terms = search_terms(kind, old), search_terms(kind, new)
+        if kind == "lead" and old and default_lead_name(old):  # as an older version indexed it, if it did
+            old_terms |= search_terms(kind, old, indexed=False) - new_terms
         if old_terms - new_terms:
             pipe.zrem(search_key(kind), *[f"{t}\x00{rid}" for t in old_terms - new_terms])
         if new_terms - old_terms:

@@ -10,7 +10,7 @@ from crm_bridge import RedisCrm
 from crm_bridge.codec import COMPACT, pack, pack_record, unpack
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory, record_key
-from crm_bridge.indexes import LEADS_OF, old_leads_of_key
+from crm_bridge.indexes import LEADS_OF, old_leads_of_key, search_key
 from crm_bridge.interface import ChannelIdentity, CrmRef
 from crm_bridge.redis_crm import IDENTITIES, identities_key
 
@@ -116,3 +116,28 @@ async def test_a_contacts_leads_of_the_old_layout_are_read_and_moved_on_first_to
     await directory.update_lead(lead["id"], {"contacts": []})
     assert not await redis.exists(old_leads_of_key(ref.contact_id))
     assert await redis.hget(LEADS_OF, ref.contact_id) == f"{ref.lead_id},999".encode()
+
+
+async def test_an_unnamed_lead_is_found_by_its_number_without_an_index_entry(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1"))
+    named = await directory.create_lead({"name": "Lead generation deal"})
+    assert (await directory.get("lead", ref.lead_id) or {})["name"] == f"Lead #{ref.lead_id}"
+    assert await redis.zcard(search_key("lead")) == 3  # "lead", "generation", "deal" of the named one
+    found, total = await directory.search("lead", q=f"#{ref.lead_id}")
+    assert [lead["id"] for lead in found] == [ref.lead_id] and total == 1
+    found, _ = await directory.search("lead", q="lead")
+    assert [lead["id"] for lead in found] == [named["id"]]
+
+
+async def test_the_index_entries_an_older_version_wrote_for_a_default_name_go_with_a_new_name(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1"))
+    lid = ref.lead_id
+    await redis.zadd(search_key("lead"), {f"lead\x00{lid}": 0, f"#{lid}\x00{lid}": 0})  # as written before
+    found, _ = await directory.search("lead", q="lead")
+    assert [lead["id"] for lead in found] == [lid]  # still found as it was
+    await directory.update_lead(lid, {"name": "Sofa"})
+    assert await redis.zrange(search_key("lead"), 0, -1) == [f"sofa\x00{lid}".encode()]

@@ -45,3 +45,23 @@ async def test_an_idle_live_chat_conversation_holds_under_the_bound(redis: Redis
         assert await redis.llen(f"sb:c:{{{cid}}}:t") == 6
         assert (await redis.get(f"sb:c:{{{cid}}}:state"))[:1] == b"\xc1"  # compact
         assert sum(sizes.values()) <= CONVERSATION_BOUND, sizes
+
+
+#: The embedded CRM's keys of that conversation's contact and lead (the records; identities and a
+#: contact's lead ids are fields of shared hashes): 222 B compact; 352 B as plain msgpack maps,
+#: when each contact also had two sets of its own.
+CRM_RECORDS_BOUND = 230
+
+
+async def test_the_embedded_crm_keeps_a_conversations_contact_and_lead_in_two_small_keys(
+        redis: Redis, redis_url: str) -> None:
+    async with running_app(redis_url) as app:
+        await app.put_flow(ECHO, "reply")
+        cid, _ = await app.say("memory-test-crm", "hello there")
+        contact_id, lead_id = (v.decode() for v in await redis.hmget(f"sb:c:{{{cid}}}:meta", "contact_id", "lead_id"))
+        own = sorted([key.decode() async for key in redis.scan_iter(match="sb:crm:*")
+                      if key.decode().rsplit(":", 1)[-1] in (contact_id, lead_id)])
+        assert own == [f"sb:crm:contact:{contact_id}", f"sb:crm:lead:{lead_id}"]
+        sizes = {key: int(await redis.memory_usage(key, samples=0) or 0) for key in own}
+        assert sum(sizes.values()) <= CRM_RECORDS_BOUND, sizes
+        assert await redis.hget("sb:crm:identities", contact_id) == b"livechat:demo:memory-test-crm"
