@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgpack
 from redis.asyncio import Redis
 
+from bot.store.layout import rename_old_keys
 from crm_bridge import RedisCrm
 from crm_bridge.codec import COMPACT, pack, pack_record, unpack
 from crm_bridge.contract import PIPELINES
@@ -141,3 +142,10 @@ async def test_the_index_entries_an_older_version_wrote_for_a_default_name_go_wi
     assert [lead["id"] for lead in found] == [lid]  # still found as it was
     await directory.update_lead(lid, {"name": "Sofa"})
     assert await redis.zrange(search_key("lead"), 0, -1) == [f"sofa\x00{lid}".encode()]
+
+
+async def test_the_dead_lead_index_of_an_older_version_is_unlinked_at_start(redis: Redis) -> None:
+    await redis.zadd("sb:crm:idx:leads", {"2": 2.0, "4": 4.0})
+    assert await rename_old_keys(redis, shards=16) == 1  # what every start on a single Redis runs
+    assert not await redis.exists("sb:crm:idx:leads")
+    assert await rename_old_keys(redis, shards=16) == 0

@@ -1,5 +1,4 @@
-"""Keys renamed for Redis Cluster are merged into their new names at start, dead ones unlinked
-(bot/store/layout.py)."""
+"""Keys renamed for Redis Cluster are merged into their new names at start (bot/store/layout.py)."""
 
 from __future__ import annotations
 
@@ -19,10 +18,3 @@ async def test_timers_of_the_old_layout_are_kept_under_the_new_keys(redis: Redis
     merged = {m.decode(): s for m, s in await redis.zrange(k.timer_shard_key(3), 0, -1, withscores=True)}
     assert merged == {"livechat:demo:a:t1": 100.0, "livechat:demo:b:t2": 50.0, "livechat:demo:c:t3": 10.0}
     assert await redis.zrange(k.timer_claimed_key(3), 0, -1, withscores=True) == [(b"livechat:demo:d:t4", 5.0)]
-
-
-async def test_the_dead_lead_index_of_an_older_version_is_unlinked(redis: Redis) -> None:
-    await redis.zadd("sb:crm:idx:leads", {"2": 2.0, "4": 4.0})
-    assert await rename_old_keys(redis, shards=16) == 1
-    assert not await redis.exists("sb:crm:idx:leads")
-    assert await rename_old_keys(redis, shards=16) == 0
