@@ -25,7 +25,6 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from bot.store.clusterclient import is_cluster
-from bot.store.scripts import Lua
 
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
 from .codec import pack, pack_record, text, unpack
@@ -91,7 +90,7 @@ class RedisCrm:
         self.pipelines = pipelines
         self.clock = clock
         self.notes = NoteStore(redis)
-        self._add_identity = Lua(redis, _ADD_IDENTITY)
+        self._add_identity = redis.register_script(_ADD_IDENTITY)
         #: Where the CRM events of every write go (the lead queues); None: nowhere.
         self.sink: ChangeSink | None = None
 
@@ -172,7 +171,7 @@ class RedisCrm:
         contact), unless the identity is known already: then its records are returned."""
         key = f"{identity.channel}:{identity.account}:{identity.external_id}"
         if await self.redis.hsetnx(f"{_P}:identity", key, f"{ref.contact_id}:{ref.lead_id}"):
-            await self._add_identity([IDENTITIES], [ref.contact_id, key])
+            await self._add_identity(keys=[IDENTITIES], args=[ref.contact_id, key])
             return ref
         return await self.identify(identity)
 
@@ -185,7 +184,7 @@ class RedisCrm:
         found = {m for m in text(line).split(_SEP) if m} if line else set()
         if old:  # the old layout's set: moved into the hash, then dropped (read both meanwhile)
             for member in sorted(text(m) for m in old):
-                await self._add_identity([IDENTITIES], [contact_id, member])
+                await self._add_identity(keys=[IDENTITIES], args=[contact_id, member])
                 found.add(member)
             await self.redis.delete(identities_key(contact_id))
         out = []
