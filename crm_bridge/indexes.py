@@ -25,8 +25,8 @@ words on the few records found. Terms are case- and accent-folded words of names
 (whole, local part, domain) and the phone's digits (international and national).
 
 A contact's leads were a set of their own, ``sb:crm:leads_of:<contact id>`` (``old_leads_of_key``),
-before issue 14's memory work: a field of one hash costs a third. ``leads_of`` reads both and
-moves an old set into the hash on first touch; a lead leaving a contact is removed from both.
+before issue 14's memory work: a field of one hash costs a third. ``leads_of`` moves an old set
+into the hash on first touch (``joined.py``); a lead leaving a contact is removed from both.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from . import joined
 from .card import CARD_DEFAULTS
 
 T = "sb:{crm}"
@@ -71,19 +72,8 @@ def search_key(kind: str) -> str:
     return f"{T}:search:{kind}"
 
 
-#: Each contact's lead ids (``LEADS_OF_SCRIPT`` edits a field).
+#: Each contact's lead ids, comma-separated (``joined.py``).
 LEADS_OF = "sb:crm:leads_of"
-
-#: Add (ARGV[3] = '1') or remove ('0') lead ARGV[2] in contact ARGV[1]'s field of the hash KEYS[1].
-LEADS_OF_SCRIPT = """
-local v = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-local out = {}
-for id in string.gmatch(v, '[^,]+') do if id ~= ARGV[2] then out[#out + 1] = id end end
-if ARGV[3] == '1' then out[#out + 1] = ARGV[2] end
-if #out == 0 then redis.call('HDEL', KEYS[1], ARGV[1])
-else redis.call('HSET', KEYS[1], ARGV[1], table.concat(out, ',')) end
-return #out
-"""
 
 
 def old_leads_of_key(contact_id: str) -> str:
@@ -92,29 +82,8 @@ def old_leads_of_key(contact_id: str) -> str:
 
 
 async def leads_of(redis: Redis, contact_ids: Sequence[str]) -> dict[str, list[str]]:
-    """Each contact's lead ids, in the order they were linked; an old layout's set met on the way is
-    moved into the hash (its ids after the hash's)."""
-    if not contact_ids:
-        return {}
-    pipe = redis.pipeline(transaction=False)
-    pipe.hmget(LEADS_OF, list(contact_ids))
-    for cid in contact_ids:
-        pipe.smembers(old_leads_of_key(cid))
-    lines, *old_sets = await pipe.execute()
-    found: dict[str, list[str]] = {}
-    move = redis.pipeline(transaction=False)
-    for cid, line, old in zip(contact_ids, lines, old_sets, strict=True):
-        ids = [i for i in (line.decode() if line else "").split(",") if i]
-        for lid in sorted((m.decode() for m in old), key=lambda i: (len(i), i)):
-            if lid not in ids:
-                ids.append(lid)
-                move.eval(LEADS_OF_SCRIPT, 1, LEADS_OF, cid, lid, "1")
-        if old:
-            move.delete(old_leads_of_key(cid))
-        found[cid] = ids
-    if len(move):
-        await move.execute()
-    return found
+    """Each contact's lead ids, in the order they were linked."""
+    return await joined.read(redis, LEADS_OF, contact_ids, old_leads_of_key, ",")
 
 
 def fold(text: str) -> str:
@@ -245,10 +214,10 @@ class CrmIndexes:
             old_contacts = {str(c) for c in (old or {}).get("contacts") or []}
             new_contacts = {str(c) for c in (new or {}).get("contacts") or []}
             for contact in old_contacts - new_contacts:
-                pipe.eval(LEADS_OF_SCRIPT, 1, LEADS_OF, contact, rid, "0")
+                pipe.eval(*joined.edit(LEADS_OF, contact, rid, add=False, sep=","))
                 pipe.srem(old_leads_of_key(contact), rid)  # an older version's set, if any
             for contact in new_contacts - old_contacts:
-                pipe.eval(LEADS_OF_SCRIPT, 1, LEADS_OF, contact, rid, "1")
+                pipe.eval(*joined.edit(LEADS_OF, contact, rid, add=True, sep=","))
         if new is None:
             pipe.zrem(recent_key(kind), rid)
         elif old != new:

@@ -26,6 +26,7 @@ from redis.asyncio.client import Pipeline
 
 from bot.store.clusterclient import is_cluster
 
+from . import joined
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
 from .codec import pack, pack_record, text, unpack
 from .indexes import CrmIndexes, stamp_stage
@@ -42,7 +43,7 @@ def _identity_key(identity: ChannelIdentity) -> str:
 
 def identities_key(contact_id: str) -> str:
     """The *old* layout's set of a contact's channel identities (before issue 14's memory work):
-    read beside ``IDENTITIES`` and moved there on first touch."""
+    moved into ``IDENTITIES`` on first touch (``joined.py``)."""
     return f"{_P}:identities_of:{contact_id}"
 
 
@@ -52,15 +53,6 @@ def identities_key(contact_id: str) -> str:
 #: ``bot/inputs.py``). A field costs a third of what a set of its own did (issue 14).
 IDENTITIES = f"{_P}:identities"
 _SEP = "\x1f"
-
-#: Add identity ARGV[2] to contact ARGV[1]'s line in the hash KEYS[1] unless it is there.
-_ADD_IDENTITY = """
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1 end
-for part in string.gmatch(v, '[^\\31]+') do if part == ARGV[2] then return 0 end end
-redis.call('HSET', KEYS[1], ARGV[1], v .. '\\31' .. ARGV[2])
-return 1
-"""
 
 
 class _ReadPipeline(Protocol):
@@ -90,7 +82,6 @@ class RedisCrm:
         self.pipelines = pipelines
         self.clock = clock
         self.notes = NoteStore(redis)
-        self._add_identity = redis.register_script(_ADD_IDENTITY)
         #: Where the CRM events of every write go (the lead queues); None: nowhere.
         self.sink: ChangeSink | None = None
 
@@ -171,22 +162,13 @@ class RedisCrm:
         contact), unless the identity is known already: then its records are returned."""
         key = f"{identity.channel}:{identity.account}:{identity.external_id}"
         if await self.redis.hsetnx(f"{_P}:identity", key, f"{ref.contact_id}:{ref.lead_id}"):
-            await self._add_identity(keys=[IDENTITIES], args=[ref.contact_id, key])
+            await self.redis.eval(*joined.edit(IDENTITIES, ref.contact_id, key, add=True, sep=_SEP))
             return ref
         return await self.identify(identity)
 
     async def identities(self, contact_id: str) -> list[tuple[str, str, str]]:
         """``(channel, account, external id)`` of every identity the contact is known by."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(IDENTITIES, contact_id)
-        pipe.smembers(identities_key(contact_id))
-        line, old = await pipe.execute()
-        found = {m for m in text(line).split(_SEP) if m} if line else set()
-        if old:  # the old layout's set: moved into the hash, then dropped (read both meanwhile)
-            for member in sorted(text(m) for m in old):
-                await self._add_identity(keys=[IDENTITIES], args=[contact_id, member])
-                found.add(member)
-            await self.redis.delete(identities_key(contact_id))
+        found = (await joined.read(self.redis, IDENTITIES, [contact_id], identities_key, _SEP))[contact_id]
         out = []
         for raw in sorted(found):
             channel, account, external = raw.split(":", 2)
