@@ -7,9 +7,10 @@ Contacts, leads and companies are stored *compact* (``pack_record``, issue 14): 
 ``0xc1 'r'`` (``0xc1`` is never used by msgpack), then a msgpack map in which a key listed in
 ``_NAMES`` is written as its index, and a field whose value is its default (``_DEFAULTS``: an empty
 name, no phone, no tags …) as the index's complement ``-1 - i`` with nil: two bytes instead of the
-name and the value. The map keeps the record's key order and the value's type, so a record reads
-back exactly as written. ``unpack`` reads both forms: records written plain before stay readable
-and are compacted by their next write. ``_NAMES`` may only grow at its end.
+name and the value; a lead's default name ``Lead #<its id>`` is ``-1 - i`` with ``true``. The
+map keeps the record's key order and the value's type, so a record reads back exactly as written.
+``unpack`` reads both forms: records written plain before stay readable and are compacted by
+their next write. ``_NAMES`` may only grow at its end.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ _DEFAULTS: dict[str, Any] = {
     "discount": 0, "currency": None, "language": None, "unsubscribed": False,
 }
 _DEFAULT_OF = {_INDEX[name]: value for name, value in _DEFAULTS.items()}
+_NAME = _INDEX["name"]
+_LEAD_NAME: Any = object()
 
 
 def pack(value: object) -> bytes:
@@ -58,6 +61,8 @@ def pack_record(record: dict[str, Any]) -> bytes:
             small[key] = value
         elif _is_default(key, value):
             small[-1 - i] = None
+        elif i == _NAME and value == f"Lead #{record.get('id')}" and isinstance(record.get("id"), str):
+            small[-1 - i] = True
         else:
             small[i] = value
     return COMPACT + pack(small)
@@ -70,9 +75,13 @@ def _grow(small: dict[Any, Any]) -> dict[str, Any]:
             out[key] = value
         elif key >= 0:
             out[_NAMES[key]] = value
+        elif value is True:  # a lead's default name: its id may come later in the map
+            out[_NAMES[-1 - key]] = _LEAD_NAME
         else:
             default = _DEFAULT_OF[-1 - key]
             out[_NAMES[-1 - key]] = type(default)() if isinstance(default, (dict, list)) else default
+    if out.get("name") is _LEAD_NAME:
+        out["name"] = f"Lead #{out.get('id')}"
     return out
 
 

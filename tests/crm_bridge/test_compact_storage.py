@@ -27,6 +27,15 @@ def test_a_record_reads_back_exactly_with_its_order_and_types() -> None:
     assert [type(v) for v in back.values()] == [type(v) for v in lead.values()]
 
 
+def test_a_leads_default_name_is_written_as_a_mark_and_read_back_from_its_id() -> None:
+    lead = {"name": "Lead #10000", "id": "10000", "price": 5}
+    compact = pack_record(lead)
+    assert b"Lead" not in compact
+    assert list(unpack(compact).items()) == list(lead.items())
+    for other in ({"id": "7", "name": "Lead #8"}, {"id": 7, "name": "Lead #7"}, {"name": "Lead #None"}):
+        assert unpack(pack_record(other)) == other and b"Lead" in pack_record(other)
+
+
 def test_defaults_come_back_as_new_objects() -> None:
     first, second = unpack(pack_record({"tags": []})), unpack(pack_record({"tags": []}))
     first["tags"].append("vip")
