@@ -158,6 +158,10 @@ class Outbox:
         self._limits = {a: Limit(f"{channel}:{a}", lim.rate, max(1, lim.burst))
                         for a, (channel, lim) in accounts.items()
                         if a in senders and not isinstance(senders[a], SharesLimits) and lim.rate > 0}
+        #: Accounts whose platform reports delivery statuses (a sender's ``platform_statuses``,
+        #: True unless it says otherwise): only their sends record the platform id, the key a
+        #: status finds its conversation by (Telegram reports none: 14 days of keys for nothing).
+        self._statuses = {a for a, sender in senders.items() if getattr(sender, "platform_statuses", True)}
         self._sem = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
         self.at_once = at_once  # False: every message waits for the poll (as before replies at once)
@@ -260,7 +264,7 @@ class Outbox:
         return True
 
     async def _sent(self, account: str, cid: str, item: Mapping[str, Any], platform_id: str | None) -> None:
-        if platform_id:  # delivery statuses find their conversation and message by it
+        if platform_id and account in self._statuses:  # delivery statuses find their conversation and message by it
             await self.redis.set(k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
                                  ex=k.PLATFORM_ID_TTL)
         if self.on_sent is not None:
@@ -376,7 +380,7 @@ class Outbox:
             # EVAL, not EVALSHA: were the script missing (first use, a restarted Redis), the release
             # below would run without the pop, and a save meanwhile would claim and resend the head.
             commands: list[tuple[Any, ...]] = [("EVAL", POP_HEAD, 1, key.out, head)]
-            if platform_id:
+            if platform_id and account in self._statuses:
                 commands.append(("SET", k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
                                  "EX", k.PLATFORM_ID_TTL))
             if ours is not None:  # kept (a fresh lease: the queue never shows the chat as done) or released

@@ -47,6 +47,8 @@ class TelegramAdapter:
     name = "telegram"
     capabilities = CAPABILITIES
     default_limits = DEFAULT_LIMITS
+    #: Telegram sends bots no delivery or read receipts: the outbox records no platform ids.
+    platform_statuses = False
 
     def __init__(self, *, account: str, config: AccountConfig, http: aiohttp.ClientSession, public_url: str) -> None:
         self.account = account
