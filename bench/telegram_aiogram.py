@@ -48,7 +48,7 @@ import aiohttp
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.webhook_procs import Processes, free_port, run_with_processes
+from bench.webhook_procs import Processes, cpu_seconds, free_port, machine_cpu, run_with_processes
 
 TOKEN = "424242:bench-token"
 SECRET = "bench-secret-token-42"
@@ -151,6 +151,9 @@ class Run:
     timeouts: int = 0
     commands: float = 0.0
     reads: float = 0.0
+    cpu_ms: float = 0.0  # the bot process's CPU per update
+    redis_cpu_ms: float = 0.0  # redis-server's CPU per update (both bots share it; one runs at a time)
+    others: float = 0.0  # cores busy with everything but this bench (bots, Redis, load): the machine's load
 
     @property
     def rate(self) -> float:
@@ -275,6 +278,8 @@ async def bench(procs: Processes, args: argparse.Namespace) -> dict[str, Any]:
     ag = procs.start("aiogram", [aiogram_python(args.aiogram_python), str(HERE / "telegram_aiogram_bot.py"),
                                  str(ag_port), redis_url, fake.url, TOKEN, SECRET],
                      {**os.environ, "PYTHONUNBUFFERED": "1"}, tmp / "aiogram.log", cwd=tmp)
+    pids = {"salesbot": sb.pid, "aiogram": ag.pid}
+    redis_pid = procs.redis.process.pid if procs.redis.process is not None else None
     hooks = {"salesbot": f"http://127.0.0.1:{sb_port}/webhooks/telegram/tg",
              "aiogram": f"http://127.0.0.1:{ag_port}/webhook"}
     results: dict[str, Any] = {"runs": []}
@@ -301,16 +306,27 @@ async def bench(procs: Processes, args: argparse.Namespace) -> dict[str, Any]:
                 for bot in order:
                     run = Run(bot, n, args.seconds)
                     c0, r0 = await redis_counts(redis)
+                    mine0 = [cpu_seconds(p) for p in (pids["salesbot"], pids["aiogram"], redis_pid or 0, os.getpid())]
+                    busy0, _ = machine_cpu()
                     started = time.perf_counter()
                     await driver.run(hooks[bot], chats[(bot, n)], args.seconds, run)
                     run.seconds = time.perf_counter() - started
+                    mine1 = [cpu_seconds(p) for p in (pids["salesbot"], pids["aiogram"], redis_pid or 0, os.getpid())]
+                    busy1, _ = machine_cpu()
+                    cpu0, cpu1 = mine0[0 if bot == "salesbot" else 1], mine1[0 if bot == "salesbot" else 1]
+                    rcpu0, rcpu1 = mine0[2], mine1[2]
+                    ours = sum(mine1) - sum(mine0)
+                    run.others = max(0.0, busy1 - busy0 - ours) / run.seconds
                     c1, r1 = await redis_counts(redis)
                     per = max(1, run.updates)
+                    run.cpu_ms, run.redis_cpu_ms = (cpu1 - cpu0) * 1000 / per, (rcpu1 - rcpu0) * 1000 / per
                     run.commands = (c1 - c0 - idle_c * run.seconds) / per
                     run.reads = (r1 - r0 - idle_r * run.seconds) / per
                     results["runs"].append(run)
                     print(f"  run {rep + 1} {bot:8} {n:3} in flight: {run.rate:7.1f} updates/s, p50 {run.pct(0.5):6.1f}"
-                          f" ms, p99 {run.pct(0.99):6.1f} ms, {run.commands:5.1f} cmds, {run.reads:4.1f} reads/update"
+                          f" ms, p99 {run.pct(0.99):6.1f} ms, {run.commands:5.1f} cmds, {run.reads:4.1f} reads/update,"
+                          f" CPU {run.cpu_ms:4.2f} ms + Redis {run.redis_cpu_ms:4.2f} ms/update;"
+                          f" other work on the machine {run.others:.1f} cores"
                           f"{f', {run.timeouts} TIMEOUTS' if run.timeouts else ''}", flush=True)
                     await asyncio.sleep(0.5)  # replies of the last updates drain
     results["unexpected_replies"] = fake.unexpected
@@ -331,6 +347,11 @@ def spread(xs: list[float], fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(med)} ({fmt.format(min(xs))}–{fmt.format(max(xs))})" if len(xs) > 1 else fmt.format(med)
 
 
+def _cpu(run: Run) -> float:
+    """CPU per update of the bot and redis-server together (ms; never zero)."""
+    return max(1e-6, run.cpu_ms + run.redis_cpu_ms)
+
+
 def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     runs: list[Run] = results["runs"]
     idle = results["idle_per_second"]
@@ -344,9 +365,15 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             print(f"  {bot:8}  {spread([r.rate for r in rs]):>24} updates/s   p50 {spread([r.pct(0.5) for r in rs])} ms"
                   f"   p99 {spread([r.pct(0.99) for r in rs])} ms   {spread([r.commands for r in rs])} Redis cmds,"
                   f" {spread([r.reads for r in rs])} Redis reads per update")
+            print(f"  {'':8}  CPU per update: the bot {spread([r.cpu_ms for r in rs], '{:.2f}')} ms,"
+                  f" redis-server {spread([r.redis_cpu_ms for r in rs], '{:.2f}')} ms")
         pairs = list(zip(by["salesbot"], by["aiogram"], strict=True))
         print(f"  throughput salesbot/aiogram: {spread([s.rate / a.rate for s, a in pairs], '{:.2f}')}x;"
-              f"  p50 salesbot − aiogram: {spread([s.pct(0.5) - a.pct(0.5) for s, a in pairs], '{:+.1f}')} ms")
+              f"  p50 salesbot − aiogram: {spread([s.pct(0.5) - a.pct(0.5) for s, a in pairs], '{:+.1f}')} ms;"
+              f"  CPU per update (bot + redis-server) aiogram/salesbot:"
+              f" {spread([_cpu(a) / _cpu(s) for s, a in pairs], '{:.2f}')}x")
+    others = [r.others for r in runs]
+    print(f"\nthe machine's other work during the runs: {spread(others)} cores busy of {os.cpu_count()}")
     timeouts = sum(r.timeouts for r in runs) + results["warmup_timeouts"]
     print(f"\nreplies that came without an update waiting for them: {results['unexpected_replies']} "
           f"{results['unexpected_by_bot']}; the same reply twice in a row: {results['repeated']}; "

@@ -190,6 +190,8 @@ def clean_inbound(item: Inbound) -> Inbound:
     changes["reply"] = {str(k): clean_text(v if isinstance(v, str) else str(v), f"reply {k}",
                                            limit=256, line=True)
                         for k, v in item.reply.items() if isinstance(v, (str, int, float))}
+    if all(getattr(item, name) == value for name, value in changes.items()):
+        return item  # already clean (the usual item): no copy
     return dataclasses.replace(item, **changes)
 
 

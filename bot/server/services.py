@@ -231,7 +231,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             if isinstance(adapter, SharesLimits):
                 adapter.use_limiter(limiter)
         outbox = Outbox(redis, senders=senders, accounts=accounts, on_failed=delivery_failed,
-                        max_attempts=config.outbox_max_attempts, limiter=limiter)
+                        max_attempts=config.outbox_max_attempts, limiter=limiter, fast=store.fast)
         conversations.replies = outbox  # a save's channel messages leave at once (the outbox records them)
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,

@@ -23,7 +23,8 @@ above; a process that dies holding a claim leaves the entry to the poll once its
 
 That lease is short (``at_once_lease``, 5 s, against the poll's 30 s) so a reply stranded by a
 crash leaves within seconds; the holder renews it every third of the lease while it still sends
-(the platform's answer, a per-chat pause, the shared limiter's turn), by a compare-and-set on
+(the platform's answer, a per-chat pause, the shared limiter's turn; a timer until the first
+third has passed, so a send that ends sooner costs no renewal task), by a compare-and-set on
 the queue key (``RENEW_CLAIM``: only while the score is the one it wrote last), and releases it
 the same way. It notes each score it moves to before writing it, so a renewal crossing that
 write neither undoes it nor mistakes it for a lost claim. A holder that finds its claim lost
@@ -44,8 +45,10 @@ from redis.asyncio import Redis
 from ..errors import SalesbotError
 from . import codec, replies
 from . import keys as k
+from .clusterclient import send_plain
 from .conversations import OUTBOX_PEEK
 from .ratelimit import Limit, LimitWait, LocalLimiter, SharedLimiter, SharesLimits
+from .resp import RespClient, first_error
 from .scripts import CLAIM_DUE, POP_HEAD, RENEW_CLAIM, REPLACE_HEAD
 
 log = logging.getLogger("salesbot.outbox")
@@ -108,6 +111,17 @@ class _Claim:
     score: float | None
     lost: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The renewal: a timer until the first third of the lease has passed, then a task (most
+    #: sends end well before it: they never start one).
+    timer: asyncio.TimerHandle | None = None
+    renewing: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        """End the renewal (the holder is done)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.renewing is not None:
+            self.renewing.cancel()
 
 
 #: Messages one hand-off sends before it leaves the rest of the chat's backlog to the poll, and
@@ -121,8 +135,11 @@ class Outbox:
                  accounts: Mapping[str, tuple[str, AccountLimits]], on_failed: FailureHook,
                  on_sent: SentHook | None = None, max_attempts: int = 8, lease: float = 30.0,
                  concurrency: int = 16, limiter: SharedLimiter | None = None, at_once: bool = True,
-                 at_once_concurrency: int = 256, at_once_lease: float = 5.0) -> None:
+                 at_once_concurrency: int = 256, at_once_lease: float = 5.0, fast: RespClient | None = None) -> None:
         self.redis = redis
+        #: The hot-path client (``ConversationStore.fast``), for the hand-off's round trip after a
+        #: send: lighter than a redis-py pipeline, and batched with other callers' commands.
+        self.fast = fast
         self.senders = senders  # account -> its adapter
         self.accounts = accounts  # account -> (channel, limits)
         self.on_failed = on_failed
@@ -141,6 +158,10 @@ class Outbox:
         self._limits = {a: Limit(f"{channel}:{a}", lim.rate, max(1, lim.burst))
                         for a, (channel, lim) in accounts.items()
                         if a in senders and not isinstance(senders[a], SharesLimits) and lim.rate > 0}
+        #: Accounts whose platform reports delivery statuses (a sender's ``platform_statuses``,
+        #: True unless it says otherwise): only their sends record the platform id, the key a
+        #: status finds its conversation by (Telegram reports none: 14 days of keys for nothing).
+        self._statuses = {a for a, sender in senders.items() if getattr(sender, "platform_statuses", True)}
         self._sem = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
         self.at_once = at_once  # False: every message waits for the poll (as before replies at once)
@@ -243,7 +264,7 @@ class Outbox:
         return True
 
     async def _sent(self, account: str, cid: str, item: Mapping[str, Any], platform_id: str | None) -> None:
-        if platform_id:  # delivery statuses find their conversation and message by it
+        if platform_id and account in self._statuses:  # delivery statuses find their conversation and message by it
             await self.redis.set(k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
                                  ex=k.PLATFORM_ID_TTL)
         if self.on_sent is not None:
@@ -277,14 +298,13 @@ class Outbox:
         _channel, limits = self.accounts[account]
         key = k.ConversationKey(cid)
         queue = k.outbox_queue_key(account)
-        renewing: asyncio.Task[None] | None = None
         try:
             if not pending:  # claimed, but nothing to send (the save lost its lock): release it
                 await self._reschedule(queue, key, cid, None)
                 return
             # Renewed from the start: the wait for a semaphore, a pause, the platform's answer or
             # the shared limiter's turn must not hand the entry to the poll while we still send.
-            renewing = asyncio.create_task(self._keep(hold))
+            hold.timer = asyncio.get_running_loop().call_later(self.at_once_lease / 3, self._start_keeping, hold)
             async with self._at_once_sem:
                 for n in range(AT_ONCE_ITEMS + 1):
                     if not pending or hold.lost:
@@ -307,35 +327,44 @@ class Outbox:
         except Exception:  # the claim expires and the poll sends it: nothing is lost
             log.exception("outbox.at_once_failed", extra={"cid": cid, "account": account})
         finally:
-            if renewing is not None:
-                renewing.cancel()
+            hold.stop()
+
+    def _start_keeping(self, hold: _Claim) -> None:
+        """A third of the lease has passed and the holder still sends: renew from now on."""
+        hold.timer = None
+        hold.renewing = asyncio.create_task(self._keep(hold))
 
     async def _keep(self, hold: _Claim) -> None:
-        """Renew ``hold`` every third of its lease while its score is still ours (``RENEW_CLAIM``).
+        """Renew ``hold`` now and then every third of its lease, until it is lost (or cancelled)."""
+        while True:
+            if not await self._renew_once(hold):
+                return
+            await asyncio.sleep(self.at_once_lease / 3)
+
+    async def _renew_once(self, hold: _Claim) -> bool:
+        """Renew ``hold`` while its score is still ours (``RENEW_CLAIM``); False once it is lost.
 
         The holder's own compare-and-sets take ``hold.lock``; its plain writes that hand the
         entry back (a retry, the rest to the poll) set ``hold.score`` to None *before* they are
         written, so a renewal that crossed one neither undoes it nor reports the claim lost."""
-        while True:
-            await asyncio.sleep(self.at_once_lease / 3)
-            async with hold.lock:
-                old = hold.score
-                if old is None:
-                    continue  # let go for now (the holder may claim again): cancelled when it ends
-                new = time.time() + self.at_once_lease
-                try:
-                    renewed = await self._renew(keys=[hold.queue], args=[hold.cid, old, new])
-                except Exception as exc:  # Redis away: try again; if the lease ends, the poll takes over
-                    log.warning("outbox.renew_failed", extra={"cid": hold.cid, "error": type(exc).__name__})
-                    continue
-                if hold.score != old:
-                    continue  # the holder let go meanwhile: its write stands
-                if renewed:
-                    hold.score = new
-                else:
-                    hold.lost, hold.score = True, None
-                    log.warning("outbox.claim_lost", extra={"cid": hold.cid})
-                    return
+        async with hold.lock:
+            old = hold.score
+            if old is None:
+                return True  # let go for now (the holder may claim again): cancelled when it ends
+            new = time.time() + self.at_once_lease
+            try:
+                renewed = await self._renew(keys=[hold.queue], args=[hold.cid, old, new])
+            except Exception as exc:  # Redis away: try again; if the lease ends, the poll takes over
+                log.warning("outbox.renew_failed", extra={"cid": hold.cid, "error": type(exc).__name__})
+                return True
+            if hold.score != old:
+                return True  # the holder let go meanwhile: its write stands
+            if renewed:
+                hold.score = new
+                return True
+            hold.lost, hold.score = True, None
+            log.warning("outbox.claim_lost", extra={"cid": hold.cid})
+            return False
 
     async def _finish(self, account: str, cid: str, key: k.ConversationKey, queue: str, pending: list[bytes],
                       item: Mapping[str, Any], platform_id: str | None, hold: _Claim) -> list[bytes]:
@@ -348,17 +377,16 @@ class Outbox:
         async with hold.lock:
             ours = hold.score
             hold.score = time.time() + self.at_once_lease if more and ours is not None else None
-            pipe = self.redis.pipeline(transaction=False)
             # EVAL, not EVALSHA: were the script missing (first use, a restarted Redis), the release
             # below would run without the pop, and a save meanwhile would claim and resend the head.
-            pipe.eval(POP_HEAD, 1, key.out, head)
-            if platform_id:
-                pipe.set(k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
-                         ex=k.PLATFORM_ID_TTL)
+            commands: list[tuple[Any, ...]] = [("EVAL", POP_HEAD, 1, key.out, head)]
+            if platform_id and account in self._statuses:
+                commands.append(("SET", k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
+                                 "EX", k.PLATFORM_ID_TTL))
             if ours is not None:  # kept (a fresh lease: the queue never shows the chat as done) or released
-                pipe.eval(RENEW_CLAIM, 1, queue, cid, ours, "" if hold.score is None else hold.score)
-            pipe.llen(key.out)
-            done = await pipe.execute()
+                commands.append(("EVAL", RENEW_CLAIM, 1, queue, cid, ours, "" if hold.score is None else hold.score))
+            commands.append(("LLEN", key.out))
+            done = await self._send_all(commands)
         held, left = (done[-2] if ours is not None else 0), done[-1]
         if self.on_sent is not None:
             await self.on_sent(cid, item, platform_id)
@@ -380,6 +408,17 @@ class Outbox:
                 return []  # another process's save holds the entry: it sends them
             hold.score = until
         return [replies.raw(r) for r in rows]
+
+    async def _send_all(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in one round trip: on the hot-path client when there is one; the first
+        error is raised, as a redis-py pipeline raises it."""
+        if self.fast is None:
+            return await send_plain(self.redis, commands)
+        replies = await self.fast.send(commands)
+        error = first_error(replies)
+        if error is not None:
+            raise error
+        return replies
 
     async def _give_up(self, queue: str, key: k.ConversationKey, cid: str, head: bytes,
                        item: dict[str, Any], reason: str, detail: str | None = None) -> int:

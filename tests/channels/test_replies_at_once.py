@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -55,8 +56,34 @@ async def test_a_reply_reaches_telegram_with_no_outbox_poll_running(
         assert [s.text for s in fake.sent_to(chat)] == expected(4, said)
         await settled(svc, "tg")
         assert await svc.redis.llen(k.ConversationKey(f"telegram:tg:{chat}").out) == 0
-        pmid = await svc.redis.get(k.platform_id_key("tg", f"{chat}:{fake.sent_to(chat)[-1].message_id}"))
-        assert pmid is not None and pmid.decode().startswith(f"telegram:tg:{chat}|")  # statuses find it
+        # Telegram reports no delivery statuses: no platform id is kept for one to find
+        assert await svc.redis.keys(k.platform_id_key("tg", "*")) == []
+
+
+async def test_a_send_well_within_the_lease_starts_no_renewal_task(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram) -> None:
+    """The claim's renewal is a timer until a third of the lease has passed: a reply that leaves
+    sooner (the usual one) creates one task, its send, and no renewal task beside it."""
+    chat = 9105
+    loop = asyncio.get_running_loop()
+    started: list[str] = []
+    factory = loop.get_task_factory()
+
+    def counting(loop_: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Future[Any]:
+        started.append(getattr(coro, "__qualname__", ""))
+        return factory(loop_, coro, **kw) if factory is not None else asyncio.Task(coro, loop=loop_, **kw)
+
+    async with telegram(redis_url, tmp_path, fake, role="web", timer_poll_interval=3600) as svc:
+        loop.set_task_factory(counting)
+        try:
+            for n, text in enumerate(["hi", "Ana", "Lisbon"], 1):
+                await say(fake, chat, text)
+                await fake.wait_for(lambda f, n=n: len(f.sent_to(chat)) >= n)
+            await settled(svc, "tg")
+        finally:
+            loop.set_task_factory(factory)
+    assert started.count("Outbox._send_claimed") == 3
+    assert started.count("Outbox._keep") == 0
 
 
 async def test_replies_leave_once_and_in_order_with_the_poll_running_beside(

@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
+from telegram.error import ChatMigrated, NetworkError, RetryAfter
 
 from bot.channels import telegram as tg
 from bot.channels.base import MalformedWebhook, RawRequest, WebhookRejected
@@ -402,13 +403,38 @@ def test_the_plan_of_calls_for_an_entry() -> None:
     long_payload = {"text": "Pick", "buttons": [{"title": "Long", "payload": "p" * 65, "url": None, "number": 1},
                                                  {"title": "Ünïcode", "payload": "ü" * 33, "url": None, "number": 2}]}
     [(_, params)] = tg.plan(long_payload)
-    assert [b.callback_data for row in params["reply_markup"].inline_keyboard for b in row] == ["~1", "~2"]
+    assert [b["callback_data"] for row in params["reply_markup"]["inline_keyboard"] for b in row] == ["~1", "~2"]
     media = {"text": "caption " * 200, "attachments": [{"kind": "image", "url": "https://e.x/a.jpg"}]}
     assert [m for m, _ in tg.plan(media)] == ["sendPhoto", "sendMessage"]  # over 1024: no caption
     unsafe = {"text": "Files", "attachments": [{"kind": "document", "url": "/etc/passwd", "name": "p"},
                                                {"kind": "image", "url": "tg-file:AgAC"}]}
     calls = tg.plan(unsafe)
     assert calls == [("sendPhoto", {"photo": "AgAC", "caption": "Files\np: /etc/passwd"})]
+
+
+async def test_every_bot_api_error_maps_as_ptbs_own_transport_maps_it(fake: FakeTelegram) -> None:
+    """The send path's lean client (``BotApi``) raises what PTB's ``BaseRequest`` would for the
+    same answer, so each maps to the same delivery error: refused for good, or retried."""
+    fake.enforce_limits = False
+    async with aiohttp.ClientSession() as http:
+        adapter = _adapter(http, fake.url)
+        cases: list[tuple[int, type[Exception], float | None]] = [
+            (400, DeliveryRejected, None), (403, DeliveryRejected, None), (401, DeliveryTemporary, 60.0),
+            (404, DeliveryTemporary, 60.0), (409, DeliveryTemporary, None), (500, DeliveryTemporary, None),
+            (502, DeliveryTemporary, None)]
+        for status, error, retry_after in cases:
+            fake.fail_next(status)
+            with pytest.raises(error) as raised:
+                await adapter.send("tg", {"external_id": "81"}, {"text": f"status {status}"})
+            assert getattr(raised.value, "retry_after", None) == retry_after, status
+        assert fake.sent_to(81) == []
+        assert await adapter.send("tg", {"external_id": "81"}, {"text": "fine"}) == "81:1"
+    migrated = tg.transport._failure(400, json.dumps({"ok": False, "error_code": 400, "description": "migrated",
+                                                      "parameters": {"migrate_to_chat_id": -100123}}).encode())
+    assert isinstance(migrated, ChatMigrated) and migrated.new_chat_id == -100123
+    flood = tg.transport._failure(400, b'{"ok": false, "parameters": {"retry_after": 7}}')
+    assert isinstance(flood, RetryAfter) and tg.retry_seconds(flood) == 7
+    assert isinstance(tg.transport._failure(500, b"<html>gateway</html>"), NetworkError)  # not JSON
 
 
 async def test_failures_map_to_delivery_errors_and_partial_entries_resume(fake: FakeTelegram) -> None:

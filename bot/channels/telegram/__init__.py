@@ -1,4 +1,4 @@
-"""Telegram: webhooks (or long polling) in, python-telegram-bot's ``Bot`` out.
+"""Telegram: webhooks (or long polling) in, Bot API calls out (plain JSON over aiohttp).
 
 Account configuration::
 
@@ -32,7 +32,8 @@ Outbound
     the shared limiter in Redis; they default to Telegram's limits (``DEFAULT_LIMITS``).
 
 Modules: ``adapter`` (the ``ChannelAdapter``), ``updates`` (parsing), ``outbound`` (entries as
-Bot API calls), ``pacing`` (the per-chat limit), ``transport`` (PTB over aiohttp), ``polling``.
+Bot API calls), ``pacing`` (the per-chat limit), ``transport`` (``BotApi`` for sends, PTB's
+transport over aiohttp for polling), ``polling``.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ from __future__ import annotations
 from .adapter import DEFAULT_API, DEFAULT_LIMITS, SECRET_HEADER, TelegramAdapter, create
 from .outbound import CALLBACK_DATA_MAX, CAPABILITIES, CAPTION_MAX, plan
 from .polling import TelegramPoller
-from .transport import AiohttpRequest, retry_seconds
+from .transport import AiohttpRequest, BotApi, retry_seconds
 from .updates import FILE_SCHEME, parse_update
 
 __all__ = [
     "CALLBACK_DATA_MAX", "CAPABILITIES", "CAPTION_MAX", "DEFAULT_API", "DEFAULT_LIMITS", "FILE_SCHEME",
-    "SECRET_HEADER", "AiohttpRequest", "TelegramAdapter", "TelegramPoller", "create", "parse_update", "plan",
+    "SECRET_HEADER", "AiohttpRequest", "BotApi", "TelegramAdapter", "TelegramPoller", "create", "parse_update", "plan",
     "retry_seconds",
 ]

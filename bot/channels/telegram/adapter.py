@@ -31,7 +31,7 @@ from ..pacing import AccountPacing
 from .outbound import CAPABILITIES, chat_param, plan
 from .pacing import ChatLimits
 from .polling import TelegramPoller
-from .transport import AiohttpRequest, retry_seconds
+from .transport import AiohttpRequest, BotApi, retry_seconds
 from .updates import parse_update
 
 log = logging.getLogger("salesbot.channels.telegram")
@@ -47,6 +47,8 @@ class TelegramAdapter:
     name = "telegram"
     capabilities = CAPABILITIES
     default_limits = DEFAULT_LIMITS
+    #: Telegram sends bots no delivery or read receipts: the outbox records no platform ids.
+    platform_statuses = False
 
     def __init__(self, *, account: str, config: AccountConfig, http: aiohttp.ClientSession, public_url: str) -> None:
         self.account = account
@@ -58,9 +60,12 @@ class TelegramAdapter:
         secret = creds.get("secret_token")
         self._secret = secret.get_secret_value().encode() if secret is not None else None
         base = (config.api_base_url or DEFAULT_API).rstrip("/")
-        self.request = AiohttpRequest(http, read_timeout=float(config.settings.get("read_timeout", 20.0)))
+        read_timeout = float(config.settings.get("read_timeout", 20.0))
+        self.request = AiohttpRequest(http, read_timeout=read_timeout)
+        # PTB's Bot for polling and webhook set-up; sends go through the lean client (``BotApi``)
         self.bot = Bot(self._token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot",
                        request=self.request, get_updates_request=self.request)
+        self.api = BotApi(http, f"{base}/bot{self._token}", read_timeout=read_timeout)
         self.mode = str(config.settings.get("mode", "webhook"))
         self.public_url = public_url
         # the bot's limit (rate + burst <= 30 in any second) and each chat's, shared by every process
@@ -93,7 +98,7 @@ class TelegramAdapter:
         if not query_id:
             return
         try:
-            await self.bot.answer_callback_query(query_id)
+            await self.api.call("answerCallbackQuery", {"callback_query_id": query_id})
         except TelegramError as exc:  # the click is delivered; a late answer only leaves a spinner
             log.warning("telegram.answer_callback_failed", extra={"account": self.account, "error": str(exc)})
 
@@ -102,14 +107,12 @@ class TelegramAdapter:
         self.pacing.use(limiter)
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
-        """One Bot API call through PTB, paced and with errors mapped to delivery errors."""
+        """One Bot API call (its ``result``, as JSON), paced and with errors mapped to delivery errors."""
         chat = self._chats.of(str(params["chat_id"])) if "chat_id" in params and method != "answerCallbackQuery" \
             else None
         await self.pacing.acquire(*([chat] if chat else []))
         try:
-            if method in _BOT_METHODS:
-                return await getattr(self.bot, _BOT_METHODS[method])(**params)
-            return await self.bot.do_api_request(method, api_kwargs=params)
+            return await self.api.call(method, params)
         except RetryAfter as exc:
             seconds = retry_seconds(exc)
             await self.pacing.hold(seconds)  # Telegram's retry_after holds every call of the bot, in every process
@@ -141,7 +144,7 @@ class TelegramAdapter:
                         self._progress.clear()
                     self._progress[key] = (i, last)
                 raise
-            message_id = getattr(result, "message_id", None)
+            message_id = result.get("message_id") if isinstance(result, dict) else None
             if message_id is not None:
                 last = f"{external}:{message_id}"
         return last
@@ -152,11 +155,6 @@ class TelegramAdapter:
 
     async def close(self) -> None:
         return None
-
-
-_BOT_METHODS = {"sendMessage": "send_message", "sendPhoto": "send_photo", "sendDocument": "send_document",
-                "sendVideo": "send_video", "sendAudio": "send_audio", "sendVoice": "send_voice",
-                "answerCallbackQuery": "answer_callback_query"}
 
 
 def create(*, account: str, config: AccountConfig, http: aiohttp.ClientSession, public_url: str) -> TelegramAdapter:

@@ -1,4 +1,7 @@
-"""Transcript entries planned as Bot API calls: inline keyboards, captions, file references."""
+"""Transcript entries planned as Bot API calls: inline keyboards, captions, file references.
+
+A call's parameters are plain JSON (the Bot API's own shapes: ``InlineKeyboardMarkup`` is
+``{"inline_keyboard": [[{"text", "callback_data" | "url"}]]}``), sent as they are."""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
-
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from ..base import Capabilities
 from ..render import ListMenu, Rendered, render
@@ -49,24 +50,28 @@ def _callback(token: str, numbers: Mapping[str, int], position: int) -> str:
     return token if _fits(token) else f"~{numbers.get(token, position)}"
 
 
-def _keyboard(part: Rendered, numbers: Mapping[str, int]) -> InlineKeyboardMarkup | None:
-    rows: list[list[InlineKeyboardButton]] = []
+Button = dict[str, str]  # an InlineKeyboardButton: {"text", "callback_data"} or {"text", "url"}
+
+
+def _keyboard(part: Rendered, numbers: Mapping[str, int]) -> dict[str, list[list[Button]]] | None:
+    """The part's ``InlineKeyboardMarkup``, or None."""
+    rows: list[list[Button]] = []
     if part.menu is not None:
         n = 0
         for _title, section in part.menu.sections:
             for row in section:
                 n += 1
-                rows.append([InlineKeyboardButton(row.title, callback_data=_callback(row.id, numbers, n))])
+                rows.append([{"text": row.title, "callback_data": _callback(row.id, numbers, n)}])
     elif part.buttons:
-        buttons = [InlineKeyboardButton(b.title, callback_data=_callback(b.payload, numbers, i))
+        buttons = [{"text": b.title, "callback_data": _callback(b.payload, numbers, i)}
                    for i, b in enumerate(part.buttons, 1)]
         if len(buttons) <= 3 and sum(len(b.title) for b in part.buttons) <= 30:
             rows.append(buttons)
         else:
             rows.extend([b] for b in buttons)
     for link in part.links:
-        rows.append([InlineKeyboardButton(link.title, url=link.url)])
-    return InlineKeyboardMarkup(rows) if rows else None
+        rows.append([{"text": link.title, "url": link.url}])
+    return {"inline_keyboard": rows} if rows else None
 
 
 def _menu_text(text: str, menu: ListMenu) -> str:

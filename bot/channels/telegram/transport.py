@@ -1,18 +1,100 @@
-"""python-telegram-bot's HTTP transport over our shared ``aiohttp`` session, and its 429s read
-without PTB's deprecation warnings; separate because it speaks PTB's transport interface."""
+"""Bot API calls over our shared ``aiohttp`` session: ``BotApi`` for the send path (plain JSON in
+and out), python-telegram-bot's transport for the rest (polling), and 429s read without PTB's
+deprecation warnings; separate because it speaks PTB's transport and error interface."""
 
 from __future__ import annotations
 
 import json
 import math
 import warnings
+from collections.abc import Mapping
 from datetime import timedelta
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
-from telegram.error import NetworkError, RetryAfter, TimedOut
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 from telegram.request import BaseRequest, RequestData
+
+_JSON_HEADERS = {"Content-Type": "application/json", "User-Agent": BaseRequest.USER_AGENT}
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class BotApi:
+    """The send path's Bot API calls, straight over the shared ``aiohttp`` session (keep-alive).
+
+    Parameters are plain JSON (``outbound.plan`` builds them so) encoded once; the answer's
+    ``result`` comes back as parsed JSON. PTB's ``Bot`` turns every call's parameters into
+    ``RequestParameter`` objects and every answer into a ``Message`` tree: more CPU than the
+    call itself. Errors are PTB's exceptions, raised as its ``BaseRequest`` would raise them
+    (the adapter maps them to delivery errors), so both paths fail alike.
+    """
+
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, *, read_timeout: float = 20.0,
+                 connect_timeout: float = 10.0) -> None:
+        self._http = http
+        self._base = base_url  # https://api.telegram.org/bot<token>
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+
+    async def call(self, method: str, params: Mapping[str, Any]) -> Any:
+        """``method`` with ``params`` (None values left out, as PTB does); its ``result``."""
+        body = _ENCODE({k: v for k, v in params.items() if v is not None}).encode()
+        try:
+            async with self._http.post(f"{self._base}/{method}", data=body, headers=_JSON_HEADERS,
+                                       timeout=self._timeout) as resp:
+                status, payload = resp.status, await resp.read()
+        except TimeoutError as exc:
+            raise TimedOut() from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+        if 200 <= status <= 299:
+            try:
+                return json.loads(payload)["result"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TelegramError("Invalid server response") from exc
+        raise _failure(status, payload)
+
+
+def _failure(status: int, payload: bytes) -> TelegramError:
+    """PTB's exception for a Bot API error answer (``BaseRequest._request_wrapper``'s mapping)."""
+    if status == 429:
+        return _retry_after(payload) or RetryAfter(1)
+    try:
+        message = f"{HTTPStatus(status).phrase} ({status})"
+    except ValueError:
+        message = f"Unknown HTTPError ({status})"
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        message = str(data.get("description") or message)
+        parameters = data.get("parameters")
+        if isinstance(parameters, dict):
+            if parameters.get("migrate_to_chat_id"):
+                return ChatMigrated(parameters["migrate_to_chat_id"])
+            if parameters.get("retry_after"):
+                return _retry_after(payload) or RetryAfter(1)
+    if status == 403:
+        return Forbidden(message)
+    if status in (401, 404):
+        return InvalidToken(message)
+    if status == 400:
+        return BadRequest(message)
+    if status == 409:
+        return Conflict(message)
+    return NetworkError(message)
 
 
 class AiohttpRequest(BaseRequest):
