@@ -42,12 +42,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: The checkout under test: the children import its code whatever their working directory.
+ROOT = Path(__file__).resolve().parents[1]
+
+
 class Proc:
+    """A child in an empty working directory of its own: it reads no ``./salesbot.toml`` and no
+    ``./automations`` of the directory pytest was started from (the repo's example rules would act
+    on every lead of the test and add background work to what it waits for)."""
+
     def __init__(self, args: list[str], env: dict[str, str], port: int | None, log: Path) -> None:
         self.port = port
         self.log_path = log
+        cwd = log.with_suffix(".cwd")
+        cwd.mkdir()
+        env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)}
         self._log = open(log, "wb")  # noqa: SIM115 - open for the child's whole life, closed in stop()
-        self.popen = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env,
+        self.popen = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, cwd=cwd,
                                       stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
