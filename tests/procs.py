@@ -65,8 +65,11 @@ class Proc:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_healthy(self, attempts: int = 300) -> None:
-        for _ in range(attempts):
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Until the child answers ``/healthz`` (or logs that it runs); a bound, not a check of how
+        fast it starts: on a loaded 2-core machine a worker took over 15 s to get there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"salesbot exited with {self.popen.returncode}:\n{self.output()}")
             if self.port is None:
@@ -80,7 +83,7 @@ class Proc:
                 except OSError:
                     pass
             time.sleep(0.05)  # polling a readiness probe, bounded
-        raise RuntimeError(f"salesbot did not become ready:\n{self.output()}")
+        raise RuntimeError(f"salesbot did not become ready within {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
