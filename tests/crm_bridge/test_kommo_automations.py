@@ -35,7 +35,11 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeKommo]:
-    async with FakeKommo(rate_limit=7) as fake:
+    # The fake keeps no rate limit here: our client paces itself at Kommo's 7 requests per 1.15 s
+    # all the same, but a loaded machine can deliver 8 of them within a second of arrivals (seen
+    # at load 20: a 429, the lead's events then wait the 30 s lock TTL for recovery). Keeping to
+    # the limit is what test_kommo.py, test_contract_kommo.py and test_kommo_shared_limit.py prove.
+    async with FakeKommo(rate_limit=None) as fake:
         yield fake
 
 
