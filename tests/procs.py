@@ -42,20 +42,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: The checkout under test: the children import its code whatever their working directory.
+ROOT = Path(__file__).resolve().parents[1]
+
+
 class Proc:
+    """A child in an empty working directory of its own: it reads no ``./salesbot.toml`` and no
+    ``./automations`` of the directory pytest was started from (the repo's example rules would act
+    on every lead of the test and add background work to what it waits for)."""
+
     def __init__(self, args: list[str], env: dict[str, str], port: int | None, log: Path) -> None:
         self.port = port
         self.log_path = log
+        cwd = log.with_suffix(".cwd")
+        cwd.mkdir()
+        env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)}
         self._log = open(log, "wb")  # noqa: SIM115 - open for the child's whole life, closed in stop()
-        self.popen = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env,
+        self.popen = subprocess.Popen([sys.executable, "-m", "bot.cli", *args], env=env, cwd=cwd,
                                       stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_healthy(self, attempts: int = 300) -> None:
-        for _ in range(attempts):
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Until the child answers ``/healthz`` (or logs that it runs); a bound, not a check of how
+        fast it starts: on a loaded 2-core machine a worker took over 15 s to get there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"salesbot exited with {self.popen.returncode}:\n{self.output()}")
             if self.port is None:
@@ -69,7 +83,7 @@ class Proc:
                 except OSError:
                     pass
             time.sleep(0.05)  # polling a readiness probe, bounded
-        raise RuntimeError(f"salesbot did not become ready:\n{self.output()}")
+        raise RuntimeError(f"salesbot did not become ready within {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

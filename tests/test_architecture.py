@@ -5,7 +5,10 @@
 - each package imports only the layers below it (docs/architecture.md draws them);
 - no module is over 600 lines (tests and benches included);
 - no import cycle between modules, counting imports inside functions and under
-  ``TYPE_CHECKING`` (a lazy or type-only import that closes a cycle hides a layering mistake).
+  ``TYPE_CHECKING`` (a lazy or type-only import that closes a cycle hides a layering mistake);
+- a test's config that names its ``flows_dir`` names its ``automations_dir`` too: the default
+  (``./automations``) is the folder pytest runs in, the repo's example rules, which would act on
+  the test's leads and add background work to what it counts or waits for.
 """
 
 from __future__ import annotations
@@ -123,6 +126,17 @@ def test_no_module_is_over_600_lines() -> None:
     paths = [*MODULES.values(), *sorted((ROOT / "tests").rglob("*.py")), *sorted((ROOT / "bench").rglob("*.py"))]
     long = {str(path.relative_to(ROOT)): n for path in paths if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_every_test_config_with_flows_names_its_automations_too() -> None:
+    careless = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Dict):
+                keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+                if "flows_dir" in keys and "automations_dir" not in keys:
+                    careless.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert careless == [], f"set automations_dir (tests.server.conftest.NO_AUTOMATIONS): {careless}"
 
 
 def test_there_is_no_import_cycle() -> None:

@@ -16,7 +16,13 @@ if TYPE_CHECKING:  # annotations only: importing the app here would load it for 
     from bot.server.services import Services
 
 
-async def wait_for(check: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02, *,
+#: How long a wait lasts before it fails, unless the test says otherwise: a bound against a hang,
+#: not a latency requirement, so generous for a loaded 2-core CI machine (it costs nothing when
+#: the condition holds, which is when the test passes).
+WAIT = 30.0
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02, *,
                    what: str = "", between: Callable[[], Awaitable[Any]] | None = None) -> Any:
     """Until ``check()`` (sync or async) is truthy; fails after ``timeout``.
 
@@ -46,11 +52,11 @@ class WorkerDriver:
         fired = await self.worker.fire_timers()
         return int(fired) + int(await self.services.outbox.run_once())
 
-    async def until(self, predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    async def until(self, predicate: Callable[[], Any], timeout: float = WAIT, what: str = "") -> Any:
         """Drive the worker until ``predicate()`` (sync or async) holds; bounded by ``timeout``."""
         return await wait_for(predicate, timeout, what=what, between=self.step)
 
-    async def drain(self, timeout: float = 10.0) -> None:
+    async def drain(self, timeout: float = WAIT) -> None:
         """Run worker rounds until every account's outbox is empty."""
         async def empty() -> bool:
             await self.step()

@@ -96,8 +96,9 @@ class Server:
             return list(json.loads(r.read())["messages"])
 
 
-def _wait_healthy(popen: subprocess.Popen[bytes], url: str, log_path: Path, attempts: int = 300) -> None:
-    for _ in range(attempts):
+def _wait_healthy(popen: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout  # a bound: a start takes ~15 s on a loaded 2-core machine
+    while time.monotonic() < deadline:
         if popen.poll() is not None:
             raise RuntimeError(f"salesbot serve exited with {popen.returncode}:\n"
                                + log_path.read_text(errors="replace"))
@@ -107,7 +108,7 @@ def _wait_healthy(popen: subprocess.Popen[bytes], url: str, log_path: Path, atte
                     return
         except OSError:
             pass
-        time.sleep(0.1)  # the interval between readiness probes (bounded by `attempts`)
+        time.sleep(0.1)  # the interval between readiness probes (bounded by the deadline)
     raise RuntimeError("salesbot serve did not become healthy:\n" + log_path.read_text(errors="replace"))
 
 

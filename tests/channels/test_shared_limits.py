@@ -16,6 +16,7 @@ from bot.server.services import open_services
 from bot.store.ratelimit import MARGIN
 from tests.channels.fakes.telegram import FakeTelegram
 from tests.procs import salesbot
+from tests.server.conftest import NO_AUTOMATIONS
 
 TOKEN = "654321:shared-limits"
 SECRET = "shared-Limits-secret"
@@ -68,6 +69,7 @@ async def test_three_workers_keep_one_accounts_limit_and_use_it_in_full(
             await asyncio.to_thread(procs.enter_context, salesbot(["worker", "--config", str(cfg)], tmp=tmp_path,
                                                                   env=env, name=name))
         config = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(flows), "admin_token": "t",
+                                                "automations_dir": str(NO_AUTOMATIONS),
                                                 "accounts": {"tg": _account(f"{fake.url}/via/test")}})
         async with open_services(config, start_hub=False) as svc:  # the turns run here; the workers send
             chats = [str(7000 + i) for i in range(CHATS)]

@@ -29,6 +29,7 @@ from bot.server.keys import SERVICES
 from bot.server.services import Services
 from bot.store import codec
 from bot.store.outbox import AccountLimits, DeliveryRejected, DeliveryTemporary
+from tests.server.conftest import NO_AUTOMATIONS
 
 from .fakes.telegram import FakeTelegram, SentRecord, callback_update, photo_update, text_update
 
@@ -138,6 +139,7 @@ async def running(redis_url: str, tmp_path: Path, fake: FakeTelegram, *, greetin
                   settings: dict[str, Any] | None = None, webhook: bool = True) -> AsyncIterator[Harness]:
     config = load_config(env={}, overrides={
         "redis_url": redis_url, "flows_dir": str(_write_flows(tmp_path)), "admin_token": "t",
+        "automations_dir": str(NO_AUTOMATIONS),
         "timer_poll_interval": 0.05, "shutdown_grace": 5,
         "accounts": {"tg": {"channel": "telegram", "greeting_bot": greeting, "api_base_url": fake.url,
                             "credentials": {"token": TOKEN, "secret_token": SECRET},

@@ -23,6 +23,7 @@ from bot.config import load_config
 from bot.server.app import create_app
 from bot.server.keys import SERVICES
 from tests.crm_bridge.fakes.kommo import TOKEN, FakeKommo, wait_until
+from tests.server.conftest import NO_AUTOMATIONS
 
 FLOWS = Path(__file__).parent / "flows"
 SESSION = "e2e-kommo-session"
@@ -38,7 +39,8 @@ async def fake() -> AsyncIterator[FakeKommo]:
 @pytest.fixture
 async def server(redis: Redis, redis_url: str, fake: FakeKommo) -> AsyncIterator[TestServer]:
     config = load_config(env={}, overrides={
-        "redis_url": redis_url, "flows_dir": str(FLOWS), "admin_token": "admin", "timer_poll_interval": 0.05,
+        "redis_url": redis_url, "flows_dir": str(FLOWS), "automations_dir": str(NO_AUTOMATIONS), "admin_token": "admin",
+        "timer_poll_interval": 0.05,
         "accounts": {"demo": {"channel": "livechat", "greeting_bot": "kommo_qualify"}},
         "crm": {"backend": "kommo", "base_url": fake.url, "token": TOKEN, "account": "acme",
                 "webhook_secret": WEBHOOK_SECRET, "timeout": 2.0, "retry_base": 0.2, "retry_max": 1.0},

@@ -34,6 +34,7 @@ from crm_bridge.kommo import (
 )
 from crm_bridge.kommo import account as kommo_account_cache
 from tests.crm_bridge.fakes.kommo import TOKEN, FakeKommo
+from tests.server.conftest import NO_AUTOMATIONS
 from tests.waiting import wait_for
 
 
@@ -472,7 +473,7 @@ async def kommo_server(redis: Redis, redis_url: str, fake: FakeKommo,
                        request: pytest.FixtureRequest) -> AsyncIterator[ClientSession]:
     crm = {"backend": "kommo", "base_url": fake.url, "token": TOKEN, "account": "acme", **getattr(request, "param", {})}
     config = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": "/nonexistent", "admin_token": "a",
-                                            "crm": crm})
+                                            "automations_dir": str(NO_AUTOMATIONS), "crm": crm})
     srv = TestServer(create_app(config))
     await srv.start_server()
     try:

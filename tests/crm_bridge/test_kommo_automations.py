@@ -35,16 +35,20 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeKommo]:
-    async with FakeKommo(rate_limit=7) as fake:
+    # The fake keeps no rate limit here: our client paces itself at Kommo's 7 requests per 1.15 s
+    # all the same, but a loaded machine can deliver 8 of them within a second of arrivals (seen
+    # at load 20: a 429, the lead's events then wait the 30 s lock TTL for recovery). Keeping to
+    # the limit is what test_kommo.py, test_contract_kommo.py and test_kommo_shared_limit.py prove.
+    async with FakeKommo(rate_limit=None) as fake:
         yield fake
 
 
-def _config(redis_url: str, fake: FakeKommo, automations: Path) -> Any:
+def _config(redis_url: str, fake: FakeKommo, automations: Path, timeout: float = 5.0) -> Any:
     return load_config(env={}, overrides={
         "redis_url": redis_url, "flows_dir": "/nonexistent", "automations_dir": str(automations),
         "admin_token": ADMIN, "timer_poll_interval": 0.05,
         "crm": {"backend": "kommo", "base_url": fake.url, "token": TOKEN, "account": "acme",
-                "webhook_secret": SECRET, "timeout": 5.0, "retry_base": 0.2, "retry_max": 1.0}})
+                "webhook_secret": SECRET, "timeout": timeout, "retry_base": 0.2, "retry_max": 1.0}})
 
 
 class Kommo:
@@ -244,12 +248,15 @@ async def test_a_cold_catalogue_and_a_slow_kommo_still_name_the_stage_and_the_we
     lead = fake.new_lead("Cold", contact="Eve")
     async with serving(_config(redis_url, fake, tmp_path), fake) as first:
         await first.put(rules)  # stored in Redis; this process had the catalogue
-    fake.slow(1.5, "/api/v4/leads/pipelines")  # Kommo takes its time to list the pipelines
-    async with serving(_config(redis_url, fake, tmp_path), fake) as kommo:  # a new process: its catalogue is cold
-        start = time.monotonic()
+    # Kommo lists no pipeline until the webhook is answered, and our client would wait for it
+    # longer than the test may run (pytest-timeout): a route that waited for Kommo never answers.
+    fake.hold("/api/v4/leads/pipelines")
+    slow_kommo = _config(redis_url, fake, tmp_path, timeout=600)
+    async with serving(slow_kommo, fake) as kommo:  # a new process: its catalogue is cold
         r = await kommo.http.post(f"/webhooks/kommo/acme?secret={SECRET}", data=kommo.moved(lead, "Qualified"),
                                   headers=FORM)
-        assert r.status == 200 and time.monotonic() - start < 1.0  # Kommo waits 2 s at most
+        assert r.status == 200  # Kommo waits 2 s at most
+        fake.release()
         await kommo.idle()
         assert fake.tag_names("leads", lead) == ["hot"]
         [moved] = [e for e in await kommo.history(lead) if e.get("type") == "lead.stage_changed"]

@@ -34,7 +34,7 @@ from tests.channels.fakes.graph import APP_SECRET, GraphFake, instagram_account,
 from tests.channels.fakes.telegram import FakeTelegram
 from tests.channels.fakes.twilio_api import FakeTwilio, twilio_account
 from tests.live_app import free_port
-from tests.server.conftest import ADMIN, FLOWS
+from tests.server.conftest import ADMIN, FLOWS, NO_AUTOMATIONS
 
 AUTH = f"Bearer {ADMIN}"
 TG_TOKEN = "654321:fuzz-token"
@@ -247,7 +247,7 @@ async def _serve(redis_url: str, port: int) -> AsyncIterator[None]:
         twilio = await stack.enter_async_context(
             FakeTwilio(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN))
         config = load_config(env={}, overrides={
-            "redis_url": redis_url, "flows_dir": str(FLOWS),
+            "redis_url": redis_url, "flows_dir": str(FLOWS), "automations_dir": str(NO_AUTOMATIONS),
             "admin_token": ADMIN, "public_url": url, "timer_poll_interval": 0.05,
             "shutdown_grace": 5, "accounts": _accounts(telegram.url, graph.base_url, twilio),
             # Every request comes from 127.0.0.1 in bursts: the per-client limits (tested in

@@ -15,6 +15,7 @@ from bot.engine import events as ev
 from bot.server.services import Services, open_services
 from bot.store import codec
 from bot.store.conversations import SaveRequest
+from tests.server.conftest import NO_AUTOMATIONS
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.both_loops  # the server may run on uvloop: everything here runs on both
@@ -24,6 +25,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 def _config(redis_url: str, **extra: object):  # type: ignore[no-untyped-def]
     return load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES),
+                                          "automations_dir": str(NO_AUTOMATIONS),
                                           "admin_token": "t", "lock_ttl": 2.0, **extra})
 
 

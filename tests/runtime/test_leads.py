@@ -22,6 +22,7 @@ from bot.server.services import Services, open_services
 from bot.store import codec
 from bot.store.keys import activity_index_key
 from crm_bridge import ChannelIdentity, RedisCrm
+from tests.server.conftest import NO_AUTOMATIONS
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.both_loops
@@ -31,6 +32,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 def _config(redis_url: str, **extra: object) -> Any:
     return load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES),
+                                          "automations_dir": str(NO_AUTOMATIONS),
                                           "admin_token": "t", "lock_ttl": 2.0, **extra})
 
 

@@ -15,6 +15,7 @@ from bot.engine import events as ev
 from bot.server.services import Services, open_services
 from bot.store import codec
 from bot.store import keys as k
+from tests.server.conftest import NO_AUTOMATIONS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FLOW = {
@@ -30,6 +31,7 @@ FLOW = {
 
 def _config(redis_url: str, flows: Path) -> Config:
     return load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(flows),
+                                          "automations_dir": str(NO_AUTOMATIONS),
                                           "admin_token": "t", "lock_ttl": 2.0})
 
 

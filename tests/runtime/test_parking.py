@@ -15,7 +15,7 @@ from bot.server.keys import SERVICES
 from bot.server.services import open_services
 from bot.store import codec
 from bot.store.keys import ConversationKey, pending_key, shard_of
-from tests.server.conftest import ADMIN, make_config, running
+from tests.server.conftest import ADMIN, NO_AUTOMATIONS, make_config, running
 from tests.waiting import wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -82,6 +82,7 @@ async def test_a_failing_conversation_is_parked_shown_and_retried(redis: Redis, 
 
 async def test_retry_can_discard_the_event_that_keeps_failing(redis: Redis, redis_url: str) -> None:
     cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "automations_dir": str(NO_AUTOMATIONS),
                                          "lock_ttl": 0.3, "park_after": 2})
     async with open_services(cfg, start_hub=False) as svc:
         worker = Worker(svc)
@@ -109,6 +110,7 @@ async def test_recovery_is_not_starved_by_failing_conversations(redis: Redis, re
     """Recovery used to read only the 100 oldest pending conversations of a shard: 100 that keep
     failing stopped it for everybody. Now each failure moves its conversation later."""
     cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "automations_dir": str(NO_AUTOMATIONS),
                                          "lock_ttl": 30.0, "timer_shards": 1})
     async with open_services(cfg, start_hub=False) as svc:
         worker = Worker(svc)
@@ -132,6 +134,7 @@ async def test_recovery_is_not_starved_by_failing_conversations(redis: Redis, re
 
 async def test_a_conversation_locked_by_a_live_processor_is_looked_at_again_later(redis: Redis, redis_url: str) -> None:
     cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "automations_dir": str(NO_AUTOMATIONS),
                                          "lock_ttl": 30.0, "timer_shards": 1})
     async with open_services(cfg, start_hub=False) as svc:
         cid = "test:acct:busy"
@@ -146,7 +149,8 @@ async def test_a_conversation_locked_by_a_live_processor_is_looked_at_again_late
 async def test_a_name_with_control_characters_does_not_break_the_conversation(redis: Redis, redis_url: str) -> None:
     """The search index kept name, phone and e-mail joined by \\x1f: a visitor's name holding one
     crashed every save of the conversation."""
-    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t"})
+    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "automations_dir": str(NO_AUTOMATIONS)})
     async with open_services(cfg, start_hub=False) as svc:
         cid = "test:acct:odd-name"
         meta = {"channel": "test", "account": "acct", "name": "a\x1fb\x1fc\x00" + "x" * 100}
@@ -165,6 +169,7 @@ async def test_an_outage_is_not_a_failure_and_never_parks(redis: Redis, redis_ur
     from bot.errors import CrmUnavailable
 
     cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "automations_dir": str(NO_AUTOMATIONS),
                                          "lock_ttl": 0.2, "park_after": 2})
     async with open_services(cfg, start_hub=False) as svc:
         real = svc.conversations.crm
@@ -203,6 +208,7 @@ async def test_retry_races_and_outages_leave_the_conversation_with_recovery(redi
     from bot.errors import CrmUnavailable
 
     cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+                                         "automations_dir": str(NO_AUTOMATIONS),
                                          "lock_ttl": 5.0, "park_after": 1, "timer_shards": 1})
     async with open_services(cfg, start_hub=False) as svc:
         store = svc.store

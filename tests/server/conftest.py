@@ -30,9 +30,9 @@ def make_config(redis_url: str, flows_dir: Path = FLOWS, **extra: object) -> obj
 
 
 @contextlib.asynccontextmanager
-async def running(config: object) -> AsyncIterator[TestServer]:
-    """The app of ``config`` served on loopback for the block."""
-    srv = TestServer(create_app(config))  # type: ignore[arg-type]
+async def running(config: object, role: str = "all") -> AsyncIterator[TestServer]:
+    """The app of ``config`` (in ``role``) served on loopback for the block."""
+    srv = TestServer(create_app(config, role=role))  # type: ignore[arg-type]
     await srv.start_server()
     try:
         yield srv

@@ -25,7 +25,7 @@ from bot.server.services import Services
 from bot.store import indexes as convindex
 from bot.store.keys import activity_index_key
 from tests.server.conftest import ADMIN, make_config, running
-from tests.waiting import wait_for
+from tests.waiting import WAIT, wait_for
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 AYSE = {"Authorization": "Bearer support-ayse"}
@@ -224,7 +224,7 @@ class Sse:
     def __init__(self, response: ClientResponse) -> None:
         self.response = response
 
-    async def next(self, timeout: float = 5.0) -> tuple[str, Any, str | None]:
+    async def next(self, timeout: float = WAIT) -> tuple[str, Any, str | None]:
         name, data, event_id = "message", [], None
         while True:
             line = await asyncio.wait_for(self.response.content.readline(), timeout)
@@ -247,7 +247,7 @@ class Sse:
             elif key == "id":
                 event_id = value
 
-    async def until(self, check: Any, timeout: float = 5.0) -> tuple[str, Any, str | None]:
+    async def until(self, check: Any, timeout: float = WAIT) -> tuple[str, Any, str | None]:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()

@@ -140,7 +140,7 @@ def test_a_second_server_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -
     with salesbot(args, tmp=tmp_path, env=ENV, name="owner", port=free_port()) as owner:
         intruder = Proc(args + ["--port", str(free_port())], {**os.environ, **ENV}, None, tmp_path / "intruder.log")
         try:
-            assert intruder.popen.wait(timeout=30) != 0
+            assert intruder.popen.wait(timeout=60) != 0  # a start takes ~15 s on a loaded machine
         finally:
             intruder.stop()
         out = intruder.output()

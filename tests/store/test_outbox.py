@@ -16,6 +16,7 @@ from bot.server.services import Services, open_services
 from bot.store import codec
 from bot.store import keys as k
 from bot.store.outbox import DeliveryRejected, DeliveryTemporary
+from tests.server.conftest import NO_AUTOMATIONS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -61,6 +62,7 @@ def _services(redis_url: str):  # type: ignore[no-untyped-def]
 def _config(redis_url: str, **settings: Any):  # type: ignore[no-untyped-def]
     return load_config(env={}, overrides={
         "redis_url": redis_url, "flows_dir": str(FIXTURES), "admin_token": "t",
+        "automations_dir": str(NO_AUTOMATIONS),
         "accounts": {"acme": {"channel": "fake", "greeting_bot": "notify",
                               "settings": {"chat_interval": 0, "rate": 1000, **settings}}}})
 

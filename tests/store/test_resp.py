@@ -181,8 +181,8 @@ async def test_run_pipeline_loads_flushed_scripts_and_runs_once_more(client: Res
 
 async def test_a_cancelled_caller_does_not_desync_later_calls(client: RespClient, redis: Redis) -> None:
     await client.send([("CLIENT", "SETNAME", "resp-cancel")])
-    waiting = asyncio.create_task(client.execute_command("BLPOP", "q", 5))
-    await wait_for(lambda: _blocked_on(redis, "resp-cancel", "blpop"), 2.0, what="the BLPOP to block")
+    waiting = asyncio.create_task(client.execute_command("BLPOP", "q", 0))
+    await wait_for(lambda: _blocked_on(redis, "resp-cancel", "blpop"), what="the BLPOP to block")
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -197,10 +197,10 @@ async def test_a_cancelled_caller_does_not_desync_later_calls(client: RespClient
 
 async def test_cancelling_one_of_many_pending_callers(client: RespClient, redis: Redis) -> None:
     await client.send([("CLIENT", "SETNAME", "resp-cancel-many")])
-    first = asyncio.create_task(client.execute_command("BLPOP", "q", 5))
-    await wait_for(lambda: _blocked_on(redis, "resp-cancel-many", "blpop"), 2.0, what="the BLPOP to block")
+    first = asyncio.create_task(client.execute_command("BLPOP", "q", 0))
+    await wait_for(lambda: _blocked_on(redis, "resp-cancel-many", "blpop"), what="the BLPOP to block")
     behind = [asyncio.create_task(client.send([("INCR", "n"), ("ECHO", str(i))])) for i in range(10)]
-    await wait_for(lambda: _blocked_on(redis, "resp-cancel-many", "blpop", queued=True), 2.0,
+    await wait_for(lambda: _blocked_on(redis, "resp-cancel-many", "blpop", queued=True),
                    what="the calls to reach the server behind the BLPOP")
     behind[3].cancel()
     behind[7].cancel()
@@ -222,10 +222,10 @@ async def test_a_killed_connection_fails_calls_in_flight_and_the_next_call_recon
         client: RespClient, redis: Redis) -> None:
     await client.send([("CLIENT", "SETNAME", "resp-kill")])
     before = await _client_id(client)
-    blocked = asyncio.create_task(client.execute_command("BLPOP", "q", 5))
-    await wait_for(lambda: _blocked_on(redis, "resp-kill", "blpop"), 2.0, what="the BLPOP to block")
+    blocked = asyncio.create_task(client.execute_command("BLPOP", "q", 0))
+    await wait_for(lambda: _blocked_on(redis, "resp-kill", "blpop"), what="the BLPOP to block")
     behind = asyncio.create_task(client.echo("behind"))
-    await wait_for(lambda: _blocked_on(redis, "resp-kill", "blpop", queued=True), 2.0,
+    await wait_for(lambda: _blocked_on(redis, "resp-kill", "blpop", queued=True),
                    what="a second call in flight")
     assert await redis.execute_command("CLIENT", "KILL", "ID", before) == 1
     with pytest.raises(RedisConnectionError):
@@ -244,8 +244,8 @@ async def test_client_kill_type_normal_then_the_next_call_works(client: RespClie
     assert await client.set("k", "v") == b"OK"
     await client.send([("CLIENT", "SETNAME", "resp-kill-type")])
     before = await _client_id(client)
-    blocked = asyncio.create_task(client.execute_command("BLPOP", "q", 5))
-    await wait_for(lambda: _blocked_on(redis, "resp-kill-type", "blpop"), 2.0, what="the BLPOP to block")
+    blocked = asyncio.create_task(client.execute_command("BLPOP", "q", 0))
+    await wait_for(lambda: _blocked_on(redis, "resp-kill-type", "blpop"), what="the BLPOP to block")
     killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "normal")  # SKIPME yes: not redis-py's
     assert killed >= 1
     with pytest.raises(RedisConnectionError):
@@ -274,8 +274,9 @@ async def test_the_watchdog_fails_every_call_behind_the_slow_one(redis: Redis) -
     slow = RespClient.like(redis, socket_timeout=0.2)
     try:
         await slow.send([("CLIENT", "SETNAME", "resp-watchdog")])
+        # Written at once behind the BLPOP, on its connection (waiting to see it block first could
+        # outlast the watchdog's 0.2 s on a loaded machine: the echoes would go on a new connection).
         calls = [asyncio.create_task(slow.execute_command("BLPOP", "never", 2))]
-        await wait_for(lambda: _blocked_on(redis, "resp-watchdog", "blpop"), 2.0, what="the BLPOP to block")
         calls += [asyncio.create_task(slow.echo(str(i))) for i in range(3)]
         for task in calls:
             with pytest.raises(RedisTimeoutError):
@@ -288,15 +289,15 @@ async def test_the_watchdog_fails_every_call_behind_the_slow_one(redis: Redis) -
 async def test_aclose_fails_calls_in_flight_and_a_new_call_reconnects(client: RespClient, redis: Redis) -> None:
     await client.send([("CLIENT", "SETNAME", "resp-close")])
     before = await _client_id(client)
-    blocked = asyncio.create_task(client.execute_command("BLPOP", "q", 5))
-    await wait_for(lambda: _blocked_on(redis, "resp-close", "blpop"), 2.0, what="the BLPOP to block")
+    blocked = asyncio.create_task(client.execute_command("BLPOP", "q", 0))
+    await wait_for(lambda: _blocked_on(redis, "resp-close", "blpop"), what="the BLPOP to block")
     await client.aclose()
     with pytest.raises(RedisConnectionError, match="closed"):
         await blocked
     async def dropped() -> bool:
         return not await _blocked_on(redis, "resp-close", "blpop")
 
-    await wait_for(dropped, 2.0, what="the server to drop the closed connection")
+    await wait_for(dropped, what="the server to drop the closed connection")
     assert await client.echo("back") == b"back"
     assert await _client_id(client) != before
 

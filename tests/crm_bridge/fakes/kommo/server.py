@@ -81,8 +81,7 @@ class FakeKommo(KommoAccount):
         self._served: deque[float] = deque()
         self._failures: deque[int] = deque()
         self._down: int | None = None
-        self._delay = 0.0
-        self._delay_path: str | None = None
+        self._held: tuple[str | None, asyncio.Event] | None = None
         self.app = web.Application(middlewares=[self._middleware])
         self._routes()
         self._runner: web.AppRunner | None = None
@@ -129,9 +128,16 @@ class FakeKommo(KommoAccount):
     def up(self) -> None:
         self._down = None
 
-    def slow(self, seconds: float, path: str | None = None) -> None:
-        """Answer coming requests (to ``path``, or all) ``seconds`` late (0: at once again)."""
-        self._delay, self._delay_path = seconds, path
+    def hold(self, path: str | None = None) -> None:
+        """Answer no request (to ``path``, or any) until ``release()``: a Kommo as slow as the test
+        wants, with no clock involved."""
+        self._held = (path, asyncio.Event())
+
+    def release(self) -> None:
+        """Answer the held requests, and the next ones at once."""
+        if self._held is not None:
+            self._held[1].set()
+            self._held = None
 
     # ------------------------------------------------------------------ middleware: auth, limits, failures
     @web.middleware
@@ -146,8 +152,8 @@ class FakeKommo(KommoAccount):
             query.setdefault(k, []).append(v)
         record = Request(time.monotonic(), request.method, request.path, query, body)
         self.requests.append(record)
-        if self._delay and self._delay_path in (None, request.path):
-            await asyncio.sleep(self._delay)  # a slow Kommo (what the test controls), not synchronisation
+        if self._held is not None and self._held[0] in (None, request.path):
+            await self._held[1].wait()  # a slow Kommo, until the test releases it
         response = await self._answer(request, handler, record)
         record.status = response.status
         return response
