@@ -19,6 +19,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from . import keys as k
+from . import replies
 
 _MERGE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -48,7 +49,7 @@ async def move_activity_index(redis: Redis) -> int:
     while True:
         cursor, page = await redis.zscan(k.OLD_ACTIVITY_INDEX, cursor, count=_PAGE)
         if page:
-            await redis.zadd(k.activity_index_key(), dict(page), gt=True)
+            await redis.zadd(k.activity_index_key(), dict(replies.scored(page)), gt=True)
             moved += len(page)
         if cursor == 0:
             break
