@@ -19,12 +19,13 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from bot.store.clusterclient import is_cluster
+from bot.store.clusterclient import ClusterRespClient, is_cluster
+from bot.store.resp import RespClient, RespTransaction
 
 from . import joined
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
@@ -88,7 +89,15 @@ class RedisCrm:
     def write_pipeline(self, changes: Sequence[Change]) -> Pipeline:
         """A pipeline for a write: a MULTI/EXEC carrying the changes' events when there is a sink.
         On a Redis Cluster a plain pipeline: the records, the indexes and each lead's queue are
-        in different slots, which one MULTI/EXEC cannot span (docs/deployment.md)."""
+        in different slots, which one MULTI/EXEC cannot span (docs/deployment.md). On one Redis
+        it goes through the lean hot-path connection when there is one (a new session's records
+        are written on the live chat path: redis-py's pipeline costs several times the CPU)."""
+        lean = self._lean()
+        if lean is not None:  # the same commands; RespPipeline has redis-py's command builders
+            writes = RespTransaction(lean) if self.sink is not None and changes else lean.pipeline()
+            for command in self.sink.commands(changes) if self.sink is not None and changes else ():
+                writes.execute_command(*command)
+            return cast(Pipeline, writes)
         if self.sink is None or not changes:
             return self.redis.pipeline(transaction=False)
         pipe = self.redis.pipeline(transaction=not is_cluster(self.redis))
@@ -100,8 +109,15 @@ class RedisCrm:
         if self.sink is not None and changes:
             self.sink.written(changes)
 
+    def _lean(self) -> RespClient | None:
+        """The lean connection for writes, on one Redis (None: redis-py)."""
+        reader = self.reader
+        return reader if isinstance(reader, RespClient) and not isinstance(reader, ClusterRespClient) else None
+
     async def _ids(self, n: int) -> list[str]:
-        last = int(await self.redis.incrby(f"{_P}:ids", n))
+        lean = self._lean()
+        last = int(await (lean.execute_command("INCRBY", f"{_P}:ids", n) if lean is not None
+                          else self.redis.incrby(f"{_P}:ids", n)))
         return [str(i) for i in range(last - n + 1, last + 1)]
 
     def _workspace(self, ids: list[str]) -> MemoryCrm:
@@ -137,7 +153,8 @@ class RedisCrm:
         ws = self._workspace(await self._ids(2))
         contact_id = ws.create_contact(name=identity.name, phone=identity.phone, email=identity.email)
         lead_id = ws.create_lead(contact_id=contact_id, name=identity.name and f"{identity.name}")
-        if not await self.redis.hsetnx(f"{_P}:identity", key, f"{contact_id}:{lead_id}"):
+        lean, claim = self._lean(), (f"{_P}:identity", key, f"{contact_id}:{lead_id}")
+        if not int(await (lean.execute_command("HSETNX", *claim) if lean is not None else self.redis.hsetnx(*claim))):
             return await self.identify(identity), None  # another process created it first
         changes = [*lead_changes(None, ws.leads[lead_id]), contact_created(contact_id, lead_id)]
         pipe = self.write_pipeline(changes)

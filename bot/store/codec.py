@@ -77,16 +77,31 @@ _STR_KEYS = frozenset({str})
 _NAME_OF = dict(enumerate(_NAMES))
 
 
-def _shrink(value: dict[str, Any], shape: Shape) -> dict[Any, Any]:
+#: A shape compiled for ``_shrink``: (the name's index, a list of maps?, the inner plan) per nested map.
+Plan = tuple[tuple[int, bool, "Plan"], ...]
+
+
+def _compile(shape: Shape) -> Plan:
+    return tuple((_INDEX[name], isinstance(inner, list), _compile(inner[0] if isinstance(inner, list) else inner))
+                 for name, inner in shape.items())
+
+
+def _shrink(value: dict[str, Any], plan: Plan) -> dict[Any, Any]:
+    """``value`` with its keys (and its nested engine maps' keys) written as indexes (per message:
+    the shape is compiled once, ``_PLANS``)."""
     if not set(map(type, value)) <= _STR_KEYS:
         raise _PlainKey
     index = _INDEX.get
     out: dict[Any, Any] = {index(key, key): item for key, item in value.items()}
-    for name, inner in shape.items():
-        i = _INDEX[name]
+    for i, many, inner in plan:
         item = out.get(i)
-        if item is not None:
-            out[i] = _nested(item, inner, _shrink)
+        if item is None:
+            continue
+        if not many:
+            if isinstance(item, dict):
+                out[i] = _shrink(item, inner)
+        elif isinstance(item, (list, tuple)):
+            out[i] = [_shrink(x, inner) if isinstance(x, dict) else x for x in item]
     return out
 
 
@@ -108,9 +123,12 @@ def _nested(item: Any, inner: Shape | list[Shape], walk: Any) -> Any:
     return walk(item, inner) if isinstance(item, dict) else item
 
 
+_PLANS = {kind: _compile(shape) for kind, shape in _SHAPES.items()}
+
+
 def _pack_compact(value: dict[str, Any], kind: bytes) -> bytes:
     try:
-        small = _shrink(value, _SHAPES[kind])
+        small = _shrink(value, _PLANS[kind])
     except _PlainKey:
         return pack(value)
     if kind == _ENTRY and _CLIENT_MSG_ID in small and small[_CLIENT_MSG_ID] == small.get(_MESSAGE_ID):

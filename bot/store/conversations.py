@@ -296,7 +296,7 @@ class ConversationStore:
         self._extend = Lua(redis, _EXTEND)
         self._save = Lua(redis, _SAVE)
         self.transcript = transcript.Transcript(redis, ttl=self.ttl, cap=transcript_max)
-        self._forget_if = redis.register_script(_FORGET_IF)
+        self._forget_if = Lua(redis, _FORGET_IF)
         self._fail = redis.register_script(_FAIL)
         self._set_aside = redis.register_script(_SET_ASIDE)
         self._unpark = redis.register_script(_UNPARK)
@@ -455,7 +455,9 @@ class ConversationStore:
         return replies.scored(rows)
 
     async def forget_pending(self, cid: str, score: float) -> None:
-        await self._forget_if(keys=[k.pending_key(k.shard_of(cid, self.shards))], args=[cid, score])
+        """Drop an idle conversation's recovery entry (if not pushed again since ``score``). Every
+        message's entry comes due once, a lock TTL later: on the lean client, as push and save."""
+        await self._script(self._forget_if, [k.pending_key(k.shard_of(cid, self.shards))], [cid, score])
 
     async def postpone_pending(self, cid: str, at: float) -> None:
         """Move a pending conversation's recovery time later (never earlier, never re-adding it),

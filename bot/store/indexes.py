@@ -4,13 +4,17 @@ Written in the save pipeline (``ConversationService`` calls :func:`plan_save` be
 ``store.save``), read by ``GET /api/conversations``. Redis layout (every key shares the hash tag
 ``{conv}``, so the intersections below stay in one Redis Cluster slot):
 
+* ``sb:idx:{conv}:activity`` — every listed conversation scored by its last activity (the
+  unfiltered list; the save writes it on every message with activity).
 * ``sb:idx:{conv}:status:<bot|human|idle>``, ``sb:idx:{conv}:channel:<channel>``,
-  ``sb:idx:{conv}:bot:<bot id>``, ``sb:idx:{conv}:waiting`` — sorted sets of conversation ids
-  scored by last activity (the same score as ``sb:idx:activity``, the unfiltered list). A save
-  derives the sets the conversation belonged to from the metadata the previous save wrote
-  (``batch.meta``), removes it from the ones it left and (re)adds it to the current ones with the
-  new activity score. These are pipeline commands beside the save script, never inside it: the
-  indexes are cross-conversation keys, in another slot than the conversation's own.
+  ``sb:idx:{conv}:bot:<bot id>``, ``sb:idx:{conv}:waiting`` — sets of conversation ids (sorted
+  sets whose scores are not read: the activity a member had when it joined). A save derives
+  the sets the conversation belonged to from the metadata the previous save wrote
+  (``batch.meta``), removes it from the ones it left and adds it to the ones it joined; a
+  message that changes no set writes none (the order comes from the activity index, intersected
+  with the filter sets at listing time, all in the one slot ``{conv}``). These are pipeline
+  commands beside the save script, never inside it: the indexes are cross-conversation keys, in
+  another slot than the conversation's own.
 * ``sb:idx:{conv}:search`` — a lexicographic sorted set (all scores 0) of
   ``"<term>\\0<conversation id>"``: the normalised words of the contact's name, its e-mail
   address (whole, local part, domain) and the digits of its phone number (from the start with
@@ -185,7 +189,7 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
         old_terms = new_terms = set()
     score = _score(old, activity)
     removed = sorted(old_keys - new_keys)
-    added = sorted(new_keys if activity is not None else new_keys - old_keys)
+    added = sorted(new_keys - old_keys)  # the order is the activity index's: no re-scoring
     gone = sorted(old_terms - new_terms)
     fresh = sorted(new_terms - old_terms)
     notify = not logged and (state_changed or any(old.get(f, "") != merged.get(f, "") for f in WATCHED))
@@ -287,15 +291,15 @@ class ConversationIndex:
         keys = filters.keys()
         out = Page()
         tmp = None
-        if len(keys) > 1:
+        if keys:  # the filter sets' members, scored by the activity index (the sets' own scores: 0)
             tmp = f"{PREFIX}:idx:{TAG}:tmp:{secrets.token_hex(8)}"
             pipe = self.redis.pipeline(transaction=True)
-            pipe.zinterstore(tmp, keys, aggregate="MAX")
+            pipe.zinterstore(tmp, {activity_index_key(): 1, **dict.fromkeys(keys, 0)}, aggregate="SUM")
             pipe.expire(tmp, 30)
             await pipe.execute()
             source = tmp
         else:
-            source = keys[0] if keys else activity_index_key()
+            source = activity_index_key()
         try:
             max_score: Any = f"({before!r}" if before is not None else "+inf"
             for _ in range(10):  # a few rounds only when expired entries were met

@@ -122,7 +122,14 @@ def outbox_queue_key(account: str) -> str:
 
 
 def activity_index_key() -> str:
-    return f"{PREFIX}:idx:activity"
+    """Every listed conversation by last activity. In the ``{conv}`` slot of the dashboard's
+    filter sets, so a filtered listing takes its order from here in one ``ZINTERSTORE`` and the
+    filter sets are written only when a conversation changes sets, not on every message."""
+    return f"{PREFIX}:idx:{{conv}}:activity"
+
+
+#: Where ``activity_index_key`` was before it joined the ``{conv}`` slot (bot/store/layout.py).
+OLD_ACTIVITY_INDEX = f"{PREFIX}:idx:activity"
 
 
 EVENTS_CHANNEL = f"{PREFIX}:events"

@@ -297,3 +297,21 @@ class RespPipeline(CoreCommands):
         if error is not None:
             raise error
         return replies
+
+
+class RespTransaction(RespPipeline):
+    """A ``MULTI``/``EXEC`` on the lean connection (one Redis, not a cluster). The commands of one
+    ``send`` leave together on its one connection, so no other caller's command lands between
+    ``MULTI`` and ``EXEC``. ``execute`` raises the first error, queued or run (as redis-py's
+    transactions do) and returns the replies of the commands inside."""
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        commands, self.commands = self.commands, []
+        if not commands:
+            return []
+        replies = await self.client.send([("MULTI",), *commands, ("EXEC",)])
+        ran = replies[-1] if isinstance(replies[-1], list) else []
+        error = first_error(replies) or first_error(ran)
+        if error is not None and raise_on_error:
+            raise error
+        return ran

@@ -66,6 +66,21 @@ async def ids(http: ClientSession, **params: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------------- list indexes
+async def test_a_filtered_list_is_ordered_by_the_latest_message_though_follow_ups_write_no_filter_set(
+        http: ClientSession, server: TestServer, redis: Redis) -> None:
+    a = await chat(http, "order-a-0001", "hi")
+    b = await chat(http, "order-b-0001", "hi")
+    joined = await redis.zscore(convindex.status_key("bot"), a)
+    assert await ids(http, status="bot", channel="livechat") == [b, a]
+    await chat(http, "order-a-0001", "again")  # a follow-up: a's sets stay, its activity moves on
+    assert await redis.zscore(convindex.status_key("bot"), a) == joined  # not re-scored
+    assert await ids(http, status="bot") == [a, b]
+    assert await ids(http, status="bot", channel="livechat", bot="demo") == [a, b]
+    page = await listing(http, status="bot", limit=1)
+    assert [c["id"] for c in page["conversations"]] == [a]
+    assert await ids(http, status="bot", before=page["next_before"]) == [b]
+
+
 async def test_filters_follow_status_changes_and_waiting_for_a_person(http: ClientSession, server: TestServer,
                                                                       redis: Redis) -> None:
     a = await chat(http, "filters-a-0001", "hi", name="Alice")

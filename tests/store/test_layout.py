@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from bot.store import keys as k
-from bot.store.layout import rename_old_keys
+from bot.store.layout import move_activity_index, rename_old_keys
 
 
 async def test_timers_of_the_old_layout_are_kept_under_the_new_keys(redis: Redis) -> None:
@@ -18,3 +18,24 @@ async def test_timers_of_the_old_layout_are_kept_under_the_new_keys(redis: Redis
     merged = {m.decode(): s for m, s in await redis.zrange(k.timer_shard_key(3), 0, -1, withscores=True)}
     assert merged == {"livechat:demo:a:t1": 100.0, "livechat:demo:b:t2": 50.0, "livechat:demo:c:t3": 10.0}
     assert await redis.zrange(k.timer_claimed_key(3), 0, -1, withscores=True) == [(b"livechat:demo:d:t4", 5.0)]
+
+
+async def test_the_old_activity_index_is_merged_into_the_conv_slot_the_later_activity_winning(redis: Redis) -> None:
+    await redis.zadd(k.OLD_ACTIVITY_INDEX, {"livechat:demo:a": 100.0, "livechat:demo:b": 50.0})
+    await redis.zadd(k.activity_index_key(), {"livechat:demo:b": 70.0, "livechat:demo:c": 10.0})
+    assert await rename_old_keys(redis, shards=16) == 1
+    assert await rename_old_keys(redis, shards=16) == 0
+    assert not await redis.exists(k.OLD_ACTIVITY_INDEX)
+    merged = {m.decode(): s for m, s in await redis.zrange(k.activity_index_key(), 0, -1, withscores=True)}
+    assert merged == {"livechat:demo:a": 100.0, "livechat:demo:b": 70.0, "livechat:demo:c": 10.0}
+
+
+async def test_on_a_cluster_the_activity_index_is_copied_a_page_at_a_time(redis: Redis) -> None:
+    old = {f"livechat:demo:{n}": float(n) for n in range(2500)}  # more than one page
+    await redis.zadd(k.OLD_ACTIVITY_INDEX, old)
+    await redis.zadd(k.activity_index_key(), {"livechat:demo:7": 9000.0, "livechat:demo:new": 1.0})
+    assert await move_activity_index(redis) >= 2500
+    assert await move_activity_index(redis) == 0
+    assert not await redis.exists(k.OLD_ACTIVITY_INDEX)
+    merged = {m.decode(): s for m, s in await redis.zrange(k.activity_index_key(), 0, -1, withscores=True)}
+    assert merged == {**old, "livechat:demo:7": 9000.0, "livechat:demo:new": 1.0}

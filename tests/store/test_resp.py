@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.store.embedded import free_port, redis_server_binary
-from bot.store.resp import RespClient
+from bot.store.resp import RespClient, RespTransaction
 from bot.store.scripts import Lua, run_pipeline
 from tests.procs import stop_process
 from tests.waiting import wait_for
@@ -441,3 +441,27 @@ async def test_callers_waiting_for_a_connection_share_one_attempt() -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_transaction_runs_its_commands_together_and_raises_their_first_error(
+        client: RespClient, redis: Redis) -> None:
+    tx = RespTransaction(client)
+    tx.set("tx:a", "1")
+    tx.incrby("tx:n", 2)
+    others = [asyncio.ensure_future(client.send([("INCR", "tx:n")])) for _ in range(3)]  # callers meanwhile
+    assert await tx.execute() == [b"OK", 2]
+    await asyncio.gather(*others)
+    assert await redis.get("tx:n") == b"5"
+    failing = RespTransaction(client)
+    failing.set("tx:b", "1")
+    failing.incrby("tx:a", 1)
+    failing.execute_command("HSET", "tx:a", "f", "v")  # wrong type: fails inside EXEC, the rest ran
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await failing.execute()
+    assert await redis.get("tx:a") == b"2" and await redis.get("tx:b") == b"1"
+    queued = RespTransaction(client)
+    queued.set("tx:c", "1")
+    queued.execute_command("NOSUCHCOMMAND")  # refused when queued: nothing runs
+    with pytest.raises(ResponseError):
+        await queued.execute()
+    assert await redis.get("tx:c") is None
