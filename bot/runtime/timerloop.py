@@ -7,7 +7,7 @@ at its due time by a timer of the event loop, so lateness is the event loop's, n
 start late by its delay: a busy event loop's pass, a starved CPU.)
 Timers due within the same ``SLOT`` (10 ms) start together, so their pushes and saves leave in
 shared writes (for at most 10 ms of lateness). Deliveries run ``concurrency`` at a time, acks
-are gathered into one pipeline per event-loop pass, and no more than ``backlog`` claims are held
+are gathered into one ``ZREM`` per shard per event-loop pass, and no more than ``backlog`` claims are held
 at once (a worker behind leaves the rest to other workers). A heartbeat every third of
 ``dead_after`` keeps this worker's claims its own and takes over those of dead workers (see
 ``bot/store/timers.py`` for why that is exactly once).
