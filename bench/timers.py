@@ -304,6 +304,7 @@ async def machinery_run(redis: Any, *, tag: str, args: argparse.Namespace, say: 
     scheduled, "delivered" by a no-op and acknowledged; CPU per timer (what the loop adds to a fire)."""
     from bot.runtime.timerloop import TimerLoop
     from bot.store import keys as k
+    from bot.store.resp import RespClient
     from bot.store.timers import DueTimer, TimerWheel
 
     await redis.flushall(asynchronous=True)
@@ -322,7 +323,8 @@ async def machinery_run(redis: Any, *, tag: str, args: argparse.Namespace, say: 
         nonlocal delivered
         delivered += 1
 
-    wheel = TimerWheel(redis, shards=args.shards, worker=f"bench-{tag}")
+    fast = RespClient.like(redis)  # as the worker: claims and acks on the hot-path client
+    wheel = TimerWheel(redis, shards=args.shards, worker=f"bench-{tag}", fast=fast)
     loop = TimerLoop(wheel, deliver, poll=args.poll)
     stop = asyncio.Event()
     cpu0 = time.process_time()
@@ -330,10 +332,13 @@ async def machinery_run(redis: Any, *, tag: str, args: argparse.Namespace, say: 
     async def settled() -> bool:
         return delivered >= args.timers and not await wheel.claimed()
 
-    await wait_until(settled, 120, "the no-op deliveries")
-    cpu = time.process_time() - cpu0
-    stop.set()
-    await task
+    try:
+        await wait_until(settled, 120, "the no-op deliveries")
+        cpu = time.process_time() - cpu0
+        stop.set()
+        await task
+    finally:
+        await fast.aclose()
     out = {"timers": args.timers, "cpu_us_per_timer": cpu / args.timers * 1e6}
     say(f"  timer path alone (no-op delivery, in process) {tag}: {out['cpu_us_per_timer']:.0f} µs CPU per timer")
     return out

@@ -1,11 +1,13 @@
-"""The worker's timer loop: claims a poll ahead, fires each timer at its due time, beats for liveness.
+"""The worker's timer loop: claims two polls ahead, fires each timer at its due time, beats for liveness.
 
 Every ``poll`` seconds (counted from the previous round's start, so a busy round does not push
-the next one back) one round trip claims the timers due by the *next* round; each is fired at
-its due time by a timer of the event loop, so lateness is the event loop's, not the poll's.
+the next one back) one round trip claims the timers due by the round *after next*; each is fired
+at its due time by a timer of the event loop, so lateness is the event loop's, not the poll's.
+(Claiming only up to the next round left the timers due between its planned and its actual
+start late by its delay: a busy event loop's pass, a starved CPU.)
 Timers due within the same ``SLOT`` (10 ms) start together, so their pushes and saves leave in
 shared writes (for at most 10 ms of lateness). Deliveries run ``concurrency`` at a time, acks
-are gathered into one pipeline per event-loop pass, and no more than ``backlog`` claims are held
+are gathered into one ``ZREM`` per shard per event-loop pass, and no more than ``backlog`` claims are held
 at once (a worker behind leaves the rest to other workers). A heartbeat every third of
 ``dead_after`` keeps this worker's claims its own and takes over those of dead workers (see
 ``bot/store/timers.py`` for why that is exactly once).
@@ -86,7 +88,7 @@ class TimerLoop:
                 room = self.backlog - len(self._held)
                 if room > 0:
                     now = time.time()
-                    self._schedule(await self.wheel.claim(now, min(self.batch, room), horizon=now + self.poll))
+                    self._schedule(await self.wheel.claim(now, min(self.batch, room), horizon=now + 2 * self.poll))
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -164,7 +164,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                                   transcript_max=config.transcript_max, shards=config.timer_shards)
         stack.push_async_callback(store.close)
         timers = TimerWheel(redis, shards=config.timer_shards, claim_ttl=config.timer_claim_ttl,
-                            dead_after=config.timer_worker_dead_after)
+                            dead_after=config.timer_worker_dead_after, fast=fast)
         bots = BotRegistry(redis)
         crm = build_backend(config, redis, reader=fast)  # [crm] backend: embedded (default), kommo or webhook
         stack.push_async_callback(close_backend, crm)

@@ -24,12 +24,15 @@ import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
 from . import keys as k
-from .scripts import Lua, run_pipeline
+from .scripts import Lua, run_pipeline, send_commands
+
+if TYPE_CHECKING:
+    from .resp import RespClient
 
 #: KEYS: the shard, this worker's claims of it, the shared claim set of versions before worker
 #: claim sets (leased: score = lease end). ARGV: now, horizon, limit, re-offer own claims due before.
@@ -93,8 +96,13 @@ def _text(value: Any) -> str:
 
 class TimerWheel:
     def __init__(self, redis: Redis, *, shards: int = 16, claim_ttl: float = 30.0, dead_after: float = 3.0,
-                 worker: str | None = None, clock: Any = time.time) -> None:
+                 worker: str | None = None, clock: Any = time.time,
+                 fast: RespClient | None = None) -> None:
         self.redis = redis
+        #: The hot-path client (``resp.py``, or its cluster form; the server passes the store's):
+        #: claims and acks go out in the write the event loop's pass sends anyway, beside the
+        #: fires' pushes and saves, not through a pooled redis-py pipeline of their own. None: redis-py.
+        self.fast = fast
         self.shards = shards
         #: A claim still not acknowledged this long after it fell due is offered to its worker again.
         self.claim_ttl = claim_ttl
@@ -114,15 +122,10 @@ class TimerWheel:
         """Every timer of every shard due by ``horizon`` (default ``now``; up to ``batch`` a shard),
         in one round trip; the registry is stamped first, so no claim exists of an unknown worker."""
         until = now if horizon is None else horizon
-
-        def build(pipe: Any) -> None:
-            pipe.zadd(k.timer_workers_key(), {self.worker: now})
-            for shard in range(self.shards):
-                self._claim.queue(pipe, [k.timer_shard_key(shard), self._claims_key(shard),
-                                         k.timer_claimed_key(shard)],
-                                  [now, until, batch, now - self.claim_ttl])
-
-        replies = await run_pipeline(self.redis, build, [self._claim])
+        commands: list[tuple[Any, ...]] = [("ZADD", k.timer_workers_key(), now, self.worker)]
+        commands += [self._claim.command([k.timer_shard_key(s), self._claims_key(s), k.timer_claimed_key(s)],
+                                         [now, until, batch, now - self.claim_ttl]) for s in range(self.shards)]
+        replies = await self._send(commands, [self._claim])
         out = [t for reply in replies[1:] for t in self._timers(reply)]
         out.sort(key=lambda t: t.due if t.due is not None else 0.0)
         return out
@@ -139,10 +142,19 @@ class TimerWheel:
         by_shard: dict[int, list[str]] = {}
         for t in timers:
             by_shard.setdefault(k.shard_of(t.cid, self.shards), []).append(t.timer_id)
-        pipe = self.redis.pipeline(transaction=False)
-        for shard, ids in by_shard.items():
-            pipe.zrem(self._claims_key(shard), *ids)
-        await pipe.execute()
+        await self._send([("ZREM", self._claims_key(shard), *ids) for shard, ids in by_shard.items()])
+
+    async def _send(self, commands: list[tuple[Any, ...]], scripts: Sequence[Lua] = ()) -> list[Any]:
+        """Every reply of ``commands`` in one round trip (an error raised; on ``NOSCRIPT`` the
+        scripts are loaded and the commands sent again: claims and acks may be repeated)."""
+        if self.fast is not None:
+            return await send_commands(self.fast, commands, scripts)
+
+        def build(pipe: Any) -> None:
+            for command in commands:
+                pipe.execute_command(*command)
+
+        return await run_pipeline(self.redis, build, scripts)
 
     async def heartbeat(self) -> None:
         """This worker is alive (``dead_after`` without one and its claims are taken over)."""

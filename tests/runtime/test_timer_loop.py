@@ -75,6 +75,32 @@ async def test_thousands_of_timers_fire_once_each_across_workers_one_of_which_di
         assert "dead" not in workers and {"live1", "live2"} <= workers
 
 
+async def test_a_round_claims_what_falls_due_before_the_round_after_next(redis: Redis) -> None:
+    """A round starting late (a busy event loop, a starved CPU) still finds the timers due before
+    it already claimed by the round before, to fire on time; later ones stay for later rounds."""
+    wheel = TimerWheel(redis, shards=2, worker="w")
+    now = await _now(redis)
+    due = {"livechat:demo:soon:t1": now + 90, "livechat:demo:later:t1": now + 150}  # polls of 60 s
+    for timer_id, at in due.items():
+        await redis.zadd(k.timer_shard_key(k.shard_of(timer_id.rsplit(":", 1)[0], 2)), {timer_id: at})
+
+    async def deliver(timer: Any) -> None:
+        raise AssertionError(f"fired before its time: {timer}")
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(TimerLoop(wheel, deliver, poll=60).run(stop))
+    try:
+        async def claimed() -> bool:
+            return await wheel.claimed() == 1
+
+        await wait_for(claimed, what="the first round's claim")
+    finally:
+        stop.set()
+        await running
+    claims = [m for s in range(2) for m in await redis.zrange(k.timer_worker_claims_key(s, "w"), 0, -1)]
+    assert claims == [b"livechat:demo:soon:t1"] and await wheel.pending() == 1
+
+
 async def _now(redis: Redis) -> float:
     seconds, micros = await redis.time()
     return float(seconds) + micros / 1e6
