@@ -20,9 +20,10 @@ NOT_AT_START = (
     "bot.automations.models", "bot.automations.validate", "bot.automations.compiled", "bot.automations.engine",
 )
 #: Imported by the first conversation turn, template or e-mail (the interpreter, compiled flows and
-#: their templates), the first metric counted or /metrics scrape, or the first page shown.
+#: their templates), the first metric counted or /metrics scrape, the first page shown, an embedded
+#: Redis started (ctypes: libc), a config file read (tomllib).
 NOT_UNTIL_USED = (
-    "jinja2", "regex", "markupsafe", "prometheus_client",
+    "jinja2", "regex", "markupsafe", "prometheus_client", "ctypes", "tomllib",
     "bot.engine.interpreter", "bot.builder.compiled", "bot.builder.templates", "bot.builder.expressions",
     "bot.builder.sandbox",
 )
