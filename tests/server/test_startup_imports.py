@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from redis import Redis
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Imported on first use only: by a channel account of that kind, a validation step, an e-mail,
 #: a Kommo widget, a flow or automation document being checked, the flow graph.
@@ -53,7 +55,10 @@ def _loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
 
 
 def test_a_live_chat_only_server_starts_without_what_it_does_not_use(tmp_path: Path, redis_url: str) -> None:
-    # An empty folder: no salesbot.toml, no flows/ — the live chat only, as bench/startup.py runs it.
+    # An empty folder: no salesbot.toml, no flows/ — the live chat only, as bench/startup.py runs it;
+    # an empty Redis (flows stored by other tests would be compiled at start, with their validator).
+    with Redis.from_url(redis_url) as client:
+        client.flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")}
     env["PYTHONPATH"] = str(ROOT)
     env["SALESBOT_REDIS_URL"] = redis_url
