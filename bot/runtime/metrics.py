@@ -29,12 +29,14 @@ class Metrics:
         self._in: dict[str, Any] = {}
         self._out: dict[str, Any] = {}
 
-    def __getattr__(self, name: str) -> Any:
-        """Only for a name not set yet: the first metric used makes them all."""
-        if name not in Metrics.__annotations__ or "registry" in self.__dict__:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        self._make()
-        return self.__dict__[name]
+    if not TYPE_CHECKING:  # hidden from mypy: a misspelt metric stays a type error
+
+        def __getattr__(self, name: str) -> Any:
+            """Only for a name not set yet: the first metric used makes them all."""
+            if name not in Metrics.__annotations__ or "registry" in self.__dict__:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            self._make()
+            return self.__dict__[name]
 
     def _make(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
