@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import signal
 import sys
@@ -24,9 +25,10 @@ log = logging.getLogger("salesbot.server")
 #: could wait that long behind them, and a PUT of 1,000 rules made messages 40–100 ms slow for
 #: seconds (bench/automations.py, docs/automations-engine.md "Speed").
 SWITCH_INTERVAL = 0.0005
-#: Seconds after the server listens before what is loaded is frozen out of the collector: the
-#: full collection (~10–30 ms) does not hold up the first requests (issue 14: startup).
-FREEZE_AFTER = 1.0
+#: Seconds after the server listens before it loads the interpreter (which the first turn would
+#: otherwise import) and freezes what is loaded out of the collector: neither holds up the
+#: first answers (issue 14: startup).
+SETTLE_AFTER = 1.0
 
 
 def serve(*, config_path: str | None, host: str | None, port: int | None, data_dir: str | None,
@@ -67,7 +69,7 @@ async def _serve(config: object, role: str, out: TextIO) -> int:
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()
     services = app[SERVICES]
-    freeze = loop.call_later(FREEZE_AFTER, _freeze)
+    settle = loop.call_later(SETTLE_AFTER, _settle)
     base = f"http://{config.host}:{config.port}"
     store = f"embedded Redis, data in {config.data_dir}/redis" if services.embedded else "Redis at the configured URL"
     lines = [f"salesbot is running ({role}, {loops.loop_name()} event loop)", f"  store:      {store}"]
@@ -86,16 +88,18 @@ async def _serve(config: object, role: str, out: TextIO) -> int:
     out.write("\n".join(lines) + "\n")
     out.flush()
     code = await _until_stopped(stop, services.embedded.supervisor if services.embedded else None)
-    freeze.cancel()
+    settle.cancel()
     out.write("salesbot: shutting down (finishing in-flight work)\n")
     out.flush()
     await runner.cleanup()
     return code
 
 
-def _freeze() -> None:
-    """Everything loaded at start (code, flows, templates) lives as long as the process: kept out
-    of the collector's generations, full collections stay short (tail latency)."""
+def _settle() -> None:
+    """The interpreter loaded before a conversation needs it; then everything loaded so far
+    (code, flows, templates) lives as long as the process: kept out of the collector's
+    generations, full collections stay short (tail latency)."""
+    importlib.import_module("bot.engine.interpreter")
     gc.collect()
     gc.freeze()
 
