@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -291,6 +290,8 @@ def load_config(
     if path is None and Path("salesbot.toml").is_file():
         path = "salesbot.toml"
     if path is not None:
+        import tomllib  # with a file only
+
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)

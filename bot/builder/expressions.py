@@ -28,21 +28,11 @@ from .budget import (
     check_value,
     size,
 )
+from .missing import MISSING
 
 Getter = Callable[[Mapping[str, Any]], Any]
 
 
-class _Missing:
-    __slots__ = ()
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()
 #: Largest string or list that ``*`` may build in a template.
 MAX_PRODUCT = MAX_SIZE
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FlowInvalid, FlowLoadError
-from .compiled import CompiledFlow
+
+if TYPE_CHECKING:
+    from .compiled import CompiledFlow
 
 
 def read_document(path: str | Path) -> Any:

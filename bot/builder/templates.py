@@ -21,7 +21,8 @@ from typing import Any
 from jinja2 import TemplateError, Undefined
 
 from .budget import CURRENT, BudgetExceeded, RenderBudget, check_value
-from .expressions import MISSING, ExpressionError, Getter, compile_fast
+from .expressions import ExpressionError, Getter, compile_fast
+from .missing import MISSING
 from .sandbox import make_environment
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..builder.compiled import CompiledFlow
+if TYPE_CHECKING:
+    from ..builder.compiled import CompiledFlow
 
 
 class FlowSource(Protocol):

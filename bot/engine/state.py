@@ -8,14 +8,13 @@ the rest: a ``Wait`` is copied on write.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
-from jinja2 import Undefined
-
-from ..builder.expressions import MISSING
+from ..builder.missing import MISSING
 
 RUN_STATUSES = ("running", "waiting", "finished", "stopped", "failed")
 _INT64 = (-(2**63), 2**64 - 1)
@@ -39,9 +38,16 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
-    if value is MISSING or isinstance(value, Undefined):
+    if value is MISSING or _is_undefined(value):
         return ""
     return str(value)
+
+
+def _is_undefined(value: object) -> bool:
+    """A Jinja ``Undefined``: checked only when jinja2 is loaded (none exists before), so the
+    state module does not import the template engine (issue 14: startup)."""
+    jinja2 = sys.modules.get("jinja2")
+    return jinja2 is not None and isinstance(value, jinja2.Undefined)
 
 
 @dataclass(slots=True)

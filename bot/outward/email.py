@@ -17,6 +17,7 @@ An HTML message also gets an open pixel and tracked links (``tracking.py``), sig
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -26,14 +27,13 @@ from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import ChainableUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from ..builder.sandbox import make_environment
 from ..config import EmailTemplateConfig, SmtpConfig
 from ..errors import ActionFailed, ActionRefused
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 SUPPRESSED = "sb:email:unsubscribed"  # set of folded e-mail addresses that unsubscribed
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -99,22 +99,29 @@ class UnsubscribeTokens(SignedTokens):
         return f"sb:unsub:used:{hashlib.sha256(token.encode()).hexdigest()[:32]}"
 
 
+@functools.cache
 def _environment(html: bool) -> ImmutableSandboxedEnvironment:
+    """Built with the first template: jinja2 is imported by the first e-mail, not at start."""
+    from jinja2 import ChainableUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from ..builder.sandbox import make_environment
+
     env = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=html,
                                         finalize=lambda v: "" if v is None else v, keep_trailing_newline=True)
     env.filters["default"] = env.filters["d"] = make_environment().filters["default"]
     return env
 
 
-_TEXT_ENV, _HTML_ENV = _environment(False), _environment(True)
-
-
 class NamedTemplate:
     def __init__(self, subject: str, text: str | None, html: str | None) -> None:
+        from jinja2 import TemplateError
+
+        text_env, html_env = _environment(False), _environment(True)
         try:
-            self.subject = _TEXT_ENV.from_string(subject)
-            self.text = _TEXT_ENV.from_string(text) if text is not None else None
-            self.html = _HTML_ENV.from_string(html) if html is not None else None
+            self.subject = text_env.from_string(subject)
+            self.text = text_env.from_string(text) if text is not None else None
+            self.html = html_env.from_string(html) if html is not None else None
         except TemplateError as exc:
             raise ActionRefused(f"send_email: the template does not compile: {exc}") from None
         self.mentions_link = "unsubscribe_url" in (text or "") + (html or "")
@@ -164,6 +171,8 @@ class TemplateLibrary:
 
 
 def render_template(template: Any, context: Mapping[str, Any]) -> str:
+    from jinja2 import TemplateError
+
     try:
         return str(template.render(context))
     except (TemplateError, ArithmeticError, TypeError, ValueError) as exc:

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from markupsafe import escape
 from yarl import URL
 
 from .email import SignedTokens
@@ -111,6 +110,8 @@ class EmailTracking:
                    keep: Sequence[str] = ()) -> str:
         """The HTML with its links rewritten and the pixel added; ``keep``: address prefixes
         left alone (the unsubscribe link); tracking links are never wrapped twice."""
+        from markupsafe import escape  # with the first e-mail (jinja2's own escaper), not at start
+
         own = (f"{self.public_url}/t/", *keep)
 
         def link(tag: re.Match[str]) -> str:

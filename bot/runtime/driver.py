@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..builder.budget import within_turn_budget
 from ..engine import effects as fx
 from ..engine import events as ev
 from ..engine.flows import FlowSource
-from ..engine.interpreter import Outcome, advance
 from ..engine.state import ConversationState
+
+if TYPE_CHECKING:
+    from ..engine.interpreter import Outcome
 
 #: Requests one event may make before the turn is cut (a flow's step budget also applies).
 MAX_REQUESTS_PER_TURN = 500
@@ -85,10 +87,19 @@ class Driver:
 
     async def _advance(self, slow: bool, state: ConversationState, event: ev.Event, now: datetime,
                        snapshot: Mapping[str, Any]) -> Outcome:
+        advance = self._interpreter
         if not slow:
             return within_turn_budget(advance, self.flows, state, event, now, snapshot)
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(
             within_turn_budget, advance, self.flows, state, event, now, snapshot))
+
+    @functools.cached_property
+    def _interpreter(self) -> Callable[..., Outcome]:
+        """``advance``, imported by the first turn: a server starts without the interpreter and
+        its templates (issue 14: startup)."""
+        from ..engine.interpreter import advance
+
+        return advance
 
     def slow(self, state: ConversationState, event: ev.Event) -> bool:
         """Whether a flow this event may run (the current one, its callers, the one it starts,

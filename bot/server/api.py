@@ -9,7 +9,6 @@ import time
 from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from crm_bridge import CrmRef
 
@@ -49,6 +48,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # with the first scrape, not at start
+
     services = request.app[SERVICES]
     services.metrics.queue_depth.labels("timers").set(await services.timers.pending())
     body = generate_latest(services.metrics.registry)

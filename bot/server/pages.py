@@ -5,19 +5,22 @@ escaped (Jinja2 autoescape), the pages run no script and may not be framed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from jinja2 import Environment
 
 from ..errors import CrmRejected, CrmTemporary
 from ..inputs import clean_text
 from ..outward.actions import OutwardActions
 from ..outward.forms import FormAlreadySent, FormError
 from .keys import SERVICES
+
+if TYPE_CHECKING:
+    from jinja2 import Template
 
 log = logging.getLogger("salesbot.server.pages")
 #: What a form or unsubscribe token is made of (``secrets.token_urlsafe``, base64url + signature).
@@ -32,8 +35,7 @@ _HEADERS = {
     "Cache-Control": "no-store",
 }
 
-_ENV = Environment(autoescape=True)
-_PAGE = _ENV.from_string("""<!doctype html>
+_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{ title }}</title>
@@ -71,13 +73,21 @@ p{line-height:1.5}
 </form>
 {% endif %}
 </main></body></html>
-""")
+"""
+
+
+@functools.cache
+def _page_template() -> Template:
+    """Compiled with the first page shown: jinja2 is not imported at start (issue 14: startup)."""
+    from jinja2 import Environment
+
+    return Environment(autoescape=True).from_string(_PAGE)
 
 
 def page(title: str, *, status: int = 200, message: str = "", fields: list[Any] | None = None,
          values: dict[str, str] | None = None, errors: dict[str, str] | None = None,
          button: str = "Send") -> web.Response:
-    body = _PAGE.render(title=title, message=message, fields=fields or [], values=values or {},
+    body = _page_template().render(title=title, message=message, fields=fields or [], values=values or {},
                         errors=errors or {}, button=button)
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8", headers=_HEADERS)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import signal
 import sys
@@ -29,6 +30,10 @@ SWITCH_INTERVAL = 0.0005
 #: every dozen turns, 27 µs of CPU per timer fire (bench/timers.py), 5 µs at 10,000. Everything
 #: loaded at start-up is frozen out of the collections (below), so they stay a few ms at most.
 GC_THRESHOLD = (10_000, 10, 10)
+#: Seconds after the server listens before it loads the interpreter (which the first turn would
+#: otherwise import) and freezes what is loaded out of the collector: neither holds up the
+#: first answers (issue 14: startup).
+SETTLE_AFTER = 1.0
 
 
 def serve(*, config_path: str | None, host: str | None, port: int | None, data_dir: str | None,
@@ -69,11 +74,7 @@ async def _serve(config: object, role: str, out: TextIO) -> int:
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()
     services = app[SERVICES]
-    # Everything loaded so far (code, flows, templates) lives as long as the process: keep it
-    # out of the collector's generations, so full collections stay short (tail latency).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
+    settle = loop.call_later(SETTLE_AFTER, _settle)
     base = f"http://{config.host}:{config.port}"
     store = f"embedded Redis, data in {config.data_dir}/redis" if services.embedded else "Redis at the configured URL"
     lines = [f"salesbot is running ({role}, {loops.loop_name()} event loop)", f"  store:      {store}"]
@@ -92,10 +93,21 @@ async def _serve(config: object, role: str, out: TextIO) -> int:
     out.write("\n".join(lines) + "\n")
     out.flush()
     code = await _until_stopped(stop, services.embedded.supervisor if services.embedded else None)
+    settle.cancel()
     out.write("salesbot: shutting down (finishing in-flight work)\n")
     out.flush()
     await runner.cleanup()
     return code
+
+
+def _settle() -> None:
+    """The interpreter loaded before a conversation needs it; then everything loaded so far
+    (code, flows, templates) lives as long as the process: kept out of the collector's
+    generations, full collections stay short (tail latency)."""
+    importlib.import_module("bot.engine.interpreter")
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 async def _until_stopped(stop: asyncio.Event, supervisor: asyncio.Task[None] | None) -> int:

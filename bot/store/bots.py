@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ..builder.compiled import CompiledFlow
-from ..engine.state import ConversationState
 from ..errors import FlowInvalid, Problem
 from .versions import DocumentNotFound, VersionedDocuments, VersionInfo
+
+if TYPE_CHECKING:
+    from ..builder.compiled import CompiledFlow
+    from ..engine.state import ConversationState
 
 
 def _check_document(doc: Any) -> tuple[list[Problem], CompiledFlow | None]:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
-import ctypes.util
 import fcntl
 import functools
 import logging
@@ -40,9 +38,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from ..errors import SalesbotError
+
+if TYPE_CHECKING:
+    import ctypes
 
 log = logging.getLogger("salesbot.store")
 
@@ -97,24 +98,26 @@ def default_maxmemory() -> int:
     return max(64 << 20, min(limits) // 4) if limits else 1 << 30
 
 
-def _die_with_parent(parent: int) -> None:
+def _die_with_parent(parent: int, libc: ctypes.CDLL) -> None:
     """``preexec_fn`` of the child (Linux): SIGTERM when the thread that started it ends."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl: nobody would ever signal us
         os._exit(1)
 
 
+@functools.cache
 def _load_libc() -> ctypes.CDLL | None:
+    """Loaded when an embedded Redis first starts, not at import: ``find_library`` runs
+    ``ldconfig``, which a server given a Redis URL need not wait for (issue 14: startup)."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+    import ctypes.util
+
     try:  # loaded in the parent: the child only calls it (no dlopen between fork and exec)
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:  # pragma: no cover - every Linux has a libc
         return None
-
-
-_LIBC = _load_libc()
 
 
 class EmbeddedRedis:
@@ -242,7 +245,8 @@ class EmbeddedRedis:
         """Start the child. Call it from a thread that lives as long as the child should: on
         Linux the death signal fires when the *thread* that forked it ends."""
         assert self._log is not None
-        preexec = functools.partial(_die_with_parent, os.getpid()) if _LIBC is not None else None
+        libc = _load_libc()
+        preexec = functools.partial(_die_with_parent, os.getpid(), libc) if libc is not None else None
         self.process = subprocess.Popen(
             self._args(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log,
             umask=0o077, preexec_fn=preexec,

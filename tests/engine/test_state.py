@@ -9,7 +9,7 @@ import msgpack
 import pytest
 from jinja2 import ChainableUndefined
 
-from bot.builder.expressions import MISSING
+from bot.builder.missing import MISSING
 from bot.engine.state import ConversationState, Frame, Run, Wait, plain
 
 

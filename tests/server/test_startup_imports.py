@@ -1,6 +1,7 @@
 """What ``salesbot serve`` imports before it answers: a live-chat-only server loads no channel
-SDK, no e-mail or phone library, no flow or automation validator (issue 14: startup; the
-time itself is measured by bench/startup.py, not asserted here)."""
+SDK, no e-mail or phone library, no flow or automation validator, neither the interpreter nor
+its templates (jinja2, regex), nor prometheus_client (issue 14: startup; the time itself is
+measured by bench/startup.py, not asserted here)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from redis import Redis
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Imported on first use only: by a channel account of that kind, a validation step, an e-mail,
 #: a Kommo widget, a flow or automation document being checked, the flow graph.
@@ -18,25 +21,54 @@ NOT_AT_START = (
     "bot.builder.validate", "bot.builder.models", "bot.builder.graph",
     "bot.automations.models", "bot.automations.validate", "bot.automations.compiled", "bot.automations.engine",
 )
+#: Imported by the first conversation turn, template or e-mail (the interpreter, compiled flows and
+#: their templates), the first metric counted or /metrics scrape, the first page shown, an embedded
+#: Redis started (ctypes: libc), a config file read (tomllib).
+NOT_UNTIL_USED = (
+    "jinja2", "regex", "markupsafe", "prometheus_client", "ctypes", "tomllib",
+    "bot.engine.interpreter", "bot.builder.compiled", "bot.builder.templates", "bot.builder.expressions",
+    "bot.builder.sandbox",
+)
+#: Builds the app, then opens its services (Redis, stores, CRM, hub) as serving does before it
+#: listens, and lists the modules loaded with no await in between: no background task has run.
 PROGRAM = """
-import json, sys
+import asyncio, json, sys
 import bot.cli, bot.server.run
 from bot.config import load_config
 from bot.server.app import create_app
-create_app(load_config(None), role="all")
-json.dump(sorted(sys.modules), sys.stdout)
+from bot.server.services import open_services
+
+config = load_config(None)
+create_app(config, role="all")
+built = sorted(sys.modules)
+
+async def main():
+    async with open_services(config) as services:
+        return sorted(sys.modules)
+
+json.dump({"built": built, "opened": asyncio.run(main())}, sys.stdout)
 """
 
 
-def test_a_live_chat_only_server_starts_without_what_it_does_not_use(tmp_path: Path) -> None:
-    # An empty folder: no salesbot.toml, no flows/ — the live chat only, as bench/startup.py runs it.
+def _loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(name for name in modules if name.split(".")[0] in names or name in names)
+
+
+def test_a_live_chat_only_server_starts_without_what_it_does_not_use(tmp_path: Path, redis_url: str) -> None:
+    # An empty folder: no salesbot.toml, no flows/ — the live chat only, as bench/startup.py runs it;
+    # an empty Redis (flows stored by other tests would be compiled at start, with their validator).
+    with Redis.from_url(redis_url) as client:
+        client.flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")}
     env["PYTHONPATH"] = str(ROOT)
-    env["SALESBOT_REDIS_URL"] = "redis://127.0.0.1:1/0"  # not connected to: the app is only built
+    env["SALESBOT_REDIS_URL"] = redis_url
     done = subprocess.run([sys.executable, "-c", PROGRAM], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    modules = set(json.loads(done.stdout))
-    assert "bot.server.app" in modules and "aiohttp" in modules  # the program did build the app
-    loaded = sorted(name for name in modules if name.split(".")[0] in NOT_AT_START or name in NOT_AT_START)
-    assert loaded == []
+    modules = json.loads(done.stdout)
+    built, opened = modules["built"], modules["opened"]
+    assert "bot.server.app" in built and "aiohttp" in built  # the program did build the app
+    assert "bot.runtime.service" in opened  # and opened its services
+    assert _loaded(built, NOT_AT_START) == []
+    assert _loaded(opened, NOT_AT_START) == []
+    assert _loaded(opened, NOT_UNTIL_USED) == []

@@ -1,0 +1,29 @@
+"""``Metrics`` makes its Prometheus metrics when one is first used, all at once (issue 14: startup)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+
+from bot.runtime.metrics import Metrics
+
+
+def test_no_metric_is_made_until_one_is_used_then_a_scrape_lists_them_all() -> None:
+    metrics = Metrics()
+    assert "registry" not in vars(metrics) and "duplicates" not in vars(metrics)
+    metrics.duplicates.inc()
+    metrics.message_in("livechat")
+    text = generate_latest(metrics.registry).decode()
+    assert "salesbot_duplicates_total 1.0" in text
+    assert 'salesbot_messages_in_total{channel="livechat"} 1.0' in text
+    for never_used in ("salesbot_step_errors_total 0.0", "salesbot_timers_fired_total 0.0",
+                       "salesbot_timer_lateness_seconds_count 0.0", "# TYPE salesbot_queue_depth gauge",
+                       "# TYPE salesbot_outbox_failures_total counter"):
+        assert never_used in text
+
+
+def test_a_scrape_first_makes_them_too_and_a_misspelt_name_is_still_an_error() -> None:
+    metrics = Metrics()
+    assert "salesbot_messages_out" in generate_latest(metrics.registry).decode()
+    with pytest.raises(AttributeError):
+        getattr(metrics, "messages")  # noqa: B009 - a name mypy rejects: the lookup is the test
