@@ -7,8 +7,9 @@ document does not load the pydantic models, the validator or the graph (issue 14
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import exports
 
 if TYPE_CHECKING:
     from .compiled import CompiledFlow
@@ -25,9 +26,4 @@ _HOME = {
     "check_document": "validate", "compile_document": "validate", "parse_flow_model": "validate",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{home}", __name__), name)
+__getattr__ = exports(__name__, _HOME)

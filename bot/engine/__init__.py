@@ -10,8 +10,9 @@ server loads with its first flow or conversation turn (issue 14: startup).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import exports
 
 if TYPE_CHECKING:
     from .flows import FlowLibrary, FlowSource
@@ -24,9 +25,4 @@ _HOME = {
     "ConversationState": "state", "Run": "state", "Wait": "state",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{home}", __name__), name)
+__getattr__ = exports(__name__, _HOME)

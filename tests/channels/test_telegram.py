@@ -439,6 +439,16 @@ async def test_every_bot_api_error_maps_as_ptbs_own_transport_maps_it(fake: Fake
     assert isinstance(tg.transport._failure(500, b"<html>gateway</html>"), NetworkError)  # not JSON
 
 
+async def test_a_network_error_names_no_bot_token() -> None:
+    """aiohttp's errors may quote the URL, and a Bot API URL holds the bot token: never in a log."""
+    token = "123456:network-error-secret"
+    async with aiohttp.ClientSession() as http:
+        for base in ("http:/nohost", "ftp://host"):  # refused by aiohttp with the URL in the text
+            with pytest.raises(NetworkError) as raised:
+                await tg.transport.BotApi(http, f"{base}/bot{token}", secret=token).call("sendMessage", {"chat_id": 1})
+            assert token not in str(raised.value) and "<token>" in str(raised.value)
+
+
 async def test_failures_map_to_delivery_errors_and_partial_entries_resume(fake: FakeTelegram) -> None:
     fake.enforce_limits = False
     original = fake._send

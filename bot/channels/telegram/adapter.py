@@ -65,7 +65,7 @@ class TelegramAdapter:
         # PTB's Bot for polling and webhook set-up; sends go through the lean client (``BotApi``)
         self.bot = Bot(self._token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot",
                        request=self.request, get_updates_request=self.request)
-        self.api = BotApi(http, f"{base}/bot{self._token}", read_timeout=read_timeout)
+        self.api = BotApi(http, f"{base}/bot{self._token}", secret=self._token, read_timeout=read_timeout)
         self.mode = str(config.settings.get("mode", "webhook"))
         self.public_url = public_url
         # the bot's limit (rate + burst <= 30 in any second) and each chat's, shared by every process

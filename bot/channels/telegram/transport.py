@@ -41,10 +41,11 @@ class BotApi:
     (the adapter maps them to delivery errors), so both paths fail alike.
     """
 
-    def __init__(self, http: aiohttp.ClientSession, base_url: str, *, read_timeout: float = 20.0,
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, *, secret: str = "", read_timeout: float = 20.0,
                  connect_timeout: float = 10.0) -> None:
         self._http = http
         self._base = base_url  # https://api.telegram.org/bot<token>
+        self._secret = secret  # the bot token, kept out of error texts
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
 
     async def call(self, method: str, params: Mapping[str, Any]) -> Any:
@@ -56,8 +57,9 @@ class BotApi:
                 status, payload = resp.status, await resp.read()
         except TimeoutError as exc:
             raise TimedOut() from exc
-        except aiohttp.ClientError as exc:
-            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+        except aiohttp.ClientError as exc:  # its text may hold the URL, and the URL the bot token
+            text = str(exc).replace(self._secret, "<token>") if self._secret else str(exc)
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {text}") from exc
         if 200 <= status <= 299:
             try:
                 return json.loads(payload)["result"]
