@@ -84,7 +84,9 @@ async def test_three_workers_keep_one_accounts_limit_and_use_it_in_full(
         print(f"\n{CHATS} messages at {LIMIT}/s from {by}: busiest second {_busiest_second(arrivals)}, "
               f"first to last {span:.2f}s (the limit in full: {ideal:.2f}s), 429s {fake.rate_limited}")
         assert sorted(s.chat_id for s in fake.sent) == chats  # each chat's message, once
-        assert all(by[name] >= 1 for name in WORKERS), by  # every process sent: the limit is shared
+        # Several processes sent (which one polls an entry first is chance: one may get none), so
+        # what follows holds for a limit shared across processes.
+        assert sum(by[name] >= 1 for name in WORKERS) >= 2, by
         # Never more than the limit: no second the platform sees holds more than LIMIT arrivals ...
         assert _busiest_second(arrivals) <= LIMIT
         assert fake.rate_limited == 0 and fake.retry_violations == 0
