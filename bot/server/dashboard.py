@@ -41,8 +41,9 @@ from aiohttp import web
 from ..inputs import header_bytes, loads
 from ..outward.actions import signing_secret
 from ..runtime.leads import is_lead_queue
-from ..store import codec
+from ..store import codec, statefields
 from ..store.bots import BotNotFound
+from ..store.conversations import state_of
 from ..store.keys import ConversationKey
 from .auth import Principal
 from .flowgraph import layout
@@ -145,7 +146,7 @@ class LiveFeed:
                 for c, raw in zip(changed, metas, strict=True):
                     if not raw:
                         continue
-                    item = summary(c, {a.decode(): b.decode() for a, b in raw.items()})
+                    item = summary(c, statefields.split(raw)[0])
                     for q in list(self.subscribers):
                         self._put(q, item)
 
@@ -306,11 +307,11 @@ async def _detail(request: web.Request, cid: str) -> dict[str, Any] | None:
     pipe = services.redis.pipeline(transaction=False)
     pipe.hgetall(key.meta)
     pipe.get(key.state)
-    raw_meta, state = await pipe.execute()
+    raw_meta, in_key = await pipe.execute()  # the state: in the metadata hash, or its own key
     if not raw_meta:
         return None
-    body = summary(cid, {a.decode(): b.decode() for a, b in raw_meta.items()})
-    body["run"] = run_view(run_of(state))
+    body = summary(cid, statefields.split(raw_meta)[0])
+    body["run"] = run_view(run_of(state_of(raw_meta, in_key)))
     return body
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from . import codec, replies, transcript
+from . import codec, replies, statefields, transcript
 from . import keys as k
 from .clusterclient import is_cluster
 from .resp import RespClient
@@ -40,7 +40,7 @@ from .scripts import Lua, send_commands
 
 log = logging.getLogger("salesbot.store")
 
-_PUSH = """
+_PUSH = statefields.MOVE + """
 local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
 if ARGV[2] ~= '' and redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then
   -- seen before: a duplicate inside the window; an older id counts as new (the set is trimmed lazily)
@@ -89,22 +89,24 @@ if refresh == 1 then
 end
 local events
 if n == 1 then events = {ARGV[1]} else events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1) end
-return {1, redis.call('GET', KEYS[4]), events, meta, refresh}
+return {1, st_move(KEYS[5], KEYS[4], at['~'] and meta[at['~']]), events, meta, refresh}
 """
 
-_LOAD = """
+_LOAD = statefields.MOVE + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 local batch = tonumber(ARGV[2])
-return {1, redis.call('GET', KEYS[3]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[4])}
+local meta = redis.call('HGETALL', KEYS[4])
+return {1, st_move(KEYS[4], KEYS[3], st_count(meta)), redis.call('LRANGE', KEYS[1], 0, batch - 1), meta}
 """
 
-_ACQUIRE = """
+_ACQUIRE = statefields.MOVE + """
 if redis.call('LLEN', KEYS[1]) == 0 then return {0} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-2} end
 local batch = tonumber(ARGV[3])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
-return {1, redis.call('GET', KEYS[3]), redis.call('LRANGE', KEYS[1], 0, batch - 1), redis.call('HGETALL', KEYS[4])}
+local meta = redis.call('HGETALL', KEYS[4])
+return {1, st_move(KEYS[4], KEYS[3], st_count(meta)), redis.call('LRANGE', KEYS[1], 0, batch - 1), meta}
 """
 
 _EXTEND = """
@@ -260,9 +262,12 @@ class SaveResult:
     outbox_claim: float = 0.0
 
 
-def _meta(flat: Sequence[Any]) -> dict[str, str]:
-    it = iter(flat)
-    return {a.decode(): b.decode() for a, b in zip(it, it, strict=True)}  # HGETALL: a flat list of bytes
+def state_of(raw_meta: Any, key_value: Any) -> bytes | None:
+    """A state from a reader's ``HGETALL`` of the metadata and ``GET`` of the state key (both
+    read: the key holds it in the old layout and when it is too long for the hash)."""
+    if statefields.in_key(raw_meta):
+        return replies.raw(key_value) if key_value else None
+    return statefields.split(raw_meta)[1] or None
 
 
 
@@ -315,7 +320,8 @@ class ConversationStore:
 
     @staticmethod
     def _batch(cid: str, token: str, reply: Sequence[Any]) -> Batch:
-        return Batch(cid, token, reply[1] or None, list(reply[2]), _meta(reply[3]))
+        meta, state = statefields.split_flat(reply[3])
+        return Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
 
     async def push(self, cid: str, event: bytes, *, dedupe_id: str | None = None,
                    meta: dict[str, str] | None = None, reads: Sequence[Sequence[Any]] = ()) -> PushResult:
@@ -388,9 +394,13 @@ class ConversationStore:
         key = k.ConversationKey(cid)
         args: list[Any] = [token, req.state or b"", req.processed, self.lock_ttl_ms, self.ttl,
                            self.transcript_max, int(req.refresh_ttl), len(req.log), *req.log, len(req.out), *req.out]
-        meta_args: list[str] = []
+        meta_args: list[str | bytes] = []
         for name, value in req.meta.items():
             meta_args += [name, value]
+        if req.state:  # in the metadata hash (see statefields.py), or its own key if too long
+            inline = statefields.fields(req.state)
+            args[1] = b"" if inline is not None else req.state
+            meta_args += inline if inline is not None else [statefields.COUNT, statefields.IN_KEY]
         args += [len(meta_args) // 2, *meta_args, k.EVENTS_CHANNEL, cid]
         counters: dict[tuple[str, str], int] = {}
         for name, fld, by in req.counters:
@@ -444,11 +454,16 @@ class ConversationStore:
         return await self.transcript.tail(cid, limit)
 
     async def meta(self, cid: str) -> dict[str, str]:
-        return replies.text_map(await self.redis.hgetall(k.ConversationKey(cid).meta))
+        return statefields.split(await self.redis.hgetall(k.ConversationKey(cid).meta))[0]
 
     async def state(self, cid: str) -> bytes | None:
-        data = await self.redis.get(k.ConversationKey(cid).state)
-        return replies.raw(data) if data else None
+        """The state as last saved (for readers outside a turn: the API, the dashboard)."""
+        key = k.ConversationKey(cid)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(key.meta)
+        pipe.get(key.state)  # the old layout's key, or a state too long for the hash
+        raw, data = await pipe.execute()
+        return state_of(raw, data)
 
     async def pending_due(self, shard: int, now: float, limit: int = 100) -> list[tuple[str, float]]:
         rows = await self.redis.zrangebyscore(k.pending_key(shard), "-inf", now, start=0, num=limit, withscores=True)

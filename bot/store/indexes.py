@@ -42,7 +42,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from . import replies
+from . import replies, statefields
 from .keys import EVENTS_CHANNEL, PREFIX, activity_index_key
 
 TAG = "{conv}"
@@ -268,7 +268,7 @@ class ConversationIndex:
         pipe = self.redis.pipeline(transaction=False)
         for cid in cids:
             pipe.hgetall(f"{PREFIX}:c:{{{cid}}}:meta")
-        return [{replies.text(a): replies.text(b) for a, b in raw.items()} for raw in await pipe.execute()]
+        return [statefields.split(raw)[0] for raw in await pipe.execute()]  # without the state's fields
 
     async def _forget(self, cids: list[str], keys: Iterable[str]) -> None:
         """Drop expired conversations from the indexes a listing walked."""

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from ..errors import SalesbotError
-from . import codec, replies
+from . import codec, replies, statefields
 from . import keys as k
 from .clusterclient import send_plain
 from .conversations import OUTBOX_PEEK
@@ -205,7 +205,7 @@ class Outbox:
             limit = self._limits.get(account)
             if limit is not None and not await self._acquire(queue, cid, limit):
                 return 0
-            meta = replies.text_map(await self.redis.hgetall(key.meta))
+            meta = statefields.split(await self.redis.hgetall(key.meta))[0]
             item = codec.unpack(head)
             sent, platform_id = await self._attempt(account, cid, head, item, meta)
             if not sent:

@@ -81,7 +81,7 @@ async def test_handshake_and_signatures(app: Harness, redis: Redis) -> None:
     assert (await app.fake.post_webhook(app.url("messenger", "fb"), None, raw=raw,
                                         signature=sign(APP_SECRET, raw)))[0] == 400
     await app.drain()
-    assert await redis.exists(k.ConversationKey(CID).state) == 0 and app.fake.calls == []
+    assert await redis.exists(k.ConversationKey(CID).state, k.ConversationKey(CID).meta) == 0 and app.fake.calls == []
 
 
 async def test_a_conversation_with_quick_replies_postbacks_a_pause_and_media(app: Harness) -> None:

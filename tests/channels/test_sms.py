@@ -147,7 +147,7 @@ async def test_wrong_signatures_and_malformed_bodies_do_not_reach_the_flow(app: 
     assert (await fake.post(url, params, signature="")).status == 401
     without_from = [(key, v) for key, v in params if key != "From"]
     assert (await fake.post(url, without_from)).status == 400
-    assert await redis.exists(k.ConversationKey(CID).state) == 0
+    assert await redis.exists(k.ConversationKey(CID).state, k.ConversationKey(CID).meta) == 0
     await app.drain()
     assert fake.calls == []
 

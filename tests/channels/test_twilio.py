@@ -136,7 +136,7 @@ async def test_bad_signatures_and_malformed_bodies_change_nothing(app: TwilioHar
         assert resp.status == 400
 
     assert await app.services.store.meta(CID) == {}
-    assert await redis.exists(k.ConversationKey(CID).state) == 0
+    assert await redis.exists(k.ConversationKey(CID).state, k.ConversationKey(CID).meta) == 0
     await app.drain()
     assert fake.sent == [] and fake.calls == []
 

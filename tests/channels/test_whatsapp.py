@@ -133,7 +133,7 @@ async def test_bad_signatures_and_malformed_bodies_change_nothing(app: Harness, 
     assert (status, answer["items"]) == (200, 0), raw
 
     assert await app.services.store.meta(CID) == {}
-    assert await redis.exists(k.ConversationKey(CID).state) == 0
+    assert await redis.exists(k.ConversationKey(CID).state, k.ConversationKey(CID).meta) == 0
     await app.drain()
     assert fake.calls == []
 

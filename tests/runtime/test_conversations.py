@@ -113,8 +113,8 @@ async def test_state_is_msgpack_and_keys_share_one_hash_tag(redis: Redis, redis_
         assert keys and all(k.startswith(f"sb:c:{{{cid}}}:") for k in keys)
         for key in keys:
             assert await redis.ttl(key) > 0, f"{key} has no TTL"
-        raw = await redis.get(f"sb:c:{{{cid}}}:state")
-        assert codec.unpack(raw)["id"] == cid
+        raw = await svc.store.state(cid)
+        assert raw is not None and codec.unpack(raw)["id"] == cid
         assert json.dumps(codec.unpack(raw))  # plain data only
 
 

@@ -203,7 +203,8 @@ async def test_a_failing_lead_queue_is_parked_and_a_retry_that_skips_the_poison_
     async with open_services(_config(redis_url, lock_ttl=0.3, park_after=2), start_hub=False) as svc:
         svc.leads.reactor = Recorder()
         await svc.leads.deliver(_event(svc, "506", "ok-1"))
-        await redis.set("sb:c:{lead:506}:state", b"\xc1 not msgpack")  # a state nobody can read
+        # a state nobody can read (in the metadata hash: bot/store/statefields.py)
+        await redis.hset("sb:c:{lead:506}:meta", mapping={"~0": b"\xc1 not msgpack", "~": "1"})
         await svc.leads.deliver(_event(svc, "506", "stuck"))
         worker = Worker(svc)
 
@@ -212,7 +213,7 @@ async def test_a_failing_lead_queue_is_parked_and_a_retry_that_skips_the_poison_
 
         await wait_for(parked, 10, what="the lead queue to be parked", between=worker.recover)
         assert await redis.llen("sb:c:{lead:506}:inbox") == 1  # the event is kept
-        await redis.delete("sb:c:{lead:506}:state")  # a person repaired it; the retry goes on
+        await redis.hdel("sb:c:{lead:506}:meta", "~", "~0")  # a person repaired it; the retry goes on
         assert await svc.leads.retry("lead:506", user="Olga")
         assert await _seen(svc, "506") == ["stuck"]
         assert not (await svc.store.meta("lead:506")).get("parked")

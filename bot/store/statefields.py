@@ -1,0 +1,95 @@
+"""A conversation's state blob kept in its metadata hash, in fields of at most 64 bytes.
+
+Why: the push that takes the lock reads the metadata anyway (``HGETALL``) and the save writes
+it anyway (``HSET``), so a state kept there costs no ``GET`` and no ``SET`` of its own, and the
+conversation has one key fewer (its name, its entry in the main and expiry dictionaries). Fields
+of at most 64 bytes keep the hash a compact ziplist/listpack under Redis' default
+``hash-max-ziplist-value`` (64; ``hash-max-listpack-value`` from Redis 7): one longer value
+would turn the whole hash into a hash table, several times its size.
+
+Layout: ``~`` holds the number of chunks k, ``~0`` … ``~<k-1>`` the state's bytes in order. A state
+longer than ``INLINE_MAX`` stays in its own key ``sb:c:{<cid>}:state`` and ``~`` is ``-`` (a hash
+of a few hundred chunks would outgrow ``hash-max-ziplist-entries`` as well). Chunks beyond k,
+left by a longer earlier state, are ignored (at most ``INLINE_MAX`` bytes, until the key expires).
+
+Old layout (before issue 14's third wave): no ``~`` field, the state in ``sb:c:{<cid>}:state``.
+The first script that takes the conversation's lock (push, acquire, load) moves it into the
+hash (``MOVE``) and deletes the key, so the runtime never sees the difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+#: Bytes per chunk: Redis' default ``hash-max-ziplist-value``.
+CHUNK = 64
+#: A state up to this long is kept in the hash (32 chunks); a longer one in its own key.
+INLINE_MAX = 32 * CHUNK
+#: The field holding the chunk count (``-``: the state is in its own key), and the chunks' prefix.
+COUNT = "~"
+IN_KEY = "-"
+
+#: ``st_move(meta, statekey, count)``: a conversation's state as the lock taker reads it (false:
+#: none). ``count`` is its ``~`` field (false: absent, the old layout: the key's state, if any, is
+#: moved into the hash and the key deleted; ``-``: read from the key). From the hash the state is
+#: assembled in Python (the chunks come with the metadata), so this returns false then.
+MOVE = f"""
+local function st_move(meta, statekey, count)
+  if count == '{IN_KEY}' then return redis.call('GET', statekey) end
+  if count then return false end
+  local s = redis.call('GET', statekey)
+  if not s or #s > {INLINE_MAX} then return s end
+  local kv, k = {{}}, 0
+  for i = 1, #s, {CHUNK} do
+    kv[#kv + 1] = '{COUNT}' .. k; kv[#kv + 1] = string.sub(s, i, i + {CHUNK} - 1); k = k + 1
+  end
+  kv[#kv + 1] = '{COUNT}'; kv[#kv + 1] = tostring(k)
+  redis.call('HSET', meta, unpack(kv))
+  redis.call('DEL', statekey)
+  return s
+end
+local function st_count(flat)
+  for i = 1, #flat, 2 do if flat[i] == '{COUNT}' then return flat[i + 1] end end
+  return false
+end
+"""
+
+
+def fields(state: bytes) -> list[str | bytes] | None:
+    """The hash fields (flat: name, value, …) that hold ``state``; None if it is too long
+    (then it goes to its own key and the fields are ``[COUNT, IN_KEY]``)."""
+    if len(state) > INLINE_MAX:
+        return None
+    out: list[str | bytes] = []
+    k = 0
+    for k, start in enumerate(range(0, len(state), CHUNK)):
+        out += [f"{COUNT}{k}", state[start:start + CHUNK]]
+    out += [COUNT, str((k + 1) if state else 0)]
+    return out
+
+
+def split(raw: Mapping[bytes, bytes]) -> tuple[dict[str, str], bytes | None]:
+    """An ``HGETALL`` of a conversation's metadata: (the metadata as text, the state in the
+    hash or None: absent, or in its own key)."""
+    meta: dict[str, str] = {}
+    chunks: dict[bytes, bytes] = {}
+    for name, value in raw.items():
+        if name[:1] == b"~":
+            chunks[name] = value
+        else:
+            meta[name.decode()] = value.decode()
+    count = chunks.get(COUNT.encode())
+    if count is None or count == IN_KEY.encode():
+        return meta, None
+    return meta, b"".join(chunks[f"{COUNT}{i}".encode()] for i in range(int(count)))
+
+
+def split_flat(flat: list[bytes]) -> tuple[dict[str, str], bytes | None]:
+    """``split`` of a script's flat ``HGETALL`` reply."""
+    it = iter(flat)
+    return split(dict(zip(it, it, strict=True)))
+
+
+def in_key(raw: Mapping[bytes, bytes]) -> bool:
+    """Whether the state is in its own key (too long for the hash, or the old layout)."""
+    return raw.get(COUNT.encode(), IN_KEY.encode()) == IN_KEY.encode()

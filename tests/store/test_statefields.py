@@ -1,0 +1,112 @@
+"""The state kept in the conversation's metadata hash (bot/store/statefields.py): chunks a
+compact hash holds, a long state in its own key, and the old layout's key moved on first touch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+
+from bot.store import statefields
+from bot.store.conversations import ConversationStore, SaveRequest
+from bot.store.keys import ConversationKey
+
+CID = "livechat:demo:state"
+KEY = ConversationKey(CID)
+
+
+@pytest.fixture
+async def store(redis: Redis) -> AsyncIterator[ConversationStore]:
+    made = ConversationStore(redis, lock_ttl=5.0)
+    yield made
+    await made.close()
+
+
+@given(st.binary(max_size=statefields.INLINE_MAX))
+def test_fields_split_round_trip(state: bytes) -> None:
+    flat = statefields.fields(state)
+    assert flat is not None
+    assert all(len(v) <= statefields.CHUNK for v in flat)
+    raw = {(n.encode() if isinstance(n, str) else n): (v.encode() if isinstance(v, str) else v)
+           for n, v in zip(flat[::2], flat[1::2], strict=True)}
+    meta, back = statefields.split({b"step": b"ask", **raw})
+    assert meta == {"step": "ask"} and back == state
+
+
+def test_a_long_state_is_not_split() -> None:
+    assert statefields.fields(b"x" * (statefields.INLINE_MAX + 1)) is None
+
+
+async def _save(store: ConversationStore, token: str, state: bytes) -> None:
+    assert (await store.save(CID, token, SaveRequest(state=state, processed=1, meta={"step": "ask"}))).status == 0
+
+
+async def test_a_saved_state_lives_in_a_compact_metadata_hash(store: ConversationStore, redis: Redis) -> None:
+    state = bytes(range(256)) * 6  # 1,536 B: 24 chunks, binary
+    pushed = await store.push(CID, b"e1", meta={"channel": "livechat"})
+    assert pushed.batch is not None and pushed.batch.state is None
+    await _save(store, pushed.batch.token, state)
+    assert not await redis.exists(KEY.state)
+    assert await redis.object("encoding", KEY.meta) in (b"ziplist", b"listpack")
+    assert await store.state(CID) == state
+    meta = await store.meta(CID)
+    assert (meta["channel"], meta["step"]) == ("livechat", "ask") and not any(n.startswith("~") for n in meta)
+    again = await store.push(CID, b"e2")
+    assert again.batch is not None and again.batch.state == state
+    assert "~" not in again.batch.meta and "~0" not in again.batch.meta
+    await _save(store, again.batch.token, b"short")  # shorter: the chunks beyond are ignored
+    assert await store.state(CID) == b"short"
+    third = await store.push(CID, b"e3")
+    assert third.batch is not None and third.batch.state == b"short"
+
+
+async def test_a_long_state_has_its_own_key_and_comes_back_into_the_hash(
+        store: ConversationStore, redis: Redis) -> None:
+    long = b"L" * (statefields.INLINE_MAX + 1)
+    pushed = await store.push(CID, b"e1")
+    assert pushed.batch is not None
+    await _save(store, pushed.batch.token, long)
+    assert await redis.get(KEY.state) == long
+    assert await redis.hget(KEY.meta, "~") == b"-"
+    assert await store.state(CID) == long
+    again = await store.push(CID, b"e2")
+    assert again.batch is not None and again.batch.state == long
+    await _save(store, again.batch.token, b"small again")
+    assert await store.state(CID) == b"small again"
+    third = await store.push(CID, b"e3")
+    assert third.batch is not None and third.batch.state == b"small again"
+
+
+@pytest.mark.parametrize("how", ["push", "acquire"])
+async def test_the_old_layouts_state_key_is_moved_into_the_hash_by_the_lock_taker(
+        store: ConversationStore, redis: Redis, how: str) -> None:
+    """A conversation an older version wrote: the state in ``sb:c:{<cid>}:state``, no ``~``."""
+    old = b"\xc1" + bytes(range(200))
+    await redis.set(KEY.state, old, ex=3600)
+    await redis.hset(KEY.meta, mapping={"channel": "livechat", "n": "3"})
+    assert await store.state(CID) == old  # readers see it before the move
+    if how == "push":
+        pushed = await store.push(CID, b"e1")
+        batch = pushed.batch
+    else:
+        await redis.rpush(KEY.inbox, b"e1")
+        got = await store.acquire(CID)
+        batch = got or None
+    assert batch is not None and batch.state == old and batch.meta["n"] == "3"
+    assert not await redis.exists(KEY.state)  # moved, once
+    assert await redis.hget(KEY.meta, "~") == b"4"
+    assert await store.state(CID) == old
+    assert (await store.save(CID, batch.token, SaveRequest(state=None, processed=1))).status == 0
+    again = await store.push(CID, b"e2")
+    assert again.batch is not None and again.batch.state == old  # unchanged state: from the hash
+
+
+async def test_a_long_state_of_the_old_layout_stays_in_its_key(store: ConversationStore, redis: Redis) -> None:
+    long = b"L" * (statefields.INLINE_MAX + 1)
+    await redis.set(KEY.state, long)
+    pushed = await store.push(CID, b"e1")
+    assert pushed.batch is not None and pushed.batch.state == long
+    assert await redis.get(KEY.state) == long and not await redis.hexists(KEY.meta, "~")
