@@ -146,7 +146,7 @@ class LiveFeed:
                 for c, raw in zip(changed, metas, strict=True):
                     if not raw:
                         continue
-                    item = summary(c, statefields.split(raw)[0])
+                    item = summary(c, statefields.split(raw, c)[0])
                     for q in list(self.subscribers):
                         self._put(q, item)
 
@@ -310,7 +310,7 @@ async def _detail(request: web.Request, cid: str) -> dict[str, Any] | None:
     raw_meta, in_key = await pipe.execute()  # the state: in the metadata hash, or its own key
     if not raw_meta:
         return None
-    body = summary(cid, statefields.split(raw_meta)[0])
+    body = summary(cid, statefields.split(raw_meta, cid)[0])
     body["run"] = run_view(run_of(state_of(raw_meta, in_key)))
     return body
 

@@ -18,6 +18,14 @@ How ordering and exactly-once handling work (one conversation, any number of pro
    not empty and whose lock is free.
 
 The state is written only under the lock (taken *before* state is read), so no update is lost.
+It lives in the metadata hash (``statefields.py``): read with the metadata, written with it.
+
+The transcript's count (the metadata's ``n``): the save takes it from what the lock taker read
+(no ``HINCRBY``) when nothing else appended since. Only an append outside a turn
+(``transcript.APPEND``) moves it without the lock, and that append marks a held lock with a
+``+`` after its token; a save that finds its lock marked counts with ``HINCRBY``. Every script
+that checks the lock accepts its token with or without marks; ``load`` unmarks it as it reads
+the metadata again.
 """
 
 from __future__ import annotations
@@ -92,9 +100,17 @@ if n == 1 then events = {ARGV[1]} else events = redis.call('LRANGE', KEYS[1], 0,
 return {1, st_move(KEYS[5], KEYS[4], at['~'] and meta[at['~']]), events, meta, refresh}
 """
 
-_LOAD = statefields.MOVE + """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+#: ``owns(lock, token)``: the lock holds ``token``, maybe marked (``+``: see "The transcript's count").
+_OWNS = """
+local function owns(lock, token)
+  local v = redis.call('GET', lock)
+  return v == token or (v and string.sub(v, 1, #token + 1) == token .. '+')
+end
+"""
+
+_LOAD = statefields.MOVE + _OWNS + """
+if not owns(KEYS[2], ARGV[1]) then return {-1} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])  -- unmarked: the count is read below
 local batch = tonumber(ARGV[2])
 local meta = redis.call('HGETALL', KEYS[4])
 return {1, st_move(KEYS[4], KEYS[3], st_count(meta)), redis.call('LRANGE', KEYS[1], 0, batch - 1), meta}
@@ -109,14 +125,17 @@ local meta = redis.call('HGETALL', KEYS[4])
 return {1, st_move(KEYS[4], KEYS[3], st_count(meta)), redis.call('LRANGE', KEYS[1], 0, batch - 1), meta}
 """
 
-_EXTEND = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+_EXTEND = _OWNS + """
+if not owns(KEYS[1], ARGV[1]) then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
 _SAVE = transcript.FUNCTIONS + """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end
+local held = redis.call('GET', KEYS[3])
+if held ~= ARGV[1] and not (held and string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. '+') then return {-1, 0, 0} end
+-- the transcript's count as the lock taker read it, if nothing appended since (unmarked lock)
+local known = held == ARGV[1] and ARGV[#ARGV] ~= '' and tonumber(ARGV[#ARGV])
 local ttl = tonumber(ARGV[5])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl) end
 local n = tonumber(ARGV[3])
@@ -125,7 +144,7 @@ local i = 8
 local nlog = tonumber(ARGV[i]); i = i + 1
 local first, last = 0, 0
 if nlog > 0 then
-  last = tr_append(KEYS[4], KEYS[6], KEYS[5], KEYS[8], tonumber(ARGV[6]), ttl, refresh, ARGV, i, nlog)
+  last = tr_append(KEYS[4], KEYS[6], KEYS[5], KEYS[8], tonumber(ARGV[6]), ttl, refresh, ARGV, i, nlog, known)
   first = last - nlog + 1
   i = i + nlog
 end
@@ -133,11 +152,10 @@ local nout = tonumber(ARGV[i]); i = i + 1
 for j = 1, nout do redis.call('RPUSH', KEYS[7], ARGV[i]); i = i + 1 end
 if nout > 0 then redis.call('EXPIRE', KEYS[7], ttl) end
 local nmeta = tonumber(ARGV[i]); i = i + 1
-if nmeta > 0 then
-  local kv = {}
-  for j = 1, nmeta * 2 do kv[j] = ARGV[i]; i = i + 1 end
-  redis.call('HSET', KEYS[6], unpack(kv))
-end
+local kv = {}
+for j = 1, nmeta * 2 do kv[j] = ARGV[i]; i = i + 1 end
+if known and nlog > 0 then kv[#kv + 1] = 'n'; kv[#kv + 1] = string.format('%d', last) end
+if #kv > 0 then redis.call('HSET', KEYS[6], unpack(kv)) end
 if refresh then redis.call('EXPIRE', KEYS[6], ttl) end
 local channel, cid = ARGV[i], ARGV[i + 1]; i = i + 2
 local ncount = tonumber(ARGV[i]); i = i + 1
@@ -159,8 +177,8 @@ if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1
 return 0
 """
 
-_FAIL = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+_FAIL = _OWNS + """
+if not owns(KEYS[1], ARGV[1]) then return -1 end
 local n = redis.call('HINCRBY', KEYS[2], 'failures', 1)
 redis.call('HSET', KEYS[2], 'error', ARGV[2], 'error_at', ARGV[3])
 if n >= tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], 'parked', ARGV[3]) end
@@ -169,8 +187,8 @@ redis.call('DEL', KEYS[1])
 return n
 """
 
-_SET_ASIDE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+_SET_ASIDE = _OWNS + """
+if owns(KEYS[1], ARGV[1]) then redis.call('DEL', KEYS[1]) end
 if redis.call('HEXISTS', KEYS[2], 'parked') == 0 then return {0, 0} end
 local n, keep, dropped = redis.call('LLEN', KEYS[3]), tonumber(ARGV[2]), 0
 if n > keep then redis.call('LTRIM', KEYS[3], 0, keep - 1); dropped = n - keep end
@@ -193,6 +211,8 @@ TTL_REFRESH_EVERY = 86400
 OUTBOX_PEEK = 16
 #: Events a parked conversation keeps queued; newer ones beyond are dropped (and logged).
 PARKED_INBOX_MAX = 1000
+#: Lock holders whose transcript count a store remembers for their save (more: it forgets them all).
+_COUNTS_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -288,6 +308,8 @@ class ConversationStore:
         self.cluster = is_cluster(redis)
         self._token_prefix = secrets.token_hex(6) + "-"
         self._tokens = 0
+        #: The transcript's count as each lock holder's batch read it (by token), for its save.
+        self._counts: dict[str, str] = {}
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.ttl = ttl_days * 86400
         #: How often the TTLs are refreshed: a day, or a tenth of a shorter TTL.
@@ -318,9 +340,11 @@ class ConversationStore:
     async def close(self) -> None:
         await self.fast.aclose()
 
-    @staticmethod
-    def _batch(cid: str, token: str, reply: Sequence[Any]) -> Batch:
-        meta, state = statefields.split_flat(reply[3])
+    def _batch(self, cid: str, token: str, reply: Sequence[Any]) -> Batch:
+        meta, state = statefields.split_flat(reply[3], cid)
+        if len(self._counts) >= _COUNTS_MAX:  # batches that never saved (a crash of their turn)
+            self._counts.clear()  # forgotten: their saves, if any, count the slow way
+        self._counts[token] = meta.get("n", "")
         return Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
 
     async def push(self, cid: str, event: bytes, *, dedupe_id: str | None = None,
@@ -331,8 +355,10 @@ class ConversationStore:
         token = self._token()
         now_ms = int(self.clock() * 1000)
         meta_args: list[str] = []
+        implied = k.id_fields(cid) if meta else {}
         for name, value in (meta or {}).items():
-            meta_args += [name, value]
+            if implied.get(name) != value:  # not what the id holds: read back from it (statefields.split)
+                meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
                 len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
         commands = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args),
@@ -408,7 +434,8 @@ class ConversationStore:
         # On a Redis Cluster the counters' hashes are in other slots than the conversation: they
         # are counted after a save that kept the lock (a crash in between loses the count).
         later, counters = (counters, {}) if self.cluster else ({}, counters)
-        args += [len(counters), *(v for (_, fld), by in counters.items() for v in (fld, by))]
+        args += [len(counters), *(v for (_, fld), by in counters.items() for v in (fld, by)),
+                 self._counts.pop(token, "")]
         commands: list[Any] = [self._save.command(
             [key.state, key.inbox, key.lock, key.transcript, key.log, key.meta, key.out, key.counter,
              *(n for n, _ in counters)],
@@ -454,7 +481,7 @@ class ConversationStore:
         return await self.transcript.tail(cid, limit)
 
     async def meta(self, cid: str) -> dict[str, str]:
-        return statefields.split(await self.redis.hgetall(k.ConversationKey(cid).meta))[0]
+        return statefields.split(await self.redis.hgetall(k.ConversationKey(cid).meta), cid)[0]
 
     async def state(self, cid: str) -> bytes | None:
         """The state as last saved (for readers outside a turn: the API, the dashboard)."""
@@ -487,6 +514,7 @@ class ConversationStore:
         Returns (failures in a row, parked)."""
         key = k.ConversationKey(cid)
         now = self.clock()
+        self._counts.pop(token, None)
         failures = int(await self._fail(keys=[key.lock, key.meta],
                                         args=[token, error[:300], f"{now:.3f}", park_after, self.ttl]))
         if failures < 0:  # the lock was lost meanwhile: its new holder has the conversation
@@ -508,6 +536,7 @@ class ConversationStore:
         ``PARKED_INBOX_MAX``). Unparked meanwhile (a person's retry won the race): recovery
         takes it at once."""
         key = k.ConversationKey(cid)
+        self._counts.pop(token, None)
         parked, dropped = await self._set_aside(keys=[key.lock, key.meta, key.inbox],
                                                 args=[token, PARKED_INBOX_MAX, self.ttl])
         pending = k.pending_key(k.shard_of(cid, self.shards))

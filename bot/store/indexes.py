@@ -265,10 +265,12 @@ class ConversationIndex:
         self.redis = redis
 
     async def metas(self, cids: Iterable[str]) -> list[dict[str, str]]:
+        cids = list(cids)
         pipe = self.redis.pipeline(transaction=False)
         for cid in cids:
             pipe.hgetall(f"{PREFIX}:c:{{{cid}}}:meta")
-        return [statefields.split(raw)[0] for raw in await pipe.execute()]  # without the state's fields
+        # without the state's fields, with those the id holds
+        return [statefields.split(raw, cid)[0] for cid, raw in zip(cids, await pipe.execute(), strict=True)]
 
     async def _forget(self, cids: list[str], keys: Iterable[str]) -> None:
         """Drop expired conversations from the indexes a listing walked."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 PREFIX = "sb"
 
@@ -20,6 +20,22 @@ def conversation_id(channel: str, account: str, external_id: str) -> str:
     """A stable, readable id: ``livechat:demo:3f2a…``; braces are escaped (they delimit hash tags)."""
     return ":".join(part if _PLAIN.fullmatch(part) else quote(part, safe="@._-+=")
                     for part in (channel, account, str(external_id)))
+
+
+#: The metadata fields a conversation id already holds (``conversation_id``'s parts, in order).
+ID_FIELDS = ("channel", "account", "external_id")
+
+
+def id_fields(cid: str) -> dict[str, str]:
+    """``ID_FIELDS`` as ``conversation_id`` made ``cid`` of them ({} for another kind of id, such
+    as a lead's queue ``lead:<id>``): not stored in the metadata hash, filled in when it is read."""
+    parts = cid.split(":")
+    if len(parts) != len(ID_FIELDS):
+        return {}
+    values = [unquote(p) for p in parts]
+    if conversation_id(*values) != cid:
+        return {}
+    return dict(zip(ID_FIELDS, values, strict=True))
 
 
 def shard_of(cid: str, shards: int) -> int:

@@ -205,7 +205,7 @@ class Outbox:
             limit = self._limits.get(account)
             if limit is not None and not await self._acquire(queue, cid, limit):
                 return 0
-            meta = statefields.split(await self.redis.hgetall(key.meta))[0]
+            meta = statefields.split(await self.redis.hgetall(key.meta), cid)[0]
             item = codec.unpack(head)
             sent, platform_id = await self._attempt(account, cid, head, item, meta)
             if not sent:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .keys import id_fields
+
 #: Bytes per chunk: Redis' default ``hash-max-ziplist-value``.
 CHUNK = 64
 #: A state up to this long is kept in the hash (32 chunks); a longer one in its own key.
@@ -68,10 +70,11 @@ def fields(state: bytes) -> list[str | bytes] | None:
     return out
 
 
-def split(raw: Mapping[bytes, bytes]) -> tuple[dict[str, str], bytes | None]:
+def split(raw: Mapping[bytes, bytes], cid: str = "") -> tuple[dict[str, str], bytes | None]:
     """An ``HGETALL`` of a conversation's metadata: (the metadata as text, the state in the
-    hash or None: absent, or in its own key)."""
-    meta: dict[str, str] = {}
+    hash or None: absent, or in its own key). With ``cid``, a conversation that exists gets
+    the fields its id holds (``keys.id_fields``: the push does not store them)."""
+    meta: dict[str, str] = id_fields(cid) if cid and raw else {}
     chunks: dict[bytes, bytes] = {}
     for name, value in raw.items():
         if name[:1] == b"~":
@@ -84,10 +87,10 @@ def split(raw: Mapping[bytes, bytes]) -> tuple[dict[str, str], bytes | None]:
     return meta, b"".join(chunks[f"{COUNT}{i}".encode()] for i in range(int(count)))
 
 
-def split_flat(flat: list[bytes]) -> tuple[dict[str, str], bytes | None]:
+def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes | None]:
     """``split`` of a script's flat ``HGETALL`` reply."""
     it = iter(flat)
-    return split(dict(zip(it, it, strict=True)))
+    return split(dict(zip(it, it, strict=True)), cid)
 
 
 def in_key(raw: Mapping[bytes, bytes]) -> bool:

@@ -52,13 +52,20 @@ end
 """
 
 #: Lua functions shared by the scripts that append (``conversations._SAVE`` and ``APPEND`` here).
-#: ``tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count)`` appends
+#: ``tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known)`` appends
 #: ``entries[i .. i + count - 1]`` and returns the number of the newest entry. The list's TTL is
-#: set when it is new or ``refresh`` is true (TTLs are refreshed at most once a day).
+#: set when it is new or ``refresh`` is true (TTLs are refreshed at most once a day). ``known``:
+#: the newest number as the lock holder read it, when nothing appended since (see ``MARK``);
+#: then the caller writes ``n`` with its other metadata (no ``HINCRBY``), else false.
 FUNCTIONS = MIGRATE + """
-local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count)
-  local last = redis.call('HINCRBY', meta, 'n', count)
-  local fresh = last == count
+local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known)
+  local last, fresh
+  if known then
+    last, fresh = known + count, false
+  else
+    last = redis.call('HINCRBY', meta, 'n', count)
+    fresh = last == count
+  end
   if fresh then
     -- a first append here: an old-layout transcript, or a list whose count was lost, comes first
     local old = tr_migrate(list, oldlog, oldn)
@@ -72,11 +79,17 @@ local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i
 end
 """
 
-#: Append outside a processing turn (delivery receipts): KEYS list, meta, oldlog, oldn;
+#: Marks a held lock (KEYS lock): a ``+`` after its token tells the holder's save that the
+#: transcript's count moved since it read it (see ``conversations`` "The transcript's count").
+MARK = """
+if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('APPEND', KEYS[5], '+') end
+"""
+
+#: Append outside a processing turn (delivery receipts): KEYS list, meta, oldlog, oldn, lock;
 #: ARGV ttl, cap, channel, cid, entries… Publishes "<cid> <newest number>" like the save.
-APPEND = FUNCTIONS + """
+APPEND = FUNCTIONS + MARK + """
 local ttl = tonumber(ARGV[1])
-local last = tr_append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[2]), ttl, true, ARGV, 5, #ARGV - 4)
+local last = tr_append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[2]), ttl, true, ARGV, 5, #ARGV - 4, false)
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. last)
 return last
@@ -105,9 +118,10 @@ return {first + start, redis.call('LRANGE', KEYS[1], start, start + limit - 1)}
 
 
 def script_keys(cid: str) -> list[str]:
-    """The keys every transcript script names, in its order: list, meta, old stream, old counter."""
+    """The keys every transcript script names, in its order: list, meta, old stream, old counter,
+    the conversation's lock (``APPEND`` marks it)."""
     key = k.ConversationKey(cid)
-    return [key.transcript, key.meta, key.log, key.counter]
+    return [key.transcript, key.meta, key.log, key.counter, key.lock]
 
 
 class Transcript:

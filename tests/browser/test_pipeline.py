@@ -185,7 +185,7 @@ def test_the_lead_card_shows_which_rule_did_what(page: Page, salesbot_server: Se
         entries = [{"role": "automation", "at": time.time(), "rule": "note_markup", "outcome": "acted",
                     "detail": "add_note <New lead>"},
                    {"role": "automation", "at": time.time(), "rule": "tag_contacted", "outcome": "not_in_stage"}]
-        client.eval(transcript.APPEND, 4, *transcript.script_keys(lead_cid(sofa)),
+        client.eval(transcript.APPEND, 5, *transcript.script_keys(lead_cid(sofa)),
                     86400, 1000, "sb:events", lead_cid(sofa), *(codec.pack(e) for e in entries))
     finally:
         client.close()

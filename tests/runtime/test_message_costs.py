@@ -31,12 +31,13 @@ GREETER = make_doc({
 }, id="greeter")
 
 #: Redis commands (as Redis counts them) a follow-up costs: the push script (dedupe, queue, lock,
-#: metadata, state: 6) with the recovery entry and the CRM snapshot reads (3), the save script
-#: (lock check, state, transcript, metadata, notification, inbox and lock release: 10), the
-#: timer set and cancelled (2), the activity index (1; the filter sets only when the
-#: conversation changes sets). Before issue 14: 34; 24 before the filter sets stopped being
-#: re-scored.
-FOLLOW_UP_COMMANDS = 21
+#: metadata with the state: 5) with the recovery entry and the CRM snapshot reads (3), the save
+#: script (lock check, transcript, metadata with the state and the transcript's count,
+#: notification, inbox and lock release: 7), the timer set and cancelled (2), the activity index
+#: (1; the filter sets only when the conversation changes sets). Before issue 14: 34; 24 before
+#: the filter sets stopped being re-scored; 21 before the state moved into the metadata hash and
+#: the save took the transcript's count from the push.
+FOLLOW_UP_COMMANDS = 18
 #: A duplicate: the push script finds the id (EVALSHA, ZADD NX, ZSCORE), the recovery entry, the
 #: CRM reads sent along.
 DUPLICATE_COMMANDS = 6
@@ -82,7 +83,7 @@ async def _bot_texts(svc: Services, cid: str) -> list[str]:
             if (e := codec.unpack(raw))["role"] == "bot"]
 
 
-async def test_a_follow_up_costs_two_round_trips_and_at_most_21_redis_commands(
+async def test_a_follow_up_costs_two_round_trips_and_at_most_18_redis_commands(
         svc: Services, redis: Redis, trips: RoundTrips) -> None:
     await _send(svc, "follow", "f1")
     await _send(svc, "follow", "f2")
@@ -106,10 +107,12 @@ async def test_a_follow_up_refreshes_no_ttl_and_rewrites_no_unchanged_metadata(
     after = await _commands(redis)
     ran = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
     # TTLs are refreshed at most once a day; the seen set trimmed then; a lone event needs no LRANGE;
-    # the inbox and the lock go in one DEL; the push's metadata (unchanged) is not written again.
-    for name in ("expire", "pexpire", "zremrangebyscore", "lrange", "ltrim"):
+    # the inbox and the lock go in one DEL; the push's metadata (unchanged) is not written again;
+    # the state is read and written with the metadata; the transcript's count is the push's.
+    for name in ("expire", "pexpire", "zremrangebyscore", "lrange", "ltrim", "hincrby"):
         assert name not in ran, ran
     assert ran.get("hset") == 1 and ran.get("del") == 1, ran  # the save's changed fields; inbox + lock
+    assert ran.get("set") == 1, ran  # the lock: the state has no key of its own
     # ZADDs: the dedupe id, the recovery entry, the timer, the activity index; no filter set again
     assert ran.get("zadd") == 4 and "zrem" in ran, ran
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from bot.store import statefields
 from bot.store.conversations import ConversationStore, SaveRequest
-from bot.store.keys import ConversationKey
+from bot.store.keys import ConversationKey, conversation_id, id_fields
 
 CID = "livechat:demo:state"
 KEY = ConversationKey(CID)
@@ -110,3 +110,35 @@ async def test_a_long_state_of_the_old_layout_stays_in_its_key(store: Conversati
     pushed = await store.push(CID, b"e1")
     assert pushed.batch is not None and pushed.batch.state == long
     assert await redis.get(KEY.state) == long and not await redis.hexists(KEY.meta, "~")
+
+
+@given(st.text(min_size=1), st.text(min_size=1), st.text(min_size=1))
+def test_the_fields_an_id_holds_are_read_back_from_it(channel: str, account: str, external_id: str) -> None:
+    cid = conversation_id(channel, account, external_id)
+    assert id_fields(cid) == {"channel": channel, "account": account, "external_id": external_id}
+
+
+def test_other_ids_hold_no_fields() -> None:
+    assert id_fields("lead:12") == {} and id_fields("a:b:c:d") == {}
+    assert id_fields("a:b%41:d") == {}  # not as conversation_id writes it ("A" stays "A")
+    assert id_fields("a:b%3Ac:d") == {"channel": "a", "account": "b:c", "external_id": "d"}
+
+
+async def test_the_push_stores_no_field_the_id_holds_and_readers_get_them(
+        store: ConversationStore, redis: Redis) -> None:
+    meta = {"channel": "livechat", "account": "demo", "external_id": "state", "name": "Ann"}
+    pushed = await store.push(CID, b"e1", meta=meta)
+    assert pushed.batch is not None and pushed.batch.meta | meta == pushed.batch.meta
+    stored = await redis.hgetall(KEY.meta)
+    assert b"name" in stored and not {b"channel", b"account", b"external_id"} & set(stored)
+    assert (await store.meta(CID)).items() >= meta.items()
+    other = await store.push(CID, b"e2", meta={"channel": "telegram"})  # not what the id holds: kept
+    assert await redis.hget(KEY.meta, "channel") == b"telegram"
+    assert other.batch is None and (await store.meta(CID))["channel"] == "telegram"
+
+
+async def test_a_metadata_hash_that_stores_the_id_fields_reads_the_same(store: ConversationStore, redis: Redis) -> None:
+    """An older version stored them: they stay (equal to what the id holds), nothing else changes."""
+    await redis.hset(KEY.meta, mapping={"channel": "livechat", "account": "demo", "external_id": "state"})
+    assert await store.meta(CID) == {"channel": "livechat", "account": "demo", "external_id": "state"}
+    assert await store.meta("livechat:demo:nobody") == {}  # a conversation that does not exist has none

@@ -103,3 +103,27 @@ async def test_a_conversation_without_a_transcript_reads_empty_and_writes_nothin
     assert await store.read_log(CID) == []
     assert await store.tail_log(CID) == []
     assert await redis.keys("*") == []
+
+
+async def test_an_append_outside_the_turn_while_a_batch_runs_is_counted_by_its_save(
+        store: ConversationStore, redis: Redis) -> None:
+    """The save numbers from the count its lock taker read (no ``HINCRBY``) unless an append
+    outside the turn came in between: that append marks the lock, and the save counts anew."""
+    assert await save_entries(store, b"a") == (1, 1)
+    pushed = await store.push(CID, b"event")  # reads n = 1
+    assert pushed.batch is not None and pushed.batch.meta["n"] == "1"
+    assert await store.append_log(CID, [b"receipt"]) == 2  # meanwhile: a delivery receipt
+    assert await redis.get(KEY.lock) == f"{pushed.batch.token}+".encode()  # marked, still held
+    assert await store.extend(CID, pushed.batch.token)
+    req = SaveRequest(state=b"state", processed=1, log=[b"b"])
+    result = await store.save(CID, pushed.batch.token, req)
+    assert (result.status, result.first, result.last) == (0, 3, 3)  # not 2: that one is the receipt's
+    assert await store.read_log(CID) == [(1, b"a"), (2, b"receipt"), (3, b"b")]
+    assert (await store.meta(CID))["n"] == "3"
+    assert await save_entries(store, b"c") == (4, 4)  # unmarked: from the count the push read
+    assert (await store.meta(CID))["n"] == "4"
+
+
+async def test_an_append_outside_a_turn_creates_no_lock(store: ConversationStore, redis: Redis) -> None:
+    await store.append_log(CID, [b"a"])
+    assert not await redis.exists(KEY.lock)
