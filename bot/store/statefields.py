@@ -21,7 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from . import replies
 from .keys import id_fields
+
+#: An ``HGETALL`` reply as redis-py types it (our clients never decode: bytes).
+Raw = Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]
 
 #: Bytes per chunk: Redis' default ``hash-max-ziplist-value``.
 CHUNK = 64
@@ -70,17 +74,18 @@ def fields(state: bytes) -> list[str | bytes] | None:
     return out
 
 
-def split(raw: Mapping[bytes, bytes], cid: str = "") -> tuple[dict[str, str], bytes | None]:
+def split(raw: Raw, cid: str = "") -> tuple[dict[str, str], bytes | None]:
     """An ``HGETALL`` of a conversation's metadata: (the metadata as text, the state in the
     hash or None: absent, or in its own key). With ``cid``, a conversation that exists gets
     the fields its id holds (``keys.id_fields``: the push does not store them)."""
     meta: dict[str, str] = id_fields(cid) if cid and raw else {}
     chunks: dict[bytes, bytes] = {}
     for name, value in raw.items():
-        if name[:1] == b"~":
-            chunks[name] = value
+        field = replies.raw(name)
+        if field[:1] == b"~":
+            chunks[field] = replies.raw(value)
         else:
-            meta[name.decode()] = value.decode()
+            meta[field.decode()] = replies.text(value)
     count = chunks.get(COUNT.encode())
     if count is None or count == IN_KEY.encode():
         return meta, None
@@ -93,6 +98,6 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
     return split(dict(zip(it, it, strict=True)), cid)
 
 
-def in_key(raw: Mapping[bytes, bytes]) -> bool:
+def in_key(raw: Raw) -> bool:
     """Whether the state is in its own key (too long for the hash, or the old layout)."""
     return raw.get(COUNT.encode(), IN_KEY.encode()) == IN_KEY.encode()
