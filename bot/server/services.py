@@ -47,7 +47,7 @@ from ..store.bots import BotRegistry
 from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
 from ..store.conversations import ConversationStore
 from ..store.embedded import EmbeddedRedis, default_maxmemory
-from ..store.layout import move_activity_index, rename_old_keys
+from ..store.layout import move_activity_index, move_filter_sets, rename_old_keys
 from ..store.livehub import LiveHub
 from ..store.memoryguard import MemoryGuard
 from ..store.outbox import AccountLimits, ChannelSender, Outbox
@@ -159,6 +159,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             await rename_old_keys(redis, shards=config.timer_shards)  # a store of an older version
         else:
             await move_activity_index(redis)
+        await move_filter_sets(redis)  # once: later starts read one key
         metrics = Metrics()
         store = ConversationStore(redis, fast=fast, lock_ttl=config.lock_ttl, ttl_days=config.conversation_ttl_days,
                                   transcript_max=config.transcript_max, shards=config.timer_shards)

@@ -6,9 +6,12 @@ Written in the save pipeline (``ConversationService`` calls :func:`plan_save` be
 
 * ``sb:idx:{conv}:activity`` — every listed conversation scored by its last activity (the
   unfiltered list; the save writes it on every message with activity).
-* ``sb:idx:{conv}:status:<bot|human|idle>``, ``sb:idx:{conv}:channel:<channel>``,
-  ``sb:idx:{conv}:bot:<bot id>``, ``sb:idx:{conv}:waiting`` — sets of conversation ids (sorted
-  sets whose scores are not read: the activity a member had when it joined). A save derives
+* ``sb:idx:{conv}:f:status:<bot|human|idle>``, ``sb:idx:{conv}:f:channel:<channel>``,
+  ``sb:idx:{conv}:f:bot:<bot id>``, ``sb:idx:{conv}:f:waiting`` — sets of conversation ids
+  (plain sets: about 84 B a member at scale where a sorted set costs 129; ``ZINTERSTORE`` scores a
+  set's members 1, weighted 0). Before issue 14's third wave they were sorted sets without the
+  ``f:`` (scored by the activity a member had when it joined, never read): moved into the sets
+  once, at start (``bot/store/layout.py``). A save derives
   the sets the conversation belonged to from the metadata the previous save wrote
   (``batch.meta``), removes it from the ones it left and adds it to the ones it joined; a
   message that changes no set writes none (the order comes from the activity index, intersected
@@ -56,19 +59,29 @@ _PHONE_QUERY = re.compile(r"^[+\d\s().\-]+$")
 _ADDRESS_PART = re.compile(r"^[^\s@]*[^\W\d][^\s@]*\.[^\s@]+$")
 
 
+#: Where the filter sets' names start (``OLD_FILTER``: the sorted sets of older versions).
+FILTER = f"{PREFIX}:idx:{TAG}:f:"
+OLD_FILTER = re.compile(rf"^{re.escape(PREFIX)}:idx:{re.escape(TAG)}:(?:(?:status|channel|bot):.+|waiting)$")
+
+
 def status_key(status: str) -> str:
-    return f"{PREFIX}:idx:{TAG}:status:{status}"
+    return f"{FILTER}status:{status}"
 
 
 def channel_key(channel: str) -> str:
-    return f"{PREFIX}:idx:{TAG}:channel:{channel}"
+    return f"{FILTER}channel:{channel}"
 
 
 def bot_key(bot: str) -> str:
-    return f"{PREFIX}:idx:{TAG}:bot:{bot}"
+    return f"{FILTER}bot:{bot}"
 
 
-WAITING_KEY = f"{PREFIX}:idx:{TAG}:waiting"
+WAITING_KEY = f"{FILTER}waiting"
+
+
+def new_filter_key(old: str) -> str:
+    """The set an older version's sorted set ``old`` (``OLD_FILTER``) moves into."""
+    return FILTER + old.removeprefix(f"{PREFIX}:idx:{TAG}:")
 SEARCH_KEY = f"{PREFIX}:idx:{TAG}:search"
 
 
@@ -153,15 +166,6 @@ def _split_source(src: str) -> tuple[str, str, str]:
     return name, phone, email
 
 
-def _score(old: Mapping[str, str], activity: float | None) -> float:
-    if activity is not None:
-        return activity
-    try:
-        return float(old.get("activity") or 0) or time.time()
-    except ValueError:
-        return time.time()
-
-
 def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity: float | None,
               preview: tuple[str, str] | None, logged: bool, commands: list[Any],
               state_changed: bool = True) -> None:
@@ -187,7 +191,6 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
         new["ix_src"] = new_src
     else:
         old_terms = new_terms = set()
-    score = _score(old, activity)
     removed = sorted(old_keys - new_keys)
     added = sorted(new_keys - old_keys)  # the order is the activity index's: no re-scoring
     gone = sorted(old_terms - new_terms)
@@ -197,9 +200,9 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
         return
 
     for key in removed:
-        commands.append(("ZREM", key, cid))
-    for key in added:
-        commands.append(("ZADD", key, score, cid))
+        commands.append(("SREM", key, cid))
+    for key in added:  # the order is the activity index's
+        commands.append(("SADD", key, cid))
     if gone:
         commands.append(("ZREM", SEARCH_KEY, *(f"{t}\0{cid}" for t in gone)))
     if fresh:
@@ -220,7 +223,7 @@ def seed(pipe: Any, cid: str, meta: Mapping[str, str], *, ttl: int | None = None
     score = float(meta.get("activity") or time.time())
     pipe.zadd(activity_index_key(), {cid: score})
     for k in filter_keys(meta):
-        pipe.zadd(k, {cid: score})
+        pipe.sadd(k, cid)
     if found:
         pipe.zadd(SEARCH_KEY, {f"{t}\0{cid}": 0 for t in found})
 
@@ -277,8 +280,9 @@ class ConversationIndex:
         if not cids:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for key in {activity_index_key(), *keys}:
-            pipe.zrem(key, *cids)
+        pipe.zrem(activity_index_key(), *cids)
+        for key in set(keys):
+            pipe.srem(key, *cids)
         await pipe.execute()
 
     async def _drop_terms(self, cids: list[str], found: Mapping[str, list[bytes]]) -> None:
@@ -293,7 +297,7 @@ class ConversationIndex:
         keys = filters.keys()
         out = Page()
         tmp = None
-        if keys:  # the filter sets' members, scored by the activity index (the sets' own scores: 0)
+        if keys:  # the filter sets' members, scored by the activity index (a set's members: 1, weight 0)
             tmp = f"{PREFIX}:idx:{TAG}:tmp:{secrets.token_hex(8)}"
             pipe = self.redis.pipeline(transaction=True)
             pipe.zinterstore(tmp, {activity_index_key(): 1, **dict.fromkeys(keys, 0)}, aggregate="SUM")
@@ -355,7 +359,7 @@ class ConversationIndex:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zmscore(activity_index_key(), cids)
         for key in keys:
-            pipe.zmscore(key, cids)
+            pipe.smismember(key, cids)
         scores, *memberships = await pipe.execute()
         ranked = []
         unscored = []
@@ -364,7 +368,7 @@ class ConversationIndex:
             if score is None:
                 unscored.append(cid)
                 continue
-            if any(m[i] is None for m in memberships):
+            if any(not m[i] for m in memberships):
                 continue
             if before is not None and score >= before:
                 continue

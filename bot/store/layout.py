@@ -12,14 +12,23 @@ members are merged the same way, the later activity winning. On a Redis Cluster 
 are in different slots, so there they are copied a page at a time and the old key dropped; a
 member an older process writes meanwhile is merged at the next start (meanwhile that
 conversation's next message lists it again).
+
+The dashboard's filter sets became plain sets named ``sb:idx:{conv}:f:…`` (bot/store/indexes.py;
+about 45 B less per conversation and set): the sorted sets of older versions
+(``sb:idx:{conv}:status:bot`` …) are found with one ``SCAN`` at the first start, moved a page at
+a time (``SADD`` to the set, ``ZREM`` from the sorted set, one script per page: all these keys
+share the slot ``{conv}``, also on a Redis Cluster), and the key ``sb:layout:filter_sets`` says
+it is done: later starts only read it. A member an older process adds meanwhile is moved by the
+next start; one it moved that a newer save has removed is not trusted by the listing (it checks
+each row's metadata).
 """
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from . import indexes, replies
 from . import keys as k
-from . import replies
 
 #: Keys an older version wrote that nothing reads any more, unlinked at start (freed in the
 #: background): the embedded CRM's ``sb:crm:idx:leads`` (every lead id, about 100 B a lead).
@@ -46,6 +55,34 @@ async def rename_old_keys(redis: Redis, *, shards: int) -> int:
         pipe.eval(_MERGE, 2, old, new)
     pipe.eval(_MERGE_LATEST, 2, k.OLD_ACTIVITY_INDEX, k.activity_index_key())
     return sum(int(n) for n in await pipe.execute())
+
+
+#: Set when the filter sets' move is done (its value: how many members were moved).
+FILTER_SETS_DONE = f"{k.PREFIX}:layout:filter_sets"
+
+_MOVE_PAGE = """
+local m = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #m == 0 then return 0 end
+redis.call('SADD', KEYS[2], unpack(m))
+redis.call('ZREM', KEYS[1], unpack(m))
+return #m
+"""
+
+
+async def move_filter_sets(redis: Redis) -> int:
+    """The older versions' filter sorted sets moved into the plain sets, once; members moved."""
+    if await redis.exists(FILTER_SETS_DONE):
+        return 0
+    moved = 0
+    move = redis.register_script(_MOVE_PAGE)
+    async for raw in redis.scan_iter(match=f"{k.PREFIX}:idx:{{conv}}:*", count=_PAGE):
+        old = replies.text(raw)
+        if not indexes.OLD_FILTER.match(old) or await redis.type(old) not in (b"zset", "zset"):
+            continue
+        while n := int(await move(keys=[old, indexes.new_filter_key(old)], args=[_PAGE])):
+            moved += n
+    await redis.set(FILTER_SETS_DONE, moved)
+    return moved
 
 
 async def move_activity_index(redis: Redis) -> int:
