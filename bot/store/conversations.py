@@ -355,10 +355,13 @@ class ConversationStore:
         token = self._token()
         now_ms = int(self.clock() * 1000)
         meta_args: list[str] = []
-        implied = k.id_fields(cid) if meta else {}
-        for name, value in (meta or {}).items():
-            if implied.get(name) != value:  # not what the id holds: read back from it (statefields.split)
-                meta_args += [name, value]
+        given = meta or {}
+        implied = k.id_fields(cid) if given else {}
+        if implied and all(given.get(name) == value for name, value in implied.items()):
+            given = {name: value for name, value in given.items() if name not in implied}
+            given[statefields.ID_IMPLIED] = "1"  # the id holds them: read back from it (statefields.split)
+        for name, value in given.items():
+            meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
                 len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
         commands = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args),

@@ -34,6 +34,9 @@ INLINE_MAX = 32 * CHUNK
 #: The field holding the chunk count (``-``: the state is in its own key), and the chunks' prefix.
 COUNT = "~"
 IN_KEY = "-"
+#: Set when the channel sent ``keys.ID_FIELDS`` as the conversation id holds them: they are not
+#: stored, ``split`` fills them in from the id.
+ID_IMPLIED = "~i"
 
 #: ``st_move(meta, statekey, count)``: a conversation's state as the lock taker reads it (false:
 #: none). ``count`` is its ``~`` field (false: absent, the old layout: the key's state, if any, is
@@ -76,9 +79,9 @@ def fields(state: bytes) -> list[str | bytes] | None:
 
 def split(raw: Raw, cid: str = "") -> tuple[dict[str, str], bytes | None]:
     """An ``HGETALL`` of a conversation's metadata: (the metadata as text, the state in the
-    hash or None: absent, or in its own key). With ``cid``, a conversation that exists gets
-    the fields its id holds (``keys.id_fields``: the push does not store them)."""
-    meta: dict[str, str] = id_fields(cid) if cid and raw else {}
+    hash or None: absent, or in its own key). With ``cid`` and ``ID_IMPLIED`` set, the fields
+    its id holds (``keys.id_fields``: the push did not store them)."""
+    meta: dict[str, str] = id_fields(cid) if cid and raw.get(ID_IMPLIED.encode()) else {}
     chunks: dict[bytes, bytes] = {}
     for name, value in raw.items():
         field = replies.raw(name)

@@ -4,6 +4,7 @@ compact hash holds, a long state in its own key, and the old layout's key moved 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from unittest.mock import ANY
 
 import pytest
 from hypothesis import given
@@ -135,6 +136,14 @@ async def test_the_push_stores_no_field_the_id_holds_and_readers_get_them(
     other = await store.push(CID, b"e2", meta={"channel": "telegram"})  # not what the id holds: kept
     assert await redis.hget(KEY.meta, "channel") == b"telegram"
     assert other.batch is None and (await store.meta(CID))["channel"] == "telegram"
+
+
+async def test_only_a_channel_that_sends_every_id_field_gets_them_from_the_id(
+        store: ConversationStore, redis: Redis) -> None:
+    """A conversation whose channel sends no external id has none (no identity, no CRM lead)."""
+    await store.push(CID, b"e1", meta={"channel": "livechat", "account": "demo"})
+    assert await store.meta(CID) == {"channel": "livechat", "account": "demo", "ttl_at": ANY}
+    assert await redis.hget(KEY.meta, "channel") == b"livechat"
 
 
 async def test_a_metadata_hash_that_stores_the_id_fields_reads_the_same(store: ConversationStore, redis: Redis) -> None:
