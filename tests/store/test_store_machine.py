@@ -90,6 +90,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.saved: list[tuple[str, Batch]] = []  # saved, lock kept: the next batch to load
         self.scanned: list[tuple[str, float]] = []  # recovery read these, has not acquired yet
         self.idle: list[tuple[str, float]] = []  # recovery found these idle, will forget them
+        self.entries = 0  # the model of the transcript's count: entries saved or appended outside a turn
         self.run(self.redis.flushdb())
 
     def run(self, coro: Awaitable[T]) -> T:
@@ -162,6 +163,8 @@ class StoreMachine(RuleBasedStateMachine):
         assert saved.status != -1, "a processor lost a lock it renewed within the TTL"
         del self.inbox[:len(events)]
         assert saved.status == (1 if self.inbox else 0), (saved.status, self.inbox)
+        self.entries += len(events)
+        assert (saved.first, saved.last) == (self.entries - len(events) + 1, self.entries), (saved, self.entries)
         if saved.status == 0:
             self.lock = None
             return False
@@ -238,6 +241,13 @@ class StoreMachine(RuleBasedStateMachine):
         """Seconds to a day pass (so locks expire), always inside the 7-day dedupe window."""
         self.run(self._time_passes(seconds))
 
+    @rule(via=st.sampled_from([*PROCESSORS, "worker"]))
+    def append_outside_a_turn(self, via: str) -> None:
+        """A delivery receipt: numbered after every entry so far, while a batch may be held
+        (whose save must then number its entries after it: the lock is marked)."""
+        self.entries += 1
+        assert self.run(self.stores[via].append_log(CID, [f"r{self.entries}".encode()])) == self.entries
+
     @invariant()
     def the_lock_is_the_models(self) -> None:
         self.run(self._check_lock())
@@ -245,6 +255,7 @@ class StoreMachine(RuleBasedStateMachine):
     async def _check_lock(self) -> None:
         """Redis's lock is the model's: same holder, the life left from its last renewal."""
         owner: bytes | None = await self.redis.get(KEY.lock)  # type: ignore[assignment]
+        owner = owner.rstrip(b"+") if owner is not None else None  # marked by appends outside the turn
         assert owner == (self.lock[0].encode() if self.lock else None), (owner, self.lock)
         if self.lock is not None:
             left = (self.lock[1] - self.clock.now) * 1000
@@ -320,7 +331,9 @@ class StoreMachine(RuleBasedStateMachine):
 
     async def _handled(self) -> tuple[list[int], list[int]]:
         state = _decode(await self.stores["worker"].state(CID))
-        log = [int(d) for _, d in await self.stores["worker"].read_log(CID, 0, 10_000)]
+        rows = await self.stores["worker"].read_log(CID, 0, 10_000)
+        assert [n for n, _ in rows] == list(range(1, self.entries + 1)), (rows, self.entries)  # no gap, no repeat
+        log = [int(d) for _, d in rows if not d.startswith(b"r")]  # the receipts apart
         return state, log
 
     @invariant()
