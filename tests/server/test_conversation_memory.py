@@ -18,10 +18,10 @@ ECHO: dict[str, Any] = {
               "buttons": [{"title": "Opening hours", "next": "reply"}],
               "other_answer": "reply", "no_answer": {"after": "10m", "next": "reply"}},
 }
-#: The conversation's own keys (state, metadata with the transcript's count, transcript, dedupe):
-#: 1,962 B with the compact transcript list and state; 2,574 B with the list of plain entries;
-#: 6,203 B when the transcript was a stream and a counter.
-CONVERSATION_BOUND = 2100
+#: The conversation's own keys (metadata with the state and the transcript's count, transcript,
+#: dedupe): 1,850 B with the state in the metadata hash; 1,962 B with the state a key of its own;
+#: 2,574 B with the list of plain entries; 6,203 B when the transcript was a stream and a counter.
+CONVERSATION_BOUND = 1900
 
 
 async def conversation_bytes(redis: Redis, cid: str) -> dict[str, int]:
