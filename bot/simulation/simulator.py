@@ -74,6 +74,7 @@ class Simulator:
         custom_handlers: Mapping[str, CustomHandler] | None = None,
         automations: CompiledAutomations | None = None,
         splits: SplitBook | None = None,
+        crm: MemoryCrm | None = None,
     ) -> None:
         self.library = FlowLibrary()
         for b in bots:
@@ -82,7 +83,8 @@ class Simulator:
         self.flow = flow
         self.channel = channel
         self.now = now
-        self.crm = MemoryCrm(pipelines=pipelines)
+        # A CRM shared by many simulators gives each its own contact (a split test over many contacts).
+        self.crm = crm if crm is not None else MemoryCrm(pipelines=pipelines)
         contact = dict(contact or {})
         lead = dict(lead or {})
         cid = self.crm.create_contact(**contact)
