@@ -19,8 +19,8 @@ NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 def _flow(weights: tuple[int, ...] = (50, 50), winner: dict[str, Any] | None = None) -> Any:
     names = "abcdefgh"[: len(weights)]
-    split: dict[str, Any] = {"type": "split", "goal": "purchased",
-                             "paths": [{"id": n, "weight": w, "next": f"say_{n}"} for n, w in zip(names, weights, strict=True)]}
+    paths = [{"id": n, "weight": w, "next": f"say_{n}"} for n, w in zip(names, weights, strict=True)]
+    split: dict[str, Any] = {"type": "split", "goal": "purchased", "paths": paths}
     if winner is not None:
         split["winner"] = winner
     steps: dict[str, Any] = {"offer": split, **{f"say_{n}": {"type": "message", "text": n, "next": "hold"}
