@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import Problem
 from . import compiled as c
@@ -14,8 +14,13 @@ from . import models as m
 from .problems import pointer, suggest
 from .templates import evaluate_value
 
-if TYPE_CHECKING:
-    from .validate import Compiler
+
+class Compiler(Protocol):
+    """What this module needs of ``bot.builder.validate.Compiler`` (which imports this module)."""
+
+    def value(self, value: Any, at: list[str | int]) -> Any: ...
+
+    def predicate(self, p: m.Predicate, at: list[str | int]) -> c.CPredicate: ...
 
 
 def match_predicate(comp: Compiler, match: Mapping[str, Any] | None, at: list[str | int]) -> c.CPredicate | None:
