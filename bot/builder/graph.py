@@ -207,7 +207,7 @@ def to_mermaid(flow: m.Flow, *, highlight: str | None = None) -> str:
         text = getattr(step, "text", None)
         if isinstance(text, str):
             label += "<br/>" + _mermaid_text(text)
-        shape = ('{{"%s"}}' if step.type in ("condition", "validation", "round_robin")
+        shape = ('{{"%s"}}' if step.type in ("condition", "validation", "round_robin", "split")
                  else '(["%s"])' if step.type == "stop" else '["%s"]')
         lines.append(f"    {_mermaid_id(sid)}{shape % _mermaid_text(label, 80)}")
     for e in all_edges(flow.steps):
