@@ -13,8 +13,10 @@ listener), so it costs no round trip; the customer's own chat messages are never
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ..builder import compiled as c
+if TYPE_CHECKING:  # compiled flows are imported with the first flow (issue 14: startup)
+    from ..builder import compiled as c
 
 #: A conversation's own messages: never forwarded back to it.
 OWN_SOURCES = frozenset({"chat"})
@@ -28,9 +30,11 @@ def listened(flow: c.CompiledFlow) -> frozenset[str]:
     """The event types ``flow`` reacts to (``"*"``: every type), worked out once per version."""
     found: frozenset[str] | None = flow.memo.get("listened")
     if found is None:
+        from ..builder.compiled import CPause
+
         types = set(flow.goals)
         for step in flow.steps.values():
-            if isinstance(step, c.CPause):
+            if isinstance(step, CPause):
                 for e in step.until:
                     if e.on == "event" and e.event:
                         types.add(e.event)

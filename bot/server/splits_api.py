@@ -10,15 +10,17 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..builder import compiled as c
 from ..engine.splits import SplitRecord, rate
 from ..store.splits import SplitStore
 from .http import MAX_INDEX, error, json_body, query_number, require
 from .keys import SERVICES
+
+if TYPE_CHECKING:  # compiled flows are imported with the first flow (issue 14: startup)
+    from ..builder import compiled as c
 
 log = logging.getLogger("salesbot.server.splits")
 routes = web.RouteTableDef()
@@ -60,9 +62,11 @@ class _NotFound(Exception):
 
 
 def _split_of(request: web.Request, flow: c.CompiledFlow) -> c.CSplit:
+    from ..builder.compiled import CSplit
+
     step_id = request.match_info["step"]
     step = flow.steps.get(step_id) if _STEP_ID.fullmatch(step_id) else None
-    if not isinstance(step, c.CSplit):
+    if not isinstance(step, CSplit):
         log.warning("splits.unknown_step", extra={"bot": flow.id, "step": step_id[:80]})
         raise _NotFound(f"bot {flow.id!r} has no split step {step_id[:64]!r}")
     return step
@@ -76,8 +80,10 @@ async def list_splits(request: web.Request) -> web.Response:
         flow = await _flow(request, version)
     except _NotFound as exc:
         return error(404, "not_found", str(exc))
+    from ..builder.compiled import CSplit
+
     store = SplitStore(request.app[SERVICES].redis)
-    splits = [view(s, await store.read(flow.id, s.id)) for s in flow.steps.values() if isinstance(s, c.CSplit)]
+    splits = [view(s, await store.read(flow.id, s.id)) for s in flow.steps.values() if isinstance(s, CSplit)]
     return web.json_response({"bot": flow.id, "version": flow.version, "splits": splits})
 
 
