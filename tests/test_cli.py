@@ -212,7 +212,7 @@ def test_automations_validate_one_line_per_problem_and_exit_1(tmp_path: Path) ->
     assert code == 1
     assert lines == [
         (f'{f}: /rules/0/do/start_bot: unknown bot "welcom" (did you mean "welcome"?); known: ab_offer, appointment, '
-        "demo, qualify, welcome"),
+        "cart_nudge, demo, qualify, welcome"),
         (f'{f}: /rules/0/stage: unknown stage "Incomng" of pipeline "Sales" (did you mean "Incoming"?); its stages: '
         "Incoming, Contacted, Qualified, Proposal, Won, Lost"),
         (f'{f}: /triggers/0/on: unknown event type "order.payed" (did you mean "order.paid"?) '

@@ -151,6 +151,8 @@ class CPauseEvent:
     on: str
     after: int | None
     next: str | None
+    event: str | None = None  # on "event": the event type
+    test: CPredicate | None = None  # on "event": its match (over event.data); on "condition": its if
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +213,29 @@ class CRoundRobin(CStep):
 
 
 @dataclass(frozen=True, slots=True)
+class CSplitPath:
+    id: str
+    weight: int
+    next: str
+
+
+@dataclass(frozen=True, slots=True)
+class CSplit(CStep):
+    paths: tuple[CSplitPath, ...]
+    goal: str | None
+    after_entries: int | None  # the winner rule (both None: no automatic winner)
+    or_after: int | None  # seconds after the first entry
+
+
+@dataclass(frozen=True, slots=True)
+class CGoal:
+    name: str
+    on: str  # the event type
+    test: CPredicate | None  # its match, over event.data
+    next: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class CWidget(CStep):
     widget: str
     params: Any
@@ -258,3 +283,5 @@ class CompiledFlow:
     #: What the interpreter compiles from this version on first use, by step id (a condition's
     #: predicate closures): built once per version and dropped with it. Not part of the flow's value.
     memo: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    #: The flow-level goals by event type (``docs/flows.md``, "Goals").
+    goals: Mapping[str, tuple[CGoal, ...]] = field(default_factory=lambda: MappingProxyType({}))

@@ -66,7 +66,8 @@ def step_edges(step_id: str, step: Any) -> Iterator[Edge]:
     elif isinstance(step, m.PauseStep):
         for i, ev in enumerate(step.until):
             # working_hours fires at once while the hours are on: it does not wait.
-            when = "now" if ev.on == "working_hours" else "wait"
+            # So does a condition that already holds when the pause is reached.
+            when = "now" if ev.on in ("working_hours", "condition") else "wait"
             if ev.next is not None:
                 yield from edge(ev.next, f"until/{i}/next", ev.on, when)
             elif step.next is not None:
@@ -86,6 +87,9 @@ def step_edges(step_id: str, step: Any) -> Iterator[Edge]:
     elif isinstance(step, m.StartBotStep):
         # The called bot may wait for the customer; we cannot know, so this is not a "now" edge.
         yield from edge(step.next, "next", f"after {step.bot}", "wait")
+    elif isinstance(step, m.SplitStep):
+        for i, path in enumerate(step.paths):
+            yield from edge(path.next, f"paths/{i}/next", path.id, "now")
     elif isinstance(step, m.RoundRobinStep):
         for i, option in enumerate(step.options):
             yield from edge(option, f"options/{i}", f"#{i + 1}", "now")
@@ -203,7 +207,7 @@ def to_mermaid(flow: m.Flow, *, highlight: str | None = None) -> str:
         text = getattr(step, "text", None)
         if isinstance(text, str):
             label += "<br/>" + _mermaid_text(text)
-        shape = ('{{"%s"}}' if step.type in ("condition", "validation", "round_robin")
+        shape = ('{{"%s"}}' if step.type in ("condition", "validation", "round_robin", "split")
                  else '(["%s"])' if step.type == "stop" else '["%s"]')
         lines.append(f"    {_mermaid_id(sid)}{shape % _mermaid_text(label, 80)}")
     for e in all_edges(flow.steps):

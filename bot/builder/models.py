@@ -10,79 +10,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    StringConstraints,
-    Tag,
-    model_validator,
-)
+from pydantic import BaseModel, Discriminator, Field, StringConstraints, Tag, model_validator
 
-from .durations import MAX_TIMER_SECONDS, DurationError, parse_duration
+from .model_base import BotId as BotId
+from .model_base import Duration as Duration
+from .model_base import Model as Model
+from .model_base import StepId as StepId
+from .model_base import Template as Template
+from .model_base import TemplateValue as TemplateValue
+from .model_base import TimerDuration as TimerDuration
+from .model_base import VarName as VarName
 
 FORMAT = "salesbot.flow/1"
 MAX_BUTTONS = 13
 MAX_LIST_ROWS = 10
-
-
-def _ignored(key: object) -> bool:
-    """``x-*`` builder metadata, and ``$schema`` (editors use it to find flows/schema.json)."""
-    return isinstance(key, str) and (key.startswith("x-") or key == "$schema")
-
-
-def _drop_builder_metadata(data: Any) -> Any:
-    if isinstance(data, dict) and any(_ignored(k) for k in data):
-        return {k: v for k, v in data.items() if not _ignored(k)}
-    return data
-
-
-class Model(BaseModel):
-    """Base of every model: frozen, unknown keys forbidden, ``x-*`` keys ignored."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        populate_by_name=True,
-        json_schema_extra={"patternProperties": {"^x-": {}}},
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _metadata(cls, data: Any) -> Any:
-        return _drop_builder_metadata(data)
-
-
-def _duration(value: object) -> int:
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _timer_duration(value: object) -> int:
-    seconds = _duration(value)
-    if seconds > MAX_TIMER_SECONDS:
-        raise ValueError("a timer can wait at most 8760h 60m 60s")
-    if seconds < 1:
-        raise ValueError("a timer must wait at least 1 second")
-    return seconds
-
-
-Duration = Annotated[
-    int | str,
-    AfterValidator(_duration),
-    Field(json_schema_extra={"pattern": r"^(\d+[dhms])+$|^\d+$"}),
-]
-TimerDuration = Annotated[int | str, AfterValidator(_timer_duration)]
-StepId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-BotId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-#: Any string shown to a customer or passed to an action is a Jinja2 template.
-Template = str
-TemplateValue = str | int | float | bool | None | list[Any] | dict[str, Any]
 Recipients = Literal["chat", "main_contact", "all_contacts"]
 
 
@@ -285,8 +226,12 @@ class ValidationStep(Model):
 
 # ---------------------------------------------------------------- pause
 class PauseEvent(Model):
-    on: Literal["message", "timer", "working_hours", "video_opened", "video_closed"]
+    on: Literal["message", "timer", "working_hours", "video_opened", "video_closed", "event", "condition"]
     after: TimerDuration | None = None
+    event: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+){1,3}$")] | None = None
+    match: Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], TemplateValue],
+                     Field(max_length=20)] | None = None
+    if_: Predicate | None = Field(default=None, alias="if")
     next: StepId | None = None
 
     @model_validator(mode="after")
@@ -295,6 +240,10 @@ class PauseEvent(Model):
             raise ValueError('a "timer" event needs after (a duration such as "1d")')
         if self.on != "timer" and self.after is not None:
             raise ValueError(f'only "timer" events take after, not "{self.on}"')
+        if (self.on == "event") != (self.event is not None) or (self.match is not None and self.on != "event"):
+            raise ValueError('"event" (the event type, such as "email.opened") and match go with on: "event" only')
+        if (self.on == "condition") != (self.if_ is not None):
+            raise ValueError('"if" (the condition to wait for) goes with on: "condition" only, which needs it')
         return self
 
 
@@ -520,9 +469,13 @@ class StopStep(Model):
     close_chat: bool = False
 
 
+from .models_split import Goal as Goal  # noqa: E402 - after the models it names in its own
+from .models_split import SplitStep as SplitStep  # noqa: E402
+
 Step = Annotated[
     MessageStep | ListStep | ConditionStep | ValidationStep | PauseStep | ActionStep | InternalMessageStep
-    | SubscribeStep | CommentStep | GotoStep | StartBotStep | RoundRobinStep | WidgetStep | CustomStep | StopStep,
+    | SubscribeStep | CommentStep | GotoStep | StartBotStep | RoundRobinStep | WidgetStep | CustomStep | StopStep
+    | SplitStep,
     Field(discriminator="type"),
 ]
 
@@ -542,3 +495,5 @@ class Flow(Model):
     settings: Settings = Settings()
     variables: dict[VarName, Any] = {}
     steps: Annotated[dict[StepId, Step], Field(min_length=1)]
+    goals: Annotated[dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")], Goal],
+                     Field(max_length=50)] = {}

@@ -129,7 +129,7 @@ def _message(err: Mapping[str, Any], raw: Any, path: list[str | int], keys: Coll
         return f"needs at least {ctx.get('min_length')} item(s)"
     if kind == "string_pattern_mismatch":
         field = path[-1] if path else ""
-        if field == "id":
+        if field == "id" and len(path) == 1:  # the document's own id (a split path has one too)
             return f"{json.dumps(bad)} is not a bot id: lower-case letters, digits, _ and -, up to 64"
         return f"{json.dumps(bad, ensure_ascii=False)} is not a valid {field or 'value'} (pattern {ctx.get('pattern')})"
     if kind == "value_error":

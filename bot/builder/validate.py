@@ -23,6 +23,7 @@ from ..errors import FlowInvalid, Problem
 from ..messages import OutButton
 from . import compiled as c
 from . import models as m
+from . import splits as sp
 from .graph import Edge, all_edges, loops_without_wait, reachable
 from .normalize import normalize
 from .problems import _ACTION_NAMES, _KEYS, _STEP_TYPE_NAMES, pointer, schema_problems, sorted_problems, suggest
@@ -45,6 +46,8 @@ class _Envelope(m.Model):
     settings: m.Settings = m.Settings()
     variables: dict[m.VarName, Any] = Field(default_factory=dict)
     steps: Annotated[dict[str, Any], Field(min_length=1)]
+    goals: Annotated[dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")], m.Goal],
+                     Field(max_length=50)] = Field(default_factory=dict)
 
 
 def _schema_problems(exc: ValidationError, raw: Any, prefix: list[str | int]) -> list[Problem]:
@@ -231,11 +234,10 @@ class Compiler:
             return c.CValidation(sid, t, self.template(s.value, at + ["value"]), s.logic, rules,
                                  s.save_as, s.pass_, s.fail)
         if isinstance(s, m.PauseStep):
-            return c.CPause(sid, t, tuple(
-                c.CPauseEvent(e.on, None if e.after is None else _seconds(e.after),
-                              e.next if e.next is not None else s.next)
-                for e in s.until
-            ))
+            return c.CPause(sid, t, tuple(sp.pause_event(self, e, at + ["until", i], s.next)
+                                          for i, e in enumerate(s.until)))
+        if isinstance(s, m.SplitStep):
+            return sp.split(sid, s)
         if isinstance(s, m.ActionStep):
             return c.CActionStep(sid, t, self.actions(s.actions, at + ["actions"]), s.next, s.failed)
         if isinstance(s, m.InternalMessageStep):
@@ -369,11 +371,17 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
 
     compiler = Compiler()
     compiled_steps = {sid: compiler.step(sid, s) for sid, s in steps.items()}
+    goals = sp.goals(compiler, env.goals) if env is not None else {}
     problems.extend(compiler.problems)
+    problems.extend(sp.problems(doc, steps, env.goals if env is not None else {}))
 
     # Warnings: steps that cannot be reached; waiting steps without a fallback.
     if isinstance(start, str) and start in raw_steps:
-        seen = reachable(start, [e for e in edges if e.target in raw_steps] + raw_edges)
+        known = [e for e in edges if e.target in raw_steps] + raw_edges
+        seen = reachable(start, known)
+        for g in env.goals.values() if env is not None else ():  # a goal jumps there from any step
+            if g.next is not None and g.next in raw_steps:
+                seen |= reachable(g.next, known)
         for sid in raw_steps:
             if sid not in seen:
                 problems.append(Problem(pointer(["steps", sid]), "step cannot be reached from the start", "warning"))
@@ -395,7 +403,7 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
         leave_unanswered=env.settings.leave_unanswered, step_budget=env.settings.step_budget,
         variables=MappingProxyType(dict(env.variables)), steps=MappingProxyType(compiled_steps),
         digest=hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16],
-        source=MappingProxyType(doc),
+        source=MappingProxyType(doc), goals=goals,
         warnings=tuple(str(p) for p in problems if p.severity == "warning"),
         called_bots=frozenset(s.bot for s in steps.values() if isinstance(s, m.StartBotStep)),
         reads_clock="now" in compiler.names,

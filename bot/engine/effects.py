@@ -10,7 +10,7 @@ from ..messages import OutAttachment, OutButton, OutList, OutRow
 
 __all__ = [
     "CancelTimer", "ChatStatus", "Effect", "InternalMessage", "OutAttachment", "OutButton", "OutList",
-    "OutRow", "Request", "SendMessage", "SetTimer", "Trace",
+    "OutRow", "Request", "SendMessage", "SetTimer", "SplitCount", "Trace",
 ]
 
 
@@ -79,4 +79,16 @@ class Trace:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Effect = SendMessage | SetTimer | CancelTimer | InternalMessage | ChatStatus | Request | Trace
+@dataclass(slots=True)
+class SplitCount:
+    """Count one entry (``kind`` "entry") or goal ("goal") for a path of a split test. The shell
+    adds it to the save of the turn's state (``SaveRequest.counters``), so it counts exactly once."""
+
+    bot: str
+    step: str
+    generation: int  # the test's generation (a reset starts a new one)
+    path: str
+    kind: str  # entry | goal
+
+
+Effect = SendMessage | SetTimer | CancelTimer | InternalMessage | ChatStatus | Request | Trace | SplitCount

@@ -19,7 +19,7 @@ from . import effects as fx
 from . import events as ev
 from .flows import FlowSource
 from .state import ConversationState, Run
-from .steps import actions, control, decisions, messages, requests
+from .steps import actions, control, decisions, messages, requests, split
 from .turn import WAIT, Target, TurnContext
 
 S = TypeVar("S", bound=c.CStep)
@@ -187,6 +187,33 @@ class _Turn(TurnContext):
 
     def on_crm_event(self, e: ev.CrmEvent) -> None:
         self.trace("crm.event", type=e.type)
+        run = self.state.run
+        if run is None:
+            return
+        active = run.status == "running" or run.status == "waiting"
+        # An ended run still counts a goal for the splits it passed; only a live one moves.
+        flow = self.flow if active else self.flows.get(run.bot, run.version)
+        if flow is None:
+            return
+        wait = run.wait if active else None
+        pausing = wait is not None and wait.kind == "pause" and ("event" in wait.on or "condition" in wait.on)
+        if not flow.goals and not pausing:
+            return
+        ctx = split.event_context(self, e)
+        target = split.reach_goals(self, flow, e, ctx) if flow.goals else None
+        if not active or self.state.owner != "bot":
+            return  # a person has the conversation: the goal counts, the bot stays where it is
+        if target is not None:
+            self.trace("goal.jump", to_step=target)
+            self.resume(target)
+            return
+        step = flow.steps.get(wait.step) if pausing and wait is not None else None
+        if isinstance(step, c.CPause):
+            for i, x in enumerate(step.until):
+                if ((x.on == "event" and x.event == e.type) or x.on == "condition") and split.holds(
+                        self, flow, f"{step.id}:until:{i}", x.test, ctx):
+                    self.resume(x.next)
+                    return
 
     def on_human(self, e: ev.HumanMessage) -> None:
         """A person answered: the chat counts as answered; the bot's run is not touched."""
@@ -396,10 +423,12 @@ _step(c.CPause, control.pause)
 _step(c.CStartBot, control.start_bot)
 _step(c.CStop, control.stop)
 _step(c.CRoundRobin, requests.round_robin)
+_step(c.CSplit, split.split)
 _step(c.CWidget, requests.widget)
 _step(c.CCustom, requests.custom)
 _result(c.CActionStep, actions.action_result)
 _result(c.CRoundRobin, requests.round_robin_result)
+_result(c.CSplit, split.split_result)
 _result(c.CWidget, requests.widget_result)
 _result(c.CCustom, requests.custom_result)
 

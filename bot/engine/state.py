@@ -121,6 +121,10 @@ class Run:
     action_index: int = 0
     callers: list[Frame] = field(default_factory=list)
     error: str | None = None
+    #: The splits this run passed: ``(bot, step, path, generation, goal)``, so a goal reached later
+    #: (after a restart too) counts for each of them, once. Tuples: shared by clones, replaced on change.
+    splits: tuple[tuple[str, str, str, int, str], ...] = ()
+    goals: tuple[str, ...] = ()  # the flow goals this run has reached (each counts once)
 
     @property
     def active(self) -> bool:
@@ -135,13 +139,14 @@ class Run:
         # few handlers that change one in place take their own copy first (``TurnContext.own_wait``).
         r.wait = self.wait
         r.action_index, r.error = self.action_index, self.error
+        r.splits, r.goals = self.splits, self.goals
         # Each frame gets its own vars: returning from a call writes the callee's vars into them.
         r.callers = [Frame(f.bot, f.version, f.next, dict(f.vars), f.json, f.last_validation_result)
                      for f in self.callers] if self.callers else []
         return r
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "id": self.id, "bot": self.bot, "version": self.version, "step": self.step,
             "status": self.status, "vars": self.vars, "json": self.json,
             "lvr": self.last_validation_result,
@@ -149,6 +154,9 @@ class Run:
             "ai": self.action_index, "callers": [f.to_dict() for f in self.callers],
             "error": self.error,
         }
+        if self.splits or self.goals:  # only runs that passed a split or reached a goal carry them
+            d["sp"], d["gl"] = [list(x) for x in self.splits], list(self.goals)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Run:
@@ -157,6 +165,8 @@ class Run:
             dict(d.get("vars") or {}), d.get("json"), d.get("lvr"),
             Wait.from_dict(d["wait"]) if d.get("wait") else None, d.get("ai", 0),
             [Frame.from_dict(f) for f in d.get("callers") or ()], d.get("error"),
+            tuple((str(x[0]), str(x[1]), str(x[2]), int(x[3]), str(x[4])) for x in d.get("sp") or ()),
+            tuple(str(g) for g in d.get("gl") or ()),
         )
 
 

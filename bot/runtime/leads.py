@@ -189,6 +189,9 @@ class LeadService(QueueProcessor[Prefetched]):
         #: Completes an event before anyone sees it (the Kommo backend: stage names of the status
         #: ids of its webhooks, ``bot/runtime/kommo_events.py``); None: events are complete.
         self.complete: Callable[[LeadEvent], Awaitable[LeadEvent]] | None = None
+        #: Set by the services: ``(source, type)`` -> whether a flow listens to such events, which
+        #: are then forwarded although their source is kept back (``bot.runtime.interest``).
+        self.listens: Callable[[str, str], bool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: lead id -> the contact its last batch used: whose snapshot to read along (bounded, LRU).
         self._contacts: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -421,8 +424,11 @@ class LeadService(QueueProcessor[Prefetched]):
             return {}
 
     def _forwarded(self, event: LeadEvent) -> bool:
-        """Whether the event goes to the lead's conversation (see ``_forward``)."""
-        return self.conversations is not None and event.source not in UNFORWARDED
+        """Whether the event goes to the lead's conversation (see ``_forward``): also one of a
+        source kept back when a flow listens to its type (``listens``: bot.runtime.interest)."""
+        if self.conversations is None:
+            return False
+        return event.source not in UNFORWARDED or (self.listens is not None and self.listens(event.source, event.type))
 
     async def _forward(self, event: LeadEvent, conversation: _Conversation) -> None:
         """The event to the lead's conversation, once (a redone batch is deduplicated there).

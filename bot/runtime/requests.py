@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..engine import events as ev
 from ..engine.state import ConversationState
 from ..errors import ActionFailed, CrmRejected, CrmTemporary
 from ..outward.actions import crm_ref_of
+from ..store.splits import SplitStore
 
 log = logging.getLogger("salesbot.runtime.requests")
 
@@ -93,6 +95,11 @@ class ServerRequests:
         p = request.payload
         n = int(await self.redis.incr(f"sb:rr:{{{p['bot']}}}:{p['rotation']}"))
         return ev.RequestResult(request.id, value=(n - 1) % int(p["options"]))
+
+    async def _split(self, request: fx.Request, state: ConversationState,
+                     snapshot: Mapping[str, Any]) -> ev.RequestResult:
+        """A split step's path: the winner's once there is one, else the contact's own (docs/flows.md)."""
+        return ev.RequestResult(request.id, value=await SplitStore(self.redis).answer(request.payload, time.time()))
 
     async def _widget(self, request: fx.Request, state: ConversationState,
                       snapshot: Mapping[str, Any]) -> ev.RequestResult:

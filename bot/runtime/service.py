@@ -27,6 +27,7 @@ from ..store import codec
 from ..store import indexes as convindex
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.memoryguard import MemoryGuard
+from ..store.splits import count_field, split_key
 from .driver import Driver
 from .metrics import Metrics
 from .queueloop import IdentityPending, QueueProcessor
@@ -385,6 +386,8 @@ class ConversationService(QueueProcessor[Prefetched]):
                 req.timers_cancel.append(e.timer_id)
             elif isinstance(e, fx.InternalMessage):
                 req.add_log(internal_entry(e, now))
+            elif isinstance(e, fx.SplitCount):  # counted by the save script, with the state that records it
+                req.counters.append((split_key(e.bot, e.step), count_field(e.kind, e.generation, e.path), 1))
             elif isinstance(e, fx.Trace):
                 level = _TRACE_LEVELS.get(e.level, logging.ERROR)
                 log.log(level, e.event, extra={"cid": state.id, **{f"d_{k}": v for k, v in e.data.items()}})

@@ -26,6 +26,7 @@ from . import (
     outbound_api,
     pages,
     pipeline_api,
+    splits_api,
     tracking,
 )
 from .http import errors_middleware, mark_prepared, use_expect_handler
@@ -49,6 +50,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(openapi.routes)
     app.add_routes(outbound_api.routes)
     app.add_routes(pipeline_api.routes)  # /api/automations/{id}/counts
+    app.add_routes(splits_api.routes)  # /api/bots/{id}/splits
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}

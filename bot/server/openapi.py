@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from .splits_api import split_paths
 
 routes = web.RouteTableDef()
 
@@ -547,6 +548,8 @@ PATHS.update({
                                "error": {"type": "string"}}}}}}),
         "404": _json(_ERROR)}, auth=_READERS, params=[_AUTOMATION_ID])},
 })
+
+PATHS.update(split_paths(_op, _json, _p, _ERROR))  # /api/bots/{id}/splits…: bot/server/splits_api.py
 
 
 def document() -> dict[str, Any]:

@@ -35,6 +35,7 @@ from ..runtime.applyjobs import ApplyJobs
 from ..runtime.automations import AutomationEffects, EngineReactor
 from ..runtime.chatevents import ChatEvents
 from ..runtime.driver import Driver
+from ..runtime.interest import FlowInterest
 from ..runtime.kommo_events import name_events
 from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
@@ -197,6 +198,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         leads = LeadService(store=store, crm=crm, metrics=metrics, conversations=conversations,
                             park_after=config.park_after)
         outward.events = leads  # every e-mail send_email sends for a lead: its email.sent
+        leads.listens = FlowInterest(bots.loaded).wants  # events flows wait for or count as goals
         if isinstance(crm, RedisCrm):
             crm.sink = leads  # every change of the embedded CRM emits its events onto the lead queues
         if isinstance(crm, KommoCrm):  # our moves in Kommo emit their events; webhooks' stage ids get names

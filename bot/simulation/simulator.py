@@ -25,6 +25,7 @@ from ..engine.state import ConversationState
 from ..errors import ConversationTestError, CrmRejected
 from ..runtime.driver import Driver
 from .leadsim import LEAD_TIMER_PREFIX, OUTCOMES, LeadRules, lead_of_timer
+from .splitbook import SplitBook
 
 CustomHandler = Callable[[dict[str, Any], Mapping[str, Any]], Any]
 #: Events of the conversation's platform, not of the lead (they never reach the rule engine).
@@ -72,6 +73,8 @@ class Simulator:
         widgets: Mapping[str, Any] | None = None,
         custom_handlers: Mapping[str, CustomHandler] | None = None,
         automations: CompiledAutomations | None = None,
+        splits: SplitBook | None = None,
+        crm: MemoryCrm | None = None,
     ) -> None:
         self.library = FlowLibrary()
         for b in bots:
@@ -80,7 +83,8 @@ class Simulator:
         self.flow = flow
         self.channel = channel
         self.now = now
-        self.crm = MemoryCrm(pipelines=pipelines)
+        # A CRM shared by many simulators gives each its own contact (a split test over many contacts).
+        self.crm = crm if crm is not None else MemoryCrm(pipelines=pipelines)
         contact = dict(contact or {})
         lead = dict(lead or {})
         cid = self.crm.create_contact(**contact)
@@ -97,6 +101,7 @@ class Simulator:
         self.widgets = dict(widgets or {})
         self.custom = dict(custom_handlers or {})
         self.rotations: dict[tuple[str, str], int] = {}
+        self.splits = splits if splits is not None else SplitBook()  # shared to test many contacts
         self._seq = 0
         # Automations (docs/testing.md): the rule engine's side, and what rules started.
         self.rules = LeadRules(automations, self.crm) if automations is not None else None
@@ -193,6 +198,10 @@ class Simulator:
         if type_ == "delivery_failed":
             ref = data.get("ref") or next((x.ref for x in reversed(self.transcript) if x.role == "bot"), "")
             return await self.feed(ev.DeliveryFailed(str(ref), str(data.get("reason", "failed"))))
+        if type_ in ("lead.tag_added", "lead.tag_removed", "lead.field_changed"):  # the change, as the CRM made it
+            command = _change_command(type_, data)
+            if command is not None:
+                self._crm_write(self.ref, command, 0)
         if type_ == "lead.stage_changed" and "stage" in data:
             lead = self.crm.leads[self.ref.lead_id]
             lead["stage"] = str(data["stage"])
@@ -361,6 +370,8 @@ class Simulator:
         elif isinstance(effect, fx.InternalMessage):
             self.internal.append({"text": effect.text, "to": list(effect.to)})
             self.transcript.append(Line("internal", effect.text, at=self.now))
+        elif isinstance(effect, fx.SplitCount):
+            self.splits.count(effect)
         elif isinstance(effect, fx.Trace):
             self.traces.append(effect)
             if effect.level == "error":
@@ -391,6 +402,8 @@ class Simulator:
             n = self.rotations.get(key, 0)
             self.rotations[key] = n + 1
             return ev.RequestResult(request.id, value=n % int(p["options"]))
+        if request.kind == "split":
+            return ev.RequestResult(request.id, value=self.splits.answer(p, self.now.timestamp()))
         if request.kind == "widget":
             response = self._fixture(self.widgets, str(p["widget"]), {})
             if isinstance(response, Mapping) and response.get("fail"):
@@ -428,7 +441,10 @@ class Simulator:
             "last_validation_result": run.last_validation_result if run else None,
             "message": self.state.last_message or {},
             "run": {"bot": run.bot, "step": run.step, "status": run.status, "error": run.error,
-                    "waiting_for": run.wait.kind if run.wait else None} if run else {"status": None},
+                    "waiting_for": run.wait.kind if run.wait else None,
+                    "splits": {step: path for _, step, path, _, _ in run.splits}, "goals": list(run.goals)}
+            if run else {"status": None},
+            "splits": self.splits.view(),
             "chat": {"status": self.state.chat_status, "channel": self.channel, "owner": self.state.owner},
             "tasks": self.crm.lead_tasks(self.ref),
             "leads": [dict(lead) for lead in self.crm.leads.values()],

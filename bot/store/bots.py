@@ -126,6 +126,10 @@ class BotRegistry:
             return None
         return self._store(flow, version)
 
+    def loaded(self) -> list[CompiledFlow]:
+        """Every version in the cache (the active ones from the start, others as runs need them)."""
+        return list(self._flows.values())
+
     async def refresh(self, bot: str | None = None) -> None:
         """Reload the active version of one bot, or of all."""
         for b in [bot] if bot else await self.ids():

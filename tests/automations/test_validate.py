@@ -14,7 +14,7 @@ from bot.errors import AutomationsInvalid, FlowError, Problem
 from crm_bridge.memory import DEFAULT_STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
-BOTS = {"welcome", "qualify", "demo", "appointment", "ab_offer"}
+BOTS = {"welcome", "qualify", "demo", "appointment", "ab_offer", "cart_nudge"}
 CTX = AutomationContext({"Sales": DEFAULT_STAGES, "Support": ["New", "Solved"]}, bots=BOTS,
                         fields={"lead.fields.budget", "lead.fields.meeting_at", "contact.fields.birthday"})
 

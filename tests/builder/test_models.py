@@ -156,7 +156,7 @@ def test_start_bot_needs_a_bot_id() -> None:
 def test_every_step_type_of_the_spec_is_in_the_union() -> None:
     names = {t.model_fields["type"].annotation.__args__[0] for t in m.Step.__args__[0].__args__}
     assert names == {"message", "list", "condition", "validation", "pause", "action", "internal_message",
-                     "subscribe", "comment", "goto", "start_bot", "round_robin", "widget", "custom", "stop"}
+                     "subscribe", "comment", "goto", "start_bot", "round_robin", "widget", "custom", "stop", "split"}
 
 
 def test_every_action_of_the_spec_is_in_the_union() -> None:

@@ -43,7 +43,7 @@ def test_schema_lists_every_step_type_and_action_in_its_discriminators() -> None
     mapping = step_schema["discriminator"]["mapping"]
     assert set(mapping) == {"message", "list", "condition", "validation", "pause", "action",
                             "internal_message", "subscribe", "comment", "goto", "start_bot",
-                            "round_robin", "widget", "custom", "stop"}
+                            "round_robin", "widget", "custom", "stop", "split"}
     defs = schema["$defs"]
     for ref in mapping.values():
         assert ref.startswith("#/$defs/") and ref.removeprefix("#/$defs/") in defs

@@ -22,7 +22,7 @@ from .helpers import STOP, errors, flow, lst, message, pause_timer, rows
 
 STEP_TYPES = (
     "action, comment, condition, custom, goto, internal_message, list, message, pause, "
-    "round_robin, start_bot, stop, subscribe, validation, widget"
+    "round_robin, split, start_bot, stop, subscribe, validation, widget"
 )
 ACTIONS = (
     "add_note, add_task, change_responsible, change_stage, complete_tasks, create_form, "

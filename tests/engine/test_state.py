@@ -57,6 +57,8 @@ def full_state() -> ConversationState:
                 Frame("inner", 2, "next", {}),
             ],
             error=None,
+            splits=(("main", "offer", "b", 2, "purchased"), ("sub", "test", "x", 0, "")),
+            goals=("purchased",),
         ),
         last_message={
             "text": "hi",

@@ -115,7 +115,8 @@ async def test_every_problem_is_in_the_422(http: ClientSession) -> None:
     assert set(details) == {"/rules/0/stage", "/rules/1/do/start_bot", "/triggers/0/on", "/scoring/0/add",
                             "/rules/2/delay"}
     assert '(did you mean "Incoming"?)' in details["/rules/0/stage"]
-    assert details["/rules/1/do/start_bot"].startswith('unknown bot "ghost"; known: ab_offer, appointment, demo')
+    known = 'unknown bot "ghost"; known: ab_offer, appointment, cart_nudge, demo'
+    assert details["/rules/1/do/start_bot"].startswith(known)
     assert '(did you mean "order.paid"?)' in details["/triggers/0/on"]
     assert (await (await http.get("/api/automations/sales/versions", headers=AUTH)).json())["active_version"] == 1
 

@@ -5,16 +5,23 @@ from __future__ import annotations
 from ...builder import compiled as c
 from ..state import Frame
 from ..turn import WAIT, Target, TurnContext
+from .split import holds
 
 MAX_CALL_DEPTH = 10
+
+
+def _holds(t: TurnContext, flow: c.CompiledFlow, key: str, predicate: c.CPredicate | None) -> bool:
+    return holds(t, flow, key, predicate, t.cached_context or t.context())
 
 
 def pause(t: TurnContext, s: c.CPause) -> Target:
     flow = t.flow
     assert flow is not None
-    for e in s.until:
+    for i, e in enumerate(s.until):
         if e.on == "working_hours" and flow.hours.is_open(t.now):
             return e.next
+        if e.on == "condition" and _holds(t, flow, f"{s.id}:until:{i}", e.test):
+            return e.next  # already true: no need to wait for an event
     timers: dict[str, str] = {}
     for i, e in enumerate(s.until):
         if e.on == "timer":
