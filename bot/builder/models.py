@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from .durations import MAX_TIMER_SECONDS, DurationError, parse_duration
+from .models_process import EndProcess, Lists, Notify, Score, SendMessage, SendSms, StartProcess
 
 FORMAT = "salesbot.flow/1"
 MAX_BUTTONS = 13
@@ -443,7 +444,8 @@ class MetaConversion(_Action):
 
 Action = Annotated[
     AddNote | AddTask | CompleteTasks | SetChatStatus | ChangeStage | ChangeResponsible | CreateLead | Subscribers
-    | Tags | SendEmail | SendWebhook | SetField | SetVariable | CreateForm | MetaConversion,
+    | Tags | SendEmail | SendWebhook | SetField | SetVariable | CreateForm | MetaConversion
+    | StartProcess | EndProcess | Score | Lists | Notify | SendSms | SendMessage,
     Field(discriminator="do"),
 ]
 

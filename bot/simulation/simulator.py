@@ -21,6 +21,7 @@ from ..builder.normalize import normalize
 from ..engine import effects as fx
 from ..engine import events as ev
 from ..engine.flows import FlowLibrary
+from ..engine.process import EMAIL_LIST, PROCESS_ANSWERED, PROCESS_CHANNEL, score_command
 from ..engine.state import ConversationState
 from ..errors import ConversationTestError, CrmRejected
 from ..runtime.driver import Driver
@@ -97,6 +98,7 @@ class Simulator:
         self.widgets = dict(widgets or {})
         self.custom = dict(custom_handlers or {})
         self.rotations: dict[tuple[str, str], int] = {}
+        self.lists: dict[str, str] = {}  # the contact's lists (the ``lists`` action)
         self._seq = 0
         # Automations (docs/testing.md): the rule engine's side, and what rules started.
         self.rules = LeadRules(automations, self.crm) if automations is not None else None
@@ -317,6 +319,35 @@ class Simulator:
             self.started.append({"rule": effect.rule, "process": effect.process, "lead": lead_id,
                                  "variables": dict(effect.variables)})
 
+    def _process_action(self, request_id: str, p: Mapping[str, Any]) -> ev.RequestResult | None:
+        """The process actions as the server answers them, without the outside world: messages
+        become bot lines (``send_sms``, ``send_message``), lists are kept in ``lists``; None for
+        what the generic path records (``notify``, ``start_process``, ``send_email``)."""
+        do = p["do"]
+        if do == "send_email":
+            if self.channel == PROCESS_CHANNEL and self.lists.get(EMAIL_LIST) == "unsubscribed":
+                return ev.RequestResult(request_id, ok=False, error="send_email: the contact unsubscribed from e-mail")
+            return None
+        if do == "lists":
+            self.lists.update(dict.fromkeys(p.get("subscribe") or (), "subscribed"))
+            self.lists.update(dict.fromkeys(p.get("unsubscribe") or (), "unsubscribed"))
+            if EMAIL_LIST in (p.get("unsubscribe") or ()):
+                contact = self.crm.contacts.get(self.ref.contact_id)
+                if contact is not None:
+                    contact["unsubscribed"] = True
+            return ev.RequestResult(request_id, value={"lists": dict(self.lists)})
+        if do in ("send_sms", "send_message"):
+            self.outbox.append(dict(p))
+            buttons = [str(b.get("title") or "") for b in p.get("buttons") or () if isinstance(b, Mapping)]
+            text = str(p.get("text") or "") or f"[template {p.get('template')}]"
+            self.transcript.append(Line("bot", text, buttons, [None] * len(buttons), do.removeprefix("send_"),
+                                        at=self.now, ref=f"{request_id}"))
+            return ev.RequestResult(request_id, value={"account": p.get("account")})
+        if do == "start_process":
+            self.started.append({"rule": None, "process": p.get("process"), "lead": self.ref.lead_id,
+                                 "variables": dict(p.get("variables") or {})})
+        return None
+
     def _email_sent(self, ref: CrmRef, action: Mapping[str, Any], depth: int) -> None:
         """``email.sent`` for each e-mail the server would send (to the contacts ``to`` names that
         have an address and are not unsubscribed), as its lead queue would get it; the subject of
@@ -371,6 +402,12 @@ class Simulator:
         p = request.payload
         if request.kind == "action":
             do = p["do"]
+            if do == "score":  # as the server does it: the contact's score through the CRM
+                p, do = score_command(p, self.snapshot()), "set_field"
+            elif do in PROCESS_ANSWERED or do == "send_email":
+                answered = self._process_action(request.id, p)
+                if answered is not None:
+                    return answered
             if do in CRM_COMMANDS:
                 try:
                     result = self._crm_write(self.ref, p, self._depth)
@@ -440,6 +477,8 @@ class Simulator:
             "timers": sorted(self.timers.values()),
             "rules": self.rules.view() if self.rules is not None else {**{o: [] for o in OUTCOMES}, "history": []},
             "started": list(self.started),
+            "lists": dict(self.lists),
+            "notifications": [x for x in self.outbox if x.get("do") == "notify"],
         }
 
 
