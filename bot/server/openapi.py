@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from . import openapi_processes
 
 routes = web.RouteTableDef()
 
@@ -547,6 +548,8 @@ PATHS.update({
                                "error": {"type": "string"}}}}}}),
         "404": _json(_ERROR)}, auth=_READERS, params=[_AUTOMATION_ID])},
 })
+
+PATHS.update(openapi_processes.paths(_op, _json, _p, _ERROR))
 
 
 def document() -> dict[str, Any]:
