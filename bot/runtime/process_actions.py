@@ -60,8 +60,11 @@ class ProcessActions:
         self.unsubscribe = unsubscribe
         self.clock = clock
 
-    async def unsubscribed(self, state: ConversationState) -> bool:
-        """Whether the conversation's contact unsubscribed from e-mail (``lists``, or the link)."""
+    async def unsubscribed(self, state: ConversationState, snapshot: Mapping[str, Any]) -> bool:
+        """Whether the conversation's contact unsubscribed from e-mail: its ``email`` list (the
+        ``lists`` action, the unsubscribe link), or the CRM's own flag on the contact."""
+        if (snapshot.get("contact") or {}).get("unsubscribed"):
+            return True
         ref = crm_ref_of(state)
         return ref is not None and await self.lists.unsubscribed(ref.contact_id, EMAIL_LIST)
 

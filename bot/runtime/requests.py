@@ -70,7 +70,7 @@ class ServerRequests:
             command = score_command(command, snapshot)
             do = "set_field"
         elif do in PROCESS_ANSWERED or (do == "send_email" and state.channel == PROCESS_CHANNEL):
-            answered = await self._process_action(request, command, state)
+            answered = await self._process_action(request, command, state, snapshot)
             if answered is not None:
                 return answered
         if do in CRM_COMMANDS:
@@ -99,8 +99,8 @@ class ServerRequests:
             return ev.RequestResult(request.id, ok=False, error=str(exc))
         return ev.RequestResult(request.id, value=value)
 
-    async def _process_action(self, request: fx.Request, command: dict[str, Any],
-                              state: ConversationState) -> ev.RequestResult | None:
+    async def _process_action(self, request: fx.Request, command: dict[str, Any], state: ConversationState,
+                              snapshot: Mapping[str, Any]) -> ev.RequestResult | None:
         """A process action's result; None for a process's ``send_email`` to a contact that did not
         unsubscribe from e-mail (it goes on as any ``send_email``)."""
         processes = self.processes
@@ -109,7 +109,7 @@ class ServerRequests:
             return ev.RequestResult(request.id, ok=False, error=f"{do} is not configured on this server")
         try:
             if do == "send_email":
-                if not await processes.unsubscribed(state):
+                if not await processes.unsubscribed(state, snapshot):
                     return None
                 raise ActionFailed("send_email: the contact unsubscribed from e-mail")
             value = await processes(request.id, command, state)

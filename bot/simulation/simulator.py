@@ -84,7 +84,10 @@ class Simulator:
         self.crm = MemoryCrm(pipelines=pipelines)
         contact = dict(contact or {})
         lead = dict(lead or {})
+        unsubscribed = bool(contact.pop("unsubscribed", False))  # the contact's flag, not a custom field
         cid = self.crm.create_contact(**contact)
+        if unsubscribed:
+            self.crm.contacts[cid]["unsubscribed"] = True
         self.ref = CrmRef(cid, self.crm.create_lead(contact_id=cid, **lead))
         self.crm.identities[(channel, "sim", "customer")] = self.ref
         self.state = ConversationState(id="sim", channel=channel, account="sim")
@@ -325,7 +328,9 @@ class Simulator:
         what the generic path records (``notify``, ``start_process``, ``send_email``)."""
         do = p["do"]
         if do == "send_email":
-            if self.channel == PROCESS_CHANNEL and self.lists.get(EMAIL_LIST) == "unsubscribed":
+            record = self.crm.contacts.get(self.ref.contact_id) or {}
+            if self.channel == PROCESS_CHANNEL and (self.lists.get(EMAIL_LIST) == "unsubscribed"
+                                                    or record.get("unsubscribed")):
                 return ev.RequestResult(request_id, ok=False, error="send_email: the contact unsubscribed from e-mail")
             return None
         if do == "lists":

@@ -24,11 +24,14 @@ CUSTOMER = "+15558675310"
 WA_CUSTOMER = "16505551234"
 
 
+def _note(value: str) -> dict[str, Any]:
+    return {"type": "action", "actions": [{"do": "set_variable", "name": "r", "value": value}]}
+
+
 def _process(pid: str, action: dict[str, Any]) -> dict[str, Any]:
     return {"format": "salesbot.flow/1", "id": pid, "start": "send",
             "steps": {"send": {"type": "action", "actions": [action], "next": "sent", "failed": "failed"},
-                      "sent": {"type": "action", "actions": [{"do": "set_variable", "name": "r", "value": "sent"}]},
-                      "failed": {"type": "action", "actions": [{"do": "set_variable", "name": "r", "value": "failed"}]}}}
+                      "sent": _note("sent"), "failed": _note("failed")}}
 
 
 SMS = _process("sms_cart", {"do": "send_sms", "account": "txt", "text": "{{ contact.name }}, your cart waits."})

@@ -5,7 +5,6 @@ person stopping it, lead events reaching it, batches as resumable jobs, and host
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -289,12 +288,13 @@ async def test_bad_bodies_are_400s_naming_the_field(redis: Redis, redis_url: str
 
 async def test_hostile_requests_get_4xx_never_5xx(redis: Redis, redis_url: str) -> None:
     admin = {"Authorization": "Bearer test-admin-token"}
+    support = {"Authorization": "Bearer support-token-1"}
     async with running_app(redis_url, tokens=[{"token": "support-token-1", "role": "support", "name": "sam"}]) as app:
         await _put(app, SLOW)
         contact = await _contact(app)
         cases: list[tuple[str, str, dict[str, str], Any, int]] = [
             ("POST", "/api/processes/slow/contacts", {}, {"contact": {"id": contact}}, 401),
-            ("POST", "/api/processes/slow/contacts", {"Authorization": "Bearer support-token-1"}, {"contact": {"id": "1"}}, 403),
+            ("POST", "/api/processes/slow/contacts", support, {"contact": {"id": "1"}}, 403),
             ("POST", "/api/processes/Bad%20Id/contacts", admin, {"contact": {"id": contact}}, 400),
             ("POST", "/api/processes/nope/contacts", admin, {"contact": {"id": contact}}, 404),
             ("POST", "/api/processes/slow/contacts", admin, {"contact": {"id": "404404"}}, 404),
@@ -315,5 +315,5 @@ async def test_hostile_requests_get_4xx_never_5xx(redis: Redis, redis_url: str) 
                                     headers={**admin, "Content-Type": "application/json"})
             assert r.status == 400, raw[:20]
         # a support person may list and stop
-        r = await app.http.get(f"/api/contacts/{contact}/processes", headers={"Authorization": "Bearer support-token-1"})
+        r = await app.http.get(f"/api/contacts/{contact}/processes", headers=support)
         assert r.status == 200 and (await r.json())["processes"] == []
