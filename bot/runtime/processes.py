@@ -122,7 +122,7 @@ class Processes:
         duplicate = bool(getattr(result, "duplicate", False))
         if not duplicate:
             await self.redis.hset(contact_processes_key(contact.id), process, f"{self.clock():.3f}")
-        log.info("process.started", extra={"process": process, "contact": contact.id, "lead": contact.lead_id,
+        log.info("process.started", extra={"bot": process, "contact": contact.id, "lead": contact.lead_id,
                                            "duplicate": duplicate})
         return ProcessStarted(process, contact.id, contact.lead_id, cid, "duplicate" if duplicate else "started")
 
@@ -133,7 +133,7 @@ class Processes:
         if meta.get("run_status") not in ACTIVE:
             return False
         await self.conversations.deliver(cid, ev.StopBot(f"stopped by {by}"))
-        log.info("process.stopped", extra={"process": process, "contact": contact_id})
+        log.info("process.stopped", extra={"bot": process, "contact": contact_id})
         return True
 
     async def of_contact(self, contact_id: str) -> list[dict[str, Any]]:

@@ -80,7 +80,7 @@ class ProcessJobs:
             pipe.zadd(jobs_key(process), {job_id: now})
             await pipe.execute()
         await self.redis.sadd(UNFINISHED_KEY, f"{process}|{job_id}")
-        log.info("processes.job_started", extra={"process": process, "job": job_id, "total": len(contacts)})
+        log.info("processes.job_started", extra={"bot": process, "job": job_id, "total": len(contacts)})
         if self.local:
             self._spawn(self.run(process, job_id))
         return job_id
@@ -155,10 +155,10 @@ class ProcessJobs:
                         pipe.delete(f"{key}:contacts")
                     await pipe.execute()
                 if cursor < total and not await self._renew(keys=[lease], args=[token, LEASE_MS]):
-                    log.warning("processes.job_lease_lost", extra={"process": process, "job": job_id})
+                    log.warning("processes.job_lease_lost", extra={"bot": process, "job": job_id})
                     return
             await self.redis.srem(UNFINISHED_KEY, f"{process}|{job_id}")
-            log.info("processes.job_finished", extra={"process": process, "job": job_id})
+            log.info("processes.job_finished", extra={"bot": process, "job": job_id})
         finally:
             if await self.redis.get(lease) == token.encode():
                 await self.redis.delete(lease)

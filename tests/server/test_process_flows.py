@@ -5,6 +5,7 @@ person stopping it, lead events reaching it, batches as resumable jobs, and host
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -170,7 +171,9 @@ async def test_a_rule_starts_a_process_and_a_flow_action_starts_one(
         assert [p["process"] for p in listing["processes"]] == ["slow"]
 
 
-async def test_a_process_runs_once_per_contact_and_a_person_stops_it(redis: Redis, redis_url: str) -> None:
+async def test_a_process_runs_once_per_contact_and_a_person_stops_it(
+        redis: Redis, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="salesbot")  # as salesbot serve logs (a bad extra key was a 500)
     async with running_app(redis_url) as app:
         await _put(app, SLOW)
         await _put(app, {**SLOW, "id": "other"})
@@ -190,6 +193,8 @@ async def test_a_process_runs_once_per_contact_and_a_person_stops_it(redis: Redi
         meta = await app.services.store.meta(process_cid("slow", contact))
         assert meta["run_status"] == "stopped"
         await app.api("POST", f"/api/contacts/{contact}/processes/slow/stop", 409)
+    assert [r.getMessage() for r in caplog.records if r.name == "salesbot.processes"] == [
+        "process.started", "process.started", "process.stopped"]
 
 
 async def test_lead_events_reach_the_contacts_active_processes_once(redis: Redis, redis_url: str) -> None:
@@ -214,7 +219,9 @@ async def test_lead_events_reach_the_contacts_active_processes_once(redis: Redis
 
 # ---------------------------------------------------------------------------- batches
 
-async def test_a_batch_is_a_job_with_progress_and_each_contact_starts_once(redis: Redis, redis_url: str) -> None:
+async def test_a_batch_is_a_job_with_progress_and_each_contact_starts_once(
+        redis: Redis, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="salesbot")
     async with running_app(redis_url) as app:
         await _put(app, SLOW)
         contacts = [await _contact(app, f"C{i}", f"c{i}@example.com") for i in range(5)]
