@@ -284,6 +284,8 @@ class Simulator:
             self.timers.pop(effect.timer_id, None)
         elif isinstance(effect, afx.RunActions):
             for action in effect.actions:
+                if action["do"] == "score":  # a rule's score action: the contact's score, as on the server
+                    action = score_command(action, self.crm.snapshot_now(ref))
                 if action["do"] in CRM_COMMANDS:
                     try:
                         self._crm_write(ref, dict(action), effect.depth)

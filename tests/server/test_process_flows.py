@@ -324,3 +324,17 @@ async def test_hostile_requests_get_4xx_never_5xx(redis: Redis, redis_url: str) 
         # a support person may list and stop
         r = await app.http.get(f"/api/contacts/{contact}/processes", headers=support)
         assert r.status == 200 and (await r.json())["processes"] == []
+
+
+async def test_a_flood_of_token_guesses_on_the_process_routes_is_429(redis: Redis, redis_url: str) -> None:
+    limits = {"auth_failures_per_ip": {"per_minute": 0.001, "burst": 5}}  # no refill within the test
+    async with running_app(redis_url, limits=limits) as app:
+        statuses = []
+        for n in range(8):
+            r = await app.http.post("/api/processes/slow/contacts", json={"contact": {"id": "1"}},
+                                    headers={"Authorization": f"Bearer guess-{n:04d}-xxxxxxxx"})
+            statuses.append(r.status)
+            assert "error" in await r.json()
+        assert statuses == [401] * 5 + [429] * 3
+        r = await app.http.get("/api/contacts/1/processes", headers={"Authorization": "Bearer test-admin-token"})
+        assert r.status == 429  # held off on every token route for a while, the right token too
