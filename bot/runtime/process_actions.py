@@ -138,7 +138,7 @@ class ProcessActions:
         if not self.smtp_config.host:
             raise ActionRefused("notify is not configured on this server ([smtp] host)")
         to = [str(a) for a in command.get("to") or ()][:5]
-        subject = str(command.get("subject") or "Salesbot notification")[:300]
+        subject = str(command.get("subject") or "Salesbot notification")[:300]  # (compose keeps it one line)
         messages = [compose(sender=self.smtp_config.sender, reply_to=None, to=address, subject=subject,
                             text=str(command.get("text") or ""), html=None, unsubscribe_url=None,
                             mentions_link=False) for address in to]

@@ -109,7 +109,7 @@ class Processes:
             raise UnknownProcess(f"no process (bot) {process!r}")
         cid = process_cid(process, contact.id)
         meta = await self.store.meta(cid)
-        if meta.get("run_status") in ACTIVE and meta.get("bot") == process:
+        if meta.get("run_status") in ACTIVE:  # (its bot may differ: a start_bot step replaced the first)
             return ProcessStarted(process, contact.id, contact.lead_id, cid, "already_running")
         new_meta = {"channel": PROCESS_CHANNEL, "account": process, "contact_id": contact.id,
                     "lead_id": contact.lead_id, "company_id": ""}
@@ -157,10 +157,15 @@ class Processes:
         returns how many got it. A store failure here is logged: the lead's batch goes on."""
         try:
             names = [replies.text(n) for n in await self.redis.hkeys(contact_processes_key(contact_id))]
+            if not names:
+                return 0
+            cids = [process_cid(process, contact_id) for process in names]
+            async with self.redis.pipeline(transaction=False) as pipe:  # the runs' states, in one round trip
+                for cid in cids:
+                    pipe.hget(k.ConversationKey(cid).meta, "run_status")
+                states = await pipe.execute()
             sent = 0
-            for process in names:
-                cid = process_cid(process, contact_id)
-                status = await self.redis.hget(k.ConversationKey(cid).meta, "run_status")
+            for cid, status in zip(cids, states, strict=True):
                 if status is None or replies.text(status) not in ACTIVE:
                     continue
                 await self.conversations.deliver(cid, ev.CrmEvent(type_, dict(data)),
