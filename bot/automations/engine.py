@@ -48,7 +48,7 @@ _KIND = {
 #: The rule name of the lead's idle timer (one for all ``idle`` rules of its stage).
 IDLE = "idle:"
 #: Actions that only mean something inside a conversation (the validator refuses them in rules).
-_CONVERSATION_ONLY = frozenset({"set_variable", "set_chat_status"})
+_CONVERSATION_ONLY = frozenset({"set_variable", "set_chat_status", "end_process"})
 
 
 class Reaction(NamedTuple):

@@ -20,6 +20,7 @@ from .model_base import Template as Template
 from .model_base import TemplateValue as TemplateValue
 from .model_base import TimerDuration as TimerDuration
 from .model_base import VarName as VarName
+from .models_process import EndProcess, Lists, Notify, Score, SendMessage, SendSms, StartProcess
 
 FORMAT = "salesbot.flow/1"
 MAX_BUTTONS = 13
@@ -392,7 +393,8 @@ class MetaConversion(_Action):
 
 Action = Annotated[
     AddNote | AddTask | CompleteTasks | SetChatStatus | ChangeStage | ChangeResponsible | CreateLead | Subscribers
-    | Tags | SendEmail | SendWebhook | SetField | SetVariable | CreateForm | MetaConversion,
+    | Tags | SendEmail | SendWebhook | SetField | SetVariable | CreateForm | MetaConversion
+    | StartProcess | EndProcess | Score | Lists | Notify | SendSms | SendMessage,
     Field(discriminator="do"),
 ]
 

@@ -50,6 +50,7 @@ from .email import (
     render_template,
 )
 from .forms import Forms
+from .lists import EMAIL_LIST, ContactLists
 from .netguard import GuardedResolver, WebhookPolicy, refused_cause
 from .tracking import EmailTracking
 
@@ -293,6 +294,8 @@ class OutwardActions:
         await self.redis.sadd(SUPPRESSED, fold_email(address))
         if self.directory is not None and contact_id:
             await self.directory.set_unsubscribed(contact_id)
+        if contact_id:  # the contact's lists (docs/processes.md): processes send it no more e-mail
+            await ContactLists(self.redis).change(contact_id, unsubscribe=[EMAIL_LIST])
         if first:
             log.info("email.unsubscribed", extra={"contact": contact_id})
         return address, first

@@ -53,6 +53,7 @@ from ..store.scripts import Lua, send_commands
 from ..store.versions import DocumentNotFound, VersionedDocuments
 from .leads import Reaction, lead_cid
 from .outbound import OutboundError, OutboundService, Unreachable
+from .processes import Processes
 from .requests import ServerRequests
 
 if TYPE_CHECKING:
@@ -259,6 +260,8 @@ class AutomationEffects:
         self.crm = crm
         self.requests = requests
         self.outbound = outbound
+        #: Where ``start_process`` starts processes (``bot.runtime.processes``); set by the services.
+        self.processes: Processes | None = None
 
     async def run(self, lead_id: str, effects: Sequence[object]) -> list[Mapping[str, Any]]:
         """Carry out the effects in order; returns what they add to the lead's history."""
@@ -344,8 +347,23 @@ class AutomationEffects:
                                                                      str(result.error))], None)
         if isinstance(e, fx.StartBot):
             return await self._start_bot(lead_id, contact_id, item.key, e), None
-        return [_entry(e.rule, "not_supported", f"start_process {e.process}: processes are not supported yet")], \
-            snapshot
+        return await self._start_process(lead_id, contact_id, item.key, e), snapshot
+
+    async def _start_process(self, lead_id: str, contact_id: str, key: str,
+                             e: fx.StartProcess) -> list[dict[str, Any]]:
+        if self.processes is None or not contact_id:
+            return [_entry(e.rule, "process.not_started", "the lead has no contact")]
+        try:
+            contact = await self.processes.contact(contact_id=contact_id, lead_id=lead_id)
+            started = await self.processes.start(e.process, contact, variables=dict(e.variables),
+                                                 key=f"auto:{lead_id}:{key}")
+        except CrmTemporary:
+            raise  # the CRM is away for now: the batch is redone later
+        except SalesbotError as exc:
+            return [_entry(e.rule, "process.not_started", str(exc))]
+        if started.status == "already_running":
+            return [_entry(e.rule, "process.already_running", f"{e.process} for contact {contact_id}")]
+        return [_entry(e.rule, "process_started", f"{e.process} in {started.conversation}")]
 
     async def _first_once(self, contact_id: str, mine: str, e: fx.AddScore) -> bool:
         """Whether this effect is the first under its ``once`` key for the contact (an atomic SET NX

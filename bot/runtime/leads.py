@@ -53,6 +53,8 @@ LEAD_PREFIX = "lead:"
 #: trackers' (``site``: page views, ``email``: sent, opened, clicked) come often and a flow can
 #: only trace them today: each would cost the conversation a turn.
 UNFORWARDED = frozenset({"crm", "chat", "automation", "site", "email"})
+#: Sources whose events do not reach the contact's processes (``bot.runtime.processes``).
+PROCESS_UNFORWARDED = frozenset({"crm", "chat", "automation"})
 #: What the history keeps of an event's ``data`` (longer values are cut).
 HISTORY_VALUE_MAX = 500
 
@@ -164,6 +166,13 @@ class ConversationSink(Protocol):
     async def deliver(self, cid: str, event: ev.Event, *, dedupe_id: str | None = None) -> object: ...
 
 
+class ProcessSink(Protocol):
+    """Where lead events reach the contact's processes: ``bot.runtime.processes.Processes``."""
+
+    async def forward(self, contact_id: str, lead_id: str, event_id: str, type_: str,
+                      data: Mapping[str, Any]) -> int: ...
+
+
 @dataclass(slots=True)
 class Accepted:
     lead_id: str
@@ -199,6 +208,8 @@ class LeadService(QueueProcessor[Prefetched]):
         #: (an effect's CRM write) are in the inbox before that save runs, which then keeps the
         #: lock and loads them, so ``written`` needs no acquire of its own for them.
         self._unsaved: set[str] = set()
+        #: The contacts' processes (``bot.runtime.processes``): they hear the lead's events too.
+        self.processes: ProcessSink | None = None
 
     def _is_outage(self, exc: Exception) -> bool:
         # The CRM away (Kommo's API answering 5xx, 429, nothing): the lead's events wait for it in
@@ -381,6 +392,9 @@ class LeadService(QueueProcessor[Prefetched]):
             if isinstance(event, LeadEvent):
                 req.add_log(_history_entry(event, now))
                 await self._forward(event, conversation)
+                if self.processes is not None and event.source not in PROCESS_UNFORWARDED and contact_id:
+                    await self.processes.forward(event.contact_id or contact_id, lead_id, event.id, event.type,
+                                                 event.data)
             elif isinstance(event, ApplyRule):
                 req.add_log({"role": "event", "at": now, "type": "apply_rule", "rule": event.rule_id,
                              "job": event.job, "source": "automation"})

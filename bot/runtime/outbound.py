@@ -381,6 +381,28 @@ class OutboundService:
             new_meta = {}
         return new_meta
 
+    # ------------------------------------------------------------------ one message (processes)
+    async def reach(self, account: str, contact: Contact) -> tuple[str, tuple[str, str, str], dict[str, str]] | str:
+        """The contact's conversation on ``account`` for a message of a process: ``(cid, (channel,
+        account, external id), its metadata)``, or why there is none (``UnknownAccount`` for an
+        account that is not configured)."""
+        found = await self._on_account(account, contact)
+        if isinstance(found, str):
+            return found
+        where = (found[0], account, found[1])
+        cid = k.conversation_id(*where)
+        meta = await self.store.meta(cid)
+        why = self._writable(meta or {"account": account})
+        return f"{account}: {why}" if why is not None else (cid, where, dict(meta))
+
+    async def send_in(self, cid: str, where: tuple[str, str, str], contact: Contact, entry: dict[str, Any],
+                      *, source: str, dedupe_id: str) -> None:
+        """Send ``entry`` (a transcript entry) in the contact's conversation ``cid`` as a ``Relayed``
+        event: its transcript and outbox, the run there does not see it; ``dedupe_id`` keeps a
+        redone turn from sending it twice."""
+        meta = await self._open_meta(cid, contact, where)
+        await self.conversations.deliver(cid, ev.Relayed(dict(entry), source), dedupe_id=dedupe_id, meta=meta)
+
     # ------------------------------------------------------------------ recipients
     def relay(self, state: ConversationState, recipients: str, entry: dict[str, Any], req: SaveRequest,
               logged: bytes, queued: bytes | None) -> Job:

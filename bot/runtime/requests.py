@@ -20,10 +20,12 @@ from crm_bridge.outbox import CrmOutbox
 
 from ..engine import effects as fx
 from ..engine import events as ev
+from ..engine.process import PROCESS_ANSWERED, PROCESS_CHANNEL, score_command
 from ..engine.state import ConversationState
-from ..errors import ActionFailed, CrmRejected, CrmTemporary
+from ..errors import ActionFailed, CrmRejected, CrmTemporary, SalesbotError
 from ..outward.actions import crm_ref_of
 from ..store.splits import SplitStore
+from .process_actions import ProcessActions
 
 log = logging.getLogger("salesbot.runtime.requests")
 
@@ -50,6 +52,8 @@ class ServerRequests:
         self.public_url = public_url.rstrip("/")
         self.outward = outward
         self.crm_outbox = crm_outbox  # temporary CRM failures queue there, never block the conversation
+        #: The process actions (``bot.runtime.process_actions``); set by the services once built.
+        self.processes: ProcessActions | None = None
 
     async def __call__(self, request: fx.Request, state: ConversationState,
                        snapshot: Mapping[str, Any]) -> ev.RequestResult:
@@ -64,6 +68,13 @@ class ServerRequests:
                       snapshot: Mapping[str, Any]) -> ev.RequestResult:
         command = dict(request.payload)
         do = command["do"]
+        if do == "score":  # the contact's score: a CRM write like any other
+            command = score_command(command, snapshot)
+            do = "set_field"
+        elif do in PROCESS_ANSWERED or (do == "send_email" and state.channel == PROCESS_CHANNEL):
+            answered = await self._process_action(request, command, state, snapshot)
+            if answered is not None:
+                return answered
         if do in CRM_COMMANDS:
             ref = crm_ref_of(state)
             if ref is None:
@@ -86,6 +97,25 @@ class ServerRequests:
         try:
             value = await self.outward(command, state)
         except (CrmRejected, ActionFailed) as exc:  # outward actions are not retried: `failed` branch
+            log.warning("action.failed", extra={"do": do, "error": str(exc)})
+            return ev.RequestResult(request.id, ok=False, error=str(exc))
+        return ev.RequestResult(request.id, value=value)
+
+    async def _process_action(self, request: fx.Request, command: dict[str, Any], state: ConversationState,
+                              snapshot: Mapping[str, Any]) -> ev.RequestResult | None:
+        """A process action's result; None for a process's ``send_email`` to a contact that did not
+        unsubscribe from e-mail (it goes on as any ``send_email``)."""
+        processes = self.processes
+        do = command["do"]
+        if processes is None:
+            return ev.RequestResult(request.id, ok=False, error=f"{do} is not configured on this server")
+        try:
+            if do == "send_email":
+                if not await processes.unsubscribed(state, snapshot):
+                    return None
+                raise ActionFailed("send_email: the contact unsubscribed from e-mail")
+            value = await processes(request.id, command, state)
+        except (CrmRejected, ActionFailed, SalesbotError) as exc:  # not retried: the `failed` branch
             log.warning("action.failed", extra={"do": do, "error": str(exc)})
             return ev.RequestResult(request.id, ok=False, error=str(exc))
         return ev.RequestResult(request.id, value=value)

@@ -23,6 +23,7 @@ from ..store.timers import DueTimer, TimerWheel
 from .applyjobs import ApplyJobs
 from .leads import LeadService, is_lead_queue
 from .metrics import Metrics
+from .processjobs import ProcessJobs
 from .queueloop import IdentityPending
 from .service import ConversationService
 from .timerloop import TimerLoop
@@ -59,6 +60,9 @@ class WorkerServices(Protocol):
     def jobs(self) -> ApplyJobs | None: ...
 
     @property
+    def process_jobs(self) -> ProcessJobs | None: ...
+
+    @property
     def metrics(self) -> Metrics: ...
 
 
@@ -91,7 +95,12 @@ class Worker:
         """``apply_to_existing`` jobs nobody runs: stored by a web-only process, or left unfinished
         by a process that died; taken over here (looked for every second: one ``SMEMBERS``)."""
         jobs = self.s.jobs
-        return [] if jobs is None else [self._loop(stop, jobs.resume, max(1.0, self.poll * 4), "apply_jobs")]
+        out: list[Awaitable[None]] = []
+        if jobs is not None:
+            out.append(self._loop(stop, jobs.resume, max(1.0, self.poll * 4), "apply_jobs"))
+        if self.s.process_jobs is not None:  # POST /api/processes/{id}/contacts batches, the same way
+            out.append(self._loop(stop, self.s.process_jobs.resume, max(1.0, self.poll * 4), "process_jobs"))
+        return out
 
     def crm_retries(self, stop: asyncio.Event) -> list[Awaitable[None]]:
         """The CRM outbox: commands that met a temporary CRM failure, retried in order per lead."""

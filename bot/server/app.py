@@ -26,6 +26,7 @@ from . import (
     outbound_api,
     pages,
     pipeline_api,
+    processes_api,
     splits_api,
     tracking,
 )
@@ -51,6 +52,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(outbound_api.routes)
     app.add_routes(pipeline_api.routes)  # /api/automations/{id}/counts
     app.add_routes(splits_api.routes)  # /api/bots/{id}/splits
+    app.add_routes(processes_api.routes)  # /api/processes/{id}/contacts, /api/contacts/{id}/processes
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}
@@ -67,6 +69,8 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
             app[SERVICES] = svc
             if role == "web" and svc.jobs is not None:
                 svc.jobs.local = False  # apply_to_existing jobs run in the worker processes
+            if role == "web" and svc.process_jobs is not None:
+                svc.process_jobs.local = False
             stop = asyncio.Event()
             tasks = [asyncio.create_task(svc.bots.listen(stop), name="bots-listener")]
             worker = None

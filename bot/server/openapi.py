@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from . import openapi_processes
 from .splits_api import split_paths
 
 routes = web.RouteTableDef()
@@ -550,6 +551,7 @@ PATHS.update({
 })
 
 PATHS.update(split_paths(_op, _json, _p, _ERROR))  # /api/bots/{id}/splits…: bot/server/splits_api.py
+PATHS.update(openapi_processes.paths(_op, _json, _p, _ERROR))
 
 
 def document() -> dict[str, Any]:

@@ -29,8 +29,10 @@ from ..channels.base import ChannelAdapter, Poller, PollingAdapter
 from ..channels.registry import ChannelRegistry
 from ..config import Config
 from ..engine import events as ev
+from ..engine.process import PROCESS_CHANNEL
 from ..errors import FlowInvalid, FlowLoadError
 from ..outward.actions import OutwardActions, signing_secret
+from ..outward.lists import ContactLists
 from ..runtime.applyjobs import ApplyJobs
 from ..runtime.automations import AutomationEffects, EngineReactor
 from ..runtime.chatevents import ChatEvents
@@ -42,6 +44,9 @@ from ..runtime.metrics import Metrics
 from ..runtime.outbound import EmbeddedBook, OutboundService
 from ..runtime.outbound_kommo import KommoBook
 from ..runtime.pacing import Pacer
+from ..runtime.process_actions import ProcessActions
+from ..runtime.processes import Processes
+from ..runtime.processjobs import ProcessJobs
 from ..runtime.requests import ServerRequests
 from ..runtime.service import ConversationService
 from ..store.bots import BotRegistry
@@ -68,7 +73,8 @@ SLOW_WORK_THREADS = 4
 
 class _Router:
     def delivers_via_transcript(self, channel: str) -> bool:
-        return channel in TRANSCRIPT_CHANNELS
+        # a process conversation has no chat: its message steps are written to its transcript only
+        return channel in TRANSCRIPT_CHANNELS or channel == PROCESS_CHANNEL
 
 
 @dataclass
@@ -98,6 +104,8 @@ class Services:
     leads: LeadService = field(init=False)  # the lead queues (events, automations); set by _open
     jobs: ApplyJobs | None = field(init=False)  # apply_to_existing jobs (bot/runtime/applyjobs.py); set by _open
     chat: ChatEvents | None = None  # customer messages as lead events (bot/runtime/chatevents.py)
+    processes: Processes | None = None  # flows started for contacts (bot/runtime/processes.py)
+    process_jobs: ProcessJobs | None = None  # POST /api/processes/{id}/contacts batches
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -246,6 +254,15 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         services.outbound = OutboundService(redis=redis, store=store, conversations=conversations,
                                             accounts=config.accounts, book=book)
         conversations.recipients = services.outbound
+        services.processes = Processes(redis=redis, store=store, conversations=conversations, bots=bots,
+                                       outbound=services.outbound)
+        requests.processes = ProcessActions(
+            processes=services.processes, outbound=services.outbound, lists=ContactLists(redis),
+            accounts=config.accounts, smtp=config.smtp,
+            unsubscribe=directory.set_unsubscribed if directory is not None else None)
+        leads.processes = services.processes  # lead events reach the contact's processes
+        services.process_jobs = ProcessJobs(redis, services.processes,
+                                            pacer=Pacer(conversations.activity, rate=config.automations.apply_rate))
         services.leads = leads
         pacer = Pacer(conversations.activity, rate=config.automations.apply_rate)  # jobs give way to conversations
         services.jobs = ApplyJobs(redis, leads, pacer=pacer) if isinstance(crm, RedisCrm) \
@@ -259,6 +276,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         leads.reactor = EngineReactor(automation_docs.documents, pipelines)
         leads.effects = AutomationEffects(redis=redis, fast=store.fast, crm=crm, requests=requests,
                                           outbound=services.outbound, directory=directory)
+        leads.effects.processes = services.processes
         if load_flows and config.flows_dir.is_dir():
             services.loaded_flows = await load_flow_dir(bots, config.flows_dir)
         if load_flows and config.automations_dir.is_dir():  # after the bots: rules name them
@@ -271,6 +289,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         finally:
             if services.jobs is not None:
                 await services.jobs.stop()  # unfinished jobs are resumed by the next worker
+            if services.process_jobs is not None:
+                await services.process_jobs.stop()
             await leads.idle()  # lead queues being handled in the background finish (or recovery does)
             await outbox.idle()  # messages claimed for sending at once leave (or the poll sends them)
             if start_hub:

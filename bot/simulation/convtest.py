@@ -24,7 +24,9 @@ from ..automations.compiled import CompiledAutomations, compile_automations
 from ..automations.validate import AutomationContext, parse_automations
 from ..builder.durations import DurationError, parse_duration
 from ..builder.loader import load_flow, read_document
+from ..engine import events as ev
 from ..engine.predicates import lookup
+from ..engine.process import PROCESS_CHANNEL
 from ..errors import AutomationsInvalid, ConversationTestError, FlowInvalid, FlowLoadError
 from .simulator import Line, Simulator
 
@@ -246,6 +248,8 @@ async def _run_script(sim: Simulator, script: list[Any], lines: list[int]) -> in
         return f"line {lines[i]}" if i < len(lines) else f"entry {i + 1}"
 
     await sim.settle()
+    if sim.channel == PROCESS_CHANNEL:  # a process: started for the contact, nobody writes first
+        await sim.feed(ev.StartBot(sim.flow.id))
 
     for i, entry in enumerate(script):
         collect()

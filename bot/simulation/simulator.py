@@ -21,6 +21,7 @@ from ..builder.normalize import normalize
 from ..engine import effects as fx
 from ..engine import events as ev
 from ..engine.flows import FlowLibrary
+from ..engine.process import EMAIL_LIST, PROCESS_ANSWERED, PROCESS_CHANNEL, score_command
 from ..engine.state import ConversationState
 from ..errors import ConversationTestError, CrmRejected
 from ..runtime.driver import Driver
@@ -87,7 +88,10 @@ class Simulator:
         self.crm = crm if crm is not None else MemoryCrm(pipelines=pipelines)
         contact = dict(contact or {})
         lead = dict(lead or {})
+        unsubscribed = bool(contact.pop("unsubscribed", False))  # the contact's flag, not a custom field
         cid = self.crm.create_contact(**contact)
+        if unsubscribed:
+            self.crm.contacts[cid]["unsubscribed"] = True
         self.ref = CrmRef(cid, self.crm.create_lead(contact_id=cid, **lead))
         self.crm.identities[(channel, "sim", "customer")] = self.ref
         self.state = ConversationState(id="sim", channel=channel, account="sim")
@@ -102,6 +106,7 @@ class Simulator:
         self.custom = dict(custom_handlers or {})
         self.rotations: dict[tuple[str, str], int] = {}
         self.splits = splits if splits is not None else SplitBook()  # shared to test many contacts
+        self.lists: dict[str, str] = {}  # the contact's lists (the ``lists`` action)
         self._seq = 0
         # Automations (docs/testing.md): the rule engine's side, and what rules started.
         self.rules = LeadRules(automations, self.crm) if automations is not None else None
@@ -288,6 +293,8 @@ class Simulator:
             self.timers.pop(effect.timer_id, None)
         elif isinstance(effect, afx.RunActions):
             for action in effect.actions:
+                if action["do"] == "score":  # a rule's score action: the contact's score, as on the server
+                    action = score_command(action, self.crm.snapshot_now(ref))
                 if action["do"] in CRM_COMMANDS:
                     try:
                         self._crm_write(ref, dict(action), effect.depth)
@@ -325,6 +332,37 @@ class Simulator:
         elif isinstance(effect, afx.StartProcess):
             self.started.append({"rule": effect.rule, "process": effect.process, "lead": lead_id,
                                  "variables": dict(effect.variables)})
+
+    def _process_action(self, request_id: str, p: Mapping[str, Any]) -> ev.RequestResult | None:
+        """The process actions as the server answers them, without the outside world: messages
+        become bot lines (``send_sms``, ``send_message``), lists are kept in ``lists``; None for
+        what the generic path records (``notify``, ``start_process``, ``send_email``)."""
+        do = p["do"]
+        if do == "send_email":
+            record = self.crm.contacts.get(self.ref.contact_id) or {}
+            if self.channel == PROCESS_CHANNEL and (self.lists.get(EMAIL_LIST) == "unsubscribed"
+                                                    or record.get("unsubscribed")):
+                return ev.RequestResult(request_id, ok=False, error="send_email: the contact unsubscribed from e-mail")
+            return None
+        if do == "lists":
+            self.lists.update(dict.fromkeys(p.get("subscribe") or (), "subscribed"))
+            self.lists.update(dict.fromkeys(p.get("unsubscribe") or (), "unsubscribed"))
+            if EMAIL_LIST in (p.get("unsubscribe") or ()):
+                contact = self.crm.contacts.get(self.ref.contact_id)
+                if contact is not None:
+                    contact["unsubscribed"] = True
+            return ev.RequestResult(request_id, value={"lists": dict(self.lists)})
+        if do in ("send_sms", "send_message"):
+            self.outbox.append(dict(p))
+            buttons = [str(b.get("title") or "") for b in p.get("buttons") or () if isinstance(b, Mapping)]
+            text = str(p.get("text") or "") or f"[template {p.get('template')}]"
+            self.transcript.append(Line("bot", text, buttons, [None] * len(buttons), do.removeprefix("send_"),
+                                        at=self.now, ref=f"{request_id}"))
+            return ev.RequestResult(request_id, value={"account": p.get("account")})
+        if do == "start_process":
+            self.started.append({"rule": None, "process": p.get("process"), "lead": self.ref.lead_id,
+                                 "variables": dict(p.get("variables") or {})})
+        return None
 
     def _email_sent(self, ref: CrmRef, action: Mapping[str, Any], depth: int) -> None:
         """``email.sent`` for each e-mail the server would send (to the contacts ``to`` names that
@@ -382,6 +420,12 @@ class Simulator:
         p = request.payload
         if request.kind == "action":
             do = p["do"]
+            if do == "score":  # as the server does it: the contact's score through the CRM
+                p, do = score_command(p, self.snapshot()), "set_field"
+            elif do in PROCESS_ANSWERED or do == "send_email":
+                answered = self._process_action(request.id, p)
+                if answered is not None:
+                    return answered
             if do in CRM_COMMANDS:
                 try:
                     result = self._crm_write(self.ref, p, self._depth)
@@ -456,6 +500,8 @@ class Simulator:
             "timers": sorted(self.timers.values()),
             "rules": self.rules.view() if self.rules is not None else {**{o: [] for o in OUTCOMES}, "history": []},
             "started": list(self.started),
+            "lists": dict(self.lists),
+            "notifications": [x for x in self.outbox if x.get("do") == "notify"],
         }
 
 

@@ -163,4 +163,6 @@ def test_every_action_of_the_spec_is_in_the_union() -> None:
     names = {t.model_fields["do"].annotation.__args__[0] for t in m.Action.__args__[0].__args__}
     assert names == {"add_note", "add_task", "complete_tasks", "set_chat_status", "change_stage",
                      "change_responsible", "create_lead", "subscribers", "tags", "send_email",
-                     "send_webhook", "set_field", "set_variable", "create_form", "meta_conversion"}
+                     "send_webhook", "set_field", "set_variable", "create_form", "meta_conversion",
+                     # processes (spec: automations.md, "Processes")
+                     "start_process", "end_process", "score", "lists", "notify", "send_sms", "send_message"}

@@ -44,6 +44,11 @@ def action(t: TurnContext, s: c.CActionStep) -> Target:
             t.set_chat_status(str(act.params["status"]))
             index += 1
             continue
+        if act.do == "end_process":  # the whole run ends here, its callers too (docs/processes.md)
+            run.action_index = index
+            run.callers.clear()
+            t.trace("run.ended", reason="end_process")
+            return None
         run.action_index = index
         payload = action_payload(t, act)
         if payload is None:

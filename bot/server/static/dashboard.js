@@ -666,6 +666,13 @@
     var notes = body.notes || [];
     box.appendChild(el("h4", null, "Notes (" + notes.length + ")"));
     notes.slice(0, 10).forEach(function (n) { box.appendChild(el("p", "note", n.text || "")); });
+    if (c.id && window.salesbotProcesses) {  // processes.js: the contact's processes, with Stop
+      box.appendChild(el("h4", null, "Processes"));
+      var procs = el("ul", "processes");
+      procs.id = "lead-processes";
+      box.appendChild(procs);
+      window.salesbotProcesses.list(String(c.id), procs);
+    }
     if (lead.id && window.salesbotPipeline) {  // pipeline.js: events and what the rules did
       box.appendChild(el("h4", null, "Automations"));
       var hist = el("ol", "pl-history");

@@ -315,6 +315,13 @@
       l.tags.forEach(function (t) { tg.appendChild(el("span", "tag", t)); });
       body.appendChild(tg);
     }
+    var main = (l.contacts || [])[0];
+    if (main && window.salesbotProcesses) {  // processes.js: the main contact's processes, with Stop
+      body.appendChild(el("h4", null, "Processes"));
+      var procs = el("ul", "processes");
+      body.appendChild(procs);
+      window.salesbotProcesses.list(String(main.id), procs);
+    }
   }
 
   function pos(v) { return v && typeof v === "object" ? String(v.stage) : String(v); }
