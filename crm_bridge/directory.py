@@ -167,7 +167,8 @@ class CrmDirectory:
         pipe = self.crm.write_pipeline(changes)
         pipe.set(record_key(kind, rid), pack_record(new))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
-        bump(pipe, (rid,))  # processes that keep a snapshot of the record read it again (versions.py)
+        if old is not None:  # processes that keep a snapshot of the record read it again (versions.py)
+            bump(pipe, (rid,))
         await pipe.execute()
         self.crm.written(changes)
 

@@ -221,7 +221,6 @@ class RedisCrm:
             CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
             for command in link(ref) if link is not None else ():
                 pipe.execute_command(*command)
-            bump(pipe, (contact_id, lead_id))
 
         lean = self._lean()
         if lean is not None:  # one script: the claim, or the records with it (CREATE)
@@ -291,7 +290,7 @@ class RedisCrm:
                 kept = self.kept.get(ref, versions) if versions is not None else None
                 return dict(kept) if kept is not None else await self.snapshot(ref)
             snapshot = await self._build(ref, replies[1:])
-            if versions is not None:
+            if versions is not None and all(replies[1:3]):  # not a stand-in for a record not written yet
                 self.kept.put(ref, versions, snapshot)
             return dict(snapshot)
         return await self._build(ref, replies)

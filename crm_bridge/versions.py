@@ -1,8 +1,10 @@
 """Record versions, so a process can keep a conversation's CRM snapshot and check it with one read.
 
-Every write of a contact, lead or company record also increments a counter in ``sb:crm:versions``
-(a hash of ``BUCKETS`` fields: the record id's bucket -> its count), in the same MULTI/EXEC or
-script as the record. A process that built a snapshot keeps it with the counters of its records'
+Every change of a contact or lead record also increments a counter in ``sb:crm:versions`` (a
+hash of ``BUCKETS`` fields: the record id's bucket -> its count), in the same MULTI/EXEC as the
+record. A new record needs none: no process kept a snapshot of it (records are never deleted, and
+a new identity's claim and records are written in one script); a company needs none: a snapshot
+with a company is not kept. A process that built a snapshot keeps it with the counters of its records'
 buckets as read *before* the records (``SnapshotCache``); the next turn sends one ``HMGET`` of
 those counters with the push instead of the records' ``GET``\\ s, and uses the snapshot it kept
 while they are unchanged. A write by any process (or the API) changes them: the records are read
@@ -26,8 +28,10 @@ from .interface import CrmRef
 
 #: The hash of record version counters (field: the bucket of a record id).
 VERSIONS = "sb:crm:versions"
-#: Buckets: a bounded hash (about 70 KB at most, whatever the number of records); a write to one
-#: record makes a kept snapshot of another record of its bucket read again (1 in 1,024).
+#: Buckets: a bounded hash (about 85 KB at most, whatever the number of records); a change of one
+#: record makes the kept snapshots of the other records of its bucket read again (1 in 1,024): a
+#: CRM where flows change records R times a second has each kept snapshot read again (in a round
+#: trip of its own) about 2R/1,024 times a second; its own conversation's changes cost no trip.
 BUCKETS = 1024
 #: Snapshots a process keeps (LRU): about 1-2 KB each.
 CACHE_MAX = 10_000

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from bot.store.resp import RespClient
 from crm_bridge import ChannelIdentity, CrmRef, RedisCrm
+from crm_bridge.codec import pack_record
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.versions import BUCKETS, VERSIONS, check
@@ -144,3 +145,16 @@ async def test_records_an_older_version_wrote_without_versions_are_kept_until_a_
     assert a.snapshot_reads(ref) == [check(ref)]
     await b.execute(ref, {"do": "set_field", "entity": "lead", "field": "name", "value": "Changed"})
     assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Changed"
+
+
+async def test_a_snapshot_of_records_not_written_yet_is_not_kept(
+        redis: Redis, processes: tuple[RedisCrm, RedisCrm]) -> None:
+    """A claim found before its records (the claim-then-write path of a Redis Cluster or of a CRM
+    without the lean connection): the stand-in records are not kept, the written ones are read."""
+    a, _ = processes
+    ref = CrmRef("900", "901")
+    assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Lead #901"
+    assert a.snapshot_reads(ref)[0] == check(ref) and len(a.snapshot_reads(ref)) == 3
+    await redis.set("sb:crm:lead:901", pack_record({"id": "901", "name": "Written", "pipeline": "Sales",
+                                                     "stage": "Incoming", "contacts": ["900"]}))
+    assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Written"
