@@ -183,13 +183,17 @@ class RedisCrm:
                             ) -> tuple[CrmRef, list[Any] | None]:
         """``identify`` with the reply to ``identity_reads`` at hand: no read when found; see
         ``PrefetchIdentity`` for what it returns and ``link``."""
+        self.unused(replies)
         found = replies[0] if replies else None
-        if len(replies) > 1 and isinstance(replies[1], int):  # the ids taken along
-            self._spare += [str(i) for i in range(replies[1] - ID_BLOCK + 1, replies[1] + 1)]
         if found:
             contact_id, lead_id = text(found).split(":")
             return CrmRef(contact_id, lead_id), None
         return await self._create(identity, link)
+
+    def unused(self, replies: list[Any]) -> None:
+        """Keep the ids taken along with ``identity_reads`` (``PrefetchIdentity.unused``)."""
+        if len(replies) > 1 and isinstance(replies[1], int):
+            self._spare += [str(i) for i in range(replies[1] - ID_BLOCK + 1, replies[1] + 1)]
 
     async def identify(self, identity: ChannelIdentity) -> CrmRef:
         found = await self.redis.hget(f"{_P}:identity", _identity_key(identity))

@@ -166,6 +166,13 @@ async def test_a_first_message_takes_ids_for_new_records_with_its_push_when_it_h
     _, _, fast, _ = await _measured(svc, redis, trips, "newcomer", "n1")
     assert ("INCRBY", "sb:crm:ids", ID_BLOCK) in fast[0] and len(fast) == 3, fast
     assert len(crm._spare) == ID_BLOCK - 2
+    # A known conversation new to this process: the ids its push took are kept, not lost.
+    svc.conversations._states.clear()
+    svc.conversations._snapshot_refs.clear()
+    crm._spare.clear()
+    _, _, fast, _ = await _measured(svc, redis, trips, "newcomer", "n2")
+    assert ("INCRBY", "sb:crm:ids", ID_BLOCK) in fast[0] and len(fast) == 3, fast  # its snapshot read apart
+    assert len(crm._spare) == ID_BLOCK
 
 
 def _words(args: tuple[object, ...]) -> list[tuple[object, ...]]:
