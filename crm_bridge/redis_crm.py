@@ -219,7 +219,7 @@ class RedisCrm:
 
         def records(pipe: Any) -> None:
             pipe.hset(IDENTITIES, contact_id, key)  # a new contact: its first identity
-            pipe.set(f"{_P}:contact:{contact_id}", contact)
+            pipe.set(f"{_P}:contact:{contact_id}", contact)  # before the lead: see snapshot_from
             pipe.set(f"{_P}:lead:{lead_id}", lead)
             CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
             CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
@@ -294,7 +294,8 @@ class RedisCrm:
                 kept = self.kept.get(ref, versions) if versions is not None else None
                 return dict(kept) if kept is not None else await self.snapshot(ref)
             snapshot = await self._build(ref, replies[1:])
-            if versions is not None and all(replies[1:3]):  # not a stand-in for a record not written yet
+            # Not a stand-in for a lead not written yet (a new identity's contact is written first).
+            if versions is not None and replies[2]:
                 self.kept.put(ref, versions, snapshot)
             return dict(snapshot)
         return await self._build(ref, replies)

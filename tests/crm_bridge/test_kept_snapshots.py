@@ -155,6 +155,9 @@ async def test_a_snapshot_of_records_not_written_yet_is_not_kept(
     ref = CrmRef("900", "901")
     assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Lead #901"
     assert a.snapshot_reads(ref)[0] == check(ref) and len(a.snapshot_reads(ref)) == 3
+    await redis.set("sb:crm:contact:900", pack_record({"id": "900", "name": "Ada"}))  # the contact first
+    assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Lead #901"
+    assert len(a.snapshot_reads(ref)) == 3
     await redis.set("sb:crm:lead:901", pack_record({"id": "901", "name": "Written", "pipeline": "Sales",
                                                      "stage": "Incoming", "contacts": ["900"]}))
     assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Written"
