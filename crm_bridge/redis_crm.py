@@ -163,8 +163,10 @@ class RedisCrm:
     async def _new_ids(self, n: int) -> list[str]:
         """``n`` ids for a new identity's records, from the ones taken ahead (``ID_BLOCK``)."""
         if len(self._spare) < n:
-            self._spare += await self._ids(max(n, ID_BLOCK))
-        taken, self._spare = self._spare[:n], self._spare[n:]
+            fresh = await self._ids(max(n, ID_BLOCK))  # others take and add ids meanwhile:
+            self._spare.extend(fresh)  # the list is changed in place, never replaced
+        taken = self._spare[:n]
+        del self._spare[:n]
         return taken
 
     def _workspace(self, ids: list[str]) -> MemoryCrm:
@@ -193,7 +195,7 @@ class RedisCrm:
     def unused(self, replies: list[Any]) -> None:
         """Keep the ids taken along with ``identity_reads`` (``PrefetchIdentity.unused``)."""
         if len(replies) > 1 and isinstance(replies[1], int):
-            self._spare += [str(i) for i in range(replies[1] - ID_BLOCK + 1, replies[1] + 1)]
+            self._spare.extend(str(i) for i in range(replies[1] - ID_BLOCK + 1, replies[1] + 1))
 
     async def identify(self, identity: ChannelIdentity) -> CrmRef:
         found = await self.redis.hget(f"{_P}:identity", _identity_key(identity))
@@ -240,14 +242,14 @@ class RedisCrm:
             ((created, reply),) = await send_commands(
                 lean, [self._create_script.command([f"{_P}:identity", VERSIONS], args)], [self._create_script])
             if not created:  # another process created it first
-                self._spare += [contact_id, lead_id]  # not used: the next new identity's
+                self._spare.extend((contact_id, lead_id))  # not used: the next new identity's
                 found_contact, found_lead = text(reply).split(":")
                 return CrmRef(found_contact, found_lead), None
             self.written(changes)
             return ref, [reply, contact, lead]  # the versions read in the script: the snapshot can be kept
         claimed = (f"{_P}:identity", key, claim)
         if not int(await self.redis.hsetnx(*claimed)):
-            self._spare += [contact_id, lead_id]
+            self._spare.extend((contact_id, lead_id))
             return await self.identify(identity), None  # another process created it first
         pipe = self.write_pipeline(changes)
         records(pipe)

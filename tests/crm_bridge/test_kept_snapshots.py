@@ -161,3 +161,14 @@ async def test_a_snapshot_of_records_not_written_yet_is_not_kept(
     await redis.set("sb:crm:lead:901", pack_record({"id": "901", "name": "Written", "pipeline": "Sales",
                                                      "stage": "Incoming", "contacts": ["900"]}))
     assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Written"
+
+
+async def test_new_identities_created_at_once_by_one_process_get_ids_of_their_own(
+        redis: Redis, processes: tuple[RedisCrm, RedisCrm]) -> None:
+    """Many first messages at once with no ids left: each refill of the block adds to what is left,
+    no id is handed out twice (two conversations on one contact)."""
+    a, _ = processes
+    who = [ChannelIdentity("livechat", "demo", f"crowd-{n}") for n in range(40)]
+    refs = await asyncio.gather(*(a.identify(w) for w in who))
+    assert len({r.contact_id for r in refs} | {r.lead_id for r in refs}) == 2 * len(refs)
+    assert len([k async for k in redis.scan_iter("sb:crm:contact:*")]) == len(refs)
