@@ -39,6 +39,7 @@ from .indexes import (
 from .memory import DEFAULT_PIPELINE, DEFAULT_STAGES, MemoryCrm
 from .notes import make_note
 from .redis_crm import RedisCrm
+from .versions import bump
 
 MAX_PAGE = 200
 CONTACT_KEYS = frozenset({"name", "first_name", "phone", "email", "responsible", "fields", "tags",
@@ -166,6 +167,8 @@ class CrmDirectory:
         pipe = self.crm.write_pipeline(changes)
         pipe.set(record_key(kind, rid), pack_record(new))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
+        if old is not None:  # processes that keep a snapshot of the record read it again (versions.py)
+            bump(pipe, (rid,))
         await pipe.execute()
         self.crm.written(changes)
 

@@ -105,3 +105,8 @@ class PrefetchIdentity(Protocol):
         more writes that go with new records, in the same MULTI/EXEC (e.g. the lead's
         conversation, so the new lead's events find it); not called for records found."""
         ...
+
+    def unused(self, replies: list[Any]) -> None:
+        """The replies to ``identity_reads`` of a conversation whose records the caller knew after
+        all (its metadata names them): what else the reads took (new ids) is not lost."""
+        ...

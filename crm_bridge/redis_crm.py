@@ -25,7 +25,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from bot.store.clusterclient import ClusterRespClient, is_cluster
-from bot.store.resp import RespClient, RespTransaction
+from bot.store.resp import RespClient, RespPipeline, RespTransaction
+from bot.store.scripts import Lua, send_commands
 
 from . import joined
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
@@ -34,6 +35,7 @@ from .indexes import CrmIndexes, stamp_stage
 from .interface import ChannelIdentity, CommandResult, CrmRef
 from .memory import MemoryCrm
 from .notes import NoteStore
+from .versions import VERSIONS, SnapshotCache, Versions, bump, check
 
 _P = "sb:crm"
 
@@ -54,6 +56,39 @@ def identities_key(contact_id: str) -> str:
 #: ``bot/inputs.py``). A field costs a third of what a set of its own did (issue 14).
 IDENTITIES = f"{_P}:identities"
 _SEP = "\x1f"
+#: Record ids a process takes at once (``sb:crm:ids``) for the contacts and leads of new
+#: identities: the ids are at hand when the records are built, so the claim and the records go
+#: in one script. Ids a process took and did not use are gaps, as any id taken and not used.
+ID_BLOCK = 16
+
+#: Identify or create, on one Redis: return ``{0, claim}`` when the identity field ARGV[1] of
+#: KEYS[1] is claimed; else claim it (ARGV[2]) and run the new records' writes that follow in ARGV
+#: (each a word count, then its words; the last one reads the records' versions) and return
+#: ``{1, that read's reply}``. Atomic: another process finds the claim with the records written.
+#: The writes touch the CRM's keys in many slots: a Redis Cluster claims with HSETNX, then writes.
+CREATE = """
+local found = redis.call('HGET', KEYS[1], ARGV[1])
+if found then return {0, found} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local i, last = 3, false
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  last = redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return {1, last}
+"""
+
+
+def _plain(command: tuple[Any, ...], contact_id: str) -> tuple[Any, ...]:
+    """``command`` as a script may run it: a new contact's first lead (``joined.edit``, a script of
+    its own) is its field set. The contact's id is new: its field is empty."""
+    if command[0] != "EVAL":
+        return command
+    _, source, _, key, owner, member, add, _ = command
+    if source != joined.EDIT or owner != contact_id or add != "1":
+        raise AssertionError(f"no plain form for {command[:1]} of {key}")
+    return ("HSET", key, owner, member)
 
 
 class _ReadPipeline(Protocol):
@@ -85,6 +120,11 @@ class RedisCrm:
         self.notes = NoteStore(redis)
         #: Where the CRM events of every write go (the lead queues); None: nowhere.
         self.sink: ChangeSink | None = None
+        #: Snapshots kept with their records' versions (``versions.py``); None on a Redis Cluster.
+        self.kept: SnapshotCache | None = None if is_cluster(redis) else SnapshotCache()
+        #: Ids taken for new identities' records and not used yet (``ID_BLOCK``).
+        self._spare: list[str] = []
+        self._create_script = Lua(redis, CREATE)
 
     def write_pipeline(self, changes: Sequence[Change]) -> Pipeline:
         """A pipeline for a write: a MULTI/EXEC carrying the changes' events when there is a sink.
@@ -120,23 +160,42 @@ class RedisCrm:
                           else self.redis.incrby(f"{_P}:ids", n)))
         return [str(i) for i in range(last - n + 1, last + 1)]
 
+    async def _new_ids(self, n: int) -> list[str]:
+        """``n`` ids for a new identity's records, from the ones taken ahead (``ID_BLOCK``)."""
+        if len(self._spare) < n:
+            fresh = await self._ids(max(n, ID_BLOCK))  # others take and add ids meanwhile:
+            self._spare.extend(fresh)  # the list is changed in place, never replaced
+        taken = self._spare[:n]
+        del self._spare[:n]
+        return taken
+
     def _workspace(self, ids: list[str]) -> MemoryCrm:
         return MemoryCrm(pipelines=self.pipelines, ids=iter(ids).__next__)
 
     def identity_reads(self, identity: ChannelIdentity) -> list[tuple[Any, ...]]:
-        """The read that finds an identity's records; the runtime sends it with its push."""
-        return [("HGET", f"{_P}:identity", _identity_key(identity))]
+        """The read that finds an identity's records; the runtime sends it with its push. With it
+        the ids for new records when this process has none left (no round trip of their own)."""
+        reads: list[tuple[Any, ...]] = [("HGET", f"{_P}:identity", _identity_key(identity))]
+        if len(self._spare) < 2:
+            reads.append(("INCRBY", f"{_P}:ids", ID_BLOCK))
+        return reads
 
     async def identify_from(self, identity: ChannelIdentity, replies: list[Any], *,
                             link: Callable[[CrmRef], list[tuple[Any, ...]]] | None = None,
                             ) -> tuple[CrmRef, list[Any] | None]:
         """``identify`` with the reply to ``identity_reads`` at hand: no read when found; see
         ``PrefetchIdentity`` for what it returns and ``link``."""
+        self.unused(replies)
         found = replies[0] if replies else None
         if found:
             contact_id, lead_id = text(found).split(":")
             return CrmRef(contact_id, lead_id), None
         return await self._create(identity, link)
+
+    def unused(self, replies: list[Any]) -> None:
+        """Keep the ids taken along with ``identity_reads`` (``PrefetchIdentity.unused``)."""
+        if len(replies) > 1 and isinstance(replies[1], int):
+            self._spare.extend(str(i) for i in range(replies[1] - ID_BLOCK + 1, replies[1] + 1))
 
     async def identify(self, identity: ChannelIdentity) -> CrmRef:
         found = await self.redis.hget(f"{_P}:identity", _identity_key(identity))
@@ -150,29 +209,53 @@ class RedisCrm:
         """A new identity's contact and lead, with their records packed as written (or the ones
         another process created meanwhile, without)."""
         key = _identity_key(identity)
-        ws = self._workspace(await self._ids(2))
+        ws = self._workspace(await self._new_ids(2))
         contact_id = ws.create_contact(name=identity.name, phone=identity.phone, email=identity.email)
         lead_id = ws.create_lead(contact_id=contact_id, name=identity.name and f"{identity.name}")
-        lean, claim = self._lean(), (f"{_P}:identity", key, f"{contact_id}:{lead_id}")
-        if not int(await (lean.execute_command("HSETNX", *claim) if lean is not None else self.redis.hsetnx(*claim))):
-            return await self.identify(identity), None  # another process created it first
+        claim = f"{contact_id}:{lead_id}"
         changes = [*lead_changes(None, ws.leads[lead_id]), contact_created(contact_id, lead_id)]
-        pipe = self.write_pipeline(changes)
-        pipe.hset(IDENTITIES, contact_id, key)  # a new contact: its first identity
-        contact = pack_record(ws.contacts[contact_id])
-        pipe.set(f"{_P}:contact:{contact_id}", contact)
         now = self.clock()
         stamp_stage(None, ws.leads[lead_id], now)
-        lead = pack_record(ws.leads[lead_id])
-        pipe.set(f"{_P}:lead:{lead_id}", lead)
-        CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
-        CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
+        contact, lead = pack_record(ws.contacts[contact_id]), pack_record(ws.leads[lead_id])
         ref = CrmRef(contact_id, lead_id)
-        for command in link(ref) if link is not None else ():
-            pipe.execute_command(*command)
+
+        def records(pipe: Any) -> None:
+            pipe.hset(IDENTITIES, contact_id, key)  # a new contact: its first identity
+            pipe.set(f"{_P}:contact:{contact_id}", contact)  # before the lead: see snapshot_from
+            pipe.set(f"{_P}:lead:{lead_id}", lead)
+            CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
+            CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
+            for command in link(ref) if link is not None else ():
+                pipe.execute_command(*command)
+
+        lean = self._lean()
+        if lean is not None:  # one script: the claim, or the records with it (CREATE)
+            writes = RespPipeline(lean)
+            for command in self.sink.commands(changes) if self.sink is not None else ():
+                writes.execute_command(*command)
+            records(writes)
+            writes.execute_command(*check(ref))
+            args: list[Any] = [key, claim]
+            for command in writes.commands:
+                command = _plain(command, contact_id)
+                args += [len(command), *command]
+            ((created, reply),) = await send_commands(
+                lean, [self._create_script.command([f"{_P}:identity", VERSIONS], args)], [self._create_script])
+            if not created:  # another process created it first
+                self._spare.extend((contact_id, lead_id))  # not used: the next new identity's
+                found_contact, found_lead = text(reply).split(":")
+                return CrmRef(found_contact, found_lead), None
+            self.written(changes)
+            return ref, [reply, contact, lead]  # the versions read in the script: the snapshot can be kept
+        claimed = (f"{_P}:identity", key, claim)
+        if not int(await self.redis.hsetnx(*claimed)):
+            self._spare.extend((contact_id, lead_id))
+            return await self.identify(identity), None  # another process created it first
+        pipe = self.write_pipeline(changes)
+        records(pipe)
         await pipe.execute()
         self.written(changes)
-        return ref, [contact, lead]
+        return ref, [contact, lead] if self.kept is None else [None, contact, lead]  # versions unknown
 
     async def attach(self, identity: ChannelIdentity, ref: CrmRef) -> CrmRef:
         """Record that ``identity`` is ``ref``'s contact (a conversation the bot opened for a known
@@ -193,14 +276,33 @@ class RedisCrm:
         return out
 
     def snapshot_reads(self, ref: CrmRef, *, tasks_too: bool = False) -> list[tuple[Any, ...]]:
-        """The reads a snapshot needs; the runtime sends them with its own (``snapshot_from``)."""
-        reads: list[tuple[Any, ...]] = [("GET", f"{_P}:contact:{ref.contact_id}"), ("GET", f"{_P}:lead:{ref.lead_id}")]
+        """The reads a snapshot needs; the runtime sends them with its own (``snapshot_from``).
+        With a snapshot kept, only its records' versions (``versions.py``); else the versions, then
+        the records."""
         if tasks_too:  # commands need them; a snapshot does not
-            reads.append(("GET", f"{_P}:tasks:{ref.lead_id}"))
-        return reads
+            return [("GET", f"{_P}:contact:{ref.contact_id}"), ("GET", f"{_P}:lead:{ref.lead_id}"),
+                    ("GET", f"{_P}:tasks:{ref.lead_id}")]
+        reads: list[tuple[Any, ...]] = [("GET", f"{_P}:contact:{ref.contact_id}"), ("GET", f"{_P}:lead:{ref.lead_id}")]
+        if self.kept is None:
+            return reads
+        return [check(ref)] if ref in self.kept else [check(ref), *reads]
 
     async def snapshot_from(self, ref: CrmRef, replies: list[Any]) -> dict[str, Any]:
-        """The snapshot from the replies to ``snapshot_reads`` (plus the company, if any)."""
+        """The snapshot from the replies to ``snapshot_reads`` (plus the company, if any): the one
+        kept when its versions are unchanged, else the records read along (or read now)."""
+        if self.kept is not None:
+            versions: Versions | None = tuple(replies[0]) if replies and replies[0] is not None else None
+            if len(replies) == 1:  # the versions only
+                kept = self.kept.get(ref, versions) if versions is not None else None
+                return dict(kept) if kept is not None else await self.snapshot(ref)
+            snapshot = await self._build(ref, replies[1:])
+            # Not a stand-in for a lead not written yet (a new identity's contact is written first).
+            if versions is not None and replies[2]:
+                self.kept.put(ref, versions, snapshot)
+            return dict(snapshot)
+        return await self._build(ref, replies)
+
+    async def _build(self, ref: CrmRef, replies: list[Any]) -> dict[str, Any]:
         ws = self._workspace([])
         await self._fill(ref, ws, replies)
         return ws.snapshot_now(ref, copy_records=False)
@@ -242,8 +344,10 @@ class RedisCrm:
                                            "email": None, "fields": {}, "tags": [], "responsible": None}
 
     async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
+        """The records read now (with their versions first, to keep the snapshot: ``versions.py``)."""
         pipe = self.reader.pipeline(transaction=False)
-        for command in self.snapshot_reads(ref):
+        reads = [("GET", f"{_P}:contact:{ref.contact_id}"), ("GET", f"{_P}:lead:{ref.lead_id}")]
+        for command in reads if self.kept is None else [check(ref), *reads]:
             pipe.execute_command(*command)
         return await self.snapshot_from(ref, await pipe.execute())
 
@@ -276,8 +380,14 @@ class RedisCrm:
         for note in ws.notes:
             NoteStore.queue_put(pipe, {**note, "priority": "none", "created_at": now, "updated_at": now,
                                        "author": None})
+        # After the records (versions.py); a kept snapshot has no company, so companies need none.
+        changed = [*(i for i, c in ws.contacts.items() if c != before_contacts.get(i)),
+                   *(i for i, lead in ws.leads.items() if lead != before_leads.get(i))]
+        bump(pipe, changed)
         await pipe.execute()
         self.written(changes)
+        if changed and self.kept is not None:
+            self.kept.drop(ref)  # the next push reads the records along, not only their versions
         return CommandResult(result.value, {"snapshot": ws.snapshot_now(ref)})
 
     async def lead_tasks(self, ref: CrmRef) -> list[dict[str, Any]]:

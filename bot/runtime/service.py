@@ -334,6 +334,8 @@ class ConversationService(QueueProcessor[Prefetched]):
         """The conversation's CRM records, and the replies to their snapshot reads when they were
         created here just now (``PrefetchIdentity.identify_from``)."""
         if meta.get("lead_id") and meta.get("contact_id"):
+            if identity_replies is not None and (prefetch := self._identity_prefetch()) is not None:
+                prefetch.unused(identity_replies)  # e.g. the ids they took for new records
             return CrmRef(meta["contact_id"], meta["lead_id"], meta.get("company_id") or None), None
         identity = _identity(meta)
         if identity is None:

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from bot.config import load_config
 from bot.server.services import Services, open_services
+from crm_bridge.versions import VERSIONS
 from tests.runtime.roundtrips import RoundTrips
 
 DOC = {"format": "salesbot.automations/1", "id": "sales", "pipeline": "Sales",
@@ -62,7 +63,8 @@ async def test_an_event_no_rule_acts_on_costs_the_push_and_the_save(svc: Service
         assert len(trips.fast) == 2 and trips.redis_py == [], _sends(trips)
         push, save = trips.fast
         assert ("GET", "sb:automations:generation") in push  # the versions' token
-        assert ("GET", f"sb:crm:lead:{lead}") in push  # the snapshot
+        assert push[-2][:2] == ("HMGET", VERSIONS)  # the snapshot kept: its records' versions (no GET)
+        assert not any(c[0] == "GET" and str(c[1]).startswith("sb:crm:") for c in push)
         assert ("HGET", "sb:lead_conversations", lead) in push  # the conversation the event goes to
         assert save[0][0] == "EVALSHA"
 

@@ -19,6 +19,8 @@ from bot.config import load_config
 from bot.engine import events as ev
 from bot.server.services import Services, open_services
 from bot.store import codec
+from crm_bridge import RedisCrm
+from crm_bridge.redis_crm import ID_BLOCK
 from tests.engine.helpers import make_doc
 from tests.runtime.roundtrips import RoundTrips
 
@@ -31,16 +33,17 @@ GREETER = make_doc({
 }, id="greeter")
 
 #: Redis commands (as Redis counts them) a follow-up costs: the push script (dedupe, queue, lock,
-#: metadata with the state: 5) with the recovery entry and the CRM snapshot reads (3), the save
-#: script (lock check, transcript, metadata with the state and the transcript's count,
-#: notification, inbox and lock release: 7), the timer set and cancelled (2), the activity index
-#: (1; the filter sets only when the conversation changes sets). Before issue 14: 34; 24 before
-#: the filter sets stopped being re-scored; 21 before the state moved into the metadata hash and
-#: the save took the transcript's count from the push.
-FOLLOW_UP_COMMANDS = 18
+#: metadata with the state: 5) with the recovery entry and the check of the CRM snapshot this
+#: process kept (one HMGET of its records' versions, crm_bridge/versions.py: 2), the save script
+#: (lock check, transcript, metadata with the state and the transcript's count, notification,
+#: inbox and lock release: 7), the timer set and cancelled (2), the activity index (1; the filter
+#: sets only when the conversation changes sets). Before issue 14: 34; 24 before the filter sets
+#: stopped being re-scored; 21 before the state moved into the metadata hash, the save took the
+#: transcript's count from the push and the CRM snapshot was kept.
+FOLLOW_UP_COMMANDS = 17
 #: A duplicate: the push script finds the id (EVALSHA, ZADD NX, ZSCORE), the recovery entry, the
-#: CRM reads sent along.
-DUPLICATE_COMMANDS = 6
+#: CRM version check sent along.
+DUPLICATE_COMMANDS = 5
 
 
 @pytest.fixture
@@ -83,7 +86,7 @@ async def _bot_texts(svc: Services, cid: str) -> list[str]:
             if (e := codec.unpack(raw))["role"] == "bot"]
 
 
-async def test_a_follow_up_costs_two_round_trips_and_at_most_18_redis_commands(
+async def test_a_follow_up_costs_two_round_trips_and_at_most_17_redis_commands(
         svc: Services, redis: Redis, trips: RoundTrips) -> None:
     await _send(svc, "follow", "f1")
     await _send(svc, "follow", "f2")
@@ -93,6 +96,7 @@ async def test_a_follow_up_costs_two_round_trips_and_at_most_18_redis_commands(
         assert len(fast) == 2 and slow == [], (fast, slow)  # the push (with the CRM reads), the save
         push, save = fast
         assert push[0][0] == "EVALSHA" and save[0][0] == "EVALSHA"
+        assert push[-1][0] == "HMGET" and trips.crm_reads() == []  # the kept snapshot's versions only
         assert commands <= FOLLOW_UP_COMMANDS, commands
     assert (await _bot_texts(svc, "livechat:demo:follow"))[-1] == "Thanks there: hello"
 
@@ -127,27 +131,61 @@ async def test_a_duplicate_costs_one_round_trip(svc: Services, redis: Redis, tri
     assert len(await _bot_texts(svc, "livechat:demo:dup")) == 2  # answered once
 
 
-async def test_a_first_message_reads_its_identity_with_the_push_and_its_new_records_from_memory(
+async def test_a_first_message_costs_three_round_trips_its_identity_created_in_one_script(
         svc: Services, redis: Redis, trips: RoundTrips) -> None:
     await _send(svc, "warm", "w1")  # every script loaded
     duplicate, _, fast, slow = await _measured(svc, redis, trips, "newcomer", "n1")
     assert not duplicate
-    push, save = fast[0], fast[-1]
+    # The push with the identity read (and, when this process has none left, ids for new records);
+    # the contact and lead claimed and written in one script, with the lead's conversation (so the
+    # new lead's events find it) and its records' versions; the save. Nothing read back.
+    assert len(fast) == 3 and slow == [], (fast, slow)
+    push, create, save = fast
     assert ("HGET", "sb:crm:identity", "livechat:demo:newcomer") in push
-    # The new contact and lead: ids taken, the identity claimed, the records written in one
-    # MULTI/EXEC (with the lead's conversation, so the new lead's events find it) — then not read
-    # back. All on the lean connection (redis-py's pipelines cost several times the CPU).
-    assert len(fast) == 5 and slow == [], (fast, slow)
-    ids, claim, records = fast[1:4]
-    assert ids[0][0] == "INCRBY" and claim[0][0] == "HSETNX"
-    assert records[0] == ("MULTI",) and records[-1] == ("EXEC",)
-    assert ("HSET", "sb:lead_conversations", meta_lead := records[-2][2], "livechat:demo:newcomer") in records
-    assert not any(c[0] == "GET" and str(c[1]).startswith("sb:crm:") for call in fast for c in call)
+    assert len(create) == 1 and create[0][0] == "EVALSHA" and create[0][3:5] == ("sb:crm:identity", "sb:crm:versions")
+    args = create[0][5:]
+    assert args[0] == "livechat:demo:newcomer"
+    contact_id, lead_id = args[1].split(":")
+    assert ("HSET", "sb:lead_conversations", lead_id, "livechat:demo:newcomer") in _words(args[2:])
+    assert not any(c[0] in ("GET", "INCRBY", "HSETNX") and str(c[1]).startswith("sb:crm:") for c in create)
     assert save[0][0] == "EVALSHA"
     meta = await svc.store.meta("livechat:demo:newcomer")
-    assert meta["lead_id"] == meta_lead
-    assert await redis.hget("sb:lead_conversations", meta["lead_id"]) == b"livechat:demo:newcomer"
+    assert (meta["contact_id"], meta["lead_id"]) == (contact_id, lead_id)
+    assert await redis.hget("sb:lead_conversations", lead_id) == b"livechat:demo:newcomer"
+    assert await redis.get(f"sb:crm:lead:{lead_id}") is not None
     assert (await _bot_texts(svc, "livechat:demo:newcomer")) == ["Thanks there: hello"]
+    # Its next message checks the snapshot kept from the records as written: no record read.
+    trips.clear()
+    await _send(svc, "newcomer", "n2")
+    assert trips.crm_reads() == [] and len(trips.made_by(asyncio.current_task())[0]) == 2
+
+
+async def test_a_first_message_takes_ids_for_new_records_with_its_push_when_it_has_none_left(
+        svc: Services, redis: Redis, trips: RoundTrips) -> None:
+    await _send(svc, "warm", "w1")
+    crm = svc.crm
+    assert isinstance(crm, RedisCrm)
+    crm._spare.clear()
+    _, _, fast, _ = await _measured(svc, redis, trips, "newcomer", "n1")
+    assert ("INCRBY", "sb:crm:ids", ID_BLOCK) in fast[0] and len(fast) == 3, fast
+    assert len(crm._spare) == ID_BLOCK - 2
+    # A known conversation new to this process: the ids its push took are kept, not lost.
+    svc.conversations._states.clear()
+    svc.conversations._snapshot_refs.clear()
+    crm._spare.clear()
+    _, _, fast, _ = await _measured(svc, redis, trips, "newcomer", "n2")
+    assert ("INCRBY", "sb:crm:ids", ID_BLOCK) in fast[0] and len(fast) == 3, fast  # its snapshot read apart
+    assert len(crm._spare) == ID_BLOCK
+
+
+def _words(args: tuple[object, ...]) -> list[tuple[object, ...]]:
+    """The commands of the CREATE script's arguments (each a word count, then its words)."""
+    out, i = [], 0
+    while i < len(args):
+        n = int(str(args[i]))
+        out.append(tuple(args[i + 1:i + 1 + n]))
+        i += n + 1
+    return out
 
 
 async def test_a_known_conversation_new_to_this_process_finds_its_lead_without_creating_one(

@@ -21,6 +21,7 @@ from bot.runtime import service as conversations_module
 from bot.server.services import Services, open_services
 from bot.store import codec
 from crm_bridge import ChannelIdentity, CrmRef
+from crm_bridge.versions import check
 from tests.engine.helpers import make_doc
 from tests.runtime.roundtrips import RoundTrips
 
@@ -129,7 +130,7 @@ async def test_a_steady_state_message_costs_two_round_trips_and_no_redis_py_call
         assert len(trips.fast) == 2, trips.fast  # push (+ CRM reads), save
         push, save = trips.fast
         assert push[0][0] == "EVALSHA" and save[0][0] == "EVALSHA"
-        assert push[-2:] == [("GET", f"sb:crm:contact:{ref.contact_id}"), ("GET", f"sb:crm:lead:{ref.lead_id}")]
+        assert push[-1] == check(ref)  # the snapshot this process kept: its records' versions only
         assert not any(c[0] == "GET" for c in save)
         assert trips.redis_py == []  # nothing through redis-py on the hot path
     assert (await _bot_texts(svc, cid))[-1] == "Hello Ada about Ada Lovelace"
@@ -149,15 +150,15 @@ async def test_a_conversation_moved_to_another_lead_does_not_use_the_old_leads_r
     trips.clear()
     assert await _say(svc, cid, "again", "v2") == "Hello Ada about Grace Hopper"
     moved = CrmRef(old.contact_id, other.lead_id)
-    # The push carried the old lead's reads (all it knew); they were not used: the CRM was read.
-    assert ("GET", f"sb:crm:lead:{old.lead_id}") in trips.crm_reads()
+    # The push carried the old lead's version check (all it knew); it was not used: the CRM was read.
+    assert check(old) in trips.fast[0]
     assert spy.calls == [moved]
     assert svc.conversations._snapshot_refs[cid] == moved
     await svc.leads.idle()  # the lead's own events are handled in the background
     trips.clear()
     assert await _say(svc, cid, "third", "v3") == "Hello Ada about Grace Hopper"
-    assert spy.calls == [moved]  # now prefetched again, for the new lead
-    assert ("GET", f"sb:crm:lead:{other.lead_id}") in trips.crm_reads()
+    assert spy.calls == [moved]  # now prefetched again, for the new lead: its kept snapshot checked
+    assert check(moved) in trips.fast[0] and trips.crm_reads() == []
     assert ("GET", f"sb:crm:lead:{old.lead_id}") not in trips.crm_reads()
 
 
