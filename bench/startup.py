@@ -14,6 +14,10 @@ spread (min–max) of each and their ratio, and the CPU seconds each process use
 modules whose imports cost the most (cumulative, top level packages first). Aim of issue 14:
 <= 0.4 s for salesbot.
 
+``--instructions`` also runs each once under valgrind (callgrind) and prints the instructions it
+executed up to its first 200 (``callgrind_control --dump`` then): a count the machine's other
+load does not change, for comparing two versions of the code on a busy machine.
+
 Both run with a bytecode cache, as an installed package does (pip writes ``.pyc`` files): in a
 temporary ``PYTHONPYCACHEPREFIX``, filled by one untimed start of each, even when the caller's
 environment sets ``PYTHONDONTWRITEBYTECODE``. ``--no-bytecode-cache`` measures starts that
@@ -68,6 +72,28 @@ def salesbot_command(port: int, data_dir: str, python: list[str]) -> list[str]:
     # What the ``salesbot`` console script runs, with this interpreter (and PYTHONPATH) as given.
     return [*python, "-c", "import sys; from bot.cli import main; sys.exit(main())",
             "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", data_dir]
+
+
+def instructions_to_health(args: list[str], port: int, env: dict[str, str], cwd: str) -> int:
+    """Instructions a process executed from spawn to its first 200 from /healthz, counted by
+    callgrind (dumped at that moment; valgrind makes it ~50x slower, hence the long wait)."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p", *args]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
+        try:
+            t0 = time.perf_counter()
+            while not healthy(port):
+                if proc.poll() is not None or time.perf_counter() - t0 > 20 * TIMEOUT:
+                    raise SystemExit(f"{args[:3]} under valgrind: no 200 from /healthz")
+                time.sleep(POLL * 10)
+            subprocess.run(["callgrind_control", "--dump=healthz", str(proc.pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            dump = f"{out}/cg.{proc.pid}.1"
+            with open(dump) as fh:
+                totals = [line for line in fh if line.startswith("totals:")]
+            return int(totals[0].split()[1])
+        finally:
+            stop_process(proc)
 
 
 def healthy(port: int) -> bool:
@@ -136,6 +162,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="import costs to print")
     parser.add_argument("--no-bytecode-cache", action="store_true",
                         help="compile every module at every start (PYTHONDONTWRITEBYTECODE, no cache)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each one's instructions to its first 200 under valgrind (slow)")
     args = parser.parse_args()
     redis = EmbeddedRedis(None, persist=False)
     url = redis.start()
@@ -172,6 +200,12 @@ def main() -> None:
             port = free_port()
             _, _, base_stderr = time_to_health([sys.executable, "-X", "importtime", "-c", BASELINE, str(port)],
                                                port, env, data_dir)
+            if args.instructions:
+                port = free_port()
+                ours_ins = instructions_to_health(salesbot_command(port, data_dir, [sys.executable]), port, env,
+                                                  data_dir)
+                port = free_port()
+                base_ins = instructions_to_health([sys.executable, "-c", BASELINE, str(port)], port, env, data_dir)
     finally:
         with contextlib.suppress(Exception):
             redis.stop()
@@ -188,6 +222,9 @@ def main() -> None:
     base_n, base_us = import_totals(base_stderr)
     print(f"modules imported: salesbot {ours_n} ({ours_us / 1e6:.3f} s of import time), "
           f"baseline {base_n} ({base_us / 1e6:.3f} s) (python -X importtime, one run each)")
+    if args.instructions:
+        print(f"instructions to first 200 (valgrind, one run each): salesbot {ours_ins / 1e6:,.0f} M, "
+              f"baseline {base_ins / 1e6:,.0f} M, ratio {ours_ins / base_ins:.2f}x")
     costs = import_costs(stderr)
     total = sum(c for c, _, _ in costs)
     print(f"\nimports of salesbot serve (python -X importtime, one run): {total / 1e6:.3f} s in all; the largest:")
