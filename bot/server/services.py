@@ -23,8 +23,6 @@ from crm_bridge.factory import build_backend, build_outbox, close_backend
 from crm_bridge.outbox import CrmOutbox
 
 from ..builder.loader import read_document
-from ..channels.base import ChannelAdapter, Poller, PollingAdapter
-from ..channels.registry import ChannelRegistry
 from ..config import Config
 from ..engine import events as ev
 from ..errors import FlowInvalid, FlowLoadError
@@ -58,6 +56,8 @@ if TYPE_CHECKING:
     from crm_bridge.kommo.account import StageOrder
 
     from ..automations.events import LeadEvent
+    from ..channels.base import ChannelAdapter, Poller
+    from ..channels.registry import ChannelRegistry
     from ..runtime.outbound_kommo import KommoBook
 
 log = logging.getLogger("salesbot.server")
@@ -110,6 +110,8 @@ class Services:
     def pollers(self) -> list[Poller]:
         """A poller for each account whose adapter polls and whose ``settings.mode`` is "polling"
         (Telegram's getUpdates instead of a webhook): the worker runs them."""
+        from ..channels.base import PollingAdapter  # loaded already by the adapters' modules
+
         out = []
         for name, adapter in self.adapters.items():
             acc = self.config.account(name)
@@ -213,10 +215,13 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         stack.push_async_callback(http.close)
         adapters: dict[str, ChannelAdapter] = {}
-        registry = registry or ChannelRegistry()
         for name, acc in config.accounts.items():
             if acc.channel in TRANSCRIPT_CHANNELS:
                 continue
+            if registry is None:  # channels' modules: for a server with channel accounts only (startup)
+                from ..channels.registry import ChannelRegistry
+
+                registry = ChannelRegistry()
             adapter = registry.create(acc.channel, account=name, config=acc, http=http, public_url=public)
             stack.push_async_callback(adapter.close)
             adapters[name] = adapter

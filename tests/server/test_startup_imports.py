@@ -16,13 +16,14 @@ from pathlib import Path
 from redis import Redis
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Imported on first use only: by a channel account of that kind, a validation step, an e-mail,
-#: a Kommo widget, a flow or automation document being checked, the flow graph.
+#: Imported on first use only: by a channel account (of that kind), a validation step, an e-mail,
+#: a Kommo widget or backend, a flow or automation document being checked, the flow graph.
 NOT_AT_START = (
     "telegram", "twilio", "aiogram", "playwright", "phonenumbers", "email_validator", "aiosmtplib", "jwt",
     "bot.builder.validate", "bot.builder.models", "bot.builder.graph",
     "bot.automations.models", "bot.automations.validate", "bot.automations.compiled", "bot.automations.engine",
     "crm_bridge.kommo", "bot.runtime.kommo_events", "bot.runtime.outbound_kommo",
+    "bot.channels.base", "bot.channels.registry", "bot.channels.webhooks",
 )
 #: Imported by the first conversation turn, template or e-mail (the interpreter, compiled flows and
 #: their templates), the first metric counted or /metrics scrape, the first page shown, an embedded
