@@ -110,6 +110,8 @@ class Services:
     def pollers(self) -> list[Poller]:
         """A poller for each account whose adapter polls and whose ``settings.mode`` is "polling"
         (Telegram's getUpdates instead of a webhook): the worker runs them."""
+        if not self.adapters:  # no channel account: the channels' modules stay unloaded
+            return []
         from ..channels.base import PollingAdapter  # loaded already by the adapters' modules
 
         out = []

@@ -50,6 +50,7 @@ built = sorted(sys.modules)
 
 async def main():
     async with open_services(config) as services:
+        services.pollers()  # what the app's start asks of them for its worker loops
         return sorted(sys.modules)
 
 opened = asyncio.run(main())
