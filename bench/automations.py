@@ -95,7 +95,8 @@ async def _baseline_round(redis: Any, bodies: list[dict[str, Any]], concurrency:
 
 
 async def _salesbot_round(services: Any, bodies: list[dict[str, Any]], concurrency: int) -> float:
-    from bot.server.events_api import EventIn, _lead_of
+    from bot.server.event_models import EventIn
+    from bot.server.events_api import _lead_of
 
     leads = services.leads
     it = iter(bodies)

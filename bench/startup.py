@@ -14,6 +14,10 @@ spread (min–max) of each and their ratio, and the CPU seconds each process use
 modules whose imports cost the most (cumulative, top level packages first). Aim of issue 14:
 <= 0.4 s for salesbot.
 
+``--instructions`` also runs each once under valgrind (callgrind) and prints the instructions it
+executed to listening, plus its shutdown: a count the machine's other load does not change, for
+comparing two versions of the code on a busy machine.
+
 Both run with a bytecode cache, as an installed package does (pip writes ``.pyc`` files): in a
 temporary ``PYTHONPYCACHEPREFIX``, filled by one untimed start of each, even when the caller's
 environment sets ``PYTHONDONTWRITEBYTECODE``. ``--no-bytecode-cache`` measures starts that
@@ -30,6 +34,7 @@ import contextlib
 import http.client
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -64,10 +69,66 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 """
 
 
+#: ``salesbot serve`` as the console script runs it, but with ``SETTLE_AFTER`` pushed past the count:
+#: under valgrind a start is ~50x slower, and what serving loads a second after listening (wall
+#: clock) would otherwise be counted or not by chance.
+NO_SETTLE = """
+import importlib.abc, importlib.util, sys
+
+class NoSettle(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "bot.server.run":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            module.SETTLE_AFTER = 1e9
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, NoSettle())
+from bot.cli import main
+sys.exit(main())
+"""
+
+
 def salesbot_command(port: int, data_dir: str, python: list[str]) -> list[str]:
     # What the ``salesbot`` console script runs, with this interpreter (and PYTHONPATH) as given.
     return [*python, "-c", "import sys; from bot.cli import main; sys.exit(main())",
             "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", data_dir]
+
+
+def instructions_to_listen(args: list[str], port: int, env: dict[str, str], cwd: str) -> int:
+    """Instructions a process executes from spawn to listening on ``port``, plus its shutdown
+    (SIGTERM as soon as the port takes connections), counted by callgrind: deterministic to
+    about 0.1 % (``NO_SETTLE`` for salesbot)."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.out", *args]
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=cwd)
+            try:
+                t0 = time.perf_counter()
+                while not listening(port):
+                    if proc.poll() is not None or time.perf_counter() - t0 > 20 * TIMEOUT:
+                        raise SystemExit(f"{args[:3]} under valgrind: never listened")
+                    time.sleep(POLL)
+                proc.terminate()
+                proc.wait(timeout=20 * TIMEOUT)
+            finally:
+                stop_process(proc)
+            err.seek(0)
+            found = re.search(rb"Collected : (\d+)", err.read())
+        if found is None:
+            raise SystemExit(f"{args[:3]}: valgrind printed no instruction count")
+        return int(found.group(1))
+
+
+def listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
 
 
 def healthy(port: int) -> bool:
@@ -136,6 +197,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="import costs to print")
     parser.add_argument("--no-bytecode-cache", action="store_true",
                         help="compile every module at every start (PYTHONDONTWRITEBYTECODE, no cache)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each one's instructions to listening under valgrind (slow)")
     args = parser.parse_args()
     redis = EmbeddedRedis(None, persist=False)
     url = redis.start()
@@ -172,6 +235,13 @@ def main() -> None:
             port = free_port()
             _, _, base_stderr = time_to_health([sys.executable, "-X", "importtime", "-c", BASELINE, str(port)],
                                                port, env, data_dir)
+            if args.instructions:
+                port = free_port()
+                command = salesbot_command(port, data_dir, [sys.executable])
+                command[2] = NO_SETTLE
+                ours_ins = instructions_to_listen(command, port, env, data_dir)
+                port = free_port()
+                base_ins = instructions_to_listen([sys.executable, "-c", BASELINE, str(port)], port, env, data_dir)
     finally:
         with contextlib.suppress(Exception):
             redis.stop()
@@ -188,6 +258,9 @@ def main() -> None:
     base_n, base_us = import_totals(base_stderr)
     print(f"modules imported: salesbot {ours_n} ({ours_us / 1e6:.3f} s of import time), "
           f"baseline {base_n} ({base_us / 1e6:.3f} s) (python -X importtime, one run each)")
+    if args.instructions:
+        print(f"instructions to listening + shutdown (valgrind, one run each): salesbot {ours_ins / 1e6:,.0f} M, "
+              f"baseline {base_ins / 1e6:,.0f} M, ratio {ours_ins / base_ins:.2f}x")
     costs = import_costs(stderr)
     total = sum(c for c, _, _ in costs)
     print(f"\nimports of salesbot serve (python -X importtime, one run): {total / 1e6:.3f} s in all; the largest:")

@@ -4,7 +4,14 @@ Backends: ``MemoryCrm`` (in-process; ``salesbot test`` and ``salesbot chat``), `
 (the embedded CRM of the server, stored in the same Redis), ``KommoCrm`` (Kommo's API v4) and
 ``WebhookCrm`` (any CRM behind a signed HTTP endpoint). ``CrmOutbox`` queues commands that met a
 temporary failure; ``crm_bridge.contract`` is the test suite every backend passes.
+
+``KommoCrm`` loads its package on first use (PEP 562, ``bot.lazy``): a server on the embedded
+CRM never imports Kommo's modules (issue 14: startup); ``is_kommo`` asks without importing them.
 """
+
+from typing import TYPE_CHECKING
+
+from bot.lazy import exports
 
 from .interface import (
     CRM_COMMANDS,
@@ -16,11 +23,14 @@ from .interface import (
     PrefetchIdentity,
     PrefetchSnapshot,
 )
-from .kommo import KommoCrm
+from .kinds import is_kommo
 from .memory import MemoryCrm
 from .outbox import CrmOutbox
 from .redis_crm import RedisCrm
 from .webhook_backend import WebhookCrm
+
+if TYPE_CHECKING:
+    from .kommo import KommoCrm
 
 __all__ = [
     "CRM_COMMANDS",
@@ -36,4 +46,7 @@ __all__ = [
     "PrefetchSnapshot",
     "RedisCrm",
     "WebhookCrm",
+    "is_kommo",
 ]
+
+__getattr__ = exports(__name__, {"KommoCrm": "kommo"})

@@ -10,7 +10,6 @@ from redis.asyncio import Redis
 from bot.store.ratelimit import RedisLimiter
 
 from .interface import CrmBackend
-from .kommo import KommoCrm
 from .outbox import CrmOutbox, FailedHook
 from .redis_crm import RecordReader, RedisCrm
 from .webhook_backend import WebhookCrm
@@ -37,6 +36,8 @@ def build_backend(config: Config, redis: Redis, *, reader: RecordReader | None =
     """
     crm = config.crm
     if crm.backend == "kommo":
+        from .kommo import KommoCrm  # Kommo's modules: only a server on Kommo loads them (issue 14: startup)
+
         assert crm.base_url is not None
         return KommoCrm(crm.base_url, _secret(crm.token), rate=crm.rate_limit, timeout=crm.timeout,
                         identity_field=crm.identity_field or None, cooldown=_cooldown(crm),

@@ -36,7 +36,7 @@ LAYERS: dict[str, set[str]] = {
                     "bot.errors", "bot.config", "bot.logs", "crm_bridge"},
     "bot.channels": {"bot.engine", "bot.builder", "bot.store", "bot.messages", "bot.errors", "bot.config",
                      "bot.inputs", "bot.logs", "crm_bridge"},
-    "crm_bridge": {"bot.errors", "bot.config", "bot.store", "bot.outward.netguard"},
+    "crm_bridge": {"bot.errors", "bot.config", "bot.store", "bot.outward.netguard", "bot.lazy"},
 }
 
 #: Libraries that do I/O (or read the clock); the interpreter never imports them.

@@ -28,6 +28,8 @@ EVENT_TYPES = CRM_TYPES | CHAT_TYPES | BUSINESS_TYPES
 CUSTOM_PREFIX = "custom."
 #: The shape of any type name (known or custom); ``is_known_type`` says whether it is ours.
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+){1,3}$"
+#: A lead's or contact's id as an event from outside names it (``POST /api/events``).
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 #: Chains of rules (an action moves the lead, which fires another rule) stop at this depth.
 MAX_DEPTH = 10
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
-from crm_bridge import CrmBackend, KommoCrm, RedisCrm
+from crm_bridge import CrmBackend, RedisCrm, is_kommo
 from crm_bridge.memory import DEFAULT_PIPELINE, DEFAULT_STAGES
 
 from ..builder.loader import read_document
@@ -46,7 +46,7 @@ async def crm_pipelines(crm: CrmBackend) -> dict[str, list[str]]:
     """Pipeline name -> its stages in order, as the CRM knows them; empty when it cannot say."""
     if isinstance(crm, RedisCrm):
         return {name: list(stages) for name, stages in (crm.pipelines or {DEFAULT_PIPELINE: DEFAULT_STAGES}).items()}
-    if isinstance(crm, KommoCrm):
+    if is_kommo(crm):
         try:
             found = await asyncio.wait_for(crm.account.reload_pipelines(), timeout=CATALOGUE_TIMEOUT)
         except (CrmError, TimeoutError) as exc:

@@ -8,19 +8,25 @@ unreadable one gets 400; both are logged without their content.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..channels.base import ChannelAdapter, MalformedWebhook, RawRequest, WebhookRejected
-from ..channels.webhooks import dispatch
 from .http import error
 from .keys import SERVICES
+
+if TYPE_CHECKING:
+    from ..channels.base import ChannelAdapter, RawRequest
 
 log = logging.getLogger("salesbot.channels.webhooks")
 routes = web.RouteTableDef()
 
 
 async def _raw(request: web.Request) -> RawRequest:
+    # The channels' modules: loaded by a server with channel accounts when it built their adapters
+    # (a request reaches here only then), not by this route's import (issue 14: startup).
+    from ..channels.base import RawRequest
+
     public = request.app[SERVICES].config.public_url
     url = str(request.url)
     if public:  # behind a proxy the platform signed the public URL, not ours
@@ -57,6 +63,9 @@ async def receive(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     account, adapter = found
+    from ..channels.base import MalformedWebhook, WebhookRejected
+    from ..channels.webhooks import dispatch
+
     raw = await _raw(request)
     try:
         adapter.verify(raw)

@@ -15,17 +15,14 @@ import hmac
 import json
 import logging
 import re
-import time
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crm_bridge import ChannelIdentity, CrmRef
 from crm_bridge.directory import CrmDirectory, clean_email, clean_phone
 
-from ..automations.events import EVENT_TYPE_PATTERN, is_known_type
+from ..automations.events import ID_PATTERN
 from ..errors import CrmError, CrmRejected, CrmTemporary
 from ..inputs import BadJson, control_pointers, header_bytes, holds_control, loads
 from .http import HttpError, error, query_number, require
@@ -33,89 +30,15 @@ from .keys import LIMITS, SERVICES
 from .ratelimit import CLIENT
 from .services import Services
 
+if TYPE_CHECKING:
+    from .event_models import ContactIn, EventIn
+
 log = logging.getLogger("salesbot.events")
 routes = web.RouteTableDef()
 #: The largest event body: an event is a few fields, not a document.
 MAX_BODY = 64 * 1024
 #: Stages whose leads are closed (a contact's event goes to a newer, open lead).
 CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
-ID = r"^[A-Za-z0-9_.-]{1,64}$"
-#: How far in the future an event's ``at`` may be (the sender's clock may be ahead of ours).
-MAX_FUTURE = 300
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LeadIn(_Strict):
-    id: str = Field(pattern=ID)
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _number(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-class ExternalIn(_Strict):
-    channel: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    id: str = Field(min_length=1, max_length=200)
-
-
-class ContactIn(_Strict):
-    id: str | None = Field(None, pattern=ID)
-    phone: str | None = Field(None, max_length=40)
-    email: str | None = Field(None, max_length=254)
-    external: ExternalIn | None = None
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _number(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @model_validator(mode="after")
-    def _one(self) -> ContactIn:
-        if sum(v is not None for v in (self.id, self.phone, self.email, self.external)) != 1:
-            raise ValueError("a contact is one of {id}, {phone}, {email} or {external: {channel, id}}")
-        return self
-
-
-class EventIn(_Strict):
-    id: str | None = Field(None, pattern=r"^[\x21-\x7e]{1,200}$")
-    type: str = Field(max_length=100, pattern=EVENT_TYPE_PATTERN)
-    at: datetime | None = None
-    lead: LeadIn | None = None
-    contact: ContactIn | None = None
-    data: dict[str, Any] = {}
-
-    @field_validator("type")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if not is_known_type(value):
-            raise ValueError(f"unknown event type {value!r} (a type of the spec, or custom.<name>)")
-        return value
-
-    @field_validator("at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
-        # An event tells what happened: one from the future would hold the lead's ``idle`` rules
-        # (quiet since its time) and its delays until then. Clocks may differ by a few minutes.
-        if value.timestamp() > time.time() + MAX_FUTURE:
-            raise ValueError(f"is more than {MAX_FUTURE // 60} minutes in the future (an event tells what happened)")
-        return value
-
-    @model_validator(mode="after")
-    def _whom(self) -> EventIn:
-        if self.lead is None and self.contact is None:
-            raise ValueError("an event concerns a lead ({\"id\"}) or a contact")
-        return self
-
-
-def _details(exc: ValidationError) -> list[dict[str, str]]:
-    return [{"pointer": "/" + "/".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
 
 
 def _authorised(request: web.Request, services: Services, raw: bytes) -> None:
@@ -203,11 +126,16 @@ async def post_event(request: web.Request) -> web.Response:
         log.warning("events.invalid", extra={"reason": "control characters"})
         return error(422, "invalid", "the event holds control characters",
                      [{"pointer": p, "message": "holds a control character"} for p in control_pointers(body)])
+    # The request models (pydantic) are built with the first event, not at start (issue 14: startup).
+    from pydantic import ValidationError
+
+    from .event_models import EventIn, details
+
     try:
         event = EventIn.model_validate(body)
     except ValidationError as exc:
         log.warning("events.invalid", extra={"problems": len(exc.errors())})
-        return error(422, "invalid", "the event is not valid", _details(exc))
+        return error(422, "invalid", "the event is not valid", details(exc))
     try:
         ref = await _lead_of(services, event)
     except CrmRejected as exc:
@@ -234,7 +162,7 @@ async def lead_events(request: web.Request) -> web.Response:
     lead_id = request.match_info["id"]
     limit = int(query_number(request, "limit", 200, minimum=1, maximum=1000, integer=True, clamp=True))
     services = request.app[SERVICES]
-    if not re.fullmatch(ID, lead_id):
+    if not re.fullmatch(ID_PATTERN, lead_id):
         return error(404, "not_found", "no such lead")
     events = await services.leads.history(lead_id, limit)
     return web.json_response({"lead": lead_id, "events": events},

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from crm_bridge import is_kommo
 from crm_bridge.factory import kommo_account
-from crm_bridge.kommo import KommoCrm, KommoEvent, as_lead_event, parse_webhook_form, webhook_events
 
 from ..inputs import header_bytes, loads
 from .http import error
@@ -36,6 +37,9 @@ from .keys import SERVICES
 
 log = logging.getLogger("salesbot.crm.kommo")
 routes = web.RouteTableDef()
+
+if TYPE_CHECKING:
+    from crm_bridge.kommo import KommoEvent
 
 
 @routes.post("/webhooks/kommo/{account}")
@@ -51,6 +55,9 @@ async def receive(request: web.Request) -> web.Response:
     if not hmac.compare_digest(header_bytes(given) or b"", crm.webhook_secret.get_secret_value().encode()):
         log.warning("kommo.webhook_rejected", extra={"account": account})
         return error(401, "bad_secret", "missing or wrong ?secret=")
+    # Kommo's modules: loaded by a server on Kommo (services built its backend), not by this route's import.
+    from crm_bridge.kommo import as_lead_event, parse_webhook_form, webhook_events
+
     raw = await request.read()
     try:
         # BadJson is a ValueError
@@ -78,7 +85,7 @@ async def receive(request: web.Request) -> web.Response:
 
 async def _is_echo(crm: object, event: KommoEvent) -> bool:
     """Whether the event reports a change our own command made (already emitted as a lead event)."""
-    echo = crm.echo if isinstance(crm, KommoCrm) else None
+    echo = crm.echo if is_kommo(crm) else None
     if echo is None:
         return False
     d = event.data

@@ -34,6 +34,11 @@ GC_THRESHOLD = (10_000, 10, 10)
 #: otherwise import) and freezes what is loaded out of the collector: neither holds up the
 #: first answers (issue 14: startup).
 SETTLE_AFTER = 1.0
+#: What start-up leaves out (a request's first use would import it) and serving loads at
+#: ``SETTLE_AFTER``, before requests need it: the interpreter with its templates, the request
+#: models of ``POST /api/events``. A module a route needs only when called, imported inside it,
+#: goes here (docs/architecture.md, "Startup"); tests/server/test_startup_imports.py checks both.
+PRELOAD = ("bot.engine.interpreter", "bot.server.event_models")
 
 
 def serve(*, config_path: str | None, host: str | None, port: int | None, data_dir: str | None,
@@ -101,13 +106,15 @@ async def _serve(config: object, role: str, out: TextIO) -> int:
 
 
 def _settle() -> None:
-    """The interpreter loaded before a conversation needs it; then everything loaded so far
-    (code, flows, templates) lives as long as the process: kept out of the collector's
-    generations, full collections stay short (tail latency)."""
-    importlib.import_module("bot.engine.interpreter")
+    """``PRELOAD`` loaded before a request needs it; then everything loaded so far (code, flows,
+    templates) lives as long as the process: kept out of the collector's generations, full
+    collections stay short (tail latency)."""
+    for name in PRELOAD:
+        importlib.import_module(name)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
+    gc.enable()  # off since start-up began (bot/cli.py)
 
 
 async def _until_stopped(stop: asyncio.Event, supervisor: asyncio.Task[None] | None) -> int:

@@ -6,27 +6,23 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from crm_bridge import CrmBackend, CrmRef, KommoCrm, RedisCrm
+from crm_bridge import CrmBackend, CrmRef, RedisCrm, is_kommo
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.factory import build_backend, build_outbox, close_backend
-from crm_bridge.kommo import KommoEcho
-from crm_bridge.kommo.account import StageOrder
 from crm_bridge.outbox import CrmOutbox
 
 from ..builder.loader import read_document
-from ..channels.base import ChannelAdapter, Poller, PollingAdapter
-from ..channels.registry import ChannelRegistry
 from ..config import Config
 from ..engine import events as ev
 from ..engine.process import PROCESS_CHANNEL
@@ -38,11 +34,9 @@ from ..runtime.automations import AutomationEffects, EngineReactor
 from ..runtime.chatevents import ChatEvents
 from ..runtime.driver import Driver
 from ..runtime.interest import FlowInterest
-from ..runtime.kommo_events import name_events
 from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
 from ..runtime.outbound import EmbeddedBook, OutboundService
-from ..runtime.outbound_kommo import KommoBook
 from ..runtime.pacing import Pacer
 from ..runtime.process_actions import ProcessActions
 from ..runtime.processes import Processes
@@ -62,6 +56,15 @@ from ..store.resp import RespClient
 from ..store.timers import TimerWheel
 from .auth import Auth
 from .automation_docs import AutomationDocuments, crm_pipelines, load_automation_dir
+
+if TYPE_CHECKING:
+    from crm_bridge.kommo import KommoCrm, KommoEcho
+    from crm_bridge.kommo.account import StageOrder
+
+    from ..automations.events import LeadEvent
+    from ..channels.base import ChannelAdapter, Poller
+    from ..channels.registry import ChannelRegistry
+    from ..runtime.outbound_kommo import KommoBook
 
 log = logging.getLogger("salesbot.server")
 
@@ -116,6 +119,10 @@ class Services:
     def pollers(self) -> list[Poller]:
         """A poller for each account whose adapter polls and whose ``settings.mode`` is "polling"
         (Telegram's getUpdates instead of a webhook): the worker runs them."""
+        if not self.adapters:  # no channel account: the channels' modules stay unloaded
+            return []
+        from ..channels.base import PollingAdapter  # loaded already by the adapters' modules
+
         out = []
         for name, adapter in self.adapters.items():
             acc = self.config.account(name)
@@ -209,9 +216,9 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         leads.listens = FlowInterest(bots.loaded).wants  # events flows wait for or count as goals
         if isinstance(crm, RedisCrm):
             crm.sink = leads  # every change of the embedded CRM emits its events onto the lead queues
-        if isinstance(crm, KommoCrm):  # our moves in Kommo emit their events; webhooks' stage ids get names
-            crm.echo = KommoEcho(redis, leads)
-            leads.complete = name_events(crm)
+        if is_kommo(crm):  # our moves in Kommo emit their events; webhooks' stage ids get names
+            crm.echo = _kommo_echo(redis, leads)
+            leads.complete = _kommo_names(crm)
         hub = LiveHub(redis)
         admin = config.admin_token.get_secret_value() if config.admin_token else None
         if admin is None:
@@ -221,10 +228,13 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         stack.push_async_callback(http.close)
         adapters: dict[str, ChannelAdapter] = {}
-        registry = registry or ChannelRegistry()
         for name, acc in config.accounts.items():
             if acc.channel in TRANSCRIPT_CHANNELS:
                 continue
+            if registry is None:  # channels' modules: for a server with channel accounts only (startup)
+                from ..channels.registry import ChannelRegistry
+
+                registry = ChannelRegistry()
             adapter = registry.create(acc.channel, account=name, config=acc, http=http, public_url=public)
             stack.push_async_callback(adapter.close)
             adapters[name] = adapter
@@ -250,7 +260,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                             outbox, senders, embedded, adapters=adapters, http=http,
                             directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)
         book = EmbeddedBook(redis, crm, directory) if isinstance(crm, RedisCrm) and directory is not None \
-            else KommoBook(crm) if isinstance(crm, KommoCrm) else None  # where outbound finds contacts
+            else _kommo_book(crm) if is_kommo(crm) else None  # where outbound finds contacts
         services.outbound = OutboundService(redis=redis, store=store, conversations=conversations,
                                             accounts=config.accounts, book=book)
         conversations.recipients = services.outbound
@@ -266,13 +276,13 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         services.leads = leads
         pacer = Pacer(conversations.activity, rate=config.automations.apply_rate)  # jobs give way to conversations
         services.jobs = ApplyJobs(redis, leads, pacer=pacer) if isinstance(crm, RedisCrm) \
-            else ApplyJobs(redis, leads, lister=crm, pacer=pacer) if isinstance(crm, KommoCrm) \
+            else ApplyJobs(redis, leads, lister=crm, pacer=pacer) if is_kommo(crm) \
             else None  # Kommo's: listed by API
         services.chat = ChatEvents(leads, AutomationDocuments.of(redis, crm, bots).chat_pipelines)
         conversations.chat = services.chat
         automation_docs = AutomationDocuments.of(redis, crm, bots, services.jobs, services.chat)
         pipelines: Mapping[str, Sequence[str]] = await crm_pipelines(crm) if isinstance(crm, RedisCrm) \
-            else StageOrder(crm.account) if isinstance(crm, KommoCrm) else {}  # Kommo's: its catalogue's, when loaded
+            else _stage_order(crm) if is_kommo(crm) else {}  # Kommo's: its catalogue's, when loaded
         leads.reactor = EngineReactor(automation_docs.documents, pipelines)
         leads.effects = AutomationEffects(redis=redis, fast=store.fast, crm=crm, requests=requests,
                                           outbound=services.outbound, directory=directory)
@@ -300,6 +310,31 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         # closed first, or a reading under way reconnects a client already closed (left unclosed).
         await stack.aclose()
         await redis.aclose()
+
+
+# Kommo's parts, imported by a server on Kommo only (issue 14: startup; docs/architecture.md).
+def _kommo_echo(redis: Redis, leads: LeadService) -> KommoEcho:
+    from crm_bridge.kommo import KommoEcho
+
+    return KommoEcho(redis, leads)
+
+
+def _kommo_names(crm: KommoCrm) -> Callable[[LeadEvent], Awaitable[LeadEvent]]:
+    from ..runtime.kommo_events import name_events
+
+    return name_events(crm)
+
+
+def _kommo_book(crm: KommoCrm) -> KommoBook:
+    from ..runtime.outbound_kommo import KommoBook
+
+    return KommoBook(crm)
+
+
+def _stage_order(crm: KommoCrm) -> StageOrder:
+    from crm_bridge.kommo.account import StageOrder
+
+    return StageOrder(crm.account)
 
 
 def _clients(config: Config, url: str) -> tuple[Redis, RespClient]:

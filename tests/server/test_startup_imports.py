@@ -1,7 +1,9 @@
-"""What ``salesbot serve`` imports before it answers: a live-chat-only server loads no channel
-SDK, no e-mail or phone library, no flow or automation validator, neither the interpreter nor
-its templates (jinja2, regex), nor prometheus_client (issue 14: startup; the time itself is
-measured by bench/startup.py, not asserted here)."""
+"""What ``salesbot serve`` imports before it answers: a live-chat-only server on the embedded CRM
+loads no channel SDK, no e-mail or phone library, no flow or automation validator, no Kommo
+module, neither the interpreter nor its templates (jinja2, regex), nor prometheus_client, nor
+the request models of ``POST /api/events``; a second later ``_settle`` loads what serving will
+need (``PRELOAD``) and turns the collector back on (issue 14: startup; the time itself is measured
+by bench/startup.py, not asserted here)."""
 
 from __future__ import annotations
 
@@ -14,25 +16,29 @@ from pathlib import Path
 from redis import Redis
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Imported on first use only: by a channel account of that kind, a validation step, an e-mail,
-#: a Kommo widget, a flow or automation document being checked, the flow graph.
+#: Imported on first use only: by a channel account (of that kind), a validation step, an e-mail,
+#: a Kommo widget or backend, a flow or automation document being checked, the flow graph.
 NOT_AT_START = (
     "telegram", "twilio", "aiogram", "playwright", "phonenumbers", "email_validator", "aiosmtplib", "jwt",
     "bot.builder.validate", "bot.builder.models", "bot.builder.graph",
     "bot.automations.models", "bot.automations.validate", "bot.automations.compiled", "bot.automations.engine",
+    "crm_bridge.kommo", "bot.runtime.kommo_events", "bot.runtime.outbound_kommo",
+    "bot.channels.base", "bot.channels.registry", "bot.channels.webhooks",
 )
 #: Imported by the first conversation turn, template or e-mail (the interpreter, compiled flows and
 #: their templates), the first metric counted or /metrics scrape, the first page shown, an embedded
-#: Redis started (ctypes: libc), a config file read (tomllib).
+#: Redis started (ctypes: libc), a config file read (tomllib), the first event posted (its models).
 NOT_UNTIL_USED = (
     "jinja2", "regex", "markupsafe", "prometheus_client", "ctypes", "tomllib",
     "bot.engine.interpreter", "bot.builder.compiled", "bot.builder.templates", "bot.builder.expressions",
-    "bot.builder.sandbox",
+    "bot.builder.sandbox", "bot.server.event_models",
 )
 #: Builds the app, then opens its services (Redis, stores, CRM, hub) as serving does before it
-#: listens, and lists the modules loaded with no await in between: no background task has run.
+#: listens, and lists the modules loaded with no await in between: no background task has run;
+#: then what serving's ``_settle`` loads, and whether it turned the collector back on.
 PROGRAM = """
-import asyncio, json, sys
+import asyncio, gc, json, sys
+gc.disable()  # as bot.cli does for serve
 import bot.cli, bot.server.run
 from bot.config import load_config
 from bot.server.app import create_app
@@ -44,9 +50,14 @@ built = sorted(sys.modules)
 
 async def main():
     async with open_services(config) as services:
+        services.pollers()  # what the app's start asks of them for its worker loops
         return sorted(sys.modules)
 
-json.dump({"built": built, "opened": asyncio.run(main())}, sys.stdout)
+opened = asyncio.run(main())
+collecting = gc.isenabled()
+bot.server.run._settle()
+json.dump({"built": built, "opened": opened, "settled": sorted(sys.modules), "collecting": [collecting, gc.isenabled()],
+           "preload": bot.server.run.PRELOAD}, sys.stdout)
 """
 
 
@@ -72,3 +83,6 @@ def test_a_live_chat_only_server_starts_without_what_it_does_not_use(tmp_path: P
     assert _loaded(built, NOT_AT_START) == []
     assert _loaded(opened, NOT_AT_START) == []
     assert _loaded(opened, NOT_UNTIL_USED) == []
+    assert modules["collecting"] == [False, True]  # no collection over start-up's objects, then serving's
+    assert set(modules["preload"]) <= set(NOT_UNTIL_USED)  # each deferred module is checked above …
+    assert set(modules["preload"]) <= set(modules["settled"])  # … and loaded before requests need it
