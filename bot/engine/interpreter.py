@@ -324,7 +324,7 @@ class _Turn(TurnContext):
         run = state.run  # the same object throughout: steps change it, none replaces it
         assert run is not None
         handlers = _STEP_HANDLERS
-        entered = self.steps
+        entered = self.steps  # analytics: the steps this turn entered
         while target is not WAIT:
             if target is None:
                 target = self.finish_run()
