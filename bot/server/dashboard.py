@@ -68,7 +68,7 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_ASSET = re.compile(r"^(?:dashboard|pipeline)\.(js|css)$")
+_ASSET = re.compile(r"^(?:dashboard|pipeline|analytics)\.(js|css)$")
 _TYPES = {"js": "application/javascript", "css": "text/css"}
 
 
