@@ -12,8 +12,12 @@ day wholly older than ``settings.abandon_after`` abandoned the flow there (docs/
 
 Fields of a ``(bot, version, day)`` counter hash:
 
-* ``e|S``: visits of step ``S`` opened;
-* ``l|S|T``: left ``S`` for step ``T`` of the same bot; ``l|S|@B``: for bot ``B`` (start_bot);
+* ``m|S|T``: left ``S`` for step ``T`` of the same bot, both visits opened this day: counts as
+  ``S`` left for ``T`` and ``T`` entered (one field for the common case, one command per move);
+* ``e|S``: visits of step ``S`` opened otherwise (a run's first step, a step of another bot,
+  a move from a visit of an earlier day);
+* ``l|S|T``: left ``S`` (opened this day) for ``T`` on a later day; ``l|S|@B``: for bot ``B``
+  (start_bot);
 * ``x|S``: the run ended at ``S`` (finished, stopped, failed, or replaced by another run);
 * ``t|S|k``: a visit that lasted a second or more, ``k = floor(2 log2(seconds))``: the bucket
   of ``[2^(k/2), 2^((k+1)/2))`` seconds. Closed visits without a ``t`` field lasted < 1 s.
@@ -78,20 +82,23 @@ def count_turn(counts: Counts, visit: Visit | None, before: tuple[str, int] | No
     """
     cur = visit
     flow = (visit.bot, visit.version) if visit is not None else before
+    day = int(now // DAY)
     for item in steps:
         if isinstance(item, str):
-            if cur is not None:
-                _close(counts, cur, now, f"l|{cur.step}|{item}")
             if flow is None:  # pragma: no cover - a step is always entered in a known bot
                 cur = None
                 continue
+            moved = cur is not None and int(cur.at // DAY) == day
+            if cur is not None:  # the common case, a move within one day, is one field: m|S|T
+                _close(counts, cur, now, f"{'m' if moved else 'l'}|{cur.step}|{item}")
             cur = Visit(flow[0], flow[1], item, now)
-            key = (flow[0], flow[1], int(now // DAY))
-            fields = counts.get(key)
-            if fields is None:
-                fields = counts[key] = {}
-            name = "e|" + item
-            fields[name] = fields.get(name, 0) + 1
+            if not moved:
+                key = (flow[0], flow[1], day)
+                fields = counts.get(key)
+                if fields is None:
+                    fields = counts[key] = {}
+                name = "e|" + item
+                fields[name] = fields.get(name, 0) + 1
         else:
             kind, bot, version = item
             if cur is not None:

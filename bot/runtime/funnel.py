@@ -69,10 +69,12 @@ def _day_funnel(fields: Mapping[str, int]) -> dict[str, StepFunnel]:
             of(rest).entered += n
         elif kind == "x":
             of(rest).ended += n
-        elif kind == "l":
+        elif kind == "l" or kind == "m":
             step, _, target = rest.partition("|")
             f = of(step)
             f.left[target] = f.left.get(target, 0) + n
+            if kind == "m":  # a move within the day: the target's entry too
+                of(target).entered += n
         elif kind == "t":
             step, _, k = rest.rpartition("|")
             try:

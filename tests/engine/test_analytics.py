@@ -34,9 +34,8 @@ async def test_a_call_leaves_for_the_callee_and_the_return_enters_the_callers_ne
     sim = Simulator(MAIN, bots=[SUB], now=NOW)
     await sim.say("hi")
     await sim.click("Sub")
-    assert sim.analytics[("main", 1, DAYNO)] == {"e|ask": 1, "l|ask|call": 1, "e|call": 1, "l|call|@sub": 1,
-                                                 "e|after": 1}
-    assert sim.analytics[("sub", 1, DAYNO)] == {"e|hi": 1, "l|hi|done": 1, "e|done": 1, "x|done": 1}
+    assert sim.analytics[("main", 1, DAYNO)] == {"e|ask": 1, "m|ask|call": 1, "l|call|@sub": 1, "e|after": 1}
+    assert sim.analytics[("sub", 1, DAYNO)] == {"e|hi": 1, "m|hi|done": 1, "x|done": 1}
     assert sim.visit is not None and (sim.visit.bot, sim.visit.step) == ("main", "after")
 
 
@@ -61,12 +60,21 @@ async def test_a_run_replaced_by_another_ends_where_it_waited_and_dwell_goes_to_
     assert sim.analytics[("sub", 1, DAYNO + 2)]["e|hi"] == 1
 
 
+async def test_a_move_from_a_visit_of_an_earlier_day_is_a_leave_there_and_an_entry_today() -> None:
+    sim = Simulator(MAIN, bots=[SUB], now=NOW)
+    await sim.say("hi")
+    await sim.wait(DAY)
+    await sim.click("Sub")
+    assert sim.analytics[("main", 1, DAYNO)] == {"e|ask": 1, "l|ask|call": 1, f"t|ask|{bucket(DAY)}": 1}
+    assert sim.analytics[("main", 1, DAYNO + 1)] == {"e|call": 1, "l|call|@sub": 1, "e|after": 1}
+
+
 def test_the_funnel_adds_days_and_tells_abandoned_from_waiting_runs() -> None:
-    old, young = {"e|a": 4, "l|a|b": 1, "t|a|4": 1}, {"e|a": 3, "x|a": 1}
+    old, young = {"e|a": 4, "m|a|b": 1, "t|a|4": 1}, {"e|a": 3, "x|a": 1}
     [a, b] = funnel({DAYNO - 5: old, DAYNO: young}, order=["a", "b"], abandon_after=DAY, now=NOW.timestamp())
     assert (a.entered, a.left, a.ended, a.abandoned, a.waiting) == (7, {"b": 1}, 1, 3, 2)
     assert a.median_seconds == 0.0  # of the two closed visits (one instant, one ~5 s) the lower median
-    assert b.as_dict()["entered"] == 0 and b.median_seconds is None
+    assert (b.entered, b.abandoned) == (1, 1) and b.median_seconds is None  # entered by the move a -> b
     [a] = funnel({DAYNO: {"e|a": 3, "l|a|b": 3, "t|a|4": 2, "t|a|9": 1}}, order=["a"], abandon_after=DAY,
                  now=NOW.timestamp())
     assert a.median_seconds == round(bucket_middle(4), 1) and a.waiting == 0
