@@ -49,7 +49,7 @@ from ..engine.analytics import DAY
 from ..engine.state import ConversationState
 from ..errors import AutomationsInvalid, CrmTemporary, SalesbotError
 from ..store import codec, replies
-from ..store.analytics import RETENTION_DAYS, day_text
+from ..store.analytics import RETENTION_DAYS, day_text, ttl_commands
 from ..store.clusterclient import is_cluster
 from ..store.resp import RespClient
 from ..store.scripts import Lua, send_commands
@@ -93,7 +93,7 @@ class _DayTtl:
                 if len(self._set) >= 10_000:
                     self._set.clear()
                 self._set.add(key)
-                out.append(("EXPIRE", key, RETENTION_DAYS * DAY))
+                out += ttl_commands(key, RETENTION_DAYS * DAY)
         return out
 
 

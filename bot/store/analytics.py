@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -49,6 +50,13 @@ def bot_day_key(bot: str, version: int, day: int) -> str:
     return f"{PREFIX}:analytics:bot:{bot}:{version}:{day_text(day)}"
 
 
+def ttl_commands(key: str, ttl: int) -> list[tuple[Any, ...]]:
+    """A day hash's TTL, whatever the order its counts arrive in: the hash is made first (a field
+    ``_ttl`` nobody reads), so ``EXPIRE`` finds it even when the counts come after it (the save
+    script runs before the commands beside it; a Cluster's lead counters come after the save)."""
+    return [("HINCRBY", key, "_ttl", 0), ("EXPIRE", key, ttl)]
+
+
 class AnalyticsCounts:
     """Turns a batch's ``Counts`` into commands for its save's pipeline; reads them back."""
 
@@ -69,7 +77,7 @@ class AnalyticsCounts:
                 if len(self._ttl_set) >= _TTL_SET_MAX:
                     self._ttl_set.clear()
                 self._ttl_set.add(key)
-                req.extra_commands.append(("EXPIRE", key, self.ttl))
+                req.extra_commands += ttl_commands(key, self.ttl)
 
     async def read(self, bot: str, version: int, days: Iterable[int]) -> dict[int, dict[str, int]]:
         """The counts of each day (days without any are left out), in one round trip."""

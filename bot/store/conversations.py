@@ -313,6 +313,12 @@ class ConversationStore:
     async def close(self) -> None:
         await self.fast.aclose()
 
+    async def load_scripts(self) -> None:
+        """Load the save script on every node now: a process's first save would otherwise meet
+        ``NOSCRIPT`` and be sent again, with the commands beside it (on a Redis Cluster, the
+        analytics counts: docs/analytics.md)."""
+        await self._save.load()
+
     @staticmethod
     def _batch(cid: str, token: str, reply: Sequence[Any]) -> Batch:
         return Batch(cid, token, reply[1] or None, list(reply[2]), _meta(reply[3]))
