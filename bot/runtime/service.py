@@ -116,7 +116,7 @@ class ConversationService(QueueProcessor[Prefetched]):
     chat: ChatSink | None = None
     #: Set by the services: the outbox, which sends what a save claimed right after it.
     replies: ReplyHandoff | None = None
-    #: Set by the services: the funnel counts of bot runs, written beside the save (docs/analytics.md).
+    #: Set by the services: the funnel counts of bot runs, written with the save (docs/analytics.md).
     analytics: AnalyticsCounts | None = None
 
     def __init__(
@@ -412,7 +412,10 @@ def _visit(state: ConversationState, meta: Mapping[str, str]) -> Visit | None:
     at = meta.get("step_at")
     if run is None or run.step is None or not at or not (run.status == "running" or run.status == "waiting"):
         return None
-    return Visit(run.bot, run.version, run.step, float(at))
+    try:
+        return Visit(run.bot, run.version, run.step, float(at))
+    except ValueError:  # not written by a save: the visit's end is not counted
+        return None
 
 
 def _identity(meta: Mapping[str, str] | None) -> ChannelIdentity | None:
