@@ -216,10 +216,10 @@ class EngineReactor:
             key = f"apply:{event.job}:{event.rule_id}"
         else:
             key = f"timer:{event.timer_id}"
-        reaction = _sorted(compiled, key, {**result.state.to_dict(), "av": compiled.version}, effects,
-                           int(now.timestamp() // DAY))
-        if reaction.counters:
-            reaction = replace(reaction, commands=tuple(self._day_ttl.commands({k for k, _, _ in reaction.counters})))
+        day = int(now.timestamp() // DAY)
+        reaction = _sorted(compiled, key, {**result.state.to_dict(), "av": compiled.version}, effects, day)
+        if reaction.counters:  # the day's counters get their TTL (once per process and day)
+            reaction = replace(reaction, commands=tuple(self._day_ttl.commands([day_counts_key(compiled.id, day)])))
         return reaction
 
 
