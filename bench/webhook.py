@@ -332,9 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count-messages", type=int, help="messages for INFO commandstats (default 2000, quick 300)")
     parser.add_argument("--rt-messages", type=int, help="messages for the round-trip count (default 300, quick 100)")
     parser.add_argument("--flow", help="flow file for the demo account (id 'demo'); default: the built-in flow")
+    parser.add_argument("--no-analytics", action="store_true",
+                        help="salesbot without funnel counting (SALESBOT_ANALYTICS=0; docs/analytics.md)")
     parser.add_argument("--runs", type=int, default=1, help="whole runs, one after the other (default 1): "
                         "every run's ratio and their median are printed")
     args = parser.parse_args(argv)
+    if args.no_analytics:  # the salesbot server process and the in-process counts (webhook_redis.py) read it
+        os.environ["SALESBOT_ANALYTICS"] = "0"
     if args.baseline_server:
         run_baseline_server(int(args.baseline_server[0]), args.baseline_server[1])
         return 0

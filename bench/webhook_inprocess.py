@@ -10,7 +10,8 @@ with different message counts and divide the difference (startup and priming can
 The app runs in its ``web`` role (no timer, recovery or outbox polls, whose work would grow with
 the wall time valgrind takes), log level INFO, with the bench's flow and one ``redis-server``
 (not traced); the load generator (4 in flight) is counted too, the same for every checkout.
-``--kind`` picks the mix (default), ``follow_up`` or ``first`` messages.
+``--kind`` picks the mix (default), ``follow_up`` or ``first`` messages; ``--no-analytics`` runs
+the app without funnel counting (the cost of counting is the difference).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from webhook_load import ACCOUNT, DUPLICATE_SHARE, FIRST_SHARE, Traffic, closed_
 from webhook_procs import Processes, free_port, workspace  # noqa: E402
 
 
-async def run(redis_url: str, flows_dir: Path, tmp: Path, messages: int, kind: str) -> None:
+async def run(redis_url: str, flows_dir: Path, tmp: Path, messages: int, kind: str, analytics: bool = True) -> None:
     import aiohttp
     from aiohttp.test_utils import TestServer
 
@@ -40,7 +41,8 @@ async def run(redis_url: str, flows_dir: Path, tmp: Path, messages: int, kind: s
 
     config = load_config(env={}, overrides={
         "redis_url": redis_url, "flows_dir": str(flows_dir), "data_dir": str(tmp / "data"),
-        "admin_token": "bench-in-process", "host": "127.0.0.1", "log_level": "INFO", "limits": {"enabled": False}})
+        "admin_token": "bench-in-process", "host": "127.0.0.1", "log_level": "INFO", "limits": {"enabled": False},
+        "analytics": analytics})
     server = TestServer(create_app(config, role="web"), host="127.0.0.1", port=free_port())
     await server.start_server()
     shares: dict[str, Any] = {"mix": (FIRST_SHARE, DUPLICATE_SHARE), "first": (1.0, 0.0), "follow_up": (0.0, 0.0)}
@@ -64,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("messages", type=int, nargs="?", default=250)
     parser.add_argument("--kind", choices=("mix", "follow_up", "first"), default="mix")
+    parser.add_argument("--no-analytics", action="store_true", help="without funnel counting (docs/analytics.md)")
     args = parser.parse_args()
     procs = Processes()
     with workspace(procs, "salesbot-inproc-", BENCH_FLOW) as (tmp, flows_dir, redis_url), \
@@ -74,7 +77,7 @@ def main() -> None:
         for handler in logging.getLogger().handlers:  # the log lines are written, not shown
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(log)
-        asyncio.run(run(redis_url, flows_dir, tmp, args.messages, args.kind))
+        asyncio.run(run(redis_url, flows_dir, tmp, args.messages, args.kind, not args.no_analytics))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,8 @@ async def round_trips_in_process(kind: str, redis_url: str, flows_dir: Path, dat
             config = load_config(env={}, overrides={
                 "redis_url": redis_url, "flows_dir": str(flows_dir), "data_dir": str(data_dir),
                 "admin_token": "bench-in-process", "host": "127.0.0.1", "log_level": "WARNING",
-                "limits": {"enabled": False}})  # one load generator is one client
+                "limits": {"enabled": False},  # one load generator is one client
+                "analytics": os.environ.get("SALESBOT_ANALYTICS", "1") != "0"})  # webhook.py --no-analytics
             app = create_app(config, role="all")
             app.middlewares.append(_mark_request_middleware())
         else:

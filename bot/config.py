@@ -243,6 +243,8 @@ class Config(_Frozen):
     limits: LimitsConfig = LimitsConfig()
     events: EventsConfig = EventsConfig()
     automations: AutomationsConfig = AutomationsConfig()
+    #: Count the funnel of bot runs (docs/analytics.md); false: no counting on the save path.
+    analytics: bool = True
 
     @model_validator(mode="after")
     def _cluster_needs_url(self) -> Config:
@@ -272,6 +274,7 @@ _ENV_KEYS = {
     "SALESBOT_LOCK_TTL": "lock_ttl",
     "SALESBOT_LOG_LEVEL": "log_level",
     "SALESBOT_EVENT_LOOP": "event_loop",
+    "SALESBOT_ANALYTICS": "analytics",
 }
 #: CRM secrets may come from the environment instead of the file (``[crm]`` keys).
 _CRM_ENV_KEYS = {"SALESBOT_CRM_TOKEN": "token", "SALESBOT_CRM_SECRET": "secret",

@@ -487,6 +487,8 @@ class Settings(Model):
     working_hours: dict[str, str] | None = None
     leave_unanswered: bool = False
     step_budget: Annotated[int, Field(ge=1, le=10_000)] = 100
+    #: Analytics: a run waiting at a step longer than this has abandoned the flow there.
+    abandon_after: Duration = 86400
 
 
 class Flow(Model):

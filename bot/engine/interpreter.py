@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, TypeVar
 from ..builder import compiled as c
 from . import effects as fx
 from . import events as ev
+from .analytics import Switch
 from .flows import FlowSource
 from .state import ConversationState, Run
 from .steps import actions, control, decisions, messages, requests, split
@@ -27,10 +28,11 @@ E = TypeVar("E", bound=ev.Event)
 
 
 class Outcome(NamedTuple):
-    """The new state and the effects of one ``advance``."""
+    """The new state, the effects and the steps entered (``TurnContext.steps``) of one ``advance``."""
 
     state: ConversationState
     effects: list[fx.Effect]
+    steps: list[str | Switch]
 
     @property
     def request(self) -> fx.Request | None:
@@ -55,7 +57,8 @@ def advance(
     # first step, so an event that runs nothing (a stale timer) leaves the state as it was.
     turn.new_turn = event.__class__ is not ev.RequestResult
     handler(turn, event)
-    return tuple.__new__(Outcome, (turn.state, turn.effects))  # what Outcome(…) does, without its Python __new__
+    # what Outcome(…) does, without its Python __new__
+    return tuple.__new__(Outcome, (turn.state, turn.effects, turn.steps))
 
 
 class _Turn(TurnContext):
@@ -329,6 +332,7 @@ class _Turn(TurnContext):
                      {**flow.variables, **variables})
         self.flow = flow
         self.invalidate()
+        self.steps.append(("start", flow.id, flow.version))
         self.trace("run.started", version=flow.version)
         start = step if step is not None and step in flow.steps else flow.start
         self.after_step(start)
@@ -347,6 +351,7 @@ class _Turn(TurnContext):
         run = state.run  # the same object throughout: steps change it, none replaces it
         assert run is not None
         handlers = _STEP_HANDLERS
+        entered = self.steps  # analytics: the steps this turn entered
         while target is not WAIT:
             if target is None:
                 target = self.finish_run()
@@ -368,6 +373,7 @@ class _Turn(TurnContext):
             state.turn_steps = count + 1
             run.step = target
             run.action_index = 0
+            entered.append(target)
             target = handlers[step.__class__](self, step)
         if run.status != "failed":
             run.status = "waiting"
@@ -385,6 +391,7 @@ class _Turn(TurnContext):
             run.json, run.last_validation_result = frame.json, frame.last_validation_result
             self.flow = self.flows.get(frame.bot, frame.version)
             self.invalidate()
+            self.steps.append(("return", frame.bot, frame.version))
             self.trace("run.returned", callee=callee)
             if self.flow is None:
                 self.fail_run(f"bot {frame.bot} v{frame.version} is no longer loaded")

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeAlias
 from ..builder import compiled as c
 from ..builder.templates import Template, TemplateFailed, evaluate_value
 from . import effects as fx
+from .analytics import Switch
 from .flows import FlowSource
 from .state import ConversationState, Run, Wait
 
@@ -35,7 +36,7 @@ Target: TypeAlias = str | Literal[Waiting.WAIT] | None
 class TurnContext:
     """The work of one ``advance`` call that step handlers see; the loop subclasses it."""
 
-    __slots__ = ("cached_context", "effects", "flow", "flows", "new_turn", "now", "snapshot", "state")
+    __slots__ = ("cached_context", "effects", "flow", "flows", "new_turn", "now", "snapshot", "state", "steps")
 
     def __init__(self, flows: FlowSource, state: ConversationState, now: datetime,
                  snapshot: Mapping[str, Any]) -> None:
@@ -44,6 +45,8 @@ class TurnContext:
         self.now = now
         self.snapshot = snapshot
         self.effects: list[fx.Effect] = []
+        #: The steps entered, in order, and where the run changed bots (``Switch``): for analytics.
+        self.steps: list[str | Switch] = []
         self.new_turn = False
         self.flow: c.CompiledFlow | None = None
         # The template context, built on first use; hot paths read ``cached_context or context()``.

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +45,11 @@ from ..automations.events import LeadEvent
 from ..automations.state import LeadState
 from ..engine import effects as efx
 from ..engine import events as ev
+from ..engine.analytics import DAY
 from ..engine.state import ConversationState
 from ..errors import AutomationsInvalid, CrmTemporary, SalesbotError
 from ..store import codec, replies
+from ..store.analytics import RETENTION_DAYS, day_text, ttl_commands
 from ..store.clusterclient import is_cluster
 from ..store.resp import RespClient
 from ..store.scripts import Lua, send_commands
@@ -70,6 +73,29 @@ DONE_TTL = 7 * 86400
 def counts_key(doc_id: str) -> str:
     """Per automation document: ``<rule or trigger id>:<outcome>`` -> how many times."""
     return f"sb:automations:{{{doc_id}}}:counts"
+
+
+def day_counts_key(doc_id: str, day: int) -> str:
+    """The same counters for one UTC day (``day``: days since 1970-01-01), for analytics'
+    date ranges (docs/analytics.md); kept ``RETENTION_DAYS``."""
+    return f"sb:automations:{{{doc_id}}}:counts:{day_text(day)}"
+
+
+class _DayTtl:
+    """``EXPIRE`` commands for day counter keys, once per process and key (not with every count)."""
+
+    def __init__(self) -> None:
+        self._set: set[str] = set()
+
+    def commands(self, keys: Iterable[str]) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        for key in keys:
+            if key not in self._set:
+                if len(self._set) >= 10_000:
+                    self._set.clear()
+                self._set.add(key)
+                out += ttl_commands(key, RETENTION_DAYS * DAY)
+        return out
 
 
 def done_key(lead_id: str) -> str:
@@ -98,6 +124,7 @@ class EngineReactor:
         #: The store's generation token and the active ``(id, version)``s read with it.
         self._generation: bytes | None = None
         self._actives: list[tuple[str, int]] = []
+        self._day_ttl = _DayTtl()
 
     def prepare_reads(self) -> list[tuple[Any, ...]]:
         """What ``prepare`` needs read: sent along with the lead queue's push or acquire."""
@@ -190,7 +217,11 @@ class EngineReactor:
             key = f"apply:{event.job}:{event.rule_id}"
         else:
             key = f"timer:{event.timer_id}"
-        return _sorted(compiled, key, {**result.state.to_dict(), "av": compiled.version}, effects)
+        day = int(now.timestamp() // DAY)
+        reaction = _sorted(compiled, key, {**result.state.to_dict(), "av": compiled.version}, effects, day)
+        if reaction.counters:  # the day's counters get their TTL (once per process and day)
+            reaction = replace(reaction, commands=tuple(self._day_ttl.commands([day_counts_key(compiled.id, day)])))
+        return reaction
 
 
 def _pipeline_of(event: LeadEvent | ev.TimerFired | fx.ApplyRule, snapshot: Mapping[str, Any],
@@ -207,7 +238,7 @@ def _pipeline_of(event: LeadEvent | ev.TimerFired | fx.ApplyRule, snapshot: Mapp
 
 
 def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
-            effects: Sequence[fx.Effect]) -> Reaction:
+            effects: Sequence[fx.Effect], day: int) -> Reaction:
     timers_set: list[tuple[str, float]] = []
     timers_cancel: list[str] = []
     history: list[Mapping[str, Any]] = []
@@ -222,6 +253,7 @@ def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
             history.append({"automation": compiled.id, "version": compiled.version, "rule": e.rule,
                             "outcome": e.outcome, "detail": e.detail})
             counters.append((counts_key(compiled.id), f"{e.rule}:{e.outcome}", 1))
+            counters.append((day_counts_key(compiled.id, day), f"{e.rule}:{e.outcome}", 1))
         else:
             work.append(Keyed(f"{key}:{n}:{_rule_of(e)}", compiled.id, e))
     return Reaction(state=state, timers_set=tuple(timers_set), timers_cancel=tuple(timers_cancel),
@@ -240,7 +272,7 @@ def _rule_of(e: fx.Effect) -> str:
 _DONE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-for i = 4, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+for i = 4, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1); redis.call('HINCRBY', KEYS[3], ARGV[i], 1) end
 return 1
 """
 
@@ -262,6 +294,8 @@ class AutomationEffects:
         self.outbound = outbound
         #: Where ``start_process`` starts processes (``bot.runtime.processes``); set by the services.
         self.processes: Processes | None = None
+        self._day_ttl = _DayTtl()
+        self.clock = time.time  # a seam for tests: which day's counters an outcome goes to
 
     async def run(self, lead_id: str, effects: Sequence[object]) -> list[Mapping[str, Any]]:
         """Carry out the effects in order; returns what they add to the lead's history."""
@@ -283,13 +317,16 @@ class AutomationEffects:
             entries, snapshot = await self._run(lead_id, item, snapshot)
             ref = ref if snapshot is not None else None
             counted = [f"{entry['rule']}:{entry['outcome']}" for entry in entries]
+            day = day_counts_key(item.doc, int(self.clock() // DAY))
+            ttl = self._day_ttl.commands([day]) if counted else []
             if self.cluster:  # the counters' hash is in another slot: counted beside the script
                 await send_commands(self.fast, [
                     self._done.command([key], [item.key, codec.pack(entries), DONE_TTL]),
-                    *(("HINCRBY", counts_key(item.doc), name, 1) for name in counted)], [self._done])
+                    *(("HINCRBY", hash_, name, 1) for name in counted for hash_ in (counts_key(item.doc), day)),
+                    *ttl], [self._done])
             else:
                 await send_commands(self.fast, [self._done.command(
-                    [key, counts_key(item.doc)], [item.key, codec.pack(entries), DONE_TTL, *counted])],
+                    [key, counts_key(item.doc), day], [item.key, codec.pack(entries), DONE_TTL, *counted]), *ttl],
                     [self._done])
             history += entries
         return history

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..builder.budget import within_turn_budget
 from ..engine import effects as fx
 from ..engine import events as ev
+from ..engine.analytics import Switch
 from ..engine.flows import FlowSource
 from ..engine.state import ConversationState
 
@@ -46,6 +47,8 @@ class TurnResult:
     state: ConversationState
     effects: list[fx.Effect]  # requests already answered are left out
     snapshot: Mapping[str, Any]
+    #: The steps entered and the bot changes of every ``advance`` of the turn (``Outcome.steps``).
+    steps: list[str | Switch]
 
 
 class Driver:
@@ -62,6 +65,7 @@ class Driver:
         slow = self.slow(state, event)
         outcome = await self._advance(slow, state, event, now, snapshot)
         effects = list(outcome.effects)
+        steps = outcome.steps
         for _ in range(MAX_REQUESTS_PER_TURN):
             request = outcome.request
             if request is None:
@@ -72,6 +76,7 @@ class Driver:
                 snapshot = result.snapshot
             outcome = await self._advance(slow, outcome.state, result, now, snapshot)
             effects.extend(outcome.effects)
+            steps += outcome.steps
         else:
             # A flow that keeps asking (a runaway loop through actions): stop the run rather
             # than leave it waiting on a request nobody will answer.
@@ -82,8 +87,8 @@ class Driver:
                 state.run.error = f"more than {MAX_REQUESTS_PER_TURN} requests in one event"
             effects.append(fx.Trace("turn.too_many_requests", "error",
                                     {"error": f"more than {MAX_REQUESTS_PER_TURN} requests in one event"}))
-            return TurnResult(state, effects, snapshot)
-        return TurnResult(outcome.state, effects, snapshot)
+            return TurnResult(state, effects, snapshot, steps)
+        return TurnResult(outcome.state, effects, snapshot, steps)
 
     async def _advance(self, slow: bool, state: ConversationState, event: ev.Event, now: datetime,
                        snapshot: Mapping[str, Any]) -> Outcome:

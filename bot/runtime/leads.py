@@ -138,6 +138,8 @@ class Reaction:
     #: The rules' counters, ``(hash key, field, by)``: incremented by the batch's save script
     #: itself (``SaveRequest.counters``), so a count is exact across crashes and redone batches.
     counters: tuple[tuple[str, str, int], ...] = ()
+    #: More idempotent writes sent beside the save (the ``EXPIRE`` of a new day's counters).
+    commands: tuple[tuple[Any, ...], ...] = ()
 
 
 class Reactor(Protocol):
@@ -413,6 +415,7 @@ class LeadService(QueueProcessor[Prefetched]):
             req.timers_set += reaction.timers_set
             req.timers_cancel += reaction.timers_cancel
             req.counters += reaction.counters
+            req.extra_commands += reaction.commands
             for entry in reaction.history:
                 req.add_log({"role": "automation", "at": now, **entry})
             if reaction.effects and self.effects is not None:

@@ -19,12 +19,14 @@ from crm_bridge import ChannelIdentity, CrmBackend, CrmRef, PrefetchIdentity, Pr
 
 from ..engine import effects as fx
 from ..engine import events as ev
+from ..engine.analytics import Counts, Visit, count_turn
 from ..engine.flows import FlowSource
 from ..engine.state import ConversationState
 from ..engine.transcript import inbound_entry, internal_entry, outbound_entry, system_entry
 from ..errors import CrmError, CrmTemporary
 from ..store import codec
 from ..store import indexes as convindex
+from ..store.analytics import AnalyticsCounts
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.memoryguard import MemoryGuard
 from ..store.splits import count_field, split_key
@@ -115,6 +117,8 @@ class ConversationService(QueueProcessor[Prefetched]):
     chat: ChatSink | None = None
     #: Set by the services: the outbox, which sends what a save claimed right after it.
     replies: ReplyHandoff | None = None
+    #: Set by the services: the funnel counts of bot runs, written with the save (docs/analytics.md).
+    analytics: AnalyticsCounts | None = None
 
     def __init__(
         self,
@@ -217,6 +221,8 @@ class ConversationService(QueueProcessor[Prefetched]):
             self._snapshot_refs.pop(cid, None)
         req = SaveRequest(state=None, processed=len(batch.events), refresh_ttl=batch.refresh_ttl)
         bot_before = state.run.bot if state.run else None
+        counts: Counts | None = {} if self.analytics is not None else None
+        visit = _visit(state, meta) if counts is not None else None
         first = not meta.get("last_at")  # no customer message before: the next is the first
         chat_queued = False
         for event, extra in events:
@@ -260,6 +266,10 @@ class ConversationService(QueueProcessor[Prefetched]):
                 log.exception("turn.crashed", extra={"cid": cid, "event": type(event).__name__})
                 req.add_log(system_entry("internal error while handling an event", now, event="error"))
                 continue
+            if counts is not None:
+                run = state.run
+                visit = count_turn(counts, visit, (run.bot, run.version) if run else None, result.steps,
+                                   result.state.run.status if result.state.run else None, now)
             state, snapshot = result.state, result.snapshot
             self._collect(state, result.effects, req, now)
         for job in req.before_save:  # e.g. a message's other recipients (bot.runtime.relay)
@@ -272,6 +282,9 @@ class ConversationService(QueueProcessor[Prefetched]):
             "step": (run.step or "") if run else "", "run_status": run.status if run else "",
             "status": "human" if state.owner != "bot" else ("bot" if run is not None and run.active else "idle"),
         })
+        if counts and self.analytics is not None:  # with the save, in its round trip
+            self.analytics.add(req, counts, cluster=self.store.cluster)
+            new_meta["step_at"] = f"{visit.at:.3f}" if visit is not None else ""
         if meta.get("failures"):  # a batch went through: the failures in a row start again
             new_meta["failures"] = "0"
         if req.activity is None and (bot_before != (run.bot if run else None) or req.log):
@@ -396,6 +409,18 @@ class ConversationService(QueueProcessor[Prefetched]):
                 if e.level == "error":
                     self.metrics.step_errors.inc()
                     req.add_log(system_entry(f"{e.event}: {e.data.get('error', '')}", now, event=e.event))
+
+
+def _visit(state: ConversationState, meta: Mapping[str, str]) -> Visit | None:
+    """The step the run is at and since when (``step_at``, written with the save that entered it)."""
+    run = state.run
+    at = meta.get("step_at")
+    if run is None or run.step is None or not at or not (run.status == "running" or run.status == "waiting"):
+        return None
+    try:
+        return Visit(run.bot, run.version, run.step, float(at))
+    except ValueError:  # not written by a save: the visit's end is not counted
+        return None
 
 
 def _identity(meta: Mapping[str, str] | None) -> ChannelIdentity | None:

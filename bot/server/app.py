@@ -14,6 +14,7 @@ from ..config import Config
 from ..logs import quiet_parser_rejections
 from ..runtime.worker import Worker
 from . import (
+    analytics_api,
     api,
     automations_api,
     channel_webhooks,
@@ -53,6 +54,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(pipeline_api.routes)  # /api/automations/{id}/counts
     app.add_routes(splits_api.routes)  # /api/bots/{id}/splits
     app.add_routes(processes_api.routes)  # /api/processes/{id}/contacts, /api/contacts/{id}/processes
+    app.add_routes(analytics_api.routes)  # /api/analytics/…
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}

@@ -69,7 +69,7 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_ASSET = re.compile(r"^(?:dashboard|pipeline|processes)\.(js|css)$")
+_ASSET = re.compile(r"^(?:dashboard|pipeline|processes|analytics)\.(js|css)$")
 _TYPES = {"js": "application/javascript", "css": "text/css"}
 
 

@@ -549,6 +549,17 @@ PATHS.update({
                                "error": {"type": "string"}}}}}}),
         "404": _json(_ERROR)}, auth=_READERS, params=[_AUTOMATION_ID])},
 })
+_RANGE = [_p(name, "query", {"type": "string", "format": "date"}) for name in ("from", "to")] + [
+    _p("format", "query", {"enum": ["json", "csv"]})]
+_CSV = {"200": {"description": "JSON, or CSV with format=csv", "content": {
+    "application/json": {"schema": {"type": "object", "required": ["from", "to", "days"]}},
+    "text/csv": {"schema": {"type": "string"}}}}, "400": _json(_ERROR), "404": _json(_ERROR)}
+PATHS.update({  # docs/analytics.md
+    "/api/analytics/bots/{id}": {"get": _op("The funnel of a bot version per step over days", _CSV, auth=_READERS,
+                                            params=[_p("id"), _p("version", "query", {"type": "integer"}), *_RANGE])},
+    "/api/analytics/automations/{id}": {"get": _op("Rule and trigger outcomes of an automation document over days",
+                                                   _CSV, auth=_READERS, params=[_AUTOMATION_ID, *_RANGE])},
+})
 
 PATHS.update(split_paths(_op, _json, _p, _ERROR))  # /api/bots/{id}/splits…: bot/server/splits_api.py
 PATHS.update(openapi_processes.paths(_op, _json, _p, _ERROR))

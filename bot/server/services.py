@@ -43,6 +43,7 @@ from ..runtime.processes import Processes
 from ..runtime.processjobs import ProcessJobs
 from ..runtime.requests import ServerRequests
 from ..runtime.service import ConversationService
+from ..store.analytics import AnalyticsCounts
 from ..store.bots import BotRegistry
 from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
 from ..store.conversations import ConversationStore
@@ -256,6 +257,10 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         outbox = Outbox(redis, senders=senders, accounts=accounts, on_failed=delivery_failed,
                         max_attempts=config.outbox_max_attempts, limiter=limiter, fast=store.fast)
         conversations.replies = outbox  # a save's channel messages leave at once (the outbox records them)
+        if config.analytics:  # funnel counts, with each save (docs/analytics.md)
+            conversations.analytics = AnalyticsCounts(redis)
+            if store.cluster:  # counted beside the script there: a NOSCRIPT resend would count twice
+                await store.load_scripts()
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,
                             directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)

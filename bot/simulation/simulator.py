@@ -20,6 +20,7 @@ from ..builder.compiled import CompiledFlow
 from ..builder.normalize import normalize
 from ..engine import effects as fx
 from ..engine import events as ev
+from ..engine.analytics import Counts, Visit, count_turn
 from ..engine.flows import FlowLibrary
 from ..engine.process import EMAIL_LIST, PROCESS_ANSWERED, PROCESS_CHANNEL, score_command
 from ..engine.state import ConversationState
@@ -107,6 +108,9 @@ class Simulator:
         self.rotations: dict[tuple[str, str], int] = {}
         self.splits = splits if splits is not None else SplitBook()  # shared to test many contacts
         self.lists: dict[str, str] = {}  # the contact's lists (the ``lists`` action)
+        #: The funnel counts the server would keep (docs/analytics.md), and the visit open now.
+        self.analytics: Counts = {}
+        self.visit: Visit | None = None
         self._seq = 0
         # Automations (docs/testing.md): the rule engine's side, and what rules started.
         self.rules = LeadRules(automations, self.crm) if automations is not None else None
@@ -249,7 +253,11 @@ class Simulator:
         return [line for line in self.transcript[start:] if line.role != "user"]
 
     async def _turn(self, event: ev.Event) -> None:
+        run = self.state.run
         result = await self.driver.turn(self.state, event, self.now, self.snapshot())
+        after = result.state.run
+        self.visit = count_turn(self.analytics, self.visit, (run.bot, run.version) if run else None, result.steps,
+                                after.status if after else None, self.now.timestamp())
         self.state = result.state
         for effect in result.effects:
             self._apply(effect)

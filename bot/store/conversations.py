@@ -340,6 +340,12 @@ class ConversationStore:
     async def close(self) -> None:
         await self.fast.aclose()
 
+    async def load_scripts(self) -> None:
+        """Load the save script on every node now: a process's first save would otherwise meet
+        ``NOSCRIPT`` and be sent again, with the commands beside it (on a Redis Cluster, the
+        analytics counts: docs/analytics.md)."""
+        await self._save.load()
+
     def _batch(self, cid: str, token: str, reply: Sequence[Any]) -> Batch:
         meta, state = statefields.split_flat(reply[3], cid)
         if len(self._counts) >= _COUNTS_MAX:  # batches that never saved (a crash of their turn)

@@ -37,10 +37,11 @@ GREETER = make_doc({
 #: process kept (one HMGET of its records' versions, crm_bridge/versions.py: 2), the save script
 #: (lock check, transcript, metadata with the state and the transcript's count, notification,
 #: inbox and lock release: 7), the timer set and cancelled (2), the activity index (1; the filter
-#: sets only when the conversation changes sets). Before issue 14: 34; 24 before the filter sets
+#: sets only when the conversation changes sets), the funnel count (1: ``HINCRBY`` of the move
+#: ``ask`` -> ``ask``, inside the save script; docs/analytics.md). Before issue 14: 34; 24 before the filter sets
 #: stopped being re-scored; 21 before the state moved into the metadata hash, the save took the
 #: transcript's count from the push and the CRM snapshot was kept.
-FOLLOW_UP_COMMANDS = 17
+FOLLOW_UP_COMMANDS = 18
 #: A duplicate: the push script finds the id (EVALSHA, ZADD NX, ZSCORE), the recovery entry, the
 #: CRM version check sent along.
 DUPLICATE_COMMANDS = 5
@@ -86,7 +87,7 @@ async def _bot_texts(svc: Services, cid: str) -> list[str]:
             if (e := codec.unpack(raw))["role"] == "bot"]
 
 
-async def test_a_follow_up_costs_two_round_trips_and_at_most_17_redis_commands(
+async def test_a_follow_up_costs_two_round_trips_and_at_most_18_redis_commands(
         svc: Services, redis: Redis, trips: RoundTrips) -> None:
     await _send(svc, "follow", "f1")
     await _send(svc, "follow", "f2")

@@ -46,6 +46,7 @@ def start_bot(t: TurnContext, s: c.CStartBot) -> Target:
         run.callers.append(Frame(run.bot, run.version, s.next, run.vars, run.json,
                                  run.last_validation_result))
     t.trace("run.calls" if s.next else "run.replaced", callee=target.id)
+    t.steps.append(("call" if s.next else "jump", target.id, target.version))
     run.bot, run.version = target.id, target.version
     run.vars = dict(target.variables)
     run.json = run.last_validation_result = None
