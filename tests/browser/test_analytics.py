@@ -1,12 +1,10 @@
 """The analytics view of ``/live`` in a real browser against a real ``salesbot serve``: a bot's
 funnel drawn on its flow graph (runs that entered each step, drop-off, runs on each edge), the
 step table, the date range, the CSV export, and the split results with the two-proportion z-test
-(``GET /api/bots/{id}/splits`` belongs to the split step's part of issue 13: here the browser is
-given answers of the shape docs/analytics.md documents; a bot without splits shows "No splits")."""
+read from the server's own ``GET /api/bots/{id}/splits``; a bot without splits shows "No splits")."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterator
@@ -15,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from bot.store.analytics import bot_day_key, day_text
+from bot.store.splits import count_field, split_key
 
 from .conftest import ROOT, Server
 from .test_pipeline import call
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page, Route
+    from playwright.sync_api import Page
 try:
     from playwright.sync_api import expect
 except ImportError:  # the conftest skips the tier, or fails it under SALESBOT_REQUIRE_ALL_TIERS=1
@@ -38,11 +37,6 @@ FLOW: dict[str, Any] = {
         "end": {"type": "stop"},
     },
 }
-FLOW_WITHOUT_SPLIT = {**FLOW, "steps": {**FLOW["steps"], "offer": {"type": "message", "text": "<b>Offer</b>",
-                                                                      "next": "bye"}}}
-SPLITS = {"splits": [{"step": "offer", "goal": "purchased", "winner": "a", "winner_by": "auto",
-                      "paths": [{"id": "a", "weight": 50, "entries": 1000, "goals": 120},
-                                {"id": "b", "weight": 50, "entries": 1000, "goals": 90}]}]}
 
 
 def _confidence(g1: int, n1: int, g2: int, n2: int) -> float:
@@ -57,8 +51,6 @@ def seeded(salesbot_server: Server, redis_url: str) -> Iterator[int]:
     import redis as sync_redis
 
     status, body = call(salesbot_server, "PUT", "/api/bots/shop", FLOW)
-    if status == 422:  # a server without the split step (issue 13's split13): the same graph without it
-        status, body = call(salesbot_server, "PUT", "/api/bots/shop", FLOW_WITHOUT_SPLIT)
     assert status == 201, body
     today = int(time.time() // 86400)
     client = sync_redis.Redis.from_url(redis_url)
@@ -67,19 +59,19 @@ def seeded(salesbot_server: Server, redis_url: str) -> Iterator[int]:
             "e|ask": 10, "l|ask|offer": 6, "l|ask|bye": 2, "x|ask": 1, "t|ask|12": 8,
             "e|offer": 6, "l|offer|bye": 6, "e|bye": 8, "l|bye|end": 8, "e|end": 8, "x|end": 8})
         client.hset(bot_day_key("shop", 1, today - 40), mapping={"e|ask": 100, "x|ask": 90})
+        # the split's hash as entries and goals would have left it (bot/store/splits.py): a won test
+        client.hset(split_key("shop", "offer"), mapping={
+            "gen": 0, "started": repr(time.time() - 86400), "winner": "a", "winner_by": "auto",
+            "winner_at": repr(time.time()), count_field("entry", 0, "a"): 1000,
+            count_field("goal", 0, "a"): 120, count_field("entry", 0, "b"): 1000, count_field("goal", 0, "b"): 90})
     finally:
         client.close()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield today
 
 
-def open_analytics(page: Page, server: Server, splits: Any) -> None:
-    """The view, with ``GET /api/bots/shop/splits`` answering ``splits`` (other bots: none)."""
-    def fulfil(route: Route) -> None:
-        body = splits if "/api/bots/shop/" in route.request.url else {"splits": []}
-        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
-
-    page.route("**/api/bots/*/splits", fulfil)
+def open_analytics(page: Page, server: Server) -> None:
+    """The view of the shop bot."""
     page.set_viewport_size({"width": 1600, "height": 1000})
     page.goto("/live")
     page.locator("#token").fill(server.admin_token)
@@ -98,7 +90,7 @@ def node(page: Page, step: str) -> Any:
 
 def test_the_funnel_is_drawn_on_the_flow_graph_with_counts_on_nodes_and_edges(
         page: Page, salesbot_server: Server, seeded: int) -> None:
-    open_analytics(page, salesbot_server, SPLITS)
+    open_analytics(page, salesbot_server)
     expect(node(page, "ask").locator(".an-entered")).to_have_text("10")
     expect(node(page, "ask").locator(".an-drop")).to_have_text("−1 (10 %)")  # ended; the one still there may go on
     expect(node(page, "end").locator(".an-drop")).to_have_text("−8 (100 %)")
@@ -119,7 +111,7 @@ def test_the_funnel_is_drawn_on_the_flow_graph_with_counts_on_nodes_and_edges(
 
 def test_a_wider_date_range_adds_older_days_and_their_abandoned_runs(
         page: Page, salesbot_server: Server, seeded: int) -> None:
-    open_analytics(page, salesbot_server, SPLITS)
+    open_analytics(page, salesbot_server)
     expect(node(page, "ask").locator(".an-entered")).to_have_text("10")
     page.locator("#an-from").fill(day_text(seeded - 60))
     page.locator("#an-from").dispatch_event("change")
@@ -132,7 +124,7 @@ def test_a_wider_date_range_adds_older_days_and_their_abandoned_runs(
 
 
 def test_the_csv_export_downloads_the_funnel_per_day(page: Page, salesbot_server: Server, seeded: int) -> None:
-    open_analytics(page, salesbot_server, SPLITS)
+    open_analytics(page, salesbot_server)
     expect(node(page, "ask").locator(".an-entered")).to_have_text("10")
     with page.expect_download() as info:
         page.locator("#an-csv").click()
@@ -142,8 +134,8 @@ def test_the_csv_export_downloads_the_funnel_per_day(page: Page, salesbot_server
 
 
 def test_a_bot_without_splits_says_so(page: Page, salesbot_server: Server, seeded: int) -> None:
-    open_analytics(page, salesbot_server, {"splits": []})
-    expect(page.locator("#an-splits .an-nosplits")).to_have_text("No splits")
+    open_analytics(page, salesbot_server)
+    expect(page.locator('.an-split[data-step="offer"]')).to_have_count(1)
     page.locator("#an-bot").select_option("demo")
     expect(page.locator("#an-title")).to_contain_text("demo v1")
     expect(page.locator("#an-splits .an-nosplits")).to_have_text("No splits")

@@ -234,8 +234,8 @@
   }
 
   // ------------------------------------------------------------------ splits
-  /* The splits route's answer as a list of {step, winner, paths: [{id, entries, goals}]}: the
-   * paths may come as a list or as an object by path id. */
+  /* The splits route's answer (docs/flows.md, "Split tests over the API") as a list of
+   * {step, goal, winner, winner_by, paths: [{id, entries, goals}]}. */
   function splitList(body) {
     var list = Array.isArray(body) ? body : body && Array.isArray(body.splits) ? body.splits : [];
     return list.map(function (s) {
@@ -243,7 +243,10 @@
         var p = s.paths[k] || {};
         return { id: k, entries: p.entries, goals: p.goals, weight: p.weight };
       });
-      return { step: s.step || s.id || "?", goal: s.goal, winner: s.winner || null, winner_by: s.winner_by || null,
+      // ``winner``: {path, by, at} (docs/flows.md, "Split tests over the API"), or null
+      var w = s.winner && typeof s.winner === "object" ? s.winner : null;
+      return { step: s.step || s.id || "?", goal: s.goal, winner: w ? String(w.path) : s.winner || null,
+               winner_by: w ? w.by || null : s.winner_by || null,
                paths: paths.map(function (p) {
                  return { id: String(p.id), entries: Number(p.entries) || 0, goals: Number(p.goals) || 0, weight: p.weight };
                }) };
