@@ -108,6 +108,7 @@ async def make_template(redis_url: str, tmp: Path, flows_dir: Path) -> tuple[byt
     from bot.engine import events as ev
     from bot.server.services import open_services
     from bot.store import keys as k
+    from bot.store import statefields
 
     config = load_config(None, env={}, overrides={"redis_url": redis_url, "flows_dir": str(flows_dir),
                                                   "data_dir": str(tmp / "data"), "admin_token": "bench",
@@ -117,8 +118,9 @@ async def make_template(redis_url: str, tmp: Path, flows_dir: Path) -> tuple[byt
         await svc.conversations.deliver(cid, ev.InboundMessage(text="hi", greeting="demo"),
                                         meta={"channel": "livechat", "account": ACCOUNT})
         key = k.ConversationKey(cid)
-        state = await svc.redis.get(key.state)
-        meta = await svc.redis.hgetall(key.meta)
+        state = await svc.store.state(cid)  # in the metadata hash (bot/store/statefields.py) or its own key
+        meta = {f: v for f, v in (await svc.redis.hgetall(key.meta)).items()  # without the state's fields
+                if not f.startswith(b"~") or f == statefields.ID_IMPLIED.encode()}
         shard = k.timer_shard_key(k.shard_of(cid, config.timer_shards))
         timer_ids = [m.decode() for m in await svc.redis.zrange(shard, 0, -1) if m.decode().startswith(cid)]
         await svc.redis.flushall()
@@ -132,6 +134,7 @@ async def populate(redis: Any, template: tuple[bytes, dict[bytes, bytes], str], 
     """``n`` copies of the template conversation; their timers (written last, many per ``ZADD``)
     fall due uniformly over ``window`` seconds from ``lead`` seconds after they are written."""
     from bot.store import keys as k
+    from bot.store import statefields
 
     state, meta, timer_pattern = template
     template_cid = cid_of("tX", 0).encode()
@@ -140,8 +143,13 @@ async def populate(redis: Any, template: tuple[bytes, dict[bytes, bytes], str], 
     for cid in cids:
         key = k.ConversationKey(cid)
         raw = cid.encode()
-        pipe.set(key.state, state.replace(template_cid, raw), ex=86400)
-        pipe.hset(key.meta, mapping={f: v.replace(template_cid, raw) for f, v in meta.items()})
+        mine = state.replace(template_cid, raw)
+        chunks = statefields.fields(mine)
+        if chunks is None:  # too long for the hash: its own key
+            pipe.set(key.state, mine, ex=86400)
+            chunks = [statefields.COUNT, statefields.IN_KEY]
+        pipe.hset(key.meta, mapping={**{f: v.replace(template_cid, raw) for f, v in meta.items()},
+                                     **dict(zip(chunks[::2], chunks[1::2], strict=True))})
         if len(pipe) >= 4000:
             await pipe.execute()
             pipe = redis.pipeline(transaction=False)

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from .model_base import BotId, Model, Template, TemplateValue
+from .process_names import EMAIL_LIST
 
 MAX_BUTTONS = 13  # models.MAX_BUTTONS: a message step's
 #: How many addresses one ``notify`` may write to.
@@ -20,8 +21,6 @@ MAX_NOTIFY = 5
 ListName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
 AccountName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Address = Annotated[str, StringConstraints(pattern=r"^[^@\s<>,;]{1,64}@[^@\s<>,;]{1,255}$")]
-#: The list the e-mail unsubscribe link feeds: unsubscribed from it, a contact gets no e-mail.
-EMAIL_LIST = "email"
 
 
 class StartProcess(Model):

@@ -79,6 +79,9 @@ class StartBot:
     bot: str
     step: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
+    #: Start only if no run is active (a process started for a contact: decided in the turn, so
+    #: two starts racing each other start it once); else an active run is replaced.
+    if_idle: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -298,6 +298,9 @@ class _Turn(TurnContext):
 
     def on_start(self, e: ev.StartBot) -> None:
         run = self.state.run
+        if e.if_idle and run is not None and run.active:
+            self.trace("run.start_skipped", reason="already_running", bot=e.bot)
+            return
         if run is not None and run.active:
             self.end_wait()
             run.status = "stopped"

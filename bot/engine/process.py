@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..builder.models_process import EMAIL_LIST
+from ..builder.process_names import EMAIL_LIST
 
 __all__ = ["EMAIL_LIST", "PROCESS_ANSWERED", "PROCESS_CHANNEL", "score_command"]
 

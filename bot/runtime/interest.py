@@ -45,11 +45,14 @@ def listened(flow: c.CompiledFlow) -> frozenset[str]:
 
 
 class FlowInterest:
-    """``wants(source, type)``: whether some loaded flow listens to events of ``type``."""
+    """``wants(source, type)``: whether some loaded flow listens to events of ``type``;
+    ``goal(type)``: whether some loaded flow counts it as a goal (a run that ended still counts
+    its goals: such events also reach finished processes)."""
 
     def __init__(self, loaded: Callable[[], list[c.CompiledFlow]]) -> None:
         self._loaded = loaded  # e.g. ``BotRegistry.loaded``
         self._types: frozenset[str] = frozenset()
+        self._goals: frozenset[str] = frozenset()
         self._seen = -1
 
     def _update(self) -> None:
@@ -57,6 +60,11 @@ class FlowInterest:
         if len(flows) != self._seen:  # the cache only grows: its size says whether it changed
             self._seen = len(flows)
             self._types = frozenset().union(*(listened(f) for f in flows))
+            self._goals = frozenset().union(*(frozenset(f.goals) for f in flows))
+
+    def goal(self, event_type: str) -> bool:
+        self._update()
+        return event_type in self._goals
 
     def wants(self, source: str, event_type: str) -> bool:
         if source in OWN_SOURCES:

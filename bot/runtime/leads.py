@@ -29,7 +29,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from ..engine import events as ev
 from ..errors import CrmError, CrmTemporary
 from ..store import codec, replies
 from ..store.conversations import Batch, ConversationStore, SaveRequest
+from ..store.keys import contact_processes_key
 from .metrics import Metrics
 from .queueloop import QueueProcessor
 from .service import LEAD_CONVERSATIONS_KEY, SNAPSHOT_REFS_MAX, _remember
@@ -99,6 +100,9 @@ class Prefetched:
     snapshot: Sequence[Any] | None = None
     conversation_read: bool = False
     conversation: bytes | str | None = None
+    #: The contact whose processes were read along (None: not read), and their names.
+    processes_of: str | None = None
+    processes: Sequence[Any] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,19 +113,24 @@ class _Reads:
     ref: CrmRef | None
     snapshot: Sequence[tuple[Any, ...]]
     conversation: tuple[Any, ...] | None
+    #: The contact whose processes are read along (``HKEYS``), when the event goes to them.
+    processes_of: str | None = None
 
     @property
     def commands(self) -> list[tuple[Any, ...]]:
-        return [*self.reactor, *self.snapshot, *((self.conversation,) if self.conversation else ())]
+        return [*self.reactor, *self.snapshot, *((self.conversation,) if self.conversation else ()),
+                *((("HKEYS", contact_processes_key(self.processes_of)),) if self.processes_of else ())]
 
     def replies(self, found: Sequence[Any] | None) -> Prefetched | None:
         """The replies to ``commands``, sorted back (None: nothing came along)."""
         if found is None or len(found) != len(self.commands):
             return None
         n, m = len(self.reactor), len(self.reactor) + len(self.snapshot)
+        conversation = found[m] if self.conversation is not None else None
+        processes = found[-1] if self.processes_of else ()
         return Prefetched(reactor=found[:n], ref=self.ref, snapshot=found[n:m] if self.snapshot else None,
-                          conversation_read=self.conversation is not None,
-                          conversation=found[m] if self.conversation is not None else None)
+                          conversation_read=self.conversation is not None, conversation=conversation,
+                          processes_of=self.processes_of, processes=processes or ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +181,8 @@ class ProcessSink(Protocol):
     """Where lead events reach the contact's processes: ``bot.runtime.processes.Processes``."""
 
     async def forward(self, contact_id: str, lead_id: str, event_id: str, type_: str,
-                      data: Mapping[str, Any]) -> int: ...
+                      data: Mapping[str, Any], *, names: Sequence[Any] | None = None,
+                      finished_too: bool = False) -> int: ...
 
 
 @dataclass(slots=True)
@@ -203,6 +213,8 @@ class LeadService(QueueProcessor[Prefetched]):
         #: Set by the services: ``(source, type)`` -> whether a flow listens to such events, which
         #: are then forwarded although their source is kept back (``bot.runtime.interest``).
         self.listens: Callable[[str, str], bool] | None = None
+        #: Set by the services: whether a flow counts events of this type as a goal (``FlowInterest.goal``).
+        self.goals: Callable[[str], bool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: lead id -> the contact its last batch used: whose snapshot to read along (bounded, LRU).
         self._contacts: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -243,7 +255,8 @@ class LeadService(QueueProcessor[Prefetched]):
         ``dedupe``: drop an event whose id the lead saw in 7 days."""
         cid = lead_cid(event.lead_id)
         meta = {"contact_id": event.contact_id} if event.contact_id else None
-        reads = self._reads(event.lead_id, event.contact_id, forward=self._forwarded(event))
+        reads = self._reads(event.lead_id, event.contact_id, forward=self._forwarded(event),
+                            processes=self._to_processes(event))
         pushed = await self.store.push(cid, encode_lead_event(event), dedupe_id=event.id if dedupe else None,
                                        meta=meta, reads=reads.commands)
         if pushed.duplicate:
@@ -338,11 +351,12 @@ class LeadService(QueueProcessor[Prefetched]):
         return [{"seq": seq, **codec.unpack(raw)} for seq, raw in rows]
 
     # ------------------------------------------------------------------ a batch
-    def _reads(self, lead_id: str, contact_id: str | None, *, forward: bool = False) -> _Reads:
+    def _reads(self, lead_id: str, contact_id: str | None, *, forward: bool = False,
+               processes: bool = False) -> _Reads:
         """What the lead's next batch will read first (see the module docstring): the reactor's
         reads, the snapshot of the lead with the contact it names (else the one its last batch
-        here used) when the CRM's snapshot is plain reads, and the lead's conversation when the
-        event goes to it."""
+        here used) when the CRM's snapshot is plain reads, the lead's conversation when the
+        event goes to it, and the contact's processes when it goes to them."""
         prepare_reads = getattr(self.reactor, "prepare_reads", None)
         reactor = prepare_reads() if prepare_reads is not None else []
         ref: CrmRef | None = None
@@ -351,7 +365,8 @@ class LeadService(QueueProcessor[Prefetched]):
             ref = CrmRef(contact_id or self._contacts.get(lead_id, ""), lead_id)
             snapshot = self._prefetch.snapshot_reads(ref)
         conversation = ("HGET", LEAD_CONVERSATIONS_KEY, lead_id) if forward else None
-        return _Reads(reactor, ref, snapshot, conversation)
+        contact = (contact_id or self._contacts.get(lead_id)) if processes else None
+        return _Reads(reactor, ref, snapshot, conversation, contact or None)
 
     async def _next(self, batch: Batch) -> tuple[Batch | None, Prefetched | None]:
         """The next batch under the same lock, its first reads sent along."""
@@ -394,9 +409,13 @@ class LeadService(QueueProcessor[Prefetched]):
             if isinstance(event, LeadEvent):
                 req.add_log(_history_entry(event, now))
                 await self._forward(event, conversation)
-                if self.processes is not None and event.source not in PROCESS_UNFORWARDED and contact_id:
-                    await self.processes.forward(event.contact_id or contact_id, lead_id, event.id, event.type,
-                                                 event.data)
+                if self.processes is not None and contact_id and self._to_processes(event):
+                    target = event.contact_id or contact_id
+                    names = None  # the contact's processes, if they came along (the batch's first event)
+                    if prefetched is not None and prefetched.processes_of == target:
+                        names, prefetched = prefetched.processes, replace(prefetched, processes_of=None)
+                    await self.processes.forward(target, lead_id, event.id, event.type, event.data, names=names,
+                                                 finished_too=self.goals is not None and self.goals(event.type))
             elif isinstance(event, ApplyRule):
                 req.add_log({"role": "event", "at": now, "type": "apply_rule", "rule": event.rule_id,
                              "job": event.job, "source": "automation"})
@@ -439,6 +458,14 @@ class LeadService(QueueProcessor[Prefetched]):
         except CrmError as exc:
             log.warning("crm.snapshot_failed", extra={"cid": lead_cid(ref.lead_id), "error": str(exc)})
             return {}
+
+    def _to_processes(self, event: LeadEvent) -> bool:
+        """Whether the event goes to the contact's processes: not one of the sources kept from
+        them (``PROCESS_UNFORWARDED``), unless a flow listens to its type (as ``_forwarded``)."""
+        if self.processes is None:
+            return False
+        return event.source not in PROCESS_UNFORWARDED or (
+            self.listens is not None and self.listens(event.source, event.type))
 
     def _forwarded(self, event: LeadEvent) -> bool:
         """Whether the event goes to the lead's conversation (see ``_forward``): also one of a

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from ..errors import SalesbotError
 from ..store import keys as k
 from ..store import replies
 from ..store.conversations import ConversationStore
+from ..store.keys import contact_processes_key
 from .leads import PROCESS_UNFORWARDED
 from .outbound import Contact, Deliverer, OutboundService
 
@@ -61,11 +62,6 @@ class UnknownProcess(ProcessError):
 
 def process_cid(process: str, contact_id: str) -> str:
     return k.conversation_id(PROCESS_CHANNEL, process, contact_id)
-
-
-def contact_processes_key(contact_id: str) -> str:
-    """Hash process id -> epoch seconds of its last start for the contact."""
-    return f"sb:processes:{{contact:{contact_id}}}"
 
 
 class BotSource(Protocol):
@@ -116,7 +112,7 @@ class Processes:
         if contact.name:
             new_meta["name"] = contact.name
         result = await self.conversations.deliver(
-            cid, ev.StartBot(process, None, dict(variables or {})),
+            cid, ev.StartBot(process, None, dict(variables or {}), if_idle=True),
             dedupe_id=f"process-start:{key}" if key else None,
             meta={name: value for name, value in new_meta.items() if meta.get(name) != value})
         duplicate = bool(getattr(result, "duplicate", False))
@@ -152,11 +148,17 @@ class Processes:
 
     # ------------------------------------------------------------------ lead events
     async def forward(self, contact_id: str, lead_id: str, event_id: str, type_: str,
-                      data: Mapping[str, Any]) -> int:
+                      data: Mapping[str, Any], *, names: Sequence[Any] | None = None,
+                      finished_too: bool = False) -> int:
         """A lead event to the contact's active processes (once each: deduplicated by its id);
-        returns how many got it. A store failure here is logged: the lead's batch goes on."""
+        returns how many got it. ``names``: the contact's processes when they came along with the
+        lead queue's push (else read here); ``finished_too``: also to finished runs (a goal's
+        event: a run that ended still counts the goal for the splits it passed). A store failure
+        here is logged: the lead's batch goes on."""
         try:
-            names = [replies.text(n) for n in await self.redis.hkeys(contact_processes_key(contact_id))]
+            if names is None:
+                names = await self.redis.hkeys(contact_processes_key(contact_id))
+            names = [replies.text(n) for n in names]
             if not names:
                 return 0
             cids = [process_cid(process, contact_id) for process in names]
@@ -166,7 +168,8 @@ class Processes:
                 states = await pipe.execute()
             sent = 0
             for cid, status in zip(cids, states, strict=True):
-                if status is None or replies.text(status) not in ACTIVE:
+                if status is None or not (replies.text(status) in ACTIVE
+                                          or (finished_too and replies.text(status) == "finished")):
                     continue
                 await self.conversations.deliver(cid, ev.CrmEvent(type_, dict(data)),
                                                  dedupe_id=f"lead-event:{lead_id}:{event_id}")

@@ -25,7 +25,7 @@ from ..engine.analytics import DAY
 from ..runtime.automations import day_counts_key
 from ..runtime.funnel import StepFunnel, day_rows, funnel
 from ..store import replies
-from ..store.analytics import AnalyticsCounts, day_number, day_text
+from ..store.analytics import FIRST_DAY, AnalyticsCounts, day_number, day_text
 from ..store.bots import BotNotFound
 from ..store.versions import DocumentNotFound
 from .automation_docs import AutomationDocuments
@@ -59,7 +59,9 @@ def _range(request: web.Request, now: float) -> tuple[int, int]:
             raise HttpError(400, "bad_query", f"{name} is a day, YYYY-MM-DD", [{"parameter": name}]) from None
 
     last = day("to", today)
-    first = day("from", last - DEFAULT_DAYS + 1)
+    first = day("from", max(last - DEFAULT_DAYS + 1, FIRST_DAY))
+    if first < FIRST_DAY:  # (a day number before 0001-01-01 has no date)
+        raise HttpError(400, "bad_query", "from is before 0001-01-01", [{"parameter": "from"}])
     if first > last:
         raise HttpError(400, "bad_query", "from is after to", [{"parameter": "from"}])
     if last - first + 1 > MAX_DAYS:

@@ -214,7 +214,9 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         leads = LeadService(store=store, crm=crm, metrics=metrics, conversations=conversations,
                             park_after=config.park_after)
         outward.events = leads  # every e-mail send_email sends for a lead: its email.sent
-        leads.listens = FlowInterest(bots.loaded).wants  # events flows wait for or count as goals
+        interest = FlowInterest(bots.loaded)
+        leads.listens = interest.wants  # events flows wait for or count as goals
+        leads.goals = interest.goal  # ... and those a finished process still counts
         if isinstance(crm, RedisCrm):
             crm.sink = leads  # every change of the embedded CRM emits its events onto the lead queues
         if is_kommo(crm):  # our moves in Kommo emit their events; webhooks' stage ids get names

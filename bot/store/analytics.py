@@ -41,6 +41,10 @@ def day_text(day: int) -> str:
     return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
 
 
+#: The day number of 0001-01-01, the first day a date can name.
+FIRST_DAY = (dt.date.min - dt.date(1970, 1, 1)).days
+
+
 def day_number(text: str) -> int:
     """The day number of ``YYYY-MM-DD`` (ValueError when it is not one)."""
     return (dt.date.fromisoformat(text) - dt.date(1970, 1, 1)).days

@@ -144,6 +144,11 @@ def activity_index_key() -> str:
     return f"{PREFIX}:idx:{{conv}}:activity"
 
 
+def contact_processes_key(contact_id: str) -> str:
+    """Hash process id -> epoch seconds of its last start for the contact (bot/runtime/processes.py)."""
+    return f"{PREFIX}:processes:{{contact:{contact_id}}}"
+
+
 #: Where ``activity_index_key`` was before it joined the ``{conv}`` slot (bot/store/layout.py).
 OLD_ACTIVITY_INDEX = f"{PREFIX}:idx:activity"
 

@@ -18,9 +18,10 @@ about 45 B less per conversation and set): the sorted sets of older versions
 (``sb:idx:{conv}:status:bot`` …) are found with one ``SCAN`` at the first start, moved a page at
 a time (``SADD`` to the set, ``ZREM`` from the sorted set, one script per page: all these keys
 share the slot ``{conv}``, also on a Redis Cluster), and the key ``sb:layout:filter_sets`` says
-it is done: later starts only read it. A member an older process adds meanwhile is moved by the
-next start; one it moved that a newer save has removed is not trusted by the listing (it checks
-each row's metadata).
+it is done: later starts only read it. So, as for every layout change, stop every process of an
+older version before the first start of this one: a member an older process added to an old
+sorted set after that start would not be moved. One it moved that a newer save has removed is
+not trusted by the listing (it checks each row's metadata).
 """
 
 from __future__ import annotations

@@ -146,6 +146,20 @@ def test_start_replaces_the_running_bot_at_a_step_with_variables() -> None:
     assert trace_events(out) == ["run.unknown_bot"]
 
 
+def test_a_start_if_idle_leaves_an_active_run_alone_and_starts_once_it_ended() -> None:
+    """Two starts of a process racing each other: the turn, not the caller, decides (issue 13)."""
+    other = make_flow({"a": say("a")}, id="other")
+    chat = Chat(other, make_flow(TAKEOVER), greeting="bot")
+    chat.start()
+    run, timers = chat.run.id, dict(chat.state.run.wait.timers)
+    out = chat.feed(ev.StartBot("other", if_idle=True))
+    assert trace_events(out) == ["run.start_skipped"] and texts(out) == []
+    assert chat.run.id == run and chat.status == "waiting" and chat.state.run.wait.timers == timers
+    chat.feed(ev.StopBot("operator"))
+    out = chat.feed(ev.StartBot("other", if_idle=True))
+    assert texts(out) == ["a"] and chat.run.bot == "other"
+
+
 def test_a_result_for_a_flow_no_longer_loaded_fails_the_run() -> None:
     # Regression: a RequestResult raised KeyError when the run's version had gone.
     flow = make_flow(

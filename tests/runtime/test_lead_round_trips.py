@@ -69,6 +69,22 @@ async def test_an_event_no_rule_acts_on_costs_the_push_and_the_save(svc: Service
         assert save[0][0] == "EVALSHA"
 
 
+async def test_an_event_of_a_lead_with_a_contact_reads_its_processes_with_the_push(
+        svc: Services, trips: RoundTrips) -> None:
+    """The contact's processes (which hear its lead's events: docs/processes.md) are read along."""
+    assert svc.directory is not None
+    contact = str((await svc.directory.create_contact({"name": "Ann"}))["id"])
+    lead = str((await svc.directory.create_lead({"name": "Deal"}, contact_id=contact))["id"])
+    await svc.leads.idle()
+    await _event(svc, lead, "warm", "lead.fields.colour")
+    for n in range(3):
+        trips.clear()
+        await _event(svc, lead, f"e{n}", "lead.fields.colour")
+        assert len(trips.fast) == 2 and trips.redis_py == [], _sends(trips)
+        push, _ = trips.fast
+        assert push[-1] == ("HKEYS", f"sb:processes:{{contact:{contact}}}"), push
+
+
 async def test_an_event_a_rule_acts_on_costs_ten_round_trips(svc: Services, trips: RoundTrips) -> None:
     await _event(svc, await _lead(svc), "warm", "lead.fields.budget")  # every script loaded
     lead = await _lead(svc)

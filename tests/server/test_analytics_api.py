@@ -156,6 +156,19 @@ async def test_hostile_queries_are_4xx(http: ClientSession, caplog: pytest.LogCa
     assert tracebacks(caplog) == []
 
 
+@pytest.mark.parametrize(("query", "first", "last"), [
+    ("to=0001-01-05", "0001-01-01", "0001-01-05"),  # the default start is not before the first day
+    ("from=9999-12-30&to=9999-12-31", "9999-12-30", "9999-12-31"),
+])
+async def test_the_first_and_last_days_a_date_can_name_are_a_range(
+        http: ClientSession, caplog: pytest.LogCaptureFixture, query: str, first: str, last: str) -> None:
+    r = await http.get(f"/api/analytics/bots/demo?{query}", headers=AUTH)
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    assert (body["from"], body["to"]) == (first, last)
+    assert tracebacks(caplog) == []
+
+
 async def test_no_token_or_an_unknown_one_is_401_and_a_flood_of_them_429(redis: Redis, redis_url: str) -> None:
     """Every role reads analytics (admin, operator, support): no token is refused with 403."""
     async with running(make_config(redis_url, tokens=[{"token": "t-operator", "role": "operator", "name": "O"}])) \

@@ -217,6 +217,65 @@ async def test_lead_events_reach_the_contacts_active_processes_once(redis: Redis
         assert await app.services.redis.zscore(seen, f"lead-event:{lead['id']}:evt-paid-2") is None
 
 
+#: A split test that ends at once: an order paid later still counts for the path taken.
+OFFER: dict[str, Any] = {
+    "format": "salesbot.flow/1", "id": "offer", "start": "split",
+    "goals": {"purchased": {"on": "order.paid", "next": "thanks"}},
+    "steps": {"split": {"type": "split", "goal": "purchased",
+                        "paths": [{"id": "a", "weight": 50, "next": "done"},
+                                  {"id": "b", "weight": 50, "next": "done"}]},
+              "done": {"type": "stop"},
+              "thanks": {"type": "stop"}},
+}
+#: Waits for a tag on its lead: an event of the CRM's own, which processes do not hear unless a
+#: flow listens to its type.
+TAGGED: dict[str, Any] = {
+    "format": "salesbot.flow/1", "id": "tagged", "start": "wait",
+    "steps": {"wait": {"type": "pause", "until": [{"on": "event", "event": "lead.tag_added", "next": "seen"},
+                                                  {"on": "timer", "after": "30d", "next": "seen"}]},
+              "seen": {"type": "action", "actions": [{"do": "set_variable", "name": "tag", "value": "yes"}]}},
+}
+
+
+async def test_a_finished_process_still_counts_its_goal_for_the_path_it_took(redis: Redis, redis_url: str) -> None:
+    async with running_app(redis_url) as app:
+        await _put(app, OFFER)
+        contact = await _contact(app)
+        lead = await app.api("POST", "/api/crm/leads", 201, json={"name": "Deal", "contact_id": contact})
+        await app.api("POST", "/api/processes/offer/contacts", 202, json={"contact": {"id": contact}})
+        await _until(app, lambda: _finished(app, "offer", contact), "the process finished")
+        await app.api("POST", "/api/events", 202, json={"id": "evt-paid", "type": "order.paid",
+                                                        "lead": {"id": str(lead["id"])}, "data": {}})
+        await app.services.leads.idle()
+
+        async def goals() -> int:
+            (split,) = (await app.api("GET", "/api/bots/offer/splits"))["splits"]
+            return sum(int(p["goals"]) for p in split["paths"])
+
+        assert await _until(app, goals, "the goal counted") == 1
+        assert await _status(app, "offer", contact) == "finished"  # counted, not moved
+
+
+async def _finished(app: App, process: str, contact: str) -> bool:
+    return await _status(app, process, contact) == "finished"
+
+
+async def test_a_process_waiting_for_a_crm_event_hears_it(redis: Redis, redis_url: str) -> None:
+    async with running_app(redis_url) as app:
+        await _put(app, TAGGED)
+        contact = await _contact(app)
+        lead = await app.api("POST", "/api/crm/leads", 201, json={"name": "Deal", "contact_id": contact})
+        await app.api("POST", "/api/processes/tagged/contacts", 202, json={"contact": {"id": contact}})
+        await _until(app, lambda: _waiting(app, "tagged", contact), "the process waits")
+        await app.api("PATCH", f"/api/crm/leads/{lead['id']}", 200, json={"tags": ["vip"]})
+        await app.services.leads.idle()
+        assert await _until(app, lambda: _finished(app, "tagged", contact), "the tag heard")
+
+
+async def _waiting(app: App, process: str, contact: str) -> bool:
+    return await _status(app, process, contact) == "waiting"
+
+
 # ---------------------------------------------------------------------------- batches
 
 async def test_a_batch_is_a_job_with_progress_and_each_contact_starts_once(

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: a Kommo widget or backend, a flow or automation document being checked, the flow graph.
 NOT_AT_START = (
     "telegram", "twilio", "aiogram", "playwright", "phonenumbers", "email_validator", "aiosmtplib", "jwt",
-    "bot.builder.validate", "bot.builder.models", "bot.builder.graph",
+    "bot.builder.validate", "bot.builder.models", "bot.builder.graph", "bot.builder.models_process",
+    "bot.builder.model_base", "bot.builder.models_split",
     "bot.automations.models", "bot.automations.validate", "bot.automations.compiled", "bot.automations.engine",
     "crm_bridge.kommo", "bot.runtime.kommo_events", "bot.runtime.outbound_kommo",
     "bot.channels.base", "bot.channels.registry", "bot.channels.webhooks",
