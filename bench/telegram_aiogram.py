@@ -271,6 +271,7 @@ async def bench(procs: Processes, args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SALESBOT_REDIS_URL": redis_url,
            "SALESBOT_ADMIN_TOKEN": "bench-" + os.urandom(8).hex(), "SALESBOT_FLOWS_DIR": str(flows),
            "SALESBOT_DATA_DIR": str(tmp / "data"), "SALESBOT_HOST": "127.0.0.1",
+           "SALESBOT_AUTOMATIONS_DIR": str(tmp / "no-automations"),  # none: conversations only
            # the checkout this bench is in, not whichever salesbot is installed
            "PYTHONPATH": os.pathsep.join(p for p in (str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p)}
     sb = procs.start("salesbot", [sys.executable, "-m", "bot.cli", "serve", "--role", "all", "--port", str(sb_port)],

@@ -206,7 +206,8 @@ def start_worker(procs: Processes, name: str, redis_url: str, tmp: Path, flows_d
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "SALESBOT_REDIS_URL": redis_url,
            "SALESBOT_FLOWS_DIR": str(flows_dir), "SALESBOT_DATA_DIR": str(tmp / f"data-{name}"),
            "SALESBOT_ADMIN_TOKEN": "bench-" + os.urandom(8).hex(), "SALESBOT_LOG_LEVEL": "WARNING",
-           "SALESBOT_TIMER_POLL_INTERVAL": str(args.poll), "SALESBOT_HOST": "127.0.0.1"}
+           "SALESBOT_TIMER_POLL_INTERVAL": str(args.poll), "SALESBOT_HOST": "127.0.0.1",
+           "SALESBOT_AUTOMATIONS_DIR": str(tmp / "no-automations")}  # none: timers and turns only
     cmd = [sys.executable, "-m", "bot.cli", "worker"]
     return procs.start(name, cmd, env, tmp / f"{name}.log", cwd=tmp)
 

@@ -200,6 +200,13 @@ class Server:
         return f"{self.base}/chat/{ACCOUNT}/messages"
 
 
+def no_automations(tmp: Path) -> Path:
+    """An empty automations folder: the bench measures conversations, not a checkout's rules."""
+    folder = tmp / "no-automations"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def start_server(kind: str, procs: Processes, redis_url: str, tmp: Path, flows_dir: Path) -> Server:
     port = free_port()
     log = tmp / f"{kind}.log"
@@ -208,7 +215,7 @@ def start_server(kind: str, procs: Processes, redis_url: str, tmp: Path, flows_d
     if kind == "salesbot":
         env.update({"SALESBOT_REDIS_URL": redis_url, "SALESBOT_ADMIN_TOKEN": "bench-" + os.urandom(8).hex(),
                     "SALESBOT_FLOWS_DIR": str(flows_dir), "SALESBOT_DATA_DIR": str(tmp / "data"),
-                    "SALESBOT_HOST": "127.0.0.1"})
+                    "SALESBOT_HOST": "127.0.0.1", "SALESBOT_AUTOMATIONS_DIR": str(no_automations(tmp))})
         cmd = [sys.executable, "-m", "bot.cli", "serve", "--role", "all", "--port", str(port)]
         # One load generator is one client: the per-client limits ([limits]) would stop it.
         (tmp / "salesbot.toml").write_text("[limits]\nenabled = false\n")

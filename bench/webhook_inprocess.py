@@ -9,9 +9,11 @@ with different message counts and divide the difference (startup and priming can
 
 The app runs in its ``web`` role (no timer, recovery or outbox polls, whose work would grow with
 the wall time valgrind takes), log level INFO, with the bench's flow and one ``redis-server``
-(not traced); the load generator (4 in flight) is counted too, the same for every checkout.
-``--kind`` picks the mix (default), ``follow_up`` or ``first`` messages; ``--no-analytics`` runs
-the app without funnel counting (the cost of counting is the difference).
+(not traced), no automations; the load generator (4 in flight) is counted too, the same for every
+checkout. Once started, the collector is set up as ``salesbot serve`` sets it (``gc.freeze`` and
+its thresholds): a full collection of the unfrozen heap would otherwise land in some runs and not
+in others. ``--kind`` picks the mix (default), ``follow_up`` or ``first`` messages;
+``--no-analytics`` runs the app without funnel counting (the cost of counting is the difference).
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ async def run(redis_url: str, flows_dir: Path, tmp: Path, messages: int, kind: s
 
     from bot.config import load_config
     from bot.server.app import create_app
+    from bot.server.run import _settle as settle
 
     config = load_config(env={}, overrides={
         "redis_url": redis_url, "flows_dir": str(flows_dir), "data_dir": str(tmp / "data"),
         "admin_token": "bench-in-process", "host": "127.0.0.1", "log_level": "INFO", "limits": {"enabled": False},
-        "analytics": analytics})
+        "analytics": analytics, "automations_dir": str(tmp / "no-automations")})
     server = TestServer(create_app(config, role="web"), host="127.0.0.1", port=free_port())
     await server.start_server()
+    settle()  # as ``salesbot serve`` does: the collector's work per message as in production
     shares: dict[str, Any] = {"mix": (FIRST_SHARE, DUPLICATE_SHARE), "first": (1.0, 0.0), "follow_up": (0.0, 0.0)}
     first, duplicate = shares[kind]
     traffic = Traffic(200, seed=7, tag="inproc", first_share=first, duplicate_share=duplicate)

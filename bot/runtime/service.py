@@ -97,6 +97,9 @@ class Prefetched:
     ref: CrmRef | None = None
     snapshot: list[Any] | None = None
     identity: list[Any] | None = None
+    #: ``(payload, event, extra)`` of the event this process just pushed: when the batch holds
+    #: that payload, the event itself is used, not decoded again (``_reads_back``).
+    own: tuple[bytes, ev.Event, dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -172,10 +175,13 @@ class ConversationService(QueueProcessor[Prefetched]):
             return DeliverResult(duplicate=True)
         if result.batch is None:
             return DeliverResult()
-        prefetched = None
-        if result.prefetched is not None:
-            prefetched = (Prefetched(ref=ref, snapshot=result.prefetched) if ref is not None
-                          else Prefetched(identity=result.prefetched))
+        own = (payload, event, dict(entry_extra or {})) if _reads_back(event) else None
+        if result.prefetched is None:
+            prefetched = Prefetched(own=own)
+        elif ref is not None:
+            prefetched = Prefetched(ref=ref, snapshot=result.prefetched, own=own)
+        else:
+            prefetched = Prefetched(identity=result.prefetched, own=own)
         try:
             done = await self.process(result.batch, prefetched)
         except IdentityPending:
@@ -203,6 +209,7 @@ class ConversationService(QueueProcessor[Prefetched]):
         else:
             state = ConversationState(id=cid, channel=meta.get("channel", "livechat"),
                                       account=meta.get("account", "default"))
+        own = prefetched.own if prefetched is not None else None  # the event just pushed, if this batch has it
         new_meta: dict[str, str] = {}
         ref, created = await self._crm_ref(meta, new_meta, cid,
                                            prefetched.identity if prefetched is not None else None)
@@ -210,7 +217,8 @@ class ConversationService(QueueProcessor[Prefetched]):
             prefetched = Prefetched(ref=ref, snapshot=created)
         if ref is not None:
             state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
-        events = [codec.decode_event_extra(raw) for raw in batch.events]  # decoded once for the whole batch
+        events = [(own[1], own[2]) if own is not None and raw == own[0] else codec.decode_event_extra(raw)
+                  for raw in batch.events]  # decoded once for the whole batch
         snapshot: Mapping[str, Any] = {}
         if ref is not None and await self._needs_snapshot(state, [e for e, _ in events]):
             try:
@@ -421,6 +429,14 @@ def _visit(state: ConversationState, meta: Mapping[str, str]) -> Visit | None:
         return Visit(run.bot, run.version, run.step, float(at))
     except ValueError:  # not written by a save: the visit's end is not counted
         return None
+
+
+def _reads_back(event: ev.Event) -> bool:
+    """Whether ``event`` reads back from its payload as it is (strings, a tuple of attachments):
+    then the batch that holds the payload just pushed uses the event itself (``Prefetched.own``)."""
+    if type(event) is ev.InboundMessage:
+        return type(event.attachments) is tuple
+    return type(event) is ev.TimerFired
 
 
 def _identity(meta: Mapping[str, str] | None) -> ChannelIdentity | None:

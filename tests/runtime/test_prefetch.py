@@ -213,3 +213,29 @@ async def test_a_conversation_without_a_lead_sends_no_crm_reads(svc: Services, t
         "Hello there about "
     assert cid not in svc.conversations._snapshot_refs
     assert trips.crm_reads() == []
+
+
+async def test_the_event_just_pushed_is_not_decoded_again(svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch a push hands back holds the payload this process just encoded: the turn uses the
+    event itself (issue 14, CPU per message); an event queued by another delivery is decoded."""
+    decoded: list[bytes] = []
+    decode = codec.decode_event_extra
+
+    def counting(raw: bytes) -> tuple[ev.Event, dict[str, Any]]:
+        decoded.append(raw)
+        return decode(raw)
+
+    monkeypatch.setattr(codec, "decode_event_extra", counting)
+    cid = "livechat:demo:own-event"
+    assert await _say(svc, cid, "hi", "m1", bot="plain", meta=_meta("v-own")) == "echo hi"
+    assert await _say(svc, cid, "again", "m2", bot="plain") == "echo again"
+    result = await svc.conversations.deliver(cid, ev.TimerFired("t-unknown"), dedupe_id="timer:t-unknown",
+                                             entry_extra={"due": 1.5})
+    assert result.processed_here
+    assert decoded == []
+    queued = codec.encode_event(ev.InboundMessage(text="queued", message_id="m3"))
+    await svc.store.fast.send(svc.store.enqueue_commands(cid, queued))  # waiting, no lock taken
+    result = await svc.conversations.deliver(cid, ev.InboundMessage(text="last", message_id="m4"), dedupe_id="m4")
+    assert result.processed_here
+    assert decoded == [queued]  # the batch: the queued event (decoded), then the one just pushed
+    assert (await _bot_texts(svc, cid))[-2:] == ["echo queued", "echo last"]

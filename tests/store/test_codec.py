@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bot.engine import effects as fx
 from bot.engine import events as ev
-from bot.engine.state import ConversationState
+from bot.engine.state import ConversationState, Frame, Run, Wait
 from bot.engine.transcript import inbound_entry, outbound_entry
 from bot.store import codec
 from tests.engine.test_state import full_state
@@ -64,3 +64,41 @@ def test_a_bot_message_with_buttons_is_smaller() -> None:
     compact = codec.pack_entry(entry)
     assert codec.unpack(compact) == entry
     assert len(compact) <= len(codec.pack(entry)) - 50
+
+
+WAITS = st.none() | st.builds(
+    Wait, kind=st.sampled_from(["reply", "pause"]), step=st.text(max_size=4),
+    timers=st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2),
+    on=st.lists(st.text(max_size=3), max_size=2).map(tuple), token=st.none() | st.text(max_size=3),
+    until=st.none() | st.floats(allow_nan=False), held=st.lists(st.text(max_size=3), max_size=2).map(tuple),
+    widget_json=JSON)
+FRAMES = st.builds(Frame, bot=st.text(max_size=3), version=st.integers(0, 9), next=st.text(max_size=3),
+                   vars=st.dictionaries(KEYS, JSON, max_size=3), json=JSON, last_validation_result=JSON)
+RUNS = st.none() | st.builds(
+    Run, id=st.text(max_size=3), bot=st.text(max_size=3), version=st.integers(0, 9),
+    step=st.none() | st.text(max_size=3), status=st.sampled_from(["running", "waiting", "failed"]),
+    vars=st.dictionaries(KEYS, JSON, max_size=3), json=JSON, last_validation_result=JSON, wait=WAITS,
+    action_index=st.integers(0, 5), callers=st.lists(FRAMES, max_size=2), error=st.none() | st.text(max_size=5),
+    splits=st.lists(st.tuples(st.text(max_size=3), st.text(max_size=3), st.text(max_size=3), st.integers(0, 9),
+                              st.text(max_size=3)), max_size=2).map(tuple),
+    goals=st.lists(st.text(max_size=3), max_size=2).map(tuple))
+#: The engine's maps, and odd ones (integer keys: the whole state is then written plain).
+MAPS = st.none() | st.dictionaries(KEYS, JSON, max_size=5) | st.fixed_dictionaries(
+    {"text": st.text(max_size=5), "attachments": st.lists(st.dictionaries(KEYS, JSON, max_size=3), max_size=2)})
+
+
+@given(st.builds(ConversationState, id=st.text(max_size=5), origin=st.none() | st.text(max_size=3),
+                 owner_user=st.none() | st.text(max_size=3), run=RUNS, last_message=MAPS,
+                 seq=st.integers(0, 99), turn_steps=st.integers(0, 9), crm=MAPS))
+def test_a_state_is_written_as_its_dict_would_be(state: ConversationState) -> None:
+    """``encode_state`` builds the compact maps straight from the state: the bytes are those of
+    the state's ``to_dict`` shrunk by name (``_pack_compact``), and read back as the state."""
+    assert codec.encode_state(state) == codec._pack_compact(state.to_dict(), codec._STATE)
+    assert codec.decode_state(codec.encode_state(state)).to_dict() == state.to_dict()
+
+
+def test_a_field_the_encoder_does_not_know_stops_the_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A field added to the state and not to ``_compact_state`` would go unsaved: refused at import."""
+    monkeypatch.setitem(codec._STATE_FIELDS, Wait, ("kind", "step"))
+    with pytest.raises(RuntimeError, match="encodes Wait"):
+        codec._check_fields()
