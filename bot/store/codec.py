@@ -207,7 +207,7 @@ _check_fields()
 def _compact_state(s: ConversationState) -> dict[int, Any]:
     """``_shrink(s.to_dict(), _PLANS[_STATE])``, without the dict of names (same keys, same order)."""
     run = s.run
-    compact_run: dict[int, Any] | None = None
+    compact_run: dict[int | str, Any] | None = None
     if run is not None:
         w = run.wait
         compact_run = {
