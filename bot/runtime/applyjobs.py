@@ -35,7 +35,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -46,6 +46,7 @@ from ..automations.effects import ApplyRule
 from ..errors import CrmRejected, CrmTemporary
 from ..store import replies
 from ..store.clusterclient import is_cluster
+from .jobs import Jobs
 from .leads import LeadService, encode_apply_rule
 from .pacing import Pacer
 
@@ -84,13 +85,16 @@ def lease_key(doc_id: str, job_id: str) -> str:
     return f"{job_key(doc_id, job_id)}:lease"
 
 
-class ApplyJobs:
+class ApplyJobs(Jobs):
     """Starts, runs, resumes and lists ``apply_to_existing`` jobs (see the module docstring)."""
+
+    unfinished_key = UNFINISHED_KEY
+    failed_event = "automations.job_failed"
 
     def __init__(self, redis: Redis, leads: LeadService, *, page: int = 100, pause: float = 0.02,
                  clock: Callable[[], float] = time.time, lister: StageLister | None = None,
                  pacer: Pacer | None = None, local: bool = True) -> None:
-        self.redis = redis
+        super().__init__(redis)
         #: A job's hash, its document's job list and the unfinished set are in different Redis
         #: Cluster slots: there each write is a plain pipeline (a crash may leave a finished job
         #: listed as unfinished: resuming it finds nothing left to do).
@@ -103,8 +107,10 @@ class ApplyJobs:
         self.page = page
         self.pause = pause
         self.clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
         self._renew = redis.register_script(_RENEW)
+
+    def lease(self, owner: str, job_id: str) -> str:
+        return lease_key(owner, job_id)
 
     # ------------------------------------------------------------------ start
     async def start(self, doc_id: str, version: int, document: Mapping[str, Any]) -> list[str]:
@@ -138,39 +144,6 @@ class ApplyJobs:
             if self.local:
                 self._spawn(self.run(doc_id, job_id))
         return started
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._logged(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _logged(work: Coroutine[Any, Any, None]) -> None:
-        try:
-            await work
-        except Exception:  # the job stays unfinished: ``resume`` takes it over from its cursor
-            log.exception("automations.job_failed")
-
-    async def resume(self) -> int:
-        """Take over every unfinished job nobody holds (a worker calls this now and then)."""
-        taken = 0
-        for raw in await self.redis.smembers(UNFINISHED_KEY):
-            doc_id, _, job_id = replies.text(raw).partition("|")
-            if not await self.redis.exists(lease_key(doc_id, job_id)):
-                self._spawn(self.run(doc_id, job_id))
-                taken += 1
-        return taken
-
-    async def idle(self) -> None:
-        """Wait for the jobs running here (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def stop(self) -> None:
-        """Stop the jobs running here; their leases expire and another process resumes them."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # ------------------------------------------------------------------ run
     async def run(self, doc_id: str, job_id: str) -> None:

@@ -14,12 +14,11 @@ few reasons are kept in ``errors``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -27,6 +26,7 @@ from redis.asyncio import Redis
 from ..errors import CrmTemporary, SalesbotError
 from ..store import replies
 from ..store.clusterclient import is_cluster
+from .jobs import Jobs
 from .pacing import Pacer
 from .processes import Processes
 
@@ -52,18 +52,25 @@ def job_key(process: str, job_id: str) -> str:
     return f"sb:processes:{{{process}}}:job:{job_id}"
 
 
-class ProcessJobs:
+class ProcessJobs(Jobs):
+    """Starts, runs and resumes batches of process starts (see the module docstring)."""
+
+    unfinished_key = UNFINISHED_KEY
+    failed_event = "processes.job_failed"
+
     def __init__(self, redis: Redis, processes: Processes, *, page: int = 100, pacer: Pacer | None = None,
                  clock: Callable[[], float] = time.time, local: bool = True) -> None:
-        self.redis = redis
+        super().__init__(redis)
         self.atomic = not is_cluster(redis)  # the unfinished set is in another slot
         self.processes = processes
         self.page = page
         self.pacer = pacer or Pacer()
         self.clock = clock
         self.local = local
-        self._tasks: set[asyncio.Task[None]] = set()
         self._renew = redis.register_script(_RENEW)
+
+    def lease(self, owner: str, job_id: str) -> str:
+        return f"{job_key(owner, job_id)}:lease"
 
     async def start(self, process: str, contacts: Sequence[Mapping[str, str]],
                     variables: Mapping[str, Any]) -> str:
@@ -84,37 +91,6 @@ class ProcessJobs:
         if self.local:
             self._spawn(self.run(process, job_id))
         return job_id
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._logged(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _logged(work: Coroutine[Any, Any, None]) -> None:
-        try:
-            await work
-        except Exception:  # the job stays unfinished: ``resume`` takes it over from its cursor
-            log.exception("processes.job_failed")
-
-    async def resume(self) -> int:
-        """Take over every unfinished job nobody holds (the worker calls this now and then)."""
-        taken = 0
-        for raw in await self.redis.smembers(UNFINISHED_KEY):
-            process, _, job_id = replies.text(raw).partition("|")
-            if not await self.redis.exists(f"{job_key(process, job_id)}:lease"):
-                self._spawn(self.run(process, job_id))
-                taken += 1
-        return taken
-
-    async def idle(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def run(self, process: str, job_id: str) -> None:
         """Start the process for the job's contacts from the saved cursor, a page at a time."""
