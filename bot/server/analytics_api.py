@@ -27,10 +27,9 @@ from ..runtime.funnel import StepFunnel, day_rows, funnel
 from ..store import replies
 from ..store.analytics import FIRST_DAY, AnalyticsCounts, day_number, day_text
 from ..store.bots import BotNotFound
-from ..store.versions import DocumentNotFound
-from .automation_docs import AutomationDocuments
 from .http import MAX_INDEX, HttpError, error, query_number, require
 from .keys import SERVICES
+from .pipeline_api import active_version
 
 log = logging.getLogger("salesbot.analytics")
 routes = web.RouteTableDef()
@@ -141,15 +140,8 @@ async def automation_analytics(request: web.Request) -> web.Response:
     doc_id = request.match_info["id"]
     as_csv = _csv_format(request)
     first, last = _range(request, time.time())
-    if not _ID.fullmatch(doc_id):
-        log.warning("analytics.bad_automation", extra={"automation": doc_id[:80]})
-        return error(404, "not_found", "no such automation document")
+    version = await active_version(request, doc_id, event="analytics.bad_automation")
     services = request.app[SERVICES]
-    try:
-        version, _doc = await AutomationDocuments.of(services.redis, services.crm, services.bots).documents.document(
-            doc_id)
-    except DocumentNotFound as exc:
-        return error(404, "not_found", str(exc))
     pipe = services.redis.pipeline(transaction=False)
     for day in range(first, last + 1):
         pipe.hgetall(day_counts_key(doc_id, day))

@@ -14,7 +14,7 @@ from aiohttp import web
 from ..store import replies
 from ..store.versions import DocumentNotFound
 from .automation_docs import AutomationDocuments
-from .http import error, require
+from .http import HttpError, require
 from .keys import SERVICES
 
 log = logging.getLogger("salesbot.automations")
@@ -23,6 +23,21 @@ routes = web.RouteTableDef()
 DOC_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 #: The most counter fields answered (a document has at most a few hundred rules and triggers).
 MAX_FIELDS = 10_000
+
+
+async def active_version(request: web.Request, doc_id: str, *, event: str) -> int:
+    """The active version of automation document ``doc_id``; a 404 (``HttpError``) for an id that
+    cannot be one (logged as ``event``) or no such document."""
+    if not DOC_ID.fullmatch(doc_id):
+        log.warning(event, extra={"automation": doc_id[:80]})
+        raise HttpError(404, "not_found", "no such automation document")
+    services = request.app[SERVICES]
+    try:
+        version, _doc = await AutomationDocuments.of(services.redis, services.crm, services.bots).documents.document(
+            doc_id)
+    except DocumentNotFound as exc:
+        raise HttpError(404, "not_found", str(exc)) from None
+    return version
 
 
 def counts_key(doc_id: str) -> str:
@@ -34,15 +49,8 @@ def counts_key(doc_id: str) -> str:
 async def automation_counts(request: web.Request) -> web.Response:
     require(request, "support", "operator")
     doc_id = request.match_info["id"]
-    if not DOC_ID.fullmatch(doc_id):
-        log.warning("automations.counts_bad_id", extra={"automation": doc_id[:80]})
-        return error(404, "not_found", "no such automation document")
+    version = await active_version(request, doc_id, event="automations.counts_bad_id")
     services = request.app[SERVICES]
-    try:
-        version, _doc = await AutomationDocuments.of(services.redis, services.crm, services.bots).documents.document(
-            doc_id)
-    except DocumentNotFound as exc:
-        return error(404, "not_found", str(exc))
     raw = await services.redis.hgetall(counts_key(doc_id))
     counts: dict[str, dict[str, int]] = {}
     for name, value in list(raw.items())[:MAX_FIELDS]:
