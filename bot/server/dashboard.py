@@ -69,7 +69,7 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_ASSET = re.compile(r"^(?:dashboard|pipeline|processes|analytics)\.(js|css)$")
+_ASSET = re.compile(r"^[a-z]+\.(js|css)$")  # any script or style sheet of static/, nothing else
 _TYPES = {"js": "application/javascript", "css": "text/css"}
 
 

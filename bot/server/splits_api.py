@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..engine.splits import SplitRecord, rate
 from ..store.splits import SplitStore
-from .http import MAX_INDEX, error, json_body, query_number, require
+from .http import MAX_INDEX, HttpError, error, json_body, query_number, require
 from .keys import SERVICES
 
 if TYPE_CHECKING:  # compiled flows are imported with the first flow (issue 14: startup)
@@ -50,36 +50,31 @@ async def _flow(request: web.Request, version: int | None = None) -> c.CompiledF
     bot = request.match_info["id"]
     if not _BOT_ID.fullmatch(bot):
         log.warning("splits.bad_bot_id", extra={"bot": bot[:80]})
-        raise _NotFound("no such bot")
+        raise HttpError(404, "not_found", "no such bot")
     flow = await request.app[SERVICES].bots.ensure(bot, version)
     if flow is None:
-        raise _NotFound(f"no bot {bot!r}" + (f" version {version}" if version else ""))
+        raise HttpError(404, "not_found", f"no bot {bot!r}" + (f" version {version}" if version else ""))
     return flow
 
 
-class _NotFound(Exception):
-    pass
-
-
-def _split_of(request: web.Request, flow: c.CompiledFlow) -> c.CSplit:
+async def _split_step(request: web.Request) -> tuple[c.CompiledFlow, c.CSplit]:
+    """The active flow and its split step named in the path, or a 404 ``HttpError``."""
     from ..builder.compiled import CSplit
 
+    flow = await _flow(request)
     step_id = request.match_info["step"]
     step = flow.steps.get(step_id) if _STEP_ID.fullmatch(step_id) else None
     if not isinstance(step, CSplit):
         log.warning("splits.unknown_step", extra={"bot": flow.id, "step": step_id[:80]})
-        raise _NotFound(f"bot {flow.id!r} has no split step {step_id[:64]!r}")
-    return step
+        raise HttpError(404, "not_found", f"bot {flow.id!r} has no split step {step_id[:64]!r}")
+    return flow, step
 
 
 @routes.get("/api/bots/{id}/splits")
 async def list_splits(request: web.Request) -> web.Response:
     require(request, "operator", "support")
     version = query_number(request, "version", None, minimum=1, maximum=MAX_INDEX, integer=True)
-    try:
-        flow = await _flow(request, version)
-    except _NotFound as exc:
-        return error(404, "not_found", str(exc))
+    flow = await _flow(request, version)
     from ..builder.compiled import CSplit
 
     store = SplitStore(request.app[SERVICES].redis)
@@ -90,11 +85,7 @@ async def list_splits(request: web.Request) -> web.Response:
 @routes.post("/api/bots/{id}/splits/{step}/winner")
 async def pick_winner(request: web.Request) -> web.Response:
     principal = require(request, "operator")
-    try:
-        flow = await _flow(request)
-        step = _split_of(request, flow)
-    except _NotFound as exc:
-        return error(404, "not_found", str(exc))
+    flow, step = await _split_step(request)
     body = await json_body(request)
     paths = [p.id for p in step.paths]
     if not isinstance(body, dict) or set(body) != {"path"} or not (body["path"] is None or body["path"] in paths):
@@ -114,11 +105,7 @@ async def pick_winner(request: web.Request) -> web.Response:
 @routes.post("/api/bots/{id}/splits/{step}/reset")
 async def reset_split(request: web.Request) -> web.Response:
     principal = require(request, "operator")
-    try:
-        flow = await _flow(request)
-        step = _split_of(request, flow)
-    except _NotFound as exc:
-        return error(404, "not_found", str(exc))
+    flow, step = await _split_step(request)
     store = SplitStore(request.app[SERVICES].redis)
     generation = await store.reset(flow.id, step.id)
     log.info("splits.reset", extra={"bot": flow.id, "step": step.id, "generation": generation,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -425,9 +426,12 @@ async def test_the_page_is_a_shell_with_a_strict_policy(http: ClientSession) -> 
     for name, kind in (("dashboard.js", "application/javascript"), ("dashboard.css", "text/css")):
         asset = await http.get(f"/live/static/{name}")
         assert asset.status == 200 and asset.content_type == kind
-    script = await (await http.get("/live/static/dashboard.js")).text()
-    for sink in (".innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
-        assert sink not in script  # customer text reaches the page through textContent only
+    scripts = re.findall(r'<script src="/live/static/([a-z]+\.js)"', html)
+    assert scripts[0] == "dom.js" and "dashboard.js" in scripts  # the shared helpers load first
+    for name in scripts:
+        script = await (await http.get(f"/live/static/{name}")).text()
+        for sink in (".innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in script, name  # customer text reaches the page through textContent only
     assert (await http.get("/live/static/dashboard.html")).status == 404
     assert (await http.get("/live/static/..%2Fapi.py")).status == 404
 

@@ -12,37 +12,14 @@
 (function () {
   "use strict";
 
-  var TOKEN_KEY = "salesbot.live.token";
   var A = { bot: null, version: null, gen: 0 };
 
-  function $(id) { return document.getElementById(id); }
-
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-
-  function svg(tag, attrs) {
-    var e = document.createElementNS("http://www.w3.org/2000/svg", tag);
-    Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, String(attrs[k])); });
-    return e;
-  }
-
-  function headers() { return { "Authorization": "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") }; }
+  var L = window.SalesbotLive;  // dom.js
+  var $ = L.byId, el = L.el, svg = L.svg, headers = L.authHeaders, enc = L.enc;
 
   function api(path) {
-    return fetch(path, { headers: headers(), credentials: "same-origin" }).then(function (r) {
-      return r.text().then(function (t) {
-        var data = null;
-        try { data = t ? JSON.parse(t) : null; } catch (e) { data = null; }
-        return { status: r.status, body: data };
-      });
-    }, function () { return { status: 0, body: null }; });
+    return L.api("GET", path).catch(function () { return { status: 0, body: null }; });
   }
-
-  function enc(s) { return encodeURIComponent(s); }
 
   function notice(text) {
     var n = $("an-notice");

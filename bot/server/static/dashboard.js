@@ -11,7 +11,7 @@
 (function () {
   "use strict";
 
-  var TOKEN_KEY = "salesbot.live.token";
+  var TOKEN_KEY = window.SalesbotLive.TOKEN_KEY;  // dom.js
   var PAGE = 50;
   var S = {
     token: null, me: null, role: null, bots: [], channels: [],
@@ -30,37 +30,14 @@
   };
 
   // ------------------------------------------------------------------ helpers
-  function $(id) { return document.getElementById(id); }
-
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-
-  function svg(tag, attrs) {
-    var e = document.createElementNS("http://www.w3.org/2000/svg", tag);
-    for (var k in attrs) if (Object.prototype.hasOwnProperty.call(attrs, k)) e.setAttribute(k, String(attrs[k]));
-    return e;
-  }
+  var L = window.SalesbotLive;  // dom.js
+  var $ = L.byId, el = L.el, svg = L.svg, errorText = L.errorText;
 
   function api(method, path, body) {
-    var headers = { "Authorization": "Bearer " + S.token };
-    var init = { method: method, headers: headers, credentials: "same-origin" };
-    if (body !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
-    return fetch(path, init).then(function (r) {
-      return r.text().then(function (t) {
-        var data = null;
-        try { data = t ? JSON.parse(t) : null; } catch (e) { data = null; }
-        if (r.status === 401) signedOut("Your session has ended. Sign in again.");
-        return { status: r.status, body: data };
-      });
+    return L.api(method, path, body, S.token).then(function (res) {
+      if (res.status === 401) signedOut("Your session has ended. Sign in again.");
+      return res;
     });
-  }
-
-  function errorText(res) {
-    return res && res.body && res.body.error ? res.body.error.message : "Request failed (" + (res ? res.status : "network") + ")";
   }
 
   function contactName(s) {

@@ -12,35 +12,11 @@
 (function () {
   "use strict";
 
-  var TOKEN_KEY = "salesbot.live.token";
   var PAGE = 20;   // cards fetched per column and per "More": 10k leads in a stage stay cheap
   var P = { pipelines: [], pipeline: null, doc: null, counts: {}, columns: {}, lead: null, gen: 0 };
 
-  function $(id) { return document.getElementById(id); }
-
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-
-  function api(method, path, body) {
-    var headers = { "Authorization": "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") };
-    var init = { method: method, headers: headers, credentials: "same-origin" };
-    if (body !== undefined) { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
-    return fetch(path, init).then(function (r) {
-      return r.text().then(function (t) {
-        var data = null;
-        try { data = t ? JSON.parse(t) : null; } catch (e) { data = null; }
-        return { status: r.status, body: data };
-      });
-    });
-  }
-
-  function errorText(res) {
-    return res && res.body && res.body.error ? res.body.error.message : "Request failed (" + (res ? res.status : "network") + ")";
-  }
+  var L = window.SalesbotLive;  // dom.js
+  var $ = L.byId, el = L.el, api = L.api, errorText = L.errorText;
 
   function notice(text) {
     var n = $("pl-notice");
@@ -61,7 +37,7 @@
     return ts ? new Date(ts * 1000).toLocaleString() : "";
   }
 
-  function enc(s) { return encodeURIComponent(s); }
+  var enc = L.enc;
 
   // ------------------------------------------------------------------ switching views
   function show(pipeline) {

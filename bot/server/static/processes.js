@@ -7,28 +7,11 @@
 (function () {
   "use strict";
 
-  var TOKEN_KEY = "salesbot.live.token";
 
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
+  var L = window.SalesbotLive;  // dom.js
+  var el = L.el, api = L.api;
 
-  function api(method, path) {
-    var init = { method: method, credentials: "same-origin",
-                 headers: { "Authorization": "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") } };
-    return fetch(path, init).then(function (r) {
-      return r.text().then(function (t) {
-        var data = null;
-        try { data = t ? JSON.parse(t) : null; } catch (e) { data = null; }
-        return { status: r.status, body: data };
-      });
-    });
-  }
-
-  function enc(v) { return encodeURIComponent(String(v)); }
+  var enc = L.enc;
 
   /* Fill ``box`` (an element) with the contact's processes. */
   function list(contactId, box) {
