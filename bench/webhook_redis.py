@@ -168,6 +168,7 @@ async def round_trips_in_process(kind: str, redis_url: str, flows_dir: Path, dat
 
             config = load_config(env={}, overrides={
                 "redis_url": redis_url, "flows_dir": str(flows_dir), "data_dir": str(data_dir),
+                "automations_dir": str(data_dir / "no-automations"),  # conversations only, as the served run
                 "admin_token": "bench-in-process", "host": "127.0.0.1", "log_level": "WARNING",
                 "limits": {"enabled": False},  # one load generator is one client
                 "analytics": os.environ.get("SALESBOT_ANALYTICS", "1") != "0"})  # webhook.py --no-analytics
