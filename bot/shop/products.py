@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+
+from yarl import URL
 
 from ..errors import ShopRejected
 from .prices import is_currency, to_major, to_minor
@@ -72,10 +73,10 @@ def _image_url(value: object) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_URL:
         raise ShopRejected(f"image_url is an http(s) address of at most {MAX_URL} characters")
     try:
-        parts = urlsplit(value)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
+        url: URL | None = URL(value)
+    except (ValueError, TypeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host or any(c.isspace() for c in value):
         raise ShopRejected("image_url is an http:// or https:// address")
     return value
 

@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from bot.errors import ShopNotFound, ShopRejected
