@@ -141,6 +141,7 @@ class LimitsConfig(_Frozen):
     public_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # pages, long polls, forms, …
     auth_failures_per_ip: RateConfig = RateConfig(per_minute=20, burst=10)  # 401/403s: token guessing
     events_per_ip: RateConfig = RateConfig(per_minute=3000, burst=500)  # POST /api/events: a sender's flood
+    orders_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # POST, PATCH /api/orders: a script's flood
 
     @field_validator("trusted_proxies")
     @classmethod
