@@ -75,3 +75,34 @@ async def test_marking_an_order_paid_fires_the_order_paid_trigger(server: TestSe
 async def _same(api: ClientSession, lead: str, expected: list[str]) -> bool:
     return await _order_events(api, lead) == expected
 
+
+
+#: A split test that ends at once: an order paid later counts as its goal for the path taken.
+OFFER: dict[str, Any] = {
+    "format": "salesbot.flow/1", "id": "offer", "start": "split",
+    "goals": {"purchased": {"on": "order.paid", "next": "thanks"}},
+    "steps": {"split": {"type": "split", "goal": "purchased",
+                        "paths": [{"id": "a", "weight": 50, "next": "done"},
+                                  {"id": "b", "weight": 50, "next": "done"}]},
+              "done": {"type": "stop"}, "thanks": {"type": "stop"}},
+}
+
+
+async def test_marking_an_order_paid_counts_as_a_flows_goal(server: TestServer) -> None:
+    async with ClientSession(base_url=str(server.make_url(""))) as api:
+        assert (await api.put("/api/bots/offer", json=OFFER, headers=AS_ADMIN)).status == 201
+        await product(api, "tea", prices={"EUR": 3.5})
+        cid = await customer(api, name="Bea", currency="EUR")
+        r = await api.post("/api/processes/offer/contacts", json={"contact": {"id": cid}}, headers=AS_ADMIN)
+        assert r.status == 202, await r.text()
+
+        async def goals() -> int:
+            (split,) = (await (await api.get("/api/bots/offer/splits", headers=AS_ADMIN)).json())["splits"]
+            return sum(int(p["goals"]) for p in split["paths"])
+        order = await (await api.post("/api/orders", json={"customer": cid, "items": [{"sku": "tea"}]},
+                                      headers=AS_SUPPORT)).json()
+        await server.app[SERVICES].leads.idle()
+        assert await goals() == 0  # made, not paid
+        await api.patch(f"/api/orders/{order['id']}", json={"payment": "paid"}, headers=AS_SUPPORT)
+        await server.app[SERVICES].leads.idle()
+        assert await wait_for(goals, what="the goal counted") == 1
