@@ -113,3 +113,18 @@ async def test_a_product_without_a_price_in_the_customers_currency_cannot_be_ord
         await services.shop.place_order(cid, [("tea", 1)], source="api")
     with pytest.raises(ShopNotFound):
         await services.shop.place_order("424242", [("tea", 1)], source="api")
+
+
+async def test_changes_of_one_order_at_once_are_all_applied(services: Services) -> None:
+    assert services.directory is not None
+    await _catalogue(services.shop)
+    cid = str((await services.directory.create_contact({"name": "Ann", "currency": "EUR"}))["id"])
+    order = await services.shop.place_order(cid, [("tea", 1)], source="api")
+    patches: list[dict[str, object]] = [{"status": "confirmed"}, {"payment": "paid"}, {"tracking": "TR-9"}]
+    await asyncio.gather(*(services.shop.change_order(order["id"], p, by=f"p{n}") for n, p in enumerate(patches)))
+    final = await services.shop.order(order["id"])
+    assert (final["status"], final["payment"], final["tracking"]) == ("confirmed", "paid", "TR-9")
+    assert sorted(h["field"] for h in final["history"][1:]) == ["payment", "status", "tracking"]
+    listed, _ = await services.shop.list_orders(status="confirmed", payment="paid")
+    assert [o["id"] for o in listed] == [order["id"]]  # the indexes moved with each change
+    assert (await services.shop.list_orders(status="new"))[0] == []
