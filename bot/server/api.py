@@ -148,7 +148,10 @@ async def get_conversation(request: web.Request) -> web.Response:
         try:
             snapshot = await services.crm.snapshot(ref)
             body["lead"] = snapshot.get("lead")
-            body["contact"] = {**body["contact"], **(snapshot.get("contact") or {})}
+            # The CRM's values over the conversation's, but not its blanks (a contact record whose
+            # name is "" must not hide the name the channel gave).
+            crm_contact = {k: v for k, v in (snapshot.get("contact") or {}).items() if v not in (None, "", [], {})}
+            body["contact"] = {**body["contact"], **crm_contact}
             if isinstance(services.crm, LeadActivity):
                 body["tasks"] = await services.crm.lead_tasks(ref)
                 body["notes"] = await services.crm.lead_notes(ref)
