@@ -159,7 +159,7 @@ def layout(flow: m.Flow) -> dict[str, Any]:
                 merged[key]["labels"].append(e.label)
             continue
         merged[key] = {"source": e.source, "target": e.target, "when": e.when, "labels": [e.label] if e.label else []}
-    drawn = []
+    drawn: list[dict[str, Any]] = []
     loop = 0
     for (s, t), info in merged.items():
         sx, sy = xy[s]
@@ -182,11 +182,11 @@ def layout(flow: m.Flow) -> dict[str, Any]:
                       "label": _label(" / ".join(info["labels"]), 28), "path": path,
                       "lx": round(lx, 1), "ly": round(ly, 1)})
     # Labels: none on another or on a step (several branches of one step meet at the same height).
-    labelled = [e for e in drawn if e["label"]]
-    spots = place_labels([(e["lx"], e["ly"], e["label"]) for e in labelled],
-                         [(n["x"], n["y"], n["x"] + NODE_W, n["y"] + NODE_H) for n in nodes])
-    for e, (x, y, w) in zip(labelled, spots, strict=True):
-        e["lx"], e["ly"], e["lw"] = round(x, 1), round(y, 1), round(w, 1)
+    labelled = [d for d in drawn if d["label"]]
+    spots = place_labels([(d["lx"], d["ly"], d["label"]) for d in labelled],
+                         [(x, y, x + NODE_W, y + NODE_H) for x, y in xy.values()])
+    for d, (x, y, w) in zip(labelled, spots, strict=True):
+        d["lx"], d["ly"], d["lw"] = round(x, 1), round(y, 1), round(w, 1)
         width = max(width, int(x + w / 2 + MARGIN / 2))
         height = max(height, int(y + LABEL_H / 2 + MARGIN / 2))
     return {"start": flow.start, "width": width, "height": height, "nodes": nodes, "edges": drawn}

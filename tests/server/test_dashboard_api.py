@@ -503,7 +503,8 @@ async def test_a_message_that_came_during_a_takeover_is_shown_and_answered_at_ha
     conv = await _until(http, cid, lambda c: len(_bot_texts(c)) == 2)
     assert _bot_texts(conv)[-1].startswith("We make sofas")  # answered, not dropped
     line = next(e for e in conv["transcript"] if e.get("event") == "release")
-    assert line["text"] == "the bot is back, handed back by Ayşe Kaya; the bot answers the customer's message “products”"
+    assert line["text"] == ("the bot is back, handed back by Ayşe Kaya; "
+                            "the bot answers the customer's message “products”")
     assert line["user"] == "Ayşe Kaya" and conv["held_message"] is None
 
 
