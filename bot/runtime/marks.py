@@ -26,8 +26,11 @@ def release_entry(event: ev.Release, state: ConversationState, now: float) -> di
         data["user"] = event.user
     if held is not None:
         quoted = str(held.get("text") or held.get("payload") or "")[:80]
-        text += (f"; the bot answers the customer's message “{quoted}”" if event.answer else
-                 f"; the bot leaves the customer's message “{quoted}” unanswered")
+        running = state.run is not None and state.run.active
+        if event.answer and event.step is None and running:
+            text += f"; the bot answers the customer's message “{quoted}”"
+        else:
+            text += f"; the bot leaves the customer's message “{quoted}” unanswered"
     return system_entry(text, now, **data)
 
 

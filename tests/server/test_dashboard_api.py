@@ -557,3 +557,15 @@ async def test_the_list_says_since_when_a_customer_waits(http: ClientSession) ->
     assert (await http.post(f"/api/conversations/{cid}/messages", json={"text": "here"}, headers=AYSE)).status == 202
     conv = await _until(http, cid, lambda c: c["chat_status"] == "answered")
     assert conv["waiting_since"] is None
+
+
+async def test_a_held_message_with_no_bot_running_is_said_to_be_left_unanswered(http: ClientSession) -> None:
+    cid = await chat(http, "held-norun-001", "hi")
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
+    assert (await http.post(f"/api/conversations/{cid}/stop", headers=AYSE)).status == 202
+    await chat(http, "held-norun-001", "products")
+    assert (await http.post(f"/api/conversations/{cid}/release", json={"answer": True}, headers=AYSE)).status == 202
+    conv = await _until(http, cid, lambda c: c["owner"] == "bot")
+    line = next(e for e in conv["transcript"] if e.get("event") == "release")
+    assert line["text"].endswith("the bot leaves the customer's message “products” unanswered")
+    assert len(_bot_texts(conv)) == 1

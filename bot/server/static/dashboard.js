@@ -971,7 +971,8 @@
     var step = $("release-step").value, d = S.detail;
     var done = function (res) { if (res && res.status === 202) $("release-step").value = ""; };
     var held = d && d.held_message;
-    if (step || !held) {
+    var running = d && d.run && (d.run.status === "running" || d.run.status === "waiting");
+    if (step || !held || !running) {  // no bot to answer it: the release line says it is left unanswered
       act("/release", step ? { step: step } : {}, step ? "Handed back: the bot continues at “" + step + "”." :
         "Handed back: the bot continues where it was.").then(done);
       return;
