@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..engine import events as ev
+from ..engine.process import PROCESS_CHANNEL
 from ..engine.state import ConversationState, Run, held_message
 from ..engine.transcript import system_entry
 from ..store.conversations import SaveRequest
@@ -38,12 +39,14 @@ def run_mark(run: Run | None) -> RunMark:
     return None if run is None else (run.id, run.active, run.bot, run.version)
 
 
-def run_boundaries(before: RunMark, run: Run | None, req: SaveRequest, now: float) -> dict[str, Any] | None:
+def run_boundaries(before: RunMark, state: ConversationState, req: SaveRequest, now: float) -> dict[str, Any] | None:
     """Marks where a run ends (returned, to be logged after the turn's messages) and where a new one
     starts after an earlier run (logged now, before its messages; a conversation's first run needs
     no mark, which keeps a plain conversation's transcript as small as before). A run replaced by
-    another ends before the new one starts."""
-    if run is None:
+    another ends before the new one starts. A process's own conversation (no chat, nobody reads
+    it) gets none."""
+    run = state.run
+    if run is None or state.channel == PROCESS_CHANNEL:
         return None
     new = before is None or before[0] != run.id
     if new and before is not None and before[1]:

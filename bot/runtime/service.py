@@ -285,7 +285,7 @@ class ConversationService(QueueProcessor[Prefetched]):
                 visit = count_turn(counts, visit, (run.bot, run.version) if run else None, result.steps,
                                    result.state.run.status if result.state.run else None, now)
             state, snapshot = result.state, result.snapshot
-            ended = marks.run_boundaries(before, state.run, req, now)
+            ended = marks.run_boundaries(before, state, req, now)
             self._collect(state, result.effects, req, now)
             if ended is not None:
                 req.add_log(ended)
