@@ -66,7 +66,12 @@ class Takeover:
 
 @dataclass(frozen=True, slots=True)
 class Release:
+    """A person hands the conversation back. ``answer``: the bot answers the customer's message
+    that came while the person had it (else it is left unanswered by the bot, and said so)."""
+
     step: str | None = None
+    user: str | None = None  # who handed back (the transcript says so)
+    answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,16 @@ class RequestResult:
     error: str | None = None
     permanent: bool = True
     snapshot: dict[str, Any] | None = None
+
+
+def inbound_of(message: dict[str, Any]) -> InboundMessage:
+    """The customer's message again, from the state's ``last_message`` (a held message the person
+    lets the bot answer at hand-back)."""
+    return InboundMessage(
+        text=str(message.get("text") or ""), payload=message.get("payload"),
+        attachments=tuple(Attachment(a.get("kind", "file"), a.get("url"), a.get("name"))
+                          for a in message.get("attachments") or () if isinstance(a, dict)),
+        message_id=message.get("id"), kind=str(message.get("kind") or "text"), start_param=message.get("start_param"))
 
 
 Event = (

@@ -19,7 +19,7 @@ from . import effects as fx
 from . import events as ev
 from .analytics import Switch
 from .flows import FlowSource
-from .state import ConversationState, Run
+from .state import ConversationState, Run, held_message
 from .steps import actions, control, decisions, messages, requests, split
 from .turn import WAIT, Target, TurnContext
 
@@ -82,7 +82,10 @@ class _Turn(TurnContext):
             self.effects.append(fx.ChatStatus("unanswered"))
         self.cached_context = None
         if st.owner != "bot":
-            return  # a person has the conversation: the bot neither starts nor answers
+            # A person has the conversation: the bot neither starts nor answers. The message is
+            # marked held: at hand-back the person chooses whether the bot answers it.
+            st.last_message["held"] = True
+            return
         run = st.run
         if run is None or not (run.status == "running" or run.status == "waiting"):  # run.active, inline
             if e.greeting:
@@ -233,9 +236,15 @@ class _Turn(TurnContext):
     def on_release(self, e: ev.Release) -> None:
         st = self.state
         st.owner, st.owner_user = "bot", None
-        self.trace("conversation.release", to_step=e.step)
+        held = held_message(st)
+        if held is not None:  # no longer held: answered now, or left to the person who had it
+            st.last_message = {k: v for k, v in held.items() if k != "held"}
+            self.cached_context = None
+        self.trace("conversation.release", to_step=e.step, answer=e.answer and held is not None)
         if e.step is None:
             self.continue_held()
+            if held is not None and e.answer:
+                self.on_message(ev.inbound_of(st.last_message or {}))
             return
         run = st.run
         if run is not None and self.flow is None:

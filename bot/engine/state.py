@@ -218,3 +218,10 @@ class ConversationState:
             Run.from_dict(d["run"]) if d.get("run") else None, d.get("last_message"), d.get("seq", 0),
             d.get("turn_steps", 0), d.get("crm"),
         )
+
+
+def held_message(state: ConversationState) -> dict[str, Any] | None:
+    """The customer's message that came while a person had the conversation and that nobody has
+    let the bot answer yet (``last_message`` marked ``held``), or None."""
+    last = state.last_message
+    return last if isinstance(last, dict) and last.get("held") else None

@@ -30,6 +30,7 @@ from ..store.analytics import AnalyticsCounts
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.memoryguard import MemoryGuard
 from ..store.splits import count_field, split_key
+from . import marks
 from .driver import Driver
 from .metrics import Metrics
 from .queueloop import IdentityPending, QueueProcessor
@@ -233,6 +234,7 @@ class ConversationService(QueueProcessor[Prefetched]):
         visit = _visit(state, meta) if counts is not None else None
         first = not meta.get("last_at")  # no customer message before: the next is the first
         chat_queued = False
+        first_unanswered: float | None = None
         for event, extra in events:
             now = self.clock()
             if isinstance(event, ev.InboundMessage):
@@ -263,9 +265,13 @@ class ConversationService(QueueProcessor[Prefetched]):
                 queue_relayed(event, state, req, inline=self.router.delivers_via_transcript(state.channel))
                 self.metrics.message_out(state.channel)
             if isinstance(event, ev.Takeover):
-                req.add_log(system_entry(f"{event.user} took over the conversation", now, event="takeover"))
+                req.add_log(system_entry(f"{event.user} took over the conversation", now, event="takeover",
+                                         user=event.user))
             elif isinstance(event, ev.Release):
-                req.add_log(system_entry("the bot is back", now, event="release"))
+                req.add_log(marks.release_entry(event, state, now))
+            elif isinstance(event, ev.InboundMessage) and state.chat_status != "unanswered":
+                first_unanswered = now  # the customer's first message nobody has answered yet
+            before = marks.run_mark(state.run)
             try:
                 await self.flows.ensure_for(state, getattr(event, "greeting", None) or getattr(event, "bot", None))
                 result = await self.driver.turn(state, event, datetime.fromtimestamp(now, UTC), snapshot)
@@ -279,7 +285,10 @@ class ConversationService(QueueProcessor[Prefetched]):
                 visit = count_turn(counts, visit, (run.bot, run.version) if run else None, result.steps,
                                    result.state.run.status if result.state.run else None, now)
             state, snapshot = result.state, result.snapshot
+            ended = marks.run_boundaries(before, state, req, now)
             self._collect(state, result.effects, req, now)
+            if ended is not None:
+                req.add_log(ended)
         for job in req.before_save:  # e.g. a message's other recipients (bot.runtime.relay)
             await job()
         req.state = codec.encode_state(state)
@@ -289,6 +298,7 @@ class ConversationService(QueueProcessor[Prefetched]):
             "bot": run.bot if run else "", "version": str(run.version) if run else "",
             "step": (run.step or "") if run else "", "run_status": run.status if run else "",
             "status": "human" if state.owner != "bot" else ("bot" if run is not None and run.active else "idle"),
+            "waiting_since": marks.waiting_since(state, meta, new_meta, first_unanswered),
         })
         if counts and self.analytics is not None:  # with the save, in its round trip
             self.analytics.add(req, counts, cluster=self.store.cluster)

@@ -21,7 +21,7 @@ from . import versioned
 from .auth import Principal
 from .http import MAX_TIMESTAMP, HttpError, error, json_body, query_number, require
 from .keys import SERVICES
-from .views import run_view, state_of, summary
+from .views import held_view, run_view, state_of, summary
 
 routes = web.RouteTableDef()
 #: At most this many queued events are discarded by one retry.
@@ -142,12 +142,16 @@ async def get_conversation(request: web.Request) -> web.Response:
     transcript = [{"n": n, **codec.unpack(blob)} for n, blob in await services.store.tail_log(cid, 500)]
     body = _public_meta(cid, meta)
     body["run"] = run_view(run)
+    body["held_message"] = held_view(state)
     if state and state.crm:
         ref = CrmRef(state.crm["contact_id"], state.crm["lead_id"], state.crm.get("company_id") or None)
         try:
             snapshot = await services.crm.snapshot(ref)
             body["lead"] = snapshot.get("lead")
-            body["contact"] = {**body["contact"], **(snapshot.get("contact") or {})}
+            # The CRM's values over the conversation's, but not its blanks (a contact record whose
+            # name is "" must not hide the name the channel gave).
+            crm_contact = {k: v for k, v in (snapshot.get("contact") or {}).items() if v not in (None, "", [], {})}
+            body["contact"] = {**body["contact"], **crm_contact}
             if isinstance(services.crm, LeadActivity):
                 body["tasks"] = await services.crm.lead_tasks(ref)
                 body["notes"] = await services.crm.lead_notes(ref)
@@ -217,12 +221,21 @@ async def takeover(request: web.Request) -> web.Response:
 
 @routes.post("/api/conversations/{cid}/release")
 async def release(request: web.Request) -> web.Response:
+    """Hand back (``{"step": …}`` to continue elsewhere). ``{"answer": true}``: the bot answers the
+    customer's message that came while the person had the conversation; without it the bot leaves
+    it unanswered. Either way the transcript says who handed back and what became of it."""
     principal = require(request, "support")
     body = await json_body(request) if request.can_read_body else {}
-    step = body.get("step") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        body = {}
+    step, answer = body.get("step"), body.get("answer", False)
+    if step is not None and not isinstance(step, str):
+        return error(400, "bad_request", 'step is a step id: {"step": "<step>"}')
+    if not isinstance(answer, bool):
+        return error(400, "bad_request", 'answer is true or false: {"answer": true}')
     if (taken := await _claimed_by_other(request, principal)) is not None:
         return taken
-    response = await _conversation_event(request, ev.Release(step))
+    response = await _conversation_event(request, ev.Release(step, principal.name, answer))
     if response.status < 300:
         await request.app[SERVICES].redis.delete(claim_key(request.match_info["cid"]))
     return response

@@ -49,7 +49,8 @@ from .auth import Principal
 from .flowgraph import layout
 from .http import MAX_INDEX, HttpError, error, query_number, require
 from .keys import SERVICES
-from .views import run_of, run_view, summary
+from .views import held_view, run_view, summary
+from .views import state_of as decoded_state
 
 log = logging.getLogger("salesbot.server.dashboard")
 routes = web.RouteTableDef()
@@ -311,7 +312,9 @@ async def _detail(request: web.Request, cid: str) -> dict[str, Any] | None:
     if not raw_meta:
         return None
     body = summary(cid, statefields.split(raw_meta, cid)[0])
-    body["run"] = run_view(run_of(state_of(raw_meta, in_key)))
+    state = decoded_state(state_of(raw_meta, in_key))
+    body["run"] = run_view(state.run if state is not None else None)
+    body["held_message"] = held_view(state)
     return body
 
 

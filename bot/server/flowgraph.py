@@ -19,6 +19,39 @@ if TYPE_CHECKING:
 NODE_W, NODE_H = 176, 52
 H_GAP, V_GAP = 36, 56
 MARGIN = 24
+#: An edge label's box as the page draws it (10 px text): width per character, padding, height.
+LABEL_CHAR_W, LABEL_PAD, LABEL_H = 6.0, 8.0, 14.0
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(wanted: list[tuple[float, float, str]], obstacles: list[Box]) -> list[tuple[float, float, float]]:
+    """Each label's (centre x, centre y, width): at its wanted point when that is free, else the
+    nearest free spot of a few tried around it (up and down first, then sideways), so no label
+    covers another label or a step. Greedy, in the given order; labels are short (28 characters)."""
+    placed: list[Box] = []
+    out: list[tuple[float, float, float]] = []
+    steps = [(0.0, 0.0)] + [(dx, dy * LABEL_H) for k in range(1, 9)
+                            for dx, dy in ((0.0, -k), (0.0, k))] + [
+        (dx * sign, dy * LABEL_H) for dx in (60.0, 120.0) for sign in (1, -1) for dy in (0, -1, 1, -2, 2)]
+    for x, y, text in wanted:
+        w = len(text) * LABEL_CHAR_W + LABEL_PAD
+        best: Box | None = None
+        for dx, dy in steps:
+            box = (x + dx - w / 2, y + dy - LABEL_H / 2, x + dx + w / 2, y + dy + LABEL_H / 2)
+            if box[0] >= 0 and box[1] >= 0 and not any(_overlaps(box, o) for o in placed + obstacles):
+                best = box
+                break
+        if best is None:  # nowhere free nearby: below everything else placed, at its own x
+            bottom = max((b[3] for b in placed + obstacles), default=y)
+            best = (x - w / 2, bottom + 2, x + w / 2, bottom + 2 + LABEL_H)
+        placed.append(best)
+        out.append(((best[0] + best[2]) / 2, (best[1] + best[3]) / 2, w))
+    return out
 
 
 def _label(text: str, limit: int) -> str:
@@ -126,7 +159,7 @@ def layout(flow: m.Flow) -> dict[str, Any]:
                 merged[key]["labels"].append(e.label)
             continue
         merged[key] = {"source": e.source, "target": e.target, "when": e.when, "labels": [e.label] if e.label else []}
-    drawn = []
+    drawn: list[dict[str, Any]] = []
     loop = 0
     for (s, t), info in merged.items():
         sx, sy = xy[s]
@@ -148,4 +181,12 @@ def layout(flow: m.Flow) -> dict[str, Any]:
         drawn.append({"source": s, "target": t, "when": info["when"], "back": not forward,
                       "label": _label(" / ".join(info["labels"]), 28), "path": path,
                       "lx": round(lx, 1), "ly": round(ly, 1)})
+    # Labels: none on another or on a step (several branches of one step meet at the same height).
+    labelled = [d for d in drawn if d["label"]]
+    spots = place_labels([(d["lx"], d["ly"], d["label"]) for d in labelled],
+                         [(x, y, x + NODE_W, y + NODE_H) for x, y in xy.values()])
+    for d, (x, y, w) in zip(labelled, spots, strict=True):
+        d["lx"], d["ly"], d["lw"] = round(x, 1), round(y, 1), round(w, 1)
+        width = max(width, int(x + w / 2 + MARGIN / 2))
+        height = max(height, int(y + LABEL_H / 2 + MARGIN / 2))
     return {"start": flow.start, "width": width, "height": height, "nodes": nodes, "edges": drawn}

@@ -88,6 +88,8 @@ SCHEMAS: dict[str, Any] = {
         "unanswered": {"type": "boolean", "description": "the customer's last message is unanswered (chat_status)"},
         "waiting": {"type": "boolean",
                     "description": "waiting for a person: unanswered and no bot handling it (status human or idle)"},
+        "waiting_since": {"type": ["number", "null"],
+                          "description": "while waiting: epoch of the customer's oldest unanswered message"},
         "preview": {"type": ["object", "null"], "description": "the last message of anyone (role user, bot or human)",
                     "properties": {"role": {"type": "string"}, "text": {"type": "string"}}},
         "failures": {"type": "integer", "description": "processing failures in a row (0 once a batch goes through)"},
@@ -114,6 +116,11 @@ SCHEMAS: dict[str, Any] = {
                                            "held (timers that fell due while a person had it)"},
             "callers": {"type": "array"}}},
         "lead": {"type": ["object", "null"]}, "tasks": {"type": "array"}, "notes": {"type": "array"},
+        "held_message": {"type": ["object", "null"],
+                         "description": "the customer's message that came while a person had the conversation, "
+                                        "not answered by the bot: {text, payload, kind}; see release's answer",
+                         "properties": {"text": {"type": "string"}, "payload": {"type": ["string", "null"]},
+                                        "kind": {"type": "string"}}},
         "transcript": {"type": "array", "items": _ref("TranscriptEntry")}}}]},
     "Accepted": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
     "ChatMessageIn": {"type": "object", "required": ["session"], "properties": {
@@ -187,10 +194,14 @@ PATHS: dict[str, dict[str, Any]] = {
         {"202": _ACCEPTED, "404": _json(_ERROR), "409": _json(_ERROR, "Another person has it: details [{owner}]")},
         auth=["support"], params=[_CID])},
     "/api/conversations/{cid}/release": {"post": _op(
-        "Hand back to the bot (optionally at a step)",
-        {"202": _ACCEPTED, "404": _json(_ERROR),
+        "Hand back to the bot (optionally at a step; answer: the bot answers the held customer message)",
+        {"202": _ACCEPTED, "400": _json(_ERROR), "404": _json(_ERROR),
          "409": _json(_ERROR, "Another person has it (only they or an admin hand it back)")},
-        auth=["support"], params=[_CID])},
+        auth=["support"], params=[_CID],
+        body={"type": "object", "properties": {
+            "step": {"type": "string", "description": "continue at this step (else where the bot was)"},
+            "answer": {"type": "boolean", "default": False,
+                       "description": "the bot answers the customer's message that came during the takeover"}}})},
     "/api/conversations/{cid}/messages": {"post": _op(
         "A person's message to the customer",
         {"202": _ACCEPTED, "400": _json(_ERROR), "404": _json(_ERROR), "409": _TAKEN}, auth=["support"],
@@ -323,6 +334,7 @@ PATHS: dict[str, dict[str, Any]] = {
                            _p("wait", "query", {"type": "number", "minimum": 0, "maximum": 60})]),
     },
 }
+PATHS["/api/conversations/{cid}/release"]["post"]["requestBody"]["required"] = False  # {} or no body: hand back
 
 
 # ---------------------------------------------------------------------- the embedded CRM (/api/crm)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..engine.state import ConversationState, Run
+from ..engine.state import ConversationState, Run, held_message
 from ..store import codec
-from ..store.indexes import summary_fields
+from ..store.indexes import is_waiting, summary_fields
 
 
 def summary(cid: str, meta: Mapping[str, str]) -> dict[str, Any]:
@@ -29,6 +29,7 @@ def summary(cid: str, meta: Mapping[str, str]) -> dict[str, Any]:
         "bot": meta.get("bot") or None, "step": meta.get("step") or None,
         "run_status": meta.get("run_status") or None, "chat_status": meta.get("chat_status") or None,
         "last_message": meta.get("last_text"), "last_activity": num("activity"),
+        "waiting_since": (num("waiting_since") or num("last_at")) if is_waiting(meta) else None,
         **summary_fields(meta),
         **failure_fields(meta),
     }
@@ -59,6 +60,15 @@ def run_view(run: Run | None) -> dict[str, Any] | None:
             "held": list(wait.held)},
         "callers": [{"bot": f.bot, "version": f.version, "next": f.next} for f in run.callers],
     }
+
+
+def held_view(state: ConversationState | None) -> dict[str, Any] | None:
+    """The customer's message that came while a person had the conversation, for the hand-back
+    choice (the bot answers it, or not), or None."""
+    held = held_message(state) if state is not None else None
+    if held is None:
+        return None
+    return {"text": held.get("text") or "", "payload": held.get("payload"), "kind": held.get("kind") or "text"}
 
 
 def state_of(state_blob: bytes | None) -> ConversationState | None:

@@ -195,7 +195,8 @@ class Simulator:
         if type_ == "takeover":
             return await self.feed(ev.Takeover(str(data.get("user", "support"))))
         if type_ == "release":
-            return await self.feed(ev.Release(data.get("step")))
+            answer = data.get("answer") in (True, "1", "true", "yes")  # the bot answers a held message
+            return await self.feed(ev.Release(data.get("step"), str(data.get("user", "support")), answer))
         if type_ == "stop":
             return await self.feed(ev.StopBot())
         if type_ == "start_bot":

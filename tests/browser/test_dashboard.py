@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -290,7 +291,8 @@ def test_watch_take_over_reply_and_hand_back(deployment: Deployment, pages: Page
         customer.locator("#sb-input").press("Enter")
         expect(transcript.locator("li.entry.role-user .text").last).to_have_text(XSS)
         expect(row(support, cid).locator(".preview")).to_have_text(XSS)
-        expect(row(support, cid).locator(".flag")).to_have_text("Waiting")  # unanswered, a person has it
+        # unanswered, a person has it: waiting, and for how long
+        expect(row(support, cid).locator(".flag")).to_have_text(re.compile(r"^Waiting \d+ s$"))
         assert support.evaluate("typeof window.__xss") == "undefined"
         assert support.locator("#transcript script, #transcript img, #transcript b").count() == 0
         assert support.locator("#conversations script, #conversations img, #conversations b").count() == 0

@@ -77,3 +77,32 @@ def test_a_failure_after_the_run_ended_without_a_failed_branch_changes_nothing()
     ref = of_type(chat.start(), fx.SendMessage)[0].ref
     chat.feed(ev.DeliveryFailed(ref, "blocked"))
     assert chat.status == "finished" and chat.run.error is None
+
+
+def test_a_message_that_came_during_a_takeover_is_answered_by_the_bot_when_the_person_says_so() -> None:
+    chat = Chat(make_flow(FLOW, start="ask"))
+    chat.start()
+    chat.feed(ev.Takeover("agent"))
+    assert texts(chat.feed(ev.InboundMessage(text="Yes"))) == []  # the person has it: the bot is silent
+    assert chat.state.last_message is not None and chat.state.last_message["held"] is True
+    assert texts(chat.feed(ev.Release(user="agent", answer=True))) == ["Good."]  # not dropped
+    assert chat.state.last_message == {**chat.state.last_message, "text": "Yes"}
+    assert "held" not in chat.state.last_message
+
+
+def test_a_held_message_the_person_keeps_is_not_answered_and_no_longer_held() -> None:
+    chat = Chat(make_flow(FLOW, start="ask"))
+    chat.start()
+    chat.feed(ev.Takeover("agent"))
+    chat.feed(ev.InboundMessage(text="Yes"))
+    assert texts(chat.feed(ev.Release(user="agent"))) == []
+    assert chat.step == "ask" and chat.state.last_message is not None and "held" not in chat.state.last_message
+    assert texts(chat.feed(ev.Takeover("agent")) + chat.feed(ev.Release(answer=True))) == []  # nothing held now
+
+
+def test_a_message_before_the_takeover_is_not_held() -> None:
+    chat = Chat(make_flow({**FLOW, "ask": {**FLOW["ask"], "other_answer": None}}, start="ask"))
+    chat.start()
+    chat.feed(ev.InboundMessage(text="what?"))  # unmatched: the bot waits on
+    chat.feed(ev.Takeover("agent"))
+    assert texts(chat.feed(ev.Release(answer=True))) == [] and chat.step == "ask"

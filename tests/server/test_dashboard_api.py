@@ -9,7 +9,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -471,3 +471,101 @@ async def test_the_stream_does_not_list_lead_queues_as_conversations(http: Clien
             if name == "conversation":
                 listed.append(data["id"])
         assert [c for c in listed if c.startswith("lead:")] == []
+
+
+# ---------------------------------------------------------------------- hand-back (issue 15 §5)
+async def _conversation(http: ClientSession, cid: str) -> dict[str, Any]:
+    r = await http.get(f"/api/conversations/{cid}", headers=AYSE)
+    assert r.status == 200, await r.text()
+    return dict(await r.json())
+
+
+async def _until(http: ClientSession, cid: str, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        conv = await _conversation(http, cid)
+        return conv if test(conv) else None
+    return dict(await wait_for(check, what=f"the conversation {cid}"))
+
+
+def _bot_texts(conv: dict[str, Any]) -> list[str]:
+    return [e["text"] for e in conv["transcript"] if e["role"] == "bot"]
+
+
+async def test_a_message_that_came_during_a_takeover_is_shown_and_answered_at_hand_back_if_chosen(
+        http: ClientSession) -> None:
+    cid = await chat(http, "held-answer-0001", "hi", name="Deniz")
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
+    await chat(http, "held-answer-0001", "products")  # a button's synonym: the bot would move on
+    conv = await _conversation(http, cid)
+    assert conv["held_message"] == {"text": "products", "payload": None, "kind": "text"}
+    assert len(_bot_texts(conv)) == 1  # the greeting only: the bot is silent while Ayşe has it
+    assert (await http.post(f"/api/conversations/{cid}/release", json={"answer": True}, headers=AYSE)).status == 202
+    conv = await _until(http, cid, lambda c: len(_bot_texts(c)) == 2)
+    assert _bot_texts(conv)[-1].startswith("We make sofas")  # answered, not dropped
+    line = next(e for e in conv["transcript"] if e.get("event") == "release")
+    assert line["text"] == ("the bot is back, handed back by Ayşe Kaya; "
+                            "the bot answers the customer's message “products”")
+    assert line["user"] == "Ayşe Kaya" and conv["held_message"] is None
+
+
+async def test_a_held_message_the_person_keeps_is_said_in_the_transcript_and_not_answered(
+        http: ClientSession) -> None:
+    cid = await chat(http, "held-keep-0001", "hi", name="Deniz")
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=MERT)).status == 202
+    await chat(http, "held-keep-0001", "products")
+    assert (await http.post(f"/api/conversations/{cid}/release", json={}, headers=MERT)).status == 202
+    conv = await _until(http, cid, lambda c: c["owner"] == "bot")
+    line = next(e for e in conv["transcript"] if e.get("event") == "release")
+    assert line["text"] == ("the bot is back, handed back by Mert Demir; "
+                            "the bot leaves the customer's message “products” unanswered")
+    assert len(_bot_texts(conv)) == 1 and conv["held_message"] is None and conv["run"]["step"] == "hello"
+
+
+async def test_release_refuses_a_bad_answer_or_step(http: ClientSession) -> None:
+    cid = await chat(http, "held-bad-00001", "hi")
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
+    for body in ({"answer": "yes"}, {"answer": 1}, {"answer": None}, {"step": 5}, {"step": ["hello"]}):
+        r = await http.post(f"/api/conversations/{cid}/release", json=body, headers=AYSE)
+        assert r.status == 400, body
+        assert (await r.json())["error"]["code"] == "bad_request"
+    assert (await _conversation(http, cid))["owner"] == "human"  # nothing was handed back
+
+
+async def test_run_boundaries_are_marked_in_the_transcript(http: ClientSession) -> None:
+    cid = await chat(http, "runs-mark-0001", "hi")
+    assert (await http.post(f"/api/conversations/{cid}/stop", headers=AYSE)).status == 202
+    assert (await http.post(f"/api/conversations/{cid}/start", json={"bot": "demo"}, headers=AYSE)).status == 202
+    conv = await _until(http, cid, lambda c: sum(e["role"] == "bot" for e in c["transcript"]) == 2)
+    events = [e.get("event") or e["role"] for e in conv["transcript"]]
+    assert events == ["user", "bot", "run_end", "run_start", "bot"]  # the first run needs no start mark
+    assert [e["text"] for e in conv["transcript"] if e["role"] == "system"] == [
+        "run of demo v1 ended (stopped)", "run of demo v1 started"]
+    assert conv["transcript"][3]["step"] == "hello"
+
+
+async def test_the_list_says_since_when_a_customer_waits(http: ClientSession) -> None:
+    cid = await chat(http, "waits-since-001", "hi")
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
+    before = time.time()
+    await chat(http, "waits-since-001", "anyone?")
+    await chat(http, "waits-since-001", "hello??")
+    row = (await listing(http, waiting=1))["conversations"][0]
+    assert row["id"] == cid and before - 1 <= row["waiting_since"] <= row["last_activity"]
+    first = row["waiting_since"]
+    conv = await _conversation(http, cid)
+    assert conv["waiting_since"] == first  # the oldest unanswered message, not the newest
+    assert (await http.post(f"/api/conversations/{cid}/messages", json={"text": "here"}, headers=AYSE)).status == 202
+    conv = await _until(http, cid, lambda c: c["chat_status"] == "answered")
+    assert conv["waiting_since"] is None
+
+
+async def test_a_held_message_with_no_bot_running_is_said_to_be_left_unanswered(http: ClientSession) -> None:
+    cid = await chat(http, "held-norun-001", "hi")
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
+    assert (await http.post(f"/api/conversations/{cid}/stop", headers=AYSE)).status == 202
+    await chat(http, "held-norun-001", "products")
+    assert (await http.post(f"/api/conversations/{cid}/release", json={"answer": True}, headers=AYSE)).status == 202
+    conv = await _until(http, cid, lambda c: c["owner"] == "bot")
+    line = next(e for e in conv["transcript"] if e.get("event") == "release")
+    assert line["text"].endswith("the bot leaves the customer's message “products” unanswered")
+    assert len(_bot_texts(conv)) == 1

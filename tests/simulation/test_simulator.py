@@ -131,6 +131,14 @@ async def test_takeover_and_release_with_events() -> None:
     assert s.context()["run"]["status"] == "finished"
 
 
+async def test_release_lets_the_bot_answer_the_message_held_during_the_takeover() -> None:
+    s = sim()
+    await s.say("hello")
+    await s.event("takeover", {"user": "user:7"})
+    assert await s.say("catalog") == []
+    assert shown(await s.event("release", {"answer": "true"})) == ["bot: Sent! Stage Contacted, tags catalog"]
+
+
 async def test_start_bot_event_and_stop() -> None:
     other = make_flow(
         {"o": {"type": "pause", "next": "o2"}, "o2": {"type": "message", "text": "other"}},

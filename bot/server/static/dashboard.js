@@ -25,6 +25,7 @@
     listES: null, convES: null,
     graphs: {},          // "bot@version" -> layout
     graphKey: null,
+    graphScale: null,    // null: fit the card's width; else the zoom the person chose
     listGen: 0,
     leadTimer: null,
   };
@@ -73,6 +74,24 @@
     if (s < 86400) return Math.round(s / 3600) + " h";
     var d = new Date(ts * 1000);
     return d.toLocaleDateString(undefined, { day: "numeric", month: "short" });
+  }
+
+  /* How long since ``ts``: "40 s", "12 min", "2 h 5 min", "3 d 4 h" (the customer's wait). */
+  function waited(ts) {
+    var s = Math.max(0, Math.round(Date.now() / 1000 - ts));
+    if (s < 60) return s + " s";
+    var m = Math.floor(s / 60);
+    if (m < 60) return m + " min";
+    var h = Math.floor(m / 60);
+    if (h < 24) return h + " h" + (m % 60 ? " " + (m % 60) + " min" : "");
+    return Math.floor(h / 24) + " d" + (h % 24 ? " " + (h % 24) + " h" : "");
+  }
+
+  function since(ts) {
+    var d = new Date(ts * 1000), today = new Date();
+    var time = d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+    return d.toDateString() === today.toDateString() ? time :
+      d.toLocaleDateString(undefined, { day: "numeric", month: "short" }) + " " + time;
   }
 
   function clock(ts) {
@@ -139,10 +158,14 @@
     paintAvatar($("me-avatar"), S.me);
     fillSelect($("channel-filter"), [["", "All channels"]].concat(S.channels.map(function (c) { return [c, c]; })), S.filters.channel);
     fillSelect($("bot-filter"), [["", "All bots"]].concat(S.bots.map(function (b) { return [b.id, b.name || b.id]; })), S.filters.bot);
-    fillSelect($("start-bot"), S.bots.map(function (b) { return [b.id, b.name && b.name !== b.id ? b.name + " (" + b.id + ")" : b.id]; }),
-      S.bots.length ? S.bots[0].id : "");
+    fillSelect($("start-bot"), [["", "Choose a bot…"]].concat(S.bots.map(function (b) { return [b.id, botLabel(b.id)]; })), "");
     openListStream();
     loadList(false);
+  }
+
+  function botLabel(id) {
+    var b = S.bots.filter(function (x) { return x.id === id; })[0];
+    return b && b.name && b.name !== b.id ? b.name + " (" + b.id + ")" : id;
   }
 
   function fillSelect(select, options, value) {
@@ -261,12 +284,16 @@
     var who = p ? (p.role === "user" ? "" : p.role === "bot" ? "Bot: " : "Support: ") : "";
     prev.textContent = p ? who + p.text : (s.last_message || "");
     var flag = li.querySelector(".flag");
-    flag.textContent = s.parked ? "Parked" : s.waiting ? "Waiting" : (s.unanswered ? "Unanswered" : "");
+    flag.dataset.since = s.waiting && !s.parked && s.waiting_since ? String(s.waiting_since) : "";
+    flag.textContent = s.parked ? "Parked" : s.waiting ? waitingText(s.waiting_since) : (s.unanswered ? "Unanswered" : "");
+    flag.title = flag.dataset.since ? "Waiting since " + since(s.waiting_since) : "";
     flag.className = "flag" + (s.parked ? " parked" : s.waiting ? " waiting" : s.unanswered ? " unanswered" : "");
     li.dataset.status = s.status;
     li.dataset.owner = ownerKind(s);
     li.classList.toggle("active", s.id === S.selected);
   }
+
+  function waitingText(ts) { return ts ? "Waiting " + waited(ts) : "Waiting"; }
 
   function upsertRow(s, live) {
     var list = $("conversations");
@@ -352,6 +379,7 @@
     $("conversation").dataset.cid = cid;
     $("transcript").replaceChildren();
     notice(null);
+    closeConfirm();
     $("reply").value = "";
     return api("GET", "/api/conversations/" + encodeURIComponent(cid)).then(function (res) {
       if (S.selected !== cid) return;
@@ -416,8 +444,9 @@
     var bits = [d.channel + (d.account ? " · " + d.account : "")];
     if (c.phone) bits.push(c.phone);
     if (c.email) bits.push(c.email);
-    bits.push(d.id);
-    $("c-sub").textContent = bits.join("  ·  ");
+    $("c-sub").textContent = bits.join("  ·  ");  // the raw id: behind the copy button
+    $("c-copy-id").title = d.id;
+    $("c-copy-id").dataset.cid = d.id;
     var badge = $("c-owner");
     var kind = ownerKind(d);
     badge.dataset.owner = kind;
@@ -432,8 +461,17 @@
     $("btn-release").disabled = !canRelease;
     $("release-step").disabled = !canRelease;
     var active = d.run && (d.run.status === "running" || d.run.status === "waiting");
-    $("btn-stop").disabled = !active;
-    $("btn-start").disabled = !$("start-bot").value;
+    // While someone else holds the chat they decide about the bot (an admin may still act).
+    var blocked = other && S.role !== "admin";
+    var holder = (d.owner_user || "Someone") + " has this conversation";
+    $("btn-stop").disabled = !active || blocked;
+    $("btn-stop").title = blocked ? holder : "";
+    $("start-bot").disabled = blocked;
+    $("btn-start").disabled = !$("start-bot").value || blocked;
+    $("btn-start").title = blocked ? holder : "";
+    if (blocked) closeConfirm("start");
+    renderWaiting();
+    renderHeld();
     var reply = $("reply");
     reply.disabled = !me;
     $("btn-send").disabled = !me;
@@ -447,6 +485,51 @@
     }
     var row = $("conversations").querySelector('li.conv[data-cid="' + CSS.escape(d.id) + '"]');
     if (row) { S.rows[d.id] = Object.assign({}, S.rows[d.id] || {}, summaryOf(d)); fillRow(row, S.rows[d.id]); }
+  }
+
+  function renderWaiting() {
+    var d = S.detail, node = $("c-waiting");
+    var on = !!(d && d.waiting && d.waiting_since && !d.parked);
+    node.hidden = !on;
+    node.dataset.since = on ? String(d.waiting_since) : "";
+    node.textContent = on ? "Waiting since " + since(d.waiting_since) + " (" + waited(d.waiting_since) + ")" : "";
+  }
+
+  /* The customer's message that came while a person had the chat: nobody has let the bot answer
+   * it; at hand-back the person chooses (see handBack). */
+  function renderHeld() {
+    var d = S.detail, h = d && d.owner === "human" ? d.held_message : null;
+    $("held").hidden = !h;
+    if (!h) { closeConfirm("handback"); return; }
+    $("held-text").textContent = "“" + (h.text || h.payload || "") + "”";
+    $("held-hint").textContent = mine(d) ? " At hand-back you choose whether the bot answers it." :
+      " " + (d.owner_user || "The person") + " chooses at hand-back whether the bot answers it.";
+  }
+
+  // ------------------------------------------------------------------ confirmations
+  /* One inline question at a time above the transcript: ``kind`` names it, ``choices`` are
+   * [label, className, action]; Cancel is always there. */
+  function askConfirm(kind, text, choices) {
+    var box = $("confirm"), actions = $("confirm-actions");
+    box.dataset.kind = kind;
+    $("confirm-text").textContent = text;
+    actions.replaceChildren();
+    choices.concat([["Cancel", "ghost", null]]).forEach(function (c) {
+      var b = el("button", c[1], c[0]);
+      b.type = "button";
+      b.addEventListener("click", function () { closeConfirm(); if (c[2]) c[2](); });
+      actions.appendChild(b);
+    });
+    box.hidden = false;
+    actions.firstChild.focus();
+  }
+
+  function closeConfirm(kind) {
+    var box = $("confirm");
+    if (kind && box.dataset.kind !== kind) return;
+    box.hidden = true;
+    box.dataset.kind = "";
+    $("confirm-actions").replaceChildren();
   }
 
   function summaryOf(d) {
@@ -480,6 +563,7 @@
       li.appendChild(el("span", "sys-text", entry.text || entry.event || ""));
       li.appendChild(el("time", "at", clock(entry.at)));
       if (entry.event) li.dataset.event = entry.event;
+      if (entry.event === "run_start" || entry.event === "run_end") li.classList.add("run-mark");
     } else {
       var head = el("div", "meta");
       var who = role === "human" ? (entry.user || "Support") : role === "bot" ? "Bot" + (entry.bot ? " · " + entry.bot : "") :
@@ -596,9 +680,17 @@
     var box = $("lead-body");
     box.replaceChildren();
     var lead = body.lead, c = body.contact || {};
-    var contact = el("div", "lead-contact");
-    contact.appendChild(el("strong", null, c.name || contactName(body)));
-    [c.phone, c.email].forEach(function (v) { if (v) contact.appendChild(el("div", "muted", v)); });
+    // The contact first: who it is, how to reach them, who at the seller looks after them.
+    var contact = el("dl", "kv lead-contact");
+    var responsible = c.responsible || (lead && lead.responsible);
+    [["Name", c.name || contactName(body), "lead-contact-name"], ["Phone", c.phone, "lead-contact-phone"],
+     ["E-mail", c.email, "lead-contact-email"], ["Responsible", responsible, "lead-contact-responsible"]]
+      .forEach(function (row) {
+        if (row[0] === "E-mail" && !row[1]) return;
+        var dd = el("dd", row[1] ? null : "muted", row[1] ? String(row[1]) : "—");
+        dd.id = row[2];
+        contact.append(el("dt", null, row[0]), dd);
+      });
     box.appendChild(contact);
     if (!lead) {
       box.appendChild(el("p", "muted", "No lead linked yet."));
@@ -610,7 +702,7 @@
     box.appendChild(head);
     var stage = el("div", "stage");
     stage.appendChild(el("span", "chip", (lead.pipeline || "") + (lead.stage ? " → " + lead.stage : "")));
-    if (lead.responsible) stage.appendChild(el("span", "muted", "· " + lead.responsible));
+    if (lead.responsible && lead.responsible !== responsible) stage.appendChild(el("span", "muted", "· lead: " + lead.responsible));
     box.appendChild(stage);
     var tags = (lead.tags || []).concat(c.tags || []);
     if (tags.length) {
@@ -678,23 +770,42 @@
     var box = $("graph");
     box.replaceChildren();
     $("graph-title").textContent = g ? g.id + " v" + g.version : "";
+    ["graph-out", "graph-fit", "graph-in", "graph-full"].forEach(function (id) { $(id).disabled = !g; });
     if (!g) { box.appendChild(el("p", "muted", "No bot run.")); fillReleaseSteps(); return; }
-    var scale = 0.72;
-    var root = svg("svg", { viewBox: "0 0 " + g.width + " " + g.height, width: Math.round(g.width * scale),
-      height: Math.round(g.height * scale), role: "img", "aria-label": "Flow graph of " + g.id });
+    box.appendChild(graphSvg(g, "arrow"));
+    if (!$("graph-overlay").hidden) closeFullGraph();  // another bot's graph now
+    sizeGraph();
+    fillReleaseSteps();
+    highlight();
+  }
+
+  /* The graph as an SVG, from the server's layout (plain numbers and texts, drawn with DOM calls).
+   * Its size is set by sizeGraph (the card) or the full-size view; the viewBox keeps it sharp. */
+  function graphSvg(g, markerId) {
+    var root = svg("svg", { viewBox: "0 0 " + g.width + " " + g.height, width: g.width, height: g.height,
+      role: "img", "aria-label": "Flow graph of " + g.id });
+    root.dataset.width = String(g.width);
+    root.dataset.height = String(g.height);
     var defs = svg("defs", {});
-    var marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" });
+    var marker = svg("marker", { id: markerId, viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" });
     marker.appendChild(svg("path", { d: "M0,0 L10,5 L0,10 z", "class": "arrowhead" }));
     defs.appendChild(marker);
     root.appendChild(defs);
+    var labels = svg("g", { "class": "edge-labels" });
     g.edges.forEach(function (e) {
-      var p = svg("path", { d: e.path, "class": "edge " + e.when + (e.back ? " back" : ""), "marker-end": "url(#arrow)" });
+      var p = svg("path", { d: e.path, "class": "edge " + e.when + (e.back ? " back" : ""), "marker-end": "url(#" + markerId + ")" });
       p.dataset.source = e.source; p.dataset.target = e.target;
       root.appendChild(p);
-      if (e.label) {
-        var t = svg("text", { x: e.lx, y: e.ly, "class": "edge-label", "text-anchor": "middle" });
+      if (e.label) {  // placed by the server where it covers no other label and no step
+        var lab = svg("g", { "class": "edge-label-box" });
+        var w = e.lw || e.label.length * 6 + 8;
+        lab.appendChild(svg("rect", { x: e.lx - w / 2, y: e.ly - 7, width: w, height: 14, rx: 3 }));
+        var t = svg("text", { x: e.lx, y: e.ly, "class": "edge-label", "text-anchor": "middle", "dominant-baseline": "central" });
         t.textContent = e.label;
-        root.appendChild(t);
+        var tip = svg("title", {});
+        tip.textContent = e.source + " → " + e.target + ": " + e.label;
+        lab.append(tip, t);
+        labels.appendChild(lab);
       }
     });
     g.nodes.forEach(function (n) {
@@ -711,30 +822,116 @@
       tip.textContent = n.id + " (" + n.type + ")" + (n.text ? ": " + n.text : "");
       grp.append(tip, title, type, txt);
       grp.addEventListener("click", function () {
+        if (grp.dataset.dragged) return;  // the end of a pan, not a click
         var sel = $("release-step");
         if (!sel.disabled) { sel.value = n.id; notice("Hand back will continue at “" + n.id + "”.", "info"); }
       });
       root.appendChild(grp);
     });
-    box.appendChild(root);
-    fillReleaseSteps();
+    root.appendChild(labels);  // over the edges and steps
+    return root;
+  }
+
+  var MIN_SCALE = 0.25, MAX_SCALE = 2;
+
+  /* Fit: the whole width of the flow in the card (never above 1:1); after a zoom, the chosen scale.
+   * The card scrolls (and pans by dragging) when the graph is larger than it. */
+  function fitScale() {
+    var root = $("graph").querySelector("svg");
+    if (!root) return 1;
+    var room = $("graph").clientWidth - 2;
+    return Math.max(MIN_SCALE, Math.min(1, room / Number(root.dataset.width)));
+  }
+
+  function sizeGraph() {
+    var box = $("graph"), root = box.querySelector("svg");
+    if (!root) return;
+    var scale = S.graphScale === null ? fitScale() : S.graphScale;
+    root.setAttribute("width", String(Math.round(Number(root.dataset.width) * scale)));
+    root.setAttribute("height", String(Math.round(Number(root.dataset.height) * scale)));
+    box.dataset.scale = scale.toFixed(3);
+    box.dataset.fit = S.graphScale === null ? "1" : "";
+  }
+
+  function zoomGraph(factor) {
+    var box = $("graph");
+    var current = S.graphScale === null ? fitScale() : S.graphScale;
+    var next = Math.max(MIN_SCALE, Math.min(MAX_SCALE, current * factor));
+    // keep the middle of what is shown in the middle
+    var cx = (box.scrollLeft + box.clientWidth / 2) / current, cy = (box.scrollTop + box.clientHeight / 2) / current;
+    S.graphScale = next;
+    sizeGraph();
+    box.scrollLeft = cx * next - box.clientWidth / 2;
+    box.scrollTop = cy * next - box.clientHeight / 2;
+  }
+
+  /* Drag to pan (the box's scroll position), in the card and in the full-size view. */
+  function pannable(box) {
+    var start = null;
+    box.addEventListener("pointerdown", function (e) {
+      if (e.button !== 0) return;
+      start = { x: e.clientX, y: e.clientY, left: box.scrollLeft, top: box.scrollTop, moved: false, target: e.target };
+    });
+    box.addEventListener("pointermove", function (e) {
+      if (!start) return;
+      var dx = e.clientX - start.x, dy = e.clientY - start.y;
+      if (!start.moved && Math.abs(dx) + Math.abs(dy) < 4) return;
+      if (!start.moved) { start.moved = true; box.setPointerCapture(e.pointerId); box.classList.add("panning"); }
+      box.scrollLeft = start.left - dx;
+      box.scrollTop = start.top - dy;
+    });
+    function end(e) {
+      if (!start) return;
+      if (start.moved) {
+        var node = start.target.closest && start.target.closest("g.node");
+        if (node) { node.dataset.dragged = "1"; setTimeout(function () { delete node.dataset.dragged; }, 0); }
+        box.classList.remove("panning");
+        if (box.hasPointerCapture(e.pointerId)) box.releasePointerCapture(e.pointerId);
+      }
+      start = null;
+    }
+    box.addEventListener("pointerup", end);
+    box.addEventListener("pointercancel", end);
+    box.addEventListener("wheel", function (e) {  // Ctrl/⌘ + wheel zooms the card; the wheel alone scrolls
+      if (box.id !== "graph" || !(e.ctrlKey || e.metaKey)) return;
+      e.preventDefault();
+      zoomGraph(e.deltaY < 0 ? 1.15 : 1 / 1.15);
+    }, { passive: false });
+  }
+
+  function openFullGraph() {
+    var g = S.graphKey ? S.graphs[S.graphKey] : null;
+    if (!g) return;
+    var big = $("graph-big");
+    big.replaceChildren(graphSvg(g, "arrow-big"));  // 1:1, the overlay scrolls and pans
+    $("graph-overlay-title").textContent = "Flow " + g.id + " v" + g.version;
+    $("graph-overlay").hidden = false;
     highlight();
+    var current = big.querySelector("g.node.current");
+    if (current) current.scrollIntoView({ block: "center", inline: "center" });
+    $("graph-close").focus();
+  }
+
+  function closeFullGraph() {
+    $("graph-overlay").hidden = true;
+    $("graph-big").replaceChildren();
   }
 
   function highlight() {
     var run = S.detail && S.detail.run;
     var step = run ? run.step : null;
-    var nodes = $("graph").querySelectorAll("g.node");
+    var nodes = document.querySelectorAll("#graph g.node, #graph-big g.node");
     var current = null;
     Array.prototype.forEach.call(nodes, function (n) {
       var on = n.dataset.step === step;
       n.classList.toggle("current", on);
-      if (on) current = n;
+      if (on && n.closest("#graph")) current = n;
     });
     $("graph").dataset.current = step || "";
-    if (current) {
+    if (current) {  // the current step in view in the card
       var box = $("graph"), bb = current.getBoundingClientRect(), gb = box.getBoundingClientRect();
       if (bb.top < gb.top || bb.bottom > gb.bottom) box.scrollTop += (bb.top - gb.top) - box.clientHeight / 3;
+      if (bb.left < gb.left || bb.right > gb.right) box.scrollLeft += (bb.left - gb.left) - (box.clientWidth - bb.width) / 2;
     }
   }
 
@@ -768,6 +965,48 @@
     });
   }
 
+  /* Hand back. A customer message that came while the person had the chat is not dropped: the
+   * person chooses whether the bot answers it (only when the bot goes on where it was). */
+  function handBack() {
+    var step = $("release-step").value, d = S.detail;
+    var done = function (res) { if (res && res.status === 202) $("release-step").value = ""; };
+    var held = d && d.held_message;
+    var running = d && d.run && (d.run.status === "running" || d.run.status === "waiting");
+    if (step || !held || !running) {  // no bot to answer it: the release line says it is left unanswered
+      act("/release", step ? { step: step } : {}, step ? "Handed back: the bot continues at “" + step + "”." :
+        "Handed back: the bot continues where it was.").then(done);
+      return;
+    }
+    askConfirm("handback", contactName(d) + " wrote “" + (held.text || held.payload || "") +
+      "” while you had the chat. Should the bot answer it?", [
+      ["Hand back, the bot answers it", "success", function () {
+        act("/release", { answer: true }, "Handed back: the bot answers the customer's message.").then(done);
+      }],
+      ["Hand back, no answer from the bot", "", function () {
+        act("/release", { answer: false }, "Handed back: the bot continues where it was, without answering.").then(done);
+      }]]);
+  }
+
+  /* The clipboard API needs a secure context (https or localhost); elsewhere the old way. */
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text).then(function () { return true; }, function () { return legacyCopy(text); });
+    }
+    return Promise.resolve(legacyCopy(text));
+  }
+
+  function legacyCopy(text) {
+    var area = el("textarea", "offscreen");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    document.body.appendChild(area);
+    area.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    area.remove();
+    return ok;
+  }
+
   function bind() {
     $("signin-form").addEventListener("submit", function (e) {
       e.preventDefault();
@@ -799,11 +1038,7 @@
     $("btn-takeover").addEventListener("click", function () {
       act("/takeover", undefined, "You have the conversation: the bot is silent until you hand it back.").then(function () { $("reply").focus(); });
     });
-    $("btn-release").addEventListener("click", function () {
-      var step = $("release-step").value;
-      act("/release", step ? { step: step } : {}, step ? "Handed back: the bot continues at “" + step + "”." : "Handed back: the bot continues where it was.")
-        .then(function (res) { if (res && res.status === 202) $("release-step").value = ""; });
-    });
+    $("btn-release").addEventListener("click", handBack);
     $("btn-stop").addEventListener("click", function () { act("/stop", undefined, "The bot was stopped."); });
     function retried(res) {
       if (res && res.status === 202 && S.detail) { setDetail(Object.assign({}, S.detail, res.body)); }
@@ -814,11 +1049,35 @@
     $("btn-retry-skip").addEventListener("click", function () {
       act("/retry", { skip: 1 }, "The oldest waiting event was discarded and the rest handled.").then(retried);
     });
-    $("start-bot").addEventListener("change", function () { $("btn-start").disabled = !this.value; });
+    $("start-bot").addEventListener("change", function () { closeConfirm("start"); renderHeader(); });
     $("btn-start").addEventListener("click", function () {
-      var bot = $("start-bot").value;
-      if (bot) act("/start", { bot: bot }, "Started " + bot + ".");
+      var bot = $("start-bot").value, d = S.detail;
+      if (!bot || !d) return;
+      var running = d.run && (d.run.status === "running" || d.run.status === "waiting");
+      askConfirm("start", "Start " + botLabel(bot) + " for " + contactName(d) + "?" +
+        (running ? " The bot running now (" + d.run.bot + ") is replaced." : ""), [["Start " + bot, "primary", function () {
+        act("/start", { bot: bot }, "Started " + bot + ".").then(function (res) {
+          if (res && res.status === 202) { $("start-bot").value = ""; renderHeader(); }
+        });
+      }]]);
     });
+    $("c-copy-id").addEventListener("click", function () {
+      var cid = this.dataset.cid;
+      if (cid) copyText(cid).then(function (ok) {
+        notice(ok ? "Conversation id copied." : "Copy failed: the id is " + cid, ok ? "ok" : "error");
+      });
+    });
+    $("graph-in").addEventListener("click", function () { zoomGraph(1.25); });
+    $("graph-out").addEventListener("click", function () { zoomGraph(0.8); });
+    $("graph-fit").addEventListener("click", function () { S.graphScale = null; sizeGraph(); highlight(); });
+    $("graph-full").addEventListener("click", openFullGraph);
+    $("graph-close").addEventListener("click", closeFullGraph);
+    document.addEventListener("keydown", function (e) {
+      if (e.key === "Escape" && !$("graph-overlay").hidden) closeFullGraph();
+    });
+    pannable($("graph"));
+    pannable($("graph-big"));
+    window.addEventListener("resize", function () { if (S.graphScale === null) sizeGraph(); });
     $("composer").addEventListener("submit", function (e) {
       e.preventDefault();
       var box = $("reply"), text = box.value;
@@ -838,6 +1097,10 @@
       Array.prototype.forEach.call(document.querySelectorAll(".conv .time"), function (t) {
         if (t.dataset.ts) t.textContent = ago(Number(t.dataset.ts));
       });
+      Array.prototype.forEach.call(document.querySelectorAll(".conv .flag"), function (f) {
+        if (f.dataset.since) f.textContent = waitingText(Number(f.dataset.since));
+      });
+      renderWaiting();
     }, 1000);
   }
 
