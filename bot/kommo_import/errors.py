@@ -1,9 +1,12 @@
-"""Errors of the Kommo conversion: each names the JSON pointer of what is wrong.
+"""Errors that list several problems at once, each with its JSON pointer.
 
     SalesbotError
-    └── KommoImportError       a Kommo document, a flow or a map cannot be converted
+    └── KommoImportError       (result.py) a Kommo document, a flow or a map cannot be converted
         ├── KommoMapInvalid    the --map document has problems (every one listed)
         └── KommoExportRefused a flow uses what Kommo cannot express (every use listed)
+
+``pointer`` and ``message`` are the first problem's, so a caller that handles one
+``KommoImportError`` handles these too; ``problems`` holds them all.
 """
 
 from __future__ import annotations
@@ -11,17 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Self
 
-from bot.errors import Problem, SalesbotError
+from bot.errors import Problem
+
+from .result import KommoImportError
 
 
-class KommoImportError(SalesbotError):
-    """A conversion failed at ``pointer``; ``problems`` holds it and any others found with it."""
-
+class _Problems(KommoImportError):
     def __init__(self, pointer: str, message: str, more: Sequence[Problem] = ()) -> None:
-        self.pointer = pointer
-        self.message = message
+        super().__init__(pointer, message)
         self.problems = [Problem(pointer, message), *more]
-        super().__init__("\n".join(str(p) for p in self.problems))
+        self.args = ("\n".join(str(p) for p in self.problems),)
 
     @classmethod
     def of(cls, problems: Sequence[Problem]) -> Self:
@@ -30,9 +32,9 @@ class KommoImportError(SalesbotError):
         return cls(first.pointer, first.message, rest)
 
 
-class KommoMapInvalid(KommoImportError):
+class KommoMapInvalid(_Problems):
     """The map (``--map map.toml``) is malformed: an unknown table, a non-numeric id, an empty name."""
 
 
-class KommoExportRefused(KommoImportError):
+class KommoExportRefused(_Problems):
     """The flow uses something Kommo's Salesbot language has no way to say."""
