@@ -1,0 +1,182 @@
+"""Export to Kommo: what Kommo can say comes out as Kommo's handlers; anything else is refused,
+every use listed with its pointer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bot.builder.validate import check_document
+from bot.kommo_import import mapping
+from bot.kommo_import.convert_out import export
+from bot.kommo_import.errors import KommoExportRefused
+from bot.kommo_import.result import KommoImportError
+
+MAP = mapping.from_document({"fields": {"4242": "participation"}, "stages": {"142": "won", "7002": "Qualified"},
+                             "users": {"9001": "anna"}})
+
+
+def flow(steps: dict[str, Any], start: str | None = None, **extra: Any) -> dict[str, Any]:
+    doc = {"format": "salesbot.flow/1", "id": "t", "start": start or next(iter(steps)), "steps": steps, **extra}
+    errors = [p for p in check_document(doc)[0] if p.severity == "error"]
+    assert errors == []
+    return doc
+
+
+def goto(step: int, kind: str = "question") -> dict[str, Any]:
+    return {"handler": "goto", "params": {"type": kind, "step": step}}
+
+
+def act(name: str, **params: Any) -> dict[str, Any]:
+    return {"handler": "action", "params": {"name": name, "params": params}}
+
+
+def test_a_menu_with_a_fallback_becomes_show_and_buttons() -> None:
+    doc = flow({
+        "menu": {"type": "message", "text": "Hi {{ contact.name }}! Pick one", "buttons": [
+            {"title": "Offline", "synonyms": ["1"], "next": "off"}, {"title": "Online", "next": "on"}],
+            "other_answer": "menu"},
+        "off": {"type": "action", "actions": [
+            {"do": "set_field", "field": "participation", "value": "Offline"},
+            {"do": "tags", "add": ["offline", "{{ message.text }}"], "remove": ["cold"]},
+            {"do": "change_stage", "stage": "Qualified"}], "next": "bye"},
+        "on": {"type": "message", "text": "See {{ lead.fields.participation }}", "next": "bye"},
+        "bye": {"type": "stop", "close_chat": True},
+    })
+    assert export(doc, MAP) == [
+        {"question": [{"handler": "show", "params": {"type": "buttons", "value": "Hi {{contact.name}}! Pick one",
+                                                     "buttons": ["Offline", "Online"]}}],
+         "answer": [{"handler": "buttons", "params": [{"value": "Offline", "params": [goto(1)]},
+                                                      {"value": "1", "params": [goto(1)]},
+                                                      {"value": "Online", "params": [goto(2)]}]},
+                    goto(0)]},
+        {"question": [act("set_custom_fields", type=2, value="Offline", custom_fields_id=4242),
+                      act("set_tag", type=2, value="offline"), act("set_tag", type=2, value="{{message_text}}"),
+                      act("unset_tag", type=2, value="cold"), act("change_status", value=7002), goto(3)]},
+        {"question": [{"handler": "show", "params": {"type": "text", "value": "See {{lead.cf.4242}}"}}, goto(3)]},
+        {"question": [goto(3, "finish")], "finish": [{"handler": "stop", "params": {"action": "talk-close"}}]},
+    ]
+
+
+def test_the_start_step_is_step_0_and_a_waiting_menu_without_fallback_waits_again() -> None:
+    doc = flow({"end": {"type": "stop"},
+                "ask": {"type": "message", "text": "Yes?", "buttons": [{"title": "Yes", "next": "end"}]}},
+               start="ask")
+    assert export(doc) == [
+        {"question": [{"handler": "show", "params": {"type": "buttons", "value": "Yes?", "buttons": ["Yes"]}}],
+         "answer": [{"handler": "buttons", "params": [{"value": "Yes", "params": [goto(1)]}]},
+                    {"handler": "wait_answer", "params": {"type": "answer", "step": 0}}]},
+        {"question": [goto(1, "finish")]},
+    ]
+
+
+def test_a_phone_loop_becomes_validations_and_wait_answer() -> None:
+    doc = flow({
+        "ask": {"type": "message", "text": "Your phone?", "next": "wait"},
+        "wait": {"type": "pause", "until": [{"on": "message", "next": "check"}]},
+        "check": {"type": "validation", "rules": [{"check": "contains", "kind": "phone"}],
+                  "pass": "save", "fail": "ask"},
+        "save": {"type": "action", "actions": [
+            {"do": "set_field", "entity": "contact", "field": "cf_77", "value": "{{ last_validation_result }}"},
+            {"do": "add_note", "text": "phone {{ last_validation_result }}"},
+            {"do": "change_responsible", "user": "anna"}, {"do": "subscribers", "add": [5], "remove": ["anna"]}]},
+    })
+    out = export(doc, MAP)
+    assert out[1] == {"question": [{"handler": "wait_answer", "params": {"type": "question", "step": 2}}]}
+    assert out[2] == {"question": [
+        {"handler": "validations", "params": {"logic": "and", "conditions": [
+            {"client_value": "{{message_text}}", "type": "phone", "condition_value": "", "operation": "contains"}],
+            "result": [goto(3)]}},
+        goto(0)]}
+    assert out[3]["question"] == [
+        act("set_custom_fields", type=1, value="{{last_validation_result}}", custom_fields_id=77),
+        act("add_note", element_type=2, note_type=4, text="phone {{last_validation_result}}"),
+        act("change_responsible_user", value=9001, type=2),
+        act("subscribe", type="user", value=5), act("unsubscribe", type="user", value=9001),
+        goto(3, "finish")]
+
+
+def test_conditions_internal_messages_widgets_and_other_bots() -> None:
+    doc = flow({
+        "route": {"type": "condition", "branches": [
+            {"if": {"field": "chat.origin", "op": "eq", "value": "telegram"}, "next": "tell"},
+            {"if": {"any": [{"field": "json.status", "op": "ne", "value": "ok"},
+                            {"field": "lead.price", "op": "between", "value": [1, 500]}]}, "next": "hook"}],
+            "else": "other"},
+        "tell": {"type": "internal_message", "text": "Lead {{ lead.id }}", "to": ["user:anna", "team:12"],
+                 "next": "hook"},
+        "hook": {"type": "widget", "widget": "http_request",
+                 "params": {"url": "https://example.com/x", "data": {"lead": "{{ lead.id }}"}},
+                 "wait": {"timeout": "10m"}, "next": "other"},
+        "other": {"type": "start_bot", "bot": "1234"},
+    })
+    out = export(doc, MAP)
+    assert out[0]["question"] == [
+        {"handler": "condition", "params": {"term1": "{{origin}}", "term2": "telegram", "operation": "=",
+                                            "result": [goto(1)]}},
+        {"handler": "conditions", "params": {"logic": "or", "conditions": [
+            {"term1": "{{json.status}}", "term2": "ok", "operation": "!="},
+            {"term1": "{{lead.price}}", "term2": {"from": 1, "to": 500}, "operation": "in_range"}],
+            "result": [goto(2)]}},
+        goto(3)]
+    message = {"entity_id": "{{lead.id}}", "entity_type": 2, "message": "Lead {{lead.id}}"}
+    assert out[1]["question"] == [{"handler": "send_internal", "params": {**message, "user_id": 9001}},
+                                  {"handler": "send_internal", "params": {**message, "group_id": 12}}, goto(2)]
+    assert out[2]["question"] == [{"handler": "widget_request", "params": {
+        "url": "https://example.com/x", "data": {"lead": "{{lead.id}}"}}}, goto(3)]
+    assert out[3] == {"question": [goto(3, "finish")],
+                      "finish": [{"handler": "stop", "params": {"action": "salesbot-start", "bot": 1234}}]}
+
+
+def test_a_message_to_the_main_contact_with_a_way_on_when_undelivered() -> None:
+    doc = flow({"hi": {"type": "message", "text": "Hello", "recipients": "main_contact", "failed": "oops",
+                       "buttons": [{"title": "Site", "url": "https://example.com"}]},
+                "oops": {"type": "stop"}})
+    assert export(doc)[0]["question"][0] == {"handler": "send_external_message", "params": {
+        "message": {"type": "external", "text": "Hello", "buttons": [
+            {"type": "url", "text": "Site", "url": "https://example.com"}]},
+        "recipient": {"type": "main_contact", "way_of_communication": "over_all"},
+        "channels": [], "on_error": goto(1)}}
+
+
+def test_everything_kommo_cannot_say_is_listed_at_once_with_its_pointer() -> None:
+    doc = flow({
+        "a": {"type": "message", "text": "{% if lead.price %}rich{% endif %}",
+              "no_answer": {"after": "1h", "next": "b"},
+              "buttons": [{"title": "x", "next": "b"}], "other_answer": "b"},
+        "b": {"type": "action", "actions": [{"do": "set_field", "field": "budget", "value": "1"},
+                                            {"do": "change_stage", "stage": "Nowhere"},
+                                            {"do": "send_webhook", "url": "https://example.com"}], "next": "c"},
+        "c": {"type": "pause", "until": [{"on": "timer", "after": "1d", "next": "d"}]},
+        "d": {"type": "round_robin", "options": ["a", "b"]},
+        "e": {"type": "condition", "branches": [{"if": {"expr": "lead.price > 3"}, "next": "a"}]},
+    }, settings={"working_hours": {"mon-fri": "09:00-18:00"}}, variables={"n": 1})
+    with pytest.raises(KommoExportRefused) as caught:
+        export(doc, MAP)
+    found = {(p.pointer, p.message.split(":")[0].split(" (")[0]) for p in caught.value.problems}
+    assert found == {
+        ("/settings/working_hours", "Kommo has no working hours in a bot's code"),
+        ("/variables", "Kommo has no bot variables"),
+        ("/steps/a/no_answer", "Kommo has no timer on waiting for an answer"),
+        ("/steps/a/text", "Kommo has no statements or comments"),
+        ("/steps/b/actions/0/field", 'Kommo has no field named "budget"'),
+        ("/steps/b/actions/1/stage", 'Kommo has no stage named "Nowhere"'),
+        ("/steps/b/actions/2/do", 'Kommo has no action like "send_webhook" in a bot\'s code'),
+        ("/steps/c/until/0/on", 'Kommo has no published pause on "timer"'),
+        ("/steps/d/type", 'Kommo has no "round_robin" step'),
+        ("/steps/e/branches/0/if/expr", 'Kommo has no "expr" condition'),
+    }
+    assert isinstance(caught.value, KommoImportError) and caught.value.pointer == caught.value.problems[0].pointer
+
+
+def test_a_name_mapped_to_several_ids_is_ambiguous() -> None:
+    two = mapping.from_document({"stages": {"7002": "Qualified", "8002": "Qualified"}})
+    doc = flow({"s": {"type": "action", "actions": [{"do": "change_stage", "stage": "Qualified"}]}})
+    with pytest.raises(KommoExportRefused, match=r"several stages mapped to \"Qualified\" \(7002, 8002\)"):
+        export(doc, two)
+
+
+def test_an_invalid_flow_is_not_exported() -> None:
+    with pytest.raises(KommoImportError, match="not a valid flow"):
+        export({"format": "salesbot.flow/1", "steps": {}})
