@@ -39,6 +39,7 @@ class Builder:
         self._reserved: set[str] = set()
         self._states: list[str] = []  # one per handler being converted (they nest): converted|approximated|custom
         self._unmapped: dict[tuple[str, int], str] = {}
+        self._field_uses: dict[int, str] = {}  # Kommo field id without a name → pointer of its first use
 
     # ---------------------------------------------------------------- ids and steps
     def reserve(self, sid: str) -> str:
@@ -121,7 +122,10 @@ class Builder:
         """Kommo text → our template; approximations and unknown placeholders are warned about."""
         if not isinstance(value, str):
             raise KommoImportError(pointer, "must be text")
+        before = set(self.fields.unmapped)
         rewritten = to_template(value, self.fields)
+        for kommo_id in self.fields.unmapped - before:
+            self._field_uses.setdefault(kommo_id, pointer)
         for note in rewritten.approximations:
             self.approximate(pointer, note)
         for note in rewritten.unknown:
@@ -151,12 +155,17 @@ class Builder:
         return kommo_id
 
     def field(self, raw: Any, pointer: str) -> str:
-        return self.fields.name(as_int(raw, pointer))
+        kommo_id = as_int(raw, pointer)
+        name = self.fields.name(kommo_id)
+        if kommo_id in self.fields.unmapped:
+            self._field_uses.setdefault(kommo_id, pointer)
+        return name
 
-    def warn_unmapped_fields(self, pointer: str) -> None:
+    def warn_unmapped_fields(self) -> None:
+        """One warning per Kommo field without a name in the map, at its first use."""
         for kommo_id in sorted(self.fields.unmapped):
-            self.result.warn(pointer, f"Kommo field {kommo_id} is not in the map's [fields]: the flow calls it "
-                                      f"cf_{kommo_id}")
+            self.result.warn(self._field_uses.get(kommo_id, ""), f"Kommo field {kommo_id} is not in the map's "
+                                                                  f"[fields]: the flow calls it cf_{kommo_id}")
 
 
 def as_int(raw: Any, pointer: str) -> int:

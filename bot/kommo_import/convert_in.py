@@ -101,7 +101,7 @@ class _Importer:
             for sid, s in b.steps.items():
                 if s["type"] in ("message", "list") and "failed" not in s and not sid.startswith(error_id):
                     s["failed"] = error_id
-        b.warn_unmapped_fields("")
+        b.warn_unmapped_fields()
         flow: dict[str, Any] = {"format": "salesbot.flow/1", "id": bot_id}
         if self.bot.name:
             flow["name"] = self.bot.name[:200]
