@@ -24,7 +24,8 @@ def add_import_parser(fsub: Any) -> None:
 
 def default_id(path: str) -> str:
     """A flow id from a file name: ``Welcome Bot.json`` → ``welcome-bot``, ``menu.kommo.json`` → ``menu``."""
-    stem = unicodedata.normalize("NFKD", Path(path).stem.removesuffix(".kommo")).encode("ascii", "ignore").decode().lower()
+    stem = Path(path).stem.removesuffix(".kommo")
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode().lower()
     slug = re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-_")[:64]
     return slug or "kommo-bot"
 
