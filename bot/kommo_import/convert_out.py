@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from bot.builder import models as m
 from bot.errors import Problem
 
+from .actions_out import action
 from .errors import KommoExportRefused
 from .mapping import EMPTY, KommoMap, Table
 from .placeholders import FieldNames, to_kommo
@@ -30,12 +31,8 @@ from .result import KommoImportError, pointer_join
 
 Handler = dict[str, Any]
 KommoStep = dict[str, list[Handler]]
-#: Our entities → Kommo's ``type`` / ``element_type`` codes (1 contact, 2 lead).
-ENTITY_CODES = {"lead": 2, "contact": 1}
 #: Our comparison operators → Kommo's ``condition`` operations.
 OPERATIONS = {"eq": "=", "ne": "!=", "in": "in", "not_in": "not_in", "between": "in_range"}
-#: Kommo's system stages (won, lost): the same ids in every pipeline.
-CLOSED_STAGES = frozenset({142, 143})
 
 
 def export(flow: Any, kommo_map: KommoMap = EMPTY) -> list[KommoStep]:
@@ -88,14 +85,18 @@ class _Exporter:
         """``goto`` the step of ours named ``target``, or to this step's ``finish`` (the run ends)."""
         return _goto(self.index[target]) if target is not None else _goto(own, "finish")
 
-    def kommo_id(self, table: Table, value: object, pointer: str, what: str) -> int | None:
-        """A Kommo id of a name (through the map) or of a number; a problem when there is none."""
+    def kommo_id(self, table: Table, value: object, pointer: str, what: str, *,
+                 computed: bool = False) -> int | str | None:
+        """A Kommo id of a name (through the map) or of a number; a problem when there is none.
+        With ``computed`` a template is Kommo text (``{{lead.cf.1}}``), else refused."""
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         name = str(value).strip()
         if re.fullmatch(r"[0-9]+", name):
             return int(name)
         if "{{" in name or "{%" in name:
+            if computed:
+                return self.text(name, pointer)
             self.refuse(pointer, f"Kommo has no computed {what}: name one (a template cannot be exported)")
             return None
         found = self.map.kommo_ids(table, name)
@@ -137,7 +138,7 @@ class _Exporter:
             case m.ActionStep():
                 if step.failed is not None:
                     self.refuse(f"{at}/failed", "Kommo has no way on when a CRM action fails")
-                handlers = [h for i, a in enumerate(step.actions) for h in self.action(a, f"{at}/actions/{i}")]
+                handlers = [h for i, a in enumerate(step.actions) for h in action(self, a, f"{at}/actions/{i}")]
                 return {"question": [*handlers, self.way_on(step.next, own)]}
             case m.InternalMessageStep():
                 return {"question": [*self.internal(step, at), self.way_on(step.next, own)]}
@@ -342,59 +343,6 @@ class _Exporter:
             else:
                 self.refuse(f"{at}/params/{key}", f'Kommo\'s widget_request has no "{key}"')
         return {"question": [{"handler": "widget_request", "params": params}, self.way_on(step.next, own)]}
-
-    def action(self, a: m.Action, at: str) -> list[Handler]:
-        """The ``action`` handlers of one action of ours (tags: one per tag)."""
-        def act(name: str, params: dict[str, Any]) -> Handler:
-            return {"handler": "action", "params": {"name": name, "params": params}}
-
-        match a:
-            case m.Tags():
-                code = self.entity(a.entity, f"{at}/entity")
-                return ([act("set_tag", {"type": code, "value": self.text(t, f"{at}/add/{i}")})
-                         for i, t in enumerate(a.add)]
-                        + [act("unset_tag", {"type": code, "value": self.text(t, f"{at}/remove/{i}")})
-                           for i, t in enumerate(a.remove)])
-            case m.SetField():
-                code = self.entity(a.entity, f"{at}/entity")
-                field_id = self.fields.id(a.field)
-                if field_id is None:
-                    self.refuse(f"{at}/field", f'Kommo has no field named "{a.field}": add its id to [fields] '
-                                "in the map (or name it cf_<id>)")
-                if a.from_ == "manual":
-                    self.refuse(f"{at}/from", "Kommo has no field value asked of the responsible user")
-                value = "{{message_text}}" if a.from_ == "message" else self.value(a.value, f"{at}/value")
-                return [act("set_custom_fields", {"type": code, "value": value, "custom_fields_id": field_id})]
-            case m.ChangeStage():
-                stage = self.kommo_id("stages", a.stage, f"{at}/stage", "stage")
-                if a.pipeline is not None and stage in CLOSED_STAGES:
-                    self.refuse(f"{at}/pipeline", "Kommo moves a lead to won or lost in its own pipeline only: "
-                                "leave the pipeline out")
-                return [act("change_status", {"value": stage})]
-            case m.ChangeResponsible():
-                user = self.kommo_id("users", a.user, f"{at}/user", "user")
-                codes = {"lead": 2, "main_contact": 1}
-                if len(a.entities) != 1 or a.entities[0] not in codes:
-                    self.refuse(f"{at}/entities", "Kommo changes the responsible user of the lead or of the "
-                                "main contact, one of them per action")
-                return [act("change_responsible_user", {"value": user, "type": codes.get(a.entities[0], 2)})]
-            case m.AddNote():
-                return [act("add_note", {"element_type": ENTITY_CODES[a.entity], "note_type": 4,
-                                         "text": self.text(a.text, f"{at}/text")})]
-            case m.Subscribers():
-                return ([act("subscribe", {"type": "user", "value": self.kommo_id("users", u, f"{at}/add/{i}", "user")})
-                         for i, u in enumerate(a.add)]
-                        + [act("unsubscribe", {"type": "user",
-                                               "value": self.kommo_id("users", u, f"{at}/remove/{i}", "user")})
-                           for i, u in enumerate(a.remove)])
-            case _:
-                self.refuse(f"{at}/do", f'Kommo has no action like "{a.do}" in a bot\'s code')
-                return []
-
-    def entity(self, entity: str, at: str) -> int:
-        if entity not in ENTITY_CODES:
-            self.refuse(at, f'Kommo has no "{entity}" here (only lead or contact)')
-        return ENTITY_CODES.get(entity, 2)
 
 
 def _number(value: float) -> int | float:

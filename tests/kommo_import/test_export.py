@@ -180,3 +180,34 @@ def test_a_name_mapped_to_several_ids_is_ambiguous() -> None:
 def test_an_invalid_flow_is_not_exported() -> None:
     with pytest.raises(KommoImportError, match="not a valid flow"):
         export({"format": "salesbot.flow/1", "steps": {}})
+
+
+def test_tasks_the_budget_and_computed_stages() -> None:
+    doc = flow({"s": {"type": "action", "actions": [
+        {"do": "add_task", "text": "Call {{ contact.name }}", "due": "1d2h30m", "task_type": "meeting",
+         "responsible": "anna"},
+        {"do": "add_task", "text": "Now", "due": "now"},
+        {"do": "set_field", "field": "price", "value": "{{ lead.fields.cf_5 }}"},
+        {"do": "tags", "entity": "company", "add": ["partner"]},
+        {"do": "change_stage", "stage": "{{ lead.fields.cf_6 }}"}]}})
+    handlers = export(doc, MAP)[0]["question"]
+    settings = handlers[0]["params"]["trigger"]["settings"]
+    assert handlers[0]["params"]["trigger"]["action"] == "create_task"
+    assert settings == {"task_text": "Call {{contact.name}}", "task_type": "2", "deadline-days": "1",
+                        "deadline-hours": "2", "deadline-minutes": "30", "within-deadline": "0",
+                        "responsible_user": "9001"}
+    assert handlers[1]["params"]["trigger"]["settings"] == {
+        "task_text": "Now", "task_type": "1", "deadline-days": "", "deadline-hours": "", "deadline-minutes": "",
+        "within-deadline": "0", "responsible_user": ""}
+    assert handlers[2:5] == [act("set_budget", value="{{lead.cf.5}}"), act("set_tag", type=3, value="partner"),
+                             act("change_status", value="{{lead.cf.6}}")]
+
+
+def test_task_deadlines_kommo_cannot_say_are_refused() -> None:
+    doc = flow({"s": {"type": "action", "actions": [
+        {"do": "add_task", "text": "x", "due": "end_of_week", "task_type": "demo"},
+        {"do": "add_task", "text": "x", "due": "90s"}]}})
+    with pytest.raises(KommoExportRefused) as caught:
+        export(doc)
+    assert [p.pointer for p in caught.value.problems] == [
+        "/steps/s/actions/0/due", "/steps/s/actions/0/task_type", "/steps/s/actions/1/due"]
