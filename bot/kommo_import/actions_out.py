@@ -74,9 +74,25 @@ def action(x: Exporter, a: m.Action, at: str) -> list[Handler]:
                        for i, u in enumerate(a.remove)])
         case m.AddTask():
             return [_task(x, a, at)]
+        case m.SetChatStatus() if a.status == "closed":  # convert_in: a talk-close with more to do
+            return [{"handler": "stop", "params": {"action": "talk-close"}}]
+        case m.SendWebhook():
+            return [_webhook(x, a, at)]
         case _:
             x.refuse(f"{at}/do", f'Kommo has no action like "{a.do}" in a bot\'s code')
             return []
+
+
+def _webhook(x: Exporter, a: m.SendWebhook, at: str) -> Handler:
+    """The "Send webhook" action as builders report it (``url``, ``method``, ``data``): fire and forget."""
+    if a.headers:
+        x.refuse(f"{at}/headers", "Kommo's Send webhook has no headers")
+    if a.save_as != "json":
+        x.refuse(f"{at}/save_as", "Kommo keeps no webhook answer under another name")
+    params: dict[str, Any] = {"url": x.text(a.url, f"{at}/url"), "method": a.method}
+    if a.body is not None:
+        params["data"] = x.value(a.body, f"{at}/body")
+    return _act("webhook", params)
 
 
 def _set_field(x: Exporter, a: m.SetField, at: str) -> list[Handler]:
