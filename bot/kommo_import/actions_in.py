@@ -105,7 +105,7 @@ def _set_custom_fields(b: Builder, q: Mapping[str, Any], at: str) -> list[Action
     if "custom_fields_id" in q:
         name = b.field(q["custom_fields_id"], pointer_join(at, "custom_fields_id"))
     elif isinstance(q.get("custom_field"), str) and (m := _FIELD_PLACEHOLDER.match(q["custom_field"])):
-        kind, name = m.group(1), b.fields.name(int(m.group(2)))
+        kind, name = m.group(1), b.field(m.group(2), pointer_join(at, "custom_field"))
     elif "custom_field" in q:
         raise NoEquivalent("action.set_custom_fields", f"the field {q['custom_field']!r} has no equivalent here")
     else:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .mapping import KommoMap, Table
 from .placeholders import FieldNames, to_template
-from .result import Conversion, KommoImportError, pointer_join
+from .result import Conversion, KommoImportError, pointer_join, pointer_key
 
 Step = dict[str, Any]
 END = "end"  # the shared stop step, for branches that must name a step
@@ -39,6 +39,7 @@ class Builder:
         self._reserved: set[str] = set()
         self._states: list[str] = []  # one per handler being converted (they nest): converted|approximated|custom
         self._unmapped: dict[tuple[str, int], str] = {}
+        self._field_uses: dict[int, str] = {}  # Kommo field id without a name → pointer of its first use
 
     # ---------------------------------------------------------------- ids and steps
     def reserve(self, sid: str) -> str:
@@ -121,7 +122,10 @@ class Builder:
         """Kommo text → our template; approximations and unknown placeholders are warned about."""
         if not isinstance(value, str):
             raise KommoImportError(pointer, "must be text")
+        before = set(self.fields.unmapped)
         rewritten = to_template(value, self.fields)
+        for kommo_id in self.fields.unmapped - before:
+            self._first_use(kommo_id, pointer)
         for note in rewritten.approximations:
             self.approximate(pointer, note)
         for note in rewritten.unknown:
@@ -144,19 +148,32 @@ class Builder:
         name = self.map.name(table, kommo_id)
         if name is not None:
             return name
-        if (table, kommo_id) not in self._unmapped:
+        known = self._unmapped.get((table, kommo_id))
+        if known is None or pointer_key(pointer) < pointer_key(known):
             self._unmapped[(table, kommo_id)] = pointer
-            self.result.warn(pointer, f"Kommo id {kommo_id} is not in the map's [{table}]: the flow names it by "
-                                      f"number (add it to map.toml and import again to use our name)")
         return kommo_id
 
     def field(self, raw: Any, pointer: str) -> str:
-        return self.fields.name(as_int(raw, pointer))
+        kommo_id = as_int(raw, pointer)
+        name = self.fields.name(kommo_id)
+        if kommo_id in self.fields.unmapped:
+            self._first_use(kommo_id, pointer)
+        return name
 
-    def warn_unmapped_fields(self, pointer: str) -> None:
+    def _first_use(self, kommo_id: int, pointer: str) -> None:
+        known = self._field_uses.get(kommo_id)
+        if known is None or pointer_key(pointer) < pointer_key(known):
+            self._field_uses[kommo_id] = pointer
+
+    def finish(self) -> None:
+        """One warning per Kommo id without a name in the map, at its first use; warnings in document order."""
+        for (table, kommo_id), pointer in self._unmapped.items():
+            self.result.warn(pointer, f"Kommo id {kommo_id} is not in the map's [{table}]: the flow names it by "
+                                      f"number (add it to map.toml and import again to use our name)")
         for kommo_id in sorted(self.fields.unmapped):
-            self.result.warn(pointer, f"Kommo field {kommo_id} is not in the map's [fields]: the flow calls it "
-                                      f"cf_{kommo_id}")
+            self.result.warn(self._field_uses.get(kommo_id, ""), f"Kommo field {kommo_id} is not in the map's "
+                                                                  f"[fields]: the flow calls it cf_{kommo_id}")
+        self.result.warnings.sort(key=lambda w: pointer_key(w.pointer))
 
 
 def as_int(raw: Any, pointer: str) -> int:

@@ -101,7 +101,7 @@ class _Importer:
             for sid, s in b.steps.items():
                 if s["type"] in ("message", "list") and "failed" not in s and not sid.startswith(error_id):
                     s["failed"] = error_id
-        b.warn_unmapped_fields("")
+        b.finish()
         flow: dict[str, Any] = {"format": "salesbot.flow/1", "id": bot_id}
         if self.bot.name:
             flow["name"] = self.bot.name[:200]
@@ -132,9 +132,10 @@ class _Importer:
                 self.b.result.warn(pointer_join(pointer, j), "never runs: it comes after a goto or wait_answer")
             order = order[:jump + 1]
         c = cont
+        ids = [name, *(self.b.new_id(name) for _ in order[1:])]  # numbered in the order they run
         for pos in range(len(order) - 1, -1, -1):
             i, h = order[pos]
-            sid = name if pos == 0 else self.b.new_id(name)
+            sid = ids[pos]
             self.b.begin()
             c = self.handler(h, pointer_join(pointer, i), c, sid)
             self.b.count()
@@ -289,13 +290,19 @@ class _Importer:
 
     # ---------------------------------------------------------------- branching
     def condition(self, h: Handler, pointer: str, c: Cont, sid: str) -> Cont:
+        try:
+            return self._condition(h, pointer, c, sid)
+        except actions_in.NoEquivalent as exc:
+            return self.b.custom(sid, h, pointer, c, exc.why, exc.kind)
+
+    def _condition(self, h: Handler, pointer: str, c: Cont, sid: str) -> Cont:
         p = params_of(h, pointer)
         at = pointer_join(pointer, "params")
         if h["handler"] == "conditions":
             conds = p.get("conditions")
             if not isinstance(conds, list) or not conds:
                 raise KommoImportError(pointer_join(at, "conditions"), "conditions: must be a non-empty list")
-            leaves = [self.predicate(x, pointer_join(at, "conditions", i)) for i, x in enumerate(conds)]
+            leaves = [self.predicate(x, pointer_join(at, "conditions", i), "conditions") for i, x in enumerate(conds)]
             logic = p.get("logic", "and")
             if logic not in ("and", "or"):
                 raise KommoImportError(pointer_join(at, "logic"), "logic must be and or or")
@@ -307,7 +314,7 @@ class _Importer:
                    pointer)
         return Cont(sid)
 
-    def predicate(self, x: Any, at: str) -> dict[str, Any]:
+    def predicate(self, x: Any, at: str, h_kind: str = "condition") -> dict[str, Any]:
         if not isinstance(x, Mapping):
             raise KommoImportError(at, "a condition is an object {term1, term2, operation}")
         term1 = x.get("term1")
@@ -317,11 +324,14 @@ class _Importer:
         op = _OPS.get(op_raw) if isinstance(op_raw, str) else None
         if op is None:
             raise KommoImportError(pointer_join(at, "operation"), f"unknown operation {op_raw!r}")
-        subject = self.b.text(term1 if "{{" in term1 else "{{" + term1 + "}}", pointer_join(at, "term1"))
-        m = _FIELD_PATH.match(subject)
-        if m is None:
-            raise KommoImportError(pointer_join(at, "term1"), "term1 must be one placeholder")
-        field = m.group(1)
+        if term1 in ("lead.tags", "contact.tags", "company.tags"):
+            field = term1
+        else:
+            subject = self.b.text(term1 if "{{" in term1 else "{{" + term1 + "}}", pointer_join(at, "term1"))
+            m = _FIELD_PATH.match(subject)
+            if m is None:
+                raise actions_in.NoEquivalent(h_kind, f"the condition on {term1!r} has no equivalent here")
+            field = m.group(1)
         term2 = x.get("term2")
         value: Any
         if op == "between":

@@ -44,8 +44,8 @@ EXACT: dict[str, str] = {
     "company.id": "company.id",
     "company.name": "company.name",
     "message_text": "message.text",
-    "origin": "chat.origin",
-    "chat.origin": "chat.origin",
+    "origin": "chat.channel",
+    "chat.origin": "chat.channel",
     "last_validation_result": "last_validation_result",
 }
 

@@ -41,6 +41,11 @@ class Conversion:
                 f"{self.custom} left as custom step(s), {len(self.warnings)} warning(s)")
 
 
+def pointer_key(pointer: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key putting pointers in document order (``/2`` before ``/10``)."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in pointer.split("/"))
+
+
 def pointer_join(pointer: str, *parts: str | int) -> str:
     """``pointer`` extended by ``parts``, escaped as RFC 6901 says (``~`` → ``~0``, ``/`` → ``~1``)."""
     for part in parts:

@@ -101,7 +101,7 @@ def test_a_phone_loop_becomes_validations_and_wait_answer() -> None:
 def test_conditions_internal_messages_widgets_and_other_bots() -> None:
     doc = flow({
         "route": {"type": "condition", "branches": [
-            {"if": {"field": "chat.origin", "op": "eq", "value": "telegram"}, "next": "tell"},
+            {"if": {"field": "chat.channel", "op": "eq", "value": "telegram"}, "next": "tell"},
             {"if": {"any": [{"field": "json.status", "op": "ne", "value": "ok"},
                             {"field": "lead.price", "op": "between", "value": [1, 500]}]}, "next": "hook"}],
             "else": "other"},

@@ -15,7 +15,7 @@ CONTEXT = {
              "fields": {"budget": 900}},
     "company": {"id": 3, "name": "Acme", "fields": {}},
     "message": {"text": "hi me@x.io"},
-    "chat": {"origin": "telegram"},
+    "chat": {"channel": "telegram", "origin": "message"},
     "json": {"status": "ok", "items": [{"id": "a-1"}], "x-y": 3},
     "last_validation_result": "+905551112233",
     "vars": {},
