@@ -5,17 +5,20 @@ pointer ("Kommo has no …") in one ``KommoExportRefused``, so an operator fixes
 pass. There is no approximation on the way out: a bot that behaves differently in Kommo is worse
 than no bot.
 
-The output is the array form (step 0 is the flow's ``start``, then the other steps in document
-order), one Kommo step per step of ours, every way on an explicit ``goto``: a step of ours that
-ends the run ends its Kommo step with ``goto`` to its own ``finish`` (Kommo's way to end a branch).
-Names become Kommo ids through the map (``mapping.KommoMap``); a field without a name there may
-be written ``cf_<id>``, a stage, pipeline or user as its numeric id.
+Layout: the inverse of convert_in.py. Kommo runs a step's ``question`` handlers, waits for the
+reply when the step has an ``answer``, runs ``finish`` and ends when it has one, else falls through
+to the next step. Steps of ours named ``q<n>``, ``a<n>``, ``f<n>`` (an imported flow's) become those
+sections of Kommo step ``n``; the start and any step reached from several places get a Kommo step
+of their own; every other step is written inline, as a handler where the jump to it was, so
+``import → export → import`` gives the flow back. A jump that Kommo would make anyway (the fall
+through, the wait before ``answer``) is left out; every other one is an explicit ``goto`` or
+``wait_answer``. Names become Kommo ids through the map (``mapping.KommoMap``).
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,49 +26,75 @@ from pydantic import ValidationError
 from bot.builder import models as m
 from bot.errors import Problem
 
+from . import steps_out
+from .actions_out import action
+from .build import unwrap_original
 from .errors import KommoExportRefused
 from .mapping import EMPTY, KommoMap, Table
 from .placeholders import FieldNames, to_kommo
 from .result import KommoImportError, pointer_join
 
 Handler = dict[str, Any]
-KommoStep = dict[str, list[Handler]]
-#: Our entities → Kommo's ``type`` / ``element_type`` codes (1 contact, 2 lead).
-ENTITY_CODES = {"lead": 2, "contact": 1}
-#: Our comparison operators → Kommo's ``condition`` operations.
-OPERATIONS = {"eq": "=", "ne": "!=", "in": "in", "not_in": "not_in", "between": "in_range"}
-#: Kommo's system stages (won, lost): the same ids in every pipeline.
-CLOSED_STAGES = frozenset({142, 143})
+#: Where the bot goes: (step id of ours or None for the end, after waiting for a reply?).
+Next = tuple[str | None, bool]
+#: A continuation no step of ours is: the jump after it is always written.
+NOTHING: Next = ("\0", False)
+MAX_BYTES = 64 * 1024  # Kommo's limit on a bot's code
+_SECTION = re.compile(r"^([qaf])([0-9]{1,6})$")
+KINDS = {"q": "question", "a": "answer", "f": "finish"}
+ERROR_CHAIN = "on_error"  # convert_in's name for the root ``error`` handlers
+MENU = "\0menu"  # an answer section written for a menu of ours (the reply routed by ``buttons``)
 
 
-def export(flow: Any, kommo_map: KommoMap = EMPTY) -> list[KommoStep]:
-    """The Kommo Salesbot code of a valid flow document; ``KommoExportRefused`` lists every problem."""
+def export(flow: Any, kommo_map: KommoMap = EMPTY) -> list[dict[str, list[Handler]]] | dict[str, Any]:
+    """The Kommo Salesbot code of a valid flow document (the array form when its step numbers have
+    no gaps); ``KommoExportRefused`` lists every problem."""
     try:
         model = m.Flow.model_validate(flow)
     except ValidationError:
         raise KommoImportError("", "not a valid flow: run salesbot flows validate") from None
-    exporter = _Exporter(model, kommo_map)
-    steps = exporter.run()
+    forced: list[str] = []
+    for _ in range(len(model.steps) + 1):  # each pass may find a step that needs a Kommo step of its own
+        exporter = _Exporter(model, kommo_map, forced)
+        doc = exporter.run()
+        if exporter.more_heads == []:
+            break
+        forced += exporter.more_heads
     if exporter.problems:
         raise KommoExportRefused.of(exporter.problems)
-    return steps
+    size = len(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_BYTES:
+        raise KommoExportRefused("", f"Kommo takes at most 64 KB of bot code; this bot is {size // 1024} KB")
+    return doc
 
 
-def _goto(index: int, kind: str = "question") -> Handler:
-    return {"handler": "goto", "params": {"type": kind, "step": index}}
+def _goto(number: int, kind: str) -> Handler:
+    return {"handler": "goto", "params": {"type": kind, "step": number}}
 
 
 class _Exporter:
-    def __init__(self, flow: m.Flow, kommo_map: KommoMap) -> None:
+    def __init__(self, flow: m.Flow, kommo_map: KommoMap, forced: list[str]) -> None:
         self.flow = flow
         self.map = kommo_map
         self.fields = FieldNames(dict(kommo_map.fields))
         self.problems: list[Problem] = []
-        order = [flow.start, *(sid for sid in flow.steps if sid != flow.start)]
-        self.index = {sid: i for i, sid in enumerate(order)}
-        self.order = order
+        self.more_heads: list[str] = []
+        self.emitted: set[str] = set()
+        self.heads: dict[str, tuple[int, str]] = {}
+        self.sections: dict[int, dict[str, str]] = {}
+        self.root_error = self._root_error()
+        numbered = {sid: (int(g[2]), KINDS[g[1]]) for sid in flow.steps if (g := _SECTION.match(sid))}
+        start = numbered.get(flow.start)
+        if start is not None and start[1] == "question" and start[0] == min(n for n, _ in numbered.values()):
+            for sid, (n, kind) in numbered.items():  # an imported flow: its numbering is kept
+                self._head(sid, n, kind)
+        else:
+            self._head(flow.start, 0, self._kind(flow.start))
+        for sid in forced:
+            if sid not in self.heads:
+                self._head(sid, max(self.sections) + 1, self._kind(sid))
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ values (the Exporter protocol)
     def refuse(self, pointer: str, message: str) -> None:
         self.problems.append(Problem(pointer, message))
 
@@ -79,23 +108,24 @@ class _Exporter:
     def value(self, value: Any, pointer: str) -> Any:
         if isinstance(value, str):
             return self.text(value, pointer)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value
-        self.refuse(pointer, f"Kommo has no value of this kind here ({type(value).__name__}): use text or a number")
-        return ""
+        if isinstance(value, list):
+            return [self.value(v, pointer_join(pointer, i)) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self.value(v, pointer_join(pointer, k)) for k, v in value.items()}
+        return value
 
-    def way_on(self, target: str | None, own: int) -> Handler:
-        """``goto`` the step of ours named ``target``, or to this step's ``finish`` (the run ends)."""
-        return _goto(self.index[target]) if target is not None else _goto(own, "finish")
-
-    def kommo_id(self, table: Table, value: object, pointer: str, what: str) -> int | None:
-        """A Kommo id of a name (through the map) or of a number; a problem when there is none."""
+    def kommo_id(self, table: Table, value: object, pointer: str, what: str, *,
+                 computed: bool = False) -> int | str | None:
+        """A Kommo id of a name (through the map) or of a number; a problem when there is none.
+        With ``computed`` a template is Kommo text (``{{lead.cf.1}}``), else refused."""
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         name = str(value).strip()
-        if re.fullmatch(r"[0-9]+", name):
+        if name.isdigit():
             return int(name)
         if "{{" in name or "{%" in name:
+            if computed:
+                return self.text(name, pointer)
             self.refuse(pointer, f"Kommo has no computed {what}: name one (a template cannot be exported)")
             return None
         found = self.map.kommo_ids(table, name)
@@ -108,8 +138,55 @@ class _Exporter:
             self.refuse(pointer, f'Kommo has no {what} named "{name}": add its id to [{table}] in the map')
         return None
 
+    # ------------------------------------------------------------------ layout
+    def _kind(self, sid: str) -> str:
+        """Stops end a Kommo bot in ``finish``; everything else starts in ``question``."""
+        return "finish" if isinstance(self.flow.steps[sid], (m.StopStep, m.StartBotStep)) else "question"
+
+    def _menu(self, step: m.Step) -> bool:
+        """A message whose buttons lead to different steps: Kommo routes the reply in an ``answer``."""
+        if not isinstance(step, m.MessageStep):
+            return False
+        targets = {b.next for b in step.buttons if b.next is not None}
+        return bool(targets) and (len(targets) > 1 or targets != {step.other_answer})
+
+    def _head(self, sid: str, n: int, kind: str) -> None:
+        self.heads[sid] = (n, kind)
+        section = self.sections.setdefault(n, {})
+        section[kind] = sid
+        if kind == "question" and self._menu(self.flow.steps[sid]):
+            if "answer" in section:
+                self.refuse(pointer_join("/steps", sid), f"Kommo step {n} already has an answer: rename this "
+                            "menu or the step a{n}")
+            section["answer"] = MENU
+
+    def _root_error(self) -> bool:
+        """convert_in sends every undelivered message to the root ``error`` handlers (step on_error)."""
+        failed = {s.failed for s in self.flow.steps.values() if isinstance(s, m.MessageStep) and s.failed}
+        return failed == {ERROR_CHAIN}
+
+    def natural(self, n: int, kind: str) -> Next:
+        """Where Kommo goes after section ``kind`` of step ``n`` without being told."""
+        section = self.sections[n]
+        if kind == "question" and "answer" in section:
+            return (section["answer"], True)
+        if kind != "finish" and "finish" in section:
+            return (section["finish"], False)
+        following = next((k for k in sorted(self.sections) if k > n), None)
+        if kind == "finish" or following is None:
+            return (None, False)
+        return (self.sections[following]["question"], False) if "question" in self.sections[following] else NOTHING
+
+    def address(self, sid: str) -> tuple[int, str]:
+        """The Kommo step and section of a step of ours; a step without one gets one in the next pass."""
+        if sid in self.heads:
+            return self.heads[sid]
+        if sid not in self.more_heads:
+            self.more_heads.append(sid)
+        return (0, "question")
+
     # ------------------------------------------------------------------ the document
-    def run(self) -> list[KommoStep]:
+    def run(self) -> list[dict[str, list[Handler]]] | dict[str, Any]:
         f = self.flow
         if f.settings.working_hours:
             self.refuse("/settings/working_hours", "Kommo has no working hours in a bot's code "
@@ -120,282 +197,166 @@ class _Exporter:
             self.refuse("/variables", "Kommo has no bot variables")
         if f.goals:
             self.refuse("/goals", "Kommo has no goals")
-        return [self.step(sid, f.steps[sid]) for sid in self.order]
+        error = self.jump(ERROR_CHAIN, False, (None, False))[0] if self.root_error else None
+        steps: dict[int, dict[str, list[Handler]]] = {}
+        for n in sorted(self.sections):
+            out: dict[str, list[Handler]] = {}
+            for kind in ("question", "answer", "finish"):
+                sid = self.sections[n].get(kind)
+                if sid == MENU:
+                    out[kind] = self.menu_answer(self.sections[n]["question"], n)
+                elif sid is not None:
+                    out[kind] = self.handlers(sid, self.natural(n, kind))
+            steps[n] = out
+        # Steps no jump reaches get a Kommo step of their own: nothing of the flow is lost unsaid.
+        self.more_heads += [sid for sid in self.flow.steps if sid not in self.emitted and sid not in self.more_heads]
+        if error is None and list(steps) == list(range(len(steps))):
+            return list(steps.values())
+        doc: dict[str, Any] = {str(n): s for n, s in steps.items()}
+        if error is not None:
+            doc["error"] = error
+        return doc
 
-    def step(self, sid: str, step: m.Step) -> KommoStep:
+    def jump(self, target: str | None, wait: bool, nat: Next) -> tuple[list[Handler], Next]:
+        """The handlers that go on to ``target`` (after a reply with ``wait``) where Kommo would go on
+        to ``nat``, and where convert_in will see them go: inline steps where possible."""
+        if (target, wait) == nat:
+            return [], nat
+        if target is None:
+            return [{"handler": "stop", "params": {}}], NOTHING
+        step = self.flow.steps[target]
+        if wait:
+            n, kind = self.address(target)
+            return [{"handler": "wait_answer", "params": {"type": kind, "step": n}}], (target, True)
+        if target not in self.heads:
+            if isinstance(step, m.PauseStep) and [e.on for e in step.until] == ["message"] \
+                    and (step.until[0].next or step.next) is not None:  # a wait: no step of its own
+                self.emitted.add(target)
+                return self.jump(step.until[0].next or step.next, True, nat)
+            if isinstance(step, m.StopStep) and not step.close_chat:  # the end: no step of its own
+                self.emitted.add(target)
+                return self.jump(None, False, nat)
+            inline = not (self._menu(step) or target in self.emitted
+                          or (isinstance(step, m.StopStep) and nat != (None, False)))
+            if inline:
+                return self.handlers(target, nat), (target, False)
+        n, kind = self.address(target)
+        return [_goto(n, kind)], (target, False)
+
+    # ------------------------------------------------------------------ steps
+    def handlers(self, sid: str, nat: Next) -> list[Handler]:
+        """Step ``sid`` and what follows it, as the handlers of a section whose natural way on is ``nat``."""
+        self.emitted.add(sid)
+        step = self.flow.steps[sid]
         at = pointer_join("/steps", sid)
-        own = self.index[sid]
         match step:
             case m.MessageStep():
-                return self.message(step, at, own)
+                steps_out.message_checks(self, step, at, root_error=self.root_error)
+                on_error = None
+                if step.failed is not None and not self.root_error:
+                    on_error = _goto(*self.address(step.failed))
+                show = steps_out.show(self, step, at, on_error, root_error=self.root_error)
+                if self._menu(step):  # the reply is routed in this Kommo step's answer (menu_answer)
+                    return [show]
+                targets = {b.next for b in step.buttons if b.next is not None}
+                if targets:  # every button and any other answer lead to one step: wait for the reply
+                    return [show, *self.jump(targets.pop(), True, nat)[0]]
+                if step.other_answer is not None:
+                    self.refuse(f"{at}/other_answer", "Kommo has no other answer on a message that does not wait")
+                return [show, *self.jump(step.next, False, nat)[0]]
             case m.ConditionStep():
-                return self.condition(step, at, own)
+                return self.condition(step, at, nat)
             case m.ValidationStep():
-                return self.validation(step, at, own)
+                if step.save_as is not None:
+                    self.refuse(f"{at}/save_as", "Kommo has no bot variables: read last_validation_result instead")
+                after, then = self.jump(step.fail, False, nat)
+                value = self.text(step.value, f"{at}/value")
+                rules = [steps_out.rule(self, r, value, f"{at}/rules/{i}") for i, r in enumerate(step.rules)]
+                check = {"handler": "validations", "params": {
+                    "logic": "and" if step.logic == "all" else "or", "conditions": rules,
+                    "result": self.jump(step.pass_, False, then)[0]}}
+                return [check, *after]
             case m.PauseStep():
-                return self.pause(step, at, own)
+                if [e.on for e in step.until] != ["message"] or (step.until[0].next or step.next) is None:
+                    for i, e in enumerate(step.until):
+                        if e.on != "message":
+                            self.refuse(f"{at}/until/{i}/on", f'Kommo has no published pause on "{e.on}" '
+                                        "(its wait_answer waits for a message only)")
+                    if step.next is None and all(e.next is None for e in step.until):
+                        self.refuse(f"{at}/next", "Kommo's wait_answer needs a step to go on at")
+                    return []
+                return self.jump(step.until[0].next or step.next, True, nat)[0]
             case m.ActionStep():
                 if step.failed is not None:
                     self.refuse(f"{at}/failed", "Kommo has no way on when a CRM action fails")
-                handlers = [h for i, a in enumerate(step.actions) for h in self.action(a, f"{at}/actions/{i}")]
-                return {"question": [*handlers, self.way_on(step.next, own)]}
+                done = [h for i, a in enumerate(step.actions) for h in action(self, a, f"{at}/actions/{i}")]
+                return [*done, *self.jump(step.next, False, nat)[0]]
             case m.InternalMessageStep():
-                return {"question": [*self.internal(step, at), self.way_on(step.next, own)]}
+                return [*steps_out.internal(self, step, at), *self.jump(step.next, False, nat)[0]]
             case m.GotoStep():
-                return {"question": [_goto(self.index[step.step])]}
+                return self.jump(step.step, False, nat)[0]
             case m.StartBotStep():
-                return self.start_bot(step, at, own)
+                return [self.start_bot(step, at)]
             case m.WidgetStep():
-                return self.widget(step, at, own)
+                return [steps_out.widget_request(self, step, at), *self.jump(step.next, False, nat)[0]]
+            case m.CustomStep() if step.handler.startswith("kommo.") and isinstance(
+                    kept := step.params.get("kommo"), str):
+                try:
+                    original = unwrap_original(kept)
+                except ValueError:
+                    self.refuse(f"{at}/params/kommo", "not the original Kommo handler an import keeps")
+                    return []
+                return [original, *self.jump(step.next, False, nat)[0]]
             case m.StopStep():
-                finish = [{"handler": "stop", "params": {"action": "talk-close"}}] if step.close_chat else []
-                return {"question": [_goto(own, "finish")], **({"finish": finish} if finish else {})}
+                if not step.close_chat:
+                    return self.jump(None, False, nat)[0]
+                return [{"handler": "stop", "params": {"action": "talk-close"}}]
             case _:
-                self.refuse(f"{at}/type", f'Kommo has no "{step.type}" step')
-                return {"question": []}
-
-    # ------------------------------------------------------------------ sending
-    def message(self, step: m.MessageStep, at: str, own: int) -> KommoStep:
-        if step.template is not None:
-            self.refuse(f"{at}/template", "Kommo has no message templates in a bot's code")
-        if step.attachments:
-            self.refuse(f"{at}/attachments", "Kommo has no attachments in a bot's code")
-        if step.no_answer is not None:
-            self.refuse(f"{at}/no_answer", "Kommo has no timer on waiting for an answer")
-        if step.channels is not None or step.channel_mode is not None:
-            where = "channels" if step.channels is not None else "channel_mode"
-            self.refuse(f"{at}/{where}", "Kommo names channels by account-specific ids: leave the channels out")
-        text = self.text(step.text or "", f"{at}/text")
-        branches = [b for b in step.buttons if b.next is not None]
-        links = [b for b in step.buttons if b.url is not None]
-        if branches and links:
-            self.refuse(f"{at}/buttons", "Kommo has no message with both link buttons and answer buttons")
-        external = step.failed is not None or step.recipients != "chat"
-        show = self.external(step, text, at) if external else self.show(step, text, bool(branches))
-        if not branches:
-            if step.other_answer is not None:  # no branching button: never waits, never reached
-                self.refuse(f"{at}/other_answer", "Kommo has no other answer on a message that does not wait")
-            return {"question": [show, self.way_on(step.next, own)]}
-        if step.next is not None:
-            self.refuse(f"{at}/next", "Kommo has no next on a message whose buttons branch")
-        items: list[Handler] = []
-        for i, b in enumerate(step.buttons):
-            assert b.next is not None
-            jump = [_goto(self.index[b.next])]
-            items.append({"value": b.title, "params": jump})
-            items += [{"value": s, "params": jump} for s in b.synonyms]
-            if any(not s.strip() for s in b.synonyms):
-                self.refuse(f"{at}/buttons/{i}/synonyms", "Kommo has no empty button value")
-        # An answer that matches no button: other_answer, else wait for the next answer here.
-        fallback = (_goto(self.index[step.other_answer]) if step.other_answer is not None
-                    else {"handler": "wait_answer", "params": {"type": "answer", "step": own}})
-        return {"question": [show], "answer": [{"handler": "buttons", "params": items}, fallback]}
-
-    def show(self, step: m.MessageStep, text: str, branching: bool) -> Handler:
-        if branching:
-            return {"handler": "show", "params": {"type": "buttons", "value": text,
-                                                  "buttons": [b.title for b in step.buttons]}}
-        links = [{"text": b.title, "url": b.url} for b in step.buttons if b.url is not None]
-        if links:
-            return {"handler": "show", "params": {"type": "buttons_url", "value": text, "buttons": links}}
-        return {"handler": "show", "params": {"type": "text", "value": text}}
-
-    def external(self, step: m.MessageStep, text: str, at: str) -> Handler:
-        """``send_external_message``: a message to the lead's contacts, or one with a way on when undelivered."""
-        buttons = [{"type": "url", "text": b.title, "url": b.url} if b.url is not None
-                   else {"type": "inline", "text": b.title} for b in step.buttons]
-        message: dict[str, Any] = {"type": "external", "text": text}
-        if buttons:
-            message["buttons"] = buttons
-        if step.recipients == "chat":
-            self.refuse(f"{at}/failed", "Kommo has no way on when a message to this chat is not delivered "
-                        "(send it to main_contact instead)")
-        on_error = _goto(self.index[step.failed]) if step.failed is not None else None
-        return {"handler": "send_external_message", "params": {
-            "message": message, "recipient": {"type": step.recipients, "way_of_communication": "over_all"},
-            "channels": [], "on_error": on_error}}
-
-    def internal(self, step: m.InternalMessageStep, at: str) -> Iterator[Handler]:
-        text = self.text(step.text, f"{at}/text")
-        base: Handler = {"entity_id": "{{lead.id}}", "entity_type": 2, "message": text}
-        if not step.to:
-            yield {"handler": "send_internal", "params": base}
-        for i, to in enumerate(step.to):
-            kind, _, who = to.partition(":")
-            if kind == "user":
-                user = self.kommo_id("users", who, f"{at}/to/{i}", "user")
-                yield {"handler": "send_internal", "params": {**base, "user_id": user}}
-            elif re.fullmatch(r"[0-9]+", who):
-                yield {"handler": "send_internal", "params": {**base, "group_id": int(who)}}
-            else:
-                self.refuse(f"{at}/to/{i}", f'Kommo names user groups by id: write "team:<id>", not "{to}"')
-
-    # ------------------------------------------------------------------ branching
-    def condition(self, step: m.ConditionStep, at: str, own: int) -> KommoStep:
-        handlers = [self.branch(b.if_, [_goto(self.index[b.next])], f"{at}/branches/{i}/if")
-                    for i, b in enumerate(step.branches)]
-        return {"question": [*handlers, self.way_on(step.else_, own)]}
-
-    def branch(self, p: m.Predicate, result: list[Handler], at: str) -> Handler:
-        if isinstance(p, m.LeafPredicate):
-            return {"handler": "condition", "params": {**self.term(p, at), "result": result}}
-        if isinstance(p, (m.AllPredicate, m.AnyPredicate)):
-            leaves = p.all if isinstance(p, m.AllPredicate) else p.any
-            key = "all" if isinstance(p, m.AllPredicate) else "any"
-            terms = []
-            for i, leaf in enumerate(leaves):
-                if isinstance(leaf, m.LeafPredicate):
-                    terms.append(self.term(leaf, f"{at}/{key}/{i}"))
-                else:
-                    self.refuse(f"{at}/{key}/{i}", "Kommo has no nested conditions")
-            logic = "and" if key == "all" else "or"
-            return {"handler": "conditions", "params": {"logic": logic, "conditions": terms, "result": result}}
-        kind = "not" if isinstance(p, m.NotPredicate) else "expr"
-        self.refuse(f"{at}/{kind}", f'Kommo has no "{kind}" condition')
-        return {"handler": "condition", "params": {}}
-
-    def term(self, p: m.LeafPredicate, at: str) -> dict[str, Any]:
-        operation = OPERATIONS.get(p.op)
-        if operation is None:
-            self.refuse(f"{at}/op", f'Kommo has no operator "{p.op}" in conditions '
-                        "(it has eq, ne, in, not_in, between)")
-        term1 = self.text("{{ " + p.field + " }}", f"{at}/field")
-        term2: Any
-        if p.op == "between":
-            assert isinstance(p.value, list)
-            term2 = {"from": self.value(p.value[0], f"{at}/value/0"), "to": self.value(p.value[1], f"{at}/value/1")}
-        elif isinstance(p.value, list):
-            term2 = [self.value(v, f"{at}/value/{i}") for i, v in enumerate(p.value)]
-        else:
-            term2 = self.value(p.value, f"{at}/value")
-        return {"term1": term1, "term2": term2, "operation": operation or p.op}
-
-    def validation(self, step: m.ValidationStep, at: str, own: int) -> KommoStep:
-        if step.save_as is not None:
-            self.refuse(f"{at}/save_as", "Kommo has no bot variables: read last_validation_result instead")
-        value = self.text(step.value, f"{at}/value")
-        rules = [self.rule(r, value, f"{at}/rules/{i}") for i, r in enumerate(step.rules)]
-        check = {"handler": "validations", "params": {"logic": "and" if step.logic == "all" else "or",
-                                                      "conditions": rules,
-                                                      "result": [self.way_on(step.pass_, own)]}}
-        return {"question": [check, self.way_on(step.fail, own)]}
-
-    def rule(self, r: m.Rule, value: str, at: str) -> dict[str, Any]:
-        def out(kind: str, condition: Any, operation: str) -> dict[str, Any]:
-            return {"client_value": value, "type": kind, "condition_value": condition, "operation": operation}
-
-        if r.check in ("contains", "not_contains"):
-            if r.kind in ("phone", "email"):
-                return out(r.kind, "", r.check)
-            if r.kind == "range" and r.min is not None and r.max is not None:
-                return out("range_numbers", {"from": _number(r.min), "to": _number(r.max)}, r.check)
-            if r.kind == "text":
-                return out("simple", self.value(r.value, f"{at}/value"), r.check)
-            self.refuse(f"{at}/kind", f'Kommo has no "{r.kind}" check with both bounds missing'
-                        if r.kind == "range" else f'Kommo has no "{r.kind}" check')
-        elif r.check in ("equals", "not_equals"):
-            return out("simple", self.value(r.value, f"{at}/value"), "equal" if r.check == "equals" else "not_equal")
-        elif r.check == "regex" and r.pattern is not None:
-            return out("regex", "/" + r.pattern.replace("/", "\\/") + "/", "contains")
-        elif r.check == "length" and r.min is not None and r.min == r.max:
-            return out("simple", _number(r.min), "length")
-        else:
-            self.refuse(f"{at}/check", "Kommo has no length range: its length check takes one number (min = max)")
-        return {}
-
-    def pause(self, step: m.PauseStep, at: str, own: int) -> KommoStep:
-        waits: list[Handler] = []
-        for i, event in enumerate(step.until):
-            target = event.next or step.next
-            if event.on != "message":
-                self.refuse(f"{at}/until/{i}/on", f'Kommo has no published pause on "{event.on}" '
-                            "(its wait_answer waits for a message only)")
-            elif target is None:
-                self.refuse(f"{at}/next", "Kommo's wait_answer needs a step to go on at")
-            else:
-                waits.append({"handler": "wait_answer", "params": {"type": "question", "step": self.index[target]}})
-        return {"question": waits[:1]}
-
-    # ------------------------------------------------------------------ the rest
-    def start_bot(self, step: m.StartBotStep, at: str, own: int) -> KommoStep:
-        if step.next is not None:
-            self.refuse(f"{at}/next", "Kommo has no call of another bot that comes back: leave next out")
-        if not re.fullmatch(r"[0-9]+", step.bot):
-            self.refuse(f"{at}/bot", f'Kommo names bots by number: "{step.bot}" is not a Kommo bot id')
-        start = {"handler": "stop", "params": {"action": "salesbot-start",
-                                               "bot": int(step.bot) if step.bot.isdigit() else step.bot}}
-        return {"question": [_goto(own, "finish")], "finish": [start]}
-
-    def widget(self, step: m.WidgetStep, at: str, own: int) -> KommoStep:
-        if step.widget != "http_request":
-            self.refuse(f"{at}/widget", f'Kommo has no widget "{step.widget}" (only http_request, as widget_request)')
-        if step.failed is not None:
-            self.refuse(f"{at}/failed", "Kommo has no way on when a widget request fails")
-        if step.wait is not None and step.wait.on_timeout is not None:
-            self.refuse(f"{at}/wait/on_timeout", "Kommo has no timeout on a widget request")
-        params: dict[str, Any] = {}
-        for key, value in step.params.items():
-            if key == "url":
-                params["url"] = self.value(value, f"{at}/params/url")
-            elif key == "data" and isinstance(value, dict):
-                params["data"] = {k: self.value(v, f"{at}/params/data/{k}") for k, v in value.items()}
-            else:
-                self.refuse(f"{at}/params/{key}", f'Kommo\'s widget_request has no "{key}"')
-        return {"question": [{"handler": "widget_request", "params": params}, self.way_on(step.next, own)]}
-
-    def action(self, a: m.Action, at: str) -> list[Handler]:
-        """The ``action`` handlers of one action of ours (tags: one per tag)."""
-        def act(name: str, params: dict[str, Any]) -> Handler:
-            return {"handler": "action", "params": {"name": name, "params": params}}
-
-        match a:
-            case m.Tags():
-                code = self.entity(a.entity, f"{at}/entity")
-                return ([act("set_tag", {"type": code, "value": self.text(t, f"{at}/add/{i}")})
-                         for i, t in enumerate(a.add)]
-                        + [act("unset_tag", {"type": code, "value": self.text(t, f"{at}/remove/{i}")})
-                           for i, t in enumerate(a.remove)])
-            case m.SetField():
-                code = self.entity(a.entity, f"{at}/entity")
-                field_id = self.fields.id(a.field)
-                if field_id is None:
-                    self.refuse(f"{at}/field", f'Kommo has no field named "{a.field}": add its id to [fields] '
-                                "in the map (or name it cf_<id>)")
-                if a.from_ == "manual":
-                    self.refuse(f"{at}/from", "Kommo has no field value asked of the responsible user")
-                value = "{{message_text}}" if a.from_ == "message" else self.value(a.value, f"{at}/value")
-                return [act("set_custom_fields", {"type": code, "value": value, "custom_fields_id": field_id})]
-            case m.ChangeStage():
-                stage = self.kommo_id("stages", a.stage, f"{at}/stage", "stage")
-                if a.pipeline is not None and stage in CLOSED_STAGES:
-                    self.refuse(f"{at}/pipeline", "Kommo moves a lead to won or lost in its own pipeline only: "
-                                "leave the pipeline out")
-                return [act("change_status", {"value": stage})]
-            case m.ChangeResponsible():
-                user = self.kommo_id("users", a.user, f"{at}/user", "user")
-                codes = {"lead": 2, "main_contact": 1}
-                if len(a.entities) != 1 or a.entities[0] not in codes:
-                    self.refuse(f"{at}/entities", "Kommo changes the responsible user of the lead or of the "
-                                "main contact, one of them per action")
-                return [act("change_responsible_user", {"value": user, "type": codes.get(a.entities[0], 2)})]
-            case m.AddNote():
-                return [act("add_note", {"element_type": ENTITY_CODES[a.entity], "note_type": 4,
-                                         "text": self.text(a.text, f"{at}/text")})]
-            case m.Subscribers():
-                return ([act("subscribe", {"type": "user", "value": self.kommo_id("users", u, f"{at}/add/{i}", "user")})
-                         for i, u in enumerate(a.add)]
-                        + [act("unsubscribe", {"type": "user",
-                                               "value": self.kommo_id("users", u, f"{at}/remove/{i}", "user")})
-                           for i, u in enumerate(a.remove)])
-            case _:
-                self.refuse(f"{at}/do", f'Kommo has no action like "{a.do}" in a bot\'s code')
+                self.refuse(f"{at}/type", f'Kommo has no "{step.type}" step'
+                            + (f' ("{step.handler}")' if isinstance(step, m.CustomStep) else ""))
                 return []
 
-    def entity(self, entity: str, at: str) -> int:
-        if entity not in ENTITY_CODES:
-            self.refuse(at, f'Kommo has no "{entity}" here (only lead or contact)')
-        return ENTITY_CODES.get(entity, 2)
+    def condition(self, step: m.ConditionStep, at: str, nat: Next) -> list[Handler]:
+        after, then = self.jump(step.else_, False, nat)
+        routes = [steps_out.route(self, b.if_, f"{at}/branches/{i}/if") for i, b in enumerate(step.branches)]
+        if len(step.branches) > 1 and all(routes):  # a reply routed: Kommo's buttons handler
+            items = [{**r, "params": self.jump(b.next, False, then)[0]}
+                     for r, b in zip(routes, step.branches, strict=True) if r is not None]
+            return [{"handler": "buttons", "params": items}, *after]
+        handlers = []
+        for i, b in enumerate(step.branches):  # one condition each; the first that holds jumps away
+            h = steps_out.predicate(self, b.if_, f"{at}/branches/{i}/if")
+            last = i == len(step.branches) - 1
+            h["params"]["result"] = self.jump(b.next, False, then if last else NOTHING)[0]
+            handlers.append(h)
+        return [*handlers, *after]
 
+    def menu_answer(self, sid: str, n: int) -> list[Handler]:
+        """The ``answer`` of a menu: a ``buttons`` route per button (and synonym), then the other answer."""
+        step = self.flow.steps[sid]
+        assert isinstance(step, m.MessageStep)
+        at = pointer_join("/steps", sid)
+        items: list[Handler] = []
+        for i, b in enumerate(step.buttons):
+            if b.next is None:
+                continue
+            # A route per synonym too: they share the jump, so its step is not written inline.
+            jump = self.jump(b.next, False, NOTHING)[0] if not b.synonyms else [_goto(*self.address(b.next))]
+            items += [{"value": v, "params": jump} for v in [b.title, *b.synonyms]]
+            if any(not s.strip() for s in b.synonyms):
+                self.refuse(f"{at}/buttons/{i}/synonyms", "Kommo has no empty button value")
+        if step.other_answer is not None:
+            fallback = self.jump(step.other_answer, False, self.natural(n, "answer"))[0]
+        else:  # we keep waiting: so does Kommo, for another reply to this answer
+            fallback = [{"handler": "wait_answer", "params": {"type": "answer", "step": n}}]
+        return [{"handler": "buttons", "params": items}, *fallback]
 
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
+    def start_bot(self, step: m.StartBotStep, at: str) -> Handler:
+        if step.next is not None:
+            self.refuse(f"{at}/next", "Kommo has no call of another bot that comes back: leave next out")
+        number = step.bot.removeprefix("kommo-")  # convert_in's name for Kommo bot 1234
+        if not number.isdigit():
+            self.refuse(f"{at}/bot", f'Kommo names bots by number: "{step.bot}" is not a Kommo bot id '
+                        '(write "1234" or "kommo-1234")')
+        return {"handler": "stop", "params": {"action": "salesbot-start",
+                                              "bot": int(number) if number.isdigit() else step.bot}}
