@@ -205,10 +205,11 @@ def _one_to_kommo(expr: str, fields: FieldNames) -> tuple[str | None, str | None
         else:
             return "".join(parts), None
     if expr.startswith(("json.", "json[")):
-        parts = re.findall(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[([0-9]+)\]|\["([^"\\]+)"\]', expr[4:])
-        rebuilt = _path("json", [a or b or c for a, b, c in parts])
-        if rebuilt == expr:
-            return "{{json." + ".".join(a or b or c for a, b, c in parts) + "}}", None
+        found: list[tuple[str, str, str]] = re.findall(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[([0-9]+)\]|\["([^"\\]+)"\]',
+                                                   expr[4:])
+        segments = [a or b or c for a, b, c in found]
+        if _path("json", segments) == expr:
+            return "{{json." + ".".join(segments) + "}}", None
     return None, f"Kommo has no placeholder for {{{{ {expr} }}}} (only plain paths Kommo knows can be exported)"
 
 
