@@ -379,7 +379,7 @@ class _Importer:
         conds = p.get("conditions")
         if not isinstance(conds, list) or not conds:
             raise KommoImportError(pointer_join(at, "conditions"), "validations: conditions must be a non-empty list")
-        logic = {"and": "all", "or": "any"}.get(p.get("logic", "and"))
+        logic = {"and": "all", "or": "any"}.get(str(p.get("logic", "and")))
         if logic is None:
             raise KommoImportError(pointer_join(at, "logic"), "logic must be and or or")
         values, rules = [], []
