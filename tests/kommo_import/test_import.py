@@ -312,6 +312,8 @@ def test_the_summary_counts_handlers() -> None:
     ([{"question": [h("validations", {"conditions": [{"type": "zip", "operation": "contains"}]})]}],
      "/0/question/0/params/conditions/0/type", "unknown validation type"),
     ({"model": {"text": "{not json"}}, "/model/text", "model.text is not JSON"),
+    ([{"question": [h("validations", {"logic": [], "conditions": [{"type": "email"}]})]}],
+     "/0/question/0/params/logic", "logic must be and or or"),
     ({"0": {"question": [goto(1)]}, "1": {"question": [goto(0)]}}, "/1/question",
      "can run without ever waiting for the customer"),
     ([{"question": [h("buttons", [{"regex": "/([a-z/", "params": []}])]}], "/0/question/0", "does not compile"),
