@@ -184,6 +184,15 @@ def test_every_crm_action_maps_to_ours() -> None:
     ]
 
 
+def test_send_email_by_template_or_text() -> None:
+    r = imp([{"question": [act("send_email", template_id=17), act("send_email", subject="Hi {{name}}", text="Offer",
+                                                                   to="all_contacts")]}])
+    assert r.flow["steps"]["q0"]["actions"] == [{"do": "send_email", "template": "17"}]
+    assert r.flow["steps"]["q0_1"]["actions"] == [{"do": "send_email", "to": "all_contacts", "template": {
+        "subject": "Hi {{ contact.name }}", "body": "Offer"}}]
+    assert r.approximated == 2
+
+
 def test_unmapped_ids_stay_numbers_with_one_warning_each() -> None:
     r = imp([{"question": [act("change_status", value=7), act("change_status", value=7),
                            act("set_custom_fields", type=2, value="v", custom_fields_id=55)]}])
