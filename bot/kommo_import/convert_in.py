@@ -132,7 +132,9 @@ class _Importer:
                 self.b.result.warn(pointer_join(pointer, j), "never runs: it comes after a goto or wait_answer")
             order = order[:jump + 1]
         c = cont
-        ids = [name, *(self.b.new_id(name) for _ in order[1:])]  # numbered in the order they run
+        # numbered in the order they run; a jump after the first handler makes no step of its own
+        ids = [name, *(self.b.new_id(name) if h["handler"] not in ("goto", "wait_answer") else ""
+                       for _, h in order[1:])]
         for pos in range(len(order) - 1, -1, -1):
             i, h = order[pos]
             sid = ids[pos]

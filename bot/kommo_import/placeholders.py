@@ -30,6 +30,8 @@ _INT = re.compile(r"^[0-9]+$")
 _FIELD_DEFAULT = re.compile(r"^cf_([0-9]+)$")
 _UNKNOWN = re.compile(r'^vars\["kommo:([^"\\]+)"\]$')
 _LITERAL = re.compile(r"""^'([^'\\]*)'$""")
+_FORMULA_PART = re.compile(r"\(([^()|]+) \| float\)")
+_ARITHMETIC = re.compile(r"^[0-9.+\-*/() ]*$")
 _FIELD_REF = re.compile(r"""^(lead|contact|company)\.fields(?:\.([A-Za-z_][A-Za-z0-9_]*)|\["([^"\\]+)"\])$""")
 
 #: Kommo placeholder → our expression, where the meaning is the same.
@@ -188,11 +190,26 @@ def _one_to_kommo(expr: str, fields: FieldNames) -> tuple[str | None, str | None
             return None, (f'Kommo has no field named "{name}": add its id to [fields] in the map '
                           f"(or name it cf_<id>)")
         return "{{" + f"{m.group(1)}.cf.{kommo_id}" + "}}", None
+    if "| float)" in expr:  # a Kommo formula import made typed: (lead.fields.a | float)*(lead.fields.b | float)
+        parts: list[str] = []
+        for i, piece in enumerate(_FORMULA_PART.split(expr)):
+            if i % 2 == 0:
+                if not _ARITHMETIC.match(piece):
+                    break
+                parts.append(piece)
+            else:
+                text, problem = _one_to_kommo(piece.strip(), fields)
+                if text is None or problem is not None:
+                    break
+                parts.append(text)
+        else:
+            return "".join(parts), None
     if expr.startswith(("json.", "json[")):
-        parts = re.findall(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[([0-9]+)\]|\["([^"\\]+)"\]', expr[4:])
-        rebuilt = _path("json", [a or b or c for a, b, c in parts])
-        if rebuilt == expr:
-            return "{{json." + ".".join(a or b or c for a, b, c in parts) + "}}", None
+        found: list[tuple[str, str, str]] = re.findall(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[([0-9]+)\]|\["([^"\\]+)"\]',
+                                                   expr[4:])
+        segments = [a or b or c for a, b, c in found]
+        if _path("json", segments) == expr:
+            return "{{json." + ".".join(segments) + "}}", None
     return None, f"Kommo has no placeholder for {{{{ {expr} }}}} (only plain paths Kommo knows can be exported)"
 
 

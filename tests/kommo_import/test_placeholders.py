@@ -95,3 +95,10 @@ def test_mapped_field_names_export_to_their_ids() -> None:
     names = FieldNames({4242: "participation", 9: "Full name"})
     assert to_kommo('{{ lead.fields.participation }} {{ contact.fields["Full name"] }}', names).text == (
         "{{lead.cf.4242}} {{contact.cf.9}}")
+
+
+def test_an_imported_formula_exports_back() -> None:
+    names = FieldNames({1: "seats"})
+    expr = "{{ (lead.fields.seats | float)*(lead.fields.cf_2 | float) + 10 }}"
+    assert to_kommo(expr, names).text == "{{lead.cf.1}}*{{lead.cf.2}} + 10"
+    assert to_kommo("{{ (lead.tags | float) * 2 }}", names).problems != []
