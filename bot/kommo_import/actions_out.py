@@ -7,6 +7,7 @@ pointer; what is emitted then is a placeholder that is never written out.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from bot.builder import models as m
@@ -15,6 +16,9 @@ from .mapping import Table
 from .placeholders import FieldNames
 
 Handler = dict[str, Any]
+_WHOLE = re.compile(r"\{\{ (.*) \}\}", re.DOTALL)
+_NUMBER = re.compile(r"\(([A-Za-z_][A-Za-z0-9_.\[\]\"-]*) \| float\)")
+_ARITHMETIC = re.compile(r"[0-9.+\-*/() ]*")
 #: Our entities → Kommo's ``type`` / ``element_type`` codes.
 ENTITY_CODES = {"lead": 2, "contact": 1, "company": 3}
 #: Kommo's system stages (won, lost): the same ids in every pipeline.
@@ -98,14 +102,35 @@ def _webhook(x: Exporter, a: m.SendWebhook, at: str) -> Handler:
 def _set_field(x: Exporter, a: m.SetField, at: str) -> list[Handler]:
     if a.from_ == "manual":
         x.refuse(f"{at}/from", "Kommo has no field value asked of the responsible user")
-    value = "{{message_text}}" if a.from_ == "message" else x.value(a.value, f"{at}/value")
+    computed = _formula(x, a.value, f"{at}/value") if isinstance(a.value, str) else None
+    if computed is not None:
+        value: Any = computed
+    else:
+        value = "{{message_text}}" if a.from_ == "message" else x.value(a.value, f"{at}/value")
     if a.entity == "lead" and a.field == "price":  # the lead's sale value: Kommo's own action for it
         return [_act("set_budget", {"value": value})]
     field_id = x.fields.id(a.field)
     if field_id is None:
         x.refuse(f"{at}/field", f'Kommo has no field named "{a.field}": add its id to [fields] in the map '
                  "(or name it cf_<id>)")
-    return [_act("set_custom_fields", {"type": ENTITY_CODES[a.entity], "value": value, "custom_fields_id": field_id})]
+    params = {"type": ENTITY_CODES[a.entity], "value": value, "custom_fields_id": field_id}
+    return [_act("set_custom_fields", {**params, "calculated": True} if computed is not None else params)]
+
+
+def _formula(x: Exporter, value: str, at: str) -> str | None:
+    """Kommo's arithmetic on placeholders (``{{lead.cf.1}}*{{lead.cf.2}}``) from the one expression
+    convert_in makes of it (``{{ (lead.fields.a | float)*(lead.fields.b | float) }}``); None for any other value."""
+    whole = _WHOLE.fullmatch(value)
+    if whole is None:
+        return None
+    parts = _NUMBER.split(whole.group(1))  # literal, path, literal, path, …, literal
+    literals, paths = parts[0::2], parts[1::2]
+    if not paths or not all(_ARITHMETIC.fullmatch(lit) for lit in literals):
+        return None
+    out = literals[0]
+    for path, literal in zip(paths, literals[1:], strict=True):
+        out += x.text("{{ " + path + " }}", at) + literal
+    return out
 
 
 def _task(x: Exporter, a: m.AddTask, at: str) -> Handler:

@@ -29,7 +29,10 @@ def message_checks(x: Exporter, step: m.MessageStep, at: str, *, root_error: boo
         x.refuse(f"{at}/no_answer", "Kommo has no timer on waiting for an answer")
     if step.channels is not None:
         x.refuse(f"{at}/channels", "Kommo names channels by account-specific ids: leave the channels out")
-    if step.channel_mode == "selected":
+    if step.channel_mode is not None and step.recipients == "chat":
+        x.refuse(f"{at}/channel_mode", "Kommo chooses the channel only of a message to the lead's contacts "
+                 "(recipients main_contact or all_contacts)")
+    elif step.channel_mode == "selected":
         x.refuse(f"{at}/channel_mode", 'Kommo has no "selected" channel mode (primary is its any_first)')
     if step.failed is not None and step.recipients == "chat" and not root_error:
         x.refuse(f"{at}/failed", "Kommo has no way on when a message to this chat is not delivered, but for "
@@ -131,7 +134,10 @@ def term(x: Exporter, p: m.Predicate, at: str) -> dict[str, Any]:
         term2 = {"from": x.value(leaf.value[0], f"{at}/value/0"), "to": x.value(leaf.value[1], f"{at}/value/1")}
     else:
         term2 = x.value(leaf.value, f"{at}/value")
-    return {"term1": x.text("{{ " + leaf.field + " }}", f"{at}/field"), "term2": term2, "operation": operation}
+    # Tags as Kommo documents them ("term1": "lead.tags"); any other subject is a placeholder.
+    tags = leaf.field in ("lead.tags", "contact.tags")
+    field = leaf.field if tags else x.text("{{ " + leaf.field + " }}", f"{at}/field")
+    return {"term1": field, "term2": term2, "operation": operation}
 
 
 def kommo_regex(pattern: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 from bot.builder.validate import check_document
 from bot.kommo_import import mapping
+from bot.kommo_import.convert_in import convert
 from bot.kommo_import.convert_out import export
 from bot.kommo_import.errors import KommoExportRefused
 from bot.kommo_import.result import KommoImportError
@@ -218,3 +219,28 @@ def test_task_deadlines_kommo_cannot_say_are_refused() -> None:
         export(doc)
     assert [p.pointer for p in caught.value.problems] == [
         "/steps/s/actions/0/due", "/steps/s/actions/0/task_type", "/steps/s/actions/1/due"]
+
+
+def test_tag_tests_are_kommos_bare_lead_tags_and_read_back() -> None:
+    doc = flow({"t": {"type": "condition", "branches": [
+        {"if": {"field": "lead.tags", "op": "has", "value": "vip"}, "next": "a"},
+        {"if": {"not": {"field": "contact.tags", "op": "has", "value": "new"}}, "next": "a"}]},
+        "a": {"type": "message", "text": "hi"}})
+    out = export(doc)
+    assert [h["params"] | {"result": None} for h in out[0]["question"][:2]] == [
+        {"term1": "lead.tags", "term2": "vip", "operation": "=", "result": None},
+        {"term1": "contact.tags", "term2": "new", "operation": "!=", "result": None}]
+    steps = convert(out, bot_id="t").flow["steps"]
+    assert [s["branches"][0]["if"] for s in steps.values() if s["type"] == "condition"] == [
+        {"field": "lead.tags", "op": "has", "value": "vip"},
+        {"not": {"field": "contact.tags", "op": "has", "value": "new"}}]
+
+
+def test_a_channel_choice_for_this_chat_and_a_bot_over_64_kb_are_refused() -> None:
+    doc = flow({"a": {"type": "message", "text": "hi", "channel_mode": "primary"}})
+    with pytest.raises(KommoExportRefused, match="/steps/a/channel_mode: Kommo chooses the channel only"):
+        export(doc)
+    big = flow({f"s{i}": {"type": "message", "text": "x" * 2000, **({"next": f"s{i + 1}"} if i < 39 else {})}
+                for i in range(40)})
+    with pytest.raises(KommoExportRefused, match="Kommo takes at most 64 KB of bot code; this bot is 80 KB"):
+        export(big)
