@@ -264,6 +264,9 @@ def test_presets_become_validation_steps() -> None:
         {"question": [h("preset", {"name": "contacts.get_base_info"})]}])
     kinds = sorted(s["type"] for s in r.flow["steps"].values())
     assert kinds.count("validation") == 4 and r.approximated == 2
+    kept = r.flow["steps"]["a0"]["x-kommo"]  # for export: the original, where it goes on, its steps
+    assert kept["handler"]["params"]["name"] == "contacts.validate_base_info" and kept["next"] == "q1"
+    assert set(kept["steps"]) == {sid for sid in r.flow["steps"] if sid.startswith("a0_")} | {"wait_a0_again_1"}
 
 
 # ---------------------------------------------------------------- custom steps
