@@ -328,6 +328,8 @@ def test_the_summary_counts_handlers() -> None:
      "/0/question/0/params/logic", "logic must be and or or"),
     ({"0": {"question": [goto(1)]}, "1": {"question": [goto(0)]}}, "/1/question",
      "can run without ever waiting for the customer"),
+    ([{"question": [goto(0)]}], "/0/question", "loop q0 → q0 can run without ever waiting"),
+    ([{"answer": [goto(0, "answer")]}], "/0/answer", "loop a0 → a0 can run without ever waiting"),
     ([{"question": [h("buttons", [{"regex": "/([a-z/", "params": []}])]}], "/0/question/0", "does not compile"),
 ])
 def test_malformed_input_names_its_pointer(doc: Any, pointer: str, message: str) -> None:
