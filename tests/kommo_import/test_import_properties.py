@@ -65,3 +65,28 @@ def test_arbitrary_handlers(handlers: list[dict[str, Any]], answer: bool) -> Non
     if answer:
         step["answer"] = handlers
     _imports_or_refuses([step, {"question": []}])
+
+
+KIND = st.sampled_from(["question", "answer", "finish"])
+STEP = st.integers(0, 2)
+LEAF = st.one_of(
+    st.builds(lambda k, n: {"handler": "goto", "params": {"type": k, "step": n}}, KIND, STEP),
+    st.builds(lambda k, n: {"handler": "wait_answer", "params": {"type": k, "step": n}}, KIND, STEP),
+    st.builds(lambda t: {"handler": "show", "params": {"type": "text", "value": t}}, st.sampled_from(["a", "b"])),
+    st.just({"handler": "show", "params": {"type": "buttons", "value": "pick", "buttons": ["x", "y"]}}),
+    st.just({"handler": "action", "params": {"name": "set_tag", "params": {"type": 2, "value": "t"}}}),
+    st.sampled_from([{"handler": "stop", "params": {}}, {"handler": "stop", "params": {"action": "talk-close"}}]),
+)
+HANDLERS_ = st.recursive(st.lists(LEAF, max_size=3), lambda inner: st.lists(st.one_of(
+    LEAF,
+    st.builds(lambda r: {"handler": "condition", "params": {"term1": "{{message_text}}", "term2": "x",
+                                                            "operation": "=", "result": r}}, inner),
+    st.builds(lambda r: {"handler": "buttons", "params": [{"value": "x", "params": r}]}, inner)), max_size=3),
+    max_leaves=6)
+SECTIONS = st.dictionaries(KIND, HANDLERS_, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(SECTIONS, min_size=1, max_size=3))
+def test_arbitrary_control_flow(bot: list[dict[str, Any]]) -> None:
+    _imports_or_refuses(bot)
