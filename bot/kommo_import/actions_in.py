@@ -173,6 +173,26 @@ def _add_task(b: Builder, q: Mapping[str, Any], at: str) -> list[Action]:
     return [task]
 
 
+def _send_email(b: Builder, q: Mapping[str, Any], at: str) -> list[Action]:
+    """``send_email`` (as builders report it): a template id, or a subject and a text."""
+    email: Action = {"do": "send_email"}
+    if q.get("template_id") is not None or q.get("template") is not None:
+        raw = q.get("template_id", q.get("template"))
+        if not isinstance(raw, (str, int)) or isinstance(raw, bool):
+            raise KommoImportError(pointer_join(at, "template_id"), "send_email: a template is named by its id")
+        email["template"] = str(raw)
+    elif "subject" in q:
+        body = q.get("text", q.get("body"))
+        email["template"] = {"subject": b.text(q["subject"], pointer_join(at, "subject")),
+                             "body": b.text(body, pointer_join(at, "text"))}
+    else:
+        raise NoEquivalent("action.send_email", "send_email without a template or a subject has no equivalent here")
+    if q.get("to") == "all_contacts":
+        email["to"] = "all_contacts"
+    b.approximate(at, "send_email's shape is not in Kommo's code docs: check the template and the sender")
+    return [email]
+
+
 TASK_TYPES = {"1": "follow_up", "2": "meeting"}
 
 
@@ -231,5 +251,5 @@ _ACTIONS: dict[str, Convert] = {
     "set_tag": _tags(True), "unset_tag": _tags(False), "change_status": _change_status,
     "set_custom_fields": _set_custom_fields, "set_budget": _set_budget, "add_note": _add_note,
     "change_responsible_user": _responsible, "subscribe": _subscribers(True), "unsubscribe": _subscribers(False),
-    "webhook": _webhook, "send_webhook": _webhook, "add_task": _add_task,
+    "webhook": _webhook, "send_webhook": _webhook, "add_task": _add_task, "send_email": _send_email,
 }

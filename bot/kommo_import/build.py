@@ -80,7 +80,7 @@ class Builder:
 
     def ensure(self, sid: str, cont: Cont, pointer: str) -> None:
         """A step named ``sid`` that leads where ``cont`` says (a chain that made no step of its own)."""
-        if sid in self.steps or (cont.target == sid and not cont.wait):
+        if sid in self.steps:
             return
         if cont.wait:
             self.add(sid, {"type": "pause", "until": [{"on": "message", "next": cont.target}]}, pointer)

@@ -379,7 +379,7 @@ class _Importer:
         conds = p.get("conditions")
         if not isinstance(conds, list) or not conds:
             raise KommoImportError(pointer_join(at, "conditions"), "validations: conditions must be a non-empty list")
-        logic = {"and": "all", "or": "any"}.get(p.get("logic", "and"))
+        logic = {"and": "all", "or": "any"}.get(str(p.get("logic", "and")))
         if logic is None:
             raise KommoImportError(pointer_join(at, "logic"), "logic must be and or or")
         values, rules = [], []
@@ -524,9 +524,20 @@ def _rule(x: Mapping[str, Any], at: str) -> dict[str, Any]:
                                                      f"(simple, email, phone, regex, range_numbers)")
 
 
+_SECTION_ID = re.compile(r"^(wait_)?([qaf])([0-9]+)(.*)$")
+
+
 def _ordered(steps: Mapping[str, Any], start: str) -> list[str]:
-    """Step ids with the start first, then as built: a stable, readable order."""
-    return [start, *(sid for sid in steps if sid != start)]
+    """Step ids in reading order: the start, then Kommo's steps by number (question, answer, finish,
+    each section's steps as they run, a wait just before what it waits for), then the rest."""
+    def key(sid: str) -> tuple[Any, ...]:
+        m = _SECTION_ID.match(sid)
+        if m is None:
+            return (1, sid)
+        rest = tuple(int(x) if x.isdigit() else 0 for x in m.group(4).split("_") if x)
+        return (0, int(m.group(3)), "qaf".index(m.group(2)), 0 if m.group(1) else 1, rest)
+
+    return [start, *sorted((sid for sid in steps if sid != start), key=key)]
 
 
 def problems_of(exc: KommoImportError) -> list[Problem]:

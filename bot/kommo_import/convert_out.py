@@ -56,6 +56,7 @@ def export(flow: Any, kommo_map: KommoMap = EMPTY) -> list[dict[str, list[Handle
     forced: list[str] = []
     for _ in range(len(model.steps) + 1):  # each pass may find a step that needs a Kommo step of its own
         exporter = _Exporter(model, kommo_map, forced)
+        exporter.kept = _kept(flow)
         doc = exporter.run()
         if exporter.more_heads == []:
             break
@@ -66,6 +67,14 @@ def export(flow: Any, kommo_map: KommoMap = EMPTY) -> list[dict[str, list[Handle
     if size > MAX_BYTES:
         raise KommoExportRefused("", f"Kommo takes at most 64 KB of bot code; this bot is {size // 1024} KB")
     return doc
+
+
+def _kept(flow: Any) -> dict[str, Any]:
+    """The ``x-kommo`` of each step that has one: a preset import rebuilt from steps (presets_in.py)."""
+    steps = flow.get("steps") if isinstance(flow, dict) else None
+    return {sid: s["x-kommo"] for sid, s in (steps or {}).items()
+            if isinstance(s, dict) and isinstance(s.get("x-kommo"), dict)
+            and isinstance(s["x-kommo"].get("handler"), dict)}
 
 
 def _goto(number: int, kind: str) -> Handler:
@@ -80,6 +89,7 @@ class _Exporter:
         self.problems: list[Problem] = []
         self.more_heads: list[str] = []
         self.emitted: set[str] = set()
+        self.kept: dict[str, Any] = {}  # step id → x-kommo of an imported preset (see _kept)
         self.heads: dict[str, tuple[int, str]] = {}
         self.sections: dict[int, dict[str, str]] = {}
         self.root_error = self._root_error()
@@ -249,6 +259,11 @@ class _Exporter:
         self.emitted.add(sid)
         step = self.flow.steps[sid]
         at = pointer_join("/steps", sid)
+        if sid in self.kept:  # an imported preset: the original handler, not the steps it became
+            self.emitted.update(str(s) for s in self.kept[sid].get("steps") or [])
+            then = self.kept[sid].get("next")
+            return [self.kept[sid]["handler"], *self.jump(then if isinstance(then, str) else None, False, nat,
+                                                          chain)[0]]
         match step:
             case m.MessageStep():
                 steps_out.message_checks(self, step, at, root_error=self.root_error)

@@ -6,6 +6,10 @@ again, and when both are known saves them on the contact and says ``success``. W
 that loop with validation steps (``contains phone`` / ``contains email``), keeping what was found in
 ``vars.kommo_phone`` / ``vars.kommo_email`` across replies. ``contacts.get_base_info`` saves what the
 reply holds without asking.
+
+The subflow's first step carries ``x-kommo`` (``handler``: the original, ``next``: where the
+subflow goes on, ``steps``: its other steps), which the flow format keeps and ignores, so export
+writes the preset back instead of refusing the steps it is made of.
 """
 
 from __future__ import annotations
@@ -28,11 +32,18 @@ def preset(b: Builder, h: Mapping[str, Any], pointer: str, cont: Cont, sid: str)
     at = pointer_join(pointer, "params", "params")
     if not isinstance(q, Mapping):
         raise KommoImportError(at, "preset: params must be an object")
+    then = b.target(cont)
+    before = set(b.steps)
     if name == "contacts.validate_base_info":
-        return _validate_base_info(b, q, pointer, at, cont, sid)
-    if name == "contacts.get_base_info":
-        return _collect(b, pointer, sid, then=_save(b, pointer, sid, b.target(cont)), reset=True)
-    return None
+        found = _validate_base_info(b, q, pointer, at, cont, sid)
+    elif name == "contacts.get_base_info":
+        found = _collect(b, pointer, sid, then=_save(b, pointer, sid, then), reset=True)
+    else:
+        return None
+    # The original handler, where the subflow goes on and its steps: export writes the preset back.
+    inner = sorted(set(b.steps) - before - {sid, then or ""})
+    b.steps[sid]["x-kommo"] = {"handler": dict(h), "next": then, "steps": inner}
+    return found
 
 
 def _collect(b: Builder, pointer: str, sid: str, then: str, reset: bool) -> Cont:

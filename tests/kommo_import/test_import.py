@@ -184,6 +184,15 @@ def test_every_crm_action_maps_to_ours() -> None:
     ]
 
 
+def test_send_email_by_template_or_text() -> None:
+    r = imp([{"question": [act("send_email", template_id=17), act("send_email", subject="Hi {{name}}", text="Offer",
+                                                                   to="all_contacts")]}])
+    assert r.flow["steps"]["q0"]["actions"] == [{"do": "send_email", "template": "17"}]
+    assert r.flow["steps"]["q0_1"]["actions"] == [{"do": "send_email", "to": "all_contacts", "template": {
+        "subject": "Hi {{ contact.name }}", "body": "Offer"}}]
+    assert r.approximated == 2
+
+
 def test_unmapped_ids_stay_numbers_with_one_warning_each() -> None:
     r = imp([{"question": [act("change_status", value=7), act("change_status", value=7),
                            act("set_custom_fields", type=2, value="v", custom_fields_id=55)]}])
@@ -255,6 +264,9 @@ def test_presets_become_validation_steps() -> None:
         {"question": [h("preset", {"name": "contacts.get_base_info"})]}])
     kinds = sorted(s["type"] for s in r.flow["steps"].values())
     assert kinds.count("validation") == 4 and r.approximated == 2
+    kept = r.flow["steps"]["a0"]["x-kommo"]  # for export: the original, where it goes on, its steps
+    assert kept["handler"]["params"]["name"] == "contacts.validate_base_info" and kept["next"] == "q1"
+    assert set(kept["steps"]) == {sid for sid in r.flow["steps"] if sid.startswith("a0_")} | {"wait_a0_again_1"}
 
 
 # ---------------------------------------------------------------- custom steps
@@ -312,8 +324,12 @@ def test_the_summary_counts_handlers() -> None:
     ([{"question": [h("validations", {"conditions": [{"type": "zip", "operation": "contains"}]})]}],
      "/0/question/0/params/conditions/0/type", "unknown validation type"),
     ({"model": {"text": "{not json"}}, "/model/text", "model.text is not JSON"),
+    ([{"question": [h("validations", {"logic": [], "conditions": [{"type": "email"}]})]}],
+     "/0/question/0/params/logic", "logic must be and or or"),
     ({"0": {"question": [goto(1)]}, "1": {"question": [goto(0)]}}, "/1/question",
      "can run without ever waiting for the customer"),
+    ([{"question": [goto(0)]}], "/0/question", "loop q0 → q0 can run without ever waiting"),
+    ([{"answer": [goto(0, "answer")]}], "/0/answer", "loop a0 → a0 can run without ever waiting"),
     ([{"question": [h("buttons", [{"regex": "/([a-z/", "params": []}])]}], "/0/question/0", "does not compile"),
 ])
 def test_malformed_input_names_its_pointer(doc: Any, pointer: str, message: str) -> None:
