@@ -262,8 +262,7 @@ class _Exporter:
         if sid in self.kept:  # an imported preset: the original handler, not the steps it became
             self.emitted.update(str(s) for s in self.kept[sid].get("steps") or [])
             then = self.kept[sid].get("next")
-            return [self.kept[sid]["handler"], *self.jump(then if isinstance(then, str) else None, False, nat,
-                                                          chain)[0]]
+            return [self.kept[sid]["handler"], *self.jump(then if isinstance(then, str) else None, False, nat)[0]]
         match step:
             case m.MessageStep():
                 steps_out.message_checks(self, step, at, root_error=self.root_error)
