@@ -207,7 +207,7 @@ class _Exporter:
             self.refuse("/variables", "Kommo has no bot variables")
         if f.goals:
             self.refuse("/goals", "Kommo has no goals")
-        error = self.jump(ERROR_CHAIN, False, (None, False), ERROR_CHAIN)[0] if self.root_error else None
+        error = self.jump(ERROR_CHAIN, False, (None, False))[0] if self.root_error else None
         steps: dict[int, dict[str, list[Handler]]] = {}
         for n in sorted(self.sections):
             out: dict[str, list[Handler]] = {}
@@ -216,7 +216,7 @@ class _Exporter:
                 if sid == MENU:
                     out[kind] = self.menu_answer(self.sections[n]["question"], n)
                 elif sid is not None:
-                    out[kind] = self.handlers(sid, self.natural(n, kind), sid)
+                    out[kind] = self.handlers(sid, self.natural(n, kind))
             steps[n] = out
         # Steps no jump reaches get a Kommo step of their own: nothing of the flow is lost unsaid.
         self.more_heads += [sid for sid in self.flow.steps if sid not in self.emitted and sid not in self.more_heads]
@@ -227,11 +227,10 @@ class _Exporter:
             doc["error"] = error
         return doc
 
-    def jump(self, target: str | None, wait: bool, nat: Next, chain: str | None = None) -> tuple[list[Handler], Next]:
+    def jump(self, target: str | None, wait: bool, nat: Next) -> tuple[list[Handler], Next]:
         """The handlers that go on to ``target`` (after a reply with ``wait``) where Kommo would go on
-        to ``nat``, and where convert_in will see them go: inline steps where possible. ``chain``: the
-        id of the first step of the handler list being written (see ``_explicit``)."""
-        if (target, wait) == nat and not (target is not None and chain is not None and self._explicit(chain)):
+        to ``nat``, and where convert_in will see them go: inline steps where possible."""
+        if (target, wait) == nat:
             return [], nat
         if target is None:
             return [{"handler": "stop", "params": {}}], NOTHING
@@ -243,26 +242,19 @@ class _Exporter:
             if isinstance(step, m.PauseStep) and [e.on for e in step.until] == ["message"] \
                     and (step.until[0].next or step.next) is not None:  # a wait: no step of its own
                 self.emitted.add(target)
-                return self.jump(step.until[0].next or step.next, True, nat, chain)
+                return self.jump(step.until[0].next or step.next, True, nat)
             if isinstance(step, m.StopStep) and not step.close_chat:  # the end: no step of its own
                 self.emitted.add(target)
-                return self.jump(None, False, nat, chain)
+                return self.jump(None, False, nat)
             inline = not (self._menu(step) or target in self.emitted
                           or (isinstance(step, m.StopStep) and nat != (None, False)))
             if inline:
-                return self.handlers(target, nat, chain), (target, False)
+                return self.handlers(target, nat), (target, False)
         n, kind = self.address(target)
         return [_goto(n, kind)], (target, False)
 
     # ------------------------------------------------------------------ steps
-    def _explicit(self, chain: str) -> bool:
-        """Whether the jump that ends the handler list ``chain`` was written although Kommo would
-        make it anyway: convert_in numbered the steps of a list from its last handler back
-        (``<chain>_1`` the last), so a written jump, which makes no step, left ``<chain>_1`` unused."""
-        steps = self.flow.steps
-        return f"{chain}_1" not in steps and any(s.startswith(f"{chain}_") for s in steps)
-
-    def handlers(self, sid: str, nat: Next, chain: str | None = None) -> list[Handler]:
+    def handlers(self, sid: str, nat: Next) -> list[Handler]:
         """Step ``sid`` and what follows it, as the handlers of a section whose natural way on is ``nat``."""
         self.emitted.add(sid)
         step = self.flow.steps[sid]
@@ -270,8 +262,7 @@ class _Exporter:
         if sid in self.kept:  # an imported preset: the original handler, not the steps it became
             self.emitted.update(str(s) for s in self.kept[sid].get("steps") or [])
             then = self.kept[sid].get("next")
-            return [self.kept[sid]["handler"], *self.jump(then if isinstance(then, str) else None, False, nat,
-                                                          chain)[0]]
+            return [self.kept[sid]["handler"], *self.jump(then if isinstance(then, str) else None, False, nat)[0]]
         match step:
             case m.MessageStep():
                 steps_out.message_checks(self, step, at, root_error=self.root_error)
@@ -283,21 +274,21 @@ class _Exporter:
                     return [show]
                 targets = {b.next for b in step.buttons if b.next is not None}
                 if targets:  # every button and any other answer lead to one step: wait for the reply
-                    return [show, *self.jump(targets.pop(), True, nat, chain)[0]]
+                    return [show, *self.jump(targets.pop(), True, nat)[0]]
                 if step.other_answer is not None:
                     self.refuse(f"{at}/other_answer", "Kommo has no other answer on a message that does not wait")
-                return [show, *self.jump(step.next, False, nat, chain)[0]]
+                return [show, *self.jump(step.next, False, nat)[0]]
             case m.ConditionStep():
-                return self.condition(step, at, nat, chain)
+                return self.condition(step, at, nat)
             case m.ValidationStep():
                 if step.save_as is not None:
                     self.refuse(f"{at}/save_as", "Kommo has no bot variables: read last_validation_result instead")
-                after, then = self.jump(step.fail, False, nat, chain)
+                after, then = self.jump(step.fail, False, nat)
                 value = self.text(step.value, f"{at}/value")
                 rules = [steps_out.rule(self, r, value, f"{at}/rules/{i}") for i, r in enumerate(step.rules)]
                 check = {"handler": "validations", "params": {
                     "logic": "and" if step.logic == "all" else "or", "conditions": rules,
-                    "result": self.jump(step.pass_, False, then, step.pass_)[0]}}
+                    "result": self.jump(step.pass_, False, then)[0]}}
                 return [check, *after]
             case m.PauseStep():
                 if [e.on for e in step.until] != ["message"] or (step.until[0].next or step.next) is None:
@@ -308,20 +299,20 @@ class _Exporter:
                     if step.next is None and all(e.next is None for e in step.until):
                         self.refuse(f"{at}/next", "Kommo's wait_answer needs a step to go on at")
                     return []
-                return self.jump(step.until[0].next or step.next, True, nat, chain)[0]
+                return self.jump(step.until[0].next or step.next, True, nat)[0]
             case m.ActionStep():
                 if step.failed is not None:
                     self.refuse(f"{at}/failed", "Kommo has no way on when a CRM action fails")
                 done = [h for i, a in enumerate(step.actions) for h in action(self, a, f"{at}/actions/{i}")]
-                return [*done, *self.jump(step.next, False, nat, chain)[0]]
+                return [*done, *self.jump(step.next, False, nat)[0]]
             case m.InternalMessageStep():
-                return [*steps_out.internal(self, step, at), *self.jump(step.next, False, nat, chain)[0]]
+                return [*steps_out.internal(self, step, at), *self.jump(step.next, False, nat)[0]]
             case m.GotoStep():
-                return self.jump(step.step, False, nat, chain)[0]
+                return self.jump(step.step, False, nat)[0]
             case m.StartBotStep():
                 return [self.start_bot(step, at)]
             case m.WidgetStep():
-                return [steps_out.widget_request(self, step, at), *self.jump(step.next, False, nat, chain)[0]]
+                return [steps_out.widget_request(self, step, at), *self.jump(step.next, False, nat)[0]]
             case m.CustomStep() if step.handler.startswith("kommo.") and isinstance(
                     kept := step.params.get("kommo"), str):
                 try:
@@ -329,28 +320,28 @@ class _Exporter:
                 except ValueError:
                     self.refuse(f"{at}/params/kommo", "not the original Kommo handler an import keeps")
                     return []
-                return [original, *self.jump(step.next, False, nat, chain)[0]]
+                return [original, *self.jump(step.next, False, nat)[0]]
             case m.StopStep():
                 if not step.close_chat:
-                    return self.jump(None, False, nat, chain)[0]
+                    return self.jump(None, False, nat)[0]
                 return [{"handler": "stop", "params": {"action": "talk-close"}}]
             case _:
                 self.refuse(f"{at}/type", f'Kommo has no "{step.type}" step'
                             + (f' ("{step.handler}")' if isinstance(step, m.CustomStep) else ""))
                 return []
 
-    def condition(self, step: m.ConditionStep, at: str, nat: Next, chain: str | None) -> list[Handler]:
-        after, then = self.jump(step.else_, False, nat, chain)
+    def condition(self, step: m.ConditionStep, at: str, nat: Next) -> list[Handler]:
+        after, then = self.jump(step.else_, False, nat)
         routes = [steps_out.route(self, b.if_, f"{at}/branches/{i}/if") for i, b in enumerate(step.branches)]
         if len(step.branches) > 1 and all(routes):  # a reply routed: Kommo's buttons handler
-            items = [{**r, "params": self.jump(b.next, False, then, b.next)[0]}
+            items = [{**r, "params": self.jump(b.next, False, then)[0]}
                      for r, b in zip(routes, step.branches, strict=True) if r is not None]
             return [{"handler": "buttons", "params": items}, *after]
         handlers = []
         for i, b in enumerate(step.branches):  # one condition each; the first that holds jumps away
             h = steps_out.predicate(self, b.if_, f"{at}/branches/{i}/if")
             last = i == len(step.branches) - 1
-            h["params"]["result"] = self.jump(b.next, False, then if last else NOTHING, b.next)[0]
+            h["params"]["result"] = self.jump(b.next, False, then if last else NOTHING)[0]
             handlers.append(h)
         return [*handlers, *after]
 
