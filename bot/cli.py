@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from . import kommo_cli, kommo_import_cli
 from .errors import ConversationTestError, FlowInvalid, FlowLoadError, Problem
 
 if TYPE_CHECKING:
@@ -261,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = fsub.add_parser("graph", help="print the flow as a Mermaid flowchart")
     g.add_argument("file")
     g.add_argument("--highlight", help="a step id to highlight")
+    kommo_cli.add_export_parser(fsub)
+    kommo_import_cli.add_import_parser(fsub)
+    kommo_cli.add_kommo_parser(sub)
 
     autos = sub.add_parser("automations", help="validate and upload automation documents")
     asub = autos.add_subparsers(dest="automations_command", required=True)
@@ -307,11 +311,17 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, inp: T
     if args.command == "flows":
         if args.flows_command == "push":
             return _cmd_push(args, out)
+        if args.flows_command == "export":
+            return kommo_cli.cmd_export(args, out)
+        if args.flows_command == "import":
+            return kommo_import_cli.cmd_import(args, out)
         return _cmd_validate(args, out) if args.flows_command == "validate" else _cmd_graph(args, out)
     if args.command == "automations":
         return _cmd_automations(args, out)
     if args.command == "test":
         return _cmd_test(args, out)
+    if args.command == "kommo":
+        return kommo_cli.cmd_map(args, out)
     if args.command == "chat":
         return _cmd_chat(args, out, inp or sys.stdin)
     if args.command == "serve":

@@ -12,6 +12,8 @@ Every error the project raises on purpose derives from ``SalesbotError``::
     │   ├── UnknownBot             start_bot / API named a bot that is not loaded
     │   └── StepBudgetExceeded     one event ran more steps than the flow's step_budget
     ├── ConversationTestError      (bot.runtime.testing) a *.test.yaml file is malformed
+    ├── KommoImportError           (bot.kommo_import) a Kommo document, a flow or a map cannot be
+    │                              converted; carries the JSON pointer (subclasses: errors.py there)
     ├── CrmError                   (crm_bridge)
     │   ├── CrmRejected            permanent: the CRM refused the command
     │   └── CrmTemporary           retry later
