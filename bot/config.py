@@ -196,6 +196,13 @@ class EventsConfig(_Frozen):
     secret: SecretStr | None = None
 
 
+class ShopConfig(_Frozen):
+    """``[shop]``: the catalogue and orders (docs/customers.md). ``default_currency``: the prices
+    shown to a customer whose card names no currency (None: the first currency a product has)."""
+
+    default_currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
+
+
 class AutomationsConfig(_Frozen):
     """``[automations]``: ``apply_rate``: the most leads/s an ``apply_to_existing`` job visits
     (0: no ceiling; it gives way to conversations all the same, bot/runtime/pacing.py)."""
@@ -247,6 +254,7 @@ class Config(_Frozen):
     limits: LimitsConfig = LimitsConfig()
     events: EventsConfig = EventsConfig()
     automations: AutomationsConfig = AutomationsConfig()
+    shop: ShopConfig = ShopConfig()
     #: Count the funnel of bot runs (docs/analytics.md); false: no counting on the save path.
     analytics: bool = True
 
