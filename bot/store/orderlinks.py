@@ -22,7 +22,7 @@ def links_key(customer_id: str) -> str:
     return f"sb:olinks:{{{customer_id}}}"
 
 
-def _unpack(raw: bytes) -> dict[str, Any]:
+def _unpack(raw: bytes | str) -> dict[str, Any]:
     record: dict[str, Any] = msgpack.unpackb(raw, raw=False)
     return record
 
@@ -44,11 +44,11 @@ class OrderLinkStore:
         self.redis = redis
 
     async def all(self, customer_id: str) -> dict[str, dict[str, Any]]:
-        raw = await self.redis.hgetall(links_key(customer_id))  # type: ignore[misc]
+        raw = await self.redis.hgetall(links_key(customer_id))
         return {(k.decode() if isinstance(k, bytes) else str(k)): _unpack(v) for k, v in raw.items()}
 
     async def get(self, customer_id: str, link_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.hget(links_key(customer_id), link_id)  # type: ignore[misc]
+        raw = await self.redis.hget(links_key(customer_id), link_id)
         return None if raw is None else _unpack(raw)
 
     async def add(self, customer_id: str, link_id: str, record: dict[str, Any], *, now: float) -> None:
@@ -62,7 +62,7 @@ class OrderLinkStore:
             if old:
                 pipe.hdel(key, *old)
             pipe.hset(key, link_id, _pack(record))
-            pipe.expireat(key, int(last + KEEP) + 1)
+            pipe.expire(key, int(last + KEEP - now) + 1)  # relative: the caller's clock, not the server's
             await pipe.execute()
 
     async def revoke(self, customer_id: str, link_id: str, *, now: float, by: str) -> dict[str, Any] | None:
@@ -74,6 +74,6 @@ class OrderLinkStore:
         if record.get("revoked_at") is None:
             record = {**record, "revoked_at": now, "revoked_by": by}
             # HSETXX-like: only a link that is still there is written back (no resurrection).
-            if await self.redis.hexists(links_key(customer_id), link_id):  # type: ignore[misc]
-                await self.redis.hset(links_key(customer_id), link_id, _pack(record))  # type: ignore[misc]
+            if await self.redis.hexists(links_key(customer_id), link_id):
+                await self.redis.hset(links_key(customer_id), link_id, _pack(record))
         return record
