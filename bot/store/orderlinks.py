@@ -16,6 +16,12 @@ from redis.asyncio import Redis
 
 #: How long an expired or revoked link stays listed.
 KEEP = 90 * 86400
+_SET_IF_THERE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"""
 
 
 def links_key(customer_id: str) -> str:
@@ -73,7 +79,6 @@ class OrderLinkStore:
             return None
         if record.get("revoked_at") is None:
             record = {**record, "revoked_at": now, "revoked_by": by}
-            # HSETXX-like: only a link that is still there is written back (no resurrection).
-            if await self.redis.hexists(links_key(customer_id), link_id):
-                await self.redis.hset(links_key(customer_id), link_id, _pack(record))
+            # Only a link still there is written back: one pruned meanwhile is not brought back.
+            await self.redis.eval(_SET_IF_THERE, 1, links_key(customer_id), link_id, _pack(record))
         return record

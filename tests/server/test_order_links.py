@@ -4,6 +4,7 @@ a clear page for a bad, expired or revoked link), its limits, and the flow actio
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import re
@@ -140,6 +141,24 @@ async def test_the_page_shows_the_customers_prices_in_their_language_and_places_
     assert await app.services.shop.order_counts([cid]) == {cid: 1}
     order = await app.services.shop.order(number.group(1))
     assert (order["source"], order["customer"], order["total"]) == ("order_link", cid, 216)
+
+
+async def test_taps_of_one_form_at_the_same_moment_place_one_order(app: App) -> None:
+    cid = await customer(app, currency="TRY")
+    page = path_of((await link(app, cid))["url"])
+    form = {"key": submit_key(await (await app.http.get(page)).text()), "q:tea": "1"}
+    answers = await asyncio.gather(*(app.http.post(page, data=form) for _ in range(3)))
+    numbers = {re.search(r"order number is (\d+)", await r.text()).group(1) for r in answers}  # type: ignore[union-attr]
+    assert [r.status for r in answers] == [200, 200, 200] and len(numbers) == 1
+    assert await app.services.shop.order_counts([cid]) == {cid: 1}
+
+
+async def test_a_customer_whose_currency_nothing_is_priced_in_sees_nothing_to_order(app: App) -> None:
+    cid = await customer(app, currency="JPY")
+    r = await app.http.get(path_of((await link(app, cid))["url"]))
+    html = await r.text()
+    assert r.status == 200 and "There is nothing to order right now." in html and "Tea" not in html
+    assert (await app.http.post(path_of((await link(app, cid))["url"]), data={"q:tea": "1"})).status == 422
 
 
 async def test_a_client_cannot_set_prices_or_order_what_is_not_on_sale(app: App) -> None:
