@@ -24,6 +24,8 @@ from . import (
     kommo_webhooks,
     livechat,
     openapi,
+    orderlinks_api,
+    orderpage,
     outbound_api,
     pages,
     pipeline_api,
@@ -56,12 +58,14 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(splits_api.routes)  # /api/bots/{id}/splits
     app.add_routes(processes_api.routes)  # /api/processes/{id}/contacts, /api/contacts/{id}/processes
     app.add_routes(analytics_api.routes)  # /api/analytics/…
+    app.add_routes(orderlinks_api.routes)  # /api/customers/{id}/order-link[s]
     app.add_routes(shop_api.routes)  # /api/products, /api/orders
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}
         app.add_routes(channel_webhooks.routes)
         app.add_routes(pages.routes)
+        app.add_routes(orderpage.routes)  # /order/<token>: the quick-order page
         app.add_routes(tracking.routes)  # /t/o, /t/c: e-mail opens and clicks
         dashboard.setup(app)  # /live, /live/session, /api/live, /api/bots/{id}/graph
     use_expect_handler(app)
