@@ -189,20 +189,26 @@ class CrmDirectory:
 
     # ------------------------------------------------------------------ listing
     async def search(self, kind: str, *, q: str | None = None, filters: Mapping[str, Any] | None = None,
-                     limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """Records newest first; ``q`` searches names, e-mails and phones; ``filters``:
-        contacts ``status``, ``temperature``, ``tag`` (list), ``stage`` (+ ``pipeline``);
+                     limit: int = 50, offset: int = 0,
+                     before: float | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Records newest first (``before``: only those last written earlier than that time, a
+        cursor that stays put while records change); ``q`` searches names, e-mails and phones; ``filters``:
+        contacts ``status``, ``temperature``, ``tag`` (list), ``responsible``, ``stage`` (+ ``pipeline``);
         leads ``stage`` (+ ``pipeline``), ``tag`` (list), ``responsible``."""
         limit = max(1, min(int(limit), MAX_PAGE))
         offset = max(0, int(offset))
         keys = self._filter_keys(kind, filters or {})
         if q and q.strip():
             ids = await self._search_ids(kind, q, keys)
+            if before is not None:
+                times = await self._updated_at(kind, ids)
+                ids = [i for i, at in zip(ids, times, strict=True) if (at or 0) < before]
             page = ids[offset:offset + limit]
             return await self._present(kind, await self.get_many(kind, page)), len(ids)
+        top = "+inf" if before is None else f"({before!r}"
         if not keys:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zrevrange(recent_key(kind), offset, offset + limit - 1)
+            pipe.zrevrangebyscore(recent_key(kind), top, "-inf", start=offset, num=limit)
             pipe.zcard(recent_key(kind))
             raw, total = await pipe.execute()
         else:
@@ -210,7 +216,7 @@ class CrmDirectory:
             pipe = self.redis.pipeline(transaction=False)
             pipe.zinterstore(tmp, {recent_key(kind): 1, **dict.fromkeys(keys, 0)})
             pipe.expire(tmp, 30)  # deleted below; the TTL covers a client that dies in between
-            pipe.zrevrange(tmp, offset, offset + limit - 1)
+            pipe.zrevrangebyscore(tmp, top, "-inf", start=offset, num=limit)
             pipe.delete(tmp)
             total, _, raw, _ = await pipe.execute()
         ids = [i.decode() for i in raw]
@@ -218,7 +224,7 @@ class CrmDirectory:
 
     def _filter_keys(self, kind: str, filters: Mapping[str, Any]) -> list[str]:
         keys = []
-        allowed = {"contact": ("status", "temperature", "tag", "stage", "pipeline"),
+        allowed = {"contact": ("status", "temperature", "tag", "responsible", "stage", "pipeline"),
                    "lead": ("stage", "tag", "responsible", "pipeline")}[kind]
         unknown = [k for k, v in filters.items() if v not in (None, "", []) and k not in allowed]
         if unknown:

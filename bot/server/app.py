@@ -19,11 +19,13 @@ from . import (
     automations_api,
     channel_webhooks,
     crm_api,
+    customers_api,
     dashboard,
     events_api,
     kommo_webhooks,
     livechat,
     openapi,
+    orders_live,
     outbound_api,
     pages,
     pipeline_api,
@@ -55,6 +57,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(splits_api.routes)  # /api/bots/{id}/splits
     app.add_routes(processes_api.routes)  # /api/processes/{id}/contacts, /api/contacts/{id}/processes
     app.add_routes(analytics_api.routes)  # /api/analytics/…
+    customers_api.setup(app)  # /api/customers
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}
@@ -62,6 +65,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
         app.add_routes(pages.routes)
         app.add_routes(tracking.routes)  # /t/o, /t/c: e-mail opens and clicks
         dashboard.setup(app)  # /live, /live/session, /api/live, /api/bots/{id}/graph
+        orders_live.setup(app)  # /api/live/orders
     use_expect_handler(app)
     quiet_parser_rejections()
 
