@@ -43,7 +43,9 @@ from .versions import bump
 
 MAX_PAGE = 200
 CONTACT_KEYS = frozenset({"name", "first_name", "phone", "email", "responsible", "fields", "tags",
-                          "tags_add", "tags_remove"}) | CARD_FIELDS
+                          "tags_add", "tags_remove", "score"}) | CARD_FIELDS
+#: The largest contact score a person may set (automations add and decay it: automations.md).
+MAX_SCORE = 10**9
 #: The largest lead price: exact as a float and an integer, and far beyond any real deal.
 MAX_PRICE = 10**15
 LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fields", "tags",
@@ -98,6 +100,16 @@ def _tags(value: Any, name: str = "tags") -> list[str]:
         if tag not in out:
             out.append(tag)
     return out
+
+
+def _score(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_SCORE:
+        raise CrmRejected(f"score is a whole number from 0 to {MAX_SCORE}")  # NaN fails the comparison
+    if not float(value).is_integer():
+        raise CrmRejected(f"score is a whole number from 0 to {MAX_SCORE}")
+    return int(value)
 
 
 class CrmDirectory:
@@ -326,6 +338,8 @@ class CrmDirectory:
             record["email"] = clean_email(patch["email"])
         if "responsible" in patch:
             record["responsible"] = self._responsible(patch["responsible"])
+        if "score" in patch:
+            record["score"] = _score(patch["score"])
         for name in CARD_FIELDS & set(patch):
             record[name] = card_value(name, patch[name])
         self._edit_common(record, patch)
