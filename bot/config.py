@@ -141,6 +141,7 @@ class LimitsConfig(_Frozen):
     public_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # pages, long polls, forms, …
     auth_failures_per_ip: RateConfig = RateConfig(per_minute=20, burst=10)  # 401/403s: token guessing
     events_per_ip: RateConfig = RateConfig(per_minute=3000, burst=500)  # POST /api/events: a sender's flood
+    orders_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # POST, PATCH /api/orders: a script's flood
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -190,6 +191,13 @@ class EventsConfig(_Frozen):
     events signed ``X-Salesbot-Signature: sha256=<hex HMAC-SHA256 of the body>`` (docs/server.md)."""
 
     secret: SecretStr | None = None
+
+
+class ShopConfig(_Frozen):
+    """``[shop]``: the catalogue and orders (docs/customers.md). ``default_currency``: the prices
+    shown to a customer whose card names no currency (None: the first currency a product has)."""
+
+    default_currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
 
 
 class AutomationsConfig(_Frozen):
@@ -243,6 +251,7 @@ class Config(_Frozen):
     limits: LimitsConfig = LimitsConfig()
     events: EventsConfig = EventsConfig()
     automations: AutomationsConfig = AutomationsConfig()
+    shop: ShopConfig = ShopConfig()
     #: Count the funnel of bot runs (docs/analytics.md); false: no counting on the save path.
     analytics: bool = True
 

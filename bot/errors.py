@@ -19,8 +19,11 @@ Every error the project raises on purpose derives from ``SalesbotError``::
     │       └── CrmRateLimited     carries retry_after (seconds)
     ├── ActionFailed               (bot.outward.actions) an outward action failed: the step's `failed`
     │   └── ActionRefused          the target is not allowed (private address, not configured, …)
-    └── StoreFull                  (bot.store.memoryguard) Redis is near maxmemory: no new
-                                   conversations for now; carries retry_after (seconds)
+    ├── StoreFull                  (bot.store.memoryguard) Redis is near maxmemory: no new
+    │                              conversations for now; carries retry_after (seconds)
+    └── ShopError                  (bot.shop, bot.runtime.shop) the catalogue and orders
+        └── ShopRejected           a product, order or change is not valid: the message says what to fix
+            └── ShopNotFound       … it names a product, order or customer that does not exist
 
 Errors carry structured fields so callers never parse messages.
 """
@@ -135,3 +138,15 @@ class StoreFull(SalesbotError):
                  retry_after: int = 5) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class ShopError(SalesbotError):
+    """The catalogue or the orders could not do what was asked."""
+
+
+class ShopRejected(ShopError):
+    """A product, an order or a change of one is not valid; the message says what to fix."""
+
+
+class ShopNotFound(ShopRejected):
+    """The product, order or customer named does not exist (HTTP 404)."""

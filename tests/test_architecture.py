@@ -1,6 +1,6 @@
 """The layout's rules, checked on the source so they stay true.
 
-- ``bot.engine`` (the interpreter) and ``bot.automations`` (the rule engine) are pure: no I/O
+- ``bot.engine`` (the interpreter), ``bot.automations`` (the rule engine) and ``bot.shop`` are pure: no I/O
   library, no clock, no other layer of ours;
 - each package imports only the layers below it (docs/architecture.md draws them);
 - no module is over 600 lines (tests and benches included);
@@ -28,12 +28,13 @@ LAYERS: dict[str, set[str]] = {
     "bot.engine": {"bot.builder", "bot.messages", "bot.errors", "bot.lazy"},
     "bot.builder": {"bot.errors", "bot.messages", "bot.lazy"},
     "bot.automations": {"bot.builder", "bot.engine", "bot.errors", "bot.messages"},
-    "bot.store": {"bot.engine", "bot.builder", "bot.messages", "bot.errors"},
+    "bot.shop": {"bot.errors"},
+    "bot.store": {"bot.engine", "bot.builder", "bot.messages", "bot.errors", "bot.shop"},
     "bot.outward": {"bot.engine", "bot.builder", "bot.store", "bot.config", "bot.errors", "crm_bridge"},
-    "bot.simulation": {"bot.engine", "bot.builder", "bot.automations", "bot.messages", "bot.errors",
+    "bot.simulation": {"bot.engine", "bot.builder", "bot.automations", "bot.messages", "bot.errors", "bot.shop",
                        "bot.runtime.driver", "crm_bridge"},
     "bot.runtime": {"bot.engine", "bot.builder", "bot.automations", "bot.store", "bot.outward", "bot.messages",
-                    "bot.errors", "bot.config", "bot.logs", "crm_bridge"},
+                    "bot.errors", "bot.config", "bot.logs", "bot.shop", "crm_bridge"},
     "bot.channels": {"bot.engine", "bot.builder", "bot.store", "bot.messages", "bot.errors", "bot.config",
                      "bot.inputs", "bot.logs", "crm_bridge"},
     "crm_bridge": {"bot.errors", "bot.config", "bot.store", "bot.outward.netguard", "bot.lazy"},
@@ -102,9 +103,9 @@ def _allowed(target: str, layer: str) -> bool:
     return any(target == ok or target.startswith(ok + ".") for ok in LAYERS[layer])
 
 
-def test_the_engine_and_the_rule_engine_import_no_io_library() -> None:
+def test_the_engine_the_rule_engine_and_the_shop_rules_import_no_io_library() -> None:
     bad = [f"{name}:{line} imports {target}"
-           for name in MODULES if name.startswith(("bot.engine", "bot.automations"))
+           for name in MODULES if name.startswith(("bot.engine", "bot.automations", "bot.shop"))
            for target, line in _imports(name) if target.split(".")[0] in IMPURE]
     assert bad == []
 

@@ -43,6 +43,7 @@ from ..runtime.processes import Processes
 from ..runtime.processjobs import ProcessJobs
 from ..runtime.requests import ServerRequests
 from ..runtime.service import ConversationService
+from ..runtime.shop import Shop
 from ..store.analytics import AnalyticsCounts
 from ..store.bots import BotRegistry
 from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
@@ -110,6 +111,7 @@ class Services:
     chat: ChatEvents | None = None  # customer messages as lead events (bot/runtime/chatevents.py)
     processes: Processes | None = None  # flows started for contacts (bot/runtime/processes.py)
     process_jobs: ProcessJobs | None = None  # POST /api/processes/{id}/contacts batches
+    shop: Shop = field(init=False)  # the catalogue and orders (bot/runtime/shop.py); set by _open
 
     def greeting_bot(self, account: str) -> str | None:
         acc = self.config.account(account)
@@ -281,6 +283,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         services.process_jobs = ProcessJobs(redis, services.processes,
                                             pacer=Pacer(conversations.activity, rate=config.automations.apply_rate))
         services.leads = leads
+        services.shop = Shop(redis=redis, directory=directory, leads=leads,
+                             default_currency=config.shop.default_currency)
         pacer = Pacer(conversations.activity, rate=config.automations.apply_rate)  # jobs give way to conversations
         services.jobs = ApplyJobs(redis, leads, pacer=pacer) if isinstance(crm, RedisCrm) \
             else ApplyJobs(redis, leads, lister=crm, pacer=pacer) if is_kommo(crm) \

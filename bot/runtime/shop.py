@@ -1,0 +1,259 @@
+"""The shop service (``services.shop``): the catalogue as a customer sees it, placing and changing
+orders, and what follows each (the customer's status, lead events, the live signal).
+
+Whoever places an order (a person through ``POST /api/orders``, the quick-order page, an
+integration) comes here: prices are always the catalogue's, in the customer's currency and after
+their personal discount (``bot.shop.prices``). After an order is made or changed its id is
+published on ``sb:orders:changed`` (the dashboard shows it live) and each event of the change
+(``bot.shop.orders``) goes onto the order's lead queue, where automations (``on: order.paid``)
+and flows' goals hear it. An order's lead: the one named, else the customer's newest open lead,
+else a new one (as ``POST /api/events`` finds it). The customer card (currency, language,
+discount, status) is the embedded CRM's; on another CRM a customer has no card (the defaults
+apply) and only an order naming its lead emits events.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from crm_bridge.directory import CrmDirectory
+
+from ..automations.events import ID_PATTERN
+from ..errors import ShopRejected
+from ..shop import orders as rules
+from ..shop.prices import to_major, unit_price
+from ..shop.products import check_product, localised, product_json
+from ..store.shop import ALL, ShopStore, index_key
+from .leads import LeadService
+
+log = logging.getLogger("salesbot.shop")
+#: Redis channel: the id of every order made or changed (views15's live Orders view listens).
+ORDERS_CHANNEL = "sb:orders:changed"
+#: Stages whose leads are closed: an order goes to a newer, open lead (as ``POST /api/events``).
+CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
+#: Tries of a change that met another change of the same order (compare and set).
+CHANGE_TRIES = 8
+#: Ids a filtered list reads at most for one page (the rest: the next page, ``next_before``).
+SCAN_LIMIT = 2000
+_ID = re.compile(ID_PATTERN)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueItem:
+    sku: str
+    name: str
+    description: str | None
+    image_url: str | None
+    base_price: int  # minor units of the catalogue's currency
+    unit_price: int  # after the customer's discount
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerCatalogue:
+    """The active products as one customer sees them: their currency, language and discount."""
+
+    customer: str
+    currency: str | None  # None: nothing on sale
+    language: str
+    discount: float
+    products: list[CatalogueItem] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """Prices in major units, as the API shows money."""
+        cur = self.currency or "XXX"
+        return {"customer": self.customer, "currency": self.currency, "language": self.language,
+                "discount": self.discount,
+                "products": [{"sku": p.sku, "name": p.name, "description": p.description, "image_url": p.image_url,
+                              "base_price": to_major(p.base_price, cur), "unit_price": to_major(p.unit_price, cur)}
+                             for p in self.products]}
+
+
+class Shop:
+    def __init__(self, *, redis: Redis, directory: CrmDirectory | None, leads: LeadService | None,
+                 default_currency: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.store = ShopStore(redis)
+        self.directory = directory
+        self.leads = leads
+        self.default_currency = default_currency
+        self.clock = clock
+
+    # ------------------------------------------------------------------ the catalogue
+    async def put_product(self, sku: str, body: object) -> tuple[dict[str, Any], bool]:
+        """Create or replace a product; (its JSON, whether it is new)."""
+        product = check_product(sku, body, self.clock())
+        created = await self.store.put_product(product)
+        return product_json(product), created
+
+    async def product(self, sku: str) -> dict[str, Any]:
+        found = await self.store.product(sku)
+        if found is None:
+            raise rules.missing("product", sku)
+        return product_json(found)
+
+    async def products(self, *, active: bool | None = None) -> list[dict[str, Any]]:
+        return [product_json(p) for p in await self.store.all_products() if active is None or p["active"] is active]
+
+    async def delete_product(self, sku: str) -> None:
+        if not await self.store.delete_product(sku):
+            raise rules.missing("product", sku)
+
+    async def catalogue_for(self, customer_id: str) -> CustomerCatalogue:
+        """The active products in the customer's currency (card, else ``[shop] default_currency``,
+        else the first product's first currency) and language (card, else en); products without
+        a price in that currency are left out."""
+        card = await self._card(customer_id)
+        products = [p for p in await self.store.all_products() if p["active"]]
+        currency = self._currency(card, products)
+        language = str(card.get("language") or "en")
+        discount = card.get("discount") or 0
+        items = [CatalogueItem(sku=p["sku"], name=localised(p["name"], language) or p["sku"],
+                               description=localised(p["description"], language), image_url=p.get("image_url"),
+                               base_price=p["prices"][currency], unit_price=unit_price(p["prices"][currency], discount))
+                 for p in products if currency in p["prices"]]
+        return CustomerCatalogue(customer_id, currency if products else None, language, discount, items)
+
+    def _currency(self, card: Mapping[str, Any], products: Sequence[Mapping[str, Any]]) -> str:
+        if card.get("currency"):
+            return str(card["currency"])
+        if self.default_currency:
+            return self.default_currency
+        return next((c for p in products for c in p["prices"]), "XXX")
+
+    async def _card(self, customer_id: str) -> dict[str, Any]:
+        """The customer's contact record (card fields included); {} on a CRM without cards."""
+        if not isinstance(customer_id, str) or not _ID.match(customer_id):
+            raise rules.missing("customer", str(customer_id))
+        if self.directory is None:
+            return {}
+        record = await self.directory.get("contact", customer_id)
+        if record is None:
+            raise rules.missing("customer", customer_id)
+        return record
+
+    # ------------------------------------------------------------------ orders
+    async def place_order(self, customer_id: str, items: list[tuple[str, int]], *, source: str,
+                          lead_id: str | None = None, key: str | None = None, by: str | None = None) -> dict[str, Any]:
+        """Make an order at the customer's prices now; the order as the API shows it. With
+        ``key`` (an idempotency key of this customer, kept 7 days) a retry returns the same order."""
+        if key is not None:
+            known = await self.store.keyed(customer_id, key)
+            if known is not None:
+                return rules.order_json(known)
+        lines_wanted = rules.check_items(items)
+        card = await self._card(customer_id)
+        products = await self.store.products([sku for sku, _ in lines_wanted])
+        active = [p for p in await self.store.all_products() if p["active"]] if not card.get("currency") else []
+        currency = self._currency(card, active)
+        language = str(card.get("language") or "en")
+        discount = card.get("discount") or 0
+        lines = rules.price_lines(lines_wanted, products, currency, discount, language)
+        lead = await self._lead_for(customer_id, lead_id)
+        number = await self.store.next_number()
+        order = rules.new_order(id_=str(number), number=number, customer=customer_id, lead=lead, lines=lines,
+                                currency=currency, discount=discount, source=source, by=by or source,
+                                now=self.clock())
+        stored, created = await self.store.create(order, key)
+        if created:
+            log.info("shop.order_created", extra={"order": stored["id"], "customer": customer_id, "source": source})
+            if self.directory is not None and card.get("status") != "current":
+                await self.directory.update_contact(customer_id, {"status": "current"})
+            await self._emit(stored, [rules.OrderEvent("order.created", rules.event_data(stored))], 1)
+            await self.redis.publish(ORDERS_CHANNEL, stored["id"])
+        return rules.order_json(stored)
+
+    async def _lead_for(self, customer_id: str, lead_id: str | None) -> str | None:
+        directory = self.directory
+        if lead_id is not None and (not isinstance(lead_id, str) or not _ID.match(lead_id)):
+            raise rules.missing("lead", str(lead_id))
+        if directory is None:
+            return lead_id
+        if lead_id is not None:
+            lead = await directory.get("lead", lead_id)
+            if lead is None:
+                raise rules.missing("lead", lead_id)
+            if customer_id not in [str(c) for c in lead.get("contacts") or []]:
+                raise ShopRejected(f"lead {lead_id} is not a lead of customer {customer_id}")
+            return lead_id
+        full = await directory.contact(customer_id) or {}
+        open_leads = [lead for lead in full.get("leads") or []
+                      if str(lead.get("stage", "")).casefold() not in CLOSED_STAGES]
+        if open_leads:
+            return str(max(open_leads, key=lambda lead: int(lead["id"]))["id"])
+        return str((await directory.create_lead({}, contact_id=customer_id))["id"])
+
+    async def order(self, order_id: str) -> dict[str, Any]:
+        found = await self.store.order(order_id) if _ID.match(order_id) else None
+        if found is None:
+            raise rules.missing("order", order_id)
+        return rules.order_json(found)
+
+    async def change_order(self, order_id: str, patch: object, *, by: str) -> dict[str, Any]:
+        """Move the status, mark paid, set tracking (``bot.shop.orders.change``); each change
+        emits its events. Concurrent changes of one order are applied one after the other."""
+        wanted = rules.check_patch(patch)
+        for _ in range(CHANGE_TRIES):
+            raw = await self.store.order_raw(order_id) if _ID.match(order_id) else None
+            if raw is None:
+                raise rules.missing("order", order_id)
+            old = rules.load(raw)
+            new, events = rules.change(old, wanted, by=by, now=self.clock())
+            if new == old:
+                return rules.order_json(old)
+            if await self.store.replace(raw, old, new):
+                log.info("shop.order_changed", extra={"order": order_id, "by": by,
+                                                      "events": [e.type for e in events]})
+                await self._emit(new, events, len(new["history"]))
+                await self.redis.publish(ORDERS_CHANNEL, order_id)
+                return rules.order_json(new)
+        raise ShopRejected("the order is being changed by others right now; send the change again")
+
+    async def _emit(self, order: Mapping[str, Any], events: Sequence[rules.OrderEvent], step: int) -> None:
+        """The events onto the order's lead queue (ids made of the order and its history's length:
+        a redelivered change is a duplicate)."""
+        if self.leads is None or not order.get("lead"):
+            return
+        for event in events:
+            lead_event = self.leads.event(event.type, str(order["lead"]), data=event.data,
+                                          id_=f"order-{order['id']}-{step}-{event.type}",
+                                          contact_id=str(order["customer"]), source="shop")
+            await self.leads.deliver(lead_event, dedupe=True, background=True)
+
+    async def list_orders(self, *, status: str | None = None, payment: str | None = None,
+                          customer: str | None = None, before: int | None = None,
+                          limit: int = 50) -> tuple[list[dict[str, Any]], int | None]:
+        """Orders newest first, filtered; (page, the ``before`` of the next page or None)."""
+        if status is not None and status not in rules.STATUSES:
+            raise ShopRejected(f"status is one of {', '.join(rules.STATUSES)}")
+        if payment is not None and payment not in rules.PAYMENTS:
+            raise ShopRejected("payment is unpaid or paid")
+        if customer is not None and not _ID.match(customer):
+            return [], None
+        index = (index_key("c", customer) if customer is not None else index_key("s", status) if status
+                 else index_key("p", payment) if payment else ALL)
+        out: list[dict[str, Any]] = []
+        scanned, cursor = 0, before
+        while len(out) < limit and scanned < SCAN_LIMIT:
+            ids = await self.store.page(index, before=cursor, count=min(limit * 2, 500))
+            if not ids:
+                return out, None
+            scanned += len(ids)
+            cursor = int(ids[-1])  # an order's id is its number
+            for order in await self.store.orders(ids):
+                if (status is None or order["status"] == status) and (payment is None or order["payment"] == payment):
+                    out.append(rules.order_json(order))
+                    if len(out) == limit:
+                        cursor = order["number"]
+                        break
+        return out, cursor
+
+    async def order_counts(self, customer_ids: list[str]) -> dict[str, int]:
+        """How many orders each customer has made (cancelled ones included)."""
+        return await self.store.counts(customer_ids)
