@@ -75,11 +75,6 @@ def _filters(request: web.Request) -> dict[str, Any]:
             "tag": tags, "responsible": _text(request, "responsible", q.get("responsible", ""), MAX_USER) or None}
 
 
-async def _order_counts(request: web.Request, ids: list[str]) -> dict[str, int]:
-    shop = getattr(request.app[SERVICES], "shop", None)
-    return await shop.order_counts(ids) if shop is not None and ids else {}
-
-
 async def _upgraded(request: web.Request, directory: CrmDirectory) -> None:
     """The indexes brought to the current layout once per process (``crm_bridge.indexes.upgrade``)."""
     done: list[bool] = request.app[_UPGRADED]
@@ -110,7 +105,7 @@ async def list_customers(request: web.Request) -> web.Response:
     rows = rows[:limit]
     ids = [str(r["id"]) for r in rows]
     notes = await directory.crm.notes.firsts("contact", ids)
-    counts = await _order_counts(request, ids)
+    counts = await request.app[SERVICES].shop.order_counts(ids) if ids else {}
     for row in rows:
         row["last_note"] = notes.get(str(row["id"]))
         row["orders"] = int(counts.get(str(row["id"]), 0))

@@ -20,12 +20,12 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from ..runtime.shop import ORDERS_CHANNEL
 from .dashboard import HEARTBEAT, _stream_principal
 from .keys import SERVICES
 
 log = logging.getLogger("salesbot.server.orders_live")
 routes = web.RouteTableDef()
-ORDERS_CHANNEL = "sb:orders:changed"
 #: Ids a stream may be behind before it is told to reload instead (a stalled browser).
 BACKLOG = 500
 _CLOSE = ""  # put in a stream's queue on shutdown (no order id is empty)

@@ -100,6 +100,30 @@ async def test_sections_search_filters_and_the_row(http: ClientSession) -> None:
     assert _names(await _list(http, responsible="8")) == ["Bora Kaya"]
 
 
+async def _product(http: ClientSession, sku: str) -> None:
+    r = await http.put(f"/api/products/{sku}", json={"name": sku, "prices": {"EUR": 10}, "active": True}, headers=AUTH)
+    assert r.status in (200, 201), await r.text()
+
+
+async def _order(http: ClientSession, customer: str, sku: str = "mug") -> dict[str, Any]:
+    r = await http.post("/api/orders", json={"customer": customer, "items": [{"sku": sku, "qty": 2}]}, headers=SUPPORT)
+    assert r.status == 201, await r.text()
+    order: dict[str, Any] = await r.json()
+    return order
+
+
+async def test_orders_count_on_the_row_and_the_first_order_makes_a_customer_current(http: ClientSession) -> None:
+    await _product(http, "mug")
+    dana = await _contact(http, name="Dana", currency="EUR")
+    await _contact(http, name="Emre", currency="EUR")
+    assert _names(await _list(http, status="current")) == []
+    await _order(http, dana)
+    await _order(http, dana)
+    current = (await _list(http, status="current"))["customers"]
+    assert [(c["name"], c["orders"]) for c in current] == [("Dana", 2)]
+    assert [(c["name"], c["orders"]) for c in (await _list(http, status="potential"))["customers"]] == [("Emre", 0)]
+
+
 async def test_pages_follow_next_before(http: ClientSession) -> None:
     for n in range(7):
         await _contact(http, name=f"Page {n}", tags=["paged"])
@@ -204,8 +228,12 @@ async def test_the_orders_stream_forwards_each_changed_order(server: TestServer,
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
         events = _events(r)
         assert (await asyncio.wait_for(anext(events), 10)) == ("ready", {"user": "Sam"})
-        await redis.publish("sb:orders:changed", "42")  # what Shop publishes after a change
-        assert (await asyncio.wait_for(anext(events), 10)) == ("order", {"id": "42"})
+        await _product(http, "mug")
+        order = await _order(http, await _contact(http, name="Live", currency="EUR"))
+        assert (await asyncio.wait_for(anext(events), 10)) == ("order", {"id": order["id"]})
+        r = await http.patch(f"/api/orders/{order['id']}", json={"payment": "paid"}, headers=SUPPORT)
+        assert r.status == 200
+        assert (await asyncio.wait_for(anext(events), 10)) == ("order", {"id": order["id"]})
     await wait_for(lambda: not server.app[FEED].subscribers, what="the closed stream's queue gone")
 
     async def unsubscribed() -> bool:  # and the process's subscription with it
