@@ -105,6 +105,7 @@ class ActionsConfig(_Frozen):
     secret: SecretStr | None = None  # signs unsubscribe and tracking links; absent: generated once, kept in the store
     email_tracking: bool = True  # send_email's HTML: an open pixel and click redirects (docs/crm.md)
     form_ttl_days: int = 30
+    order_link_days: int = Field(30, ge=1, le=365)  # quick-order links' default lifetime (docs/customers.md)
 
 
 class MetaConversionsConfig(_Frozen):
@@ -142,6 +143,9 @@ class LimitsConfig(_Frozen):
     auth_failures_per_ip: RateConfig = RateConfig(per_minute=20, burst=10)  # 401/403s: token guessing
     events_per_ip: RateConfig = RateConfig(per_minute=3000, burst=500)  # POST /api/events: a sender's flood
     orders_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # POST, PATCH /api/orders: a script's flood
+    order_views_per_link: RateConfig = RateConfig(per_minute=30, burst=20)  # GET /order/<token>, per link
+    order_submits_per_ip: RateConfig = RateConfig(per_minute=10, burst=5)  # POST /order/<token>, per client
+    order_submits_per_link: RateConfig = RateConfig(per_minute=6, burst=3)  # POST /order/<token>, per link
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -131,6 +131,11 @@ class ActionRefused(ActionFailed):
     """The action may not run: a private webhook address, nobody to e-mail, not configured."""
 
 
+class OrderLinkRejected(SalesbotError):
+    """A quick-order link cannot be made as asked (bad customer id, expiry out of range, too many
+    working links); the message says what to change."""
+
+
 class StoreFull(SalesbotError):
     """Redis is close to its ``maxmemory``: new conversations are refused for now (HTTP 503)."""
 

@@ -384,6 +384,20 @@ class CreateForm(_Action):
     stage: Template | int | None = None
 
 
+class OrderLink(_Action):
+    """A quick-order link for the conversation's contact, kept in ``vars.order_url``
+    (docs/customers.md); ``expires``: 1 hour to 365 days, default the server's."""
+
+    do: Literal["order_link"]
+    expires: Duration | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> OrderLink:
+        if self.expires is not None and not 3600 <= int(self.expires) <= 365 * 86400:
+            raise ValueError("order_link expires after 1h to 365d")
+        return self
+
+
 class MetaConversion(_Action):
     do: Literal["meta_conversion"]
     event: Annotated[str, StringConstraints(min_length=1)]
@@ -393,7 +407,7 @@ class MetaConversion(_Action):
 
 Action = Annotated[
     AddNote | AddTask | CompleteTasks | SetChatStatus | ChangeStage | ChangeResponsible | CreateLead | Subscribers
-    | Tags | SendEmail | SendWebhook | SetField | SetVariable | CreateForm | MetaConversion
+    | Tags | SendEmail | SendWebhook | SetField | SetVariable | CreateForm | MetaConversion | OrderLink
     | StartProcess | EndProcess | Score | Lists | Notify | SendSms | SendMessage,
     Field(discriminator="do"),
 ]

@@ -89,6 +89,7 @@ def _step_key_problems(steps: Mapping[str, Any]) -> list[Problem]:
 _PLAIN_ACTION_KEYS = frozenset({
     "entity", "status", "save_as", "method", "form", "to", "sender", "unsubscribe_link", "copy",
     "entities", "timeout", "due", "task_type", "from", "fields", "account", "process", "subscribe", "unsubscribe",
+    "expires",
 })
 
 

@@ -22,9 +22,10 @@ from ..engine import effects as fx
 from ..engine import events as ev
 from ..engine.process import PROCESS_ANSWERED, PROCESS_CHANNEL, score_command
 from ..engine.state import ConversationState
-from ..errors import ActionFailed, CrmRejected, CrmTemporary, SalesbotError
+from ..errors import ActionFailed, CrmRejected, CrmTemporary, OrderLinkRejected, SalesbotError
 from ..outward.actions import crm_ref_of
 from ..store.splits import SplitStore
+from .orderlinks import OrderLinks
 from .process_actions import ProcessActions
 
 log = logging.getLogger("salesbot.runtime.requests")
@@ -54,6 +55,8 @@ class ServerRequests:
         self.crm_outbox = crm_outbox  # temporary CRM failures queue there, never block the conversation
         #: The process actions (``bot.runtime.process_actions``); set by the services once built.
         self.processes: ProcessActions | None = None
+        #: Quick-order links (the ``order_link`` action); set by the services.
+        self.order_links: OrderLinks | None = None
 
     async def __call__(self, request: fx.Request, state: ConversationState,
                        snapshot: Mapping[str, Any]) -> ev.RequestResult:
@@ -71,6 +74,8 @@ class ServerRequests:
         if do == "score":  # the contact's score: a CRM write like any other
             command = score_command(command, snapshot)
             do = "set_field"
+        elif do == "order_link":
+            return await self._order_link(request, command, state)
         elif do in PROCESS_ANSWERED or (do == "send_email" and state.channel == PROCESS_CHANNEL):
             answered = await self._process_action(request, command, state, snapshot)
             if answered is not None:
@@ -99,6 +104,25 @@ class ServerRequests:
         except (CrmRejected, ActionFailed) as exc:  # outward actions are not retried: `failed` branch
             log.warning("action.failed", extra={"do": do, "error": str(exc)})
             return ev.RequestResult(request.id, ok=False, error=str(exc))
+        return ev.RequestResult(request.id, value=value)
+
+    async def _order_link(self, request: fx.Request, command: dict[str, Any],
+                          state: ConversationState) -> ev.RequestResult:
+        """A quick-order link for the conversation's contact (``vars.order_url``); a failure is the
+        step's ``failed`` branch, never retried."""
+        ref = crm_ref_of(state)
+        if self.order_links is None or ref is None:
+            error = "order_link is not configured on this server" if ref is not None \
+                else "order_link: this conversation has no CRM contact"
+            return ev.RequestResult(request.id, ok=False, error=error)
+        expires = command.get("expires")
+        try:
+            value = await self.order_links.create(ref.contact_id, source="flow",
+                                                  expires=expires if isinstance(expires, int) else None,
+                                                  by=state.run.bot if state.run else None)
+        except OrderLinkRejected as exc:
+            log.warning("action.failed", extra={"do": "order_link", "error": str(exc)})
+            return ev.RequestResult(request.id, ok=False, error=f"order_link: {exc}")
         return ev.RequestResult(request.id, value=value)
 
     async def _process_action(self, request: fx.Request, command: dict[str, Any], state: ConversationState,

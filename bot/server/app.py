@@ -25,6 +25,8 @@ from . import (
     kommo_webhooks,
     livechat,
     openapi,
+    orderlinks_api,
+    orderpage,
     orders_live,
     outbound_api,
     pages,
@@ -60,11 +62,13 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(analytics_api.routes)  # /api/analytics/…
     customers_api.setup(app)  # /api/customers
     app.add_routes(shop_api.routes)  # /api/products, /api/orders
+    app.add_routes(orderlinks_api.routes)  # /api/customers/{id}/order-link[s]
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}
         app.add_routes(channel_webhooks.routes)
         app.add_routes(pages.routes)
+        app.add_routes(orderpage.routes)  # /order/<token>: the quick-order page
         app.add_routes(tracking.routes)  # /t/o, /t/c: e-mail opens and clicks
         dashboard.setup(app)  # /live, /live/session, /api/live, /api/bots/{id}/graph
         orders_live.setup(app)  # /api/live/orders

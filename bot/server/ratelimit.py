@@ -98,7 +98,8 @@ class Limits:
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
         self._buckets = {kind: Buckets(getattr(config, kind), clock=clock) for kind in (
             "new_sessions_per_ip", "messages_per_session", "messages_per_ip", "ws_connects_per_ip",
-            "public_per_ip", "auth_failures_per_ip", "events_per_ip", "orders_per_ip")}
+            "public_per_ip", "auth_failures_per_ip", "events_per_ip", "orders_per_ip", "order_views_per_link",
+            "order_submits_per_ip", "order_submits_per_link")}
         #: Live chat sessions seen lately: a session not among them counts as a new one.
         self._sessions: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._logged: collections.OrderedDict[tuple[str, str], float] = collections.OrderedDict()

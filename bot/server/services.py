@@ -36,6 +36,7 @@ from ..runtime.driver import Driver
 from ..runtime.interest import FlowInterest
 from ..runtime.leads import LeadService
 from ..runtime.metrics import Metrics
+from ..runtime.orderlinks import OrderLinks
 from ..runtime.outbound import EmbeddedBook, OutboundService
 from ..runtime.pacing import Pacer
 from ..runtime.process_actions import ProcessActions
@@ -111,6 +112,7 @@ class Services:
     chat: ChatEvents | None = None  # customer messages as lead events (bot/runtime/chatevents.py)
     processes: Processes | None = None  # flows started for contacts (bot/runtime/processes.py)
     process_jobs: ProcessJobs | None = None  # POST /api/processes/{id}/contacts batches
+    order_links: OrderLinks | None = None  # quick-order links (bot/runtime/orderlinks.py, /order/<token>)
     shop: Shop = field(init=False)  # the catalogue and orders (bot/runtime/shop.py); set by _open
 
     def greeting_bot(self, account: str) -> str | None:
@@ -199,10 +201,13 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         directory = CrmDirectory(crm, users=[u.model_dump() for u in config.embedded_crm.users],
                                  teams=[t.model_dump() for t in config.embedded_crm.teams]) \
             if isinstance(crm, RedisCrm) else None
+        secret = await signing_secret(redis, config)
         outward = OutwardActions(config=config, redis=redis, crm=crm, directory=directory, public_url=public,
-                                 secret=await signing_secret(redis, config))
+                                 secret=secret)
         stack.push_async_callback(outward.close)
         requests = ServerRequests(redis=redis, crm=crm, public_url=public, outward=outward, crm_outbox=crm_outbox)
+        order_links = OrderLinks(redis, secret=secret, public_url=public, ttl_days=config.actions.order_link_days)
+        requests.order_links = order_links  # the flow action order_link
         # Turns of flows with slow work (regexes on customer text…) run here, off the event loop.
         slow_work = ThreadPoolExecutor(max_workers=SLOW_WORK_THREADS, thread_name_prefix="salesbot-slow")
         stack.callback(slow_work.shutdown, wait=False, cancel_futures=True)
@@ -267,7 +272,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                 await store.load_scripts()
         services = Services(config, redis, store, timers, bots, crm, metrics, conversations, hub, auth,
                             outbox, senders, embedded, adapters=adapters, http=http,
-                            directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory)
+                            directory=directory, outward=outward, crm_outbox=crm_outbox, memory=memory,
+                            order_links=order_links)
         book = EmbeddedBook(redis, crm, directory) if isinstance(crm, RedisCrm) and directory is not None \
             else _kommo_book(crm) if is_kommo(crm) else None  # where outbound finds contacts
         services.outbound = OutboundService(redis=redis, store=store, conversations=conversations,

@@ -448,6 +448,10 @@ class Simulator:
                 return ev.RequestResult(request.id, value=answer)
             if do == "create_form":
                 return ev.RequestResult(request.id, value={"url": f"https://forms.invalid/f/{len(self.outbox)}"})
+            if do == "order_link":  # as the server answers it, with a URL that names no real link
+                n = len(self.outbox)
+                return ev.RequestResult(request.id, value={"id": f"sim-{n}", "url": f"https://orders.invalid/order/{n}",
+                                                           "expires_at": None})
             return ev.RequestResult(request.id, value={"ok": True})
         if request.kind == "round_robin":
             key = (str(p["bot"]), str(p["rotation"]))

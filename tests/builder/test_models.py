@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
@@ -164,5 +165,17 @@ def test_every_action_of_the_spec_is_in_the_union() -> None:
     assert names == {"add_note", "add_task", "complete_tasks", "set_chat_status", "change_stage",
                      "change_responsible", "create_lead", "subscribers", "tags", "send_email",
                      "send_webhook", "set_field", "set_variable", "create_form", "meta_conversion",
+                     "order_link",  # quick-order links (spec: customers-orders.md)
                      # processes (spec: automations.md, "Processes")
                      "start_process", "end_process", "score", "lists", "notify", "send_sms", "send_message"}
+
+
+def test_order_link_takes_an_expiry_from_an_hour_to_a_year() -> None:
+    action = pydantic.TypeAdapter(m.Action)
+    assert action.validate_python({"do": "order_link"}).expires is None
+    assert action.validate_python({"do": "order_link", "expires": "7d"}).expires == 7 * 86400
+    for bad in ("30m", "366d", "soon", -1, True):
+        with pytest.raises(ValidationError):
+            action.validate_python({"do": "order_link", "expires": bad})
+    with pytest.raises(ValidationError):
+        action.validate_python({"do": "order_link", "url": "https://x.test"})

@@ -52,7 +52,7 @@ def test_schema_lists_every_step_type_and_action_in_its_discriminators() -> None
     assert set(actions["discriminator"]["mapping"]) == {
         "add_note", "add_task", "complete_tasks", "set_chat_status", "change_stage", "change_responsible",
         "create_lead", "subscribers", "tags", "send_email", "send_webhook", "set_field", "set_variable",
-        "create_form", "meta_conversion",
+        "create_form", "meta_conversion", "order_link",
         "start_process", "end_process", "score", "lists", "notify", "send_sms", "send_message"}
 
 

@@ -26,7 +26,7 @@ STEP_TYPES = (
 )
 ACTIONS = (
     "add_note, add_task, change_responsible, change_stage, complete_tasks, create_form, "
-    "create_lead, end_process, lists, meta_conversion, notify, score, send_email, send_message, send_sms, "
+    "create_lead, end_process, lists, meta_conversion, notify, order_link, score, send_email, send_message, send_sms, "
     "send_webhook, set_chat_status, set_field, set_variable, start_process, subscribers, tags"
 )
 #: Jinja's own wording after our prefix (it varies with the Jinja version and compile path).

@@ -432,6 +432,24 @@ def test_create_form_stores_the_form_url() -> None:
     assert texts(chat.last) == ["https://forms.test/f/1"]
 
 
+def test_order_link_stores_the_order_url_and_sends_its_expiry_in_seconds() -> None:
+    def answer(request: fx.Request) -> ev.RequestResult:
+        assert request.payload["expires"] == 7 * 86400
+        return ev.RequestResult(request.id, value={"id": "l1", "url": "https://shop.test/order/t1",
+                                                   "expires_at": 1})
+
+    chat = run_actions([{"do": "order_link", "expires": "7d"}], answer, then="Order here: {{ vars.order_url }}")
+    assert texts(chat.last) == ["Order here: https://shop.test/order/t1"]
+
+
+def test_a_failed_order_link_leaves_order_url_unset() -> None:
+    def answer(request: fx.Request) -> ev.RequestResult:
+        return ev.RequestResult(request.id, ok=False, error="order_link: no contact", permanent=True)
+
+    chat = run_actions([{"do": "order_link"}], answer, then="[{{ vars.order_url }}]")
+    assert "order_url" not in chat.vars
+
+
 # ---------------------------------------------------------------- typed template values
 @pytest.mark.parametrize(
     ("value", "stored"),

@@ -253,6 +253,17 @@ async def test_outward_actions_go_to_the_outbox_and_webhooks_answer_from_fixture
     assert ctx["webhooks"][0]["body"] == {"x": 1} and ctx["emails"][0]["template"] == "welcome"
 
 
+async def test_order_link_gives_a_url_that_names_no_real_link() -> None:
+    flow = make_flow({
+        "a": {"type": "action", "actions": [{"do": "order_link", "expires": "2d"}], "next": "m"},
+        "m": {"type": "message", "text": "Order: {{ vars.order_url }}"},
+    })
+    s = sim(flow)
+    assert shown(await s.say("x")) == ["bot: Order: https://orders.invalid/order/1"]
+    assert s.context()["outbox"] == [{"do": "order_link", "expires": 172800, "timezone": s.context()["outbox"][0]
+                                      ["timezone"]}]
+
+
 async def test_messages_for_other_channels_are_not_shown_and_delivery_failures_branch() -> None:
     flow = make_flow(
         {

@@ -99,6 +99,8 @@ def action_result(t: TurnContext, s: c.CActionStep, e: ev.RequestResult) -> Targ
         t.invalidate()
     elif act.do == "create_form" and isinstance(e.value, Mapping):
         run.vars["form_url"] = e.value.get("url")
+    elif act.do == "order_link" and isinstance(e.value, Mapping):
+        run.vars["order_url"] = e.value.get("url")
     run.action_index += 1
     return action(t, s)
 

@@ -1,0 +1,193 @@
+"""``GET``/``POST /order/<token>``: the quick-order page (docs/customers.md).
+
+No login: the signed token names the customer and the link (``bot.runtime.orderlinks``). The
+page shows the active products at the customer's own prices in their language; the form posts
+quantities and a submit key, the order is placed by ``Shop.place_order`` (prices and totals on
+the server; the same submit key places one order however often it is sent) and the customer sees
+the order number. A bad token is a 404 page, an expired or revoked one a 410 page, in the
+browser's language: they show nobody's data. Limits: every request counts against the client's
+``public_per_ip`` (the middleware); a link's views against ``order_views_per_link``; submits
+against ``order_submits_per_ip`` and ``order_submits_per_link``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from ..errors import ShopError, ShopRejected
+from ..runtime.orderlinks import OrderLinks, Resolved
+from ..runtime.shop import CustomerCatalogue, Shop
+from ..shop.prices import digits, format_money, to_minor
+from .keys import LIMITS, SERVICES
+from .orderpage_text import TEXT, accepted_language, language_of
+from .orderpage_view import render
+from .ratelimit import CLIENT
+
+log = logging.getLogger("salesbot.server.orderpage")
+routes = web.RouteTableDef()
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_=.-]{1,512}$")
+_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+#: Form fields a submit may carry (a quantity per product, the key): more is not one of our forms.
+MAX_FIELDS = 1000
+MAX_QTY = 999
+
+
+def _services(request: web.Request) -> tuple[OrderLinks, Shop]:
+    svc = request.app[SERVICES]
+    if svc.order_links is None:  # pragma: no cover - every server builds it
+        raise web.HTTPNotFound()
+    return svc.order_links, svc.shop
+
+
+def _message(request: web.Request, status: int, what: str, *, lang: str | None = None,
+             headers: dict[str, str] | None = None) -> web.Response:
+    lang = lang or accepted_language(request.headers.get("Accept-Language"))
+    t = TEXT[lang]
+    return render(status, headers, kind="message", lang=lang, title=t[f"{what}_title"], message=t[what])
+
+
+def _limited(request: web.Request, *checks: tuple[str, str]) -> web.Response | None:
+    limits = request.app[LIMITS]
+    ip = request.get(CLIENT) or limits.client(request)
+    for kind, key in checks:
+        limited = limits.take(kind, key, ip)
+        if limited is not None:
+            return _message(request, 429, "busy", headers={"Retry-After": str(limited.seconds)})
+    return None
+
+
+def _digest(token: str) -> str:
+    """The token as a rate-limit key and in logs: a token is a credential, never logged."""
+    return hashlib.sha256(token.encode()).hexdigest()[:24]
+
+
+async def _resolve(request: web.Request, links: OrderLinks) -> tuple[Resolved, web.Response | None]:
+    token = request.match_info["token"]
+    found = await links.resolve(token) if _TOKEN.match(token) else Resolved("bad")
+    if found.status == "valid":
+        return found, None
+    log.warning("order_page.refused", extra={"status": found.status, "link": found.link_id or _digest(token)})
+    return found, _message(request, 404 if found.status == "bad" else 410, found.status)
+
+
+def _products(catalogue: CustomerCatalogue) -> list[dict[str, Any]]:
+    cur, lang = catalogue.currency or "XXX", catalogue.language
+    return [{"sku": p.sku, "name": p.name, "description": p.description,
+             "image_url": p.image_url if (p.image_url or "").startswith("https://") else None,
+             "base": format_money(p.base_price, cur, lang), "unit": format_money(p.unit_price, cur, lang),
+             "unit_minor": p.unit_price} for p in catalogue.products]
+
+
+def _discount(catalogue: CustomerCatalogue, lang: str) -> str:
+    if not catalogue.discount:
+        return ""
+    shown = f"{catalogue.discount:g}"
+    return TEXT[lang]["discount"].format(discount=shown)
+
+
+def _form(request: web.Request, catalogue: CustomerCatalogue, *, status: int = 200, error: str = "",
+          values: dict[str, str] | None = None, key: str | None = None) -> web.Response:
+    lang = language_of(catalogue.language)
+    return render(status, kind="form", lang=lang, title=TEXT[lang]["title"], t=TEXT[lang],
+                  products=_products(catalogue) if catalogue.currency else [], error=error,
+                  discount=_discount(catalogue, lang), values=values or {}, key=key or secrets.token_urlsafe(12),
+                  currency=catalogue.currency or "", digits=digits(catalogue.currency) if catalogue.currency else 0)
+
+
+@routes.get("/order/{token}")
+async def show(request: web.Request) -> web.Response:
+    links, shop = _services(request)
+    if (busy := _limited(request, ("order_views_per_link", _digest(request.match_info["token"])))) is not None:
+        return busy
+    found, refused = await _resolve(request, links)
+    if refused is not None:
+        return refused
+    try:
+        catalogue = await shop.catalogue_for(found.customer_id)
+    except ShopError as exc:  # the customer is gone: the link names nobody any more
+        log.warning("order_page.no_customer", extra={"link": found.link_id, "error": str(exc)})
+        return _message(request, 404, "bad")
+    return _form(request, catalogue)
+
+
+def _quantities(posted: MultiDictProxy[Any]) -> tuple[list[tuple[str, int]], dict[str, str]] | None:
+    """The cart (sku, qty > 0) and the values as typed; None when a quantity is not 0 to 999."""
+    items: list[tuple[str, int]] = []
+    values: dict[str, str] = {}
+    bad = False
+    for name, raw in posted.items():
+        if not name.startswith("q:") or not isinstance(raw, str):
+            continue
+        sku, text = name[2:], raw.strip()[:10]
+        values[sku] = text
+        if not text:
+            continue
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_QTY:
+            bad = True
+        elif int(text) > 0:
+            items.append((sku, int(text)))
+    return None if bad else (items, values)
+
+
+@routes.post("/order/{token}")
+async def submit(request: web.Request) -> web.Response:
+    links, shop = _services(request)
+    limits = request.app[LIMITS]
+    ip = request.get(CLIENT) or limits.client(request)
+    digest = _digest(request.match_info["token"])
+    if (busy := _limited(request, ("order_submits_per_ip", ip), ("order_submits_per_link", digest))) is not None:
+        return busy
+    found, refused = await _resolve(request, links)
+    if refused is not None:
+        return refused
+    try:
+        catalogue = await shop.catalogue_for(found.customer_id)
+    except ShopError as exc:
+        log.warning("order_page.no_customer", extra={"link": found.link_id, "error": str(exc)})
+        return _message(request, 404, "bad")
+    t = TEXT[language_of(catalogue.language)]
+    try:
+        posted = await request.post()
+    except ValueError:  # not a form (a wrong content type, a broken body)
+        log.warning("order_page.bad_form", extra={"link": found.link_id})
+        return _form(request, catalogue, status=400, error=t["bad_qty"])
+    key = str(posted.get("key") or "")
+    parsed = _quantities(posted) if len(posted) <= MAX_FIELDS else None
+    if parsed is None:
+        log.warning("order_page.bad_quantity", extra={"link": found.link_id})
+        return _form(request, catalogue, status=422, error=t["bad_qty"], key=key if _KEY.match(key) else None)
+    items, values = parsed
+    if not items:
+        return _form(request, catalogue, status=422, error=t["empty_cart"], values=values,
+                     key=key if _KEY.match(key) else None)
+    if not _KEY.match(key):  # an old or hand-made form: a new key, nothing placed twice by a retry
+        key = secrets.token_urlsafe(12)
+    try:
+        order = await shop.place_order(found.customer_id, items, source="order_link",
+                                       key=f"link:{found.link_id}:{key}")
+    except ShopRejected as exc:
+        log.warning("order_page.rejected", extra={"link": found.link_id, "error": str(exc)})
+        return _form(request, catalogue, status=422, error=f"{t['refused']} {exc}", values=values, key=key)
+    log.info("order_page.ordered", extra={"link": found.link_id, "order": order["id"]})
+    return _done(order, language_of(catalogue.language))
+
+
+def _done(order: dict[str, Any], lang: str) -> web.Response:
+    t, cur = TEXT[lang], str(order["currency"])
+
+    def money(major: Any) -> str:
+        return format_money(to_minor(major, cur), cur, lang)
+
+    lines = [{"name": line.get("name") or line["sku"], "qty": line["qty"], "unit": money(line["unit_price"]),
+              "total": money(line.get("total", 0))} for line in order["items"]]
+    number = order.get("number", order["id"])
+    return render(200, kind="done", lang=lang, title=t["thanks"], t=t, placed=t["placed"].format(number=number),
+                  lines=lines, total=money(order["total"]))
