@@ -241,8 +241,8 @@
       if (res.status !== 200) { cardError(errorText(res)); return; }
       cardError(null);
       fillCard(res.body);
+      load();  // (clears the bar's notice first)
       notice("Saved " + (res.body.name || "#" + id), "ok");
-      load();
     });
   }
 
