@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import jsonschema
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
@@ -98,6 +99,10 @@ async def test_sections_search_filters_and_the_row(http: ClientSession) -> None:
     assert _names(await _list(http, responsible="8")) == ["Cem <b>Demir</b>", "Bora Kaya"]
     assert (await http.patch(f"/api/crm/contacts/{cem}", json={"responsible": None}, headers=AUTH)).status == 200
     assert _names(await _list(http, responsible="8")) == ["Bora Kaya"]
+    doc = await (await http.get("/api/openapi.json")).json()  # the rows as documented
+    schema = doc["paths"]["/api/customers"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    jsonschema.validate(await _list(http), {**schema, "components": doc["components"]},
+                        cls=jsonschema.Draft202012Validator)
 
 
 async def _product(http: ClientSession, sku: str) -> None:
