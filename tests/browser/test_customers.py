@@ -36,7 +36,8 @@ def _ok(result: tuple[int, Any], *statuses: int) -> Any:
 def shop(salesbot_server: Server) -> Iterator[dict[str, str]]:
     """Products, customers (one named with markup), notes and an order."""
     s = salesbot_server
-    _ok(call(s, "PUT", "/api/products/mug", {"name": {"en": "Mug <b>bold</b>"}, "prices": {"EUR": 12.5}, "active": True}))
+    _ok(call(s, "PUT", "/api/products/mug", {"name": {"en": "Mug <b>bold</b>"}, "prices": {"EUR": 12.5},
+                                             "active": True}))
     hot = _ok(call(s, "POST", "/api/crm/contacts", {"name": "Ayşe " + MARKUP, "phone": "+90 555 111 2233",
                                                      "temperature": "hot", "tags": ["vip"], "currency": "EUR"}))["id"]
     cold = _ok(call(s, "POST", "/api/crm/contacts", {"name": "Bora Kaya", "email": "bora@shop.example",
