@@ -255,3 +255,20 @@ async def _events(r: Any) -> AsyncIterator[tuple[str, Any]]:
             name = line[7:]
         elif line.startswith("data: "):
             yield name, json.loads(line[6:])
+
+
+async def test_a_flood_of_guessed_tokens_is_held_off(http: ClientSession) -> None:
+    statuses = [(await http.get(path, headers={"Authorization": f"Bearer guess-{n}"})).status
+                for n in range(30) for path in ("/api/customers", "/api/live/orders")]
+    assert set(statuses) <= {401, 429} and 429 in statuses
+
+
+@pytest.mark.parametrize("score", ["40", -1, 1.5, True, 10**10, [], {}])
+async def test_the_cards_score_is_a_whole_number(http: ClientSession, score: Any) -> None:
+    cid = await _contact(http, name="Scored")
+    r = await http.patch(f"/api/crm/contacts/{cid}", json={"score": score}, headers=AUTH)
+    assert r.status == 422 and "score is a whole number" in (await r.json())["error"]["message"]
+    r = await http.patch(f"/api/crm/contacts/{cid}", json={"score": 40}, headers=AUTH)
+    assert r.status == 200 and (await r.json())["score"] == 40
+    r = await http.patch(f"/api/crm/contacts/{cid}", json={"score": None}, headers=AUTH)
+    assert (await r.json())["score"] == 0
