@@ -35,8 +35,8 @@ _RESYNC = "\x00resync"
 class OrderFeed:
     """One Redis subscription per process, held while order streams are open, fanned out."""
 
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
         self.subscribers: set[asyncio.Queue[str]] = set()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -79,7 +79,8 @@ class OrderFeed:
 
     async def _run(self, ready: asyncio.Event) -> None:
         while True:
-            pubsub = self.redis.pubsub()
+            redis: Redis = self.app[SERVICES].redis
+            pubsub = redis.pubsub()
             try:
                 await pubsub.subscribe(ORDERS_CHANNEL)
                 async for msg in pubsub.listen():
@@ -137,14 +138,10 @@ async def orders_stream(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
+    app[FEED] = OrderFeed(app)
     app.add_routes(routes)
 
-    async def on_startup(app: web.Application) -> None:
-        app[FEED] = OrderFeed(app[SERVICES].redis)
-
     async def on_shutdown(app: web.Application) -> None:
-        if FEED in app:
-            await app[FEED].stop()
+        await app[FEED].stop()
 
-    app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)

@@ -272,3 +272,15 @@ async def test_the_cards_score_is_a_whole_number(http: ClientSession, score: Any
     assert r.status == 200 and (await r.json())["score"] == 40
     r = await http.patch(f"/api/crm/contacts/{cid}", json={"score": None}, headers=AUTH)
     assert (await r.json())["score"] == 0
+
+
+async def test_an_open_orders_stream_ends_when_the_server_stops(redis: Redis, redis_url: str) -> None:
+    async with running(make_config(redis_url)) as srv, ClientSession(base_url=str(srv.make_url(""))) as http:
+        r = await http.get("/api/live/orders", headers=AUTH)
+        events = _events(r)
+        assert (await asyncio.wait_for(anext(events), 10))[0] == "ready"
+        closing = asyncio.ensure_future(srv.close())
+        with pytest.raises(StopAsyncIteration):  # the stream ends (rather than the close waiting on it)
+            await asyncio.wait_for(anext(events), 10)
+        await asyncio.wait_for(closing, 10)
+        r.close()
