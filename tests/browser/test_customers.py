@@ -214,6 +214,7 @@ def test_a_new_order_appears_live_in_another_browser(page: Page, browser: Any, s
     sign_in(page, salesbot_server, "orders")
     expect(page.locator("#or-live")).to_have_attribute("data-state", "live")
     rows = page.locator("#or-rows tr")
+    expect(page.locator(f'#or-rows tr[data-id="{shop["order"]}"]')).to_be_visible()  # the list is loaded
     before = rows.count()
     link = _ok(call(salesbot_server, "POST", f"/api/customers/{shop['cold']}/order-link", {}))
     other = browser.new_context(base_url=salesbot_server.url, viewport={"width": 390, "height": 844})
@@ -228,3 +229,36 @@ def test_a_new_order_appears_live_in_another_browser(page: Page, browser: Any, s
     expect(rows).to_have_count(before + 1)
     expect(rows.first.locator(".or-who")).to_have_text("Bora Kaya")
     expect(rows.first.locator(".ostatus")).to_have_text("new")
+
+
+def test_products_added_edited_and_deleted(page: Page, salesbot_server: Server, shop: dict[str, str]) -> None:
+    sign_in(page, salesbot_server, "products")
+    expect(page.locator('#pr-rows tr[data-sku="mug"] .pr-name')).to_have_text("Mug <b>bold</b>")
+    expect(page.locator('#pr-rows tr[data-sku="mug"] .pr-prices')).to_have_text("12.5 EUR")
+    page.locator("#pr-new").click()
+    form = page.locator("#pr-form")
+    form.locator("[name=sku]").fill("tea-250")
+    form.locator(".pr-nm .pr-value").fill("Black tea <i>250 g</i>")
+    page.locator("#pr-add-name").click()
+    form.locator(".pr-nm .pr-key").last.fill("tr")
+    form.locator(".pr-nm .pr-value").last.fill("Siyah çay")
+    form.locator(".pr-price .pr-key").fill("eur")
+    form.locator(".pr-price .pr-value").fill("35.5")
+    page.locator("#pr-add-price").click()
+    form.locator(".pr-price .pr-key").last.fill("TRY")
+    form.locator(".pr-price .pr-value").last.fill("1200")
+    page.get_by_role("button", name="Save product").click()
+    expect(page.locator("#pr-notice")).to_have_text("Added tea-250")
+    expect(page.locator('#pr-rows tr[data-sku="tea-250"] .pr-name')).to_have_text("Black tea <i>250 g</i>")
+    product = _ok(call(salesbot_server, "GET", "/api/products/tea-250"))
+    assert product["name"] == {"en": "Black tea <i>250 g</i>", "tr": "Siyah çay"}
+    assert product["prices"] == {"EUR": 35.5, "TRY": 1200} and product["active"] is True
+    form.locator("[name=active]").uncheck()  # off sale
+    page.get_by_role("button", name="Save product").click()
+    expect(page.locator('#pr-rows tr[data-sku="tea-250"]')).to_have_class("pr-row inactive")
+    assert _ok(call(salesbot_server, "GET", "/api/products/tea-250"))["active"] is False
+    page.once("dialog", lambda d: d.accept())
+    page.locator("#pr-delete").click()
+    expect(page.locator('#pr-rows tr[data-sku="tea-250"]')).to_have_count(0)
+    assert call(salesbot_server, "GET", "/api/products/tea-250")[0] == 404
+    assert page.evaluate("window.pwned") is None

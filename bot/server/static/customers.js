@@ -49,7 +49,7 @@
     $("view-customers").classList.toggle("on", on);
     if (!on) return;
     document.querySelector(".main").hidden = true;
-    ["pipeline", "analytics", "orders"].forEach(function (id) { if ($(id)) $(id).hidden = true; });
+    ["pipeline", "analytics", "orders", "products"].forEach(function (id) { if ($(id)) $(id).hidden = true; });
     Array.prototype.forEach.call(document.querySelectorAll(".views button"), function (b) {
       if (b.id !== "view-customers") b.classList.remove("on");
     });

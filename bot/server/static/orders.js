@@ -51,7 +51,7 @@
     $("view-orders").classList.toggle("on", on);
     if (!on) return;
     document.querySelector(".main").hidden = true;
-    ["pipeline", "analytics", "customers"].forEach(function (id) { if ($(id)) $(id).hidden = true; });
+    ["pipeline", "analytics", "customers", "products"].forEach(function (id) { if ($(id)) $(id).hidden = true; });
     Array.prototype.forEach.call(document.querySelectorAll(".views button"), function (b) {
       if (b.id !== "view-orders") b.classList.remove("on");
     });
