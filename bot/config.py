@@ -142,10 +142,10 @@ class LimitsConfig(_Frozen):
     public_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # pages, long polls, forms, …
     auth_failures_per_ip: RateConfig = RateConfig(per_minute=20, burst=10)  # 401/403s: token guessing
     events_per_ip: RateConfig = RateConfig(per_minute=3000, burst=500)  # POST /api/events: a sender's flood
-    orders_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # POST, PATCH /api/orders: a script's flood
     order_views_per_link: RateConfig = RateConfig(per_minute=30, burst=20)  # GET /order/<token>, per link
     order_submits_per_ip: RateConfig = RateConfig(per_minute=10, burst=5)  # POST /order/<token>, per client
     order_submits_per_link: RateConfig = RateConfig(per_minute=6, burst=3)  # POST /order/<token>, per link
+    orders_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # POST, PATCH /api/orders: a script's flood
 
     @field_validator("trusted_proxies")
     @classmethod

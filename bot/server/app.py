@@ -61,8 +61,8 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(processes_api.routes)  # /api/processes/{id}/contacts, /api/contacts/{id}/processes
     app.add_routes(analytics_api.routes)  # /api/analytics/…
     customers_api.setup(app)  # /api/customers
-    app.add_routes(shop_api.routes)  # /api/products, /api/orders
     app.add_routes(orderlinks_api.routes)  # /api/customers/{id}/order-link[s]
+    app.add_routes(shop_api.routes)  # /api/products, /api/orders
     if role in ("all", "web"):
         livechat.setup(app)
         app.add_routes(kommo_webhooks.routes)  # before the generic /webhooks/{channel}/{account}

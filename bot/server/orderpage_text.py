@@ -37,7 +37,7 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "later": "Siparişinizi şu anda alamadık. Lütfen bir dakika sonra tekrar deneyin.",
     },
     "de": {
-        "title": "Bestellung", "discount": "Ihre Preise enthalten Ihren Rabatt von {discount} %.", "qty": "Menge",
+        "title": "Bestellung", "discount": "Ihre Preise enthalten Ihren Rabatt von {discount}\u00a0%.", "qty": "Menge",
         "less": "Eins weniger", "more": "Eins mehr", "total": "Summe", "cart": "Im Warenkorb",
         "order": "Bestellen", "empty_cart": "Bitte wählen Sie mindestens ein Produkt.",
         "bad_qty": "Mengen sind ganze Zahlen von 0 bis 999.",
@@ -54,7 +54,7 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "later": "Wir konnten die Bestellung gerade nicht annehmen. Bitte versuchen Sie es in einer Minute erneut.",
     },
     "es": {
-        "title": "Pedido", "discount": "Sus precios incluyen su descuento del {discount} %.", "qty": "Cantidad",
+        "title": "Pedido", "discount": "Sus precios incluyen su descuento del {discount}\u00a0%.", "qty": "Cantidad",
         "less": "Uno menos", "more": "Uno más", "total": "Total", "cart": "En su carrito",
         "order": "Hacer el pedido", "empty_cart": "Elija al menos un producto.",
         "bad_qty": "Las cantidades son números enteros de 0 a 999.",
@@ -68,7 +68,7 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "later": "No pudimos aceptar el pedido ahora. Inténtelo de nuevo en un minuto.",
     },
     "fr": {
-        "title": "Commande", "discount": "Vos prix incluent votre remise de {discount} %.", "qty": "Quantité",
+        "title": "Commande", "discount": "Vos prix incluent votre remise de {discount}\u00a0%.", "qty": "Quantité",
         "less": "Un de moins", "more": "Un de plus", "total": "Total", "cart": "Dans votre panier",
         "order": "Commander", "empty_cart": "Veuillez choisir au moins un produit.",
         "bad_qty": "Les quantités sont des nombres entiers de 0 à 999.",
@@ -84,7 +84,7 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "later": "Nous n'avons pas pu prendre la commande maintenant. Réessayez dans une minute.",
     },
     "ru": {
-        "title": "Заказ", "discount": "В ваши цены включена ваша скидка {discount} %.", "qty": "Количество",
+        "title": "Заказ", "discount": "В ваши цены включена ваша скидка {discount}\u00a0%.", "qty": "Количество",
         "less": "На один меньше", "more": "На один больше", "total": "Итого", "cart": "В корзине",
         "order": "Оформить заказ", "empty_cart": "Выберите хотя бы один товар.",
         "bad_qty": "Количество — целое число от 0 до 999.",

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
-                               "img-src 'self' https:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                               "img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -26,6 +27,7 @@ _PAGE = """<!doctype html>
 <html lang="{{ lang }}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
+<link rel="icon" href="data:,">
 <title>{{ title }}</title>
 <style>
 *{box-sizing:border-box}

@@ -47,18 +47,22 @@ def _shop(request: web.Request) -> Shop:
 def _refused(request: web.Request, exc: ShopRejected) -> web.Response:
     """ShopNotFound → 404, any other refusal → 422; one log line either way."""
     if isinstance(exc, ShopNotFound):
+        log.warning("shop.not_found", extra={"path": request.path, "reason": str(exc)[:300]})
         return error(404, "not_found", str(exc))
     log.warning("shop.rejected", extra={"path": request.path, "reason": str(exc)[:300]})
     return error(422, "invalid", str(exc))
 
 
+def _bad_query(request: web.Request, name: str, message: str) -> web.Response:
+    log.warning("shop.bad_query", extra={"path": request.path, "parameter": name})
+    return error(400, "bad_query", message, [{"parameter": name}])
+
+
 async def _body(request: web.Request, limit: int) -> Any:
     """The JSON body: at most ``limit`` bytes, strictly parsed, no control characters in any string
     (line breaks and tabs are text)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise HttpError(413, "too_large", f"the body is at most {limit} bytes")
-    raw = await request.read()
-    if len(raw) > limit:
+    if (request.content_length or 0) > limit or len(await request.read()) > limit:
+        log.warning("shop.too_large", extra={"path": request.path, "limit": limit})
         raise HttpError(413, "too_large", f"the body is at most {limit} bytes")
     body = await json_body(request)
     if holds_control(body):
@@ -77,6 +81,7 @@ def _limited(request: web.Request) -> web.Response | None:
 def _sku(request: web.Request) -> str:
     sku = request.match_info["sku"]
     if not is_sku(sku):
+        log.warning("shop.not_found", extra={"path": request.path, "reason": "not a sku"})
         raise HttpError(404, "not_found", "no such product (a sku is 1 to 64 letters, digits, '_', '.' or '-')")
     return sku
 
@@ -87,7 +92,7 @@ async def list_products(request: web.Request) -> web.Response:
     require(request, *READERS)
     raw = request.query.get("active", "")
     if raw not in ("", "true", "false"):
-        return error(400, "bad_query", "active is true or false", [{"parameter": "active"}])
+        return _bad_query(request, "active", "active is true or false")
     return _json({"products": await _shop(request).products(active=None if raw == "" else raw == "true")})
 
 
@@ -162,6 +167,7 @@ def _idempotency_key(request: web.Request) -> str | None:
         return None
     key = header_bytes(raw)
     if not key or len(key) > MAX_KEY or not key.isascii() or not key.decode().isprintable():
+        log.warning("shop.bad_header", extra={"path": request.path, "header": "Idempotency-Key"})
         raise HttpError(400, "bad_header", f"Idempotency-Key is 1 to {MAX_KEY} printable ASCII characters")
     return key.decode()
 
@@ -188,11 +194,11 @@ async def list_orders(request: web.Request) -> web.Response:
     q = request.query
     status, payment, customer = q.get("status") or None, q.get("payment") or None, q.get("customer") or None
     if status is not None and status not in STATUSES:
-        return error(400, "bad_query", f"status is one of {', '.join(STATUSES)}", [{"parameter": "status"}])
+        return _bad_query(request, "status", f"status is one of {', '.join(STATUSES)}")
     if payment is not None and payment not in PAYMENTS:
-        return error(400, "bad_query", "payment is unpaid or paid", [{"parameter": "payment"}])
+        return _bad_query(request, "payment", "payment is unpaid or paid")
     if customer is not None and not _ID.match(customer):
-        return error(400, "bad_query", "customer is a contact id", [{"parameter": "customer"}])
+        return _bad_query(request, "customer", "customer is a contact id")
     limit = int(query_number(request, "limit", 50, minimum=1, maximum=200, integer=True, clamp=True))
     before = query_number(request, "before", None, minimum=1, maximum=MAX_INDEX, integer=True)
     orders, next_before = await _shop(request).list_orders(

@@ -35,9 +35,11 @@ def digits(currency: str) -> int:
     return int(get_currency_precision(currency))
 
 
-def to_minor(amount: object, currency: str, *, what: str = "price") -> int:
+def to_minor(amount: object, currency: str, *, what: str = "price", limit: int | None = MAX_MINOR) -> int:
     """A major-unit amount of the API (a JSON number) in minor units; ``ShopRejected`` for a
-    negative, non-finite or too large amount, or one with more decimals than the currency has."""
+    negative, non-finite or too large amount (over ``limit`` minor units: a unit price's bound by
+    default; None for an order's total, which may be 50 × 999 times that), or one with more
+    decimals than the currency has."""
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
         raise ShopRejected(f"{what} in {currency} is a number, not {amount!r}")
     try:
@@ -49,8 +51,9 @@ def to_minor(amount: object, currency: str, *, what: str = "price") -> int:
         raise ShopRejected(f"{what} in {currency} is a finite number")
     if minor != minor.to_integral_value():
         raise ShopRejected(f"{what} in {currency} has at most {digits(currency)} decimals, not {amount!r}")
-    if not 0 <= minor <= MAX_MINOR:
-        raise ShopRejected(f"{what} in {currency} is from 0 to {MAX_MINOR // 10 ** digits(currency)}")
+    if minor < 0 or (limit is not None and minor > limit):
+        top = "" if limit is None else f" to {limit // 10 ** digits(currency)}"
+        raise ShopRejected(f"{what} in {currency} is from 0{top}")
     return int(minor)
 
 

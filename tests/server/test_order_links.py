@@ -5,6 +5,7 @@ a clear page for a bad, expired or revoked link), its limits, and the flow actio
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import time
 from collections.abc import AsyncIterator
@@ -231,3 +232,20 @@ async def test_a_flow_sends_a_working_order_link(redis: Redis, redis_url: str) -
         assert listed[0]["expires_at"] - time.time() == pytest.approx(2 * 86400, abs=10)
         r = await app.http.get(path_of(found.group(1)))
         assert r.status == 200 and "Tea" in await r.text()
+
+
+async def test_hostile_submits_are_4xx_pages_never_a_5xx_or_an_order(app: App) -> None:
+    cid = await customer(app, currency="TRY")
+    page = path_of((await link(app, cid))["url"])
+    many = "&".join(f"q:x{i}=1" for i in range(1500))
+    for body, content_type in [
+        (b'{"q:tea": 1}', "application/json"),
+        (b"\xff\xfe\x00garbage", "application/x-www-form-urlencoded"),
+        (many.encode(), "application/x-www-form-urlencoded"),
+        (b"q%3Atea=" + b"9" * 100_000, "application/x-www-form-urlencoded"),
+        (b"q:tea=1&key=" + b"k" * 3_000_000, "application/x-www-form-urlencoded"),
+        (b"--b\r\nContent-Disposition: form-data; name=\"q:tea\"\r\n\r\n1\r\n", "multipart/form-data; boundary=b"),
+    ]:
+        r = await app.http.post(page, data=io.BytesIO(body), headers={"Content-Type": content_type})
+        assert 400 <= r.status < 500, (content_type, r.status, await r.text())
+    assert await app.services.shop.order_counts([cid]) == {cid: 0}

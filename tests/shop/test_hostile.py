@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.server.test_edge_input import DEEP, tracebacks
 from tests.shop.conftest import AS_ADMIN, AS_OPERATOR, AS_SUPPORT, TOKENS, customer, product
 
 JSON = {"Content-Type": "application/json"}
+STABLE = {"http.bad_json", "shop.invalid", "shop.rejected", "shop.too_large", "shop.not_found"}
 BAD_PRODUCTS: list[bytes] = [
     b"", b"null", b"[]", b'"x"', b"{", DEEP, b'{"name": "T", "prices": {"EUR": NaN}}',
     b'{"name": "T", "prices": {"EUR": Infinity}}', b'{"name": "T", "prices": {"EUR": 1e400}}',
@@ -68,9 +70,13 @@ async def _check(r: Any, *allowed: int) -> None:
 
 async def test_bad_products_are_refused_and_nothing_is_stored(api: ClientSession, redis: Redis,
                                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
     for body in BAD_PRODUCTS:
+        caplog.clear()
         r = await api.put("/api/products/tea", data=body, headers={**AS_OPERATOR, **JSON})
         await _check(r, 400, 413, 422)
+        logged = [rec.getMessage() for rec in caplog.records]  # one line, with a stable event name
+        assert len(logged) == 1 and logged[0] in STABLE, (body[:80], logged)
     for sku in ("a b", "x" * 65, "tea%00", "-tea", "%F0%9F%8D%B5", "t%0Aa"):
         r = await api.put(f"/api/products/{sku}", json={"name": "T", "prices": {"EUR": 1}}, headers=AS_OPERATOR)
         await _check(r, 404, 422)

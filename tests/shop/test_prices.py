@@ -54,6 +54,7 @@ def test_the_total_is_the_sum_of_rounded_discounted_unit_prices(currency: str, c
     assert [line["unit_price"] for line in lines] == units
     assert order["total"] == sum(unit * qty for unit, (_, qty) in zip(units, cart, strict=True))
     assert order["total"] < 2**53  # exact as a JSON number in any client
+    assert to_minor(to_major(order["total"], currency), currency, limit=None) == order["total"]
 
 
 @given(currency=currencies, minor=bases)

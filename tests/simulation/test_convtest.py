@@ -77,3 +77,20 @@ def test_a_text_matcher_that_does_not_match_a_number_still_fails(tmp_path: Path)
     report = _conversation_test(tmp_path, '{vars.attempts: {matches: "^3$"}}')
     assert report.startswith("FAIL"), report
     assert 'vars.attempts is 2, expected {"matches": "^3$"}' in report
+
+
+def test_a_conversation_test_sees_the_order_link_in_vars_and_outbox(tmp_path: Path) -> None:
+    flow = {"format": "salesbot.flow/1", "id": "orders", "start": "link", "steps": {
+        "link": {"type": "action", "actions": [{"do": "order_link", "expires": "3d"}], "next": "say"},
+        "say": {"type": "message", "text": "Order here: {{ vars.order_url }}"}}}
+    (tmp_path / "orders.json").write_text(json.dumps(flow), encoding="utf-8")
+    test = tmp_path / "orders.test.yaml"
+    test.write_text(
+        "flow: orders.json\n"
+        "script:\n"
+        "  - event: {type: start_bot, bot: orders}\n"
+        '  - bot: {matches: "^Order here: https://orders\\\\.invalid/order/\\\\d+$"}\n'
+        '  - expect: {vars.order_url: {contains: "/order/"}, outbox: {contains: "order_link"}}\n',
+        encoding="utf-8")
+    report = run_test_file(test).report()
+    assert report.startswith("PASS"), report
