@@ -90,10 +90,12 @@ def test_customers_sections_rows_and_filters(page: Page, salesbot_server: Server
 
 
 def test_the_card_edits_every_field_and_notes(page: Page, salesbot_server: Server, shop: dict[str, str]) -> None:
+    _ok(call(salesbot_server, "PATCH", f"/api/crm/contacts/{shop['cold']}", {"fields": {"visits": 3}}))  # a flow's
     sign_in(page, salesbot_server, "customers")
     page.locator("#cu-list-potential .cu-row", has_text="Bora Kaya").click()
     card = page.locator("#cu-card")
     expect(card.locator("#cu-card-title")).to_have_text("Bora Kaya")
+    expect(card.locator(".cu-field-value")).to_have_value("3")
     form = card.locator("#cu-form")
     form.locator("[name=temperature]").select_option("warm")
     form.locator("[name=discount]").fill("15")
@@ -111,7 +113,8 @@ def test_the_card_edits_every_field_and_notes(page: Page, salesbot_server: Serve
     saved = _ok(call(salesbot_server, "GET", f"/api/crm/contacts/{shop['cold']}"))
     assert (saved["temperature"], saved["discount"], saved["language"], saved["score"]) == ("warm", 15, "tr", 40)
     assert saved["phone"] == "+49 30 1234567" and saved["tags"] == ["wholesale", "berlin"]
-    assert saved["fields"] == {"address": "Hauptstr. 1, Berlin", "tax_number": "DE123", "size": "XL"}
+    assert saved["fields"] == {"visits": 3, "address": "Hauptstr. 1, Berlin", "tax_number": "DE123", "size": "XL"}
+    # (only what was changed is sent: the number a flow set stays a number)
     expect(page.locator("#cu-list-potential .cu-row", has_text="Bora Kaya").locator(".temp-warm")).to_be_visible()
 
 

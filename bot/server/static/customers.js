@@ -206,27 +206,39 @@
     return r;
   }
 
+  function same(a, b) {
+    return (a === null || a === undefined ? "" : String(a)) === (b === null || b === undefined ? "" : String(b));
+  }
+
+  /* Only what the person changed: a field someone else saved meanwhile is not overwritten, and a
+   * custom field a flow set as a number stays a number unless it is edited. */
   function patchOf(form) {
-    var p = {};
-    ["name", "phone", "email", "currency", "language"].forEach(function (n) { p[n] = form.elements[n].value.trim() || null; });
-    p.status = form.elements.status.value;
-    p.temperature = form.elements.temperature.value || null;
-    p.discount = form.elements.discount.value === "" ? null : Number(form.elements.discount.value);
-    p.responsible = form.elements.responsible.value || null;
-    p.tags = form.elements.tags.value.split(",").map(function (t) { return t.trim(); }).filter(Boolean);
-    p.unsubscribed = form.elements.unsubscribed.checked;
-    if (form.elements.score.value !== "") p.score = Number(form.elements.score.value);
-    var fields = {};
-    Object.keys(C.fields || {}).forEach(function (k) { fields[k] = null; });  // removed unless still there
-    NAMED_FIELDS.forEach(function (f) {
-      var v = form.elements[f[0]].value.trim();
-      fields[f[0]] = v || null;
+    var c = C.card || {}, p = {}, v;
+    ["name", "phone", "email", "currency", "language"].forEach(function (n) {
+      v = form.elements[n].value.trim() || null;
+      if (!same(v, c[n])) p[n] = v;
     });
+    if (form.elements.status.value !== c.status) p.status = form.elements.status.value;
+    v = form.elements.temperature.value || null;
+    if (!same(v, c.temperature)) p.temperature = v;
+    v = form.elements.discount.value === "" ? null : Number(form.elements.discount.value);
+    if (!same(v === null ? 0 : v, c.discount || 0)) p.discount = v;
+    v = form.elements.responsible.value || null;
+    if (!same(v, c.responsible)) p.responsible = v;
+    v = form.elements.tags.value.split(",").map(function (t) { return t.trim(); }).filter(Boolean);
+    if (v.join("\n") !== (c.tags || []).join("\n")) p.tags = v;
+    if (form.elements.unsubscribed.checked !== !!c.unsubscribed) p.unsubscribed = form.elements.unsubscribed.checked;
+    v = form.elements.score.value === "" ? null : Number(form.elements.score.value);
+    if (!same(v === null ? 0 : v, c.score || 0)) p.score = v;
+    var now = {}, old = C.fields || {}, fields = {};
+    NAMED_FIELDS.forEach(function (f) { now[f[0]] = form.elements[f[0]].value.trim() || null; });
     Array.prototype.forEach.call(document.querySelectorAll("#cu-fields .cu-field"), function (r) {
       var k = r.querySelector(".cu-field-name").value.trim();
-      if (k) fields[k] = r.querySelector(".cu-field-value").value;
+      if (k) now[k] = r.querySelector(".cu-field-value").value;
     });
-    p.fields = fields;
+    Object.keys(old).forEach(function (k) { if (!(k in now)) fields[k] = null; });  // removed
+    Object.keys(now).forEach(function (k) { if (!same(now[k], old[k])) fields[k] = now[k]; });
+    if (Object.keys(fields).length) p.fields = fields;
     return p;
   }
 
@@ -235,8 +247,10 @@
     var id = C.open;
     if (!id) return;
     var btn = $("cu-save");
+    var body = patchOf($("cu-form"));
+    if (!Object.keys(body).length) { notice("Nothing changed", "info"); return; }
     btn.disabled = true;
-    api("PATCH", "/api/crm/contacts/" + enc(id), patchOf($("cu-form"))).then(function (res) {
+    api("PATCH", "/api/crm/contacts/" + enc(id), body).then(function (res) {
       btn.disabled = false;
       if (res.status !== 200) { cardError(errorText(res)); return; }
       cardError(null);
@@ -437,7 +451,8 @@
     orderChanged: function (order) {
       if ($("customers").hidden) return;
       if (order && C.open === String(order.customer)) loadOrders(C.open);
-      load();
+      clearTimeout(C.countsTimer);  // a burst of orders: one reload of the lists
+      C.countsTimer = setTimeout(load, 500);
     },
     open: function (id) { show(true); return openCard(String(id)); },
   };
