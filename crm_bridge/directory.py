@@ -11,6 +11,7 @@ more runs Kommo).
 from __future__ import annotations
 
 import copy
+import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -35,12 +36,14 @@ from .indexes import (
     stage_value,
     stamp_stage,
     tags_key,
+    upgrade,
 )
 from .memory import DEFAULT_PIPELINE, DEFAULT_STAGES, MemoryCrm
 from .notes import make_note
 from .redis_crm import RedisCrm
 from .versions import bump
 
+log = logging.getLogger("salesbot.crm.directory")
 MAX_PAGE = 200
 CONTACT_KEYS = frozenset({"name", "first_name", "phone", "email", "responsible", "fields", "tags",
                           "tags_add", "tags_remove", "score"}) | CARD_FIELDS
@@ -119,6 +122,7 @@ class CrmDirectory:
         self.redis = crm.redis
         self._users = [dict(u) for u in users]
         self._teams = [dict(t) for t in teams]
+        self._layout_checked = False  # indexes.upgrade ran in this process
 
     # ------------------------------------------------------------------ configuration
     def pipelines(self) -> list[dict[str, Any]]:
@@ -210,6 +214,11 @@ class CrmDirectory:
         limit = max(1, min(int(limit), MAX_PAGE))
         offset = max(0, int(offset))
         keys = self._filter_keys(kind, filters or {})
+        if kind == "contact" and (filters or {}).get("responsible") and not self._layout_checked:
+            added = await upgrade(self.redis)  # contacts indexed before their responsible set existed
+            if added:
+                log.info("crm.indexes_upgraded", extra={"contacts": added})
+            self._layout_checked = True
         if q and q.strip():
             ids = await self._search_ids(kind, q, keys)
             if before is not None:

@@ -20,7 +20,6 @@ from aiohttp import web
 
 from crm_bridge.card import STATUSES
 from crm_bridge.directory import CrmDirectory
-from crm_bridge.indexes import upgrade
 
 from ..errors import CrmRejected
 from ..inputs import holds_control
@@ -38,7 +37,6 @@ MAX_LIMIT = 100
 MAX_Q, MAX_TAG, MAX_TAGS, MAX_USER = 200, 100, 10, 64
 #: At most this many conversations of one contact are listed (a contact has a few channels).
 MAX_CONVERSATIONS = 50
-_UPGRADED = web.AppKey("customers_indexes_upgraded", list)
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -75,16 +73,6 @@ def _filters(request: web.Request) -> dict[str, Any]:
             "tag": tags, "responsible": _text(request, "responsible", q.get("responsible", ""), MAX_USER) or None}
 
 
-async def _upgraded(request: web.Request, directory: CrmDirectory) -> None:
-    """The indexes brought to the current layout once per process (``crm_bridge.indexes.upgrade``)."""
-    done: list[bool] = request.app[_UPGRADED]
-    if not done:
-        added = await upgrade(directory.redis)
-        if added:
-            log.info("customers.indexes_upgraded", extra={"contacts": added})
-        done.append(True)
-
-
 @routes.get("/api/customers")
 async def list_customers(request: web.Request) -> web.Response:
     require(request, "support")
@@ -93,7 +81,6 @@ async def list_customers(request: web.Request) -> web.Response:
     search = _text(request, "q", request.query.get("q", ""), MAX_Q) or None
     limit = int(query_number(request, "limit", 50, minimum=1, maximum=MAX_LIMIT, integer=True, clamp=True))
     before = query_number(request, "before", None, minimum=0, maximum=MAX_TIMESTAMP)
-    await _upgraded(request, directory)
     try:
         rows, total = await directory.search("contact", q=search, filters=filters, limit=limit + 1, before=before)
     except CrmRejected as exc:
@@ -130,5 +117,4 @@ async def customer_conversations(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app[_UPGRADED] = []
     app.add_routes(routes)

@@ -171,6 +171,13 @@ async def test_contacts_indexed_before_the_responsible_set_are_found(server: Tes
     assert await redis.get(LAYOUT_KEY) == b"2"
 
 
+async def test_the_crm_contact_listing_upgrades_too(http: ClientSession, redis: Redis) -> None:
+    await _contact(http, name="Older", responsible="8")
+    await redis.delete(by_key("contact", "responsible", "8"), LAYOUT_KEY)
+    r = await http.get("/api/crm/contacts", params={"responsible": "8"}, headers=AUTH)
+    assert [c["name"] for c in (await r.json())["contacts"]] == ["Older"]
+
+
 async def test_a_customers_conversations(http: ClientSession) -> None:
     r = await http.post("/chat/demo/messages", json={"session": "customer-chat-1", "text": "hello"})
     assert r.status == 202
@@ -184,6 +191,8 @@ async def test_a_customers_conversations(http: ClientSession) -> None:
         "conversations": []}
     assert (await http.get("/api/customers/999999/conversations", headers=AUTH)).status == 404
     assert (await http.get("/api/customers/" + "9" * 500 + "/conversations", headers=AUTH)).status == 404
+    for bad in ("%00", "a%2Fb", "%E2%80%AE", "{crm}"):
+        assert (await http.get(f"/api/customers/{bad}/conversations", headers=AUTH)).status == 404
 
 
 async def _contact_of(http: ClientSession, cid: str) -> str | None:
