@@ -135,6 +135,7 @@ def test_the_card_edits_every_field_and_notes(page: Page, salesbot_server: Serve
     assert card.locator(".cu-noteitem").first.evaluate("e => getComputedStyle(e).borderLeftColor") != colour
     page.once("dialog", lambda d: d.accept())
     card.locator(".cu-noteitem").first.get_by_role("button", name="Delete").click()
+    page.screenshot(path=str(ARTIFACTS / "card.png"))
     expect(card.locator(".cu-notes li")).to_have_text(["No notes yet."])
     assert _ok(call(salesbot_server, "GET", f"/api/crm/contacts/{shop['cold']}/notes"))["notes"] == []
     assert page.evaluate("window.pwned") is None
@@ -265,3 +266,16 @@ def test_products_added_edited_and_deleted(page: Page, salesbot_server: Server, 
     expect(page.locator('#pr-rows tr[data-sku="tea-250"]')).to_have_count(0)
     assert call(salesbot_server, "GET", "/api/products/tea-250")[0] == 404
     assert page.evaluate("window.pwned") is None
+
+
+def test_switching_views_shows_one_at_a_time(page: Page, salesbot_server: Server, shop: dict[str, str]) -> None:
+    sign_in(page, salesbot_server, "orders")
+    sections = {"conversations": page.locator(".main"), "pipeline": page.locator("#pipeline"),
+                "analytics": page.locator("#analytics"), "customers": page.locator("#customers"),
+                "orders": page.locator("#orders"), "products": page.locator("#products")}
+    for view in ("customers", "products", "pipeline", "orders", "analytics", "customers", "conversations"):
+        page.locator(f"#view-{view}").click()
+        for name, section in sections.items():
+            (expect(section).to_be_visible() if name == view else expect(section).to_be_hidden())
+        expect(page.locator(".views button.on")).to_have_count(1)
+        expect(page.locator(f"#view-{view}")).to_have_class("on")
