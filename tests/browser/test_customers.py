@@ -7,6 +7,9 @@ context seeing an order appear live."""
 
 from __future__ import annotations
 
+import json
+import re
+import urllib.request
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -279,3 +282,24 @@ def test_switching_views_shows_one_at_a_time(page: Page, salesbot_server: Server
             (expect(section).to_be_visible() if name == view else expect(section).to_be_hidden())
         expect(page.locator(".views button.on")).to_have_count(1)
         expect(page.locator(f"#view-{view}")).to_have_class("on")
+
+
+def test_a_customers_conversation_opens_in_the_conversations_view(page: Page, salesbot_server: Server,
+                                                                  shop: dict[str, str]) -> None:
+    request = urllib.request.Request(salesbot_server.url + "/chat/demo/messages", method="POST",
+                                     data=json.dumps({"session": "customer-view-s1", "text": "hello"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        cid = json.loads(r.read())["conversation"]
+    contact = _ok(call(salesbot_server, "GET", f"/api/conversations/{cid}"))["contact"]["contact_id"]
+    assert contact
+    _ok(call(salesbot_server, "PATCH", f"/api/crm/contacts/{contact}", {"name": "Chatty Customer"}))
+    sign_in(page, salesbot_server, "customers")
+    page.locator(".cu-row", has_text="Chatty Customer").click()
+    conv = page.locator("#cu-convs .cu-conv button")
+    expect(conv).to_have_text("livechat · demo")
+    conv.click()
+    expect(page.locator(".main")).to_be_visible()
+    expect(page.locator("#customers")).to_be_hidden()
+    expect(page.locator("#conversation")).to_be_visible()
+    expect(page.locator(f'#conversations li[data-cid="{cid}"]')).to_have_class(re.compile(r"\bactive\b"))
