@@ -97,7 +97,7 @@ async def list_customers(request: web.Request) -> web.Response:
         row["last_note"] = notes.get(str(row["id"]))
         row["orders"] = int(counts.get(str(row["id"]), 0))
     return _json({"customers": rows, "total": total,
-                  "next_before": rows[-1]["updated_at"] if more and rows else None})
+                  "next_before": rows[-1].get("updated_at") if more and rows else None})
 
 
 @routes.get("/api/customers/{id}/conversations")
