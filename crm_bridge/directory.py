@@ -11,6 +11,7 @@ more runs Kommo).
 from __future__ import annotations
 
 import copy
+import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -35,15 +36,19 @@ from .indexes import (
     stage_value,
     stamp_stage,
     tags_key,
+    upgrade,
 )
 from .memory import DEFAULT_PIPELINE, DEFAULT_STAGES, MemoryCrm
 from .notes import make_note
 from .redis_crm import RedisCrm
 from .versions import bump
 
+log = logging.getLogger("salesbot.crm.directory")
 MAX_PAGE = 200
 CONTACT_KEYS = frozenset({"name", "first_name", "phone", "email", "responsible", "fields", "tags",
-                          "tags_add", "tags_remove"}) | CARD_FIELDS
+                          "tags_add", "tags_remove", "score"}) | CARD_FIELDS
+#: The largest contact score a person may set (automations add and decay it: automations.md).
+MAX_SCORE = 10**9
 #: The largest lead price: exact as a float and an integer, and far beyond any real deal.
 MAX_PRICE = 10**15
 LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fields", "tags",
@@ -100,6 +105,16 @@ def _tags(value: Any, name: str = "tags") -> list[str]:
     return out
 
 
+def _score(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_SCORE:
+        raise CrmRejected(f"score is a whole number from 0 to {MAX_SCORE}")  # NaN fails the comparison
+    if not float(value).is_integer():
+        raise CrmRejected(f"score is a whole number from 0 to {MAX_SCORE}")
+    return int(value)
+
+
 class CrmDirectory:
     def __init__(self, crm: RedisCrm, *, users: Iterable[Mapping[str, Any]] = (),
                  teams: Iterable[Mapping[str, Any]] = ()) -> None:
@@ -107,6 +122,7 @@ class CrmDirectory:
         self.redis = crm.redis
         self._users = [dict(u) for u in users]
         self._teams = [dict(t) for t in teams]
+        self._layout_checked = False  # indexes.upgrade ran in this process
 
     # ------------------------------------------------------------------ configuration
     def pipelines(self) -> list[dict[str, Any]]:
@@ -189,20 +205,31 @@ class CrmDirectory:
 
     # ------------------------------------------------------------------ listing
     async def search(self, kind: str, *, q: str | None = None, filters: Mapping[str, Any] | None = None,
-                     limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """Records newest first; ``q`` searches names, e-mails and phones; ``filters``:
-        contacts ``status``, ``temperature``, ``tag`` (list), ``stage`` (+ ``pipeline``);
+                     limit: int = 50, offset: int = 0,
+                     before: float | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Records newest first (``before``: only those last written earlier than that time, a
+        cursor that stays put while records change); ``q`` searches names, e-mails and phones; ``filters``:
+        contacts ``status``, ``temperature``, ``tag`` (list), ``responsible``, ``stage`` (+ ``pipeline``);
         leads ``stage`` (+ ``pipeline``), ``tag`` (list), ``responsible``."""
         limit = max(1, min(int(limit), MAX_PAGE))
         offset = max(0, int(offset))
         keys = self._filter_keys(kind, filters or {})
+        if kind == "contact" and (filters or {}).get("responsible") and not self._layout_checked:
+            added = await upgrade(self.redis)  # contacts indexed before their responsible set existed
+            if added:
+                log.info("crm.indexes_upgraded", extra={"contacts": added})
+            self._layout_checked = True
         if q and q.strip():
             ids = await self._search_ids(kind, q, keys)
+            if before is not None:
+                times = await self._updated_at(kind, ids)
+                ids = [i for i, at in zip(ids, times, strict=True) if (at or 0) < before]
             page = ids[offset:offset + limit]
             return await self._present(kind, await self.get_many(kind, page)), len(ids)
+        top = "+inf" if before is None else f"({before!r}"
         if not keys:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zrevrange(recent_key(kind), offset, offset + limit - 1)
+            pipe.zrevrangebyscore(recent_key(kind), top, "-inf", start=offset, num=limit)
             pipe.zcard(recent_key(kind))
             raw, total = await pipe.execute()
         else:
@@ -210,7 +237,7 @@ class CrmDirectory:
             pipe = self.redis.pipeline(transaction=False)
             pipe.zinterstore(tmp, {recent_key(kind): 1, **dict.fromkeys(keys, 0)})
             pipe.expire(tmp, 30)  # deleted below; the TTL covers a client that dies in between
-            pipe.zrevrange(tmp, offset, offset + limit - 1)
+            pipe.zrevrangebyscore(tmp, top, "-inf", start=offset, num=limit)
             pipe.delete(tmp)
             total, _, raw, _ = await pipe.execute()
         ids = [i.decode() for i in raw]
@@ -218,7 +245,7 @@ class CrmDirectory:
 
     def _filter_keys(self, kind: str, filters: Mapping[str, Any]) -> list[str]:
         keys = []
-        allowed = {"contact": ("status", "temperature", "tag", "stage", "pipeline"),
+        allowed = {"contact": ("status", "temperature", "tag", "responsible", "stage", "pipeline"),
                    "lead": ("stage", "tag", "responsible", "pipeline")}[kind]
         unknown = [k for k, v in filters.items() if v not in (None, "", []) and k not in allowed]
         if unknown:
@@ -320,6 +347,8 @@ class CrmDirectory:
             record["email"] = clean_email(patch["email"])
         if "responsible" in patch:
             record["responsible"] = self._responsible(patch["responsible"])
+        if "score" in patch:
+            record["score"] = _score(patch["score"])
         for name in CARD_FIELDS & set(patch):
             record[name] = card_value(name, patch[name])
         self._edit_common(record, patch)

@@ -10,12 +10,13 @@ below stay in one slot of a Redis Cluster.
 key                                     holds
 ======================================  =========================================================
 ``sb:{crm}:recent:<kind>``              zset id -> time of the last write (newest first listing)
-``sb:{crm}:by:contact:status:<v>``      set of contact ids (also ``temperature``, ``tag``)
+``sb:{crm}:by:contact:status:<v>``      set of contact ids (also ``temperature``, ``tag``, ``responsible``)
 ``sb:{crm}:by:lead:stage:<p>/<s>``      set of lead ids (also ``tag``, ``responsible``)
 ``sb:{crm}:by:contact:stage:<p>/<s>``   zset contact id -> how many of its leads are there
 ``sb:{crm}:tags:<kind>``                zset tag -> how many records carry it
 ``sb:{crm}:search:<kind>``              lexicographic zset of ``term NUL id`` (prefix search)
 ``sb:crm:leads_of``                      hash contact id -> its lead ids, comma-separated
+``sb:{crm}:indexed``                    the index layout's version (``upgrade``)
 ======================================  =========================================================
 
 Filtering intersects the recency zset with the value sets server-side (``ZINTERSTORE``, whose
@@ -27,6 +28,11 @@ words on the few records found. Terms are case- and accent-folded words of names
 A contact's leads were a set of their own, ``sb:crm:leads_of:<contact id>`` (``old_leads_of_key``),
 before issue 14's memory work: a field of one hash costs a third. ``leads_of`` moves an old set
 into the hash on first touch (``joined.py``); a lead leaving a contact is removed from both.
+
+Contacts gained the ``responsible`` set in issue 15 (the customers view filters by it). Contacts
+written before that are not in it: ``upgrade`` adds them once, walking the recency zset in
+batches (``ZSCAN``), and records ``LAYOUT`` in ``sb:{crm}:indexed`` so that no later start or
+request walks again. It is idempotent: two processes upgrading at once add the same members.
 """
 
 from __future__ import annotations
@@ -40,9 +46,14 @@ from redis.asyncio.client import Pipeline
 
 from . import joined
 from .card import CARD_DEFAULTS
+from .codec import unpack
 
 T = "sb:{crm}"
 SEARCH_CANDIDATES = 500
+#: The index layout this code writes (``upgrade`` brings older data to it).
+LAYOUT = 2
+LAYOUT_KEY = f"{T}:indexed"
+UPGRADE_BATCH = 500
 
 
 def recent_key(kind: str) -> str:
@@ -166,8 +177,8 @@ def _memberships(kind: str, record: dict[str, Any] | None) -> set[str]:
             keys.add(by_key(kind, "temperature", record["temperature"]))
     else:
         keys.add(by_key(kind, "stage", stage_value(record.get("pipeline"), record.get("stage"))))
-        if record.get("responsible") not in (None, ""):
-            keys.add(by_key(kind, "responsible", record["responsible"]))
+    if record.get("responsible") not in (None, ""):
+        keys.add(by_key(kind, "responsible", record["responsible"]))
     return keys
 
 
@@ -222,3 +233,30 @@ class CrmIndexes:
             pipe.zrem(recent_key(kind), rid)
         elif old != new:
             pipe.zadd(recent_key(kind), {rid: now})
+
+
+async def upgrade(redis: Redis) -> int:
+    """Bring indexes written by an older version to ``LAYOUT``; the number of contacts added to
+    a ``responsible`` set (0 when the layout is current: one ``GET``)."""
+    if int(await redis.get(LAYOUT_KEY) or 0) >= LAYOUT:
+        return 0
+    added, cursor = 0, 0
+    while True:
+        cursor, rows = await redis.zscan(recent_key("contact"), cursor, count=UPGRADE_BATCH)
+        ids = [rid.decode() if isinstance(rid, bytes) else str(rid) for rid, _ in rows]
+        if ids:
+            pipe = redis.pipeline(transaction=False)
+            for rid in ids:
+                pipe.get(f"sb:crm:contact:{rid}")
+            raws = await pipe.execute()
+            pipe = redis.pipeline(transaction=False)
+            for rid, raw in zip(ids, raws, strict=True):
+                responsible = unpack(raw).get("responsible") if raw else None
+                if responsible not in (None, ""):
+                    pipe.sadd(by_key("contact", "responsible", responsible), rid)
+                    added += 1
+            await pipe.execute()
+        if not cursor:
+            break
+    await redis.set(LAYOUT_KEY, LAYOUT)
+    return added

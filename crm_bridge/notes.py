@@ -68,6 +68,24 @@ class NoteStore:
         bodies = await self.redis.hmget(_body_key(entity, eid), ids)
         return [unpack(b) for b in bodies if b], int(total)
 
+    async def firsts(self, entity: str, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Each record's first note (highest priority, then newest), or None: two round trips for a
+        page of records (the customers list shows it on every row)."""
+        if not ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for eid in ids:
+            pipe.zrevrange(_order_key(entity, eid), 0, 0)
+        tops = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        asked = [(eid, top[0]) for eid, top in zip(ids, tops, strict=True) if top]
+        for eid, nid in asked:
+            pipe.hget(_body_key(entity, eid), nid)
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
+        for (eid, _), raw in zip(asked, await pipe.execute() if asked else [], strict=True):
+            found[eid] = unpack(raw) if raw else None
+        return found
+
     async def every(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """All notes of several records, oldest first (the order they were written)."""
         pipe = self.redis.pipeline(transaction=False)

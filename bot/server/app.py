@@ -19,6 +19,7 @@ from . import (
     automations_api,
     channel_webhooks,
     crm_api,
+    customers_api,
     dashboard,
     events_api,
     kommo_webhooks,
@@ -26,6 +27,7 @@ from . import (
     openapi,
     orderlinks_api,
     orderpage,
+    orders_live,
     outbound_api,
     pages,
     pipeline_api,
@@ -58,6 +60,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(splits_api.routes)  # /api/bots/{id}/splits
     app.add_routes(processes_api.routes)  # /api/processes/{id}/contacts, /api/contacts/{id}/processes
     app.add_routes(analytics_api.routes)  # /api/analytics/…
+    customers_api.setup(app)  # /api/customers
     app.add_routes(orderlinks_api.routes)  # /api/customers/{id}/order-link[s]
     app.add_routes(shop_api.routes)  # /api/products, /api/orders
     if role in ("all", "web"):
@@ -68,6 +71,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
         app.add_routes(orderpage.routes)  # /order/<token>: the quick-order page
         app.add_routes(tracking.routes)  # /t/o, /t/c: e-mail opens and clicks
         dashboard.setup(app)  # /live, /live/session, /api/live, /api/bots/{id}/graph
+        orders_live.setup(app)  # /api/live/orders
     use_expect_handler(app)
     quiet_parser_rejections()
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
-from . import openapi_orderlinks, openapi_processes, openapi_shop
+from . import openapi_customers, openapi_orderlinks, openapi_processes, openapi_shop
 from .splits_api import split_paths
 
 routes = web.RouteTableDef()
@@ -577,6 +577,7 @@ PATHS.update(split_paths(_op, _json, _p, _ERROR))  # /api/bots/{id}/splits…: b
 PATHS.update(openapi_processes.paths(_op, _json, _p, _ERROR))
 PATHS.update(openapi_orderlinks.paths(_op, _json, _p, _ERROR, _HTML))
 PATHS.update(openapi_shop.paths(_op, _json, _p, _ERROR))  # /api/products, /api/orders: docs/customers.md
+PATHS.update(openapi_customers.paths(_op, _json, _p, _ERROR))  # /api/customers, /api/live/orders
 
 
 def document() -> dict[str, Any]:

@@ -1108,6 +1108,7 @@
     selected: function () { return S.selected; },
     lastN: function () { return S.lastN; },
     me: function () { return S.me; },
+    open: function (cid) { select(cid); },  // customers.js: a customer's conversation
   };
 
   document.addEventListener("DOMContentLoaded", function () {
