@@ -145,7 +145,8 @@ class Shop:
         ``key`` (an idempotency key of this customer, kept 7 days) a retry returns the same order."""
         if key is not None:
             known = await self.store.keyed(customer_id, key)
-            if known is not None:
+            if known is not None:  # a retry: what followed the first try again (it may have died before)
+                await self._created(known)
                 return rules.order_json(known)
         lines_wanted = rules.check_items(items)
         card = await self._card(customer_id)
@@ -163,11 +164,21 @@ class Shop:
         stored, created = await self.store.create(order, key)
         if created:
             log.info("shop.order_created", extra={"order": stored["id"], "customer": customer_id, "source": source})
-            if self.directory is not None and card.get("status") != "current":
-                await self.directory.update_contact(customer_id, {"status": "current"})
-            await self._emit(stored, [rules.OrderEvent("order.created", rules.event_data(stored))], 1)
-            await self.redis.publish(ORDERS_CHANNEL, stored["id"])
+        await self._created(stored, card)
         return rules.order_json(stored)
+
+    async def _created(self, order: Mapping[str, Any], card: Mapping[str, Any] | None = None) -> None:
+        """What follows a new order: the customer ``current``, ``order.created`` on the lead, the live
+        signal. Repeated by a keyed retry (a first try may have died after the save): the event's id
+        is the order's, so the lead hears it once."""
+        customer = str(order["customer"])
+        if self.directory is not None and order["status"] != rules.CANCELLED:
+            if card is None:
+                card = await self.directory.get("contact", customer) or {}
+            if card and card.get("status") != "current":
+                await self.directory.update_contact(customer, {"status": "current"})
+        await self._emit(order, [rules.OrderEvent("order.created", rules.event_data(order))], 1)
+        await self.redis.publish(ORDERS_CHANNEL, str(order["id"]))
 
     async def _lead_for(self, customer_id: str, lead_id: str | None) -> str | None:
         directory = self.directory
@@ -210,14 +221,14 @@ class Shop:
             if await self.store.replace(raw, old, new):
                 log.info("shop.order_changed", extra={"order": order_id, "by": by,
                                                       "events": [e.type for e in events]})
-                await self._emit(new, events, len(new["history"]))
+                await self._emit(new, events, rules.revision(new))
                 await self.redis.publish(ORDERS_CHANNEL, order_id)
                 return rules.order_json(new)
         raise ShopRejected("the order is being changed by others right now; send the change again")
 
     async def _emit(self, order: Mapping[str, Any], events: Sequence[rules.OrderEvent], step: int) -> None:
-        """The events onto the order's lead queue (ids made of the order and its history's length:
-        a redelivered change is a duplicate)."""
+        """The events onto the order's lead queue (ids made of the order and its revision: a
+        redelivered change is a duplicate, every new change a new event)."""
         if self.leads is None or not order.get("lead"):
             return
         for event in events:

@@ -183,8 +183,8 @@ async def submit(request: web.Request) -> web.Response:
 def _done(order: dict[str, Any], lang: str) -> web.Response:
     t, cur = TEXT[lang], str(order["currency"])
 
-    def money(major: Any) -> str:
-        return format_money(to_minor(major, cur), cur, lang)
+    def money(major: Any) -> str:  # a line's or the order's total may pass one unit price's bound
+        return format_money(to_minor(major, cur, limit=None), cur, lang)
 
     lines = [{"name": line.get("name") or line["sku"], "qty": line["qty"], "unit": money(line["unit_price"]),
               "total": money(line.get("total", 0))} for line in order["items"]]

@@ -87,7 +87,7 @@ def new_order(*, id_: str, number: int, customer: str, lead: str | None, lines: 
             "currency": currency, "discount": discount,
             "total": total((line["unit_price"], line["qty"]) for line in lines),
             "status": "new", "payment": "unpaid", "tracking": None, "source": source,
-            "created_at": now, "updated_at": now,
+            "created_at": now, "updated_at": now, "revision": 1,
             "history": [{"at": now, "by": by, "field": "status", "from": None, "to": "new"}]}
 
 
@@ -150,8 +150,15 @@ def change(order: Mapping[str, Any], patch: Mapping[str, Any], *, by: str,
         history.append({"field": "tracking", "from": order["tracking"], "to": tracking})
     if history:
         new["updated_at"] = now
+        new["revision"] = revision(order) + 1
         new["history"] = [*order["history"], *({"at": now, "by": by, **h} for h in history)][-MAX_HISTORY:]
     return new, [OrderEvent(e.type, {**event_data(new), **e.data}) for e in events]
+
+
+def revision(order: Mapping[str, Any]) -> int:
+    """How many times the order was made or changed: its events' ids (the history is capped, so its
+    length stops growing; orders from before the field: the history's length, exact below the cap)."""
+    return int(order.get("revision") or len(order["history"]))
 
 
 def event_data(order: Mapping[str, Any]) -> dict[str, Any]:

@@ -268,3 +268,14 @@ async def test_hostile_submits_are_4xx_pages_never_a_5xx_or_an_order(app: App) -
         r = await app.http.post(page, data=io.BytesIO(body), headers={"Content-Type": content_type})
         assert 400 <= r.status < 500, (content_type, r.status, await r.text())
     assert await app.services.shop.order_counts([cid]) == {cid: 0}
+
+
+async def test_a_large_order_placed_on_the_page_shows_its_confirmation(app: App) -> None:
+    """review15: the confirmation turned the total back into minor units with a unit price's bound."""
+    await app.services.shop.put_product("car", {"name": "Car", "prices": {"EUR": 900_000_000}})
+    cid = await customer(app, currency="EUR")
+    page = path_of((await link(app, cid))["url"])
+    form = {"key": submit_key(await (await app.http.get(page)).text()), "q:car": "2"}
+    r = await app.http.post(page, data=form)
+    assert r.status == 200, await r.text()
+    assert "€1,800,000,000.00" in await r.text()
