@@ -38,10 +38,13 @@ _OPS = {"=": "eq", "==": "eq", "!=": "ne", "in": "in", "not_in": "not_in", "in_r
 
 def convert(doc: Any, *, bot_id: str, kommo_map: KommoMap = EMPTY) -> Conversion:
     """The flow for a parsed Kommo document; ``KommoImportError`` (with the input's pointer) when malformed."""
-    bot = parse(doc)
-    result = Conversion(flow={})
-    importer = _Importer(bot, Builder(kommo_map, result))
-    result.flow = importer.run(bot_id)
+    try:
+        bot = parse(doc)
+        result = Conversion(flow={})
+        importer = _Importer(bot, Builder(kommo_map, result))
+        result.flow = importer.run(bot_id)
+    except RecursionError:  # handlers nested hundreds deep: an error with a pointer, not a traceback
+        raise KommoImportError("", "the handlers are nested too deeply to convert") from None
     return result
 
 

@@ -341,3 +341,17 @@ def test_a_condition_on_what_has_no_equivalent_is_a_custom_step() -> None:
     r = imp([{"question": [h("condition", {"term1": "{{founded_id}}", "term2": "1", "operation": "=",
                                            "result": [show("found")]})]}])
     assert r.flow["steps"]["q0"]["handler"] == "kommo.condition" and r.custom == 1
+
+
+def test_handlers_nested_too_deeply_are_an_error_not_a_traceback() -> None:
+    """review15: a 64 KB document can nest conditions hundreds deep; the importer recursed past
+    Python's limit and the CLI printed a RecursionError traceback."""
+    doc: list[Any] = []
+    inner = doc
+    for _ in range(200):
+        nested: list[Any] = []
+        inner.append(h("condition", {"term1": "lead.price", "term2": "1", "operation": "=", "result": nested}))
+        inner = nested
+    assert len(json.dumps([{"question": doc}])) < 64 * 1024
+    found_pointer, found_message = error([{"question": doc}])
+    assert found_pointer == "" and "nested too deeply" in found_message
