@@ -222,8 +222,19 @@ class _Turn(TurnContext):
                     return
 
     def on_human(self, e: ev.HumanMessage) -> None:
-        """A person answered: the chat counts as answered; the bot's run is not touched."""
+        """A person answered: the chat counts as answered, and a message held from the bot is
+        theirs (hand-back no longer offers the bot to answer it again); the run is not touched."""
         self.set_chat_status("answered")
+        self._unhold()
+
+    def _unhold(self) -> dict[str, Any] | None:
+        """The held customer message, no longer held (None: none was)."""
+        st = self.state
+        held = held_message(st)
+        if held is not None:
+            st.last_message = {k: v for k, v in held.items() if k != "held"}
+            self.cached_context = None
+        return held
 
     def on_relayed(self, e: ev.Relayed) -> None:
         """Another conversation's message, sent here by the shell: nothing for this run to do."""
@@ -236,10 +247,7 @@ class _Turn(TurnContext):
     def on_release(self, e: ev.Release) -> None:
         st = self.state
         st.owner, st.owner_user = "bot", None
-        held = held_message(st)
-        if held is not None:  # no longer held: answered now, or left to the person who had it
-            st.last_message = {k: v for k, v in held.items() if k != "held"}
-            self.cached_context = None
+        held = self._unhold()  # answered now, or left to the person who had it
         self.trace("conversation.release", to_step=e.step, answer=e.answer and held is not None)
         if e.step is None:
             self.continue_held()

@@ -100,6 +100,17 @@ def test_a_held_message_the_person_keeps_is_not_answered_and_no_longer_held() ->
     assert texts(chat.feed(ev.Takeover("agent")) + chat.feed(ev.Release(answer=True))) == []  # nothing held now
 
 
+def test_a_held_message_the_person_answers_is_no_longer_offered_to_the_bot() -> None:
+    chat = Chat(make_flow(FLOW, start="ask"))
+    chat.start()
+    chat.feed(ev.Takeover("agent"))
+    chat.feed(ev.InboundMessage(text="Yes"))
+    chat.feed(ev.HumanMessage("Yes, done for you", user="agent"))  # the person answered it
+    assert chat.state.last_message is not None and "held" not in chat.state.last_message
+    assert texts(chat.feed(ev.Release(user="agent", answer=True))) == []  # answered once, by the person
+    assert chat.step == "ask"
+
+
 def test_a_message_before_the_takeover_is_not_held() -> None:
     chat = Chat(make_flow({**FLOW, "ask": {**FLOW["ask"], "other_answer": None}}, start="ask"))
     chat.start()

@@ -977,7 +977,7 @@
         "Handed back: the bot continues where it was.").then(done);
       return;
     }
-    askConfirm("handback", contactName(d) + " wrote “" + (held.text || held.payload || "") +
+    askConfirm("handback", contactName(d) + " wrote “" + (held.text || (typeof held.payload === "string" ? held.payload : "a button")) +
       "” while you had the chat. Should the bot answer it?", [
       ["Hand back, the bot answers it", "success", function () {
         act("/release", { answer: true }, "Handed back: the bot answers the customer's message.").then(done);
