@@ -262,7 +262,7 @@ async def one_run(redis: Any, procs: Processes, redis_url: str, redis_pid: int, 
                   template: Any, tag: str, args: argparse.Namespace, say: Any) -> dict[str, Any]:
     await redis.flushall(asynchronous=True)
     (worker,) = await start_workers(procs, [f"worker-{tag}"], redis_url, tmp, flows_dir, args)
-    due = await populate(redis, template, tag, args.timers, args.lead + args.timers / 10_000, args.window, args.shards)
+    due = await populate(redis, template, tag, args.timers, args.lead + args.timers / 2_000, args.window, args.shards)
     start = min(due.values())
     # The worker's idle background (recovery sweep, outbox, heartbeat) until a poll before the
     # first due time: its rate is taken off the CPU and commands "net" per fire.
@@ -371,7 +371,7 @@ async def kill_run(redis: Any, procs: Processes, redis_url: str, tmp: Path, flow
     await redis.flushall(asynchronous=True)
     n = args.kill_timers
     a, b = await start_workers(procs, [f"killed-{tag}", f"survivor-{tag}"], redis_url, tmp, flows_dir, args)
-    due = await populate(redis, template, tag, n, args.lead + n / 10_000, args.kill_window, args.shards)
+    due = await populate(redis, template, tag, n, args.lead + n / 2_000, args.kill_window, args.shards)
     await until_due(min(due.values()))
     await asyncio.sleep(args.kill_window / 3)
     # Kill A at a moment it holds claims (it claims a poll ahead, so it nearly always does);
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poll", type=float, default=0.25, help="the worker's timer_poll_interval")
     p.add_argument("--shards", type=int, default=16, help="timer_shards (the worker's default)")
     p.add_argument("--lead", type=float, default=3.0,
-                   help="seconds from writing the timers to the first due time (+1 s per 10k)")
+                   help="seconds from writing the conversations to the first due time (+1 s per 2k)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--kill-timers", type=int, default=20_000, help="timers in the kill test (0: no kill test)")
     p.add_argument("--kill-window", type=float, default=15.0)
