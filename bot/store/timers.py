@@ -1,10 +1,19 @@
 """Durable timers: sorted sets in Redis, sharded, claimed atomically in batches by any worker.
 
-A timer is a member (its id, ``<conversation id>:t<n>``) of the shard of its conversation,
-scored by when it falls due. ``claim`` moves the timers due by a horizon (a worker claims up to
-one poll ahead and fires each at its due time) from the shard to *this worker's* claim set of
-the shard, still scored by their due time, in one script per shard; the worker delivers each as
-a ``TimerFired`` event deduplicated by the timer id, then ``ack``s it.
+A conversation has ONE member in the shard of its conversation, its *wake* ``{<conversation id>}``
+(braces never occur in an id: ``keys.conversation_id`` escapes them), scored by the earliest due
+time of its timers; the timers themselves (id -> due time) are in its state
+(``ConversationState.timers``), so re-arming is one ``ZADD`` and a message that leaves the
+earliest due time as it was writes nothing here. A lead queue's timer and a timer written by an
+older version are members of their own (their id, ``<queue id>:<...>``). ``claim`` moves the
+members due by a horizon (a worker claims up to two polls ahead and fires each at its due time)
+from the shard to *this worker's* claim set of the shard, still scored by their due time, in one
+script per shard; the worker delivers a wake as a ``TimerFired`` of the wake's name (the
+conversation's turn fires the timers of its state that are due, each once: a fired timer leaves
+the state in the save that records its turn, and re-arms the wake with the next due time) and a
+timer of its own as a ``TimerFired`` deduplicated by its id, then ``ack``s it. A wake already
+claimed by this worker and not acknowledged yet stays in the shard (the claim script skips it):
+acknowledging the first claim must not remove the second.
 
 Liveness, not a long lease, returns the claims of a worker that died: every worker stamps a
 registry (``heartbeat``) every second or so, and ``take_over`` moves the claim sets of a worker
@@ -54,12 +63,17 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES', 
 if #due > 0 then
   local members, scored = {}, {}
   for j = 1, #due, 2 do
-    members[#members + 1] = due[j]
-    scored[#scored + 1] = due[j + 1]; scored[#scored + 1] = due[j]
-    out[#out + 1] = due[j]; out[#out + 1] = due[j + 1]
+    local m = due[j]
+    if string.byte(m, 1) ~= 123 or not redis.call('ZSCORE', KEYS[2], m) then  -- 123: '{', a wake
+      members[#members + 1] = m
+      scored[#scored + 1] = due[j + 1]; scored[#scored + 1] = m
+      out[#out + 1] = m; out[#out + 1] = due[j + 1]
+    end
   end
-  redis.call('ZREM', KEYS[1], unpack(members))
-  redis.call('ZADD', KEYS[2], unpack(scored))
+  if #members > 0 then
+    redis.call('ZREM', KEYS[1], unpack(members))
+    redis.call('ZADD', KEYS[2], unpack(scored))
+  end
 end
 return out
 """
@@ -80,14 +94,32 @@ return 0
 """
 
 
+def wake_member(cid: str) -> str:
+    """The conversation's one member in its timer shard (see the module docstring)."""
+    return f"{{{cid}}}"
+
+
+def is_wake(member: str) -> bool:
+    return member.startswith("{") and member.endswith("}")
+
+
+def cid_of(member: str) -> str:
+    """The queue a member belongs to: a wake's conversation, or the queue of a timer's id."""
+    return member[1:-1] if is_wake(member) else member.rsplit(":", 1)[0]
+
+
 @dataclass(frozen=True, slots=True)
 class DueTimer:
-    timer_id: str
+    timer_id: str  # the member: a conversation's wake, or a timer's own id
     due: float | None  # None for a claim offered again (its delivery failed, or an old version's)
 
     @property
     def cid(self) -> str:
-        return self.timer_id.rsplit(":", 1)[0]
+        return cid_of(self.timer_id)
+
+    @property
+    def wake(self) -> bool:
+        return is_wake(self.timer_id)
 
 
 def _text(value: Any) -> str:
@@ -194,7 +226,7 @@ class TimerWheel:
                 pipe.zcard(self._claims_key(shard, worker))
         return sum(await pipe.execute())
 
-    async def due_at(self, timer_id: str) -> float | None:
-        cid = timer_id.rsplit(":", 1)[0]
-        score = await self.redis.zscore(k.timer_shard_key(k.shard_of(cid, self.shards)), timer_id)
+    async def due_at(self, member: str) -> float | None:
+        """When ``member`` (a wake, ``wake_member(cid)``, or a timer's id) is due, if it waits in its shard."""
+        score = await self.redis.zscore(k.timer_shard_key(k.shard_of(cid_of(member), self.shards)), member)
         return None if score is None else float(score)

@@ -78,14 +78,23 @@ async def test_a_crashing_turn_skips_only_its_own_event(redis: Redis, redis_url:
 
 async def test_an_answered_questions_timer_is_removed_from_the_timer_wheel(redis: Redis, redis_url: str) -> None:
     """The recorder asks again after each answer: each answer cancels the previous no_answer
-    timer, so exactly one timer (the newest question's) stays scheduled."""
+    timer, so exactly one timer (the newest question's) stays scheduled, and the conversation's
+    one entry in the timer wheel is scored by it."""
     fixtures = FIXTURES
     async with open_services(_config(redis_url, fixtures), start_hub=False) as svc:
         cid = "test:acct:timers"
         wheel = k.timer_shard_key(k.shard_of(cid, svc.store.shards))
+
+        async def timers() -> dict[str, float]:
+            raw = await svc.store.state(cid)
+            assert raw is not None
+            return codec.decode_state(raw).timers
+
         await svc.conversations.deliver(cid, ev.InboundMessage("one", greeting="recorder"))
-        [first] = await redis.zrange(wheel, 0, -1)
-        assert first.decode().startswith(cid + ":")
+        [(member, due)] = await redis.zrange(wheel, 0, -1, withscores=True)
+        [(first, first_due)] = (await timers()).items()
+        assert member.decode() == "{" + cid + "}" and first.startswith(cid + ":") and due == first_due
         await svc.conversations.deliver(cid, ev.InboundMessage("two", greeting="recorder"))
-        timers = await redis.zrange(wheel, 0, -1)
-        assert len(timers) == 1 and timers != [first]
+        [(second, second_due)] = (await timers()).items()
+        assert second != first and second_due >= first_due
+        assert await redis.zrange(wheel, 0, -1, withscores=True) == [(member, second_due)]

@@ -1,12 +1,13 @@
 """The timer wheel against a real Redis: claimed once, ahead of time, taken over from a dead
-worker (and only a dead one), re-offered after a failed delivery, long timers."""
+worker (and only a dead one), re-offered after a failed delivery, long timers; a conversation's
+one entry (its wake) re-armed while claimed, and timers of their own (older versions') beside it."""
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
 from bot.store import keys as k
-from bot.store.timers import TimerWheel
+from bot.store.timers import TimerWheel, wake_member
 
 
 class Clock:
@@ -18,7 +19,7 @@ class Clock:
 
 
 async def _schedule(redis: Redis, wheel: TimerWheel, timer_id: str, at: float) -> None:
-    cid = timer_id.rsplit(":", 1)[0]
+    cid = timer_id[1:-1] if timer_id.startswith("{") else timer_id.rsplit(":", 1)[0]
     await redis.zadd(k.timer_shard_key(k.shard_of(cid, wheel.shards)), {timer_id: at})
 
 
@@ -115,3 +116,32 @@ async def test_a_year_long_timer_is_just_an_entry(redis: Redis) -> None:
     assert await wheel.claim(now=1000.0 + year - 1) == []
     assert [t.timer_id for t in await wheel.claim(now=1000.0 + year)] == ["a:x:t1"]
     assert await wheel.due_at("a:x:t1") is None
+
+
+async def test_a_wake_re_armed_while_claimed_waits_for_the_first_claims_ack(redis: Redis) -> None:
+    """A conversation's wake claimed, then armed again (its turn, or a message, set a timer)
+    before the worker acknowledged the claim: claiming it again would overwrite the claim, and
+    the first ack would remove both. It stays in its shard until that ack, then it is claimed."""
+    wheel = TimerWheel(redis, shards=2, worker="a")
+    wake = wake_member("livechat:demo:x")
+    await _schedule(redis, wheel, wake, 100.0)
+    first = await wheel.claim(now=100.0, horizon=110.0)
+    assert [(t.timer_id, t.cid, t.wake) for t in first] == [(wake, "livechat:demo:x", True)]
+    await _schedule(redis, wheel, wake, 105.0)  # armed again
+    await _schedule(redis, wheel, "livechat:demo:y:t1", 101.0)  # an older version's timer beside it
+    assert [t.timer_id for t in await wheel.claim(now=101.0, horizon=110.0)] == ["livechat:demo:y:t1"]
+    assert await wheel.due_at(wake) == 105.0
+    await wheel.ack(first)
+    again = await wheel.claim(now=102.0, horizon=110.0)
+    assert [(t.timer_id, t.due) for t in again] == [(wake, 105.0)]
+    await wheel.ack(again)
+    assert await wheel.claimed() == 1 and await wheel.pending() == 0  # y's claim, not acknowledged here
+
+
+async def test_a_wake_and_an_older_versions_timer_of_one_conversation_name_their_queue(redis: Redis) -> None:
+    wheel = TimerWheel(redis, shards=4, worker="a")
+    cid = "livechat:demo:t5"  # an id that itself ends like a timer's
+    await _schedule(redis, wheel, wake_member(cid), 10.0)
+    await _schedule(redis, wheel, f"{cid}:t1", 11.0)
+    claimed = await wheel.claim(now=20.0)
+    assert [(t.cid, t.wake) for t in claimed] == [(cid, True), (cid, False)]
