@@ -29,6 +29,10 @@ the queue key (``RENEW_CLAIM``: only while the score is the one it wrote last), 
 the same way. It notes each score it moves to before writing it, so a renewal crossing that
 write neither undoes it nor mistakes it for a lost claim. A holder that finds its claim lost
 (stalled past a whole lease) sends nothing more and leaves the entry to the poll.
+
+On a cluster the list and the queue are on different nodes, answered apart in no set order:
+there a release is sent only after its pop has been answered, the length read only after the
+release, and a claimer reads the list only once its claim is known (docs/channels.md).
 """
 
 from __future__ import annotations
