@@ -29,6 +29,10 @@ the queue key (``RENEW_CLAIM``: only while the score is the one it wrote last), 
 the same way. It notes each score it moves to before writing it, so a renewal crossing that
 write neither undoes it nor mistakes it for a lost claim. A holder that finds its claim lost
 (stalled past a whole lease) sends nothing more and leaves the entry to the poll.
+
+On a cluster the list and the queue are on different nodes, answered apart in no set order:
+there a release is sent only after its pop has been answered, the length read only after the
+release, and a claimer reads the list only once its claim is known (docs/channels.md).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from redis.asyncio import Redis
 from ..errors import SalesbotError
 from . import codec, replies, statefields
 from . import keys as k
-from .clusterclient import send_plain
+from .clusterclient import is_cluster, send_plain
 from .conversations import OUTBOX_PEEK
 from .ratelimit import Limit, LimitWait, LocalLimiter, SharedLimiter, SharesLimits
 from .resp import RespClient, first_error
@@ -167,6 +171,8 @@ class Outbox:
         self.at_once = at_once  # False: every message waits for the poll (as before replies at once)
         self._at_once_sem = asyncio.Semaphore(at_once_concurrency)
         self._handoffs: set[asyncio.Task[None]] = set()
+        #: One Redis runs a round trip's commands in order; a cluster answers each node's part apart.
+        self._ordered = not is_cluster(redis)
 
     @staticmethod
     def backoff(attempts: int) -> float:
@@ -299,6 +305,8 @@ class Outbox:
         key = k.ConversationKey(cid)
         queue = k.outbox_queue_key(account)
         try:
+            if pending and not self._ordered:  # the save's read ran beside its claim: read again
+                pending = await self._pending(key)
             if not pending:  # claimed, but nothing to send (the save lost its lock): release it
                 await self._reschedule(queue, key, cid, None)
                 return
@@ -368,11 +376,16 @@ class Outbox:
 
     async def _finish(self, account: str, cid: str, key: k.ConversationKey, queue: str, pending: list[bytes],
                       item: Mapping[str, Any], platform_id: str | None, hold: _Claim) -> list[bytes]:
-        """Pop the sent head (``pending[0]``) and record its platform id in one round trip,
-        holding on to the claim while ``pending`` says more wait (nobody else pops meanwhile),
-        else releasing it — either only while the entry's score is still ours (``RENEW_CLAIM``);
-        if messages were saved meanwhile, claim the entry again. Returns the list to send next
-        (empty: nothing left, or another process — a save, the poll — holds the entry)."""
+        """Pop the sent head (``pending[0]``) and record its platform id, holding on to the claim
+        while ``pending`` says more wait (nobody else pops meanwhile), else releasing it — either
+        only while the entry's score is still ours (``RENEW_CLAIM``); if messages were saved
+        meanwhile, claim the entry again. Returns the list to send next (empty: nothing left, or
+        another process — a save, the poll — holds the entry).
+
+        One round trip on one Redis (a pipeline runs in order). On a cluster the list and the
+        queue are on different nodes, answered in no set order: a release must land only after
+        its pop (else the next claimer reads the sent head and sends it again), and the length
+        be read only after the release (else a message saved in between is stranded)."""
         head, more = pending[0], len(pending) > 1
         async with hold.lock:
             ours = hold.score
@@ -383,11 +396,16 @@ class Outbox:
             if platform_id and account in self._statuses:
                 commands.append(("SET", k.platform_id_key(account, platform_id), f"{cid}|{item.get('ref') or ''}",
                                  "EX", k.PLATFORM_ID_TTL))
-            if ours is not None:  # kept (a fresh lease: the queue never shows the chat as done) or released
-                commands.append(("EVAL", RENEW_CLAIM, 1, queue, cid, ours, "" if hold.score is None else hold.score))
-            commands.append(("LLEN", key.out))
-            done = await self._send_all(commands)
-        held, left = (done[-2] if ours is not None else 0), done[-1]
+            # kept (a fresh lease: the queue never shows the chat as done) or released
+            claim = None if ours is None else \
+                ("EVAL", RENEW_CLAIM, 1, queue, cid, ours, "" if hold.score is None else hold.score)
+            if self._ordered or (claim is not None and hold.score is not None):  # in order, or kept
+                done = await self._send_all([*commands, *([claim] if claim else []), ("LLEN", key.out)])
+                held, left = (done[-2] if claim else 0), done[-1]
+            else:
+                await self._send_all(commands)
+                held = (await self._send_all([claim]))[0] if claim else 0
+                left = (await self._send_all([("LLEN", key.out)]))[0]
         if self.on_sent is not None:
             await self.on_sent(cid, item, platform_id)
         if not held:  # the claim was lost (a stall past its lease): the poll holds it and sends the rest
@@ -402,12 +420,18 @@ class Outbox:
             pipe = self.redis.pipeline(transaction=False)
             pipe.zadd(queue, {cid: until}, nx=True)
             pipe.zscore(queue, cid)
-            pipe.lrange(key.out, 0, OUTBOX_PEEK - 1)
-            _, score, rows = await pipe.execute()
+            if self._ordered:
+                pipe.lrange(key.out, 0, OUTBOX_PEEK - 1)
+            _, score, *rows = await pipe.execute()
             if score is None or float(score) != until:
                 return []  # another process's save holds the entry: it sends them
             hold.score = until
-        return [replies.raw(r) for r in rows]
+        return await self._pending(key) if not self._ordered else [replies.raw(r) for r in rows[0]]
+
+    async def _pending(self, key: k.ConversationKey) -> list[bytes]:
+        """The head of the chat's list, read once the claim is known to be ours: on a cluster a read
+        sent with the claim may run before the previous holder's pop, and see its sent head."""
+        return [replies.raw(r) for r in await self.redis.lrange(key.out, 0, OUTBOX_PEEK - 1)]
 
     async def _send_all(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """``commands`` in one round trip: on the hot-path client when there is one; the first

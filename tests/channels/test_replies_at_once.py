@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from bot.server.services import Services
 from bot.store import codec
 from bot.store import keys as k
+from bot.store.clusterclient import ClusterRespClient
 from bot.store.keys import conversation_id
+from bot.store.resp import Command
+from bot.store.scripts import POP_HEAD
 from tests.waiting import wait_for
 
 from .fakes.graph import GraphFake, wa_text, whatsapp_account
@@ -79,6 +83,7 @@ async def test_a_send_well_within_the_lease_starts_no_renewal_task(
             for n, text in enumerate(["hi", "Ana", "Lisbon"], 1):
                 await say(fake, chat, text)
                 await fake.wait_for(lambda f, n=n: len(f.sent_to(chat)) >= n)
+                await svc.outbox.idle()  # done: the next save claims the entry itself (its own hand-off)
             await settled(svc, "tg")
         finally:
             loop.set_task_factory(factory)
@@ -211,6 +216,100 @@ async def test_a_holder_that_lost_its_claim_leaves_the_entry_to_the_new_holder(
         assert await svc.redis.zscore(queue, cid) == theirs  # neither renewed over nor released
         assert await svc.redis.llen(k.ConversationKey(cid).out) == 0  # the sent reply is popped
         assert [s.text for s in fake.sent_to(chat)] == ["What is your name?"]
+
+
+class SlowNode:
+    """One node of a cluster answers late, once: the first batch that ``when`` picks has its
+    other commands answered first, and the ``late`` ones (that node's) only once ``go`` is set.
+    On a cluster that is a legal order (the client sends each node's part on its own connection,
+    at once); on one Redis a batch is one ordered pipeline, so it is held whole."""
+
+    def __init__(self, svc: Services, monkeypatch: pytest.MonkeyPatch, *,
+                 when: Callable[[Command], bool], late: Callable[[Command], bool]) -> None:
+        self.fast = svc.store.fast
+        self.when, self.late = when, late
+        self.holding, self.go = asyncio.Event(), asyncio.Event()
+        self._send = self.fast.send
+        self._used = False
+        monkeypatch.setattr(self.fast, "send", self.send)
+
+    async def send(self, commands: Sequence[Command]) -> list[Any]:
+        if self._used or not any(self.when(c) for c in commands):
+            return await self._send(commands)
+        self._used = True
+        split = isinstance(self.fast, ClusterRespClient)
+        later = [i for i, c in enumerate(commands) if self.late(c) or not split]
+        first = [i for i in range(len(commands)) if i not in later]
+        replies: dict[int, Any] = {}
+        if first:
+            replies.update(zip(first, await self._send([commands[i] for i in first]), strict=True))
+        self.holding.set()
+        await self.go.wait()
+        replies.update(zip(later, await self._send([commands[i] for i in later]), strict=True))
+        return [replies[i] for i in range(len(commands))]
+
+
+def _in_slot(key: str) -> Callable[[Command], bool]:
+    """Whether a command's key is in ``key``'s slot (on its node)."""
+    slot = key_slot(key.encode())
+
+    def check(command: Command) -> bool:
+        name = command[3] if command[0] in ("EVAL", "EVALSHA") else command[1]
+        return key_slot(name if isinstance(name, bytes) else str(name).encode()) == slot
+    return check
+
+
+async def test_a_reply_is_sent_once_when_its_pop_lands_late(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The at-once sender has sent its reply and pops it; the node with the conversation's list
+    answers late. Meanwhile the next update's save claims the entry: it must not find the sent
+    reply still at the list's head and send it again (on a cluster the release landed before
+    the pop: the race that sent "Hi!" twice in tests/cluster/test_telegram.py)."""
+    chat = 9431
+    cid = f"telegram:tg:{chat}"
+    async with telegram(redis_url, tmp_path, fake, role="web") as app:
+        slow = SlowNode(app, monkeypatch, when=lambda c: c[0] == "EVAL" and c[1] == POP_HEAD,
+                        late=_in_slot(k.ConversationKey(cid).out))
+        try:
+            await say(fake, chat, "hi")
+            await wait_for(slow.holding.is_set, what="the sent reply's pop held")
+            await say(fake, chat, "Ana")  # saved while the pop is held: it may not resend "hi"'s reply
+            assert [s.text for s in fake.sent_to(chat)] == expected(1, ["hi"])
+        finally:
+            slow.go.set()
+        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 2)
+        await settled(app, "tg")
+        assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
+
+
+async def test_a_claim_that_lands_late_reads_the_list_after_it(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save's claim (the queue's node) answers late, its read of the list (the conversation's
+    node) at once: the read saw the previous reply still unsent, while by the time the claim
+    lands that reply was sent, popped and released. The claimer must send from what the list
+    holds once its claim is known, not from its early read (which would send the reply again)."""
+    chat = 9432
+    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
+    async with telegram(redis_url, tmp_path, fake, role="web") as app:
+        fake.hold = asyncio.Event()
+        try:
+            await say(fake, chat, "hi")
+            await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
+            slow = SlowNode(app, monkeypatch, when=lambda c: c[0] == "ZADD" and c[1] == queue and c[2] == "NX",
+                            late=lambda c: not _in_slot(k.ConversationKey(cid).out)(c))
+            said = asyncio.create_task(say(fake, chat, "Ana"))
+            await wait_for(slow.holding.is_set, what="the second save's claim held")
+        finally:
+            fake.hold.set()
+        try:
+            await wait_for(lambda: len(fake.sent_to(chat)) >= 1, what="the first reply sent")
+            await app.outbox.idle()  # the first holder is done (and sent what the second save wrote)
+        finally:
+            slow.go.set()
+        await said
+        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 2)
+        await settled(app, "tg")
+        assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
 
 
 async def _released(svc: Services, queue: str) -> bool:
