@@ -1,4 +1,5 @@
-"""Background work of a process with the worker role: timers, recovery, outbound delivery.
+"""Background work of a process with the worker role: timers, recovery, outbound delivery, the
+shop's follow-ups left undone (``Shop.sweep``).
 
 Each loop is bounded per iteration, tolerant of Redis hiccups (it logs and tries again), and
 stops between iterations when asked, so a graceful shutdown finishes in-flight work.
