@@ -10,6 +10,12 @@ and flows' goals hear it. An order's lead: the one named, else the customer's ne
 else a new one (as ``POST /api/events`` finds it). The customer card (currency, language,
 discount, status) is the embedded CRM's; on another CRM a customer has no card (the defaults
 apply) and only an order naming its lead emits events.
+
+What follows a change (the customer becoming current, its events, the live signal) is recorded
+with the order by the same script (``bot.store.shop``: an outbox) and cleared once done; a crash,
+a Redis or CRM outage in between leaves it recorded, and the worker's ``sweep`` does it after
+``UNSENT_GRACE`` seconds. Doing it twice is harmless (event ids are stable, the lead queue drops
+a duplicate), so the follow-up is at least once and its events exactly once.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from ..errors import ShopRejected
 from ..shop import orders as rules
 from ..shop.prices import to_major, unit_price
 from ..shop.products import check_product, localised, product_json
-from ..store.shop import ALL, ShopStore, index_key
+from ..store.shop import ALL, ShopStore, Unsent, index_key
 from .leads import LeadService
 
 log = logging.getLogger("salesbot.shop")
@@ -42,6 +48,10 @@ CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
 CHANGE_TRIES = 8
 #: Ids a filtered list reads at most for one page (the rest: the next page, ``next_before``).
 SCAN_LIMIT = 2000
+#: Seconds a change's follow-up is left to its writer before the sweeper does it.
+UNSENT_GRACE = 30.0
+#: Follow-ups one sweep takes at most (the rest: the next round).
+SWEEP_LIMIT = 100
 _ID = re.compile(ID_PATTERN)
 
 
@@ -145,8 +155,7 @@ class Shop:
         ``key`` (an idempotency key of this customer, kept 7 days) a retry returns the same order."""
         if key is not None:
             known = await self.store.keyed(customer_id, key)
-            if known is not None:  # a retry: what followed the first try again (it may have died before)
-                await self._created(known)
+            if known is not None:  # a retry: what followed the first try is in the outbox until done
                 return rules.order_json(known)
         lines_wanted = rules.check_items(items)
         card = await self._card(customer_id)
@@ -161,24 +170,13 @@ class Shop:
         order = rules.new_order(id_=str(number), number=number, customer=customer_id, lead=lead, lines=lines,
                                 currency=currency, discount=discount, source=source, by=by or source,
                                 now=self.clock())
-        stored, created = await self.store.create(order, key)
+        unsent = self._unsent(order, [rules.OrderEvent("order.created", rules.event_data(order))], 1,
+                              current=self.directory is not None and card.get("status") != "current")
+        stored, created = await self.store.create(order, key, now=self.clock(), unsent=unsent)
         if created:
             log.info("shop.order_created", extra={"order": stored["id"], "customer": customer_id, "source": source})
-        await self._created(stored, card)
+            await self._follow_up(unsent)
         return rules.order_json(stored)
-
-    async def _created(self, order: Mapping[str, Any], card: Mapping[str, Any] | None = None) -> None:
-        """What follows a new order: the customer ``current``, ``order.created`` on the lead, the live
-        signal. Repeated by a keyed retry (a first try may have died after the save): the event's id
-        is the order's, so the lead hears it once."""
-        customer = str(order["customer"])
-        if self.directory is not None and order["status"] != rules.CANCELLED:
-            if card is None:
-                card = await self.directory.get("contact", customer) or {}
-            if card and card.get("status") != "current":
-                await self.directory.update_contact(customer, {"status": "current"})
-        await self._emit(order, [rules.OrderEvent("order.created", rules.event_data(order))], 1)
-        await self.redis.publish(ORDERS_CHANNEL, str(order["id"]))
 
     async def _lead_for(self, customer_id: str, lead_id: str | None) -> str | None:
         directory = self.directory
@@ -218,24 +216,60 @@ class Shop:
             new, events = rules.change(old, wanted, by=by, now=self.clock())
             if new == old:
                 return rules.order_json(old)
-            if await self.store.replace(raw, old, new):
+            unsent = self._unsent(new, events, rules.revision(new), current=False)
+            if await self.store.replace(raw, old, new, now=self.clock(), unsent=unsent):
                 log.info("shop.order_changed", extra={"order": order_id, "by": by,
                                                       "events": [e.type for e in events]})
-                await self._emit(new, events, rules.revision(new))
-                await self.redis.publish(ORDERS_CHANNEL, order_id)
+                await self._follow_up(unsent)
                 return rules.order_json(new)
         raise ShopRejected("the order is being changed by others right now; send the change again")
 
-    async def _emit(self, order: Mapping[str, Any], events: Sequence[rules.OrderEvent], step: int) -> None:
-        """The events onto the order's lead queue (ids made of the order and its revision: a
-        redelivered change is a duplicate, every new change a new event)."""
-        if self.leads is None or not order.get("lead"):
-            return
-        for event in events:
-            lead_event = self.leads.event(event.type, str(order["lead"]), data=event.data,
-                                          id_=f"order-{order['id']}-{step}-{event.type}",
-                                          contact_id=str(order["customer"]), source="shop")
-            await self.leads.deliver(lead_event, dedupe=True, background=True)
+    # ------------------------------------------------------------------ what follows a change
+    def _unsent(self, order: Mapping[str, Any], events: Sequence[rules.OrderEvent], step: int, *,
+                current: bool) -> Unsent:
+        """A change's follow-up, recorded with the order (field ``<order id>:<step>``): the events
+        that reach a lead queue (ids made of the order and its revision: a redelivered change is a
+        duplicate, every new change a new event) and whether the customer becomes current."""
+        emitted = [[e.type, e.data] for e in events] if self.leads is not None and order.get("lead") else []
+        return f"{order['id']}:{step}", {"order": str(order["id"]), "step": step, "lead": order.get("lead"),
+                                         "customer": str(order["customer"]), "current": current, "events": emitted}
+
+    async def _follow_up(self, unsent: Unsent) -> None:
+        """Do a change's follow-up now; on a failure it stays recorded and the sweeper does it
+        (the order is made or changed either way: the caller gets it)."""
+        try:
+            await self._carry_out(*unsent)
+        except Exception:
+            log.exception("shop.follow_up_delayed", extra={"order": unsent[1]["order"], "unsent": unsent[0]})
+
+    async def _carry_out(self, name: str, work: Mapping[str, Any]) -> None:
+        order_id = str(work["order"])
+        if work.get("current") and self.directory is not None:
+            await self.directory.update_contact(str(work["customer"]), {"status": "current"})
+        if self.leads is not None and work.get("lead"):
+            for type_, data in work.get("events") or []:
+                lead_event = self.leads.event(type_, str(work["lead"]), data=data,
+                                              id_=f"order-{order_id}-{work['step']}-{type_}",
+                                              contact_id=str(work["customer"]), source="shop")
+                await self.leads.deliver(lead_event, dedupe=True, background=True)
+        await self.redis.publish(ORDERS_CHANNEL, order_id)
+        await self.store.sent(name)
+
+    async def sweep(self, *, grace: float = UNSENT_GRACE, limit: int = SWEEP_LIMIT) -> int:
+        """Do the follow-ups left undone for ``grace`` seconds (their writer crashed or met an
+        outage); how many were done. A worker loop (``bot.runtime.worker``): one script call when
+        there are none. One that fails again is retried a grace later."""
+        now = self.clock()
+        done = 0
+        for name, work in await self.store.claim_unsent(now - grace, now, limit):
+            try:
+                await self._carry_out(name, work)
+            except Exception:
+                log.exception("shop.unsent_failed", extra={"order": work.get("order"), "unsent": name})
+                continue
+            log.warning("shop.unsent_recovered", extra={"order": work.get("order"), "unsent": name})
+            done += 1
+        return done
 
     async def list_orders(self, *, status: str | None = None, payment: str | None = None,
                           customer: str | None = None, before: int | None = None,

@@ -1,4 +1,5 @@
-"""Background work of a process with the worker role: timers, recovery, outbound delivery.
+"""Background work of a process with the worker role: timers, recovery, outbound delivery, the
+shop's follow-ups left undone (``Shop.sweep``).
 
 Each loop is bounded per iteration, tolerant of Redis hiccups (it logs and tries again), and
 stops between iterations when asked, so a graceful shutdown finishes in-flight work.
@@ -26,6 +27,7 @@ from .metrics import Metrics
 from .processjobs import ProcessJobs
 from .queueloop import IdentityPending
 from .service import ConversationService
+from .shop import Shop
 from .timerloop import TimerLoop
 
 log = logging.getLogger("salesbot.worker")
@@ -55,6 +57,9 @@ class WorkerServices(Protocol):
 
     @property
     def leads(self) -> LeadService: ...
+
+    @property
+    def shop(self) -> Shop: ...
 
     @property
     def jobs(self) -> ApplyJobs | None: ...
@@ -89,6 +94,7 @@ class Worker:
         await asyncio.gather(self.timer_loop.run(stop),
                              self._loop(stop, self.recover, max(1.0, self.poll * 4), "recovery"),
                              self._loop(stop, self.s.outbox.run_once, min(self.poll, 0.1), "outbox"),
+                             self._loop(stop, self.s.shop.sweep, max(1.0, self.poll * 4), "shop_unsent"),
                              *self.crm_retries(stop), *self.apply_jobs(stop), *self.receivers(stop))
 
     def apply_jobs(self, stop: asyncio.Event) -> list[Awaitable[None]]:

@@ -1,7 +1,8 @@
 """The catalogue and orders on the cluster: the API, the scripts over the ``{shop}`` slot, the
-hostile input and the order events reaching automations and flows' goals."""
+hostile input, the order events reaching automations and flows' goals and their outbox."""
 
 from tests.shop.conftest import api, shop_server  # noqa: F401 - the shop tests' fixtures
 from tests.shop.test_api import *  # noqa: F403 - the same test bodies, on the cluster
 from tests.shop.test_events_end_to_end import *  # noqa: F403
 from tests.shop.test_hostile import *  # noqa: F403
+from tests.shop.test_unsent import *  # noqa: F403
