@@ -108,27 +108,46 @@ async def draft_from_account(crm: CrmConfig) -> tuple[KommoMap, dict[tuple[Table
         await client.aclose()
 
 
+class NoAccount(SalesbotError):
+    """The Kommo account of ``[crm]`` cannot be read: no Kommo configured, or it did not answer."""
+
+
+def kommo_crm(config: str | None) -> CrmConfig:
+    """``[crm]`` of the configuration, which must name a Kommo account; ``NoAccount`` otherwise."""
+    from .config import ConfigError, load_config
+
+    try:
+        crm = load_config(config).crm
+    except ConfigError as exc:
+        raise NoAccount(str(exc)) from None
+    if crm.backend != "kommo":
+        raise NoAccount('the Kommo account is the one of [crm] backend = "kommo" (with base_url and token); '
+                        f'this configuration has backend = "{crm.backend}"')
+    return crm
+
+
+def account_map(crm: CrmConfig) -> tuple[KommoMap, dict[tuple[Table, int], str]]:
+    """The map drafted from the account (``NoAccount`` saying why not; never the token)."""
+    try:
+        return asyncio.run(draft_from_account(crm))
+    except NoAccount:
+        raise
+    except SalesbotError as exc:  # CrmError: unreachable, token refused, …
+        raise NoAccount(f"cannot read the Kommo account: {exc}") from None
+
+
 def cmd_map(args: argparse.Namespace, out: TextIO) -> int:
     """0 and the drafted map; 1 with one line saying why not (no Kommo in [crm], Kommo unreachable)."""
-    from .config import ConfigError, load_config
     from .kommo_import.mapping import dump
 
     try:
-        crm = load_config(args.config).crm
-    except ConfigError as exc:
+        crm = kommo_crm(args.config)
+        if args.output and Path(args.output).exists():
+            out.write(f"{args.output} exists: the draft never overwrites a map (move it away or pick another -o)\n")
+            return 1
+        kommo_map, notes = account_map(crm)
+    except NoAccount as exc:
         out.write(f"{exc}\n")
-        return 1
-    if crm.backend != "kommo":
-        out.write('kommo map reads the account of [crm] backend = "kommo" (with base_url and token); '
-                  f'this configuration has backend = "{crm.backend}"\n')
-        return 1
-    if args.output and Path(args.output).exists():
-        out.write(f"{args.output} exists: the draft never overwrites a map (move it away or pick another -o)\n")
-        return 1
-    try:
-        kommo_map, notes = asyncio.run(draft_from_account(crm))
-    except SalesbotError as exc:  # CrmError: unreachable, token refused, …; never the token itself
-        out.write(f"cannot read the Kommo account: {exc}\n")
         return 1
     text = dump(kommo_map, notes, header=[f"Drafted from {crm.base_url} by salesbot kommo map: review the names",
                                           "(a flow uses them) before importing or exporting with --map."])

@@ -20,6 +20,10 @@ def add_import_parser(fsub: Any) -> None:
     i.add_argument("--id", dest="bot_id", help="the flow's id (default: from the file name)")
     i.add_argument("-o", "--output", help="write the flow here (default: standard output)")
     i.add_argument("--map", help="map.toml: our names for the Kommo ids of fields, stages, pipelines and users")
+    i.add_argument("--from-account", action="store_true",
+                   help="name the ids by reading the Kommo account of [crm] (as `salesbot kommo map` drafts it)")
+    i.add_argument("--config", help="TOML file with [crm] backend = \"kommo\", for --from-account "
+                                    "(default ./salesbot.toml)")
 
 
 def default_id(path: str) -> str:
@@ -32,7 +36,7 @@ def default_id(path: str) -> str:
 
 def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     """0, the flow, its warnings and a summary line; 1 and the problem with its pointer when the input is malformed."""
-    from .kommo_cli import read_map
+    from .kommo_cli import NoAccount, account_map, kommo_crm, read_map
     from .kommo_import.convert_in import convert
     from .kommo_import.errors import KommoMapInvalid
     from .kommo_import.result import KommoImportError
@@ -49,10 +53,16 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     except (UnicodeDecodeError, ValueError) as exc:
         out.write(f"{args.file}: /: not JSON: {exc}\n")
         return 1
+    if args.from_account and args.map:
+        out.write("--map and --from-account: give one (`salesbot kommo map -o map.toml` drafts a map to review)\n")
+        return 1
     try:
-        kommo_map = read_map(args.map)
+        kommo_map = account_map(kommo_crm(args.config))[0] if args.from_account else read_map(args.map)
     except KommoMapInvalid as exc:
         out.writelines(f"{args.map}: {p}\n" for p in exc.problems)
+        return 1
+    except NoAccount as exc:
+        out.write(f"{exc}\n")
         return 1
     try:
         result = convert(doc, bot_id=bot_id, kommo_map=kommo_map)

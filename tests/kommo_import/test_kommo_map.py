@@ -88,3 +88,29 @@ async def test_the_draft_needs_kommo_and_never_overwrites(fake: FakeKommo, tmp_p
 def test_the_slug_is_the_backends() -> None:
     for name in ("Call back", "  E-Mail  (work) ", "Источник", "Budget 2", "already_slug"):
         assert slug(name) == backend_slug(name)
+
+
+async def test_an_import_can_name_the_ids_by_reading_the_account(fake: FakeKommo, tmp_path: Path) -> None:
+    new = fake.status_id("Sales", "New")
+    bot = [{"question": [
+        {"handler": "action", "params": {"name": "set_custom_fields",
+                                         "params": {"type": 2, "value": "soon", "custom_fields_id": 505}}},
+        {"handler": "action", "params": {"name": "change_status", "params": {"value": new}}},
+        {"handler": "show", "params": {"type": "text", "value": "Budget {{lead.cf.501}}"}}]}]
+    source = tmp_path / "bot.kommo.json"
+    source.write_text(json.dumps(bot))
+    cfg = config(tmp_path, fake.url)
+    code, said = await run("flows", "import", "--from", "kommo", str(source), "--from-account", "--config", cfg,
+                           "-o", str(tmp_path / "bot.json"))
+    assert code == 0, said
+    text = (tmp_path / "bot.json").read_text()
+    assert '"field": "call_back"' in text and '"stage": "New"' in text and "lead.fields.budget" in text
+    assert "505" not in text and str(new) not in text  # named, not kept as ids
+    assert {r.method for r in fake.requests} == {"GET"}
+
+    code, said = await run("flows", "import", "--from", "kommo", str(source), "--from-account", "--config", cfg,
+                           "--map", str(tmp_path / "m.toml"))
+    assert code == 1 and said.startswith("--map and --from-account: give one")
+    fake.down(401)
+    code, said = await run("flows", "import", "--from", "kommo", str(source), "--from-account", "--config", cfg)
+    assert code == 1 and said.startswith("cannot read the Kommo account: ") and TOKEN not in said
