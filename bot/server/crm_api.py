@@ -8,7 +8,6 @@ priority and are listed by priority, then newest. See ``crm_bridge/directory.py`
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -17,18 +16,15 @@ from crm_bridge.directory import CrmDirectory
 
 from ..errors import CrmRejected
 from ..outward.email import SUPPRESSED, fold_email
-from .http import MAX_INDEX, HttpError, error, json_body, query_number, require
+from .http import MAX_INDEX, HttpError, error, json_answer, json_body, query_number, require
 from .keys import SERVICES
 
 routes = web.RouteTableDef()
 KINDS = {"contacts": "contact", "leads": "lead"}
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
-
-
-def _directory(request: web.Request) -> CrmDirectory:
+def embedded_directory(request: web.Request) -> CrmDirectory:
+    """The embedded CRM's directory, or a 409 ``HttpError`` on a server with another CRM."""
     directory = request.app[SERVICES].directory
     if directory is None:
         raise HttpError(409, "embedded_crm_disabled", "this server does not use the embedded CRM")
@@ -48,14 +44,14 @@ def _rejected(exc: CrmRejected) -> web.Response:
 @routes.get("/api/crm/pipelines")
 async def pipelines(request: web.Request) -> web.Response:
     require(request, "support")
-    return _json({"pipelines": _directory(request).pipelines()})
+    return json_answer({"pipelines": embedded_directory(request).pipelines()})
 
 
 @routes.get("/api/crm/users")
 async def users(request: web.Request) -> web.Response:
     require(request, "support")
-    directory = _directory(request)
-    return _json({"users": directory.users(), "teams": directory.teams()})
+    directory = embedded_directory(request)
+    return json_answer({"users": directory.users(), "teams": directory.teams()})
 
 
 @routes.get("/api/crm/tags")
@@ -64,7 +60,7 @@ async def tags(request: web.Request) -> web.Response:
     kind = request.query.get("entity", "contact")
     if kind not in ("contact", "lead"):
         return error(400, "bad_request", "entity is contact or lead")
-    return _json({"entity": kind, "tags": await _directory(request).tags(kind)})
+    return json_answer({"entity": kind, "tags": await embedded_directory(request).tags(kind)})
 
 
 async def _list(request: web.Request, plural: str) -> web.Response:
@@ -74,14 +70,14 @@ async def _list(request: web.Request, plural: str) -> web.Response:
     filters: dict[str, Any] = {k: v for k, v in q.items() if k not in ("q", "limit", "offset", "tag")}
     filters["tag"] = list(q.getall("tag")) if "tag" in q else []
     try:
-        items, total = await _directory(request).search(KINDS[plural], q=q.get("q"), filters=filters,
+        items, total = await embedded_directory(request).search(KINDS[plural], q=q.get("q"), filters=filters,
                                                         limit=limit, offset=offset)
     except CrmRejected as exc:
         return error(400, "bad_request", str(exc))
     if plural == "leads":  # each lead's main contact, for the pipeline view's cards (one round trip)
-        await _main_contacts(_directory(request), items)
+        await _main_contacts(embedded_directory(request), items)
     end = max(0, offset) + len(items)
-    return _json({plural: items, "total": total, "next_offset": end if end < total else None})
+    return json_answer({plural: items, "total": total, "next_offset": end if end < total else None})
 
 
 async def _main_contacts(directory: CrmDirectory, leads: list[dict[str, Any]]) -> None:
@@ -108,7 +104,7 @@ async def create_contact(request: web.Request) -> web.Response:
     require(request, "support")
     body = await json_body(request)
     try:
-        return _json(await _directory(request).create_contact(body), 201)
+        return json_answer(await embedded_directory(request).create_contact(body), 201)
     except CrmRejected as exc:
         return _rejected(exc)
 
@@ -117,14 +113,15 @@ async def create_contact(request: web.Request) -> web.Response:
 async def create_lead(request: web.Request) -> web.Response:
     require(request, "support")
     body = await json_body(request)
-    directory = _directory(request)
+    directory = embedded_directory(request)
     if not isinstance(body, dict):
         return _rejected(CrmRejected("the body is an object of lead fields"))
     contact_id = body.pop("contact_id", None)
     if contact_id is not None and await directory.get("contact", str(contact_id)) is None:
         return error(422, "invalid", f"no contact {contact_id!r}")
     try:
-        return _json(await directory.create_lead(body, contact_id=None if contact_id is None else str(contact_id)), 201)
+        lead = await directory.create_lead(body, contact_id=None if contact_id is None else str(contact_id))
+        return json_answer(lead, 201)
     except CrmRejected as exc:
         return _rejected(exc)
 
@@ -132,13 +129,13 @@ async def create_lead(request: web.Request) -> web.Response:
 async def _one(request: web.Request, kind: str) -> web.Response:
     """One contact or lead with its notes (highest priority first)."""
     require(request, "support")
-    directory = _directory(request)
+    directory = embedded_directory(request)
     rid = request.match_info["id"]
     item = await (directory.contact(rid) if kind == "contact" else directory.lead(rid))
     if item is None:
         return error(404, "not_found", f"no {kind} {rid!r}")
     item["notes"], item["notes_total"] = await directory.notes(kind, rid)
-    return _json(item)
+    return json_answer(item)
 
 
 @routes.get("/api/crm/contacts/{id}")
@@ -155,7 +152,7 @@ async def _patch(request: web.Request, kind: str) -> web.Response:
     require(request, "support")
     body = await json_body(request)
     rid = request.match_info["id"]
-    directory = _directory(request)
+    directory = embedded_directory(request)
     try:
         item = await (directory.update_contact(rid, body) if kind == "contact" else directory.update_lead(rid, body))
     except CrmRejected as exc:
@@ -166,7 +163,7 @@ async def _patch(request: web.Request, kind: str) -> web.Response:
         redis = request.app[SERVICES].redis
         address = fold_email(str(item["email"]))
         await (redis.sadd(SUPPRESSED, address) if item["unsubscribed"] else redis.srem(SUPPRESSED, address))
-    return _json(item)
+    return json_answer(item)
 
 
 @routes.patch("/api/crm/contacts/{id}")
@@ -181,14 +178,14 @@ async def patch_lead(request: web.Request) -> web.Response:
 
 async def _notes(request: web.Request, kind: str) -> web.Response:
     require(request, "support")
-    directory = _directory(request)
+    directory = embedded_directory(request)
     rid = request.match_info["id"]
     if await directory.get(kind, rid) is None:
         return error(404, "not_found", f"no {kind} {rid!r}")
     offset, limit = _int(request, "offset", 0), _int(request, "limit", 50)
     notes, total = await directory.notes(kind, rid, offset=offset, limit=limit)
     end = max(0, offset) + len(notes)
-    return _json({"notes": notes, "total": total, "next_offset": end if end < total else None})
+    return json_answer({"notes": notes, "total": total, "next_offset": end if end < total else None})
 
 
 async def _add_note(request: web.Request, kind: str) -> web.Response:
@@ -198,29 +195,30 @@ async def _add_note(request: web.Request, kind: str) -> web.Response:
         return _rejected(CrmRejected('the body is {"text": "…", "priority": "high" | "medium" | "none"}'))
     rid = request.match_info["id"]
     try:
-        note = await _directory(request).add_note(kind, rid, body.get("text"), body.get("priority"), principal.name)
+        note = await embedded_directory(request).add_note(kind, rid, body.get("text"), body.get("priority"),
+                                                          principal.name)
     except CrmRejected as exc:
         return _rejected(exc)
     if note is None:
         return error(404, "not_found", f"no {kind} {rid!r}")
-    return _json(note, 201)
+    return json_answer(note, 201)
 
 
 async def _edit_note(request: web.Request, kind: str) -> web.Response:
     require(request, "support")
     rid, nid = request.match_info["id"], request.match_info["note"]
-    directory = _directory(request)
+    directory = embedded_directory(request)
     if request.method == "DELETE":
         if not await directory.delete_note(kind, rid, nid):
             return error(404, "not_found", f"no note {nid!r} on {kind} {rid!r}")
-        return _json({"ok": True})
+        return json_answer({"ok": True})
     try:
         note = await directory.update_note(kind, rid, nid, await json_body(request))
     except CrmRejected as exc:
         return _rejected(exc)
     if note is None:
         return error(404, "not_found", f"no note {nid!r} on {kind} {rid!r}")
-    return _json(note)
+    return json_answer(note)
 
 
 def _note_routes() -> None:

@@ -12,20 +12,19 @@ the contact's channel identities.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from aiohttp import web
 
 from crm_bridge.card import STATUSES
-from crm_bridge.directory import CrmDirectory
 
 from ..errors import CrmRejected
 from ..inputs import holds_control
 from ..store.indexes import ConversationIndex
 from ..store.keys import ID_FIELDS, conversation_id
-from .http import MAX_TIMESTAMP, HttpError, error, query_number, require
+from .crm_api import embedded_directory
+from .http import MAX_TIMESTAMP, HttpError, error, json_answer, query_number, require
 from .keys import SERVICES
 from .views import summary
 
@@ -37,17 +36,6 @@ MAX_LIMIT = 100
 MAX_Q, MAX_TAG, MAX_TAGS, MAX_USER = 200, 100, 10, 64
 #: At most this many conversations of one contact are listed (a contact has a few channels).
 MAX_CONVERSATIONS = 50
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
-
-
-def _directory(request: web.Request) -> CrmDirectory:
-    directory = request.app[SERVICES].directory
-    if directory is None:
-        raise HttpError(409, "embedded_crm_disabled", "this server does not use the embedded CRM")
-    return directory
 
 
 def _bad(request: web.Request, name: str, message: str) -> HttpError:
@@ -76,7 +64,7 @@ def _filters(request: web.Request) -> dict[str, Any]:
 @routes.get("/api/customers")
 async def list_customers(request: web.Request) -> web.Response:
     require(request, "support")
-    directory = _directory(request)
+    directory = embedded_directory(request)
     filters = _filters(request)
     search = _text(request, "q", request.query.get("q", ""), MAX_Q) or None
     limit = int(query_number(request, "limit", 50, minimum=1, maximum=MAX_LIMIT, integer=True, clamp=True))
@@ -96,7 +84,7 @@ async def list_customers(request: web.Request) -> web.Response:
     for row in rows:
         row["last_note"] = notes.get(str(row["id"]))
         row["orders"] = int(counts.get(str(row["id"]), 0))
-    return _json({"customers": rows, "total": total,
+    return json_answer({"customers": rows, "total": total,
                   "next_before": rows[-1].get("updated_at") if more and rows else None})
 
 
@@ -104,7 +92,7 @@ async def list_customers(request: web.Request) -> web.Response:
 async def customer_conversations(request: web.Request) -> web.Response:
     """The conversations of the contact's channel identities, most recent activity first."""
     require(request, "support")
-    directory = _directory(request)
+    directory = embedded_directory(request)
     cid = request.match_info["id"]
     if len(cid) > MAX_USER or not await directory.exists("contact", cid):
         return error(404, "not_found", f"no customer {cid[:MAX_USER]!r}")
@@ -113,7 +101,7 @@ async def customer_conversations(request: web.Request) -> web.Response:
     metas = await ConversationIndex(directory.redis).metas(ids)
     found = [summary(c, m) for c, m in zip(ids, metas, strict=True) if set(m) - set(ID_FIELDS)]  # gone: id only
     found.sort(key=lambda s: -(s["last_activity"] or 0))
-    return _json({"conversations": found})
+    return json_answer({"conversations": found})
 
 
 def setup(app: web.Application) -> None:

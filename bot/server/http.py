@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -28,6 +29,11 @@ def error(status: int, code: str, message: str, details: list[Any] | None = None
     if details is not None:
         body["error"]["details"] = details
     return web.json_response(body, status=status)
+
+
+def json_answer(body: Any, status: int = 200) -> web.Response:
+    """A JSON answer with text as written (``ensure_ascii=False``: names stay readable)."""
+    return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
 
 
 class HttpError(Exception):

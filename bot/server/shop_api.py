@@ -7,7 +7,6 @@ price: an order's prices are the catalogue's, computed by the server (``bot.runt
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -20,7 +19,7 @@ from ..inputs import control_pointers, header_bytes, holds_control
 from ..runtime.shop import Shop
 from ..shop.orders import PAYMENTS, STATUSES
 from ..shop.products import is_sku
-from .http import MAX_INDEX, HttpError, error, json_body, query_number, require
+from .http import MAX_INDEX, HttpError, error, json_answer, json_body, query_number, require
 from .keys import LIMITS, SERVICES
 from .ratelimit import CLIENT
 
@@ -34,10 +33,6 @@ ITEM_FIELDS = frozenset({"sku", "qty"})
 ORDER_FIELDS = frozenset({"customer", "items", "lead"})
 MAX_KEY = 200
 _ID = re.compile(ID_PATTERN)
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 
 def _shop(request: web.Request) -> Shop:
@@ -93,14 +88,14 @@ async def list_products(request: web.Request) -> web.Response:
     raw = request.query.get("active", "")
     if raw not in ("", "true", "false"):
         return _bad_query(request, "active", "active is true or false")
-    return _json({"products": await _shop(request).products(active=None if raw == "" else raw == "true")})
+    return json_answer({"products": await _shop(request).products(active=None if raw == "" else raw == "true")})
 
 
 @routes.get("/api/products/{sku}")
 async def get_product(request: web.Request) -> web.Response:
     require(request, *READERS)
     try:
-        return _json(await _shop(request).product(_sku(request)))
+        return json_answer(await _shop(request).product(_sku(request)))
     except ShopRejected as exc:
         return _refused(request, exc)
 
@@ -114,7 +109,7 @@ async def put_product(request: web.Request) -> web.Response:
         product, created = await _shop(request).put_product(sku, body)
     except ShopRejected as exc:
         return _refused(request, exc)
-    return _json(product, status=201 if created else 200)
+    return json_answer(product, status=201 if created else 200)
 
 
 @routes.delete("/api/products/{sku}")
@@ -185,7 +180,7 @@ async def post_order(request: web.Request) -> web.Response:
                                                  by=principal.name)
     except ShopRejected as exc:
         return _refused(request, exc)
-    return _json(order, status=201)
+    return json_answer(order, status=201)
 
 
 @routes.get("/api/orders")
@@ -203,14 +198,14 @@ async def list_orders(request: web.Request) -> web.Response:
     before = query_number(request, "before", None, minimum=1, maximum=MAX_INDEX, integer=True)
     orders, next_before = await _shop(request).list_orders(
         status=status, payment=payment, customer=customer, before=None if before is None else int(before), limit=limit)
-    return _json({"orders": orders, "next_before": next_before})
+    return json_answer({"orders": orders, "next_before": next_before})
 
 
 @routes.get("/api/orders/{id}")
 async def get_order(request: web.Request) -> web.Response:
     require(request, *READERS)
     try:
-        return _json(await _shop(request).order(request.match_info["id"]))
+        return json_answer(await _shop(request).order(request.match_info["id"]))
     except ShopRejected as exc:
         return _refused(request, exc)
 
@@ -222,6 +217,6 @@ async def patch_order(request: web.Request) -> web.Response:
         return limited
     body = await _body(request, MAX_ORDER_BODY)
     try:
-        return _json(await _shop(request).change_order(request.match_info["id"], body, by=principal.name))
+        return json_answer(await _shop(request).change_order(request.match_info["id"], body, by=principal.name))
     except ShopRejected as exc:
         return _refused(request, exc)
