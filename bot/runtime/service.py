@@ -312,8 +312,10 @@ class ConversationService(QueueProcessor[Prefetched]):
             "bot": run.bot if run else "", "version": str(run.version) if run else "",
             "step": (run.step or "") if run else "", "run_status": run.status if run else "",
             "status": "human" if state.owner != "bot" else ("bot" if run is not None and run.active else "idle"),
-            "waiting_since": marks.waiting_since(state, meta, new_meta, first_unanswered),
         })
+        since = marks.waiting_since(state, meta, new_meta, first_unanswered)
+        if since or meta.get("waiting_since"):  # a chat that never waited keeps no empty field (issue 14: bytes)
+            new_meta["waiting_since"] = since
         if counts and self.analytics is not None:  # with the save, in its round trip
             self.analytics.add(req, counts, cluster=self.store.cluster)
             new_meta["step_at"] = f"{visit.at:.3f}" if visit is not None else ""
