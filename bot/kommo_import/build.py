@@ -13,7 +13,7 @@ from typing import Any
 
 from .mapping import KommoMap, Table
 from .placeholders import FieldNames, to_template
-from .result import Conversion, KommoImportError, pointer_join, pointer_key
+from .result import Conversion, KommoImportError, map_texts, pointer_join, pointer_key
 
 Step = dict[str, Any]
 END = "end"  # the shared stop step, for branches that must name a step
@@ -134,13 +134,7 @@ class Builder:
 
     def value(self, value: Any, pointer: str) -> Any:
         """A scalar, list or object of Kommo values with every text rewritten."""
-        if isinstance(value, str):
-            return self.text(value, pointer)
-        if isinstance(value, list):
-            return [self.value(v, pointer_join(pointer, i)) for i, v in enumerate(value)]
-        if isinstance(value, Mapping):
-            return {str(k): self.value(v, pointer_join(pointer, str(k))) for k, v in value.items()}
-        return value
+        return map_texts(value, pointer, self.text)
 
     def named(self, table: Table, raw: Any, pointer: str) -> str | int:
         """Our name for a Kommo id (stage, pipeline, user); an unmapped id stays a number, said once."""

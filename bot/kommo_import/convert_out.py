@@ -32,7 +32,7 @@ from .build import unwrap_original
 from .errors import KommoExportRefused
 from .mapping import EMPTY, KommoMap, Table
 from .placeholders import FieldNames, to_kommo
-from .result import KommoImportError, pointer_join
+from .result import KommoImportError, map_texts, pointer_join
 
 Handler = dict[str, Any]
 #: Where the bot goes: (step id of ours or None for the end, after waiting for a reply?).
@@ -116,13 +116,7 @@ class _Exporter:
         return rewritten.text
 
     def value(self, value: Any, pointer: str) -> Any:
-        if isinstance(value, str):
-            return self.text(value, pointer)
-        if isinstance(value, list):
-            return [self.value(v, pointer_join(pointer, i)) for i, v in enumerate(value)]
-        if isinstance(value, dict):
-            return {k: self.value(v, pointer_join(pointer, k)) for k, v in value.items()}
-        return value
+        return map_texts(value, pointer, self.text)
 
     def kommo_id(self, table: Table, value: object, pointer: str, what: str, *,
                  computed: bool = False) -> int | str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,3 +52,15 @@ def pointer_join(pointer: str, *parts: str | int) -> str:
     for part in parts:
         pointer += "/" + str(part).replace("~", "~0").replace("/", "~1")
     return pointer
+
+
+def map_texts(value: Any, pointer: str, text: Callable[[str, str], str]) -> Any:
+    """``value`` (a scalar, list or object) with every text replaced by ``text(it, its pointer)``:
+    import and export walk Kommo values the same way, each rewriting texts its own way."""
+    if isinstance(value, str):
+        return text(value, pointer)
+    if isinstance(value, list):
+        return [map_texts(v, pointer_join(pointer, i), text) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        return {str(k): map_texts(v, pointer_join(pointer, str(k)), text) for k, v in value.items()}
+    return value
