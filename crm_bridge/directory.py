@@ -13,13 +13,16 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from redis.exceptions import WatchError
+
 from bot.errors import CrmRejected
+from bot.store.clusterclient import is_cluster
 
 from .card import CARD_FIELDS, card_of, card_value
-from .changes import lead_changes
+from .changes import Change, lead_changes
 from .codec import pack_record, text, unpack
 from .indexes import (
     SEARCH_CANDIDATES,
@@ -53,6 +56,13 @@ MAX_SCORE = 10**9
 MAX_PRICE = 10**15
 LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fields", "tags",
                        "tags_add", "tags_remove", "contacts"})
+#: Stages whose leads are closed: an order or an event goes to a newer, open lead.
+CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
+#: Milliseconds a contact's lead claim (``open_lead``) lives: longer than any caller's read of the
+#: contact's leads before it watches the claim (a claim only has to change when a lead is made).
+LEAD_CLAIM_MS = 60_000
+#: Tries of ``open_lead`` when other callers made the contact's lead meanwhile (one retry reads it).
+LEAD_CLAIM_TRIES = 8
 
 
 def record_key(kind: str, rid: str) -> str:
@@ -178,15 +188,22 @@ class CrmDirectory:
     async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         """Write one record, its index changes and (a lead's) CRM events in one MULTI/EXEC."""
         changes = lead_changes(old, new) if kind == "lead" else []
+        pipe = self.crm.write_pipeline(changes)  # carries the changes' events
+        self._write(pipe, kind, rid, old, new)
+        await pipe.execute()
+        self.crm.written(changes)
+
+    def _write(self, pipe: Any, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any],
+               changes: Sequence[Change] = ()) -> None:
+        """Queue a record's write, its index changes and the events of ``changes`` on ``pipe``."""
         if kind == "lead":
             stamp_stage(old, new, self.crm.clock())
-        pipe = self.crm.write_pipeline(changes)
+        for command in self.crm.sink.commands(changes) if self.crm.sink is not None and changes else ():
+            pipe.execute_command(*command)
         pipe.set(record_key(kind, rid), pack_record(new))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
         if old is not None:  # processes that keep a snapshot of the record read it again (versions.py)
             bump(pipe, (rid,))
-        await pipe.execute()
-        self.crm.written(changes)
 
     async def _updated_at(self, kind: str, ids: list[str]) -> list[float | None]:
         if not ids:
@@ -411,14 +428,62 @@ class CrmDirectory:
         return item
 
     async def create_lead(self, data: Mapping[str, Any], *, contact_id: str | None = None) -> dict[str, Any]:
+        record = await self._new_lead(data, contact_id)
+        await self._save("lead", record["id"], None, record)
+        return (await self._present("lead", [record]))[0]
+
+    async def _new_lead(self, data: Mapping[str, Any], contact_id: str | None) -> dict[str, Any]:
         self._check_keys("lead", data, LEAD_KEYS - {"contacts"})
         (lid,) = await self.crm._ids(1)
         ws = MemoryCrm(pipelines=self.crm.pipelines, ids=lambda: lid)
         ws.create_lead(contact_id=contact_id, pipeline=_text("pipeline", data.get("pipeline")),
                        stage=_text("stage", data.get("stage")))
-        record = self._edit_lead(ws, ws.leads[lid], {k: v for k, v in data.items() if k not in ("pipeline", "stage")})
-        await self._save("lead", lid, None, record)
-        return (await self._present("lead", [record]))[0]
+        return self._edit_lead(ws, ws.leads[lid], {k: v for k, v in data.items() if k not in ("pipeline", "stage")})
+
+    async def open_lead(self, cid: str) -> str:
+        """The contact's newest open lead (not in a won/lost stage), else a new one in the first
+        stage. Callers at once (two first orders of a customer) get one lead: a new lead is written
+        in one MULTI/EXEC with the contact's claim key, which every caller WATCHes before it reads
+        the leads; a caller whose claim changed meanwhile reads again and finds that lead.
+        A Redis Cluster (no WATCH across slots) claims with SET NX first, then writes: a caller
+        that loses reads the claim's lead id, whose record may be a moment behind."""
+        claim = f"sb:crm:lead_claim:{cid}"
+        if is_cluster(self.redis):
+            return await self._open_lead_cluster(cid, claim)
+        for _ in range(LEAD_CLAIM_TRIES):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(claim)
+                newest = await self._newest_open_lead(cid)
+                if newest is not None:
+                    return newest
+                record = await self._new_lead({}, cid)
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.set(claim, record["id"], px=LEAD_CLAIM_MS)
+                changes = lead_changes(None, record)
+                self._write(pipe, "lead", record["id"], None, record, changes)
+                try:
+                    await pipe.execute()
+                except WatchError:  # another caller made the contact's lead: read it
+                    continue
+                self.crm.written(changes)
+                return str(record["id"])
+        raise CrmRejected(f"the leads of contact {cid} are being changed by others right now; try again")
+
+    async def _open_lead_cluster(self, cid: str, claim: str) -> str:
+        newest = await self._newest_open_lead(cid)
+        if newest is not None:
+            return newest
+        record = await self._new_lead({}, cid)
+        if not await self.redis.set(claim, record["id"], nx=True, px=LEAD_CLAIM_MS):
+            return await self._newest_open_lead(cid) or text(await self.redis.get(claim) or record["id"])
+        await self._save("lead", record["id"], None, record)
+        return str(record["id"])
+
+    async def _newest_open_lead(self, cid: str) -> str | None:
+        lead_ids = (await leads_of(self.redis, [cid]))[cid]
+        open_ids = [str(lead["id"]) for lead in await self.get_many("lead", lead_ids)
+                    if str(lead.get("stage", "")).casefold() not in CLOSED_STAGES]
+        return max(open_ids, key=int) if open_ids else None
 
     async def update_lead(self, lid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
         self._check_keys("lead", patch, LEAD_KEYS)

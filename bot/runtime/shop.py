@@ -7,7 +7,8 @@ their personal discount (``bot.shop.prices``). After an order is made or changed
 published on ``sb:orders:changed`` (the dashboard shows it live) and each event of the change
 (``bot.shop.orders``) goes onto the order's lead queue, where automations (``on: order.paid``)
 and flows' goals hear it. An order's lead: the one named, else the customer's newest open lead,
-else a new one (as ``POST /api/events`` finds it). The customer card (currency, language,
+else a new one (``CrmDirectory.open_lead``, as ``POST /api/events`` finds it: one
+lead for orders at once). The customer card (currency, language,
 discount, status) is the embedded CRM's; on another CRM a customer has no card (the defaults
 apply) and only an order naming its lead emits events.
 
@@ -42,8 +43,6 @@ from .leads import LeadService
 log = logging.getLogger("salesbot.shop")
 #: Redis channel: the id of every order made or changed (views15's live Orders view listens).
 ORDERS_CHANNEL = "sb:orders:changed"
-#: Stages whose leads are closed: an order goes to a newer, open lead (as ``POST /api/events``).
-CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
 #: Tries of a change that met another change of the same order (compare and set).
 CHANGE_TRIES = 8
 #: Ids a filtered list reads at most for one page (the rest: the next page, ``next_before``).
@@ -191,12 +190,7 @@ class Shop:
             if customer_id not in [str(c) for c in lead.get("contacts") or []]:
                 raise ShopRejected(f"lead {lead_id} is not a lead of customer {customer_id}")
             return lead_id
-        full = await directory.contact(customer_id) or {}
-        open_leads = [lead for lead in full.get("leads") or []
-                      if str(lead.get("stage", "")).casefold() not in CLOSED_STAGES]
-        if open_leads:
-            return str(max(open_leads, key=lambda lead: int(lead["id"]))["id"])
-        return str((await directory.create_lead({}, contact_id=customer_id))["id"])
+        return await directory.open_lead(customer_id)  # two first orders at once: one new lead
 
     async def order(self, order_id: str) -> dict[str, Any]:
         found = await self.store.order(order_id) if _ID.match(order_id) else None

@@ -37,8 +37,6 @@ log = logging.getLogger("salesbot.events")
 routes = web.RouteTableDef()
 #: The largest event body: an event is a few fields, not a document.
 MAX_BODY = 64 * 1024
-#: Stages whose leads are closed (a contact's event goes to a newer, open lead).
-CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
 
 
 def _authorised(request: web.Request, services: Services, raw: bytes) -> None:
@@ -94,13 +92,7 @@ async def _embedded_lead(directory: CrmDirectory, contact: ContactIn) -> CrmRef:
                 or (email and str(c.get("email") or "").casefold() == str(email).casefold())]
         record = same[0] if same else await directory.create_contact({"name": wanted, "phone": phone, "email": email})
     cid = str(record["id"])
-    full = await directory.contact(cid) or {}
-    open_leads = [lead for lead in full.get("leads") or []
-                  if str(lead.get("stage", "")).casefold() not in CLOSED_STAGES]
-    if open_leads:
-        return CrmRef(cid, str(max(open_leads, key=lambda lead: int(lead["id"]))["id"]))
-    lead = await directory.create_lead({}, contact_id=cid)
-    return CrmRef(cid, str(lead["id"]))
+    return CrmRef(cid, await directory.open_lead(cid))  # the newest open lead, else one new lead
 
 
 def _digits(value: Any) -> str:

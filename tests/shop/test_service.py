@@ -128,3 +128,16 @@ async def test_changes_of_one_order_at_once_are_all_applied(services: Services) 
     listed, _ = await services.shop.list_orders(status="confirmed", payment="paid")
     assert [o["id"] for o in listed] == [order["id"]]  # the indexes moved with each change
     assert (await services.shop.list_orders(status="new"))[0] == []
+
+
+async def test_two_first_orders_at_once_make_one_lead(services: Services) -> None:
+    """A customer without an open lead ordering twice at once: both orders go to one new lead
+    (the contact's lead is claimed while it is made; the other order reads it)."""
+    assert services.directory is not None
+    await _catalogue(services.shop)
+    cid = str((await services.directory.create_contact({"name": "Twin", "currency": "EUR"}))["id"])
+    first, second = await asyncio.gather(services.shop.place_order(cid, [("tea", 1)], source="api"),
+                                         services.shop.place_order(cid, [("cup", 1)], source="api"))
+    contact = await services.directory.contact(cid)
+    assert contact is not None and [lead["id"] for lead in contact["leads"]] == [first["lead"]]
+    assert second["lead"] == first["lead"]
