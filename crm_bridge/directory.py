@@ -132,7 +132,6 @@ class CrmDirectory:
         self.redis = crm.redis
         self._users = [dict(u) for u in users]
         self._teams = [dict(t) for t in teams]
-        self._layout_checked = False  # indexes.upgrade ran in this process
 
     # ------------------------------------------------------------------ configuration
     def pipelines(self) -> list[dict[str, Any]]:
@@ -162,6 +161,15 @@ class CrmDirectory:
         if self._users and self.user(uid) is None:
             raise CrmRejected(f"responsible: unknown user {uid!r} (known: {', '.join(u['id'] for u in self.users())})")
         return uid
+
+    async def upgrade_indexes(self) -> int:
+        """Bring the indexes of an older version's records to this one (``indexes.upgrade``); run
+        at every process's start, so no request pays for it. One ``GET`` once a store is current;
+        idempotent, so processes starting together may both walk. Contacts added to a set."""
+        added = await upgrade(self.redis)  # contacts indexed before their responsible set existed
+        if added:
+            log.info("crm.indexes_upgraded", extra={"contacts": added})
+        return added
 
     # ------------------------------------------------------------------ records
     async def get(self, kind: str, rid: str) -> dict[str, Any] | None:
@@ -231,11 +239,6 @@ class CrmDirectory:
         limit = max(1, min(int(limit), MAX_PAGE))
         offset = max(0, int(offset))
         keys = self._filter_keys(kind, filters or {})
-        if kind == "contact" and (filters or {}).get("responsible") and not self._layout_checked:
-            added = await upgrade(self.redis)  # contacts indexed before their responsible set existed
-            if added:
-                log.info("crm.indexes_upgraded", extra={"contacts": added})
-            self._layout_checked = True
         if q and q.strip():
             ids = await self._search_ids(kind, q, keys)
             if before is not None:

@@ -201,6 +201,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         directory = CrmDirectory(crm, users=[u.model_dump() for u in config.embedded_crm.users],
                                  teams=[t.model_dump() for t in config.embedded_crm.teams]) \
             if isinstance(crm, RedisCrm) else None
+        if directory is not None:
+            await directory.upgrade_indexes()  # an older version's contacts: before any request lists them
         secret = await signing_secret(redis, config)
         outward = OutwardActions(config=config, redis=redis, crm=crm, directory=directory, public_url=public,
                                  secret=secret)

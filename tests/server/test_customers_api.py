@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from bot.server.orders_live import FEED
-from crm_bridge.indexes import LAYOUT_KEY, by_key
+from crm_bridge.indexes import LAYOUT_KEY, by_key, upgrade
 from tests.server.conftest import ADMIN, make_config, running
 from tests.waiting import wait_for
 
@@ -148,7 +148,6 @@ async def test_a_filter_reads_only_the_page_not_every_contact(http: ClientSessio
     """The records read for a filtered page are the page's, whatever the number of contacts."""
     for n in range(60):
         await _contact(http, name=f"Many {n}", responsible="8" if n % 20 else "7", temperature="warm")
-    await _list(http, responsible="7")  # the one-time index upgrade happens outside the count
 
     async def gets() -> int:
         stats = await redis.info("commandstats")
@@ -160,22 +159,41 @@ async def test_a_filter_reads_only_the_page_not_every_contact(http: ClientSessio
     assert await gets() - before <= 6  # 3 records (the page and one to know there is more), not 60
 
 
-async def test_contacts_indexed_before_the_responsible_set_are_found(server: TestServer, http: ClientSession,
-                                                                    redis: Redis) -> None:
+async def test_contacts_indexed_before_the_responsible_set_are_found(http: ClientSession, redis: Redis,
+                                                                    redis_url: str) -> None:
     """The upgrade path: contacts written by a version without ``by:contact:responsible`` sets
-    (simulated by removing them and the layout mark) are found after the first listing upgrades."""
+    (simulated by removing them and the layout mark) are added by the next process's start, not
+    by a request; a second start finds the layout current."""
     old = [await _contact(http, name=f"Old {n}", responsible="7") for n in range(3)]
     await redis.delete(by_key("contact", "responsible", "7"), LAYOUT_KEY)
+    async with running(make_config(redis_url)):
+        assert await redis.smembers(by_key("contact", "responsible", "7")) == {o.encode() for o in old}
+        assert await redis.get(LAYOUT_KEY) == b"2"
     assert _names(await _list(http, responsible="7")) == ["Old 2", "Old 1", "Old 0"]
-    assert await redis.smembers(by_key("contact", "responsible", "7")) == {o.encode() for o in old}
-    assert await redis.get(LAYOUT_KEY) == b"2"
+    r = await http.get("/api/crm/contacts", params={"responsible": "7"}, headers=AUTH)
+    assert [c["name"] for c in (await r.json())["contacts"]] == ["Old 2", "Old 1", "Old 0"]
 
 
-async def test_the_crm_contact_listing_upgrades_too(http: ClientSession, redis: Redis) -> None:
+async def test_a_filtered_request_does_not_upgrade(http: ClientSession, redis: Redis) -> None:
+    """A request never walks the contacts (the start did): no ZSCAN, the layout mark untouched."""
     await _contact(http, name="Older", responsible="8")
+    await redis.delete(LAYOUT_KEY)
+
+    async def zscans() -> int:
+        stats = await redis.info("commandstats")
+        return int(stats.get("cmdstat_zscan", {}).get("calls", 0))
+
+    before = await zscans()
+    assert _names(await _list(http, responsible="8")) == ["Older"]
+    assert await zscans() == before and await redis.get(LAYOUT_KEY) is None
+
+
+async def test_processes_upgrading_at_once_add_the_same_members(http: ClientSession, redis: Redis) -> None:
+    old = [await _contact(http, name=f"Both {n}", responsible="8") for n in range(4)]
     await redis.delete(by_key("contact", "responsible", "8"), LAYOUT_KEY)
-    r = await http.get("/api/crm/contacts", params={"responsible": "8"}, headers=AUTH)
-    assert [c["name"] for c in (await r.json())["contacts"]] == ["Older"]
+    assert sum(await asyncio.gather(upgrade(redis), upgrade(redis))) >= 4  # both may walk: the same members
+    assert await redis.smembers(by_key("contact", "responsible", "8")) == {o.encode() for o in old}
+    assert _names(await _list(http, responsible="8")) == ["Both 3", "Both 2", "Both 1", "Both 0"]
 
 
 async def test_a_customers_conversations(http: ClientSession) -> None:
