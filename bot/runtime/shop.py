@@ -293,6 +293,14 @@ class Shop:
                         break
         return out, cursor
 
+    async def customer_names(self, customer_ids: Sequence[str]) -> dict[str, str | None]:
+        """Each customer's name for a list of orders, read in one pipeline (not a request per
+        row); None for a customer who is gone or on a CRM without cards."""
+        ids = list(dict.fromkeys(customer_ids))
+        found = {} if self.directory is None else {
+            str(r["id"]): r.get("name") or None for r in await self.directory.get_many("contact", ids)}
+        return {cid: found.get(cid) for cid in ids}
+
     async def order_counts(self, customer_ids: list[str]) -> dict[str, int]:
         """How many orders each customer has made (cancelled ones included)."""
         return await self.store.counts(customer_ids)

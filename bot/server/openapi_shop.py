@@ -68,7 +68,10 @@ def paths(op: Json, json_: Json, p: Json, error: dict[str, Any]) -> dict[str, di
             "get": op("Orders, newest first, filtered; next_before pages on",
                       {"200": json_({"type": "object", "required": ["orders", "next_before"], "properties": {
                           "orders": {"type": "array", "items": _ORDER},
-                          "next_before": {"type": ["integer", "null"]}}}), "400": json_(error)},
+                          "next_before": {"type": ["integer", "null"]},
+                          "customers": {"type": "object", "description": "each listed customer's name (null: unknown)",
+                                        "additionalProperties": {"type": ["string", "null"]}}}}),
+                      "400": json_(error)},
                       auth=_READERS,
                       params=[p("status", "query", {"enum": list(STATUSES)}, required=False),
                               p("payment", "query", {"enum": list(PAYMENTS)}, required=False),

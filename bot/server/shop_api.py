@@ -198,7 +198,8 @@ async def list_orders(request: web.Request) -> web.Response:
     before = query_number(request, "before", None, minimum=1, maximum=MAX_INDEX, integer=True)
     orders, next_before = await _shop(request).list_orders(
         status=status, payment=payment, customer=customer, before=None if before is None else int(before), limit=limit)
-    return json_answer({"orders": orders, "next_before": next_before})
+    names = await _shop(request).customer_names([str(o["customer"]) for o in orders])
+    return json_answer({"orders": orders, "next_before": next_before, "customers": names})
 
 
 @routes.get("/api/orders/{id}")

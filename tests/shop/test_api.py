@@ -7,6 +7,7 @@ from typing import Any
 
 import jsonschema
 from aiohttp import ClientSession
+from redis.asyncio import Redis
 
 from tests.shop.conftest import AS_ADMIN, AS_OPERATOR, AS_SUPPORT, customer, product
 
@@ -107,6 +108,7 @@ async def test_the_list_filters_by_status_payment_and_customer_and_pages(api: Cl
     listing = await r.json()
     _valid(doc, "/api/orders", "get", 200, listing)
     assert [o["id"] for o in listing["orders"]] == ids[::-1]
+    assert listing["customers"] == {two: "Two", one: "One"}  # the rows' names, with the page
 
     async def ids_of(**query: Any) -> list[str]:
         found = await (await api.get("/api/orders", params=query, headers=AS_SUPPORT)).json()
@@ -176,3 +178,19 @@ async def test_an_order_for_nobody_or_a_strangers_lead_is_refused(api: ClientSes
     r = await api.post("/api/orders", json={"customer": other, "lead": lead["id"], "items": [{"sku": "tea"}]},
                        headers=AS_SUPPORT)
     assert r.status == 201 and (await r.json())["lead"] == str(lead["id"])
+
+
+
+async def test_the_list_carries_its_customers_names(api: ClientSession, redis: Redis) -> None:
+    """The names of a page's customers come with it (the browser reads no contact per row); a
+    customer who is gone has none."""
+    await product(api, "tea", prices={"EUR": 1})
+    people = [await customer(api, name=f"Buyer {n}") for n in range(3)]
+    for cid in people:
+        assert (await api.post("/api/orders", json={"customer": cid, "items": [{"sku": "tea"}]},
+                               headers=AS_SUPPORT)).status == 201
+    await redis.delete(f"sb:crm:contact:{people[0]}")  # its record gone (the CRM has no contact delete)
+    listing = await (await api.get("/api/orders", params={"limit": "2"}, headers=AS_SUPPORT)).json()
+    assert listing["customers"] == {people[2]: "Buyer 2", people[1]: "Buyer 1"}
+    everyone = await (await api.get("/api/orders", headers=AS_SUPPORT)).json()
+    assert everyone["customers"] == {people[2]: "Buyer 2", people[1]: "Buyer 1", people[0]: None}

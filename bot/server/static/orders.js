@@ -84,8 +84,8 @@
       var rows = $("or-rows");
       if (res.status !== 200) { notice(errorText(res)); return; }
       if (!before) rows.textContent = "";
+      known(res.body.customers);
       res.body.orders.forEach(function (o) { rows.appendChild(row(o)); });
-      names(res.body.orders);
       O.next = res.body.next_before;
       $("or-more").hidden = O.next === null || O.next === undefined;
       $("or-empty").hidden = rows.children.length > 0;
@@ -111,7 +111,12 @@
     return tr;
   }
 
-  /* The customers' names (one read per customer not seen yet), filled into the rows. */
+  /* The names a page of orders came with (``customers``: id -> name or null). */
+  function known(customers) {
+    Object.keys(customers || {}).forEach(function (cid) { O.names[cid] = customers[cid] || "#" + cid; });
+  }
+
+  /* The name of an order's customer not seen yet (an order arriving live), filled into its rows. */
   function names(orders) {
     var missing = [];
     orders.forEach(function (o) { if (!(o.customer in O.names) && missing.indexOf(o.customer) < 0) missing.push(o.customer); });
