@@ -32,7 +32,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from ..runtime.leads import is_lead_queue
 from ..store import codec, statefields
 from ..store.bots import BotNotFound
 from ..store.conversations import state_of
+from ..store.fanout import Fanout
 from ..store.keys import ConversationKey
 from .auth import Principal
 from .flowgraph import layout
@@ -74,47 +74,25 @@ _ASSET = re.compile(r"^[a-z]+\.(js|css)$")  # any script or style sheet of stati
 _TYPES = {"js": "application/javascript", "css": "text/css"}
 
 
-class LiveFeed:
+class LiveFeed(Fanout[Any]):
     """One subscription per process to every conversation change, fanned out to the open lists:
     each changed conversation's metadata is read once, whatever the number of dashboards."""
 
     def __init__(self, app: web.Application) -> None:
+        super().__init__(backlog=2000, resync="resync", closing=_CLOSE)
         self.app = app
-        self.subscribers: set[asyncio.Queue[Any]] = set()
         self._task: asyncio.Task[None] | None = None
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Any]]:
-        q: asyncio.Queue[Any] = asyncio.Queue(maxsize=2000)
-        self.subscribers.add(q)
+    async def opened(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="dashboard-feed")
-        try:
-            yield q
-        finally:
-            self.subscribers.discard(q)
 
     async def stop(self) -> None:
-        for q in list(self.subscribers):
-            self._put(q, _CLOSE)
+        self.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-
-    def _resync_all(self) -> None:
-        """Every stream reloads its list (changes may have been missed)."""
-        for q in list(self.subscribers):
-            self._put(q, "resync")
-
-    @staticmethod
-    def _put(q: asyncio.Queue[Any], item: Any) -> None:
-        try:
-            q.put_nowait(item)
-        except asyncio.QueueFull:  # a reader far behind: it reloads the list instead
-            while not q.empty():
-                q.get_nowait()
-            q.put_nowait("resync")
 
     async def _run(self) -> None:
         services = self.app[SERVICES]
@@ -130,7 +108,7 @@ class LiveFeed:
                 if not changed:
                     continue
                 if "" in changed:  # the hub may have missed changes (a reconnect): reload the lists
-                    self._resync_all()
+                    self.resync()
                     changed.remove("")
                     if not changed:
                         continue
@@ -141,15 +119,13 @@ class LiveFeed:
                     metas = await pipe.execute()
                 except Exception:
                     log.warning("dashboard.feed_read_failed", exc_info=True)
-                    self._resync_all()
+                    self.resync()
                     await asyncio.sleep(0.5)
                     continue
                 for c, raw in zip(changed, metas, strict=True):
                     if not raw:
                         continue
-                    item = summary(c, statefields.split(raw, c)[0])
-                    for q in list(self.subscribers):
-                        self._put(q, item)
+                    self.put(summary(c, statefields.split(raw, c)[0]))
 
 
 FEED: web.AppKey[LiveFeed] = web.AppKey("dashboard_feed", LiveFeed)

@@ -1,7 +1,8 @@
 """Fan-out of "conversation X has new transcript entries" to this process's waiters.
 
 One Redis pub/sub subscription per process (channel ``sb:events``, published by the store's
-save script from any process), held while WebSockets, long polls or dashboard streams wait here.
+save script from any process; ``fanout.Subscription``), held while WebSockets, long polls or
+dashboard streams wait here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
+from .fanout import Subscription
 from .keys import EVENTS_CHANNEL
 
 log = logging.getLogger("salesbot.livehub")
@@ -32,76 +34,19 @@ class LiveHub:
         self.linger = linger
         self._waiters: dict[str, set[asyncio.Queue[int]]] = defaultdict(set)
         self._all: set[asyncio.Queue[tuple[str, int]]] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-        self._idle: asyncio.TimerHandle | None = None
-        self._ending: set[asyncio.Task[None]] = set()
+        self._channel = Subscription(lambda: self.redis, EVENTS_CHANNEL, on_message=self._message,
+                                     on_resync=self.resync, listening=lambda: bool(self._waiters or self._all),
+                                     linger=linger, name="livehub", log=log)
 
     async def start(self) -> None:
         """Nothing to do until someone watches (kept for the services' lifecycle)."""
 
     async def stop(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-        self._drop()
-        for task in list(self._ending):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._ending.clear()
+        await self._channel.stop()
 
-    async def _subscribed(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-        if self._task is None:
-            self._ready = asyncio.Event()
-            self._task = asyncio.create_task(self._run(self._ready), name="livehub")
-        await asyncio.wait_for(self._ready.wait(), timeout=10)
-
-    def _released(self) -> None:
-        if self._waiters or self._all or self._task is None or self._idle is not None:
-            return
-        self._idle = asyncio.get_running_loop().call_later(self.linger, self._unsubscribe)
-
-    def _unsubscribe(self) -> None:
-        self._idle = None
-        if not (self._waiters or self._all):
-            self._drop()
-
-    def _drop(self) -> None:
-        """End the subscription task (``stop`` waits for the ones still ending)."""
-        if self._task is not None:
-            self._task.cancel()
-            self._ending.add(self._task)
-            self._task.add_done_callback(self._ending.discard)
-            self._task = None
-
-    async def _run(self, ready: asyncio.Event) -> None:
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(EVENTS_CHANNEL)
-                async for msg in pubsub.listen():
-                    kind = msg.get("type")
-                    if kind == "subscribe":  # confirmed by Redis (also after a reconnect)
-                        if ready.is_set():
-                            self.resync()  # what was published meanwhile is lost: re-read
-                        ready.set()
-                        continue
-                    if kind != "message":
-                        continue
-                    data = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
-                    cid, _, last = data.rpartition(" ")
-                    self.notify(cid, int(last) if last.isdigit() else 0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a dropped connection: resubscribe (waiters re-read the log anyway)
-                log.warning("livehub.reconnect", exc_info=True)
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+    def _message(self, data: str) -> None:
+        cid, _, last = data.rpartition(" ")
+        self.notify(cid, int(last) if last.isdigit() else 0)
 
     def resync(self) -> None:
         """Notifications may have been missed: every waiter re-reads (a stream gets ``("", 0)``)."""
@@ -128,21 +73,21 @@ class LiveHub:
         q: asyncio.Queue[int] = asyncio.Queue()
         self._waiters[cid].add(q)
         try:
-            await self._subscribed()
+            await self._channel.acquire()
             yield q
         finally:
             self._waiters[cid].discard(q)
             if not self._waiters[cid]:
                 del self._waiters[cid]
-            self._released()
+            self._channel.release()
 
     @contextlib.asynccontextmanager
     async def watch_all(self) -> AsyncIterator[asyncio.Queue[tuple[str, int]]]:
         q: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self._all.add(q)
         try:
-            await self._subscribed()
+            await self._channel.acquire()
             yield q
         finally:
             self._all.discard(q)
-            self._released()
+            self._channel.release()
