@@ -47,7 +47,7 @@ from ..store.fanout import Fanout
 from ..store.keys import ConversationKey
 from .auth import Principal
 from .flowgraph import layout
-from .http import MAX_INDEX, HttpError, error, query_number, require
+from .http import MAX_INDEX, HttpError, error, page_headers, query_number, require
 from .keys import SERVICES
 from .views import held_view, run_view, summary
 from .views import state_of as decoded_state
@@ -62,14 +62,8 @@ SESSION_SECONDS = 12 * 3600
 HEARTBEAT = 15.0
 _CLOSE = -2  # put in a stream's queue on shutdown
 
-_PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+_PAGE_HEADERS = page_headers("default-src 'none'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+                             "connect-src 'self'", "form-action 'none'", X_Frame_Options="DENY")
 _ASSET = re.compile(r"^[a-z]+\.(js|css)$")  # any script or style sheet of static/, nothing else
 _TYPES = {"js": "application/javascript", "css": "text/css"}
 

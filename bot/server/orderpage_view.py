@@ -11,17 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .http import page_headers
+
 if TYPE_CHECKING:
     from jinja2 import Template
 
-HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
-                               "img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; "
-                               "base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+HEADERS = page_headers("default-src 'none'", "script-src 'self'", "style-src 'unsafe-inline'",
+                       "img-src 'self' https: data:", "form-action 'self'")
 
 _PAGE = """<!doctype html>
 <html lang="{{ lang }}"><head><meta charset="utf-8">

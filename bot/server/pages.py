@@ -17,6 +17,7 @@ from ..errors import CrmRejected, CrmTemporary
 from ..inputs import clean_text
 from ..outward.actions import OutwardActions
 from ..outward.forms import FormAlreadySent, FormError
+from .http import page_headers
 from .keys import SERVICES
 
 if TYPE_CHECKING:
@@ -27,13 +28,7 @@ log = logging.getLogger("salesbot.server.pages")
 _TOKEN = re.compile(r"^[A-Za-z0-9_=.-]{1,1024}$")
 routes = web.RouteTableDef()
 
-_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+_HEADERS = page_headers("default-src 'none'", "style-src 'unsafe-inline'", "form-action 'self'")
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
