@@ -69,13 +69,20 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:24]
 
 
-async def _resolve(request: web.Request, links: OrderLinks) -> tuple[Resolved, web.Response | None]:
+async def _opened(request: web.Request) -> tuple[Resolved, CustomerCatalogue] | web.Response:
+    """The token's valid link and its customer's catalogue, else the refusal page (the same for
+    a view and a submit)."""
+    links, shop = _services(request)
     token = request.match_info["token"]
     found = await links.resolve(token) if _TOKEN.match(token) else Resolved("bad")
-    if found.status == "valid":
-        return found, None
-    log.warning("order_page.refused", extra={"status": found.status, "link": found.link_id or _digest(token)})
-    return found, _message(request, 404 if found.status == "bad" else 410, found.status)
+    if found.status != "valid":
+        log.warning("order_page.refused", extra={"status": found.status, "link": found.link_id or _digest(token)})
+        return _message(request, 404 if found.status == "bad" else 410, found.status)
+    try:
+        return found, await shop.catalogue_for(found.customer_id)
+    except ShopError as exc:  # the customer is gone: the link names nobody any more
+        log.warning("order_page.no_customer", extra={"link": found.link_id, "error": str(exc)})
+        return _message(request, 404, "bad")
 
 
 def _products(catalogue: CustomerCatalogue) -> list[dict[str, Any]]:
@@ -104,18 +111,10 @@ def _form(request: web.Request, catalogue: CustomerCatalogue, *, status: int = 2
 
 @routes.get("/order/{token}")
 async def show(request: web.Request) -> web.Response:
-    links, shop = _services(request)
     if (busy := _limited(request, ("order_views_per_link", _digest(request.match_info["token"])))) is not None:
         return busy
-    found, refused = await _resolve(request, links)
-    if refused is not None:
-        return refused
-    try:
-        catalogue = await shop.catalogue_for(found.customer_id)
-    except ShopError as exc:  # the customer is gone: the link names nobody any more
-        log.warning("order_page.no_customer", extra={"link": found.link_id, "error": str(exc)})
-        return _message(request, 404, "bad")
-    return _form(request, catalogue)
+    opened = await _opened(request)
+    return opened if isinstance(opened, web.Response) else _form(request, opened[1])
 
 
 def _quantities(posted: MultiDictProxy[Any]) -> tuple[list[tuple[str, int]], dict[str, str]] | None:
@@ -139,20 +138,15 @@ def _quantities(posted: MultiDictProxy[Any]) -> tuple[list[tuple[str, int]], dic
 
 @routes.post("/order/{token}")
 async def submit(request: web.Request) -> web.Response:
-    links, shop = _services(request)
     limits = request.app[LIMITS]
     ip = request.get(CLIENT) or limits.client(request)
     digest = _digest(request.match_info["token"])
     if (busy := _limited(request, ("order_submits_per_ip", ip), ("order_submits_per_link", digest))) is not None:
         return busy
-    found, refused = await _resolve(request, links)
-    if refused is not None:
-        return refused
-    try:
-        catalogue = await shop.catalogue_for(found.customer_id)
-    except ShopError as exc:
-        log.warning("order_page.no_customer", extra={"link": found.link_id, "error": str(exc)})
-        return _message(request, 404, "bad")
+    opened = await _opened(request)
+    if isinstance(opened, web.Response):
+        return opened
+    found, catalogue = opened
     t = TEXT[language_of(catalogue.language)]
     try:
         posted = await request.post()
@@ -171,7 +165,7 @@ async def submit(request: web.Request) -> web.Response:
     if not _KEY.match(key):  # an old or hand-made form: a new key, nothing placed twice by a retry
         key = secrets.token_urlsafe(12)
     try:
-        order = await shop.place_order(found.customer_id, items, source="order_link",
+        order = await request.app[SERVICES].shop.place_order(found.customer_id, items, source="order_link",
                                        key=f"link:{found.link_id}:{key}")
     except ShopRejected as exc:
         log.warning("order_page.rejected", extra={"link": found.link_id, "error": str(exc)})
