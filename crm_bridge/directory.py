@@ -65,6 +65,17 @@ LEAD_CLAIM_MS = 60_000
 LEAD_CLAIM_TRIES = 8
 
 
+#: Delete the claim KEYS[1] if it still names the lead ARGV[1] (one key: a Redis Cluster runs it).
+_DROP_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _is_open(lead: Mapping[str, Any]) -> bool:
+    return str(lead.get("stage", "")).casefold() not in CLOSED_STAGES
+
+
 def record_key(kind: str, rid: str) -> str:
     return f"sb:crm:{kind}:{rid}"
 
@@ -449,7 +460,8 @@ class CrmDirectory:
         in one MULTI/EXEC with the contact's claim key, which every caller WATCHes before it reads
         the leads; a caller whose claim changed meanwhile reads again and finds that lead.
         A Redis Cluster (no WATCH across slots) claims with SET NX first, then writes: a caller
-        that loses reads the claim's lead id, whose record may be a moment behind."""
+        that loses reads the claim's lead id, whose record may be a moment behind (a claim whose
+        lead has closed since is dropped and claimed anew)."""
         claim = f"sb:crm:lead_claim:{cid}"
         if is_cluster(self.redis):
             return await self._open_lead_cluster(cid, claim)
@@ -473,19 +485,27 @@ class CrmDirectory:
         raise CrmRejected(f"the leads of contact {cid} are being changed by others right now; try again")
 
     async def _open_lead_cluster(self, cid: str, claim: str) -> str:
-        newest = await self._newest_open_lead(cid)
-        if newest is not None:
-            return newest
-        record = await self._new_lead({}, cid)
-        if not await self.redis.set(claim, record["id"], nx=True, px=LEAD_CLAIM_MS):
-            return await self._newest_open_lead(cid) or text(await self.redis.get(claim) or record["id"])
-        await self._save("lead", record["id"], None, record)
-        return str(record["id"])
+        for _ in range(LEAD_CLAIM_TRIES):
+            newest = await self._newest_open_lead(cid)
+            if newest is not None:
+                return newest
+            record = await self._new_lead({}, cid)
+            if await self.redis.set(claim, record["id"], nx=True, px=LEAD_CLAIM_MS):
+                await self._save("lead", record["id"], None, record)
+                return str(record["id"])
+            claimed = await self.redis.get(claim)
+            if claimed is None:  # it ended meanwhile: claim again
+                continue
+            lid = text(claimed)
+            lead = await self.get("lead", lid)
+            if lead is None or _is_open(lead):  # being written by the claimer, or open
+                return lid
+            await self.redis.eval(_DROP_CLAIM, 1, claim, lid)  # its lead closed since: claim anew
+        raise CrmRejected(f"the leads of contact {cid} are being changed by others right now; try again")
 
     async def _newest_open_lead(self, cid: str) -> str | None:
         lead_ids = (await leads_of(self.redis, [cid]))[cid]
-        open_ids = [str(lead["id"]) for lead in await self.get_many("lead", lead_ids)
-                    if str(lead.get("stage", "")).casefold() not in CLOSED_STAGES]
+        open_ids = [str(lead["id"]) for lead in await self.get_many("lead", lead_ids) if _is_open(lead)]
         return max(open_ids, key=int) if open_ids else None
 
     async def update_lead(self, lid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:

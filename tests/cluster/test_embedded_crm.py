@@ -1,3 +1,4 @@
 """The embedded CRM (records, indexes, notes, flow commands) on the cluster."""
 
 from tests.crm_bridge.test_embedded_api import *  # noqa: F403 - the same test bodies, on the cluster
+from tests.crm_bridge.test_open_lead import *  # noqa: F403 - one lead for callers at once (SET NX claim)
