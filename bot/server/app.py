@@ -24,7 +24,6 @@ from . import (
     events_api,
     kommo_webhooks,
     livechat,
-    openapi,
     orderlinks_api,
     orderpage,
     orders_live,
@@ -44,6 +43,14 @@ from .services import Services, open_services
 log = logging.getLogger("salesbot.server")
 
 
+async def openapi_document(request: web.Request) -> web.Response:
+    """``GET /api/openapi.json``: the document (600 lines of dicts, bot/server/openapi.py) is
+    built at the first request, not at start (issue 14: startup)."""
+    from .openapi import document
+
+    return web.json_response(document())
+
+
 def create_app(config: Config, *, role: str = "all", services: Services | None = None) -> web.Application:
     """The app for ``role`` ``all`` or ``web`` (``worker`` runs no HTTP routes but health)."""
     limits = Limits(config.limits)  # outermost: it sees the 401s the error middleware makes
@@ -54,7 +61,7 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
     app.add_routes(crm_api.routes)
     app.add_routes(automations_api.routes)
     app.add_routes(events_api.routes)
-    app.add_routes(openapi.routes)
+    app.router.add_get("/api/openapi.json", openapi_document)
     app.add_routes(outbound_api.routes)
     app.add_routes(pipeline_api.routes)  # /api/automations/{id}/counts
     app.add_routes(splits_api.routes)  # /api/bots/{id}/splits

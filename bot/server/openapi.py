@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document of the HTTP API, served at ``/api/openapi.json``.
+"""The OpenAPI 3.1 document of the HTTP API, served at ``/api/openapi.json`` (bot/server/app.py
+imports this module at the first request: start-up does not build the document).
 
 Kept true by ``tests/server/test_openapi.py``: every route the app serves is documented and
 every documented route exists, and real responses validate against the schemas here.
@@ -8,13 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
 from .. import __version__
 from . import openapi_customers, openapi_orderlinks, openapi_processes, openapi_shop
 from .splits_api import split_paths
-
-routes = web.RouteTableDef()
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -589,7 +586,3 @@ def document() -> dict[str, Any]:
         "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
 
-
-@routes.get("/api/openapi.json")
-async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document())

@@ -2,19 +2,21 @@
 
 The API speaks major units as JSON numbers (``35.5`` EUR, ``1200`` JPY); they become minor-unit
 integers here (``3550``, ``1200``) and every sum is exact. The number of decimals of a currency
-comes from CLDR through babel (JPY 0, EUR 2, KWD 3).
+comes from CLDR through babel (JPY 0, EUR 2, KWD 3), imported with the first amount or
+currency checked: a server that never prices anything starts without it (issue 14: startup).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from functools import cache
-
-from babel import Locale, UnknownLocaleError
-from babel.numbers import format_currency, get_currency_precision, list_currencies
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
 from ..errors import ShopRejected
+
+if TYPE_CHECKING:
+    from babel import Locale
 
 #: The largest price of one unit, in minor units: 50 lines × 999 × this stays exact in a JS number.
 MAX_MINOR = 10**11
@@ -22,6 +24,8 @@ MAX_MINOR = 10**11
 
 @cache
 def _known() -> frozenset[str]:
+    from babel.numbers import list_currencies
+
     return frozenset(list_currencies())
 
 
@@ -30,8 +34,12 @@ def is_currency(code: object) -> bool:
     return isinstance(code, str) and len(code) == 3 and code.isupper() and code in _known()
 
 
+@lru_cache(maxsize=512)
 def digits(currency: str) -> int:
-    """Decimals of the currency's minor unit: JPY 0, EUR 2, KWD 3."""
+    """Decimals of the currency's minor unit: JPY 0, EUR 2, KWD 3 (remembered: babel's lookup
+    is imported and run once per currency)."""
+    from babel.numbers import get_currency_precision
+
     return int(get_currency_precision(currency))
 
 
@@ -81,12 +89,16 @@ def total(lines: Iterable[tuple[int, int]]) -> int:
 def format_money(minor: int, currency: str, language: str | None) -> str:
     """``minor`` written for people of ``language`` (``35,50 €`` in de, ``€35.50`` in en);
     an unknown language reads as English."""
+    from babel.numbers import format_currency
+
     amount = Decimal(minor).scaleb(-digits(currency))
     return str(format_currency(amount, currency, locale=_locale(language or "en")))
 
 
 @cache
 def _locale(language: str) -> Locale:
+    from babel import Locale, UnknownLocaleError
+
     try:
         return Locale.parse(language.replace("-", "_"))
     except (UnknownLocaleError, ValueError, TypeError):

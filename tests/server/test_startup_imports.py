@@ -1,7 +1,7 @@
 """What ``salesbot serve`` imports before it answers: a live-chat-only server on the embedded CRM
-loads no channel SDK, no e-mail or phone library, no flow or automation validator, no Kommo
-module, neither the interpreter nor its templates (jinja2, regex), nor prometheus_client, nor
-the request models of ``POST /api/events``; a second later ``_settle`` loads what serving will
+loads no channel SDK, no e-mail or phone library, no currency data (babel), no flow or automation
+validator, no Kommo module, neither the interpreter nor its templates (jinja2, regex), nor
+prometheus_client, nor the request models of ``POST /api/events``; a second later ``_settle`` loads what serving will
 need (``PRELOAD``) and turns the collector back on (issue 14: startup; the time itself is measured
 by bench/startup.py, not asserted here)."""
 
@@ -17,14 +17,18 @@ from redis import Redis
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Imported on first use only: by a channel account (of that kind), a validation step, an e-mail,
-#: a Kommo widget or backend, a flow or automation document being checked, the flow graph.
+#: a Kommo widget or backend, a flow or automation document being checked, the flow graph, the
+#: first price or currency checked (babel's CLDR data: bot.shop.prices), the first request for
+#: ``/api/openapi.json`` (the document's dicts).
 NOT_AT_START = (
-    "telegram", "twilio", "aiogram", "playwright", "phonenumbers", "email_validator", "aiosmtplib", "jwt",
+    "telegram", "twilio", "aiogram", "playwright", "phonenumbers", "email_validator", "aiosmtplib", "jwt", "babel",
     "bot.builder.validate", "bot.builder.models", "bot.builder.graph", "bot.builder.models_process",
     "bot.builder.model_base", "bot.builder.models_split",
     "bot.automations.models", "bot.automations.validate", "bot.automations.compiled", "bot.automations.engine",
     "crm_bridge.kommo", "bot.runtime.kommo_events", "bot.runtime.outbound_kommo",
     "bot.channels.base", "bot.channels.registry", "bot.channels.webhooks",
+    "bot.server.openapi", "bot.server.openapi_customers", "bot.server.openapi_orderlinks",
+    "bot.server.openapi_processes", "bot.server.openapi_shop",
 )
 #: Imported by the first conversation turn, template or e-mail (the interpreter, compiled flows and
 #: their templates), the first metric counted or /metrics scrape, the first page shown, an embedded
@@ -81,9 +85,9 @@ def test_a_live_chat_only_server_starts_without_what_it_does_not_use(tmp_path: P
     built, opened = modules["built"], modules["opened"]
     assert "bot.server.app" in built and "aiohttp" in built  # the program did build the app
     assert "bot.runtime.service" in opened  # and opened its services
-    assert _loaded(built, NOT_AT_START) == []
-    assert _loaded(opened, NOT_AT_START) == []
-    assert _loaded(opened, NOT_UNTIL_USED) == []
+    assert _loaded(built, NOT_AT_START) == [], "building the app imported these again"
+    assert _loaded(opened, NOT_AT_START) == [], "opening the services imported these again"
+    assert _loaded(opened, NOT_UNTIL_USED) == [], "start-up imported these before their first use"
     assert modules["collecting"] == [False, True]  # no collection over start-up's objects, then serving's
     assert set(modules["preload"]) <= set(NOT_UNTIL_USED)  # each deferred module is checked above …
     assert set(modules["preload"]) <= set(modules["settled"])  # … and loaded before requests need it
