@@ -387,7 +387,7 @@ class ConversationStore:
             meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
                 len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
-        commands = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args)]
+        commands: list[Any] = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args)]
         written = self._pended.get(cid)
         pend = written is None or not 0 <= now - written < self.lock_ttl_ms / 2000
         if pend:
