@@ -15,7 +15,7 @@ How ordering and exactly-once handling work (one conversation, any number of pro
    process works is therefore picked up by that process, never lost, never run twice.
 3. A process that dies holding the lock loses it after ``lock_ttl``; pushes also record the
    conversation in a recovery set, from which workers take over conversations whose inbox is
-   not empty and whose lock is free (see "The recovery entry").
+   not empty and whose lock is free (``pending.py``: which pushes write the entry).
 
 The state is written only under the lock (taken *before* state is read), so no update is lost.
 It lives in the metadata hash (``statefields.py``): read with the metadata, written with it.
@@ -26,18 +26,6 @@ The transcript's count (the metadata's ``n``): the save takes it from what the l
 ``+`` after its token; a save that finds its lock marked counts with ``HINCRBY``. Every script
 that checks the lock accepts its token with or without marks; ``load`` unmarks it as it reads
 the metadata again.
-
-The recovery entry (``sb:pending:<shard>``, score: when recovery looks): a push scores it
-``now + lock_ttl``, unless this process wrote it less than half a lock TTL ago (``_pended``):
-that entry is still there and due no later than this push's lock expires, so a crash after the
-push is still found (the lock held: looked at again a lock TTL later; free with events waiting:
-taken over), within two lock TTLs of the push instead of one. The entry's score only grows
-(pushes, ``postpone_pending``, ``pend`` and a failure's ``XX GT``), so recovery, which forgets
-only an idle entry already due, i.e. a lock TTL after its last write, never forgets one that a
-push of the last half TTL relied on; this holds while the processes' clocks differ by less than
-half a lock TTL (15 s by default). What wants recovery sooner (a failure's backoff, an unparked
-conversation given back, a lead event queued without the lock) adds a second member, ``!`` and
-the id (``keys.retry_member``), whose forgetting leaves the push's entry alone.
 """
 
 from __future__ import annotations
@@ -55,6 +43,7 @@ from redis.exceptions import RedisError, ResponseError
 from . import codec, replies, statefields, transcript
 from . import keys as k
 from .clusterclient import is_cluster
+from .pending import RecentEntries
 from .resp import RespClient
 from .scripts import Lua, send_commands
 
@@ -223,8 +212,7 @@ TTL_REFRESH_EVERY = 86400
 OUTBOX_PEEK = 16
 #: Events a parked conversation keeps queued; newer ones beyond are dropped (and logged).
 PARKED_INBOX_MAX = 1000
-#: Lock holders whose transcript count a store remembers for their save (more: it forgets them all);
-#: also the conversations whose recovery entry it remembers writing (``_pended``).
+#: Lock holders whose transcript count a store remembers for their save (more: it forgets them all).
 _COUNTS_MAX = 10_000
 
 
@@ -323,9 +311,7 @@ class ConversationStore:
         self._tokens = 0
         #: The transcript's count as each lock holder's batch read it (by token), for its save.
         self._counts: dict[str, str] = {}
-        #: When (``clock``) this process last wrote each conversation's recovery entry with a push:
-        #: a push within half a lock TTL of it leaves the entry as it is ("The recovery entry").
-        self._pended: dict[str, float] = {}
+        self._pended = RecentEntries(lock_ttl)  # which pushes write the recovery entry
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.ttl = ttl_days * 86400
         #: How often the TTLs are refreshed: a day, or a tenth of a shorter TTL.
@@ -388,10 +374,8 @@ class ConversationStore:
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
                 len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
         commands: list[Any] = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args)]
-        written = self._pended.get(cid)
-        pend = written is None or not 0 <= now - written < self.lock_ttl_ms / 2000
+        pend = self._pended.needed(cid, now)
         if pend:
-            self._pended.pop(cid, None)  # unknown until Redis answers
             commands.append(("ZADD", k.pending_key(k.shard_of(cid, self.shards)),
                              (now_ms + self.lock_ttl_ms) / 1000, cid))
         commands += reads
@@ -399,9 +383,7 @@ class ConversationStore:
         reply, *prefetched = await send_commands(self.fast, commands, [self._push], check=1 + pend)
         if pend:
             prefetched.pop(0)
-            if len(self._pended) >= _COUNTS_MAX:
-                self._pended.clear()  # forgotten: the next pushes write their entries
-            self._pended[cid] = now
+            self._pended.wrote(cid, now)
         if any(isinstance(r, ResponseError) for r in prefetched):
             prefetched = []
         if reply[0] == -1:
@@ -537,10 +519,9 @@ class ConversationStore:
         return k.pending_key(k.shard_of(k.member_cid(member), self.shards))
 
     async def forget_pending(self, member: str, score: float) -> None:
-        """Drop an idle conversation's recovery entry ``member`` (as ``pending_due`` named it: the
-        id, or ``keys.retry_member``) if not pushed again since ``score``. An entry comes due
-        once a lock TTL after its last push: on the lean client, as push and save."""
-        self._pended.pop(k.member_cid(member), None)
+        """Drop an idle conversation's recovery entry ``member`` (its id or ``keys.retry_member``)
+        if not pushed again since ``score``: on the lean client, as push and save."""
+        self._pended.forget(k.member_cid(member))
         await self._script(self._forget_if, [self._pending_key(member)], [member, score])
 
     async def postpone_pending(self, member: str, at: float) -> None:
@@ -557,7 +538,7 @@ class ConversationStore:
         key = k.ConversationKey(cid)
         now = self.clock()
         self._counts.pop(token, None)
-        self._pended.pop(cid, None)
+        self._pended.forget(cid)
         failures = int(await self._fail(keys=[key.lock, key.meta],
                                         args=[token, error[:300], f"{now:.3f}", park_after, self.ttl]))
         if failures < 0:  # the lock was lost meanwhile: its new holder has the conversation
@@ -569,8 +550,7 @@ class ConversationStore:
             pipe.zadd(k.parked_key(), {cid: now})
             await pipe.execute()
             return failures, True
-        # Retried after the backoff (the second member), not before (the pushes' entry moved
-        # later if sooner, never earlier: a push may rely on it, see "The recovery entry").
+        # Retried after the backoff, not before; the pushes' entry never earlier (pending.py)
         retry_at = now + min(self.lock_ttl_ms / 30_000 * 2.0 ** (failures - 1), self.lock_ttl_ms / 1000)
         pipe.zadd(pending, {k.retry_member(cid): retry_at})
         pipe.zadd(pending, {cid: retry_at}, xx=True, gt=True)
@@ -584,7 +564,7 @@ class ConversationStore:
         takes it at once."""
         key = k.ConversationKey(cid)
         self._counts.pop(token, None)
-        self._pended.pop(cid, None)
+        self._pended.forget(cid)
         parked, dropped = await self._set_aside(keys=[key.lock, key.meta, key.inbox],
                                                 args=[token, PARKED_INBOX_MAX, self.ttl])
         pending = k.pending_key(k.shard_of(cid, self.shards))
@@ -595,9 +575,8 @@ class ConversationStore:
         return bool(parked), int(dropped)
 
     async def pend(self, cid: str, at: float) -> None:
-        """Put a conversation in the recovery set (due at ``at``, a lock TTL from now at the
-        soonest: never earlier than a push's entry, see "The recovery entry"), as a push does."""
-        self._pended.pop(cid, None)
+        """Put a conversation in the recovery set (due at ``at``: a lock TTL from now, as a push does)."""
+        self._pended.forget(cid)
         await self.redis.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: at})
 
     async def unpark(self, cid: str) -> bool:

@@ -120,7 +120,7 @@ def pending_key(shard: int) -> str:
 
 
 #: Marks a recovery entry that wants the conversation looked at sooner than its pushes' entry
-#: (bot/store/conversations.py, "The recovery entry"); conversation ids never start with it.
+#: (bot/store/pending.py); conversation ids never start with it.
 RETRY_MARK = "!"
 
 

@@ -35,7 +35,7 @@ GREETER = make_doc({
 #: Redis commands (as Redis counts them) a follow-up costs: the push script (dedupe, queue, lock,
 #: metadata with the state: 5) with the check of the CRM snapshot this process kept (one HMGET of
 #: its records' versions, crm_bridge/versions.py: 1; no recovery entry: this process wrote it less
-#: than half a lock TTL ago, bot/store/conversations.py "The recovery entry"), the save script
+#: than half a lock TTL ago, bot/store/pending.py), the save script
 #: (lock check, transcript, metadata with the state and the transcript's count, notification,
 #: inbox and lock release: 7), the conversation's one timer entry re-armed (1 ``ZADD``: the
 #: ``no_answer`` timer moved; none when the earliest due time stays), the activity index (1; the filter
