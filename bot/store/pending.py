@@ -15,7 +15,7 @@ second member, ``keys.retry_member``, forgotten on its own.
 
 from __future__ import annotations
 
-#: Conversations whose last entry a process remembers (more: it forgets them all, and writes).
+#: Conversations whose last entry a process remembers (more: it forgets the old ones, or all).
 REMEMBERED = 10_000
 
 
@@ -37,8 +37,9 @@ class RecentEntries:
 
     def wrote(self, cid: str, now: float) -> None:
         """A push's ``ZADD`` of ``now + lock_ttl`` was applied."""
-        if len(self._at) >= REMEMBERED:
-            self._at.clear()
+        if len(self._at) >= REMEMBERED:  # keep the entries still in their window, if few enough
+            recent = {c: at for c, at in self._at.items() if 0 <= now - at < self.window}
+            self._at = recent if len(recent) <= REMEMBERED // 2 else {}
         self._at[cid] = now
 
     def forget(self, cid: str) -> None:
