@@ -19,6 +19,7 @@ from ..config import Config
 from ..engine import events as ev
 from ..errors import CrmTemporary
 from ..store.conversations import ConversationStore
+from ..store.keys import member_cid
 from ..store.outbox import Outbox
 from ..store.timers import DueTimer, TimerWheel
 from .applyjobs import ApplyJobs
@@ -163,20 +164,23 @@ class Worker:
         lock TTL, a failing one waits its backoff (then is parked), an idle one is forgotten."""
         store = self.s.store
         now = store.clock()
-        due = [(cid, score) for shard in range(store.shards) for cid, score in await store.pending_due(shard, now)]
-        taken = await asyncio.gather(*(self._recover_one(cid, score, now) for cid, score in due))
+        due = [(member, score) for shard in range(store.shards)
+               for member, score in await store.pending_due(shard, now)]
+        taken = await asyncio.gather(*(self._recover_one(member, score, now) for member, score in due))
         return sum(taken)
 
-    async def _recover_one(self, cid: str, score: float, now: float) -> bool:
+    async def _recover_one(self, member: str, score: float, now: float) -> bool:
+        """One due entry (a conversation id, or its ``keys.retry_member``: either stands for it)."""
         store = self.s.store
+        cid = member_cid(member)
         async with self._sem:
             try:
                 batch = await store.acquire(cid)
                 if batch is None:
-                    await store.forget_pending(cid, score)
+                    await store.forget_pending(member, score)
                     return False
                 if batch is False:  # a live processor has it: look again once its lock could expire
-                    await store.postpone_pending(cid, now + store.lock_ttl_ms / 1000)
+                    await store.postpone_pending(member, now + store.lock_ttl_ms / 1000)
                     return False
                 log.warning("conversation.recovered", extra={"cid": cid})
                 await self._queue(cid).process(batch)

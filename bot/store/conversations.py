@@ -13,9 +13,9 @@ How ordering and exactly-once handling work (one conversation, any number of pro
    one Redis the server runs on), and releases the lock only if the inbox is empty —
    otherwise it keeps the lock and ``load``s the next batch. An event pushed while another
    process works is therefore picked up by that process, never lost, never run twice.
-3. A process that dies holding the lock loses it after ``lock_ttl``; every push also records the
+3. A process that dies holding the lock loses it after ``lock_ttl``; pushes also record the
    conversation in a recovery set, from which workers take over conversations whose inbox is
-   not empty and whose lock is free.
+   not empty and whose lock is free (``pending.py``: which pushes write the entry).
 
 The state is written only under the lock (taken *before* state is read), so no update is lost.
 It lives in the metadata hash (``statefields.py``): read with the metadata, written with it.
@@ -43,6 +43,7 @@ from redis.exceptions import RedisError, ResponseError
 from . import codec, replies, statefields, transcript
 from . import keys as k
 from .clusterclient import is_cluster
+from .pending import RecentEntries
 from .resp import RespClient
 from .scripts import Lua, send_commands
 
@@ -310,6 +311,7 @@ class ConversationStore:
         self._tokens = 0
         #: The transcript's count as each lock holder's batch read it (by token), for its save.
         self._counts: dict[str, str] = {}
+        self._pended = RecentEntries(lock_ttl)  # which pushes write the recovery entry
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.ttl = ttl_days * 86400
         #: How often the TTLs are refreshed: a day, or a tenth of a shorter TTL.
@@ -359,7 +361,8 @@ class ConversationStore:
         same round trip, whose replies come back in ``PushResult.prefetched`` with a batch."""
         key = k.ConversationKey(cid)
         token = self._token()
-        now_ms = int(self.clock() * 1000)
+        now = self.clock()
+        now_ms = int(now * 1000)
         meta_args: list[str] = []
         given = meta or {}
         implied = k.id_fields(cid) if given else {}
@@ -370,11 +373,17 @@ class ConversationStore:
             meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
                 len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
-        commands = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args),
-                    ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid),
-                    *reads]
+        commands: list[Any] = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args)]
+        pend = self._pended.needed(cid, now)
+        if pend:
+            commands.append(("ZADD", k.pending_key(k.shard_of(cid, self.shards)),
+                             (now_ms + self.lock_ttl_ms) / 1000, cid))
+        commands += reads
         # A failed read only loses the prefetch (the caller reads again); the push itself happened.
-        reply, _, *prefetched = await send_commands(self.fast, commands, [self._push], check=2)
+        reply, *prefetched = await send_commands(self.fast, commands, [self._push], check=1 + pend)
+        if pend:
+            prefetched.pop(0)
+            self._pended.wrote(cid, now)
         if any(isinstance(r, ResponseError) for r in prefetched):
             prefetched = []
         if reply[0] == -1:
@@ -388,9 +397,10 @@ class ConversationStore:
     def enqueue_commands(self, cid: str, event: bytes) -> list[tuple[Any, ...]]:
         """Plain commands that queue ``event`` without dedupe or the lock, for a caller that sends
         them in its own MULTI/EXEC beside another write (the embedded CRM's changes): then
-        ``acquire``. The queue is due for recovery at once, in case nobody acquires it."""
+        ``acquire``. The queue is due for recovery at once, in case nobody acquires it (its
+        second member: the pushes' entry is left as it is)."""
         return [("RPUSH", k.ConversationKey(cid).inbox, event),
-                ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), self.clock(), cid)]
+                ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), self.clock(), k.retry_member(cid))]
 
     async def load(self, cid: str, token: str, *, reads: Sequence[Sequence[Any]] = ()) -> Batch | None:
         """The next events for a processor that still holds the lock (None if it lost it);
@@ -505,15 +515,19 @@ class ConversationStore:
         rows = await self.redis.zrangebyscore(k.pending_key(shard), "-inf", now, start=0, num=limit, withscores=True)
         return replies.scored(rows)
 
-    async def forget_pending(self, cid: str, score: float) -> None:
-        """Drop an idle conversation's recovery entry (if not pushed again since ``score``). Every
-        message's entry comes due once, a lock TTL later: on the lean client, as push and save."""
-        await self._script(self._forget_if, [k.pending_key(k.shard_of(cid, self.shards))], [cid, score])
+    def _pending_key(self, member: str) -> str:
+        return k.pending_key(k.shard_of(k.member_cid(member), self.shards))
 
-    async def postpone_pending(self, cid: str, at: float) -> None:
-        """Move a pending conversation's recovery time later (never earlier, never re-adding it),
-        so recovery's page of due conversations always moves on."""
-        await self.redis.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: at}, xx=True, gt=True)
+    async def forget_pending(self, member: str, score: float) -> None:
+        """Drop an idle conversation's recovery entry ``member`` (its id or ``keys.retry_member``)
+        if not pushed again since ``score``: on the lean client, as push and save."""
+        self._pended.forget(k.member_cid(member))
+        await self._script(self._forget_if, [self._pending_key(member)], [member, score])
+
+    async def postpone_pending(self, member: str, at: float) -> None:
+        """Move a pending entry's recovery time later (never earlier, never re-adding it), so
+        recovery's page of due conversations always moves on."""
+        await self.redis.zadd(self._pending_key(member), {member: at}, xx=True, gt=True)
 
     async def record_failure(self, cid: str, token: str, error: str, *, park_after: int) -> tuple[int, bool]:
         """A batch failed: count it, keep the error, release the lock. Below ``park_after``
@@ -524,19 +538,23 @@ class ConversationStore:
         key = k.ConversationKey(cid)
         now = self.clock()
         self._counts.pop(token, None)
+        self._pended.forget(cid)
         failures = int(await self._fail(keys=[key.lock, key.meta],
                                         args=[token, error[:300], f"{now:.3f}", park_after, self.ttl]))
         if failures < 0:  # the lock was lost meanwhile: its new holder has the conversation
             return 0, False
         pending = k.pending_key(k.shard_of(cid, self.shards))
+        pipe = self.redis.pipeline(transaction=False)
         if failures >= park_after:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zrem(pending, cid)
+            pipe.zrem(pending, cid, k.retry_member(cid))
             pipe.zadd(k.parked_key(), {cid: now})
             await pipe.execute()
             return failures, True
-        retry_in = min(self.lock_ttl_ms / 30_000 * 2.0 ** (failures - 1), self.lock_ttl_ms / 1000)
-        await self.redis.zadd(pending, {cid: now + retry_in})
+        # Retried after the backoff, not before; the pushes' entry never earlier (pending.py)
+        retry_at = now + min(self.lock_ttl_ms / 30_000 * 2.0 ** (failures - 1), self.lock_ttl_ms / 1000)
+        pipe.zadd(pending, {k.retry_member(cid): retry_at})
+        pipe.zadd(pending, {cid: retry_at}, xx=True, gt=True)
+        await pipe.execute()
         return failures, False
 
     async def set_aside(self, cid: str, token: str) -> tuple[bool, int]:
@@ -546,17 +564,19 @@ class ConversationStore:
         takes it at once."""
         key = k.ConversationKey(cid)
         self._counts.pop(token, None)
+        self._pended.forget(cid)
         parked, dropped = await self._set_aside(keys=[key.lock, key.meta, key.inbox],
                                                 args=[token, PARKED_INBOX_MAX, self.ttl])
         pending = k.pending_key(k.shard_of(cid, self.shards))
         if parked:
-            await self.redis.zrem(pending, cid)
+            await self.redis.zrem(pending, cid, k.retry_member(cid))
         else:
-            await self.redis.zadd(pending, {cid: self.clock()})
+            await self.redis.zadd(pending, {k.retry_member(cid): self.clock()})
         return bool(parked), int(dropped)
 
     async def pend(self, cid: str, at: float) -> None:
-        """Put a conversation in the recovery set (due at ``at``), as a push does."""
+        """Put a conversation in the recovery set (due at ``at``: a lock TTL from now, as a push does)."""
+        self._pended.forget(cid)
         await self.redis.zadd(k.pending_key(k.shard_of(cid, self.shards)), {cid: at})
 
     async def unpark(self, cid: str) -> bool:

@@ -119,6 +119,21 @@ def pending_key(shard: int) -> str:
     return f"{PREFIX}:pending:{shard}"
 
 
+#: Marks a recovery entry that wants the conversation looked at sooner than its pushes' entry
+#: (bot/store/pending.py); conversation ids never start with it.
+RETRY_MARK = "!"
+
+
+def retry_member(cid: str) -> str:
+    """The recovery set's second member of ``cid``: due sooner, forgotten on its own."""
+    return RETRY_MARK + cid
+
+
+def member_cid(member: str) -> str:
+    """The conversation a recovery set member stands for."""
+    return member.removeprefix(RETRY_MARK)
+
+
 def parked_key() -> str:
     """Conversations set aside after repeated processing failures (score: when)."""
     return f"{PREFIX}:parked"

@@ -14,7 +14,7 @@ from bot.runtime.worker import Worker
 from bot.server.keys import SERVICES
 from bot.server.services import open_services
 from bot.store import codec
-from bot.store.keys import ConversationKey, pending_key, shard_of
+from bot.store.keys import ConversationKey, pending_key, retry_member, shard_of
 from tests.server.conftest import ADMIN, NO_AUTOMATIONS, make_config, running
 from tests.waiting import wait_for
 
@@ -55,6 +55,7 @@ async def test_a_failing_conversation_is_parked_shown_and_retried(redis: Redis, 
         assert meta["failures"] == "3" and "not msgpack" not in meta["error"] and meta["error"]
         assert await redis.llen(ConversationKey(cid).inbox) == 1  # the event is kept
         assert await redis.zscore(pending_key(shard_of(cid, svc.store.shards)), cid) is None
+        assert await redis.zscore(pending_key(shard_of(cid, svc.store.shards)), retry_member(cid)) is None
 
         body = await (await http.get(f"/api/conversations/{cid}", headers=AUTH)).json()
         assert body["parked"] is True and body["failures"] == 3 and body["error"]
@@ -230,7 +231,7 @@ async def test_retry_races_and_outages_leave_the_conversation_with_recovery(redi
         await store.unpark(cid)
         await redis.zrem(pending_key(0), cid)  # (the push's own entry: not what is tested here)
         assert await store.set_aside(cid, again.batch.token) == (False, 0)
-        assert await redis.zscore(pending_key(0), cid) is not None
+        assert await redis.zscore(pending_key(0), retry_member(cid)) is not None  # due at once
 
         # A retry while the CRM is away: queued for recovery, no error.
         await store.redis.hset(ConversationKey(cid).meta, "parked", "1")

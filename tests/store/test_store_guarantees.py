@@ -301,20 +301,112 @@ async def test_forget_pending_removes_only_an_entry_not_newer_than_the_one_read(
     """Recovery read (cid, score), found the inbox empty, and forgets; a push in between moved
     the score later and must keep the entry, or a crash of that push's processor is never
     recovered."""
-    a, _, worker = stores
+    a, b, worker = stores
     shard = k.shard_of(CID, worker.shards)
     await a.push(CID, b"e1")
     read = T0 + LOCK_TTL
     clock.now = T0 + 5
-    await a.push(CID, b"e2")
+    await b.push(CID, b"e2")
     newer = T0 + 5 + LOCK_TTL
     await worker.forget_pending(CID, read)
     assert await redis.zscore(k.pending_key(shard), CID) == newer
     await worker.forget_pending(CID, newer)
     assert await redis.zscore(k.pending_key(shard), CID) is None
+    clock.now = newer
     await a.push(CID, b"e3")
-    await worker.forget_pending(CID, newer + 1)  # an older entry than the one read: gone
+    await worker.forget_pending(CID, newer + LOCK_TTL + 1)  # an older entry than the one read: gone
     assert await redis.zscore(k.pending_key(shard), CID) is None
+
+
+async def test_a_push_within_half_a_lock_ttl_of_its_processs_last_entry_leaves_it(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """The entry a process wrote less than half a lock TTL ago is due before the next push's
+    lock expires: that push sends no ``ZADD``. Another process's push, or half a TTL, moves it."""
+    a, b, _ = stores
+    pending = k.pending_key(k.shard_of(CID, a.shards))
+    await a.push(CID, b"e1")
+    clock.now = T0 + LOCK_TTL / 2 - 0.001
+    await a.push(CID, b"e2")
+    assert await redis.zscore(pending, CID) == T0 + LOCK_TTL  # left as it was
+    clock.now = T0 + LOCK_TTL / 2
+    await a.push(CID, b"e3")
+    assert await redis.zscore(pending, CID) == T0 + LOCK_TTL / 2 + LOCK_TTL
+    clock.now = T0 + LOCK_TTL / 2 + 1
+    await b.push(CID, b"e4")
+    assert await redis.zscore(pending, CID) == T0 + LOCK_TTL / 2 + 1 + LOCK_TTL
+    clock.now = T0 - 1  # a clock set back: the entry is written again
+    await a.push(CID, b"e5")
+    assert await redis.zscore(pending, CID) == T0 - 1 + LOCK_TTL
+
+
+async def _recover(worker: ConversationStore, clock: Clock) -> list[bytes]:
+    """``Worker.recover``'s round: the events taken over (saved as handled)."""
+    handled: list[bytes] = []
+    for member, score in await worker.pending_due(k.shard_of(CID, worker.shards), clock.now):
+        taken = await worker.acquire(k.member_cid(member))
+        if taken is None:
+            await worker.forget_pending(member, score)
+        elif taken is False:
+            await worker.postpone_pending(member, clock.now + LOCK_TTL)
+        else:
+            handled += taken.events
+            assert (await worker.save(CID, taken.token, _req(b"s", taken.events))).status == 0
+    return handled
+
+
+async def test_a_process_dying_after_a_push_that_left_the_entry_is_recovered(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """Two pushes in quick succession from one process (the second sends no ``ZADD``); it dies
+    holding the second's lock. The first's entry comes due while the lock is held (looked at
+    again a lock TTL later), then recovery takes the event over: nothing lost, nothing twice."""
+    a, _, worker = stores
+    first = await a.push(CID, b"e1", dedupe_id="m1")
+    assert first.batch is not None
+    assert (await a.save(CID, first.batch.token, _req(b"s", first.batch.events))).status == 0
+    clock.now = T0 + 5
+    second = await a.push(CID, b"e2", dedupe_id="m2")
+    assert second.batch is not None and second.batch.events == [b"e2"]  # ... and a dies holding it
+    clock.now = T0 + LOCK_TTL  # the first push's entry: due, the lock still held
+    assert await _recover(worker, clock) == []
+    clock.now = T0 + 5 + LOCK_TTL  # the lock's TTL has passed: Redis drops it
+    await redis.delete(KEY.lock)
+    assert await _recover(worker, clock) == []  # looked at again a lock TTL after the first look
+    clock.now = T0 + 2 * LOCK_TTL
+    assert await _recover(worker, clock) == [b"e2"]
+    assert await _recover(worker, clock) == []  # idle: forgotten
+    assert await worker.pending_due(k.shard_of(CID, worker.shards), clock.now + DAY) == []
+    assert (await a.push(CID, b"e2", dedupe_id="m2")).duplicate
+
+
+async def test_a_failures_backoff_never_lets_recovery_forget_an_entry_a_push_relies_on(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """A failure wants the conversation retried sooner than the pushes' entry: its own member.
+    Recovery finds it idle and forgets it while a push that relied on the pushes' entry (written
+    by its process just before) arrives; that processor dies: the pushes' entry finds it."""
+    a, b, worker = stores
+    pending = k.pending_key(k.shard_of(CID, worker.shards))
+    first = await a.push(CID, b"e1", dedupe_id="m1")  # the entry: T0 + the lock TTL
+    assert first.batch is not None
+    assert (await a.save(CID, first.batch.token, _req(b"s", first.batch.events))).status == 0
+    clock.now = T0 + 1  # a timer's event, say, reaches b, whose batch fails
+    pushed = await b.push(CID, b"t1", dedupe_id="t1")
+    assert pushed.batch is not None
+    assert await b.record_failure(CID, pushed.batch.token, "boom", park_after=5) == (1, False)
+    assert await redis.zscore(pending, CID) == T0 + 1 + LOCK_TTL  # b's push wrote it; kept
+    assert await redis.zscore(pending, k.retry_member(CID)) == T0 + 1 + LOCK_TTL / 30
+    clock.now = T0 + 2
+    assert await _recover(worker, clock) == [b"t1"]  # retried after the backoff
+    clock.now = T0 + 3
+    due = await worker.pending_due(k.shard_of(CID, worker.shards), clock.now)
+    assert due == [(k.retry_member(CID), T0 + 1 + LOCK_TTL / 30)]
+    assert await worker.acquire(CID) is None  # idle ... and before recovery forgets the entry:
+    again = await a.push(CID, b"e2", dedupe_id="m2")  # no ZADD: a wrote the entry 3 s ago
+    assert again.batch is not None  # ... and a dies holding the lock
+    await worker.forget_pending(*due[0])
+    assert await redis.zscore(pending, CID) == T0 + 1 + LOCK_TTL
+    clock.now = T0 + 3 + LOCK_TTL
+    await redis.delete(KEY.lock)
+    assert await _recover(worker, clock) == [b"e2"]
 
 
 # --- 5. the outbox queue keeps the oldest waiting time -----------------------------------------

@@ -11,7 +11,8 @@ The model holds the inbox and the lock (holder, expiry). After every step: Redis
 model's (holder and remaining TTL), every batch handed out is the inbox's head and goes to one
 processor at a time, a save or load succeeds exactly when its lock is live, the state is a
 prefix of the delivered events in order with each once, the transcript says the same, and a
-conversation with waiting events is in the recovery set for a lock TTL after its last push.
+conversation with waiting events is in the recovery set, due a lock TTL after the last push
+that wrote its entry (a process's push within half a lock TTL of its own last entry writes none).
 Every example ends by crashing whatever is held and requiring recovery to handle everything
 (see ``_drain``). Processing is ``ConversationService``'s protocol without the interpreter:
 the state is the list of events handled, so a duplicate or a lost event shows in it.
@@ -85,7 +86,10 @@ class StoreMachine(RuleBasedStateMachine):
         self.delivered: list[int] = []
         self.inbox: list[int] = []  # the model of the inbox: delivered, not yet saved as handled
         self.lock: tuple[str, float] | None = None  # the model of the lock: token, expiry time
-        self.last_push = T0
+        #: The model of the recovery entry's score (None: no entry), and when each process last
+        #: wrote it (a push of that process within half a lock TTL leaves it).
+        self.pending: float | None = None
+        self.wrote: dict[str, float] = {}
         self.held: list[tuple[str, Batch]] = []  # batches taken and not yet saved or abandoned
         self.saved: list[tuple[str, Batch]] = []  # saved, lock kept: the next batch to load
         self.scanned: list[tuple[str, float]] = []  # recovery read these, has not acquired yet
@@ -132,7 +136,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert not result.duplicate
         self.delivered.append(n)
         self.inbox.append(n)
-        self.last_push = self.clock.now
+        self._pushed(via)
         if result.batch is not None:
             self._took(result.batch)
             self.held.append((via, result.batch))
@@ -145,7 +149,18 @@ class StoreMachine(RuleBasedStateMachine):
         n = self.delivered[pick % len(self.delivered)]
         result = self.run(self.stores[via].push(CID, str(n).encode(), dedupe_id=f"m{n}"))
         assert result.duplicate and result.batch is None, f"event {n} accepted twice"
-        self.last_push = self.clock.now  # a duplicate moves the recovery time too
+        self._pushed(via)  # a duplicate moves the recovery time too
+
+    def _pushed(self, via: str) -> None:
+        """The model of a push's recovery entry: written unless ``via`` wrote it < half a TTL ago."""
+        wrote = self.wrote.get(via)
+        if wrote is None or not 0 <= self.clock.now - wrote < LOCK_TTL / 2:
+            self.pending, self.wrote[via] = self.clock.now + LOCK_TTL, self.clock.now
+
+    async def _forget(self, cid: str, score: float) -> None:
+        await self.stores["worker"].forget_pending(cid, score)
+        if self.pending is not None and self.pending <= score:
+            self.pending = None
 
     # --- processing -----------------------------------------------------------------------
 
@@ -267,7 +282,7 @@ class StoreMachine(RuleBasedStateMachine):
     def recover_scan(self) -> None:
         self.scanned = self.run(self.stores["worker"].pending_due(self.shard, self.clock.now))
         if self.scanned:
-            assert self.clock.now >= self.last_push + LOCK_TTL, "recovery looked too early"
+            assert self.pending is not None and self.clock.now >= self.pending, "recovery looked too early"
 
     @precondition(lambda self: self.scanned)
     @rule()
@@ -304,7 +319,7 @@ class StoreMachine(RuleBasedStateMachine):
             await self._acquire(cid, score)
             if self.idle:
                 await self._deliver(via)
-                await worker.forget_pending(*self.idle.pop())
+                await self._forget(*self.idle.pop())
 
     @rule()
     def recover_round(self) -> None:
@@ -315,17 +330,17 @@ class StoreMachine(RuleBasedStateMachine):
         worker = self.stores["worker"]
         due = await worker.pending_due(self.shard, self.clock.now)
         if due:
-            assert self.clock.now >= self.last_push + LOCK_TTL, "recovery looked too early"
+            assert self.pending is not None and self.clock.now >= self.pending, "recovery looked too early"
         for cid, score in due:
             await self._acquire(cid, score)
             while self.idle:
-                await worker.forget_pending(*self.idle.pop(0))
+                await self._forget(*self.idle.pop(0))
 
     @precondition(lambda self: self.idle)
     @rule()
     def recover_forget(self) -> None:
         cid, score = self.idle.pop(0)
-        self.run(self.stores["worker"].forget_pending(cid, score))
+        self.run(self._forget(cid, score))
 
     # --- the promise --------------------------------------------------------------------------
 
@@ -339,10 +354,11 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def waiting_events_can_be_recovered(self) -> None:
         """Nothing lost: while events wait, recovery will look at the conversation, a lock
-        TTL after the last push."""
+        TTL after the last push that wrote the entry (the model's)."""
+        score = self.run(self.redis.zscore(k.pending_key(self.shard), CID))
+        assert score == self.pending, (score, self.pending)
         if self.inbox:
-            score = self.run(self.redis.zscore(k.pending_key(self.shard), CID))
-            assert score == self.last_push + LOCK_TTL, (score, self.last_push)
+            assert score is not None, "events wait with no recovery entry"
 
     @invariant()
     def handled_once_in_order(self) -> None:
@@ -365,7 +381,7 @@ class StoreMachine(RuleBasedStateMachine):
         for n in self.delivered:
             again = await self.stores["p1"].push(CID, str(n).encode(), dedupe_id=f"m{n}")
             assert again.duplicate, f"event {n} accepted twice after {self.clock.now - T0} s"
-        self.last_push = self.clock.now  # duplicates move the recovery time too
+            self._pushed("p1")  # duplicates move the recovery time too
         await self._recover_all()
         await self._time_passes(LOCK_TTL + 5)
         await self._race("p1")
@@ -401,7 +417,7 @@ class StoreMachine(RuleBasedStateMachine):
             for cid, score in await worker.pending_due(self.shard, self.clock.now):
                 taken = await worker.acquire(cid)
                 if taken is None:
-                    await worker.forget_pending(cid, score)
+                    await self._forget(cid, score)
                 elif isinstance(taken, Batch):
                     self._took(taken)
                     batch: Batch | None = taken
