@@ -13,9 +13,8 @@ How ordering and exactly-once handling work (one conversation, any number of pro
    one Redis the server runs on), and releases the lock only if the inbox is empty —
    otherwise it keeps the lock and ``load``s the next batch. An event pushed while another
    process works is therefore picked up by that process, never lost, never run twice.
-3. A process that dies holding the lock loses it after ``lock_ttl``; pushes also record the
-   conversation in a recovery set, from which workers take over conversations whose inbox is
-   not empty and whose lock is free (``pending.py``: which pushes write the entry).
+3. A process that dies holding the lock loses it after ``lock_ttl``; pushes also record the conversation in a
+   recovery set (``pending.py``), whence workers take over those with events waiting and the lock free.
 
 The state is written only under the lock (taken *before* state is read), so no update is lost.
 It lives in the metadata hash (``statefields.py``): read with the metadata, written with it.
@@ -384,6 +383,8 @@ class ConversationStore:
         if pend:
             prefetched.pop(0)
             self._pended.wrote(cid, now)
+        elif self._pended.late(cid, answered := self.clock()):  # it may have landed once the entry was gone
+            await self.redis.zadd(self._pending_key(cid), {cid: answered + self.lock_ttl_ms / 1000}, gt=True)
         if any(isinstance(r, ResponseError) for r in prefetched):
             prefetched = []
         if reply[0] == -1:

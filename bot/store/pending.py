@@ -35,6 +35,17 @@ class RecentEntries:
         self._at.pop(cid, None)
         return True
 
+    def late(self, cid: str, now: float) -> bool:
+        """Whether a push that left the entry (``needed`` said no) came back at ``now`` so late
+        that it may have reached Redis after the entry came due and recovery forgot it (its
+        process's loop stalled, its connection was made again): then it writes the entry after
+        all. A push answered within half a lock TTL of the entry's write landed before it was due."""
+        at = self._at.get(cid)
+        if at is not None and 0 <= now - at < self.window:
+            return False
+        self._at.pop(cid, None)  # written now: the next push writes its own
+        return True
+
     def wrote(self, cid: str, now: float) -> None:
         """A push's ``ZADD`` of ``now + lock_ttl`` was applied."""
         if len(self._at) >= REMEMBERED:  # keep the entries still in their window, if few enough

@@ -10,8 +10,9 @@ deleting or shortening the lock key, never by sleeping.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -376,6 +377,42 @@ async def test_a_process_dying_after_a_push_that_left_the_entry_is_recovered(
     assert await _recover(worker, clock) == []  # idle: forgotten
     assert await worker.pending_due(k.shard_of(CID, worker.shards), clock.now + DAY) == []
     assert (await a.push(CID, b"e2", dedupe_id="m2")).duplicate
+
+
+async def test_a_push_that_left_the_entry_and_came_back_late_writes_it_after_all(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """A push decides to leave the entry (its process wrote it 5 s before), then reaches Redis
+    only after the entry came due and recovery forgot it (a stalled loop, a reconnect). Seeing
+    its answer come back that late, it writes the entry itself: its process dying holding the
+    lock still has its event recovered."""
+    a, _, worker = stores
+    pending = k.pending_key(k.shard_of(CID, a.shards))
+    first = await a.push(CID, b"e1", dedupe_id="m1")  # the entry: T0 + the lock TTL
+    assert first.batch is not None
+    assert (await a.save(CID, first.batch.token, _req(b"s", first.batch.events))).status == 0
+    reached, go = asyncio.Event(), asyncio.Event()
+    send = a.fast.send
+
+    async def stalled(commands: Any) -> Any:
+        reached.set()
+        await go.wait()
+        return await send(commands)
+
+    a.fast.send = stalled  # type: ignore[method-assign]
+    clock.now = T0 + 5  # a's push leaves the entry: a wrote it 5 s ago
+    late = asyncio.create_task(a.push(CID, b"e2", dedupe_id="m2"))
+    await reached.wait()
+    clock.now = T0 + LOCK_TTL + 1  # still not in Redis when the entry is due: idle, forgotten
+    assert await _recover(worker, clock) == []
+    assert await redis.zscore(pending, CID) is None
+    go.set()
+    pushed = await late
+    a.fast.send = send  # type: ignore[method-assign]
+    assert pushed.batch is not None  # ... and a dies holding the lock
+    assert await redis.zscore(pending, CID) == T0 + 2 * LOCK_TTL + 1
+    clock.now = T0 + 2 * LOCK_TTL + 1
+    await redis.delete(KEY.lock)  # its TTL has passed
+    assert await _recover(worker, clock) == [b"e2"]
 
 
 async def test_a_failures_backoff_never_lets_recovery_forget_an_entry_a_push_relies_on(
