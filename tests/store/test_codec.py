@@ -102,3 +102,22 @@ def test_a_field_the_encoder_does_not_know_stops_the_import(monkeypatch: pytest.
     monkeypatch.setitem(codec._STATE_FIELDS, Wait, ("kind", "step"))
     with pytest.raises(RuntimeError, match="encodes Wait"):
         codec._check_fields()
+
+
+@given(JSON)
+def test_pack_writes_what_packb_writes_after_a_failure_and_in_other_threads(value: Any) -> None:
+    """``pack`` keeps a packer per thread (issue 14: CPU): its bytes are ``packb``'s, a value that
+    failed half-way leaves nothing behind, and another thread's packer is its own."""
+    import threading
+
+    import msgpack
+
+    expected = msgpack.packb(value, use_bin_type=True)
+    with pytest.raises(TypeError):
+        codec.pack(["half", "way", object()])
+    assert codec.pack(value) == expected
+    seen: list[bytes] = []
+    thread = threading.Thread(target=lambda: seen.append(codec.pack(value)))
+    thread.start()
+    thread.join()
+    assert seen == [expected]
