@@ -34,17 +34,17 @@ ID_FIELDS = ("channel", "account", "external_id")
 def id_fields(cid: str) -> dict[str, str]:
     """``ID_FIELDS`` as ``conversation_id`` made ``cid`` of them ({} for another kind of id, such
     as a lead's queue ``lead:<id>``): not stored in the metadata hash, filled in when it is read."""
-    values = _id_values(cid)
-    return dict(zip(ID_FIELDS, values, strict=True)) if values is not None else {}
+    fields = _id_fields(cid)
+    return dict(fields) if fields is not None else {}  # a copy: callers add to it
 
 
 @functools.lru_cache(maxsize=_IDS_CACHED)
-def _id_values(cid: str) -> tuple[str, ...] | None:
+def _id_fields(cid: str) -> dict[str, str] | None:
     parts = cid.split(":")
     if len(parts) != len(ID_FIELDS):
         return None
-    values = tuple(unquote(p) for p in parts)
-    return values if conversation_id(*values) == cid else None
+    values = [unquote(p) for p in parts]
+    return dict(zip(ID_FIELDS, values, strict=True)) if conversation_id(*values) == cid else None
 
 
 def shard_of(cid: str, shards: int) -> int:
