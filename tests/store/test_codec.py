@@ -97,6 +97,16 @@ def test_a_state_is_written_as_its_dict_would_be(state: ConversationState) -> No
     assert codec.decode_state(codec.encode_state(state)).to_dict() == state.to_dict()
 
 
+@given(st.builds(ConversationState, id=st.text(max_size=5), origin=st.none() | st.text(max_size=3),
+                 owner_user=st.none() | st.text(max_size=3), run=RUNS, last_message=MAPS,
+                 seq=st.integers(0, 99), turn_steps=st.integers(0, 9), crm=MAPS))
+def test_a_compact_state_is_read_as_its_dict_would_be(state: ConversationState) -> None:
+    """``decode_state`` builds a compact state straight from its maps: the state ``from_dict``
+    makes of the blob's maps renamed (``unpack``), field for field."""
+    blob = codec.encode_state(state)
+    assert codec.decode_state(blob) == ConversationState.from_dict(codec.unpack(blob))
+
+
 def test_a_field_the_encoder_does_not_know_stops_the_import(monkeypatch: pytest.MonkeyPatch) -> None:
     """A field added to the state and not to ``_compact_state`` would go unsaved: refused at import."""
     monkeypatch.setitem(codec._STATE_FIELDS, Wait, ("kind", "step"))
