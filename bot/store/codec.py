@@ -90,6 +90,12 @@ _STR_KEYS = frozenset({str})
 _NAME_OF = dict(enumerate(_NAMES))
 
 
+#: The maps the engine builds come with a few sets of keys (an entry of each kind, a button, the
+#: CRM ids…): each set's indexes, in its order, by the keys (which are strings: a set with another
+#: key is written plain and not kept here), at most ``_KEY_SETS_MAX`` of them (then forgotten).
+_KEY_INDEXES: dict[tuple[str, ...], tuple[int | str, ...]] = {}
+_KEY_SETS_MAX = 512
+
 #: A shape compiled for ``_shrink``: (the name's index, a list of maps?, the inner plan) per nested map.
 Plan = tuple[tuple[int, bool, "Plan"], ...]
 
@@ -101,11 +107,18 @@ def _compile(shape: Shape) -> Plan:
 
 def _shrink(value: dict[str, Any], plan: Plan) -> dict[Any, Any]:
     """``value`` with its keys (and its nested engine maps' keys) written as indexes (per message:
-    the shape is compiled once, ``_PLANS``)."""
-    if not set(map(type, value)) <= _STR_KEYS:
-        raise _PlainKey
-    index = _INDEX.get
-    out: dict[Any, Any] = {index(key, key): item for key, item in value.items()}
+    the shape is compiled once, ``_PLANS``, and the indexes of a set of keys looked up once,
+    ``_KEY_INDEXES``)."""
+    names = tuple(value)
+    indexes = _KEY_INDEXES.get(names)
+    if indexes is None:
+        if not set(map(type, names)) <= _STR_KEYS:
+            raise _PlainKey
+        if len(_KEY_INDEXES) >= _KEY_SETS_MAX:
+            _KEY_INDEXES.clear()
+        index = _INDEX.get
+        indexes = _KEY_INDEXES[names] = tuple([index(key, key) for key in names])
+    out: dict[Any, Any] = dict(zip(indexes, value.values(), strict=False))  # as long: made of its keys
     for i, many, inner in plan:
         item = out.get(i)
         if item is None:

@@ -131,3 +131,17 @@ def test_pack_writes_what_packb_writes_after_a_failure_and_in_other_threads(valu
     thread.start()
     thread.join()
     assert seen == [expected]
+
+
+def test_the_key_sets_remembered_are_bounded_and_change_no_byte() -> None:
+    """``_shrink`` remembers each set of keys' indexes (issue 14: CPU), at most ``_KEY_SETS_MAX``:
+    an entry writes the same bytes the first time, from memory, and once the memory was emptied."""
+    entry = {"role": "bot", "text": "hi", "buttons": [{"title": "a", "payload": "p"}], "x": 1}
+    first = codec.pack_entry(entry)
+    assert codec.pack_entry(entry) == first
+    for i in range(codec._KEY_SETS_MAX + 1):
+        codec.pack_entry({"role": "bot", f"k{i}": i})
+    assert len(codec._KEY_INDEXES) <= codec._KEY_SETS_MAX
+    assert codec.pack_entry(entry) == first
+    assert codec.unpack(first) == entry
+    assert codec.unpack(codec.pack_entry({"role": "bot", 1: "one"})) == {"role": "bot", 1: "one"}  # written plain
