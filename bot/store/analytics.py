@@ -20,6 +20,7 @@ Each key expires ``retention_days`` after the first write of each process that w
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,8 +37,10 @@ RETENTION_DAYS = 400
 _TTL_SET_MAX = 10_000
 
 
+@functools.lru_cache(maxsize=1024)
 def day_text(day: int) -> str:
-    """``2026-12-06`` for a day number (days since 1970-01-01)."""
+    """``2026-12-06`` for a day number (days since 1970-01-01); remembered: every save that
+    counts names its day's key."""
     return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
 
 

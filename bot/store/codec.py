@@ -13,6 +13,7 @@ its end (an index, once written, names its key for ever).
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 import msgpack
@@ -29,7 +30,18 @@ _EVENT_TYPES: dict[str, type] = {
 
 
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True, default=_default)  # type: ignore[no-any-return]
+    """``msgpack.packb(value, use_bin_type=True, default=_default)``, the same bytes, with this
+    thread's ``Packer``: ``packb`` makes a new one, and its 256 KiB buffer, for every value (a
+    message packs five or six: issue 14 aim 1). One per thread: a packer's buffer is not shared."""
+    try:
+        packer = _PACKERS.packer
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True, default=_default)
+    return packer.pack(value)  # type: ignore[no-any-return]
+
+
+#: Each thread's packer (``pack``); it resets its buffer after each value, and after an error.
+_PACKERS = threading.local()
 
 
 def unpack(data: bytes) -> Any:
@@ -63,8 +75,9 @@ Shape = dict[str, "Shape | list[Shape]"]
 _ITEMS: Shape = {}
 _ENTRY_SHAPE: Shape = {"buttons": [_ITEMS], "attachments": [_ITEMS],
                        "list": {"sections": [{"rows": [_ITEMS]}]}}
-_STATE_SHAPE: Shape = {"run": {"wait": {}, "callers": [_ITEMS]}, "crm": {},
-                       "last_message": {"attachments": [_ITEMS]}}
+_LAST_MESSAGE_SHAPE: Shape = {"attachments": [_ITEMS]}
+#: (``_state_from_compact`` reads the state's maps by this shape: a change here changes it too.)
+_STATE_SHAPE: Shape = {"run": {"wait": {}, "callers": [_ITEMS]}, "crm": {}, "last_message": _LAST_MESSAGE_SHAPE}
 _STATE, _ENTRY = b"s", b"e"
 _SHAPES = {_STATE: _STATE_SHAPE, _ENTRY: _ENTRY_SHAPE}
 
@@ -77,6 +90,12 @@ _STR_KEYS = frozenset({str})
 _NAME_OF = dict(enumerate(_NAMES))
 
 
+#: The maps the engine builds come with a few sets of keys (an entry of each kind, a button, the
+#: CRM ids…): each set's indexes, in its order, by the keys (which are strings: a set with another
+#: key is written plain and not kept here), at most ``_KEY_SETS_MAX`` of them (then forgotten).
+_KEY_INDEXES: dict[tuple[str, ...], tuple[int | str, ...]] = {}
+_KEY_SETS_MAX = 512
+
 #: A shape compiled for ``_shrink``: (the name's index, a list of maps?, the inner plan) per nested map.
 Plan = tuple[tuple[int, bool, "Plan"], ...]
 
@@ -88,11 +107,18 @@ def _compile(shape: Shape) -> Plan:
 
 def _shrink(value: dict[str, Any], plan: Plan) -> dict[Any, Any]:
     """``value`` with its keys (and its nested engine maps' keys) written as indexes (per message:
-    the shape is compiled once, ``_PLANS``)."""
-    if not set(map(type, value)) <= _STR_KEYS:
-        raise _PlainKey
-    index = _INDEX.get
-    out: dict[Any, Any] = {index(key, key): item for key, item in value.items()}
+    the shape is compiled once, ``_PLANS``, and the indexes of a set of keys looked up once,
+    ``_KEY_INDEXES``)."""
+    names = tuple(value)
+    indexes = _KEY_INDEXES.get(names)
+    if indexes is None:
+        if not set(map(type, names)) <= _STR_KEYS:
+            raise _PlainKey
+        if len(_KEY_INDEXES) >= _KEY_SETS_MAX:
+            _KEY_INDEXES.clear()
+        index = _INDEX.get
+        indexes = _KEY_INDEXES[names] = tuple([index(key, key) for key in names])
+    out: dict[Any, Any] = dict(zip(indexes, value.values(), strict=False))  # as long: made of its keys
     for i, many, inner in plan:
         item = out.get(i)
         if item is None:
@@ -174,7 +200,7 @@ def encode_state(state: ConversationState) -> bytes:
 
 
 _STATE_PREFIX = COMPACT + _STATE
-_LAST_MESSAGE_PLAN = _compile({"attachments": [_ITEMS]})
+_LAST_MESSAGE_PLAN = _compile(_LAST_MESSAGE_SHAPE)
 _NO_PLAN: Plan = ()
 (_V, _ID, _CHANNEL, _ACCOUNT, _ORIGIN, _OWNER, _OWNER_USER, _CHAT_STATUS, _RUN, _LAST_MESSAGE, _SEQ, _TURN_STEPS,
  _CRM, _BOT, _VERSION, _STEP, _STATUS, _VARS, _JSON, _LVR, _WAIT, _AI, _CALLERS, _ERROR, _NEXT, _KIND, _TIMERS,
@@ -237,7 +263,52 @@ def _compact_state(s: ConversationState) -> dict[int | str, Any]:
 
 
 def decode_state(data: bytes) -> ConversationState:
+    """``ConversationState.from_dict(unpack(data))``, the same state; a compact one is built
+    straight from its maps by their keys' indexes rather than renamed first (the renaming walk
+    was most of a decode: a timer's fire in a process that did not save the state, issue 14)."""
+    if data[:2] == _STATE_PREFIX:
+        return _state_from_compact(msgpack.unpackb(data[2:], raw=False, strict_map_key=False))
     return ConversationState.from_dict(unpack(data))
+
+
+def _state_from_compact(d: dict[Any, Any]) -> ConversationState:
+    """``ConversationState.from_dict(_grow(d, _STATE_SHAPE))`` without the dict of names."""
+    get = d.get
+    sid, run, last, crm = d[_ID], get(_RUN), get(_LAST_MESSAGE), get(_CRM)
+    return ConversationState(
+        sid, get(_CHANNEL, "livechat"), get(_ACCOUNT, "default"), get(_ORIGIN), get(_OWNER, "bot"),
+        get(_OWNER_USER), get(_CHAT_STATUS, "unanswered"), _run_from_compact(run) if run else None,
+        _grow(last, _LAST_MESSAGE_SHAPE) if isinstance(last, dict) else last, get(_SEQ, 0), get(_TURN_STEPS, 0),
+        _grow(crm, _ITEMS) if isinstance(crm, dict) else crm,
+        {(t if ":" in t else f"{sid}:{t}"): float(at) for t, at in (get("tm") or {}).items()})
+
+
+def _run_from_compact(r: dict[Any, Any]) -> Run:
+    """``Run.from_dict`` of the run's map grown by ``_STATE_SHAPE`` (its wait, its callers)."""
+    get = r.get
+    w, callers = get(_WAIT), get(_CALLERS)
+    if isinstance(callers, (list, tuple)):
+        callers = [_frame_from_compact(f) if isinstance(f, dict) else Frame.from_dict(f) for f in callers]
+    else:
+        callers = [Frame.from_dict(f) for f in callers or ()]
+    return Run(
+        r[_ID], r[_BOT], r[_VERSION], get(_STEP), get(_STATUS, "running"), dict(get(_VARS) or {}), get(_JSON),
+        get(_LVR), (_wait_from_compact(w) if isinstance(w, dict) else Wait.from_dict(w)) if w else None,
+        get(_AI, 0), callers, get(_ERROR),
+        tuple((str(x[0]), str(x[1]), str(x[2]), int(x[3]), str(x[4])) for x in get("sp") or ()),
+        tuple(str(g) for g in get("gl") or ()),
+    )
+
+
+def _wait_from_compact(w: dict[Any, Any]) -> Wait:
+    get = w.get
+    return Wait(w[_KIND], w[_STEP], dict(get(_TIMERS) or {}), tuple(get(_ON) or ()), get(_TOKEN), get(_REQUEST),
+                get(_UNTIL), tuple(get(_HELD) or ()), get(_WIDGET_JSON))
+
+
+def _frame_from_compact(f: dict[Any, Any]) -> Frame:
+    get = f.get
+    return Frame(f[_BOT], f[_VERSION], f[_NEXT], f[_VARS], get(_JSON), get(_LVR))
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}

@@ -181,20 +181,25 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
     if preview is not None:
         new["preview_role"], new["preview"] = preview
     listed = activity is not None or bool(old.get("activity"))  # in sb:idx:activity (the unfiltered list)
-    old_keys = filter_keys(old) if old.get("status") else set()  # what the previous save indexed
-    new_keys = filter_keys(merged) if listed else set()
+    removed: list[str] = []
+    added: list[str] = []
+    if not (listed and old.get("status") and merged.get("status") == old.get("status")
+            and merged.get("channel") == old.get("channel") and merged.get("bot") == old.get("bot")
+            and merged.get("chat_status") == old.get("chat_status")):  # else the sets ``filter_keys`` reads stay
+        old_keys = filter_keys(old) if old.get("status") else set()  # what the previous save indexed
+        new_keys = filter_keys(merged) if listed else set()
+        removed = sorted(old_keys - new_keys)
+        added = sorted(new_keys - old_keys)  # the order is the activity index's: no re-scoring
     old_src = old.get("ix_src", "")
     new_src = term_source(merged)
+    gone: list[str] = []
+    fresh: list[str] = []
     if new_src != old_src:  # the name, phone or e-mail changed: re-index the search terms
         old_terms = terms(*_split_source(old_src)) if old_src else set()
         new_terms = terms(*_split_source(new_src))
         new["ix_src"] = new_src
-    else:
-        old_terms = new_terms = set()
-    removed = sorted(old_keys - new_keys)
-    added = sorted(new_keys - old_keys)  # the order is the activity index's: no re-scoring
-    gone = sorted(old_terms - new_terms)
-    fresh = sorted(new_terms - old_terms)
+        gone = sorted(old_terms - new_terms)
+        fresh = sorted(new_terms - old_terms)
     notify = not logged and (state_changed or any(old.get(f, "") != merged.get(f, "") for f in WATCHED))
     if not (removed or added or gone or fresh or notify):
         return

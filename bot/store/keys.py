@@ -5,6 +5,7 @@ recovery shards, outbound queues, indexes) are written in the same pipeline, nev
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from dataclasses import dataclass
@@ -14,8 +15,12 @@ PREFIX = "sb"
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9@._\-+=~]*")
+#: Conversations whose ids are remembered: every message names its conversation two or three
+#: times (the channel, the push, the metadata read back), each time with three regex matches.
+_IDS_CACHED = 4096
 
 
+@functools.lru_cache(maxsize=_IDS_CACHED, typed=True)
 def conversation_id(channel: str, account: str, external_id: str) -> str:
     """A stable, readable id: ``livechat:demo:3f2a…``; braces are escaped (they delimit hash tags)."""
     return ":".join(part if _PLAIN.fullmatch(part) else quote(part, safe="@._-+=")
@@ -29,13 +34,17 @@ ID_FIELDS = ("channel", "account", "external_id")
 def id_fields(cid: str) -> dict[str, str]:
     """``ID_FIELDS`` as ``conversation_id`` made ``cid`` of them ({} for another kind of id, such
     as a lead's queue ``lead:<id>``): not stored in the metadata hash, filled in when it is read."""
+    fields = _id_fields(cid)
+    return dict(fields) if fields is not None else {}  # a copy: callers add to it
+
+
+@functools.lru_cache(maxsize=_IDS_CACHED)
+def _id_fields(cid: str) -> dict[str, str] | None:
     parts = cid.split(":")
     if len(parts) != len(ID_FIELDS):
-        return {}
+        return None
     values = [unquote(p) for p in parts]
-    if conversation_id(*values) != cid:
-        return {}
-    return dict(zip(ID_FIELDS, values, strict=True))
+    return dict(zip(ID_FIELDS, values, strict=True)) if conversation_id(*values) == cid else None
 
 
 def shard_of(cid: str, shards: int) -> int:

@@ -97,8 +97,51 @@ def test_a_state_is_written_as_its_dict_would_be(state: ConversationState) -> No
     assert codec.decode_state(codec.encode_state(state)).to_dict() == state.to_dict()
 
 
+@given(st.builds(ConversationState, id=st.text(max_size=5), origin=st.none() | st.text(max_size=3),
+                 owner_user=st.none() | st.text(max_size=3), run=RUNS, last_message=MAPS,
+                 seq=st.integers(0, 99), turn_steps=st.integers(0, 9), crm=MAPS))
+def test_a_compact_state_is_read_as_its_dict_would_be(state: ConversationState) -> None:
+    """``decode_state`` builds a compact state straight from its maps: the state ``from_dict``
+    makes of the blob's maps renamed (``unpack``), field for field."""
+    blob = codec.encode_state(state)
+    assert codec.decode_state(blob) == ConversationState.from_dict(codec.unpack(blob))
+
+
 def test_a_field_the_encoder_does_not_know_stops_the_import(monkeypatch: pytest.MonkeyPatch) -> None:
     """A field added to the state and not to ``_compact_state`` would go unsaved: refused at import."""
     monkeypatch.setitem(codec._STATE_FIELDS, Wait, ("kind", "step"))
     with pytest.raises(RuntimeError, match="encodes Wait"):
         codec._check_fields()
+
+
+@given(JSON)
+def test_pack_writes_what_packb_writes_after_a_failure_and_in_other_threads(value: Any) -> None:
+    """``pack`` keeps a packer per thread (issue 14: CPU): its bytes are ``packb``'s, a value that
+    failed half-way leaves nothing behind, and another thread's packer is its own."""
+    import threading
+
+    import msgpack
+
+    expected = msgpack.packb(value, use_bin_type=True)
+    with pytest.raises(TypeError):
+        codec.pack(["half", "way", object()])
+    assert codec.pack(value) == expected
+    seen: list[bytes] = []
+    thread = threading.Thread(target=lambda: seen.append(codec.pack(value)))
+    thread.start()
+    thread.join()
+    assert seen == [expected]
+
+
+def test_the_key_sets_remembered_are_bounded_and_change_no_byte() -> None:
+    """``_shrink`` remembers each set of keys' indexes (issue 14: CPU), at most ``_KEY_SETS_MAX``:
+    an entry writes the same bytes the first time, from memory, and once the memory was emptied."""
+    entry = {"role": "bot", "text": "hi", "buttons": [{"title": "a", "payload": "p"}], "x": 1}
+    first = codec.pack_entry(entry)
+    assert codec.pack_entry(entry) == first
+    for i in range(codec._KEY_SETS_MAX + 1):
+        codec.pack_entry({"role": "bot", f"k{i}": i})
+    assert len(codec._KEY_INDEXES) <= codec._KEY_SETS_MAX
+    assert codec.pack_entry(entry) == first
+    assert codec.unpack(first) == entry
+    assert codec.unpack(codec.pack_entry({"role": "bot", 1: "one"})) == {"role": "bot", 1: "one"}  # written plain

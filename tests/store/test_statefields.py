@@ -37,6 +37,20 @@ def test_fields_split_round_trip(state: bytes) -> None:
     assert meta == {"step": "ask"} and back == state
 
 
+@given(st.binary(max_size=statefields.INLINE_MAX),
+       st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=5), st.booleans())
+def test_a_flat_reply_reads_as_its_map(state: bytes, meta: dict[str, str], implied: bool) -> None:
+    """``split_flat``'s one pass over a script's reply reads what ``split`` reads of it as a map."""
+    flat: list[bytes] = []
+    for name, value in [*meta.items(), *((("~i", "1"),) if implied else ()),
+                        *zip(*[iter(statefields.fields(state) or [])] * 2, strict=True)]:
+        flat += [n.encode() if isinstance(n, str) else n for n in (name, value)]
+    cid = "livechat:demo:s1"
+    expected = statefields.split(dict(zip(flat[::2], flat[1::2], strict=True)), cid)
+    assert statefields.split_flat(flat, cid) == expected
+    assert list(statefields.split_flat(flat, cid)[0]) == list(expected[0])
+
+
 def test_a_long_state_is_not_split() -> None:
     assert statefields.fields(b"x" * (statefields.INLINE_MAX + 1)) is None
 
