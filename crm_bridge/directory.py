@@ -21,10 +21,12 @@ from redis.exceptions import WatchError
 from bot.errors import CrmRejected
 from bot.store.clusterclient import is_cluster
 
+from . import joined
 from .card import CARD_FIELDS, card_of, card_value
 from .changes import Change, lead_changes
 from .codec import pack_record, text, unpack
 from .indexes import (
+    LEADS_OF,
     SEARCH_CANDIDATES,
     CrmIndexes,
     T,
@@ -58,9 +60,14 @@ LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fie
                        "tags_add", "tags_remove", "contacts"})
 #: Stages whose leads are closed: an order or an event goes to a newer, open lead.
 CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
-#: Milliseconds a contact's lead claim (``open_lead``) lives: longer than any caller's read of the
-#: contact's leads before it watches the claim (a claim only has to change when a lead is made).
+#: Milliseconds a contact's lead claim (``open_lead``) lives. On one Redis the claim's SET itself
+#: aborts the transactions of the callers that WATCH it, so any life would do; on a Redis Cluster
+#: (SET NX, no WATCH) it must outlive any caller's read of the contact's leads before its SET NX and
+#: the claimer's write of the lead after it.
 LEAD_CLAIM_MS = 60_000
+#: Milliseconds after which a cluster claim whose lead still does not exist is taken for a claimer
+#: that failed or died between its SET NX and its write: a loser drops it and claims anew.
+LEAD_CLAIM_STALE_MS = 5_000
 #: Tries of ``open_lead`` when other callers made the contact's lead meanwhile (one retry reads it).
 LEAD_CLAIM_TRIES = 8
 
@@ -74,6 +81,11 @@ return 0
 
 def _is_open(lead: Mapping[str, Any]) -> bool:
     return str(lead.get("stage", "")).casefold() not in CLOSED_STAGES
+
+
+def _newest_open(leads: Iterable[Mapping[str, Any]]) -> str | None:
+    open_ids = [str(lead["id"]) for lead in leads if _is_open(lead)]
+    return max(open_ids, key=int) if open_ids else None
 
 
 def record_key(kind: str, rid: str) -> str:
@@ -456,22 +468,33 @@ class CrmDirectory:
 
     async def open_lead(self, cid: str) -> str:
         """The contact's newest open lead (not in a won/lost stage), else a new one in the first
-        stage. Callers at once (two first orders of a customer) get one lead: a new lead is written
-        in one MULTI/EXEC with the contact's claim key, which every caller WATCHes before it reads
-        the leads; a caller whose claim changed meanwhile reads again and finds that lead.
+        stage. The common case (an open lead) is one read without WATCH. Callers at once (two first
+        orders of a customer) get one new lead: it is written in one MULTI/EXEC with the contact's
+        claim key, which every caller WATCHes and then reads the leads again on that same watched
+        connection (one pooled connection per caller: callers at once never wait on each other
+        for a second one); a caller whose claim changed meanwhile reads again and finds that lead.
         A Redis Cluster (no WATCH across slots) claims with SET NX first, then writes: a caller
         that loses reads the claim's lead id, whose record may be a moment behind (a claim whose
-        lead has closed since is dropped and claimed anew)."""
+        lead has closed since, or whose lead is still missing after ``LEAD_CLAIM_STALE_MS``, is
+        dropped and claimed anew)."""
         claim = f"sb:crm:lead_claim:{cid}"
         if is_cluster(self.redis):
             return await self._open_lead_cluster(cid, claim)
         for _ in range(LEAD_CLAIM_TRIES):
+            newest = await self._newest_open_lead(cid)
+            if newest is not None:
+                return newest
+            record = await self._new_lead({}, cid)  # its id is taken before the watch: one connection
             async with self.redis.pipeline(transaction=True) as pipe:
                 await pipe.watch(claim)
-                newest = await self._newest_open_lead(cid)
+                # After WATCH the pipeline runs commands at once, on its own connection.
+                line = (await pipe.hmget(LEADS_OF, [cid]))[0]
+                lead_ids = joined.members(line, ",")
+                leads = [unpack(raw) for raw in (await pipe.mget(
+                    [record_key("lead", lid) for lid in lead_ids]) if lead_ids else []) if raw]
+                newest = _newest_open(leads)
                 if newest is not None:
                     return newest
-                record = await self._new_lead({}, cid)
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.set(claim, record["id"], px=LEAD_CLAIM_MS)
                 changes = lead_changes(None, record)
@@ -490,23 +513,30 @@ class CrmDirectory:
             if newest is not None:
                 return newest
             record = await self._new_lead({}, cid)
-            if await self.redis.set(claim, record["id"], nx=True, px=LEAD_CLAIM_MS):
-                await self._save("lead", record["id"], None, record)
-                return str(record["id"])
+            lid = str(record["id"])
+            if await self.redis.set(claim, lid, nx=True, px=LEAD_CLAIM_MS):
+                try:
+                    await self._save("lead", lid, None, record)
+                except BaseException:  # the claim must not name a lead that never comes
+                    await self.redis.eval(_DROP_CLAIM, 1, claim, lid)
+                    raise
+                return lid
             claimed = await self.redis.get(claim)
             if claimed is None:  # it ended meanwhile: claim again
                 continue
             lid = text(claimed)
             lead = await self.get("lead", lid)
-            if lead is None or _is_open(lead):  # being written by the claimer, or open
+            if lead is not None and _is_open(lead):
                 return lid
-            await self.redis.eval(_DROP_CLAIM, 1, claim, lid)  # its lead closed since: claim anew
+            if lead is None and await self.redis.pttl(claim) > LEAD_CLAIM_MS - LEAD_CLAIM_STALE_MS:
+                return lid  # being written by the claimer
+            # Its lead closed since, or its claimer failed before writing it: claim anew.
+            await self.redis.eval(_DROP_CLAIM, 1, claim, lid)
         raise CrmRejected(f"the leads of contact {cid} are being changed by others right now; try again")
 
     async def _newest_open_lead(self, cid: str) -> str | None:
         lead_ids = (await leads_of(self.redis, [cid]))[cid]
-        open_ids = [str(lead["id"]) for lead in await self.get_many("lead", lead_ids) if _is_open(lead)]
-        return max(open_ids, key=int) if open_ids else None
+        return _newest_open(await self.get_many("lead", lead_ids))
 
     async def update_lead(self, lid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
         self._check_keys("lead", patch, LEAD_KEYS)
