@@ -41,11 +41,11 @@ from .indexes import (
     stage_value,
     stamp_stage,
     tags_key,
-    upgrade,
 )
 from .memory import DEFAULT_PIPELINE, DEFAULT_STAGES, MemoryCrm
 from .notes import make_note
 from .redis_crm import RedisCrm
+from .upgrading import DROP_IF_HELD, IndexUpgrade
 from .versions import bump
 
 log = logging.getLogger("salesbot.crm.directory")
@@ -73,10 +73,7 @@ LEAD_CLAIM_TRIES = 8
 
 
 #: Delete the claim KEYS[1] if it still names the lead ARGV[1] (one key: a Redis Cluster runs it).
-_DROP_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+_DROP_CLAIM = DROP_IF_HELD
 
 
 def _is_open(lead: Mapping[str, Any]) -> bool:
@@ -155,6 +152,9 @@ class CrmDirectory:
         self.redis = crm.redis
         self._users = [dict(u) for u in users]
         self._teams = [dict(t) for t in teams]
+        #: An older version's contacts lack their ``responsible`` sets: the services start the
+        #: walk after start-up; a filter by responsible waits until it is done.
+        self.indexes = IndexUpgrade(self.redis)
 
     # ------------------------------------------------------------------ configuration
     def pipelines(self) -> list[dict[str, Any]]:
@@ -184,15 +184,6 @@ class CrmDirectory:
         if self._users and self.user(uid) is None:
             raise CrmRejected(f"responsible: unknown user {uid!r} (known: {', '.join(u['id'] for u in self.users())})")
         return uid
-
-    async def upgrade_indexes(self) -> int:
-        """Bring the indexes of an older version's records to this one (``indexes.upgrade``); run
-        at every process's start, so no request pays for it. One ``GET`` once a store is current;
-        idempotent, so processes starting together may both walk. Contacts added to a set."""
-        added = await upgrade(self.redis)  # contacts indexed before their responsible set existed
-        if added:
-            log.info("crm.indexes_upgraded", extra={"contacts": added})
-        return added
 
     # ------------------------------------------------------------------ records
     async def get(self, kind: str, rid: str) -> dict[str, Any] | None:
@@ -262,6 +253,8 @@ class CrmDirectory:
         limit = max(1, min(int(limit), MAX_PAGE))
         offset = max(0, int(offset))
         keys = self._filter_keys(kind, filters or {})
+        if kind == "contact" and (filters or {}).get("responsible"):
+            await self.indexes.current()  # a set the upgrade may still be filling: never a short list
         if q and q.strip():
             ids = await self._search_ids(kind, q, keys)
             if before is not None:
