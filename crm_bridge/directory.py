@@ -21,12 +21,10 @@ from redis.exceptions import WatchError
 from bot.errors import CrmRejected
 from bot.store.clusterclient import is_cluster
 
-from . import joined
 from .card import CARD_FIELDS, card_of, card_value
 from .changes import Change, lead_changes
 from .codec import pack_record, text, unpack
 from .indexes import (
-    LEADS_OF,
     SEARCH_CANDIDATES,
     CrmIndexes,
     T,
@@ -44,6 +42,14 @@ from .indexes import (
 )
 from .memory import DEFAULT_PIPELINE, DEFAULT_STAGES, MemoryCrm
 from .notes import make_note
+from .open_leads import (
+    LEAD_CLAIM_MS,
+    LEAD_CLAIM_STALE_MS,
+    LEAD_CLAIM_TRIES,
+    is_open,
+    newest_open,
+    newest_open_watched,
+)
 from .redis_crm import RedisCrm
 from .upgrading import DROP_IF_HELD, IndexUpgrade
 from .versions import bump
@@ -58,31 +64,6 @@ MAX_SCORE = 10**9
 MAX_PRICE = 10**15
 LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fields", "tags",
                        "tags_add", "tags_remove", "contacts"})
-#: Stages whose leads are closed: an order or an event goes to a newer, open lead.
-CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
-#: Milliseconds a contact's lead claim (``open_lead``) lives. On one Redis the claim's SET itself
-#: aborts the transactions of the callers that WATCH it, so any life would do; on a Redis Cluster
-#: (SET NX, no WATCH) it must outlive any caller's read of the contact's leads before its SET NX and
-#: the claimer's write of the lead after it.
-LEAD_CLAIM_MS = 60_000
-#: Milliseconds after which a cluster claim whose lead still does not exist is taken for a claimer
-#: that failed or died between its SET NX and its write: a loser drops it and claims anew.
-LEAD_CLAIM_STALE_MS = 5_000
-#: Tries of ``open_lead`` when other callers made the contact's lead meanwhile (one retry reads it).
-LEAD_CLAIM_TRIES = 8
-
-
-#: Delete the claim KEYS[1] if it still names the lead ARGV[1] (one key: a Redis Cluster runs it).
-_DROP_CLAIM = DROP_IF_HELD
-
-
-def _is_open(lead: Mapping[str, Any]) -> bool:
-    return str(lead.get("stage", "")).casefold() not in CLOSED_STAGES
-
-
-def _newest_open(leads: Iterable[Mapping[str, Any]]) -> str | None:
-    open_ids = [str(lead["id"]) for lead in leads if _is_open(lead)]
-    return max(open_ids, key=int) if open_ids else None
 
 
 def record_key(kind: str, rid: str) -> str:
@@ -480,12 +461,7 @@ class CrmDirectory:
             record = await self._new_lead({}, cid)  # its id is taken before the watch: one connection
             async with self.redis.pipeline(transaction=True) as pipe:
                 await pipe.watch(claim)
-                # After WATCH the pipeline runs commands at once, on its own connection.
-                line = (await pipe.hmget(LEADS_OF, [cid]))[0]
-                lead_ids = joined.members(line, ",")
-                leads = [unpack(raw) for raw in (await pipe.mget(
-                    [record_key("lead", lid) for lid in lead_ids]) if lead_ids else []) if raw]
-                newest = _newest_open(leads)
+                newest = await newest_open_watched(pipe, cid, lambda lid: record_key("lead", lid))
                 if newest is not None:
                     return newest
                 pipe.multi()  # type: ignore[no-untyped-call]
@@ -511,7 +487,7 @@ class CrmDirectory:
                 try:
                     await self._save("lead", lid, None, record)
                 except BaseException:  # the claim must not name a lead that never comes
-                    await self.redis.eval(_DROP_CLAIM, 1, claim, lid)
+                    await self.redis.eval(DROP_IF_HELD, 1, claim, lid)
                     raise
                 return lid
             claimed = await self.redis.get(claim)
@@ -519,17 +495,17 @@ class CrmDirectory:
                 continue
             lid = text(claimed)
             lead = await self.get("lead", lid)
-            if lead is not None and _is_open(lead):
+            if lead is not None and is_open(lead):
                 return lid
             if lead is None and await self.redis.pttl(claim) > LEAD_CLAIM_MS - LEAD_CLAIM_STALE_MS:
                 return lid  # being written by the claimer
             # Its lead closed since, or its claimer failed before writing it: claim anew.
-            await self.redis.eval(_DROP_CLAIM, 1, claim, lid)
+            await self.redis.eval(DROP_IF_HELD, 1, claim, lid)
         raise CrmRejected(f"the leads of contact {cid} are being changed by others right now; try again")
 
     async def _newest_open_lead(self, cid: str) -> str | None:
         lead_ids = (await leads_of(self.redis, [cid]))[cid]
-        return _newest_open(await self.get_many("lead", lead_ids))
+        return newest_open(await self.get_many("lead", lead_ids))
 
     async def update_lead(self, lid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
         self._check_keys("lead", patch, LEAD_KEYS)
