@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from crm_bridge import RedisCrm
 from crm_bridge.directory import CrmDirectory
@@ -30,23 +30,6 @@ async def test_callers_at_once_share_one_new_lead_and_a_closed_lead_gets_a_new_o
     assert fresh != found[0] and (await leads_of(redis, [cid]))[cid] == [found[0], fresh]
     newer = await directory.create_lead({}, contact_id=cid)  # several open: the newest
     assert await directory.open_lead(cid) == str(newer["id"])
-
-
-async def test_as_many_callers_as_the_pool_has_connections_do_not_wait_for_each_other(redis_url: str) -> None:
-    """Each caller holds one connection at a time: one that held its WATCH connection while it read
-    through the pool deadlocked with the others until the pool's timeout (ConnectionError)."""
-    n = 4
-    redis = Redis.from_pool(BlockingConnectionPool.from_url(redis_url, max_connections=n, timeout=2))
-    try:
-        directory = CrmDirectory(RedisCrm(redis))
-        with_lead = [str((await directory.create_contact({"name": f"Has {i}"}))["id"]) for i in range(n)]
-        leads = [str((await directory.create_lead({}, contact_id=cid))["id"]) for cid in with_lead]
-        assert await asyncio.gather(*(directory.open_lead(cid) for cid in with_lead)) == leads
-        without = [str((await directory.create_contact({"name": f"New {i}"}))["id"]) for i in range(n)]
-        made = await asyncio.gather(*(directory.open_lead(cid) for cid in without))
-        assert [(await leads_of(redis, [cid]))[cid] for cid in without] == [[lid] for lid in made]
-    finally:
-        await redis.aclose()
 
 
 async def test_a_claim_whose_lead_was_not_written_is_dropped(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
