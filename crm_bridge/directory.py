@@ -39,11 +39,19 @@ from .indexes import (
     stage_value,
     stamp_stage,
     tags_key,
-    upgrade,
 )
 from .memory import DEFAULT_PIPELINE, DEFAULT_STAGES, MemoryCrm
 from .notes import make_note
+from .open_leads import (
+    LEAD_CLAIM_MS,
+    LEAD_CLAIM_STALE_MS,
+    LEAD_CLAIM_TRIES,
+    is_open,
+    newest_open,
+    newest_open_watched,
+)
 from .redis_crm import RedisCrm
+from .upgrading import DROP_IF_HELD, IndexUpgrade
 from .versions import bump
 
 log = logging.getLogger("salesbot.crm.directory")
@@ -56,24 +64,6 @@ MAX_SCORE = 10**9
 MAX_PRICE = 10**15
 LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fields", "tags",
                        "tags_add", "tags_remove", "contacts"})
-#: Stages whose leads are closed: an order or an event goes to a newer, open lead.
-CLOSED_STAGES = frozenset({"won", "lost", "closed - won", "closed - lost"})
-#: Milliseconds a contact's lead claim (``open_lead``) lives: longer than any caller's read of the
-#: contact's leads before it watches the claim (a claim only has to change when a lead is made).
-LEAD_CLAIM_MS = 60_000
-#: Tries of ``open_lead`` when other callers made the contact's lead meanwhile (one retry reads it).
-LEAD_CLAIM_TRIES = 8
-
-
-#: Delete the claim KEYS[1] if it still names the lead ARGV[1] (one key: a Redis Cluster runs it).
-_DROP_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-def _is_open(lead: Mapping[str, Any]) -> bool:
-    return str(lead.get("stage", "")).casefold() not in CLOSED_STAGES
 
 
 def record_key(kind: str, rid: str) -> str:
@@ -143,6 +133,9 @@ class CrmDirectory:
         self.redis = crm.redis
         self._users = [dict(u) for u in users]
         self._teams = [dict(t) for t in teams]
+        #: An older version's contacts lack their ``responsible`` sets: the services start the
+        #: walk after start-up; a filter by responsible waits until it is done.
+        self.indexes = IndexUpgrade(self.redis)
 
     # ------------------------------------------------------------------ configuration
     def pipelines(self) -> list[dict[str, Any]]:
@@ -172,15 +165,6 @@ class CrmDirectory:
         if self._users and self.user(uid) is None:
             raise CrmRejected(f"responsible: unknown user {uid!r} (known: {', '.join(u['id'] for u in self.users())})")
         return uid
-
-    async def upgrade_indexes(self) -> int:
-        """Bring the indexes of an older version's records to this one (``indexes.upgrade``); run
-        at every process's start, so no request pays for it. One ``GET`` once a store is current;
-        idempotent, so processes starting together may both walk. Contacts added to a set."""
-        added = await upgrade(self.redis)  # contacts indexed before their responsible set existed
-        if added:
-            log.info("crm.indexes_upgraded", extra={"contacts": added})
-        return added
 
     # ------------------------------------------------------------------ records
     async def get(self, kind: str, rid: str) -> dict[str, Any] | None:
@@ -250,6 +234,8 @@ class CrmDirectory:
         limit = max(1, min(int(limit), MAX_PAGE))
         offset = max(0, int(offset))
         keys = self._filter_keys(kind, filters or {})
+        if kind == "contact" and (filters or {}).get("responsible"):
+            await self.indexes.current()  # a set the upgrade may still be filling: never a short list
         if q and q.strip():
             ids = await self._search_ids(kind, q, keys)
             if before is not None:
@@ -456,22 +442,28 @@ class CrmDirectory:
 
     async def open_lead(self, cid: str) -> str:
         """The contact's newest open lead (not in a won/lost stage), else a new one in the first
-        stage. Callers at once (two first orders of a customer) get one lead: a new lead is written
-        in one MULTI/EXEC with the contact's claim key, which every caller WATCHes before it reads
-        the leads; a caller whose claim changed meanwhile reads again and finds that lead.
+        stage. The common case (an open lead) is one read without WATCH. Callers at once (two first
+        orders of a customer) get one new lead: it is written in one MULTI/EXEC with the contact's
+        claim key, which every caller WATCHes and then reads the leads again on that same watched
+        connection (one pooled connection per caller: callers at once never wait on each other
+        for a second one); a caller whose claim changed meanwhile reads again and finds that lead.
         A Redis Cluster (no WATCH across slots) claims with SET NX first, then writes: a caller
         that loses reads the claim's lead id, whose record may be a moment behind (a claim whose
-        lead has closed since is dropped and claimed anew)."""
+        lead has closed since, or whose lead is still missing after ``LEAD_CLAIM_STALE_MS``, is
+        dropped and claimed anew)."""
         claim = f"sb:crm:lead_claim:{cid}"
         if is_cluster(self.redis):
             return await self._open_lead_cluster(cid, claim)
         for _ in range(LEAD_CLAIM_TRIES):
+            newest = await self._newest_open_lead(cid)
+            if newest is not None:
+                return newest
+            record = await self._new_lead({}, cid)  # its id is taken before the watch: one connection
             async with self.redis.pipeline(transaction=True) as pipe:
                 await pipe.watch(claim)
-                newest = await self._newest_open_lead(cid)
+                newest = await newest_open_watched(pipe, cid, lambda lid: record_key("lead", lid))
                 if newest is not None:
                     return newest
-                record = await self._new_lead({}, cid)
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.set(claim, record["id"], px=LEAD_CLAIM_MS)
                 changes = lead_changes(None, record)
@@ -490,23 +482,30 @@ class CrmDirectory:
             if newest is not None:
                 return newest
             record = await self._new_lead({}, cid)
-            if await self.redis.set(claim, record["id"], nx=True, px=LEAD_CLAIM_MS):
-                await self._save("lead", record["id"], None, record)
-                return str(record["id"])
+            lid = str(record["id"])
+            if await self.redis.set(claim, lid, nx=True, px=LEAD_CLAIM_MS):
+                try:
+                    await self._save("lead", lid, None, record)
+                except BaseException:  # the claim must not name a lead that never comes
+                    await self.redis.eval(DROP_IF_HELD, 1, claim, lid)
+                    raise
+                return lid
             claimed = await self.redis.get(claim)
             if claimed is None:  # it ended meanwhile: claim again
                 continue
             lid = text(claimed)
             lead = await self.get("lead", lid)
-            if lead is None or _is_open(lead):  # being written by the claimer, or open
+            if lead is not None and is_open(lead):
                 return lid
-            await self.redis.eval(_DROP_CLAIM, 1, claim, lid)  # its lead closed since: claim anew
+            if lead is None and await self.redis.pttl(claim) > LEAD_CLAIM_MS - LEAD_CLAIM_STALE_MS:
+                return lid  # being written by the claimer
+            # Its lead closed since, or its claimer failed before writing it: claim anew.
+            await self.redis.eval(DROP_IF_HELD, 1, claim, lid)
         raise CrmRejected(f"the leads of contact {cid} are being changed by others right now; try again")
 
     async def _newest_open_lead(self, cid: str) -> str | None:
         lead_ids = (await leads_of(self.redis, [cid]))[cid]
-        open_ids = [str(lead["id"]) for lead in await self.get_many("lead", lead_ids) if _is_open(lead)]
-        return max(open_ids, key=int) if open_ids else None
+        return newest_open(await self.get_many("lead", lead_ids))
 
     async def update_lead(self, lid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
         self._check_keys("lead", patch, LEAD_KEYS)

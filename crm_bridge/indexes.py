@@ -30,8 +30,8 @@ before issue 14's memory work: a field of one hash costs a third. ``leads_of`` m
 into the hash on first touch (``joined.py``); a lead leaving a contact is removed from both.
 
 Contacts gained the ``responsible`` set in issue 15 (the customers view filters by it). Contacts
-written before that are not in it: ``upgrade`` adds them once, at a process's start
-(``CrmDirectory.upgrade_indexes``, never in a request), walking the recency zset in batches
+written before that are not in it: ``upgrade`` adds them once, in the background after a
+process's start, one process at a time (``upgrading.py``), walking the recency zset in batches
 (``ZSCAN``), and records ``LAYOUT`` in ``sb:{crm}:indexed`` so that no later start walks again.
 It is idempotent: two processes upgrading at once add the same members.
 """

@@ -15,6 +15,7 @@ a single Redis, where the old sets can exist (a Redis Cluster deployment is new:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -76,5 +77,10 @@ async def read(redis: Redis, key: str, owners: Sequence[str], old_key: Callable[
     for n, (owner, line) in enumerate(zip(owners, lines, strict=True)):
         if single and old[n]:
             line = await redis.eval(MOVE, 2, key, old_key(owner), owner, sep)
-        found[owner] = [m for m in text(line).split(sep) if m] if line else []
+        found[owner] = members(line, sep)
     return found
+
+
+def members(line: Any, sep: str) -> list[str]:
+    """The members of one owner's line (``None``: none)."""
+    return [m for m in text(line).split(sep) if m] if line else []

@@ -69,7 +69,9 @@ def paths(op: Json, json_: Json, p: Json, error: dict[str, Any]) -> dict[str, di
                       {"200": json_({"type": "object", "required": ["orders", "next_before"], "properties": {
                           "orders": {"type": "array", "items": _ORDER},
                           "next_before": {"type": ["integer", "null"]},
-                          "customers": {"type": "object", "description": "each listed customer's name (null: unknown)",
+                          "customers": {"type": "object",
+                                        "description": "each listed customer's name (null: unknown); only for support "
+                                                       "and admin tokens (the CRM is closed to operators)",
                                         "additionalProperties": {"type": ["string", "null"]}}}}),
                       "400": json_(error)},
                       auth=_READERS,

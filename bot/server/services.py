@@ -201,8 +201,9 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         directory = CrmDirectory(crm, users=[u.model_dump() for u in config.embedded_crm.users],
                                  teams=[t.model_dump() for t in config.embedded_crm.teams]) \
             if isinstance(crm, RedisCrm) else None
-        if directory is not None:
-            await directory.upgrade_indexes()  # an older version's contacts: before any request lists them
+        if directory is not None:  # an older version's contacts: walked in the background, one process at a time
+            directory.indexes.start()
+            stack.push_async_callback(directory.indexes.close)
         secret = await signing_secret(redis, config)
         outward = OutwardActions(config=config, redis=redis, crm=crm, directory=directory, public_url=public,
                                  secret=secret)

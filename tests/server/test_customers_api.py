@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from bot.server.orders_live import FEED
 from crm_bridge.indexes import LAYOUT_KEY, by_key, upgrade
+from crm_bridge.upgrading import GUARD_KEY
 from tests.server.conftest import ADMIN, make_config, running
 from tests.waiting import wait_for
 
@@ -162,11 +163,12 @@ async def test_a_filter_reads_only_the_page_not_every_contact(http: ClientSessio
 async def test_contacts_indexed_before_the_responsible_set_are_found(http: ClientSession, redis: Redis,
                                                                     redis_url: str) -> None:
     """The upgrade path: contacts written by a version without ``by:contact:responsible`` sets
-    (simulated by removing them and the layout mark) are added by the next process's start, not
-    by a request; a second start finds the layout current."""
+    (simulated by removing them and the layout mark) are added in the background once the next
+    process has started; a filtered request of that process waits for its walk, never shorter."""
     old = [await _contact(http, name=f"Old {n}", responsible="7") for n in range(3)]
     await redis.delete(by_key("contact", "responsible", "7"), LAYOUT_KEY)
-    async with running(make_config(redis_url)):
+    async with running(make_config(redis_url)) as srv, ClientSession(base_url=str(srv.make_url(""))) as new:
+        assert _names(await _list(new, responsible="7")) == ["Old 2", "Old 1", "Old 0"]
         assert await redis.smembers(by_key("contact", "responsible", "7")) == {o.encode() for o in old}
         assert await redis.get(LAYOUT_KEY) == b"2"
     assert _names(await _list(http, responsible="7")) == ["Old 2", "Old 1", "Old 0"]
@@ -174,9 +176,24 @@ async def test_contacts_indexed_before_the_responsible_set_are_found(http: Clien
     assert [c["name"] for c in (await r.json())["contacts"]] == ["Old 2", "Old 1", "Old 0"]
 
 
-async def test_a_filtered_request_does_not_upgrade(http: ClientSession, redis: Redis) -> None:
-    """A request never walks the contacts (the start did): no ZSCAN, the layout mark untouched."""
+async def test_a_start_leaves_the_walk_to_the_process_that_holds_it(redis: Redis, redis_url: str) -> None:
+    """Starting does not wait for the walk, and a process finding another one walking leaves it
+    to that one: its start neither walks nor marks the layout, its filtered list is complete."""
+    async with running(make_config(redis_url)) as srv, ClientSession(base_url=str(srv.make_url(""))) as http:
+        old = [await _contact(http, name=f"Held {n}", responsible="8") for n in range(2)]
+    await redis.delete(by_key("contact", "responsible", "8"), LAYOUT_KEY)
+    await redis.set(GUARD_KEY, "another process", px=60_000)
+    async with running(make_config(redis_url)) as srv, ClientSession(base_url=str(srv.make_url(""))) as http:
+        assert await redis.get(LAYOUT_KEY) is None  # the start did not walk
+        assert _names(await _list(http, responsible="8")) == ["Held 1", "Held 0"]
+    assert await redis.smembers(by_key("contact", "responsible", "8")) == {o.encode() for o in old}
+
+
+async def test_a_filtered_request_does_not_walk_once_the_layout_is_current(http: ClientSession, redis: Redis) -> None:
+    """Once the process has seen the layout current, a request never walks the contacts: no
+    ZSCAN, the layout mark untouched."""
     await _contact(http, name="Older", responsible="8")
+    assert _names(await _list(http, responsible="8")) == ["Older"]  # waits for the start's walk
     await redis.delete(LAYOUT_KEY)
 
     async def zscans() -> int:

@@ -36,7 +36,7 @@ NOT_AT_START = (
 NOT_UNTIL_USED = (
     "jinja2", "regex", "markupsafe", "prometheus_client", "ctypes", "tomllib",
     "bot.engine.interpreter", "bot.builder.compiled", "bot.builder.templates", "bot.builder.expressions",
-    "bot.builder.sandbox", "bot.server.event_models",
+    "bot.builder.sandbox", "bot.server.event_models", "babel.numbers",
 )
 #: Builds the app, then opens its services (Redis, stores, CRM, hub) as serving does before it
 #: listens, and lists the modules loaded with no await in between: no background task has run;
@@ -91,3 +91,4 @@ def test_a_live_chat_only_server_starts_without_what_it_does_not_use(tmp_path: P
     assert modules["collecting"] == [False, True]  # no collection over start-up's objects, then serving's
     assert set(modules["preload"]) <= set(NOT_UNTIL_USED)  # each deferred module is checked above …
     assert set(modules["preload"]) <= set(modules["settled"])  # … and loaded before requests need it
+    assert "babel.numbers" in modules["settled"]  # the first price imports no babel in the event loop

@@ -109,6 +109,10 @@ async def test_the_list_filters_by_status_payment_and_customer_and_pages(api: Cl
     _valid(doc, "/api/orders", "get", 200, listing)
     assert [o["id"] for o in listing["orders"]] == ids[::-1]
     assert listing["customers"] == {two: "Two", one: "One"}  # the rows' names, with the page
+    as_operator = await (await api.get("/api/orders", headers=AS_OPERATOR)).json()
+    _valid(doc, "/api/orders", "get", 200, as_operator)  # names are the CRM's, closed to operators
+    assert [o["id"] for o in as_operator["orders"]] == ids[::-1] and "customers" not in as_operator
+    assert (await api.get(f"/api/crm/contacts/{one}", headers=AS_OPERATOR)).status == 403
 
     async def ids_of(**query: Any) -> list[str]:
         found = await (await api.get("/api/orders", params=query, headers=AS_SUPPORT)).json()

@@ -34,11 +34,15 @@ async def _subscribers(redis: Redis) -> int:
     return int((await redis.pubsub_numsub(CHANNEL))[0][1])
 
 
-async def test_a_subscription_is_held_while_someone_listens(redis: Redis) -> None:
+async def test_a_subscription_is_held_while_someone_listens(redis: Redis, redis_url: str) -> None:
     got: list[str] = []
     resyncs: list[int] = []
     listeners: set[str] = set()
-    sub = Subscription(lambda: redis, CHANNEL, on_message=got.append, on_resync=lambda: resyncs.append(1),
+    # Its own named client: the test drops this subscription's connection only, not the other
+    # pub/sub clients of a shared server (SALESBOT_TEST_REDIS_URL).
+    name = f"test_fanout_{id(listeners)}"
+    own = Redis.from_url(redis_url, client_name=name)
+    sub = Subscription(lambda: own, CHANNEL, on_message=got.append, on_resync=lambda: resyncs.append(1),
                        listening=lambda: bool(listeners), linger=0, name="test_fanout",
                        log=logging.getLogger("test"))
     try:
@@ -46,13 +50,16 @@ async def test_a_subscription_is_held_while_someone_listens(redis: Redis) -> Non
         await sub.acquire()
         assert await redis.publish(CHANNEL, "hello") == 1
         await wait_for(lambda: got == ["hello"], what="the message")
-        assert await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
+        ids = [c["id"] for c in await redis.client_list(_type="pubsub") if c.get("name") == name]
+        assert len(ids) == 1
+        assert await redis.client_kill_filter(_id=ids[0]) == 1
         await wait_for(lambda: resyncs == [1], 5.0, what="a resync after the subscription came back")
         listeners.clear()
         sub.release()  # linger 0: at once
         await wait_for(lambda: _no_subscribers(redis), what="the subscription to go")
     finally:
         await sub.stop()
+        await own.aclose()
     assert got == ["hello"]
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "test_fanout"]  # stop ended its task
 
