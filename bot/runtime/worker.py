@@ -160,8 +160,8 @@ class Worker:
         """Process conversations whose events wait with no live processor (a crashed process).
 
         Every due entry is handled, forgotten or moved later, so the next round reaches the next
-        ones whatever happens to these: a conversation still locked by a live processor waits a
-        lock TTL, a failing one waits its backoff (then is parked), an idle one is forgotten."""
+        ones whatever happens to these: a conversation still locked by a live processor waits until
+        its lock expires, a failing one waits its backoff (then is parked), an idle one is forgotten."""
         store = self.s.store
         now = store.clock()
         due = [(member, score) for shard in range(store.shards)
@@ -179,8 +179,8 @@ class Worker:
                 if batch is None:
                     await store.forget_pending(member, score)
                     return False
-                if batch is False:  # a live processor has it: look again once its lock could expire
-                    await store.postpone_pending(member, now + store.lock_ttl_ms / 1000)
+                if batch is False:  # a live processor has it: look again once its lock expires
+                    await store.postpone_pending(member, now)
                     return False
                 log.warning("conversation.recovered", extra={"cid": cid})
                 await self._queue(cid).process(batch)

@@ -384,7 +384,7 @@ class ConversationStore:
             prefetched.pop(0)
             self._pended.wrote(cid, now)
         elif self._pended.late(cid, answered := self.clock()):  # it may have landed once the entry was gone
-            await self.redis.zadd(self._pending_key(cid), {cid: answered + self.lock_ttl_ms / 1000}, gt=True)
+            await self.redis.zadd(k.pending_of(cid, self.shards), {cid: answered + self.lock_ttl_ms / 1000}, gt=True)
         if any(isinstance(r, ResponseError) for r in prefetched):
             prefetched = []
         if reply[0] == -1:
@@ -516,19 +516,18 @@ class ConversationStore:
         rows = await self.redis.zrangebyscore(k.pending_key(shard), "-inf", now, start=0, num=limit, withscores=True)
         return replies.scored(rows)
 
-    def _pending_key(self, member: str) -> str:
-        return k.pending_key(k.shard_of(k.member_cid(member), self.shards))
-
     async def forget_pending(self, member: str, score: float) -> None:
         """Drop an idle conversation's recovery entry ``member`` (its id or ``keys.retry_member``)
         if not pushed again since ``score``: on the lean client, as push and save."""
         self._pended.forget(k.member_cid(member))
-        await self._script(self._forget_if, [self._pending_key(member)], [member, score])
+        await self._script(self._forget_if, [k.pending_of(member, self.shards)], [member, score])
 
-    async def postpone_pending(self, member: str, at: float) -> None:
-        """Move a pending entry's recovery time later (never earlier, never re-adding it), so
-        recovery's page of due conversations always moves on."""
-        await self.redis.zadd(self._pending_key(member), {member: at}, xx=True, gt=True)
+    async def postpone_pending(self, member: str, now: float) -> None:
+        """A live processor holds it: look again when its lock expires (``PTTL``; pending.py). Later
+        only, never re-adding it, so recovery's page of due conversations always moves on."""
+        left = int(await self.redis.pttl(k.ConversationKey(k.member_cid(member)).lock))  # -2: gone, -1: no TTL
+        at = now + (self.lock_ttl_ms if left == -1 else min(max(left, 1), self.lock_ttl_ms)) / 1000
+        await self.redis.zadd(k.pending_of(member, self.shards), {member: at}, xx=True, gt=True)
 
     async def record_failure(self, cid: str, token: str, error: str, *, park_after: int) -> tuple[int, bool]:
         """A batch failed: count it, keep the error, release the lock. Below ``park_after``

@@ -143,6 +143,11 @@ def member_cid(member: str) -> str:
     return member.removeprefix(RETRY_MARK)
 
 
+def pending_of(member: str, shards: int) -> str:
+    """The recovery set that holds ``member`` (a conversation id or its ``retry_member``)."""
+    return pending_key(shard_of(member_cid(member), shards))
+
+
 def parked_key() -> str:
     """Conversations set aside after repeated processing failures (score: when)."""
     return f"{PREFIX}:parked"

@@ -348,7 +348,7 @@ async def _recover(worker: ConversationStore, clock: Clock) -> list[bytes]:
         if taken is None:
             await worker.forget_pending(member, score)
         elif taken is False:
-            await worker.postpone_pending(member, clock.now + LOCK_TTL)
+            await worker.postpone_pending(member, clock.now)
         else:
             handled += taken.events
             assert (await worker.save(CID, taken.token, _req(b"s", taken.events))).status == 0
@@ -377,6 +377,30 @@ async def test_a_process_dying_after_a_push_that_left_the_entry_is_recovered(
     assert await _recover(worker, clock) == []  # idle: forgotten
     assert await worker.pending_due(k.shard_of(CID, worker.shards), clock.now + DAY) == []
     assert (await a.push(CID, b"e2", dedupe_id="m2")).duplicate
+
+
+async def test_recovery_looks_again_when_the_holders_lock_expires_not_a_lock_ttl_later(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """A due entry finds the lock held with 10 s left: looked at again 10 s later, when it has
+    expired. So a process dying after a push that left an older entry (pending.py) is recovered
+    once its lock expires, as after any other push, not a lock TTL after the entry came due."""
+    a, _, worker = stores
+    pending = k.pending_key(k.shard_of(CID, a.shards))
+    first = await a.push(CID, b"e1", dedupe_id="m1")
+    assert first.batch is not None
+    assert (await a.save(CID, first.batch.token, _req(b"s", first.batch.events))).status == 0
+    clock.now = T0 + 10
+    second = await a.push(CID, b"e2", dedupe_id="m2")  # leaves the entry (T0 + the lock TTL) ...
+    assert second.batch is not None  # ... and a dies holding the lock, taken at T0 + 10
+    assert await redis.zscore(pending, CID) == T0 + LOCK_TTL
+    await redis.pexpire(KEY.lock, 10_000)  # the Redis clock: at T0 + 30, 10 s of it are left
+    clock.now = T0 + LOCK_TTL
+    assert await _recover(worker, clock) == []
+    due = await redis.zscore(pending, CID)
+    assert due is not None and T0 + LOCK_TTL + 9 < due <= T0 + LOCK_TTL + 10  # not T0 + 2 lock TTLs
+    await redis.delete(KEY.lock)  # expired
+    clock.now = due
+    assert await _recover(worker, clock) == [b"e2"]
 
 
 async def test_a_push_that_left_the_entry_and_came_back_late_writes_it_after_all(
