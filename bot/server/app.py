@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ..config import Config
 from ..logs import quiet_parser_rejections
+from ..runtime.worker import Worker
 from . import (
     analytics_api,
     api,
@@ -36,12 +36,9 @@ from . import (
     tracking,
 )
 from .http import errors_middleware, mark_prepared, use_expect_handler
-from .keys import LIMITS, SERVICES, START_WORKER
+from .keys import LIMITS, SERVICES
 from .ratelimit import Limits
 from .services import Services, open_services
-
-if TYPE_CHECKING:
-    from ..runtime.worker import Worker
 
 log = logging.getLogger("salesbot.server")
 
@@ -54,13 +51,8 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(document())
 
 
-def create_app(config: Config, *, role: str = "all", services: Services | None = None,
-               defer_worker: bool = False) -> web.Application:
-    """The app for ``role`` ``all`` or ``web`` (``worker`` runs no HTTP routes but health).
-    With ``defer_worker`` the worker's loops (roles ``all`` and ``worker``) start when
-    ``app[START_WORKER]()`` is called, not with the app: ``salesbot serve`` calls it once it listens
-    (issue 14: startup); its receivers are asked of the services at start all the same, so a
-    channel account's error stops the start as before."""
+def create_app(config: Config, *, role: str = "all", services: Services | None = None) -> web.Application:
+    """The app for ``role`` ``all`` or ``web`` (``worker`` runs no HTTP routes but health)."""
     limits = Limits(config.limits)  # outermost: it sees the 401s the error middleware makes
     app = web.Application(middlewares=[limits.middleware(), errors_middleware], client_max_size=2 * 1024 * 1024)
     app[LIMITS] = limits
@@ -100,23 +92,10 @@ def create_app(config: Config, *, role: str = "all", services: Services | None =
                 svc.process_jobs.local = False
             stop = asyncio.Event()
             tasks = [asyncio.create_task(svc.bots.listen(stop), name="bots-listener")]
-            worker: Worker | None = None
-            receivers = svc.pollers() if role in ("all", "worker") else []
-
-            def start_worker() -> None:
-                nonlocal worker
-                if worker is not None or stop.is_set():
-                    return
-                from ..runtime.worker import Worker  # only the worker's: not before listening
-
-                worker = Worker(svc, receivers=receivers)
-                tasks.append(asyncio.create_task(worker.run(stop), name="worker"))
-
+            worker = None
             if role in ("all", "worker"):
-                if defer_worker:
-                    app[START_WORKER] = start_worker
-                else:
-                    start_worker()
+                worker = Worker(svc, receivers=svc.pollers())
+                tasks.append(asyncio.create_task(worker.run(stop), name="worker"))
             try:
                 yield
             finally:

@@ -17,7 +17,7 @@ from ..config import ConfigError, load_config
 from ..store.embedded import EmbeddedRedisError
 from . import loops
 from .app import create_app
-from .keys import SERVICES, START_WORKER
+from .keys import SERVICES
 
 log = logging.getLogger("salesbot.server")
 #: How long a thread keeps the interpreter while another waits for it (Python's default: 5 ms).
@@ -64,7 +64,7 @@ async def _serve(config: object, role: str, out: TextIO) -> int:
     from ..config import Config
 
     assert isinstance(config, Config)
-    app = create_app(config, role=role, defer_worker=True)
+    app = create_app(config, role=role)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_grace)
     try:
         await runner.setup()
@@ -79,9 +79,6 @@ async def _serve(config: object, role: str, out: TextIO) -> int:
     if role in ("all", "web"):
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()
-    if not await _start_worker(app, stop):
-        await runner.cleanup()
-        return 1
     services = app[SERVICES]
     settle = loop.call_later(SETTLE_AFTER, _settle)
     base = f"http://{config.host}:{config.port}"
@@ -107,21 +104,6 @@ async def _serve(config: object, role: str, out: TextIO) -> int:
     out.flush()
     await runner.cleanup()
     return code
-
-
-async def _start_worker(app: web.Application, stop: asyncio.Event) -> bool:
-    """The worker's loops (roles ``all``, ``worker``), once the server listens: their imports and
-    first rounds are not on the way to the first answers (issue 14: startup). Not after a signal
-    that came during the start; False (logged) if they could not start."""
-    start = app.get(START_WORKER)
-    if start is None or stop.is_set():
-        return True
-    try:
-        start()
-    except Exception:
-        log.exception("server.worker_start_failed")
-        return False
-    return True
 
 
 def _settle() -> None:

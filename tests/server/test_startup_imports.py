@@ -38,12 +38,9 @@ NOT_UNTIL_USED = (
     "bot.engine.interpreter", "bot.builder.compiled", "bot.builder.templates", "bot.builder.expressions",
     "bot.builder.sandbox", "bot.server.event_models", "babel.numbers",
 )
-#: Only the worker's loops use these: ``salesbot serve`` imports them once it listens (``START_WORKER``).
-WORKER_ONLY = ("bot.runtime.worker", "bot.runtime.timerloop")
 #: Builds the app, then opens its services (Redis, stores, CRM, hub) as serving does before it
 #: listens, and lists the modules loaded with no await in between: no background task has run;
-#: then starts the app as serving does, its worker deferred, and lists them before and after the
-#: worker's start; then what serving's ``_settle`` loads, and whether it turned the collector back on.
+#: then what serving's ``_settle`` loads, and whether it turned the collector back on.
 PROGRAM = """
 import asyncio, gc, json, sys
 gc.disable()  # as bot.cli does for serve
@@ -62,26 +59,9 @@ async def main():
         return sorted(sys.modules)
 
 opened = asyncio.run(main())
-
-async def serving():
-    # As ``salesbot serve`` starts (bot.server.run): the app's start, then the worker once it listens.
-    from aiohttp import web
-    from bot.server.keys import START_WORKER
-    app = create_app(config, role="all", defer_worker=True)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    started = sorted(sys.modules)
-    app[START_WORKER]()
-    await asyncio.sleep(0)  # the worker's loops begin
-    worker = [t.get_name() for t in asyncio.all_tasks() if t.get_name() == "worker"]
-    await runner.cleanup()
-    return started, worker
-
-started, worker = asyncio.run(serving())
-after = sorted(sys.modules)
 collecting = gc.isenabled()
 bot.server.run._settle()
-json.dump({"built": built, "opened": opened, "started": started, "worker": worker, "after": after, "settled": sorted(sys.modules), "collecting": [collecting, gc.isenabled()],
+json.dump({"built": built, "opened": opened, "settled": sorted(sys.modules), "collecting": [collecting, gc.isenabled()],
            "preload": bot.server.run.PRELOAD}, sys.stdout)
 """
 
@@ -108,9 +88,6 @@ def test_a_live_chat_only_server_starts_without_what_it_does_not_use(tmp_path: P
     assert _loaded(built, NOT_AT_START) == [], "building the app imported these again"
     assert _loaded(opened, NOT_AT_START) == [], "opening the services imported these again"
     assert _loaded(opened, NOT_UNTIL_USED) == [], "start-up imported these before their first use"
-    assert _loaded(modules["started"], WORKER_ONLY) == [], "the app's start imported the worker's modules"
-    assert _loaded(modules["after"], WORKER_ONLY) == sorted(WORKER_ONLY)  # … which its start imports
-    assert modules["worker"] == ["worker"]  # and whose loops it runs
     assert modules["collecting"] == [False, True]  # no collection over start-up's objects, then serving's
     assert set(modules["preload"]) <= set(NOT_UNTIL_USED)  # each deferred module is checked above …
     assert set(modules["preload"]) <= set(modules["settled"])  # … and loaded before requests need it
