@@ -54,6 +54,15 @@ async def _setup(api: ClientSession) -> str:
     return await customer(api, name="Ada", currency="EUR")
 
 
+async def _tea_order(api: ClientSession) -> dict[str, Any]:
+    """A customer set up (``_setup``) and their order of one tea."""
+    cid = await _setup(api)
+    r = await api.post("/api/orders", json={"customer": cid, "items": [{"sku": "tea"}]}, headers=AS_SUPPORT)
+    assert r.status == 201, await r.text()
+    order: dict[str, Any] = await r.json()
+    return order
+
+
 async def test_a_crm_error_before_the_events_delays_them_and_the_customer_becoming_current(
         server: TestServer, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     svc: Services = server.app[SERVICES]
@@ -81,9 +90,7 @@ async def test_order_paid_lost_to_a_crash_is_delivered_by_the_sweep_once(
         server: TestServer, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     svc: Services = server.app[SERVICES]
     async with ClientSession(base_url=str(server.make_url(""))) as api:
-        cid = await _setup(api)
-        order = await (await api.post("/api/orders", json={"customer": cid, "items": [{"sku": "tea"}]},
-                                      headers=AS_SUPPORT)).json()
+        order = await _tea_order(api)
         lead = order["lead"]
         assert await _pending(redis) == (0, 0)  # a normal order leaves nothing behind
         failed = fail_once(monkeypatch, svc.leads, "deliver")
@@ -105,9 +112,7 @@ async def test_a_follow_up_done_but_not_cleared_is_redone_and_its_events_count_o
         server: TestServer, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     svc: Services = server.app[SERVICES]
     async with ClientSession(base_url=str(server.make_url(""))) as api:
-        cid = await _setup(api)
-        order = await (await api.post("/api/orders", json={"customer": cid, "items": [{"sku": "tea"}]},
-                                      headers=AS_SUPPORT)).json()
+        order = await _tea_order(api)
         failed = fail_once(monkeypatch, svc.shop.store, "sent")  # Redis went away after the events left
         r = await api.patch(f"/api/orders/{order['id']}", json={"payment": "paid", "status": "confirmed"},
                             headers=AS_SUPPORT)
@@ -124,9 +129,7 @@ async def test_a_sweep_that_fails_again_keeps_the_follow_up_for_a_later_round(
         server: TestServer, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     svc: Services = server.app[SERVICES]
     async with ClientSession(base_url=str(server.make_url(""))) as api:
-        cid = await _setup(api)
-        order = await (await api.post("/api/orders", json={"customer": cid, "items": [{"sku": "tea"}]},
-                                      headers=AS_SUPPORT)).json()
+        order = await _tea_order(api)
         fail_once(monkeypatch, svc.leads, "deliver")
         await api.patch(f"/api/orders/{order['id']}", json={"payment": "paid"}, headers=AS_SUPPORT)
         fail_once(monkeypatch, svc.leads, "deliver")  # still away at the first sweep
@@ -143,9 +146,7 @@ async def test_the_workers_loop_sweeps_once_the_grace_has_passed(
         server: TestServer, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     svc: Services = server.app[SERVICES]
     async with ClientSession(base_url=str(server.make_url(""))) as api:
-        cid = await _setup(api)
-        order = await (await api.post("/api/orders", json={"customer": cid, "items": [{"sku": "tea"}]},
-                                      headers=AS_SUPPORT)).json()
+        order = await _tea_order(api)
         fail_once(monkeypatch, svc.leads, "deliver")
         await api.patch(f"/api/orders/{order['id']}", json={"payment": "paid"}, headers=AS_SUPPORT)
         assert await _pending(redis) == (1, 1)
