@@ -50,9 +50,9 @@ from ..errors import SalesbotError
 from . import codec, replies, statefields
 from . import keys as k
 from .clusterclient import is_cluster, send_plain
-from .conversations import OUTBOX_PEEK
 from .ratelimit import Limit, LimitWait, LocalLimiter, SharedLimiter, SharesLimits
 from .resp import RespClient, first_error
+from .saveclaim import OUTBOX_PEEK
 from .scripts import CLAIM_DUE, POP_HEAD, RENEW_CLAIM, REPLACE_HEAD
 
 log = logging.getLogger("salesbot.outbox")

@@ -312,6 +312,38 @@ async def test_a_claim_that_lands_late_reads_the_list_after_it(
         assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
 
 
+async def test_a_save_whose_list_write_lands_after_the_holders_length_read_claims_again(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save's claim (the queue's node) answers at once and finds the entry held by the hand-off
+    still sending; its script (the conversation's node: the reply pushed on the list) answers
+    late, after that holder has popped, released and read the list's length (empty then). The
+    holder is gone and the claim was refused: the save must claim again once its script is
+    answered, else its reply waits in the list with no queue entry, for no sender and no poll.
+    On one Redis the batch is held whole (a legal order there): the save then simply claims."""
+    chat = 9433
+    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
+    async with telegram(redis_url, tmp_path, fake, role="web") as app:
+        fake.hold = asyncio.Event()
+        try:
+            await say(fake, chat, "hi")
+            await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
+            slow = SlowNode(app, monkeypatch, when=lambda c: c[0] == "ZADD" and c[1] == queue and c[2] == "NX",
+                            late=_in_slot(k.ConversationKey(cid).out))
+            said = asyncio.create_task(say(fake, chat, "Ana"))
+            await wait_for(slow.holding.is_set, what="the second save's script held")
+        finally:
+            fake.hold.set()
+        try:
+            await wait_for(lambda: fake.sent_to(chat), what="the first reply sent")
+            await app.outbox.idle()  # the first holder is done: released, and found nothing more
+        finally:
+            slow.go.set()
+        await said
+        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 2)
+        await settled(app, "tg")
+        assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
+
+
 async def test_a_holder_whose_claim_again_finds_the_rest_sent_lets_the_entry_go(
         redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first hand-off has sent its reply and released the entry; its length read found the
