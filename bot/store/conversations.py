@@ -44,6 +44,7 @@ from . import keys as k
 from .clusterclient import is_cluster
 from .pending import RecentEntries
 from .resp import RespClient
+from .saveclaim import SaveClaim
 from .scripts import Lua, send_commands
 
 log = logging.getLogger("salesbot.store")
@@ -207,8 +208,6 @@ SEEN_TTL = 7 * 86400
 #: then by the save of that batch; ``ttl_at`` in its metadata says when, in ms): not on every
 #: message. Its keys expire ``ttl_days`` after its last message, or up to this much sooner.
 TTL_REFRESH_EVERY = 86400
-#: Outbox entries a save that claimed its outbox entry reads back (the rest: read when sent).
-OUTBOX_PEEK = 16
 #: Events a parked conversation keeps queued; newer ones beyond are dropped (and logged).
 PARKED_INBOX_MAX = 1000
 #: Lock holders whose transcript count a store remembers for their save (more: it forgets them all).
@@ -467,12 +466,7 @@ class ConversationStore:
             commands.append(("ZREM", timers, *req.timers_cancel))
         claim = None
         if req.out and req.outbox_account:
-            queue, lease = k.outbox_queue_key(req.outbox_account), req.outbox_lease
-            until = self.clock() + (lease or 0.0)
-            commands.append(("ZADD", queue, "NX", until, cid))
-            if lease is not None:  # claimed if the entry holds our score (a resend after NOSCRIPT
-                claim = (len(commands), until)  # repeats the ZADD): and the list to send, same trip
-                commands += [("ZSCORE", queue, cid), ("LRANGE", key.out, 0, OUTBOX_PEEK - 1)]
+            claim = SaveClaim.add(commands, cid, req.outbox_account, req.outbox_lease, self.clock())
         if req.activity is not None:
             commands.append(("ZADD", k.activity_index_key(), req.activity, cid))
         commands += req.extra_commands
@@ -483,9 +477,9 @@ class ConversationStore:
                 await self.fast.send([("HINCRBY", name, fld, by) for (name, fld), by in later.items()])
             except RedisError as exc:
                 log.warning("store.counters_lost", extra={"cid": cid, "error": type(exc).__name__})
-        outbox, claimed = None, 0.0
-        if claim is not None and replies[claim[0]] is not None and float(replies[claim[0]]) == claim[1]:
-            outbox, claimed = list(replies[claim[0] + 1]), claim[1]
+        outbox, claimed = (None, 0.0) if claim is None else claim.taken(replies)
+        if claim is not None and self.cluster and int(status) >= 0 and claim.refused(replies):
+            outbox, claimed = await claim.again(self.fast, replies, self.clock())
         return SaveResult(int(status), int(first), int(last), outbox, claimed)
 
     async def append_log(self, cid: str, entries: list[bytes]) -> int:

@@ -50,9 +50,9 @@ from ..errors import SalesbotError
 from . import codec, replies, statefields
 from . import keys as k
 from .clusterclient import is_cluster, send_plain
-from .conversations import OUTBOX_PEEK
 from .ratelimit import Limit, LimitWait, LocalLimiter, SharedLimiter, SharesLimits
 from .resp import RespClient, first_error
+from .saveclaim import OUTBOX_PEEK
 from .scripts import CLAIM_DUE, POP_HEAD, RENEW_CLAIM, REPLACE_HEAD
 
 log = logging.getLogger("salesbot.outbox")
@@ -307,9 +307,11 @@ class Outbox:
         try:
             if pending and not self._ordered:  # the save's read ran beside its claim: read again
                 pending = await self._pending(key)
-            if not pending:  # claimed, but nothing to send (the save lost its lock): release it
-                await self._reschedule(queue, key, cid, None)
-                return
+            if not pending:  # claimed, nothing to send (the save lost its lock; on a cluster, the
+                # previous holder sent them first): let go, and send what was saved meanwhile
+                pending = await self._again(key, hold, await self._let_go(key, hold))
+                if not pending:
+                    return
             # Renewed from the start: the wait for a semaphore, a pause, the platform's answer or
             # the shared limiter's turn must not hand the entry to the poll while we still send.
             hold.timer = asyncio.get_running_loop().call_later(self.at_once_lease / 3, self._start_keeping, hold)
@@ -413,20 +415,54 @@ class Outbox:
             return []
         if more:
             return pending[1:]
-        if not left:
-            return []
+        return await self._again(key, hold, left)
+
+    async def _again(self, key: k.ConversationKey, hold: _Claim, left: int) -> list[bytes]:
+        """After our release read ``left`` messages in the list (saved since, by saves that found
+        our claim and so did not claim): claim the entry again and return the list's head to send.
+
+        The length is already old when the claim lands: meanwhile another holder (a later save's
+        hand-off) may have claimed the released entry, sent those messages and released it, and
+        our claim then takes an entry with nothing left to send. That claim is let go again, and
+        the length read once more, so no entry stays claimed with an empty list (in role ``web``
+        no poll would ever clear it, and every later save would find it and not claim).
+        Returns [] once the list is empty or another process (a save, the poll) holds the entry."""
+        while left:
+            async with hold.lock:
+                until = time.time() + self.at_once_lease
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.zadd(hold.queue, {hold.cid: until}, nx=True)
+                pipe.zscore(hold.queue, hold.cid)
+                if self._ordered:
+                    pipe.lrange(key.out, 0, OUTBOX_PEEK - 1)
+                _, score, *rows = await pipe.execute()
+                if score is None or float(score) != until:
+                    return []  # another process's save holds the entry: it sends them
+                hold.score = until
+            pending = await self._pending(key) if not self._ordered else [replies.raw(r) for r in rows[0]]
+            if pending:
+                return pending
+            left = await self._let_go(key, hold)
+        return []
+
+    async def _let_go(self, key: k.ConversationKey, hold: _Claim) -> int:
+        """Release ``hold``'s claim (only while its score is ours, ``RENEW_CLAIM``) and return the
+        list's length read after it: a message saved before the release whose save found our claim
+        is ours to send. 0 when the claim was lost (its new holder sends)."""
         async with hold.lock:
-            until = time.time() + self.at_once_lease
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zadd(queue, {cid: until}, nx=True)
-            pipe.zscore(queue, cid)
+            ours, hold.score = hold.score, None
+            if ours is None:
+                return 0
+            release = ("EVAL", RENEW_CLAIM, 1, hold.queue, hold.cid, ours, "")
             if self._ordered:
-                pipe.lrange(key.out, 0, OUTBOX_PEEK - 1)
-            _, score, *rows = await pipe.execute()
-            if score is None or float(score) != until:
-                return []  # another process's save holds the entry: it sends them
-            hold.score = until
-        return await self._pending(key) if not self._ordered else [replies.raw(r) for r in rows[0]]
+                held, left = await self._send_all([release, ("LLEN", key.out)])
+            else:  # the length only after the release has landed (the list is on another node)
+                held = (await self._send_all([release]))[0]
+                left = (await self._send_all([("LLEN", key.out)]))[0]
+        if not held:
+            hold.lost = True
+            return 0
+        return int(left)
 
     async def _pending(self, key: k.ConversationKey) -> list[bytes]:
         """The head of the chat's list, read once the claim is known to be ours: on a cluster a read

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +310,83 @@ async def test_a_claim_that_lands_late_reads_the_list_after_it(
         await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 2)
         await settled(app, "tg")
         assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
+
+
+async def test_a_save_whose_list_write_lands_after_the_holders_length_read_claims_again(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save's claim (the queue's node) answers at once and finds the entry held by the hand-off
+    still sending; its script (the conversation's node: the reply pushed on the list) answers
+    late, after that holder has popped, released and read the list's length (empty then). The
+    holder is gone and the claim was refused: the save must claim again once its script is
+    answered, else its reply waits in the list with no queue entry, for no sender and no poll.
+    On one Redis the batch is held whole (a legal order there): the save then simply claims."""
+    chat = 9433
+    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
+    async with telegram(redis_url, tmp_path, fake, role="web") as app:
+        fake.hold = asyncio.Event()
+        try:
+            await say(fake, chat, "hi")
+            await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
+            slow = SlowNode(app, monkeypatch, when=lambda c: c[0] == "ZADD" and c[1] == queue and c[2] == "NX",
+                            late=_in_slot(k.ConversationKey(cid).out))
+            said = asyncio.create_task(say(fake, chat, "Ana"))
+            await wait_for(slow.holding.is_set, what="the second save's script held")
+        finally:
+            fake.hold.set()
+        try:
+            await wait_for(lambda: fake.sent_to(chat), what="the first reply sent")
+            await app.outbox.idle()  # the first holder is done: released, and found nothing more
+        finally:
+            slow.go.set()
+        await said
+        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 2)
+        await settled(app, "tg")
+        assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
+
+
+async def test_a_holder_whose_claim_again_finds_the_rest_sent_lets_the_entry_go(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first hand-off has sent its reply and released the entry; its length read found the
+    next reply (saved while it sent, by a save that found its claim and so did not claim).
+    Before it claims the entry again, a third save claims the released entry and its hand-off
+    sends both replies and releases it. The first holder's claim then takes an entry with an
+    empty list: it must let it go again. In role ``web`` no poll clears an entry left claimed,
+    and every later save would find it and not claim: the next reply would never leave (the
+    intermittent failure of this module's first test on the loaded cluster)."""
+    chat = 9441
+    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
+    said = ["hi", "Ana", "Lisbon", "again"]
+    async with telegram(redis_url, tmp_path, fake, role="web") as svc:
+        seen: list[str] = []
+        paused, go = asyncio.Event(), asyncio.Event()
+
+        async def on_sent(cid_: str, item: Mapping[str, Any], platform_id: str | None) -> None:
+            seen.append(cid_)
+            if len(seen) == 1:  # the first holder: between its length read and its claim again
+                paused.set()
+                await go.wait()
+
+        monkeypatch.setattr(svc.outbox, "on_sent", on_sent)
+        fake.hold = asyncio.Event()
+        try:
+            await say(fake, chat, said[0])
+            await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
+            await say(fake, chat, said[1])  # the entry is the first holder's: this save does not claim
+            assert len(svc.outbox._handoffs) == 1
+        finally:
+            fake.hold.set()
+        await wait_for(paused.is_set, what="the first holder past its release and length read")
+        assert await svc.redis.zcard(queue) == 0 and await svc.redis.llen(k.ConversationKey(cid).out) == 1
+        await say(fake, chat, said[2])  # claims the released entry: its hand-off sends both replies
+        await wait_for(lambda: len(seen) == 3, what="the second hand-off's two sends recorded")
+        assert await svc.redis.zcard(queue) == 0  # it released the entry (its on_sent runs after)
+        go.set()
+        await settled(svc, "tg")  # the first holder's late claim found nothing to send: let go
+        assert [s.text for s in fake.sent_to(chat)] == expected(3, said)
+        await say(fake, chat, said[3])  # the next save claims the entry and its reply leaves at once
+        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 4)
+        await settled(svc, "tg")
+        assert [s.text for s in fake.sent_to(chat)] == expected(4, said)
 
 
 async def _released(svc: Services, queue: str) -> bool:
