@@ -435,8 +435,8 @@ class Outbox:
                 pipe.zscore(hold.queue, hold.cid)
                 if self._ordered:
                     pipe.lrange(key.out, 0, OUTBOX_PEEK - 1)
-                _, score, *rows = await pipe.execute()
-                if score is None or float(score) != until:
+                added, score, *rows = await pipe.execute()
+                if not added or score is None or float(score) != until:
                     return []  # another process's save holds the entry: it sends them
                 hold.score = until
             pending = await self._pending(key) if not self._ordered else [replies.raw(r) for r in rows[0]]

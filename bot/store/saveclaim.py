@@ -24,6 +24,8 @@ log = logging.getLogger("salesbot.store")
 
 #: Outbox entries a save that claimed its outbox entry reads back (the rest: read when sent).
 OUTBOX_PEEK = 16
+#: Tries of ``SaveClaim.again`` before it leaves the messages to the conversation's next save.
+AGAIN_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +66,17 @@ class SaveClaim:
         now on a holder that releases sees them, and an entry released already is ours to add
         (and claim: returns ``taken``'s pair, the list's head from the save's own read)."""
         until = now + (self.lease or 0.0)
-        try:  # saved already: a failure here must not fail the save (the turn would run again)
-            added, score = await send_commands(client, [("ZADD", self.queue, "NX", until, self.cid),
-                                                        ("ZSCORE", self.queue, self.cid)], [])
-        except RedisError as exc:
-            log.warning("store.outbox_queue_failed", extra={"cid": self.cid, "error": type(exc).__name__})
+        for attempt in range(AGAIN_ATTEMPTS):  # saved already: a failure must not fail the save (the
+            try:  # turn would run again); retried, as the next save is the only other rescue
+                added, score = await send_commands(client, [("ZADD", self.queue, "NX", until, self.cid),
+                                                            ("ZSCORE", self.queue, self.cid)], [])
+                break
+            except RedisError as exc:
+                log.warning("store.outbox_queue_failed",
+                            extra={"cid": self.cid, "error": type(exc).__name__, "attempt": attempt + 1})
+        else:
             return None, 0.0
-        if self.lease is None or not added or score is None or float(score) != until:
+        if self.lease is None or score is None or float(score) != until or not (added or attempt):
+            # (a retry's ZADD may find the entry its lost first try added: our score says it is ours)
             return None, 0.0
         return list(replies[self.at + 2]), until

@@ -389,6 +389,59 @@ async def test_a_holder_whose_claim_again_finds_the_rest_sent_lets_the_entry_go(
         assert [s.text for s in fake.sent_to(chat)] == expected(4, said)
 
 
+
+async def test_a_save_refused_by_an_empty_claim_again_is_sent_by_its_holder(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim-again loop's second round: the first holder's late claim took an entry with an
+    empty list (as in the test above) and, before it lets go, a fourth save finds the entry
+    taken and does not claim. Letting go, the holder reads the list's length (1), claims again
+    and sends that reply itself, in order; nothing is left claimed."""
+    chat = 9442
+    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
+    said = ["hi", "Ana", "Lisbon", "again"]
+    async with telegram(redis_url, tmp_path, fake, role="web") as svc:
+        seen: list[str] = []
+        paused, go = asyncio.Event(), asyncio.Event()
+        empty_held, go_on = asyncio.Event(), asyncio.Event()
+        let_go = svc.outbox._let_go
+        calls: list[Any] = []
+
+        async def on_sent(cid_: str, item: Mapping[str, Any], platform_id: str | None) -> None:
+            seen.append(cid_)
+            if len(seen) == 1:  # the first holder: between its length read and its claim again
+                paused.set()
+                await go.wait()
+
+        async def pausing_let_go(key: Any, hold: Any) -> int:
+            calls.append(hold)
+            if len(calls) == 1:  # the first holder's empty claim again, before it lets go
+                assert await svc.redis.zscore(queue, cid) == hold.score
+                empty_held.set()
+                await go_on.wait()
+            return await let_go(key, hold)
+
+        monkeypatch.setattr(svc.outbox, "on_sent", on_sent)
+        monkeypatch.setattr(svc.outbox, "_let_go", pausing_let_go)
+        fake.hold = asyncio.Event()
+        try:
+            await say(fake, chat, said[0])
+            await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
+            await say(fake, chat, said[1])
+        finally:
+            fake.hold.set()
+        await wait_for(paused.is_set, what="the first holder past its release and length read")
+        await say(fake, chat, said[2])
+        await wait_for(lambda: len(seen) == 3, what="the second hand-off's two sends recorded")
+        go.set()
+        await wait_for(empty_held.is_set, what="the first holder holding an empty claim")
+        await say(fake, chat, said[3])  # refused: the entry is the first holder's (empty) claim
+        assert len(fake.sent_to(chat)) == 3
+        go_on.set()
+        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 4)
+        await settled(svc, "tg")
+        assert [s.text for s in fake.sent_to(chat)] == expected(4, said)
+        assert await svc.redis.zcard(queue) == 0
+
 async def _released(svc: Services, queue: str) -> bool:
     return int(await svc.redis.zcard(queue)) == 0
 
