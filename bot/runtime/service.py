@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -221,8 +222,14 @@ class ConversationService(QueueProcessor[Prefetched]):
             state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
         events = [(own[1], own[2]) if own is not None and raw == own[0] else codec.decode_event_extra(raw)
                   for raw in batch.events]  # decoded once for the whole batch
+        pending = dict(state.timers)  # this batch's copy (see ``_due_timers``)
+        # the timer entry's due time as the batch found it (at most: see ``ConversationState.wake``)
+        armed = state.wake if state.wake is not None else min(pending.values(), default=None)
+        early = _early_wakes(events, pending, self.clock())
         snapshot: Mapping[str, Any] = {}
-        if ref is not None and await self._needs_snapshot(state, [e for e, _ in events]):
+        if early:  # nothing runs: no snapshot read (the CRM ref is kept for the next push)
+            log.debug("timer.wake_early", extra={"cid": cid})
+        elif ref is not None and await self._needs_snapshot(state, [e for e, _ in events]):
             try:
                 snapshot = await self._snapshot(cid, ref, prefetched)
             except CrmError as exc:
@@ -236,10 +243,8 @@ class ConversationService(QueueProcessor[Prefetched]):
         first = not meta.get("last_at")  # no customer message before: the next is the first
         chat_queued = False
         first_unanswered: float | None = None
-        pending = dict(state.timers)  # this batch's copy (see ``_due_timers``)
-        armed = min(pending.values(), default=None)  # the wake's due time as the batch found it
-        woke = False
-        todo = collections.deque(events)
+        woke = early
+        todo = collections.deque(() if early else events)
         while todo:
             event, extra = todo.popleft()
             now = self.clock()
@@ -302,7 +307,7 @@ class ConversationService(QueueProcessor[Prefetched]):
             if ended is not None:
                 req.add_log(ended)
         state.timers = pending
-        self._rearm(cid, pending, armed, woke, req)
+        state.wake = self._rearm(cid, pending, armed, woke, req)
         for job in req.before_save:  # e.g. a message's other recipients (bot.runtime.relay)
             await job()
         req.state = codec.encode_state(state)
@@ -326,7 +331,7 @@ class ConversationService(QueueProcessor[Prefetched]):
         if req.activity is not None:
             new_meta["activity"] = repr(req.activity)
         convindex.plan_save(cid, meta, new_meta, activity=req.activity, preview=req.preview, logged=bool(req.log),
-                            commands=req.extra_commands, state_changed=req.state != batch.state)
+                            commands=req.extra_commands, state_changed=not early and req.state != batch.state)
         req.meta = {name: value for name, value in new_meta.items() if meta.get(name) != value}  # what changed
         if req.out and self.replies is not None:
             req.outbox_lease = self.replies.lease_for(req.outbox_account)
@@ -351,16 +356,27 @@ class ConversationService(QueueProcessor[Prefetched]):
         return [(ev.TimerFired(timer_id), {"due": at}) for at, timer_id in due]
 
     @staticmethod
-    def _rearm(cid: str, pending: dict[str, float], armed: float | None, woke: bool, req: SaveRequest) -> None:
-        """The conversation's one timer entry, scored by its earliest timer: one ``ZADD`` when that
-        changed, nothing when it did not. A wake was claimed (taken out of the shard): with timers
-        left it is armed again whatever their time (the worker's clock may run ahead of this one);
-        without, nothing is left to remove."""
+    def _rearm(cid: str, pending: dict[str, float], armed: float | None, woke: bool,
+               req: SaveRequest) -> float | None:
+        """The conversation's one timer entry, kept no later than its earliest timer; the
+        state's ``wake`` to save (``ConversationState.wake``).
+
+        Armed (``ZADD LT``: a write can only move it earlier) when the earliest due time is
+        earlier than the entry, when there was none, and after a wake (the claim took it out of
+        the shard: armed again whatever the time, the worker's clock may run ahead of this one).
+        Later (a message moved a no-answer timer): nothing is written, the entry fires early and
+        that turn arms it at the earliest timer. Removed (``ZREM``) when no timer is left: one
+        command now is cheaper than the early wake it would otherwise cost (a push and a save)."""
         due = min(pending.values(), default=None)
-        if due is not None and (woke or due != armed):
-            req.timers_set.append((wake_member(cid), due))
-        elif due is None and armed is not None and not woke:
-            req.timers_cancel.append(wake_member(cid))
+        if due is None:
+            if armed is not None and not woke:
+                req.timers_cancel.append(wake_member(cid))
+            return None
+        if woke or armed is None or due < armed:
+            req.wake = (wake_member(cid), due)
+            return None
+        wake = math.ceil(armed)  # whole seconds (5 bytes), not earlier than the entry
+        return wake if wake < due else None
 
     async def _snapshot(self, cid: str, ref: CrmRef, prefetched: Prefetched | None) -> Mapping[str, Any]:
         """The CRM snapshot, from the reads sent with the push when they were of this lead."""
@@ -478,6 +494,18 @@ def _visit(state: ConversationState, meta: Mapping[str, str]) -> Visit | None:
         return Visit(run.bot, run.version, run.step, float(at))
     except ValueError:  # not written by a save: the visit's end is not counted
         return None
+
+
+def _early_wakes(events: list[tuple[ev.Event, dict[str, Any]]], pending: Mapping[str, float], now: float) -> bool:
+    """Whether the batch is only wakes that find no timer due (by the later of ``now`` and their
+    due time, as ``_due_timers`` looks): an entry left early (``_rearm``). Such a batch runs
+    nothing and writes no transcript, count or activity: it only arms the entry again."""
+    until = now
+    for event, extra in events:
+        if type(event) is not ev.TimerFired or not is_wake(event.timer_id):
+            return False
+        until = max(until, float(extra.get("due") or 0))
+    return not any(at <= until for at in pending.values())
 
 
 def _reads_back(event: ev.Event) -> bool:

@@ -247,6 +247,9 @@ class SaveRequest:
     meta: dict[str, str] = field(default_factory=dict)
     timers_set: list[tuple[str, float]] = field(default_factory=list)
     timers_cancel: list[str] = field(default_factory=list)
+    #: ``(member, due)``: a conversation's timer entry, armed with ``ZADD LT`` (only ever moved
+    #: earlier: the runtime leaves it early rather than later, bot/store/timers.py).
+    wake: tuple[str, float] | None = None
     outbox_account: str | None = None
     #: Seconds this process claims the account's outbox entry for with the save (None: it is
     #: queued due now, for the outbox poll): see ``bot.store.outbox`` "Replies at once".
@@ -463,6 +466,8 @@ class ConversationStore:
         timers = k.timer_shard_key(k.shard_of(cid, self.shards))
         if req.timers_set:
             commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
+        if req.wake is not None:
+            commands.append(("ZADD", timers, "LT", req.wake[1], req.wake[0]))
         if req.timers_cancel:
             commands.append(("ZREM", timers, *req.timers_cancel))
         claim = None
