@@ -191,12 +191,6 @@ class ConversationState:
     #: timer entry in Redis, scored by the earliest of these (bot/store/timers.py). Replaced, never
     #: changed in place (clones share it).
     timers: dict[str, float] = field(default_factory=dict)
-    #: When the conversation's timer entry is due, if that is EARLIER than the earliest of
-    #: ``timers`` (None: it is due with that timer, or there is none). The runtime leaves the
-    #: entry early rather than move it later (one ``ZADD`` a message less): it fires, the turn
-    #: finds nothing due and arms it at the earliest timer. Whole seconds, rounded up (5 bytes
-    #: saved): never earlier than the entry, which is all a turn needs to know to skip a re-arm.
-    wake: float | None = None
 
     def next_id(self, prefix: str) -> str:
         self.seq += 1
@@ -208,7 +202,7 @@ class ConversationState:
         c.owner, c.owner_user, c.chat_status = self.owner, self.owner_user, self.chat_status
         c.run = None if self.run is None else self.run.clone()  # the run changes in place: copied
         c.last_message, c.seq, c.turn_steps = self.last_message, self.seq, self.turn_steps
-        c.crm, c.timers, c.wake = self.crm, self.timers, self.wake
+        c.crm, c.timers = self.crm, self.timers
         return c
 
     def timers_dict(self) -> dict[str, float]:
@@ -226,7 +220,6 @@ class ConversationState:
             "last_message": self.last_message, "seq": self.seq,
             "turn_steps": self.turn_steps, "crm": self.crm,
             **({"tm": self.timers_dict()} if self.timers else {}),
-            **({"wk": self.wake} if self.wake is not None else {}),
         }
 
     @classmethod
@@ -237,7 +230,6 @@ class ConversationState:
             Run.from_dict(d["run"]) if d.get("run") else None, d.get("last_message"), d.get("seq", 0),
             d.get("turn_steps", 0), d.get("crm"),
             {(t if ":" in t else f"{d['id']}:{t}"): float(at) for t, at in (d.get("tm") or {}).items()},
-            None if d.get("wk") is None else float(d["wk"]),
         )
 
 

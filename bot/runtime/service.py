@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from ..engine.flows import FlowSource
 from ..engine.state import ConversationState
 from ..engine.transcript import inbound_entry, internal_entry, outbound_entry, system_entry
 from ..errors import CrmError, CrmTemporary
-from ..store import codec
+from ..store import codec, statefields
 from ..store import indexes as convindex
 from ..store.analytics import AnalyticsCounts
 from ..store.conversations import Batch, ConversationStore, SaveRequest
@@ -223,8 +222,7 @@ class ConversationService(QueueProcessor[Prefetched]):
         events = [(own[1], own[2]) if own is not None and raw == own[0] else codec.decode_event_extra(raw)
                   for raw in batch.events]  # decoded once for the whole batch
         pending = dict(state.timers)  # this batch's copy (see ``_due_timers``)
-        # the timer entry's due time as the batch found it (at most: see ``ConversationState.wake``)
-        armed = state.wake if state.wake is not None else min(pending.values(), default=None)
+        armed = min(pending.values(), default=None)  # the timer entry is due no later (``_rearm``)
         early = _early_wakes(events, pending, self.clock())
         snapshot: Mapping[str, Any] = {}
         if early:  # nothing runs: no snapshot read (the CRM ref is kept for the next push)
@@ -307,10 +305,14 @@ class ConversationService(QueueProcessor[Prefetched]):
             if ended is not None:
                 req.add_log(ended)
         state.timers = pending
-        state.wake = self._rearm(cid, pending, armed, woke, req)
+        self._rearm(cid, pending, armed, woke, req)
         for job in req.before_save:  # e.g. a message's other recipients (bot.runtime.relay)
             await job()
-        req.state = codec.encode_state(state)
+        blob = codec.encode_state(state)
+        changed = blob != batch.state
+        # An unchanged state kept in the hash is not written again (an early wake's save: no
+        # ``HSET``); one in its own key is, as its ``SET`` refreshes that key's TTL.
+        req.state = blob if changed or len(blob) > statefields.INLINE_MAX else None
         run = state.run
         new_meta.update({
             "owner": state.owner, "owner_user": state.owner_user or "", "chat_status": state.chat_status,
@@ -331,7 +333,7 @@ class ConversationService(QueueProcessor[Prefetched]):
         if req.activity is not None:
             new_meta["activity"] = repr(req.activity)
         convindex.plan_save(cid, meta, new_meta, activity=req.activity, preview=req.preview, logged=bool(req.log),
-                            commands=req.extra_commands, state_changed=not early and req.state != batch.state)
+                            commands=req.extra_commands, state_changed=changed)
         req.meta = {name: value for name, value in new_meta.items() if meta.get(name) != value}  # what changed
         if req.out and self.replies is not None:
             req.outbox_lease = self.replies.lease_for(req.outbox_account)
@@ -342,8 +344,8 @@ class ConversationService(QueueProcessor[Prefetched]):
             self.chat.written(ref.lead_id)
         if result_.status == -1:
             log.error("store.lock_lost", extra={"cid": cid})
-        elif req.state:
-            _remember(self._states, cid, (req.state, state), STATE_CACHE_MAX)
+        else:
+            _remember(self._states, cid, (blob, state), STATE_CACHE_MAX)
         return result_.status
 
     def _due_timers(self, pending: dict[str, float], until: float) -> list[tuple[ev.Event, dict[str, Any]]]:
@@ -356,27 +358,23 @@ class ConversationService(QueueProcessor[Prefetched]):
         return [(ev.TimerFired(timer_id), {"due": at}) for at, timer_id in due]
 
     @staticmethod
-    def _rearm(cid: str, pending: dict[str, float], armed: float | None, woke: bool,
-               req: SaveRequest) -> float | None:
-        """The conversation's one timer entry, kept no later than its earliest timer; the
-        state's ``wake`` to save (``ConversationState.wake``).
+    def _rearm(cid: str, pending: dict[str, float], armed: float | None, woke: bool, req: SaveRequest) -> None:
+        """The conversation's one timer entry, due no later than its earliest timer (``armed``:
+        the earliest as the batch found it, so the entry is due then or before).
 
-        Armed (``ZADD LT``: a write can only move it earlier) when the earliest due time is
-        earlier than the entry, when there was none, and after a wake (the claim took it out of
-        the shard: armed again whatever the time, the worker's clock may run ahead of this one).
-        Later (a message moved a no-answer timer): nothing is written, the entry fires early and
-        that turn arms it at the earliest timer. Removed (``ZREM``) when no timer is left: one
-        command now is cheaper than the early wake it would otherwise cost (a push and a save)."""
+        Armed (``ZADD LT``: a write only ever moves it earlier) when the earliest due time is now
+        earlier, when there was no timer, and after a wake (the claim took the entry out of the
+        shard: armed again whatever the time, the worker's clock may run ahead of this one).
+        Later or the same (a message moved a no-answer timer): nothing is written; an entry left
+        early fires, that turn finds nothing due and arms it at the earliest timer. Removed
+        (``ZREM``) when no timer is left: one command now costs less than the early wake it
+        would otherwise cause (a push and a save)."""
         due = min(pending.values(), default=None)
         if due is None:
             if armed is not None and not woke:
                 req.timers_cancel.append(wake_member(cid))
-            return None
-        if woke or armed is None or due < armed:
+        elif woke or armed is None or due < armed:
             req.wake = (wake_member(cid), due)
-            return None
-        wake = math.ceil(armed)  # whole seconds (5 bytes), not earlier than the entry
-        return wake if wake < due else None
 
     async def _snapshot(self, cid: str, ref: CrmRef, prefetched: Prefetched | None) -> Mapping[str, Any]:
         """The CRM snapshot, from the reads sent with the push when they were of this lead."""

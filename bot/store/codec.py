@@ -212,7 +212,7 @@ _NO_PLAN: Plan = ()
 #: import (``_check_fields``) rather than go unsaved.
 _STATE_FIELDS = {
     ConversationState: ("id", "channel", "account", "origin", "owner", "owner_user", "chat_status", "run",
-                        "last_message", "seq", "turn_steps", "crm", "timers", "wake"),
+                        "last_message", "seq", "turn_steps", "crm", "timers"),
     Run: ("id", "bot", "version", "step", "status", "vars", "json", "last_validation_result", "wait",
           "action_index", "callers", "error", "splits", "goals"),
     Wait: ("kind", "step", "timers", "on", "token", "request", "until", "held", "widget_json"),
@@ -259,8 +259,6 @@ def _compact_state(s: ConversationState) -> dict[int | str, Any]:
     }
     if s.timers:  # as ``ConversationState.to_dict``: a plain name, only when there are timers
         out["tm"] = s.timers_dict()
-    if s.wake is not None:  # likewise: only while the timer entry is earlier than the earliest timer
-        out["wk"] = s.wake
     return out
 
 
@@ -282,8 +280,7 @@ def _state_from_compact(d: dict[Any, Any]) -> ConversationState:
         get(_OWNER_USER), get(_CHAT_STATUS, "unanswered"), _run_from_compact(run) if run else None,
         _grow(last, _LAST_MESSAGE_SHAPE) if isinstance(last, dict) else last, get(_SEQ, 0), get(_TURN_STEPS, 0),
         _grow(crm, _ITEMS) if isinstance(crm, dict) else crm,
-        {(t if ":" in t else f"{sid}:{t}"): float(at) for t, at in (get("tm") or {}).items()},
-        None if (wake := get("wk")) is None else float(wake))
+        {(t if ":" in t else f"{sid}:{t}"): float(at) for t, at in (get("tm") or {}).items()})
 
 
 def _run_from_compact(r: dict[Any, Any]) -> Run:

@@ -247,9 +247,7 @@ class SaveRequest:
     meta: dict[str, str] = field(default_factory=dict)
     timers_set: list[tuple[str, float]] = field(default_factory=list)
     timers_cancel: list[str] = field(default_factory=list)
-    #: ``(member, due)``: a conversation's timer entry, armed with ``ZADD LT`` (only ever moved
-    #: earlier: the runtime leaves it early rather than later, bot/store/timers.py).
-    wake: tuple[str, float] | None = None
+    wake: tuple[str, float] | None = None  # (member, due): a conversation's timer entry, ``ZADD LT``
     outbox_account: str | None = None
     #: Seconds this process claims the account's outbox entry for with the save (None: it is
     #: queued due now, for the outbox poll): see ``bot.store.outbox`` "Replies at once".
@@ -291,7 +289,6 @@ def state_of(raw_meta: Any, key_value: Any) -> bytes | None:
     if statefields.in_key(raw_meta):
         return replies.raw(key_value) if key_value else None
     return statefields.split(raw_meta)[1] or None
-
 
 
 class ConversationStore:
@@ -461,12 +458,11 @@ class ConversationStore:
                  self._counts.pop(token, "")]
         commands: list[Any] = [self._save.command(
             [key.state, key.inbox, key.lock, key.transcript, key.log, key.meta, key.out, key.counter,
-             *(n for n, _ in counters)],
-            args)]
+             *(n for n, _ in counters)], args)]
         timers = k.timer_shard_key(k.shard_of(cid, self.shards))
         if req.timers_set:
             commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
-        if req.wake is not None:
+        if req.wake is not None:  # only ever moved earlier (bot/store/timers.py)
             commands.append(("ZADD", timers, "LT", req.wake[1], req.wake[0]))
         if req.timers_cancel:
             commands.append(("ZREM", timers, *req.timers_cancel))

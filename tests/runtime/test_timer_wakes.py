@@ -1,8 +1,10 @@
-"""One timer entry per conversation (bot/store/timers.py): its wake, scored by the earliest of the
-timers its state records. A wake fires exactly the timers due, each once, and arms the entry
-again; a message that leaves the earliest due time as it was writes no timer command; timers an
+"""One timer entry per conversation (bot/store/timers.py): its wake, due no later than the earliest
+of the timers its state records. A wake fires exactly the timers due, each once, and arms the entry
+again; a message that leaves the earliest due time as it was, or moves it later, writes no timer
+command (the entry stays early: its wake finds nothing due, writes nothing but the entry armed
+again, and the timer fires at its time); one that moves it earlier arms it earlier; timers an
 older version wrote as entries of their own keep firing (and are cancelled) as before.
-Real services and a real Redis; counts, never timings."""
+Real services and a real Redis; counts, never timings: time is the services' clocks, moved by hand."""
 
 from __future__ import annotations
 
@@ -20,12 +22,28 @@ from bot.server.services import Services, open_services
 from bot.store import codec, statefields
 from bot.store import keys as k
 from bot.store.timers import wake_member
+from tests.runtime.roundtrips import RoundTrips
 from tests.server.conftest import REMINDER, make_config, nudge_flow
 
 #: ``nudge`` without ``other_answer``: a text that is no button leaves the wait (and its timer) as it is.
 PATIENT = {**nudge_flow("1h"), "id": "patient"}
 PATIENT["steps"] = {**PATIENT["steps"], "ask": {k_: v for k_, v in PATIENT["steps"]["ask"].items()
                                                 if k_ != "other_answer"}}
+#: As the webhook bench's bot: any text asks again, so every message moves the 10 minute
+#: no-answer timer later; "Soon" waits a minute instead (a timer moved earlier), "No" ends the wait.
+AGAIN = {
+    "format": "salesbot.flow/1", "id": "again", "name": "Asks again", "start": "ask",
+    "steps": {
+        "ask": {"type": "message", "text": "Anything else?",
+                "buttons": [{"title": "Soon", "next": "soon"}, {"title": "No", "next": "bye"}],
+                "other_answer": "ask", "no_answer": {"after": "10m", "next": "remind"}},
+        "soon": {"type": "message", "text": "In a minute, then", "buttons": [{"title": "No", "next": "bye"}],
+                 "no_answer": {"after": "1m", "next": "remind"}},
+        "remind": {"type": "message", "text": REMINDER},
+        "bye": {"type": "message", "text": "Bye!"},
+    },
+}
+T0 = 1_800_000_000.25
 
 
 @pytest.fixture
@@ -34,6 +52,7 @@ async def svc(tmp_path: Path, redis_url: str) -> AsyncIterator[Services]:
     flows.mkdir()
     (flows / "nudge.json").write_text(json.dumps(nudge_flow("1h")))
     (flows / "patient.json").write_text(json.dumps(PATIENT))
+    (flows / "again.json").write_text(json.dumps(AGAIN))
     async with open_services(make_config(redis_url, flows), start_hub=False) as services:  # type: ignore[arg-type]
         yield services
 
@@ -140,3 +159,141 @@ async def test_an_older_versions_timer_entry_is_removed_when_its_wait_ends(svc: 
     await svc.conversations.deliver(cid, ev.InboundMessage(text="No", payload="No"))
     assert await _entries(redis, svc, cid) == []  # its ZREM, as before; no wake armed
     assert timer_id not in await _timers(svc, cid)
+
+
+class Clock:
+    """The conversations' and the timer wheel's clock, moved by the test."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(svc: Services) -> Clock:
+    clock = Clock(T0)
+    svc.conversations.clock = clock  # the turns' time: when their timers fall due
+    svc.timers.clock = clock  # what ``Worker.fire_timers`` claims by
+    return clock
+
+
+async def _entry(redis: Redis, svc: Services, cid: str) -> list[tuple[bytes, float]]:
+    return [(m, at) for m, at in await _entries(redis, svc, cid) if m == wake_member(cid).encode()]
+
+
+def _shard_writes(trips: RoundTrips, svc: Services, cid: str) -> list[tuple[Any, ...]]:
+    """The commands sent on the hot path to the conversation's timer shard (its entry's writes)."""
+    shard = k.timer_shard_key(k.shard_of(cid, svc.store.shards))
+    return [c for call in trips.fast for c in call if c[0] in ("ZADD", "ZREM") and c[1] == shard]
+
+
+async def test_a_message_that_moves_the_no_answer_timer_later_leaves_the_entry_early(
+        redis: Redis, svc: Services, clock: Clock, trips: RoundTrips) -> None:
+    """Fails on the code before: it moved the entry with a ``ZADD`` on every such message."""
+    cid = "livechat:demo:later"
+    await _say(svc, cid, "hi", "again")
+    assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 600)]
+    clock.now = T0 + 60
+    await svc.leads.idle()
+    counted = await _commands(redis)
+    trips.clear()
+    await _say(svc, cid, "what?", "again")  # asked again: the timer is now due at T0 + 660
+    await svc.leads.idle()
+    after = await _commands(redis)
+    ran = {name: n - counted.get(name, 0) for name, n in after.items() if n != counted.get(name, 0)}
+    assert list((await _timers(svc, cid)).values()) == [T0 + 660]
+    assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 600)]  # left where it was
+    assert _shard_writes(trips, svc, cid) == []
+    assert ran.get("zadd") == 1 and "zrem" not in ran, ran  # the activity index's only
+
+
+async def test_an_early_wake_writes_nothing_but_the_entry_and_the_timer_fires_once_at_its_time(
+        redis: Redis, svc: Services, clock: Clock, trips: RoundTrips, caplog: pytest.LogCaptureFixture) -> None:
+    """Fails if the early wake ran a turn (a transcript entry, a count, the list's activity or
+    preview moved, a notification), if it did not arm the entry at the timer's time (the timer
+    would be lost), or if the timer fired early, late or twice."""
+    cid = "livechat:demo:early"
+    worker = Worker(svc)
+    await _say(svc, cid, "hi", "again")
+    clock.now = T0 + 60
+    await _say(svc, cid, "what?", "again")
+    [timer_id] = await _timers(svc, cid)
+    clock.now = T0 + 599.999
+    assert await worker.fire_timers() == 0
+    meta, log = await svc.store.meta(cid), await svc.store.read_log(cid, 0, 1000)
+    await svc.leads.idle()
+    counted = await _commands(redis)
+    trips.clear()
+    clock.now = T0 + 600
+    with caplog.at_level("INFO", logger="salesbot"):
+        assert await worker.fire_timers() == 1  # the entry, early: nothing is due
+    after = await _commands(redis)
+    ran = {name: n - counted.get(name, 0) for name, n in after.items() if n != counted.get(name, 0)}
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("salesbot")] == []
+    assert await svc.store.read_log(cid, 0, 1000) == log and await _reminders(svc, cid) == 0
+    assert await svc.store.meta(cid) == meta  # activity, preview, step_at, counts: as they were
+    assert await _timers(svc, cid) == {timer_id: T0 + 660}
+    # Written: the entry armed at the timer's time (``LT``: never later), and nothing else of the
+    # conversation (no state, metadata, transcript, count or notification).
+    shard = k.timer_shard_key(k.shard_of(cid, svc.store.shards))
+    assert _shard_writes(trips, svc, cid) == [("ZADD", shard, "LT", T0 + 660, wake_member(cid))]
+    for name in ("hset", "hincrby", "publish", "set", "rpush"):
+        assert ran.get(name, 0) == (1 if name in ("set", "rpush") else 0), ran  # the push's inbox and lock
+    assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 660)]
+    clock.now = T0 + 659.999
+    assert await worker.fire_timers() == 0 and await _reminders(svc, cid) == 0
+    clock.now = T0 + 660
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
+    clock.now = T0 + 7200
+    assert await worker.fire_timers() == 0 and await _reminders(svc, cid) == 1
+    assert await _entries(redis, svc, cid) == [] and await svc.timers.claimed() == 0
+
+
+async def test_a_timer_moved_earlier_arms_the_entry_earlier_and_fires_on_time(
+        redis: Redis, svc: Services, clock: Clock) -> None:
+    """Fails if a turn skipped the write for a timer earlier than the entry (it would fire at the
+    entry's time, late), or if a write moved an early entry later (``ZADD`` without ``LT``)."""
+    worker = Worker(svc)
+    cid = "livechat:demo:sooner"
+    await _say(svc, cid, "hi", "again")  # due T0 + 600
+    clock.now = T0 + 60
+    await _say(svc, cid, "what?", "again")  # due T0 + 660, the entry at T0 + 600
+    clock.now = T0 + 100
+    await _say(svc, cid, "Soon", "again")  # due T0 + 160: earlier than the entry
+    assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 160)]
+    clock.now = T0 + 159.999
+    assert await worker.fire_timers() == 0
+    clock.now = T0 + 160
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
+    assert await _entries(redis, svc, cid) == [] and await _timers(svc, cid) == {}
+
+    cid = "livechat:demo:between"
+    await _say(svc, cid, "hi", "again")  # T0 + 160 + 600
+    clock.now = T0 + 260
+    await _say(svc, cid, "what?", "again")  # due T0 + 860, the entry at T0 + 760
+    clock.now = T0 + 750
+    await _say(svc, cid, "Soon", "again")  # due T0 + 810: earlier than the timer, later than the entry
+    assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 760)]  # ``LT``: kept early
+    clock.now = T0 + 760
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 0  # the early wake
+    assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 810)]
+    clock.now = T0 + 809.999
+    assert await worker.fire_timers() == 0
+    clock.now = T0 + 810
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
+    assert await _entries(redis, svc, cid) == []
+
+
+async def test_an_answer_that_ends_the_wait_removes_an_early_entry(
+        redis: Redis, svc: Services, clock: Clock) -> None:
+    """Cancelling stays a ``ZREM`` (one command, against an early wake's push and save): fails if
+    the entry were left to fire (or kept at its early time) once no timer is left."""
+    cid = "livechat:demo:ended"
+    await _say(svc, cid, "hi", "again")
+    clock.now = T0 + 60
+    await _say(svc, cid, "what?", "again")
+    assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 600)]
+    await _say(svc, cid, "No", "again")
+    assert await _timers(svc, cid) == {} and await _entries(redis, svc, cid) == []
