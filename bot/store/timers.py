@@ -1,10 +1,14 @@
 """Durable timers: sorted sets in Redis, sharded, claimed atomically in batches by any worker.
 
 A conversation has ONE member in the shard of its conversation, its *wake* ``{<conversation id>}``
-(braces never occur in an id: ``keys.conversation_id`` escapes them), scored by the earliest due
-time of its timers; the timers themselves (id -> due time) are in its state
-(``ConversationState.timers``), so re-arming is one ``ZADD`` and a message that leaves the
-earliest due time as it was writes nothing here. A lead queue's timer and a timer written by an
+(braces never occur in an id: ``keys.conversation_id`` escapes them), due no later than the
+earliest of its timers; the timers themselves (id -> due time) are in its state
+(``ConversationState.timers``). Re-arming is one ``ZADD LT`` (a write only ever moves the wake
+earlier), written only when the earliest due time moves earlier: a message that leaves it as it
+was, or moves it later (a no-answer timer, on every message to a bot that asks again), writes
+nothing here. The wake then fires early; its turn finds no timer due, runs nothing and arms it
+at the earliest timer (``ConversationService._rearm``). So a turn need not know the wake's score:
+the earliest due time its state held bounds it. A lead queue's timer and a timer written by an
 older version are members of their own (their id, ``<queue id>:<...>``). ``claim`` moves the
 members due by a horizon (a worker claims up to two polls ahead and fires each at its due time)
 from the shard to *this worker's* claim set of the shard, still scored by their due time, in one
