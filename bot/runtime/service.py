@@ -26,11 +26,9 @@ from ..engine.transcript import inbound_entry, internal_entry, outbound_entry, s
 from ..errors import CrmError, CrmTemporary
 from ..store import codec, statefields
 from ..store import indexes as convindex
-from ..store import keys as k
 from ..store.analytics import AnalyticsCounts
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.memoryguard import MemoryGuard
-from ..store.scripts import send_commands
 from ..store.splits import count_field, split_key
 from ..store.timers import is_wake, wake_member
 from . import marks
@@ -191,27 +189,6 @@ class ConversationService(QueueProcessor[Prefetched]):
         except IdentityPending:
             return DeliverResult()  # queued: processed once the CRM answers again
         return DeliverResult(processed_here=done)
-
-    async def early_wake(self, cid: str, due: float | None) -> tuple[bool, float | None]:
-        """A claimed wake, looked at before it is delivered: ``(True, earliest)`` when the state
-        as last saved has no timer due by the later of now and ``due`` (the wake was left early,
-        ``_rearm``): then nothing is delivered, the caller arms the wake at ``earliest`` (None: no
-        timer left, nothing to arm). ``(False, None)``: deliver it (its turn fires what is due).
-
-        Read without the lock (one ``HGETALL``), which is safe because a turn saving meanwhile
-        arms what it needs itself: an earlier timer with its own ``ZADD LT`` (before or after
-        this one, the earlier wins), a later one is covered by this wake armed at the earliest
-        it replaced; a wake armed after a turn removed the last timer only fires once more."""
-        flat = (await send_commands(self.store.fast, [("HGETALL", k.ConversationKey(cid).meta)], []))[0]
-        blob = statefields.split_flat(flat)[1]
-        if blob is None:  # no state, or one in its own key (or an old layout's): its turn looks
-            return False, None
-        cached = self._states.get(cid)
-        timers = cached[1].timers if cached is not None and cached[0] == blob else codec.decode_state(blob).timers
-        if _any_due(timers, max(self.clock(), due or 0.0)):
-            return False, None
-        log.debug("timer.wake_early", extra={"cid": cid})
-        return True, min(timers.values(), default=None)
 
     def _identity_prefetch(self) -> PrefetchIdentity | None:
         """``crm`` when its identity lookup can travel with the push (a first message's round trip)."""
@@ -519,19 +496,14 @@ def _visit(state: ConversationState, meta: Mapping[str, str]) -> Visit | None:
 
 def _early_wakes(events: list[tuple[ev.Event, dict[str, Any]]], pending: Mapping[str, float], now: float) -> bool:
     """Whether the batch is only wakes that find no timer due (by the later of ``now`` and their
-    due time, as ``_due_timers`` looks): an entry left early (``_rearm``) that the worker's look
-    (``early_wake``) did not settle. Such a batch runs nothing and writes no transcript, count or
-    activity: it only arms the entry again."""
+    due time, as ``_due_timers`` looks): an entry left early (``_rearm``). Such a batch runs
+    nothing and writes no transcript, count or activity: it only arms the entry again."""
     until = now
     for event, extra in events:
         if type(event) is not ev.TimerFired or not is_wake(event.timer_id):
             return False
         until = max(until, float(extra.get("due") or 0))
-    return not _any_due(pending, until)
-
-
-def _any_due(timers: Mapping[str, float], until: float) -> bool:
-    return any(at <= until for at in timers.values())
+    return not any(at <= until for at in pending.values())
 
 
 def _reads_back(event: ev.Event) -> bool:

@@ -138,15 +138,10 @@ class Worker:
     async def _deliver_timer(self, timer: DueTimer) -> None:
         """A due timer as a ``TimerFired`` event, deduplicated by its id (it may be offered twice);
         a conversation's wake as a ``TimerFired`` of the wake, not deduplicated: its turn fires the
-        timers then due, each once (a wake offered twice finds them gone; they count there). A
-        wake left early (no timer due yet) is only armed again, at the earliest timer: no turn."""
+        timers then due, each once (a wake offered twice finds them gone; they count there)."""
         extra = {"due": timer.due} if timer.due is not None else None
         if timer.wake:
-            early, earliest = await self.s.conversations.early_wake(timer.cid, timer.due)
-            if not early:
-                await self.s.conversations.deliver(timer.cid, ev.TimerFired(timer.timer_id), entry_extra=extra)
-            elif earliest is not None:
-                await self.s.timers.arm(timer.timer_id, earliest)
+            await self.s.conversations.deliver(timer.cid, ev.TimerFired(timer.timer_id), entry_extra=extra)
             return
         event, dedupe_id = ev.TimerFired(timer.timer_id), f"timer:{timer.timer_id}"
         queue = self._queue(timer.cid)

@@ -192,11 +192,6 @@ class TimerWheel:
 
         return await run_pipeline(self.redis, build, scripts)
 
-    async def arm(self, member: str, at: float) -> None:
-        """Arm ``member`` at ``at`` unless it is due sooner already (``ZADD LT``)."""
-        shard = k.timer_shard_key(k.shard_of(cid_of(member), self.shards))
-        await self._send([("ZADD", shard, "LT", at, member)])
-
     async def heartbeat(self) -> None:
         """This worker is alive (``dead_after`` without one and its claims are taken over)."""
         await self.redis.zadd(k.timer_workers_key(), {self.worker: self.clock()})
