@@ -29,6 +29,7 @@ from ..store import indexes as convindex
 from ..store.analytics import AnalyticsCounts
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.memoryguard import MemoryGuard
+from ..store.pushscript import NO_TIMERS, WAKE_FIELD
 from ..store.splits import count_field, split_key
 from ..store.timers import is_wake, wake_member
 from . import marks
@@ -108,6 +109,9 @@ class Prefetched:
 class DeliverResult:
     duplicate: bool = False
     processed_here: bool = False
+    #: A wake the push settled: nothing queued; arm the wake at ``wake_at`` (None: no timer left).
+    early: bool = False
+    wake_at: float | None = None
 
 
 Clock = Callable[[], float]
@@ -170,7 +174,14 @@ class ConversationService(QueueProcessor[Prefetched]):
         identity = _identity(meta) if by_identity is not None else None
         if identity is not None and by_identity is not None:
             reads = by_identity.identity_reads(identity)
-        result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}), reads=reads)
+        wake = None  # a wake: settled by the push when the metadata proves no timer due by then
+        if type(event) is ev.TimerFired and is_wake(event.timer_id):
+            wake = max(self.clock(), float((entry_extra or {}).get("due") or 0))  # as ``_early_wakes``
+        result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}), reads=reads,
+                                       wake=wake)
+        if result.early:
+            log.debug("timer.wake_early", extra={"cid": cid})
+            return DeliverResult(early=True, wake_at=result.wake_at)
         if result.duplicate:
             self.metrics.duplicates.inc()
             log.info("event.duplicate", extra={"cid": cid, "dedupe_id": dedupe_id})
@@ -320,6 +331,8 @@ class ConversationService(QueueProcessor[Prefetched]):
             "step": (run.step or "") if run else "", "run_status": run.status if run else "",
             "status": "human" if state.owner != "bot" else ("bot" if run is not None and run.active else "idle"),
         })
+        if pending or meta.get(WAKE_FIELD):  # the earliest timer, for the push of a wake (pushscript.py)
+            new_meta[WAKE_FIELD] = repr(min(pending.values())) if pending else NO_TIMERS
         since = marks.waiting_since(state, meta, new_meta, first_unanswered)
         if since or meta.get("waiting_since"):  # a chat that never waited keeps no empty field (issue 14: bytes)
             new_meta["waiting_since"] = since

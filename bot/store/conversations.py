@@ -43,62 +43,11 @@ from . import codec, replies, statefields, transcript
 from . import keys as k
 from .clusterclient import is_cluster
 from .pending import RecentEntries
+from .pushscript import PUSH as _PUSH
 from .resp import RespClient
 from .scripts import Lua, send_commands
 
 log = logging.getLogger("salesbot.store")
-
-_PUSH = statefields.MOVE + """
-local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
-if ARGV[2] ~= '' and redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then
-  -- seen before: a duplicate inside the window; an older id counts as new (the set is trimmed lazily)
-  if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[2])) > now - window then return {-1} end
-  redis.call('ZADD', KEYS[3], now, ARGV[2])
-end
-local nmeta = tonumber(ARGV[8])
-local ttl, refresh_every = tonumber(ARGV[9 + nmeta * 2]), tonumber(ARGV[10 + nmeta * 2])
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-if not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
-  if nmeta > 0 then
-    local kv = {}
-    for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
-    redis.call('HSET', KEYS[5], unpack(kv))
-  end
-  return {0}
-end
--- the processor: the metadata as it will be, written only where it changes
-local meta = redis.call('HGETALL', KEYS[5])
-local at, kv = {}, {}
-for i = 1, #meta, 2 do at[meta[i]] = i + 1 end
-local function put(name, value)
-  local j = at[name]
-  if j == nil then
-    meta[#meta + 1] = name; meta[#meta + 1] = value; at[name] = #meta
-  elseif meta[j] == value then
-    return
-  else
-    meta[j] = value
-  end
-  kv[#kv + 1] = name; kv[#kv + 1] = value
-end
-for i = 9, 8 + nmeta * 2, 2 do put(ARGV[i], ARGV[i + 1]) end
--- TTLs are refreshed at most once per refresh_every (ttl_at: when, in ms); the save learns it from the reply
-local last = at['ttl_at'] and tonumber(meta[at['ttl_at']])
-local refresh = 0
-if not last or now - last >= refresh_every * 1000 then
-  put('ttl_at', string.format('%d', now))
-  refresh = 1
-end
-if #kv > 0 then redis.call('HSET', KEYS[5], unpack(kv)) end
-if refresh == 1 then
-  redis.call('EXPIRE', KEYS[5], ttl)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]) + refresh_every)
-end
-local events
-if n == 1 then events = {ARGV[1]} else events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1) end
-return {1, st_move(KEYS[5], KEYS[4], at['~'] and meta[at['~']]), events, meta, refresh}
-"""
 
 #: ``owns(lock, token)``: the lock holds ``token``, maybe marked (``+``: see "The transcript's count").
 _OWNS = """
@@ -236,6 +185,10 @@ class PushResult:
     duplicate: bool = False
     batch: Batch | None = None  # set when this caller took the lock and must process
     prefetched: list[Any] | None = None  # replies to ``push(reads=...)``, with a batch
+    #: A wake settled by the push (nothing queued, ``pushscript.py``); ``wake_at``: arm it then
+    #: (None: no timer left).
+    early: bool = False
+    wake_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -355,9 +308,11 @@ class ConversationStore:
         return Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
 
     async def push(self, cid: str, event: bytes, *, dedupe_id: str | None = None,
-                   meta: dict[str, str] | None = None, reads: Sequence[Sequence[Any]] = ()) -> PushResult:
+                   meta: dict[str, str] | None = None, reads: Sequence[Sequence[Any]] = (),
+                   wake: float | None = None) -> PushResult:
         """Queue an event (see the module docstring); ``reads`` are more commands sent in the
-        same round trip, whose replies come back in ``PushResult.prefetched`` with a batch."""
+        same round trip, whose replies come back in ``PushResult.prefetched`` with a batch.
+        ``wake``: the event is a wake looking for timers due by then (``pushscript.py``)."""
         key = k.ConversationKey(cid)
         token = self._token()
         now = self.clock()
@@ -371,7 +326,7 @@ class ConversationStore:
         for name, value in given.items():
             meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
-                len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
+                len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every, "" if wake is None else repr(wake)]
         commands: list[Any] = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args)]
         pend = self._pended.needed(cid, now)
         if pend:
@@ -389,6 +344,8 @@ class ConversationStore:
             prefetched = []
         if reply[0] == -1:
             return PushResult(duplicate=True)
+        if reply[0] == 2:
+            return PushResult(early=True, wake_at=float(reply[1]) if reply[1] else None)
         if reply[0] == 1:
             batch = self._batch(cid, token, reply)
             batch.refresh_ttl = reply[4] == 1

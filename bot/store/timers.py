@@ -180,6 +180,10 @@ class TimerWheel:
             by_shard.setdefault(k.shard_of(t.cid, self.shards), []).append(t.timer_id)
         await self._send([("ZREM", self._claims_key(shard), *ids) for shard, ids in by_shard.items()])
 
+    async def arm(self, member: str, due: float) -> None:
+        """Arm a wake at ``due`` or keep it earlier (``ZADD LT``): an early wake settled by its push."""
+        await self._send([("ZADD", k.timer_shard_key(k.shard_of(cid_of(member), self.shards)), "LT", due, member)])
+
     async def _send(self, commands: list[tuple[Any, ...]], scripts: Sequence[Lua] = ()) -> list[Any]:
         """Every reply of ``commands`` in one round trip (an error raised; on ``NOSCRIPT`` the
         scripts are loaded and the commands sent again: claims and acks may be repeated)."""

@@ -21,7 +21,8 @@ from bot.runtime.worker import Worker
 from bot.server.services import Services, open_services
 from bot.store import codec, statefields
 from bot.store import keys as k
-from bot.store.timers import wake_member
+from bot.store.pushscript import NO_TIMERS, WAKE_FIELD
+from bot.store.timers import DueTimer, wake_member
 from tests.runtime.roundtrips import RoundTrips
 from tests.server.conftest import REMINDER, make_config, nudge_flow
 
@@ -77,8 +78,9 @@ async def _reminders(svc: Services, cid: str) -> int:
 
 
 async def _wake(svc: Services, cid: str, due: float) -> None:
-    """What the worker delivers for a claimed wake (``Worker._deliver_timer``)."""
-    await svc.conversations.deliver(cid, ev.TimerFired(wake_member(cid)), entry_extra={"due": due})
+    """What the worker does with a claimed wake (``Worker._deliver_timer``): its push, which
+    settles an early one (then the wake is armed), or its turn."""
+    await Worker(svc)._deliver_timer(DueTimer(wake_member(cid), due))
 
 
 async def test_a_wake_fires_the_timers_due_once_each_and_arms_the_entry_again(svc: Services, redis: Redis) -> None:
@@ -209,18 +211,20 @@ async def test_a_message_that_moves_the_no_answer_timer_later_leaves_the_entry_e
     assert ran.get("zadd") == 1 and "zrem" not in ran, ran  # the activity index's only
 
 
-async def test_an_early_wake_writes_nothing_but_the_entry_and_the_timer_fires_once_at_its_time(
+async def test_an_early_wake_is_settled_by_its_push_and_the_timer_fires_once_at_its_time(
         redis: Redis, svc: Services, clock: Clock, trips: RoundTrips, caplog: pytest.LogCaptureFixture) -> None:
     """Fails on the code before (the entry was moved, so nothing fires at T0 + 600), if the early
-    wake ran a turn or wrote the unchanged state again (a transcript entry, a count, the list's
-    activity or preview moved, a notification, an ``HSET``), if it did not arm the entry at the
-    timer's time (the timer would be lost), or if the timer fired early, late or twice."""
+    wake were queued or ran a turn (the lock, the inbox, a transcript entry, a count, the list's
+    activity or preview moved, a notification, an ``HSET``: more commands than pinned), if it did
+    not arm the entry at the timer's time (the timer would be lost), or if the timer fired early,
+    late or twice."""
     cid = "livechat:demo:early"
     worker = Worker(svc)
     await _say(svc, cid, "hi", "again")
     clock.now = T0 + 60
     await _say(svc, cid, "what?", "again")
     [timer_id] = await _timers(svc, cid)
+    assert (await redis.hget(k.ConversationKey(cid).meta, WAKE_FIELD)) == repr(T0 + 660).encode()
     clock.now = T0 + 599.999
     assert await worker.fire_timers() == 0
     meta, log = await svc.store.meta(cid), await svc.store.read_log(cid, 0, 1000)
@@ -237,13 +241,11 @@ async def test_an_early_wake_writes_nothing_but_the_entry_and_the_timer_fires_on
     assert await svc.store.meta(cid) == meta  # activity, preview, step_at, counts: as they were
     assert await _timers(svc, cid) == {timer_id: T0 + 660}
     # The round's claim (the registry's ZADD, a script per shard: 16 EVALSHA, 48 ZRANGEBYSCORE;
-    # the take-over's look at the registry: 1 ZRANGEBYSCORE); for the wake: its claim (ZSCORE,
-    # ZREM, ZADD), the push (EVALSHA, RPUSH, SET, HGETALL; the recovery entry: this process's
-    # push wrote it just before), the save (EVALSHA, GET, LLEN, DEL: no state, metadata,
-    # transcript, count or notification), the entry armed at the timer's time (``ZADD LT``:
-    # never later), the ack (ZREM).
-    assert ran == {"zadd": 3, "evalsha": 18, "zrangebyscore": 49, "zscore": 1, "zrem": 2, "hgetall": 1,
-                   "rpush": 1, "set": 1, "get": 1, "llen": 1, "del": 1}, ran
+    # the take-over's look at the registry: 1 ZRANGEBYSCORE); for the wake, 7: its claim
+    # (ZSCORE, ZREM, ZADD), the push (EVALSHA, HGETALL: the metadata's ``w`` says T0 + 660, so
+    # no RPUSH, no lock, no save), the entry armed at the timer's time (``ZADD LT``: never
+    # later), the ack (ZREM). (The turn that settled it before: 13.)
+    assert ran == {"zadd": 3, "evalsha": 17, "zrangebyscore": 49, "zscore": 1, "zrem": 2, "hgetall": 1}, ran
     shard = k.timer_shard_key(k.shard_of(cid, svc.store.shards))
     assert _shard_writes(trips, svc, cid) == [("ZADD", shard, "LT", T0 + 660, wake_member(cid))]
     assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 660)]
@@ -251,9 +253,51 @@ async def test_an_early_wake_writes_nothing_but_the_entry_and_the_timer_fires_on
     assert await worker.fire_timers() == 0 and await _reminders(svc, cid) == 0
     clock.now = T0 + 660
     assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
+    assert await redis.hget(k.ConversationKey(cid).meta, WAKE_FIELD) == NO_TIMERS.encode()
     clock.now = T0 + 7200
     assert await worker.fire_timers() == 0 and await _reminders(svc, cid) == 1
     assert await _entries(redis, svc, cid) == [] and await svc.timers.claimed() == 0
+
+
+async def test_a_wake_due_at_the_earliest_timer_fires_it(redis: Redis, svc: Services, clock: Clock) -> None:
+    """Fails if the push settled a wake whose due time equals the earliest timer's (``>``, not
+    ``>=``: the timer would never fire), whatever the processor's clock says."""
+    cid = "livechat:demo:exact"
+    await _say(svc, cid, "hi", "again")
+    [(timer_id, at)] = (await _timers(svc, cid)).items()
+    assert at == T0 + 600
+    await redis.zrem(k.timer_shard_key(k.shard_of(cid, svc.store.shards)), wake_member(cid))  # as a claim does
+    clock.now = T0 + 1  # the processor's clock behind: the wake's due time decides
+    await _wake(svc, cid, at)
+    assert await _reminders(svc, cid) == 1 and await _timers(svc, cid) == {}
+    assert await _entries(redis, svc, cid) == []
+
+
+async def test_a_wake_of_a_conversation_without_the_field_goes_through_its_turn(
+        redis: Redis, svc: Services, clock: Clock) -> None:
+    """A conversation saved by a version without ``w`` (or whose field is gone): the push queues
+    the wake as before, its turn finds nothing due, arms the entry at the timer (the fallback) and
+    writes the field, so the next early wake is settled by the push. Fails if an absent field were
+    read as "nothing due" (the timer lost) or the turn did not arm the entry."""
+    cid = "livechat:demo:nofield"
+    worker = Worker(svc)
+    await _say(svc, cid, "hi", "again")
+    clock.now = T0 + 60
+    await _say(svc, cid, "what?", "again")  # due T0 + 660, the entry at T0 + 600
+    [timer_id] = await _timers(svc, cid)
+    meta = k.ConversationKey(cid).meta
+    await redis.hdel(meta, WAKE_FIELD)
+    ran_before = await _commands(redis)
+    clock.now = T0 + 600
+    assert await worker.fire_timers() == 1  # queued, the turn settles it
+    ran = {name: n - ran_before.get(name, 0) for name, n in (await _commands(redis)).items()}
+    assert ran.get("rpush") == 1 and ran.get("llen") == 1, ran  # the push queued it, a save took it
+    assert await _reminders(svc, cid) == 0 and await _timers(svc, cid) == {timer_id: T0 + 660}
+    assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 660)]
+    assert await redis.hget(meta, WAKE_FIELD) == repr(T0 + 660).encode()  # written by that turn
+    clock.now = T0 + 660
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
+    assert await _entries(redis, svc, cid) == []
 
 
 async def test_a_timer_moved_earlier_arms_the_entry_earlier_and_fires_on_time(
