@@ -327,18 +327,25 @@ class ConversationStore:
             meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
                 len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every, "" if wake is None else repr(wake)]
-        commands: list[Any] = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args)]
+        keys = [key.inbox, key.lock, key.seen, key.state, key.meta]
         pend = self._pended.needed(cid, now)
+        entry = ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid)
+        by_script = pend and wake is not None and not self.cluster  # unless it settles the wake
+        pend = pend and not by_script
+        args += [entry[2], cid] if by_script else ["", ""]
+        commands: list[Any] = [self._push.command([*keys, entry[1]] if by_script else keys, args)]
         if pend:
-            commands.append(("ZADD", k.pending_key(k.shard_of(cid, self.shards)),
-                             (now_ms + self.lock_ttl_ms) / 1000, cid))
+            commands.append(entry)
         commands += reads
         # A failed read only loses the prefetch (the caller reads again); the push itself happened.
         reply, *prefetched = await send_commands(self.fast, commands, [self._push], check=1 + pend)
         if pend:
             prefetched.pop(0)
             self._pended.wrote(cid, now)
-        elif self._pended.late(cid, answered := self.clock()):  # it may have landed once the entry was gone
+        elif by_script:
+            if reply[0] != 2:
+                self._pended.wrote(cid, now)
+        elif reply[0] != 2 and self._pended.late(cid, answered := self.clock()):  # it may have landed after it went
             await self.redis.zadd(k.pending_of(cid, self.shards), {cid: answered + self.lock_ttl_ms / 1000}, gt=True)
         if any(isinstance(r, ResponseError) for r in prefetched):
             prefetched = []

@@ -10,7 +10,9 @@ state. A push of a wake (``ARGV`` after the TTLs: the later of the wake's due ti
 clock, else empty) reads the metadata first; when the field proves no timer due by then (a due
 time strictly later, or ``-``) it returns ``{2, field}`` at once: no dedupe, no inbox, no lock.
 The worker arms the wake at that time (``ZADD LT``) and acknowledges the claim. Otherwise it
-goes on as any push, the metadata already read (docs/server.md, "Early wakes").
+goes on as any push, the metadata already read (docs/server.md, "Early wakes"). On one Redis
+(not a cluster: the recovery set is in another slot) the wake's recovery entry is written by the
+script after that check, so a settled wake writes none (nor leaves recovery one to forget).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ if wake ~= '' then
       break
     end
   end
+  -- queued: its recovery entry (KEYS[6], on one Redis: else sent beside the script)
+  if ARGV[12 + nmeta * 2] ~= '' then redis.call('ZADD', KEYS[6], ARGV[12 + nmeta * 2], ARGV[13 + nmeta * 2]) end
 end
 local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
 if ARGV[2] ~= '' and redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then

@@ -264,7 +264,7 @@ async def test_a_wake_due_at_the_earliest_timer_fires_it(redis: Redis, svc: Serv
     ``>=``: the timer would never fire), whatever the processor's clock says."""
     cid = "livechat:demo:exact"
     await _say(svc, cid, "hi", "again")
-    [(timer_id, at)] = (await _timers(svc, cid)).items()
+    [at] = (await _timers(svc, cid)).values()
     assert at == T0 + 600
     await redis.zrem(k.timer_shard_key(k.shard_of(cid, svc.store.shards)), wake_member(cid))  # as a claim does
     clock.now = T0 + 1  # the processor's clock behind: the wake's due time decides
@@ -346,3 +346,25 @@ async def test_an_answer_that_ends_the_wait_removes_an_early_entry(
     assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 600)]
     await _say(svc, cid, "No", "again")
     assert await _timers(svc, cid) == {} and await _entries(redis, svc, cid) == []
+
+
+async def test_a_settled_wake_leaves_no_recovery_entry_and_a_queued_one_does(
+        redis: Redis, svc: Services, clock: Clock) -> None:
+    """A worker that did not push to the conversation lately: the early wake's push queues
+    nothing, so it writes no recovery entry (nor leaves recovery one to forget: the script writes
+    it only past the check); the real fire's push queues the wake and writes it, as every push.
+    Fails if the entry were written beside the script (the early wake) or not at all (the fire)."""
+    cid = "livechat:demo:recovery"
+    worker = Worker(svc)
+    pending = k.pending_key(k.shard_of(cid, svc.store.shards))
+    await _say(svc, cid, "hi", "again")
+    clock.now = T0 + 60
+    await _say(svc, cid, "what?", "again")  # due T0 + 660, the entry at T0 + 600
+    await redis.zrem(pending, cid)  # forgotten by recovery (idle), and by this process:
+    svc.store._pended.forget(cid)  # as a worker that never pushed to it
+    clock.now = T0 + 600
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 0
+    assert await redis.zscore(pending, cid) is None
+    clock.now = T0 + 660
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
+    assert await redis.zscore(pending, cid) is not None
