@@ -379,7 +379,8 @@ class ConversationService(QueueProcessor[Prefetched]):
         earlier, when there was no timer, and after a wake (the claim took the entry out of the
         shard: armed again whatever the time, the worker's clock may run ahead of this one).
         Later or the same (a message moved a no-answer timer): nothing is written; an entry left
-        early fires, that turn finds nothing due and arms it at the earliest timer. Removed
+        early fires, its push (the metadata's ``w``, ``pushscript.py``) or else its turn finds
+        nothing due, and it is armed at the earliest timer. Removed
         (``ZREM``) when no timer is left: one command now costs less than the early wake it
         would otherwise cause (a push and a save)."""
         due = min(pending.values(), default=None)
@@ -509,8 +510,9 @@ def _visit(state: ConversationState, meta: Mapping[str, str]) -> Visit | None:
 
 def _early_wakes(events: list[tuple[ev.Event, dict[str, Any]]], pending: Mapping[str, float], now: float) -> bool:
     """Whether the batch is only wakes that find no timer due (by the later of ``now`` and their
-    due time, as ``_due_timers`` looks): an entry left early (``_rearm``). Such a batch runs
-    nothing and writes no transcript, count or activity: it only arms the entry again."""
+    due time, as ``_due_timers`` looks): an entry left early (``_rearm``) that its push did not
+    settle (no ``w`` in the metadata yet, ``pushscript.py``). Such a batch runs nothing and writes
+    no transcript, count or activity: it only arms the entry again (and writes ``w``)."""
     until = now
     for event, extra in events:
         if type(event) is not ev.TimerFired or not is_wake(event.timer_id):

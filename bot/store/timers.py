@@ -6,8 +6,9 @@ earliest of its timers; the timers themselves (id -> due time) are in its state
 (``ConversationState.timers``). Re-arming is one ``ZADD LT`` (a write only ever moves the wake
 earlier), written only when the earliest due time moves earlier: a message that leaves it as it
 was, or moves it later (a no-answer timer, on every message to a bot that asks again), writes
-nothing here. The wake then fires early; its turn finds no timer due, runs nothing and arms it
-at the earliest timer (``ConversationService._rearm``). So a turn need not know the wake's score:
+nothing here. The wake then fires early; its push finds in the metadata that no timer is due
+and the worker arms it at the earliest timer (``arm``; ``pushscript.py``), or, without that
+field, its turn does (``ConversationService._rearm``). So a turn need not know the wake's score:
 the earliest due time its state held bounds it. A lead queue's timer and a timer written by an
 older version are members of their own (their id, ``<queue id>:<...>``). ``claim`` moves the
 members due by a horizon (a worker claims up to two polls ahead and fires each at its due time)
