@@ -6,7 +6,9 @@ the conversation's state (``repr`` of the float, seconds), ``-`` when it had tim
 left; absent: unknown (a conversation no turn of this version saved since it had timers). The
 turn writes it in the save's ``HSET`` with the state, only when it changed
 (``ConversationService._process_batch``), so it costs no command and is never older than the
-state. A push of a wake (``ARGV`` after the TTLs: the later of the wake's due time and the
+state. It is trusted only while the state's chunk count carries ``statefields.SYNCED``: an
+older version's save (which leaves ``w`` as it was) writes the count without it, and a state in
+its own key has none. A push of a wake (``ARGV`` after the TTLs: the later of the wake's due time and the
 clock, else empty) reads the metadata first; when the field proves no timer due by then (a due
 time strictly later, or ``-``) it returns ``{2, field}`` at once: no dedupe, no inbox, no lock.
 The worker arms the wake at that time (``ZADD LT``) and acknowledges the claim. Otherwise it
@@ -30,14 +32,13 @@ local wake, meta = ARGV[11 + nmeta * 2], nil
 if wake ~= '' then
   -- a wake: settled here when no timer of the state is due by then (see pushscript.py)
   meta = redis.call('HGETALL', KEYS[5])
+  local w, synced
   for i = 1, #meta, 2 do
-    if meta[i] == '{WAKE_FIELD}' then
-      local w = meta[i + 1]
-      if w == '{NO_TIMERS}' then return {{2, ''}} end
-      if tonumber(w) and tonumber(w) > tonumber(wake) then return {{2, w}} end
-      break
-    end
+    if meta[i] == '{WAKE_FIELD}' then w = meta[i + 1]
+    elseif meta[i] == '{statefields.COUNT}' then synced = string.sub(meta[i + 1], 1, 1) == '{statefields.SYNCED}' end
   end
+  if synced and w == '{NO_TIMERS}' then return {{2, ''}} end
+  if synced and tonumber(w) and tonumber(w) > tonumber(wake) then return {{2, w}} end
   -- queued: its recovery entry (KEYS[6], on one Redis: else sent beside the script)
   if ARGV[12 + nmeta * 2] ~= '' then redis.call('ZADD', KEYS[6], ARGV[12 + nmeta * 2], ARGV[13 + nmeta * 2]) end
 end

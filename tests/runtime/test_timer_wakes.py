@@ -368,3 +368,30 @@ async def test_a_settled_wake_leaves_no_recovery_entry_and_a_queued_one_does(
     clock.now = T0 + 660
     assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
     assert await redis.zscore(pending, cid) is not None
+
+
+async def test_a_timer_an_older_version_moved_earlier_fires_on_time(redis: Redis, svc: Services, clock: Clock) -> None:
+    """An older version's save (rolling upgrade, rollback) moves the timer earlier and leaves ``w``
+    as this version wrote it, later: its chunk count without ``statefields.SYNCED`` makes the push
+    distrust ``w``, so the wake is queued and its turn fires the timer at its time. Fails if the
+    push settled the wake at the stale ``w`` (the reminder late by nine minutes)."""
+    cid = "livechat:demo:mixed"
+    worker = Worker(svc)
+    await _say(svc, cid, "hi", "again")
+    clock.now = T0 + 60
+    await _say(svc, cid, "what?", "again")  # due T0 + 660, ``w`` says so
+    raw = await svc.store.state(cid)
+    assert raw is not None
+    state = codec.decode_state(raw)
+    [timer_id] = state.timers
+    state.timers = {timer_id: T0 + 100}  # as an older version's turn would have moved it
+    fields = statefields.fields(codec.encode_state(state))
+    assert fields is not None and fields[-2] == statefields.COUNT and str(fields[-1]).startswith(statefields.SYNCED)
+    fields[-1] = str(fields[-1]).removeprefix(statefields.SYNCED)  # the count as older versions write it
+    meta = k.ConversationKey(cid).meta
+    await redis.hset(meta, mapping=dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
+    await redis.zadd(k.timer_shard_key(k.shard_of(cid, svc.store.shards)), {wake_member(cid): T0 + 100})
+    assert await redis.hget(meta, WAKE_FIELD) == repr(T0 + 660).encode()  # stale: later than the timer
+    clock.now = T0 + 100
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
+    assert await _timers(svc, cid) == {} and await _entries(redis, svc, cid) == []
