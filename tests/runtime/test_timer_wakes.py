@@ -362,8 +362,16 @@ async def test_a_settled_wake_leaves_no_recovery_entry_and_a_queued_one_does(
     await _say(svc, cid, "what?", "again")  # due T0 + 660, the entry at T0 + 600
     await redis.zrem(pending, cid)  # forgotten by recovery (idle), and by this process:
     svc.store._pended.forget(cid)  # as a worker that never pushed to it
+    clock.now = T0 + 599.999
+    assert await worker.fire_timers() == 0  # (the claim script loaded)
+    await svc.leads.idle()
+    counted = await _commands(redis)
     clock.now = T0 + 600
-    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 0
+    assert await worker.fire_timers() == 1
+    ran = {name: n - counted.get(name, 0) for name, n in (await _commands(redis)).items() if n != counted.get(name, 0)}
+    assert await _reminders(svc, cid) == 0
+    # the round's claim (ZADD, 16 EVALSHA, 49 ZRANGEBYSCORE) and the wake's 7, as above: no ZADD more
+    assert ran == {"zadd": 3, "evalsha": 17, "zrangebyscore": 49, "zscore": 1, "zrem": 2, "hgetall": 1}, ran
     assert await redis.zscore(pending, cid) is None
     clock.now = T0 + 660
     assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
