@@ -144,7 +144,9 @@ async def populate(redis: Any, template: Template, tag: str, n: int,
     ``ZADD``) fall due uniformly over ``window`` seconds from ``lead`` seconds from now."""
     from bot.store import keys as k
     from bot.store import statefields
+    from bot.store.pushscript import WAKE_FIELD
 
+    wake_field = WAKE_FIELD.encode()
     state, meta, timer_pattern, template_at = template
     template_cid = cid_of("tX", 0).encode()
     template_due = b"\xcb" + struct.pack(">d", template_at)  # msgpack's float 64: the due time in the state
@@ -161,8 +163,11 @@ async def populate(redis: Any, template: Template, tag: str, n: int,
         if chunks is None:  # too long for the hash: its own key
             pipe.set(key.state, mine, ex=86400)
             chunks = [statefields.COUNT, statefields.IN_KEY]
-        pipe.hset(key.meta, mapping={**{f: v.replace(template_cid, raw) for f, v in meta.items()},
-                                     **dict(zip(chunks[::2], chunks[1::2], strict=True))})
+        mapping = {**{f: v.replace(template_cid, raw) for f, v in meta.items()},
+                   **dict(zip(chunks[::2], chunks[1::2], strict=True))}
+        if wake_field in mapping:  # the earliest timer's due time, as the runtime writes it (pushscript.py)
+            mapping[wake_field] = repr(due[cid]).encode()
+        pipe.hset(key.meta, mapping=mapping)
         if len(pipe) >= 4000:
             await pipe.execute()
             pipe = redis.pipeline(transaction=False)

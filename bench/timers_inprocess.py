@@ -13,7 +13,8 @@ cancel out)::
 
 The conversations are written by a child process (not traced: valgrind follows no children), all
 due already; the worker claims and fires them a round (``Worker.fire_timers``, up to 100) at a
-time until none is left, then every transcript is checked for exactly one reminder. The
+time until none is left, then every transcript is checked for exactly one reminder, and the
+CPU and Redis commands (``INFO commandstats``) per fire of that round are printed. The
 collector is set up as ``salesbot worker`` sets it (``gc.freeze`` and its thresholds).
 """
 
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -72,17 +74,25 @@ async def run(redis_url: str, tmp: Path, flows_dir: Path, fires: int) -> None:
         settle()  # as the worker's process does: the collector's work per fire as in production
         for tag, n in (("tW", 20), ("tM", fires)):  # a warm-up round first, then the measured fires
             written_by_child(redis_url, template_file, tag, n, config.timer_shards)
+            before = await _commands(svc.redis)
             started = time.process_time()
             while await worker.fire_timers():
                 pass
             cpu = time.process_time() - started
+            commands = await _commands(svc.redis) - before
         from timers import cid_of
 
         result = await check(svc.redis, {cid_of("tM", i): 0.0 for i in range(fires)})
     print(f"{fires} fires: {result['fired']} fired, {result['lost']} lost, {result['doubled']} doubled; "
-          f"{cpu / max(1, fires) * 1e6:.0f} µs of CPU each")
+          f"{cpu / max(1, fires) * 1e6:.0f} µs of CPU each, {commands / max(1, fires):.2f} Redis commands each")
     if result["fired"] != fires or result["doubled"]:
         raise SystemExit("not every timer fired exactly once")
+
+
+async def _commands(redis: Any) -> int:
+    """Commands Redis ran so far (``INFO commandstats``, scripts' inner calls included; not INFO)."""
+    stats = await redis.info("commandstats")
+    return sum(int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info")
 
 
 def main() -> None:

@@ -188,7 +188,7 @@ class ConversationState:
     crm: dict[str, str] | None = None  # the CRM records of this conversation (contact_id, lead_id)
     #: The timers set and not fired or cancelled yet: id -> when it falls due (epoch). Kept by the
     #: runtime, not the interpreter (which knows its waits' timers by id): the conversation has one
-    #: timer entry in Redis, scored by the earliest of these (bot/store/timers.py). Replaced, never
+    #: timer entry in Redis, due no later than the earliest of these (bot/store/timers.py). Replaced, never
     #: changed in place (clones share it).
     timers: dict[str, float] = field(default_factory=dict)
 

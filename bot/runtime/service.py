@@ -24,11 +24,12 @@ from ..engine.flows import FlowSource
 from ..engine.state import ConversationState
 from ..engine.transcript import inbound_entry, internal_entry, outbound_entry, system_entry
 from ..errors import CrmError, CrmTemporary
-from ..store import codec
+from ..store import codec, statefields
 from ..store import indexes as convindex
 from ..store.analytics import AnalyticsCounts
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.memoryguard import MemoryGuard
+from ..store.pushscript import NO_TIMERS, WAKE_FIELD
 from ..store.splits import count_field, split_key
 from ..store.timers import is_wake, wake_member
 from . import marks
@@ -108,6 +109,9 @@ class Prefetched:
 class DeliverResult:
     duplicate: bool = False
     processed_here: bool = False
+    #: A wake the push settled: nothing queued; arm the wake at ``wake_at`` (None: no timer left).
+    early: bool = False
+    wake_at: float | None = None
 
 
 Clock = Callable[[], float]
@@ -170,7 +174,14 @@ class ConversationService(QueueProcessor[Prefetched]):
         identity = _identity(meta) if by_identity is not None else None
         if identity is not None and by_identity is not None:
             reads = by_identity.identity_reads(identity)
-        result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}), reads=reads)
+        wake = None  # a wake: settled by the push when the metadata proves no timer due by then
+        if type(event) is ev.TimerFired and is_wake(event.timer_id):
+            wake = max(self.clock(), float((entry_extra or {}).get("due") or 0))  # as ``_early_wakes``
+        result = await self.store.push(cid, payload, dedupe_id=dedupe_id, meta=dict(meta or {}), reads=reads,
+                                       wake=wake)
+        if result.early:
+            log.debug("timer.wake_early", extra={"cid": cid})
+            return DeliverResult(early=True, wake_at=result.wake_at)
         if result.duplicate:
             self.metrics.duplicates.inc()
             log.info("event.duplicate", extra={"cid": cid, "dedupe_id": dedupe_id})
@@ -221,8 +232,13 @@ class ConversationService(QueueProcessor[Prefetched]):
             state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
         events = [(own[1], own[2]) if own is not None and raw == own[0] else codec.decode_event_extra(raw)
                   for raw in batch.events]  # decoded once for the whole batch
+        pending = dict(state.timers)  # this batch's copy (see ``_due_timers``)
+        armed = min(pending.values(), default=None)  # the timer entry is due no later (``_rearm``)
+        early = _early_wakes(events, pending, self.clock())
         snapshot: Mapping[str, Any] = {}
-        if ref is not None and await self._needs_snapshot(state, [e for e, _ in events]):
+        if early:  # nothing runs: no snapshot read (the CRM ref is kept for the next push)
+            log.debug("timer.wake_early", extra={"cid": cid})
+        elif ref is not None and await self._needs_snapshot(state, [e for e, _ in events]):
             try:
                 snapshot = await self._snapshot(cid, ref, prefetched)
             except CrmError as exc:
@@ -236,10 +252,8 @@ class ConversationService(QueueProcessor[Prefetched]):
         first = not meta.get("last_at")  # no customer message before: the next is the first
         chat_queued = False
         first_unanswered: float | None = None
-        pending = dict(state.timers)  # this batch's copy (see ``_due_timers``)
-        armed = min(pending.values(), default=None)  # the wake's due time as the batch found it
-        woke = False
-        todo = collections.deque(events)
+        woke = early
+        todo = collections.deque(() if early else events)
         while todo:
             event, extra = todo.popleft()
             now = self.clock()
@@ -305,7 +319,11 @@ class ConversationService(QueueProcessor[Prefetched]):
         self._rearm(cid, pending, armed, woke, req)
         for job in req.before_save:  # e.g. a message's other recipients (bot.runtime.relay)
             await job()
-        req.state = codec.encode_state(state)
+        blob = codec.encode_state(state)
+        changed = blob != batch.state
+        # An unchanged state kept in the hash is not written again (an early wake's save: no
+        # ``HSET``); one in its own key is, as its ``SET`` refreshes that key's TTL.
+        req.state = blob if changed or len(blob) > statefields.INLINE_MAX else None
         run = state.run
         new_meta.update({
             "owner": state.owner, "owner_user": state.owner_user or "", "chat_status": state.chat_status,
@@ -313,6 +331,8 @@ class ConversationService(QueueProcessor[Prefetched]):
             "step": (run.step or "") if run else "", "run_status": run.status if run else "",
             "status": "human" if state.owner != "bot" else ("bot" if run is not None and run.active else "idle"),
         })
+        if pending or meta.get(WAKE_FIELD):  # the earliest timer, for the push of a wake (pushscript.py)
+            new_meta[WAKE_FIELD] = repr(min(pending.values())) if pending else NO_TIMERS
         since = marks.waiting_since(state, meta, new_meta, first_unanswered)
         if since or meta.get("waiting_since"):  # a chat that never waited keeps no empty field (issue 14: bytes)
             new_meta["waiting_since"] = since
@@ -326,7 +346,7 @@ class ConversationService(QueueProcessor[Prefetched]):
         if req.activity is not None:
             new_meta["activity"] = repr(req.activity)
         convindex.plan_save(cid, meta, new_meta, activity=req.activity, preview=req.preview, logged=bool(req.log),
-                            commands=req.extra_commands, state_changed=req.state != batch.state)
+                            commands=req.extra_commands, state_changed=changed)
         req.meta = {name: value for name, value in new_meta.items() if meta.get(name) != value}  # what changed
         if req.out and self.replies is not None:
             req.outbox_lease = self.replies.lease_for(req.outbox_account)
@@ -337,8 +357,8 @@ class ConversationService(QueueProcessor[Prefetched]):
             self.chat.written(ref.lead_id)
         if result_.status == -1:
             log.error("store.lock_lost", extra={"cid": cid})
-        elif req.state:
-            _remember(self._states, cid, (req.state, state), STATE_CACHE_MAX)
+        else:
+            _remember(self._states, cid, (blob, state), STATE_CACHE_MAX)
         return result_.status
 
     def _due_timers(self, pending: dict[str, float], until: float) -> list[tuple[ev.Event, dict[str, Any]]]:
@@ -352,15 +372,23 @@ class ConversationService(QueueProcessor[Prefetched]):
 
     @staticmethod
     def _rearm(cid: str, pending: dict[str, float], armed: float | None, woke: bool, req: SaveRequest) -> None:
-        """The conversation's one timer entry, scored by its earliest timer: one ``ZADD`` when that
-        changed, nothing when it did not. A wake was claimed (taken out of the shard): with timers
-        left it is armed again whatever their time (the worker's clock may run ahead of this one);
-        without, nothing is left to remove."""
+        """The conversation's one timer entry, due no later than its earliest timer (``armed``:
+        the earliest as the batch found it, so the entry is due then or before).
+
+        Armed (``ZADD LT``: a write only ever moves it earlier) when the earliest due time is now
+        earlier, when there was no timer, and after a wake (the claim took the entry out of the
+        shard: armed again whatever the time, the worker's clock may run ahead of this one).
+        Later or the same (a message moved a no-answer timer): nothing is written; an entry left
+        early fires, its push (the metadata's ``w``, ``pushscript.py``) or else its turn finds
+        nothing due, and it is armed at the earliest timer. Removed
+        (``ZREM``) when no timer is left: one command now costs less than the early wake it
+        would otherwise cause (a push and a save)."""
         due = min(pending.values(), default=None)
-        if due is not None and (woke or due != armed):
-            req.timers_set.append((wake_member(cid), due))
-        elif due is None and armed is not None and not woke:
-            req.timers_cancel.append(wake_member(cid))
+        if due is None:
+            if armed is not None and not woke:
+                req.timers_cancel.append(wake_member(cid))
+        elif woke or armed is None or due < armed:
+            req.wake = (wake_member(cid), due)
 
     async def _snapshot(self, cid: str, ref: CrmRef, prefetched: Prefetched | None) -> Mapping[str, Any]:
         """The CRM snapshot, from the reads sent with the push when they were of this lead."""
@@ -478,6 +506,19 @@ def _visit(state: ConversationState, meta: Mapping[str, str]) -> Visit | None:
         return Visit(run.bot, run.version, run.step, float(at))
     except ValueError:  # not written by a save: the visit's end is not counted
         return None
+
+
+def _early_wakes(events: list[tuple[ev.Event, dict[str, Any]]], pending: Mapping[str, float], now: float) -> bool:
+    """Whether the batch is only wakes that find no timer due (by the later of ``now`` and their
+    due time, as ``_due_timers`` looks): an entry left early (``_rearm``) that its push did not
+    settle (no ``w`` in the metadata yet, ``pushscript.py``). Such a batch runs nothing and writes
+    no transcript, count or activity: it only arms the entry again (and writes ``w``)."""
+    until = now
+    for event, extra in events:
+        if type(event) is not ev.TimerFired or not is_wake(event.timer_id):
+            return False
+        until = max(until, float(extra.get("due") or 0))
+    return not any(at <= until for at in pending.values())
 
 
 def _reads_back(event: ev.Event) -> bool:

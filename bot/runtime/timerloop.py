@@ -60,8 +60,9 @@ class TimerLoop:
 
     async def fire_due(self) -> int:
         """One round without looking ahead: claim what is due (and what dead workers held),
-        deliver it, acknowledge it; how many were claimed. (Tests drive the worker with it.)"""
-        due = await self.wheel.take_over() + await self.wheel.claim(time.time(), self.batch)
+        deliver it, acknowledge it; how many were claimed. (Tests drive the worker with it, and
+        the time with the wheel's clock.)"""
+        due = await self.wheel.take_over() + await self.wheel.claim(self.wheel.clock(), self.batch)
         due = [t for t in due if t.timer_id not in self._held]
         if not due:
             return 0

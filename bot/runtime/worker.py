@@ -141,7 +141,9 @@ class Worker:
         timers then due, each once (a wake offered twice finds them gone; they count there)."""
         extra = {"due": timer.due} if timer.due is not None else None
         if timer.wake:
-            await self.s.conversations.deliver(timer.cid, ev.TimerFired(timer.timer_id), entry_extra=extra)
+            done = await self.s.conversations.deliver(timer.cid, ev.TimerFired(timer.timer_id), entry_extra=extra)
+            if done.wake_at is not None:  # early: no timer due yet (the push said when; never later)
+                await self.s.timers.arm(timer.timer_id, done.wake_at)
             return
         event, dedupe_id = ev.TimerFired(timer.timer_id), f"timer:{timer.timer_id}"
         queue = self._queue(timer.cid)

@@ -43,63 +43,12 @@ from . import codec, replies, statefields, transcript
 from . import keys as k
 from .clusterclient import is_cluster
 from .pending import RecentEntries
+from .pushscript import PUSH as _PUSH
 from .resp import RespClient
 from .saveclaim import SaveClaim
 from .scripts import Lua, send_commands
 
 log = logging.getLogger("salesbot.store")
-
-_PUSH = statefields.MOVE + """
-local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
-if ARGV[2] ~= '' and redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then
-  -- seen before: a duplicate inside the window; an older id counts as new (the set is trimmed lazily)
-  if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[2])) > now - window then return {-1} end
-  redis.call('ZADD', KEYS[3], now, ARGV[2])
-end
-local nmeta = tonumber(ARGV[8])
-local ttl, refresh_every = tonumber(ARGV[9 + nmeta * 2]), tonumber(ARGV[10 + nmeta * 2])
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-if not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
-  if nmeta > 0 then
-    local kv = {}
-    for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
-    redis.call('HSET', KEYS[5], unpack(kv))
-  end
-  return {0}
-end
--- the processor: the metadata as it will be, written only where it changes
-local meta = redis.call('HGETALL', KEYS[5])
-local at, kv = {}, {}
-for i = 1, #meta, 2 do at[meta[i]] = i + 1 end
-local function put(name, value)
-  local j = at[name]
-  if j == nil then
-    meta[#meta + 1] = name; meta[#meta + 1] = value; at[name] = #meta
-  elseif meta[j] == value then
-    return
-  else
-    meta[j] = value
-  end
-  kv[#kv + 1] = name; kv[#kv + 1] = value
-end
-for i = 9, 8 + nmeta * 2, 2 do put(ARGV[i], ARGV[i + 1]) end
--- TTLs are refreshed at most once per refresh_every (ttl_at: when, in ms); the save learns it from the reply
-local last = at['ttl_at'] and tonumber(meta[at['ttl_at']])
-local refresh = 0
-if not last or now - last >= refresh_every * 1000 then
-  put('ttl_at', string.format('%d', now))
-  refresh = 1
-end
-if #kv > 0 then redis.call('HSET', KEYS[5], unpack(kv)) end
-if refresh == 1 then
-  redis.call('EXPIRE', KEYS[5], ttl)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]) + refresh_every)
-end
-local events
-if n == 1 then events = {ARGV[1]} else events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1) end
-return {1, st_move(KEYS[5], KEYS[4], at['~'] and meta[at['~']]), events, meta, refresh}
-"""
 
 #: ``owns(lock, token)``: the lock holds ``token``, maybe marked (``+``: see "The transcript's count").
 _OWNS = """
@@ -235,6 +184,10 @@ class PushResult:
     duplicate: bool = False
     batch: Batch | None = None  # set when this caller took the lock and must process
     prefetched: list[Any] | None = None  # replies to ``push(reads=...)``, with a batch
+    #: A wake settled by the push (nothing queued, ``pushscript.py``); ``wake_at``: arm it then
+    #: (None: no timer left).
+    early: bool = False
+    wake_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -246,6 +199,7 @@ class SaveRequest:
     meta: dict[str, str] = field(default_factory=dict)
     timers_set: list[tuple[str, float]] = field(default_factory=list)
     timers_cancel: list[str] = field(default_factory=list)
+    wake: tuple[str, float] | None = None  # (member, due): a conversation's timer entry, ``ZADD LT``
     outbox_account: str | None = None
     #: Seconds this process claims the account's outbox entry for with the save (None: it is
     #: queued due now, for the outbox poll): see ``bot.store.outbox`` "Replies at once".
@@ -287,7 +241,6 @@ def state_of(raw_meta: Any, key_value: Any) -> bytes | None:
     if statefields.in_key(raw_meta):
         return replies.raw(key_value) if key_value else None
     return statefields.split(raw_meta)[1] or None
-
 
 
 class ConversationStore:
@@ -354,9 +307,11 @@ class ConversationStore:
         return Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
 
     async def push(self, cid: str, event: bytes, *, dedupe_id: str | None = None,
-                   meta: dict[str, str] | None = None, reads: Sequence[Sequence[Any]] = ()) -> PushResult:
+                   meta: dict[str, str] | None = None, reads: Sequence[Sequence[Any]] = (),
+                   wake: float | None = None) -> PushResult:
         """Queue an event (see the module docstring); ``reads`` are more commands sent in the
-        same round trip, whose replies come back in ``PushResult.prefetched`` with a batch."""
+        same round trip, whose replies come back in ``PushResult.prefetched`` with a batch.
+        ``wake``: the event is a wake looking for timers due by then (``pushscript.py``)."""
         key = k.ConversationKey(cid)
         token = self._token()
         now = self.clock()
@@ -370,24 +325,33 @@ class ConversationStore:
         for name, value in given.items():
             meta_args += [name, value]
         args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
-                len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
-        commands: list[Any] = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args)]
+                len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every, "" if wake is None else repr(wake)]
+        keys = [key.inbox, key.lock, key.seen, key.state, key.meta]
         pend = self._pended.needed(cid, now)
+        entry = ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid)
+        by_script = pend and wake is not None and not self.cluster  # unless it settles the wake
+        pend = pend and not by_script
+        args += [entry[2], cid] if by_script else ["", ""]
+        commands: list[Any] = [self._push.command([*keys, entry[1]] if by_script else keys, args)]
         if pend:
-            commands.append(("ZADD", k.pending_key(k.shard_of(cid, self.shards)),
-                             (now_ms + self.lock_ttl_ms) / 1000, cid))
+            commands.append(entry)
         commands += reads
         # A failed read only loses the prefetch (the caller reads again); the push itself happened.
         reply, *prefetched = await send_commands(self.fast, commands, [self._push], check=1 + pend)
         if pend:
             prefetched.pop(0)
             self._pended.wrote(cid, now)
-        elif self._pended.late(cid, answered := self.clock()):  # it may have landed once the entry was gone
+        elif by_script:
+            if reply[0] != 2:
+                self._pended.wrote(cid, now)
+        elif reply[0] != 2 and self._pended.late(cid, answered := self.clock()):  # it may have landed after it went
             await self.redis.zadd(k.pending_of(cid, self.shards), {cid: answered + self.lock_ttl_ms / 1000}, gt=True)
         if any(isinstance(r, ResponseError) for r in prefetched):
             prefetched = []
         if reply[0] == -1:
             return PushResult(duplicate=True)
+        if reply[0] == 2:
+            return PushResult(early=True, wake_at=float(reply[1]) if reply[1] else None)
         if reply[0] == 1:
             batch = self._batch(cid, token, reply)
             batch.refresh_ttl = reply[4] == 1
@@ -457,11 +421,12 @@ class ConversationStore:
                  self._counts.pop(token, "")]
         commands: list[Any] = [self._save.command(
             [key.state, key.inbox, key.lock, key.transcript, key.log, key.meta, key.out, key.counter,
-             *(n for n, _ in counters)],
-            args)]
+             *(n for n, _ in counters)], args)]
         timers = k.timer_shard_key(k.shard_of(cid, self.shards))
         if req.timers_set:
             commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
+        if req.wake is not None:  # only ever moved earlier (bot/store/timers.py)
+            commands.append(("ZADD", timers, "LT", req.wake[1], req.wake[0]))
         if req.timers_cancel:
             commands.append(("ZREM", timers, *req.timers_cancel))
         claim = None

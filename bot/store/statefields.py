@@ -12,6 +12,9 @@ longer than ``INLINE_MAX`` stays in its own key ``sb:c:{<cid>}:state`` and ``~``
 of a few hundred chunks would outgrow ``hash-max-ziplist-entries`` as well). Chunks beyond k,
 left by a longer earlier state, are ignored (at most ``INLINE_MAX`` bytes, until the key expires).
 
+The count is written with a leading ``SYNCED`` (``0``) by versions that keep the metadata's
+earliest timer in step with the state (``pushscript.py``): every version reads it as a number.
+
 Old layout (before issue 14's third wave): no ``~`` field, the state in ``sb:c:{<cid>}:state``.
 The first script that takes the conversation's lock (push, acquire, load) moves it into the
 hash (``MOVE``) and deletes the key, so the runtime never sees the difference.
@@ -34,6 +37,11 @@ INLINE_MAX = 32 * CHUNK
 #: The field holding the chunk count (``-``: the state is in its own key), and the chunks' prefix.
 COUNT = "~"
 IN_KEY = "-"
+#: Leads the chunk count when the state was written by a version that keeps the metadata's
+#: earliest timer (``pushscript.WAKE_FIELD``) in step with it: ``05``, read as 5 by every
+#: version. An older version's save writes the count without it, so the push trusts that field
+#: only behind this mark.
+SYNCED = "0"
 #: Set when the channel sent ``keys.ID_FIELDS`` as the conversation id holds them: they are not
 #: stored, ``split`` fills them in from the id.
 ID_IMPLIED = "~i"
@@ -78,7 +86,7 @@ def fields(state: bytes) -> list[str | bytes] | None:
     k = 0
     for k, start in enumerate(range(0, len(state), CHUNK)):
         out += [_NAMES[k], state[start:start + CHUNK]]
-    out += [COUNT, str((k + 1) if state else 0)]
+    out += [COUNT, f"{SYNCED}{(k + 1) if state else 0}"]
     return out
 
 

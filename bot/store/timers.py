@@ -1,10 +1,15 @@
 """Durable timers: sorted sets in Redis, sharded, claimed atomically in batches by any worker.
 
 A conversation has ONE member in the shard of its conversation, its *wake* ``{<conversation id>}``
-(braces never occur in an id: ``keys.conversation_id`` escapes them), scored by the earliest due
-time of its timers; the timers themselves (id -> due time) are in its state
-(``ConversationState.timers``), so re-arming is one ``ZADD`` and a message that leaves the
-earliest due time as it was writes nothing here. A lead queue's timer and a timer written by an
+(braces never occur in an id: ``keys.conversation_id`` escapes them), due no later than the
+earliest of its timers; the timers themselves (id -> due time) are in its state
+(``ConversationState.timers``). Re-arming is one ``ZADD LT`` (a write only ever moves the wake
+earlier), written only when the earliest due time moves earlier: a message that leaves it as it
+was, or moves it later (a no-answer timer, on every message to a bot that asks again), writes
+nothing here. The wake then fires early; its push finds in the metadata that no timer is due
+and the worker arms it at the earliest timer (``arm``; ``pushscript.py``), or, without that
+field, its turn does (``ConversationService._rearm``). So a turn need not know the wake's score:
+the earliest due time its state held bounds it. A lead queue's timer and a timer written by an
 older version are members of their own (their id, ``<queue id>:<...>``). ``claim`` moves the
 members due by a horizon (a worker claims up to two polls ahead and fires each at its due time)
 from the shard to *this worker's* claim set of the shard, still scored by their due time, in one
@@ -175,6 +180,10 @@ class TimerWheel:
         for t in timers:
             by_shard.setdefault(k.shard_of(t.cid, self.shards), []).append(t.timer_id)
         await self._send([("ZREM", self._claims_key(shard), *ids) for shard, ids in by_shard.items()])
+
+    async def arm(self, member: str, due: float) -> None:
+        """Arm a wake at ``due`` or keep it earlier (``ZADD LT``): an early wake settled by its push."""
+        await self._send([("ZADD", k.timer_shard_key(k.shard_of(cid_of(member), self.shards)), "LT", due, member)])
 
     async def _send(self, commands: list[tuple[Any, ...]], scripts: Sequence[Lua] = ()) -> list[Any]:
         """Every reply of ``commands`` in one round trip (an error raised; on ``NOSCRIPT`` the

@@ -79,7 +79,7 @@ async def test_a_crashing_turn_skips_only_its_own_event(redis: Redis, redis_url:
 async def test_an_answered_questions_timer_is_removed_from_the_timer_wheel(redis: Redis, redis_url: str) -> None:
     """The recorder asks again after each answer: each answer cancels the previous no_answer
     timer, so exactly one timer (the newest question's) stays scheduled, and the conversation's
-    one entry in the timer wheel is scored by it."""
+    one entry in the timer wheel is due no later than it (left early: bot/store/timers.py)."""
     fixtures = FIXTURES
     async with open_services(_config(redis_url, fixtures), start_hub=False) as svc:
         cid = "test:acct:timers"
@@ -97,4 +97,4 @@ async def test_an_answered_questions_timer_is_removed_from_the_timer_wheel(redis
         await svc.conversations.deliver(cid, ev.InboundMessage("two", greeting="recorder"))
         [(second, second_due)] = (await timers()).items()
         assert second != first and second_due >= first_due
-        assert await redis.zrange(wheel, 0, -1, withscores=True) == [(member, second_due)]
+        assert await redis.zrange(wheel, 0, -1, withscores=True) == [(member, first_due)]  # one entry, early

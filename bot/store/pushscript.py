@@ -1,0 +1,92 @@
+"""The push script (``ConversationStore.push``: see ``conversations.py`` for the protocol), and the
+metadata field by which it settles a conversation's early wake without queueing it.
+
+``WAKE_FIELD`` (``w`` in ``sb:c:{<cid>}:meta``) holds the earliest due time of the timers in
+the conversation's state (``repr`` of the float, seconds), ``-`` when it had timers and has none
+left; absent: unknown (a conversation no turn of this version saved since it had timers). The
+turn writes it in the save's ``HSET`` with the state, only when it changed
+(``ConversationService._process_batch``), so it costs no command and is never older than the
+state. It is trusted only while the state's chunk count carries ``statefields.SYNCED``: an
+older version's save (which leaves ``w`` as it was) writes the count without it, and a state in
+its own key has none. A push of a wake (``ARGV`` after the TTLs: the later of the wake's due time and the
+clock, else empty) reads the metadata first; when the field proves no timer due by then (a due
+time strictly later, or ``-``) it returns ``{2, field}`` at once: no dedupe, no inbox, no lock.
+The worker arms the wake at that time (``ZADD LT``) and acknowledges the claim. Otherwise it
+goes on as any push, the metadata already read (docs/server.md, "Early wakes"). On one Redis
+(not a cluster: the recovery set is in another slot) the wake's recovery entry is written by the
+script after that check, so a settled wake writes none (nor leaves recovery one to forget).
+"""
+
+from __future__ import annotations
+
+from . import statefields
+
+#: The metadata field holding the earliest due time of the state's timers (``-``: none left).
+WAKE_FIELD = "w"
+NO_TIMERS = "-"
+
+PUSH = statefields.MOVE + f"""
+local nmeta = tonumber(ARGV[8])
+local ttl, refresh_every = tonumber(ARGV[9 + nmeta * 2]), tonumber(ARGV[10 + nmeta * 2])
+local wake, meta = ARGV[11 + nmeta * 2], nil
+if wake ~= '' then
+  -- a wake: settled here when no timer of the state is due by then (see pushscript.py)
+  meta = redis.call('HGETALL', KEYS[5])
+  local w, synced
+  for i = 1, #meta, 2 do
+    if meta[i] == '{WAKE_FIELD}' then w = meta[i + 1]
+    elseif meta[i] == '{statefields.COUNT}' then synced = string.sub(meta[i + 1], 1, 1) == '{statefields.SYNCED}' end
+  end
+  if synced and w == '{NO_TIMERS}' then return {{2, ''}} end
+  if synced and tonumber(w) and tonumber(w) > tonumber(wake) then return {{2, w}} end
+  -- queued: its recovery entry (KEYS[6], on one Redis: else sent beside the script)
+  if ARGV[12 + nmeta * 2] ~= '' then redis.call('ZADD', KEYS[6], ARGV[12 + nmeta * 2], ARGV[13 + nmeta * 2]) end
+end
+local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
+if ARGV[2] ~= '' and redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then
+  -- seen before: a duplicate inside the window; an older id counts as new (the set is trimmed lazily)
+  if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[2])) > now - window then return {{-1}} end
+  redis.call('ZADD', KEYS[3], now, ARGV[2])
+end
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+if not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
+  if nmeta > 0 then
+    local kv = {{}}
+    for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
+    redis.call('HSET', KEYS[5], unpack(kv))
+  end
+  return {{0}}
+end
+-- the processor: the metadata as it will be, written only where it changes
+if not meta then meta = redis.call('HGETALL', KEYS[5]) end
+local at, kv = {{}}, {{}}
+for i = 1, #meta, 2 do at[meta[i]] = i + 1 end
+local function put(name, value)
+  local j = at[name]
+  if j == nil then
+    meta[#meta + 1] = name; meta[#meta + 1] = value; at[name] = #meta
+  elseif meta[j] == value then
+    return
+  else
+    meta[j] = value
+  end
+  kv[#kv + 1] = name; kv[#kv + 1] = value
+end
+for i = 9, 8 + nmeta * 2, 2 do put(ARGV[i], ARGV[i + 1]) end
+-- TTLs are refreshed at most once per refresh_every (ttl_at: when, in ms); the save learns it from the reply
+local last = at['ttl_at'] and tonumber(meta[at['ttl_at']])
+local refresh = 0
+if not last or now - last >= refresh_every * 1000 then
+  put('ttl_at', string.format('%d', now))
+  refresh = 1
+end
+if #kv > 0 then redis.call('HSET', KEYS[5], unpack(kv)) end
+if refresh == 1 then
+  redis.call('EXPIRE', KEYS[5], ttl)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]) + refresh_every)
+end
+local events
+if n == 1 then events = {{ARGV[1]}} else events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1) end
+return {{1, st_move(KEYS[5], KEYS[4], at['~'] and meta[at['~']]), events, meta, refresh}}
+"""
