@@ -40,8 +40,7 @@ from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
 from crm_bridge.codec import unpack as unpack_record
 from crm_bridge.directory import CrmDirectory, record_key
 
-from ..automations import effects as fx
-from ..automations.events import LeadEvent
+from ..automations.events import ApplyRule, LeadEvent
 from ..automations.state import LeadState
 from ..engine import effects as efx
 from ..engine import events as ev
@@ -60,6 +59,7 @@ from .processes import Processes
 from .requests import ServerRequests
 
 if TYPE_CHECKING:
+    from ..automations import effects as fx
     from ..automations.compiled import CompiledAutomations
 
 # The rule engine, its document models and its compiler load with the first document, not at
@@ -192,7 +192,7 @@ class EngineReactor:
     def document_for(self, pipeline: str | None) -> CompiledAutomations | None:
         return self._by_pipeline.get(pipeline or "")
 
-    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired | fx.ApplyRule,
+    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired | ApplyRule,
               snapshot: Mapping[str, Any], now: datetime) -> Reaction:
         lead_state = LeadState.from_dict(dict(state)) if state else LeadState.for_lead(lead_id)
         seen_version = int(state.get("av", 0)) if state else 0
@@ -203,7 +203,8 @@ class EngineReactor:
                     or self._by_id.get(lead_state.automations or ""))
         if compiled is None:
             return Reaction(state=dict(state) if state else lead_state.to_dict())
-        from ..automations.engine import react  # loaded with the first document (see _build)
+        from ..automations import effects as fx  # loaded with the engine: the first document (see _build)
+        from ..automations.engine import react
 
         effects: list[fx.Effect] = []
         if lead_state.automations == compiled.id and seen_version and seen_version != compiled.version:
@@ -213,7 +214,7 @@ class EngineReactor:
         effects += result.effects
         if isinstance(event, LeadEvent):
             key = event.id
-        elif isinstance(event, fx.ApplyRule):
+        elif isinstance(event, ApplyRule):
             key = f"apply:{event.job}:{event.rule_id}"
         else:
             key = f"timer:{event.timer_id}"
@@ -224,7 +225,7 @@ class EngineReactor:
         return reaction
 
 
-def _pipeline_of(event: LeadEvent | ev.TimerFired | fx.ApplyRule, snapshot: Mapping[str, Any],
+def _pipeline_of(event: LeadEvent | ev.TimerFired | ApplyRule, snapshot: Mapping[str, Any],
                  state: LeadState) -> str | None:
     """The pipeline the lead is in: the one a stage change names, else the snapshot's, else the last seen."""
     if isinstance(event, LeadEvent) and event.type == "lead.stage_changed":
@@ -239,6 +240,8 @@ def _pipeline_of(event: LeadEvent | ev.TimerFired | fx.ApplyRule, snapshot: Mapp
 
 def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
             effects: Sequence[fx.Effect], day: int) -> Reaction:
+    from ..automations import effects as fx  # loaded already: the engine made them
+
     timers_set: list[tuple[str, float]] = []
     timers_cancel: list[str] = []
     history: list[Mapping[str, Any]] = []
@@ -261,6 +264,8 @@ def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
 
 
 def _rule_of(e: fx.Effect) -> str:
+    from ..automations import effects as fx  # loaded already: the engine made them
+
     if isinstance(e, fx.MoveStage):
         return e.trigger
     if isinstance(e, fx.AddScore):
@@ -347,6 +352,8 @@ class AutomationEffects:
                    snapshot: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """One effect, given the lead's snapshot; returns its history entries and the snapshot the
         next effect may use (the CRM command's own, which has its change; None: read it again)."""
+        from ..automations import effects as fx  # loaded already: the engine made them
+
         e = item.effect
         contact_id = str((snapshot.get("contact") or {}).get("id") or "")
         state = ConversationState(lead_cid(lead_id), channel="automation", account="",

@@ -17,14 +17,15 @@ from redis import Redis
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Imported on first use only: by a channel account (of that kind), a validation step, an e-mail,
-#: a Kommo widget or backend, a flow or automation document being checked, the flow graph, the
-#: first price or currency checked (babel's CLDR data: bot.shop.prices), the first request for
-#: ``/api/openapi.json`` (the document's dicts).
+#: a Kommo widget or backend, a flow or automation document being checked or run (the rule engine
+#: and its effects), the flow graph, the first price or currency checked (babel's CLDR data:
+#: bot.shop.prices), the first request for ``/api/openapi.json`` (the document's dicts).
 NOT_AT_START = (
     "telegram", "twilio", "aiogram", "playwright", "phonenumbers", "email_validator", "aiosmtplib", "jwt", "babel",
     "bot.builder.validate", "bot.builder.models", "bot.builder.graph", "bot.builder.models_process",
     "bot.builder.model_base", "bot.builder.models_split",
     "bot.automations.models", "bot.automations.validate", "bot.automations.compiled", "bot.automations.engine",
+    "bot.automations.effects",
     "crm_bridge.kommo", "bot.runtime.kommo_events", "bot.runtime.outbound_kommo",
     "bot.channels.base", "bot.channels.registry", "bot.channels.webhooks",
     "bot.server.openapi", "bot.server.openapi_customers", "bot.server.openapi_orderlinks",
