@@ -42,7 +42,6 @@ from crm_bridge.directory import CrmDirectory, record_key
 
 from ..automations.events import ApplyRule, LeadEvent
 from ..automations.state import LeadState
-from ..engine import effects as efx
 from ..engine import events as ev
 from ..engine.analytics import DAY
 from ..engine.state import ConversationState
@@ -353,6 +352,7 @@ class AutomationEffects:
         """One effect, given the lead's snapshot; returns its history entries and the snapshot the
         next effect may use (the CRM command's own, which has its change; None: read it again)."""
         from ..automations import effects as fx  # loaded already: the engine made them
+        from ..engine import effects as efx
 
         e = item.effect
         contact_id = str((snapshot.get("contact") or {}).get("id") or "")

@@ -13,11 +13,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from crm_bridge import ChannelIdentity, CrmBackend, CrmRef, PrefetchIdentity, PrefetchSnapshot
 
-from ..engine import effects as fx
 from ..engine import events as ev
 from ..engine.analytics import Counts, Visit, count_turn
 from ..engine.flows import FlowSource
@@ -36,6 +35,9 @@ from .driver import Driver
 from .metrics import Metrics
 from .queueloop import IdentityPending, QueueProcessor
 from .relay import Recipients, queue_relayed
+
+if TYPE_CHECKING:
+    from ..engine import effects as fx
 
 log = logging.getLogger("salesbot.runtime")
 _TRACE_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -265,7 +267,9 @@ class ConversationService(QueueProcessor[Prefetched]):
             elif isinstance(event, ev.TimerFired) and extra.get("due"):
                 self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
             if isinstance(event, ev.HumanMessage):
-                msg = fx.SendMessage(ref=f"h:{state.next_id('m')}", step="", text=event.text)
+                from ..engine.effects import SendMessage  # loaded a second after listening (PRELOAD)
+
+                msg = SendMessage(ref=f"h:{state.next_id('m')}", step="", text=event.text)
                 entry = outbound_entry(msg, now, bot=None, role="human")
                 entry["user"] = event.user
                 req.add_log(entry)
@@ -436,6 +440,8 @@ class ConversationService(QueueProcessor[Prefetched]):
 
     def _collect(self, state: ConversationState, effects: list[fx.Effect], req: SaveRequest, now: float,
                  pending: dict[str, float]) -> None:
+        from ..engine import effects as fx  # loaded already: the interpreter made these
+
         bot = state.run.bot if state.run else None
         inline = self.router.delivers_via_transcript(state.channel)
         for e in effects:

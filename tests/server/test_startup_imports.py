@@ -31,13 +31,14 @@ NOT_AT_START = (
     "bot.server.openapi", "bot.server.openapi_customers", "bot.server.openapi_orderlinks",
     "bot.server.openapi_processes", "bot.server.openapi_shop",
 )
-#: Imported by the first conversation turn, template or e-mail (the interpreter, compiled flows and
-#: their templates), the first metric counted or /metrics scrape, the first page shown, an embedded
-#: Redis started (ctypes: libc), a config file read (tomllib), the first event posted (its models).
+#: Imported by the first conversation turn, template or e-mail (the interpreter with the effects it
+#: makes, compiled flows and their templates), the first metric counted or /metrics scrape, the
+#: first page shown, an embedded Redis started (ctypes: libc), a config file read (tomllib), the
+#: first event posted (its models).
 NOT_UNTIL_USED = (
     "jinja2", "regex", "markupsafe", "prometheus_client", "ctypes", "tomllib",
-    "bot.engine.interpreter", "bot.builder.compiled", "bot.builder.templates", "bot.builder.expressions",
-    "bot.builder.sandbox", "bot.server.event_models", "babel.numbers",
+    "bot.engine.interpreter", "bot.engine.effects", "bot.messages", "bot.builder.compiled", "bot.builder.templates",
+    "bot.builder.expressions", "bot.builder.sandbox", "bot.server.event_models", "babel.numbers",
 )
 #: Builds the app, then opens its services (Redis, stores, CRM, hub) as serving does before it
 #: listens, and lists the modules loaded with no await in between: no background task has run;
