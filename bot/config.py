@@ -2,9 +2,10 @@
 
 ``load_config`` returns a frozen ``Config``; nothing else in the project reads the environment.
 Secrets (tokens, API keys) are ``SecretStr`` and never logged or returned by the API.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: pydantic would evaluate each field's annotation
+from its string when it builds the models, ~7 M instructions of every start (issue 14: startup).
+"""
 
 import ipaddress
 import os
@@ -182,7 +183,7 @@ class CrmConfig(_Frozen):
     max_attempts: int = Field(20, ge=1)
 
     @model_validator(mode="after")
-    def _complete(self) -> CrmConfig:
+    def _complete(self) -> "CrmConfig":
         if self.backend == "kommo" and not (self.base_url and self.token):
             raise ValueError("the kommo backend needs base_url and token")
         if self.backend == "webhook" and not (self.base_url and self.secret):
@@ -260,7 +261,7 @@ class Config(_Frozen):
     analytics: bool = True
 
     @model_validator(mode="after")
-    def _cluster_needs_url(self) -> Config:
+    def _cluster_needs_url(self) -> "Config":
         if self.redis_cluster and not self.redis_url:  # the embedded Redis is one node
             raise ValueError("redis_cluster needs redis_url (any node of the cluster)")
         return self

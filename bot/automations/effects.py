@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .events import ApplyRule as ApplyRule  # the shell's event the lead queues carry (lives with LeadEvent)
+
 Outcome = Literal["fired", "acted", "skipped_if", "waiting_window", "delayed", "cancelled", "loop", "not_in_stage"]
 
 
@@ -108,11 +110,3 @@ class AutomationsChanged:
 
     version: int
 
-
-@dataclass(frozen=True, slots=True)
-class ApplyRule:
-    """``apply_to_existing``: rule ``rule_id`` acts once for this lead as if its event happened
-    now. ``job`` names the run of the job (a redelivered one does nothing)."""
-
-    rule_id: str
-    job: str = ""

@@ -57,3 +57,14 @@ class LeadEvent:
     data: dict[str, Any] = field(default_factory=dict)
     depth: int = 0
     source: str = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRule:
+    """``apply_to_existing``: rule ``rule_id`` acts once for this lead as if its event happened
+    now. ``job`` names the run of the job (a redelivered one does nothing). The shell's own
+    event, here rather than in ``effects`` so the lead queues carry it without loading the
+    engine's effects (issue 14: startup)."""
+
+    rule_id: str
+    job: str = ""

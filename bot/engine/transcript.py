@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import effects as fx
 from . import events as ev
+
+if TYPE_CHECKING:
+    from . import effects as fx
 
 
 def inbound_entry(e: ev.InboundMessage, at: float, *, client_msg_id: str | None = None) -> dict[str, Any]:

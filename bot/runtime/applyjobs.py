@@ -42,7 +42,7 @@ from redis.asyncio import Redis
 
 from crm_bridge.indexes import by_key, stage_value
 
-from ..automations.effects import ApplyRule
+from ..automations.events import ApplyRule
 from ..errors import CrmRejected, CrmTemporary
 from ..store import replies
 from ..store.clusterclient import is_cluster

@@ -27,6 +27,7 @@ the effects get), and an effect's CRM command returns the snapshot the next effe
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,10 +41,8 @@ from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
 from crm_bridge.codec import unpack as unpack_record
 from crm_bridge.directory import CrmDirectory, record_key
 
-from ..automations import effects as fx
-from ..automations.events import LeadEvent
+from ..automations.events import ApplyRule, LeadEvent
 from ..automations.state import LeadState
-from ..engine import effects as efx
 from ..engine import events as ev
 from ..engine.analytics import DAY
 from ..engine.state import ConversationState
@@ -60,6 +59,7 @@ from .processes import Processes
 from .requests import ServerRequests
 
 if TYPE_CHECKING:
+    from ..automations import effects as fx
     from ..automations.compiled import CompiledAutomations
 
 # The rule engine, its document models and its compiler load with the first document, not at
@@ -192,7 +192,7 @@ class EngineReactor:
     def document_for(self, pipeline: str | None) -> CompiledAutomations | None:
         return self._by_pipeline.get(pipeline or "")
 
-    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired | fx.ApplyRule,
+    def react(self, lead_id: str, state: Mapping[str, Any] | None, event: LeadEvent | ev.TimerFired | ApplyRule,
               snapshot: Mapping[str, Any], now: datetime) -> Reaction:
         lead_state = LeadState.from_dict(dict(state)) if state else LeadState.for_lead(lead_id)
         seen_version = int(state.get("av", 0)) if state else 0
@@ -207,13 +207,15 @@ class EngineReactor:
 
         effects: list[fx.Effect] = []
         if lead_state.automations == compiled.id and seen_version and seen_version != compiled.version:
-            changed = react(compiled, lead_state, fx.AutomationsChanged(compiled.version), snapshot, now)
+            from ..automations.effects import AutomationsChanged  # the engine loaded it
+
+            changed = react(compiled, lead_state, AutomationsChanged(compiled.version), snapshot, now)
             lead_state, effects = changed.state, list(changed.effects)
         result = react(compiled, lead_state, event, snapshot, now)
         effects += result.effects
         if isinstance(event, LeadEvent):
             key = event.id
-        elif isinstance(event, fx.ApplyRule):
+        elif isinstance(event, ApplyRule):
             key = f"apply:{event.job}:{event.rule_id}"
         else:
             key = f"timer:{event.timer_id}"
@@ -224,7 +226,7 @@ class EngineReactor:
         return reaction
 
 
-def _pipeline_of(event: LeadEvent | ev.TimerFired | fx.ApplyRule, snapshot: Mapping[str, Any],
+def _pipeline_of(event: LeadEvent | ev.TimerFired | ApplyRule, snapshot: Mapping[str, Any],
                  state: LeadState) -> str | None:
     """The pipeline the lead is in: the one a stage change names, else the snapshot's, else the last seen."""
     if isinstance(event, LeadEvent) and event.type == "lead.stage_changed":
@@ -239,31 +241,49 @@ def _pipeline_of(event: LeadEvent | ev.TimerFired | fx.ApplyRule, snapshot: Mapp
 
 def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
             effects: Sequence[fx.Effect], day: int) -> Reaction:
+    k = _kinds()
     timers_set: list[tuple[str, float]] = []
     timers_cancel: list[str] = []
     history: list[Mapping[str, Any]] = []
     counters: list[tuple[str, str, int]] = []
     work: list[object] = []
     for n, e in enumerate(effects):
-        if isinstance(e, fx.SetTimer):
+        if isinstance(e, k.SetTimer):
             timers_set.append((e.timer_id, e.at))
-        elif isinstance(e, fx.CancelTimer):
+        elif isinstance(e, k.CancelTimer):
             timers_cancel.append(e.timer_id)
-        elif isinstance(e, fx.Record):
+        elif isinstance(e, k.Record):
             history.append({"automation": compiled.id, "version": compiled.version, "rule": e.rule,
                             "outcome": e.outcome, "detail": e.detail})
             counters.append((counts_key(compiled.id), f"{e.rule}:{e.outcome}", 1))
             counters.append((day_counts_key(compiled.id, day), f"{e.rule}:{e.outcome}", 1))
         else:
-            work.append(Keyed(f"{key}:{n}:{_rule_of(e)}", compiled.id, e))
+            work.append(Keyed(f"{key}:{n}:{_rule_of(e, k)}", compiled.id, e))
     return Reaction(state=state, timers_set=tuple(timers_set), timers_cancel=tuple(timers_cancel),
                     history=tuple(history), effects=tuple(work), counters=tuple(counters))
 
 
-def _rule_of(e: fx.Effect) -> str:
-    if isinstance(e, fx.MoveStage):
+class _Kinds:
+    """The effect classes this module handles, imported once: with the engine, which makes them,
+    not at start (issue 14); an import in each function would cost ~6 k instructions a call."""
+
+    def __init__(self) -> None:
+        from ..automations import effects as fx
+        from ..engine.effects import Request
+
+        self.SetTimer, self.CancelTimer, self.Record = fx.SetTimer, fx.CancelTimer, fx.Record
+        self.MoveStage, self.AddScore = fx.MoveStage, fx.AddScore
+        self.RunActions, self.StartBot = fx.RunActions, fx.StartBot
+        self.Request = Request
+
+
+_kinds = functools.cache(_Kinds)
+
+
+def _rule_of(e: fx.Effect, k: _Kinds) -> str:
+    if isinstance(e, k.MoveStage):
         return e.trigger
-    if isinstance(e, fx.AddScore):
+    if isinstance(e, k.AddScore):
         return f"score:{e.reason}"
     return getattr(e, "rule", "")
 
@@ -347,15 +367,16 @@ class AutomationEffects:
                    snapshot: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """One effect, given the lead's snapshot; returns its history entries and the snapshot the
         next effect may use (the CRM command's own, which has its change; None: read it again)."""
+        k = _kinds()
         e = item.effect
         contact_id = str((snapshot.get("contact") or {}).get("id") or "")
         state = ConversationState(lead_cid(lead_id), channel="automation", account="",
                                   crm={"contact_id": contact_id, "lead_id": lead_id})
-        if isinstance(e, fx.RunActions):
+        if isinstance(e, k.RunActions):
             out = []
             after: dict[str, Any] | None = snapshot
             for i, action in enumerate(e.actions):
-                request = efx.Request(f"{item.key}:{i}", "action", {**action, "depth": e.depth})
+                request = k.Request(f"{item.key}:{i}", "action", {**action, "depth": e.depth})
                 result = await self.requests(request, state, snapshot)
                 if not result.ok:
                     log.warning("automations.action_failed", extra={"lead": lead_id, "rule": e.rule,
@@ -364,14 +385,14 @@ class AutomationEffects:
                 elif action.get("do") in CRM_COMMANDS:  # changed the CRM: its snapshot, if it gave one
                     after = result.snapshot if after is not None else None
             return out, after
-        if isinstance(e, fx.MoveStage):
+        if isinstance(e, k.MoveStage):
             command = {"do": "change_stage", "stage": e.stage, "depth": e.depth}
             if e.pipeline:
                 command["pipeline"] = e.pipeline
-            result = await self.requests(efx.Request(item.key, "action", command), state, snapshot)
+            result = await self.requests(k.Request(item.key, "action", command), state, snapshot)
             return ([], result.snapshot) if result.ok else ([_entry(e.trigger, "failed",
                                                                      f"change_stage: {result.error}")], None)
-        if isinstance(e, fx.AddScore):
+        if isinstance(e, k.AddScore):
             if e.once and contact_id and not await self._first_once(contact_id, f"{lead_id}:{item.key}", e):
                 return [], snapshot  # another lead of the contact has decayed the score in this period
             score = _number((snapshot.get("contact") or {}).get("score"))
@@ -379,10 +400,10 @@ class AutomationEffects:
             if new == score:
                 return [], snapshot
             command = {"do": "set_field", "entity": "contact", "field": "score", "value": new, "depth": e.depth}
-            result = await self.requests(efx.Request(item.key, "action", command), state, snapshot)
+            result = await self.requests(k.Request(item.key, "action", command), state, snapshot)
             return ([], result.snapshot) if result.ok else ([_entry(f"score:{e.reason}", "failed",
                                                                      str(result.error))], None)
-        if isinstance(e, fx.StartBot):
+        if isinstance(e, k.StartBot):
             return await self._start_bot(lead_id, contact_id, item.key, e), None
         return await self._start_process(lead_id, contact_id, item.key, e), snapshot
 

@@ -24,13 +24,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..builder.budget import within_turn_budget
-from ..engine import effects as fx
 from ..engine import events as ev
 from ..engine.analytics import Switch
 from ..engine.flows import FlowSource
 from ..engine.state import ConversationState
 
 if TYPE_CHECKING:
+    from ..engine import effects as fx
     from ..engine.interpreter import Outcome
 
 #: Requests one event may make before the turn is cut (a flow's step budget also applies).
@@ -85,8 +85,10 @@ class Driver:
             if state.run is not None:
                 state.run.status, state.run.wait = "failed", None
                 state.run.error = f"more than {MAX_REQUESTS_PER_TURN} requests in one event"
-            effects.append(fx.Trace("turn.too_many_requests", "error",
-                                    {"error": f"more than {MAX_REQUESTS_PER_TURN} requests in one event"}))
+            from ..engine.effects import Trace  # a runaway flow: the interpreter loaded it already
+
+            effects.append(Trace("turn.too_many_requests", "error",
+                                 {"error": f"more than {MAX_REQUESTS_PER_TURN} requests in one event"}))
             return TurnResult(state, effects, snapshot, steps)
         return TurnResult(outcome.state, effects, snapshot, steps)
 

@@ -36,8 +36,7 @@ from typing import Any, Protocol
 from crm_bridge import CrmBackend, CrmRef, PrefetchSnapshot
 from crm_bridge.changes import Change
 
-from ..automations.effects import ApplyRule
-from ..automations.events import LeadEvent
+from ..automations.events import ApplyRule, LeadEvent
 from ..engine import events as ev
 from ..errors import CrmError, CrmTemporary
 from ..store import codec, replies

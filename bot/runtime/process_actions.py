@@ -23,12 +23,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..config import AccountConfig, SmtpConfig
-from ..engine import effects as fx
 from ..engine.process import EMAIL_LIST, PROCESS_ANSWERED
 from ..engine.state import ConversationState
 from ..engine.transcript import outbound_entry
 from ..errors import ActionFailed, ActionRefused, SalesbotError
-from ..messages import OutButton
 from ..outward.actions import crm_ref_of
 from ..outward.email import SmtpSender, compose
 from ..outward.lists import ContactLists
@@ -121,10 +119,13 @@ class ProcessActions:
             if last is None or self.clock() - last >= WINDOW:
                 raise ActionFailed(f"{OUTSIDE_WINDOW}: {do}: WhatsApp's 24-hour window is closed for this contact "
                                    "and the action has no template")
+        from ..engine.effects import SendMessage  # with the interpreter (issue 14: startup)
+        from ..messages import OutButton
+
         buttons = tuple(OutButton(str(b.get("title") or ""), None if b.get("url") else str(b.get("title") or ""),
                                   str(b["url"]) if b.get("url") else None)
                         for b in command.get("buttons") or () if isinstance(b, Mapping))
-        message = fx.SendMessage(ref=f"p:{key}", step=state.run.step or "" if state.run else "",
+        message = SendMessage(ref=f"p:{key}", step=state.run.step or "" if state.run else "",
                                  text=str(command.get("text") or ""), buttons=buttons,
                                  template=str(template) if template else None,
                                  params=command.get("params") if template else None)

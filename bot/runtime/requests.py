@@ -11,14 +11,13 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
 from crm_bridge import CRM_COMMANDS, CrmBackend
 from crm_bridge.outbox import CrmOutbox
 
-from ..engine import effects as fx
 from ..engine import events as ev
 from ..engine.process import PROCESS_ANSWERED, PROCESS_CHANNEL, score_command
 from ..engine.state import ConversationState
@@ -27,6 +26,9 @@ from ..outward.actions import crm_ref_of
 from ..store.splits import SplitStore
 from .orderlinks import OrderLinks
 from .process_actions import ProcessActions
+
+if TYPE_CHECKING:
+    from ..engine import effects as fx
 
 log = logging.getLogger("salesbot.runtime.requests")
 

@@ -8,16 +8,16 @@ order and saves) or leaves the event to the process that already is. See ``store
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from crm_bridge import ChannelIdentity, CrmBackend, CrmRef, PrefetchIdentity, PrefetchSnapshot
 
-from ..engine import effects as fx
 from ..engine import events as ev
 from ..engine.analytics import Counts, Visit, count_turn
 from ..engine.flows import FlowSource
@@ -37,6 +37,9 @@ from .driver import Driver
 from .metrics import Metrics
 from .queueloop import IdentityPending, QueueProcessor
 from .relay import Recipients, queue_relayed
+
+if TYPE_CHECKING:
+    from ..engine import effects as fx
 
 log = logging.getLogger("salesbot.runtime")
 _TRACE_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -279,7 +282,8 @@ class ConversationService(QueueProcessor[Prefetched]):
             elif isinstance(event, ev.TimerFired) and extra.get("due"):
                 self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
             if isinstance(event, ev.HumanMessage):
-                msg = fx.SendMessage(ref=f"h:{state.next_id('m')}", step="", text=event.text)
+                send_message = _effect_kinds()[0]
+                msg = send_message(ref=f"h:{state.next_id('m')}", step="", text=event.text)
                 entry = outbound_entry(msg, now, bot=None, role="human")
                 entry["user"] = event.user
                 req.add_log(entry)
@@ -464,10 +468,11 @@ class ConversationService(QueueProcessor[Prefetched]):
 
     def _collect(self, state: ConversationState, effects: list[fx.Effect], req: SaveRequest, now: float,
                  pending: dict[str, float]) -> None:
+        SendMessage, SetTimer, CancelTimer, InternalMessage, SplitCount, Trace = _effect_kinds()
         bot = state.run.bot if state.run else None
         inline = self.router.delivers_via_transcript(state.channel)
         for e in effects:
-            if isinstance(e, fx.SendMessage):
+            if isinstance(e, SendMessage):
                 if e.channels is not None and state.channel not in e.channels:
                     continue
                 self.metrics.message_out(state.channel)
@@ -479,16 +484,16 @@ class ConversationService(QueueProcessor[Prefetched]):
                 if e.recipients != "chat" and self.recipients is not None:  # the lead's other contacts
                     req.before_save.append(self.recipients.relay(state, e.recipients, entry, req, req.log[-1],
                                                                  None if inline else req.out[-1]))
-            elif isinstance(e, fx.SetTimer):
+            elif isinstance(e, SetTimer):
                 pending[e.timer_id] = e.at  # armed by ``_rearm`` once the batch is done
-            elif isinstance(e, fx.CancelTimer):
+            elif isinstance(e, CancelTimer):
                 if pending.pop(e.timer_id, None) is None:  # an older version's timer: an entry of its own
                     req.timers_cancel.append(e.timer_id)
-            elif isinstance(e, fx.InternalMessage):
+            elif isinstance(e, InternalMessage):
                 req.add_log(internal_entry(e, now))
-            elif isinstance(e, fx.SplitCount):  # counted by the save script, with the state that records it
+            elif isinstance(e, SplitCount):  # counted by the save script, with the state that records it
                 req.counters.append((split_key(e.bot, e.step), count_field(e.kind, e.generation, e.path), 1))
-            elif isinstance(e, fx.Trace):
+            elif isinstance(e, Trace):
                 level = _TRACE_LEVELS.get(e.level, logging.ERROR)
                 log.log(level, e.event, extra={"cid": state.id, **{f"d_{k}": v for k, v in e.data.items()}})
                 if e.level == "error":
@@ -535,3 +540,13 @@ def _identity(meta: Mapping[str, str] | None) -> ChannelIdentity | None:
         return None
     return ChannelIdentity(meta.get("channel", ""), meta.get("account", ""), meta["external_id"],
                            meta.get("name") or None, meta.get("phone") or None, meta.get("email") or None)
+
+
+@functools.cache
+def _effect_kinds() -> tuple[type[fx.SendMessage], type[fx.SetTimer], type[fx.CancelTimer],
+                             type[fx.InternalMessage], type[fx.SplitCount], type[fx.Trace]]:
+    """The effects ``_collect`` sorts, imported with their first turn: the interpreter, which makes
+    them, is not loaded at start (issue 14). Cached: an import per turn would cost ~6 k instructions."""
+    from ..engine import effects as fx
+
+    return fx.SendMessage, fx.SetTimer, fx.CancelTimer, fx.InternalMessage, fx.SplitCount, fx.Trace

@@ -17,26 +17,28 @@ from redis import Redis
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Imported on first use only: by a channel account (of that kind), a validation step, an e-mail,
-#: a Kommo widget or backend, a flow or automation document being checked, the flow graph, the
-#: first price or currency checked (babel's CLDR data: bot.shop.prices), the first request for
-#: ``/api/openapi.json`` (the document's dicts).
+#: a Kommo widget or backend, a flow or automation document being checked or run (the rule engine
+#: and its effects), the flow graph, the first price or currency checked (babel's CLDR data:
+#: bot.shop.prices), the first request for ``/api/openapi.json`` (the document's dicts).
 NOT_AT_START = (
     "telegram", "twilio", "aiogram", "playwright", "phonenumbers", "email_validator", "aiosmtplib", "jwt", "babel",
     "bot.builder.validate", "bot.builder.models", "bot.builder.graph", "bot.builder.models_process",
     "bot.builder.model_base", "bot.builder.models_split",
     "bot.automations.models", "bot.automations.validate", "bot.automations.compiled", "bot.automations.engine",
+    "bot.automations.effects",
     "crm_bridge.kommo", "bot.runtime.kommo_events", "bot.runtime.outbound_kommo",
     "bot.channels.base", "bot.channels.registry", "bot.channels.webhooks",
     "bot.server.openapi", "bot.server.openapi_customers", "bot.server.openapi_orderlinks",
     "bot.server.openapi_processes", "bot.server.openapi_shop",
 )
-#: Imported by the first conversation turn, template or e-mail (the interpreter, compiled flows and
-#: their templates), the first metric counted or /metrics scrape, the first page shown, an embedded
-#: Redis started (ctypes: libc), a config file read (tomllib), the first event posted (its models).
+#: Imported by the first conversation turn, template or e-mail (the interpreter with the effects it
+#: makes, compiled flows and their templates), the first metric counted or /metrics scrape, the
+#: first page shown, an embedded Redis started (ctypes: libc), a config file read (tomllib), the
+#: first event posted (its models).
 NOT_UNTIL_USED = (
     "jinja2", "regex", "markupsafe", "prometheus_client", "ctypes", "tomllib",
-    "bot.engine.interpreter", "bot.builder.compiled", "bot.builder.templates", "bot.builder.expressions",
-    "bot.builder.sandbox", "bot.server.event_models", "babel.numbers",
+    "bot.engine.interpreter", "bot.engine.effects", "bot.messages", "bot.builder.compiled", "bot.builder.templates",
+    "bot.builder.expressions", "bot.builder.sandbox", "bot.server.event_models", "babel.numbers",
 )
 #: Builds the app, then opens its services (Redis, stores, CRM, hub) as serving does before it
 #: listens, and lists the modules loaded with no await in between: no background task has run;
