@@ -5,7 +5,9 @@ msgpack), a byte for the kind (``_STATE``, ``_ENTRY``), then msgpack in which th
 maps the engine builds — the entry or state itself and the maps at the paths its ``_SHAPES``
 names (a button, a run, its wait …) — are written as their index in ``_NAMES`` when listed there
 (one byte instead of the name); the maps below (variables, CRM event data) keep their keys as
-they are. A customer message's ``client_msg_id`` that repeats its ``message_id`` is written once.
+they are. A customer message's ``client_msg_id`` that repeats its ``message_id`` is written once,
+and an entry's ``message_id`` or ``client_msg_id`` of 32 lower-case hex digits (a live chat id,
+a uuid4 ``hex``) is written as its 16 bytes under a key of its own (``_RAW_IDS``: 18 bytes, not 34).
 ``unpack`` reads both forms, so blobs written before stay readable; ``_NAMES`` may only grow at
 its end (an index, once written, names its key for ever).
 """
@@ -13,6 +15,7 @@ its end (an index, once written, names its key for ever).
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from typing import Any
 
@@ -65,9 +68,14 @@ _NAMES: tuple[str, ...] = (
     "company_id", "next",
 )
 _INDEX = {name: i for i, name in enumerate(_NAMES)}
-#: A key of its own (after the names): "client_msg_id is message_id" (its value is nil).
-_SAME_ID = len(_NAMES)
+#: A key of its own: "client_msg_id is message_id" (its value is nil). Written as 71 since the
+#: start (``len(_NAMES)`` then): a fixed number, so ``_NAMES`` can grow past it.
+_SAME_ID = 71
 _CLIENT_MSG_ID, _MESSAGE_ID = _INDEX["client_msg_id"], _INDEX["message_id"]
+#: Keys of their own (negative: never an index in ``_NAMES``, and a compact map's other keys are
+#: indexes or strings): the entry's id of 32 lower-case hex digits, as its 16 bytes.
+_RAW_IDS = {_MESSAGE_ID: -1, _CLIENT_MSG_ID: -2}
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 #: Which nested maps are the engine's (their keys compacted): key -> the map's own shape, or a
 #: one-item list for a list of such maps. Maps elsewhere (variables, event data) are left alone.
@@ -157,10 +165,24 @@ def _pack_compact(value: dict[str, Any], kind: bytes) -> bytes:
         small = _shrink(value, _PLANS[kind])
     except _PlainKey:
         return pack(value)
-    if kind == _ENTRY and _CLIENT_MSG_ID in small and small[_CLIENT_MSG_ID] == small.get(_MESSAGE_ID):
+    if kind == _ENTRY and (_MESSAGE_ID in small or _CLIENT_MSG_ID in small):
+        small = _pack_ids(small)
+    return COMPACT + kind + pack(small)
+
+
+def _pack_ids(small: dict[Any, Any]) -> dict[Any, Any]:
+    """A customer message's ids, smaller: a ``client_msg_id`` that repeats the ``message_id``
+    once (``_SAME_ID``), 32 hex digits as their 16 bytes (``_RAW_IDS``), in the same place."""
+    if _CLIENT_MSG_ID in small and small[_CLIENT_MSG_ID] == small.get(_MESSAGE_ID):
         del small[_CLIENT_MSG_ID]
         small[_SAME_ID] = None
-    return COMPACT + kind + pack(small)
+    out: dict[Any, Any] = {}
+    for key, value in small.items():
+        if key in _RAW_IDS and type(value) is str and len(value) == 32 and _HEX_ID.fullmatch(value):
+            out[_RAW_IDS[key]] = bytes.fromhex(value)
+        else:
+            out[key] = value
+    return out
 
 
 def pack_entry(entry: dict[str, Any]) -> bytes:
@@ -172,10 +194,17 @@ def _unpack_compact(data: bytes) -> Any:
     kind = data[1:2]
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
     out = _grow(value, _SHAPES[kind])
+    if kind == _ENTRY and (-1 in value or -2 in value):
+        out = {_ID_NAMES.get(key, key): item.hex() if key in _ID_NAMES else item  # type: ignore[call-overload]
+               for key, item in out.items()}
     if _SAME_ID in value:
         del out[_SAME_ID]  # type: ignore[arg-type]
         out["client_msg_id"] = out.get("message_id")
     return out
+
+
+#: ``_RAW_IDS`` read back: the key of an id kept as its bytes, and its name.
+_ID_NAMES = {raw: _NAMES[key] for key, raw in _RAW_IDS.items()}
 
 
 def _default(obj: Any) -> Any:

@@ -53,8 +53,27 @@ def test_a_customer_message_is_smaller_and_its_repeated_id_written_once() -> Non
     entry = inbound_entry(msg, 1796525422.5, client_msg_id=msg.message_id)
     compact, plain = codec.pack_entry(entry), codec.pack(entry)
     assert codec.unpack(compact) == entry == codec.unpack(plain)  # plain (old) blobs read as before
-    assert compact.count(b"c85624dc7f754560b240514457ad052c") == 1
-    assert len(compact) <= len(plain) - 60
+    assert compact.count(bytes.fromhex("c85624dc7f754560b240514457ad052c")) == 1  # once, as its 16 bytes
+    assert len(compact) <= len(plain) - 80  # 60 with the id as text
+
+
+def test_a_hex_message_id_is_kept_as_its_bytes_and_an_older_compact_entry_still_reads() -> None:
+    hex_id = "7ad3db4a99ee433b8904c4816a07618e"
+    entry = inbound_entry(ev.InboundMessage(text="ok thanks", message_id=hex_id), 1796582945.931,
+                          client_msg_id=hex_id)
+    compact = codec.pack_entry(entry)
+    assert bytes.fromhex(hex_id) in compact and hex_id.encode() not in compact
+    assert len(compact) == 57  # 73 with the id as text (before)
+    assert list(codec.unpack(compact).items()) == list(entry.items())  # the same entry, in its order
+    # as the compact form wrote it before: the id as text, "client_msg_id is message_id" (key 71)
+    older = codec.COMPACT + b"e" + codec.pack({0: "user", 1: "ok thanks", 2: 1796582945.931, 3: "text",
+                                               12: hex_id, 71: None})
+    assert codec.unpack(older) == entry
+    for other in ("7AD3DB4A99EE433B8904C4816A07618E", hex_id[:31], "lc:" + hex_id):  # not 32 lower-case hex
+        kept = dict(entry, message_id=other)
+        assert list(codec.unpack(codec.pack_entry(kept)).items()) == list(kept.items())
+    both = dict(entry, client_msg_id="0" * 32)  # two different ids: each as its bytes
+    assert codec.unpack(codec.pack_entry(both)) == both
 
 
 def test_a_bot_message_with_buttons_is_smaller() -> None:
