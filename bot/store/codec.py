@@ -193,12 +193,11 @@ def pack_entry(entry: dict[str, Any]) -> bytes:
 def _unpack_compact(data: bytes) -> Any:
     kind = data[1:2]
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
-    out = _grow(value, _SHAPES[kind])
+    out: dict[Any, Any] = _grow(value, _SHAPES[kind])
     if kind == _ENTRY and (-1 in value or -2 in value):
-        out = {_ID_NAMES.get(key, key): item.hex() if key in _ID_NAMES else item  # type: ignore[call-overload]
-               for key, item in out.items()}
+        out = {_ID_NAMES.get(key, key): item.hex() if key in _ID_NAMES else item for key, item in out.items()}
     if _SAME_ID in value:
-        del out[_SAME_ID]  # type: ignore[arg-type]
+        del out[_SAME_ID]
         out["client_msg_id"] = out.get("message_id")
     return out
 
