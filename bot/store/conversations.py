@@ -73,6 +73,7 @@ for i = 1, #meta, 2 do at[meta[i]] = i + 1 end
 local function put(name, value)
   local j = at[name]
   if j == nil then
+    if value == '' then return end  -- absent reads as empty: an empty field is never stored anew
     meta[#meta + 1] = name; meta[#meta + 1] = value; at[name] = #meta
   elseif meta[j] == value then
     return
