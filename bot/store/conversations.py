@@ -39,7 +39,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from . import codec, replies, statefields, transcript
+from . import codec, dedupe, replies, statefields, transcript
 from . import keys as k
 from .clusterclient import is_cluster
 from .pending import RecentEntries
@@ -48,15 +48,13 @@ from .scripts import Lua, send_commands
 
 log = logging.getLogger("salesbot.store")
 
-_PUSH = statefields.MOVE + """
+_PUSH = statefields.MOVE + dedupe.SEEN + """
 local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
-if ARGV[2] ~= '' and redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then
-  -- seen before: a duplicate inside the window; an older id counts as new (the set is trimmed lazily)
-  if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[2])) > now - window then return {-1} end
-  redis.call('ZADD', KEYS[3], now, ARGV[2])
-end
 local nmeta = tonumber(ARGV[8])
 local ttl, refresh_every = tonumber(ARGV[9 + nmeta * 2]), tonumber(ARGV[10 + nmeta * 2])
+local dup, created = false, false  -- the dedupe set (dedupe.py): KEYS[6] the old layout's
+if ARGV[2] ~= '' then dup, created = dd_seen(KEYS[3], KEYS[6], ARGV[2], now, window, ARGV[6] + refresh_every) end
+if dup then return {-1} end
 local n = redis.call('RPUSH', KEYS[1], ARGV[1])
 if not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
   if nmeta > 0 then
@@ -94,7 +92,7 @@ if #kv > 0 then redis.call('HSET', KEYS[5], unpack(kv)) end
 if refresh == 1 then
   redis.call('EXPIRE', KEYS[5], ttl)
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]) + refresh_every)
+  if not created then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]) + refresh_every) end
 end
 local events
 if n == 1 then events = {ARGV[1]} else events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1) end
@@ -371,9 +369,10 @@ class ConversationStore:
             given[statefields.ID_IMPLIED] = "1"  # the id holds them: read back from it (statefields.split)
         for name, value in given.items():
             meta_args += [name, value]
-        args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
-                len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
-        commands: list[Any] = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta], args)]
+        args = [event, k.dedupe_member(dedupe_id) if dedupe_id else "", now_ms, token, self.lock_ttl_ms, SEEN_TTL,
+                self.batch, len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every]
+        commands: list[Any] = [self._push.command([key.inbox, key.lock, key.seen, key.state, key.meta, key.old_seen],
+                                                  args)]
         pend = self._pended.needed(cid, now)
         if pend:
             commands.append(("ZADD", k.pending_key(k.shard_of(cid, self.shards)),
