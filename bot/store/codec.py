@@ -7,7 +7,9 @@ names (a button, a run, its wait …) — are written as their index in ``_NAMES
 (one byte instead of the name); the maps below (variables, CRM event data) keep their keys as
 they are. A customer message's ``client_msg_id`` that repeats its ``message_id`` is written once,
 and an entry's ``message_id`` or ``client_msg_id`` of 32 lower-case hex digits (a live chat id,
-a uuid4 ``hex``) is written as its 16 bytes under a key of its own (``_RAW_IDS``: 18 bytes, not 34).
+a uuid4 ``hex``) is written as its 16 bytes under a key of its own (``_RAW_IDS``: 18 bytes, not 34),
+and an entry's most common ``role`` and ``kind`` (``_PAIRS``: "role is user" …) as one key of its own
+with no value (2 bytes, not 5 to 9).
 ``unpack`` reads both forms, so blobs written before stay readable; ``_NAMES`` may only grow at
 its end (an index, once written, names its key for ever).
 """
@@ -76,6 +78,16 @@ _CLIENT_MSG_ID, _MESSAGE_ID = _INDEX["client_msg_id"], _INDEX["message_id"]
 #: indexes or strings): the entry's id of 32 lower-case hex digits, as its 16 bytes.
 _RAW_IDS = {_MESSAGE_ID: -1, _CLIENT_MSG_ID: -2}
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
+#: An entry's name and value written as one key of its own, -3, -4 … in this order (nil for value):
+#: append only, as ``_NAMES``.
+_PAIRS = (("role", "user"), ("role", "bot"), ("role", "event"), ("role", "system"), ("role", "human"),
+          ("kind", "text"), ("kind", "message"))
+_PAIR_KEYS = {(_INDEX[name], value): -3 - i for i, (name, value) in enumerate(_PAIRS)}
+#: The keys of their own read back: the name, and the value (None: the id's bytes as hex).
+_SPECIAL: dict[Any, tuple[str, str | None]] = {
+    **{raw: (_NAMES[key], None) for key, raw in _RAW_IDS.items()},
+    **{key: (_NAMES[index], value) for (index, value), key in _PAIR_KEYS.items()},
+}
 
 #: Which nested maps are the engine's (their keys compacted): key -> the map's own shape, or a
 #: one-item list for a list of such maps. Maps elsewhere (variables, event data) are left alone.
@@ -165,20 +177,25 @@ def _pack_compact(value: dict[str, Any], kind: bytes) -> bytes:
         small = _shrink(value, _PLANS[kind])
     except _PlainKey:
         return pack(value)
-    if kind == _ENTRY and (_MESSAGE_ID in small or _CLIENT_MSG_ID in small):
-        small = _pack_ids(small)
+    if kind == _ENTRY:
+        small = _pack_values(small)
     return COMPACT + kind + pack(small)
 
 
-def _pack_ids(small: dict[Any, Any]) -> dict[Any, Any]:
-    """A customer message's ids, smaller: a ``client_msg_id`` that repeats the ``message_id``
-    once (``_SAME_ID``), 32 hex digits as their 16 bytes (``_RAW_IDS``), in the same place."""
+def _pack_values(small: dict[Any, Any]) -> dict[Any, Any]:
+    """An entry's values, smaller, each in its place: a ``client_msg_id`` that repeats the
+    ``message_id`` once (``_SAME_ID``), an id of 32 hex digits as its 16 bytes (``_RAW_IDS``), a
+    common role or kind as a key of its own (``_PAIRS``)."""
     if _CLIENT_MSG_ID in small and small[_CLIENT_MSG_ID] == small.get(_MESSAGE_ID):
         del small[_CLIENT_MSG_ID]
         small[_SAME_ID] = None
     out: dict[Any, Any] = {}
     for key, value in small.items():
-        if key in _RAW_IDS and type(value) is str and len(value) == 32 and _HEX_ID.fullmatch(value):
+        if type(value) is not str:
+            out[key] = value
+        elif (pair := _PAIR_KEYS.get((key, value))) is not None:
+            out[pair] = None
+        elif key in _RAW_IDS and len(value) == 32 and _HEX_ID.fullmatch(value):
             out[_RAW_IDS[key]] = bytes.fromhex(value)
         else:
             out[key] = value
@@ -194,16 +211,19 @@ def _unpack_compact(data: bytes) -> Any:
     kind = data[1:2]
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
     out: dict[Any, Any] = _grow(value, _SHAPES[kind])
-    if kind == _ENTRY and (-1 in value or -2 in value):
-        out = {_ID_NAMES.get(key, key): item.hex() if key in _ID_NAMES else item for key, item in out.items()}
+    if kind == _ENTRY:
+        out = {_SPECIAL[key][0] if key in _SPECIAL else key: _special(key, item) if key in _SPECIAL else item
+               for key, item in out.items()}
     if _SAME_ID in value:
         del out[_SAME_ID]
         out["client_msg_id"] = out.get("message_id")
     return out
 
 
-#: ``_RAW_IDS`` read back: the key of an id kept as its bytes, and its name.
-_ID_NAMES = {raw: _NAMES[key] for key, raw in _RAW_IDS.items()}
+def _special(key: int, item: Any) -> Any:
+    """The value a key of its own stands for (``_SPECIAL``)."""
+    fixed = _SPECIAL[key][1]
+    return item.hex() if fixed is None else fixed
 
 
 def _default(obj: Any) -> Any:

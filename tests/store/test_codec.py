@@ -63,7 +63,8 @@ def test_a_hex_message_id_is_kept_as_its_bytes_and_an_older_compact_entry_still_
                           client_msg_id=hex_id)
     compact = codec.pack_entry(entry)
     assert bytes.fromhex(hex_id) in compact and hex_id.encode() not in compact
-    assert len(compact) == 57  # 73 with the id as text (before)
+    assert b"user" not in compact and b"text" not in compact  # "role is user", "kind is text": a key each
+    assert len(compact) == 49  # 57 with the role and kind as text, 73 with the id as text too (before)
     assert list(codec.unpack(compact).items()) == list(entry.items())  # the same entry, in its order
     # as the compact form wrote it before: the id as text, "client_msg_id is message_id" (key 71)
     older = codec.COMPACT + b"e" + codec.pack({0: "user", 1: "ok thanks", 2: 1796582945.931, 3: "text",
@@ -74,6 +75,10 @@ def test_a_hex_message_id_is_kept_as_its_bytes_and_an_older_compact_entry_still_
         assert list(codec.unpack(codec.pack_entry(kept)).items()) == list(kept.items())
     both = dict(entry, client_msg_id="0" * 32)  # two different ids: each as its bytes
     assert codec.unpack(codec.pack_entry(both)) == both
+    for role in ("user", "bot", "event", "system", "human", "automation", 3, None):  # common or not
+        for kind in ("text", "message", "image", b"text"):
+            odd = {"role": role, "text": "t", "kind": kind}
+            assert list(codec.unpack(codec.pack_entry(odd)).items()) == list(odd.items())
 
 
 def test_a_bot_message_with_buttons_is_smaller() -> None:
