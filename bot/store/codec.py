@@ -8,8 +8,8 @@ names (a button, a run, its wait …) — are written as their index in ``_NAMES
 they are. A customer message's ``client_msg_id`` that repeats its ``message_id`` is written once,
 and an entry's ``message_id`` or ``client_msg_id`` of 32 lower-case hex digits (a live chat id,
 a uuid4 ``hex``) is written as its 16 bytes under a key of its own (``_RAW_IDS``: 18 bytes, not 34),
-and an entry's most common ``role`` and ``kind`` (``_PAIRS``: "role is user" …) as one key of its own
-with no value (2 bytes, not 5 to 9).
+and an entry's most common ``role``, ``kind``, CRM event ``type`` and ``source`` (``_PAIRS``: "role
+is user" …) as one key of its own with no value (2 bytes, not 5 to 17).
 ``unpack`` reads both forms, so blobs written before stay readable; ``_NAMES`` may only grow at
 its end (an index, once written, names its key for ever).
 """
@@ -81,7 +81,8 @@ _HEX_ID = re.compile(r"[0-9a-f]{32}")
 #: An entry's name and value written as one key of its own, -3, -4 … in this order (nil for value):
 #: append only, as ``_NAMES``.
 _PAIRS = (("role", "user"), ("role", "bot"), ("role", "event"), ("role", "system"), ("role", "human"),
-          ("kind", "text"), ("kind", "message"))
+          ("kind", "text"), ("kind", "message"), ("source", "crm"), ("type", "lead.created"),
+          ("type", "contact.created"), ("type", "lead.stage_changed"), ("type", "lead.field_changed"))
 _PAIR_KEYS = {(_INDEX[name], value): -3 - i for i, (name, value) in enumerate(_PAIRS)}
 #: The keys of their own read back: the name, and the value (None: the id's bytes as hex).
 _SPECIAL: dict[Any, tuple[str, str | None]] = {

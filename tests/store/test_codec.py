@@ -81,6 +81,16 @@ def test_a_hex_message_id_is_kept_as_its_bytes_and_an_older_compact_entry_still_
             assert list(codec.unpack(codec.pack_entry(odd)).items()) == list(odd.items())
 
 
+def test_a_crm_event_entry_keeps_its_type_and_source_as_a_key() -> None:
+    entry = {"role": "event", "at": 1796583914.797, "id": "gen-zRE9DhF0tczX0Q3f", "type": "lead.created",
+             "happened_at": 1796583914.5, "source": "crm", "depth": 0, "data": {"pipeline": "Sales", "type": "x"}}
+    compact = codec.pack_entry(entry)
+    assert list(codec.unpack(compact).items()) == list(entry.items())
+    assert b"lead.created" not in compact and b"crm" not in compact and len(compact) == 77  # 97 before
+    older = codec.COMPACT + b"e" + codec.pack({codec._INDEX.get(k, k): v for k, v in entry.items()})
+    assert codec.unpack(older) == entry  # as the compact form wrote it before
+
+
 def test_a_bot_message_with_buttons_is_smaller() -> None:
     button = fx.OutButton(title="Opening hours", payload="fda8c6e0.0", number=1)
     entry = outbound_entry(fx.SendMessage(text="Thanks there, you said: ok", ref="r1:reply:m4", step="reply",
