@@ -9,7 +9,8 @@ they are. A customer message's ``client_msg_id`` that repeats its ``message_id``
 and an entry's ``message_id`` or ``client_msg_id`` of 32 lower-case hex digits (a live chat id,
 a uuid4 ``hex``) is written as its 16 bytes under a key of its own (``_RAW_IDS``: 18 bytes, not 34),
 and an entry's most common ``role``, ``kind``, CRM event ``type`` and ``source`` (``_PAIRS``: "role
-is user" …) as one key of its own with no value (2 bytes, not 5 to 17).
+is user" …) as one key of its own with no value (2 bytes, not 5 to 17), and a bot message's ``step``
+that its ``ref`` names (``<run>:<step>:m<n>``) as such a key (``_STEP_IN_REF``).
 ``unpack`` reads both forms, so blobs written before stay readable; ``_NAMES`` may only grow at
 its end (an index, once written, names its key for ever).
 """
@@ -84,10 +85,17 @@ _PAIRS = (("role", "user"), ("role", "bot"), ("role", "event"), ("role", "system
           ("kind", "text"), ("kind", "message"), ("source", "crm"), ("type", "lead.created"),
           ("type", "contact.created"), ("type", "lead.stage_changed"), ("type", "lead.field_changed"))
 _PAIR_KEYS = {(_INDEX[name], value): -3 - i for i, (name, value) in enumerate(_PAIRS)}
-#: The keys of their own read back: the name, and the value (None: the id's bytes as hex).
-_SPECIAL: dict[Any, tuple[str, str | None]] = {
-    **{raw: (_NAMES[key], None) for key, raw in _RAW_IDS.items()},
+#: A key of its own: "the step is the ref's middle part" (the last one-byte negative number: the
+#: pairs count down from -3 towards it).
+_STEP_IN_REF = -32
+_REF, _STEP = _INDEX["ref"], _INDEX["step"]
+#: The keys of their own read back: the name, and the value (``_HEX``: the id's bytes as hex;
+#: ``_FROM_REF``: the ref's step).
+_HEX, _FROM_REF = object(), object()
+_SPECIAL: dict[Any, tuple[str, object]] = {
+    **{raw: (_NAMES[key], _HEX) for key, raw in _RAW_IDS.items()},
     **{key: (_NAMES[index], value) for (index, value), key in _PAIR_KEYS.items()},
+    _STEP_IN_REF: ("step", _FROM_REF),
 }
 
 #: Which nested maps are the engine's (their keys compacted): key -> the map's own shape, or a
@@ -198,9 +206,17 @@ def _pack_values(small: dict[Any, Any]) -> dict[Any, Any]:
             out[pair] = None
         elif key in _RAW_IDS and len(value) == 32 and _HEX_ID.fullmatch(value):
             out[_RAW_IDS[key]] = bytes.fromhex(value)
+        elif key == _STEP and type(ref := small.get(_REF)) is str and _ref_step(ref) == value:
+            out[_STEP_IN_REF] = None
         else:
             out[key] = value
     return out
+
+
+def _ref_step(ref: str) -> str | None:
+    """The step a message's ref ``<run>:<step>:m<n>`` names (None: not of that form)."""
+    parts = ref.split(":")
+    return parts[1] if len(parts) == 3 else None
 
 
 def pack_entry(entry: dict[str, Any]) -> bytes:
@@ -213,18 +229,28 @@ def _unpack_compact(data: bytes) -> Any:
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
     out: dict[Any, Any] = _grow(value, _SHAPES[kind])
     if kind == _ENTRY:
-        out = {_SPECIAL[key][0] if key in _SPECIAL else key: _special(key, item) if key in _SPECIAL else item
-               for key, item in out.items()}
+        out = _grow_values(out)
     if _SAME_ID in value:
         del out[_SAME_ID]
         out["client_msg_id"] = out.get("message_id")
     return out
 
 
-def _special(key: int, item: Any) -> Any:
-    """The value a key of its own stands for (``_SPECIAL``)."""
-    fixed = _SPECIAL[key][1]
-    return item.hex() if fixed is None else fixed
+def _grow_values(entry: dict[Any, Any]) -> dict[Any, Any]:
+    """``_pack_values`` undone (but ``_SAME_ID``): each key of its own as its name and value."""
+    out: dict[Any, Any] = {}
+    special = _SPECIAL.get
+    for key, item in entry.items():
+        found = special(key) if type(key) is int else None
+        if found is None:
+            out[key] = item
+        elif found[1] is _HEX:
+            out[found[0]] = item.hex()
+        elif found[1] is _FROM_REF:
+            out[found[0]] = _ref_step(entry["ref"])
+        else:
+            out[found[0]] = found[1]
+    return out
 
 
 def _default(obj: Any) -> Any:
