@@ -5,12 +5,11 @@ msgpack), a byte for the kind (``_STATE``, ``_ENTRY``), then msgpack in which th
 maps the engine builds — the entry or state itself and the maps at the paths its ``_SHAPES``
 names (a button, a run, its wait …) — are written as their index in ``_NAMES`` when listed there
 (one byte instead of the name); the maps below (variables, CRM event data) keep their keys as
-they are. A customer message's ``client_msg_id`` that repeats its ``message_id`` is written once,
-and an entry's ``message_id`` or ``client_msg_id`` of 32 lower-case hex digits (a live chat id,
-a uuid4 ``hex``) is written as its 16 bytes under a key of its own (``_RAW_IDS``: 18 bytes, not 34),
-and an entry's most common ``role``, ``kind``, CRM event ``type`` and ``source`` (``_PAIRS``: "role
-is user" …) as one key of its own with no value (2 bytes, not 5 to 17), and a bot message's ``step``
-that its ``ref`` names (``<run>:<step>:m<n>``) as such a key (``_STEP_IN_REF``).
+they are. An entry's values are smaller too, in their place (``_pack_values``): a customer
+message's ``client_msg_id`` that repeats its ``message_id`` is written once, an id of 32 lower-case
+hex digits (a live chat id, a uuid4 ``hex``) as its 16 bytes (18 bytes, not 34), the most common
+``role``, ``kind``, CRM event ``type`` and ``source`` as a one-byte token (``_TOKENS``: not 4 to 16
+bytes), a bot message's ``step`` that its ``ref`` names as the token ``_STEP_IN_REF``.
 ``unpack`` reads both forms, so blobs written before stay readable; ``_NAMES`` may only grow at
 its end (an index, once written, names its key for ever).
 """
@@ -18,7 +17,6 @@ its end (an index, once written, names its key for ever).
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 from typing import Any
 
@@ -75,28 +73,18 @@ _INDEX = {name: i for i, name in enumerate(_NAMES)}
 #: start (``len(_NAMES)`` then): a fixed number, so ``_NAMES`` can grow past it.
 _SAME_ID = 71
 _CLIENT_MSG_ID, _MESSAGE_ID = _INDEX["client_msg_id"], _INDEX["message_id"]
-#: Keys of their own (negative: never an index in ``_NAMES``, and a compact map's other keys are
-#: indexes or strings): the entry's id of 32 lower-case hex digits, as its 16 bytes.
-_RAW_IDS = {_MESSAGE_ID: -1, _CLIENT_MSG_ID: -2}
-_HEX_ID = re.compile(r"[0-9a-f]{32}")
-#: An entry's name and value written as one key of its own, -3, -4 … in this order (nil for value):
-#: append only, as ``_NAMES``.
-_PAIRS = (("role", "user"), ("role", "bot"), ("role", "event"), ("role", "system"), ("role", "human"),
-          ("kind", "text"), ("kind", "message"), ("source", "crm"), ("type", "lead.created"),
-          ("type", "contact.created"), ("type", "lead.stage_changed"), ("type", "lead.field_changed"))
-_PAIR_KEYS = {(_INDEX[name], value): -3 - i for i, (name, value) in enumerate(_PAIRS)}
-#: A key of its own: "the step is the ref's middle part" (the last one-byte negative number: the
-#: pairs count down from -3 towards it).
+#: Values written as a token, in their place (``_pack_values``): at these keys of a compact entry
+#: a negative number from -1 to -32 stands for the value ``_TOKENS`` gives it (-32: the step its
+#: ``ref`` names, ``<run>:<step>:m<n>``) and bytes for an id of 32 lower-case hex digits. An entry
+#: that holds such a number or bytes there itself is written plain. ``_TOKENS``: append only.
+_TOKENS = {-1 - i: value for i, value in enumerate((
+    "user", "bot", "event", "system", "human", "text", "message", "crm", "lead.created", "contact.created",
+    "lead.stage_changed", "lead.field_changed"))}
 _STEP_IN_REF = -32
+_TOKEN_OF = {value: token for token, value in _TOKENS.items()}
+_TOKEN_KEYS = tuple(_INDEX[name] for name in ("role", "kind", "source", "type"))
 _REF, _STEP = _INDEX["ref"], _INDEX["step"]
-#: The keys of their own read back: the name, and the value (``_HEX``: the id's bytes as hex;
-#: ``_FROM_REF``: the ref's step).
-_HEX, _FROM_REF = object(), object()
-_SPECIAL: dict[Any, tuple[str, object]] = {
-    **{raw: (_NAMES[key], _HEX) for key, raw in _RAW_IDS.items()},
-    **{key: (_NAMES[index], value) for (index, value), key in _PAIR_KEYS.items()},
-    _STEP_IN_REF: ("step", _FROM_REF),
-}
+_TOKEN_NAMES = ("role", "kind", "source", "type")
 
 #: Which nested maps are the engine's (their keys compacted): key -> the map's own shape, or a
 #: one-item list for a list of such maps. Maps elsewhere (variables, event data) are left alone.
@@ -187,30 +175,55 @@ def _pack_compact(value: dict[str, Any], kind: bytes) -> bytes:
     except _PlainKey:
         return pack(value)
     if kind == _ENTRY:
-        small = _pack_values(small)
+        try:
+            _pack_values(small)
+        except _PlainKey:
+            return pack(value)
     return COMPACT + kind + pack(small)
 
 
-def _pack_values(small: dict[Any, Any]) -> dict[Any, Any]:
+def _pack_values(small: dict[Any, Any]) -> None:
     """An entry's values, smaller, each in its place: a ``client_msg_id`` that repeats the
-    ``message_id`` once (``_SAME_ID``), an id of 32 hex digits as its 16 bytes (``_RAW_IDS``), a
-    common role or kind as a key of its own (``_PAIRS``)."""
-    if _CLIENT_MSG_ID in small and small[_CLIENT_MSG_ID] == small.get(_MESSAGE_ID):
-        del small[_CLIENT_MSG_ID]
-        small[_SAME_ID] = None
-    out: dict[Any, Any] = {}
-    for key, value in small.items():
-        if type(value) is not str:
-            out[key] = value
-        elif (pair := _PAIR_KEYS.get((key, value))) is not None:
-            out[pair] = None
-        elif key in _RAW_IDS and len(value) == 32 and _HEX_ID.fullmatch(value):
-            out[_RAW_IDS[key]] = bytes.fromhex(value)
-        elif key == _STEP and type(ref := small.get(_REF)) is str and _ref_step(ref) == value:
-            out[_STEP_IN_REF] = None
-        else:
-            out[key] = value
-    return out
+    ``message_id`` once (``_SAME_ID``), an id of 32 hex digits as its 16 bytes, a common role,
+    kind, source or type as a token, a step its ref names as ``_STEP_IN_REF`` (raises
+    ``_PlainKey`` for an entry that holds a token's kind of value itself)."""
+    get = small.get
+    for key in _TOKEN_KEYS:
+        value = get(key)
+        if type(value) is str:
+            token = _TOKEN_OF.get(value)
+            if token is not None:
+                small[key] = token
+        elif type(value) is int and -32 <= value < 0:
+            raise _PlainKey
+    step = get(_STEP)
+    if type(step) is str:
+        ref = get(_REF)
+        if type(ref) is str and _ref_step(ref) == step:
+            small[_STEP] = _STEP_IN_REF
+    elif type(step) is int and -32 <= step < 0:
+        raise _PlainKey
+    ids = get(_MESSAGE_ID), get(_CLIENT_MSG_ID)
+    if ids != (None, None):
+        if ids[1] is not None and ids[1] == ids[0]:
+            del small[_CLIENT_MSG_ID]
+            small[_SAME_ID] = None
+        for key, value in zip((_MESSAGE_ID, _CLIENT_MSG_ID), ids, strict=True):
+            if type(value) is str and len(value) == 32 and key in small:
+                raw = _hex_id(value)
+                if raw is not None:
+                    small[key] = raw
+            elif type(value) is bytes:
+                raise _PlainKey
+
+
+def _hex_id(value: str) -> bytes | None:
+    """The 16 bytes of 32 lower-case hex digits (None: not such an id)."""
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return raw if raw.hex() == value else None
 
 
 def _ref_step(ref: str) -> str | None:
@@ -228,28 +241,19 @@ def _unpack_compact(data: bytes) -> Any:
     kind = data[1:2]
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
     out: dict[Any, Any] = _grow(value, _SHAPES[kind])
-    if kind == _ENTRY:
-        out = _grow_values(out)
-    if _SAME_ID in value:
-        del out[_SAME_ID]
-        out["client_msg_id"] = out.get("message_id")
-    return out
-
-
-def _grow_values(entry: dict[Any, Any]) -> dict[Any, Any]:
-    """``_pack_values`` undone (but ``_SAME_ID``): each key of its own as its name and value."""
-    out: dict[Any, Any] = {}
-    special = _SPECIAL.get
-    for key, item in entry.items():
-        found = special(key) if type(key) is int else None
-        if found is None:
-            out[key] = item
-        elif found[1] is _HEX:
-            out[found[0]] = item.hex()
-        elif found[1] is _FROM_REF:
-            out[found[0]] = _ref_step(entry["ref"])
-        else:
-            out[found[0]] = found[1]
+    if kind == _ENTRY:  # ``_pack_values`` undone
+        for name in _TOKEN_NAMES:
+            item = out.get(name)
+            if type(item) is int and item < 0:
+                out[name] = _TOKENS.get(item, item)
+        if out.get("step") == _STEP_IN_REF:
+            out["step"] = _ref_step(out["ref"])
+        for name in ("message_id", "client_msg_id"):
+            if type(item := out.get(name)) is bytes:
+                out[name] = item.hex()
+        if _SAME_ID in value:
+            del out[_SAME_ID]
+            out["client_msg_id"] = out.get("message_id")
     return out
 
 
