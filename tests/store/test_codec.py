@@ -63,7 +63,7 @@ def test_a_hex_message_id_is_kept_as_its_bytes_and_an_older_compact_entry_still_
                           client_msg_id=hex_id)
     compact = codec.pack_entry(entry)
     assert bytes.fromhex(hex_id) in compact and hex_id.encode() not in compact
-    assert b"user" not in compact and b"text" not in compact  # "role is user", "kind is text": a key each
+    assert b"user" not in compact and b"text" not in compact  # "user", "text": a one-byte token each
     assert len(compact) == 49  # 57 with the role and kind as text, 73 with the id as text too (before)
     assert list(codec.unpack(compact).items()) == list(entry.items())  # the same entry, in its order
     # as the compact form wrote it before: the id as text, "client_msg_id is message_id" (key 71)
@@ -79,9 +79,14 @@ def test_a_hex_message_id_is_kept_as_its_bytes_and_an_older_compact_entry_still_
         for kind in ("text", "message", "image", b"text"):
             odd = {"role": role, "text": "t", "kind": kind}
             assert list(codec.unpack(codec.pack_entry(odd)).items()) == list(odd.items())
+    # values a token or an id's bytes would be read as: the entry is written plain, read as it is
+    for odd in ({"role": -1, "text": "t"}, {"kind": -7}, {"step": -32, "ref": "r1:a:m2"},
+                {"message_id": bytes(16)}, {"client_msg_id": b"x", "message_id": "m"}):
+        blob = codec.pack_entry(odd)
+        assert blob[:1] != codec.COMPACT and codec.unpack(blob) == odd
 
 
-def test_a_crm_event_entry_keeps_its_type_and_source_as_a_key() -> None:
+def test_a_crm_event_entry_keeps_its_type_and_source_as_a_token() -> None:
     entry = {"role": "event", "at": 1796583914.797, "id": "gen-zRE9DhF0tczX0Q3f", "type": "lead.created",
              "happened_at": 1796583914.5, "source": "crm", "depth": 0, "data": {"pipeline": "Sales", "type": "x"}}
     compact = codec.pack_entry(entry)
