@@ -369,7 +369,7 @@ class OutboundService:
         new_meta = {"contact_id": contact.id, "lead_id": contact.lead_id}
         if where is not None and not meta.get("channel"):
             channel, account, external = where
-            new_meta.update({"channel": channel, "account": account, "external_id": external, "company_id": ""})
+            new_meta.update({"channel": channel, "account": account, "external_id": external})
             for name in ("name", "phone", "email"):
                 value = getattr(contact, name)
                 if value:

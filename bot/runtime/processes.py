@@ -114,7 +114,7 @@ class Processes:
         result = await self.conversations.deliver(
             cid, ev.StartBot(process, None, dict(variables or {}), if_idle=True),
             dedupe_id=f"process-start:{key}" if key else None,
-            meta={name: value for name, value in new_meta.items() if meta.get(name) != value})
+            meta={name: value for name, value in new_meta.items() if meta.get(name, "") != value})
         duplicate = bool(getattr(result, "duplicate", False))
         if not duplicate:
             await self.redis.hset(contact_processes_key(contact.id), process, f"{self.clock():.3f}")

@@ -348,10 +348,11 @@ class ConversationService(QueueProcessor[Prefetched]):
         if req.activity is None and (bot_before != (run.bot if run else None) or req.log):
             req.activity = self.clock()
         if req.activity is not None:
-            new_meta["activity"] = repr(req.activity)
+            new_meta["activity"] = f"{req.activity:.3f}"  # ms, as last_at: 14 characters, not 18
         convindex.plan_save(cid, meta, new_meta, activity=req.activity, preview=req.preview, logged=bool(req.log),
                             commands=req.extra_commands, state_changed=changed)
-        req.meta = {name: value for name, value in new_meta.items() if meta.get(name) != value}  # what changed
+        # what changed; an absent field reads as "": an empty value is never stored anew (issue 14: bytes)
+        req.meta = {name: value for name, value in new_meta.items() if meta.get(name, "") != value}
         if req.out and self.replies is not None:
             req.outbox_lease = self.replies.lease_for(req.outbox_account)
         result_ = await self.store.save(cid, batch.token, req)

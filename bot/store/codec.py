@@ -5,7 +5,11 @@ msgpack), a byte for the kind (``_STATE``, ``_ENTRY``), then msgpack in which th
 maps the engine builds — the entry or state itself and the maps at the paths its ``_SHAPES``
 names (a button, a run, its wait …) — are written as their index in ``_NAMES`` when listed there
 (one byte instead of the name); the maps below (variables, CRM event data) keep their keys as
-they are. A customer message's ``client_msg_id`` that repeats its ``message_id`` is written once.
+they are. An entry's values are smaller too, in their place (``_pack_values``): a customer
+message's ``client_msg_id`` that repeats its ``message_id`` is written once, an id of 32 lower-case
+hex digits (a live chat id, a uuid4 ``hex``) as its 16 bytes (18 bytes, not 34), the most common
+``role``, ``kind``, CRM event ``type`` and ``source`` as a one-byte token (``_TOKENS``: not 4 to 16
+bytes), a bot message's ``step`` that its ``ref`` names as the token ``_STEP_IN_REF``.
 ``unpack`` reads both forms, so blobs written before stay readable; ``_NAMES`` may only grow at
 its end (an index, once written, names its key for ever).
 """
@@ -65,9 +69,22 @@ _NAMES: tuple[str, ...] = (
     "company_id", "next",
 )
 _INDEX = {name: i for i, name in enumerate(_NAMES)}
-#: A key of its own (after the names): "client_msg_id is message_id" (its value is nil).
-_SAME_ID = len(_NAMES)
+#: A key of its own: "client_msg_id is message_id" (its value is nil). Written as 71 since the
+#: start (``len(_NAMES)`` then): a fixed number, so ``_NAMES`` can grow past it.
+_SAME_ID = 71
 _CLIENT_MSG_ID, _MESSAGE_ID = _INDEX["client_msg_id"], _INDEX["message_id"]
+#: Values written as a token, in their place (``_pack_values``): at these keys of a compact entry
+#: a negative number from -1 to -32 stands for the value ``_TOKENS`` gives it (-32: the step its
+#: ``ref`` names, ``<run>:<step>:m<n>``) and bytes for an id of 32 lower-case hex digits. An entry
+#: that holds such a number or bytes there itself is written plain. ``_TOKENS``: append only.
+_TOKENS = {-1 - i: value for i, value in enumerate((
+    "user", "bot", "event", "system", "human", "text", "message", "crm", "lead.created", "contact.created",
+    "lead.stage_changed", "lead.field_changed"))}
+_STEP_IN_REF = -32
+_TOKEN_OF = {value: token for token, value in _TOKENS.items()}
+_TOKEN_KEYS = tuple(_INDEX[name] for name in ("role", "kind", "source", "type"))
+_REF, _STEP = _INDEX["ref"], _INDEX["step"]
+_TOKEN_NAMES = ("role", "kind", "source", "type")
 
 #: Which nested maps are the engine's (their keys compacted): key -> the map's own shape, or a
 #: one-item list for a list of such maps. Maps elsewhere (variables, event data) are left alone.
@@ -157,10 +174,62 @@ def _pack_compact(value: dict[str, Any], kind: bytes) -> bytes:
         small = _shrink(value, _PLANS[kind])
     except _PlainKey:
         return pack(value)
-    if kind == _ENTRY and _CLIENT_MSG_ID in small and small[_CLIENT_MSG_ID] == small.get(_MESSAGE_ID):
-        del small[_CLIENT_MSG_ID]
-        small[_SAME_ID] = None
+    if kind == _ENTRY:
+        try:
+            _pack_values(small)
+        except _PlainKey:
+            return pack(value)
     return COMPACT + kind + pack(small)
+
+
+def _pack_values(small: dict[Any, Any]) -> None:
+    """An entry's values, smaller, each in its place: a ``client_msg_id`` that repeats the
+    ``message_id`` once (``_SAME_ID``), an id of 32 hex digits as its 16 bytes, a common role,
+    kind, source or type as a token, a step its ref names as ``_STEP_IN_REF`` (raises
+    ``_PlainKey`` for an entry that holds a token's kind of value itself)."""
+    get = small.get
+    for key in _TOKEN_KEYS:
+        value = get(key)
+        if type(value) is str:
+            token = _TOKEN_OF.get(value)
+            if token is not None:
+                small[key] = token
+        elif type(value) is int and -32 <= value < 0:
+            raise _PlainKey
+    step = get(_STEP)
+    if type(step) is str:
+        ref = get(_REF)
+        if type(ref) is str and _ref_step(ref) == step:
+            small[_STEP] = _STEP_IN_REF
+    elif type(step) is int and -32 <= step < 0:
+        raise _PlainKey
+    ids = get(_MESSAGE_ID), get(_CLIENT_MSG_ID)
+    if ids != (None, None):
+        if ids[1] is not None and ids[1] == ids[0]:
+            del small[_CLIENT_MSG_ID]
+            small[_SAME_ID] = None
+        for key, value in zip((_MESSAGE_ID, _CLIENT_MSG_ID), ids, strict=True):
+            if type(value) is str and len(value) == 32 and key in small:
+                raw = _hex_id(value)
+                if raw is not None:
+                    small[key] = raw
+            elif type(value) is bytes:
+                raise _PlainKey
+
+
+def _hex_id(value: str) -> bytes | None:
+    """The 16 bytes of 32 lower-case hex digits (None: not such an id)."""
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return raw if raw.hex() == value else None
+
+
+def _ref_step(ref: str) -> str | None:
+    """The step a message's ref ``<run>:<step>:m<n>`` names (None: not of that form)."""
+    parts = ref.split(":")
+    return parts[1] if len(parts) == 3 else None
 
 
 def pack_entry(entry: dict[str, Any]) -> bytes:
@@ -171,10 +240,20 @@ def pack_entry(entry: dict[str, Any]) -> bytes:
 def _unpack_compact(data: bytes) -> Any:
     kind = data[1:2]
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
-    out = _grow(value, _SHAPES[kind])
-    if _SAME_ID in value:
-        del out[_SAME_ID]  # type: ignore[arg-type]
-        out["client_msg_id"] = out.get("message_id")
+    out: dict[Any, Any] = _grow(value, _SHAPES[kind])
+    if kind == _ENTRY:  # ``_pack_values`` undone
+        for name in _TOKEN_NAMES:
+            item = out.get(name)
+            if type(item) is int and item < 0:
+                out[name] = _TOKENS.get(item, item)
+        if out.get("step") == _STEP_IN_REF:
+            out["step"] = _ref_step(out["ref"])
+        for name in ("message_id", "client_msg_id"):
+            if type(item := out.get(name)) is bytes:
+                out[name] = item.hex()
+        if _SAME_ID in value:
+            del out[_SAME_ID]
+            out["client_msg_id"] = out.get("message_id")
     return out
 
 

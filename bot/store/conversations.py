@@ -324,9 +324,10 @@ class ConversationStore:
             given[statefields.ID_IMPLIED] = "1"  # the id holds them: read back from it (statefields.split)
         for name, value in given.items():
             meta_args += [name, value]
-        args = [event, dedupe_id or "", now_ms, token, self.lock_ttl_ms, SEEN_TTL, self.batch,
-                len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every, "" if wake is None else repr(wake)]
-        keys = [key.inbox, key.lock, key.seen, key.state, key.meta]
+        args: list[Any] = [event, k.dedupe_member(dedupe_id) if dedupe_id else "", now_ms, token, self.lock_ttl_ms,
+                           SEEN_TTL, self.batch, len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every,
+                           "" if wake is None else repr(wake)]
+        keys = [key.inbox, key.lock, key.seen, key.state, key.meta, key.old_seen]
         pend = self._pended.needed(cid, now)
         entry = ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid)
         by_script = pend and wake is not None and not self.cluster  # unless it settles the wake

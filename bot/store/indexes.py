@@ -157,8 +157,10 @@ def query_tokens(query: str) -> list[str]:
 
 def term_source(meta: Mapping[str, str]) -> str:
     """The name, phone and e-mail the search terms were made of, as one string (``ix_src``);
-    a separator inside a value (a visitor may send anything) is read as a space."""
-    return _TERM_SEP.join((meta.get(f) or "").replace(_TERM_SEP, " ") for f in ("name", "phone", "email"))
+    a separator inside a value (a visitor may send anything) is read as a space; "" without any
+    (no field stored for it: issue 14, bytes)."""
+    values = [(meta.get(f) or "").replace(_TERM_SEP, " ") for f in ("name", "phone", "email")]
+    return _TERM_SEP.join(values) if any(values) else ""
 
 
 def _split_source(src: str) -> tuple[str, str, str]:

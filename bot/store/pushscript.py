@@ -19,13 +19,13 @@ script after that check, so a settled wake writes none (nor leaves recovery one 
 
 from __future__ import annotations
 
-from . import statefields
+from . import dedupe, statefields
 
 #: The metadata field holding the earliest due time of the state's timers (``-``: none left).
 WAKE_FIELD = "w"
 NO_TIMERS = "-"
 
-PUSH = statefields.MOVE + f"""
+PUSH = statefields.MOVE + dedupe.SEEN + f"""
 local nmeta = tonumber(ARGV[8])
 local ttl, refresh_every = tonumber(ARGV[9 + nmeta * 2]), tonumber(ARGV[10 + nmeta * 2])
 local wake, meta = ARGV[11 + nmeta * 2], nil
@@ -39,15 +39,13 @@ if wake ~= '' then
   end
   if synced and w == '{NO_TIMERS}' then return {{2, ''}} end
   if synced and tonumber(w) and tonumber(w) > tonumber(wake) then return {{2, w}} end
-  -- queued: its recovery entry (KEYS[6], on one Redis: else sent beside the script)
-  if ARGV[12 + nmeta * 2] ~= '' then redis.call('ZADD', KEYS[6], ARGV[12 + nmeta * 2], ARGV[13 + nmeta * 2]) end
+  -- queued: its recovery entry (KEYS[7], on one Redis: else sent beside the script)
+  if ARGV[12 + nmeta * 2] ~= '' then redis.call('ZADD', KEYS[7], ARGV[12 + nmeta * 2], ARGV[13 + nmeta * 2]) end
 end
 local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
-if ARGV[2] ~= '' and redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then
-  -- seen before: a duplicate inside the window; an older id counts as new (the set is trimmed lazily)
-  if tonumber(redis.call('ZSCORE', KEYS[3], ARGV[2])) > now - window then return {{-1}} end
-  redis.call('ZADD', KEYS[3], now, ARGV[2])
-end
+local dup, created = false, false  -- the dedupe set (dedupe.py): KEYS[6] the old layout's
+if ARGV[2] ~= '' then dup, created = dd_seen(KEYS[3], KEYS[6], ARGV[2], now, window, ARGV[6] + refresh_every) end
+if dup then return {{-1}} end
 local n = redis.call('RPUSH', KEYS[1], ARGV[1])
 if not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
   if nmeta > 0 then
@@ -64,6 +62,7 @@ for i = 1, #meta, 2 do at[meta[i]] = i + 1 end
 local function put(name, value)
   local j = at[name]
   if j == nil then
+    if value == '' then return end  -- absent reads as empty: an empty field is never stored anew
     meta[#meta + 1] = name; meta[#meta + 1] = value; at[name] = #meta
   elseif meta[j] == value then
     return
@@ -84,7 +83,7 @@ if #kv > 0 then redis.call('HSET', KEYS[5], unpack(kv)) end
 if refresh == 1 then
   redis.call('EXPIRE', KEYS[5], ttl)
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]) + refresh_every)
+  if not created then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]) + refresh_every) end
 end
 local events
 if n == 1 then events = {{ARGV[1]}} else events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1) end

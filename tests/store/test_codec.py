@@ -53,8 +53,47 @@ def test_a_customer_message_is_smaller_and_its_repeated_id_written_once() -> Non
     entry = inbound_entry(msg, 1796525422.5, client_msg_id=msg.message_id)
     compact, plain = codec.pack_entry(entry), codec.pack(entry)
     assert codec.unpack(compact) == entry == codec.unpack(plain)  # plain (old) blobs read as before
-    assert compact.count(b"c85624dc7f754560b240514457ad052c") == 1
-    assert len(compact) <= len(plain) - 60
+    assert compact.count(bytes.fromhex("c85624dc7f754560b240514457ad052c")) == 1  # once, as its 16 bytes
+    assert len(compact) <= len(plain) - 80  # 60 with the id as text
+
+
+def test_a_hex_message_id_is_kept_as_its_bytes_and_an_older_compact_entry_still_reads() -> None:
+    hex_id = "7ad3db4a99ee433b8904c4816a07618e"
+    entry = inbound_entry(ev.InboundMessage(text="ok thanks", message_id=hex_id), 1796582945.931,
+                          client_msg_id=hex_id)
+    compact = codec.pack_entry(entry)
+    assert bytes.fromhex(hex_id) in compact and hex_id.encode() not in compact
+    assert b"user" not in compact and b"text" not in compact  # "user", "text": a one-byte token each
+    assert len(compact) == 49  # 57 with the role and kind as text, 73 with the id as text too (before)
+    assert list(codec.unpack(compact).items()) == list(entry.items())  # the same entry, in its order
+    # as the compact form wrote it before: the id as text, "client_msg_id is message_id" (key 71)
+    older = codec.COMPACT + b"e" + codec.pack({0: "user", 1: "ok thanks", 2: 1796582945.931, 3: "text",
+                                               12: hex_id, 71: None})
+    assert codec.unpack(older) == entry
+    for other in ("7AD3DB4A99EE433B8904C4816A07618E", hex_id[:31], "lc:" + hex_id):  # not 32 lower-case hex
+        kept = dict(entry, message_id=other)
+        assert list(codec.unpack(codec.pack_entry(kept)).items()) == list(kept.items())
+    both = dict(entry, client_msg_id="0" * 32)  # two different ids: each as its bytes
+    assert codec.unpack(codec.pack_entry(both)) == both
+    for role in ("user", "bot", "event", "system", "human", "automation", 3, None):  # common or not
+        for kind in ("text", "message", "image", b"text"):
+            odd = {"role": role, "text": "t", "kind": kind}
+            assert list(codec.unpack(codec.pack_entry(odd)).items()) == list(odd.items())
+    # values a token or an id's bytes would be read as: the entry is written plain, read as it is
+    for odd in ({"role": -1, "text": "t"}, {"kind": -7}, {"step": -32, "ref": "r1:a:m2"},
+                {"message_id": bytes(16)}, {"client_msg_id": b"x", "message_id": "m"}):
+        blob = codec.pack_entry(odd)
+        assert blob[:1] != codec.COMPACT and codec.unpack(blob) == odd
+
+
+def test_a_crm_event_entry_keeps_its_type_and_source_as_a_token() -> None:
+    entry = {"role": "event", "at": 1796583914.797, "id": "gen-zRE9DhF0tczX0Q3f", "type": "lead.created",
+             "happened_at": 1796583914.5, "source": "crm", "depth": 0, "data": {"pipeline": "Sales", "type": "x"}}
+    compact = codec.pack_entry(entry)
+    assert list(codec.unpack(compact).items()) == list(entry.items())
+    assert b"lead.created" not in compact and b"crm" not in compact and len(compact) == 77  # 97 before
+    older = codec.COMPACT + b"e" + codec.pack({codec._INDEX.get(k, k): v for k, v in entry.items()})
+    assert codec.unpack(older) == entry  # as the compact form wrote it before
 
 
 def test_a_bot_message_with_buttons_is_smaller() -> None:
@@ -62,8 +101,12 @@ def test_a_bot_message_with_buttons_is_smaller() -> None:
     entry = outbound_entry(fx.SendMessage(text="Thanks there, you said: ok", ref="r1:reply:m4", step="reply",
                                           buttons=(button,)), 1796525422.5, bot="demo")
     compact = codec.pack_entry(entry)
-    assert codec.unpack(compact) == entry
-    assert len(compact) <= len(codec.pack(entry)) - 50
+    assert list(codec.unpack(compact).items()) == list(entry.items())
+    assert compact.count(b"reply") == 1 and b"message" not in compact  # the step: the ref's; the kind: a key
+    assert len(compact) <= len(codec.pack(entry)) - 65  # 50 with the step and kind as text
+    for ref, step in (("h:m3", ""), ("r1:a:b:m4", "a:b"), ("r1:x:m2", "y"), ("r1:reply:m4", None)):
+        odd = {**entry, "ref": ref, "step": step}  # a step the ref does not name is kept as it is
+        assert list(codec.unpack(codec.pack_entry(odd)).items()) == list(odd.items())
 
 
 WAITS = st.none() | st.builds(

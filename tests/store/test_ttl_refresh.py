@@ -80,10 +80,10 @@ async def test_the_refresh_trims_the_seen_set_to_the_dedupe_window(
     await _turn(store, b"e1", "m1")
     clock.now = T0 + 3 * DAY
     await _turn(store, b"e2", "m2")  # a refresh: nothing old enough to trim yet
-    assert await redis.zcard(KEY.seen) == 2
+    assert await redis.zcard(KEY.seen) == 2 + 1  # and the mark (scored +inf: never trimmed)
     clock.now = T0 + SEEN_TTL + 1
     await _turn(store, b"e3", "m3")  # 4 days after the last refresh: trims m1, older than the window
-    assert [m.decode() for m in await redis.zrange(KEY.seen, 0, -1)] == ["m2", "m3"]
+    assert await redis.zrange(KEY.seen, 0, -1) == [k.dedupe_member("m2"), k.dedupe_member("m3"), k.SEEN_MARK.encode()]
 
 
 async def test_a_refresh_is_due_after_a_tenth_of_a_ttl_shorter_than_ten_days(redis: Redis, clock: Clock) -> None:

@@ -1,0 +1,97 @@
+"""A conversation's bytes in Redis (issue 14 aim 3): its metadata stores no empty value and
+its customer entries keep a hex message id as 16 bytes; a conversation an older version wrote
+(empty fields, ``ix_src`` of three empty values, an 18 character ``activity``, entries with the
+id as text) is read, listed and continued as before. Real services, the embedded CRM, a real Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.config import load_config
+from bot.engine import events as ev
+from bot.server.services import Services, open_services
+from bot.server.views import summary
+from bot.store import codec, statefields
+from bot.store import keys as k
+from bot.store.indexes import ConversationIndex, Filters
+from tests.runtime.test_message_costs import GREETER
+
+SESSION = "4f1c2a"
+CID = f"livechat:demo:{SESSION}"
+IDS = ("7ad3db4a99ee433b8904c4816a07618e", "1492b13946ca4f35b2bd5409a4a2d418", "40cef9ad86764807bc134eba120cadf2")
+
+
+@pytest.fixture
+async def svc(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[Services]:
+    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(tmp_path),
+                                         "automations_dir": str(tmp_path / "automations"),
+                                         "admin_token": "t", "lock_ttl": 30.0})
+    async with open_services(cfg, start_hub=False) as services:
+        await services.bots.put(GREETER)
+        yield services
+
+
+async def _send(svc: Services, mid: str, text: str) -> None:
+    result = await svc.conversations.deliver(
+        CID, ev.InboundMessage(text=text, message_id=mid, greeting="greeter"), dedupe_id=f"lc:{mid}",
+        meta={"channel": "livechat", "account": "demo", "external_id": SESSION},
+        entry_extra={"client_msg_id": mid})
+    assert not result.duplicate
+    await svc.leads.idle()
+
+
+async def _entries(svc: Services) -> list[dict[str, object]]:
+    return [codec.unpack(raw) for _, raw in await svc.store.read_log(CID, 0, 100)]
+
+
+async def test_the_metadata_stores_no_empty_value_and_ids_are_kept_as_bytes(svc: Services, redis: Redis) -> None:
+    await _send(svc, IDS[0], "hello")
+    await _send(svc, IDS[1], "more")
+    raw = {name.decode(): value for name, value in (await redis.hgetall(k.ConversationKey(CID).meta)).items()}
+    assert not [name for name, value in raw.items() if value == b""], raw
+    assert "ix_src" not in raw and "company_id" not in raw and "owner_user" not in raw  # nothing to keep
+    assert len(raw["activity"]) == len(raw["last_at"]) == 14  # seconds and ms
+    blobs = await redis.lrange(k.ConversationKey(CID).transcript, 0, -1)
+    assert [IDS[0] in b.decode("latin-1") for b in blobs] == [False] * 4  # as 16 bytes, not as text
+    assert bytes.fromhex(IDS[0]) in blobs[0] and bytes.fromhex(IDS[1]) in blobs[2]
+    users = [e for e in await _entries(svc) if e["role"] == "user"]
+    assert [(e["message_id"], e["client_msg_id"]) for e in users] == [(IDS[0], IDS[0]), (IDS[1], IDS[1])]
+
+
+async def test_a_conversation_in_the_older_layout_reads_lists_and_continues(svc: Services, redis: Redis) -> None:
+    await _send(svc, IDS[0], "hello")
+    key = k.ConversationKey(CID)
+    # As an older version left it: empty fields, an ix_src of three empty values, an activity as
+    # repr() wrote it, and the entries with their ids as text (the compact form before).
+    entries = await _entries(svc)
+    older = [codec.COMPACT + b"e" + codec.pack({codec._INDEX.get(name, name): value for name, value in e.items()})
+             for e in entries]
+    assert IDS[0].encode() in older[0]
+    await redis.delete(key.transcript)
+    await redis.rpush(key.transcript, *older)
+    await redis.hset(key.meta, mapping={"company_id": "", "owner_user": "", "ix_src": "\x1f\x1f",
+                                        "activity": "1796582945.9313771", "step_at": ""})
+    assert await _entries(svc) == entries  # read as written
+
+    page = await ConversationIndex(redis).page(Filters(), limit=10)
+    assert [cid for cid, _, _ in page.rows] == [CID]
+    row = summary(CID, page.rows[0][2])
+    assert row["last_activity"] == 1796582945.9313771 and row["owner_user"] is None
+    assert row["preview"] == {"role": "bot", "text": "Thanks there: hello"}
+
+    await _send(svc, IDS[1], "again")  # continued: the next entries in the new form, after the old
+    after = await _entries(svc)
+    assert after[:2] == entries and [e["text"] for e in after[2:]] == ["again", "Thanks there: again"]
+    assert after[2]["client_msg_id"] == IDS[1]
+    raw = await redis.hgetall(key.meta)
+    meta, state = statefields.split(raw, CID)
+    assert state is not None and meta["n"] == "4" and len(meta["activity"]) == 14
+    assert raw[b"ix_src"] == b"" and raw[b"company_id"] == b""  # kept (empty), not added
+    page = await ConversationIndex(redis).page(Filters(status="bot"), limit=10)
+    assert [cid for cid, _, _ in page.rows] == [CID]
+    assert summary(CID, page.rows[0][2])["preview"] == {"role": "bot", "text": "Thanks there: again"}
