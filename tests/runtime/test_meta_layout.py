@@ -6,34 +6,20 @@ id as text) is read, listed and continued as before. Real services, the embedded
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from redis.asyncio import Redis
 
-from bot.config import load_config
 from bot.engine import events as ev
-from bot.server.services import Services, open_services
+from bot.server.services import Services
 from bot.server.views import summary
 from bot.store import codec, statefields
 from bot.store import keys as k
 from bot.store.indexes import ConversationIndex, Filters
-from tests.runtime.test_message_costs import GREETER
+from tests.runtime import test_message_costs as costs
 
 SESSION = "4f1c2a"
 CID = f"livechat:demo:{SESSION}"
+svc = costs.svc  # the same services fixture: real services, the greeter bot
 IDS = ("7ad3db4a99ee433b8904c4816a07618e", "1492b13946ca4f35b2bd5409a4a2d418", "40cef9ad86764807bc134eba120cadf2")
-
-
-@pytest.fixture
-async def svc(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[Services]:
-    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(tmp_path),
-                                         "automations_dir": str(tmp_path / "automations"),
-                                         "admin_token": "t", "lock_ttl": 30.0})
-    async with open_services(cfg, start_hub=False) as services:
-        await services.bots.put(GREETER)
-        yield services
 
 
 async def _send(svc: Services, mid: str, text: str) -> None:
