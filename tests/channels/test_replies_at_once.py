@@ -282,34 +282,42 @@ async def test_a_reply_is_sent_once_when_its_pop_lands_late(
         assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
 
 
-async def test_a_claim_that_lands_late_reads_the_list_after_it(
-        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A save's claim (the queue's node) answers late, its read of the list (the conversation's
-    node) at once: the read saw the previous reply still unsent, while by the time the claim
-    lands that reply was sent, popped and released. The claimer must send from what the list
-    holds once its claim is known, not from its early read (which would send the reply again)."""
-    chat = 9432
+async def _second_save_held(redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch,
+                            chat: int, claim_late: bool) -> None:
+    """Two replies to ``chat``; the second save's batch is held part-way (its claim answered
+    late when ``claim_late``, else its script: the list's slot) until the first hand-off is done
+    (sent, released, and sent what it found); then both replies must have left, once, in order."""
     cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
+    in_list_slot = _in_slot(k.ConversationKey(cid).out)
     async with telegram(redis_url, tmp_path, fake, role="web") as app:
         fake.hold = asyncio.Event()
         try:
             await say(fake, chat, "hi")
             await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
             slow = SlowNode(app, monkeypatch, when=lambda c: c[0] == "ZADD" and c[1] == queue and c[2] == "NX",
-                            late=lambda c: not _in_slot(k.ConversationKey(cid).out)(c))
+                            late=(lambda c: not in_list_slot(c)) if claim_late else in_list_slot)
             said = asyncio.create_task(say(fake, chat, "Ana"))
-            await wait_for(slow.holding.is_set, what="the second save's claim held")
+            await wait_for(slow.holding.is_set, what="the second save held part-way")
         finally:
             fake.hold.set()
         try:
-            await wait_for(lambda: len(fake.sent_to(chat)) >= 1, what="the first reply sent")
-            await app.outbox.idle()  # the first holder is done (and sent what the second save wrote)
+            await wait_for(lambda: fake.sent_to(chat), what="the first reply sent")
+            await app.outbox.idle()  # the first holder is done
         finally:
             slow.go.set()
         await said
         await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 2)
         await settled(app, "tg")
         assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
+
+
+async def test_a_claim_that_lands_late_reads_the_list_after_it(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save's claim (the queue's node) answers late, its read of the list (the conversation's
+    node) at once: the read saw the previous reply still unsent, while by the time the claim
+    lands that reply was sent, popped and released. The claimer must send from what the list
+    holds once its claim is known, not from its early read (which would send the reply again)."""
+    await _second_save_held(redis_url, tmp_path, fake, monkeypatch, 9432, claim_late=True)
 
 
 async def test_a_save_whose_list_write_lands_after_the_holders_length_read_claims_again(
@@ -320,28 +328,7 @@ async def test_a_save_whose_list_write_lands_after_the_holders_length_read_claim
     holder is gone and the claim was refused: the save must claim again once its script is
     answered, else its reply waits in the list with no queue entry, for no sender and no poll.
     On one Redis the batch is held whole (a legal order there): the save then simply claims."""
-    chat = 9433
-    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
-    async with telegram(redis_url, tmp_path, fake, role="web") as app:
-        fake.hold = asyncio.Event()
-        try:
-            await say(fake, chat, "hi")
-            await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
-            slow = SlowNode(app, monkeypatch, when=lambda c: c[0] == "ZADD" and c[1] == queue and c[2] == "NX",
-                            late=_in_slot(k.ConversationKey(cid).out))
-            said = asyncio.create_task(say(fake, chat, "Ana"))
-            await wait_for(slow.holding.is_set, what="the second save's script held")
-        finally:
-            fake.hold.set()
-        try:
-            await wait_for(lambda: fake.sent_to(chat), what="the first reply sent")
-            await app.outbox.idle()  # the first holder is done: released, and found nothing more
-        finally:
-            slow.go.set()
-        await said
-        await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 2)
-        await settled(app, "tg")
-        assert [s.text for s in fake.sent_to(chat)] == expected(2, ["hi", "Ana"])
+    await _second_save_held(redis_url, tmp_path, fake, monkeypatch, 9433, claim_late=False)
 
 
 async def test_a_holder_whose_claim_again_finds_the_rest_sent_lets_the_entry_go(
