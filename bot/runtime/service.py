@@ -226,6 +226,15 @@ class ConversationService(QueueProcessor[Prefetched]):
             state = ConversationState(id=cid, channel=meta.get("channel", "livechat"),
                                       account=meta.get("account", "default"))
         own = prefetched.own if prefetched is not None else None  # the event just pushed, if this batch has it
+        events = [(own[1], own[2]) if own is not None and raw == own[0] else codec.decode_event_extra(raw)
+                  for raw in batch.events]  # decoded once for the whole batch
+        pending = dict(state.timers)  # this batch's copy (see ``_due_timers``)
+        armed = min(pending.values(), default=None)  # the timer entry is due no later (``_rearm``)
+        early = _early_wakes(events, pending, self.clock())
+        if early and not batch.state:  # wakes of a conversation with no state (gone): no ghost saved
+            log.debug("timer.wake_gone", extra={"cid": cid})
+            req = SaveRequest(state=None, processed=len(batch.events), refresh_ttl=False)
+            return (await self.store.save(cid, batch.token, req)).status  # the inbox and the lock dropped
         new_meta: dict[str, str] = {}
         ref, created = await self._crm_ref(meta, new_meta, cid,
                                            prefetched.identity if prefetched is not None else None)
@@ -233,11 +242,6 @@ class ConversationService(QueueProcessor[Prefetched]):
             prefetched = Prefetched(ref=ref, snapshot=created)
         if ref is not None:
             state.crm = {"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""}
-        events = [(own[1], own[2]) if own is not None and raw == own[0] else codec.decode_event_extra(raw)
-                  for raw in batch.events]  # decoded once for the whole batch
-        pending = dict(state.timers)  # this batch's copy (see ``_due_timers``)
-        armed = min(pending.values(), default=None)  # the timer entry is due no later (``_rearm``)
-        early = _early_wakes(events, pending, self.clock())
         snapshot: Mapping[str, Any] = {}
         if early:  # nothing runs: no snapshot read (the CRM ref is kept for the next push)
             log.debug("timer.wake_early", extra={"cid": cid})
