@@ -357,6 +357,8 @@ class ConversationService(QueueProcessor[Prefetched]):
                             commands=req.extra_commands, state_changed=changed)
         # what changed; an absent field reads as "": an empty value is never stored anew (issue 14: bytes)
         req.meta = {name: value for name, value in new_meta.items() if meta.get(name, "") != value}
+        if batch.unsynced and req.meta and req.state is None:  # an older version's count: marked in the
+            req.meta[statefields.COUNT] = batch.unsynced  # HSET sent anyway, never in one of its own
         if req.out and self.replies is not None:
             req.outbox_lease = self.replies.lease_for(req.outbox_account)
         result_ = await self.store.save(cid, batch.token, req)

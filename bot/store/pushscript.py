@@ -7,8 +7,9 @@ left; absent: unknown (a conversation no turn of this version saved since it had
 turn writes it in the save's ``HSET`` with the state, only when it changed
 (``ConversationService._process_batch``), so it costs no command and is never older than the
 state. It is trusted only while the state's chunk count carries ``statefields.SYNCED``: an
-older version's save (which leaves ``w`` as it was) writes the count without it, and a state in
-its own key has none. A push of a wake (``ARGV`` after the TTLs: the later of the wake's due time and the
+older version's save (which leaves ``w`` as it was) writes the count without it (this version's
+next save that writes the metadata marks it: ``Batch.unsynced``), and a state in its own key has
+none. A push of a wake (``ARGV`` after the TTLs: the later of the wake's due time and the
 clock, else empty) reads the metadata first; when the field proves no timer due by then (a due
 time strictly later, or ``-``; or no metadata at all: the conversation expired, its timers with
 it) it returns ``{2, field}`` at once: no dedupe, no inbox, no lock, nothing written.

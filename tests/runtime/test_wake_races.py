@@ -15,17 +15,10 @@ from bot.store import codec, statefields
 from bot.store import keys as k
 from bot.store.pushscript import NO_TIMERS, WAKE_FIELD
 from bot.store.timers import TimerWheel, wake_member
-from tests.runtime.test_timer_wakes import (  # noqa: F401  (fixtures: svc, clock)
-    T0,
-    Clock,
-    _entries,
-    _entry,
-    _reminders,
-    _say,
-    _timers,
-    clock,
-    svc,
-)
+from tests.runtime import test_timer_wakes as wakes
+from tests.runtime.test_timer_wakes import T0, Clock, _commands, _entries, _entry, _reminders, _say, _timers
+
+svc, clock = wakes.svc, wakes.clock  # the fixtures: services with the test bots, their clock
 
 
 def _between_push_and_arm(svc: Services, turn: Callable[[], Awaitable[None]]) -> list[float]:
@@ -47,9 +40,9 @@ def _between_push_and_arm(svc: Services, turn: Callable[[], Awaitable[None]]) ->
 async def _early_entry(svc: Services, cid: str) -> None:
     """A conversation whose timer is due at T0 + 660 and whose wake is left at T0 + 600."""
     await _say(svc, cid, "hi", "again")
-    clock = svc.timers.clock
-    assert isinstance(clock, Clock)
-    clock.now = T0 + 60
+    now = svc.timers.clock
+    assert isinstance(now, Clock)
+    now.now = T0 + 60
     await _say(svc, cid, "what?", "again")
 
 
@@ -233,3 +226,63 @@ async def test_a_wake_of_a_conversation_without_its_state_saves_none(
     assert await redis.exists(k.ConversationKey(cid).lock, k.ConversationKey(cid).inbox) == 0
     assert await _entries(redis, svc, cid) == [] and await svc.timers.claimed() == 0
     assert await _reminders(svc, cid) == 0
+
+
+async def _saved_by_an_older_version(redis: Redis, svc: Services, cid: str, due: float) -> None:
+    """The state as an older version saves it: its timer at ``due``, the chunk count without
+    ``statefields.SYNCED``, ``w`` left as it was."""
+    raw = await svc.store.state(cid)
+    assert raw is not None
+    state = codec.decode_state(raw)
+    [timer_id] = state.timers
+    state.timers = {timer_id: due}
+    fields = statefields.fields(codec.encode_state(state))
+    assert fields is not None and fields[-2] == statefields.COUNT
+    fields[-1] = str(fields[-1]).removeprefix(statefields.SYNCED)
+    await redis.hset(k.ConversationKey(cid).meta, mapping=dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
+    svc.conversations._states.clear()
+
+
+async def test_an_older_versions_count_is_marked_by_the_next_hset_and_never_by_one_of_its_own(
+        redis: Redis, svc: Services, clock: Clock) -> None:
+    """After an older version's save the push distrusts ``w``: the wake goes through the turn. The
+    turn that writes the metadata anyway (here ``w``, stale) marks the count in that ``HSET``, so
+    the next early wake is settled by its push; one that writes nothing sends no ``HSET`` for the
+    mark. Fails if the mark were never written (every early wake a turn) or cost a command."""
+    cid = "livechat:demo:older-later"
+    meta = k.ConversationKey(cid).meta
+    worker = Worker(svc)
+    await _early_entry(svc, cid)
+    await _saved_by_an_older_version(redis, svc, cid, T0 + 700)  # asked again: the timer later
+    clock.now = T0 + 600
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 0  # through the turn
+    assert (await redis.hget(meta, statefields.COUNT) or b"").startswith(statefields.SYNCED.encode())
+    assert await redis.hget(meta, WAKE_FIELD) == repr(T0 + 700).encode()
+    shard = k.timer_shard_key(k.shard_of(cid, svc.store.shards))
+    await redis.zadd(shard, {wake_member(cid): T0 + 650})  # left early again
+    counted = await _commands(redis)
+    clock.now = T0 + 650
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 0
+    assert "rpush" not in await _ran(redis, counted)  # settled by the push
+    clock.now = T0 + 700
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
+
+    cid = "livechat:demo:older-same"
+    meta = k.ConversationKey(cid).meta
+    clock.now = T0
+    await _early_entry(svc, cid)
+    await _saved_by_an_older_version(redis, svc, cid, T0 + 660)  # the timer as it was: ``w`` right
+    await svc.leads.idle()
+    counted = await _commands(redis)
+    clock.now = T0 + 600
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 0  # through the turn
+    ran = await _ran(redis, counted)
+    assert ran.get("rpush") == 1 and "hset" not in ran, ran  # nothing to write: no HSET for the mark
+    assert not (await redis.hget(meta, statefields.COUNT) or b"").startswith(statefields.SYNCED.encode())
+    clock.now = T0 + 660
+    assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
+    assert await _entries(redis, svc, cid) == [] and await svc.timers.claimed() == 0
+
+
+async def _ran(redis: Redis, counted: dict[str, int]) -> dict[str, int]:
+    return {name: n - counted.get(name, 0) for name, n in (await _commands(redis)).items() if n != counted.get(name, 0)}
