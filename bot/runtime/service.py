@@ -168,6 +168,9 @@ class ConversationService(QueueProcessor[Prefetched]):
         payload = codec.encode_event(event)
         if entry_extra:  # the envelope every version reads (a new field would stop older processes)
             payload = codec.pack({"event": payload, "extra": dict(entry_extra)})
+        # A wake's push reads the snapshot along too, though a settled (early) wake throws it away:
+        # without it the wake that fires a timer of a flow that reads the CRM would read it in a
+        # round trip of its own (the timers bench cannot show it: its flow reads no CRM).
         ref = self._snapshot_refs.get(cid) if self._prefetch is not None else None
         reads: list[tuple[Any, ...]] = []
         if ref is not None and self._prefetch is not None:
