@@ -177,6 +177,9 @@ class Batch:
     prefetched: list[Any] | None = None
     #: The batch's save refreshes the conversation's key TTLs (see TTL_REFRESH_EVERY).
     refresh_ttl: bool = True
+    #: The state's chunk count with ``statefields.SYNCED``, when the hash holds it without (an
+    #: older version saved it): the next save with an ``HSET`` writes it (``pushscript.py``).
+    unsynced: str | None = None
 
 
 @dataclass(slots=True)
@@ -304,7 +307,10 @@ class ConversationStore:
         if len(self._counts) >= _COUNTS_MAX:  # batches that never saved (a crash of their turn)
             self._counts.clear()  # forgotten: their saves, if any, count the slow way
         self._counts[token] = meta.get("n", "")
-        return Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
+        batch = Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
+        if state is not None and not reply[1]:
+            batch.unsynced = statefields.unmarked(reply[3])
+        return batch
 
     async def push(self, cid: str, event: bytes, *, dedupe_id: str | None = None,
                    meta: dict[str, str] | None = None, reads: Sequence[Sequence[Any]] = (),

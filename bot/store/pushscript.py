@@ -7,10 +7,12 @@ left; absent: unknown (a conversation no turn of this version saved since it had
 turn writes it in the save's ``HSET`` with the state, only when it changed
 (``ConversationService._process_batch``), so it costs no command and is never older than the
 state. It is trusted only while the state's chunk count carries ``statefields.SYNCED``: an
-older version's save (which leaves ``w`` as it was) writes the count without it, and a state in
-its own key has none. A push of a wake (``ARGV`` after the TTLs: the later of the wake's due time and the
+older version's save (which leaves ``w`` as it was) writes the count without it (this version's
+next save that writes the metadata marks it: ``Batch.unsynced``), and a state in its own key has
+none. A push of a wake (``ARGV`` after the TTLs: the later of the wake's due time and the
 clock, else empty) reads the metadata first; when the field proves no timer due by then (a due
-time strictly later, or ``-``) it returns ``{2, field}`` at once: no dedupe, no inbox, no lock.
+time strictly later, or ``-``; or no metadata at all: the conversation expired, its timers with
+it) it returns ``{2, field}`` at once: no dedupe, no inbox, no lock, nothing written.
 The worker arms the wake at that time (``ZADD LT``) and acknowledges the claim. Otherwise it
 goes on as any push, the metadata already read (docs/server.md, "Early wakes"). On one Redis
 (not a cluster: the recovery set is in another slot) the wake's recovery entry is written by the
@@ -37,7 +39,8 @@ if wake ~= '' then
     if meta[i] == '{WAKE_FIELD}' then w = meta[i + 1]
     elseif meta[i] == '{statefields.COUNT}' then synced = string.sub(meta[i + 1], 1, 1) == '{statefields.SYNCED}' end
   end
-  if synced and w == '{NO_TIMERS}' then return {{2, ''}} end
+  -- no metadata: the conversation is gone (expired), and its timers with it
+  if #meta == 0 or (synced and w == '{NO_TIMERS}') then return {{2, ''}} end
   if synced and tonumber(w) and tonumber(w) > tonumber(wake) then return {{2, w}} end
   -- queued: its recovery entry (KEYS[7], on one Redis: else sent beside the script)
   if ARGV[12 + nmeta * 2] ~= '' then redis.call('ZADD', KEYS[7], ARGV[12 + nmeta * 2], ARGV[13 + nmeta * 2]) end

@@ -136,7 +136,19 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
                            for i in range(int(count))])
 
 
-_COUNT, _IN_KEY, _ID_IMPLIED = COUNT.encode(), IN_KEY.encode(), ID_IMPLIED.encode()
+_COUNT, _IN_KEY, _ID_IMPLIED, _SYNCED = COUNT.encode(), IN_KEY.encode(), ID_IMPLIED.encode(), SYNCED.encode()
+
+
+def unmarked(flat: list[bytes]) -> str | None:
+    """The chunk count of ``flat`` (a flat ``HGETALL`` of a state in the hash) with ``SYNCED`` when
+    it lacks it (an older version's save): for the next save to write; None when it has it."""
+    try:
+        count = flat[2 * flat[0::2].index(_COUNT) + 1]
+    except ValueError:
+        return None
+    if type(count) is not bytes or count[:1] == _SYNCED or count == _IN_KEY:
+        return None
+    return SYNCED + count.decode()
 
 
 def in_key(raw: Raw) -> bool:
