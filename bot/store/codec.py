@@ -68,10 +68,10 @@ _NAMES: tuple[str, ...] = (
     "callers", "error", "last_message", "start_param", "seq", "turn_steps", "crm", "contact_id", "lead_id",
     "company_id", "next",
 )
-_INDEX = {name: i for i, name in enumerate(_NAMES)}
 #: A key of its own: "client_msg_id is message_id" (its value is nil). Written as 71 since the
-#: start (``len(_NAMES)`` then): a fixed number, so ``_NAMES`` can grow past it.
+#: start (``len(_NAMES)`` then): a fixed number, which the names appended after it skip.
 _SAME_ID = 71
+_INDEX = {name: i + (i >= _SAME_ID) for i, name in enumerate(_NAMES)}
 _CLIENT_MSG_ID, _MESSAGE_ID = _INDEX["client_msg_id"], _INDEX["message_id"]
 #: Values written as a token, in their place (``_pack_values``): at these keys of a compact entry
 #: a negative number from -1 to -32 stands for the value ``_TOKENS`` gives it (-32: the step its
@@ -104,7 +104,7 @@ class _PlainKey(Exception):
 
 
 _STR_KEYS = frozenset({str})
-_NAME_OF = dict(enumerate(_NAMES))
+_NAME_OF = {index: name for name, index in _INDEX.items()}
 
 
 #: The maps the engine builds come with a few sets of keys (an entry of each kind, a button, the
@@ -213,7 +213,7 @@ def _pack_values(small: dict[Any, Any]) -> None:
                 raw = _hex_id(value)
                 if raw is not None:
                     small[key] = raw
-            elif type(value) is bytes:
+            elif isinstance(value, (bytes, bytearray, memoryview)):  # read back as an id's hex
                 raise _PlainKey
 
 
@@ -246,8 +246,8 @@ def _unpack_compact(data: bytes) -> Any:
             item = out.get(name)
             if type(item) is int and item < 0:
                 out[name] = _TOKENS.get(item, item)
-        if out.get("step") == _STEP_IN_REF:
-            out["step"] = _ref_step(out["ref"])
+        if type(step := out.get("step")) is int and step == _STEP_IN_REF:  # as written: not -32.0
+            out["step"] = _ref_step(out.get("ref") or "")
         for name in ("message_id", "client_msg_id"):
             if type(item := out.get(name)) is bytes:
                 out[name] = item.hex()

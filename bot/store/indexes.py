@@ -185,9 +185,9 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
     listed = activity is not None or bool(old.get("activity"))  # in sb:idx:activity (the unfiltered list)
     removed: list[str] = []
     added: list[str] = []
-    if not (listed and old.get("status") and merged.get("status") == old.get("status")
-            and merged.get("channel") == old.get("channel") and merged.get("bot") == old.get("bot")
-            and merged.get("chat_status") == old.get("chat_status")):  # else the sets ``filter_keys`` reads stay
+    if not (listed and old.get("status")  # absent reads as "" (an empty value is not stored anew)
+            and all(merged.get(name, "") == old.get(name, "") for name in ("status", "channel", "bot", "chat_status"))
+            ):  # else the sets ``filter_keys`` reads stay
         old_keys = filter_keys(old) if old.get("status") else set()  # what the previous save indexed
         new_keys = filter_keys(merged) if listed else set()
         removed = sorted(old_keys - new_keys)

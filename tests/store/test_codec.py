@@ -96,6 +96,25 @@ def test_a_crm_event_entry_keeps_its_type_and_source_as_a_token() -> None:
     assert codec.unpack(older) == entry  # as the compact form wrote it before
 
 
+@pytest.mark.parametrize("entry", [
+    {"ref": "r1:ask:m2", "step": -32.0},  # a float equal to the step token: not the token
+    {"step": -32.0},
+    {"role": "user", "step": -32, "ref": "r1:ask:m2"},  # the token's number itself: written plain
+    {"message_id": bytearray(b"xy")},  # bytes of any type: not an id's 16 bytes
+    {"message_id": memoryview(b"xy"), "client_msg_id": "ab"},
+    {"role": "user", "message_id": "0123456789abcdef0123456789ABCDEF"},  # upper case: kept as text
+])
+def test_an_entry_holding_a_tokens_kind_of_value_itself_reads_back_as_written(entry: dict[str, Any]) -> None:
+    assert codec.unpack(codec.pack_entry(entry)) == entry
+
+
+def test_names_appended_to_the_table_skip_the_same_id_key() -> None:
+    """``_SAME_ID`` (71) was ``len(_NAMES)`` when it was chosen: a name added later must not be
+    written as 71, which every reader takes for "client_msg_id is message_id"."""
+    assert codec._SAME_ID not in codec._NAME_OF
+    assert sorted(codec._INDEX.values()) == [i + (i >= codec._SAME_ID) for i in range(len(codec._NAMES))]
+
+
 def test_a_bot_message_with_buttons_is_smaller() -> None:
     button = fx.OutButton(title="Opening hours", payload="fda8c6e0.0", number=1)
     entry = outbound_entry(fx.SendMessage(text="Thanks there, you said: ok", ref="r1:reply:m4", step="reply",
