@@ -331,6 +331,41 @@ async def test_a_save_whose_list_write_lands_after_the_holders_length_read_claim
     await _second_save_held(redis_url, tmp_path, fake, monkeypatch, 9433, claim_late=False)
 
 
+async def _first_holder_paused_while_a_third_save_sends(
+        svc: Services, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch, chat: int, said: list[str],
+) -> asyncio.Event:
+    """Replies to ``said[0]`` and ``said[1]``: the first hand-off sends the first, releases the
+    entry, reads the length (the second reply, saved by a save that found its claim and so did
+    not claim) and is paused there (``on_sent``), before it claims again. ``said[2]``'s save then
+    claims the released entry and its hand-off sends both replies and releases it. Returns the
+    event that lets the first holder go on."""
+    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
+    seen: list[str] = []
+    paused, go = asyncio.Event(), asyncio.Event()
+
+    async def on_sent(cid_: str, item: Mapping[str, Any], platform_id: str | None) -> None:
+        seen.append(cid_)
+        if len(seen) == 1:  # the first holder: between its length read and its claim again
+            paused.set()
+            await go.wait()
+
+    monkeypatch.setattr(svc.outbox, "on_sent", on_sent)
+    fake.hold = asyncio.Event()
+    try:
+        await say(fake, chat, said[0])
+        await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
+        await say(fake, chat, said[1])  # the entry is the first holder's: this save does not claim
+        assert len(svc.outbox._handoffs) == 1
+    finally:
+        fake.hold.set()
+    await wait_for(paused.is_set, what="the first holder past its release and length read")
+    assert await svc.redis.zcard(queue) == 0 and await svc.redis.llen(k.ConversationKey(cid).out) == 1
+    await say(fake, chat, said[2])  # claims the released entry: its hand-off sends both replies
+    await wait_for(lambda: len(seen) == 3, what="the second hand-off's two sends recorded")
+    assert await svc.redis.zcard(queue) == 0  # it released the entry (its on_sent runs after)
+    return go
+
+
 async def test_a_holder_whose_claim_again_finds_the_rest_sent_lets_the_entry_go(
         redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first hand-off has sent its reply and released the entry; its length read found the
@@ -341,32 +376,9 @@ async def test_a_holder_whose_claim_again_finds_the_rest_sent_lets_the_entry_go(
     and every later save would find it and not claim: the next reply would never leave (the
     intermittent failure of this module's first test on the loaded cluster)."""
     chat = 9441
-    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
     said = ["hi", "Ana", "Lisbon", "again"]
     async with telegram(redis_url, tmp_path, fake, role="web") as svc:
-        seen: list[str] = []
-        paused, go = asyncio.Event(), asyncio.Event()
-
-        async def on_sent(cid_: str, item: Mapping[str, Any], platform_id: str | None) -> None:
-            seen.append(cid_)
-            if len(seen) == 1:  # the first holder: between its length read and its claim again
-                paused.set()
-                await go.wait()
-
-        monkeypatch.setattr(svc.outbox, "on_sent", on_sent)
-        fake.hold = asyncio.Event()
-        try:
-            await say(fake, chat, said[0])
-            await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
-            await say(fake, chat, said[1])  # the entry is the first holder's: this save does not claim
-            assert len(svc.outbox._handoffs) == 1
-        finally:
-            fake.hold.set()
-        await wait_for(paused.is_set, what="the first holder past its release and length read")
-        assert await svc.redis.zcard(queue) == 0 and await svc.redis.llen(k.ConversationKey(cid).out) == 1
-        await say(fake, chat, said[2])  # claims the released entry: its hand-off sends both replies
-        await wait_for(lambda: len(seen) == 3, what="the second hand-off's two sends recorded")
-        assert await svc.redis.zcard(queue) == 0  # it released the entry (its on_sent runs after)
+        go = await _first_holder_paused_while_a_third_save_sends(svc, fake, monkeypatch, chat, said)
         go.set()
         await settled(svc, "tg")  # the first holder's late claim found nothing to send: let go
         assert [s.text for s in fake.sent_to(chat)] == expected(3, said)
@@ -374,7 +386,6 @@ async def test_a_holder_whose_claim_again_finds_the_rest_sent_lets_the_entry_go(
         await fake.wait_for(lambda f: len(f.sent_to(chat)) >= 4)
         await settled(svc, "tg")
         assert [s.text for s in fake.sent_to(chat)] == expected(4, said)
-
 
 
 async def test_a_save_refused_by_an_empty_claim_again_is_sent_by_its_holder(
@@ -387,17 +398,9 @@ async def test_a_save_refused_by_an_empty_claim_again_is_sent_by_its_holder(
     cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
     said = ["hi", "Ana", "Lisbon", "again"]
     async with telegram(redis_url, tmp_path, fake, role="web") as svc:
-        seen: list[str] = []
-        paused, go = asyncio.Event(), asyncio.Event()
         empty_held, go_on = asyncio.Event(), asyncio.Event()
         let_go = svc.outbox._let_go
         calls: list[Any] = []
-
-        async def on_sent(cid_: str, item: Mapping[str, Any], platform_id: str | None) -> None:
-            seen.append(cid_)
-            if len(seen) == 1:  # the first holder: between its length read and its claim again
-                paused.set()
-                await go.wait()
 
         async def pausing_let_go(key: Any, hold: Any) -> int:
             calls.append(hold)
@@ -407,18 +410,8 @@ async def test_a_save_refused_by_an_empty_claim_again_is_sent_by_its_holder(
                 await go_on.wait()
             return await let_go(key, hold)
 
-        monkeypatch.setattr(svc.outbox, "on_sent", on_sent)
         monkeypatch.setattr(svc.outbox, "_let_go", pausing_let_go)
-        fake.hold = asyncio.Event()
-        try:
-            await say(fake, chat, said[0])
-            await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
-            await say(fake, chat, said[1])
-        finally:
-            fake.hold.set()
-        await wait_for(paused.is_set, what="the first holder past its release and length read")
-        await say(fake, chat, said[2])
-        await wait_for(lambda: len(seen) == 3, what="the second hand-off's two sends recorded")
+        go = await _first_holder_paused_while_a_third_save_sends(svc, fake, monkeypatch, chat, said)
         go.set()
         await wait_for(empty_held.is_set, what="the first holder holding an empty claim")
         await say(fake, chat, said[3])  # refused: the entry is the first holder's (empty) claim
@@ -428,6 +421,7 @@ async def test_a_save_refused_by_an_empty_claim_again_is_sent_by_its_holder(
         await settled(svc, "tg")
         assert [s.text for s in fake.sent_to(chat)] == expected(4, said)
         assert await svc.redis.zcard(queue) == 0
+
 
 async def _released(svc: Services, queue: str) -> bool:
     return int(await svc.redis.zcard(queue)) == 0
