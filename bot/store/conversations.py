@@ -25,6 +25,13 @@ The transcript's count (the metadata's ``n``): the save takes it from what the l
 ``+`` after its token; a save that finds its lock marked counts with ``HINCRBY``. Every script
 that checks the lock accepts its token with or without marks; ``load`` unmarks it as it reads
 the metadata again.
+
+The inbox's length: the save drops the inbox only when it holds no more than the batch
+processed. The lock taker knew its length (the push's ``RPUSH`` reply, acquire's ``LLEN``), and
+a push that queues behind a held lock marks it with a ``*``; so a save whose lock has no ``*``
+knows the length without an ``LLEN``. ``load`` unmarks the lock without reading the length: the
+save after it measures. Queues that ``enqueue_commands`` writes (plain commands, which cannot
+mark: the lead queues) are always measured; a channel conversation's queue is never written so.
 """
 
 from __future__ import annotations
@@ -50,11 +57,12 @@ from .scripts import Lua, send_commands
 
 log = logging.getLogger("salesbot.store")
 
-#: ``owns(lock, token)``: the lock holds ``token``, maybe marked (``+``: see "The transcript's count").
+#: ``owns(lock, token)``: the lock holds ``token``, maybe marked (``+``: see "The transcript's
+#: count"; ``*``: "The inbox's length"); returns the lock's value as well.
 _OWNS = """
 local function owns(lock, token)
   local v = redis.call('GET', lock)
-  return v == token or (v and string.sub(v, 1, #token + 1) == token .. '+')
+  return v and string.sub(v, 1, #token) == token and string.find(v, '^[%+%*]*$', #token + 1) ~= nil, v
 end
 """
 
@@ -67,12 +75,13 @@ return {1, st_move(KEYS[4], KEYS[3], st_count(meta)), redis.call('LRANGE', KEYS[
 """
 
 _ACQUIRE = statefields.MOVE + """
-if redis.call('LLEN', KEYS[1]) == 0 then return {0} end
+local queued = redis.call('LLEN', KEYS[1])
+if queued == 0 then return {0} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-2} end
 local batch = tonumber(ARGV[3])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
 local meta = redis.call('HGETALL', KEYS[4])
-return {1, st_move(KEYS[4], KEYS[3], st_count(meta)), redis.call('LRANGE', KEYS[1], 0, batch - 1), meta}
+return {1, st_move(KEYS[4], KEYS[3], st_count(meta)), redis.call('LRANGE', KEYS[1], 0, batch - 1), meta, queued}
 """
 
 _EXTEND = _OWNS + """
@@ -81,11 +90,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-_SAVE = transcript.FUNCTIONS + """
-local held = redis.call('GET', KEYS[3])
-if held ~= ARGV[1] and not (held and string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. '+') then return {-1, 0, 0} end
--- the transcript's count as the lock taker read it, if nothing appended since (unmarked lock)
-local known = held == ARGV[1] and ARGV[#ARGV] ~= '' and tonumber(ARGV[#ARGV])
+_SAVE = transcript.FUNCTIONS + _OWNS + """
+local mine, held = owns(KEYS[3], ARGV[1])
+if not mine then return {-1, 0, 0} end
+local marks = string.sub(held, #ARGV[1] + 1)
+-- the transcript's count as the lock taker read it, if nothing appended since (no ``+``)
+local known = not string.find(marks, '+', 1, true) and ARGV[#ARGV] ~= '' and tonumber(ARGV[#ARGV])
+-- the inbox's length as the lock taker read it, if nothing was queued since (no ``*``)
+local queued = not string.find(marks, '*', 1, true) and ARGV[#ARGV - 1] ~= '' and tonumber(ARGV[#ARGV - 1])
 local ttl = tonumber(ARGV[5])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl) end
 local n = tonumber(ARGV[3])
@@ -112,7 +124,7 @@ local ncount = tonumber(ARGV[i]); i = i + 1
 for j = 1, ncount do redis.call('HINCRBY', KEYS[8 + j], ARGV[i], ARGV[i + 1]); i = i + 2 end
 if nlog > 0 then redis.call('PUBLISH', channel, cid .. ' ' .. last) end
 -- the inbox holds only what this batch processed: drop it and the lock in one command
-if redis.call('LLEN', KEYS[2]) <= n then
+if (queued or redis.call('LLEN', KEYS[2])) <= n then
   redis.call('DEL', KEYS[2], KEYS[3])
   return {0, first, last}
 end
@@ -263,8 +275,9 @@ class ConversationStore:
         self.cluster = is_cluster(redis)
         self._token_prefix = secrets.token_hex(6) + "-"
         self._tokens = 0
-        #: The transcript's count as each lock holder's batch read it (by token), for its save.
-        self._counts: dict[str, str] = {}
+        #: The transcript's count and the inbox's length as each lock holder's batch read them (by
+        #: token), for its save ("" when unknown).
+        self._counts: dict[str, tuple[str, str]] = {}
         self._pended = RecentEntries(lock_ttl)  # which pushes write the recovery entry
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.ttl = ttl_days * 86400
@@ -302,11 +315,14 @@ class ConversationStore:
         analytics counts: docs/analytics.md)."""
         await self._save.load()
 
-    def _batch(self, cid: str, token: str, reply: Sequence[Any]) -> Batch:
+    def _batch(self, cid: str, token: str, reply: Sequence[Any], queued: Any = None) -> Batch:
+        """``queued``: the inbox's length as the lock was taken (None: not known, or the queue may
+        be written without marking the lock: see "The inbox's length")."""
         meta, state = statefields.split_flat(reply[3], cid)
         if len(self._counts) >= _COUNTS_MAX:  # batches that never saved (a crash of their turn)
             self._counts.clear()  # forgotten: their saves, if any, count the slow way
-        self._counts[token] = meta.get("n", "")
+        known = queued is not None and k.id_fields(cid)  # never written by ``enqueue_commands``
+        self._counts[token] = (meta.get("n", ""), str(int(queued)) if known else "")
         batch = Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
         if state is not None and not reply[1]:
             batch.unsynced = statefields.unmarked(reply[3])
@@ -360,7 +376,7 @@ class ConversationStore:
         if reply[0] == 2:
             return PushResult(early=True, wake_at=float(reply[1]) if reply[1] else None)
         if reply[0] == 1:
-            batch = self._batch(cid, token, reply)
+            batch = self._batch(cid, token, reply, reply[5])
             batch.refresh_ttl = reply[4] == 1
             return PushResult(batch=batch, prefetched=prefetched if reads and prefetched else None)
         return PushResult()
@@ -369,7 +385,11 @@ class ConversationStore:
         """Plain commands that queue ``event`` without dedupe or the lock, for a caller that sends
         them in its own MULTI/EXEC beside another write (the embedded CRM's changes): then
         ``acquire``. The queue is due for recovery at once, in case nobody acquires it (its
-        second member: the pushes' entry is left as it is)."""
+        second member: the pushes' entry is left as it is). Not for a conversation's own queue
+        (a channel's id, ``keys.id_fields``): a save there trusts the lock's ``*`` mark to say that
+        an event was queued behind it ("The inbox's length"), and a plain ``RPUSH`` marks nothing."""
+        if k.id_fields(cid):
+            raise ValueError(f"enqueue_commands is for queues other than a conversation's: {cid}")
         return [("RPUSH", k.ConversationKey(cid).inbox, event),
                 ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), self.clock(), k.retry_member(cid))]
 
@@ -396,7 +416,7 @@ class ConversationStore:
                                         [token, self.lock_ttl_ms, self.batch, self.ttl])
         reply, *prefetched = await send_commands(self.fast, [command, *reads], [self._acquire], check=1)
         if reply[0] == 1:
-            batch = self._batch(cid, token, reply)
+            batch = self._batch(cid, token, reply, reply[4])
             if reads and not any(isinstance(r, ResponseError) for r in prefetched):
                 batch.prefetched = prefetched
             return batch
@@ -425,7 +445,7 @@ class ConversationStore:
         # are counted after a save that kept the lock (a crash in between loses the count).
         later, counters = (counters, {}) if self.cluster else ({}, counters)
         args += [len(counters), *(v for (_, fld), by in counters.items() for v in (fld, by)),
-                 self._counts.pop(token, "")]
+                 *self._counts.pop(token, ("", ""))[::-1]]  # the inbox's length, the transcript's count
         commands: list[Any] = [self._save.command(
             [key.state, key.inbox, key.lock, key.transcript, key.log, key.meta, key.out, key.counter,
              *(n for n, _ in counters)], args)]

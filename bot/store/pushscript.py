@@ -51,6 +51,7 @@ if ARGV[2] ~= '' then dup, created = dd_seen(KEYS[3], KEYS[6], ARGV[2], now, win
 if dup then return {{-1}} end
 local n = redis.call('RPUSH', KEYS[1], ARGV[1])
 if not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
+  redis.call('APPEND', KEYS[2], '*')  -- queued behind the holder: its save measures the inbox
   if nmeta > 0 then
     local kv = {{}}
     for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
@@ -90,5 +91,5 @@ if refresh == 1 then
 end
 local events
 if n == 1 then events = {{ARGV[1]}} else events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1) end
-return {{1, st_move(KEYS[5], KEYS[4], at['~'] and meta[at['~']]), events, meta, refresh}}
+return {{1, st_move(KEYS[5], KEYS[4], at['~'] and meta[at['~']]), events, meta, refresh, n}}
 """

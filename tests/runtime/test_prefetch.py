@@ -20,6 +20,7 @@ from bot.engine import events as ev
 from bot.runtime import service as conversations_module
 from bot.server.services import Services, open_services
 from bot.store import codec
+from bot.store.keys import ConversationKey
 from crm_bridge import ChannelIdentity, CrmRef
 from crm_bridge.versions import check
 from tests.engine.helpers import make_doc
@@ -234,7 +235,7 @@ async def test_the_event_just_pushed_is_not_decoded_again(svc: Services, monkeyp
     assert result.processed_here
     assert decoded == []
     queued = codec.encode_event(ev.InboundMessage(text="queued", message_id="m3"))
-    await svc.store.fast.send(svc.store.enqueue_commands(cid, queued))  # waiting, no lock taken
+    await svc.store.redis.rpush(ConversationKey(cid).inbox, queued)  # waiting, no lock taken
     result = await svc.conversations.deliver(cid, ev.InboundMessage(text="last", message_id="m4"), dedupe_id="m4")
     assert result.processed_here
     assert decoded == [queued]  # the batch: the queued event (decoded), then the one just pushed

@@ -270,7 +270,8 @@ class StoreMachine(RuleBasedStateMachine):
     async def _check_lock(self) -> None:
         """Redis's lock is the model's: same holder, the life left from its last renewal."""
         owner: bytes | None = await self.redis.get(KEY.lock)  # type: ignore[assignment]
-        owner = owner.rstrip(b"+") if owner is not None else None  # marked by appends outside the turn
+        # marked by appends outside the turn (+) and pushes queued behind it (*)
+        owner = owner.rstrip(b"+*") if owner is not None else None
         assert owner == (self.lock[0].encode() if self.lock else None), (owner, self.lock)
         if self.lock is not None:
             left = (self.lock[1] - self.clock.now) * 1000
