@@ -15,7 +15,7 @@ key                                     holds
 ``sb:{crm}:by:contact:stage:<p>/<s>``   zset contact id -> how many of its leads are there
 ``sb:{crm}:tags:<kind>``                zset tag -> how many records carry it
 ``sb:{crm}:search:<kind>``              lexicographic zset of ``term NUL id`` (prefix search)
-``sb:crm:leads_of``                      hash contact id -> its lead ids, comma-separated
+``sb:crm:leads_of:b:<id // 128>``        hash contact id -> its lead ids, comma-separated
 ``sb:{crm}:indexed``                    the index layout's version (``upgrade``)
 ======================================  =========================================================
 
@@ -26,8 +26,10 @@ words on the few records found. Terms are case- and accent-folded words of names
 (whole, local part, domain) and the phone's digits (international and national).
 
 A contact's leads were a set of their own, ``sb:crm:leads_of:<contact id>`` (``old_leads_of_key``),
-before issue 14's memory work: a field of one hash costs a third. ``leads_of`` moves an old set
-into the hash on first touch (``joined.py``); a lead leaving a contact is removed from both.
+before issue 14's memory work, then a field of one big hash ``sb:crm:leads_of``, now a field of
+a bucket of 128 contacts (``joined.py``: about 10 B where the big hash's field cost 83).
+``leads_of`` moves an old set into the bucket on first touch; the big hash is moved at start
+(``redis_crm.move_old_lists``); a lead leaving a contact is removed from the set too.
 
 Contacts gained the ``responsible`` set in issue 15 (the customers view filters by it). Contacts
 written before that are not in it: ``upgrade`` adds them once, in the background after a
@@ -84,7 +86,7 @@ def search_key(kind: str) -> str:
     return f"{T}:search:{kind}"
 
 
-#: Each contact's lead ids, comma-separated (``joined.py``).
+#: Each contact's lead ids, comma-separated: a list of ``joined.py`` (fields of its buckets).
 LEADS_OF = "sb:crm:leads_of"
 
 

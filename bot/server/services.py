@@ -21,6 +21,7 @@ from crm_bridge import CrmBackend, CrmRef, RedisCrm, is_kommo
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.factory import build_backend, build_outbox, close_backend
 from crm_bridge.outbox import CrmOutbox
+from crm_bridge.redis_crm import move_old_lists
 
 from ..builder.loader import read_document
 from ..config import Config
@@ -181,6 +182,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         else:
             await move_activity_index(redis)
         await move_filter_sets(redis)  # once: later starts read one key
+        await move_old_lists(redis)  # the CRM's lists into their buckets (two HSCANs when done)
         metrics = Metrics()
         store = ConversationStore(redis, fast=fast, lock_ttl=config.lock_ttl, ttl_days=config.conversation_ttl_days,
                                   transcript_max=config.transcript_max, shards=config.timer_shards)
