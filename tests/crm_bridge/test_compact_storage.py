@@ -11,10 +11,16 @@ from crm_bridge import RedisCrm
 from crm_bridge.codec import COMPACT, pack, pack_record, unpack
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory, record_key
-from crm_bridge.joined import BUCKET, bucket, move_unbucketed
 from crm_bridge.indexes import LEADS_OF, old_leads_of_key, search_key
 from crm_bridge.interface import ChannelIdentity, CrmRef
+from crm_bridge.joined import BUCKET, bucket
 from crm_bridge.redis_crm import IDENTITIES, identities_key, move_old_lists
+
+
+async def _field(redis: Redis, key: str, owner: str) -> bytes | None:
+    """``owner``'s field of the list ``key`` (in its bucket)."""
+    found: bytes | None = await redis.hget(bucket(key, owner), owner)
+    return found
 
 
 def test_a_record_reads_back_exactly_with_its_order_and_types() -> None:
@@ -70,7 +76,7 @@ async def test_identities_live_in_one_hash(redis: Redis) -> None:
     assert await crm.attach(ChannelIdentity("telegram", "shop", "42"), ref) == ref
     assert await crm.attach(ChannelIdentity("telegram", "shop", "42"), ref) == ref  # known: not doubled
     assert await crm.identities(ref.contact_id) == [("livechat", "demo", "s1"), ("telegram", "shop", "42")]
-    assert await redis.hget(bucket(IDENTITIES, ref.contact_id), ref.contact_id) == b"livechat:demo:s1\x1ftelegram:shop:42"
+    assert await _field(redis, IDENTITIES, ref.contact_id) == b"livechat:demo:s1\x1ftelegram:shop:42"
     assert not await redis.exists(identities_key(ref.contact_id))
 
 
@@ -82,7 +88,7 @@ async def test_identities_of_the_old_layout_are_read_and_moved_on_first_touch(re
     expected = [("livechat", "demo", "old"), ("telegram", "shop", "42"), ("whatsapp", "main", "905551112233")]
     assert await crm.identities("1") == expected
     assert not await redis.exists(identities_key("1"))
-    assert sorted((await redis.hget(bucket(IDENTITIES, "1"), "1")).split(b"\x1f")) == [
+    assert sorted((await _field(redis, IDENTITIES, "1")).split(b"\x1f")) == [
         b"livechat:demo:old", b"telegram:shop:42", b"whatsapp:main:905551112233"]
     assert await crm.identities("1") == expected
 
@@ -99,17 +105,17 @@ async def test_a_contacts_leads_live_in_one_hash_and_follow_the_leads_contacts(r
     directory = CrmDirectory(crm)
     ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
     second = await directory.create_lead({"name": "Sofa"}, contact_id=ref.contact_id)
-    assert await redis.hget(bucket(LEADS_OF, ref.contact_id), ref.contact_id) == f"{ref.lead_id},{second['id']}".encode()
+    assert await _field(redis, LEADS_OF, ref.contact_id) == f"{ref.lead_id},{second['id']}".encode()
     assert [lead["id"] for lead in (await directory.contact(ref.contact_id) or {})["leads"]] == [
         ref.lead_id, second["id"]]
     other = await directory.create_contact({"name": "Ece"})
     await directory.update_lead(second["id"], {"contacts": [other["id"]]})
-    assert await redis.hget(bucket(LEADS_OF, ref.contact_id), ref.contact_id) == ref.lead_id.encode()
-    assert await redis.hget(bucket(LEADS_OF, other["id"]), other["id"]) == second["id"].encode()
+    assert await _field(redis, LEADS_OF, ref.contact_id) == ref.lead_id.encode()
+    assert await _field(redis, LEADS_OF, other["id"]) == second["id"].encode()
     found, _ = await directory.search("lead", q="deniz")
     assert [lead["id"] for lead in found] == [ref.lead_id]
     await directory.update_lead(ref.lead_id, {"contacts": [other["id"]]})
-    assert not await redis.hexists(bucket(LEADS_OF, ref.contact_id), ref.contact_id)
+    assert not await _field(redis, LEADS_OF, ref.contact_id)
     assert not await redis.exists(old_leads_of_key(ref.contact_id), old_leads_of_key(other["id"]))
 
 
@@ -121,12 +127,12 @@ async def test_a_contacts_leads_of_the_old_layout_are_read_and_moved_on_first_to
     await redis.sadd(old_leads_of_key(ref.contact_id), lead["id"], "999")  # as an older version wrote it
     assert [x["id"] for x in (await directory.contact(ref.contact_id) or {})["leads"]] == [ref.lead_id, lead["id"]]
     assert not await redis.exists(old_leads_of_key(ref.contact_id))
-    assert await redis.hget(bucket(LEADS_OF, ref.contact_id), ref.contact_id) == f"{ref.lead_id},{lead['id']},999".encode()
+    assert await _field(redis, LEADS_OF, ref.contact_id) == f"{ref.lead_id},{lead['id']},999".encode()
     await redis.sadd(old_leads_of_key(ref.contact_id), lead["id"])  # a lead leaving: gone from both
     await directory.update_lead(lead["id"], {"contacts": [ref.contact_id]})
     await directory.update_lead(lead["id"], {"contacts": []})
     assert not await redis.exists(old_leads_of_key(ref.contact_id))
-    assert await redis.hget(bucket(LEADS_OF, ref.contact_id), ref.contact_id) == f"{ref.lead_id},999".encode()
+    assert await _field(redis, LEADS_OF, ref.contact_id) == f"{ref.lead_id},999".encode()
 
 
 async def test_an_unnamed_lead_is_found_by_its_number_without_an_index_entry(redis: Redis) -> None:
@@ -190,8 +196,8 @@ async def test_the_unbucketed_hashes_of_the_previous_layout_are_moved_at_start_a
     assert not await redis.exists(IDENTITIES, LEADS_OF)
     assert await crm.identities("1000") == [("livechat", "demo", "old"), ("whatsapp", "main", "905551112233")]
     assert await crm.identities(ref.contact_id) == [("livechat", "demo", "s1"), ("telegram", "shop", "42")]
-    assert await redis.hget(bucket(LEADS_OF, "1000"), "1000") == b"1001,1003"
-    assert await redis.hget(bucket(LEADS_OF, ref.contact_id), ref.contact_id) == f"{lead['id']},{ref.lead_id}".encode()
+    assert await _field(redis, LEADS_OF, "1000") == b"1001,1003"
+    assert await _field(redis, LEADS_OF, ref.contact_id) == f"{lead['id']},{ref.lead_id}".encode()
     assert [x["id"] for x in (await directory.contact(ref.contact_id) or {})["leads"]] == sorted(
         [ref.lead_id, lead["id"]], key=int)
     assert await move_old_lists(redis) == 0  # a later start: nothing left
