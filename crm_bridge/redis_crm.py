@@ -24,6 +24,7 @@ from typing import Any, Protocol, cast
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from bot.store import buckets
 from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.resp import RespClient, RespPipeline, RespTransaction
 from bot.store.scripts import Lua, send_commands
@@ -52,7 +53,7 @@ def identities_key(contact_id: str) -> str:
 
 #: The channel identities (``channel:account:external id``) each contact is known by, the reverse
 #: of ``sb:crm:identity``, so the bot can write first on a channel the contact used: a field of a
-#: bucket hash (``joined.bucket``: ``sb:crm:identities:b:<id // 128>``), contact id -> its
+#: bucket hash (``bot/store/buckets.py``: ``sb:crm:identities:b:<id // 128>``), contact id -> its
 #: identities joined by ``\\x1f`` (a separator no input string holds, see ``bot/inputs.py``).
 #: About 45 B a contact, a sixth of what a set of its own did (issue 14).
 IDENTITIES = f"{_P}:identities"
@@ -61,9 +62,9 @@ _SEP = "\x1f"
 
 async def move_old_lists(redis: Redis) -> int:
     """At start: the contacts' identities and leads that an older version kept in one big hash
-    each moved into their buckets (``joined.move_unbucketed``); the number of fields moved."""
-    return (await joined.move_unbucketed(redis, IDENTITIES, _SEP)
-            + await joined.move_unbucketed(redis, LEADS_OF, ","))
+    each moved into their buckets (``buckets.move_unbucketed``); the number of fields moved."""
+    return (await buckets.move_unbucketed(redis, IDENTITIES, _SEP)
+            + await buckets.move_unbucketed(redis, LEADS_OF, ","))
 #: Record ids a process takes at once (``sb:crm:ids``) for the contacts and leads of new
 #: identities: the ids are at hand when the records are built, so the claim and the records go
 #: in one script. Ids a process took and did not use are gaps, as any id taken and not used.
@@ -228,7 +229,7 @@ class RedisCrm:
         ref = CrmRef(contact_id, lead_id)
 
         def records(pipe: Any) -> None:
-            pipe.hset(joined.bucket(IDENTITIES, contact_id), contact_id, key)  # a new contact: its first identity
+            pipe.hset(buckets.bucket(IDENTITIES, contact_id), contact_id, key)  # a new contact: its first identity
             pipe.set(f"{_P}:contact:{contact_id}", contact)  # before the lead: see snapshot_from
             pipe.set(f"{_P}:lead:{lead_id}", lead)
             CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)

@@ -44,10 +44,11 @@ from ..runtime.process_actions import ProcessActions
 from ..runtime.processes import Processes
 from ..runtime.processjobs import ProcessJobs
 from ..runtime.requests import ServerRequests
-from ..runtime.service import ConversationService
+from ..runtime.service import LEAD_CONVERSATIONS_KEY, ConversationService
 from ..runtime.shop import Shop
 from ..store.analytics import AnalyticsCounts
 from ..store.bots import BotRegistry
+from ..store.buckets import move_unbucketed
 from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
 from ..store.conversations import ConversationStore
 from ..store.embedded import EmbeddedRedis, default_maxmemory
@@ -183,6 +184,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             await move_activity_index(redis)
         await move_filter_sets(redis)  # once: later starts read one key
         await move_old_lists(redis)  # the CRM's lists into their buckets (two HSCANs when done)
+        await move_unbucketed(redis, LEAD_CONVERSATIONS_KEY, "")  # the leads' conversations: the same
         metrics = Metrics()
         store = ConversationStore(redis, fast=fast, lock_ttl=config.lock_ttl, ttl_days=config.conversation_ttl_days,
                                   transcript_max=config.transcript_max, shards=config.timer_shards)

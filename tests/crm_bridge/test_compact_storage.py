@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgpack
 from redis.asyncio import Redis
 
+from bot.store.buckets import BUCKET, bucket
 from bot.store.layout import rename_old_keys
 from crm_bridge import RedisCrm
 from crm_bridge.codec import COMPACT, pack, pack_record, unpack
@@ -13,7 +14,6 @@ from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory, record_key
 from crm_bridge.indexes import LEADS_OF, old_leads_of_key, search_key
 from crm_bridge.interface import ChannelIdentity, CrmRef
-from crm_bridge.joined import BUCKET, bucket
 from crm_bridge.redis_crm import IDENTITIES, identities_key, move_old_lists
 
 

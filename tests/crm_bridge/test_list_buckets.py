@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from bot.store.buckets import MOVE_PAGE, bucket, move_unbucketed
 from crm_bridge.indexes import LEADS_OF
-from crm_bridge.joined import MOVE_PAGE, bucket, move_unbucketed
 
 
 async def test_the_old_hash_is_moved_into_the_buckets_its_members_first(redis: Redis) -> None:
@@ -27,3 +27,13 @@ async def test_a_big_old_hash_is_moved_page_by_page(redis: Redis) -> None:
     assert not await redis.exists(LEADS_OF)
     for i in (0, 2 * MOVE_PAGE, 2 * n - 2):
         assert await redis.hget(bucket(LEADS_OF, str(i)), str(i)) == str(i + 1).encode()
+
+
+async def test_a_map_of_single_values_keeps_the_value_this_version_wrote(redis: Redis) -> None:
+    key = "sb:test:single"
+    await redis.hset(key, mapping={"2": "livechat:demo:old", "3": "livechat:demo:other"})
+    await redis.hset(bucket(key, "2"), "2", "livechat:demo:new")  # written by this version meanwhile
+    assert await move_unbucketed(redis, key, "") == 2
+    assert await redis.hget(bucket(key, "2"), "2") == b"livechat:demo:new"
+    assert await redis.hget(bucket(key, "3"), "3") == b"livechat:demo:other"
+    assert not await redis.exists(key)

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from bot.config import load_config
 from bot.engine import events as ev
+from bot.runtime.service import lead_conversation_key
 from bot.server.services import Services, open_services
 from bot.store import codec
 from crm_bridge import RedisCrm
@@ -155,12 +156,12 @@ async def test_a_first_message_costs_three_round_trips_its_identity_created_in_o
     args = create[0][5:]
     assert args[0] == "livechat:demo:newcomer"
     contact_id, lead_id = args[1].split(":")
-    assert ("HSET", "sb:lead_conversations", lead_id, "livechat:demo:newcomer") in _words(args[2:])
+    assert ("HSET", lead_conversation_key(lead_id), lead_id, "livechat:demo:newcomer") in _words(args[2:])
     assert not any(c[0] in ("GET", "INCRBY", "HSETNX") and str(c[1]).startswith("sb:crm:") for c in create)
     assert save[0][0] == "EVALSHA"
     meta = await svc.store.meta("livechat:demo:newcomer")
     assert (meta["contact_id"], meta["lead_id"]) == (contact_id, lead_id)
-    assert await redis.hget("sb:lead_conversations", lead_id) == b"livechat:demo:newcomer"
+    assert await redis.hget(lead_conversation_key(lead_id), lead_id) == b"livechat:demo:newcomer"
     assert await redis.get(f"sb:crm:lead:{lead_id}") is not None
     assert (await _bot_texts(svc, "livechat:demo:newcomer")) == ["Thanks there: hello"]
     # Its next message checks the snapshot kept from the records as written: no record read.
@@ -212,5 +213,5 @@ async def test_a_known_conversation_new_to_this_process_finds_its_lead_without_c
     assert ("HGET", "sb:crm:identity", "livechat:demo:elsewhere") in fast[0]
     assert await redis.get("sb:crm:ids") == ids  # no new records
     assert (await svc.store.meta(cid))["lead_id"] == lead
-    assert await redis.hget("sb:lead_conversations", lead) == cid.encode()
+    assert await redis.hget(lead_conversation_key(lead), lead) == cid.encode()
     assert len(await _bot_texts(svc, cid)) == 2

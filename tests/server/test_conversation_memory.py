@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from crm_bridge.joined import bucket
+from bot.store.buckets import bucket
 from crm_bridge.redis_crm import IDENTITIES
 from tests.live_app import running_app
 
