@@ -10,7 +10,8 @@ below stay in one slot of a Redis Cluster.
 key                                     holds
 ======================================  =========================================================
 ``sb:{crm}:recent:<kind>``              zset id -> time of the last write (newest first listing)
-``sb:{crm}:by:contact:status:<v>``      set of contact ids (also ``temperature``, ``tag``, ``responsible``)
+``sb:{crm}:by:contact:status:<v>``      set of contact ids (also ``temperature``, ``tag``, ``responsible``);
+                                        none for the default status ``potential`` (``status_filter``)
 ``sb:{crm}:by:lead:stage:<p>/<s>``      set of lead ids (also ``tag``, ``responsible``)
 ``sb:{crm}:by:contact:stage:<p>/<s>``   zset contact id -> how many of its leads are there
 ``sb:{crm}:tags:<kind>``                zset tag -> how many records carry it
@@ -48,7 +49,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from . import joined
-from .card import CARD_DEFAULTS
+from .card import CARD_DEFAULTS, STATUSES
 from .codec import unpack
 
 T = "sb:{crm}"
@@ -65,6 +66,21 @@ def recent_key(kind: str) -> str:
 
 def by_key(kind: str, field: str, value: Any) -> str:
     return f"{T}:by:{kind}:{field}:{value}"
+
+
+#: The status of every contact until one is set (``card.py``). It has no set of its own (about 58 B
+#: a contact, issue 14): a contact has it when it is in none of the other statuses' sets.
+DEFAULT_STATUS = CARD_DEFAULTS["status"]
+#: The set of the default status that versions before issue 14's fifth wave kept: dropped at start
+#: (``redis_crm.move_old_lists``).
+OLD_DEFAULT_STATUS_KEY = f"{T}:by:contact:status:{DEFAULT_STATUS}"
+
+
+def status_filter(status: str) -> tuple[list[str], list[str]]:
+    """The sets a contact with ``status`` is in, and those it is in none of (the default status)."""
+    if status != DEFAULT_STATUS:
+        return [by_key("contact", "status", status)], []
+    return [], [by_key("contact", "status", s) for s in STATUSES if s != DEFAULT_STATUS]
 
 
 def stamp_stage(old: dict[str, Any] | None, new: dict[str, Any], now: float) -> None:
@@ -175,7 +191,8 @@ def _memberships(kind: str, record: dict[str, Any] | None) -> set[str]:
         return set()
     keys = {by_key(kind, "tag", t) for t in record.get("tags") or []}
     if kind == "contact":
-        keys.add(by_key(kind, "status", record.get("status") or CARD_DEFAULTS["status"]))
+        if (record.get("status") or DEFAULT_STATUS) != DEFAULT_STATUS:  # the default's: no set (``status_filter``)
+            keys.add(by_key(kind, "status", record["status"]))
         if record.get("temperature"):
             keys.add(by_key(kind, "temperature", record["temperature"]))
     else:

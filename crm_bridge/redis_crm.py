@@ -32,7 +32,7 @@ from bot.store.scripts import Lua, send_commands
 from . import joined
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
 from .codec import pack, pack_record, text, unpack
-from .indexes import LEADS_OF, CrmIndexes, stamp_stage
+from .indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, CrmIndexes, stamp_stage
 from .interface import ChannelIdentity, CommandResult, CrmRef
 from .memory import MemoryCrm
 from .notes import NoteStore
@@ -62,7 +62,9 @@ _SEP = "\x1f"
 
 async def move_old_lists(redis: Redis) -> int:
     """At start: the contacts' identities and leads that an older version kept in one big hash
-    each moved into their buckets (``buckets.move_unbucketed``); the number of fields moved."""
+    each moved into their buckets (``buckets.move_unbucketed``), and its set of the contacts of
+    the default status (``indexes.status_filter``) dropped; the number of fields moved."""
+    await redis.unlink(OLD_DEFAULT_STATUS_KEY)
     return (await buckets.move_unbucketed(redis, IDENTITIES, _SEP)
             + await buckets.move_unbucketed(redis, LEADS_OF, ","))
 #: Record ids a process takes at once (``sb:crm:ids``) for the contacts and leads of new

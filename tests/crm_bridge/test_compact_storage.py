@@ -12,7 +12,7 @@ from crm_bridge import RedisCrm
 from crm_bridge.codec import COMPACT, pack, pack_record, unpack
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory, record_key
-from crm_bridge.indexes import LEADS_OF, old_leads_of_key, search_key
+from crm_bridge.indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, old_leads_of_key, search_key
 from crm_bridge.interface import ChannelIdentity, CrmRef
 from crm_bridge.redis_crm import IDENTITIES, identities_key, move_old_lists
 
@@ -201,3 +201,33 @@ async def test_the_unbucketed_hashes_of_the_previous_layout_are_moved_at_start_a
     assert [x["id"] for x in (await directory.contact(ref.contact_id) or {})["leads"]] == sorted(
         [ref.lead_id, lead["id"]], key=int)
     assert await move_old_lists(redis) == 0  # a later start: nothing left
+
+
+async def test_the_default_status_has_no_set_and_filters_as_the_contacts_in_no_other(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
+    ece = await directory.create_contact({"name": "Ece Ak", "status": "current", "tags": ["vip"]})
+    cem = await directory.create_contact({"name": "Cem Ak", "tags": ["vip"]})
+    assert not await redis.exists(OLD_DEFAULT_STATUS_KEY)
+
+    async def listed(q: str | None = None, **filters: str) -> tuple[list[str], int]:
+        found, total = await directory.search("contact", q=q, filters=filters)
+        return [c["id"] for c in found], total
+
+    assert await listed(status="potential") == ([cem["id"], ref.contact_id], 2)
+    assert await listed(status="current") == ([ece["id"]], 1)
+    assert await listed(status="potential", tag="vip") == ([cem["id"]], 1)
+    assert await listed(q="ak", status="potential") == ([cem["id"], ref.contact_id], 2)
+    assert await listed(q="ak", status="current") == ([ece["id"]], 1)
+    await directory.update_contact(ece["id"], {"status": "potential"})
+    await directory.update_contact(cem["id"], {"status": "current"})
+    assert await listed(status="potential", tag="vip") == ([ece["id"]], 1)
+    assert await listed(status="current") == ([cem["id"]], 1)
+    assert not await redis.exists(OLD_DEFAULT_STATUS_KEY)
+
+
+async def test_the_default_status_set_of_an_older_version_is_dropped_at_start(redis: Redis) -> None:
+    await redis.sadd(OLD_DEFAULT_STATUS_KEY, "1", "3")  # as an older version kept it
+    await move_old_lists(redis)
+    assert not await redis.exists(OLD_DEFAULT_STATUS_KEY)
