@@ -29,6 +29,7 @@ from .indexes import (
     CrmIndexes,
     T,
     by_key,
+    contact_stage_key,
     id_words,
     leads_of,
     matches,
@@ -285,7 +286,8 @@ class CrmDirectory:
             keys.append(by_key(kind, "responsible", filters["responsible"]))
         if filters.get("stage"):
             pipeline = filters.get("pipeline") or self.pipelines()[0]["name"]
-            keys.append(by_key(kind, "stage", stage_value(pipeline, filters["stage"])))
+            stage = stage_value(pipeline, filters["stage"])
+            keys.append(contact_stage_key(stage) if kind == "contact" else by_key(kind, "stage", stage))
         elif filters.get("pipeline"):
             raise CrmRejected("pipeline filters together with stage")
         return keys, excluded
@@ -315,10 +317,7 @@ class CrmDirectory:
         if (keys or excluded) and ids:
             pipe = self.redis.pipeline(transaction=False)
             for key in [*keys, *excluded]:
-                if ":stage:" in key and kind == "contact":
-                    pipe.zmscore(key, ids)
-                else:
-                    pipe.smismember(key, ids)
+                pipe.smismember(key, ids)
             checks = await pipe.execute()
             within, outside = checks[:len(keys)], checks[len(keys):]
             ids = [i for n, i in enumerate(ids) if all(c[n] not in (None, 0, False) for c in within)

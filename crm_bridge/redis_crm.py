@@ -32,7 +32,7 @@ from bot.store.scripts import Lua, send_commands
 from . import joined
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
 from .codec import pack, pack_record, text, unpack
-from .indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, CrmIndexes, stamp_stage
+from .indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, STAGE_COUNT, CrmIndexes, move_contact_stages, stamp_stage
 from .interface import ChannelIdentity, CommandResult, CrmRef
 from .memory import MemoryCrm
 from .notes import NoteStore
@@ -60,13 +60,15 @@ IDENTITIES = f"{_P}:identities"
 _SEP = "\x1f"
 
 
-async def move_old_lists(redis: Redis) -> int:
-    """At start: the contacts' identities and leads that an older version kept in one big hash
-    each moved into their buckets (``buckets.move_unbucketed``), and its set of the contacts of
-    the default status (``indexes.status_filter``) dropped; the number of fields moved."""
+async def move_old_layout(redis: Redis) -> int:
+    """At start: what an older version kept in another layout: the contacts' identities and leads
+    (one big hash each) moved into their buckets (``buckets.move_unbucketed``), the contacts'
+    stage counts (sorted sets) into sets (``indexes.move_contact_stages``), and the set of the
+    contacts of the default status (``indexes.status_filter``) dropped; the number of fields and
+    members moved."""
     await redis.unlink(OLD_DEFAULT_STATUS_KEY)
     return (await buckets.move_unbucketed(redis, IDENTITIES, _SEP)
-            + await buckets.move_unbucketed(redis, LEADS_OF, ","))
+            + await buckets.move_unbucketed(redis, LEADS_OF, ",") + await move_contact_stages(redis))
 #: Record ids a process takes at once (``sb:crm:ids``) for the contacts and leads of new
 #: identities: the ids are at hand when the records are built, so the claim and the records go
 #: in one script. Ids a process took and did not use are gaps, as any id taken and not used.
@@ -93,9 +95,12 @@ return {1, last}
 
 def _plain(command: tuple[Any, ...], contact_id: str) -> tuple[Any, ...]:
     """``command`` as a script may run it: a new contact's first lead (``joined.edit``, a script of
-    its own) is its field set. The contact's id is new: its field is empty."""
+    its own) is its field set, and its lead's stage (``indexes.stage_count``) its membership of the
+    stage's set. The contact's id is new: its field is empty, it has no other lead."""
     if command[0] != "EVAL":
         return command
+    if command[1] == STAGE_COUNT and command[5] == contact_id and command[6] == "1":
+        return ("SADD", command[3], contact_id)
     _, source, _, key, owner, member, add, _ = command
     if source != joined.EDIT or owner != contact_id or add != "1":
         raise AssertionError(f"no plain form for {command[:1]} of {key}")

@@ -21,7 +21,7 @@ from crm_bridge import CrmBackend, CrmRef, RedisCrm, is_kommo
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.factory import build_backend, build_outbox, close_backend
 from crm_bridge.outbox import CrmOutbox
-from crm_bridge.redis_crm import move_old_lists
+from crm_bridge.redis_crm import move_old_layout
 
 from ..builder.loader import read_document
 from ..config import Config
@@ -184,7 +184,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             await move_activity_index(redis)
         await move_filter_sets(redis)  # once: later starts read one key
         await drop_derived_sets(redis)  # after the move: the sets of older versions, moved or not
-        await move_old_lists(redis)  # the CRM's lists into their buckets (two HSCANs when done)
+        await move_old_layout(redis)  # the CRM's lists into their buckets (two HSCANs when done)
         await move_unbucketed(redis, LEAD_CONVERSATIONS_KEY, "")  # the leads' conversations: the same
         metrics = Metrics()
         store = ConversationStore(redis, fast=fast, lock_ttl=config.lock_ttl, ttl_days=config.conversation_ttl_days,

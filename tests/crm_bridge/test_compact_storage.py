@@ -12,9 +12,17 @@ from crm_bridge import RedisCrm
 from crm_bridge.codec import COMPACT, pack, pack_record, unpack
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory, record_key
-from crm_bridge.indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, old_leads_of_key, search_key
+from crm_bridge.indexes import (
+    LEADS_OF,
+    OLD_DEFAULT_STATUS_KEY,
+    contact_stage_key,
+    contact_stage_more_key,
+    old_contact_stage_key,
+    old_leads_of_key,
+    search_key,
+)
 from crm_bridge.interface import ChannelIdentity, CrmRef
-from crm_bridge.redis_crm import IDENTITIES, identities_key, move_old_lists
+from crm_bridge.redis_crm import IDENTITIES, identities_key, move_old_layout
 
 
 async def _field(redis: Redis, key: str, owner: str) -> bytes | None:
@@ -192,7 +200,7 @@ async def test_the_unbucketed_hashes_of_the_previous_layout_are_moved_at_start_a
                                           ref.contact_id: "telegram:shop:42"})
     await redis.hset(LEADS_OF, mapping={"1000": "1001,1003", ref.contact_id: lead["id"]})
     await redis.hset("sb:crm:identity", "livechat:demo:old", "1000:1001")
-    assert await move_old_lists(redis) == 4
+    assert await move_old_layout(redis) == 4
     assert not await redis.exists(IDENTITIES, LEADS_OF)
     assert await crm.identities("1000") == [("livechat", "demo", "old"), ("whatsapp", "main", "905551112233")]
     assert await crm.identities(ref.contact_id) == [("livechat", "demo", "s1"), ("telegram", "shop", "42")]
@@ -200,7 +208,7 @@ async def test_the_unbucketed_hashes_of_the_previous_layout_are_moved_at_start_a
     assert await _field(redis, LEADS_OF, ref.contact_id) == f"{lead['id']},{ref.lead_id}".encode()
     assert [x["id"] for x in (await directory.contact(ref.contact_id) or {})["leads"]] == sorted(
         [ref.lead_id, lead["id"]], key=int)
-    assert await move_old_lists(redis) == 0  # a later start: nothing left
+    assert await move_old_layout(redis) == 0  # a later start: nothing left
 
 
 async def test_the_default_status_has_no_set_and_filters_as_the_contacts_in_no_other(redis: Redis) -> None:
@@ -229,5 +237,48 @@ async def test_the_default_status_has_no_set_and_filters_as_the_contacts_in_no_o
 
 async def test_the_default_status_set_of_an_older_version_is_dropped_at_start(redis: Redis) -> None:
     await redis.sadd(OLD_DEFAULT_STATUS_KEY, "1", "3")  # as an older version kept it
-    await move_old_lists(redis)
+    await move_old_layout(redis)
     assert not await redis.exists(OLD_DEFAULT_STATUS_KEY)
+
+
+async def test_a_contacts_leads_in_a_stage_are_a_set_member_and_a_count_of_the_more(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
+    other = await crm.identify(ChannelIdentity("livechat", "demo", "s2", name="Ece Ak"))
+    incoming = contact_stage_key("Sales/New")
+
+    async def in_stage(stage: str, q: str | None = None) -> list[str]:
+        found, _ = await directory.search("contact", q=q, filters={"stage": stage})
+        return sorted(c["id"] for c in found)
+
+    assert await redis.smembers(incoming) == {ref.contact_id.encode(), other.contact_id.encode()}
+    assert not await redis.exists(contact_stage_more_key("Sales/New"))
+    second = await directory.create_lead({"name": "Sofa"}, contact_id=ref.contact_id)
+    assert await redis.hget(contact_stage_more_key("Sales/New"), ref.contact_id) == b"1"
+    await directory.update_lead(ref.lead_id, {"stage": "Won"})  # one of its two leaves: still there
+    assert await in_stage("New") == sorted([ref.contact_id, other.contact_id])
+    assert await in_stage("Won") == [ref.contact_id]
+    assert not await redis.exists(contact_stage_more_key("Sales/New"))
+    await directory.update_lead(second["id"], {"stage": "Won"})  # the other one too: gone
+    assert await in_stage("New") == [other.contact_id]
+    assert await in_stage("New", q="ak") == [other.contact_id]
+    assert await in_stage("Won", q="deniz") == [ref.contact_id]
+    assert await redis.hget(contact_stage_more_key("Sales/Won"), ref.contact_id) == b"1"
+    assert not await redis.exists(old_contact_stage_key("Sales/New"), old_contact_stage_key("Sales/Won"))
+
+
+async def test_the_contacts_stage_counts_of_an_older_version_are_moved_at_start(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
+    await redis.delete(contact_stage_key("Sales/New"))  # as an older version kept it:
+    await redis.zadd(old_contact_stage_key("Sales/New"), {ref.contact_id: 2, "77": 1})
+    assert await move_old_layout(redis) == 2
+    assert not await redis.exists(old_contact_stage_key("Sales/New"))
+    assert await redis.smembers(contact_stage_key("Sales/New")) == {ref.contact_id.encode(), b"77"}
+    found, _ = await directory.search("contact", filters={"stage": "New"})
+    assert [c["id"] for c in found] == [ref.contact_id]  # (77: no record)
+    await directory.update_lead(ref.lead_id, {"stage": "Won"})  # one of its two counted leads left
+    assert ref.contact_id.encode() in await redis.smembers(contact_stage_key("Sales/New"))
+    assert await move_old_layout(redis) == 0
