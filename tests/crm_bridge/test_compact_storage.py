@@ -179,6 +179,7 @@ def test_a_lists_owners_share_buckets_of_at_most_128_numeric_ids() -> None:
     assert bucket(LEADS_OF, "0") == bucket(LEADS_OF, str(BUCKET - 1)) == "sb:crm:leads_of:b:0"
     assert bucket(LEADS_OF, str(BUCKET)) == "sb:crm:leads_of:b:1"
     assert bucket(IDENTITIES, "c1") == bucket(IDENTITIES, "c1") and ":t:" in bucket(IDENTITIES, "c1")
+    assert ":t:" in bucket(LEADS_OF, "31234567")  # another CRM's sparse ids: spread, not one bucket each
     assert bucket(LEADS_OF, "17") != old_leads_of_key("17")  # never the name of an older version's set
 
 
