@@ -22,7 +22,7 @@ from crm_bridge.indexes import (
     search_key,
 )
 from crm_bridge.interface import ChannelIdentity, CrmRef
-from crm_bridge.redis_crm import IDENTITIES, identities_key, move_old_layout
+from crm_bridge.redis_crm import IDENTITIES, IDENTITY, identities_key, identity_hash, move_old_layout
 
 
 async def _field(redis: Redis, key: str, owner: str) -> bytes | None:
@@ -90,7 +90,7 @@ async def test_identities_live_in_one_hash(redis: Redis) -> None:
 
 async def test_identities_of_the_old_layout_are_read_and_moved_on_first_touch(redis: Redis) -> None:
     crm = RedisCrm(redis, pipelines=PIPELINES)
-    await redis.hset("sb:crm:identity", "livechat:demo:old", "1:2")  # as an older version wrote them
+    await redis.hset(identity_hash("livechat:demo:old"), "livechat:demo:old", "1:2")  # as an older version wrote them
     await redis.sadd(identities_key("1"), "livechat:demo:old", "whatsapp:main:905551112233")
     await crm.attach(ChannelIdentity("telegram", "shop", "42"), CrmRef("1", "2"))
     expected = [("livechat", "demo", "old"), ("telegram", "shop", "42"), ("whatsapp", "main", "905551112233")]
@@ -200,9 +200,11 @@ async def test_the_unbucketed_hashes_of_the_previous_layout_are_moved_at_start_a
     await redis.hset(IDENTITIES, mapping={"1000": "livechat:demo:old\x1fwhatsapp:main:905551112233",
                                           ref.contact_id: "telegram:shop:42"})
     await redis.hset(LEADS_OF, mapping={"1000": "1001,1003", ref.contact_id: lead["id"]})
-    await redis.hset("sb:crm:identity", "livechat:demo:old", "1000:1001")
-    assert await move_old_layout(redis) == 4
-    assert not await redis.exists(IDENTITIES, LEADS_OF)
+    await redis.hset(IDENTITY, "livechat:demo:old", "1000:1001")
+    assert await move_old_layout(redis) == 5
+    assert not await redis.exists(IDENTITY, IDENTITIES, LEADS_OF)
+    assert await crm.identify(ChannelIdentity("livechat", "demo", "old")) == CrmRef("1000", "1001")
+    assert await crm.identify(ChannelIdentity("livechat", "demo", "s1")) == ref
     assert await crm.identities("1000") == [("livechat", "demo", "old"), ("whatsapp", "main", "905551112233")]
     assert await crm.identities(ref.contact_id) == [("livechat", "demo", "s1"), ("telegram", "shop", "42")]
     assert await _field(redis, LEADS_OF, "1000") == b"1001,1003"

@@ -21,7 +21,7 @@ from bot.runtime.service import lead_conversation_key
 from bot.server.services import Services, open_services
 from bot.store import codec
 from crm_bridge import RedisCrm
-from crm_bridge.redis_crm import ID_BLOCK
+from crm_bridge.redis_crm import ID_BLOCK, identity_hash
 from tests.engine.helpers import make_doc
 from tests.runtime.roundtrips import RoundTrips
 
@@ -151,8 +151,9 @@ async def test_a_first_message_costs_three_round_trips_its_identity_created_in_o
     # new lead's events find it) and its records' versions; the save. Nothing read back.
     assert len(fast) == 3 and slow == [], (fast, slow)
     push, create, save = fast
-    assert ("HGET", "sb:crm:identity", "livechat:demo:newcomer") in push
-    assert len(create) == 1 and create[0][0] == "EVALSHA" and create[0][3:5] == ("sb:crm:identity", "sb:crm:versions")
+    claims = identity_hash("livechat:demo:newcomer")
+    assert ("HGET", claims, "livechat:demo:newcomer") in push
+    assert len(create) == 1 and create[0][0] == "EVALSHA" and create[0][3:5] == (claims, "sb:crm:versions")
     args = create[0][5:]
     assert args[0] == "livechat:demo:newcomer"
     contact_id, lead_id = args[1].split(":")
@@ -210,7 +211,7 @@ async def test_a_known_conversation_new_to_this_process_finds_its_lead_without_c
     await redis.hdel(f"sb:c:{{{cid}}}:meta", "lead_id", "contact_id")  # as if its metadata had lost them
     ids = await redis.get("sb:crm:ids")
     _, _, fast, _ = await _measured(svc, redis, trips, "elsewhere", "e2")
-    assert ("HGET", "sb:crm:identity", "livechat:demo:elsewhere") in fast[0]
+    assert ("HGET", identity_hash("livechat:demo:elsewhere"), "livechat:demo:elsewhere") in fast[0]
     assert await redis.get("sb:crm:ids") == ids  # no new records
     assert (await svc.store.meta(cid))["lead_id"] == lead
     assert await redis.hget(lead_conversation_key(lead), lead) == cid.encode()
