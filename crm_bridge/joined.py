@@ -96,4 +96,3 @@ async def read(redis: Redis, key: str, owners: Sequence[str], old_key: Callable[
 def members(line: Any, sep: str) -> list[str]:
     """The members of one owner's line (``None``: none)."""
     return [m for m in text(line).split(sep) if m] if line else []
-

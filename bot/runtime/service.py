@@ -44,14 +44,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("salesbot.runtime")
 _TRACE_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 #: lead id -> the conversation working on it (written when the conversation's lead is found): a
-#: field of a bucket hash of 128 lead ids (``lead_conversation_key``), about 40 B a lead where a
-#: field of the one big hash it was before issue 14's fifth wave cost 98 (moved at start).
+#: field of a bucket hash of 128 lead ids (of 1,024 by CRC-32 for Kommo's sparse ids;
+#: ``lead_conversation_key``), about 40 B a lead where a field of the one big hash it was before
+#: issue 14's fifth wave cost 98 (moved at start).
 LEAD_CONVERSATIONS_KEY = "sb:lead_conversations"
 
 
 def lead_conversation_key(lead_id: str) -> str:
     """The hash whose field ``lead_id`` names the lead's conversation (``bot/store/buckets.py``)."""
     return buckets.bucket(LEAD_CONVERSATIONS_KEY, lead_id)
+
+
 #: Conversations whose CRM lead a process remembers, to prefetch its snapshot with the push.
 SNAPSHOT_REFS_MAX = 10_000
 #: Decoded states a process keeps beside the blob it saved: the next batch of the conversation
