@@ -255,10 +255,17 @@ return #page / 2
 """
 
 
+#: Set once the contacts' stage counts of older versions are moved (its value: how many members).
+CONTACT_STAGES_DONE = f"{T}:layout:contact_stages"
+
+
 async def move_contact_stages(redis: Redis) -> int:
-    """At start: the contacts' stage counts of older versions (``old_contact_stage_key``) moved
-    into the sets and hashes (one script per 500 members, all keys in the ``{crm}`` slot, also on
-    a Redis Cluster); the number of members moved (0 after one ``SCAN`` when there are none)."""
+    """At the first start of this version: the contacts' stage counts of older versions
+    (``old_contact_stage_key``) moved into the sets and hashes (a ``SCAN`` of the keys, one script
+    per 500 members, all keys in the ``{crm}`` slot, also on a Redis Cluster); the number of
+    members moved. ``CONTACT_STAGES_DONE`` then records it: later starts read one key."""
+    if await redis.exists(CONTACT_STAGES_DONE):
+        return 0
     moved = 0
     prefix = old_contact_stage_key("")
     async for raw in redis.scan_iter(match=prefix + "*", count=1000):  # (no glob character in it)
@@ -267,6 +274,7 @@ async def move_contact_stages(redis: Redis) -> int:
         while n := int(await redis.eval(MOVE_STAGE_PAGE, 3, key, contact_stage_key(stage),
                                         contact_stage_more_key(stage), UPGRADE_BATCH)):
             moved += n
+    await redis.set(CONTACT_STAGES_DONE, moved)
     return moved
 
 

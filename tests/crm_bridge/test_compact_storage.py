@@ -13,6 +13,7 @@ from crm_bridge.codec import COMPACT, pack, pack_record, unpack
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory, record_key
 from crm_bridge.indexes import (
+    CONTACT_STAGES_DONE,
     LEADS_OF,
     OLD_DEFAULT_STATUS_KEY,
     contact_stage_key,
@@ -275,9 +276,10 @@ async def test_the_contacts_stage_counts_of_an_older_version_are_moved_at_start(
     crm = RedisCrm(redis, pipelines=PIPELINES)
     directory = CrmDirectory(crm)
     ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
-    await redis.delete(contact_stage_key("Sales/New"))  # as an older version kept it:
+    await redis.delete(contact_stage_key("Sales/New"), CONTACT_STAGES_DONE)  # as an older version kept it:
     await redis.zadd(old_contact_stage_key("Sales/New"), {ref.contact_id: 2, "77": 1})
     assert await move_old_layout(redis) == 2
+    assert await redis.get(CONTACT_STAGES_DONE) == b"2"  # later starts read this key, no SCAN
     assert not await redis.exists(old_contact_stage_key("Sales/New"))
     assert await redis.smembers(contact_stage_key("Sales/New")) == {ref.contact_id.encode(), b"77"}
     found, _ = await directory.search("contact", filters={"stage": "New"})
