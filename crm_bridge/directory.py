@@ -29,6 +29,7 @@ from .indexes import (
     CrmIndexes,
     T,
     by_key,
+    contact_stage_key,
     id_words,
     leads_of,
     matches,
@@ -38,6 +39,7 @@ from .indexes import (
     search_terms,
     stage_value,
     stamp_stage,
+    status_filter,
     tags_key,
 )
 from .memory import DEFAULT_PIPELINE, DEFAULT_STAGES, MemoryCrm
@@ -233,18 +235,18 @@ class CrmDirectory:
         leads ``stage`` (+ ``pipeline``), ``tag`` (list), ``responsible``."""
         limit = max(1, min(int(limit), MAX_PAGE))
         offset = max(0, int(offset))
-        keys = self._filter_keys(kind, filters or {})
+        keys, excluded = self._filter_keys(kind, filters or {})
         if kind == "contact" and (filters or {}).get("responsible"):
             await self.indexes.current()  # a set the upgrade may still be filling: never a short list
         if q and q.strip():
-            ids = await self._search_ids(kind, q, keys)
+            ids = await self._search_ids(kind, q, keys, excluded)
             if before is not None:
                 times = await self._updated_at(kind, ids)
                 ids = [i for i, at in zip(ids, times, strict=True) if (at or 0) < before]
             page = ids[offset:offset + limit]
             return await self._present(kind, await self.get_many(kind, page)), len(ids)
         top = "+inf" if before is None else f"({before!r}"
-        if not keys:
+        if not keys and not excluded:
             pipe = self.redis.pipeline(transaction=False)
             pipe.zrevrangebyscore(recent_key(kind), top, "-inf", start=offset, num=limit)
             pipe.zcard(recent_key(kind))
@@ -252,23 +254,29 @@ class CrmDirectory:
         else:
             tmp = f"{T}:tmp:{uuid.uuid4().hex}"
             pipe = self.redis.pipeline(transaction=False)
-            pipe.zinterstore(tmp, {recent_key(kind): 1, **dict.fromkeys(keys, 0)})
+            if keys:
+                pipe.zinterstore(tmp, {recent_key(kind): 1, **dict.fromkeys(keys, 0)})
+            if excluded:  # the default status: those in none of the other statuses' sets
+                pipe.zdiffstore(tmp, [tmp if keys else recent_key(kind), *excluded])
             pipe.expire(tmp, 30)  # deleted below; the TTL covers a client that dies in between
             pipe.zrevrangebyscore(tmp, top, "-inf", start=offset, num=limit)
             pipe.delete(tmp)
-            total, _, raw, _ = await pipe.execute()
+            *_, total, _, raw, _ = await pipe.execute()
         ids = [i.decode() for i in raw]
         return await self._present(kind, await self.get_many(kind, ids)), int(total)
 
-    def _filter_keys(self, kind: str, filters: Mapping[str, Any]) -> list[str]:
-        keys = []
+    def _filter_keys(self, kind: str, filters: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """The sets the listed records are in, and the sets they are in none of."""
+        keys: list[str] = []
+        excluded: list[str] = []
         allowed = {"contact": ("status", "temperature", "tag", "responsible", "stage", "pipeline"),
                    "lead": ("stage", "tag", "responsible", "pipeline")}[kind]
         unknown = [k for k, v in filters.items() if v not in (None, "", []) and k not in allowed]
         if unknown:
             raise CrmRejected(f"unknown filter {unknown[0]!r} (filters: {', '.join(allowed)})")
         if filters.get("status"):
-            keys.append(by_key(kind, "status", card_value("status", filters["status"])))
+            within, excluded = status_filter(card_value("status", filters["status"]))
+            keys += within
         if filters.get("temperature"):
             keys.append(by_key(kind, "temperature", card_value("temperature", filters["temperature"])))
         tags = filters.get("tag") or []
@@ -278,12 +286,13 @@ class CrmDirectory:
             keys.append(by_key(kind, "responsible", filters["responsible"]))
         if filters.get("stage"):
             pipeline = filters.get("pipeline") or self.pipelines()[0]["name"]
-            keys.append(by_key(kind, "stage", stage_value(pipeline, filters["stage"])))
+            stage = stage_value(pipeline, filters["stage"])
+            keys.append(contact_stage_key(stage) if kind == "contact" else by_key(kind, "stage", stage))
         elif filters.get("pipeline"):
             raise CrmRejected("pipeline filters together with stage")
-        return keys
+        return keys, excluded
 
-    async def _search_ids(self, kind: str, q: str, keys: list[str]) -> list[str]:
+    async def _search_ids(self, kind: str, q: str, keys: list[str], excluded: list[str]) -> list[str]:
         words = query_words(q)
         if not words:
             return []
@@ -305,15 +314,14 @@ class CrmDirectory:
             more = {i for ids in linked.values() for i in ids} - {r["id"] for r in records}
             records += await self.get_many("lead", sorted(more))
         ids = [r["id"] for r in records]
-        if keys and ids:
+        if (keys or excluded) and ids:
             pipe = self.redis.pipeline(transaction=False)
-            for key in keys:
-                if ":stage:" in key and kind == "contact":
-                    pipe.zmscore(key, ids)
-                else:
-                    pipe.smismember(key, ids)
+            for key in [*keys, *excluded]:
+                pipe.smismember(key, ids)
             checks = await pipe.execute()
-            ids = [i for n, i in enumerate(ids) if all(c[n] not in (None, 0, False) for c in checks)]
+            within, outside = checks[:len(keys)], checks[len(keys):]
+            ids = [i for n, i in enumerate(ids) if all(c[n] not in (None, 0, False) for c in within)
+                   and not any(c[n] for c in outside)]
         times = await self._updated_at(kind, ids)
         return [i for _, i in sorted(zip(times, ids, strict=True), key=lambda p: -(p[0] or 0))]
 

@@ -10,12 +10,14 @@ below stay in one slot of a Redis Cluster.
 key                                     holds
 ======================================  =========================================================
 ``sb:{crm}:recent:<kind>``              zset id -> time of the last write (newest first listing)
-``sb:{crm}:by:contact:status:<v>``      set of contact ids (also ``temperature``, ``tag``, ``responsible``)
+``sb:{crm}:by:contact:status:<v>``      set of contact ids (also ``temperature``, ``tag``, ``responsible``);
+                                        none for the default status ``potential`` (``status_filter``)
 ``sb:{crm}:by:lead:stage:<p>/<s>``      set of lead ids (also ``tag``, ``responsible``)
-``sb:{crm}:by:contact:stage:<p>/<s>``   zset contact id -> how many of its leads are there
+``sb:{crm}:by:contact:in:<p>/<s>``      set of the contacts with a lead there, and
+``sb:{crm}:more:contact:in:<p>/<s>``    hash contact id -> how many more (two leads: 1)
 ``sb:{crm}:tags:<kind>``                zset tag -> how many records carry it
 ``sb:{crm}:search:<kind>``              lexicographic zset of ``term NUL id`` (prefix search)
-``sb:crm:leads_of``                      hash contact id -> its lead ids, comma-separated
+``sb:crm:leads_of:b:<id // 128>``        hash contact id -> its lead ids, comma-separated
 ``sb:{crm}:indexed``                    the index layout's version (``upgrade``)
 ======================================  =========================================================
 
@@ -26,8 +28,10 @@ words on the few records found. Terms are case- and accent-folded words of names
 (whole, local part, domain) and the phone's digits (international and national).
 
 A contact's leads were a set of their own, ``sb:crm:leads_of:<contact id>`` (``old_leads_of_key``),
-before issue 14's memory work: a field of one hash costs a third. ``leads_of`` moves an old set
-into the hash on first touch (``joined.py``); a lead leaving a contact is removed from both.
+before issue 14's memory work, then a field of one big hash ``sb:crm:leads_of``, now a field of
+a bucket of 128 contacts (``joined.py``: about 10 B where the big hash's field cost 83).
+``leads_of`` moves an old set into the bucket on first touch; the big hash is moved at start
+(``redis_crm.move_old_layout``); a lead leaving a contact is removed from the set too.
 
 Contacts gained the ``responsible`` set in issue 15 (the customers view filters by it). Contacts
 written before that are not in it: ``upgrade`` adds them once, in the background after a
@@ -46,7 +50,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from . import joined
-from .card import CARD_DEFAULTS
+from .card import CARD_DEFAULTS, STATUSES
 from .codec import unpack
 
 T = "sb:{crm}"
@@ -63,6 +67,21 @@ def recent_key(kind: str) -> str:
 
 def by_key(kind: str, field: str, value: Any) -> str:
     return f"{T}:by:{kind}:{field}:{value}"
+
+
+#: The status of every contact until one is set (``card.py``). It has no set of its own (about 58 B
+#: a contact, issue 14): a contact has it when it is in none of the other statuses' sets.
+DEFAULT_STATUS = CARD_DEFAULTS["status"]
+#: The set of the default status that versions before issue 14's fifth wave kept: dropped at start
+#: (``redis_crm.move_old_layout``).
+OLD_DEFAULT_STATUS_KEY = f"{T}:by:contact:status:{DEFAULT_STATUS}"
+
+
+def status_filter(status: str) -> tuple[list[str], list[str]]:
+    """The sets a contact with ``status`` is in, and those it is in none of (the default status)."""
+    if status != DEFAULT_STATUS:
+        return [by_key("contact", "status", status)], []
+    return [], [by_key("contact", "status", s) for s in STATUSES if s != DEFAULT_STATUS]
 
 
 def stamp_stage(old: dict[str, Any] | None, new: dict[str, Any], now: float) -> None:
@@ -84,7 +103,7 @@ def search_key(kind: str) -> str:
     return f"{T}:search:{kind}"
 
 
-#: Each contact's lead ids, comma-separated (``joined.py``).
+#: Each contact's lead ids, comma-separated: a list of ``joined.py`` (fields of its buckets).
 LEADS_OF = "sb:crm:leads_of"
 
 
@@ -173,7 +192,8 @@ def _memberships(kind: str, record: dict[str, Any] | None) -> set[str]:
         return set()
     keys = {by_key(kind, "tag", t) for t in record.get("tags") or []}
     if kind == "contact":
-        keys.add(by_key(kind, "status", record.get("status") or CARD_DEFAULTS["status"]))
+        if (record.get("status") or DEFAULT_STATUS) != DEFAULT_STATUS:  # the default's: no set (``status_filter``)
+            keys.add(by_key(kind, "status", record["status"]))
         if record.get("temperature"):
             keys.add(by_key(kind, "temperature", record["temperature"]))
     else:
@@ -183,10 +203,85 @@ def _memberships(kind: str, record: dict[str, Any] | None) -> set[str]:
     return keys
 
 
+def contact_stage_key(stage: str) -> str:
+    """The set of the contacts with a lead in ``stage`` (``<pipeline>/<stage>``)."""
+    return f"{T}:by:contact:in:{stage}"
+
+
+def contact_stage_more_key(stage: str) -> str:
+    """The hash contact id -> how many *more* of its leads are in ``stage`` (only those with two or more)."""
+    return f"{T}:more:contact:in:{stage}"
+
+
+def old_contact_stage_key(stage: str) -> str:
+    """The sorted set contact id -> how many of its leads are in ``stage`` of versions before issue
+    14's fifth wave (moved at start: ``move_contact_stages``)."""
+    return by_key("contact", "stage", stage)
+
+
+#: One more (ARGV[2] = '1') or one fewer ('-1') lead of contact ARGV[1] in a stage: the set
+#: KEYS[1] holds the contacts with one or more, the hash KEYS[2] how many more than one (a contact
+#: with one lead there, nearly every contact, costs a set member: about 58 B, where a sorted set's
+#: member with its count cost 107; issue 14, aim 3).
+STAGE_COUNT = """
+if ARGV[2] == '1' then
+  if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
+  return 1
+end
+local more = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if more > 1 then redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
+elseif more == 1 then redis.call('HDEL', KEYS[2], ARGV[1])
+else redis.call('SREM', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+def stage_count(contact: str, stage: str, by: int) -> tuple[str, int, str, str, str, str]:
+    """The ``EVAL`` arguments of one more (``by`` 1) or one fewer (-1) lead of ``contact`` in ``stage``."""
+    return (STAGE_COUNT, 2, contact_stage_key(stage), contact_stage_more_key(stage), contact, str(by))
+
+
+#: Move a page of the old sorted set KEYS[1] (ARGV[1] members) into the set KEYS[2] and the
+#: hash of the counts above one KEYS[3]; returns the members moved (0: the sorted set is gone).
+MOVE_STAGE_PAGE = """
+local page = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+for i = 1, #page, 2 do
+  local n = tonumber(page[i + 1])
+  if n >= 1 then redis.call('SADD', KEYS[2], page[i]) end
+  if n >= 2 then redis.call('HINCRBY', KEYS[3], page[i], n - 1) end
+  redis.call('ZREM', KEYS[1], page[i])
+end
+return #page / 2
+"""
+
+
+#: Set once the contacts' stage counts of older versions are moved (its value: how many members).
+CONTACT_STAGES_DONE = f"{T}:layout:contact_stages"
+
+
+async def move_contact_stages(redis: Redis) -> int:
+    """At the first start of this version: the contacts' stage counts of older versions
+    (``old_contact_stage_key``) moved into the sets and hashes (a ``SCAN`` of the keys, one script
+    per 500 members, all keys in the ``{crm}`` slot, also on a Redis Cluster); the number of
+    members moved. ``CONTACT_STAGES_DONE`` then records it: later starts read one key."""
+    if await redis.exists(CONTACT_STAGES_DONE):
+        return 0
+    moved = 0
+    prefix = old_contact_stage_key("")
+    async for raw in redis.scan_iter(match=prefix + "*", count=1000):  # (no glob character in it)
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        stage = key[len(prefix):]
+        while n := int(await redis.eval(MOVE_STAGE_PAGE, 3, key, contact_stage_key(stage),
+                                        contact_stage_more_key(stage), UPGRADE_BATCH)):
+            moved += n
+    await redis.set(CONTACT_STAGES_DONE, moved)
+    return moved
+
+
 def _contact_stages(lead: dict[str, Any] | None) -> set[tuple[str, str]]:
     if not lead:
         return set()
-    stage = by_key("contact", "stage", stage_value(lead.get("pipeline"), lead.get("stage")))
+    stage = stage_value(lead.get("pipeline"), lead.get("stage"))
     return {(str(c), stage) for c in lead.get("contacts") or []}
 
 
@@ -218,11 +313,10 @@ class CrmIndexes:
             pipe.zadd(search_key(kind), {f"{t}\x00{rid}": 0 for t in new_terms - old_terms})
         if kind == "lead":
             old_pairs, new_pairs = _contact_stages(old), _contact_stages(new)
-            for contact, key in old_pairs - new_pairs:
-                pipe.zincrby(key, -1, contact)
-                pipe.zremrangebyscore(key, "-inf", 0)
-            for contact, key in new_pairs - old_pairs:
-                pipe.zincrby(key, 1, contact)
+            for contact, stage in old_pairs - new_pairs:
+                pipe.eval(*stage_count(contact, stage, -1))
+            for contact, stage in new_pairs - old_pairs:
+                pipe.eval(*stage_count(contact, stage, 1))
             old_contacts = {str(c) for c in (old or {}).get("contacts") or []}
             new_contacts = {str(c) for c in (new or {}).get("contacts") or []}
             for contact in old_contacts - new_contacts:

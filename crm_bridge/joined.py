@@ -1,9 +1,19 @@
-"""Short lists stored as one field of a shared hash (``owner -> a,b,c``) instead of a set per owner.
+"""Short lists stored as one field of a bucket hash (``owner -> a,b,c``) instead of a set per owner.
 
 A set of its own costs a key (name, object, dictionary entry) and, for members that are not
-integers, a hash table: about 280 B for a contact's one identity; a field of a shared hash about
-100 B (issue 14, aim 3). The embedded CRM keeps two such lists: each contact's channel identities
-(``sb:crm:identities``) and each contact's lead ids (``sb:crm:leads_of``).
+integers, a hash table: about 280 B for a contact's one identity; a field of one big shared hash
+about 100 B, as that hash is a real hash table (a dictionary entry and two strings per field). So
+the owners are spread over *buckets* (``bot/store/buckets.py``: ``<key>:b:<id // 128>``), hashes
+small enough for Redis' compact encoding: a field then costs its bytes and a few more, about 10 B
+for a contact's lead ids, 40 B for an identity (issue 14, aim 3). The embedded CRM keeps two such
+lists: each contact's channel identities (``sb:crm:identities``) and each contact's lead ids
+(``sb:crm:leads_of``).
+
+Before issue 14's fifth wave each list was one big hash (``sb:crm:identities`` itself): at start,
+``buckets.move_unbucketed`` moves its fields into the buckets, a field of both keeping the old
+members first (once; later starts find no such hash), so readers read the buckets only. As for
+every layout change (``bot/store/layout.py``), stop the processes of an older version before this
+one starts.
 
 An older version kept them as sets (``sb:crm:identities_of:<id>``, ``sb:crm:leads_of:<id>``).
 ``read`` moves such a set into the owner's field the first time it meets it, in one script that
@@ -19,6 +29,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bot.store import buckets
 from bot.store.clusterclient import is_cluster
 
 from .codec import text
@@ -56,9 +67,9 @@ return v
 
 
 def edit(key: str, owner: str, member: str, *, add: bool, sep: str) -> tuple[str, int, str, str, str, str, str]:
-    """The ``EVAL`` arguments that add or remove ``member`` in ``owner``'s field (for a pipeline:
-    ``pipe.eval(*edit(...))``)."""
-    return (EDIT, 1, key, owner, member, "1" if add else "0", sep)
+    """The ``EVAL`` arguments that add or remove ``member`` in ``owner``'s field of the list
+    ``key`` (in its bucket; for a pipeline: ``pipe.eval(*edit(...))``)."""
+    return (EDIT, 1, buckets.bucket(key, owner), owner, member, "1" if add else "0", sep)
 
 
 async def read(redis: Redis, key: str, owners: Sequence[str], old_key: Callable[[str], str],
@@ -68,15 +79,16 @@ async def read(redis: Redis, key: str, owners: Sequence[str], old_key: Callable[
         return {}
     single = not is_cluster(redis)
     pipe = redis.pipeline(transaction=False)
-    pipe.hmget(key, list(owners))
+    sort_back = buckets.queue_reads(pipe, key, owners)
     if single:
         for owner in owners:
             pipe.exists(old_key(owner))
-    lines, *old = await pipe.execute()
+    replies = await pipe.execute()
     found: dict[str, list[str]] = {}
-    for n, (owner, line) in enumerate(zip(owners, lines, strict=True)):
+    got, old = sort_back(replies), replies[len(replies) - len(owners):] if single else []
+    for n, (owner, line) in enumerate(zip(owners, got, strict=True)):
         if single and old[n]:
-            line = await redis.eval(MOVE, 2, key, old_key(owner), owner, sep)
+            line = await redis.eval(MOVE, 2, buckets.bucket(key, owner), old_key(owner), owner, sep)
         found[owner] = members(line, sep)
     return found
 

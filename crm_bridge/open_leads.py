@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from bot.store import buckets
+
 from . import joined
 from .codec import unpack
 from .indexes import LEADS_OF
@@ -36,6 +38,6 @@ def newest_open(leads: Iterable[Mapping[str, Any]]) -> str | None:
 async def newest_open_watched(pipe: Any, cid: str, lead_key: Callable[[str], str]) -> str | None:
     """``newest_open`` of the contact's leads read on a pipeline after its WATCH (which runs
     commands at once, on the pipeline's own connection: its caller needs no second one)."""
-    lead_ids = joined.members((await pipe.hmget(LEADS_OF, [cid]))[0], ",")
+    lead_ids = joined.members((await buckets.fields(pipe, LEADS_OF, [cid]))[0], ",")
     raws = await pipe.mget([lead_key(lid) for lid in lead_ids]) if lead_ids else []
     return newest_open(unpack(raw) for raw in raws if raw)

@@ -24,6 +24,7 @@ from typing import Any, Protocol, cast
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from bot.store import buckets
 from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.resp import RespClient, RespPipeline, RespTransaction
 from bot.store.scripts import Lua, send_commands
@@ -31,7 +32,7 @@ from bot.store.scripts import Lua, send_commands
 from . import joined
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
 from .codec import pack, pack_record, text, unpack
-from .indexes import CrmIndexes, stamp_stage
+from .indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, STAGE_COUNT, CrmIndexes, move_contact_stages, stamp_stage
 from .interface import ChannelIdentity, CommandResult, CrmRef
 from .memory import MemoryCrm
 from .notes import NoteStore
@@ -44,6 +45,19 @@ def _identity_key(identity: ChannelIdentity) -> str:
     return f"{identity.channel}:{identity.account}:{identity.external_id}"
 
 
+#: Each channel identity (``channel:account:external id``) -> its contact and lead
+#: (``<contact id>:<lead id>``): a field of one of 1,024 bucket hashes chosen by the identity's
+#: CRC-32 (``identity_hash``, ``bot/store/buckets.py``): about 50 B an identity at 10,000 where the
+#: one big hash ``sb:crm:identity`` of older versions (moved at start) cost 103; more below about
+#: 2,000 identities (a bucket's own overhead, about 110 B an identity at 1,000 against 98).
+IDENTITY = f"{_P}:identity"
+
+
+def identity_hash(key: str) -> str:
+    """The hash holding the identity ``key``'s field."""
+    return buckets.bucket(IDENTITY, key)
+
+
 def identities_key(contact_id: str) -> str:
     """The *old* layout's set of a contact's channel identities (before issue 14's memory work):
     moved into ``IDENTITIES`` on first touch (``joined.py``)."""
@@ -51,11 +65,24 @@ def identities_key(contact_id: str) -> str:
 
 
 #: The channel identities (``channel:account:external id``) each contact is known by, the reverse
-#: of ``sb:crm:identity``, so the bot can write first on a channel the contact used: one hash,
-#: contact id -> its identities joined by ``\\x1f`` (a separator no input string holds, see
-#: ``bot/inputs.py``). A field costs a third of what a set of its own did (issue 14).
+#: of ``sb:crm:identity``, so the bot can write first on a channel the contact used: a field of a
+#: bucket hash (``bot/store/buckets.py``: ``sb:crm:identities:b:<id // 128>``), contact id -> its
+#: identities joined by ``\\x1f`` (a separator no input string holds, see ``bot/inputs.py``).
+#: About 45 B a contact, a sixth of what a set of its own did (issue 14).
 IDENTITIES = f"{_P}:identities"
 _SEP = "\x1f"
+
+
+async def move_old_layout(redis: Redis) -> int:
+    """At start: what an older version kept in another layout: the identities, the contacts'
+    identities and leads (one big hash each) moved into their buckets (``buckets.move_unbucketed``), the contacts'
+    stage counts (sorted sets) into sets (``indexes.move_contact_stages``), and the set of the
+    contacts of the default status (``indexes.status_filter``) dropped; the number of fields and
+    members moved."""
+    await redis.unlink(OLD_DEFAULT_STATUS_KEY)
+    return (await buckets.move_unbucketed(redis, IDENTITY, "")  # a claim this version made wins
+            + await buckets.move_unbucketed(redis, IDENTITIES, _SEP)
+            + await buckets.move_unbucketed(redis, LEADS_OF, ",") + await move_contact_stages(redis))
 #: Record ids a process takes at once (``sb:crm:ids``) for the contacts and leads of new
 #: identities: the ids are at hand when the records are built, so the claim and the records go
 #: in one script. Ids a process took and did not use are gaps, as any id taken and not used.
@@ -82,9 +109,12 @@ return {1, last}
 
 def _plain(command: tuple[Any, ...], contact_id: str) -> tuple[Any, ...]:
     """``command`` as a script may run it: a new contact's first lead (``joined.edit``, a script of
-    its own) is its field set. The contact's id is new: its field is empty."""
+    its own) is its field set, and its lead's stage (``indexes.stage_count``) its membership of the
+    stage's set. The contact's id is new: its field is empty, it has no other lead."""
     if command[0] != "EVAL":
         return command
+    if command[1] == STAGE_COUNT and command[5] == contact_id and command[6] == "1":
+        return ("SADD", command[3], contact_id)
     _, source, _, key, owner, member, add, _ = command
     if source != joined.EDIT or owner != contact_id or add != "1":
         raise AssertionError(f"no plain form for {command[:1]} of {key}")
@@ -175,7 +205,8 @@ class RedisCrm:
     def identity_reads(self, identity: ChannelIdentity) -> list[tuple[Any, ...]]:
         """The read that finds an identity's records; the runtime sends it with its push. With it
         the ids for new records when this process has none left (no round trip of their own)."""
-        reads: list[tuple[Any, ...]] = [("HGET", f"{_P}:identity", _identity_key(identity))]
+        key = _identity_key(identity)
+        reads: list[tuple[Any, ...]] = [("HGET", identity_hash(key), key)]
         if len(self._spare) < 2:
             reads.append(("INCRBY", f"{_P}:ids", ID_BLOCK))
         return reads
@@ -198,7 +229,8 @@ class RedisCrm:
             self._spare.extend(str(i) for i in range(replies[1] - ID_BLOCK + 1, replies[1] + 1))
 
     async def identify(self, identity: ChannelIdentity) -> CrmRef:
-        found = await self.redis.hget(f"{_P}:identity", _identity_key(identity))
+        key = _identity_key(identity)
+        found = await self.redis.hget(identity_hash(key), key)
         if found:
             contact_id, lead_id = text(found).split(":")
             return CrmRef(contact_id, lead_id)
@@ -220,7 +252,7 @@ class RedisCrm:
         ref = CrmRef(contact_id, lead_id)
 
         def records(pipe: Any) -> None:
-            pipe.hset(IDENTITIES, contact_id, key)  # a new contact: its first identity
+            pipe.hset(buckets.bucket(IDENTITIES, contact_id), contact_id, key)  # a new contact: its first identity
             pipe.set(f"{_P}:contact:{contact_id}", contact)  # before the lead: see snapshot_from
             pipe.set(f"{_P}:lead:{lead_id}", lead)
             CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
@@ -240,14 +272,14 @@ class RedisCrm:
                 command = _plain(command, contact_id)
                 args += [len(command), *command]
             ((created, reply),) = await send_commands(
-                lean, [self._create_script.command([f"{_P}:identity", VERSIONS], args)], [self._create_script])
+                lean, [self._create_script.command([identity_hash(key), VERSIONS], args)], [self._create_script])
             if not created:  # another process created it first
                 self._spare.extend((contact_id, lead_id))  # not used: the next new identity's
                 found_contact, found_lead = text(reply).split(":")
                 return CrmRef(found_contact, found_lead), None
             self.written(changes)
             return ref, [reply, contact, lead]  # the versions read in the script: the snapshot can be kept
-        claimed = (f"{_P}:identity", key, claim)
+        claimed = (identity_hash(key), key, claim)
         if not int(await self.redis.hsetnx(*claimed)):
             self._spare.extend((contact_id, lead_id))
             return await self.identify(identity), None  # another process created it first
@@ -261,7 +293,7 @@ class RedisCrm:
         """Record that ``identity`` is ``ref``'s contact (a conversation the bot opened for a known
         contact), unless the identity is known already: then its records are returned."""
         key = f"{identity.channel}:{identity.account}:{identity.external_id}"
-        if await self.redis.hsetnx(f"{_P}:identity", key, f"{ref.contact_id}:{ref.lead_id}"):
+        if await self.redis.hsetnx(identity_hash(key), key, f"{ref.contact_id}:{ref.lead_id}"):
             await self.redis.eval(*joined.edit(IDENTITIES, ref.contact_id, key, add=True, sep=_SEP))
             return ref
         return await self.identify(identity)

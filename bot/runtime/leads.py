@@ -44,7 +44,7 @@ from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.keys import contact_processes_key
 from .metrics import Metrics
 from .queueloop import QueueProcessor
-from .service import LEAD_CONVERSATIONS_KEY, SNAPSHOT_REFS_MAX, _remember
+from .service import SNAPSHOT_REFS_MAX, _remember, lead_conversation_key
 
 log = logging.getLogger("salesbot.leads")
 #: The queue id of a lead is this prefix and the lead's id.
@@ -363,7 +363,7 @@ class LeadService(QueueProcessor[Prefetched]):
         if self.reactor is not None and self._prefetch is not None:
             ref = CrmRef(contact_id or self._contacts.get(lead_id, ""), lead_id)
             snapshot = self._prefetch.snapshot_reads(ref)
-        conversation = ("HGET", LEAD_CONVERSATIONS_KEY, lead_id) if forward else None
+        conversation = ("HGET", lead_conversation_key(lead_id), lead_id) if forward else None
         contact = (contact_id or self._contacts.get(lead_id)) if processes else None
         return _Reads(reactor, ref, snapshot, conversation, contact or None)
 
@@ -494,7 +494,7 @@ class _Conversation:
 
     async def of(self, redis: Any, lead_id: str) -> bytes | str | None:
         if not self._read:
-            self._found = await redis.hget(LEAD_CONVERSATIONS_KEY, lead_id)
+            self._found = await redis.hget(lead_conversation_key(lead_id), lead_id)
             self._read = True
         return self._found
 

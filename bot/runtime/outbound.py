@@ -38,7 +38,7 @@ from ..store import keys as k
 from ..store import replies
 from ..store.conversations import ConversationStore, SaveRequest
 from .relay import Job
-from .service import LEAD_CONVERSATIONS_KEY
+from .service import lead_conversation_key
 
 log = logging.getLogger("salesbot.outbound")
 
@@ -259,7 +259,7 @@ class OutboundService:
     async def _last(self, contact: Contact) -> str | None:
         """The most recently active conversation of the lead or of its contact (any channel)."""
         candidates: list[str] = []
-        found = await self.redis.hget(LEAD_CONVERSATIONS_KEY, contact.lead_id)
+        found = await self.redis.hget(lead_conversation_key(contact.lead_id), contact.lead_id)
         if found:
             candidates.append(replies.text(found))
         candidates += [k.conversation_id(c, a, x) for c, a, x in await self._identities(contact.id)]
@@ -350,7 +350,7 @@ class OutboundService:
         dedupe = f"outbound:{idempotency_key}" if idempotency_key else None
         result = await self.conversations.deliver(cid, ev.StartBot(bot, None, variables), dedupe_id=dedupe,
                                                   meta=new_meta)
-        await self.redis.hset(LEAD_CONVERSATIONS_KEY, contact.lead_id, cid)
+        await self.redis.hset(lead_conversation_key(contact.lead_id), contact.lead_id, cid)
         if idempotency_key:
             await self.redis.set(_idempotency_key(idempotency_key), cid, nx=True, ex=IDEMPOTENCY_TTL)
         duplicate = bool(getattr(result, "duplicate", False))

@@ -24,7 +24,7 @@ from ..engine.flows import FlowSource
 from ..engine.state import ConversationState
 from ..engine.transcript import inbound_entry, internal_entry, outbound_entry, system_entry
 from ..errors import CrmError, CrmTemporary
-from ..store import codec, statefields
+from ..store import buckets, codec, statefields
 from ..store import indexes as convindex
 from ..store.analytics import AnalyticsCounts
 from ..store.conversations import Batch, ConversationStore, SaveRequest
@@ -43,8 +43,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("salesbot.runtime")
 _TRACE_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
-#: lead id -> the conversation working on it (written when the conversation's lead is found).
+#: lead id -> the conversation working on it (written when the conversation's lead is found): a
+#: field of a bucket hash of 128 lead ids (of 1,024 by CRC-32 for Kommo's sparse ids;
+#: ``lead_conversation_key``), about 40 B a lead where a field of the one big hash it was before
+#: issue 14's fifth wave cost 98 (moved at start).
 LEAD_CONVERSATIONS_KEY = "sb:lead_conversations"
+
+
+def lead_conversation_key(lead_id: str) -> str:
+    """The hash whose field ``lead_id`` names the lead's conversation (``bot/store/buckets.py``)."""
+    return buckets.bucket(LEAD_CONVERSATIONS_KEY, lead_id)
+
+
 #: Conversations whose CRM lead a process remembers, to prefetch its snapshot with the push.
 SNAPSHOT_REFS_MAX = 10_000
 #: Decoded states a process keeps beside the blob it saved: the next batch of the conversation
@@ -455,7 +465,7 @@ class ConversationService(QueueProcessor[Prefetched]):
 
         def link(new: CrmRef) -> list[tuple[Any, ...]]:  # written with the new lead: its events find cid
             linked.append(new)
-            return [("HSET", LEAD_CONVERSATIONS_KEY, new.lead_id, cid)] if cid else []
+            return [("HSET", lead_conversation_key(new.lead_id), new.lead_id, cid)] if cid else []
 
         try:
             prefetch = self._identity_prefetch()
@@ -473,7 +483,7 @@ class ConversationService(QueueProcessor[Prefetched]):
             return None, None
         new_meta.update({"contact_id": ref.contact_id, "lead_id": ref.lead_id, "company_id": ref.company_id or ""})
         if cid and ref not in linked:  # CRM webhooks and /api/events find the conversation of a lead here
-            await self.store.redis.hset(LEAD_CONVERSATIONS_KEY, ref.lead_id, cid)
+            await self.store.redis.hset(lead_conversation_key(ref.lead_id), ref.lead_id, cid)
         return ref, created
 
     def _collect(self, state: ConversationState, effects: list[fx.Effect], req: SaveRequest, now: float,

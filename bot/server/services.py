@@ -21,6 +21,7 @@ from crm_bridge import CrmBackend, CrmRef, RedisCrm, is_kommo
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.factory import build_backend, build_outbox, close_backend
 from crm_bridge.outbox import CrmOutbox
+from crm_bridge.redis_crm import move_old_layout
 
 from ..builder.loader import read_document
 from ..config import Config
@@ -43,14 +44,15 @@ from ..runtime.process_actions import ProcessActions
 from ..runtime.processes import Processes
 from ..runtime.processjobs import ProcessJobs
 from ..runtime.requests import ServerRequests
-from ..runtime.service import ConversationService
+from ..runtime.service import LEAD_CONVERSATIONS_KEY, ConversationService
 from ..runtime.shop import Shop
 from ..store.analytics import AnalyticsCounts
 from ..store.bots import BotRegistry
+from ..store.buckets import move_unbucketed
 from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
 from ..store.conversations import ConversationStore
 from ..store.embedded import EmbeddedRedis, default_maxmemory
-from ..store.layout import move_activity_index, move_filter_sets, rename_old_keys
+from ..store.layout import drop_derived_sets, move_activity_index, move_filter_sets, rename_old_keys
 from ..store.livehub import LiveHub
 from ..store.memoryguard import MemoryGuard
 from ..store.outbox import AccountLimits, ChannelSender, Outbox
@@ -181,6 +183,9 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         else:
             await move_activity_index(redis)
         await move_filter_sets(redis)  # once: later starts read one key
+        await drop_derived_sets(redis)  # after the move: the sets of older versions, moved or not
+        await move_old_layout(redis)  # the CRM's lists into their buckets (two HSCANs when done)
+        await move_unbucketed(redis, LEAD_CONVERSATIONS_KEY, "")  # the leads' conversations: the same
         metrics = Metrics()
         store = ConversationStore(redis, fast=fast, lock_ttl=config.lock_ttl, ttl_days=config.conversation_ttl_days,
                                   transcript_max=config.transcript_max, shards=config.timer_shards)

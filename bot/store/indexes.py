@@ -6,8 +6,10 @@ Written in the save pipeline (``ConversationService`` calls :func:`plan_save` be
 
 * ``sb:idx:{conv}:activity`` — every listed conversation scored by its last activity (the
   unfiltered list; the save writes it on every message with activity).
-* ``sb:idx:{conv}:f:status:<bot|human|idle>``, ``sb:idx:{conv}:f:channel:<channel>``,
-  ``sb:idx:{conv}:f:bot:<bot id>``, ``sb:idx:{conv}:f:waiting`` — sets of conversation ids
+* ``sb:idx:{conv}:f:status:<human|idle>``, ``sb:idx:{conv}:f:channel:<channel>``,
+  ``sb:idx:{conv}:f:bot:<bot id>``, ``sb:idx:{conv}:f:waiting`` — sets of conversation ids (the
+  commonest status, ``bot``, has none: ``DERIVED_STATUS``, the listed conversations in neither
+  other status's set, a ``ZDIFFSTORE``)
   (plain sets: about 84 B a member at scale where a sorted set costs 129; ``ZINTERSTORE`` scores a
   set's members 1, weighted 0). Before issue 14's third wave they were sorted sets without the
   ``f:`` (scored by the activity a member had when it joined, never read): moved into the sets
@@ -95,10 +97,18 @@ def is_waiting(meta: Mapping[str, str]) -> bool:
     return meta.get("chat_status") == "unanswered" and meta.get("status") in ("human", "idle")
 
 
+#: The commonest status (a bot's run under way or waiting for an answer that may never come: 55 %
+#: of the dashboard bench's mix, every idle conversation of the memory bench) has no filter set
+#: (about 72 B a conversation, issue 14): a listed conversation has it when it is in neither of the
+#: other statuses' sets (``Filters.excluded``). The set older versions kept is dropped at start
+#: (``layout.drop_derived_sets``).
+DERIVED_STATUS = "bot"
+
+
 def filter_keys(meta: Mapping[str, str]) -> set[str]:
     """The filter indexes a conversation with this metadata belongs to."""
     keys: set[str] = set()
-    if meta.get("status"):
+    if meta.get("status") and meta["status"] != DERIVED_STATUS:
         keys.add(status_key(meta["status"]))
     if meta.get("channel"):
         keys.add(channel_key(meta["channel"]))
@@ -244,8 +254,9 @@ class Filters:
     waiting: bool = False
 
     def keys(self) -> list[str]:
+        """The sets the listed conversations are in."""
         out = []
-        if self.status:
+        if self.status and self.status != DERIVED_STATUS:
             out.append(status_key(self.status))
         if self.channel:
             out.append(channel_key(self.channel))
@@ -254,6 +265,12 @@ class Filters:
         if self.waiting:
             out.append(WAITING_KEY)
         return out
+
+    def excluded(self) -> list[str]:
+        """The sets the listed conversations are in none of (``DERIVED_STATUS``)."""
+        if self.status != DERIVED_STATUS:
+            return []
+        return [status_key(s) for s in STATUSES if s != DERIVED_STATUS]
 
     def match(self, meta: Mapping[str, str]) -> bool:
         return ((not self.status or (meta.get("status") or "idle") == self.status)
@@ -301,13 +318,16 @@ class ConversationIndex:
                    limit: int = 50) -> Page:
         if search and search.strip():
             return await self._search(filters, query_tokens(search), before, limit)
-        keys = filters.keys()
+        keys, excluded = filters.keys(), filters.excluded()
         out = Page()
         tmp = None
-        if keys:  # the filter sets' members, scored by the activity index (a set's members: 1, weight 0)
+        if keys or excluded:  # the filter sets' members, scored by the activity index (a set's members: 1, weight 0)
             tmp = f"{PREFIX}:idx:{TAG}:tmp:{secrets.token_hex(8)}"
             pipe = self.redis.pipeline(transaction=True)
-            pipe.zinterstore(tmp, {activity_index_key(): 1, **dict.fromkeys(keys, 0)}, aggregate="SUM")
+            if keys:
+                pipe.zinterstore(tmp, {activity_index_key(): 1, **dict.fromkeys(keys, 0)}, aggregate="SUM")
+            if excluded:  # the derived status: those in none of the other statuses' sets
+                pipe.zdiffstore(tmp, [tmp if keys else activity_index_key(), *excluded])
             pipe.expire(tmp, 30)
             await pipe.execute()
             source = tmp
@@ -362,12 +382,13 @@ class ConversationIndex:
         cids = sorted(candidates or ())
         if not cids:
             return out
-        keys = filters.keys()
+        keys, excluded = filters.keys(), filters.excluded()
         pipe = self.redis.pipeline(transaction=False)
         pipe.zmscore(activity_index_key(), cids)
-        for key in keys:
+        for key in [*keys, *excluded]:
             pipe.smismember(key, cids)
-        scores, *memberships = await pipe.execute()
+        scores, *checks = await pipe.execute()
+        memberships, outside = checks[:len(keys)], checks[len(keys):]
         ranked = []
         unscored = []
         for i, cid in enumerate(cids):
@@ -375,7 +396,7 @@ class ConversationIndex:
             if score is None:
                 unscored.append(cid)
                 continue
-            if any(not m[i] for m in memberships):
+            if any(not m[i] for m in memberships) or any(m[i] for m in outside):
                 continue
             if before is not None and score >= before:
                 continue

@@ -103,3 +103,9 @@ async def move_activity_index(redis: Redis) -> int:
     if moved:
         await redis.delete(k.OLD_ACTIVITY_INDEX)
     return moved
+
+
+async def drop_derived_sets(redis: Redis) -> None:
+    """At every start: the filter set of the status that has none any more
+    (``indexes.DERIVED_STATUS``), which older versions kept (one ``UNLINK``; nothing after the first)."""
+    await redis.unlink(indexes.status_key(indexes.DERIVED_STATUS))

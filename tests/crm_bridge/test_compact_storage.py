@@ -6,14 +6,30 @@ from __future__ import annotations
 import msgpack
 from redis.asyncio import Redis
 
+from bot.store.buckets import BUCKET, bucket
 from bot.store.layout import rename_old_keys
 from crm_bridge import RedisCrm
 from crm_bridge.codec import COMPACT, pack, pack_record, unpack
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory, record_key
-from crm_bridge.indexes import LEADS_OF, old_leads_of_key, search_key
+from crm_bridge.indexes import (
+    CONTACT_STAGES_DONE,
+    LEADS_OF,
+    OLD_DEFAULT_STATUS_KEY,
+    contact_stage_key,
+    contact_stage_more_key,
+    old_contact_stage_key,
+    old_leads_of_key,
+    search_key,
+)
 from crm_bridge.interface import ChannelIdentity, CrmRef
-from crm_bridge.redis_crm import IDENTITIES, identities_key
+from crm_bridge.redis_crm import IDENTITIES, IDENTITY, identities_key, identity_hash, move_old_layout
+
+
+async def _field(redis: Redis, key: str, owner: str) -> bytes | None:
+    """``owner``'s field of the list ``key`` (in its bucket)."""
+    found: bytes | None = await redis.hget(bucket(key, owner), owner)
+    return found
 
 
 def test_a_record_reads_back_exactly_with_its_order_and_types() -> None:
@@ -69,19 +85,19 @@ async def test_identities_live_in_one_hash(redis: Redis) -> None:
     assert await crm.attach(ChannelIdentity("telegram", "shop", "42"), ref) == ref
     assert await crm.attach(ChannelIdentity("telegram", "shop", "42"), ref) == ref  # known: not doubled
     assert await crm.identities(ref.contact_id) == [("livechat", "demo", "s1"), ("telegram", "shop", "42")]
-    assert await redis.hget(IDENTITIES, ref.contact_id) == b"livechat:demo:s1\x1ftelegram:shop:42"
+    assert await _field(redis, IDENTITIES, ref.contact_id) == b"livechat:demo:s1\x1ftelegram:shop:42"
     assert not await redis.exists(identities_key(ref.contact_id))
 
 
 async def test_identities_of_the_old_layout_are_read_and_moved_on_first_touch(redis: Redis) -> None:
     crm = RedisCrm(redis, pipelines=PIPELINES)
-    await redis.hset("sb:crm:identity", "livechat:demo:old", "1:2")  # as an older version wrote them
+    await redis.hset(identity_hash("livechat:demo:old"), "livechat:demo:old", "1:2")  # as an older version wrote them
     await redis.sadd(identities_key("1"), "livechat:demo:old", "whatsapp:main:905551112233")
     await crm.attach(ChannelIdentity("telegram", "shop", "42"), CrmRef("1", "2"))
     expected = [("livechat", "demo", "old"), ("telegram", "shop", "42"), ("whatsapp", "main", "905551112233")]
     assert await crm.identities("1") == expected
     assert not await redis.exists(identities_key("1"))
-    assert sorted((await redis.hget(IDENTITIES, "1")).split(b"\x1f")) == [
+    assert sorted((await _field(redis, IDENTITIES, "1")).split(b"\x1f")) == [
         b"livechat:demo:old", b"telegram:shop:42", b"whatsapp:main:905551112233"]
     assert await crm.identities("1") == expected
 
@@ -98,17 +114,17 @@ async def test_a_contacts_leads_live_in_one_hash_and_follow_the_leads_contacts(r
     directory = CrmDirectory(crm)
     ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
     second = await directory.create_lead({"name": "Sofa"}, contact_id=ref.contact_id)
-    assert await redis.hget(LEADS_OF, ref.contact_id) == f"{ref.lead_id},{second['id']}".encode()
+    assert await _field(redis, LEADS_OF, ref.contact_id) == f"{ref.lead_id},{second['id']}".encode()
     assert [lead["id"] for lead in (await directory.contact(ref.contact_id) or {})["leads"]] == [
         ref.lead_id, second["id"]]
     other = await directory.create_contact({"name": "Ece"})
     await directory.update_lead(second["id"], {"contacts": [other["id"]]})
-    assert await redis.hget(LEADS_OF, ref.contact_id) == ref.lead_id.encode()
-    assert await redis.hget(LEADS_OF, other["id"]) == second["id"].encode()
+    assert await _field(redis, LEADS_OF, ref.contact_id) == ref.lead_id.encode()
+    assert await _field(redis, LEADS_OF, other["id"]) == second["id"].encode()
     found, _ = await directory.search("lead", q="deniz")
     assert [lead["id"] for lead in found] == [ref.lead_id]
     await directory.update_lead(ref.lead_id, {"contacts": [other["id"]]})
-    assert not await redis.hexists(LEADS_OF, ref.contact_id)
+    assert not await _field(redis, LEADS_OF, ref.contact_id)
     assert not await redis.exists(old_leads_of_key(ref.contact_id), old_leads_of_key(other["id"]))
 
 
@@ -120,12 +136,12 @@ async def test_a_contacts_leads_of_the_old_layout_are_read_and_moved_on_first_to
     await redis.sadd(old_leads_of_key(ref.contact_id), lead["id"], "999")  # as an older version wrote it
     assert [x["id"] for x in (await directory.contact(ref.contact_id) or {})["leads"]] == [ref.lead_id, lead["id"]]
     assert not await redis.exists(old_leads_of_key(ref.contact_id))
-    assert await redis.hget(LEADS_OF, ref.contact_id) == f"{ref.lead_id},{lead['id']},999".encode()
+    assert await _field(redis, LEADS_OF, ref.contact_id) == f"{ref.lead_id},{lead['id']},999".encode()
     await redis.sadd(old_leads_of_key(ref.contact_id), lead["id"])  # a lead leaving: gone from both
     await directory.update_lead(lead["id"], {"contacts": [ref.contact_id]})
     await directory.update_lead(lead["id"], {"contacts": []})
     assert not await redis.exists(old_leads_of_key(ref.contact_id))
-    assert await redis.hget(LEADS_OF, ref.contact_id) == f"{ref.lead_id},999".encode()
+    assert await _field(redis, LEADS_OF, ref.contact_id) == f"{ref.lead_id},999".encode()
 
 
 async def test_an_unnamed_lead_is_found_by_its_number_without_an_index_entry(redis: Redis) -> None:
@@ -158,3 +174,116 @@ async def test_the_dead_lead_index_of_an_older_version_is_unlinked_at_start(redi
     assert await rename_old_keys(redis, shards=16) == 1  # what every start on a single Redis runs
     assert not await redis.exists("sb:crm:idx:leads")
     assert await rename_old_keys(redis, shards=16) == 0
+
+
+def test_a_lists_owners_share_buckets_of_at_most_128_numeric_ids() -> None:
+    assert bucket(LEADS_OF, "0") == bucket(LEADS_OF, str(BUCKET - 1)) == "sb:crm:leads_of:b:0"
+    assert bucket(LEADS_OF, str(BUCKET)) == "sb:crm:leads_of:b:1"
+    assert bucket(IDENTITIES, "c1") == bucket(IDENTITIES, "c1") and ":t:" in bucket(IDENTITIES, "c1")
+    assert ":t:" in bucket(LEADS_OF, "31234567")  # another CRM's sparse ids: spread, not one bucket each
+    assert bucket(LEADS_OF, "17") != old_leads_of_key("17")  # never the name of an older version's set
+
+
+async def test_a_bucket_is_a_compact_hash(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    refs = [await crm.identify(ChannelIdentity("livechat", "demo", f"s{n}")) for n in range(40)]
+    for key in {bucket(IDENTITIES, r.contact_id) for r in refs} | {bucket(LEADS_OF, r.contact_id) for r in refs}:
+        assert await redis.object("encoding", key) in (b"ziplist", b"listpack")
+
+
+async def test_the_unbucketed_hashes_of_the_previous_layout_are_moved_at_start_and_read(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
+    lead = await directory.create_lead({"name": "Sofa"})
+    # As the previous version wrote them: one big hash per list (the first contact's field both in
+    # the old hash and in its bucket: an edit that reached the bucket first keeps its members).
+    await redis.hset(IDENTITIES, mapping={"1000": "livechat:demo:old\x1fwhatsapp:main:905551112233",
+                                          ref.contact_id: "telegram:shop:42"})
+    await redis.hset(LEADS_OF, mapping={"1000": "1001,1003", ref.contact_id: lead["id"]})
+    await redis.hset(IDENTITY, "livechat:demo:old", "1000:1001")
+    assert await move_old_layout(redis) == 5
+    assert not await redis.exists(IDENTITY, IDENTITIES, LEADS_OF)
+    assert await crm.identify(ChannelIdentity("livechat", "demo", "old")) == CrmRef("1000", "1001")
+    assert await crm.identify(ChannelIdentity("livechat", "demo", "s1")) == ref
+    assert await crm.identities("1000") == [("livechat", "demo", "old"), ("whatsapp", "main", "905551112233")]
+    assert await crm.identities(ref.contact_id) == [("livechat", "demo", "s1"), ("telegram", "shop", "42")]
+    assert await _field(redis, LEADS_OF, "1000") == b"1001,1003"
+    assert await _field(redis, LEADS_OF, ref.contact_id) == f"{lead['id']},{ref.lead_id}".encode()
+    assert [x["id"] for x in (await directory.contact(ref.contact_id) or {})["leads"]] == sorted(
+        [ref.lead_id, lead["id"]], key=int)
+    assert await move_old_layout(redis) == 0  # a later start: nothing left
+
+
+async def test_the_default_status_has_no_set_and_filters_as_the_contacts_in_no_other(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
+    ece = await directory.create_contact({"name": "Ece Ak", "status": "current", "tags": ["vip"]})
+    cem = await directory.create_contact({"name": "Cem Ak", "tags": ["vip"]})
+    assert not await redis.exists(OLD_DEFAULT_STATUS_KEY)
+
+    async def listed(q: str | None = None, **filters: str) -> tuple[list[str], int]:
+        found, total = await directory.search("contact", q=q, filters=filters)
+        return [c["id"] for c in found], total
+
+    assert await listed(status="potential") == ([cem["id"], ref.contact_id], 2)
+    assert await listed(status="current") == ([ece["id"]], 1)
+    assert await listed(status="potential", tag="vip") == ([cem["id"]], 1)
+    assert await listed(q="ak", status="potential") == ([cem["id"], ref.contact_id], 2)
+    assert await listed(q="ak", status="current") == ([ece["id"]], 1)
+    await directory.update_contact(ece["id"], {"status": "potential"})
+    await directory.update_contact(cem["id"], {"status": "current"})
+    assert await listed(status="potential", tag="vip") == ([ece["id"]], 1)
+    assert await listed(status="current") == ([cem["id"]], 1)
+    assert not await redis.exists(OLD_DEFAULT_STATUS_KEY)
+
+
+async def test_the_default_status_set_of_an_older_version_is_dropped_at_start(redis: Redis) -> None:
+    await redis.sadd(OLD_DEFAULT_STATUS_KEY, "1", "3")  # as an older version kept it
+    await move_old_layout(redis)
+    assert not await redis.exists(OLD_DEFAULT_STATUS_KEY)
+
+
+async def test_a_contacts_leads_in_a_stage_are_a_set_member_and_a_count_of_the_more(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
+    other = await crm.identify(ChannelIdentity("livechat", "demo", "s2", name="Ece Ak"))
+    incoming = contact_stage_key("Sales/New")
+
+    async def in_stage(stage: str, q: str | None = None) -> list[str]:
+        found, _ = await directory.search("contact", q=q, filters={"stage": stage})
+        return sorted(c["id"] for c in found)
+
+    assert await redis.smembers(incoming) == {ref.contact_id.encode(), other.contact_id.encode()}
+    assert not await redis.exists(contact_stage_more_key("Sales/New"))
+    second = await directory.create_lead({"name": "Sofa"}, contact_id=ref.contact_id)
+    assert await redis.hget(contact_stage_more_key("Sales/New"), ref.contact_id) == b"1"
+    await directory.update_lead(ref.lead_id, {"stage": "Won"})  # one of its two leaves: still there
+    assert await in_stage("New") == sorted([ref.contact_id, other.contact_id])
+    assert await in_stage("Won") == [ref.contact_id]
+    assert not await redis.exists(contact_stage_more_key("Sales/New"))
+    await directory.update_lead(second["id"], {"stage": "Won"})  # the other one too: gone
+    assert await in_stage("New") == [other.contact_id]
+    assert await in_stage("New", q="ak") == [other.contact_id]
+    assert await in_stage("Won", q="deniz") == [ref.contact_id]
+    assert await redis.hget(contact_stage_more_key("Sales/Won"), ref.contact_id) == b"1"
+    assert not await redis.exists(old_contact_stage_key("Sales/New"), old_contact_stage_key("Sales/Won"))
+
+
+async def test_the_contacts_stage_counts_of_an_older_version_are_moved_at_start(redis: Redis) -> None:
+    crm = RedisCrm(redis, pipelines=PIPELINES)
+    directory = CrmDirectory(crm)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
+    await redis.delete(contact_stage_key("Sales/New"), CONTACT_STAGES_DONE)  # as an older version kept it:
+    await redis.zadd(old_contact_stage_key("Sales/New"), {ref.contact_id: 2, "77": 1})
+    assert await move_old_layout(redis) == 2
+    assert await redis.get(CONTACT_STAGES_DONE) == b"2"  # later starts read this key, no SCAN
+    assert not await redis.exists(old_contact_stage_key("Sales/New"))
+    assert await redis.smembers(contact_stage_key("Sales/New")) == {ref.contact_id.encode(), b"77"}
+    found, _ = await directory.search("contact", filters={"stage": "New"})
+    assert [c["id"] for c in found] == [ref.contact_id]  # (77: no record)
+    await directory.update_lead(ref.lead_id, {"stage": "Won"})  # one of its two counted leads left
+    assert ref.contact_id.encode() in await redis.smembers(contact_stage_key("Sales/New"))
+    assert await move_old_layout(redis) == 0

@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.config import load_config
+from bot.runtime.service import lead_conversation_key
 from bot.server.services import Services, open_services
 from crm_bridge.versions import VERSIONS
 from tests.runtime.roundtrips import RoundTrips
@@ -65,7 +66,7 @@ async def test_an_event_no_rule_acts_on_costs_the_push_and_the_save(svc: Service
         assert ("GET", "sb:automations:generation") in push  # the versions' token
         assert push[-2][:2] == ("HMGET", VERSIONS)  # the snapshot kept: its records' versions (no GET)
         assert not any(c[0] == "GET" and str(c[1]).startswith("sb:crm:") for c in push)
-        assert ("HGET", "sb:lead_conversations", lead) in push  # the conversation the event goes to
+        assert ("HGET", lead_conversation_key(lead), lead) in push  # the conversation the event goes to
         assert save[0][0] == "EVALSHA"
 
 

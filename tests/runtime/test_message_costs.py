@@ -17,10 +17,11 @@ from redis.asyncio import Redis
 
 from bot.config import load_config
 from bot.engine import events as ev
+from bot.runtime.service import lead_conversation_key
 from bot.server.services import Services, open_services
 from bot.store import codec
 from crm_bridge import RedisCrm
-from crm_bridge.redis_crm import ID_BLOCK
+from crm_bridge.redis_crm import ID_BLOCK, identity_hash
 from tests.engine.helpers import make_doc
 from tests.runtime.roundtrips import RoundTrips
 
@@ -153,17 +154,18 @@ async def test_a_first_message_costs_three_round_trips_its_identity_created_in_o
     # new lead's events find it) and its records' versions; the save. Nothing read back.
     assert len(fast) == 3 and slow == [], (fast, slow)
     push, create, save = fast
-    assert ("HGET", "sb:crm:identity", "livechat:demo:newcomer") in push
-    assert len(create) == 1 and create[0][0] == "EVALSHA" and create[0][3:5] == ("sb:crm:identity", "sb:crm:versions")
+    claims = identity_hash("livechat:demo:newcomer")
+    assert ("HGET", claims, "livechat:demo:newcomer") in push
+    assert len(create) == 1 and create[0][0] == "EVALSHA" and create[0][3:5] == (claims, "sb:crm:versions")
     args = create[0][5:]
     assert args[0] == "livechat:demo:newcomer"
     contact_id, lead_id = args[1].split(":")
-    assert ("HSET", "sb:lead_conversations", lead_id, "livechat:demo:newcomer") in _words(args[2:])
+    assert ("HSET", lead_conversation_key(lead_id), lead_id, "livechat:demo:newcomer") in _words(args[2:])
     assert not any(c[0] in ("GET", "INCRBY", "HSETNX") and str(c[1]).startswith("sb:crm:") for c in create)
     assert save[0][0] == "EVALSHA"
     meta = await svc.store.meta("livechat:demo:newcomer")
     assert (meta["contact_id"], meta["lead_id"]) == (contact_id, lead_id)
-    assert await redis.hget("sb:lead_conversations", lead_id) == b"livechat:demo:newcomer"
+    assert await redis.hget(lead_conversation_key(lead_id), lead_id) == b"livechat:demo:newcomer"
     assert await redis.get(f"sb:crm:lead:{lead_id}") is not None
     assert (await _bot_texts(svc, "livechat:demo:newcomer")) == ["Thanks there: hello"]
     # Its next message checks the snapshot kept from the records as written: no record read.
@@ -212,8 +214,8 @@ async def test_a_known_conversation_new_to_this_process_finds_its_lead_without_c
     await redis.hdel(f"sb:c:{{{cid}}}:meta", "lead_id", "contact_id")  # as if its metadata had lost them
     ids = await redis.get("sb:crm:ids")
     _, _, fast, _ = await _measured(svc, redis, trips, "elsewhere", "e2")
-    assert ("HGET", "sb:crm:identity", "livechat:demo:elsewhere") in fast[0]
+    assert ("HGET", identity_hash("livechat:demo:elsewhere"), "livechat:demo:elsewhere") in fast[0]
     assert await redis.get("sb:crm:ids") == ids  # no new records
     assert (await svc.store.meta(cid))["lead_id"] == lead
-    assert await redis.hget("sb:lead_conversations", lead) == cid.encode()
+    assert await redis.hget(lead_conversation_key(lead), lead) == cid.encode()
     assert len(await _bot_texts(svc, cid)) == 2

@@ -35,9 +35,10 @@ async def _lead_of(server: TestServer, session: str) -> str:
     redis = server.app[SERVICES].redis
 
     async def found() -> str | None:
-        for lead, cid in (await redis.hgetall(LEAD_CONVERSATIONS_KEY)).items():
-            if session in cid.decode():
-                return str(lead.decode())
+        async for bucket in redis.scan_iter(match=f"{LEAD_CONVERSATIONS_KEY}:*"):  # the map's buckets
+            for lead, cid in (await redis.hgetall(bucket)).items():
+                if session in cid.decode():
+                    return str(lead.decode())
         return None
 
     lead: str = await wait_for(found, what="the conversation's lead")

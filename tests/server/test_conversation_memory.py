@@ -10,6 +10,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bot.store.buckets import bucket
+from crm_bridge.redis_crm import IDENTITIES
 from tests.live_app import running_app
 
 #: Each message gets one reply that waits again (a no-answer timer pending, as in the bench).
@@ -54,9 +56,10 @@ async def test_an_idle_live_chat_conversation_holds_under_the_bound(redis: Redis
 
 
 #: The embedded CRM's keys of that conversation's contact and lead (the records; identities and a
-#: contact's lead ids are fields of shared hashes): 206–222 B compact (``MEMORY USAGE`` rounds a
-#: value up to the allocator's size class, and a record's timestamps and ids vary in length: CI saw
-#: the lead at 136 B, 16 B above a run alone); 352 B as plain msgpack maps, when each contact also
+#: contact's lead ids are fields of shared bucket hashes, ``crm_bridge/joined.py``): 206–222 B
+#: compact (``MEMORY USAGE`` rounds a value up to the allocator's size class, and a record's
+#: timestamps and ids vary in length: CI saw the lead at 136 B, 16 B above a run alone); 352 B as
+#: plain msgpack maps, when each contact also
 #: had two sets of its own.
 CRM_RECORDS_BOUND = 230
 
@@ -72,4 +75,4 @@ async def test_the_embedded_crm_keeps_a_conversations_contact_and_lead_in_two_sm
         assert own == [f"sb:crm:contact:{contact_id}", f"sb:crm:lead:{lead_id}"]
         sizes = {key: int(await redis.memory_usage(key, samples=0) or 0) for key in own}
         assert sum(sizes.values()) <= CRM_RECORDS_BOUND, sizes
-        assert await redis.hget("sb:crm:identities", contact_id) == b"livechat:demo:memory-test-crm"
+        assert await redis.hget(bucket(IDENTITIES, contact_id), contact_id) == b"livechat:demo:memory-test-crm"

@@ -72,10 +72,11 @@ async def test_a_filtered_list_is_ordered_by_the_latest_message_though_follow_up
         http: ClientSession, server: TestServer, redis: Redis) -> None:
     a = await chat(http, "order-a-0001", "hi")
     b = await chat(http, "order-b-0001", "hi")
-    assert await redis.sismember(convindex.status_key("bot"), a)  # a plain set: no score to re-write
+    assert await redis.sismember(convindex.channel_key("livechat"), a)  # a plain set: no score to re-write
+    assert not await redis.exists(convindex.status_key("bot"))  # the derived status: no set
     assert await ids(http, status="bot", channel="livechat") == [b, a]
     await chat(http, "order-a-0001", "again")  # a follow-up: a's sets stay, its activity moves on
-    assert await redis.sismember(convindex.status_key("bot"), a)
+    assert await redis.sismember(convindex.channel_key("livechat"), a)
     assert await ids(http, status="bot") == [a, b]
     assert await ids(http, status="bot", channel="livechat", bot="demo") == [a, b]
     page = await listing(http, status="bot", limit=1)
@@ -100,7 +101,7 @@ async def test_filters_follow_status_changes_and_waiting_for_a_person(http: Clie
     assert (await http.post(f"/api/conversations/{b}/takeover", headers=AYSE)).status == 202
     assert await ids(http, status="human") == [b]
     assert await ids(http, status="bot") == [c, a]
-    assert not await redis.sismember(convindex.status_key("bot"), b)  # left its old index
+    assert await redis.sismember(convindex.status_key("human"), b)  # so not "bot" (DERIVED_STATUS)
     await chat(http, "filters-b-0001", "is anyone there?")  # unanswered while a person has it
     assert await ids(http, waiting=1) == [b]
     assert await ids(http, waiting=1, status="human", channel="livechat") == [b]

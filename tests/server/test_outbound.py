@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from bot.runtime.service import lead_conversation_key
 from bot.store.keys import conversation_id
 from tests.channels.fakes.graph import (
     GraphFake,
@@ -145,7 +146,7 @@ async def test_a_named_account_opens_a_conversation_by_phone_and_the_reply_conti
     assert meta["contact_id"] == contact and meta["lead_id"] == body["lead"]
     state = await app.state(cid)
     assert state.run.bot == "optin" and state.run.status == "finished"
-    assert await redis.hget("sb:lead_conversations", body["lead"]) == cid.encode()
+    assert await redis.hget(lead_conversation_key(body["lead"]), body["lead"]) == cid.encode()
     # The CRM knows the contact by this chat now: no second contact was made for it.
     status, found = await app.api("GET", "/api/crm/contacts?q=16505559876")
     assert status == 200 and [c["id"] for c in found["contacts"]] == [contact]

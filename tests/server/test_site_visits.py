@@ -28,9 +28,10 @@ async def _lead_after_chat(server: TestServer, http: ClientSession, session: str
     redis = server.app[SERVICES].redis
 
     async def found() -> str | None:
-        for lead, cid in (await redis.hgetall(LEAD_CONVERSATIONS_KEY)).items():
-            if text(cid).endswith(f":{session}"):
-                return text(lead)
+        async for bucket in redis.scan_iter(match=f"{LEAD_CONVERSATIONS_KEY}:*"):  # the map's buckets
+            for lead, cid in (await redis.hgetall(bucket)).items():
+                if text(cid).endswith(f":{session}"):
+                    return text(lead)
         return None
 
     lead: str = await wait_for(found, what="the conversation's lead")
