@@ -321,7 +321,7 @@ class ConversationStore:
         meta, state = statefields.split_flat(reply[3], cid)
         if len(self._counts) >= _COUNTS_MAX:  # batches that never saved (a crash of their turn)
             self._counts.clear()  # forgotten: their saves, if any, count the slow way
-        known = queued is not None and k.id_fields(cid)  # never written by ``enqueue_commands``
+        known = queued is not None and not cid.startswith(k.PLAIN_QUEUE_PREFIX)  # not ``enqueue_commands``'
         self._counts[token] = (meta.get("n", ""), str(int(queued)) if known else "")
         batch = Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
         if state is not None and not reply[1]:
@@ -385,11 +385,12 @@ class ConversationStore:
         """Plain commands that queue ``event`` without dedupe or the lock, for a caller that sends
         them in its own MULTI/EXEC beside another write (the embedded CRM's changes): then
         ``acquire``. The queue is due for recovery at once, in case nobody acquires it (its
-        second member: the pushes' entry is left as it is). Not for a conversation's own queue
-        (a channel's id, ``keys.id_fields``): a save there trusts the lock's ``*`` mark to say that
-        an event was queued behind it ("The inbox's length"), and a plain ``RPUSH`` marks nothing."""
-        if k.id_fields(cid):
-            raise ValueError(f"enqueue_commands is for queues other than a conversation's: {cid}")
+        second member: the pushes' entry is left as it is). Only for the lead queues
+        (``keys.PLAIN_QUEUE_PREFIX``, whatever the lead's id looks like): a conversation's save
+        trusts the lock's ``*`` mark to say that an event was queued behind it ("The inbox's
+        length"), and a plain ``RPUSH`` marks nothing."""
+        if not cid.startswith(k.PLAIN_QUEUE_PREFIX):
+            raise ValueError(f"enqueue_commands is for the lead queues only: {cid}")
         return [("RPUSH", k.ConversationKey(cid).inbox, event),
                 ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), self.clock(), k.retry_member(cid))]
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 PREFIX = "sb"
+#: Queues that plain commands may write (``ConversationStore.enqueue_commands``): the lead queues.
+PLAIN_QUEUE_PREFIX = "lead:"
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9@._\-+=~]*")

@@ -51,7 +51,8 @@ if ARGV[2] ~= '' then dup, created = dd_seen(KEYS[3], KEYS[6], ARGV[2], now, win
 if dup then return {{-1}} end
 local n = redis.call('RPUSH', KEYS[1], ARGV[1])
 if not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
-  redis.call('APPEND', KEYS[2], '*')  -- queued behind the holder: its save measures the inbox
+  -- queued behind the holder: its save measures the inbox (one mark is enough)
+  if not string.find(redis.call('GET', KEYS[2]), '*', 1, true) then redis.call('APPEND', KEYS[2], '*') end
   if nmeta > 0 then
     local kv = {{}}
     for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
