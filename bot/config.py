@@ -257,7 +257,7 @@ class Config(_Frozen):
     tokens: list[Annotated[TokenConfig, DEFERRED]] = []
     flows_dir: Path = Path("flows")
     automations_dir: Path = Path("automations")  # *.json automation documents uploaded at start
-    accounts: dict[str, Annotated[AccountConfig, DEFERRED]] = Field(default_factory=dict)
+    accounts: dict[str, Annotated[AccountConfig, DEFERRED]] = {}
     timer_shards: int = Field(16, ge=1)
     timer_poll_interval: float = Field(0.25, gt=0)
     #: A worker silent (no heartbeat, sent every third of it) this long is dead: another takes over
