@@ -19,11 +19,13 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
 from .errors import SalesbotError
@@ -50,7 +52,10 @@ class _Deferred:
         def validate(value: object) -> BaseModel:
             return value if isinstance(value, source) else source.model_validate(value)
 
-        return core_schema.no_info_plain_validator_function(validate)
+        def json_schema(_: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+            return handler(source.__pydantic_core_schema__)  # Config.model_json_schema(): the section inline
+
+        return core_schema.no_info_plain_validator_function(validate, metadata={"pydantic_js_functions": [json_schema]})
 
 
 DEFERRED = _Deferred()

@@ -70,3 +70,10 @@ def test_a_start_builds_the_validators_of_the_sections_it_is_given_only() -> Non
         " and m.__pydantic_complete__)))\n")
     done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == ["Config", "SmtpConfig"]
+
+
+def test_the_json_schema_describes_every_section() -> None:
+    schema = Config.model_json_schema()
+    assert schema["properties"]["smtp"]["properties"]["port"]["default"] == 587
+    assert schema["properties"]["tokens"]["items"]["properties"]["role"]["enum"] == ["admin", "operator", "support"]
+    assert schema["properties"]["limits"]["default"]["messages_per_ip"] == {"per_minute": 300.0, "burst": 60}
