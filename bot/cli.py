@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import kommo_cli, kommo_import_cli
 from .errors import ConversationTestError, FlowInvalid, FlowLoadError, Problem
 
 if TYPE_CHECKING:
@@ -246,9 +245,8 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, *, role: str | None = None
         gc.enable()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="salesbot", description="Run Salesbot-style chatbot flows.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_flows(sub: Any) -> None:
+    from . import kommo_cli, kommo_import_cli
 
     flows = sub.add_parser("flows", help="validate and draw flow files")
     fsub = flows.add_subparsers(dest="flows_command", required=True)
@@ -264,8 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--highlight", help="a step id to highlight")
     kommo_cli.add_export_parser(fsub)
     kommo_import_cli.add_import_parser(fsub)
+
+
+def _add_kommo(sub: Any) -> None:
+    from . import kommo_cli
+
     kommo_cli.add_kommo_parser(sub)
 
+
+def _add_automations(sub: Any) -> None:
     autos = sub.add_parser("automations", help="validate and upload automation documents")
     asub = autos.add_subparsers(dest="automations_command", required=True)
     av = asub.add_parser("validate", help="check automation documents against salesbot.toml's pipelines and "
@@ -278,10 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--server", "--url", required=True, help="e.g. http://127.0.0.1:8080")
     ap.add_argument("--token", required=True, help="an admin or operator token")
 
+
+def _add_test(sub: Any) -> None:
     t = sub.add_parser("test", help="run conversation tests (*.test.yaml)")
     t.add_argument("paths", nargs="+")
     t.add_argument("-v", "--verbose", action="store_true", help="also list the tests that pass")
 
+
+def _add_chat(sub: Any) -> None:
     c = sub.add_parser("chat", help="talk to a flow in the terminal, on a virtual clock")
     c.add_argument("file")
     c.add_argument("--channel", default="livechat")
@@ -292,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="with --automations: TOML file whose pipelines the document is checked "
                                     "against (default ./salesbot.toml when present)")
 
+
+def _add_serve(sub: Any) -> None:
     s = sub.add_parser("serve", help="run the server (embedded Redis unless a Redis URL is configured)")
     s.add_argument("--config", help="TOML file (default ./salesbot.toml when present)")
     s.add_argument("--host")
@@ -299,21 +310,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir")
     s.add_argument("--role", choices=["all", "web", "worker"], default="all")
 
+
+def _add_worker(sub: Any) -> None:
     w = sub.add_parser("worker", help="timers, outbound delivery and CRM outbox only")
     w.add_argument("--config")
     w.add_argument("--data-dir")
+
+
+#: Each command's parser, in the order ``salesbot --help`` lists them.
+_PARSERS: dict[str, Callable[[Any], None]] = {
+    "flows": _add_flows, "kommo": _add_kommo, "automations": _add_automations, "test": _add_test,
+    "chat": _add_chat, "serve": _add_serve, "worker": _add_worker,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``command`` (one of ``_PARSERS``) that command's only: what
+    it accepts, prints for ``--help`` and rejects reads the same, and ``salesbot serve`` starts
+    without building the other commands' dozen parsers (~20 M instructions, issue 14: startup)."""
+    parser = argparse.ArgumentParser(prog="salesbot", description="Run Salesbot-style chatbot flows.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, add in _PARSERS.items():
+        if command is None or name == command:
+            add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, inp: TextIO | None = None) -> int:
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv and argv[0] in _PARSERS else None).parse_args(argv)
     if args.command == "flows":
         if args.flows_command == "push":
             return _cmd_push(args, out)
         if args.flows_command == "export":
+            from . import kommo_cli
+
             return kommo_cli.cmd_export(args, out)
         if args.flows_command == "import":
+            from . import kommo_import_cli
+
             return kommo_import_cli.cmd_import(args, out)
         return _cmd_validate(args, out) if args.flows_command == "validate" else _cmd_graph(args, out)
     if args.command == "automations":
@@ -321,6 +357,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, inp: T
     if args.command == "test":
         return _cmd_test(args, out)
     if args.command == "kommo":
+        from . import kommo_cli
+
         return kommo_cli.cmd_map(args, out)
     if args.command == "chat":
         return _cmd_chat(args, out, inp or sys.stdin)

@@ -11,18 +11,22 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ByteSize,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from .errors import SalesbotError
 
@@ -32,7 +36,29 @@ class ConfigError(SalesbotError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    #: ``defer_build``: a model's validator is built when it first validates (a section the file or
+    #: environment gives; ``_Deferred``), not when the class is defined (issue 14: startup).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+class _Deferred:
+    """``Annotated[SomeConfig, DEFERRED]``: ``Config`` validates the section with the section's own
+    model, built when a section is first given, so a start whose file and environment give only a few
+    sections builds the validators of those only (the sections' schemas were most of ``Config``'s,
+    issue 14: startup). Mistakes inside a section keep their full location (``smtp.port``): the
+    section's ``ValidationError`` is merged into ``Config``'s, every problem reported at once."""
+
+    def __get_pydantic_core_schema__(self, source: type[BaseModel], handler: GetCoreSchemaHandler) -> CoreSchema:
+        def validate(value: object) -> BaseModel:
+            return value if isinstance(value, source) else source.model_validate(value)
+
+        def json_schema(_: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+            return handler(source.__pydantic_core_schema__)  # Config.model_json_schema(): the section inline
+
+        return core_schema.no_info_plain_validator_function(validate, metadata={"pydantic_js_functions": [json_schema]})
+
+
+DEFERRED = _Deferred()
 
 
 class AccountConfig(_Frozen):
@@ -127,6 +153,12 @@ class RateConfig(_Frozen):
     burst: int = Field(ge=1)
 
 
+def _rate(per_minute: float, burst: int) -> RateConfig:
+    """A default bucket, built as validation would leave it (``per_minute`` a float) without
+    building ``RateConfig``'s validator (``model_construct``: defaults are valid by construction)."""
+    return RateConfig.model_construct(per_minute=float(per_minute), burst=burst)
+
+
 class LimitsConfig(_Frozen):
     """``[limits]``: per-client limits on what anyone may send without a token (429 with
     ``Retry-After`` beyond them). Generous by default: a person never meets them, a script does.
@@ -136,17 +168,17 @@ class LimitsConfig(_Frozen):
     #: Proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` names the client. Loopback
     #: by default: a reverse proxy on the same host (the usual TLS setup) is believed.
     trusted_proxies: list[str] = ["127.0.0.0/8", "::1"]
-    new_sessions_per_ip: RateConfig = RateConfig(per_minute=30, burst=20)
-    messages_per_session: RateConfig = RateConfig(per_minute=30, burst=15)
-    messages_per_ip: RateConfig = RateConfig(per_minute=300, burst=60)
-    ws_connects_per_ip: RateConfig = RateConfig(per_minute=60, burst=20)
-    public_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # pages, long polls, forms, …
-    auth_failures_per_ip: RateConfig = RateConfig(per_minute=20, burst=10)  # 401/403s: token guessing
-    events_per_ip: RateConfig = RateConfig(per_minute=3000, burst=500)  # POST /api/events: a sender's flood
-    order_views_per_link: RateConfig = RateConfig(per_minute=30, burst=20)  # GET /order/<token>, per link
-    order_submits_per_ip: RateConfig = RateConfig(per_minute=10, burst=5)  # POST /order/<token>, per client
-    order_submits_per_link: RateConfig = RateConfig(per_minute=6, burst=3)  # POST /order/<token>, per link
-    orders_per_ip: RateConfig = RateConfig(per_minute=600, burst=120)  # POST, PATCH /api/orders: a script's flood
+    new_sessions_per_ip: RateConfig = _rate(30, 20)
+    messages_per_session: RateConfig = _rate(30, 15)
+    messages_per_ip: RateConfig = _rate(300, 60)
+    ws_connects_per_ip: RateConfig = _rate(60, 20)
+    public_per_ip: RateConfig = _rate(600, 120)  # pages, long polls, forms, …
+    auth_failures_per_ip: RateConfig = _rate(20, 10)  # 401/403s: token guessing
+    events_per_ip: RateConfig = _rate(3000, 500)  # POST /api/events: a sender's flood
+    order_views_per_link: RateConfig = _rate(30, 20)  # GET /order/<token>, per link
+    order_submits_per_ip: RateConfig = _rate(10, 5)  # POST /order/<token>, per client
+    order_submits_per_link: RateConfig = _rate(6, 3)  # POST /order/<token>, per link
+    orders_per_ip: RateConfig = _rate(600, 120)  # POST, PATCH /api/orders: a script's flood
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -227,10 +259,10 @@ class Config(_Frozen):
     port: int = 8080
     public_url: str | None = None
     admin_token: SecretStr | None = None
-    tokens: list[TokenConfig] = []
+    tokens: list[Annotated[TokenConfig, DEFERRED]] = []
     flows_dir: Path = Path("flows")
     automations_dir: Path = Path("automations")  # *.json automation documents uploaded at start
-    accounts: dict[str, AccountConfig] = Field(default_factory=dict)
+    accounts: dict[str, Annotated[AccountConfig, DEFERRED]] = {}
     timer_shards: int = Field(16, ge=1)
     timer_poll_interval: float = Field(0.25, gt=0)
     #: A worker silent (no heartbeat, sent every third of it) this long is dead: another takes over
@@ -248,15 +280,15 @@ class Config(_Frozen):
     shutdown_grace: float = 10.0
     log_level: str = "INFO"
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"  # auto: uvloop when installed
-    embedded_crm: EmbeddedCrmConfig = EmbeddedCrmConfig()
-    smtp: SmtpConfig = SmtpConfig()
-    actions: ActionsConfig = ActionsConfig()
-    meta_conversions: MetaConversionsConfig = MetaConversionsConfig()
-    crm: CrmConfig = CrmConfig()
-    limits: LimitsConfig = LimitsConfig()
-    events: EventsConfig = EventsConfig()
-    automations: AutomationsConfig = AutomationsConfig()
-    shop: ShopConfig = ShopConfig()
+    embedded_crm: Annotated[EmbeddedCrmConfig, DEFERRED] = EmbeddedCrmConfig.model_construct()
+    smtp: Annotated[SmtpConfig, DEFERRED] = SmtpConfig.model_construct()
+    actions: Annotated[ActionsConfig, DEFERRED] = ActionsConfig.model_construct()
+    meta_conversions: Annotated[MetaConversionsConfig, DEFERRED] = MetaConversionsConfig.model_construct()
+    crm: Annotated[CrmConfig, DEFERRED] = CrmConfig.model_construct()
+    limits: Annotated[LimitsConfig, DEFERRED] = LimitsConfig.model_construct()
+    events: Annotated[EventsConfig, DEFERRED] = EventsConfig.model_construct()
+    automations: Annotated[AutomationsConfig, DEFERRED] = AutomationsConfig.model_construct()
+    shop: Annotated[ShopConfig, DEFERRED] = ShopConfig.model_construct()
     #: Count the funnel of bot runs (docs/analytics.md); false: no counting on the save path.
     analytics: bool = True
 

@@ -16,20 +16,22 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ..builder.durations import DurationError, parse_duration
 from ..engine.analytics import DAY
 from ..runtime.automations import day_counts_key
-from ..runtime.funnel import StepFunnel, day_rows, funnel
 from ..store import replies
 from ..store.analytics import FIRST_DAY, AnalyticsCounts, day_number, day_text
 from ..store.bots import BotNotFound
 from .http import MAX_INDEX, HttpError, error, query_number, require
 from .keys import SERVICES
 from .pipeline_api import active_version
+
+if TYPE_CHECKING:
+    from ..runtime.funnel import StepFunnel
 
 log = logging.getLogger("salesbot.analytics")
 routes = web.RouteTableDef()
@@ -118,6 +120,8 @@ async def bot_analytics(request: web.Request) -> web.Response:
         version, doc = await services.bots.document(bot, version)
     except BotNotFound as exc:
         return error(404, "not_found", str(exc))
+    from ..runtime.funnel import day_rows, funnel  # a funnel asked for: not at start (PRELOAD, issue 14)
+
     abandon_after = abandon_after_of(doc)
     days = await AnalyticsCounts(services.redis).read(bot, version, range(first, last + 1))
     steps = doc.get("steps") if isinstance(doc, Mapping) else None

@@ -37,9 +37,10 @@ SETTLE_AFTER = 1.0
 #: What start-up leaves out (a request's first use would import it) and serving loads at
 #: ``SETTLE_AFTER``, before requests need it: the interpreter with its templates, the request
 #: models of ``POST /api/events``, babel's currency module (``bot/shop/prices.py`` imports it
-#: inside its functions, for the first price). A module a route needs only when called, imported inside it,
-#: goes here (docs/architecture.md, "Startup"); tests/server/test_startup_imports.py checks both.
-PRELOAD = ("bot.engine.interpreter", "bot.server.event_models", "babel.numbers")
+#: inside its functions, for the first price), a bot's funnel (``/api/analytics/bots/…``). A module a
+#: route needs only when called, imported inside it, goes here (docs/architecture.md, "Startup");
+#: tests/server/test_startup_imports.py checks both.
+PRELOAD = ("bot.engine.interpreter", "bot.server.event_models", "babel.numbers", "bot.runtime.funnel")
 
 
 def serve(*, config_path: str | None, host: str | None, port: int | None, data_dir: str | None,

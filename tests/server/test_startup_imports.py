@@ -34,11 +34,12 @@ NOT_AT_START = (
 #: Imported by the first conversation turn, template or e-mail (the interpreter with the effects it
 #: makes, compiled flows and their templates), the first metric counted or /metrics scrape, the
 #: first page shown, an embedded Redis started (ctypes: libc), a config file read (tomllib), the
-#: first event posted (its models).
+#: first event posted (its models), the first funnel asked for (bot.runtime.funnel).
 NOT_UNTIL_USED = (
     "jinja2", "regex", "markupsafe", "prometheus_client", "ctypes", "tomllib",
     "bot.engine.interpreter", "bot.engine.effects", "bot.messages", "bot.builder.compiled", "bot.builder.templates",
     "bot.builder.expressions", "bot.builder.sandbox", "bot.server.event_models", "babel.numbers",
+    "bot.runtime.funnel",
 )
 #: Builds the app, then opens its services (Redis, stores, CRM, hub) as serving does before it
 #: listens, and lists the modules loaded with no await in between: no background task has run;
