@@ -198,7 +198,9 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
     if not (listed and old.get("status")  # absent reads as "" (an empty value is not stored anew)
             and all(merged.get(name, "") == old.get(name, "") for name in ("status", "channel", "bot", "chat_status"))
             ):  # else the sets ``filter_keys`` reads stay
-        old_keys = filter_keys(old) if old.get("status") else set()  # what the previous save indexed
+        # what the previous save indexed; none known (a new or expired-and-back conversation): the other
+        # statuses' sets, whose stale member would hide it from the derived status (``Filters.excluded``)
+        old_keys = filter_keys(old) if old.get("status") else set(Filters(status=DERIVED_STATUS).excluded())
         new_keys = filter_keys(merged) if listed else set()
         removed = sorted(old_keys - new_keys)
         added = sorted(new_keys - old_keys)  # the order is the activity index's: no re-scoring

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from . import indexes, replies
+from . import indexes, replies, statefields
 from . import keys as k
 
 #: Keys an older version wrote that nothing reads any more, unlinked at start (freed in the
@@ -107,5 +107,17 @@ async def move_activity_index(redis: Redis) -> int:
 
 async def drop_derived_sets(redis: Redis) -> None:
     """At every start: the filter set of the status that has none any more
-    (``indexes.DERIVED_STATUS``), which older versions kept (one ``UNLINK``; nothing after the first)."""
-    await redis.unlink(indexes.status_key(indexes.DERIVED_STATUS))
+    (``indexes.DERIVED_STATUS``), which older versions kept (one ``EXISTS`` after the first). A
+    member of it also in another status's set is stale in that one (an earlier life of the
+    conversation that expired there: its metadata says which); that stale membership would hide
+    it from the derived status, so it is removed first."""
+    bot = indexes.status_key(indexes.DERIVED_STATUS)
+    if await redis.exists(bot):  # before dropping it: who is in it and in another status's set
+        # is stale in one of them (an expired life's member); its metadata says which
+        for other in indexes.Filters(status=indexes.DERIVED_STATUS).excluded():
+            both = [replies.text(c) for c in await redis.sinter([bot, other])]
+            for cid in both:
+                meta = statefields.split(await redis.hgetall(k.ConversationKey(cid).meta), cid)[0]
+                if meta.get("status", "") != other.rsplit(":", 1)[-1]:
+                    await redis.srem(other, cid)
+    await redis.unlink(bot)
