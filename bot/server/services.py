@@ -52,7 +52,7 @@ from ..store.buckets import move_unbucketed
 from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
 from ..store.conversations import ConversationStore
 from ..store.embedded import EmbeddedRedis, default_maxmemory
-from ..store.layout import drop_derived_sets, move_activity_index, move_filter_sets, rename_old_keys
+from ..store.layout import drop_derived_sets, move_activity_index, move_filter_sets, moving, rename_old_keys
 from ..store.livehub import LiveHub
 from ..store.memoryguard import MemoryGuard
 from ..store.outbox import AccountLimits, ChannelSender, Outbox
@@ -178,14 +178,15 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
     redis, fast = _clients(config, url)
     try:
         await redis.ping()
-        if not is_cluster(redis):
-            await rename_old_keys(redis, shards=config.timer_shards)  # a store of an older version
-        else:
-            await move_activity_index(redis)
-        await move_filter_sets(redis)  # once: later starts read one key
-        await drop_derived_sets(redis)  # after the move: the sets of older versions, moved or not
-        await move_old_layout(redis)  # the CRM's lists into their buckets (two HSCANs when done)
-        await move_unbucketed(redis, LEAD_CONVERSATIONS_KEY, "")  # the leads' conversations: the same
+        async with moving(redis):  # one process at a time (on a cluster some moves are not atomic)
+            if not is_cluster(redis):
+                await rename_old_keys(redis, shards=config.timer_shards)  # a store of an older version
+            else:
+                await move_activity_index(redis)
+            await move_filter_sets(redis)  # once: later starts read one key
+            await drop_derived_sets(redis)  # after the move: the sets of older versions, moved or not
+            await move_old_layout(redis)  # the CRM's lists into their buckets (two HSCANs when done)
+            await move_unbucketed(redis, LEAD_CONVERSATIONS_KEY, "")  # the leads' conversations: the same
         metrics = Metrics()
         store = ConversationStore(redis, fast=fast, lock_ttl=config.lock_ttl, ttl_days=config.conversation_ttl_days,
                                   transcript_max=config.transcript_max, shards=config.timer_shards)

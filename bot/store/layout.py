@@ -26,9 +26,18 @@ not trusted by the listing (it checks each row's metadata).
 Timers need no rename: a conversation's one timer entry (``{<cid>}``, bot/store/timers.py) sits
 in the same shards beside the entries of older versions (``<cid>:t<n>``), which fire and are
 cancelled as before until they drain (docs/server.md, "Timers").
+
+The start runs these moves (and the CRM's and the leads' bucket moves) under a lease
+(``moving``), one process at a time: on a Redis Cluster some moves read, merge and write
+without a script, and a second process's moves and first edits could otherwise fall in between.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
@@ -121,3 +130,32 @@ async def drop_derived_sets(redis: Redis) -> None:
                 if meta.get("status", "") != other.rsplit(":", 1)[-1]:
                     await redis.srem(other, cid)
     await redis.unlink(bot)
+
+
+#: Held by the process running the start's moves (``moving``): a second process that starts
+#: meanwhile waits for it, then runs its own moves (which find nothing left). On a Redis Cluster
+#: some moves read, merge and write without a script (their keys are in several slots): two at
+#: once could bring back what the first one's process, already serving, changed. The lease's life
+#: bounds how long a process that died mid-move holds the others (the moves are idempotent).
+MOVING_KEY = f"{k.PREFIX}:layout:moving"
+MOVING_MS = 600_000
+#: How often a waiting process looks at the lease.
+_MOVING_POLL = 0.1
+_DROP_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@contextlib.asynccontextmanager
+async def moving(redis: Redis) -> AsyncIterator[None]:
+    """Run the start's layout moves one process at a time (``MOVING_KEY``)."""
+    token = secrets.token_hex(8)
+    while True:
+        if await redis.set(MOVING_KEY, token, nx=True, px=MOVING_MS):
+            break
+        await asyncio.sleep(_MOVING_POLL)  # another process moves: its moves first, then ours
+    try:
+        yield
+    finally:
+        await redis.eval(_DROP_IF_HELD, 1, MOVING_KEY, token)
