@@ -40,6 +40,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from . import indexes, replies, statefields
 from . import keys as k
@@ -135,14 +136,19 @@ async def drop_derived_sets(redis: Redis) -> None:
 #: Held by the process running the start's moves (``moving``): a second process that starts
 #: meanwhile waits for it, then runs its own moves (which find nothing left). On a Redis Cluster
 #: some moves read, merge and write without a script (their keys are in several slots): two at
-#: once could bring back what the first one's process, already serving, changed. The lease's life
-#: bounds how long a process that died mid-move holds the others (the moves are idempotent).
+#: once could bring back what the first one's process, already serving, changed. The holder
+#: renews it every third of its life, so a process that died mid-move holds the others for
+#: ``MOVING_MS`` at most (the moves are idempotent).
 MOVING_KEY = f"{k.PREFIX}:layout:moving"
-MOVING_MS = 600_000
+MOVING_MS = 15_000
 #: How often a waiting process looks at the lease.
 _MOVING_POLL = 0.1
 _DROP_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -155,7 +161,18 @@ async def moving(redis: Redis) -> AsyncIterator[None]:
         if await redis.set(MOVING_KEY, token, nx=True, px=MOVING_MS):
             break
         await asyncio.sleep(_MOVING_POLL)  # another process moves: its moves first, then ours
+    renewing = asyncio.create_task(_renew(redis, token), name="layout.moving_renew")
     try:
         yield
     finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
         await redis.eval(_DROP_IF_HELD, 1, MOVING_KEY, token)
+
+
+async def _renew(redis: Redis, token: str) -> None:
+    while True:
+        await asyncio.sleep(MOVING_MS / 3000)
+        with contextlib.suppress(RedisError):  # a blip: the next round renews (the moves go on)
+            await redis.eval(_RENEW_IF_HELD, 1, MOVING_KEY, token, MOVING_MS)
