@@ -118,6 +118,8 @@ local kv = {}
 for j = 1, nmeta * 2 do kv[j] = ARGV[i]; i = i + 1 end
 if known and nlog > 0 then kv[#kv + 1] = 'n'; kv[#kv + 1] = string.format('%d', last) end
 if #kv > 0 then redis.call('HSET', KEYS[6], unpack(kv)) end
+local ndrop = tonumber(ARGV[i]); i = i + 1  -- copies no longer stored (statemeta.py): once, after an upgrade
+if ndrop > 0 then redis.call('HDEL', KEYS[6], unpack(ARGV, i, i + ndrop - 1)); i = i + ndrop end
 if refresh then redis.call('EXPIRE', KEYS[6], ttl) end
 local channel, cid = ARGV[i], ARGV[i + 1]; i = i + 2
 local ncount = tonumber(ARGV[i]); i = i + 1
@@ -226,6 +228,8 @@ class SaveRequest:
     #: the save, never doubled by a resend after ``NOSCRIPT`` or by a redone batch).
     counters: list[tuple[str, str, int]] = field(default_factory=list)
     preview: tuple[str, str] | None = None  # role and text of the newest entry a person sees
+    #: Metadata fields to delete (copies of what the state holds, bot/store/statemeta.py).
+    drop: list[str] = field(default_factory=list)
     #: Refresh the conversation's key TTLs (``Batch.refresh_ttl``: at most once a day).
     refresh_ttl: bool = True
     #: Async work the shell finishes before the save (idempotent: a batch redone repeats it).
@@ -437,7 +441,7 @@ class ConversationStore:
             inline = statefields.fields(req.state)
             args[1] = b"" if inline is not None else req.state
             meta_args += inline if inline is not None else [statefields.COUNT, statefields.IN_KEY]
-        args += [len(meta_args) // 2, *meta_args, k.EVENTS_CHANNEL, cid]
+        args += [len(meta_args) // 2, *meta_args, len(req.drop), *req.drop, k.EVENTS_CHANNEL, cid]
         counters: dict[tuple[str, str], int] = {}
         for name, fld, by in req.counters:
             counters[(name, fld)] = counters.get((name, fld), 0) + by

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import replies
+from . import codec, replies, statemeta
 from .keys import id_fields
 
 #: An ``HGETALL`` reply as redis-py types it (our clients never decode: bytes).
@@ -90,10 +90,11 @@ def fields(state: bytes) -> list[str | bytes] | None:
     return out
 
 
-def split(raw: Raw, cid: str = "") -> tuple[dict[str, str], bytes | None]:
+def split(raw: Raw, cid: str = "", *, held: bool = True) -> tuple[dict[str, str], bytes | None]:
     """An ``HGETALL`` of a conversation's metadata: (the metadata as text, the state in the
     hash or None: absent, or in its own key). With ``cid`` and ``ID_IMPLIED`` set, the fields
-    its id holds (``keys.id_fields``: the push did not store them)."""
+    its id holds (``keys.id_fields``: the push did not store them); with ``cid`` of such an id and
+    ``held``, the fields the state in the hash holds (``statemeta.py``: not stored beside it)."""
     meta: dict[str, str] = id_fields(cid) if cid and raw.get(ID_IMPLIED.encode()) else {}
     chunks: dict[bytes, bytes] = {}
     for name, value in raw.items():
@@ -105,12 +106,16 @@ def split(raw: Raw, cid: str = "") -> tuple[dict[str, str], bytes | None]:
     count = chunks.get(COUNT.encode())
     if count is None or count == IN_KEY.encode():
         return meta, None
-    return meta, b"".join(chunks[f"{COUNT}{i}".encode()] for i in range(int(count)))
+    state = b"".join(chunks[f"{COUNT}{i}".encode()] for i in range(int(count)))
+    if held and state and cid and id_fields(cid):
+        meta.update(statemeta.fields(codec.decode_state(state)))
+    return meta, state
 
 
 def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes | None]:
     """``split`` of a script's flat ``HGETALL`` reply (bytes, as the lean client gives them: read
-    in one pass, without the map ``split`` takes; anything else goes through ``split``)."""
+    in one pass, without the map ``split`` takes; anything else goes through ``split``), the
+    metadata as stored: the turn that reads it decodes the state itself (``statemeta.fields``)."""
     names, values = flat[0::2], flat[1::2]
     if len(names) != len(values):
         raise ValueError("an HGETALL reply of an odd length")
@@ -120,7 +125,7 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
     for name, value in zip(names, values, strict=True):
         if type(name) is not bytes or type(value) is not bytes:
             it = iter(flat)
-            return split(dict(zip(it, it, strict=True)), cid)
+            return split(dict(zip(it, it, strict=True)), cid, held=False)
         if name[:1] == b"~":
             if name == _ID_IMPLIED:
                 implied = bool(value)
