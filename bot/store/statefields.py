@@ -15,6 +15,12 @@ left by a longer earlier state, are ignored (at most ``INLINE_MAX`` bytes, until
 The count is written with a leading ``SYNCED`` (``0``) by versions that keep the metadata's
 earliest timer in step with the state (``pushscript.py``): every version reads it as a number.
 
+A compact state (``codec``: ``0xc1 's'``, a map) whose first entries are ``v: 1`` and the id,
+channel and account its conversation's id holds (``keys.id_fields``) is kept without them (53 B
+for a live chat id: the state's copies of the id, issue 14 aim 3), as ``IMPLIED`` (``0xc1 'i'``),
+its map's header, then the entries after them; ``split`` puts them back (``_ID_PREFIX``: the
+entries' indexes are codec's, which never change once written). Any other state is kept as it is.
+
 Old layout (before issue 14's third wave): no ``~`` field, the state in ``sb:c:{<cid>}:state``.
 The first script that takes the conversation's lock (push, acquire, load) moves it into the
 hash (``MOVE``) and deletes the key, so the runtime never sees the difference.
@@ -22,6 +28,7 @@ hash (``MOVE``) and deletes the key, so the runtime never sees the difference.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from . import codec, replies, statemeta
@@ -72,16 +79,58 @@ end
 """
 
 
+#: A compact state kept without its id, channel and account (see the module docstring).
+IMPLIED = b"\xc1i"
+_COMPACT_STATE = b"\xc1s"
+#: codec's indexes of ``v``, ``id``, ``channel``, ``account`` (fixed once written: checked at import).
+_V, _ID, _CHANNEL, _ACCOUNT = 0x27, 0x16, 0x28, 0x29
+if [codec._INDEX[n] for n in ("v", "id", "channel", "account")] != [_V, _ID, _CHANNEL, _ACCOUNT]:
+    raise RuntimeError("bot.store.codec's indexes of v, id, channel, account moved: statefields.IMPLIED reads them")
+
+
+@functools.lru_cache(maxsize=4096)
+def _id_prefix(cid: str) -> bytes | None:
+    """The entries a compact state of ``cid`` starts with after its map's header (``v: 1``, its
+    id, channel and account) when ``cid`` holds them; None for another kind of id."""
+    implied = id_fields(cid)
+    if not implied:
+        return None
+    return (bytes((_V, 1, _ID)) + codec.pack(cid) + bytes((_CHANNEL,)) + codec.pack(implied["channel"])
+            + bytes((_ACCOUNT,)) + codec.pack(implied["account"]))
+
+
+def _stored(state: bytes, cid: str) -> bytes:
+    """``state`` as the hash keeps it: without the entries ``_id_prefix`` gives, if it has them."""
+    if state[:2] != _COMPACT_STATE or not cid:
+        return state
+    prefix = _id_prefix(cid)
+    if prefix is None or not state.startswith(prefix, 3):
+        return state
+    return IMPLIED + state[2:3] + state[3 + len(prefix):]
+
+
+def _whole(state: bytes, cid: str) -> bytes:
+    """``_stored`` undone."""
+    if state[:2] != IMPLIED:
+        return state
+    prefix = _id_prefix(cid) if cid else None
+    if prefix is None:
+        raise ValueError(f"a state kept without its id, read without it: {cid!r}")
+    return _COMPACT_STATE + state[2:3] + prefix + state[3:]
+
+
 #: The chunks' field names, built once.
 _NAMES = tuple(f"{COUNT}{k}" for k in range(INLINE_MAX // CHUNK))
 _RAW_NAMES = tuple(name.encode() for name in _NAMES)
 
 
-def fields(state: bytes) -> list[str | bytes] | None:
-    """The hash fields (flat: name, value, …) that hold ``state``; None if it is too long
-    (then it goes to its own key and the fields are ``[COUNT, IN_KEY]``)."""
+def fields(state: bytes, cid: str = "") -> list[str | bytes] | None:
+    """The hash fields (flat: name, value, …) that hold ``state`` (with ``cid``: without the id's
+    entries, ``IMPLIED``); None if it is too long (then it goes to its own key and the fields
+    are ``[COUNT, IN_KEY]``)."""
     if len(state) > INLINE_MAX:
         return None
+    state = _stored(state, cid)
     out: list[str | bytes] = []
     k = 0
     for k, start in enumerate(range(0, len(state), CHUNK)):
@@ -106,9 +155,13 @@ def split(raw: Raw, cid: str = "", *, held: bool = True) -> tuple[dict[str, str]
     count = chunks.get(COUNT.encode())
     if count is None or count == IN_KEY.encode():
         return meta, None
-    state = b"".join(chunks[f"{COUNT}{i}".encode()] for i in range(int(count)))
+    state = _whole(b"".join(chunks[f"{COUNT}{i}".encode()] for i in range(int(count))), cid)
     if held and state and cid and id_fields(cid):
-        meta.update(statemeta.fields(codec.decode_state(state)))
+        try:
+            decoded = codec.decode_state(state)
+        except Exception:  # not an engine's state (nothing to fill in from it): the metadata as stored
+            return meta, state
+        meta.update(statemeta.fields(decoded))
     return meta, state
 
 
@@ -137,8 +190,8 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
     count = chunks.get(_COUNT)
     if count is None or count == _IN_KEY:
         return meta, None
-    return meta, b"".join([chunks[_RAW_NAMES[i] if i < len(_RAW_NAMES) else f"{COUNT}{i}".encode()]
-                           for i in range(int(count))])
+    return meta, _whole(b"".join([chunks[_RAW_NAMES[i] if i < len(_RAW_NAMES) else f"{COUNT}{i}".encode()]
+                                  for i in range(int(count))]), cid)
 
 
 _COUNT, _IN_KEY, _ID_IMPLIED, _SYNCED = COUNT.encode(), IN_KEY.encode(), ID_IMPLIED.encode(), SYNCED.encode()

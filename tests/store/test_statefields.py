@@ -46,7 +46,7 @@ def test_a_flat_reply_reads_as_its_map(state: bytes, meta: dict[str, str], impli
                         *zip(*[iter(statefields.fields(state) or [])] * 2, strict=True)]:
         flat += [n.encode() if isinstance(n, str) else n for n in (name, value)]
     cid = "livechat:demo:s1"
-    expected = statefields.split(dict(zip(flat[::2], flat[1::2], strict=True)), cid)
+    expected = statefields.split(dict(zip(flat[::2], flat[1::2], strict=True)), cid, held=False)
     assert statefields.split_flat(flat, cid) == expected
     assert list(statefields.split_flat(flat, cid)[0]) == list(expected[0])
 
