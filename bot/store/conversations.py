@@ -345,8 +345,9 @@ class ConversationStore:
         if implied and all(given.get(name) == value for name, value in implied.items()):
             given = {name: value for name, value in given.items() if name not in implied}
             given[statefields.ID_IMPLIED] = "1"  # the id holds them: read back from it (statefields.split)
+        short = statefields.SHORT
         for name, value in given.items():
-            meta_args += [name, value]
+            meta_args += [short.get(name, name), value]
         args: list[Any] = [event, k.dedupe_member(dedupe_id) if dedupe_id else "", now_ms, token, self.lock_ttl_ms,
                            SEEN_TTL, self.batch, len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every,
                            "" if wake is None else repr(wake)]
@@ -432,8 +433,9 @@ class ConversationStore:
         args: list[Any] = [token, req.state or b"", req.processed, self.lock_ttl_ms, self.ttl,
                            self.transcript_max, int(req.refresh_ttl), len(req.log), *req.log, len(req.out), *req.out]
         meta_args: list[str | bytes] = []
+        short = statefields.SHORT
         for name, value in req.meta.items():
-            meta_args += [name, value]
+            meta_args += [short.get(name, name), value]
         if req.state:  # in the metadata hash (see statefields.py), or its own key if too long
             inline = statefields.fields(req.state, cid)
             args[1] = b"" if inline is not None else req.state

@@ -21,6 +21,11 @@ for a live chat id: the state's copies of the id, issue 14 aim 3), as ``IMPLIED`
 its map's header, then the entries after them; ``split`` puts them back (``_ID_PREFIX``: the
 entries' indexes are codec's, which never change once written). Any other state is kept as it is.
 
+Short names (issue 14 aim 3: bytes): fields the runtime writes on every save are stored under a
+short name (``SHORT``: ``activity`` as ``a`` …); readers see the long one (``split``). A field
+an older version stored under the long name reads as it is until this version writes the
+short one, which then wins (the long one is left until the key expires: never read again).
+
 Old layout (before issue 14's third wave): no ``~`` field, the state in ``sb:c:{<cid>}:state``.
 The first script that takes the conversation's lock (push, acquire, load) moves it into the
 hash (``MOVE``) and deletes the key, so the runtime never sees the difference.
@@ -77,6 +82,26 @@ local function st_count(flat)
   return false
 end
 """
+
+
+#: The stored name of a metadata field written on every save (see the module docstring). ``ttl_at``
+#: is written by the push script (``pushscript.py``), as ``r``, in seconds (it was ms).
+SHORT = {"ttl_at": "r", "last_at": "l", "step_at": "s", "activity": "a", "waiting_since": "ws", "ix_src": "x"}
+_LONG = {short.encode(): name for name, short in SHORT.items() if name != "ttl_at"}
+_RENAMED = frozenset({*_LONG, *(name.encode() for name in SHORT if name != "ttl_at"), b"r", b"ttl_at"})
+
+
+def _named(meta: dict[str, str], name: bytes, value: str) -> None:
+    """A renamed field into ``meta`` (``SHORT``): this version's name wins over an older one's."""
+    long = _LONG.get(name)
+    if long is not None:
+        meta[long] = value
+    elif name == b"r":  # seconds: the push's refresh stamp, read as ``ttl_at`` was (ms)
+        meta["ttl_at"] = value + "000"
+    elif name == b"ttl_at":
+        meta.setdefault("ttl_at", value)
+    else:
+        meta.setdefault(name.decode(), value)
 
 
 #: A compact state kept without its id, channel and account (see the module docstring).
@@ -150,6 +175,8 @@ def split(raw: Raw, cid: str = "", *, held: bool = True) -> tuple[dict[str, str]
         field = replies.raw(name)
         if field[:1] == b"~":
             chunks[field] = replies.raw(value)
+        elif field in _RENAMED:
+            _named(meta, field, replies.text(value))
         else:
             meta[field.decode()] = replies.text(value)
     count = chunks.get(COUNT.encode())
@@ -183,6 +210,8 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
             if name == _ID_IMPLIED:
                 implied = bool(value)
             chunks[name] = value
+        elif name in _RENAMED:
+            _named(meta, name, value.decode())
         else:
             meta[name.decode()] = value.decode()
     if cid and implied:
