@@ -358,6 +358,7 @@ class ConversationService(QueueProcessor[Prefetched]):
                             commands=req.extra_commands, state_changed=changed)
         # what changed; an absent field reads as "": an empty value is never stored anew (issue 14: bytes)
         req.meta = {name: value for name, value in new_meta.items() if meta.get(name, "") != value}
+        statefields.tie(meta, new_meta, req.meta)
         req.drop = statemeta.unstored(cid, len(blob) <= statefields.INLINE_MAX, held, stored, req.meta)
         if batch.unsynced and req.meta and req.state is None:  # an older version's count: marked in the
             req.meta[statefields.COUNT] = batch.unsynced  # HSET sent anyway, never in one of its own

@@ -25,6 +25,8 @@ Short names (issue 14 aim 3: bytes): fields the runtime writes on every save are
 short name (``SHORT``: ``activity`` as ``a`` …); readers see the long one (``split``). A field
 an older version stored under the long name reads as it is until this version writes the
 short one, which then wins (the long one is left until the key expires: never read again).
+``last_at`` and ``step_at`` equal to ``activity`` (the save of a customer's message) are stored as
+``SAME`` (``tie``: 1 byte, not 14) and read as ``activity``'s value.
 
 Old layout (before issue 14's third wave): no ``~`` field, the state in ``sb:c:{<cid>}:state``.
 The first script that takes the conversation's lock (push, acquire, load) moves it into the
@@ -89,6 +91,31 @@ end
 SHORT = {"ttl_at": "r", "last_at": "l", "step_at": "s", "activity": "a", "waiting_since": "ws", "ix_src": "x"}
 _LONG = {short.encode(): name for name, short in SHORT.items() if name != "ttl_at"}
 _RENAMED = frozenset({*_LONG, *(name.encode() for name in SHORT if name != "ttl_at"), b"r", b"ttl_at"})
+
+
+#: A ``TIED`` field's stored value when it equals ``activity``'s.
+SAME = "="
+TIED = ("last_at", "step_at")
+
+
+def _untie(meta: dict[str, str]) -> None:
+    for name in TIED:
+        if meta.get(name) == SAME:
+            meta[name] = meta.get("activity", "")
+
+
+def tie(old: Mapping[str, str], new: Mapping[str, str], writes: dict[str, str]) -> None:
+    """A save's ``writes`` with the ``TIED`` fields as stored: ``SAME`` when equal to ``activity``
+    (``old``: the metadata as read, ``new``: as computed). Written when the value or its stored
+    form changes (``activity`` moved away from an unchanged ``last_at``: written out again)."""
+    a_old = old.get("activity", "")
+    a_new = new.get("activity", a_old)
+    for name in TIED:
+        v_old = old.get(name, "")
+        v_new = new.get(name, v_old)
+        e_new = SAME if v_new and v_new == a_new else v_new
+        if v_new != v_old or e_new != (SAME if v_old and v_old == a_old else v_old):
+            writes[name] = e_new
 
 
 def _named(meta: dict[str, str], name: bytes, value: str) -> None:
@@ -179,6 +206,7 @@ def split(raw: Raw, cid: str = "", *, held: bool = True) -> tuple[dict[str, str]
             _named(meta, field, replies.text(value))
         else:
             meta[field.decode()] = replies.text(value)
+    _untie(meta)
     count = chunks.get(COUNT.encode())
     if count is None or count == IN_KEY.encode():
         return meta, None
@@ -214,6 +242,7 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
             _named(meta, name, value.decode())
         else:
             meta[name.decode()] = value.decode()
+    _untie(meta)
     if cid and implied:
         meta = {**id_fields(cid), **meta}
     count = chunks.get(_COUNT)
