@@ -41,7 +41,7 @@ async def test_the_metadata_stores_no_empty_value_and_ids_are_kept_as_bytes(svc:
     raw = {name.decode(): value for name, value in (await redis.hgetall(k.ConversationKey(CID).meta)).items()}
     assert not [name for name, value in raw.items() if value == b""], raw
     assert "x" not in raw and "company_id" not in raw and "owner_user" not in raw  # nothing to keep
-    assert len(raw["a"]) == len(raw["l"]) == 14  # activity, last_at: seconds and ms
+    assert len(raw["a"]) == 14 and raw["l"] == b"="  # activity: seconds and ms; last_at: the same (tie)
     blobs = await redis.lrange(k.ConversationKey(CID).transcript, 0, -1)
     assert [IDS[0] in b.decode("latin-1") for b in blobs] == [False] * 4  # as 16 bytes, not as text
     assert bytes.fromhex(IDS[0]) in blobs[0] and bytes.fromhex(IDS[1]) in blobs[2]
