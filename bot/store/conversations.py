@@ -168,7 +168,7 @@ return was
 
 SEEN_TTL = 7 * 86400
 #: A conversation's key TTLs are refreshed at most this often (by the push that takes its lock,
-#: then by the save of that batch; ``ttl_at`` in its metadata says when, in ms): not on every
+#: then by the save of that batch; ``ttl_at`` in its metadata, stored as ``r`` in seconds, says when): not on every
 #: message. Its keys expire ``ttl_days`` after its last message, or up to this much sooner.
 TTL_REFRESH_EVERY = 86400
 #: Events a parked conversation keeps queued; newer ones beyond are dropped (and logged).

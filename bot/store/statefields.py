@@ -18,7 +18,7 @@ earliest timer in step with the state (``pushscript.py``): every version reads i
 A compact state (``codec``: ``0xc1 's'``, a map) whose first entries are ``v: 1`` and the id,
 channel and account its conversation's id holds (``keys.id_fields``) is kept without them (53 B
 for a live chat id: the state's copies of the id, issue 14 aim 3), as ``IMPLIED`` (``0xc1 'i'``),
-its map's header, then the entries after them; ``split`` puts them back (``_ID_PREFIX``: the
+its map's header, then the entries after them; ``split`` puts them back (``_id_prefix``: the
 entries' indexes are codec's, which never change once written). Any other state is kept as it is.
 
 Short names (issue 14 aim 3: bytes): fields the runtime writes on every save are stored under a
