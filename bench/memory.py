@@ -23,7 +23,8 @@ the server's connection buffers and Redis' hash tables are a fixed cost that 10,
 spread thin.
 
 Run: ``PYTHONPATH=$PWD python bench/memory.py`` (10,000 conversations, about 2-4 minutes on the
-shared 2-core box), ``--quick`` (1,000), ``--conversations N``, ``--json``.
+shared 2-core box), ``--quick`` (1,000), ``--conversations N``, ``--json``, ``--show`` (one idle
+conversation's metadata hash, field by field, and its state decoded: what each byte is for).
 Aim (issue 14): <= 1.5 KB per idle conversation.
 """
 
