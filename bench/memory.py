@@ -23,7 +23,8 @@ the server's connection buffers and Redis' hash tables are a fixed cost that 10,
 spread thin.
 
 Run: ``PYTHONPATH=$PWD python bench/memory.py`` (10,000 conversations, about 2-4 minutes on the
-shared 2-core box), ``--quick`` (1,000), ``--conversations N``, ``--json``.
+shared 2-core box), ``--quick`` (1,000), ``--conversations N``, ``--json``, ``--show`` (one idle
+conversation's metadata hash, field by field, and its state decoded: what each byte is for).
 Aim (issue 14): <= 1.5 KB per idle conversation.
 """
 
@@ -125,6 +126,26 @@ async def by_kind(redis: Any, conversations: int) -> dict[str, dict[str, float]]
                    "bytes": sizes[kind]} for kind in sorted(sizes, key=lambda k: -sizes[k])}
 
 
+async def show_meta(redis: Any, prefix: str) -> dict[str, Any] | None:
+    """One idle chat conversation's metadata hash (its id starts with the session ``prefix``):
+    each field's name and value, the bytes they take (name + value), the state its chunks hold
+    (decoded), and the hash's ``MEMORY USAGE`` and encoding."""
+    from bot.store import codec, statefields
+
+    async for key in redis.scan_iter(match=f"sb:c:{{livechat:*{prefix}*}}:meta", count=1000):
+        raw = await redis.hgetall(key)
+        cid = key.decode().split("{", 1)[1].rsplit("}", 1)[0]
+        _, blob = statefields.split(raw, cid)
+        fields = [(name.decode(errors="replace"), value) for name, value in raw.items()]
+        return {"key": key.decode(), "memory_usage": await redis.memory_usage(key, samples=0),
+                "encoding": (await redis.object("encoding", key)).decode(),
+                "fields": [{"name": name, "value": value.decode(errors="replace") if name[:1] != "~" or len(name) == 1
+                            else value.hex(), "bytes": len(name) + len(value)} for name, value in fields],
+                "state_bytes": len(blob) if blob else 0,
+                "state": codec.decode_state(blob).to_dict() if blob else None}
+    return None
+
+
 async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
     import aiohttp
     from redis.asyncio import Redis
@@ -160,12 +181,13 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
                 f"{args.idle:.0f} s")
             after = await settle(redis, args.idle)
         kinds = await by_kind(redis, n)
+        sample = await show_meta(redis, f"mem{0:07d}") if args.show else None
         await redis.aclose()
         procs.stop(server.proc)
         delta = after - before
         return {"conversations": n, "messages_per_conversation": args.messages,
                 "used_memory_before": before, "used_memory_after": after,
-                "bytes_per_conversation": delta / n, "aim_bytes": AIM_BYTES, "kinds": kinds,
+                "bytes_per_conversation": delta / n, "aim_bytes": AIM_BYTES, "kinds": kinds, "sample": sample,
                 "elapsed_s": time.monotonic() - started}
 
 
@@ -187,6 +209,14 @@ def print_report(r: dict[str, Any]) -> None:
         groups[key_group(kind)] += v["bytes"]
     print("  by group: " + ", ".join(f"{g} {b / n:,.0f} B" for g, b in sorted(groups.items(), key=lambda kv: -kv[1]))
           + f"; beyond MEMORY USAGE (Redis' per-key dictionaries) {per - total / n:,.0f} B")
+    sample = r.get("sample")
+    if sample:
+        print(f"\none conversation's metadata: {sample['key']} ({sample['encoding']}, MEMORY USAGE "
+              f"{sample['memory_usage']} B; field bytes: name + value)")
+        for f in sample["fields"]:
+            print(f"  {f['name']:<16} {f['bytes']:>4}  {f['value']}")
+        print(f"  {len(sample['fields'])} fields, {sum(f['bytes'] for f in sample['fields'])} B of names and "
+              f"values; the state: {sample['state_bytes']} B: {json.dumps(sample['state'], default=str)}")
     print(f"elapsed: {r['elapsed_s']:.0f} s")
 
 
@@ -198,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="visitors in flight (default 32)")
     parser.add_argument("--idle", type=float, default=2.0, help="seconds idle before measuring (default 2)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    parser.add_argument("--show", action="store_true",
+                        help="also print one idle conversation's metadata hash, field by field, its state decoded")
     args = parser.parse_args(argv)
     if args.conversations is None:
         args.conversations = 1000 if args.quick else 10_000

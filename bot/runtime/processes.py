@@ -36,7 +36,7 @@ from ..engine import events as ev
 from ..engine.process import PROCESS_CHANNEL
 from ..errors import SalesbotError
 from ..store import keys as k
-from ..store import replies
+from ..store import replies, statefields
 from ..store.conversations import ConversationStore
 from ..store.keys import contact_processes_key
 from .leads import PROCESS_UNFORWARDED
@@ -164,12 +164,12 @@ class Processes:
             cids = [process_cid(process, contact_id) for process in names]
             async with self.redis.pipeline(transaction=False) as pipe:  # the runs' states, in one round trip
                 for cid in cids:
-                    pipe.hget(k.ConversationKey(cid).meta, "run_status")
-                states = await pipe.execute()
+                    pipe.hgetall(k.ConversationKey(cid).meta)  # ``run_status``: the state's (statemeta.py)
+                metas = await pipe.execute()
             sent = 0
-            for cid, status in zip(cids, states, strict=True):
-                if status is None or not (replies.text(status) in ACTIVE
-                                          or (finished_too and replies.text(status) == "finished")):
+            for cid, raw in zip(cids, metas, strict=True):
+                status = statefields.split(raw, cid)[0].get("run_status") if raw else None
+                if status is None or not (status in ACTIVE or (finished_too and status == "finished")):
                     continue
                 await self.conversations.deliver(cid, ev.CrmEvent(type_, dict(data)),
                                                  dedupe_id=f"lead-event:{lead_id}:{event_id}")

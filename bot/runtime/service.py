@@ -24,7 +24,7 @@ from ..engine.flows import FlowSource
 from ..engine.state import ConversationState
 from ..engine.transcript import inbound_entry, internal_entry, outbound_entry, system_entry
 from ..errors import CrmError, CrmTemporary
-from ..store import buckets, codec, statefields
+from ..store import buckets, codec, statefields, statemeta
 from ..store import indexes as convindex
 from ..store.analytics import AnalyticsCounts
 from ..store.conversations import Batch, ConversationStore, SaveRequest
@@ -238,6 +238,9 @@ class ConversationService(QueueProcessor[Prefetched]):
         else:
             state = ConversationState(id=cid, channel=meta.get("channel", "livechat"),
                                       account=meta.get("account", "default"))
+        stored = meta
+        if batch.state:  # what the state holds is not stored beside it (bot/store/statemeta.py)
+            meta = {**meta, **statemeta.fields(state)}
         own = prefetched.own if prefetched is not None else None  # the event just pushed, if this batch has it
         events = [(own[1], own[2]) if own is not None and raw == own[0] else codec.decode_event_extra(raw)
                   for raw in batch.events]  # decoded once for the whole batch
@@ -294,7 +297,6 @@ class ConversationService(QueueProcessor[Prefetched]):
                 self.metrics.message_in(state.channel)
                 req.add_log(inbound_entry(event, now, client_msg_id=extra.get("client_msg_id")))
                 req.activity = now
-                new_meta["last_text"] = event.text[:200]
                 new_meta["last_at"] = f"{now:.3f}"
             elif isinstance(event, ev.TimerFired) and extra.get("due"):
                 self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
@@ -346,12 +348,8 @@ class ConversationService(QueueProcessor[Prefetched]):
         # ``HSET``); one in its own key is, as its ``SET`` refreshes that key's TTL.
         req.state = blob if changed or len(blob) > statefields.INLINE_MAX else None
         run = state.run
-        new_meta.update({
-            "owner": state.owner, "owner_user": state.owner_user or "", "chat_status": state.chat_status,
-            "bot": run.bot if run else "", "version": str(run.version) if run else "",
-            "step": (run.step or "") if run else "", "run_status": run.status if run else "",
-            "status": "human" if state.owner != "bot" else ("bot" if run is not None and run.active else "idle"),
-        })
+        held = statemeta.fields(state)
+        new_meta.update(held)
         if pending or meta.get(WAKE_FIELD):  # the earliest timer, for the push of a wake (pushscript.py)
             new_meta[WAKE_FIELD] = repr(min(pending.values())) if pending else NO_TIMERS
         since = marks.waiting_since(state, meta, new_meta, first_unanswered)
@@ -366,10 +364,12 @@ class ConversationService(QueueProcessor[Prefetched]):
             req.activity = self.clock()
         if req.activity is not None:
             new_meta["activity"] = f"{req.activity:.3f}"  # ms, as last_at: 14 characters, not 18
-        convindex.plan_save(cid, meta, new_meta, activity=req.activity, preview=req.preview, logged=bool(req.log),
+        convindex.plan_save(cid, meta, new_meta, activity=req.activity, logged=bool(req.log),
                             commands=req.extra_commands, state_changed=changed)
         # what changed; an absent field reads as "": an empty value is never stored anew (issue 14: bytes)
         req.meta = {name: value for name, value in new_meta.items() if meta.get(name, "") != value}
+        statefields.tie(meta, new_meta, req.meta)
+        req.drop = statemeta.unstored(cid, len(blob) <= statefields.INLINE_MAX, held, stored, req.meta)
         if batch.unsynced and req.meta and req.state is None:  # an older version's count: marked in the
             req.meta[statefields.COUNT] = batch.unsynced  # HSET sent anyway, never in one of its own
         if req.out and self.replies is not None:

@@ -134,7 +134,7 @@ async def get_conversation(request: web.Request) -> web.Response:
     require(request, "support")
     services = request.app[SERVICES]
     cid = request.match_info["cid"]
-    meta = await services.store.meta(cid)
+    meta = await services.store.meta(cid, with_preview=True)
     if not meta or is_lead_queue(cid):  # a lead's queue has no transcript of its own: /api/leads/{id}/events
         return error(404, "not_found", f"no conversation {cid!r}")
     state = state_of(await services.store.state(cid))
@@ -302,7 +302,7 @@ async def retry_conversation(request: web.Request) -> web.Response:
     if not await queue.retry(cid, skip=skip, user=principal.name) and skip:
         return error(409, "busy", "the conversation is being processed right now; nothing was discarded, "
                                   "try again in a moment")
-    return web.json_response(_public_meta(cid, await services.store.meta(cid)), status=202,
+    return web.json_response(_public_meta(cid, await services.store.meta(cid, with_preview=True)), status=202,
                              dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 

@@ -40,10 +40,11 @@ from aiohttp import web
 from ..inputs import header_bytes, loads
 from ..outward.actions import signing_secret
 from ..runtime.leads import is_lead_queue
-from ..store import codec, statefields
+from ..store import codec, preview, statefields
 from ..store.bots import BotNotFound
 from ..store.conversations import state_of
 from ..store.fanout import Fanout
+from ..store.indexes import ConversationIndex
 from ..store.keys import ConversationKey
 from .auth import Principal
 from .flowgraph import layout
@@ -107,19 +108,15 @@ class LiveFeed(Fanout[Any]):
                     if not changed:
                         continue
                 try:
-                    pipe = services.redis.pipeline(transaction=False)
-                    for c in changed:
-                        pipe.hgetall(ConversationKey(c).meta)
-                    metas = await pipe.execute()
+                    metas = await ConversationIndex(services.redis).metas(changed)  # with the preview
                 except Exception:
                     log.warning("dashboard.feed_read_failed", exc_info=True)
                     self.resync()
                     await asyncio.sleep(0.5)
                     continue
-                for c, raw in zip(changed, metas, strict=True):
-                    if not raw:
-                        continue
-                    self.put(summary(c, statefields.split(raw, c)[0]))
+                for c, meta in zip(changed, metas, strict=True):
+                    if meta:
+                        self.put(summary(c, meta))
 
 
 FEED: web.AppKey[LiveFeed] = web.AppKey("dashboard_feed", LiveFeed)
@@ -278,11 +275,14 @@ async def _detail(request: web.Request, cid: str) -> dict[str, Any] | None:
     pipe = services.redis.pipeline(transaction=False)
     pipe.hgetall(key.meta)
     pipe.get(key.state)
-    raw_meta, in_key = await pipe.execute()  # the state: in the metadata hash, or its own key
+    preview.read(pipe, cid)
+    raw_meta, in_key, tail = await pipe.execute()  # the state: in the metadata hash, or its own key
     if not raw_meta:
         return None
-    body = summary(cid, statefields.split(raw_meta, cid)[0])
-    state = decoded_state(state_of(raw_meta, in_key))
+    meta = statefields.split(raw_meta, cid)[0]
+    await preview.fill_all(services.redis, [(cid, meta)], [tail])
+    body = summary(cid, meta)
+    state = decoded_state(state_of(raw_meta, in_key, cid))
     body["run"] = run_view(state.run if state is not None else None)
     body["held_message"] = held_view(state)
     return body

@@ -46,7 +46,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from . import codec, replies, statefields, transcript
+from . import codec, preview, replies, statefields, transcript
 from . import keys as k
 from .clusterclient import is_cluster
 from .pending import RecentEntries
@@ -118,6 +118,8 @@ local kv = {}
 for j = 1, nmeta * 2 do kv[j] = ARGV[i]; i = i + 1 end
 if known and nlog > 0 then kv[#kv + 1] = 'n'; kv[#kv + 1] = string.format('%d', last) end
 if #kv > 0 then redis.call('HSET', KEYS[6], unpack(kv)) end
+local ndrop = tonumber(ARGV[i]); i = i + 1  -- copies no longer stored (statemeta.py): once, after an upgrade
+if ndrop > 0 then redis.call('HDEL', KEYS[6], unpack(ARGV, i, i + ndrop - 1)); i = i + ndrop end
 if refresh then redis.call('EXPIRE', KEYS[6], ttl) end
 local channel, cid = ARGV[i], ARGV[i + 1]; i = i + 2
 local ncount = tonumber(ARGV[i]); i = i + 1
@@ -166,7 +168,7 @@ return was
 
 SEEN_TTL = 7 * 86400
 #: A conversation's key TTLs are refreshed at most this often (by the push that takes its lock,
-#: then by the save of that batch; ``ttl_at`` in its metadata says when, in ms): not on every
+#: then by the save of that batch; ``ttl_at`` in its metadata, stored as ``r`` in seconds, says when): not on every
 #: message. Its keys expire ``ttl_days`` after its last message, or up to this much sooner.
 TTL_REFRESH_EVERY = 86400
 #: Events a parked conversation keeps queued; newer ones beyond are dropped (and logged).
@@ -225,17 +227,16 @@ class SaveRequest:
     #: the lock, so a count is written with its batch or not at all (never lost by a crash after
     #: the save, never doubled by a resend after ``NOSCRIPT`` or by a redone batch).
     counters: list[tuple[str, str, int]] = field(default_factory=list)
-    preview: tuple[str, str] | None = None  # role and text of the newest entry a person sees
+    #: Metadata fields to delete (copies of what the state holds, bot/store/statemeta.py).
+    drop: list[str] = field(default_factory=list)
     #: Refresh the conversation's key TTLs (``Batch.refresh_ttl``: at most once a day).
     refresh_ttl: bool = True
     #: Async work the shell finishes before the save (idempotent: a batch redone repeats it).
     before_save: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def add_log(self, entry: dict[str, Any]) -> None:
-        """Append a transcript entry (packed), remembering the newest visible one for the list."""
+        """Append a transcript entry (packed)."""
         self.log.append(codec.pack_entry(entry))
-        if entry.get("role") in ("user", "bot", "human") and entry.get("text"):
-            self.preview = (str(entry["role"]), str(entry["text"])[:200])
 
 
 @dataclass(slots=True)
@@ -250,12 +251,12 @@ class SaveResult:
     outbox_claim: float = 0.0
 
 
-def state_of(raw_meta: Any, key_value: Any) -> bytes | None:
+def state_of(raw_meta: Any, key_value: Any, cid: str) -> bytes | None:
     """A state from a reader's ``HGETALL`` of the metadata and ``GET`` of the state key (both
     read: the key holds it in the old layout and when it is too long for the hash)."""
     if statefields.in_key(raw_meta):
         return replies.raw(key_value) if key_value else None
-    return statefields.split(raw_meta)[1] or None
+    return statefields.split(raw_meta, cid, held=False)[1] or None
 
 
 class ConversationStore:
@@ -344,8 +345,9 @@ class ConversationStore:
         if implied and all(given.get(name) == value for name, value in implied.items()):
             given = {name: value for name, value in given.items() if name not in implied}
             given[statefields.ID_IMPLIED] = "1"  # the id holds them: read back from it (statefields.split)
+        short = statefields.SHORT
         for name, value in given.items():
-            meta_args += [name, value]
+            meta_args += [short.get(name, name), value]
         args: list[Any] = [event, k.dedupe_member(dedupe_id) if dedupe_id else "", now_ms, token, self.lock_ttl_ms,
                            SEEN_TTL, self.batch, len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every,
                            "" if wake is None else repr(wake)]
@@ -432,13 +434,14 @@ class ConversationStore:
         args: list[Any] = [token, req.state or b"", req.processed, self.lock_ttl_ms, self.ttl,
                            self.transcript_max, int(req.refresh_ttl), len(req.log), *req.log, len(req.out), *req.out]
         meta_args: list[str | bytes] = []
+        short = statefields.SHORT
         for name, value in req.meta.items():
-            meta_args += [name, value]
+            meta_args += [short.get(name, name), value]
         if req.state:  # in the metadata hash (see statefields.py), or its own key if too long
-            inline = statefields.fields(req.state)
+            inline = statefields.fields(req.state, cid)
             args[1] = b"" if inline is not None else req.state
             meta_args += inline if inline is not None else [statefields.COUNT, statefields.IN_KEY]
-        args += [len(meta_args) // 2, *meta_args, k.EVENTS_CHANNEL, cid]
+        args += [len(meta_args) // 2, *meta_args, len(req.drop), *req.drop, k.EVENTS_CHANNEL, cid]
         counters: dict[tuple[str, str], int] = {}
         for name, fld, by in req.counters:
             counters[(name, fld)] = counters.get((name, fld), 0) + by
@@ -487,8 +490,19 @@ class ConversationStore:
         """The newest ``limit`` transcript entries, oldest first."""
         return await self.transcript.tail(cid, limit)
 
-    async def meta(self, cid: str) -> dict[str, str]:
-        return statefields.split(await self.redis.hgetall(k.ConversationKey(cid).meta), cid)[0]
+    async def meta(self, cid: str, *, with_preview: bool = False) -> dict[str, str]:
+        """The metadata as readers see it (``statefields.split``); ``with_preview``: and the list's
+        preview, read from the transcript in the same round trip (bot/store/preview.py)."""
+        key = k.ConversationKey(cid).meta
+        if not with_preview:
+            return statefields.split(await self.redis.hgetall(key), cid)[0]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(key)
+        preview.read(pipe, cid)
+        raw, tail = await pipe.execute()
+        meta = statefields.split(raw, cid)[0]
+        await preview.fill_all(self.redis, [(cid, meta)], [tail])
+        return meta
 
     async def state(self, cid: str) -> bytes | None:
         """The state as last saved (for readers outside a turn: the API, the dashboard)."""
@@ -497,7 +511,7 @@ class ConversationStore:
         pipe.hgetall(key.meta)
         pipe.get(key.state)  # the old layout's key, or a state too long for the hash
         raw, data = await pipe.execute()
-        return state_of(raw, data)
+        return state_of(raw, data, cid)
 
     async def pending_due(self, shard: int, now: float, limit: int = 100) -> list[tuple[str, float]]:
         rows = await self.redis.zrangebyscore(k.pending_key(shard), "-inf", now, start=0, num=limit, withscores=True)

@@ -47,7 +47,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from . import replies, statefields
+from . import preview, replies, statefields
 from .keys import EVENTS_CHANNEL, PREFIX, activity_index_key
 
 TAG = "{conv}"
@@ -179,19 +179,16 @@ def _split_source(src: str) -> tuple[str, str, str]:
 
 
 def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity: float | None,
-              preview: tuple[str, str] | None, logged: bool, commands: list[Any],
-              state_changed: bool = True) -> None:
+              logged: bool, commands: list[Any], state_changed: bool = True) -> None:
     """Index updates for a save: fields added to ``new`` (the metadata the save writes) and
     raw Redis commands appended to ``commands`` (the save request's ``extra_commands``).
 
-    ``preview``: the role and text of the newest entry a person sees, if the save adds one;
-    ``logged``: whether it adds any entry. The save script publishes on ``sb:events`` only with
+    ``logged``: whether the save adds any transcript entry (the list's preview is read from the
+    transcript: bot/store/preview.py). The save script publishes on ``sb:events`` only with
     transcript entries; a save without any
     that changed the state (a stop, a held timer, a step reached silently) publishes here, so
     dashboards hear of it too."""
     merged = {**old, **new}
-    if preview is not None:
-        new["preview_role"], new["preview"] = preview
     listed = activity is not None or bool(old.get("activity"))  # in sb:idx:activity (the unfiltered list)
     removed: list[str] = []
     added: list[str] = []
@@ -298,8 +295,12 @@ class ConversationIndex:
         pipe = self.redis.pipeline(transaction=False)
         for cid in cids:
             pipe.hgetall(f"{PREFIX}:c:{{{cid}}}:meta")
-        # without the state's fields, with those the id holds
-        return [statefields.split(raw, cid)[0] for cid, raw in zip(cids, await pipe.execute(), strict=True)]
+            preview.read(pipe, cid)
+        found = await pipe.execute()
+        # without the state's chunks, with the fields the id and the state hold, the preview
+        metas = [statefields.split(raw, cid)[0] for cid, raw in zip(cids, found[0::2], strict=True)]
+        await preview.fill_all(self.redis, list(zip(cids, metas, strict=True)), found[1::2])
+        return metas
 
     async def _forget(self, cids: list[str], keys: Iterable[str]) -> None:
         """Drop expired conversations from the indexes a listing walked."""

@@ -77,11 +77,12 @@ local function put(name, value)
   kv[#kv + 1] = name; kv[#kv + 1] = value
 end
 for i = 9, 8 + nmeta * 2, 2 do put(ARGV[i], ARGV[i + 1]) end
--- TTLs are refreshed at most once per refresh_every (ttl_at: when, in ms); the save learns it from the reply
-local last = at['ttl_at'] and tonumber(meta[at['ttl_at']])
+-- TTLs are refreshed at most once per refresh_every (r: when, in s; an older version's ttl_at: in ms);
+-- the save learns it from the reply
+local last = (at['r'] and tonumber(meta[at['r']]) * 1000) or (at['ttl_at'] and tonumber(meta[at['ttl_at']]))
 local refresh = 0
 if not last or now - last >= refresh_every * 1000 then
-  put('ttl_at', string.format('%d', now))
+  put('r', string.format('%d', math.floor(now / 1000)))
   refresh = 1
 end
 if #kv > 0 then redis.call('HSET', KEYS[5], unpack(kv)) end

@@ -15,6 +15,19 @@ left by a longer earlier state, are ignored (at most ``INLINE_MAX`` bytes, until
 The count is written with a leading ``SYNCED`` (``0``) by versions that keep the metadata's
 earliest timer in step with the state (``pushscript.py``): every version reads it as a number.
 
+A compact state (``codec``: ``0xc1 's'``, a map) whose first entries are ``v: 1`` and the id,
+channel and account its conversation's id holds (``keys.id_fields``) is kept without them (53 B
+for a live chat id: the state's copies of the id, issue 14 aim 3), as ``IMPLIED`` (``0xc1 'i'``),
+its map's header, then the entries after them; ``split`` puts them back (``_id_prefix``: the
+entries' indexes are codec's, which never change once written). Any other state is kept as it is.
+
+Short names (issue 14 aim 3: bytes): fields the runtime writes on every save are stored under a
+short name (``SHORT``: ``activity`` as ``a`` …); readers see the long one (``split``). A field
+an older version stored under the long name reads as it is until this version writes the
+short one, which then wins (the long one is left until the key expires: never read again).
+``last_at`` and ``step_at`` equal to ``activity`` (the save of a customer's message) are stored as
+``SAME`` (``tie``: 1 byte, not 14) and read as ``activity``'s value.
+
 Old layout (before issue 14's third wave): no ``~`` field, the state in ``sb:c:{<cid>}:state``.
 The first script that takes the conversation's lock (push, acquire, load) moves it into the
 hash (``MOVE``) and deletes the key, so the runtime never sees the difference.
@@ -22,9 +35,10 @@ hash (``MOVE``) and deletes the key, so the runtime never sees the difference.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
-from . import replies
+from . import codec, replies, statemeta
 from .keys import id_fields
 
 #: An ``HGETALL`` reply as redis-py types it (our clients never decode: bytes).
@@ -72,16 +86,103 @@ end
 """
 
 
+#: The stored name of a metadata field written on every save (see the module docstring). ``ttl_at``
+#: is written by the push script (``pushscript.py``), as ``r``, in seconds (it was ms).
+SHORT = {"ttl_at": "r", "last_at": "l", "step_at": "s", "activity": "a", "waiting_since": "ws", "ix_src": "x"}
+_LONG = {short.encode(): name for name, short in SHORT.items() if name != "ttl_at"}
+_RENAMED = frozenset({*_LONG, *(name.encode() for name in SHORT if name != "ttl_at"), b"r", b"ttl_at"})
+
+
+#: A ``TIED`` field's stored value when it equals ``activity``'s.
+SAME = "="
+TIED = ("last_at", "step_at")
+
+
+def _untie(meta: dict[str, str]) -> None:
+    for name in TIED:
+        if meta.get(name) == SAME:
+            meta[name] = meta.get("activity", "")
+
+
+def tie(old: Mapping[str, str], new: Mapping[str, str], writes: dict[str, str]) -> None:
+    """A save's ``writes`` with the ``TIED`` fields as stored: ``SAME`` when equal to ``activity``
+    (``old``: the metadata as read, ``new``: as computed). Written when the value or its stored
+    form changes (``activity`` moved away from an unchanged ``last_at``: written out again)."""
+    a_old = old.get("activity", "")
+    a_new = new.get("activity", a_old)
+    for name in TIED:
+        v_old = old.get(name, "")
+        v_new = new.get(name, v_old)
+        e_new = SAME if v_new and v_new == a_new else v_new
+        if v_new != v_old or e_new != (SAME if v_old and v_old == a_old else v_old):
+            writes[name] = e_new
+
+
+def _named(meta: dict[str, str], name: bytes, value: str) -> None:
+    """A renamed field into ``meta`` (``SHORT``): this version's name wins over an older one's."""
+    long = _LONG.get(name)
+    if long is not None:
+        meta[long] = value
+    elif name == b"r":  # seconds: the push's refresh stamp, read as ``ttl_at`` was (ms)
+        meta["ttl_at"] = value + "000"
+    elif name == b"ttl_at":
+        meta.setdefault("ttl_at", value)
+    else:
+        meta.setdefault(name.decode(), value)
+
+
+#: A compact state kept without its id, channel and account (see the module docstring).
+IMPLIED = b"\xc1i"
+_COMPACT_STATE = b"\xc1s"
+#: codec's indexes of ``v``, ``id``, ``channel``, ``account`` (fixed once written: checked at import).
+_V, _ID, _CHANNEL, _ACCOUNT = 0x27, 0x16, 0x28, 0x29
+if [codec._INDEX[n] for n in ("v", "id", "channel", "account")] != [_V, _ID, _CHANNEL, _ACCOUNT]:
+    raise RuntimeError("bot.store.codec's indexes of v, id, channel, account moved: statefields.IMPLIED reads them")
+
+
+@functools.lru_cache(maxsize=4096)
+def _id_prefix(cid: str) -> bytes | None:
+    """The entries a compact state of ``cid`` starts with after its map's header (``v: 1``, its
+    id, channel and account) when ``cid`` holds them; None for another kind of id."""
+    implied = id_fields(cid)
+    if not implied:
+        return None
+    return (bytes((_V, 1, _ID)) + codec.pack(cid) + bytes((_CHANNEL,)) + codec.pack(implied["channel"])
+            + bytes((_ACCOUNT,)) + codec.pack(implied["account"]))
+
+
+def _stored(state: bytes, cid: str) -> bytes:
+    """``state`` as the hash keeps it: without the entries ``_id_prefix`` gives, if it has them."""
+    if state[:2] != _COMPACT_STATE or not cid:
+        return state
+    prefix = _id_prefix(cid)
+    if prefix is None or not state.startswith(prefix, 3):
+        return state
+    return IMPLIED + state[2:3] + state[3 + len(prefix):]
+
+
+def _whole(state: bytes, cid: str) -> bytes:
+    """``_stored`` undone."""
+    if state[:2] != IMPLIED:
+        return state
+    prefix = _id_prefix(cid) if cid else None
+    if prefix is None:
+        raise ValueError(f"a state kept without its id, read without it: {cid!r}")
+    return _COMPACT_STATE + state[2:3] + prefix + state[3:]
+
+
 #: The chunks' field names, built once.
 _NAMES = tuple(f"{COUNT}{k}" for k in range(INLINE_MAX // CHUNK))
 _RAW_NAMES = tuple(name.encode() for name in _NAMES)
 
 
-def fields(state: bytes) -> list[str | bytes] | None:
-    """The hash fields (flat: name, value, …) that hold ``state``; None if it is too long
-    (then it goes to its own key and the fields are ``[COUNT, IN_KEY]``)."""
+def fields(state: bytes, cid: str = "") -> list[str | bytes] | None:
+    """The hash fields (flat: name, value, …) that hold ``state`` (with ``cid``: without the id's
+    entries, ``IMPLIED``); None if it is too long (then it goes to its own key and the fields
+    are ``[COUNT, IN_KEY]``)."""
     if len(state) > INLINE_MAX:
         return None
+    state = _stored(state, cid)
     out: list[str | bytes] = []
     k = 0
     for k, start in enumerate(range(0, len(state), CHUNK)):
@@ -90,27 +191,39 @@ def fields(state: bytes) -> list[str | bytes] | None:
     return out
 
 
-def split(raw: Raw, cid: str = "") -> tuple[dict[str, str], bytes | None]:
+def split(raw: Raw, cid: str = "", *, held: bool = True) -> tuple[dict[str, str], bytes | None]:
     """An ``HGETALL`` of a conversation's metadata: (the metadata as text, the state in the
     hash or None: absent, or in its own key). With ``cid`` and ``ID_IMPLIED`` set, the fields
-    its id holds (``keys.id_fields``: the push did not store them)."""
+    its id holds (``keys.id_fields``: the push did not store them); with ``cid`` of such an id and
+    ``held``, the fields the state in the hash holds (``statemeta.py``: not stored beside it)."""
     meta: dict[str, str] = id_fields(cid) if cid and raw.get(ID_IMPLIED.encode()) else {}
     chunks: dict[bytes, bytes] = {}
     for name, value in raw.items():
         field = replies.raw(name)
         if field[:1] == b"~":
             chunks[field] = replies.raw(value)
+        elif field in _RENAMED:
+            _named(meta, field, replies.text(value))
         else:
             meta[field.decode()] = replies.text(value)
+    _untie(meta)
     count = chunks.get(COUNT.encode())
     if count is None or count == IN_KEY.encode():
         return meta, None
-    return meta, b"".join(chunks[f"{COUNT}{i}".encode()] for i in range(int(count)))
+    state = _whole(b"".join(chunks[f"{COUNT}{i}".encode()] for i in range(int(count))), cid)
+    if held and state and cid and id_fields(cid):
+        try:
+            decoded = codec.decode_state(state)
+        except Exception:  # not an engine's state (nothing to fill in from it): the metadata as stored
+            return meta, state
+        meta.update(statemeta.fields(decoded))
+    return meta, state
 
 
 def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes | None]:
     """``split`` of a script's flat ``HGETALL`` reply (bytes, as the lean client gives them: read
-    in one pass, without the map ``split`` takes; anything else goes through ``split``)."""
+    in one pass, without the map ``split`` takes; anything else goes through ``split``), the
+    metadata as stored: the turn that reads it decodes the state itself (``statemeta.fields``)."""
     names, values = flat[0::2], flat[1::2]
     if len(names) != len(values):
         raise ValueError("an HGETALL reply of an odd length")
@@ -120,20 +233,23 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
     for name, value in zip(names, values, strict=True):
         if type(name) is not bytes or type(value) is not bytes:
             it = iter(flat)
-            return split(dict(zip(it, it, strict=True)), cid)
+            return split(dict(zip(it, it, strict=True)), cid, held=False)
         if name[:1] == b"~":
             if name == _ID_IMPLIED:
                 implied = bool(value)
             chunks[name] = value
+        elif name in _RENAMED:
+            _named(meta, name, value.decode())
         else:
             meta[name.decode()] = value.decode()
+    _untie(meta)
     if cid and implied:
         meta = {**id_fields(cid), **meta}
     count = chunks.get(_COUNT)
     if count is None or count == _IN_KEY:
         return meta, None
-    return meta, b"".join([chunks[_RAW_NAMES[i] if i < len(_RAW_NAMES) else f"{COUNT}{i}".encode()]
-                           for i in range(int(count))])
+    return meta, _whole(b"".join([chunks[_RAW_NAMES[i] if i < len(_RAW_NAMES) else f"{COUNT}{i}".encode()]
+                                  for i in range(int(count))]), cid)
 
 
 _COUNT, _IN_KEY, _ID_IMPLIED, _SYNCED = COUNT.encode(), IN_KEY.encode(), ID_IMPLIED.encode(), SYNCED.encode()

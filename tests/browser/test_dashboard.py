@@ -378,7 +378,7 @@ def test_a_parked_conversation_is_shown_with_its_error_and_retried(deployment: D
             cid = json.loads(r.read())["conversation"]
         meta = f"sb:c:{{{cid}}}:meta"
         deadline = time.monotonic() + 10
-        while not client.hget(meta, "bot") and time.monotonic() < deadline:
+        while not client.hget(meta, "~") and time.monotonic() < deadline:  # the state saved (statefields.py)
             time.sleep(0.05)  # polling the greeting's save, bounded
         # What a conversation looks like once its processing failed five times in a row.
         client.hset(meta, mapping={"parked": str(time.time()), "failures": "5",

@@ -231,8 +231,8 @@ async def test_taking_the_lock_a_day_after_the_last_refresh_refreshes_the_metada
         meta = {"channel": "test", "account": "acct", "external_id": "t-1"}
         await svc.conversations.deliver(cid, _msg("one", "t1"), dedupe_id="t1", meta=meta)
         key = f"sb:c:{{{cid}}}:meta"
-        refreshed = await redis.hget(key, "ttl_at")
-        assert refreshed is not None and abs(int(refreshed) / 1000 - time.time()) < 60
+        refreshed = await redis.hget(key, "r")  # ``ttl_at``, stored as ``r`` in seconds (statefields.SHORT)
+        assert refreshed is not None and abs(int(refreshed) - time.time()) < 60
         pushed = await svc.store.push(cid, codec.encode_event(_msg("two", "t2")), dedupe_id="t2")
         assert pushed.batch is not None and not pushed.batch.refresh_ttl  # refreshed less than a day ago
         assert (await svc.store.save(cid, pushed.batch.token, SaveRequest(
@@ -240,9 +240,9 @@ async def test_taking_the_lock_a_day_after_the_last_refresh_refreshes_the_metada
 
         # A day later (the last refresh made a day older) with the hash about to expire:
         # the push that takes the lock refreshes it, so the save's partial write cannot outlive it.
-        await redis.hset(key, "ttl_at", str(int(refreshed) - 86400 * 1000 - 1))
+        await redis.hset(key, "r", str(int(refreshed) - 86400 - 1))
         await redis.expire(key, 5)
         pushed = await svc.store.push(cid, codec.encode_event(_msg("three", "t3")), dedupe_id="t3")
         assert pushed.batch is not None and pushed.batch.refresh_ttl
         assert await redis.ttl(key) > 86400  # the whole hash lives as long as the conversation
-        assert abs(int(await redis.hget(key, "ttl_at") or 0) / 1000 - time.time()) < 60
+        assert abs(int(await redis.hget(key, "r") or 0) - time.time()) < 60

@@ -40,8 +40,8 @@ async def test_the_metadata_stores_no_empty_value_and_ids_are_kept_as_bytes(svc:
     await _send(svc, IDS[1], "more")
     raw = {name.decode(): value for name, value in (await redis.hgetall(k.ConversationKey(CID).meta)).items()}
     assert not [name for name, value in raw.items() if value == b""], raw
-    assert "ix_src" not in raw and "company_id" not in raw and "owner_user" not in raw  # nothing to keep
-    assert len(raw["activity"]) == len(raw["last_at"]) == 14  # seconds and ms
+    assert "x" not in raw and "company_id" not in raw and "owner_user" not in raw  # nothing to keep
+    assert len(raw["a"]) == 14 and raw["l"] == b"="  # activity: seconds and ms; last_at: the same (tie)
     blobs = await redis.lrange(k.ConversationKey(CID).transcript, 0, -1)
     assert [IDS[0] in b.decode("latin-1") for b in blobs] == [False] * 4  # as 16 bytes, not as text
     assert bytes.fromhex(IDS[0]) in blobs[0] and bytes.fromhex(IDS[1]) in blobs[2]
@@ -60,6 +60,7 @@ async def test_a_conversation_in_the_older_layout_reads_lists_and_continues(svc:
     assert IDS[0].encode() in older[0]
     await redis.delete(key.transcript)
     await redis.rpush(key.transcript, *older)
+    await redis.hdel(key.meta, "a", "s")  # (their long names below, as an older version wrote them)
     await redis.hset(key.meta, mapping={"company_id": "", "owner_user": "", "ix_src": "\x1f\x1f",
                                         "activity": "1796582945.9313771", "step_at": ""})
     assert await _entries(svc) == entries  # read as written
@@ -77,7 +78,56 @@ async def test_a_conversation_in_the_older_layout_reads_lists_and_continues(svc:
     raw = await redis.hgetall(key.meta)
     meta, state = statefields.split(raw, CID)
     assert state is not None and meta["n"] == "4" and len(meta["activity"]) == 14
-    assert raw[b"ix_src"] == b"" and raw[b"company_id"] == b""  # kept (empty), not added
+    assert raw[b"company_id"] == b"" and meta["ix_src"] == ""  # kept (empty), not added; ix_src read as x
     page = await ConversationIndex(redis).page(Filters(status="bot"), limit=10)
     assert [cid for cid, _, _ in page.rows] == [CID]
     assert summary(CID, page.rows[0][2])["preview"] == {"role": "bot", "text": "Thanks there: again"}
+
+
+#: The fields an older version (before issue 14's fifth wave) stored beside a state in the hash:
+#: copies of the state's, the list's preview, the long names, ``ttl_at`` in ms.
+OLDER = {"owner": "bot", "chat_status": "answered", "bot": "greeter", "version": "1", "step": "ask",
+         "run_status": "waiting", "status": "bot", "last_text": "hello", "preview_role": "bot",
+         "preview": "Thanks there: hello", "ttl_at": "1796582945931", "activity": "1796582945.931",
+         "last_at": "1796582945.931", "step_at": "1796582945.931"}
+
+
+async def test_the_metadata_keeps_no_copy_of_the_state_and_reads_an_older_versions_copies(
+        svc: Services, redis: Redis) -> None:
+    await _send(svc, IDS[0], "hello")
+    key = k.ConversationKey(CID)
+    raw = await redis.hgetall(key.meta)
+    names = {name.decode() for name in raw}
+    assert not names & set(OLDER), names  # held by the state, read from the transcript, or short
+    assert {"a", "l", "s", "r"} <= names
+    chunks = b"".join(raw[f"~{i}".encode()] for i in range(int(raw[b"~"])))
+    assert chunks[:2] == statefields.IMPLIED and CID.encode() not in chunks.split(b"r1")[0]  # no id copy
+    meta, state = statefields.split(raw, CID)
+    assert state is not None and codec.decode_state(state).id == CID
+    new_row = summary(CID, (await ConversationIndex(redis).metas([CID]))[0])
+    assert new_row["status"] == "bot" and new_row["bot"] == "greeter" and new_row["step"] == "ask"
+    assert new_row["last_message"] == "hello" and new_row["preview"] == {"role": "bot", "text": "Thanks there: hello"}
+    assert meta["ttl_at"] == raw[b"r"].decode() + "000"
+
+    # As an older version left it: the whole state in the chunks, its copies and the long names.
+    await redis.delete(key.meta)
+    await redis.hset(key.meta, mapping={**OLDER, "channel": "livechat", "account": "demo", "external_id": SESSION,
+                                        "n": "2", **dict(zip(*[iter(statefields.fields(state) or [])] * 2,
+                                                             strict=True))})
+    older = await redis.hgetall(key.meta)
+    assert statefields.split(older, CID)[1] == state  # read as written
+    old_row = summary(CID, (await ConversationIndex(redis).metas([CID]))[0])
+    assert old_row["last_activity"] == 1796582945.931
+    assert {n: old_row[n] for n in ("status", "bot", "step", "last_message", "preview")} == {
+        n: new_row[n] for n in ("status", "bot", "step", "last_message", "preview")}
+
+    await _send(svc, IDS[1], "again")  # continued: the copies and the preview dropped, short names
+    raw = await redis.hgetall(key.meta)
+    names = {name.decode() for name in raw}
+    assert not names & (set(OLDER) - {"ttl_at", "activity", "last_at", "step_at"}), names
+    assert {"a", "l", "s"} <= names  # the long ones left (never read again): until the key expires
+    meta, state = statefields.split(raw, CID)
+    assert state is not None and meta["activity"] == raw[b"a"].decode() != OLDER["activity"]
+    row = summary(CID, (await ConversationIndex(redis).metas([CID]))[0])
+    assert row["last_message"] == "again" and row["preview"] == {"role": "bot", "text": "Thanks there: again"}
+    assert row["status"] == "bot" and row["last_activity"] == float(raw[b"a"])

@@ -80,7 +80,7 @@ async def test_a_conversation_is_counted_step_by_step_and_read_back_as_json_and_
     assert [s["step"] for s in body["steps"]][:2] == ["hello", "products"]
     # the waiting conversation's step start travels in its metadata, written with the save
     cid = next(c for c in [k.decode() async for k in redis.scan_iter("sb:c:*:meta")] if "analytics-two" in c)
-    assert (await redis.hget(cid, "step_at")) is not None
+    assert (await redis.hget(cid, "s")) is not None  # ``step_at`` (statefields.SHORT)
 
     r = await http.get("/api/analytics/bots/demo", params={"format": "csv"}, headers=SUPPORT)
     assert r.status == 200 and r.content_type == "text/csv"
@@ -187,7 +187,7 @@ async def test_a_conversation_without_a_known_step_start_counts_from_its_next_st
     (its entry never was), the next ones are."""
     await _chat(http, "analytics-old-1234", ["hi"], bots=1)
     cid = next(c for c in [k.decode() async for k in redis.scan_iter("sb:c:*:meta")] if "analytics-old" in c)
-    await redis.hdel(cid, "step_at")
+    await redis.hdel(cid, "s")
     for key in [k async for k in redis.scan_iter("sb:analytics:*")]:
         await redis.delete(key)
     await _chat(http, "analytics-old-1234", ["See our products"], bots=2, seen=1)

@@ -21,13 +21,15 @@ ECHO: dict[str, Any] = {
               "other_answer": "reply", "no_answer": {"after": "10m", "next": "reply"}},
 }
 #: The conversation's own keys (metadata with the state and the transcript's count, transcript,
-#: dedupe): 1,685 B since the dedupe set keeps 8-byte digests, the metadata no empty field and the
+#: dedupe): 1,401 B since the metadata keeps no copy of the state's fields nor the preview, the
+#: state no copy of the id, and the fields written on every save short names (meta 505 B);
+#: 1,685 B since the dedupe set keeps 8-byte digests, the metadata no empty field and the
 #: entries their hex ids as bytes and their common role and kind as a key (issue 14 aim 3); 1,906 B
 #: since the state keeps its timers' due times (one timer entry per conversation, issue 14) and the
 #: metadata the hand-back's fields (issue 15); 1,850 B with the state first in
 #: the metadata hash; 1,962 B with the state a key of its own;
 #: 2,574 B with the list of plain entries; 6,203 B when the transcript was a stream and a counter.
-CONVERSATION_BOUND = 1700
+CONVERSATION_BOUND = 1420
 
 
 async def conversation_bytes(redis: Redis, cid: str) -> dict[str, int]:

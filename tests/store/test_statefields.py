@@ -46,7 +46,7 @@ def test_a_flat_reply_reads_as_its_map(state: bytes, meta: dict[str, str], impli
                         *zip(*[iter(statefields.fields(state) or [])] * 2, strict=True)]:
         flat += [n.encode() if isinstance(n, str) else n for n in (name, value)]
     cid = "livechat:demo:s1"
-    expected = statefields.split(dict(zip(flat[::2], flat[1::2], strict=True)), cid)
+    expected = statefields.split(dict(zip(flat[::2], flat[1::2], strict=True)), cid, held=False)
     assert statefields.split_flat(flat, cid) == expected
     assert list(statefields.split_flat(flat, cid)[0]) == list(expected[0])
 
@@ -165,3 +165,31 @@ async def test_a_metadata_hash_that_stores_the_id_fields_reads_the_same(store: C
     await redis.hset(KEY.meta, mapping={"channel": "livechat", "account": "demo", "external_id": "state"})
     assert await store.meta(CID) == {"channel": "livechat", "account": "demo", "external_id": "state"}
     assert await store.meta("livechat:demo:nobody") == {}  # a conversation that does not exist has none
+
+
+_TIMES = st.sampled_from(["", "1.000", "2.000", "3.000"])
+
+
+@given(st.lists(st.fixed_dictionaries({}, optional={"activity": _TIMES, "last_at": _TIMES, "step_at": _TIMES}),
+                max_size=6))
+def test_times_tied_to_the_activity_read_back_as_written(saves: list[dict[str, str]]) -> None:
+    """Saves of ``activity``, ``last_at``, ``step_at`` (``tie``: ``=`` for one equal to the
+    activity) read back as the values written, whatever moved in between."""
+    stored: dict[bytes, bytes] = {}
+    expected: dict[str, str] = {}
+    for new in saves:
+        old = statefields.split(stored)[0]
+        writes = {name: value for name, value in new.items() if old.get(name, "") != value}
+        statefields.tie(old, new, writes)
+        stored.update({statefields.SHORT[name].encode(): value.encode() for name, value in writes.items()})
+        expected.update(new)
+        assert {n: v for n, v in statefields.split(stored)[0].items() if v} == {n: v for n, v in expected.items() if v}
+
+
+def test_a_time_equal_to_the_activity_is_stored_as_one_byte() -> None:
+    writes = {"activity": "5.000", "last_at": "5.000", "step_at": "4.000"}
+    statefields.tie({}, writes, writes)
+    assert writes == {"activity": "5.000", "last_at": "=", "step_at": "4.000"}
+    later = {"activity": "6.000"}  # a timer's turn: last_at stays 5.000, written out again
+    statefields.tie(statefields.split({b"a": b"5.000", b"l": b"=", b"s": b"4.000"})[0], later, later)
+    assert later == {"activity": "6.000", "last_at": "5.000"}

@@ -45,7 +45,7 @@ async def test_the_first_push_refreshes_then_none_until_a_day_has_passed(
         redis: Redis, store: ConversationStore, clock: Clock) -> None:
     assert TTL_REFRESH_EVERY == DAY
     assert await _turn(store, b"e1", "m1")
-    assert await redis.hget(KEY.meta, "ttl_at") == str(int(T0 * 1000)).encode()
+    assert await redis.hget(KEY.meta, "r") == str(int(T0)).encode()  # ``ttl_at`` as stored: s
     for key in (KEY.meta, KEY.transcript):
         assert TTL * 1000 - SLACK_MS < await redis.pttl(key) <= TTL * 1000
     assert (SEEN_TTL + DAY) * 1000 - SLACK_MS < await redis.pttl(KEY.seen) <= (SEEN_TTL + DAY) * 1000
@@ -60,7 +60,7 @@ async def test_the_first_push_refreshes_then_none_until_a_day_has_passed(
 
     clock.now = T0 + DAY
     assert await _turn(store, b"e3", "m3")
-    assert await redis.hget(KEY.meta, "ttl_at") == str(int((T0 + DAY) * 1000)).encode()
+    assert await redis.hget(KEY.meta, "r") == str(int(T0 + DAY)).encode()
     for key in (KEY.meta, KEY.transcript):
         assert await redis.ttl(key) > TTL - 60, key
     assert await redis.ttl(KEY.seen) > SEEN_TTL + DAY - 60
