@@ -161,7 +161,7 @@ def _grow(value: dict[Any, Any], shape: Shape) -> dict[str, Any]:
 def _nested(item: Any, inner: Shape | list[Shape], walk: Any) -> Any:
     if isinstance(inner, list):
         if isinstance(item, (list, tuple)):
-            return [walk(x, inner[0]) if isinstance(x, dict) else x for x in item]
+            return [walk(x, inner[0]) if isinstance(x, dict) else x for x in item] if item else []
         return item
     return walk(item, inner) if isinstance(item, dict) else item
 
@@ -403,7 +403,7 @@ def _compact_state(s: ConversationState) -> dict[int | str, Any]:
                 _REQUEST: w.request, _UNTIL: w.until, _HELD: list(w.held), _WIDGET_JSON: w.widget_json},
             _AI: run.action_index,
             _CALLERS: [{_BOT: f.bot, _VERSION: f.version, _NEXT: f.next, _VARS: f.vars, _JSON: f.json,
-                        _LVR: f.last_validation_result} for f in run.callers],
+                        _LVR: f.last_validation_result} for f in run.callers] if run.callers else [],
             _ERROR: run.error,
         }
         if run.splits or run.goals:  # as ``Run.to_dict``: plain names (not in ``_NAMES``), only when set
@@ -439,23 +439,26 @@ def _state_from_compact(d: dict[Any, Any]) -> ConversationState:
         get(_OWNER_USER), get(_CHAT_STATUS, "unanswered"), _run_from_compact(run) if run else None,
         _grow(last, _LAST_MESSAGE_SHAPE) if isinstance(last, dict) else last, get(_SEQ, 0), get(_TURN_STEPS, 0),
         _grow(crm, _ITEMS) if isinstance(crm, dict) else crm,
-        {(t if ":" in t else f"{sid}:{t}"): float(at) for t, at in (get("tm") or {}).items()})
+        {(t if ":" in t else f"{sid}:{t}"): float(at) for t, at in tm.items()} if (tm := get("tm")) else {})
 
 
 def _run_from_compact(r: dict[Any, Any]) -> Run:
     """``Run.from_dict`` of the run's map grown by ``_STATE_SHAPE`` (its wait, its callers)."""
     get = r.get
-    w, callers = get(_WAIT), get(_CALLERS)
-    if isinstance(callers, (list, tuple)):
+    w, callers, splits, goals = get(_WAIT), get(_CALLERS), get("sp"), get("gl")
+    # (no comprehension for what is empty, as it mostly is: each costs a function's call)
+    if not callers:
+        callers = []
+    elif isinstance(callers, (list, tuple)):
         callers = [_frame_from_compact(f) if isinstance(f, dict) else Frame.from_dict(f) for f in callers]
     else:
-        callers = [Frame.from_dict(f) for f in callers or ()]
+        callers = [Frame.from_dict(f) for f in callers]
     return Run(
         r[_ID], r[_BOT], r[_VERSION], get(_STEP), get(_STATUS, "running"), dict(get(_VARS) or {}), get(_JSON),
         get(_LVR), (_wait_from_compact(w) if isinstance(w, dict) else Wait.from_dict(w)) if w else None,
         get(_AI, 0), callers, get(_ERROR),
-        tuple((str(x[0]), str(x[1]), str(x[2]), int(x[3]), str(x[4])) for x in get("sp") or ()),
-        tuple(str(g) for g in get("gl") or ()),
+        tuple([(str(x[0]), str(x[1]), str(x[2]), int(x[3]), str(x[4])) for x in splits]) if splits else (),
+        tuple([str(g) for g in goals]) if goals else (),
     )
 
 
