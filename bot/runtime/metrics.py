@@ -64,15 +64,31 @@ class Metrics:
 
     def message_in(self, channel: str) -> None:
         """Count a customer message (in ``messages_in`` from the next collection)."""
-        self._in[channel] = self._in.get(channel, 0) + 1
+        n = self._in.get(channel)
+        if n is None:  # the channel's first since the last collection
+            self._made()
+            n = 0
+        self._in[channel] = n + 1
 
     def message_out(self, channel: str) -> None:
         """Count a message sent (in ``messages_out`` from the next collection)."""
-        self._out[channel] = self._out.get(channel, 0) + 1
+        n = self._out.get(channel)
+        if n is None:
+            self._made()
+            n = 0
+        self._out[channel] = n + 1
 
     def timer_fired(self, count: int = 1) -> None:
         """Count timers delivered (in ``timers_fired`` from the next collection)."""
+        if not self._fired:
+            self._made()
         self._fired += count
+
+    def _made(self) -> None:
+        """The metrics made with the first count, as with any metric's first use: their import
+        and making cost once, where they did (not with a later scrape or another metric)."""
+        if "registry" not in self.__dict__:
+            self._make()
 
     def flush(self) -> None:
         """Add the counts kept since the last collection to their Prometheus counters (called by

@@ -35,6 +35,7 @@ def test_counts_kept_between_scrapes_are_in_the_next_one_once() -> None:
     metrics = Metrics()
     for _ in range(3):
         metrics.message_in("livechat")
+    assert "registry" in vars(metrics)  # made by the first count, as by any metric's first use
     metrics.message_out("telegram")
     metrics.timer_fired()
     metrics.timer_fired(4)
