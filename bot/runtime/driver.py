@@ -115,10 +115,12 @@ class Driver:
         run = state.run
         if run is not None:
             todo.append((run.bot, run.version))
-            todo.extend((f.bot, f.version) for f in run.callers)
-        for name in (getattr(event, "greeting", None), getattr(event, "bot", None)):
-            if name:
-                todo.append((name, None))
+            if run.callers:  # (mostly none: no generator made for nothing, issue 14 aim 5)
+                todo.extend((f.bot, f.version) for f in run.callers)
+        if type(event) is not ev.TimerFired:  # a timer names no bot
+            for name in (getattr(event, "greeting", None), getattr(event, "bot", None)):
+                if name:
+                    todo.append((name, None))
         seen: set[tuple[str, int | None]] = set()
         while todo:
             key = todo.pop()

@@ -391,7 +391,7 @@ class ConversationService(QueueProcessor[Prefetched]):
         due = sorted((at, timer_id) for timer_id, at in pending.items() if at <= until)
         for _, timer_id in due:
             del pending[timer_id]
-        self.metrics.timers_fired.inc(len(due))
+        self.metrics.timer_fired(len(due))
         return [(ev.TimerFired(timer_id), {"due": at}) for at, timer_id in due]
 
     @staticmethod

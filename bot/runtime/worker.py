@@ -152,7 +152,7 @@ class Worker:
         else:
             fired = not (await queue.deliver(timer.cid, event, dedupe_id=dedupe_id, entry_extra=extra)).duplicate
         if fired:
-            self.s.metrics.timers_fired.inc()
+            self.s.metrics.timer_fired()
 
     async def fire_timers(self) -> int:
         """One round: claim and deliver every due timer (and dead workers' claims); how many were claimed."""

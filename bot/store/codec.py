@@ -5,7 +5,7 @@ msgpack), a byte for the kind (``_STATE``, ``_ENTRY``), then msgpack in which th
 maps the engine builds — the entry or state itself and the maps at the paths its ``_SHAPES``
 names (a button, a run, its wait …) — are written as their index in ``_NAMES`` when listed there
 (one byte instead of the name); the maps below (variables, CRM event data) keep their keys as
-they are. An entry's values are smaller too, in their place (``_pack_values``): a customer
+they are. An entry's values are smaller too, in their place (``pack_entry``): a customer
 message's ``client_msg_id`` that repeats its ``message_id`` is written once, an id of 32 lower-case
 hex digits (a live chat id, a uuid4 ``hex``) as its 16 bytes (18 bytes, not 34), the most common
 ``role``, ``kind``, CRM event ``type`` and ``source`` as a one-byte token (``_TOKENS``: not 4 to 16
@@ -73,7 +73,7 @@ _NAMES: tuple[str, ...] = (
 _SAME_ID = 71
 _INDEX = {name: i + (i >= _SAME_ID) for i, name in enumerate(_NAMES)}
 _CLIENT_MSG_ID, _MESSAGE_ID = _INDEX["client_msg_id"], _INDEX["message_id"]
-#: Values written as a token, in their place (``_pack_values``): at these keys of a compact entry
+#: Values written as a token, in their place (``pack_entry``): at these keys of a compact entry
 #: a negative number from -1 to -32 stands for the value ``_TOKENS`` gives it (-32: the step its
 #: ``ref`` names, ``<run>:<step>:m<n>``) and bytes for an id of 32 lower-case hex digits. An entry
 #: that holds such a number or bytes there itself is written plain. ``_TOKENS``: append only.
@@ -161,7 +161,7 @@ def _grow(value: dict[Any, Any], shape: Shape) -> dict[str, Any]:
 def _nested(item: Any, inner: Shape | list[Shape], walk: Any) -> Any:
     if isinstance(inner, list):
         if isinstance(item, (list, tuple)):
-            return [walk(x, inner[0]) if isinstance(x, dict) else x for x in item]
+            return [walk(x, inner[0]) if isinstance(x, dict) else x for x in item] if item else []
         return item
     return walk(item, inner) if isinstance(item, dict) else item
 
@@ -170,51 +170,100 @@ _PLANS = {kind: _compile(shape) for kind, shape in _SHAPES.items()}
 
 
 def _pack_compact(value: dict[str, Any], kind: bytes) -> bytes:
+    """``value`` compact by its shape alone (a state's ``to_dict``: ``encode_state`` writes the
+    same bytes straight from the state; an entry: ``pack_entry``, which compacts its values too)."""
     try:
         small = _shrink(value, _PLANS[kind])
     except _PlainKey:
         return pack(value)
-    if kind == _ENTRY:
-        try:
-            _pack_values(small)
-        except _PlainKey:
-            return pack(value)
     return COMPACT + kind + pack(small)
 
 
-def _pack_values(small: dict[Any, Any]) -> None:
-    """An entry's values, smaller, each in its place: a ``client_msg_id`` that repeats the
-    ``message_id`` once (``_SAME_ID``), an id of 32 hex digits as its 16 bytes, a common role,
-    kind, source or type as a token, a step its ref names as ``_STEP_IN_REF`` (raises
-    ``_PlainKey`` for an entry that holds a token's kind of value itself)."""
-    get = small.get
-    for key in _TOKEN_KEYS:
-        value = get(key)
+#: How ``pack_entry`` writes an entry with a given set of keys (all strings), worked out once per
+#: set: (its keys' indexes, the token keys it has, has it a step, has it an id, the plan of its
+#: nested engine maps); at most ``_KEY_SETS_MAX`` sets (then forgotten).
+EntryPlan = tuple[tuple[int | str, ...], tuple[int, ...], bool, bool, Plan]
+_ENTRY_PLANS: dict[tuple[str, ...], EntryPlan] = {}
+_ENTRY_PREFIX = COMPACT + _ENTRY
+
+
+def pack_entry(entry: dict[str, Any]) -> bytes:
+    """A transcript entry, compact (read back by ``unpack``): its keys as indexes, its values
+    smaller in their place (``_pack_ids``, ``_TOKENS``, ``_STEP_IN_REF``); written plain when it
+    holds a value a token or an id's bytes would be read as, or a key that is not a string.
+
+    Per entry (issue 14 aim 5): one lookup of its key set's plan, one dict built, and only the
+    values its keys call for looked at (no per-key loop, no shape walk for an entry without
+    buttons, list or attachments)."""
+    names = tuple(entry)
+    plan = _ENTRY_PLANS.get(names)
+    if plan is None:
+        plan = _entry_plan(names)
+        if plan is None:
+            return pack(entry)
+    indexes, tokens, step, ids, nested = plan
+    small: dict[Any, Any] = dict(zip(indexes, entry.values(), strict=False))  # as long: made of its keys
+    for key in tokens:
+        value = small[key]
         if type(value) is str:
             token = _TOKEN_OF.get(value)
             if token is not None:
                 small[key] = token
         elif type(value) is int and -32 <= value < 0:
+            return pack(entry)
+    if step:
+        value = small[_STEP]
+        if type(value) is str:
+            ref = small.get(_REF)
+            if type(ref) is str and _ref_step(ref) == value:
+                small[_STEP] = _STEP_IN_REF
+        elif type(value) is int and -32 <= value < 0:
+            return pack(entry)
+    try:
+        if ids:
+            _pack_ids(small)
+        for key, many, inner in nested:
+            item = small[key]
+            if not many:
+                if isinstance(item, dict):
+                    small[key] = _shrink(item, inner)
+            elif isinstance(item, (list, tuple)):
+                small[key] = [_shrink(x, inner) if isinstance(x, dict) else x for x in item]
+    except _PlainKey:
+        return pack(entry)
+    return _ENTRY_PREFIX + pack(small)
+
+
+def _entry_plan(names: tuple[str, ...]) -> EntryPlan | None:
+    """``pack_entry``'s plan for entries with these keys (None: a key that is not a string)."""
+    for name in names:
+        if type(name) is not str:
+            return None
+    if len(_ENTRY_PLANS) >= _KEY_SETS_MAX:
+        _ENTRY_PLANS.clear()
+    indexes = tuple([_INDEX.get(name, name) for name in names])
+    has = set(indexes)
+    plan = _ENTRY_PLANS[names] = (
+        indexes, tuple(key for key in _TOKEN_KEYS if key in has), _STEP in has,
+        _MESSAGE_ID in has or _CLIENT_MSG_ID in has, tuple(p for p in _PLANS[_ENTRY] if p[0] in has))
+    return plan
+
+
+def _pack_ids(small: dict[Any, Any]) -> None:
+    """An entry's ids, smaller, in their place: a ``client_msg_id`` that repeats the
+    ``message_id`` once (``_SAME_ID``), an id of 32 hex digits as its 16 bytes (raises
+    ``_PlainKey`` for an entry that holds bytes there itself)."""
+    ids = small.get(_MESSAGE_ID), small.get(_CLIENT_MSG_ID)
+    if ids[1] is not None and ids[1] == ids[0]:
+        del small[_CLIENT_MSG_ID]
+        small[_SAME_ID] = None
+    for key, value in zip((_MESSAGE_ID, _CLIENT_MSG_ID), ids, strict=True):
+        if type(value) is str and len(value) == 32 and key in small:
+            raw = _hex_id(value)
+            if raw is not None:
+                small[key] = raw
+        elif isinstance(value, (bytes, bytearray, memoryview)):  # read back as an id's hex
             raise _PlainKey
-    step = get(_STEP)
-    if type(step) is str:
-        ref = get(_REF)
-        if type(ref) is str and _ref_step(ref) == step:
-            small[_STEP] = _STEP_IN_REF
-    elif type(step) is int and -32 <= step < 0:
-        raise _PlainKey
-    ids = get(_MESSAGE_ID), get(_CLIENT_MSG_ID)
-    if ids != (None, None):
-        if ids[1] is not None and ids[1] == ids[0]:
-            del small[_CLIENT_MSG_ID]
-            small[_SAME_ID] = None
-        for key, value in zip((_MESSAGE_ID, _CLIENT_MSG_ID), ids, strict=True):
-            if type(value) is str and len(value) == 32 and key in small:
-                raw = _hex_id(value)
-                if raw is not None:
-                    small[key] = raw
-            elif isinstance(value, (bytes, bytearray, memoryview)):  # read back as an id's hex
-                raise _PlainKey
 
 
 def _hex_id(value: str) -> bytes | None:
@@ -232,29 +281,60 @@ def _ref_step(ref: str) -> str | None:
     return parts[1] if len(parts) == 3 else None
 
 
-def pack_entry(entry: dict[str, Any]) -> bytes:
-    """A transcript entry, compact (read back by ``unpack``)."""
-    return _pack_compact(entry, _ENTRY)
-
-
 def _unpack_compact(data: bytes) -> Any:
     kind = data[1:2]
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
-    out: dict[Any, Any] = _grow(value, _SHAPES[kind])
-    if kind == _ENTRY:  # ``_pack_values`` undone
-        for name in _TOKEN_NAMES:
-            item = out.get(name)
-            if type(item) is int and item < 0:
-                out[name] = _TOKENS.get(item, item)
-        if type(step := out.get("step")) is int and step == _STEP_IN_REF:  # as written: not -32.0
-            out["step"] = _ref_step(out.get("ref") or "")
-        for name in ("message_id", "client_msg_id"):
-            if type(item := out.get(name)) is bytes:
-                out[name] = item.hex()
-        if _SAME_ID in value:
-            del out[_SAME_ID]
-            out["client_msg_id"] = out.get("message_id")
+    if kind == _ENTRY:
+        return _entry_from_compact(value)
+    return _grow(value, _SHAPES[kind])
+
+
+#: How ``_entry_from_compact`` reads an entry with a given set of compact keys, worked out once
+#: per set: (the names of its keys, the token names it has, has it a step, the id names it has,
+#: has it ``_SAME_ID``, the shapes of its nested engine maps); at most ``_KEY_SETS_MAX`` sets.
+ReadPlan = tuple[tuple[Any, ...], tuple[str, ...], bool, tuple[str, ...], bool,
+                 tuple[tuple[str, "Shape | list[Shape]"], ...]]
+_READ_PLANS: dict[tuple[Any, ...], ReadPlan] = {}
+
+
+def _entry_from_compact(value: dict[Any, Any]) -> dict[Any, Any]:
+    """``_grow(value, _ENTRY_SHAPE)`` with ``pack_entry``'s values undone: one lookup of the key
+    set's plan, one dict built, only the values its keys call for looked at."""
+    keys = tuple(value)
+    plan = _READ_PLANS.get(keys)
+    if plan is None:
+        plan = _read_plan(keys)
+    names, tokens, step, ids, same, nested = plan
+    out: dict[Any, Any] = dict(zip(names, value.values(), strict=False))
+    for name in tokens:
+        item = out[name]
+        if type(item) is int and item < 0:
+            out[name] = _TOKENS.get(item, item)
+    if step and type(item := out["step"]) is int and item == _STEP_IN_REF:  # as written: not -32.0
+        out["step"] = _ref_step(out.get("ref") or "")
+    for name in ids:
+        if type(item := out[name]) is bytes:
+            out[name] = item.hex()
+    if same:
+        del out[_SAME_ID]
+        out["client_msg_id"] = out.get("message_id")
+    for name, inner in nested:
+        item = out[name]
+        if item is not None:
+            out[name] = _nested(item, inner, _grow)
     return out
+
+
+def _read_plan(keys: tuple[Any, ...]) -> ReadPlan:
+    if len(_READ_PLANS) >= _KEY_SETS_MAX:
+        _READ_PLANS.clear()
+    name_of = _NAME_OF.get
+    names = tuple([name_of(key, key) for key in keys])
+    plan = _READ_PLANS[keys] = (
+        names, tuple(name for name in _TOKEN_NAMES if name in names), "step" in names,
+        tuple(name for name in ("message_id", "client_msg_id") if name in names), _SAME_ID in keys,
+        tuple((name, inner) for name, inner in _ENTRY_SHAPE.items() if name in names))
+    return plan
 
 
 def _default(obj: Any) -> Any:
@@ -323,7 +403,7 @@ def _compact_state(s: ConversationState) -> dict[int | str, Any]:
                 _REQUEST: w.request, _UNTIL: w.until, _HELD: list(w.held), _WIDGET_JSON: w.widget_json},
             _AI: run.action_index,
             _CALLERS: [{_BOT: f.bot, _VERSION: f.version, _NEXT: f.next, _VARS: f.vars, _JSON: f.json,
-                        _LVR: f.last_validation_result} for f in run.callers],
+                        _LVR: f.last_validation_result} for f in run.callers] if run.callers else [],
             _ERROR: run.error,
         }
         if run.splits or run.goals:  # as ``Run.to_dict``: plain names (not in ``_NAMES``), only when set
@@ -359,23 +439,26 @@ def _state_from_compact(d: dict[Any, Any]) -> ConversationState:
         get(_OWNER_USER), get(_CHAT_STATUS, "unanswered"), _run_from_compact(run) if run else None,
         _grow(last, _LAST_MESSAGE_SHAPE) if isinstance(last, dict) else last, get(_SEQ, 0), get(_TURN_STEPS, 0),
         _grow(crm, _ITEMS) if isinstance(crm, dict) else crm,
-        {(t if ":" in t else f"{sid}:{t}"): float(at) for t, at in (get("tm") or {}).items()})
+        {(t if ":" in t else f"{sid}:{t}"): float(at) for t, at in tm.items()} if (tm := get("tm")) else {})
 
 
 def _run_from_compact(r: dict[Any, Any]) -> Run:
     """``Run.from_dict`` of the run's map grown by ``_STATE_SHAPE`` (its wait, its callers)."""
     get = r.get
-    w, callers = get(_WAIT), get(_CALLERS)
-    if isinstance(callers, (list, tuple)):
+    w, callers, splits, goals = get(_WAIT), get(_CALLERS), get("sp"), get("gl")
+    # (no comprehension for what is empty, as it mostly is: each costs a function's call)
+    if not callers:
+        callers = []
+    elif isinstance(callers, (list, tuple)):
         callers = [_frame_from_compact(f) if isinstance(f, dict) else Frame.from_dict(f) for f in callers]
     else:
-        callers = [Frame.from_dict(f) for f in callers or ()]
+        callers = [Frame.from_dict(f) for f in callers]
     return Run(
         r[_ID], r[_BOT], r[_VERSION], get(_STEP), get(_STATUS, "running"), dict(get(_VARS) or {}), get(_JSON),
         get(_LVR), (_wait_from_compact(w) if isinstance(w, dict) else Wait.from_dict(w)) if w else None,
         get(_AI, 0), callers, get(_ERROR),
-        tuple((str(x[0]), str(x[1]), str(x[2]), int(x[3]), str(x[4])) for x in get("sp") or ()),
-        tuple(str(g) for g in get("gl") or ()),
+        tuple([(str(x[0]), str(x[1]), str(x[2]), int(x[3]), str(x[4])) for x in splits]) if splits else (),
+        tuple([str(g) for g in goals]) if goals else (),
     )
 
 

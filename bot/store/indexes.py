@@ -169,8 +169,10 @@ def term_source(meta: Mapping[str, str]) -> str:
     """The name, phone and e-mail the search terms were made of, as one string (``ix_src``);
     a separator inside a value (a visitor may send anything) is read as a space; "" without any
     (no field stored for it: issue 14, bytes)."""
-    values = [(meta.get(f) or "").replace(_TERM_SEP, " ") for f in ("name", "phone", "email")]
-    return _TERM_SEP.join(values) if any(values) else ""
+    get = meta.get
+    if not (get("name") or get("phone") or get("email")):  # (most chats: no list built, issue 14 aim 5)
+        return ""
+    return _TERM_SEP.join([(get(f) or "").replace(_TERM_SEP, " ") for f in ("name", "phone", "email")])
 
 
 def _split_source(src: str) -> tuple[str, str, str]:
@@ -192,12 +194,13 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
     listed = activity is not None or bool(old.get("activity"))  # in sb:idx:activity (the unfiltered list)
     removed: list[str] = []
     added: list[str] = []
-    if not (listed and old.get("status")  # absent reads as "" (an empty value is not stored anew)
-            and all(merged.get(name, "") == old.get(name, "") for name in ("status", "channel", "bot", "chat_status"))
-            ):  # else the sets ``filter_keys`` reads stay
+    get, was = merged.get, old.get  # absent reads as "" (an empty value is not stored anew)
+    if not (listed and was("status") and get("status", "") == was("status", "")
+            and get("channel", "") == was("channel", "") and get("bot", "") == was("bot", "")
+            and get("chat_status", "") == was("chat_status", "")):  # else the sets ``filter_keys`` reads stay
         # what the previous save indexed; none known (a new or expired-and-back conversation): the other
         # statuses' sets, whose stale member would hide it from the derived status (``Filters.excluded``)
-        old_keys = filter_keys(old) if old.get("status") else set(Filters(status=DERIVED_STATUS).excluded())
+        old_keys = filter_keys(old) if was("status") else set(Filters(status=DERIVED_STATUS).excluded())
         new_keys = filter_keys(merged) if listed else set()
         removed = sorted(old_keys - new_keys)
         added = sorted(new_keys - old_keys)  # the order is the activity index's: no re-scoring

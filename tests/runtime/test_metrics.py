@@ -27,3 +27,28 @@ def test_a_scrape_first_makes_them_too_and_a_misspelt_name_is_still_an_error() -
     assert "salesbot_messages_out" in generate_latest(metrics.registry).decode()
     with pytest.raises(AttributeError):
         getattr(metrics, "messages")  # noqa: B009 - a name mypy rejects: the lookup is the test
+
+
+def test_counts_kept_between_scrapes_are_in_the_next_one_once() -> None:
+    """Messages and timers are counted as plain numbers and added to their counters when the
+    registry is collected (issue 14 aim 5): each scrape shows every count so far, none twice."""
+    metrics = Metrics()
+    for _ in range(3):
+        metrics.message_in("livechat")
+    assert "registry" in vars(metrics)  # made by the first count, as by any metric's first use
+    metrics.message_out("telegram")
+    metrics.timer_fired()
+    metrics.timer_fired(4)
+    for _ in range(2):  # a second scrape with nothing new: the same figures, not doubled
+        text = generate_latest(metrics.registry).decode()
+        assert 'salesbot_messages_in_total{channel="livechat"} 3.0' in text
+        assert 'salesbot_messages_out_total{channel="telegram"} 1.0' in text
+        assert "salesbot_timers_fired_total 5.0" in text
+    metrics.message_in("livechat")
+    metrics.message_out("livechat")
+    metrics.timer_fired(2)
+    text = generate_latest(metrics.registry).decode()
+    assert 'salesbot_messages_in_total{channel="livechat"} 4.0' in text
+    assert 'salesbot_messages_out_total{channel="livechat"} 1.0' in text
+    assert 'salesbot_messages_out_total{channel="telegram"} 1.0' in text
+    assert "salesbot_timers_fired_total 7.0" in text

@@ -196,14 +196,18 @@ def test_pack_writes_what_packb_writes_after_a_failure_and_in_other_threads(valu
 
 
 def test_the_key_sets_remembered_are_bounded_and_change_no_byte() -> None:
-    """``_shrink`` remembers each set of keys' indexes (issue 14: CPU), at most ``_KEY_SETS_MAX``:
-    an entry writes the same bytes the first time, from memory, and once the memory was emptied."""
+    """``_shrink`` and ``pack_entry`` remember each set of keys' indexes (issue 14: CPU), the reader
+    each set's names, at most ``_KEY_SETS_MAX`` each: an entry writes the same bytes and reads the
+    same the first time, from memory, and once the memory was emptied."""
     entry = {"role": "bot", "text": "hi", "buttons": [{"title": "a", "payload": "p"}], "x": 1}
     first = codec.pack_entry(entry)
     assert codec.pack_entry(entry) == first
+    assert list(codec.unpack(first).items()) == list(entry.items())
     for i in range(codec._KEY_SETS_MAX + 1):
-        codec.pack_entry({"role": "bot", f"k{i}": i})
-    assert len(codec._KEY_INDEXES) <= codec._KEY_SETS_MAX
+        assert codec.unpack(codec.pack_entry({"role": "bot", f"k{i}": i, "buttons": [{f"b{i}": i}]})) == {
+            "role": "bot", f"k{i}": i, "buttons": [{f"b{i}": i}]}
+    for remembered in (codec._KEY_INDEXES, codec._ENTRY_PLANS, codec._READ_PLANS):
+        assert 0 < len(remembered) <= codec._KEY_SETS_MAX
     assert codec.pack_entry(entry) == first
-    assert codec.unpack(first) == entry
+    assert list(codec.unpack(first).items()) == list(entry.items())
     assert codec.unpack(codec.pack_entry({"role": "bot", 1: "one"})) == {"role": "bot", 1: "one"}  # written plain

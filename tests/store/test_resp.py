@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.store.embedded import free_port, redis_server_binary
-from bot.store.resp import RespClient, RespTransaction
+from bot.store.resp import FEED_CHUNK, RespClient, RespTransaction
 from bot.store.scripts import Lua, run_pipeline
 from tests.procs import stop_process
 from tests.waiting import wait_for
@@ -111,6 +111,19 @@ async def test_pipeline_uses_redis_py_builders(client: RespClient, redis: Redis)
 async def test_transaction_pipelines_are_refused(client: RespClient) -> None:
     with pytest.raises(ValueError, match="plain pipelines"):
         client.pipeline(transaction=True)
+
+
+async def test_replies_larger_and_smaller_than_a_feed_chunk_read_whole_across_chunks(client: RespClient) -> None:
+    """A read is fed to the parser ``FEED_CHUNK`` bytes at a time: replies that straddle a chunk's
+    end, are longer than a chunk, or arrive many to a read (one call of hundreds) read whole, in order."""
+    sizes = [0, 1, FEED_CHUNK - 7, FEED_CHUNK, FEED_CHUNK + 1, 3 * FEED_CHUNK + 5, 100, 5000]
+    values = [bytes([65 + i % 26]) * size for i, size in enumerate(sizes)]
+    await client.send([("SET", f"chunk:{i}", value) for i, value in enumerate(values)])
+    calls = [("GET", f"chunk:{i % len(values)}") for i in range(300)] + [("HGETALL", "chunk:none"), ("PING",)]
+    replies = await client.send(calls)
+    assert replies == [values[i % len(values)] for i in range(300)] + [[], b"PONG"]
+    nested = await client.send([("EVAL", "return {ARGV[1], {ARGV[2], 7}}", 0, values[3], values[5])] * 3)
+    assert nested == [[values[3], [values[5], 7]]] * 3
 
 
 async def test_many_concurrent_callers_each_get_their_own_replies_in_order(client: RespClient) -> None:
