@@ -211,7 +211,8 @@ class Outbox:
             limit = self._limits.get(account)
             if limit is not None and not await self._acquire(queue, cid, limit):
                 return 0
-            meta = statefields.split(await self.redis.hgetall(key.meta), cid)[0]
+            # the senders read the id's fields, last_inbound_at and reply_*: not the state's
+            meta = statefields.split(await self.redis.hgetall(key.meta), cid, held=False)[0]
             item = codec.unpack(head)
             sent, platform_id = await self._attempt(account, cid, head, item, meta)
             if not sent:

@@ -6,8 +6,10 @@ bot's last reply, up to 200 characters, about 60 B in the bench, more in real ch
 conversation, for the few that a listing shows. The transcript holds it anyway: a reader sends
 an ``LRANGE`` of the newest ``TAIL`` entries in the pipeline that reads the metadata (no round
 trip more) and decodes from the newest back to the first visible one (usually the newest).
-Only when the tail holds no such entry (a run of delivery statuses after it) is the whole list
-read, for those conversations only.
+Only when the tail holds no such entry (a run of delivery statuses after it: WhatsApp appends
+three for each message sent) are the ``DEEPER`` entries before it read, for those conversations
+only, in one more round trip; beyond those the row shows no preview (a listing or a live-feed
+update never reads a whole transcript of up to ``transcript_max`` entries).
 
 **Old layout**: a conversation an older version saved keeps ``preview_role`` / ``preview`` in its
 metadata: read as they are (its transcript may still be the old stream) until this version's
@@ -26,6 +28,8 @@ from . import keys as k
 
 #: The newest entries read with the metadata.
 TAIL = 8
+#: The entries before the tail read when the tail holds no visible one (the second read's bound).
+DEEPER = 120
 #: The preview's text, as long as the metadata kept it.
 TEXT_MAX = 200
 #: The fields an older version kept it in (deleted by this version's first save of the conversation).
@@ -49,7 +53,7 @@ def found(entries: Sequence[bytes]) -> tuple[str, str] | None:
 
 def fill(meta: dict[str, str], tail: Sequence[bytes]) -> bool:
     """``meta`` with ``preview_role`` and ``preview`` from ``tail`` (kept by an older version: as
-    they are); True when the tail had none and was full (``complete`` reads the whole list)."""
+    they are); True when the tail had none and was full (``complete`` reads the entries before it)."""
     if not meta or meta.get("preview_role"):
         return False
     hit = found(tail)
@@ -59,13 +63,13 @@ def fill(meta: dict[str, str], tail: Sequence[bytes]) -> bool:
 
 
 async def complete(redis: Redis, todo: Mapping[str, dict[str, str]]) -> None:
-    """The preview of each conversation (id -> its metadata) whose tail had none, from its whole
-    transcript (one round trip for them all)."""
+    """The preview of each conversation (id -> its metadata) whose tail had none, from the
+    ``DEEPER`` entries before its tail (one round trip for them all; none found: no preview)."""
     if not todo:
         return
     pipe = redis.pipeline(transaction=False)
     for cid in todo:
-        pipe.lrange(k.ConversationKey(cid).transcript, 0, -1)
+        pipe.lrange(k.ConversationKey(cid).transcript, -(TAIL + DEEPER), -(TAIL + 1))
     for meta, entries in zip(todo.values(), await pipe.execute(), strict=True):
         hit = found(entries)
         if hit is not None:

@@ -79,7 +79,8 @@ end
 for i = 9, 8 + nmeta * 2, 2 do put(ARGV[i], ARGV[i + 1]) end
 -- TTLs are refreshed at most once per refresh_every (r: when, in s; an older version's ttl_at: in ms);
 -- the save learns it from the reply
-local last = (at['r'] and tonumber(meta[at['r']]) * 1000) or (at['ttl_at'] and tonumber(meta[at['ttl_at']]))
+local r = at['r'] and tonumber(meta[at['r']])  -- nil, not an error, for a value that is no number
+local last = (r and r * 1000) or (at['ttl_at'] and tonumber(meta[at['ttl_at']]))
 local refresh = 0
 if not last or now - last >= refresh_every * 1000 then
   put('r', string.format('%d', math.floor(now / 1000)))
