@@ -5,7 +5,8 @@ processed. It takes the length from the lock taker (the push's ``RPUSH`` reply, 
 ``LLEN``) unless a push queued behind the lock since (the lock's ``*`` mark), after a ``load``,
 or for a queue that plain commands write (``enqueue_commands``: the lead queues). Each test
 here fails if the save trusted a length it may not: an event queued meanwhile would be dropped
-with the inbox. Lock expiry is driven by deleting the lock key, never by sleeping.
+with the inbox. Lock expiry is driven by deleting the lock key, never by sleeping. Also: every
+writer behind a held lock keeps its event, and the lock stays short however many push behind it.
 """
 
 from __future__ import annotations
@@ -142,3 +143,36 @@ async def test_a_lock_holding_a_longer_token_or_marks_after_another_is_not_owned
     assert await a.extend(CID, token) is True
     assert (await a.save(CID, token, _req(pushed.batch.events))).status == 0
     assert await _inbox(redis) == []
+
+
+async def test_the_lock_stays_short_however_many_pushes_queue_behind_it(
+        redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
+    """One ``*`` says all the save needs; every push behind a held lock appends another."""
+    a, b = stores
+    first = await a.push(CID, b"e0", dedupe_id="m0")
+    assert first.batch is not None
+    token = first.batch.token
+    for i in range(1, 2001):  # a burst while the batch runs (its lock renewed by extend)
+        assert (await b.push(CID, b"e", dedupe_id=f"m{i}")).batch is None
+        if i % 500 == 0:
+            assert await a.extend(CID, token)
+    length = await redis.strlen(KEY.lock)
+    assert length <= len(token) + 2
+
+
+async def test_every_writer_behind_a_held_lock_keeps_its_event(
+        redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
+    """Pushes, wakes and out-of-turn transcript appends interleaved behind a held lock: the save
+    keeps whatever is queued behind its batch."""
+    a, b = stores
+    first = await a.push(CID, b"e0", dedupe_id="m0")
+    assert first.batch is not None and first.batch.events == [b"e0"]
+    await b.append_log(CID, [b"receipt"])  # '+'
+    assert (await b.push(CID, b"e1", dedupe_id="m1")).batch is None  # '*'
+    await b.append_log(CID, [b"receipt"])  # '+' after the '*'
+    assert (await a.save(CID, first.batch.token, _req(first.batch.events))).status == 1
+    assert await redis.lrange(KEY.inbox, 0, -1) == [b"e1"]
+    nxt = await a.load(CID, first.batch.token)
+    assert nxt is not None and nxt.events == [b"e1"]
+    assert (await a.save(CID, first.batch.token, _req(nxt.events))).status == 0
+    assert await redis.exists(KEY.inbox, KEY.lock) == 0
