@@ -20,6 +20,7 @@ from redis.exceptions import WatchError
 
 from bot.errors import CrmRejected
 from bot.store.clusterclient import is_cluster
+from bot.store.scripts import DROP_IF_HELD
 
 from .card import CARD_FIELDS, card_of, card_value
 from .changes import Change, lead_changes
@@ -53,7 +54,7 @@ from .open_leads import (
     newest_open_watched,
 )
 from .redis_crm import RedisCrm
-from .upgrading import DROP_IF_HELD, IndexUpgrade
+from .upgrading import IndexUpgrade
 from .versions import bump
 
 log = logging.getLogger("salesbot.crm.directory")

@@ -12,6 +12,8 @@ import uuid
 
 from redis.asyncio import Redis
 
+from bot.store.scripts import DROP_IF_HELD
+
 from .indexes import LAYOUT, LAYOUT_KEY, T, upgrade
 
 log = logging.getLogger("salesbot.crm.upgrading")
@@ -21,11 +23,6 @@ log = logging.getLogger("salesbot.crm.upgrading")
 #: outliving it is only done twice).
 GUARD_KEY = f"{T}:indexing"
 GUARD_MS = 600_000
-#: Delete KEYS[1] if it still holds ARGV[1] (one key: a Redis Cluster runs it).
-DROP_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class IndexUpgrade:

@@ -46,6 +46,7 @@ from ..automations.events import ApplyRule
 from ..errors import CrmRejected, CrmTemporary
 from ..store import replies
 from ..store.clusterclient import is_cluster
+from ..store.scripts import RENEW_IF_HELD
 from .jobs import Jobs
 from .leads import LeadService, encode_apply_rule
 from .pacing import Pacer
@@ -58,10 +59,6 @@ LEASE_MS = 30_000
 #: Jobs listed per document (the newest).
 LISTED = 50
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 class StageLister(Protocol):
@@ -107,7 +104,7 @@ class ApplyJobs(Jobs):
         self.page = page
         self.pause = pause
         self.clock = clock
-        self._renew = redis.register_script(_RENEW)
+        self._renew = redis.register_script(RENEW_IF_HELD)
 
     def lease(self, owner: str, job_id: str) -> str:
         return lease_key(owner, job_id)

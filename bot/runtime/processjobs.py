@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from ..errors import CrmTemporary, SalesbotError
 from ..store import replies
 from ..store.clusterclient import is_cluster
+from ..store.scripts import RENEW_IF_HELD
 from .jobs import Jobs
 from .pacing import Pacer
 from .processes import Processes
@@ -38,10 +39,6 @@ LISTED = 50
 ERRORS_KEPT = 20
 MAX_CONTACTS = 10_000
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 def jobs_key(process: str) -> str:
@@ -67,7 +64,7 @@ class ProcessJobs(Jobs):
         self.pacer = pacer or Pacer()
         self.clock = clock
         self.local = local
-        self._renew = redis.register_script(_RENEW)
+        self._renew = redis.register_script(RENEW_IF_HELD)
 
     def lease(self, owner: str, job_id: str) -> str:
         return f"{job_key(owner, job_id)}:lease"

@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 
 from . import indexes, replies, statefields
 from . import keys as k
+from .scripts import DROP_IF_HELD, RENEW_IF_HELD
 
 #: Keys an older version wrote that nothing reads any more, unlinked at start (freed in the
 #: background): the embedded CRM's ``sb:crm:idx:leads`` (every lead id, about 100 B a lead).
@@ -143,14 +144,6 @@ MOVING_KEY = f"{k.PREFIX}:layout:moving"
 MOVING_MS = 15_000
 #: How often a waiting process looks at the lease.
 _MOVING_POLL = 0.1
-_DROP_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW_IF_HELD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 @contextlib.asynccontextmanager
@@ -168,11 +161,11 @@ async def moving(redis: Redis) -> AsyncIterator[None]:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
-        await redis.eval(_DROP_IF_HELD, 1, MOVING_KEY, token)
+        await redis.eval(DROP_IF_HELD, 1, MOVING_KEY, token)
 
 
 async def _renew(redis: Redis, token: str) -> None:
     while True:
         await asyncio.sleep(MOVING_MS / 3000)
         with contextlib.suppress(RedisError):  # a blip: the next round renews (the moves go on)
-            await redis.eval(_RENEW_IF_HELD, 1, MOVING_KEY, token, MOVING_MS)
+            await redis.eval(RENEW_IF_HELD, 1, MOVING_KEY, token, MOVING_MS)

@@ -19,6 +19,16 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from .resp import RespClient, first_error
 
+#: A lease's renewal by its holder: ``PEXPIRE KEYS[1] ARGV[2]`` if it still holds ``ARGV[1]`` (1, else 0).
+RENEW_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+#: A lease's release by its holder: ``DEL KEYS[1]`` if it still holds ``ARGV[1]`` (1, else 0).
+DROP_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 #: Claim up to ARGV[2] members due by ARGV[1] from a sorted set, leasing them until ARGV[3].
 CLAIM_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
