@@ -247,8 +247,9 @@ MOVE_STAGE_PAGE = """
 local page = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
 for i = 1, #page, 2 do
   local n = tonumber(page[i + 1])
-  if n >= 1 then redis.call('SADD', KEYS[2], page[i]) end
-  if n >= 2 then redis.call('HINCRBY', KEYS[3], page[i], n - 1) end
+  -- a contact the set has already (a lead this version counted): all n are more than that one
+  local more = n >= 1 and n - redis.call('SADD', KEYS[2], page[i]) or 0
+  if more > 0 then redis.call('HINCRBY', KEYS[3], page[i], more) end
   redis.call('ZREM', KEYS[1], page[i])
 end
 return #page / 2

@@ -18,6 +18,7 @@ from crm_bridge.indexes import (
     OLD_DEFAULT_STATUS_KEY,
     contact_stage_key,
     contact_stage_more_key,
+    move_contact_stages,
     old_contact_stage_key,
     old_leads_of_key,
     search_key,
@@ -287,3 +288,13 @@ async def test_the_contacts_stage_counts_of_an_older_version_are_moved_at_start(
     await directory.update_lead(ref.lead_id, {"stage": "Won"})  # one of its two counted leads left
     assert ref.contact_id.encode() in await redis.smembers(contact_stage_key("Sales/New"))
     assert await move_old_layout(redis) == 0
+
+
+async def test_a_stage_count_moved_onto_a_contact_the_new_set_has_keeps_every_lead(redis: Redis) -> None:
+    """A contact counted in both layouts (a lead this version added before the move): the old
+    count's leads are all more than the one the set stands for."""
+    await redis.sadd(contact_stage_key("Sales/New"), "5")  # one lead, counted by this version
+    await redis.zadd(old_contact_stage_key("Sales/New"), {"5": 2, "6": 1})  # two more, counted before
+    assert await move_contact_stages(redis) == 2
+    assert await redis.smembers(contact_stage_key("Sales/New")) == {b"5", b"6"}
+    assert await redis.hgetall(contact_stage_more_key("Sales/New")) == {b"5": b"2"}  # 3 leads: 2 more
