@@ -1,6 +1,8 @@
 """The configuration's sections are validated by their own models, built when a section is given
-(``bot/config.py``, ``DEFERRED``; issue 14: startup): every mistake is still reported at once with
-its full location, and a section left out reads exactly as validating it empty would give."""
+(``bot/config_models.py``, ``DEFERRED``; issue 14: startup): every mistake is still reported at once
+with its full location, and a section left out reads exactly as validating it empty would give. A
+start given plain values only gets a ``ConfigView`` of the defaults, without pydantic (``bot/config.py``,
+``PLAIN``): it reads as the validated ``Config`` would, value by value and type by type."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
-from bot.config import Config, ConfigError, load_config
+from bot import config_models
+from bot.config import _ENV_KEYS, PLAIN, Config, ConfigError, ConfigView, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("embedded_crm", "smtp", "actions", "meta_conversions", "crm", "limits", "events", "automations", "shop")
@@ -64,8 +68,8 @@ def test_sections_given_are_validated_into_their_models() -> None:
 
 def test_a_start_builds_the_validators_of_the_sections_it_is_given_only() -> None:
     program = (
-        "import json; from bot import config as c\n"
-        "c.load_config(None, env={}, overrides={'smtp': {'host': 'mail'}})\n"
+        "import json; from bot import config_models as c; from bot.config import load_config\n"
+        "load_config(None, env={}, overrides={'smtp': {'host': 'mail'}})\n"
         "print(json.dumps(sorted(n for n, m in vars(c).items() if isinstance(m, type) and issubclass(m, c._Frozen)"
         " and m.__pydantic_complete__)))\n")
     done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -77,3 +81,67 @@ def test_the_json_schema_describes_every_section() -> None:
     assert schema["properties"]["smtp"]["properties"]["port"]["default"] == 587
     assert schema["properties"]["tokens"]["items"]["properties"]["role"]["enum"] == ["admin", "operator", "support"]
     assert schema["properties"]["limits"]["default"]["messages_per_ip"] == {"per_minute": 300.0, "burst": 60}
+
+
+#: Starts given plain values only: what the environment, the command line and a file's ``[server]``
+#: give most often.
+PLAIN_STARTS = (
+    ({}, {}),
+    ({"SALESBOT_REDIS_URL": "redis://cache:6379/2", "SALESBOT_PORT": "9000", "SALESBOT_DATA_DIR": "/var/lib/sb"}, {}),
+    ({"SALESBOT_HOST": "0.0.0.0", "SALESBOT_LOG_LEVEL": "DEBUG", "SALESBOT_FLOWS_DIR": "bots",
+      "SALESBOT_AUTOMATIONS_DIR": "rules", "SALESBOT_PUBLIC_URL": "https://bot.example.com", "SALESBOT_PORT": "0"},
+     {"host": "::", "port": 8081, "data_dir": "data"}),
+)
+
+
+def _same(view: object, model: BaseModel, where: str = "") -> None:
+    """``view`` holds each of ``model``'s values, of the same type (a section: the same, inside)."""
+    assert isinstance(view, ConfigView), where
+    values = {name: value for name, value in vars(view).items() if not name.startswith("_")}
+    assert set(values) == set(type(model).model_fields), where
+    for name, value in values.items():
+        expected = getattr(model, name)
+        if isinstance(expected, BaseModel):
+            _same(value, expected, f"{where}{name}.")
+        else:
+            assert (type(value), value) == (type(expected), expected), f"{where}{name}"
+
+
+@pytest.mark.parametrize(("env", "overrides"), PLAIN_STARTS)
+def test_a_start_given_plain_values_reads_as_the_validated_config(env: dict[str, str],
+                                                                    overrides: dict[str, object]) -> None:
+    config = load_config(None, env=env, overrides=overrides)
+    data = {**{key: env[var] for var, key in _ENV_KEYS.items() if var in env}, **overrides}
+    validated = Config.model_validate(data)
+    _same(config, validated)
+    assert config == validated and validated == config  # anything else is the validated Config's
+    assert config.model_dump() == validated.model_dump() and repr(config) == repr(validated)
+    assert config.limits == validated.limits and config.account("tg") is None
+    assert config.model_copy(update={"port": 1}).port == 1
+    with pytest.raises(ValidationError, match="frozen"):
+        config.port = 1  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        config.limits.enabled = False  # type: ignore[misc]
+
+
+def test_what_is_not_plain_is_validated_by_the_models() -> None:
+    for env in ({"SALESBOT_ADMIN_TOKEN": "t"}, {"SALESBOT_PORT": "08080"}, {"SALESBOT_TIMER_SHARDS": "4"},
+                {"SALESBOT_CRM_TOKEN": "t"}):
+        assert type(load_config(None, env=env)) is Config, env
+    assert type(load_config(None, env={}, overrides={"smtp": {}})) is Config
+    assert type(load_config(None, env={}, overrides={"data_dir": Path("d")})) is Config
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"SALESBOT_PORT": "80a", "SALESBOT_REDIS_URL": "redis://r"})
+    assert str(caught.value) == ("invalid configuration: port: Input should be a valid integer, unable to parse "
+                                 "string as an integer")
+
+
+def test_the_plain_values_are_those_of_fields_of_their_type_without_constraints() -> None:
+    for key, kind in PLAIN.items():
+        field = Config.model_fields[key]
+        assert field.annotation in (kind, kind | None) and field.metadata == [], key
+
+
+def test_the_plain_defaults_are_those_the_models_give() -> None:
+    assert config_models.defaults_source() == (ROOT / "bot" / "config_defaults.py").read_text(), \
+        "run: python -m bot.config_models > bot/config_defaults.py"

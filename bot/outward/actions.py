@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from email.utils import formataddr
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from redis.asyncio import Redis
@@ -37,7 +37,6 @@ from crm_bridge.card import card_of
 from crm_bridge.directory import CrmDirectory
 
 from ..builder.durations import DurationError, parse_duration
-from ..config import Config
 from ..engine.state import ConversationState
 from ..errors import ActionFailed, ActionRefused, CrmError
 from .email import (
@@ -53,6 +52,9 @@ from .forms import Forms
 from .lists import EMAIL_LIST, ContactLists
 from .netguard import GuardedResolver, WebhookPolicy, refused_cause
 from .tracking import EmailTracking
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = logging.getLogger("salesbot.outward.actions")
 

@@ -29,11 +29,12 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import EmailTemplateConfig, SmtpConfig
 from ..errors import ActionFailed, ActionRefused
 
 if TYPE_CHECKING:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from ..config import EmailTemplateConfig, SmtpConfig
 
 SUPPRESSED = "sb:email:unsubscribed"  # set of folded e-mail addresses that unsubscribed
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

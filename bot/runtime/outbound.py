@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -30,7 +30,6 @@ from crm_bridge import ChannelIdentity, CrmRef, RedisCrm
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.indexes import leads_of
 
-from ..config import AccountConfig
 from ..engine import events as ev
 from ..engine.state import ConversationState
 from ..errors import SalesbotError
@@ -39,6 +38,9 @@ from ..store import replies
 from ..store.conversations import ConversationStore, SaveRequest
 from .relay import Job
 from .service import lead_conversation_key
+
+if TYPE_CHECKING:
+    from ..config import AccountConfig
 
 log = logging.getLogger("salesbot.outbound")
 

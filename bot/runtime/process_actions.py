@@ -20,9 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import AccountConfig, SmtpConfig
 from ..engine.process import EMAIL_LIST, PROCESS_ANSWERED
 from ..engine.state import ConversationState
 from ..engine.transcript import outbound_entry
@@ -32,6 +31,9 @@ from ..outward.email import SmtpSender, compose
 from ..outward.lists import ContactLists
 from .outbound import Contact, OutboundService, UnknownAccount
 from .processes import Processes
+
+if TYPE_CHECKING:
+    from ..config import AccountConfig, SmtpConfig
 
 log = logging.getLogger("salesbot.processes.actions")
 

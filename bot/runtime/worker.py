@@ -11,11 +11,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from crm_bridge.outbox import CrmOutbox
 
-from ..config import Config
 from ..engine import events as ev
 from ..errors import CrmTemporary
 from ..store.conversations import ConversationStore
@@ -30,6 +29,9 @@ from .queueloop import IdentityPending
 from .service import ConversationService
 from .shop import Shop
 from .timerloop import TimerLoop
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = logging.getLogger("salesbot.worker")
 CONCURRENCY = 32

@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..config import Config
 from ..logs import quiet_parser_rejections
 from ..runtime.worker import Worker
 from . import (
@@ -39,6 +39,9 @@ from .http import errors_middleware, mark_prepared, use_expect_handler
 from .keys import LIMITS, SERVICES
 from .ratelimit import Limits
 from .services import Services, open_services
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = logging.getLogger("salesbot.server")
 

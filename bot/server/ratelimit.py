@@ -17,12 +17,14 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..config import LimitsConfig, RateConfig
+if TYPE_CHECKING:
+    from ..config import LimitsConfig, RateConfig
+
 
 log = logging.getLogger("salesbot.server.limits")
 

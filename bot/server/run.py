@@ -8,7 +8,7 @@ import importlib
 import logging
 import signal
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aiohttp import web
 
@@ -18,6 +18,9 @@ from ..store.embedded import EmbeddedRedisError
 from . import loops
 from .app import create_app
 from .keys import SERVICES
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = logging.getLogger("salesbot.server")
 #: How long a thread keeps the interpreter while another waits for it (Python's default: 5 ms).
@@ -61,10 +64,7 @@ def serve(*, config_path: str | None, host: str | None, port: int | None, data_d
         return runner.run(_serve(config, role, out))
 
 
-async def _serve(config: object, role: str, out: TextIO) -> int:
-    from ..config import Config
-
-    assert isinstance(config, Config)
+async def _serve(config: Config, role: str, out: TextIO) -> int:
     app = create_app(config, role=role)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_grace)
     try:

@@ -24,7 +24,6 @@ from crm_bridge.outbox import CrmOutbox
 from crm_bridge.redis_crm import move_old_layout
 
 from ..builder.loader import read_document
-from ..config import Config
 from ..engine import events as ev
 from ..engine.process import PROCESS_CHANNEL
 from ..errors import FlowInvalid, FlowLoadError
@@ -69,6 +68,7 @@ if TYPE_CHECKING:
     from ..automations.events import LeadEvent
     from ..channels.base import ChannelAdapter, Poller
     from ..channels.registry import ChannelRegistry
+    from ..config import Config
     from ..runtime.outbound_kommo import KommoBook
 
 log = logging.getLogger("salesbot.server")

@@ -1,5 +1,6 @@
 """What ``salesbot serve`` imports before it answers: a live-chat-only server on the embedded CRM
-loads no channel SDK, no e-mail or phone library, no currency data (babel), no flow or automation
+loads neither pydantic nor the configuration's models (given plain values only), no channel SDK, no e-mail
+or phone library, no currency data (babel), no flow or automation
 validator, no Kommo module, neither the interpreter nor its templates (jinja2, regex), nor
 prometheus_client, nor the request models of ``POST /api/events``; a second later ``_settle`` loads what serving will
 need (``PRELOAD``) and turns the collector back on (issue 14: startup; the time itself is measured
@@ -34,9 +35,12 @@ NOT_AT_START = (
 #: Imported by the first conversation turn, template or e-mail (the interpreter with the effects it
 #: makes, compiled flows and their templates), the first metric counted or /metrics scrape, the
 #: first page shown, an embedded Redis started (ctypes: libc), a config file read (tomllib), the
-#: first event posted (its models), the first funnel asked for (bot.runtime.funnel).
+#: first event posted (its models), the first funnel asked for (bot.runtime.funnel); pydantic and the
+#: configuration's models by a configuration that gives more than plain values (bot.config.PLAIN)
+#: or the first request that validates a body.
 NOT_UNTIL_USED = (
-    "jinja2", "regex", "markupsafe", "prometheus_client", "ctypes", "tomllib",
+    "jinja2", "regex", "markupsafe", "prometheus_client", "ctypes", "tomllib", "pydantic", "pydantic_core",
+    "annotated_types", "bot.config_models",
     "bot.engine.interpreter", "bot.engine.effects", "bot.messages", "bot.builder.compiled", "bot.builder.templates",
     "bot.builder.expressions", "bot.builder.sandbox", "bot.server.event_models", "babel.numbers",
     "bot.runtime.funnel",

@@ -1,0 +1,166 @@
+"""What ``Config`` holds when nothing is given: written by ``python -m bot.config_models`` from the
+models (tests/test_config.py checks it is up to date), read by ``bot.config.load_config`` for a
+start that gives only plain values, without importing pydantic (issue 14: startup)."""
+
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    'redis_url': None,
+    'redis_cluster': False,
+    'data_dir': Path('.salesbot'),
+    'redis_maxmemory': None,
+    'memory_high_water': 0.9,
+    'host': '127.0.0.1',
+    'port': 8080,
+    'public_url': None,
+    'admin_token': None,
+    'tokens': [],
+    'flows_dir': Path('flows'),
+    'automations_dir': Path('automations'),
+    'accounts': {},
+    'timer_shards': 16,
+    'timer_poll_interval': 0.25,
+    'timer_worker_dead_after': 3.0,
+    'timer_claim_ttl': 30.0,
+    'lock_ttl': 30.0,
+    'conversation_ttl_days': 90,
+    'transcript_max': 1000,
+    'outbox_max_attempts': 8,
+    'park_after': 5,
+    'redis_max_connections': 64,
+    'redis_pool_timeout': 10.0,
+    'shutdown_grace': 10.0,
+    'log_level': 'INFO',
+    'event_loop': 'auto',
+    'embedded_crm': {
+        'pipelines': {},
+        'users': [],
+        'teams': [],
+    },
+    'smtp': {
+        'host': None,
+        'port': 587,
+        'username': None,
+        'password': None,
+        'sender': 'salesbot@localhost',
+        'starttls': True,
+        'use_tls': False,
+        'timeout': 30.0,
+    },
+    'actions': {
+        'allow_private_webhooks': False,
+        'webhook_allowlist': [],
+        'webhook_max_timeout': 25.0,
+        'webhook_max_response': 262144,
+        'email_templates_dir': None,
+        'email_templates': {},
+        'secret': None,
+        'email_tracking': True,
+        'form_ttl_days': 30,
+        'order_link_days': 30,
+    },
+    'meta_conversions': {
+        'pixel_id': None,
+        'access_token': None,
+        'graph_base': 'https://graph.facebook.com/v21.0',
+        'action_source': 'chat',
+        'default_currency': 'USD',
+        'test_event_code': None,
+    },
+    'crm': {
+        'backend': 'embedded',
+        'base_url': None,
+        'token': None,
+        'secret': None,
+        'webhook_secret': None,
+        'account': None,
+        'identity_field': 'Salesbot ID',
+        'rate_limit': 7,
+        'timeout': 10.0,
+        'retry_base': 1.0,
+        'retry_max': 300.0,
+        'max_attempts': 20,
+    },
+    'limits': {
+        'enabled': True,
+        'trusted_proxies': ['127.0.0.0/8', '::1'],
+        'new_sessions_per_ip': {
+            'per_minute': 30.0,
+            'burst': 20,
+        },
+        'messages_per_session': {
+            'per_minute': 30.0,
+            'burst': 15,
+        },
+        'messages_per_ip': {
+            'per_minute': 300.0,
+            'burst': 60,
+        },
+        'ws_connects_per_ip': {
+            'per_minute': 60.0,
+            'burst': 20,
+        },
+        'public_per_ip': {
+            'per_minute': 600.0,
+            'burst': 120,
+        },
+        'auth_failures_per_ip': {
+            'per_minute': 20.0,
+            'burst': 10,
+        },
+        'events_per_ip': {
+            'per_minute': 3000.0,
+            'burst': 500,
+        },
+        'order_views_per_link': {
+            'per_minute': 30.0,
+            'burst': 20,
+        },
+        'order_submits_per_ip': {
+            'per_minute': 10.0,
+            'burst': 5,
+        },
+        'order_submits_per_link': {
+            'per_minute': 6.0,
+            'burst': 3,
+        },
+        'orders_per_ip': {
+            'per_minute': 600.0,
+            'burst': 120,
+        },
+    },
+    'events': {
+        'secret': None,
+    },
+    'automations': {
+        'apply_rate': 0.0,
+    },
+    'shop': {
+        'default_currency': None,
+    },
+    'analytics': True,
+}
+#: The paths in ``DEFAULTS`` of the values that are models (sections and their rates).
+MODELS = (
+    ('embedded_crm',),
+    ('smtp',),
+    ('actions',),
+    ('meta_conversions',),
+    ('crm',),
+    ('limits',),
+    ('limits', 'new_sessions_per_ip'),
+    ('limits', 'messages_per_session'),
+    ('limits', 'messages_per_ip'),
+    ('limits', 'ws_connects_per_ip'),
+    ('limits', 'public_per_ip'),
+    ('limits', 'auth_failures_per_ip'),
+    ('limits', 'events_per_ip'),
+    ('limits', 'order_views_per_link'),
+    ('limits', 'order_submits_per_ip'),
+    ('limits', 'order_submits_per_link'),
+    ('limits', 'orders_per_ip'),
+    ('events',),
+    ('automations',),
+    ('shop',),
+)
