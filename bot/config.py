@@ -21,8 +21,9 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
+from .config_defaults import DEFAULTS, MODELS
 from .errors import SalesbotError
 from .lazy import exports
 
@@ -98,9 +99,9 @@ class ConfigView:
 
     def _model(self) -> Any:
         own = vars(self)
-        if "_model_" not in own:
-            own["_model_"] = own["_validated"]()
-        return own["_model_"]
+        if "_made" not in own:
+            own["_made"] = own["_validated"]()
+        return own["_made"]
 
     def __getattr__(self, name: str) -> Any:  # not a value: the model's method or attribute
         return getattr(self._model(), name)
@@ -112,10 +113,14 @@ class ConfigView:
         delattr(self._model(), name)
 
     def __eq__(self, other: object) -> bool:
-        return bool(self._model() == (other._model() if isinstance(other, ConfigView) else other))
+        same: bool = self._model() == (other._model() if isinstance(other, ConfigView) else other)
+        return same
 
     def __hash__(self) -> int:
         return hash(self._model())
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Callable[[Any], Any], tuple[Any]]:
+        return _itself, (self._model(),)  # a copy or a pickle is the Config's
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         return iter(self._model())
@@ -124,11 +129,13 @@ class ConfigView:
         return repr(self._model())
 
 
+def _itself(value: Any) -> Any:
+    return value
+
+
 def _view(values: dict[str, Any], data: dict[str, Any]) -> Config:
     """The defaults with ``values`` over them, as a ``ConfigView`` whose ``Config`` (and each
     section's model) is the one validating ``data`` gives, made once."""
-    from .config_defaults import DEFAULTS, MODELS
-
     made: list[Any] = []
 
     def config() -> Any:
@@ -136,9 +143,9 @@ def _view(values: dict[str, Any], data: dict[str, Any]) -> Config:
             made.append(_validated(data))
         return made[0]
 
-    def view(values: Mapping[str, Any], path: tuple[str, ...]) -> ConfigView:
+    def view(fields: Mapping[str, Any], path: tuple[str, ...]) -> ConfigView:
         return ConfigView({name: view(value, (*path, name)) if (*path, name) in MODELS else value
-                           for name, value in values.items()}, lambda: functools.reduce(getattr, path, config()))
+                           for name, value in fields.items()}, lambda: functools.reduce(getattr, path, config()))
 
     return view({**copy.deepcopy(DEFAULTS), **values}, ())  # type: ignore[return-value]  # reads as a Config
 

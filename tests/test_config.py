@@ -6,7 +6,9 @@ start given plain values only gets a ``ConfigView`` of the defaults, without pyd
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -115,9 +117,11 @@ def test_a_start_given_plain_values_reads_as_the_validated_config(env: dict[str,
     validated = Config.model_validate(data)
     _same(config, validated)
     assert config == validated and validated == config  # anything else is the validated Config's
+    assert config != 5 and config != load_config(None, env={}, overrides={"host": "elsewhere"})
     assert config.model_dump() == validated.model_dump() and repr(config) == repr(validated)
     assert config.limits == validated.limits and config.account("tg") is None
     assert config.model_copy(update={"port": 1}).port == 1
+    assert pickle.loads(pickle.dumps(config)) == validated and copy.deepcopy(config.limits) == validated.limits
     with pytest.raises(ValidationError, match="frozen"):
         config.port = 1  # type: ignore[misc]
     with pytest.raises(ValidationError, match="frozen"):
