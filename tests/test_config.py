@@ -144,6 +144,17 @@ def test_the_plain_values_are_those_of_fields_of_their_type_without_constraints(
     for key, kind in PLAIN.items():
         field = Config.model_fields[key]
         assert field.annotation in (kind, kind | None) and field.metadata == [], key
+    checked = {name for d in Config.__pydantic_decorators__.field_validators.values() for name in d.info.fields}
+    assert checked.isdisjoint(PLAIN)  # no validator of its own either
+
+
+def test_a_file_giving_plain_server_values_reads_as_the_validated_config(tmp_path: Path) -> None:
+    path = tmp_path / "salesbot.toml"
+    path.write_text('[server]\nhost = "0.0.0.0"\nport = 9000\nredis_url = "redis://r"\n')
+    config = load_config(path, env={})
+    _same(config, Config.model_validate({"host": "0.0.0.0", "port": 9000, "redis_url": "redis://r"}))
+    path.write_text('[server]\nport = 9000.0\n')  # not digits: the models say what it is
+    assert type(load_config(path, env={})) is Config
 
 
 def test_the_plain_defaults_are_those_the_models_give() -> None:
