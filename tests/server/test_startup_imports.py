@@ -1,10 +1,10 @@
-"""What ``salesbot serve`` imports before it answers: a live-chat-only server on the embedded CRM
-loads neither pydantic nor the configuration's models (given plain values only), no channel SDK, no e-mail
-or phone library, no currency data (babel), no flow or automation
+"""What ``salesbot serve`` imports before it answers: a live-chat-only server on the embedded CRM,
+given plain values only (``bot.config.PLAIN``), loads neither pydantic nor the configuration's
+models, no channel SDK, no e-mail or phone library, no currency data (babel), no flow or automation
 validator, no Kommo module, neither the interpreter nor its templates (jinja2, regex), nor
-prometheus_client, nor the request models of ``POST /api/events``; a second later ``_settle`` loads what serving will
-need (``PRELOAD``) and turns the collector back on (issue 14: startup; the time itself is measured
-by bench/startup.py, not asserted here)."""
+prometheus_client, nor the request models of ``POST /api/events``; a second later ``_settle`` loads
+what serving will need (``PRELOAD``) and turns the collector back on (issue 14: startup; the time
+itself is measured by bench/startup.py, not asserted here)."""
 
 from __future__ import annotations
 
