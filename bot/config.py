@@ -52,7 +52,8 @@ __all__ = [
     "CrmTeamConfig", "CrmUserConfig", "EmailTemplateConfig", "EmbeddedCrmConfig", "EventsConfig", "LimitsConfig",
     "MetaConversionsConfig", "RateConfig", "ShopConfig", "SmtpConfig", "TokenConfig", "load_config",
 ]
-__getattr__ = exports("bot", {name: "config_models" for name in __all__ if name.endswith("Config")})
+#: ``..config_models``: relative to this module, ``bot.config_models``.
+__getattr__ = exports(__name__, {name: ".config_models" for name in __all__ if name.endswith("Config")})
 
 
 class ConfigError(SalesbotError):
