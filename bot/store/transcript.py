@@ -24,8 +24,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from . import inboxlock, replies
 from . import keys as k
-from . import replies
 
 #: ``tr_migrate(list, oldlog, oldn)``: an old-layout transcript moved into the list.
 MIGRATE = """
@@ -79,13 +79,18 @@ local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i
 end
 """
 
-#: Marks a held lock (KEYS lock): a ``+`` after its token tells the holder's save that the
-#: transcript's count moved since it read it (see ``conversations`` "The transcript's count").
-MARK = """
-if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('APPEND', KEYS[5], '+') end
+#: Marks a held lock (KEYS inbox: its head's header, inboxlock.py): a ``+`` after its token tells
+#: the holder's save that the transcript's count moved since it read it (see ``conversations``
+#: "The transcript's count"). A holder whose time is up is marked too: it holds until taken over.
+MARK = inboxlock.FUNCTIONS + """
+local head = redis.call('LINDEX', KEYS[5], 0)
+if head then
+  local holder, held_until, marks = lk_read(head)
+  if holder and marks == '' then redis.call('LSET', KEYS[5], 0, lk_entry(holder, held_until, '+', lk_event(head))) end
+end
 """
 
-#: Append outside a processing turn (delivery receipts): KEYS list, meta, oldlog, oldn, lock;
+#: Append outside a processing turn (delivery receipts): KEYS list, meta, oldlog, oldn, inbox;
 #: ARGV ttl, cap, channel, cid, entries… Publishes "<cid> <newest number>" like the save.
 APPEND = FUNCTIONS + MARK + """
 local ttl = tonumber(ARGV[1])
@@ -119,9 +124,9 @@ return {first + start, redis.call('LRANGE', KEYS[1], start, start + limit - 1)}
 
 def script_keys(cid: str) -> list[str]:
     """The keys every transcript script names, in its order: list, meta, old stream, old counter,
-    the conversation's lock (``APPEND`` marks it)."""
+    the conversation's inbox (``APPEND`` marks the lock in its head)."""
     key = k.ConversationKey(cid)
-    return [key.transcript, key.meta, key.log, key.counter, key.lock]
+    return [key.transcript, key.meta, key.log, key.counter, key.inbox]
 
 
 class Transcript:
