@@ -1,33 +1,45 @@
-"""The save's knowledge of the inbox's length (``conversations.py``, "The inbox's length").
+"""The conversation's lock as its inbox's head entry (``bot/store/inboxlock.py``).
 
-A save drops the inbox (and the lock) only when the inbox holds no more than the batch
-processed. It takes the length from the lock taker (the push's ``RPUSH`` reply, acquire's
-``LLEN``) unless a push queued behind the lock since (the lock's ``*`` mark), after a ``load``,
-or for a queue that plain commands write (``enqueue_commands``: the lead queues). Each test
-here fails if the save trusted a length it may not: an event queued meanwhile would be dropped
-with the inbox. Lock expiry is driven by deleting the lock key, never by sleeping. Also: every
-writer behind a held lock keeps its event, and the lock stays short however many push behind it.
+A push whose ``RPUSH`` finds the inbox empty holds the lock; the save pops its batch and the
+entry after it in one ``LPOP``, so it never measures the inbox and never drops an event queued
+behind it. Each test here fails if a writer's event could be lost, if a processor that is not
+the head's holder could pop or renew, or if a header leaked into the events a processor runs.
+Time is the stores' clock, never a sleep.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import cast
 
 import pytest
 from redis.asyncio import Redis
 
 from bot.store import keys as k
 from bot.store.conversations import Batch, ConversationStore, SaveRequest
+from tests import inboxlocks
 
-CID = "test:acct:length"
+CID = "test:acct:headlock"
 KEY = k.ConversationKey(CID)
 LEAD = "lead:7"
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
-async def stores(redis: Redis) -> AsyncIterator[tuple[ConversationStore, ConversationStore]]:
-    made = (ConversationStore(redis, batch=2), ConversationStore(redis, batch=2))
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def stores(redis: Redis, clock: Clock) -> AsyncIterator[tuple[ConversationStore, ConversationStore]]:
+    made = (ConversationStore(redis, batch=2, clock=clock), ConversationStore(redis, batch=2, clock=clock))
     yield made
     for store in made:
         await store.close()
@@ -37,10 +49,6 @@ def _req(events: list[bytes]) -> SaveRequest:
     return SaveRequest(state=b"s", processed=len(events), log=list(events))
 
 
-async def _inbox(redis: Redis, key: k.ConversationKey = KEY) -> list[bytes]:
-    return cast(list[bytes], await redis.lrange(key.inbox, 0, -1))
-
-
 async def _started(store: ConversationStore) -> None:
     """One message handled: the transcript's count exists (its first append measures the list)."""
     pushed = await store.push(CID, b"e0", dedupe_id="m0")
@@ -48,131 +56,163 @@ async def _started(store: ConversationStore) -> None:
     assert (await store.save(CID, pushed.batch.token, _req(pushed.batch.events))).status == 0
 
 
-async def _llens(redis: Redis) -> int:
+async def _calls(redis: Redis) -> dict[str, int]:
     stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_llen", {}).get("calls", 0))
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
-async def test_a_save_that_took_a_lone_event_releases_without_reading_the_length(
+async def test_a_lone_event_is_taken_by_its_rpush_and_released_by_the_saves_lpop(
         redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
     a, _ = stores
     await _started(a)
+    before = await _calls(redis)
     pushed = await a.push(CID, b"e1", dedupe_id="m1")
-    assert pushed.batch is not None
-    before = await _llens(redis)
+    assert pushed.batch is not None and pushed.batch.events == [b"e1"]
     assert (await a.save(CID, pushed.batch.token, _req(pushed.batch.events))).status == 0
-    assert await _llens(redis) == before
-    assert await redis.exists(KEY.inbox, KEY.lock) == 0
+    after = await _calls(redis)
+    ran = {name: n - before.get(name, 0) for name, n in after.items() if n != before.get(name, 0)}
+    assert ran["rpush"] == 2 and ran["lpop"] == 1, ran  # the event (and the lock), the transcript; the release
+    for name in ("set", "get", "del", "llen", "lindex", "lset", "lpush", "lrange", "ltrim"):
+        assert name not in ran, ran
+    assert await redis.exists(KEY.inbox) == 0
 
 
-async def test_a_push_queued_behind_the_holder_marks_the_lock_and_its_save_keeps_the_event(
-        redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
+async def test_events_queued_behind_the_holder_are_kept_and_the_lock_moves_onto_them(
+        redis: Redis, stores: tuple[ConversationStore, ConversationStore], clock: Clock) -> None:
     a, b = stores
     first = await a.push(CID, b"e1", dedupe_id="m1")
     assert first.batch is not None
+    token = first.batch.token
     assert (await b.push(CID, b"e2", dedupe_id="m2")).batch is None
-    assert await redis.get(KEY.lock) == first.batch.token.encode() + b"*"
-    saved = await a.save(CID, first.batch.token, _req(first.batch.events))
-    assert saved.status == 1  # e2 waits: the lock is kept
-    assert await _inbox(redis) == [b"e2"]
-    nxt = await a.load(CID, first.batch.token)
-    assert nxt is not None and nxt.events == [b"e2"]
-    assert await redis.get(KEY.lock) == first.batch.token.encode()  # unmarked by the load
-    # after a load the length is not known: a push queued now is kept as well
-    assert (await b.push(CID, b"e3", dedupe_id="m3")).batch is None
-    await redis.set(KEY.lock, first.batch.token)  # even unmarked (as a plain RPUSH leaves it) …
-    assert (await a.save(CID, first.batch.token, _req(nxt.events))).status == 1  # … it measures
-    assert await _inbox(redis) == [b"e3"]
-    last = await a.load(CID, first.batch.token)
-    assert last is not None and last.events == [b"e3"]
-    assert (await a.save(CID, first.batch.token, _req(last.events))).status == 0
-    assert await redis.exists(KEY.inbox, KEY.lock) == 0
+    clock.now += 10
+    saved = await a.save(CID, token, _req(first.batch.events))
+    assert saved.status == 1  # e2 waits: the lock is kept, on e2's entry now, renewed
+    assert await inboxlocks.events(redis, CID) == [b"e2"]
+    assert await inboxlocks.holder(redis, CID) == (token, int(clock.now * 1000) + a.lock_ttl_ms)
+    assert (await b.push(CID, b"e3", dedupe_id="m3")).batch is None  # still a's
+    nxt = await a.load(CID, token)
+    assert nxt is not None and nxt.events == [b"e2", b"e3"]
+    assert (await b.push(CID, b"e4", dedupe_id="m4")).batch is None  # after the load
+    assert (await a.save(CID, token, _req(nxt.events))).status == 1
+    last = await a.load(CID, token)
+    assert last is not None and last.events == [b"e4"]
+    assert (await a.save(CID, token, _req(last.events))).status == 0
+    assert await redis.exists(KEY.inbox) == 0
+    assert [d for _, d in await a.read_log(CID)] == [b"e1", b"e2", b"e3", b"e4"]
 
 
-async def test_a_save_after_acquire_takes_the_length_acquire_read(
+async def test_a_save_after_acquire_keeps_what_its_batch_did_not_take(
         redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
-    """Three events left queued (a crashed processor's): acquire reads two of them (batch 2) and
-    the length 3, so the save keeps the lock for the third."""
+    """Three events left queued without a holder: acquire takes two (batch 2), the save keeps
+    the third and the lock on it."""
     _, worker = stores
     await _started(worker)
     await redis.rpush(KEY.inbox, b"e1", b"e2", b"e3")
     taken = await worker.acquire(CID)
     assert isinstance(taken, Batch) and taken.events == [b"e1", b"e2"]
-    before = await _llens(redis)
     assert (await worker.save(CID, taken.token, _req(taken.events))).status == 1
-    assert await _llens(redis) == before  # the length acquire read
-    assert await _inbox(redis) == [b"e3"]
+    assert await inboxlocks.events(redis, CID) == [b"e3"]
     rest = await worker.load(CID, taken.token)
     assert rest is not None and rest.events == [b"e3"]
     assert (await worker.save(CID, taken.token, _req(rest.events))).status == 0
-    assert await redis.exists(KEY.inbox, KEY.lock) == 0
+    assert await redis.exists(KEY.inbox) == 0
 
 
-async def test_a_lead_queue_written_by_plain_commands_is_measured_by_its_save(
+async def test_a_lead_queue_written_by_plain_commands_behind_its_holder_keeps_the_event(
         redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
     a, b = stores
-    with pytest.raises(ValueError):  # a conversation's queue: its saves trust the lock's marks
-        a.enqueue_commands(CID, b"e")
-    lead = k.ConversationKey(LEAD)
     first = await a.push(LEAD, b"e1", dedupe_id="m1")
     assert first.batch is not None
     pipe = redis.pipeline(transaction=True)
-    for command in b.enqueue_commands(LEAD, b"e2"):  # a CRM write's event: the lock is not marked
+    for command in b.enqueue_commands(LEAD, b"e2"):  # a CRM write's event, in its MULTI/EXEC
         pipe.execute_command(*command)
     await pipe.execute()
-    assert await redis.get(lead.lock) == first.batch.token.encode()
     assert (await a.save(LEAD, first.batch.token, _req(first.batch.events))).status == 1
-    assert await _inbox(redis, lead) == [b"e2"]
+    assert await inboxlocks.events(redis, LEAD) == [b"e2"]
+    nxt = await a.load(LEAD, first.batch.token)
+    assert nxt is not None and nxt.events == [b"e2"]
 
 
-async def test_a_lock_holding_a_longer_token_or_marks_after_another_is_not_owned(
+async def test_only_the_heads_exact_token_holds_the_lock(
         redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
     """Tokens are a process prefix and a hex counter: ``<p>-1`` is a prefix of ``<p>-1a``. Only
-    ``+`` and ``*`` may follow a holder's token."""
-    a, _ = stores
+    ``+`` may follow a holder's token. A refused save puts back what it popped, in order."""
+    a, b = stores
     pushed = await a.push(CID, b"e1", dedupe_id="m1")
     assert pushed.batch is not None
+    assert (await b.push(CID, b"e2", dedupe_id="m2")).batch is None
     token = pushed.batch.token
-    for other in (token + "a", token + "a*", token + "*a", "x" + token):
-        await redis.set(KEY.lock, other)
+    expiry = (await inboxlocks.holder(redis, CID) or ("", 0))[1]
+    for other in (token + "a", token + "a+", "x" + token, token[:-1]):
+        head = b"\xc1%d %s\ne1" % (expiry, other.encode())
+        await redis.lset(KEY.inbox, 0, head)  # type: ignore[misc]
+        before = await redis.lrange(KEY.inbox, 0, -1)
         assert (await a.save(CID, token, _req(pushed.batch.events))).status == -1
         assert await a.extend(CID, token) is False
         assert await a.load(CID, token) is None
-        assert await redis.get(KEY.lock) == other.encode()
-    await redis.set(KEY.lock, token + "+*+")  # its own marks: still its lock
-    assert await a.extend(CID, token) is True
-    assert (await a.save(CID, token, _req(pushed.batch.events))).status == 0
-    assert await _inbox(redis) == []
+        assert await redis.lrange(KEY.inbox, 0, -1) == before  # nothing popped for good
+        assert await redis.lindex(KEY.inbox, 0) == head  # type: ignore[misc]
+    await redis.lset(KEY.inbox, 0, b"\xc1%d %s+\ne1" % (expiry, token.encode()))  # type: ignore[misc]
+    assert await a.extend(CID, token) is True  # its own mark: still its lock
+    assert (await a.save(CID, token, _req(pushed.batch.events))).status == 1
+    assert await inboxlocks.events(redis, CID) == [b"e2"]
 
 
-async def test_the_lock_stays_short_however_many_pushes_queue_behind_it(
-        redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
-    """One ``*`` says all the save needs; every push behind a held lock appends another."""
+async def test_headers_never_reach_the_processor_whatever_the_event_holds(
+        redis: Redis, stores: tuple[ConversationStore, ConversationStore], clock: Clock) -> None:
+    """Events with spaces, newlines and the header's own byte inside are handed out as pushed,
+    by a push, a takeover, a load and recovery's acquire."""
     a, b = stores
-    first = await a.push(CID, b"e0", dedupe_id="m0")
-    assert first.batch is not None
-    token = first.batch.token
-    for i in range(1, 2001):  # a burst while the batch runs (its lock renewed by extend)
-        assert (await b.push(CID, b"e", dedupe_id=f"m{i}")).batch is None
-        if i % 500 == 0:
-            assert await a.extend(CID, token)
-    length = await redis.strlen(KEY.lock)
-    assert length <= len(token) + 2
+    odd = [b"a b\nc", b"\n\n \xc1x", b"x\xc15 t\ny", b""]
+    first = await a.push(CID, odd[0])
+    assert first.batch is not None and first.batch.events == odd[:1]
+    for event in odd[1:]:
+        assert (await b.push(CID, event)).batch is None
+    clock.now += a.lock_ttl_ms / 1000  # a's time is up: the next push takes over
+    taken = await b.push(CID, b"last")
+    assert taken.batch is not None and taken.batch.events == odd[:2]
+    assert (await b.save(CID, taken.batch.token, _req(taken.batch.events))).status == 1
+    nxt = await b.load(CID, taken.batch.token)
+    assert nxt is not None and nxt.events == odd[2:4]
+    clock.now += a.lock_ttl_ms / 1000
+    again = await a.acquire(CID)
+    assert isinstance(again, Batch) and again.events == odd[2:4]
+    assert (await a.save(CID, again.token, _req(again.events))).status == 1
+    rest = await a.load(CID, again.token)
+    assert rest is not None and rest.events == [b"last"]
 
 
 async def test_every_writer_behind_a_held_lock_keeps_its_event(
         redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
-    """Pushes, wakes and out-of-turn transcript appends interleaved behind a held lock: the save
+    """Pushes and out-of-turn transcript appends interleaved behind a held lock: the save
     keeps whatever is queued behind its batch."""
     a, b = stores
     first = await a.push(CID, b"e0", dedupe_id="m0")
     assert first.batch is not None and first.batch.events == [b"e0"]
     await b.append_log(CID, [b"receipt"])  # '+'
-    assert (await b.push(CID, b"e1", dedupe_id="m1")).batch is None  # '*'
-    await b.append_log(CID, [b"receipt"])  # '+' after the '*'
+    assert (await b.push(CID, b"e1", dedupe_id="m1")).batch is None
+    await b.append_log(CID, [b"receipt"])
     assert (await a.save(CID, first.batch.token, _req(first.batch.events))).status == 1
-    assert await redis.lrange(KEY.inbox, 0, -1) == [b"e1"]
+    assert await inboxlocks.events(redis, CID) == [b"e1"]
     nxt = await a.load(CID, first.batch.token)
     assert nxt is not None and nxt.events == [b"e1"]
     assert (await a.save(CID, first.batch.token, _req(nxt.events))).status == 0
-    assert await redis.exists(KEY.inbox, KEY.lock) == 0
+    assert await redis.exists(KEY.inbox) == 0
+    assert [d for _, d in await a.read_log(CID)] == [b"receipt", b"receipt", b"e0", b"e1"]  # in the order saved
+
+
+async def test_a_failure_and_a_set_aside_give_the_lock_back_with_the_events_queued(
+        redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
+    a, b = stores
+    pushed = await a.push(CID, b"e1", dedupe_id="m1")
+    assert pushed.batch is not None
+    assert await b.record_failure(CID, "not-the-holder", "boom", park_after=5) == (0, False)
+    assert await inboxlocks.holder(redis, CID) is not None  # still a's
+    assert await a.record_failure(CID, pushed.batch.token, "boom", park_after=5) == (1, False)
+    assert await inboxlocks.holder(redis, CID) is None  # free, the event kept
+    assert await inboxlocks.events(redis, CID) == [b"e1"]
+    taken = await b.acquire(CID)
+    assert isinstance(taken, Batch) and taken.events == [b"e1"]
+    assert await b.set_aside(CID, taken.token) == (False, 0)  # not parked: given back
+    assert await inboxlocks.holder(redis, CID) is None
+    assert await redis.lrange(KEY.inbox, 0, -1) == [b"e1"]
