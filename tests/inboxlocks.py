@@ -4,6 +4,7 @@ that clock past it; ``expire`` is for tests that run on the real clock."""
 
 from __future__ import annotations
 
+import time
 from typing import cast
 
 from redis.asyncio import Redis
@@ -36,9 +37,27 @@ async def events(redis: Redis, cid: str) -> list[bytes]:
     return [e[e.index(b"\n") + 1:] if e.startswith(bytes([inboxlock.HEAD])) else e for e in entries]
 
 
-async def expire(redis: Redis, cid: str) -> None:
+async def expire(redis: Redis, cid: str) -> bool:
     """As if the holder's lock TTL had run out: its expiry set to the epoch (its token kept: it
-    holds until another process takes the conversation over)."""
+    holds until another process takes the conversation over). False: no lock to expire."""
     entry = await head(redis, cid)
-    assert entry is not None and entry.startswith(bytes([inboxlock.HEAD])), entry
+    if entry is None or not entry.startswith(bytes([inboxlock.HEAD])):
+        return False
     await redis.lset(k.ConversationKey(cid).inbox, 0, b"\xc10" + entry[entry.index(b" "):])  # type: ignore[misc]
+    return True
+
+
+async def take_over(redis: Redis, cid: str, token: str = "another-process") -> None:
+    """As if another process had taken the conversation over (for a lock TTL of a day)."""
+    entry = await head(redis, cid)
+    assert entry is not None, "no inbox to take over"
+    event = entry[entry.index(b"\n") + 1:] if entry.startswith(bytes([inboxlock.HEAD])) else entry
+    header = b"\xc1%d %s\n" % (int((time.time() + 86400) * 1000), token.encode())
+    await redis.lset(k.ConversationKey(cid).inbox, 0, header + event)  # type: ignore[misc]
+
+
+async def release(redis: Redis, cid: str) -> None:
+    """As if the holder had died and its lock were given back: the head's header dropped."""
+    entry = await head(redis, cid)
+    if entry is not None and entry.startswith(bytes([inboxlock.HEAD])):
+        await redis.lset(k.ConversationKey(cid).inbox, 0, entry[entry.index(b"\n") + 1:])  # type: ignore[misc]

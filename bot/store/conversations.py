@@ -517,10 +517,11 @@ class ConversationStore:
         await self._script(self._forget_if, [k.pending_of(member, self.shards)], [member, score])
 
     async def postpone_pending(self, member: str, now: float) -> None:
-        """A live processor holds it: look again when its lock expires (``PTTL``; pending.py). Later
-        only, never re-adding it, so recovery's page of due conversations always moves on."""
-        head = await self.redis.lindex(k.ConversationKey(k.member_cid(member)).inbox, 0)  # type: ignore[misc]
-        held = inboxlock.holder(head)
+        """A live processor holds it: look again when its lock expires (its inbox's head,
+        inboxlock.py; pending.py). Later only, never re-adding it, so recovery's page of due
+        conversations always moves on."""
+        head = await self.redis.lindex(k.ConversationKey(k.member_cid(member)).inbox, 0)
+        held = inboxlock.holder(replies.raw(head) if head is not None else None)
         left = 1 if held is None else held[1] - int(now * 1000)  # None: free, or gone
         at = now + min(max(left, 1), self.lock_ttl_ms) / 1000
         await self.redis.zadd(k.pending_of(member, self.shards), {member: at}, xx=True, gt=True)

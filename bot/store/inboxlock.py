@@ -8,8 +8,10 @@ passed, and when the inbox is empty there is no lock at all. So:
 
 - a push writes its entry with its own header (it cannot know before its ``RPUSH`` whether it
   will be the head): an ``RPUSH`` that answers 1 found the inbox empty and took the lock with
-  that one command. Behind a head that is held it is queued (its header is never read); behind a
-  free one it takes the lock over by rewriting the head's header (``LSET``);
+  that one command. Otherwise it drops its own entry's header (``LSET`` of the tail: only the
+  head ever carries one, so whatever becomes the head carries no stale lock) and is queued
+  behind a head that is held, or takes the lock over from a free one by rewriting the head's
+  header (``LSET``);
 - the save pops its batch and the entry after it with one ``LPOP``: the first must carry its
   token (else everything popped is put back, in order, and the save is refused); the entry after
   the batch, if any, goes back with the holder's header (the lock kept for the next batch); if

@@ -52,9 +52,13 @@ if dup then return {{-1}} end
 -- the lock is the inbox's head entry (inboxlock.py): an empty inbox is a free conversation
 local expiry = string.format('%d', now + tonumber(ARGV[5]))
 local n = redis.call('RPUSH', KEYS[1], lk_entry(ARGV[4], expiry, '', ARGV[1]))
-local head = n > 1 and redis.call('LINDEX', KEYS[1], 0)
-local holder, held_until = nil, '0'
-if head then holder, held_until = lk_read(head) end
+local head, holder, held_until = false, nil, '0'
+if n > 1 then
+  -- not the head: only the head carries a header (this entry's is dropped)
+  redis.call('LSET', KEYS[1], -1, ARGV[1])
+  head = redis.call('LINDEX', KEYS[1], 0)
+  holder, held_until = lk_read(head)
+end
 if holder and tonumber(held_until) > now then
   -- queued behind the holder, whose save pops its batch and sees this entry after it
   if nmeta > 0 then

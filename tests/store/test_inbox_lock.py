@@ -56,6 +56,12 @@ async def _started(store: ConversationStore) -> None:
     assert (await store.save(CID, pushed.batch.token, _req(pushed.batch.events))).status == 0
 
 
+async def _only_the_head_has_a_header(redis: Redis, cid: str = CID) -> None:
+    """Whatever becomes the head carries no stale lock: a push not at the head drops its header."""
+    rest = await redis.lrange(k.ConversationKey(cid).inbox, 1, -1)
+    assert not [e for e in rest if e.startswith(b"\xc1")], rest
+
+
 async def _calls(redis: Redis) -> dict[str, int]:
     stats = await redis.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
@@ -90,6 +96,7 @@ async def test_events_queued_behind_the_holder_are_kept_and_the_lock_moves_onto_
     assert await inboxlocks.events(redis, CID) == [b"e2"]
     assert await inboxlocks.holder(redis, CID) == (token, int(clock.now * 1000) + a.lock_ttl_ms)
     assert (await b.push(CID, b"e3", dedupe_id="m3")).batch is None  # still a's
+    await _only_the_head_has_a_header(redis)
     nxt = await a.load(CID, token)
     assert nxt is not None and nxt.events == [b"e2", b"e3"]
     assert (await b.push(CID, b"e4", dedupe_id="m4")).batch is None  # after the load
@@ -171,6 +178,7 @@ async def test_headers_never_reach_the_processor_whatever_the_event_holds(
     clock.now += a.lock_ttl_ms / 1000  # a's time is up: the next push takes over
     taken = await b.push(CID, b"last")
     assert taken.batch is not None and taken.batch.events == odd[:2]
+    await _only_the_head_has_a_header(redis)
     assert (await b.save(CID, taken.batch.token, _req(taken.batch.events))).status == 1
     nxt = await b.load(CID, taken.batch.token)
     assert nxt is not None and nxt.events == odd[2:4]

@@ -177,7 +177,7 @@ async def test_extend_renews_only_with_the_holders_token(
 
 async def test_extend_of_a_lock_that_is_gone_fails_and_takes_nothing(
         redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
-    a, b, worker = stores
+    a, _, worker = stores
     pushed = await a.push(CID, b"e1")
     assert pushed.batch is not None
     assert (await a.save(CID, pushed.batch.token, _req(b"s", pushed.batch.events))).status == 0
