@@ -224,3 +224,19 @@ async def test_a_failure_and_a_set_aside_give_the_lock_back_with_the_events_queu
     assert await b.set_aside(CID, taken.token) == (False, 0)  # not parked: given back
     assert await inboxlocks.holder(redis, CID) is None
     assert await redis.lrange(KEY.inbox, 0, -1) == [b"e1"]
+
+
+async def test_an_older_versions_queue_is_taken_over_and_its_lock_key_ignored(
+        redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
+    """Upgrading (older processes stopped first): events an older version queued have no header,
+    and its lock key is not read, so the first push runs them before its own, in order."""
+    a, _ = stores
+    await redis.rpush(KEY.inbox, b"old1", b"old2")
+    await redis.set(f"sb:c:{{{CID}}}:lock", "an-older-process", px=30_000)
+    pushed = await a.push(CID, b"new", dedupe_id="n1")
+    assert pushed.batch is not None and pushed.batch.events == [b"old1", b"old2"]
+    assert (await a.save(CID, pushed.batch.token, _req(pushed.batch.events))).status == 1
+    rest = await a.load(CID, pushed.batch.token)
+    assert rest is not None and rest.events == [b"new"]
+    assert (await a.save(CID, pushed.batch.token, _req(rest.events))).status == 0
+    assert [d for _, d in await a.read_log(CID)] == [b"old1", b"old2", b"new"]

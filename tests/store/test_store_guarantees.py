@@ -132,6 +132,21 @@ async def test_a_processor_whose_lock_expired_cannot_overwrite_the_newer_state(
     assert [d for _, d in await a.read_log(CID)] == [b"e1"]
 
 
+async def test_a_holder_whose_time_is_up_still_saves_while_nobody_took_over(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """Its lock is the inbox's head until another process takes it over: nobody else ran the
+    batch, so the slow holder's save is safe and saves redoing it (bot/store/inboxlock.py)."""
+    a, _, _ = stores
+    first = await a.push(CID, b"e1", dedupe_id="m1")
+    assert first.batch is not None
+    clock.now += 10 * LOCK_TTL
+    assert await a.extend(CID, first.batch.token) is True
+    await _held(redis, first.batch, clock)
+    done = await a.save(CID, first.batch.token, _req(b"slow", first.batch.events))
+    assert done.status == 0 and await a.state(CID) == b"slow"
+    assert await redis.exists(KEY.inbox) == 0
+
+
 # --- 5. exact values of the lock ----------------------------------------------------------------
 
 
