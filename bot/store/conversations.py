@@ -83,6 +83,10 @@ return 1
 """
 
 _SAVE = transcript.FUNCTIONS + inboxlock.FUNCTIONS + """
+-- A full Redis refuses a script only at a first write that may grow memory: never the LPOP.
+-- This one changes nothing (SETRANGE of nothing), so a full Redis refuses the save whole, as it
+-- refuses the commands beside it (the timers, the outbox entry that gets the reply sent).
+redis.call('SETRANGE', KEYS[1], 0, '')
 -- the batch and the entry after it: the first must be this holder's (inboxlock.py)
 local n = tonumber(ARGV[3])
 local popped = redis.call('LPOP', KEYS[2], n + 1)

@@ -302,7 +302,6 @@ async def own_redis() -> AsyncIterator[Redis]:
         await server.astop()
 
 
-@pytest.mark.xfail(strict=True, reason="lock14: the save's LPOP is a write Redis does not refuse for memory")
 async def test_a_save_that_redis_refuses_for_memory_is_refused_whole(own_redis: Redis, clock: Clock) -> None:
     """A full Redis (``maxmemory``, ``noeviction``) refuses a script for memory only at its first
     write that may grow memory, and only while it has written nothing. A save whose first write
