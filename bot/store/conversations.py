@@ -83,9 +83,8 @@ return 1
 """
 
 _SAVE = transcript.FUNCTIONS + inboxlock.FUNCTIONS + """
--- A full Redis refuses a script only at a first write that may grow memory: never the LPOP.
--- This one changes nothing (SETRANGE of nothing), so a full Redis refuses the save whole, as it
--- refuses the commands beside it (the timers, the outbox entry that gets the reply sent).
+-- a write that changes nothing but that a full Redis refuses (it never refuses the LPOP): the save
+-- is refused whole, as are the commands beside it (the timers, the outbox entry sending the reply)
 redis.call('SETRANGE', KEYS[1], 0, '')
 -- the batch and the entry after it: the first must be this holder's (inboxlock.py)
 local n = tonumber(ARGV[3])
@@ -98,9 +97,8 @@ if holder ~= ARGV[1] then
   redis.call('LPUSH', KEYS[2], unpack(back))
   return {-1, 0, 0}
 end
--- more wait: the next entry goes back as the head, with this holder's lock renewed; at once,
--- before any write that could fail (Redis does not roll a script back: an error below must not
--- lose an event no batch ran, nor the lock that record_failure gives back)
+-- more wait: the next entry goes back as the head, this holder's lock renewed; before any write
+-- that could fail (no rollback: an error below must not lose an event that no batch ran)
 local more = #popped > n
 if more then redis.call('LPUSH', KEYS[2], lk_entry(ARGV[1], ARGV[4], '', lk_event(popped[n + 1]))) end
 -- the transcript's count as the lock taker read it, if nothing appended since (no ``+``)
