@@ -83,6 +83,9 @@ return 1
 """
 
 _SAVE = transcript.FUNCTIONS + inboxlock.FUNCTIONS + """
+-- a write that changes nothing but that a full Redis refuses (it never refuses the LPOP): the save
+-- is refused whole, as are the commands beside it (the timers, the outbox entry sending the reply)
+redis.call('SETRANGE', KEYS[1], 0, '')
 -- the batch and the entry after it: the first must be this holder's (inboxlock.py)
 local n = tonumber(ARGV[3])
 local popped = redis.call('LPOP', KEYS[2], n + 1)
@@ -94,6 +97,10 @@ if holder ~= ARGV[1] then
   redis.call('LPUSH', KEYS[2], unpack(back))
   return {-1, 0, 0}
 end
+-- more wait: the next entry goes back as the head, this holder's lock renewed; before any write
+-- that could fail (no rollback: an error below must not lose an event that no batch ran)
+local more = #popped > n
+if more then redis.call('LPUSH', KEYS[2], lk_entry(ARGV[1], ARGV[4], '', lk_event(popped[n + 1]))) end
 -- the transcript's count as the lock taker read it, if nothing appended since (no ``+``)
 local known = not string.find(marks, '+', 1, true) and ARGV[#ARGV] ~= '' and tonumber(ARGV[#ARGV])
 local ttl = tonumber(ARGV[5])
@@ -122,11 +129,8 @@ local channel, cid = ARGV[i], ARGV[i + 1]; i = i + 2
 local ncount = tonumber(ARGV[i]); i = i + 1
 for j = 1, ncount do redis.call('HINCRBY', KEYS[7 + j], ARGV[i], ARGV[i + 1]); i = i + 2 end
 if nlog > 0 then redis.call('PUBLISH', channel, cid .. ' ' .. last) end
--- the inbox held only this batch: popped, it is gone and the lock with it
-if #popped <= n then return {0, first, last} end
--- more wait: the next entry goes back as the head, with this holder's lock renewed
-redis.call('LPUSH', KEYS[2], lk_entry(ARGV[1], ARGV[4], '', lk_event(popped[n + 1])))
-return {1, first, last}
+-- the lock kept for the next batch, or (the inbox held only this batch) gone with the inbox
+return {more and 1 or 0, first, last}
 """
 
 _FORGET_IF = """

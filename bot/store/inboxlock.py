@@ -15,7 +15,8 @@ passed, and when the inbox is empty there is no lock at all. So:
 - the save pops its batch and the entry after it with one ``LPOP``: the first must carry its
   token (else everything popped is put back, in order, and the save is refused); the entry after
   the batch, if any, goes back with the holder's header (the lock kept for the next batch); if
-  there is none the inbox is gone, and the lock with it. No ``GET``, ``DEL`` or ``LLEN``;
+  there is none the inbox is gone, and the lock with it. No ``GET``, ``DEL`` or ``LLEN`` (a
+  ``SETRANGE`` of nothing first, which a full Redis refuses: ``conversations._SAVE``);
 - ``load``, ``extend`` and recovery's ``acquire`` read and rewrite the head; a failure or a
   set-aside releases the lock by writing the head back without its header.
 
@@ -40,18 +41,27 @@ HEAD = 0xC1
 
 #: Lua: ``lk_read(entry)`` -> token (nil: no header), expiry (ms, a string), marks;
 #: ``lk_event(entry)``: the entry without its header; ``lk_entry(token, expiry, marks, event)``.
+#: An entry is a header only when whole (``0xc1``, digits, a space, a newline after): one that
+#: only starts with ``0xc1`` (never written here) is an event, handed out as it is, so its batch
+#: fails and parks instead of every script on its conversation failing for ever.
 FUNCTIONS = """
-local function lk_read(entry)
-  if string.byte(entry, 1) ~= 193 then return nil, '0', '' end
+local function lk_split(entry)
+  if string.byte(entry, 1) ~= 193 then return nil end
   local sp = string.find(entry, ' ', 2, true)
-  local nl = string.find(entry, '\\n', sp, true)
+  if not sp or sp == 2 or string.find(entry, '[^0-9]', 2) < sp then return nil end
+  return sp, string.find(entry, '\\n', sp, true)
+end
+local function lk_read(entry)
+  local sp, nl = lk_split(entry)
+  if not nl then return nil, '0', '' end
   local owner = string.sub(entry, sp + 1, nl - 1)
   local token = string.match(owner, '^[^%+]*')
   return token, string.sub(entry, 2, sp - 1), string.sub(owner, #token + 1)
 end
 local function lk_event(entry)
-  if string.byte(entry, 1) ~= 193 then return entry end
-  return string.sub(entry, string.find(entry, '\\n', 2, true) + 1)
+  local _, nl = lk_split(entry)
+  if not nl then return entry end
+  return string.sub(entry, nl + 1)
 end
 local function lk_entry(token, expiry, marks, event)
   return '\\193' .. expiry .. ' ' .. token .. marks .. '\\n' .. event
@@ -67,5 +77,8 @@ def holder(entry: bytes | None) -> tuple[str, int] | None:
     """The token and expiry (ms) in an inbox entry's header (None: an event without one)."""
     if not entry or entry[0] != HEAD:
         return None
-    space = entry.index(b" ")
-    return entry[space + 1:entry.index(b"\n", space)].rstrip(b"+").decode(), int(entry[1:space])
+    space = entry.find(b" ")
+    newline = entry.find(b"\n", space) if space > 1 and entry[1:space].isdigit() else -1
+    if newline < 0:
+        return None  # only starts like a header: an event (see ``FUNCTIONS``)
+    return entry[space + 1:newline].rstrip(b"+").decode(), int(entry[1:space])

@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from bot.store import keys as k
 from bot.store.conversations import Batch, ConversationStore, SaveRequest
+from bot.store.embedded import EmbeddedRedis
 from tests import inboxlocks
 
 CID = "test:acct:headlock"
@@ -240,3 +242,92 @@ async def test_an_older_versions_queue_is_taken_over_and_its_lock_key_ignored(
     assert rest is not None and rest.events == [b"new"]
     assert (await a.save(CID, pushed.batch.token, _req(rest.events))).status == 0
     assert [d for _, d in await a.read_log(CID)] == [b"old1", b"old2", b"new"]
+
+
+async def test_a_save_that_fails_after_its_pop_keeps_the_event_after_its_batch(
+        redis: Redis, stores: tuple[ConversationStore, ConversationStore]) -> None:
+    """Redis does not roll back a script that fails midway: a save whose script errors after its
+    ``LPOP`` (here a counter's key of another type) keeps what it wrote. The entry after its
+    batch, which no processor has run, must already be back at the head under the holder's lock:
+    then the failure is counted (``record_failure`` finds the lock), the lock given back, and the
+    event runs later instead of being lost."""
+    a, b = stores
+    first = await a.push(CID, b"e1", dedupe_id="m1")
+    assert first.batch is not None
+    token = first.batch.token
+    assert (await b.push(CID, b"e2", dedupe_id="m2")).batch is None
+    await redis.set("sb:test:not-a-hash", "x")
+    req = _req(first.batch.events)
+    req.counters.append(("sb:test:not-a-hash", "f", 1))
+    with pytest.raises(ResponseError):
+        await a.save(CID, token, req)
+    assert await inboxlocks.events(redis, CID) == [b"e2"]
+    assert (await inboxlocks.holder(redis, CID) or ("", 0))[0] == token
+    assert await a.record_failure(CID, token, "WRONGTYPE", park_after=5) == (1, False)
+    taken = await b.acquire(CID)
+    assert isinstance(taken, Batch) and taken.events == [b"e2"]
+
+
+@pytest.mark.parametrize("odd", [b"\xc1", b"\xc1garbage", b"\xc1no newline", b"\xc1x y\nz", b"\xc1 t\nz"])
+async def test_an_entry_that_only_starts_like_a_header_is_an_event_not_a_stuck_queue(
+        redis: Redis, stores: tuple[ConversationStore, ConversationStore], clock: Clock, odd: bytes) -> None:
+    """An entry starting with ``0xc1`` without a whole header (no space, no newline, no digits of
+    an expiry) is never written by this version, but one that got there (written by hand, by a
+    future encoding) must not make every push, acquire and recovery round of its conversation
+    fail for ever: it is an event without a header, handed out whole, so the batch that cannot
+    decode it fails, is counted, and the conversation parks (a person's retry can skip it)."""
+    a, b = stores
+    await redis.rpush(KEY.inbox, odd)
+    assert await inboxlocks.holder(redis, CID) is None
+    await a.postpone_pending(CID, clock.now)
+    pushed = await a.push(CID, b"e", dedupe_id="m")
+    assert pushed.batch is not None and pushed.batch.events == [odd, b"e"]
+    assert await a.record_failure(CID, pushed.batch.token, "cannot decode", park_after=5) == (1, False)
+    assert await redis.lrange(KEY.inbox, 0, -1) == [odd, b"e"]
+    taken = await b.acquire(CID)
+    assert isinstance(taken, Batch) and taken.events == [odd, b"e"]
+    assert (await b.save(CID, taken.token, _req(taken.events))).status == 0
+    assert await redis.exists(KEY.inbox) == 0
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[Redis]:
+    """A Redis of the test's own: its maxmemory is changed with CONFIG SET."""
+    server = EmbeddedRedis(None, persist=False)
+    client = Redis.from_url(await server.astart())
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await server.astop()
+
+
+async def test_a_save_that_redis_refuses_for_memory_is_refused_whole(own_redis: Redis, clock: Clock) -> None:
+    """A full Redis (``maxmemory``, ``noeviction``) refuses a script for memory only at its first
+    write that may grow memory, and only while it has written nothing. A save whose first write
+    is its ``LPOP`` (which Redis never refuses) is not refused: it commits the batch and queues
+    the reply, while the commands beside it in its round trip are refused (the outbox queue's
+    entry that gets the reply sent, the timer's ``ZADD``) and the caller, told OOM, takes the
+    batch for not saved: the reply is never sent, the timer never fires. The save must be
+    refused whole, as before the lock moved into the inbox: then it is redone once Redis has room."""
+    store = ConversationStore(own_redis, clock=clock)
+    try:
+        pushed = await store.push(CID, b"e1", dedupe_id="m1")
+        assert pushed.batch is not None
+        token = pushed.batch.token
+        req = SaveRequest(state=b"s", processed=1, log=[b"e1"], out=[b"reply"], outbox_account="acct",
+                          timers_set=[("t1", T0 + 60)])
+        await own_redis.config_set("maxmemory-policy", "noeviction")
+        await own_redis.config_set("maxmemory", "1")  # every write that may grow memory is refused
+        try:
+            with pytest.raises(ResponseError, match="OOM"):
+                await store.save(CID, token, req)
+        finally:
+            await own_redis.config_set("maxmemory", "0")
+        assert await inboxlocks.events(own_redis, CID) == [b"e1"]  # nothing committed
+        assert await own_redis.llen(KEY.out) == 0  # type: ignore[misc]
+        assert (await store.save(CID, token, req)).status == 0  # saved once Redis has room
+        assert await own_redis.zscore(k.timer_shard_key(k.shard_of(CID, store.shards)), "t1") == T0 + 60
+        assert await own_redis.zscore(k.outbox_queue_key("acct"), CID) is not None
+    finally:
+        await store.close()
