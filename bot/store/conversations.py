@@ -83,34 +83,34 @@ return 1
 """
 
 _SAVE = transcript.FUNCTIONS + inboxlock.FUNCTIONS + """
--- a write that changes nothing but that a full Redis refuses (it never refuses the LPOP): the save
--- is refused whole, as are the commands beside it (the timers, the outbox entry sending the reply)
-redis.call('SETRANGE', KEYS[1], 0, '')
+-- first a write a full Redis refuses (never the LPOP): such a save is refused whole, with the commands
+-- beside it. The transcript's entries (taken back if the lock is not ours), or a SETRANGE of nothing
+local nlog, pushed = tonumber(ARGV[8]), nil
+if nlog > 0 then pushed = redis.call('RPUSH', KEYS[3], unpack(ARGV, 9, 8 + nlog))
+else redis.call('SETRANGE', KEYS[1], 0, '') end
 -- the batch and the entry after it: the first must be this holder's (inboxlock.py)
 local n = tonumber(ARGV[3])
-local popped = redis.call('LPOP', KEYS[2], n + 1)
-if not popped then return {-1, 0, 0} end
-local holder, _, marks = lk_read(popped[1])
+local popped, holder, _, marks = redis.call('LPOP', KEYS[2], n + 1), nil, '0', ''
+if popped then holder, _, marks = lk_read(popped[1]) end
 if holder ~= ARGV[1] then
-  local back = {}
-  for j = #popped, 1, -1 do back[#back + 1] = popped[j] end
-  redis.call('LPUSH', KEYS[2], unpack(back))
+  if pushed then redis.call('RPOP', KEYS[3], nlog) end
+  local back = {}  -- what was popped goes back, in order
+  for j = #(popped or {}), 1, -1 do back[#back + 1] = popped[j] end
+  if #back > 0 then redis.call('LPUSH', KEYS[2], unpack(back)) end
   return {-1, 0, 0}
 end
--- more wait: the next entry goes back as the head, this holder's lock renewed; before any write
--- that could fail (no rollback: an error below must not lose an event that no batch ran)
-local more = #popped > n
+-- more wait: the next entry back as the head, our lock renewed, before any write that could fail
+local more = #popped > n  -- (a script is not rolled back: an error must not lose an unrun event)
 if more then redis.call('LPUSH', KEYS[2], lk_entry(ARGV[1], ARGV[4], '', lk_event(popped[n + 1]))) end
 -- the transcript's count as the lock taker read it, if nothing appended since (no ``+``)
 local known = not string.find(marks, '+', 1, true) and ARGV[#ARGV] ~= '' and tonumber(ARGV[#ARGV])
 local ttl = tonumber(ARGV[5])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl) end
 local refresh = ARGV[7] == '1'
-local i = 8
-local nlog = tonumber(ARGV[i]); i = i + 1
+local i = 9
 local first, last = 0, 0
 if nlog > 0 then
-  last = tr_append(KEYS[3], KEYS[5], KEYS[4], KEYS[7], tonumber(ARGV[6]), ttl, refresh, ARGV, i, nlog, known)
+  last = tr_append(KEYS[3], KEYS[5], KEYS[4], KEYS[7], tonumber(ARGV[6]), ttl, refresh, ARGV, i, nlog, known, pushed)
   first = last - nlog + 1
   i = i + nlog
 end

@@ -15,8 +15,9 @@ passed, and when the inbox is empty there is no lock at all. So:
 - the save pops its batch and the entry after it with one ``LPOP``: the first must carry its
   token (else everything popped is put back, in order, and the save is refused); the entry after
   the batch, if any, goes back with the holder's header (the lock kept for the next batch); if
-  there is none the inbox is gone, and the lock with it. No ``GET``, ``DEL`` or ``LLEN`` (a
-  ``SETRANGE`` of nothing first, which a full Redis refuses: ``conversations._SAVE``);
+  there is none the inbox is gone, and the lock with it. No ``GET``, ``DEL`` or ``LLEN``. The
+  transcript's ``RPUSH`` comes first (taken back if the save is refused), a write a full Redis
+  refuses, so such a save is refused whole (``conversations._SAVE``);
 - ``load``, ``extend`` and recovery's ``acquire`` read and rewrite the head; a failure or a
   set-aside releases the lock by writing the head back without its header.
 

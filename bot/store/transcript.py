@@ -52,13 +52,15 @@ end
 """
 
 #: Lua functions shared by the scripts that append (``conversations._SAVE`` and ``APPEND`` here).
-#: ``tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known)`` appends
-#: ``entries[i .. i + count - 1]`` and returns the number of the newest entry. The list's TTL is
-#: set when it is new or ``refresh`` is true (TTLs are refreshed at most once a day). ``known``:
-#: the newest number as the lock holder read it, when nothing appended since (see ``MARK``);
-#: then the caller writes ``n`` with its other metadata (no ``HINCRBY``), else false.
+#: ``tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known, pushed)``
+#: appends ``entries[i .. i + count - 1]`` and returns the number of the newest entry. The list's
+#: TTL is set when it is new or ``refresh`` is true (TTLs are refreshed at most once a day).
+#: ``known``: the newest number as the lock holder read it, when nothing appended since (see
+#: ``MARK``); then the caller writes ``n`` with its other metadata (no ``HINCRBY``), else false.
+#: ``pushed``: the list's length after the caller already pushed the entries (the save pushes
+#: them first: a write a full Redis refuses, before its lock check), else nil.
 FUNCTIONS = MIGRATE + """
-local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known)
+local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known, pushed)
   local last, fresh
   if known then
     last, fresh = known + count, false
@@ -68,11 +70,12 @@ local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i
   end
   if fresh then
     -- a first append here: an old-layout transcript, or a list whose count was lost, comes first
+    if pushed then redis.call('RPOP', list, count); pushed = nil end
     local old = tr_migrate(list, oldlog, oldn)
     if old == 0 then old = redis.call('LLEN', list) end
     if old > 0 then last = redis.call('HINCRBY', meta, 'n', old) end
   end
-  local len = redis.call('RPUSH', list, unpack(entries, i, i + count - 1))
+  local len = pushed or redis.call('RPUSH', list, unpack(entries, i, i + count - 1))
   if len > cap then redis.call('LTRIM', list, len - cap, -1) end
   if refresh or fresh or len == count then redis.call('EXPIRE', list, ttl) end
   return last

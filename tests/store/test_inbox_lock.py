@@ -161,6 +161,7 @@ async def test_only_the_heads_exact_token_holds_the_lock(
         assert await a.load(CID, token) is None
         assert await redis.lrange(KEY.inbox, 0, -1) == before  # nothing popped for good
         assert await redis.lindex(KEY.inbox, 0) == head  # type: ignore[misc]
+    assert await a.read_log(CID) == []  # a refused save took its transcript entries back
     await redis.lset(KEY.inbox, 0, b"\xc1%d %s+\ne1" % (expiry, token.encode()))  # type: ignore[misc]
     assert await a.extend(CID, token) is True  # its own mark: still its lock
     assert (await a.save(CID, token, _req(pushed.batch.events))).status == 1
