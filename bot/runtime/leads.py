@@ -41,15 +41,14 @@ from ..engine import events as ev
 from ..errors import CrmError, CrmTemporary
 from ..store import codec, replies
 from ..store.conversations import Batch, ConversationStore, SaveRequest
-from ..store.keys import PLAIN_QUEUE_PREFIX, contact_processes_key
+from ..store.keys import contact_processes_key
 from .metrics import Metrics
 from .queueloop import QueueProcessor
 from .service import SNAPSHOT_REFS_MAX, _remember, lead_conversation_key
 
 log = logging.getLogger("salesbot.leads")
-#: The queue id of a lead is this prefix and the lead's id (the store's queues that plain
-#: commands write: ``ConversationStore.enqueue_commands``).
-LEAD_PREFIX = PLAIN_QUEUE_PREFIX
+#: The queue id of a lead is this prefix and the lead's id.
+LEAD_PREFIX = "lead:"
 #: Sources whose events are not forwarded to the lead's conversation (see ``_forward``); the
 #: trackers' (``site``: page views, ``email``: sent, opened, clicked) come often and a flow can
 #: only trace them today: each would cost the conversation a turn.

@@ -3,18 +3,21 @@
 How ordering and exactly-once handling work (one conversation, any number of processes):
 
 1. ``push`` (one round trip) runs a script that drops a platform message id already seen,
-   appends the event to the conversation's inbox, and tries to take the conversation's lock.
+   appends the event to the conversation's inbox, and tries to take the conversation's lock
+   (the inbox's head entry: ``inboxlock.py``; an empty inbox is a free conversation).
    The caller that gets the lock also receives the state, the first events of the inbox and the
    metadata in the same reply, and becomes the conversation's only processor.
 2. The processor runs the events in inbox order and ``save``s (one round trip): a script that
    checks it still holds the lock, writes the state, removes the processed events, appends the
    transcript, queues outbound messages, increments the batch's counters (the automations' rule
    counts: the only keys the script writes outside the conversation's hash tag, so it needs the
-   one Redis the server runs on), and releases the lock only if the inbox is empty —
-   otherwise it keeps the lock and ``load``s the next batch. An event pushed while another
+   one Redis the server runs on), and releases the lock only if the inbox is empty — it pops
+   the batch and the entry after it, so it knows without measuring; otherwise it keeps the lock
+   and ``load``s the next batch. An event pushed while another
    process works is therefore picked up by that process, never lost, never run twice.
-3. A process that dies holding the lock loses it after ``lock_ttl``; pushes also record the conversation in a
-   recovery set (``pending.py``), whence workers take over those with events waiting and the lock free.
+3. A process that dies holding the lock loses it after ``lock_ttl`` (the next push or recovery
+   takes it over); pushes also record the conversation in a recovery set (``pending.py``),
+   whence workers take over those with events waiting and the lock free.
 
 The state is written only under the lock (taken *before* state is read), so no update is lost.
 It lives in the metadata hash (``statefields.py``): read with the metadata, written with it.
@@ -25,13 +28,6 @@ The transcript's count (the metadata's ``n``): the save takes it from what the l
 ``+`` after its token; a save that finds its lock marked counts with ``HINCRBY``. Every script
 that checks the lock accepts its token with or without marks; ``load`` unmarks it as it reads
 the metadata again.
-
-The inbox's length: the save drops the inbox only when it holds no more than the batch
-processed. The lock taker knew its length (the push's ``RPUSH`` reply, acquire's ``LLEN``), and
-a push that queues behind a held lock marks it with a ``*``; so a save whose lock has no ``*``
-knows the length without an ``LLEN``. ``load`` unmarks the lock without reading the length: the
-save after it measures. Queues that ``enqueue_commands`` writes (plain commands, which cannot
-mark: the lead queues) are always measured; a channel conversation's queue is never written so.
 """
 
 from __future__ import annotations
@@ -46,7 +42,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from . import codec, preview, replies, statefields, transcript
+from . import codec, inboxlock, preview, replies, statefields, transcript
 from . import keys as k
 from .clusterclient import is_cluster
 from .pending import RecentEntries
@@ -57,82 +53,84 @@ from .scripts import Lua, send_commands
 
 log = logging.getLogger("salesbot.store")
 
-#: ``owns(lock, token)``: the lock holds ``token``, maybe marked (``+``: see "The transcript's
-#: count"; ``*``: "The inbox's length"); returns the lock's value as well.
-_OWNS = """
-local function owns(lock, token)
-  local v = redis.call('GET', lock)
-  return v and string.sub(v, 1, #token) == token and string.find(v, '^[%+%*]*$', #token + 1) ~= nil, v
-end
+_LOAD = statefields.MOVE + inboxlock.FUNCTIONS + """
+local events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+if #events == 0 or lk_read(events[1]) ~= ARGV[1] then return {-1} end
+-- renewed and unmarked: the count is read below
+redis.call('LSET', KEYS[1], 0, lk_entry(ARGV[1], ARGV[3], '', lk_event(events[1])))
+local meta = redis.call('HGETALL', KEYS[3])
+return {1, st_move(KEYS[3], KEYS[2], st_count(meta)), lk_events(events), meta}
 """
 
-_LOAD = statefields.MOVE + _OWNS + """
-if not owns(KEYS[2], ARGV[1]) then return {-1} end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])  -- unmarked: the count is read below
-local batch = tonumber(ARGV[2])
-local meta = redis.call('HGETALL', KEYS[4])
-return {1, st_move(KEYS[4], KEYS[3], st_count(meta)), redis.call('LRANGE', KEYS[1], 0, batch - 1), meta}
+_ACQUIRE = statefields.MOVE + inboxlock.FUNCTIONS + """
+local events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+if #events == 0 then return {0} end
+local holder, held_until = lk_read(events[1])
+if holder and tonumber(held_until) > tonumber(ARGV[5]) then return {-2} end
+redis.call('LSET', KEYS[1], 0, lk_entry(ARGV[1], ARGV[2], '', lk_event(events[1])))
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+local meta = redis.call('HGETALL', KEYS[3])
+return {1, st_move(KEYS[3], KEYS[2], st_count(meta)), lk_events(events), meta}
 """
 
-_ACQUIRE = statefields.MOVE + """
-local queued = redis.call('LLEN', KEYS[1])
-if queued == 0 then return {0} end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-2} end
-local batch = tonumber(ARGV[3])
-redis.call('EXPIRE', KEYS[4], ARGV[4])
-local meta = redis.call('HGETALL', KEYS[4])
-return {1, st_move(KEYS[4], KEYS[3], st_count(meta)), redis.call('LRANGE', KEYS[1], 0, batch - 1), meta, queued}
-"""
-
-_EXTEND = _OWNS + """
-if not owns(KEYS[1], ARGV[1]) then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+_EXTEND = inboxlock.FUNCTIONS + """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head then return 0 end
+local holder, _, marks = lk_read(head)
+if holder ~= ARGV[1] then return 0 end
+redis.call('LSET', KEYS[1], 0, lk_entry(ARGV[1], ARGV[2], marks, lk_event(head)))
 return 1
 """
 
-_SAVE = transcript.FUNCTIONS + _OWNS + """
-local mine, held = owns(KEYS[3], ARGV[1])
-if not mine then return {-1, 0, 0} end
-local marks = string.sub(held, #ARGV[1] + 1)
+_SAVE = transcript.FUNCTIONS + inboxlock.FUNCTIONS + """
+-- first a write a full Redis refuses (never the LPOP): such a save is refused whole, with the commands
+-- beside it. The transcript's entries (taken back if the lock is not ours), or a SETRANGE of nothing
+local nlog, pushed = tonumber(ARGV[8]), nil
+if nlog > 0 then pushed = redis.call('RPUSH', KEYS[3], unpack(ARGV, 9, 8 + nlog))
+else redis.call('SETRANGE', KEYS[1], 0, '') end
+-- the batch and the entry after it: the first must be this holder's (inboxlock.py)
+local n = tonumber(ARGV[3])
+local popped, holder, _, marks = redis.call('LPOP', KEYS[2], n + 1), nil, '0', ''
+if popped then holder, _, marks = lk_read(popped[1]) end
+if holder ~= ARGV[1] then
+  if pushed then redis.call('RPOP', KEYS[3], nlog) end
+  local back = {}  -- what was popped goes back, in order
+  for j = #(popped or {}), 1, -1 do back[#back + 1] = popped[j] end
+  if #back > 0 then redis.call('LPUSH', KEYS[2], unpack(back)) end
+  return {-1, 0, 0}
+end
+-- more wait: the next entry back as the head, our lock renewed, before any write that could fail
+local more = #popped > n  -- (a script is not rolled back: an error must not lose an unrun event)
+if more then redis.call('LPUSH', KEYS[2], lk_entry(ARGV[1], ARGV[4], '', lk_event(popped[n + 1]))) end
 -- the transcript's count as the lock taker read it, if nothing appended since (no ``+``)
 local known = not string.find(marks, '+', 1, true) and ARGV[#ARGV] ~= '' and tonumber(ARGV[#ARGV])
--- the inbox's length as the lock taker read it, if nothing was queued since (no ``*``)
-local queued = not string.find(marks, '*', 1, true) and ARGV[#ARGV - 1] ~= '' and tonumber(ARGV[#ARGV - 1])
 local ttl = tonumber(ARGV[5])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl) end
-local n = tonumber(ARGV[3])
 local refresh = ARGV[7] == '1'
-local i = 8
-local nlog = tonumber(ARGV[i]); i = i + 1
+local i = 9
 local first, last = 0, 0
 if nlog > 0 then
-  last = tr_append(KEYS[4], KEYS[6], KEYS[5], KEYS[8], tonumber(ARGV[6]), ttl, refresh, ARGV, i, nlog, known)
+  last = tr_append(KEYS[3], KEYS[5], KEYS[4], KEYS[7], tonumber(ARGV[6]), ttl, refresh, ARGV, i, nlog, known, pushed)
   first = last - nlog + 1
   i = i + nlog
 end
 local nout = tonumber(ARGV[i]); i = i + 1
-for j = 1, nout do redis.call('RPUSH', KEYS[7], ARGV[i]); i = i + 1 end
-if nout > 0 then redis.call('EXPIRE', KEYS[7], ttl) end
+for j = 1, nout do redis.call('RPUSH', KEYS[6], ARGV[i]); i = i + 1 end
+if nout > 0 then redis.call('EXPIRE', KEYS[6], ttl) end
 local nmeta = tonumber(ARGV[i]); i = i + 1
 local kv = {}
 for j = 1, nmeta * 2 do kv[j] = ARGV[i]; i = i + 1 end
 if known and nlog > 0 then kv[#kv + 1] = 'n'; kv[#kv + 1] = string.format('%d', last) end
-if #kv > 0 then redis.call('HSET', KEYS[6], unpack(kv)) end
+if #kv > 0 then redis.call('HSET', KEYS[5], unpack(kv)) end
 local ndrop = tonumber(ARGV[i]); i = i + 1  -- copies no longer stored (statemeta.py): once, after an upgrade
-if ndrop > 0 then redis.call('HDEL', KEYS[6], unpack(ARGV, i, i + ndrop - 1)); i = i + ndrop end
-if refresh then redis.call('EXPIRE', KEYS[6], ttl) end
+if ndrop > 0 then redis.call('HDEL', KEYS[5], unpack(ARGV, i, i + ndrop - 1)); i = i + ndrop end
+if refresh then redis.call('EXPIRE', KEYS[5], ttl) end
 local channel, cid = ARGV[i], ARGV[i + 1]; i = i + 2
 local ncount = tonumber(ARGV[i]); i = i + 1
-for j = 1, ncount do redis.call('HINCRBY', KEYS[8 + j], ARGV[i], ARGV[i + 1]); i = i + 2 end
+for j = 1, ncount do redis.call('HINCRBY', KEYS[7 + j], ARGV[i], ARGV[i + 1]); i = i + 2 end
 if nlog > 0 then redis.call('PUBLISH', channel, cid .. ' ' .. last) end
--- the inbox holds only what this batch processed: drop it and the lock in one command
-if (queued or redis.call('LLEN', KEYS[2])) <= n then
-  redis.call('DEL', KEYS[2], KEYS[3])
-  return {0, first, last}
-end
-if n > 0 then redis.call('LTRIM', KEYS[2], n, -1) end
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-return {1, first, last}
+-- the lock kept for the next batch, or (the inbox held only this batch) gone with the inbox
+return {more and 1 or 0, first, last}
 """
 
 _FORGET_IF = """
@@ -141,22 +139,24 @@ if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1
 return 0
 """
 
-_FAIL = _OWNS + """
-if not owns(KEYS[1], ARGV[1]) then return -1 end
+_FAIL = inboxlock.FUNCTIONS + """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head or lk_read(head) ~= ARGV[1] then return -1 end
 local n = redis.call('HINCRBY', KEYS[2], 'failures', 1)
 redis.call('HSET', KEYS[2], 'error', ARGV[2], 'error_at', ARGV[3])
 if n >= tonumber(ARGV[4]) then redis.call('HSET', KEYS[2], 'parked', ARGV[3]) end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('DEL', KEYS[1])
+redis.call('LSET', KEYS[1], 0, lk_event(head))  -- released: the events stay queued
 return n
 """
 
-_SET_ASIDE = _OWNS + """
-if owns(KEYS[1], ARGV[1]) then redis.call('DEL', KEYS[1]) end
+_SET_ASIDE = inboxlock.FUNCTIONS + """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if head and lk_read(head) == ARGV[1] then redis.call('LSET', KEYS[1], 0, lk_event(head)) end
 if redis.call('HEXISTS', KEYS[2], 'parked') == 0 then return {0, 0} end
-local n, keep, dropped = redis.call('LLEN', KEYS[3]), tonumber(ARGV[2]), 0
-if n > keep then redis.call('LTRIM', KEYS[3], 0, keep - 1); dropped = n - keep end
-redis.call('EXPIRE', KEYS[3], ARGV[3])
+local n, keep, dropped = redis.call('LLEN', KEYS[1]), tonumber(ARGV[2]), 0
+if n > keep then redis.call('LTRIM', KEYS[1], 0, keep - 1); dropped = n - keep end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {1, dropped}
 """
 
@@ -276,9 +276,8 @@ class ConversationStore:
         self.cluster = is_cluster(redis)
         self._token_prefix = secrets.token_hex(6) + "-"
         self._tokens = 0
-        #: The transcript's count and the inbox's length as each lock holder's batch read them (by
-        #: token), for its save ("" when unknown).
-        self._counts: dict[str, tuple[str, str]] = {}
+        #: The transcript's count as each lock holder's batch read it (by token), for its save.
+        self._counts: dict[str, str] = {}
         self._pended = RecentEntries(lock_ttl)  # which pushes write the recovery entry
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.ttl = ttl_days * 86400
@@ -298,6 +297,10 @@ class ConversationStore:
         self._set_aside = redis.register_script(_SET_ASIDE)
         self._unpark = redis.register_script(_UNPARK)
 
+    def _expiry(self) -> int:
+        """When a lock taken or renewed now expires (ms, this process's clock: inboxlock.py)."""
+        return int(self.clock() * 1000) + self.lock_ttl_ms
+
     def _token(self) -> str:
         """A lock token no other acquisition uses: a random process prefix and a counter."""
         self._tokens += 1
@@ -316,14 +319,11 @@ class ConversationStore:
         analytics counts: docs/analytics.md)."""
         await self._save.load()
 
-    def _batch(self, cid: str, token: str, reply: Sequence[Any], queued: Any = None) -> Batch:
-        """``queued``: the inbox's length as the lock was taken (None: not known, or the queue may
-        be written without marking the lock: see "The inbox's length")."""
+    def _batch(self, cid: str, token: str, reply: Sequence[Any]) -> Batch:
         meta, state = statefields.split_flat(reply[3], cid)
         if len(self._counts) >= _COUNTS_MAX:  # batches that never saved (a crash of their turn)
             self._counts.clear()  # forgotten: their saves, if any, count the slow way
-        known = queued is not None and not cid.startswith(k.PLAIN_QUEUE_PREFIX)  # not ``enqueue_commands``'
-        self._counts[token] = (meta.get("n", ""), str(int(queued)) if known else "")
+        self._counts[token] = meta.get("n", "")
         batch = Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
         if state is not None and not reply[1]:
             batch.unsynced = statefields.unmarked(reply[3])
@@ -351,7 +351,7 @@ class ConversationStore:
         args: list[Any] = [event, k.dedupe_member(dedupe_id) if dedupe_id else "", now_ms, token, self.lock_ttl_ms,
                            SEEN_TTL, self.batch, len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every,
                            "" if wake is None else repr(wake)]
-        keys = [key.inbox, key.lock, key.seen, key.state, key.meta, key.old_seen]
+        keys = [key.inbox, key.seen, key.state, key.meta, key.old_seen]
         pend = self._pended.needed(cid, now)
         entry = ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid)
         by_script = pend and wake is not None and not self.cluster  # unless it settles the wake
@@ -378,7 +378,7 @@ class ConversationStore:
         if reply[0] == 2:
             return PushResult(early=True, wake_at=float(reply[1]) if reply[1] else None)
         if reply[0] == 1:
-            batch = self._batch(cid, token, reply, reply[5])
+            batch = self._batch(cid, token, reply)
             batch.refresh_ttl = reply[4] == 1
             return PushResult(batch=batch, prefetched=prefetched if reads and prefetched else None)
         return PushResult()
@@ -387,12 +387,8 @@ class ConversationStore:
         """Plain commands that queue ``event`` without dedupe or the lock, for a caller that sends
         them in its own MULTI/EXEC beside another write (the embedded CRM's changes): then
         ``acquire``. The queue is due for recovery at once, in case nobody acquires it (its
-        second member: the pushes' entry is left as it is). Only for the lead queues
-        (``keys.PLAIN_QUEUE_PREFIX``, whatever the lead's id looks like): a conversation's save
-        trusts the lock's ``*`` mark to say that an event was queued behind it ("The inbox's
-        length"), and a plain ``RPUSH`` marks nothing."""
-        if not cid.startswith(k.PLAIN_QUEUE_PREFIX):
-            raise ValueError(f"enqueue_commands is for the lead queues only: {cid}")
+        second member: the pushes' entry is left as it is). An entry without a header: behind a
+        holder it waits its turn, at the head it leaves the queue free (``inboxlock.py``)."""
         return [("RPUSH", k.ConversationKey(cid).inbox, event),
                 ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), self.clock(), k.retry_member(cid))]
 
@@ -400,7 +396,7 @@ class ConversationStore:
         """The next events for a processor that still holds the lock (None if it lost it);
         ``reads`` as for ``acquire``."""
         key = k.ConversationKey(cid)
-        command = self._load.command([key.inbox, key.lock, key.state, key.meta], [token, self.batch, self.lock_ttl_ms])
+        command = self._load.command([key.inbox, key.state, key.meta], [token, self.batch, self._expiry()])
         reply, *prefetched = await send_commands(self.fast, [command, *reads], [self._load], check=1)
         if reply[0] != 1:
             return None
@@ -415,11 +411,12 @@ class ConversationStore:
         ``reads``: more commands sent in the same round trip, their replies in ``Batch.prefetched``."""
         key = k.ConversationKey(cid)
         token = self._token()
-        command = self._acquire.command([key.inbox, key.lock, key.state, key.meta],
-                                        [token, self.lock_ttl_ms, self.batch, self.ttl])
+        now_ms = int(self.clock() * 1000)
+        command = self._acquire.command([key.inbox, key.state, key.meta],
+                                        [token, now_ms + self.lock_ttl_ms, self.batch, self.ttl, now_ms])
         reply, *prefetched = await send_commands(self.fast, [command, *reads], [self._acquire], check=1)
         if reply[0] == 1:
-            batch = self._batch(cid, token, reply, reply[4])
+            batch = self._batch(cid, token, reply)
             if reads and not any(isinstance(r, ResponseError) for r in prefetched):
                 batch.prefetched = prefetched
             return batch
@@ -427,11 +424,11 @@ class ConversationStore:
 
     async def extend(self, cid: str, token: str) -> bool:
         key = k.ConversationKey(cid)
-        return bool(await self._script(self._extend, [key.lock], [token, self.lock_ttl_ms]) == 1)
+        return bool(await self._script(self._extend, [key.inbox], [token, self._expiry()]) == 1)
 
     async def save(self, cid: str, token: str, req: SaveRequest) -> SaveResult:
         key = k.ConversationKey(cid)
-        args: list[Any] = [token, req.state or b"", req.processed, self.lock_ttl_ms, self.ttl,
+        args: list[Any] = [token, req.state or b"", req.processed, self._expiry(), self.ttl,
                            self.transcript_max, int(req.refresh_ttl), len(req.log), *req.log, len(req.out), *req.out]
         meta_args: list[str | bytes] = []
         short = statefields.SHORT
@@ -449,9 +446,9 @@ class ConversationStore:
         # are counted after a save that kept the lock (a crash in between loses the count).
         later, counters = (counters, {}) if self.cluster else ({}, counters)
         args += [len(counters), *(v for (_, fld), by in counters.items() for v in (fld, by)),
-                 *self._counts.pop(token, ("", ""))[::-1]]  # the inbox's length, the transcript's count
+                 self._counts.pop(token, "")]  # the transcript's count as the lock taker read it
         commands: list[Any] = [self._save.command(
-            [key.state, key.inbox, key.lock, key.transcript, key.log, key.meta, key.out, key.counter,
+            [key.state, key.inbox, key.transcript, key.log, key.meta, key.out, key.counter,
              *(n for n, _ in counters)], args)]
         timers = k.timer_shard_key(k.shard_of(cid, self.shards))
         if req.timers_set:
@@ -524,10 +521,13 @@ class ConversationStore:
         await self._script(self._forget_if, [k.pending_of(member, self.shards)], [member, score])
 
     async def postpone_pending(self, member: str, now: float) -> None:
-        """A live processor holds it: look again when its lock expires (``PTTL``; pending.py). Later
-        only, never re-adding it, so recovery's page of due conversations always moves on."""
-        left = int(await self.redis.pttl(k.ConversationKey(k.member_cid(member)).lock))  # -2: gone, -1: no TTL
-        at = now + (self.lock_ttl_ms if left == -1 else min(max(left, 1), self.lock_ttl_ms)) / 1000
+        """A live processor holds it: look again when its lock expires (its inbox's head,
+        inboxlock.py; pending.py). Later only, never re-adding it, so recovery's page of due
+        conversations always moves on."""
+        head = await self.redis.lindex(k.ConversationKey(k.member_cid(member)).inbox, 0)
+        held = inboxlock.holder(replies.raw(head) if head is not None else None)
+        left = 1 if held is None else held[1] - int(now * 1000)  # None: free, or gone
+        at = now + min(max(left, 1), self.lock_ttl_ms) / 1000
         await self.redis.zadd(k.pending_of(member, self.shards), {member: at}, xx=True, gt=True)
 
     async def record_failure(self, cid: str, token: str, error: str, *, park_after: int) -> tuple[int, bool]:
@@ -540,7 +540,7 @@ class ConversationStore:
         now = self.clock()
         self._counts.pop(token, None)
         self._pended.forget(cid)
-        failures = int(await self._fail(keys=[key.lock, key.meta],
+        failures = int(await self._fail(keys=[key.inbox, key.meta],
                                         args=[token, error[:300], f"{now:.3f}", park_after, self.ttl]))
         if failures < 0:  # the lock was lost meanwhile: its new holder has the conversation
             return 0, False
@@ -566,7 +566,7 @@ class ConversationStore:
         key = k.ConversationKey(cid)
         self._counts.pop(token, None)
         self._pended.forget(cid)
-        parked, dropped = await self._set_aside(keys=[key.lock, key.meta, key.inbox],
+        parked, dropped = await self._set_aside(keys=[key.inbox, key.meta],
                                                 args=[token, PARKED_INBOX_MAX, self.ttl])
         pending = k.pending_key(k.shard_of(cid, self.shards))
         if parked:

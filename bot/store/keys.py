@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 PREFIX = "sb"
-#: Queues that plain commands may write (``ConversationStore.enqueue_commands``): the lead queues.
-PLAIN_QUEUE_PREFIX = "lead:"
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9@._\-+=~]*")
@@ -83,10 +81,6 @@ class ConversationKey:
     @property
     def inbox(self) -> str:
         return f"{PREFIX}:c:{{{self.cid}}}:inbox"
-
-    @property
-    def lock(self) -> str:
-        return f"{PREFIX}:c:{{{self.cid}}}:lock"
 
     @property
     def seen(self) -> str:

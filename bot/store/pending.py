@@ -4,8 +4,8 @@ recovery looks at it: docs/server.md, "The recovery entry").
 A push scores the entry ``now + lock_ttl``, unless this process wrote it with a push less than
 half a lock TTL ago: that entry is still there and due no later than the new push's lock
 expires, so a crash after the push is still found (the lock held: looked at again when it
-expires, ``PTTL``; then free with events waiting: taken over), once its lock expires, as after
-any push.
+expires, by the expiry in its inbox's head, ``inboxlock.py``; then free with events waiting:
+taken over), once its lock expires, as after any push.
 Nothing makes the entry's score earlier (pushes, ``postpone_pending``, ``pend``, a failure's
 ``XX GT``), and recovery forgets only an idle entry already due, a lock TTL after its last
 write: never one that a push of the last half TTL relied on, while the processes' clocks differ

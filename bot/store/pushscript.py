@@ -21,19 +21,19 @@ script after that check, so a settled wake writes none (nor leaves recovery one 
 
 from __future__ import annotations
 
-from . import dedupe, statefields
+from . import dedupe, inboxlock, statefields
 
 #: The metadata field holding the earliest due time of the state's timers (``-``: none left).
 WAKE_FIELD = "w"
 NO_TIMERS = "-"
 
-PUSH = statefields.MOVE + dedupe.SEEN + f"""
+PUSH = statefields.MOVE + dedupe.SEEN + inboxlock.FUNCTIONS + f"""
 local nmeta = tonumber(ARGV[8])
 local ttl, refresh_every = tonumber(ARGV[9 + nmeta * 2]), tonumber(ARGV[10 + nmeta * 2])
 local wake, meta = ARGV[11 + nmeta * 2], nil
 if wake ~= '' then
   -- a wake: settled here when no timer of the state is due by then (see pushscript.py)
-  meta = redis.call('HGETALL', KEYS[5])
+  meta = redis.call('HGETALL', KEYS[4])
   local w, synced
   for i = 1, #meta, 2 do
     if meta[i] == '{WAKE_FIELD}' then w = meta[i + 1]
@@ -42,26 +42,34 @@ if wake ~= '' then
   -- no metadata: the conversation is gone (expired), and its timers with it
   if #meta == 0 or (synced and w == '{NO_TIMERS}') then return {{2, ''}} end
   if synced and tonumber(w) and tonumber(w) > tonumber(wake) then return {{2, w}} end
-  -- queued: its recovery entry (KEYS[7], on one Redis: else sent beside the script)
-  if ARGV[12 + nmeta * 2] ~= '' then redis.call('ZADD', KEYS[7], ARGV[12 + nmeta * 2], ARGV[13 + nmeta * 2]) end
+  -- queued: its recovery entry (KEYS[6], on one Redis: else sent beside the script)
+  if ARGV[12 + nmeta * 2] ~= '' then redis.call('ZADD', KEYS[6], ARGV[12 + nmeta * 2], ARGV[13 + nmeta * 2]) end
 end
 local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
-local dup, created = false, false  -- the dedupe set (dedupe.py): KEYS[6] the old layout's
-if ARGV[2] ~= '' then dup, created = dd_seen(KEYS[3], KEYS[6], ARGV[2], now, window, ARGV[6] + refresh_every) end
+local dup, created = false, false  -- the dedupe set (dedupe.py): KEYS[5] the old layout's
+if ARGV[2] ~= '' then dup, created = dd_seen(KEYS[2], KEYS[5], ARGV[2], now, window, ARGV[6] + refresh_every) end
 if dup then return {{-1}} end
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-if not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) then
-  -- queued behind the holder: its save measures the inbox (one mark is enough)
-  if not string.find(redis.call('GET', KEYS[2]), '*', 1, true) then redis.call('APPEND', KEYS[2], '*') end
+-- the lock is the inbox's head entry (inboxlock.py): an empty inbox is a free conversation
+local expiry = string.format('%d', now + tonumber(ARGV[5]))
+local n = redis.call('RPUSH', KEYS[1], lk_entry(ARGV[4], expiry, '', ARGV[1]))
+local head, holder, held_until = false, nil, '0'
+if n > 1 then
+  -- not the head: only the head carries a header (this entry's is dropped)
+  redis.call('LSET', KEYS[1], -1, ARGV[1])
+  head = redis.call('LINDEX', KEYS[1], 0)
+  holder, held_until = lk_read(head)
+end
+if holder and tonumber(held_until) > now then
+  -- queued behind the holder, whose save pops its batch and sees this entry after it
   if nmeta > 0 then
     local kv = {{}}
     for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
-    redis.call('HSET', KEYS[5], unpack(kv))
+    redis.call('HSET', KEYS[4], unpack(kv))
   end
   return {{0}}
 end
 -- the processor: the metadata as it will be, written only where it changes
-if not meta then meta = redis.call('HGETALL', KEYS[5]) end
+if not meta then meta = redis.call('HGETALL', KEYS[4]) end
 local at, kv = {{}}, {{}}
 for i = 1, #meta, 2 do at[meta[i]] = i + 1 end
 local function put(name, value)
@@ -86,13 +94,18 @@ if not last or now - last >= refresh_every * 1000 then
   put('r', string.format('%d', math.floor(now / 1000)))
   refresh = 1
 end
-if #kv > 0 then redis.call('HSET', KEYS[5], unpack(kv)) end
+if #kv > 0 then redis.call('HSET', KEYS[4], unpack(kv)) end
 if refresh == 1 then
-  redis.call('EXPIRE', KEYS[5], ttl)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
-  if not created then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]) + refresh_every) end
+  redis.call('EXPIRE', KEYS[4], ttl)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+  if not created then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]) + refresh_every) end
 end
 local events
-if n == 1 then events = {{ARGV[1]}} else events = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1) end
-return {{1, st_move(KEYS[5], KEYS[4], at['~'] and meta[at['~']]), events, meta, refresh, n}}
+if n == 1 then
+  events = {{ARGV[1]}}
+else  -- a free head (no header, or its holder's time is up): taken over
+  redis.call('LSET', KEYS[1], 0, lk_entry(ARGV[4], expiry, '', lk_event(head)))
+  events = lk_events(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[7]) - 1))
+end
+return {{1, st_move(KEYS[4], KEYS[3], at['~'] and meta[at['~']]), events, meta, refresh}}
 """

@@ -24,8 +24,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from . import inboxlock, replies
 from . import keys as k
-from . import replies
 
 #: ``tr_migrate(list, oldlog, oldn)``: an old-layout transcript moved into the list.
 MIGRATE = """
@@ -52,13 +52,15 @@ end
 """
 
 #: Lua functions shared by the scripts that append (``conversations._SAVE`` and ``APPEND`` here).
-#: ``tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known)`` appends
-#: ``entries[i .. i + count - 1]`` and returns the number of the newest entry. The list's TTL is
-#: set when it is new or ``refresh`` is true (TTLs are refreshed at most once a day). ``known``:
-#: the newest number as the lock holder read it, when nothing appended since (see ``MARK``);
-#: then the caller writes ``n`` with its other metadata (no ``HINCRBY``), else false.
+#: ``tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known, pushed)``
+#: appends ``entries[i .. i + count - 1]`` and returns the number of the newest entry. The list's
+#: TTL is set when it is new or ``refresh`` is true (TTLs are refreshed at most once a day).
+#: ``known``: the newest number as the lock holder read it, when nothing appended since (see
+#: ``MARK``); then the caller writes ``n`` with its other metadata (no ``HINCRBY``), else false.
+#: ``pushed``: the list's length after the caller already pushed the entries (the save pushes
+#: them first: a write a full Redis refuses, before its lock check), else nil.
 FUNCTIONS = MIGRATE + """
-local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known)
+local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known, pushed)
   local last, fresh
   if known then
     last, fresh = known + count, false
@@ -68,24 +70,30 @@ local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i
   end
   if fresh then
     -- a first append here: an old-layout transcript, or a list whose count was lost, comes first
+    if pushed then redis.call('RPOP', list, count); pushed = nil end
     local old = tr_migrate(list, oldlog, oldn)
     if old == 0 then old = redis.call('LLEN', list) end
     if old > 0 then last = redis.call('HINCRBY', meta, 'n', old) end
   end
-  local len = redis.call('RPUSH', list, unpack(entries, i, i + count - 1))
+  local len = pushed or redis.call('RPUSH', list, unpack(entries, i, i + count - 1))
   if len > cap then redis.call('LTRIM', list, len - cap, -1) end
   if refresh or fresh or len == count then redis.call('EXPIRE', list, ttl) end
   return last
 end
 """
 
-#: Marks a held lock (KEYS lock): a ``+`` after its token tells the holder's save that the
-#: transcript's count moved since it read it (see ``conversations`` "The transcript's count").
-MARK = """
-if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('APPEND', KEYS[5], '+') end
+#: Marks a held lock (KEYS inbox: its head's header, inboxlock.py): a ``+`` after its token tells
+#: the holder's save that the transcript's count moved since it read it (see ``conversations``
+#: "The transcript's count"). A holder whose time is up is marked too: it holds until taken over.
+MARK = inboxlock.FUNCTIONS + """
+local head = redis.call('LINDEX', KEYS[5], 0)
+if head then
+  local holder, held_until, marks = lk_read(head)
+  if holder and marks == '' then redis.call('LSET', KEYS[5], 0, lk_entry(holder, held_until, '+', lk_event(head))) end
+end
 """
 
-#: Append outside a processing turn (delivery receipts): KEYS list, meta, oldlog, oldn, lock;
+#: Append outside a processing turn (delivery receipts): KEYS list, meta, oldlog, oldn, inbox;
 #: ARGV ttl, cap, channel, cid, entries… Publishes "<cid> <newest number>" like the save.
 APPEND = FUNCTIONS + MARK + """
 local ttl = tonumber(ARGV[1])
@@ -119,9 +127,9 @@ return {first + start, redis.call('LRANGE', KEYS[1], start, start + limit - 1)}
 
 def script_keys(cid: str) -> list[str]:
     """The keys every transcript script names, in its order: list, meta, old stream, old counter,
-    the conversation's lock (``APPEND`` marks it)."""
+    the conversation's inbox (``APPEND`` marks the lock in its head)."""
     key = k.ConversationKey(cid)
-    return [key.transcript, key.meta, key.log, key.counter, key.lock]
+    return [key.transcript, key.meta, key.log, key.counter, key.inbox]
 
 
 class Transcript:

@@ -19,6 +19,7 @@ from bot.runtime.automations import counts_key
 from bot.runtime.worker import Worker
 from bot.server.services import Services, open_services
 from bot.store.conversations import SaveRequest, SaveResult
+from tests import inboxlocks
 from tests.waiting import wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -108,9 +109,9 @@ async def test_a_save_that_lost_its_lock_counts_nothing(svc: Services, redis: Re
     original = svc.store.save
 
     async def stolen(cid: str, token: str, req: SaveRequest) -> SaveResult:
-        await redis.set(f"sb:c:{{{cid}}}:lock", "another-process")  # the lock expired and was taken over
+        await inboxlocks.take_over(redis, cid)  # the lock expired and was taken over
         result = await original(cid, token, req)
-        await redis.delete(f"sb:c:{{{cid}}}:lock")
+        await inboxlocks.release(redis, cid)  # … by a process that died: free again
         return result
     svc.store.save = stolen  # type: ignore[method-assign]
     await _created_again(svc, lead, "again")

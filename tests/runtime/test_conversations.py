@@ -15,6 +15,7 @@ from bot.engine import events as ev
 from bot.server.services import Services, open_services
 from bot.store import codec
 from bot.store.conversations import SaveRequest
+from tests import inboxlocks
 from tests.server.conftest import NO_AUTOMATIONS
 from tests.waiting import wait_for
 
@@ -70,8 +71,7 @@ async def test_fifty_concurrent_messages_from_three_processes_in_order_exactly_o
         assert users == seen  # the transcript shows the order the interpreter saw
         bots = [e["text"] for e in transcript if e["role"] == "bot"]
         assert bots == [f"got {n}" for n in range(1, 51)]  # one reply per message, counting up
-        assert await redis.exists(f"sb:c:{{{cid}}}:lock") == 0  # released
-        assert await redis.llen(f"sb:c:{{{cid}}}:inbox") == 0
+        assert await redis.exists(f"sb:c:{{{cid}}}:inbox") == 0  # empty, the lock released with it
 
 
 async def test_the_same_platform_message_twice_is_handled_once(redis: Redis, redis_url: str) -> None:
@@ -176,19 +176,21 @@ async def test_a_batch_slower_than_the_lock_ttl_keeps_its_lock_and_saves(redis: 
 
         svc.conversations.crm = Slow()  # type: ignore[assignment]
         cid = "test:acct:slow"
-        lock = f"sb:c:{{{cid}}}:lock"
         meta = {"channel": "test", "account": "acct", "external_id": "slow-1"}
         task = asyncio.create_task(svc.conversations.deliver(cid, _msg("first", "s1"), dedupe_id="s1", meta=meta))
         await asyncio.wait_for(entered.wait(), 5)
-        token = await redis.get(lock)
-        renewals = {"seen": 0, "last": 10_000}
+        held = await inboxlocks.holder(redis, cid)
+        assert held is not None
+        token = held[0]
+        renewals = {"seen": 0, "last": held[1]}
 
-        async def renewed() -> bool:  # the PTTL went up again: a renewal, over and over
-            ttl = await redis.pttl(lock)
-            assert ttl > 0 and await redis.get(lock) == token, "the lock expired while the batch ran"
-            if ttl > renewals["last"]:
+        async def renewed() -> bool:  # the expiry moved on again: a renewal, over and over
+            lock = await inboxlocks.holder(redis, cid)
+            assert lock is not None and lock[0] == token, "the lock was lost while the batch ran"
+            assert lock[1] > time.time() * 1000, "the lock expired while the batch ran"
+            if lock[1] > renewals["last"]:
                 renewals["seen"] += 1
-            renewals["last"] = ttl
+            renewals["last"] = lock[1]
             return renewals["seen"] >= 3
 
         await wait_for(renewed, 5.0, interval=0.02, what="three renewals of the lock (0.9 s, three TTLs)")
@@ -196,7 +198,7 @@ async def test_a_batch_slower_than_the_lock_ttl_keeps_its_lock_and_saves(redis: 
         result = await asyncio.wait_for(task, 5)
         assert result.processed_here
         assert (await _state(svc, cid)).run.vars["seen"] == ["first"]
-        assert await redis.exists(lock) == 0  # released by the save
+        assert await redis.exists(f"sb:c:{{{cid}}}:inbox") == 0  # released by the save
 
 
 async def test_a_process_never_reuses_its_cached_state_after_another_process_wrote(

@@ -1,7 +1,7 @@
 """A lead id shaped like ``<a>:<b>`` (the generic webhook CRM returns any string) makes its queue
-id ``lead:<a>:<b>`` look like a channel conversation's id: the lead queues are told apart by
-their prefix (``keys.PLAIN_QUEUE_PREFIX``), not by the id's shape, so their CRM changes are
-queued by plain commands and a conversation with such a lead is not parked."""
+id ``lead:<a>:<b>`` look like a channel conversation's id: nothing in the store tells queues
+apart by the id's shape, so such a lead's CRM changes are queued by plain commands and a
+conversation with such a lead is not parked."""
 
 from __future__ import annotations
 

@@ -33,23 +33,25 @@ GREETER = make_doc({
     "done": {"type": "stop"},
 }, id="greeter")
 
-#: Redis commands (as Redis counts them) a follow-up costs: the push script (dedupe, queue, lock,
-#: metadata with the state: 5) with the check of the CRM snapshot this process kept (one HMGET of
-#: its records' versions, crm_bridge/versions.py: 1; no recovery entry: this process wrote it less
-#: than half a lock TTL ago, bot/store/pending.py), the save script (lock check, transcript,
-#: metadata with the state and the transcript's count, notification, inbox and lock release: 6;
-#: no ``LLEN``: the push knew the inbox's length and no push marked the lock since,
-#: bot/store/conversations.py "The inbox's length"), no timer command (the ``no_answer`` timer
-#: moved later: the conversation's timer entry stays early, bot/store/timers.py), the activity
-#: index (1; the filter sets only when the conversation changes sets), the funnel count (1:
-#: ``HINCRBY`` of the move ``ask`` -> ``ask``, inside the save script; docs/analytics.md).
+#: Redis commands (as Redis counts them) a follow-up costs: the push script (dedupe, queue: its
+#: ``RPUSH`` into the empty inbox takes the lock, bot/store/inboxlock.py; metadata with the
+#: state: 4) with the check of the CRM snapshot this process kept (one HMGET of its records'
+#: versions, crm_bridge/versions.py: 1; no recovery entry: this process wrote it less than half a
+#: lock TTL ago, bot/store/pending.py), the save script (the transcript first, so that a full
+#: Redis refuses the save whole; the batch and the lock in one ``LPOP``, metadata with
+#: the state and the transcript's count, notification: 5), no timer
+#: command (the ``no_answer`` timer moved later: the conversation's timer entry stays early,
+#: bot/store/timers.py), the activity index (1; the filter sets only when the conversation
+#: changes sets), the funnel count (1: ``HINCRBY`` of the move ``ask`` -> ``ask``, inside the save
+#: script; docs/analytics.md).
 #: Before issue 14: 34; 24 before the filter sets stopped being re-scored; 21 before the state
 #: moved into the metadata hash, the save took the transcript's count from the push and the CRM
 #: snapshot was kept; 18 before one timer entry per conversation (a ``ZREM`` of the old timer
 #: and a ``ZADD`` of the new one); 17 before a push left the recovery entry its process had just
 #: written; 16 before a timer moved later left the entry early (its ``ZADD``); 15 before the
-#: save took the inbox's length from the push (its ``LLEN``).
-FOLLOW_UP_COMMANDS = 14
+#: save took the inbox's length from the push (its ``LLEN``); 14 before the lock moved into the
+#: inbox's head entry (the push's ``SET NX PX``, the save's ``GET``; its ``DEL`` became the ``LPOP``).
+FOLLOW_UP_COMMANDS = 12
 #: A duplicate: the push script finds the id (EVALSHA, ZADD NX, ZSCORE), the CRM version check
 #: sent along (the recovery entry: written by the original's push just before).
 DUPLICATE_COMMANDS = 4
@@ -95,7 +97,7 @@ async def _bot_texts(svc: Services, cid: str) -> list[str]:
             if (e := codec.unpack(raw))["role"] == "bot"]
 
 
-async def test_a_follow_up_costs_two_round_trips_and_at_most_14_redis_commands(
+async def test_a_follow_up_costs_two_round_trips_and_at_most_13_redis_commands(
         svc: Services, redis: Redis, trips: RoundTrips) -> None:
     await _send(svc, "follow", "f1")
     await _send(svc, "follow", "f2")
@@ -120,14 +122,16 @@ async def test_a_follow_up_refreshes_no_ttl_and_rewrites_no_unchanged_metadata(
     after = await _commands(redis)
     ran = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
     # TTLs are refreshed at most once a day; the seen set trimmed then; a lone event needs no LRANGE;
-    # the inbox and the lock go in one DEL, its length not read again (the push's); the push's
+    # the lock is the inbox's head entry: taken by the push's RPUSH, checked and released by the
+    # save's LPOP of the batch (no lock key, no LINDEX or LSET of the head); the push's
     # metadata (unchanged) is not written again;
     # the state is read and written with the metadata; the transcript's count is the push's.
-    for name in ("expire", "pexpire", "zremrangebyscore", "lrange", "ltrim", "llen", "append"):
+    for name in ("expire", "pexpire", "zremrangebyscore", "lrange", "ltrim", "llen", "append",
+                 "set", "get", "del", "lindex", "lset", "lpush"):
         assert name not in ran, ran
     assert ran.get("hincrby") == 1, ran  # analytics' funnel count only: the transcript's count is the push's
-    assert ran.get("hset") == 1 and ran.get("del") == 1, ran  # the save's changed fields; inbox + lock
-    assert ran.get("set") == 1, ran  # the lock: the state has no key of its own
+    assert ran.get("hset") == 1 and ran.get("lpop") == 1, ran  # the save's changed fields; batch + lock
+    assert ran.get("rpush") == 2, ran  # the event (the lock with it), the transcript
     # ZADDs: the dedupe id, the activity index; not the conversation's timer entry (the
     # ``no_answer`` timer moved later: the entry stays early), no recovery entry (written by q2's
     # push just before), no filter set again; no ZREM of a timer

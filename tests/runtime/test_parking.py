@@ -15,6 +15,7 @@ from bot.server.keys import SERVICES
 from bot.server.services import open_services
 from bot.store import codec
 from bot.store.keys import ConversationKey, pending_key, retry_member, shard_of
+from tests import inboxlocks
 from tests.server.conftest import ADMIN, NO_AUTOMATIONS, make_config, running
 from tests.waiting import wait_for
 
@@ -68,7 +69,7 @@ async def test_a_failing_conversation_is_parked_shown_and_retried(redis: Redis, 
         await worker.recover()
         assert (await svc.store.meta(cid))["failures"] == "3"
         assert await redis.llen(ConversationKey(cid).inbox) == 2
-        assert not await redis.exists(ConversationKey(cid).lock)
+        assert await inboxlocks.holder(redis, cid) is None  # given back
 
         # Someone repairs the data and retries: both waiting messages are answered in order.
         await redis.hdel(ConversationKey(cid).meta, "~", "~0")
@@ -124,7 +125,7 @@ async def test_recovery_is_not_starved_by_failing_conversations(redis: Redis, re
         good = "test:acct:good"
         pushed = await svc.store.push(good, codec.encode_event(_msg("hello", "g1")))
         assert pushed.batch is not None  # its processor dies with the lock …
-        await svc.store.redis.delete(ConversationKey(good).lock)  # … which has expired since
+        assert await inboxlocks.expire(redis, good)  # … which has expired since
         await svc.store.redis.zadd(pending, {good: 5000.0})  # due, behind all the failing ones
 
         for _ in range(3):
@@ -193,13 +194,13 @@ async def test_an_outage_is_not_a_failure_and_never_parks(redis: Redis, redis_ur
         meta = {"channel": "test", "account": "acct", "external_id": "who-2"}
         for i in range(4):
             await svc.conversations.deliver(cid, _msg(f"m{i}", f"o{i}"), dedupe_id=f"o{i}", meta=meta)
-            await svc.store.redis.delete(ConversationKey(cid).lock)  # as if its TTL ran out
+            await inboxlocks.expire(redis, cid)  # as if its TTL ran out
             await Worker(svc).recover()
         stored = await svc.store.meta(cid)
         assert not stored.get("parked") and not stored.get("failures")
         assert await redis.llen(ConversationKey(cid).inbox) == 4  # all waiting for the CRM
         svc.conversations.crm = real
-        await svc.store.redis.delete(ConversationKey(cid).lock)
+        await inboxlocks.expire(redis, cid)
         await svc.store.redis.zadd(pending_key(shard_of(cid, svc.store.shards)), {cid: 1.0})
         await Worker(svc).recover()
         state = codec.decode_state(await svc.store.state(cid) or b"")

@@ -292,7 +292,7 @@ async def test_a_wake_of_a_conversation_without_the_field_goes_through_its_turn(
     clock.now = T0 + 600
     assert await worker.fire_timers() == 1  # queued, the turn settles it
     ran = {name: n - ran_before.get(name, 0) for name, n in (await _commands(redis)).items()}
-    assert ran.get("rpush") == 1 and ran.get("del") == 1, ran  # the push queued it, a save took it (inbox + lock)
+    assert ran.get("rpush") == 1 and ran.get("lpop") == 1, ran  # the push queued it, a save took it (inbox + lock)
     assert await _reminders(svc, cid) == 0 and await _timers(svc, cid) == {timer_id: T0 + 660}
     assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 660)]
     assert await redis.hget(meta, WAKE_FIELD) == repr(T0 + 660).encode()  # written by that turn

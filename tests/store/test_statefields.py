@@ -26,7 +26,12 @@ async def store(redis: Redis) -> AsyncIterator[ConversationStore]:
     await made.close()
 
 
-@given(st.binary(max_size=statefields.INLINE_MAX))
+#: States as the codec writes them: never starting with the mark of a state kept without its id
+#: (``0xc1`` is a byte msgpack never uses; a compact state starts ``0xc1 s``).
+STATES = st.binary(max_size=statefields.INLINE_MAX).filter(lambda b: not b.startswith(statefields.IMPLIED))
+
+
+@given(STATES)
 def test_fields_split_round_trip(state: bytes) -> None:
     flat = statefields.fields(state)
     assert flat is not None
@@ -37,7 +42,7 @@ def test_fields_split_round_trip(state: bytes) -> None:
     assert meta == {"step": "ask"} and back == state
 
 
-@given(st.binary(max_size=statefields.INLINE_MAX),
+@given(STATES,
        st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=5), st.booleans())
 def test_a_flat_reply_reads_as_its_map(state: bytes, meta: dict[str, str], implied: bool) -> None:
     """``split_flat``'s one pass over a script's reply reads what ``split`` reads of it as a map."""

@@ -4,21 +4,23 @@
 who may write (the lock token), how long a lock lives and when it is renewed or released,
 how long a platform message id is remembered, and when recovery may look at a conversation.
 Each test here pins one of them, so that changing it fails a test (each was checked against
-the mutated script). Time is driven through the store's ``clock`` seam and lock expiry by
-deleting or shortening the lock key, never by sleeping.
+the mutated script). Time is driven through the store's ``clock`` seam, lock expiry with it
+(the lock is the inbox's head entry, its expiry a time of that clock: bot/store/inboxlock.py),
+never by sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from bot.store import keys as k
 from bot.store.conversations import SEEN_TTL, TTL_REFRESH_EVERY, Batch, ConversationStore, SaveRequest
+from tests import inboxlocks
 
 LOCK_TTL = 30.0
 LOCK_MS = int(LOCK_TTL * 1000)
@@ -29,6 +31,7 @@ CID = "test:acct:guarantees"
 KEY = k.ConversationKey(CID)
 #: How far a PTTL read right after a write may fall below the TTL set (a loaded machine).
 SLACK_MS = 5000
+MS = 1000
 
 
 class Clock:
@@ -56,13 +59,17 @@ async def stores(redis: Redis, clock: Clock) -> AsyncIterator[tuple[Conversation
         await store.close()
 
 
-async def _lock(redis: Redis) -> bytes | None:
-    value: bytes | None = await redis.get(KEY.lock)  # type: ignore[assignment]
-    return value
+async def _lock(redis: Redis) -> str | None:
+    held = await inboxlock_holder(redis)
+    return held[0] if held else None
+
+
+async def inboxlock_holder(redis: Redis) -> tuple[str, int] | None:
+    return await inboxlocks.holder(redis, CID)
 
 
 async def _inbox(redis: Redis) -> list[bytes]:
-    return cast(list[bytes], await redis.lrange(KEY.inbox, 0, -1))
+    return await inboxlocks.events(redis, CID)
 
 
 def _req(state: bytes, events: list[bytes], *, out: list[bytes] | None = None,
@@ -71,10 +78,9 @@ def _req(state: bytes, events: list[bytes], *, out: list[bytes] | None = None,
                        meta=meta or {}, outbox_account=outbox_account)
 
 
-async def _held(redis: Redis, batch: Batch) -> None:
-    """The batch's holder owns the lock (maybe marked: ``+``, ``*``), for (almost) the whole lock TTL."""
-    assert (await _lock(redis) or b"").rstrip(b"+*") == batch.token.encode()
-    assert LOCK_MS - SLACK_MS < await redis.pttl(KEY.lock) <= LOCK_MS
+async def _held(redis: Redis, batch: Batch, clock: Clock) -> None:
+    """The batch's holder owns the lock (maybe marked: ``+``) for a whole lock TTL from now."""
+    assert await inboxlock_holder(redis) == (batch.token, int(clock.now * MS) + LOCK_MS)
 
 
 # --- 1. a processor that lost its lock cannot write -------------------------------------------
@@ -85,9 +91,8 @@ async def test_a_processor_whose_lock_expired_mid_batch_cannot_write(
     a, b, _ = stores
     first = await a.push(CID, b"e1", dedupe_id="m1")
     assert first.batch is not None
-    # a is slow: its lock outlives the TTL and is gone; b's push takes the conversation over.
+    # a is slow: its lock's time is up; b's push takes the conversation over.
     clock.now += LOCK_TTL + 1
-    await redis.delete(KEY.lock)
     second = await b.push(CID, b"e2", dedupe_id="m2")
     assert second.batch is not None and second.batch.events == [b"e1", b"e2"]
 
@@ -99,7 +104,7 @@ async def test_a_processor_whose_lock_expired_mid_batch_cannot_write(
     assert await _inbox(redis) == [b"e1", b"e2"]  # nothing removed by the loser
     assert await redis.llen(KEY.out) == 0
     assert "by" not in await a.meta(CID)
-    await _held(redis, second.batch)  # the new holder's lock is untouched
+    await _held(redis, second.batch, clock)  # the new holder's lock is untouched
     assert await a.load(CID, first.batch.token) is None
     assert await a.extend(CID, first.batch.token) is False
 
@@ -116,7 +121,6 @@ async def test_a_processor_whose_lock_expired_cannot_overwrite_the_newer_state(
     first = await a.push(CID, b"e1", dedupe_id="m1")
     assert first.batch is not None
     clock.now += LOCK_TTL + 1
-    await redis.delete(KEY.lock)
     taken = await worker.acquire(CID)
     assert isinstance(taken, Batch) and taken.events == [b"e1"]
     assert (await worker.save(CID, taken.token, _req(b"newer", taken.events))).status == 0
@@ -128,90 +132,141 @@ async def test_a_processor_whose_lock_expired_cannot_overwrite_the_newer_state(
     assert [d for _, d in await a.read_log(CID)] == [b"e1"]
 
 
+async def test_a_holder_whose_time_is_up_still_saves_while_nobody_took_over(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """Its lock is the inbox's head until another process takes it over: nobody else ran the
+    batch, so the slow holder's save is safe and saves redoing it (bot/store/inboxlock.py)."""
+    a, _, _ = stores
+    first = await a.push(CID, b"e1", dedupe_id="m1")
+    assert first.batch is not None
+    clock.now += 10 * LOCK_TTL
+    assert await a.extend(CID, first.batch.token) is True
+    await _held(redis, first.batch, clock)
+    done = await a.save(CID, first.batch.token, _req(b"slow", first.batch.events))
+    assert done.status == 0 and await a.state(CID) == b"slow"
+    assert await redis.exists(KEY.inbox) == 0
+
+
 # --- 5. exact values of the lock ----------------------------------------------------------------
 
 
 async def test_push_takes_the_lock_for_the_lock_ttl(
-        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
     a, b, _ = stores
     pushed = await a.push(CID, b"e1")
     assert pushed.batch is not None
-    await _held(redis, pushed.batch)
+    await _held(redis, pushed.batch, clock)
+    clock.now += LOCK_TTL - 0.001  # held until the last millisecond of its TTL
     queued = await b.push(CID, b"e2")  # queued behind the holder, who keeps the lock
     assert queued.batch is None and not queued.duplicate
-    await _held(redis, pushed.batch)
-    assert await _lock(redis) == pushed.batch.token.encode() + b"*"  # its save measures the inbox
+    assert await inboxlock_holder(redis) == (pushed.batch.token, int(T0 * MS) + LOCK_MS)
+    clock.now = T0 + LOCK_TTL  # then free: the next push takes it over
+    taken = await b.push(CID, b"e3")
+    assert taken.batch is not None and taken.batch.events == [b"e1", b"e2"]  # a batch of 2
+    await _held(redis, taken.batch, clock)
 
 
-async def test_load_renews_the_lock(redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+async def test_load_renews_the_lock(redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
     a, _, _ = stores
     pushed = await a.push(CID, b"e1")
     assert pushed.batch is not None
-    await redis.pexpire(KEY.lock, 1000)
+    clock.now += LOCK_TTL - 1
     loaded = await a.load(CID, pushed.batch.token)
     assert loaded is not None and loaded.events == [b"e1"]
-    await _held(redis, pushed.batch)
+    await _held(redis, pushed.batch, clock)
 
 
 async def test_extend_renews_only_with_the_holders_token(
-        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
     a, b, _ = stores
     pushed = await a.push(CID, b"e1")
     assert pushed.batch is not None
-    await redis.pexpire(KEY.lock, 1000)
+    clock.now += LOCK_TTL - 1
     assert await b.extend(CID, "someone-else") is False
-    assert await _lock(redis) == pushed.batch.token.encode()
-    assert 0 < await redis.pttl(KEY.lock) <= 1000  # not extended
+    assert await b.extend(CID, pushed.batch.token[:-1]) is False  # a token's prefix is not the token
+    assert await inboxlock_holder(redis) == (pushed.batch.token, int(T0 * MS) + LOCK_MS)  # not extended
     assert await a.extend(CID, pushed.batch.token) is True
-    await _held(redis, pushed.batch)
+    await _held(redis, pushed.batch, clock)
+    assert await _inbox(redis) == [b"e1"]
 
 
 async def test_extend_of_a_lock_that_is_gone_fails_and_takes_nothing(
-        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
-    a, _, _ = stores
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    a, _, worker = stores
     pushed = await a.push(CID, b"e1")
     assert pushed.batch is not None
-    await redis.delete(KEY.lock)
-    assert await a.extend(CID, pushed.batch.token) is False
-    assert await redis.exists(KEY.lock) == 0
+    assert (await a.save(CID, pushed.batch.token, _req(b"s", pushed.batch.events))).status == 0
+    assert await a.extend(CID, pushed.batch.token) is False  # released: the inbox is gone
+    assert await redis.exists(KEY.inbox) == 0
+    again = await a.push(CID, b"e2")
+    assert again.batch is not None
+    clock.now += LOCK_TTL
+    taken = await worker.acquire(CID)  # its time was up: taken over
+    assert isinstance(taken, Batch)
+    assert await a.extend(CID, again.batch.token) is False
+    await _held(redis, taken, clock)
 
 
 async def test_acquire_on_an_empty_inbox_returns_none_and_takes_no_lock(
         redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
     a, _, worker = stores
     assert await worker.acquire(CID) is None  # never seen
-    assert await redis.exists(KEY.lock) == 0
+    assert await redis.exists(KEY.inbox) == 0
     pushed = await a.push(CID, b"e1", meta={"channel": "test"})
     assert pushed.batch is not None
     assert (await a.save(CID, pushed.batch.token, _req(b"s", pushed.batch.events))).status == 0
     assert await worker.acquire(CID) is None  # idle: state and meta exist, the inbox is empty
-    assert await redis.exists(KEY.lock) == 0
+    assert await redis.exists(KEY.inbox) == 0
 
 
 async def test_acquire_takes_a_free_lock_for_the_lock_ttl_and_not_a_held_one(
-        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
     a, _, worker = stores
     pushed = await a.push(CID, b"e1")
     assert pushed.batch is not None
+    clock.now += LOCK_TTL - 0.001
     assert await worker.acquire(CID) is False
-    await _held(redis, pushed.batch)
-    await redis.delete(KEY.lock)
+    assert await inboxlock_holder(redis) == (pushed.batch.token, int(T0 * MS) + LOCK_MS)
+    clock.now = T0 + LOCK_TTL
     taken = await worker.acquire(CID)
     assert isinstance(taken, Batch) and taken.events == [b"e1"]
-    await _held(redis, taken)
+    await _held(redis, taken, clock)
+    assert (await a.save(CID, pushed.batch.token, _req(b"late", pushed.batch.events))).status == -1
+    assert await _inbox(redis) == [b"e1"]  # the loser's pops were put back
+
+
+async def test_a_queue_written_by_plain_commands_is_free_at_its_head_and_waits_behind_a_holder(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """The lead queues' events come by plain ``RPUSH`` (no header): at the head they leave the
+    queue free for recovery; behind a holder they are popped after its batch and kept."""
+    a, _, worker = stores
+    lead = "lead:42"
+    plain = [command for command in a.enqueue_commands(lead, b"c1") if command[0] == "RPUSH"]
+    await redis.execute_command(*plain[0])
+    assert await inboxlocks.holder(redis, lead) is None
+    taken = await worker.acquire(lead)
+    assert isinstance(taken, Batch) and taken.events == [b"c1"]
+    await redis.execute_command("RPUSH", k.ConversationKey(lead).inbox, b"c2")  # behind the holder
+    saved = await worker.save(lead, taken.token, _req(b"s", taken.events))
+    assert saved.status == 1  # c2 waits: the lock kept, on c2 now
+    assert await inboxlocks.holder(redis, lead) == (taken.token, int(clock.now * MS) + LOCK_MS)
+    nxt = await worker.load(lead, taken.token)
+    assert nxt is not None and nxt.events == [b"c2"]
+    assert (await worker.save(lead, nxt.token, _req(b"s2", nxt.events))).status == 0
+    assert await redis.exists(k.ConversationKey(lead).inbox) == 0
 
 
 async def test_save_keeps_and_renews_the_lock_while_events_wait_and_releases_it_after(
-        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
     a, b, _ = stores
     pushed = await a.push(CID, b"e1")
     assert pushed.batch is not None and pushed.batch.events == [b"e1"]
     assert (await b.push(CID, b"e2")).batch is None  # arrives while a works
-    await redis.pexpire(KEY.lock, 1000)
+    clock.now += LOCK_TTL - 1
 
     saved = await a.save(CID, pushed.batch.token, _req(b"s1", pushed.batch.events))
     assert saved.status == 1
-    await _held(redis, pushed.batch)  # kept, and renewed for a whole TTL
+    await _held(redis, pushed.batch, clock)  # kept, and renewed for a whole TTL
     assert await _inbox(redis) == [b"e2"]
     assert (await b.push(CID, b"e3")).batch is None  # still a's: nobody else takes over
 
@@ -219,8 +274,7 @@ async def test_save_keeps_and_renews_the_lock_while_events_wait_and_releases_it_
     assert nxt is not None and nxt.events == [b"e2", b"e3"] and nxt.state == b"s1"
     saved = await a.save(CID, nxt.token, _req(b"s3", nxt.events))
     assert saved.status == 0
-    assert await redis.exists(KEY.lock) == 0
-    assert await _inbox(redis) == []
+    assert await redis.exists(KEY.inbox) == 0
     assert [d for _, d in await a.read_log(CID)] == [b"e1", b"e2", b"e3"]
 
 
@@ -322,8 +376,7 @@ async def test_a_dead_processors_conversation_is_recovered_after_the_lock_ttl_no
     assert await worker.pending_due(shard, T0) == []
     assert await worker.pending_due(shard, due_at - 0.001) == []
 
-    clock.now = due_at  # the lock's TTL has passed: Redis drops the lock
-    await redis.delete(KEY.lock)
+    clock.now = due_at  # the lock's TTL has passed
     assert await worker.pending_due(shard, clock.now) == [(CID, due_at)]
     taken = await worker.acquire(CID)
     assert isinstance(taken, Batch) and taken.events == [b"e1"]
@@ -405,7 +458,7 @@ async def test_a_process_dying_after_a_push_that_left_the_entry_is_recovered(
         redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
     """Two pushes in quick succession from one process (the second sends no ``ZADD``); it dies
     holding the second's lock. The first's entry comes due while the lock is held (looked at
-    again a lock TTL later), then recovery takes the event over: nothing lost, nothing twice."""
+    again when the lock expires), then recovery takes the event over: nothing lost, nothing twice."""
     a, _, worker = stores
     first = await a.push(CID, b"e1", dedupe_id="m1")
     assert first.batch is not None
@@ -415,10 +468,8 @@ async def test_a_process_dying_after_a_push_that_left_the_entry_is_recovered(
     assert second.batch is not None and second.batch.events == [b"e2"]  # ... and a dies holding it
     clock.now = T0 + LOCK_TTL  # the first push's entry: due, the lock still held
     assert await _recover(worker, clock) == []
-    clock.now = T0 + 5 + LOCK_TTL  # the lock's TTL has passed: Redis drops it
-    await redis.delete(KEY.lock)
-    assert await _recover(worker, clock) == []  # looked at again a lock TTL after the first look
-    clock.now = T0 + 2 * LOCK_TTL
+    assert await redis.zscore(k.pending_key(k.shard_of(CID, a.shards)), CID) == T0 + 5 + LOCK_TTL
+    clock.now = T0 + 5 + LOCK_TTL  # the lock's TTL has passed
     assert await _recover(worker, clock) == [b"e2"]
     assert await _recover(worker, clock) == []  # idle: forgotten
     assert await worker.pending_due(k.shard_of(CID, worker.shards), clock.now + DAY) == []
@@ -439,12 +490,10 @@ async def test_recovery_looks_again_when_the_holders_lock_expires_not_a_lock_ttl
     second = await a.push(CID, b"e2", dedupe_id="m2")  # leaves the entry (T0 + the lock TTL) ...
     assert second.batch is not None  # ... and a dies holding the lock, taken at T0 + 10
     assert await redis.zscore(pending, CID) == T0 + LOCK_TTL
-    await redis.pexpire(KEY.lock, 10_000)  # the Redis clock: at T0 + 30, 10 s of it are left
     clock.now = T0 + LOCK_TTL
     assert await _recover(worker, clock) == []
     due = await redis.zscore(pending, CID)
     assert due is not None and T0 + LOCK_TTL + 9 < due <= T0 + LOCK_TTL + 10  # not T0 + 2 lock TTLs
-    await redis.delete(KEY.lock)  # expired
     clock.now = due
     assert await _recover(worker, clock) == [b"e2"]
 
@@ -480,8 +529,7 @@ async def test_a_push_that_left_the_entry_and_came_back_late_writes_it_after_all
     a.fast.send = send  # type: ignore[method-assign]
     assert pushed.batch is not None  # ... and a dies holding the lock
     assert await redis.zscore(pending, CID) == T0 + 2 * LOCK_TTL + 1
-    clock.now = T0 + 2 * LOCK_TTL + 1
-    await redis.delete(KEY.lock)  # its TTL has passed
+    clock.now = T0 + 2 * LOCK_TTL + 1  # its TTL has passed
     assert await _recover(worker, clock) == [b"e2"]
 
 
@@ -512,7 +560,6 @@ async def test_a_failures_backoff_never_lets_recovery_forget_an_entry_a_push_rel
     await worker.forget_pending(*due[0])
     assert await redis.zscore(pending, CID) == T0 + 1 + LOCK_TTL
     clock.now = T0 + 3 + LOCK_TTL
-    await redis.delete(KEY.lock)
     assert await _recover(worker, clock) == [b"e2"]
 
 

@@ -2,14 +2,16 @@
 
 Hypothesis interleaves deliveries (through either of two processes), redeliveries of a
 message already delivered, saving a batch and loading the next (separate steps, either of them
-slow), renewing a lock, a processor abandoning its batch (a crash), time passing (which ages
-the lock key in Redis as real time would; always inside the 7-day dedupe window) and the
+slow), renewing a lock, a processor abandoning its batch (a crash), time passing (the lock, the
+inbox's head entry, expires by the stores' clock; always inside the 7-day dedupe window) and the
 recovery worker's round trips (``pending_due``, ``acquire``, ``forget_pending``, one step each
 or a whole ``Worker.recover`` round, or racing a push).
 
 The model holds the inbox and the lock (holder, expiry). After every step: Redis's lock is the
-model's (holder and remaining TTL), every batch handed out is the inbox's head and goes to one
-processor at a time, a save or load succeeds exactly when its lock is live, the state is a
+model's (holder and expiry), every batch handed out is the inbox's head and goes to one
+processor at a time (taken only from no holder or one whose time is up), a save, load or
+renewal succeeds exactly while its token holds the lock (its time up or not: until another
+process takes it over, bot/store/inboxlock.py), the state is a
 prefix of the delivered events in order with each once, the transcript says the same, and a
 conversation with waiting events is in the recovery set, due a lock TTL after the last push
 that wrote its entry (a process's push within half a lock TTL of its own last entry writes none).
@@ -37,6 +39,7 @@ from redis.asyncio import Redis
 
 from bot.store import keys as k
 from bot.store.conversations import Batch, ConversationStore, SaveRequest
+from tests import inboxlocks
 
 T = TypeVar("T")
 LOCK_TTL = 30.0
@@ -47,9 +50,6 @@ MAX_ELAPSED = 6 * DAY
 CID = "test:acct:machine"
 KEY = k.ConversationKey(CID)
 PROCESSORS = ("p1", "p2")
-#: How much real time may pass between a lock's renewal and a check of its TTL (a loaded
-#: machine); the model's time moves in steps of 5 s, so a missed renewal still shows.
-DRIFT_MS = 4000
 #: Seconds a processor may take before its next round trip: within the lock's TTL.
 SLOW = st.sampled_from([0, 5, 25])
 
@@ -114,9 +114,12 @@ class StoreMachine(RuleBasedStateMachine):
     def _live(self, batch: Batch) -> bool:
         return self.lock is not None and self.lock[0] == batch.token
 
+    def _free(self) -> bool:
+        return self.lock is None or self.lock[1] <= self.clock.now
+
     def _took(self, batch: Batch) -> None:
-        """A batch was handed out: the lock was free, the batch is the inbox's head."""
-        assert self.lock is None, "a second processor got a conversation whose lock is held"
+        """A batch was handed out: the lock was free (or its time up), the batch is the inbox's head."""
+        assert self._free(), "a second processor got a conversation whose lock is held"
         assert batch.events, "a processor was handed a batch without events"
         assert [int(e) for e in batch.events] == self.inbox[:len(batch.events)]
         self.lock = (batch.token, self.clock.now + LOCK_TTL)
@@ -141,7 +144,7 @@ class StoreMachine(RuleBasedStateMachine):
             self._took(result.batch)
             self.held.append((via, result.batch))
         else:
-            assert self.lock is not None, "a push left a free conversation without a processor"
+            assert not self._free(), "a push left a free conversation without a processor"
 
     @precondition(lambda self: self.delivered)
     @rule(via=st.sampled_from(PROCESSORS), pick=st.integers(0, 1000))
@@ -237,18 +240,9 @@ class StoreMachine(RuleBasedStateMachine):
     # --- time -------------------------------------------------------------------------------
 
     async def _time_passes(self, seconds: float) -> None:
-        """Move the clock, and the lock's remaining life in Redis with it (what Redis would do
-        had the time really passed); multiples of 5 s keep clear of the expiry instant."""
-        if not seconds:
-            return
+        """Move the clock: the lock's expiry is a time of it. A holder whose time is up keeps
+        the lock until another process takes the conversation over."""
         self.clock.now += seconds
-        pttl = await self.redis.pttl(KEY.lock)
-        if pttl > seconds * 1000:
-            await self.redis.pexpire(KEY.lock, int(pttl - seconds * 1000))
-        elif pttl > 0:
-            await self.redis.delete(KEY.lock)
-        if self.lock is not None and self.lock[1] <= self.clock.now:
-            self.lock = None
 
     @precondition(lambda self: self.clock.now - T0 < MAX_ELAPSED - DAY)
     @rule(seconds=st.sampled_from([5, 10, 15, 25, 35, 3600, 6 * 3600, 24 * 3600]))
@@ -268,14 +262,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.run(self._check_lock())
 
     async def _check_lock(self) -> None:
-        """Redis's lock is the model's: same holder, the life left from its last renewal."""
-        owner: bytes | None = await self.redis.get(KEY.lock)  # type: ignore[assignment]
-        # marked by appends outside the turn (+) and pushes queued behind it (*)
-        owner = owner.rstrip(b"+*") if owner is not None else None
-        assert owner == (self.lock[0].encode() if self.lock else None), (owner, self.lock)
-        if self.lock is not None:
-            left = (self.lock[1] - self.clock.now) * 1000
-            assert left - DRIFT_MS < await self.redis.pttl(KEY.lock) <= left
+        """Redis's lock is the model's: same holder, the expiry of its last renewal."""
+        held = await inboxlocks.holder(self.redis, CID)
+        assert held == (None if self.lock is None else (self.lock[0], int(self.lock[1] * 1000))), (held, self.lock)
 
     # --- recovery, one round trip per step as Worker.recover makes them --------------------
 
@@ -293,7 +282,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     async def _acquire(self, cid: str, score: float) -> None:
         taken = await self.stores["worker"].acquire(cid)
-        if self.lock is not None:
+        if not self._free():
             assert taken is False
         elif not self.inbox:
             assert taken is None, "recovery took an idle conversation"
@@ -427,8 +416,7 @@ class StoreMachine(RuleBasedStateMachine):
         state, log = await self._handled()
         assert state == self.delivered, f"handled {state}, delivered {self.delivered}"
         assert log == state
-        assert await self.redis.llen(KEY.inbox) == 0
-        assert await self.redis.exists(KEY.lock) == 0
+        assert await self.redis.exists(KEY.inbox) == 0  # and the lock with it
 
 
 def test_racing_processors_and_recovery_handle_every_event_once_in_order(redis_url: str) -> None:

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from bot.store import keys as k
 from bot.store.conversations import ConversationStore, SaveRequest
+from tests import inboxlocks
 
 CID = "test:acct:transcript"
 KEY = k.ConversationKey(CID)
@@ -113,17 +114,23 @@ async def test_an_append_outside_the_turn_while_a_batch_runs_is_counted_by_its_s
     pushed = await store.push(CID, b"event")  # reads n = 1
     assert pushed.batch is not None and pushed.batch.meta["n"] == "1"
     assert await store.append_log(CID, [b"receipt"]) == 2  # meanwhile: a delivery receipt
-    assert await redis.get(KEY.lock) == f"{pushed.batch.token}+".encode()  # marked, still held
+    assert await store.append_log(CID, [b"receipt2"]) == 3  # marked once however many come
+    assert (await inboxlocks.holder(redis, CID) or ("",))[0] == pushed.batch.token  # still held ...
+    assert await inboxlocks.marks(redis, CID) == b"+"  # ... and marked
     assert await store.extend(CID, pushed.batch.token)
+    assert await inboxlocks.marks(redis, CID) == b"+"  # a renewal keeps the mark
     req = SaveRequest(state=b"state", processed=1, log=[b"b"])
     result = await store.save(CID, pushed.batch.token, req)
-    assert (result.status, result.first, result.last) == (0, 3, 3)  # not 2: that one is the receipt's
-    assert await store.read_log(CID) == [(1, b"a"), (2, b"receipt"), (3, b"b")]
-    assert (await store.meta(CID))["n"] == "3"
-    assert await save_entries(store, b"c") == (4, 4)  # unmarked: from the count the push read
+    assert (result.status, result.first, result.last) == (0, 4, 4)  # not 2: those are the receipts'
+    assert await store.read_log(CID) == [(1, b"a"), (2, b"receipt"), (3, b"receipt2"), (4, b"b")]
     assert (await store.meta(CID))["n"] == "4"
+    assert await save_entries(store, b"c") == (5, 5)  # unmarked: from the count the push read
+    assert (await store.meta(CID))["n"] == "5"
 
 
 async def test_an_append_outside_a_turn_creates_no_lock(store: ConversationStore, redis: Redis) -> None:
     await store.append_log(CID, [b"a"])
-    assert not await redis.exists(KEY.lock)
+    assert not await redis.exists(KEY.inbox)
+    await redis.rpush(KEY.inbox, b"plain")  # a lead queue's event by a plain RPUSH: no holder to mark
+    await store.append_log(CID, [b"b"])
+    assert await redis.lrange(KEY.inbox, 0, -1) == [b"plain"]
