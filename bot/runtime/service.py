@@ -232,7 +232,10 @@ class ConversationService(QueueProcessor[Prefetched]):
         meta = batch.meta
         cached = self._states.pop(cid, None)  # taken out: back in only once this batch is saved
         if batch.state and cached is not None and cached[0] == batch.state:
-            state = cached[1].clone()  # the blob this process wrote last: no need to decode it
+            # The blob this process wrote last: no need to decode it. Not cloned either: taken out
+            # of the cache above, this batch holds the only reference (the interpreter clones what
+            # it changes, the shell only replaces attributes; issue 14 aim 1).
+            state = cached[1]
         elif batch.state:
             state = codec.decode_state(batch.state)
         else:
