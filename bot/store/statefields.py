@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 from . import codec, replies, statemeta
 from .keys import id_fields
@@ -230,18 +231,22 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
     meta: dict[str, str] = {}
     chunks: dict[bytes, bytes] = {}
     implied = False
+    kind_of = _KINDS.get
     for name, value in zip(names, values, strict=True):
-        if type(name) is not bytes or type(value) is not bytes:
+        kind: Any = kind_of(name)  # (only bytes are keys: any other name gives None)
+        if kind is None:
+            kind = _OTHER if type(name) is not bytes else _kind(name)
+        if kind is _OTHER or type(value) is not bytes:
             it = iter(flat)
             return split(dict(zip(it, it, strict=True)), cid, held=False)
-        if name[:1] == b"~":
+        if kind is _CHUNK:
             if name == _ID_IMPLIED:
                 implied = bool(value)
             chunks[name] = value
-        elif name in _RENAMED:
+        elif kind is _RENAME:
             _named(meta, name, value.decode())
         else:
-            meta[name.decode()] = value.decode()
+            meta[kind] = value.decode()
     _untie(meta)
     if cid and implied:
         meta = {**id_fields(cid), **meta}
@@ -253,6 +258,22 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
 
 
 _COUNT, _IN_KEY, _ID_IMPLIED, _SYNCED = COUNT.encode(), IN_KEY.encode(), ID_IMPLIED.encode(), SYNCED.encode()
+
+#: How ``split_flat`` reads a field, by its stored name, worked out once per name (a hash has a
+#: few kinds of field: per message, a dict lookup instead of a slice, a set lookup and the
+#: name's decoding; issue 14 aims 1 and 5): ``_CHUNK`` (a ``~`` field), ``_RENAME`` (``SHORT``
+#: and older names, ``_named``) or the name as text; at most ``_KINDS_MAX`` names (then forgotten).
+_CHUNK, _RENAME, _OTHER = object(), object(), object()
+_KINDS: dict[bytes, Any] = {}
+_KINDS_MAX = 1024
+
+
+def _kind(name: bytes) -> Any:
+    kind: Any = _CHUNK if name[:1] == b"~" else _RENAME if name in _RENAMED else name.decode()
+    if len(_KINDS) >= _KINDS_MAX:
+        _KINDS.clear()
+    _KINDS[name] = kind
+    return kind
 
 
 def unmarked(flat: list[bytes]) -> str | None:
