@@ -44,7 +44,6 @@ class Metrics:
         #: Timers' lateness since the last collection: the count per bucket (``+Inf`` last) and the sum.
         self._late = [0] * (len(LATENESS_BUCKETS) + 1)
         self._late_sum = 0.0
-        self._late_n = 0
 
     if not TYPE_CHECKING:  # hidden from mypy: a misspelt metric stays a type error
 
@@ -97,11 +96,10 @@ class Metrics:
 
     def timer_late(self, seconds: float) -> None:
         """Observe a timer's lateness (in ``timer_lateness`` from the next collection): its bucket
-        counted here, as ``Histogram.observe`` would (the first bound it is not above)."""
-        if not self._late_n:
-            self._made()
+        counted here, as ``Histogram.observe`` would (the first bound it is not above). Nothing
+        to make first: only a collection reads these, and it makes the metrics (a fire has
+        counted itself with ``timer_fired`` before anyway)."""
         self._late[bisect_left(LATENESS_BUCKETS, seconds)] += 1
-        self._late_n += 1
         self._late_sum += seconds
 
     def _made(self) -> None:
@@ -115,7 +113,7 @@ class Metrics:
         the registry's collection, on the event loop's thread as the counting is)."""
         ins, outs, fired, late, late_sum = self._in, self._out, self._fired, self._late, self._late_sum
         self._in, self._out, self._fired = {}, {}, 0
-        self._late, self._late_sum, self._late_n = [0] * len(late), 0.0, 0
+        self._late, self._late_sum = [0] * len(late), 0.0
         for channel, n in ins.items():
             self.messages_in.labels(channel).inc(n)
         for channel, n in outs.items():
