@@ -230,23 +230,21 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
         raise ValueError("an HGETALL reply of an odd length")
     meta: dict[str, str] = {}
     chunks: dict[bytes, bytes] = {}
-    implied = False
     kind_of = _KINDS.get
     for name, value in zip(names, values, strict=True):
         kind: Any = kind_of(name)  # (only bytes are keys: any other name gives None)
         if kind is None:
             kind = _OTHER if type(name) is not bytes else _kind(name)
-        if kind is _OTHER or type(value) is not bytes:
+        if kind is _OTHER or type(value) is not bytes:  # (not the lean client's reply: read as a map)
             it = iter(flat)
             return split(dict(zip(it, it, strict=True)), cid, held=False)
         if kind is _CHUNK:
-            if name == _ID_IMPLIED:
-                implied = bool(value)
             chunks[name] = value
         elif kind is _RENAME:
             _named(meta, name, value.decode())
         else:
             meta[kind] = value.decode()
+    implied = bool(chunks.get(_ID_IMPLIED))
     _untie(meta)
     if cid and implied:
         meta = {**id_fields(cid), **meta}

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from unittest.mock import ANY
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
@@ -28,6 +28,9 @@ async def store(redis: Redis) -> AsyncIterator[ConversationStore]:
 
 @given(st.binary(max_size=statefields.INLINE_MAX))
 def test_fields_split_round_trip(state: bytes) -> None:
+    # A blob starting with ``IMPLIED`` (0xc1 'i') is one kept without its id: no codec writes it,
+    # only ``fields`` with the conversation's id does (split raises for it read without the id).
+    assume(not state.startswith(statefields.IMPLIED))
     flat = statefields.fields(state)
     assert flat is not None
     assert all(len(v) <= statefields.CHUNK for v in flat)
