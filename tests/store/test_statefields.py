@@ -54,6 +54,18 @@ def test_a_flat_reply_reads_as_its_map(state: bytes, meta: dict[str, str], impli
     assert list(statefields.split_flat(flat, cid)[0]) == list(expected[0])
 
 
+@given(st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=5))
+def test_a_reply_of_text_reads_as_its_map(meta: dict[str, str]) -> None:
+    """A reply of ``str`` (a client that decodes) is read by ``split``, as before ``split_flat``'s
+    plans: names and values that are not bytes never reach them."""
+    assume(not any(name.startswith("~") for name in meta))  # (no state: ``split`` reads its chunks' count)
+    cid = "livechat:demo:s1"
+    for flat in ([v for item in meta.items() for v in item],
+                 [v for name, value in meta.items() for v in (name.encode(), value)]):
+        as_map = dict(zip(flat[::2], flat[1::2], strict=True))
+        assert statefields.split_flat(flat, cid) == statefields.split(as_map, cid, held=False)
+
+
 def test_a_long_state_is_not_split() -> None:
     assert statefields.fields(b"x" * (statefields.INLINE_MAX + 1)) is None
 
