@@ -59,8 +59,8 @@ def unstored(cid: str, inline: bool, held: Mapping[str, str], stored: Mapping[st
             if stored.get(name, "") != value:
                 writes[name] = value
         return drop
-    for name in held:
-        writes.pop(name, None)
+    for name in writes.keys() & held.keys():  # (mostly one or two of them: not a pop of each held)
+        del writes[name]
     if not stored.keys().isdisjoint(held):
         drop += [name for name in held if name in stored]
     return drop
