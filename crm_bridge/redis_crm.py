@@ -314,10 +314,11 @@ class RedisCrm:
         if tasks_too:  # commands need them; a snapshot does not
             return [("GET", f"{_P}:contact:{ref.contact_id}"), ("GET", f"{_P}:lead:{ref.lead_id}"),
                     ("GET", f"{_P}:tasks:{ref.lead_id}")]
+        kept = self.kept
+        if kept is not None and ref in kept:  # a follow-up's: the records' reads not even built
+            return [check(ref)]
         reads: list[tuple[Any, ...]] = [("GET", f"{_P}:contact:{ref.contact_id}"), ("GET", f"{_P}:lead:{ref.lead_id}")]
-        if self.kept is None:
-            return reads
-        return [check(ref)] if ref in self.kept else [check(ref), *reads]
+        return reads if kept is None else [check(ref), *reads]
 
     async def snapshot_from(self, ref: CrmRef, replies: list[Any]) -> dict[str, Any]:
         """The snapshot from the replies to ``snapshot_reads`` (plus the company, if any): the one

@@ -419,7 +419,7 @@ class LeadService(QueueProcessor[Prefetched]):
                 req.add_log({"role": "event", "at": now, "type": "apply_rule", "rule": event.rule_id,
                              "job": event.job, "source": "automation"})
             elif isinstance(event, ev.TimerFired) and extra.get("due"):
-                self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
+                self.metrics.timer_late(max(0.0, now - float(extra["due"])))
             if reactor is None or not isinstance(event, (LeadEvent, ev.TimerFired, ApplyRule)):
                 continue
             try:

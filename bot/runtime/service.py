@@ -232,7 +232,10 @@ class ConversationService(QueueProcessor[Prefetched]):
         meta = batch.meta
         cached = self._states.pop(cid, None)  # taken out: back in only once this batch is saved
         if batch.state and cached is not None and cached[0] == batch.state:
-            state = cached[1].clone()  # the blob this process wrote last: no need to decode it
+            # The blob this process wrote last: no need to decode it. Not cloned either: taken out
+            # of the cache above, this batch holds the only reference (the interpreter clones what
+            # it changes, the shell only replaces attributes; issue 14 aim 1).
+            state = cached[1]
         elif batch.state:
             state = codec.decode_state(batch.state)
         else:
@@ -299,7 +302,7 @@ class ConversationService(QueueProcessor[Prefetched]):
                 req.activity = now
                 new_meta["last_at"] = f"{now:.3f}"
             elif isinstance(event, ev.TimerFired) and extra.get("due"):
-                self.metrics.timer_lateness.observe(max(0.0, now - float(extra["due"])))
+                self.metrics.timer_late(max(0.0, now - float(extra["due"])))
             if isinstance(event, ev.HumanMessage):
                 send_message = _effect_kinds()[0]
                 msg = send_message(ref=f"h:{state.next_id('m')}", step="", text=event.text)
@@ -515,7 +518,8 @@ class ConversationService(QueueProcessor[Prefetched]):
                 req.counters.append((split_key(e.bot, e.step), count_field(e.kind, e.generation, e.path), 1))
             elif isinstance(e, Trace):
                 level = _TRACE_LEVELS.get(e.level, logging.ERROR)
-                log.log(level, e.event, extra={"cid": state.id, **{f"d_{k}": v for k, v in e.data.items()}})
+                if log.isEnabledFor(level):  # (a run's end, at INFO: its fields built only to be logged)
+                    log.log(level, e.event, extra={"cid": state.id, **{f"d_{k}": v for k, v in e.data.items()}})
                 if e.level == "error":
                     self.metrics.step_errors.inc()
                     req.add_log(system_entry(f"{e.event}: {e.data.get('error', '')}", now, event=e.event))

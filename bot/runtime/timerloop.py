@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ..store.timers import DueTimer, TimerWheel
+from .limiter import Limiter
 
 log = logging.getLogger("salesbot.worker")
 
@@ -38,7 +39,7 @@ class TimerLoop:
         self.poll = poll
         self.batch = batch
         self.backlog = backlog
-        self._sem = asyncio.Semaphore(concurrency)
+        self._sem = Limiter(concurrency)  # (not asyncio.Semaphore: see limiter.py)
         #: Timer ids claimed by this worker and not acknowledged (waiting for their due time or firing).
         self._held: set[str] = set()
         #: Slot (its end, on the event loop's clock) -> the timers that start then, and its handle.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import json.encoder
 import logging
 import re
 import weakref
@@ -120,8 +121,19 @@ async def post_message(request: web.Request) -> web.Response:
     status, out = await accept_message(request, account, body)
     if status >= 400 and status not in (429, 503):  # logged where decided, a line per client or kind
         log.info("livechat.rejected", extra={"reason": out["error"]["code"]})
+    if status == 202:  # the common answer: no headers of its own, written without ``json.dumps``
+        return web.Response(text=accepted_json(out["duplicate"], out["conversation"]), status=202,
+                            content_type="application/json")
     headers = {"Retry-After": str(out["retry_after"])} if "retry_after" in out else None
     return web.json_response(out, status=status, headers=headers)
+
+
+def accepted_json(duplicate: bool, conversation: str) -> str:
+    """``json.dumps`` of ``accept_message``'s 202 body (``accepted``, ``duplicate``,
+    ``conversation``), the same text, built directly: ``dumps`` made and ran an encoder for its
+    three fields, about 21 k instructions of a message's handling, this 3.6 k (issue 14 aim 1)."""
+    return (f'{{"accepted": true, "duplicate": {"true" if duplicate else "false"}, '
+            f'"conversation": {json.encoder.encode_basestring_ascii(conversation)}}}')
 
 
 #: A visit's body is a session and an address: anything much bigger is not one.

@@ -114,7 +114,8 @@ class _Protocol(asyncio.Protocol):
         if self.closed or self.transport is None:
             raise self.error or RedisConnectionError("not connected to Redis")
         pack = hiredis.pack_command
-        data = [pack(tuple(c)) for c in commands]  # first: a bad argument must not leave a call queued
+        # first: a bad argument must not leave a call queued (a tuple is packed as it is, not copied)
+        data = [pack(c if type(c) is tuple else tuple(c)) for c in commands]
         future: asyncio.Future[list[Any]] = loop.create_future()
         now = loop.time()
         self.calls.append(_Call(future, len(commands), now))

@@ -227,32 +227,51 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
     names, values = flat[0::2], flat[1::2]
     if len(names) != len(values):
         raise ValueError("an HGETALL reply of an odd length")
-    meta: dict[str, str] = {}
-    chunks: dict[bytes, bytes] = {}
-    implied = False
-    for name, value in zip(names, values, strict=True):
-        if type(name) is not bytes or type(value) is not bytes:
-            it = iter(flat)
-            return split(dict(zip(it, it, strict=True)), cid, held=False)
-        if name[:1] == b"~":
-            if name == _ID_IMPLIED:
-                implied = bool(value)
-            chunks[name] = value
-        elif name in _RENAMED:
-            _named(meta, name, value.decode())
-        else:
-            meta[name.decode()] = value.decode()
+    try:
+        key = tuple(names)
+        plan = _FLAT_PLANS.get(key)
+        if plan is None:
+            plan = _flat_plan(key)
+        meta: dict[str, str] = {}
+        for i, text in plan:  # the fields that are not chunks, in their order
+            if text is None:
+                _named(meta, names[i], values[i].decode())
+            else:
+                meta[text] = values[i].decode()
+        chunks = dict(zip(names, values, strict=True))
+        count = chunks.get(_COUNT)
+        state = None if count is None or count == _IN_KEY else b"".join(
+            [chunks[_RAW_NAMES[i] if i < len(_RAW_NAMES) else f"{COUNT}{i}".encode()] for i in range(int(count))])
+    except (TypeError, AttributeError):  # not the lean client's reply (str, not bytes): read as a map
+        it = iter(flat)
+        return split(dict(zip(it, it, strict=True)), cid, held=False)
     _untie(meta)
-    if cid and implied:
+    if cid and chunks.get(_ID_IMPLIED):
         meta = {**id_fields(cid), **meta}
-    count = chunks.get(_COUNT)
-    if count is None or count == _IN_KEY:
-        return meta, None
-    return meta, _whole(b"".join([chunks[_RAW_NAMES[i] if i < len(_RAW_NAMES) else f"{COUNT}{i}".encode()]
-                                  for i in range(int(count))]), cid)
+    return meta, None if state is None else _whole(state, cid)
 
 
 _COUNT, _IN_KEY, _ID_IMPLIED, _SYNCED = COUNT.encode(), IN_KEY.encode(), ID_IMPLIED.encode(), SYNCED.encode()
+
+#: How ``split_flat`` reads a reply with a given sequence of field names, worked out once per
+#: sequence (a conversation's hash has a few: per message, one lookup instead of a slice, a set
+#: lookup and the name's decoding for each of ~15 fields; issue 14 aims 1 and 5): the position of
+#: each field that is not a state chunk, in order, with its name as text (None: a renamed one,
+#: ``_named``); at most ``_FLAT_PLANS_MAX`` sequences (then forgotten).
+_FLAT_PLANS: dict[tuple[bytes, ...], tuple[tuple[int, str | None], ...]] = {}
+_FLAT_PLANS_MAX = 512
+
+
+def _flat_plan(names: tuple[bytes, ...]) -> tuple[tuple[int, str | None], ...]:
+    for name in names:
+        if type(name) is not bytes:
+            raise TypeError("a field name that is not bytes")
+    plan = tuple((i, None if name in _RENAMED else name.decode())
+                 for i, name in enumerate(names) if name[:1] != b"~")
+    if len(_FLAT_PLANS) >= _FLAT_PLANS_MAX:
+        _FLAT_PLANS.clear()
+    _FLAT_PLANS[names] = plan
+    return plan
 
 
 def unmarked(flat: list[bytes]) -> str | None:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from ..engine.state import ConversationState
 from . import preview
-from .keys import id_fields
+from .keys import holds_fields
 
 #: ``last_text``: the customer's last message, as long as the metadata ever kept it.
 TEXT_MAX = 200
@@ -54,13 +54,13 @@ def unstored(cid: str, inline: bool, held: Mapping[str, str], stored: Mapping[st
     drop: list[str] = []
     if not stored.keys().isdisjoint(preview.DROPPED):
         drop += [name for name in preview.DROPPED if name in stored]
-    if not inline or not id_fields(cid):
+    if not inline or not holds_fields(cid):
         for name, value in held.items():
             if stored.get(name, "") != value:
                 writes[name] = value
         return drop
-    for name in held:
-        writes.pop(name, None)
+    for name in writes.keys() & held.keys():  # (mostly one or two of them: not a pop of each held)
+        del writes[name]
     if not stored.keys().isdisjoint(held):
         drop += [name for name in held if name in stored]
     return drop

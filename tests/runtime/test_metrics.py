@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from bot.runtime.metrics import Metrics
+from bot.runtime.metrics import LATENESS_BUCKETS, Metrics
 
 
 def test_no_metric_is_made_until_one_is_used_then_a_scrape_lists_them_all() -> None:
@@ -52,3 +52,29 @@ def test_counts_kept_between_scrapes_are_in_the_next_one_once() -> None:
     assert 'salesbot_messages_out_total{channel="livechat"} 1.0' in text
     assert 'salesbot_messages_out_total{channel="telegram"} 1.0' in text
     assert "salesbot_timers_fired_total 7.0" in text
+
+
+
+def test_lateness_kept_between_scrapes_is_in_the_next_one_once_in_the_buckets_observe_uses() -> None:
+    """Timers' lateness is kept as counts per bucket and a sum until a scrape (issue 14 aim 5):
+    the scrape shows what ``Histogram.observe`` of each value would have, none twice."""
+    values = [0.0, 0.01, 0.0100001, 0.3, 1.0, 7.5, 60.0, 61.0, 0.049]
+    metrics = Metrics()
+    registry = CollectorRegistry()
+    reference = Histogram("reference", "the same values observed", buckets=LATENESS_BUCKETS, registry=registry)
+    for value in values:
+        metrics.timer_late(value)
+        reference.observe(value)
+
+    def samples(text: str, name: str) -> list[str]:
+        return [line.replace(name, "") for line in text.splitlines()
+                if line.startswith((f"{name}_bucket", f"{name}_count", f"{name}_sum"))]
+
+    expected = samples(generate_latest(registry).decode(), "reference")
+    assert len(expected) == len(LATENESS_BUCKETS) + 3
+    for _ in range(2):  # a second scrape with nothing new: the same figures, not doubled
+        assert samples(generate_latest(metrics.registry).decode(), "salesbot_timer_lateness_seconds") == expected
+    metrics.timer_late(0.2)
+    text = generate_latest(metrics.registry).decode()
+    assert 'salesbot_timer_lateness_seconds_bucket{le="0.25"} 5.0' in text
+    assert f"salesbot_timer_lateness_seconds_count {len(values) + 1}.0" in text
