@@ -160,3 +160,27 @@ def test_a_file_giving_plain_server_values_reads_as_the_validated_config(tmp_pat
 def test_the_plain_defaults_are_those_the_models_give() -> None:
     assert config_models.defaults_source() == (ROOT / "bot" / "config_defaults.py").read_text(), \
         "run: python -m bot.config_models > bot/config_defaults.py"
+
+
+class _Text(str):
+    """A str subclass (an enum member, a caller's own type): validation gives a plain ``str``."""
+
+
+#: Values a plain key may be given in: digits in other scripts and forms ``int()`` takes, blanks,
+#: a NUL, a lone surrogate (undecodable bytes in the environment), a ``~``, a str subclass.
+TRICKY = ("", " ", " 80", "80 ", "+80", "-1", "08080", "0", "1_000", "８０", "٨٠", "1" * 18, "1" * 19, "a\x00b",
+          "x\udc80y", "~/x", " x ", "x\n", "é", _Text("80"), _Text("h"), 80, -5, True, 8080.0, 10**30)
+
+
+@pytest.mark.parametrize("key", sorted(PLAIN))
+def test_each_plain_key_in_any_form_reads_or_fails_as_the_validated_config(key: str) -> None:
+    for value in TRICKY:
+        try:
+            expected: object = getattr(Config.model_validate({key: value}), key)
+        except ValidationError:
+            with pytest.raises(ConfigError):
+                load_config(None, env={}, overrides={key: value})
+            continue
+        got = getattr(load_config(None, env={}, overrides={key: value}), key)
+        assert (type(got), got) == (type(expected), expected), (key, value)
+
