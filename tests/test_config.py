@@ -184,3 +184,8 @@ def test_each_plain_key_in_any_form_reads_or_fails_as_the_validated_config(key: 
         got = getattr(load_config(None, env={}, overrides={key: value}), key)
         assert (type(got), got) == (type(expected), expected), (key, value)
 
+
+
+def test_a_plain_start_prints_as_the_validated_config() -> None:
+    config, validated = load_config(None, env={}, overrides={"port": 9000}), Config.model_validate({"port": 9000})
+    assert (str(config), f"{config.limits}") == (str(validated), f"{validated.limits}")
