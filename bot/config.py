@@ -89,7 +89,7 @@ _NOT_PLAIN = object()
 
 class ConfigView:
     """What a ``Config`` (or one of its sections) validated from plain values holds, read as
-    attributes without pydantic. Anything else (``model_dump``, ``model_copy``, ``==``, ``repr``,
+    attributes without pydantic. Anything else (``model_dump``, ``model_copy``, ``==``, ``repr``, ``str``,
     setting a value: refused, frozen) is asked of the ``Config`` validated from the same values,
     made at the first such use."""
 
@@ -130,6 +130,9 @@ class ConfigView:
 
     def __repr__(self) -> str:
         return repr(self._model())
+
+    def __str__(self) -> str:  # pydantic's str is not its repr
+        return str(self._model())
 
 
 def _itself(value: Any) -> Any:
