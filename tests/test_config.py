@@ -167,9 +167,10 @@ class _Text(str):
 
 
 #: Values a plain key may be given in: digits in other scripts and forms ``int()`` takes, blanks,
-#: a NUL, a lone surrogate (undecodable bytes in the environment), a ``~``, a str subclass.
+#: a NUL, a lone surrogate (undecodable bytes in the environment), a ``~``, mixed case, a str subclass:
+#: a model setting or validator that strips, lowers, expands or refuses one shows here.
 TRICKY = ("", " ", " 80", "80 ", "+80", "-1", "08080", "0", "1_000", "８０", "٨٠", "1" * 18, "1" * 19, "a\x00b",
-          "x\udc80y", "~/x", " x ", "x\n", "é", _Text("80"), _Text("h"), 80, -5, True, 8080.0, 10**30)
+          "x\udc80y", "~/x", " x ", "x\n", "é", "Ab", _Text("80"), _Text("h"), 80, -5, True, 8080.0, 10**30)
 
 
 @pytest.mark.parametrize("key", sorted(PLAIN))
