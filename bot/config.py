@@ -202,13 +202,17 @@ def load_config(
             raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-        data = {**data.pop("server", {}), **data}
+        server = data.pop("server", {})
+        if not isinstance(server, dict):
+            raise ConfigError(f"{path}: server: must be a table ([server]), not {type(server).__name__}")
+        data = {**server, **data}
     for var, key in _ENV_KEYS.items():
         if env.get(var):
             data[key] = env[var]
     for var, key in _CRM_ENV_KEYS.items():
         if env.get(var):
-            data["crm"] = {**(data.get("crm") or {}), key: env[var]}
+            crm = data.get("crm") or {}  # not a table: left for the models to report
+            data["crm"] = {**crm, key: env[var]} if isinstance(crm, dict) else crm
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value

@@ -190,3 +190,16 @@ def test_each_plain_key_in_any_form_reads_or_fails_as_the_validated_config(key: 
 def test_a_plain_start_prints_as_the_validated_config() -> None:
     config, validated = load_config(None, env={}, overrides={"port": 9000}), Config.model_validate({"port": 9000})
     assert (str(config), f"{config.limits}") == (str(validated), f"{validated.limits}")
+
+
+def test_a_file_whose_server_or_crm_is_not_a_table_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    """``server = 1`` (or ``crm = "x"`` beside a CRM secret in the environment) used to raise a
+    TypeError out of ``load_config`` instead of a configuration error."""
+    bad = tmp_path / "server.toml"
+    bad.write_text("server = 1\n")
+    with pytest.raises(ConfigError, match=r"server: must be a table"):
+        load_config(bad, env={})
+    crm = tmp_path / "crm.toml"
+    crm.write_text('crm = "kommo"\n')
+    with pytest.raises(ConfigError, match=r"crm: Input should be a valid dictionary"):
+        load_config(crm, env={"SALESBOT_CRM_TOKEN": "t"})
