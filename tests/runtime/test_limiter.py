@@ -4,6 +4,7 @@ doubled by a cancellation (the worker's timer deliveries: bot/runtime/timerloop.
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -97,3 +98,49 @@ async def test_an_error_in_the_body_frees_its_slot() -> None:
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError):
         Limiter(0)
+
+
+@pytest.mark.parametrize("seed", range(200))
+async def test_random_arrivals_errors_and_cancellations_never_exceed_the_limit_nor_lose_a_slot(seed: int) -> None:
+    """Bodies arrive, fail and are cancelled (queued, just handed a slot, or inside) in a seeded
+    random interleaving: never more than ``limit`` inside, and every slot free at the end."""
+    rnd = random.Random(seed)
+    limit = rnd.randint(1, 4)
+    limiter = Limiter(limit)
+    inside = most = 0
+
+    async def body() -> None:
+        nonlocal inside, most
+        async with limiter:
+            inside += 1
+            most = max(most, inside)
+            try:
+                for _ in range(rnd.randint(0, 3)):
+                    await asyncio.sleep(0)
+                if rnd.random() < 0.2:
+                    raise RuntimeError("a failed delivery")
+            finally:
+                inside -= 1
+
+    tasks: list[asyncio.Task[None]] = []
+    for _ in range(60):
+        if rnd.random() < 0.5:
+            tasks.append(asyncio.create_task(body()))
+        elif tasks:
+            rnd.choice(tasks).cancel()
+        for _ in range(rnd.randint(0, 2)):
+            await asyncio.sleep(0)
+        assert inside <= limit
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)  # (a slot lost: stuck)
+    assert most <= limit and inside == 0
+    gate = asyncio.Event()
+    holders = [asyncio.create_task(_hold(limiter, gate)) for _ in range(limit + 1)]
+    await asyncio.sleep(0)
+    assert limiter.waiting == 1  # every slot came back: ``limit`` entered at once, one more waits
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(*holders), 1)
+
+
+async def _hold(limiter: Limiter, gate: asyncio.Event) -> None:
+    async with limiter:
+        await gate.wait()

@@ -3,6 +3,7 @@ compact hash holds, a long state in its own key, and the old layout's key moved 
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from unittest.mock import ANY
 
@@ -210,3 +211,24 @@ def test_a_time_equal_to_the_activity_is_stored_as_one_byte() -> None:
     later = {"activity": "6.000"}  # a timer's turn: last_at stays 5.000, written out again
     statefields.tie(statefields.split({b"a": b"5.000", b"l": b"=", b"s": b"4.000"})[0], later, later)
     assert later == {"activity": "6.000", "last_at": "5.000"}
+
+
+@given(STATES, st.dictionaries(st.sampled_from(["l", "a", "s", "r", "ttl_at", "ws", "x", "step", "bot", "é"]),
+                               st.sampled_from(["", "=", "12.5", "ask", "ü"]), max_size=6),
+       st.booleans(), st.randoms(use_true_random=False))
+def test_a_flat_reply_in_any_field_order_reads_as_its_map_with_its_plan_reused(
+        state: bytes, meta: dict[str, str], implied: bool, rnd: random.Random) -> None:
+    """``split_flat`` reads a reply by a plan per sequence of field names (the chunks anywhere among
+    the metadata, as a hash's order has them): what ``split`` reads of it as a map, and the same
+    again for another reply of the same names (the plan reused, the values its own)."""
+    pairs = [*meta.items(), *((("~i", "1"),) if implied else ()),
+             *zip(*[iter(statefields.fields(state) or [])] * 2, strict=True)]
+    rnd.shuffle(pairs)
+    cid = "livechat:demo:s1"
+    for suffix in ("", "9"):  # the second reply: the same names, other values
+        flat = [x.encode() if isinstance(x, str) else x
+                for name, value in pairs
+                for x in (name, value if name[:1] in ("~", b"~") else f"{value}{suffix}")]
+        expected = statefields.split(dict(zip(flat[::2], flat[1::2], strict=True)), cid, held=False)
+        got = statefields.split_flat(flat, cid)
+        assert got == expected and list(got[0]) == list(expected[0])
