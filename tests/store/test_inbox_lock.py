@@ -19,19 +19,11 @@ from bot.store import keys as k
 from bot.store.conversations import Batch, ConversationStore, SaveRequest
 from bot.store.embedded import EmbeddedRedis
 from tests import inboxlocks
+from tests.clocks import T0, Clock
 
 CID = "test:acct:headlock"
 KEY = k.ConversationKey(CID)
 LEAD = "lead:7"
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

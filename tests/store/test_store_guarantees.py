@@ -21,27 +21,16 @@ from redis.asyncio import Redis
 from bot.store import keys as k
 from bot.store.conversations import SEEN_TTL, TTL_REFRESH_EVERY, Batch, ConversationStore, SaveRequest
 from tests import inboxlocks
+from tests.clocks import T0, Clock
 
 LOCK_TTL = 30.0
 LOCK_MS = int(LOCK_TTL * 1000)
 DAY = 86400.0
-#: A realistic epoch (14 Nov 2023), so scores look like the ones production writes.
-T0 = 1_700_000_000.0
 CID = "test:acct:guarantees"
 KEY = k.ConversationKey(CID)
 #: How far a PTTL read right after a write may fall below the TTL set (a loaded machine).
 SLACK_MS = 5000
 MS = 1000
-
-
-class Clock:
-    """A clock the test moves by hand: the store reads ``now`` for dedupe and recovery."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
