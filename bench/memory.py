@@ -9,7 +9,9 @@ What runs (all on 127.0.0.1, all stopped by the bench itself, also on Ctrl-C or 
 * this process: N live chat sessions, each writes ``--messages`` customer messages through the
   live chat API (``POST /chat/demo/messages``), each one after the bot's reply to the previous
   (read with the long poll ``GET /chat/demo/messages``), ``--concurrency`` sessions at a time.
-  Then the conversations are idle.
+  Then the conversations are idle: the bench waits until no conversation is left in a recovery
+  set (a push keeps its conversation there for the lock's TTL, 30 s by default), then ``--idle``
+  seconds more.
 
 Measured: ``INFO memory`` ``used_memory`` once the server is up (before any conversation) and
 after the N conversations have gone idle (the server's background loops keep running: what they
@@ -96,6 +98,19 @@ async def used_memory(redis: Any) -> int:
     return int((await redis.info("memory"))["used_memory"])
 
 
+async def quiesce(redis: Any, limit: float = 60.0) -> float:
+    """Wait until no conversation is in a recovery set (``sb:pending:*``): a push leaves its
+    conversation there until the lock's TTL (30 s by default) has passed and the recovery loop
+    has looked at it, so a conversation is idle only after that. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        keys = [key async for key in redis.scan_iter(match="sb:pending:*", count=1000)]
+        if not keys or sum([int(await redis.zcard(key)) for key in keys]) == 0:
+            break
+        await asyncio.sleep(1.0)
+    return time.monotonic() - t0
+
+
 async def settle(redis: Any, seconds: float = 1.0) -> int:
     """``used_memory`` once the server's background work has let go (lazy frees, client buffers)."""
     await asyncio.sleep(seconds)
@@ -177,8 +192,10 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
 
             t0 = time.monotonic()
             await asyncio.gather(*(visitor() for _ in range(args.concurrency)))
-            say(f"{n:,} conversations of {args.messages} messages in {time.monotonic() - t0:.0f} s; idle "
-                f"{args.idle:.0f} s")
+            took = time.monotonic() - t0
+            waited = await quiesce(redis)
+            say(f"{n:,} conversations of {args.messages} messages in {took:.0f} s; recovery "
+                f"sets empty after {waited:.0f} s more; idle {args.idle:.0f} s more")
             after = await settle(redis, args.idle)
         kinds = await by_kind(redis, n)
         sample = await show_meta(redis, f"mem{0:07d}") if args.show else None
