@@ -132,6 +132,9 @@ class _Claim:
 #: the longest per-chat pause (``chat_interval``) it waits out itself while holding the claim.
 AT_ONCE_ITEMS = 8
 AT_ONCE_PAUSE = 2.0
+#: Tries to put a queue entry back after a release whose length read failed (0.1 s, 0.2 s, …
+#: apart: about 3 s in all).
+LEAVE_TO_POLL_TRIES = 6
 
 
 class Outbox:
@@ -402,13 +405,18 @@ class Outbox:
             # kept (a fresh lease: the queue never shows the chat as done) or released
             claim = None if ours is None else \
                 ("EVAL", RENEW_CLAIM, 1, queue, cid, ours, "" if hold.score is None else hold.score)
-            if self._ordered or (claim is not None and hold.score is not None):  # in order, or kept
-                done = await self._send_all([*commands, *([claim] if claim else []), ("LLEN", key.out)])
-                held, left = (done[-2] if claim else 0), done[-1]
-            else:
-                await self._send_all(commands)
-                held = (await self._send_all([claim]))[0] if claim else 0
-                left = (await self._send_all([("LLEN", key.out)]))[0]
+            try:
+                if self._ordered or (claim is not None and hold.score is not None):  # in order, or kept
+                    done = await self._send_all([*commands, *([claim] if claim else []), ("LLEN", key.out)])
+                    held, left = (done[-2] if claim else 0), done[-1]
+                else:
+                    await self._send_all(commands)
+                    held = (await self._send_all([claim]))[0] if claim else 0
+                    left = (await self._send_all([("LLEN", key.out)]))[0]
+            except Exception:
+                if claim is not None and hold.score is None:  # a release was on its way
+                    await self._leave_to_poll(queue, cid)
+                raise
         if self.on_sent is not None:
             await self.on_sent(cid, item, platform_id)
         if not held:  # the claim was lost (a stall past its lease): the poll holds it and sends the rest
@@ -455,11 +463,15 @@ class Outbox:
             if ours is None:
                 return 0
             release = ("EVAL", RENEW_CLAIM, 1, hold.queue, hold.cid, ours, "")
-            if self._ordered:
-                held, left = await self._send_all([release, ("LLEN", key.out)])
-            else:  # the length only after the release has landed (the list is on another node)
-                held = (await self._send_all([release]))[0]
-                left = (await self._send_all([("LLEN", key.out)]))[0]
+            try:
+                if self._ordered:
+                    held, left = await self._send_all([release, ("LLEN", key.out)])
+                else:  # the length only after the release has landed (the list is on another node)
+                    held = (await self._send_all([release]))[0]
+                    left = (await self._send_all([("LLEN", key.out)]))[0]
+            except Exception:
+                await self._leave_to_poll(hold.queue, hold.cid)
+                raise
         if not held:
             hold.lost = True
             return 0
@@ -498,5 +510,26 @@ class Outbox:
         await self.redis.zrem(queue, cid)
         # A message saved between our pop and the ZREM must not be stranded: look again. NX: a
         # save since the ZREM may hold the entry with its claim (it sends them at once).
-        if await self.redis.llen(key.out):
-            await self.redis.zadd(queue, {cid: time.time()}, nx=True)
+        try:
+            if await self.redis.llen(key.out):
+                await self.redis.zadd(queue, {cid: time.time()}, nx=True)
+        except Exception:
+            await self._leave_to_poll(queue, cid)
+            raise
+
+    async def _leave_to_poll(self, queue: str, cid: str) -> None:
+        """A release (or the poll's ``ZREM``) may have landed, but the list's length read after it
+        failed: a message saved meanwhile by a save that found the claim taken (and so did not
+        claim) would wait with no queue entry, until the conversation's next save. Put the entry
+        back, due now, for the poll (NX: a new holder's claim stands); the poll lets an entry with
+        an empty list go. Retried while Redis fails, a few times: past that, it is logged."""
+        error = ""
+        for attempt in range(LEAVE_TO_POLL_TRIES):
+            if attempt:
+                await asyncio.sleep(0.05 * 2 ** attempt)
+            try:
+                await self.redis.zadd(queue, {cid: time.time()}, nx=True)
+                return
+            except Exception as exc:
+                error = type(exc).__name__
+        log.error("outbox.entry_not_restored", extra={"cid": cid, "queue": queue, "error": error})

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.server.services import Services
 from bot.store import codec
@@ -21,7 +22,7 @@ from bot.store import keys as k
 from bot.store.clusterclient import ClusterRespClient
 from bot.store.keys import conversation_id
 from bot.store.resp import Command
-from bot.store.scripts import POP_HEAD
+from bot.store.scripts import POP_HEAD, RENEW_CLAIM
 from tests.waiting import wait_for
 
 from .fakes.graph import GraphFake, wa_text, whatsapp_account
@@ -421,6 +422,56 @@ async def test_a_save_refused_by_an_empty_claim_again_is_sent_by_its_holder(
         await settled(svc, "tg")
         assert [s.text for s in fake.sent_to(chat)] == expected(4, said)
         assert await svc.redis.zcard(queue) == 0
+
+
+@pytest.mark.parametrize("where", ["finish", "let_go"])
+async def test_a_release_whose_length_read_is_lost_leaves_the_entry_to_the_poll(
+        redis: Redis, redis_url: str, tmp_path: Path, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch,
+        where: str) -> None:
+    """The hand-off's release lands but its answer, and the list's length read after it, are
+    lost (the connection drops). A reply saved meanwhile, by a save that found the claim taken
+    and so did not claim, must not wait with no queue entry until the conversation's next save:
+    the entry is put back for the poll, which sends it, once, in order. ``finish``: the release
+    sent with the sent head's pop; ``let_go``: a claim that finds nothing to send, let go."""
+    chat = 9451 if where == "finish" else 9452
+    cid, queue = f"telegram:tg:{chat}", k.outbox_queue_key("tg")
+    async with telegram(redis_url, tmp_path, fake, role="web") as svc:
+        fast = svc.outbox.fast
+        assert fast is not None
+        send, lost = fast.send, []
+
+        async def answer_lost(commands: Sequence[Command]) -> list[Any]:
+            out = await send(commands)  # every command has run
+            if not lost and any(c[0] == "EVAL" and c[1] == RENEW_CLAIM and c[-1] == "" for c in commands):
+                lost.append(commands)
+                raise RedisConnectionError("Connection closed by server.")
+            return out
+
+        monkeypatch.setattr(fast, "send", answer_lost)
+        if where == "let_go":  # the hand-off finds nothing to send: the list emptied before it reads
+            committed = svc.outbox.committed
+
+            def nothing_pending(account: str, cid_: str, meta: Mapping[str, str], pending: list[bytes],
+                                claim: float) -> None:
+                committed(account, cid_, meta, [], claim)
+            monkeypatch.setattr(svc.outbox, "committed", nothing_pending)
+            await say(fake, chat, "hi")  # saved, claimed; its hand-off lets go and the answer is lost
+        else:
+            fake.hold = asyncio.Event()
+            try:
+                await say(fake, chat, "hi")
+                await wait_for(lambda: fake.arrivals, what="the first reply at the platform")
+                await say(fake, chat, "Ana")  # the entry is the hand-off's: this save does not claim
+            finally:
+                fake.hold.set()
+        await svc.outbox.idle()
+        assert lost, "the release's answer was not lost"
+        assert await svc.redis.llen(k.ConversationKey(cid).out) == 1  # a reply waits ...
+        assert await svc.redis.zscore(queue, cid) is not None  # ... with an entry for the poll
+        await svc.outbox.run_once()  # the poll (a worker's; this process is role web)
+        await settled(svc, "tg")
+        said = ["hi"] if where == "let_go" else ["hi", "Ana"]
+        assert [s.text for s in fake.sent_to(chat)] == expected(len(said), said)
 
 
 async def _released(svc: Services, queue: str) -> bool:
