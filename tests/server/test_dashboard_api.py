@@ -23,8 +23,8 @@ from bot.server.auth import Principal
 from bot.server.dashboard import COOKIE, _session_key, read_session, sign_session
 from bot.server.keys import SERVICES
 from bot.server.services import Services
+from bot.store import dedupe
 from bot.store import indexes as convindex
-from bot.store import keys as k
 from bot.store.keys import activity_index_key
 from tests.server.conftest import ADMIN, make_config, running
 from tests.waiting import WAIT, wait_for
@@ -452,8 +452,8 @@ async def test_an_event_for_an_unknown_lead_creates_nothing_and_a_known_one_reac
     r = await http.post("/api/events", json={"id": "pay-1", "type": "order.paid", "lead": {"id": lead}},
                         headers=OPERATOR)
     assert r.status == 202 and await r.json() == {"id": "pay-1", "lead": lead, "duplicate": False}
-    seen = k.ConversationKey(cid).seen  # forwarded by the lead queue, handled in the background
-    await wait_for(lambda: redis.zscore(seen, k.dedupe_member(f"lead-event:{lead}:pay-1")), what="the event forwarded")
+    # forwarded by the lead queue, handled in the background
+    await wait_for(lambda: dedupe.seen_at(redis, cid, f"lead-event:{lead}:pay-1"), what="the event forwarded")
 
 
 async def test_the_stream_does_not_list_lead_queues_as_conversations(http: ClientSession, redis: Redis) -> None:
