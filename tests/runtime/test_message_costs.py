@@ -33,24 +33,24 @@ GREETER = make_doc({
     "done": {"type": "stop"},
 }, id="greeter")
 
-#: Redis commands (as Redis counts them) a follow-up costs: the push script (the metadata with
-#: the state and the dedupe records, the queue: its ``RPUSH`` into the empty inbox takes the
-#: lock, bot/store/inboxlock.py; the id's record: 4) with the check of the CRM snapshot this process kept (one HMGET of its records'
-#: versions, crm_bridge/versions.py: 1; no recovery entry: this process wrote it less than half a
-#: lock TTL ago, bot/store/pending.py), the save script (the transcript first, so that a full
-#: Redis refuses the save whole; the batch and the lock in one ``LPOP``, metadata with
-#: the state and the transcript's count, notification: 5), no timer
-#: command (the ``no_answer`` timer moved later: the conversation's timer entry stays early,
-#: bot/store/timers.py), the activity index (1; the filter sets only when the conversation
-#: changes sets), the funnel count (1: ``HINCRBY`` of the move ``ask`` -> ``ask``, inside the save
-#: script; docs/analytics.md).
+#: Redis commands (as Redis counts them) a follow-up costs: the push script (the metadata with the
+#: state and the dedupe records, the queue: its ``RPUSH`` into the empty inbox takes the lock,
+#: bot/store/inboxlock.py; the id's record: 4) with the check of the CRM snapshot this process kept
+#: (one HMGET of its records' versions, crm_bridge/versions.py: 1; no recovery entry: this process
+#: wrote it less than half a lock TTL ago, bot/store/pending.py), the save script (the transcript
+#: first, so that a full Redis refuses the save whole; the batch and the lock in one ``LPOP``,
+#: metadata with the state and the transcript's count, notification: 5), no timer command (the
+#: ``no_answer`` timer moved later: the conversation's timer entry stays early,
+#: bot/store/timers.py), the activity index (1; the filter sets only when the conversation changes
+#: sets), the funnel count (1: ``HINCRBY`` of the move ``ask`` -> ``ask``, inside the save script;
+#: docs/analytics.md).
 #: Before issue 14: 34; 24 before the filter sets stopped being re-scored; 21 before the state
 #: moved into the metadata hash, the save took the transcript's count from the push and the CRM
-#: snapshot was kept; 18 before one timer entry per conversation (a ``ZREM`` of the old timer
-#: and a ``ZADD`` of the new one); 17 before a push left the recovery entry its process had just
-#: written; 16 before a timer moved later left the entry early (its ``ZADD``); 15 before the
-#: save took the inbox's length from the push (its ``LLEN``); 14 before the lock moved into the
-#: inbox's head entry (the push's ``SET NX PX``, the save's ``GET``; its ``DEL`` became the ``LPOP``).
+#: snapshot was kept; 18 before one timer entry per conversation (a ``ZREM`` of the old timer and a
+#: ``ZADD`` of the new one); 17 before a push left the recovery entry its process had just written;
+#: 16 before a timer moved later left the entry early (its ``ZADD``); 15 before the save took the
+#: inbox's length from the push (its ``LLEN``); 14 before the lock moved into the inbox's head
+#: entry (the push's ``SET NX PX``, the save's ``GET``; its ``DEL`` became the ``LPOP``).
 FOLLOW_UP_COMMANDS = 12
 #: A duplicate: the push script finds the id in the metadata (EVALSHA, HGETALL: bot/store/dedupe.py),
 #: the CRM version check sent along (the recovery entry: written by the original's push just
