@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from redis.asyncio import Redis
 
 from . import replies
-from .keys import ConversationKey, dedupe_member
+from .keys import SEEN_MARK, ConversationKey, dedupe_member
 
 #: The first field's name (the others: ``~d1`` …), records per field, fields, records in all.
 FIELD = "~d"
@@ -61,7 +61,7 @@ local function dd_move(set, old, since, member, expire)
   if redis.call('EXISTS', set, old) == 0 then return {{}}, false, nil end
   local got = {{}}
   local ids = redis.call('ZRANGE', set, 0, -1, 'WITHSCORES')
-  for i = 1, #ids, 2 do if ids[i] ~= '' then got[ids[i]] = tonumber(ids[i + 1]) end end
+  for i = 1, #ids, 2 do if ids[i] ~= '{SEEN_MARK}' then got[ids[i]] = tonumber(ids[i + 1]) end end
   ids = redis.call('ZRANGE', old, 0, -1, 'WITHSCORES')
   for i = 1, #ids, 2 do
     local d, s = dd_digest(ids[i]), tonumber(ids[i + 1])
@@ -77,7 +77,7 @@ local function dd_move(set, old, since, member, expire)
       for j = i, math.min(i + 99, #list) do kv[#kv + 1] = list[j][1]; kv[#kv + 1] = list[j][2] end
       redis.call('ZADD', set, unpack(kv))
     end
-    redis.call('ZREM', set, '')
+    redis.call('ZREM', set, '{SEEN_MARK}')
     redis.call('ZREMRANGEBYSCORE', set, '-inf', since)
     redis.call('EXPIRE', set, expire)
     redis.call('DEL', old)
