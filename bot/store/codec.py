@@ -417,7 +417,9 @@ def _compact_state(s: ConversationState) -> dict[int | str, Any]:
         if run.last_validation_result is not None:
             compact_run[_LVR] = run.last_validation_result
         if w is not None:
-            compact_wait: dict[int | str, Any] = {_KIND: w.kind, _STEP: w.step}
+            compact_wait: dict[int | str, Any] = {_KIND: w.kind}
+            if w.step != run.step or w.step.__class__ is not str:  # absent: the run's (always there before)
+                compact_wait[_STEP] = w.step
             if w.timers:
                 own = _own_timers(w.timers, s.id)
                 if own is None:
@@ -458,18 +460,14 @@ def _compact_state(s: ConversationState) -> dict[int | str, Any]:
     if compact_run is not None:
         out[_RUN] = compact_run
     last, crm = s.last_message, s.crm
-    if isinstance(last, dict):
-        out[_LAST_MESSAGE] = _last_message(last)
-    elif last is not None:
-        out[_LAST_MESSAGE] = last
+    if last is not None:
+        out[_LAST_MESSAGE] = _last_message(last) if isinstance(last, dict) else last
     if s.seq.__class__ is not int or s.seq:
         out[_SEQ] = s.seq
     if s.turn_steps.__class__ is not int or s.turn_steps:
         out[_TURN_STEPS] = s.turn_steps
-    if isinstance(crm, dict):
-        out[_CRM] = _shrink(crm, _NO_PLAN)
-    elif crm is not None:
-        out[_CRM] = crm
+    if crm is not None:
+        out[_CRM] = _shrink(crm, _NO_PLAN) if isinstance(crm, dict) else crm
     if s.timers:  # as ``ConversationState.to_dict``: a plain name, only when there are timers
         tm: dict[str, Any] = s.timers_dict()
         if until.__class__ is float and until:
@@ -535,7 +533,7 @@ def _state_from_compact(d: dict[Any, Any]) -> ConversationState:
 def _run_from_compact(r: dict[Any, Any], sid: str) -> Run:
     """``Run.from_dict`` of the run's map grown by ``_STATE_SHAPE`` (its wait, its callers)."""
     get = r.get
-    w, callers, splits, goals = get(_WAIT), get(_CALLERS), get("sp"), get("gl")
+    w, callers, splits, goals, step = get(_WAIT), get(_CALLERS), get("sp"), get("gl"), get(_STEP)
     # (no comprehension for what is empty, as it mostly is: each costs a function's call)
     if not callers:
         callers = []
@@ -544,20 +542,20 @@ def _run_from_compact(r: dict[Any, Any], sid: str) -> Run:
     else:
         callers = [Frame.from_dict(f) for f in callers]
     return Run(
-        r[_ID], r[_BOT], r[_VERSION], get(_STEP), get(_STATUS, "running"), dict(get(_VARS) or {}), get(_JSON),
-        get(_LVR), (_wait_from_compact(w, sid) if isinstance(w, dict) else Wait.from_dict(w)) if w else None,
+        r[_ID], r[_BOT], r[_VERSION], step, get(_STATUS, "running"), dict(get(_VARS) or {}), get(_JSON),
+        get(_LVR), (_wait_from_compact(w, sid, step) if isinstance(w, dict) else Wait.from_dict(w)) if w else None,
         get(_AI, 0), callers, get(_ERROR),
         tuple([(str(x[0]), str(x[1]), str(x[2]), int(x[3]), str(x[4])) for x in splits]) if splits else (),
         tuple([str(g) for g in goals]) if goals else (),
     )
 
 
-def _wait_from_compact(w: dict[Any, Any], sid: str) -> Wait:
+def _wait_from_compact(w: dict[Any, Any], sid: str, step: Any) -> Wait:
     get = w.get
     own = get(_OWN_TIMERS)
     timers = {(t if ":" in t else f"{sid}:{t}"): purpose for t, purpose in own.items()} if own else dict(
         get(_TIMERS) or {})
-    return Wait(w[_KIND], w[_STEP], timers, tuple(get(_ON) or ()), get(_TOKEN), get(_REQUEST),
+    return Wait(w[_KIND], get(_STEP, step), timers, tuple(get(_ON) or ()), get(_TOKEN), get(_REQUEST),
                 get(_UNTIL), tuple(get(_HELD) or ()), get(_WIDGET_JSON))
 
 
