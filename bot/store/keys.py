@@ -69,8 +69,8 @@ def dedupe_member(dedupe_id: str) -> bytes:
     return hashlib.sha1(dedupe_id.encode(), usedforsecurity=False).digest()[:8]
 
 
-#: A dedupe set's member that says it holds digests (scored ``+inf``: never trimmed): a push that
-#: adds it learns the set is new, and moves the old layout's set into it (``old_seen``).
+#: The member that said the dedupe set ``d`` of issue 14's third wave held digests (scored ``+inf``):
+#: dropped when the set is moved into the metadata (bot/store/dedupe.py).
 SEEN_MARK = ""
 
 
@@ -97,12 +97,13 @@ class ConversationKey:
 
     @property
     def seen(self) -> str:
-        """The dedupe set: ``dedupe_member`` of each id seen, scored by when (ms), and ``SEEN_MARK``."""
+        """The dedupe ids beyond those the metadata keeps (bot/store/dedupe.py): ``dedupe_member`` of
+        each, scored by when (ms); before issue 14's fifth wave all of them, and ``SEEN_MARK``."""
         return f"{PREFIX}:c:{{{self.cid}}}:d"
 
     @property
     def old_seen(self) -> str:
-        """The old layout's dedupe set (the ids themselves): moved into ``seen`` by the first push."""
+        """The oldest layout's dedupe set (the ids themselves): moved by the first push (dedupe.py)."""
         return f"{PREFIX}:c:{{{self.cid}}}:seen"
 
     @property

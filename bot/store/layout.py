@@ -23,6 +23,10 @@ older version before the first start of this one: a member an older process adde
 sorted set after that start would not be moved. One it moved that a newer save has removed is
 not trusted by the listing (it checks each row's metadata).
 
+Conversations' own layout changes are not moved here but on a conversation's first touch, in
+the script that touches it: the transcript stream, the state's key, the dedupe sets ``d`` and
+``seen`` (into the metadata's ``~d`` records by the first push: bot/store/dedupe.py).
+
 Timers need no rename: a conversation's one timer entry (``{<cid>}``, bot/store/timers.py) sits
 in the same shards beside the entries of older versions (``<cid>:t<n>``), which fire and are
 cancelled as before until they drain (docs/server.md, "Timers").

@@ -46,9 +46,14 @@ if wake ~= '' then
   if ARGV[12 + nmeta * 2] ~= '' then redis.call('ZADD', KEYS[6], ARGV[12 + nmeta * 2], ARGV[13 + nmeta * 2]) end
 end
 local now, window = tonumber(ARGV[3]), tonumber(ARGV[6]) * 1000
-local dup, created = false, false  -- the dedupe set (dedupe.py): KEYS[5] the old layout's
-if ARGV[2] ~= '' then dup, created = dd_seen(KEYS[2], KEYS[5], ARGV[2], now, window, ARGV[6] + refresh_every) end
-if dup then return {{-1}} end
+-- the dedupe records (dedupe.py), in the metadata: KEYS[2] the older ids' set, KEYS[5] the old layout's
+local seen = nil
+if ARGV[2] ~= '' then
+  if not meta then meta = redis.call('HGETALL', KEYS[4]) end
+  local dup
+  dup, seen = dd_seen(KEYS[4], meta, KEYS[2], KEYS[5], ARGV[2], now, window, ARGV[6] + refresh_every, ttl)
+  if dup then return {{-1}} end
+end
 -- the lock is the inbox's head entry (inboxlock.py): an empty inbox is a free conversation
 local expiry = string.format('%d', now + tonumber(ARGV[5]))
 local n = redis.call('RPUSH', KEYS[1], lk_entry(ARGV[4], expiry, '', ARGV[1]))
@@ -61,11 +66,10 @@ if n > 1 then
 end
 if holder and tonumber(held_until) > now then
   -- queued behind the holder, whose save pops its batch and sees this entry after it
-  if nmeta > 0 then
-    local kv = {{}}
-    for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
-    redis.call('HSET', KEYS[4], unpack(kv))
-  end
+  local kv = {{}}
+  for i = 1, nmeta * 2 do kv[i] = ARGV[8 + i] end
+  for i = 1, #(seen or {{}}) do kv[#kv + 1] = seen[i] end
+  if #kv > 0 then redis.call('HSET', KEYS[4], unpack(kv)) end
   return {{0}}
 end
 -- the processor: the metadata as it will be, written only where it changes
@@ -85,6 +89,7 @@ local function put(name, value)
   kv[#kv + 1] = name; kv[#kv + 1] = value
 end
 for i = 9, 8 + nmeta * 2, 2 do put(ARGV[i], ARGV[i + 1]) end
+for i = 1, #(seen or {{}}), 2 do put(seen[i], seen[i + 1]) end
 -- TTLs are refreshed at most once per refresh_every (r: when, in s; an older version's ttl_at: in ms);
 -- the save learns it from the reply
 local r = at['r'] and tonumber(meta[at['r']])  -- nil, not an error, for a value that is no number
@@ -94,12 +99,16 @@ if not last or now - last >= refresh_every * 1000 then
   put('r', string.format('%d', math.floor(now / 1000)))
   refresh = 1
 end
-if #kv > 0 then redis.call('HSET', KEYS[4], unpack(kv)) end
-if refresh == 1 then
-  redis.call('EXPIRE', KEYS[4], ttl)
+local dd = at['{dedupe.FIELD}'] and meta[at['{dedupe.FIELD}']]
+if refresh == 1 and dd and string.sub(dd, 1, 1) == '{dedupe.OVER}' then
+  -- the older ids' set trimmed with the TTLs; gone: no longer read
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-  if not created then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]) + refresh_every) end
+  if redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]) + refresh_every) == 0 then
+    put('{dedupe.FIELD}', '{dedupe.NOT_OVER}' .. string.sub(dd, 2))
+  end
 end
+if #kv > 0 then redis.call('HSET', KEYS[4], unpack(kv)) end
+if refresh == 1 then redis.call('EXPIRE', KEYS[4], ttl) end
 local events
 if n == 1 then
   events = {{ARGV[1]}}

@@ -22,7 +22,8 @@ its map's header, then the entries after them; ``split`` puts them back (``_id_p
 entries' indexes are codec's, which never change once written). Any other state is kept as it is.
 
 Short names (issue 14 aim 3: bytes): fields the runtime writes on every save are stored under a
-short name (``SHORT``: ``activity`` as ``a`` …); readers see the long one (``split``). A field
+short name (``SHORT``: ``activity`` as ``a`` …; also the CRM pointers ``contact_id`` and ``lead_id``,
+which every chat's and lead queue's metadata holds: 15 B); readers see the long one (``split``). A field
 an older version stored under the long name reads as it is until this version writes the
 short one, which then wins (the long one is left until the key expires: never read again).
 ``last_at`` and ``step_at`` equal to ``activity`` (the save of a customer's message) are stored as
@@ -88,7 +89,8 @@ end
 
 #: The stored name of a metadata field written on every save (see the module docstring). ``ttl_at``
 #: is written by the push script (``pushscript.py``), as ``r``, in seconds (it was ms).
-SHORT = {"ttl_at": "r", "last_at": "l", "step_at": "s", "activity": "a", "waiting_since": "ws", "ix_src": "x"}
+SHORT = {"ttl_at": "r", "last_at": "l", "step_at": "s", "activity": "a", "waiting_since": "ws", "ix_src": "x",
+         "contact_id": "c", "lead_id": "ld"}
 _LONG = {short.encode(): name for name, short in SHORT.items() if name != "ttl_at"}
 _RENAMED = frozenset({*_LONG, *(name.encode() for name in SHORT if name != "ttl_at"), b"r", b"ttl_at"})
 

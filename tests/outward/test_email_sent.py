@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bot.automations.events import MAX_DEPTH
-from bot.store import keys as k
+from bot.store import dedupe
 from tests.live_app import App, running_app
 from tests.outward.smtp import Inbox
 from tests.waiting import wait_for
@@ -116,8 +116,7 @@ async def test_a_flows_email_is_the_leads_email_sent_and_does_not_come_back_to_t
         contact = str((await app.api("GET", f"/api/crm/leads/{lead}"))["contacts"][0]["id"])
         await wait_for(lambda: _scored(app, contact, 2), what="the score of email.sent")
         # the flow is not told of its own e-mail (no turn, no dedupe entry in the conversation)
-        seen = k.ConversationKey(cid).seen
-        assert await app.services.redis.zscore(seen, k.dedupe_member(f"lead-event:{lead}:{sent['id']}")) is None
+        assert await dedupe.seen_at(app.services.redis, cid, f"lead-event:{lead}:{sent['id']}") is None
     assert not [r for r in caplog.records if r.getMessage() == "crm.event"]
     assert len(inbox.messages) == 1
 

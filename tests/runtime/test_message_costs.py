@@ -33,28 +33,29 @@ GREETER = make_doc({
     "done": {"type": "stop"},
 }, id="greeter")
 
-#: Redis commands (as Redis counts them) a follow-up costs: the push script (dedupe, queue: its
-#: ``RPUSH`` into the empty inbox takes the lock, bot/store/inboxlock.py; metadata with the
-#: state: 4) with the check of the CRM snapshot this process kept (one HMGET of its records'
-#: versions, crm_bridge/versions.py: 1; no recovery entry: this process wrote it less than half a
-#: lock TTL ago, bot/store/pending.py), the save script (the transcript first, so that a full
-#: Redis refuses the save whole; the batch and the lock in one ``LPOP``, metadata with
-#: the state and the transcript's count, notification: 5), no timer
-#: command (the ``no_answer`` timer moved later: the conversation's timer entry stays early,
-#: bot/store/timers.py), the activity index (1; the filter sets only when the conversation
-#: changes sets), the funnel count (1: ``HINCRBY`` of the move ``ask`` -> ``ask``, inside the save
-#: script; docs/analytics.md).
+#: Redis commands (as Redis counts them) a follow-up costs: the push script (the metadata with the
+#: state and the dedupe records, the queue: its ``RPUSH`` into the empty inbox takes the lock,
+#: bot/store/inboxlock.py; the id's record: 4) with the check of the CRM snapshot this process kept
+#: (one HMGET of its records' versions, crm_bridge/versions.py: 1; no recovery entry: this process
+#: wrote it less than half a lock TTL ago, bot/store/pending.py), the save script (the transcript
+#: first, so that a full Redis refuses the save whole; the batch and the lock in one ``LPOP``,
+#: metadata with the state and the transcript's count, notification: 5), no timer command (the
+#: ``no_answer`` timer moved later: the conversation's timer entry stays early,
+#: bot/store/timers.py), the activity index (1; the filter sets only when the conversation changes
+#: sets), the funnel count (1: ``HINCRBY`` of the move ``ask`` -> ``ask``, inside the save script;
+#: docs/analytics.md).
 #: Before issue 14: 34; 24 before the filter sets stopped being re-scored; 21 before the state
 #: moved into the metadata hash, the save took the transcript's count from the push and the CRM
-#: snapshot was kept; 18 before one timer entry per conversation (a ``ZREM`` of the old timer
-#: and a ``ZADD`` of the new one); 17 before a push left the recovery entry its process had just
-#: written; 16 before a timer moved later left the entry early (its ``ZADD``); 15 before the
-#: save took the inbox's length from the push (its ``LLEN``); 14 before the lock moved into the
-#: inbox's head entry (the push's ``SET NX PX``, the save's ``GET``; its ``DEL`` became the ``LPOP``).
+#: snapshot was kept; 18 before one timer entry per conversation (a ``ZREM`` of the old timer and a
+#: ``ZADD`` of the new one); 17 before a push left the recovery entry its process had just written;
+#: 16 before a timer moved later left the entry early (its ``ZADD``); 15 before the save took the
+#: inbox's length from the push (its ``LLEN``); 14 before the lock moved into the inbox's head
+#: entry (the push's ``SET NX PX``, the save's ``GET``; its ``DEL`` became the ``LPOP``).
 FOLLOW_UP_COMMANDS = 12
-#: A duplicate: the push script finds the id (EVALSHA, ZADD NX, ZSCORE), the CRM version check
-#: sent along (the recovery entry: written by the original's push just before).
-DUPLICATE_COMMANDS = 4
+#: A duplicate: the push script finds the id in the metadata (EVALSHA, HGETALL: bot/store/dedupe.py),
+#: the CRM version check sent along (the recovery entry: written by the original's push just
+#: before). 4 while the ids were a sorted set of their own (ZADD NX, ZSCORE).
+DUPLICATE_COMMANDS = 3
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ async def test_a_follow_up_refreshes_no_ttl_and_rewrites_no_unchanged_metadata(
     await _send(svc, "quiet", "q3")
     after = await _commands(redis)
     ran = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
-    # TTLs are refreshed at most once a day; the seen set trimmed then; a lone event needs no LRANGE;
+    # TTLs are refreshed at most once a day; a lone event needs no LRANGE;
     # the lock is the inbox's head entry: taken by the push's RPUSH, checked and released by the
     # save's LPOP of the batch (no lock key, no LINDEX or LSET of the head); the push's
     # metadata (unchanged) is not written again;
@@ -130,12 +131,14 @@ async def test_a_follow_up_refreshes_no_ttl_and_rewrites_no_unchanged_metadata(
                  "set", "get", "del", "lindex", "lset", "lpush"):
         assert name not in ran, ran
     assert ran.get("hincrby") == 1, ran  # analytics' funnel count only: the transcript's count is the push's
-    assert ran.get("hset") == 1 and ran.get("lpop") == 1, ran  # the save's changed fields; batch + lock
+    # the push's dedupe record (bot/store/dedupe.py), the save's changed fields; batch + lock
+    assert ran.get("hset") == 2 and ran.get("lpop") == 1, ran
+    assert ran.get("hgetall") == 1, ran  # the push's, for the dedupe check and the turn
     assert ran.get("rpush") == 2, ran  # the event (the lock with it), the transcript
-    # ZADDs: the dedupe id, the activity index; not the conversation's timer entry (the
-    # ``no_answer`` timer moved later: the entry stays early), no recovery entry (written by q2's
+    # ZADDs: the activity index (no dedupe set: the id is in the metadata); not the conversation's
+    # timer entry (the ``no_answer`` timer moved later: the entry stays early), no recovery entry (written by q2's
     # push just before), no filter set again; no ZREM of a timer
-    assert ran.get("zadd") == 2 and "zrem" not in ran, ran
+    assert ran.get("zadd") == 1 and "zrem" not in ran and "zscore" not in ran, ran
 
 
 async def test_a_duplicate_costs_one_round_trip(svc: Services, redis: Redis, trips: RoundTrips) -> None:

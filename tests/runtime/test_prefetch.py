@@ -21,6 +21,7 @@ from bot.runtime import service as conversations_module
 from bot.server.services import Services, open_services
 from bot.store import codec
 from bot.store.keys import ConversationKey
+from bot.store.statefields import SHORT
 from crm_bridge import ChannelIdentity, CrmRef
 from crm_bridge.versions import check
 from tests.engine.helpers import make_doc
@@ -145,7 +146,7 @@ async def test_a_conversation_moved_to_another_lead_does_not_use_the_old_leads_r
     other = await svc.crm.identify(ChannelIdentity("livechat", "demo", "someone-else", name="Grace Hopper"))
     assert other.lead_id != old.lead_id
     # Another process (a CRM webhook, say) points the conversation at the other lead.
-    await redis.hset(f"sb:c:{{{cid}}}:meta", "lead_id", other.lead_id)
+    await redis.hset(f"sb:c:{{{cid}}}:meta", SHORT["lead_id"], other.lead_id)
     spy = SnapshotSpy(svc, monkeypatch)
     await svc.leads.idle()  # the lead's own events are handled in the background
     trips.clear()
@@ -169,7 +170,8 @@ async def test_a_conversation_moved_to_another_contact_and_lead(
     assert await _say(svc, cid, "hi", "w1", meta=_meta("moved-both")) == "Hello Ada about Ada Lovelace"
     other = await svc.crm.identify(ChannelIdentity("livechat", "demo", "grace", name="Grace Hopper"))
     await svc.crm.execute(other, {"do": "set_field", "entity": "lead", "field": "name", "value": "Compilers"})
-    await redis.hset(f"sb:c:{{{cid}}}:meta", mapping={"contact_id": other.contact_id, "lead_id": other.lead_id})
+    await redis.hset(f"sb:c:{{{cid}}}:meta", mapping={SHORT["contact_id"]: other.contact_id,
+                                                      SHORT["lead_id"]: other.lead_id})
     assert await _say(svc, cid, "again", "w2") == "Hello Grace about Compilers"
     assert svc.conversations._snapshot_refs[cid] == other
 

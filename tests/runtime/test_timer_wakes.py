@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from bot.engine import events as ev
 from bot.runtime.worker import Worker
 from bot.server.services import Services, open_services
-from bot.store import codec, statefields
+from bot.store import codec, dedupe, statefields
 from bot.store import keys as k
 from bot.store.pushscript import NO_TIMERS, WAKE_FIELD
 from bot.store.timers import DueTimer, wake_member
@@ -151,8 +151,7 @@ async def test_an_older_versions_timer_entry_keeps_firing_once(svc: Services, re
     assert await worker.fire_timers() == 0
     assert await _reminders(svc, cid) == 1
     assert await _entries(redis, svc, cid) == [] and await svc.timers.claimed() == 0
-    seen = k.ConversationKey(cid).seen
-    assert await redis.zscore(seen, k.dedupe_member(f"timer:{timer_id}")) is not None  # deduplicated by its id
+    assert await dedupe.seen_at(redis, cid, f"timer:{timer_id}") is not None  # deduplicated by its id
 
 
 async def test_an_older_versions_timer_entry_is_removed_when_its_wait_ends(svc: Services, redis: Redis) -> None:

@@ -23,8 +23,8 @@ from bot.server.auth import Principal
 from bot.server.dashboard import COOKIE, _session_key, read_session, sign_session
 from bot.server.keys import SERVICES
 from bot.server.services import Services
+from bot.store import dedupe
 from bot.store import indexes as convindex
-from bot.store import keys as k
 from bot.store.keys import activity_index_key
 from tests.server.conftest import ADMIN, make_config, running
 from tests.waiting import WAIT, wait_for
@@ -448,18 +448,18 @@ async def test_an_event_for_an_unknown_lead_creates_nothing_and_a_known_one_reac
     assert r.status == 422  # not a type of the spec
     assert await redis.keys("sb:c:{lead:990001}:*") == []
     cid = await chat(http, "event-session-01", "hi")
-    lead = (await redis.hget(f"sb:c:{{{cid}}}:meta", "lead_id")).decode()
+    lead = (await redis.hget(f"sb:c:{{{cid}}}:meta", "ld")).decode()  # (statefields.SHORT)
     r = await http.post("/api/events", json={"id": "pay-1", "type": "order.paid", "lead": {"id": lead}},
                         headers=OPERATOR)
     assert r.status == 202 and await r.json() == {"id": "pay-1", "lead": lead, "duplicate": False}
-    seen = k.ConversationKey(cid).seen  # forwarded by the lead queue, handled in the background
-    await wait_for(lambda: redis.zscore(seen, k.dedupe_member(f"lead-event:{lead}:pay-1")), what="the event forwarded")
+    # forwarded by the lead queue, handled in the background
+    await wait_for(lambda: dedupe.seen_at(redis, cid, f"lead-event:{lead}:pay-1"), what="the event forwarded")
 
 
 async def test_the_stream_does_not_list_lead_queues_as_conversations(http: ClientSession, redis: Redis) -> None:
     cookie = {"Cookie": await sign_in(http, AYSE)}
     cid = await chat(http, "stream-leads-01", "hi")
-    lead = (await redis.hget(f"sb:c:{{{cid}}}:meta", "lead_id")).decode()
+    lead = (await redis.hget(f"sb:c:{{{cid}}}:meta", "ld")).decode()  # (statefields.SHORT)
     async with http.get("/api/live", headers=cookie) as list_stream:
         feed = Sse(list_stream)
         assert (await feed.next())[0] == "ready"

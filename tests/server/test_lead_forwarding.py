@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bot.store import dedupe
 from bot.store import keys as k
 from tests.live_app import App, running_app
 from tests.waiting import wait_for
@@ -38,20 +39,20 @@ async def test_a_forms_event_reaches_the_conversation_and_a_page_view_does_not(
         found = re.search(r"https?://\S+/forms/[A-Za-z0-9_-]+", texts[0])
         assert found is not None
         lead = str((await app.conversation(cid))["lead_id"])
-        seen = k.ConversationKey(cid).seen
-        before = await redis.zcard(seen)
+        before = dedupe.records(await redis.hgetall(k.ConversationKey(cid).meta))[0]
 
         r = await app.http.post("/chat/demo/visits", json={"session": session, "url": "https://shop.example/"})
         assert r.status == 202 and (await r.json())["events"] == ["site.visit"]
         visit = await wait_for(lambda: _lead_event(app, lead, "site.visit"), what="site.visit on the lead")
-        assert await redis.zscore(seen, k.dedupe_member(f"lead-event:{lead}:{visit['id']}")) is None
-        assert await redis.zcard(seen) == before  # no turn of the conversation
+        assert await dedupe.seen_at(redis, cid, f"lead-event:{lead}:{visit['id']}") is None
+        # no turn of the conversation
+        assert dedupe.records(await redis.hgetall(k.ConversationKey(cid).meta))[0] == before
 
         r = await app.http.post(found.group(0), data={"name": "Ann Lee"})
         assert r.status == 200, await r.text()
         form = await wait_for(lambda: _lead_event(app, lead, "form.submitted"), what="form.submitted on the lead")
         assert form["source"] == "form"
-        forwarded = k.dedupe_member(f"lead-event:{lead}:{form['id']}")
-        await wait_for(lambda: redis.zscore(seen, forwarded), what="the form's event forwarded")
+        forwarded = f"lead-event:{lead}:{form['id']}"
+        await wait_for(lambda: dedupe.seen_at(redis, cid, forwarded), what="the form's event forwarded")
     traced = [getattr(r, "d_type", None) for r in caplog.records if r.getMessage() == "crm.event"]
     assert traced == ["form.submitted"]  # the flow's turn saw the form, never the page view

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.runtime.processes import process_cid
-from bot.store import keys as k
+from bot.store import dedupe
 from tests.live_app import App, running_app
 from tests.outward.smtp import Inbox, smtp  # noqa: F401  (the local mail server fixture)
 from tests.waiting import wait_for
@@ -208,13 +208,13 @@ async def test_lead_events_reach_the_contacts_active_processes_once(redis: Redis
         for _ in range(2):  # the second is the same event: not handled twice
             await app.api("POST", "/api/events", 202, json=event)
         await app.services.leads.idle()
-        seen = k.ConversationKey(process_cid("slow", contact)).seen
-        assert await app.services.redis.zscore(seen, k.dedupe_member(f"lead-event:{lead['id']}:evt-paid-1")) is not None
+        seen = process_cid("slow", contact)
+        assert await dedupe.seen_at(app.services.redis, seen, f"lead-event:{lead['id']}:evt-paid-1") is not None
         # a stopped process hears nothing more
         await app.api("POST", f"/api/contacts/{contact}/processes/slow/stop")
         await app.api("POST", "/api/events", 202, json={**event, "id": "evt-paid-2"})
         await app.services.leads.idle()
-        assert await app.services.redis.zscore(seen, k.dedupe_member(f"lead-event:{lead['id']}:evt-paid-2")) is None
+        assert await dedupe.seen_at(app.services.redis, seen, f"lead-event:{lead['id']}:evt-paid-2") is None
 
 
 #: A split test that ends at once: an order paid later still counts for the path taken.

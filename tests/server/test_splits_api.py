@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 from redis.asyncio import Redis
 
-from bot.store import keys as k
+from bot.store import dedupe
 from bot.store.splits import split_key
 from tests.live_app import AUTH, App, running_app
 from tests.waiting import wait_for
@@ -65,7 +65,7 @@ async def _event(app: App, lead: str, kind: str) -> str:
 
 async def _seen(redis: Redis, cid: str, lead: str, event_id: str) -> bool:
     """Whether the conversation has taken the lead event in (its dedupe mark is written with the save)."""
-    return await redis.zscore(k.ConversationKey(cid).seen, k.dedupe_member(f"lead-event:{lead}:{event_id}")) is not None
+    return await dedupe.seen_at(redis, cid, f"lead-event:{lead}:{event_id}") is not None
 
 
 async def _entered(app: App, session: str) -> tuple[str, str, str]:

@@ -152,11 +152,61 @@ MAPS = st.none() | st.dictionaries(KEYS, JSON, max_size=5) | st.fixed_dictionari
 @given(st.builds(ConversationState, id=st.text(max_size=5), origin=st.none() | st.text(max_size=3),
                  owner_user=st.none() | st.text(max_size=3), run=RUNS, last_message=MAPS,
                  seq=st.integers(0, 99), turn_steps=st.integers(0, 9), crm=MAPS))
-def test_a_state_is_written_as_its_dict_would_be(state: ConversationState) -> None:
-    """``encode_state`` builds the compact maps straight from the state: the bytes are those of
-    the state's ``to_dict`` shrunk by name (``_pack_compact``), and read back as the state."""
-    assert codec.encode_state(state) == codec._pack_compact(state.to_dict(), codec._STATE)
-    assert codec.decode_state(codec.encode_state(state)).to_dict() == state.to_dict()
+def test_a_state_is_written_smaller_than_its_dict_would_be_and_both_read_back(state: ConversationState) -> None:
+    """``encode_state`` builds the compact maps straight from the state, smaller than its
+    ``to_dict`` shrunk by name (``_pack_compact``, as versions before issue 14 aim 3's state wave
+    wrote it): both read back as the state."""
+    blob, older = codec.encode_state(state), codec._pack_compact(state.to_dict(), codec._STATE)
+    assert len(blob) <= len(older) or blob[:1] != codec.COMPACT  # (plain: a timer id without ``:``)
+    assert codec.decode_state(blob).to_dict() == state.to_dict()
+    assert codec.decode_state(older).to_dict() == state.to_dict()
+
+
+SID = "livechat:demo:c1"
+#: Timer ids of the conversation's (``<id>:t<n>``) and others: with a ``:``, without, odd ones.
+TIMER_IDS = st.sampled_from([f"{SID}:t1", f"{SID}:t22", f"{SID}:x:y", "other:t3", "t4", "", f"{SID}:"])
+
+
+@given(st.dictionaries(TIMER_IDS, st.text(max_size=3), max_size=3), st.none() | st.floats(allow_nan=False),
+       st.dictionaries(TIMER_IDS, st.floats(allow_nan=False) | st.integers(0, 9), max_size=3),
+       st.none() | st.sampled_from(["9a88710d17b5433e9922f9fd57c21ccb", "9A88710D17B5433E9922F9FD57C21CCB",
+                                    "9a88710d17b5433e9922f9fd57c21cc", "", "x" * 32]) | st.binary(max_size=16))
+def test_a_waiting_states_timers_due_times_and_message_id_read_back_as_they_were(
+        timers: dict[str, str], until: float | None, due: dict[str, float], message_id: Any) -> None:
+    """What the state wave writes shorter (its own timer ids, a due time equal to ``until``, a
+    hex id) reads back as it was; what it cannot read back so (an id without ``:``) is written
+    plain. Compared by ``to_dict``: timer ids ``tm`` keeps the same way read back alike."""
+    run = Run("r1", "demo", 1, "ask", "waiting", wait=Wait("reply", "ask", timers, until=until))
+    last = None if message_id is None else {"text": "ok", "id": message_id, "attachments": []}
+    state = ConversationState(SID, "livechat", "demo", run=run, last_message=last,
+                              timers={t: float(at) for t, at in due.items() if ":" in t})
+    back = codec.decode_state(codec.encode_state(state))
+    assert back.run == state.run and back.last_message == state.last_message
+    assert back.to_dict() == state.to_dict()
+    assert codec.unpack(codec.encode_state(state)) == state.to_dict()
+
+
+def test_an_idle_chats_state_keeps_its_id_once_and_its_message_id_as_bytes() -> None:
+    """The bench's idle chat (bench/memory.py --show): a run waiting for a reply with its
+    ``no_answer`` timer: the conversation's id is written once (not again in the wait's timer id),
+    the timer's due time once, the message id as 16 bytes, no field at its default."""
+    until = 1796617811.252618
+    hex_id = "49f2acc37e3a491888ff1703d00e14a7"
+    state = ConversationState(
+        SID, "livechat", "demo", "message", chat_status="answered",
+        run=Run("r1", "demo", 1, "reply", "waiting",
+                wait=Wait("reply", "reply", {f"{SID}:t7": "no_answer"}, until=until)),
+        last_message={"text": "ok thanks", "kind": "text", "payload": None, "attachments": [], "id": hex_id,
+                      "start_param": None},
+        seq=7, turn_steps=1, crm={"contact_id": "19", "lead_id": "20", "company_id": ""},
+        timers={f"{SID}:t7": until})
+    blob = codec.encode_state(state)
+    assert codec.decode_state(blob) == state
+    assert blob.count(SID.encode()) == 1 and hex_id.encode() not in blob and bytes.fromhex(hex_id) in blob
+    assert blob.count(codec.pack(until)) == 1
+    older = codec._pack_compact(state.to_dict(), codec._STATE)
+    assert codec.decode_state(older) == state
+    assert len(older) - len(blob) == 77, (len(older), len(blob))  # 267 B -> 190 B (the bench's id: 93 B less)
 
 
 @given(st.builds(ConversationState, id=st.text(max_size=5), origin=st.none() | st.text(max_size=3),

@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.store import keys as k
-from bot.store.conversations import SEEN_TTL, TTL_REFRESH_EVERY, Batch, ConversationStore, SaveRequest
+from bot.store.conversations import Batch, ConversationStore, SaveRequest
 from tests import inboxlocks
 from tests.clocks import T0, Clock
 
@@ -267,88 +267,7 @@ async def test_save_keeps_and_renews_the_lock_while_events_wait_and_releases_it_
     assert [d for _, d in await a.read_log(CID)] == [b"e1", b"e2", b"e3"]
 
 
-# --- 3. the dedupe window ------------------------------------------------------------------------
-
-
-async def test_the_seen_set_outlives_the_seven_day_window_by_the_ttl_refresh_period(
-        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
-    """Its TTL is refreshed at most once a day (by the push taking the lock), so it is set to the
-    window plus a day: an id pushed just before the next refresh is still remembered 7 days."""
-    a, _, _ = stores
-    assert SEEN_TTL == 7 * 86400 and TTL_REFRESH_EVERY == DAY
-    await a.push(CID, b"e1", dedupe_id="m1")
-    assert 8 * DAY * 1000 - SLACK_MS < await redis.pttl(KEY.seen) <= 8 * DAY * 1000
-    assert await redis.zscore(KEY.seen, k.dedupe_member("m1")) == T0 * 1000  # scored in ms
-    assert await redis.zscore(KEY.seen, k.SEEN_MARK) == float("inf")  # "holds digests", never trimmed
-
-
-async def test_a_redelivery_six_days_later_is_still_handled_once(
-        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
-    a, b, _ = stores
-    assert not (await a.push(CID, b"e1", dedupe_id="m1")).duplicate
-    clock.now = T0 + 6 * DAY
-    assert not (await b.push(CID, b"e2", dedupe_id="m2")).duplicate  # a new id trims the set
-    again = await b.push(CID, b"e1", dedupe_id="m1")
-    assert again.duplicate and again.batch is None
-    clock.now = T0 + 7 * DAY - 1  # the last second of the window
-    assert not (await b.push(CID, b"e3", dedupe_id="m3")).duplicate
-    assert (await a.push(CID, b"e1", dedupe_id="m1")).duplicate
-    assert await _inbox(redis) == [b"e1", b"e2", b"e3"]
-
-
-async def test_a_redelivery_more_than_seven_days_later_is_accepted_again(
-        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
-    a, b, _ = stores
-    assert not (await a.push(CID, b"e1", dedupe_id="m1")).duplicate
-    clock.now = T0 + 7 * DAY + 1
-    assert not (await b.push(CID, b"e2", dedupe_id="m2")).duplicate  # queued behind a: no trim yet
-    assert not (await b.push(CID, b"e1", dedupe_id="m1")).duplicate  # too old to count, even untrimmed
-    assert await _inbox(redis) == [b"e1", b"e2", b"e1"]
-    assert await redis.zscore(KEY.seen, k.dedupe_member("m1")) == (T0 + 7 * DAY + 1) * 1000
-
-
-async def test_ids_are_kept_as_8_byte_digests(redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
-    a, _, _ = stores
-    live_chat_id = "lc:7ad3db4a99ee433b8904c4816a07618e"
-    await a.push(CID, b"e1", dedupe_id=live_chat_id)
-    members = await redis.zrange(KEY.seen, 0, -1)
-    assert members == [k.dedupe_member(live_chat_id), b""] and len(members[0]) == 8  # and the mark
-    assert (await a.push(CID, b"e1", dedupe_id=live_chat_id)).duplicate
-    assert not (await a.push(CID, b"e2", dedupe_id="lc:7ad3db4a99ee433b8904c4816a07618f")).duplicate
-
-
-async def _old_layout_seen(redis: Redis, ids: dict[str, float]) -> None:
-    """The dedupe set as versions before issue 14's digests wrote it: the ids themselves, in ``:seen``."""
-    await redis.zadd(KEY.old_seen, {i: at * 1000 for i, at in ids.items()})
-    await redis.expire(KEY.old_seen, 8 * 86400)
-
-
-async def test_an_old_layout_dedupe_set_is_moved_into_digests_and_still_dedupes(
-        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
-    a, b, _ = stores
-    many = {f"lc:{n:032x}": T0 - 60 for n in range(450)}  # more than one page of the move
-    await _old_layout_seen(redis, {"m1": T0 - 5 * DAY, "timer:x": T0 - 8 * DAY, **many})
-    assert not (await a.push(CID, b"e2", dedupe_id="m2")).duplicate  # the first push moves the set
-    assert await redis.exists(KEY.old_seen) == 0
-    assert await redis.zscore(KEY.seen, k.dedupe_member("m1")) == (T0 - 5 * DAY) * 1000  # its score kept
-    # m1, the pages' ids, m2, the mark: timer:x, older than the window, trimmed by the push's TTL refresh
-    assert await redis.zcard(KEY.seen) == 1 + len(many) + 1 + 1
-    assert await redis.zscore(KEY.seen, k.dedupe_member("timer:x")) is None
-    assert 0 < await redis.ttl(KEY.seen) <= 8 * 86400
-    assert (await b.push(CID, b"e1", dedupe_id="m1")).duplicate  # seen 5 days ago, in the old set
-    assert (await b.push(CID, b"e9", dedupe_id="lc:" + "0" * 29 + "1c1")).duplicate  # the last page's
-    assert not (await b.push(CID, b"ex", dedupe_id="timer:x")).duplicate  # 8 days: out of the window
-    assert await _inbox(redis) == [b"e2", b"ex"]
-
-
-async def test_a_redelivery_that_is_the_first_push_after_the_upgrade_is_a_duplicate(
-        redis: Redis, stores: tuple[ConversationStore, ...]) -> None:
-    a, _, _ = stores
-    await _old_layout_seen(redis, {"m1": T0 - 60, "m0": T0 - 8 * DAY})
-    assert (await a.push(CID, b"e1", dedupe_id="m1")).duplicate
-    assert await redis.zscore(KEY.seen, k.dedupe_member("m1")) == (T0 - 60) * 1000  # as first seen
-    assert not (await a.push(CID, b"e0", dedupe_id="m0")).duplicate  # too old: new again
-    assert await _inbox(redis) == [b"e0"]
+# --- 3. the dedupe window: tests/store/test_dedupe.py ------------------------------------------
 
 
 # --- 4. recovery after the lock TTL, not before ----------------------------------------------

@@ -365,7 +365,8 @@ class StoreMachine(RuleBasedStateMachine):
         if not self.delivered:
             return
         # Six days after the start (every message is younger than seven days): a new message
-        # trims the seen set, and every message delivered is still a duplicate.
+        # rewrites the dedupe records (and may refresh the TTLs), and every message delivered is
+        # still a duplicate, in the metadata or the older ids' set (bot/store/dedupe.py).
         await self._time_passes(max(LOCK_TTL + 5, T0 + 6 * DAY - self.clock.now))
         await self._deliver("p2")
         for n in self.delivered:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from bot.store import dedupe
 from bot.store import keys as k
 from bot.store.conversations import SEEN_TTL, TTL_REFRESH_EVERY, ConversationStore, SaveRequest
 from tests.store.test_store_guarantees import DAY, SLACK_MS, T0, Clock
@@ -48,14 +49,13 @@ async def test_the_first_push_refreshes_then_none_until_a_day_has_passed(
     assert await redis.hget(KEY.meta, "r") == str(int(T0)).encode()  # ``ttl_at`` as stored: s
     for key in (KEY.meta, KEY.transcript):
         assert TTL * 1000 - SLACK_MS < await redis.pttl(key) <= TTL * 1000
-    assert (SEEN_TTL + DAY) * 1000 - SLACK_MS < await redis.pttl(KEY.seen) <= (SEEN_TTL + DAY) * 1000
+    assert await redis.exists(KEY.seen) == 0  # the dedupe ids are in the metadata (bot/store/dedupe.py)
 
     await redis.expire(KEY.meta, 1000)  # marks: a refresh would set them back to 90 days
     await redis.expire(KEY.transcript, 1000)
-    await redis.expire(KEY.seen, 1000)
     clock.now = T0 + DAY - 1
     assert not await _turn(store, b"e2", "m2")
-    for key in (KEY.meta, KEY.transcript, KEY.seen):
+    for key in (KEY.meta, KEY.transcript):
         assert 0 < await redis.ttl(key) <= 1000, key
 
     clock.now = T0 + DAY
@@ -63,7 +63,6 @@ async def test_the_first_push_refreshes_then_none_until_a_day_has_passed(
     assert await redis.hget(KEY.meta, "r") == str(int(T0 + DAY)).encode()
     for key in (KEY.meta, KEY.transcript):
         assert await redis.ttl(key) > TTL - 60, key
-    assert await redis.ttl(KEY.seen) > SEEN_TTL + DAY - 60
 
 
 async def test_a_transcript_created_between_refreshes_gets_its_ttl_at_once(
@@ -75,15 +74,16 @@ async def test_a_transcript_created_between_refreshes_gets_its_ttl_at_once(
     assert TTL - 60 < await redis.ttl(KEY.transcript) <= TTL
 
 
-async def test_the_refresh_trims_the_seen_set_to_the_dedupe_window(
+async def test_an_ids_record_leaves_the_metadata_with_the_next_id_after_the_dedupe_window(
         redis: Redis, store: ConversationStore, clock: Clock) -> None:
     await _turn(store, b"e1", "m1")
     clock.now = T0 + 3 * DAY
-    await _turn(store, b"e2", "m2")  # a refresh: nothing old enough to trim yet
-    assert await redis.zcard(KEY.seen) == 2 + 1  # and the mark (scored +inf: never trimmed)
+    await _turn(store, b"e2", "m2")  # nothing old enough to drop yet
+    assert len(dedupe.records(await redis.hgetall(KEY.meta))[0]) == 2
     clock.now = T0 + SEEN_TTL + 1
-    await _turn(store, b"e3", "m3")  # 4 days after the last refresh: trims m1, older than the window
-    assert await redis.zrange(KEY.seen, 0, -1) == [k.dedupe_member("m2"), k.dedupe_member("m3"), k.SEEN_MARK.encode()]
+    await _turn(store, b"e3", "m3")  # drops m1, older than the window
+    records, _ = dedupe.records(await redis.hgetall(KEY.meta))
+    assert list(records) == [k.dedupe_member("m2"), k.dedupe_member("m3")]
 
 
 async def test_a_refresh_is_due_after_a_tenth_of_a_ttl_shorter_than_ten_days(redis: Redis, clock: Clock) -> None:
