@@ -22,6 +22,7 @@ from bot.errors import CrmRejected
 from bot.store.clusterclient import is_cluster
 from bot.store.scripts import DROP_IF_HELD
 
+from . import records
 from .card import CARD_FIELDS, card_of, card_value
 from .changes import Change, lead_changes
 from .codec import pack_record, text, unpack
@@ -69,8 +70,6 @@ LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fie
                        "tags_add", "tags_remove", "contacts"})
 
 
-def record_key(kind: str, rid: str) -> str:
-    return f"sb:crm:{kind}:{rid}"
 
 
 def _text(name: str, value: Any, *, max_len: int = 255, required: bool = False) -> str | None:
@@ -171,7 +170,7 @@ class CrmDirectory:
 
     # ------------------------------------------------------------------ records
     async def get(self, kind: str, rid: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(record_key(kind, rid))
+        raw = await records.get(self.redis, kind, rid)
         if raw is None:
             return None
         record: dict[str, Any] = unpack(raw)
@@ -181,15 +180,12 @@ class CrmDirectory:
         """Whether a record exists, through the CRM's per-turn reader (the runtime's lean
         connection): ``POST /api/events`` asks it for every event, and redis-py's per-call CPU
         was a tenth of an event's in bench/automations.py."""
-        return await self.crm.reader.get(record_key(kind, rid)) is not None
+        return await self.crm.reader.execute_command(*records.read(kind, rid)) is not None
 
     async def get_many(self, kind: str, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for rid in ids:
-            pipe.get(record_key(kind, rid))
-        return [unpack(raw) for raw in await pipe.execute() if raw]
+        return [unpack(raw) for raw in await records.get_many(self.redis, kind, ids) if raw]
 
     async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         """Write one record, its index changes and (a lead's) CRM events in one MULTI/EXEC."""
@@ -206,7 +202,7 @@ class CrmDirectory:
             stamp_stage(old, new, self.crm.clock())
         for command in self.crm.sink.commands(changes) if self.crm.sink is not None and changes else ():
             pipe.execute_command(*command)
-        pipe.set(record_key(kind, rid), pack_record(new))
+        pipe.execute_command(*records.write(kind, rid, pack_record(new)))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
         if old is not None:  # processes that keep a snapshot of the record read it again (versions.py)
             bump(pipe, (rid,))
@@ -470,7 +466,7 @@ class CrmDirectory:
             record = await self._new_lead({}, cid)  # its id is taken before the watch: one connection
             async with self.redis.pipeline(transaction=True) as pipe:
                 await pipe.watch(claim)
-                newest = await newest_open_watched(pipe, cid, lambda lid: record_key("lead", lid))
+                newest = await newest_open_watched(pipe, cid)
                 if newest is not None:
                     return newest
                 pipe.multi()  # type: ignore[no-untyped-call]

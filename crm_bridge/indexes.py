@@ -49,7 +49,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from . import joined
+from . import joined, records
 from .card import CARD_DEFAULTS, STATUSES
 from .codec import unpack
 
@@ -341,10 +341,7 @@ async def upgrade(redis: Redis) -> int:
         cursor, rows = await redis.zscan(recent_key("contact"), cursor, count=UPGRADE_BATCH)
         ids = [rid.decode() if isinstance(rid, bytes) else str(rid) for rid, _ in rows]
         if ids:
-            pipe = redis.pipeline(transaction=False)
-            for rid in ids:
-                pipe.get(f"sb:crm:contact:{rid}")
-            raws = await pipe.execute()
+            raws = await records.get_many(redis, "contact", ids)
             pipe = redis.pipeline(transaction=False)
             for rid, raw in zip(ids, raws, strict=True):
                 responsible = unpack(raw).get("responsible") if raw else None

@@ -8,10 +8,10 @@ from redis.asyncio import Redis
 
 from bot.store.buckets import BUCKET, bucket
 from bot.store.layout import rename_old_keys
-from crm_bridge import RedisCrm
+from crm_bridge import RedisCrm, records
 from crm_bridge.codec import COMPACT, pack, pack_record, unpack
 from crm_bridge.contract import PIPELINES
-from crm_bridge.directory import CrmDirectory, record_key
+from crm_bridge.directory import CrmDirectory
 from crm_bridge.indexes import (
     CONTACT_STAGES_DONE,
     LEADS_OF,
@@ -71,11 +71,11 @@ async def test_a_record_written_plain_by_an_older_version_is_read_and_compacted_
         redis: Redis) -> None:
     crm = RedisCrm(redis, pipelines=PIPELINES)
     ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1"))
-    old_lead = unpack(await redis.get(record_key("lead", ref.lead_id)))
-    await redis.set(record_key("lead", ref.lead_id), msgpack.packb(old_lead, use_bin_type=True))
+    old_lead = unpack(await redis.hget(*records.at("lead", ref.lead_id)))
+    await redis.hset(*records.at("lead", ref.lead_id), msgpack.packb(old_lead, use_bin_type=True))
     assert (await crm.snapshot(ref))["lead"]["name"] == old_lead["name"]
     await crm.execute(ref, {"do": "tags", "add": ["vip"]})
-    raw = await redis.get(record_key("lead", ref.lead_id))
+    raw = await redis.hget(*records.at("lead", ref.lead_id))
     assert raw.startswith(COMPACT)
     assert unpack(raw) == {**old_lead, "tags": ["vip"]}
 
