@@ -22,7 +22,7 @@ from bot.errors import CrmRejected
 from bot.store.clusterclient import is_cluster
 from bot.store.scripts import DROP_IF_HELD
 
-from . import records
+from . import idsets, records
 from .card import CARD_FIELDS, card_of, card_value
 from .changes import Change, lead_changes
 from .codec import pack_record, text, unpack
@@ -250,14 +250,20 @@ class CrmDirectory:
             raw, total = await pipe.execute()
         else:
             tmp = f"{T}:tmp:{uuid.uuid4().hex}"
+            last = await idsets.top(self.redis)  # the id sets' buckets (idsets.py), each unioned first
+            sets = [f"{tmp}:{n}" for n in range(len(keys) + len(excluded))]
             pipe = self.redis.pipeline(transaction=False)
+            for name, key in zip(sets, [*keys, *excluded], strict=True):
+                pipe.sunionstore(name, idsets.buckets(key, last))
+                pipe.expire(name, 30)
+            within, outside = sets[:len(keys)], sets[len(keys):]
             if keys:
-                pipe.zinterstore(tmp, {recent_key(kind): 1, **dict.fromkeys(keys, 0)})
+                pipe.zinterstore(tmp, {recent_key(kind): 1, **dict.fromkeys(within, 0)})
             if excluded:  # the default status: those in none of the other statuses' sets
-                pipe.zdiffstore(tmp, [tmp if keys else recent_key(kind), *excluded])
+                pipe.zdiffstore(tmp, [tmp if keys else recent_key(kind), *outside])
             pipe.expire(tmp, 30)  # deleted below; the TTL covers a client that dies in between
             pipe.zrevrangebyscore(tmp, top, "-inf", start=offset, num=limit)
-            pipe.delete(tmp)
+            pipe.delete(tmp, *sets)
             *_, total, _, raw, _ = await pipe.execute()
         ids = [i.decode() for i in raw]
         return await self._present(kind, await self.get_many(kind, ids)), int(total)
@@ -313,12 +319,11 @@ class CrmDirectory:
         ids = [r["id"] for r in records]
         if (keys or excluded) and ids:
             pipe = self.redis.pipeline(transaction=False)
-            for key in [*keys, *excluded]:
-                pipe.smismember(key, ids)
-            checks = await pipe.execute()
+            takes = [idsets.queue_checks(pipe, key, ids) for key in [*keys, *excluded]]
+            replies = await pipe.execute()
+            checks = [take(replies) for take in takes]
             within, outside = checks[:len(keys)], checks[len(keys):]
-            ids = [i for n, i in enumerate(ids) if all(c[n] not in (None, 0, False) for c in within)
-                   and not any(c[n] for c in outside)]
+            ids = [i for n, i in enumerate(ids) if all(c[n] for c in within) and not any(c[n] for c in outside)]
         times = await self._updated_at(kind, ids)
         return [i for _, i in sorted(zip(times, ids, strict=True), key=lambda p: -(p[0] or 0))]
 

@@ -29,7 +29,7 @@ from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.resp import RespClient, RespPipeline, RespTransaction
 from bot.store.scripts import Lua, send_commands
 
-from . import joined, records
+from . import idsets, joined, records
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
 from .codec import pack, pack_record, text, unpack
 from .indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, STAGE_COUNT, CrmIndexes, move_contact_stages, stamp_stage
@@ -76,7 +76,8 @@ _SEP = "\x1f"
 async def move_old_layout(redis: Redis) -> int:
     """At start: what an older version kept in another layout: the identities, the contacts'
     identities and leads (one big hash each) moved into their buckets (``buckets.move_unbucketed``), the contacts'
-    stage counts (sorted sets) into sets (``indexes.move_contact_stages``), the contacts' and
+    stage counts (sorted sets) into sets (``indexes.move_contact_stages``), the sets of ids into
+    their buckets (``idsets.move_unbucketed_sets``, first: the stage counts' move writes buckets), the contacts' and
     leads' records (a string key each) into their buckets (``records.move_old_records``), and the
     set of the contacts of the default status (``indexes.status_filter``) dropped; the number of
     fields, members and records moved."""
@@ -84,7 +85,8 @@ async def move_old_layout(redis: Redis) -> int:
     moved = await records.move_old_records(redis)
     return (moved + await buckets.move_unbucketed(redis, IDENTITY, "")  # a claim this version made wins
             + await buckets.move_unbucketed(redis, IDENTITIES, _SEP)
-            + await buckets.move_unbucketed(redis, LEADS_OF, ",") + await move_contact_stages(redis))
+            + await buckets.move_unbucketed(redis, LEADS_OF, ",")
+            + await idsets.move_unbucketed_sets(redis) + await move_contact_stages(redis))
 #: Record ids a process takes at once (``sb:crm:ids``) for the contacts and leads of new
 #: identities: the ids are at hand when the records are built, so the claim and the records go
 #: in one script. Ids a process took and did not use are gaps, as any id taken and not used.
