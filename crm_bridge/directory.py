@@ -250,17 +250,19 @@ class CrmDirectory:
             raw, total = await pipe.execute()
         else:
             tmp = f"{T}:tmp:{uuid.uuid4().hex}"
-            last = await idsets.top(self.redis)  # the id sets' buckets (idsets.py), each unioned first
-            sets = [f"{tmp}:{n}" for n in range(len(keys) + len(excluded))]
+            last = await idsets.top(self.redis)  # the id sets are in buckets (idsets.py) of the ids made so far
             pipe = self.redis.pipeline(transaction=False)
-            for name, key in zip(sets, [*keys, *excluded], strict=True):
-                pipe.sunionstore(name, idsets.buckets(key, last))
-                pipe.expire(name, 30)
-            within, outside = sets[:len(keys)], sets[len(keys):]
-            if keys:
-                pipe.zinterstore(tmp, {recent_key(kind): 1, **dict.fromkeys(within, 0)})
-            if excluded:  # the default status: those in none of the other statuses' sets
-                pipe.zdiffstore(tmp, [tmp if keys else recent_key(kind), *outside])
+            sets: list[str] = []
+            if len(keys) + len(excluded) > 1 and keys:  # intersected bucket by bucket, scored by recency
+                pipe.eval(*idsets.matches(tmp, recent_key(kind), keys, excluded, last))
+            else:  # one filter set, or the excluded sets only: their buckets unioned, then
+                sets = [f"{tmp}:0"]  # intersected with (or taken from) the recency zset
+                pipe.sunionstore(sets[0], [name for key in keys or excluded for name in idsets.buckets(key, last)])
+                pipe.expire(sets[0], 30)
+                if keys:
+                    pipe.zinterstore(tmp, {recent_key(kind): 1, sets[0]: 0})
+                else:  # the default status: those in none of the other statuses' sets
+                    pipe.zdiffstore(tmp, [recent_key(kind), *sets])
             pipe.expire(tmp, 30)  # deleted below; the TTL covers a client that dies in between
             pipe.zrevrangebyscore(tmp, top, "-inf", start=offset, num=limit)
             pipe.delete(tmp, *sets)

@@ -87,6 +87,56 @@ def queue_checks(pipe: Any, key: str, ids: Sequence[str]) -> Callable[[list[Any]
     return take
 
 
+#: The records of the recency zset KEYS[2] that are in every filter set and in no excluded one,
+#: with their recency scores, added to the zset KEYS[1]; returns how many it holds. KEYS[3..]:
+#: the buckets of each filter set (ARGV[1] sets), then of each excluded set (ARGV[2] sets), ARGV[3]
+#: buckets each, in the same order: an id is in bucket n of every set, so the filters intersect
+#: bucket by bucket (``SINTER``: the work is bounded by the smallest set, as one ``ZINTERSTORE``
+#: of whole sets was) and only the ids found are looked up and scored.
+MATCHES = """
+local f, e, per = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function each(cmd, key, m, from)
+  local out = {}
+  for s = 1, #m, 500 do
+    local part = redis.call(cmd, key, unpack(m, s, math.min(s + 499, #m)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+for n = 0, per - 1 do
+  local m
+  if f == 1 then m = redis.call('SMEMBERS', KEYS[3 + n])
+  else
+    local ks = {}
+    for i = 0, f - 1 do ks[i + 1] = KEYS[3 + i * per + n] end
+    m = redis.call('SINTER', unpack(ks))
+  end
+  for i = 0, e - 1 do
+    if #m == 0 then break end
+    local inside, keep = each('SMISMEMBER', KEYS[3 + (f + i) * per + n], m), {}
+    for j = 1, #m do if inside[j] == 0 then keep[#keep + 1] = m[j] end end
+    m = keep
+  end
+  if #m > 0 then
+    local scores, args = each('ZMSCORE', KEYS[2], m), {}
+    for j = 1, #m do
+      if scores[j] then args[#args + 1] = scores[j]; args[#args + 1] = m[j] end
+    end
+    for s = 1, #args, 1000 do redis.call('ZADD', KEYS[1], unpack(args, s, math.min(s + 999, #args))) end
+  end
+end
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+def matches(dest: str, recent: str, within: Sequence[str], outside: Sequence[str], top: int) -> tuple[Any, ...]:
+    """The ``EVAL`` arguments of ``MATCHES``: the records of ``recent`` in every set ``within``
+    (one at least) and none ``outside``, scored into ``dest``."""
+    per = top // SET_BUCKET + 2  # (with ``<key>:x``)
+    names = [name for key in [*within, *outside] for name in buckets(key, top)]
+    return (MATCHES, 2 + len(names), dest, recent, *names, len(within), len(outside), per)
+
+
 async def names(redis: Any, key: str) -> list[str]:
     """The buckets the set ``key`` may have now."""
     return buckets(key, await top(redis))

@@ -85,6 +85,13 @@ async def test_a_contact_in_a_stage_is_found_through_the_buckets(redis: Redis) -
     assert sorted(c["id"] for c in found) == sorted(contacts) and total == 4
     found, _ = await directory.search("contact", q="ann", filters={"stage": "New"})
     assert sorted(c["id"] for c in found) == sorted(contacts)
+    await directory.update_contact(contacts[-1], {"status": "current"})  # (the newest write)
+    for filters, want in (({"status": "potential", "stage": "New"}, contacts[:-1]),  # excluded, with a set
+                          ({"status": "current", "stage": "New"}, contacts[-1:]),
+                          ({"status": "potential"}, contacts[:-1]),  # excluded only
+                          ({"status": "current"}, contacts[-1:])):
+        found, total = await directory.search("contact", filters=filters)
+        assert sorted(c["id"] for c in found) == sorted(want) and total == len(want), filters
 
 
 async def test_the_whole_sets_of_an_older_version_are_moved_into_buckets_at_start(redis: Redis) -> None:
