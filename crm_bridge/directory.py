@@ -257,7 +257,8 @@ class CrmDirectory:
                 pipe.eval(*idsets.matches(tmp, recent_key(kind), keys, excluded, last))
             else:  # one filter set, or the excluded sets only: their buckets unioned, then
                 sets = [f"{tmp}:0"]  # intersected with (or taken from) the recency zset
-                pipe.sunionstore(sets[0], [name for key in keys or excluded for name in idsets.buckets(key, last)])
+                buckets = [name for key in keys or excluded for name in idsets.buckets(key, last)]
+                pipe.execute_command("SUNIONSTORE", sets[0], *buckets)  # (a cluster pipeline blocks sunionstore())
                 pipe.expire(sets[0], 30)
                 if keys:
                     pipe.zinterstore(tmp, {recent_key(kind): 1, sets[0]: 0})
