@@ -83,8 +83,8 @@ async def seed_leads(redis: Any, n: int, *, stage: str | None = None, contacts: 
     tags, search terms, recent) and the lead listing, as ``CrmDirectory._save`` writes them.
     ``stage``: all in that stage, else spread over ``STAGES``; a third tagged ``vip``;
     ``contacts``: each with a contact of its own (written the same way)."""
+    from crm_bridge import records
     from crm_bridge.codec import pack_record
-    from crm_bridge.directory import record_key
     from crm_bridge.indexes import CrmIndexes, stamp_stage
     from crm_bridge.memory import MemoryCrm
     from crm_bridge.redis_crm import RedisCrm
@@ -101,13 +101,13 @@ async def seed_leads(redis: Any, n: int, *, stage: str | None = None, contacts: 
             if cid is not None:
                 ws.create_contact(name=f"Ann {cid}")
                 contact = ws.contacts[cid]
-                pipe.set(record_key("contact", cid), pack_record(contact))
+                pipe.execute_command(*records.write("contact", cid, pack_record(contact)))
                 CrmIndexes.update(pipe, "contact", cid, None, contact, now)
             ws.create_lead(contact_id=cid, pipeline=PIPELINE, stage=stage or STAGES[k % len(STAGES)],
                            name=f"Bench deal {lid}", price=50 + k % 5000, tags=["vip"] if k % 3 == 0 else [])
             record = ws.leads[lid]
             stamp_stage(None, record, now)
-            pipe.set(record_key("lead", lid), pack_record(record))
+            pipe.execute_command(*records.write("lead", lid, pack_record(record)))
             CrmIndexes.update(pipe, "lead", lid, None, record, now)
         await pipe.execute()
     return lead_ids

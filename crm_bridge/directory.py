@@ -22,6 +22,7 @@ from bot.errors import CrmRejected
 from bot.store.clusterclient import is_cluster
 from bot.store.scripts import DROP_IF_HELD
 
+from . import idsets, records
 from .card import CARD_FIELDS, card_of, card_value
 from .changes import Change, lead_changes
 from .codec import pack_record, text, unpack
@@ -69,8 +70,6 @@ LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fie
                        "tags_add", "tags_remove", "contacts"})
 
 
-def record_key(kind: str, rid: str) -> str:
-    return f"sb:crm:{kind}:{rid}"
 
 
 def _text(name: str, value: Any, *, max_len: int = 255, required: bool = False) -> str | None:
@@ -171,7 +170,7 @@ class CrmDirectory:
 
     # ------------------------------------------------------------------ records
     async def get(self, kind: str, rid: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(record_key(kind, rid))
+        raw = await records.get(self.redis, kind, rid)
         if raw is None:
             return None
         record: dict[str, Any] = unpack(raw)
@@ -181,15 +180,12 @@ class CrmDirectory:
         """Whether a record exists, through the CRM's per-turn reader (the runtime's lean
         connection): ``POST /api/events`` asks it for every event, and redis-py's per-call CPU
         was a tenth of an event's in bench/automations.py."""
-        return await self.crm.reader.get(record_key(kind, rid)) is not None
+        return await self.crm.reader.execute_command(*records.read(kind, rid)) is not None
 
     async def get_many(self, kind: str, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for rid in ids:
-            pipe.get(record_key(kind, rid))
-        return [unpack(raw) for raw in await pipe.execute() if raw]
+        return [unpack(raw) for raw in await records.get_many(self.redis, kind, ids) if raw]
 
     async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         """Write one record, its index changes and (a lead's) CRM events in one MULTI/EXEC."""
@@ -206,7 +202,7 @@ class CrmDirectory:
             stamp_stage(old, new, self.crm.clock())
         for command in self.crm.sink.commands(changes) if self.crm.sink is not None and changes else ():
             pipe.execute_command(*command)
-        pipe.set(record_key(kind, rid), pack_record(new))
+        pipe.execute_command(*records.write(kind, rid, pack_record(new)))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
         if old is not None:  # processes that keep a snapshot of the record read it again (versions.py)
             bump(pipe, (rid,))
@@ -254,14 +250,23 @@ class CrmDirectory:
             raw, total = await pipe.execute()
         else:
             tmp = f"{T}:tmp:{uuid.uuid4().hex}"
+            last = await idsets.top(self.redis)  # the id sets are in buckets (idsets.py) of the ids made so far
             pipe = self.redis.pipeline(transaction=False)
-            if keys:
-                pipe.zinterstore(tmp, {recent_key(kind): 1, **dict.fromkeys(keys, 0)})
-            if excluded:  # the default status: those in none of the other statuses' sets
-                pipe.zdiffstore(tmp, [tmp if keys else recent_key(kind), *excluded])
+            sets: list[str] = []
+            if len(keys) + len(excluded) > 1 and keys:  # intersected bucket by bucket, scored by recency
+                pipe.eval(*idsets.matches(tmp, recent_key(kind), keys, excluded, last))
+            else:  # one filter set, or the excluded sets only: their buckets unioned, then
+                sets = [f"{tmp}:0"]  # intersected with (or taken from) the recency zset
+                buckets = [name for key in keys or excluded for name in idsets.buckets(key, last)]
+                pipe.execute_command("SUNIONSTORE", sets[0], *buckets)  # (a cluster pipeline blocks sunionstore())
+                pipe.expire(sets[0], 30)
+                if keys:
+                    pipe.zinterstore(tmp, {recent_key(kind): 1, sets[0]: 0})
+                else:  # the default status: those in none of the other statuses' sets
+                    pipe.zdiffstore(tmp, [recent_key(kind), *sets])
             pipe.expire(tmp, 30)  # deleted below; the TTL covers a client that dies in between
             pipe.zrevrangebyscore(tmp, top, "-inf", start=offset, num=limit)
-            pipe.delete(tmp)
+            pipe.delete(tmp, *sets)
             *_, total, _, raw, _ = await pipe.execute()
         ids = [i.decode() for i in raw]
         return await self._present(kind, await self.get_many(kind, ids)), int(total)
@@ -317,12 +322,11 @@ class CrmDirectory:
         ids = [r["id"] for r in records]
         if (keys or excluded) and ids:
             pipe = self.redis.pipeline(transaction=False)
-            for key in [*keys, *excluded]:
-                pipe.smismember(key, ids)
-            checks = await pipe.execute()
+            takes = [idsets.queue_checks(pipe, key, ids) for key in [*keys, *excluded]]
+            replies = await pipe.execute()
+            checks = [take(replies) for take in takes]
             within, outside = checks[:len(keys)], checks[len(keys):]
-            ids = [i for n, i in enumerate(ids) if all(c[n] not in (None, 0, False) for c in within)
-                   and not any(c[n] for c in outside)]
+            ids = [i for n, i in enumerate(ids) if all(c[n] for c in within) and not any(c[n] for c in outside)]
         times = await self._updated_at(kind, ids)
         return [i for _, i in sorted(zip(times, ids, strict=True), key=lambda p: -(p[0] or 0))]
 
@@ -470,7 +474,7 @@ class CrmDirectory:
             record = await self._new_lead({}, cid)  # its id is taken before the watch: one connection
             async with self.redis.pipeline(transaction=True) as pipe:
                 await pipe.watch(claim)
-                newest = await newest_open_watched(pipe, cid, lambda lid: record_key("lead", lid))
+                newest = await newest_open_watched(pipe, cid)
                 if newest is not None:
                     return newest
                 pipe.multi()  # type: ignore[no-untyped-call]

@@ -21,11 +21,15 @@ key                                     holds
 ``sb:{crm}:indexed``                    the index layout's version (``upgrade``)
 ======================================  =========================================================
 
-Filtering intersects the recency zset with the value sets server-side (``ZINTERSTORE``, whose
-cost is bounded by the smallest set). Search takes the longest word of the query, reads the
-terms starting with it (``ZRANGEBYLEX``, at most ``SEARCH_CANDIDATES``) and checks the other
-words on the few records found. Terms are case- and accent-folded words of names, the e-mail
-(whole, local part, domain) and the phone's digits (international and national).
+Each set of ids (``by:…``) is kept in buckets of 512 ids, ``<key>:b:<id // 512>``, each a small
+*intset* (``idsets.py``: about 2-4 B an id where one big set cost about 70).
+
+Filtering unions each value set's buckets (``SUNIONSTORE``) and intersects the recency zset with
+them server-side (``ZINTERSTORE``, whose cost is bounded by the smallest set). Search takes the
+longest word of the query, reads the terms starting with it (``ZRANGEBYLEX``, at most
+``SEARCH_CANDIDATES``) and checks the other words on the few records found. Terms are case- and
+accent-folded words of names, the e-mail (whole, local part, domain) and the phone's digits
+(international and national).
 
 A contact's leads were a set of their own, ``sb:crm:leads_of:<contact id>`` (``old_leads_of_key``),
 before issue 14's memory work, then a field of one big hash ``sb:crm:leads_of``, now a field of
@@ -44,12 +48,12 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from . import joined
+from . import idsets, joined, records
 from .card import CARD_DEFAULTS, STATUSES
 from .codec import unpack
 
@@ -238,21 +242,22 @@ return 1
 
 def stage_count(contact: str, stage: str, by: int) -> tuple[str, int, str, str, str, str]:
     """The ``EVAL`` arguments of one more (``by`` 1) or one fewer (-1) lead of ``contact`` in ``stage``."""
-    return (STAGE_COUNT, 2, contact_stage_key(stage), contact_stage_more_key(stage), contact, str(by))
+    return (STAGE_COUNT, 2, idsets.bucket(contact_stage_key(stage), contact), contact_stage_more_key(stage), contact,
+            str(by))
 
 
-#: Move a page of the old sorted set KEYS[1] (ARGV[1] members) into the set KEYS[2] and the
-#: hash of the counts above one KEYS[3]; returns the members moved (0: the sorted set is gone).
+#: Move the members ARGV (each with its count: member, count, …) of the old sorted set KEYS[1]
+#: into the set of the contacts in the stage (KEYS[3..]: each member's bucket, ``idsets.py``) and
+#: the hash of the counts above one KEYS[2]; returns the members moved.
 MOVE_STAGE_PAGE = """
-local page = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
-for i = 1, #page, 2 do
-  local n = tonumber(page[i + 1])
+for i = 1, #ARGV, 2 do
+  local n = tonumber(ARGV[i + 1])
   -- a contact the set has already (a lead this version counted): all n are more than that one
-  local more = n >= 1 and n - redis.call('SADD', KEYS[2], page[i]) or 0
-  if more > 0 then redis.call('HINCRBY', KEYS[3], page[i], more) end
-  redis.call('ZREM', KEYS[1], page[i])
+  local more = n >= 1 and n - redis.call('SADD', KEYS[2 + (i + 1) / 2], ARGV[i]) or 0
+  if more > 0 then redis.call('HINCRBY', KEYS[2], ARGV[i], more) end
+  redis.call('ZREM', KEYS[1], ARGV[i])
 end
-return #page / 2
+return #ARGV / 2
 """
 
 
@@ -262,9 +267,9 @@ CONTACT_STAGES_DONE = f"{T}:layout:contact_stages"
 
 async def move_contact_stages(redis: Redis) -> int:
     """At the first start of this version: the contacts' stage counts of older versions
-    (``old_contact_stage_key``) moved into the sets and hashes (a ``SCAN`` of the keys, one script
-    per 500 members, all keys in the ``{crm}`` slot, also on a Redis Cluster); the number of
-    members moved. ``CONTACT_STAGES_DONE`` then records it: later starts read one key."""
+    (``old_contact_stage_key``) moved into the sets and hashes (a ``SCAN`` of the keys, then a
+    read and one script per 500 members, all keys in the ``{crm}`` slot, also on a Redis Cluster);
+    the number of members moved. ``CONTACT_STAGES_DONE`` then records it: later starts read one key."""
     if await redis.exists(CONTACT_STAGES_DONE):
         return 0
     moved = 0
@@ -272,9 +277,12 @@ async def move_contact_stages(redis: Redis) -> int:
     async for raw in redis.scan_iter(match=prefix + "*", count=1000):  # (no glob character in it)
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
         stage = key[len(prefix):]
-        while n := int(await redis.eval(MOVE_STAGE_PAGE, 3, key, contact_stage_key(stage),
-                                        contact_stage_more_key(stage), UPGRADE_BATCH)):
-            moved += n
+        while page := cast("list[tuple[bytes, float]]", await redis.zrange(key, 0, UPGRADE_BATCH - 1, withscores=True)):
+            members = [m.decode() for m, _ in page]
+            buckets = [idsets.bucket(contact_stage_key(stage), m) for m in members]
+            args = [v for m, (_, n) in zip(members, page, strict=True) for v in (m, int(n))]
+            moved += int(await redis.eval(MOVE_STAGE_PAGE, 2 + len(buckets), key, contact_stage_more_key(stage),
+                                          *buckets, *args))
     await redis.set(CONTACT_STAGES_DONE, moved)
     return moved
 
@@ -294,9 +302,9 @@ class CrmIndexes:
                now: float) -> None:
         old_keys, new_keys = _memberships(kind, old), _memberships(kind, new)
         for key in old_keys - new_keys:
-            pipe.srem(key, rid)
+            idsets.remove(pipe, key, rid)
         for key in new_keys - old_keys:
-            pipe.sadd(key, rid)
+            idsets.add(pipe, key, rid)
         old_tags = set((old or {}).get("tags") or [])
         new_tags = set((new or {}).get("tags") or [])
         for tag in old_tags - new_tags:
@@ -341,15 +349,12 @@ async def upgrade(redis: Redis) -> int:
         cursor, rows = await redis.zscan(recent_key("contact"), cursor, count=UPGRADE_BATCH)
         ids = [rid.decode() if isinstance(rid, bytes) else str(rid) for rid, _ in rows]
         if ids:
-            pipe = redis.pipeline(transaction=False)
-            for rid in ids:
-                pipe.get(f"sb:crm:contact:{rid}")
-            raws = await pipe.execute()
+            raws = await records.get_many(redis, "contact", ids)
             pipe = redis.pipeline(transaction=False)
             for rid, raw in zip(ids, raws, strict=True):
                 responsible = unpack(raw).get("responsible") if raw else None
                 if responsible not in (None, ""):
-                    pipe.sadd(by_key("contact", "responsible", responsible), rid)
+                    idsets.add(pipe, by_key("contact", "responsible", responsible), rid)
                     added += 1
             await pipe.execute()
         if not cursor:

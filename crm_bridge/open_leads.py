@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bot.store import buckets
 
-from . import joined
+from . import joined, records
 from .codec import unpack
 from .indexes import LEADS_OF
 
@@ -35,9 +35,9 @@ def newest_open(leads: Iterable[Mapping[str, Any]]) -> str | None:
     return max(open_ids, key=int) if open_ids else None
 
 
-async def newest_open_watched(pipe: Any, cid: str, lead_key: Callable[[str], str]) -> str | None:
+async def newest_open_watched(pipe: Any, cid: str) -> str | None:
     """``newest_open`` of the contact's leads read on a pipeline after its WATCH (which runs
     commands at once, on the pipeline's own connection: its caller needs no second one)."""
     lead_ids = joined.members((await buckets.fields(pipe, LEADS_OF, [cid]))[0], ",")
-    raws = await pipe.mget([lead_key(lid) for lid in lead_ids]) if lead_ids else []
+    raws = await records.get_many(pipe, "lead", lead_ids, watched=True)
     return newest_open(unpack(raw) for raw in raws if raw)

@@ -29,7 +29,7 @@ from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.resp import RespClient, RespPipeline, RespTransaction
 from bot.store.scripts import Lua, send_commands
 
-from . import joined
+from . import idsets, joined, records
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
 from .codec import pack, pack_record, text, unpack
 from .indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, STAGE_COUNT, CrmIndexes, move_contact_stages, stamp_stage
@@ -76,13 +76,17 @@ _SEP = "\x1f"
 async def move_old_layout(redis: Redis) -> int:
     """At start: what an older version kept in another layout: the identities, the contacts'
     identities and leads (one big hash each) moved into their buckets (``buckets.move_unbucketed``), the contacts'
-    stage counts (sorted sets) into sets (``indexes.move_contact_stages``), and the set of the
-    contacts of the default status (``indexes.status_filter``) dropped; the number of fields and
-    members moved."""
+    stage counts (sorted sets) into sets (``indexes.move_contact_stages``), the sets of ids into
+    their buckets (``idsets.move_unbucketed_sets``, first: the stage counts' move writes buckets), the contacts' and
+    leads' records (a string key each) into their buckets (``records.move_old_records``), and the
+    set of the contacts of the default status (``indexes.status_filter``) dropped; the number of
+    fields, members and records moved."""
     await redis.unlink(OLD_DEFAULT_STATUS_KEY)
-    return (await buckets.move_unbucketed(redis, IDENTITY, "")  # a claim this version made wins
+    moved = await records.move_old_records(redis)
+    return (moved + await buckets.move_unbucketed(redis, IDENTITY, "")  # a claim this version made wins
             + await buckets.move_unbucketed(redis, IDENTITIES, _SEP)
-            + await buckets.move_unbucketed(redis, LEADS_OF, ",") + await move_contact_stages(redis))
+            + await buckets.move_unbucketed(redis, LEADS_OF, ",")
+            + await idsets.move_unbucketed_sets(redis) + await move_contact_stages(redis))
 #: Record ids a process takes at once (``sb:crm:ids``) for the contacts and leads of new
 #: identities: the ids are at hand when the records are built, so the claim and the records go
 #: in one script. Ids a process took and did not use are gaps, as any id taken and not used.
@@ -129,11 +133,13 @@ class _ReadPipeline(Protocol):
 
 class RecordReader(Protocol):
     """What reads records for a conversation turn (and takes a command's new ids along): redis-py's
-    ``pipeline()`` and ``get()`` (raw bytes)."""
+    ``pipeline()``, ``get()`` and ``execute_command()`` (raw bytes)."""
 
     def pipeline(self, transaction: bool = True) -> _ReadPipeline: ...
 
     def get(self, name: str) -> Awaitable[bytes | str | None]: ...
+
+    def execute_command(self, *args: Any, **options: Any) -> Awaitable[Any]: ...
 
 
 class RedisCrm:
@@ -251,10 +257,10 @@ class RedisCrm:
         contact, lead = pack_record(ws.contacts[contact_id]), pack_record(ws.leads[lead_id])
         ref = CrmRef(contact_id, lead_id)
 
-        def records(pipe: Any) -> None:
+        def write_records(pipe: Any) -> None:
             pipe.hset(buckets.bucket(IDENTITIES, contact_id), contact_id, key)  # a new contact: its first identity
-            pipe.set(f"{_P}:contact:{contact_id}", contact)  # before the lead: see snapshot_from
-            pipe.set(f"{_P}:lead:{lead_id}", lead)
+            pipe.execute_command(*records.write("contact", contact_id, contact))  # before the lead: see snapshot_from
+            pipe.execute_command(*records.write("lead", lead_id, lead))
             CrmIndexes.update(pipe, "contact", contact_id, None, ws.contacts[contact_id], now)
             CrmIndexes.update(pipe, "lead", lead_id, None, ws.leads[lead_id], now)
             for command in link(ref) if link is not None else ():
@@ -265,7 +271,7 @@ class RedisCrm:
             writes = RespPipeline(lean)
             for command in self.sink.commands(changes) if self.sink is not None else ():
                 writes.execute_command(*command)
-            records(writes)
+            write_records(writes)
             writes.execute_command(*check(ref))
             args: list[Any] = [key, claim]
             for command in writes.commands:
@@ -284,7 +290,7 @@ class RedisCrm:
             self._spare.extend((contact_id, lead_id))
             return await self.identify(identity), None  # another process created it first
         pipe = self.write_pipeline(changes)
-        records(pipe)
+        write_records(pipe)
         await pipe.execute()
         self.written(changes)
         return ref, [contact, lead] if self.kept is None else [None, contact, lead]  # versions unknown
@@ -312,12 +318,12 @@ class RedisCrm:
         With a snapshot kept, only its records' versions (``versions.py``); else the versions, then
         the records."""
         if tasks_too:  # commands need them; a snapshot does not
-            return [("GET", f"{_P}:contact:{ref.contact_id}"), ("GET", f"{_P}:lead:{ref.lead_id}"),
+            return [records.read("contact", ref.contact_id), records.read("lead", ref.lead_id),
                     ("GET", f"{_P}:tasks:{ref.lead_id}")]
         kept = self.kept
         if kept is not None and ref in kept:  # a follow-up's: the records' reads not even built
             return [check(ref)]
-        reads: list[tuple[Any, ...]] = [("GET", f"{_P}:contact:{ref.contact_id}"), ("GET", f"{_P}:lead:{ref.lead_id}")]
+        reads: list[tuple[Any, ...]] = [records.read("contact", ref.contact_id), records.read("lead", ref.lead_id)]
         return reads if kept is None else [check(ref), *reads]
 
     async def snapshot_from(self, ref: CrmRef, replies: list[Any]) -> dict[str, Any]:
@@ -361,7 +367,7 @@ class RedisCrm:
             ws.leads[ref.lead_id] = unpack(lead)
             company_id = ws.leads[ref.lead_id].get("company")
             if company_id:
-                company = await self.reader.get(f"{_P}:company:{company_id}")
+                company = await self.reader.get(records.company_key(company_id))
                 if company:
                     ws.companies[company_id] = unpack(company)
         ws.tasks = unpack(tasks) if tasks else []
@@ -379,7 +385,7 @@ class RedisCrm:
     async def snapshot(self, ref: CrmRef) -> dict[str, Any]:
         """The records read now (with their versions first, to keep the snapshot: ``versions.py``)."""
         pipe = self.reader.pipeline(transaction=False)
-        reads = [("GET", f"{_P}:contact:{ref.contact_id}"), ("GET", f"{_P}:lead:{ref.lead_id}")]
+        reads = [records.read("contact", ref.contact_id), records.read("lead", ref.lead_id)]
         for command in reads if self.kept is None else [check(ref), *reads]:
             pipe.execute_command(*command)
         return await self.snapshot_from(ref, await pipe.execute())
@@ -397,14 +403,14 @@ class RedisCrm:
         changes += task_changes(before_tasks, ws.tasks, contact_id=ref.contact_id, depth=depth)
         pipe = self.write_pipeline(changes)
         for cid, contact in ws.contacts.items():
-            pipe.set(f"{_P}:contact:{cid}", pack_record(contact))
+            pipe.execute_command(*records.write("contact", cid, pack_record(contact)))
             CrmIndexes.update(pipe, "contact", cid, before_contacts.get(cid), contact, now)
         for lid, lead in ws.leads.items():
             stamp_stage(before_leads.get(lid), lead, now)
-            pipe.set(f"{_P}:lead:{lid}", pack_record(lead))
+            pipe.execute_command(*records.write("lead", lid, pack_record(lead)))
             CrmIndexes.update(pipe, "lead", lid, before_leads.get(lid), lead, now)
         for cid, company in ws.companies.items():
-            pipe.set(f"{_P}:company:{cid}", pack_record(company))
+            pipe.execute_command(*records.write("company", cid, pack_record(company)))
         by_lead: dict[str, list[dict[str, Any]]] = {}
         for task in ws.tasks:
             by_lead.setdefault(task["lead_id"], []).append(task)

@@ -1,8 +1,9 @@
 """``apply_to_existing``: a saved rule also acts once for every lead already in its stage.
 
 When a new version of an automation document is stored, each rule with ``apply_to_existing``
-gets a job (id ``v<version>-<rule>``) that pages through the embedded CRM's stage index (a Redis
-set, ``crm_bridge/indexes.py``) with ``SSCAN`` and pushes an ``ApplyRule(rule, job)`` onto each
+gets a job (id ``v<version>-<rule>``) that copies the embedded CRM's stage index (a Redis set
+in buckets, ``crm_bridge/idsets.py``) into a set of its own, pages through it with ``SSCAN``
+(deleting it when finished) and pushes an ``ApplyRule(rule, job)`` onto each
 lead's queue. Why it is safe and cheap:
 
 - **Resumable.** The job is a Redis hash (cursor, total, done, state, times) and sits in the
@@ -10,9 +11,11 @@ lead's queue. Why it is safe and cheap:
   renewed every page); a process that dies lets the lease expire and the next ``resume`` takes
   the job over from the saved cursor. A page redone after a crash (or a lead ``SSCAN`` returns
   twice) is a duplicate push (dedupe id ``apply:<doc>:<job>`` per lead queue): not acted twice.
-  ``done`` counts the leads visited when their page is saved; leads that enter the stage during
-  the scan may be visited too, so ``total`` (the stage's size at the start) is shown as at
-  least ``done``.
+  ``done`` counts the leads visited when their page is saved; ``total`` is the stage's size at
+  the start (leads that enter the stage later are not visited: the rule acts on them as they
+  enter). A job an older version started on the stage set itself (no ``listing`` field) is
+  copied the same way when it is resumed and visited from the start again (dedupe ids: no lead
+  acted twice).
 - **Where the worker runs.** A job runs in a process with the worker role: ``salesbot serve``
   (web and worker in one) starts it at once; a web-only process (``--role web``) only stores
   it (``local`` False) and a worker's ``resume`` loop takes it within a second or so.
@@ -40,6 +43,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from crm_bridge import idsets
 from crm_bridge.indexes import by_key, stage_value
 
 from ..automations.events import ApplyRule
@@ -76,6 +80,15 @@ def jobs_key(doc_id: str) -> str:
 
 def job_key(doc_id: str, job_id: str) -> str:
     return f"sb:automations:{{{doc_id}}}:job:{job_id}"
+
+
+def own_set(doc_id: str, job_id: str) -> str:
+    """The job's own set of the leads to visit (deleted when it finishes)."""
+    return f"{job_key(doc_id, job_id)}:leads"
+
+
+#: Buckets read per round trip when a stage set is copied into a job's own set.
+_COPY_BUCKETS = 64
 
 
 def lease_key(doc_id: str, job_id: str) -> str:
@@ -120,19 +133,18 @@ class ApplyJobs(Jobs):
                 continue
             job_id = f"v{version}-{rule.get('id')}"
             listing = self.lister is not None  # the CRM's leads are listed into the job's own set first (``_list``)
-            if listing:
-                stage_set, total = f"{job_key(doc_id, job_id)}:leads", 0
-            else:
-                stage_set = by_key("lead", "stage", stage_value(pipeline, rule.get("stage")))
-                total = await self.redis.scard(stage_set)
+            stage_set, total = own_set(doc_id, job_id), 0
+            if not listing:  # the embedded CRM's: its stage set's buckets copied into the job's own set
+                stage = by_key("lead", "stage", stage_value(pipeline, rule.get("stage")))
+                total = await self._copy_stage(stage_set, stage)
             now = self.clock()
             async with self.redis.pipeline(transaction=self.atomic) as pipe:
                 pipe.hset(job_key(doc_id, job_id), mapping={
                     "id": job_id, "rule": str(rule.get("id")), "version": version, "stage": str(rule.get("stage")),
                     "pipeline": pipeline, "set": stage_set, "cursor": 0, "total": total, "done": 0,
                     "state": "running", "started": now})
-                if listing:
-                    pipe.hset(job_key(doc_id, job_id), "listing", 1)  # the next page of the CRM's leads to list
+                # the next page of the CRM's leads to list (0: listed; either way the set is the job's own)
+                pipe.hset(job_key(doc_id, job_id), "listing", 1 if listing else 0)
                 pipe.zadd(jobs_key(doc_id), {job_id: now})
                 pipe.sadd(UNFINISHED_KEY, f"{doc_id}|{job_id}")
                 await pipe.execute()
@@ -155,6 +167,13 @@ class ApplyJobs(Jobs):
             if job.get("state") != "running":
                 await self.redis.srem(UNFINISHED_KEY, f"{doc_id}|{job_id}")
                 return
+            if "listing" not in job:  # an older version's job on the stage set itself, now in buckets
+                stage = job["set"]
+                job = {**job, "set": own_set(doc_id, job_id), "listing": "0", "cursor": "0"}
+                total = await self._copy_stage(job["set"], stage)  # visited from the start again: a
+                await self.redis.hset(key, mapping={"set": job["set"], "listing": 0, "cursor": 0, "done": 0,
+                                                    "total": total})
+                # lead visited before is a duplicate push (its dedupe id), not acted twice
             if int(job.get("listing") or 0) and not await self._list(doc_id, job_id, job, token):
                 return
             cursor = int(job["cursor"])
@@ -184,6 +203,19 @@ class ApplyJobs(Jobs):
         finally:
             if await self.redis.get(lease) == token.encode():
                 await self.redis.delete(lease)
+
+    async def _copy_stage(self, own: str, stage: str) -> int:
+        """Copy the embedded CRM's stage set ``stage`` (its buckets, ``crm_bridge/idsets.py``) into
+        the job's own set ``own`` (another slot: read, then written); the number of leads."""
+        names = idsets.buckets(stage, await idsets.top(self.redis))
+        for start in range(0, len(names), _COPY_BUCKETS):
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names[start:start + _COPY_BUCKETS]:
+                pipe.smembers(name)
+            ids = [m for found in await pipe.execute() for m in found]
+            if ids:
+                await self.redis.sadd(own, *ids)
+        return int(await self.redis.scard(own))
 
     async def _list(self, doc_id: str, job_id: str, job: Mapping[str, str], token: str) -> bool:
         """List the stage's leads from the CRM into the job's set, from the saved page; False when

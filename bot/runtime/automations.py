@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
-from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef
+from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef, records
 from crm_bridge.codec import unpack as unpack_record
-from crm_bridge.directory import CrmDirectory, record_key
+from crm_bridge.directory import CrmDirectory
 
 from ..automations.events import ApplyRule, LeadEvent
 from ..automations.state import LeadState
@@ -356,7 +356,7 @@ class AutomationEffects:
         lead's first, as the embedded CRM's record says), in one round trip."""
         commands: list[tuple[Any, ...]] = [("HMGET", key, *(item.key for item in keyed))] if keyed else []
         if self.directory is not None:
-            commands.append(("GET", record_key("lead", lead_id)))
+            commands.append(records.read("lead", lead_id))
         found = await send_commands(self.fast, commands, []) if commands else []
         done = list(found.pop(0)) if keyed else []
         lead = unpack_record(replies.raw(found[0])) if found and found[0] else {}

@@ -8,10 +8,10 @@ from redis.asyncio import Redis
 
 from bot.store.buckets import BUCKET, bucket
 from bot.store.layout import rename_old_keys
-from crm_bridge import RedisCrm
+from crm_bridge import RedisCrm, idsets, records
 from crm_bridge.codec import COMPACT, pack, pack_record, unpack
 from crm_bridge.contract import PIPELINES
-from crm_bridge.directory import CrmDirectory, record_key
+from crm_bridge.directory import CrmDirectory
 from crm_bridge.indexes import (
     CONTACT_STAGES_DONE,
     LEADS_OF,
@@ -71,11 +71,11 @@ async def test_a_record_written_plain_by_an_older_version_is_read_and_compacted_
         redis: Redis) -> None:
     crm = RedisCrm(redis, pipelines=PIPELINES)
     ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1"))
-    old_lead = unpack(await redis.get(record_key("lead", ref.lead_id)))
-    await redis.set(record_key("lead", ref.lead_id), msgpack.packb(old_lead, use_bin_type=True))
+    old_lead = unpack(await redis.hget(*records.at("lead", ref.lead_id)))
+    await redis.hset(*records.at("lead", ref.lead_id), msgpack.packb(old_lead, use_bin_type=True))
     assert (await crm.snapshot(ref))["lead"]["name"] == old_lead["name"]
     await crm.execute(ref, {"do": "tags", "add": ["vip"]})
-    raw = await redis.get(record_key("lead", ref.lead_id))
+    raw = await redis.hget(*records.at("lead", ref.lead_id))
     assert raw.startswith(COMPACT)
     assert unpack(raw) == {**old_lead, "tags": ["vip"]}
 
@@ -257,7 +257,7 @@ async def test_a_contacts_leads_in_a_stage_are_a_set_member_and_a_count_of_the_m
         found, _ = await directory.search("contact", q=q, filters={"stage": stage})
         return sorted(c["id"] for c in found)
 
-    assert await redis.smembers(incoming) == {ref.contact_id.encode(), other.contact_id.encode()}
+    assert await idsets.members(redis, incoming) == {ref.contact_id, other.contact_id}
     assert not await redis.exists(contact_stage_more_key("Sales/New"))
     second = await directory.create_lead({"name": "Sofa"}, contact_id=ref.contact_id)
     assert await redis.hget(contact_stage_more_key("Sales/New"), ref.contact_id) == b"1"
@@ -277,24 +277,25 @@ async def test_the_contacts_stage_counts_of_an_older_version_are_moved_at_start(
     crm = RedisCrm(redis, pipelines=PIPELINES)
     directory = CrmDirectory(crm)
     ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1", name="Deniz Ak"))
-    await redis.delete(contact_stage_key("Sales/New"), CONTACT_STAGES_DONE)  # as an older version kept it:
+    # as an older version kept it:
+    await redis.delete(*await idsets.names(redis, contact_stage_key("Sales/New")), CONTACT_STAGES_DONE)
     await redis.zadd(old_contact_stage_key("Sales/New"), {ref.contact_id: 2, "77": 1})
     assert await move_old_layout(redis) == 2
     assert await redis.get(CONTACT_STAGES_DONE) == b"2"  # later starts read this key, no SCAN
     assert not await redis.exists(old_contact_stage_key("Sales/New"))
-    assert await redis.smembers(contact_stage_key("Sales/New")) == {ref.contact_id.encode(), b"77"}
+    assert await idsets.members(redis, contact_stage_key("Sales/New")) == {ref.contact_id, "77"}
     found, _ = await directory.search("contact", filters={"stage": "New"})
     assert [c["id"] for c in found] == [ref.contact_id]  # (77: no record)
     await directory.update_lead(ref.lead_id, {"stage": "Won"})  # one of its two counted leads left
-    assert ref.contact_id.encode() in await redis.smembers(contact_stage_key("Sales/New"))
+    assert ref.contact_id in await idsets.members(redis, contact_stage_key("Sales/New"))
     assert await move_old_layout(redis) == 0
 
 
 async def test_a_stage_count_moved_onto_a_contact_the_new_set_has_keeps_every_lead(redis: Redis) -> None:
     """A contact counted in both layouts (a lead this version added before the move): the old
     count's leads are all more than the one the set stands for."""
-    await redis.sadd(contact_stage_key("Sales/New"), "5")  # one lead, counted by this version
+    await redis.sadd(idsets.bucket(contact_stage_key("Sales/New"), "5"), "5")  # one lead, counted by this version
     await redis.zadd(old_contact_stage_key("Sales/New"), {"5": 2, "6": 1})  # two more, counted before
     assert await move_contact_stages(redis) == 2
-    assert await redis.smembers(contact_stage_key("Sales/New")) == {b"5", b"6"}
+    assert await idsets.members(redis, contact_stage_key("Sales/New")) == {"5", "6"}
     assert await redis.hgetall(contact_stage_more_key("Sales/New")) == {b"5": b"2"}  # 3 leads: 2 more

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.store.resp import RespClient
-from crm_bridge import ChannelIdentity, CrmRef, RedisCrm
+from crm_bridge import ChannelIdentity, CrmRef, RedisCrm, records
 from crm_bridge.codec import pack_record
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory
@@ -35,6 +35,11 @@ async def processes(redis: Redis) -> AsyncIterator[tuple[RedisCrm, RedisCrm]]:
 async def _calls(redis: Redis, name: str) -> int:
     stats = await redis.info("commandstats")
     return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+
+async def _records(redis: Redis, kind: str) -> int:
+    """How many records of ``kind`` are stored (fields of their buckets, ``records.py``)."""
+    return sum([await redis.hlen(key) async for key in redis.scan_iter(f"{records.RECORDS[kind]}:*")])
 
 
 async def _snapshot_via_reads(crm: RedisCrm, ref: CrmRef) -> dict[str, Any]:
@@ -59,8 +64,8 @@ async def test_two_processes_creating_one_identity_at_once_create_one_contact(re
             (ref,) = refs
             created = [records for _, records in results if records is not None]
             assert len(created) <= 1
-        assert len([k async for k in redis.scan_iter("sb:crm:contact:*")]) == 1
-        assert len([k async for k in redis.scan_iter("sb:crm:lead:*")]) == 1
+        assert await _records(redis, "contact") == 1
+        assert await _records(redis, "lead") == 1
         claim = await redis.hget(identity_hash("livechat:demo:same-person"), "livechat:demo:same-person")
         assert claim == f"{ref.contact_id}:{ref.lead_id}".encode()
         assert (await crms[0].snapshot(ref))["contact"]["name"] == "Ada"
@@ -85,7 +90,7 @@ async def test_a_process_that_finds_an_identity_claimed_finds_its_records_writte
     async def watched(commands: Any) -> list[Any]:
         replies = await send(commands)
         claim = await redis.hget(identity_hash("livechat:demo:watcher"), "livechat:demo:watcher")
-        seen.append((claim is not None, bool([k async for k in redis.scan_iter("sb:crm:contact:*")])))
+        seen.append((claim is not None, bool(await _records(redis, "contact"))))
         return replies
 
     monkeypatch.setattr(lean, "send", watched)
@@ -100,9 +105,9 @@ async def test_a_kept_snapshot_is_checked_with_one_read_and_never_used_after_ano
     ref = await a.identify(ChannelIdentity("livechat", "demo", "kept", name="Ada"))
     assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Ada"
     assert a.snapshot_reads(ref) == [check(ref)]  # kept: only the versions are read
-    gets = await _calls(redis, "get")
+    gets = await _calls(redis, "hget")
     assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Ada"
-    assert await _calls(redis, "get") == gets  # served from what was kept
+    assert await _calls(redis, "hget") == gets  # served from what was kept
 
     # Another process runs a flow's command on the lead: the next check reads it again.
     await b.execute(ref, {"do": "set_field", "entity": "lead", "field": "name", "value": "Big deal"})
@@ -112,7 +117,7 @@ async def test_a_kept_snapshot_is_checked_with_one_read_and_never_used_after_ano
     await directory.update_contact(ref.contact_id, {"name": "Grace Hopper"})
     assert (await _snapshot_via_reads(a, ref))["contact"]["name"] == "Grace Hopper"
     assert (await _snapshot_via_reads(a, ref))["contact"]["name"] == "Grace Hopper"
-    assert await _calls(redis, "get") > gets
+    assert await _calls(redis, "hget") > gets
 
 
 async def test_a_process_reads_its_own_write_with_the_next_push_not_in_a_round_trip_of_its_own(
@@ -121,8 +126,8 @@ async def test_a_process_reads_its_own_write_with_the_next_push_not_in_a_round_t
     ref = await a.identify(ChannelIdentity("livechat", "demo", "own", name="Ada"))
     await _snapshot_via_reads(a, ref)
     await a.execute(ref, {"do": "change_stage", "stage": "Qualified"})
-    assert a.snapshot_reads(ref)[1:] == [("GET", f"sb:crm:contact:{ref.contact_id}"),
-                                         ("GET", f"sb:crm:lead:{ref.lead_id}")]
+    assert a.snapshot_reads(ref)[1:] == [records.read("contact", ref.contact_id),
+                                         records.read("lead", ref.lead_id)]
     assert (await _snapshot_via_reads(a, ref))["lead"]["stage"] == "Qualified"
 
 
@@ -132,9 +137,9 @@ async def test_a_write_to_another_record_of_the_same_bucket_only_costs_a_read(
     ref = await a.identify(ChannelIdentity("livechat", "demo", "bucket", name="Ada"))
     await _snapshot_via_reads(a, ref)
     await redis.hincrby(VERSIONS, str(int(ref.lead_id) % BUCKETS), 1)  # as a write of lead id + BUCKETS would
-    gets = await _calls(redis, "get")
+    gets = await _calls(redis, "hget")
     assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Ada"
-    assert await _calls(redis, "get") == gets + 2  # read again, same records
+    assert await _calls(redis, "hget") == gets + 2  # read again, same records
 
 
 async def test_records_an_older_version_wrote_without_versions_are_kept_until_a_write(
@@ -156,10 +161,10 @@ async def test_a_snapshot_of_records_not_written_yet_is_not_kept(
     ref = CrmRef("900", "901")
     assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Lead #901"
     assert a.snapshot_reads(ref)[0] == check(ref) and len(a.snapshot_reads(ref)) == 3
-    await redis.set("sb:crm:contact:900", pack_record({"id": "900", "name": "Ada"}))  # the contact first
+    await redis.hset(*records.at("contact", "900"), pack_record({"id": "900", "name": "Ada"}))  # the contact first
     assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Lead #901"
     assert len(a.snapshot_reads(ref)) == 3
-    await redis.set("sb:crm:lead:901", pack_record({"id": "901", "name": "Written", "pipeline": "Sales",
+    await redis.hset(*records.at("lead", "901"), pack_record({"id": "901", "name": "Written", "pipeline": "Sales",
                                                      "stage": "Incoming", "contacts": ["900"]}))
     assert (await _snapshot_via_reads(a, ref))["lead"]["name"] == "Written"
 
@@ -172,4 +177,4 @@ async def test_new_identities_created_at_once_by_one_process_get_ids_of_their_ow
     who = [ChannelIdentity("livechat", "demo", f"crowd-{n}") for n in range(40)]
     refs = await asyncio.gather(*(a.identify(w) for w in who))
     assert len({r.contact_id for r in refs} | {r.lead_id for r in refs}) == 2 * len(refs)
-    assert len([k async for k in redis.scan_iter("sb:crm:contact:*")]) == len(refs)
+    assert await _records(redis, "contact") == len(refs)

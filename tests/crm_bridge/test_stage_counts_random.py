@@ -10,7 +10,7 @@ from collections import Counter
 
 from redis.asyncio import Redis
 
-from crm_bridge import RedisCrm
+from crm_bridge import RedisCrm, idsets
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.indexes import contact_stage_key, contact_stage_more_key, stage_value
@@ -26,7 +26,7 @@ async def _check(redis: Redis, directory: CrmDirectory, lead_ids: list[str]) -> 
         for stage in stages:
             s = stage_value(pipeline, stage)
             counts = want.get(s, Counter())
-            members = {m.decode() for m in await redis.smembers(contact_stage_key(s))}
+            members = await idsets.members(redis, contact_stage_key(s))
             more = {k.decode(): int(v) for k, v in (await redis.hgetall(contact_stage_more_key(s))).items()}
             assert members == set(counts), s
             assert more == {c: n - 1 for c, n in counts.items() if n > 1}, s

@@ -9,7 +9,7 @@ import logging
 import pytest
 from redis.asyncio import Redis
 
-from crm_bridge import RedisCrm
+from crm_bridge import RedisCrm, idsets
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.indexes import LAYOUT_KEY, by_key
 from crm_bridge.upgrading import GUARD_KEY, IndexUpgrade
@@ -20,7 +20,7 @@ async def _older_version(redis: Redis, n: int) -> tuple[CrmDirectory, set[bytes]
     directory = CrmDirectory(RedisCrm(redis))
     ids = {str((await directory.create_contact({"name": f"Old {i}", "responsible": "7"}))["id"]).encode()
            for i in range(n)}
-    await redis.delete(by_key("contact", "responsible", "7"), LAYOUT_KEY)
+    await redis.delete(*await idsets.names(redis, by_key("contact", "responsible", "7")), LAYOUT_KEY)
     return directory, ids
 
 
@@ -34,7 +34,7 @@ async def test_processes_starting_together_walk_once(redis: Redis) -> None:
     first, second = IndexUpgrade(redis), IndexUpgrade(redis)  # two processes' starts
     added = await asyncio.gather(first.start(), second.start())
     assert sorted(added) == [0, 3] and await _zscans(redis) - before == 1  # 3 contacts: one ZSCAN
-    assert await redis.smembers(by_key("contact", "responsible", "7")) == old
+    assert await idsets.members(redis, by_key("contact", "responsible", "7")) == {o.decode() for o in old}
     assert await redis.get(LAYOUT_KEY) == b"2" and await redis.exists(GUARD_KEY) == 0
 
 

@@ -29,4 +29,7 @@ class RoundTrips:
                 [c for c, t in zip(self.redis_py, self.redis_py_tasks, strict=True) if t is task])
 
     def crm_reads(self) -> list[tuple[Any, ...]]:
-        return [c for call in self.fast for c in call if c[0] == "GET" and str(c[1]).startswith("sb:crm:")]
+        """The record reads (``crm_bridge/records.py``: a field of a bucket, or a company's key)."""
+        return [c for call in self.fast for c in call
+                if (c[0], str(c[1])[:11]) == ("HGET", "sb:crm:rec:")
+                or (c[0] == "GET" and str(c[1]).startswith("sb:crm:"))]

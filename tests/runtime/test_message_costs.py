@@ -20,7 +20,7 @@ from bot.engine import events as ev
 from bot.runtime.service import lead_conversation_key
 from bot.server.services import Services, open_services
 from bot.store import codec
-from crm_bridge import RedisCrm
+from crm_bridge import RedisCrm, records
 from crm_bridge.redis_crm import ID_BLOCK, identity_hash
 from tests.engine.helpers import make_doc
 from tests.runtime.roundtrips import RoundTrips
@@ -173,7 +173,7 @@ async def test_a_first_message_costs_three_round_trips_its_identity_created_in_o
     meta = await svc.store.meta("livechat:demo:newcomer")
     assert (meta["contact_id"], meta["lead_id"]) == (contact_id, lead_id)
     assert await redis.hget(lead_conversation_key(lead_id), lead_id) == b"livechat:demo:newcomer"
-    assert await redis.get(f"sb:crm:lead:{lead_id}") is not None
+    assert await redis.hget(*records.at("lead", lead_id)) is not None
     assert (await _bot_texts(svc, "livechat:demo:newcomer")) == ["Thanks there: hello"]
     # Its next message checks the snapshot kept from the records as written: no record read.
     trips.clear()

@@ -22,7 +22,7 @@ from bot.server.services import Services, open_services
 from bot.store import codec
 from bot.store.keys import ConversationKey
 from bot.store.statefields import SHORT
-from crm_bridge import ChannelIdentity, CrmRef
+from crm_bridge import ChannelIdentity, CrmRef, records
 from crm_bridge.versions import check
 from tests.engine.helpers import make_doc
 from tests.runtime.roundtrips import RoundTrips
@@ -110,7 +110,7 @@ async def test_the_second_message_sees_a_crm_change_made_after_the_first(
     trips.clear()
     assert await _say(svc, cid, "again", "m2") == "Hello Grace about Big deal"
     assert spy.calls == []  # built from the reads sent with the push, not read again
-    assert trips.crm_reads() == [("GET", f"sb:crm:contact:{ref.contact_id}"), ("GET", f"sb:crm:lead:{ref.lead_id}")]
+    assert trips.crm_reads() == [records.read("contact", ref.contact_id), records.read("lead", ref.lead_id)]
     # and once more: every message reads what the CRM holds now
     await svc.crm.execute(ref, {"do": "set_field", "entity": "contact", "field": "first_name", "value": "Amazing"})
     assert await _say(svc, cid, "third", "m3") == "Hello Amazing about Big deal"
@@ -161,7 +161,7 @@ async def test_a_conversation_moved_to_another_lead_does_not_use_the_old_leads_r
     assert await _say(svc, cid, "third", "v3") == "Hello Ada about Grace Hopper"
     assert spy.calls == [moved]  # now prefetched again, for the new lead: its kept snapshot checked
     assert check(moved) in trips.fast[0] and trips.crm_reads() == []
-    assert ("GET", f"sb:crm:lead:{old.lead_id}") not in trips.crm_reads()
+    assert records.read("lead", old.lead_id) not in trips.crm_reads()
 
 
 async def test_a_conversation_moved_to_another_contact_and_lead(

@@ -21,6 +21,9 @@ from bot.runtime.leads import LeadService
 from bot.runtime.pacing import Activity, Pacer
 from bot.server.app import create_app
 from bot.server.keys import SERVICES
+from crm_bridge import idsets
+from crm_bridge.indexes import by_key
+from crm_bridge.redis_crm import move_old_layout
 from tests.server.conftest import ADMIN, AUTOMATIONS, make_config, running
 from tests.waiting import wait_for
 
@@ -138,8 +141,7 @@ async def test_a_large_stage_is_paged_and_a_crash_resumes_from_the_saved_cursor(
     """600 ids in the stage index (more than fit one ``SSCAN`` reply of a small set): the pages
     before the crash are saved, the resumed job visits the rest and no lead gets it twice."""
     services = server.app[SERVICES]
-    ids = [str(900_000 + i) for i in range(600)]
-    await redis.sadd("sb:{crm}:by:lead:stage:Sales/Proposal", *ids)
+    ids = await _stage_ids(redis, "Proposal", 600)
     dying = ApplyJobs(redis, _Dies(services.leads, after=350), page=100, pause=0)  # type: ignore[arg-type]
     (job_id,) = await dying.start("sales", 8, with_rule(stage="Proposal"))
     await dying.idle()
@@ -152,6 +154,49 @@ async def test_a_large_stage_is_paged_and_a_crash_resumes_from_the_saved_cursor(
     assert job[b"state"] == b"finished" and int(job[b"done"]) >= 600
     counts = [len([e for e in await services.leads.history(lead) if e.get("type") == "apply_rule"]) for lead in ids]
     assert counts == [1] * 600
+
+
+async def _stage_ids(redis: Redis, stage: str, n: int) -> list[str]:
+    """``n`` lead ids (from the CRM's counter, no records) in the stage's set (its buckets)."""
+    last = int(await redis.incrby(idsets.IDS, n))
+    ids = [str(i) for i in range(last - n + 1, last + 1)]
+    pipe = redis.pipeline(transaction=False)
+    for lid in ids:
+        idsets.add(pipe, by_key("lead", "stage", f"Sales/{stage}"), lid)
+    await pipe.execute()
+    return ids
+
+
+async def test_a_job_an_older_version_started_on_the_stage_set_itself_visits_every_lead(
+        server: TestServer, redis: Redis) -> None:
+    """An older version's job (no ``listing``: it scanned the stage's one set in place) whose set
+    the start has moved into buckets: resumed, it copies the buckets and visits every lead once."""
+    services = server.app[SERVICES]
+    stage = by_key("lead", "stage", "Sales/Proposal")
+    ids = [str(900_000 + i) for i in range(300)]
+    await redis.sadd(stage, *ids)  # the older layout: one set
+    await redis.set(idsets.IDS, 900_300)
+    await services.redis.delete(idsets.DONE)
+    assert await move_old_layout(redis) >= 300  # the start's move: the set into its buckets
+    assert not await redis.exists(stage)
+    job_id = "v8-nudge_qualified"  # (written after the move here: this server serves already)
+    await redis.hset(job_key("sales", job_id), mapping={
+        "id": job_id, "rule": "nudge_qualified", "version": 8, "stage": "Proposal", "pipeline": "Sales",
+        "set": stage, "cursor": 0, "total": 300, "done": 0, "state": "running", "started": 1.0})
+    await redis.sadd(UNFINISHED_KEY, f"sales|{job_id}")
+    resumed = ApplyJobs(redis, services.leads, page=100, pause=0)
+    await resumed.resume()  # (or the server's worker takes it first)
+    await resumed.idle()
+
+    async def finished() -> bool:
+        return await redis.hget(job_key("sales", job_id), "state") == b"finished"
+
+    await wait_for(finished, what="the older job to finish")
+    job = await redis.hgetall(job_key("sales", job_id))
+    assert job[b"state"] == b"finished" and int(job[b"done"]) == 300 and job[b"total"] == b"300"
+    counts = [len([e for e in await services.leads.history(lead) if e.get("type") == "apply_rule"]) for lead in ids]
+    assert counts == [1] * 300
+    assert not await redis.exists(f"{job_key('sales', job_id)}:leads")  # its own copy, deleted
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bot.store.buckets import bucket
+from crm_bridge import records
 from crm_bridge.redis_crm import IDENTITIES
 from tests.live_app import running_app
 
@@ -61,26 +62,25 @@ async def test_an_idle_live_chat_conversation_holds_under_the_bound(redis: Redis
         assert sum(sizes.values()) <= CONVERSATION_BOUND, sizes
 
 
-#: The embedded CRM's keys of that conversation's contact and lead (the records; identities and a
-#: contact's lead ids are fields of shared bucket hashes, ``crm_bridge/joined.py``): 206–222 B
-#: compact (``MEMORY USAGE`` rounds a value up to the allocator's size class, and a record's
-#: timestamps and ids vary in length: CI saw the lead at 136 B, 16 B above a run alone, and a
-#: review at 152 B for the same 51-byte value, 3 runs in 40); 352 B as
-#: plain msgpack maps, when each contact also
-#: had two sets of its own.
-CRM_RECORDS_BOUND = 240
+#: The embedded CRM's records of that conversation's contact and lead are fields of shared bucket
+#: hashes (``crm_bridge/records.py``), each at most this many bytes, so their buckets keep Redis'
+#: compact encoding (``hash-max-ziplist-value`` 64): about 70 B a record with its field name and
+#: the bucket's share, where a key each cost 206-222 B (and 352 B as plain msgpack maps, when
+#: each contact also had two sets of its own).
+CRM_RECORD_MAX = 64
 
 
-async def test_the_embedded_crm_keeps_a_conversations_contact_and_lead_in_two_small_keys(
+async def test_the_embedded_crm_keeps_a_conversations_contact_and_lead_in_compact_shared_buckets(
         redis: Redis, redis_url: str) -> None:
     async with running_app(redis_url) as app:
         await app.put_flow(ECHO, "reply")
         cid, _ = await app.say("memory-test-crm", "hello there")
         stored = await redis.hmget(f"sb:c:{{{cid}}}:meta", "c", "ld")  # (statefields.SHORT)
         contact_id, lead_id = (v.decode() for v in stored)
-        own = sorted([key.decode() async for key in redis.scan_iter(match="sb:crm:*")
-                      if key.decode().rsplit(":", 1)[-1] in (contact_id, lead_id)])
-        assert own == [f"sb:crm:contact:{contact_id}", f"sb:crm:lead:{lead_id}"]
-        sizes = {key: int(await redis.memory_usage(key, samples=0) or 0) for key in own}
-        assert sum(sizes.values()) <= CRM_RECORDS_BOUND, sizes
+        own = [key.decode() async for key in redis.scan_iter(match="sb:crm:*")
+               if key.decode().rsplit(":", 1)[-1] in (contact_id, lead_id) and not key.startswith(b"sb:crm:rec:")]
+        assert own == []  # no key of their own
+        for kind, rid in (("contact", contact_id), ("lead", lead_id)):
+            assert 0 < await redis.hstrlen(*records.at(kind, rid)) <= CRM_RECORD_MAX
+            assert await redis.object("encoding", records.at(kind, rid)[0]) in (b"ziplist", b"listpack")
         assert await redis.hget(bucket(IDENTITIES, contact_id), contact_id) == b"livechat:demo:memory-test-crm"

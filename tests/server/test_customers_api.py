@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from bot.server.orders_live import FEED
+from crm_bridge import idsets
 from crm_bridge.indexes import LAYOUT_KEY, by_key, upgrade
 from crm_bridge.upgrading import GUARD_KEY
 from tests.server.conftest import ADMIN, make_config, running
@@ -166,10 +167,10 @@ async def test_contacts_indexed_before_the_responsible_set_are_found(http: Clien
     (simulated by removing them and the layout mark) are added in the background once the next
     process has started; a filtered request of that process waits for its walk, never shorter."""
     old = [await _contact(http, name=f"Old {n}", responsible="7") for n in range(3)]
-    await redis.delete(by_key("contact", "responsible", "7"), LAYOUT_KEY)
+    await redis.delete(*await idsets.names(redis, by_key("contact", "responsible", "7")), LAYOUT_KEY)
     async with running(make_config(redis_url)) as srv, ClientSession(base_url=str(srv.make_url(""))) as new:
         assert _names(await _list(new, responsible="7")) == ["Old 2", "Old 1", "Old 0"]
-        assert await redis.smembers(by_key("contact", "responsible", "7")) == {o.encode() for o in old}
+        assert await idsets.members(redis, by_key("contact", "responsible", "7")) == set(old)
         assert await redis.get(LAYOUT_KEY) == b"2"
     assert _names(await _list(http, responsible="7")) == ["Old 2", "Old 1", "Old 0"]
     r = await http.get("/api/crm/contacts", params={"responsible": "7"}, headers=AUTH)
@@ -181,12 +182,12 @@ async def test_a_start_leaves_the_walk_to_the_process_that_holds_it(redis: Redis
     to that one: its start neither walks nor marks the layout, its filtered list is complete."""
     async with running(make_config(redis_url)) as srv, ClientSession(base_url=str(srv.make_url(""))) as http:
         old = [await _contact(http, name=f"Held {n}", responsible="8") for n in range(2)]
-    await redis.delete(by_key("contact", "responsible", "8"), LAYOUT_KEY)
+    await redis.delete(*await idsets.names(redis, by_key("contact", "responsible", "8")), LAYOUT_KEY)
     await redis.set(GUARD_KEY, "another process", px=60_000)
     async with running(make_config(redis_url)) as srv, ClientSession(base_url=str(srv.make_url(""))) as http:
         assert await redis.get(LAYOUT_KEY) is None  # the start did not walk
         assert _names(await _list(http, responsible="8")) == ["Held 1", "Held 0"]
-    assert await redis.smembers(by_key("contact", "responsible", "8")) == {o.encode() for o in old}
+    assert await idsets.members(redis, by_key("contact", "responsible", "8")) == set(old)
 
 
 async def test_a_filtered_request_does_not_walk_once_the_layout_is_current(http: ClientSession, redis: Redis) -> None:
@@ -207,9 +208,9 @@ async def test_a_filtered_request_does_not_walk_once_the_layout_is_current(http:
 
 async def test_processes_upgrading_at_once_add_the_same_members(http: ClientSession, redis: Redis) -> None:
     old = [await _contact(http, name=f"Both {n}", responsible="8") for n in range(4)]
-    await redis.delete(by_key("contact", "responsible", "8"), LAYOUT_KEY)
+    await redis.delete(*await idsets.names(redis, by_key("contact", "responsible", "8")), LAYOUT_KEY)
     assert sum(await asyncio.gather(upgrade(redis), upgrade(redis))) >= 4  # both may walk: the same members
-    assert await redis.smembers(by_key("contact", "responsible", "8")) == {o.encode() for o in old}
+    assert await idsets.members(redis, by_key("contact", "responsible", "8")) == set(old)
     assert _names(await _list(http, responsible="8")) == ["Both 3", "Both 2", "Both 1", "Both 0"]
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pytest
 from redis.asyncio import Redis
 
-from crm_bridge.directory import record_key
+from crm_bridge import records
 from tests.live_app import AUTH, App, running_app
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -211,7 +211,7 @@ async def test_bad_expired_and_revoked_links_get_a_clear_page_and_no_data(app: A
 async def test_a_link_of_a_deleted_customer_is_not_valid(app: App) -> None:
     cid = await customer(app, currency="TRY")
     page = path_of((await link(app, cid))["url"])
-    await app.services.redis.delete(record_key("contact", cid))  # gone from the CRM
+    await app.services.redis.hdel(*records.at("contact", cid))  # gone from the CRM
     assert (await app.http.get(page)).status == 404
 
 

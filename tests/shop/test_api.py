@@ -9,6 +9,7 @@ import jsonschema
 from aiohttp import ClientSession
 from redis.asyncio import Redis
 
+from crm_bridge import records
 from tests.shop.conftest import AS_ADMIN, AS_OPERATOR, AS_SUPPORT, customer, product
 
 
@@ -193,7 +194,7 @@ async def test_the_list_carries_its_customers_names(api: ClientSession, redis: R
     for cid in people:
         assert (await api.post("/api/orders", json={"customer": cid, "items": [{"sku": "tea"}]},
                                headers=AS_SUPPORT)).status == 201
-    await redis.delete(f"sb:crm:contact:{people[0]}")  # its record gone (the CRM has no contact delete)
+    await redis.hdel(*records.at("contact", people[0]))  # its record gone (the CRM has no contact delete)
     listing = await (await api.get("/api/orders", params={"limit": "2"}, headers=AS_SUPPORT)).json()
     assert listing["customers"] == {people[2]: "Buyer 2", people[1]: "Buyer 1"}
     everyone = await (await api.get("/api/orders", headers=AS_SUPPORT)).json()
