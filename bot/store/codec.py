@@ -16,6 +16,7 @@ its end (an index, once written, names its key for ever).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import threading
 from typing import Any
@@ -188,14 +189,30 @@ _ENTRY_PREFIX = COMPACT + _ENTRY
 
 
 def pack_entry(entry: dict[str, Any]) -> bytes:
-    """A transcript entry, compact (read back by ``unpack``): its keys as indexes, its values
-    smaller in their place (``_pack_ids``, ``_TOKENS``, ``_STEP_IN_REF``); written plain when it
-    holds a value a token or an id's bytes would be read as, or a key that is not a string.
+    """A transcript entry, compact (read back by ``unpack``): in its form (``_FORMS``) when its
+    keys are one's and its values fit it, else as a compact map (``_pack_entry_map``)."""
+    names = tuple(entry)
+    form = _FORM_PLANS.get(names)
+    if form is not None:
+        vals = list(entry.values())
+        values = vals[:]
+        try:
+            for i, way in form[1]:
+                values[i] = way(vals[i], vals)
+        except _PlainKey:
+            return _pack_entry_map(entry, names)
+        return form[0] + pack(values)
+    return _pack_entry_map(entry, names)
+
+
+def _pack_entry_map(entry: dict[str, Any], names: tuple[Any, ...]) -> bytes:
+    """An entry as a compact map: its keys as indexes, its values smaller in their place
+    (``_pack_ids``, ``_TOKENS``, ``_STEP_IN_REF``); written plain when it holds a value a token
+    or an id's bytes would be read as, or a key that is not a string.
 
     Per entry (issue 14 aim 5): one lookup of its key set's plan, one dict built, and only the
     values its keys call for looked at (no per-key loop, no shape walk for an entry without
     buttons, list or attachments)."""
-    names = tuple(entry)
     plan = _ENTRY_PLANS.get(names)
     if plan is None:
         plan = _entry_plan(names)
@@ -281,7 +298,237 @@ def _ref_step(ref: str) -> str | None:
     return parts[1] if len(parts) == 3 else None
 
 
+# Entry forms (issue 14 aim 3). The common entries' keys come in a few fixed orders (the customer's
+# message, the bot's, a CRM event …: ``_FORMS``). Such an entry is written as ``0xc1``, its form's
+# number (1 to 31: bytes no other compact kind uses) and a msgpack array of its values in order,
+# no keys; the values its keys' ``_WAYS`` name are smaller, each by its key's way. A way raises
+# ``_PlainKey`` for a value it could not write so that it reads back as written; the entry is then
+# written as a compact map. ``_FORMS`` and ``_DATA_NAMES``: append only (a number, once written,
+# names its form or key for ever).
+_FORMS: tuple[tuple[str, ...], ...] = (
+    ("role", "text", "at", "kind", "message_id", "client_msg_id"),  # a customer's message (live chat)
+    ("role", "text", "at", "kind", "message_id"),  # a customer's message (other channels)
+    ("role", "text", "at", "kind"),
+    ("role", "text", "at", "kind", "ref", "step", "bot", "buttons"),  # the bot's message
+    ("role", "text", "at", "kind", "ref", "step", "bot"),
+    ("role", "text", "at", "kind", "ref", "step", "buttons"),
+    ("role", "text", "at", "kind", "ref", "step"),
+    ("role", "at", "id", "type", "happened_at", "source", "depth", "data"),  # a CRM event (a lead's history)
+    ("role", "text", "at"),
+    ("role", "event", "status", "ref", "text", "at"),  # a delivery receipt
+)
+_FORMS_END = 32
+#: Keys of a CRM event's data written as their number (positive: one byte).
+_DATA_NAMES = ("pipeline", "stage", "contact", "from", "to", "field", "tag", "task", "text", "responsible", "lead")
+_DATA_INDEX = {name: i for i, name in enumerate(_DATA_NAMES)}
+_BUTTON_KEYS = ("title", "payload", "url", "number")
+#: ``happened_at`` as the number of these it is before ``at`` (2**-22 s: a float's unit between
+#: 2**30 and 2**31 s, 2004 to 2038; later times are multiples of it).
+_TICKS = 4194304.0
+_BYTES = (bytes, bytearray, memoryview)
+Way = Any  # (value, the entry's values) -> the value written; or read: (value, the values read so far)
+
+
+def _token(v: Any, vals: list[Any]) -> Any:
+    if type(v) is str:
+        return _TOKEN_OF.get(v, v)
+    if type(v) is int and -32 <= v < 0:
+        raise _PlainKey
+    return v
+
+
+def _read_token(v: Any, values: list[Any]) -> Any:
+    return _TOKENS.get(v, v) if type(v) is int and v < 0 else v
+
+
+def _hex(v: Any, vals: list[Any]) -> Any:
+    if type(v) is str:
+        return (_hex_id(v) or v) if len(v) == 32 else v
+    if isinstance(v, _BYTES):
+        raise _PlainKey
+    return v
+
+
+def _read_hex(v: Any, values: list[Any]) -> Any:
+    return v.hex() if type(v) is bytes else v
+
+
+def _same(of: int) -> tuple[Way, Way]:
+    """``client_msg_id``: nil when it is the ``message_id`` (at ``of``), else as ``_hex``."""
+    def write(v: Any, vals: list[Any]) -> Any:
+        if type(v) is str and v == vals[of]:
+            return None
+        if v is None:
+            raise _PlainKey
+        return _hex(v, vals)
+
+    def read(v: Any, values: list[Any]) -> Any:
+        return values[of] if v is None else _read_hex(v, values)
+    return write, read
+
+
+def _gen_id(v: Any, vals: list[Any]) -> Any:
+    """A generated event id ``gen-<16 base64url characters>`` as its 12 bytes."""
+    if type(v) is str:
+        if len(v) == 20 and v.startswith("gen-"):
+            try:
+                raw = base64.urlsafe_b64decode(v[4:])
+            except ValueError:
+                return v
+            if base64.urlsafe_b64encode(raw).decode() == v[4:]:
+                return raw
+        return v
+    if isinstance(v, _BYTES):
+        raise _PlainKey
+    return v
+
+
+def _read_gen_id(v: Any, values: list[Any]) -> Any:
+    return "gen-" + base64.urlsafe_b64encode(v).decode() if type(v) is bytes else v
+
+
+def _delta(at: int) -> tuple[Way, Way]:
+    """``happened_at`` as an integer of ``_TICKS`` before the ``at`` at ``at`` when that reads back
+    bit for bit (3 bytes, not 9), else as it is (an integer: the entry is written as a map)."""
+    def write(v: Any, vals: list[Any]) -> Any:
+        if type(v) is float:
+            now = vals[at]
+            if type(now) is float and v > 0.0:  # (not -0.0, not NaN: a bit-exact comparison below)
+                n = (now - v) * _TICKS
+                if -2147483648.0 < n < 2147483648.0 and n == (i := int(n)) and now - i / _TICKS == v:
+                    return i
+            return v
+        if type(v) is int:
+            raise _PlainKey
+        return v
+
+    def read(v: Any, values: list[Any]) -> Any:
+        return values[at] - v / _TICKS if type(v) is int else v
+    return write, read
+
+
+def _step(ref: int) -> tuple[Way, Way]:
+    """A step that its ``ref`` (at ``ref``) names: nil."""
+    def write(v: Any, vals: list[Any]) -> Any:
+        if type(v) is str:
+            r = vals[ref]
+            if type(r) is str and _ref_step(r) == v:
+                return None
+        elif v is None:
+            raise _PlainKey
+        return v
+
+    def read(v: Any, values: list[Any]) -> Any:
+        return _ref_step(values[ref]) if v is None else v
+    return write, read
+
+
+def _buttons(v: Any, vals: list[Any]) -> Any:
+    """Buttons as the runtime makes them (no url, numbered from 1) as ``[title, payload, …]``, a
+    payload ``<8 hex digits>.<n>`` as 5 bytes; other buttons: the entry is written as a map."""
+    if not isinstance(v, list):
+        if isinstance(v, tuple):
+            raise _PlainKey
+        return v
+    flat: list[Any] = []
+    for number, b in enumerate(v, 1):
+        if type(b) is not dict or tuple(b) != _BUTTON_KEYS:
+            raise _PlainKey
+        title, payload, url, n = b.values()
+        if url is not None or type(n) is not int or n != number:
+            raise _PlainKey
+        if type(payload) is str:
+            if len(payload) > 9 and payload[8] == ".":
+                raw, at = _hex4(payload[:8]), payload[9:]
+                if raw is not None and at.isdigit() and len(at) < 4 and (i := int(at)) < 256 and str(i) == at:
+                    payload = raw + bytes((i,))
+        elif isinstance(payload, _BYTES):
+            raise _PlainKey
+        flat += (title, payload)
+    return flat
+
+
+def _hex4(value: str) -> bytes | None:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return raw if raw.hex() == value else None
+
+
+def _read_buttons(v: Any, values: list[Any]) -> Any:
+    if type(v) is not list:
+        return v
+    return [{"title": v[j], "payload": f"{p[:4].hex()}.{p[4]}" if type(p := v[j + 1]) is bytes else p,
+             "url": None, "number": j // 2 + 1} for j in range(0, len(v), 2)]
+
+
+def _data(v: Any, vals: list[Any]) -> Any:
+    if isinstance(v, dict):
+        out = {}
+        for key, item in v.items():
+            if type(key) is not str:
+                raise _PlainKey
+            out[_DATA_INDEX.get(key, key)] = item
+        return out
+    return v
+
+
+def _read_data(v: Any, values: list[Any]) -> Any:
+    if type(v) is dict:
+        return {(_DATA_NAMES[key] if type(key) is int else key): item for key, item in v.items()}
+    return v
+
+
+def _ways(names: tuple[str, ...]) -> tuple[tuple[int, Way, Way], ...]:
+    """Each value's way in a form with these keys: (its position, write, read), plain ones left out."""
+    out: list[tuple[int, Way, Way]] = []
+    for i, name in enumerate(names):
+        if name in ("role", "kind", "type", "source"):
+            out.append((i, _token, _read_token))
+        elif name == "message_id":
+            out.append((i, _hex, _read_hex))
+        elif name == "client_msg_id":
+            out.append((i, *_same(names.index("message_id"))))
+        elif name == "id":
+            out.append((i, _gen_id, _read_gen_id))
+        elif name == "happened_at":
+            out.append((i, *_delta(names.index("at"))))
+        elif name == "step" and "ref" in names[:i]:
+            out.append((i, *_step(names.index("ref"))))
+        elif name == "buttons":
+            out.append((i, _buttons, _read_buttons))
+        elif name == "data":
+            out.append((i, _data, _read_data))
+    return tuple(out)
+
+
+def _form_plans() -> tuple[dict[tuple[str, ...], tuple[bytes, tuple[tuple[int, Way], ...]]],
+                           dict[int, tuple[tuple[str, ...], tuple[tuple[int, Way], ...]]]]:
+    writes, reads = {}, {}
+    for number, names in enumerate(_FORMS, 1):
+        ways = _ways(names)
+        writes[names] = (COMPACT + bytes((number,)), tuple((i, write) for i, write, _ in ways))
+        reads[number] = (names, tuple((i, read) for i, _, read in ways))
+    return writes, reads
+
+
+_FORM_PLANS, _FORM_READS = _form_plans()
+
+
+def _entry_from_form(data: bytes) -> dict[str, Any]:
+    names, ways = _FORM_READS[data[1]]
+    values = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
+    if type(values) is not list or len(values) != len(names):
+        raise ValueError("a transcript entry that does not fit its form")
+    for i, read in ways:
+        values[i] = read(values[i], values)
+    return dict(zip(names, values, strict=True))
+
+
 def _unpack_compact(data: bytes) -> Any:
+    if data[1] < _FORMS_END:
+        return _entry_from_form(data)
     kind = data[1:2]
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
     if kind == _ENTRY:
