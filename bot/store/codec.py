@@ -10,15 +10,15 @@ message's ``client_msg_id`` that repeats its ``message_id`` is written once, an 
 hex digits (a live chat id, a uuid4 ``hex``) as its 16 bytes (18 bytes, not 34), the most common
 ``role``, ``kind``, CRM event ``type`` and ``source`` as a one-byte token (``_TOKENS``: not 4 to 16
 bytes), a bot message's ``step`` that its ``ref`` names as the token ``_STEP_IN_REF``.
-``unpack`` reads both forms, so blobs written before stay readable; ``_NAMES`` may only grow at
+Most entries are smaller still, in their *form* (``bot/store/entryforms.py``, issue 14 aim 3):
+``0xc1``, the form's number, then their values only, in their keys' order.
+``unpack`` reads every form, so blobs written before stay readable; ``_NAMES`` may only grow at
 its end (an index, once written, names its key for ever).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import re
 import threading
 from typing import Any
 
@@ -26,6 +26,7 @@ import msgpack
 
 from ..engine import events as ev
 from ..engine.state import ConversationState, Frame, Run, Wait
+from . import entryforms
 
 _EVENT_TYPES: dict[str, type] = {
     cls.__name__: cls
@@ -79,11 +80,8 @@ _CLIENT_MSG_ID, _MESSAGE_ID = _INDEX["client_msg_id"], _INDEX["message_id"]
 #: a negative number from -1 to -32 stands for the value ``_TOKENS`` gives it (-32: the step its
 #: ``ref`` names, ``<run>:<step>:m<n>``) and bytes for an id of 32 lower-case hex digits. An entry
 #: that holds such a number or bytes there itself is written plain. ``_TOKENS``: append only.
-_TOKENS = {-1 - i: value for i, value in enumerate((
-    "user", "bot", "event", "system", "human", "text", "message", "crm", "lead.created", "contact.created",
-    "lead.stage_changed", "lead.field_changed"))}
+_TOKENS, _TOKEN_OF = entryforms.TOKENS, entryforms.TOKEN_OF
 _STEP_IN_REF = -32
-_TOKEN_OF = {value: token for token, value in _TOKENS.items()}
 _TOKEN_KEYS = tuple(_INDEX[name] for name in ("role", "kind", "source", "type"))
 _REF, _STEP = _INDEX["ref"], _INDEX["step"]
 _TOKEN_NAMES = ("role", "kind", "source", "type")
@@ -190,14 +188,14 @@ _ENTRY_PREFIX = COMPACT + _ENTRY
 
 
 def pack_entry(entry: dict[str, Any]) -> bytes:
-    """A transcript entry, compact (read back by ``unpack``): in its form (``_FORMS``) when its
+    """A transcript entry, compact (read back by ``unpack``): in its form (``entryforms.FORMS``) when its
     keys are one's and its values fit it, else as a compact map (``_pack_entry_map``)."""
     names = tuple(entry)
-    forms = _FORM_PLANS.get(names)
+    forms = entryforms.WRITES.get(names)
     if forms is not None:
-        blob = _pack_form(list(entry.values()), forms)
-        if blob is not None:
-            return blob
+        written = entryforms.write(list(entry.values()), forms)
+        if written is not None:
+            return written[0] + pack(written[1])
     return _pack_entry_map(entry, names)
 
 
@@ -279,324 +277,12 @@ def _pack_ids(small: dict[Any, Any]) -> None:
             raise _PlainKey
 
 
-def _hex_id(value: str) -> bytes | None:
-    """The 16 bytes of 32 lower-case hex digits (None: not such an id)."""
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        return None
-    return raw if raw.hex() == value else None
-
-
-def _ref_step(ref: str) -> str | None:
-    """The step a message's ref ``<run>:<step>:m<n>`` names (None: not of that form)."""
-    parts = ref.split(":")
-    return parts[1] if len(parts) == 3 else None
-
-
-# Entry forms (issue 14 aim 3). The common entries' keys come in a few fixed orders (the customer's
-# message, the bot's, a CRM event …), most with the same few values at some keys (role "user",
-# kind "text" …): ``_FORMS``. Such an entry is written as ``0xc1``, its form's number (1 to 31:
-# bytes no other compact kind uses) and a msgpack array of its values in order, no keys, without
-# the values its form fixes; the values its keys' ways name (``_ways``) are smaller, each by its
-# key's way. A way raises ``_PlainKey`` for a value it could not write so that it reads back as
-# written: the entry is then written as a compact map. ``_FORMS`` and ``_DATA_NAMES``: append only
-# (a number, once written, names its form or key for ever).
-_USER_KEYS = ("role", "text", "at", "kind")
-_BOT_KEYS = ("role", "text", "at", "kind", "ref", "step")
-_EVENT_KEYS = ("role", "at", "id", "type", "happened_at", "source", "depth", "data")
-_SYSTEM_KEYS = ("role", "text", "at")
-_RECEIPT_KEYS = ("role", "event", "status", "ref", "text", "at")
-_USER_TEXT: dict[str, Any] = {"role": "user", "kind": "text"}
-_BOT_MESSAGE: dict[str, Any] = {"role": "bot", "kind": "message"}
-Form = tuple[tuple[str, ...], dict[str, Any]]
-_FORMS: tuple[Form, ...] = (
-    ((*_USER_KEYS, "message_id", "client_msg_id"), _USER_TEXT),  # 1: a customer's message (live chat)
-    ((*_USER_KEYS, "message_id"), _USER_TEXT),  # 2: a customer's message (other channels)
-    (_USER_KEYS, _USER_TEXT),
-    ((*_BOT_KEYS, "bot", "buttons"), _BOT_MESSAGE),  # 4: the bot's message
-    ((*_BOT_KEYS, "bot"), _BOT_MESSAGE),
-    ((*_BOT_KEYS, "buttons"), _BOT_MESSAGE),
-    (_BOT_KEYS, _BOT_MESSAGE),
-    (_EVENT_KEYS, {"role": "event", "source": "crm", "depth": 0}),  # 8: a CRM event (a lead's history)
-    (_RECEIPT_KEYS, {"role": "system", "event": "delivery"}),  # 9: a delivery receipt
-    # 10 to 19: the same keys with other values there
-    ((*_USER_KEYS, "message_id", "client_msg_id"), {}), ((*_USER_KEYS, "message_id"), {}), (_USER_KEYS, {}),
-    ((*_BOT_KEYS, "bot", "buttons"), {}), ((*_BOT_KEYS, "bot"), {}), ((*_BOT_KEYS, "buttons"), {}), (_BOT_KEYS, {}),
-    (_EVENT_KEYS, {}), (_RECEIPT_KEYS, {}), (_SYSTEM_KEYS, {}),
-)
-_FORMS_END = 32
-#: Keys of a CRM event's data written as their number (positive: one byte).
-_DATA_NAMES = ("pipeline", "stage", "contact", "from", "to", "field", "tag", "task", "text", "responsible", "lead")
-_DATA_INDEX = {name: i for i, name in enumerate(_DATA_NAMES)}
-_BUTTON_KEYS = ("title", "payload", "url", "number")
-#: ``happened_at`` as the number of these it is before ``at`` (2**-22 s: a float's unit between
-#: 2**30 and 2**31 s, 2004 to 2038; later times are multiples of it).
-_TICKS = 4194304.0
-_BYTES = (bytes, bytearray, memoryview)
-#: A bot message's ref as the engine makes it, ``r<run>:<step>:m<seq>`` (``turn.py``), in decimal.
-_REF_PARTS = re.compile(r"r([1-9][0-9]{0,8}|0):(.*):m([1-9][0-9]{0,8}|0)", re.DOTALL)
-#: A way to write a value: (the value, the entry's values, the values written so far) -> what is
-#: written; to read one: (the value read, the values read so far) -> the value.
-Way = Any
-
-
-def _token(v: Any, vals: list[Any], out: list[Any]) -> Any:
-    if type(v) is str:
-        return _TOKEN_OF.get(v, v)
-    if type(v) is int and -32 <= v < 0:
-        raise _PlainKey
-    return v
-
-
-def _read_token(v: Any, values: list[Any]) -> Any:
-    return _TOKENS.get(v, v) if type(v) is int and v < 0 else v
-
-
-def _hex(v: Any, vals: list[Any], out: list[Any]) -> Any:
-    if type(v) is str:
-        return (_hex_id(v) or v) if len(v) == 32 else v
-    if isinstance(v, _BYTES):
-        raise _PlainKey
-    return v
-
-
-def _read_hex(v: Any, values: list[Any]) -> Any:
-    return v.hex() if type(v) is bytes else v
-
-
-def _same(of: int) -> tuple[Way, Way]:
-    """``client_msg_id``: nil when it is the ``message_id`` (at ``of``), else as ``_hex``."""
-    def write(v: Any, vals: list[Any], out: list[Any]) -> Any:
-        if type(v) is str and v == vals[of]:
-            return None
-        if v is None:
-            raise _PlainKey
-        return _hex(v, vals, out)
-
-    def read(v: Any, values: list[Any]) -> Any:
-        return values[of] if v is None else _read_hex(v, values)
-    return write, read
-
-
-def _gen_id(v: Any, vals: list[Any], out: list[Any]) -> Any:
-    """A generated event id ``gen-<16 base64url characters>`` as its 12 bytes."""
-    if type(v) is str:
-        if len(v) == 20 and v.startswith("gen-"):
-            try:
-                raw = base64.urlsafe_b64decode(v[4:])
-            except ValueError:
-                return v
-            if base64.urlsafe_b64encode(raw).decode() == v[4:]:
-                return raw
-        return v
-    if isinstance(v, _BYTES):
-        raise _PlainKey
-    return v
-
-
-def _read_gen_id(v: Any, values: list[Any]) -> Any:
-    return "gen-" + base64.urlsafe_b64encode(v).decode() if type(v) is bytes else v
-
-
-def _delta(at: int) -> tuple[Way, Way]:
-    """``happened_at`` as an integer of ``_TICKS`` before the ``at`` at ``at`` when that reads back
-    bit for bit (3 or 5 bytes, not 9), else as it is (an integer: the entry is written as a map)."""
-    def write(v: Any, vals: list[Any], out: list[Any]) -> Any:
-        if type(v) is float:
-            now = vals[at]
-            if type(now) is float and v > 0.0:  # (not -0.0, not NaN: a bit-exact comparison below)
-                n = (now - v) * _TICKS
-                if -2147483648.0 < n < 2147483648.0 and n == (i := int(n)) and now - i / _TICKS == v:
-                    return i
-            return v
-        if type(v) is int:
-            raise _PlainKey
-        return v
-
-    def read(v: Any, values: list[Any]) -> Any:
-        return values[at] - v / _TICKS if type(v) is int else v
-    return write, read
-
-
-def _ref(step: int) -> tuple[Way, Way]:
-    """A ref ``r<run>:<step>:m<seq>`` of the entry's step (at ``step``) as ``[run, seq]``."""
-    def write(v: Any, vals: list[Any], out: list[Any]) -> Any:
-        if type(v) is str:
-            s = vals[step]
-            if type(s) is str and (m := _REF_PARTS.fullmatch(v)) is not None and m[2] == s:
-                return [int(m[1]), int(m[3])]
-        elif isinstance(v, (list, tuple)):
-            raise _PlainKey
-        return v
-
-    def read(v: Any, values: list[Any]) -> Any:
-        return f"r{v[0]}:{values[step]}:m{v[1]}" if type(v) is list else v
-    return write, read
-
-
-def _step(ref: int) -> tuple[Way, Way]:
-    """A step that its ``ref`` (at ``ref``), written as text, names: nil."""
-    def write(v: Any, vals: list[Any], out: list[Any]) -> Any:
-        if type(v) is str:
-            r = out[ref]
-            if type(r) is str and _ref_step(r) == v:
-                return None
-        elif v is None:
-            raise _PlainKey
-        return v
-
-    def read(v: Any, values: list[Any]) -> Any:
-        return _ref_step(values[ref]) if v is None else v
-    return write, read
-
-
-def _buttons(v: Any, vals: list[Any], out: list[Any]) -> Any:
-    """Buttons as the runtime makes them (no url, numbered from 1) as ``[title, payload, …]``, a
-    payload ``<8 hex digits>.<n>`` as 5 bytes; other buttons: the entry is written as a map."""
-    if not isinstance(v, list):
-        if isinstance(v, tuple):
-            raise _PlainKey
-        return v
-    flat: list[Any] = []
-    for number, b in enumerate(v, 1):
-        if type(b) is not dict or tuple(b) != _BUTTON_KEYS:
-            raise _PlainKey
-        title, payload, url, n = b.values()
-        if url is not None or type(n) is not int or n != number:
-            raise _PlainKey
-        if type(payload) is str:
-            if len(payload) > 9 and payload[8] == ".":
-                raw, at = _hex4(payload[:8]), payload[9:]
-                if raw is not None and at.isdigit() and len(at) < 4 and (i := int(at)) < 256 and str(i) == at:
-                    payload = raw + bytes((i,))
-        elif isinstance(payload, _BYTES):
-            raise _PlainKey
-        flat += (title, payload)
-    return flat
-
-
-def _hex4(value: str) -> bytes | None:
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        return None
-    return raw if raw.hex() == value else None
-
-
-def _read_buttons(v: Any, values: list[Any]) -> Any:
-    if type(v) is not list:
-        return v
-    return [{"title": v[j], "payload": f"{p[:4].hex()}.{p[4]}" if type(p := v[j + 1]) is bytes else p,
-             "url": None, "number": j // 2 + 1} for j in range(0, len(v), 2)]
-
-
-def _data(v: Any, vals: list[Any], out: list[Any]) -> Any:
-    if isinstance(v, dict):
-        small = {}
-        for key, item in v.items():
-            if type(key) is not str:
-                raise _PlainKey
-            small[_DATA_INDEX.get(key, key)] = item
-        return small
-    return v
-
-
-def _read_data(v: Any, values: list[Any]) -> Any:
-    if type(v) is dict:
-        return {(_DATA_NAMES[key] if type(key) is int else key): item for key, item in v.items()}
-    return v
-
-
-def _ways(names: tuple[str, ...], fixed: dict[str, Any]) -> tuple[tuple[int, Way, Way], ...]:
-    """Each written value's way in a form with these keys: (its position, write, read), plain
-    ones and the form's fixed ones left out."""
-    out: list[tuple[int, Way, Way]] = []
-    for i, name in enumerate(names):
-        if name in fixed:
-            continue
-        if name in ("role", "kind", "type", "source"):
-            out.append((i, _token, _read_token))
-        elif name == "message_id":
-            out.append((i, _hex, _read_hex))
-        elif name == "client_msg_id":
-            out.append((i, *_same(names.index("message_id"))))
-        elif name == "id":
-            out.append((i, _gen_id, _read_gen_id))
-        elif name == "happened_at":
-            out.append((i, *_delta(names.index("at"))))
-        elif name == "ref" and "step" in names[i:]:
-            out.append((i, *_ref(names.index("step"))))
-        elif name == "step" and "ref" in names[:i]:
-            out.append((i, *_step(names.index("ref"))))
-        elif name == "buttons":
-            out.append((i, _buttons, _read_buttons))
-        elif name == "data":
-            out.append((i, _data, _read_data))
-    return tuple(out)
-
-
-#: A form to write: (its prefix, the fixed values' positions and values, the written values'
-#: positions, the ways); to read: (its keys, its fixed values in place (None elsewhere), the
-#: written values' positions, the ways).
-WritePlan = tuple[bytes, tuple[tuple[int, Any], ...], tuple[int, ...], tuple[tuple[int, Way], ...]]
-ReadForm = tuple[tuple[str, ...], list[Any], tuple[int, ...], tuple[tuple[int, Way], ...]]
-
-
-def _form_plans() -> tuple[dict[tuple[str, ...], list[WritePlan]], dict[int, ReadForm]]:
-    writes: dict[tuple[str, ...], list[WritePlan]] = {}
-    reads: dict[int, ReadForm] = {}
-    for number, (names, fixed) in enumerate(_FORMS, 1):
-        ways = _ways(names, fixed)
-        kept = tuple(i for i, name in enumerate(names) if name not in fixed)
-        writes.setdefault(names, []).append((
-            COMPACT + bytes((number,)), tuple((names.index(name), value) for name, value in fixed.items()),
-            kept if fixed else (), tuple((i, write) for i, write, _ in ways)))
-        reads[number] = (names, [fixed.get(name) for name in names], kept if fixed else (),
-                         tuple((i, read) for i, _, read in ways))
-    return writes, reads
-
-
-_FORM_PLANS, _FORM_READS = _form_plans()
-
-
-def _pack_form(vals: list[Any], forms: list[WritePlan]) -> bytes | None:
-    """The entry's values in the first of its forms whose fixed values it has (None: in none)."""
-    for prefix, fixed, kept, ways in forms:
-        for i, value in fixed:
-            v = vals[i]
-            if type(v) is not type(value) or v != value:
-                break
-        else:
-            out = vals[:]
-            try:
-                for i, way in ways:
-                    out[i] = way(vals[i], vals, out)
-            except _PlainKey:
-                return None
-            return prefix + pack([out[i] for i in kept] if kept else out)
-    return None
-
-
-def _entry_from_form(data: bytes) -> dict[str, Any]:
-    names, fixed, kept, ways = _FORM_READS[data[1]]
-    read = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
-    if type(read) is not list or len(read) != (len(kept) if kept else len(names)):
-        raise ValueError("a transcript entry that does not fit its form")
-    if kept:
-        values = fixed[:]
-        for i, v in zip(kept, read, strict=True):
-            values[i] = v
-    else:
-        values = read
-    for i, way in ways:
-        values[i] = way(values[i], values)
-    return dict(zip(names, values, strict=True))
+_hex_id, _ref_step = entryforms.hex_id, entryforms.ref_step
 
 
 def _unpack_compact(data: bytes) -> Any:
-    if data[1] < _FORMS_END:
-        return _entry_from_form(data)
+    if data[1] < entryforms.FORMS_END:
+        return entryforms.read(data[1], msgpack.unpackb(data[2:], raw=False, strict_map_key=False))
     kind = data[1:2]
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
     if kind == _ENTRY:

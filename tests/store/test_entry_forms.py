@@ -1,4 +1,4 @@
-"""Transcript entries in their forms (bot/store/codec.py ``_FORMS``, issue 14 aim 3): every entry
+"""Transcript entries in their forms (bot/store/entryforms.py, issue 14 aim 3): every entry
 reads back as exactly the dict it was written from (same keys in the same order, same types, floats
 bit for bit), whether its values fit its form's ways or not; entries written before the forms
 (compact maps, plain msgpack) read as they did."""
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bot.engine import effects as fx
 from bot.engine import events as ev
 from bot.engine.transcript import inbound_entry, outbound_entry
-from bot.store import codec
+from bot.store import codec, entryforms
 
 
 def same(a: Any, b: Any) -> bool:
@@ -44,7 +44,7 @@ GEN_IDS = st.binary(min_size=12, max_size=12).map(lambda b: "gen-" + base64.urls
 ODD = (st.none() | st.booleans() | st.integers(-40, 40) | st.floats() | st.text(max_size=6)
        | st.binary(max_size=17) | st.lists(st.integers(0, 3), max_size=2))
 IDS = HEX_IDS | HEX_IDS.map(str.upper) | GEN_IDS | st.just("gen-" + "A" * 15 + "=") | ODD
-TOKENS = st.sampled_from(sorted(codec._TOKEN_OF)) | ODD
+TOKENS = st.sampled_from(sorted(entryforms.TOKEN_OF)) | ODD
 PAYLOADS = (st.tuples(st.binary(min_size=4, max_size=4), st.integers(0, 300)).map(lambda t: f"{t[0].hex()}.{t[1]}")
             | st.sampled_from(["fda8c6e0.0", "fda8c6e0.01", "FDA8C6E0.1", "fda8c6e0.", "fda8c6e0x1", "zzzzzzzz.1",
                                "fda8c6e0.²"]) | ODD)
@@ -52,7 +52,7 @@ BUTTON = st.fixed_dictionaries({"title": st.text(max_size=5) | ODD, "payload": P
                                 "url": st.none() | st.just("https://x"), "number": st.integers(0, 3) | ODD})
 BUTTONS = (st.lists(BUTTON, max_size=3) | st.lists(st.dictionaries(st.text(max_size=3), ODD, max_size=2), max_size=2)
            | ODD)
-DATA = st.dictionaries(st.sampled_from(codec._DATA_NAMES) | st.text(max_size=4) | st.integers(0, 12), ODD,
+DATA = st.dictionaries(st.sampled_from(entryforms.DATA_NAMES) | st.text(max_size=4) | st.integers(0, 12), ODD,
                        max_size=4) | ODD
 REFS = st.sampled_from(["r1:reply:m4", "r1:a:b:m4", "h:m3", ""]) | ODD
 #: Values for each key: the kinds the ways make smaller and everything they must leave as it is.
@@ -65,12 +65,12 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
 
 @st.composite
 def form_entries(draw: st.DrawFn) -> dict[str, Any]:
-    names, fixed = draw(st.sampled_from(codec._FORMS))
+    names, fixed = draw(st.sampled_from(entryforms.FORMS))
     entry = {name: draw(st.just(fixed[name]) | VALUES[name] if name in fixed else VALUES[name]) for name in names}
     if "client_msg_id" in entry and draw(st.booleans()):
         entry["client_msg_id"] = entry["message_id"]
     if "step" in entry and type(entry["ref"]) is str and draw(st.booleans()):
-        entry["step"] = codec._ref_step(entry["ref"])
+        entry["step"] = entryforms.ref_step(entry["ref"])
     if "step" in entry and type(entry["step"]) is str and draw(st.booleans()):
         entry["ref"] = draw(st.sampled_from(["r{}:{}:m{}", "r0{}:{}:m{}", "r{}:{}:m0{}", "r{}:{}:m{}:m1"])).format(
             draw(st.integers(0, 10**10)), entry["step"], draw(st.integers(0, 10**10)))
@@ -113,7 +113,7 @@ def test_the_common_entries_are_written_in_their_forms_and_smaller() -> None:
     sizes = []
     for entry in bench_entries():
         blob = codec.pack_entry(entry)
-        assert blob[:1] == codec.COMPACT and 0 < blob[1] < codec._FORMS_END
+        assert blob[:1] == codec.COMPACT and 0 < blob[1] < entryforms.FORMS_END
         assert same(codec.unpack(blob), entry)
         sizes.append((len(blob), len(codec._pack_entry_map(entry, tuple(entry)))))
     assert sizes == [(62, 70), (99, 124), (48, 85), (36, 67)]  # (in its form, as a compact map)
@@ -138,11 +138,11 @@ def test_a_value_a_way_cannot_write_leaves_the_entry_as_written(change: dict[str
 
 def test_a_form_is_never_renumbered() -> None:
     """The forms' numbers are written in every entry: the first ones stay where they are."""
-    assert codec._FORMS[0] == (("role", "text", "at", "kind", "message_id", "client_msg_id"),
+    assert entryforms.FORMS[0] == (("role", "text", "at", "kind", "message_id", "client_msg_id"),
                                {"role": "user", "kind": "text"})
-    assert codec._FORMS[7] == (("role", "at", "id", "type", "happened_at", "source", "depth", "data"),
+    assert entryforms.FORMS[7] == (("role", "at", "id", "type", "happened_at", "source", "depth", "data"),
                                {"role": "event", "source": "crm", "depth": 0})
-    assert codec._DATA_NAMES[:3] == ("pipeline", "stage", "contact")
-    assert len(codec._FORMS) < codec._FORMS_END
-    assert min(codec._SHAPES)[0] >= codec._FORMS_END  # below every other compact kind's byte (b"e", b"s")
-    assert min(b"i"[0], b"r"[0]) >= codec._FORMS_END  # the metadata's state, the CRM's records
+    assert entryforms.DATA_NAMES[:3] == ("pipeline", "stage", "contact")
+    assert len(entryforms.FORMS) < entryforms.FORMS_END
+    assert min(codec._SHAPES)[0] >= entryforms.FORMS_END  # below every other compact kind's byte (b"e", b"s")
+    assert min(b"i"[0], b"r"[0]) >= entryforms.FORMS_END  # the metadata's state, the CRM's records
