@@ -3,12 +3,13 @@
 The common entries' keys come in a few fixed orders (the customer's message, the bot's, a CRM
 event …), most with the same few values at some keys (role "user", kind "text" …): ``FORMS``.
 Such an entry is written (``bot/store/codec.py``) as ``0xc1``, its form's number (1 to 31: bytes
-no other compact kind uses) and a msgpack array of its values in order, no keys, without the
-values its form fixes; the values its keys' ways name (``_ways``) are smaller, each by its key's
-way. A way raises ``Unfit`` for a value it could not write so that it reads back exactly as
-written (same type, floats bit for bit): the entry is then written as a compact map. ``FORMS``,
-``TOKENS`` and ``DATA_NAMES``: append only (a number, once written, names its form, value or key
-for ever). Pure: no I/O, no msgpack (the codec packs and unpacks the arrays).
+no other compact kind uses) and the items of a msgpack array of its values in order (the array's
+header is the form's, ``HEADS``), no keys, without the values its form fixes; the values its keys'
+ways name (``_ways``) are smaller, each by its key's way. A way raises ``Unfit`` for a value it
+could not write so that it reads back exactly as written (same type, floats bit for bit): the
+entry is then written as a compact map. ``FORMS``, ``TOKENS`` and ``DATA_NAMES``: append only (a
+number, once written, names its form, value or key for ever). Pure: no I/O, no msgpack (the
+codec packs and unpacks the arrays).
 """
 
 from __future__ import annotations
@@ -302,6 +303,12 @@ def _form_plans() -> tuple[dict[tuple[str, ...], list[WritePlan]], dict[int, Rea
 
 
 WRITES, _READS = _form_plans()
+#: Each form's array header (msgpack's fixarray of its written values' count), not stored: the
+#: blob holds the array's items only, the reader puts the header back (a byte less per entry).
+HEADS = {number: bytes((0x90 + (len(kept) if kept else len(names)),))
+         for number, (names, _, kept, _) in _READS.items()}
+if max(HEADS.values()) >= b"\xa0":
+    raise RuntimeError("an entry form of 16 values or more: its array header is longer than a byte")
 
 
 def write(vals: list[Any], forms: list[WritePlan]) -> tuple[bytes, list[Any]] | None:
