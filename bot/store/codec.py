@@ -195,7 +195,7 @@ def pack_entry(entry: dict[str, Any]) -> bytes:
     if forms is not None:
         written = entryforms.write(list(entry.values()), forms)
         if written is not None:
-            return written[0] + memoryview(pack(written[1]))[1:]  # the items: the form gives the header
+            return written[0] + pack(written[1])[1:]  # the items: the form gives the header
     return _pack_entry_map(entry, names)
 
 
@@ -282,8 +282,9 @@ _hex_id, _ref_step = entryforms.hex_id, entryforms.ref_step
 
 def _unpack_compact(data: bytes) -> Any:
     if data[1] < entryforms.FORMS_END:
-        return entryforms.read(data[1], msgpack.unpackb(entryforms.HEADS[data[1]] + memoryview(data)[2:],
-                                                        raw=False, strict_map_key=False))
+        form = data[1]
+        items = entryforms.HEADS[form] + data[2:]  # the array's header: the form's
+        return entryforms.read(form, msgpack.unpackb(items, raw=False, strict_map_key=False))
     kind = data[1:2]
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
     if kind == _ENTRY:
