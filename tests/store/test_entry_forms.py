@@ -146,3 +146,24 @@ def test_a_form_is_never_renumbered() -> None:
     assert len(entryforms.FORMS) < entryforms.FORMS_END
     assert min(codec._SHAPES)[0] >= entryforms.FORMS_END  # below every other compact kind's byte (b"e", b"s")
     assert min(b"i"[0], b"r"[0]) >= entryforms.FORMS_END  # the metadata's state, the CRM's records
+
+
+#: ``bench_entries()`` as the code before the forms wrote them (compact maps, 029c6eb's
+#: ``pack_entry``, hex): what an idle conversation's transcript holds when this version starts.
+BEFORE_FORMS = (
+    ("c1658600ff01be68656c6c6f2074686572652c204920686176652061207175657374696f6e02cb41dac58c7e8008cb03fa0cc410"
+     "7f1d216a9a604f5a9e55d13927f9b85547c0"),
+    ("c1658800fe01d9315468616e6b732074686572652c20796f7520736169643a20646f20796f752064656c6976657220746f20416e"
+     "6b6172613f02cb41dac58c7e8008cb03f904ab72313a7265706c793a6d3405e006a464656d6f07918408ad4f70656e696e672068"
+     "6f75727309aa66646138633665302e300ac00b01"),
+    ("c1658800fd02cb41dac58cb972980516b467656e2d4b503467554537344c733554485830711df71ecb41dac58cb971bbb41ff820"
+     "002182a8706970656c696e65a553616c6573a57374616765a8496e636f6d696e67"),
+    ("c1658800fd02cb41dac58cb972986916b467656e2d7536567436732d486d75566f493835641df61ecb41dac58cb971bc061ff820"
+     "002181a7636f6e74616374a3313139"),
+)
+
+
+def test_entries_written_before_the_forms_read_as_they_did() -> None:
+    for blob, entry in zip(BEFORE_FORMS, bench_entries(), strict=True):
+        assert same(codec.unpack(bytes.fromhex(blob)), entry)
+        assert same(codec.unpack(codec.pack(entry)), entry)  # plain msgpack (before the compact maps)
