@@ -213,7 +213,8 @@ def _buttons(v: Any, vals: list[Any], out: list[Any]) -> Any:
         if type(payload) is str:
             if len(payload) > 9 and payload[8] == ".":
                 raw, at = _hex4(payload[:8]), payload[9:]
-                if raw is not None and at.isdigit() and len(at) < 4 and (i := int(at)) < 256 and str(i) == at:
+                if raw is not None and at.isascii() and at.isdigit() and len(at) < 4 and (i := int(at)) < 256 \
+                        and str(i) == at:
                     payload = raw + bytes((i,))
         elif isinstance(payload, _BYTES):
             raise Unfit

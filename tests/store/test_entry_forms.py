@@ -136,6 +136,16 @@ def test_a_value_a_way_cannot_write_leaves_the_entry_as_written(change: dict[str
         assert same(codec.unpack(codec.pack_entry(odd)), odd)
 
 
+@given(st.text(max_size=12) | PAYLOADS, st.sampled_from(["fda8c6e0.", "0123abcd.", ""]),
+       st.sampled_from(["²", "١", "٣٤", "01", "256", "255", "9", " 1", "1 "]) | st.text(max_size=4))
+def test_a_buttons_payload_of_any_text_reads_back(payload: Any, head: str, tail: str) -> None:
+    """Payloads the runtime's buttons hold (url None, numbered by place): any text, hex heads with
+    any tail (other digits than ASCII's, leading zeros, numbers past a byte)."""
+    for p in (payload, head + tail):
+        entry = {**bench_entries()[1], "buttons": [{"title": "a", "payload": p, "url": None, "number": 1}]}
+        assert same(codec.unpack(codec.pack_entry(entry)), entry)
+
+
 def test_a_form_is_never_renumbered() -> None:
     """The forms' numbers are written in every entry: the first ones stay where they are."""
     assert entryforms.FORMS[0] == (("role", "text", "at", "kind", "message_id", "client_msg_id"),
