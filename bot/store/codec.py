@@ -10,7 +10,9 @@ message's ``client_msg_id`` that repeats its ``message_id`` is written once, an 
 hex digits (a live chat id, a uuid4 ``hex``) as its 16 bytes (18 bytes, not 34), the most common
 ``role``, ``kind``, CRM event ``type`` and ``source`` as a one-byte token (``_TOKENS``: not 4 to 16
 bytes), a bot message's ``step`` that its ``ref`` names as the token ``_STEP_IN_REF``.
-``unpack`` reads both forms, so blobs written before stay readable; ``_NAMES`` may only grow at
+Most entries are smaller still, in their *form* (``bot/store/entryforms.py``, issue 14 aim 3):
+``0xc1``, the form's number, then their values only, in their keys' order.
+``unpack`` reads every form, so blobs written before stay readable; ``_NAMES`` may only grow at
 its end (an index, once written, names its key for ever).
 """
 
@@ -24,6 +26,7 @@ import msgpack
 
 from ..engine import events as ev
 from ..engine.state import ConversationState, Frame, Run, Wait
+from . import entryforms
 
 _EVENT_TYPES: dict[str, type] = {
     cls.__name__: cls
@@ -77,11 +80,8 @@ _CLIENT_MSG_ID, _MESSAGE_ID = _INDEX["client_msg_id"], _INDEX["message_id"]
 #: a negative number from -1 to -32 stands for the value ``_TOKENS`` gives it (-32: the step its
 #: ``ref`` names, ``<run>:<step>:m<n>``) and bytes for an id of 32 lower-case hex digits. An entry
 #: that holds such a number or bytes there itself is written plain. ``_TOKENS``: append only.
-_TOKENS = {-1 - i: value for i, value in enumerate((
-    "user", "bot", "event", "system", "human", "text", "message", "crm", "lead.created", "contact.created",
-    "lead.stage_changed", "lead.field_changed"))}
+_TOKENS, _TOKEN_OF = entryforms.TOKENS, entryforms.TOKEN_OF
 _STEP_IN_REF = -32
-_TOKEN_OF = {value: token for token, value in _TOKENS.items()}
 _TOKEN_KEYS = tuple(_INDEX[name] for name in ("role", "kind", "source", "type"))
 _REF, _STEP = _INDEX["ref"], _INDEX["step"]
 _TOKEN_NAMES = ("role", "kind", "source", "type")
@@ -188,14 +188,25 @@ _ENTRY_PREFIX = COMPACT + _ENTRY
 
 
 def pack_entry(entry: dict[str, Any]) -> bytes:
-    """A transcript entry, compact (read back by ``unpack``): its keys as indexes, its values
-    smaller in their place (``_pack_ids``, ``_TOKENS``, ``_STEP_IN_REF``); written plain when it
-    holds a value a token or an id's bytes would be read as, or a key that is not a string.
+    """A transcript entry, compact (read back by ``unpack``): in its form (``entryforms.FORMS``) when its
+    keys are one's and its values fit it, else as a compact map (``_pack_entry_map``)."""
+    names = tuple(entry)
+    forms = entryforms.WRITES.get(names)
+    if forms is not None:
+        written = entryforms.write(list(entry.values()), forms)
+        if written is not None:
+            return written[0] + pack(written[1])[1:]  # the items: the form gives the header
+    return _pack_entry_map(entry, names)
+
+
+def _pack_entry_map(entry: dict[str, Any], names: tuple[Any, ...]) -> bytes:
+    """An entry as a compact map: its keys as indexes, its values smaller in their place
+    (``_pack_ids``, ``_TOKENS``, ``_STEP_IN_REF``); written plain when it holds a value a token
+    or an id's bytes would be read as, or a key that is not a string.
 
     Per entry (issue 14 aim 5): one lookup of its key set's plan, one dict built, and only the
     values its keys call for looked at (no per-key loop, no shape walk for an entry without
     buttons, list or attachments)."""
-    names = tuple(entry)
     plan = _ENTRY_PLANS.get(names)
     if plan is None:
         plan = _entry_plan(names)
@@ -266,22 +277,14 @@ def _pack_ids(small: dict[Any, Any]) -> None:
             raise _PlainKey
 
 
-def _hex_id(value: str) -> bytes | None:
-    """The 16 bytes of 32 lower-case hex digits (None: not such an id)."""
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        return None
-    return raw if raw.hex() == value else None
-
-
-def _ref_step(ref: str) -> str | None:
-    """The step a message's ref ``<run>:<step>:m<n>`` names (None: not of that form)."""
-    parts = ref.split(":")
-    return parts[1] if len(parts) == 3 else None
+_hex_id, _ref_step = entryforms.hex_id, entryforms.ref_step
 
 
 def _unpack_compact(data: bytes) -> Any:
+    if data[1] < entryforms.FORMS_END:
+        form = data[1]
+        items = entryforms.HEADS[form] + data[2:]  # the array's header: the form's
+        return entryforms.read(form, msgpack.unpackb(items, raw=False, strict_map_key=False))
     kind = data[1:2]
     value = msgpack.unpackb(data[2:], raw=False, strict_map_key=False)
     if kind == _ENTRY:

@@ -64,8 +64,10 @@ def test_a_hex_message_id_is_kept_as_its_bytes_and_an_older_compact_entry_still_
     compact = codec.pack_entry(entry)
     assert bytes.fromhex(hex_id) in compact and hex_id.encode() not in compact
     assert b"user" not in compact and b"text" not in compact  # "user", "text": a one-byte token each
-    assert len(compact) == 49  # 57 with the role and kind as text, 73 with the id as text too (before)
+    assert len(compact) == 40  # in its form; 49 as a compact map, 57 with the role and kind as text, 73 with the id too
     assert list(codec.unpack(compact).items()) == list(entry.items())  # the same entry, in its order
+    as_map = codec._pack_entry_map(entry, tuple(entry))  # as the compact form wrote it before its forms
+    assert len(as_map) == 49 and list(codec.unpack(as_map).items()) == list(entry.items())
     # as the compact form wrote it before: the id as text, "client_msg_id is message_id" (key 71)
     older = codec.COMPACT + b"e" + codec.pack({0: "user", 1: "ok thanks", 2: 1796582945.931, 3: "text",
                                                12: hex_id, 71: None})
@@ -91,9 +93,10 @@ def test_a_crm_event_entry_keeps_its_type_and_source_as_a_token() -> None:
              "happened_at": 1796583914.5, "source": "crm", "depth": 0, "data": {"pipeline": "Sales", "type": "x"}}
     compact = codec.pack_entry(entry)
     assert list(codec.unpack(compact).items()) == list(entry.items())
-    assert b"lead.created" not in compact and b"crm" not in compact and len(compact) == 77  # 97 before
+    assert b"lead.created" not in compact and b"crm" not in compact and len(compact) == 46  # 77 as a map, 97 before
     older = codec.COMPACT + b"e" + codec.pack({codec._INDEX.get(k, k): v for k, v in entry.items()})
     assert codec.unpack(older) == entry  # as the compact form wrote it before
+    assert codec.unpack(codec._pack_entry_map(entry, tuple(entry))) == entry
 
 
 @pytest.mark.parametrize("entry", [

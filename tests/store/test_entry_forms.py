@@ -1,0 +1,179 @@
+"""Transcript entries in their forms (bot/store/entryforms.py, issue 14 aim 3): every entry
+reads back as exactly the dict it was written from (same keys in the same order, same types, floats
+bit for bit), whether its values fit its form's ways or not; entries written before the forms
+(compact maps, plain msgpack) read as they did."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.engine import effects as fx
+from bot.engine import events as ev
+from bot.engine.transcript import inbound_entry, outbound_entry
+from bot.store import codec, entryforms
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values of equal types (``True`` is not ``1``, ``1.0`` not ``1``), floats bit for bit,
+    maps in the same order."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    if type(a) is dict:
+        return len(a) == len(b) and all(same(ka, kb) and same(va, vb)
+                                        for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True))
+    if type(a) is list:
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+NOW = 1796616698.0005367
+#: Times near now (the ways' common case), odd floats, and other types.
+TIMES = (st.floats(NOW - 100, NOW + 100) | st.floats(allow_nan=True, allow_infinity=True)
+         | st.sampled_from([0.0, -0.0, NOW, NOW - 0.0134, 1e300, 5e-324]) | st.integers(-5, 2**40)
+         | st.none() | st.booleans())
+HEX_IDS = st.binary(min_size=16, max_size=16).map(bytes.hex)
+GEN_IDS = st.binary(min_size=12, max_size=12).map(lambda b: "gen-" + base64.urlsafe_b64encode(b).decode())
+ODD = (st.none() | st.booleans() | st.integers(-40, 40) | st.floats() | st.text(max_size=6)
+       | st.binary(max_size=17) | st.lists(st.integers(0, 3), max_size=2))
+IDS = HEX_IDS | HEX_IDS.map(str.upper) | GEN_IDS | st.just("gen-" + "A" * 15 + "=") | ODD
+TOKENS = st.sampled_from(sorted(entryforms.TOKEN_OF)) | ODD
+PAYLOADS = (st.tuples(st.binary(min_size=4, max_size=4), st.integers(0, 300)).map(lambda t: f"{t[0].hex()}.{t[1]}")
+            | st.sampled_from(["fda8c6e0.0", "fda8c6e0.01", "FDA8C6E0.1", "fda8c6e0.", "fda8c6e0x1", "zzzzzzzz.1",
+                               "fda8c6e0.²"]) | ODD)
+BUTTON = st.fixed_dictionaries({"title": st.text(max_size=5) | ODD, "payload": PAYLOADS,
+                                "url": st.none() | st.just("https://x"), "number": st.integers(0, 3) | ODD})
+BUTTONS = (st.lists(BUTTON, max_size=3) | st.lists(st.dictionaries(st.text(max_size=3), ODD, max_size=2), max_size=2)
+           | ODD)
+DATA = st.dictionaries(st.sampled_from(entryforms.DATA_NAMES) | st.text(max_size=4) | st.integers(0, 12), ODD,
+                       max_size=4) | ODD
+REFS = st.sampled_from(["r1:reply:m4", "r1:a:b:m4", "h:m3", ""]) | ODD
+#: Values for each key: the kinds the ways make smaller and everything they must leave as it is.
+VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "role": TOKENS, "kind": TOKENS, "type": TOKENS, "source": TOKENS, "text": ODD, "at": TIMES,
+    "happened_at": TIMES, "message_id": IDS, "client_msg_id": IDS, "id": IDS, "ref": REFS,
+    "step": st.sampled_from(["reply", "a", "", None]) | ODD, "bot": ODD, "buttons": BUTTONS, "depth": ODD,
+    "data": DATA, "event": ODD, "status": ODD}
+
+
+@st.composite
+def form_entries(draw: st.DrawFn) -> dict[str, Any]:
+    names, fixed = draw(st.sampled_from(entryforms.FORMS))
+    entry = {name: draw(st.just(fixed[name]) | VALUES[name] if name in fixed else VALUES[name]) for name in names}
+    if "client_msg_id" in entry and draw(st.booleans()):
+        entry["client_msg_id"] = entry["message_id"]
+    if "step" in entry and type(entry["ref"]) is str and draw(st.booleans()):
+        entry["step"] = entryforms.ref_step(entry["ref"])
+    if "step" in entry and type(entry["step"]) is str and draw(st.booleans()):
+        entry["ref"] = draw(st.sampled_from(["r{}:{}:m{}", "r0{}:{}:m{}", "r{}:{}:m0{}", "r{}:{}:m{}:m1"])).format(
+            draw(st.integers(0, 10**10)), entry["step"], draw(st.integers(0, 10**10)))
+    return entry
+
+
+@given(form_entries())
+def test_an_entry_with_a_forms_keys_reads_back_exactly(entry: dict[str, Any]) -> None:
+    blob = codec.pack_entry(entry)
+    assert same(codec.unpack(blob), entry)
+    assert same(codec.unpack(codec._pack_entry_map(entry, tuple(entry))), codec.unpack(codec.pack(entry)))
+
+
+@given(form_entries())
+def test_an_entry_as_written_before_the_forms_still_reads(entry: dict[str, Any]) -> None:
+    """A compact map (written before the forms) and plain msgpack (before the compact maps) read
+    as they did: as the plain one reads (msgpack's own types)."""
+    plain = codec.pack(entry)
+    assert same(codec.unpack(codec._pack_entry_map(entry, tuple(entry))), codec.unpack(plain))
+
+
+def bench_entries() -> list[dict[str, Any]]:
+    """bench/memory.py's idle conversation: a customer's message, the bot's reply, the lead's events."""
+    hex_id = "7f1d216a9a604f5a9e55d13927f9b855"
+    button = fx.OutButton(title="Opening hours", payload="fda8c6e0.0", number=1)
+    return [
+        inbound_entry(ev.InboundMessage(text="hello there, I have a question", message_id=hex_id), NOW,
+                      client_msg_id=hex_id),
+        outbound_entry(fx.SendMessage(text="Thanks there, you said: do you deliver to Ankara?", ref="r1:reply:m4",
+                                      step="reply", buttons=(button,)), NOW, bot="demo"),
+        {"role": "event", "at": 1796616933.7905285, "id": "gen-KP4gUE74Ls5THX0q", "type": "lead.created",
+         "happened_at": 1796616933.7770815, "source": "crm", "depth": 0,
+         "data": {"pipeline": "Sales", "stage": "Incoming"}},
+        {"role": "event", "at": 1796616933.7905524, "id": "gen-u6Vt6s-HmuVoI85d", "type": "contact.created",
+         "happened_at": 1796616933.777101, "source": "crm", "depth": 0, "data": {"contact": "119"}},
+    ]
+
+
+def test_the_common_entries_are_written_in_their_forms_and_smaller() -> None:
+    sizes = []
+    for entry in bench_entries():
+        blob = codec.pack_entry(entry)
+        assert blob[:1] == codec.COMPACT and 0 < blob[1] < entryforms.FORMS_END
+        assert same(codec.unpack(blob), entry)
+        sizes.append((len(blob), len(codec._pack_entry_map(entry, tuple(entry)))))
+    assert sizes == [(61, 70), (98, 124), (47, 85), (35, 67)]  # (in its form, as a compact map)
+
+
+@pytest.mark.parametrize("change", [
+    {"client_msg_id": "other"},  # not the message's id: as its own value
+    {"happened_at": 1796616933},  # an integer where a tick count is read: written as a map
+    {"happened_at": 1.5},  # too far before ``at``: as it is
+    {"id": b"\x00" * 12},  # bytes where an id's are read: written as a map
+    {"step": None, "ref": "r1:reply:m4"},  # nil where the ref's step is read: written as a map
+    {"buttons": [{"title": "a", "payload": "p", "url": "https://x", "number": 1}]},  # a link: written as a map
+    {"buttons": [{"title": "a", "payload": "00000000.1", "url": None, "number": 2}]},  # numbered otherwise
+    {"data": {1: "x"}},  # a key that is not a string
+    {"role": -2},  # a token's number itself
+])
+def test_a_value_a_way_cannot_write_leaves_the_entry_as_written(change: dict[str, Any]) -> None:
+    for entry in bench_entries():
+        odd = {**entry, **{k: v for k, v in change.items() if k in entry}}
+        assert same(codec.unpack(codec.pack_entry(odd)), odd)
+
+
+@given(st.text(max_size=12) | PAYLOADS, st.sampled_from(["fda8c6e0.", "0123abcd.", ""]),
+       st.sampled_from(["²", "١", "٣٤", "01", "256", "255", "9", " 1", "1 "]) | st.text(max_size=4))
+def test_a_buttons_payload_of_any_text_reads_back(payload: Any, head: str, tail: str) -> None:
+    """Payloads the runtime's buttons hold (url None, numbered by place): any text, hex heads with
+    any tail (other digits than ASCII's, leading zeros, numbers past a byte)."""
+    for p in (payload, head + tail):
+        entry = {**bench_entries()[1], "buttons": [{"title": "a", "payload": p, "url": None, "number": 1}]}
+        assert same(codec.unpack(codec.pack_entry(entry)), entry)
+
+
+def test_a_form_is_never_renumbered() -> None:
+    """The forms' numbers are written in every entry: the first ones stay where they are."""
+    assert entryforms.FORMS[0] == (("role", "text", "at", "kind", "message_id", "client_msg_id"),
+                               {"role": "user", "kind": "text"})
+    assert entryforms.FORMS[7] == (("role", "at", "id", "type", "happened_at", "source", "depth", "data"),
+                               {"role": "event", "source": "crm", "depth": 0})
+    assert entryforms.DATA_NAMES[:3] == ("pipeline", "stage", "contact")
+    assert len(entryforms.FORMS) < entryforms.FORMS_END
+    assert min(codec._SHAPES)[0] >= entryforms.FORMS_END  # below every other compact kind's byte (b"e", b"s")
+    assert min(b"i"[0], b"r"[0]) >= entryforms.FORMS_END  # the metadata's state, the CRM's records
+
+
+#: ``bench_entries()`` as the code before the forms wrote them (compact maps, 029c6eb's
+#: ``pack_entry``, hex): what an idle conversation's transcript holds when this version starts.
+BEFORE_FORMS = (
+    ("c1658600ff01be68656c6c6f2074686572652c204920686176652061207175657374696f6e02cb41dac58c7e8008cb03fa0cc410"
+     "7f1d216a9a604f5a9e55d13927f9b85547c0"),
+    ("c1658800fe01d9315468616e6b732074686572652c20796f7520736169643a20646f20796f752064656c6976657220746f20416e"
+     "6b6172613f02cb41dac58c7e8008cb03f904ab72313a7265706c793a6d3405e006a464656d6f07918408ad4f70656e696e672068"
+     "6f75727309aa66646138633665302e300ac00b01"),
+    ("c1658800fd02cb41dac58cb972980516b467656e2d4b503467554537344c733554485830711df71ecb41dac58cb971bbb41ff820"
+     "002182a8706970656c696e65a553616c6573a57374616765a8496e636f6d696e67"),
+    ("c1658800fd02cb41dac58cb972986916b467656e2d7536567436732d486d75566f493835641df61ecb41dac58cb971bc061ff820"
+     "002181a7636f6e74616374a3313139"),
+)
+
+
+def test_entries_written_before_the_forms_read_as_they_did() -> None:
+    for blob, entry in zip(BEFORE_FORMS, bench_entries(), strict=True):
+        assert same(codec.unpack(bytes.fromhex(blob)), entry)
+        assert same(codec.unpack(codec.pack(entry)), entry)  # plain msgpack (before the compact maps)
