@@ -9,11 +9,10 @@ they are. An entry's values are smaller too, in their place (``pack_entry``): a 
 message's ``client_msg_id`` that repeats its ``message_id`` is written once, an id of 32 lower-case
 hex digits (a live chat id, a uuid4 ``hex``) as its 16 bytes (18 bytes, not 34), the most common
 ``role``, ``kind``, CRM event ``type`` and ``source`` as a one-byte token (``_TOKENS``: not 4 to 16
-bytes), a bot message's ``step`` that its ``ref`` names as the token ``_STEP_IN_REF``.
-Most entries are smaller still, in their *form* (``bot/store/entryforms.py``, issue 14 aim 3):
-``0xc1``, the form's number, then their values only, in their keys' order.
-``unpack`` reads every form, so blobs written before stay readable; ``_NAMES`` may only grow at
-its end (an index, once written, names its key for ever).
+bytes), a bot message's ``step`` that its ``ref`` names as the token ``_STEP_IN_REF``. Most
+entries are smaller still, in their *form* (``bot/store/entryforms.py``, issue 14 aim 3): ``0xc1``,
+the form's number, then their values only, in their keys' order. ``unpack`` reads every form, so
+older blobs stay readable; ``_NAMES`` may only grow at its end (an index names its key for ever).
 """
 
 from __future__ import annotations
