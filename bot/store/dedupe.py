@@ -17,7 +17,10 @@ expired record and none answer the same), written with the push's ``HSET``. Beyo
 records the oldest ``PER_FIELD`` move to the sorted set (scored by their ms, as before; its TTL
 the window and a day), which the check then reads (``ZSCORE``) for an id not in the hash: only a
 conversation with more than ``INLINE`` ids in a week. The push that refreshes the TTLs (once a
-day) trims the set and, when it is gone, clears ``OVER``.
+day) trims the set and, when it is gone, clears ``OVER``. A metadata TTL shorter than the set's
+(``conversation_ttl_days`` below 8: the hash may expire inside the window, its records with it)
+sends every new id to the set (``ZADD`` and its ``EXPIRE``, as before the hash kept them): the
+set outlives the hash, and the next push, finding no ``~d``, reads it as an older layout's.
 
 Old layouts, moved on a conversation's first push (no ``~d`` field: one ``EXISTS`` more): the
 sorted set ``d`` of issue 14's third wave (digests, scored by ms, and a mark ``""`` scored
@@ -57,7 +60,7 @@ local function dd_digest(id)
 end
 local function dd_name(f) if f == 0 then return '{FIELD}' end return '{FIELD}' .. f end
 -- the old layouts' sets moved: (records in the window, whether they stay in set, member's ms)
-local function dd_move(set, old, since, member, expire)
+local function dd_move(set, old, since, member, expire, short)
   if redis.call('EXISTS', set, old) == 0 then return {{}}, false, nil end
   local got = {{}}
   local ids = redis.call('ZRANGE', set, 0, -1, 'WITHSCORES')
@@ -70,7 +73,7 @@ local function dd_move(set, old, since, member, expire)
   local list = {{}}
   for d, s in pairs(got) do if s > since then list[#list + 1] = {{s, d}} end end
   table.sort(list, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-  local recs, over = {{}}, #list > {INLINE}
+  local recs, over = {{}}, short or #list > {INLINE}
   if over then  -- all kept in set, as digests
     for i = 1, #list, 100 do
       local kv = {{}}
@@ -90,6 +93,8 @@ local function dd_move(set, old, since, member, expire)
 end
 local function dd_seen(metakey, meta, set, old, member, now, window, expire, ttl)
   local cur, since = {{}}, now - window
+  -- a metadata TTL shorter than the set's: the hash may expire inside the window, the ids go to the set
+  local short = tonumber(ttl) < tonumber(expire)
   for i = 1, #meta, 2 do
     local name = meta[i]
     if string.sub(name, 1, 2) == '{FIELD}' then
@@ -100,7 +105,7 @@ local function dd_seen(metakey, meta, set, old, member, now, window, expire, ttl
   local recs, over = {{}}, false
   if cur[0] == nil then
     local at
-    recs, over, at = dd_move(set, old, since, member, expire)
+    recs, over, at = dd_move(set, old, since, member, expire, short)
     if at then  -- a duplicate: the moved ids kept all the same
       local kv = {{}}
       for f = 0, {FIELDS - 1} do
@@ -131,7 +136,13 @@ local function dd_seen(metakey, meta, set, old, member, now, window, expire, ttl
       if s and tonumber(s) > since then return true end
     end
   end
-  recs[#recs + 1] = member .. struct.pack('>I6', now)
+  if short then
+    redis.call('ZADD', set, now, member)
+    redis.call('EXPIRE', set, expire)
+    over = true
+  else
+    recs[#recs + 1] = member .. struct.pack('>I6', now)
+  end
   if #recs > {INLINE} then  -- the oldest to the set
     local kv = {{}}
     for i = 1, {PER_FIELD} do

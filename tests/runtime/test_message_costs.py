@@ -19,7 +19,7 @@ from bot.config import load_config
 from bot.engine import events as ev
 from bot.runtime.service import lead_conversation_key
 from bot.server.services import Services, open_services
-from bot.store import codec
+from bot.store import codec, statefields
 from crm_bridge import RedisCrm, records
 from crm_bridge.redis_crm import ID_BLOCK, identity_hash
 from tests.engine.helpers import make_doc
@@ -218,7 +218,9 @@ async def test_a_known_conversation_new_to_this_process_finds_its_lead_without_c
     lead = (await svc.store.meta(cid))["lead_id"]
     svc.conversations._states.clear()
     svc.conversations._snapshot_refs.clear()
-    await redis.hdel(f"sb:c:{{{cid}}}:meta", "lead_id", "contact_id")  # as if its metadata had lost them
+    names = ("lead_id", "contact_id", *(statefields.SHORT[n] for n in ("lead_id", "contact_id")))
+    assert await redis.hdel(f"sb:c:{{{cid}}}:meta", *names) == 2  # as if its metadata had lost them
+    assert "lead_id" not in await svc.store.meta(cid)
     ids = await redis.get("sb:crm:ids")
     _, _, fast, _ = await _measured(svc, redis, trips, "elsewhere", "e2")
     assert ("HGET", identity_hash("livechat:demo:elsewhere"), "livechat:demo:elsewhere") in fast[0]

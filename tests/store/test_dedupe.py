@@ -192,3 +192,21 @@ async def test_a_redelivery_that_is_the_first_push_after_the_upgrade_is_a_duplic
     assert not (await a.push(CID, b"e0", dedupe_id="m0")).duplicate  # too old: new again
     assert (await a.push(CID, b"e1", dedupe_id="m1")).duplicate
     assert await _inbox(redis) == [b"e0"]
+
+
+async def test_an_id_outlives_a_conversation_ttl_shorter_than_the_window(redis: Redis, clock: Clock) -> None:
+    """``conversation_ttl_days`` below the window (docs/deployment.md suggests lowering it when
+    memory runs high): the conversation's keys expire, its id's record must not (a redelivery 4
+    days later is still a duplicate, as when the ids had a set of their own, 7 days and a day)."""
+    store = ConversationStore(redis, lock_ttl=LOCK_TTL, ttl_days=3, clock=clock)
+    try:
+        assert not (await store.push(CID, b"e1", dedupe_id="m1")).duplicate
+        await _drain(store)
+        clock.now = T0 + 4 * DAY
+        async for key in redis.scan_iter(match=f"*{{{CID}}}*"):  # what Redis has expired by then
+            if 0 < await redis.ttl(key) < 4 * DAY:
+                await redis.delete(key)
+        assert (await store.push(CID, b"e1", dedupe_id="m1")).duplicate
+        assert not (await store.push(CID, b"e2", dedupe_id="m2")).duplicate
+    finally:
+        await store.close()
