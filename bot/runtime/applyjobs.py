@@ -1,8 +1,10 @@
 """``apply_to_existing``: a saved rule also acts once for every lead already in its stage.
 
 When a new version of an automation document is stored, each rule with ``apply_to_existing``
-gets a job (id ``v<version>-<rule>``) that copies the embedded CRM's stage index (a Redis set
-in buckets, ``crm_bridge/idsets.py``) into a set of its own, pages through it with ``SSCAN``
+gets a job (id ``v<version>-<rule>``) that first copies the embedded CRM's stage index (a Redis
+set in buckets, ``crm_bridge/idsets.py``; named in the job's ``copy`` field until it is copied,
+so a process that dies before its job is written leaves no set behind) into a set of its own,
+pages through it with ``SSCAN``
 (deleting it when finished) and pushes an ``ApplyRule(rule, job)`` onto each
 lead's queue. Why it is safe and cheap:
 
@@ -11,8 +13,8 @@ lead's queue. Why it is safe and cheap:
   renewed every page); a process that dies lets the lease expire and the next ``resume`` takes
   the job over from the saved cursor. A page redone after a crash (or a lead ``SSCAN`` returns
   twice) is a duplicate push (dedupe id ``apply:<doc>:<job>`` per lead queue): not acted twice.
-  ``done`` counts the leads visited when their page is saved; ``total`` is the stage's size at
-  the start (leads that enter the stage later are not visited: the rule acts on them as they
+  ``done`` counts the leads visited when their page is saved; ``total`` is the stage's size
+  when copied (0 until then; leads that enter the stage later are not visited: the rule acts on them as they
   enter). A job an older version started on the stage set itself (no ``listing`` field) is
   copied the same way when it is resumed and visited from the start again (dedupe ids: no lead
   acted twice).
@@ -133,22 +135,21 @@ class ApplyJobs(Jobs):
                 continue
             job_id = f"v{version}-{rule.get('id')}"
             listing = self.lister is not None  # the CRM's leads are listed into the job's own set first (``_list``)
-            stage_set, total = own_set(doc_id, job_id), 0
-            if not listing:  # the embedded CRM's: its stage set's buckets copied into the job's own set
-                stage = by_key("lead", "stage", stage_value(pipeline, rule.get("stage")))
-                total = await self._copy_stage(stage_set, stage)
+            # the embedded CRM's: its stage set's buckets are copied into the job's own set first, by
+            # ``run`` (so a process that dies here leaves no set without its job)
+            copy = "" if listing else by_key("lead", "stage", stage_value(pipeline, rule.get("stage")))
             now = self.clock()
             async with self.redis.pipeline(transaction=self.atomic) as pipe:
                 pipe.hset(job_key(doc_id, job_id), mapping={
                     "id": job_id, "rule": str(rule.get("id")), "version": version, "stage": str(rule.get("stage")),
-                    "pipeline": pipeline, "set": stage_set, "cursor": 0, "total": total, "done": 0,
-                    "state": "running", "started": now})
+                    "pipeline": pipeline, "set": own_set(doc_id, job_id), "cursor": 0, "total": 0, "done": 0,
+                    "state": "running", "started": now, "copy": copy})
                 # the next page of the CRM's leads to list (0: listed; either way the set is the job's own)
                 pipe.hset(job_key(doc_id, job_id), "listing", 1 if listing else 0)
                 pipe.zadd(jobs_key(doc_id), {job_id: now})
                 pipe.sadd(UNFINISHED_KEY, f"{doc_id}|{job_id}")
                 await pipe.execute()
-            log.info("automations.job_started", extra={"automation": doc_id, "job": job_id, "total": total})
+            log.info("automations.job_started", extra={"automation": doc_id, "job": job_id})
             started.append(job_id)
             if self.local:
                 self._spawn(self.run(doc_id, job_id))
@@ -167,13 +168,15 @@ class ApplyJobs(Jobs):
             if job.get("state") != "running":
                 await self.redis.srem(UNFINISHED_KEY, f"{doc_id}|{job_id}")
                 return
-            if "listing" not in job:  # an older version's job on the stage set itself, now in buckets
-                stage = job["set"]
-                job = {**job, "set": own_set(doc_id, job_id), "listing": "0", "cursor": "0"}
-                total = await self._copy_stage(job["set"], stage)  # visited from the start again: a
+            if job.get("copy") or "listing" not in job:  # the stage's buckets to copy first; or an
+                # older version's job on the stage set itself (now in buckets), visited from the start
+                # again: a lead visited before is a duplicate push (its dedupe id), not acted twice
+                stage = job.get("copy") or job["set"]
+                job = {**job, "set": own_set(doc_id, job_id), "listing": "0", "cursor": "0", "copy": ""}
+                await self.redis.delete(job["set"])  # a copy a process died in is made again, whole
+                total = await self._copy_stage(job["set"], stage)
                 await self.redis.hset(key, mapping={"set": job["set"], "listing": 0, "cursor": 0, "done": 0,
-                                                    "total": total})
-                # lead visited before is a duplicate push (its dedupe id), not acted twice
+                                                    "total": total, "copy": ""})
             if int(job.get("listing") or 0) and not await self._list(doc_id, job_id, job, token):
                 return
             cursor = int(job["cursor"])

@@ -116,3 +116,21 @@ async def test_the_whole_sets_of_an_older_version_are_moved_into_buckets_at_star
     assert await redis.get(idsets.DONE) is not None
     await redis.sadd(by_key("lead", "tag", "later"), "1")
     assert await idsets.move_unbucketed_sets(redis) == 0  # once: later starts read one key
+
+
+async def test_an_older_versions_set_named_like_a_bucket_is_moved_not_taken_for_one(redis: Redis) -> None:
+    """A tag may end as a bucket's name does (``vip:x``, ``vip:b:7``): an older version's whole
+    set of it is named as the tag ``vip``'s bucket would be. Left where it is, its leads would be
+    listed under ``vip`` and lost to their own tag."""
+    directory = await _directory(redis)
+    tags = ["vip:x", "vip:b:7", "vip"]
+    ids = {tag: str((await directory.create_lead({"name": f"Deal {tag}", "tags": [tag]}))["id"]) for tag in tags}
+    for tag in tags[:2]:  # as an older version kept them: one set each
+        key = by_key("lead", "tag", tag)
+        members = await idsets.members(redis, key)
+        await redis.delete(*await idsets.names(redis, key))
+        await redis.sadd(key, *members)
+    await move_old_layout(redis)
+    for tag in tags:
+        found, total = await directory.search("lead", filters={"tag": [tag]})
+        assert ([r["id"] for r in found], total) == ([ids[tag]], 1), tag

@@ -16,7 +16,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from bot.runtime.applyjobs import UNFINISHED_KEY, ApplyJobs, job_key
+from bot.runtime.applyjobs import UNFINISHED_KEY, ApplyJobs, job_key, own_set
 from bot.runtime.leads import LeadService
 from bot.runtime.pacing import Activity, Pacer
 from bot.server.app import create_app
@@ -154,6 +154,33 @@ async def test_a_large_stage_is_paged_and_a_crash_resumes_from_the_saved_cursor(
     assert job[b"state"] == b"finished" and int(job[b"done"]) >= 600
     counts = [len([e for e in await services.leads.history(lead) if e.get("type") == "apply_rule"]) for lead in ids]
     assert counts == [1] * 600
+
+
+async def test_a_stored_job_copies_its_stage_when_it_runs_so_a_crash_at_the_put_leaves_no_set(
+        server: TestServer, redis: Redis) -> None:
+    """The PUT (a web-only process here: ``local`` False) writes the job and copies nothing: a
+    process that died between a copy and its job's write left a set of up to every lead of the
+    stage, with no TTL and no job to delete it. The worker that runs the job copies the stage's
+    buckets first (``copy``), then visits every lead once."""
+    services = server.app[SERVICES]
+    ids = await _stage_ids(redis, "Proposal", 250)
+    web = ApplyJobs(redis, services.leads, page=100, pause=0, local=False)
+    (job_id,) = await web.start("sales", 9, with_rule(stage="Proposal"))
+    assert not await redis.exists(own_set("sales", job_id))  # nothing copied by the PUT
+    assert await redis.hget(job_key("sales", job_id), "copy") == by_key("lead", "stage", "Sales/Proposal").encode()
+    worker = ApplyJobs(redis, services.leads, page=100, pause=0)
+    await worker.resume()  # (or the server's worker takes it first)
+    await worker.idle()
+
+    async def finished() -> bool:
+        return await redis.hget(job_key("sales", job_id), "state") == b"finished"
+
+    await wait_for(finished, what="the job to finish")
+    job = await redis.hgetall(job_key("sales", job_id))
+    assert int(job[b"done"]) == 250 and job[b"total"] == b"250" and job[b"copy"] == b""
+    counts = [len([e for e in await services.leads.history(lead) if e.get("type") == "apply_rule"]) for lead in ids]
+    assert counts == [1] * 250
+    assert not await redis.exists(own_set("sales", job_id))  # its own copy, deleted
 
 
 async def _stage_ids(redis: Redis, stage: str, n: int) -> list[str]:
