@@ -261,10 +261,10 @@ def _entry_plan(names: tuple[str, ...]) -> EntryPlan | None:
 
 def _pack_ids(small: dict[Any, Any]) -> None:
     """An entry's ids, smaller, in their place: a ``client_msg_id`` that repeats the
-    ``message_id`` once (``_SAME_ID``), an id of 32 hex digits as its 16 bytes (raises
+    ``message_id``'s text once (``_SAME_ID``), an id of 32 hex digits as its 16 bytes (raises
     ``_PlainKey`` for an entry that holds bytes there itself)."""
     ids = small.get(_MESSAGE_ID), small.get(_CLIENT_MSG_ID)
-    if ids[1] is not None and ids[1] == ids[0]:
+    if type(ids[1]) is str and type(ids[0]) is str and ids[1] == ids[0]:  # (not 0 and False, 1 and 1.0 …)
         del small[_CLIENT_MSG_ID]
         small[_SAME_ID] = None
     for key, value in zip((_MESSAGE_ID, _CLIENT_MSG_ID), ids, strict=True):

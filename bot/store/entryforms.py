@@ -32,7 +32,8 @@ class Unfit(Exception):
 
 
 def hex_id(value: str) -> bytes | None:
-    """The 16 bytes of 32 lower-case hex digits (None: not such an id)."""
+    """The bytes of lower-case hex digits (None: not such digits): a 32-digit id's 16, a button
+    payload's 8-digit head's 4."""
     try:
         raw = bytes.fromhex(value)
     except ValueError:
@@ -212,7 +213,7 @@ def _buttons(v: Any, vals: list[Any], out: list[Any]) -> Any:
             raise Unfit
         if type(payload) is str:
             if len(payload) > 9 and payload[8] == ".":
-                raw, at = _hex4(payload[:8]), payload[9:]
+                raw, at = hex_id(payload[:8]), payload[9:]
                 if raw is not None and at.isascii() and at.isdigit() and len(at) < 4 and (i := int(at)) < 256 \
                         and str(i) == at:
                     payload = raw + bytes((i,))
@@ -220,14 +221,6 @@ def _buttons(v: Any, vals: list[Any], out: list[Any]) -> Any:
             raise Unfit
         flat += (title, payload)
     return flat
-
-
-def _hex4(value: str) -> bytes | None:
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        return None
-    return raw if raw.hex() == value else None
 
 
 def _read_buttons(v: Any, values: list[Any]) -> Any:

@@ -57,6 +57,25 @@ def test_a_customer_message_is_smaller_and_its_repeated_id_written_once() -> Non
     assert len(compact) <= len(plain) - 80  # 60 with the id as text
 
 
+@pytest.mark.parametrize(("message_id", "client_msg_id"), [
+    (0, False), (1, True), (1, 1.0), (0.0, -0.0), (True, 1), ("1", 1),
+])
+def test_a_client_id_equal_to_the_message_id_but_not_the_same_keeps_its_type(message_id: Any,
+                                                                             client_msg_id: Any) -> None:
+    """A ``client_msg_id`` written once as "the message's id" (``_SAME_ID``) reads back as the
+    ``message_id``: only when both are that id's text (``0 == False``, ``1 == 1.0``, ``-0.0 == 0.0``
+    must not read back as the other). Compact maps: an entry with other keys, or with a form's
+    keys and a value its form cannot write (a token's number as its role)."""
+    for entry in ({"role": "user", "text": "hi", "at": 1796582945.5, "message_id": message_id,
+                   "client_msg_id": client_msg_id},
+                  {"role": -1, "text": "hi", "at": 1796582945.5, "kind": "text", "message_id": message_id,
+                   "client_msg_id": client_msg_id}):
+        for blob in (codec.pack_entry(entry), codec._pack_entry_map(entry, tuple(entry))):
+            back = codec.unpack(blob)
+            assert back == entry and repr(back) == repr(entry)
+            assert [type(v) for v in back.values()] == [type(v) for v in entry.values()]
+
+
 def test_a_hex_message_id_is_kept_as_its_bytes_and_an_older_compact_entry_still_reads() -> None:
     hex_id = "7ad3db4a99ee433b8904c4816a07618e"
     entry = inbound_entry(ev.InboundMessage(text="ok thanks", message_id=hex_id), 1796582945.931,
