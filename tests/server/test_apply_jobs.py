@@ -21,6 +21,7 @@ from bot.runtime.leads import LeadService
 from bot.runtime.pacing import Activity, Pacer
 from bot.server.app import create_app
 from bot.server.keys import SERVICES
+from bot.server.services import Services
 from crm_bridge import idsets
 from crm_bridge.indexes import by_key
 from crm_bridge.redis_crm import move_old_layout
@@ -156,6 +157,24 @@ async def test_a_large_stage_is_paged_and_a_crash_resumes_from_the_saved_cursor(
     assert counts == [1] * 600
 
 
+async def _resumed_to_its_end(redis: Redis, services: Services, job_id: str) -> dict[bytes, bytes]:
+    """The job taken over by a new runner (or the server's worker, first) and finished: its hash."""
+    resumed = ApplyJobs(redis, services.leads, page=100, pause=0)
+    await resumed.resume()  # (or the server's worker takes it first)
+    await resumed.idle()
+
+    async def finished() -> bool:
+        return await redis.hget(job_key("sales", job_id), "state") == b"finished"
+
+    await wait_for(finished, what=f"the job {job_id} to finish")
+    job: dict[bytes, bytes] = await redis.hgetall(job_key("sales", job_id))
+    return job
+
+
+async def _applied_counts(services: Services, ids: list[str]) -> list[int]:
+    return [len([e for e in await services.leads.history(lead) if e.get("type") == "apply_rule"]) for lead in ids]
+
+
 async def test_a_stored_job_copies_its_stage_when_it_runs_so_a_crash_at_the_put_leaves_no_set(
         server: TestServer, redis: Redis) -> None:
     """The PUT (a web-only process here: ``local`` False) writes the job and copies nothing: a
@@ -168,18 +187,9 @@ async def test_a_stored_job_copies_its_stage_when_it_runs_so_a_crash_at_the_put_
     (job_id,) = await web.start("sales", 9, with_rule(stage="Proposal"))
     assert not await redis.exists(own_set("sales", job_id))  # nothing copied by the PUT
     assert await redis.hget(job_key("sales", job_id), "copy") == by_key("lead", "stage", "Sales/Proposal").encode()
-    worker = ApplyJobs(redis, services.leads, page=100, pause=0)
-    await worker.resume()  # (or the server's worker takes it first)
-    await worker.idle()
-
-    async def finished() -> bool:
-        return await redis.hget(job_key("sales", job_id), "state") == b"finished"
-
-    await wait_for(finished, what="the job to finish")
-    job = await redis.hgetall(job_key("sales", job_id))
+    job = await _resumed_to_its_end(redis, services, job_id)
     assert int(job[b"done"]) == 250 and job[b"total"] == b"250" and job[b"copy"] == b""
-    counts = [len([e for e in await services.leads.history(lead) if e.get("type") == "apply_rule"]) for lead in ids]
-    assert counts == [1] * 250
+    assert await _applied_counts(services, ids) == [1] * 250
     assert not await redis.exists(own_set("sales", job_id))  # its own copy, deleted
 
 
@@ -211,18 +221,9 @@ async def test_a_job_an_older_version_started_on_the_stage_set_itself_visits_eve
         "id": job_id, "rule": "nudge_qualified", "version": 8, "stage": "Proposal", "pipeline": "Sales",
         "set": stage, "cursor": 0, "total": 300, "done": 0, "state": "running", "started": 1.0})
     await redis.sadd(UNFINISHED_KEY, f"sales|{job_id}")
-    resumed = ApplyJobs(redis, services.leads, page=100, pause=0)
-    await resumed.resume()  # (or the server's worker takes it first)
-    await resumed.idle()
-
-    async def finished() -> bool:
-        return await redis.hget(job_key("sales", job_id), "state") == b"finished"
-
-    await wait_for(finished, what="the older job to finish")
-    job = await redis.hgetall(job_key("sales", job_id))
+    job = await _resumed_to_its_end(redis, services, job_id)
     assert job[b"state"] == b"finished" and int(job[b"done"]) == 300 and job[b"total"] == b"300"
-    counts = [len([e for e in await services.leads.history(lead) if e.get("type") == "apply_rule"]) for lead in ids]
-    assert counts == [1] * 300
+    assert await _applied_counts(services, ids) == [1] * 300
     assert not await redis.exists(f"{job_key('sales', job_id)}:leads")  # its own copy, deleted
 
 
