@@ -15,8 +15,9 @@ empty for a moment, a non-empty one is always listed. Readers that need the whol
 listing) union or intersect only those buckets and ``<key>:x`` server-side (``walks``: one
 round trip, as the counter's read it replaced); a membership test asks the one bucket of each id
 (``queue_checks``). The walk grows with the set's buckets, not with the ids the CRM ever made
-(``bench/crm_listing.py``: a stage and a tag about 0.3 ms of Redis CPU at 20,000 ids made and the
-same at 10,000,000, where walking every bucket up to the counter cost 2.2 and 30 ms: docs/crm.md).
+(``bench/crm_listing.py 10000 COUNTER``: a stage and a tag about 2 ms of Redis CPU both at 20,000
+and at 10,000,000 ids made, where walking every bucket up to the counter cost 2.5 and 36 ms:
+docs/crm.md).
 
 Before these buckets each set was the one set ``<key>``: ``move_unbucketed_sets`` moves their
 members into the buckets at the first start of this version (``DONE`` then says so), so readers
