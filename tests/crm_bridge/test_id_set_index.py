@@ -131,3 +131,21 @@ async def test_the_buckets_of_a_version_before_the_indexes_are_read_whole_then_l
     assert await redis.smembers(idsets.index(by_key("lead", "stage", "Sales/New"))) == {b"0", b"2", b"7"}
     assert await redis.smembers(idsets.index(contact_stage_key("Sales/New"))) == {b"7"}
     assert await idsets.index_sets(redis) == 0  # once: later starts read one key
+
+
+async def test_an_older_versions_set_of_a_tag_named_like_an_index_is_moved_not_taken_for_one(redis: Redis) -> None:
+    """A tag is free text and may end as an index's name does (``vip:nb``): the whole set an
+    older version kept of it must be moved into its buckets, not skipped as the tag ``vip``'s
+    index (its leads would be lost to their tag, and read as bucket numbers of ``vip``)."""
+    directory = CrmDirectory(RedisCrm(redis, pipelines=PIPELINES))
+    tags = ["vip", "vip:nb"]  # (the index of "vip" deleted first: it is named as the older set of "vip:nb")
+    ids = {tag: str((await directory.create_lead({"name": f"Deal {tag}", "tags": [tag]}))["id"]) for tag in tags}
+    for tag in tags:  # as the version before the buckets kept them: one set each, no index
+        key = by_key("lead", "tag", tag)
+        members = await idsets.members(redis, key)
+        await redis.delete(*await idsets.names(redis, key), idsets.index(key))
+        await redis.sadd(key, *members)
+    await move_old_layout(redis)
+    for tag in tags:
+        found, total = await directory.search("lead", filters={"tag": [tag]})
+        assert ([r["id"] for r in found], total) == ([ids[tag]], 1), tag
