@@ -7,21 +7,22 @@ ids come from one counter (``sb:crm:ids``), so the set ``<key>`` keeps the id ``
 ``<key>:b:2`` (``1234 // 512``); an id that is not such a number (none the CRM makes) goes to
 ``<key>:x``. Every bucket of a set shares its hash tag (``{crm}``): one Redis Cluster slot.
 
-Each set also keeps the numbers of its non-empty ``:b:`` buckets in the intset ``<key>:nb``
-(``index``, same hash tag; a few bytes a bucket, a few hundred bytes a set at 100,000 ids): an
-id's bucket number is added after the id (``add``, and ``indexes.STAGE_COUNT``), and dropped in the
-script that takes the bucket's last id out (``REMOVE``, ``STAGE_COUNT``), so a listed bucket may be
-empty for a moment, a non-empty one is always listed. Readers that need the whole set (a filtered
-listing) union or intersect only those buckets and ``<key>:x`` server-side (``walks``: one
-round trip, as the counter's read it replaced); a membership test asks the one bucket of each id
-(``queue_checks``). The walk grows with the set's buckets, not with the ids the CRM ever made
-(``bench/crm_listing.py 10000 COUNTER``: a stage and a tag about 2 ms of Redis CPU both at 20,000
-and at 10,000,000 ids made, where walking every bucket up to the counter cost 2.5 and 36 ms:
-docs/crm.md).
+Each set also keeps the numbers of its non-empty ``:b:`` buckets in the intset
+``sb:{crm}:nb:<kind>:<field>:<value>`` (``index``: same hash tag, outside ``by:``, where a tag's
+free text may name any key an older version's whole set had; a few bytes a bucket, a few hundred
+bytes a set at 100,000 ids): an id's bucket number is added after the id (``add``, and
+``indexes.STAGE_COUNT``), and dropped in the script that takes the bucket's last id out
+(``REMOVE``, ``STAGE_COUNT``), so a listed bucket may be empty for a moment, a non-empty one is
+always listed. Readers that need the whole set (a filtered listing) union or intersect only those
+buckets and ``<key>:x`` server-side (``walks``: one round trip, as the counter's read it replaced);
+a membership test asks the one bucket of each id (``queue_checks``). The walk grows with the set's
+buckets, not with the ids the CRM ever made (``bench/crm_listing.py 10000 COUNTER``: a stage and a
+tag about 2 ms of Redis CPU both at 20,000 and at 10,000,000 ids made, where walking every bucket
+up to the counter cost 2.5 and 36 ms: docs/crm.md).
 
 Before these buckets each set was the one set ``<key>``: ``move_unbucketed_sets`` moves their
 members into the buckets at the first start of this version (``DONE`` then says so), so readers
-read the buckets only. Buckets written before the ``:nb`` indexes get theirs at the first start
+read the buckets only. Buckets written before the indexes get theirs at the first start
 of this version (``index_sets``, then ``INDEXED``); until then readers walk every bucket up to the
 counter (``walks``). As for every layout change, stop the processes of an older version first.
 """
@@ -49,9 +50,8 @@ INDEXED = "sb:{crm}:layout:id_set_index"
 #: A bucket's name, its set's key first. An older version's whole set of a value that ends so (a
 #: tag ``vip:x``) is named so too: ``is_bucket`` tells them apart by their members.
 IS_BUCKET = re.compile(r"^(sb:\{crm\}:by:[^:]+:[^:]+:.+):(?:b:(\d+)|x)$")
-#: A set's ``index`` (an older version's whole set of a value that ends in ``:nb`` would be named
-#: so too: none of the CRM's stages, statuses or tags does).
-IS_INDEX = re.compile(r"^sb:\{crm\}:by:[^:]+:[^:]+:.+:nb$")
+#: The sets' prefix, and their indexes' (``index``).
+BY, NB = "sb:{crm}:by:", "sb:{crm}:nb:"
 #: Members moved per transaction (``move_unbucketed_sets``).
 MOVE_PAGE = 500
 
@@ -70,8 +70,9 @@ def bucket(key: str, rid: str) -> str:
 
 
 def index(key: str) -> str:
-    """The intset of the numbers of the set ``key``'s non-empty ``:b:`` buckets."""
-    return f"{key}:nb"
+    """The intset of the numbers of the set ``key``'s non-empty ``:b:`` buckets: not under ``by:``
+    (``<key>:nb`` there is the name of an older version's whole set of a tag ``…:nb``)."""
+    return f"{NB}{key.removeprefix(BY)}"
 
 
 def buckets(key: str, numbers: Iterable[int]) -> list[str]:
@@ -230,7 +231,7 @@ async def move_unbucketed_sets(redis: Redis) -> int:
     # every name first: the buckets this makes match the pattern too
     old = [text(raw) async for raw in redis.scan_iter(match="sb:{crm}:by:*", count=1000)]
     for key in old:
-        if IS_INDEX.match(key) or await redis.type(key) not in (b"set", "set") or await is_bucket(redis, key):
+        if await redis.type(key) not in (b"set", "set") or await is_bucket(redis, key):
             continue  # (an older version's sorted set of the contacts' stages: ``move_contact_stages``)
         while page := [text(m) for m in cast("list[bytes]", await redis.srandmember(key, MOVE_PAGE))]:
             pipe = redis.pipeline(transaction=True)

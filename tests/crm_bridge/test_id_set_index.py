@@ -1,4 +1,4 @@
-"""Each id set's index of its non-empty buckets (``<key>:nb``, crm_bridge/idsets.py): a filtered
+"""Each id set's index of its non-empty buckets (``idsets.index``): a filtered
 listing walks those buckets only, however many ids the CRM has made; a bucket that empties leaves
 the index and comes back with its next id; the buckets an older version wrote (no index yet) are
 read whole until the first start lists them."""
@@ -120,7 +120,7 @@ async def test_the_buckets_of_a_version_before_the_indexes_are_read_whole_then_l
     contact = str((await directory.create_contact({"name": "Ann"}))["id"])
     await directory.update_lead(ids[-1], {"contacts": [contact]})
     # as the version before the indexes left them: buckets only
-    await redis.delete(*[k async for k in redis.scan_iter("sb:{crm}:by:*:nb")], idsets.INDEXED)
+    await redis.delete(*[k async for k in redis.scan_iter(f"{idsets.NB}*")], idsets.INDEXED)
     for step in ("before", "started"):
         for kind, filters, want in (("lead", {"stage": "New"}, ids), ("lead", {"stage": "New", "tag": ["vip"]}, ids),
                                     ("contact", {"stage": "New"}, [contact])):
@@ -134,11 +134,11 @@ async def test_the_buckets_of_a_version_before_the_indexes_are_read_whole_then_l
 
 
 async def test_an_older_versions_set_of_a_tag_named_like_an_index_is_moved_not_taken_for_one(redis: Redis) -> None:
-    """A tag is free text and may end as an index's name does (``vip:nb``): the whole set an
-    older version kept of it must be moved into its buckets, not skipped as the tag ``vip``'s
-    index (its leads would be lost to their tag, and read as bucket numbers of ``vip``)."""
+    """A tag is free text and may end as an index's name would under ``by:`` (``vip:nb``): the
+    whole set an older version kept of it must be moved into its buckets, not skipped as the tag
+    ``vip``'s index (its leads would be lost to their tag, and read as bucket numbers of ``vip``)."""
     directory = CrmDirectory(RedisCrm(redis, pipelines=PIPELINES))
-    tags = ["vip", "vip:nb"]  # (the index of "vip" deleted first: it is named as the older set of "vip:nb")
+    tags = ["vip", "vip:nb"]
     ids = {tag: str((await directory.create_lead({"name": f"Deal {tag}", "tags": [tag]}))["id"]) for tag in tags}
     for tag in tags:  # as the version before the buckets kept them: one set each, no index
         key = by_key("lead", "tag", tag)
