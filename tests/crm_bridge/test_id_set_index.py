@@ -9,7 +9,8 @@ from typing import Any
 
 from redis.asyncio import Connection, ConnectionPool, Redis
 
-from crm_bridge import RedisCrm, idsets
+from bot.store.resp import RespClient
+from crm_bridge import ChannelIdentity, RedisCrm, idsets
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.indexes import by_key, contact_stage_key
@@ -149,3 +150,24 @@ async def test_an_older_versions_set_of_a_tag_named_like_an_index_is_moved_not_t
     for tag in tags:
         found, total = await directory.search("lead", filters={"tag": [tag]})
         assert ([r["id"] for r in found], total) == ([ids[tag]], 1), tag
+
+
+async def test_a_new_identitys_records_made_in_one_script_list_their_buckets(redis: Redis) -> None:
+    """On one Redis a new identity's contact and lead are written by one script (``CREATE``,
+    ``redis_crm._plain``): their sets' buckets are listed there too, the lead's stage and the
+    contact's stage (a bucket of its own: ids past the first)."""
+    lean = RespClient.like(redis)
+    try:
+        await move_old_layout(redis)
+        await redis.set(idsets.IDS, 5 * idsets.SET_BUCKET - 1)  # the contact in bucket 5, its lead in 5
+        crm = RedisCrm(redis, pipelines=PIPELINES, reader=lean)
+        ref = await crm.identify(ChannelIdentity("livechat", "demo", "new-one", name="Ada"))
+        assert await redis.smembers(idsets.index(by_key("lead", "stage", "Sales/New"))) == {b"5"}
+        assert await redis.smembers(idsets.index(contact_stage_key("Sales/New"))) == {b"5"}
+        directory = CrmDirectory(crm)
+        found, _ = await directory.search("contact", filters={"stage": "New"})
+        assert [r["id"] for r in found] == [ref.contact_id]
+        found, _ = await directory.search("lead", filters={"stage": "New"})
+        assert [r["id"] for r in found] == [ref.lead_id]
+    finally:
+        await lean.aclose()
