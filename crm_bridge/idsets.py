@@ -54,6 +54,8 @@ IS_BUCKET = re.compile(r"^(sb:\{crm\}:by:[^:]+:[^:]+:.+):(?:b:(\d+)|x)$")
 BY, NB = "sb:{crm}:by:", "sb:{crm}:nb:"
 #: Members moved per transaction (``move_unbucketed_sets``).
 MOVE_PAGE = 500
+#: Buckets looked at per pipeline (``index_sets``).
+INDEX_PAGE = 1000
 
 
 def number(rid: str) -> int | None:
@@ -246,17 +248,38 @@ async def move_unbucketed_sets(redis: Redis) -> int:
 
 async def index_sets(redis: Redis) -> int:
     """At the first start of this version: every non-empty ``:b:`` bucket an older version wrote
-    listed in its set's ``index`` (a ``SCAN``, then one pipeline per page); ``INDEXED`` then
-    records it and readers trust the indexes (``walks``). Returns the buckets listed."""
+    listed in its set's ``index`` (a ``SCAN``, then three pipelines per page of ``INDEX_PAGE``
+    names); ``INDEXED`` then records it and readers trust the indexes (``walks``). A bucket this
+    version fills or empties meanwhile lists or drops its own number (a stale one is harmless).
+    Returns the buckets listed."""
     if await redis.exists(INDEXED):
         return 0
-    listed = 0
-    async for raw in redis.scan_iter(match="sb:{crm}:by:*:b:*", count=1000):
+    listed, page = 0, []
+    async for raw in redis.scan_iter(match="sb:{crm}:by:*:b:*", count=INDEX_PAGE):
         named = IS_BUCKET.match(text(raw))
-        if (named is None or named.group(2) is None or await redis.type(text(raw)) not in (b"set", "set")
-                or not await redis.scard(text(raw))):
-            continue
-        await redis.sadd(index(named.group(1)), int(named.group(2)))
-        listed += 1
+        if named is not None and named.group(2) is not None:
+            page.append((text(raw), named.group(1), int(named.group(2))))
+        if len(page) >= INDEX_PAGE:
+            listed, page = listed + await _index_page(redis, page), []
+    listed += await _index_page(redis, page)
     await redis.set(INDEXED, listed)
     return listed
+
+
+async def _index_page(redis: Redis, page: Sequence[tuple[str, str, int]]) -> int:
+    """The non-empty sets of ``page`` (bucket, its set, its number) listed in their indexes."""
+    if not page:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    for name, _, _ in page:
+        pipe.type(name)
+    sets = [one for one, kind in zip(page, await pipe.execute(), strict=True) if kind in (b"set", "set")]
+    pipe = redis.pipeline(transaction=False)
+    for name, _, _ in sets:
+        pipe.scard(name)
+    full = [one for one, n in zip(sets, await pipe.execute(), strict=True) if n]
+    pipe = redis.pipeline(transaction=False)
+    for _, key, n in full:
+        pipe.sadd(index(key), n)
+    await pipe.execute()
+    return len(full)
