@@ -10,8 +10,9 @@ load moves both figures, so interleave the runs).
 
 Run: ``PYTHONPATH=$PWD python bench/crm_listing.py [N] [COUNTER]`` (default 100,000). ``COUNTER``:
 the record id counter (``sb:crm:ids``) set to that value after seeding, as in a CRM that has made
-that many ids: a listing walks the buckets of every id made (``idsets.buckets``), so this shows
-that walk's cost alone (the sets stay as seeded; a real CRM that large has fuller sets too).
+that many ids: a listing walks only the sets' non-empty buckets (``idsets.walks``), so this shows
+that its cost does not grow with the ids made (before the indexes it walked every bucket up to the
+counter: 2.2 ms at 20,000, 30 ms at 10,000,000 for a stage and a tag).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from redis.asyncio import Redis
 
 from crm_bridge import idsets
 from crm_bridge.directory import CrmDirectory
-from crm_bridge.redis_crm import RedisCrm
+from crm_bridge.redis_crm import RedisCrm, move_old_layout
 
 ROUNDS = 20
 
@@ -48,6 +49,7 @@ async def measure(port: int, n: int, counter: int | None = None) -> None:
             break
         except OSError:
             await asyncio.sleep(0.05)
+    await move_old_layout(redis)  # as a server's start: the id sets' indexes are trusted (idsets.index_sets)
     await seed_leads(redis, n, contacts=True)
     if counter is not None:
         await redis.set(idsets.IDS, counter)

@@ -250,14 +250,15 @@ class CrmDirectory:
             raw, total = await pipe.execute()
         else:
             tmp = f"{T}:tmp:{uuid.uuid4().hex}"
-            last = await idsets.top(self.redis)  # the id sets are in buckets (idsets.py) of the ids made so far
+            walked = await idsets.walks(self.redis, keys or excluded)  # the sets' non-empty buckets (idsets.py)
             pipe = self.redis.pipeline(transaction=False)
             sets: list[str] = []
             if len(keys) + len(excluded) > 1 and keys:  # intersected bucket by bucket, scored by recency
-                pipe.eval(*idsets.matches(tmp, recent_key(kind), keys, excluded, last))
+                pipe.eval(*idsets.matches(tmp, recent_key(kind), keys, excluded, walked))
             else:  # one filter set, or the excluded sets only: their buckets unioned, then
                 sets = [f"{tmp}:0"]  # intersected with (or taken from) the recency zset
-                buckets = [name for key in keys or excluded for name in idsets.buckets(key, last)]
+                buckets = [name for key, ns in zip(keys or excluded, walked, strict=True)
+                           for name in idsets.buckets(key, ns)]
                 pipe.execute_command("SUNIONSTORE", sets[0], *buckets)  # (a cluster pipeline blocks sunionstore())
                 pipe.expire(sets[0], 30)
                 if keys:

@@ -7,22 +7,30 @@ ids come from one counter (``sb:crm:ids``), so the set ``<key>`` keeps the id ``
 ``<key>:b:2`` (``1234 // 512``); an id that is not such a number (none the CRM makes) goes to
 ``<key>:x``. Every bucket of a set shares its hash tag (``{crm}``): one Redis Cluster slot.
 
-Readers that need the whole set (a filtered listing) union its buckets server-side first
-(``SUNIONSTORE`` of ``buckets(key, top)``, ``top`` the counter's value: the buckets of every id
-made so far); a membership test asks the one bucket of each id (``queue_checks``). Measured at
-100,000 leads in one stage, the filtered listing's union is the same order of work as the
-intersection it feeds; but that walk of every bucket grows with the ids made, not with the sets
-(at 10,000,000 ids a stage and a tag cost about 30 ms of Redis CPU: docs/crm.md).
+Each set also keeps the numbers of its non-empty ``:b:`` buckets in the intset
+``sb:{crm}:nb:<kind>:<field>:<value>`` (``index``: same hash tag, outside ``by:``, where a tag's
+free text may name any key an older version's whole set had; a few bytes a bucket, a few hundred
+bytes a set at 100,000 ids): an id's bucket number is added after the id (``add``, and
+``indexes.STAGE_COUNT``), and dropped in the script that takes the bucket's last id out
+(``REMOVE``, ``STAGE_COUNT``), so a listed bucket may be empty for a moment, a non-empty one is
+always listed. Readers that need the whole set (a filtered listing) union or intersect only those
+buckets and ``<key>:x`` server-side (``walks``: one round trip, as the counter's read it replaced);
+a membership test asks the one bucket of each id (``queue_checks``). The walk grows with the set's
+buckets, not with the ids the CRM ever made (``bench/crm_listing.py 10000 COUNTER``: a stage and a
+tag about 2 ms of Redis CPU both at 20,000 and at 10,000,000 ids made, where walking every bucket
+up to the counter cost 2.5 and 36 ms: docs/crm.md).
 
 Before these buckets each set was the one set ``<key>``: ``move_unbucketed_sets`` moves their
 members into the buckets at the first start of this version (``DONE`` then says so), so readers
-read the buckets only. As for every layout change, stop the processes of an older version first.
+read the buckets only. Buckets written before the indexes get theirs at the first start
+of this version (``index_sets``, then ``INDEXED``); until then readers walk every bucket up to the
+counter (``walks``). As for every layout change, stop the processes of an older version first.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -37,36 +45,82 @@ DENSE_MAX = 1 << 31
 IDS = "sb:crm:ids"
 #: Set once the sets of older versions are moved into their buckets (its value: how many members).
 DONE = "sb:{crm}:layout:id_sets"
+#: Set once every set's buckets are listed in its ``index`` (its value: how many buckets).
+INDEXED = "sb:{crm}:layout:id_set_index"
 #: A bucket's name, its set's key first. An older version's whole set of a value that ends so (a
 #: tag ``vip:x``) is named so too: ``is_bucket`` tells them apart by their members.
-IS_BUCKET = re.compile(r"^(sb:\{crm\}:by:[^:]+:[^:]+:.+):(?:b:\d+|x)$")
+IS_BUCKET = re.compile(r"^(sb:\{crm\}:by:[^:]+:[^:]+:.+):(?:b:(\d+)|x)$")
+#: The sets' prefix, and their indexes' (``index``).
+BY, NB = "sb:{crm}:by:", "sb:{crm}:nb:"
 #: Members moved per transaction (``move_unbucketed_sets``).
 MOVE_PAGE = 500
+#: Buckets looked at per pipeline (``index_sets``).
+INDEX_PAGE = 1000
+
+
+def number(rid: str) -> int | None:
+    """The number of the ``:b:`` bucket that holds the id ``rid``; None for ``<key>:x``."""
+    if rid.isdigit() and rid.isascii() and len(rid) <= 10 and int(rid) < DENSE_MAX:
+        return int(rid) // SET_BUCKET
+    return None
 
 
 def bucket(key: str, rid: str) -> str:
     """The bucket of the set ``key`` that holds the id ``rid``."""
-    if rid.isdigit() and rid.isascii() and len(rid) <= 10 and int(rid) < DENSE_MAX:
-        return f"{key}:b:{int(rid) // SET_BUCKET}"
-    return f"{key}:x"
+    n = number(rid)
+    return f"{key}:x" if n is None else f"{key}:b:{n}"
 
 
-def buckets(key: str, top: int) -> list[str]:
-    """Every bucket the set ``key`` may have when ``top`` is the counter's value."""
-    return [*(f"{key}:b:{n}" for n in range(top // SET_BUCKET + 1)), f"{key}:x"]
+def index(key: str) -> str:
+    """The intset of the numbers of the set ``key``'s non-empty ``:b:`` buckets: not under ``by:``
+    (``<key>:nb`` there is the name of an older version's whole set of a tag ``…:nb``)."""
+    return f"{NB}{key.removeprefix(BY)}"
 
 
-async def top(redis: Any) -> int:
-    """The counter's value: no record id is above it."""
-    return int(await redis.get(IDS) or 0)
+def buckets(key: str, numbers: Iterable[int]) -> list[str]:
+    """The buckets ``numbers`` of the set ``key``, and its ``<key>:x``."""
+    return [*(f"{key}:b:{n}" for n in numbers), f"{key}:x"]
+
+
+async def walks(redis: Any, keys: Sequence[str]) -> list[list[int]]:
+    """For each set of ``keys``, the numbers of the buckets a reader walks, ascending: the ones its
+    ``index`` lists, or, before ``index_sets`` ran, every one up to the counter's. One round trip."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.get(INDEXED)
+    pipe.get(IDS)
+    for key in keys:
+        pipe.smembers(index(key))
+    indexed, top, *listed = await pipe.execute()
+    if indexed is None:
+        return [list(range(int(top or 0) // SET_BUCKET + 1)) for _ in keys]
+    return [sorted(int(n) for n in found) for found in listed]
 
 
 def add(pipe: Any, key: str, rid: str) -> None:
+    """Queue ``rid``'s addition to the set ``key``: its bucket, then that bucket's number (never a
+    moment where the bucket holds an id its number is not listed for, ``REMOVE`` may run between)."""
     pipe.sadd(bucket(key, rid), rid)
+    n = number(rid)
+    if n is not None:
+        pipe.sadd(index(key), n)
+
+
+#: Take ARGV[1] out of the bucket KEYS[1]; if the bucket is empty then, its number ARGV[2] out of
+#: the set's index KEYS[2] (one script: no id added in between goes unlisted).
+REMOVE = """
+redis.call('SREM', KEYS[1], ARGV[1])
+if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+return 1
+"""
 
 
 def remove(pipe: Any, key: str, rid: str) -> None:
-    pipe.srem(bucket(key, rid), rid)
+    """Queue ``rid``'s removal from the set ``key`` (and its bucket's from the index if it empties)."""
+    n = number(rid)
+    if n is None:
+        pipe.srem(bucket(key, rid), rid)
+    else:
+        pipe.eval(REMOVE, 2, bucket(key, rid), index(key), rid, n)
 
 
 def queue_checks(pipe: Any, key: str, ids: Sequence[str]) -> Callable[[list[Any]], list[bool]]:
@@ -130,17 +184,20 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
-def matches(dest: str, recent: str, within: Sequence[str], outside: Sequence[str], top: int) -> tuple[Any, ...]:
+def matches(dest: str, recent: str, within: Sequence[str], outside: Sequence[str],
+            walked: Sequence[Sequence[int]]) -> tuple[Any, ...]:
     """The ``EVAL`` arguments of ``MATCHES``: the records of ``recent`` in every set ``within``
-    (one at least) and none ``outside``, scored into ``dest``."""
-    per = top // SET_BUCKET + 2  # (with ``<key>:x``)
-    names = [name for key in [*within, *outside] for name in buckets(key, top)]
+    (one at least) and none ``outside``, scored into ``dest``; ``walked``: each set of ``within``'s
+    bucket numbers (``walks``): only the ones all of them list can hold a match."""
+    common = sorted(set(walked[0]).intersection(*walked[1:len(within)]))
+    per = len(common) + 1  # (with ``<key>:x``)
+    names = [name for key in [*within, *outside] for name in buckets(key, common)]
     return (MATCHES, 2 + len(names), dest, recent, *names, len(within), len(outside), per)
 
 
 async def names(redis: Any, key: str) -> list[str]:
-    """The buckets the set ``key`` may have now."""
-    return buckets(key, await top(redis))
+    """The buckets a reader of the set ``key`` walks now (``walks``)."""
+    return buckets(key, (await walks(redis, [key]))[0])
 
 
 async def members(redis: Redis, key: str) -> set[str]:
@@ -187,3 +244,42 @@ async def move_unbucketed_sets(redis: Redis) -> int:
             moved += len(page)
     await redis.set(DONE, moved)
     return moved
+
+
+async def index_sets(redis: Redis) -> int:
+    """At the first start of this version: every non-empty ``:b:`` bucket an older version wrote
+    listed in its set's ``index`` (a ``SCAN``, then three pipelines per page of ``INDEX_PAGE``
+    names); ``INDEXED`` then records it and readers trust the indexes (``walks``). A bucket this
+    version fills or empties meanwhile lists or drops its own number (a stale one is harmless).
+    Returns the buckets listed."""
+    if await redis.exists(INDEXED):
+        return 0
+    listed, page = 0, []
+    async for raw in redis.scan_iter(match="sb:{crm}:by:*:b:*", count=INDEX_PAGE):
+        named = IS_BUCKET.match(text(raw))
+        if named is not None and named.group(2) is not None:
+            page.append((text(raw), named.group(1), int(named.group(2))))
+        if len(page) >= INDEX_PAGE:
+            listed, page = listed + await _index_page(redis, page), []
+    listed += await _index_page(redis, page)
+    await redis.set(INDEXED, listed)
+    return listed
+
+
+async def _index_page(redis: Redis, page: Sequence[tuple[str, str, int]]) -> int:
+    """The non-empty sets of ``page`` (bucket, its set, its number) listed in their indexes."""
+    if not page:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    for name, _, _ in page:
+        pipe.type(name)
+    sets = [one for one, kind in zip(page, await pipe.execute(), strict=True) if kind in (b"set", "set")]
+    pipe = redis.pipeline(transaction=False)
+    for name, _, _ in sets:
+        pipe.scard(name)
+    full = [one for one, n in zip(sets, await pipe.execute(), strict=True) if n]
+    pipe = redis.pipeline(transaction=False)
+    for _, key, n in full:
+        pipe.sadd(index(key), n)
+    await pipe.execute()
+    return len(full)

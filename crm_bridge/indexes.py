@@ -224,40 +224,48 @@ def old_contact_stage_key(stage: str) -> str:
 
 
 #: One more (ARGV[2] = '1') or one fewer ('-1') lead of contact ARGV[1] in a stage: the set
-#: KEYS[1] holds the contacts with one or more, the hash KEYS[2] how many more than one (a contact
-#: with one lead there, nearly every contact, costs a set member: about 58 B, where a sorted set's
-#: member with its count cost 107; issue 14, aim 3).
+#: KEYS[1] (the contact's bucket, ``idsets.py``) holds the contacts with one or more, the hash
+#: KEYS[2] how many more than one (a contact with one lead there, nearly every contact, costs a set
+#: member: about 58 B, where a sorted set's member with its count cost 107; issue 14, aim 3);
+#: KEYS[3] lists the set's non-empty buckets (``idsets.index``), ARGV[3] the bucket's number ('' for ``:x``).
 STAGE_COUNT = """
 if ARGV[2] == '1' then
   if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
+  if ARGV[3] ~= '' then redis.call('SADD', KEYS[3], ARGV[3]) end
   return 1
 end
 local more = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if more > 1 then redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
 elseif more == 1 then redis.call('HDEL', KEYS[2], ARGV[1])
-else redis.call('SREM', KEYS[1], ARGV[1]) end
+else
+  redis.call('SREM', KEYS[1], ARGV[1])
+  if ARGV[3] ~= '' and redis.call('SCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
+end
 return 1
 """
 
 
-def stage_count(contact: str, stage: str, by: int) -> tuple[str, int, str, str, str, str]:
+def stage_count(contact: str, stage: str, by: int) -> tuple[Any, ...]:
     """The ``EVAL`` arguments of one more (``by`` 1) or one fewer (-1) lead of ``contact`` in ``stage``."""
-    return (STAGE_COUNT, 2, idsets.bucket(contact_stage_key(stage), contact), contact_stage_more_key(stage), contact,
-            str(by))
+    key, n = contact_stage_key(stage), idsets.number(contact)
+    return (STAGE_COUNT, 3, idsets.bucket(key, contact), contact_stage_more_key(stage), idsets.index(key), contact,
+            str(by), "" if n is None else n)
 
 
-#: Move the members ARGV (each with its count: member, count, …) of the old sorted set KEYS[1]
-#: into the set of the contacts in the stage (KEYS[3..]: each member's bucket, ``idsets.py``) and
-#: the hash of the counts above one KEYS[2]; returns the members moved.
+#: Move the members ARGV (each with its count and its bucket's number, '' for ``:x``: member,
+#: count, number, …) of the old sorted set KEYS[1] into the set of the contacts in the stage
+#: (KEYS[4..]: each member's bucket, ``idsets.py``; KEYS[3] its index) and the hash of the counts
+#: above one KEYS[2]; returns the members moved.
 MOVE_STAGE_PAGE = """
-for i = 1, #ARGV, 2 do
+for i = 1, #ARGV, 3 do
   local n = tonumber(ARGV[i + 1])
   -- a contact the set has already (a lead this version counted): all n are more than that one
-  local more = n >= 1 and n - redis.call('SADD', KEYS[2 + (i + 1) / 2], ARGV[i]) or 0
+  local more = n >= 1 and n - redis.call('SADD', KEYS[3 + (i + 2) / 3], ARGV[i]) or 0
+  if n >= 1 and ARGV[i + 2] ~= '' then redis.call('SADD', KEYS[3], ARGV[i + 2]) end
   if more > 0 then redis.call('HINCRBY', KEYS[2], ARGV[i], more) end
   redis.call('ZREM', KEYS[1], ARGV[i])
 end
-return #ARGV / 2
+return #ARGV / 3
 """
 
 
@@ -280,9 +288,10 @@ async def move_contact_stages(redis: Redis) -> int:
         while page := cast("list[tuple[bytes, float]]", await redis.zrange(key, 0, UPGRADE_BATCH - 1, withscores=True)):
             members = [m.decode() for m, _ in page]
             buckets = [idsets.bucket(contact_stage_key(stage), m) for m in members]
-            args = [v for m, (_, n) in zip(members, page, strict=True) for v in (m, int(n))]
-            moved += int(await redis.eval(MOVE_STAGE_PAGE, 2 + len(buckets), key, contact_stage_more_key(stage),
-                                          *buckets, *args))
+            numbers = ["" if b is None else b for b in map(idsets.number, members)]
+            args = [v for m, (_, n), b in zip(members, page, numbers, strict=True) for v in (m, int(n), b)]
+            moved += int(await redis.eval(MOVE_STAGE_PAGE, 3 + len(buckets), key, contact_stage_more_key(stage),
+                                          idsets.index(contact_stage_key(stage)), *buckets, *args))
     await redis.set(CONTACT_STAGES_DONE, moved)
     return moved
 

@@ -79,14 +79,17 @@ async def move_old_layout(redis: Redis) -> int:
     stage counts (sorted sets) into sets (``indexes.move_contact_stages``), the sets of ids into
     their buckets (``idsets.move_unbucketed_sets``, first: the stage counts' move writes buckets), the contacts' and
     leads' records (a string key each) into their buckets (``records.move_old_records``), and the
-    set of the contacts of the default status (``indexes.status_filter``) dropped; the number of
-    fields, members and records moved."""
+    set of the contacts of the default status (``indexes.status_filter``) dropped, and the id sets'
+    non-empty buckets listed in their indexes (``idsets.index_sets``, last); the number of fields,
+    members and records moved."""
     await redis.unlink(OLD_DEFAULT_STATUS_KEY)
     moved = await records.move_old_records(redis)
-    return (moved + await buckets.move_unbucketed(redis, IDENTITY, "")  # a claim this version made wins
-            + await buckets.move_unbucketed(redis, IDENTITIES, _SEP)
-            + await buckets.move_unbucketed(redis, LEADS_OF, ",")
-            + await idsets.move_unbucketed_sets(redis) + await move_contact_stages(redis))
+    moved += (await buckets.move_unbucketed(redis, IDENTITY, "")  # a claim this version made wins
+              + await buckets.move_unbucketed(redis, IDENTITIES, _SEP)
+              + await buckets.move_unbucketed(redis, LEADS_OF, ",")
+              + await idsets.move_unbucketed_sets(redis) + await move_contact_stages(redis))
+    await idsets.index_sets(redis)
+    return moved
 #: Record ids a process takes at once (``sb:crm:ids``) for the contacts and leads of new
 #: identities: the ids are at hand when the records are built, so the claim and the records go
 #: in one script. Ids a process took and did not use are gaps, as any id taken and not used.
@@ -111,18 +114,20 @@ return {1, last}
 """
 
 
-def _plain(command: tuple[Any, ...], contact_id: str) -> tuple[Any, ...]:
+def _plain(command: tuple[Any, ...], contact_id: str) -> list[tuple[Any, ...]]:
     """``command`` as a script may run it: a new contact's first lead (``joined.edit``, a script of
     its own) is its field set, and its lead's stage (``indexes.stage_count``) its membership of the
-    stage's set. The contact's id is new: its field is empty, it has no other lead."""
+    stage's set (with its bucket listed, ``idsets.add``). The contact's id is new: its field is
+    empty, it has no other lead."""
     if command[0] != "EVAL":
-        return command
-    if command[1] == STAGE_COUNT and command[5] == contact_id and command[6] == "1":
-        return ("SADD", command[3], contact_id)
+        return [command]
+    if command[1] == STAGE_COUNT and command[6] == contact_id and command[7] == "1":
+        listed = [] if command[8] == "" else [("SADD", command[5], command[8])]
+        return [("SADD", command[3], contact_id), *listed]
     _, source, _, key, owner, member, add, _ = command
     if source != joined.EDIT or owner != contact_id or add != "1":
         raise AssertionError(f"no plain form for {command[:1]} of {key}")
-    return ("HSET", key, owner, member)
+    return [("HSET", key, owner, member)]
 
 
 class _ReadPipeline(Protocol):
@@ -275,8 +280,8 @@ class RedisCrm:
             writes.execute_command(*check(ref))
             args: list[Any] = [key, claim]
             for command in writes.commands:
-                command = _plain(command, contact_id)
-                args += [len(command), *command]
+                for plain in _plain(command, contact_id):
+                    args += [len(plain), *plain]
             ((created, reply),) = await send_commands(
                 lean, [self._create_script.command([identity_hash(key), VERSIONS], args)], [self._create_script])
             if not created:  # another process created it first

@@ -210,7 +210,7 @@ class ApplyJobs(Jobs):
     async def _copy_stage(self, own: str, stage: str) -> int:
         """Copy the embedded CRM's stage set ``stage`` (its buckets, ``crm_bridge/idsets.py``) into
         the job's own set ``own`` (another slot: read, then written); the number of leads."""
-        names = idsets.buckets(stage, await idsets.top(self.redis))
+        names = await idsets.names(self.redis, stage)
         for start in range(0, len(names), _COPY_BUCKETS):
             pipe = self.redis.pipeline(transaction=False)
             for name in names[start:start + _COPY_BUCKETS]:

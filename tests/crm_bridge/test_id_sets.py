@@ -108,7 +108,8 @@ async def test_the_whole_sets_of_an_older_version_are_moved_into_buckets_at_star
     await redis.set(idsets.IDS, 5000)
     await redis.sadd(many, *(str(i) for i in range(1, 1 + 3 * idsets.MOVE_PAGE)))
     assert await move_old_layout(redis) >= 20 + 3 * idsets.MOVE_PAGE
-    assert [k async for k in redis.scan_iter("sb:{crm}:by:*") if not idsets.IS_BUCKET.match(k.decode())] == []
+    assert [k async for k in redis.scan_iter("sb:{crm}:by:*")
+            if not idsets.IS_BUCKET.match(k.decode())] == []
     found, _ = await directory.search("lead", filters={"stage": "Qualified", "tag": ["vip"]})
     assert found == want
     assert await idsets.members(redis, by_key("lead", "stage", "Sales/New")) == set(ids[1::2])
