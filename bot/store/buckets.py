@@ -114,7 +114,9 @@ async def move_unbucketed(redis: Redis, key: str, sep: str) -> int:
     ``sep``: the separator of the lists a field holds ('' for single values, see ``MOVE_FIELDS``).
     Returns the number of fields moved (0 after one ``HSCAN`` when there is no such hash). On one
     Redis one script per page, so an edit of the same field meanwhile is never lost; on a Redis
-    Cluster (the buckets are in other slots) a read, a merge and a write per page."""
+    Cluster (the buckets are in other slots) a read, a merge and a write per page, and the old
+    fields' ``HDEL`` only once the writes succeeded (a node at ``maxmemory`` refuses the writes of
+    a pipeline but still runs its deletes)."""
     moved, cursor = 0, 0
     single = not is_cluster(redis)
     while True:
@@ -129,8 +131,8 @@ async def move_unbucketed(redis: Redis, key: str, sep: str) -> int:
             pipe = redis.pipeline(transaction=False)
             for (owner, value), now in zip(rows, there, strict=True):
                 pipe.hset(bucket(key, owner), owner, _merged(value, now, sep))
-            pipe.hdel(key, *owners)
-            await pipe.execute()
+            await pipe.execute()  # raises if a write was refused: then nothing is deleted
+            await redis.hdel(key, *owners)
         moved += len(owners)
         if not cursor:
             return moved
