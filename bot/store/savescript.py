@@ -57,8 +57,8 @@ local first, last = 0, 0
 local nfields = tonumber(ARGV[i + nlog])
 local inline = known and mode == 'h'  -- the chunk fields sent are right: written below
 if nlog > 0 then
-  if inline then last = known + nlog
-  else last = tr_append(KEYS[3], KEYS[5], KEYS[4], KEYS[7], tonumber(ARGV[6]), ttl, refresh, ARGV, i, nlog, known, pushed) end
+  last = inline and known + nlog
+    or tr_append(KEYS[3], KEYS[5], KEYS[4], KEYS[7], tonumber(ARGV[6]), ttl, refresh, ARGV, i, nlog, known, pushed)
   first = last - nlog + 1
 end
 i = i + nlog + 1
@@ -110,7 +110,7 @@ def transcript_args(read: Read | None, log: Sequence[bytes], cap: int) -> tuple[
     appending ``log``, from what the lock taker read (None: nothing kept: the script reads)."""
     if not log or read is None or not read[0]:
         return "", [0, 0]
-    n, inline = read
+    _n, inline = read
     if inline is None:
         return "l", [0, 0]
     plan = transcriptfields.appended(inline, log, cap)

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from . import replies
+
 #: Bytes per chunk: Redis' default ``hash-max-ziplist-value``.
 CHUNK = 64
 #: The packed bytes (lengths included) a transcript in the hash may hold: 16 chunks.
@@ -155,7 +157,7 @@ def entries(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> l
     if not isinstance(count, bytes):
         return None
     chunks, _ = _counts(count)
-    return unpacked(b"".join(bytes(raw.get(_name(i), b"")) for i in range(chunks)))
+    return unpacked(b"".join(replies.raw(raw.get(_name(i), b"")) for i in range(chunks)))
 
 
 def _name(i: int) -> bytes:

@@ -72,7 +72,7 @@ async def test_a_short_transcript_lives_in_the_metadata_hash(redis: Redis, store
     assert await store.tail_log(CID, 2) == [(3, entry(3)), (4, entry(4))]
     assert (await store.meta(CID))["n"] == "4"
     assert not any(name.startswith("~") for name in await store.meta(CID))  # readers never see the chunks
-    assert 0 < await redis.ttl(KEY.meta)  # the hash's TTL is the transcript's
+    assert await redis.ttl(KEY.meta) > 0  # the hash's TTL is the transcript's
 
 
 async def test_a_save_writes_the_transcript_with_the_metadata_no_rpush(redis: Redis, store: ConversationStore) -> None:
@@ -106,7 +106,7 @@ async def test_a_transcript_too_long_for_the_hash_moves_to_the_list_with_its_num
             assert await store.append_log(CID, [entry(nxt, size)]) == nxt
         assert await chunk_fields(redis) == {}
         assert await redis.llen(KEY.transcript) == nxt
-        assert 0 < await redis.ttl(KEY.transcript)
+        assert await redis.ttl(KEY.transcript) > 0
         assert await store.read_log(CID, 0, 1000) == [(n, entry(n, size)) for n in range(1, nxt + 1)]
         assert await save_entries(store, b"small") == (nxt + 1, nxt + 1)  # a list stays a list
         assert await store.append_log(CID, [b"tiny"]) == nxt + 2
