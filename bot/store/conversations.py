@@ -269,10 +269,10 @@ class ConversationStore:
         await self._save.load()
 
     def _batch(self, cid: str, token: str, reply: Sequence[Any]) -> Batch:
-        meta, state = statefields.split_flat(reply[3], cid)
+        meta, state, inline = statefields.split_turn(reply[3], cid)
         if len(self._counts) >= _COUNTS_MAX:  # batches that never saved (a crash of their turn)
             self._counts.clear()  # forgotten: their saves, if any, count the slow way
-        self._counts[token] = savescript.read_of(meta.get("n", ""), reply[3])
+        self._counts[token] = (meta.get("n", ""), inline)
         batch = Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
         if state is not None and not reply[1]:
             batch.unsynced = statefields.unmarked(reply[3])

@@ -88,33 +88,21 @@ if nlog > 0 then redis.call('PUBLISH', channel, cid .. ' ' .. last) end
 return {more and 1 or 0, first, last}
 """
 
-#: What the lock taker read of the transcript, kept for its save: ``n`` ("": absent or unknown,
-#: the script reads it) and the transcript in the hash (None: not there).
+#: What the lock taker read of the transcript, kept for its save: ``n`` ("": absent) and the
+#: transcript in the hash (None: not there; ``transcriptfields.UNREAD``: the script reads it).
 Read = tuple[str, transcriptfields.Inline | None]
 
 
-def read_of(n: str, flat: Sequence[bytes]) -> Read:
-    """What the lock taker's flat ``HGETALL`` of the metadata (``n``: its count) says of the
-    transcript; a reply not as the lean client gives it (bytes) or not as this version writes
-    the hash: nothing (the save's script reads it)."""
-    if not n or not flat or type(flat[0]) is not bytes:
-        return "", None
-    try:
-        return n, transcriptfields.inline_flat(flat)
-    except ValueError:
-        return "", None
-
-
 def transcript_args(read: Read | None, log: Sequence[bytes], cap: int) -> tuple[str, list[str | bytes | int]]:
-    """The save's ``mode`` and its fields and stale chunks group (see the module docstring) for
+    """The save's ``mode`` and its group of fields and stale chunks (see the module docstring) for
     appending ``log``, from what the lock taker read (None: nothing kept: the script reads)."""
     if not log or read is None or not read[0]:
-        return "", [0, 0]
-    _n, inline = read
+        return "", _NONE
+    inline = read[1]
     if inline is None:
-        return "l", [0, 0]
-    plan = transcriptfields.appended(inline, log, cap)
-    if plan is None:
-        return "", [0, 0]
-    fields, stale = plan
-    return "h", [len(fields) // 2, *fields, len(stale), *stale]
+        return "l", _NONE
+    group = transcriptfields.appended(inline, log, cap)
+    return ("", _NONE) if group is None else ("h", group)
+
+
+_NONE: list[str | bytes | int] = [0, 0]

@@ -97,11 +97,14 @@ end
 """
 
 
+_SHORT = tuple(bytes((size,)) for size in range(128))
+
+
 def prefixed(entry: bytes) -> bytes:
-    """``entry`` behind its length (one byte below 128, else two)."""
+    """``entry`` behind its length (one byte below 128, else two: at most ``0x7fff``)."""
     size = len(entry)
     if size < 128:
-        return bytes((size,)) + entry
+        return _SHORT[size] + entry
     return bytes((0x80 | size >> 8, size & 0xFF)) + entry
 
 
@@ -129,25 +132,26 @@ class Inline:
     entries: int
 
 
+#: A transcript in the hash the lock taker did not read (a reply not of bytes, or a count not as
+#: this version writes it): its save's script reads it.
+UNREAD = Inline([], -1)
+
+
 def _counts(value: bytes) -> tuple[int, int]:
     chunks, _, entries = value.partition(b",")
     return int(chunks), int(entries)
 
 
-def inline_flat(flat: Sequence[bytes]) -> Inline | None:
-    """The transcript in a flat ``HGETALL`` reply of the metadata (None: not in the hash;
-    ``ValueError``: malformed)."""
-    names = flat[0::2]
+def inline_of(count: bytes, fields: Mapping[bytes, bytes]) -> Inline:
+    """The transcript in the hash from its count field's value and the hash's fields (bytes)."""
     try:
-        at = names.index(_COUNT)
-    except ValueError:
-        return None
-    try:
-        chunks, entries = _counts(flat[2 * at + 1])
-        values = dict(zip(names, flat[1::2], strict=True))
-        return Inline([values[_name(i)] for i in range(chunks)], entries)
-    except (KeyError, TypeError) as exc:
-        raise ValueError("a transcript in the hash not as this version writes it") from exc
+        chunks, _, entries = count.partition(b",")
+        names = _RAW_NAMES[:int(chunks)]
+        if len(names) < int(chunks):
+            names = tuple(_name(i) for i in range(int(chunks)))
+        return Inline([fields[name] for name in names], int(entries))
+    except (KeyError, ValueError, TypeError):
+        return UNREAD
 
 
 def entries(raw: Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]) -> list[bytes] | None:
@@ -164,32 +168,61 @@ def _name(i: int) -> bytes:
     return _RAW_NAMES[i] if i < len(_RAW_NAMES) else f"{COUNT}{i}".encode()
 
 
-def appended(inline: Inline, log: Sequence[bytes], cap: int) -> tuple[list[str | bytes], list[str]] | None:
-    """The hash fields (flat: name, value, …) that append ``log`` to ``inline`` and the stale chunks
-    to delete; None when the result does not fit in the hash (the save's script moves it to the list)."""
-    new = [prefixed(entry) for entry in log]
-    if any(len(entry) > INLINE_MAX for entry in log):
+def appended(inline: Inline, log: Sequence[bytes], cap: int) -> list[str | bytes | int] | None:
+    """The save's group of fields that append ``log`` to ``inline``: their count, the fields (name,
+    value, …), the count of stale chunks and their names (``savescript.py``); None when the result
+    does not fit in the hash (the save's script moves it to the list) or ``inline`` is ``UNREAD``
+    (the script reads it)."""
+    had = inline.entries
+    count = had + len(log)
+    if had < 0:
         return None
-    count = inline.entries + len(log)
-    k = len(inline.chunks)
-    if count <= cap:  # only the last chunk (if not full) and new ones are written
-        start = k - 1 if k and len(inline.chunks[-1]) < CHUNK else k
-        tail = (inline.chunks[start] if start < k else b"") + b"".join(new)
-        if start * CHUNK + len(tail) > INLINE_MAX:
+    chunks = inline.chunks
+    k = len(chunks)
+    if count > cap:
+        return _trimmed(chunks, log, cap)
+    # only the last chunk (if not full) and new ones are written
+    start = k - 1 if k and len(chunks[-1]) < CHUNK else k
+    parts = [chunks[start] if start < k else b""]
+    for entry in log:
+        size = len(entry)
+        if size < 128:
+            parts.append(_SHORT[size])
+        elif size > INLINE_MAX:
             return None
-        out: list[str | bytes] = []
-        for j, off in enumerate(range(0, len(tail), CHUNK)):
-            out += [_NAMES[start + j], tail[off:off + CHUNK]]
-        return [*out, COUNT, f"{start + -(-len(tail) // CHUNK)},{count}"], []
-    kept = [*unpacked(b"".join(inline.chunks)), *log][-cap:]  # trimmed: the whole written again
-    data = b"".join(prefixed(entry) for entry in kept)
+        else:
+            parts.append(bytes((0x80 | size >> 8, size & 0xFF)))
+        parts.append(entry)
+    tail = b"".join(parts)
+    size = len(tail)
+    if start * CHUNK + size > INLINE_MAX:
+        return None
+    out: list[str | bytes | int] = [0]
+    for off in range(0, size, CHUNK):
+        out += (_NAMES[start], tail[off:off + CHUNK])
+        start += 1
+    out += (COUNT, f"{start},{count}", 0)
+    out[0] = len(out) // 2 - 1
+    return out
+
+
+def _trimmed(chunks: list[bytes], log: Sequence[bytes], cap: int) -> list[str | bytes | int] | None:
+    """``appended`` when the oldest entries go: the whole written again (only the chunks that changed)."""
+    kept = [*unpacked(b"".join(chunks)), *log][-cap:]
+    if max(map(len, kept)) > INLINE_MAX:
+        return None
+    data = b"".join(map(prefixed, kept))
     if len(data) > INLINE_MAX:
         return None
-    out = []
-    c = 0
-    for c, off in enumerate(range(0, len(data), CHUNK)):
+    k = len(chunks)
+    out: list[str | bytes | int] = [0]
+    made = 0
+    for off in range(0, len(data), CHUNK):
         piece = data[off:off + CHUNK]
-        if c >= k or inline.chunks[c] != piece:
-            out += [_NAMES[c], piece]
-    made = c + 1 if data else 0
-    return [*out, COUNT, f"{made},{len(kept)}"], list(_NAMES[made:k])
+        if made >= k or chunks[made] != piece:
+            out += (_NAMES[made], piece)
+        made += 1
+    out += (COUNT, f"{made},{len(kept)}")
+    out[0] = len(out) // 2
+    stale = _NAMES[made:k]
+    return [*out, len(stale), *stale]
