@@ -22,12 +22,13 @@ How ordering and exactly-once handling work (one conversation, any number of pro
 The state is written only under the lock (taken *before* state is read), so no update is lost.
 It lives in the metadata hash (``statefields.py``): read with the metadata, written with it.
 
-The transcript's count (the metadata's ``n``): the save takes it from what the lock taker read
-(no ``HINCRBY``) when nothing else appended since. Only an append outside a turn
-(``transcript.APPEND``) moves it without the lock, and that append marks a held lock with a
-``+`` after its token; a save that finds its lock marked counts with ``HINCRBY``. Every script
-that checks the lock accepts its token with or without marks; ``load`` unmarks it as it reads
-the metadata again.
+The transcript's count (the metadata's ``n``), and a short transcript's chunks in the metadata
+(``transcriptfields.py``): the save takes them from what the lock taker read (no ``HINCRBY``, no
+read: ``savescript.py``) when nothing else appended since. Only an append outside a turn
+(``transcript.APPEND``) moves them without the lock, and that append marks a held lock with a
+``+`` after its token; a save that finds its lock marked reads the metadata and appends to what
+it finds. Every script that checks the lock accepts its token with or without marks; ``load``
+unmarks it as it reads the metadata again.
 """
 
 from __future__ import annotations

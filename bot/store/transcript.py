@@ -1,17 +1,19 @@
-"""A conversation's transcript: a Redis list of packed entries, numbered 1, 2, 3, …
+"""A conversation's transcript: packed entries numbered 1, 2, 3, …, in its metadata hash while
+short, else in a Redis list.
 
-Layout (issue 14): ``sb:c:{<cid>}:t`` is a list of the newest ``transcript_max`` entries (one
-msgpack blob each, oldest first) and the conversation's metadata hash keeps the number of the
-newest entry in its field ``n``; the list's head is therefore entry ``n - LLEN + 1``. An idle
-conversation's short list is one packed node (a ziplist, a listpack from Redis 7): a few bytes
-per entry beyond the entry itself, where the stream used before cost about 4.7 KB for six entries
-(a radix tree and a preallocated node). Numbers never change once given (delivery statuses name
-an entry by ``<cid>|<number>``), trimming only drops the oldest, and a conversation whose list
-expired keeps counting where it was.
+Layout (issue 14): the metadata hash keeps the number of the newest entry in its field ``n``.
+A short transcript (up to ``transcriptfields.INLINE_MAX`` packed bytes) lives in that hash, in
+64-byte chunk fields (``transcriptfields.py``: no key of its own, read by the push with the
+metadata, written by the save with it). A longer one is the list ``sb:c:{<cid>}:t`` of the newest
+``transcript_max`` entries (one msgpack blob each, oldest first): the append that outgrows the
+hash moves it there for good, and a conversation an older version started keeps its list. Either
+way the first entry kept is ``n - <entries kept> + 1``: numbers never change once given (delivery
+statuses name an entry by ``<cid>|<number>``), trimming only drops the oldest, and a
+conversation whose list expired keeps counting where it was.
 
 Old layout (before issue 14): a stream ``sb:c:{<cid>}:log`` with ids ``<n>-0`` and a counter
 ``sb:c:{<cid>}:n``. The first script that touches such a conversation's transcript — a save, an
-append, or a read — moves it into the new layout (the stream's entries, oldest first, keep their
+append, or a read — moves it into the list (the stream's entries, oldest first, keep their
 numbers; both old keys are deleted), so a reader never sees the difference.
 
 Every script here touches keys of one conversation only (one hash tag, one cluster slot).
