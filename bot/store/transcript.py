@@ -74,7 +74,8 @@ local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i
     return known + count
   end
   local n, es, chunks = tf_read(redis.call('HGETALL', meta))
-  if not n then
+  local fresh = not n
+  if fresh then
     -- a first append here: an old-layout transcript, or a list whose count was lost, comes first
     if pushed then redis.call('RPOP', list, count); pushed = nil end
     n = tr_migrate(list, oldlog, oldn)
@@ -89,6 +90,7 @@ local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i
     local first = #es - cap + 1
     if first < 1 then first = 1 end
     if tf_write(meta, es, first, chunks, last) then return last end
+    redis.call('DEL', list)  -- (none: the hash held it; an older process's, if any, renumbered away)
     redis.call('RPUSH', list, unpack(es, first, #es))
     local stale = {'""" + transcriptfields.COUNT + """'}
     for name in pairs(chunks) do stale[#stale + 1] = name end
@@ -100,7 +102,7 @@ local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i
   len = pushed or redis.call('RPUSH', list, unpack(entries, i, i + count - 1))
   redis.call('HSET', meta, 'n', string.format('%d', last))
   if len > cap then redis.call('LTRIM', list, len - cap, -1) end
-  if refresh or len == count then redis.call('EXPIRE', list, ttl) end
+  if refresh or fresh or len == count then redis.call('EXPIRE', list, ttl) end
   return last
 end
 """

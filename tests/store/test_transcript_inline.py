@@ -32,10 +32,12 @@ async def store(redis: Redis) -> AsyncIterator[ConversationStore]:
     await made.close()
 
 
-async def save_entries(store: ConversationStore, *entries: bytes, cid: str = CID) -> tuple[int, int]:
+async def save_entries(store: ConversationStore, *entries: bytes, cid: str = CID,
+                       refresh: bool = True) -> tuple[int, int]:
     pushed = await store.push(cid, b"event")
     assert pushed.batch is not None
-    result = await store.save(cid, pushed.batch.token, SaveRequest(state=b"state", processed=1, log=list(entries)))
+    req = SaveRequest(state=b"state", processed=1, log=list(entries), refresh_ttl=refresh)
+    result = await store.save(cid, pushed.batch.token, req)
     assert result.status == 0
     return result.first, result.last
 
@@ -201,7 +203,8 @@ async def test_a_transcript_already_in_a_list_is_read_and_appended_there(redis: 
 
 async def test_a_list_whose_count_was_lost_stays_a_list(redis: Redis, store: ConversationStore) -> None:
     await redis.rpush(KEY.transcript, b"x", b"y")
-    assert await save_entries(store, b"z") == (3, 3)
+    assert await save_entries(store, b"z", refresh=False) == (3, 3)
+    assert await redis.ttl(KEY.transcript) > 0
     assert await store.read_log(CID) == [(1, b"x"), (2, b"y"), (3, b"z")]
     assert await chunk_fields(redis) == {}
 
@@ -211,9 +214,10 @@ async def test_an_old_layout_stream_is_moved_to_a_list_by_the_first_save(redis: 
     for n, blob in ((3, b"o3"), (4, b"o4")):
         await redis.xadd(KEY.log, {"d": blob}, id=f"{n}-0")
     await redis.set(KEY.counter, 4)
-    assert await save_entries(store, b"s5") == (5, 5)
+    assert await save_entries(store, b"s5", refresh=False) == (5, 5)  # (a batch that refreshes no TTL)
     assert not await redis.exists(KEY.log, KEY.counter)
     assert await redis.llen(KEY.transcript) == 3 and await chunk_fields(redis) == {}
+    assert await redis.ttl(KEY.transcript) > 0  # the list the stream became expires with the conversation
     assert await store.read_log(CID) == [(3, b"o3"), (4, b"o4"), (5, b"s5")]
 
 
