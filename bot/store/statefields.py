@@ -29,6 +29,10 @@ short one, which then wins (the long one is left until the key expires: never re
 ``last_at`` and ``step_at`` equal to ``activity`` (the save of a customer's message) are stored as
 ``SAME`` (``tie``: 1 byte, not 14) and read as ``activity``'s value.
 
+Every field whose name starts with ``~`` is data, not metadata (the state's chunks, the dedupe
+records ``~d``…, a short transcript's ``~t``…: ``transcriptfields.py``): readers never see it;
+``split_turn`` gives the turn the transcript's chunks as well.
+
 Old layout (before issue 14's third wave): no ``~`` field, the state in ``sb:c:{<cid>}:state``.
 The first script that takes the conversation's lock (push, acquire, load) moves it into the
 hash (``MOVE``) and deletes the key, so the runtime never sees the difference.
