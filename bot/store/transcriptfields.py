@@ -146,10 +146,9 @@ def inline_of(count: bytes, fields: Mapping[bytes, bytes]) -> Inline:
     """The transcript in the hash from its count field's value and the hash's fields (bytes)."""
     try:
         chunks, _, entries = count.partition(b",")
-        names = _RAW_NAMES[:int(chunks)]
-        if len(names) < int(chunks):
-            names = tuple(_name(i) for i in range(int(chunks)))
-        return Inline([fields[name] for name in names], int(entries))
+        k = int(chunks)
+        names = _RAW_NAMES[:k] if k < len(_RAW_NAMES) else tuple(map(_name, range(k)))
+        return Inline(list(map(fields.__getitem__, names)), int(entries))
     except (KeyError, ValueError, TypeError):
         return UNREAD
 
