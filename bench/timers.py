@@ -194,7 +194,7 @@ async def outstanding(redis: Any, shards: int) -> tuple[int, int]:
 
 async def check(redis: Any, due: dict[str, float]) -> dict[str, Any]:
     """Read every transcript back: fired once, lost, doubled, and the lateness of each fire."""
-    from bot.store import codec
+    from bot.store import codec, transcriptfields
     from bot.store import keys as k
 
     lost = doubled = fired = 0
@@ -204,8 +204,11 @@ async def check(redis: Any, due: dict[str, float]) -> dict[str, Any]:
         chunk = cids[i:i + 2000]
         pipe = redis.pipeline(transaction=False)
         for cid in chunk:
+            pipe.hgetall(k.ConversationKey(cid).meta)  # a short transcript is there (transcriptfields.py)
             pipe.lrange(k.ConversationKey(cid).transcript, 0, -1)
-        for cid, rows in zip(chunk, await pipe.execute(), strict=True):
+        found = await pipe.execute()
+        for cid, meta, listed in zip(chunk, found[0::2], found[1::2], strict=True):
+            rows = transcriptfields.entries(meta) or listed
             hits = [e for raw in rows if (e := codec.unpack(raw)).get("text") == REMINDER]
             if not hits:
                 lost += 1

@@ -280,7 +280,7 @@ async def _detail(request: web.Request, cid: str) -> dict[str, Any] | None:
     if not raw_meta:
         return None
     meta = statefields.split(raw_meta, cid)[0]
-    await preview.fill_all(services.redis, [(cid, meta)], [tail])
+    await preview.fill_all(services.redis, [(cid, meta)], [preview.tail_of(raw_meta, tail)])
     body = summary(cid, meta)
     state = decoded_state(state_of(raw_meta, in_key, cid))
     body["run"] = run_view(state.run if state is not None else None)

@@ -22,12 +22,13 @@ How ordering and exactly-once handling work (one conversation, any number of pro
 The state is written only under the lock (taken *before* state is read), so no update is lost.
 It lives in the metadata hash (``statefields.py``): read with the metadata, written with it.
 
-The transcript's count (the metadata's ``n``): the save takes it from what the lock taker read
-(no ``HINCRBY``) when nothing else appended since. Only an append outside a turn
-(``transcript.APPEND``) moves it without the lock, and that append marks a held lock with a
-``+`` after its token; a save that finds its lock marked counts with ``HINCRBY``. Every script
-that checks the lock accepts its token with or without marks; ``load`` unmarks it as it reads
-the metadata again.
+The transcript's count (the metadata's ``n``), and a short transcript's chunks in the metadata
+(``transcriptfields.py``): the save takes them from what the lock taker read (no ``HINCRBY``, no
+read: ``savescript.py``) when nothing else appended since. Only an append outside a turn
+(``transcript.APPEND``) moves them without the lock, and that append marks a held lock with a
+``+`` after its token; a save that finds its lock marked reads the metadata and appends to what
+it finds. Every script that checks the lock accepts its token with or without marks; ``load``
+unmarks it as it reads the metadata again.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from . import codec, inboxlock, preview, replies, statefields, transcript
+from . import codec, inboxlock, preview, replies, savescript, statefields, transcript
 from . import keys as k
 from .clusterclient import is_cluster
 from .pending import RecentEntries
@@ -80,57 +81,6 @@ local holder, _, marks = lk_read(head)
 if holder ~= ARGV[1] then return 0 end
 redis.call('LSET', KEYS[1], 0, lk_entry(ARGV[1], ARGV[2], marks, lk_event(head)))
 return 1
-"""
-
-_SAVE = transcript.FUNCTIONS + inboxlock.FUNCTIONS + """
--- first a write a full Redis refuses (never the LPOP): such a save is refused whole, with the commands
--- beside it. The transcript's entries (taken back if the lock is not ours), or a SETRANGE of nothing
-local nlog, pushed = tonumber(ARGV[8]), nil
-if nlog > 0 then pushed = redis.call('RPUSH', KEYS[3], unpack(ARGV, 9, 8 + nlog))
-else redis.call('SETRANGE', KEYS[1], 0, '') end
--- the batch and the entry after it: the first must be this holder's (inboxlock.py)
-local n = tonumber(ARGV[3])
-local popped, holder, _, marks = redis.call('LPOP', KEYS[2], n + 1), nil, '0', ''
-if popped then holder, _, marks = lk_read(popped[1]) end
-if holder ~= ARGV[1] then
-  if pushed then redis.call('RPOP', KEYS[3], nlog) end
-  local back = {}  -- what was popped goes back, in order
-  for j = #(popped or {}), 1, -1 do back[#back + 1] = popped[j] end
-  if #back > 0 then redis.call('LPUSH', KEYS[2], unpack(back)) end
-  return {-1, 0, 0}
-end
--- more wait: the next entry back as the head, our lock renewed, before any write that could fail
-local more = #popped > n  -- (a script is not rolled back: an error must not lose an unrun event)
-if more then redis.call('LPUSH', KEYS[2], lk_entry(ARGV[1], ARGV[4], '', lk_event(popped[n + 1]))) end
--- the transcript's count as the lock taker read it, if nothing appended since (no ``+``)
-local known = not string.find(marks, '+', 1, true) and ARGV[#ARGV] ~= '' and tonumber(ARGV[#ARGV])
-local ttl = tonumber(ARGV[5])
-if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl) end
-local refresh = ARGV[7] == '1'
-local i = 9
-local first, last = 0, 0
-if nlog > 0 then
-  last = tr_append(KEYS[3], KEYS[5], KEYS[4], KEYS[7], tonumber(ARGV[6]), ttl, refresh, ARGV, i, nlog, known, pushed)
-  first = last - nlog + 1
-  i = i + nlog
-end
-local nout = tonumber(ARGV[i]); i = i + 1
-for j = 1, nout do redis.call('RPUSH', KEYS[6], ARGV[i]); i = i + 1 end
-if nout > 0 then redis.call('EXPIRE', KEYS[6], ttl) end
-local nmeta = tonumber(ARGV[i]); i = i + 1
-local kv = {}
-for j = 1, nmeta * 2 do kv[j] = ARGV[i]; i = i + 1 end
-if known and nlog > 0 then kv[#kv + 1] = 'n'; kv[#kv + 1] = string.format('%d', last) end
-if #kv > 0 then redis.call('HSET', KEYS[5], unpack(kv)) end
-local ndrop = tonumber(ARGV[i]); i = i + 1  -- copies no longer stored (statemeta.py): once, after an upgrade
-if ndrop > 0 then redis.call('HDEL', KEYS[5], unpack(ARGV, i, i + ndrop - 1)); i = i + ndrop end
-if refresh then redis.call('EXPIRE', KEYS[5], ttl) end
-local channel, cid = ARGV[i], ARGV[i + 1]; i = i + 2
-local ncount = tonumber(ARGV[i]); i = i + 1
-for j = 1, ncount do redis.call('HINCRBY', KEYS[7 + j], ARGV[i], ARGV[i + 1]); i = i + 2 end
-if nlog > 0 then redis.call('PUBLISH', channel, cid .. ' ' .. last) end
--- the lock kept for the next batch, or (the inbox held only this batch) gone with the inbox
-return {more and 1 or 0, first, last}
 """
 
 _FORGET_IF = """
@@ -276,8 +226,8 @@ class ConversationStore:
         self.cluster = is_cluster(redis)
         self._token_prefix = secrets.token_hex(6) + "-"
         self._tokens = 0
-        #: The transcript's count as each lock holder's batch read it (by token), for its save.
-        self._counts: dict[str, str] = {}
+        #: The transcript as each lock holder's batch read it (by token), for its save.
+        self._counts: dict[str, savescript.Read] = {}
         self._pended = RecentEntries(lock_ttl)  # which pushes write the recovery entry
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.ttl = ttl_days * 86400
@@ -290,7 +240,7 @@ class ConversationStore:
         self._load = Lua(redis, _LOAD)
         self._acquire = Lua(redis, _ACQUIRE)
         self._extend = Lua(redis, _EXTEND)
-        self._save = Lua(redis, _SAVE)
+        self._save = Lua(redis, savescript.SAVE)
         self.transcript = transcript.Transcript(redis, ttl=self.ttl, cap=transcript_max)
         self._forget_if = Lua(redis, _FORGET_IF)
         self._fail = redis.register_script(_FAIL)
@@ -320,10 +270,10 @@ class ConversationStore:
         await self._save.load()
 
     def _batch(self, cid: str, token: str, reply: Sequence[Any]) -> Batch:
-        meta, state = statefields.split_flat(reply[3], cid)
+        meta, state, inline = statefields.split_turn(reply[3], cid)
         if len(self._counts) >= _COUNTS_MAX:  # batches that never saved (a crash of their turn)
             self._counts.clear()  # forgotten: their saves, if any, count the slow way
-        self._counts[token] = meta.get("n", "")
+        self._counts[token] = (meta.get("n", ""), inline)
         batch = Batch(cid, token, reply[1] or state or None, list(reply[2]), meta)
         if state is not None and not reply[1]:
             batch.unsynced = statefields.unmarked(reply[3])
@@ -428,8 +378,10 @@ class ConversationStore:
 
     async def save(self, cid: str, token: str, req: SaveRequest) -> SaveResult:
         key = k.ConversationKey(cid)
-        args: list[Any] = [token, req.state or b"", req.processed, self._expiry(), self.ttl,
-                           self.transcript_max, int(req.refresh_ttl), len(req.log), *req.log, len(req.out), *req.out]
+        read = self._counts.pop(token, None)  # the transcript as the lock taker read it
+        mode, fields = savescript.transcript_args(read, req.log, self.transcript_max)
+        args: list[Any] = [token, req.state or b"", req.processed, self._expiry(), self.ttl, self.transcript_max,
+                           int(req.refresh_ttl), mode, len(req.log), *req.log, *fields, len(req.out), *req.out]
         meta_args: list[str | bytes] = []
         short = statefields.SHORT
         for name, value in req.meta.items():
@@ -446,7 +398,7 @@ class ConversationStore:
         # are counted after a save that kept the lock (a crash in between loses the count).
         later, counters = (counters, {}) if self.cluster else ({}, counters)
         args += [len(counters), *(v for (_, fld), by in counters.items() for v in (fld, by)),
-                 self._counts.pop(token, "")]  # the transcript's count as the lock taker read it
+                 read[0] if read else ""]  # the transcript's count as the lock taker read it
         commands: list[Any] = [self._save.command(
             [key.state, key.inbox, key.transcript, key.log, key.meta, key.out, key.counter,
              *(n for n, _ in counters)], args)]
@@ -498,7 +450,7 @@ class ConversationStore:
         preview.read(pipe, cid)
         raw, tail = await pipe.execute()
         meta = statefields.split(raw, cid)[0]
-        await preview.fill_all(self.redis, [(cid, meta)], [tail])
+        await preview.fill_all(self.redis, [(cid, meta)], [preview.tail_of(raw, tail)])
         return meta
 
     async def state(self, cid: str) -> bytes | None:

@@ -302,7 +302,8 @@ class ConversationIndex:
         found = await pipe.execute()
         # without the state's chunks, with the fields the id and the state hold, the preview
         metas = [statefields.split(raw, cid)[0] for cid, raw in zip(cids, found[0::2], strict=True)]
-        await preview.fill_all(self.redis, list(zip(cids, metas, strict=True)), found[1::2])
+        tails = [preview.tail_of(raw, listed) for raw, listed in zip(found[0::2], found[1::2], strict=True)]
+        await preview.fill_all(self.redis, list(zip(cids, metas, strict=True)), tails)
         return metas
 
     async def _forget(self, cids: list[str], keys: Iterable[str]) -> None:

@@ -108,7 +108,8 @@ class ConversationKey:
 
     @property
     def transcript(self) -> str:
-        """The transcript list (``bot/store/transcript.py``); its newest number is ``meta``'s ``n``."""
+        """The transcript list, once too long for ``meta`` (``bot/store/transcript.py``); its newest
+        number is ``meta``'s ``n``."""
         return f"{PREFIX}:c:{{{self.cid}}}:t"
 
     @property

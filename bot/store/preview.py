@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from . import codec
+from . import codec, transcriptfields
 from . import keys as k
 
 #: The newest entries read with the metadata.
@@ -37,9 +37,23 @@ DROPPED = ("preview_role", "preview")
 VISIBLE = ("user", "bot", "human")
 
 
+class Whole(list[bytes]):
+    """A transcript's newest ``TAIL + DEEPER`` entries, read whole from its metadata hash (a short
+    transcript: ``transcriptfields.py``): nothing before them to read."""
+
+
 def read(pipe: Any, cid: str) -> None:
-    """Queue the tail's read on ``pipe`` (a redis-py pipeline): its reply goes to ``fill``."""
+    """Queue the tail's read on ``pipe`` (a redis-py pipeline): its reply goes to ``tail_of``, then
+    ``fill`` (a transcript in the hash: no list, an empty reply)."""
     pipe.lrange(k.ConversationKey(cid).transcript, -TAIL, -1)
+
+
+def tail_of(raw_meta: Mapping[bytes, bytes], listed: Sequence[bytes]) -> Sequence[bytes]:
+    """The tail for ``fill``: the list's (``listed``, read by ``read``) or, for a transcript in the
+    metadata hash (``raw_meta``: the reader's ``HGETALL``), its entries (as many as the list's
+    tail and ``complete`` would read)."""
+    inline = transcriptfields.entries(raw_meta)
+    return listed if inline is None else Whole(inline[-(TAIL + DEEPER):])
 
 
 def found(entries: Sequence[bytes]) -> tuple[str, str] | None:
@@ -59,7 +73,7 @@ def fill(meta: dict[str, str], tail: Sequence[bytes]) -> bool:
     hit = found(tail)
     if hit is not None:
         meta["preview_role"], meta["preview"] = hit
-    return hit is None and len(tail) >= TAIL
+    return hit is None and len(tail) >= TAIL and not isinstance(tail, Whole)
 
 
 async def complete(redis: Redis, todo: Mapping[str, dict[str, str]]) -> None:

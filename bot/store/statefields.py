@@ -29,6 +29,10 @@ short one, which then wins (the long one is left until the key expires: never re
 ``last_at`` and ``step_at`` equal to ``activity`` (the save of a customer's message) are stored as
 ``SAME`` (``tie``: 1 byte, not 14) and read as ``activity``'s value.
 
+Every field whose name starts with ``~`` is data, not metadata (the state's chunks, the dedupe
+records ``~d``…, a short transcript's ``~t``…: ``transcriptfields.py``): readers never see it;
+``split_turn`` gives the turn the transcript's chunks as well.
+
 Old layout (before issue 14's third wave): no ``~`` field, the state in ``sb:c:{<cid>}:state``.
 The first script that takes the conversation's lock (push, acquire, load) moves it into the
 hash (``MOVE``) and deletes the key, so the runtime never sees the difference.
@@ -41,6 +45,8 @@ from collections.abc import Mapping
 
 from . import codec, replies, statemeta
 from .keys import id_fields
+from .transcriptfields import COUNT as T_COUNT
+from .transcriptfields import UNREAD, Inline, inline_of
 
 #: An ``HGETALL`` reply as redis-py types it (our clients never decode: bytes).
 Raw = Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]
@@ -226,6 +232,13 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
     """``split`` of a script's flat ``HGETALL`` reply (bytes, as the lean client gives them: read
     in one pass, without the map ``split`` takes; anything else goes through ``split``), the
     metadata as stored: the turn that reads it decodes the state itself (``statemeta.fields``)."""
+    meta, state, _ = split_turn(flat, cid)
+    return meta, state
+
+
+def split_turn(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes | None, Inline | None]:
+    """``split_flat``, and the transcript kept in the hash (``transcriptfields.py``; None: not
+    there; ``UNREAD``: a reply ``split`` read, or not as this version writes it)."""
     names, values = flat[0::2], flat[1::2]
     if len(names) != len(values):
         raise ValueError("an HGETALL reply of an odd length")
@@ -246,14 +259,17 @@ def split_flat(flat: list[bytes], cid: str = "") -> tuple[dict[str, str], bytes 
             [chunks[_RAW_NAMES[i] if i < len(_RAW_NAMES) else f"{COUNT}{i}".encode()] for i in range(int(count))])
     except (TypeError, AttributeError):  # not the lean client's reply (str, not bytes): read as a map
         it = iter(flat)
-        return split(dict(zip(it, it, strict=True)), cid, held=False)
+        return *split(dict(zip(it, it, strict=True)), cid, held=False), UNREAD
     _untie(meta)
     if cid and chunks.get(_ID_IMPLIED):
         meta = {**id_fields(cid), **meta}
-    return meta, None if state is None else _whole(state, cid)
+    tcount = chunks.get(_T_COUNT)
+    inline = None if tcount is None else inline_of(tcount, chunks)
+    return meta, None if state is None else _whole(state, cid), inline
 
 
 _COUNT, _IN_KEY, _ID_IMPLIED, _SYNCED = COUNT.encode(), IN_KEY.encode(), ID_IMPLIED.encode(), SYNCED.encode()
+_T_COUNT = T_COUNT.encode()
 
 #: How ``split_flat`` reads a reply with a given sequence of field names, worked out once per
 #: sequence (a conversation's hash has a few: per message, one lookup instead of a slice, a set

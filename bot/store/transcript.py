@@ -1,17 +1,19 @@
-"""A conversation's transcript: a Redis list of packed entries, numbered 1, 2, 3, …
+"""A conversation's transcript: packed entries numbered 1, 2, 3, …, in its metadata hash while
+short, else in a Redis list.
 
-Layout (issue 14): ``sb:c:{<cid>}:t`` is a list of the newest ``transcript_max`` entries (one
-msgpack blob each, oldest first) and the conversation's metadata hash keeps the number of the
-newest entry in its field ``n``; the list's head is therefore entry ``n - LLEN + 1``. An idle
-conversation's short list is one packed node (a ziplist, a listpack from Redis 7): a few bytes
-per entry beyond the entry itself, where the stream used before cost about 4.7 KB for six entries
-(a radix tree and a preallocated node). Numbers never change once given (delivery statuses name
-an entry by ``<cid>|<number>``), trimming only drops the oldest, and a conversation whose list
-expired keeps counting where it was.
+Layout (issue 14): the metadata hash keeps the number of the newest entry in its field ``n``.
+A short transcript (up to ``transcriptfields.INLINE_MAX`` packed bytes) lives in that hash, in
+64-byte chunk fields (``transcriptfields.py``: no key of its own, read by the push with the
+metadata, written by the save with it). A longer one is the list ``sb:c:{<cid>}:t`` of the newest
+``transcript_max`` entries (one msgpack blob each, oldest first): the append that outgrows the
+hash moves it there for good, and a conversation an older version started keeps its list. Either
+way the first entry kept is ``n - <entries kept> + 1``: numbers never change once given (delivery
+statuses name an entry by ``<cid>|<number>``), trimming only drops the oldest, and a
+conversation whose list expired keeps counting where it was.
 
 Old layout (before issue 14): a stream ``sb:c:{<cid>}:log`` with ids ``<n>-0`` and a counter
 ``sb:c:{<cid>}:n``. The first script that touches such a conversation's transcript — a save, an
-append, or a read — moves it into the new layout (the stream's entries, oldest first, keep their
+append, or a read — moves it into the list (the stream's entries, oldest first, keep their
 numbers; both old keys are deleted), so a reader never sees the difference.
 
 Every script here touches keys of one conversation only (one hash tag, one cluster slot).
@@ -24,7 +26,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from . import inboxlock, replies
+from . import inboxlock, replies, transcriptfields
 from . import keys as k
 
 #: ``tr_migrate(list, oldlog, oldn)``: an old-layout transcript moved into the list.
@@ -53,29 +55,52 @@ end
 
 #: Lua functions shared by the scripts that append (``conversations._SAVE`` and ``APPEND`` here).
 #: ``tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known, pushed)``
-#: appends ``entries[i .. i + count - 1]`` and returns the number of the newest entry. The list's
-#: TTL is set when it is new or ``refresh`` is true (TTLs are refreshed at most once a day).
-#: ``known``: the newest number as the lock holder read it, when nothing appended since (see
-#: ``MARK``); then the caller writes ``n`` with its other metadata (no ``HINCRBY``), else false.
-#: ``pushed``: the list's length after the caller already pushed the entries (the save pushes
-#: them first: a write a full Redis refuses, before its lock check), else nil.
-FUNCTIONS = MIGRATE + """
+#: appends ``entries[i .. i + count - 1]`` and returns the number of the newest entry.
+#: ``known`` and ``pushed``: the save's fast path for a list (the lock taker read ``n``, nothing
+#: appended since: see ``MARK``; the caller writes ``n`` with its other metadata, and pushed the
+#: entries first: a write a full Redis refuses, before its lock check; ``pushed`` is the list's
+#: length then). Otherwise the metadata is read here: a transcript in the hash
+#: (``transcriptfields.py``) is appended there, or moved to the list when too long; a list is
+#: appended (``pushed``, if given, kept); no count yet: an old-layout stream or a list whose count
+#: was lost comes first (a list), else the transcript starts in the hash. The list's TTL is set
+#: when it is new or ``refresh`` is true (TTLs are refreshed at most once a day).
+FUNCTIONS = MIGRATE + transcriptfields.LUA + """
 local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i, count, known, pushed)
-  local last, fresh
-  if known then
-    last, fresh = known + count, false
-  else
-    last = redis.call('HINCRBY', meta, 'n', count)
-    fresh = last == count
+  local len
+  if known and pushed then
+    len = pushed
+    if len > cap then redis.call('LTRIM', list, len - cap, -1) end
+    if refresh or len == count then redis.call('EXPIRE', list, ttl) end
+    return known + count
   end
+  local n, es, chunks = tf_read(redis.call('HGETALL', meta))
+  local fresh = not n
   if fresh then
     -- a first append here: an old-layout transcript, or a list whose count was lost, comes first
     if pushed then redis.call('RPOP', list, count); pushed = nil end
-    local old = tr_migrate(list, oldlog, oldn)
-    if old == 0 then old = redis.call('LLEN', list) end
-    if old > 0 then last = redis.call('HINCRBY', meta, 'n', old) end
+    n = tr_migrate(list, oldlog, oldn)
+    if n == 0 then n = redis.call('LLEN', list) end
+    if n == 0 then es = {} else es = nil end
   end
-  local len = pushed or redis.call('RPUSH', list, unpack(entries, i, i + count - 1))
+  local last = n + count
+  if es then
+    -- in the hash (transcriptfields.py): there while it fits, else the whole moves to the list
+    if pushed then redis.call('RPOP', list, count); pushed = nil end
+    for j = i, i + count - 1 do es[#es + 1] = entries[j] end
+    local first = #es - cap + 1
+    if first < 1 then first = 1 end
+    if tf_write(meta, es, first, chunks, last) then return last end
+    redis.call('DEL', list)  -- (none: the hash held it; an older process's, if any, renumbered away)
+    redis.call('RPUSH', list, unpack(es, first, #es))
+    local stale = {'""" + transcriptfields.COUNT + """'}
+    for name in pairs(chunks) do stale[#stale + 1] = name end
+    redis.call('HDEL', meta, unpack(stale))
+    redis.call('HSET', meta, 'n', string.format('%d', last))
+    redis.call('EXPIRE', list, ttl)
+    return last
+  end
+  len = pushed or redis.call('RPUSH', list, unpack(entries, i, i + count - 1))
+  redis.call('HSET', meta, 'n', string.format('%d', last))
   if len > cap then redis.call('LTRIM', list, len - cap, -1) end
   if refresh or fresh or len == count then redis.call('EXPIRE', list, ttl) end
   return last
@@ -105,22 +130,22 @@ return last
 
 #: Read: KEYS list, meta, oldlog, oldn; ARGV after (-1: the newest ``limit``), limit, ttl.
 #: Returns {number of the first entry returned, entries}.
-READ = MIGRATE + """
-local last = redis.call('HGET', KEYS[2], 'n')
+READ = MIGRATE + transcriptfields.LUA + """
+local last, es = tf_read(redis.call('HGETALL', KEYS[2]))
 if not last then
   last = tr_migrate(KEYS[1], KEYS[3], KEYS[4])
   if last == 0 then return {0, {}} end
   redis.call('HSET', KEYS[2], 'n', last)
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
-last = tonumber(last)
-local len = redis.call('LLEN', KEYS[1])
+local len = es and #es or redis.call('LLEN', KEYS[1])
 local first = last - len + 1
 local after, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local start = len - limit
 if after >= 0 then start = after + 1 - first end
 if start < 0 then start = 0 end
 if start >= len or limit <= 0 then return {0, {}} end
+if es then return {first + start, {unpack(es, start + 1, math.min(start + limit, len))}} end
 return {first + start, redis.call('LRANGE', KEYS[1], start, start + limit - 1)}
 """
 

@@ -37,9 +37,10 @@ GREETER = make_doc({
 #: state and the dedupe records, the queue: its ``RPUSH`` into the empty inbox takes the lock,
 #: bot/store/inboxlock.py; the id's record: 4) with the check of the CRM snapshot this process kept
 #: (one HMGET of its records' versions, crm_bridge/versions.py: 1; no recovery entry: this process
-#: wrote it less than half a lock TTL ago, bot/store/pending.py), the save script (the transcript
-#: first, so that a full Redis refuses the save whole; the batch and the lock in one ``LPOP``,
-#: metadata with the state and the transcript's count, notification: 5), no timer command (the
+#: wrote it less than half a lock TTL ago, bot/store/pending.py), the save script (a write a full
+#: Redis refuses first, so that it refuses the save whole: a ``SETRANGE`` of nothing, the
+#: transcript's ``RPUSH`` while it was a list; the batch and the lock in one ``LPOP``, metadata with
+#: the state, the short transcript's chunks and its count, notification: 5), no timer command (the
 #: ``no_answer`` timer moved later: the conversation's timer entry stays early,
 #: bot/store/timers.py), the activity index (1; the filter sets only when the conversation changes
 #: sets), the funnel count (1: ``HINCRBY`` of the move ``ask`` -> ``ask``, inside the save script;
@@ -134,7 +135,9 @@ async def test_a_follow_up_refreshes_no_ttl_and_rewrites_no_unchanged_metadata(
     # the push's dedupe record (bot/store/dedupe.py), the save's changed fields; batch + lock
     assert ran.get("hset") == 2 and ran.get("lpop") == 1, ran
     assert ran.get("hgetall") == 1, ran  # the push's, for the dedupe check and the turn
-    assert ran.get("rpush") == 2, ran  # the event (the lock with it), the transcript
+    # the event (the lock with it); the transcript is in the metadata hash (bot/store/transcriptfields.py),
+    # written by the save's HSET: its first write, a full Redis's refusal, is a SETRANGE of nothing
+    assert ran.get("rpush") == 1 and ran.get("setrange") == 1, ran
     # ZADDs: the activity index (no dedupe set: the id is in the metadata); not the conversation's
     # timer entry (the ``no_answer`` timer moved later: the entry stays early), no recovery entry (written by q2's
     # push just before), no filter set again; no ZREM of a timer

@@ -14,6 +14,7 @@ from bot.server.views import summary
 from bot.store import codec, statefields
 from bot.store import keys as k
 from bot.store.indexes import ConversationIndex, Filters
+from tests import transcripts
 from tests.runtime import test_message_costs as costs
 
 SESSION = "4f1c2a"
@@ -42,7 +43,7 @@ async def test_the_metadata_stores_no_empty_value_and_ids_are_kept_as_bytes(svc:
     assert not [name for name, value in raw.items() if value == b""], raw
     assert "x" not in raw and "company_id" not in raw and "owner_user" not in raw  # nothing to keep
     assert len(raw["a"]) == 14 and raw["l"] == b"="  # activity: seconds and ms; last_at: the same (tie)
-    blobs = await redis.lrange(k.ConversationKey(CID).transcript, 0, -1)
+    blobs = await transcripts.blobs(redis, CID)
     assert [IDS[0] in b.decode("latin-1") for b in blobs] == [False] * 4  # as 16 bytes, not as text
     assert bytes.fromhex(IDS[0]) in blobs[0] and bytes.fromhex(IDS[1]) in blobs[2]
     users = [e for e in await _entries(svc) if e["role"] == "user"]
@@ -58,8 +59,7 @@ async def test_a_conversation_in_the_older_layout_reads_lists_and_continues(svc:
     older = [codec.COMPACT + b"e" + codec.pack({codec._INDEX.get(name, name): value for name, value in e.items()})
              for e in entries]
     assert IDS[0].encode() in older[0]
-    await redis.delete(key.transcript)
-    await redis.rpush(key.transcript, *older)
+    await transcripts.as_list(redis, CID, older)
     await redis.hdel(key.meta, "a", "s")  # (their long names below, as an older version wrote them)
     await redis.hset(key.meta, mapping={"company_id": "", "owner_user": "", "ix_src": "\x1f\x1f",
                                         "activity": "1796582945.9313771", "step_at": ""})

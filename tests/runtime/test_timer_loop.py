@@ -19,6 +19,7 @@ from bot.server.services import open_services
 from bot.store import codec
 from bot.store import keys as k
 from bot.store.timers import TimerWheel
+from tests import transcripts
 from tests.server.conftest import REMINDER, make_config, nudge_flow
 from tests.waiting import wait_for
 
@@ -28,10 +29,7 @@ CHATS = 2000
 
 async def _reminders(redis: Redis, cids: list[str]) -> list[int]:
     """How many reminders each conversation's transcript holds."""
-    pipe = redis.pipeline(transaction=False)
-    for cid in cids:
-        pipe.lrange(k.ConversationKey(cid).transcript, 0, -1)
-    rows: list[Any] = await pipe.execute()
+    rows = await transcripts.many(redis, cids)
     return [sum(codec.unpack(raw).get("text") == REMINDER for raw in r) for r in rows]
 
 

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from bot.store.buckets import bucket
 from crm_bridge import records
 from crm_bridge.redis_crm import IDENTITIES
+from tests import transcripts
 from tests.live_app import running_app
 
 #: Each message gets one reply that waits again (a no-answer timer pending, as in the bench).
@@ -21,19 +22,20 @@ ECHO: dict[str, Any] = {
               "buttons": [{"title": "Opening hours", "next": "reply"}],
               "other_answer": "reply", "no_answer": {"after": "10m", "next": "reply"}},
 }
-#: The conversation's own keys (metadata with the state, the transcript's count and the dedupe ids;
-#: transcript): 1,145 B since the dedupe ids are records in the metadata, the state leaves out its
-#: defaults and its timer ids' copy of the conversation id and keeps the last message's hex id as
-#: bytes, and the CRM ids have short names (meta 423 B, issue 14 aim 3's fifth wave); 1,401 B since
-#: the metadata keeps no copy of the state's fields nor the preview, the state no copy of the id,
-#: and the fields written on every save short names (meta 505 B); 1,685 B since the dedupe set
-#: keeps 8-byte digests, the metadata no empty field and the entries their hex ids as bytes and
-#: their common role and kind as a key (issue 14 aim 3); 1,906 B since the state keeps its timers'
-#: due times (one timer entry per conversation, issue 14) and the metadata the hand-back's fields
-#: (issue 15); 1,850 B with the state first in the metadata hash; 1,962 B with the state a key of
-#: its own; 2,574 B with the list of plain entries; 6,203 B when the transcript was a stream and a
-#: counter.
-CONVERSATION_BOUND = 1180  # (the metadata 423–439 B in runs: the allocator rounds up)
+#: The conversation's own keys (metadata with the state, the transcript and its count and the
+#: dedupe ids): 910 B since a short transcript lives in the metadata (no list key: its node and its
+#: key, bot/store/transcriptfields.py); 1,145 B since the dedupe ids are records in the metadata,
+#: the state leaves out its defaults and its timer ids' copy of the conversation id and keeps the
+#: last message's hex id as bytes, and the CRM ids have short names (meta 423 B, issue 14 aim 3's
+#: fifth wave); 1,401 B since the metadata keeps no copy of the state's fields nor the preview, the
+#: state no copy of the id, and the fields written on every save short names (meta 505 B); 1,685 B
+#: since the dedupe set keeps 8-byte digests, the metadata no empty field and the entries their hex
+#: ids as bytes and their common role and kind as a key (issue 14 aim 3); 1,906 B since the state
+#: keeps its timers' due times (one timer entry per conversation, issue 14) and the metadata the
+#: hand-back's fields (issue 15); 1,850 B with the state first in the metadata hash; 1,962 B with
+#: the state a key of its own; 2,574 B with the list of plain entries; 6,203 B when the transcript
+#: was a stream and a counter.
+CONVERSATION_BOUND = 940  # (the metadata rounds up with the allocator)
 
 
 async def conversation_bytes(redis: Redis, cid: str) -> dict[str, int]:
@@ -52,11 +54,11 @@ async def test_an_idle_live_chat_conversation_holds_under_the_bound(redis: Redis
             cid, texts = await app.say(session, text)
             assert texts == [f"Thanks, you said: {text}"]
         sizes = await conversation_bytes(redis, cid)
-        assert {"meta", "t"} <= set(sizes), sizes
+        assert set(sizes) == {"meta"}, sizes  # the transcript in the metadata: no list
         # no stream, no separate counter, the state in the metadata hash (bot/store/statefields.py)
         assert "log" not in sizes and "n" not in sizes and "state" not in sizes, sizes
         assert "d" not in sizes and "seen" not in sizes, sizes  # the dedupe ids in the metadata (dedupe.py)
-        assert await redis.llen(f"sb:c:{{{cid}}}:t") == 6
+        assert len(await transcripts.blobs(redis, cid)) == 6
         assert await redis.object("encoding", f"sb:c:{{{cid}}}:meta") in (b"ziplist", b"listpack")  # compact
         assert (await app.services.store.state(cid) or b"")[:1] == b"\xc1"  # compact
         assert sum(sizes.values()) <= CONVERSATION_BOUND, sizes

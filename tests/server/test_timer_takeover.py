@@ -15,6 +15,7 @@ from bot.engine import events as ev
 from bot.server.services import open_services
 from bot.store import codec
 from bot.store import keys as k
+from tests import transcripts
 from tests.procs import salesbot
 from tests.server.conftest import REMINDER, make_config, nudge_flow
 from tests.waiting import wait_for
@@ -35,7 +36,7 @@ async def _worker_claims(redis: Redis, pid: int) -> set[bytes]:
 
 
 async def _reminders(redis: Redis, cid: str) -> list[dict[str, Any]]:
-    rows = await redis.lrange(k.ConversationKey(cid).transcript, 0, -1)
+    rows = await transcripts.blobs(redis, cid)
     entries = [codec.unpack(raw) for raw in rows]
     return [e for e in entries if e.get("text") == REMINDER]
 

@@ -1,4 +1,4 @@
-"""The transcript list (bot/store/transcript.py) on a real Redis: numbering and paging through
+"""The transcript (bot/store/transcript.py) on a real Redis: numbering and paging through
 saves and out-of-turn appends, trimming, and conversations written in the old layout (a stream
 ``:log`` and a counter ``:n``), which the first touch moves into the list with their numbers."""
 
@@ -53,7 +53,7 @@ async def test_saves_and_appends_number_entries_in_one_sequence_and_pages_read_t
     assert await store.tail_log(CID, 2) == [(3, b"c"), (4, b"d")]
     assert await store.tail_log(CID, 50) == await store.read_log(CID)
     assert (await store.meta(CID))["n"] == "4"
-    assert await store.redis.type(KEY.transcript) == b"list"
+    assert await store.redis.type(KEY.transcript) == b"none"  # short: in the metadata hash (transcriptfields.py)
     assert not await store.redis.exists(KEY.log, KEY.counter)
 
 
@@ -68,6 +68,7 @@ async def test_a_trimmed_transcript_keeps_its_numbers(store: ConversationStore) 
 
 
 async def test_a_transcript_that_expired_keeps_counting(store: ConversationStore) -> None:
+    await store.redis.hset(KEY.meta, "n", "0")  # a list (tests/store/test_transcript_inline.py: the hash's)
     await store.append_log(CID, [b"a", b"b"])
     await store.redis.delete(KEY.transcript)
     assert await store.read_log(CID) == []

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from bot.store import dedupe
 from bot.store import keys as k
 from bot.store.conversations import SEEN_TTL, TTL_REFRESH_EVERY, ConversationStore, SaveRequest
+from bot.store.transcriptfields import INLINE_MAX
 from tests.store.test_store_guarantees import DAY, SLACK_MS, T0, Clock
 
 CID = "test:acct:ttl"
@@ -36,7 +37,8 @@ async def _turn(store: ConversationStore, event: bytes, dedupe_id: str, *, log: 
     """Push, save what the batch holds; returns whether the batch refreshed the TTLs."""
     pushed = await store.push(CID, event, dedupe_id=dedupe_id, meta={"channel": "test"})
     assert pushed.batch is not None
-    req = SaveRequest(state=b"s-" + event, processed=len(pushed.batch.events), log=[event] if log else [],
+    entry = event.ljust(INLINE_MAX + 1, b".")  # too long for the hash: the transcript is a list (transcriptfields.py)
+    req = SaveRequest(state=b"s-" + event, processed=len(pushed.batch.events), log=[entry] if log else [],
                       refresh_ttl=pushed.batch.refresh_ttl)
     assert (await store.save(CID, pushed.batch.token, req)).status == 0
     return pushed.batch.refresh_ttl
