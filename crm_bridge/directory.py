@@ -207,8 +207,11 @@ class CrmDirectory:
     async def _updated_at(self, kind: str, ids: list[str]) -> list[float | None]:
         return await recent.updated_at(self.redis, kind, ids)
 
-    async def _present(self, kind: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        times = await self._updated_at(kind, [r["id"] for r in records])
+    async def _present(self, kind: str, records: list[dict[str, Any]],
+                       known: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+        """The records as the API shows them; ``known``: their times when the listing read them."""
+        ids = [r["id"] for r in records]
+        times = [known.get(i) for i in ids] if known is not None else await self._updated_at(kind, ids)
         out = []
         for record, at in zip(records, times, strict=True):
             item = {**record, "updated_at": at}
@@ -237,9 +240,9 @@ class CrmDirectory:
                 ids = [i for i, at in zip(ids, times, strict=True) if (at or 0) < before]
             page = ids[offset:offset + limit]
             return await self._present(kind, await self.get_many(kind, page)), len(ids)
-        ids, total = await recent.listing(self.redis, kind, keys, excluded, offset=offset, limit=limit,
-                                          before=before)
-        return await self._present(kind, await self.get_many(kind, ids)), total
+        rows, total = await recent.listing(self.redis, kind, keys, excluded, offset=offset, limit=limit,
+                                           before=before)
+        return await self._present(kind, await self.get_many(kind, [i for i, _ in rows]), dict(rows)), total
 
     def _filter_keys(self, kind: str, filters: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """The sets the listed records are in, and the sets they are in none of."""

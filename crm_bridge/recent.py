@@ -135,23 +135,23 @@ def excluding(dest: str, recent: str, outside: Sequence[str]) -> tuple[Any, ...]
 
 
 async def listing(redis: Any, kind: str, within: Sequence[str], outside: Sequence[str], *, offset: int,
-                  limit: int, before: float | None) -> tuple[list[str], int]:
-    """The ids of a page of ``kind``'s records newest first (``before``: only those written
+                  limit: int, before: float | None) -> tuple[list[tuple[str, float]], int]:
+    """The ids and times of a page of ``kind``'s records newest first (``before``: only those written
     earlier), in every set ``within`` and none ``outside``, and how many match in all (whatever
     ``before``)."""
     key = recent_key(kind)
     if not within and not outside:
-        rows, total = await recency.page(redis, key, offset=offset, limit=limit, before=before)
-        return [rid for rid, _ in rows], total
+        return await recency.page(redis, key, offset=offset, limit=limit, before=before)
     tmp = f"{T}:tmp:{uuid.uuid4().hex}"
     walked = await idsets.walks(redis, within) if within else []  # the sets' non-empty buckets
     pipe = redis.pipeline(transaction=False)
     pipe.eval(*(filtered(tmp, key, within, outside, walked) if within else excluding(tmp, key, outside)))
     pipe.expire(tmp, TMP_TTL)  # deleted below; the TTL covers a client that dies in between
-    pipe.zrevrangebyscore(tmp, "+inf" if before is None else f"({before!r}", "-inf", start=offset, num=limit)
+    pipe.zrevrangebyscore(tmp, "+inf" if before is None else f"({before!r}", "-inf", start=offset, num=limit,
+                          withscores=True)
     pipe.delete(tmp)
     total, _, raw, _ = await pipe.execute()
-    return [text(i) for i in raw], int(total)
+    return [(text(i), float(at)) for i, at in raw], int(total)
 
 
 async def updated_at(redis: Any, kind: str, ids: Sequence[str]) -> list[float | None]:

@@ -134,6 +134,8 @@ def remove(pipe: Any, key: str, member: str) -> None:
 PAGE = NAME_LUA + """
 local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local want = offset + limit
+local total = tonumber(redis.call('GET', KEYS[2]) or '0')
+if limit <= 0 then return {total} end
 local cands, floor = {}, '-inf'
 local function first(a, b)
   if a[2] ~= b[2] then return a[2] > b[2] end
@@ -163,7 +165,7 @@ while not done do
   end
 end
 table.sort(cands, first)
-local out = {tonumber(redis.call('GET', KEYS[2]) or '0')}
+local out = {total}
 for j = offset + 1, math.min(want, #cands) do
   out[#out + 1] = cands[j][1]; out[#out + 1] = cands[j][3]
 end

@@ -80,6 +80,8 @@ async def test_listings_equal_a_reference_over_random_records(redis: Redis) -> N
         assert await _ids(directory, kind, filters, offset=5, limit=7) == (newest[5:12], len(want))
         cut = times[newest[len(newest) // 2]] if newest else 0.0
         assert (await _ids(directory, kind, filters, before=cut))[0] == [i for i in newest if times[i] < cut][:200]
+        found, _ = await directory.search(kind, filters=filters, limit=20)  # the times the listing read
+        assert [r["updated_at"] for r in found] == [times[r["id"]] for r in found]
     some = rng.sample(sorted(leads), 10)
     assert [r["updated_at"] for r in await directory._present("lead", [{"id": i} for i in some])] == \
         [times[i] for i in some]
@@ -94,12 +96,12 @@ async def test_text_ids_are_listed_and_filtered_too(redis: Redis) -> None:
         idsets.add(pipe, "sb:{crm}:by:lead:tag:vip", rid)
     recency.add(pipe, recent_key("lead"), "c3", 20.0)
     await pipe.execute()
-    ids, total = await recent_listing(directory, {"tag": ["vip"]})
-    assert (ids, total) == (["7", str(1 << 40), "c2", "c1"], 4)
-    assert await recent_listing(directory, {}) == (["c3", "7", str(1 << 40), "c2", "c1"], 5)
+    rows, total = await recent_listing(directory, {"tag": ["vip"]})
+    assert (rows, total) == ([("7", 13.0), (str(1 << 40), 12.0), ("c2", 11.0), ("c1", 10.0)], 4)
+    assert [i for i, _ in (await recent_listing(directory, {}))[0]] == ["c3", "7", str(1 << 40), "c2", "c1"]
 
 
-async def recent_listing(directory: CrmDirectory, filters: dict[str, Any]) -> tuple[list[str], int]:
+async def recent_listing(directory: CrmDirectory, filters: dict[str, Any]) -> tuple[list[tuple[str, float]], int]:
     from crm_bridge import recent
 
     keys, excluded = directory._filter_keys("lead", filters)

@@ -76,6 +76,7 @@ async def test_an_emptied_bucket_leaves_the_max_set_and_a_removal_lowers_its_max
     assert await redis.zrange(recency.tops(KEY), 0, -1, withscores=True) == [(b"0", 10.0)]
     assert await redis.get(recency.count(KEY)) == b"1"
     assert await recency.page(redis, KEY) == ([("1", 10.0)], 1)
+    assert await recency.page(redis, KEY, offset=3, limit=0) == ([], 1)
 
 
 async def test_buckets_stay_ziplists_and_the_count_is_exact_under_concurrent_writers(redis: Redis) -> None:
