@@ -67,6 +67,32 @@ def name(key: str, n: int) -> str:
     return f"{key}:b:{n}" if n >= 0 else f"{key}:t:{-1 - n}"
 
 
+def label(n: int) -> str:
+    """The bucket ``n``'s member in the ``tops``: 8 digits for a dense bucket (``ZREVRANGE``
+    lists buckets of one max by number, descending), ``-1 - k`` for the text bucket ``k`` (after them)."""
+    return f"{n:08d}" if n >= 0 else str(n)
+
+
+def ordinal(member: str) -> int | None:
+    """Among members of one score, the later first: a counter's number (written as ``str(int)``)
+    by its value, any other member after those, by its bytes (descending)."""
+    n = dense(member)
+    return n if n is not None and str(n) == member else None
+
+
+def sortable(member: str) -> str:
+    """``member`` in a sorted set whose ``ZREVRANGEBYSCORE`` lists ties as ``ordinal`` says
+    (``unsortable`` reverses it): a numbered member as ``1`` and 10 digits, any other ``0`` and it."""
+    n = ordinal(member)
+    return f"1{n:010d}" if n is not None else f"0{member}"
+
+
+def unsortable(raw: Any) -> str:
+    """The member of ``sortable``'s ``raw``."""
+    value = text(raw)
+    return str(int(value[1:])) if value[0] == "1" else value[1:]
+
+
 def tops(key: str) -> str:
     """The sorted set bucket number -> highest score in it."""
     return f"{key}:max"
@@ -77,16 +103,68 @@ def count(key: str) -> str:
     return f"{key}:n"
 
 
-#: Lua: ``bucket(key, n)``, the name of bucket ``n`` of the index ``key`` (as ``name``), for scripts.
+#: Lua: ``bucket(key, n)``, the name of bucket ``n`` (a number or its ``label``) of the index
+#: ``key`` (as ``name``); ``ordinal(m)`` and ``sortable(m, dense)`` as their namesakes, for scripts.
 NAME_LUA = """
 local function bucket(key, n)
   n = tonumber(n)
   if n >= 0 then return key .. ':b:' .. n end
   return key .. ':t:' .. (-1 - n)
 end
+local function ordinal(m)
+  if #m <= 10 and string.match(m, '^%d+$') and (m == '0' or string.sub(m, 1, 1) ~= '0') then
+    local n = tonumber(m)
+    if n < 2147483648 then return n end
+  end
+  return nil
+end
+local function sortable(m, dense)  -- dense: m is in a ``:b:`` bucket (digits, below DENSE_MAX)
+  if dense and (#m == 1 or string.byte(m, 1) ~= 48) then return '1' .. string.rep('0', 10 - #m) .. m end
+  return '0' .. m
+end
+local function label(n)
+  if n >= 0 then return string.format('%08d', n) end
+  return tostring(n)
+end
 """
 
-#: Score ARGV[2] for member ARGV[3] in bucket KEYS[1] (number ARGV[1]); KEYS[2] its ``tops``,
+#: Lua for pages: a candidate is {member, score, its text, ``ordinal``}; ``first(a, b)``: whether
+#: ``a`` comes before ``b`` (newest first, ties by ``ordinal``); ``before_all(c, top, n, size)``:
+#: whether ``c`` comes before every member of bucket ``n`` whose max is ``top``; ``best(cands,
+#: want)``: the first ``want`` of them, sorted.
+RANK_LUA = """
+local function first(a, b)
+  if a[2] ~= b[2] then return a[2] > b[2] end
+  if a[4] and b[4] then return a[4] > b[4] end
+  if a[4] or b[4] then return a[4] ~= nil end
+  local la, lb = #a[1], #b[1]
+  for i = 1, math.min(la, lb) do
+    local x, y = string.byte(a[1], i), string.byte(b[1], i)
+    if x ~= y then return x > y end
+  end
+  return la > lb
+end
+local function before_all(c, top, n, size)
+  if c[2] ~= top then return c[2] > top end
+  if not c[4] then return false end
+  return n < 0 or c[4] > (n + 1) * size - 1
+end
+local function best(cands, want)
+  table.sort(cands, first)
+  for j = #cands, want + 1, -1 do cands[j] = nil end
+  return cands
+end
+local function reply(total, cands, offset, want)
+  table.sort(cands, first)
+  local out = {total}
+  for j = offset + 1, math.min(want, #cands) do
+    out[#out + 1] = cands[j][1]; out[#out + 1] = cands[j][3]
+  end
+  return out
+end
+"""
+
+#: Score ARGV[2] for member ARGV[3] in bucket KEYS[1] (``label`` ARGV[1]); KEYS[2] its ``tops``,
 #: KEYS[3] its ``count``.
 ADD = """
 if redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3]) == 1 then redis.call('INCR', KEYS[3]) end
@@ -94,7 +172,7 @@ redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[1])
 return 1
 """
 
-#: Member ARGV[2] out of bucket KEYS[1] (number ARGV[1]); the bucket's max set to its new top, or
+#: Member ARGV[2] out of bucket KEYS[1] (``label`` ARGV[1]); the bucket's max set to its new top, or
 #: dropped when it is empty; the count one fewer if it was there.
 REMOVE = """
 if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return 0 end
@@ -109,7 +187,7 @@ return 1
 def add(pipe: Any, key: str, member: str, score: float) -> None:
     """Queue ``member``'s score (its write time) in the index ``key``."""
     n = number(member)
-    pipe.eval(ADD, 3, name(key, n), tops(key), count(key), n, repr(float(score)), member)
+    pipe.eval(ADD, 3, name(key, n), tops(key), count(key), label(n), repr(float(score)), member)
 
 
 def plain_new(command: Sequence[Any]) -> list[tuple[Any, ...]] | None:
@@ -124,52 +202,44 @@ def plain_new(command: Sequence[Any]) -> list[tuple[Any, ...]] | None:
 def remove(pipe: Any, key: str, member: str) -> None:
     """Queue ``member``'s removal from the index ``key``."""
     n = number(member)
-    pipe.eval(REMOVE, 3, name(key, n), tops(key), count(key), n, member)
+    pipe.eval(REMOVE, 3, name(key, n), tops(key), count(key), label(n), member)
 
 
 #: The newest-first page: KEYS[1] the ``tops``, KEYS[2] the ``count``; ARGV[1] the index's key,
-#: ARGV[2] the highest score ('+inf', or '(<before>'), ARGV[3] offset, ARGV[4] limit. Returns
-#: {count, member, score, member, score, …}. Ties in score go by member, bytes descending (as
-#: ``ZREVRANGEBYSCORE`` of one set): a bucket whose max equals the last candidate's is visited.
-PAGE = NAME_LUA + """
-local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+#: ARGV[2] the highest score ('+inf', or '(<before>'), ARGV[3] offset, ARGV[4] limit, ARGV[5]
+#: ``BUCKET``. Returns {count, member, score, member, score, …}. Members of one score go by
+#: ``ordinal``, the later first: the buckets of one max are listed by number, descending, so a
+#: page stops at the first bucket whose members all come after its last candidate.
+PAGE = NAME_LUA + RANK_LUA + """
+local offset, limit, size = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local want = offset + limit
 local total = tonumber(redis.call('GET', KEYS[2]) or '0')
 if limit <= 0 then return {total} end
 local cands, floor = {}, '-inf'
-local function first(a, b)
-  if a[2] ~= b[2] then return a[2] > b[2] end
-  local la, lb = #a[1], #b[1]
-  for i = 1, math.min(la, lb) do
-    local x, y = string.byte(a[1], i), string.byte(b[1], i)
-    if x ~= y then return x > y end
-  end
-  return la > lb
-end
 local from, done = 0, false
 while not done do
   local row = redis.call('ZREVRANGE', KEYS[1], from, from + want, 'WITHSCORES')
   if #row == 0 then break end
   from = from + #row / 2
   for i = 1, #row, 2 do
-    local top = tonumber(row[i + 1])
-    if #cands >= want and cands[want][2] > top then done = true; break end
-    local got = redis.call('ZREVRANGEBYSCORE', bucket(ARGV[1], row[i]), ARGV[2], floor,
-                           'WITHSCORES', 'LIMIT', 0, want)
-    for j = 1, #got, 2 do cands[#cands + 1] = {got[j], tonumber(got[j + 1]), got[j + 1]} end
-    if #cands >= want then
-      table.sort(cands, first)
-      for j = #cands, want + 1, -1 do cands[j] = nil end
-      floor = cands[want][3]
+    local top, n = tonumber(row[i + 1]), tonumber(row[i])
+    if #cands >= want and before_all(cands[want], top, n, size) then done = true; break end
+    local name = bucket(ARGV[1], n)
+    local got = redis.call('ZREVRANGEBYSCORE', name, ARGV[2], floor, 'WITHSCORES', 'LIMIT', 0, want + 1)
+    if #got == 2 * want + 2 then  -- one more than needed: if cut within a score, all of its (``ordinal``)
+      local last, k = got[#got], #got
+      if got[k - 2] == last then
+        while k > 0 and got[k] == last do got[k] = nil; got[k - 1] = nil; k = k - 2 end
+        for _, v in ipairs(redis.call('ZREVRANGEBYSCORE', name, last, last, 'WITHSCORES')) do got[#got + 1] = v end
+      else got[k] = nil; got[k - 1] = nil end
     end
+    for j = 1, #got, 2 do
+      cands[#cands + 1] = {got[j], tonumber(got[j + 1]), got[j + 1], ordinal(got[j])}
+    end
+    if #cands >= want then floor = best(cands, want)[want][3] end
   end
 end
-table.sort(cands, first)
-local out = {total}
-for j = offset + 1, math.min(want, #cands) do
-  out[#out + 1] = cands[j][1]; out[#out + 1] = cands[j][3]
-end
-return out
+return reply(total, cands, offset, want)
 """
 
 
@@ -177,7 +247,7 @@ def queue_page(pipe: Any, key: str, *, offset: int, limit: int, before: float | 
     """Queue ``PAGE``: the members of ``key`` newest first (``before``: only those scored below),
     ``offset`` of them skipped, ``limit`` at most; its reply goes to ``page_of``."""
     top = "+inf" if before is None else f"({before!r}"
-    pipe.eval(PAGE, 2, tops(key), count(key), key, top, offset, limit)
+    pipe.eval(PAGE, 2, tops(key), count(key), key, top, offset, limit, BUCKET)
 
 
 def page_of(reply: Sequence[Any]) -> tuple[list[tuple[str, float]], int]:
@@ -237,7 +307,7 @@ async def pages(redis: Redis, key: str) -> AsyncIterator[list[tuple[str, float]]
             return
 
 
-#: Move the members ARGV (member, score, bucket number, …) of the old whole sorted set KEYS[1]
+#: Move the members ARGV (member, score, bucket ``label``, …) of the old whole sorted set KEYS[1]
 #: into its buckets (a member the bucket has keeps the later score); KEYS[2] the ``tops``, KEYS[3]
 #: the ``count``. Returns the members moved.
 MOVE = NAME_LUA + """
@@ -257,6 +327,6 @@ async def move_whole(redis: Redis, key: str) -> int:
     no such set). A member is removed from ``key`` in the script that writes it to its bucket."""
     moved = 0
     while rows := cast("list[tuple[Any, float]]", await redis.zrange(key, 0, MOVE_PAGE - 1, withscores=True)):
-        args = [v for m, s in rows for v in (text(m), repr(float(s)), number(text(m)))]
+        args = [v for m, s in rows for v in (text(m), repr(float(s)), label(number(text(m))))]
         moved += int(await redis.eval(MOVE, 3, key, tops(key), count(key), *args))
     return moved

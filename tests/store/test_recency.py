@@ -16,11 +16,19 @@ from bot.store import recency
 KEY = "sb:{t}:recent"
 
 
+def _tie(member: str) -> tuple[int, int, bytes]:
+    """Members of one score: a counter's numbers (no leading zero, below 2**31) the highest first,
+    then the others by their bytes, descending."""
+    if member.isascii() and member.isdigit() and str(int(member)) == member and int(member) < 2**31:
+        return (1, int(member), b"")
+    return (0, 0, member.encode())
+
+
 def _reference(scores: dict[str, float], *, offset: int, limit: int,
                before: float | None) -> list[tuple[str, float]]:
-    """What ``ZREVRANGEBYSCORE`` of one sorted set gives: score descending, then member bytes descending."""
+    """Score descending, then ``_tie`` descending."""
     rows = [(m, s) for m, s in scores.items() if before is None or s < before]
-    rows.sort(key=lambda r: (r[1], r[0].encode()), reverse=True)
+    rows.sort(key=lambda r: (r[1], _tie(r[0])), reverse=True)
     return rows[offset:offset + limit]
 
 
@@ -42,7 +50,7 @@ def _member(rng: random.Random) -> str:
         return str(rng.randrange(2000))  # dense: a counter's
     if kind < 0.9:
         return str(rng.randrange(recency.DENSE_MAX, recency.DENSE_MAX * 4))  # sparse: another CRM's
-    return f"c{rng.randrange(100)}"  # text
+    return rng.choice((f"c{rng.randrange(100)}", f"0{rng.randrange(50)}"))  # text, a number with a leading zero
 
 
 async def test_pages_equal_a_sorted_list_through_adds_updates_and_removals(redis: Redis) -> None:
@@ -73,7 +81,7 @@ async def test_an_emptied_bucket_leaves_the_max_set_and_a_removal_lowers_its_max
         recency.add(pipe, KEY, member, score)
     await pipe.execute()
     await _write(redis, {}, [("remove", "2", 0.0), ("remove", "300", 0.0), ("remove", "300", 0.0)])
-    assert await redis.zrange(recency.tops(KEY), 0, -1, withscores=True) == [(b"0", 10.0)]
+    assert await redis.zrange(recency.tops(KEY), 0, -1, withscores=True) == [(recency.label(0).encode(), 10.0)]
     assert await redis.get(recency.count(KEY)) == b"1"
     assert await recency.page(redis, KEY) == ([("1", 10.0)], 1)
     assert await recency.page(redis, KEY, offset=3, limit=0) == ([], 1)
@@ -117,6 +125,13 @@ async def test_a_page_visits_at_most_offset_plus_limit_buckets_however_many_memb
         assert await _page_calls(redis, offset=0, limit=10) <= 10
         assert await _page_calls(redis, offset=20, limit=30) <= 50
         assert await _page_calls(redis, offset=0, limit=50, before=2e6) <= 50  # nothing written since
+    pipe = redis.pipeline(transaction=False)
+    for member in range(30_000):  # all written at one time (a bulk import): the highest numbers first
+        recency.add(pipe, KEY, str(member), 5e6)
+    await pipe.execute()
+    assert await _page_calls(redis, offset=0, limit=50) <= 2 + 2  # the last bucket, part of the one before
+    rows, total = await recency.page(redis, KEY, offset=100, limit=3)
+    assert rows == [(str(29_899 - n), 5e6) for n in range(3)] and total == 30_000
 
 
 async def test_the_old_whole_sorted_set_is_moved_into_the_buckets(redis: Redis) -> None:
@@ -142,4 +157,4 @@ async def test_the_plain_form_of_an_add_writes_what_the_script_does(redis: Redis
     for words in plain:
         await redis.execute_command(*words)
     assert await recency.page(redis, KEY) == ([("130", 7.0)], 1)
-    assert await redis.zrange(recency.tops(KEY), 0, -1) == [b"1"]
+    assert await redis.zrange(recency.tops(KEY), 0, -1) == [b"00000001"]
