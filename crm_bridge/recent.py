@@ -53,19 +53,21 @@ end
 
 #: A page of the records in every filter set and in no excluded one, newest first, as
 #: ``recency.PAGE`` replies. KEYS[1]: the recency index's ``tops`` (its name: ARGV[4]; ARGV[5] ids
-#: a recency bucket, ARGV[6] text buckets; ARGV[7] the time the records are before, or '';
+#: a recency bucket, ARGV[6] text buckets; ARGV[7] the highest time, '+inf' or '(<before>';
 #: ARGV[8] offset, ARGV[9] limit); KEYS[2..]: the buckets of each filter set (ARGV[1] sets), then
 #: of each excluded set (ARGV[2] sets), ARGV[3] buckets each, in the same order, ``:x`` last. An
 #: id is in bucket n of every set, so the filters intersect bucket by bucket (``SINTER``: bounded
 #: by the smallest set); the ids found are grouped by recency bucket (an id of ``:x`` may be in any
 #: text bucket: none the CRM makes), and those groups scored (``ZMSCORE``) in descending max of
-#: their bucket until the page is certain, as ``recency.PAGE`` does. The total counts the ids found
+#: their bucket until the page is certain, as ``recency.PAGE`` does (once it holds a page, only
+#: the ids from its last time up are kept). The total counts the ids found
 #: whose bucket is in the index (a record is in its kind's recency index whenever it is in a set:
 #: both are written in one pipeline).
 FILTERED = recency.NAME_LUA + recency.RANK_LUA + _EACH + """
 local f, e, per = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local recent, size, texts = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local before, offset, limit = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local before = string.sub(ARGV[7], 1, 1) == '(' and tonumber(string.sub(ARGV[7], 2)) or nil
+local offset, limit = tonumber(ARGV[8]), tonumber(ARGV[9])
 local want = offset + limit
 local groups, by, xs, total = {}, {}, {}, 0
 for n = 0, per - 1 do
@@ -108,18 +110,21 @@ for k = 1, #xs > 0 and texts or 0 do
 end
 if text.top then live[#live + 1] = text else total = total - #xs end
 table.sort(live, function(a, b) if a.top ~= b.top then return a.top > b.top end return a.n > b.n end)
-local cands = {}
+local cands, edge = {}, nil  -- edge: the page's last candidate when last sorted (a lower bound)
 if limit > 0 then
   for _, g in ipairs(live) do
-    if #cands >= want and before_all(cands[want], g.top, g.n, size) then break end
+    if edge and before_all(edge, g.top, g.n, size) then break end
+    local least = edge and edge[2]  -- below it none enters the page
     for k = g.n >= 0 and g.n or -1, g.n >= 0 and g.n or -texts, -1 do
       local s = each('ZMSCORE', bucket(recent, k), g.ids)
       for j = 1, #g.ids do
         local v = s[j] and tonumber(s[j])
-        if v and (not before or v < before) then cands[#cands + 1] = {g.ids[j], v, s[j], ordinal(g.ids[j])} end
+        if v and (not before or v < before) and (not least or v >= least) then
+          cands[#cands + 1] = {g.ids[j], v, s[j], ordinal(g.ids[j])}
+        end
       end
     end
-    if #cands >= want then best(cands, want) end
+    if #cands >= 2 * want or (not edge and #cands >= want) then edge = best(cands, want)[want] end
   end
 end
 return reply(total, cands, offset, want)
@@ -158,7 +163,7 @@ def filtered(recent: str, within: Sequence[str], outside: Sequence[str], walked:
     per = len(common) + 1  # (with ``<key>:x``)
     names = [name for key in [*within, *outside] for name in idsets.buckets(key, common)]
     return (FILTERED, 1 + len(names), recency.tops(recent), *names, len(within), len(outside), per,
-            recent, recency.BUCKET, recency.TEXT_BUCKETS, "" if before is None else repr(before), offset, limit)
+            recent, recency.BUCKET, recency.TEXT_BUCKETS, "+inf" if before is None else f"({before!r}", offset, limit)
 
 
 def excluding(dest: str, recent: str, outside: Sequence[str]) -> tuple[Any, ...]:

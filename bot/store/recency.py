@@ -215,7 +215,7 @@ local offset, limit, size = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[
 local want = offset + limit
 local total = tonumber(redis.call('GET', KEYS[2]) or '0')
 if limit <= 0 then return {total} end
-local cands, floor = {}, '-inf'
+local cands, floor, edge = {}, '-inf', nil  -- edge: the page's last candidate so far
 local from, done = 0, false
 while not done do
   local row = redis.call('ZREVRANGE', KEYS[1], from, from + want, 'WITHSCORES')
@@ -223,7 +223,7 @@ while not done do
   from = from + #row / 2
   for i = 1, #row, 2 do
     local top, n = tonumber(row[i + 1]), tonumber(row[i])
-    if #cands >= want and before_all(cands[want], top, n, size) then done = true; break end
+    if edge and before_all(edge, top, n, size) then done = true; break end
     local name = bucket(ARGV[1], n)
     local got = redis.call('ZREVRANGEBYSCORE', name, ARGV[2], floor, 'WITHSCORES', 'LIMIT', 0, want + 1)
     if #got == 2 * want + 2 then  -- one more than needed: if cut within a score, all of its (``ordinal``)
@@ -236,7 +236,10 @@ while not done do
     for j = 1, #got, 2 do
       cands[#cands + 1] = {got[j], tonumber(got[j + 1]), got[j + 1], ordinal(got[j])}
     end
-    if #cands >= want then floor = best(cands, want)[want][3] end
+    if #got > 0 and #cands >= want then
+      edge = best(cands, want)[want]
+      floor = edge[3]
+    end
   end
 end
 return reply(total, cands, offset, want)
