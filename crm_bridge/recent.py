@@ -110,7 +110,7 @@ for k = 1, #xs > 0 and texts or 0 do
 end
 if text.top then live[#live + 1] = text else total = total - #xs end
 table.sort(live, function(a, b) if a.top ~= b.top then return a.top > b.top end return a.n > b.n end)
-local cands, edge = {}, nil  -- edge: the page's last candidate when last sorted (a lower bound)
+local cands, edge = {}, nil  -- edge: the page's last candidate so far
 if limit > 0 then
   for _, g in ipairs(live) do
     if edge and before_all(edge, g.top, g.n, size) then break end
@@ -120,11 +120,13 @@ if limit > 0 then
       for j = 1, #g.ids do
         local v = s[j] and tonumber(s[j])
         if v and (not before or v < before) and (not least or v >= least) then
-          cands[#cands + 1] = {g.ids[j], v, s[j], ordinal(g.ids[j])}
+          local c = {g.ids[j], v, s[j], ordinal(g.ids[j])}
+          if edge then offer(cands, c, want) else cands[#cands + 1] = c end
         end
       end
     end
-    if #cands >= 2 * want or (not edge and #cands >= want) then edge = best(cands, want)[want] end
+    if not edge and #cands >= want then best(cands, want) end
+    if #cands >= want then edge = cands[want] end
   end
 end
 return reply(total, cands, offset, want)

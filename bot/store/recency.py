@@ -131,7 +131,7 @@ end
 #: Lua for pages: a candidate is {member, score, its text, ``ordinal``}; ``first(a, b)``: whether
 #: ``a`` comes before ``b`` (newest first, ties by ``ordinal``); ``before_all(c, top, n, size)``:
 #: whether ``c`` comes before every member of bucket ``n`` whose max is ``top``; ``best(cands,
-#: want)``: the first ``want`` of them, sorted.
+#: want)``: the first ``want`` of them, sorted; ``offer(cands, c, want)``: ``c`` into such a list.
 RANK_LUA = """
 local function first(a, b)
   if a[2] ~= b[2] then return a[2] > b[2] end
@@ -153,6 +153,16 @@ local function best(cands, want)
   table.sort(cands, first)
   for j = #cands, want + 1, -1 do cands[j] = nil end
   return cands
+end
+local function offer(cands, c, want)  -- into the sorted page-long list, if it enters it
+  if #cands >= want and not first(c, cands[want]) then return end
+  local lo, hi = 1, #cands + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if first(cands[mid], c) then lo = mid + 1 else hi = mid end
+  end
+  table.insert(cands, lo, c)
+  if #cands > want then cands[#cands] = nil end
 end
 local function reply(total, cands, offset, want)
   table.sort(cands, first)
@@ -234,12 +244,11 @@ while not done do
       else got[k] = nil; got[k - 1] = nil end
     end
     for j = 1, #got, 2 do
-      cands[#cands + 1] = {got[j], tonumber(got[j + 1]), got[j + 1], ordinal(got[j])}
+      local c = {got[j], tonumber(got[j + 1]), got[j + 1], ordinal(got[j])}
+      if edge then offer(cands, c, want) else cands[#cands + 1] = c end
     end
-    if #got > 0 and #cands >= want then
-      edge = best(cands, want)[want]
-      floor = edge[3]
-    end
+    if not edge and #cands >= want then best(cands, want) end
+    if #cands >= want then edge = cands[want]; floor = edge[3] end
   end
 end
 return reply(total, cands, offset, want)
