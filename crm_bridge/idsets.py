@@ -36,6 +36,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from bot.store import recency
+from bot.store.buckets import per_bucket
 
 from .codec import text
 
@@ -125,20 +126,8 @@ def remove(pipe: Any, key: str, rid: str) -> None:
 def queue_checks(pipe: Any, key: str, ids: Sequence[str]) -> Callable[[list[Any]], list[bool]]:
     """Queue on ``pipe`` one ``SMISMEMBER`` per bucket of ``ids``; returns what takes this check's
     replies off the front of a list of the pipeline's replies and gives each id's membership."""
-    by: dict[str, list[int]] = {}
-    for n, rid in enumerate(ids):
-        by.setdefault(bucket(key, rid), []).append(n)
-    for name, ns in by.items():
-        pipe.smismember(name, [ids[n] for n in ns])
-
-    def take(replies: list[Any]) -> list[bool]:
-        out = [False] * len(ids)
-        for ns in by.values():
-            for n, found in zip(ns, replies.pop(0), strict=True):
-                out[n] = bool(found)
-        return out
-
-    return take
+    take = per_bucket(pipe, [bucket(key, rid) for rid in ids], ids, lambda p, name, some: p.smismember(name, some))
+    return lambda replies: [bool(found) for found in take(replies)]
 
 
 async def names(redis: Any, key: str) -> list[str]:

@@ -85,7 +85,8 @@ async def read(redis: Redis, key: str, owners: Sequence[str], old_key: Callable[
             pipe.exists(old_key(owner))
     replies = await pipe.execute()
     found: dict[str, list[str]] = {}
-    got, old = sort_back(replies), replies[len(replies) - len(owners):] if single else []
+    got = sort_back(replies)  # (takes the fields' replies off the front: the EXISTS replies are left)
+    old = replies if single else []
     for n, (owner, line) in enumerate(zip(owners, got, strict=True)):
         if single and old[n]:
             line = await redis.eval(MOVE, 2, buckets.bucket(key, owner), old_key(owner), owner, sep)

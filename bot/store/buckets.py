@@ -46,23 +46,34 @@ def bucket(key: str, owner: str) -> str:
     return f"{key}:t:{zlib.crc32(owner.encode()) % TEXT_BUCKETS}"
 
 
-def queue_reads(pipe: Any, key: str, owners: Sequence[str]) -> Callable[[Sequence[Any]], list[Any]]:
-    """Queue on ``pipe`` one ``HMGET`` per bucket of ``owners``' fields; returns what sorts the
-    pipeline's replies (these first) back into the owners' fields (None: none)."""
+def per_bucket(pipe: Any, names: Sequence[str], ids: Sequence[str],
+               queue: Callable[[Any, str, list[str]], Any]) -> Callable[[list[Any]], list[Any]]:
+    """Queue on ``pipe`` one command per bucket for the ids in it (``names``: each id's bucket;
+    ``queue(pipe, bucket, ids)`` queues the command, whose reply holds one item per id); returns
+    what takes these replies off the front of a list of the pipeline's replies and gives each
+    id's item, in the order of ``ids``."""
     by: dict[str, list[int]] = {}
-    for n, owner in enumerate(owners):
-        by.setdefault(bucket(key, owner), []).append(n)
+    for n, name in enumerate(names):
+        by.setdefault(name, []).append(n)
     for name, ns in by.items():
-        pipe.hmget(name, [owners[n] for n in ns])
+        queue(pipe, name, [ids[n] for n in ns])
 
-    def sort_back(replies: Sequence[Any]) -> list[Any]:
-        out: list[Any] = [None] * len(owners)
+    def take(replies: list[Any]) -> list[Any]:
+        out: list[Any] = [None] * len(ids)
         for ns, found in zip(by.values(), replies[:len(by)], strict=True):
-            for i, value in zip(ns, found, strict=True):
-                out[i] = value
+            for n, item in zip(ns, found, strict=True):
+                out[n] = item
+        del replies[:len(by)]
         return out
 
-    return sort_back
+    return take
+
+
+def queue_reads(pipe: Any, key: str, owners: Sequence[str]) -> Callable[[list[Any]], list[Any]]:
+    """Queue on ``pipe`` one ``HMGET`` per bucket of ``owners``' fields; returns what takes the
+    pipeline's replies off the front of their list and gives the owners' fields (None: none)."""
+    return per_bucket(pipe, [bucket(key, owner) for owner in owners], owners,
+                      lambda p, name, some: p.hmget(name, some))
 
 
 async def fields(redis: Any, key: str, owners: Sequence[str]) -> list[Any]:
@@ -114,7 +125,9 @@ async def move_unbucketed(redis: Redis, key: str, sep: str) -> int:
     ``sep``: the separator of the lists a field holds ('' for single values, see ``MOVE_FIELDS``).
     Returns the number of fields moved (0 after one ``HSCAN`` when there is no such hash). On one
     Redis one script per page, so an edit of the same field meanwhile is never lost; on a Redis
-    Cluster (the buckets are in other slots) a read, a merge and a write per page."""
+    Cluster (the buckets are in other slots) a read, a merge and a write per page, and the old
+    fields' ``HDEL`` only once the writes succeeded (a node at ``maxmemory`` refuses the writes of
+    a pipeline but still runs its deletes)."""
     moved, cursor = 0, 0
     single = not is_cluster(redis)
     while True:
@@ -129,8 +142,8 @@ async def move_unbucketed(redis: Redis, key: str, sep: str) -> int:
             pipe = redis.pipeline(transaction=False)
             for (owner, value), now in zip(rows, there, strict=True):
                 pipe.hset(bucket(key, owner), owner, _merged(value, now, sep))
-            pipe.hdel(key, *owners)
-            await pipe.execute()
+            await pipe.execute()  # raises if a write was refused: then nothing is deleted
+            await redis.hdel(key, *owners)
         moved += len(owners)
         if not cursor:
             return moved

@@ -36,6 +36,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from .buckets import per_bucket
 from .replies import text
 
 #: Members per bucket: the default ``zset-max-ziplist-entries``.
@@ -279,20 +280,9 @@ async def page(redis: Any, key: str, *, offset: int = 0, limit: int = 50,
 def queue_scores(pipe: Any, key: str, members: Sequence[str]) -> Callable[[list[Any]], list[float | None]]:
     """Queue one ``ZMSCORE`` per bucket of ``members``; returns what takes these replies off the
     front of the pipeline's replies and gives each member's score (None: not in the index)."""
-    by: dict[int, list[int]] = {}
-    for i, member in enumerate(members):
-        by.setdefault(number(member), []).append(i)
-    for n, ns in by.items():
-        pipe.zmscore(name(key, n), [members[i] for i in ns])
-
-    def take(replies: list[Any]) -> list[float | None]:
-        out: list[float | None] = [None] * len(members)
-        for ns in by.values():
-            for i, score in zip(ns, replies.pop(0), strict=True):
-                out[i] = None if score is None else float(score)
-        return out
-
-    return take
+    take = per_bucket(pipe, [name(key, number(m)) for m in members], members,
+                      lambda p, bucket, some: p.zmscore(bucket, some))
+    return lambda replies: [None if score is None else float(score) for score in take(replies)]
 
 
 async def scores(redis: Any, key: str, members: Sequence[str]) -> list[float | None]:

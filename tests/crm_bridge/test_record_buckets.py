@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from bot.store.clusterclient import is_cluster
 from crm_bridge import RedisCrm, records
 from crm_bridge.codec import pack_record, unpack
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.interface import ChannelIdentity, CrmRef
 from crm_bridge.redis_crm import move_old_layout
+from tests.fullredis import refusing_writes
 
 
 async def _plain_keys(redis: Redis) -> list[str]:
@@ -98,24 +97,13 @@ async def test_many_old_records_are_moved_page_by_page(redis: Redis) -> None:
     assert [unpack(raw)["name"] for raw in raws] == [f"L{i}" for i in range(n)]
 
 
-async def _maxmemory(redis: Redis, value: int) -> None:
-    """Every primary's ``maxmemory`` (1: full, so writes that grow memory are refused)."""
-    if is_cluster(redis):
-        await redis.config_set("maxmemory", value, target_nodes=RedisCluster.PRIMARIES)
-    else:
-        await redis.config_set("maxmemory", value)
-
-
 async def test_a_move_refused_midway_loses_no_record_and_the_next_start_finishes_it(redis: Redis) -> None:
     """A Redis that refuses the buckets' writes (here: full, ``noeviction``; on a cluster a node
     away) while it still deletes: the older keys are deleted only once their records are written."""
     refs = await _old_store(redis, 3)
-    await _maxmemory(redis, 1)
-    try:
+    async with refusing_writes(redis):
         with pytest.raises(ResponseError):
             await records.move_old_records(redis)
-    finally:
-        await _maxmemory(redis, 0)
     for ref in refs:  # each record still in its old key or in its bucket
         for kind, rid in (("contact", ref.contact_id), ("lead", ref.lead_id)):
             assert await redis.exists(records.old_key(kind, rid)) or await redis.hexists(*records.at(kind, rid)), rid
