@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -22,21 +21,19 @@ from bot.errors import CrmRejected
 from bot.store.clusterclient import is_cluster
 from bot.store.scripts import DROP_IF_HELD
 
-from . import idsets, records
+from . import idsets, recent, records
 from .card import CARD_FIELDS, card_of, card_value
 from .changes import Change, lead_changes
 from .codec import pack_record, text, unpack
 from .indexes import (
     SEARCH_CANDIDATES,
     CrmIndexes,
-    T,
     by_key,
     contact_stage_key,
     id_words,
     leads_of,
     matches,
     query_words,
-    recent_key,
     search_key,
     search_terms,
     stage_value,
@@ -208,12 +205,13 @@ class CrmDirectory:
             bump(pipe, (rid,))
 
     async def _updated_at(self, kind: str, ids: list[str]) -> list[float | None]:
-        if not ids:
-            return []
-        return [float(s) if s is not None else None for s in await self.redis.zmscore(recent_key(kind), ids)]
+        return await recent.updated_at(self.redis, kind, ids)
 
-    async def _present(self, kind: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        times = await self._updated_at(kind, [r["id"] for r in records])
+    async def _present(self, kind: str, records: list[dict[str, Any]],
+                       known: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+        """The records as the API shows them; ``known``: their times when the listing read them."""
+        ids = [r["id"] for r in records]
+        times = [known.get(i) for i in ids] if known is not None else await self._updated_at(kind, ids)
         out = []
         for record, at in zip(records, times, strict=True):
             item = {**record, "updated_at": at}
@@ -242,35 +240,9 @@ class CrmDirectory:
                 ids = [i for i, at in zip(ids, times, strict=True) if (at or 0) < before]
             page = ids[offset:offset + limit]
             return await self._present(kind, await self.get_many(kind, page)), len(ids)
-        top = "+inf" if before is None else f"({before!r}"
-        if not keys and not excluded:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zrevrangebyscore(recent_key(kind), top, "-inf", start=offset, num=limit)
-            pipe.zcard(recent_key(kind))
-            raw, total = await pipe.execute()
-        else:
-            tmp = f"{T}:tmp:{uuid.uuid4().hex}"
-            walked = await idsets.walks(self.redis, keys or excluded)  # the sets' non-empty buckets (idsets.py)
-            pipe = self.redis.pipeline(transaction=False)
-            sets: list[str] = []
-            if len(keys) + len(excluded) > 1 and keys:  # intersected bucket by bucket, scored by recency
-                pipe.eval(*idsets.matches(tmp, recent_key(kind), keys, excluded, walked))
-            else:  # one filter set, or the excluded sets only: their buckets unioned, then
-                sets = [f"{tmp}:0"]  # intersected with (or taken from) the recency zset
-                buckets = [name for key, ns in zip(keys or excluded, walked, strict=True)
-                           for name in idsets.buckets(key, ns)]
-                pipe.execute_command("SUNIONSTORE", sets[0], *buckets)  # (a cluster pipeline blocks sunionstore())
-                pipe.expire(sets[0], 30)
-                if keys:
-                    pipe.zinterstore(tmp, {recent_key(kind): 1, sets[0]: 0})
-                else:  # the default status: those in none of the other statuses' sets
-                    pipe.zdiffstore(tmp, [recent_key(kind), *sets])
-            pipe.expire(tmp, 30)  # deleted below; the TTL covers a client that dies in between
-            pipe.zrevrangebyscore(tmp, top, "-inf", start=offset, num=limit)
-            pipe.delete(tmp, *sets)
-            *_, total, _, raw, _ = await pipe.execute()
-        ids = [i.decode() for i in raw]
-        return await self._present(kind, await self.get_many(kind, ids)), int(total)
+        rows, total = await recent.listing(self.redis, kind, keys, excluded, offset=offset, limit=limit,
+                                           before=before)
+        return await self._present(kind, await self.get_many(kind, [i for i, _ in rows]), dict(rows)), total
 
     def _filter_keys(self, kind: str, filters: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """The sets the listed records are in, and the sets they are in none of."""

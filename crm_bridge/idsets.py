@@ -35,14 +35,13 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from bot.store import recency
 from bot.store.buckets import per_bucket
 
 from .codec import text
 
 #: Ids per bucket: the default ``set-max-intset-entries``.
 SET_BUCKET = 512
-#: Ids below this are numbers from the counter; others (none the CRM makes) go to ``<key>:x``.
-DENSE_MAX = 1 << 31
 #: The record id counter (``redis_crm``): its value bounds the buckets there can be.
 IDS = "sb:crm:ids"
 #: Set once the sets of older versions are moved into their buckets (its value: how many members).
@@ -62,9 +61,8 @@ INDEX_PAGE = 1000
 
 def number(rid: str) -> int | None:
     """The number of the ``:b:`` bucket that holds the id ``rid``; None for ``<key>:x``."""
-    if rid.isdigit() and rid.isascii() and len(rid) <= 10 and int(rid) < DENSE_MAX:
-        return int(rid) // SET_BUCKET
-    return None
+    n = recency.dense(rid)  # (as the recency buckets': four of theirs in one of these, recent.py)
+    return None if n is None else n // SET_BUCKET
 
 
 def bucket(key: str, rid: str) -> str:
@@ -130,59 +128,6 @@ def queue_checks(pipe: Any, key: str, ids: Sequence[str]) -> Callable[[list[Any]
     replies off the front of a list of the pipeline's replies and gives each id's membership."""
     take = per_bucket(pipe, [bucket(key, rid) for rid in ids], ids, lambda p, name, some: p.smismember(name, some))
     return lambda replies: [bool(found) for found in take(replies)]
-
-
-#: The records of the recency zset KEYS[2] that are in every filter set and in no excluded one,
-#: with their recency scores, added to the zset KEYS[1]; returns how many it holds. KEYS[3..]:
-#: the buckets of each filter set (ARGV[1] sets), then of each excluded set (ARGV[2] sets), ARGV[3]
-#: buckets each, in the same order: an id is in bucket n of every set, so the filters intersect
-#: bucket by bucket (``SINTER``: the work is bounded by the smallest set, as one ``ZINTERSTORE``
-#: of whole sets was) and only the ids found are looked up and scored.
-MATCHES = """
-local f, e, per = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local function each(cmd, key, m, from)
-  local out = {}
-  for s = 1, #m, 500 do
-    local part = redis.call(cmd, key, unpack(m, s, math.min(s + 499, #m)))
-    for j = 1, #part do out[#out + 1] = part[j] end
-  end
-  return out
-end
-for n = 0, per - 1 do
-  local m
-  if f == 1 then m = redis.call('SMEMBERS', KEYS[3 + n])
-  else
-    local ks = {}
-    for i = 0, f - 1 do ks[i + 1] = KEYS[3 + i * per + n] end
-    m = redis.call('SINTER', unpack(ks))
-  end
-  for i = 0, e - 1 do
-    if #m == 0 then break end
-    local inside, keep = each('SMISMEMBER', KEYS[3 + (f + i) * per + n], m), {}
-    for j = 1, #m do if inside[j] == 0 then keep[#keep + 1] = m[j] end end
-    m = keep
-  end
-  if #m > 0 then
-    local scores, args = each('ZMSCORE', KEYS[2], m), {}
-    for j = 1, #m do
-      if scores[j] then args[#args + 1] = scores[j]; args[#args + 1] = m[j] end
-    end
-    for s = 1, #args, 1000 do redis.call('ZADD', KEYS[1], unpack(args, s, math.min(s + 999, #args))) end
-  end
-end
-return redis.call('ZCARD', KEYS[1])
-"""
-
-
-def matches(dest: str, recent: str, within: Sequence[str], outside: Sequence[str],
-            walked: Sequence[Sequence[int]]) -> tuple[Any, ...]:
-    """The ``EVAL`` arguments of ``MATCHES``: the records of ``recent`` in every set ``within``
-    (one at least) and none ``outside``, scored into ``dest``; ``walked``: each set of ``within``'s
-    bucket numbers (``walks``): only the ones all of them list can hold a match."""
-    common = sorted(set(walked[0]).intersection(*walked[1:len(within)]))
-    per = len(common) + 1  # (with ``<key>:x``)
-    names = [name for key in [*within, *outside] for name in buckets(key, common)]
-    return (MATCHES, 2 + len(names), dest, recent, *names, len(within), len(outside), per)
 
 
 async def names(redis: Any, key: str) -> list[str]:

@@ -9,7 +9,8 @@ below stay in one slot of a Redis Cluster.
 ======================================  =========================================================
 key                                     holds
 ======================================  =========================================================
-``sb:{crm}:recent:<kind>``              zset id -> time of the last write (newest first listing)
+``sb:{crm}:recent:<kind>:b:<n>``        zset id -> time of the last write (newest first listing): ids
+                                        ``128 n`` to ``128 n + 127``, with ``:max`` and ``:n`` (``recent.py``)
 ``sb:{crm}:by:contact:status:<v>``      set of contact ids (also ``temperature``, ``tag``, ``responsible``);
                                         none for the default status ``potential`` (``status_filter``)
 ``sb:{crm}:by:lead:stage:<p>/<s>``      set of lead ids (also ``tag``, ``responsible``)
@@ -24,8 +25,8 @@ key                                     holds
 Each set of ids (``by:…``) is kept in buckets of 512 ids, ``<key>:b:<id // 512>``, each a small
 *intset* (``idsets.py``: about 2-4 B an id where one big set cost about 70).
 
-Filtering unions each value set's buckets (``SUNIONSTORE``) and intersects the recency zset with
-them server-side (``ZINTERSTORE``, whose cost is bounded by the smallest set). Search takes the
+Filtering intersects the sets bucket by bucket and scores the ids found in their recency buckets
+server-side (``recent.py``: the cost follows the matches). Search takes the
 longest word of the query, reads the terms starting with it (``ZRANGEBYLEX``, at most
 ``SEARCH_CANDIDATES``) and checks the other words on the few records found. Terms are case- and
 accent-folded words of names, the e-mail (whole, local part, domain) and the phone's digits
@@ -39,8 +40,8 @@ a bucket of 128 contacts (``joined.py``: about 10 B where the big hash's field c
 
 Contacts gained the ``responsible`` set in issue 15 (the customers view filters by it). Contacts
 written before that are not in it: ``upgrade`` adds them once, in the background after a
-process's start, one process at a time (``upgrading.py``), walking the recency zset in batches
-(``ZSCAN``), and records ``LAYOUT`` in ``sb:{crm}:indexed`` so that no later start walks again.
+process's start, one process at a time (``upgrading.py``), walking the contacts' recency buckets
+(``recency.pages``), and records ``LAYOUT`` in ``sb:{crm}:indexed`` so that no later start walks again.
 It is idempotent: two processes upgrading at once add the same members.
 """
 
@@ -52,6 +53,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+
+from bot.store import recency
 
 from . import idsets, joined, records
 from .card import CARD_DEFAULTS, STATUSES
@@ -343,9 +346,9 @@ class CrmIndexes:
             for contact in new_contacts - old_contacts:
                 pipe.eval(*joined.edit(LEADS_OF, contact, rid, add=True, sep=","))
         if new is None:
-            pipe.zrem(recent_key(kind), rid)
+            recency.remove(pipe, recent_key(kind), rid)
         elif old != new:
-            pipe.zadd(recent_key(kind), {rid: now})
+            recency.add(pipe, recent_key(kind), rid, now)
 
 
 async def upgrade(redis: Redis) -> int:
@@ -353,20 +356,16 @@ async def upgrade(redis: Redis) -> int:
     a ``responsible`` set (0 when the layout is current: one ``GET``)."""
     if int(await redis.get(LAYOUT_KEY) or 0) >= LAYOUT:
         return 0
-    added, cursor = 0, 0
-    while True:
-        cursor, rows = await redis.zscan(recent_key("contact"), cursor, count=UPGRADE_BATCH)
-        ids = [rid.decode() if isinstance(rid, bytes) else str(rid) for rid, _ in rows]
-        if ids:
-            raws = await records.get_many(redis, "contact", ids)
-            pipe = redis.pipeline(transaction=False)
-            for rid, raw in zip(ids, raws, strict=True):
-                responsible = unpack(raw).get("responsible") if raw else None
-                if responsible not in (None, ""):
-                    idsets.add(pipe, by_key("contact", "responsible", responsible), rid)
-                    added += 1
-            await pipe.execute()
-        if not cursor:
-            break
+    added = 0
+    async for rows in recency.pages(redis, recent_key("contact")):
+        ids = [rid for rid, _ in rows]
+        raws = await records.get_many(redis, "contact", ids)
+        pipe = redis.pipeline(transaction=False)
+        for rid, raw in zip(ids, raws, strict=True):
+            responsible = unpack(raw).get("responsible") if raw else None
+            if responsible not in (None, ""):
+                idsets.add(pipe, by_key("contact", "responsible", responsible), rid)
+                added += 1
+        await pipe.execute()
     await redis.set(LAYOUT_KEY, LAYOUT)
     return added

@@ -24,7 +24,7 @@ from typing import Any, Protocol, cast
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from bot.store import buckets
+from bot.store import buckets, recency
 from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.resp import RespClient, RespPipeline, RespTransaction
 from bot.store.scripts import Lua, send_commands
@@ -36,6 +36,7 @@ from .indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, STAGE_COUNT, CrmIndexes, 
 from .interface import ChannelIdentity, CommandResult, CrmRef
 from .memory import MemoryCrm
 from .notes import NoteStore
+from .recent import move_recent
 from .versions import VERSIONS, SnapshotCache, Versions, bump, check
 
 _P = "sb:crm"
@@ -78,7 +79,8 @@ async def move_old_layout(redis: Redis) -> int:
     identities and leads (one big hash each) moved into their buckets (``buckets.move_unbucketed``), the contacts'
     stage counts (sorted sets) into sets (``indexes.move_contact_stages``), the sets of ids into
     their buckets (``idsets.move_unbucketed_sets``, first: the stage counts' move writes buckets), the contacts' and
-    leads' records (a string key each) into their buckets (``records.move_old_records``), and the
+    leads' records (a string key each) into their buckets (``records.move_old_records``), the
+    recency sorted sets into theirs (``recent.move_recent``), and the
     set of the contacts of the default status (``indexes.status_filter``) dropped, and the id sets'
     non-empty buckets listed in their indexes (``idsets.index_sets``, last); the number of fields,
     members and records moved."""
@@ -87,7 +89,8 @@ async def move_old_layout(redis: Redis) -> int:
     moved += (await buckets.move_unbucketed(redis, IDENTITY, "")  # a claim this version made wins
               + await buckets.move_unbucketed(redis, IDENTITIES, _SEP)
               + await buckets.move_unbucketed(redis, LEADS_OF, ",")
-              + await idsets.move_unbucketed_sets(redis) + await move_contact_stages(redis))
+              + await idsets.move_unbucketed_sets(redis) + await move_contact_stages(redis)
+              + await move_recent(redis))
     await idsets.index_sets(redis)
     return moved
 #: Record ids a process takes at once (``sb:crm:ids``) for the contacts and leads of new
@@ -115,12 +118,16 @@ return {1, last}
 
 
 def _plain(command: tuple[Any, ...], contact_id: str) -> list[tuple[Any, ...]]:
-    """``command`` as a script may run it: a new contact's first lead (``joined.edit``, a script of
+    """``command`` as a script may run it: a new record's recency (``recency.add``) its plain
+    writes, a new contact's first lead (``joined.edit``, a script of
     its own) is its field set, and its lead's stage (``indexes.stage_count``) its membership of the
     stage's set (with its bucket listed, ``idsets.add``). The contact's id is new: its field is
     empty, it has no other lead."""
     if command[0] != "EVAL":
         return [command]
+    added = recency.plain_new(command)  # a new record's time in its kind's recency index
+    if added is not None:
+        return added
     if command[1] == STAGE_COUNT and command[6] == contact_id and command[7] == "1":
         listed = [] if command[8] == "" else [("SADD", command[5], command[8])]
         return [("SADD", command[3], contact_id), *listed]

@@ -1,0 +1,212 @@
+"""The embedded CRM's records newest first: each kind's recency index ``sb:{crm}:recent:<kind>``
+(record id -> time of its last write) kept in buckets of 128 ids (``bot/store/recency.py``: about
+15 B a record where the one sorted set cost 118; issue 14, aim 3), and its filtered listings.
+
+A listing filtered by id sets (``idsets.py``: buckets of 512 ids, four recency buckets each) is
+one script (``FILTERED``): it intersects the sets bucket by bucket, groups the ids found by
+recency bucket and scores those groups in descending max of their bucket until the page is
+certain, as an unfiltered page does (``recency.PAGE``): the work follows the matches and the
+page, not the records. The default status (no set of its own: the contacts in none of the other
+statuses' sets) walks every recency bucket and drops the ids of those sets (``EXCLUDING``), as the
+``ZDIFFSTORE`` of the whole sorted set did, into a temporary sorted set that the page is read
+from in the same round trip (members as ``recency.sortable``: records of one time in the order
+of the other listings).
+
+Before these buckets each index was the one sorted set ``sb:{crm}:recent:<kind>``: ``move_recent``
+moves its members at start, before a process serves (``redis_crm.move_old_layout``), and ``DONE``
+then says so: later starts read one key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bot.store import recency
+
+from . import idsets
+from .indexes import T, recent_key
+
+#: Set once the recency sorted sets of older versions are moved into buckets (its value: how many members).
+DONE = f"{T}:layout:recent"
+#: Seconds a listing's temporary sorted set lives if its client dies before deleting it.
+TMP_TTL = 30
+
+#: Lua: ``each(cmd, key, m)``: ``cmd`` (``SMISMEMBER``, ``ZMSCORE``) of the members ``m`` of
+#: ``key``, 500 at a time (``unpack`` has a bound), its replies in one table.
+_EACH = """
+local function each(cmd, key, m)
+  local out = {}
+  for s = 1, #m, 500 do
+    local part = redis.call(cmd, key, unpack(m, s, math.min(s + 499, #m)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+local function put(dest, args)
+  for s = 1, #args, 1000 do redis.call('ZADD', dest, unpack(args, s, math.min(s + 999, #args))) end
+end
+"""
+
+#: A page of the records in every filter set and in no excluded one, newest first, as
+#: ``recency.PAGE`` replies. KEYS[1]: the recency index's ``tops`` (its name: ARGV[4]; ARGV[5] ids
+#: a recency bucket, ARGV[6] text buckets; ARGV[7] the highest time, '+inf' or '(<before>';
+#: ARGV[8] offset, ARGV[9] limit); KEYS[2..]: the buckets of each filter set (ARGV[1] sets), then
+#: of each excluded set (ARGV[2] sets), ARGV[3] buckets each, in the same order, ``:x`` last. An
+#: id is in bucket n of every set, so the filters intersect bucket by bucket (``SINTER``: bounded
+#: by the smallest set); the ids found are grouped by recency bucket (an id of ``:x`` may be in any
+#: text bucket: none the CRM makes), and those groups scored (``ZMSCORE``) in descending max of
+#: their bucket until the page is certain, as ``recency.PAGE`` does (once it holds a page, only
+#: the ids from its last time up are kept). The total counts the ids found
+#: whose bucket is in the index (a record is in its kind's recency index whenever it is in a set:
+#: both are written in one pipeline).
+FILTERED = recency.NAME_LUA + recency.RANK_LUA + _EACH + """
+local f, e, per = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local recent, size, texts = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local before = string.sub(ARGV[7], 1, 1) == '(' and tonumber(string.sub(ARGV[7], 2)) or nil
+local offset, limit = tonumber(ARGV[8]), tonumber(ARGV[9])
+local want = offset + limit
+local groups, by, xs, total = {}, {}, {}, 0
+for n = 0, per - 1 do
+  local m
+  if f == 1 then m = redis.call('SMEMBERS', KEYS[2 + n])
+  else
+    local ks = {}
+    for i = 0, f - 1 do ks[i + 1] = KEYS[2 + i * per + n] end
+    m = redis.call('SINTER', unpack(ks))
+  end
+  for i = 0, e - 1 do
+    if #m == 0 then break end
+    local inside, keep = each('SMISMEMBER', KEYS[2 + (f + i) * per + n], m), {}
+    for j = 1, #m do if inside[j] == 0 then keep[#keep + 1] = m[j] end end
+    m = keep
+  end
+  total = total + #m
+  if n < per - 1 then
+    for j = 1, #m do
+      local b = math.floor(tonumber(m[j]) / size)
+      local g = by[b]
+      if not g then g = {n = b, ids = {}}; by[b] = g; groups[#groups + 1] = g end
+      g.ids[#g.ids + 1] = m[j]
+    end
+  else xs = m end
+end
+local labels, live = {}, {}
+for i, g in ipairs(groups) do labels[i] = label(g.n) end
+if #xs > 0 then
+  for k = 1, texts do labels[#labels + 1] = label(-k) end
+end
+local tops = #labels > 0 and each('ZMSCORE', KEYS[1], labels) or {}
+for i, g in ipairs(groups) do
+  if tops[i] then g.top = tonumber(tops[i]); live[#live + 1] = g else total = total - #g.ids end
+end
+local text = {n = -1, ids = xs}
+for k = 1, #xs > 0 and texts or 0 do
+  local t = tops[#groups + k]
+  if t and (not text.top or tonumber(t) > text.top) then text.top = tonumber(t) end
+end
+if text.top then live[#live + 1] = text else total = total - #xs end
+table.sort(live, function(a, b) if a.top ~= b.top then return a.top > b.top end return a.n > b.n end)
+local cands, edge = {}, nil  -- edge: the page's last candidate so far
+if limit > 0 then
+  for _, g in ipairs(live) do
+    if edge and before_all(edge, g.top, g.n, size) then break end
+    local least = edge and edge[2]  -- below it none enters the page
+    for k = g.n >= 0 and g.n or -1, g.n >= 0 and g.n or -texts, -1 do
+      local s = each('ZMSCORE', bucket(recent, k), g.ids)
+      for j = 1, #g.ids do
+        local v = s[j] and tonumber(s[j])
+        if v and (not before or v < before) and (not least or v >= least) then
+          local c = {g.ids[j], v, s[j], ordinal(g.ids[j])}
+          if edge then offer(cands, c, want) else cands[#cands + 1] = c end
+        end
+      end
+    end
+    if not edge and #cands >= want then best(cands, want) end
+    if #cands >= want then edge = cands[want] end
+  end
+end
+return reply(total, cands, offset, want)
+"""
+
+#: The records of the recency index (KEYS[2] its ``tops``, ARGV[1] its name, ARGV[2] ids a
+#: recency bucket, ARGV[3] ids an id-set bucket) in none of the id sets ARGV[4..], with their
+#: times, added to the sorted set KEYS[1]; returns how many it holds. Walks every bucket.
+EXCLUDING = recency.NAME_LUA + _EACH + """
+local recent, size, per = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for _, n in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local rows = redis.call('ZRANGE', bucket(recent, n), 0, -1, 'WITHSCORES')
+  local b, m, keep = tonumber(n), {}, {}
+  local suffix = b >= 0 and (':b:' .. math.floor(b * size / per)) or ':x'
+  for j = 1, #rows, 2 do m[#m + 1] = rows[j]; keep[#m] = true end
+  for i = 4, #ARGV do
+    if #m == 0 then break end
+    local inside = each('SMISMEMBER', ARGV[i] .. suffix, m)
+    for j = 1, #m do if inside[j] == 1 then keep[j] = false end end
+  end
+  for j = 1, #m do if keep[j] then out[#out + 1] = rows[2 * j]; out[#out + 1] = sortable(m[j], b >= 0) end end
+  if #out >= 2000 then put(KEYS[1], out); out = {} end
+end
+put(KEYS[1], out)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+def filtered(recent: str, within: Sequence[str], outside: Sequence[str], walked: Sequence[Sequence[int]], *,
+             offset: int, limit: int, before: float | None) -> tuple[Any, ...]:
+    """The ``EVAL`` arguments of ``FILTERED``: a page of the records of the recency index
+    ``recent`` in every set ``within`` (one at least) and none ``outside``; ``walked``: each set of
+    ``within``'s bucket numbers (``idsets.walks``): only those all list can hold a match."""
+    common = sorted(set(walked[0]).intersection(*walked[1:len(within)]))
+    per = len(common) + 1  # (with ``<key>:x``)
+    names = [name for key in [*within, *outside] for name in idsets.buckets(key, common)]
+    return (FILTERED, 1 + len(names), recency.tops(recent), *names, len(within), len(outside), per,
+            recent, recency.BUCKET, recency.TEXT_BUCKETS, "+inf" if before is None else f"({before!r}", offset, limit)
+
+
+def excluding(dest: str, recent: str, outside: Sequence[str]) -> tuple[Any, ...]:
+    """The ``EVAL`` arguments of ``EXCLUDING``: the records of ``recent`` in no set ``outside``."""
+    return (EXCLUDING, 2, dest, recency.tops(recent), recent, recency.BUCKET, idsets.SET_BUCKET, *outside)
+
+
+async def listing(redis: Any, kind: str, within: Sequence[str], outside: Sequence[str], *, offset: int,
+                  limit: int, before: float | None) -> tuple[list[tuple[str, float]], int]:
+    """The ids and times of a page of ``kind``'s records newest first (``before``: only those written
+    earlier), in every set ``within`` and none ``outside``, and how many match in all (whatever
+    ``before``)."""
+    key = recent_key(kind)
+    if not within and not outside:
+        return await recency.page(redis, key, offset=offset, limit=limit, before=before)
+    if within:
+        walked = await idsets.walks(redis, within)  # the sets' non-empty buckets
+        reply = await redis.eval(*filtered(key, within, outside, walked, offset=offset, limit=limit, before=before))
+        return recency.page_of(reply)
+    tmp = f"{T}:tmp:{uuid.uuid4().hex}"
+    pipe = redis.pipeline(transaction=False)
+    pipe.eval(*excluding(tmp, key, outside))
+    pipe.expire(tmp, TMP_TTL)  # deleted below; the TTL covers a client that dies in between
+    pipe.zrevrangebyscore(tmp, "+inf" if before is None else f"({before!r}", "-inf", start=offset, num=limit,
+                          withscores=True)
+    pipe.delete(tmp)
+    total, _, raw, _ = await pipe.execute()
+    return [(recency.unsortable(i), float(at)) for i, at in raw], int(total)
+
+
+async def updated_at(redis: Any, kind: str, ids: Sequence[str]) -> list[float | None]:
+    """Each record's last write time (None: not indexed), one ``ZMSCORE`` per recency bucket."""
+    return await recency.scores(redis, recent_key(kind), ids)
+
+
+async def move_recent(redis: Redis) -> int:
+    """At the first start of this version: the members of each kind's recency sorted set of an
+    older version moved into its buckets (``recency.move_whole``: all in the slot ``{crm}``);
+    ``DONE`` then records it. Returns the members moved."""
+    if await redis.exists(DONE):
+        return 0
+    moved = sum([await recency.move_whole(redis, recent_key(kind)) for kind in ("contact", "lead")])
+    await redis.set(DONE, moved)
+    return moved

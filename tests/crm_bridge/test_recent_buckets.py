@@ -1,0 +1,201 @@
+"""The embedded CRM's listings over its recency buckets (``crm_bridge/recent.py``): unfiltered,
+filtered by id sets and by the default status (excluded sets) equal to a reference computed from
+the records' write times; an older version's whole recency sorted sets moved at start; the cost
+of a listing follows the page and the matches, not the records."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bot.store import recency
+from crm_bridge import RedisCrm, idsets
+from crm_bridge.contract import PIPELINES
+from crm_bridge.directory import CrmDirectory
+from crm_bridge.indexes import recent_key
+from crm_bridge.recent import DONE
+from crm_bridge.redis_crm import move_old_layout
+
+STAGES = PIPELINES["Sales"][:3]
+TAGS = ["vip", "cold", "new"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _started(redis: Redis, clock: _Clock) -> CrmDirectory:
+    await move_old_layout(redis)
+    return CrmDirectory(RedisCrm(redis, pipelines=PIPELINES, clock=clock))
+
+
+def _newest(times: dict[str, float], ids: set[str]) -> list[str]:
+    return sorted(ids, key=lambda i: (times[i], int(i)), reverse=True)  # one time: the later id first
+
+
+async def _ids(directory: CrmDirectory, kind: str, filters: dict[str, Any], offset: int = 0, limit: int = 200,
+               before: float | None = None) -> tuple[list[str], int]:
+    found, total = await directory.search(kind, filters=filters, offset=offset, limit=limit, before=before)
+    return [r["id"] for r in found], total
+
+
+async def test_listings_equal_a_reference_over_random_records(redis: Redis) -> None:
+    rng, clock = random.Random(14), _Clock()
+    directory = await _started(redis, clock)
+    leads: dict[str, dict[str, Any]] = {}
+    contacts: dict[str, dict[str, Any]] = {}
+    times: dict[str, float] = {}
+    for _ in range(120):
+        clock.now += rng.choice((0.0, 1.0, 2.5))  # ties too
+        data = {"stage": rng.choice(STAGES), "tags": rng.sample(TAGS, rng.randrange(3))}
+        lead = await directory.create_lead(data)
+        leads[lead["id"]], times[lead["id"]] = data, clock.now
+        status = rng.choice(("current", "potential"))
+        contact = await directory.create_contact({"name": "Ann", "status": status, "tags": data["tags"]})
+        contacts[contact["id"]], times[contact["id"]] = {"status": status, "tags": data["tags"]}, clock.now
+    for lid in rng.sample(sorted(leads), 40):  # later writes move records to the front
+        clock.now += 1.0
+        tags = rng.sample(TAGS, rng.randrange(3))
+        await directory.update_lead(lid, {"tags": tags, "name": f"Deal {clock.now}"})
+        leads[lid]["tags"], times[lid] = tags, clock.now
+    cases: list[tuple[str, dict[str, Any], set[str]]] = [("lead", {}, set(leads)), ("contact", {}, set(contacts))]
+    for stage in STAGES:
+        cases.append(("lead", {"stage": stage}, {i for i, d in leads.items() if d["stage"] == stage}))
+        for tag in TAGS:
+            cases.append(("lead", {"stage": stage, "tag": [tag]},
+                          {i for i, d in leads.items() if d["stage"] == stage and tag in d["tags"]}))
+    for status in ("current", "potential"):  # potential: in none of the other statuses' sets
+        cases.append(("contact", {"status": status}, {i for i, d in contacts.items() if d["status"] == status}))
+        cases.append(("contact", {"status": status, "tag": ["vip"]},
+                      {i for i, d in contacts.items() if d["status"] == status and "vip" in d["tags"]}))
+    for kind, filters, want in cases:
+        newest = _newest(times, want)
+        assert await _ids(directory, kind, filters) == (newest, len(want)), (kind, filters)
+        assert await _ids(directory, kind, filters, offset=5, limit=7) == (newest[5:12], len(want))
+        cut = times[newest[len(newest) // 2]] if newest else 0.0
+        assert (await _ids(directory, kind, filters, before=cut))[0] == [i for i in newest if times[i] < cut][:200]
+        found, _ = await directory.search(kind, filters=filters, limit=20)  # the times the listing read
+        assert [r["updated_at"] for r in found] == [times[r["id"]] for r in found]
+    some = rng.sample(sorted(leads), 10)
+    assert [r["updated_at"] for r in await directory._present("lead", [{"id": i} for i in some])] == \
+        [times[i] for i in some]
+
+
+async def test_text_ids_are_listed_and_filtered_too(redis: Redis) -> None:
+    """Ids that are not the counter's (other CRMs', tests') go to text buckets and ``:x`` id-set buckets."""
+    directory = await _started(redis, _Clock())
+    pipe = redis.pipeline(transaction=False)
+    for n, rid in enumerate(("c1", "c2", str(1 << 40), "7")):
+        recency.add(pipe, recent_key("lead"), rid, 10.0 + n)
+        idsets.add(pipe, "sb:{crm}:by:lead:tag:vip", rid)
+    recency.add(pipe, recent_key("lead"), "c3", 20.0)
+    await pipe.execute()
+    rows, total = await recent_listing(directory, {"tag": ["vip"]})
+    assert (rows, total) == ([("7", 13.0), (str(1 << 40), 12.0), ("c2", 11.0), ("c1", 10.0)], 4)
+    assert [i for i, _ in (await recent_listing(directory, {}))[0]] == ["c3", "7", str(1 << 40), "c2", "c1"]
+
+
+async def recent_listing(directory: CrmDirectory, filters: dict[str, Any]) -> tuple[list[tuple[str, float]], int]:
+    from crm_bridge import recent
+
+    keys, excluded = directory._filter_keys("lead", filters)
+    return await recent.listing(directory.redis, "lead", keys, excluded, offset=0, limit=50, before=None)
+
+
+async def test_an_older_versions_recency_sorted_sets_are_moved_at_start(redis: Redis) -> None:
+    clock = _Clock()
+    directory = await _started(redis, clock)
+    made = [(await directory.create_lead({"name": f"Deal {n}"}))["id"] for n in range(5)]
+    # as an older version left them: one sorted set per kind, no buckets
+    for kind in ("lead", "contact"):
+        for key in await redis.keys(f"{recent_key(kind)}:*"):
+            await redis.delete(key)
+    await redis.zadd(recent_key("lead"), {rid: 100.0 + n for n, rid in enumerate(made)})
+    await redis.zadd(recent_key("contact"), {"900": 5.0})
+    await redis.delete(DONE)
+    await move_old_layout(redis)
+    assert not await redis.exists(recent_key("lead")) and not await redis.exists(recent_key("contact"))
+    assert await redis.get(DONE) == b"6"
+    assert await _ids(directory, "lead", {}) == (made[::-1], 5)
+    assert await _ids(directory, "lead", {"stage": "New"}) == (made[::-1], 5)
+    assert await recency.page(redis, recent_key("contact")) == ([("900", 5.0)], 1)  # (no record: not presented)
+    await redis.zadd(recent_key("lead"), {"1": 1.0})  # the marker: a later start reads nothing else
+    await move_old_layout(redis)
+    assert await redis.exists(recent_key("lead"))
+
+
+async def _lookups(redis: Redis) -> int:
+    stats: dict[str, Any] = await redis.info("stats")
+    return int(stats["keyspace_hits"]) + int(stats["keyspace_misses"])
+
+
+async def test_a_listing_costs_as_much_with_many_records_as_with_few(redis: Redis) -> None:
+    directory = await _started(redis, _Clock())
+    costs = []
+    for extra in (0, 3_000):
+        pipe = redis.pipeline(transaction=False)  # many other leads, written long ago
+        for n in range(extra):
+            rid = str(100_000 + n)
+            recency.add(pipe, recent_key("lead"), rid, 1.0 + n / 10_000)
+            idsets.add(pipe, "sb:{crm}:by:lead:stage:Sales/Contacted", rid)
+        await pipe.execute()
+        await directory.create_lead({"name": "Deal", "tags": ["vip"]})
+        row = []
+        for filters in ({}, {"stage": "New", "tag": ["vip"]}, {"stage": "New"}):
+            before = await _lookups(redis)
+            found, _ = await directory.search("lead", filters=filters, limit=10)
+            assert found[0]["name"] == "Deal"
+            row.append(await _lookups(redis) - before)
+        costs.append(row)
+    few, many = costs
+    assert all(m <= f + 12 for f, m in zip(few, many, strict=True)), costs  # 3,000 records more: 24 buckets
+
+
+def _tie(rid: str) -> tuple[int, int, bytes]:
+    if rid.isascii() and rid.isdigit() and str(int(rid)) == rid and int(rid) < 2**31:
+        return (1, int(rid), b"")
+    return (0, 0, rid.encode())
+
+
+async def test_filtered_pages_equal_a_reference_over_many_buckets(redis: Redis) -> None:
+    """Random ids over many buckets (and text ids), random times with ties, sets intersected and
+    excluded: every page as a sorted list in Python gives it (newest first, one time: the later id)."""
+    from crm_bridge import recent
+
+    await move_old_layout(redis)  # as at a start: the sets' indexes of non-empty buckets are trusted
+    rng = random.Random(7)
+    times: dict[str, float] = {}
+    sets: dict[str, set[str]] = {name: set() for name in ("a", "b", "c")}
+    key = "sb:{crm}:by:lead:tag:"
+    for _ in range(3):
+        pipe = redis.pipeline(transaction=False)
+        for _ in range(1500):
+            rid = str(rng.randrange(20_000)) if rng.random() < 0.95 else f"x{rng.randrange(40)}"
+            times[rid] = float(rng.randrange(400))
+            recency.add(pipe, recent_key("lead"), rid, times[rid])
+            for name, members in sets.items():
+                if rng.random() < 0.4:
+                    members.add(rid)
+                    idsets.add(pipe, key + name, rid)
+        await pipe.execute()
+    cases = [(["a"], []), (["a", "b"], []), (["a"], ["c"]), (["a", "b"], ["c"]), ([], ["c"])]
+    for within, outside in cases:
+        want = set(times)
+        for name in within:
+            want &= sets[name]
+        for name in outside:
+            want -= sets[name]
+        newest = sorted(want, key=lambda i: (times[i], _tie(i)), reverse=True)
+        for offset, limit, before in ((0, 50, None), (30, 20, None), (0, 200, 200.0), (7, 1, 399.0)):
+            rows, total = await recent.listing(redis, "lead", [key + n for n in within], [key + n for n in outside],
+                                               offset=offset, limit=limit, before=before)
+            expected = [i for i in newest if before is None or times[i] < before][offset:offset + limit]
+            assert [i for i, _ in rows] == expected, (within, outside, offset, limit, before)
+            assert [at for _, at in rows] == [times[i] for i in expected]
+            assert total == len(want)
