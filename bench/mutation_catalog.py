@@ -2,7 +2,9 @@
 with a plausible bug and names the test files that should catch it (run by ``mutation.py``).
 
 Keep each original snippet exact and unique, and the test file lists true to the tests: a
-snippet no longer found is reported as an error; a test file that does not exist is skipped.
+snippet no longer found is reported as an error; the runner skips a test file that does not
+exist, but ``tests/test_mutation_catalog.py`` fails on one (and on a snippet not found exactly
+once, a replacement that does not compile, a repeated id), so CI keeps this list true.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ MODULES = {
     "renderer": "renderer",
 }
 
-#: The conversation store's tests; the guarantees files may not exist yet (tolerated).
+#: The conversation store's tests (every file named here exists: tests/test_mutation_catalog.py).
 STORE_TESTS = (
     "tests/store/test_store_guarantees.py", "tests/store/test_store_machine.py",
     "tests/runtime/test_conversations.py", "tests/runtime/test_prefetch.py",
     "tests/store/test_outbox.py", "tests/store/test_timers.py", "tests/runtime/test_parking.py",
     "tests/runtime/test_loop_guarantees.py",
 )
+#: The lock as the inbox's head entry first (its own tests), then the store's.
+LOCK_TESTS = ("tests/store/test_inbox_lock.py",) + STORE_TESTS
 LOOP_TESTS = ("tests/runtime/test_loop_guarantees.py",) + STORE_TESTS[:-1] + ("tests/simulation/test_simulator.py",)
 CRM_TESTS = ("tests/crm_bridge/test_outbox_guarantees.py", "tests/crm_bridge/test_outbox.py")
 INTERPRETER_TESTS = (
@@ -43,13 +47,19 @@ VALIDATOR_TESTS = (
 RENDERER_TESTS = ("tests/channels/test_render.py",)
 
 STORE = "bot/store/conversations.py"
+SAVESCRIPT = "bot/store/savescript.py"
+PUSHSCRIPT = "bot/store/pushscript.py"
+SAVECLAIM = "bot/store/saveclaim.py"
 LOOP = "bot/runtime/service.py"
+QUEUELOOP = "bot/runtime/queueloop.py"
+WORKER = "bot/runtime/worker.py"
 OUTBOX = "crm_bridge/outbox.py"
 SCRIPTS = "bot/store/scripts.py"
 INTERPRETER = "bot/engine/interpreter.py"
 STEP_CONTROL = "bot/engine/steps/control.py"
 STEP_ACTIONS = "bot/engine/steps/actions.py"
 VALIDATE = "bot/builder/validate.py"
+PROBLEMS = "bot/builder/problems.py"
 RENDER = "bot/channels/render.py"
 
 
@@ -71,48 +81,49 @@ def _m(id: str, module: str, file: str, original: str, replacement: str, tests: 
 
 MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------ store: Lua scripts
-    _m("save-no-owner-check", "store-lua", STORE,
-       "if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end\n", "", STORE_TESTS,
-       "the save script skips the lock-owner check"),
+    # The lock is the inbox's head entry (bot/store/inboxlock.py): no lock key, no GET/DEL/PEXPIRE.
+    _m("save-no-owner-check", "store-lua", SAVESCRIPT,
+       "if holder ~= ARGV[1] then\n  if pushed", "if not popped then\n  if pushed", LOCK_TESTS,
+       "the save script pops and saves a batch whatever token its head carries"),
     _m("extend-ignores-token", "store-lua", STORE,
-       "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end",
-       "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end", STORE_TESTS,
-       "extend renews a lock whatever its token"),
+       "if holder ~= ARGV[1] then return 0 end", "if false then return 0 end", LOCK_TESTS,
+       "extend renews (and so takes over) a head whatever its token"),
     _m("load-no-renewal", "store-lua", STORE,
-       "redis.call('PEXPIRE', KEYS[2], ARGV[3])\nlocal batch = tonumber(ARGV[2])",
-       "local batch = tonumber(ARGV[2])", STORE_TESTS,
-       "_LOAD does not renew the lock"),
+       "lk_entry(ARGV[1], ARGV[3], '', lk_event(events[1])))",
+       "lk_entry(ARGV[1], select(2, lk_read(events[1])), '', lk_event(events[1])))", LOCK_TESTS,
+       "_LOAD rewrites the head with its old expiry: the lock is not renewed"),
     _m("load-no-token-check", "store-lua", STORE,
-       "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end\n", "", STORE_TESTS,
-       "_LOAD hands out events without checking the lock token"),
-    _m("save-no-pexpire-when-more", "store-lua", STORE,
-       "redis.call('PEXPIRE', KEYS[3], ARGV[4])\nreturn {1, first, last}", "return {1, first, last}",
-       STORE_TESTS, "_SAVE does not renew the lock when more events wait"),
-    _m("save-releases-with-events", "store-lua", STORE,
-       "if redis.call('LLEN', KEYS[2]) == 0 then\n  redis.call('DEL', KEYS[3])",
-       "redis.call('DEL', KEYS[3])\nif redis.call('LLEN', KEYS[2]) == 0 then", STORE_TESTS,
-       "_SAVE releases the lock while events remain"),
-    _m("save-ltrim-off-by-one", "store-lua", STORE,
-       "redis.call('LTRIM', KEYS[2], n, -1)", "redis.call('LTRIM', KEYS[2], n - 1, -1)", STORE_TESTS,
-       "_SAVE leaves the last processed event in the inbox"),
+       "if #events == 0 or lk_read(events[1]) ~= ARGV[1] then return {-1} end",
+       "if #events == 0 then return {-1} end", LOCK_TESTS,
+       "_LOAD hands out events (and rewrites the head) without checking the head's token"),
+    _m("save-no-pexpire-when-more", "store-lua", SAVESCRIPT,
+       "lk_entry(ARGV[1], ARGV[4], '', lk_event(popped[n + 1]))",
+       "lk_entry(ARGV[1], _, '', lk_event(popped[n + 1]))", LOCK_TESTS,
+       "the save does not renew the lock when more events wait (the new head keeps the old expiry)"),
+    _m("save-releases-with-events", "store-lua", SAVESCRIPT,
+       "redis.call('LPUSH', KEYS[2], lk_entry(ARGV[1], ARGV[4], '', lk_event(popped[n + 1])))",
+       "redis.call('LPUSH', KEYS[2], lk_event(popped[n + 1]))", LOCK_TESTS,
+       "the save puts the next entry back without its header: the lock is released while events remain"),
+    _m("save-ltrim-off-by-one", "store-lua", SAVESCRIPT,
+       "lk_event(popped[n + 1])", "lk_event(popped[n])", LOCK_TESTS,
+       "the save puts back the batch's last event instead of the one after it (run twice, the next lost)"),
     _m("acquire-no-empty-guard", "store-lua", STORE,
-       "if redis.call('LLEN', KEYS[1]) == 0 then return {0} end\n", "", STORE_TESTS,
+       "if #events == 0 then return {0} end\n", "", LOCK_TESTS,
        "acquire's empty-inbox guard removed"),
     _m("acquire-steals-lock", "store-lua", STORE,
-       "redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2])",
-       "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])", STORE_TESTS,
-       "acquire takes a lock another process holds"),
-    _m("push-lock-without-nx", "store-lua", STORE,
-       "redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5])",
-       "redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])", STORE_TESTS,
-       "push takes the lock even when another process holds it"),
-    _m("push-keeps-duplicates", "store-lua", STORE,
-       "if redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2]) == 0 then return {-1} end",
-       "redis.call('ZADD', KEYS[3], 'NX', now, ARGV[2])", STORE_TESTS,
+       "if holder and tonumber(held_until) > tonumber(ARGV[5]) then return {-2} end",
+       "if holder and tonumber(held_until) > tonumber(ARGV[2]) then return {-2} end", LOCK_TESTS,
+       "acquire compares the holder's expiry with its own new one: it takes a lock another process holds"),
+    _m("push-lock-without-nx", "store-lua", PUSHSCRIPT,
+       "if holder and tonumber(held_until) > now then", "if false then", LOCK_TESTS,
+       "push takes the head over even when another process holds it"),
+    _m("push-keeps-duplicates", "store-lua", PUSHSCRIPT,
+       "  if dup then return {{-1}} end\n", "", ("tests/store/test_dedupe.py",) + STORE_TESTS,
        "push queues a platform message id already seen"),
-    _m("push-no-meta-expire", "store-lua", STORE,
-       "  redis.call('EXPIRE', KEYS[5], ARGV[9 + nmeta * 2])\n", "", STORE_TESTS,
-       "push does not refresh the metadata TTL when it takes the lock"),
+    _m("push-no-meta-expire", "store-lua", PUSHSCRIPT,
+       "if refresh == 1 then redis.call('EXPIRE', KEYS[4], ttl) end\n", "",
+       ("tests/store/test_ttl_refresh.py",) + STORE_TESTS,
+       "push does not refresh the metadata TTL when it takes the lock and a refresh is due"),
     _m("forget-if-no-score-check", "store-lua", STORE,
        "if score and tonumber(score) <= tonumber(ARGV[2]) then", "if score then", STORE_TESTS,
        "_FORGET_IF removes a pending entry whatever its score"),
@@ -128,9 +139,10 @@ MUTATIONS: list[Mutation] = [
     _m("pending-score-now", "store", STORE,
        "(now_ms + self.lock_ttl_ms) / 1000, cid)", "now_ms / 1000, cid)", STORE_TESTS,
        "the recovery entry is due now instead of after the lock TTL"),
-    _m("outbox-zadd-without-nx", "store", STORE,
-       '("ZADD", k.outbox_queue_key(req.outbox_account), "NX", ', '("ZADD", k.outbox_queue_key(req.outbox_account), ',
-       STORE_TESTS,
+    _m("outbox-zadd-without-nx", "store", SAVECLAIM,
+       'commands.append(("ZADD", claim.queue, "NX", claim.until, cid))',
+       'commands.append(("ZADD", claim.queue, claim.until, cid))',
+       STORE_TESTS + ("tests/runtime/test_message_costs.py",),
        "save reschedules the outbox queue of a conversation already waiting (NX dropped)"),
     _m("save-no-timer-cancel", "store", STORE,
        "if req.timers_cancel:", "if False:", STORE_TESTS,
@@ -142,35 +154,36 @@ MUTATIONS: list[Mutation] = [
        "self.lock_ttl_ms = int(lock_ttl * 1000)", "self.lock_ttl_ms = int(lock_ttl * 100)", STORE_TESTS,
        "the lock TTL is a tenth of the configured one"),
     # ------------------------------------------------------------------ conversation loop
-    _m("loop-stops-after-one-batch", "loop", LOOP,
+    _m("loop-stops-after-one-batch", "loop", QUEUELOOP,
        "            if status != 1:\n                return True\n", "            return True\n", LOOP_TESTS,
        "the processor stops after one batch even when more events wait"),
-    _m("loop-parked-processed", "loop", LOOP,
+    _m("loop-parked-processed", "loop", QUEUELOOP,
        'if batch.meta.get("parked"):', "if False:", LOOP_TESTS,
        "a parked conversation's new events are processed (and fail) again"),
-    _m("loop-outage-counts", "loop", LOOP,
-       "                if _outage(exc):\n                    raise\n", "", LOOP_TESTS,
+    _m("loop-outage-counts", "loop", QUEUELOOP,
+       "                if self._is_outage(exc):\n                    raise\n", "", LOOP_TESTS,
        "a CRM or Redis outage counts towards parking instead of waiting for recovery"),
     _m("store-fail-never-parks", "store-lua", STORE,
        "if n >= tonumber(ARGV[4]) then", "if false then", STORE_TESTS,
        "a conversation that keeps failing is retried forever"),
     _m("store-fail-keeps-lock", "store-lua", STORE,
-       "redis.call('DEL', KEYS[1])\nreturn n", "return n", STORE_TESTS,
+       "redis.call('LSET', KEYS[1], 0, lk_event(head))  -- released", "-- not released", LOCK_TESTS,
        "a failed batch keeps the lock until its TTL (slow retries)"),
     _m("store-fail-without-lock", "store-lua", STORE,
-       "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end\nlocal n", "local n", STORE_TESTS,
+       "if not head or lk_read(head) ~= ARGV[1] then return -1 end\nlocal n",
+       "if not head then return -1 end\nlocal n", LOCK_TESTS,
        "a processor that lost its lock still counts a failure (and may park a conversation another holds)"),
     _m("store-set-aside-drops-unparked", "store", STORE,
-       "            await self.redis.zadd(pending, {cid: self.clock()})\n        return bool(parked)",
+       "            await self.redis.zadd(pending, {k.retry_member(cid): self.clock()})\n        return bool(parked)",
        "            pass\n        return bool(parked)", STORE_TESTS,
        "a conversation unparked while a push set it aside is left out of recovery (stuck)"),
-    _m("store-recovery-no-postpone", "store", "bot/runtime/worker.py",
-       "await store.postpone_pending(cid, now + store.lock_ttl_ms / 1000)", "pass", STORE_TESTS,
+    _m("store-recovery-no-postpone", "store", WORKER,
+       "await store.postpone_pending(member, now)", "pass", STORE_TESTS,
        "recovery leaves a busy conversation at the front of its page (starvation)"),
-    _m("loop-renews-too-rarely", "loop", LOOP,
+    _m("loop-renews-too-rarely", "loop", QUEUELOOP,
        "max(0.05, self.store.lock_ttl_ms / 3000)", "max(0.05, self.store.lock_ttl_ms / 300)", LOOP_TESTS,
        "the lock is renewed every 3⅓ TTLs instead of every third"),
-    _m("loop-no-renewal", "loop", LOOP,
+    _m("loop-no-renewal", "loop", QUEUELOOP,
        "if now - since >= every / 2 and key not in self._renewing_keys:",
        "if False and key not in self._renewing_keys:", LOOP_TESTS,
        "a long batch never renews its lock"),
@@ -179,11 +192,11 @@ MUTATIONS: list[Mutation] = [
        "if batch.state and cached is not None:", LOOP_TESTS,
        "the cached state is reused after another process wrote"),
     _m("loop-processed-one", "loop", LOOP,
-       "req = SaveRequest(state=None, processed=len(batch.events))",
-       "req = SaveRequest(state=None, processed=1)", LOOP_TESTS,
+       "req = SaveRequest(state=None, processed=len(batch.events), refresh_ttl=batch.refresh_ttl)",
+       "req = SaveRequest(state=None, processed=1, refresh_ttl=batch.refresh_ttl)", LOOP_TESTS,
        "only one event of a batch is marked processed"),
     _m("loop-meta-inverted", "loop", LOOP,
-       "if meta.get(name) != value}  # what changed", "if meta.get(name) == value}  # what changed",
+       'if meta.get(name, "") != value}', 'if meta.get(name, "") == value}',
        LOOP_TESTS, "save writes the unchanged metadata instead of the changed"),
     _m("loop-identity-pending-runs", "loop", LOOP,
        "raise IdentityPending(str(exc)) from exc", "return None", LOOP_TESTS,
@@ -323,20 +336,21 @@ MUTATIONS: list[Mutation] = [
        "size = len(json.dumps(doc, ensure_ascii=False).encode())",
        "size = len(json.dumps(doc, ensure_ascii=False))", VALIDATOR_TESTS,
        "the size counts characters, not bytes"),
-    _m("problems-not-deduplicated", "validator", VALIDATE,
+    _m("problems-not-deduplicated", "validator", PROBLEMS,
        "if key not in seen:", "if True:", VALIDATOR_TESTS,
        "a problem found twice is reported twice"),
     _m("manual-field-not-crm", "validator", VALIDATE,
        'getattr(a, "from_", None) == "manual"', 'getattr(a, "from_", None) == "never"', VALIDATOR_TESTS,
        "set_field from: manual does not count as a CRM use"),
-    _m("problems-warnings-first", "validator", VALIDATE,
+    _m("problems-warnings-first", "validator", PROBLEMS,
        'key=lambda p: (p.severity != "error", p.pointer)', 'key=lambda p: (p.severity == "error", p.pointer)',
        VALIDATOR_TESTS, "warnings are listed before errors"),
     _m("row-ids-not-checked", "validator", VALIDATE,
        "if ids.index(rid) != i:", "if ids.index(rid) > i:", VALIDATOR_TESTS,
        "a list's duplicate row ids are accepted"),
     _m("unreachable-ignores-broken-steps", "validator", VALIDATE,
-       "[e for e in edges if e.target in raw_steps] + raw_edges)", "[e for e in edges if e.target in raw_steps])",
+       "known = [e for e in edges if e.target in raw_steps] + raw_edges",
+       "known = [e for e in edges if e.target in raw_steps]",
        VALIDATOR_TESTS, "steps reached only through an invalid step are called unreachable"),
     _m("start-checked-without-steps", "validator", VALIDATE,
        "if isinstance(start, str) and raw_steps and start not in raw_steps:",

@@ -492,3 +492,27 @@ async def test_the_outbox_queue_keeps_the_first_score(
                  _req(b"s2", pushed.batch.events, out=[b"o2"], outbox_account="acct"))
     assert await redis.zscore(queue, CID) == T0
     assert await redis.lrange(KEY.out, 0, -1) == [b"o1", b"o2"]
+
+
+# --- 6. a save's timers: set ones armed, cancelled ones gone ----------------------------------
+
+
+async def test_a_save_arms_its_new_timers_and_removes_its_cancelled_ones(
+        redis: Redis, stores: tuple[ConversationStore, ...], clock: Clock) -> None:
+    """A cancelled timer (a pause answered, a flow moved on) must leave the timer wheel with the
+    save that cancels it: left there it would fire a turn the state no longer expects."""
+    a, _, _ = stores
+    wheel = k.timer_shard_key(k.shard_of(CID, a.shards))
+    pushed = await a.push(CID, b"e1")
+    assert pushed.batch is not None
+    req = _req(b"s1", pushed.batch.events)
+    req.timers_set = [(f"{CID}:t1", T0 + 60), (f"{CID}:t2", T0 + 90)]
+    assert (await a.save(CID, pushed.batch.token, req)).status == 0
+    assert await redis.zrange(wheel, 0, -1, withscores=True) == [(f"{CID}:t1".encode(), T0 + 60),
+                                                                (f"{CID}:t2".encode(), T0 + 90)]
+    pushed = await a.push(CID, b"e2")
+    assert pushed.batch is not None
+    req = _req(b"s2", pushed.batch.events)
+    req.timers_cancel = [f"{CID}:t1"]
+    assert (await a.save(CID, pushed.batch.token, req)).status == 0
+    assert await redis.zrange(wheel, 0, -1, withscores=True) == [(f"{CID}:t2".encode(), T0 + 90)]
