@@ -111,7 +111,7 @@ end
 if text.top then live[#live + 1] = text else total = total - #xs end
 table.sort(live, function(a, b) if a.top ~= b.top then return a.top > b.top end return a.n > b.n end)
 local cands, edge = {}, nil  -- edge: the page's last candidate so far
-if limit > 0 then
+if limit > 0 and offset < total then  -- (a hostile offset scores nothing)
   for _, g in ipairs(live) do
     if edge and before_all(edge, g.top, g.n, size) then break end
     local least = edge and edge[2]  -- below it none enters the page
@@ -121,12 +121,11 @@ if limit > 0 then
         local v = s[j] and tonumber(s[j])
         if v and (not before or v < before) and (not least or v >= least) then
           local c = {g.ids[j], v, s[j], ordinal(g.ids[j])}
-          if edge then offer(cands, c, want) else cands[#cands + 1] = c end
+          if edge then edge = offer(cands, c, want, edge) else cands[#cands + 1] = c end
         end
       end
     end
-    if not edge and #cands >= want then best(cands, want) end
-    if #cands >= want then edge = cands[want] end
+    if not edge and #cands >= want then edge = best(cands, want)[want] end
   end
 end
 return reply(total, cands, offset, want)

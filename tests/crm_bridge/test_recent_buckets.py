@@ -192,10 +192,30 @@ async def test_filtered_pages_equal_a_reference_over_many_buckets(redis: Redis) 
         for name in outside:
             want -= sets[name]
         newest = sorted(want, key=lambda i: (times[i], _tie(i)), reverse=True)
-        for offset, limit, before in ((0, 50, None), (30, 20, None), (0, 200, 200.0), (7, 1, 399.0)):
+        for offset, limit, before in ((0, 50, None), (30, 20, None), (0, 200, 200.0), (7, 1, 399.0),
+                                      (900, 100, None), (300, 100, 300.0), (10**9, 50, None)):
             rows, total = await recent.listing(redis, "lead", [key + n for n in within], [key + n for n in outside],
                                                offset=offset, limit=limit, before=before)
             expected = [i for i in newest if before is None or times[i] < before][offset:offset + limit]
             assert [i for i, _ in rows] == expected, (within, outside, offset, limit, before)
             assert [at for _, at in rows] == [times[i] for i in expected]
             assert total == len(want)
+
+
+async def test_a_filtered_offset_past_the_matches_scores_no_bucket(redis: Redis) -> None:
+    """A hostile ``offset`` (the API takes up to 2**53): the matches are counted, none scored."""
+    from crm_bridge import recent
+
+    await move_old_layout(redis)
+    key = "sb:{crm}:by:lead:tag:vip"
+    pipe = redis.pipeline(transaction=False)
+    for n in range(3_000):
+        recency.add(pipe, recent_key("lead"), str(n), float(n % 11))
+        idsets.add(pipe, key, str(n))
+    await pipe.execute()
+    stats: dict[str, Any] = await redis.info("commandstats")
+    before = int(stats.get("cmdstat_zmscore", {}).get("calls", 0))
+    rows, total = await recent.listing(redis, "lead", [key], [], offset=10**9, limit=50, before=None)
+    stats = await redis.info("commandstats")
+    assert (rows, total) == ([], 3_000)
+    assert int(stats["cmdstat_zmscore"]["calls"]) - before == 1  # the buckets' max only
