@@ -219,3 +219,30 @@ async def test_a_filtered_offset_past_the_matches_scores_no_bucket(redis: Redis)
     stats = await redis.info("commandstats")
     assert (rows, total) == ([], 3_000)
     assert int(stats["cmdstat_zmscore"]["calls"]) - before == 1  # the buckets' max only
+
+
+async def test_a_recency_move_refused_midway_loses_no_member_and_the_next_start_finishes_it(redis: Redis) -> None:
+    """A Redis that refuses writes (full, ``noeviction``) after the first page of the move: every
+    member is in the old sorted set or in its bucket, never counted twice; the next start finishes."""
+    import pytest
+    from redis.exceptions import ResponseError
+
+    from crm_bridge.recent import move_recent
+    from tests.fullredis import refusing_writes
+
+    key = recent_key("lead")
+    old = {str(n): float(n % 13) for n in range(recency.MOVE_PAGE * 2 + 7)} | {"c1": 3.0}
+    await redis.zadd(key, old)
+    first = await redis.zrange(key, 0, recency.MOVE_PAGE - 1, withscores=True)  # the first page, as move_whole
+    args = [v for m, s in first for v in (m.decode(), repr(s), recency.label(recency.number(m.decode())))]
+    await redis.eval(recency.MOVE, 3, key, recency.tops(key), recency.count(key), *args)
+    async with refusing_writes(redis):
+        with pytest.raises(ResponseError):
+            await move_recent(redis)
+    assert not await redis.exists(DONE)
+    moved = {m for m, _ in (await recency.page(redis, key, limit=recency.MOVE_PAGE))[0]}
+    assert moved | {m.decode() for m in await redis.zrange(key, 0, -1)} == set(old)
+    assert int(await redis.get(recency.count(key)) or 0) == len(moved) == recency.MOVE_PAGE
+    assert await move_recent(redis) == len(old) - recency.MOVE_PAGE
+    rows, total = await recency.page(redis, key, limit=len(old))
+    assert dict(rows) == old and total == len(old) and not await redis.exists(key)
