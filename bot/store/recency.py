@@ -81,19 +81,6 @@ def ordinal(member: str) -> int | None:
     return n if n is not None and str(n) == member else None
 
 
-def sortable(member: str) -> str:
-    """``member`` in a sorted set whose ``ZREVRANGEBYSCORE`` lists ties as ``ordinal`` says
-    (``unsortable`` reverses it): a numbered member as ``1`` and 10 digits, any other ``0`` and it."""
-    n = ordinal(member)
-    return f"1{n:010d}" if n is not None else f"0{member}"
-
-
-def unsortable(raw: Any) -> str:
-    """The member of ``sortable``'s ``raw``."""
-    value = text(raw)
-    return str(int(value[1:])) if value[0] == "1" else value[1:]
-
-
 def tops(key: str) -> str:
     """The sorted set bucket number -> highest score in it."""
     return f"{key}:max"
@@ -105,7 +92,7 @@ def count(key: str) -> str:
 
 
 #: Lua: ``bucket(key, n)``, the name of bucket ``n`` (a number or its ``label``) of the index
-#: ``key`` (as ``name``); ``ordinal(m)`` and ``sortable(m, dense)`` as their namesakes, for scripts.
+#: ``key`` (as ``name``); ``ordinal(m)`` and ``label(n)`` as their namesakes, for scripts.
 NAME_LUA = """
 local function bucket(key, n)
   n = tonumber(n)
@@ -118,10 +105,6 @@ local function ordinal(m)
     if n < 2147483648 then return n end
   end
   return nil
-end
-local function sortable(m, dense)  -- dense: m is in a ``:b:`` bucket (digits, below DENSE_MAX)
-  if dense and (#m == 1 or string.byte(m, 1) ~= 48) then return '1' .. string.rep('0', 10 - #m) .. m end
-  return '0' .. m
 end
 local function label(n)
   if n >= 0 then return string.format('%08d', n) end

@@ -184,7 +184,7 @@ async def test_filtered_pages_equal_a_reference_over_many_buckets(redis: Redis) 
                     members.add(rid)
                     idsets.add(pipe, key + name, rid)
         await pipe.execute()
-    cases = [(["a"], []), (["a", "b"], []), (["a"], ["c"]), (["a", "b"], ["c"]), ([], ["c"])]
+    cases = [(["a"], []), (["a", "b"], []), (["a"], ["c"]), (["a", "b"], ["c"]), ([], ["c"]), ([], ["b", "c"])]
     for within, outside in cases:
         want = set(times)
         for name in within:
@@ -246,3 +246,30 @@ async def test_a_recency_move_refused_midway_loses_no_member_and_the_next_start_
     assert await move_recent(redis) == len(old) - recency.MOVE_PAGE
     rows, total = await recency.page(redis, key, limit=len(old))
     assert dict(rows) == old and total == len(old) and not await redis.exists(key)
+
+
+async def test_a_default_status_page_visits_few_buckets_and_makes_no_temporary_set(redis: Redis) -> None:
+    """The contacts in no other status's set, a page newest first: the recency buckets in
+    descending max until the page is certain, not a walk of every bucket into a temporary set
+    (160-180 ms of Redis CPU a page at 50,000 contacts where the one sorted set's took 22)."""
+    from crm_bridge import recent
+
+    await move_old_layout(redis)
+    rng, key, current = random.Random(5), recent_key("contact"), "sb:{crm}:by:contact:status:current"
+    times: dict[str, float] = {}
+    pipe = redis.pipeline(transaction=False)
+    for n in range(30_000):
+        times[str(n)] = float(rng.randrange(10**6))
+        recency.add(pipe, key, str(n), times[str(n)])
+        if rng.random() < 0.3:
+            idsets.add(pipe, current, str(n))
+            times.pop(str(n))
+    await pipe.execute()
+    stats: dict[str, Any] = await redis.info("commandstats")
+    calls = {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("zrange", "zrevrangebyscore", "zadd")}
+    rows, total = await recent.listing(redis, "contact", [], [current], offset=10, limit=50, before=None)
+    stats = await redis.info("commandstats")
+    visits = sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) - n for c, n in calls.items())
+    newest = sorted(times, key=lambda i: (times[i], int(i)), reverse=True)
+    assert [i for i, _ in rows] == newest[10:60] and total == len(times)
+    assert visits < 100, visits  # of 235 buckets
