@@ -81,19 +81,6 @@ def ordinal(member: str) -> int | None:
     return n if n is not None and str(n) == member else None
 
 
-def sortable(member: str) -> str:
-    """``member`` in a sorted set whose ``ZREVRANGEBYSCORE`` lists ties as ``ordinal`` says
-    (``unsortable`` reverses it): a numbered member as ``1`` and 10 digits, any other ``0`` and it."""
-    n = ordinal(member)
-    return f"1{n:010d}" if n is not None else f"0{member}"
-
-
-def unsortable(raw: Any) -> str:
-    """The member of ``sortable``'s ``raw``."""
-    value = text(raw)
-    return str(int(value[1:])) if value[0] == "1" else value[1:]
-
-
 def tops(key: str) -> str:
     """The sorted set bucket number -> highest score in it."""
     return f"{key}:max"
@@ -105,7 +92,7 @@ def count(key: str) -> str:
 
 
 #: Lua: ``bucket(key, n)``, the name of bucket ``n`` (a number or its ``label``) of the index
-#: ``key`` (as ``name``); ``ordinal(m)`` and ``sortable(m, dense)`` as their namesakes, for scripts.
+#: ``key`` (as ``name``); ``ordinal(m)`` and ``label(n)`` as their namesakes, for scripts.
 NAME_LUA = """
 local function bucket(key, n)
   n = tonumber(n)
@@ -119,10 +106,6 @@ local function ordinal(m)
   end
   return nil
 end
-local function sortable(m, dense)  -- dense: m is in a ``:b:`` bucket (digits, below DENSE_MAX)
-  if dense and (#m == 1 or string.byte(m, 1) ~= 48) then return '1' .. string.rep('0', 10 - #m) .. m end
-  return '0' .. m
-end
 local function label(n)
   if n >= 0 then return string.format('%08d', n) end
   return tostring(n)
@@ -132,7 +115,8 @@ end
 #: Lua for pages: a candidate is {member, score, its text, ``ordinal``}; ``first(a, b)``: whether
 #: ``a`` comes before ``b`` (newest first, ties by ``ordinal``); ``before_all(c, top, n, size)``:
 #: whether ``c`` comes before every member of bucket ``n`` whose max is ``top``; ``best(cands,
-#: want)``: the first ``want`` of them, sorted; ``offer(cands, c, want)``: ``c`` into such a list.
+#: want)``: the first ``want`` of them, sorted; ``offer(cands, c, want, edge)``: ``c`` into such a
+#: list whose ``want``-th is ``edge`` (or, for a deep page, an earlier ``want``-th: still a bound).
 RANK_LUA = """
 local function first(a, b)
   if a[2] ~= b[2] then return a[2] > b[2] end
@@ -155,8 +139,14 @@ local function best(cands, want)
   for j = #cands, want + 1, -1 do cands[j] = nil end
   return cands
 end
-local function offer(cands, c, want)  -- into the sorted page-long list, if it enters it
-  if #cands >= want and not first(c, cands[want]) then return end
+local function offer(cands, c, want, edge)  -- c into the list if it comes before edge; the new edge
+  if not first(c, edge) then return edge end
+  if want > 256 then  -- a deep page: appended, sorted at twice the page (an insertion moves O(want))
+    cands[#cands + 1] = c
+    if #cands < 2 * want then return edge end
+    best(cands, want)
+    return cands[want]
+  end
   local lo, hi = 1, #cands + 1
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
@@ -164,6 +154,7 @@ local function offer(cands, c, want)  -- into the sorted page-long list, if it e
   end
   table.insert(cands, lo, c)
   if #cands > want then cands[#cands] = nil end
+  return cands[want]
 end
 local function reply(total, cands, offset, want)
   table.sort(cands, first)
@@ -225,7 +216,7 @@ PAGE = NAME_LUA + RANK_LUA + """
 local offset, limit, size = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local want = offset + limit
 local total = tonumber(redis.call('GET', KEYS[2]) or '0')
-if limit <= 0 then return {total} end
+if limit <= 0 or offset >= total then return {total} end  -- (a hostile offset costs nothing)
 local cands, floor, edge = {}, '-inf', nil  -- edge: the page's last candidate so far
 local from, done = 0, false
 while not done do
@@ -246,10 +237,10 @@ while not done do
     end
     for j = 1, #got, 2 do
       local c = {got[j], tonumber(got[j + 1]), got[j + 1], ordinal(got[j])}
-      if edge then offer(cands, c, want) else cands[#cands + 1] = c end
+      if edge then edge = offer(cands, c, want, edge) else cands[#cands + 1] = c end
     end
-    if not edge and #cands >= want then best(cands, want) end
-    if #cands >= want then edge = cands[want]; floor = edge[3] end
+    if not edge and #cands >= want then edge = best(cands, want)[want] end
+    if edge then floor = edge[3] end
   end
 end
 return reply(total, cands, offset, want)

@@ -184,7 +184,7 @@ async def test_filtered_pages_equal_a_reference_over_many_buckets(redis: Redis) 
                     members.add(rid)
                     idsets.add(pipe, key + name, rid)
         await pipe.execute()
-    cases = [(["a"], []), (["a", "b"], []), (["a"], ["c"]), (["a", "b"], ["c"]), ([], ["c"])]
+    cases = [(["a"], []), (["a", "b"], []), (["a"], ["c"]), (["a", "b"], ["c"]), ([], ["c"]), ([], ["b", "c"])]
     for within, outside in cases:
         want = set(times)
         for name in within:
@@ -192,10 +192,84 @@ async def test_filtered_pages_equal_a_reference_over_many_buckets(redis: Redis) 
         for name in outside:
             want -= sets[name]
         newest = sorted(want, key=lambda i: (times[i], _tie(i)), reverse=True)
-        for offset, limit, before in ((0, 50, None), (30, 20, None), (0, 200, 200.0), (7, 1, 399.0)):
+        for offset, limit, before in ((0, 50, None), (30, 20, None), (0, 200, 200.0), (7, 1, 399.0),
+                                      (900, 100, None), (300, 100, 300.0), (10**9, 50, None)):
             rows, total = await recent.listing(redis, "lead", [key + n for n in within], [key + n for n in outside],
                                                offset=offset, limit=limit, before=before)
             expected = [i for i in newest if before is None or times[i] < before][offset:offset + limit]
             assert [i for i, _ in rows] == expected, (within, outside, offset, limit, before)
             assert [at for _, at in rows] == [times[i] for i in expected]
             assert total == len(want)
+
+
+async def test_a_filtered_offset_past_the_matches_scores_no_bucket(redis: Redis) -> None:
+    """A hostile ``offset`` (the API takes up to 2**53): the matches are counted, none scored."""
+    from crm_bridge import recent
+
+    await move_old_layout(redis)
+    key = "sb:{crm}:by:lead:tag:vip"
+    pipe = redis.pipeline(transaction=False)
+    for n in range(3_000):
+        recency.add(pipe, recent_key("lead"), str(n), float(n % 11))
+        idsets.add(pipe, key, str(n))
+    await pipe.execute()
+    stats: dict[str, Any] = await redis.info("commandstats")
+    before = int(stats.get("cmdstat_zmscore", {}).get("calls", 0))
+    rows, total = await recent.listing(redis, "lead", [key], [], offset=10**9, limit=50, before=None)
+    stats = await redis.info("commandstats")
+    assert (rows, total) == ([], 3_000)
+    assert int(stats["cmdstat_zmscore"]["calls"]) - before == 1  # the buckets' max only
+
+
+async def test_a_recency_move_refused_midway_loses_no_member_and_the_next_start_finishes_it(redis: Redis) -> None:
+    """A Redis that refuses writes (full, ``noeviction``) after the first page of the move: every
+    member is in the old sorted set or in its bucket, never counted twice; the next start finishes."""
+    import pytest
+    from redis.exceptions import ResponseError
+
+    from crm_bridge.recent import move_recent
+    from tests.fullredis import refusing_writes
+
+    key = recent_key("lead")
+    old = {str(n): float(n % 13) for n in range(recency.MOVE_PAGE * 2 + 7)} | {"c1": 3.0}
+    await redis.zadd(key, old)
+    first = await redis.zrange(key, 0, recency.MOVE_PAGE - 1, withscores=True)  # the first page, as move_whole
+    args = [v for m, s in first for v in (m.decode(), repr(s), recency.label(recency.number(m.decode())))]
+    await redis.eval(recency.MOVE, 3, key, recency.tops(key), recency.count(key), *args)
+    async with refusing_writes(redis):
+        with pytest.raises(ResponseError):
+            await move_recent(redis)
+    assert not await redis.exists(DONE)
+    moved = {m for m, _ in (await recency.page(redis, key, limit=recency.MOVE_PAGE))[0]}
+    assert moved | {m.decode() for m in await redis.zrange(key, 0, -1)} == set(old)
+    assert int(await redis.get(recency.count(key)) or 0) == len(moved) == recency.MOVE_PAGE
+    assert await move_recent(redis) == len(old) - recency.MOVE_PAGE
+    rows, total = await recency.page(redis, key, limit=len(old))
+    assert dict(rows) == old and total == len(old) and not await redis.exists(key)
+
+
+async def test_a_default_status_page_visits_few_buckets_and_makes_no_temporary_set(redis: Redis) -> None:
+    """The contacts in no other status's set, a page newest first: the recency buckets in
+    descending max until the page is certain, not a walk of every bucket into a temporary set
+    (160-180 ms of Redis CPU a page at 50,000 contacts where the one sorted set's took 22)."""
+    from crm_bridge import recent
+
+    await move_old_layout(redis)
+    rng, key, current = random.Random(5), recent_key("contact"), "sb:{crm}:by:contact:status:current"
+    times: dict[str, float] = {}
+    pipe = redis.pipeline(transaction=False)
+    for n in range(30_000):
+        times[str(n)] = float(rng.randrange(10**6))
+        recency.add(pipe, key, str(n), times[str(n)])
+        if rng.random() < 0.3:
+            idsets.add(pipe, current, str(n))
+            times.pop(str(n))
+    await pipe.execute()
+    stats: dict[str, Any] = await redis.info("commandstats")
+    calls = {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("zrange", "zrevrangebyscore", "zadd")}
+    rows, total = await recent.listing(redis, "contact", [], [current], offset=10, limit=50, before=None)
+    stats = await redis.info("commandstats")
+    visits = sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) - n for c, n in calls.items())
+    newest = sorted(times, key=lambda i: (times[i], int(i)), reverse=True)
+    assert [i for i, _ in rows] == newest[10:60] and total == len(times)
+    assert visits < 100, visits  # of 235 buckets
