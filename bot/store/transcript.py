@@ -96,7 +96,10 @@ local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i
     for name in pairs(chunks) do stale[#stale + 1] = name end
     redis.call('HDEL', meta, unpack(stale))
     redis.call('HSET', meta, 'n', string.format('%d', last))
-    redis.call('EXPIRE', list, ttl)
+    -- the metadata's TTL (set at its last refresh, up to a day before), not a fresh one: a list
+    -- outliving its metadata would be taken up by the next conversation of that id (a lost count)
+    local left = (not refresh) and redis.call('PTTL', meta) or -1
+    if left > 0 then redis.call('PEXPIRE', list, left) else redis.call('EXPIRE', list, ttl) end
     return last
   end
   len = pushed or redis.call('RPUSH', list, unpack(entries, i, i + count - 1))

@@ -118,6 +118,17 @@ async def test_a_transcript_too_long_for_the_hash_moves_to_the_list_with_its_num
         await store.close()
 
 
+async def test_the_list_a_save_spills_to_expires_with_the_metadata(redis: Redis, store: ConversationStore) -> None:
+    """A save that refreshes no TTL (the metadata's was set up to a day before) and moves the
+    transcript to the list gives the list the metadata's TTL, not a fresh one: a list that outlived
+    its metadata would be taken by the next conversation of that id (a list whose count was lost)."""
+    assert await save_entries(store, entry(1)) == (1, 1)
+    await redis.expire(KEY.meta, 1000)  # (time passed since the last refresh)
+    assert await save_entries(store, b"x" * INLINE_MAX, refresh=False) == (2, 2)
+    assert await chunk_fields(redis) == {}
+    assert 0 < await redis.ttl(KEY.transcript) <= await redis.ttl(KEY.meta) <= 1000
+
+
 async def test_an_entry_too_long_for_the_hash_starts_a_list(redis: Redis, store: ConversationStore) -> None:
     big = b"x" * (INLINE_MAX + 1)
     assert await save_entries(store, big) == (1, 1)
