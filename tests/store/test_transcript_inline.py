@@ -176,6 +176,32 @@ async def test_a_full_redis_refuses_a_follow_ups_save_whole(own_redis: Redis, ki
         await store.close()
 
 
+@pytest.mark.parametrize("kind", ["first", "in_hash", "spill"])
+async def test_a_full_redis_refuses_an_append_outside_the_turn_whole(own_redis: Redis, kind: str) -> None:
+    """An append outside a turn (a delivery receipt) into a full Redis is refused, as it was
+    when its first write was the count's HINCRBY: a conversation's first entry, an entry into the
+    hash, and one that moves the transcript to the list write nothing."""
+    store = ConversationStore(own_redis)
+    try:
+        if kind != "first":
+            assert await store.append_log(CID, [b"a"]) == 1
+        before = await transcripts.blobs(own_redis, CID)
+        meta = await own_redis.hgetall(KEY.meta)
+        new = b"y" * (INLINE_MAX + 1) if kind == "spill" else b"b"
+        await own_redis.config_set("maxmemory-policy", "noeviction")
+        await own_redis.config_set("maxmemory", "1")
+        try:
+            with pytest.raises(ResponseError, match="OOM"):
+                await store.append_log(CID, [new])
+        finally:
+            await own_redis.config_set("maxmemory", "0")
+        assert await transcripts.blobs(own_redis, CID) == before
+        assert await own_redis.hgetall(KEY.meta) == meta
+        assert await store.append_log(CID, [new]) == len(before) + 1  # appended once Redis has room
+    finally:
+        await store.close()
+
+
 async def test_an_entry_too_long_for_the_hash_starts_a_list(redis: Redis, store: ConversationStore) -> None:
     big = b"x" * (INLINE_MAX + 1)
     assert await save_entries(store, big) == (1, 1)
