@@ -34,8 +34,12 @@ MIGRATE = """
 local function tr_migrate(list, oldlog, oldn)
   -- the old layout's stream, moved into the list; returns its newest number (0: none)
   local rows = redis.call('XRANGE', oldlog, '-', '+')
+  -- (a DEL only of a counter there: an append's first write must be one a full Redis refuses)
+  if #rows == 0 then
+    if redis.call('EXISTS', oldn) == 1 then redis.call('DEL', oldn) end
+    return 0
+  end
   redis.call('DEL', oldn)
-  if #rows == 0 then return 0 end
   local last = tonumber(string.match(rows[#rows][1], '^(%d+)'))
   local first = #rows
   -- only the run of numbers that ends at the newest (the layout never left gaps)
@@ -90,13 +94,17 @@ local function tr_append(list, meta, oldlog, oldn, cap, ttl, refresh, entries, i
     local first = #es - cap + 1
     if first < 1 then first = 1 end
     if tf_write(meta, es, first, chunks, last) then return last end
+    -- first a write a full Redis refuses (not the DEL): an append refused whole
+    redis.call('HSET', meta, 'n', string.format('%d', last))
     redis.call('DEL', list)  -- (none: the hash held it; an older process's, if any, renumbered away)
     redis.call('RPUSH', list, unpack(es, first, #es))
     local stale = {'""" + transcriptfields.COUNT + """'}
     for name in pairs(chunks) do stale[#stale + 1] = name end
     redis.call('HDEL', meta, unpack(stale))
-    redis.call('HSET', meta, 'n', string.format('%d', last))
-    redis.call('EXPIRE', list, ttl)
+    -- the metadata's TTL (set at its last refresh, up to a day before), not a fresh one: a list
+    -- outliving its metadata would be taken up by the next conversation of that id (a lost count)
+    local left = (not refresh) and redis.call('PTTL', meta) or -1
+    if left > 0 then redis.call('PEXPIRE', list, left) else redis.call('EXPIRE', list, ttl) end
     return last
   end
   len = pushed or redis.call('RPUSH', list, unpack(entries, i, i + count - 1))

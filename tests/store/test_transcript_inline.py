@@ -14,11 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from bot.store import keys as k
 from bot.store.conversations import ConversationStore, SaveRequest
+from bot.store.embedded import EmbeddedRedis
 from bot.store.transcriptfields import CHUNK, INLINE_MAX, prefixed
-from tests import inboxlocks
+from tests import inboxlocks, transcripts
 
 CID = "test:acct:inline"
 KEY = k.ConversationKey(CID)
@@ -114,6 +116,88 @@ async def test_a_transcript_too_long_for_the_hash_moves_to_the_list_with_its_num
         assert await store.append_log(CID, [b"tiny"]) == nxt + 2
         assert await chunk_fields(redis) == {}
         assert await store.tail_log(CID, 2) == [(nxt + 1, b"small"), (nxt + 2, b"tiny")]
+    finally:
+        await store.close()
+
+
+async def test_the_list_a_save_spills_to_expires_with_the_metadata(redis: Redis, store: ConversationStore) -> None:
+    """A save that refreshes no TTL (the metadata's was set up to a day before) and moves the
+    transcript to the list gives the list the metadata's TTL, not a fresh one: a list that outlived
+    its metadata would be taken by the next conversation of that id (a list whose count was lost)."""
+    assert await save_entries(store, entry(1)) == (1, 1)
+    await redis.expire(KEY.meta, 1000)  # (time passed since the last refresh)
+    assert await save_entries(store, b"x" * INLINE_MAX, refresh=False) == (2, 2)
+    assert await chunk_fields(redis) == {}
+    assert 0 < await redis.ttl(KEY.transcript) <= await redis.ttl(KEY.meta) <= 1000
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[Redis]:
+    """A Redis of the test's own: its maxmemory is changed with CONFIG SET."""
+    server = EmbeddedRedis(None, persist=False)
+    client = Redis.from_url(await server.astart())
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await server.astop()
+
+
+@pytest.mark.parametrize("kind", ["hash", "list", "marked", "spill"])
+async def test_a_full_redis_refuses_a_follow_ups_save_whole(own_redis: Redis, kind: str) -> None:
+    """The save's first write (a SETRANGE of nothing for a transcript in the hash, whether the
+    script appends what the push read or, marked, reads it again, or moves it to the list; a
+    list's RPUSH) is one a full Redis refuses: nothing of the save is applied."""
+    store = ConversationStore(own_redis)
+    try:
+        assert await save_entries(store, b"a") == (1, 1)
+        if kind == "list":
+            await transcripts.as_list(own_redis, CID, [b"a"])
+        pushed = await store.push(CID, b"e1")
+        assert pushed.batch is not None
+        if kind == "marked":
+            assert await store.append_log(CID, [b"x"]) == 2
+        before = await transcripts.blobs(own_redis, CID)
+        log = [b"y" * (INLINE_MAX + 1)] if kind == "spill" else [b"b"]
+        req = SaveRequest(state=b"s2", processed=1, log=log, out=[b"r"], outbox_account="acct")
+        await own_redis.config_set("maxmemory-policy", "noeviction")
+        await own_redis.config_set("maxmemory", "1")
+        try:
+            with pytest.raises(ResponseError, match="OOM"):
+                await store.save(CID, pushed.batch.token, req)
+        finally:
+            await own_redis.config_set("maxmemory", "0")
+        assert await transcripts.blobs(own_redis, CID) == before
+        assert await inboxlocks.events(own_redis, CID) == [b"e1"]
+        assert await own_redis.llen(KEY.out) == 0  # type: ignore[misc]
+        assert (await store.save(CID, pushed.batch.token, req)).status == 0  # saved once Redis has room
+        assert [blob for _, blob in await store.read_log(CID)] == [*before, *log]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("kind", ["first", "in_hash", "spill"])
+async def test_a_full_redis_refuses_an_append_outside_the_turn_whole(own_redis: Redis, kind: str) -> None:
+    """An append outside a turn (a delivery receipt) into a full Redis is refused, as it was
+    when its first write was the count's HINCRBY: a conversation's first entry, an entry into the
+    hash, and one that moves the transcript to the list write nothing."""
+    store = ConversationStore(own_redis)
+    try:
+        if kind != "first":
+            assert await store.append_log(CID, [b"a"]) == 1
+        before = await transcripts.blobs(own_redis, CID)
+        meta = await own_redis.hgetall(KEY.meta)
+        new = b"y" * (INLINE_MAX + 1) if kind == "spill" else b"b"
+        await own_redis.config_set("maxmemory-policy", "noeviction")
+        await own_redis.config_set("maxmemory", "1")
+        try:
+            with pytest.raises(ResponseError, match="OOM"):
+                await store.append_log(CID, [new])
+        finally:
+            await own_redis.config_set("maxmemory", "0")
+        assert await transcripts.blobs(own_redis, CID) == before
+        assert await own_redis.hgetall(KEY.meta) == meta
+        assert await store.append_log(CID, [new]) == len(before) + 1  # appended once Redis has room
     finally:
         await store.close()
 
