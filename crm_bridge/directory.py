@@ -57,6 +57,10 @@ from .versions import bump
 
 log = logging.getLogger("salesbot.crm.directory")
 MAX_PAGE = 200
+#: The deepest offset a listing pages to inside its records (past its end it is an empty page):
+#: a page reads every bucket newer than it (``bot/store/recency.py``), so a deeper one would hold
+#: Redis for a time that grows with the offset. Narrow the listing (``q``, filters) instead.
+MAX_OFFSET = 10_000
 CONTACT_KEYS = frozenset({"name", "first_name", "phone", "email", "responsible", "fields", "tags",
                           "tags_add", "tags_remove", "score"}) | CARD_FIELDS
 #: The largest contact score a person may set (automations add and decay it: automations.md).
@@ -240,6 +244,12 @@ class CrmDirectory:
                 ids = [i for i, at in zip(ids, times, strict=True) if (at or 0) < before]
             page = ids[offset:offset + limit]
             return await self._present(kind, await self.get_many(kind, page)), len(ids)
+        if offset > MAX_OFFSET:  # past the end: an empty page (its script visits no bucket); else refused
+            _, total = await recent.listing(self.redis, kind, keys, excluded, offset=0, limit=0, before=before)
+            if offset < total:
+                raise CrmRejected(f"offset is at most {MAX_OFFSET} inside a listing ({total} records): "
+                                  "narrow it with q or filters")
+            return [], total
         rows, total = await recent.listing(self.redis, kind, keys, excluded, offset=offset, limit=limit,
                                            before=before)
         return await self._present(kind, await self.get_many(kind, [i for i, _ in rows]), dict(rows)), total

@@ -400,6 +400,10 @@ SCHEMAS.update({
 _CRM_ROLES = ["support"]
 _PAGE = [_p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200}),
          _p("offset", "query", {"type": "integer", "minimum": 0})]
+_LIST_PAGE = [_PAGE[0], _p("offset", "query", {
+    "type": "integer", "minimum": 0,
+    "description": "at most 10000 inside the list (400 deeper: narrow it with q or filters); "
+                   "past the end: an empty page"})]
 _SEARCH = _p("q", "query", {"type": "string", "description": "name, e-mail or phone (prefix of any word)"})
 _STAGE = [_p("stage", "query"),
           _p("pipeline", "query", {"type": "string", "description": "with stage; default the first pipeline"})]
@@ -417,7 +421,7 @@ def _crm_record_paths(plural: str, item: str, edit: str, listing: str,
         f"/api/crm/{plural}": {
             "get": _op(f"List {plural}, newest first; search and filter",
                        {"200": _json(_ref(listing)), "400": _json(_ERROR)},
-                       auth=_CRM_ROLES, params=[_SEARCH, *filters, *_PAGE]),
+                       auth=_CRM_ROLES, params=[_SEARCH, *filters, *_LIST_PAGE]),
             "post": _op(f"Create a {item.lower()}", {"201": _json(_ref(item)), "422": invalid},
                         auth=_CRM_ROLES, body=_ref(edit)),
         },

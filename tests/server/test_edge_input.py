@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.server.app import create_app
+from crm_bridge import directory
 from tests.live_app import AUTH, App, running_app
 from tests.rawhttp import raw_request
 from tests.server.conftest import make_config
@@ -295,3 +296,20 @@ async def test_a_hosted_form_refuses_non_finite_numbers_and_cleans_its_strings(
         lead = await app.api("GET", f"/api/crm/leads/{(await app.conversation(cid))['lead_id']}")
         assert lead["price"] == 1200 and lead["contacts"][0]["name"] == "Ann Lee"
     assert tracebacks(caplog) == []
+
+
+async def test_an_offset_deeper_than_the_cap_inside_a_listing_is_refused_and_past_its_end_is_empty(
+        redis: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deep page reads every recency bucket newer than it (bot/store/recency.py): past
+    ``MAX_OFFSET`` inside the records it is refused with 400, not served by holding Redis."""
+    monkeypatch.setattr(directory, "MAX_OFFSET", 2)
+    async with running_app(redis_url) as app:
+        for name in ("Ana", "Bo", "Cy", "Di"):
+            await app.api("POST", "/api/crm/contacts", 201, json={"name": name, "tags": ["vip"]})
+        assert len((await app.api("GET", "/api/crm/contacts", params={"offset": "2"}))["contacts"]) == 2
+        for params in ({"offset": "3"}, {"offset": "3", "tag": "vip"}, {"offset": "3", "status": "potential"}):
+            body = await app.api("GET", "/api/crm/contacts", 400, params=params)
+            assert "offset is at most 2" in body["error"]["message"]
+        for params in ({"offset": "4"}, {"offset": "9", "tag": "vip"}, {"offset": "9", "status": "potential"}):
+            body = await app.api("GET", "/api/crm/contacts", params=params)
+            assert body["contacts"] == [] and body["total"] == 4 and body["next_offset"] is None
