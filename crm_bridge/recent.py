@@ -154,34 +154,22 @@ end
 if total < 0 then total = 0 end
 local want = offset + limit
 if limit <= 0 or offset >= members then return {total} end
-local cands, floor, edge = {}, '-inf', nil  -- edge: the page's last candidate so far
-local from, done = 0, false
-while not done do
-  local row = redis.call('ZREVRANGE', KEYS[1], from, from + want, 'WITHSCORES')
-  if #row == 0 then break end
-  from = from + #row / 2
-  for i = 1, #row, 2 do
-    local top, n = tonumber(row[i + 1]), tonumber(row[i])
-    if edge and before_all(edge, top, n, size) then done = true; break end
-    local got = redis.call('ZREVRANGEBYSCORE', bucket(recent, n), ARGV[4], floor, 'WITHSCORES')
-    local m, keep = {}, {}
-    for j = 1, #got, 2 do m[#m + 1] = got[j]; keep[#m] = true end
-    local sfx = n >= 0 and (':b:' .. math.floor(n * size / per)) or ':x'
-    for _, set in ipairs(sets) do
-      if #m == 0 then break end
-      local inside = each('SMISMEMBER', set .. sfx, m)
-      for j = 1, #m do if inside[j] == 1 then keep[j] = false end end
-    end
-    for j = 1, #m do
-      if keep[j] then
-        local c = {m[j], tonumber(got[2 * j]), got[2 * j], ordinal(m[j])}
-        if edge then edge = offer(cands, c, want, edge) else cands[#cands + 1] = c end
-      end
-    end
-    if not edge and #cands >= want then edge = best(cands, want)[want] end
-    if edge then floor = edge[3] end
+local cands = visit(KEYS[1], want, size, function(n, floor)
+  local got = redis.call('ZREVRANGEBYSCORE', bucket(recent, n), ARGV[4], floor, 'WITHSCORES')
+  local m, keep = {}, {}
+  for j = 1, #got, 2 do m[#m + 1] = got[j]; keep[#m] = true end
+  local sfx = n >= 0 and (':b:' .. math.floor(n * size / per)) or ':x'
+  for _, set in ipairs(sets) do
+    if #m == 0 then break end
+    local inside = each('SMISMEMBER', set .. sfx, m)
+    for j = 1, #m do if inside[j] == 1 then keep[j] = false end end
   end
-end
+  local out = {}
+  for j = 1, #m do
+    if keep[j] then out[#out + 1] = m[j]; out[#out + 1] = got[2 * j] end
+  end
+  return out
+end)
 return reply(total, cands, offset, want)
 """
 

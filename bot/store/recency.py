@@ -156,6 +156,28 @@ local function offer(cands, c, want, edge)  -- c into the list if it comes befor
   if #cands > want then cands[#cands] = nil end
   return cands[want]
 end
+-- The buckets of the tops ``tops`` in descending max until a page of ``want`` is certain;
+-- ``read(n, floor)``: bucket ``n``'s candidates scored from ``floor`` up, a flat {member, score, …}.
+local function visit(tops, want, size, read)
+  local cands, floor, edge = {}, '-inf', nil  -- edge: the page's last candidate so far
+  local from = 0
+  while true do
+    local row = redis.call('ZREVRANGE', tops, from, from + want, 'WITHSCORES')
+    if #row == 0 then return cands end
+    from = from + #row / 2
+    for i = 1, #row, 2 do
+      local top, n = tonumber(row[i + 1]), tonumber(row[i])
+      if edge and before_all(edge, top, n, size) then return cands end
+      local got = read(n, floor)
+      for j = 1, #got, 2 do
+        local c = {got[j], tonumber(got[j + 1]), got[j + 1], ordinal(got[j])}
+        if edge then edge = offer(cands, c, want, edge) else cands[#cands + 1] = c end
+      end
+      if not edge and #cands >= want then edge = best(cands, want)[want] end
+      if edge then floor = edge[3] end
+    end
+  end
+end
 local function reply(total, cands, offset, want)
   table.sort(cands, first)
   local out = {total}
@@ -217,32 +239,18 @@ local offset, limit, size = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[
 local want = offset + limit
 local total = tonumber(redis.call('GET', KEYS[2]) or '0')
 if limit <= 0 or offset >= total then return {total} end  -- (a hostile offset costs nothing)
-local cands, floor, edge = {}, '-inf', nil  -- edge: the page's last candidate so far
-local from, done = 0, false
-while not done do
-  local row = redis.call('ZREVRANGE', KEYS[1], from, from + want, 'WITHSCORES')
-  if #row == 0 then break end
-  from = from + #row / 2
-  for i = 1, #row, 2 do
-    local top, n = tonumber(row[i + 1]), tonumber(row[i])
-    if edge and before_all(edge, top, n, size) then done = true; break end
-    local name = bucket(ARGV[1], n)
-    local got = redis.call('ZREVRANGEBYSCORE', name, ARGV[2], floor, 'WITHSCORES', 'LIMIT', 0, want + 1)
-    if #got == 2 * want + 2 then  -- one more than needed: if cut within a score, all of its (``ordinal``)
-      local last, k = got[#got], #got
-      if got[k - 2] == last then
-        while k > 0 and got[k] == last do got[k] = nil; got[k - 1] = nil; k = k - 2 end
-        for _, v in ipairs(redis.call('ZREVRANGEBYSCORE', name, last, last, 'WITHSCORES')) do got[#got + 1] = v end
-      else got[k] = nil; got[k - 1] = nil end
-    end
-    for j = 1, #got, 2 do
-      local c = {got[j], tonumber(got[j + 1]), got[j + 1], ordinal(got[j])}
-      if edge then edge = offer(cands, c, want, edge) else cands[#cands + 1] = c end
-    end
-    if not edge and #cands >= want then edge = best(cands, want)[want] end
-    if edge then floor = edge[3] end
+local cands = visit(KEYS[1], want, size, function(n, floor)
+  local name = bucket(ARGV[1], n)
+  local got = redis.call('ZREVRANGEBYSCORE', name, ARGV[2], floor, 'WITHSCORES', 'LIMIT', 0, want + 1)
+  if #got == 2 * want + 2 then  -- one more than needed: if cut within a score, all of its (``ordinal``)
+    local last, k = got[#got], #got
+    if got[k - 2] == last then
+      while k > 0 and got[k] == last do got[k] = nil; got[k - 1] = nil; k = k - 2 end
+      for _, v in ipairs(redis.call('ZREVRANGEBYSCORE', name, last, last, 'WITHSCORES')) do got[#got + 1] = v end
+    else got[k] = nil; got[k - 1] = nil end
   end
-end
+  return got
+end)
 return reply(total, cands, offset, want)
 """
 
