@@ -17,7 +17,6 @@ from redis.exceptions import ResponseError
 
 from bot.store import keys as k
 from bot.store.conversations import Batch, ConversationStore, SaveRequest
-from bot.store.embedded import EmbeddedRedis
 from tests import inboxlocks
 from tests.clocks import T0, Clock
 
@@ -285,19 +284,7 @@ async def test_an_entry_that_only_starts_like_a_header_is_an_event_not_a_stuck_q
     assert await redis.exists(KEY.inbox) == 0
 
 
-@pytest.fixture
-async def own_redis() -> AsyncIterator[Redis]:
-    """A Redis of the test's own: its maxmemory is changed with CONFIG SET."""
-    server = EmbeddedRedis(None, persist=False)
-    client = Redis.from_url(await server.astart())
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        await server.astop()
-
-
-async def test_a_save_that_redis_refuses_for_memory_is_refused_whole(own_redis: Redis, clock: Clock) -> None:
+async def test_a_save_that_redis_refuses_for_memory_is_refused_whole(private_redis: Redis, clock: Clock) -> None:
     """A full Redis (``maxmemory``, ``noeviction``) refuses a script for memory only at its first
     write that may grow memory, and only while it has written nothing. A save whose first write
     is its ``LPOP`` (which Redis never refuses) is not refused: it commits the batch and queues
@@ -305,24 +292,24 @@ async def test_a_save_that_redis_refuses_for_memory_is_refused_whole(own_redis: 
     entry that gets the reply sent, the timer's ``ZADD``) and the caller, told OOM, takes the
     batch for not saved: the reply is never sent, the timer never fires. The save must be
     refused whole, as before the lock moved into the inbox: then it is redone once Redis has room."""
-    store = ConversationStore(own_redis, clock=clock)
+    store = ConversationStore(private_redis, clock=clock)
     try:
         pushed = await store.push(CID, b"e1", dedupe_id="m1")
         assert pushed.batch is not None
         token = pushed.batch.token
         req = SaveRequest(state=b"s", processed=1, log=[b"e1"], out=[b"reply"], outbox_account="acct",
                           timers_set=[("t1", T0 + 60)])
-        await own_redis.config_set("maxmemory-policy", "noeviction")
-        await own_redis.config_set("maxmemory", "1")  # every write that may grow memory is refused
+        await private_redis.config_set("maxmemory-policy", "noeviction")
+        await private_redis.config_set("maxmemory", "1")  # every write that may grow memory is refused
         try:
             with pytest.raises(ResponseError, match="OOM"):
                 await store.save(CID, token, req)
         finally:
-            await own_redis.config_set("maxmemory", "0")
-        assert await inboxlocks.events(own_redis, CID) == [b"e1"]  # nothing committed
-        assert await own_redis.llen(KEY.out) == 0  # type: ignore[misc]
+            await private_redis.config_set("maxmemory", "0")
+        assert await inboxlocks.events(private_redis, CID) == [b"e1"]  # nothing committed
+        assert await private_redis.llen(KEY.out) == 0  # type: ignore[misc]
         assert (await store.save(CID, token, req)).status == 0  # saved once Redis has room
-        assert await own_redis.zscore(k.timer_shard_key(k.shard_of(CID, store.shards)), "t1") == T0 + 60
-        assert await own_redis.zscore(k.outbox_queue_key("acct"), CID) is not None
+        assert await private_redis.zscore(k.timer_shard_key(k.shard_of(CID, store.shards)), "t1") == T0 + 60
+        assert await private_redis.zscore(k.outbox_queue_key("acct"), CID) is not None
     finally:
         await store.close()

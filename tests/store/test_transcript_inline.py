@@ -18,7 +18,6 @@ from redis.exceptions import ResponseError
 
 from bot.store import keys as k
 from bot.store.conversations import ConversationStore, SaveRequest
-from bot.store.embedded import EmbeddedRedis
 from bot.store.transcriptfields import CHUNK, INLINE_MAX, prefixed
 from tests import inboxlocks, transcripts
 
@@ -131,45 +130,33 @@ async def test_the_list_a_save_spills_to_expires_with_the_metadata(redis: Redis,
     assert 0 < await redis.ttl(KEY.transcript) <= await redis.ttl(KEY.meta) <= 1000
 
 
-@pytest.fixture
-async def own_redis() -> AsyncIterator[Redis]:
-    """A Redis of the test's own: its maxmemory is changed with CONFIG SET."""
-    server = EmbeddedRedis(None, persist=False)
-    client = Redis.from_url(await server.astart())
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        await server.astop()
-
-
 @pytest.mark.parametrize("kind", ["hash", "list", "marked", "spill"])
-async def test_a_full_redis_refuses_a_follow_ups_save_whole(own_redis: Redis, kind: str) -> None:
+async def test_a_full_redis_refuses_a_follow_ups_save_whole(private_redis: Redis, kind: str) -> None:
     """The save's first write (a SETRANGE of nothing for a transcript in the hash, whether the
     script appends what the push read or, marked, reads it again, or moves it to the list; a
     list's RPUSH) is one a full Redis refuses: nothing of the save is applied."""
-    store = ConversationStore(own_redis)
+    store = ConversationStore(private_redis)
     try:
         assert await save_entries(store, b"a") == (1, 1)
         if kind == "list":
-            await transcripts.as_list(own_redis, CID, [b"a"])
+            await transcripts.as_list(private_redis, CID, [b"a"])
         pushed = await store.push(CID, b"e1")
         assert pushed.batch is not None
         if kind == "marked":
             assert await store.append_log(CID, [b"x"]) == 2
-        before = await transcripts.blobs(own_redis, CID)
+        before = await transcripts.blobs(private_redis, CID)
         log = [b"y" * (INLINE_MAX + 1)] if kind == "spill" else [b"b"]
         req = SaveRequest(state=b"s2", processed=1, log=log, out=[b"r"], outbox_account="acct")
-        await own_redis.config_set("maxmemory-policy", "noeviction")
-        await own_redis.config_set("maxmemory", "1")
+        await private_redis.config_set("maxmemory-policy", "noeviction")
+        await private_redis.config_set("maxmemory", "1")
         try:
             with pytest.raises(ResponseError, match="OOM"):
                 await store.save(CID, pushed.batch.token, req)
         finally:
-            await own_redis.config_set("maxmemory", "0")
-        assert await transcripts.blobs(own_redis, CID) == before
-        assert await inboxlocks.events(own_redis, CID) == [b"e1"]
-        assert await own_redis.llen(KEY.out) == 0  # type: ignore[misc]
+            await private_redis.config_set("maxmemory", "0")
+        assert await transcripts.blobs(private_redis, CID) == before
+        assert await inboxlocks.events(private_redis, CID) == [b"e1"]
+        assert await private_redis.llen(KEY.out) == 0  # type: ignore[misc]
         assert (await store.save(CID, pushed.batch.token, req)).status == 0  # saved once Redis has room
         assert [blob for _, blob in await store.read_log(CID)] == [*before, *log]
     finally:
@@ -177,26 +164,26 @@ async def test_a_full_redis_refuses_a_follow_ups_save_whole(own_redis: Redis, ki
 
 
 @pytest.mark.parametrize("kind", ["first", "in_hash", "spill"])
-async def test_a_full_redis_refuses_an_append_outside_the_turn_whole(own_redis: Redis, kind: str) -> None:
+async def test_a_full_redis_refuses_an_append_outside_the_turn_whole(private_redis: Redis, kind: str) -> None:
     """An append outside a turn (a delivery receipt) into a full Redis is refused, as it was
     when its first write was the count's HINCRBY: a conversation's first entry, an entry into the
     hash, and one that moves the transcript to the list write nothing."""
-    store = ConversationStore(own_redis)
+    store = ConversationStore(private_redis)
     try:
         if kind != "first":
             assert await store.append_log(CID, [b"a"]) == 1
-        before = await transcripts.blobs(own_redis, CID)
-        meta = await own_redis.hgetall(KEY.meta)
+        before = await transcripts.blobs(private_redis, CID)
+        meta = await private_redis.hgetall(KEY.meta)
         new = b"y" * (INLINE_MAX + 1) if kind == "spill" else b"b"
-        await own_redis.config_set("maxmemory-policy", "noeviction")
-        await own_redis.config_set("maxmemory", "1")
+        await private_redis.config_set("maxmemory-policy", "noeviction")
+        await private_redis.config_set("maxmemory", "1")
         try:
             with pytest.raises(ResponseError, match="OOM"):
                 await store.append_log(CID, [new])
         finally:
-            await own_redis.config_set("maxmemory", "0")
-        assert await transcripts.blobs(own_redis, CID) == before
-        assert await own_redis.hgetall(KEY.meta) == meta
+            await private_redis.config_set("maxmemory", "0")
+        assert await transcripts.blobs(private_redis, CID) == before
+        assert await private_redis.hgetall(KEY.meta) == meta
         assert await store.append_log(CID, [new]) == len(before) + 1  # appended once Redis has room
     finally:
         await store.close()
