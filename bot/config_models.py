@@ -265,14 +265,15 @@ class Config(_Frozen):
     timer_worker_dead_after: float = Field(3.0, ge=1)
     #: A timer claim not acknowledged this long after it fell due (a failed delivery) is offered again.
     timer_claim_ttl: float = Field(30.0, ge=1)
-    lock_ttl: float = 30.0
-    conversation_ttl_days: int = 90
-    transcript_max: int = 1000
-    outbox_max_attempts: int = 8
+    lock_ttl: float = Field(30.0, gt=0, allow_inf_nan=False)
+    conversation_ttl_days: int = Field(90, ge=1)
+    #: Entries a transcript keeps (the oldest go): at least 1, the save's trim keeps the newest so many.
+    transcript_max: int = Field(1000, ge=1)
+    outbox_max_attempts: int = Field(8, ge=1)
     park_after: int = Field(5, ge=1)  # failed batches in a row before a conversation is parked
     redis_max_connections: int = Field(64, ge=2)  # redis-py pool; more concurrent callers wait …
     redis_pool_timeout: float = Field(10.0, gt=0)  # … this long for a free connection, then fail
-    shutdown_grace: float = 10.0
+    shutdown_grace: float = Field(10.0, ge=0, allow_inf_nan=False)
     log_level: str = "INFO"
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"  # auto: uvloop when installed
     embedded_crm: Annotated[EmbeddedCrmConfig, DEFERRED] = EmbeddedCrmConfig.model_construct()

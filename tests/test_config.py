@@ -203,3 +203,16 @@ def test_a_file_whose_server_or_crm_is_not_a_table_is_refused_with_a_clear_error
     crm.write_text('crm = "kommo"\n')
     with pytest.raises(ConfigError, match=r"crm: Input should be a valid dictionary"):
         load_config(crm, env={"SALESBOT_CRM_TOKEN": "t"})
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("transcript_max", 0), ("transcript_max", -3), ("conversation_ttl_days", 0), ("outbox_max_attempts", 0),
+    ("lock_ttl", 0), ("lock_ttl", float("nan")), ("lock_ttl", float("inf")), ("shutdown_grace", -1),
+    ("shutdown_grace", float("nan")),
+])
+def test_a_count_or_duration_that_cannot_work_is_refused_at_start(key: str, value: object) -> None:
+    """A transcript of 0 entries, a lock that expires at once, a TTL of no days: the start says so
+    (before, ``transcript_max = 0`` was taken and every save dropped the whole transcript)."""
+    with pytest.raises(ConfigError, match=rf"^invalid configuration: {key}: "):
+        load_config(None, env={}, overrides={key: value})
+    assert getattr(load_config(None, env={}, overrides={key: 1}), key) == 1
