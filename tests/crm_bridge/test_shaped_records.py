@@ -136,3 +136,22 @@ async def test_records_written_and_read_through_the_crm_have_their_ids(redis: Re
     company_id = lead_after["company"]
     assert (await directory.get("company", company_id) or {})["id"] == company_id
     assert (await crm.snapshot(ref))["company"]["id"] == company_id
+
+
+@pytest.mark.parametrize(("rid", "changes"), [
+    ("007", {"id": "007", "name": "Lead #007", "contacts": ["006"]}),  # zero-padded: no contact implied
+    ("007", {"id": "007", "contacts": ["6"]}),
+    ("1", {"id": "1", "name": "Lead #1", "contacts": ["0"]}),  # implied: the id before
+    ("5", {"id": "5", "contacts": [4]}),  # an int contact stays an int
+    ("5", {"id": 5, "name": "Lead #5", "contacts": ["4"]}),  # an int id: nothing derived from it
+    ("5", {"id": "5", "price": False}), ("5", {"id": "5", "price": 0.0}), ("5", {"id": "5", "price": -0.0}),
+    ("5", {"id": "5", "price": float("nan")}), ("5", {"id": "5", "company": False, "subscribers": [None]}),
+    ("5", {"id": "5", "unsubscribed": 0}), ("5", {"id": "5", "unsubscribed": False, "discount": False}),
+    ("x9", {"id": "x9", "name": "Lead #x9", "contacts": ["x8"]}),
+])
+def test_values_equal_to_an_implied_one_only_in_python_read_back_as_written(rid: str,
+                                                                            changes: dict[str, Any]) -> None:
+    record = {**LEAD, **changes}
+    raw = pack_record(record, rid)
+    assert raw.startswith(SHAPED)
+    assert _exactly(unpack_record(raw, rid)) == _exactly(record)
