@@ -101,13 +101,13 @@ async def seed_leads(redis: Any, n: int, *, stage: str | None = None, contacts: 
             if cid is not None:
                 ws.create_contact(name=f"Ann {cid}")
                 contact = ws.contacts[cid]
-                pipe.execute_command(*records.write("contact", cid, pack_record(contact)))
+                pipe.execute_command(*records.write("contact", cid, pack_record(contact, cid)))
                 CrmIndexes.update(pipe, "contact", cid, None, contact, now)
             ws.create_lead(contact_id=cid, pipeline=PIPELINE, stage=stage or STAGES[k % len(STAGES)],
                            name=f"Bench deal {lid}", price=50 + k % 5000, tags=["vip"] if k % 3 == 0 else [])
             record = ws.leads[lid]
             stamp_stage(None, record, now)
-            pipe.execute_command(*records.write("lead", lid, pack_record(record)))
+            pipe.execute_command(*records.write("lead", lid, pack_record(record, lid)))
             CrmIndexes.update(pipe, "lead", lid, None, record, now)
         await pipe.execute()
     return lead_ids

@@ -24,7 +24,7 @@ from bot.store.scripts import DROP_IF_HELD
 from . import idsets, recent, records
 from .card import CARD_FIELDS, card_of, card_value
 from .changes import Change, lead_changes
-from .codec import pack_record, text, unpack
+from .codec import pack_record, text, unpack, unpack_record
 from .indexes import (
     SEARCH_CANDIDATES,
     CrmIndexes,
@@ -174,8 +174,7 @@ class CrmDirectory:
         raw = await records.get(self.redis, kind, rid)
         if raw is None:
             return None
-        record: dict[str, Any] = unpack(raw)
-        return record
+        return unpack_record(raw, rid)
 
     async def exists(self, kind: str, rid: str) -> bool:
         """Whether a record exists, through the CRM's per-turn reader (the runtime's lean
@@ -186,7 +185,8 @@ class CrmDirectory:
     async def get_many(self, kind: str, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        return [unpack(raw) for raw in await records.get_many(self.redis, kind, ids) if raw]
+        raws = await records.get_many(self.redis, kind, ids)
+        return [unpack_record(raw, rid) for rid, raw in zip(ids, raws, strict=True) if raw]
 
     async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         """Write one record, its index changes and (a lead's) CRM events in one MULTI/EXEC."""
@@ -203,7 +203,7 @@ class CrmDirectory:
             stamp_stage(old, new, self.crm.clock())
         for command in self.crm.sink.commands(changes) if self.crm.sink is not None and changes else ():
             pipe.execute_command(*command)
-        pipe.execute_command(*records.write(kind, rid, pack_record(new)))
+        pipe.execute_command(*records.write(kind, rid, pack_record(new, rid)))
         CrmIndexes.update(pipe, kind, rid, old, new, self.crm.clock())
         if old is not None:  # processes that keep a snapshot of the record read it again (versions.py)
             bump(pipe, (rid,))

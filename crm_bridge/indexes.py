@@ -58,7 +58,7 @@ from bot.store import recency
 
 from . import idsets, joined, records
 from .card import CARD_DEFAULTS, STATUSES
-from .codec import unpack
+from .codec import unpack_record
 
 T = "sb:{crm}"
 SEARCH_CANDIDATES = 500
@@ -362,7 +362,7 @@ async def upgrade(redis: Redis) -> int:
         raws = await records.get_many(redis, "contact", ids)
         pipe = redis.pipeline(transaction=False)
         for rid, raw in zip(ids, raws, strict=True):
-            responsible = unpack(raw).get("responsible") if raw else None
+            responsible = unpack_record(raw, rid).get("responsible") if raw else None
             if responsible not in (None, ""):
                 idsets.add(pipe, by_key("contact", "responsible", responsible), rid)
                 added += 1

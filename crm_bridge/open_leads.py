@@ -9,7 +9,7 @@ from typing import Any
 from bot.store import buckets
 
 from . import joined, records
-from .codec import unpack
+from .codec import unpack_record
 from .indexes import LEADS_OF
 
 #: Stages whose leads are closed: an order or an event goes to a newer, open lead.
@@ -40,4 +40,4 @@ async def newest_open_watched(pipe: Any, cid: str) -> str | None:
     commands at once, on the pipeline's own connection: its caller needs no second one)."""
     lead_ids = joined.members((await buckets.fields(pipe, LEADS_OF, [cid]))[0], ",")
     raws = await records.get_many(pipe, "lead", lead_ids, watched=True)
-    return newest_open(unpack(raw) for raw in raws if raw)
+    return newest_open(unpack_record(raw, lid) for lid, raw in zip(lead_ids, raws, strict=True) if raw)

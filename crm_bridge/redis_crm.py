@@ -31,7 +31,7 @@ from bot.store.scripts import Lua, send_commands
 
 from . import idsets, joined, records
 from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
-from .codec import pack, pack_record, text, unpack
+from .codec import pack, pack_record, text, unpack, unpack_record
 from .indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, STAGE_COUNT, CrmIndexes, move_contact_stages, stamp_stage
 from .interface import ChannelIdentity, CommandResult, CrmRef
 from .memory import MemoryCrm
@@ -266,7 +266,7 @@ class RedisCrm:
         changes = [*lead_changes(None, ws.leads[lead_id]), contact_created(contact_id, lead_id)]
         now = self.clock()
         stamp_stage(None, ws.leads[lead_id], now)
-        contact, lead = pack_record(ws.contacts[contact_id]), pack_record(ws.leads[lead_id])
+        contact, lead = pack_record(ws.contacts[contact_id], contact_id), pack_record(ws.leads[lead_id], lead_id)
         ref = CrmRef(contact_id, lead_id)
 
         def write_records(pipe: Any) -> None:
@@ -374,14 +374,14 @@ class RedisCrm:
         contact, lead, *rest = replies
         tasks = rest[0] if rest else None
         if contact:
-            ws.contacts[ref.contact_id] = unpack(contact)
+            ws.contacts[ref.contact_id] = unpack_record(contact, ref.contact_id)
         if lead:
-            ws.leads[ref.lead_id] = unpack(lead)
+            ws.leads[ref.lead_id] = unpack_record(lead, ref.lead_id)
             company_id = ws.leads[ref.lead_id].get("company")
             if company_id:
                 company = await self.reader.get(records.company_key(company_id))
                 if company:
-                    ws.companies[company_id] = unpack(company)
+                    ws.companies[company_id] = unpack_record(company, company_id)
         ws.tasks = unpack(tasks) if tasks else []
         ws.notes = []  # commands only add notes: the new ones go to the note store
         if ref.lead_id not in ws.leads:  # a lead deleted behind our back: recreate it empty
@@ -415,14 +415,14 @@ class RedisCrm:
         changes += task_changes(before_tasks, ws.tasks, contact_id=ref.contact_id, depth=depth)
         pipe = self.write_pipeline(changes)
         for cid, contact in ws.contacts.items():
-            pipe.execute_command(*records.write("contact", cid, pack_record(contact)))
+            pipe.execute_command(*records.write("contact", cid, pack_record(contact, cid)))
             CrmIndexes.update(pipe, "contact", cid, before_contacts.get(cid), contact, now)
         for lid, lead in ws.leads.items():
             stamp_stage(before_leads.get(lid), lead, now)
-            pipe.execute_command(*records.write("lead", lid, pack_record(lead)))
+            pipe.execute_command(*records.write("lead", lid, pack_record(lead, lid)))
             CrmIndexes.update(pipe, "lead", lid, before_leads.get(lid), lead, now)
         for cid, company in ws.companies.items():
-            pipe.execute_command(*records.write("company", cid, pack_record(company)))
+            pipe.execute_command(*records.write("company", cid, pack_record(company, cid)))
         by_lead: dict[str, list[dict[str, Any]]] = {}
         for task in ws.tasks:
             by_lead.setdefault(task["lead_id"], []).append(task)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 
 from crm_bridge import CRM_COMMANDS, CrmBackend, CrmRef, records
-from crm_bridge.codec import unpack as unpack_record
+from crm_bridge.codec import unpack_record
 from crm_bridge.directory import CrmDirectory
 
 from ..automations.events import ApplyRule, LeadEvent
@@ -359,7 +359,7 @@ class AutomationEffects:
             commands.append(records.read("lead", lead_id))
         found = await send_commands(self.fast, commands, []) if commands else []
         done = list(found.pop(0)) if keyed else []
-        lead = unpack_record(replies.raw(found[0])) if found and found[0] else {}
+        lead = unpack_record(replies.raw(found[0]), lead_id) if found and found[0] else {}
         contacts = lead.get("contacts") or []
         return done, CrmRef(str(contacts[0]) if contacts else "", lead_id)
 

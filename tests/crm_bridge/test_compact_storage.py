@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from bot.store.buckets import BUCKET, bucket
 from bot.store.layout import rename_old_keys
 from crm_bridge import RedisCrm, idsets, records
-from crm_bridge.codec import COMPACT, pack, pack_record, unpack
+from crm_bridge.codec import SHAPED, pack, pack_record, unpack, unpack_record
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.indexes import (
@@ -63,7 +63,7 @@ def test_a_compact_record_is_less_than_half_the_plain_one() -> None:
     contact = {"id": "5", "name": "", "first_name": None, "phone": None, "email": None, "fields": {}, "tags": [],
                "responsible": None}
     compact = pack_record(contact)
-    assert compact.startswith(COMPACT)
+    assert compact.startswith(SHAPED)
     assert len(compact) * 2 < len(pack(contact))
 
 
@@ -71,13 +71,13 @@ async def test_a_record_written_plain_by_an_older_version_is_read_and_compacted_
         redis: Redis) -> None:
     crm = RedisCrm(redis, pipelines=PIPELINES)
     ref = await crm.identify(ChannelIdentity("livechat", "demo", "s1"))
-    old_lead = unpack(await redis.hget(*records.at("lead", ref.lead_id)))
+    old_lead = unpack_record(await redis.hget(*records.at("lead", ref.lead_id)), ref.lead_id)
     await redis.hset(*records.at("lead", ref.lead_id), msgpack.packb(old_lead, use_bin_type=True))
     assert (await crm.snapshot(ref))["lead"]["name"] == old_lead["name"]
     await crm.execute(ref, {"do": "tags", "add": ["vip"]})
     raw = await redis.hget(*records.at("lead", ref.lead_id))
-    assert raw.startswith(COMPACT)
-    assert unpack(raw) == {**old_lead, "tags": ["vip"]}
+    assert raw.startswith(SHAPED)
+    assert unpack_record(raw, ref.lead_id) == {**old_lead, "tags": ["vip"]}
 
 
 async def test_identities_live_in_one_hash(redis: Redis) -> None:

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from crm_bridge import RedisCrm, records
-from crm_bridge.codec import pack_record, unpack
+from crm_bridge.codec import pack_record, unpack, unpack_record
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory
 from crm_bridge.interface import ChannelIdentity, CrmRef
@@ -32,7 +32,7 @@ async def test_a_new_identitys_contact_and_lead_are_fields_of_compact_buckets_no
         hash_, field = records.at(kind, rid)
         assert hash_.startswith(f"sb:crm:rec:{kind}:b:") and field == rid
         assert await redis.object("encoding", hash_) in (b"ziplist", b"listpack")
-    assert unpack(await redis.hget(*records.at("contact", ref.contact_id)))["name"] == "Ada"
+    assert unpack_record(await redis.hget(*records.at("contact", ref.contact_id)), ref.contact_id)["name"] == "Ada"
     await crm.execute(ref, {"do": "set_field", "entity": "lead", "field": "name", "value": "Big deal"})
     assert (await crm.snapshot(ref))["lead"]["name"] == "Big deal"
     assert await _plain_keys(redis) == []
