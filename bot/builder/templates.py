@@ -21,7 +21,7 @@ from typing import Any
 from jinja2 import TemplateError, Undefined
 
 from .budget import CURRENT, BudgetExceeded, RenderBudget, check_value
-from .expressions import ExpressionError, Getter, compile_fast
+from .expressions import ExpressionError, Getter, compile_fast, dict_pair
 from .missing import MISSING
 from .sandbox import make_environment
 
@@ -60,6 +60,42 @@ def _constant_renderer(text: str) -> Callable[[Mapping[str, Any]], str]:
 def _parts_renderer(source: str, parts: tuple[str | Getter, ...]) -> Callable[[Mapping[str, Any]], str]:
     """A closure for text whose placeholders are all fast getters, specialised for the common shapes."""
     getters = tuple((i, p) for i, p in enumerate(parts) if callable(p))
+    pairs = [dict_pair(get) for _, get in getters]
+    texts = ["".join(p for p in parts[lo + 1 : hi] if not callable(p))  # the text around each getter
+             for lo, hi in zip((-1, *(i for i, _ in getters)), (*(i for i, _ in getters), len(parts)), strict=True)]
+    if len(getters) == 1 and pairs[0] is not None:
+        ((_, get),), (root, attr), (before, after) = getters, pairs[0], texts
+
+        def one_pair(context: Mapping[str, Any]) -> str:
+            try:
+                obj = context.get(root, _MISSING)  # get(context), inline
+                v = obj.get(attr, _MISSING) if type(obj) is dict else get(context)
+                if type(v) is not str:
+                    v = _text(v)
+            except Exception as exc:
+                raise _failed(source, exc) from exc
+            return before + v + after
+
+        return one_pair
+    if len(getters) == 2 and pairs[0] is not None and pairs[1] is not None:
+        ((_, get_a), (_, get_b)), (root_a, attr_a), (root_b, attr_b) = getters, pairs[0], pairs[1]
+        text0, text1, text2 = texts
+
+        def two_pairs(context: Mapping[str, Any]) -> str:
+            try:
+                obj = context.get(root_a, _MISSING)  # get_a(context), inline
+                a = obj.get(attr_a, _MISSING) if type(obj) is dict else get_a(context)
+                if type(a) is not str:
+                    a = "" if a is _MISSING or a is None else str(a)
+                obj = context.get(root_b, _MISSING)
+                b = obj.get(attr_b, _MISSING) if type(obj) is dict else get_b(context)
+                if type(b) is not str:
+                    b = "" if b is _MISSING or b is None else str(b)
+            except Exception as exc:
+                raise _failed(source, exc) from exc
+            return text0 + a + text1 + b + text2
+
+        return two_pairs
     if len(getters) == 1:
         ((at, get),) = getters
         before = "".join(p for p in parts[:at] if not callable(p))

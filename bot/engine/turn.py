@@ -40,6 +40,7 @@ class TurnContext:
 
     def __init__(self, flows: FlowSource, state: ConversationState, now: datetime,
                  snapshot: Mapping[str, Any]) -> None:
+        # ``interpreter.advance`` sets the same fields inline: a change here goes there too.
         self.flows = flows
         self.state = state
         self.now = now

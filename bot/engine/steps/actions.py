@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -57,6 +57,36 @@ def action(t: TurnContext, s: c.CActionStep) -> Target:
         return t.request(s, "action", payload)
     run.action_index = index
     return s.next
+
+
+def plan_action(flow: c.CompiledFlow, s: c.CActionStep) -> Callable[[TurnContext, c.CActionStep], Target] | None:
+    """``action`` for a step that only sets variables (the common case), without the generic walk
+    of its actions; None for any other step."""
+    if not s.actions or any(a.do != "set_variable" for a in s.actions):
+        return None
+    sets = tuple((str(a.params["name"]), a.params["value"]) for a in s.actions)
+    count, next_ = len(sets), s.next
+
+    def set_variables(t: TurnContext, s: c.CActionStep) -> Target:
+        run = t.state.run
+        assert run is not None
+        for name, value in sets:
+            if type(value) is Template:
+                try:
+                    value = value.value(t.cached_context or t.context())
+                except TemplateFailed as exc:
+                    t.trace("template.error", "warning", error=str(exc))
+                    value = ""
+            else:
+                value = t.value(value)
+            kind = type(value)  # plain(value), with its commonest cases inline (state._INT64 as literals)
+            if not (kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615)):
+                value = plain(value)
+            run.vars[name] = value
+        run.action_index = count
+        return next_
+
+    return set_variables
 
 
 def action_payload(t: TurnContext, act: c.CAction) -> dict[str, Any] | None:
