@@ -133,13 +133,18 @@ def _fast_value(source: str, fast: Getter) -> Callable[[Mapping[str, Any]], Any]
     def value(context: Mapping[str, Any]) -> Any:
         try:
             v = fast(context)
-        except (ExpressionError, BudgetExceeded) as exc:
-            raise TemplateFailed(f"{source!r}: {exc}") from exc
         except Exception as exc:
-            raise TemplateFailed(f"{source!r}: {type(exc).__name__}: {exc}") from exc
+            raise fast_failed(source, exc) from exc
         return "" if v is _MISSING else v
 
     return value
+
+
+def fast_failed(source: str, exc: Exception) -> TemplateFailed:
+    """What ``value()`` raises when the fast getter (``Template.fast``) of ``source`` raised ``exc``."""
+    if isinstance(exc, (ExpressionError, BudgetExceeded)):
+        return TemplateFailed(f"{source!r}: {exc}")
+    return TemplateFailed(f"{source!r}: {type(exc).__name__}: {exc}")
 
 
 class Template:
@@ -187,6 +192,12 @@ class Template:
                 parts.append(source[pos:])
                 self._parts = tuple(p for p in parts if p != "")
                 self.render = _parts_renderer(source, self._parts)
+
+    @property
+    def fast(self) -> Getter | None:
+        """The closure computing a single-expression template's value, if it has one: its value is
+        ``""`` where that gives ``MISSING``; what it raises, ``fast_failed`` makes ``TemplateFailed``."""
+        return self._fast
 
     @property
     def is_constant(self) -> bool:
