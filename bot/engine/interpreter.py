@@ -54,8 +54,13 @@ def advance(
         raise TypeError(f"unknown event {event!r}")
     # _Turn(flows, state.clone(), now, snapshot or {}), without type()'s call of __init__
     turn = _new(_Turn)
-    turn.flows, turn.state, turn.now, turn.snapshot = flows, state.clone(), now, snapshot or {}
-    turn.effects, turn.steps, turn.cached_context = [], [], None
+    turn.flows = flows
+    turn.state = state.clone()
+    turn.now = now
+    turn.snapshot = snapshot or {}
+    turn.effects = []
+    turn.steps = []
+    turn.cached_context = None
     run = state.run
     # run.active, inline; a run that has ended has no flow (as in TurnContext.__init__)
     turn.flow = flows.get(run.bot, run.version) if run is not None and (

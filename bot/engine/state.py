@@ -204,21 +204,40 @@ class ConversationState:
         return f"{prefix}{self.seq}"
 
     def clone(self) -> ConversationState:
+        # Field by field, one statement each: this runs once per event, and a statement that sets
+        # four fields at once builds and unpacks a tuple.
         c = _new(ConversationState)
-        c.id, c.channel, c.account, c.origin = self.id, self.channel, self.account, self.origin
-        c.owner, c.owner_user, c.chat_status = self.owner, self.owner_user, self.chat_status
+        c.id = self.id
+        c.channel = self.channel
+        c.account = self.account
+        c.origin = self.origin
+        c.owner = self.owner
+        c.owner_user = self.owner_user
+        c.chat_status = self.chat_status
         run = self.run  # the run changes in place: copied (run.clone(), inline: one call fewer an event)
         if run is None:
             c.run = None
         else:
             c.run = r = _new(Run)
-            r.id, r.bot, r.version, r.step, r.status = run.id, run.bot, run.version, run.step, run.status
-            r.vars, r.json, r.last_validation_result = dict(run.vars), run.json, run.last_validation_result
-            r.wait, r.action_index, r.error = run.wait, run.action_index, run.error  # the wait: as in Run.clone
-            r.splits, r.goals = run.splits, run.goals
+            r.id = run.id
+            r.bot = run.bot
+            r.version = run.version
+            r.step = run.step
+            r.status = run.status
+            r.vars = dict(run.vars)
+            r.json = run.json
+            r.last_validation_result = run.last_validation_result
+            r.wait = run.wait  # shared, as in Run.clone
+            r.action_index = run.action_index
+            r.error = run.error
+            r.splits = run.splits
+            r.goals = run.goals
             r.callers = _frames(run.callers) if run.callers else []
-        c.last_message, c.seq, c.turn_steps = self.last_message, self.seq, self.turn_steps
-        c.crm, c.timers = self.crm, self.timers
+        c.last_message = self.last_message
+        c.seq = self.seq
+        c.turn_steps = self.turn_steps
+        c.crm = self.crm
+        c.timers = self.timers
         return c
 
     def timers_dict(self) -> dict[str, float]:

@@ -92,12 +92,23 @@ def plan_message(flow: c.CompiledFlow, s: c.CMessage) -> Callable[[TurnContext, 
                 body = ""
         state.seq = seq = state.seq + 1
         effects = t.effects
-        # SendMessage(…), field by field: the dataclass __init__ through type() costs about as much again
+        # SendMessage(…), field by field (one statement each: no tuple built and unpacked): the
+        # dataclass __init__ through type() costs about as much again
         msg = new(SendMessage)
-        msg.ref, msg.step, msg.kind, msg.text = f"{run.id}:{sid}:m{seq}", sid, "message", body
-        msg.buttons, msg.list, msg.attachments, msg.template, msg.params = buttons, None, (), template, None
-        msg.recipients, msg.channel_mode, msg.channels = recipients, channel_mode, channels
-        msg.tag, msg.marks_answered = None, marks
+        msg.ref = f"{run.id}:{sid}:m{seq}"
+        msg.step = sid
+        msg.kind = "message"
+        msg.text = body
+        msg.buttons = buttons
+        msg.list = None
+        msg.attachments = ()
+        msg.template = template
+        msg.params = None
+        msg.recipients = recipients
+        msg.channel_mode = channel_mode
+        msg.channels = channels
+        msg.tag = None
+        msg.marks_answered = marks
         effects.append(msg)
         if marks and state.chat_status == "unanswered":  # t.set_chat_status, inline
             state.chat_status = "answered"
@@ -111,8 +122,12 @@ def plan_message(flow: c.CompiledFlow, s: c.CMessage) -> Callable[[TurnContext, 
             return next_
         if no_answer is None:  # t.wait, inline; Wait("reply", sid), likewise
             run.wait = wait = new(Wait)
-            wait.kind, wait.step, wait.timers, wait.on, wait.token = "reply", sid, {}, (), None
-            wait.request, wait.until, wait.held, wait.widget_json = None, None, (), None
+            wait.kind = "reply"
+            wait.step = sid
+            wait.timers = {}
+            wait.on = ()
+            wait.token = wait.request = wait.until = wait.widget_json = None
+            wait.held = ()
             return WAIT
         return wait_reply(t, s)
 
