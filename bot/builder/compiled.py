@@ -283,5 +283,8 @@ class CompiledFlow:
     #: What the interpreter compiles from this version on first use, by step id (a condition's
     #: predicate closures): built once per version and dropped with it. Not part of the flow's value.
     memo: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    #: What the interpreter runs for each step id entered (its handler and the step), filled on first
+    #: entry: one dict lookup per step on the hot path. Per flow object (not copied by ``replace``).
+    plan: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
     #: The flow-level goals by event type (``docs/flows.md``, "Goals").
     goals: Mapping[str, tuple[CGoal, ...]] = field(default_factory=lambda: MappingProxyType({}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,6 +32,16 @@ from .budget import (
 from .missing import MISSING
 
 Getter = Callable[[Mapping[str, Any]], Any]
+
+#: The getters of two-part dotted names (``contact.name``): root and attribute, for callers that
+#: inline the plain-dict lookup (one call fewer per placeholder on the interpreter's hot path).
+_PAIRS: weakref.WeakKeyDictionary[Getter, tuple[str, str]] = weakref.WeakKeyDictionary()
+
+
+def dict_pair(getter: Getter) -> tuple[str, str] | None:
+    """``(root, attr)`` when ``getter`` reads ``root.attr``: where the context's ``root`` is a
+    dict its value is ``ctx[root].get(attr, MISSING)``; else ``getter(ctx)`` has the answer."""
+    return _PAIRS.get(getter)
 
 
 #: Largest string or list that ``*`` may build in a template.
@@ -137,6 +148,7 @@ def _path_getter(env: SandboxedEnvironment, path: list[str]) -> Getter:
                 return obj.get(attr, MISSING)
             return slow(obj, attrs)
 
+        _PAIRS[get1] = (root, attr)
         return get1
 
     def get(ctx: Mapping[str, Any]) -> Any:
@@ -204,6 +216,21 @@ def _compile(env: SandboxedEnvironment, node: nodes.Node) -> Getter | None:
         if isinstance(node.right, nodes.Const) and node.right.value is not MISSING:
             # ``vars.n + 1``: the constant bound once, and integer addition without a call.
             constant = node.right.value
+            pair = dict_pair(left)
+            if arith_fn is safe_add and type(constant) is int and pair is not None:
+                root, attr = pair
+
+                def add_int_to(ctx: Mapping[str, Any]) -> Any:
+                    obj = ctx.get(root, MISSING)  # left(ctx), inline
+                    a = obj.get(attr, MISSING) if type(obj) is dict else left(ctx)
+                    if type(a) is int:
+                        return a + constant
+                    if a is MISSING:
+                        raise ExpressionError("arithmetic on a missing value")
+                    return safe_add(a, constant)
+
+                return add_int_to
+
             if arith_fn is safe_add and type(constant) is int:
 
                 def add_int(ctx: Mapping[str, Any]) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 from jinja2 import TemplateError, Undefined
 
 from .budget import CURRENT, BudgetExceeded, RenderBudget, check_value
-from .expressions import ExpressionError, Getter, compile_fast
+from .expressions import ExpressionError, Getter, compile_fast, dict_pair
 from .missing import MISSING
 from .sandbox import make_environment
 
@@ -60,6 +60,42 @@ def _constant_renderer(text: str) -> Callable[[Mapping[str, Any]], str]:
 def _parts_renderer(source: str, parts: tuple[str | Getter, ...]) -> Callable[[Mapping[str, Any]], str]:
     """A closure for text whose placeholders are all fast getters, specialised for the common shapes."""
     getters = tuple((i, p) for i, p in enumerate(parts) if callable(p))
+    pairs = [dict_pair(get) for _, get in getters]
+    texts = ["".join(p for p in parts[lo + 1 : hi] if not callable(p))  # the text around each getter
+             for lo, hi in zip((-1, *(i for i, _ in getters)), (*(i for i, _ in getters), len(parts)), strict=True)]
+    if len(getters) == 1 and pairs[0] is not None:
+        ((_, get),), (root, attr), (before, after) = getters, pairs[0], texts
+
+        def one_pair(context: Mapping[str, Any]) -> str:
+            try:
+                obj = context.get(root, _MISSING)  # get(context), inline
+                v = obj.get(attr, _MISSING) if type(obj) is dict else get(context)
+                if type(v) is not str:
+                    v = _text(v)
+            except Exception as exc:
+                raise _failed(source, exc) from exc
+            return before + v + after
+
+        return one_pair
+    if len(getters) == 2 and pairs[0] is not None and pairs[1] is not None:
+        ((_, get_a), (_, get_b)), (root_a, attr_a), (root_b, attr_b) = getters, pairs[0], pairs[1]
+        text0, text1, text2 = texts
+
+        def two_pairs(context: Mapping[str, Any]) -> str:
+            try:
+                obj = context.get(root_a, _MISSING)  # get_a(context), inline
+                a = obj.get(attr_a, _MISSING) if type(obj) is dict else get_a(context)
+                if type(a) is not str:
+                    a = "" if a is _MISSING or a is None else str(a)
+                obj = context.get(root_b, _MISSING)
+                b = obj.get(attr_b, _MISSING) if type(obj) is dict else get_b(context)
+                if type(b) is not str:
+                    b = "" if b is _MISSING or b is None else str(b)
+            except Exception as exc:
+                raise _failed(source, exc) from exc
+            return text0 + a + text1 + b + text2
+
+        return two_pairs
     if len(getters) == 1:
         ((at, get),) = getters
         before = "".join(p for p in parts[:at] if not callable(p))
@@ -97,13 +133,18 @@ def _fast_value(source: str, fast: Getter) -> Callable[[Mapping[str, Any]], Any]
     def value(context: Mapping[str, Any]) -> Any:
         try:
             v = fast(context)
-        except (ExpressionError, BudgetExceeded) as exc:
-            raise TemplateFailed(f"{source!r}: {exc}") from exc
         except Exception as exc:
-            raise TemplateFailed(f"{source!r}: {type(exc).__name__}: {exc}") from exc
+            raise fast_failed(source, exc) from exc
         return "" if v is _MISSING else v
 
     return value
+
+
+def fast_failed(source: str, exc: Exception) -> TemplateFailed:
+    """What ``value()`` raises when the fast getter (``Template.fast``) of ``source`` raised ``exc``."""
+    if isinstance(exc, (ExpressionError, BudgetExceeded)):
+        return TemplateFailed(f"{source!r}: {exc}")
+    return TemplateFailed(f"{source!r}: {type(exc).__name__}: {exc}")
 
 
 class Template:
@@ -151,6 +192,12 @@ class Template:
                 parts.append(source[pos:])
                 self._parts = tuple(p for p in parts if p != "")
                 self.render = _parts_renderer(source, self._parts)
+
+    @property
+    def fast(self) -> Getter | None:
+        """The closure computing a single-expression template's value, if it has one: its value is
+        ``""`` where that gives ``MISSING``; what it raises, ``fast_failed`` makes ``TemplateFailed``."""
+        return self._fast
 
     @property
     def is_constant(self) -> bool:

@@ -49,16 +49,31 @@ def advance(
     snapshot: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Apply one event to a conversation. ``state`` is not modified; a new one is returned."""
-    turn = _Turn(flows, state.clone(), now, snapshot or {})
     handler = _EVENT_HANDLERS.get(event.__class__)
     if handler is None:  # pragma: no cover - the Event union is closed
         raise TypeError(f"unknown event {event!r}")
+    # _Turn(flows, state.clone(), now, snapshot or {}), without type()'s call of __init__
+    turn = _new(_Turn)
+    turn.flows = flows
+    turn.state = state.clone()
+    turn.now = now
+    turn.snapshot = snapshot or {}
+    turn.effects = []
+    turn.steps = []
+    turn.cached_context = None
+    run = state.run
+    # run.active, inline; a run that has ended has no flow (as in TurnContext.__init__)
+    turn.flow = flows.get(run.bot, run.version) if run is not None and (
+        run.status == "running" or run.status == "waiting") else None
     # The step budget counts per outside event. The count restarts when the event runs its
     # first step, so an event that runs nothing (a stale timer) leaves the state as it was.
     turn.new_turn = event.__class__ is not ev.RequestResult
     handler(turn, event)
     # what Outcome(…) does, without its Python __new__
     return tuple.__new__(Outcome, (turn.state, turn.effects, turn.steps))
+
+
+_new = object.__new__
 
 
 class _Turn(TurnContext):
@@ -79,7 +94,9 @@ class _Turn(TurnContext):
             st.origin = e.kind if e.kind in ("comment", "referral") else "message"
         if st.chat_status != "unanswered":  # self.set_chat_status, inline (the context is not built yet)
             st.chat_status = "unanswered"
-            self.effects.append(fx.ChatStatus("unanswered"))
+            status = _new(fx.ChatStatus)  # fx.ChatStatus("unanswered"), without type()'s call of __init__
+            status.status = "unanswered"
+            self.effects.append(status)
         self.cached_context = None
         if st.owner != "bot":
             # A person has the conversation: the bot neither starts nor answers. The message is
@@ -94,7 +111,12 @@ class _Turn(TurnContext):
         wait = run.wait
         if wait is None:
             return
-        step = self.flow.steps.get(wait.step) if self.flow else None
+        flow = self.flow
+        if flow is None:
+            step = None
+        else:  # flow.steps.get(wait.step), from the plan when the step ran in this process
+            entry = flow.plan.get(wait.step)
+            step = flow.steps.get(wait.step) if entry is None else entry[1]
         if wait.kind == "reply" and isinstance(step, (c.CMessage, c.CList)):
             target = messages.match_reply(self, step, e)
             if target is None:
@@ -370,33 +392,40 @@ class _Turn(TurnContext):
         state = self.state
         run = state.run  # the same object throughout: steps change it, none replaces it
         assert run is not None
-        handlers = _STEP_HANDLERS
         entered = self.steps  # analytics: the steps this turn entered
+        # The step count in a local, written back on the way out (nothing in a step reads it). It
+        # restarts at a new outside event's first step; ``start``: the count if no step runs.
+        start = count = 0 if self.new_turn else state.turn_steps
         while target is not WAIT:
             if target is None:
                 target = self.finish_run()
                 if target is None:
-                    return
+                    break
                 continue
             flow = self.flow
             assert flow is not None
-            step = flow.steps.get(target)
-            if step is None:
-                self.fail_run(f"step {target!r} does not exist in {flow.id} v{flow.version}")
-                return
-            if self.new_turn:
-                state.turn_steps, self.new_turn = 0, False
-            count = state.turn_steps
+            entry = flow.plan.get(target)
+            if entry is None:  # the first entry into this step of this flow version
+                step = flow.steps.get(target)
+                if step is None:
+                    self.fail_run(f"step {target!r} does not exist in {flow.id} v{flow.version}")
+                    break
+                entry = _plan(flow, target, step)
             if count >= flow.step_budget:
+                state.turn_steps, self.new_turn = count, False
                 self.fail_run(f"step budget of {flow.step_budget} exhausted at step {target!r}")
                 return
-            state.turn_steps = count + 1
+            count += 1
             run.step = target
             run.action_index = 0
             entered.append(target)
-            target = handlers[step.__class__](self, step)
-        if run.status != "failed":
-            run.status = "waiting"
+            handler, step = entry
+            target = handler(self, step)
+        else:
+            if run.status != "failed":
+                run.status = "waiting"
+        if count != start:
+            state.turn_steps, self.new_turn = count, False
 
     def finish_run(self, status: str = "finished") -> str | None:
         """End the current bot; return to a caller if there is one (its next step)."""
@@ -429,8 +458,27 @@ _STEP_HANDLERS: dict[type[c.CStep], Callable[[TurnContext, Any], Target]] = {}
 _RESULT_HANDLERS: dict[type[c.CStep], Callable[[TurnContext, Any, ev.RequestResult], Target]] = {}
 
 
+#: Handlers made for one step (its constants bound once), where the step's kind has them; a maker
+#: answers None for a step it has no shortcut for (the generic handler runs it).
+_SPECIALISED: dict[type[c.CStep], Callable[[c.CompiledFlow, Any], Callable[[TurnContext, Any], Target] | None]] = {}
+
+
 def _step(kind: type[S], handler: Callable[[TurnContext, S], Target]) -> None:
     _STEP_HANDLERS[kind] = handler
+
+
+def _specialised(kind: type[S],
+                 maker: Callable[[c.CompiledFlow, S], Callable[[TurnContext, S], Target] | None]) -> None:
+    _SPECIALISED[kind] = maker
+
+
+def _plan(flow: c.CompiledFlow, step_id: str, step: c.CStep) -> tuple[Callable[[TurnContext, Any], Target], c.CStep]:
+    """The handler and step ``after_step`` runs for ``step_id``, kept in ``flow.plan``."""
+    maker = _SPECIALISED.get(step.__class__)
+    handler = maker(flow, step) if maker is not None else None
+    entry = (handler or _STEP_HANDLERS[step.__class__], step)
+    flow.plan[step_id] = entry
+    return entry
 
 
 def _result(kind: type[S], handler: Callable[[TurnContext, S, ev.RequestResult], Target]) -> None:
@@ -453,6 +501,9 @@ _step(c.CRoundRobin, requests.round_robin)
 _step(c.CSplit, split.split)
 _step(c.CWidget, requests.widget)
 _step(c.CCustom, requests.custom)
+_specialised(c.CMessage, messages.plan_message)
+_specialised(c.CActionStep, actions.plan_action)
+_specialised(c.CCondition, decisions.plan_condition)
 _result(c.CActionStep, actions.action_result)
 _result(c.CRoundRobin, requests.round_robin_result)
 _result(c.CSplit, split.split_result)

@@ -183,8 +183,8 @@ _ORDER: dict[str, Callable[[int], bool]] = {
 def compile_predicate(p: CPredicate) -> Test:
     """``holds`` as a closure, specialised once per predicate (same results, same errors).
 
-    The condition step keeps these with its flow version (``CompiledFlow.memo``), so a turn
-    neither walks the predicate's shape nor picks its operator again.
+    The condition step's handler keeps these with its flow version (``CompiledFlow.plan``), so a
+    turn neither walks the predicate's shape nor picks its operator again.
     """
     if isinstance(p, CLeaf):
         return _compile_leaf(p)

@@ -140,9 +140,7 @@ class Run:
         r.wait = self.wait
         r.action_index, r.error = self.action_index, self.error
         r.splits, r.goals = self.splits, self.goals
-        # Each frame gets its own vars: returning from a call writes the callee's vars into them.
-        r.callers = [Frame(f.bot, f.version, f.next, dict(f.vars), f.json, f.last_validation_result)
-                     for f in self.callers] if self.callers else []
+        r.callers = _frames(self.callers) if self.callers else []
         return r
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,6 +166,15 @@ class Run:
             tuple((str(x[0]), str(x[1]), str(x[2]), int(x[3]), str(x[4])) for x in d.get("sp") or ()),
             tuple(str(g) for g in d.get("gl") or ()),
         )
+
+
+def _frames(callers: list[Frame]) -> list[Frame]:
+    """A copy of a run's callers for its clone. Each frame gets its own vars: returning from a call
+    writes the callee's vars into them."""
+    return [Frame(f.bot, f.version, f.next, dict(f.vars), f.json, f.last_validation_result) for f in callers]
+
+
+_new = object.__new__
 
 
 @dataclass(slots=True)
@@ -197,12 +204,40 @@ class ConversationState:
         return f"{prefix}{self.seq}"
 
     def clone(self) -> ConversationState:
-        c = object.__new__(ConversationState)
-        c.id, c.channel, c.account, c.origin = self.id, self.channel, self.account, self.origin
-        c.owner, c.owner_user, c.chat_status = self.owner, self.owner_user, self.chat_status
-        c.run = None if self.run is None else self.run.clone()  # the run changes in place: copied
-        c.last_message, c.seq, c.turn_steps = self.last_message, self.seq, self.turn_steps
-        c.crm, c.timers = self.crm, self.timers
+        # Field by field, one statement each: this runs once per event, and a statement that sets
+        # four fields at once builds and unpacks a tuple.
+        c = _new(ConversationState)
+        c.id = self.id
+        c.channel = self.channel
+        c.account = self.account
+        c.origin = self.origin
+        c.owner = self.owner
+        c.owner_user = self.owner_user
+        c.chat_status = self.chat_status
+        run = self.run  # the run changes in place: copied (run.clone(), inline: one call fewer an event)
+        if run is None:
+            c.run = None
+        else:
+            c.run = r = _new(Run)
+            r.id = run.id
+            r.bot = run.bot
+            r.version = run.version
+            r.step = run.step
+            r.status = run.status
+            r.vars = dict(run.vars)
+            r.json = run.json
+            r.last_validation_result = run.last_validation_result
+            r.wait = run.wait  # shared, as in Run.clone
+            r.action_index = run.action_index
+            r.error = run.error
+            r.splits = run.splits
+            r.goals = run.goals
+            r.callers = _frames(run.callers) if run.callers else []
+        c.last_message = self.last_message
+        c.seq = self.seq
+        c.turn_steps = self.turn_steps
+        c.crm = self.crm
+        c.timers = self.timers
         return c
 
     def timers_dict(self) -> dict[str, float]:

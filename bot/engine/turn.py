@@ -40,6 +40,7 @@ class TurnContext:
 
     def __init__(self, flows: FlowSource, state: ConversationState, now: datetime,
                  snapshot: Mapping[str, Any]) -> None:
+        # ``interpreter.advance`` sets the same fields inline: a change here goes there too.
         self.flows = flows
         self.state = state
         self.now = now
@@ -73,14 +74,16 @@ class TurnContext:
             flow = self.flow
             snap = self.snapshot
             names = flow.names if flow is not None and flow.names is not None else _ALL_NAMES
+            if run is not None:
+                vars_, json_, lvr = run.vars, run.json, run.last_validation_result
+            else:
+                vars_, json_, lvr = {}, None, None
             ctx = {
                 "contact": snap.get("contact") or {},
                 "lead": snap.get("lead") or {},
                 "company": snap.get("company") or {},
                 "message": st.last_message or {},
-                "vars": run.vars if run else {},
-                "json": run.json if run else None,
-                "last_validation_result": run.last_validation_result if run else None,
+                "vars": vars_, "json": json_, "last_validation_result": lvr,
                 # Converting the clock costs more than most steps: only for flows that read it.
                 "now": self.now.astimezone(flow.tz) if flow and flow.reads_clock else self.now,
             }

@@ -167,3 +167,32 @@ def test_compile_and_evaluate_nested_values() -> None:
     compiled = compile_value({"a": ["{{ vars.attempts }}", 3, {"b": "Hi {{ contact.name }}"}], "n": None})
     assert isinstance(compiled["a"][0], Template)
     assert evaluate_value(compiled, CTX) == {"a": [2, 3, {"b": "Hi Ayşe Yılmaz"}], "n": None}
+
+
+# The renderers of one or two two-part names (``contact.name``) read the context's dicts inline;
+# where the root is not a dict (or is missing) they fall back to the getter, as Jinja would render.
+_ODD_ROOTS: list[Any] = [{"x": "s"}, {"x": 7}, {"x": 1.5}, {"x": None}, {"x": True}, {"x": [1]}, {}, None,
+                         [1, 2], "text", 3]
+
+
+@pytest.mark.parametrize("source", ["{{ a.x }}", "<{{ a.x }}>", "{{ a.x }}{{ b.x }}", "[{{ a.x }}|{{ b.x }}]",
+                                    "{{ a.x }} and {{ a.x }}!"])
+@pytest.mark.parametrize("a", _ODD_ROOTS)
+@pytest.mark.parametrize("b", [{"x": "y"}, None, [3]])
+def test_dotted_names_render_as_jinja_does_whatever_the_root(source: str, a: Any, b: Any) -> None:
+    t = Template(source)
+    assert t.render.__name__ in ("one_pair", "two_pairs")
+    ctx = {"a": a, "b": b}
+    assert t.render(ctx) == str(t._jinja.render(ctx))
+    assert Template(source).render({}) == str(t._jinja.render({}))  # the roots missing
+
+
+@pytest.mark.parametrize(("vars_", "value"), [({"n": 2}, 3), ({"n": 2.5}, 3.5), ({"n": "a"}, None), ({}, None)])
+def test_a_name_plus_a_constant_adds_or_fails_as_before(vars_: dict[str, Any], value: Any) -> None:
+    t = Template("{{ vars.n + 1 }}")
+    if value is None:
+        with pytest.raises(TemplateFailed):
+            t.value({"vars": vars_})
+    else:
+        assert t.value({"vars": vars_}) == value
+    assert Template("{{ vars.n + 1 }}").fast is not None and Template("Hi").fast is None

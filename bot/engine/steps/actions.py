@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from ...builder import compiled as c
-from ...builder.templates import Template, TemplateFailed
+from ...builder.missing import MISSING
+from ...builder.templates import Template, TemplateFailed, fast_failed
 from .. import effects as fx
 from .. import events as ev
 from ..state import plain
@@ -57,6 +58,90 @@ def action(t: TurnContext, s: c.CActionStep) -> Target:
         return t.request(s, "action", payload)
     run.action_index = index
     return s.next
+
+
+def plan_action(flow: c.CompiledFlow, s: c.CActionStep) -> Callable[[TurnContext, c.CActionStep], Target] | None:
+    """``action`` for a step that only sets variables (the common case), without the generic walk
+    of its actions; None for any other step."""
+    if not s.actions or any(a.do != "set_variable" for a in s.actions):
+        return None
+    sets = tuple((str(a.params["name"]), a.params["value"]) for a in s.actions)
+    count, next_ = len(sets), s.next
+    if count == 1 and type(sets[0][1]) is Template:
+        ((name, template),) = sets
+        if template.constant is not None:  # its value is its text: a str, plain already
+            constant = template.constant
+
+            def set_constant(t: TurnContext, s: c.CActionStep) -> Target:
+                run = t.state.run
+                assert run is not None
+                run.vars[name] = constant
+                run.action_index = 1
+                return next_
+
+            return set_constant
+        fast, source = template.fast, template.source
+        if fast is not None:  # template.value(ctx), inline: its closure called without the wrapper
+
+            def set_fast(t: TurnContext, s: c.CActionStep) -> Target:
+                run = t.state.run
+                assert run is not None
+                ctx = t.cached_context or t.context()
+                try:
+                    value = fast(ctx)
+                except Exception as exc:
+                    t.trace("template.error", "warning", error=str(fast_failed(source, exc)))
+                    value = ""
+                else:
+                    if value is MISSING:
+                        value = ""
+                kind = type(value)  # plain(value), with its commonest cases inline (state._INT64 as literals)
+                if not (kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615)):
+                    value = plain(value)
+                run.vars[name] = value
+                run.action_index = 1
+                return next_
+
+            return set_fast
+        evaluate = template.value
+
+        def set_one(t: TurnContext, s: c.CActionStep) -> Target:
+            run = t.state.run
+            assert run is not None
+            try:
+                value = evaluate(t.cached_context or t.context())
+            except TemplateFailed as exc:
+                t.trace("template.error", "warning", error=str(exc))
+                value = ""
+            kind = type(value)  # plain(value), with its commonest cases inline (state._INT64 as literals)
+            if not (kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615)):
+                value = plain(value)
+            run.vars[name] = value
+            run.action_index = 1
+            return next_
+
+        return set_one
+
+    def set_variables(t: TurnContext, s: c.CActionStep) -> Target:
+        run = t.state.run
+        assert run is not None
+        for name, value in sets:
+            if type(value) is Template:
+                try:
+                    value = value.value(t.cached_context or t.context())
+                except TemplateFailed as exc:
+                    t.trace("template.error", "warning", error=str(exc))
+                    value = ""
+            else:
+                value = t.value(value)
+            kind = type(value)  # plain(value), with its commonest cases inline (state._INT64 as literals)
+            if not (kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615)):
+                value = plain(value)
+            run.vars[name] = value
+        run.action_index = count
+        return next_
+
+    return set_variables
 
 
 def action_payload(t: TurnContext, act: c.CAction) -> dict[str, Any] | None:

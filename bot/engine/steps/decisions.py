@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ...builder import compiled as c
@@ -26,6 +27,37 @@ def condition(t: TurnContext, s: c.CCondition) -> Target:
         except TemplateFailed as exc:
             t.trace("condition.error", "warning", error=str(exc))
     return s.else_
+
+
+def plan_condition(flow: c.CompiledFlow, s: c.CCondition) -> Callable[[TurnContext, c.CCondition], Target]:
+    """``condition`` for one step, its predicates compiled into closures once (kept in ``flow.plan``)."""
+    branches = tuple((compile_predicate(p), target) for p, target in s.branches)
+    else_ = s.else_
+    if len(branches) == 1:
+        ((test, then),) = branches
+
+        def one(t: TurnContext, s: c.CCondition) -> Target:
+            ctx = t.cached_context or t.context()
+            try:
+                if test(ctx):
+                    return then
+            except TemplateFailed as exc:
+                t.trace("condition.error", "warning", error=str(exc))
+            return else_
+
+        return one
+
+    def many(t: TurnContext, s: c.CCondition) -> Target:
+        ctx = t.cached_context or t.context()
+        for test, target in branches:
+            try:
+                if test(ctx):
+                    return target
+            except TemplateFailed as exc:
+                t.trace("condition.error", "warning", error=str(exc))
+        return else_
+
+    return many
 
 
 def validation(t: TurnContext, s: c.CValidation) -> Target:

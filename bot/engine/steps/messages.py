@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ...builder import compiled as c
 from ...builder.normalize import normalize
 from ...builder.templates import TemplateFailed
@@ -60,6 +62,76 @@ def message(t: TurnContext, s: c.CMessage) -> Target:
         run.wait = Wait("reply", s.id, {})
         return WAIT
     return wait_reply(t, s)
+
+
+def plan_message(flow: c.CompiledFlow, s: c.CMessage) -> Callable[[TurnContext, c.CMessage], Target] | None:
+    """``message`` for a step whose buttons are rendered already and that has no attachments or
+    template parameters (most), its constants bound once; None for any other step."""
+    if s.static_buttons is None or s.attachments or s.params is not None:
+        return None
+    buttons, sid, template = s.static_buttons, s.id, s.template
+    recipients, channel_mode, channels = s.recipients, s.channel_mode, s.channels
+    marks, waits, no_answer, next_ = not flow.leave_unanswered, s.waits, s.no_answer, s.next
+    text = s.text
+    constant = "" if text is None else text.constant
+    render = None if text is None else text.render
+    SendMessage, ChatStatus, new = fx.SendMessage, fx.ChatStatus, object.__new__  # the closure's own
+
+    def send(t: TurnContext, s: c.CMessage) -> Target:
+        state = t.state
+        run = state.run
+        assert run is not None
+        if constant is not None:
+            body = constant
+        else:
+            assert render is not None
+            try:
+                body = render(t.cached_context or t.context())
+            except TemplateFailed as exc:
+                t.trace("template.error", "warning", error=str(exc))
+                body = ""
+        state.seq = seq = state.seq + 1
+        effects = t.effects
+        # SendMessage(…), field by field (one statement each: no tuple built and unpacked): the
+        # dataclass __init__ through type() costs about as much again
+        msg = new(SendMessage)
+        msg.ref = f"{run.id}:{sid}:m{seq}"
+        msg.step = sid
+        msg.kind = "message"
+        msg.text = body
+        msg.buttons = buttons
+        msg.list = None
+        msg.attachments = ()
+        msg.template = template
+        msg.params = None
+        msg.recipients = recipients
+        msg.channel_mode = channel_mode
+        msg.channels = channels
+        msg.tag = None
+        msg.marks_answered = marks
+        effects.append(msg)
+        if marks and state.chat_status == "unanswered":  # t.set_chat_status, inline
+            state.chat_status = "answered"
+            status = new(ChatStatus)  # ChatStatus("answered"), likewise
+            status.status = "answered"
+            effects.append(status)
+            chat = t.cached_context.get("chat") if t.cached_context is not None else None
+            if chat is not None:
+                chat["status"] = "answered"  # this turn's own dict
+        if not waits:
+            return next_
+        if no_answer is None:  # t.wait, inline; Wait("reply", sid), likewise
+            run.wait = wait = new(Wait)
+            wait.kind = "reply"
+            wait.step = sid
+            wait.timers = {}
+            wait.on = ()
+            wait.token = wait.request = wait.until = wait.widget_json = None
+            wait.held = ()
+            return WAIT
+        return wait_reply(t, s)
+
+    return send
 
 
 def wait_reply(t: TurnContext, s: c.CMessage | c.CList) -> Target:

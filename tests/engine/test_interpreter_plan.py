@@ -1,0 +1,90 @@
+"""The handlers made for one step (``CompiledFlow.plan``: message, set-variable and condition
+steps with their constants bound) do what the generic handlers do: random valid flows and events,
+each event applied to the same state by both, give the same state, effects and steps."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.builder.validate import compile_document
+from bot.engine import effects as fx
+from bot.engine import events as ev
+from bot.engine import interpreter
+from bot.engine.interpreter import advance
+
+from .flow_strategies import SUB, event_specs, flow_docs
+from .helpers import SNAPSHOT, Chat, library, make_flow, texts
+from .test_interpreter_properties import Harness
+
+
+class Twin(Harness):
+    """Each event through the plan's handlers, and through the generic ones on a copy of the flows."""
+
+    def __init__(self, doc: dict[str, Any], rnd: random.Random) -> None:
+        super().__init__(compile_document(doc, version=1), rnd)
+        self.generic = library(SUB, compile_document(doc, version=1))  # plans of their own
+
+    def step(self, event: ev.Event) -> Any:
+        given_ = self.state
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(interpreter, "_SPECIALISED", {})
+            generic = advance(self.generic, given_, event, self.now, self.snapshot)
+        effects = super().step(event)
+        assert msgpack.packb(self.state.to_dict()) == msgpack.packb(generic.state.to_dict())
+        assert effects == generic.effects
+        return effects
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=flow_docs(), specs=event_specs(), rnd=st.randoms(use_true_random=False))
+def test_planned_handlers_do_what_the_generic_ones_do(
+    doc: dict[str, Any], specs: list[tuple[Any, ...]], rnd: random.Random
+) -> None:
+    twin = Twin(doc, rnd)
+    twin.feed(ev.InboundMessage("hello", greeting="bot"))
+    for spec in specs:
+        twin.play(spec)
+
+
+def test_set_variable_shortcuts_keep_types_and_failures() -> None:
+    """One constant, one expression (its failure becomes "" and a trace), several at once."""
+    steps = {
+        "a": {"type": "action", "actions": [{"do": "set_variable", "name": "tier", "value": "vip"}], "next": "b"},
+        "b": {"type": "action", "actions": [{"do": "set_variable", "name": "n", "value": "{{ vars.n + 1 }}"}],
+              "next": "c"},
+        "c": {"type": "action", "actions": [{"do": "set_variable", "name": "bad", "value": "{{ vars.nope + 1 }}"}],
+              "next": "d"},
+        "d": {"type": "action", "actions": [
+            {"do": "set_variable", "name": "x", "value": "{{ vars.n * 2 }}"},
+            {"do": "set_variable", "name": "y", "value": "{{ contact.name }}!"}], "next": "e"},
+        "e": {"type": "message", "text": "{{ vars.tier }} {{ vars.n }} {{ vars.x }} {{ vars.y }} [{{ vars.bad }}]"},
+    }
+    chat = Chat(make_flow(steps, variables={"n": 1}), snapshot=SNAPSHOT)
+    effects = chat.start()
+    assert chat.vars == {"n": 2, "tier": "vip", "bad": "", "x": 4, "y": "Ann Lee!"}
+    assert chat.run.action_index == 0  # the message step, last, starts at 0
+    assert texts(effects) == ["vip 2 4 Ann Lee! []"]
+    assert [e.data["error"] for e in effects if isinstance(e, fx.Trace) and e.event == "template.error"] == [
+        "'{{ vars.nope + 1 }}': arithmetic on a missing value"]
+
+
+@pytest.mark.parametrize(("values", "vars_"), [
+    (["vip"], {"n": 1, "v0": "vip"}),
+    (["{{ vars.n + 1 }}"], {"n": 1, "v0": 2}),
+    (["{{ vars.n * 2 }}"], {"n": 1, "v0": 2}),
+    (["{{ contact.name }}", "{{ vars.v0 }}?"], {"n": 1, "v0": "Ann Lee", "v1": "Ann Lee?"}),
+])
+def test_a_run_that_ends_on_a_set_variable_step_keeps_its_action_index(values: list[str], vars_: Any) -> None:
+    """The generic handler leaves ``action_index`` past the last action; the state saved says so."""
+    actions = [{"do": "set_variable", "name": f"v{i}", "value": v} for i, v in enumerate(values)]
+    chat = Chat(make_flow({"a": {"type": "action", "actions": actions}}, variables={"n": 1}), snapshot=SNAPSHOT)
+    chat.start()
+    assert chat.status == "finished"
+    assert chat.vars == vars_
+    assert chat.run.action_index == len(values)
