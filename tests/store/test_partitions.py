@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.store import partitions
+from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.conversations import ConversationStore, SaveRequest
 from bot.store.indexes import ConversationIndex, Filters, plan_save, seed, status_key
 
@@ -21,8 +22,10 @@ BOTS = ("demo", "sales", "")
 
 
 @pytest.fixture
-async def store(redis: Redis) -> AsyncIterator[ConversationStore]:
-    made = ConversationStore(redis, lock_ttl=30.0)
+async def store(redis: Redis, redis_url: str) -> AsyncIterator[ConversationStore]:
+    """The store as a process has it (on a cluster: the hot path's cluster client, tests/cluster)."""
+    fast = ClusterRespClient.from_url(redis_url, max_connections=8) if is_cluster(redis) else None
+    made = ConversationStore(redis, fast=fast, lock_ttl=30.0)
     yield made
     await made.close()
 
