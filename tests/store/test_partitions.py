@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from bot.store import partitions
+from bot.store import partitions, savescript
 from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.conversations import ConversationStore, SaveRequest
 from bot.store.indexes import ConversationIndex, Filters, plan_save, seed, status_key
@@ -112,6 +112,16 @@ async def test_a_save_after_script_flush_still_writes_its_partition(redis: Redis
     await _turn(redis, store, "livechat:demo:f", {"bot": "sales"}, 12.0)  # a move: the script again
     assert await _everywhere(redis, "livechat:demo:f") == ["livechat:sales"]
     assert await _ids(redis, Filters(bot="sales")) == ["livechat:demo:f", "livechat:demo:g"]
+
+
+async def test_a_save_whose_activity_script_alone_is_missing_runs_once(redis: Redis, store: ConversationStore) -> None:
+    """As on a cluster whose {conv} node restarted: the save script ran, the activity script met
+    ``NOSCRIPT``; only it is sent again (a second run of the save would find its lock gone)."""
+    await redis.script_flush()
+    await redis.script_load(savescript.SAVE)
+    await _turn(redis, store, "livechat:demo:o", {"channel": "livechat", "bot": "demo", "status": "bot"}, 10.0)
+    assert await _everywhere(redis, "livechat:demo:o") == ["livechat:demo"]
+    assert await store.meta("livechat:demo:o") != {}
 
 
 def _reference(rows: dict[str, dict[str, str]], filters: Filters) -> list[str]:
