@@ -9,7 +9,7 @@ Written in the save pipeline (``ConversationService`` calls :func:`plan_save` be
   registry ``sb:idx:{conv}:acts`` names them). The save writes a conversation's partition on
   every message with activity (one script: it also leaves the partition the previous save's
   metadata put it in, if another); a listing by channel and/or bot reads only the matching
-  partitions, merged newest first in one script. Before issue 14's fourth wave one sorted set
+  partitions, merged newest first in one script. Before the partitions one sorted set
   ``sb:idx:{conv}:activity`` held them all, beside plain sets of conversation ids per channel and
   per bot (``f:channel:<channel>``, ``f:bot:<bot>``, 84 B a member each): moved into the
   partitions once, at start (``bot/store/layout.py``).
