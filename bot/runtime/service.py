@@ -367,8 +367,10 @@ class ConversationService(QueueProcessor[Prefetched]):
             req.activity = self.clock()
         if req.activity is not None:
             new_meta["activity"] = f"{req.activity:.3f}"  # ms, as last_at: 14 characters, not 18
-        convindex.plan_save(cid, meta, new_meta, activity=req.activity, logged=bool(req.log),
-                            commands=req.extra_commands, state_changed=changed)
+        req.partition, req.left = convindex.plan_save(cid, meta, new_meta, activity=req.activity, logged=bool(req.log),
+                                                      commands=req.extra_commands, state_changed=changed)
+        if req.left and req.activity is None:  # moved without activity: to its new partition as it was
+            req.activity = float(meta["activity"])
         # what changed; an absent field reads as "": an empty value is never stored anew (issue 14: bytes)
         req.meta = {name: value for name, value in new_meta.items() if meta.get(name, "") != value}
         statefields.tie(meta, new_meta, req.meta)

@@ -51,7 +51,14 @@ from ..store.buckets import move_unbucketed
 from ..store.clusterclient import ClusterRespClient, cluster_client, is_cluster
 from ..store.conversations import ConversationStore
 from ..store.embedded import EmbeddedRedis, default_maxmemory
-from ..store.layout import drop_derived_sets, move_activity_index, move_filter_sets, moving, rename_old_keys
+from ..store.layout import (
+    drop_derived_sets,
+    move_activity_index,
+    move_filter_sets,
+    move_partitions,
+    moving,
+    rename_old_keys,
+)
 from ..store.livehub import LiveHub
 from ..store.memoryguard import MemoryGuard
 from ..store.outbox import AccountLimits, ChannelSender, Outbox
@@ -184,6 +191,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             else:
                 await move_activity_index(redis)
             await move_filter_sets(redis)  # once: later starts read one key
+            await move_partitions(redis)  # the activity index by channel and bot (once, as the above)
             await drop_derived_sets(redis)  # after the move: the sets of older versions, moved or not
             await move_old_layout(redis)  # the CRM's lists into their buckets (two HSCANs when done)
             await move_unbucketed(redis, LEAD_CONVERSATIONS_KEY, "")  # the leads' conversations: the same

@@ -43,7 +43,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from . import codec, inboxlock, preview, replies, savescript, statefields, transcript
+from . import codec, inboxlock, partitions, preview, replies, savescript, statefields, transcript
 from . import keys as k
 from .clusterclient import is_cluster
 from .pending import RecentEntries
@@ -172,6 +172,11 @@ class SaveRequest:
     #: queued due now, for the outbox poll): see ``bot.store.outbox`` "Replies at once".
     outbox_lease: float | None = None
     activity: float | None = None
+    #: The label of the activity partition the save writes ``activity`` in, and of the one the
+    #: conversation leaves: None if it is in it already (a plain ``ZADD``: a follow-up's one
+    #: command), "" if not known to be in any (``indexes.plan_save``, bot/store/partitions.py).
+    partition: str = ""
+    left: str | None = ""
     extra_commands: list[tuple[Any, ...]] = field(default_factory=list)  # more idempotent writes, same round trip
     #: ``(hash key, field, by)``: counters the save script itself increments, only while it holds
     #: the lock, so a count is written with its batch or not at all (never lost by a crash after
@@ -241,6 +246,7 @@ class ConversationStore:
         self._acquire = Lua(redis, _ACQUIRE)
         self._extend = Lua(redis, _EXTEND)
         self._save = Lua(redis, savescript.SAVE)
+        self._activity = Lua(redis, partitions.WRITE)
         self.transcript = transcript.Transcript(redis, ttl=self.ttl, cap=transcript_max)
         self._forget_if = Lua(redis, _FORGET_IF)
         self._fail = redis.register_script(_FAIL)
@@ -264,10 +270,11 @@ class ConversationStore:
         await self.fast.aclose()
 
     async def load_scripts(self) -> None:
-        """Load the save script on every node now: a process's first save would otherwise meet
+        """Load the save's scripts on every node now: a process's first save would otherwise meet
         ``NOSCRIPT`` and be sent again, with the commands beside it (on a Redis Cluster, the
         analytics counts: docs/analytics.md)."""
         await self._save.load()
+        await self._activity.load()
 
     def _batch(self, cid: str, token: str, reply: Sequence[Any]) -> Batch:
         meta, state, inline = statefields.split_turn(reply[3], cid)
@@ -412,10 +419,15 @@ class ConversationStore:
         claim = None
         if req.out and req.outbox_account:
             claim = SaveClaim.add(commands, cid, req.outbox_account, req.outbox_lease, self.clock())
-        if req.activity is not None:
-            commands.append(("ZADD", k.activity_index_key(), req.activity, cid))
+        if req.activity is not None and req.left is None:  # a follow-up: in its partition already
+            commands.append(("ZADD", partitions.key(req.partition), req.activity, cid))
+        elif req.activity is not None:  # one script: the partition, its registry, the one left
+            parts = [partitions.key(req.partition), partitions.REGISTRY]
+            if req.left:
+                parts.append(partitions.key(req.left))
+            commands.append(self._activity.command(parts, [req.activity, cid, req.partition]))
         commands += req.extra_commands
-        replies = await send_commands(self.fast, commands, [self._save])
+        replies = await send_commands(self.fast, commands, [self._save, self._activity])
         status, first, last = replies[0]
         if later and int(status) >= 0:  # saved: a counter that fails now is lost, not the batch
             try:

@@ -4,22 +4,24 @@ Written in the save pipeline (``ConversationService`` calls :func:`plan_save` be
 ``store.save``), read by ``GET /api/conversations``. Redis layout (every key shares the hash tag
 ``{conv}``, so the intersections below stay in one Redis Cluster slot):
 
-* ``sb:idx:{conv}:activity`` — every listed conversation scored by its last activity (the
-  unfiltered list; the save writes it on every message with activity).
-* ``sb:idx:{conv}:f:status:<human|idle>``, ``sb:idx:{conv}:f:channel:<channel>``,
-  ``sb:idx:{conv}:f:bot:<bot id>``, ``sb:idx:{conv}:f:waiting`` — sets of conversation ids (the
-  commonest status, ``bot``, has none: ``DERIVED_STATUS``, the listed conversations in neither
-  other status's set, a ``ZDIFFSTORE``)
-  (plain sets: about 84 B a member at scale where a sorted set costs 129; ``ZINTERSTORE`` scores a
-  set's members 1, weighted 0). Before issue 14's third wave they were sorted sets without the
-  ``f:`` (scored by the activity a member had when it joined, never read): moved into the sets
-  once, at start (``bot/store/layout.py``). A save derives
-  the sets the conversation belonged to from the metadata the previous save wrote
-  (``batch.meta``), removes it from the ones it left and adds it to the ones it joined; a
-  message that changes no set writes none (the order comes from the activity index, intersected
-  with the filter sets at listing time, all in the one slot ``{conv}``). These are pipeline
-  commands beside the save script, never inside it: the indexes are cross-conversation keys, in
-  another slot than the conversation's own.
+* ``sb:idx:{conv}:act:<channel>:<bot>`` — the listed conversations of one channel and bot scored
+  by their last activity, partitions of the activity index (bot/store/partitions.py; the
+  registry ``sb:idx:{conv}:acts`` names them). The save writes a conversation's partition on
+  every message with activity (one script: it also leaves the partition the previous save's
+  metadata put it in, if another); a listing by channel and/or bot reads only the matching
+  partitions, merged newest first in one script. Before the partitions one sorted set
+  ``sb:idx:{conv}:activity`` held them all, beside plain sets of conversation ids per channel and
+  per bot (``f:channel:<channel>``, ``f:bot:<bot>``, 84 B a member each): moved into the
+  partitions once, at start (``bot/store/layout.py``).
+* ``sb:idx:{conv}:f:status:<human|idle>``, ``sb:idx:{conv}:f:waiting`` — sets of conversation
+  ids (the commonest status, ``bot``, has none: ``DERIVED_STATUS``, the listed conversations in
+  neither other status's set). A save derives the sets the conversation belonged to from the
+  metadata the previous save wrote (``batch.meta``), removes it from the ones it left and adds it
+  to the ones it joined; a message that changes no set writes none (the order comes from the
+  partitions, whose members a listing scores: ``ZMSCORE``). These are pipeline commands beside
+  the save script, never inside it: the indexes are cross-conversation keys, in another slot
+  than the conversation's own. (Before issue 14's third wave they were sorted sets without the
+  ``f:``, moved into the sets once, at start.)
 * ``sb:idx:{conv}:search`` — a lexicographic sorted set (all scores 0) of
   ``"<term>\\0<conversation id>"``: the normalised words of the contact's name, its e-mail
   address (whole, local part, domain) and the digits of its phone number (from the start with
@@ -32,13 +34,14 @@ Written in the save pipeline (``ConversationService`` calls :func:`plan_save` be
 "Waiting for a person": the customer's last message is unanswered (``chat_status`` is
 ``unanswered``) and no bot is handling the conversation (status ``human`` or ``idle``).
 
-Entries of conversations whose keys have expired are dropped lazily, when a listing meets them.
+Entries of conversations whose keys have expired are dropped lazily, when a listing meets them;
+so is an entry left in a partition its conversation is no longer in (a save that did not know
+the previous one: an expired conversation back), which is listed once, from its partition.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -47,10 +50,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from . import preview, replies, statefields
-from .keys import EVENTS_CHANNEL, PREFIX, activity_index_key
+from . import partitions, preview, replies, statefields
+from .keys import EVENTS_CHANNEL, PREFIX
+from .partitions import TAG
 
-TAG = "{conv}"
 STATUSES = ("bot", "human", "idle")
 #: Metadata fields whose change the dashboard shows (a save changing only these still notifies).
 WATCHED = ("status", "owner", "owner_user", "bot", "step", "run_status", "chat_status")
@@ -71,10 +74,12 @@ def status_key(status: str) -> str:
 
 
 def channel_key(channel: str) -> str:
+    """The set of a channel's conversations older versions kept (moved at start: layout.py)."""
     return f"{FILTER}channel:{channel}"
 
 
 def bot_key(bot: str) -> str:
+    """The set of a bot's conversations older versions kept (moved at start: layout.py)."""
     return f"{FILTER}bot:{bot}"
 
 
@@ -110,10 +115,6 @@ def filter_keys(meta: Mapping[str, str]) -> set[str]:
     keys: set[str] = set()
     if meta.get("status") and meta["status"] != DERIVED_STATUS:
         keys.add(status_key(meta["status"]))
-    if meta.get("channel"):
-        keys.add(channel_key(meta["channel"]))
-    if meta.get("bot"):
-        keys.add(bot_key(meta["bot"]))
     if is_waiting(meta):
         keys.add(WAITING_KEY)
     return keys
@@ -181,9 +182,13 @@ def _split_source(src: str) -> tuple[str, str, str]:
 
 
 def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity: float | None,
-              logged: bool, commands: list[Any], state_changed: bool = True) -> None:
+              logged: bool, commands: list[Any], state_changed: bool = True) -> tuple[str, str | None]:
     """Index updates for a save: fields added to ``new`` (the metadata the save writes) and
     raw Redis commands appended to ``commands`` (the save request's ``extra_commands``).
+    Returns the label of the activity partition the conversation is in and that of the one it
+    leaves, which the save writes (``SaveRequest.partition``, ``.left``): None if the previous
+    save put it in the same one (a follow-up: a plain ``ZADD``), "" if not known to be in any (a
+    new conversation, or one back after it expired).
 
     ``logged``: whether the save adds any transcript entry (the list's preview is read from the
     transcript: bot/store/preview.py). The save script publishes on ``sb:events`` only with
@@ -191,19 +196,22 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
     that changed the state (a stop, a held timer, a step reached silently) publishes here, so
     dashboards hear of it too."""
     merged = {**old, **new}
-    listed = activity is not None or bool(old.get("activity"))  # in sb:idx:activity (the unfiltered list)
+    listed = activity is not None or bool(old.get("activity"))  # in an activity partition (the list)
+    part = partitions.of(merged)
+    was_in = partitions.of(old) if old.get("activity") else ""
+    moved = (part, None if was_in == part else was_in)
     removed: list[str] = []
     added: list[str] = []
     get, was = merged.get, old.get  # absent reads as "" (an empty value is not stored anew)
     if not (listed and was("status") and get("status", "") == was("status", "")
-            and get("channel", "") == was("channel", "") and get("bot", "") == was("bot", "")
             and get("chat_status", "") == was("chat_status", "")):  # else the sets ``filter_keys`` reads stay
         # what the previous save indexed; none known (a new or expired-and-back conversation): the other
         # statuses' sets, whose stale member would hide it from the derived status (``Filters.excluded``)
-        old_keys = filter_keys(old) if was("status") else set(Filters(status=DERIVED_STATUS).excluded())
+        known = filter_keys(old) if was("status") else set()
+        old_keys = known if was("status") else set(Filters(status=DERIVED_STATUS).excluded())
         new_keys = filter_keys(merged) if listed else set()
         removed = sorted(old_keys - new_keys)
-        added = sorted(new_keys - old_keys)  # the order is the activity index's: no re-scoring
+        added = sorted(new_keys - known)  # (unknown: a first save as human or idle joins its set)
     old_src = old.get("ix_src", "")
     new_src = term_source(merged)
     gone: list[str] = []
@@ -216,7 +224,7 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
         fresh = sorted(new_terms - old_terms)
     notify = not logged and (state_changed or any(old.get(f, "") != merged.get(f, "") for f in WATCHED))
     if not (removed or added or gone or fresh or notify):
-        return
+        return moved
 
     for key in removed:
         commands.append(("SREM", key, cid))
@@ -228,6 +236,7 @@ def plan_save(cid: str, old: Mapping[str, str], new: dict[str, str], *, activity
         commands.append(("ZADD", SEARCH_KEY, *(v for t in fresh for v in (0, f"{t}\0{cid}"))))
     if notify:
         commands.append(("PUBLISH", EVENTS_CHANNEL, f"{cid} 0"))
+    return moved
 
 
 def seed(pipe: Any, cid: str, meta: Mapping[str, str], *, ttl: int | None = None) -> None:
@@ -240,7 +249,9 @@ def seed(pipe: Any, cid: str, meta: Mapping[str, str], *, ttl: int | None = None
     if ttl:
         pipe.expire(key, ttl)
     score = float(meta.get("activity") or time.time())
-    pipe.zadd(activity_index_key(), {cid: score})
+    part = partitions.of(meta)
+    pipe.zadd(partitions.key(part), {cid: score})
+    pipe.sadd(partitions.REGISTRY, part)
     for k in filter_keys(meta):
         pipe.sadd(k, cid)
     if found:
@@ -256,14 +267,10 @@ class Filters:
     waiting: bool = False
 
     def keys(self) -> list[str]:
-        """The sets the listed conversations are in."""
+        """The sets the listed conversations are in (the channel and bot: their partitions)."""
         out = []
         if self.status and self.status != DERIVED_STATUS:
             out.append(status_key(self.status))
-        if self.channel:
-            out.append(channel_key(self.channel))
-        if self.bot:
-            out.append(bot_key(self.bot))
         if self.waiting:
             out.append(WAITING_KEY)
         return out
@@ -289,9 +296,19 @@ class Page:
 
 
 
+#: Members a listing's script looks at, at most, before it hands back where to go on (a page
+#: of the derived status walks past the other statuses' members); pages read at most ``_ROUNDS``
+#: times (a short page then says where the next one starts: ``Page.next_before``).
+_BUDGET = 2000
+_ROUNDS = 50
+
+
 class ConversationIndex:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, plan: str = "") -> None:
         self.redis = redis
+        self._page = redis.register_script(partitions.PAGE)
+        self._score = redis.register_script(partitions.SCORE)
+        self._plan = plan  # the page script's plan: chosen by the sets' sizes ("merge", "score": tests)
 
     async def metas(self, cids: Iterable[str]) -> list[dict[str, str]]:
         cids = list(cids)
@@ -306,14 +323,32 @@ class ConversationIndex:
         await preview.fill_all(self.redis, list(zip(cids, metas, strict=True)), tails)
         return metas
 
-    async def _forget(self, cids: list[str], keys: Iterable[str]) -> None:
-        """Drop expired conversations from the indexes a listing walked."""
-        if not cids:
+    async def _forget(self, entries: list[tuple[str, str]], keys: Iterable[str]) -> None:
+        """Drop ``(conversation, partition label)`` entries a listing met: of expired
+        conversations (from the filter sets ``keys`` too, if any) or stale ones."""
+        if not entries:
             return
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(activity_index_key(), *cids)
+        for cid, part in entries:
+            pipe.zrem(partitions.key(part), cid)
+        cids = [cid for cid, _ in entries]
         for key in set(keys):
             pipe.srem(key, *cids)
+        await pipe.execute()
+
+    async def _repair(self, stale: list[tuple[str, str, dict[str, str]]]) -> None:
+        """Move entries met in a partition their metadata does not name into the one it names
+        (``ZADD GT``: a newer entry there stays): an expired conversation back left its earlier
+        entry, a start's move may have guessed wrong from stale sets. A save moving it meanwhile
+        leaves at worst another such entry, repaired by the next listing that meets it."""
+        if not stale:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for cid, part, meta in stale:
+            right = partitions.of(meta)
+            pipe.zadd(partitions.key(right), {cid: float(meta.get("activity") or 0)}, gt=True)
+            pipe.sadd(partitions.REGISTRY, right)
+            pipe.zrem(partitions.key(part), cid)
         await pipe.execute()
 
     async def _drop_terms(self, cids: list[str], found: Mapping[str, list[bytes]]) -> None:
@@ -323,51 +358,52 @@ class ConversationIndex:
 
     async def page(self, filters: Filters, *, search: str | None = None, before: float | None = None,
                    limit: int = 50) -> Page:
+        every = await partitions.labels(self.redis)
         if search and search.strip():
-            return await self._search(filters, query_tokens(search), before, limit)
-        keys, excluded = filters.keys(), filters.excluded()
+            return await self._search(filters, every, query_tokens(search), before, limit)
+        labels = partitions.chosen(every, filters.channel, filters.bot)
         out = Page()
-        tmp = None
-        if keys or excluded:  # the filter sets' members, scored by the activity index (a set's members: 1, weight 0)
-            tmp = f"{PREFIX}:idx:{TAG}:tmp:{secrets.token_hex(8)}"
-            pipe = self.redis.pipeline(transaction=True)
-            if keys:
-                pipe.zinterstore(tmp, {activity_index_key(): 1, **dict.fromkeys(keys, 0)}, aggregate="SUM")
-            if excluded:  # the derived status: those in none of the other statuses' sets
-                pipe.zdiffstore(tmp, [tmp if keys else activity_index_key(), *excluded])
-            pipe.expire(tmp, 30)
-            await pipe.execute()
-            source = tmp
-        else:
-            source = activity_index_key()
-        try:
-            max_score: Any = f"({before!r}" if before is not None else "+inf"
-            for _ in range(10):  # a few rounds only when expired entries were met
-                want = limit - len(out.rows)
-                found: Any = await self.redis.zrevrangebyscore(source, max_score, "-inf", start=0, num=want,
-                                                              withscores=True)
-                rows: list[tuple[Any, Any]] = list(found)
-                if not rows:
-                    break
-                cids = [replies.text(c) for c, _ in rows]
-                expired = []
-                for cid, (_, score), meta in zip(cids, rows, await self.metas(cids), strict=True):
-                    if not meta:
-                        expired.append(cid)
-                    elif filters.match(meta):  # an index a lost lock left behind is not trusted
-                        out.rows.append((cid, float(score), meta))
-                await self._forget(expired, keys)
-                if len(rows) < want or len(out.rows) >= limit:
-                    break
-                max_score = f"({float(rows[-1][1])!r}"
-        finally:
-            if tmp is not None:
-                await self.redis.delete(tmp)
+        if not labels:
+            return out
+        keys, excluded = filters.keys(), filters.excluded()
+        script_keys = [*map(partitions.key, labels), *keys, *excluded, partitions.REGISTRY]
+        listed: set[str] = set()
+        max_score = f"({before!r}" if before is not None else "+inf"
+        cursor = before
+        for _ in range(_ROUNDS):  # more than one when entries were dropped or the budget ran out
+            want = limit - len(out.rows)
+            found, go_on = await self._page(keys=script_keys, args=[
+                len(labels), len(keys), len(excluded), max_score, want, _BUDGET, self._plan, *labels])
+            go_on = replies.text(go_on)
+            rows = [(replies.text(found[i]), float(found[i + 1]), labels[int(found[i + 2]) - 1])
+                    for i in range(0, len(found), 3)]
+            expired: list[tuple[str, str]] = []
+            stale: list[tuple[str, str, dict[str, str]]] = []
+            for (cid, score, part), meta in zip(rows, await self.metas(c for c, _, _ in rows), strict=True):
+                if not meta:
+                    expired.append((cid, part))
+                elif partitions.of(meta) != part:  # not its partition: stale if older than its activity
+                    if score <= float(meta.get("activity") or 0):
+                        stale.append((cid, part, meta))
+                elif cid not in listed and filters.match(meta):  # an index a lost lock left is not trusted
+                    listed.add(cid)
+                    out.rows.append((cid, score, meta))
+            await self._forget(expired, keys)
+            await self._repair(stale)
+            if len(out.rows) >= limit:
+                break
+            if not go_on and len(rows) < want:
+                break
+            cursor = float(go_on) if go_on else rows[-1][1]
+            max_score = f"({cursor!r}"
+        else:  # rounds spent on entries not listed: the client reads on from where they ended
+            out.next_before = cursor
         if len(out.rows) >= limit:
             out.next_before = out.rows[-1][1]
         return out
 
-    async def _search(self, filters: Filters, tokens: list[str], before: float | None, limit: int) -> Page:
+    async def _search(self, filters: Filters, every: list[str], tokens: list[str], before: float | None,
+                      limit: int) -> Page:
         out = Page()
         if not tokens:
             return out
@@ -390,19 +426,27 @@ class ConversationIndex:
         if not cids:
             return out
         keys, excluded = filters.keys(), filters.excluded()
+        chosen = set(partitions.chosen(every, filters.channel, filters.bot))
+        # every partition: a candidate in none is expired (its terms go)
+        scored: list[Any] = list(await self._score(keys=list(map(partitions.key, every)), args=[
+            len(every), *(int(p in chosen) for p in every), *cids])) if every else [b"", 0, 0] * len(cids)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zmscore(activity_index_key(), cids)
         for key in [*keys, *excluded]:
             pipe.smismember(key, cids)
-        scores, *checks = await pipe.execute()
+        checks = await pipe.execute()
         memberships, outside = checks[:len(keys)], checks[len(keys):]
         ranked = []
         unscored = []
+        where: dict[str, str] = {}  # cid -> the partition its score is from
         for i, cid in enumerate(cids):
-            score = scores[i]
-            if score is None:
+            raw, part, listed = scored[3 * i:3 * i + 3]
+            if not int(listed):
                 unscored.append(cid)
                 continue
+            if not int(part):
+                continue
+            score = float(raw)
+            where[cid] = every[int(part) - 1]
             if any(not m[i] for m in memberships) or any(m[i] for m in outside):
                 continue
             if before is not None and score >= before:
@@ -424,7 +468,7 @@ class ConversationIndex:
                     if len(out.rows) >= limit:
                         break
             if expired:
-                await self._forget(expired, keys)
+                await self._forget([(c, where[c]) for c in expired], keys)
                 await self._drop_terms(expired, found)
             if len(out.rows) >= limit:
                 break

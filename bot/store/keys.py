@@ -199,19 +199,15 @@ def outbox_queue_key(account: str) -> str:
     return f"{PREFIX}:outq:{{{account}}}"
 
 
-def activity_index_key() -> str:
-    """Every listed conversation by last activity. In the ``{conv}`` slot of the dashboard's
-    filter sets, so a filtered listing takes its order from here in one ``ZINTERSTORE`` and the
-    filter sets are written only when a conversation changes sets, not on every message."""
-    return f"{PREFIX}:idx:{{conv}}:activity"
-
-
 def contact_processes_key(contact_id: str) -> str:
     """Hash process id -> epoch seconds of its last start for the contact (bot/runtime/processes.py)."""
     return f"{PREFIX}:processes:{{contact:{contact_id}}}"
 
 
-#: Where ``activity_index_key`` was before it joined the ``{conv}`` slot (bot/store/layout.py).
+#: Every listed conversation by last activity, before the index was partitioned by channel and
+#: bot (bot/store/partitions.py): moved into the partitions at start (bot/store/layout.py).
+FLAT_ACTIVITY_INDEX = f"{PREFIX}:idx:{{conv}}:activity"
+#: Where ``FLAT_ACTIVITY_INDEX`` was before it joined the ``{conv}`` slot (bot/store/layout.py).
 OLD_ACTIVITY_INDEX = f"{PREFIX}:idx:activity"
 
 

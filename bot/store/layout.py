@@ -23,6 +23,14 @@ older version before the first start of this one: a member an older process adde
 sorted set after that start would not be moved. One it moved that a newer save has removed is
 not trusted by the listing (it checks each row's metadata).
 
+The activity index was then partitioned by channel and bot (bot/store/partitions.py), which took
+the place of the filter sets per channel and per bot: ``move_partitions`` moves the members of
+``sb:idx:{conv}:activity`` a page per script into their partitions (``ZADD GT`` there, ``ZREM``
+from the old index, the label into the registry: a crash or a refused write midway loses
+nothing, the next start goes on), each member's channel and bot read from its membership of the
+old ``f:channel:*`` / ``f:bot:*`` sets (in none: the partition of no channel or no bot), then
+drops those sets; the key ``sb:layout:partitions`` says it is done (later starts: one read).
+
 Conversations' own layout changes are not moved here but on a conversation's first touch, in
 the script that touches it: the transcript stream, the state's key, the dedupe sets ``d`` and
 ``seen`` (into the metadata's ``~d`` records by the first push: bot/store/dedupe.py).
@@ -46,7 +54,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import indexes, replies, statefields
+from . import indexes, partitions, replies, statefields
 from . import keys as k
 from .scripts import DROP_IF_HELD, RENEW_IF_HELD
 
@@ -73,7 +81,7 @@ async def rename_old_keys(redis: Redis, *, shards: int) -> int:
     pipe.unlink(*DEAD_KEYS)
     for old, new in k.renamed_timer_keys(shards):
         pipe.eval(_MERGE, 2, old, new)
-    pipe.eval(_MERGE_LATEST, 2, k.OLD_ACTIVITY_INDEX, k.activity_index_key())
+    pipe.eval(_MERGE_LATEST, 2, k.OLD_ACTIVITY_INDEX, k.FLAT_ACTIVITY_INDEX)
     return sum(int(n) for n in await pipe.execute())
 
 
@@ -105,13 +113,80 @@ async def move_filter_sets(redis: Redis) -> int:
     return moved
 
 
+#: Set when the activity index is moved into its partitions (its value: how many members were moved).
+PARTITIONS_DONE = f"{k.PREFIX}:layout:partitions"
+
+#: KEYS the old index, the registry, the partitions; ARGV n members, then per member its id, its
+#: score, its partition's number; then the partitions' labels.
+_MOVE_INTO_PARTS = """
+local n = tonumber(ARGV[1])
+local parts = #KEYS - 2
+for i = 0, n - 1 do
+  local cid, score, p = ARGV[2 + 3 * i], ARGV[3 + 3 * i], tonumber(ARGV[4 + 3 * i])
+  redis.call('ZADD', KEYS[2 + p], 'GT', score, cid)
+  redis.call('ZREM', KEYS[1], cid)
+end
+for p = 1, parts do redis.call('SADD', KEYS[2], ARGV[1 + 3 * n + p]) end
+return n
+"""
+
+
+async def _old_sets(redis: Redis, kind: str) -> dict[str, str]:
+    """The old ``f:<kind>:*`` sets: key -> the channel or bot it is of."""
+    prefix = f"{indexes.FILTER}{kind}:"
+    found = {}
+    async for raw in redis.scan_iter(match=f"{prefix}*", count=_PAGE):
+        name = replies.text(raw)
+        found[name] = name.removeprefix(prefix)
+    return found
+
+
+async def move_partitions(redis: Redis, *, page: int = _PAGE, pages: int | None = None) -> int:
+    """The flat activity index moved into its partitions, once; members moved (``pages``: at
+    most that many, for tests of a move cut short)."""
+    if await redis.exists(PARTITIONS_DONE):
+        return 0
+    channels, bots = await _old_sets(redis, "channel"), await _old_sets(redis, "bot")
+    move = redis.register_script(_MOVE_INTO_PARTS)
+    moved = 0
+    while pages is None or pages > 0:
+        rows = replies.scored(await redis.zrange(k.FLAT_ACTIVITY_INDEX, 0, page - 1, withscores=True))
+        if not rows:
+            break
+        cids = [cid for cid, _ in rows]
+        pipe = redis.pipeline(transaction=False)
+        for name in [*channels, *bots]:
+            pipe.smismember(name, cids)
+        found = await pipe.execute()
+        in_channel, in_bot = found[:len(channels)], found[len(channels):]
+        labels: list[str] = []
+        args: list[str | float | int] = []
+        for i, (cid, score) in enumerate(rows):
+            channel = next((c for c, m in zip(channels.values(), in_channel, strict=True) if m[i]), "")
+            bot = next((b for b, m in zip(bots.values(), in_bot, strict=True) if m[i]), "")
+            name = partitions.label(channel, bot)
+            if name not in labels:
+                labels.append(name)
+            args += [cid, repr(score), labels.index(name) + 1]
+        moved += int(await move(keys=[k.FLAT_ACTIVITY_INDEX, partitions.REGISTRY, *map(partitions.key, labels)],
+                                args=[len(rows), *args, *labels]))
+        if pages is not None:
+            pages -= 1
+    if pages is not None and await redis.exists(k.FLAT_ACTIVITY_INDEX):
+        return moved  # cut short (a test's): not done
+    if channels or bots:
+        await redis.unlink(*channels, *bots)
+    await redis.set(PARTITIONS_DONE, moved)
+    return moved
+
+
 async def move_activity_index(redis: Redis) -> int:
     """The activity index's move on a Redis Cluster (other slot: no script); members moved."""
     moved, cursor = 0, 0
     while True:
         cursor, page = await redis.zscan(k.OLD_ACTIVITY_INDEX, cursor, count=_PAGE)
         if page:
-            await redis.zadd(k.activity_index_key(), dict(replies.scored(page)), gt=True)
+            await redis.zadd(k.FLAT_ACTIVITY_INDEX, dict(replies.scored(page)), gt=True)
             moved += len(page)
         if cursor == 0:
             break

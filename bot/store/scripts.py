@@ -3,8 +3,8 @@
 redis-py checks ``SCRIPT EXISTS`` before every pipeline that holds a registered script; on the
 hot path that doubles the round trips. Here scripts are loaded once, queued as plain
 ``EVALSHA``, and a pipeline that meets ``NOSCRIPT`` (a restarted or flushed Redis) loads them
-and runs again — every command we pipeline beside a script is idempotent (ZADD, ZREM, GET) or
-harmless to repeat (a PUBLISH of "this conversation changed").
+and runs again from the command refused — every command we pipeline beside a script is
+idempotent (ZADD, ZREM, GET) or harmless to repeat (a PUBLISH of "this conversation changed").
 """
 
 from __future__ import annotations
@@ -98,15 +98,21 @@ async def run_pipeline(redis: Redis, build: Callable[[Pipeline], None], scripts:
 async def send_commands(client: RespClient, commands: Sequence[Sequence[Any]], scripts: Sequence[Lua],
                         check: int | None = None) -> list[Any]:
     """``run_pipeline`` for raw commands on the hot-path client: replies, or the first error raised
-    (on ``NOSCRIPT``, ``scripts`` are loaded and the commands sent once more). Only the first
-    ``check`` replies raise (all by default); later ones may be ``ResponseError`` values."""
+    (on ``NOSCRIPT``, ``scripts`` are loaded and the commands from the one refused on sent once
+    more: a script before it ran, and must not run twice — on a Redis Cluster the save script's
+    node may know it and the activity partition's not). Only the first ``check`` replies raise
+    (all by default); later ones may be ``ResponseError`` values."""
+    done: list[Any] = []
+    sent = list(commands)
     for attempt in (1, 2):
-        replies = await client.send(commands)
+        replies = done + list(await client.send(sent))
         error = first_error(replies[:check])
         if error is None:
             return replies
         if attempt == 2 or not isinstance(error, NoScriptError):
             raise error
+        at = next(i for i, r in enumerate(replies) if isinstance(r, ResponseError))
+        done, sent = replies[:at], list(commands[at:])
         for script in scripts:
             await script.load()
     raise AssertionError("unreachable")

@@ -42,8 +42,9 @@ GREETER = make_doc({
 #: transcript's ``RPUSH`` while it was a list; the batch and the lock in one ``LPOP``, metadata with
 #: the state, the short transcript's chunks and its count, notification: 5), no timer command (the
 #: ``no_answer`` timer moved later: the conversation's timer entry stays early,
-#: bot/store/timers.py), the activity index (1; the filter sets only when the conversation changes
-#: sets), the funnel count (1: ``HINCRBY`` of the move ``ask`` -> ``ask``, inside the save script;
+#: bot/store/timers.py), the activity index (1: a ``ZADD`` into the partition of its channel and
+#: bot, bot/store/partitions.py; the filter sets only when the conversation changes sets), the
+#: funnel count (1: ``HINCRBY`` of the move ``ask`` -> ``ask``, inside the save script;
 #: docs/analytics.md).
 #: Before issue 14: 34; 24 before the filter sets stopped being re-scored; 21 before the state
 #: moved into the metadata hash, the save took the transcript's count from the push and the CRM

@@ -23,9 +23,8 @@ from bot.server.auth import Principal
 from bot.server.dashboard import COOKIE, _session_key, read_session, sign_session
 from bot.server.keys import SERVICES
 from bot.server.services import Services
-from bot.store import dedupe
+from bot.store import dedupe, partitions
 from bot.store import indexes as convindex
-from bot.store.keys import activity_index_key
 from tests.server.conftest import ADMIN, make_config, running
 from tests.waiting import WAIT, wait_for
 
@@ -72,11 +71,12 @@ async def test_a_filtered_list_is_ordered_by_the_latest_message_though_follow_up
         http: ClientSession, server: TestServer, redis: Redis) -> None:
     a = await chat(http, "order-a-0001", "hi")
     b = await chat(http, "order-b-0001", "hi")
-    assert await redis.sismember(convindex.channel_key("livechat"), a)  # a plain set: no score to re-write
+    assert await redis.zscore(partitions.key(partitions.label("livechat", "demo")), a)  # its partition
+    assert not await redis.keys("sb:idx:{conv}:f:channel:*") and not await redis.keys("sb:idx:{conv}:f:bot:*")
     assert not await redis.exists(convindex.status_key("bot"))  # the derived status: no set
     assert await ids(http, status="bot", channel="livechat") == [b, a]
     await chat(http, "order-a-0001", "again")  # a follow-up: a's sets stay, its activity moves on
-    assert await redis.sismember(convindex.channel_key("livechat"), a)
+    assert await redis.zcard(partitions.key(partitions.label("livechat", "demo"))) == 2  # once
     assert await ids(http, status="bot") == [a, b]
     assert await ids(http, status="bot", channel="livechat", bot="demo") == [a, b]
     page = await listing(http, status="bot", limit=1)
@@ -177,7 +177,7 @@ async def test_expired_conversations_leave_the_list(http: ClientSession, redis: 
     kept = await chat(http, "expired-0002x", "hi", name="Kept Person")
     await redis.delete(f"sb:c:{{{gone}}}:meta")  # as its TTL would
     assert await ids(http) == [kept]
-    assert await redis.zscore(activity_index_key(), gone) is None
+    assert await redis.zscore(partitions.key(partitions.label("livechat", "demo")), gone) is None
     assert await ids(http, q="gone") == []
     assert await redis.zrangebylex(convindex.SEARCH_KEY, b"[gone", b"[gone\xff") == []
     assert await ids(http, status="bot") == [kept]

@@ -1,0 +1,3 @@
+"""The activity partitions on the cluster: saves (a script flushed: ``NOSCRIPT``), moves and listings."""
+
+from tests.store.test_partitions import *  # noqa: F403 - the same test bodies, on the cluster
