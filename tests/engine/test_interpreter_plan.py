@@ -4,6 +4,7 @@ each event applied to the same state by both, give the same state, effects and s
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -88,3 +89,20 @@ def test_a_run_that_ends_on_a_set_variable_step_keeps_its_action_index(values: l
     assert chat.status == "finished"
     assert chat.vars == vars_
     assert chat.run.action_index == len(values)
+
+
+def test_a_plan_belongs_to_one_flow_object() -> None:
+    """Bots with the same step ids, a version made by ``replace`` and a flow compared after it ran:
+    each flow object has its own plan, and the plan is not part of the flow's value."""
+    caller = make_flow({"s": {"type": "start_bot", "bot": "callee", "next": "t"},
+                        "t": {"type": "message", "text": "back in {{ bot.id }}"}}, id="caller")
+    callee = make_flow({"s": {"type": "message", "text": "in {{ bot.id }}"}}, id="callee", leave_unanswered=True)
+    chat = Chat(caller, callee, greeting="caller")
+    assert texts(chat.start()) == ["in callee", "back in caller"]
+    assert chat.state.chat_status == "answered"  # by the caller's message, not the callee's
+    assert caller.plan["s"][1] is caller.steps["s"] and callee.plan["s"][1] is callee.steps["s"]
+    assert caller == dataclasses.replace(caller) and dataclasses.replace(caller).plan == {}
+    other = dataclasses.replace(caller, version=2, steps=callee.steps, leave_unanswered=True)
+    assert other.plan == {} and other.memo is caller.memo  # memo: still shared by replace (keys by step id)
+    chat = Chat(other, greeting="caller")
+    assert texts(chat.start()) == ["in caller"] and chat.state.chat_status == "unanswered"
