@@ -280,8 +280,9 @@ class CompiledFlow:
     reads_clock: bool = True  # whether any template or condition reads now
     names: frozenset[str] | None = None  # the context names the flow reads (None: unknown, all)
     slow_work: bool = False  # regex/phone/e-mail checks or template loops: turns may cost CPU time
-    #: What the interpreter compiles from this version on first use, by step id (a condition's
-    #: predicate closures): built once per version and dropped with it. Not part of the flow's value.
+    #: What the interpreter and runtime work out from this version on first use (a pause's or goal's
+    #: predicate closures, the event types it listens to), never under a bare step id (a step may be
+    #: called ``listened``): built once per version and dropped with it. Not part of the flow's value.
     memo: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     #: What the interpreter runs for each step id entered (its handler and the step), filled on first
     #: entry: one dict lookup per step on the hot path. Per flow object (not copied by ``replace``).

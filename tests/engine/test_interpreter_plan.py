@@ -4,6 +4,7 @@ each event applied to the same state by both, give the same state, effects and s
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -17,6 +18,7 @@ from bot.engine import effects as fx
 from bot.engine import events as ev
 from bot.engine import interpreter
 from bot.engine.interpreter import advance
+from bot.runtime.interest import listened
 
 from .flow_strategies import SUB, event_specs, flow_docs
 from .helpers import SNAPSHOT, Chat, library, make_flow, texts
@@ -88,3 +90,42 @@ def test_a_run_that_ends_on_a_set_variable_step_keeps_its_action_index(values: l
     assert chat.status == "finished"
     assert chat.vars == vars_
     assert chat.run.action_index == len(values)
+
+
+def test_a_plan_belongs_to_one_flow_object() -> None:
+    """Bots with the same step ids, a version made by ``replace`` and a flow compared after it ran:
+    each flow object has its own plan, and the plan is not part of the flow's value."""
+    caller = make_flow({"s": {"type": "start_bot", "bot": "callee", "next": "t"},
+                        "t": {"type": "message", "text": "back in {{ bot.id }}"}}, id="caller")
+    callee = make_flow({"s": {"type": "message", "text": "in {{ bot.id }}"}}, id="callee", leave_unanswered=True)
+    chat = Chat(caller, callee, greeting="caller")
+    assert texts(chat.start()) == ["in callee", "back in caller"]
+    assert chat.state.chat_status == "answered"  # by the caller's message, not the callee's
+    assert caller.plan["s"][1] is caller.steps["s"] and callee.plan["s"][1] is callee.steps["s"]
+    assert caller == dataclasses.replace(caller) and dataclasses.replace(caller).plan == {}
+    other = dataclasses.replace(caller, version=2, steps=callee.steps, leave_unanswered=True)
+    assert other.plan == {} and other.memo is caller.memo  # memo: shared by replace
+    chat = Chat(other, greeting="caller")
+    assert texts(chat.start()) == ["in caller"] and chat.state.chat_status == "unanswered"
+
+
+@pytest.mark.parametrize("generic", [False, True])
+@pytest.mark.parametrize("interest_first", [True, False])
+def test_a_condition_step_named_like_a_memo_key_keeps_apart_from_it(generic: bool, interest_first: bool) -> None:
+    """A step id is any ``[A-Za-z0-9_-]``: a condition called ``listened`` (the key under which
+    ``bot.runtime.interest`` keeps a flow's event types in ``CompiledFlow.memo``) neither reads
+    those types as its branches nor leaves its branches where the event types are read."""
+    branch = {"if": {"field": "vars.n", "op": "eq", "value": 1}, "next": "yes"}
+    flow = make_flow({
+        "listened": {"type": "condition", "branches": [branch], "else": "wait"},
+        "yes": {"type": "message", "text": "yes", "next": "wait"},
+        "wait": {"type": "pause", "until": [{"on": "event", "event": "custom.cart", "next": "yes"}]},
+    }, variables={"n": 1})
+    if interest_first:  # as a server does when it loads the flow
+        assert listened(flow) == {"custom.cart"}
+    with pytest.MonkeyPatch.context() as mp:
+        if generic:
+            mp.setattr(interpreter, "_SPECIALISED", {})
+        chat = Chat(flow)
+        assert texts(chat.start()) == ["yes"]
+    assert listened(flow) == {"custom.cart"}

@@ -16,9 +16,12 @@ from ..turn import Target, TurnContext
 def condition(t: TurnContext, s: c.CCondition) -> Target:
     flow = t.flow
     assert flow is not None
-    branches: tuple[tuple[Test, str], ...] | None = flow.memo.get(s.id)
+    # The generic handler (the plan's ``plan_condition`` runs these steps): a key no other memo
+    # entry has (a step id may be ``listened``, ``bot.runtime.interest``'s key).
+    key = f"condition:{s.id}"
+    branches: tuple[tuple[Test, str], ...] | None = flow.memo.get(key)
     if branches is None:  # the first turn through this step of this version
-        branches = flow.memo[s.id] = tuple((compile_predicate(p), target) for p, target in s.branches)
+        branches = flow.memo[key] = tuple((compile_predicate(p), target) for p, target in s.branches)
     ctx = t.cached_context or t.context()
     for test, target in branches:
         try:
