@@ -383,7 +383,8 @@ class ConversationIndex:
                 if not meta:
                     expired.append((cid, part))
                 elif partitions.of(meta) != part:  # not its partition: stale if older than its activity
-                    if score <= float(meta.get("activity") or 0):
+                    # (to the millisecond the metadata keeps it: an index score has full precision)
+                    if float(f"{score:.3f}") <= float(meta.get("activity") or 0):
                         stale.append((cid, part, meta))
                 elif cid not in listed and filters.match(meta):  # an index a lost lock left is not trusted
                     listed.add(cid)
