@@ -336,12 +336,17 @@ class ConversationIndex:
             pipe.srem(key, *cids)
         await pipe.execute()
 
-    async def _repair(self, stale: list[tuple[str, str, dict[str, str]]]) -> None:
-        """Move entries met in a partition their metadata does not name into the one it names
-        (``ZADD GT``: a newer entry there stays): an expired conversation back left its earlier
-        entry, a start's move may have guessed wrong from stale sets. A save moving it meanwhile
-        leaves at worst another such entry, repaired by the next listing that meets it."""
-        if not stale:
+    async def _repair(self, stale: list[tuple[str, str, dict[str, str]]],
+                      newer: list[tuple[str, str, dict[str, str]]]) -> None:
+        """Move ``stale`` entries met in a partition their metadata does not name into the one it
+        names (``ZADD GT``: a newer entry there stays): an expired conversation back left its
+        earlier entry, a start's move may have guessed wrong from stale sets. A save moving it
+        meanwhile leaves at worst another such entry, repaired by the next listing that meets it.
+        ``newer`` entries (newer than the metadata's activity) stay where they are (a save whose
+        metadata is still on its way, on a cluster) but the conversation is put in the partition
+        its metadata names if it is in none there (``ZADD NX``): a save refused after losing its
+        lock still ran its activity script, which may have moved it out of that partition."""
+        if not stale and not newer:
             return
         pipe = self.redis.pipeline(transaction=False)
         for cid, part, meta in stale:
@@ -349,6 +354,10 @@ class ConversationIndex:
             pipe.zadd(partitions.key(right), {cid: float(meta.get("activity") or 0)}, gt=True)
             pipe.sadd(partitions.REGISTRY, right)
             pipe.zrem(partitions.key(part), cid)
+        for cid, _, meta in newer:
+            right = partitions.of(meta)
+            pipe.zadd(partitions.key(right), {cid: float(meta["activity"])}, nx=True)
+            pipe.sadd(partitions.REGISTRY, right)
         await pipe.execute()
 
     async def _drop_terms(self, cids: list[str], found: Mapping[str, list[bytes]]) -> None:
@@ -379,6 +388,7 @@ class ConversationIndex:
                     for i in range(0, len(found), 3)]
             expired: list[tuple[str, str]] = []
             stale: list[tuple[str, str, dict[str, str]]] = []
+            newer: list[tuple[str, str, dict[str, str]]] = []
             for (cid, score, part), meta in zip(rows, await self.metas(c for c, _, _ in rows), strict=True):
                 if not meta:
                     expired.append((cid, part))
@@ -386,11 +396,13 @@ class ConversationIndex:
                     # (to the millisecond the metadata keeps it: an index score has full precision)
                     if float(f"{score:.3f}") <= float(meta.get("activity") or 0):
                         stale.append((cid, part, meta))
+                    elif meta.get("activity"):
+                        newer.append((cid, part, meta))
                 elif cid not in listed and filters.match(meta):  # an index a lost lock left is not trusted
                     listed.add(cid)
                     out.rows.append((cid, score, meta))
             await self._forget(expired, keys)
-            await self._repair(stale)
+            await self._repair(stale, newer)
             if len(out.rows) >= limit:
                 break
             if not go_on and len(rows) < want:

@@ -103,6 +103,27 @@ async def test_a_stale_entry_is_listed_once_and_moved_where_its_metadata_says(re
     assert await redis.smembers(partitions.REGISTRY) == {b"livechat:sales"}  # the emptied ones: dropped
 
 
+async def test_a_refused_save_that_moved_its_conversation_does_not_hide_it(redis: Redis,
+                                                                           store: ConversationStore) -> None:
+    """A turn slower than its lock (a slow call): another processor took the conversation and saved
+    a follow-up; the late save is refused, but its activity script (another slot, beside the
+    save script) still moves the conversation into the partition the refused save computed. The
+    metadata names the partition it left: the listing puts it back there (``ZADD NX``)."""
+    cid = "livechat:demo:l"
+    await _turn(redis, store, cid, {"channel": "livechat", "bot": "demo", "status": "bot"}, 10.0)
+    await _turn(redis, store, cid, {}, 20.0)  # the processor that took over: a follow-up
+    req = SaveRequest(state=None, processed=0, activity=30.0)  # the late one, planned after it: a bot change
+    req.partition, req.left = plan_save(cid, await store.meta(cid), {"bot": "sales", "activity": "30.000"},
+                                        activity=30.0, logged=False, commands=req.extra_commands)
+    assert (req.partition, req.left) == ("livechat:sales", "livechat:demo")
+    assert (await store.save(cid, "a-lost-token", req)).status == -1
+    assert (await store.meta(cid))["bot"] == "demo"
+    await _ids(redis, Filters())  # meets it where the refused save put it
+    assert await _ids(redis, Filters()) == [cid]
+    assert await _ids(redis, Filters(bot="demo")) == [cid]
+    assert await _ids(redis, Filters(bot="sales")) == []
+
+
 async def test_a_save_after_script_flush_still_writes_its_partition(redis: Redis, store: ConversationStore) -> None:
     await _turn(redis, store, "livechat:demo:f", {"channel": "livechat", "bot": "demo", "status": "bot"}, 10.0)
     await redis.script_flush()  # as after a Redis restart
