@@ -51,7 +51,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import partitions, preview, replies, statefields
-from .keys import EVENTS_CHANNEL, PREFIX
+from .keys import EVENTS_CHANNEL, PREFIX, id_fields
 from .partitions import TAG
 
 STATUSES = ("bot", "human", "idle")
@@ -360,6 +360,34 @@ class ConversationIndex:
             pipe.sadd(partitions.REGISTRY, right)
         await pipe.execute()
 
+    async def _scored(self, every: list[str], chosen: set[str], cids: list[str]) -> list[tuple[Any, int, int]]:
+        """Per candidate: its newest score in a partition the search reads ('' if none), that
+        partition's number in ``every`` (0: none), 1 if any partition holds it (0: expired, its
+        terms go). A candidate whose id holds its channel is looked up in that channel's
+        partitions first (one script a channel), in the others only if in none of those: a
+        broad search's thousands of candidates looked up in every partition held Redis for
+        tens of ms (45 partitions, 5,000 candidates: 70-80 ms in one script, now 5 ms a script)."""
+        out: list[tuple[Any, int, int]] = [(b"", 0, 0)] * len(cids)
+
+        async def look(parts: list[int], members: list[int]) -> None:
+            flat = await self._score(keys=[partitions.key(every[n]) for n in parts], args=[
+                len(parts), *(int(every[n] in chosen) for n in parts), *(cids[i] for i in members)])
+            for j, i in enumerate(members):
+                raw, part, listed = flat[3 * j:3 * j + 3]
+                out[i] = (raw, parts[int(part) - 1] + 1 if int(part) else 0, int(listed))
+
+        groups: dict[str | None, list[int]] = {}
+        for i, cid in enumerate(cids):
+            groups.setdefault(id_fields(cid).get("channel"), []).append(i)
+        for channel, members in groups.items():
+            parts = [n for n, p in enumerate(every) if channel is None or partitions.split(p)[0] == channel]
+            if parts:
+                await look(parts, members)
+        again = [i for channel, members in groups.items() if channel is not None for i in members if not out[i][2]]
+        if again and every:  # in none of its channel's partitions: expired, or in another channel's
+            await look(list(range(len(every))), again)
+        return out
+
     async def _drop_terms(self, cids: list[str], found: Mapping[str, list[bytes]]) -> None:
         members = [m for c in cids for m in found.get(c, ())]
         if members:
@@ -440,9 +468,7 @@ class ConversationIndex:
             return out
         keys, excluded = filters.keys(), filters.excluded()
         chosen = set(partitions.chosen(every, filters.channel, filters.bot))
-        # every partition: a candidate in none is expired (its terms go)
-        scored: list[Any] = list(await self._score(keys=list(map(partitions.key, every)), args=[
-            len(every), *(int(p in chosen) for p in every), *cids])) if every else [b"", 0, 0] * len(cids)
+        scored = await self._scored(every, chosen, cids)
         pipe = self.redis.pipeline(transaction=False)
         for key in [*keys, *excluded]:
             pipe.smismember(key, cids)
@@ -452,7 +478,7 @@ class ConversationIndex:
         unscored = []
         where: dict[str, str] = {}  # cid -> the partition its score is from
         for i, cid in enumerate(cids):
-            raw, part, listed = scored[3 * i:3 * i + 3]
+            raw, part, listed = scored[i]
             if not int(listed):
                 unscored.append(cid)
                 continue
