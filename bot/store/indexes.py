@@ -308,6 +308,7 @@ class ConversationIndex:
         self.redis = redis
         self._page = redis.register_script(partitions.PAGE)
         self._score = redis.register_script(partitions.SCORE)
+        self._drop = redis.register_script(partitions.DROP_IF)
         self._plan = plan  # the page script's plan: chosen by the sets' sizes ("merge", "score": tests)
 
     async def metas(self, cids: Iterable[str]) -> list[dict[str, str]]:
@@ -323,21 +324,26 @@ class ConversationIndex:
         await preview.fill_all(self.redis, list(zip(cids, metas, strict=True)), tails)
         return metas
 
-    async def _forget(self, entries: list[tuple[str, str]], keys: Iterable[str]) -> None:
-        """Drop ``(conversation, partition label)`` entries a listing met: of expired
-        conversations (from the filter sets ``keys`` too, if any) or stale ones."""
+    async def _forget(self, entries: list[tuple[str, str, float]], keys: Iterable[str]) -> None:
+        """Drop ``(conversation, partition label, score met)`` entries of expired conversations a
+        listing met (from the filter sets ``keys`` too, if any)."""
         if not entries:
             return
+        await self._drop_if(entries)
+        cids = [cid for cid, _, _ in entries]
         pipe = self.redis.pipeline(transaction=False)
-        for cid, part in entries:
-            pipe.zrem(partitions.key(part), cid)
-        cids = [cid for cid, _ in entries]
         for key in set(keys):
             pipe.srem(key, *cids)
         await pipe.execute()
 
-    async def _repair(self, stale: list[tuple[str, str, dict[str, str]]],
-                      newer: list[tuple[str, str, dict[str, str]]]) -> None:
+    async def _drop_if(self, entries: list[tuple[str, str, float]]) -> None:
+        """``ZREM`` each entry from its partition if its score is still the one met (``DROP_IF``)."""
+        if entries:
+            await self._drop(keys=[partitions.key(part) for _, part, _ in entries],
+                             args=[v for cid, _, score in entries for v in (cid, repr(score))])
+
+    async def _repair(self, stale: list[tuple[str, str, float, dict[str, str]]],
+                      newer: list[tuple[str, str, float, dict[str, str]]]) -> None:
         """Move ``stale`` entries met in a partition their metadata does not name into the one it
         names (``ZADD GT``: a newer entry there stays): an expired conversation back left its
         earlier entry, a start's move may have guessed wrong from stale sets. A save moving it
@@ -349,16 +355,16 @@ class ConversationIndex:
         if not stale and not newer:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for cid, part, meta in stale:
+        for cid, _, _, meta in stale:
             right = partitions.of(meta)
             pipe.zadd(partitions.key(right), {cid: float(meta.get("activity") or 0)}, gt=True)
             pipe.sadd(partitions.REGISTRY, right)
-            pipe.zrem(partitions.key(part), cid)
-        for cid, _, meta in newer:
+        for cid, _, _, meta in newer:
             right = partitions.of(meta)
             pipe.zadd(partitions.key(right), {cid: float(meta["activity"])}, nx=True)
             pipe.sadd(partitions.REGISTRY, right)
         await pipe.execute()
+        await self._drop_if([(cid, part, score) for cid, part, score, _ in stale])  # (unless moved back)
 
     async def _scored(self, every: list[str], chosen: set[str], cids: list[str]) -> list[tuple[Any, int, int]]:
         """Per candidate: its newest score in a partition the search reads ('' if none), that
@@ -414,18 +420,18 @@ class ConversationIndex:
             go_on = replies.text(go_on)
             rows = [(replies.text(found[i]), float(found[i + 1]), labels[int(found[i + 2]) - 1])
                     for i in range(0, len(found), 3)]
-            expired: list[tuple[str, str]] = []
-            stale: list[tuple[str, str, dict[str, str]]] = []
-            newer: list[tuple[str, str, dict[str, str]]] = []
+            expired: list[tuple[str, str, float]] = []
+            stale: list[tuple[str, str, float, dict[str, str]]] = []
+            newer: list[tuple[str, str, float, dict[str, str]]] = []
             for (cid, score, part), meta in zip(rows, await self.metas(c for c, _, _ in rows), strict=True):
                 if not meta:
-                    expired.append((cid, part))
+                    expired.append((cid, part, score))
                 elif partitions.of(meta) != part:  # not its partition: stale if older than its activity
                     # (to the millisecond the metadata keeps it: an index score has full precision)
                     if float(f"{score:.3f}") <= float(meta.get("activity") or 0):
-                        stale.append((cid, part, meta))
+                        stale.append((cid, part, score, meta))
                     elif meta.get("activity"):
-                        newer.append((cid, part, meta))
+                        newer.append((cid, part, score, meta))
                 elif cid not in listed and filters.match(meta):  # an index a lost lock left is not trusted
                     listed.add(cid)
                     out.rows.append((cid, score, meta))
@@ -477,6 +483,7 @@ class ConversationIndex:
         ranked = []
         unscored = []
         where: dict[str, str] = {}  # cid -> the partition its score is from
+        at: dict[str, float] = {}  # cid -> that score
         for i, cid in enumerate(cids):
             raw, part, listed = scored[i]
             if not int(listed):
@@ -485,7 +492,7 @@ class ConversationIndex:
             if not int(part):
                 continue
             score = float(raw)
-            where[cid] = every[int(part) - 1]
+            where[cid], at[cid] = every[int(part) - 1], score
             if any(not m[i] for m in memberships) or any(m[i] for m in outside):
                 continue
             if before is not None and score >= before:
@@ -507,7 +514,7 @@ class ConversationIndex:
                     if len(out.rows) >= limit:
                         break
             if expired:
-                await self._forget([(c, where[c]) for c in expired], keys)
+                await self._forget([(c, where[c], at[c]) for c in expired], keys)
                 await self._drop_terms(expired, found)
             if len(out.rows) >= limit:
                 break

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import pytest
 from redis.asyncio import Redis
@@ -122,6 +122,33 @@ async def test_a_refused_save_that_moved_its_conversation_does_not_hide_it(redis
     assert await _ids(redis, Filters()) == [cid]
     assert await _ids(redis, Filters(bot="demo")) == [cid]
     assert await _ids(redis, Filters(bot="sales")) == []
+
+
+async def test_a_conversation_back_while_a_listing_drops_its_expired_entry_stays_listed(
+        redis: Redis, store: ConversationStore) -> None:
+    """A listing reads an expired conversation's metadata (gone), the conversation comes back
+    (its save writes its partition), then the listing drops the entry it met: only if its score
+    is still the one met. Else its partition, of it alone, emptied, would lose its label and
+    every later follow-up (a plain ``ZADD``) would go to a partition no listing reads."""
+    cid = "livechat:solo:x"
+    await _turn(redis, store, cid, {"channel": "livechat", "bot": "solo", "status": "bot"}, 10.0)
+    await redis.delete(f"sb:c:{{{cid}}}:meta")  # expired
+    raced: list[str] = []
+
+    class Racing(ConversationIndex):
+        async def metas(self, cids: Iterable[str]) -> list[dict[str, str]]:
+            cids = list(cids)
+            found = await super().metas(cids)
+            if cid in cids and not raced:  # back meanwhile
+                raced.append(cid)
+                await _turn(redis, store, cid, {"channel": "livechat", "bot": "solo", "status": "bot"}, 20.0)
+            return found
+
+    assert [c for c, _, _ in (await Racing(redis).page(Filters())).rows] == [] and raced
+    await _ids(redis, Filters())
+    await _turn(redis, store, cid, {}, 30.0)  # a follow-up: a plain ZADD
+    assert await _ids(redis, Filters()) == [cid]
+    assert await _ids(redis, Filters(bot="solo")) == [cid]
 
 
 async def test_a_save_after_script_flush_still_writes_its_partition(redis: Redis, store: ConversationStore) -> None:
