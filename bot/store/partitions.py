@@ -72,6 +72,20 @@ if KEYS[3] then redis.call('ZREM', KEYS[3], ARGV[2]) end
 return 0
 """
 
+#: Entries a listing met dropped only if still as it met them: KEYS the partitions (one an
+#: entry, repeated as needed); ARGV per key the conversation id and the score met. A save that
+#: wrote the entry meanwhile (a conversation back after it expired, or moved back) changed its
+#: score: the entry stays (else its partition, emptied, would lose its label, and the plain
+#: ``ZADD`` of its follow-ups would write a partition no listing reads).
+DROP_IF = """
+local n = 0
+for i = 1, #KEYS do
+  local s = redis.call('ZSCORE', KEYS[i], ARGV[2 * i - 1])
+  if s and tonumber(s) == tonumber(ARGV[2 * i]) then n = n + redis.call('ZREM', KEYS[i], ARGV[2 * i - 1]) end
+end
+return n
+"""
+
 #: A page of the listing, newest first. KEYS: n partitions, m sets each listed member is in
 #: (status, waiting), e sets none is in (the derived status), the registry. ARGV: n, m, e, the
 #: highest score ('+inf' or '(<score>'), how many rows, how many members to look at at most,

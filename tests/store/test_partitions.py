@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import pytest
 from redis.asyncio import Redis
@@ -101,6 +101,54 @@ async def test_a_stale_entry_is_listed_once_and_moved_where_its_metadata_says(re
     assert await _everywhere(redis, cid) == ["livechat:sales"]
     assert await _ids(redis, Filters()) == [cid]
     assert await redis.smembers(partitions.REGISTRY) == {b"livechat:sales"}  # the emptied ones: dropped
+
+
+async def test_a_refused_save_that_moved_its_conversation_does_not_hide_it(redis: Redis,
+                                                                           store: ConversationStore) -> None:
+    """A turn slower than its lock (a slow call): another processor took the conversation and saved
+    a follow-up; the late save is refused, but its activity script (another slot, beside the
+    save script) still moves the conversation into the partition the refused save computed. The
+    metadata names the partition it left: the listing puts it back there (``ZADD NX``)."""
+    cid = "livechat:demo:l"
+    await _turn(redis, store, cid, {"channel": "livechat", "bot": "demo", "status": "bot"}, 10.0)
+    await _turn(redis, store, cid, {}, 20.0)  # the processor that took over: a follow-up
+    req = SaveRequest(state=None, processed=0, activity=30.0)  # the late one, planned after it: a bot change
+    req.partition, req.left = plan_save(cid, await store.meta(cid), {"bot": "sales", "activity": "30.000"},
+                                        activity=30.0, logged=False, commands=req.extra_commands)
+    assert (req.partition, req.left) == ("livechat:sales", "livechat:demo")
+    assert (await store.save(cid, "a-lost-token", req)).status == -1
+    assert (await store.meta(cid))["bot"] == "demo"
+    await _ids(redis, Filters())  # meets it where the refused save put it
+    assert await _ids(redis, Filters()) == [cid]
+    assert await _ids(redis, Filters(bot="demo")) == [cid]
+    assert await _ids(redis, Filters(bot="sales")) == []
+
+
+async def test_a_conversation_back_while_a_listing_drops_its_expired_entry_stays_listed(
+        redis: Redis, store: ConversationStore) -> None:
+    """A listing reads an expired conversation's metadata (gone), the conversation comes back
+    (its save writes its partition), then the listing drops the entry it met: only if its score
+    is still the one met. Else its partition, of it alone, emptied, would lose its label and
+    every later follow-up (a plain ``ZADD``) would go to a partition no listing reads."""
+    cid = "livechat:solo:x"
+    await _turn(redis, store, cid, {"channel": "livechat", "bot": "solo", "status": "bot"}, 10.0)
+    await redis.delete(f"sb:c:{{{cid}}}:meta")  # expired
+    raced: list[str] = []
+
+    class Racing(ConversationIndex):
+        async def metas(self, cids: Iterable[str]) -> list[dict[str, str]]:
+            cids = list(cids)
+            found = await super().metas(cids)
+            if cid in cids and not raced:  # back meanwhile
+                raced.append(cid)
+                await _turn(redis, store, cid, {"channel": "livechat", "bot": "solo", "status": "bot"}, 20.0)
+            return found
+
+    assert [c for c, _, _ in (await Racing(redis).page(Filters())).rows] == [] and raced
+    await _ids(redis, Filters())
+    await _turn(redis, store, cid, {}, 30.0)  # a follow-up: a plain ZADD
+    assert await _ids(redis, Filters()) == [cid]
+    assert await _ids(redis, Filters(bot="solo")) == [cid]
 
 
 async def test_a_save_after_script_flush_still_writes_its_partition(redis: Redis, store: ConversationStore) -> None:

@@ -90,3 +90,21 @@ async def test_a_move_refused_midway_is_finished_by_the_next_start(private_redis
     assert not await redis.exists(PARTITIONS_DONE)
     assert await move_partitions(redis, page=2) == len(OLD) - 2
     await _assert_moved(redis)
+
+
+async def test_a_member_moved_into_a_partition_its_metadata_does_not_name_is_listed(redis: Redis) -> None:
+    """The old index scored a member by the save's activity (full precision), the metadata kept it
+    to the millisecond (``f"{activity:.3f}"``): a member the move put in the wrong partition (stale
+    sets) with a score that rounds down is still stale, moved where its metadata says and listed."""
+    cid = "livechat:demo:r"
+    at = 1_733_570_000.1234  # the metadata's "1733570000.123" is lower than the index's score
+    await redis.hset(k.ConversationKey(cid).meta, mapping={"status": "bot", "channel": "livechat", "bot": "sales",
+                                                           "activity": f"{at:.3f}"})
+    await redis.zadd(k.FLAT_ACTIVITY_INDEX, {cid: at})
+    await redis.sadd(indexes.channel_key("livechat"), cid)
+    await redis.sadd(indexes.bot_key("demo"), cid)  # stale: the metadata says "sales"
+    assert await move_partitions(redis) == 1
+    index = ConversationIndex(redis)
+    await index.page(Filters())  # meets it in livechat:demo: moves it
+    assert [c for c, _, _ in (await index.page(Filters())).rows] == [cid]
+    assert [c for c, _, _ in (await index.page(Filters(bot="sales"))).rows] == [cid]

@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.store.embedded import free_port, redis_server_binary
 from bot.store.resp import FEED_CHUNK, RespClient, RespTransaction
-from bot.store.scripts import Lua, run_pipeline
+from bot.store.scripts import Lua, run_pipeline, send_commands
 from tests.procs import stop_process
 from tests.waiting import wait_for
 
@@ -478,3 +478,17 @@ async def test_a_transaction_runs_its_commands_together_and_raises_their_first_e
     with pytest.raises(ResponseError):
         await queued.execute()
     assert await redis.get("tx:c") is None
+
+
+async def test_send_commands_resends_from_the_refused_script_with_every_reply_in_order(
+        client: RespClient, redis: Redis) -> None:
+    """``NOSCRIPT``: the commands before the refused one ran and are not sent again (an ``INCR``
+    counts once); from it on they are, and the replies come back complete and in order."""
+    known = Lua(redis, "return redis.call('INCR', KEYS[1])")
+    missing = Lua(redis, "return redis.call('INCRBY', KEYS[1], 10)")
+    await redis.script_flush()
+    await known.load()
+    replies = await send_commands(client, [("INCR", "before"), known.command(["ran"], []),
+                                           missing.command(["refused"], []), ("GET", "refused")], [known, missing])
+    assert replies == [1, 1, 10, b"10"]
+    assert await redis.mget("before", "ran", "refused") == [b"1", b"1", b"10"]
