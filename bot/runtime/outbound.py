@@ -18,6 +18,7 @@ chat the contact opened reaches them. Where contacts, leads and identities are r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -268,7 +269,8 @@ class OutboundService:
         candidates = list(dict.fromkeys(candidates))
         if not candidates:
             return None
-        metas = [(cid, await self.store.meta(cid)) for cid in candidates]  # a listed one has its activity
+        # a listed one has its activity; read together (a contact has a few channels)
+        metas = list(zip(candidates, await asyncio.gather(*map(self.store.meta, candidates)), strict=True))
         alive = sorted(((float(meta["activity"]), cid, meta) for cid, meta in metas if meta.get("activity")),
                        reverse=True)
         for _, cid, meta in alive:  # the newest one the bot can write in

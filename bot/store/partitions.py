@@ -1,10 +1,12 @@
 """The dashboard's activity index, partitioned by (channel, bot) (issue 14, aim 3: bytes).
 
 One sorted set per (channel, bot), ``sb:idx:{conv}:act:<label>``, conversation id -> last
-activity; the registry ``sb:idx:{conv}:acts`` holds the labels of the partitions that exist (a
-stale label, of an emptied partition, is harmless and dropped by the next listing that meets
-it). A listing by channel and/or bot reads only the matching partitions: the plain sets of
-conversation ids per channel and per bot the index kept before (84 B a member each) are gone.
+activity; the registry ``sb:idx:{conv}:acts`` holds the labels of the partitions there have
+been (never dropped: a follow-up's plain ``ZADD`` relies on its partition's label, which a
+listing that saw the partition empty for a moment must not take away; they are bounded by
+channels × bots, and an emptied partition costs a listing one ``ZCARD``). A listing by channel
+and/or bot reads only the matching partitions: the plain sets of conversation ids per channel and
+per bot the index kept before (84 B a member each) are gone.
 
 A label is ``<channel>:<bot>`` with ``%`` and ``:`` of the channel escaped (``%25``, ``%3A``):
 the first ``:`` ends the channel, whatever the bot id holds (a bot id is ``[a-z0-9_-]``, a
@@ -75,8 +77,7 @@ return 0
 #: Entries a listing met dropped only if still as it met them: KEYS the partitions (one an
 #: entry, repeated as needed); ARGV per key the conversation id and the score met. A save that
 #: wrote the entry meanwhile (a conversation back after it expired, or moved back) changed its
-#: score: the entry stays (else its partition, emptied, would lose its label, and the plain
-#: ``ZADD`` of its follow-ups would write a partition no listing reads).
+#: score: the entry stays (else the conversation, listed nowhere, would wait for its next message).
 DROP_IF = """
 local n = 0
 for i = 1, #KEYS do
@@ -94,16 +95,14 @@ return n
 #: (each read a page at a time, newest first) keeping the members in every m set and in no e
 #: set: its work the page's and the members passed over on the way (at most the budget, then the
 #: score to go on from). With m sets whose intersection is small beside that walk: the
-#: intersection scored in the partitions (ZMSCORE), sorted. Labels of emptied partitions leave
-#: the registry.
+#: intersection scored in the partitions (ZMSCORE), sorted. The registry is not written (see
+#: the module's docstring).
 PAGE = """
 local n, m, e = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local max, limit, budget, plan = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local total = 0
 for i = 1, n do
-  local size = redis.call('ZCARD', KEYS[i])
-  if size == 0 then redis.call('SREM', KEYS[n + m + e + 1], ARGV[7 + i]) end
-  total = total + size
+  total = total + redis.call('ZCARD', KEYS[i])
 end
 local function kept(cid)
   for j = n + 1, n + m do

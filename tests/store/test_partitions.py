@@ -100,7 +100,22 @@ async def test_a_stale_entry_is_listed_once_and_moved_where_its_metadata_says(re
     assert await _ids(redis, Filters()) == []
     assert await _everywhere(redis, cid) == ["livechat:sales"]
     assert await _ids(redis, Filters()) == [cid]
-    assert await redis.smembers(partitions.REGISTRY) == {b"livechat:sales"}  # the emptied ones: dropped
+    assert await redis.smembers(partitions.REGISTRY) == {  # the emptied ones' labels too: never dropped
+        b"livechat:demo", b"livechat:sales", b"whatsapp:demo"}
+
+
+async def test_a_partition_emptied_for_a_moment_keeps_its_label_so_a_follow_up_into_it_is_listed(
+        redis: Redis, store: ConversationStore) -> None:
+    """A listing that sees a partition empty (its one member moved out by a refused save's
+    activity script, or dropped as expired) leaves its label: the conversation's next follow-up
+    is a plain ``ZADD`` into it, which registers nothing."""
+    cid = "livechat:demo:e"
+    await _turn(redis, store, cid, {"channel": "livechat", "bot": "demo", "status": "bot"}, 10.0)
+    await redis.zrem(partitions.key("livechat:demo"), cid)  # out for a moment
+    assert await _ids(redis, Filters()) == []
+    await _turn(redis, store, cid, {}, 20.0)  # a follow-up: the partition its metadata names
+    assert await _ids(redis, Filters()) == [cid]
+    assert await _ids(redis, Filters(bot="demo", channel="livechat")) == [cid]
 
 
 async def test_a_refused_save_that_moved_its_conversation_does_not_hide_it(redis: Redis,
