@@ -16,6 +16,27 @@ from ..state import plain
 from ..turn import Target, TurnContext
 
 
+def _stored(value: Any) -> Any:
+    """A variable's value as the state keeps it: ``plain(value)``, its commonest cases (a str, a
+    64-bit int: ``state._INT64`` as literals) returned as they are without the call."""
+    kind = type(value)
+    if kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615):
+        return value
+    return plain(value)
+
+
+def _variable(t: TurnContext, value: Any) -> Any:
+    """A ``set_variable``'s value: a template rendered (the usual case, without the generic walk;
+    a failure traced and ""), anything else with its templates rendered; as stored (``_stored``)."""
+    if type(value) is Template:
+        try:
+            return _stored(value.value(t.cached_context or t.context()))
+        except TemplateFailed as exc:
+            t.trace("template.error", "warning", error=str(exc))
+            return ""
+    return _stored(t.value(value))
+
+
 def action(t: TurnContext, s: c.CActionStep) -> Target:
     run = t.state.run
     assert run is not None
@@ -26,19 +47,7 @@ def action(t: TurnContext, s: c.CActionStep) -> Target:
         act = actions[index]
         if act.do == "set_variable":
             params = act.params
-            value = params["value"]
-            if type(value) is Template:  # the usual case, without the generic walk
-                try:
-                    value = value.value(t.cached_context or t.context())
-                except TemplateFailed as exc:
-                    t.trace("template.error", "warning", error=str(exc))
-                    value = ""
-            else:
-                value = t.value(value)
-            kind = type(value)  # plain(value), with its commonest cases inline (state._INT64 as literals)
-            if not (kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615)):
-                value = plain(value)
-            run.vars[params["name"]] = value
+            run.vars[params["name"]] = _variable(t, params["value"])
             index += 1
             continue
         if act.do == "set_chat_status":
@@ -95,28 +104,16 @@ def plan_action(flow: c.CompiledFlow, s: c.CActionStep) -> Callable[[TurnContext
                 else:
                     if value is MISSING:
                         value = ""
-                kind = type(value)  # plain(value), with its commonest cases inline (state._INT64 as literals)
-                if not (kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615)):
-                    value = plain(value)
-                run.vars[name] = value
+                run.vars[name] = _stored(value)
                 run.action_index = 1
                 return next_
 
             return set_fast
-        evaluate = template.value
 
         def set_one(t: TurnContext, s: c.CActionStep) -> Target:
             run = t.state.run
             assert run is not None
-            try:
-                value = evaluate(t.cached_context or t.context())
-            except TemplateFailed as exc:
-                t.trace("template.error", "warning", error=str(exc))
-                value = ""
-            kind = type(value)  # plain(value), with its commonest cases inline (state._INT64 as literals)
-            if not (kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615)):
-                value = plain(value)
-            run.vars[name] = value
+            run.vars[name] = _variable(t, template)
             run.action_index = 1
             return next_
 
@@ -126,18 +123,7 @@ def plan_action(flow: c.CompiledFlow, s: c.CActionStep) -> Callable[[TurnContext
         run = t.state.run
         assert run is not None
         for name, value in sets:
-            if type(value) is Template:
-                try:
-                    value = value.value(t.cached_context or t.context())
-                except TemplateFailed as exc:
-                    t.trace("template.error", "warning", error=str(exc))
-                    value = ""
-            else:
-                value = t.value(value)
-            kind = type(value)  # plain(value), with its commonest cases inline (state._INT64 as literals)
-            if not (kind is str or (kind is int and -9223372036854775808 <= value <= 18446744073709551615)):
-                value = plain(value)
-            run.vars[name] = value
+            run.vars[name] = _variable(t, value)
         run.action_index = count
         return next_
 

@@ -8,9 +8,11 @@ from typing import Any
 from ...builder import compiled as c
 from ...builder.templates import TemplateFailed
 from ..checks import check, region_for_timezone
-from ..predicates import Test, compile_predicate
+from ..predicates import compile_predicate
 from ..state import plain
 from ..turn import Target, TurnContext
+
+Decide = Callable[[TurnContext, c.CCondition], Target]
 
 
 def condition(t: TurnContext, s: c.CCondition) -> Target:
@@ -19,38 +21,18 @@ def condition(t: TurnContext, s: c.CCondition) -> Target:
     # The generic handler (the plan's ``plan_condition`` runs these steps): a key no other memo
     # entry has (a step id may be ``listened``, ``bot.runtime.interest``'s key).
     key = f"condition:{s.id}"
-    branches: tuple[tuple[Test, str], ...] | None = flow.memo.get(key)
-    if branches is None:  # the first turn through this step of this version
-        branches = flow.memo[key] = tuple((compile_predicate(p), target) for p, target in s.branches)
-    ctx = t.cached_context or t.context()
-    for test, target in branches:
-        try:
-            if test(ctx):
-                return target
-        except TemplateFailed as exc:
-            t.trace("condition.error", "warning", error=str(exc))
-    return s.else_
+    decide: Decide | None = flow.memo.get(key)
+    if decide is None:  # the first turn through this step of this version
+        decide = flow.memo[key] = plan_condition(flow, s)
+    return decide(t, s)
 
 
-def plan_condition(flow: c.CompiledFlow, s: c.CCondition) -> Callable[[TurnContext, c.CCondition], Target]:
+def plan_condition(flow: c.CompiledFlow, s: c.CCondition) -> Decide:
     """``condition`` for one step, its predicates compiled into closures once (kept in ``flow.plan``)."""
     branches = tuple((compile_predicate(p), target) for p, target in s.branches)
     else_ = s.else_
-    if len(branches) == 1:
-        ((test, then),) = branches
 
-        def one(t: TurnContext, s: c.CCondition) -> Target:
-            ctx = t.cached_context or t.context()
-            try:
-                if test(ctx):
-                    return then
-            except TemplateFailed as exc:
-                t.trace("condition.error", "warning", error=str(exc))
-            return else_
-
-        return one
-
-    def many(t: TurnContext, s: c.CCondition) -> Target:
+    def decide(t: TurnContext, s: c.CCondition) -> Target:
         ctx = t.cached_context or t.context()
         for test, target in branches:
             try:
@@ -60,7 +42,7 @@ def plan_condition(flow: c.CompiledFlow, s: c.CCondition) -> Callable[[TurnConte
                 t.trace("condition.error", "warning", error=str(exc))
         return else_
 
-    return many
+    return decide
 
 
 def validation(t: TurnContext, s: c.CValidation) -> Target:
