@@ -157,6 +157,31 @@ async def test_numeric_query_parameters_must_be_finite_numbers(
         assert name in body["error"]["message"]
 
 
+async def test_a_channel_or_bot_filter_of_any_text_lists_what_matches_and_names_no_key(
+        redis: Any, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The dashboard's channel and bot filters pick partitions by label (bot/store/partitions.py):
+    a value with the label's separator, its escape, a glob, control characters or 2,000
+    characters lists nothing (or what truly matches), never a 5xx, and writes no key."""
+    async with running_app(redis_url) as app:
+        await app.put_flow(ECHO, "hello")
+        r = await app.http.post("/chat/demo/messages", json={"session": "visitor-filter-1", "text": "hi"})
+        assert r.status == 202
+        cid = (await r.json())["conversation"]
+        await bot_texts(app, "visitor-filter-1", 1)
+        keys = set(await app.services.redis.keys("*"))
+        for value in ("livechat:demo", "livechat%3A", "*", "live*", ":", "%", "%25", "a\x00b", "\x1b[31m",
+                      "livechat\n", "x" * 2_000):
+            for name in ("channel", "bot"):
+                listed = await app.api("GET", "/api/conversations", params={name: value})
+                assert listed["conversations"] == [], (name, value[:20])
+        r = await app.http.get("/api/conversations", params={"channel": "x" * 10_000}, headers=AUTH)
+        assert r.status == 400  # a request line over aiohttp's limit: refused before any handler
+        both = await app.api("GET", "/api/conversations", params={"channel": "livechat", "bot": "demo"})
+        assert [c["id"] for c in both["conversations"]] == [cid]
+        assert set(await app.services.redis.keys("*")) - keys <= {b"sb:workers:timers"}
+    assert tracebacks(caplog) == []
+
+
 async def test_a_huge_offset_is_an_empty_page_not_an_error(redis: Any, redis_url: str) -> None:
     async with running_app(redis_url) as app:
         await app.api("POST", "/api/crm/contacts", 201, json={"name": "Ana"})
