@@ -110,15 +110,6 @@ def plan_action(flow: c.CompiledFlow, s: c.CActionStep) -> Callable[[TurnContext
 
             return set_fast
 
-        def set_one(t: TurnContext, s: c.CActionStep) -> Target:
-            run = t.state.run
-            assert run is not None
-            run.vars[name] = _variable(t, template)
-            run.action_index = 1
-            return next_
-
-        return set_one
-
     def set_variables(t: TurnContext, s: c.CActionStep) -> Target:
         run = t.state.run
         assert run is not None
