@@ -49,7 +49,6 @@ _DEFAULTS: dict[str, Any] = {
     "price": 0, "contacts": [], "company": None, "subscribers": [], "status": "potential", "temperature": None,
     "discount": 0, "currency": None, "language": None, "unsubscribed": False,
 }
-_DEFAULT_OF = {_INDEX[name]: value for name, value in _DEFAULTS.items()}
 _NAME = _INDEX["name"]
 _LEAD_NAME: Any = object()
 
@@ -58,6 +57,12 @@ def pack(value: object) -> bytes:
     """A record, note or queued command as a msgpack document."""
     packed: bytes = msgpack.packb(value, use_bin_type=True)
     return packed
+
+
+def _default(name: str) -> Any:
+    """The field's default as a record holds it: ``{}`` and ``[]`` new each time."""
+    default = _DEFAULTS[name]
+    return type(default)() if isinstance(default, (dict, list)) else default
 
 
 def _is_default(name: str, value: Any) -> bool:
@@ -128,8 +133,7 @@ def _implied(s: int, name: str, rid: str | None, record_id: Any) -> Any:
     derive = _DERIVED.get((s, name))
     if derive is not None:
         return derive(record_id)
-    default = _DEFAULTS.get(name, _NONE)
-    return type(default)() if isinstance(default, (dict, list)) else default
+    return _default(name) if name in _DEFAULTS else _NONE
 
 
 def _shaped(record: dict[str, Any], rid: str | None, s: int) -> bytes | None:
@@ -196,8 +200,7 @@ def _grow_shaped(data: bytes, rid: str | None) -> dict[str, Any]:
         if type(key) is not int:
             out[key] = value
         elif key < 0:
-            default = _DEFAULT_OF[-1 - key]
-            out[_NAMES[-1 - key]] = type(default)() if isinstance(default, (dict, list)) else default
+            out[_NAMES[-1 - key]] = _default(_NAMES[-1 - key])
         elif _NAMES[key] not in rank:
             out[_NAMES[key]] = value
     return out
@@ -213,8 +216,7 @@ def _grow(small: dict[Any, Any]) -> dict[str, Any]:
         elif value is True:  # a lead's default name: its id may come later in the map
             out[_NAMES[-1 - key]] = _LEAD_NAME
         else:
-            default = _DEFAULT_OF[-1 - key]
-            out[_NAMES[-1 - key]] = type(default)() if isinstance(default, (dict, list)) else default
+            out[_NAMES[-1 - key]] = _default(_NAMES[-1 - key])
     if out.get("name") is _LEAD_NAME:
         out["name"] = f"Lead #{out.get('id')}"
     return out
