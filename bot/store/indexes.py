@@ -301,6 +301,8 @@ class Page:
 #: times (a short page then says where the next one starts: ``Page.next_before``).
 _BUDGET = 2000
 _ROUNDS = 50
+#: Conversations sharing a page's last activity added to it at most (see ``ConversationIndex._ties``).
+_TIES = 500
 
 
 class ConversationIndex:
@@ -443,11 +445,38 @@ class ConversationIndex:
                 break
             cursor = float(go_on) if go_on else rows[-1][1]
             max_score = f"({cursor!r}"
+            await self._ties(out, labels, cursor, listed, filters)  # the next round reads below it
+            if len(out.rows) >= limit:
+                break
         else:  # rounds spent on entries not listed: the client reads on from where they ended
             out.next_before = cursor
         if len(out.rows) >= limit:
+            await self._ties(out, labels, out.rows[-1][1], listed, filters)
             out.next_before = out.rows[-1][1]
         return out
+
+    async def _ties(self, out: Page, labels: list[str], score: float, listed: set[str], filters: Filters) -> None:
+        """Add to ``out`` the conversations at exactly ``score`` not listed yet (id descending, at
+        most ``_TIES``): the next round or page reads from below ``score`` (a cursor of one
+        number), so a conversation sharing the last row's activity would be skipped otherwise.
+        Activities are saved to the microsecond: a page holds more than ``limit`` rows only when
+        conversations share one."""
+        pipe = self.redis.pipeline(transaction=False)
+        for part in labels:
+            pipe.zrangebyscore(partitions.key(part), score, score, start=0, num=_TIES + len(listed))
+        found = sorted({(replies.text(cid), part) for part, members in zip(labels, await pipe.execute(), strict=True)
+                        for cid in members if replies.text(cid) not in listed}, reverse=True)
+        if not found:
+            return
+        added = 0
+        for (cid, part), meta in zip(found, await self.metas(c for c, _ in found), strict=True):
+            # as a page's rows: alive, in the partition its metadata names, matching the filters
+            if meta and partitions.of(meta) == part and cid not in listed and filters.match(meta):
+                listed.add(cid)
+                out.rows.append((cid, score, meta))
+                added += 1
+                if added >= _TIES:
+                    break
 
     async def _search(self, filters: Filters, every: list[str], tokens: list[str], before: float | None,
                       limit: int) -> Page:
@@ -507,16 +536,17 @@ class ConversationIndex:
             chunk = ranked[start:start + limit]
             expired = []
             for (score, cid), meta in zip(chunk, await self.metas(c for _, c in chunk), strict=True):
+                if len(out.rows) >= limit and score != out.rows[-1][1]:
+                    break  # (the rows sharing the last one's activity go on this page: see _ties)
                 if not meta:
                     expired.append(cid)
                 elif filters.match(meta):
                     out.rows.append((cid, score, meta))
-                    if len(out.rows) >= limit:
-                        break
             if expired:
                 await self._forget([(c, where[c], at[c]) for c in expired], keys)
                 await self._drop_terms(expired, found)
-            if len(out.rows) >= limit:
+            following = ranked[start + limit][0] if start + limit < len(ranked) else None
+            if len(out.rows) >= limit and following != out.rows[-1][1]:
                 break
         if len(out.rows) >= limit:
             out.next_before = out.rows[-1][1]

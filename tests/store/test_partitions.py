@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable
 import pytest
 from redis.asyncio import Redis
 
-from bot.store import partitions, savescript
+from bot.store import indexes, partitions, savescript
 from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.conversations import ConversationStore, SaveRequest
 from bot.store.indexes import ConversationIndex, Filters, plan_save, seed, status_key
@@ -228,3 +228,39 @@ async def test_listings_equal_sort_filter_page_over_every_partition(redis: Redis
                 break
             before = page.next_before
         assert got == want, filters
+
+
+@pytest.mark.parametrize(("seed_", "plan", "budget"), [(5, "", 0), (6, "merge", 0), (7, "score", 0), (8, "merge", 3)])
+async def test_conversations_sharing_a_pages_last_activity_are_not_skipped(
+        redis: Redis, monkeypatch: pytest.MonkeyPatch, seed_: int, plan: str, budget: int) -> None:
+    """The next page reads from below the last row's activity (``before``, one number): rows at
+    exactly that activity, in any partition, go on the page that ends there (listing and search),
+    and on the round that ends there when a page takes more than one (a script's budget spent)."""
+    if budget:
+        monkeypatch.setattr(indexes, "_BUDGET", budget)
+    rng = random.Random(seed_)
+    rows: dict[str, dict[str, str]] = {}
+    pipe = redis.pipeline(transaction=False)
+    for i in range(90):
+        meta = {"channel": rng.choice(CHANNELS), "status": rng.choice(("bot", "human", "idle")),
+                "chat_status": "answered", "activity": repr(1000.0 + rng.randrange(6)), "name": "Ann Lee"}
+        if bot := rng.choice(BOTS):
+            meta["bot"] = bot
+        rows[f"livechat:acc:{i}"] = meta
+        seed(pipe, f"livechat:acc:{i}", meta)
+    await pipe.execute()
+    index = ConversationIndex(redis, plan=plan)
+    for filters in (Filters(), Filters(status="bot"), Filters(bot="demo"), Filters(status="idle", channel="livechat")):
+        want = _reference(rows, filters)
+        for search in (None, "ann"):
+            for limit in (1, 2, 5):
+                got: list[tuple[str, float]] = []
+                before = None
+                while True:
+                    page = await index.page(filters, search=search, before=before, limit=limit)
+                    got += [(cid, score) for cid, score, _ in page.rows]
+                    if page.next_before is None:
+                        break
+                    before = page.next_before
+                assert sorted(c for c, _ in got) == sorted(want), (filters, search, limit)
+                assert len(got) == len(want) and [s for _, s in got] == sorted((s for _, s in got), reverse=True)
