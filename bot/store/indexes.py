@@ -328,15 +328,26 @@ class ConversationIndex:
 
     async def _forget(self, entries: list[tuple[str, str, float]], keys: Iterable[str]) -> None:
         """Drop ``(conversation, partition label, score met)`` entries of expired conversations a
-        listing met (from the filter sets ``keys`` too, if any)."""
+        listing met (from the filter sets ``keys`` too, if any; one back since stays in them)."""
         if not entries:
             return
         await self._drop_if(entries)
         cids = [cid for cid, _, _ in entries]
+        keys = set(keys)
+        if not keys:
+            return
         pipe = self.redis.pipeline(transaction=False)
-        for key in set(keys):
+        for key in keys:
             pipe.srem(key, *cids)
         await pipe.execute()
+        # A conversation back meanwhile (its save's SADD before the SREM) is put back in its sets.
+        pipe = self.redis.pipeline(transaction=False)
+        for cid, meta in zip(cids, await self.metas(cids), strict=True):
+            if meta:
+                for key in keys.intersection(filter_keys(meta)):
+                    pipe.sadd(key, cid)
+        if len(pipe):
+            await pipe.execute()
 
     async def _drop_if(self, entries: list[tuple[str, str, float]]) -> None:
         """``ZREM`` each entry from its partition if its score is still the one met (``DROP_IF``)."""

@@ -264,3 +264,21 @@ async def test_conversations_sharing_a_pages_last_activity_are_not_skipped(
                     before = page.next_before
                 assert sorted(c for c, _ in got) == sorted(want), (filters, search, limit)
                 assert len(got) == len(want) and [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+
+
+async def test_a_conversation_back_while_a_listing_drops_it_from_a_status_set_stays_in_it(redis: Redis) -> None:
+    """A listing met the conversation expired (no metadata) and drops it from the filter's sets;
+    a save brought it back meanwhile (its ``SADD`` before the listing's ``SREM``): it stays listed."""
+    cid = "livechat:demo:back"
+    meta = {"channel": "livechat", "bot": "demo", "status": "human", "chat_status": "answered", "activity": "50.0"}
+    pipe = redis.pipeline(transaction=False)
+    seed(pipe, cid, meta)
+    await pipe.execute()
+    index = ConversationIndex(redis)
+    await index._forget([(cid, "livechat:demo", 40.0)], [status_key("human")])  # as met before the save
+    assert await redis.sismember(status_key("human"), cid)
+    assert await _ids(redis, Filters(status="human")) == [cid]
+    await redis.delete(f"sb:c:{{{cid}}}:meta")  # gone for good: dropped
+    await index._forget([(cid, "livechat:demo", 50.0)], [status_key("human")])
+    assert not await redis.sismember(status_key("human"), cid)
+    assert await _ids(redis, Filters(status="human")) == []
