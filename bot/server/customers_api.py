@@ -4,7 +4,8 @@ The embedded CRM's contacts as a seller sees them: in two sections (``status=cur
 ordered, ``potential`` has not), searched by name, phone or e-mail (``q``), filtered by
 ``temperature``, ``tag`` (repeatable: every tag) and ``responsible`` through the CRM's indexes
 (``crm_bridge/indexes.py``: no scan of every contact), newest first, paged with ``before`` (the
-``next_before`` of the previous page). Each row carries the contact's first note (highest
+``next_before`` of the previous page; the customers sharing a page's last time all go on it, so
+a page may hold more than ``limit``). Each row carries the contact's first note (highest
 priority, then newest) and how many orders it has (``Shop.order_counts``). The card is edited
 through ``/api/crm/contacts/{id}``; ``GET /api/customers/{id}/conversations`` lists the chats of
 the contact's channel identities.
@@ -13,6 +14,7 @@ the contact's channel identities.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +38,8 @@ MAX_LIMIT = 100
 MAX_Q, MAX_TAG, MAX_TAGS, MAX_USER = 200, 100, 10, 64
 #: At most this many conversations of one contact are listed (a contact has a few channels).
 MAX_CONVERSATIONS = 50
+#: Customers sharing a page's last time added to it at most (a time is kept to the microsecond).
+MAX_TIES = 200
 
 
 def _bad(request: web.Request, name: str, message: str) -> HttpError:
@@ -74,10 +78,17 @@ async def list_customers(request: web.Request) -> web.Response:
     except CrmRejected as exc:
         log.warning("customers.bad_filter", extra={"path": request.path, "reason": str(exc)})
         return error(400, "bad_query", str(exc))
-    if filters["responsible"]:  # a write racing the upgrade may leave a stale member: not shown
-        rows = [r for r in rows if str(r.get("responsible") or "") == filters["responsible"]]
     more = len(rows) > limit
     rows = rows[:limit]
+    if more and rows and rows[-1].get("updated_at") is not None:
+        # the next page reads from below the last row's time: the rows sharing it go on this one
+        last, listed = rows[-1]["updated_at"], {r["id"] for r in rows}
+        ties, _ = await directory.search("contact", q=search, filters=filters, limit=MAX_TIES,
+                                         before=math.nextafter(last, math.inf))
+        rows += [r for r in ties if r.get("updated_at") == last and r["id"] not in listed]
+    next_before = rows[-1].get("updated_at") if more and rows else None
+    if filters["responsible"]:  # a write racing the upgrade may leave a stale member: not shown
+        rows = [r for r in rows if str(r.get("responsible") or "") == filters["responsible"]]
     ids = [str(r["id"]) for r in rows]
     notes = await directory.crm.notes.firsts("contact", ids)
     counts = await request.app[SERVICES].shop.order_counts(ids) if ids else {}
@@ -85,7 +96,7 @@ async def list_customers(request: web.Request) -> web.Response:
         row["last_note"] = notes.get(str(row["id"]))
         row["orders"] = int(counts.get(str(row["id"]), 0))
     return json_answer({"customers": rows, "total": total,
-                  "next_before": rows[-1].get("updated_at") if more and rows else None})
+                  "next_before": next_before})
 
 
 @routes.get("/api/customers/{id}/conversations")

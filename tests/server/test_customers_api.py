@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
+from bot.server.keys import SERVICES
 from bot.server.orders_live import FEED
 from crm_bridge import idsets
 from crm_bridge.indexes import LAYOUT_KEY, by_key, upgrade
@@ -144,6 +146,33 @@ async def test_pages_follow_next_before(http: ClientSession) -> None:
             break
         params["before"] = body["next_before"]
     assert seen == [f"Page {n}" for n in reversed(range(7))]
+
+
+@pytest.mark.parametrize("params", [{"tag": "tied"}, {}, {"q": "tied"}])
+async def test_customers_sharing_a_pages_last_time_are_not_skipped(server: TestServer, http: ClientSession,
+                                                                   params: dict[str, Any]) -> None:
+    """The next page reads from below the last row's time: customers written at that very time
+    (an import, a clock's coarse tick) all go on the page that ends there."""
+    directory = server.app[SERVICES].directory
+    assert directory is not None
+    directory.crm.clock = lambda: 1_700_000_000.25
+    for n in range(6):
+        await _contact(http, name=f"Tied {n}", tags=["tied"])
+    directory.crm.clock = lambda: 1_699_999_999.5
+    await _contact(http, name="Oldest tied", tags=["tied"])
+    directory.crm.clock = time.time
+    await _contact(http, name="Newest tied", tags=["tied"])
+    for limit in (1, 2, 4):
+        seen: list[str] = []
+        query: dict[str, Any] = {**params, "limit": limit}
+        while True:
+            body = await _list(http, **query)
+            seen += _names(body)
+            if body["next_before"] is None:
+                break
+            query["before"] = body["next_before"]
+        assert seen[0] == "Newest tied" and seen[-1] == "Oldest tied", (params, limit)
+        assert sorted(seen[1:-1]) == [f"Tied {n}" for n in range(6)], (params, limit)
 
 
 async def test_a_filter_reads_only_the_page_not_every_contact(http: ClientSession, redis: Redis) -> None:
