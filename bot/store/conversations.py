@@ -292,7 +292,6 @@ class ConversationStore:
         """Queue an event (see the module docstring); ``reads`` are more commands sent in the
         same round trip, whose replies come back in ``PushResult.prefetched`` with a batch.
         ``wake``: the event is a wake looking for timers due by then (``pushscript.py``)."""
-        key = k.ConversationKey(cid)
         token = self._token()
         now = self.clock()
         now_ms = int(now * 1000)
@@ -308,15 +307,19 @@ class ConversationStore:
         args: list[Any] = [event, k.dedupe_member(dedupe_id) if dedupe_id else "", now_ms, token, self.lock_ttl_ms,
                            SEEN_TTL, self.batch, len(meta_args) // 2, *meta_args, self.ttl, self.refresh_every,
                            "" if wake is None else repr(wake)]
-        keys = [key.inbox, key.seen, key.state, key.meta, key.old_seen]
+        keys = k.push_keys(cid)
         pend = self._pended.needed(cid, now)
-        entry = ("ZADD", k.pending_key(k.shard_of(cid, self.shards)), (now_ms + self.lock_ttl_ms) / 1000, cid)
         by_script = pend and wake is not None and not self.cluster  # unless it settles the wake
         pend = pend and not by_script
-        args += [entry[2], cid] if by_script else ["", ""]
-        commands: list[Any] = [self._push.command([*keys, entry[1]] if by_script else keys, args)]
+        score = (now_ms + self.lock_ttl_ms) / 1000  # the recovery entry's (``pending.py``), when written
+        if by_script:
+            keys.append(k.pending_key(k.shard_of(cid, self.shards)))
+            args += [score, cid]
+        else:
+            args += ["", ""]
+        commands: list[Any] = [self._push.command(keys, args)]
         if pend:
-            commands.append(entry)
+            commands.append(("ZADD", k.pending_key(k.shard_of(cid, self.shards)), score, cid))
         commands += reads
         # A failed read only loses the prefetch (the caller reads again); the push itself happened.
         reply, *prefetched = await send_commands(self.fast, commands, [self._push], check=1 + pend)
@@ -384,7 +387,6 @@ class ConversationStore:
         return bool(await self._script(self._extend, [key.inbox], [token, self._expiry()]) == 1)
 
     async def save(self, cid: str, token: str, req: SaveRequest) -> SaveResult:
-        key = k.ConversationKey(cid)
         read = self._counts.pop(token, None)  # the transcript as the lock taker read it
         mode, fields = savescript.transcript_args(read, req.log, self.transcript_max)
         args: list[Any] = [token, req.state or b"", req.processed, self._expiry(), self.ttl, self.transcript_max,
@@ -406,16 +408,17 @@ class ConversationStore:
         later, counters = (counters, {}) if self.cluster else ({}, counters)
         args += [len(counters), *(v for (_, fld), by in counters.items() for v in (fld, by)),
                  read[0] if read else ""]  # the transcript's count as the lock taker read it
-        commands: list[Any] = [self._save.command(
-            [key.state, key.inbox, key.transcript, key.log, key.meta, key.out, key.counter,
-             *(n for n, _ in counters)], args)]
-        timers = k.timer_shard_key(k.shard_of(cid, self.shards))
-        if req.timers_set:
-            commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
-        if req.wake is not None:  # only ever moved earlier (bot/store/timers.py)
-            commands.append(("ZADD", timers, "LT", req.wake[1], req.wake[0]))
-        if req.timers_cancel:
-            commands.append(("ZREM", timers, *req.timers_cancel))
+        keys = k.save_keys(cid)
+        keys += (n for n, _ in counters)
+        commands: list[Any] = [self._save.command(keys, args)]
+        if req.timers_set or req.wake is not None or req.timers_cancel:  # (a follow-up: mostly none)
+            timers = k.timer_shard_key(k.shard_of(cid, self.shards))
+            if req.timers_set:
+                commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
+            if req.wake is not None:  # only ever moved earlier (bot/store/timers.py)
+                commands.append(("ZADD", timers, "LT", req.wake[1], req.wake[0]))
+            if req.timers_cancel:
+                commands.append(("ZREM", timers, *req.timers_cancel))
         claim = None
         if req.out and req.outbox_account:
             claim = SaveClaim.add(commands, cid, req.outbox_account, req.outbox_lease, self.clock())

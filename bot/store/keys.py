@@ -131,6 +131,21 @@ class ConversationKey:
         return f"{PREFIX}:c:{{{self.cid}}}:out"
 
 
+def push_keys(cid: str) -> list[str]:
+    """The keys of a push, in its script's order: ``ConversationKey``'s ``inbox``, ``seen``,
+    ``state``, ``meta`` and ``old_seen``, built from one prefix (a key object and a property per
+    name cost ~1.4 µs of every message; issue 14 aims 1 and 5)."""
+    base = f"{PREFIX}:c:{{{cid}}}:"
+    return [base + "inbox", base + "d", base + "state", base + "meta", base + "seen"]
+
+
+def save_keys(cid: str) -> list[str]:
+    """The keys of a save, in its script's order: ``ConversationKey``'s ``state``, ``inbox``,
+    ``transcript``, ``log``, ``meta``, ``out`` and ``counter`` (as ``push_keys``)."""
+    base = f"{PREFIX}:c:{{{cid}}}:"
+    return [base + "state", base + "inbox", base + "t", base + "log", base + "meta", base + "out", base + "n"]
+
+
 def timer_shard_key(shard: int) -> str:
     """A shard's timers; its claims share its hash tag (the claim script moves between them)."""
     return f"{PREFIX}:timers:{{{shard}}}"

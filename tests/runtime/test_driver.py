@@ -177,3 +177,15 @@ async def test_the_templates_of_one_turn_share_a_cpu_budget() -> None:
     assert texts(result.effects) == [""] * 20 + ["done"]
     errors = [t.data["error"] for t in of_type(result.effects, fx.Trace) if t.event == "template.error"]
     assert len(errors) == 20 and "this turn's templates took more than 1.0 s" in errors[-1]
+
+
+async def test_a_turn_without_jinja_renders_reads_no_cpu_clock(monkeypatch: Any) -> None:
+    # The turn's budget starts with its first render: a turn of constants and plain placeholders
+    # (most turns) makes no system call for the thread's CPU clock (issue 14 aim 5).
+    flow = make_flow({"s0": {"type": "message", "text": "Hi {{ message.text }}"}}, id="plain", start="s0")
+    reads: list[float] = []
+    clock = time.thread_time
+    monkeypatch.setattr(time, "thread_time", lambda: reads.append(1.0) or clock())
+    result = await Driver(library(flow), Recorder()).turn(
+        ConversationState("c1"), ev.InboundMessage("x", greeting="plain"), NOW, {})
+    assert texts(result.effects) == ["Hi x"] and reads == []
