@@ -80,6 +80,11 @@ _check_fields()
 #: state's top, ``last_message`` as the customer's message makes it (``_LAST_FORM``).
 _HEX_ID = _OWN_TIMERS = -1
 _LAST_FORM = -2
+#: At the state's top: its timers are its wait's own, each due at its ``until`` (``tm`` left out),
+#: and ``crm`` as the turn makes it (``_CRM_KEYS``, text) as ``[contact, lead]`` (its company empty)
+#: or ``[contact, lead, company]``.
+_TM_WAIT, _CRM_FORM = -3, -4
+_CRM_KEYS = ("contact_id", "lead_id", "company_id")
 #: The keys of ``last_message`` as ``interpreter.on_message`` makes it: written as ``[text, kind,
 #: id]`` at ``_LAST_FORM`` when ``payload``, ``attachments`` and ``start_param`` are empty.
 _LAST_KEYS = ("text", "payload", "kind", "id", "attachments", "start_param")
@@ -115,6 +120,7 @@ def _compact_state(s: ConversationState) -> dict[int | str, Any]:
     run = s.run
     compact_run: dict[int | str, Any] | None = None
     until = run.wait.until if run is not None and run.wait is not None else None
+    own_keys: tuple[str, ...] | None = None
     if run is not None:
         w = run.wait
         compact_run = {_ID: run.id, _BOT: run.bot, _VERSION: run.version}
@@ -138,6 +144,7 @@ def _compact_state(s: ConversationState) -> dict[int | str, Any]:
                     compact_wait[_TIMERS] = w.timers
                 else:
                     compact_wait[_OWN_TIMERS] = own
+                    own_keys = tuple(own)
             if w.on:
                 compact_wait[_ON] = list(w.on)
             if w.token is not None:
@@ -182,11 +189,18 @@ def _compact_state(s: ConversationState) -> dict[int | str, Any]:
     if s.turn_steps.__class__ is not int or s.turn_steps:
         out[_TURN_STEPS] = s.turn_steps
     if crm is not None:
-        out[_CRM] = _shrink(crm, _NO_PLAN) if isinstance(crm, dict) else crm
+        if crm.__class__ is dict and tuple(crm) == _CRM_KEYS and all(v.__class__ is str for v in crm.values()):
+            c, lead, company = crm.values()
+            out[_CRM_FORM] = [c, lead, company] if company else [c, lead]
+        else:
+            out[_CRM] = _shrink(crm, _NO_PLAN) if isinstance(crm, dict) else crm
     if s.timers:  # as ``ConversationState.to_dict``: a plain name, only when there are timers
         tm: dict[str, Any] = s.timers_dict()
         if until.__class__ is float and until:
             tm = {t: None if at.__class__ is float and at == until else at for t, at in tm.items()}
+            if tuple(tm) == own_keys and all(at is None for at in tm.values()):
+                out[_TM_WAIT] = 1
+                return out
         out["tm"] = tm
     return out
 
@@ -256,13 +270,19 @@ def _state_from_compact(d: dict[Any, Any]) -> ConversationState:
                     for key, item in last.items()}
         last = _grow(last, _LAST_MESSAGE_SHAPE)
     timers: dict[str, float] = {}
-    if tm := get("tm"):
+    tm = dict.fromkeys(d[_RUN][_WAIT][_OWN_TIMERS]) if get(_TM_WAIT) else get("tm")
+    if tm:
         until: Any = run.wait.until if run is not None and run.wait is not None else None
         timers = {(t if ":" in t else f"{sid}:{t}"): float(until if at is None else at) for t, at in tm.items()}
     return ConversationState(
         sid, get(_CHANNEL, "livechat"), get(_ACCOUNT, "default"), _untok(get(_ORIGIN)), get(_OWNER, "bot"),
         get(_OWNER_USER), _untok(get(_CHAT_STATUS, "unanswered")), run, last, get(_SEQ, 0), get(_TURN_STEPS, 0),
-        _grow(crm, _ITEMS) if isinstance(crm, dict) else crm, timers)
+        _crm_of(d[_CRM_FORM]) if _CRM_FORM in d else _grow(crm, _ITEMS) if isinstance(crm, dict) else crm,
+        timers)
+
+
+def _crm_of(form: list[str]) -> dict[str, str]:
+    return {"contact_id": form[0], "lead_id": form[1], "company_id": form[2] if len(form) > 2 else ""}
 
 
 def _run_from_compact(r: dict[Any, Any], sid: str) -> Run:

@@ -233,13 +233,13 @@ def test_an_idle_chats_state_keeps_its_id_once_and_its_message_id_as_bytes() -> 
         assert value.encode() not in blob
     older = codec._pack_compact(state.to_dict(), codec._STATE)
     assert codec.decode_state(older) == state
-    # 267 B -> 141 B (the bench's id: 93 B less); the version before the state's tokens and
-    # ``last_message``'s list wrote 190 B, read as it was
-    assert len(older) - len(blob) == 126, (len(older), len(blob))
+    # 267 B -> 131 B (the bench's id: 93 B less); the version before the state's tokens and
+    # ``last_message``'s, ``crm``'s and ``tm``'s short forms wrote 190 B, read as it was
+    assert len(older) - len(blob) == 136, (len(older), len(blob))
     assert blob.hex() == (
         "c1738c270116b06c697665636861743a64656d6f3a633128a86c6976656368617429a464656d6f2aff2dfc2e8616a2723106a464"
         "656d6f2f0105a57265706c791cf8338303f5ff81a27437f138cb41dac58d94d02ae5fe93a96f6b207468616e6b73eec41049f2ac"
-        "c37e3a491888ff1703d00e14a740074101428343a2313944a2323045a0a2746d81a27437c0")
+        "c37e3a491888ff1703d00e14a740074101fc92a23139a23230fd01")
     assert codec.decode_state(bytes.fromhex(
         "c1738c270116b06c697665636861743a64656d6f3a633128a86c6976656368617429a464656d6f2aa76d6573736167652da8616e"
         "7377657265642e8616a2723106a464656d6f2f0105a57265706c791ca777616974696e67338303a57265706c79ff81a27437a96e"
@@ -247,6 +247,25 @@ def test_an_idle_chats_state_keeps_its_id_once_and_its_message_id_as_bytes() -> 
         "1703d00e14a70e903fc040074101428343a2313944a2323045a0a2746d81a27437c0")) == state
     other = dataclasses.replace(state, last_message={**(state.last_message or {}), "payload": "x"})
     assert codec.decode_state(codec.encode_state(other)) == other  # not the customer message's form: a map
+
+
+@pytest.mark.parametrize(("crm", "timers"), [
+    ({"contact_id": "19", "lead_id": "20", "company_id": "7"}, {f"{SID}:t7": 5.0}),  # [contact, lead, company]
+    ({"lead_id": "20", "contact_id": "19", "company_id": ""}, {f"{SID}:t7": 5.0, f"{SID}:t8": 5.0}),  # a map
+    ({"contact_id": 19, "lead_id": "20", "company_id": ""}, {f"{SID}:t7": 6.0}),  # a due time of its own
+    ({"contact_id": "19", "lead_id": "20"}, {}),  # no timers
+    ({"contact_id": "19", "lead_id": "20", "company_id": None}, {"other:t7": 5.0}),  # another's timer
+])
+def test_a_states_crm_and_timers_in_or_out_of_their_short_forms_read_back(crm: dict[str, Any],
+                                                                          timers: dict[str, float]) -> None:
+    """``crm`` as the turn makes it is written as a list, the timers that are the wait's own, due
+    at its ``until``, not at all; anything else as before, all reading back as it was."""
+    wait = Wait("reply", "ask", {f"{SID}:t7": "no_answer"}, until=5.0)
+    state = ConversationState(SID, "livechat", "demo", run=Run("r1", "demo", 1, "ask", "waiting", wait=wait),
+                              crm=crm, timers=timers)
+    back = codec.decode_state(codec.encode_state(state))
+    assert back == state and list(back.crm or ()) == list(crm) and list(back.timers) == list(timers)
+    assert codec.unpack(codec.encode_state(state)) == state.to_dict()
 
 
 @pytest.mark.parametrize("field", ["origin", "chat_status", "status", "kind", "purpose", "last_kind"])
