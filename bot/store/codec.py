@@ -13,6 +13,7 @@ bytes), a bot message's ``step`` that its ``ref`` names as the token ``_STEP_IN_
 entries are smaller still, in their *form* (``bot/store/entryforms.py``, issue 14 aim 3): ``0xc1``,
 the form's number, then their values only, in their keys' order. ``unpack`` reads every form, so
 older blobs stay readable; ``_NAMES`` may only grow at its end (an index names its key for ever).
+States are written and read by ``statecodec.py`` (re-exported here: ``encode_state``, ``decode_state``).
 """
 
 from __future__ import annotations

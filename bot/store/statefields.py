@@ -1,4 +1,4 @@
-"""A conversation's state blob kept in its metadata hash, in fields of at most 64 bytes.
+"""A conversation's state blob kept in its metadata hash, in fields of at most 63 bytes.
 
 Why: the push that takes the lock reads the metadata anyway (``HGETALL``) and the save writes
 it anyway (``HSET``), so a state kept there costs no ``GET`` and no ``SET`` of its own, and the

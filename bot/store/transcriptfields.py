@@ -1,4 +1,4 @@
-"""A short transcript kept in the conversation's metadata hash, in fields of at most 64 bytes.
+"""A short transcript kept in the conversation's metadata hash, in fields of at most 63 bytes.
 
 Why (issue 14 aim 3: bytes per idle conversation): a transcript list is a key of its own (its
 name, its entries in the main and expiry dictionaries: ~85 B) and a quicklist node around a
