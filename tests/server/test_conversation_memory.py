@@ -25,7 +25,8 @@ ECHO: dict[str, Any] = {
 #: The conversation's own keys (metadata with the state, the transcript and its count and the
 #: dedupe ids): 826 B since the state keeps its common values as tokens and the customer's last
 #: message, its CRM ids and its timers in short forms, a button's payload the flow gave it is no
-#: bytes, and the chunks are 63 B (bot/store/statecodec.py; 914 B before); 910 B since a short transcript lives in the metadata (no list key: its node and its
+#: bytes, and the chunks are 63 B (bot/store/statecodec.py; 914 B before); 910 B since a short
+#: transcript lives in the metadata (no list key: its node and its
 #: key, bot/store/transcriptfields.py); 1,145 B since the dedupe ids are records in the metadata,
 #: the state leaves out its defaults and its timer ids' copy of the conversation id and keeps the
 #: last message's hex id as bytes, and the CRM ids have short names (meta 423 B, issue 14 aim 3's
