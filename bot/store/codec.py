@@ -19,6 +19,7 @@ States are written and read by ``statecodec.py`` (re-exported here: ``encode_sta
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from typing import Any
 
@@ -386,10 +387,15 @@ def _event_from(d: dict[str, Any]) -> ev.Event:
     return cls(**d)  # type: ignore[no-any-return]
 
 
-# (at the end: ``statecodec`` reads this module's names as it is imported)
-from .statecodec import _STATE_FIELDS as _STATE_FIELDS  # noqa: E402
-from .statecodec import STATE_TOKENS as STATE_TOKENS  # noqa: E402
-from .statecodec import _check_fields as _check_fields  # noqa: E402
-from .statecodec import _state_from_compact  # noqa: E402
-from .statecodec import decode_state as decode_state  # noqa: E402
-from .statecodec import encode_state as encode_state  # noqa: E402
+# (at the end: ``statecodec`` reads this module's names as it is imported. Imported first itself,
+# it is not whole yet when this module's end runs: then it sets these here at its own end, ``_export``)
+try:
+    from .statecodec import _STATE_FIELDS as _STATE_FIELDS
+    from .statecodec import STATE_TOKENS as STATE_TOKENS
+    from .statecodec import _check_fields as _check_fields
+    from .statecodec import _state_from_compact
+    from .statecodec import decode_state as decode_state
+    from .statecodec import encode_state as encode_state
+except ImportError:
+    if f"{__package__}.statecodec" not in sys.modules:  # not the partial module: a real failure
+        raise

@@ -317,3 +317,19 @@ def _wait_from_compact(w: dict[Any, Any], sid: str, step: Any) -> Wait:
 def _frame_from_compact(f: dict[Any, Any]) -> Frame:
     get = f.get
     return Frame(f[_BOT], f[_VERSION], f[_NEXT], f[_VARS], get(_JSON), get(_LVR))
+
+
+#: The names ``codec`` re-exports (and reads: ``_state_from_compact``).
+_EXPORTED = ("_STATE_FIELDS", "STATE_TOKENS", "_check_fields", "_state_from_compact", "decode_state", "encode_state")
+
+
+def _export() -> None:
+    """This module's names in ``codec``: when this module is imported first, ``codec`` (whole before
+    it) could not take them from its end."""
+    from . import codec
+
+    for name in _EXPORTED:
+        setattr(codec, name, globals()[name])
+
+
+_export()

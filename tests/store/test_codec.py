@@ -339,3 +339,18 @@ def test_the_key_sets_remembered_are_bounded_and_change_no_byte() -> None:
     assert codec.pack_entry(entry) == first
     assert list(codec.unpack(first).items()) == list(entry.items())
     assert codec.unpack(codec.pack_entry({"role": "bot", 1: "one"})) == {"role": "bot", 1: "one"}  # written plain
+
+
+def test_the_state_codec_imported_first_is_whole_and_so_is_codec() -> None:
+    """``statecodec`` imports ``codec``, which re-exports its names from its end: importing it first
+    (a fresh interpreter: ``codec`` not loaded) works, and gives ``codec`` its names too."""
+    import subprocess
+    import sys
+
+    script = ("from bot.store import statecodec\nfrom bot.store import codec\n"
+              "from bot.engine.state import ConversationState\n"
+              "assert codec.encode_state is statecodec.encode_state and codec.STATE_TOKENS is statecodec.STATE_TOKENS\n"
+              "blob = codec.encode_state(ConversationState('c1'))\n"
+              "assert codec.unpack(blob) == ConversationState('c1').to_dict() == codec.decode_state(blob).to_dict()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
