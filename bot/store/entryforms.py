@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import re
+import zlib
 from typing import Any
 
 #: Values written as a token, in their place, in forms and compact maps: a negative number from
@@ -197,37 +198,66 @@ def _step(ref: int) -> tuple[Way, Way]:
     return write, read
 
 
-def _buttons(v: Any, vals: list[Any], out: list[Any]) -> Any:
-    """Buttons as the runtime makes them (no url, numbered from 1) as ``[title, payload, …]``, a
-    payload ``<8 hex digits>.<n>`` as 5 bytes; other buttons: the entry is written as a map."""
-    if not isinstance(v, list):
-        if isinstance(v, tuple):
-            raise Unfit
-        return v
-    flat: list[Any] = []
-    for number, b in enumerate(v, 1):
-        if type(b) is not dict or tuple(b) != _BUTTON_KEYS:
-            raise Unfit
-        title, payload, url, n = b.values()
-        if url is not None or type(n) is not int or n != number:
-            raise Unfit
-        if type(payload) is str:
-            if len(payload) > 9 and payload[8] == ".":
-                raw, at = hex_id(payload[:8]), payload[9:]
-                if raw is not None and at.isascii() and at.isdigit() and len(at) < 4 and (i := int(at)) < 256 \
-                        and str(i) == at:
-                    payload = raw + bytes((i,))
-        elif isinstance(payload, _BYTES):
-            raise Unfit
-        flat += (title, payload)
-    return flat
+#: A button's payload that the flow gives it (``_flow_payload``), as written: no older version
+#: wrote bytes there but the 5 of ``<8 hex digits>.<n>``.
+FLOW_PAYLOAD = b""
 
 
-def _read_buttons(v: Any, values: list[Any]) -> Any:
-    if type(v) is not list:
-        return v
-    return [{"title": v[j], "payload": f"{p[:4].hex()}.{p[4]}" if type(p := v[j + 1]) is bytes else p,
-             "url": None, "number": j // 2 + 1} for j in range(0, len(v), 2)]
+def _flow_payload(step: Any, number: int) -> str | None:
+    """The payload the flow compiler gives a step's button (``builder.validate._payload``:
+    ``<crc32 of the step's id, 8 hex digits>.<its index>``), for button ``number`` of an entry
+    of that ``step`` (None: no step's)."""
+    if type(step) is not str:
+        return None
+    try:
+        return f"{zlib.crc32(step.encode()):08x}.{number - 1}"
+    except UnicodeEncodeError:
+        return None
+
+
+def _buttons(step: int | None) -> tuple[Way, Way]:
+    """Buttons as the runtime makes them (no url, numbered from 1) as ``[title, payload, …]``: a
+    payload the flow gives that button of the entry's step (at ``step``) as 0 bytes (2 B, not 7:
+    ``FLOW_PAYLOAD``), another of the form ``<8 hex digits>.<n>`` as 5 bytes; other buttons: the
+    entry is written as a map."""
+    def write(v: Any, vals: list[Any], out: list[Any]) -> Any:
+        if not isinstance(v, list):
+            if isinstance(v, tuple):
+                raise Unfit
+            return v
+        flat: list[Any] = []
+        for number, b in enumerate(v, 1):
+            if type(b) is not dict or tuple(b) != _BUTTON_KEYS:
+                raise Unfit
+            title, payload, url, n = b.values()
+            if url is not None or type(n) is not int or n != number:
+                raise Unfit
+            if type(payload) is str:
+                if len(payload) > 9 and payload[8] == ".":
+                    if step is not None and payload == _flow_payload(vals[step], number):
+                        payload = FLOW_PAYLOAD
+                    else:
+                        raw, at = hex_id(payload[:8]), payload[9:]
+                        if raw is not None and at.isascii() and at.isdigit() and len(at) < 4 \
+                                and (i := int(at)) < 256 and str(i) == at:
+                            payload = raw + bytes((i,))
+            elif isinstance(payload, _BYTES):
+                raise Unfit
+            flat += (title, payload)
+        return flat
+
+    def read(v: Any, values: list[Any]) -> Any:
+        if type(v) is not list:
+            return v
+        out = []
+        for j in range(0, len(v), 2):
+            p = v[j + 1]
+            if type(p) is bytes:
+                p = f"{p[:4].hex()}.{p[4]}" if p else _flow_payload(values[step] if step is not None else None,
+                                                                      j // 2 + 1)
+            out.append({"title": v[j], "payload": p, "url": None, "number": j // 2 + 1})
+        return out
+    return write, read
 
 
 def _data(v: Any, vals: list[Any], out: list[Any]) -> Any:
@@ -269,7 +299,7 @@ def _ways(names: tuple[str, ...], fixed: dict[str, Any]) -> tuple[tuple[int, Way
         elif name == "step" and "ref" in names[:i]:
             out.append((i, *_step(names.index("ref"))))
         elif name == "buttons":
-            out.append((i, _buttons, _read_buttons))
+            out.append((i, *_buttons(names.index("step") if "step" in names else None)))
         elif name == "data":
             out.append((i, _data, _read_data))
     return tuple(out)

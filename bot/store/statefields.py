@@ -1,4 +1,4 @@
-"""A conversation's state blob kept in its metadata hash, in fields of at most 64 bytes.
+"""A conversation's state blob kept in its metadata hash, in fields of at most 63 bytes.
 
 Why: the push that takes the lock reads the metadata anyway (``HGETALL``) and the save writes
 it anyway (``HSET``), so a state kept there costs no ``GET`` and no ``SET`` of its own, and the
@@ -51,10 +51,12 @@ from .transcriptfields import UNREAD, Inline, inline_of
 #: An ``HGETALL`` reply as redis-py types it (our clients never decode: bytes).
 Raw = Mapping[bytes, bytes] | Mapping[bytes | str, bytes | str]
 
-#: Bytes per chunk: Redis' default ``hash-max-ziplist-value``.
-CHUNK = 64
-#: A state up to this long is kept in the hash (32 chunks); a longer one in its own key.
-INLINE_MAX = 32 * CHUNK
+#: Bytes per chunk: one below Redis' default ``hash-max-ziplist-value`` (64), as the transcript's
+#: (``transcriptfields.CHUNK``: a byte less a chunk); 64-byte chunks, as older versions cut them,
+#: read alike.
+CHUNK = 63
+#: A state up to this long is kept in the hash (33 chunks); a longer one in its own key.
+INLINE_MAX = 2048
 #: The field holding the chunk count (``-``: the state is in its own key), and the chunks' prefix.
 COUNT = "~"
 IN_KEY = "-"
@@ -180,7 +182,7 @@ def _whole(state: bytes, cid: str) -> bytes:
 
 
 #: The chunks' field names, built once.
-_NAMES = tuple(f"{COUNT}{k}" for k in range(INLINE_MAX // CHUNK))
+_NAMES = tuple(f"{COUNT}{k}" for k in range(-(-INLINE_MAX // CHUNK)))
 _RAW_NAMES = tuple(name.encode() for name in _NAMES)
 
 

@@ -1,4 +1,4 @@
-"""A short transcript kept in the conversation's metadata hash, in fields of at most 64 bytes.
+"""A short transcript kept in the conversation's metadata hash, in fields of at most 63 bytes.
 
 Why (issue 14 aim 3: bytes per idle conversation): a transcript list is a key of its own (its
 name, its entries in the main and expiry dictionaries: ~85 B) and a quicklist node around a
@@ -28,14 +28,17 @@ from dataclasses import dataclass
 
 from . import replies
 
-#: Bytes per chunk: Redis' default ``hash-max-ziplist-value``.
-CHUNK = 64
-#: The packed bytes (lengths included) a transcript in the hash may hold: 16 chunks.
-INLINE_MAX = 16 * CHUNK
+#: Bytes per chunk: one below Redis' default ``hash-max-ziplist-value`` (64), the longest value
+#: a ziplist/listpack entry keeps behind a one-byte length (a 64-byte one takes two: 1 B a chunk,
+#: issue 14 aim 3). Chunks of 64 bytes, as older versions cut them, read alike (their lengths
+#: are never assumed).
+CHUNK = 63
+#: The packed bytes (lengths included) a transcript in the hash may hold.
+INLINE_MAX = 1024
 #: The field holding ``<chunks>,<entries>``; the chunks' names start with it.
 COUNT = "~t"
 _COUNT = COUNT.encode()
-_NAMES = tuple(f"{COUNT}{i}" for i in range(INLINE_MAX // CHUNK + 1))
+_NAMES = tuple(f"{COUNT}{i}" for i in range(-(-INLINE_MAX // CHUNK) + 1))
 _RAW_NAMES = tuple(name.encode() for name in _NAMES)
 
 #: Lua: ``tf_split(bytes)`` the entries; ``tf_read(flat)`` of an ``HGETALL`` reply: ``n`` (nil:
@@ -194,7 +197,7 @@ def appended(inline: Inline, log: Sequence[bytes], cap: int) -> list[str | bytes
         parts.append(entry)
     tail = b"".join(parts)
     size = len(tail)
-    if start * CHUNK + size > INLINE_MAX:
+    if sum(map(len, chunks[:start])) + size > INLINE_MAX:
         return None
     out: list[str | bytes | int] = [0]
     for off in range(0, size, CHUNK):

@@ -4,6 +4,7 @@ event data) keep their keys, and blobs written plain (before issue 14) read as b
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -218,17 +219,72 @@ def test_an_idle_chats_state_keeps_its_id_once_and_its_message_id_as_bytes() -> 
         SID, "livechat", "demo", "message", chat_status="answered",
         run=Run("r1", "demo", 1, "reply", "waiting",
                 wait=Wait("reply", "reply", {f"{SID}:t7": "no_answer"}, until=until)),
-        last_message={"text": "ok thanks", "kind": "text", "payload": None, "attachments": [], "id": hex_id,
+        last_message={"text": "ok thanks", "payload": None, "kind": "text", "id": hex_id, "attachments": [],
                       "start_param": None},
         seq=7, turn_steps=1, crm={"contact_id": "19", "lead_id": "20", "company_id": ""},
         timers={f"{SID}:t7": until})
     blob = codec.encode_state(state)
     assert codec.decode_state(blob) == state
+    assert codec.unpack(blob) == state.to_dict() and list(codec.decode_state(blob).last_message or ()) == [
+        "text", "payload", "kind", "id", "attachments", "start_param"]
     assert blob.count(SID.encode()) == 1 and hex_id.encode() not in blob and bytes.fromhex(hex_id) in blob
     assert blob.count(codec.pack(until)) == 1
+    for value in ("message", "answered", "waiting", "no_answer", "text"):  # tokens (codec.STATE_TOKENS)
+        assert value.encode() not in blob
     older = codec._pack_compact(state.to_dict(), codec._STATE)
     assert codec.decode_state(older) == state
-    assert len(older) - len(blob) == 77, (len(older), len(blob))  # 267 B -> 190 B (the bench's id: 93 B less)
+    # 267 B -> 131 B (the bench's id: 93 B less); the version before the state's tokens and
+    # ``last_message``'s, ``crm``'s and ``tm``'s short forms wrote 190 B, read as it was
+    assert len(older) - len(blob) == 136, (len(older), len(blob))
+    assert blob.hex() == (
+        "c1738c270116b06c697665636861743a64656d6f3a633128a86c6976656368617429a464656d6f2aff2dfc2e8616a2723106a464"
+        "656d6f2f0105a57265706c791cf8338303f5ff81a27437f138cb41dac58d94d02ae5fe93a96f6b207468616e6b73eec41049f2ac"
+        "c37e3a491888ff1703d00e14a740074101fc92a23139a23230fd01")
+    assert codec.decode_state(bytes.fromhex(
+        "c1738c270116b06c697665636861743a64656d6f3a633128a86c6976656368617429a464656d6f2aa76d6573736167652da8616e"
+        "7377657265642e8616a2723106a464656d6f2f0105a57265706c791ca777616974696e67338303a57265706c79ff81a27437a96e"
+        "6f5f616e7377657238cb41dac58d94d02ae53e8601a96f6b207468616e6b7309c003a474657874ffc41049f2acc37e3a491888ff"
+        "1703d00e14a70e903fc040074101428343a2313944a2323045a0a2746d81a27437c0")) == state
+    other = dataclasses.replace(state, last_message={**(state.last_message or {}), "payload": "x"})
+    assert codec.decode_state(codec.encode_state(other)) == other  # not the customer message's form: a map
+
+
+@pytest.mark.parametrize(("crm", "timers"), [
+    ({"contact_id": "19", "lead_id": "20", "company_id": "7"}, {f"{SID}:t7": 5.0}),  # [contact, lead, company]
+    ({"lead_id": "20", "contact_id": "19", "company_id": ""}, {f"{SID}:t7": 5.0, f"{SID}:t8": 5.0}),  # a map
+    ({"contact_id": 19, "lead_id": "20", "company_id": ""}, {f"{SID}:t7": 6.0}),  # a due time of its own
+    ({"contact_id": "19", "lead_id": "20"}, {}),  # no timers
+    ({"contact_id": "19", "lead_id": "20", "company_id": None}, {"other:t7": 5.0}),  # another's timer
+])
+def test_a_states_crm_and_timers_in_or_out_of_their_short_forms_read_back(crm: dict[str, Any],
+                                                                          timers: dict[str, float]) -> None:
+    """``crm`` as the turn makes it is written as a list, the timers that are the wait's own, due
+    at its ``until``, not at all; anything else as before, all reading back as it was."""
+    wait = Wait("reply", "ask", {f"{SID}:t7": "no_answer"}, until=5.0)
+    state = ConversationState(SID, "livechat", "demo", run=Run("r1", "demo", 1, "ask", "waiting", wait=wait),
+                              crm=crm, timers=timers)
+    back = codec.decode_state(codec.encode_state(state))
+    assert back == state and list(back.crm or ()) == list(crm) and list(back.timers) == list(timers)
+    assert codec.unpack(codec.encode_state(state)) == state.to_dict()
+
+
+@pytest.mark.parametrize("field", ["origin", "chat_status", "status", "kind", "purpose", "last_kind"])
+def test_a_state_holding_a_number_a_token_reads_as_is_written_plain(field: str) -> None:
+    """At a token's place (``codec.STATE_TOKENS``) a state holding such a number itself is written
+    plain (it would read back as the token's value); other numbers are written as they are
+    (``last_message``'s kind: not its list form, then a map as before the tokens)."""
+    for value, plain in ((-1, True), (-32, True), (0, False), (-33, False), (True, False)):
+        wait = Wait(value if field == "kind" else "reply", "ask",  # type: ignore[arg-type]
+                    {f"{SID}:t1": value if field == "purpose" else "no_answer"}, until=5.0)
+        run = Run("r1", "demo", 1, "ask", value if field == "status" else "waiting", wait=wait)  # type: ignore[arg-type]
+        state = ConversationState(
+            SID, "livechat", "demo", value if field == "origin" else None,  # type: ignore[arg-type]
+            chat_status=value if field == "chat_status" else "answered", run=run,  # type: ignore[arg-type]
+            last_message={"text": "hi", "payload": None, "kind": value if field == "last_kind" else "text",
+                          "id": None, "attachments": [], "start_param": None})
+        blob = codec.encode_state(state)
+        assert (blob[:2] != b"\xc1s") is (plain and field != "last_kind"), (field, value)  # (there: a map)
+        assert codec.decode_state(blob).to_dict() == state.to_dict()
 
 
 @given(st.builds(ConversationState, id=st.text(max_size=5), origin=st.none() | st.text(max_size=3),
@@ -283,3 +339,18 @@ def test_the_key_sets_remembered_are_bounded_and_change_no_byte() -> None:
     assert codec.pack_entry(entry) == first
     assert list(codec.unpack(first).items()) == list(entry.items())
     assert codec.unpack(codec.pack_entry({"role": "bot", 1: "one"})) == {"role": "bot", 1: "one"}  # written plain
+
+
+def test_the_state_codec_imported_first_is_whole_and_so_is_codec() -> None:
+    """``statecodec`` imports ``codec``, which re-exports its names from its end: importing it first
+    (a fresh interpreter: ``codec`` not loaded) works, and gives ``codec`` its names too."""
+    import subprocess
+    import sys
+
+    script = ("from bot.store import statecodec\nfrom bot.store import codec\n"
+              "from bot.engine.state import ConversationState\n"
+              "assert codec.encode_state is statecodec.encode_state and codec.STATE_TOKENS is statecodec.STATE_TOKENS\n"
+              "blob = codec.encode_state(ConversationState('c1'))\n"
+              "assert codec.unpack(blob) == ConversationState('c1').to_dict() == codec.decode_state(blob).to_dict()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

@@ -116,7 +116,26 @@ def test_the_common_entries_are_written_in_their_forms_and_smaller() -> None:
         assert blob[:1] == codec.COMPACT and 0 < blob[1] < entryforms.FORMS_END
         assert same(codec.unpack(blob), entry)
         sizes.append((len(blob), len(codec._pack_entry_map(entry, tuple(entry)))))
-    assert sizes == [(61, 70), (98, 124), (47, 85), (35, 67)]  # (in its form, as a compact map)
+    assert sizes == [(61, 70), (93, 124), (47, 85), (35, 67)]  # (in its form, as a compact map)
+
+
+def test_a_buttons_payload_the_flow_gave_it_is_written_as_no_bytes_and_older_ones_read() -> None:
+    """A button's payload that the flow compiler gives that button of the entry's step
+    (``<crc32 of the step>.<index>``) is written as 0 bytes and read back from the step; the
+    5 bytes written before (and another step's payload) read as they did."""
+    reply = bench_entries()[1]
+    blob = codec.pack_entry(reply)
+    assert blob.endswith(bytes.fromhex("92ad") + b"Opening hours" + entryforms.FLOW_PAYLOAD.join([b"\xc4", b"\x00"]))
+    assert same(codec.unpack(blob), reply)
+    before = bytes.fromhex(blob[:-2].hex() + "c405fda8c6e000")  # the version before: the payload's 5 bytes
+    assert same(codec.unpack(before), reply)
+    for step, payload, number in (("ask", "fda8c6e0.0", 1), ("reply", "fda8c6e0.1", 1), ("reply", "fda8c6e0.1", 2)):
+        entry = {**reply, "ref": f"r1:{step}:m4", "step": step,
+                 "buttons": [{"title": "a", "payload": "fda8c6e0.0", "url": None, "number": 1},
+                             {"title": "b", "payload": payload, "url": None, "number": 2}][:number]}
+        blob = codec.pack_entry(entry)
+        assert same(codec.unpack(blob), entry)
+        assert blob.count(b"\xc4\x00") == (step == "reply") + (step == "reply" and number == 2)
 
 
 @pytest.mark.parametrize("change", [
@@ -234,7 +253,7 @@ FORM_BLOBS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("c102a568656c6c6fcb41dac58c7e8008cba777616d69642e31",
      {"role": "user", "text": "hello", "at": NOW, "kind": "text", "message_id": "wamid.1"}),
     ("c103a568656c6c6fcb41dac58c7e8008cb", {"role": "user", "text": "hello", "at": NOW, "kind": "text"}),
-    (("c104a26869cb41dac58c7e8008cb920104a57265706c79a464656d6f94ad4f70656e696e6720686f757273c405fda8c6e000a54f74"
+    (("c104a26869cb41dac58c7e8008cb920104a57265706c79a464656d6f94ad4f70656e696e6720686f757273c400a54f74"
       "686572a56f74686572"),
      {"role": "bot", "text": "hi", "at": NOW, "kind": "message", "ref": "r1:reply:m4", "step": "reply", "bot": "demo",
       "buttons": B2}),
@@ -254,7 +273,7 @@ FORM_BLOBS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("c10bffa568656c6c6fcb41dac58c7e8008cba5696d616765c4107f1d216a9a604f5a9e55d13927f9b855",
      {"role": "user", "text": "hello", "at": NOW, "kind": "image", "message_id": H}),
     ("c10cfba568656c6c6fcb41dac58c7e8008cbfa", {"role": "human", "text": "hello", "at": NOW, "kind": "text"}),
-    ("c10dfba26869cb41dac58c7e8008cbf9920104a57265706c79a464656d6f92ad4f70656e696e6720686f757273c405fda8c6e000",
+    ("c10dfba26869cb41dac58c7e8008cbf9920104a57265706c79a464656d6f92ad4f70656e696e6720686f757273c400",
      {"role": "human", "text": "hi", "at": NOW, "kind": "message", "ref": "r1:reply:m4", "step": "reply", "bot": "demo",
       "buttons": B2[:1]}),
     ("c10efea26869cb41dac58c7e8008cba8696e7465726e616cab72313a6f746865723a6d34a57265706c79a464656d6f",
@@ -279,6 +298,15 @@ def test_an_entry_in_its_form_as_first_written_reads_back(blob: str, entry: dict
     table changed fails here); the code writes it so still (a new way of writing it needs a new form)."""
     assert same(codec.unpack(bytes.fromhex(blob)), entry)
     assert codec.pack_entry(entry).hex() == blob
+
+
+@pytest.mark.parametrize("form", [4, 13])
+def test_a_forms_blob_with_its_flow_payload_as_written_before_reads_back(form: int) -> None:
+    """Forms 4 and 13 as first written, with the flow's button payload as its 5 bytes (before it
+    was written as none: ``entryforms.FLOW_PAYLOAD``), read as they did."""
+    blob, entry = FORM_BLOBS[form - 1]
+    older = blob.replace("c400", "c405fda8c6e000")
+    assert older != blob and same(codec.unpack(bytes.fromhex(older)), entry)
 
 
 #: Text with any code point (lone surrogates too: msgpack refuses them, in a form or not), and

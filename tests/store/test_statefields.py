@@ -77,6 +77,16 @@ async def _save(store: ConversationStore, token: str, state: bytes) -> None:
     assert (await store.save(CID, token, SaveRequest(state=state, processed=1, meta={"step": "ask"}))).status == 0
 
 
+@given(STATES)
+def test_a_state_in_chunks_of_64_bytes_as_older_versions_cut_it_reads_alike(state: bytes) -> None:
+    """``CHUNK`` was 64 (63 since: a byte less a chunk in a ziplist): a state cut so reads as it was."""
+    old = [state[i:i + 64] for i in range(0, len(state), 64)]
+    raw = {b"~": str(len(old)).encode(), **{f"~{k}".encode(): chunk for k, chunk in enumerate(old)}}
+    assert statefields.split(raw)[1] == state
+    new = statefields.fields(state)
+    assert new is not None and all(len(v) <= 63 for v in new[1::2]) and statefields.CHUNK == 63
+
+
 async def test_a_saved_state_lives_in_a_compact_metadata_hash(store: ConversationStore, redis: Redis) -> None:
     state = bytes(range(256)) * 6  # 1,536 B: 24 chunks, binary
     pushed = await store.push(CID, b"e1", meta={"channel": "livechat"})

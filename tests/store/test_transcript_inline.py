@@ -189,6 +189,23 @@ async def test_a_full_redis_refuses_an_append_outside_the_turn_whole(private_red
         await store.close()
 
 
+async def test_chunks_of_64_bytes_as_older_versions_cut_them_are_read_and_appended_to(
+        redis: Redis, store: ConversationStore) -> None:
+    """Chunks of 64 bytes (``CHUNK`` before it was 63) read alike: a save appends after them (only
+    the last, partial one written again), an append outside the turn cuts them anew."""
+    old = [entry(i, 50) for i in range(1, 4)]
+    data = b"".join(map(prefixed, old))  # 153 B: 64 + 64 + 25
+    await redis.hset(KEY.meta, mapping={"n": "3", "~t": "3,3", "~t0": data[:64], "~t1": data[64:128],
+                                        "~t2": data[128:]})
+    assert await save_entries(store, entry(4)) == (4, 4)
+    fields = await chunk_fields(redis)
+    assert fields[b"~t0"] == data[:64] and fields[b"~t1"] == data[64:128] and fields[b"~t"] == b"4,4"
+    assert await store.read_log(CID) == [*enumerate(old, 1), (4, entry(4))]
+    assert await store.append_log(CID, [entry(5)]) == 5
+    assert await in_hash(redis) and max(map(len, (await chunk_fields(redis)).values())) == CHUNK == 63
+    assert await store.read_log(CID) == [*enumerate(old, 1), (4, entry(4)), (5, entry(5))]
+
+
 async def test_an_entry_too_long_for_the_hash_starts_a_list(redis: Redis, store: ConversationStore) -> None:
     big = b"x" * (INLINE_MAX + 1)
     assert await save_entries(store, big) == (1, 1)
@@ -199,8 +216,8 @@ async def test_an_entry_too_long_for_the_hash_starts_a_list(redis: Redis, store:
 async def test_trimming_in_the_hash_keeps_numbers_and_drops_stale_chunks(redis: Redis,
                                                                          store: ConversationStore) -> None:
     for i in range(1, 6):
-        await save_entries(store, entry(i, 150))  # 5 x 152 B: 12 chunks
-    assert len(await chunk_fields(redis)) == 13
+        await save_entries(store, entry(i, 150))  # 5 x 152 B: 13 chunks (of 63 B)
+    assert len(await chunk_fields(redis)) == 14
     assert await save_entries(store, b"a", b"b") == (6, 7)  # two long ones out, two short in
     assert await in_hash(redis)
     assert len(await chunk_fields(redis)) == 9  # 3 x 152 + 2 x 2 B: 8 chunks and the count
