@@ -24,7 +24,7 @@ from typing import Any, Protocol, cast
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from bot.store import buckets, recency
+from bot.store import buckets, leadborn, recency
 from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.resp import RespClient, RespPipeline, RespTransaction
 from bot.store.scripts import Lua, send_commands
@@ -103,17 +103,21 @@ ID_BLOCK = 16
 #: (each a word count, then its words; the last one reads the records' versions) and return
 #: ``{1, that read's reply}``. Atomic: another process finds the claim with the records written.
 #: The writes touch the CRM's keys in many slots: a Redis Cluster claims with HSETNX, then writes.
-CREATE = """
+CREATE = leadborn.BORN_FUNCTION + f"""
 local found = redis.call('HGET', KEYS[1], ARGV[1])
-if found then return {0, found} end
+if found then return {{0, found}} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local i, last = 3, false
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
-  last = redis.call(unpack(ARGV, i + 1, i + n))
+  if ARGV[i + 1] == '{leadborn.BORN_WORD}' then  -- a new lead's events recorded born (leadborn.py)
+    last = born({{unpack(ARGV, i + 2, i + n)}})
+  else
+    last = redis.call(unpack(ARGV, i + 1, i + n))
+  end
   i = i + n + 1
 end
-return {1, last}
+return {{1, last}}
 """
 
 
@@ -125,6 +129,9 @@ def _plain(command: tuple[Any, ...], contact_id: str) -> list[tuple[Any, ...]]:
     empty, it has no other lead."""
     if command[0] != "EVAL":
         return [command]
+    born = leadborn.inline(command)  # a new lead's events recorded born: the script's own form
+    if born is not None:
+        return [born]
     added = recency.plain_new(command)  # a new record's time in its kind's recency index
     if added is not None:
         return added
