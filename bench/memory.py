@@ -62,7 +62,7 @@ def key_kind(key: str) -> str:
 
 def key_group(kind: str) -> str:
     """A key kind's owner: the conversation itself, the CRM, the dashboard's indexes, timers."""
-    if kind.startswith(("chat:", "lead:")):
+    if kind.startswith(("chat:", "lead:", "sb:lead_born:")):
         return "conversation keys"
     if kind.startswith(("sb:crm:", "sb:{crm}:", "sb:lead_conversations")):
         return "CRM"
