@@ -62,7 +62,7 @@ def key_kind(key: str) -> str:
 
 def key_group(kind: str) -> str:
     """A key kind's owner: the conversation itself, the CRM, the dashboard's indexes, timers."""
-    if kind.startswith(("chat:", "lead:")):
+    if kind.startswith(("chat:", "lead:", "sb:lead_born:")):
         return "conversation keys"
     if kind.startswith(("sb:crm:", "sb:{crm}:", "sb:lead_conversations")):
         return "CRM"
@@ -161,6 +161,19 @@ async def show_meta(redis: Any, prefix: str) -> dict[str, Any] | None:
     return None
 
 
+async def show_lead(redis: Any) -> dict[str, Any] | None:
+    """One idle lead's queue hash (``sb:c:{lead:<id>}:meta``), field by field, when there is one."""
+    async for key in redis.scan_iter(match="sb:c:{lead:*}:*", count=1000):
+        kind = (await redis.type(key)).decode()
+        raw = await redis.hgetall(key) if kind == "hash" else {}
+        return {"key": key.decode(), "memory_usage": await redis.memory_usage(key, samples=0),
+                "encoding": (await redis.object("encoding", key)).decode(),
+                "fields": [{"name": name.decode(errors="replace"), "value": value.hex() if name[:1] == b"~"
+                            else value.decode(errors="replace"), "bytes": len(name) + len(value)}
+                           for name, value in raw.items()]}
+    return None
+
+
 async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
     import aiohttp
     from redis.asyncio import Redis
@@ -199,12 +212,14 @@ async def run(args: argparse.Namespace, procs: Processes) -> dict[str, Any]:
             after = await settle(redis, args.idle)
         kinds = await by_kind(redis, n)
         sample = await show_meta(redis, f"mem{0:07d}") if args.show else None
+        lead = await show_lead(redis) if args.show else None
         await redis.aclose()
         procs.stop(server.proc)
         delta = after - before
         return {"conversations": n, "messages_per_conversation": args.messages,
                 "used_memory_before": before, "used_memory_after": after,
                 "bytes_per_conversation": delta / n, "aim_bytes": AIM_BYTES, "kinds": kinds, "sample": sample,
+                "lead": lead,
                 "elapsed_s": time.monotonic() - started}
 
 
@@ -234,6 +249,11 @@ def print_report(r: dict[str, Any]) -> None:
             print(f"  {f['name']:<16} {f['bytes']:>4}  {f['value']}")
         print(f"  {len(sample['fields'])} fields, {sum(f['bytes'] for f in sample['fields'])} B of names and "
               f"values; the state: {sample['state_bytes']} B: {json.dumps(sample['state'], default=str)}")
+    lead = r.get("lead")
+    if lead:
+        print(f"\none lead's queue: {lead['key']} ({lead['encoding']}, MEMORY USAGE {lead['memory_usage']} B)")
+        for f in lead["fields"]:
+            print(f"  {f['name']:<16} {f['bytes']:>4}  {f['value']}")
     print(f"elapsed: {r['elapsed_s']:.0f} s")
 
 

@@ -17,6 +17,7 @@ notes go to the note store (``notes.py``), which orders them by priority.
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
@@ -24,7 +25,7 @@ from typing import Any, Protocol, cast
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from bot.store import buckets, recency
+from bot.store import buckets, leadborn, recency
 from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.resp import RespClient, RespPipeline, RespTransaction
 from bot.store.scripts import Lua, send_commands
@@ -48,15 +49,66 @@ def _identity_key(identity: ChannelIdentity) -> str:
 
 #: Each channel identity (``channel:account:external id``) -> its contact and lead
 #: (``<contact id>:<lead id>``): a field of one of 1,024 bucket hashes chosen by the identity's
-#: CRC-32 (``identity_hash``, ``bot/store/buckets.py``): about 50 B an identity at 10,000 where the
-#: one big hash ``sb:crm:identity`` of older versions (moved at start) cost 103; more below about
-#: 2,000 identities (a bucket's own overhead, about 110 B an identity at 1,000 against 98).
+#: CRC-32 (``identity_hash``, ``bot/store/buckets.py``), named by the identity's digest
+#: (``identity_field``): about 30 B an identity at 10,000 where the one big hash
+#: ``sb:crm:identity`` of older versions (moved at start) cost 103 and the identity itself as the
+#: field's name about 54 (issue 14, aim 3; ``move_identity_names`` renames such fields at start).
 IDENTITY = f"{_P}:identity"
+#: Set once the identity fields of older versions are renamed to their digests (its value: how many).
+IDENTITY_DIGESTS_DONE = f"{_P}:layout:identity_digests"
+#: A digest field's first byte (no identity starts with it: a channel's name is ASCII), then 11
+#: bytes of the identity's SHA-1: 88 bits, two of 100 million identities collide with odds of
+#: about 10^-11.
+DIGEST_MARK = b"\xff"
 
 
 def identity_hash(key: str) -> str:
     """The hash holding the identity ``key``'s field."""
     return buckets.bucket(IDENTITY, key)
+
+
+def identity_field(key: str) -> bytes:
+    """The identity ``key``'s field name in its hash (``IDENTITY``)."""
+    return DIGEST_MARK + hashlib.sha1(key.encode(), usedforsecurity=False).digest()[:11]
+
+
+#: Rename the fields of the identity bucket KEYS[1] that older versions named by the identity
+#: itself to their digest (``identity_field``: the same bytes); a claim of this version wins.
+#: Returns how many.
+_RENAME = """
+local all, moved = redis.call('HGETALL', KEYS[1]), 0
+for i = 1, #all, 2 do
+  local name = all[i]
+  if string.byte(name, 1) ~= 255 then
+    local hex = string.sub(redis.sha1hex(name), 1, 22)
+    local digest = '\\255' .. string.gsub(hex, '..', function(h) return string.char(tonumber(h, 16)) end)
+    redis.call('HSETNX', KEYS[1], digest, all[i + 1])
+    redis.call('HDEL', KEYS[1], name)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
+#: Identity buckets renamed per round trip (``move_identity_names``).
+RENAME_PAGE = 128
+
+
+async def move_identity_names(redis: Redis) -> int:
+    """At start, once (``IDENTITY_DIGESTS_DONE``): the identity fields older versions named by the
+    identity renamed to their digests, one script per bucket (one key: one slot); interrupted,
+    the next start goes on (a renamed field is left as it is). Returns the fields renamed."""
+    if await redis.exists(IDENTITY_DIGESTS_DONE):
+        return 0
+    moved = 0
+    for first in range(0, buckets.TEXT_BUCKETS, RENAME_PAGE):
+        pipe = redis.pipeline(transaction=False)
+        for n in range(first, min(first + RENAME_PAGE, buckets.TEXT_BUCKETS)):
+            pipe.eval(_RENAME, 1, f"{IDENTITY}:t:{n}")
+        moved += sum(int(n) for n in await pipe.execute())
+    await redis.set(IDENTITY_DIGESTS_DONE, moved)
+    return moved
 
 
 def identities_key(contact_id: str) -> str:
@@ -91,6 +143,7 @@ async def move_old_layout(redis: Redis) -> int:
               + await buckets.move_unbucketed(redis, LEADS_OF, ",")
               + await idsets.move_unbucketed_sets(redis) + await move_contact_stages(redis)
               + await move_recent(redis))
+    moved += await move_identity_names(redis)  # after the big hash's move: its fields too
     await idsets.index_sets(redis)
     return moved
 #: Record ids a process takes at once (``sb:crm:ids``) for the contacts and leads of new
@@ -103,17 +156,21 @@ ID_BLOCK = 16
 #: (each a word count, then its words; the last one reads the records' versions) and return
 #: ``{1, that read's reply}``. Atomic: another process finds the claim with the records written.
 #: The writes touch the CRM's keys in many slots: a Redis Cluster claims with HSETNX, then writes.
-CREATE = """
+CREATE = leadborn.BORN_FUNCTION + f"""
 local found = redis.call('HGET', KEYS[1], ARGV[1])
-if found then return {0, found} end
+if found then return {{0, found}} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local i, last = 3, false
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
-  last = redis.call(unpack(ARGV, i + 1, i + n))
+  if ARGV[i + 1] == '{leadborn.BORN_WORD}' then  -- a new lead's events recorded born (leadborn.py)
+    last = born({{unpack(ARGV, i + 2, i + n)}})
+  else
+    last = redis.call(unpack(ARGV, i + 1, i + n))
+  end
   i = i + n + 1
 end
-return {1, last}
+return {{1, last}}
 """
 
 
@@ -125,6 +182,9 @@ def _plain(command: tuple[Any, ...], contact_id: str) -> list[tuple[Any, ...]]:
     empty, it has no other lead."""
     if command[0] != "EVAL":
         return [command]
+    born = leadborn.inline(command)  # a new lead's events recorded born: the script's own form
+    if born is not None:
+        return [born]
     added = recency.plain_new(command)  # a new record's time in its kind's recency index
     if added is not None:
         return added
@@ -224,7 +284,7 @@ class RedisCrm:
         """The read that finds an identity's records; the runtime sends it with its push. With it
         the ids for new records when this process has none left (no round trip of their own)."""
         key = _identity_key(identity)
-        reads: list[tuple[Any, ...]] = [("HGET", identity_hash(key), key)]
+        reads: list[tuple[Any, ...]] = [("HGET", identity_hash(key), identity_field(key))]
         if len(self._spare) < 2:
             reads.append(("INCRBY", f"{_P}:ids", ID_BLOCK))
         return reads
@@ -248,7 +308,7 @@ class RedisCrm:
 
     async def identify(self, identity: ChannelIdentity) -> CrmRef:
         key = _identity_key(identity)
-        found = await self.redis.hget(identity_hash(key), key)
+        found = await self.redis.hget(identity_hash(key), identity_field(key))
         if found:
             contact_id, lead_id = text(found).split(":")
             return CrmRef(contact_id, lead_id)
@@ -285,7 +345,7 @@ class RedisCrm:
                 writes.execute_command(*command)
             write_records(writes)
             writes.execute_command(*check(ref))
-            args: list[Any] = [key, claim]
+            args: list[Any] = [identity_field(key), claim]
             for command in writes.commands:
                 for plain in _plain(command, contact_id):
                     args += [len(plain), *plain]
@@ -297,7 +357,7 @@ class RedisCrm:
                 return CrmRef(found_contact, found_lead), None
             self.written(changes)
             return ref, [reply, contact, lead]  # the versions read in the script: the snapshot can be kept
-        claimed = (identity_hash(key), key, claim)
+        claimed = (identity_hash(key), identity_field(key), claim)
         if not int(await self.redis.hsetnx(*claimed)):
             self._spare.extend((contact_id, lead_id))
             return await self.identify(identity), None  # another process created it first
@@ -311,7 +371,8 @@ class RedisCrm:
         """Record that ``identity`` is ``ref``'s contact (a conversation the bot opened for a known
         contact), unless the identity is known already: then its records are returned."""
         key = f"{identity.channel}:{identity.account}:{identity.external_id}"
-        if await self.redis.hsetnx(identity_hash(key), key, f"{ref.contact_id}:{ref.lead_id}"):
+        if await self.redis.hsetnx(identity_hash(key), identity_field(key),
+                                   f"{ref.contact_id}:{ref.lead_id}"):
             await self.redis.eval(*joined.edit(IDENTITIES, ref.contact_id, key, add=True, sep=_SEP))
             return ref
         return await self.identify(identity)

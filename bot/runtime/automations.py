@@ -125,6 +125,10 @@ class EngineReactor:
         self._generation: bytes | None = None
         self._actives: list[tuple[str, int]] = []
         self._day_ttl = _DayTtl()
+        #: ``(generation key, token)`` when the last ``prepare`` found no active document under that
+        #: token (None: some, or not known yet): a new lead's events may then be recorded without a
+        #: queue, as long as the token is unchanged (``LeadService.commands``, ``bot/store/leadborn.py``).
+        self.quiet: tuple[str, bytes] | None = None
 
     def prepare_reads(self) -> list[tuple[Any, ...]]:
         """What ``prepare`` needs read: sent along with the lead queue's push or acquire."""
@@ -154,6 +158,8 @@ class EngineReactor:
             by_pipeline[compiled.pipeline] = compiled
         self._by_pipeline = by_pipeline
         self._by_id = {c.id: c for c in by_pipeline.values()}
+        self.quiet = None if by_pipeline or self._generation is None else (
+            self.documents.generation_key, self._generation)
         return bool(by_pipeline)
 
     async def _compile(self, doc_id: str, version: int) -> CompiledAutomations | None:

@@ -18,7 +18,8 @@ snapshot of the lead and its contact, the lead's conversation) is sent along wit
 acquire that hands the batch over (``_Reads``), as conversations prefetch their snapshot; a
 batch whose reads did not come along (the next one under the same lock, a failed read, a CRM
 that is not the embedded one) reads them itself. The history (events and what the rules did) is the queue's transcript,
-bounded like any transcript (``transcript_max``).
+bounded like any transcript (``transcript_max``), after a new lead's first events when they were
+recorded *born* because nothing listened (``commands``, ``bot/store/leadborn.py``: no queue key).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from crm_bridge.changes import Change
 from ..automations.events import ApplyRule, LeadEvent
 from ..engine import events as ev
 from ..errors import CrmError, CrmTemporary
-from ..store import codec, replies
+from ..store import codec, leadborn, replies
+from ..store import keys as k
 from ..store.conversations import Batch, ConversationStore, SaveRequest
 from ..store.keys import contact_processes_key
 from .metrics import Metrics
@@ -300,13 +302,47 @@ class LeadService(QueueProcessor[Prefetched]):
 
     # ------------------------------------------------------------------ the CRM's changes (ChangeSink)
     def commands(self, changes: Sequence[Change]) -> list[tuple[Any, ...]]:
-        """Commands queueing the events of these changes, for the CRM's own MULTI/EXEC."""
+        """Commands queueing the events of these changes, for the CRM's own MULTI/EXEC; a new
+        lead's, when nothing would act on them, recorded born instead (``bot/store/leadborn.py``)."""
         out: list[tuple[Any, ...]] = []
+        by_lead: dict[str, list[Change]] = {}
         for change in changes:
-            event = self.event(change.type, change.lead_id, data=change.data, contact_id=change.contact_id,
-                               source="crm", depth=change.depth)
-            out += self.store.enqueue_commands(lead_cid(change.lead_id), encode_lead_event(event))
+            by_lead.setdefault(change.lead_id, []).append(change)
+        quiet = self._quiet()
+        for lead_id, some in by_lead.items():
+            if quiet is not None and some[0].type == "lead.created":
+                born = self._born(quiet, lead_id, some)
+                if born is not None:
+                    out.append(born)
+                    continue
+            for change in some:
+                event = self.event(change.type, lead_id, data=change.data, contact_id=change.contact_id,
+                                   source="crm", depth=change.depth)
+                out += self.store.enqueue_commands(lead_cid(lead_id), encode_lead_event(event))
         return out
+
+    def _quiet(self) -> tuple[str, bytes] | None:
+        """``(generation key, token)`` under which the rule engine found no active document (its
+        ``quiet``), when a new lead's events may be recorded born: one Redis, events complete."""
+        quiet: tuple[str, bytes] | None = getattr(self.reactor, "quiet", None)
+        if quiet is None or self.complete is not None or self.store.cluster:
+            return None
+        return quiet
+
+    def _born(self, quiet: tuple[str, bytes], lead_id: str, changes: Sequence[Change]) -> tuple[Any, ...] | None:
+        """The ``leadborn`` command for a new lead's events (None: something listens to one)."""
+        seed, at = secrets.token_bytes(12), self.clock()
+        events = [self.event(c.type, lead_id, data=c.data, id_=leadborn.event_id(seed, n), at=at,
+                             contact_id=c.contact_id, source="crm", depth=c.depth) for n, c in enumerate(changes)]
+        if any(self._forwarded(e) or self._to_processes(e) for e in events):
+            return None
+        born = leadborn.Born(at, seed, events[0].contact_id, tuple(
+            (e.type, _history_entry(e, at)["data"], e.contact_id, e.depth) for e in events))
+        cid = lead_cid(lead_id)
+        key = k.ConversationKey(cid)
+        pending = k.pending_key(k.shard_of(cid, self.store.shards))
+        return leadborn.command(quiet[0], quiet[1], lead_id, leadborn.encode(born), key.inbox, pending, self.clock(),
+                                k.retry_member(cid), [encode_lead_event(e) for e in events])
 
     def written(self, changes: Sequence[Change]) -> None:
         """The changes are stored: handle their queues now, in the background (a process that dies
@@ -346,8 +382,13 @@ class LeadService(QueueProcessor[Prefetched]):
     # ------------------------------------------------------------------ out
     async def history(self, lead_id: str, limit: int = 200) -> list[dict[str, Any]]:
         """The lead's recent events and what the rules did with them, oldest first."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.hget(leadborn.key(lead_id), lead_id)
+        pipe.exists(k.ConversationKey(lead_cid(lead_id)).meta)
+        born, exists = await pipe.execute()
         rows = await self.store.tail_log(lead_cid(lead_id), limit)
-        return [{"seq": seq, **codec.unpack(raw)} for seq, raw in rows]
+        return leadborn.merged(leadborn.decode(born) if born else None, rows, queue_exists=bool(exists),
+                               now=self.clock(), ttl=self.store.ttl, cap=self.store.transcript_max, limit=limit)
 
     # ------------------------------------------------------------------ a batch
     def _reads(self, lead_id: str, contact_id: str | None, *, forward: bool = False,
@@ -393,6 +434,11 @@ class LeadService(QueueProcessor[Prefetched]):
             entries = [(await self.complete(e) if isinstance(e, LeadEvent) else e, x) for e, x in entries]
         contact_id = batch.meta.get("contact_id") or next(
             (e.contact_id for e, _ in entries if isinstance(e, LeadEvent) and e.contact_id), None)
+        if not contact_id and "n" not in batch.meta and not any(
+                isinstance(e, LeadEvent) and e.type == "lead.created" for e, _ in entries):
+            # a new queue of a lead whose first events were recorded born (leadborn.py): its contact is there
+            born = await self.store.redis.hget(leadborn.key(lead_id), lead_id)
+            contact_id = leadborn.decode(replies.raw(born)).contact if born else None
         reactor = self.reactor
         prepare = getattr(reactor, "prepare", None)  # the engine's: finds the active documents, False if none
         if prepare is not None and not await prepare(prefetched.reactor if prefetched is not None else ()):

@@ -17,7 +17,7 @@ from crm_bridge import ChannelIdentity, CrmRef, RedisCrm, records
 from crm_bridge.codec import pack_record
 from crm_bridge.contract import PIPELINES
 from crm_bridge.directory import CrmDirectory
-from crm_bridge.redis_crm import identity_hash
+from crm_bridge.redis_crm import identity_field, identity_hash
 from crm_bridge.versions import BUCKETS, VERSIONS, check
 
 
@@ -66,7 +66,8 @@ async def test_two_processes_creating_one_identity_at_once_create_one_contact(re
             assert len(created) <= 1
         assert await _records(redis, "contact") == 1
         assert await _records(redis, "lead") == 1
-        claim = await redis.hget(identity_hash("livechat:demo:same-person"), "livechat:demo:same-person")
+        person = "livechat:demo:same-person"
+        claim = await redis.hget(identity_hash(person), identity_field(person))
         assert claim == f"{ref.contact_id}:{ref.lead_id}".encode()
         assert (await crms[0].snapshot(ref))["contact"]["name"] == "Ada"
         if lean:  # the loser's ids are kept for its next new identity, not lost
@@ -89,7 +90,7 @@ async def test_a_process_that_finds_an_identity_claimed_finds_its_records_writte
 
     async def watched(commands: Any) -> list[Any]:
         replies = await send(commands)
-        claim = await redis.hget(identity_hash("livechat:demo:watcher"), "livechat:demo:watcher")
+        claim = await redis.hget(identity_hash("livechat:demo:watcher"), identity_field("livechat:demo:watcher"))
         seen.append((claim is not None, bool(await _records(redis, "contact"))))
         return replies
 

@@ -21,7 +21,7 @@ from bot.runtime.service import lead_conversation_key
 from bot.server.services import Services, open_services
 from bot.store import codec, statefields
 from crm_bridge import RedisCrm, records
-from crm_bridge.redis_crm import ID_BLOCK, identity_hash
+from crm_bridge.redis_crm import ID_BLOCK, identity_field, identity_hash
 from tests.engine.helpers import make_doc
 from tests.runtime.roundtrips import RoundTrips
 
@@ -166,10 +166,10 @@ async def test_a_first_message_costs_three_round_trips_its_identity_created_in_o
     assert len(fast) == 3 and slow == [], (fast, slow)
     push, create, save = fast
     claims = identity_hash("livechat:demo:newcomer")
-    assert ("HGET", claims, "livechat:demo:newcomer") in push
+    assert ("HGET", claims, identity_field("livechat:demo:newcomer")) in push
     assert len(create) == 1 and create[0][0] == "EVALSHA" and create[0][3:5] == (claims, "sb:crm:versions")
     args = create[0][5:]
-    assert args[0] == "livechat:demo:newcomer"
+    assert args[0] == identity_field("livechat:demo:newcomer")
     contact_id, lead_id = args[1].split(":")
     assert ("HSET", lead_conversation_key(lead_id), lead_id, "livechat:demo:newcomer") in _words(args[2:])
     assert not any(c[0] in ("GET", "INCRBY", "HSETNX") and str(c[1]).startswith("sb:crm:") for c in create)
@@ -227,7 +227,7 @@ async def test_a_known_conversation_new_to_this_process_finds_its_lead_without_c
     assert "lead_id" not in await svc.store.meta(cid)
     ids = await redis.get("sb:crm:ids")
     _, _, fast, _ = await _measured(svc, redis, trips, "elsewhere", "e2")
-    assert ("HGET", identity_hash("livechat:demo:elsewhere"), "livechat:demo:elsewhere") in fast[0]
+    assert ("HGET", identity_hash("livechat:demo:elsewhere"), identity_field("livechat:demo:elsewhere")) in fast[0]
     assert await redis.get("sb:crm:ids") == ids  # no new records
     assert (await svc.store.meta(cid))["lead_id"] == lead
     assert await redis.hget(lead_conversation_key(lead), lead) == cid.encode()

@@ -1,0 +1,159 @@
+"""A new lead's first events recorded born (``bot/store/leadborn.py``): no queue key when nothing
+acts on them, the same history as the queue gave, the queue again as soon as a document is
+stored (a rule never misses an event), later events numbered after the born ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.config import load_config
+from bot.runtime.automations import EngineReactor, counts_key
+from bot.runtime.leads import lead_cid
+from bot.server.services import Services, open_services
+from bot.store import leadborn
+from bot.store.versions import digest_of
+from crm_bridge import ChannelIdentity, RedisCrm
+from tests.server.conftest import NO_AUTOMATIONS
+
+pytestmark = pytest.mark.both_loops
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+DOC = {"format": "salesbot.automations/1", "id": "sales", "pipeline": "Sales",
+       "rules": [{"id": "hello", "stage": "Incoming", "on": ["created"],
+                  "do": {"actions": [{"do": "tags", "add": ["hello"]}]}}]}
+
+
+def _config(redis_url: str) -> Any:
+    return load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(FIXTURES),
+                                          "automations_dir": str(NO_AUTOMATIONS), "admin_token": "t"})
+
+
+async def _quiet(svc: Services) -> EngineReactor:
+    reactor = svc.leads.reactor
+    assert isinstance(reactor, EngineReactor)
+    assert not await reactor.prepare()  # no active document: the reactor knows it (a batch's first step)
+    assert reactor.quiet is not None
+    return reactor
+
+
+async def _queue_keys(redis: Redis, lead_id: str) -> list[bytes]:
+    return [key async for key in redis.scan_iter(match=f"sb:c:{{{lead_cid(lead_id)}}}:*")]
+
+
+def _plain(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history without what differs from lead to lead (ids, times, the contact)."""
+    return [{k: v for k, v in h.items() if k not in ("id", "at", "happened_at")} | (
+        {"data": {**h["data"], "contact": "c"}} if "contact" in h["data"] else {}) for h in history]
+
+
+async def test_a_new_leads_events_keep_no_queue_when_nothing_listens(redis: Redis, redis_url: str) -> None:
+    async with open_services(_config(redis_url), start_hub=False) as svc:
+        crm = svc.crm
+        assert isinstance(crm, RedisCrm)
+        queued = await crm.identify(ChannelIdentity("livechat", "demo", "before", "Ada"))  # not known yet: queued
+        await svc.leads.idle()
+        assert await _queue_keys(redis, queued.lead_id)
+        await _quiet(svc)
+        ref = await crm.identify(ChannelIdentity("livechat", "demo", "born-1", "Ada"))
+        await svc.leads.idle()
+        assert await _queue_keys(redis, ref.lead_id) == []  # (the old code: sb:c:{lead:<id>}:meta)
+        raw = await redis.hget(leadborn.key(ref.lead_id), ref.lead_id)
+        assert raw is not None and len(raw) <= 50  # a field of a compact bucket hash
+        history = await svc.leads.history(ref.lead_id)
+        assert _plain(history) == _plain(await svc.leads.history(queued.lead_id))  # the same entries
+        assert [(h["seq"], h["type"], h["data"]) for h in history] == [
+            (1, "lead.created", {"pipeline": "Sales", "stage": "Incoming"}),
+            (2, "contact.created", {"contact": ref.contact_id})]
+        ids = [h["id"] for h in history]
+        assert len(set(ids)) == 2 and all(i.startswith("gen-") and len(i) == 20 for i in ids)
+        assert all(h["at"] == h["happened_at"] and h["source"] == "crm" and h["depth"] == 0 for h in history)
+
+
+async def test_a_lead_created_through_the_directory_is_born_too(redis: Redis, redis_url: str) -> None:
+    async with open_services(_config(redis_url), start_hub=False) as svc:
+        assert svc.directory is not None
+        await _quiet(svc)
+        lead = str((await svc.directory.create_lead({"name": "Deal"}))["id"])  # the MULTI/EXEC's EVAL
+        await svc.leads.idle()
+        assert await _queue_keys(redis, lead) == []
+        assert [(h["seq"], h["type"]) for h in await svc.leads.history(lead)] == [(1, "lead.created")]
+
+
+async def test_later_events_follow_the_born_ones_and_know_the_contact(redis: Redis, redis_url: str) -> None:
+    async with open_services(_config(redis_url), start_hub=False) as svc:
+        crm = svc.crm
+        assert isinstance(crm, RedisCrm)
+        await _quiet(svc)
+        ref = await crm.identify(ChannelIdentity("livechat", "demo", "born-2"))
+        await svc.leads.idle()
+        await svc.leads.deliver(svc.leads.event("order.paid", ref.lead_id, id_="pay-1"))  # no contact named
+        meta = await svc.store.meta(lead_cid(ref.lead_id))
+        assert meta.get("contact_id") == ref.contact_id  # the queue learnt its contact (from the born record)
+        await crm.execute(ref, {"do": "change_stage", "stage": "Qualified"})
+        await svc.leads.idle()
+        history = await svc.leads.history(ref.lead_id)
+        assert [(h["seq"], h["type"]) for h in history] == [
+            (1, "lead.created"), (2, "contact.created"), (3, "order.paid"), (4, "lead.stage_changed")]
+        assert [h["seq"] for h in await svc.leads.history(ref.lead_id, 2)] == [3, 4]
+        again = await svc.leads.deliver(svc.leads.event("order.paid", ref.lead_id, id_="pay-1"))
+        assert again.duplicate  # dedupe as before: the queue's
+
+
+async def test_a_document_stored_meanwhile_sends_the_events_to_the_queue(redis: Redis, redis_url: str) -> None:
+    """The reactor of this process still thinks nothing is active; the create script sees the
+    generation token moved and queues the events: the new rule fires on the new lead."""
+    async with open_services(_config(redis_url), start_hub=False) as svc:
+        crm = svc.crm
+        assert isinstance(crm, RedisCrm) and svc.directory is not None
+        reactor = await _quiet(svc)
+        await reactor.documents.put("sales", DOC, digest=digest_of(DOC), name="sales")  # another process's PUT
+        assert reactor.quiet is not None  # not seen here yet
+        ref = await crm.identify(ChannelIdentity("livechat", "demo", "born-3"))
+        await svc.leads.idle()
+        assert {k.decode(): int(v) for k, v in (await redis.hgetall(counts_key("sales"))).items()} == {
+            "hello:fired": 1, "hello:acted": 1}
+        assert await redis.hget(leadborn.key(ref.lead_id), ref.lead_id) is None
+        assert [h["type"] for h in await svc.leads.history(ref.lead_id) if h["role"] == "event"] == [
+            "lead.created", "contact.created", "lead.tag_added"]  # (the rule's tag)
+        assert reactor.quiet is None  # the batch found the document
+        lead = str((await svc.directory.create_lead({"name": "Deal"}))["id"])  # now queued at once
+        await svc.leads.idle()
+        assert int((await redis.hgetall(counts_key("sales")))[b"hello:fired"]) == 2
+        assert await _queue_keys(redis, lead)
+
+
+def test_the_compact_form_reads_back_every_kind_of_event() -> None:
+    common = leadborn.Born(1796650405.25, bytes(range(12)), "7", (
+        ("lead.created", {"pipeline": "Sales", "stage": "Incoming"}, "7", 0),
+        ("contact.created", {"contact": "7"}, "7", 0)))
+    other = leadborn.Born(1.5, b"\xff" * 12, None, (
+        ("lead.created", {"pipeline": "Sales", "stage": "Incoming", "x": 1}, None, 2),
+        ("lead.tag_added", {"tag": "vip"}, "9", 0)))
+    for born in (common, other):
+        assert leadborn.decode(leadborn.encode(born)) == born
+    assert len(leadborn.encode(common)) == 41  # (at 9 B, the seed 14, the contact, the position)
+    assert [common.event_id(n) for n in range(2)] == ["gen-AAECAwQFBgcICQoL", "gen-AAECAwQFBgcICQoK"]
+
+
+def test_born_entries_are_kept_as_the_queue_kept_them() -> None:
+    born = leadborn.Born(1000.0, bytes(12), "7", (
+        ("lead.created", {"pipeline": "Sales", "stage": "Incoming"}, "7", 0),
+        ("contact.created", {"contact": "7"}, "7", 0)))
+    rows = [(n, json.dumps({"n": n}).encode()) for n in range(1, 4)]
+
+    def seqs(rows_: list[tuple[int, bytes]], **kw: Any) -> list[int]:
+        args: dict[str, Any] = {"queue_exists": True, "now": 2000.0, "ttl": 500.0, "cap": 10, "limit": 200} | kw
+        return [h["seq"] for h in leadborn.merged(born, rows_, **args)]
+
+    assert seqs([]) == [1, 2]
+    assert seqs([], queue_exists=False) == []  # expired with the TTL, as the queue would have
+    assert seqs([], queue_exists=False, ttl=1500.0) == [1, 2]
+    assert seqs([(9, b"\x80")], cap=10) == [2, 11]  # within the transcript's cap: the oldest dropped
+    assert seqs([(10, b"\x80")], cap=10) == [12]
+    assert seqs([(1, b"\x80")], limit=2) == [2, 3]
+    assert len(rows) == 3
