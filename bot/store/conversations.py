@@ -409,13 +409,17 @@ class ConversationStore:
         commands: list[Any] = [self._save.command(
             [key.state, key.inbox, key.transcript, key.log, key.meta, key.out, key.counter,
              *(n for n, _ in counters)], args)]
-        timers = k.timer_shard_key(k.shard_of(cid, self.shards))
-        if req.timers_set:
-            commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
-        if req.wake is not None:  # only ever moved earlier (bot/store/timers.py)
-            commands.append(("ZADD", timers, "LT", req.wake[1], req.wake[0]))
-        if req.timers_cancel:
-            commands.append(("ZREM", timers, *req.timers_cancel))
+        if req.timers_set or req.wake is not None or req.timers_cancel:  # the bucket, its top (timers.py)
+            timers, tops, bucket = k.timer_keys(cid, self.shards)
+            if req.timers_set:
+                commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
+            if req.wake is not None:  # only ever moved earlier (bot/store/timers.py)
+                commands.append(("ZADD", timers, "LT", req.wake[1], req.wake[0]))
+            if req.timers_set or req.wake is not None:  # the top: a lower bound of the bucket's earliest
+                top = min([at for _, at in req.timers_set] + ([req.wake[1]] if req.wake is not None else []))
+                commands.append(("ZADD", tops, "LT", top, bucket))
+            if req.timers_cancel:
+                commands.append(("ZREM", timers, *req.timers_cancel))
         claim = None
         if req.out and req.outbox_account:
             claim = SaveClaim.add(commands, cid, req.outbox_account, req.outbox_lease, self.clock())
