@@ -23,14 +23,16 @@ field, its turn does (``ConversationService._rearm``). So a turn need not know t
 the earliest due time its state held bounds it. A lead queue's timer and a timer written by an
 older version are members of their own (their id, ``<queue id>:<...>``). ``claim`` moves the
 members due by a horizon (a worker claims up to two polls ahead and fires each at its due time)
-from the shard to *this worker's* claim set of the shard, still scored by their due time, in one
+from the shard to *this worker's* claim set of the shard, still scored by their due time, the
+shard's earliest first across its buckets (a limit cut short leaves the later ones), in one
 script per shard (its buckets, their tops and its claim sets share the shard's hash tag: one
 slot; the script names a bucket by the prefix it is given and the bucket's number); the worker
-delivers a wake as a ``TimerFired`` of the wake's name (the conversation's turn fires the timers of its state that are due, each once: a fired timer leaves
-the state in the save that records its turn, and re-arms the wake with the next due time) and a
-timer of its own as a ``TimerFired`` deduplicated by its id, then ``ack``s it. A wake already
-claimed by this worker and not acknowledged yet stays in its bucket (the claim script skips it):
-acknowledging the first claim must not remove the second.
+delivers a wake as a ``TimerFired`` of the wake's name (the conversation's turn fires the timers
+of its state that are due, each once: a fired timer leaves the state in the save that records
+its turn, and re-arms the wake with the next due time) and a timer of its own as a
+``TimerFired`` deduplicated by its id, then ``ack``s it. A wake already claimed by this worker
+and not acknowledged yet stays in its bucket (the claim script skips it): acknowledging the
+first claim must not remove the second.
 
 Liveness, not a long lease, returns the claims of a worker that died: every worker stamps a
 registry (``heartbeat``) every second or so, and ``take_over`` moves the claim sets of a worker
@@ -79,33 +81,45 @@ for _, m in ipairs(legacy) do
   redis.call('ZADD', KEYS[2], now, m)
   out[#out + 1] = m; out[#out + 1] = '-1'
 end
--- claims the members of key due by the horizon (up to left); the rows read
-local function take(key, left)
-  local due = redis.call('ZRANGEBYSCORE', key, '-inf', horizon, 'WITHSCORES', 'LIMIT', 0, left)
-  if #due == 0 then return 0 end
-  local members, scored = {}, {}
-  for j = 1, #due, 2 do
-    local m = due[j]
-    if string.byte(m, 1) ~= 123 or not redis.call('ZSCORE', KEYS[2], m) then  -- 123: '{', a wake
-      members[#members + 1] = m
-      scored[#scored + 1] = due[j + 1]; scored[#scored + 1] = m
-      out[#out + 1] = m; out[#out + 1] = due[j + 1]
-    end
-  end
-  if #members > 0 then
-    redis.call('ZREM', key, unpack(members))
-    redis.call('ZADD', KEYS[2], unpack(scored))
-  end
-  return #due / 2
+if limit <= 0 then return out end
+-- the rows due by the horizon, earliest first, up to the limit, from the old key and the buckets
+-- whose top is due (in the tops' order; no bucket further on can hold an earlier row than a top)
+local rows = {}
+local function earlier(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
+local function read(key)
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', horizon, 'WITHSCORES', 'LIMIT', 0, limit)
+  for j = 1, #due, 2 do rows[#rows + 1] = {tonumber(due[j + 1]), due[j], key, due[j + 1]} end
 end
-local left = limit - take(KEYS[4], limit)
-if left <= 0 then return out end
-for _, b in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', horizon)) do
-  local key = ARGV[5] .. b
-  left = left - take(key, left)
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+local function trim()
+  table.sort(rows, earlier)
+  for j = #rows, limit + 1, -1 do rows[j] = nil end
+end
+read(KEYS[4])
+local tops, visited = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', horizon, 'WITHSCORES'), {}
+for i = 1, #tops, 2 do
+  if #rows >= limit then
+    trim()
+    if tonumber(tops[i + 1]) > rows[limit][1] then break end
+  end
+  visited[#visited + 1] = tops[i]
+  read(ARGV[5] .. tops[i])
+end
+trim()
+local taken, scored = {}, {}
+for _, row in ipairs(rows) do
+  local m = row[2]
+  if string.byte(m, 1) ~= 123 or not redis.call('ZSCORE', KEYS[2], m) then  -- 123: '{', a wake
+    taken[row[3]] = taken[row[3]] or {}
+    table.insert(taken[row[3]], m)
+    scored[#scored + 1] = row[4]; scored[#scored + 1] = m
+    out[#out + 1] = m; out[#out + 1] = row[4]
+  end
+end
+for key, members in pairs(taken) do redis.call('ZREM', key, unpack(members)) end
+if #scored > 0 then redis.call('ZADD', KEYS[2], unpack(scored)) end
+for _, b in ipairs(visited) do  -- each visited bucket's top: its earliest member now, or none
+  local first = redis.call('ZRANGE', ARGV[5] .. b, 0, 0, 'WITHSCORES')
   if #first == 0 then redis.call('ZREM', KEYS[1], b) else redis.call('ZADD', KEYS[1], first[2], b) end
-  if left <= 0 then break end
 end
 return out
 """

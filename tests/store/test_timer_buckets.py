@@ -72,6 +72,34 @@ async def test_a_claim_cut_short_by_its_limit_keeps_the_rest_of_a_bucket_due(red
     assert [t.timer_id for t in await wheel.claim(now=20.0, batch=10)] == [f"{CID}:t{n}" for n in (2, 3, 4)]
 
 
+def _same_shard_other_buckets(n: int) -> list[str]:
+    """``n`` conversation ids of one shard (of 4), each in a bucket of its own."""
+    found: dict[int, str] = {}
+    for i in range(10_000):
+        cid = f"livechat:demo:s{i}"
+        shard, bucket = k.timer_bucket(cid, 4)
+        if shard == 0 and bucket not in found:
+            found[bucket] = cid
+            if len(found) == n:
+                break
+    return list(found.values())
+
+
+async def test_a_claim_cut_short_by_its_limit_takes_the_shards_earliest_across_buckets(redis: Redis) -> None:
+    """Fails on a claim that takes a bucket's due members before looking at the next bucket's:
+    with the limit binding (the loop's room), an earlier member of another bucket would wait a round."""
+    a, b, c = _same_shard_other_buckets(3)
+    await _write(redis, a, [(f"{a}:t1", 10.0), (f"{a}:t2", 30.0), (f"{a}:t3", 31.0)])
+    await _write(redis, b, [(f"{b}:t1", 20.0)])
+    await _write(redis, c, [(f"{c}:t1", 25.0)])
+    wheel = TimerWheel(redis, shards=4, worker="a")
+    assert [t.timer_id for t in await wheel.claim(now=5.0, horizon=40.0, batch=2)] == [f"{a}:t1", f"{b}:t1"]
+    assert await _top(redis, a) == 30.0 and await _top(redis, b) is None and await _top(redis, c) == 25.0
+    assert [t.timer_id for t in await wheel.claim(now=5.0, horizon=40.0, batch=2)] == [f"{c}:t1", f"{a}:t2"]
+    assert [t.timer_id for t in await wheel.claim(now=5.0, horizon=40.0, batch=0)] == []
+    assert [t.timer_id for t in await wheel.claim(now=5.0, horizon=40.0, batch=2)] == [f"{a}:t3"]
+
+
 async def _old_shards(redis: Redis, n: int) -> dict[str, float]:
     members = {}
     for i in range(n):
@@ -145,6 +173,12 @@ async def test_random_writes_moves_cancels_claims_and_acks_match_a_model(redis: 
             batch = rng.choice([3, 100])
             got = await wheel.claim(now=now, horizon=horizon, batch=batch)
             held = {t.timer_id for t in claimed}
+            for s in range(4):  # each shard's earliest first: none left earlier than one taken
+                taken = [t.due for t in got if t.due is not None and k.shard_of(t.cid, 4) == s]
+                waiting = [at for m, at in model.items() if k.shard_of(m[1:-1] if m[0] == "{" else
+                                                                        m.rsplit(":", 1)[0], 4) == s
+                           and m not in held and m not in {t.timer_id for t in got}]
+                assert not taken or not waiting or min(waiting) >= max(taken)
             for t in got:
                 if t.due is None:  # a claim not acknowledged for claim_ttl, offered again
                     assert t.timer_id in held
