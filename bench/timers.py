@@ -128,8 +128,8 @@ async def make_template(redis_url: str, tmp: Path, flows_dir: Path) -> Template:
         state = await svc.store.state(cid)  # in the metadata hash (bot/store/statefields.py) or its own key
         meta = {f: v for f, v in (await svc.redis.hgetall(key.meta)).items()  # without the state's fields
                 if not f.startswith(b"~") or f == statefields.ID_IMPLIED.encode()}
-        shard = k.timer_shard_key(k.shard_of(cid, config.timer_shards))
-        timers = [(m.decode(), at) for m, at in await svc.redis.zrange(shard, 0, -1, withscores=True)
+        bucket = k.timer_keys(cid, config.timer_shards)[0]
+        timers = [(m.decode(), at) for m, at in await svc.redis.zrange(bucket, 0, -1, withscores=True)
                   if cid in m.decode()]
         await svc.redis.flushall()
     if not state or len(timers) != 1:
@@ -141,10 +141,11 @@ async def make_template(redis_url: str, tmp: Path, flows_dir: Path) -> Template:
 async def populate(redis: Any, template: Template, tag: str, n: int,
                    lead: float, window: float, shards: int) -> dict[str, float]:
     """``n`` copies of the template conversation; their timers (the entries written last, many per
-    ``ZADD``) fall due uniformly over ``window`` seconds from ``lead`` seconds from now."""
+    bucket) fall due uniformly over ``window`` seconds from ``lead`` seconds from now."""
     from bot.store import keys as k
     from bot.store import statefields
     from bot.store.pushscript import WAKE_FIELD
+    from bot.store.timers import write_commands
 
     wake_field = WAKE_FIELD.encode()
     state, meta, timer_pattern, template_at = template
@@ -172,14 +173,16 @@ async def populate(redis: Any, template: Template, tag: str, n: int,
             await pipe.execute()
             pipe = redis.pipeline(transaction=False)
     await pipe.execute()
-    by_shard: dict[int, dict[str, float]] = {}
+    by_bucket: dict[str, list[tuple[str, float]]] = {}
     for cid, at in due.items():
-        by_shard.setdefault(k.shard_of(cid, shards), {})[timer_pattern.format(cid=cid)] = at
+        by_bucket.setdefault(cid, []).append((timer_pattern.format(cid=cid), at))
     pipe = redis.pipeline(transaction=False)
-    for shard, members in by_shard.items():
-        items = list(members.items())
-        for i in range(0, len(items), 1000):
-            pipe.zadd(k.timer_shard_key(shard), dict(items[i:i + 1000]))
+    for cid, members in by_bucket.items():  # the bucket and its top (bot/store/timers.py)
+        for command in write_commands(cid, shards, members):
+            pipe.execute_command(*command)
+        if len(pipe) >= 4000:
+            await pipe.execute()
+            pipe = redis.pipeline(transaction=False)
     await pipe.execute()
     return due
 
@@ -330,16 +333,16 @@ async def machinery_run(redis: Any, *, tag: str, args: argparse.Namespace, say: 
     """The timer path alone, in this process: the same number of timers claimed a poll ahead,
     scheduled, "delivered" by a no-op and acknowledged; CPU per timer (what the loop adds to a fire)."""
     from bot.runtime.timerloop import TimerLoop
-    from bot.store import keys as k
     from bot.store.resp import RespClient
-    from bot.store.timers import DueTimer, TimerWheel, wake_member
+    from bot.store.timers import DueTimer, TimerWheel, wake_member, write_commands
 
     await redis.flushall(asynchronous=True)
     start = time.time() + 1.0
     pipe = redis.pipeline(transaction=False)
     for i in range(args.timers):
         cid = cid_of(tag, i)
-        pipe.zadd(k.timer_shard_key(k.shard_of(cid, args.shards)), {wake_member(cid): start + i / args.timers * 2.0})
+        for command in write_commands(cid, args.shards, [(wake_member(cid), start + i / args.timers * 2.0)]):
+            pipe.execute_command(*command)
         if len(pipe) >= 4000:
             await pipe.execute()
             pipe = redis.pipeline(transaction=False)

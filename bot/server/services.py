@@ -56,6 +56,7 @@ from ..store.layout import (
     move_activity_index,
     move_filter_sets,
     move_partitions,
+    move_timer_buckets,
     moving,
     rename_old_keys,
 )
@@ -190,6 +191,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
                 await rename_old_keys(redis, shards=config.timer_shards)  # a store of an older version
             else:
                 await move_activity_index(redis)
+            await move_timer_buckets(redis, shards=config.timer_shards)  # once: the shards' members into buckets
             await move_filter_sets(redis)  # once: later starts read one key
             await move_partitions(redis)  # the activity index by channel and bot (once, as the above)
             await drop_derived_sets(redis)  # after the move: the sets of older versions, moved or not

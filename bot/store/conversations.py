@@ -411,12 +411,15 @@ class ConversationStore:
         keys = k.save_keys(cid)
         keys += (n for n, _ in counters)
         commands: list[Any] = [self._save.command(keys, args)]
-        if req.timers_set or req.wake is not None or req.timers_cancel:  # (a follow-up: mostly none)
-            timers = k.timer_shard_key(k.shard_of(cid, self.shards))
+        if req.timers_set or req.wake is not None or req.timers_cancel:  # the bucket, its top (timers.py)
+            timers, tops, bucket = k.timer_keys(cid, self.shards)
             if req.timers_set:
                 commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
             if req.wake is not None:  # only ever moved earlier (bot/store/timers.py)
                 commands.append(("ZADD", timers, "LT", req.wake[1], req.wake[0]))
+            if req.timers_set or req.wake is not None:  # the top: a lower bound of the bucket's earliest
+                top = min([at for _, at in req.timers_set] + ([req.wake[1]] if req.wake is not None else []))
+                commands.append(("ZADD", tops, "LT", top, bucket))
             if req.timers_cancel:
                 commands.append(("ZREM", timers, *req.timers_cancel))
         claim = None

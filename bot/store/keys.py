@@ -147,8 +147,44 @@ def save_keys(cid: str) -> list[str]:
 
 
 def timer_shard_key(shard: int) -> str:
-    """A shard's timers; its claims share its hash tag (the claim script moves between them)."""
+    """A shard's timers before they were split into buckets (issue 14): moved into the buckets at
+    start (bot/store/layout.py), drained by the claim script meanwhile."""
     return f"{PREFIX}:timers:{{{shard}}}"
+
+
+#: Buckets per timer shard: a shard's members are spread over this many sorted sets, so each stays
+#: small enough for Redis' compact encoding (<= 128 members: ~45 B a member where a shard of
+#: hundreds was a skiplist of ~130 B a member; still compact up to ~128 * 64 * shards members).
+TIMER_BUCKETS = 64
+
+
+def timer_bucket(cid: str, shards: int) -> tuple[int, int]:
+    """``(shard, bucket)`` of a conversation's (or a lead queue's) timer members: the shard is
+    ``shard_of``'s, the bucket from the hash's other bits."""
+    h = zlib.crc32(cid.encode())
+    return h % shards, (h // shards) % TIMER_BUCKETS
+
+
+def timer_bucket_key(shard: int, bucket: int) -> str:
+    """A bucket of a shard's timers (in the shard's hash tag: the claim script reads it)."""
+    return f"{PREFIX}:timers:{{{shard}}}:w:{bucket}"
+
+
+def timer_bucket_prefix(shard: int) -> str:
+    """``timer_bucket_key`` without its number (the claim script appends a bucket's number)."""
+    return f"{PREFIX}:timers:{{{shard}}}:w:"
+
+
+def timer_tops_key(shard: int) -> str:
+    """A shard's buckets (member: the bucket's number) scored by a lower bound of their earliest
+    due time: written ``ZADD LT`` beside every timer write, made exact by the claim script."""
+    return f"{PREFIX}:timers:{{{shard}}}:tops"
+
+
+def timer_keys(cid: str, shards: int) -> tuple[str, str, int]:
+    """``(bucket key, tops key, bucket)`` a timer member of ``cid`` is written to."""
+    shard, bucket = timer_bucket(cid, shards)
+    return f"{PREFIX}:timers:{{{shard}}}:w:{bucket}", f"{PREFIX}:timers:{{{shard}}}:tops", bucket
 
 
 def timer_claimed_key(shard: int) -> str:

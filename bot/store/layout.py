@@ -35,7 +35,14 @@ Conversations' own layout changes are not moved here but on a conversation's fir
 the script that touches it: the transcript stream, the state's key, the dedupe sets ``d`` and
 ``seen`` (into the metadata's ``~d`` records by the first push: bot/store/dedupe.py).
 
-Timers need no rename: a conversation's one timer entry (``{<cid>}``, bot/store/timers.py) sits
+The timer shards were then split into buckets (``sb:timers:{<n>}:w:<b>``, bot/store/timers.py):
+``move_timer_buckets`` moves the members of ``sb:timers:{<n>}`` into them a page per script
+(one slot: the shard's hash tag, also on a Redis Cluster), a member only if it is still there
+(claimed meanwhile: not brought back), the earlier due time winning, its bucket's top lowered;
+``sb:layout:timer_buckets`` says it is done. Until then the claim script also claims from the
+old keys, so a member fires once, moved or not.
+
+Timers' entries need no rename: a conversation's one timer entry (``{<cid>}``, bot/store/timers.py) sits
 in the same shards beside the entries of older versions (``<cid>:t<n>``), which fire and are
 cancelled as before until they drain (docs/server.md, "Timers").
 
@@ -50,6 +57,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -57,6 +65,7 @@ from redis.exceptions import RedisError
 from . import indexes, partitions, replies, statefields
 from . import keys as k
 from .scripts import DROP_IF_HELD, RENEW_IF_HELD
+from .timers import cid_of
 
 #: Keys an older version wrote that nothing reads any more, unlinked at start (freed in the
 #: background): the embedded CRM's ``sb:crm:idx:leads`` (every lead id, about 100 B a lead).
@@ -211,6 +220,62 @@ async def drop_derived_sets(redis: Redis) -> None:
                 if meta.get("status", "") != other.rsplit(":", 1)[-1]:
                     await redis.srem(other, cid)
     await redis.unlink(bot)
+
+
+#: Set when the timer shards' members are moved into their buckets (its value: how many were moved).
+TIMER_BUCKETS_DONE = f"{k.PREFIX}:layout:timer_buckets"
+
+#: KEYS the shard's key before buckets, the shard's tops, the buckets written; ARGV n, then per
+#: member: the member, its bucket's index in KEYS (from 1 after the tops), the bucket's number. A
+#: member no longer in the old key (claimed meanwhile) is skipped: nothing fires twice.
+_MOVE_INTO_BUCKETS = """
+local n = tonumber(ARGV[1])
+local moved = 0
+for i = 0, n - 1 do
+  local m, key, b = ARGV[2 + 3 * i], KEYS[2 + tonumber(ARGV[3 + 3 * i])], ARGV[4 + 3 * i]
+  local due = redis.call('ZSCORE', KEYS[1], m)
+  if due then
+    redis.call('ZADD', key, 'LT', due, m)  -- the earlier due time wins
+    redis.call('ZADD', KEYS[2], 'LT', due, b)
+    redis.call('ZREM', KEYS[1], m)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
+async def move_timer_buckets(redis: Redis, *, shards: int, page: int = _PAGE, pages: int | None = None) -> int:
+    """The members of the timer shards' keys before buckets (``sb:timers:{<n>}``) moved into
+    their buckets, a page per script (one slot: the shard's hash tag), once; members moved
+    (``pages``: at most that many, for tests of a move cut short). Until it is done the claim
+    script also claims from the old keys, so a member fires once whether moved or not."""
+    if await redis.exists(TIMER_BUCKETS_DONE):
+        return 0
+    move = redis.register_script(_MOVE_INTO_BUCKETS)
+    moved = 0
+    for shard in range(shards):
+        old = k.timer_shard_key(shard)
+        while pages is None or pages > 0:
+            members = [replies.text(m) for m in cast("list[bytes]", await redis.zrange(old, 0, page - 1))]
+            if not members:
+                break
+            buckets: list[int] = []
+            args: list[str | int] = []
+            for member in members:
+                bucket = k.timer_bucket(cid_of(member), shards)[1]
+                if bucket not in buckets:
+                    buckets.append(bucket)
+                args += [member, buckets.index(bucket) + 1, bucket]
+            keys = [old, k.timer_tops_key(shard), *(k.timer_bucket_key(shard, b) for b in buckets)]
+            moved += int(await move(keys=keys, args=[len(members), *args]))
+            if pages is not None:
+                pages -= 1
+    if pages is not None and any([await redis.exists(k.timer_shard_key(s)) for s in range(shards)]):
+        return moved  # cut short (a test's): not done
+    await redis.set(TIMER_BUCKETS_DONE, moved)
+    return moved
+
 
 
 #: Held by the process running the start's moves (``moving``): a second process that starts

@@ -1,5 +1,16 @@
 """Durable timers: sorted sets in Redis, sharded, claimed atomically in batches by any worker.
 
+A shard's members are spread over ``k.TIMER_BUCKETS`` buckets (``sb:timers:{<s>}:w:<b>``, the
+bucket from the conversation id's hash: ``keys.timer_bucket``) so that each stays small enough
+for Redis' compact encoding (about 60 B a member, where one sorted set of hundreds a shard was a
+skiplist of about 130). The shard's *tops* (``sb:timers:{<s>}:tops``) score each bucket by a
+lower bound of its earliest due time: every write lowers it beside the member's (``ZADD LT``,
+``write_commands``; a ``ZREM`` or a member moved later leaves it low), and the claim script,
+which reads the buckets whose top is due, sets each bucket it visits to its earliest member, or
+drops it when empty: a stale-low top costs a visit, never an early claim. The keys before
+buckets (``sb:timers:{<s>}``) are moved into them at start (bot/store/layout.py) and claimed
+from meanwhile.
+
 A conversation has ONE member in the shard of its conversation, its *wake* ``{<conversation id>}``
 (braces never occur in an id: ``keys.conversation_id`` escapes them), due no later than the
 earliest of its timers; the timers themselves (id -> due time) are in its state
@@ -12,13 +23,16 @@ field, its turn does (``ConversationService._rearm``). So a turn need not know t
 the earliest due time its state held bounds it. A lead queue's timer and a timer written by an
 older version are members of their own (their id, ``<queue id>:<...>``). ``claim`` moves the
 members due by a horizon (a worker claims up to two polls ahead and fires each at its due time)
-from the shard to *this worker's* claim set of the shard, still scored by their due time, in one
-script per shard; the worker delivers a wake as a ``TimerFired`` of the wake's name (the
-conversation's turn fires the timers of its state that are due, each once: a fired timer leaves
-the state in the save that records its turn, and re-arms the wake with the next due time) and a
-timer of its own as a ``TimerFired`` deduplicated by its id, then ``ack``s it. A wake already
-claimed by this worker and not acknowledged yet stays in the shard (the claim script skips it):
-acknowledging the first claim must not remove the second.
+from the shard to *this worker's* claim set of the shard, still scored by their due time, the
+shard's earliest first across its buckets (a limit cut short leaves the later ones), in one
+script per shard (its buckets, their tops and its claim sets share the shard's hash tag: one
+slot; the script names a bucket by the prefix it is given and the bucket's number); the worker
+delivers a wake as a ``TimerFired`` of the wake's name (the conversation's turn fires the timers
+of its state that are due, each once: a fired timer leaves the state in the save that records
+its turn, and re-arms the wake with the next due time) and a timer of its own as a
+``TimerFired`` deduplicated by its id, then ``ack``s it. A wake already claimed by this worker
+and not acknowledged yet stays in its bucket (the claim script skips it): acknowledging the
+first claim must not remove the second.
 
 Liveness, not a long lease, returns the claims of a worker that died: every worker stamps a
 registry (``heartbeat``) every second or so, and ``take_over`` moves the claim sets of a worker
@@ -48,10 +62,13 @@ from .scripts import Lua, run_pipeline, send_commands
 if TYPE_CHECKING:
     from .resp import RespClient
 
-#: KEYS: the shard, this worker's claims of it, the shared claim set of versions before worker
-#: claim sets (leased: score = lease end). ARGV: now, horizon, limit, re-offer own claims due before.
+#: KEYS: the shard's tops (its buckets by a lower bound of their earliest due time), this worker's
+#: claims of it, the shared claim set of versions before worker claim sets (leased: score = lease
+#: end), the shard's key before buckets (drained until moved). ARGV: now, horizon, limit, re-offer
+#: own claims due before, the buckets' key prefix (a bucket's key: it and the bucket's number; all
+#: in the shard's hash tag, so the script touches one slot, also on a Redis Cluster).
 _CLAIM = """
-local now, limit = ARGV[1], tonumber(ARGV[3])
+local now, horizon, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4], 'LIMIT', 0, limit)
 for _, m in ipairs(stale) do
@@ -64,21 +81,45 @@ for _, m in ipairs(legacy) do
   redis.call('ZADD', KEYS[2], now, m)
   out[#out + 1] = m; out[#out + 1] = '-1'
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, limit)
-if #due > 0 then
-  local members, scored = {}, {}
-  for j = 1, #due, 2 do
-    local m = due[j]
-    if string.byte(m, 1) ~= 123 or not redis.call('ZSCORE', KEYS[2], m) then  -- 123: '{', a wake
-      members[#members + 1] = m
-      scored[#scored + 1] = due[j + 1]; scored[#scored + 1] = m
-      out[#out + 1] = m; out[#out + 1] = due[j + 1]
-    end
+if limit <= 0 then return out end
+-- the rows due by the horizon, earliest first, up to the limit, from the old key and the buckets
+-- whose top is due (in the tops' order; no bucket further on can hold an earlier row than a top)
+local rows = {}
+local function earlier(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
+local function read(key)
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', horizon, 'WITHSCORES', 'LIMIT', 0, limit)
+  for j = 1, #due, 2 do rows[#rows + 1] = {tonumber(due[j + 1]), due[j], key, due[j + 1]} end
+end
+local function trim()
+  table.sort(rows, earlier)
+  for j = #rows, limit + 1, -1 do rows[j] = nil end
+end
+read(KEYS[4])
+local tops, visited = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', horizon, 'WITHSCORES'), {}
+for i = 1, #tops, 2 do
+  if #rows >= limit then
+    trim()
+    if tonumber(tops[i + 1]) > rows[limit][1] then break end
   end
-  if #members > 0 then
-    redis.call('ZREM', KEYS[1], unpack(members))
-    redis.call('ZADD', KEYS[2], unpack(scored))
+  visited[#visited + 1] = tops[i]
+  read(ARGV[5] .. tops[i])
+end
+trim()
+local taken, scored = {}, {}
+for _, row in ipairs(rows) do
+  local m = row[2]
+  if string.byte(m, 1) ~= 123 or not redis.call('ZSCORE', KEYS[2], m) then  -- 123: '{', a wake
+    taken[row[3]] = taken[row[3]] or {}
+    table.insert(taken[row[3]], m)
+    scored[#scored + 1] = row[4]; scored[#scored + 1] = m
+    out[#out + 1] = m; out[#out + 1] = row[4]
   end
+end
+for key, members in pairs(taken) do redis.call('ZREM', key, unpack(members)) end
+if #scored > 0 then redis.call('ZADD', KEYS[2], unpack(scored)) end
+for _, b in ipairs(visited) do  -- each visited bucket's top: its earliest member now, or none
+  local first = redis.call('ZRANGE', ARGV[5] .. b, 0, 0, 'WITHSCORES')
+  if #first == 0 then redis.call('ZREM', KEYS[1], b) else redis.call('ZADD', KEYS[1], first[2], b) end
 end
 return out
 """
@@ -111,6 +152,16 @@ def is_wake(member: str) -> bool:
 def cid_of(member: str) -> str:
     """The queue a member belongs to: a wake's conversation, or the queue of a timer's id."""
     return member[1:-1] if is_wake(member) else member.rsplit(":", 1)[0]
+
+
+def write_commands(cid: str, shards: int, entries: Sequence[tuple[str, float]], *,
+                   lt: bool = False) -> list[tuple[Any, ...]]:
+    """Write timer members of ``cid`` (``(member, due)``; ``lt``: only ever earlier) into its
+    bucket, and lower the bucket's top to the earliest of them (``ZADD LT``: a lower bound)."""
+    bucket_key, tops, bucket = k.timer_keys(cid, shards)
+    flags = ("LT",) if lt else ()
+    return [("ZADD", bucket_key, *flags, *(v for member, at in entries for v in (at, member))),
+            ("ZADD", tops, "LT", min(at for _, at in entries), bucket)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +211,10 @@ class TimerWheel:
         in one round trip; the registry is stamped first, so no claim exists of an unknown worker."""
         until = now if horizon is None else horizon
         commands: list[tuple[Any, ...]] = [("ZADD", k.timer_workers_key(), now, self.worker)]
-        commands += [self._claim.command([k.timer_shard_key(s), self._claims_key(s), k.timer_claimed_key(s)],
-                                         [now, until, batch, now - self.claim_ttl]) for s in range(self.shards)]
+        commands += [self._claim.command([k.timer_tops_key(s), self._claims_key(s), k.timer_claimed_key(s),
+                                          k.timer_shard_key(s)],
+                                         [now, until, batch, now - self.claim_ttl, k.timer_bucket_prefix(s)])
+                     for s in range(self.shards)]
         replies = await self._send(commands, [self._claim])
         out = [t for reply in replies[1:] for t in self._timers(reply)]
         out.sort(key=lambda t: t.due if t.due is not None else 0.0)
@@ -183,7 +236,7 @@ class TimerWheel:
 
     async def arm(self, member: str, due: float) -> None:
         """Arm a wake at ``due`` or keep it earlier (``ZADD LT``): an early wake settled by its push."""
-        await self._send([("ZADD", k.timer_shard_key(k.shard_of(cid_of(member), self.shards)), "LT", due, member)])
+        await self._send(write_commands(cid_of(member), self.shards, [(member, due)], lt=True))
 
     async def _send(self, commands: list[tuple[Any, ...]], scripts: Sequence[Lua] = ()) -> list[Any]:
         """Every reply of ``commands`` in one round trip (an error raised; on ``NOSCRIPT`` the
@@ -220,9 +273,12 @@ class TimerWheel:
         return out
 
     async def pending(self) -> int:
+        """Members waiting in the shards (every bucket, and the keys before buckets)."""
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.shards):
             pipe.zcard(k.timer_shard_key(shard))
+            for bucket in range(k.TIMER_BUCKETS):
+                pipe.zcard(k.timer_bucket_key(shard, bucket))
         return sum(await pipe.execute())
 
     async def claimed(self) -> int:
@@ -236,6 +292,11 @@ class TimerWheel:
         return sum(await pipe.execute())
 
     async def due_at(self, member: str) -> float | None:
-        """When ``member`` (a wake, ``wake_member(cid)``, or a timer's id) is due, if it waits in its shard."""
-        score = await self.redis.zscore(k.timer_shard_key(k.shard_of(cid_of(member), self.shards)), member)
-        return None if score is None else float(score)
+        """When ``member`` (a wake, ``wake_member(cid)``, or a timer's id) is due, if it waits in its
+        bucket (or in its shard's key before buckets)."""
+        cid = cid_of(member)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zscore(k.timer_keys(cid, self.shards)[0], member)
+        pipe.zscore(k.timer_shard_key(k.shard_of(cid, self.shards)), member)
+        scores = [float(s) for s in await pipe.execute() if s is not None]
+        return min(scores) if scores else None

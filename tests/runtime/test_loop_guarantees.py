@@ -83,7 +83,7 @@ async def test_an_answered_questions_timer_is_removed_from_the_timer_wheel(redis
     fixtures = FIXTURES
     async with open_services(_config(redis_url, fixtures), start_hub=False) as svc:
         cid = "test:acct:timers"
-        wheel = k.timer_shard_key(k.shard_of(cid, svc.store.shards))
+        wheel = k.timer_keys(cid, svc.store.shards)[0]
 
         async def timers() -> dict[str, float]:
             raw = await svc.store.state(cid)

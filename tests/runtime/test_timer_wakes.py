@@ -22,7 +22,7 @@ from bot.server.services import Services, open_services
 from bot.store import codec, dedupe, statefields
 from bot.store import keys as k
 from bot.store.pushscript import NO_TIMERS, WAKE_FIELD
-from bot.store.timers import DueTimer, wake_member
+from bot.store.timers import DueTimer, wake_member, write_commands
 from tests.runtime.roundtrips import RoundTrips
 from tests.server.conftest import REMINDER, make_config, nudge_flow
 
@@ -70,7 +70,7 @@ async def _timers(svc: Services, cid: str) -> dict[str, float]:
 
 
 async def _entries(redis: Redis, svc: Services, cid: str) -> list[tuple[bytes, float]]:
-    return list(await redis.zrange(k.timer_shard_key(k.shard_of(cid, svc.store.shards)), 0, -1, withscores=True))
+    return list(await redis.zrange(k.timer_keys(cid, svc.store.shards)[0], 0, -1, withscores=True))
 
 
 async def _reminders(svc: Services, cid: str) -> int:
@@ -88,11 +88,11 @@ async def test_a_wake_fires_the_timers_due_once_each_and_arms_the_entry_again(sv
     await _say(svc, cid, "hi")
     [(timer_id, at)] = (await _timers(svc, cid)).items()
     assert await _entries(redis, svc, cid) == [(wake_member(cid).encode(), at)]
-    await redis.zrem(k.timer_shard_key(k.shard_of(cid, svc.store.shards)), wake_member(cid))  # as a claim does
+    await redis.zrem(k.timer_keys(cid, svc.store.shards)[0], wake_member(cid))  # as a claim does
     await _wake(svc, cid, at - 60)  # a wake before the timer's time (another clock, an older score)
     assert await _reminders(svc, cid) == 0 and await _timers(svc, cid) == {timer_id: at}
     assert await _entries(redis, svc, cid) == [(wake_member(cid).encode(), at)]  # armed again
-    await redis.zrem(k.timer_shard_key(k.shard_of(cid, svc.store.shards)), wake_member(cid))
+    await redis.zrem(k.timer_keys(cid, svc.store.shards)[0], wake_member(cid))
     await _wake(svc, cid, at)  # the worker's clock says it is due: it fires
     assert await _reminders(svc, cid) == 1
     assert await _timers(svc, cid) == {} and await _entries(redis, svc, cid) == []
@@ -135,8 +135,8 @@ async def _as_an_older_version_left_it(svc: Services, redis: Redis, cid: str, du
     assert fields is not None
     meta = k.ConversationKey(cid).meta
     await redis.hset(meta, mapping=dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
-    shard = k.timer_shard_key(k.shard_of(cid, svc.store.shards))
-    await redis.zrem(shard, wake_member(cid))
+    shard = k.timer_shard_key(k.shard_of(cid, svc.store.shards))  # the layout before buckets (timers.py)
+    await redis.zrem(k.timer_keys(cid, svc.store.shards)[0], wake_member(cid))
     await redis.zadd(shard, {timer_id: due})
     assert await _timers(svc, cid) == {}
     return timer_id
@@ -187,8 +187,8 @@ async def _entry(redis: Redis, svc: Services, cid: str) -> list[tuple[bytes, flo
 
 def _shard_writes(trips: RoundTrips, svc: Services, cid: str) -> list[tuple[Any, ...]]:
     """The commands sent on the hot path to the conversation's timer shard (its entry's writes)."""
-    shard = k.timer_shard_key(k.shard_of(cid, svc.store.shards))
-    return [c for call in trips.fast for c in call if c[0] in ("ZADD", "ZREM") and c[1] == shard]
+    bucket, tops, _ = k.timer_keys(cid, svc.store.shards)
+    return [c for call in trips.fast for c in call if c[0] in ("ZADD", "ZREM") and c[1] in (bucket, tops)]
 
 
 async def test_a_message_that_moves_the_no_answer_timer_later_leaves_the_entry_early(
@@ -240,14 +240,18 @@ async def test_an_early_wake_is_settled_by_its_push_and_the_timer_fires_once_at_
     assert await svc.store.read_log(cid, 0, 1000) == log and await _reminders(svc, cid) == 0
     assert await svc.store.meta(cid) == meta  # activity, preview, step_at, counts: as they were
     assert await _timers(svc, cid) == {timer_id: T0 + 660}
-    # The round's claim (the registry's ZADD, a script per shard: 16 EVALSHA, 48 ZRANGEBYSCORE;
-    # the take-over's look at the registry: 1 ZRANGEBYSCORE); for the wake, 7: its claim
-    # (ZSCORE, ZREM, ZADD), the push (EVALSHA, HGETALL: the metadata's ``w`` says T0 + 660, so
-    # no RPUSH, no lock, no save), the entry armed at the timer's time (``ZADD LT``: never
-    # later), the ack (ZREM). (The turn that settled it before: 13.)
-    assert ran == {"zadd": 3, "evalsha": 17, "zrangebyscore": 49, "zscore": 1, "zrem": 2, "hgetall": 1}, ran
-    shard = k.timer_shard_key(k.shard_of(cid, svc.store.shards))
-    assert _shard_writes(trips, svc, cid) == [("ZADD", shard, "LT", T0 + 660, wake_member(cid))]
+    # The round's claim (the registry's ZADD, a script per shard: 16 EVALSHA, 64 ZRANGEBYSCORE:
+    # own stale claims, old versions' claims, the key before buckets, the tops; the take-over's
+    # look at the registry: 1 ZRANGEBYSCORE); for the wake, 11: its claim (its bucket's
+    # ZRANGEBYSCORE, ZSCORE, ZREM, ZADD; the bucket's new top: ZRANGE, and ZREM from the tops,
+    # the bucket empty), the push (EVALSHA, HGETALL: the metadata's ``w`` says T0 + 660, so no
+    # RPUSH, no lock, no save), the entry armed at the timer's time (``ZADD LT`` to its bucket and
+    # its top: never later), the ack (ZREM). (The turn that settled it before: 13.)
+    assert ran == {"zadd": 4, "evalsha": 17, "zrangebyscore": 66, "zrange": 1, "zscore": 1, "zrem": 3,
+                   "hgetall": 1}, ran
+    bucket, tops, number = k.timer_keys(cid, svc.store.shards)
+    assert _shard_writes(trips, svc, cid) == [("ZADD", bucket, "LT", T0 + 660, wake_member(cid)),
+                                              ("ZADD", tops, "LT", T0 + 660, number)]
     assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 660)]
     clock.now = T0 + 659.999
     assert await worker.fire_timers() == 0 and await _reminders(svc, cid) == 0
@@ -266,7 +270,7 @@ async def test_a_wake_due_at_the_earliest_timer_fires_it(redis: Redis, svc: Serv
     await _say(svc, cid, "hi", "again")
     [at] = (await _timers(svc, cid)).values()
     assert at == T0 + 600
-    await redis.zrem(k.timer_shard_key(k.shard_of(cid, svc.store.shards)), wake_member(cid))  # as a claim does
+    await redis.zrem(k.timer_keys(cid, svc.store.shards)[0], wake_member(cid))  # as a claim does
     clock.now = T0 + 1  # the processor's clock behind: the wake's due time decides
     await _wake(svc, cid, at)
     assert await _reminders(svc, cid) == 1 and await _timers(svc, cid) == {}
@@ -370,8 +374,9 @@ async def test_a_settled_wake_leaves_no_recovery_entry_and_a_queued_one_does(
     assert await worker.fire_timers() == 1
     ran = {name: n - counted.get(name, 0) for name, n in (await _commands(redis)).items() if n != counted.get(name, 0)}
     assert await _reminders(svc, cid) == 0
-    # the round's claim (ZADD, 16 EVALSHA, 49 ZRANGEBYSCORE) and the wake's 7, as above: no ZADD more
-    assert ran == {"zadd": 3, "evalsha": 17, "zrangebyscore": 49, "zscore": 1, "zrem": 2, "hgetall": 1}, ran
+    # the round's claim (ZADD, 16 EVALSHA, 65 ZRANGEBYSCORE) and the wake's 11, as above: no ZADD more
+    assert ran == {"zadd": 4, "evalsha": 17, "zrangebyscore": 66, "zrange": 1, "zscore": 1, "zrem": 3,
+                   "hgetall": 1}, ran
     assert await redis.zscore(pending, cid) is None
     clock.now = T0 + 660
     assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
@@ -398,7 +403,8 @@ async def test_a_timer_an_older_version_moved_earlier_fires_on_time(redis: Redis
     fields[-1] = str(fields[-1]).removeprefix(statefields.SYNCED)  # the count as older versions write it
     meta = k.ConversationKey(cid).meta
     await redis.hset(meta, mapping=dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
-    await redis.zadd(k.timer_shard_key(k.shard_of(cid, svc.store.shards)), {wake_member(cid): T0 + 100})
+    for command in write_commands(cid, svc.store.shards, [(wake_member(cid), T0 + 100)]):
+        await redis.execute_command(*command)
     assert await redis.hget(meta, WAKE_FIELD) == repr(T0 + 660).encode()  # stale: later than the timer
     clock.now = T0 + 100
     assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1

@@ -51,7 +51,8 @@ async def test_a_killed_workers_claims_are_taken_over_by_liveness_and_fired_once
         for cid in cids:  # each waits with a 20 s no-answer timer
             await svc.conversations.deliver(cid, ev.InboundMessage(text="hi", greeting="nudge"),
                                             meta={"channel": "livechat", "account": "demo"})
-        timers = {m for s in range(16) for m in await redis.zrange(k.timer_shard_key(s), 0, -1)}
+        timers = {m for s in range(16) for b in range(k.TIMER_BUCKETS)
+                  for m in await redis.zrange(k.timer_bucket_key(s, b), 0, -1)}
     assert len(timers) == CHATS
     env = {"SALESBOT_REDIS_URL": redis_url, "SALESBOT_ADMIN_TOKEN": "t", "SALESBOT_FLOWS_DIR": str(flows),
            "SALESBOT_TIMER_CLAIM_TTL": "600"}  # the long path: ten minutes, longer than any wait here

@@ -309,7 +309,7 @@ async def test_a_save_that_redis_refuses_for_memory_is_refused_whole(private_red
         assert await inboxlocks.events(private_redis, CID) == [b"e1"]  # nothing committed
         assert await private_redis.llen(KEY.out) == 0  # type: ignore[misc]
         assert (await store.save(CID, token, req)).status == 0  # saved once Redis has room
-        assert await private_redis.zscore(k.timer_shard_key(k.shard_of(CID, store.shards)), "t1") == T0 + 60
+        assert await private_redis.zscore(k.timer_keys(CID, store.shards)[0], "t1") == T0 + 60
         assert await private_redis.zscore(k.outbox_queue_key("acct"), CID) is not None
     finally:
         await store.close()

@@ -502,7 +502,7 @@ async def test_a_save_arms_its_new_timers_and_removes_its_cancelled_ones(
     """A cancelled timer (a pause answered, a flow moved on) must leave the timer wheel with the
     save that cancels it: left there it would fire a turn the state no longer expects."""
     a, _, _ = stores
-    wheel = k.timer_shard_key(k.shard_of(CID, a.shards))
+    wheel = k.timer_keys(CID, a.shards)[0]
     pushed = await a.push(CID, b"e1")
     assert pushed.batch is not None
     req = _req(b"s1", pushed.batch.events)
