@@ -184,3 +184,50 @@ def test_born_entries_show_until_the_queue_has_a_transcript() -> None:
     assert seqs([], limit=1) == [2]
     assert seqs([(1, b"\x80"), (2, b"\x80"), (3, b"\x80")]) == [1, 2, 3]  # the queue took them in
     assert seqs([(9, b"\x80")], limit=1) == [9]
+
+
+async def test_a_born_lead_and_a_queued_one_show_the_same_history_through_the_api(
+        redis: Redis, redis_url: str) -> None:
+    """The same events for a lead queued from the start (main's path) and for a born one: the
+    API gives the same entries, numbers and fields (ids and times aside), before and after the
+    queue's first batch, and with ``limit``."""
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+
+    from bot.server.app import create_app
+
+    config = _config(redis_url)
+    async with open_services(config, start_hub=False) as svc:
+        crm = svc.crm
+        assert isinstance(crm, RedisCrm)
+        queued = await crm.identify(ChannelIdentity("livechat", "demo", "main-path", "Ada"))
+        await svc.leads.idle()
+        await _quiet(svc)
+        born = await crm.identify(ChannelIdentity("livechat", "demo", "born-path", "Ada"))
+        await svc.leads.idle()
+        assert await _queue_keys(redis, born.lead_id) == [] and await _queue_keys(redis, queued.lead_id)
+        srv = TestServer(create_app(config, services=svc))
+        await srv.start_server()
+        async with ClientSession(base_url=str(srv.make_url(""))) as client:
+            async def events(lead: str, limit: int = 200) -> Any:
+                answer = await client.get(f"/api/leads/{lead}/events?limit={limit}",
+                                          headers={"Authorization": "Bearer t"})
+                assert answer.status == 200
+                body = await answer.json()
+                assert set(body) == {"lead", "events"} and body["lead"] == lead
+                return body["events"]
+
+            async def same() -> None:
+                for limit in (200, 1, 3):
+                    mine, theirs = await events(born.lead_id, limit), await events(queued.lead_id, limit)
+                    assert _plain(mine) == _plain(theirs)
+                    assert [sorted(e) for e in mine] == [sorted(e) for e in theirs]
+
+            await same()
+            for ref in (queued, born):
+                await svc.leads.deliver(svc.leads.event("order.paid", ref.lead_id, id_=f"pay-{ref.lead_id}"))
+                await crm.execute(ref, {"do": "change_stage", "stage": "Qualified"})
+                await svc.leads.idle()
+            await same()
+            assert [e["seq"] for e in await events(born.lead_id)] == [1, 2, 3, 4]
+        await srv.close()
