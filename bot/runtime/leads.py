@@ -388,7 +388,7 @@ class LeadService(QueueProcessor[Prefetched]):
         rows = await self.store.tail_log(lead_cid(lead_id), limit)
         born = None if rows else await self.store.redis.hget(leadborn.key(lead_id), lead_id)
         return leadborn.merged(leadborn.decode(replies.raw(born)) if born else None, rows, now=self.clock(),
-                               ttl=self.store.ttl, limit=limit)
+                               ttl=self.store.ttl, cap=self.store.transcript_max, limit=limit)
 
     # ------------------------------------------------------------------ a batch
     def _reads(self, lead_id: str, contact_id: str | None, *, forward: bool = False,

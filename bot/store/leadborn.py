@@ -160,16 +160,16 @@ def alive(born: Born, now: float, ttl: float) -> bool:
     return born.at + ttl > now
 
 
-def merged(born: Born | None, rows: Sequence[tuple[int, bytes]], *, now: float, ttl: float,
+def merged(born: Born | None, rows: Sequence[tuple[int, bytes]], *, now: float, ttl: float, cap: int,
            limit: int) -> list[dict[str, Any]]:
     """The lead's history: its queue's transcript (``rows``), which took the born entries in
     with its first batch (``LeadService._handle``: numbered 1 … k there, as the queue would
-    have), else the born entries themselves (numbered 1 … k) within ``ttl`` of their writing;
-    the newest ``limit``, oldest first."""
+    have), else the born entries themselves (numbered 1 … k) within ``ttl`` of their writing,
+    the newest ``cap`` (``transcript_max``); the newest ``limit``, oldest first."""
     if rows:  # (a born field still there after its fold, a crash between the save and its HDEL: not shown)
         out = [{"seq": seq, **codec.unpack(raw)} for seq, raw in rows]
     elif born is not None and alive(born, now, ttl):
-        out = [{"seq": n + 1, **row} for n, row in enumerate(born.rows())]
+        out = [{"seq": n + 1, **row} for n, row in enumerate(born.rows())][-cap:] if cap > 0 else []
     else:
         out = []
     return out[-limit:] if limit > 0 else []

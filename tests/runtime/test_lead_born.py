@@ -176,12 +176,13 @@ def test_born_entries_show_until_the_queue_has_a_transcript() -> None:
         ("contact.created", {"contact": "7"}, "7", 0)))
 
     def seqs(rows: list[tuple[int, bytes]], **kw: Any) -> list[int]:
-        args: dict[str, Any] = {"now": 1200.0, "ttl": 500.0, "limit": 200} | kw
+        args: dict[str, Any] = {"now": 1200.0, "ttl": 500.0, "cap": 10, "limit": 200} | kw
         return [h["seq"] for h in leadborn.merged(born, rows, **args)]
 
     assert seqs([]) == [1, 2]
     assert seqs([], now=2000.0) == []  # expired with the TTL, as the queue would have
     assert seqs([], limit=1) == [2]
+    assert seqs([], cap=1) == [2]  # as a transcript of ``transcript_max`` 1 keeps them
     assert seqs([(1, b"\x80"), (2, b"\x80"), (3, b"\x80")]) == [1, 2, 3]  # the queue took them in
     assert seqs([(9, b"\x80")], limit=1) == [9]
 
