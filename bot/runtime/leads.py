@@ -18,8 +18,9 @@ snapshot of the lead and its contact, the lead's conversation) is sent along wit
 acquire that hands the batch over (``_Reads``), as conversations prefetch their snapshot; a
 batch whose reads did not come along (the next one under the same lock, a failed read, a CRM
 that is not the embedded one) reads them itself. The history (events and what the rules did) is the queue's transcript,
-bounded like any transcript (``transcript_max``), after a new lead's first events when they were
-recorded *born* because nothing listened (``commands``, ``bot/store/leadborn.py``: no queue key).
+bounded like any transcript (``transcript_max``); a new lead's first events, recorded *born*
+when nothing listened (``commands``, ``bot/store/leadborn.py``: no queue key), are shown until
+its queue's first batch takes them into that transcript (``_born_of``).
 """
 
 from __future__ import annotations
@@ -225,6 +226,8 @@ class LeadService(QueueProcessor[Prefetched]):
         self._unsaved: set[str] = set()
         #: The contacts' processes (``bot.runtime.processes``): they hear the lead's events too.
         self.processes: ProcessSink | None = None
+        #: Queue id -> lead id whose born field its batch under way took in (``_born_of``): deleted after the save.
+        self._folding: dict[str, str] = {}
 
     def _is_outage(self, exc: Exception) -> bool:
         # The CRM away (Kommo's API answering 5xx, 429, nothing): the lead's events wait for it in
@@ -310,7 +313,7 @@ class LeadService(QueueProcessor[Prefetched]):
             by_lead.setdefault(change.lead_id, []).append(change)
         quiet = self._quiet()
         for lead_id, some in by_lead.items():
-            if quiet is not None and some[0].type == "lead.created":
+            if quiet is not None and some[0].type == "lead.created" and leadborn.dense(lead_id):
                 born = self._born(quiet, lead_id, some)
                 if born is not None:
                     out.append(born)
@@ -342,7 +345,7 @@ class LeadService(QueueProcessor[Prefetched]):
         key = k.ConversationKey(cid)
         pending = k.pending_key(k.shard_of(cid, self.store.shards))
         return leadborn.command(quiet[0], quiet[1], lead_id, leadborn.encode(born), key.inbox, pending, self.clock(),
-                                k.retry_member(cid), [encode_lead_event(e) for e in events])
+                                k.retry_member(cid), self.store.ttl, [encode_lead_event(e) for e in events])
 
     def written(self, changes: Sequence[Change]) -> None:
         """The changes are stored: handle their queues now, in the background (a process that dies
@@ -382,13 +385,10 @@ class LeadService(QueueProcessor[Prefetched]):
     # ------------------------------------------------------------------ out
     async def history(self, lead_id: str, limit: int = 200) -> list[dict[str, Any]]:
         """The lead's recent events and what the rules did with them, oldest first."""
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.hget(leadborn.key(lead_id), lead_id)
-        pipe.exists(k.ConversationKey(lead_cid(lead_id)).meta)
-        born, exists = await pipe.execute()
         rows = await self.store.tail_log(lead_cid(lead_id), limit)
-        return leadborn.merged(leadborn.decode(born) if born else None, rows, queue_exists=bool(exists),
-                               now=self.clock(), ttl=self.store.ttl, cap=self.store.transcript_max, limit=limit)
+        born = None if rows else await self.store.redis.hget(leadborn.key(lead_id), lead_id)
+        return leadborn.merged(leadborn.decode(replies.raw(born)) if born else None, rows, now=self.clock(),
+                               ttl=self.store.ttl, cap=self.store.transcript_max, limit=limit)
 
     # ------------------------------------------------------------------ a batch
     def _reads(self, lead_id: str, contact_id: str | None, *, forward: bool = False,
@@ -420,9 +420,12 @@ class LeadService(QueueProcessor[Prefetched]):
             req = await self._handle(batch, prefetched)
         finally:
             self._unsaved.discard(batch.cid)
+            folded = self._folding.pop(batch.cid, None)
         result = await self.store.save(batch.cid, batch.token, req)
         if result.status == -1:
             log.error("store.lock_lost", extra={"cid": batch.cid})
+        elif folded is not None:  # the born entries are in the queue's transcript now (``_born_of``)
+            await self.store.redis.hdel(leadborn.key(folded), folded)
         return result.status
 
     async def _handle(self, batch: Batch, prefetched: Prefetched | None) -> SaveRequest:
@@ -434,11 +437,9 @@ class LeadService(QueueProcessor[Prefetched]):
             entries = [(await self.complete(e) if isinstance(e, LeadEvent) else e, x) for e, x in entries]
         contact_id = batch.meta.get("contact_id") or next(
             (e.contact_id for e, _ in entries if isinstance(e, LeadEvent) and e.contact_id), None)
-        if not contact_id and "n" not in batch.meta and not any(
-                isinstance(e, LeadEvent) and e.type == "lead.created" for e, _ in entries):
-            # a new queue of a lead whose first events were recorded born (leadborn.py): its contact is there
-            born = await self.store.redis.hget(leadborn.key(lead_id), lead_id)
-            contact_id = leadborn.decode(replies.raw(born)).contact if born else None
+        born = await self._born_of(batch, lead_id, entries)
+        if not contact_id and born is not None:
+            contact_id = born.contact
         reactor = self.reactor
         prepare = getattr(reactor, "prepare", None)  # the engine's: finds the active documents, False if none
         if prepare is not None and not await prepare(prefetched.reactor if prefetched is not None else ()):
@@ -449,6 +450,9 @@ class LeadService(QueueProcessor[Prefetched]):
             _remember(self._contacts, lead_id, contact_id, SNAPSHOT_REFS_MAX)
         conversation = _Conversation(prefetched)
         req = SaveRequest(state=None, processed=len(batch.events))
+        if born is not None and leadborn.alive(born, self.clock(), self.store.ttl):
+            for row in born.rows():  # first in the new queue's transcript, as if it had handled them
+                req.add_log(row)
         for event, extra in entries:
             now = self.clock()
             if isinstance(event, LeadEvent):
@@ -489,6 +493,20 @@ class LeadService(QueueProcessor[Prefetched]):
         if contact_id and batch.meta.get("contact_id") != contact_id:
             req.meta = {"contact_id": contact_id}
         return req
+
+    async def _born_of(self, batch: Batch, lead_id: str,
+                       entries: Sequence[tuple[Any, Mapping[str, Any]]]) -> leadborn.Born | None:
+        """A new queue's (no transcript yet) lead's events recorded born (``leadborn.py``): its
+        first batch takes them into its transcript and deletes the field once saved
+        (``_folding``). One read, once per queue: never for a lead the CRM just created."""
+        if "n" in batch.meta or self.store.cluster or any(
+                isinstance(e, LeadEvent) and e.type == "lead.created" for e, _ in entries):
+            return None
+        raw = await self.store.redis.hget(leadborn.key(lead_id), lead_id)
+        if not raw:
+            return None
+        self._folding[batch.cid] = lead_id
+        return leadborn.decode(replies.raw(raw))
 
     async def _snapshot(self, ref: CrmRef, prefetched: Prefetched | None) -> Mapping[str, Any]:
         """The lead's CRM snapshot, from the reads that came along with the batch when they were

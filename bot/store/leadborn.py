@@ -16,10 +16,12 @@ an event. On a Redis Cluster (the token, the bucket and the queue are in differe
 events always go onto the queue.
 
 The lead's history (``LeadService.history``) is the born entries (numbered 1 … k, ``at`` and
-``happened_at`` the time of the write, source ``crm``) followed by the queue's transcript (its
-numbers shifted by k), as one queue's transcript numbered them; the born entries are shown as
-long as the queue would have kept them: while the lead's queue exists, or for the store's TTL
-after they were written, and within ``transcript_max`` entries in all. Their ids are made of one
+``happened_at`` the time of the write, source ``crm``) for the store's TTL after they were
+written (the bucket expires that long after its last write), as the queue would have kept them.
+When the lead's queue is made later (its next event), its first batch takes them into its
+transcript first (numbered 1 … k there, its own events from k + 1, trimmed as any transcript)
+and deletes the field once saved; born entries older than the TTL are dropped then, as the
+queue would have expired meanwhile. Their ids are made of one
 12-byte random seed (``gen-`` and the URL-safe base64 of the seed with its last byte xored by the
 entry's place: 96 bits, as ``LeadService.event`` generates one).
 """
@@ -37,15 +39,18 @@ from . import buckets, codec
 BORN_KEY = "sb:lead_born"
 #: ``BORN_SCRIPT`` (an ``EVAL`` in a MULTI/EXEC) and the create script's inline form
 #: (``crm_bridge.redis_crm.CREATE``: a command whose first word is ``BORN_WORD``) share this body:
-#: ``born(gen, bucket, inbox, pending, expected, lid, value, score, member, entries...)``.
+#: ``born(gen, bucket, inbox, pending, expected, lid, value, score, member, ttl, entries...)``;
+#: the bucket expires ``ttl`` after its last write (each field lives at least as long as the
+#: queue would have: ``merged``), so the fields of leads that never had another event go.
 BORN_FUNCTION = """
 local function born(w)
   local gen = redis.call('GET', w[1]) or ''
   if gen == w[5] then
     redis.call('HSET', w[2], w[6], w[7])
+    redis.call('EXPIRE', w[2], w[10])
     return 1
   end
-  for i = 10, #w do redis.call('RPUSH', w[3], w[i]) end
+  for i = 11, #w do redis.call('RPUSH', w[3], w[i]) end
   redis.call('ZADD', w[4], w[8], w[9])
   return 0
 end
@@ -130,11 +135,17 @@ def decode(raw: bytes) -> Born:
 
 
 def command(gen_key: str, expected: bytes, lead_id: str, value: bytes, inbox: str, pending: str,
-            score: float, member: str, entries: Sequence[bytes]) -> tuple[Any, ...]:
+            score: float, member: str, ttl: int, entries: Sequence[bytes]) -> tuple[Any, ...]:
     """The ``EVAL`` that records the born events, or queues ``entries`` when the generation
     token is no longer ``expected`` (see the module docstring)."""
     return ("EVAL", BORN_SCRIPT, 4, gen_key, key(lead_id), inbox, pending, expected, lead_id, value, score, member,
-            *entries)
+            ttl, *entries)
+
+
+def dense(lead_id: str) -> bool:
+    """Whether the lead's field is in a bucket of 128 consecutive ids (``buckets.bucket``), which
+    stops being written, so its TTL ends: a text bucket may be written forever (no born there)."""
+    return key(lead_id).startswith(f"{BORN_KEY}:b:")
 
 
 def inline(command_: Sequence[Any]) -> tuple[Any, ...] | None:
@@ -144,18 +155,21 @@ def inline(command_: Sequence[Any]) -> tuple[Any, ...] | None:
     return (BORN_WORD, *command_[3:])
 
 
-def merged(born: Born | None, rows: Sequence[tuple[int, bytes]], *, queue_exists: bool, now: float, ttl: float,
-           cap: int, limit: int) -> list[dict[str, Any]]:
-    """The lead's history: the born entries (numbered 1 … k) while the queue exists or within
-    ``ttl`` of their writing, and within ``cap`` entries with the queue's (numbered from k + 1);
-    the newest ``limit``, oldest first."""
-    out: list[dict[str, Any]] = []
-    k = 0
-    if born is not None:
-        k = len(born.events)
-        if queue_exists or born.at + ttl > now:
-            newest = rows[-1][0] if rows else 0
-            keep = max(0, min(k, cap - newest))
-            out = [{"seq": n + 1, **row} for n, row in enumerate(born.rows())][k - keep:]
-    out += [{"seq": seq + k, **codec.unpack(raw)} for seq, raw in rows]
+def alive(born: Born, now: float, ttl: float) -> bool:
+    """Whether the born entries are still in the history: the queue would have kept them ``ttl``."""
+    return born.at + ttl > now
+
+
+def merged(born: Born | None, rows: Sequence[tuple[int, bytes]], *, now: float, ttl: float, cap: int,
+           limit: int) -> list[dict[str, Any]]:
+    """The lead's history: its queue's transcript (``rows``), which took the born entries in
+    with its first batch (``LeadService._handle``: numbered 1 … k there, as the queue would
+    have), else the born entries themselves (numbered 1 … k) within ``ttl`` of their writing,
+    the newest ``cap`` (``transcript_max``); the newest ``limit``, oldest first."""
+    if rows:  # (a born field still there after its fold, a crash between the save and its HDEL: not shown)
+        out = [{"seq": seq, **codec.unpack(raw)} for seq, raw in rows]
+    elif born is not None and alive(born, now, ttl):
+        out = [{"seq": n + 1, **row} for n, row in enumerate(born.rows())][-cap:] if cap > 0 else []
+    else:
+        out = []
     return out[-limit:] if limit > 0 else []

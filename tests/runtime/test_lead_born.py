@@ -4,7 +4,6 @@ stored (a rule never misses an event), later events numbered after the born ones
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from bot.config import load_config
 from bot.runtime.automations import EngineReactor, counts_key
 from bot.runtime.leads import lead_cid
 from bot.server.services import Services, open_services
-from bot.store import leadborn
+from bot.store import codec, leadborn
 from bot.store.versions import digest_of
 from crm_bridge import ChannelIdentity, RedisCrm
 from tests.server.conftest import NO_AUTOMATIONS
@@ -102,6 +101,37 @@ async def test_later_events_follow_the_born_ones_and_know_the_contact(redis: Red
         assert [h["seq"] for h in await svc.leads.history(ref.lead_id, 2)] == [3, 4]
         again = await svc.leads.deliver(svc.leads.event("order.paid", ref.lead_id, id_="pay-1"))
         assert again.duplicate  # dedupe as before: the queue's
+        # the queue's first batch took the born entries into its transcript: the field is gone
+        assert await redis.hget(leadborn.key(ref.lead_id), ref.lead_id) is None
+        assert [(n, codec.unpack(raw)["type"]) for n, raw in await svc.store.tail_log(lead_cid(ref.lead_id))] == [
+            (1, "lead.created"), (2, "contact.created"), (3, "order.paid"), (4, "lead.stage_changed")]
+
+
+async def test_born_entries_go_with_their_bucket_and_not_into_a_queue_made_after_the_ttl(
+        redis: Redis, redis_url: str) -> None:
+    """A born field is not kept forever (the bucket's TTL), and a lead whose queue is made
+    after the store's TTL gets the history main gives: its queue would have expired, so only
+    the new event, numbered 1 (not the born entries brought back)."""
+    async with open_services(_config(redis_url), start_hub=False) as svc:
+        crm = svc.crm
+        assert isinstance(crm, RedisCrm)
+        await _quiet(svc)
+        ref = await crm.identify(ChannelIdentity("livechat", "demo", "born-late"))
+        await svc.leads.idle()
+        ttl = await redis.ttl(leadborn.key(ref.lead_id))
+        assert svc.store.ttl - 5 <= ttl <= svc.store.ttl
+        real = svc.leads.clock
+        svc.leads.clock = lambda: real() + svc.store.ttl + 60  # the TTL went by (another write kept the bucket)
+        assert await svc.leads.history(ref.lead_id) == []
+        await svc.leads.deliver(svc.leads.event("order.paid", ref.lead_id, id_="late-1"))
+        assert [(h["seq"], h["type"]) for h in await svc.leads.history(ref.lead_id)] == [(1, "order.paid")]
+        assert await redis.hget(leadborn.key(ref.lead_id), ref.lead_id) is None
+        assert (await svc.store.meta(lead_cid(ref.lead_id))).get("contact_id") == ref.contact_id
+
+
+def test_only_leads_of_dense_buckets_are_born() -> None:
+    assert leadborn.dense("7") and leadborn.dense(str((1 << 24) - 1))
+    assert not leadborn.dense(str(1 << 24)) and not leadborn.dense("abc")
 
 
 async def test_a_document_stored_meanwhile_sends_the_events_to_the_queue(redis: Redis, redis_url: str) -> None:
@@ -140,20 +170,65 @@ def test_the_compact_form_reads_back_every_kind_of_event() -> None:
     assert [common.event_id(n) for n in range(2)] == ["gen-AAECAwQFBgcICQoL", "gen-AAECAwQFBgcICQoK"]
 
 
-def test_born_entries_are_kept_as_the_queue_kept_them() -> None:
+def test_born_entries_show_until_the_queue_has_a_transcript() -> None:
     born = leadborn.Born(1000.0, bytes(12), "7", (
         ("lead.created", {"pipeline": "Sales", "stage": "Incoming"}, "7", 0),
         ("contact.created", {"contact": "7"}, "7", 0)))
-    rows = [(n, json.dumps({"n": n}).encode()) for n in range(1, 4)]
 
-    def seqs(rows_: list[tuple[int, bytes]], **kw: Any) -> list[int]:
-        args: dict[str, Any] = {"queue_exists": True, "now": 2000.0, "ttl": 500.0, "cap": 10, "limit": 200} | kw
-        return [h["seq"] for h in leadborn.merged(born, rows_, **args)]
+    def seqs(rows: list[tuple[int, bytes]], **kw: Any) -> list[int]:
+        args: dict[str, Any] = {"now": 1200.0, "ttl": 500.0, "cap": 10, "limit": 200} | kw
+        return [h["seq"] for h in leadborn.merged(born, rows, **args)]
 
     assert seqs([]) == [1, 2]
-    assert seqs([], queue_exists=False) == []  # expired with the TTL, as the queue would have
-    assert seqs([], queue_exists=False, ttl=1500.0) == [1, 2]
-    assert seqs([(9, b"\x80")], cap=10) == [2, 11]  # within the transcript's cap: the oldest dropped
-    assert seqs([(10, b"\x80")], cap=10) == [12]
-    assert seqs([(1, b"\x80")], limit=2) == [2, 3]
-    assert len(rows) == 3
+    assert seqs([], now=2000.0) == []  # expired with the TTL, as the queue would have
+    assert seqs([], limit=1) == [2]
+    assert seqs([], cap=1) == [2]  # as a transcript of ``transcript_max`` 1 keeps them
+    assert seqs([(1, b"\x80"), (2, b"\x80"), (3, b"\x80")]) == [1, 2, 3]  # the queue took them in
+    assert seqs([(9, b"\x80")], limit=1) == [9]
+
+
+async def test_a_born_lead_and_a_queued_one_show_the_same_history_through_the_api(
+        redis: Redis, redis_url: str) -> None:
+    """The same events for a lead queued from the start (main's path) and for a born one: the
+    API gives the same entries, numbers and fields (ids and times aside), before and after the
+    queue's first batch, and with ``limit``."""
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+
+    from bot.server.app import create_app
+
+    config = _config(redis_url)
+    async with open_services(config, start_hub=False) as svc:
+        crm = svc.crm
+        assert isinstance(crm, RedisCrm)
+        queued = await crm.identify(ChannelIdentity("livechat", "demo", "main-path", "Ada"))
+        await svc.leads.idle()
+        await _quiet(svc)
+        born = await crm.identify(ChannelIdentity("livechat", "demo", "born-path", "Ada"))
+        await svc.leads.idle()
+        assert await _queue_keys(redis, born.lead_id) == [] and await _queue_keys(redis, queued.lead_id)
+        srv = TestServer(create_app(config, services=svc))
+        await srv.start_server()
+        async with ClientSession(base_url=str(srv.make_url(""))) as client:
+            async def events(lead: str, limit: int = 200) -> Any:
+                answer = await client.get(f"/api/leads/{lead}/events?limit={limit}",
+                                          headers={"Authorization": "Bearer t"})
+                assert answer.status == 200
+                body = await answer.json()
+                assert set(body) == {"lead", "events"} and body["lead"] == lead
+                return body["events"]
+
+            async def same() -> None:
+                for limit in (200, 1, 3):
+                    mine, theirs = await events(born.lead_id, limit), await events(queued.lead_id, limit)
+                    assert _plain(mine) == _plain(theirs)
+                    assert [sorted(e) for e in mine] == [sorted(e) for e in theirs]
+
+            await same()
+            for ref in (queued, born):
+                await svc.leads.deliver(svc.leads.event("order.paid", ref.lead_id, id_=f"pay-{ref.lead_id}"))
+                await crm.execute(ref, {"do": "change_stage", "stage": "Qualified"})
+                await svc.leads.idle()
+            await same()
+            assert [e["seq"] for e in await events(born.lead_id)] == [1, 2, 3, 4]
+        await srv.close()
