@@ -147,12 +147,27 @@ for b = 0, tonumber(ARGV[2]) - 1 do n = n + redis.call('ZCARD', ARGV[1] .. b) en
 return n
 """
 
-#: KEYS: a dead worker's claims of a shard, the caller's claims of it. Moves them, due times kept.
+#: KEYS: a dead worker's claims of a shard, the caller's claims of it. Moves them, due times kept,
+#: but a wake the caller holds too: it stays (a claim set holds a member once: merged, the caller's
+#: ack of its own claim would remove the one moved, which its loop skips as held; lost), moved by a
+#: later take-over once that ack is done. Returns the rows moved, then how many stayed.
 _TAKE_OVER = """
 local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for j = 1, #rows, 2 do redis.call('ZADD', KEYS[2], rows[j + 1], rows[j]) end
-redis.call('DEL', KEYS[1])
-return rows
+local out, kept = {}, 0
+for j = 1, #rows, 2 do
+  local m = rows[j]
+  if string.byte(m, 1) == 123 and redis.call('ZSCORE', KEYS[2], m) then  -- 123: '{', a wake
+    kept = kept + 1
+  else
+    redis.call('ZADD', KEYS[2], rows[j + 1], m)
+    out[#out + 1] = m; out[#out + 1] = rows[j + 1]
+  end
+end
+if kept == 0 then redis.call('DEL', KEYS[1]) else
+  for j = 1, #out, 2 do redis.call('ZREM', KEYS[1], out[j]) end
+end
+out[#out + 1] = kept
+return out
 """
 
 #: Forget a worker in the registry only if it did not beat again meanwhile (it was only paused).
@@ -282,7 +297,8 @@ class TimerWheel:
         await self.redis.zadd(k.timer_workers_key(), {self.worker: self.clock()})
 
     async def take_over(self) -> list[DueTimer]:
-        """The claims of every dead worker, moved to this one (with their due times)."""
+        """The claims of every dead worker, moved to this one (with their due times); a wake this
+        one holds too stays the dead worker's until this one acknowledged its own (``_TAKE_OVER``)."""
         cutoff = self.clock() - self.dead_after
         dead = [_text(w) for w in await self.redis.zrangebyscore(k.timer_workers_key(), "-inf", cutoff)]
         out: list[DueTimer] = []
@@ -294,8 +310,9 @@ class TimerWheel:
                     self._take_over.queue(pipe, [self._claims_key(shard, dead_worker), self._claims_key(shard)], [])
 
             replies = await run_pipeline(self.redis, build, [self._take_over])
-            out += [t for reply in replies for t in self._timers(reply)]
-            await self._forget([k.timer_workers_key()], [worker, cutoff])
+            out += [t for reply in replies for t in self._timers(reply[:-1])]
+            if not any(int(reply[-1]) for reply in replies):  # else kept in the registry: taken later
+                await self._forget([k.timer_workers_key()], [worker, cutoff])
         out.sort(key=lambda t: t.due if t.due is not None else 0.0)
         return out
 

@@ -306,7 +306,7 @@ async def test_random_interleavings_of_two_workers_takeovers_old_keys_and_a_move
                     continue
                 assert t.due <= horizon and model.pop(t.timer_id) == t.due
                 assert not t.wake or t.timer_id not in mine
-            held[w] += got
+            held[w] += [t for t in got if t.due is not None]  # (one offered again: held already)
             if batch == 1000:
                 left = {m for m, at in model.items() if at <= horizon}
                 assert left <= mine, left - mine
@@ -314,14 +314,20 @@ async def test_random_interleavings_of_two_workers_takeovers_old_keys_and_a_move
             dead, alive = w, "b" if w == "a" else "a"
             await redis.zadd(k.timer_workers_key(), {dead: clock.now - 10})
             back = await wheels[alive].take_over()
-            assert sorted(t.timer_id for t in back) == sorted({t.timer_id for t in held[dead]})
+            both = {t.timer_id for t in held[alive] if t.wake} & {t.timer_id for t in held[dead]}
+            assert sorted(t.timer_id for t in back) == sorted({t.timer_id for t in held[dead]} - both)
             held[alive] += back
-            held[dead] = []
-        else:  # an ack removes the member from the claim set, however many times it was offered
-            rng.shuffle(held[w])
+            held[dead] = [t for t in held[dead] if t.timer_id in both]  # taken once the other acked
+        else:  # an ack removes a member from the claim set: a timer's every claim (deduplicated by
+            rng.shuffle(held[w])  # its id when fired), a wake's one (never held twice)
             acked = held[w][:len(held[w]) // 2]
             await wheels[w].ack(acked)
-            held[w] = [t for t in held[w] if t.timer_id not in {a.timer_id for a in acked}]
+            gone = {t.timer_id for t in acked}
+            held[w] = [t for t in held[w] if t.timer_id not in gone]
+        for w, timers in held.items():  # every wake held is still claimed: none acknowledged away
+            for t in timers:
+                assert not t.wake or await redis.zscore(k.timer_worker_claims_key(k.shard_of(t.cid, 4), w),
+                                                         t.timer_id) is not None, t
         await _tops_are_lower_bounds(redis)
     assert await wheels["a"].pending() == len(model)
     for w in "ab":
@@ -330,3 +336,24 @@ async def test_random_interleavings_of_two_workers_takeovers_old_keys_and_a_move
     rest = await wheels["a"].claim(now=clock.now, batch=10_000)
     assert sorted((t.timer_id, t.due) for t in rest) == sorted(model.items())
     assert await wheels["a"].pending() == 0
+
+
+async def test_a_wake_taken_over_from_a_dead_worker_while_the_taker_holds_it_too_is_not_lost(redis: Redis) -> None:
+    """Worker a holds a wake (claimed, firing); the wake is armed again, worker b claims it and
+    dies. Its claim must come back to a after a acknowledged its own: a claim set holds a member
+    once, so merged into a's, a's ack of its first claim removed the one taken over, which a's loop
+    never delivered (it skips a wake it holds): the wake, and the timers it was armed for, lost."""
+    clock = Clock(1000.0)
+    a, b = (TimerWheel(redis, shards=4, worker=w, clock=clock, dead_after=3.0) for w in "ab")
+    wake = wake_member(CID)
+    await _write(redis, CID, [(wake, 1000.0)], lt=True)
+    [first] = await a.claim(now=1000.0)
+    await _write(redis, CID, [(wake, 1005.0)], lt=True)  # armed again by a message's turn meanwhile
+    assert [t.timer_id for t in await a.claim(now=1005.0)] == []  # a holds it: skipped
+    assert await b.claim(now=1005.0) == [DueTimer(wake, 1005.0)]
+    clock.now = 1010.0  # b is dead
+    assert await a.take_over() == []  # a holds the wake: b's claim waits for a's ack
+    assert await a.claimed() == 2
+    await a.ack([first])
+    assert await a.take_over() == [DueTimer(wake, 1005.0)]
+    assert await a.claimed() == 1 and await a.take_over() == []
