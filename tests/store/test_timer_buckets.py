@@ -13,6 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bot.store import keys as k
+from bot.store.clusterclient import ClusterRespClient, is_cluster
 from bot.store.conversations import ConversationStore, SaveRequest
 from bot.store.layout import TIMER_BUCKETS_DONE, move_timer_buckets
 from bot.store.timers import WRITE, DueTimer, TimerWheel, cid_of, wake_member, write_command
@@ -219,7 +220,7 @@ class _Cut(Exception):
     """The process died: Redis ran only the commands it had received."""
 
 
-async def test_a_write_cut_after_any_of_its_commands_leaves_no_member_unclaimable(redis: Redis) -> None:
+async def test_a_write_cut_after_any_of_its_commands_leaves_no_member_unclaimable(redis: Redis, redis_url: str) -> None:
     """A process dying mid-write (a save with its timers and wake, a worker's ``arm``): Redis ran a
     prefix of what it sent. Whatever the prefix, every member in a bucket is claimed by its due
     time. Fails with a member's ``ZADD`` and its top's ``ZADD LT`` sent as two commands: cut
@@ -227,7 +228,8 @@ async def test_a_write_cut_after_any_of_its_commands_leaves_no_member_unclaimabl
     cid = "livechat:demo:cut"
     for cut in range(10):  # more than the save and the arm send
         await redis.flushdb()
-        store = ConversationStore(redis, lock_ttl=30, batch=2, clock=Clock())
+        fast = ClusterRespClient.from_url(redis_url, max_connections=2) if is_cluster(redis) else None
+        store = ConversationStore(redis, lock_ttl=30, batch=2, clock=Clock(), fast=fast)
         await store.load_scripts()
         pushed = await store.push(cid, b"e1", dedupe_id="m1")
         assert pushed.batch is not None
