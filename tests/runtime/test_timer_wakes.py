@@ -190,7 +190,7 @@ def _shard_writes(trips: RoundTrips, svc: Services, cid: str) -> list[tuple[Any,
     ``ZREM``, or the script writing the bucket and its top, ``write_command``)."""
     bucket, tops, _ = k.timer_keys(cid, svc.store.shards)
     return [c for call in trips.fast for c in call
-            if c[0] in ("ZADD", "ZREM") and c[1] in (bucket, tops) or c[0] == "EVALSHA" and c[3] == bucket]
+            if (c[0] in ("ZADD", "ZREM") and c[1] in (bucket, tops)) or (c[0] == "EVALSHA" and c[3] == bucket)]
 
 
 async def test_a_message_that_moves_the_no_answer_timer_later_leaves_the_entry_early(
@@ -251,7 +251,6 @@ async def test_an_early_wake_is_settled_by_its_push_and_the_timer_fires_once_at_
     # its top, one script: never later), the ack (ZREM). (The turn that settled it before: 13.)
     assert ran == {"zadd": 4, "evalsha": 18, "zrangebyscore": 66, "zrange": 1, "zscore": 1, "zrem": 3,
                    "hgetall": 1}, ran
-    bucket, tops, number = k.timer_keys(cid, svc.store.shards)
     assert _shard_writes(trips, svc, cid) == [write_command(cid, svc.store.shards,
                                                             earlier=[(wake_member(cid), T0 + 660)])]
     assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 660)]
