@@ -145,7 +145,7 @@ async def populate(redis: Any, template: Template, tag: str, n: int,
     from bot.store import keys as k
     from bot.store import statefields
     from bot.store.pushscript import WAKE_FIELD
-    from bot.store.timers import write_commands
+    from bot.store.timers import WRITE, write_command
 
     wake_field = WAKE_FIELD.encode()
     state, meta, timer_pattern, template_at = template
@@ -176,10 +176,10 @@ async def populate(redis: Any, template: Template, tag: str, n: int,
     by_bucket: dict[str, list[tuple[str, float]]] = {}
     for cid, at in due.items():
         by_bucket.setdefault(cid, []).append((timer_pattern.format(cid=cid), at))
+    await redis.script_load(WRITE)
     pipe = redis.pipeline(transaction=False)
-    for cid, members in by_bucket.items():  # the bucket and its top (bot/store/timers.py)
-        for command in write_commands(cid, shards, members):
-            pipe.execute_command(*command)
+    for cid, members in by_bucket.items():  # the bucket and its top, one script (bot/store/timers.py)
+        pipe.execute_command(*write_command(cid, shards, members))
         if len(pipe) >= 4000:
             await pipe.execute()
             pipe = redis.pipeline(transaction=False)
@@ -334,15 +334,15 @@ async def machinery_run(redis: Any, *, tag: str, args: argparse.Namespace, say: 
     scheduled, "delivered" by a no-op and acknowledged; CPU per timer (what the loop adds to a fire)."""
     from bot.runtime.timerloop import TimerLoop
     from bot.store.resp import RespClient
-    from bot.store.timers import DueTimer, TimerWheel, wake_member, write_commands
+    from bot.store.timers import WRITE, DueTimer, TimerWheel, wake_member, write_command
 
     await redis.flushall(asynchronous=True)
+    await redis.script_load(WRITE)
     start = time.time() + 1.0
     pipe = redis.pipeline(transaction=False)
     for i in range(args.timers):
         cid = cid_of(tag, i)
-        for command in write_commands(cid, args.shards, [(wake_member(cid), start + i / args.timers * 2.0)]):
-            pipe.execute_command(*command)
+        pipe.execute_command(*write_command(cid, args.shards, [(wake_member(cid), start + i / args.timers * 2.0)]))
         if len(pipe) >= 4000:
             await pipe.execute()
             pipe = redis.pipeline(transaction=False)

@@ -43,7 +43,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from . import codec, inboxlock, partitions, preview, replies, savescript, statefields, transcript
+from . import codec, inboxlock, partitions, preview, replies, savescript, statefields, timers, transcript
 from . import keys as k
 from .clusterclient import is_cluster
 from .pending import RecentEntries
@@ -247,6 +247,7 @@ class ConversationStore:
         self._extend = Lua(redis, _EXTEND)
         self._save = Lua(redis, savescript.SAVE)
         self._activity = Lua(redis, partitions.WRITE)
+        self._timers = Lua(redis, timers.WRITE)
         self.transcript = transcript.Transcript(redis, ttl=self.ttl, cap=transcript_max)
         self._forget_if = Lua(redis, _FORGET_IF)
         self._fail = redis.register_script(_FAIL)
@@ -275,6 +276,7 @@ class ConversationStore:
         analytics counts: docs/analytics.md)."""
         await self._save.load()
         await self._activity.load()
+        await self._timers.load()
 
     def _batch(self, cid: str, token: str, reply: Sequence[Any]) -> Batch:
         meta, state, inline = statefields.split_turn(reply[3], cid)
@@ -411,17 +413,11 @@ class ConversationStore:
         keys = k.save_keys(cid)
         keys += (n for n, _ in counters)
         commands: list[Any] = [self._save.command(keys, args)]
-        if req.timers_set or req.wake is not None or req.timers_cancel:  # the bucket, its top (timers.py)
-            timers, tops, bucket = k.timer_keys(cid, self.shards)
-            if req.timers_set:
-                commands.append(("ZADD", timers, *(v for timer_id, at in req.timers_set for v in (at, timer_id))))
-            if req.wake is not None:  # only ever moved earlier (bot/store/timers.py)
-                commands.append(("ZADD", timers, "LT", req.wake[1], req.wake[0]))
-            if req.timers_set or req.wake is not None:  # the top: a lower bound of the bucket's earliest
-                top = min([at for _, at in req.timers_set] + ([req.wake[1]] if req.wake is not None else []))
-                commands.append(("ZADD", tops, "LT", top, bucket))
-            if req.timers_cancel:
-                commands.append(("ZREM", timers, *req.timers_cancel))
+        if req.timers_set or req.wake is not None:  # the bucket and its top in one script (timers.py)
+            commands.append(timers.write_command(cid, self.shards, req.timers_set,  # the wake: ``ZADD LT``
+                                                 earlier=[req.wake] if req.wake is not None else []))
+        if req.timers_cancel:  # leaves the top low: a lower bound still
+            commands.append(("ZREM", k.timer_keys(cid, self.shards)[0], *req.timers_cancel))
         claim = None
         if req.out and req.outbox_account:
             claim = SaveClaim.add(commands, cid, req.outbox_account, req.outbox_lease, self.clock())
@@ -433,7 +429,7 @@ class ConversationStore:
                 parts.append(partitions.key(req.left))
             commands.append(self._activity.command(parts, [req.activity, cid, req.partition]))
         commands += req.extra_commands
-        replies = await send_commands(self.fast, commands, [self._save, self._activity])
+        replies = await send_commands(self.fast, commands, [self._save, self._activity, self._timers])
         status, first, last = replies[0]
         if later and int(status) >= 0:  # saved: a counter that fails now is lost, not the batch
             try:

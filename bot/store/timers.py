@@ -4,8 +4,8 @@ A shard's members are spread over ``k.TIMER_BUCKETS`` buckets (``sb:timers:{<s>}
 bucket from the conversation id's hash: ``keys.timer_bucket``) so that each stays small enough
 for Redis' compact encoding (about 60 B a member, where one sorted set of hundreds a shard was a
 skiplist of about 130). The shard's *tops* (``sb:timers:{<s>}:tops``) score each bucket by a
-lower bound of its earliest due time: every write lowers it beside the member's (``ZADD LT``,
-``write_commands``; a ``ZREM`` or a member moved later leaves it low), and the claim script,
+lower bound of its earliest due time: every write lowers it with the member's, in one script
+(``ZADD LT``, ``write_command``; a ``ZREM`` or a member moved later leaves it low), and the claim script,
 which reads the buckets whose top is due, sets each bucket it visits to its earliest member, or
 drops it when empty: a stale-low top costs a visit, never an early claim. The keys before
 buckets (``sb:timers:{<s>}``) are moved into them at start (bot/store/layout.py) and claimed
@@ -46,6 +46,7 @@ whose step is no longer current is ignored by the interpreter. Long timers are j
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
@@ -124,12 +125,49 @@ end
 return out
 """
 
-#: KEYS: a dead worker's claims of a shard, the caller's claims of it. Moves them, due times kept.
+#: KEYS: a bucket, its shard's tops. ARGV: the bucket's number, the earliest due time written, how
+#: many members are written as given, then ``(due, member)`` pairs: those, then the ones only ever
+#: moved earlier (``ZADD LT``). The members and their top in one script (atomic): a process dying
+#: between two commands would leave a member no top is due for, never claimed until its bucket
+#: is written again. 3 Redis commands (``EVALSHA`` and its two ``ZADD``), one sent.
+WRITE = """
+local n = tonumber(ARGV[3])
+if n > 0 then redis.call('ZADD', KEYS[1], unpack(ARGV, 4, 3 + 2 * n)) end
+if #ARGV > 3 + 2 * n then redis.call('ZADD', KEYS[1], 'LT', unpack(ARGV, 4 + 2 * n)) end
+redis.call('ZADD', KEYS[2], 'LT', ARGV[2], ARGV[1])
+return 0
+"""
+WRITE_SHA = hashlib.sha1(WRITE.encode()).hexdigest()
+
+#: KEYS: a shard's key before buckets. ARGV: its buckets' key prefix, how many buckets. Members
+#: waiting in the shard (a metrics scrape's: one command a shard, not one a bucket).
+_PENDING = """
+local n = redis.call('ZCARD', KEYS[1])
+for b = 0, tonumber(ARGV[2]) - 1 do n = n + redis.call('ZCARD', ARGV[1] .. b) end
+return n
+"""
+
+#: KEYS: a dead worker's claims of a shard, the caller's claims of it. Moves them, due times kept,
+#: but a wake the caller holds too: it stays (a claim set holds a member once: merged, the caller's
+#: ack of its own claim would remove the one moved, which its loop skips as held; lost), moved by a
+#: later take-over once that ack is done. Returns the rows moved, then how many stayed.
 _TAKE_OVER = """
 local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for j = 1, #rows, 2 do redis.call('ZADD', KEYS[2], rows[j + 1], rows[j]) end
-redis.call('DEL', KEYS[1])
-return rows
+local out, kept = {}, 0
+for j = 1, #rows, 2 do
+  local m = rows[j]
+  if string.byte(m, 1) == 123 and redis.call('ZSCORE', KEYS[2], m) then  -- 123: '{', a wake
+    kept = kept + 1
+  else
+    redis.call('ZADD', KEYS[2], rows[j + 1], m)
+    out[#out + 1] = m; out[#out + 1] = rows[j + 1]
+  end
+end
+if kept == 0 then redis.call('DEL', KEYS[1]) else
+  for j = 1, #out, 2 do redis.call('ZREM', KEYS[1], out[j]) end
+end
+out[#out + 1] = kept
+return out
 """
 
 #: Forget a worker in the registry only if it did not beat again meanwhile (it was only paused).
@@ -154,14 +192,16 @@ def cid_of(member: str) -> str:
     return member[1:-1] if is_wake(member) else member.rsplit(":", 1)[0]
 
 
-def write_commands(cid: str, shards: int, entries: Sequence[tuple[str, float]], *,
-                   lt: bool = False) -> list[tuple[Any, ...]]:
-    """Write timer members of ``cid`` (``(member, due)``; ``lt``: only ever earlier) into its
-    bucket, and lower the bucket's top to the earliest of them (``ZADD LT``: a lower bound)."""
+def write_command(cid: str, shards: int, entries: Sequence[tuple[str, float]] = (), *,
+                  earlier: Sequence[tuple[str, float]] = ()) -> tuple[Any, ...]:
+    """The ``EVALSHA`` of ``WRITE``: timer members of ``cid`` (``(member, due)``) written into its
+    bucket, ``entries`` as given and ``earlier`` only ever moved earlier (``ZADD LT``), and the
+    bucket's top lowered to the earliest of them, in one script (the caller has ``WRITE`` loaded,
+    or sends it through a ``Lua`` of it: ``NOSCRIPT`` handled)."""
     bucket_key, tops, bucket = k.timer_keys(cid, shards)
-    flags = ("LT",) if lt else ()
-    return [("ZADD", bucket_key, *flags, *(v for member, at in entries for v in (at, member))),
-            ("ZADD", tops, "LT", min(at for _, at in entries), bucket)]
+    written = [*entries, *earlier]
+    return ("EVALSHA", WRITE_SHA, 2, bucket_key, tops, bucket, min(at for _, at in written), len(entries),
+            *(v for member, at in written for v in (at, member)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +242,8 @@ class TimerWheel:
         self._claim = Lua(redis, _CLAIM)
         self._take_over = Lua(redis, _TAKE_OVER)
         self._forget = Lua(redis, _FORGET_WORKER)
+        self._write = Lua(redis, WRITE)
+        self._pending = Lua(redis, _PENDING)
 
     def _claims_key(self, shard: int, worker: str | None = None) -> str:
         return k.timer_worker_claims_key(shard, worker or self.worker)
@@ -236,7 +278,7 @@ class TimerWheel:
 
     async def arm(self, member: str, due: float) -> None:
         """Arm a wake at ``due`` or keep it earlier (``ZADD LT``): an early wake settled by its push."""
-        await self._send(write_commands(cid_of(member), self.shards, [(member, due)], lt=True))
+        await self._send([write_command(cid_of(member), self.shards, earlier=[(member, due)])], [self._write])
 
     async def _send(self, commands: list[tuple[Any, ...]], scripts: Sequence[Lua] = ()) -> list[Any]:
         """Every reply of ``commands`` in one round trip (an error raised; on ``NOSCRIPT`` the
@@ -255,7 +297,8 @@ class TimerWheel:
         await self.redis.zadd(k.timer_workers_key(), {self.worker: self.clock()})
 
     async def take_over(self) -> list[DueTimer]:
-        """The claims of every dead worker, moved to this one (with their due times)."""
+        """The claims of every dead worker, moved to this one (with their due times); a wake this
+        one holds too stays the dead worker's until this one acknowledged its own (``_TAKE_OVER``)."""
         cutoff = self.clock() - self.dead_after
         dead = [_text(w) for w in await self.redis.zrangebyscore(k.timer_workers_key(), "-inf", cutoff)]
         out: list[DueTimer] = []
@@ -267,19 +310,20 @@ class TimerWheel:
                     self._take_over.queue(pipe, [self._claims_key(shard, dead_worker), self._claims_key(shard)], [])
 
             replies = await run_pipeline(self.redis, build, [self._take_over])
-            out += [t for reply in replies for t in self._timers(reply)]
-            await self._forget([k.timer_workers_key()], [worker, cutoff])
+            out += [t for reply in replies for t in self._timers(reply[:-1])]
+            if not any(int(reply[-1]) for reply in replies):  # else kept in the registry: taken later
+                await self._forget([k.timer_workers_key()], [worker, cutoff])
         out.sort(key=lambda t: t.due if t.due is not None else 0.0)
         return out
 
     async def pending(self) -> int:
-        """Members waiting in the shards (every bucket, and the keys before buckets)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in range(self.shards):
-            pipe.zcard(k.timer_shard_key(shard))
-            for bucket in range(k.TIMER_BUCKETS):
-                pipe.zcard(k.timer_bucket_key(shard, bucket))
-        return sum(await pipe.execute())
+        """Members waiting in the shards (every bucket, and the keys before buckets): one script a
+        shard (the ``/metrics`` scrape's, not 65 ``ZCARD``s a shard)."""
+        def build(pipe: Any) -> None:
+            for shard in range(self.shards):
+                self._pending.queue(pipe, [k.timer_shard_key(shard)], [k.timer_bucket_prefix(shard), k.TIMER_BUCKETS])
+
+        return sum(int(n) for n in await run_pipeline(self.redis, build, [self._pending]))
 
     async def claimed(self) -> int:
         """Claims not acknowledged yet, of every worker in the registry (and of old versions)."""

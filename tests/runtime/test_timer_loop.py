@@ -18,7 +18,7 @@ from bot.runtime.worker import Worker
 from bot.server.services import open_services
 from bot.store import codec
 from bot.store import keys as k
-from bot.store.timers import TimerWheel, write_commands
+from bot.store.timers import WRITE, TimerWheel, write_command
 from tests import transcripts
 from tests.server.conftest import REMINDER, make_config, nudge_flow
 from tests.waiting import wait_for
@@ -80,8 +80,8 @@ async def test_a_round_claims_what_falls_due_before_the_round_after_next(redis: 
     now = await _now(redis)
     due = {"livechat:demo:soon:t1": now + 90, "livechat:demo:later:t1": now + 150}  # polls of 60 s
     for timer_id, at in due.items():
-        for command in write_commands(timer_id.rsplit(":", 1)[0], 2, [(timer_id, at)]):
-            await redis.execute_command(*command)
+        await redis.script_load(WRITE)
+        await redis.execute_command(*write_command(timer_id.rsplit(":", 1)[0], 2, [(timer_id, at)]))
 
     async def deliver(timer: Any) -> None:
         raise AssertionError(f"fired before its time: {timer}")

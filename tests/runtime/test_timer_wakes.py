@@ -22,7 +22,7 @@ from bot.server.services import Services, open_services
 from bot.store import codec, dedupe, statefields
 from bot.store import keys as k
 from bot.store.pushscript import NO_TIMERS, WAKE_FIELD
-from bot.store.timers import DueTimer, wake_member, write_commands
+from bot.store.timers import WRITE, DueTimer, wake_member, write_command
 from tests.runtime.roundtrips import RoundTrips
 from tests.server.conftest import REMINDER, make_config, nudge_flow
 
@@ -186,9 +186,11 @@ async def _entry(redis: Redis, svc: Services, cid: str) -> list[tuple[bytes, flo
 
 
 def _shard_writes(trips: RoundTrips, svc: Services, cid: str) -> list[tuple[Any, ...]]:
-    """The commands sent on the hot path to the conversation's timer shard (its entry's writes)."""
+    """The commands sent on the hot path to the conversation's timer shard (its entry's writes:
+    ``ZREM``, or the script writing the bucket and its top, ``write_command``)."""
     bucket, tops, _ = k.timer_keys(cid, svc.store.shards)
-    return [c for call in trips.fast for c in call if c[0] in ("ZADD", "ZREM") and c[1] in (bucket, tops)]
+    return [c for call in trips.fast for c in call
+            if (c[0] in ("ZADD", "ZREM") and c[1] in (bucket, tops)) or (c[0] == "EVALSHA" and c[3] == bucket)]
 
 
 async def test_a_message_that_moves_the_no_answer_timer_later_leaves_the_entry_early(
@@ -242,16 +244,15 @@ async def test_an_early_wake_is_settled_by_its_push_and_the_timer_fires_once_at_
     assert await _timers(svc, cid) == {timer_id: T0 + 660}
     # The round's claim (the registry's ZADD, a script per shard: 16 EVALSHA, 64 ZRANGEBYSCORE:
     # own stale claims, old versions' claims, the key before buckets, the tops; the take-over's
-    # look at the registry: 1 ZRANGEBYSCORE); for the wake, 11: its claim (its bucket's
+    # look at the registry: 1 ZRANGEBYSCORE); for the wake, 12: its claim (its bucket's
     # ZRANGEBYSCORE, ZSCORE, ZREM, ZADD; the bucket's new top: ZRANGE, and ZREM from the tops,
     # the bucket empty), the push (EVALSHA, HGETALL: the metadata's ``w`` says T0 + 660, so no
     # RPUSH, no lock, no save), the entry armed at the timer's time (``ZADD LT`` to its bucket and
-    # its top: never later), the ack (ZREM). (The turn that settled it before: 13.)
-    assert ran == {"zadd": 4, "evalsha": 17, "zrangebyscore": 66, "zrange": 1, "zscore": 1, "zrem": 3,
+    # its top, one script: never later), the ack (ZREM). (The turn that settled it before: 13.)
+    assert ran == {"zadd": 4, "evalsha": 18, "zrangebyscore": 66, "zrange": 1, "zscore": 1, "zrem": 3,
                    "hgetall": 1}, ran
-    bucket, tops, number = k.timer_keys(cid, svc.store.shards)
-    assert _shard_writes(trips, svc, cid) == [("ZADD", bucket, "LT", T0 + 660, wake_member(cid)),
-                                              ("ZADD", tops, "LT", T0 + 660, number)]
+    assert _shard_writes(trips, svc, cid) == [write_command(cid, svc.store.shards,
+                                                            earlier=[(wake_member(cid), T0 + 660)])]
     assert await _entry(redis, svc, cid) == [(wake_member(cid).encode(), T0 + 660)]
     clock.now = T0 + 659.999
     assert await worker.fire_timers() == 0 and await _reminders(svc, cid) == 0
@@ -374,8 +375,8 @@ async def test_a_settled_wake_leaves_no_recovery_entry_and_a_queued_one_does(
     assert await worker.fire_timers() == 1
     ran = {name: n - counted.get(name, 0) for name, n in (await _commands(redis)).items() if n != counted.get(name, 0)}
     assert await _reminders(svc, cid) == 0
-    # the round's claim (ZADD, 16 EVALSHA, 65 ZRANGEBYSCORE) and the wake's 11, as above: no ZADD more
-    assert ran == {"zadd": 4, "evalsha": 17, "zrangebyscore": 66, "zrange": 1, "zscore": 1, "zrem": 3,
+    # the round's claim (ZADD, 16 EVALSHA, 65 ZRANGEBYSCORE) and the wake's 12, as above: no ZADD more
+    assert ran == {"zadd": 4, "evalsha": 18, "zrangebyscore": 66, "zrange": 1, "zscore": 1, "zrem": 3,
                    "hgetall": 1}, ran
     assert await redis.zscore(pending, cid) is None
     clock.now = T0 + 660
@@ -403,8 +404,8 @@ async def test_a_timer_an_older_version_moved_earlier_fires_on_time(redis: Redis
     fields[-1] = str(fields[-1]).removeprefix(statefields.SYNCED)  # the count as older versions write it
     meta = k.ConversationKey(cid).meta
     await redis.hset(meta, mapping=dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
-    for command in write_commands(cid, svc.store.shards, [(wake_member(cid), T0 + 100)]):
-        await redis.execute_command(*command)
+    await redis.script_load(WRITE)
+    await redis.execute_command(*write_command(cid, svc.store.shards, [(wake_member(cid), T0 + 100)]))
     assert await redis.hget(meta, WAKE_FIELD) == repr(T0 + 660).encode()  # stale: later than the timer
     clock.now = T0 + 100
     assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1

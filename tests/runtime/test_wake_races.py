@@ -14,7 +14,7 @@ from bot.server.services import Services
 from bot.store import codec, statefields
 from bot.store import keys as k
 from bot.store.pushscript import NO_TIMERS, WAKE_FIELD
-from bot.store.timers import TimerWheel, wake_member, write_commands
+from bot.store.timers import WRITE, TimerWheel, wake_member, write_command
 from tests.runtime import test_timer_wakes as wakes
 from tests.runtime.test_timer_wakes import T0, Clock, _commands, _entries, _entry, _reminders, _say, _timers
 
@@ -258,8 +258,8 @@ async def test_an_older_versions_count_is_marked_by_the_next_hset_and_never_by_o
     assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 0  # through the turn
     assert (await redis.hget(meta, statefields.COUNT) or b"").startswith(statefields.SYNCED.encode())
     assert await redis.hget(meta, WAKE_FIELD) == repr(T0 + 700).encode()
-    for command in write_commands(cid, svc.store.shards, [(wake_member(cid), T0 + 650)]):  # left early again
-        await redis.execute_command(*command)
+    await redis.script_load(WRITE)  # left early again
+    await redis.execute_command(*write_command(cid, svc.store.shards, [(wake_member(cid), T0 + 650)]))
     counted = await _commands(redis)
     clock.now = T0 + 650
     assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from bot.store import keys as k
-from bot.store.timers import TimerWheel, wake_member, write_commands
+from bot.store.timers import WRITE, TimerWheel, wake_member, write_command
 
 
 class Clock:
@@ -20,8 +20,8 @@ class Clock:
 
 async def _schedule(redis: Redis, wheel: TimerWheel, timer_id: str, at: float) -> None:
     cid = timer_id[1:-1] if timer_id.startswith("{") else timer_id.rsplit(":", 1)[0]
-    for command in write_commands(cid, wheel.shards, [(timer_id, at)]):  # its bucket, the bucket's top
-        await redis.execute_command(*command)
+    await redis.script_load(WRITE)
+    await redis.execute_command(*write_command(cid, wheel.shards, [(timer_id, at)]))  # its bucket, its top
 
 
 async def test_due_timers_are_claimed_once_in_due_order(redis: Redis) -> None:
