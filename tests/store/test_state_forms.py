@@ -87,3 +87,16 @@ def test_a_state_in_or_out_of_its_short_forms_reads_back_as_it_was(state: Conver
     raw = {(k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
            for k, v in zip(flat[0::2], flat[1::2], strict=True)}
     assert statefields.split(raw, SID, held=False)[1] == blob
+
+
+#: ``codec.STATE_TOKENS`` as first written (issue 14 aim 3): stored states name these by number.
+PINNED_STATE_TOKENS = ("message", "comment", "referral", "answered", "unanswered", "closed", "running", "waiting",
+                       "stopped", "failed", "reply", "pause", "token", "widget", "no_answer", "working_hours",
+                       "widget_timeout", "text", "bot", "human")
+
+
+def test_the_states_tokens_only_grow_at_their_end() -> None:
+    """A token moved or changed would read every stored state that holds it wrong; new ones go
+    after these, and there is room for no more than 32 (one byte: -1 to -32)."""
+    assert [codec.STATE_TOKENS[-1 - i] for i in range(len(PINNED_STATE_TOKENS))] == list(PINNED_STATE_TOKENS)
+    assert sorted(codec.STATE_TOKENS) == list(range(-len(codec.STATE_TOKENS), 0)) and len(codec.STATE_TOKENS) <= 32
