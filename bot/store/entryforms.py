@@ -206,7 +206,8 @@ FLOW_PAYLOAD = b""
 def _flow_payload(step: Any, number: int) -> str | None:
     """The payload the flow compiler gives a step's button (``builder.validate._payload``:
     ``<crc32 of the step's id, 8 hex digits>.<its index>``), for button ``number`` of an entry
-    of that ``step`` (None: no step's)."""
+    of that ``step`` (None: no step's). Fixed for ever, whatever the compiler does later: stored
+    entries read their payloads by it (pinned: ``tests/store/test_entry_forms.py``, forms 4 and 13)."""
     if type(step) is not str:
         return None
     try:

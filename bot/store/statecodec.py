@@ -5,7 +5,8 @@ A state is written straight from its dataclasses as a map whose keys are ``codec
 values as tokens (``STATE_TOKENS``), ``last_message`` as the customer's message makes it as a
 short list (``_LAST_FORM``); read back straight into the dataclasses. Every older compact form
 (without tokens, with ``last_message`` as a map) and a plain state read as they did. Split from
-``codec`` (its size); ``codec`` re-exports ``encode_state`` and ``decode_state``.
+``codec`` (its size), on ``compactmaps`` as ``codec`` is (no import cycle); ``codec`` re-exports
+``encode_state`` and ``decode_state``, and reads a state blob by ``_state_from_compact``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import msgpack
 
 from ..engine.state import ConversationState, Frame, Run, Wait
-from .codec import (
+from .compactmaps import (
     _INDEX,
     _ITEMS,
     _LAST_MESSAGE_SHAPE,
@@ -29,7 +30,6 @@ from .codec import (
     _PlainKey,
     _shrink,
     pack,
-    unpack,
 )
 
 
@@ -252,7 +252,7 @@ def decode_state(data: bytes) -> ConversationState:
     was most of a decode: a timer's fire in a process that did not save the state, issue 14)."""
     if data[:2] == _STATE_PREFIX:
         return _state_from_compact(msgpack.unpackb(data[2:], raw=False, strict_map_key=False))
-    return ConversationState.from_dict(unpack(data))
+    return ConversationState.from_dict(msgpack.unpackb(data, raw=False, strict_map_key=False))
 
 
 def _state_from_compact(d: dict[Any, Any]) -> ConversationState:
@@ -318,18 +318,3 @@ def _frame_from_compact(f: dict[Any, Any]) -> Frame:
     get = f.get
     return Frame(f[_BOT], f[_VERSION], f[_NEXT], f[_VARS], get(_JSON), get(_LVR))
 
-
-#: The names ``codec`` re-exports (and reads: ``_state_from_compact``).
-_EXPORTED = ("_STATE_FIELDS", "STATE_TOKENS", "_check_fields", "_state_from_compact", "decode_state", "encode_state")
-
-
-def _export() -> None:
-    """This module's names in ``codec``: when this module is imported first, ``codec`` (whole before
-    it) could not take them from its end."""
-    from . import codec
-
-    for name in _EXPORTED:
-        setattr(codec, name, globals()[name])
-
-
-_export()

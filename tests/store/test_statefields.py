@@ -87,6 +87,25 @@ def test_a_state_in_chunks_of_64_bytes_as_older_versions_cut_it_reads_alike(stat
     assert new is not None and all(len(v) <= 63 for v in new[1::2]) and statefields.CHUNK == 63
 
 
+async def test_a_state_in_chunks_of_64_bytes_is_read_by_the_push_and_written_anew_in_63(
+        store: ConversationStore, redis: Redis) -> None:
+    """A state an older version cut into 32 chunks of 64 bytes (its longest in the hash): the push
+    hands it to the turn whole; the save writes its successor in 63-byte chunks (33 for as long a
+    state), read back whole again."""
+    old = bytes(range(256)) * 8  # 2,048 B: INLINE_MAX
+    await redis.hset(KEY.meta, mapping={"~": "032", **{f"~{k}": old[k * 64:(k + 1) * 64] for k in range(32)}})
+    pushed = await store.push(CID, b"e1")
+    assert pushed.batch is not None and pushed.batch.state == old and await store.state(CID) == old
+    new = old[::-1]
+    await _save(store, pushed.batch.token, new)
+    chunks = {k: v for k, v in (await redis.hgetall(KEY.meta)).items() if k[:1] == b"~" and k != b"~"}
+    assert len(chunks) == 33 and max(map(len, chunks.values())) == 63
+    assert await redis.hget(KEY.meta, "~") == b"033" and await store.state(CID) == new
+    again = await store.push(CID, b"e2")
+    assert again.batch is not None and again.batch.state == new
+    assert await redis.object("encoding", KEY.meta) in (b"ziplist", b"listpack")
+
+
 async def test_a_saved_state_lives_in_a_compact_metadata_hash(store: ConversationStore, redis: Redis) -> None:
     state = bytes(range(256)) * 6  # 1,536 B: 24 chunks, binary
     pushed = await store.push(CID, b"e1", meta={"channel": "livechat"})
