@@ -155,7 +155,9 @@ async def test_a_crm_that_cannot_identify_yet_delays_the_first_message_and_loses
 
 
 async def test_a_batch_slower_than_the_lock_ttl_keeps_its_lock_and_saves(redis: Redis, redis_url: str) -> None:
-    async with open_services(_config(redis_url, lock_ttl=0.3), start_hub=False) as svc:
+    # A TTL of 1 s, renewed every third of it: a loaded machine (a CI box, other work) may delay a
+    # renewal by a few hundred ms without the lock expiring, which 0.3 s did not allow for.
+    async with open_services(_config(redis_url, lock_ttl=1.0), start_hub=False) as svc:
         real = svc.conversations.crm
         release = asyncio.Event()
         entered = asyncio.Event()
@@ -178,23 +180,25 @@ async def test_a_batch_slower_than_the_lock_ttl_keeps_its_lock_and_saves(redis: 
         cid = "test:acct:slow"
         meta = {"channel": "test", "account": "acct", "external_id": "slow-1"}
         task = asyncio.create_task(svc.conversations.deliver(cid, _msg("first", "s1"), dedupe_id="s1", meta=meta))
-        await asyncio.wait_for(entered.wait(), 5)
-        held = await inboxlocks.holder(redis, cid)
-        assert held is not None
-        token = held[0]
-        renewals = {"seen": 0, "last": held[1]}
+        try:
+            await asyncio.wait_for(entered.wait(), 5)
+            held = await inboxlocks.holder(redis, cid)
+            assert held is not None
+            token = held[0]
+            renewals = {"seen": 0, "last": held[1]}
 
-        async def renewed() -> bool:  # the expiry moved on again: a renewal, over and over
-            lock = await inboxlocks.holder(redis, cid)
-            assert lock is not None and lock[0] == token, "the lock was lost while the batch ran"
-            assert lock[1] > time.time() * 1000, "the lock expired while the batch ran"
-            if lock[1] > renewals["last"]:
-                renewals["seen"] += 1
-            renewals["last"] = lock[1]
-            return renewals["seen"] >= 3
+            async def renewed() -> bool:  # the expiry moved on again: a renewal, over and over
+                lock = await inboxlocks.holder(redis, cid)
+                assert lock is not None and lock[0] == token, "the lock was lost while the batch ran"
+                assert lock[1] > time.time() * 1000, "the lock expired while the batch ran"
+                if lock[1] > renewals["last"]:
+                    renewals["seen"] += 1
+                renewals["last"] = lock[1]
+                return renewals["seen"] >= 3
 
-        await wait_for(renewed, 5.0, interval=0.02, what="three renewals of the lock (0.9 s, three TTLs)")
-        release.set()
+            await wait_for(renewed, 15.0, interval=0.02, what="three renewals of the lock (3 s, three TTLs)")
+        finally:  # a failure above must not leave the batch waiting for ever (a hung teardown)
+            release.set()
         result = await asyncio.wait_for(task, 5)
         assert result.processed_here
         assert (await _state(svc, cid)).run.vars["seen"] == ["first"]
