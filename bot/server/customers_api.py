@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from crm_bridge.card import STATUSES
+from crm_bridge.directory import MAX_PAGE
 
 from ..errors import CrmRejected
 from ..inputs import holds_control
@@ -38,8 +39,10 @@ MAX_LIMIT = 100
 MAX_Q, MAX_TAG, MAX_TAGS, MAX_USER = 200, 100, 10, 64
 #: At most this many conversations of one contact are listed (a contact has a few channels).
 MAX_CONVERSATIONS = 50
-#: Customers sharing a page's last time added to it at most (a time is kept to the microsecond).
-MAX_TIES = 200
+#: Customers sharing a page's last time added to it at most (a time is kept to the microsecond;
+#: a command writing many records gives them one): with the page's own rows at that time, read in
+#: one ``directory.search`` of at most ``MAX_PAGE`` rows.
+MAX_TIES = MAX_PAGE - MAX_LIMIT
 
 
 def _bad(request: web.Request, name: str, message: str) -> HttpError:
@@ -83,7 +86,7 @@ async def list_customers(request: web.Request) -> web.Response:
     if more and rows and rows[-1].get("updated_at") is not None:
         # the next page reads from below the last row's time: the rows sharing it go on this one
         last, listed = rows[-1]["updated_at"], {r["id"] for r in rows}
-        ties, _ = await directory.search("contact", q=search, filters=filters, limit=MAX_TIES,
+        ties, _ = await directory.search("contact", q=search, filters=filters, limit=MAX_TIES + len(rows),
                                          before=math.nextafter(last, math.inf))
         rows += [r for r in ties if r.get("updated_at") == last and r["id"] not in listed]
     next_before = rows[-1].get("updated_at") if more and rows else None

@@ -17,6 +17,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
+from bot.server import customers_api
 from bot.server.keys import SERVICES
 from bot.server.orders_live import FEED
 from crm_bridge import idsets
@@ -173,6 +174,21 @@ async def test_customers_sharing_a_pages_last_time_are_not_skipped(server: TestS
             query["before"] = body["next_before"]
         assert seen[0] == "Newest tied" and seen[-1] == "Oldest tied", (params, limit)
         assert sorted(seen[1:-1]) == [f"Tied {n}" for n in range(6)], (params, limit)
+
+
+async def test_a_page_takes_up_to_max_ties_customers_beyond_its_own_at_its_last_time(
+        server: TestServer, http: ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``MAX_TIES`` more than the page's own rows at its last time (they counted against it: the
+    customers past it were skipped by the next page, which reads from below that time)."""
+    monkeypatch.setattr(customers_api, "MAX_TIES", 3)
+    directory = server.app[SERVICES].directory
+    assert directory is not None
+    directory.crm.clock = lambda: 1_700_000_000.25
+    for n in range(5):
+        await _contact(http, name=f"Tied {n}", tags=["tied"])
+    directory.crm.clock = time.time
+    body = await _list(http, tag="tied", limit=2)
+    assert sorted(_names(body)) == [f"Tied {n}" for n in range(5)]
 
 
 async def test_a_filter_reads_only_the_page_not_every_contact(http: ClientSession, redis: Redis) -> None:
