@@ -311,6 +311,7 @@ class ConversationIndex:
         self._page = redis.register_script(partitions.PAGE)
         self._score = redis.register_script(partitions.SCORE)
         self._drop = redis.register_script(partitions.DROP_IF)
+        self._tie = redis.register_script(partitions.TIES)
         self._plan = plan  # the page script's plan: chosen by the sets' sizes ("merge", "score": tests)
 
     async def metas(self, cids: Iterable[str]) -> list[dict[str, str]]:
@@ -471,12 +472,13 @@ class ConversationIndex:
         most ``_TIES``): the next round or page reads from below ``score`` (a cursor of one
         number), so a conversation sharing the last row's activity would be skipped otherwise.
         Activities are saved to the microsecond: a page holds more than ``limit`` rows only when
-        conversations share one."""
-        pipe = self.redis.pipeline(transaction=False)
-        for part in labels:
-            pipe.zrangebyscore(partitions.key(part), score, score, start=0, num=_TIES + len(listed))
-        found = sorted({(replies.text(cid), part) for part, members in zip(labels, await pipe.execute(), strict=True)
-                        for cid in members if replies.text(cid) not in listed}, reverse=True)
+        conversations share one. The sets filter in the script (``partitions.TIES``, as ``PAGE``),
+        which looks at ten times as many entries a partition at most (a bound on its work)."""
+        keys, excluded = filters.keys(), filters.excluded()
+        flat = await self._tie(keys=[*map(partitions.key, labels), *keys, *excluded], args=[
+            len(labels), len(keys), len(excluded), repr(score), _TIES + len(listed), 10 * (_TIES + len(listed))])
+        found = sorted({(cid, labels[int(flat[i + 1]) - 1]) for i in range(0, len(flat), 2)
+                        if (cid := replies.text(flat[i])) not in listed}, reverse=True)[:_TIES + len(listed)]
         if not found:
             return
         added = 0

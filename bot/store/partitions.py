@@ -199,3 +199,32 @@ for from = n + 2, #ARGV, 500 do
 end
 return out
 """
+
+#: The members at exactly one score the page has not listed (``ConversationIndex._ties``): KEYS
+#: n partitions, m sets each is in, e sets none is in (as ``PAGE``); ARGV n, m, e, the score, how
+#: many to keep per partition, how many to look at per partition at most. Returns {id,
+#: partition number, ...}. The sets filter here, as the page's rows: members the filter leaves
+#: out take no place (nor a metadata read).
+TIES = """
+local n, m, e = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local score, keep, scan = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local function kept(cid)
+  for j = n + 1, n + m do
+    if redis.call('SISMEMBER', KEYS[j], cid) == 0 then return false end
+  end
+  for j = n + m + 1, n + m + e do
+    if redis.call('SISMEMBER', KEYS[j], cid) == 1 then return false end
+  end
+  return true
+end
+local out = {}
+for i = 1, n do
+  local found = redis.call('ZREVRANGEBYSCORE', KEYS[i], score, score, 'LIMIT', 0, scan)
+  local k = 0
+  for _, cid in ipairs(found) do
+    if k >= keep then break end
+    if kept(cid) then out[#out + 1] = cid; out[#out + 1] = i; k = k + 1 end
+  end
+end
+return out
+"""

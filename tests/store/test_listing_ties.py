@@ -78,3 +78,21 @@ async def test_pages_list_each_matching_conversation_once_newest_first_with_many
         assert [s for _, s in got] == sorted((s for _, s in got), reverse=True), (filters, search, limit, plan)
         if search is None:  # (a search ranks by the newest entry it reads: a newer one may be elsewhere)
             assert all(s == float(rows[c]["activity"]) for c, s in got)
+
+
+@pytest.mark.parametrize("plan", ["merge", "score"])
+async def test_ties_the_filter_leaves_out_do_not_take_the_places_of_those_it_keeps(
+        redis: Redis, monkeypatch: pytest.MonkeyPatch, plan: str) -> None:
+    """``_ties`` reads at most ``_TIES`` more conversations than the page's at that activity: the
+    ones the filter leaves out (here idle, ids on either side) counted, and a bot conversation past
+    them was skipped by the next page."""
+    monkeypatch.setattr(indexes, "_TIES", 3)
+    pipe = redis.pipeline(transaction=False)
+    metas = {**{f"livechat:acc:{p}{n}": ("idle", 5.0) for n in range(6) for p in "ad"},
+             **{f"livechat:acc:b{n}": ("bot", 5.0) for n in range(2)}, "livechat:acc:c": ("bot", 4.0)}
+    for cid, (status, activity) in metas.items():
+        seed(pipe, cid, {"channel": "livechat", "bot": "demo", "status": status, "chat_status": "answered",
+                         "activity": repr(activity), "name": "Ann"})
+    await pipe.execute()
+    got = await _pages(ConversationIndex(redis, plan=plan), Filters(status="bot"), None, 1)
+    assert [cid for cid, _ in got] == ["livechat:acc:b1", "livechat:acc:b0", "livechat:acc:c"]
