@@ -458,8 +458,9 @@ class ConversationIndex:
             cursor = float(go_on) if go_on else rows[-1][1]
             max_score = f"({cursor!r}"
             await self._ties(out, labels, cursor, listed, filters)  # the next round reads below it
-            if len(out.rows) >= limit:
-                break
+            if len(out.rows) >= limit:  # (its last rows are these ties: not read again)
+                out.next_before = cursor
+                return out
         else:  # rounds spent on entries not listed: the client reads on from where they ended
             out.next_before = cursor
         if len(out.rows) >= limit:

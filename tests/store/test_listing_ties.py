@@ -96,3 +96,26 @@ async def test_ties_the_filter_leaves_out_do_not_take_the_places_of_those_it_kee
     await pipe.execute()
     got = await _pages(ConversationIndex(redis, plan=plan), Filters(status="bot"), None, 1)
     assert [cid for cid, _ in got] == ["livechat:acc:b1", "livechat:acc:b0", "livechat:acc:c"]
+
+
+async def test_a_page_filled_by_a_rounds_ties_reads_them_once(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round's budget ends at an activity whose ties fill the page: they are not read again."""
+    monkeypatch.setattr(indexes, "_BUDGET", 2)
+    pipe = redis.pipeline(transaction=False)
+    for cid, status in [("livechat:acc:b0", "bot"), ("livechat:acc:b1", "bot"),
+                        *((f"livechat:acc:i{n}", "idle") for n in range(4))]:
+        seed(pipe, cid, {"channel": "livechat", "bot": "demo", "status": status, "chat_status": "answered",
+                         "activity": "5.0", "name": "Ann"})
+    await pipe.execute()
+    index = ConversationIndex(redis, plan="merge")
+    calls = []
+    tie = index._tie
+
+    async def counted(**kwargs: object) -> object:
+        calls.append(kwargs)
+        return await tie(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index, "_tie", counted)
+    page = await index.page(Filters(status="bot"), limit=2)
+    assert [cid for cid, _, _ in page.rows] == ["livechat:acc:b1", "livechat:acc:b0"] and page.next_before == 5.0
+    assert len(calls) == 1
