@@ -137,7 +137,7 @@ MUTATIONS: list[Mutation] = [
     _m("seen-ttl-86400", "store", STORE, "SEEN_TTL = 7 * 86400", "SEEN_TTL = 86400", STORE_TESTS,
        "platform message ids are remembered one day"),
     _m("pending-score-now", "store", STORE,
-       "(now_ms + self.lock_ttl_ms) / 1000, cid)", "now_ms / 1000, cid)", STORE_TESTS,
+       "score = (now_ms + self.lock_ttl_ms) / 1000", "score = now_ms / 1000", STORE_TESTS,
        "the recovery entry is due now instead of after the lock TTL"),
     _m("outbox-zadd-without-nx", "store", SAVECLAIM,
        'commands.append(("ZADD", claim.queue, "NX", claim.until, cid))',
