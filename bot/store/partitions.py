@@ -87,6 +87,21 @@ end
 return n
 """
 
+#: The start of ``PAGE`` and ``TIES``: KEYS n partitions, then m sets a listed member is in and e
+#: sets it is in none of; ARGV n, m, e first. ``kept(id)``: the member passes those sets.
+_SETS = """
+local n, m, e = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function kept(cid)
+  for j = n + 1, n + m do
+    if redis.call('SISMEMBER', KEYS[j], cid) == 0 then return false end
+  end
+  for j = n + m + 1, n + m + e do
+    if redis.call('SISMEMBER', KEYS[j], cid) == 1 then return false end
+  end
+  return true
+end
+"""
+
 #: A page of the listing, newest first. KEYS: n partitions, m sets each listed member is in
 #: (status, waiting), e sets none is in (the derived status), the registry. ARGV: n, m, e, the
 #: highest score ('+inf' or '(<score>'), how many rows, how many members to look at at most,
@@ -97,21 +112,11 @@ return n
 #: score to go on from). With m sets whose intersection is small beside that walk: the
 #: intersection scored in the partitions (ZMSCORE), sorted. The registry is not written (see
 #: the module's docstring).
-PAGE = """
-local n, m, e = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+PAGE = _SETS + """
 local max, limit, budget, plan = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local total = 0
 for i = 1, n do
   total = total + redis.call('ZCARD', KEYS[i])
-end
-local function kept(cid)
-  for j = n + 1, n + m do
-    if redis.call('SISMEMBER', KEYS[j], cid) == 0 then return false end
-  end
-  for j = n + m + 1, n + m + e do
-    if redis.call('SISMEMBER', KEYS[j], cid) == 1 then return false end
-  end
-  return true
 end
 local out = {}
 local small = 0
@@ -205,18 +210,8 @@ return out
 #: many to keep per partition, how many to look at per partition at most. Returns {id,
 #: partition number, ...}. The sets filter here, as the page's rows: members the filter leaves
 #: out take no place (nor a metadata read).
-TIES = """
-local n, m, e = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+TIES = _SETS + """
 local score, keep, scan = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local function kept(cid)
-  for j = n + 1, n + m do
-    if redis.call('SISMEMBER', KEYS[j], cid) == 0 then return false end
-  end
-  for j = n + m + 1, n + m + e do
-    if redis.call('SISMEMBER', KEYS[j], cid) == 1 then return false end
-  end
-  return true
-end
 local out = {}
 for i = 1, n do
   local found = redis.call('ZREVRANGEBYSCORE', KEYS[i], score, score, 'LIMIT', 0, scan)

@@ -16,7 +16,7 @@ from bot.runtime.leads import lead_cid
 from bot.server.services import Services, open_services
 from bot.store import codec, leadborn
 from bot.store.versions import digest_of
-from crm_bridge import ChannelIdentity, RedisCrm
+from crm_bridge import ChannelIdentity, CrmRef, RedisCrm
 from tests.server.conftest import NO_AUTOMATIONS
 
 pytestmark = pytest.mark.both_loops
@@ -38,6 +38,16 @@ async def _quiet(svc: Services) -> EngineReactor:
     assert not await reactor.prepare()  # no active document: the reactor knows it (a batch's first step)
     assert reactor.quiet is not None
     return reactor
+
+
+async def _born(svc: Services, external: str) -> tuple[RedisCrm, CrmRef]:
+    """A live chat contact and lead made while nothing listens: their first events born."""
+    crm = svc.crm
+    assert isinstance(crm, RedisCrm)
+    await _quiet(svc)
+    ref = await crm.identify(ChannelIdentity("livechat", "demo", external))
+    await svc.leads.idle()
+    return crm, ref
 
 
 async def _queue_keys(redis: Redis, lead_id: str) -> list[bytes]:
@@ -85,11 +95,7 @@ async def test_a_lead_created_through_the_directory_is_born_too(redis: Redis, re
 
 async def test_later_events_follow_the_born_ones_and_know_the_contact(redis: Redis, redis_url: str) -> None:
     async with open_services(_config(redis_url), start_hub=False) as svc:
-        crm = svc.crm
-        assert isinstance(crm, RedisCrm)
-        await _quiet(svc)
-        ref = await crm.identify(ChannelIdentity("livechat", "demo", "born-2"))
-        await svc.leads.idle()
+        crm, ref = await _born(svc, "born-2")
         await svc.leads.deliver(svc.leads.event("order.paid", ref.lead_id, id_="pay-1"))  # no contact named
         meta = await svc.store.meta(lead_cid(ref.lead_id))
         assert meta.get("contact_id") == ref.contact_id  # the queue learnt its contact (from the born record)
@@ -113,11 +119,7 @@ async def test_born_entries_go_with_their_bucket_and_not_into_a_queue_made_after
     after the store's TTL gets the history main gives: its queue would have expired, so only
     the new event, numbered 1 (not the born entries brought back)."""
     async with open_services(_config(redis_url), start_hub=False) as svc:
-        crm = svc.crm
-        assert isinstance(crm, RedisCrm)
-        await _quiet(svc)
-        ref = await crm.identify(ChannelIdentity("livechat", "demo", "born-late"))
-        await svc.leads.idle()
+        _, ref = await _born(svc, "born-late")
         ttl = await redis.ttl(leadborn.key(ref.lead_id))
         assert svc.store.ttl - 5 <= ttl <= svc.store.ttl
         real = svc.leads.clock
