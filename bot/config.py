@@ -169,6 +169,7 @@ _ENV_KEYS = {
     "SALESBOT_AUTOMATIONS_DIR": "automations_dir",
     "SALESBOT_TIMER_SHARDS": "timer_shards",
     "SALESBOT_TIMER_POLL_INTERVAL": "timer_poll_interval",
+    "SALESBOT_TIMER_COALESCE": "timer_coalesce",
     "SALESBOT_TIMER_WORKER_DEAD_AFTER": "timer_worker_dead_after",
     "SALESBOT_TIMER_CLAIM_TTL": "timer_claim_ttl",
     "SALESBOT_LOCK_TTL": "lock_ttl",

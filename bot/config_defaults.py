@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     'accounts': {},
     'timer_shards': 16,
     'timer_poll_interval': 0.25,
+    'timer_coalesce': 0.1,
     'timer_worker_dead_after': 3.0,
     'timer_claim_ttl': 30.0,
     'lock_ttl': 30.0,

@@ -260,6 +260,8 @@ class Config(_Frozen):
     accounts: dict[str, Annotated[AccountConfig, DEFERRED]] = {}
     timer_shards: int = Field(16, ge=1)
     timer_poll_interval: float = Field(0.25, gt=0)
+    #: The most a due timer waits to start with others when many fall due (bot/runtime/timerloop.py).
+    timer_coalesce: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
     #: A worker silent (no heartbeat, sent every third of it) this long is dead: another takes over
     #: its timer claims. At least 1 s: an event loop busy for a moment must not look dead.
     timer_worker_dead_after: float = Field(3.0, ge=1)

@@ -87,7 +87,8 @@ class Worker:
         self._receivers = tuple(receivers)
         self._stopping = False
         self._sem = asyncio.Semaphore(CONCURRENCY)
-        self.timer_loop = TimerLoop(services.timers, self._deliver_timer, poll=self.poll)
+        self.timer_loop = TimerLoop(services.timers, self._deliver_timer, poll=self.poll,
+                                    coalesce=services.config.timer_coalesce)
 
     def stop(self) -> None:
         self._stopping = True
