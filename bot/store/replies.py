@@ -30,8 +30,12 @@ def members(rows: Iterable[object]) -> list[str]:
 
 
 def scored(rows: Iterable[object]) -> list[tuple[str, float]]:
-    """A sorted-set range reply ``WITHSCORES``, as ``(member, score)`` pairs."""
+    """A sorted-set range reply ``WITHSCORES``, as ``(member, score)`` pairs: redis-py's pairs, or
+    the raw reply's members and scores in turn (the lean client on one Redis)."""
     out: list[tuple[str, float]] = []
+    rows = list(rows)
+    if rows and not isinstance(rows[0], tuple | list):
+        rows = list(zip(rows[::2], rows[1::2], strict=True))
     for row in rows:
         if isinstance(row, tuple | list) and len(row) == 2:
             member, score = row

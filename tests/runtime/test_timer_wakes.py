@@ -410,3 +410,23 @@ async def test_a_timer_an_older_version_moved_earlier_fires_on_time(redis: Redis
     clock.now = T0 + 100
     assert await worker.fire_timers() == 1 and await _reminders(svc, cid) == 1
     assert await _timers(svc, cid) == {} and await _entries(redis, svc, cid) == []
+
+
+async def test_a_fire_that_leaves_no_timer_keeps_no_decoded_state_and_one_that_leaves_one_does(
+        svc: Services, redis: Redis) -> None:
+    """A batch of wakes that left no timer is not cached (nothing will bring the conversation back
+    to this process: a worker's fires would fill the cache for the collector to walk); a message's
+    batch is, and so is a wake's that leaves a timer for the next wake."""
+    cid = "livechat:demo:cached"
+    await _say(svc, cid, "hi", "again")  # waits with a 10 minute no-answer timer
+    assert cid in svc.conversations._states
+    [at] = (await _timers(svc, cid)).values()
+    await redis.zrem(k.timer_keys(cid, svc.store.shards)[0], wake_member(cid))  # as a claim does
+    await _wake(svc, cid, at - 60)  # early: the timer still pends
+    assert cid in svc.conversations._states and await _reminders(svc, cid) == 0
+    await redis.zrem(k.timer_keys(cid, svc.store.shards)[0], wake_member(cid))
+    await _wake(svc, cid, at)  # fires the reminder, which ends the run: no timer left
+    assert await _reminders(svc, cid) == 1 and await _timers(svc, cid) == {}
+    assert cid not in svc.conversations._states
+    await _say(svc, cid, "hi again", "again")  # decoded from Redis, as another process's would be
+    assert cid in svc.conversations._states and len(await _timers(svc, cid)) == 1

@@ -1,0 +1,32 @@
+"""The worker's periodic loops (bot/runtime/worker.py): a loop given an idle interval waits it
+after a round that found nothing to do, and its short interval after one that did."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from bot.runtime.worker import Worker
+from bot.server.services import open_services
+from tests.server.conftest import make_config
+
+
+async def test_a_loop_waits_its_idle_interval_only_after_a_round_with_nothing_to_do(redis_url: str) -> None:
+    async with open_services(make_config(redis_url), start_hub=False) as svc:  # type: ignore[arg-type]
+        worker = Worker(svc)
+        found = [1, 1, 0, 0, 1]  # what each round does
+        calls: list[float] = []
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        async def body() -> int:
+            calls.append(loop.time())
+            if len(calls) == len(found):
+                stop.set()
+            return found[len(calls) - 1]
+
+        await asyncio.wait_for(worker._loop(stop, body, 0.01, "test", idle=0.3), 10)
+        gaps = [b - a for a, b in itertools.pairwise(calls)]
+        assert len(calls) == len(found)
+        assert gaps[0] < 0.3 and gaps[1] < 0.3  # after work: the short interval
+        assert gaps[2] >= 0.3 and gaps[3] >= 0.3  # after nothing: the idle one
