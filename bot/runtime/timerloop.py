@@ -52,8 +52,10 @@ class TimerLoop:
         self._sem = Limiter(concurrency)  # (not asyncio.Semaphore: see limiter.py)
         #: Timer ids claimed by this worker and not acknowledged (waiting for their due time or firing).
         self._held: set[str] = set()
-        #: Slot (its end in ms, on the event loop's clock) -> the timers that start then, and its handle.
-        self._slots: dict[int, tuple[list[DueTimer], asyncio.TimerHandle]] = {}
+        #: Slot (its end on the event loop's clock, exact: two slots of different widths may end
+        #: within a millisecond, and neither may start the other's timers early) -> the timers that
+        #: start then, and its handle.
+        self._slots: dict[float, tuple[list[DueTimer], asyncio.TimerHandle]] = {}
         #: Timers waiting in ``_slots``: all due within the claims' look-ahead (two polls).
         self._waiting = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -140,11 +142,10 @@ class TimerLoop:
                 self._start(t)
                 continue
             end = (int((t.due + offset) / width) + 1) * width
-            slot = int(end * 1000)
-            if slot in self._slots:
-                self._slots[slot][0].append(t)
+            if end in self._slots:
+                self._slots[end][0].append(t)
             else:
-                self._slots[slot] = ([t], loop.call_at(end, self._start_slot, slot))
+                self._slots[end] = ([t], loop.call_at(end, self._start_slot, end))
             self._waiting += 1
 
     def width(self, ahead: int) -> float:
@@ -153,7 +154,7 @@ class TimerLoop:
         rate = ahead / (2 * self.poll)
         return max(SLOT, min(self.coalesce, rate * WIDTH_PER_RATE))
 
-    def _start_slot(self, slot: int) -> None:
+    def _start_slot(self, slot: float) -> None:
         timers = self._slots.pop(slot)[0]
         self._waiting -= len(timers)
         for timer in timers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,27 @@ async def test_timers_start_together_at_their_slots_end_never_before_their_due_t
     finally:
         await loop._drain()
     assert loop._slots == {} and loop._waiting == 0
+
+
+async def test_no_slot_of_any_width_starts_before_a_timer_in_it_is_due(redis: Redis) -> None:
+    """Rounds of varied sizes give slots of varied widths, whose ends may fall within one
+    millisecond of each other: each timer still waits in a slot that ends at or after its due time."""
+    rng = random.Random(7)
+    loop = TimerLoop(TimerWheel(redis, shards=2, worker="w"), _never, poll=0.25, coalesce=0.1)
+    aio = asyncio.get_running_loop()
+    now = time.time()
+    try:
+        for r in range(60):  # 1-15 a round: 10 ms slots first, then wider with every round
+            count = rng.randint(1, 15)
+            loop._schedule([DueTimer(f"livechat:demo:r{r}-{i}:t1", now + 60 + rng.random() * 0.5)
+                            for i in range(count)])
+        offset = aio.time() - time.time()
+        early = [(t.timer_id, handle.when() - ((t.due or 0) + offset))
+                 for group, handle in loop._slots.values() for t in group
+                 if handle.when() < (t.due or 0) + offset - 1e-4]
+        assert early == []
+    finally:
+        await loop._drain()
 
 
 async def test_every_timer_starts_once_and_never_before_it_falls_due(redis: Redis) -> None:
