@@ -115,12 +115,15 @@ class Worker:
     def crm_retries(self, stop: asyncio.Event) -> list[Awaitable[None]]:
         """The CRM outbox: commands that met a temporary CRM failure, retried in order per lead.
         Looked at every 0.1 s while it has work, every second while it has none (a command queued
-        by a failure is retried after a backoff of a second or more anyway): ten calls a second
-        through redis-py were a third of an idle worker's CPU (issue 14 aim 5)."""
+        by a failure is retried after its backoff, ``crm.retry_base`` or more: 1 s by default),
+        never less often than that backoff: ten calls a second through redis-py were a third of an
+        idle worker's CPU (issue 14 aim 5)."""
         crm_outbox = self.s.crm_outbox
         if crm_outbox is None:
             return []
-        return [self._loop(stop, crm_outbox.run_once, min(self.poll, 0.1), "crm_outbox", idle=max(1.0, self.poll * 4))]
+        interval = min(self.poll, 0.1)
+        idle = max(interval, min(max(1.0, self.poll * 4), crm_outbox.base_delay))
+        return [self._loop(stop, crm_outbox.run_once, interval, "crm_outbox", idle=idle)]
 
     def receivers(self, stop: asyncio.Event) -> list[Awaitable[None]]:
         """The long-polling receivers this worker was given (e.g. Telegram's getUpdates for the

@@ -30,3 +30,33 @@ async def test_a_loop_waits_its_idle_interval_only_after_a_round_with_nothing_to
         assert len(calls) == len(found)
         assert gaps[0] < 1.0 and gaps[1] < 1.0  # after work: the short interval (0.01 s)
         assert gaps[2] >= 0.99 and gaps[3] >= 0.99  # after nothing: the idle one (1 s; the clock's rounding)
+
+async def test_an_idle_crm_outbox_retries_a_failed_command_after_its_backoff_not_a_second_later(
+        redis_url: str) -> None:
+    """``crm.retry_base`` may be under a second: a command that met a temporary failure is due
+    again after it, and the idle outbox loop must not push its retry past it by up to a second."""
+    from bot.errors import CrmUnavailable
+    from crm_bridge import CrmRef
+    from crm_bridge.outbox import CrmOutbox
+    from tests.crm_bridge.test_outbox import ScriptedCrm
+
+    async with open_services(make_config(redis_url), start_hub=False) as svc:  # type: ignore[arg-type]
+        crm = ScriptedCrm()
+        crm.failures.append(CrmUnavailable("down for a moment"))
+        svc.crm_outbox = CrmOutbox(svc.redis, crm, base_delay=0.1)
+        worker = Worker(svc)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        running = asyncio.gather(*worker.crm_retries(stop))
+        try:
+            await asyncio.sleep(0.2)  # a round or two with nothing to do
+            failed_at = loop.time()
+            ref = CrmRef("c1", "l1")
+            assert await svc.crm_outbox.submit(ref, {"do": "add_note", "text": "hi"}) is None  # queued
+            while len(crm.attempts) < 2 and loop.time() - failed_at < 5:
+                await asyncio.sleep(0.01)
+            assert len(crm.attempts) == 2
+            assert loop.time() - failed_at < 0.6  # due 0.1 s after the failure, looked at every 0.1 s
+        finally:
+            stop.set()
+            await running
