@@ -9,6 +9,7 @@ import itertools
 from bot.runtime.worker import Worker
 from bot.server.services import open_services
 from tests.server.conftest import make_config
+from tests.waiting import wait_for
 
 
 async def test_a_loop_waits_its_idle_interval_only_after_a_round_with_nothing_to_do(redis_url: str) -> None:
@@ -53,9 +54,7 @@ async def test_an_idle_crm_outbox_retries_a_failed_command_after_its_backoff_not
             failed_at = loop.time()
             ref = CrmRef("c1", "l1")
             assert await svc.crm_outbox.submit(ref, {"do": "add_note", "text": "hi"}) is None  # queued
-            while len(crm.attempts) < 2 and loop.time() - failed_at < 5:
-                await asyncio.sleep(0.01)
-            assert len(crm.attempts) == 2
+            await wait_for(lambda: len(crm.attempts) == 2, 5, 0.01, what="the retry")
             assert loop.time() - failed_at < 0.6  # due 0.1 s after the failure, looked at every 0.1 s
         finally:
             stop.set()
