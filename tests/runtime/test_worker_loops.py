@@ -32,6 +32,7 @@ async def test_a_loop_waits_its_idle_interval_only_after_a_round_with_nothing_to
         assert gaps[0] < 1.0 and gaps[1] < 1.0  # after work: the short interval (0.01 s)
         assert gaps[2] >= 0.99 and gaps[3] >= 0.99  # after nothing: the idle one (1 s; the clock's rounding)
 
+
 async def test_an_idle_crm_outbox_retries_a_failed_command_after_its_backoff_not_a_second_later(
         redis_url: str) -> None:
     """``crm.retry_base`` may be under a second: a command that met a temporary failure is due
