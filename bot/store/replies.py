@@ -31,7 +31,8 @@ def members(rows: Iterable[object]) -> list[str]:
 
 def scored(rows: Iterable[object]) -> list[tuple[str, float]]:
     """A sorted-set range reply ``WITHSCORES``, as ``(member, score)`` pairs: redis-py's pairs, or
-    the raw reply's members and scores in turn (the lean client on one Redis)."""
+    the raw reply's members and scores in turn (the lean clients, bot/store/resp.py and
+    clusterclient.py)."""
     out: list[tuple[str, float]] = []
     rows = list(rows)
     if rows and not isinstance(rows[0], tuple | list):
