@@ -202,6 +202,8 @@ async def _now(redis: Redis) -> float:
     ({"timer_shards": 0}, "timer_shards"),
     ({"timer_coalesce": -0.1}, "timer_coalesce"),
     ({"timer_coalesce": 1.5}, "timer_coalesce"),
+    ({"timer_coalesce": float("nan")}, "timer_coalesce"),
+    ({"timer_coalesce": float("inf")}, "timer_coalesce"),
 ])
 def test_timer_settings_are_validated(settings: dict[str, float], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):

@@ -45,13 +45,23 @@ async def test_an_idle_crm_outbox_retries_a_failed_command_after_its_backoff_not
     async with open_services(make_config(redis_url), start_hub=False) as svc:  # type: ignore[arg-type]
         crm = ScriptedCrm()
         crm.failures.append(CrmUnavailable("down for a moment"))
-        svc.crm_outbox = CrmOutbox(svc.redis, crm, base_delay=0.1)
+        outbox = svc.crm_outbox = CrmOutbox(svc.redis, crm, base_delay=0.1)
+        idle_rounds = 0
+        run_once = outbox.run_once
+
+        async def counted() -> int:
+            nonlocal idle_rounds
+            done = await run_once()
+            idle_rounds += not done
+            return done
+
+        outbox.run_once = counted  # type: ignore[method-assign]
         worker = Worker(svc)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         running = asyncio.gather(*worker.crm_retries(stop))
         try:
-            await asyncio.sleep(0.2)  # a round or two with nothing to do
+            await wait_for(lambda: idle_rounds >= 2, 5, 0.01, what="two rounds with nothing to do")
             failed_at = loop.time()
             ref = CrmRef("c1", "l1")
             assert await svc.crm_outbox.submit(ref, {"do": "add_note", "text": "hi"}) is None  # queued
