@@ -18,6 +18,7 @@ from typing import Any, cast
 from redis.exceptions import WatchError
 
 from bot.errors import CrmRejected
+from bot.store import recency
 from bot.store.clusterclient import is_cluster
 from bot.store.scripts import DROP_IF_HELD
 
@@ -212,7 +213,7 @@ class CrmDirectory:
         return await recent.updated_at(self.redis, kind, ids)
 
     async def _present(self, kind: str, records: list[dict[str, Any]],
-                       known: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+                       known: Mapping[str, float | None] | None = None) -> list[dict[str, Any]]:
         """The records as the API shows them; ``known``: their times when the listing read them."""
         ids = [r["id"] for r in records]
         times = [known.get(i) for i in ids] if known is not None else await self._updated_at(kind, ids)
@@ -226,32 +227,33 @@ class CrmDirectory:
 
     # ------------------------------------------------------------------ listing
     async def search(self, kind: str, *, q: str | None = None, filters: Mapping[str, Any] | None = None,
-                     limit: int = 50, offset: int = 0,
-                     before: float | None = None) -> tuple[list[dict[str, Any]], int]:
-        """Records newest first (``before``: only those last written earlier than that time, a
-        cursor that stays put while records change); ``q`` searches names, e-mails and phones; ``filters``:
-        contacts ``status``, ``temperature``, ``tag`` (list), ``responsible``, ``stage`` (+ ``pipeline``);
-        leads ``stage`` (+ ``pipeline``), ``tag`` (list), ``responsible``."""
+                     limit: int = 50, offset: int = 0, before: float | None = None,
+                     before_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Records newest first, those of one time by id (``bot.store.recency.order``; ``before``
+        and ``before_id``, the previous page's last time and id: only the records after it, a
+        cursor that stays put while records change; ``before`` alone: those last written earlier);
+        ``q`` searches names, e-mails and phones (a record no recency index knows comes last, as if
+        written at 0); ``filters``: contacts ``status``, ``temperature``, ``tag`` (list),
+        ``responsible``, ``stage`` (+ ``pipeline``); leads ``stage`` (+ ``pipeline``), ``tag``
+        (list), ``responsible``."""
         limit = max(1, min(int(limit), MAX_PAGE))
         offset = max(0, int(offset))
         keys, excluded = self._filter_keys(kind, filters or {})
         if kind == "contact" and (filters or {}).get("responsible"):
             await self.indexes.current()  # a set the upgrade may still be filling: never a short list
         if q and q.strip():
-            ids = await self._search_ids(kind, q, keys, excluded)
-            if before is not None:
-                times = await self._updated_at(kind, ids)
-                ids = [i for i, at in zip(ids, times, strict=True) if (at or 0) < before]
-            page = ids[offset:offset + limit]
-            return await self._present(kind, await self.get_many(kind, page)), len(ids)
+            found = await self._search_ids(kind, q, keys, excluded)
+            listed = [(i, at) for i, at in found if recency.after(i, at or 0.0, before, before_id)]
+            page = listed[offset:offset + limit]
+            return await self._present(kind, await self.get_many(kind, [i for i, _ in page]), dict(page)), len(listed)
         if offset > MAX_OFFSET:  # past the end: an empty page (its script visits no bucket); else refused
-            _, total = await recent.listing(self.redis, kind, keys, excluded, offset=0, limit=0, before=before)
+            _, total = await recent.listing(self.redis, kind, keys, excluded, offset=0, limit=0, before=None)
             if offset < total:
                 raise CrmRejected(f"offset is at most {MAX_OFFSET} inside a listing ({total} records): "
                                   "narrow it with q or filters")
             return [], total
         rows, total = await recent.listing(self.redis, kind, keys, excluded, offset=offset, limit=limit,
-                                           before=before)
+                                           before=before, before_id=before_id)
         return await self._present(kind, await self.get_many(kind, [i for i, _ in rows]), dict(rows)), total
 
     def _filter_keys(self, kind: str, filters: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -281,7 +283,10 @@ class CrmDirectory:
             raise CrmRejected("pipeline filters together with stage")
         return keys, excluded
 
-    async def _search_ids(self, kind: str, q: str, keys: list[str], excluded: list[str]) -> list[str]:
+    async def _search_ids(self, kind: str, q: str, keys: list[str],
+                          excluded: list[str]) -> list[tuple[str, float | None]]:
+        """The ids of the records ``q`` finds in every set ``keys`` and none ``excluded``, with
+        their times, in the listings' order (``recency.order``; no time: as if written at 0)."""
         words = query_words(q)
         if not words:
             return []
@@ -311,7 +316,7 @@ class CrmDirectory:
             within, outside = checks[:len(keys)], checks[len(keys):]
             ids = [i for n, i in enumerate(ids) if all(c[n] for c in within) and not any(c[n] for c in outside)]
         times = await self._updated_at(kind, ids)
-        return [i for _, i in sorted(zip(times, ids, strict=True), key=lambda p: -(p[0] or 0))]
+        return sorted(zip(ids, times, strict=True), key=lambda p: recency.order(p[0], p[1] or 0.0), reverse=True)
 
     async def tags(self, kind: str) -> list[dict[str, Any]]:
         rows = await self.redis.zrevrange(tags_key(kind), 0, 999, withscores=True)

@@ -49,8 +49,9 @@ end
 #: A page of the records in every filter set and in no excluded one, newest first, as
 #: ``recency.PAGE`` replies. KEYS[1]: the recency index's ``tops`` (its name: ARGV[4]; ARGV[5] ids
 #: a recency bucket, ARGV[6] text buckets; ARGV[7] the highest time, '+inf' or '(<before>';
-#: ARGV[8] offset, ARGV[9] limit); KEYS[2..]: the buckets of each filter set (ARGV[1] sets), then
-#: of each excluded set (ARGV[2] sets), ARGV[3] buckets each, in the same order, ``:x`` last. An
+#: ARGV[8] offset, ARGV[9] limit, ARGV[10] the cursor's id or '', as ``recency.PAGE``); KEYS[2..]:
+#: the buckets of each filter set (ARGV[1] sets), then of each excluded set (ARGV[2] sets),
+#: ARGV[3] buckets each, in the same order, ``:x`` last. An
 #: id is in bucket n of every set, so the filters intersect bucket by bucket (``SINTER``: bounded
 #: by the smallest set); the ids found are grouped by recency bucket (an id of ``:x`` may be in any
 #: text bucket: none the CRM makes), and those groups scored (``ZMSCORE``) in descending max of
@@ -63,6 +64,7 @@ local f, e, per = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local recent, size, texts = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local before = string.sub(ARGV[7], 1, 1) == '(' and tonumber(string.sub(ARGV[7], 2)) or nil
 local offset, limit = tonumber(ARGV[8]), tonumber(ARGV[9])
+local cur = cursor(ARGV[7], ARGV[10])
 local want = offset + limit
 local groups, by, xs, total = {}, {}, {}, 0
 for n = 0, per - 1 do
@@ -114,9 +116,11 @@ if limit > 0 and offset < total then  -- (a hostile offset scores nothing)
       local s = each('ZMSCORE', bucket(recent, k), g.ids)
       for j = 1, #g.ids do
         local v = s[j] and tonumber(s[j])
-        if v and (not before or v < before) and (not least or v >= least) then
+        if v and (not least or v >= least) then
           local c = {g.ids[j], v, s[j], ordinal(g.ids[j])}
-          if edge then edge = offer(cands, c, want, edge) else cands[#cands + 1] = c end
+          if not before or v < before or (cur and v == before and first(cur, c)) then
+            if edge then edge = offer(cands, c, want, edge) else cands[#cands + 1] = c end
+          end
         end
       end
     end
@@ -130,16 +134,18 @@ return reply(total, cands, offset, want)
 #: ``recency.PAGE`` replies: KEYS[1] the index's ``tops``, KEYS[2] its ``count``; ARGV[1] its name,
 #: ARGV[2] ids a recency bucket, ARGV[3] ids an id-set bucket, ARGV[4] the highest time ('+inf' or
 #: '(<before>'), ARGV[5] offset, ARGV[6] limit, ARGV[8] how many id-set bucket suffixes follow the
-#: sets (``:b:<n>`` of the buckets they list, ``:x``). It visits the recency buckets in descending
-#: max, drops the ids of the sets (``SMISMEMBER`` of their bucket) and stops once the page is
-#: certain, as ``recency.PAGE`` does (no temporary set, no walk of every bucket). The total is the
-#: index's count less the sets' (a record of a status set is in the index: both are written in one
-#: pipeline; several sets: their union, bucket by bucket).
+#: sets (``:b:<n>`` of the buckets they list, ``:x``), then the cursor's id or '' (as
+#: ``recency.PAGE``). It visits the recency buckets in descending max, drops the ids of the sets
+#: (``SMISMEMBER`` of their bucket) and stops once the page is certain, as ``recency.PAGE`` does
+#: (no temporary set, no walk of every bucket). The total is the index's count less the sets' (a
+#: record of a status set is in the index: both are written in one pipeline; several sets: their
+#: union, bucket by bucket).
 EXCLUDED = recency.NAME_LUA + recency.RANK_LUA + _EACH + """
 local recent, size, per = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local offset, limit, e, nsfx = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local sets = {}
 for i = 1, e do sets[i] = ARGV[8 + i] end
+local cur = cursor(ARGV[4], ARGV[9 + e + nsfx])
 local members = tonumber(redis.call('GET', KEYS[2]) or '0')
 local total = members
 for k = 1, nsfx do
@@ -154,8 +160,9 @@ end
 if total < 0 then total = 0 end
 local want = offset + limit
 if limit <= 0 or offset >= members then return {total} end
-local cands = visit(KEYS[1], want, size, function(n, floor)
+local cands = visit(KEYS[1], want, size, function(n, floor, top)
   local got = redis.call('ZREVRANGEBYSCORE', bucket(recent, n), ARGV[4], floor, 'WITHSCORES')
+  for _, v in ipairs(tied(bucket(recent, n), cur, floor, top)) do got[#got + 1] = v end
   local m, keep = {}, {}
   for j = 1, #got, 2 do m[#m + 1] = got[j]; keep[#m] = true end
   local sfx = n >= 0 and (':b:' .. math.floor(n * size / per)) or ':x'
@@ -175,7 +182,7 @@ return reply(total, cands, offset, want)
 
 
 def filtered(recent: str, within: Sequence[str], outside: Sequence[str], walked: Sequence[Sequence[int]], *,
-             offset: int, limit: int, before: float | None) -> tuple[Any, ...]:
+             offset: int, limit: int, before: float | None, before_id: str | None = None) -> tuple[Any, ...]:
     """The ``EVAL`` arguments of ``FILTERED``: a page of the records of the recency index
     ``recent`` in every set ``within`` (one at least) and none ``outside``; ``walked``: each set of
     ``within``'s bucket numbers (``idsets.walks``): only those all list can hold a match."""
@@ -183,33 +190,35 @@ def filtered(recent: str, within: Sequence[str], outside: Sequence[str], walked:
     per = len(common) + 1  # (with ``<key>:x``)
     names = [name for key in [*within, *outside] for name in idsets.buckets(key, common)]
     return (FILTERED, 1 + len(names), recency.tops(recent), *names, len(within), len(outside), per,
-            recent, recency.BUCKET, recency.TEXT_BUCKETS, "+inf" if before is None else f"({before!r}", offset, limit)
+            recent, recency.BUCKET, recency.TEXT_BUCKETS, recency.top_of(before), offset, limit, before_id or "")
 
 
 def excluded(recent: str, outside: Sequence[str], walked: Sequence[Sequence[int]], *, offset: int, limit: int,
-             before: float | None) -> tuple[Any, ...]:
+             before: float | None, before_id: str | None = None) -> tuple[Any, ...]:
     """The ``EVAL`` arguments of ``EXCLUDED``: a page of the records of the recency index ``recent``
     in no set ``outside``; ``walked``: each set's bucket numbers (``idsets.walks``)."""
     suffixes = [*(f":b:{n}" for n in sorted({n for ns in walked for n in ns})), ":x"]
     return (EXCLUDED, 2, recency.tops(recent), recency.count(recent), recent, recency.BUCKET, idsets.SET_BUCKET,
-            "+inf" if before is None else f"({before!r}", offset, limit, len(outside), len(suffixes), *outside,
-            *suffixes)
+            recency.top_of(before), offset, limit, len(outside), len(suffixes), *outside, *suffixes, before_id or "")
 
 
 async def listing(redis: Any, kind: str, within: Sequence[str], outside: Sequence[str], *, offset: int,
-                  limit: int, before: float | None) -> tuple[list[tuple[str, float]], int]:
-    """The ids and times of a page of ``kind``'s records newest first (``before``: only those written
-    earlier), in every set ``within`` and none ``outside``, and how many match in all (whatever
-    ``before``)."""
+                  limit: int, before: float | None,
+                  before_id: str | None = None) -> tuple[list[tuple[str, float]], int]:
+    """The ids and times of a page of ``kind``'s records newest first (``before``, ``before_id``:
+    only those after that cursor, ``recency.after``), in every set ``within`` and none ``outside``,
+    and how many match in all (whatever the cursor)."""
     key = recent_key(kind)
     if not within and not outside:
-        return await recency.page(redis, key, offset=offset, limit=limit, before=before)
+        return await recency.page(redis, key, offset=offset, limit=limit, before=before, before_id=before_id)
     if within:
         walked = await idsets.walks(redis, within)  # the sets' non-empty buckets
-        reply = await redis.eval(*filtered(key, within, outside, walked, offset=offset, limit=limit, before=before))
+        reply = await redis.eval(*filtered(key, within, outside, walked, offset=offset, limit=limit, before=before,
+                                           before_id=before_id))
         return recency.page_of(reply)
     walked = await idsets.walks(redis, outside)  # the sets' non-empty buckets
-    reply = await redis.eval(*excluded(key, outside, walked, offset=offset, limit=limit, before=before))
+    reply = await redis.eval(*excluded(key, outside, walked, offset=offset, limit=limit, before=before,
+                                       before_id=before_id))
     return recency.page_of(reply)
 
 

@@ -3,10 +3,11 @@
 The embedded CRM's contacts as a seller sees them: in two sections (``status=current`` has
 ordered, ``potential`` has not), searched by name, phone or e-mail (``q``), filtered by
 ``temperature``, ``tag`` (repeatable: every tag) and ``responsible`` through the CRM's indexes
-(``crm_bridge/indexes.py``: no scan of every contact), newest first, paged with ``before`` (the
-``next_before`` of the previous page; the customers sharing a page's last time all go on it, so
-a page may hold more than ``limit``). Each row carries the contact's first note (highest
-priority, then newest) and how many orders it has (``Shop.order_counts``). The card is edited
+(``crm_bridge/indexes.py``: no scan of every contact), newest first (one time: by id), paged with
+``before`` and ``before_id`` (the ``next_before`` and ``next_before_id`` of the previous page: its
+last row's time and id, a cursor that stays put while customers change). Each row carries the
+contact's first note (highest priority, then newest) and how many orders it has
+(``Shop.order_counts``). The card is edited
 through ``/api/crm/contacts/{id}``; ``GET /api/customers/{id}/conversations`` lists the chats of
 the contact's channel identities.
 """
@@ -14,13 +15,11 @@ the contact's channel identities.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 from aiohttp import web
 
 from crm_bridge.card import STATUSES
-from crm_bridge.directory import MAX_PAGE
 
 from ..errors import CrmRejected
 from ..inputs import holds_control
@@ -39,10 +38,6 @@ MAX_LIMIT = 100
 MAX_Q, MAX_TAG, MAX_TAGS, MAX_USER = 200, 100, 10, 64
 #: At most this many conversations of one contact are listed (a contact has a few channels).
 MAX_CONVERSATIONS = 50
-#: Customers sharing a page's last time added to it at most (a time is kept to the microsecond;
-#: a command writing many records gives them one): with the page's own rows at that time, read in
-#: one ``directory.search`` of at most ``MAX_PAGE`` rows.
-MAX_TIES = MAX_PAGE - MAX_LIMIT
 
 
 def _bad(request: web.Request, name: str, message: str) -> HttpError:
@@ -76,20 +71,20 @@ async def list_customers(request: web.Request) -> web.Response:
     search = _text(request, "q", request.query.get("q", ""), MAX_Q) or None
     limit = int(query_number(request, "limit", 50, minimum=1, maximum=MAX_LIMIT, integer=True, clamp=True))
     before = query_number(request, "before", None, minimum=0, maximum=MAX_TIMESTAMP)
+    # the previous page's last id: the customers of its time after that one (without it, an older
+    # client's cursor: only those written earlier)
+    before_id = _text(request, "before_id", request.query.get("before_id", ""), MAX_USER) or None
     try:
-        rows, total = await directory.search("contact", q=search, filters=filters, limit=limit + 1, before=before)
+        rows, total = await directory.search("contact", q=search, filters=filters, limit=limit + 1, before=before,
+                                             before_id=before_id)
     except CrmRejected as exc:
         log.warning("customers.bad_filter", extra={"path": request.path, "reason": str(exc)})
         return error(400, "bad_query", str(exc))
     more = len(rows) > limit
     rows = rows[:limit]
-    if more and rows and rows[-1].get("updated_at") is not None:
-        # the next page reads from below the last row's time: the rows sharing it go on this one
-        last, listed = rows[-1]["updated_at"], {r["id"] for r in rows}
-        ties, _ = await directory.search("contact", q=search, filters=filters, limit=MAX_TIES + len(rows),
-                                         before=math.nextafter(last, math.inf))
-        rows += [r for r in ties if r.get("updated_at") == last and r["id"] not in listed]
-    next_before = rows[-1].get("updated_at") if more and rows else None
+    last = rows[-1] if more and rows else None  # a row no recency index knows: listed as written at 0
+    next_before = (last.get("updated_at") or 0.0) if last is not None else None
+    next_before_id = str(last["id"]) if last is not None else None
     if filters["responsible"]:  # a write racing the upgrade may leave a stale member: not shown
         rows = [r for r in rows if str(r.get("responsible") or "") == filters["responsible"]]
     ids = [str(r["id"]) for r in rows]
@@ -98,8 +93,8 @@ async def list_customers(request: web.Request) -> web.Response:
     for row in rows:
         row["last_note"] = notes.get(str(row["id"]))
         row["orders"] = int(counts.get(str(row["id"]), 0))
-    return json_answer({"customers": rows, "total": total,
-                  "next_before": next_before})
+    return json_answer({"customers": rows, "total": total, "next_before": next_before,
+                        "next_before_id": next_before_id})
 
 
 @routes.get("/api/customers/{id}/conversations")

@@ -27,10 +27,12 @@ def paths(op: Json, json_: Json, p: Json, error: dict[str, Any]) -> dict[str, di
     return {
         "/api/customers": {"get": op(
             "Customers (the embedded CRM's contacts), newest first: a section (status), search and filters "
-            "through indexes; each with its first note by priority and its order count; next_before pages on",
-            {"200": json_({"type": "object", "required": ["customers", "total", "next_before"], "properties": {
+            "through indexes; each with its first note by priority and its order count; next_before and "
+            "next_before_id (the last row's time and id) page on as before and before_id",
+            {"200": json_({"type": "object", "required": ["customers", "total", "next_before", "next_before_id"],
+                           "properties": {
                 "customers": {"type": "array", "items": _CUSTOMER}, "total": {"type": "integer"},
-                "next_before": {"type": ["number", "null"]}}}),
+                "next_before": {"type": ["number", "null"]}, "next_before_id": {"type": ["string", "null"]}}}),
              "400": json_(error), "409": json_(error, "The embedded CRM is not used")},
             auth=["support"],
             params=[p("status", "query", {"enum": ["current", "potential"]}, required=False),
@@ -39,7 +41,8 @@ def paths(op: Json, json_: Json, p: Json, error: dict[str, Any]) -> dict[str, di
                     p("tag", "query", {"type": "string", "maxLength": 100}, required=False),
                     p("responsible", "query", required=False),
                     p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100}, required=False),
-                    p("before", "query", {"type": "number", "minimum": 0}, required=False)])},
+                    p("before", "query", {"type": "number", "minimum": 0}, required=False),
+                    p("before_id", "query", {"type": "string", "maxLength": 64}, required=False)])},
         "/api/customers/{id}/conversations": {"get": op(
             "The conversations of the customer's channel identities, latest activity first",
             {"200": json_({"type": "object", "required": ["conversations"], "properties": {

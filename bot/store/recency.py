@@ -81,6 +81,24 @@ def ordinal(member: str) -> int | None:
     return n if n is not None and str(n) == member else None
 
 
+def order(member: str, score: float) -> tuple[float, int, int, bytes]:
+    """The key that sorts members as a page lists them, with ``reverse=True``: newest first, then
+    by ``ordinal`` (the later first), then the others by their bytes, descending."""
+    n = ordinal(member)
+    return (score, 0, 0, member.encode()) if n is None else (score, 1, n, b"")
+
+
+def after(member: str, score: float, before: float | None, before_id: str | None) -> bool:
+    """Whether a page whose cursor is ``before`` (a score) and ``before_id`` (the previous page's
+    last member, None: every member at ``before`` was listed) lists ``member`` scored ``score``:
+    it comes after the cursor in the order of ``order``."""
+    if before is None:
+        return True
+    if before_id is None:
+        return score < before
+    return order(member, score) < order(before_id, before)
+
+
 def tops(key: str) -> str:
     """The sorted set bucket number -> highest score in it."""
     return f"{key}:max"
@@ -116,7 +134,11 @@ end
 #: ``a`` comes before ``b`` (newest first, ties by ``ordinal``); ``before_all(c, top, n, size)``:
 #: whether ``c`` comes before every member of bucket ``n`` whose max is ``top``; ``best(cands,
 #: want)``: the first ``want`` of them, sorted; ``offer(cands, c, want, edge)``: ``c`` into such a
-#: list whose ``want``-th is ``edge`` (or, for a deep page, an earlier ``want``-th: still a bound).
+#: list whose ``want``-th is ``edge`` (or, for a deep page, an earlier ``want``-th: still a bound);
+#: ``cursor(top, id)``: the page's cursor as a candidate (nil without ``id``), from the highest
+#: score ``top`` ('(<score>') and the id of the previous page's last member; ``tied(name, cur,
+#: floor, top)``: the members of bucket ``name`` at the cursor's score that come after it, flat
+#: {member, score, …} (the reads below the cursor's score take the rest).
 RANK_LUA = """
 local function first(a, b)
   if a[2] ~= b[2] then return a[2] > b[2] end
@@ -128,6 +150,22 @@ local function first(a, b)
     if x ~= y then return x > y end
   end
   return la > lb
+end
+local function cursor(top, id)
+  if id == '' or string.sub(top, 1, 1) ~= '(' then return nil end
+  local text = string.sub(top, 2)
+  return {id, tonumber(text), text, ordinal(id)}
+end
+local function tied(name, cur, floor, top)
+  local out = {}
+  if not cur or (top and top < cur[2]) or (floor ~= '-inf' and tonumber(floor) > cur[2]) then return out end
+  local got = redis.call('ZREVRANGEBYSCORE', name, cur[3], cur[3], 'WITHSCORES')
+  for j = 1, #got, 2 do
+    if first(cur, {got[j], cur[2], got[j + 1], ordinal(got[j])}) then
+      out[#out + 1] = got[j]; out[#out + 1] = got[j + 1]
+    end
+  end
+  return out
 end
 local function before_all(c, top, n, size)
   if c[2] ~= top then return c[2] > top end
@@ -157,7 +195,8 @@ local function offer(cands, c, want, edge)  -- c into the list if it comes befor
   return cands[want]
 end
 -- The buckets of the tops ``tops`` in descending max until a page of ``want`` is certain;
--- ``read(n, floor)``: bucket ``n``'s candidates scored from ``floor`` up, a flat {member, score, …}.
+-- ``read(n, floor, top)``: bucket ``n`` (its max ``top``)'s candidates scored from ``floor`` up,
+-- a flat {member, score, …}.
 local function visit(tops, want, size, read)
   local cands, floor, edge = {}, '-inf', nil  -- edge: the page's last candidate so far
   local from = 0
@@ -168,7 +207,7 @@ local function visit(tops, want, size, read)
     for i = 1, #row, 2 do
       local top, n = tonumber(row[i + 1]), tonumber(row[i])
       if edge and before_all(edge, top, n, size) then return cands end
-      local got = read(n, floor)
+      local got = read(n, floor, top)
       for j = 1, #got, 2 do
         local c = {got[j], tonumber(got[j + 1]), got[j + 1], ordinal(got[j])}
         if edge then edge = offer(cands, c, want, edge) else cands[#cands + 1] = c end
@@ -231,15 +270,17 @@ def remove(pipe: Any, key: str, member: str) -> None:
 
 #: The newest-first page: KEYS[1] the ``tops``, KEYS[2] the ``count``; ARGV[1] the index's key,
 #: ARGV[2] the highest score ('+inf', or '(<before>'), ARGV[3] offset, ARGV[4] limit, ARGV[5]
-#: ``BUCKET``. Returns {count, member, score, member, score, …}. Members of one score go by
-#: ``ordinal``, the later first: the buckets of one max are listed by number, descending, so a
-#: page stops at the first bucket whose members all come after its last candidate.
+#: ``BUCKET``, ARGV[6] the cursor's id ('' for none: with one, the members at ``before`` that come
+#: after that id are listed too). Returns {count, member, score, member, score, …}. Members of one
+#: score go by ``ordinal``, the later first: the buckets of one max are listed by number,
+#: descending, so a page stops at the first bucket whose members all come after its last candidate.
 PAGE = NAME_LUA + RANK_LUA + """
 local offset, limit, size = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local want = offset + limit
+local cur = cursor(ARGV[2], ARGV[6])
 local total = tonumber(redis.call('GET', KEYS[2]) or '0')
 if limit <= 0 or offset >= total then return {total} end  -- (a hostile offset costs nothing)
-local cands = visit(KEYS[1], want, size, function(n, floor)
+local cands = visit(KEYS[1], want, size, function(n, floor, top)
   local name = bucket(ARGV[1], n)
   local got = redis.call('ZREVRANGEBYSCORE', name, ARGV[2], floor, 'WITHSCORES', 'LIMIT', 0, want + 1)
   if #got == 2 * want + 2 then  -- one more than needed: if cut within a score, all of its (``ordinal``)
@@ -249,17 +290,24 @@ local cands = visit(KEYS[1], want, size, function(n, floor)
       for _, v in ipairs(redis.call('ZREVRANGEBYSCORE', name, last, last, 'WITHSCORES')) do got[#got + 1] = v end
     else got[k] = nil; got[k - 1] = nil end
   end
+  for _, v in ipairs(tied(name, cur, floor, top)) do got[#got + 1] = v end
   return got
 end)
 return reply(total, cands, offset, want)
 """
 
 
-def queue_page(pipe: Any, key: str, *, offset: int, limit: int, before: float | None) -> None:
-    """Queue ``PAGE``: the members of ``key`` newest first (``before``: only those scored below),
-    ``offset`` of them skipped, ``limit`` at most; its reply goes to ``page_of``."""
-    top = "+inf" if before is None else f"({before!r}"
-    pipe.eval(PAGE, 2, tops(key), count(key), key, top, offset, limit, BUCKET)
+def top_of(before: float | None) -> str:
+    """A page's highest score as the scripts take it: '+inf', or '(<before>' (below ``before``)."""
+    return "+inf" if before is None else f"({float(before)!r}"
+
+
+def queue_page(pipe: Any, key: str, *, offset: int, limit: int, before: float | None,
+               before_id: str | None = None) -> None:
+    """Queue ``PAGE``: the members of ``key`` newest first (``before``: only those that come after
+    the cursor, see ``after``), ``offset`` of them skipped, ``limit`` at most; its reply goes to
+    ``page_of``."""
+    pipe.eval(PAGE, 2, tops(key), count(key), key, top_of(before), offset, limit, BUCKET, before_id or "")
 
 
 def page_of(reply: Sequence[Any]) -> tuple[list[tuple[str, float]], int]:
@@ -267,11 +315,11 @@ def page_of(reply: Sequence[Any]) -> tuple[list[tuple[str, float]], int]:
     return [(text(reply[i]), float(reply[i + 1])) for i in range(1, len(reply), 2)], int(reply[0])
 
 
-async def page(redis: Any, key: str, *, offset: int = 0, limit: int = 50,
-               before: float | None = None) -> tuple[list[tuple[str, float]], int]:
+async def page(redis: Any, key: str, *, offset: int = 0, limit: int = 50, before: float | None = None,
+               before_id: str | None = None) -> tuple[list[tuple[str, float]], int]:
     """The page of ``queue_page``, and the index's member count: one round trip."""
     pipe = redis.pipeline(transaction=False)
-    queue_page(pipe, key, offset=offset, limit=limit, before=before)
+    queue_page(pipe, key, offset=offset, limit=limit, before=before, before_id=before_id)
     (reply,) = await pipe.execute()
     return page_of(reply)
 

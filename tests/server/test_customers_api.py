@@ -17,7 +17,6 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
-from bot.server import customers_api
 from bot.server.keys import SERVICES
 from bot.server.orders_live import FEED
 from crm_bridge import idsets
@@ -134,61 +133,82 @@ async def test_orders_count_on_the_row_and_the_first_order_makes_a_customer_curr
     assert [(c["name"], c["orders"]) for c in (await _list(http, status="potential"))["customers"]] == [("Emre", 0)]
 
 
+async def _walk(http: ClientSession, **params: Any) -> list[str]:
+    """Every page's names, each page asked with the previous page's cursor."""
+    seen: list[str] = []
+    query: dict[str, Any] = dict(params)
+    for _ in range(1000):  # a listing that never ends fails
+        body = await _list(http, **query)
+        seen += _names(body)
+        if body["next_before"] is None:
+            assert body["next_before_id"] is None
+            return seen
+        assert len(body["customers"]) == int(params.get("limit", 50))
+        query["before"], query["before_id"] = body["next_before"], body["next_before_id"]
+    raise AssertionError("the pages never end")
+
+
 async def test_pages_follow_next_before(http: ClientSession) -> None:
     for n in range(7):
         await _contact(http, name=f"Page {n}", tags=["paged"])
-    seen: list[str] = []
-    params: dict[str, Any] = {"tag": "paged", "limit": 3}
-    while True:
-        body = await _list(http, **params)
-        seen += _names(body)
-        assert body["total"] == 7
-        if body["next_before"] is None:
-            break
-        params["before"] = body["next_before"]
-    assert seen == [f"Page {n}" for n in reversed(range(7))]
+    assert await _walk(http, tag="paged", limit=3) == [f"Page {n}" for n in reversed(range(7))]
+    body = await _list(http, tag="paged", limit=3)
+    assert body["total"] == 7 and body["next_before_id"] == body["customers"][-1]["id"]
+    assert body["next_before"] == body["customers"][-1]["updated_at"]
 
 
-@pytest.mark.parametrize("params", [{"tag": "tied"}, {}, {"q": "tied"}])
-async def test_customers_sharing_a_pages_last_time_are_not_skipped(server: TestServer, http: ClientSession,
-                                                                   params: dict[str, Any]) -> None:
-    """The next page reads from below the last row's time: customers written at that very time
-    (an import, a clock's coarse tick) all go on the page that ends there."""
+@pytest.mark.parametrize("params", [{"tag": "tied"}, {}, {"q": "tied"}, {"status": "potential"}])
+async def test_customers_sharing_one_time_are_each_listed_once_whatever_their_number(
+        server: TestServer, http: ClientSession, params: dict[str, Any]) -> None:
+    """Customers written at one time (an import, a clock's coarse tick), more than the largest page
+    and than a search's page: each listed once, by id, between the newer and the older ones,
+    whatever the page's size (a page used to take its last time's ties along, 100 at most)."""
     directory = server.app[SERVICES].directory
     assert directory is not None
     directory.crm.clock = lambda: 1_700_000_000.25
-    for n in range(6):
-        await _contact(http, name=f"Tied {n}", tags=["tied"])
+    ids = [int(await _contact(http, name=f"Tied {n}", tags=["tied"])) for n in range(230)]
     directory.crm.clock = lambda: 1_699_999_999.5
     await _contact(http, name="Oldest tied", tags=["tied"])
     directory.crm.clock = time.time
     await _contact(http, name="Newest tied", tags=["tied"])
-    for limit in (1, 2, 4):
-        seen: list[str] = []
-        query: dict[str, Any] = {**params, "limit": limit}
-        while True:
-            body = await _list(http, **query)
-            seen += _names(body)
-            if body["next_before"] is None:
-                break
-            query["before"] = body["next_before"]
-        assert seen[0] == "Newest tied" and seen[-1] == "Oldest tied", (params, limit)
-        assert sorted(seen[1:-1]) == [f"Tied {n}" for n in range(6)], (params, limit)
+    tied = [f"Tied {ids.index(i)}" for i in sorted(ids, reverse=True)]  # one time: the later id first
+    for limit in (1, 7, 100):
+        if limit == 1 and params:
+            continue  # (one walk of 232 pages is enough)
+        assert await _walk(http, **params, limit=limit) == ["Newest tied", *tied, "Oldest tied"], (params, limit)
 
 
-async def test_a_page_takes_up_to_max_ties_customers_beyond_its_own_at_its_last_time(
-        server: TestServer, http: ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``MAX_TIES`` more than the page's own rows at its last time (they counted against it: the
-    customers past it were skipped by the next page, which reads from below that time)."""
-    monkeypatch.setattr(customers_api, "MAX_TIES", 3)
+async def test_an_older_clients_cursor_lists_the_customers_written_earlier(server: TestServer,
+                                                                          http: ClientSession) -> None:
+    """``before`` without ``before_id`` (a client of an older version): the customers written
+    before that time, as it was."""
     directory = server.app[SERVICES].directory
     assert directory is not None
-    directory.crm.clock = lambda: 1_700_000_000.25
-    for n in range(5):
-        await _contact(http, name=f"Tied {n}", tags=["tied"])
+    for n, at in enumerate((100.0, 200.0, 200.0, 300.0)):
+        directory.crm.clock = lambda at=at: at
+        await _contact(http, name=f"At {n}", tags=["old"])
     directory.crm.clock = time.time
-    body = await _list(http, tag="tied", limit=2)
-    assert sorted(_names(body)) == [f"Tied {n}" for n in range(5)]
+    assert _names(await _list(http, tag="old", before=200.0)) == ["At 0"]
+    assert _names(await _list(http, tag="old", before=300.0)) == ["At 2", "At 1", "At 0"]
+
+
+async def test_a_search_pages_past_customers_no_recency_index_knows(server: TestServer, http: ClientSession,
+                                                                   redis: Redis) -> None:
+    """A contact missing from the recency index (written by a tool, an index lost) is found by a
+    search, last, as if written at 0: the pages go on past it one at a time."""
+    from bot.store import recency
+    from crm_bridge.indexes import recent_key
+
+    names = [f"Lost {n}" for n in range(3)]
+    for name in names:
+        cid = await _contact(http, name=name)
+        pipe = redis.pipeline(transaction=False)
+        recency.remove(pipe, recent_key("contact"), cid)
+        await pipe.execute()
+    await _contact(http, name="Lost but indexed")
+    assert await _walk(http, q="lost", limit=1) == ["Lost but indexed", *reversed(names)]
+    body = await _list(http, q="lost", limit=2, before=0, before_id=(await _list(http, q="lost"))["customers"][1]["id"])
+    assert _names(body) == ["Lost 1", "Lost 0"] and body["customers"][0]["updated_at"] is None
 
 
 async def test_a_filter_reads_only_the_page_not_every_contact(http: ClientSession, redis: Redis) -> None:
@@ -296,6 +316,9 @@ async def _contact_of(http: ClientSession, cid: str) -> str | None:
     ({"before": "-1"}, 400),
     ({"before": "inf"}, 400),
     ({"before": "nope"}, 400),
+    ({"before": "1", "before_id": "7\x00"}, 400),
+    ({"before": "1", "before_id": "9" * 65}, 400),
+    ({"before": "1", "before_id": "no such id"}, 200),
     ({"limit": "100000"}, 200),  # clamped
 ])
 async def test_hostile_queries_are_clear_4xx(http: ClientSession, params: dict[str, str], status: int) -> None:

@@ -79,14 +79,15 @@
     if (sel.value !== keep) sel.value = "";
   }
 
-  function query(status, before) {
+  // cursor: null for the first page, else {before, id}: the previous page's last time and id
+  function query(status, cursor) {
     var parts = ["status=" + status, "limit=50"];
     var q = $("cu-search").value.trim();
     if (q) parts.push("q=" + enc(q));
     [["temperature", "cu-temperature"], ["tag", "cu-tag"], ["responsible", "cu-responsible"]].forEach(function (f) {
       if ($(f[1]).value) parts.push(f[0] + "=" + enc($(f[1]).value));
     });
-    if (before) parts.push("before=" + before);
+    if (cursor) parts.push("before=" + cursor.before, "before_id=" + enc(cursor.id));
     return "/api/customers?" + parts.join("&");
   }
 
@@ -96,17 +97,18 @@
     return Promise.all(SECTIONS.map(function (s) { return loadSection(s, null, gen); }));
   }
 
-  function loadSection(status, before, gen) {
-    return api("GET", query(status, before)).then(function (res) {
+  function loadSection(status, cursor, gen) {
+    return api("GET", query(status, cursor)).then(function (res) {
       if (gen !== C.gen) return;
       var list = $("cu-list-" + status);
       if (res.status !== 200) { notice(errorText(res), "error"); return; }
-      if (!before) list.textContent = "";
+      if (!cursor) list.textContent = "";
       res.body.customers.forEach(function (c) { list.appendChild(row(c)); });
       $("cu-count-" + status).textContent = String(res.body.total);
       $("cu-empty-" + status).hidden = list.children.length > 0;
-      C.more[status] = res.body.next_before;
-      $("cu-more-" + status).hidden = res.body.next_before === null || res.body.next_before === undefined;
+      var last = res.body.next_before;
+      C.more[status] = last === null || last === undefined ? null : {before: last, id: res.body.next_before_id};
+      $("cu-more-" + status).hidden = C.more[status] === null;
     });
   }
 
