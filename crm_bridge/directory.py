@@ -245,7 +245,7 @@ class CrmDirectory:
             found = await self._search_ids(kind, q, keys, excluded)
             listed = [(i, at) for i, at in found if recency.after(i, at or 0.0, before, before_id)]
             page = listed[offset:offset + limit]
-            return await self._present(kind, await self.get_many(kind, [i for i, _ in page]), dict(page)), len(listed)
+            return await self._present(kind, await self.get_many(kind, [i for i, _ in page]), dict(page)), len(found)
         if offset > MAX_OFFSET:  # past the end: an empty page (its script visits no bucket); else refused
             _, total = await recent.listing(self.redis, kind, keys, excluded, offset=0, limit=0, before=None)
             if offset < total:

@@ -162,7 +162,7 @@ local want = offset + limit
 if limit <= 0 or offset >= members then return {total} end
 local cands = visit(KEYS[1], want, size, function(n, floor, top)
   local got = redis.call('ZREVRANGEBYSCORE', bucket(recent, n), ARGV[4], floor, 'WITHSCORES')
-  for _, v in ipairs(tied(bucket(recent, n), cur, floor, top)) do got[#got + 1] = v end
+  for _, v in ipairs(tied(bucket(recent, n), cur, floor, top, n, size)) do got[#got + 1] = v end
   local m, keep = {}, {}
   for j = 1, #got, 2 do m[#m + 1] = got[j]; keep[#m] = true end
   local sfx = n >= 0 and (':b:' .. math.floor(n * size / per)) or ':x'

@@ -73,7 +73,9 @@ async def list_customers(request: web.Request) -> web.Response:
     before = query_number(request, "before", None, minimum=0, maximum=MAX_TIMESTAMP)
     # the previous page's last id: the customers of its time after that one (without it, an older
     # client's cursor: only those written earlier)
-    before_id = _text(request, "before_id", request.query.get("before_id", ""), MAX_USER) or None
+    before_id = request.query.get("before_id") or None  # an id as the last page gave it: not stripped
+    if before_id is not None and (len(before_id) > MAX_USER or holds_control(before_id)):
+        raise _bad(request, "before_id", f"before_id is at most {MAX_USER} characters, without control characters")
     try:
         rows, total = await directory.search("contact", q=search, filters=filters, limit=limit + 1, before=before,
                                              before_id=before_id)

@@ -137,8 +137,10 @@ end
 #: list whose ``want``-th is ``edge`` (or, for a deep page, an earlier ``want``-th: still a bound);
 #: ``cursor(top, id)``: the page's cursor as a candidate (nil without ``id``), from the highest
 #: score ``top`` ('(<score>') and the id of the previous page's last member; ``tied(name, cur,
-#: floor, top)``: the members of bucket ``name`` at the cursor's score that come after it, flat
-#: {member, score, …} (the reads below the cursor's score take the rest).
+#: floor, top, n, size)``: the members of bucket ``name`` (number ``n``) at the cursor's score
+#: that come after it, flat {member, score, …} (the reads below the cursor's score take the rest;
+#: a number bucket above the cursor's costs a short read, not all its ties: an import's thousands
+#: of records of one time are read a page at a time).
 RANK_LUA = """
 local function first(a, b)
   if a[2] ~= b[2] then return a[2] > b[2] end
@@ -156,15 +158,33 @@ local function cursor(top, id)
   local text = string.sub(top, 2)
   return {id, tonumber(text), text, ordinal(id)}
 end
-local function tied(name, cur, floor, top)
+local function tied(name, cur, floor, top, n, size)
   local out = {}
   if not cur or (top and top < cur[2]) or (floor ~= '-inf' and tonumber(floor) > cur[2]) then return out end
-  local got = redis.call('ZREVRANGEBYSCORE', name, cur[3], cur[3], 'WITHSCORES')
-  for j = 1, #got, 2 do
-    if first(cur, {got[j], cur[2], got[j + 1], ordinal(got[j])}) then
-      out[#out + 1] = got[j]; out[#out + 1] = got[j + 1]
+  local function keep(got)
+    for j = 1, #got, 2 do
+      if first(cur, {got[j], cur[2], got[j + 1], ordinal(got[j])}) then
+        out[#out + 1] = got[j]; out[#out + 1] = got[j + 1]
+      end
     end
   end
+  if n >= 0 and (not cur[4] or n * size > cur[4]) then
+    -- a number bucket whose every counter's id comes before the cursor: only its ids written with
+    -- leading zeros (no ordinal) may come after it; one score lists them first (by their bytes)
+    local from = 0
+    while true do
+      local got = redis.call('ZRANGEBYSCORE', name, cur[3], cur[3], 'WITHSCORES', 'LIMIT', from, 4)
+      local zeros = {}
+      for j = 1, #got, 2 do
+        if string.sub(got[j], 1, 1) ~= '0' then keep(zeros); return out end
+        if #got[j] > 1 then zeros[#zeros + 1] = got[j]; zeros[#zeros + 1] = got[j + 1] end  -- ('0': a counter's)
+      end
+      keep(zeros)
+      if #got < 8 then return out end
+      from = from + 4
+    end
+  end
+  keep(redis.call('ZREVRANGEBYSCORE', name, cur[3], cur[3], 'WITHSCORES'))
   return out
 end
 local function before_all(c, top, n, size)
@@ -290,7 +310,7 @@ local cands = visit(KEYS[1], want, size, function(n, floor, top)
       for _, v in ipairs(redis.call('ZREVRANGEBYSCORE', name, last, last, 'WITHSCORES')) do got[#got + 1] = v end
     else got[k] = nil; got[k - 1] = nil end
   end
-  for _, v in ipairs(tied(name, cur, floor, top)) do got[#got + 1] = v end
+  for _, v in ipairs(tied(name, cur, floor, top, n, size)) do got[#got + 1] = v end
   return got
 end)
 return reply(total, cands, offset, want)

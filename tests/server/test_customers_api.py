@@ -134,12 +134,16 @@ async def test_orders_count_on_the_row_and_the_first_order_makes_a_customer_curr
 
 
 async def _walk(http: ClientSession, **params: Any) -> list[str]:
-    """Every page's names, each page asked with the previous page's cursor."""
+    """Every page's names, each page asked with the previous page's cursor (each page's ``total``
+    counts every match, whichever the page)."""
     seen: list[str] = []
     query: dict[str, Any] = dict(params)
+    totals: set[int] = set()
     for _ in range(1000):  # a listing that never ends fails
         body = await _list(http, **query)
         seen += _names(body)
+        totals.add(body["total"])
+        assert len(totals) == 1, totals
         if body["next_before"] is None:
             assert body["next_before_id"] is None
             return seen
