@@ -164,6 +164,28 @@ def _tie(rid: str) -> tuple[int, int, bytes]:
     return (0, 0, rid.encode())
 
 
+def _record(pipe: Any, rng: random.Random, times: dict[str, float], sets: dict[str, set[str]], key: str, rid: str,
+            at: float, *, share: float) -> None:
+    """Queue ``rid`` written at ``at`` (the lead recency index), and in each set of ``sets``
+    (``key`` + its name) with the chance ``share``; ``times`` and ``sets`` keep the reference."""
+    times[rid] = at
+    recency.add(pipe, recent_key("lead"), rid, at)
+    for name, members in sets.items():
+        if rng.random() < share:
+            members.add(rid)
+            idsets.add(pipe, key + name, rid)
+
+
+def _matching(times: dict[str, float], sets: dict[str, set[str]], within: list[str], outside: list[str]) -> set[str]:
+    """The reference's records in every set ``within`` and none ``outside``."""
+    want = set(times)
+    for name in within:
+        want &= sets[name]
+    for name in outside:
+        want -= sets[name]
+    return want
+
+
 async def test_filtered_pages_equal_a_reference_over_many_buckets(redis: Redis) -> None:
     """Random ids over many buckets (and text ids), random times with ties, sets intersected and
     excluded: every page as a sorted list in Python gives it (newest first, one time: the later id)."""
@@ -178,20 +200,11 @@ async def test_filtered_pages_equal_a_reference_over_many_buckets(redis: Redis) 
         pipe = redis.pipeline(transaction=False)
         for _ in range(1500):
             rid = str(rng.randrange(20_000)) if rng.random() < 0.95 else f"x{rng.randrange(40)}"
-            times[rid] = float(rng.randrange(400))
-            recency.add(pipe, recent_key("lead"), rid, times[rid])
-            for name, members in sets.items():
-                if rng.random() < 0.4:
-                    members.add(rid)
-                    idsets.add(pipe, key + name, rid)
+            _record(pipe, rng, times, sets, key, rid, float(rng.randrange(400)), share=0.4)
         await pipe.execute()
     cases = [(["a"], []), (["a", "b"], []), (["a"], ["c"]), (["a", "b"], ["c"]), ([], ["c"]), ([], ["b", "c"])]
     for within, outside in cases:
-        want = set(times)
-        for name in within:
-            want &= sets[name]
-        for name in outside:
-            want -= sets[name]
+        want = _matching(times, sets, within, outside)
         newest = sorted(want, key=lambda i: (times[i], _tie(i)), reverse=True)
         for offset, limit, before in ((0, 50, None), (30, 20, None), (0, 200, 200.0), (7, 1, 399.0),
                                       (900, 100, None), (300, 100, 300.0), (10**9, 50, None)):
@@ -224,19 +237,11 @@ async def test_pages_after_a_cursor_list_every_record_once_whatever_the_ties(red
     for _ in range(2000):
         rid = str(rng.randrange(3_000)) if rng.random() < 0.9 else rng.choice(("x", "x1", "y", "07", "0")) + str(
             rng.randrange(2_000))
-        times[rid] = rng.choice((100.0, 100.0, 100.0, 250.5, 7.25, float(rng.randrange(1000))))
-        recency.add(pipe, recent_key("lead"), rid, times[rid])
-        for name, members in sets.items():
-            if rng.random() < 0.5:
-                members.add(rid)
-                idsets.add(pipe, key + name, rid)
+        at = rng.choice((100.0, 100.0, 100.0, 250.5, 7.25, float(rng.randrange(1000))))
+        _record(pipe, rng, times, sets, key, rid, at, share=0.5)
     await pipe.execute()
     for within, outside in (([], []), (["a"], []), (["a", "b"], []), (["a"], ["b"]), ([], ["a"])):
-        want = set(times)
-        for name in within:
-            want &= sets[name]
-        for name in outside:
-            want -= sets[name]
+        want = _matching(times, sets, within, outside)
         newest = sorted(want, key=lambda i: recency.order(i, times[i]), reverse=True)
         assert sum(times[i] == 100.0 for i in newest) > 130  # ties past a page and a bucket
         walked: list[str] = []
