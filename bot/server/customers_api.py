@@ -45,10 +45,10 @@ def _bad(request: web.Request, name: str, message: str) -> HttpError:
     return HttpError(400, "bad_query", message, [{"parameter": name}])
 
 
-def _text(request: web.Request, name: str, value: str, max_len: int) -> str:
+def _text(request: web.Request, name: str, value: str, max_len: int, *, strip: bool = True) -> str:
     if len(value) > max_len or holds_control(value):
         raise _bad(request, name, f"{name} is at most {max_len} characters, without control characters")
-    return value.strip()
+    return value.strip() if strip else value
 
 
 def _filters(request: web.Request) -> dict[str, Any]:
@@ -71,11 +71,9 @@ async def list_customers(request: web.Request) -> web.Response:
     search = _text(request, "q", request.query.get("q", ""), MAX_Q) or None
     limit = int(query_number(request, "limit", 50, minimum=1, maximum=MAX_LIMIT, integer=True, clamp=True))
     before = query_number(request, "before", None, minimum=0, maximum=MAX_TIMESTAMP)
-    # the previous page's last id: the customers of its time after that one (without it, an older
-    # client's cursor: only those written earlier)
-    before_id = request.query.get("before_id") or None  # an id as the last page gave it: not stripped
-    if before_id is not None and (len(before_id) > MAX_USER or holds_control(before_id)):
-        raise _bad(request, "before_id", f"before_id is at most {MAX_USER} characters, without control characters")
+    # the previous page's last id, as it gave it (not stripped): the customers of its time after
+    # that one (without it, an older client's cursor: only those written earlier)
+    before_id = _text(request, "before_id", request.query.get("before_id", ""), MAX_USER, strip=False) or None
     try:
         rows, total = await directory.search("contact", q=search, filters=filters, limit=limit + 1, before=before,
                                              before_id=before_id)

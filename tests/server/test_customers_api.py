@@ -323,6 +323,8 @@ async def _contact_of(http: ClientSession, cid: str) -> str | None:
     ({"before": "1", "before_id": "7\x00"}, 400),
     ({"before": "1", "before_id": "9" * 65}, 400),
     ({"before": "1", "before_id": "no such id"}, 200),
+    ({"before_id": "5"}, 200),  # without a time: no cursor
+    ({"before": "nan", "before_id": "5"}, 400),
     ({"limit": "100000"}, 200),  # clamped
 ])
 async def test_hostile_queries_are_clear_4xx(http: ClientSession, params: dict[str, str], status: int) -> None:
