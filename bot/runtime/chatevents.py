@@ -3,10 +3,13 @@
 Every customer message of a conversation whose CRM lead is known may concern a rule, so this
 sits on the hot path. It stays cheap in two ways:
 
-- **Only when a rule listens.** ``ChatEvents`` keeps, per process, the pipelines whose active
-  automation document has a rule ``on`` a chat event (refreshed every ``ttl`` seconds, and at
-  once when this process stores or activates a document). No such pipeline, nothing is done —
-  not even a Redis command. With a CRM snapshot at hand, a lead of another pipeline is skipped.
+- **Only when something listens.** ``ChatEvents`` keeps, per process, the pipelines whose active
+  automation document needs chat events: a rule ``on`` one, an ``idle`` rule (a customer's
+  message is an event: the lead is not idle), a trigger or a scoring entry ``on`` one (refreshed
+  every ``ttl`` seconds, and at once when this process stores or activates a document). A loaded
+  flow that waits for one or counts one as a goal (a process's pause ``on: "event"``) makes
+  every lead's messages events. Nothing listening, nothing is done — not even a Redis command.
+  With a CRM snapshot at hand, a lead of another pipeline is skipped.
 - **No round trip of its own.** The event goes onto the lead's queue as plain commands (``RPUSH``
   to the inbox, ``ZADD`` to the recovery set) sent with the conversation's save in the same
   round trip; the lead queue is then handled in the background (``LeadService.kick``), or by
@@ -24,34 +27,46 @@ from typing import Any
 from ..engine import events as ev
 from .leads import LeadService, encode_lead_event, lead_cid
 
-#: The rule kinds (``on``) that need these events.
+#: The event types this module emits (a rule's ``on``, a trigger's or a scoring entry's).
 CHAT_KINDS = frozenset({"chat.first_message", "chat.message"})
+#: Rule kinds that hear every event of the lead: its messages too.
+EVERY_EVENT = frozenset({"idle"})
 #: What an event's ``data`` keeps of the message text.
 TEXT_MAX = 500
 
 
 def chat_pipelines(documents: list[Any]) -> frozenset[str]:
-    """The pipelines of these (active) documents that have a rule on a chat event."""
+    """The pipelines of these (active) documents that need chat events: a rule on one or on
+    every event (``idle``), a trigger or a scoring entry on one."""
     out = set()
     for doc in documents:
-        if not isinstance(doc, Mapping):
-            continue
-        for rule in doc.get("rules") or ():
-            on = rule.get("on") if isinstance(rule, Mapping) else None
-            kinds = {on} if isinstance(on, str) else set(on or ())
-            if kinds & CHAT_KINDS:
-                out.add(str(doc.get("pipeline")))
-                break
+        if isinstance(doc, Mapping) and _needs_chat(doc):
+            out.add(str(doc.get("pipeline")))
     return frozenset(out)
+
+
+def _needs_chat(doc: Mapping[str, Any]) -> bool:
+    for rule in doc.get("rules") or ():
+        if _kinds(rule) & (CHAT_KINDS | EVERY_EVENT):
+            return True
+    return any(_kinds(entry) & CHAT_KINDS for key in ("triggers", "scoring") for entry in doc.get(key) or ())
+
+
+def _kinds(entry: object) -> set[str]:
+    """An entry's ``on``: one type or a list of them."""
+    on = entry.get("on") if isinstance(entry, Mapping) else None
+    return {on} if isinstance(on, str) else {k for k in on if isinstance(k, str)} if isinstance(on, list) else set()
 
 
 class ChatEvents:
     """Turns a conversation's customer messages into lead events (see the module docstring)."""
 
     def __init__(self, leads: LeadService, load: Callable[[], Awaitable[frozenset[str]]], *, ttl: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, hears: Callable[[str], bool] | None = None) -> None:
         self.leads = leads
         self._load = load
+        #: ``type -> whether a loaded flow waits for or counts it`` (``FlowInterest.hears``).
+        self._hears = hears
         self.ttl = ttl
         self.clock = clock
         self._pipelines: frozenset[str] = frozenset()
@@ -74,12 +89,13 @@ class ChatEvents:
                        at: float) -> list[tuple[Any, ...]]:
         """The commands queueing this message's events on the lead's queue (none when no rule of the
         lead's pipeline listens), to be sent with the conversation's save."""
-        pipelines = await self.listening()
-        if not pipelines:
-            return []
-        pipeline = (snapshot.get("lead") or {}).get("pipeline") if snapshot else None
-        if pipeline is not None and str(pipeline) not in pipelines:
-            return []
+        if not (self._hears is not None and any(self._hears(kind) for kind in CHAT_KINDS)):
+            pipelines = await self.listening()
+            if not pipelines:
+                return []
+            pipeline = (snapshot.get("lead") or {}).get("pipeline") if snapshot else None
+            if pipeline is not None and str(pipeline) not in pipelines:
+                return []
         data = {"text": message.text[:TEXT_MAX], "kind": message.kind, "channel": channel, "account": account,
                 "conversation": cid}
         base = f"chat:{cid}:{message.message_id}" if message.message_id else None

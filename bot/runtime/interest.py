@@ -7,7 +7,8 @@ a goal, or re-checks a condition at every event (a pause ``on: "condition"``) do
 types are forwarded too — all types but page views while any loaded flow has a condition pause
 (so that costs every conversation with such a lead a turn per CRM change: use it knowingly). Read from the
 flows this process has loaded (every active version from the start, kept in step by the bots
-listener), so it costs no round trip; the customer's own chat messages are never sent back.
+listener), so it costs no round trip; the customer's own chat messages are never sent back to
+their conversation, but reach the contact's processes that wait for them (``hears``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ class FlowInterest:
     def goal(self, event_type: str) -> bool:
         self._update()
         return event_type in self._goals
+
+    def hears(self, event_type: str) -> bool:
+        """Whether some loaded flow waits for ``event_type`` by name or counts it as a goal,
+        whatever its source: a process hears its contact's chat messages (another conversation
+        than theirs; a condition pause's every event does not make them sent)."""
+        self._update()
+        return event_type in self._types
 
     def wants(self, source: str, event_type: str) -> bool:
         if source in OWN_SOURCES:

@@ -217,6 +217,9 @@ class LeadService(QueueProcessor[Prefetched]):
         self.listens: Callable[[str, str], bool] | None = None
         #: Set by the services: whether a flow counts events of this type as a goal (``FlowInterest.goal``).
         self.goals: Callable[[str], bool] | None = None
+        #: Set by the services: whether a flow waits for this type by name (``FlowInterest.hears``):
+        #: the contact's chat messages then reach their processes.
+        self.hears: Callable[[str], bool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: lead id -> the contact its last batch used: whose snapshot to read along (bounded, LRU).
         self._contacts: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -524,11 +527,13 @@ class LeadService(QueueProcessor[Prefetched]):
 
     def _to_processes(self, event: LeadEvent) -> bool:
         """Whether the event goes to the contact's processes: not one of the sources kept from
-        them (``PROCESS_UNFORWARDED``), unless a flow listens to its type (as ``_forwarded``)."""
+        them (``PROCESS_UNFORWARDED``), unless a flow listens to its type (as ``_forwarded``), or
+        the customer's messages when a flow waits for them by name (a process waiting for a reply)."""
         if self.processes is None:
             return False
         return event.source not in PROCESS_UNFORWARDED or (
-            self.listens is not None and self.listens(event.source, event.type))
+            self.listens is not None and self.listens(event.source, event.type)) or (
+            event.source == "chat" and self.hears is not None and self.hears(event.type))
 
     def _forwarded(self, event: LeadEvent) -> bool:
         """Whether the event goes to the lead's conversation (see ``_forward``): also one of a

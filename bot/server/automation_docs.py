@@ -75,7 +75,7 @@ class AutomationDocuments:
                    crm=crm, bots=bots, jobs=jobs, chat=chat)
 
     async def chat_pipelines(self) -> frozenset[str]:
-        """The pipelines whose active document has a rule on a chat event (``ChatEvents``)."""
+        """The pipelines whose active document needs chat events (``ChatEvents``)."""
         found = []
         for doc_id in await self.documents.ids():
             try:

@@ -243,6 +243,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         interest = FlowInterest(bots.loaded)
         leads.listens = interest.wants  # events flows wait for or count as goals
         leads.goals = interest.goal  # ... and those a finished process still counts
+        leads.hears = interest.hears  # ... and the chat messages a process waits for
         if isinstance(crm, RedisCrm):
             crm.sink = leads  # every change of the embedded CRM emits its events onto the lead queues
         if is_kommo(crm):  # our moves in Kommo emit their events; webhooks' stage ids get names
@@ -314,7 +315,8 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         services.jobs = ApplyJobs(redis, leads, pacer=pacer) if isinstance(crm, RedisCrm) \
             else ApplyJobs(redis, leads, lister=crm, pacer=pacer) if is_kommo(crm) \
             else None  # Kommo's: listed by API
-        services.chat = ChatEvents(leads, AutomationDocuments.of(redis, crm, bots).chat_pipelines)
+        services.chat = ChatEvents(leads, AutomationDocuments.of(redis, crm, bots).chat_pipelines,
+                                   hears=interest.hears)
         conversations.chat = services.chat
         automation_docs = AutomationDocuments.of(redis, crm, bots, services.jobs, services.chat)
         pipelines: Mapping[str, Sequence[str]] = await crm_pipelines(crm) if isinstance(crm, RedisCrm) \

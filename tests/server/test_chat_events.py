@@ -1,6 +1,7 @@
 
 """Event sources over real HTTP and Redis: a customer's live chat messages land on the lead's
-queue as ``chat.message`` once a rule listens to them (and not before), the first one also as
+queue as ``chat.message`` once a rule listens to them (and not before; triggers, scoring, ``idle``
+rules and processes: test_chat_listeners.py), the first one also as
 ``chat.first_message``; a hosted form sent emits ``form.submitted`` on its lead."""
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ async def _chat_events(http: ClientSession, lead: str) -> list[tuple[str, str]]:
 
 
 def _without_chat_rules() -> dict[str, Any]:
+    """The example without its rules on chat events nor its ``idle`` rule (which hears every event)."""
     doc = copy.deepcopy(EXAMPLE)
-    doc["rules"] = [r for r in doc["rules"] if not {"chat.message", "chat.first_message"} & set(r["on"])]
+    doc["rules"] = [r for r in doc["rules"] if not {"chat.message", "chat.first_message", "idle"} & set(r["on"])]
     return doc
 
 
