@@ -81,6 +81,32 @@ def lead_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any], *,
     return out
 
 
+#: A contact record's keys that are not attributes a rule watches (tags have their own events
+#: on leads only; ``fields`` are watched one by one as ``contact.fields.<name>``).
+_CONTACT_UNWATCHED = frozenset({"id", "fields", "tags"})
+
+
+def contact_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any], lead_ids: Sequence[str], *,
+                    depth: int = 0) -> list[Change]:
+    """``lead.field_changed`` for each changed attribute (``contact.email``, ``contact.score``)
+    and custom field (``contact.fields.city``) of a contact that existed before, on each of
+    ``lead_ids`` (its leads: a rule is a stage's, and a lead queue holds every event)."""
+    if before is None or not lead_ids:
+        return []
+    cid = str(after["id"])
+    moved: list[tuple[str, Any, Any]] = []
+    for name in dict.fromkeys([*before, *after]):
+        if name not in _CONTACT_UNWATCHED and before.get(name) != after.get(name):
+            moved.append((f"contact.{name}", before.get(name), after.get(name)))
+    old_fields: Mapping[str, Any] = before.get("fields") or {}
+    new_fields: Mapping[str, Any] = after.get("fields") or {}
+    for name in dict.fromkeys([*old_fields, *new_fields]):
+        if old_fields.get(name) != new_fields.get(name):
+            moved.append((f"contact.fields.{name}", old_fields.get(name), new_fields.get(name)))
+    return [Change("lead.field_changed", str(lid), {"field": field, "from": old, "to": new}, cid, depth)
+            for lid in lead_ids for field, old, new in moved]
+
+
 def contact_created(contact_id: str, lead_id: str, *, depth: int = 0) -> Change:
     """A new contact, as an event of the lead it came with (a lead queue holds every event)."""
     return Change("contact.created", lead_id, {"contact": contact_id}, contact_id, depth)

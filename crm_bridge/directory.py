@@ -24,7 +24,7 @@ from bot.store.scripts import DROP_IF_HELD
 
 from . import idsets, recent, records
 from .card import CARD_FIELDS, card_of, card_value
-from .changes import Change, lead_changes
+from .changes import Change, contact_changes, contact_created, lead_changes
 from .codec import pack_record, text, unpack, unpack_record
 from .indexes import (
     SEARCH_CANDIDATES,
@@ -189,9 +189,13 @@ class CrmDirectory:
         raws = await records.get_many(self.redis, kind, ids)
         return [unpack_record(raw, rid) for rid, raw in zip(ids, raws, strict=True) if raw]
 
-    async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
-        """Write one record, its index changes and (a lead's) CRM events in one MULTI/EXEC."""
-        changes = lead_changes(old, new) if kind == "lead" else []
+    async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any],
+                    changes: list[Change] | None = None) -> None:
+        """Write one record, its index changes and its CRM events (``changes``, by default a
+        lead's diff, or a contact's on each of its leads) in one MULTI/EXEC."""
+        if changes is None:
+            changes = lead_changes(old, new) if kind == "lead" else contact_changes(
+                old, new, (await leads_of(self.redis, [rid]))[rid] if old is not None else [])
         pipe = self.crm.write_pipeline(changes)  # carries the changes' events
         self._write(pipe, kind, rid, old, new)
         await pipe.execute()
@@ -429,8 +433,9 @@ class CrmDirectory:
         return item
 
     async def create_lead(self, data: Mapping[str, Any], *, contact_id: str | None = None) -> dict[str, Any]:
+        first = contact_id is not None and not (await leads_of(self.redis, [contact_id]))[contact_id]
         record = await self._new_lead(data, contact_id)
-        await self._save("lead", record["id"], None, record)
+        await self._save("lead", record["id"], None, record, self._born(record, contact_id if first else None))
         return (await self._present("lead", [record]))[0]
 
     async def _new_lead(self, data: Mapping[str, Any], contact_id: str | None) -> dict[str, Any]:
@@ -456,7 +461,7 @@ class CrmDirectory:
         if is_cluster(self.redis):
             return await self._open_lead_cluster(cid, claim)
         for _ in range(LEAD_CLAIM_TRIES):
-            newest = await self._newest_open_lead(cid)
+            newest, first = await self._newest_open_lead(cid)
             if newest is not None:
                 return newest
             record = await self._new_lead({}, cid)  # its id is taken before the watch: one connection
@@ -467,7 +472,7 @@ class CrmDirectory:
                     return newest
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.set(claim, record["id"], px=LEAD_CLAIM_MS)
-                changes = lead_changes(None, record)
+                changes = self._born(record, cid if first else None)
                 self._write(pipe, "lead", record["id"], None, record, changes)
                 try:
                     await pipe.execute()
@@ -479,14 +484,14 @@ class CrmDirectory:
 
     async def _open_lead_cluster(self, cid: str, claim: str) -> str:
         for _ in range(LEAD_CLAIM_TRIES):
-            newest = await self._newest_open_lead(cid)
+            newest, first = await self._newest_open_lead(cid)
             if newest is not None:
                 return newest
             record = await self._new_lead({}, cid)
             lid = str(record["id"])
             if await self.redis.set(claim, lid, nx=True, px=LEAD_CLAIM_MS):
                 try:
-                    await self._save("lead", lid, None, record)
+                    await self._save("lead", lid, None, record, self._born(record, cid if first else None))
                 except BaseException:  # the claim must not name a lead that never comes
                     await self.redis.eval(DROP_IF_HELD, 1, claim, lid)
                     raise
@@ -504,9 +509,17 @@ class CrmDirectory:
             await self.redis.eval(DROP_IF_HELD, 1, claim, lid)
         raise CrmRejected(f"the leads of contact {cid} are being changed by others right now; try again")
 
-    async def _newest_open_lead(self, cid: str) -> str | None:
+    async def _newest_open_lead(self, cid: str) -> tuple[str | None, bool]:
+        """The contact's newest open lead, and whether it has no lead at all yet."""
         lead_ids = (await leads_of(self.redis, [cid]))[cid]
-        return newest_open(await self.get_many("lead", lead_ids))
+        return newest_open(await self.get_many("lead", lead_ids)), not lead_ids
+
+    @staticmethod
+    def _born(lead: Mapping[str, Any], contact_id: str | None) -> list[Change]:
+        """A new lead's events; with ``contact_id``, its contact's first lead: ``contact.created``
+        too (an event concerns a lead: a contact made alone is announced with its first one)."""
+        born = lead_changes(None, lead)
+        return born if contact_id is None else [*born, contact_created(contact_id, str(lead["id"]))]
 
     async def update_lead(self, lid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
         self._check_keys("lead", patch, LEAD_KEYS)

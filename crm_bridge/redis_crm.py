@@ -31,7 +31,7 @@ from bot.store.resp import RespClient, RespPipeline, RespTransaction
 from bot.store.scripts import Lua, send_commands
 
 from . import idsets, joined, records
-from .changes import Change, ChangeSink, contact_created, lead_changes, task_changes
+from .changes import Change, ChangeSink, contact_changes, contact_created, lead_changes, task_changes
 from .codec import pack, pack_record, text, unpack, unpack_record
 from .indexes import LEADS_OF, OLD_DEFAULT_STATUS_KEY, STAGE_COUNT, CrmIndexes, move_contact_stages, stamp_stage
 from .interface import ChannelIdentity, CommandResult, CrmRef
@@ -473,6 +473,9 @@ class RedisCrm:
         changes = [c for lid, lead in ws.leads.items() for c in lead_changes(before_leads.get(lid), lead, depth=depth)]
         changes += [contact_created(cid, lid, depth=depth) for cid in ws.contacts if cid not in before_contacts
                     for lid, lead in ws.leads.items() if cid in (lead.get("contacts") or [])[:1]]
+        changes += [c for cid, contact in ws.contacts.items() if contact != before_contacts.get(cid)
+                    for c in contact_changes(before_contacts.get(cid), contact, [
+                        lid for lid, lead in ws.leads.items() if cid in (lead.get("contacts") or [])], depth=depth)]
         changes += task_changes(before_tasks, ws.tasks, contact_id=ref.contact_id, depth=depth)
         pipe = self.write_pipeline(changes)
         for cid, contact in ws.contacts.items():
