@@ -1,11 +1,18 @@
 """Structured logs: ``time level logger event key=value …`` with stable dotted event names.
 
-Extra fields whose names look secret (token, secret, password, authorization, key) are masked.
+Extra fields whose names look secret (token, secret, password, authorization, api_key, or named
+``key``) are masked. A live chat session id is a credential: in any value, a live chat
+conversation id ``livechat:<account>:<session>`` (or a URL's ``session=``) shows the session as
+a short hash (the same session, the same hash: lines still join up). A value with a control character is quoted with
+it escaped (one record is one line: no forged lines), and a value over ``VALUE_MAX`` characters
+is cut.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +23,28 @@ from .store.outages import store_outage
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "api_key", "apikey")
+#: The most characters of one value a line shows.
+VALUE_MAX = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SESSION = re.compile(r"(livechat:[A-Za-z0-9_-]{1,64}:|session=)([^\s'\",:&]+)")
+
+
+def _hashed(match: re.Match[str]) -> str:
+    return f"{match[1]}~{hashlib.blake2s(match[2].encode(), digest_size=5).hexdigest()}"
+
+
+def log_value(key: str, value: object) -> str:
+    """One extra field's value as the line shows it (see the module docstring)."""
+    if key == "key" or any(w in key.lower() for w in _SECRET_WORDS):
+        return "***"
+    text = str(value)
+    if "livechat:" in text or "session=" in text:
+        text = _SESSION.sub(_hashed, text)
+    if len(text) > VALUE_MAX:
+        text = f"{text[:VALUE_MAX]}…(+{len(text) - VALUE_MAX})"
+    if " " in text or not text or _CONTROL.search(text):
+        text = repr(text)
+    return text
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -25,12 +54,7 @@ class KeyValueFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key in _STANDARD or key.startswith("_"):
                 continue
-            if any(w in key.lower() for w in _SECRET_WORDS):
-                value = "***"
-            text = str(value)
-            if " " in text or not text:
-                text = repr(text)
-            parts.append(f"{key}={text}")
+            parts.append(f"{key}={log_value(key, value)}")
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -85,7 +109,10 @@ class ParserRejectionFilter(logging.Filter):
             record.msg, record.args = "http.bad_request", ()
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info, record.exc_text = None, None
-            record.reason = f"{type(exc).__name__}: {exc.message}"[:200]
+            # The parser's message quotes the raw line (an Authorization header's token, a
+            # cookie): only its words before the first quote or colon are kept.
+            said = re.split(r"[:'\"]", str(exc.message), maxsplit=1)[0].strip()
+            record.reason = f"{type(exc).__name__}: {said}"[:200]
         return True
 
 

@@ -235,10 +235,26 @@ async def release(request: web.Request) -> web.Response:
         return error(400, "bad_request", 'answer is true or false: {"answer": true}')
     if (taken := await _claimed_by_other(request, principal)) is not None:
         return taken
+    if step is not None and (unknown := await _unknown_step(request, step)) is not None:
+        return unknown
     response = await _conversation_event(request, ev.Release(step, principal.name, answer))
     if response.status < 300:
         await request.app[SERVICES].redis.delete(claim_key(request.match_info["cid"]))
     return response
+
+
+async def _unknown_step(request: web.Request, step: str) -> web.Response | None:
+    """A 422 when the conversation's bot (its run's version) has no such step; None when it has
+    it, or when there is no run to check against (the hand-back then says so in the transcript)."""
+    services = request.app[SERVICES]
+    state = state_of(await services.store.state(request.match_info["cid"]))
+    run = state.run if state is not None else None
+    if run is None:
+        return None
+    flow = await services.bots.ensure(run.bot, run.version)
+    if flow is None or step in flow.steps:
+        return None
+    return error(422, "unknown_step", f"bot {run.bot!r} has no step {step[:64]!r}")
 
 
 @routes.post("/api/conversations/{cid}/messages")
@@ -278,9 +294,15 @@ async def start_bot(request: web.Request) -> web.Response:
     bot = body.get("bot") if isinstance(body, dict) else None
     if not isinstance(bot, str):
         return error(400, "bad_request", 'the body is {"bot": "<bot id>"}')
-    if await request.app[SERVICES].bots.ensure(bot) is None:
+    step = body.get("step")
+    if step is not None and not isinstance(step, str):
+        return error(400, "bad_request", 'step is a step id: {"bot": "<bot id>", "step": "<step>"}')
+    flow = await request.app[SERVICES].bots.ensure(bot)
+    if flow is None:
         return error(404, "not_found", f"no bot {bot!r}")
-    return await _conversation_event(request, ev.StartBot(bot, body.get("step")))
+    if step is not None and step not in flow.steps:
+        return error(422, "unknown_step", f"bot {bot!r} has no step {step[:64]!r}")
+    return await _conversation_event(request, ev.StartBot(bot, step))
 
 
 @routes.post("/api/conversations/{cid}/retry")

@@ -530,7 +530,17 @@ async def test_release_refuses_a_bad_answer_or_step(http: ClientSession) -> None
         r = await http.post(f"/api/conversations/{cid}/release", json=body, headers=AYSE)
         assert r.status == 400, body
         assert (await r.json())["error"]["code"] == "bad_request"
+    r = await http.post(f"/api/conversations/{cid}/release", json={"step": "nosuchstep"}, headers=AYSE)
+    assert r.status == 422 and (await r.json())["error"]["code"] == "unknown_step"
     assert (await _conversation(http, cid))["owner"] == "human"  # nothing was handed back
+
+
+async def test_start_refuses_a_step_that_is_not_the_bots(http: ClientSession) -> None:
+    cid = await chat(http, "start-bad-0001", "hi")
+    for body, status in (({"bot": "demo", "step": [1]}, 400), ({"bot": "demo", "step": {"a": 1}}, 400),
+                         ({"bot": "demo", "step": "nosuchstep"}, 422)):
+        assert (await http.post(f"/api/conversations/{cid}/start", json=body, headers=AYSE)).status == status, body
+    assert "error" not in [e.get("event") for e in (await _conversation(http, cid))["transcript"]]
 
 
 async def test_run_boundaries_are_marked_in_the_transcript(http: ClientSession) -> None:
