@@ -165,8 +165,11 @@ def load_test_file(path: Path) -> TestFile:
         problems += [(("script", i, *loc), msg) for loc, msg in found]
         script.append(normal)
     problems += _check_stages(doc.get("pipelines"), doc.get("lead"))
-    if problems or header is None:
-        raise ConversationTestError("\n".join(_where(path, node, loc) + msg for loc, msg in problems))
+    said = [_where(path, node, loc) + msg for loc, msg in problems]
+    said += [f"{path}:{line}: {_key(loc)}: given twice (line {first} too); write it once"
+             for line, loc, first in _duplicates(node)]
+    if said or header is None:
+        raise ConversationTestError("\n".join(said))
     lines = [item.start_mark.line + 1 for item in _child(node, "script").value]  # type: ignore[union-attr]
     return TestFile(header, script, lines)
 
@@ -306,6 +309,29 @@ def _where(path: Path, root: yaml.Node | None, loc: Loc) -> str:
         if node is None:
             break
         line = node.start_mark.line + 1
-    shown = loc[2:] if loc[:1] == ("script",) and len(loc) > 1 else loc
-    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in shown).lstrip(".")
+    key = _key(loc)
     return f"{path}:{line}: " + (f"{key}: " if key else "")
+
+
+def _key(loc: Loc) -> str:
+    """``contact.phone``, ``lead.tags[0]``; a script entry's key from the entry on (``bot.matches``)."""
+    shown = loc[2:] if loc[:1] == ("script",) and len(loc) > 1 else loc
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in shown).lstrip(".")
+
+
+def _duplicates(node: yaml.Node | None, loc: Loc = ()) -> list[tuple[int, Loc, int]]:
+    """Keys a mapping gives twice (YAML would keep the last silently): line, key, first line."""
+    out: list[tuple[int, Loc, int]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            name = k.value if isinstance(k, yaml.ScalarNode) else None
+            if name is not None and name in seen:
+                out.append((k.start_mark.line + 1, (*loc, name), seen[name]))
+            elif name is not None:
+                seen[name] = k.start_mark.line + 1
+            out += _duplicates(v, (*loc, name) if name is not None else loc)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out += _duplicates(item, (*loc, i))
+    return out

@@ -77,6 +77,13 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
         assert problem in report, report
 
 
+def test_a_key_given_twice_is_reported_not_silently_overwritten(tmp_path: Path) -> None:
+    report = _report(tmp_path, "lead: {tags: [vip]}\nlead: {tags: [new]}\nscript:\n"
+                               "  - user: hi\n  - expect: {lead.tags: [new], lead.tags: [vip]}\n")
+    assert "t.test.yaml:3: lead: given twice (line 2 too); write it once" in report, report
+    assert "t.test.yaml:6: expect.lead.tags: given twice (line 6 too); write it once" in report, report
+
+
 def test_one_name_where_a_list_is_expected_is_a_one_item_list(tmp_path: Path) -> None:
     report = _report(tmp_path, "bots: other.json\nlead: {tags: vip}\ncontact: {tags: new}\n"
                                "script:\n  - event: {type: start_bot, bot: other}\n  - bot: Other here\n"
