@@ -182,7 +182,8 @@ def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
         if not r.passed or args.verbose:
             out.write(r.report() + "\n")
     failed = sum(not r.passed for r in results)
-    out.write(f"{len(results) - failed} passed, {failed} failed\n")
+    broken = sum(r.broken for r in results)
+    out.write(f"{len(results) - failed} passed, {failed} failed" + (f" ({broken} broken)" if broken else "") + "\n")
     return 1 if failed else 0
 
 

@@ -561,7 +561,7 @@ class CrmDirectory:
                 stage = record["stage"] if pipeline == record["pipeline"] else (stages[0] if stages else None)
             if stage is None:
                 raise CrmRejected(f"stage is required for pipeline {pipeline!r}")
-            ws._check_stage(pipeline, stage)
+            ws.check_stage(pipeline, stage)
             record["pipeline"], record["stage"] = pipeline, stage
         if "responsible" in patch:
             record["responsible"] = self._responsible(patch["responsible"])

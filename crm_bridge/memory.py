@@ -71,7 +71,7 @@ class MemoryCrm:
         pipeline = data.pop("pipeline", None) or next(iter(self.pipelines))
         stages = self.pipelines.get(pipeline)
         stage = data.pop("stage", None) or (stages[0] if stages else "Incoming")
-        self._check_stage(pipeline, stage)
+        self.check_stage(pipeline, stage)
         self.leads[lid] = {
             "id": lid, "name": data.pop("name", None) or f"Lead #{lid}", "price": data.pop("price", 0),
             "pipeline": pipeline, "stage": stage, "responsible": data.pop("responsible", None),
@@ -81,7 +81,7 @@ class MemoryCrm:
         }
         return lid
 
-    def _check_stage(self, pipeline: str, stage: str) -> None:
+    def check_stage(self, pipeline: str, stage: str) -> None:
         if not self.strict:
             self.pipelines.setdefault(pipeline, [])
             if stage not in self.pipelines[pipeline]:
@@ -214,7 +214,7 @@ class MemoryCrm:
         lead = self.leads[ref.lead_id]
         pipeline = str(cmd.get("pipeline") or lead["pipeline"])
         stage = str(cmd["stage"])
-        self._check_stage(pipeline, stage)
+        self.check_stage(pipeline, stage)
         lead["pipeline"], lead["stage"] = pipeline, stage
         return CommandResult()
 

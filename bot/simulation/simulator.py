@@ -214,8 +214,12 @@ class Simulator:
                 self._crm_write(self.ref, command, 0)
         if type_ == "lead.stage_changed" and "stage" in data:
             lead = self.crm.leads[self.ref.lead_id]
-            lead["stage"] = str(data["stage"])
-            lead["pipeline"] = str(data.get("pipeline") or lead["pipeline"])
+            pipeline, stage = str(data.get("pipeline") or lead["pipeline"]), str(data["stage"])
+            try:  # a stage the test's pipelines do not have is refused, as the CRM would
+                self.crm.check_stage(pipeline, stage)
+            except CrmRejected as exc:
+                raise ValueError(str(exc)) from exc
+            lead["pipeline"], lead["stage"] = pipeline, stage
         return await self.feed(ev.CrmEvent(type_, data))
 
     async def lead_event(self, type_: str, data: dict[str, Any]) -> list[Line]:
