@@ -14,11 +14,12 @@ render as an empty string; ``None`` renders as an empty string too.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from jinja2 import TemplateError, Undefined
+from jinja2 import TemplateError, TemplateSyntaxError, Undefined
 
 from .budget import CURRENT, BudgetExceeded, RenderBudget, check_value
 from .expressions import ExpressionError, Getter, compile_fast, dict_pair
@@ -147,6 +148,17 @@ def fast_failed(source: str, exc: Exception) -> TemplateFailed:
     return TemplateFailed(f"{source!r}: {type(exc).__name__}: {exc}")
 
 
+@contextlib.contextmanager
+def _compiling() -> Iterator[None]:
+    """A template too deeply nested for Jinja's parser or Python's compiler (68 nested
+    parentheses, 100 nested ``if`` blocks, 20 nested ``for`` loops: ``RecursionError``,
+    ``IndentationError``, ``SyntaxError``) is a ``TemplateSyntaxError`` like any other."""
+    try:
+        yield
+    except (RecursionError, SyntaxError, MemoryError) as exc:
+        raise TemplateSyntaxError(f"nested too deeply to compile ({type(exc).__name__})", 1) from None
+
+
 class Template:
     """A compiled template. ``render`` gives text; ``value`` gives the typed value."""
 
@@ -169,6 +181,10 @@ class Template:
             self.constant = source
             self.render = self.value = _constant_renderer(source)
             return
+        with _compiling():
+            self._compile(source)
+
+    def _compile(self, source: str) -> None:
         self._jinja = _ENV.from_string(source)  # also the syntax check, for every shape
         single = _SINGLE.match(source)
         if single:
@@ -230,8 +246,9 @@ class Expression:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._fn = _ENV.compile_expression(source, undefined_to_none=False)
-        self._fast = compile_fast(_ENV, source)
+        with _compiling():
+            self._fn = _ENV.compile_expression(source, undefined_to_none=False)
+            self._fast = compile_fast(_ENV, source)
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         if self._fast is None:

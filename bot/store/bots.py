@@ -67,7 +67,9 @@ class BotRegistry:
         Raises ``FlowInvalid`` with every problem. The same document as the newest version is
         not stored again (so loading ``flows/`` at every start adds nothing).
         """
-        problems, flow = _check_document(doc)
+        # In a worker thread, as an automation document's check: a big flow's templates take
+        # seconds to compile, which on the event loop stalled every conversation of the process.
+        problems, flow = await asyncio.to_thread(_check_document, doc)
         if flow is None:
             raise FlowInvalid(problems)
         info, new = await self.documents.put(flow.id, doc, digest=flow.digest, name=flow.name,
@@ -119,7 +121,7 @@ class BotRegistry:
             _, doc = await self.document(bot, version)
         except BotNotFound:
             return None
-        problems, flow = _check_document(doc)
+        problems, flow = await asyncio.to_thread(_check_document, doc)
         if flow is None:  # stored versions were valid when stored; a newer runtime may be stricter
             log.error("bot.version_invalid", extra={"bot": bot, "version": version,
                                                    "problems": [str(p) for p in problems[:5]]})
