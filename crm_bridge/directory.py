@@ -54,6 +54,7 @@ from .open_leads import (
 )
 from .redis_crm import RedisCrm
 from .upgrading import IndexUpgrade
+from .values import clean_email, clean_phone, score_value, tags_value, text_value
 from .versions import bump
 
 log = logging.getLogger("salesbot.crm.directory")
@@ -64,70 +65,12 @@ MAX_PAGE = 200
 MAX_OFFSET = 10_000
 CONTACT_KEYS = frozenset({"name", "first_name", "phone", "email", "responsible", "fields", "tags",
                           "tags_add", "tags_remove", "score"}) | CARD_FIELDS
-#: The largest contact score a person may set (automations add and decay it: automations.md).
-MAX_SCORE = 10**9
 #: The largest lead price: exact as a float and an integer, and far beyond any real deal.
 MAX_PRICE = 10**15
 LEAD_KEYS = frozenset({"name", "price", "pipeline", "stage", "responsible", "fields", "tags",
                        "tags_add", "tags_remove", "contacts"})
 
 
-
-
-def _text(name: str, value: Any, *, max_len: int = 255, required: bool = False) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise CrmRejected(f"{name} is required")
-        return None
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise CrmRejected(f"{name} is text")
-    text = str(value).strip()
-    if len(text) > max_len:
-        raise CrmRejected(f"{name} is at most {max_len} characters")
-    return text
-
-
-def clean_email(value: Any) -> str | None:
-    text = _text("email", value)
-    if text is None:
-        return None
-    from email_validator import EmailNotValidError, validate_email  # on first use: off the start path
-
-    try:
-        return validate_email(text, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise CrmRejected(f"email: {exc}") from None
-
-
-def clean_phone(value: Any) -> str | None:
-    text = _text("phone", value, max_len=40)
-    if text is None:
-        return None
-    digits = sum(c.isdigit() for c in text)
-    if not 5 <= digits <= 15 or any(not (c.isdigit() or c in "+-() .") for c in text):
-        raise CrmRejected(f"phone {text!r} is not a phone number (5 to 15 digits, optionally +, spaces, - and ())")
-    return text
-
-
-def _tags(value: Any, name: str = "tags") -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(t, (str, int)) and str(t).strip() for t in value):
-        raise CrmRejected(f"{name} is a list of non-empty texts")
-    out: list[str] = []
-    for t in value:
-        tag = str(t).strip()[:100]
-        if tag not in out:
-            out.append(tag)
-    return out
-
-
-def _score(value: Any) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_SCORE:
-        raise CrmRejected(f"score is a whole number from 0 to {MAX_SCORE}")  # NaN fails the comparison
-    if not float(value).is_integer():
-        raise CrmRejected(f"score is a whole number from 0 to {MAX_SCORE}")
-    return int(value)
 
 
 class CrmDirectory:
@@ -342,7 +285,7 @@ class CrmDirectory:
         self._check_keys("contact", data, CONTACT_KEYS)
         (cid,) = await self.crm._ids(1)
         ws = MemoryCrm(ids=lambda: cid)
-        ws.create_contact(name=_text("name", data.get("name"), required=True))
+        ws.create_contact(name=text_value("name", data.get("name"), required=True))
         record = self._edit_contact(ws.contacts[cid], data)
         await self._save("contact", cid, None, record)
         return (await self._present("contact", [record]))[0]
@@ -358,11 +301,11 @@ class CrmDirectory:
 
     def _edit_contact(self, record: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
         if "name" in patch:
-            record["name"] = _text("name", patch["name"], required=True)
+            record["name"] = text_value("name", patch["name"], required=True)
             if "first_name" not in patch:
                 record["first_name"] = str(record["name"]).split()[0]
         if "first_name" in patch:
-            record["first_name"] = _text("first_name", patch["first_name"])
+            record["first_name"] = text_value("first_name", patch["first_name"])
         if "phone" in patch:
             record["phone"] = clean_phone(patch["phone"])
         if "email" in patch:
@@ -370,7 +313,7 @@ class CrmDirectory:
         if "responsible" in patch:
             record["responsible"] = self._responsible(patch["responsible"])
         if "score" in patch:
-            record["score"] = _score(patch["score"])
+            record["score"] = score_value(patch["score"])
         for name in CARD_FIELDS & set(patch):
             record[name] = card_value(name, patch[name])
         self._edit_common(record, patch)
@@ -400,11 +343,11 @@ class CrmDirectory:
                 else:
                     raise CrmRejected(f"custom field {name!r}: a value is text, a number or true/false")
         if "tags" in patch:
-            record["tags"] = _tags(patch["tags"])
+            record["tags"] = tags_value(patch["tags"])
         if "tags_add" in patch:
-            record["tags"] += [t for t in _tags(patch["tags_add"], "tags_add") if t not in record["tags"]]
+            record["tags"] += [t for t in tags_value(patch["tags_add"], "tags_add") if t not in record["tags"]]
         if "tags_remove" in patch:
-            gone = set(_tags(patch["tags_remove"], "tags_remove"))
+            gone = set(tags_value(patch["tags_remove"], "tags_remove"))
             record["tags"] = [t for t in record["tags"] if t not in gone]
 
     async def lead_contacts(self, lid: str) -> list[dict[str, Any]]:
@@ -442,8 +385,8 @@ class CrmDirectory:
         self._check_keys("lead", data, LEAD_KEYS - {"contacts"})
         (lid,) = await self.crm._ids(1)
         ws = MemoryCrm(pipelines=self.crm.pipelines, ids=lambda: lid)
-        ws.create_lead(contact_id=contact_id, pipeline=_text("pipeline", data.get("pipeline")),
-                       stage=_text("stage", data.get("stage")))
+        ws.create_lead(contact_id=contact_id, pipeline=text_value("pipeline", data.get("pipeline")),
+                       stage=text_value("stage", data.get("stage")))
         return self._edit_lead(ws, ws.leads[lid], {k: v for k, v in data.items() if k not in ("pipeline", "stage")})
 
     async def open_lead(self, cid: str) -> str:
@@ -541,7 +484,7 @@ class CrmDirectory:
 
     def _edit_lead(self, ws: MemoryCrm, record: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
         if "name" in patch:
-            record["name"] = _text("name", patch["name"], required=True)
+            record["name"] = text_value("name", patch["name"], required=True)
         if "price" in patch:
             price = patch["price"]
             if price is None or isinstance(price, bool) or not isinstance(price, (int, float, str)):
@@ -554,8 +497,8 @@ class CrmDirectory:
                 raise CrmRejected(f"price is a number from 0 to {MAX_PRICE:.0e}")
             record["price"] = int(number) if number.is_integer() else number
         if "stage" in patch or "pipeline" in patch:
-            pipeline = _text("pipeline", patch.get("pipeline")) or record["pipeline"]
-            stage = _text("stage", patch.get("stage"))
+            pipeline = text_value("pipeline", patch.get("pipeline")) or record["pipeline"]
+            stage = text_value("stage", patch.get("stage"))
             if stage is None:
                 stages = ws.pipelines.get(pipeline) or []
                 stage = record["stage"] if pipeline == record["pipeline"] else (stages[0] if stages else None)

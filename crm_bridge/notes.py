@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from bot.errors import CrmRejected
+from bot.inputs import holds_control
 
 from .card import note_priority, note_score
 from .codec import pack, unpack
@@ -31,9 +32,13 @@ def _body_key(entity: str, eid: str) -> str:
 
 def make_note(nid: str, entity: str, eid: str, text: Any, priority: Any, created_at: float,
               author: str | None = None) -> dict[str, Any]:
-    body = str(text or "").strip()
+    if text is not None and not isinstance(text, str):
+        raise CrmRejected("a note's text is text")
+    body = (text or "").strip()
     if not body:
         raise CrmRejected("a note needs text")
+    if holds_control(body):  # tabs and line breaks are text; a NUL or an escape is not
+        raise CrmRejected("a note's text holds a control character")
     if len(body) > NOTE_MAX:
         raise CrmRejected(f"a note is at most {NOTE_MAX} characters")
     return {"id": nid, "entity": entity, "entity_id": eid, "text": body,

@@ -38,7 +38,7 @@ LAYERS: dict[str, set[str]] = {
                     "bot.errors", "bot.config", "bot.logs", "bot.shop", "crm_bridge"},
     "bot.channels": {"bot.engine", "bot.builder", "bot.store", "bot.messages", "bot.errors", "bot.config",
                      "bot.inputs", "bot.logs", "crm_bridge"},
-    "crm_bridge": {"bot.errors", "bot.config", "bot.store", "bot.outward.netguard", "bot.lazy"},
+    "crm_bridge": {"bot.errors", "bot.config", "bot.inputs", "bot.store", "bot.outward.netguard", "bot.lazy"},
     "bot.kommo_import": {"bot.builder", "bot.errors"},
 }
 

@@ -29,7 +29,8 @@ import msgpack
 from redis.asyncio import Redis
 
 from crm_bridge import CrmBackend, CrmRef
-from crm_bridge.directory import CrmDirectory, clean_email, clean_phone
+from crm_bridge.directory import CrmDirectory
+from crm_bridge.values import clean_email, clean_phone
 
 from ..errors import ActionRefused, CrmRejected, CrmTemporary
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from crm_bridge import ChannelIdentity, CrmRef
-from crm_bridge.directory import CrmDirectory, clean_email, clean_phone
+from crm_bridge.directory import CrmDirectory
+from crm_bridge.values import clean_email, clean_phone
 
 from ..automations.events import ID_PATTERN
 from ..errors import CrmError, CrmRejected, CrmTemporary

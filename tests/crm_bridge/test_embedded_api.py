@@ -269,3 +269,28 @@ async def test_flow_commands_keep_the_indexes_and_notes(server: TestServer, http
 
     with pytest.raises(CrmRejected, match="temperature is one of"):
         await crm.execute(ref, {"do": "set_field", "entity": "contact", "field": "temperature", "value": "boiling"})
+
+
+async def test_wrong_types_and_control_characters_are_refused_naming_the_field(http: ClientSession) -> None:
+    ann = await _contact(http, name="Ann Lee")
+    path = f"/api/crm/contacts/{ann['id']}"
+    for bad, message in [({"name": -1e308}, "name is text"), ({"name": ["Ann"]}, "name is text"),
+                         ({"name": True}, "name is text"), ({"name": "x\u001fy"}, "name holds a control character"),
+                         ({"name": "a\x00b"}, "name holds a control character"),
+                         ({"first_name": "z\u2028y"}, "first_name holds a control character"),
+                         ({"tags": ["a\u001fb"]}, "a tag holds a control character"),
+                         ({"tags": [True]}, "tags is a list")]:
+        r = await http.patch(path, json=bad, headers=SUPPORT)
+        body = await r.json()
+        assert r.status == 422 and message in body["error"]["message"], (bad, body)
+    r = await http.post("/api/crm/contacts", json={"name": "a\x00b"}, headers=SUPPORT)
+    assert r.status == 422
+    notes = f"/api/crm/contacts/{ann['id']}/notes"
+    for text in (["n"], {"x": "n"}, True, 5, "esc\x1bape"):
+        r = await http.post(notes, json={"text": text}, headers=SUPPORT)
+        assert r.status == 422, text
+    note = await _ok(await http.post(notes, json={"text": "two\nlines\tand a tab"}, headers=SUPPORT), 201)
+    assert note["text"] == "two\nlines\tand a tab"  # line breaks and tabs are text
+    r = await http.patch(f"{notes}/{note['id']}", json={"text": ["n"]}, headers=SUPPORT)
+    assert r.status == 422
+    assert (await _ok(await http.get(path, headers=SUPPORT)))["name"] == "Ann Lee"  # nothing was stored
