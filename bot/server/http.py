@@ -107,7 +107,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except HttpError as exc:
         return exc.response
-    except (web.HTTPException, ConnectionError):  # a response, or the client went away: aiohttp's
+    except web.HTTPException as exc:  # aiohttp's own refusals are text: JSON on the JSON routes
+        if exc.status >= 400 and exc.content_type == "text/plain" and request.path.startswith(JSON_PREFIXES):
+            return _as_json(exc)
+        raise
+    except ConnectionError:  # the client went away
         raise
     except Exception as exc:
         if request.get(_PREPARED):  # a stream or WebSocket under way: no error response any more
@@ -118,6 +122,24 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.exception("http.unhandled", extra={"method": request.method, "path": request.path,
                                                "error": type(exc).__name__})
         return error(500, "internal", "an internal error occurred")
+
+
+#: Paths whose clients read JSON errors (the API, the live chat, the webhooks); pages keep theirs.
+JSON_PREFIXES = ("/api/", "/chat/", "/webhooks/")
+_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+          417: "expectation_failed"}
+
+
+def _as_json(exc: web.HTTPException) -> web.Response:
+    """An aiohttp refusal (no such route, wrong method, body over the limit) in the API's shape,
+    with its headers (``Allow``)."""
+    status = exc.status
+    said = (exc.text or "").removeprefix(f"{status}: ").strip() or exc.reason
+    response = error(status, _CODES.get(status, f"http_{status}"), said)
+    for name in (hdrs.ALLOW, hdrs.RETRY_AFTER):
+        if name in exc.headers:
+            response.headers[name] = exc.headers[name]
+    return response
 
 
 async def expect_handler(request: web.Request) -> None:
