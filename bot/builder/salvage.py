@@ -85,11 +85,25 @@ def _fix(work: Any, path: tuple[str | int, ...], tried: dict[tuple[str | int, ..
         elif isinstance(parent, list) and isinstance(key, int):
             siblings: list[Any] = [item for i, item in enumerate(parent) if i != key]
             if n < len(siblings):
-                parent[key] = copy.deepcopy(siblings[n])
+                parent[key] = _fresh_ids(copy.deepcopy(siblings[n]))
                 tried[path] = n + 1
                 return True
         path = path[:-1]
     return False
+
+
+def _fresh_ids(value: Any) -> Any:
+    """A sibling's copy with ids of its own (rows, paths): a copy of an id is not used twice."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("id"), str):
+                item["id"] = f"salvage-{id(item):x}"
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return value
 
 
 def outside(problem_pointer: str, touched: list[str]) -> bool:

@@ -82,16 +82,19 @@ def problems(doc: Mapping[str, Any], steps: Mapping[str, m.Step], goal_models: M
     out: list[Problem] = []
     raw_steps = doc.get("steps")
     names = list(raw_steps) if isinstance(raw_steps, dict) else []
+    raw_goals = doc.get("goals")
+    # A goal the schema refuses is still a goal a split may name (its problem is the schema's).
+    goal_names = list(dict.fromkeys([*goal_models, *(raw_goals if isinstance(raw_goals, dict) else ())]))
     for name, g in goal_models.items():
-        if g.next is not None and g.next not in names:
+        if g.next is not None and names and g.next not in names:
             out.append(Problem(pointer(["goals", name, "next"]), f'unknown step "{g.next}"{suggest(g.next, names)}'))
         if not is_known_type(g.on):
             out.append(Problem(pointer(["goals", name, "on"]), unknown_event_type(g.on)))
     for sid, s in steps.items():
         if isinstance(s, m.SplitStep):
-            if s.goal is not None and s.goal not in goal_models:
+            if s.goal is not None and s.goal not in goal_names:
                 out.append(Problem(pointer(["steps", sid, "goal"]),
-                                   f'unknown goal "{s.goal}"{suggest(s.goal, list(goal_models))}: '
+                                   f'unknown goal "{s.goal}"{suggest(s.goal, goal_names)}: '
                                    'name one of the flow\'s "goals"'))
             out += twice([p.id for p in s.paths], ["steps", sid, "paths"], "path id")
         elif isinstance(s, m.PauseStep):

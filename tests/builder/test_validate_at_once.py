@@ -68,6 +68,13 @@ def test_what_pruning_made_up_or_dropped_is_never_reported() -> None:
     doc = flow({"b": {"type": "validation", "value": "v", "pass": "e", "fail": "e",
                       "rules": [{"check": "regex", "pattern": "[a-"}, {"check": "bogus"}]}, "e": STOP})
     assert [p for p, _ in errors(doc)] == ["/steps/b/rules/0/pattern", "/steps/b/rules/1/check"]
+    # A section that is not an object stands in as a copy of the other: its rows' ids are not repeats.
+    step = lst(["oops", {"title": "B", "rows": [{"id": "r", "title": "x", "next": "l"}]}], target="l")
+    assert [p for p, _ in errors(flow({"l": step}))] == ["/steps/l/sections/0"]
+    # Nor are a split path's, and a goal the schema refuses is still a goal a split may name.
+    doc = flow({"d": {"type": "split", "goal": "g", "paths": [7, {"id": "p", "next": "b"}, {"id": "q", "next": "b"}]},
+                "b": STOP}, goals={"g": {"next": "b"}})
+    assert [p for p, _ in errors(doc)] == ["/goals/g/on", "/steps/d/paths/0"]
 
 
 UNKNOWN = 'unknown event type "{}" (did you mean "{}"?) (your own events are "custom.<name>")'
