@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .errors import ConversationTestError, FlowInvalid, FlowLoadError, Problem
+from .errors import ROOT, ConversationTestError, FlowInvalid, FlowLoadError, Problem
 
 if TYPE_CHECKING:
     from .automations.compiled import CompiledAutomations
@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     from .builder.validate import check_document
 
-    return _validate_files(args.files, lambda doc: check_document(doc)[0], "flow", json_output=args.json, out=out)
+    return _validate_files(args.files, lambda doc, repeated: check_document(doc, repeated=repeated)[0], "flow",
+                           json_output=args.json, out=out)
 
 
-def _validate_files(files: Sequence[str], check: Callable[[Any], list[Problem]], noun: str, *,
+def _validate_files(files: Sequence[str], check: Callable[[Any, list[str]], list[Problem]], noun: str, *,
                     json_output: bool, out: TextIO) -> int:
     """One line per problem (or a JSON report) for documents of one format; 1 when any has an error."""
     from .builder.loader import read_document
@@ -36,8 +37,9 @@ def _validate_files(files: Sequence[str], check: Callable[[Any], list[Problem]],
     failed = False
     report: list[dict[str, Any]] = []
     for name in files:
+        repeated: list[str] = []
         try:
-            doc = read_document(name)
+            doc = read_document(name, repeated)
         except FlowLoadError as exc:
             failed = True
             report.append({"file": name, "pointer": "", "message": str(exc).split(": ", 1)[-1], "severity": "error"})
@@ -46,7 +48,7 @@ def _validate_files(files: Sequence[str], check: Callable[[Any], list[Problem]],
             report.append({"file": name, "pointer": "", "message": f"skipped: a JSON Schema, not a {noun}",
                            "severity": "note"})
             continue
-        problems = check(doc)
+        problems = check(doc, repeated)
         failed |= any(p.severity == "error" for p in problems)
         report += [{"file": name, **p.as_dict()} for p in problems]
     if json_output:
@@ -54,7 +56,7 @@ def _validate_files(files: Sequence[str], check: Callable[[Any], list[Problem]],
     else:
         for r in report:
             tag = {"error": "", "warning": "warning: "}.get(r["severity"], "")
-            out.write(f"{r['file']}: {r['pointer'] or '/'}: {tag}{r['message']}\n")
+            out.write(f"{r['file']}: {r['pointer'] or ROOT}: {tag}{r['message']}\n")
         if not failed:
             skipped = sum(1 for r in report if r["severity"] == "note")
             out.write(f"{len(files) - skipped} {noun}(s) valid\n")
@@ -66,9 +68,10 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     from .builder.loader import read_document
     from .builder.validate import check_document, parse_flow_model
 
+    repeated: list[str] = []
     try:
-        doc = read_document(args.file)
-        problems, flow = check_document(doc)
+        doc = read_document(args.file, repeated)
+        problems, flow = check_document(doc, repeated=repeated)
     except FlowLoadError as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
@@ -120,7 +123,7 @@ def _cmd_push(args: argparse.Namespace, out: TextIO, collection: str = "bots") -
             details = err.get("details") or []
             if not details:
                 out.write(f"{name}: {err.get('message')}\n")
-            out.writelines(f"{name}: {d.get('pointer') or '/'}: {d.get('message')}\n" for d in details)
+            out.writelines(f"{name}: {d.get('pointer') or ROOT}: {d.get('message')}\n" for d in details)
         except OSError as exc:
             out.write(f"{name}: cannot reach {args.server}: {exc}\n")
             failed = True
@@ -166,8 +169,12 @@ def _cmd_automations(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
-    return _validate_files(args.files, lambda doc: validate_automations(doc, context), "document",
-                           json_output=args.json, out=out)
+    from .builder.problems import repeated_key_problems, sorted_problems
+
+    return _validate_files(
+        args.files, lambda doc, repeated: sorted_problems(validate_automations(doc, context)
+                                                          + repeated_key_problems(repeated)),
+        "document", json_output=args.json, out=out)
 
 
 def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:

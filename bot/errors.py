@@ -39,6 +39,11 @@ class SalesbotError(Exception):
     """Root of every error raised by salesbot on purpose."""
 
 
+#: How a message names the whole document, whose JSON pointer (RFC 6901) is "" ("/" would be
+#: the key "" of the document).
+ROOT = "(document)"
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One finding of a document's validation (flows, automations): where (JSON pointer) and what to fix."""
@@ -48,7 +53,7 @@ class Problem:
     severity: str = "error"  # "error" | "warning"
 
     def __str__(self) -> str:
-        return f"{self.pointer or '/'}: {self.message}"
+        return f"{self.pointer or ROOT}: {self.message}"
 
     def as_dict(self) -> dict[str, str]:
         return {"pointer": self.pointer, "message": self.message, "severity": self.severity}

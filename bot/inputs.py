@@ -82,13 +82,58 @@ def depth(value: Any, limit: int = MAX_DEPTH) -> int:
     return deepest
 
 
-def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
+class RepeatedKeys:
+    """An ``object_pairs_hook`` that builds objects as ``json`` does (the last of a repeated key
+    wins) and remembers the repeats, so a document can refuse them: in a flow, a step written
+    twice silently lost its first version."""
+
+    def __init__(self) -> None:
+        self._found: list[tuple[dict[str, Any], list[str]]] = []  # (object, its repeated keys)
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            seen: set[str] = set()
+            repeated = []
+            for key, _ in pairs:
+                if key in seen:
+                    repeated.append(key)
+                seen.add(key)
+            self._found.append((obj, repeated))
+        return obj
+
+    def pointers(self, value: Any) -> list[str]:
+        """JSON pointers (RFC 6901) of each repeat in ``value`` (the document parsed with this
+        hook); a key written three times is listed twice."""
+        if not self._found:
+            return []
+        where = {id(obj): keys for obj, keys in self._found}
+        found: list[str] = []
+        todo: list[tuple[Any, str]] = [(value, "")]
+        while todo:
+            item, at = todo.pop()
+            if isinstance(item, dict):
+                found += [f"{at}/{_escape(k)}" for k in where.get(id(item), ())]
+                todo.extend((sub, f"{at}/{_escape(k)}") for k, sub in reversed(list(item.items())))
+            elif isinstance(item, list):
+                todo.extend((sub, f"{at}/{i}") for i, sub in reversed(list(enumerate(item))))
+        return found
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH, repeated: list[str] | None = None) -> Any:
     """Parse request JSON strictly; ``BadJson`` for anything a standard parser would refuse
-    or that would turn into NaN, an infinity, a >64-bit integer or a recursion error later."""
+    or that would turn into NaN, an infinity, a >64-bit integer or a recursion error later.
+    With ``repeated``, the pointers of keys an object repeats are appended to it."""
+    hook = RepeatedKeys() if repeated is not None else None
     try:
         # Strict UTF-8 (json.loads would decode bytes with "surrogatepass", letting CESU-8 in).
         text = bytes(data).decode("utf-8-sig") if isinstance(data, (bytes, bytearray)) else data
-        value = _DECODER.decode(text)
+        value = (_DECODER if hook is None else json.JSONDecoder(
+            parse_constant=_constant, parse_float=_float, parse_int=_int, object_pairs_hook=hook)).decode(text)
     except BadJson:
         raise
     except RecursionError:
@@ -103,6 +148,8 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise BadJson(f"the JSON nests deeper than {max_depth} levels")
     if ("\\ud" in text or "\\uD" in text) and _lone_surrogate(value):  # only escapes can make one
         raise BadJson("the JSON holds a lone surrogate (an unpaired \\ud800-\\udfff escape)")
+    if hook is not None and repeated is not None:
+        repeated += hook.pointers(value)
     return value
 
 

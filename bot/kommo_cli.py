@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .errors import FlowLoadError, Problem, SalesbotError
+from .errors import ROOT, FlowLoadError, Problem, SalesbotError
 
 if TYPE_CHECKING:
     from .config import CrmConfig
@@ -62,7 +62,7 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     try:
         doc = read_document(args.file)
     except FlowLoadError as exc:
-        out.write(f"{args.file}: /: {str(exc).split(': ', 1)[-1]}\n")
+        out.write(f"{args.file}: {ROOT}: {str(exc).split(': ', 1)[-1]}\n")
         return 1
     errors = [p for p in check_document(doc)[0] if p.severity == "error"]
     if errors:

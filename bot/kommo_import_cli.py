@@ -10,6 +10,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any, TextIO
 
+from .errors import ROOT
+
 _BOT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -48,10 +50,10 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     try:
         doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
     except OSError as exc:
-        out.write(f"{args.file}: /: cannot read: {exc.strerror or exc}\n")
+        out.write(f"{args.file}: {ROOT}: cannot read: {exc.strerror or exc}\n")
         return 1
     except (UnicodeDecodeError, ValueError) as exc:
-        out.write(f"{args.file}: /: not JSON: {exc}\n")
+        out.write(f"{args.file}: {ROOT}: not JSON: {exc}\n")
         return 1
     if args.from_account and args.map:
         out.write("--map and --from-account: give one (`salesbot kommo map -o map.toml` drafts a map to review)\n")
@@ -77,7 +79,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(text)
         notes = sys.stderr  # the flow alone on standard output, so it can be piped
-    notes.writelines(f"{args.file}: {w.pointer or '/'}: warning: {w.message}\n" for w in result.warnings)
+    notes.writelines(f"{args.file}: {w.pointer or ROOT}: warning: {w.message}\n" for w in result.warnings)
     where = f" to {args.output}" if args.output else ""
     notes.write(f'imported {args.file} as flow "{bot_id}"{where}: {result.summary()}\n')
     return 0

@@ -27,7 +27,7 @@ MAX_LINES = 600
 #: import anything of ours (only ``bot.server`` and ``bot.cli`` sit at the top).
 LAYERS: dict[str, set[str]] = {
     "bot.engine": {"bot.builder", "bot.messages", "bot.errors", "bot.lazy"},
-    "bot.builder": {"bot.errors", "bot.messages", "bot.lazy"},
+    "bot.builder": {"bot.errors", "bot.messages", "bot.lazy", "bot.inputs"},
     "bot.automations": {"bot.builder", "bot.engine", "bot.errors", "bot.messages"},
     "bot.shop": {"bot.errors"},
     "bot.store": {"bot.engine", "bot.builder", "bot.messages", "bot.errors", "bot.shop"},

@@ -90,7 +90,7 @@ def test_validate_skips_the_flow_schema(tmp_path: Path) -> None:
     schema = str(ROOT / "flows" / "schema.json")
     good = write(tmp_path, "good.json", VALID)
     assert run("flows", "validate", schema, good) == (0, [
-        f"{schema}: /: skipped: a JSON Schema, not a flow",
+        f"{schema}: (document): skipped: a JSON Schema, not a flow",
         "1 flow(s) valid",
     ])
 
@@ -105,19 +105,20 @@ def test_validate_skips_the_flow_schema(tmp_path: Path) -> None:
 ])
 def test_validate_unreadable_documents(tmp_path: Path, content: str, message: str) -> None:
     f = write(tmp_path, "x.json", content)
-    assert run("flows", "validate", f) == (1, [f"{f}: /: {message}"])
+    assert run("flows", "validate", f) == (1, [f"{f}: (document): {message}"])
 
 
 def test_validate_a_file_that_is_not_utf8(tmp_path: Path) -> None:
     """Regression: a UnicodeDecodeError used to escape with a traceback."""
     path = tmp_path / "latin1.json"
     path.write_bytes('{"name": "Müller"}'.encode("latin-1"))
-    assert run("flows", "validate", str(path)) == (1, [f"{path}: /: not UTF-8 text: byte 11 cannot be decoded"])
+    said = f"{path}: (document): not UTF-8 text: byte 11 cannot be decoded"
+    assert run("flows", "validate", str(path)) == (1, [said])
 
 
 def test_validate_a_missing_file(tmp_path: Path) -> None:
     f = str(tmp_path / "nope.json")
-    assert run("flows", "validate", f) == (1, [f"{f}: /: cannot read: No such file or directory"])
+    assert run("flows", "validate", f) == (1, [f"{f}: (document): cannot read: No such file or directory"])
 
 
 def test_validate_json_output(tmp_path: Path) -> None:
@@ -162,6 +163,16 @@ def test_graph_of_a_file_that_is_not_json(tmp_path: Path, capsys: pytest.Capture
     assert capsys.readouterr().err == f"{f}: {expected}\n"
 
 
+def test_validate_reports_a_step_written_twice_and_names_the_document_plainly(tmp_path: Path) -> None:
+    f = write(tmp_path, "dup.json", '{"format": "salesbot.flow/1", "id": "dup", "start": "a", "steps": {'
+              '"a": {"type": "message", "text": "first", "next": "b"}, "b": {"type": "stop"}, "a": {"type": "stop"}}}')
+    g = write(tmp_path, "list.json", "[]")
+    assert run("flows", "validate", f, g) == (1, [
+        f'{f}: /steps/a: "a" is written twice in this object: only the last one would count',
+        f"{f}: /steps/b: warning: step cannot be reached from the start",  # the "a" that won stops
+        f"{g}: (document): a flow is a JSON object"])
+
+
 def test_validate_needs_a_file() -> None:
     with pytest.raises(SystemExit) as info:
         main(["flows", "validate"], out=io.StringIO())
@@ -201,7 +212,8 @@ def test_automations_validate_the_example_against_the_example_flows(monkeypatch:
     config = str(ROOT / "tests" / "fixtures" / "no-such.toml")
     assert run("automations", "validate", example, schema, "--config", config)[0] == 2  # a config that is not there
     code, lines = run("automations", "validate", example, schema)  # ./salesbot.toml is optional; flows/ is here
-    assert (code, lines) == (0, [f"{schema}: /: skipped: a JSON Schema, not a document", "1 document(s) valid"])
+    skipped = f"{schema}: (document): skipped: a JSON Schema, not a document"
+    assert (code, lines) == (0, [skipped, "1 document(s) valid"])
 
 
 def test_automations_validate_one_line_per_problem_and_exit_1(tmp_path: Path) -> None:

@@ -10,33 +10,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-#: CRM changes (emitted by the embedded CRM, mapped from Kommo webhooks).
-CRM_TYPES = frozenset({
-    "lead.created", "lead.stage_changed", "lead.responsible_changed", "lead.tag_added", "lead.tag_removed",
-    "lead.field_changed", "contact.created", "task.completed",
-})
-#: Conversations.
-CHAT_TYPES = frozenset({"chat.first_message", "chat.message"})
-#: Store, engagement and telephony events (sent by the API or the built-in trackers).
-BUSINESS_TYPES = frozenset({
-    "order.created", "order.paid", "order.shipment_approved", "order.tracking_added", "order.shipment_changed",
-    "order.cancelled", "form.submitted", "email.received", "email.sent", "email.opened", "email.link_clicked",
-    "call.incoming", "call.missed", "site.visit", "site.returning_visitor", "document.created", "document.opened",
-})
-EVENT_TYPES = CRM_TYPES | CHAT_TYPES | BUSINESS_TYPES
-#: ``custom.<name>`` is open to anything else.
-CUSTOM_PREFIX = "custom."
-#: The shape of any type name (known or custom); ``is_known_type`` says whether it is ours.
-EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+){1,3}$"
+# The vocabulary lives with the flow builder (flows name the same events); re-exported here.
+from ..builder.event_types import (
+    BUSINESS_TYPES as BUSINESS_TYPES,
+)
+from ..builder.event_types import (
+    CHAT_TYPES as CHAT_TYPES,
+)
+from ..builder.event_types import (
+    CRM_TYPES as CRM_TYPES,
+)
+from ..builder.event_types import (
+    CUSTOM_PREFIX as CUSTOM_PREFIX,
+)
+from ..builder.event_types import (
+    EVENT_TYPE_PATTERN as EVENT_TYPE_PATTERN,
+)
+from ..builder.event_types import (
+    EVENT_TYPES as EVENT_TYPES,
+)
+from ..builder.event_types import (
+    is_known_type as is_known_type,
+)
+
 #: A lead's or contact's id as an event from outside names it (``POST /api/events``).
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 #: Chains of rules (an action moves the lead, which fires another rule) stop at this depth.
 MAX_DEPTH = 10
-
-
-def is_known_type(name: str) -> bool:
-    """A type of the spec, or ``custom.<name>``."""
-    return name in EVENT_TYPES or (name.startswith(CUSTOM_PREFIX) and len(name) > len(CUSTOM_PREFIX))
 
 
 @dataclass(frozen=True, slots=True)

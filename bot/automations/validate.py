@@ -20,7 +20,15 @@ from annotated_types import MaxLen
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ..builder import models as fm
-from ..builder.problems import UnionTag, model_keys, pointer, schema_problems, sorted_problems, suggest
+from ..builder.problems import (
+    UnionTag,
+    model_keys,
+    pointer,
+    schema_problems,
+    sorted_problems,
+    suggest,
+    unknown_event_type,
+)
 from ..builder.validate import MAX_DOCUMENT_BYTES, Compiler, check_clock
 from ..errors import AutomationsInvalid, Problem
 from . import models as am
@@ -157,8 +165,7 @@ class _Checker:
     def event_type(self, name: str | None, at: list[str | int]) -> None:
         if name is None or not re.match(EVENT_TYPE_PATTERN, name) or is_known_type(name):
             return  # a malformed name is the schema's problem
-        self.error(at, f'unknown event type "{name}"{suggest(name, EVENT_TYPES)} '
-                       '(your own events are "custom.<name>")')
+        self.error(at, unknown_event_type(name))
 
     def ids(self) -> None:
         seen: dict[str, list[str | int]] = {}

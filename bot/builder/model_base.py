@@ -70,7 +70,9 @@ Duration = Annotated[
 ]
 TimerDuration = Annotated[int | str, AfterValidator(_timer_duration)]
 StepId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-BotId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+#: A bot's id (an automation document's too): it is in URLs and keys.
+BOT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+BotId = Annotated[str, StringConstraints(pattern=BOT_ID_PATTERN)]
 VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 #: Any string shown to a customer or passed to an action is a Jinja2 template.
 Template = str

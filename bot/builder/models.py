@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, StringConstraints, Tag, model_validator
 
+from .event_types import EVENT_TYPE_PATTERN
 from .model_base import BotId as BotId
 from .model_base import Duration as Duration
 from .model_base import Model as Model
@@ -229,7 +230,7 @@ class ValidationStep(Model):
 class PauseEvent(Model):
     on: Literal["message", "timer", "working_hours", "video_opened", "video_closed", "event", "condition"]
     after: TimerDuration | None = None
-    event: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+){1,3}$")] | None = None
+    event: Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN)] | None = None
     match: Annotated[dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], TemplateValue],
                      Field(max_length=20)] | None = None
     if_: Predicate | None = Field(default=None, alias="if")
@@ -241,7 +242,9 @@ class PauseEvent(Model):
             raise ValueError('a "timer" event needs after (a duration such as "1d")')
         if self.on != "timer" and self.after is not None:
             raise ValueError(f'only "timer" events take after, not "{self.on}"')
-        if (self.on == "event") != (self.event is not None) or (self.match is not None and self.on != "event"):
+        if self.on == "event" and self.event is None:
+            raise ValueError('"event" is required with on: "event" (the event type, such as "email.opened")')
+        if self.on != "event" and (self.event is not None or self.match is not None):
             raise ValueError('"event" (the event type, such as "email.opened") and match go with on: "event" only')
         if (self.on == "condition") != (self.if_ is not None):
             raise ValueError('"if" (the condition to wait for) goes with on: "condition" only, which needs it')

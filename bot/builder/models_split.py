@@ -10,11 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
+from .event_types import EVENT_TYPE_PATTERN
 from .model_base import Duration, Model, StepId, TemplateValue
 
-#: The shape of an event type (``order.paid``, ``custom.signed_up``): the automations' own
-#: pattern (``bot.automations.events``), repeated because the builder may not import them.
-EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+){1,3}$"
 EventType = Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN)]
 GoalName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 PathId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
@@ -52,10 +50,8 @@ class SplitStep(Model):
     winner: SplitWinner | None = None
 
     @model_validator(mode="after")
-    def _distinct_paths(self) -> SplitStep:
-        ids = [p.id for p in self.paths]
-        if len(set(ids)) != len(ids):
-            raise ValueError("each path needs an id of its own")
+    def _winner_needs_goal(self) -> SplitStep:
+        # Paths with the same id are the validator's (bot.builder.splits): it names the path.
         if self.winner is not None and self.goal is None:
             raise ValueError("a winner is chosen by goal rate: name the split's goal")
         return self

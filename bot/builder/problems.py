@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import Problem
 from . import models as m
+from .event_types import EVENT_TYPES
 
 
 def model_keys(*modules: object) -> list[str]:
@@ -151,6 +152,22 @@ def schema_problems(exc: ValidationError, raw: Any, prefix: list[str | int], *, 
         message = explain(err, path) if explain is not None else None
         out.append(Problem(pointer(prefix + path), message or _message(err, raw, path, keys)))
     return out
+
+
+def unknown_event_type(name: str) -> str:
+    """The problem of a well-formed event type that is not one of ours, with a did-you-mean hint."""
+    return f'unknown event type "{name}"{suggest(name, EVENT_TYPES)} (your own events are "custom.<name>")'
+
+
+def repeated_key_problems(pointers: Iterable[str]) -> list[Problem]:
+    """A key written twice in one object (``RepeatedKeys``): JSON parsers keep only the last one,
+    so the first is lost without a word (a step written twice, say)."""
+    return [Problem(p, f'"{_unescape(p.rsplit("/", 1)[-1])}" is written twice in this object: '
+                       "only the last one would count") for p in pointers]
+
+
+def _unescape(token: str) -> str:
+    return token.replace("~1", "/").replace("~0", "~")
 
 
 def sorted_problems(problems: list[Problem]) -> list[Problem]:

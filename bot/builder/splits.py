@@ -11,7 +11,8 @@ from typing import Any, Protocol
 from ..errors import Problem
 from . import compiled as c
 from . import models as m
-from .problems import pointer, suggest
+from .event_types import is_known_type
+from .problems import pointer, suggest, unknown_event_type
 from .templates import evaluate_value
 
 
@@ -76,16 +77,38 @@ def goals(comp: Compiler, raw: Mapping[str, m.Goal]) -> Mapping[str, tuple[c.CGo
 
 
 def problems(doc: Mapping[str, Any], steps: Mapping[str, m.Step], goal_models: Mapping[str, m.Goal]) -> list[Problem]:
-    """References the schema cannot see: a goal's ``next``, a split's ``goal``."""
+    """What the schema cannot see: a goal's ``next``, a split's ``goal``, paths with the same
+    id, event types that are not ours (a typo would wait for an event that never comes)."""
     out: list[Problem] = []
     raw_steps = doc.get("steps")
     names = list(raw_steps) if isinstance(raw_steps, dict) else []
+    raw_goals = doc.get("goals")
+    # A goal the schema refuses is still a goal a split may name (its problem is the schema's).
+    goal_names = list(dict.fromkeys([*goal_models, *(raw_goals if isinstance(raw_goals, dict) else ())]))
     for name, g in goal_models.items():
-        if g.next is not None and g.next not in names:
+        if g.next is not None and names and g.next not in names:
             out.append(Problem(pointer(["goals", name, "next"]), f'unknown step "{g.next}"{suggest(g.next, names)}'))
+        if not is_known_type(g.on):
+            out.append(Problem(pointer(["goals", name, "on"]), unknown_event_type(g.on)))
     for sid, s in steps.items():
-        if isinstance(s, m.SplitStep) and s.goal is not None and s.goal not in goal_models:
-            out.append(Problem(pointer(["steps", sid, "goal"]),
-                               f'unknown goal "{s.goal}"{suggest(s.goal, list(goal_models))}: '
-                               'name one of the flow\'s "goals"'))
+        if isinstance(s, m.SplitStep):
+            if s.goal is not None and s.goal not in goal_names:
+                out.append(Problem(pointer(["steps", sid, "goal"]),
+                                   f'unknown goal "{s.goal}"{suggest(s.goal, goal_names)}: '
+                                   'name one of the flow\'s "goals"'))
+            out += twice([p.id for p in s.paths], ["steps", sid, "paths"], "path id")
+        elif isinstance(s, m.PauseStep):
+            out += [Problem(pointer(["steps", sid, "until", i, "event"]), unknown_event_type(e.event))
+                    for i, e in enumerate(s.until) if e.event is not None and not is_known_type(e.event)]
+    return out
+
+
+def twice(ids: list[str], at: list[str | int], what: str) -> list[Problem]:
+    """Each id of ``ids`` (the items of the list at ``at``) that an earlier item has, pointed at."""
+    seen: set[str] = set()
+    out = []
+    for i, item in enumerate(ids):
+        if item in seen:
+            out.append(Problem(pointer([*at, i, "id"]), f'{what} "{item}" is used twice'))
+        seen.add(item)
     return out

@@ -26,7 +26,17 @@ from . import models as m
 from . import splits as sp
 from .graph import Edge, all_edges, loops_without_wait, reachable
 from .normalize import normalize
-from .problems import _ACTION_NAMES, _KEYS, _STEP_TYPE_NAMES, pointer, schema_problems, sorted_problems, suggest
+from .problems import (
+    _ACTION_NAMES,
+    _KEYS,
+    _STEP_TYPE_NAMES,
+    pointer,
+    repeated_key_problems,
+    schema_problems,
+    sorted_problems,
+    suggest,
+)
+from .salvage import outside, salvage
 from .templates import Expression, Template, evaluate_value
 from .working_hours import WorkingHours, WorkingHoursError
 
@@ -200,21 +210,20 @@ class Compiler:
                 tuple(b for b in buttons if b.next is not None),
             )
         if isinstance(s, m.ListStep):
-            rows = []
+            rows: list[c.CListRow] = []
             sections = []
-            n = 0
-            for sec in s.sections:
+            seen: set[str] = set()
+            for si, sec in enumerate(s.sections):
                 srows = []
-                for r in sec.rows:
-                    n += 1
-                    row = c.CListRow(r.id or _payload(sid, n - 1), r.title, r.description, r.next, n)
+                for ri, r in enumerate(sec.rows):
+                    row = c.CListRow(r.id or _payload(sid, len(rows)), r.title, r.description, r.next, len(rows) + 1)
+                    if row.id in seen:
+                        self.problems.append(Problem(pointer(at + ["sections", si, "rows", ri, "id"]),
+                                                     f'row id "{row.id}" is used twice'))
+                    seen.add(row.id)
                     srows.append(row)
                     rows.append(row)
                 sections.append((sec.title, tuple(srows)))
-            ids = [r.id for r in rows]
-            for i, rid in enumerate(ids):
-                if ids.index(rid) != i:
-                    self.problems.append(Problem(pointer(at + ["sections"]), f'row id "{rid}" is used twice'))
             return c.CList(
                 sid, t, self.optional(s.header, at + ["header"]), self.template(s.text, at + ["text"]),
                 self.optional(s.footer, at + ["footer"]), s.button, tuple(sections), tuple(rows),
@@ -322,11 +331,12 @@ def _payload(step_id: str, index: int) -> str:
     return f"{zlib.crc32(step_id.encode()):08x}.{index}"
 
 
-def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
-    """Every problem of a document (errors and warnings), and the compiled flow if it has no errors."""
-    problems: list[Problem] = []
+def check_document(doc: Any, *, repeated: Iterable[str] = ()) -> tuple[list[Problem], c.CompiledFlow | None]:
+    """Every problem of a document (errors and warnings), and the compiled flow if it has no
+    errors. ``repeated``: pointers of keys the document's JSON repeats (``RepeatedKeys``)."""
+    problems: list[Problem] = repeated_key_problems(repeated)
     if not isinstance(doc, dict):
-        return [Problem("", "a flow is a JSON object")], None
+        return sorted_problems([Problem("", "a flow is a JSON object"), *problems]), None
     size = len(json.dumps(doc, ensure_ascii=False).encode())
     if size > MAX_DOCUMENT_BYTES:
         problems.append(Problem("", f"the document is {size} bytes; at most {MAX_DOCUMENT_BYTES} are allowed"))
@@ -338,12 +348,21 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
     given_steps = doc.get("steps")
     raw_steps: dict[str, Any] = given_steps if isinstance(given_steps, dict) else {}
     steps: dict[str, m.Step] = {}
+    salvaged: dict[str, m.Step] = {}  # steps that failed the schema, pruned: checked all the same
+    touched: list[str] = []  # what pruning dropped or made up
     for sid, raw in raw_steps.items():
         try:
             steps[sid] = _STEP.validate_python(raw)
         except ValidationError as exc:
             problems.extend(_schema_problems(exc, raw, ["steps", sid]))
+            if (found := salvage(_STEP.validate_python, raw, ["steps", sid], step=True)) is not None:
+                salvaged[sid] = found[0]
+                touched += found[1]
     problems.extend(_step_key_problems(raw_steps))
+    salvaged_env = env is None
+    if env is None:
+        env, touched_env = _salvaged_envelope(doc)
+        touched += touched_env
 
     names = list(raw_steps)
     raw_edges: list[Edge] = []  # references of steps that failed the schema: they still reach steps
@@ -362,9 +381,10 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
     if isinstance(start, str) and raw_steps and start not in raw_steps:
         problems.append(Problem("/start", f'unknown step "{start}"{suggest(start, names)}'))
 
-    settings = env.settings if env is not None else _settings(doc)
+    side: list[Problem] = []  # problems that may lie in what pruning touched
+    settings = env.settings if env is not None else None
     tz, hours = check_clock(settings.timezone if settings else None, settings.working_hours if settings else None,
-                            problems)
+                            side)
 
     for cycle in loops_without_wait([e for e in edges if e.target in raw_steps]):
         route = " → ".join([cycle[0].source] + [e.target for e in cycle])
@@ -372,9 +392,13 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
 
     compiler = Compiler()
     compiled_steps = {sid: compiler.step(sid, s) for sid, s in steps.items()}
-    goals = sp.goals(compiler, env.goals) if env is not None else {}
+    pruned = Compiler()  # the salvaged parts' templates and regexes: checked, never run
+    goals = sp.goals(pruned if salvaged_env else compiler, env.goals) if env is not None else {}
+    for sid, s in salvaged.items():
+        pruned.step(sid, s)
     problems.extend(compiler.problems)
-    problems.extend(sp.problems(doc, steps, env.goals if env is not None else {}))
+    side += pruned.problems + sp.problems(doc, {**steps, **salvaged}, env.goals if env is not None else {})
+    problems.extend(p for p in side if outside(p.pointer, touched))
 
     # Warnings: steps that cannot be reached; waiting steps without a fallback.
     if isinstance(start, str) and start in raw_steps:
@@ -397,7 +421,7 @@ def check_document(doc: Any) -> tuple[list[Problem], c.CompiledFlow | None]:
             problems.append(Problem(pointer(["steps", sid]), "waits for a reply but has neither other_answer nor "
                                     "no_answer: an unexpected reply leaves the customer without an answer", "warning"))
 
-    if any(p.severity == "error" for p in problems) or env is None:
+    if any(p.severity == "error" for p in problems) or env is None or touched:
         return sorted_problems(problems), None
     flow = c.CompiledFlow(
         id=env.id, version=0, name=env.name or env.id, start=env.start, tz=tz, hours=hours,
@@ -460,17 +484,16 @@ def _slow_checks(steps: Iterable[m.Step]) -> bool:
     return False
 
 
-def _settings(doc: dict[str, Any]) -> m.Settings | None:
-    """The settings of a document whose envelope failed (a bad id, say), so they are checked too."""
-    try:
-        return m.Settings.model_validate(doc.get("settings", {}))
-    except ValidationError:
-        return None  # already reported with the envelope
+def _salvaged_envelope(doc: dict[str, Any]) -> tuple[_Envelope | None, list[str]]:
+    """The envelope of a document that failed it (a bad id, a wrong settings value), pruned so
+    its settings and goals are checked too; the steps and format are checked apart."""
+    found = salvage(_Envelope.model_validate, {**doc, "format": m.FORMAT, "steps": {"-": None}}, [])
+    return found if found is not None else (None, [])
 
 
-def compile_document(doc: Any, *, version: int = 0) -> c.CompiledFlow:
+def compile_document(doc: Any, *, version: int = 0, repeated: Iterable[str] = ()) -> c.CompiledFlow:
     """The compiled flow, or ``FlowInvalid`` listing every problem."""
-    problems, flow = check_document(doc)
+    problems, flow = check_document(doc, repeated=repeated)
     if flow is None:
         raise FlowInvalid(problems)
     if version:

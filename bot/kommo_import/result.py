@@ -6,14 +6,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Problem, SalesbotError
+from ..errors import ROOT, Problem, SalesbotError
 
 
 class KommoImportError(SalesbotError):
     """The Kommo document cannot be converted: ``pointer`` is the JSON pointer of the culprit in the input."""
 
     def __init__(self, pointer: str, message: str) -> None:
-        super().__init__(f"{pointer or '/'}: {message}")
+        super().__init__(f"{pointer or ROOT}: {message}")
         self.pointer = pointer
         self.message = message
 

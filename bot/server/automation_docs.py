@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,9 +97,9 @@ class AutomationDocuments:
 
         return AutomationContext(await crm_pipelines(self.crm), bots=frozenset(await self.bots.ids()))
 
-    async def put(self, doc: Any) -> tuple[VersionInfo, bool]:
-        """Check and store a document; ``AutomationsInvalid`` with every problem. The same
-        document as the newest version adds no version."""
+    async def put(self, doc: Any, found: Sequence[Problem] = ()) -> tuple[VersionInfo, bool]:
+        """Check and store a document; ``AutomationsInvalid`` with every problem (``found`` by
+        the caller included). The same document as the newest version adds no version."""
         # In a worker thread: a document of 1,000 rules takes a second or more to check, which
         # in the event loop stalled every conversation of the process (bench/automations.py).
         from ..automations.validate import check_automations  # on first use: off the start path
@@ -110,6 +111,10 @@ class AutomationDocuments:
                 problems += [Problem(f"/rules/{i}/apply_to_existing", "apply_to_existing needs a CRM whose leads "
                                      "can be listed by stage (the embedded CRM or Kommo), not this one")
                              for i, rule in enumerate(model.rules) if rule.apply_to_existing]
+        if found:
+            from ..builder.problems import sorted_problems
+
+            problems = sorted_problems([*found, *problems])
         if model is None or any(p.severity == "error" for p in problems):
             raise AutomationsInvalid(problems)
         info, new = await self.documents.put(

@@ -62,11 +62,12 @@ def require(request: web.Request, *roles: str) -> Principal:
     return principal
 
 
-async def json_body(request: web.Request) -> Any:
+async def json_body(request: web.Request, repeated: list[str] | None = None) -> Any:
     """The body parsed by the one strict parser (``bot.inputs.loads``): no NaN or infinities,
-    no integer beyond 64 bits, at most ``MAX_DEPTH`` levels; anything else is a 400."""
+    no integer beyond 64 bits, at most ``MAX_DEPTH`` levels; anything else is a 400. With
+    ``repeated``, the pointers of keys an object repeats are appended to it (documents refuse them)."""
     try:
-        return loads(await request.read())
+        return loads(await request.read(), repeated=repeated)
     except BadJson as exc:
         log.warning("http.bad_json", extra={"path": request.path, "reason": exc.reason})
         raise HttpError(400, "bad_json", f"the body is not valid JSON: {exc.reason}") from None

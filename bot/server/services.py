@@ -154,10 +154,14 @@ def _flow_files(directory: Path) -> list[Path]:
 async def load_flow_dir(bots: BotRegistry, directory: Path) -> list[str]:
     """Upload every ``*.json`` flow of a folder (unchanged ones add no version); the files are
     read off the event loop."""
+    from ..builder.problems import repeated_key_problems  # with the first flow: the models come with it
+
     loaded = []
     for path in await asyncio.to_thread(_flow_files, directory):
         try:
-            info, _new = await bots.put(await asyncio.to_thread(read_document, path))
+            repeated: list[str] = []
+            doc = await asyncio.to_thread(read_document, path, repeated)
+            info, _new = await bots.put(doc, repeated_key_problems(repeated))
             loaded.append(f"{info.bot} v{info.version}")
         except (FlowInvalid, FlowLoadError) as exc:
             log.error("bot.load_failed", extra={"file": str(path), "error": str(exc)})

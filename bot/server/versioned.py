@@ -4,30 +4,41 @@ through these, so both read and fail the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
-from ..errors import DocumentInvalid
+from ..errors import DocumentInvalid, Problem
 from ..store.bots import problems_as_details
 from ..store.versions import DocumentNotFound, VersionedDocuments, VersionInfo
 from .http import MAX_INDEX, error, json_body
 
 Activate = Callable[[str, int], Awaitable[VersionInfo]]
+#: Check and store a document with problems found before (``DocumentInvalid`` listing them all).
+Put = Callable[[Any, Sequence[Problem]], Awaitable[tuple[VersionInfo, bool]]]
 
 
-async def upload(request: web.Request, put: Callable[[Any], Awaitable[tuple[VersionInfo, bool]]],
-                 activate: Activate, *, code: str, noun: str) -> web.Response:
-    """The body as a new active version (201); the newest version again (re)activates it (200);
-    an id other than the URL's, or any problem, is a 422 listing every problem."""
-    doc = await json_body(request)
+async def upload(request: web.Request, put: Put, activate: Activate, *, code: str, noun: str) -> web.Response:
+    """The body as a new active version (201); the newest version again (re)activates it (200).
+    A URL id that no document may have is a 400; any problem of the document (an id other than
+    the URL's, a key written twice included) a 422 listing every problem."""
+    from ..builder.model_base import BOT_ID_PATTERN  # with the first upload, not at start
+    from ..builder.problems import repeated_key_problems
+
     doc_id = request.match_info["id"]
+    if not re.fullmatch(BOT_ID_PATTERN, doc_id):
+        return error(400, "bad_id", f"{json.dumps(doc_id, ensure_ascii=False)} (the id in the URL) is not a valid "
+                     f"{noun} id: lower-case letters, digits, _ and -, up to 64, starting with a letter or digit")
+    repeated: list[str] = []
+    doc = await json_body(request, repeated)
+    extra = repeated_key_problems(repeated)
     if isinstance(doc, dict) and doc.get("id") != doc_id:
-        return error(422, code, f"the {noun}'s id must match the URL",
-                     [{"pointer": "/id", "message": f'must be "{doc_id}" (the id in the URL)'}])
+        extra.append(Problem("/id", f'must be "{doc_id}" (the id in the URL)'))
     try:
-        info, new = await put(doc)
+        info, new = await put(doc, extra)
     except DocumentInvalid as exc:
         details = problems_as_details(exc.problems)
         return error(422, code, f"{len(details)} problem(s) in the {noun}", details)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -22,6 +23,12 @@ from .versions import DocumentNotFound, VersionedDocuments, VersionInfo
 if TYPE_CHECKING:
     from ..builder.compiled import CompiledFlow
     from ..engine.state import ConversationState
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    from ..builder.problems import sorted_problems
+
+    return sorted_problems(problems)
 
 
 def _check_document(doc: Any) -> tuple[list[Problem], CompiledFlow | None]:
@@ -61,17 +68,18 @@ class BotRegistry:
         return self._flows.get((bot, version))
 
     # ------------------------------------------------------------------ writing
-    async def put(self, doc: Any) -> tuple[VersionInfo, bool]:
+    async def put(self, doc: Any, found: Sequence[Problem] = ()) -> tuple[VersionInfo, bool]:
         """Validate and store a flow; returns its version and whether it is new.
 
-        Raises ``FlowInvalid`` with every problem. The same document as the newest version is
+        Raises ``FlowInvalid`` with every problem, ``found`` (by the caller: an id other than
+        the URL's, keys the JSON repeats) included. The same document as the newest version is
         not stored again (so loading ``flows/`` at every start adds nothing).
         """
         # In a worker thread, as an automation document's check: a big flow's templates take
         # seconds to compile, which on the event loop stalled every conversation of the process.
         problems, flow = await asyncio.to_thread(_check_document, doc)
-        if flow is None:
-            raise FlowInvalid(problems)
+        if flow is None or any(p.severity == "error" for p in found):
+            raise FlowInvalid(_sorted([*found, *problems]))
         info, new = await self.documents.put(flow.id, doc, digest=flow.digest, name=flow.name,
                                              warnings=tuple(str(p) for p in problems if p.severity == "warning"))
         if new:

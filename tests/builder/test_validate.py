@@ -260,7 +260,14 @@ def test_broken_copy_reports_exactly_one_problem_each() -> None:
 def test_list_row_ids_must_be_unique() -> None:
     step = lst([{"title": "A", "rows": [{"id": "tea", "title": "Tea", "next": "l"},
                                          {"id": "tea", "title": "Tea again", "next": "l"}]}], target="l")
-    assert errors(flow({"l": step})) == [("/steps/l/sections", 'row id "tea" is used twice')]
+    assert errors(flow({"l": step})) == [("/steps/l/sections/0/rows/1/id", 'row id "tea" is used twice')]
+
+
+def test_a_row_id_used_twice_across_sections_points_at_the_second_row() -> None:
+    step = lst([{"title": "A", "rows": [{"id": "tea", "title": "Tea", "next": "l"}]},
+                {"title": "B", "rows": [{"id": "cake", "title": "Cake", "next": "l"},
+                                        {"id": "tea", "title": "Tea again", "next": "l"}]}], target="l")
+    assert errors(flow({"l": step})) == [("/steps/l/sections/1/rows/1/id", 'row id "tea" is used twice')]
 
 
 def test_matches_with_a_template_is_not_compiled_as_a_regex() -> None:

@@ -40,13 +40,14 @@ def test_the_limit_is_512_kib() -> None:
     assert MAX_DOCUMENT_BYTES == 512 * 1024
 
 
-def test_a_problem_found_twice_is_reported_once() -> None:
-    # Three rows share an id: the check meets the duplicate twice (rows 2 and 3).
+def test_each_row_that_repeats_an_id_is_reported_once() -> None:
+    # Three rows share an id: the second and the third repeat it, each once.
     step = lst([{"title": "A", "rows": [{"id": "tea", "title": f"Tea {i}", "next": "l"} for i in range(3)]}],
                target="l")
     problems, _ = check_document(flow({"l": step}))
     assert [(p.pointer, p.message, p.severity) for p in problems] == [
-        ("/steps/l/sections", 'row id "tea" is used twice', "error")]
+        ("/steps/l/sections/0/rows/1/id", 'row id "tea" is used twice', "error"),
+        ("/steps/l/sections/0/rows/2/id", 'row id "tea" is used twice', "error")]
 
 
 def _uses_crm(actions: list[dict[str, Any]]) -> bool:

@@ -36,7 +36,7 @@ def test_a_valid_split_with_goals_and_a_winner_rule_has_no_problem() -> None:
 
 BAD_SPLITS = {
     "one path": ({"paths": PATHS[:1]}, "/steps/offer/paths", "at least 2"),
-    "same path ids": ({"paths": [PATHS[0], PATHS[0]]}, "/steps/offer", "each path needs an id of its own"),
+    "same path ids": ({"paths": [PATHS[0], PATHS[0]]}, "/steps/offer/paths/1/id", 'path id "a" is used twice'),
     "zero weight": ({"paths": [{**PATHS[0], "weight": 0}, PATHS[1]]}, "/steps/offer/paths/0/weight",
                     "greater than or equal to 1"),
     "bad path id": ({"paths": [{**PATHS[0], "id": "a b"}, PATHS[1]]}, "/steps/offer/paths/0/id", "pattern"),

@@ -60,9 +60,9 @@ def test_a_bad_map_an_invalid_flow_and_a_missing_file_are_one_line_each(tmp_path
     code, said = run("flows", "export", "--to", "kommo", flow, "--map", bad_map)
     assert (code, said) == (1, f'{bad_map}: /field: unknown table "field" (known: fields, stages, pipelines, users)\n')
     code, said = run("flows", "export", "--to", "kommo", flow, "--map", str(tmp_path / "none.toml"))
-    assert code == 1 and said.startswith(f"{tmp_path / 'none.toml'}: /: cannot read the map: ")
+    assert code == 1 and said.startswith(f"{tmp_path / 'none.toml'}: (document): cannot read the map: ")
     broken = write(tmp_path, "broken.json", {**MENU, "start": "nowhere"})
     code, said = run("flows", "export", "--to", "kommo", broken)
     assert code == 1 and said.endswith("not exported: the flow is not valid\n") and "/start" in said
     code, said = run("flows", "export", "--to", "kommo", write(tmp_path, "nojson.json", "{"))
-    assert code == 1 and said.startswith(f"{tmp_path / 'nojson.json'}: /: ")
+    assert code == 1 and said.startswith(f"{tmp_path / 'nojson.json'}: (document): ")

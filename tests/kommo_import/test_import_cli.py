@@ -50,7 +50,7 @@ def test_with_output_and_map_the_notes_go_to_stdout(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("{not json", ": /: not JSON: "),
+    ("{not json", ": (document): not JSON: "),
     ('[{"question": [{"handler": "ask", "params": {}}]}]', ': /0/question/0/handler: unknown handler "ask"'),
     ('[{"question": [{"handler": "goto", "params": {"type": "question", "step": 9}}]}]',
      ": /0/question/0/params/step: there is no step 9"),
@@ -71,7 +71,7 @@ def test_a_bad_map_a_missing_file_or_a_bad_id_exit_1(tmp_path: Path) -> None:
     code, out = run(str(tmp_path / "in.json"), "--map", str(tmp_path / "map.toml"))
     assert code == 1 and '/colors: unknown table "colors"' in out
     code, out = run(str(tmp_path / "missing.json"))
-    assert code == 1 and "missing.json: /: cannot read" in out
+    assert code == 1 and "missing.json: (document): cannot read" in out
     code, out = run(str(tmp_path / "in.json"), "--id", "Not An Id")
     assert code == 1 and "a flow id is" in out
 
