@@ -27,12 +27,23 @@ from ..store.outbox import DeliveryRejected, DeliveryTemporary
 from .host import ChannelHost
 
 __all__ = [
-    "BadInput", "Capabilities", "ChannelAdapter", "ChannelError", "DeliveryRejected", "DeliveryTemporary",
-    "Inbound", "InboundAttachment", "MalformedWebhook", "Poller", "PollingAdapter", "RawRequest", "WebhookRejected",
-    "clean_inbound", "readable_items",
+    "CREDENTIALS_RETRY_AFTER", "BadInput", "Capabilities", "ChannelAdapter", "ChannelError", "DeliveryRejected",
+    "DeliveryTemporary", "Inbound", "InboundAttachment", "MalformedWebhook", "Poller", "PollingAdapter", "RawRequest",
+    "WebhookRejected", "clean_inbound", "credentials_refused", "readable_items",
 ]
 
 log = logging.getLogger("salesbot.channels")
+
+
+def credentials_refused(detail: str) -> DeliveryTemporary:
+    """The platform refused our credentials (a revoked or rotated token, a changed auth token):
+    not the message's fault, and fixed by an operator, so every adapter retries it the same way
+    (after ``CREDENTIALS_RETRY_AFTER``) rather than fail each reply for good meanwhile."""
+    return DeliveryTemporary(detail, retry_after=CREDENTIALS_RETRY_AFTER)
+
+
+#: The pause before a send whose credentials were refused is tried again (seconds).
+CREDENTIALS_RETRY_AFTER = 60.0
 
 
 class ChannelError(SalesbotError):

@@ -4,7 +4,7 @@ Messenger adapters (WhatsApp Cloud is in ``whatsapp.py`` and uses the shared par
 Shared by all three:
 
 * the GET handshake: ``hub.mode=subscribe`` with the configured ``verify_token`` is answered
-  with ``hub.challenge``, anything else with 403;
+  with ``hub.challenge``, anything else with 403 and its reason (logged, never the token);
 * ``X-Hub-Signature-256: sha256=<hex>``: HMAC-SHA256 of the **raw body bytes** with the app
   secret, compared in constant time (missing: 401, wrong: 403; an account without an app
   secret rejects every POST);
@@ -16,7 +16,9 @@ Instagram and Messenger (same Send API: ``POST /{version}/me/messages``):
 * inbound DMs (text, quick-reply taps, postbacks, media, Instagram story mentions), Instagram
   comments (``changes`` field ``comments``/``live_comments``: an ``Inbound`` of kind ``comment``
   whose ``reply`` carries the comment id), delivery/read receipts where they name a message id;
-  echoes of our own sends and our own comments are ignored; ``mid``/comment id dedupe;
+  echoes of our own sends and our own comments are ignored; ``mid``/comment id dedupe; the
+  entries of the app's other Pages / Instagram accounts are ignored when the account names its
+  own (``page_id`` for Messenger, ``ig_id`` for Instagram);
 * outbound: up to 13 quick replies, attachments by URL, long text split (Instagram counts
   1000 *bytes*); a ``comment`` transcript entry is a public reply
   (``POST /{comment-id}/replies?message=…``);
@@ -29,8 +31,6 @@ Instagram and Messenger (same Send API: ``POST /{version}/me/messages``):
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -44,7 +44,6 @@ from urllib.parse import quote
 import aiohttp
 
 from ..config import AccountConfig
-from ..inputs import BadJson, header_bytes, loads
 from ..store.ratelimit import SharedLimiter
 from .base import (
     Capabilities,
@@ -54,91 +53,37 @@ from .base import (
     InboundAttachment,
     MalformedWebhook,
     RawRequest,
-    WebhookRejected,
+    credentials_refused,
     readable_items,
+)
+from .meta_webhooks import (
+    DAY,
+    SIGNATURE_HEADER,
+    answer_handshake,
+    header,
+    load_body,
+    number,
+    seconds,
+    signature,
+    verify_signature,
 )
 from .pacing import AccountPacing
 from .render import Rendered, render, split_text
+
+__all__ = [  # the webhook side lives in ``meta_webhooks``; its names are importable from here too
+    "DAY", "GRAPH_URL", "GRAPH_VERSION", "HUMAN_AGENT_WINDOW", "PRIVATE_REPLY_WINDOW", "SIGNATURE_HEADER", "WINDOW",
+    "GraphClient", "GraphError", "MetaMessagingAdapter", "SentParts", "answer_handshake", "create_instagram",
+    "create_messenger", "credentials", "fit_bytes", "header", "load_body", "message_key", "number", "seconds",
+    "send_parts", "signature", "verify_signature",
+]
 
 log = logging.getLogger("salesbot.channels.meta")
 
 GRAPH_URL = "https://graph.facebook.com"
 GRAPH_VERSION = "v21.0"
-SIGNATURE_HEADER = "X-Hub-Signature-256"
-
-DAY = 86400.0
 WINDOW = 1 * DAY  # the standard messaging window after the customer's last message
 HUMAN_AGENT_WINDOW = 7 * DAY  # HUMAN_AGENT tag: a person may answer up to 7 days later
 PRIVATE_REPLY_WINDOW = 7 * DAY  # one private reply within 7 days of the comment
-
-
-# ---------------------------------------------------------------------------- webhooks
-
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header by case-insensitive name (``RawRequest.headers`` may be a plain dict)."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lower = name.lower()
-    for key, val in headers.items():
-        if key.lower() == lower:
-            return val
-    return None
-
-
-def signature(app_secret: str, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value Meta sends for ``body``."""
-    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def verify_signature(request: RawRequest, app_secret: str | None) -> None:
-    """Raise ``WebhookRejected`` unless the raw body carries the app secret's signature."""
-    given = header(request.headers, SIGNATURE_HEADER)
-    if not given:
-        raise WebhookRejected("missing X-Hub-Signature-256", 401)
-    if not app_secret:
-        raise WebhookRejected("no app_secret configured for this account", 403)
-    expected = signature(app_secret, request.body)
-    if not hmac.compare_digest(header_bytes(given.strip().lower()) or b"", expected.encode()):
-        raise WebhookRejected("X-Hub-Signature-256 does not match", 403)
-
-
-def answer_handshake(request: RawRequest, verify_token: str | None) -> tuple[int, str]:
-    """Meta's subscription check: echo ``hub.challenge`` when the verify token matches."""
-    query = request.query
-    token = query.get("hub.verify_token", "")
-    challenge = query.get("hub.challenge")
-    if (query.get("hub.mode") == "subscribe" and verify_token and challenge is not None
-            and hmac.compare_digest(token.encode(), verify_token.encode())):
-        return 200, challenge
-    return 403, "verification failed"
-
-
-def load_body(request: RawRequest) -> dict[str, Any]:
-    """The webhook's JSON object with an ``entry`` list; ``MalformedWebhook`` otherwise."""
-    try:
-        data = loads(request.body)
-    except BadJson as exc:
-        raise MalformedWebhook(f"the body is not JSON: {exc.reason}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("entry"), list):
-        raise MalformedWebhook("the body has no entry list")
-    return data
-
-
-def seconds(stamp: Any, default: float | None = None) -> float | None:
-    """Meta timestamps are seconds or milliseconds, as numbers or strings."""
-    try:
-        value = float(stamp)
-    except (TypeError, ValueError):
-        return default
-    return value / 1000.0 if value > 1e11 else value
-
-
-def number(value: Any) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------- Graph client
@@ -312,8 +257,8 @@ class MetaMessagingAdapter:
     """Instagram or Messenger (the same Send API and webhook format)."""
 
     def __init__(self, *, name: str, object_type: str, capabilities: Capabilities, text_bytes: int | None,
-                 comments: bool, account: str, config: AccountConfig, http: aiohttp.ClientSession,
-                 public_url: str = "") -> None:
+                 comments: bool, account_ids: tuple[str, ...], account: str, config: AccountConfig,
+                 http: aiohttp.ClientSession, public_url: str = "") -> None:
         self.name = name
         self.capabilities = capabilities
         self.account = account
@@ -324,8 +269,15 @@ class MetaMessagingAdapter:
         settings = config.settings
         self._app_secret = creds.get("app_secret")
         self._verify_token = creds.get("verify_token")
+        ids = {key: str(creds.get(key) or settings.get(key) or "") for key in ("page_id", "ig_id", "instagram_id")}
         #: Our own ids (page id, Instagram account id): events from them are echoes.
-        self._own_ids = {v for v in (creds.get("page_id"), creds.get("ig_id"), creds.get("instagram_id")) if v}
+        self._own_ids = {v for v in ids.values() if v}
+        #: Meta posts the events of every Page (or Instagram account) of an app to the one callback
+        #: URL: with the id its entries carry configured, another account's entries are ignored.
+        self._filters = any(ids[key] for key in account_ids)
+        if not self._filters:
+            log.warning("meta.no_account_id", extra={"channel": name, "account": account,
+                                                     "setting": " or ".join(account_ids)})
         self._send_path = str(settings.get("send_path") or "me/messages")
         self.pacing = AccountPacing(name, account, settings, {})  # per API call, every process
         self.graph = GraphClient(http, base_url=config.api_base_url,
@@ -359,11 +311,18 @@ class MetaMessagingAdapter:
         if not isinstance(entry, dict):
             raise MalformedWebhook("an entry is not an object")
         entry_id = str(entry.get("id") or "")
+        if self._filters and entry_id and entry_id not in self._own_ids:
+            self._other_account(entry_id)
+            return
         for event in entry.get("messaging") or ():
             yield from readable_items(self.name, partial(self._messaging, event, entry_id))
         for change in entry.get("changes") or ():
             yield from readable_items(self.name,
                                       partial(self._change, change, entry_id, entry.get("time")))
+
+    def _other_account(self, account_id: str) -> None:
+        log.info("webhook.other_account", extra={"channel": self.name, "account": self.account,
+                                                 "id": account_id[:40]})
 
     def _is_own(self, sender: str, entry_id: str) -> bool:
         return bool(sender) and (sender == entry_id or sender in self._own_ids)
@@ -372,6 +331,10 @@ class MetaMessagingAdapter:
         sender = (event.get("sender") or {}).get("id") or ""
         if not isinstance(sender, str):  # Meta sends ids as strings
             raise MalformedWebhook("the sender id is not a string")
+        recipient = str((event.get("recipient") or {}).get("id") or "")
+        if self._filters and recipient and not {recipient, sender} & self._own_ids:
+            self._other_account(recipient)  # an event between a customer and another of the app's accounts
+            return
         at = seconds(event.get("timestamp")) or time.time()
         if "message" in event:
             msg = event["message"]
@@ -555,19 +518,21 @@ class MetaMessagingAdapter:
         if err.code == 551:
             return DeliveryRejected(f"the customer cannot be reached (blocked or deactivated): {err.message}")
         if err.code == 190:
-            return DeliveryTemporary(f"the access token was refused: {err}", retry_after=60.0)
+            return credentials_refused(f"the access token was refused: {err}")
         return DeliveryRejected(str(err))
 
 
 def create_instagram(*, account: str, config: AccountConfig, http: aiohttp.ClientSession,
                      public_url: str = "", **_: Any) -> MetaMessagingAdapter:
     return MetaMessagingAdapter(name="instagram", object_type="instagram", capabilities=INSTAGRAM_CAPABILITIES,
-                                text_bytes=1000, comments=True, account=account, config=config, http=http,
+                                text_bytes=1000, comments=True, account_ids=("ig_id", "instagram_id"),
+                                account=account, config=config, http=http,
                                 public_url=public_url)
 
 
 def create_messenger(*, account: str, config: AccountConfig, http: aiohttp.ClientSession,
                      public_url: str = "", **_: Any) -> MetaMessagingAdapter:
     return MetaMessagingAdapter(name="messenger", object_type="page", capabilities=MESSENGER_CAPABILITIES,
-                                text_bytes=None, comments=False, account=account, config=config, http=http,
+                                text_bytes=None, comments=False, account_ids=("page_id",),
+                                account=account, config=config, http=http,
                                 public_url=public_url)

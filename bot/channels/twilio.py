@@ -20,8 +20,9 @@ which case the content (a ``twilio/quick-reply`` or ``twilio/list-picker`` whose
 window is closed, or when Twilio answers 63016 to a free-form message.
 
 Errors: 429 / 20429 / 5xx / network → ``DeliveryTemporary`` (``retry_after`` from the
-``Retry-After`` header); 63016 without a template, 21610 (unsubscribed) and other 4xx →
-``DeliveryRejected``.
+``Retry-After`` header); refused credentials (401, 20003) → ``DeliveryTemporary`` after 60 s,
+as Telegram's refused token and Graph's 190 (``base.credentials_refused``); 63016 without a
+template, 21610 (unsubscribed) and other 4xx → ``DeliveryRejected``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
 from multidict import MultiDict
@@ -60,6 +61,7 @@ from .base import (
     MalformedWebhook,
     RawRequest,
     WebhookRejected,
+    credentials_refused,
 )
 from .pacing import AccountPacing
 from .render import Rendered, render
@@ -250,11 +252,18 @@ class TwilioAdapter:
         key = self.webhook_key if settings_header and self.webhook_key else self.auth_token
         body = request.body.decode("utf-8", "replace")
         params: Any
-        if "bodySHA256" in urlsplit(request.url).query:  # a JSON-bodied webhook: the body is hashed
+        # A JSON-bodied webhook carries the body's hash as the query parameter ``bodySHA256``; the
+        # validator then hashes the body string. Decided as the validator decides (``parse_qs``,
+        # blank values dropped): a substring test handed it a string it then walked as a dict (a 500).
+        if "bodySHA256" in parse_qs(urlsplit(request.url).query):
             params = body
         else:
             params = MultiDict(parse_qsl(body, keep_blank_values=True))
-        if not RequestValidator(key).validate(request.url, params, signature, algorithm=algorithm):
+        try:
+            valid = RequestValidator(key).validate(request.url, params, signature, algorithm=algorithm)
+        except (AttributeError, TypeError, ValueError, UnicodeError):  # whatever the request holds: refused
+            valid = False
+        if not valid:
             raise WebhookRejected("X-Twilio-Signature does not match", 403)
 
     def parse(self, request: RawRequest) -> list[Inbound]:
@@ -456,7 +465,10 @@ class TwilioAdapter:
             return _OutsideWindow(text)
         if status >= 500 or status in (408, 0):
             return DeliveryTemporary(text, retry_after=_retry_after())
-        if status in (401, 403):
+        if status == 401 or code == 20003:  # the account sid / auth token were refused
+            log.error("twilio.auth_failed", extra={"account": self.account, "code": code})
+            return credentials_refused(f"Twilio refused the account's credentials ({text})")
+        if status == 403:
             log.error("twilio.auth_failed", extra={"account": self.account, "code": code})
         explained = _ERRORS.get(str(code))
         return DeliveryRejected(f"{explained} ({text})" if explained else text)

@@ -37,8 +37,8 @@ async def dispatch(host: ChannelHost, account: str, adapter: ChannelAdapter, ite
         handled += 1
         if item.kind == "status":
             await _status(host, account, adapter.name, item)
-        else:
-            await _message(host, account, adapter.name, item)
+        elif not await _message(host, account, adapter.name, item):
+            continue  # a redelivery: acknowledged when it first came (answerCallbackQuery once per click)
         await adapter.acknowledge(item)
     return handled
 
@@ -52,7 +52,8 @@ def _kind(item: Inbound) -> str:
     return "media" if item.attachments and not item.text else "text"
 
 
-async def _message(host: ChannelHost, account: str, channel: str, item: Inbound) -> None:
+async def _message(host: ChannelHost, account: str, channel: str, item: Inbound) -> bool:
+    """Deliver a customer's message; False when its conversation had it already (a redelivery)."""
     cid = conversation_id(channel, account, item.chat_id)
     meta = {"channel": channel, "account": account, "external_id": item.chat_id}
     if item.profile_name:
@@ -67,7 +68,7 @@ async def _message(host: ChannelHost, account: str, channel: str, item: Inbound)
         attachments=tuple(ev.Attachment(a.kind, a.url, a.name, a.mime) for a in item.attachments),
         kind=_kind(item), start_param=item.start_param, greeting=host.greeting_bot(account))
     dedupe = f"{channel}:{item.dedupe_id}" if item.dedupe_id else None
-    await host.conversations.deliver(cid, event, dedupe_id=dedupe, meta=meta)
+    return not (await host.conversations.deliver(cid, event, dedupe_id=dedupe, meta=meta)).duplicate
 
 
 async def _status(host: ChannelHost, account: str, channel: str, item: Inbound) -> None:

@@ -1,7 +1,8 @@
 """WhatsApp Business Cloud API (Meta Graph API).
 
 Inbound: Meta's GET handshake and ``X-Hub-Signature-256`` (see ``meta.py``); ``messages``
-changes of our phone number: text, interactive replies (``button_reply``, ``list_reply``),
+changes of our phone number: text, interactive replies (``button_reply``, ``list_reply``; other
+``interactive`` types, such as a Flows answer ``nfm_reply``, are ignored),
 template quick-reply buttons (``button``), media (image, video, audio/voice, document,
 sticker), location; ``statuses`` (sent, delivered, read, failed with its error code).
 Events of other phone numbers of the same app are ignored.
@@ -39,6 +40,7 @@ from .base import (
     InboundAttachment,
     MalformedWebhook,
     RawRequest,
+    credentials_refused,
     readable_items,
 )
 from .meta import (
@@ -81,6 +83,8 @@ _TEMPORARY = {1, 2, 4, 80007, THROUGHPUT, 131000, 131016, 131048, PAIR_RATE, 133
 _MEDIA_KINDS = {"image": "image", "video": "video", "audio": "audio", "voice": "audio", "document": "document"}
 _CAPTIONED = {"image", "video", "document"}
 _INBOUND_MEDIA = ("image", "video", "audio", "document", "sticker")
+#: The ``interactive`` answers a flow takes: a reply button or a list row we sent.
+_INTERACTIVE_REPLIES = frozenset({"button_reply", "list_reply"})
 
 
 def _cut(text: str, limit: int) -> str:
@@ -163,7 +167,12 @@ class WhatsAppAdapter:
             text = (msg.get("text") or {}).get("body") or ""
         elif kind == "interactive":
             inter = msg.get("interactive") or {}
-            reply = inter.get(inter.get("type") or "") or {}  # button_reply / list_reply
+            answer = inter.get("type")
+            if answer not in _INTERACTIVE_REPLIES:  # nfm_reply (a WhatsApp Flows answer), …: we send no
+                log.info("webhook.ignored_message_type",  # Flows, so there is no step to take it
+                         extra={"channel": self.name, "type": f"interactive.{str(answer)[:28]}"})
+                return
+            reply = inter.get(answer) or {}
             text, payload = reply.get("title") or "", reply.get("id")
         elif kind == "button":  # a template's quick-reply button
             button = msg.get("button") or {}
@@ -261,7 +270,7 @@ class WhatsAppAdapter:
                 retry = self.pair_retry_after
             return DeliveryTemporary(str(err), retry_after=retry)
         if err.code in (0, 190):
-            return DeliveryTemporary(f"the access token was refused: {err}", retry_after=60.0)
+            return credentials_refused(f"the access token was refused: {err}")
         return DeliveryRejected(str(err))
 
     # -------------------------------------------------------------- message bodies

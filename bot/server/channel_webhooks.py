@@ -54,6 +54,9 @@ async def handshake(request: web.Request) -> web.Response:
     if answer is None:
         return error(405, "method_not_allowed", "this channel has no GET verification")
     status, text = answer
+    if status >= 400:  # a subscription check that failed (the reason names no token)
+        log.warning("webhook.rejected", extra={"channel": adapter.name, "account": found[0], "method": "GET",
+                                               "reason": text[:200]})
     return web.Response(status=status, text=text)
 
 

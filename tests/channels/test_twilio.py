@@ -13,7 +13,13 @@ import pytest
 from redis.asyncio import Redis
 from twilio.request_validator import RequestValidator
 
-from bot.channels.base import DeliveryRejected, DeliveryTemporary, RawRequest, WebhookRejected
+from bot.channels.base import (
+    CREDENTIALS_RETRY_AFTER,
+    DeliveryRejected,
+    DeliveryTemporary,
+    RawRequest,
+    WebhookRejected,
+)
 from bot.channels.registry import ChannelRegistry
 from bot.channels.twilio import TwilioAdapter
 from bot.config import AccountConfig
@@ -367,7 +373,7 @@ async def test_twilio_unreachable_is_temporary(http: aiohttp.ClientSession) -> N
 
 
 @pytest.mark.parametrize(("status", "code", "words"), [(400, 21610, "unsubscribed"), (400, 63016, "24-hour"),
-                                                       (400, 21211, "invalid"), (401, 20003, "Authenticate")])
+                                                       (400, 21211, "invalid")])
 async def test_permanent_errors(fake: FakeTwilio, http: aiohttp.ClientSession, status: int, code: int,
                                 words: str) -> None:
     fake.fail_next(status, code)
@@ -375,13 +381,20 @@ async def test_permanent_errors(fake: FakeTwilio, http: aiohttp.ClientSession, s
         await _adapter(fake, http).send("wa", _fresh(CHAT), {"role": "bot", "text": "Hi", "ref": "r:1"})
 
 
-async def test_wrong_credentials_are_refused_by_the_fake(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
+async def test_refused_credentials_are_retried_after_a_minute(fake: FakeTwilio, http: aiohttp.ClientSession) -> None:
+    """A rotated auth token is the operator's to fix, not the message's fault: retried as
+    Telegram's refused token and Graph's 190 are, not failed for good (every reply lost)."""
     config = AccountConfig(channel="twilio", api_base_url=fake.url, credentials={
         "account_sid": ACCOUNT_SID, "auth_token": "not-the-token", "from_number": SENDER})
     adapter = ChannelRegistry().create("twilio", account="wa", config=config, http=http, public_url=PUBLIC_URL)
-    with pytest.raises(DeliveryRejected, match="20003"):
+    with pytest.raises(DeliveryTemporary, match="20003") as caught:
         await adapter.send("wa", _fresh(CHAT), {"role": "bot", "text": "Hi"})
+    assert caught.value.retry_after == CREDENTIALS_RETRY_AFTER == 60.0
     assert fake.sent == []
+    fake.fail_next(401, 20003)  # the same answer for the right account (a token rotated meanwhile)
+    with pytest.raises(DeliveryTemporary, match="Authenticate") as again:
+        await _adapter(fake, http).send("wa", _fresh(CHAT), {"role": "bot", "text": "Hi", "ref": "r:1"})
+    assert again.value.retry_after == 60.0
 
 
 async def test_63016_falls_back_to_the_template_and_a_closed_window_uses_it(fake: FakeTwilio,

@@ -15,8 +15,9 @@ Inbound
     wrong (or no secret configured) → 403. ``message`` updates (text, captions, photos,
     documents, video, audio, voice, stickers, contacts, locations, ``/start <param>`` deep
     links) and ``callback_query`` updates (inline-button clicks, answered with
-    ``answerCallbackQuery``) become ``Inbound`` items keyed by ``update_id``; other updates
-    are acknowledged and ignored. With ``settings.mode = "polling"`` the worker runs a
+    ``answerCallbackQuery``, once per click) become ``Inbound`` items keyed by ``update_id``;
+    other updates, service messages (members, pins, timers) and content no step reads (dice,
+    polls, stories) are acknowledged and ignored. With ``settings.mode = "polling"`` the worker runs a
     ``TelegramPoller`` (``getUpdates``) instead, delivering through the same path.
 
 Outbound

@@ -25,13 +25,21 @@ from telegram.error import (
 from ...config import AccountConfig
 from ...inputs import BadJson, header_bytes, loads
 from ...store.ratelimit import SharedLimiter
-from ..base import DeliveryRejected, DeliveryTemporary, Inbound, MalformedWebhook, RawRequest, WebhookRejected
+from ..base import (
+    DeliveryRejected,
+    DeliveryTemporary,
+    Inbound,
+    MalformedWebhook,
+    RawRequest,
+    WebhookRejected,
+    credentials_refused,
+)
 from ..host import ChannelHost
 from ..pacing import AccountPacing
 from .outbound import CAPABILITIES, chat_param, plan
 from .pacing import ChatLimits
 from .polling import TelegramPoller
-from .transport import AiohttpRequest, BotApi, retry_seconds
+from .transport import AiohttpRequest, BotApi, keep_out_of_logs, retry_seconds
 from .updates import parse_update
 
 log = logging.getLogger("salesbot.channels.telegram")
@@ -61,7 +69,8 @@ class TelegramAdapter:
         self._secret = secret.get_secret_value().encode() if secret is not None else None
         base = (config.api_base_url or DEFAULT_API).rstrip("/")
         read_timeout = float(config.settings.get("read_timeout", 20.0))
-        self.request = AiohttpRequest(http, read_timeout=read_timeout)
+        self.request = AiohttpRequest(http, secret=self._token, read_timeout=read_timeout)
+        keep_out_of_logs(self._token)  # PTB's Bot logs its URL, token included, at DEBUG
         # PTB's Bot for polling and webhook set-up; sends go through the lean client (``BotApi``)
         self.bot = Bot(self._token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot",
                        request=self.request, get_updates_request=self.request)
@@ -120,7 +129,7 @@ class TelegramAdapter:
         except (Forbidden, BadRequest, ChatMigrated) as exc:
             raise DeliveryRejected(f"Telegram refused {method}: {exc}") from exc
         except InvalidToken as exc:
-            raise DeliveryTemporary(f"Telegram rejected the bot token: {exc}", retry_after=60.0) from exc
+            raise credentials_refused(f"Telegram rejected the bot token: {exc}") from exc
         except (TimedOut, NetworkError, Conflict) as exc:
             raise DeliveryTemporary(f"Telegram {method} failed: {exc}") from exc
         except TelegramError as exc:

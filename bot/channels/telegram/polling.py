@@ -16,7 +16,7 @@ from ...store import replies
 from ..base import ChannelAdapter, Inbound, MalformedWebhook
 from ..host import ChannelHost
 from ..webhooks import dispatch
-from .transport import retry_seconds
+from .transport import redact, retry_seconds
 from .updates import parse_update
 
 log = logging.getLogger("salesbot.channels.telegram")
@@ -111,10 +111,12 @@ class TelegramPoller:
                 log.warning("telegram.poll_flood", extra={"account": account, "retry_after": pause})
             except Conflict as exc:
                 pause = 5.0
-                log.warning("telegram.poll_conflict", extra={"account": account, "error": str(exc)})
+                log.warning("telegram.poll_conflict", extra={"account": account,
+                                                             "error": redact(str(exc), self.bot.token)})
             except Exception as exc:  # network trouble, Redis hiccups: log and try again
-                pause = 2.0
-                log.warning("telegram.poll_failed", extra={"account": account, "error": repr(exc)})
+                pause = 2.0  # its text may quote a URL, and a Bot API URL holds the token: redacted
+                log.warning("telegram.poll_failed", extra={"account": account,
+                                                           "error": redact(repr(exc), self.bot.token)})
         with contextlib.suppress(Exception):
             if replies.text(await self.host.redis.get(self.lease_key) or b"") == self.owner:
                 await self.host.redis.delete(self.lease_key)

@@ -5,12 +5,14 @@ deprecation warnings; separate because it speaks PTB's transport and error inter
 from __future__ import annotations
 
 import json
+import logging
 import math
 import warnings
 from collections.abc import Mapping
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
@@ -57,15 +59,62 @@ class BotApi:
                 status, payload = resp.status, await resp.read()
         except TimeoutError as exc:
             raise TimedOut() from exc
-        except aiohttp.ClientError as exc:  # its text may hold the URL, and the URL the bot token
-            text = str(exc).replace(self._secret, "<token>") if self._secret else str(exc)
-            raise NetworkError(f"aiohttp.{type(exc).__name__}: {text}") from exc
+        except aiohttp.ClientError as exc:
+            raise network_error(exc, self._secret) from None
         if 200 <= status <= 299:
             try:
                 return json.loads(payload)["result"]
             except (ValueError, KeyError, TypeError) as exc:
                 raise TelegramError("Invalid server response") from exc
         raise _failure(status, payload)
+
+
+def redact(text: str, secret: str) -> str:
+    """``text`` without the bot token (as written, or percent-encoded as a URL may carry it)."""
+    if not secret:
+        return text
+    for form in {secret, quote(secret, safe=""), quote(secret)}:
+        text = text.replace(form, "<token>")
+    return text
+
+
+class _TokenFilter(logging.Filter):
+    """Cuts the bot tokens out of python-telegram-bot's own log records: its ``Bot`` logs its API
+    URL (``…/bot<token>``) at DEBUG when built. Runs only for records the level lets through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a record whose arguments do not fit: left to the handler
+            return True
+        clean = message
+        for token in self.tokens:
+            clean = redact(clean, token)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_TOKEN_FILTER = _TokenFilter()
+_PTB_LOGGERS = ("telegram.Bot", "telegram.request.BaseRequest")
+
+
+def keep_out_of_logs(token: str) -> None:
+    """Redact ``token`` from python-telegram-bot's log records (call before building its ``Bot``)."""
+    _TOKEN_FILTER.tokens.add(token)
+    for name in _PTB_LOGGERS:
+        logging.getLogger(name).addFilter(_TOKEN_FILTER)  # once: a filter already there is not added
+
+
+def network_error(exc: aiohttp.ClientError, secret: str) -> NetworkError:
+    """PTB's ``NetworkError`` for an aiohttp failure of either path. aiohttp's texts quote the URL
+    (a redirect's target, an invalid URL), and a Bot API URL holds the bot token: it is cut out
+    here, and the caller raises ``from None`` so no traceback carries the original either."""
+    return NetworkError(redact(f"aiohttp.{type(exc).__name__}: {exc}", secret))
 
 
 def _failure(status: int, payload: bytes) -> TelegramError:
@@ -102,9 +151,10 @@ def _failure(status: int, payload: bytes) -> TelegramError:
 class AiohttpRequest(BaseRequest):
     """python-telegram-bot's transport over the process's shared ``aiohttp`` session."""
 
-    def __init__(self, http: aiohttp.ClientSession, *, read_timeout: float = 20.0,
+    def __init__(self, http: aiohttp.ClientSession, *, secret: str = "", read_timeout: float = 20.0,
                  connect_timeout: float = 10.0) -> None:
         self._http = http
+        self._secret = secret  # the bot token, kept out of error texts
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
 
@@ -145,7 +195,7 @@ class AiohttpRequest(BaseRequest):
         except TimeoutError as exc:
             raise TimedOut() from exc
         except aiohttp.ClientError as exc:
-            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+            raise network_error(exc, self._secret) from None
         if status == 429:
             raise _retry_after(body) or RetryAfter(1)
         return status, body

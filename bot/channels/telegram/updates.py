@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +12,16 @@ from ..base import Inbound, InboundAttachment, MalformedWebhook
 #: ``callback_data`` of an option whose payload did not fit: its number.
 NUMBER_TOKEN = re.compile(r"^~(\d{1,4})$")
 FILE_SCHEME = "tg-file:"  # an inbound file's reference: tg-file:<file_id> (resolve with getFile)
+#: A ``Message``'s fields that say where and how it came, not what it holds: the first other
+#: field of an ignored message names its type in the log.
+_ENVELOPE = frozenset({
+    "message_id", "message_thread_id", "date", "chat", "from", "sender_chat", "sender_boost_count",
+    "sender_business_bot", "business_connection_id", "forward_origin", "is_topic_message", "is_automatic_forward",
+    "reply_to_message", "external_reply", "quote", "reply_to_story", "via_bot", "edit_date", "has_protected_content",
+    "is_from_offline", "media_group_id", "author_signature", "entities", "link_preview_options", "effect_id",
+    "reply_markup", "has_media_spoiler", "show_caption_above_media", "caption_entities"})
+
+log = logging.getLogger("salesbot.channels.telegram")
 
 
 def _name(user: Mapping[str, Any] | None) -> str | None:
@@ -83,6 +94,10 @@ def _message_item(uid: str, message: Mapping[str, Any]) -> list[Inbound]:
     if isinstance(contact, dict) and contact.get("phone_number"):
         phone = str(contact["phone_number"])
         text = text or phone
+    attachments = _attachments(message)
+    if not text and not attachments:  # a service message (members, pins, timers) or content we do not
+        _ignored(message)             # read (dice, poll, story): acknowledged, not a customer's words
+        return []
     start = None
     if message.get("text"):
         head, _, rest = text.partition(" ")
@@ -91,7 +106,12 @@ def _message_item(uid: str, message: Mapping[str, Any]) -> list[Inbound]:
     return [Inbound("message", chat_id, dedupe_id=uid,
                     sender_id=str(user["id"]) if isinstance(user, dict) and "id" in user else None,
                     profile_name=_name(user) or _name(chat), phone=phone, text=text,
-                    attachments=_attachments(message), start_param=start)]
+                    attachments=attachments, start_param=start)]
+
+
+def _ignored(message: Mapping[str, Any]) -> None:
+    kind = next((key for key in message if key not in _ENVELOPE), "empty")
+    log.info("webhook.ignored_message_type", extra={"channel": "telegram", "type": str(kind)[:40]})
 
 
 def _callback_item(uid: str, query: Mapping[str, Any]) -> list[Inbound]:

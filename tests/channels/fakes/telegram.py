@@ -106,6 +106,9 @@ class FakeTelegram:
         #: A slow platform: while set to an unset event, send calls are held (after their arrival
         #: is logged) until the test sets it.
         self.hold: asyncio.Event | None = None
+        #: A misbehaving API: while set, every call is answered 302 to this prefix + the path
+        #: (``ftp://…/bot<token>/<method>``: aiohttp refuses it with the URL in its error text).
+        self.redirect: str | None = None
         self.retry_violations = 0
         self.rate_limited = 0
         self._buckets: dict[str, tuple[float, float]] = {}  # chat -> (tokens, at)
@@ -213,6 +216,9 @@ class FakeTelegram:
 
     async def _handle(self, request: web.Request) -> web.Response:
         arrived = time.monotonic()
+        if self.redirect is not None:
+            self.calls.append((request.match_info["method"], "", 302, arrived))
+            return web.Response(status=302, headers={"Location": self.redirect + request.path})
         bot = self.bots.get(request.match_info["token"])
         method = request.match_info["method"]
         if method in SEND_METHODS:
