@@ -100,6 +100,9 @@ def _cmd_push(args: argparse.Namespace, out: TextIO, collection: str = "bots") -
             out.write(f"{exc}\n")
             failed = True
             continue
+        if isinstance(doc, dict) and "$schema" in doc and "format" not in doc:  # as ``validate`` skips it
+            out.write(f"{name}: skipped: a JSON Schema, not a document to push\n")
+            continue
         bot = doc.get("id") if isinstance(doc, dict) else None
         if not isinstance(bot, str):
             out.write(f"{name}: /id: required\n")
@@ -194,6 +197,13 @@ def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failed else 0
 
 
+def _channels() -> list[str]:
+    """The channels a chat can be rendered for: the live chat and every registered adapter's."""
+    from .channels.registry import ChannelRegistry
+
+    return ["livechat", *sorted(set(ChannelRegistry().names()) - {"livechat"})]
+
+
 def _cmd_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
     from .builder.loader import load_flow
     from .config import ConfigError
@@ -207,7 +217,15 @@ def _cmd_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
         for p in getattr(exc, "problems", []):
             sys.stderr.write(f"  {p}\n")
         return 1
-    now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC).replace(microsecond=0)
+    known = _channels()
+    if args.channel not in known:
+        sys.stderr.write(f"--channel {args.channel!r}: not a channel (channels: {', '.join(known)})\n")
+        return 2
+    try:
+        now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC).replace(microsecond=0)
+    except ValueError:
+        sys.stderr.write(f"--now {args.now!r}: not an ISO 8601 time (e.g. 2026-12-05T10:00:00+03:00)\n")
+        return 2
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     automations, pipelines, lead = None, None, None

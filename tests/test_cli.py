@@ -275,3 +275,22 @@ def test_automations_validate_with_a_broken_config_exits_2(tmp_path: Path, capsy
     config = toml(tmp_path, "port = [\n")
     assert run("automations", "validate", write(tmp_path, "a.json", AUTOMATIONS), "--config", config) == (2, [])
     assert "not valid TOML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "said"), [(["--now", "yesterday"], "--now 'yesterday': not an ISO 8601 time"),
+                                              (["--channel", "pigeon"], "--channel 'pigeon': not a channel")])
+def test_chat_refuses_a_bad_option_with_a_message_not_a_traceback(
+        option: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main
+
+    code = main(["chat", str(ROOT / "flows" / "demo.json"), *option], out=io.StringIO(), inp=io.StringIO(""))
+    assert code == 2 and said in capsys.readouterr().err
+
+
+def test_push_skips_a_json_schema_as_validate_does() -> None:
+    from bot.cli import main
+
+    out = io.StringIO()  # nothing to send: no server is asked
+    assert main(["flows", "push", str(ROOT / "flows" / "schema.json"), "--server", "http://127.0.0.1:9",
+                 "--token", "t"], out=out) == 0
+    assert "skipped: a JSON Schema" in out.getvalue()
