@@ -141,7 +141,7 @@ def loads(data: bytes | bytearray | str, *, max_depth: int = MAX_DEPTH, repeated
     except UnicodeDecodeError:
         raise BadJson("the body is not UTF-8") from None
     except ValueError as exc:
-        raise BadJson(f"the body is not valid JSON ({str(exc)[:80]})") from None
+        raise BadJson(str(exc)[:80]) from None  # the callers say "the body is not valid JSON: …"
     # A document with no more brackets than levels allowed cannot nest deeper (the usual webhook
     # body): no walk. Brackets inside strings only make the count larger, never smaller.
     if text.count("{") + text.count("[") > max_depth and depth(value, max_depth) > max_depth:

@@ -54,9 +54,11 @@ class HttpError(Exception):
 def require(request: web.Request, *roles: str) -> Principal:
     """The caller's principal, or a 401/403 ``HttpError``."""
     auth = request.app[SERVICES].auth
-    principal = auth.identify(request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    principal = auth.identify(header)
     if principal is None:
-        raise HttpError(401, "unauthorized", "a bearer token is required (Authorization: Bearer <token>)")
+        said = "the token is not valid" if header else "a bearer token is required"
+        raise HttpError(401, "unauthorized", f"{said} (Authorization: Bearer <token>)")
     if not auth.allows(principal, *roles):
         raise HttpError(403, "forbidden", f"the {principal.role} role may not do this")
     return principal

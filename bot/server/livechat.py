@@ -266,7 +266,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     data = loads(msg.data)
                 except BadJson as exc:
                     log.info("livechat.bad_json", extra={"reason": exc.reason})
-                    await ws.send_json({"type": "error", "code": "bad_json", "message": exc.reason})
+                    await ws.send_json({"type": "error", "code": "bad_json",
+                                        "message": f"the message is not valid JSON: {exc.reason}"})
                     continue
                 if not isinstance(data, dict):
                     continue

@@ -83,8 +83,8 @@ async def activate(request: web.Request, doc_id: str, activate: Activate) -> web
     """``{"version": n}`` becomes the active version (roll back or forward)."""
     body = await json_body(request)
     version = body.get("version") if isinstance(body, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool):
-        return error(400, "bad_request", 'the body is {"version": n}')
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return error(400, "bad_request", 'the body is {"version": n}, n a version number from 1')
     try:
         info = await activate(doc_id, version)
     except DocumentNotFound as exc:

@@ -34,7 +34,7 @@ class DocumentNotFound(SalesbotError):
 
     def __init__(self, doc_id: str, version: int | None = None, *, kind: str = "document") -> None:
         self.doc_id, self.version, self.kind = doc_id, version, kind
-        super().__init__(f"no {kind} {doc_id!r}" + (f" version {version}" if version else ""))
+        super().__init__(f"no {kind} {doc_id!r}" + (f" version {version}" if version is not None else ""))
 
 
 @dataclass(frozen=True, slots=True)
