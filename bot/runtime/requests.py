@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from ..engine import effects as fx
 
 log = logging.getLogger("salesbot.runtime.requests")
+#: How long a widget's continuation token (``POST /api/continue/{token}``) stays usable.
+WIDGET_TOKEN_TTL = 400 * 86400
 
 CustomHandler = Callable[[dict[str, Any], Mapping[str, Any]], Any | Awaitable[Any]]
 WidgetCaller = Callable[[str, dict[str, Any], str | None], Awaitable[Any]]
@@ -166,7 +168,7 @@ class ServerRequests:
             return ev.RequestResult(request.id, ok=False, error=f"no widget named {name!r}")
         token = secrets.token_urlsafe(24) if p.get("wait") else None
         if token:
-            await self.redis.set(f"sb:widget:{token}", state.id, ex=400 * 86400)
+            await self.redis.set(f"sb:widget:{token}", state.id, ex=WIDGET_TOKEN_TTL)
         return_url = f"{self.public_url}/api/continue/{token}" if token else None
         try:
             body = await caller(name, dict(p.get("params") or {}), return_url)

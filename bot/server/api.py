@@ -15,6 +15,7 @@ from crm_bridge import CrmRef
 from ..engine import events as ev
 from ..errors import CrmError
 from ..runtime.leads import is_lead_queue
+from ..runtime.requests import WIDGET_TOKEN_TTL
 from ..store import codec, replies
 from ..store.indexes import STATUSES, ConversationIndex, Filters, claim_key
 from . import versioned
@@ -337,8 +338,8 @@ async def continue_widget(request: web.Request) -> web.Response:
         return error(404, "not_found", "unknown or used continuation token")
     try:
         body = await json_body(request) if request.can_read_body else None
-    except HttpError:
-        await services.redis.set(f"sb:widget:{token}", found, ex=86400)  # let the caller retry
+    except (HttpError, web.HTTPException):  # a bad body, or one over the size limit (aiohttp's 413)
+        await services.redis.set(f"sb:widget:{token}", found, ex=WIDGET_TOKEN_TTL)  # let the caller retry
         raise
     await services.conversations.deliver(replies.text(found), ev.WidgetCallback(token, body),
                                          dedupe_id=f"widget:{token}")

@@ -6,6 +6,7 @@ guard, and the live chat session kept out of URLs."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 from typing import Any
@@ -338,3 +339,13 @@ async def test_an_offset_deeper_than_the_cap_inside_a_listing_is_refused_and_pas
         for params in ({"offset": "4"}, {"offset": "9", "tag": "vip"}, {"offset": "9", "status": "potential"}):
             body = await app.api("GET", "/api/crm/contacts", params=params)
             assert body["contacts"] == [] and body["total"] == 4 and body["next_offset"] is None
+
+
+async def test_a_continuation_over_the_size_limit_keeps_its_token(redis: Any, redis_url: str) -> None:
+    async with running_app(redis_url) as app:
+        await app.services.redis.set("sb:widget:big", "livechat:demo:whoever-2")
+        r = await app.http.post("/api/continue/big", data=io.BytesIO(b"x" * (3 * 1024 * 1024)),
+                                headers={"Content-Type": "application/json"})
+        assert r.status == 413
+        assert await app.services.redis.get("sb:widget:big") is not None  # the widget may call again
+        assert await app.services.redis.ttl("sb:widget:big") > 86400
