@@ -38,6 +38,8 @@ log = logging.getLogger("salesbot.events")
 routes = web.RouteTableDef()
 #: The largest event body: an event is a few fields, not a document.
 MAX_BODY = 64 * 1024
+#: How long an event id stays bound to its lead (the lead queue's dedupe window: 7 days).
+EVENT_ID_DAYS = 7
 
 
 def _authorised(request: web.Request, services: Services, raw: bytes) -> None:
@@ -138,6 +140,9 @@ async def post_event(request: web.Request) -> web.Response:
         return error(503, "crm_unavailable", "the CRM cannot find the contact right now; send the event again")
     except CrmError as exc:
         return error(422, "invalid", str(exc))
+    if event.id is not None and (owner := await _claim_id(services, event.id, ref.lead_id)) != ref.lead_id:
+        log.info("events.duplicate_id", extra={"lead": ref.lead_id, "owner": owner})
+        return web.json_response({"id": event.id, "lead": owner, "duplicate": True}, status=202)
     leads = services.leads
     lead_event = leads.event(event.type, ref.lead_id, data=event.data, id_=event.id,
                              at=event.at.timestamp() if event.at is not None else None,
@@ -147,6 +152,17 @@ async def post_event(request: web.Request) -> web.Response:
     accepted = await leads.deliver(lead_event, dedupe=event.id is not None, background=True)
     return web.json_response({"id": accepted.id, "lead": accepted.lead_id, "duplicate": accepted.duplicate},
                              status=202)
+
+
+async def _claim_id(services: Services, event_id: str, lead_id: str) -> str:
+    """The lead an event id belongs to: the first lead it was sent for within ``EVENT_ID_DAYS``
+    (an id is one event, whichever lead a retry resolves to: spec, "Events"). The lead queue's
+    own dedupe then makes the same lead's repeats duplicates, also across a crash after this."""
+    key = f"sb:events:id:{hashlib.sha256(event_id.encode()).hexdigest()[:32]}"
+    if await services.redis.set(key, lead_id, nx=True, ex=EVENT_ID_DAYS * 86400):
+        return lead_id
+    owner = await services.redis.get(key)
+    return (owner.decode() if isinstance(owner, bytes) else str(owner)) if owner else lead_id
 
 
 @routes.get("/api/leads/{id}/events")

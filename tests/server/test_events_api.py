@@ -68,6 +68,18 @@ async def test_an_operator_token_stores_the_event_once_and_the_lead_card_shows_i
     assert (await http.get(f"/api/leads/{lead}/events")).status == 401
 
 
+async def test_an_id_is_one_event_whichever_lead_it_is_sent_for(server: TestServer, http: ClientSession) -> None:
+    first, other = await _lead(server, "First"), await _lead(server, "Other")
+    body = {"id": "evt-once", "type": "order.paid", "lead": {"id": first}}
+    r = await http.post("/api/events", json=body, headers=OPERATOR)
+    assert await r.json() == {"id": "evt-once", "lead": first, "duplicate": False}
+    r = await http.post("/api/events", json={**body, "lead": {"id": other}}, headers=OPERATOR)
+    assert r.status == 202 and await r.json() == {"id": "evt-once", "lead": first, "duplicate": True}
+    await server.app[SERVICES].leads.idle()
+    assert [e["type"] for e in await _history(http, other) if e["type"] == "order.paid"] == []
+    assert [e["type"] for e in await _history(http, first) if e["type"] == "order.paid"] == ["order.paid"]
+
+
 async def test_a_signed_event_needs_no_token_and_a_bad_signature_is_refused(
         server: TestServer, http: ClientSession) -> None:
     lead = await _lead(server)
