@@ -261,6 +261,8 @@ def _sorted(compiled: CompiledAutomations, key: str, state: dict[str, Any],
         elif isinstance(e, k.Record):
             history.append({"automation": compiled.id, "version": compiled.version, "rule": e.rule,
                             "outcome": e.outcome, "detail": e.detail})
+            if e.outcome == "loop":  # a chain of rules stopped at its depth: the operator must see it
+                log.warning("automation.loop", extra={"automation": compiled.id, "rule": e.rule, "detail": e.detail})
             counters.append((counts_key(compiled.id), f"{e.rule}:{e.outcome}", 1))
             counters.append((day_counts_key(compiled.id, day), f"{e.rule}:{e.outcome}", 1))
         else:
@@ -440,7 +442,7 @@ class AutomationEffects:
 
     async def _start_bot(self, lead_id: str, contact_id: str, key: str, e: fx.StartBot) -> list[dict[str, Any]]:
         if self.outbound is None or not contact_id:
-            return [_entry(e.rule, "outbound.unreachable", "no contact the bot can write to")]
+            return _unreachable(e.rule, lead_id, "no contact the bot can write to")
         try:
             contact = await self.outbound.find_contact(contact_id=contact_id, lead_id=lead_id)
             started = await self.outbound.start(e.bot, e.channels or ("last",), contact,
@@ -448,14 +450,21 @@ class AutomationEffects:
         except CrmTemporary:
             raise  # the CRM is away for now (Kommo): the batch is redone later, not recorded as unreachable
         except (OutboundError, SalesbotError) as exc:
-            return [_entry(e.rule, "outbound.unreachable", str(exc))]
-        if isinstance(started, Unreachable):
+            return _unreachable(e.rule, lead_id, str(exc))
+        if isinstance(started, Unreachable):  # (logged by the outbound service, with the channels tried)
             return [_entry(e.rule, "outbound.unreachable", started.reason)]
         return [_entry(e.rule, "bot_started", f"{e.bot} in {started.conversation}")]
 
 
 def _entry(rule: str, outcome: str, detail: str) -> dict[str, Any]:
     return {"rule": rule, "outcome": outcome, "detail": detail}
+
+
+def _unreachable(rule: str, lead_id: str, why: str) -> list[dict[str, Any]]:
+    """A rule's bot that could not be started: in the lead's history, and logged (spec: "visible
+    in jobs and logs")."""
+    log.warning("outbound.unreachable", extra={"rule": rule, "lead": lead_id, "reason": why})
+    return [_entry(rule, "outbound.unreachable", why)]
 
 
 def _number(value: Any) -> int:

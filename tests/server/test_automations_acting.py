@@ -118,7 +118,7 @@ async def test_a_paid_order_moves_the_lead_then_the_stage_rule_acts_and_the_scor
 
 
 async def test_a_chain_of_rules_moving_the_lead_back_and_forth_stops_at_depth_10(
-        server: TestServer, http: ClientSession, redis: Redis) -> None:
+        server: TestServer, http: ClientSession, redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
     await _put(http, _doc([
         {"id": "forth", "stage": "Contacted", "on": ["moved_in"],
          "do": {"actions": [{"do": "change_stage", "stage": "Qualified"}]}},
@@ -132,6 +132,7 @@ async def test_a_chain_of_rules_moving_the_lead_back_and_forth_stops_at_depth_10
     assert len(acted) == 10  # the events at depths 0..9 act; the move they make last comes back at depth 10
     counts = await redis.hgetall(counts_key("sales"))
     assert int(counts[b"forth:loop"]) + int(counts.get(b"back:loop", b"0")) == 1
+    assert [r.getMessage() for r in caplog.records if r.getMessage() == "automation.loop"] == ["automation.loop"]
 
 
 async def _loop(http: ClientSession, lead: str) -> bool:
@@ -210,11 +211,25 @@ async def test_start_bot_writes_in_the_leads_live_chat(server: TestServer, http:
     await wait_for(welcomed_again, what="the bot's first message in the live chat")
 
 
-async def test_start_bot_with_nothing_reachable_records_outbound_unreachable(http: ClientSession) -> None:
+async def test_start_bot_with_nothing_reachable_records_outbound_unreachable(
+        http: ClientSession, caplog: pytest.LogCaptureFixture) -> None:
     await _put(http, _doc([{"id": "call_back", "stage": "Incoming", "on": ["created"],
                             "do": {"start_bot": "welcome", "channel": "last"}}]))
     lead = await _new_lead(http)  # a contact that never wrote: no conversation
     await wait_for(lambda: _has_outcome(http, lead, "outbound.unreachable"), what="outbound.unreachable")
+    logged = [r for r in caplog.records if r.getMessage() == "outbound.unreachable"]
+    assert [(r.levelname, getattr(r, "lead", None)) for r in logged] == [("WARNING", lead)]  # logged once
+
+
+async def test_start_bot_for_a_lead_without_a_contact_is_unreachable_and_logged(
+        http: ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    await _put(http, _doc([{"id": "call_back", "stage": "Incoming", "on": ["created"],
+                            "do": {"start_bot": "welcome", "channel": "last"}}]))
+    r = await http.post("/api/crm/leads", json={"name": "Nobody's deal"}, headers=H)
+    lead = str((await r.json())["id"])
+    await wait_for(lambda: _has_outcome(http, lead, "outbound.unreachable"), what="outbound.unreachable")
+    logged = [r for r in caplog.records if r.getMessage() == "outbound.unreachable"]
+    assert [(getattr(r, "rule", None), getattr(r, "lead", None)) for r in logged] == [("call_back", lead)]
 
 
 async def _has_outcome(http: ClientSession, lead: str, outcome: str) -> bool:
