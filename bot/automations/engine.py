@@ -45,6 +45,8 @@ _KIND = {
     "lead.tag_added": "tag_added", "lead.field_changed": "field_changed",
     "chat.first_message": "chat.first_message", "chat.message": "chat.message",
 }
+#: The contact's score as a changed field names it (``lead.field_changed``'s ``field``).
+SCORE_FIELD = "contact.score"
 #: The rule name of the lead's idle timer (one for all ``idle`` rules of its stage).
 IDLE = "idle:"
 #: Actions that only mean something inside a conversation (the validator refuses them in rules).
@@ -452,6 +454,8 @@ class _React:
 
     def scoring(self, origin: _Origin, looping: bool) -> None:
         score = self.score()
+        if origin.type == "lead.field_changed" and _field_name(origin.data.get("field")) == SCORE_FIELD:
+            return  # the score's own change never scores (an entry on any field change would feed itself)
         for s in self.a.scoring.get(origin.type, ()):
             if not self.holds(s.match, origin)[0]:
                 continue

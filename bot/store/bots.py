@@ -117,14 +117,21 @@ class BotRegistry:
 
     async def ensure(self, bot: str, version: int | None = None) -> CompiledFlow | None:
         """Load a version (the active one by default) into the cache; None if it does not exist."""
+        active = version is None
         if version is None:
             version = await self.active_version(bot)
             if version is None:
                 return None
+        found = self._flows.get((bot, version))
+        if found is None:
+            found = await self._load(bot, version)
+        # Made active only once compiled (the compile runs in a thread, for seconds on a big flow):
+        # meanwhile ``get`` still answers the version before, not None (a greeting's "unknown bot").
+        if active:
             self._active[bot] = version
-        cached = self._flows.get((bot, version))
-        if cached is not None:
-            return cached
+        return found
+
+    async def _load(self, bot: str, version: int) -> CompiledFlow | None:
         try:
             _, doc = await self.document(bot, version)
         except BotNotFound:

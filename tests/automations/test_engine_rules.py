@@ -191,3 +191,14 @@ def test_a_lead_moved_to_a_pipeline_of_another_document_drops_the_old_document_s
     assert {x.timer_id for x in of(effects, fx.CancelTimer)} == old
     assert acted(effects) == ["hello"]
     assert lead.state.automations == "support"
+
+
+def test_the_scores_own_change_never_scores_but_a_rule_on_it_acts() -> None:
+    a = compile_doc([rule("hot", "field_changed", field="contact.score")],
+                    scoring=[{"on": "lead.field_changed", "add": 5}])
+    lead = Lead(a)
+    first = lead.send(event("lead.field_changed", field="budget", to=100))
+    assert [x.delta for x in of(first, fx.AddScore)] == [5]  # any field change scores
+    own = lead.send(event("lead.field_changed", field="contact.score", to=5, depth=1))
+    assert of(own, fx.AddScore) == []  # not its own change: no chain of ten
+    assert acted(own) == ["hot"]

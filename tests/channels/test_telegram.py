@@ -382,7 +382,11 @@ def test_updates_are_normalised() -> None:
     assert tg.parse_update({"update_id": 13, "edited_message": text_update(0, 42, "x")["message"]}) == []
     assert tg.parse_update({"update_id": 14, "my_chat_member": {}}) == []
     for bad in ([], {"update_id": "1"}, {"update_id": True}, {"update_id": 1, "message": {"text": "no chat"}},
-                {"update_id": 1, "message": {"chat": {"id": "abc"}, "text": "x"}}):
+                {"update_id": 1, "message": {"chat": {"id": "abc"}, "text": "x"}},
+                {"update_id": 1, "message": {"chat": {"id": "4301"}, "text": "x"}},
+                {"update_id": 1, "message": {"chat": {"id": 0.5}, "text": "x"}},
+                {"update_id": 1, "message": {"chat": {"id": True}, "text": "x"}},
+                {"update_id": 1, "callback_query": {"id": "q", "from": {"id": 1.5}, "data": "a"}}):
         with pytest.raises(MalformedWebhook):
             tg.parse_update(bad)
 

@@ -46,3 +46,37 @@ async def test_bots_keep_their_keys_and_error(redis: Redis) -> None:
         await bots.activate("hi", 2)
     assert (caught.value.bot, str(caught.value)) == ("hi", "no bot 'hi' version 2")
     assert bots.get("hi") is not None and bots.get("hi").version == 1  # type: ignore[union-attr]
+
+
+async def test_a_new_active_version_is_served_only_once_compiled(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process activates version 2: while this one compiles it (in a thread, seconds for
+    a big flow), the bot is still served at version 1, never missing (a greeting's unknown bot)."""
+    import asyncio
+    import threading
+
+    from bot.store import bots as bots_module
+
+    def flow(text: str) -> dict[str, object]:
+        return {"format": "salesbot.flow/1", "id": "hi", "start": "a", "steps": {"a": {"type": "message", "text": text}}}
+
+    here, there = BotRegistry(redis), BotRegistry(redis)
+    await there.put(flow("one"))
+    await here.refresh("hi")
+    await there.put(flow("two"))  # stored and made active by the other process
+    entered, release = threading.Event(), threading.Event()
+    check = bots_module._check_document
+
+    def held(doc: object) -> object:
+        entered.set()
+        release.wait(10)
+        return check(doc)
+
+    monkeypatch.setattr(bots_module, "_check_document", held)
+    refreshing = asyncio.create_task(here.refresh("hi"))
+    assert await asyncio.to_thread(entered.wait, 10)
+    served = here.get("hi")
+    assert served is not None and served.version == 1  # mid-compile: the version before
+    release.set()
+    await refreshing
+    served = here.get("hi")
+    assert served is not None and served.version == 2

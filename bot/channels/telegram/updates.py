@@ -82,7 +82,7 @@ def parse_update(update: Any) -> list[Inbound]:
 
 def _message_item(uid: str, message: Mapping[str, Any]) -> list[Inbound]:
     chat = message["chat"]
-    chat_id = str(int(chat["id"]))
+    chat_id = _chat_id(chat)
     user = message.get("from")
     text = message.get("text")
     if text is None:
@@ -109,6 +109,15 @@ def _message_item(uid: str, message: Mapping[str, Any]) -> list[Inbound]:
                     attachments=attachments, start_param=start)]
 
 
+def _chat_id(chat: Mapping[str, Any]) -> str:
+    """A chat's id: an integer in the Bot API, never a float, a bool or a string (``int(0.5)``
+    and ``int(True)`` would answer chat 0 or 1)."""
+    value = chat["id"]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("chat.id")
+    return str(value)
+
+
 def _ignored(message: Mapping[str, Any]) -> None:
     kind = next((key for key in message if key not in _ENVELOPE), "empty")
     log.info("webhook.ignored_message_type", extra={"channel": "telegram", "type": str(kind)[:40]})
@@ -118,7 +127,7 @@ def _callback_item(uid: str, query: Mapping[str, Any]) -> list[Inbound]:
     user = query.get("from") or {}
     message = query.get("message")
     chat = message["chat"] if isinstance(message, dict) and message.get("chat") else user
-    chat_id = str(int(chat["id"]))
+    chat_id = _chat_id(chat)
     data = query.get("data")
     if not isinstance(data, str):  # a game button (we send none): nothing for the flow
         return []
