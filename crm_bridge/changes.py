@@ -90,7 +90,9 @@ def contact_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any], 
                     depth: int = 0) -> list[Change]:
     """``lead.field_changed`` for each changed attribute (``contact.email``, ``contact.score``)
     and custom field (``contact.fields.city``) of a contact that existed before, on each of
-    ``lead_ids`` (its leads: a rule is a stage's, and a lead queue holds every event)."""
+    ``lead_ids`` (a rule is a stage's, and a lead queue holds every event): the lead the change
+    was made for (a flow's, a rule's), else the contact's newest open lead (a person, the API)
+    — one lead, so a rule on a contact's field acts once, not once per lead."""
     if before is None or not lead_ids:
         return []
     cid = str(after["id"])

@@ -135,10 +135,13 @@ class CrmDirectory:
     async def _save(self, kind: str, rid: str, old: dict[str, Any] | None, new: dict[str, Any],
                     changes: list[Change] | None = None) -> None:
         """Write one record, its index changes and its CRM events (``changes``, by default a
-        lead's diff, or a contact's on each of its leads) in one MULTI/EXEC."""
-        if changes is None:
-            changes = lead_changes(old, new) if kind == "lead" else contact_changes(
-                old, new, (await leads_of(self.redis, [rid]))[rid] if old is not None else [])
+        lead's diff, or a contact's on its newest open lead) in one MULTI/EXEC."""
+        if changes is None and kind == "lead":
+            changes = lead_changes(old, new)
+        elif changes is None and kind == "contact":  # concerns its newest open lead (as an event naming it)
+            newest = (await self._newest_open_lead(rid))[0] if old is not None else None
+            changes = contact_changes(old, new, [newest] if newest is not None else [])
+        changes = changes or []
         pipe = self.crm.write_pipeline(changes)  # carries the changes' events
         self._write(pipe, kind, rid, old, new)
         await pipe.execute()

@@ -474,8 +474,8 @@ class RedisCrm:
         changes += [contact_created(cid, lid, depth=depth) for cid in ws.contacts if cid not in before_contacts
                     for lid, lead in ws.leads.items() if cid in (lead.get("contacts") or [])[:1]]
         changes += [c for cid, contact in ws.contacts.items() if contact != before_contacts.get(cid)
-                    for c in contact_changes(before_contacts.get(cid), contact, [
-                        lid for lid, lead in ws.leads.items() if cid in (lead.get("contacts") or [])], depth=depth)]
+                    for c in contact_changes(before_contacts.get(cid), contact,
+                                             [ref.lead_id] if cid == ref.contact_id else [], depth=depth)]
         changes += task_changes(before_tasks, ws.tasks, contact_id=ref.contact_id, depth=depth)
         pipe = self.write_pipeline(changes)
         for cid, contact in ws.contacts.items():

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from crm_bridge import CrmRef, MemoryCrm
-from crm_bridge.changes import Change, lead_changes, task_changes
+from crm_bridge.changes import Change, contact_changes, lead_changes, task_changes
 
 from ..automations import effects as afx
 from ..automations.compiled import CompiledAutomations
@@ -39,6 +39,7 @@ class Before:
 
     leads: dict[str, dict[str, Any]]
     tasks: list[dict[str, Any]]
+    contacts: dict[str, dict[str, Any]]
 
 
 def lead_of_timer(timer_id: str) -> str:
@@ -61,14 +62,18 @@ class LeadRules:
 
     # ------------------------------------------------------------------ in
     def before(self) -> Before:
-        return Before(copy.deepcopy(self.crm.leads), copy.deepcopy(self.crm.tasks))
+        return Before(copy.deepcopy(self.crm.leads), copy.deepcopy(self.crm.tasks), copy.deepcopy(self.crm.contacts))
 
-    def changed(self, before: Before, depth: int, now: datetime) -> None:
-        """Queue the CRM events of everything written since ``before``."""
+    def changed(self, before: Before, depth: int, now: datetime, ref: CrmRef | None = None) -> None:
+        """Queue the CRM events of everything written since ``before``; a change of ``ref``'s
+        contact on ``ref``'s lead, as the server's CRM announces it (crm_bridge/changes.py)."""
         changes: list[Change] = []
         for lid, lead in self.crm.leads.items():
             changes += lead_changes(before.leads.get(lid), lead, depth=depth)
         changes += task_changes(before.tasks, self.crm.tasks, depth=depth)
+        contact = self.crm.contacts.get(ref.contact_id) if ref is not None else None
+        if ref is not None and contact is not None:
+            changes += contact_changes(before.contacts.get(ref.contact_id), contact, [ref.lead_id], depth=depth)
         for c in changes:
             self.add(c.type, c.lead_id, c.data, now, depth=c.depth, contact_id=c.contact_id, source="crm")
 

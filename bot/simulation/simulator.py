@@ -277,7 +277,7 @@ class Simulator:
         except CrmRejected as exc:
             raise ValueError(str(exc)) from exc
         finally:
-            self.rules.changed(before, depth, self.now)
+            self.rules.changed(before, depth, self.now, ref)
 
     async def _drain(self) -> None:
         """Handle queued lead events until none is left (the effects may queue more)."""
@@ -331,8 +331,10 @@ class Simulator:
                 return  # another lead of the contact has decayed the score in this period
             if effect.once:
                 self.rules.once.add(once)
-            if contact is not None:
+            if contact is not None:  # a CRM write on the server: its lead.field_changed too
+                before = self.rules.before()
                 contact["score"] = max(0, int(contact.get("score") or 0) + effect.delta)
+                self.rules.changed(before, effect.depth, self.now, ref)
         elif isinstance(effect, afx.StartBot):
             self.started.append({"rule": effect.rule, "bot": effect.bot, "lead": lead_id,
                                  "channels": list(effect.channels), "variables": dict(effect.variables)})

@@ -33,7 +33,7 @@ async def _has(read: Any, item: object) -> bool:
     return item in await read()
 
 
-async def test_a_contact_field_changed_by_a_person_fires_the_rules_of_its_leads(redis: Redis, redis_url: str) -> None:
+async def test_a_contact_field_changed_by_a_person_fires_the_rules_of_its_lead(redis: Redis, redis_url: str) -> None:
     doc = {**BASE, "rules": [_tagging("city", "contact.fields.city", "moved"),
                              _tagging("mail", "contact.email", "new_mail")]}
     async with running_app(redis_url) as app:
@@ -51,6 +51,20 @@ async def test_a_contact_field_changed_by_a_person_fires_the_rules_of_its_leads(
             ("contact.fields.city", "Izmir"), ("contact.email", "ann@example.com")]
         # the contact made alone is announced with its first lead
         assert (await _types(app, lead)).count("contact.created") == 1
+
+
+async def test_a_contact_with_two_leads_announces_a_change_on_its_newest_open_lead_only(
+        redis: Redis, redis_url: str) -> None:
+    doc = {**BASE, "rules": [_tagging("city", "contact.fields.city", "moved")]}
+    async with running_app(redis_url) as app:
+        await app.api("PUT", "/api/automations/sales", 201, json=doc)
+        contact = (await app.api("POST", "/api/crm/contacts", 201, json={"name": "Cem"}))["id"]
+        older = str((await app.api("POST", "/api/crm/leads", 201, json={"name": "Old", "contact_id": contact}))["id"])
+        newer = str((await app.api("POST", "/api/crm/leads", 201, json={"name": "New", "contact_id": contact}))["id"])
+        await app.api("PATCH", f"/api/crm/contacts/{contact}", 200, json={"fields": {"city": "Bursa"}})
+        assert await wait_for(lambda: _has(lambda: _tags(app, newer), "moved"), what="the newest lead's rule")
+        await app.services.leads.idle()
+        assert "lead.field_changed" not in await _types(app, older) and "moved" not in await _tags(app, older)
 
 
 async def test_a_score_raised_by_scoring_fires_a_rule_on_contact_score(redis: Redis, redis_url: str) -> None:

@@ -203,3 +203,14 @@ def test_two_leads_of_one_contact_decay_its_score_once_per_period(tmp_path: Path
                     "  - expect: {contact.score: 12}\n", encoding="utf-8")
     report = run_test_file(test).report()
     assert report.startswith("PASS"), report
+
+
+def test_a_contact_change_reaches_the_rules_as_on_the_server(tmp_path: Path) -> None:
+    """Scoring writes the contact's score, a flow its field: each is ``lead.field_changed`` with
+    ``contact.…`` on the lead, and the score's own change does not score again."""
+    doc = _doc([{"id": "hot", "stage": "Incoming", "on": "field_changed", "field": "contact.score",
+                 "do": {"actions": [{"do": "tags", "add": ["scored"]}]}}],
+               scoring=[{"on": "email.opened", "add": 5}, {"on": "lead.field_changed", "add": 1}])
+    report = _run(tmp_path, doc, "  - event: {type: email.opened}\n"
+                  "  - expect: {contact.score: 5, lead.tags: {has: scored}, rules: {acted: [hot]}}\n")
+    assert report.startswith("PASS"), report
