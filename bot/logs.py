@@ -26,20 +26,27 @@ _SECRET_WORDS = ("token", "secret", "password", "authorization", "api_key", "api
 #: The most characters of one value a line shows.
 VALUE_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_SESSION = re.compile(r"(livechat:[A-Za-z0-9_-]{1,64}:|session=)([^\s'\",:&]+)")
+#: A live chat conversation id's session (plain or percent-encoded, whatever the account's
+#: name), or a URL's ``session=``: the session is ``[A-Za-z0-9_-]{8,64}`` (bot/channels/livechat.py).
+_SESSION = re.compile(r"(livechat(?::|%3[Aa])[^:\s'\"]{1,200}?(?::|%3[Aa])|session=)([A-Za-z0-9_-]{8,64})")
 
 
 def _hashed(match: re.Match[str]) -> str:
     return f"{match[1]}~{hashlib.blake2s(match[2].encode(), digest_size=5).hexdigest()}"
 
 
+def hide_sessions(text: str) -> str:
+    """``text`` with every live chat session in it as its hash."""
+    if "livechat" in text or "session=" in text:
+        return _SESSION.sub(_hashed, text)
+    return text
+
+
 def log_value(key: str, value: object) -> str:
     """One extra field's value as the line shows it (see the module docstring)."""
     if key == "key" or any(w in key.lower() for w in _SECRET_WORDS):
         return "***"
-    text = str(value)
-    if "livechat:" in text or "session=" in text:
-        text = _SESSION.sub(_hashed, text)
+    text = hide_sessions(str(value))
     if len(text) > VALUE_MAX:
         text = f"{text[:VALUE_MAX]}…(+{len(text) - VALUE_MAX})"
     if " " in text or not text or _CONTROL.search(text):
@@ -50,14 +57,17 @@ def log_value(key: str, value: object) -> str:
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        parts = [f"{stamp}.{int(record.msecs):03d}Z", record.levelname.lower(), record.name, record.getMessage()]
+        message = hide_sessions(record.getMessage())
+        if _CONTROL.search(message):  # a library's message quoting what a client sent
+            message = repr(message)
+        parts = [f"{stamp}.{int(record.msecs):03d}Z", record.levelname.lower(), record.name, message]
         for key, value in record.__dict__.items():
             if key in _STANDARD or key.startswith("_"):
                 continue
             parts.append(f"{key}={log_value(key, value)}")
         line = " ".join(parts)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + hide_sessions(self.formatException(record.exc_info))
         return line
 
 

@@ -534,8 +534,10 @@ class CrmDirectory:
         note = await self.crm.notes.get(entity, eid, nid)
         if note is None:
             return None
-        updated = make_note(nid, entity, eid, patch.get("text", note["text"]),
+        updated = make_note(nid, entity, eid, patch.get("text", "-"),
                             patch.get("priority", note["priority"]), note["created_at"], note.get("author"))
+        if "text" not in patch:  # a priority change keeps the text as it is (an older note's too)
+            updated["text"] = note["text"]
         updated["updated_at"] = self.crm.clock()
         await self.crm.notes.put(updated)
         return updated

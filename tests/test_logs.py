@@ -41,6 +41,29 @@ def test_a_live_chat_session_shows_as_a_stable_hash_in_any_value() -> None:
     assert SESSION not in log_value("url", f"/chat/demo/messages?session={SESSION}&after=0")
 
 
+@pytest.mark.parametrize("shape", ["livechat:acme.com:{}", "livechat:shop@x:{}", "livechat:my%20shop:{}",
+                                   "livechat%3Ademo%3A{}", "sb:conv:{{livechat:demo:{}}}:meta",
+                                   "livechat:" + "a" * 100 + ":{}", "/chat/demo/messages?session={}&after=1"])
+def test_a_session_is_hidden_whatever_the_account_or_the_encoding(shape: str) -> None:
+    shown = log_value("cid", shape.format(SESSION))
+    assert SESSION not in shown and log_value("cid", f"livechat:demo:{SESSION}").split(":")[-1] in shown
+
+
+def test_the_message_and_the_traceback_hide_sessions_too() -> None:
+    try:
+        raise RuntimeError(f"lost livechat:demo:{SESSION}")
+    except RuntimeError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed for livechat:demo:%s\nforged",
+                                   (SESSION,), sys.exc_info())
+    line = KeyValueFormatter().format(record)
+    assert SESSION not in line  # in the message and in the traceback
+    first, _, trace = line.partition("\n")
+    assert first.endswith("\\nforged'")  # the message's line break escaped: one line
+    assert trace.startswith("Traceback") and "RuntimeError: lost livechat:demo:~" in trace
+
+
 @pytest.mark.parametrize("value", ["a\nforged line", "x\rz", "tab\there", "nul\x00", "\x1bansi", "ls\u2028ps"])
 def test_a_value_with_control_characters_stays_on_one_line(value: str) -> None:
     line = _line(step=value)

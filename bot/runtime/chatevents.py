@@ -25,10 +25,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..engine import events as ev
+from .interest import CHAT_KINDS
 from .leads import LeadService, encode_lead_event, lead_cid
 
-#: The event types this module emits (a rule's ``on``, a trigger's or a scoring entry's).
-CHAT_KINDS = frozenset({"chat.first_message", "chat.message"})
 #: Rule kinds that hear every event of the lead: its messages too.
 EVERY_EVENT = frozenset({"idle"})
 #: What an event's ``data`` keeps of the message text.
@@ -62,11 +61,11 @@ class ChatEvents:
     """Turns a conversation's customer messages into lead events (see the module docstring)."""
 
     def __init__(self, leads: LeadService, load: Callable[[], Awaitable[frozenset[str]]], *, ttl: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic, hears: Callable[[str], bool] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, heard: Callable[[], bool] | None = None) -> None:
         self.leads = leads
         self._load = load
-        #: ``type -> whether a loaded flow waits for or counts it`` (``FlowInterest.hears``).
-        self._hears = hears
+        #: Whether a loaded flow waits for a chat event by name or counts one (``FlowInterest.chat``).
+        self._heard = heard
         self.ttl = ttl
         self.clock = clock
         self._pipelines: frozenset[str] = frozenset()
@@ -89,7 +88,7 @@ class ChatEvents:
                        at: float) -> list[tuple[Any, ...]]:
         """The commands queueing this message's events on the lead's queue (none when no rule of the
         lead's pipeline listens), to be sent with the conversation's save."""
-        if not (self._hears is not None and any(self._hears(kind) for kind in CHAT_KINDS)):
+        if not (self._heard is not None and self._heard()):
             pipelines = await self.listening()
             if not pipelines:
                 return []

@@ -25,6 +25,8 @@ OWN_SOURCES = frozenset({"chat"})
 #: not make them forwarded (a pause or goal on their type does).
 PAGE_VIEWS = frozenset({"site.visit", "site.returning_visitor"})
 _ANY = "*"
+#: The customer's own messages as lead events (``bot.runtime.chatevents``).
+CHAT_KINDS = frozenset({"chat.first_message", "chat.message"})
 
 
 def listened(flow: c.CompiledFlow) -> frozenset[str]:
@@ -54,6 +56,7 @@ class FlowInterest:
         self._loaded = loaded  # e.g. ``BotRegistry.loaded``
         self._types: frozenset[str] = frozenset()
         self._goals: frozenset[str] = frozenset()
+        self._chat = False
         self._seen = -1
 
     def _update(self) -> None:
@@ -62,6 +65,7 @@ class FlowInterest:
             self._seen = len(flows)
             self._types = frozenset().union(*(listened(f) for f in flows))
             self._goals = frozenset().union(*(frozenset(f.goals) for f in flows))
+            self._chat = not self._types.isdisjoint(CHAT_KINDS)
 
     def goal(self, event_type: str) -> bool:
         self._update()
@@ -73,6 +77,12 @@ class FlowInterest:
         than theirs; a condition pause's every event does not make them sent)."""
         self._update()
         return event_type in self._types
+
+    def chat(self) -> bool:
+        """Whether some loaded flow waits for a chat event by name or counts one as a goal (once a
+        loaded version does, until the process restarts: the cache of versions only grows)."""
+        self._update()
+        return self._chat
 
     def wants(self, source: str, event_type: str) -> bool:
         if source in OWN_SOURCES:

@@ -129,8 +129,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 #: Paths whose clients read JSON errors (the API, the live chat, the webhooks); pages keep theirs.
 JSON_PREFIXES = ("/api/", "/chat/", "/webhooks/")
-_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-          417: "expectation_failed"}
+_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def _as_json(exc: web.HTTPException) -> web.Response:
@@ -147,9 +146,16 @@ def _as_json(exc: web.HTTPException) -> web.Response:
 
 async def expect_handler(request: web.Request) -> None:
     """``Expect`` header handling for every route: aiohttp's default echoes the header into its
-    417 body, which fails (a 500 before any middleware) on bytes that are not UTF-8."""
-    if not request.headers.get(hdrs.EXPECT, "").isascii():
-        raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
+    417 body (which fails, a 500 before any middleware, on bytes that are not UTF-8) and runs
+    before the middlewares, so its refusal is built here: JSON on the JSON routes, as
+    ``errors_middleware`` makes the others."""
+    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        said = "only Expect: 100-continue is understood"
+        if request.path.startswith(JSON_PREFIXES):
+            raise web.HTTPExpectationFailed(text=json.dumps({"error": {"code": "expectation_failed",
+                                                                       "message": said}}),
+                                            content_type="application/json")
+        raise web.HTTPExpectationFailed(text=said)
     await _default_expect_handler(request)
 
 

@@ -320,7 +320,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
             else ApplyJobs(redis, leads, lister=crm, pacer=pacer) if is_kommo(crm) \
             else None  # Kommo's: listed by API
         services.chat = ChatEvents(leads, AutomationDocuments.of(redis, crm, bots).chat_pipelines,
-                                   hears=interest.hears)
+                                   heard=interest.chat)
         conversations.chat = services.chat
         automation_docs = AutomationDocuments.of(redis, crm, bots, services.jobs, services.chat)
         pipelines: Mapping[str, Sequence[str]] = await crm_pipelines(crm) if isinstance(crm, RedisCrm) \

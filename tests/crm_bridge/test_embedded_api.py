@@ -293,4 +293,15 @@ async def test_wrong_types_and_control_characters_are_refused_naming_the_field(h
     assert note["text"] == "two\nlines\tand a tab"  # line breaks and tabs are text
     r = await http.patch(f"{notes}/{note['id']}", json={"text": ["n"]}, headers=SUPPORT)
     assert r.status == 422
+    r = await http.patch(f"{notes}/{note['id']}", json={"priority": "high"}, headers=SUPPORT)
+    assert (await _ok(r))["text"] == "two\nlines\tand a tab"  # a priority change keeps the text
     assert (await _ok(await http.get(path, headers=SUPPORT)))["name"] == "Ann Lee"  # nothing was stored
+
+
+async def test_an_older_notes_priority_can_change_whatever_its_text(server: TestServer, http: ClientSession) -> None:
+    ann = await _contact(http, name="Ann Lee")
+    old = {"id": "n-old", "entity": "contact", "entity_id": str(ann["id"]), "text": "from a flow \x1b[1m",
+           "priority": "none", "created_at": 1.0, "updated_at": 1.0, "author": None}
+    await server.app[SERVICES].crm.notes.put(old)  # stored before the text checks, or by a flow's add_note
+    r = await http.patch(f"/api/crm/contacts/{ann['id']}/notes/n-old", json={"priority": "high"}, headers=SUPPORT)
+    assert (await _ok(r))["priority"] == "high"

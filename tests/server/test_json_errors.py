@@ -5,6 +5,7 @@ messages say what is wrong (a wrong token is not a missing one; version 0 is no 
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 from tests.live_app import AUTH, running_app
@@ -42,3 +43,13 @@ async def test_messages_say_what_is_wrong(redis: Any, redis_url: str) -> None:
         assert r.status == 401 and (await r.json())["error"]["message"].startswith("the token is not valid")
         r = await app.http.get("/api/bots")
         assert r.status == 401 and (await r.json())["error"]["message"].startswith("a bearer token is required")
+
+
+async def test_an_expect_header_other_than_100_continue_is_a_json_417_that_echoes_nothing(
+        redis: Any, redis_url: str) -> None:
+    from tests.rawhttp import raw_request
+
+    async with running_app(redis_url) as app:
+        status, body = await raw_request(app.url, "POST", b"/api/crm/contacts", [(b"Expect", b"bogus-echo")], b"{}")
+        assert status == 417 and b"bogus-echo" not in body
+        assert json.loads(body)["error"]["code"] == "expectation_failed"
