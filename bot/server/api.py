@@ -24,6 +24,8 @@ from .http import MAX_TIMESTAMP, HttpError, error, json_body, query_number, requ
 from .keys import SERVICES
 from .views import held_view, run_view, state_of, summary
 
+#: The longest message a person sends from the dashboard (the live chat's, WhatsApp's and Telegram's).
+HUMAN_TEXT_MAX = 4096
 routes = web.RouteTableDef()
 #: At most this many queued events are discarded by one retry.
 MAX_SKIP = 1000
@@ -228,7 +230,7 @@ async def release(request: web.Request) -> web.Response:
     principal = require(request, "support")
     body = await json_body(request) if request.can_read_body else {}
     if not isinstance(body, dict):
-        body = {}
+        return error(400, "bad_request", 'the body is an object: {"step"?, "answer"?}')
     step, answer = body.get("step"), body.get("answer", False)
     if step is not None and not isinstance(step, str):
         return error(400, "bad_request", 'step is a step id: {"step": "<step>"}')
@@ -265,6 +267,8 @@ async def human_message(request: web.Request) -> web.Response:
     text = body.get("text") if isinstance(body, dict) else None
     if not isinstance(text, str) or not text.strip():
         return error(400, "bad_request", 'the body is {"text": "…"}')
+    if len(text) > HUMAN_TEXT_MAX:  # what every channel carries in one message (a customer's: the same)
+        return error(400, "bad_request", f"a message is at most {HUMAN_TEXT_MAX} characters")
     if (taken := await _claimed_by_other(request, principal)) is not None:
         return taken
     return await _conversation_event(request, ev.HumanMessage(text, principal.name))

@@ -532,6 +532,12 @@ async def test_release_refuses_a_bad_answer_or_step(http: ClientSession) -> None
         assert (await r.json())["error"]["code"] == "bad_request"
     r = await http.post(f"/api/conversations/{cid}/release", json={"step": "nosuchstep"}, headers=AYSE)
     assert r.status == 422 and (await r.json())["error"]["code"] == "unknown_step"
+    for raw in (b"null", b"[]", b"1", b'"x"'):  # no body at all is fine: hand back where it was
+        r = await http.post(f"/api/conversations/{cid}/release", data=raw,
+                            headers={**AYSE, "Content-Type": "application/json"})
+        assert r.status == 400, raw
+    r = await http.post(f"/api/conversations/{cid}/messages", json={"text": "x" * 4097}, headers=AYSE)
+    assert r.status == 400 and "at most 4096" in (await r.json())["error"]["message"]
     assert (await _conversation(http, cid))["owner"] == "human"  # nothing was handed back
 
 
