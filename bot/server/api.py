@@ -20,7 +20,7 @@ from ..store import codec, replies
 from ..store.indexes import STATUSES, ConversationIndex, Filters, claim_key
 from . import versioned
 from .auth import Principal
-from .http import MAX_TIMESTAMP, HttpError, error, json_body, query_number, require
+from .http import MAX_TIMESTAMP, HttpError, error, json_body, query_flag, query_number, require
 from .keys import SERVICES
 from .views import held_view, run_view, state_of, summary
 
@@ -112,14 +112,14 @@ async def list_conversations(request: web.Request) -> web.Response:
     before = query_number(request, "before", None, minimum=0, maximum=MAX_TIMESTAMP)
     if q.get("status") and q["status"] not in STATUSES:
         return error(400, "bad_request", f"status is one of {', '.join(STATUSES)}")
-    if q.get("parked", "").lower() in ("1", "true", "yes"):  # set aside after repeated failures
+    if query_flag(request, "parked"):  # set aside after repeated failures
         cids = await services.store.parked(limit)
         metas = await ConversationIndex(services.redis).metas(cids)
         return web.json_response({"conversations": [_public_meta(c, m) for c, m in zip(cids, metas, strict=True) if m],
                                   "next_before": None}, dumps=lambda v: json.dumps(v, ensure_ascii=False))
     # Secondary indexes kept by the save path (bot/store/indexes.py): no scan of all conversations.
     filters = Filters(status=q.get("status") or None, channel=q.get("channel") or None, bot=q.get("bot") or None,
-                      waiting=q.get("waiting", "").lower() in ("1", "true", "yes"))
+                      waiting=query_flag(request, "waiting"))
     page = await ConversationIndex(services.redis).page(filters, search=q.get("q"), before=before, limit=limit)
     body: dict[str, Any] = {"conversations": [_public_meta(cid, meta) for cid, _, meta in page.rows],
                             "next_before": page.next_before}

@@ -102,6 +102,17 @@ def query_number(request: web.Request, name: str, default: float | None = None, 
     return value
 
 
+def query_flag(request: web.Request, name: str) -> bool:
+    """A yes/no query parameter: ``1``/``true``/``yes`` or ``0``/``false``/``no`` (any case),
+    absent or empty is no; anything else is a 400 naming it (``waiting=NaN`` is no answer)."""
+    value = request.query.get(name, "").lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("", "0", "false", "no"):
+        return False
+    raise HttpError(400, "bad_query", f"{name} is 1 or 0 (true or false)", [{"parameter": name}])
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """``HttpError`` becomes its response; anything unexpected is logged once as

@@ -349,3 +349,12 @@ async def test_a_continuation_over_the_size_limit_keeps_its_token(redis: Any, re
         assert r.status == 413
         assert await app.services.redis.get("sb:widget:big") is not None  # the widget may call again
         assert await app.services.redis.ttl("sb:widget:big") > 86400
+
+
+async def test_yes_no_query_parameters_take_yes_or_no_only(redis: Any, redis_url: str) -> None:
+    async with running_app(redis_url) as app:
+        for query in ("waiting=NaN", "parked=abc", "waiting=2"):
+            r = await app.http.get(f"/api/conversations?{query}", headers=AUTH)
+            assert r.status == 400 and (await r.json())["error"]["code"] == "bad_query", query
+        for query in ("waiting=1", "waiting=false", "parked=0", "waiting="):
+            assert (await app.http.get(f"/api/conversations?{query}", headers=AUTH)).status == 200, query
