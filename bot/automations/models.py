@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, StringConstraints, Tag, field_validator, model_validator
 
-from ..builder.models import Action, BotId, Duration, Model, Predicate, TemplateValue
+from ..builder.models import WHOLE, Action, Bool, BotId, Duration, Model, Predicate, TemplateValue
 from .events import EVENT_TYPE_PATTERN
 from .offsets import parse_offset
 
@@ -43,9 +43,11 @@ class FieldTime(Model):
     field: DateField
     offset: str | int = 0
 
-    @field_validator("offset")
+    @field_validator("offset", mode="before")  # before the union, which would read true as 1
     @classmethod
-    def _offset(cls, value: str | int) -> str | int:
+    def _offset(cls, value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         parse_offset(value)  # raises ValueError with the reason
         return value
 
@@ -114,8 +116,8 @@ class Rule(Model):
     if_: Predicate | None = Field(default=None, alias="if")
     delay: Duration | None = None
     active: Active = "always"
-    apply_to_existing: bool = False
-    leave_unanswered: bool = False
+    apply_to_existing: Bool = False
+    leave_unanswered: Bool = False
     do: Do
 
     @field_validator("on", mode="before")
@@ -145,7 +147,7 @@ class Trigger(Model):
     stage: StageName
     on: EventType
     match: dict[str, TemplateValue] = Field(default_factory=dict)
-    allow_backward: bool = False
+    allow_backward: Bool = False
 
 
 class ScoreRule(Model):
@@ -153,7 +155,7 @@ class ScoreRule(Model):
 
     on: EventType
     match: dict[str, TemplateValue] = Field(default_factory=dict)
-    add: Annotated[int, Field(ge=-1000, le=1000)]
+    add: Annotated[int, Field(ge=-1000, le=1000), WHOLE]
 
     @field_validator("add")
     @classmethod
@@ -165,7 +167,7 @@ class ScoreRule(Model):
 
 class DecaySpec(Model):
     every: Duration
-    subtract: Annotated[int, Field(ge=1, le=1000)]
+    subtract: Annotated[int, Field(ge=1, le=1000), WHOLE]
 
     @field_validator("every")
     @classmethod

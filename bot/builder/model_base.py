@@ -6,11 +6,14 @@ build on them without importing ``models``, which imports them (no import cycle)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -47,7 +50,73 @@ class Model(BaseModel):
         return _drop_builder_metadata(data)
 
 
+#: Whether scalars of the wrong type are converted as pydantic's lax mode did (documents stored
+#: before the validator refused them: ``lenient_scalars``), rather than refused.
+_LENIENT: ContextVar[bool] = ContextVar("salesbot_lenient_scalars", default=False)
+
+
+@contextmanager
+def lenient_scalars() -> Iterator[None]:
+    """Within it, ``"yes"`` is true, ``"100"`` is 100 and ``true`` is 1 again, as the validator
+    read them before it refused them: for stored versions only, which were valid when stored
+    (``BotRegistry.ensure``), never for a document being uploaded or validated."""
+    token = _LENIENT.set(True)
+    try:
+        yield
+    finally:
+        _LENIENT.reset(token)
+
+
+def _strict_bool(value: object) -> object:
+    if not isinstance(value, bool) and not _LENIENT.get():
+        raise ValueError("must be true or false")
+    return value
+
+
+def _strict_int(value: object) -> object:
+    """A JSON integer: ``2`` or ``2.0`` (JSON Schema's "integer" takes both), not ``"2"`` nor ``true``."""
+    if _LENIENT.get():
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number")
+    return value
+
+
+def _strict_number(value: object) -> object:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))) and not _LENIENT.get():
+        raise ValueError("must be a number")
+    return value
+
+
+def _text_or_int(value: object) -> object:
+    """A string or a JSON integer (an id or a name), not ``true``."""
+    if _LENIENT.get() or isinstance(value, str):
+        return value
+    try:
+        return _strict_int(value)
+    except ValueError:
+        raise ValueError("must be a string or a whole number") from None
+
+
+#: ``true`` or ``false``, nothing else (pydantic's lax mode read "yes", "on" and 1 as true).
+Bool = Annotated[bool, BeforeValidator(_strict_bool)]
+#: Makes an ``int`` a whole number, not a string of digits nor a boolean. After the ``Field``
+#: limits in an ``Annotated`` (``Annotated[int, Field(ge=1), WHOLE]``): before them the schema
+#: would name the limits ``ge``/``le``, which JSON Schema does not know.
+WHOLE = BeforeValidator(_strict_int)
+#: A whole number, not a string of digits nor a boolean.
+Int = Annotated[int, WHOLE]
+#: A number, not a string of digits nor a boolean.
+Number = Annotated[float, BeforeValidator(_strict_number)]
+#: A string or a whole number (a user, a pipeline, a stage: by name or id).
+TextOrInt = Annotated[str | int, BeforeValidator(_text_or_int)]
+
+
 def _duration(value: object) -> int:
+    if isinstance(value, bool) and _LENIENT.get():
+        value = int(value)  # lax mode read true as 1 (second)
     try:
         return parse_duration(value)
     except DurationError as exc:
@@ -63,12 +132,13 @@ def _timer_duration(value: object) -> int:
     return seconds
 
 
+# Checked before the union, which would read ``true`` as 1.
 Duration = Annotated[
     int | str,
-    AfterValidator(_duration),
+    BeforeValidator(_duration),
     Field(json_schema_extra={"pattern": r"^(\d+[dhms])+$|^\d+$"}),
 ]
-TimerDuration = Annotated[int | str, AfterValidator(_timer_duration)]
+TimerDuration = Annotated[int | str, BeforeValidator(_timer_duration)]
 StepId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 #: A bot's id (an automation document's too): it is in URLs and keys.
 BOT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"

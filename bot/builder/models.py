@@ -13,12 +13,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Discriminator, Field, StringConstraints, Tag, model_validator
 
 from .event_types import EVENT_TYPE_PATTERN
+from .model_base import WHOLE as WHOLE
+from .model_base import Bool as Bool
 from .model_base import BotId as BotId
 from .model_base import Duration as Duration
 from .model_base import Model as Model
+from .model_base import Number as Number
 from .model_base import StepId as StepId
 from .model_base import Template as Template
 from .model_base import TemplateValue as TemplateValue
+from .model_base import TextOrInt as TextOrInt
 from .model_base import TimerDuration as TimerDuration
 from .model_base import VarName as VarName
 from .models_process import EndProcess, Lists, Notify, Score, SendMessage, SendSms, StartProcess
@@ -193,8 +197,8 @@ class Rule(Model):
     check: Literal["equals", "not_equals", "contains", "not_contains", "length", "regex"]
     kind: Literal["number", "letters", "phone", "email", "range", "text"] | None = None
     value: TemplateValue = None
-    min: float | None = None
-    max: float | None = None
+    min: Number | None = None
+    max: Number | None = None
     pattern: str | None = None
 
     @model_validator(mode="after")
@@ -275,7 +279,7 @@ class AddTask(_Action):
     do: Literal["add_task"]
     text: Template
     due: TaskDue = "in_1_day"
-    responsible: str | int = "current"
+    responsible: TextOrInt = "current"
     task_type: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "follow_up"
 
 
@@ -293,8 +297,8 @@ class SetChatStatus(_Action):
 
 class ChangeStage(_Action):
     do: Literal["change_stage"]
-    pipeline: Template | int | None = None
-    stage: Template | int
+    pipeline: TextOrInt | None = None
+    stage: TextOrInt
 
 
 Entity = Literal["lead", "main_contact", "all_contacts", "chat_contact", "company"]
@@ -302,7 +306,7 @@ Entity = Literal["lead", "main_contact", "all_contacts", "chat_contact", "compan
 
 class ChangeResponsible(_Action):
     do: Literal["change_responsible"]
-    user: Template | int
+    user: TextOrInt
     entities: Annotated[list[Entity], Field(min_length=1)] = ["lead"]
 
 
@@ -312,15 +316,15 @@ class CreateLead(_Action):
         default=[], alias="copy"
     )
     name: Template | None = None
-    responsible: str | int | None = None
-    pipeline: Template | int | None = None
-    stage: Template | int | None = None
+    responsible: TextOrInt | None = None
+    pipeline: TextOrInt | None = None
+    stage: TextOrInt | None = None
 
 
 class Subscribers(_Action):
     do: Literal["subscribers"]
-    add: list[str | int] = []
-    remove: list[str | int] = []
+    add: list[TextOrInt] = []
+    remove: list[TextOrInt] = []
 
 
 class Tags(_Action):
@@ -345,8 +349,8 @@ class SendEmail(_Action):
     do: Literal["send_email"]
     template: str | EmailTemplate
     to: Literal["main_contact", "all_contacts"] = "main_contact"
-    sender: str | int = "responsible"
-    unsubscribe_link: bool = True
+    sender: TextOrInt = "responsible"
+    unsubscribe_link: Bool = True
 
 
 class SendWebhook(_Action):
@@ -384,7 +388,7 @@ class CreateForm(_Action):
     form: Literal["individual", "referral"] = "individual"
     fields: Annotated[list[str], Field(min_length=1)]
     tags: list[Template] = []
-    stage: Template | int | None = None
+    stage: TextOrInt | None = None
 
 
 class OrderLink(_Action):
@@ -485,7 +489,7 @@ class CustomStep(Model):
 
 class StopStep(Model):
     type: Literal["stop"]
-    close_chat: bool = False
+    close_chat: Bool = False
 
 
 from .models_split import Goal as Goal  # noqa: E402 - after the models it names in its own
@@ -502,8 +506,8 @@ Step = Annotated[
 class Settings(Model):
     timezone: str = "UTC"
     working_hours: dict[str, str] | None = None
-    leave_unanswered: bool = False
-    step_budget: Annotated[int, Field(ge=1, le=10_000)] = 100
+    leave_unanswered: Bool = False
+    step_budget: Annotated[int, Field(ge=1, le=10_000), WHOLE] = 100
     #: Analytics: a run waiting at a step longer than this has abandoned the flow there.
     abandon_after: Duration = 86400
 

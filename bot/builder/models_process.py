@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from .model_base import BotId, Model, Template, TemplateValue
+from .model_base import WHOLE, BotId, Model, Template, TemplateValue
 from .process_names import EMAIL_LIST
 
 MAX_BUTTONS = 13  # models.MAX_BUTTONS: a message step's
@@ -39,8 +39,8 @@ class EndProcess(Model):
 
 class Score(Model):
     do: Literal["score"]
-    add: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    subtract: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    add: Annotated[int, Field(ge=1, le=1_000_000), WHOLE] | None = None
+    subtract: Annotated[int, Field(ge=1, le=1_000_000), WHOLE] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Score:

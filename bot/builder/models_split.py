@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from .event_types import EVENT_TYPE_PATTERN
-from .model_base import Duration, Model, StepId, TemplateValue
+from .model_base import WHOLE, Duration, Model, StepId, TemplateValue
 
 EventType = Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN)]
 GoalName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -24,14 +24,14 @@ MAX_PATHS = 10
 
 class SplitPath(Model):
     id: PathId
-    weight: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    weight: Annotated[int, Field(ge=1, le=1_000_000), WHOLE] = 1
     next: StepId
 
 
 class SplitWinner(Model):
     """When the test ends: after this many entries in all, or this long after the first one."""
 
-    after_entries: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
+    after_entries: Annotated[int, Field(ge=1, le=1_000_000_000), WHOLE] | None = None
     or_after: Duration | None = None
 
     @model_validator(mode="after")

@@ -189,10 +189,13 @@ class EngineReactor:
     def _build(self, doc: Any, version: int) -> CompiledAutomations:
         # checked against the CRM's stages when it was stored; a stage renamed in the CRM since
         # (Kommo's are edited at any time) only stops the rules that name it, not the document
+        # (and with the scalars it had then: "yes" was read as true before such values were refused)
         from ..automations.compiled import compile_automations
         from ..automations.validate import AutomationContext, parse_automations
+        from ..builder.model_base import lenient_scalars
 
-        model = parse_automations(doc, AutomationContext({}, bots=None))
+        with lenient_scalars():
+            model = parse_automations(doc, AutomationContext({}, bots=None))
         return compile_automations(model, self.pipelines.get(model.pipeline, ()), version=version)
 
     def document_for(self, pipeline: str | None) -> CompiledAutomations | None:

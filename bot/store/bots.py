@@ -38,6 +38,15 @@ def _check_document(doc: Any) -> tuple[list[Problem], CompiledFlow | None]:
 
     return check_document(doc)
 
+
+def _check_stored(doc: Any) -> tuple[list[Problem], CompiledFlow | None]:
+    """``_check_document`` reading scalars of the wrong type as the validator did before it
+    refused them (``"yes"`` true, ``"100"`` 100): a stored version that relied on it still runs."""
+    from ..builder.model_base import lenient_scalars
+
+    with lenient_scalars():
+        return _check_document(doc)
+
 __all__ = ["CHANGED_CHANNEL", "BotNotFound", "BotRegistry", "VersionInfo", "problems_as_details"]
 
 log = logging.getLogger("salesbot.bots")
@@ -138,6 +147,11 @@ class BotRegistry:
             return None
         problems, flow = await asyncio.to_thread(_check_document, doc)
         if flow is None:  # stored versions were valid when stored; a newer runtime may be stricter
+            _, flow = await asyncio.to_thread(_check_stored, doc)
+            if flow is not None:  # runs as before; a new upload must fix what is listed
+                log.warning("bot.version_lenient", extra={"bot": bot, "version": version,
+                                                          "problems": [str(p) for p in problems[:5]]})
+        if flow is None:
             log.error("bot.version_invalid", extra={"bot": bot, "version": version,
                                                    "problems": [str(p) for p in problems[:5]]})
             return None

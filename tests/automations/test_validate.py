@@ -170,6 +170,27 @@ def test_bad_durations_and_offsets(where: tuple[Any, ...], value: Any, message: 
     assert list(found) == [pointer] and message in found[pointer]
 
 
+@pytest.mark.parametrize(("where", "value", "message"), [
+    (("rules", 0, "apply_to_existing"), "yes", "must be true or false"),
+    (("rules", 0, "leave_unanswered"), 1, "must be true or false"),
+    (("triggers", 0, "allow_backward"), "on", "must be true or false"),
+    (("scoring", 0, "add"), "2", "must be a whole number"),
+    (("scoring", 1, "decay", "subtract"), True, "must be a whole number"),
+    (("rules", 0, "delay"), True, 'a duration is a string like "15m" or a number of seconds'),
+    (("rules", 2, "at", "offset"), True, "an offset is a duration with an optional sign"),
+])
+def test_values_of_the_wrong_type_are_refused_as_in_flows(where: tuple[Any, ...], value: Any, message: str) -> None:
+    """Not converted ("yes" read as true, "2" as 2, true as 1) as pydantic's lax mode did."""
+    d = doc()
+    node: Any = d
+    for part in where[:-1]:
+        node = node[part]
+    node[where[-1]] = value
+    found = errors(d)
+    pointer = "/" + "/".join(map(str, where))
+    assert list(found) == [pointer] and message in found[pointer], found
+
+
 def test_duplicate_ids_across_rules_and_triggers() -> None:
     d = doc()
     d["rules"][1]["id"] = "welcome_new"
