@@ -57,7 +57,8 @@ async def test_a_new_active_version_is_served_only_once_compiled(redis: Redis, m
     from bot.store import bots as bots_module
 
     def flow(text: str) -> dict[str, object]:
-        return {"format": "salesbot.flow/1", "id": "hi", "start": "a", "steps": {"a": {"type": "message", "text": text}}}
+        step = {"type": "message", "text": text}
+        return {"format": "salesbot.flow/1", "id": "hi", "start": "a", "steps": {"a": step}}
 
     here, there = BotRegistry(redis), BotRegistry(redis)
     await there.put(flow("one"))
