@@ -34,6 +34,15 @@ async def _refs(app: App, cid: str) -> tuple[str, str]:
     return refs
 
 
+async def _two_messages(app: App, doc: dict[str, Any], session: str) -> str:
+    """``doc`` stored, then two customer messages in a new live chat session; its lead."""
+    await app.api("PUT", "/api/automations/sales", 201, json=doc)
+    cid, _ = await app.say(session, "hello")
+    lead, _ = await _refs(app, cid)
+    await app.say(session, "still here")
+    return lead
+
+
 async def _chat_events(app: App, lead: str) -> list[str]:
     body = await app.api("GET", f"/api/leads/{lead}/events")
     return [e["type"] for e in body["events"]
@@ -64,10 +73,7 @@ async def test_an_idle_rule_hears_the_customers_messages(redis: Redis, redis_url
     doc = {**BASE, "rules": [{"id": "stale", "stage": "Incoming", "on": ["idle"], "after": "3d",
                               "do": {"actions": [{"do": "tags", "add": ["stale"]}]}}]}
     async with running_app(redis_url) as app:
-        await app.api("PUT", "/api/automations/sales", 201, json=doc)
-        cid, _ = await app.say("idlesession001", "hello")
-        lead, _ = await _refs(app, cid)
-        await app.say("idlesession001", "still here")
+        lead = await _two_messages(app, doc, "idlesession001")
 
         async def events() -> list[str] | None:
             found = await _chat_events(app, lead)
@@ -82,10 +88,7 @@ async def test_nothing_listening_queues_nothing(redis: Redis, redis_url: str) ->
            "rules": [{"id": "vip", "stage": "Incoming", "on": ["moved_in"],
                       "do": {"actions": [{"do": "tags", "add": ["vip"]}]}}]}
     async with running_app(redis_url) as app:
-        await app.api("PUT", "/api/automations/sales", 201, json=doc)
-        cid, _ = await app.say("quietsession02", "hello")
-        lead, _ = await _refs(app, cid)
-        await app.say("quietsession02", "more")
+        lead = await _two_messages(app, doc, "quietsession02")
         await app.services.leads.idle()
         assert await _chat_events(app, lead) == []
 
