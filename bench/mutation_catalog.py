@@ -346,7 +346,7 @@ MUTATIONS: list[Mutation] = [
        'key=lambda p: (p.severity != "error", p.pointer)', 'key=lambda p: (p.severity == "error", p.pointer)',
        VALIDATOR_TESTS, "warnings are listed before errors"),
     _m("row-ids-not-checked", "validator", VALIDATE,
-       "if ids.index(rid) != i:", "if ids.index(rid) > i:", VALIDATOR_TESTS,
+       "if row.id in seen:", "if row.id in ():", VALIDATOR_TESTS,
        "a list's duplicate row ids are accepted"),
     _m("unreachable-ignores-broken-steps", "validator", VALIDATE,
        "known = [e for e in edges if e.target in raw_steps] + raw_edges",
