@@ -54,7 +54,9 @@ def _needs_chat(doc: Mapping[str, Any]) -> bool:
 def _kinds(entry: object) -> set[str]:
     """An entry's ``on``: one type or a list of them."""
     on = entry.get("on") if isinstance(entry, Mapping) else None
-    return {on} if isinstance(on, str) else {k for k in on if isinstance(k, str)} if isinstance(on, list) else set()
+    if isinstance(on, str):
+        return {on}
+    return {k for k in on if isinstance(k, str)} if isinstance(on, list) else set()
 
 
 class ChatEvents:
@@ -86,8 +88,8 @@ class ChatEvents:
     async def commands(self, cid: str, lead_id: str, contact_id: str | None, message: ev.InboundMessage, *,
                        first: bool, channel: str, account: str, snapshot: Mapping[str, Any],
                        at: float) -> list[tuple[Any, ...]]:
-        """The commands queueing this message's events on the lead's queue (none when no rule of the
-        lead's pipeline listens), to be sent with the conversation's save."""
+        """The commands queueing this message's events on the lead's queue (none when nothing
+        listens: see the module docstring), to be sent with the conversation's save."""
         if not (self._heard is not None and self._heard()):
             pipelines = await self.listening()
             if not pipelines:
