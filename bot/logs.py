@@ -1,11 +1,11 @@
 """Structured logs: ``time level logger event key=value …`` with stable dotted event names.
 
 Extra fields whose names look secret (token, secret, password, authorization, api_key, or named
-``key``) are masked. A live chat session id is a credential: in any value, a live chat
-conversation id ``livechat:<account>:<session>`` (or a URL's ``session=``) shows the session as
-a short hash (the same session, the same hash: lines still join up). A value with a control character is quoted with
-it escaped (one record is one line: no forged lines), and a value over ``VALUE_MAX`` characters
-is cut.
+``key``) are masked. A live chat session id is a credential: in any value, the message and a
+traceback, a live chat conversation id ``livechat:<account>:<session>`` (or a URL's
+``session=``) shows the session as a short hash (the same session, the same hash: lines still
+join up). A value or message with a control character is quoted with it escaped (one record is
+one line: no forged lines), and a value over ``VALUE_MAX`` characters is cut.
 """
 
 from __future__ import annotations
