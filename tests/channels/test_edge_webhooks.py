@@ -45,12 +45,8 @@ def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 @pytest.fixture
 async def graph() -> AsyncIterator[GraphFake]:
-    fake = GraphFake()
-    await fake.start()
-    try:
+    async with GraphFake() as fake:
         yield fake
-    finally:
-        await fake.close()
 
 
 @pytest.fixture

@@ -45,12 +45,8 @@ DAY = 86400.0
 
 @pytest.fixture
 async def fake() -> AsyncIterator[GraphFake]:
-    graph = GraphFake(messaging="instagram")
-    await graph.start()
-    try:
+    async with GraphFake(messaging="instagram") as graph:
         yield graph
-    finally:
-        await graph.close()
 
 
 @pytest.fixture

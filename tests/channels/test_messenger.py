@@ -41,12 +41,8 @@ CID = conversation_id("messenger", "fb", CUSTOMER)
 
 @pytest.fixture
 async def fake() -> AsyncIterator[GraphFake]:
-    graph = GraphFake(messaging="messenger")
-    await graph.start()
-    try:
+    async with GraphFake(messaging="messenger") as graph:
         yield graph
-    finally:
-        await graph.close()
 
 
 @pytest.fixture

@@ -184,12 +184,8 @@ WA_CUSTOMER = "16505551234"
 
 @pytest.fixture
 async def graph() -> AsyncIterator[GraphFake]:
-    fake = GraphFake(messaging="messenger")
-    await fake.start()
-    try:
+    async with GraphFake(messaging="messenger") as fake:
         yield fake
-    finally:
-        await fake.close()
 
 
 @pytest.fixture

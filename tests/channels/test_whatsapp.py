@@ -50,12 +50,8 @@ CID = conversation_id("whatsapp", "wa", CUSTOMER)
 
 @pytest.fixture
 async def fake() -> AsyncIterator[GraphFake]:
-    graph = GraphFake()
-    await graph.start()
-    try:
+    async with GraphFake() as graph:
         yield graph
-    finally:
-        await graph.close()
 
 
 @pytest.fixture

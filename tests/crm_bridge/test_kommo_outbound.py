@@ -37,12 +37,8 @@ OPTIN_FLOW: dict[str, Any] = {
 
 @pytest.fixture
 async def graph() -> AsyncIterator[GraphFake]:
-    fake = GraphFake()
-    await fake.start()
-    try:
+    async with GraphFake() as fake:
         yield fake
-    finally:
-        await fake.close()
 
 
 @pytest.fixture

@@ -68,12 +68,8 @@ MAIN_FLOW: dict[str, Any] = {
 
 @pytest.fixture
 async def fake() -> AsyncIterator[GraphFake]:
-    graph = GraphFake()
-    await graph.start()
-    try:
+    async with GraphFake() as graph:
         yield graph
-    finally:
-        await graph.close()
 
 
 @pytest.fixture

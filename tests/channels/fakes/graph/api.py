@@ -11,7 +11,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
@@ -113,6 +113,14 @@ class GraphFake:
             await self._session.close()
         if self._server is not None:
             await self._server.close()
+
+    async def __aenter__(self) -> Self:
+        """Started for a ``with`` block, closed at its end (as the Telegram and Twilio fakes)."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     # ------------------------------------------------------------------ what Meta knows of the customer
     def customer_wrote(self, customer: str, at: float | None = None) -> None:
