@@ -160,6 +160,11 @@ def test_unknown_and_malformed_event_types_of_triggers_and_scoring() -> None:
     (("scoring", 1, "decay", "every"), "10m", "decay runs at most once an hour"),
 ])
 def test_bad_durations_and_offsets(where: tuple[Any, ...], value: Any, message: str) -> None:
+    _only_problem(where, value, message)
+
+
+def _only_problem(where: tuple[Any, ...], value: Any, message: str) -> None:
+    """The example with ``value`` at ``where`` has that one problem, saying ``message``."""
     d = doc()
     node: Any = d
     for part in where[:-1]:
@@ -167,7 +172,7 @@ def test_bad_durations_and_offsets(where: tuple[Any, ...], value: Any, message: 
     node[where[-1]] = value
     found = errors(d)
     pointer = "/" + "/".join(map(str, where))
-    assert list(found) == [pointer] and message in found[pointer]
+    assert list(found) == [pointer] and message in found[pointer], found
 
 
 @pytest.mark.parametrize(("where", "value", "message"), [
@@ -181,14 +186,7 @@ def test_bad_durations_and_offsets(where: tuple[Any, ...], value: Any, message: 
 ])
 def test_values_of_the_wrong_type_are_refused_as_in_flows(where: tuple[Any, ...], value: Any, message: str) -> None:
     """Not converted ("yes" read as true, "2" as 2, true as 1) as pydantic's lax mode did."""
-    d = doc()
-    node: Any = d
-    for part in where[:-1]:
-        node = node[part]
-    node[where[-1]] = value
-    found = errors(d)
-    pointer = "/" + "/".join(map(str, where))
-    assert list(found) == [pointer] and message in found[pointer], found
+    _only_problem(where, value, message)
 
 
 def test_duplicate_ids_across_rules_and_triggers() -> None:
