@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio.connection import AbstractConnection
 
+from bot.config import load_config
+from bot.server.services import Services, open_services
 from bot.store.resp import _Protocol
 from tests.runtime.roundtrips import RoundTrips
 
@@ -32,3 +36,14 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
     monkeypatch.setattr(_Protocol, "send", counting_send)
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting_packed)
     yield seen
+
+
+@contextlib.asynccontextmanager
+async def runtime_services(redis_url: str, flows_dir: Path) -> AsyncIterator[Services]:
+    """The process's services on a test Redis: flows from ``flows_dir``, no automations, a short
+    conversation lock (2 s), no live hub."""
+    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(flows_dir),
+                                         "automations_dir": str(flows_dir / "automations"),
+                                         "admin_token": "t", "lock_ttl": 2.0})
+    async with open_services(cfg, start_hub=False) as services:
+        yield services

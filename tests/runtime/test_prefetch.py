@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.config import load_config
 from bot.engine import events as ev
 from bot.runtime import service as conversations_module
-from bot.server.services import Services, open_services
+from bot.server.services import Services
 from bot.store import codec
 from bot.store.keys import ConversationKey
 from bot.store.statefields import SHORT
 from crm_bridge import ChannelIdentity, CrmRef, records
 from crm_bridge.versions import check
 from tests.engine.helpers import make_doc
+from tests.runtime.conftest import runtime_services
 from tests.runtime.roundtrips import RoundTrips
 
 #: Reads the CRM: the contact's first name and the lead's name.
@@ -47,10 +47,7 @@ PLAIN = make_doc({
 
 @pytest.fixture
 async def svc(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[Services]:
-    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(tmp_path),
-                                         "automations_dir": str(tmp_path / "automations"),
-                                         "admin_token": "t", "lock_ttl": 2.0})
-    async with open_services(cfg, start_hub=False) as services:
+    async with runtime_services(redis_url, tmp_path) as services:
         await services.bots.put(GREETER)
         await services.bots.put(PLAIN)
         yield services

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.config import load_config
 from bot.engine import events as ev
 from bot.errors import FlowInvalid
-from bot.server.services import Services, open_services
+from bot.server.services import Services
 from bot.store import codec
 from bot.store.versions import digest_of
+from tests.runtime.conftest import runtime_services
 
 #: As an operator wrote it before: "yes" and "on" were read as true, "100" as 100.
 OLD: dict[str, Any] = {
@@ -33,10 +33,7 @@ OLD: dict[str, Any] = {
 
 @pytest.fixture
 async def svc(redis: Redis, redis_url: str, tmp_path: Path) -> AsyncIterator[Services]:
-    cfg = load_config(env={}, overrides={"redis_url": redis_url, "flows_dir": str(tmp_path),
-                                         "automations_dir": str(tmp_path / "automations"),
-                                         "admin_token": "t", "lock_ttl": 2.0})
-    async with open_services(cfg, start_hub=False) as services:
+    async with runtime_services(redis_url, tmp_path) as services:
         yield services
 
 
