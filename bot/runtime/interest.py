@@ -52,14 +52,19 @@ class FlowInterest:
     ``goal(type)``: whether some loaded flow counts it as a goal (a run that ended still counts
     its goals: such events also reach finished processes)."""
 
-    def __init__(self, loaded: Callable[[], list[c.CompiledFlow]]) -> None:
+    def __init__(self, loaded: Callable[[], list[c.CompiledFlow]], count: Callable[[], int] | None = None) -> None:
         self._loaded = loaded  # e.g. ``BotRegistry.loaded``
+        #: How many flows are loaded, without listing them (``BotRegistry.loaded_count``): ``chat``
+        #: is asked for every customer message, and listing every cached version each time is not.
+        self._count = count
         self._types: frozenset[str] = frozenset()
         self._goals: frozenset[str] = frozenset()
         self._chat = False
         self._seen = -1
 
     def _update(self) -> None:
+        if self._count is not None and self._count() == self._seen:
+            return
         flows = self._loaded()
         if len(flows) != self._seen:  # the cache only grows: its size says whether it changed
             self._seen = len(flows)

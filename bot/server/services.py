@@ -244,7 +244,7 @@ async def _open(config: Config, stack: contextlib.AsyncExitStack, *, start_hub: 
         leads = LeadService(store=store, crm=crm, metrics=metrics, conversations=conversations,
                             park_after=config.park_after)
         outward.events = leads  # every e-mail send_email sends for a lead: its email.sent
-        interest = FlowInterest(bots.loaded)
+        interest = FlowInterest(bots.loaded, bots.loaded_count)
         leads.listens = interest.wants  # events flows wait for or count as goals
         leads.goals = interest.goal  # ... and those a finished process still counts
         leads.hears = interest.hears  # ... and the chat messages a process waits for

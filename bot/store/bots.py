@@ -161,6 +161,10 @@ class BotRegistry:
         """Every version in the cache (the active ones from the start, others as runs need them)."""
         return list(self._flows.values())
 
+    def loaded_count(self) -> int:
+        """How many versions are in the cache (it only grows)."""
+        return len(self._flows)
+
     async def refresh(self, bot: str | None = None) -> None:
         """Reload the active version of one bot, or of all."""
         for b in [bot] if bot else await self.ids():

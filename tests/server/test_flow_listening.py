@@ -65,3 +65,20 @@ def test_only_the_types_flows_listen_to_are_wanted_and_never_the_chats_own() -> 
         "x": {"type": "message", "text": "x"}}, id="cond"))
     assert interest.wants("crm", "lead.tag_added") and interest.wants("email", "email.link_clicked")
     assert not interest.wants("site", "site.visit")
+
+
+def test_whether_flows_hear_chat_events_is_worked_out_once_per_loaded_set() -> None:
+    flows: list[Any] = [make_flow({"a": {"type": "message", "text": "a"}})]
+    listed = 0
+
+    def loaded() -> list[Any]:
+        nonlocal listed
+        listed += 1
+        return flows
+
+    interest = FlowInterest(loaded, lambda: len(flows))
+    assert not interest.chat() and not interest.chat() and listed == 1  # asked per message, listed once
+    flows.append(make_flow({"w": {"type": "pause", "until": [{"on": "event", "event": "chat.message", "next": "x"}]},
+                            "x": {"type": "message", "text": "x"}}, id="reply"))
+    assert interest.chat() and interest.hears("chat.message") and listed == 2
+    assert not interest.wants("chat", "chat.message")  # never back to the conversation itself
