@@ -187,7 +187,8 @@ def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
     if not files:
         out.write("no *.test.yaml files found\n")
         return 1
-    results = [run_test_file(f) for f in files]
+    channels = _channels()
+    results = [run_test_file(f, channels) for f in files]
     for r in results:
         if not r.passed or args.verbose:
             out.write(r.report() + "\n")

@@ -12,7 +12,7 @@ import difflib
 import json
 import re
 import traceback
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,10 +287,11 @@ async def _run_script(sim: Simulator, script: list[Any], lines: list[int], shown
     return len(script)
 
 
-def run_test_file(path: Path) -> TestOutcome:
+def run_test_file(path: Path, channels: Collection[str] | None = None) -> TestOutcome:
+    """One test file run; ``channels``: the channel names it may name (None: any)."""
     shown: dict[int, str] = {}
     try:
-        test = load_test_file(path)
+        test = load_test_file(path, channels)
         sim = build_simulator(path, test.header)
         count = asyncio.run(_run_script(sim, test.script, test.lines, shown))
         return TestOutcome(path, True, lines_run=count)

@@ -7,6 +7,7 @@ anything runs, instead of a crash (or a silently misread value) half-way through
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ..builder.durations import DurationError, parse_duration
+from ..engine.process import PROCESS_CHANNEL
 from ..errors import ConversationTestError
 
 MATCHERS = frozenset({"has", "contains", "matches", "count"})
@@ -140,8 +142,9 @@ class TestFile:
     lines: list[int]
 
 
-def load_test_file(path: Path) -> TestFile:
-    """The file, or ``ConversationTestError`` listing every problem (one a line)."""
+def load_test_file(path: Path, channels: Collection[str] | None = None) -> TestFile:
+    """The file, or ``ConversationTestError`` listing every problem (one a line); ``channels``: the
+    channel names a test may render for (the CLI's registry; None: any)."""
     try:
         text = path.read_text(encoding="utf-8")
         doc = yaml.safe_load(text)
@@ -165,6 +168,7 @@ def load_test_file(path: Path) -> TestFile:
         problems += [(("script", i, *loc), msg) for loc, msg in found]
         script.append(normal)
     problems += _check_stages(doc.get("pipelines"), doc.get("lead"))
+    problems += _check_channel(doc.get("channel"), channels)
     said = [_where(path, node, loc) + msg for loc, msg in problems]
     said += [f"{path}:{line}: {_key(loc)}: given twice (line {first} too); write it once"
              for line, loc, first in _duplicates(node)]
@@ -172,6 +176,14 @@ def load_test_file(path: Path) -> TestFile:
         raise ConversationTestError("\n".join(said))
     lines = [item.start_mark.line + 1 for item in _child(node, "script").value]  # type: ignore[union-attr]
     return TestFile(header, script, lines)
+
+
+def _check_channel(channel: Any, channels: Collection[str] | None) -> list[tuple[Loc, str]]:
+    """A channel no adapter renders for would run the test as plain text, not as that channel."""
+    if channels is None or not isinstance(channel, str) or channel in channels or channel == PROCESS_CHANNEL:
+        return []
+    known = ", ".join(sorted({*channels, PROCESS_CHANNEL}))
+    return [(("channel",), f"unknown channel {_show(channel)} (channels: {known})")]
 
 
 def _check_stages(pipelines: Any, lead: Any) -> list[tuple[Loc, str]]:

@@ -144,3 +144,15 @@ def test_the_diff_shows_the_lines_that_matched_as_context(tmp_path: Path) -> Non
         "    - bot: Thanks",
         "    + bot: Done",
     ], report
+
+
+def test_the_cli_refuses_a_channel_no_adapter_renders_for(tmp_path: Path) -> None:
+    """``channel: pigeon`` used to run the test as plain text, silently not testing what it named."""
+    _write(tmp_path, "channel: pigeon\nscript:\n" + GREETED, "a.test.yaml")
+    _write(tmp_path, "channel: telegram\nscript:\n" + GREETED, "b.test.yaml")
+    out = io.StringIO()
+    assert main(["test", "-v", str(tmp_path)], out=out) == 1
+    text = out.getvalue()
+    assert f"FAIL {tmp_path / 'a.test.yaml'}: broken test: " in text, text
+    assert "a.test.yaml:2: channel: unknown channel 'pigeon' (channels: instagram, livechat, messenger, process" in text
+    assert f"PASS {tmp_path / 'b.test.yaml'}" in text, text
