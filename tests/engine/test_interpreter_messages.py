@@ -278,12 +278,40 @@ def test_a_missing_value_renders_as_an_empty_string() -> None:
 
 
 def test_a_template_that_fails_renders_empty_and_is_logged() -> None:
-    flow = make_flow({"hi": {"type": "message", "text": "{{ vars.n + 1 }} items"}})
+    flow = make_flow({"hi": {"type": "message", "text": "{{ vars.n + 1 }} items", "next": "bye"},
+                      "bye": {"type": "message", "text": "Bye"}})
     out = advance(
         library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW
     )
-    assert texts(out.effects) == [""]
-    assert "template.error" in trace_events(out.effects)
+    # the message had nothing else to show: not sent (no empty bubble), and the flow goes on
+    assert texts(out.effects) == ["Bye"]
+    events = trace_events(out.effects)
+    assert events.index("template.error") + 1 == events.index("message.empty"), events
+
+
+def test_a_message_that_renders_empty_is_not_sent_unless_it_has_more_to_show() -> None:
+    """A missing value alone renders empty: a channel refuses an empty text (Telegram's 400
+    "message text is empty"), the live chat would show an empty bubble. With buttons or an
+    attachment the message still goes."""
+    flow = make_flow({"hi": {"type": "message", "text": " {{ vars.missing }} ", "next": "pic"},
+                      "pic": {"type": "message", "text": "{{ vars.missing }}", "next": "ask",
+                              "attachments": [{"kind": "image", "url": "https://x.test/a.png"}]},
+                      "ask": {"type": "message", "text": "{{ vars.missing }}",
+                              "buttons": [{"title": "Yes", "next": "hi"}]}})
+    out = advance(library(flow), ConversationState("c1"), ev.InboundMessage("x", greeting="bot"), NOW)
+    sent = [e for e in out.effects if isinstance(e, fx.SendMessage)]
+    assert [(m.step, m.text, len(m.attachments), [b.title for b in m.buttons]) for m in sent] == [
+        ("pic", "", 1, []), ("ask", "", 0, ["Yes"])]
+    assert trace_events(out.effects).count("message.empty") == 1
+
+
+def test_an_empty_message_alone_marks_nothing_answered() -> None:
+    flow = make_flow({"hi": {"type": "message", "text": "{{ vars.missing }}"}})
+    state = ConversationState("c1")
+    state.chat_status = "unanswered"
+    out = advance(library(flow), state, ev.InboundMessage("x", greeting="bot"), NOW)
+    assert not [e for e in out.effects if isinstance(e, (fx.SendMessage, fx.ChatStatus))]
+    assert out.state.chat_status == "unanswered"
 
 
 # ---------------------------------------------------------------- list
@@ -550,7 +578,7 @@ def test_a_template_over_its_budget_is_logged_and_the_conversation_goes_on(attac
     started = time.process_time()
     effects = chat.feed(ev.InboundMessage("hi", greeting="bot"))
     assert time.process_time() - started < 2.0  # milliseconds, in fact; minutes without the budget
-    assert texts(effects) == ["", "Go on?"]  # the failed template renders empty, as any failure
+    assert texts(effects) == ["Go on?"]  # the failed template renders empty, as any failure: not sent
     errors = [t for t in of_type(effects, fx.Trace) if t.event == "template.error"]
     assert len(errors) == 1 and any(
         word in str(errors[0]) for word in ("iterations", "10**100", "width", "longer than"))

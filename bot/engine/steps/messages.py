@@ -41,27 +41,37 @@ def message(t: TurnContext, s: c.CMessage) -> Target:
         except TemplateFailed as exc:
             t.trace("template.error", "warning", error=str(exc))
             body = ""
-    state.seq += 1
-    msg = fx.SendMessage(
-        f"{run.id}:{s.id}:m{state.seq}", s.id, "message", body, buttons, None,
-        tuple(fx.OutAttachment(a.kind, t.render(a.url), t.render(a.name) or None)
-              for a in s.attachments) if s.attachments else (),
-        s.template, None if s.params is None else t.value(s.params),
-        s.recipients, s.channel_mode, s.channels, None, not flow.leave_unanswered,
-    )
-    t.effects.append(msg)
-    if msg.marks_answered and state.chat_status == "unanswered":  # t.set_chat_status, inline
-        state.chat_status = "answered"
-        t.effects.append(fx.ChatStatus("answered"))
-        chat = t.cached_context.get("chat") if t.cached_context is not None else None
-        if chat is not None:
-            chat["status"] = "answered"  # this turn's own dict
+    attachments = tuple(fx.OutAttachment(a.kind, t.render(a.url), t.render(a.name) or None)
+                        for a in s.attachments) if s.attachments else ()
+    if not body.strip() and not buttons and not attachments and s.template is None:
+        empty(t)
+    else:
+        state.seq += 1
+        msg = fx.SendMessage(
+            f"{run.id}:{s.id}:m{state.seq}", s.id, "message", body, buttons, None, attachments,
+            s.template, None if s.params is None else t.value(s.params),
+            s.recipients, s.channel_mode, s.channels, None, not flow.leave_unanswered,
+        )
+        t.effects.append(msg)
+        if msg.marks_answered and state.chat_status == "unanswered":  # t.set_chat_status, inline
+            state.chat_status = "answered"
+            t.effects.append(fx.ChatStatus("answered"))
+            chat = t.cached_context.get("chat") if t.cached_context is not None else None
+            if chat is not None:
+                chat["status"] = "answered"  # this turn's own dict
     if not s.waits:
         return s.next
     if s.no_answer is None:  # t.wait, inline
         run.wait = Wait("reply", s.id, {})
         return WAIT
     return wait_reply(t, s)
+
+
+def empty(t: TurnContext) -> None:
+    """A message whose text rendered empty (a template that failed, a missing value) and that has
+    nothing else to show: not sent (a channel refuses an empty text, the live chat would show an
+    empty bubble), the chat not marked answered; the flow goes on."""
+    t.trace("message.empty", "warning")
 
 
 def plan_message(flow: c.CompiledFlow, s: c.CMessage) -> Callable[[TurnContext, c.CMessage], Target] | None:
@@ -72,6 +82,7 @@ def plan_message(flow: c.CompiledFlow, s: c.CMessage) -> Callable[[TurnContext, 
     buttons, sid, template = s.static_buttons, s.id, s.template
     recipients, channel_mode, channels = s.recipients, s.channel_mode, s.channels
     marks, waits, no_answer, next_ = not flow.leave_unanswered, s.waits, s.no_answer, s.next
+    bare = not buttons and template is None  # only text: not sent when that renders empty
     text = s.text
     constant = "" if text is None else text.constant
     render = None if text is None else text.render
@@ -90,34 +101,37 @@ def plan_message(flow: c.CompiledFlow, s: c.CMessage) -> Callable[[TurnContext, 
             except TemplateFailed as exc:
                 t.trace("template.error", "warning", error=str(exc))
                 body = ""
-        state.seq = seq = state.seq + 1
-        effects = t.effects
-        # SendMessage(…), field by field (one statement each: no tuple built and unpacked): the
-        # dataclass __init__ through type() costs about as much again
-        msg = new(SendMessage)
-        msg.ref = f"{run.id}:{sid}:m{seq}"
-        msg.step = sid
-        msg.kind = "message"
-        msg.text = body
-        msg.buttons = buttons
-        msg.list = None
-        msg.attachments = ()
-        msg.template = template
-        msg.params = None
-        msg.recipients = recipients
-        msg.channel_mode = channel_mode
-        msg.channels = channels
-        msg.tag = None
-        msg.marks_answered = marks
-        effects.append(msg)
-        if marks and state.chat_status == "unanswered":  # t.set_chat_status, inline
-            state.chat_status = "answered"
-            status = new(ChatStatus)  # ChatStatus("answered"), likewise
-            status.status = "answered"
-            effects.append(status)
-            chat = t.cached_context.get("chat") if t.cached_context is not None else None
-            if chat is not None:
-                chat["status"] = "answered"  # this turn's own dict
+        if bare and not body.strip():
+            empty(t)
+        else:
+            state.seq = seq = state.seq + 1
+            effects = t.effects
+            # SendMessage(…), field by field (one statement each: no tuple built and unpacked): the
+            # dataclass __init__ through type() costs about as much again
+            msg = new(SendMessage)
+            msg.ref = f"{run.id}:{sid}:m{seq}"
+            msg.step = sid
+            msg.kind = "message"
+            msg.text = body
+            msg.buttons = buttons
+            msg.list = None
+            msg.attachments = ()
+            msg.template = template
+            msg.params = None
+            msg.recipients = recipients
+            msg.channel_mode = channel_mode
+            msg.channels = channels
+            msg.tag = None
+            msg.marks_answered = marks
+            effects.append(msg)
+            if marks and state.chat_status == "unanswered":  # t.set_chat_status, inline
+                state.chat_status = "answered"
+                status = new(ChatStatus)  # ChatStatus("answered"), likewise
+                status.status = "answered"
+                effects.append(status)
+                chat = t.cached_context.get("chat") if t.cached_context is not None else None
+                if chat is not None:
+                    chat["status"] = "answered"  # this turn's own dict
         if not waits:
             return next_
         if no_answer is None:  # t.wait, inline; Wait("reply", sid), likewise
