@@ -214,6 +214,11 @@ def to_mermaid(flow: m.Flow, *, highlight: str | None = None) -> str:
         arrow = "-.->" if e.when != "now" else "-->"
         label = f"|{_mermaid_text(e.label)}|" if e.label else ""
         lines.append(f"    {_mermaid_id(e.source)} {arrow}{label} {_mermaid_id(e.target)}")
+    for name, goal in flow.goals.items():  # reached from any step, by an event
+        if goal.next is not None:
+            node = "g_" + _mermaid_id(name)[2:]
+            lines.append(f'    {node}(["goal {_mermaid_text(name)}: {_mermaid_text(goal.on)}"])')
+            lines.append(f"    {node} -.-> {_mermaid_id(goal.next)}")
     if highlight and highlight in flow.steps:
         lines.append("    classDef current fill:#ffe08a,stroke:#b58900,stroke-width:3px")
         lines.append(f"    class {_mermaid_id(highlight)} current")

@@ -157,3 +157,13 @@ def test_mermaid_ids_are_distinct_for_distinct_steps() -> None:
     ids = ["a-b", "a_b", "a__b", "a_2d_b", "a-2d-b", "A", "a", "_", "-", "__", "_-", "-_"]
     assert len({_mermaid_id(i) for i in ids}) == len(ids)
     assert all(re.fullmatch(r"s_[A-Za-z0-9_]+", _mermaid_id(i)) for i in ids)
+
+
+def test_mermaid_draws_each_goal_to_the_step_it_leads_to() -> None:
+    """A goal is reached from any step by an event: its target used to be drawn unreachable."""
+    flow = {**FLOW, "goals": {"paid": {"on": "order.paid", "next": "end"}, "seen": {"on": "custom.seen"}}}
+    problems, compiled = check_document(flow)
+    assert compiled is not None, problems
+    text = to_mermaid(parse_flow_model(flow))
+    assert '    g_paid(["goal paid: order.paid"])\n    g_paid -.-> s_end\n' in text
+    assert "seen" not in text  # a goal that only counts leads nowhere
