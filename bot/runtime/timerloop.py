@@ -1,10 +1,11 @@
 """The worker's timer loop: claims two polls ahead, fires each timer at its due time, beats for liveness.
 
-Every ``poll`` seconds (counted from the previous round's start, so a busy round does not push
-the next one back) one round trip claims the timers due by the round *after next*; each is fired
-at its due time by a timer of the event loop, so lateness is the event loop's, not the poll's.
-(Claiming only up to the next round left the timers due between its planned and its actual
-start late by its delay: a busy event loop's pass, a starved CPU.)
+Every ``poll`` seconds (on the loop clock's grid, ``ticks.py``: a busy round does not push the
+next one back, and the worker's other loops wake with it) one round trip claims the timers due
+by the round *after next*; each is fired at its due time by a timer of the event loop, so
+lateness is the event loop's, not the poll's. (Claiming only up to the next round left the
+timers due between its planned and its actual start late by its delay: a busy event loop's
+pass, a starved CPU.)
 Timers due within the same slot start together at its end, so their pushes and saves leave in
 shared writes and their replies come back in shared reads. A slot is as wide as the due rate
 asks: 10 ms (``SLOT``) at 100 timers a second and fewer, growing with the rate up to
@@ -22,13 +23,13 @@ of dead workers (see ``bot/store/timers.py`` for why that is exactly once).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from ..store.timers import DueTimer, TimerWheel
 from .limiter import Limiter
+from .ticks import wait_tick
 
 log = logging.getLogger("salesbot.worker")
 
@@ -97,8 +98,6 @@ class TimerLoop:
             return True
 
     async def _claims(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        tick = loop.time()
         while not stop.is_set() and not self._stopping:
             try:
                 room = self.backlog - len(self._held)
@@ -109,9 +108,7 @@ class TimerLoop:
                 raise
             except Exception:
                 log.exception("worker.timers_failed")
-            tick = max(tick + self.poll, loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(0.0, tick - loop.time()))
+            await wait_tick(stop, self.poll)
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         every = self.wheel.dead_after / 3
@@ -126,8 +123,7 @@ class TimerLoop:
                 raise
             except Exception:
                 log.exception("worker.timer_heartbeat_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
+            await wait_tick(stop, every)
 
     def _schedule(self, timers: list[DueTimer]) -> None:
         loop = asyncio.get_running_loop()

@@ -8,7 +8,6 @@ stops between iterations when asked, so a graceful shutdown finishes in-flight w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -28,6 +27,7 @@ from .processjobs import ProcessJobs
 from .queueloop import IdentityPending
 from .service import ConversationService
 from .shop import Shop
+from .ticks import wait_tick
 from .timerloop import TimerLoop
 
 if TYPE_CHECKING:
@@ -97,9 +97,17 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(self.timer_loop.run(stop),
                              self._loop(stop, self.recover, max(1.0, self.poll * 4), "recovery"),
-                             self._loop(stop, self.s.outbox.run_once, min(self.poll, 0.1), "outbox"),
+                             *self.deliveries(stop),
                              self._loop(stop, self.s.shop.sweep, max(1.0, self.poll * 4), "shop_unsent"),
                              *self.crm_retries(stop), *self.apply_jobs(stop), *self.receivers(stop))
+
+    def deliveries(self, stop: asyncio.Event) -> list[Awaitable[None]]:
+        """The channel outbox's poll (retries, and replies whose hand-off did not happen), ten
+        times a second; none in a process with no channel account: a worker serving only the
+        live chat (its replies are in the transcript) would wake for nothing."""
+        if not self.s.outbox.sends:
+            return []
+        return [self._loop(stop, self.s.outbox.run_once, min(self.poll, 0.1), "outbox")]
 
     def apply_jobs(self, stop: asyncio.Event) -> list[Awaitable[None]]:
         """``apply_to_existing`` jobs nobody runs: stored by a web-only process, or left unfinished
@@ -133,7 +141,8 @@ class Worker:
     async def _loop(self, stop: asyncio.Event, body: Callable[[], Awaitable[object]], interval: float,
                     name: str, idle: float | None = None) -> None:
         """``body`` every ``interval`` seconds; every ``idle`` seconds instead after a round that
-        found nothing to do (``body`` returned a false value), when given."""
+        found nothing to do (``body`` returned a false value), when given. On the loop clock's
+        grid of that interval (``ticks.py``): the loops of one interval wake together."""
         while not stop.is_set() and not self._stopping:
             wait = interval
             try:
@@ -143,8 +152,7 @@ class Worker:
                 raise
             except Exception:
                 log.exception(f"worker.{name}_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait)
+            await wait_tick(stop, wait)
 
     def _queue(self, cid: str) -> ConversationService | LeadService:
         """Who processes a store queue: lead queues (``lead:<id>``) the lead loop, the rest conversations."""

@@ -177,6 +177,11 @@ class Outbox:
         #: One Redis runs a round trip's commands in order; a cluster answers each node's part apart.
         self._ordered = not is_cluster(redis)
 
+    @property
+    def sends(self) -> bool:
+        """Whether any account has a sender: without one there is nothing to poll for."""
+        return any(a in self.senders for a in self.accounts)
+
     @staticmethod
     def backoff(attempts: int) -> float:
         return float(min(300, 2 ** max(0, attempts - 1)))

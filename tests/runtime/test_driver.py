@@ -174,7 +174,7 @@ async def test_the_templates_of_one_turn_share_a_cpu_budget() -> None:
     result = await Driver(library(flow), Recorder()).turn(
         ConversationState("c1"), ev.InboundMessage("x", greeting="heavy"), NOW, {})
     assert time.process_time() - started < 2.0
-    assert texts(result.effects) == [""] * 20 + ["done"]
+    assert texts(result.effects) == ["done"]  # the failed ones render empty: not sent (message.empty)
     errors = [t.data["error"] for t in of_type(result.effects, fx.Trace) if t.event == "template.error"]
     assert len(errors) == 20 and "this turn's templates took more than 1.0 s" in errors[-1]
 
