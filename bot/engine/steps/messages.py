@@ -82,9 +82,10 @@ def plan_message(flow: c.CompiledFlow, s: c.CMessage) -> Callable[[TurnContext, 
     buttons, sid, template = s.static_buttons, s.id, s.template
     recipients, channel_mode, channels = s.recipients, s.channel_mode, s.channels
     marks, waits, no_answer, next_ = not flow.leave_unanswered, s.waits, s.no_answer, s.next
-    bare = not buttons and template is None  # only text: not sent when that renders empty
     text = s.text
     constant = "" if text is None else text.constant
+    # only text, and not a constant that shows: not sent when it renders empty
+    bare = not buttons and template is None and not (constant and constant.strip())
     render = None if text is None else text.render
     SendMessage, ChatStatus, new = fx.SendMessage, fx.ChatStatus, object.__new__  # the closure's own
 
