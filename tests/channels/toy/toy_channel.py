@@ -9,7 +9,6 @@ with ``{"chat", "text", "buttons": [{"title", "payload"}], "image"?}``, answered
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -82,7 +81,7 @@ class ToyAdapter:
                     if resp.status >= 400:
                         raise DeliveryRejected(f"toy {resp.status}")
                     last = str((await resp.json())["id"])
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # unreachable: the platform's outage
+            except (TimeoutError, aiohttp.ClientError) as exc:  # unreachable: the platform's outage
                 raise DeliveryTemporary(f"toy unreachable: {type(exc).__name__}") from None
         return last
 
