@@ -82,7 +82,12 @@ Inbound requests (each returns a ``RawRequest`` signed as the platform signs it)
 What the suite checks: signature rejection (missing, wrong), malformed bodies, normalisation
 of text, button clicks and media, stable dedupe ids for a redelivered request, rendering of 3,
 10 and 13 buttons, a list, link buttons, long text split at the channel's limit, attachments,
-send failures mapped to ``DeliveryTemporary``/``DeliveryRejected``, and failure statuses.
+send failures mapped to ``DeliveryTemporary``/``DeliveryRejected``, and failure statuses; and
+what the runtime trusts without checking (``contract_checks.py``): the types of parsed items
+(as ``dispatch`` cleans them), of ``send``'s id, ``handshake``'s answer and ``default_limits``,
+sync/async methods; signatures that are not ASCII, hostile bodies, an unreachable platform, and
+the shared limiter of an adapter with ``use_limiter`` taken per call. A status ``inbound_status``
+builds that ``delivery_statuses`` does not list fails, rather than go untested.
 """
 
 from __future__ import annotations
