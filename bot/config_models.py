@@ -224,15 +224,20 @@ class CrmConfig(_Frozen):
             raise ValueError("the kommo backend needs base_url and token")
         if self.backend == "webhook" and not (self.base_url and self.secret):
             raise ValueError("the webhook backend needs base_url and secret")
-        if self.backend not in BUILTIN_CRM_BACKENDS:
+        return self
+
+    @field_validator("backend")
+    @classmethod
+    def _known(cls, backend: str) -> str:
+        if backend not in BUILTIN_CRM_BACKENDS:
             from importlib.metadata import entry_points  # only for a backend another package registers
 
             plugged = {ep.name for ep in entry_points(group=CRM_ENTRY_POINT_GROUP)}
-            if self.backend not in plugged:
+            if backend not in plugged:
                 known = ", ".join([*BUILTIN_CRM_BACKENDS, *sorted(plugged)])
-                raise ValueError(f"no CRM backend named {self.backend!r} (known: {known}; another package "
+                raise ValueError(f"no CRM backend named {backend!r} (known: {known}; another package "
                                  f"adds one in the {CRM_ENTRY_POINT_GROUP!r} entry point group)")
-        return self
+        return backend
 
 
 class EventsConfig(_Frozen):
