@@ -189,9 +189,10 @@ class CrmContract:
         await self.run(crm, ref, "tags", entity="lead", add=["c"], remove=["a"])
         await self.run(crm, ref, "tags", entity="lead", add=["b"])  # already there: no duplicate
         await self.run(crm, ref, "tags", entity="contact", add=["vip"])
+        await self.run(crm, ref, "tags", entity="contact", add=["b2b"])  # the contact's too are kept
         snap = await crm.snapshot(ref)
         assert sorted(snap["lead"]["tags"]) == ["b", "c"]
-        assert snap["contact"]["tags"] == ["vip"]
+        assert sorted(snap["contact"]["tags"]) == ["b2b", "vip"], "a contact's tags were replaced, not added to"
         await self.run(crm, ref, "tags", entity="lead", remove=["missing"])
         assert sorted((await crm.snapshot(ref))["lead"]["tags"]) == ["b", "c"]
 

@@ -8,6 +8,7 @@ through the ``salesbot.channels`` entry point group is found the same way)::
 
     import contextlib
     from bot.channels.contract import ChannelContract, ContractContext, Sent, SentButton
+    from bot.config import AccountConfig
 
     class TestMyChannelContract(ChannelContract):
         channel = "mychannel"

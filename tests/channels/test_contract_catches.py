@@ -199,3 +199,12 @@ async def test_statuses_built_but_not_declared_fail_instead_of_going_untested() 
     failure = await _run(undeclared, "test_inbound_status_builds_only_declared_statuses")
     assert failure is not None and "delivery_statuses" in str(failure), failure
     assert await _run(_contract(None), "test_inbound_status_builds_only_declared_statuses") is None
+
+
+def test_an_adapter_finds_every_delivery_error_in_base() -> None:
+    # an adapter that paces itself raises DeliveryDeferred: it was only in bot.store.outbox
+    from bot.channels import base
+    from bot.store import outbox
+
+    for name in ("DeliveryTemporary", "DeliveryRejected", "DeliveryDeferred"):
+        assert name in base.__all__ and getattr(base, name) is getattr(outbox, name)
