@@ -29,6 +29,7 @@ from .lazy import exports
 
 if TYPE_CHECKING:
     from .config_models import (
+        CRM_ENTRY_POINT_GROUP,
         AccountConfig,
         ActionsConfig,
         AutomationsConfig,
@@ -48,12 +49,14 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "AccountConfig", "ActionsConfig", "AutomationsConfig", "Config", "ConfigError", "ConfigView", "CrmConfig",
+    "CRM_ENTRY_POINT_GROUP", "AccountConfig", "ActionsConfig", "AutomationsConfig", "Config", "ConfigError",
+    "ConfigView", "CrmConfig",
     "CrmTeamConfig", "CrmUserConfig", "EmailTemplateConfig", "EmbeddedCrmConfig", "EventsConfig", "LimitsConfig",
     "MetaConversionsConfig", "RateConfig", "ShopConfig", "SmtpConfig", "TokenConfig", "load_config",
 ]
 #: ``..config_models``: relative to this module, ``bot.config_models``.
-__getattr__ = exports(__name__, {name: ".config_models" for name in __all__ if name.endswith("Config")})
+__getattr__ = exports(__name__, {name: ".config_models" for name in __all__
+                                 if name.endswith("Config") or name == "CRM_ENTRY_POINT_GROUP"})
 
 
 class ConfigError(SalesbotError):

@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     },
     'crm': {
         'backend': 'embedded',
+        'settings': {},
         'base_url': None,
         'token': None,
         'secret': None,

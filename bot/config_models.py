@@ -185,6 +185,12 @@ class LimitsConfig(_Frozen):
         return value
 
 
+#: The CRM backends of this package; others come from ``CRM_ENTRY_POINT_GROUP`` (docs/crm.md).
+BUILTIN_CRM_BACKENDS = ("embedded", "kommo", "webhook")
+#: The entry point group another package registers a ``[crm] backend`` in (``crm_bridge/factory.py``).
+CRM_ENTRY_POINT_GROUP = "salesbot.crm_backends"
+
+
 class CrmConfig(_Frozen):
     """``[crm]``: which CRM the flows' actions drive (see docs/crm.md).
 
@@ -193,9 +199,13 @@ class CrmConfig(_Frozen):
     ``secret`` is the integration's client secret (verifies widget_request JWTs) and
     ``webhook_secret`` the ``?secret=`` of ``/webhooks/kommo/<account>``.
     ``webhook``: every operation POSTed to ``base_url``, signed with ``secret``.
+    Any other name: a backend another package registers in the ``salesbot.crm_backends`` entry
+    point group (``crm_bridge/factory.py``), which reads ``base_url``, ``token``, ``secret`` and
+    its own free-form ``settings``.
     """
 
-    backend: Literal["embedded", "kommo", "webhook"] = "embedded"
+    backend: str = Field("embedded", pattern=r"^[A-Za-z0-9_.-]+$")
+    settings: dict[str, Any] = Field(default_factory=dict)  # a plugged-in backend's own settings
     base_url: str | None = None
     token: SecretStr | None = None
     secret: SecretStr | None = None
@@ -215,6 +225,19 @@ class CrmConfig(_Frozen):
         if self.backend == "webhook" and not (self.base_url and self.secret):
             raise ValueError("the webhook backend needs base_url and secret")
         return self
+
+    @field_validator("backend")
+    @classmethod
+    def _known(cls, backend: str) -> str:
+        if backend not in BUILTIN_CRM_BACKENDS:
+            from importlib.metadata import entry_points  # only for a backend another package registers
+
+            plugged = {ep.name for ep in entry_points(group=CRM_ENTRY_POINT_GROUP)}
+            if backend not in plugged:
+                known = ", ".join([*BUILTIN_CRM_BACKENDS, *sorted(plugged)])
+                raise ValueError(f"no CRM backend named {backend!r} (known: {known}; another package "
+                                 f"adds one in the {CRM_ENTRY_POINT_GROUP!r} entry point group)")
+        return backend
 
 
 class EventsConfig(_Frozen):

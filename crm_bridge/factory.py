@@ -30,7 +30,8 @@ def _cooldown(crm: CrmConfig) -> float:
 
 
 def build_backend(config: Config, redis: Redis, *, reader: RecordReader | None = None) -> CrmBackend:
-    """``embedded`` (default): ``RedisCrm`` with ``[embedded_crm]`` pipelines; ``kommo``; ``webhook``.
+    """``embedded`` (default): ``RedisCrm`` with ``[embedded_crm]`` pipelines; ``kommo``; ``webhook``;
+    any other name: a backend of the ``salesbot.crm_backends`` entry point group (``plugged_backend``).
 
     ``reader``: a faster client for the embedded CRM's per-turn reads (see ``RedisCrm``).
     """
@@ -45,9 +46,45 @@ def build_backend(config: Config, redis: Redis, *, reader: RecordReader | None =
     if crm.backend == "webhook":
         assert crm.base_url is not None
         return WebhookCrm(crm.base_url, _secret(crm.secret), timeout=crm.timeout, cooldown=_cooldown(crm))
+    if crm.backend != "embedded":
+        return plugged_backend(config, redis)
     embedded = getattr(config, "embedded_crm", None)
     pipelines = dict(getattr(embedded, "pipelines", None) or {}) or None
     return RedisCrm(redis, pipelines=pipelines, reader=reader)
+
+
+#: What ``isinstance(backend, CrmBackend)`` looks for, named in the error when it fails.
+_MEMBERS = ("name", "identify", "snapshot", "execute")
+
+
+def plugged_backend(config: Config, redis: Redis) -> CrmBackend:
+    """The backend another package registers as ``[crm] backend`` in the ``salesbot.crm_backends``
+    entry point group: ``name = "package.module:factory"``, called as ``factory(config=CrmConfig,
+    redis=Redis)``. A ``ConfigError`` names the entry point and its distribution when it cannot
+    be loaded, or what the object it returned lacks."""
+    from importlib.metadata import entry_points
+
+    from bot.config import CRM_ENTRY_POINT_GROUP, ConfigError
+
+    name = config.crm.backend
+    found = [ep for ep in entry_points(group=CRM_ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        raise ConfigError(f"[crm] backend {name!r}: no such backend (none in {CRM_ENTRY_POINT_GROUP!r})")
+    ep = found[0]
+    dist = ep.dist.name if ep.dist is not None else "an unnamed distribution"
+    where = f"[crm] backend {name!r} (entry point of {dist}: {ep.value!r})"
+    try:
+        factory = ep.load()
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{where}: cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    if not callable(factory):
+        raise ConfigError(f"{where}: names a {type(factory).__name__}, not a factory")
+    backend = factory(config=config.crm, redis=redis)
+    if not isinstance(backend, CrmBackend):
+        missing = [m for m in _MEMBERS if not hasattr(backend, m)]
+        raise ConfigError(f"{where}: the factory returned a {type(backend).__name__}, not a CrmBackend "
+                          f"(missing: {', '.join(missing)})")
+    return backend
 
 
 def build_outbox(config: Config, redis: Redis, crm: CrmBackend, *,

@@ -23,11 +23,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import SalesbotError
 from ..inputs import BadInput, clean_optional, clean_text
-from ..store.outbox import DeliveryRejected, DeliveryTemporary
+from ..store.outbox import DeliveryDeferred, DeliveryRejected, DeliveryTemporary
 from .host import ChannelHost
 
 __all__ = [
-    "CREDENTIALS_RETRY_AFTER", "BadInput", "Capabilities", "ChannelAdapter", "ChannelError", "DeliveryRejected",
+    "CREDENTIALS_RETRY_AFTER", "BadInput", "Capabilities", "ChannelAdapter", "ChannelError", "DeliveryDeferred",
+    "DeliveryRejected",
     "DeliveryTemporary", "Inbound", "InboundAttachment", "MalformedWebhook", "Poller", "PollingAdapter", "RawRequest",
     "WebhookRejected", "clean_inbound", "credentials_refused", "readable_items",
 ]

@@ -8,6 +8,7 @@ through the ``salesbot.channels`` entry point group is found the same way)::
 
     import contextlib
     from bot.channels.contract import ChannelContract, ContractContext, Sent, SentButton
+    from bot.config import AccountConfig
 
     class TestMyChannelContract(ChannelContract):
         channel = "mychannel"
@@ -82,7 +83,12 @@ Inbound requests (each returns a ``RawRequest`` signed as the platform signs it)
 What the suite checks: signature rejection (missing, wrong), malformed bodies, normalisation
 of text, button clicks and media, stable dedupe ids for a redelivered request, rendering of 3,
 10 and 13 buttons, a list, link buttons, long text split at the channel's limit, attachments,
-send failures mapped to ``DeliveryTemporary``/``DeliveryRejected``, and failure statuses.
+send failures mapped to ``DeliveryTemporary``/``DeliveryRejected``, and failure statuses; and
+what the runtime trusts without checking (``contract_checks.py``): the types of parsed items
+(as ``dispatch`` cleans them), of ``send``'s id, ``handshake``'s answer and ``default_limits``,
+sync/async methods; signatures that are not ASCII, hostile bodies, an unreachable platform, and
+the shared limiter of an adapter with ``use_limiter`` taken per call. A status ``inbound_status``
+builds that ``delivery_statuses`` does not list fails, rather than go untested.
 """
 
 from __future__ import annotations
@@ -97,8 +103,18 @@ import aiohttp
 import pytest
 
 from ..config import AccountConfig
-from ..store.outbox import DeliveryRejected, DeliveryTemporary
+from ..store.outbox import DeliveryDeferred, DeliveryRejected, DeliveryTemporary
+from ..store.ratelimit import SharesLimits
 from .base import Capabilities, ChannelAdapter, Inbound, MalformedWebhook, RawRequest, WebhookRejected
+from .contract_checks import (
+    CountingLimiter,
+    RefusingLimiter,
+    check_adapter_methods,
+    check_default_limits,
+    check_handshake,
+    check_items,
+    check_platform_id,
+)
 from .registry import ChannelRegistry
 
 try:
@@ -194,7 +210,8 @@ class ChannelContract:
         # accepts no skips, and a platform without statuses has nothing to test there.
         super().__init_subclass__(**kwargs)
         applies = {"test_a_delivery_status_is_normalised": bool(cls.delivery_statuses),
-                   "test_a_media_message_is_normalised": cls.inbound_media is not ChannelContract.inbound_media}
+                   "test_a_media_message_is_normalised": cls.inbound_media is not ChannelContract.inbound_media,
+                   "test_a_signature_that_is_not_ascii_is_rejected": bool(cls.signature_headers)}
         for name, collected in applies.items():  # None: pytest collects nothing under that name
             setattr(cls, name, getattr(ChannelContract, name) if collected else None)
 
@@ -260,25 +277,34 @@ class ChannelContract:
         return replace(request, headers=headers)
 
     # ------------------------------------------------------------------ fixture and helpers
+    @contextlib.asynccontextmanager
+    async def context(self) -> AsyncIterator[ContractContext]:
+        """The adapter, created through the registry, beside the platform's fake (the fixture)."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http, self.upstream() as up:
+            adapter = self.create_adapter(up, http)
+            try:
+                yield ContractContext(adapter, up, http, self)
+            finally:
+                await adapter.close()
+
     @pytest_asyncio.fixture
     async def channel_ctx(self) -> AsyncIterator[ContractContext]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http, self.upstream() as up:
-                adapter = self.create_adapter(up, http)
-                try:
-                    yield ContractContext(adapter, up, http, self)
-                finally:
-                    await adapter.close()
+        async with self.context() as ctx:
+            yield ctx
 
     def _parse(self, ctx: ContractContext, request: RawRequest) -> list[Inbound]:
         ctx.adapter.verify(request)
-        return ctx.adapter.parse(request)
+        return check_items(ctx.adapter.parse(request))
+
+    async def _send_entry(self, ctx: ContractContext, entry: dict[str, Any]) -> str | None:
+        return check_platform_id(await ctx.adapter.send(self.account, self.chat_meta(ctx), entry))
 
     def _messages(self, items: list[Inbound]) -> list[Inbound]:
         return [i for i in items if i.kind in ("message", "comment")]
 
     async def _send(self, ctx: ContractContext, entry: dict[str, Any]) -> list[Sent]:
         before = len(self.sent(ctx))
-        await ctx.adapter.send(self.account, self.chat_meta(ctx), entry)
+        await self._send_entry(ctx, entry)
         out = self.sent(ctx)[before:]
         assert out, "send() reached the platform with no message"
         for s in out:
@@ -324,6 +350,9 @@ class ChannelContract:
         assert adapter.name == self.channel
         assert isinstance(adapter.capabilities, Capabilities)
         assert adapter.capabilities.text_max > 0
+        check_adapter_methods(adapter)
+        check_default_limits(adapter)
+        check_handshake(adapter.handshake(RawRequest("GET", self.webhook_url, {}, b"")))
 
     @_asyncio
     async def test_a_valid_signature_is_accepted(self, channel_ctx: ContractContext) -> None:
@@ -437,17 +466,17 @@ class ChannelContract:
 
     @_asyncio
     async def test_send_returns_the_platform_message_id(self, channel_ctx: ContractContext) -> None:
-        platform_id = await channel_ctx.adapter.send(self.account, self.chat_meta(channel_ctx),
-                                                     {"role": "bot", "text": "Hi", "ref": "r:id"})
+        before = len(self.sent(channel_ctx))
+        platform_id = await self._send_entry(channel_ctx, {"role": "bot", "text": "Hi", "ref": "r:id"})
+        assert len(self.sent(channel_ctx)) > before, "send() returned but nothing reached the platform"
         if self.returns_message_id:
-            assert isinstance(platform_id, str) and platform_id
+            assert platform_id, "send() returned no platform message id (set returns_message_id = False)"
 
     @_asyncio
     async def test_a_temporary_failure_is_delivery_temporary(self, channel_ctx: ContractContext) -> None:
         self.fail_next(channel_ctx, "temporary", retry_after=7)
         with pytest.raises(DeliveryTemporary) as caught:
-            await channel_ctx.adapter.send(self.account, self.chat_meta(channel_ctx),
-                                           {"role": "bot", "text": "Hi", "ref": "r:tmp"})
+            await self._send_entry(channel_ctx, {"role": "bot", "text": "Hi", "ref": "r:tmp"})
         if self.reports_retry_after:
             assert caught.value.retry_after is not None and abs(caught.value.retry_after - 7) < 1.5
 
@@ -455,8 +484,7 @@ class ChannelContract:
     async def test_a_permanent_failure_is_delivery_rejected(self, channel_ctx: ContractContext) -> None:
         self.fail_next(channel_ctx, "rejected")
         with pytest.raises(DeliveryRejected):
-            await channel_ctx.adapter.send(self.account, self.chat_meta(channel_ctx),
-                                           {"role": "bot", "text": "Hi", "ref": "r:rej"})
+            await self._send_entry(channel_ctx, {"role": "bot", "text": "Hi", "ref": "r:rej"})
 
     @_asyncio
     async def test_a_delivery_status_is_normalised(self, channel_ctx: ContractContext, status: str) -> None:
@@ -468,3 +496,77 @@ class ChannelContract:
         assert items[0].status == status
         if status == "failed":
             assert items[0].error or items[0].error_code, "a failure status carries the platform's reason"
+
+    @_asyncio
+    async def test_inbound_status_builds_only_declared_statuses(self, channel_ctx: ContractContext) -> None:
+        # ``inbound_status`` alone tests nothing: the status test runs for ``delivery_statuses``.
+        for status in ("delivered", "read", "failed"):
+            if status not in self.delivery_statuses:
+                assert self.inbound_status(channel_ctx, "pm-1", status) is None, (
+                    f"inbound_status builds a {status!r} status but delivery_statuses does not list it, "
+                    f"so no status is tested: set delivery_statuses = frozenset({{...}})")
+
+    @_asyncio
+    async def test_a_signature_that_is_not_ascii_is_rejected(self, channel_ctx: ContractContext) -> None:
+        # aiohttp keeps a header's undecodable bytes as lone surrogates: str.encode and
+        # hmac.compare_digest raise on them (a 500); ``bot.inputs.header_bytes`` does not.
+        names = {h.lower() for h in self.signature_headers}
+        request = self.inbound_text(channel_ctx, self.chat_id, "hello", "m-bytes")
+        for odd in ("\udcff\udcfe", "signé"):
+            headers = {k: (odd if k.lower() in names else v) for k, v in request.headers.items()}
+            with pytest.raises(WebhookRejected) as caught:
+                channel_ctx.adapter.verify(replace(request, headers=headers))
+            assert caught.value.status in self.rejection_statuses
+
+    @_asyncio
+    async def test_a_hostile_body_is_malformed_not_an_error(self, channel_ctx: ContractContext) -> None:
+        # Anything but ``MalformedWebhook`` escaping ``parse`` is a 500 to the platform (which then
+        # retries it, or disables the webhook); ``bot.inputs.loads`` refuses these as BadJson.
+        for body in (b"[" * 100_000, b"[]", b'"text"', b"null", b'{"id": NaN}', b"1e999999"):
+            request = self.signed(channel_ctx, body)
+            channel_ctx.adapter.verify(request)
+            try:
+                check_items(channel_ctx.adapter.parse(request))
+            except MalformedWebhook:
+                pass
+            except Exception as exc:
+                raise AssertionError(f"parse() raised {type(exc).__name__} on a signed body "
+                                     f"{body[:20]!r}: only MalformedWebhook is a 400, the rest is a 500") from None
+
+    @_asyncio
+    async def test_an_unreachable_platform_is_delivery_temporary(self) -> None:
+        # A refused connection or a timeout is the platform's outage, not the message's: an adapter
+        # that lets aiohttp's error through is logged as outbox.unexpected_error on every retry.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async with self.upstream() as up:
+                adapter = self.create_adapter(up, http)
+            try:  # the fake has stopped: its port refuses connections
+                ctx = ContractContext(adapter, up, http, self)
+                with pytest.raises(DeliveryTemporary):
+                    await self._send_entry(ctx, {"role": "bot", "text": "Hi", "ref": "r:down"})
+            finally:
+                await adapter.close()
+
+    @_asyncio
+    async def test_a_limit_sharing_adapter_takes_the_limit_per_call(self, channel_ctx: ContractContext) -> None:
+        # An adapter with ``use_limiter`` is trusted with its account's rate: the outbox no longer
+        # limits its sends. One that never asks the limiter sends without any limit at all.
+        adapter = channel_ctx.adapter
+        if not isinstance(adapter, SharesLimits):
+            return  # the outbox limits each send of this adapter itself
+        counting = CountingLimiter()
+        adapter.use_limiter(counting)
+        limit = channel_ctx.caps.text_max
+        text = "\n\n".join(f"{n}: " + " ".join(f"w{i}" for i in range(60)) for n in range(3 * limit // 200 + 3))
+        sent = await self._send(channel_ctx, {"role": "bot", "text": text, "ref": "r:paced"})
+        assert len(counting.acquired) >= len(sent), (
+            f"{len(sent)} API calls took {len(counting.acquired)} turns of the shared limiter: "
+            f"use_limiter's limiter must be acquired before every call that sends")
+        refusing = RefusingLimiter(wait=30.0)
+        adapter.use_limiter(refusing)
+        before = len(self.sent(channel_ctx))
+        with pytest.raises(DeliveryDeferred) as caught:
+            await self._send_entry(channel_ctx, {"role": "bot", "text": "Hi", "ref": "r:spent"})
+        assert caught.value.retry_after is not None and caught.value.retry_after > 1, (
+            "a spent limit is DeliveryDeferred with the limiter's wait as retry_after")
+        assert len(self.sent(channel_ctx)) == before, "a send went out past a spent limit"

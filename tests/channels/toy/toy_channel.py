@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +27,7 @@ from bot.channels.base import (
     WebhookRejected,
 )
 from bot.channels.render import render
+from bot.inputs import BadJson, header_bytes, loads
 
 
 class ToyAdapter:
@@ -49,14 +49,15 @@ class ToyAdapter:
         if not given:
             raise WebhookRejected("missing signature", 401)
         expected = hmac.new(self.secret, request.body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        # header_bytes: None for a header aiohttp could not decode (str.encode would raise: a 500)
+        if not hmac.compare_digest(header_bytes(given) or b"", expected.encode()):
             raise WebhookRejected("wrong signature", 403)
 
     def parse(self, request: RawRequest) -> list[Inbound]:
         try:
-            data = json.loads(request.body)
+            data = loads(request.body)  # no NaN, no overflow, bounded depth: else BadJson
             chat, mid = str(data["chat"]), str(data["id"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (BadJson, KeyError, TypeError) as exc:
             raise MalformedWebhook(f"not a toy message: {exc}") from exc
         if data.get("status"):
             return [Inbound("status", chat, status=data["status"], platform_message_id=mid,
@@ -72,13 +73,16 @@ class ToyAdapter:
                                     "buttons": [{"title": b.title, "payload": b.payload} for b in part.buttons]}
             for a in part.attachments:
                 body["image"] = a["url"]
-            async with self.http.post(f"{self.base}/messages", json=body) as resp:
-                if resp.status == 429 or resp.status >= 500:
-                    retry = resp.headers.get("Retry-After")
-                    raise DeliveryTemporary(f"toy {resp.status}", retry_after=float(retry) if retry else None)
-                if resp.status >= 400:
-                    raise DeliveryRejected(f"toy {resp.status}")
-                last = str((await resp.json())["id"])
+            try:
+                async with self.http.post(f"{self.base}/messages", json=body) as resp:
+                    if resp.status == 429 or resp.status >= 500:
+                        retry = resp.headers.get("Retry-After")
+                        raise DeliveryTemporary(f"toy {resp.status}", retry_after=float(retry) if retry else None)
+                    if resp.status >= 400:
+                        raise DeliveryRejected(f"toy {resp.status}")
+                    last = str((await resp.json())["id"])
+            except (TimeoutError, aiohttp.ClientError) as exc:  # unreachable: the platform's outage
+                raise DeliveryTemporary(f"toy unreachable: {type(exc).__name__}") from None
         return last
 
     async def acknowledge(self, item: Inbound) -> None:
