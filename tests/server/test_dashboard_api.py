@@ -587,3 +587,45 @@ async def test_a_held_message_with_no_bot_running_is_said_to_be_left_unanswered(
     line = next(e for e in conv["transcript"] if e.get("event") == "release")
     assert line["text"].endswith("the bot leaves the customer's message “products” unanswered")
     assert len(_bot_texts(conv)) == 1
+
+
+async def test_pages_of_conversations_sharing_one_activity_list_each_once_at_most_limit_a_page(
+        http: ClientSession, redis: Redis) -> None:
+    """600 conversations with one activity (an import, a broadcast): the cursor is the last row
+    (``next_before`` and ``next_before_id``), so pages of 50 list each once; a page used to take
+    on 500 more rows at its last activity and the next one skipped the rest."""
+    pipe = redis.pipeline(transaction=False)
+    made = [f"livechat:demo:tie{i:04d}" for i in range(600)]
+    for cid in made:
+        convindex.seed(pipe, cid, {"channel": "livechat", "bot": "demo", "status": "human",
+                                   "chat_status": "answered", "activity": "1700000000.125", "name": "Deniz"})
+    await pipe.execute()
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 50}
+    for _ in range(30):
+        body = await listing(http, **params)
+        assert len(body["conversations"]) <= 50
+        seen += [c["id"] for c in body["conversations"]]
+        if body["next_before"] is None:
+            break
+        params = {"limit": 50, "before": body["next_before"], "before_id": body.get("next_before_id") or ""}
+    assert seen == sorted(made, reverse=True)
+    r = await http.get("/api/conversations", params={"before_id": made[0]}, headers=AYSE)
+    assert r.status == 400 and (await r.json())["error"]["details"] == [{"parameter": "before_id"}]
+
+
+async def test_a_persons_reply_loses_its_control_characters_and_one_of_nothing_else_is_refused(
+        http: ClientSession) -> None:
+    """A reply pasted from a document (NUL, form feed, a line separator) is cleaned as a visitor's
+    text is: the channels get no control characters; line breaks and tabs stay, and emoji and
+    right-to-left text are kept as they are."""
+    cid = await chat(http, "control-chars-01", "hi", name="Deniz")
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
+    for text in ("\x00\x07", "\x0c \x1b"):
+        r = await http.post(f"/api/conversations/{cid}/messages", json={"text": text}, headers=AYSE)
+        assert r.status == 400, text
+    sent = "Dear\x00 Deniz,\x0c\nyour order\u2028 ships\ttoday 👋🏽 مرحبا"
+    assert (await http.post(f"/api/conversations/{cid}/messages", json={"text": sent}, headers=AYSE)).status == 202
+    conv = await _until(http, cid, lambda c: any(e["role"] == "human" for e in c["transcript"]))
+    assert [e["text"] for e in conv["transcript"] if e["role"] == "human"] == [
+        "Dear Deniz,\nyour order ships\ttoday 👋🏽 مرحبا"]

@@ -28,6 +28,7 @@
     graphScale: null,    // null: fit the card's width; else the zoom the person chose
     listGen: 0,
     leadTimer: null,
+    resumeTimer: null,
   };
 
   // ------------------------------------------------------------------ helpers
@@ -131,10 +132,16 @@
     if (S.convES) { S.convES.close(); S.convES = null; }
   }
 
+  /* Resolves true (signed in) or false (the token is refused: signed out); rejects when the
+   * server cannot say (down, its store unreachable: 5xx, 429, no JSON), keeping the token, so a
+   * brief outage does not sign the person out. */
   function signIn(token) {
     S.token = token;
     return fetch("/live/session", { method: "POST", credentials: "same-origin", headers: { "Authorization": "Bearer " + token } })
-      .then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
+      .then(function (r) {
+        if (r.status !== 200 && r.status !== 401 && r.status !== 403) throw new Error("unavailable (" + r.status + ")");
+        return r.json().then(function (b) { return { status: r.status, body: b }; });
+      })
       .then(function (res) {
         if (res.status !== 200) {
           var msg = res.status === 403 ? "This token may not use the support dashboard." : "Unknown token.";
@@ -148,6 +155,15 @@
         S.bots = res.body.bots || []; S.channels = res.body.channels || [];
         return true;
       });
+  }
+
+  /* The stored token at load: signed in again, or, while the server cannot answer, the
+   * sign-in form says so and it is tried again every few seconds (the token kept). */
+  function resume(token) {
+    signIn(token).then(function (ok) { if (ok) start(); }, function () {
+      showSignIn("The server cannot be reached right now; trying again…");
+      S.resumeTimer = setTimeout(function () { if (sessionStorage.getItem(TOKEN_KEY) === token) resume(token); }, 3000);
+    });
   }
 
   function start() {
@@ -188,7 +204,10 @@
     if (f.waiting) p.set("waiting", "1");
     if (f.parked) p.set("parked", "1");
     if (f.q) p.set("q", f.q);
-    if (before) p.set("before", String(before));
+    if (before) {  // the last row of the previous page: the next one starts right after it
+      p.set("before", String(before.at));
+      if (before.id != null) p.set("before_id", before.id);
+    }
     return "/api/conversations?" + p.toString();
   }
 
@@ -199,7 +218,8 @@
       if (gen !== S.listGen || res.status !== 200) return;
       if (!more) { S.rows = {}; $("conversations").replaceChildren(); }
       res.body.conversations.forEach(function (s) { upsertRow(s, false); });
-      S.nextBefore = res.body.next_before;
+      S.nextBefore = res.body.next_before == null ? null
+        : { at: res.body.next_before, id: res.body.next_before_id };
       $("load-more").hidden = !S.nextBefore;
       updateListMeta(res.body.truncated);
     });
@@ -1012,7 +1032,11 @@
       e.preventDefault();
       var token = $("token").value.trim();
       if (!token) return;
-      signIn(token).then(function (ok) { if (ok) { $("token").value = ""; start(); } });
+      clearTimeout(S.resumeTimer);
+      signIn(token).then(function (ok) { if (ok) { $("token").value = ""; start(); } }, function () {
+        S.token = null;
+        showSignIn("The server cannot be reached right now. Try again in a moment.");
+      });
     });
     $("signout").addEventListener("click", function () {
       fetch("/live/session", { method: "DELETE", credentials: "same-origin" }).finally(function () { signedOut(null); });
@@ -1115,7 +1139,7 @@
     bind();
     var token = sessionStorage.getItem(TOKEN_KEY);
     if (token) {
-      signIn(token).then(function (ok) { if (ok) start(); });
+      resume(token);
     } else {
       showSignIn(null);
     }

@@ -1,0 +1,88 @@
+"""The support dashboard in Chromium when things go wrong around it: the store paused while a
+person reloads the page (a brief Redis outage must not sign her out), and a list whose
+conversations share one activity paged with "Load more" (each listed once)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+import redis as redis_sync
+
+from bot.store.indexes import seed
+
+from .test_dashboard import AYSE, Deployment, Pages, row, sign_in
+from .test_dashboard_fixes import deployment, pages
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the conftest skips the tier, or fails it under SALESBOT_REQUIRE_ALL_TIERS=1
+    expect = None  # type: ignore[assignment]
+
+__all__ = ["deployment", "pages"]  # the fixtures, shared with test_dashboard_fixes
+
+
+@pytest.fixture
+def paused_store(redis_url: str) -> Iterator[tuple[int, list[bool]]]:
+    """The test Redis' process id, and whether it is paused; it is let go again at the end."""
+    client = redis_sync.Redis.from_url(redis_url)
+    try:
+        pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    state = [False]
+    try:
+        yield pid, state
+    finally:
+        if state[0]:
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_a_reload_while_the_store_is_down_keeps_the_person_signed_in(
+        deployment: Deployment, pages: Pages, paused_store: tuple[int, list[bool]]) -> None:
+    """``POST /live/session`` answers 503 while Redis is unreachable: the page used to take that
+    for a refused token ("Unknown token."), forget the token and sign the person out."""
+    pid, paused = paused_store
+    page: Page = pages.open(deployment.support_url, 1300, 850)
+    sign_in(page, *AYSE)
+    os.kill(pid, signal.SIGSTOP)
+    paused[0] = True
+    page.reload()
+    expect(page.locator("#signin-error")).to_have_text("The server cannot be reached right now; trying again…")
+    assert page.evaluate("sessionStorage.getItem('salesbot.live.token')") == AYSE[0]
+    os.kill(pid, signal.SIGCONT)
+    paused[0] = False
+    expect(page.locator("#app")).to_be_visible()  # signed in again by itself, once the store is back
+    expect(page.locator("#me-name")).to_have_text(AYSE[1])
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+
+
+def test_load_more_lists_each_of_many_conversations_sharing_one_activity_once(
+        deployment: Deployment, pages: Pages, redis_url: str) -> None:
+    """120 conversations with one activity (an import): three pages of 50, every row once."""
+    client = redis_sync.Redis.from_url(redis_url)
+    made = [f"livechat:demo:same-time-{i:03d}" for i in range(120)]
+    try:
+        pipe = client.pipeline(transaction=False)
+        for cid in made:
+            seed(pipe, cid, {"channel": "livechat", "account": "demo", "bot": "demo", "status": "idle",
+                             "chat_status": "answered", "activity": "1700000000.5", "name": "Same Time"})
+        pipe.execute()
+    finally:
+        client.close()
+    page: Page = pages.open(deployment.support_url, 1300, 850)
+    sign_in(page, *AYSE)
+    page.locator("#search").fill("same time")
+    expect(page.locator("#conversations li.conv")).to_have_count(50)
+    for shown in (100, 120):
+        page.locator("#load-more").click()
+        expect(page.locator("#conversations li.conv")).to_have_count(shown)
+    expect(page.locator("#load-more")).to_be_hidden()
+    cids = page.locator("#conversations li.conv").evaluate_all("rows => rows.map(r => r.dataset.cid)")
+    assert sorted(cids) == made
+    expect(row(page, made[0])).to_be_visible()
