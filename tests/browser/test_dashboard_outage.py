@@ -1,11 +1,13 @@
 """The support dashboard in Chromium when things go wrong around it: the store paused while a
-person reloads the page (a brief Redis outage must not sign her out), and a list whose
-conversations share one activity paged with "Load more" (each listed once)."""
+person reloads the page (a brief Redis outage must not sign her out), a list whose
+conversations share one activity paged with "Load more" (each listed once), and Enter pressed
+again on a slow connection (the reply goes out once)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -14,8 +16,8 @@ import redis as redis_sync
 
 from bot.store.indexes import seed
 
-from .test_dashboard import AYSE, Deployment, Pages, row, sign_in
-from .test_dashboard_fixes import deployment, pages
+from .test_dashboard import AYSE, Deployment, Pages, api, row, sign_in
+from .test_dashboard_fixes import deployment, pages, say
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -86,3 +88,29 @@ def test_load_more_lists_each_of_many_conversations_sharing_one_activity_once(
     cids = page.locator("#conversations li.conv").evaluate_all("rows => rows.map(r => r.dataset.cid)")
     assert sorted(cids) == made
     expect(row(page, made[0])).to_be_visible()
+
+
+def test_enter_pressed_again_while_a_reply_is_on_its_way_sends_it_once(
+        deployment: Deployment, pages: Pages) -> None:
+    """On a slow connection the person presses Enter again (the reply is still in the box): the
+    customer used to get the reply twice, as ``requestSubmit`` submits even with Send disabled."""
+    cid = say(deployment, f"slow-send-{uuid.uuid4().hex[:8]}", "Is my sofa shipped?", name="Deniz Slow")
+    page: Page = pages.open(deployment.support_url, 1300, 850)
+    sign_in(page, *AYSE)
+    row(page, cid).click()
+    page.locator("#btn-takeover").click()
+    expect(page.locator("#reply")).to_be_enabled()
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 800,
+                                                  "downloadThroughput": -1, "uploadThroughput": -1})
+    page.locator("#reply").fill("It ships tomorrow")
+    for _ in range(3):
+        page.locator("#reply").press("Enter")
+    expect(page.locator("#reply")).to_have_value("")  # sent: the box is cleared
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                  "downloadThroughput": -1, "uploadThroughput": -1})
+    expect(page.locator("#transcript li.entry.role-human")).to_have_count(1)
+    status, conv = api(deployment, "GET", f"/api/conversations/{cid}", AYSE[0])
+    assert status == 200
+    assert [e["text"] for e in conv["transcript"] if e["role"] == "human"] == ["It ships tomorrow"]

@@ -29,6 +29,7 @@
     listGen: 0,
     leadTimer: null,
     resumeTimer: null,
+    sending: false,      // a reply on its way
   };
 
   // ------------------------------------------------------------------ helpers
@@ -1105,12 +1106,20 @@
     $("composer").addEventListener("submit", function (e) {
       e.preventDefault();
       var box = $("reply"), text = box.value;
-      if (!text.trim() || box.disabled) return;
+      // one send at a time: Enter again while the first is on its way (a slow server) sent the
+      // reply twice (requestSubmit submits whether or not the button is disabled)
+      if (!text.trim() || box.disabled || S.sending) return;
+      S.sending = true;
       $("btn-send").disabled = true;
-      act("/messages", { text: text }).then(function (res) {
+      var sent = function (res) {
+        S.sending = false;
         $("btn-send").disabled = !mine(S.detail);
-        if (res && res.status === 202) { box.value = ""; notice(null); }
+        if (res && res.status === 202 && box.value === text) { box.value = ""; notice(null); }
         box.focus();
+      };
+      act("/messages", { text: text }).then(sent, function () {
+        sent(null);
+        notice("The reply could not be sent (no connection); it is still in the box.", "error");
       });
     });
     $("reply").addEventListener("keydown", function (e) {
