@@ -1,14 +1,18 @@
 """The support dashboard in Chromium when things go wrong around it: the store paused while a
 person reloads the page (a brief Redis outage must not sign her out), a list whose
-conversations share one activity paged with "Load more" (each listed once), and Enter pressed
-again on a slow connection (the reply goes out once)."""
+conversations share one activity paged with "Load more" (each listed once), Enter pressed
+again on a slow connection (the reply goes out once), and a restart that ends the streams'
+session (both come back)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,8 +20,9 @@ import redis as redis_sync
 
 from bot.store.indexes import seed
 
-from .test_dashboard import AYSE, Deployment, Pages, api, row, sign_in
-from .test_dashboard_fixes import deployment, pages, say
+from .conftest import ADMIN_TOKEN, _free_port, _wait_healthy
+from .test_dashboard import AYSE, Deployment, Pages, _start, _stop, api, row, sign_in
+from .test_dashboard_fixes import FLOW, deployment, pages, say
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -114,3 +119,49 @@ def test_enter_pressed_again_while_a_reply_is_on_its_way_sends_it_once(
     status, conv = api(deployment, "GET", f"/api/conversations/{cid}", AYSE[0])
     assert status == 200
     assert [e["text"] for e in conv["transcript"] if e["role"] == "human"] == ["It ships tomorrow"]
+
+
+def _serve(tmp: Path, redis_url: str, port: int, secret: str, log: Path) -> subprocess.Popen[bytes]:
+    """``salesbot serve`` of the fixes' flow on ``port``, signing with ``secret``; healthy."""
+    flows = tmp / "flows"
+    flows.mkdir(exist_ok=True)
+    (flows / "demo.json").write_text(json.dumps(FLOW, ensure_ascii=False), encoding="utf-8")
+    config = tmp / "salesbot.toml"
+    config.write_text(f'flows_dir = "{flows}"\ntimer_poll_interval = 0.05\n\n[actions]\nsecret = "{secret}"\n'
+                      f'\n[[tokens]]\ntoken = "{AYSE[0]}"\nrole = "support"\nname = "{AYSE[1]}"\n', encoding="utf-8")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "SALESBOT_REDIS_URL": redis_url, "SALESBOT_ADMIN_TOKEN": ADMIN_TOKEN,
+           "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
+    popen = _start(["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--role", "all",
+                    "--data-dir", str(tmp / "data")], cwd=tmp, env=env, log=log)
+    _wait_healthy(popen, f"http://127.0.0.1:{port}", log)
+    return popen
+
+
+def test_both_streams_come_back_after_a_restart_that_ends_their_session(
+        deployment: Deployment, pages: Pages, redis_url: str, tmp_path: Path) -> None:
+    """A restart with another signing secret (or a session past its 12 hours) answers both
+    streams' reconnects 401: the page signs in again and reopens both. Only the first to close
+    was reopened: the list stayed "Reconnecting…" for good, or the open conversation's transcript
+    missed every new message."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    popen = _serve(tmp_path, redis_url, port, "the-first-secret-0123456789", log)
+    try:
+        cid = say(Deployment("restart", url, url), f"restart-{uuid.uuid4().hex[:8]}", "Hello there", name="Deniz R")
+        page: Page = pages.open(url, 1300, 850)
+        sign_in(page, *AYSE)
+        row(page, cid).click()
+        expect(page.locator("#transcript li.entry.role-user .text")).to_have_text(["Hello there"])
+        _stop(popen)
+        popen = _serve(tmp_path, redis_url, port, "the-second-secret-9876543210", log)
+        # the list stream is back (after its 401, a new sign-in), and so is the conversation's
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+        expect(page.locator("#app")).to_be_visible()
+        say(Deployment("restart", url, url), cid.rsplit(":", 1)[1], "Are you still there?")
+        customer = page.locator("#transcript li.entry.role-user .text")
+        expect(customer).to_have_text(["Hello there", "Are you still there?"])
+    finally:
+        _stop(popen)

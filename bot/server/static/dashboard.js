@@ -367,17 +367,24 @@
     };
   }
 
-  var reopening = false;
+  /* A stream the server closed (its cookie expired or no longer valid, a proxy's 502) is opened
+   * again after signing in again. Both streams close together (a restart): each waiting stream
+   * is reopened by the one sign-in (the conversation's used to be dropped, its transcript then
+   * silent while the list went on). */
+  var reopens = null;  // while signing in again: the streams to reopen, and whether the list reloads
   function reopenAfterSignIn(reopen, reloadList) {
-    if (reopening || !S.token) return;
-    reopening = true;
-    setTimeout(function () {
+    if (!S.token) return;
+    if (reopens) { reopens.calls.push(reopen); reopens.reload = reopens.reload || reloadList; return; }
+    reopens = { calls: [reopen], reload: reloadList };
+    setTimeout(function again() {
+      if (!S.token) { reopens = null; return; }  // signed out meanwhile
       signIn(S.token).then(function (ok) {
-        reopening = false;
+        var done = reopens;
+        reopens = null;
         if (!ok) return;
-        reopen();
-        if (reloadList) loadList(false);
-      }, function () { reopening = false; setTimeout(function () { reopenAfterSignIn(reopen, reloadList); }, 2000); });
+        done.calls.forEach(function (call) { call(); });
+        if (done.reload) loadList(false);
+      }, function () { setTimeout(again, 2000); });
     }, 1000);
   }
 
