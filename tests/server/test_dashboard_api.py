@@ -629,3 +629,16 @@ async def test_a_persons_reply_loses_its_control_characters_and_one_of_nothing_e
     conv = await _until(http, cid, lambda c: any(e["role"] == "human" for e in c["transcript"]))
     assert [e["text"] for e in conv["transcript"] if e["role"] == "human"] == [
         "Dear Deniz,\nyour order ships\ttoday 👋🏽 مرحبا"]
+
+
+async def test_handing_back_a_conversation_whose_bot_has_stopped_says_no_bot_is_running(
+        http: ClientSession) -> None:
+    """The run has ended (stopped here; finished alike) and the person hands back "where it was":
+    no bot answers the customer, so the line says so; it used to say "the bot is back"."""
+    cid = await chat(http, "release-norun-01", "hi", name="Deniz")
+    assert (await http.post(f"/api/conversations/{cid}/stop", headers=AYSE)).status == 202
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
+    assert (await http.post(f"/api/conversations/{cid}/release", json={}, headers=AYSE)).status == 202
+    conv = await _until(http, cid, lambda c: any(e.get("event") == "release" for e in c["transcript"]))
+    assert [e["text"] for e in conv["transcript"] if e.get("event") == "release"] == [
+        "no bot is running, handed back by Ayşe Kaya"]

@@ -1002,7 +1002,8 @@
     var running = d && d.run && (d.run.status === "running" || d.run.status === "waiting");
     if (step || !held || !running) {  // no bot to answer it: the release line says it is left unanswered
       act("/release", step ? { step: step } : {}, step ? "Handed back: the bot continues at “" + step + "”." :
-        "Handed back: the bot continues where it was.").then(done);
+        running ? "Handed back: the bot continues where it was." :
+        "Handed back, but no bot is running: start one, or the customer gets no answer.").then(done);
       return;
     }
     askConfirm("handback", contactName(d) + " wrote “" + (held.text || (typeof held.payload === "string" ? held.payload : "a button")) +
