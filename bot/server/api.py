@@ -175,12 +175,12 @@ async def get_conversation(request: web.Request) -> web.Response:
     return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
 
 
-async def _conversation_event(request: web.Request, event: ev.Event) -> web.Response:
+async def _conversation_event(request: web.Request, event: ev.Event, dedupe_id: str | None = None) -> web.Response:
     services = request.app[SERVICES]
     cid = request.match_info["cid"]
     if not await services.store.meta(cid):
         return error(404, "not_found", f"no conversation {cid!r}")
-    await services.conversations.deliver(cid, event)
+    await services.conversations.deliver(cid, event, dedupe_id=dedupe_id)
     return web.json_response({"ok": True}, status=202)
 
 
@@ -247,11 +247,15 @@ async def release(request: web.Request) -> web.Response:
         return error(400, "bad_request", 'step is a step id: {"step": "<step>"}')
     if not isinstance(answer, bool):
         return error(400, "bad_request", 'answer is true or false: {"answer": true}')
-    if (taken := await _claimed_by_other(request, principal)) is not None:
-        return taken
+    holder, claim_id = await _claim(request)
+    if holder is not None and holder != principal.name and principal.role != "admin":
+        return _taken(holder)
     if step is not None and (unknown := await _unknown_step(request, step)) is not None:
         return unknown
-    response = await _conversation_event(request, ev.Release(step, principal.name, answer))
+    # One hand-back per takeover: a second one sent meanwhile (a double click, two tabs) read the
+    # same claim and is deduplicated by its id; it used to resume the bot twice (its messages sent twice).
+    response = await _conversation_event(request, ev.Release(step, principal.name, answer),
+                                         dedupe_id=f"release:{claim_id}" if claim_id else None)
     if response.status < 300:
         await request.app[SERVICES].redis.delete(claim_key(request.match_info["cid"]))
     return response

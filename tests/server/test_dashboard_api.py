@@ -642,3 +642,17 @@ async def test_handing_back_a_conversation_whose_bot_has_stopped_says_no_bot_is_
     conv = await _until(http, cid, lambda c: any(e.get("event") == "release" for e in c["transcript"]))
     assert [e["text"] for e in conv["transcript"] if e.get("event") == "release"] == [
         "no bot is running, handed back by Ayşe Kaya"]
+
+
+async def test_two_hand_backs_of_one_takeover_at_once_resume_the_bot_once(http: ClientSession) -> None:
+    """A double click on "Hand back at hours" (or two tabs): both requests read the same claim; the
+    second is deduplicated by its id. It used to resume the bot twice, its message sent twice."""
+    cid = await chat(http, "double-release-01", "hi", name="Deniz")
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
+    results = await asyncio.gather(*(http.post(f"/api/conversations/{cid}/release", json={"step": "hours"},
+                                               headers=AYSE) for _ in range(2)))
+    assert [r.status for r in results] == [202, 202]
+    await chat(http, "double-release-01", "thanks")  # in order after both: once it is in, they were handled
+    conv = await _until(http, cid, lambda c: any(e.get("text") == "thanks" for e in c["transcript"]))
+    assert len([e for e in conv["transcript"] if e.get("event") == "release"]) == 1
+    assert len([t for t in _bot_texts(conv) if "showroom" in t]) == 1

@@ -977,10 +977,18 @@
   }
 
   // ------------------------------------------------------------------ actions
+  var acting = {};  // "<cid> <path>" -> an action on its way: a double click sends it once
   function act(path, body, okText) {
     var cid = S.selected;
     if (!cid) return Promise.resolve();
-    return api("POST", "/api/conversations/" + encodeURIComponent(cid) + path, body).then(function (res) {
+    var key = cid + " " + path;
+    if (acting[key]) return Promise.resolve(null);
+    acting[key] = true;
+    var free = function (res) { delete acting[key]; return res; };
+    return api("POST", "/api/conversations/" + encodeURIComponent(cid) + path, body).then(free, function (err) {
+      free(null);
+      throw err;
+    }).then(function (res) {
       if (res.status >= 200 && res.status < 300) { if (okText) notice(okText, "ok"); return res; }
       if (res.status === 409) {
         var owner = res.body && res.body.error && res.body.error.details && res.body.error.details[0] ? res.body.error.details[0].owner : null;
