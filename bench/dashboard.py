@@ -173,6 +173,7 @@ async def main(args: argparse.Namespace) -> int:
                             body = await (await http.get("/api/conversations", params=params,
                                                          headers={"Authorization": f"Bearer {TOKEN}"})).json()
                             params["before"] = repr(body["next_before"])
+                            params["before_id"] = body["next_before_id"]
                         times, rows, truncated = await timed(http, params, args.repeat)
                         times.sort()
                         p95 = times[min(len(times) - 1, int(len(times) * 0.95))]

@@ -19,15 +19,18 @@ RunMark = tuple[str, bool, str, int] | None
 
 def release_entry(event: ev.Release, state: ConversationState, now: float) -> dict[str, Any]:
     """"the bot is back" with who handed back, and whether the bot answers the held message
-    (``state``: before the hand-back's turn)."""
-    text = "the bot is back" + (f", handed back by {event.user}" if event.user else "")
+    (``state``: before the hand-back's turn). "no bot is running" when none goes on: the run has
+    ended (finished, stopped) and no step takes it up again, so nobody answers the customer."""
+    running = state.run is not None and state.run.active
+    back = running or (event.step is not None and state.run is not None)
+    text = "the bot is back" if back else "no bot is running"
+    text += f", handed back by {event.user}" if event.user else ""
     held = held_message(state)
     data: dict[str, Any] = {"event": "release"}
     if event.user:
         data["user"] = event.user
     if held is not None:
         quoted = str(held.get("text") or held.get("payload") or "")[:80]
-        running = state.run is not None and state.run.active
         if event.answer and event.step is None and running:
             text += f"; the bot answers the customer's message “{quoted}”"
         else:

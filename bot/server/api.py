@@ -14,6 +14,7 @@ from crm_bridge import CrmRef
 
 from ..engine import events as ev
 from ..errors import CrmError
+from ..inputs import clean_text
 from ..runtime.leads import is_lead_queue
 from ..runtime.requests import WIDGET_TOKEN_TTL
 from ..store import codec, replies
@@ -99,6 +100,10 @@ async def activate_bot(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------- conversations
+#: The longest ``before_id`` (a conversation id) a listing takes.
+MAX_CURSOR_ID = 1000
+
+
 def _public_meta(cid: str, meta: dict[str, str]) -> dict[str, Any]:
     return summary(cid, meta)
 
@@ -110,19 +115,25 @@ async def list_conversations(request: web.Request) -> web.Response:
     q = request.query
     limit = query_number(request, "limit", 50, minimum=1, maximum=500, integer=True, clamp=True)
     before = query_number(request, "before", None, minimum=0, maximum=MAX_TIMESTAMP)
+    before_id = q.get("before_id") or None  # with before: the last row of the previous page
+    if before_id is not None and (before is None or len(before_id) > MAX_CURSOR_ID):
+        return error(400, "bad_query", f"before_id goes with before, at most {MAX_CURSOR_ID} characters",
+                     [{"parameter": "before_id"}])
     if q.get("status") and q["status"] not in STATUSES:
         return error(400, "bad_request", f"status is one of {', '.join(STATUSES)}")
     if query_flag(request, "parked"):  # set aside after repeated failures
         cids = await services.store.parked(limit)
         metas = await ConversationIndex(services.redis).metas(cids)
         return web.json_response({"conversations": [_public_meta(c, m) for c, m in zip(cids, metas, strict=True) if m],
-                                  "next_before": None}, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+                                  "next_before": None, "next_before_id": None},
+                                 dumps=lambda v: json.dumps(v, ensure_ascii=False))
     # Secondary indexes kept by the save path (bot/store/indexes.py): no scan of all conversations.
     filters = Filters(status=q.get("status") or None, channel=q.get("channel") or None, bot=q.get("bot") or None,
                       waiting=query_flag(request, "waiting"))
-    page = await ConversationIndex(services.redis).page(filters, search=q.get("q"), before=before, limit=limit)
+    page = await ConversationIndex(services.redis).page(filters, search=q.get("q"), before=before,
+                                                        before_id=before_id, limit=limit)
     body: dict[str, Any] = {"conversations": [_public_meta(cid, meta) for cid, _, meta in page.rows],
-                            "next_before": page.next_before}
+                            "next_before": page.next_before, "next_before_id": page.next_before_id}
     if page.truncated:
         body["truncated"] = True
     return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False))
@@ -164,12 +175,12 @@ async def get_conversation(request: web.Request) -> web.Response:
     return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
 
 
-async def _conversation_event(request: web.Request, event: ev.Event) -> web.Response:
+async def _conversation_event(request: web.Request, event: ev.Event, dedupe_id: str | None = None) -> web.Response:
     services = request.app[SERVICES]
     cid = request.match_info["cid"]
     if not await services.store.meta(cid):
         return error(404, "not_found", f"no conversation {cid!r}")
-    await services.conversations.deliver(cid, event)
+    await services.conversations.deliver(cid, event, dedupe_id=dedupe_id)
     return web.json_response({"ok": True}, status=202)
 
 
@@ -236,11 +247,15 @@ async def release(request: web.Request) -> web.Response:
         return error(400, "bad_request", 'step is a step id: {"step": "<step>"}')
     if not isinstance(answer, bool):
         return error(400, "bad_request", 'answer is true or false: {"answer": true}')
-    if (taken := await _claimed_by_other(request, principal)) is not None:
-        return taken
+    holder, claim_id = await _claim(request)
+    if holder is not None and holder != principal.name and principal.role != "admin":
+        return _taken(holder)
     if step is not None and (unknown := await _unknown_step(request, step)) is not None:
         return unknown
-    response = await _conversation_event(request, ev.Release(step, principal.name, answer))
+    # One hand-back per takeover: a second one sent meanwhile (a double click, two tabs) read the
+    # same claim and is deduplicated by its id; it used to resume the bot twice (its messages sent twice).
+    response = await _conversation_event(request, ev.Release(step, principal.name, answer),
+                                         dedupe_id=f"release:{claim_id}" if claim_id else None)
     if response.status < 300:
         await request.app[SERVICES].redis.delete(claim_key(request.match_info["cid"]))
     return response
@@ -265,10 +280,13 @@ async def human_message(request: web.Request) -> web.Response:
     principal = require(request, "support")
     body = await json_body(request)
     text = body.get("text") if isinstance(body, dict) else None
-    if not isinstance(text, str) or not text.strip():
-        return error(400, "bad_request", 'the body is {"text": "…"}')
-    if len(text) > HUMAN_TEXT_MAX:  # what every channel carries in one message (a customer's: the same)
+    if isinstance(text, str) and len(text) > HUMAN_TEXT_MAX:  # what every channel carries in one message
         return error(400, "bad_request", f"a message is at most {HUMAN_TEXT_MAX} characters")
+    # control characters out (a paste from a document: NUL, form feed), as of a visitor's text:
+    # channels refuse them or show boxes, and a text of nothing else is no message
+    text = clean_text(text, "text", limit=HUMAN_TEXT_MAX) if isinstance(text, str) else None
+    if not text or not text.strip():
+        return error(400, "bad_request", 'the body is {"text": "…"}')
     if (taken := await _claimed_by_other(request, principal)) is not None:
         return taken
     return await _conversation_event(request, ev.HumanMessage(text, principal.name))

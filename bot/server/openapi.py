@@ -95,6 +95,7 @@ SCHEMAS: dict[str, Any] = {
     "ConversationList": {"type": "object", "required": ["conversations", "next_before"], "properties": {
         "conversations": {"type": "array", "items": _ref("ConversationSummary")},
         "next_before": {"type": ["number", "null"], "description": "pass as ?before= for the next page"},
+        "next_before_id": {"type": ["string", "null"], "description": "pass as ?before_id= with before"},
         "truncated": {"type": "boolean", "description": "a search word matched too many contacts: be more precise"}}},
     "TranscriptEntry": {"type": "object", "required": ["n", "role", "at"], "properties": {
         "n": {"type": "integer"}, "role": {"enum": ["user", "bot", "human", "internal", "system"]},
@@ -182,7 +183,9 @@ PATHS: dict[str, dict[str, Any]] = {
             _p("parked", "query", {"enum": ["1", "0", "true", "false"],
                                    "description": "1: only parked conversations, most recently parked first"}),
             _p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}),
-            _p("before", "query", {"type": "number"})])},
+            _p("before", "query", {"type": "number", "description": "the previous page's next_before"}),
+            _p("before_id", "query", {"type": "string",
+                                      "description": "the previous page's next_before_id (with before)"})])},
     "/api/conversations/{cid}": {"get": _op(
         "One conversation: run, lead, transcript", {"200": _json(_ref("Conversation")), "404": _json(_ERROR)},
         auth=["support"], params=[_CID])},

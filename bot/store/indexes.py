@@ -291,7 +291,8 @@ class Filters:
 @dataclass(slots=True)
 class Page:
     rows: list[tuple[str, float, dict[str, str]]] = field(default_factory=list)
-    next_before: float | None = None
+    next_before: float | None = None  # with next_before_id: the last row, the next page starts after it
+    next_before_id: str | None = None
     truncated: bool = False  # a search token matched more than SEARCH_CAP index entries
 
 
@@ -301,8 +302,6 @@ class Page:
 #: times (a short page then says where the next one starts: ``Page.next_before``).
 _BUDGET = 2000
 _ROUNDS = 50
-#: Conversations sharing a page's last activity added to it at most (see ``ConversationIndex._ties``).
-_TIES = 500
 
 
 class ConversationIndex:
@@ -311,7 +310,6 @@ class ConversationIndex:
         self._page = redis.register_script(partitions.PAGE)
         self._score = redis.register_script(partitions.SCORE)
         self._drop = redis.register_script(partitions.DROP_IF)
-        self._tie = redis.register_script(partitions.TIES)
         self._plan = plan  # the page script's plan: chosen by the sets' sizes ("merge", "score": tests)
 
     async def metas(self, cids: Iterable[str]) -> list[dict[str, str]]:
@@ -414,10 +412,14 @@ class ConversationIndex:
             await self.redis.zrem(SEARCH_KEY, *members)
 
     async def page(self, filters: Filters, *, search: str | None = None, before: float | None = None,
-                   limit: int = 50) -> Page:
+                   before_id: str | None = None, limit: int = 50) -> Page:
+        """A page after the row (``before``, ``before_id``): score descending, then id descending
+        (Redis' order). ``before`` alone (an older client's cursor) starts below that score."""
         every = await partitions.labels(self.redis)
+        if before is None:
+            before_id = None
         if search and search.strip():
-            return await self._search(filters, every, query_tokens(search), before, limit)
+            return await self._search(filters, every, query_tokens(search), before, before_id, limit)
         labels = partitions.chosen(every, filters.channel, filters.bot)
         out = Page()
         if not labels:
@@ -425,19 +427,19 @@ class ConversationIndex:
         keys, excluded = filters.keys(), filters.excluded()
         script_keys = [*map(partitions.key, labels), *keys, *excluded, partitions.REGISTRY]
         listed: set[str] = set()
-        max_score = f"({before!r}" if before is not None else "+inf"
-        cursor = before
+        start = "+inf" if before is None else repr(before) if before_id is not None else f"({before!r}"
+        after = before_id or ""
         for _ in range(_ROUNDS):  # more than one when entries were dropped or the budget ran out
             want = limit - len(out.rows)
-            found, go_on = await self._page(keys=script_keys, args=[
-                len(labels), len(keys), len(excluded), max_score, want, _BUDGET, self._plan, *labels])
-            go_on = replies.text(go_on)
+            found, go_on, go_on_id = await self._page(keys=script_keys, args=[
+                len(labels), len(keys), len(excluded), start, want, _BUDGET, self._plan, after, *labels])
             rows = [(replies.text(found[i]), float(found[i + 1]), labels[int(found[i + 2]) - 1])
                     for i in range(0, len(found), 3)]
             expired: list[tuple[str, str, float]] = []
             stale: list[tuple[str, str, float, dict[str, str]]] = []
             newer: list[tuple[str, str, float, dict[str, str]]] = []
-            for (cid, score, part), meta in zip(rows, await self.metas(c for c, _, _ in rows), strict=True):
+            metas = await self.metas(c for c, _, _ in rows)
+            for (cid, score, part), meta in zip(rows, metas, strict=True):
                 if not meta:
                     expired.append((cid, part, score))
                 elif partitions.of(meta) != part:  # not its partition: stale if older than its activity
@@ -453,47 +455,38 @@ class ConversationIndex:
             await self._repair(stale, newer)
             if len(out.rows) >= limit:
                 break
-            if not go_on and len(rows) < want:
+            if replies.text(go_on):  # the budget ran out: go on after the last member it met
+                start, after = repr(float(go_on)), replies.text(go_on_id)
+            elif len(rows) < want:
                 break
-            cursor = float(go_on) if go_on else rows[-1][1]
-            max_score = f"({cursor!r}"
-            await self._ties(out, labels, cursor, listed, filters)  # the next round reads below it
-            if len(out.rows) >= limit:  # (its last rows are these ties: not read again)
-                out.next_before = cursor
-                return out
+            else:  # rows dropped (expired, stale, filtered): go on after the last one met
+                start, after = repr(rows[-1][1]), rows[-1][0]
+            last = rows[-1] if rows else None
+            if last and (after, float(start)) == last[:2] and await self._twin(last, metas[-1], listed, filters):
+                out.rows.append((rows[-1][0], rows[-1][1], metas[-1]))
+                if len(out.rows) >= limit:
+                    break
         else:  # rounds spent on entries not listed: the client reads on from where they ended
-            out.next_before = cursor
+            out.next_before, out.next_before_id = float(start), after
         if len(out.rows) >= limit:
-            await self._ties(out, labels, out.rows[-1][1], listed, filters)
-            out.next_before = out.rows[-1][1]
+            out.next_before, out.next_before_id = out.rows[-1][1], out.rows[-1][0]
         return out
 
-    async def _ties(self, out: Page, labels: list[str], score: float, listed: set[str], filters: Filters) -> None:
-        """Add to ``out`` the conversations at exactly ``score`` not listed yet (id descending, at
-        most ``_TIES``): the next round or page reads from below ``score`` (a cursor of one
-        number), so a conversation sharing the last row's activity would be skipped otherwise.
-        Activities are saved to the microsecond: a page holds more than ``limit`` rows only when
-        conversations share one. The sets filter in the script (``partitions.TIES``, as ``PAGE``),
-        which looks at ten times as many entries a partition at most (a bound on its work)."""
-        keys, excluded = filters.keys(), filters.excluded()
-        flat = await self._tie(keys=[*map(partitions.key, labels), *keys, *excluded], args=[
-            len(labels), len(keys), len(excluded), repr(score), _TIES + len(listed), 10 * (_TIES + len(listed))])
-        found = sorted({(cid, labels[int(flat[i + 1]) - 1]) for i in range(0, len(flat), 2)
-                        if (cid := replies.text(flat[i])) not in listed}, reverse=True)[:_TIES + len(listed)]
-        if not found:
-            return
-        added = 0
-        for (cid, part), meta in zip(found, await self.metas(c for c, _ in found), strict=True):
-            # as a page's rows: alive, in the partition its metadata names, matching the filters
-            if meta and partitions.of(meta) == part and cid not in listed and filters.match(meta):
-                listed.add(cid)
-                out.rows.append((cid, score, meta))
-                added += 1
-                if added >= _TIES:
-                    break
+    async def _twin(self, row: tuple[str, float, str], meta: dict[str, str], listed: set[str],
+                    filters: Filters) -> bool:
+        """Whether the round's last row, met in a partition its metadata does not name, is at the
+        very same score in the one it names, not listed yet: the cursor (score, id) passes both
+        entries, so that one is listed now (the rounds' boundary fell between the two)."""
+        cid, score, part = row
+        if not meta or cid in listed or partitions.of(meta) == part or not filters.match(meta):
+            return False
+        if await self.redis.zscore(partitions.key(partitions.of(meta)), cid) != score:
+            return False
+        listed.add(cid)
+        return True
 
     async def _search(self, filters: Filters, every: list[str], tokens: list[str], before: float | None,
-                      limit: int) -> Page:
+                      before_id: str | None, limit: int) -> Page:
         out = Page()
         if not tokens:
             return out
@@ -538,8 +531,8 @@ class ConversationIndex:
             where[cid], at[cid] = every[int(part) - 1], score
             if any(not m[i] for m in memberships) or any(m[i] for m in outside):
                 continue
-            if before is not None and score >= before:
-                continue
+            if before is not None and (score > before or (score == before and (before_id is None or cid >= before_id))):
+                continue  # (ids compare as Redis orders them: UTF-8's bytes order as its code points)
             ranked.append((float(score), cid))
         if unscored:  # out of the activity index: expired conversations, whose terms go too
             oldest = unscored[:200]
@@ -550,8 +543,8 @@ class ConversationIndex:
             chunk = ranked[start:start + limit]
             expired = []
             for (score, cid), meta in zip(chunk, await self.metas(c for _, c in chunk), strict=True):
-                if len(out.rows) >= limit and score != out.rows[-1][1]:
-                    break  # (the rows sharing the last one's activity go on this page: see _ties)
+                if len(out.rows) >= limit:
+                    break
                 if not meta:
                     expired.append(cid)
                 elif filters.match(meta):
@@ -559,11 +552,10 @@ class ConversationIndex:
             if expired:
                 await self._forget([(c, where[c], at[c]) for c in expired], keys)
                 await self._drop_terms(expired, found)
-            following = ranked[start + limit][0] if start + limit < len(ranked) else None
-            if len(out.rows) >= limit and following != out.rows[-1][1]:
+            if len(out.rows) >= limit:
                 break
         if len(out.rows) >= limit:
-            out.next_before = out.rows[-1][1]
+            out.next_before, out.next_before_id = out.rows[-1][1], out.rows[-1][0]
         return out
 
 

@@ -87,7 +87,7 @@ end
 return n
 """
 
-#: The start of ``PAGE`` and ``TIES``: KEYS n partitions, then m sets a listed member is in and e
+#: The start of ``PAGE``: KEYS n partitions, then m sets a listed member is in and e
 #: sets it is in none of; ARGV n, m, e first. ``kept(id)``: the member passes those sets.
 _SETS = """
 local n, m, e = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -102,18 +102,38 @@ local function kept(cid)
 end
 """
 
-#: A page of the listing, newest first. KEYS: n partitions, m sets each listed member is in
-#: (status, waiting), e sets none is in (the derived status), the registry. ARGV: n, m, e, the
-#: highest score ('+inf' or '(<score>'), how many rows, how many members to look at at most,
-#: the plan ('', or 'merge' / 'score' to force one: tests), then the n labels. Returns {{id,
-#: score, partition number, ...}, where to go on ('': done)}. A k-way merge of the partitions
-#: (each read a page at a time, newest first) keeping the members in every m set and in no e
-#: set: its work the page's and the members passed over on the way (at most the budget, then the
-#: score to go on from). With m sets whose intersection is small beside that walk: the
-#: intersection scored in the partitions (ZMSCORE), sorted. The registry is not written (see
-#: the module's docstring).
+#: A page of the listing, newest first: score descending, then id descending (bytes; Redis'
+#: order within a score). KEYS: n partitions, m sets each listed member is in (status,
+#: waiting), e sets none is in (the derived status), the registry. ARGV: n, m, e, where to start
+#: ('+inf'; '(<score>': below that score, an older client's cursor; '<score>' with the id: right
+#: after the row (score, id)), how many rows, how many members to look at at most, the plan ('',
+#: or 'merge' / 'score' to force one: tests), the id, then the n labels. Returns {{id, score,
+#: partition number, ...}, where to go on: score and id ('', '': done)}. A k-way merge of the
+#: partitions (each read by rank a page at a time from its start, found by a binary search among
+#: the members sharing the cursor's score: however many share it, none is skipped or read twice)
+#: keeping the members in every m set and in no e set: its work the page's and the members passed
+#: over on the way (at most the budget, then the row to go on after). With m sets whose
+#: intersection is small beside that walk: the intersection scored in the partitions (ZMSCORE),
+#: sorted. The registry is not written (see the module's docstring).
 PAGE = _SETS + """
-local max, limit, budget, plan = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local max, limit, budget, plan, after = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
+-- a > b by their bytes (Lua's own comparison follows the server's locale)
+local function above(a, b)
+  local k = math.min(#a, #b)
+  for i = 1, k do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local top, inclusive = math.huge, false
+if max ~= '+inf' then
+  if string.sub(max, 1, 1) == '(' then top = tonumber(string.sub(max, 2)) else top, inclusive = tonumber(max), true end
+end
+-- whether (v, cid) comes after the cursor
+local function past(v, cid)
+  return v < top or inclusive and v == top and above(after, cid)
+end
 local total = 0
 for i = 1, n do
   total = total + redis.call('ZCARD', KEYS[i])
@@ -126,8 +146,6 @@ if m > 0 then
 end
 -- scoring the intersection costs about small * n lookups; the merge walks about limit * total / small
 if m > 0 and (plan == 'score' or plan == '' and small * (n + m) <= limit * total / math.max(small, 1)) then
-  local top = math.huge
-  if max ~= '+inf' then top = tonumber(string.sub(max, 2)) end
   local members = redis.call('SINTER', unpack(KEYS, n + 1, n + m))
   local rows = {}
   for from = 1, #members, 500 do
@@ -138,33 +156,45 @@ if m > 0 and (plan == 'score' or plan == '' and small * (n + m) <= limit * total
         local s = scores[j]
         if s then
           local v = tonumber(s)
-          if v < top then rows[#rows + 1] = {v, chunk[j], s, i} end
+          if past(v, chunk[j]) then rows[#rows + 1] = {v, chunk[j], s, i} end
         end
       end
     end
   end
-  table.sort(rows, function(a, b) if a[1] ~= b[1] then return a[1] > b[1] end return a[2] > b[2] end)
+  table.sort(rows, function(a, b) if a[1] ~= b[1] then return a[1] > b[1] end return above(a[2], b[2]) end)
   for _, r in ipairs(rows) do
     if #out >= limit * 3 then break end
     if kept(r[2]) then out[#out + 1] = r[2]; out[#out + 1] = r[3]; out[#out + 1] = r[4] end
   end
-  return {out, ''}
+  return {out, '', ''}
+end
+-- each partition's first rank after the cursor
+local function start(key)
+  if max == '+inf' then return 0 end
+  if not inclusive then return redis.call('ZCOUNT', key, string.sub(max, 2), '+inf') end
+  local lo = redis.call('ZCOUNT', key, '(' .. max, '+inf')
+  local hi = lo + redis.call('ZCOUNT', key, max, max)
+  while lo < hi do  -- the first member at the score below the cursor's id (ids descend by rank)
+    local mid = math.floor((lo + hi) / 2)
+    if above(after, redis.call('ZREVRANGE', key, mid, mid)[1]) then hi = mid else lo = mid + 1 end
+  end
+  return lo
 end
 local bufs, pos, offs = {}, {}, {}
 local function fill(i)
-  local r = redis.call('ZREVRANGEBYSCORE', KEYS[i], max, '-inf', 'WITHSCORES', 'LIMIT', offs[i], limit)
+  local r = redis.call('ZREVRANGE', KEYS[i], offs[i], offs[i] + limit - 1, 'WITHSCORES')
   offs[i] = offs[i] + #r / 2
   bufs[i], pos[i] = r, 1
 end
-for i = 1, n do offs[i] = 0; fill(i) end
+for i = 1, n do offs[i] = start(KEYS[i]); fill(i) end
 local seen = 0
 while #out < limit * 3 do
-  local best, top = nil, nil
+  local best, top_s, top_id = nil, nil, nil
   for i = 1, n do
     if pos[i] > #bufs[i] and #bufs[i] == limit * 2 then fill(i) end
     if pos[i] <= #bufs[i] then
-      local s = tonumber(bufs[i][pos[i] + 1])
-      if best == nil or s > top then best, top = i, s end
+      local s, cid = tonumber(bufs[i][pos[i] + 1]), bufs[i][pos[i]]
+      if best == nil or s > top_s or s == top_s and above(cid, top_id) then best, top_s, top_id = i, s, cid end
     end
   end
   if best == nil then break end
@@ -172,9 +202,9 @@ while #out < limit * 3 do
   pos[best] = pos[best] + 2
   if kept(cid) then out[#out + 1] = cid; out[#out + 1] = score; out[#out + 1] = best end
   seen = seen + 1
-  if seen >= budget and #out < limit * 3 then return {out, score} end
+  if seen >= budget and #out < limit * 3 then return {out, score, cid} end
 end
-return {out, ''}
+return {out, '', ''}
 """
 
 #: A search's candidates scored: KEYS the partitions; ARGV how many, then per partition 1 if the
@@ -200,25 +230,6 @@ for from = n + 2, #ARGV, 500 do
   end
   for j = 1, #chunk do
     out[#out + 1] = best[j] or ''; out[#out + 1] = where[j] or 0; out[#out + 1] = listed[j] or 0
-  end
-end
-return out
-"""
-
-#: The members at exactly one score the page has not listed (``ConversationIndex._ties``): KEYS
-#: n partitions, m sets each is in, e sets none is in (as ``PAGE``); ARGV n, m, e, the score, how
-#: many to keep per partition, how many to look at per partition at most. Returns {id,
-#: partition number, ...}. The sets filter here, as the page's rows: members the filter leaves
-#: out take no place (nor a metadata read).
-TIES = _SETS + """
-local score, keep, scan = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local out = {}
-for i = 1, n do
-  local found = redis.call('ZREVRANGEBYSCORE', KEYS[i], score, score, 'LIMIT', 0, scan)
-  local k = 0
-  for _, cid in ipairs(found) do
-    if k >= keep then break end
-    if kept(cid) then out[#out + 1] = cid; out[#out + 1] = i; k = k + 1 end
   end
 end
 return out

@@ -80,7 +80,7 @@ async def test_a_failing_conversation_is_parked_shown_and_retried(redis: Redis, 
         assert await redis.llen(ConversationKey(cid).inbox) == 0
         assert len(await _bot_texts(http, session)) > greeted
         assert await (await http.get("/api/conversations", params={"parked": "1"}, headers=AUTH)).json() == \
-            {"conversations": [], "next_before": None}
+            {"conversations": [], "next_before": None, "next_before_id": None}
 
 
 async def test_retry_can_discard_the_event_that_keeps_failing(redis: Redis, redis_url: str) -> None:

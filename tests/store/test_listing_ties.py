@@ -1,7 +1,8 @@
 """Pages of the dashboard's listing with many conversations sharing an activity (the cursor is
-one number: ``before``): under random filters, limits, plans and script budgets, with expired
-conversations and stale entries in other partitions, every matching conversation is listed
-exactly once across the pages, newest first (bot/store/indexes.py ``ConversationIndex._ties``)."""
+the last row, ``before`` and ``before_id``): under random filters, limits, plans and script
+budgets, with expired conversations and stale entries in other partitions, every matching
+conversation is listed exactly once across the pages, newest first, each page at most ``limit``
+rows, however many share an activity (bot/store/partitions.py ``PAGE``)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,17 @@ BOTS = ("demo", "sales", "")
 
 async def _pages(index: ConversationIndex, filters: Filters, search: str | None, limit: int) -> list[tuple[str, float]]:
     got: list[tuple[str, float]] = []
-    before = None
-    for _ in range(1000):  # a listing that never ends fails
-        page = await index.page(filters, search=search, before=before, limit=limit)
+    before: float | None = None
+    before_id: str | None = None
+    for _ in range(2000):  # a listing that never ends fails
+        page = await index.page(filters, search=search, before=before, before_id=before_id, limit=limit)
+        assert len(page.rows) <= limit
         got += [(cid, score) for cid, score, _ in page.rows]
         if page.next_before is None:
             return got
-        assert before is None or page.next_before < before, "the cursor goes down"
-        before = page.next_before
+        assert page.next_before_id is not None
+        assert before is None or (page.next_before, page.next_before_id) < (before, before_id or ""), "goes down"
+        before, before_id = page.next_before, page.next_before_id
     raise AssertionError("the pages never end")
 
 
@@ -80,42 +84,40 @@ async def test_pages_list_each_matching_conversation_once_newest_first_with_many
             assert all(s == float(rows[c]["activity"]) for c, s in got)
 
 
-@pytest.mark.parametrize("plan", ["merge", "score"])
-async def test_ties_the_filter_leaves_out_do_not_take_the_places_of_those_it_keeps(
-        redis: Redis, monkeypatch: pytest.MonkeyPatch, plan: str) -> None:
-    """``_ties`` reads at most ``_TIES`` more conversations than the page's at that activity: the
-    ones the filter leaves out (here idle, ids on either side) counted, and a bot conversation past
-    them was skipped by the next page."""
-    monkeypatch.setattr(indexes, "_TIES", 3)
+@pytest.mark.parametrize(("plan", "budget"), [("merge", 0), ("score", 0), ("merge", 7)])
+async def test_hundreds_of_conversations_with_one_activity_are_each_listed_once_in_pages_of_the_limit(
+        redis: Redis, monkeypatch: pytest.MonkeyPatch, plan: str, budget: int) -> None:
+    """600 conversations share one activity (an import, a broadcast): pages of 50 list each once,
+    none skipped past the 500 a page once took on, and no page is longer than its limit."""
+    if budget:
+        monkeypatch.setattr(indexes, "_BUDGET", budget)
     pipe = redis.pipeline(transaction=False)
-    metas = {**{f"livechat:acc:{p}{n}": ("idle", 5.0) for n in range(6) for p in "ad"},
-             **{f"livechat:acc:b{n}": ("bot", 5.0) for n in range(2)}, "livechat:acc:c": ("bot", 4.0)}
-    for cid, (status, activity) in metas.items():
-        seed(pipe, cid, {"channel": "livechat", "bot": "demo", "status": status, "chat_status": "answered",
-                         "activity": repr(activity), "name": "Ann"})
+    want = [f"livechat:acc:{i:04d}" for i in range(600)]
+    for n, cid in enumerate(want):
+        seed(pipe, cid, {"channel": "livechat", "bot": "demo" if n % 3 else "sales", "status": "human",
+                         "chat_status": "answered", "activity": "5000.25", "name": "Ann"})
+    seed(pipe, "livechat:acc:old", {"channel": "livechat", "bot": "demo", "status": "human",
+                                    "chat_status": "answered", "activity": "4000.5", "name": "Ann"})
     await pipe.execute()
-    got = await _pages(ConversationIndex(redis, plan=plan), Filters(status="bot"), None, 1)
-    assert [cid for cid, _ in got] == ["livechat:acc:b1", "livechat:acc:b0", "livechat:acc:c"]
+    index = ConversationIndex(redis, plan=plan)
+    for filters in (Filters(), Filters(status="human")):
+        got = await _pages(index, filters, None, 50)
+        assert [c for c, _ in got] == [*sorted(want, reverse=True), "livechat:acc:old"], filters
+    found = await _pages(index, Filters(), "ann", 50)
+    assert [c for c, _ in found] == [*sorted(want, reverse=True), "livechat:acc:old"]
 
 
-async def test_a_page_filled_by_a_rounds_ties_reads_them_once(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The round's budget ends at an activity whose ties fill the page: they are not read again."""
-    monkeypatch.setattr(indexes, "_BUDGET", 2)
+async def test_an_older_cursor_of_one_number_lists_what_is_below_it(redis: Redis) -> None:
+    """``before`` without ``before_id`` (a page of an older version, which held every row at its
+    last activity) goes on below that activity."""
     pipe = redis.pipeline(transaction=False)
-    for cid, status in [("livechat:acc:b0", "bot"), ("livechat:acc:b1", "bot"),
-                        *((f"livechat:acc:i{n}", "idle") for n in range(4))]:
-        seed(pipe, cid, {"channel": "livechat", "bot": "demo", "status": status, "chat_status": "answered",
-                         "activity": "5.0", "name": "Ann"})
+    for cid, activity in [("livechat:acc:a", "9.0"), ("livechat:acc:b", "9.0"), ("livechat:acc:c", "8.0")]:
+        seed(pipe, cid, {"channel": "livechat", "bot": "demo", "status": "bot", "chat_status": "answered",
+                         "activity": activity, "name": "Ann"})
     await pipe.execute()
-    index = ConversationIndex(redis, plan="merge")
-    calls = []
-    tie = index._tie
-
-    async def counted(**kwargs: object) -> object:
-        calls.append(kwargs)
-        return await tie(**kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(index, "_tie", counted)
-    page = await index.page(Filters(status="bot"), limit=2)
-    assert [cid for cid, _, _ in page.rows] == ["livechat:acc:b1", "livechat:acc:b0"] and page.next_before == 5.0
-    assert len(calls) == 1
+    for search in (None, "ann"):
+        page = await ConversationIndex(redis).page(Filters(), search=search, before=9.0, limit=5)
+        assert [cid for cid, _, _ in page.rows] == ["livechat:acc:c"] and page.next_before is None
+        page = await ConversationIndex(redis).page(Filters(), search=search, before=9.0, before_id="livechat:acc:b",
+                                                   limit=5)
+        assert [cid for cid, _, _ in page.rows] == ["livechat:acc:a", "livechat:acc:c"]

@@ -255,13 +255,14 @@ async def test_conversations_sharing_a_pages_last_activity_are_not_skipped(
         for search in (None, "ann"):
             for limit in (1, 2, 5):
                 got: list[tuple[str, float]] = []
-                before = None
+                before: float | None = None
+                before_id: str | None = None
                 while True:
-                    page = await index.page(filters, search=search, before=before, limit=limit)
+                    page = await index.page(filters, search=search, before=before, before_id=before_id, limit=limit)
                     got += [(cid, score) for cid, score, _ in page.rows]
                     if page.next_before is None:
                         break
-                    before = page.next_before
+                    before, before_id = page.next_before, page.next_before_id
                 assert sorted(c for c, _ in got) == sorted(want), (filters, search, limit)
                 assert len(got) == len(want) and [s for _, s in got] == sorted((s for _, s in got), reverse=True)
 

@@ -28,6 +28,8 @@
     graphScale: null,    // null: fit the card's width; else the zoom the person chose
     listGen: 0,
     leadTimer: null,
+    resumeTimer: null,
+    sending: false,      // a reply on its way
   };
 
   // ------------------------------------------------------------------ helpers
@@ -131,10 +133,16 @@
     if (S.convES) { S.convES.close(); S.convES = null; }
   }
 
+  /* Resolves true (signed in) or false (the token is refused: signed out); rejects when the
+   * server cannot say (down, its store unreachable: 5xx, 429, no JSON), keeping the token, so a
+   * brief outage does not sign the person out. */
   function signIn(token) {
     S.token = token;
     return fetch("/live/session", { method: "POST", credentials: "same-origin", headers: { "Authorization": "Bearer " + token } })
-      .then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
+      .then(function (r) {
+        if (r.status !== 200 && r.status !== 401 && r.status !== 403) throw new Error("unavailable (" + r.status + ")");
+        return r.json().then(function (b) { return { status: r.status, body: b }; });
+      })
       .then(function (res) {
         if (res.status !== 200) {
           var msg = res.status === 403 ? "This token may not use the support dashboard." : "Unknown token.";
@@ -148,6 +156,15 @@
         S.bots = res.body.bots || []; S.channels = res.body.channels || [];
         return true;
       });
+  }
+
+  /* The stored token at load: signed in again, or, while the server cannot answer, the
+   * sign-in form says so and it is tried again every few seconds (the token kept). */
+  function resume(token) {
+    signIn(token).then(function (ok) { if (ok) start(); }, function () {
+      showSignIn("The server cannot be reached right now; trying again…");
+      S.resumeTimer = setTimeout(function () { if (sessionStorage.getItem(TOKEN_KEY) === token) resume(token); }, 3000);
+    });
   }
 
   function start() {
@@ -188,7 +205,10 @@
     if (f.waiting) p.set("waiting", "1");
     if (f.parked) p.set("parked", "1");
     if (f.q) p.set("q", f.q);
-    if (before) p.set("before", String(before));
+    if (before) {  // the last row of the previous page: the next one starts right after it
+      p.set("before", String(before.at));
+      if (before.id != null) p.set("before_id", before.id);
+    }
     return "/api/conversations?" + p.toString();
   }
 
@@ -199,7 +219,8 @@
       if (gen !== S.listGen || res.status !== 200) return;
       if (!more) { S.rows = {}; $("conversations").replaceChildren(); }
       res.body.conversations.forEach(function (s) { upsertRow(s, false); });
-      S.nextBefore = res.body.next_before;
+      S.nextBefore = res.body.next_before == null ? null
+        : { at: res.body.next_before, id: res.body.next_before_id };
       $("load-more").hidden = !S.nextBefore;
       updateListMeta(res.body.truncated);
     });
@@ -346,17 +367,24 @@
     };
   }
 
-  var reopening = false;
+  /* A stream the server closed (its cookie expired or no longer valid, a proxy's 502) is opened
+   * again after signing in again. Both streams close together (a restart): each waiting stream
+   * is reopened by the one sign-in (the conversation's used to be dropped, its transcript then
+   * silent while the list went on). */
+  var reopens = null;  // while signing in again: the streams to reopen, and whether the list reloads
   function reopenAfterSignIn(reopen, reloadList) {
-    if (reopening || !S.token) return;
-    reopening = true;
-    setTimeout(function () {
+    if (!S.token) return;
+    if (reopens) { reopens.calls.push(reopen); reopens.reload = reopens.reload || reloadList; return; }
+    reopens = { calls: [reopen], reload: reloadList };
+    setTimeout(function again() {
+      if (!S.token) { reopens = null; return; }  // signed out meanwhile
       signIn(S.token).then(function (ok) {
-        reopening = false;
+        var done = reopens;
+        reopens = null;
         if (!ok) return;
-        reopen();
-        if (reloadList) loadList(false);
-      }, function () { reopening = false; setTimeout(function () { reopenAfterSignIn(reopen, reloadList); }, 2000); });
+        done.calls.forEach(function (call) { call(); });
+        if (done.reload) loadList(false);
+      }, function () { setTimeout(again, 2000); });
     }, 1000);
   }
 
@@ -949,10 +977,18 @@
   }
 
   // ------------------------------------------------------------------ actions
+  var acting = {};  // "<cid> <path>" -> an action on its way: a double click sends it once
   function act(path, body, okText) {
     var cid = S.selected;
     if (!cid) return Promise.resolve();
-    return api("POST", "/api/conversations/" + encodeURIComponent(cid) + path, body).then(function (res) {
+    var key = cid + " " + path;
+    if (acting[key]) return Promise.resolve(null);
+    acting[key] = true;
+    var free = function (res) { delete acting[key]; return res; };
+    return api("POST", "/api/conversations/" + encodeURIComponent(cid) + path, body).then(free, function (err) {
+      free(null);
+      throw err;
+    }).then(function (res) {
       if (res.status >= 200 && res.status < 300) { if (okText) notice(okText, "ok"); return res; }
       if (res.status === 409) {
         var owner = res.body && res.body.error && res.body.error.details && res.body.error.details[0] ? res.body.error.details[0].owner : null;
@@ -974,7 +1010,8 @@
     var running = d && d.run && (d.run.status === "running" || d.run.status === "waiting");
     if (step || !held || !running) {  // no bot to answer it: the release line says it is left unanswered
       act("/release", step ? { step: step } : {}, step ? "Handed back: the bot continues at “" + step + "”." :
-        "Handed back: the bot continues where it was.").then(done);
+        running ? "Handed back: the bot continues where it was." :
+        "Handed back, but no bot is running: start one, or the customer gets no answer.").then(done);
       return;
     }
     askConfirm("handback", contactName(d) + " wrote “" + (held.text || (typeof held.payload === "string" ? held.payload : "a button")) +
@@ -1012,7 +1049,11 @@
       e.preventDefault();
       var token = $("token").value.trim();
       if (!token) return;
-      signIn(token).then(function (ok) { if (ok) { $("token").value = ""; start(); } });
+      clearTimeout(S.resumeTimer);
+      signIn(token).then(function (ok) { if (ok) { $("token").value = ""; start(); } }, function () {
+        S.token = null;
+        showSignIn("The server cannot be reached right now. Try again in a moment.");
+      });
     });
     $("signout").addEventListener("click", function () {
       fetch("/live/session", { method: "DELETE", credentials: "same-origin" }).finally(function () { signedOut(null); });
@@ -1081,12 +1122,20 @@
     $("composer").addEventListener("submit", function (e) {
       e.preventDefault();
       var box = $("reply"), text = box.value;
-      if (!text.trim() || box.disabled) return;
+      // one send at a time: Enter again while the first is on its way (a slow server) sent the
+      // reply twice (requestSubmit submits whether or not the button is disabled)
+      if (!text.trim() || box.disabled || S.sending) return;
+      S.sending = true;
       $("btn-send").disabled = true;
-      act("/messages", { text: text }).then(function (res) {
+      var sent = function (res) {
+        S.sending = false;
         $("btn-send").disabled = !mine(S.detail);
-        if (res && res.status === 202) { box.value = ""; notice(null); }
+        if (res && res.status === 202 && box.value === text) { box.value = ""; notice(null); }
         box.focus();
+      };
+      act("/messages", { text: text }).then(sent, function () {
+        sent(null);
+        notice("The reply could not be sent (no connection); it is still in the box.", "error");
       });
     });
     $("reply").addEventListener("keydown", function (e) {
@@ -1115,7 +1164,7 @@
     bind();
     var token = sessionStorage.getItem(TOKEN_KEY);
     if (token) {
-      signIn(token).then(function (ok) { if (ok) start(); });
+      resume(token);
     } else {
       showSignIn(null);
     }
