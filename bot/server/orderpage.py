@@ -35,7 +35,8 @@ routes = web.RouteTableDef()
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_=.-]{1,512}$")
 _KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-#: Form fields a submit may carry (a quantity per product, the key): more is not one of our forms.
+#: Form fields a submit may carry beyond one per product of the catalogue (a browser posts every
+#: quantity field, the empty ones too, and the key): more is not one of our forms.
 MAX_FIELDS = 1000
 MAX_QTY = 999
 
@@ -136,6 +137,14 @@ def _quantities(posted: MultiDictProxy[Any]) -> tuple[list[tuple[str, int]], dic
     return None if bad else (items, values)
 
 
+async def _form_of(request: web.Request, fields: int) -> MultiDictProxy[Any]:
+    """The posted form, up to ``fields`` fields: aiohttp's own cap (1,000 fields, since 3.13)
+    would refuse the form of a catalogue of a thousand products, which posts a field for each."""
+    if hasattr(request, "client_max_fields"):
+        request = request.clone(client_max_fields=fields)  # type: ignore[call-arg,unused-ignore]
+    return await request.post()
+
+
 @routes.post("/order/{token}")
 async def submit(request: web.Request) -> web.Response:
     limits = request.app[LIMITS]
@@ -148,13 +157,17 @@ async def submit(request: web.Request) -> web.Response:
         return opened
     found, catalogue = opened
     t = TEXT[language_of(catalogue.language)]
+    fields = MAX_FIELDS + len(catalogue.products)
     try:
-        posted = await request.post()
+        posted = await _form_of(request, fields)
     except ValueError:  # not a form (a wrong content type, a broken body)
         log.warning("order_page.bad_form", extra={"link": found.link_id})
         return _form(request, catalogue, status=400, error=t["bad_qty"])
+    except web.HTTPRequestEntityTooLarge:  # over the body's size or the fields a form of ours has
+        log.warning("order_page.bad_form", extra={"link": found.link_id, "reason": "too_large"})
+        return _form(request, catalogue, status=413, error=t["bad_qty"])
     key = str(posted.get("key") or "")
-    parsed = _quantities(posted) if len(posted) <= MAX_FIELDS else None
+    parsed = _quantities(posted) if len(posted) <= fields else None
     if parsed is None:
         log.warning("order_page.bad_quantity", extra={"link": found.link_id})
         return _form(request, catalogue, status=422, error=t["bad_qty"], key=key if _KEY.match(key) else None)
