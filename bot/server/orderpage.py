@@ -21,10 +21,11 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from ..errors import ShopError, ShopRejected
+from ..errors import PricesChanged, ShopError, ShopRejected
 from ..runtime.orderlinks import OrderLinks, Resolved
 from ..runtime.shop import CustomerCatalogue, Shop
-from ..shop.prices import digits, format_money, to_minor
+from ..shop.prices import digits, format_money, is_currency, to_minor
+from ..shop.products import is_sku
 from .keys import LIMITS, SERVICES
 from .orderpage_text import TEXT, accepted_language, language_of
 from .orderpage_view import render
@@ -101,11 +102,34 @@ def _discount(catalogue: CustomerCatalogue, lang: str) -> str:
     return TEXT[lang]["discount"].format(discount=shown)
 
 
+def _shown_field(catalogue: CustomerCatalogue) -> str:
+    """The prices the page shows, sent back with the form (``EUR tea=3195 cup=5``): an order is
+    placed only at the prices the customer saw (``Shop.place_order(shown=…)``)."""
+    if not catalogue.currency:
+        return ""
+    return " ".join([catalogue.currency, *(f"{p.sku}={p.unit_price}" for p in catalogue.products)])
+
+
+def _shown(raw: object) -> tuple[str, dict[str, int]] | None:
+    """The form's ``shown`` field read back; None when it is missing or not ours (an old or
+    hand-made form: its order is priced by the server, unchecked)."""
+    parts = raw.split() if isinstance(raw, str) else []
+    if not parts or not is_currency(parts[0]):
+        return None
+    prices: dict[str, int] = {}
+    for part in parts[1:]:
+        sku, _, minor = part.partition("=")
+        if not is_sku(sku) or not (minor.isascii() and minor.isdigit()) or len(minor) > 18:
+            return None
+        prices[sku] = int(minor)
+    return parts[0], prices
+
+
 def _form(request: web.Request, catalogue: CustomerCatalogue, *, status: int = 200, error: str = "",
           values: dict[str, str] | None = None, key: str | None = None) -> web.Response:
     lang = language_of(catalogue.language)
-    return render(status, kind="form", lang=lang, title=TEXT[lang]["title"], t=TEXT[lang],
-                  products=_products(catalogue) if catalogue.currency else [], error=error,
+    return render(status, kind="form", lang=lang, title=TEXT[lang]["title"], t=TEXT[lang], error=error,
+                  shown=_shown_field(catalogue), products=_products(catalogue) if catalogue.currency else [],
                   discount=_discount(catalogue, lang), values=values or {}, key=key or secrets.token_urlsafe(12),
                   currency=catalogue.currency or "", digits=digits(catalogue.currency) if catalogue.currency else 0)
 
@@ -179,7 +203,11 @@ async def submit(request: web.Request) -> web.Response:
         key = secrets.token_urlsafe(12)
     try:
         order = await request.app[SERVICES].shop.place_order(found.customer_id, items, source="order_link",
-                                       key=f"link:{found.link_id}:{key}")
+                                       key=f"link:{found.link_id}:{key}", shown=_shown(posted.get("shown")))
+    except PricesChanged as exc:  # the page again with today's prices; the same key orders it once
+        log.warning("order_page.prices_changed", extra={"link": found.link_id, "error": str(exc)})
+        fresh = await _services(request)[1].catalogue_for(found.customer_id)
+        return _form(request, fresh, status=409, error=t["changed"], values=values, key=key)
     except ShopRejected as exc:
         log.warning("order_page.rejected", extra={"link": found.link_id, "error": str(exc)})
         return _form(request, catalogue, status=422, error=f"{t['refused']} {exc}", values=values, key=key)
