@@ -40,6 +40,8 @@ _KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 #: quantity field, the empty ones too, and the key): more is not one of our forms.
 MAX_FIELDS = 1000
 MAX_QTY = 999
+#: What a form is posted as (a body of any other type is not one of our forms: a 400 page).
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "")
 
 
 def _services(request: web.Request) -> tuple[OrderLinks, Shop]:
@@ -164,6 +166,8 @@ def _quantities(posted: MultiDictProxy[Any]) -> tuple[list[tuple[str, int]], dic
 async def _form_of(request: web.Request, fields: int) -> MultiDictProxy[Any]:
     """The posted form, up to ``fields`` fields: aiohttp's own cap (1,000 fields, since 3.13)
     would refuse the form of a catalogue of a thousand products, which posts a field for each."""
+    if request.content_type not in FORM_TYPES:  # aiohttp reads any other body as an empty form
+        raise ValueError(f"not a form: {request.content_type[:80]}")
     if hasattr(request, "client_max_fields"):
         request = request.clone(client_max_fields=fields)  # type: ignore[call-arg,unused-ignore]
     return await request.post()

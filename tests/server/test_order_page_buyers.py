@@ -53,3 +53,12 @@ async def test_a_price_or_currency_changed_after_the_page_was_opened_is_not_orde
     r = await app.http.post(page, data=form)
     assert r.status == 409 and "Prices have changed" in await r.text()
     assert await app.services.shop.order_counts([cid]) == {cid: 1}
+
+
+async def test_a_body_that_is_not_a_form_is_a_400_page_not_an_empty_cart(app: App) -> None:
+    cid = await customer(app, currency="TRY")
+    page = path_of((await link(app, cid))["url"])
+    for body, content_type in [(b'{"q:tea": 1}', "application/json"), (b"q:tea=1", "text/plain")]:
+        r = await app.http.post(page, data=body, headers={"Content-Type": content_type})
+        assert r.status == 400 and "Quantities are whole numbers" in await r.text(), content_type
+    assert await app.services.shop.order_counts([cid]) == {cid: 0}
