@@ -162,3 +162,8 @@ class ShopRejected(ShopError):
 
 class ShopNotFound(ShopRejected):
     """The product, order or customer named does not exist (HTTP 404)."""
+
+
+class PricesChanged(ShopRejected):
+    """The prices (or the currency) a customer was shown are not the catalogue's any more: nothing
+    is ordered at a price they did not see (the quick-order page shows the new ones)."""

@@ -149,9 +149,12 @@ class Shop:
 
     # ------------------------------------------------------------------ orders
     async def place_order(self, customer_id: str, items: list[tuple[str, int]], *, source: str,
-                          lead_id: str | None = None, key: str | None = None, by: str | None = None) -> dict[str, Any]:
+                          lead_id: str | None = None, key: str | None = None, by: str | None = None,
+                          shown: tuple[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
         """Make an order at the customer's prices now; the order as the API shows it. With
-        ``key`` (an idempotency key of this customer, kept 7 days) a retry returns the same order."""
+        ``key`` (an idempotency key of this customer, kept 7 days) a retry returns the same order.
+        ``shown``: the currency and unit prices (minor units) the customer saw; ``PricesChanged``
+        when the order's differ (checked against the very prices the order is made with)."""
         if key is not None:
             known = await self.store.keyed(customer_id, key)
             if known is not None:  # a retry: what followed the first try is in the outbox until done
@@ -164,6 +167,8 @@ class Shop:
         language = str(card.get("language") or "en")
         discount = card.get("discount") or 0
         lines = rules.price_lines(lines_wanted, products, currency, discount, language)
+        if shown is not None:
+            rules.check_shown(lines, currency, *shown)
         lead = await self._lead_for(customer_id, lead_id)
         number = await self.store.next_number()
         order = rules.new_order(id_=str(number), number=number, customer=customer_id, lead=lead, lines=lines,

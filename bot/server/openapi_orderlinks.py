@@ -41,8 +41,10 @@ def paths(op: Json, json_: Json, p: Json, error: dict[str, Any], html: dict[str,
             "get": op("The quick-order page: the customer's products and prices, a cart",
                       {"200": html, "404": html, "410": html, "429": html}, params=[p("token")]),
             "post": op("Place the order of the quick-order page (form-encoded); once per submit key",
-                       {"200": html, "400": html, "404": html, "410": html, "422": html, "429": html},
-                       body={"description": "application/x-www-form-urlencoded: key, q:<sku>=<quantity>"},
+                       {"200": html, "400": html, "404": html, "409": html, "410": html, "413": html, "422": html,
+                        "429": html},
+                       body={"description": "application/x-www-form-urlencoded: key, shown (the prices shown), "
+                                            "q:<sku>=<quantity>"},
                        params=[p("token")]),
         },
     }

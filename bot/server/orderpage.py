@@ -21,10 +21,11 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from ..errors import ShopError, ShopRejected
+from ..errors import PricesChanged, ShopError, ShopRejected
 from ..runtime.orderlinks import OrderLinks, Resolved
 from ..runtime.shop import CustomerCatalogue, Shop
-from ..shop.prices import digits, format_money, to_minor
+from ..shop.prices import digits, format_money, is_currency, to_minor
+from ..shop.products import is_sku
 from .keys import LIMITS, SERVICES
 from .orderpage_text import TEXT, accepted_language, language_of
 from .orderpage_view import render
@@ -35,9 +36,12 @@ routes = web.RouteTableDef()
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_=.-]{1,512}$")
 _KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-#: Form fields a submit may carry (a quantity per product, the key): more is not one of our forms.
+#: Form fields a submit may carry beyond one per product of the catalogue (a browser posts every
+#: quantity field, the empty ones too, and the key): more is not one of our forms.
 MAX_FIELDS = 1000
 MAX_QTY = 999
+#: What a form is posted as (a body of any other type is not one of our forms: a 400 page).
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "")
 
 
 def _services(request: web.Request) -> tuple[OrderLinks, Shop]:
@@ -100,11 +104,34 @@ def _discount(catalogue: CustomerCatalogue, lang: str) -> str:
     return TEXT[lang]["discount"].format(discount=shown)
 
 
+def _shown_field(catalogue: CustomerCatalogue) -> str:
+    """The prices the page shows, sent back with the form (``EUR tea=3195 cup=5``): an order is
+    placed only at the prices the customer saw (``Shop.place_order(shown=…)``)."""
+    if not catalogue.currency:
+        return ""
+    return " ".join([catalogue.currency, *(f"{p.sku}={p.unit_price}" for p in catalogue.products)])
+
+
+def _shown(raw: object) -> tuple[str, dict[str, int]] | None:
+    """The form's ``shown`` field read back; None when it is missing or not ours (an old or
+    hand-made form: its order is priced by the server, unchecked)."""
+    parts = raw.split() if isinstance(raw, str) else []
+    if not parts or not is_currency(parts[0]):
+        return None
+    prices: dict[str, int] = {}
+    for part in parts[1:]:
+        sku, _, minor = part.partition("=")
+        if not is_sku(sku) or not (minor.isascii() and minor.isdigit()) or len(minor) > 18:
+            return None
+        prices[sku] = int(minor)
+    return parts[0], prices
+
+
 def _form(request: web.Request, catalogue: CustomerCatalogue, *, status: int = 200, error: str = "",
           values: dict[str, str] | None = None, key: str | None = None) -> web.Response:
     lang = language_of(catalogue.language)
-    return render(status, kind="form", lang=lang, title=TEXT[lang]["title"], t=TEXT[lang],
-                  products=_products(catalogue) if catalogue.currency else [], error=error,
+    return render(status, kind="form", lang=lang, title=TEXT[lang]["title"], t=TEXT[lang], error=error,
+                  shown=_shown_field(catalogue), products=_products(catalogue) if catalogue.currency else [],
                   discount=_discount(catalogue, lang), values=values or {}, key=key or secrets.token_urlsafe(12),
                   currency=catalogue.currency or "", digits=digits(catalogue.currency) if catalogue.currency else 0)
 
@@ -136,6 +163,16 @@ def _quantities(posted: MultiDictProxy[Any]) -> tuple[list[tuple[str, int]], dic
     return None if bad else (items, values)
 
 
+async def _form_of(request: web.Request, fields: int) -> MultiDictProxy[Any]:
+    """The posted form, up to ``fields`` fields: aiohttp's own cap (1,000 fields, since 3.13)
+    would refuse the form of a catalogue of a thousand products, which posts a field for each."""
+    if request.content_type not in FORM_TYPES:  # aiohttp reads any other body as an empty form
+        raise ValueError(f"not a form: {request.content_type[:80]}")
+    if hasattr(request, "client_max_fields"):
+        request = request.clone(client_max_fields=fields)  # type: ignore[call-arg,unused-ignore]
+    return await request.post()
+
+
 @routes.post("/order/{token}")
 async def submit(request: web.Request) -> web.Response:
     limits = request.app[LIMITS]
@@ -148,13 +185,17 @@ async def submit(request: web.Request) -> web.Response:
         return opened
     found, catalogue = opened
     t = TEXT[language_of(catalogue.language)]
+    fields = MAX_FIELDS + len(catalogue.products)
     try:
-        posted = await request.post()
+        posted = await _form_of(request, fields)
     except ValueError:  # not a form (a wrong content type, a broken body)
         log.warning("order_page.bad_form", extra={"link": found.link_id})
         return _form(request, catalogue, status=400, error=t["bad_qty"])
+    except web.HTTPRequestEntityTooLarge:  # over the body's size or the fields a form of ours has
+        log.warning("order_page.bad_form", extra={"link": found.link_id, "reason": "too_large"})
+        return _form(request, catalogue, status=413, error=t["bad_qty"])
     key = str(posted.get("key") or "")
-    parsed = _quantities(posted) if len(posted) <= MAX_FIELDS else None
+    parsed = _quantities(posted) if len(posted) <= fields else None
     if parsed is None:
         log.warning("order_page.bad_quantity", extra={"link": found.link_id})
         return _form(request, catalogue, status=422, error=t["bad_qty"], key=key if _KEY.match(key) else None)
@@ -166,7 +207,11 @@ async def submit(request: web.Request) -> web.Response:
         key = secrets.token_urlsafe(12)
     try:
         order = await request.app[SERVICES].shop.place_order(found.customer_id, items, source="order_link",
-                                       key=f"link:{found.link_id}:{key}")
+                                       key=f"link:{found.link_id}:{key}", shown=_shown(posted.get("shown")))
+    except PricesChanged as exc:  # the page again with today's prices; the same key orders it once
+        log.warning("order_page.prices_changed", extra={"link": found.link_id, "error": str(exc)})
+        fresh = await _services(request)[1].catalogue_for(found.customer_id)
+        return _form(request, fresh, status=409, error=t["changed"], values=values, key=key)
     except ShopRejected as exc:
         log.warning("order_page.rejected", extra={"link": found.link_id, "error": str(exc)})
         return _form(request, catalogue, status=422, error=f"{t['refused']} {exc}", values=values, key=key)

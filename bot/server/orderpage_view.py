@@ -74,6 +74,7 @@ td{padding:.5rem .7rem;border-bottom:1px solid #eef0f3}td.n{text-align:right;whi
 <form method="post" id="order-form" data-currency="{{ currency }}" data-digits="{{ digits }}" data-lang="{{ lang }}"
  data-less="{{ t.less }}" data-more="{{ t.more }}">
 <input type="hidden" name="key" value="{{ key }}">
+<input type="hidden" name="shown" value="{{ shown }}">
 <ul class="products">
 {% for p in products %}
 <li class="product">

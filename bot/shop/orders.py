@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ShopNotFound, ShopRejected
+from ..errors import PricesChanged, ShopNotFound, ShopRejected
 from .prices import to_major, total, unit_price
 from .products import is_sku, localised
 
@@ -79,6 +79,19 @@ def price_lines(items: Sequence[tuple[str, int]], products: Mapping[str, Mapping
         lines.append({"sku": sku, "name": localised(product["name"], language) or sku, "qty": qty,
                       "base_price": base, "unit_price": unit, "total": unit * qty})
     return lines
+
+
+def check_shown(lines: Sequence[Mapping[str, Any]], currency: str, shown_currency: str,
+                shown: Mapping[str, int]) -> None:
+    """``PricesChanged`` unless every line's unit price is the one the customer was shown (minor
+    units of ``shown_currency``): a price, a discount or the currency changed since the page was
+    read must not be ordered unseen. A line the customer was shown no price of is not checked."""
+    if shown_currency != currency:
+        raise PricesChanged(f"prices are now in {currency}, not {shown_currency}")
+    for line in lines:
+        seen = shown.get(line["sku"])
+        if seen is not None and seen != line["unit_price"]:
+            raise PricesChanged(f"the price of {line['sku']} has changed")
 
 
 def new_order(*, id_: str, number: int, customer: str, lead: str | None, lines: list[dict[str, Any]],

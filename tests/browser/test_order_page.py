@@ -111,3 +111,39 @@ async def test_without_javascript_the_page_is_a_form_that_orders(chromium_execut
                 raise
             finally:
                 await browser.close()
+
+
+async def test_a_price_changed_while_the_page_is_open_is_shown_before_anything_is_ordered(
+        chromium_executable: str, artifacts: Path, redis: Any, redis_url: str) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    async with running_app(redis_url) as app:
+        cid, url = await _shop(app)
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium_executable, headless=True, args=CHROMIUM_ARGS)
+            page = None
+            try:
+                context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+                page = await context.new_page()
+                await page.goto(url)
+                await page.get_by_role("button", name="Uno más: Té").tap()
+                await page.get_by_role("button", name="Uno más: Té").tap()
+                await expect(page.locator("#cart-total")).to_have_text(re.compile(r"5,60\s€"))  # 2 × 2.80
+                await app.services.shop.put_product("tea", {"name": {"en": "Tea", "es": "Té"},
+                                                            "prices": {"EUR": 5}})  # the seller raises it
+                await page.get_by_role("button", name="Hacer el pedido").tap()
+                await expect(page.get_by_role("alert")).to_contain_text("Los precios han cambiado")
+                assert await app.services.shop.order_counts([cid]) == {cid: 0}
+                await expect(page.locator("input[name='q:tea']")).to_have_value("2")  # the cart is kept
+                await expect(page.locator("#cart-total")).to_have_text(re.compile(r"8,00\s€"))  # 2 × 4.00
+                await page.get_by_role("button", name="Hacer el pedido").tap()
+                await expect(page.get_by_role("heading", name="¡Gracias!")).to_be_visible()
+                await expect(page.locator("#total")).to_have_text(re.compile(r"8,00\s€"))
+                assert await app.services.shop.order_counts([cid]) == {cid: 1}
+            except BaseException:
+                if page is not None:
+                    await page.screenshot(path=str(artifacts / "FAILED-test_a_price_changed.png"), full_page=True)
+                raise
+            finally:
+                await browser.close()
