@@ -1,6 +1,6 @@
 """Orders: their lines and prices, statuses and the moves between them, payment, tracking, and
 the events each change emits (``order.created``, ``order.paid``, ``order.tracking_added``,
-``order.shipment_changed``, ``order.cancelled``).
+``order.shipment_changed``, ``order.shipment_approved``, ``order.cancelled``).
 
 An order keeps the prices it was made with: its lines hold the base and unit prices of that
 moment, in minor units. Statuses go forward (``new`` → ``confirmed`` → ``in_production`` →
@@ -23,6 +23,7 @@ from .products import is_sku, localised
 
 FLOW = ("new", "confirmed", "in_production", "shipped", "delivered")
 CANCELLED = "cancelled"
+CONFIRMED = "confirmed"
 STATUSES = (*FLOW, CANCELLED)
 PAYMENTS = ("unpaid", "paid")
 PATCH_FIELDS = frozenset({"status", "payment", "tracking"})
@@ -146,8 +147,10 @@ def change(order: Mapping[str, Any], patch: Mapping[str, Any], *, by: str,
         if not can_move(order["status"], status):
             raise ShopRejected(f"an order {order['status']} cannot become {status}")
         new["status"] = status
-        events.append(OrderEvent("order.cancelled" if status == CANCELLED else "order.shipment_changed",
-                                 {"from": order["status"], "to": status}))
+        moved = {"from": order["status"], "to": status}
+        events.append(OrderEvent("order.cancelled" if status == CANCELLED else "order.shipment_changed", moved))
+        if status == CONFIRMED:  # the seller approved it: Kommo's "shipment approved"
+            events.append(OrderEvent("order.shipment_approved", moved))
         history.append({"field": "status", "from": order["status"], "to": status})
     payment = patch.get("payment", order["payment"])
     if payment != order["payment"]:

@@ -120,7 +120,8 @@ async def test_a_follow_up_done_but_not_cleared_is_redone_and_its_events_count_o
         assert failed and await _pending(redis) == (1, 1)
         assert await svc.shop.sweep(grace=0) == 1
         await svc.leads.idle()
-        assert await _order_events(api, order["lead"]) == ["order.created", "order.shipment_changed", "order.paid"]
+        assert await _order_events(api, order["lead"]) == ["order.created", "order.shipment_changed",
+                                                                "order.shipment_approved", "order.paid"]
         assert (await _lead(api, order["lead"]))["contacts"][0].get("score") == 20  # paid once, counted once
         assert await _pending(redis) == (0, 0)
 
