@@ -209,6 +209,9 @@ def test_a_file_whose_server_or_crm_is_not_a_table_is_refused_with_a_clear_error
     ("transcript_max", 0), ("transcript_max", -3), ("conversation_ttl_days", 0), ("outbox_max_attempts", 0),
     ("lock_ttl", 0), ("lock_ttl", float("nan")), ("lock_ttl", float("inf")), ("shutdown_grace", -1),
     ("shutdown_grace", float("nan")),
+    ("timer_poll_interval", float("inf")), ("timer_claim_ttl", float("inf")),
+    ("timer_worker_dead_after", float("inf")), ("redis_pool_timeout", float("inf")),
+    ("shutdown_grace", float("inf")),
 ])
 def test_a_count_or_duration_that_cannot_work_is_refused_at_start(key: str, value: object) -> None:
     """A transcript of 0 entries, a lock that expires at once, a TTL of no days: the start says so
