@@ -251,7 +251,7 @@ class Config(_Frozen):
     #: Above this share of Redis's maxmemory, new conversations are refused (503).
     memory_high_water: float = Field(0.9, gt=0, le=1)
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(8080, ge=0, le=65535)  # 0: any free port (tests); bot.config.PORTS
     public_url: str | None = None
     admin_token: SecretStr | None = None
     tokens: list[Annotated[TokenConfig, DEFERRED]] = []
