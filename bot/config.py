@@ -65,25 +65,28 @@ class ConfigError(SalesbotError):
 
 #: Root values the plain start takes without pydantic, each in the one form whose validation is
 #: known: a str (exactly ``str``) kept as it is (``str`` fields), digits read as an ``int``, a non-empty str as a
-#: ``Path``. tests/test_config.py checks that these fields are of that type with no constraint and
-#: that the values read as the validated ``Config``'s; any other key or form goes to the models.
+#: ``Path``. tests/test_config.py checks that these fields are of that type with no constraint (but
+#: ``port``'s range, ``PORTS``) and that the values read as the validated ``Config``'s; any other key
+#: or form goes to the models.
 PLAIN: dict[str, type] = {
     "redis_url": str, "host": str, "public_url": str, "log_level": str, "port": int,
     "data_dir": Path, "flows_dir": Path, "automations_dir": Path,
 }
-_DIGITS = re.compile(r"0|[1-9][0-9]{0,17}")
+_DIGITS = re.compile(r"0|[1-9][0-9]{0,4}")
+#: The ``int`` values the plain start takes (``port``'s range in ``Config``); any other: the models.
+PORTS = range(65536)
 
 
 def _plain(kind: type, value: object) -> object:
     """``value`` as validation would leave it in a ``kind`` field, or ``_NOT_PLAIN``."""
     if type(value) is int:  # exactly: a bool is validated by the models
-        return value if kind is int else _NOT_PLAIN
+        return value if kind is int and value in PORTS else _NOT_PLAIN
     if not isinstance(value, str) or type(value) is not str:  # a subclass: validation gives a plain str
         return _NOT_PLAIN
     if kind is str:
         return value
     if kind is int:
-        return int(value) if _DIGITS.fullmatch(value) else _NOT_PLAIN
+        return int(value) if _DIGITS.fullmatch(value) and int(value) in PORTS else _NOT_PLAIN
     return Path(value) if kind is Path and value else _NOT_PLAIN
 
 

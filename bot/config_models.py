@@ -274,7 +274,7 @@ class Config(_Frozen):
     #: Above this share of Redis's maxmemory, new conversations are refused (503).
     memory_high_water: float = Field(0.9, gt=0, le=1)
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(8080, ge=0, le=65535)  # 0: any free port (tests); bot.config.PORTS
     public_url: str | None = None
     admin_token: SecretStr | None = None
     tokens: list[Annotated[TokenConfig, DEFERRED]] = []
@@ -282,14 +282,14 @@ class Config(_Frozen):
     automations_dir: Path = Path("automations")  # *.json automation documents uploaded at start
     accounts: dict[str, Annotated[AccountConfig, DEFERRED]] = {}
     timer_shards: int = Field(16, ge=1)
-    timer_poll_interval: float = Field(0.25, gt=0)
+    timer_poll_interval: float = Field(0.25, gt=0, allow_inf_nan=False)
     #: The most a due timer waits to start with others when many fall due (bot/runtime/timerloop.py).
     timer_coalesce: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
     #: A worker silent (no heartbeat, sent every third of it) this long is dead: another takes over
     #: its timer claims. At least 1 s: an event loop busy for a moment must not look dead.
-    timer_worker_dead_after: float = Field(3.0, ge=1)
+    timer_worker_dead_after: float = Field(3.0, ge=1, allow_inf_nan=False)
     #: A timer claim not acknowledged this long after it fell due (a failed delivery) is offered again.
-    timer_claim_ttl: float = Field(30.0, ge=1)
+    timer_claim_ttl: float = Field(30.0, ge=1, allow_inf_nan=False)
     lock_ttl: float = Field(30.0, gt=0, allow_inf_nan=False)
     conversation_ttl_days: int = Field(90, ge=1)
     #: Entries a transcript keeps (the oldest go): at least 1, the save's trim keeps the newest so many.
@@ -297,7 +297,7 @@ class Config(_Frozen):
     outbox_max_attempts: int = Field(8, ge=1)
     park_after: int = Field(5, ge=1)  # failed batches in a row before a conversation is parked
     redis_max_connections: int = Field(64, ge=2)  # redis-py pool; more concurrent callers wait …
-    redis_pool_timeout: float = Field(10.0, gt=0)  # … this long for a free connection, then fail
+    redis_pool_timeout: float = Field(10.0, gt=0, allow_inf_nan=False)  # … this long for a free connection, then fail
     shutdown_grace: float = Field(10.0, ge=0, allow_inf_nan=False)
     log_level: str = "INFO"
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"  # auto: uvloop when installed

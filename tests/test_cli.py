@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -294,3 +295,20 @@ def test_push_skips_a_json_schema_as_validate_does() -> None:
     assert main(["flows", "push", str(ROOT / "flows" / "schema.json"), "--server", "http://127.0.0.1:9",
                  "--token", "t"], out=out) == 0
     assert "skipped: a JSON Schema" in out.getvalue()
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("redis://:pw-supersecret@127.0.0.1:1/0", "redis_url: Error 111 connecting to 127.0.0.1:1"),
+    ("bogus://:pw-supersecret@127.0.0.1:1/0", "redis_url: Redis URL must specify one of the following schemes"),
+])
+def test_an_unreachable_or_unreadable_redis_url_is_one_line_without_its_password(
+        tmp_path: Path, url: str, says: str) -> None:
+    """Before: an 80-line traceback (exit 1) from the start's first Redis call."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOT_")}
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "serve", "--port", "0", "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, encoding="utf-8", timeout=120, cwd=tmp_path,
+                          env={**env, "SALESBOT_REDIS_URL": url, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1
+    assert says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "supersecret" not in done.stderr + done.stdout

@@ -13,11 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import annotated_types
 import pytest
 from pydantic import BaseModel, ValidationError
 
 from bot import config_models
-from bot.config import _ENV_KEYS, PLAIN, Config, ConfigError, ConfigView, load_config
+from bot.config import _ENV_KEYS, PLAIN, PORTS, Config, ConfigError, ConfigView, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("embedded_crm", "smtp", "actions", "meta_conversions", "crm", "limits", "events", "automations", "shop")
@@ -143,7 +144,8 @@ def test_what_is_not_plain_is_validated_by_the_models() -> None:
 def test_the_plain_values_are_those_of_fields_of_their_type_without_constraints() -> None:
     for key, kind in PLAIN.items():
         field = Config.model_fields[key]
-        assert field.annotation in (kind, kind | None) and field.metadata == [], key
+        bounds = [annotated_types.Ge(PORTS.start), annotated_types.Le(PORTS.stop - 1)] if key == "port" else []
+        assert field.annotation in (kind, kind | None) and field.metadata == bounds, key
     checked = {name for d in Config.__pydantic_decorators__.field_validators.values() for name in d.info.fields}
     assert checked.isdisjoint(PLAIN)  # no validator of its own either
 
@@ -209,6 +211,9 @@ def test_a_file_whose_server_or_crm_is_not_a_table_is_refused_with_a_clear_error
     ("transcript_max", 0), ("transcript_max", -3), ("conversation_ttl_days", 0), ("outbox_max_attempts", 0),
     ("lock_ttl", 0), ("lock_ttl", float("nan")), ("lock_ttl", float("inf")), ("shutdown_grace", -1),
     ("shutdown_grace", float("nan")),
+    ("timer_poll_interval", float("inf")), ("timer_claim_ttl", float("inf")),
+    ("timer_worker_dead_after", float("inf")), ("redis_pool_timeout", float("inf")),
+    ("shutdown_grace", float("inf")),
 ])
 def test_a_count_or_duration_that_cannot_work_is_refused_at_start(key: str, value: object) -> None:
     """A transcript of 0 entries, a lock that expires at once, a TTL of no days: the start says so
@@ -216,3 +221,12 @@ def test_a_count_or_duration_that_cannot_work_is_refused_at_start(key: str, valu
     with pytest.raises(ConfigError, match=rf"^invalid configuration: {key}: "):
         load_config(None, env={}, overrides={key: value})
     assert getattr(load_config(None, env={}, overrides={key: 1}), key) == 1
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", 70000, -1])
+def test_a_port_no_socket_can_have_is_refused_at_start(port: object) -> None:
+    """``SALESBOT_PORT=99999`` (or ``-1``) started and printed a listening address on that port."""
+    env = {"SALESBOT_PORT": port} if isinstance(port, str) else {}
+    with pytest.raises(ConfigError, match=r"^invalid configuration: port: "):
+        load_config(None, env=env, overrides={} if env else {"port": port})
+    assert load_config(None, env={"SALESBOT_PORT": "65535"}).port == 65535

@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from .. import logs
 from ..config import ConfigError, load_config
@@ -71,6 +72,13 @@ async def _serve(config: Config, role: str, out: TextIO) -> int:
         await runner.setup()
     except EmbeddedRedisError as exc:  # e.g. another server owns the data dir: one clear line
         sys.stderr.write(f"salesbot: {exc}\n")
+        return 1
+    except (RedisError, ValueError) as exc:
+        if not config.redis_url or (isinstance(exc, ValueError) and "Redis URL" not in str(exc)):
+            raise
+        # An external Redis that cannot be reached (or a URL redis-py cannot read): one line naming
+        # the setting. redis-py's messages name the host and port, never the URL's password.
+        sys.stderr.write(f"salesbot: redis_url: {exc}\n")
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
