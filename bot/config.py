@@ -52,7 +52,7 @@ __all__ = [
     "CRM_ENTRY_POINT_GROUP", "AccountConfig", "ActionsConfig", "AutomationsConfig", "Config", "ConfigError",
     "ConfigView", "CrmConfig",
     "CrmTeamConfig", "CrmUserConfig", "EmailTemplateConfig", "EmbeddedCrmConfig", "EventsConfig", "LimitsConfig",
-    "MetaConversionsConfig", "RateConfig", "ShopConfig", "SmtpConfig", "TokenConfig", "load_config",
+    "MetaConversionsConfig", "RateConfig", "ShopConfig", "SmtpConfig", "TokenConfig", "load_config", "unknown_env",
 ]
 #: ``..config_models``: relative to this module, ``bot.config_models``.
 __getattr__ = exports(__name__, {name: ".config_models" for name in __all__
@@ -186,6 +186,25 @@ _ENV_KEYS = {
 #: CRM secrets may come from the environment instead of the file (``[crm]`` keys).
 _CRM_ENV_KEYS = {"SALESBOT_CRM_TOKEN": "token", "SALESBOT_CRM_SECRET": "secret",
                  "SALESBOT_CRM_WEBHOOK_SECRET": "webhook_secret"}
+
+
+#: ``SALESBOT_*`` variables that are not settings but the test suite's and the benches' own.
+_NOT_SETTINGS = ("SALESBOT_TEST_", "SALESBOT_FUZZ_", "SALESBOT_REQUIRE_ALL_TIERS")
+
+
+def unknown_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """A line for each ``SALESBOT_*`` variable that names no setting (``..._POLL_INTERVALL``):
+    read nowhere, so a typo would silently leave the default in force."""
+    env = os.environ if env is None else env
+    known = [*_ENV_KEYS, *_CRM_ENV_KEYS]
+    out = []
+    for name in sorted(env):
+        if name.startswith("SALESBOT_") and name not in known and not name.startswith(_NOT_SETTINGS):
+            import difflib  # only for a name that is wrong
+
+            close = difflib.get_close_matches(name, known, n=1)
+            out.append(f"{name} is not a setting, ignored" + (f" (did you mean {close[0]}?)" if close else ""))
+    return out
 
 
 def load_config(

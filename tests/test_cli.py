@@ -312,3 +312,19 @@ def test_an_unreachable_or_unreadable_redis_url_is_one_line_without_its_password
     assert says in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert "supersecret" not in done.stderr + done.stdout
+
+
+def test_a_misspelled_salesbot_variable_is_named_at_start_not_silently_ignored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``SALESBOT_TIMER_POLL_INTERVALL=1`` left the default poll in force without a word."""
+    for name in [n for n in os.environ if n.startswith("SALESBOT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SALESBOT_TIMER_POLL_INTERVALL", "1")
+    monkeypatch.setenv("SALESBOT_TEST_REDIS_URL", "redis://x")  # the test suite's own: not warned about
+    monkeypatch.setenv("SALESBOT_PORT", "abc")  # the start then fails: nothing is served
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", "--data-dir", str(tmp_path)], out=io.StringIO()) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("salesbot: warning: SALESBOT_TIMER_POLL_INTERVALL is not a setting, ignored "
+                      "(did you mean SALESBOT_TIMER_POLL_INTERVAL?)"), err
+    assert len(err) == 2 and err[1].startswith("salesbot: invalid configuration: port"), err

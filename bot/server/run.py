@@ -14,7 +14,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from .. import logs
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, unknown_env
 from ..store.embedded import EmbeddedRedisError
 from . import loops
 from .app import create_app
@@ -49,6 +49,8 @@ PRELOAD = ("bot.engine.interpreter", "bot.server.event_models", "babel.numbers",
 
 def serve(*, config_path: str | None, host: str | None, port: int | None, data_dir: str | None,
           role: str, out: TextIO) -> int:
+    for line in unknown_env():
+        sys.stderr.write(f"salesbot: warning: {line}\n")
     try:
         config = load_config(config_path, overrides={"host": host, "port": port, "data_dir": data_dir})
     except ConfigError as exc:
