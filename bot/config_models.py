@@ -205,7 +205,7 @@ class CrmConfig(_Frozen):
     """
 
     backend: str = Field("embedded", pattern=r"^[A-Za-z0-9_.-]+$")
-    settings: dict[str, Any] = Field(default_factory=dict)  # a plugged-in backend's own settings
+    settings: dict[str, Any] = Field(default_factory=dict, repr=False)  # a plugged-in backend's own (may hold secrets)
     base_url: str | None = None
     token: SecretStr | None = None
     secret: SecretStr | None = None

@@ -75,11 +75,16 @@ def plugged_backend(config: Config, redis: Redis) -> CrmBackend:
     where = f"[crm] backend {name!r} (entry point of {dist}: {ep.value!r})"
     try:
         factory = ep.load()
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # an import that fails however it fails: named, not a bare traceback
         raise ConfigError(f"{where}: cannot be loaded: {type(exc).__name__}: {exc}") from exc
     if not callable(factory):
         raise ConfigError(f"{where}: names a {type(factory).__name__}, not a factory")
-    backend = factory(config=config.crm, redis=redis)
+    try:
+        backend = factory(config=config.crm, redis=redis)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a wrong signature, settings it refuses
+        raise ConfigError(f"{where}: the factory failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(backend, CrmBackend):
         missing = [m for m in _MEMBERS if not hasattr(backend, m)]
         raise ConfigError(f"{where}: the factory returned a {type(backend).__name__}, not a CrmBackend "

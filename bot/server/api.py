@@ -100,8 +100,9 @@ async def activate_bot(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------- conversations
-#: The longest ``before_id`` (a conversation id) a listing takes.
-MAX_CURSOR_ID = 1000
+#: The longest ``before_id`` (a conversation id) a listing takes: an id holds a chat id of up to
+#: 256 characters percent-encoded (up to 9 bytes each as ``%XX``), its channel and account.
+MAX_CURSOR_ID = 4096
 
 
 def _public_meta(cid: str, meta: dict[str, str]) -> dict[str, Any]:
@@ -250,15 +251,28 @@ async def release(request: web.Request) -> web.Response:
     holder, claim_id = await _claim(request)
     if holder is not None and holder != principal.name and principal.role != "admin":
         return _taken(holder)
+    if holder is None and await _bot_owns(request):  # handed back already (a second tab, a retry)
+        return error(409, "not_taken", "the bot has this conversation: nothing to hand back")
     if step is not None and (unknown := await _unknown_step(request, step)) is not None:
         return unknown
     # One hand-back per takeover: a second one sent meanwhile (a double click, two tabs) read the
     # same claim and is deduplicated by its id; it used to resume the bot twice (its messages sent twice).
     response = await _conversation_event(request, ev.Release(step, principal.name, answer),
                                          dedupe_id=f"release:{claim_id}" if claim_id else None)
-    if response.status < 300:
-        await request.app[SERVICES].redis.delete(claim_key(request.match_info["cid"]))
+    if response.status < 300 and claim_id:  # this claim only: a newer takeover's stays
+        await request.app[SERVICES].redis.eval(_DROP_CLAIM, 1, claim_key(request.match_info["cid"]),
+                                               f"{holder}\x1f{claim_id}")
     return response
+
+
+#: Delete the claim key only while it holds this claim (a newer takeover's claim stays).
+_DROP_CLAIM = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+async def _bot_owns(request: web.Request) -> bool:
+    """Whether the stored state says the bot has the conversation (no person took it over)."""
+    state = state_of(await request.app[SERVICES].store.state(request.match_info["cid"]))
+    return state is not None and state.owner != "human"
 
 
 async def _unknown_step(request: web.Request, step: str) -> web.Response | None:

@@ -196,7 +196,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/conversations/{cid}/release": {"post": _op(
         "Hand back to the bot (optionally at a step; answer: the bot answers the held customer message)",
         {"202": _ACCEPTED, "400": _json(_ERROR), "404": _json(_ERROR),
-         "409": _json(_ERROR, "Another person has it (only they or an admin hand it back)")},
+         "409": _json(_ERROR, "taken: another person has it (only they or an admin hand it back); "
+                              "not_taken: the bot has it already")},
         auth=["support"], params=[_CID],
         body={"type": "object", "properties": {
             "step": {"type": "string", "description": "continue at this step (else where the bot was)"},

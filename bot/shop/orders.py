@@ -23,7 +23,6 @@ from .products import is_sku, localised
 
 FLOW = ("new", "confirmed", "in_production", "shipped", "delivered")
 CANCELLED = "cancelled"
-CONFIRMED = "confirmed"
 STATUSES = (*FLOW, CANCELLED)
 PAYMENTS = ("unpaid", "paid")
 PATCH_FIELDS = frozenset({"status", "payment", "tracking"})
@@ -149,8 +148,8 @@ def change(order: Mapping[str, Any], patch: Mapping[str, Any], *, by: str,
         new["status"] = status
         moved = {"from": order["status"], "to": status}
         events.append(OrderEvent("order.cancelled" if status == CANCELLED else "order.shipment_changed", moved))
-        if status == CONFIRMED:  # the seller approved it: Kommo's "shipment approved"
-            events.append(OrderEvent("order.shipment_approved", moved))
+        if order["status"] == FLOW[0] and status != CANCELLED:  # the seller approved it (Kommo's
+            events.append(OrderEvent("order.shipment_approved", moved))  # "shipment approved"): once
         history.append({"field": "status", "from": order["status"], "to": status})
     payment = patch.get("payment", order["payment"])
     if payment != order["payment"]:

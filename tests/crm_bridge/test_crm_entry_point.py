@@ -50,9 +50,13 @@ def create(*, config, redis):
 
 def half(*, config, redis):
     return object()
+
+
+def picky(*, config, redis):
+    return BeepCrm(pipelines=config.settings["no such setting"])
 '''
 ENTRY_POINTS = {"beep": "beep_crm_plugin:create", "half": "beep_crm_plugin:half",
-                "typo": "beep_crm_plugn:create"}
+                "typo": "beep_crm_plugn:create", "picky": "beep_crm_plugin:picky"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -97,7 +101,7 @@ async def test_the_server_builds_a_backend_found_only_through_its_entry_point(re
 def test_an_unknown_backend_is_a_configuration_error_naming_the_group() -> None:
     with pytest.raises(ConfigError) as caught:
         _config("beeep")
-    assert ("no CRM backend named 'beeep' (known: embedded, kommo, webhook, beep, half, typo; another package "
+    assert ("no CRM backend named 'beeep' (known: embedded, kommo, webhook, beep, half, picky, typo; another package "
             "adds one in the 'salesbot.crm_backends' entry point group)") in str(caught.value)
 
 
@@ -105,6 +109,8 @@ def test_an_unknown_backend_is_a_configuration_error_naming_the_group() -> None:
     ("typo", ("[crm] backend 'typo' (entry point of beep-crm: 'beep_crm_plugn:create'): cannot be loaded: "
               "ModuleNotFoundError")),
     ("half", "the factory returned a object, not a CrmBackend (missing: name, identify, snapshot, execute)"),
+    ("picky", ("[crm] backend 'picky' (entry point of beep-crm: 'beep_crm_plugin:picky'): the factory failed: "
+               "KeyError: 'no such setting'")),
 ])
 async def test_a_backend_that_cannot_be_built_names_its_entry_point(redis: Redis, name: str, says: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import ClientSession
 from redis.asyncio import Redis
 
+from bot.server.api import _DROP_CLAIM
 from bot.store import indexes as convindex
 from tests.server.test_dashboard_api import AYSE, _bot_texts, _until, chat, listing, server
 
@@ -83,3 +84,26 @@ async def test_two_hand_backs_of_one_takeover_at_once_resume_the_bot_once(http: 
     conv = await _until(http, cid, lambda c: any(e.get("text") == "thanks" for e in c["transcript"]))
     assert len([e for e in conv["transcript"] if e.get("event") == "release"]) == 1
     assert len([t for t in _bot_texts(conv) if "showroom" in t]) == 1
+
+
+async def test_a_hand_back_after_the_first_one_is_refused_and_a_newer_claim_survives_a_stale_one(
+        http: ClientSession, redis: Redis) -> None:
+    """A second tab's hand-back sent after the first one had finished found no claim: nothing
+    deduplicated it and the bot ran the step again (its message sent twice). And a stale
+    hand-back's delete removed whatever claim the key held, a newer takeover's too."""
+    cid = await chat(http, "late-release-01", "hi", name="Deniz")
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
+    assert (await http.post(f"/api/conversations/{cid}/release", json={"step": "hours"}, headers=AYSE)).status == 202
+    await _until(http, cid, lambda c: any(e.get("event") == "release" for e in c["transcript"]))
+    late = await http.post(f"/api/conversations/{cid}/release", json={"step": "hours"}, headers=AYSE)
+    assert late.status == 409 and (await late.json())["error"]["code"] == "not_taken"
+    await chat(http, "late-release-01", "thanks")
+    conv = await _until(http, cid, lambda c: any(e.get("text") == "thanks" for e in c["transcript"]))
+    assert len([t for t in _bot_texts(conv) if "showroom" in t]) == 1
+    # a newer takeover's claim is not removed by a hand-back that read an older one
+    assert (await http.post(f"/api/conversations/{cid}/takeover", headers=AYSE)).status == 202
+    key = convindex.claim_key(cid)
+    newer = await redis.get(key)
+    assert newer is not None
+    assert await redis.eval(_DROP_CLAIM, 1, key, "Ayse\x1fan-older-claim") == 0
+    assert await redis.get(key) == newer
