@@ -42,12 +42,14 @@ WIDTH_PER_RATE = 1e-4
 
 class TimerLoop:
     def __init__(self, wheel: TimerWheel, deliver: Deliver, *, poll: float, concurrency: int = 128,
-                 batch: int = 100, backlog: int = 4000, coalesce: float = 0.1) -> None:
+                 batch: int = 100, backlog: int = 4000, coalesce: float = 0.1, phase: float = 0.0) -> None:
         self.wheel = wheel
         self.deliver = deliver
         self.poll = poll
         #: The widest slot (seconds); at most ``SLOT`` keeps every slot at its narrowest.
         self.coalesce = coalesce
+        #: This process's shift of the loop clock's grid its rounds wake on (``ticks.py``).
+        self.phase = phase
         self.batch = batch
         self.backlog = backlog
         self._sem = Limiter(concurrency)  # (not asyncio.Semaphore: see limiter.py)
@@ -108,7 +110,7 @@ class TimerLoop:
                 raise
             except Exception:
                 log.exception("worker.timers_failed")
-            await wait_tick(stop, self.poll)
+            await wait_tick(stop, self.poll, self.phase)
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         every = self.wheel.dead_after / 3
@@ -123,7 +125,7 @@ class TimerLoop:
                 raise
             except Exception:
                 log.exception("worker.timer_heartbeat_failed")
-            await wait_tick(stop, every)
+            await wait_tick(stop, every, self.phase)
 
     def _schedule(self, timers: list[DueTimer]) -> None:
         loop = asyncio.get_running_loop()

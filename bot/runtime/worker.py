@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -87,8 +88,10 @@ class Worker:
         self._receivers = tuple(receivers)
         self._stopping = False
         self._sem = asyncio.Semaphore(CONCURRENCY)
+        #: Where this process's loops wake on the clock (``ticks.py``): workers of one host apart.
+        self.phase = random.random()
         self.timer_loop = TimerLoop(services.timers, self._deliver_timer, poll=self.poll,
-                                    coalesce=services.config.timer_coalesce)
+                                    coalesce=services.config.timer_coalesce, phase=self.phase)
 
     def stop(self) -> None:
         self._stopping = True
@@ -152,7 +155,7 @@ class Worker:
                 raise
             except Exception:
                 log.exception(f"worker.{name}_failed")
-            await wait_tick(stop, wait)
+            await wait_tick(stop, wait, self.phase)
 
     def _queue(self, cid: str) -> ConversationService | LeadService:
         """Who processes a store queue: lead queues (``lead:<id>``) the lead loop, the rest conversations."""

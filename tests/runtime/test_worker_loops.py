@@ -26,6 +26,7 @@ async def test_a_loop_waits_its_idle_interval_only_after_a_round_with_nothing_to
                 stop.set()
             return found[len(calls) - 1]
 
+        worker.phase = 0.0  # its grid unshifted: ticks at whole seconds
         await asyncio.wait_for(worker._loop(stop, body, 0.01, "test", idle=1.0), 20)
         gaps = [b - a for a, b in itertools.pairwise(calls)]
         assert len(calls) == len(found)
@@ -41,6 +42,7 @@ async def test_loops_of_one_interval_wake_together_on_the_clocks_grid() -> None:
     from bot.runtime.ticks import next_tick, wait_tick
 
     assert next_tick(12.3, 1.0) == 13.0 and next_tick(13.0, 1.0) == 14.0 and next_tick(0.26, 0.25) == 0.5
+    assert next_tick(12.3, 1.0, 0.5) == 12.5 and next_tick(12.6, 1.0, 0.5) == 13.5  # a process's own phase
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     woke: list[float] = []
