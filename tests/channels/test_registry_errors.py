@@ -5,8 +5,6 @@ missing a credential a bare ``KeyError: 'secret'``."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +13,7 @@ import pytest
 from bot.channels.base import ChannelError
 from bot.channels.registry import ENTRY_POINT_GROUP, ChannelRegistry
 from bot.config import AccountConfig
+from tests.distributions import installed
 
 MODULE = '''
 class HalfAdapter:
@@ -36,21 +35,9 @@ ENTRY_POINTS = {"typo_module": "registry_err_chanel:create", "typo_factory": "re
 
 @pytest.fixture(scope="module", autouse=True)
 def broken_distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    root = tmp_path_factory.mktemp("site")
-    (root / "registry_err_channel.py").write_text(MODULE)
-    info = root / "registry_err-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: registry-err\nVersion: 0.1\n")
-    lines = "".join(f"{name} = {target}\n" for name, target in ENTRY_POINTS.items())
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}")
-    sys.path.insert(0, str(root))
-    importlib.invalidate_caches()
-    try:
+    with installed(tmp_path_factory.mktemp("site"), module="registry_err_channel", source=MODULE,
+                   dist="registry-err-0.1", group=ENTRY_POINT_GROUP, entry_points=ENTRY_POINTS):
         yield
-    finally:
-        sys.path.remove(str(root))
-        sys.modules.pop("registry_err_channel", None)
-        importlib.invalidate_caches()
 
 
 def _error(name: str, **kwargs: Any) -> str:

@@ -9,8 +9,6 @@ server does, and the CRM contract runs against what it built.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,6 +19,7 @@ from redis.asyncio import Redis
 from bot.config import CRM_ENTRY_POINT_GROUP, ConfigError, load_config
 from crm_bridge.contract import PIPELINES, CrmContract
 from crm_bridge.factory import build_backend, close_backend
+from tests.distributions import installed
 
 MODULE = '''
 from crm_bridge.memory import MemoryCrm
@@ -61,21 +60,9 @@ ENTRY_POINTS = {"beep": "beep_crm_plugin:create", "half": "beep_crm_plugin:half"
 
 @pytest.fixture(scope="module", autouse=True)
 def beep_distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    root = tmp_path_factory.mktemp("site")
-    (root / "beep_crm_plugin.py").write_text(MODULE)
-    info = root / "beep_crm-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: beep-crm\nVersion: 0.1\n")
-    lines = "".join(f"{name} = {target}\n" for name, target in ENTRY_POINTS.items())
-    (info / "entry_points.txt").write_text(f"[{CRM_ENTRY_POINT_GROUP}]\n{lines}")
-    sys.path.insert(0, str(root))
-    importlib.invalidate_caches()
-    try:
+    with installed(tmp_path_factory.mktemp("site"), module="beep_crm_plugin", source=MODULE, dist="beep-crm-0.1",
+                   group=CRM_ENTRY_POINT_GROUP, entry_points=ENTRY_POINTS):
         yield
-    finally:
-        sys.path.remove(str(root))
-        sys.modules.pop("beep_crm_plugin", None)
-        importlib.invalidate_caches()
 
 
 def _config(backend: str) -> Any:
